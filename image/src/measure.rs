@@ -1,0 +1,1 @@
+//! SEV-SNP launch digest (filled in below).

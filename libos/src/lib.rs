@@ -1,0 +1,2 @@
+//! The Cabin libos (skeleton).
+#![cfg_attr(not(test), no_std)]

@@ -1,0 +1,1 @@
+//! Rewriter (skeleton).
