@@ -53,3 +53,80 @@ pub mod auxv {
     /// Minimum signal stack size.
     pub const AT_MINSIGSTKSZ: u64 = 51;
 }
+
+/// Magic value of [`BootInfo::magic`]: "CABBOOT1".
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CABBOOT1");
+/// Version of the [`BootInfo`] layout.
+pub const BOOT_VERSION: u32 = 1;
+
+/// [`BootInfo::flags`]: process backend. The domain is an ordinary Linux
+/// process under seccomp; the libos may issue the few system calls the
+/// filter allows itself (`futex` on the doorbells, `arch_prctl(SET_FS)`,
+/// clock reads, `rt_sigaction` for its own trap and fault handlers, exit).
+pub const BOOT_FLAG_PROCESS: u32 = 1 << 0;
+
+/// [`BootInfo::flags`]: KVM backend. The domain is ring 3 of a KVM guest and
+/// can make no system call of its own (a stray `syscall` traps to the
+/// proxy-kernel's slow-path gate). The libos waits on the ring with the
+/// ring-3 doorbell (`out` to `crate::hypercall::PORT_DOORBELL`) instead of
+/// `futex`, and sets the FS base with `wrfsbase` (the monitor enables
+/// CR4.FSGSBASE).
+pub const BOOT_FLAG_KVM: u32 = 1 << 1;
+
+/// Number of per-system-call counters the libos keeps for calls it serves
+/// locally ([`BootInfo::local_counts`]); numbers at or above this are
+/// counted in slot 0 of nothing (dropped).
+pub const LOCAL_COUNT_SLOTS: usize = 512;
+
+/// The boot-information block: one page in domain memory, written by the
+/// monitor before the program starts; its address is the value of the
+/// [`AT_CABIN_BOOT`] auxiliary-vector entry.
+///
+/// The libos reads the configuration fields once, at start-up. The fields
+/// after `ppid` are written by the libos while the program runs (fault
+/// record, counters) and read by the monitor after the program ended — the
+/// monitor treats them as untrusted statistics, never as control data.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BootInfo {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// [`BOOT_VERSION`].
+    pub version: u32,
+    /// `BOOT_FLAG_*` bits.
+    pub flags: u32,
+    /// Domain address of the ring ([`crate::ring`]).
+    pub ring: u64,
+    /// Bytes reserved for the ring (at least [`crate::ring::RING_BYTES`]).
+    pub ring_size: u64,
+    /// First byte of the anonymous-memory arena (page aligned).
+    pub arena_start: u64,
+    /// Length of the arena in bytes (page multiple).
+    pub arena_len: u64,
+    /// First byte of the `brk` heap (page aligned).
+    pub brk_start: u64,
+    /// Largest size the `brk` heap may grow to.
+    pub brk_len: u64,
+    /// Process id the program sees (`getpid`, `gettid`).
+    pub pid: u32,
+    /// Parent process id the program sees.
+    pub ppid: u32,
+    /// User id the program sees.
+    pub uid: u32,
+    /// Group id the program sees.
+    pub gid: u32,
+    /// Written by the libos: signal number of a fatal fault (0 = none).
+    pub fault_signo: u64,
+    /// Written by the libos: faulting address (`si_addr`).
+    pub fault_addr: u64,
+    /// Written by the libos: `rip` at the fault.
+    pub fault_rip: u64,
+    /// Written by the libos: calls that arrived through the trap path.
+    pub trapped: u64,
+    /// Reserved, zero.
+    pub reserved: [u64; 8],
+    /// Written by the libos: per-number counts of locally served calls.
+    pub local_counts: [u32; LOCAL_COUNT_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::PAGE_SIZE as usize);

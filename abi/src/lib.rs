@@ -10,8 +10,11 @@
 #![no_std]
 
 pub mod boot;
+pub mod hypercall;
+pub mod layout;
 pub mod link;
 pub mod note;
+pub mod ring;
 
 /// Version of every layout in this crate, as a whole.
 pub const ABI_VERSION: u32 = 1;

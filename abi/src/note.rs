@@ -294,9 +294,11 @@ impl<'a> Manifest<'a> {
     /// Decodes a manifest, checking that every announced record is present.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, NoteError> {
         let header = ManifestHeader::from_bytes(bytes)?;
-        let sites_len = (header.site_count as usize).checked_mul(SiteRecord::SIZE).ok_or(NoteError::Truncated)?;
-        let forb_len =
-            (header.forbidden_count as usize).checked_mul(ForbiddenRecord::SIZE).ok_or(NoteError::Truncated)?;
+        let sites_len =
+            (header.site_count as usize).checked_mul(SiteRecord::SIZE).ok_or(NoteError::Truncated)?;
+        let forb_len = (header.forbidden_count as usize)
+            .checked_mul(ForbiddenRecord::SIZE)
+            .ok_or(NoteError::Truncated)?;
         let rest = &bytes[ManifestHeader::SIZE..];
         if rest.len() < sites_len.checked_add(forb_len).ok_or(NoteError::Truncated)? {
             return Err(NoteError::Truncated);

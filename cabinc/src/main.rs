@@ -1,1 +1,104 @@
-fn main() {}
+//! `cabinc`: the Cabin command-line tool.
+//!
+//! Builds execute-only Cabin images from static x86-64 executables, shows
+//! what is in them, prints their launch measurement and runs them confined.
+//! Exit status: 0 success, 1 refused or malformed input, 2 usage error;
+//! `cabinc run` passes the program's status through and uses 125 for its own
+//! errors, 126 for an invalid image and 127 for a missing one.
+
+mod build;
+mod inspect;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Confine untrusted x86-64 Linux programs: build, inspect and run Cabin images.
+#[derive(Debug, Parser)]
+#[command(name = "cabinc", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Rewrite a static executable into an execute-only Cabin image.
+    Build(BuildArgs),
+    /// Show what a Cabin image contains.
+    Inspect(InspectArgs),
+    /// Print an image's SEV-SNP launch measurement (96 hex digits).
+    Measure(MeasureArgs),
+}
+
+/// Arguments of `cabinc build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The static x86-64 ELF executable to rewrite.
+    pub input: PathBuf,
+    /// Where to write the image.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Keep code segments readable (R+X) when the program reads its own code.
+    #[arg(long)]
+    pub allow_readable_code: bool,
+    /// How to report progress and the result.
+    #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
+    pub message_format: MessageFormat,
+    /// Also write the patch plan (every site's decision) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+}
+
+/// Output style of `cabinc build`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessageFormat {
+    /// Cargo-style status lines on stderr.
+    Human,
+    /// One JSON object on stdout.
+    Json,
+}
+
+/// Arguments of `cabinc inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The Cabin image.
+    pub image: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
+    pub format: InspectFormat,
+}
+
+/// Output format of `cabinc inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectFormat {
+    /// A readable summary.
+    Text,
+    /// The full report as JSON.
+    Json,
+}
+
+/// Arguments of `cabinc measure`.
+#[derive(Debug, clap::Args)]
+pub struct MeasureArgs {
+    /// The Cabin image.
+    pub image: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => build::run(&a),
+        Command::Inspect(a) => inspect::inspect(&a),
+        Command::Measure(a) => inspect::measure(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::from(1)
+        }
+    }
+}

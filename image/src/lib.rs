@@ -5,4 +5,6 @@
 //! Everything here treats its input as hostile: files may be truncated,
 //! malformed or crafted. No function panics on input; all return errors.
 
+pub mod elf;
+pub mod image;
 pub mod measure;

@@ -1,0 +1,48 @@
+//! Hypercalls: how code in a KVM (or, later, SEV-SNP) domain calls the monitor.
+//!
+//! A hypercall is an `out` to one of the I/O ports below, which ends the
+//! vCPU's run with an I/O exit that the monitor handles before resuming it.
+//! Arguments travel in general-purpose registers, which the monitor reads
+//! and writes while the vCPU is stopped. Each port has one meaning and one
+//! register convention:
+//!
+//! | port | from | registers in | registers out |
+//! |---|---|---|---|
+//! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_WAIT`] or [`DOORBELL_WAKE`] | none |
+//! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments | `rax` = result |
+//! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed |
+//!
+//! The domain's I/O permission bitmap lets ring 3 reach [`PORT_DOORBELL`]
+//! only; an `out` to any other port from ring 3 faults (#GP) instead of
+//! exiting, so the ring-0 ports can only be used by the proxy-kernel.
+
+/// Ring 3 → monitor: ring doorbell (wake the worker and/or wait for a
+/// completion). The only port ring 3 may use.
+pub const PORT_DOORBELL: u16 = 0xE0;
+/// Proxy-kernel → monitor: serve one system call synchronously (slow path).
+pub const PORT_SYSCALL: u16 = 0xE1;
+/// Proxy-kernel → monitor: the program took a fault; end it.
+pub const PORT_FAULT: u16 = 0xE2;
+
+/// [`PORT_DOORBELL`] value: new submissions are on the ring; wake the
+/// monitor's worker and return at once.
+pub const DOORBELL_WAKE: u32 = 1;
+/// [`PORT_DOORBELL`] value: wake the worker, and return only once the
+/// completion queue holds an entry the libos has not consumed yet.
+pub const DOORBELL_WAIT: u32 = 2;
+
+/// Register convention of [`PORT_FAULT`].
+pub mod fault {
+    //! `rdi` = vector, `rsi` = error code (0 when the vector has none),
+    //! `rdx` = faulting `rip`, `rcx` = `cr2`, `r8` = `cs` of the interrupted
+    //! code, `r9` = its `rsp`, `r10` = its `rflags`, `r11` = the
+    //! proxy-kernel's reason code (`REASON_*`).
+
+    /// An exception the program caused (or a ring-0 fault: see `cs`).
+    pub const REASON_EXCEPTION: u64 = 0;
+    /// The slow-path gate found a return state it must not restore
+    /// (non-canonical return address).
+    pub const REASON_BAD_GATE_RETURN: u64 = 1;
+    /// The proxy-kernel itself panicked (a bug in it).
+    pub const REASON_KERNEL_PANIC: u64 = 2;
+}

@@ -1,0 +1,337 @@
+//! The shared-memory ring between the libos (inside the domain) and the
+//! monitor (outside): the layout, the entry formats and the index rules.
+//!
+//! One ring per domain, in memory both sides map. It has a submission queue
+//! (SQ, written by the libos, read by the monitor) and a completion queue (CQ,
+//! written by the monitor, read by the libos), each [`RING_ENTRIES`] fixed-size
+//! slots. Indices are free-running `u32` counters; a slot is `index % entries`.
+//! A producer writes a slot, then publishes it by storing the new tail with
+//! release (SeqCst) ordering; a consumer reads the tail with acquire ordering,
+//! copies the slot out once, then stores the new head. More than one entry may
+//! be outstanding: batches are simply several slots published at once.
+//!
+//! Sleeping: each queue has a *doorbell* word (a futex, shared between
+//! processes, so never `FUTEX_PRIVATE_FLAG`) and a flag saying the consumer
+//! may be asleep. The producer publishes the tail, increments the doorbell and,
+//! only when the flag is set, wakes the doorbell. The consumer reads the
+//! doorbell, sets the flag, re-checks the tail and only then waits on the
+//! doorbell with the value it read. All of these use SeqCst, so no wake-up is
+//! lost. See docs/ring.md.
+//!
+//! Hostility: the monitor treats everything here as written by an adversary.
+//! [`pending`] refuses index pairs that cannot be valid; the monitor copies each
+//! slot out exactly once with [`RingPtr::read_submission`].
+
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Magic value of [`RingHeader::magic`]: "CABRING1".
+pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"CABRING1");
+/// Version of this layout.
+pub const RING_VERSION: u32 = 1;
+/// Slots in each queue (a power of two).
+pub const RING_ENTRIES: u32 = 64;
+
+/// [`RingHeader::state`]: the ring is in service.
+pub const STATE_RUNNING: u32 = 0;
+/// [`RingHeader::state`]: the monitor has stopped serving (protocol violation
+/// or shutdown); the libos must not wait for completions any more.
+pub const STATE_DEAD: u32 = 1;
+
+/// [`Submission::flags`]: the call arrived through the SIGSYS/trap slow path.
+pub const SUB_TRAPPED: u32 = 1 << 0;
+
+/// One request: a system call as the program made it. 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Submission {
+    /// Chosen by the libos, echoed in the completion.
+    pub tag: u32,
+    /// `SUB_*` bits.
+    pub flags: u32,
+    /// Linux x86-64 system-call number.
+    pub nr: u64,
+    /// Arguments in `rdi, rsi, rdx, r10, r8, r9` order. Pointers are the
+    /// program's virtual addresses.
+    pub args: [u64; 6],
+}
+
+/// One reply. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// The [`Submission::tag`] this answers.
+    pub tag: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+    /// The value for `rax`: a result, or a negative errno.
+    pub result: i64,
+}
+
+/// The ring's header, at offset 0 of the ring area. Each side's indices sit
+/// on their own 64-byte line so the two sides do not share cache lines.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingHeader {
+    /// [`RING_MAGIC`].
+    pub magic: u64,
+    /// [`RING_VERSION`].
+    pub version: u32,
+    /// Slots per queue ([`RING_ENTRIES`]).
+    pub entries: u32,
+    /// `STATE_*`.
+    pub state: AtomicU32,
+    _pad0: [u32; 11],
+    /// SQ consumer (monitor) line: next slot the monitor reads.
+    pub sq_head: AtomicU32,
+    /// Non-zero while the monitor may be asleep on [`Self::sq_doorbell`].
+    pub sq_sleeping: AtomicU32,
+    _pad1: [u32; 14],
+    /// SQ producer (libos) line: next slot the libos writes.
+    pub sq_tail: AtomicU32,
+    /// Futex word the monitor sleeps on; bumped by the libos.
+    pub sq_doorbell: AtomicU32,
+    _pad2: [u32; 14],
+    /// CQ consumer (libos) line: next completion the libos reads.
+    pub cq_head: AtomicU32,
+    /// Non-zero while the libos may be asleep on [`Self::cq_doorbell`].
+    pub cq_waiting: AtomicU32,
+    _pad3: [u32; 14],
+    /// CQ producer (monitor) line: next completion the monitor writes.
+    pub cq_tail: AtomicU32,
+    /// Futex word the libos sleeps on; bumped by the monitor.
+    pub cq_doorbell: AtomicU32,
+    _pad4: [u32; 14],
+}
+
+/// Offset of the submission slots from the start of the ring.
+pub const SQ_OFFSET: usize = 512;
+/// Offset of the completion slots from the start of the ring.
+pub const CQ_OFFSET: usize = SQ_OFFSET + RING_ENTRIES as usize * size_of::<Submission>();
+/// Bytes the ring occupies (header and both queues).
+pub const RING_BYTES: usize = CQ_OFFSET + RING_ENTRIES as usize * size_of::<Completion>();
+/// Offset of the SQ doorbell futex word (for seccomp rules).
+pub const SQ_DOORBELL_OFFSET: usize = offset_of!(RingHeader, sq_doorbell);
+/// Offset of the CQ doorbell futex word (for seccomp rules).
+pub const CQ_DOORBELL_OFFSET: usize = offset_of!(RingHeader, cq_doorbell);
+
+const _: () = {
+    assert!(size_of::<Submission>() == 64);
+    assert!(size_of::<Completion>() == 16);
+    assert!(offset_of!(RingHeader, sq_head) == 64);
+    assert!(offset_of!(RingHeader, sq_tail) == 128);
+    assert!(offset_of!(RingHeader, cq_head) == 192);
+    assert!(offset_of!(RingHeader, cq_tail) == 256);
+    assert!(size_of::<RingHeader>() <= SQ_OFFSET);
+    assert!(RING_ENTRIES.is_power_of_two());
+};
+
+/// Why a ring could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// Magic, version or entry count is not what this reader expects.
+    BadHeader,
+    /// `tail - head` is larger than the queue: the indices were scribbled on.
+    BadIndices {
+        /// The head index read.
+        head: u32,
+        /// The tail index read.
+        tail: u32,
+    },
+}
+
+/// How many published entries lie between `head` and `tail`, or an error
+/// when the pair is impossible (more than `entries` outstanding).
+pub fn pending(head: u32, tail: u32, entries: u32) -> Result<u32, RingError> {
+    let n = tail.wrapping_sub(head);
+    if n > entries {
+        return Err(RingError::BadIndices { head, tail });
+    }
+    Ok(n)
+}
+
+/// A raw pointer to a ring in shared memory, with the only operations either
+/// side performs on it. It never hands out references into the ring except
+/// to the atomics, which are made for concurrent access.
+#[derive(Clone, Copy, Debug)]
+pub struct RingPtr {
+    base: *mut u8,
+}
+
+impl RingPtr {
+    /// # Safety
+    ///
+    /// `base` must be 64-byte aligned and point at [`RING_BYTES`] bytes that
+    /// stay mapped, readable and writable for as long as this value (or a
+    /// copy) is used. The memory may be written concurrently by the other
+    /// side: every access below is atomic or a volatile copy.
+    pub const unsafe fn new(base: *mut u8) -> RingPtr {
+        RingPtr { base }
+    }
+
+    /// The start of the ring.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    fn atomic(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: by the contract of `new`, base+offset (a field offset of
+        // RingHeader, 4-byte aligned) is mapped for the lifetime of self;
+        // AtomicU32 permits concurrent access from the other side.
+        unsafe { AtomicU32::from_ptr(self.base.add(offset).cast::<u32>()) }
+    }
+
+    /// `state`.
+    pub fn state(&self) -> &AtomicU32 {
+        self.atomic(offset_of!(RingHeader, state))
+    }
+    /// `sq_head`.
+    pub fn sq_head(&self) -> &AtomicU32 {
+        self.atomic(offset_of!(RingHeader, sq_head))
+    }
+    /// `sq_tail`.
+    pub fn sq_tail(&self) -> &AtomicU32 {
+        self.atomic(offset_of!(RingHeader, sq_tail))
+    }
+    /// `sq_doorbell`.
+    pub fn sq_doorbell(&self) -> &AtomicU32 {
+        self.atomic(SQ_DOORBELL_OFFSET)
+    }
+    /// `sq_sleeping`.
+    pub fn sq_sleeping(&self) -> &AtomicU32 {
+        self.atomic(offset_of!(RingHeader, sq_sleeping))
+    }
+    /// `cq_head`.
+    pub fn cq_head(&self) -> &AtomicU32 {
+        self.atomic(offset_of!(RingHeader, cq_head))
+    }
+    /// `cq_tail`.
+    pub fn cq_tail(&self) -> &AtomicU32 {
+        self.atomic(offset_of!(RingHeader, cq_tail))
+    }
+    /// `cq_doorbell`.
+    pub fn cq_doorbell(&self) -> &AtomicU32 {
+        self.atomic(CQ_DOORBELL_OFFSET)
+    }
+    /// `cq_waiting`.
+    pub fn cq_waiting(&self) -> &AtomicU32 {
+        self.atomic(offset_of!(RingHeader, cq_waiting))
+    }
+
+    /// Writes a fresh header: magic, version, entries, all indices zero.
+    /// Only the side that creates the ring (the monitor) calls this, before
+    /// the other side runs.
+    pub fn init(&self) {
+        // SAFETY: see `new`; the header's first 16 bytes are plain words,
+        // written before the other side exists.
+        unsafe {
+            self.base.cast::<u64>().write_volatile(RING_MAGIC);
+            self.base.add(8).cast::<u32>().write_volatile(RING_VERSION);
+            self.base.add(12).cast::<u32>().write_volatile(RING_ENTRIES);
+        }
+        for a in [
+            self.state(),
+            self.sq_head(),
+            self.sq_tail(),
+            self.sq_doorbell(),
+            self.sq_sleeping(),
+            self.cq_head(),
+            self.cq_tail(),
+            self.cq_doorbell(),
+            self.cq_waiting(),
+        ] {
+            a.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Checks magic, version and entry count.
+    pub fn check_header(&self) -> Result<(), RingError> {
+        // SAFETY: see `new`; volatile reads of plain words.
+        let (magic, version, entries) = unsafe {
+            (
+                self.base.cast::<u64>().read_volatile(),
+                self.base.add(8).cast::<u32>().read_volatile(),
+                self.base.add(12).cast::<u32>().read_volatile(),
+            )
+        };
+        if magic != RING_MAGIC || version != RING_VERSION || entries != RING_ENTRIES {
+            return Err(RingError::BadHeader);
+        }
+        Ok(())
+    }
+
+    fn sq_slot(&self, index: u32) -> *mut Submission {
+        let slot = (index % RING_ENTRIES) as usize;
+        // SAFETY: slot < RING_ENTRIES, so the slot lies inside RING_BYTES.
+        unsafe { self.base.add(SQ_OFFSET + slot * size_of::<Submission>()).cast() }
+    }
+
+    fn cq_slot(&self, index: u32) -> *mut Completion {
+        let slot = (index % RING_ENTRIES) as usize;
+        // SAFETY: slot < RING_ENTRIES, so the slot lies inside RING_BYTES.
+        unsafe { self.base.add(CQ_OFFSET + slot * size_of::<Completion>()).cast() }
+    }
+
+    /// Copies submission slot `index % entries` out (once).
+    pub fn read_submission(&self, index: u32) -> Submission {
+        // SAFETY: the slot is inside the mapped ring (see `sq_slot`) and
+        // aligned; a volatile copy of plain integers has no invalid values.
+        unsafe { self.sq_slot(index).read_volatile() }
+    }
+
+    /// Writes submission slot `index % entries`.
+    pub fn write_submission(&self, index: u32, s: &Submission) {
+        // SAFETY: as for `read_submission`.
+        unsafe { self.sq_slot(index).write_volatile(*s) }
+    }
+
+    /// Copies completion slot `index % entries` out (once).
+    pub fn read_completion(&self, index: u32) -> Completion {
+        // SAFETY: as for `read_submission`.
+        unsafe { self.cq_slot(index).read_volatile() }
+    }
+
+    /// Writes completion slot `index % entries`.
+    pub fn write_completion(&self, index: u32, c: &Completion) {
+        // SAFETY: as for `read_submission`.
+        unsafe { self.cq_slot(index).write_volatile(*c) }
+    }
+}
+
+// SAFETY: RingPtr is a pointer to shared memory whose every access is atomic
+// or a volatile copy; moving it between threads changes nothing.
+unsafe impl Send for RingPtr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C, align(64))]
+    struct Area([u8; RING_BYTES]);
+
+    #[test]
+    fn pending_counts_and_refuses() {
+        assert_eq!(pending(0, 0, 64), Ok(0));
+        assert_eq!(pending(5, 9, 64), Ok(4));
+        assert_eq!(pending(u32::MAX, 1, 64), Ok(2));
+        assert_eq!(pending(0, 65, 64), Err(RingError::BadIndices { head: 0, tail: 65 }));
+        assert_eq!(pending(10, 9, 64), Err(RingError::BadIndices { head: 10, tail: 9 }));
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut area = Area([0xAA; RING_BYTES]);
+        // SAFETY: the area is aligned, RING_BYTES long and outlives `r`.
+        let r = unsafe { RingPtr::new(area.0.as_mut_ptr()) };
+        assert!(r.check_header().is_err());
+        r.init();
+        assert_eq!(r.check_header(), Ok(()));
+        let s = Submission { tag: 7, flags: SUB_TRAPPED, nr: 1, args: [1, 2, 3, 4, 5, 6] };
+        r.write_submission(70, &s);
+        assert_eq!(r.read_submission(6), s);
+        let c = Completion { tag: 7, flags: 0, result: -2 };
+        r.write_completion(3, &c);
+        assert_eq!(r.read_completion(67), c);
+        assert_eq!(r.sq_tail().load(Ordering::SeqCst), 0);
+    }
+}

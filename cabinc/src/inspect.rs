@@ -1,0 +1,141 @@
+//! `cabinc inspect` and `cabinc measure`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use cabin_abi::note::Tactic;
+use cabin_image::elf::{ElfKind, PF_X};
+use cabin_image::image::Image;
+use serde_json::json;
+
+use crate::{InspectArgs, InspectFormat, MeasureArgs};
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The inspect report as JSON.
+pub fn report(img: &Image<'_>) -> serde_json::Value {
+    let h = &img.manifest.header;
+    let sites: Vec<_> = img.manifest.sites().collect();
+    let rewritten = sites.iter().filter(|s| s.tactic == Tactic::Rewritten).count();
+    let list: Vec<_> = sites
+        .iter()
+        .map(|s| {
+            json!({
+                "addr": format!("{:#x}", s.addr),
+                "kind": format!("{:?}", s.kind).to_lowercase(),
+                "tactic": match s.tactic { Tactic::Rewritten => "rewritten", Tactic::Trap => "trap" },
+                "reason": s.reason.as_str(),
+                "trampoline": (s.trampoline != 0).then(|| format!("{:#x}", s.trampoline)),
+            })
+        })
+        .collect();
+    let forbidden: Vec<_> = img
+        .manifest
+        .forbidden()
+        .map(|f| json!({ "addr": format!("{:#x}", f.addr), "insn": f.kind.as_str() }))
+        .collect();
+    let segments: Vec<_> = img
+        .elf
+        .loads()
+        .map(|s| {
+            json!({
+                "vaddr": format!("{:#x}", s.vaddr),
+                "memsz": s.memsz,
+                "filesz": s.filesz,
+                "perms": s.perms(),
+                "cabin": s.vaddr >= h.cabin_vaddr && s.vaddr < h.cabin_vaddr + h.cabin_size,
+            })
+        })
+        .collect();
+    let computed = img.compute_measurement().ok();
+    json!({
+        "format_version": h.format_version,
+        "libos_version": h.libos_version,
+        "measurement": hex::encode(img.measurement),
+        "measurement_valid": computed.map(|c| c == img.measurement),
+        "kind": match img.elf.kind { ElfKind::Exec => "exec", ElfKind::StaticPie => "static-pie" },
+        "entry": format!("{:#x}", h.entry),
+        "original_entry": format!("{:#x}", h.original_entry),
+        "execute_only": img.execute_only(),
+        "code_segments_execute_only": img.elf.exec_segments().all(|s| s.flags == PF_X),
+        "sites": {
+            "total": sites.len(),
+            "rewritten": rewritten,
+            "trap": sites.len() - rewritten,
+            "list": list,
+        },
+        "forbidden": forbidden,
+        "segments": segments,
+    })
+}
+
+pub fn inspect(a: &InspectArgs) -> Result<ExitCode> {
+    let data = read(&a.image)?;
+    let img =
+        Image::parse(&data).with_context(|| format!("{} is not a valid Cabin image", a.image.display()))?;
+    let r = report(&img);
+    match a.format {
+        InspectFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        InspectFormat::Text => print_text(&a.image, &r),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(path: &std::path::Path, r: &serde_json::Value) {
+    println!("image:           {}", path.display());
+    println!("format version:  {}", r["format_version"]);
+    println!("kind:            {}", r["kind"].as_str().unwrap_or("?"));
+    println!(
+        "entry:           {} (original {})",
+        r["entry"].as_str().unwrap_or("?"),
+        r["original_entry"].as_str().unwrap_or("?")
+    );
+    println!("execute-only:    {}", if r["execute_only"] == true { "yes" } else { "no (readable code)" });
+    let valid = match r["measurement_valid"].as_bool() {
+        Some(true) => "matches the image",
+        Some(false) => "DOES NOT match the image (modified after build)",
+        None => "could not be recomputed",
+    };
+    println!("measurement:     {} ({valid})", r["measurement"].as_str().unwrap_or("?"));
+    let s = &r["sites"];
+    println!("sites:           {} total, {} rewritten, {} trap", s["total"], s["rewritten"], s["trap"]);
+    for site in s["list"].as_array().into_iter().flatten().filter(|x| x["tactic"] == "trap") {
+        println!(
+            "  trap {}  {}",
+            site["addr"].as_str().unwrap_or("?"),
+            site["reason"].as_str().unwrap_or("?")
+        );
+    }
+    let forb = r["forbidden"].as_array().map(Vec::len).unwrap_or(0);
+    println!("forbidden:       {forb}");
+    for f in r["forbidden"].as_array().into_iter().flatten() {
+        println!("  {}  {}", f["addr"].as_str().unwrap_or("?"), f["insn"].as_str().unwrap_or("?"));
+    }
+    println!("segments:");
+    for seg in r["segments"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>18}  {:>10}  {}{}",
+            seg["vaddr"].as_str().unwrap_or("?"),
+            seg["memsz"],
+            seg["perms"].as_str().unwrap_or("?"),
+            if seg["cabin"] == true { "  (cabin)" } else { "" }
+        );
+    }
+}
+
+pub fn measure(a: &MeasureArgs) -> Result<ExitCode> {
+    let data = read(&a.image)?;
+    let img =
+        Image::parse(&data).with_context(|| format!("{} is not a valid Cabin image", a.image.display()))?;
+    let computed = img.compute_measurement()?;
+    if computed != img.measurement {
+        bail!(
+            "{}: recorded measurement does not match its pages (the image was modified after it was built); help: rebuild it with `cabinc build`",
+            a.image.display()
+        );
+    }
+    println!("{}", hex::encode(computed));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,234 @@
+//! A built Cabin image: an ELF executable carrying Cabin notes.
+//!
+//! [`Image::parse`] validates the ELF with [`crate::elf`], finds the manifest
+//! and measurement notes, decodes them, and can recompute the launch
+//! measurement from the loadable pages and the manifest, so a reader can tell
+//! whether an image was changed after it was built.
+
+use std::collections::BTreeMap;
+
+use cabin_abi::layout::{IMAGE_GPA_BASE, MANIFEST_GPA, MANIFEST_MAX};
+use cabin_abi::note::{self, Manifest, NoteError, NOTE_OWNER, NT_CABIN_MANIFEST, NT_CABIN_MEASUREMENT};
+use cabin_abi::PAGE_SIZE;
+use thiserror::Error;
+
+use crate::elf::{ElfError, ElfFile, PF_R, PF_W, PF_X, PT_NOTE};
+use crate::measure::{LaunchDigest, MeasureError, PageType, VmplPerms, DIGEST_LEN};
+
+/// Why a file is not a valid Cabin image.
+#[derive(Debug, Error)]
+pub enum ImageError {
+    /// The ELF itself is malformed.
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    /// No `CABIN` manifest note.
+    #[error("not a Cabin image (no CABIN manifest note); help: build one with `cabinc build`")]
+    NoManifest,
+    /// The manifest note does not decode.
+    #[error("corrupt Cabin manifest: {0:?}")]
+    BadManifest(NoteError),
+    /// The measurement note is missing or has the wrong size.
+    #[error("Cabin image has no valid measurement note")]
+    NoMeasurement,
+    /// The manifest is larger than the measured layout allows.
+    #[error("Cabin manifest too large ({0} bytes)")]
+    ManifestTooLarge(usize),
+    /// The measurement primitive refused a page.
+    #[error("measurement failed: {0}")]
+    Measure(#[from] MeasureError),
+}
+
+/// One ELF note.
+#[derive(Debug, Clone, Copy)]
+pub struct Note<'a> {
+    /// Owner name without the NUL terminator.
+    pub name: &'a [u8],
+    /// `n_type`.
+    pub n_type: u32,
+    /// Descriptor bytes.
+    pub desc: &'a [u8],
+}
+
+fn align4(x: usize) -> Option<usize> {
+    x.checked_add(3).map(|v| v & !3)
+}
+
+/// Iterates the notes in a note segment's bytes; stops at the first malformed one.
+pub fn notes(mut bytes: &[u8]) -> impl Iterator<Item = Note<'_>> {
+    std::iter::from_fn(move || {
+        if bytes.len() < 12 {
+            return None;
+        }
+        let namesz = u32::from_le_bytes(bytes[0..4].try_into().ok()?) as usize;
+        let descsz = u32::from_le_bytes(bytes[4..8].try_into().ok()?) as usize;
+        let n_type = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
+        let name_end = 12usize.checked_add(namesz)?;
+        let desc_start = align4(name_end)?;
+        let desc_end = desc_start.checked_add(descsz)?;
+        let next = align4(desc_end)?;
+        if desc_end > bytes.len() {
+            return None;
+        }
+        let mut name = &bytes[12..name_end];
+        if let [rest @ .., 0] = name {
+            name = rest;
+        }
+        let note = Note { name, n_type, desc: &bytes[desc_start..desc_end] };
+        bytes = &bytes[next.min(bytes.len())..];
+        Some(note)
+    })
+}
+
+/// Encodes one note (owner [`NOTE_OWNER`]) with 4-byte padding.
+pub fn encode_note(n_type: u32, desc: &[u8]) -> Vec<u8> {
+    let namesz = NOTE_OWNER.len() + 1;
+    let mut out = Vec::with_capacity(12 + 8 + desc.len() + 3);
+    out.extend_from_slice(&(namesz as u32).to_le_bytes());
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&n_type.to_le_bytes());
+    out.extend_from_slice(NOTE_OWNER);
+    out.push(0);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out.extend_from_slice(desc);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out
+}
+
+/// A parsed Cabin image.
+#[derive(Debug, Clone)]
+pub struct Image<'a> {
+    /// The validated ELF.
+    pub elf: ElfFile<'a>,
+    /// Raw manifest bytes (the note descriptor).
+    pub manifest_bytes: &'a [u8],
+    /// Decoded manifest.
+    pub manifest: Manifest<'a>,
+    /// Measurement recorded at build time.
+    pub measurement: [u8; DIGEST_LEN],
+}
+
+impl<'a> Image<'a> {
+    /// Parses `data` as a Cabin image.
+    pub fn parse(data: &'a [u8]) -> Result<Self, ImageError> {
+        let elf = ElfFile::parse(data)?;
+        let mut manifest_bytes = None;
+        let mut measurement = None;
+        for seg in elf.segments_of(PT_NOTE) {
+            let start = seg.offset as usize;
+            let Some(bytes) = start.checked_add(seg.filesz as usize).and_then(|end| data.get(start..end))
+            else {
+                continue;
+            };
+            for n in notes(bytes).filter(|n| n.name == NOTE_OWNER) {
+                match n.n_type {
+                    NT_CABIN_MANIFEST => manifest_bytes = Some(n.desc),
+                    NT_CABIN_MEASUREMENT => measurement = <[u8; DIGEST_LEN]>::try_from(n.desc).ok(),
+                    _ => {}
+                }
+            }
+        }
+        let manifest_bytes = manifest_bytes.ok_or(ImageError::NoManifest)?;
+        let manifest = Manifest::parse(manifest_bytes).map_err(ImageError::BadManifest)?;
+        let measurement = measurement.ok_or(ImageError::NoMeasurement)?;
+        Ok(Self { elf, manifest_bytes, manifest, measurement })
+    }
+
+    /// Recomputes the launch digest from the image's pages and manifest.
+    pub fn compute_measurement(&self) -> Result<[u8; DIGEST_LEN], ImageError> {
+        measure(&self.elf, self.manifest_bytes)
+    }
+
+    /// Whether execute-only code is recorded in the manifest.
+    pub fn execute_only(&self) -> bool {
+        self.manifest.header.flags & note::MF_EXECUTE_ONLY != 0
+    }
+}
+
+/// RMP permissions that VMPL1 (the confined domain) gets for a segment.
+pub fn vmpl1_perms(flags: u32) -> VmplPerms {
+    let mut p = 0;
+    if flags & PF_R != 0 {
+        p |= VmplPerms::READ;
+    }
+    if flags & PF_W != 0 {
+        p |= VmplPerms::WRITE;
+    }
+    if flags & PF_X != 0 {
+        p |= VmplPerms::EXEC_USER;
+    }
+    VmplPerms(p)
+}
+
+/// The SEV-SNP launch digest of an image laid out in the domain.
+///
+/// Pages: every page any loadable segment touches, in address order, at
+/// `IMAGE_GPA_BASE + (page - lowest page)`; file bytes are NORMAL pages,
+/// pages with no file bytes are ZERO pages; VMPL1 gets the segment's
+/// permissions (execute-only code gets execute-user only). Then the manifest
+/// as NORMAL, read-only pages at `MANIFEST_GPA`.
+pub fn measure(elf: &ElfFile<'_>, manifest: &[u8]) -> Result<[u8; DIGEST_LEN], ImageError> {
+    if manifest.len() as u64 > MANIFEST_MAX {
+        return Err(ImageError::ManifestTooLarge(manifest.len()));
+    }
+    let page = PAGE_SIZE as usize;
+    // page vaddr -> (contents if any file byte lands there, permission bits)
+    let mut pages: BTreeMap<u64, (Option<Vec<u8>>, u8)> = BTreeMap::new();
+    for seg in elf.loads().filter(|s| s.memsz > 0) {
+        let perms = vmpl1_perms(seg.flags).0;
+        let bytes = elf.bytes(seg);
+        let first = seg.vaddr & !(PAGE_SIZE - 1);
+        let mut p = first;
+        while p < seg.end() {
+            let entry = pages.entry(p).or_insert((None, 0));
+            entry.1 |= perms;
+            // File bytes of this segment that fall in page p.
+            let lo = p.max(seg.vaddr);
+            let hi = (p + PAGE_SIZE).min(seg.vaddr + seg.filesz);
+            if lo < hi {
+                let contents = entry.0.get_or_insert_with(|| vec![0u8; page]);
+                let src = &bytes[(lo - seg.vaddr) as usize..(hi - seg.vaddr) as usize];
+                contents[(lo - p) as usize..(hi - p) as usize].copy_from_slice(src);
+            }
+            p += PAGE_SIZE;
+        }
+    }
+    let base = pages.keys().next().copied().unwrap_or(0);
+    let none = VmplPerms(0);
+    let mut digest = LaunchDigest::new();
+    for (vaddr, (contents, perms)) in &pages {
+        let gpa = IMAGE_GPA_BASE + (vaddr - base);
+        let perms = [VmplPerms(*perms), none, none];
+        match contents {
+            Some(c) => digest.update(PageType::Normal, gpa, Some(c), perms)?,
+            None => digest.update(PageType::Zero, gpa, None, perms)?,
+        }
+    }
+    digest.update_normal_pages(MANIFEST_GPA, manifest, [VmplPerms(VmplPerms::READ), none, none])?;
+    Ok(digest.digest())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn note_round_trips() {
+        let n = encode_note(NT_CABIN_MANIFEST, &[1, 2, 3, 4, 5]);
+        assert_eq!(n.len() % 4, 0);
+        let got: Vec<_> = notes(&n).collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, NOTE_OWNER);
+        assert_eq!(got[0].n_type, NT_CABIN_MANIFEST);
+        assert_eq!(got[0].desc, &[1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn truncated_note_stops_iteration() {
+        let n = encode_note(NT_CABIN_MANIFEST, &[0; 40]);
+        assert_eq!(notes(&n[..30]).count(), 0);
+    }
+}

@@ -1,0 +1,448 @@
+//! Confined mode: serving the program's system calls when a Cabin monitor
+//! started the image.
+//!
+//! [`init`] reads the boot-information block ([`cabin_abi::boot::BootInfo`]),
+//! checks the ring, sets up the anonymous-memory arena and installs the
+//! trap (SIGSYS) and fault handlers. [`dispatch`] then serves every call:
+//!
+//! - locally, without the monitor: anonymous memory (`brk`, `mmap`,
+//!   `munmap`, `mremap`, `mprotect`, `madvise`) from the pre-mapped arena,
+//!   `arch_prctl`, `set_tid_address`, identity calls, clock reads, signal
+//!   bookkeeping and exit (see [`serve_local`]);
+//! - everything else over the ring ([`ring_client`]), and each reply is
+//!   checked against the call's contract before the program sees it
+//!   ([`reply_is_valid`]).
+//!
+//! A request for executable memory is refused (`EACCES`): no new code may
+//! appear in the domain.
+//!
+//! Single-threaded: the libos state below is only touched by the program's
+//! one thread (thread creation is refused by the monitor), and by the SIGSYS
+//! handler, which runs on that same thread.
+
+mod mem;
+mod ring_client;
+mod signals;
+
+use core::cell::UnsafeCell;
+use core::ptr::addr_of_mut;
+
+use cabin_abi::boot::{BootInfo, BOOT_FLAG_PROCESS, BOOT_MAGIC, BOOT_VERSION, LOCAL_COUNT_SLOTS};
+use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_TRAPPED};
+
+use crate::sys::syscall6;
+
+/// Linux x86-64 system-call numbers this module serves or checks.
+#[allow(missing_docs)]
+pub(crate) mod nr {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
+    pub const MMAP: u64 = 9;
+    pub const MPROTECT: u64 = 10;
+    pub const MUNMAP: u64 = 11;
+    pub const BRK: u64 = 12;
+    pub const RT_SIGACTION: u64 = 13;
+    pub const RT_SIGPROCMASK: u64 = 14;
+    pub const PREAD64: u64 = 17;
+    pub const PWRITE64: u64 = 18;
+    pub const READV: u64 = 19;
+    pub const WRITEV: u64 = 20;
+    pub const SCHED_YIELD: u64 = 24;
+    pub const MREMAP: u64 = 25;
+    pub const MSYNC: u64 = 26;
+    pub const MADVISE: u64 = 28;
+    pub const GETPID: u64 = 39;
+    pub const SENDFILE: u64 = 40;
+    pub const EXIT: u64 = 60;
+    pub const KILL: u64 = 62;
+    pub const READLINK: u64 = 89;
+    pub const GETCWD: u64 = 79;
+    pub const GETTIMEOFDAY: u64 = 96;
+    pub const GETUID: u64 = 102;
+    pub const GETGID: u64 = 104;
+    pub const GETEUID: u64 = 107;
+    pub const GETEGID: u64 = 108;
+    pub const SETPGID: u64 = 109;
+    pub const GETPPID: u64 = 110;
+    pub const GETPGRP: u64 = 111;
+    pub const GETRESUID: u64 = 118;
+    pub const GETRESGID: u64 = 120;
+    pub const GETPGID: u64 = 121;
+    pub const GETSID: u64 = 124;
+    pub const SIGALTSTACK: u64 = 131;
+    pub const ARCH_PRCTL: u64 = 158;
+    pub const GETTID: u64 = 186;
+    pub const TKILL: u64 = 200;
+    pub const TIME: u64 = 201;
+    pub const FUTEX: u64 = 202;
+    pub const GETDENTS64: u64 = 217;
+    pub const SET_TID_ADDRESS: u64 = 218;
+    pub const CLOCK_GETTIME: u64 = 228;
+    pub const CLOCK_GETRES: u64 = 229;
+    pub const EXIT_GROUP: u64 = 231;
+    pub const TGKILL: u64 = 234;
+    pub const READLINKAT: u64 = 267;
+    pub const SET_ROBUST_LIST: u64 = 273;
+    pub const GETRANDOM: u64 = 318;
+    pub const RSEQ: u64 = 334;
+}
+
+/// Linux errno values returned locally.
+#[allow(missing_docs)]
+pub(crate) mod errno {
+    pub const EPERM: i64 = 1;
+    pub const ESRCH: i64 = 3;
+    pub const EAGAIN: i64 = 11;
+    pub const ENOMEM: i64 = 12;
+    pub const EACCES: i64 = 13;
+    pub const EFAULT: i64 = 14;
+    pub const EINVAL: i64 = 22;
+    pub const ENODEV: i64 = 19;
+    pub const ENOSYS: i64 = 38;
+}
+
+/// A static the single program thread owns.
+pub(crate) struct Global<T>(UnsafeCell<T>);
+
+// SAFETY: confined programs are single-threaded (the monitor refuses thread
+// creation); the only other context is a signal handler on that thread,
+// which never interrupts the libos itself (the libos issues no trapping
+// system call), so accesses never overlap.
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    pub(crate) const fn new(v: T) -> Global<T> {
+        Global(UnsafeCell::new(v))
+    }
+
+    /// # Safety
+    ///
+    /// The caller must not let two returned references live at once (see
+    /// the `Sync` impl: one thread, no re-entrance).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn get(&self) -> &mut T {
+        // SAFETY: forwarded from the caller.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+/// Configuration copied out of the boot block at start-up.
+#[derive(Debug)]
+struct State {
+    /// Domain address of the boot block (0 until [`init`] succeeds).
+    boot: u64,
+    flags: u32,
+    pid: u32,
+    ppid: u32,
+    uid: u32,
+    gid: u32,
+    /// The value last set with `arch_prctl(ARCH_SET_FS)`.
+    fs_base: u64,
+}
+
+static STATE: Global<State> =
+    Global::new(State { boot: 0, flags: 0, pid: 0, ppid: 0, uid: 0, gid: 0, fs_base: 0 });
+
+/// Sets up forwarding from the boot-information block at `boot`. Returns
+/// `false` when the block or its ring is malformed.
+pub fn init(boot: u64) -> bool {
+    if boot == 0 || boot % 4096 != 0 {
+        return false;
+    }
+    let b = boot as *mut BootInfo;
+    // SAFETY: the monitor passed this address in AT_CABIN_BOOT; it is the
+    // page-aligned boot page it mapped for us (a wrong address faults here,
+    // before the program runs, which ends the domain: no harm). Fields are
+    // read once with volatile loads.
+    let (magic, version, flags, ring, ring_size, arena, arena_len, brk, brk_len, ids) = unsafe {
+        (
+            addr_of_mut!((*b).magic).read_volatile(),
+            addr_of_mut!((*b).version).read_volatile(),
+            addr_of_mut!((*b).flags).read_volatile(),
+            addr_of_mut!((*b).ring).read_volatile(),
+            addr_of_mut!((*b).ring_size).read_volatile(),
+            addr_of_mut!((*b).arena_start).read_volatile(),
+            addr_of_mut!((*b).arena_len).read_volatile(),
+            addr_of_mut!((*b).brk_start).read_volatile(),
+            addr_of_mut!((*b).brk_len).read_volatile(),
+            [
+                addr_of_mut!((*b).pid).read_volatile(),
+                addr_of_mut!((*b).ppid).read_volatile(),
+                addr_of_mut!((*b).uid).read_volatile(),
+                addr_of_mut!((*b).gid).read_volatile(),
+            ],
+        )
+    };
+    if magic != BOOT_MAGIC || version != BOOT_VERSION || ring % 64 != 0 || ring_size < RING_BYTES as u64 {
+        return false;
+    }
+    // SAFETY: the ring lies in memory the monitor mapped for the whole life
+    // of the domain, 64-byte aligned (checked above), RING_BYTES long.
+    let r = unsafe { RingPtr::new(ring as *mut u8) };
+    if r.check_header().is_err() {
+        return false;
+    }
+    ring_client::set_ring(r);
+    if !mem::init(arena, arena_len, brk, brk_len) {
+        return false;
+    }
+    {
+        // SAFETY: start-up, single thread, no other reference alive.
+        let st = unsafe { STATE.get() };
+        st.boot = boot;
+        st.flags = flags;
+        st.pid = ids[0];
+        st.ppid = ids[1];
+        st.uid = ids[2];
+        st.gid = ids[3];
+    }
+    signals::install()
+}
+
+/// Serves system call `nr` in confined mode; returns the value for `rax`.
+pub fn dispatch(nr: u64, args: &[u64; 6]) -> i64 {
+    serve(nr, args, false)
+}
+
+/// Serves one call, from a rewritten site (`trapped = false`) or from the
+/// SIGSYS handler.
+pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool) -> i64 {
+    if trapped {
+        boot_add_trapped();
+    }
+    if let Some(v) = serve_local(nr, args) {
+        count_local(nr);
+        return v;
+    }
+    let flags = if trapped { SUB_TRAPPED } else { 0 };
+    forward(nr, args, flags)
+}
+
+/// Sends a call to the monitor and checks the reply.
+pub(crate) fn forward(nr: u64, args: &[u64; 6], flags: u32) -> i64 {
+    let r = ring_client::call(nr, args, flags);
+    if !reply_is_valid(nr, args, r) {
+        crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
+    }
+    r
+}
+
+/// Does `r` fit the contract of call `nr` with `args`? Errors must be
+/// `-1..=-4095`; calls that fill or consume a caller's buffer cannot report
+/// more bytes than the buffer holds.
+pub fn reply_is_valid(nr: u64, args: &[u64; 6], r: i64) -> bool {
+    if r < 0 {
+        return r >= -4095;
+    }
+    let limit = match nr {
+        nr::READ | nr::WRITE | nr::PREAD64 | nr::PWRITE64 | nr::GETDENTS64 | nr::READLINK => args[2],
+        nr::GETRANDOM | nr::GETCWD => args[1],
+        nr::READLINKAT | nr::SENDFILE => args[3],
+        // readv/writev: bounded by the sum of the iovec lengths, which
+        // the program may change concurrently; checked as a sane size.
+        nr::READV | nr::WRITEV => i64::MAX as u64,
+        _ => return true,
+    };
+    (r as u64) <= limit
+}
+
+/// The calls the libos serves itself; `None` means "forward it".
+fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
+    // SAFETY: single thread; this reference ends before any other use.
+    let st = unsafe { STATE.get() };
+    let process = st.flags & BOOT_FLAG_PROCESS != 0;
+    let v = match nr {
+        nr::BRK => mem::brk(a[0]) as i64,
+        nr::MMAP => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::MUNMAP => mem::munmap(a[0], a[1]),
+        nr::MREMAP => mem::mremap(a[0], a[1], a[2], a[3], a[4]),
+        nr::MPROTECT => mem::mprotect(a[0], a[1], a[2]),
+        nr::MADVISE => mem::madvise(a[0], a[1], a[2]),
+        nr::MSYNC => 0,
+        nr::ARCH_PRCTL => arch_prctl(st, a[0], a[1], process),
+        nr::SET_TID_ADDRESS | nr::GETPID | nr::GETTID => st.pid as i64,
+        nr::GETPPID => st.ppid as i64,
+        nr::GETPGRP | nr::GETSID => st.pid as i64,
+        nr::GETPGID => {
+            if a[0] == 0 || a[0] == st.pid as u64 {
+                st.pid as i64
+            } else {
+                -errno::ESRCH
+            }
+        }
+        nr::SETPGID => 0,
+        nr::GETUID | nr::GETEUID => st.uid as i64,
+        nr::GETGID | nr::GETEGID => st.gid as i64,
+        nr::GETRESUID | nr::GETRESGID => {
+            let id = if nr == nr::GETRESUID { st.uid } else { st.gid };
+            for p in [a[0], a[1], a[2]] {
+                if p == 0 || p % 4 != 0 {
+                    return Some(-errno::EFAULT);
+                }
+                // SAFETY: the program passed these pointers for the kernel to
+                // fill; a bad one faults in the program's own domain, as the
+                // program's own store would.
+                unsafe { (p as *mut u32).write_volatile(id) };
+            }
+            0
+        }
+        nr::CLOCK_GETTIME | nr::CLOCK_GETRES | nr::GETTIMEOFDAY | nr::TIME if process => {
+            // SAFETY: clock reads only write the caller's result buffers,
+            // exactly as the program's own call would; the seccomp filter
+            // allows them.
+            unsafe { syscall6(nr, a) }
+        }
+        nr::RT_SIGACTION => signals::sigaction(a[0], a[1], a[2], a[3]),
+        nr::RT_SIGPROCMASK => signals::sigprocmask(a[0], a[1], a[2], a[3]),
+        nr::SIGALTSTACK => signals::sigaltstack(a[0], a[1]),
+        nr::KILL => {
+            let pid = a[0] as i64;
+            if pid == st.pid as i64 || pid == 0 || pid == -(st.pid as i64) || pid == -1 {
+                signals::raise(a[1])
+            } else {
+                -errno::EPERM
+            }
+        }
+        nr::TKILL => {
+            if a[0] == st.pid as u64 {
+                signals::raise(a[1])
+            } else {
+                -errno::ESRCH
+            }
+        }
+        nr::TGKILL => {
+            if a[0] == st.pid as u64 && a[1] == st.pid as u64 {
+                signals::raise(a[2])
+            } else {
+                -errno::ESRCH
+            }
+        }
+        nr::SET_ROBUST_LIST => 0,
+        nr::RSEQ => -errno::ENOSYS,
+        nr::SCHED_YIELD => 0,
+        nr::FUTEX => futex(a[0], a[1], a[2]),
+        nr::EXIT | nr::EXIT_GROUP => {
+            count_local(nr);
+            crate::sys::exit_group(a[0] & 0xff)
+        }
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// `arch_prctl`: `ARCH_SET_FS` and `ARCH_GET_FS`; everything else `EINVAL`.
+fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    match code {
+        ARCH_SET_FS => {
+            if !process {
+                return -errno::ENOSYS;
+            }
+            // SAFETY: setting the FS base changes only the thread's TLS
+            // pointer, which the program asked for; the filter allows it.
+            let r = unsafe { syscall6(nr::ARCH_PRCTL, &[ARCH_SET_FS, addr, 0, 0, 0, 0]) };
+            if r == 0 {
+                st.fs_base = addr;
+            }
+            r
+        }
+        ARCH_GET_FS => {
+            if addr == 0 || addr % 8 != 0 {
+                return -errno::EFAULT;
+            }
+            // SAFETY: the program's own result pointer (see GETRESUID).
+            unsafe { (addr as *mut u64).write_volatile(st.fs_base) };
+            0
+        }
+        _ => -errno::EINVAL,
+    }
+}
+
+/// Single-threaded futex: nobody else can wake a waiter, so a wait whose
+/// value still matches can only fail; a wake finds nobody.
+fn futex(addr: u64, op: u64, val: u64) -> i64 {
+    const FUTEX_WAIT: u64 = 0;
+    const FUTEX_WAKE: u64 = 1;
+    const FUTEX_WAIT_BITSET: u64 = 9;
+    const FUTEX_WAKE_BITSET: u64 = 10;
+    match op & 0x7f {
+        FUTEX_WAKE | FUTEX_WAKE_BITSET => 0,
+        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
+            if addr == 0 || addr % 4 != 0 {
+                return -errno::EFAULT;
+            }
+            // SAFETY: the program's own futex word; a bad pointer faults in
+            // its own domain.
+            let cur = unsafe { (addr as *const u32).read_volatile() };
+            if cur as u64 != val & 0xffff_ffff {
+                -errno::EAGAIN
+            } else {
+                // Waiting would deadlock the only thread.
+                -errno::EAGAIN
+            }
+        }
+        _ => -errno::ENOSYS,
+    }
+}
+
+fn boot_ptr() -> *mut BootInfo {
+    // SAFETY: single thread; short-lived reference.
+    unsafe { STATE.get() }.boot as *mut BootInfo
+}
+
+/// Adds one to the local-call counter of `nr` in the boot block.
+fn count_local(nr: u64) {
+    let b = boot_ptr();
+    if b.is_null() || nr as usize >= LOCAL_COUNT_SLOTS {
+        return;
+    }
+    // SAFETY: `b` is the boot page validated by `init`; the index is in range.
+    unsafe {
+        let p = addr_of_mut!((*b).local_counts[nr as usize]);
+        p.write_volatile(p.read_volatile().wrapping_add(1));
+    }
+}
+
+fn boot_add_trapped() {
+    let b = boot_ptr();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: `b` is the boot page validated by `init`.
+    unsafe {
+        let p = addr_of_mut!((*b).trapped);
+        p.write_volatile(p.read_volatile().wrapping_add(1));
+    }
+}
+
+/// Records a fatal signal in the boot block for the monitor's report.
+pub(crate) fn record_fault(signo: u64, addr: u64, rip: u64) {
+    let b = boot_ptr();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: `b` is the boot page validated by `init`.
+    unsafe {
+        addr_of_mut!((*b).fault_addr).write_volatile(addr);
+        addr_of_mut!((*b).fault_rip).write_volatile(rip);
+        addr_of_mut!((*b).fault_signo).write_volatile(signo);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contracts() {
+        let args = [3, 0x1000, 100, 0, 0, 0];
+        assert!(reply_is_valid(nr::READ, &args, 100));
+        assert!(!reply_is_valid(nr::READ, &args, 101));
+        assert!(reply_is_valid(nr::READ, &args, -9));
+        assert!(!reply_is_valid(nr::READ, &args, -5000));
+        assert!(reply_is_valid(nr::GETRANDOM, &[0x1000, 16, 0, 0, 0, 0], 16));
+        assert!(!reply_is_valid(nr::GETRANDOM, &[0x1000, 16, 0, 0, 0, 0], 17));
+        assert!(reply_is_valid(257, &args, 5));
+    }
+}

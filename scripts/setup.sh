@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what Cabin's build and tests need on a fresh Debian machine.
+# Idempotent; needs root (or sudo) only when something is missing.
+set -euo pipefail
+pkgs=(gcc binutils musl-tools busybox-static strace)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
+    echo "setup: adding Rust target x86_64-unknown-none (the libos and proxy-kernel are built for it)"
+    rustup target add x86_64-unknown-none
+fi
