@@ -8,9 +8,10 @@ runs=${1:-20}
 command -v hyperfine >/dev/null || { echo "error: hyperfine not found; help: apt-get install hyperfine" >&2; exit 1; }
 [ -x /bin/busybox ] || { echo "error: /bin/busybox not found; help: apt-get install busybox-static" >&2; exit 1; }
 cargo build --release -q -p cabinc
+cabinc=${CARGO_TARGET_DIR:-target}/release/cabinc
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 mkdir -p bench/results
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 hyperfine --warmup 3 --runs "$runs" --export-json bench/results/build-busybox.json \
-    "target/release/cabinc build /bin/busybox -o $out/busybox.cabin"
+    "$cabinc build /bin/busybox -o $out/busybox.cabin"

@@ -253,6 +253,7 @@ fn check_refused(name: &str, data: &[u8], expect: &str, extra: &[&str]) -> Optio
     if std::fs::read(&input).ok().as_deref() != Some(data) {
         problems.push("the input file was modified".to_string());
     }
+    eprintln!("{name}: exit {:?}: {}", out.code(), stderr.trim_end().replace('\n', " | "));
     if problems.is_empty() {
         None
     } else {
@@ -277,8 +278,8 @@ fn malformed_inputs_are_refused() {
 
 #[test]
 fn refusals_with_json_messages_leave_nothing_behind() {
-    // Same exit status and cleanliness with --message-format json; the
-    // message may move to stdout, so only status and files are checked.
+    // Same exit status and cleanliness with --message-format json, and the
+    // result is reported as one JSON object on stdout.
     let mut failures = Vec::new();
     for c in cases() {
         let input_dir = tempdir();
@@ -287,8 +288,15 @@ fn refusals_with_json_messages_leave_nothing_behind() {
         std::fs::write(&input, &c.data).expect("writing input");
         let out = cabinc().build(&input, &out_dir.path().join("out.cabin"), &["--message-format", "json"]);
         let left = dir_entries(out_dir.path());
-        if out.code() != Some(EXIT_REFUSED) || !left.is_empty() {
-            failures.push(format!("{}: status {:?}, left {left:?}\n{}", c.name, out.code(), out.describe()));
+        let json: Option<cabin_tests::serde_json::Value> =
+            cabin_tests::serde_json::from_slice(&out.stdout).ok();
+        if out.code() != Some(EXIT_REFUSED) || !left.is_empty() || !json.is_some_and(|v| v.is_object()) {
+            failures.push(format!(
+                "{}: status {:?}, left {left:?}, stdout must be one JSON object\n{}",
+                c.name,
+                out.code(),
+                out.describe()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -324,6 +332,19 @@ fn missing_input_is_refused() {
 }
 
 #[test]
+fn unusable_paths_are_refused() {
+    let input = Samples::get().path("hello", Flavour::Glibc);
+    let dir = tempdir();
+    // Output directory does not exist.
+    let out = cabinc().build(input, &dir.path().join("no-such-dir").join("x.cabin"), &[]);
+    expect_exit(&out, EXIT_REFUSED, "output in a missing directory");
+    // Input is a directory.
+    let out = cabinc().build(dir.path(), &dir.path().join("x.cabin"), &[]);
+    expect_exit(&out, EXIT_REFUSED, "directory as input");
+    assert_eq!(dir_entries(dir.path()), Vec::<String>::new(), "a refused build left files behind");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let input = Samples::get().path("hello", Flavour::Glibc);
     let dir = tempdir();
@@ -356,4 +377,19 @@ fn base_sample_is_valid() {
     let dir = tempdir();
     let input: &Path = Samples::get().path("hello", Flavour::Glibc);
     cabinc().build_ok(input, &dir.path().join("ok.cabin"), &[]);
+}
+
+#[test]
+fn an_image_is_not_rebuilt_and_a_failed_build_keeps_the_old_output() {
+    let dir = tempdir();
+    let input: &Path = Samples::get().path("hello", Flavour::Glibc);
+    let image = dir.path().join("hello.cabin");
+    cabinc().build_ok(input, &image, &[]);
+    let before = std::fs::read(&image).expect("image written");
+    // Building from an image is refused, and the existing output is untouched.
+    let out = cabinc().build(&image, &image, &[]);
+    expect_exit(&out, EXIT_REFUSED, "rebuilding an image");
+    assert!(out.stderr_str().contains("already a Cabin image"), "{}", out.stderr_str());
+    assert_eq!(std::fs::read(&image).expect("image still there"), before, "failed build changed the output");
+    assert_eq!(dir_entries(dir.path()), vec!["hello.cabin".to_string()], "a failed build left files behind");
 }

@@ -443,6 +443,13 @@ fn builds_are_deterministic() {
             cabinc().build_ok(&sample.path, &b, &[]);
             let (da, db) = (std::fs::read(&a).expect("read a"), std::fs::read(&b).expect("read b"));
             assert!(da == db, "{}: two builds differ ({} vs {} bytes)", sample.label(), da.len(), db.len());
+            // The input's name and directory must not leak into the image.
+            let moved = dir.path().join("elsewhere-input");
+            std::fs::copy(&sample.path, &moved).expect("copying input");
+            let c = dir.path().join("c.cabin");
+            cabinc().build_ok(&moved, &c, &[]);
+            let dc = std::fs::read(&c).expect("read c");
+            assert!(da == dc, "{}: building from another path changes the image", sample.label());
         }
     }
 }

@@ -148,6 +148,17 @@ impl<'a> Image<'a> {
     }
 }
 
+/// Whether an ELF already carries a Cabin note (it is an image, not an input).
+pub fn has_cabin_note(elf: &ElfFile<'_>) -> bool {
+    elf.segments_of(PT_NOTE).any(|seg| {
+        let start = seg.offset as usize;
+        start
+            .checked_add(seg.filesz as usize)
+            .and_then(|end| elf.data.get(start..end))
+            .is_some_and(|bytes| notes(bytes).any(|n| n.name == NOTE_OWNER))
+    })
+}
+
 /// RMP permissions that VMPL1 (the confined domain) gets for a segment.
 pub fn vmpl1_perms(flags: u32) -> VmplPerms {
     let mut p = 0;

@@ -40,6 +40,9 @@ pub enum BuildError {
     /// The input is not a usable static executable.
     #[error(transparent)]
     Elf(#[from] ElfError),
+    /// The input is already a Cabin image.
+    #[error("the input is already a Cabin image; help: build from the original executable")]
+    AlreadyImage,
     /// The analysis refused the input.
     #[error(transparent)]
     Analysis(#[from] AnalysisError),
@@ -110,6 +113,9 @@ pub fn build_image(
 ) -> Result<BuildOutput, BuildError> {
     let t0 = Instant::now();
     let elf = ElfFile::parse(input)?;
+    if cabin_image::image::has_cabin_note(&elf) {
+        return Err(BuildError::AlreadyImage);
+    }
     let code: usize = elf.exec_segments().map(|s| s.filesz as usize).sum();
     progress(Stage::Disassembling(0, code));
     let mut plan = analysis::analyze(&elf)?;
