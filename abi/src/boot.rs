@@ -73,10 +73,29 @@ pub const BOOT_FLAG_PROCESS: u32 = 1 << 0;
 /// CR4.FSGSBASE).
 pub const BOOT_FLAG_KVM: u32 = 1 << 1;
 
+/// KVM backend: index in [`BootInfo::reserved`] where the libos writes, at
+/// start-up, the address of its trap entry (where the monitor redirects a
+/// system call that reached the slow-path gate from a trap site, so the
+/// libos serves it as it serves a SIGSYS in the process backend). Untrusted
+/// like every field the libos writes: a wrong value only misdirects the
+/// program's own ring-3 control flow.
+pub const BOOT_KVM_TRAP_ENTRY_SLOT: usize = 7;
+
+/// [`BootInfo::flags`] (testing): the libos does not serve calls from
+/// rewritten sites directly but re-issues each one as a raw `syscall`, so
+/// that every call takes the seccomp trap (SIGSYS) slow path, as if every
+/// site had been left as a trap site.
+pub const BOOT_FLAG_FORCE_TRAP: u32 = 1 << 2;
+
 /// Number of per-system-call counters the libos keeps for calls it serves
 /// locally ([`BootInfo::local_counts`]); numbers at or above this are
-/// counted in slot 0 of nothing (dropped).
+/// not counted.
 pub const LOCAL_COUNT_SLOTS: usize = 512;
+
+/// `BootInfo::reserved[0]`: the libos found the ring corrupted (impossible
+/// indices or a completion with the wrong tag) and ended the program with
+/// exit status 137 without a message (it cannot print without the ring).
+pub const ABORT_RING: u64 = 1;
 
 /// The boot-information block: one page in domain memory, written by the
 /// monitor before the program starts; its address is the value of the
@@ -123,7 +142,8 @@ pub struct BootInfo {
     pub fault_rip: u64,
     /// Written by the libos: calls that arrived through the trap path.
     pub trapped: u64,
-    /// Reserved, zero.
+    /// `reserved[0]` is written by the libos: why it stopped the program
+    /// itself ([`ABORT_RING`]); the rest is reserved, zero.
     pub reserved: [u64; 8],
     /// Written by the libos: per-number counts of locally served calls.
     pub local_counts: [u32; LOCAL_COUNT_SLOTS],

@@ -9,7 +9,7 @@
 //! | port | from | registers in | registers out |
 //! |---|---|---|---|
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_WAIT`] or [`DOORBELL_WAKE`] | none |
-//! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments | `rax` = result |
+//! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments, `rcx` = return address | `rax` = result; or `rcx` changed: redirect (below) |
 //! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed |
 //!
 //! The domain's I/O permission bitmap lets ring 3 reach [`PORT_DOORBELL`]
@@ -20,6 +20,13 @@
 /// completion). The only port ring 3 may use.
 pub const PORT_DOORBELL: u16 = 0xE0;
 /// Proxy-kernel → monitor: serve one system call synchronously (slow path).
+///
+/// Redirect: when the monitor returns with `rcx` changed, it did not serve
+/// the call; the proxy-kernel then resumes ring 3 at the new `rcx` (the
+/// libos's trap entry, see `crate::boot::BOOT_KVM_TRAP_ENTRY_SLOT`) with
+/// every register as at the `syscall`, `rcx` = the return address and `rsp`
+/// lowered by the red zone (128 bytes), as a trampoline would call the libos.
+/// Only the page-fault form of the gate can redirect.
 pub const PORT_SYSCALL: u16 = 0xE1;
 /// Proxy-kernel → monitor: the program took a fault; end it.
 pub const PORT_FAULT: u16 = 0xE2;
@@ -31,9 +38,8 @@ pub const DOORBELL_WAKE: u32 = 1;
 /// completion queue holds an entry the libos has not consumed yet.
 pub const DOORBELL_WAIT: u32 = 2;
 
-/// Register convention of [`PORT_FAULT`].
 pub mod fault {
-    //! `rdi` = vector, `rsi` = error code (0 when the vector has none),
+    //! Register convention of [`super::PORT_FAULT`]: `rdi` = vector, `rsi` = error code (0 when the vector has none),
     //! `rdx` = faulting `rip`, `rcx` = `cr2`, `r8` = `cs` of the interrupted
     //! code, `r9` = its `rsp`, `r10` = its `rflags`, `r11` = the
     //! proxy-kernel's reason code (`REASON_*`).

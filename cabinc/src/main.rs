@@ -9,6 +9,7 @@
 mod build;
 mod inspect;
 mod output;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Print an image's SEV-SNP launch measurement (96 hex digits).
     Measure(MeasureArgs),
+    /// Run an image confined (KVM micro-VM or seccomp-confined process).
+    Run(run::RunArgs),
 }
 
 /// Arguments of `cabinc build`.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Build(a) => build::run(&a),
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Measure(a) => inspect::measure(&a),
+        Command::Run(a) => return run::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -27,7 +27,10 @@ mod signals;
 use core::cell::UnsafeCell;
 use core::ptr::addr_of_mut;
 
-use cabin_abi::boot::{BootInfo, BOOT_FLAG_PROCESS, BOOT_MAGIC, BOOT_VERSION, LOCAL_COUNT_SLOTS};
+use cabin_abi::boot::{
+    BootInfo, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_KVM, BOOT_FLAG_PROCESS, BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC,
+    BOOT_VERSION, LOCAL_COUNT_SLOTS,
+};
 use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_TRAPPED};
 
 use crate::sys::syscall6;
@@ -96,10 +99,14 @@ pub(crate) mod errno {
     pub const ENOMEM: i64 = 12;
     pub const EACCES: i64 = 13;
     pub const EFAULT: i64 = 14;
+    pub const EPIPE: i64 = 32;
     pub const EINVAL: i64 = 22;
     pub const ENODEV: i64 = 19;
     pub const ENOSYS: i64 = 38;
 }
+
+/// Signal number of SIGPIPE.
+const SIGPIPE: u64 = 13;
 
 /// A static the single program thread owns.
 pub(crate) struct Global<T>(UnsafeCell<T>);
@@ -146,7 +153,7 @@ static STATE: Global<State> =
 /// Sets up forwarding from the boot-information block at `boot`. Returns
 /// `false` when the block or its ring is malformed.
 pub fn init(boot: u64) -> bool {
-    if boot == 0 || boot % 4096 != 0 {
+    if boot == 0 || !boot.is_multiple_of(4096) {
         return false;
     }
     let b = boot as *mut BootInfo;
@@ -173,7 +180,11 @@ pub fn init(boot: u64) -> bool {
             ],
         )
     };
-    if magic != BOOT_MAGIC || version != BOOT_VERSION || ring % 64 != 0 || ring_size < RING_BYTES as u64 {
+    if magic != BOOT_MAGIC
+        || version != BOOT_VERSION
+        || !ring.is_multiple_of(64)
+        || ring_size < RING_BYTES as u64
+    {
         return false;
     }
     // SAFETY: the ring lies in memory the monitor mapped for the whole life
@@ -196,11 +207,77 @@ pub fn init(boot: u64) -> bool {
         st.uid = ids[2];
         st.gid = ids[3];
     }
+    if flags & BOOT_FLAG_KVM != 0 {
+        // KVM domain: no host signals exist (faults go to the proxy-kernel),
+        // and ring waits use the ring-3 doorbell port instead of futex. A
+        // trap site's `syscall` reaches the proxy-kernel's gate, and the
+        // monitor sends it back here (`cabin_kvm_trap_entry`).
+        ring_client::use_port_doorbell();
+        let entry = cabin_kvm_trap_entry as unsafe extern "C" fn() as usize as u64;
+        // SAFETY: `b` is the boot page validated above; this slot is the
+        // libos's to write (cabin_abi::boot::BOOT_KVM_TRAP_ENTRY_SLOT).
+        unsafe { addr_of_mut!((*b).reserved[BOOT_KVM_TRAP_ENTRY_SLOT]).write_volatile(entry) };
+        return true;
+    }
     signals::install()
 }
 
+/// KVM domain: where the monitor redirects a system call that a trap site
+/// made (cabin_abi::hypercall::PORT_SYSCALL). Entered in ring 3 with every
+/// register as at the `syscall`, `rcx` = the return address and `rsp` 128
+/// bytes (the red zone) below the site's. Calls the trampoline entry as a
+/// rewritten site would, then returns to the site with `rsp` restored;
+/// `rcx` and `r11` end up clobbered, as `syscall` leaves them.
+///
+/// # Safety
+///
+/// Only the monitor's redirect may enter here, in the state above.
+#[cfg(target_os = "none")]
+#[unsafe(naked)]
+pub unsafe extern "C" fn cabin_kvm_trap_entry() {
+    core::arch::naked_asm!(
+        "push rcx",
+        "mov byte ptr [rip + {trapped}], 1",
+        "call cabin_syscall_entry",
+        "mov byte ptr [rip + {trapped}], 0",
+        "pop rcx",
+        "lea rsp, [rsp + {red_zone}]",
+        "jmp rcx",
+        red_zone = const cabin_abi::link::trampoline::RED_ZONE,
+        trapped = sym KVM_TRAPPED,
+    )
+}
+
+/// Set while `cabin_kvm_trap_entry` runs a redirected call (so `dispatch`
+/// serves it as a trapped call, never re-issuing it: see
+/// `BOOT_FLAG_FORCE_TRAP`).
+static KVM_TRAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Host builds have no trap entry (never called there).
+///
+/// # Safety
+///
+/// None needed; `unsafe` only to match the image build's signature.
+#[cfg(not(target_os = "none"))]
+pub unsafe extern "C" fn cabin_kvm_trap_entry() {}
+
 /// Serves system call `nr` in confined mode; returns the value for `rax`.
 pub fn dispatch(nr: u64, args: &[u64; 6]) -> i64 {
+    if KVM_TRAPPED.load(core::sync::atomic::Ordering::Relaxed) {
+        // Came through `cabin_kvm_trap_entry`: the trap path of a KVM domain.
+        return serve(nr, args, true);
+    }
+    // SAFETY: single thread, short-lived.
+    let force_trap = unsafe { STATE.get() }.flags & BOOT_FLAG_FORCE_TRAP != 0;
+    if force_trap && !matches!(nr, nr::RT_SIGACTION | nr::RT_SIGPROCMASK | nr::EXIT | nr::EXIT_GROUP) {
+        // Testing mode: take the trap path. The seccomp filter traps every
+        // call the program can make here except the harmless ones it lets
+        // through (clock reads), which then run for real, as they would.
+        // Signal-disposition calls are kept off this path: issued for real,
+        // they could replace the libos's own SIGSYS handler.
+        // SAFETY: the program's own request, as its `syscall` would issue it.
+        return unsafe { syscall6(nr, args) };
+    }
     serve(nr, args, false)
 }
 
@@ -223,6 +300,11 @@ pub(crate) fn forward(nr: u64, args: &[u64; 6], flags: u32) -> i64 {
     let r = ring_client::call(nr, args, flags);
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
+    }
+    if r == -errno::EPIPE && matches!(nr, nr::WRITE | nr::WRITEV | nr::PWRITE64 | nr::SENDFILE) {
+        // The kernel would send SIGPIPE along with EPIPE (the monitor itself
+        // ignores SIGPIPE): act on the program's disposition for it.
+        signals::raise(SIGPIPE);
     }
     r
 }
@@ -276,7 +358,7 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         nr::GETRESUID | nr::GETRESGID => {
             let id = if nr == nr::GETRESUID { st.uid } else { st.gid };
             for p in [a[0], a[1], a[2]] {
-                if p == 0 || p % 4 != 0 {
+                if p == 0 || !p.is_multiple_of(4) {
                     return Some(-errno::EFAULT);
                 }
                 // SAFETY: the program passed these pointers for the kernel to
@@ -336,6 +418,17 @@ fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
     const ARCH_GET_FS: u64 = 0x1003;
     match code {
         ARCH_SET_FS => {
+            if st.flags & BOOT_FLAG_KVM != 0 {
+                // Ring 3 of a KVM domain: the monitor enabled CR4.FSGSBASE.
+                if addr >= 0x0000_8000_0000_0000 {
+                    return -errno::EPERM;
+                }
+                // SAFETY: sets only this thread's FS base to a canonical user
+                // address, as the program asked.
+                unsafe { core::arch::asm!("wrfsbase {}", in(reg) addr, options(nostack, preserves_flags)) };
+                st.fs_base = addr;
+                return 0;
+            }
             if !process {
                 return -errno::ENOSYS;
             }
@@ -348,7 +441,7 @@ fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
             r
         }
         ARCH_GET_FS => {
-            if addr == 0 || addr % 8 != 0 {
+            if addr == 0 || !addr.is_multiple_of(8) {
                 return -errno::EFAULT;
             }
             // SAFETY: the program's own result pointer (see GETRESUID).
@@ -369,7 +462,7 @@ fn futex(addr: u64, op: u64, val: u64) -> i64 {
     match op & 0x7f {
         FUTEX_WAKE | FUTEX_WAKE_BITSET => 0,
         FUTEX_WAIT | FUTEX_WAIT_BITSET => {
-            if addr == 0 || addr % 4 != 0 {
+            if addr == 0 || !addr.is_multiple_of(4) {
                 return -errno::EFAULT;
             }
             // SAFETY: the program's own futex word; a bad pointer faults in
@@ -414,6 +507,16 @@ fn boot_add_trapped() {
         let p = addr_of_mut!((*b).trapped);
         p.write_volatile(p.read_volatile().wrapping_add(1));
     }
+}
+
+/// Records why the libos stopped the program itself.
+pub(crate) fn record_abort(reason: u64) {
+    let b = boot_ptr();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: `b` is the boot page validated by `init`.
+    unsafe { addr_of_mut!((*b).reserved[0]).write_volatile(reason) };
 }
 
 /// Records a fatal signal in the boot block for the monitor's report.

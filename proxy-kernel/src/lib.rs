@@ -1,6 +1,28 @@
 //! The ring-0 proxy-kernel of a Cabin domain.
 //!
-//! Not built yet: the KVM backend (issue "Run in a micro-VM") fills this
-//! crate. Nothing in the tree uses it today, and `cabinc run --backend kvm`
-//! says so rather than pretending.
-#![no_std]
+//! The KVM backend (`monitor/src/kvm`) copies this kernel, built as a flat
+//! blob by `monitor/build.rs`, into every guest and points all 256 IDT
+//! vectors and `MSR_LSTAR` at it. The program and its libos run in ring 3;
+//! the proxy-kernel runs only when they trap, which is never on the hot path
+//! (system calls travel over the shared ring without leaving ring 3). It
+//! keeps no state: the monitor builds the page tables, descriptor tables and
+//! stacks before boot, and this kernel only
+//!
+//! - forwards a stray `syscall` (the slow-path gate) to the monitor by
+//!   hypercall and returns to the instruction after it, both where `syscall`
+//!   enters ring 0 normally and where, as on the nested KVM this project is
+//!   tested on, it arrives as a page fault at the `LSTAR` address;
+//! - reports every other exception to the monitor, which ends the program.
+//!
+//! It must never contain an instruction that KVM's ring-0 emulator cannot
+//! run here (`xsave`, `xgetbv`, `xsetbv`, `rdtscp`, `rdpkru`, SSE/AVX): it is
+//! compiled soft-float and the build disassembles it to prove it. The pure
+//! logic ([`trap`], [`header`]) builds and unit-tests on the host, where the
+//! monitor also uses it to read the blob and describe faults.
+#![cfg_attr(not(test), no_std)]
+
+pub mod header;
+pub mod trap;
+
+#[cfg(target_os = "none")]
+mod arch;

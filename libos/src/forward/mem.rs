@@ -52,7 +52,7 @@ impl Arena {
 
     /// An arena over `[start, start + len)`; both page aligned.
     pub fn new(start: u64, len: u64) -> Option<Arena> {
-        if start % PAGE != 0 || len % PAGE != 0 {
+        if !start.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
             return None;
         }
         let end = start.checked_add(len)?;
@@ -70,7 +70,7 @@ impl Arena {
     /// Allocates `len` bytes (page multiple). Returns the address and
     /// whether the memory may be dirty (reused) and must be zeroed.
     pub fn alloc(&mut self, len: u64) -> Option<(u64, bool)> {
-        if len == 0 || len % PAGE != 0 {
+        if len == 0 || !len.is_multiple_of(PAGE) {
             return None;
         }
         for i in 0..self.nfree {
@@ -272,14 +272,14 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
     if !anonymous && flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
         return -errno::ENODEV; // a writable shared file mapping cannot be emulated
     }
-    if !anonymous && off % PAGE != 0 {
+    if !anonymous && !off.is_multiple_of(PAGE) {
         return -errno::EINVAL;
     }
     // SAFETY: single thread; the reference ends before the ring is used.
     let m = unsafe { MEM.get() };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     let start = if fixed {
-        if addr % PAGE != 0 || !m.arena.contains(addr, len) {
+        if !addr.is_multiple_of(PAGE) || !m.arena.contains(addr, len) {
             return -errno::ENOMEM;
         }
         if m.arena.take_fixed(addr, len) {
@@ -320,7 +320,7 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     let Some(len) = page_up(len).filter(|&l| l != 0) else { return -errno::EINVAL };
-    if addr % PAGE != 0 {
+    if !addr.is_multiple_of(PAGE) {
         return -errno::EINVAL;
     }
     // SAFETY: single thread, short-lived.
@@ -340,7 +340,7 @@ pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr
     let (Some(old_len), Some(new_len)) = (page_up(old_len), page_up(new_len)) else {
         return -errno::EINVAL;
     };
-    if old % PAGE != 0 || new_len == 0 || flags & MREMAP_FIXED != 0 {
+    if !old.is_multiple_of(PAGE) || new_len == 0 || flags & MREMAP_FIXED != 0 {
         return -errno::EINVAL;
     }
     // SAFETY: single thread; references end before the copy below.
@@ -375,7 +375,7 @@ pub(super) fn mprotect(addr: u64, _len: u64, prot: u64) -> i64 {
     if prot & PROT_EXEC != 0 {
         return -errno::EACCES;
     }
-    if addr % PAGE != 0 {
+    if !addr.is_multiple_of(PAGE) {
         return -errno::EINVAL;
     }
     0
@@ -384,7 +384,7 @@ pub(super) fn mprotect(addr: u64, _len: u64, prot: u64) -> i64 {
 /// `madvise`: `MADV_DONTNEED` zeroes arena memory (as the kernel would for
 /// private anonymous memory); every other advice is accepted and ignored.
 pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
-    if addr % PAGE != 0 {
+    if !addr.is_multiple_of(PAGE) {
         return -errno::EINVAL;
     }
     if advice == MADV_DONTNEED {

@@ -45,6 +45,11 @@ const SIG_IGN: u64 = 1;
 /// Offsets into `siginfo_t` and `ucontext_t` (x86-64 Linux).
 const SI_ADDR: usize = 16;
 const SI_SYSCALL: usize = 24;
+const SI_ARCH: usize = 28;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+const REG_RBP: usize = 10;
+const REG_RBX: usize = 11;
+const REG_RCX: usize = 14;
 const UC_GREGS: usize = 40;
 const REG_R8: usize = 0;
 const REG_R9: usize = 1;
@@ -83,7 +88,8 @@ pub(super) fn install() -> bool {
         restorer: restore_rt as extern "C" fn() as usize as u64,
         mask: 0,
     };
-    let fault = KSigaction { handler: on_fault as extern "C" fn(i32, *mut u8, *mut u8) as usize as u64, ..sys };
+    let fault =
+        KSigaction { handler: on_fault as extern "C" fn(i32, *mut u8, *mut u8) as usize as u64, ..sys };
     let mut ok = set(SIGSYS, &sys);
     for s in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP] {
         ok &= set(s, &KSigaction { flags: SA_SIGINFO | SA_RESTORER, ..fault });
@@ -113,6 +119,17 @@ extern "C" fn on_sigsys(_sig: i32, info: *mut u8, ctx: *mut u8) {
     // SA_SIGINFO handler; offsets are the x86-64 Linux ABI.
     unsafe {
         let nr = info.add(SI_SYSCALL).cast::<i32>().read() as u32 as u64;
+        if info.add(SI_ARCH).cast::<u32>().read() == AUDIT_ARCH_I386 {
+            // `int 0x80`: i386 numbers, arguments in ebx, ecx, edx, esi, edi, ebp.
+            let low = |r: usize| greg(ctx, r).read() & 0xffff_ffff;
+            let args = [low(REG_RBX), low(REG_RCX), low(REG_RDX), low(REG_RSI), low(REG_RDI), low(REG_RBP)];
+            let r = match i386_to_x86_64(nr) {
+                Some(n) => super::serve(n, &args, true),
+                None => -super::errno::ENOSYS,
+            };
+            greg(ctx, REG_RAX).write(r as u64);
+            return;
+        }
         let args = [
             greg(ctx, REG_RDI).read(),
             greg(ctx, REG_RSI).read(),
@@ -124,6 +141,21 @@ extern "C" fn on_sigsys(_sig: i32, info: *mut u8, ctx: *mut u8) {
         let r = super::serve(nr, &args, true);
         greg(ctx, REG_RAX).write(r as u64);
     }
+}
+
+/// The x86-64 number of the few i386 system calls the trap path translates.
+fn i386_to_x86_64(nr: u64) -> Option<u64> {
+    Some(match nr {
+        1 => 60,    // exit
+        3 => 0,     // read
+        4 => 1,     // write
+        6 => 3,     // close
+        20 => 39,   // getpid
+        64 => 110,  // getppid
+        224 => 186, // gettid
+        252 => 231, // exit_group
+        _ => return None,
+    })
 }
 
 /// A fault: record it for the monitor and end with 128 + signal.

@@ -1,0 +1,320 @@
+//! `cabinc policy …`: check, explain, import and generate syscall policies.
+//!
+//! The policy logic lives in `cabin_monitor::policy`; this file only reads
+//! files, prints, and writes results atomically (a temporary file in the
+//! target's directory, renamed over it), so a failed run never leaves half a
+//! policy behind. Errors exit 1 and name `file:line:column` with a `help:`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use cabin_monitor::policy::gate::GateConfig;
+use cabin_monitor::policy::{self, explain, generate, groups, oci, probe, render, Policy};
+use cabin_monitor::trace::{StartInfo, TraceFormat, TraceOptions, DEFAULT_AUDIT_CAP};
+use clap::{Subcommand, ValueEnum};
+
+/// The `cabinc run` options for policy, trace and audit (`#[command(flatten)]`
+/// them into `RunArgs`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunPolicyArgs {
+    /// Syscall policy (TOML, see docs/policy.md); --allow-read/--allow-write add to its [paths].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Trace every system call: strace-like lines on stderr, or into FILE (--trace=FILE).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
+    pub trace: Option<Option<PathBuf>>,
+    /// Format of --trace: text lines, or JSON lines (schema: docs/trace-schema.json).
+    #[arg(long, value_enum, default_value_t = TraceFormatArg::Text)]
+    pub trace_format: TraceFormatArg,
+    /// Write refusals, kills, limit hits and protocol violations as JSON lines to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// Size cap of the audit log in bytes (reaching it is recorded).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_AUDIT_CAP)]
+    pub audit_max_bytes: u64,
+}
+
+/// `--trace-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormatArg {
+    /// strace-like lines.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// What `cabinc run` needs from the policy options.
+#[derive(Debug)]
+pub struct RunPolicy {
+    /// For `RunConfig::gate`.
+    pub gate: GateConfig,
+    /// `KEY=VALUE` from the policy's [env], to put before the `--env` ones.
+    pub env: Vec<String>,
+    /// `[limits] memory`, to use as the arena size when `--mem` is not given.
+    pub memory: Option<u64>,
+    /// Read-only trees: the policy's `[paths] read` plus `--allow-read`.
+    pub allow_read: Vec<PathBuf>,
+    /// Read-write trees: the policy's `[paths] write` plus `--allow-write`.
+    pub allow_write: Vec<PathBuf>,
+}
+
+impl RunPolicyArgs {
+    /// Loads and checks the policy, adds the `--allow-*` trees, and
+    /// prepares the trace options and the `start` record.
+    pub fn prepare(
+        &self,
+        image: &Path,
+        args: &[String],
+        allow_read: &[PathBuf],
+        allow_write: &[PathBuf],
+    ) -> Result<RunPolicy> {
+        if self.trace_format == TraceFormatArg::Jsonl && !matches!(self.trace, Some(Some(_))) {
+            return Err(anyhow!(
+                "--trace-format jsonl needs --trace=FILE; help: JSON lines are never mixed with messages on \
+                 stderr: write e.g. --trace=run.jsonl"
+            ));
+        }
+        let policy = match &self.policy {
+            Some(f) => {
+                let mut p = load(f)?;
+                p.add_paths(allow_read, allow_write);
+                Some(p)
+            }
+            None => None,
+        };
+        let env = policy.as_ref().map(|p| p.env.resolve(|k| std::env::var(k).ok())).unwrap_or_default();
+        let memory = policy.as_ref().and_then(|p| p.limits.memory);
+        let (allow_read, allow_write) = match &policy {
+            Some(p) => (p.paths.read.clone(), p.paths.write.clone()),
+            None => (allow_read.to_vec(), allow_write.to_vec()),
+        };
+        let start = StartInfo {
+            image: image.display().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            args: args.to_vec(),
+            unix_time_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            ..StartInfo::default()
+        };
+        let trace = TraceOptions {
+            trace: self.trace.clone(),
+            format: match self.trace_format {
+                TraceFormatArg::Text => TraceFormat::Text,
+                TraceFormatArg::Jsonl => TraceFormat::Jsonl,
+            },
+            audit: self.audit.clone(),
+            audit_cap: self.audit_max_bytes,
+        };
+        Ok(RunPolicy { gate: GateConfig { policy, trace, start }, env, memory, allow_read, allow_write })
+    }
+}
+
+/// Arguments of `cabinc policy`.
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+/// The `cabinc policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file: exit 0 and a summary, or exit 1 with file:line:column.
+    Check {
+        /// The policy file (TOML, `version = 1`).
+        file: PathBuf,
+        /// Also generate probes (one allowed and one refused call per allow
+        /// entry and rule) and check the compiled policy against them.
+        #[arg(long)]
+        probes: bool,
+    },
+    /// Say in plain words what a policy allows.
+    Explain {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Convert another format into a Cabin policy, reporting what could not be carried over.
+    Import {
+        /// The input format.
+        #[arg(long, value_enum)]
+        from: ImportFormat,
+        /// The profile to convert.
+        profile: PathBuf,
+        /// Where to write the policy (`-` for stdout).
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
+    /// Write the least policy that allows a recorded run.
+    Generate {
+        /// A trace written by `cabinc run --trace=FILE --trace-format jsonl`.
+        #[arg(long, value_name = "RUN.jsonl")]
+        from_trace: PathBuf,
+        /// Where to write the policy (`-` for stdout).
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
+    /// List the named groups (`@file-read`, `@time`, …) and their members.
+    Groups,
+}
+
+/// Formats `cabinc policy import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// A Docker / OCI runtime seccomp profile (JSON).
+    OciSeccomp,
+}
+
+/// Runs `cabinc policy …`.
+pub fn run(args: &PolicyArgs) -> Result<ExitCode> {
+    match &args.command {
+        PolicyCommand::Check { file, probes } => check(file, *probes),
+        PolicyCommand::Explain { file } => {
+            let p = load(file)?;
+            print!("{}", explain::explain(&p));
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Import { from: ImportFormat::OciSeccomp, profile, output } => import(profile, output),
+        PolicyCommand::Generate { from_trace, output } => generate(from_trace, output),
+        PolicyCommand::Groups => {
+            for g in groups::GROUPS {
+                println!("@{}: {} ({} calls)", g.name, g.about, g.members.len());
+                println!("    {}", g.members.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads and checks a policy; the error carries `file:line:column` and `; help: …`.
+pub fn load(file: &Path) -> Result<Policy> {
+    Policy::load(file).map_err(|e| match e.help() {
+        Some(h) => anyhow!("{e}; help: {h}"),
+        None => anyhow!("{e}"),
+    })
+}
+
+fn check(file: &Path, with_probes: bool) -> Result<ExitCode> {
+    let p = load(file)?;
+    for w in &p.warnings {
+        eprintln!("warning: {}: {w}", file.display());
+    }
+    let c = p.compile();
+    let allowed = (0..policy::compile::TABLE_SIZE as u64).filter(|&n| c.may_allow(n)).count();
+    let default = p.default.describe();
+    let mut parts = vec![
+        format!("version {}", policy::VERSION),
+        p.mode.as_str().to_string(),
+        format!("default {default}"),
+        format!("{allowed} calls may be allowed"),
+        format!("{} argument rules", p.rules.len()),
+    ];
+    if !(p.paths.read.is_empty() && p.paths.write.is_empty()) {
+        parts.push(format!("{} read and {} write trees", p.paths.read.len(), p.paths.write.len()));
+    }
+    if !p.limits.is_empty() {
+        parts.push("limits set".into());
+    }
+    if with_probes {
+        let probes = probe::probes(&p);
+        let mut failed = 0;
+        for pr in &probes {
+            let serves = c.decide(pr.nr, &pr.args).serves();
+            if serves != pr.allowed {
+                failed += 1;
+                eprintln!(
+                    "probe failed: {}: {} with {:x?} was {}",
+                    pr.what,
+                    policy::names::display(pr.nr),
+                    pr.args,
+                    if serves { "allowed" } else { "refused" }
+                );
+            }
+        }
+        if failed > 0 {
+            return Err(anyhow!(
+                "{failed} of {} probes failed; help: this is a bug in cabinc, please report it",
+                probes.len()
+            ));
+        }
+        parts.push(format!("{} probes passed", probes.len()));
+    }
+    println!("ok: {}: {}", file.display(), parts.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to `out` atomically (or to stdout for `-`).
+fn write_atomically(out: &Path, text: &str) -> Result<()> {
+    if out == Path::new("-") {
+        std::io::stdout().write_all(text.as_bytes()).context("cannot write to stdout")?;
+        return Ok(());
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out.file_name().ok_or_else(|| anyhow!("{} is not a file name", out.display()))?;
+    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow!("cannot write {}: {e}", out.display()));
+    }
+    Ok(())
+}
+
+/// Renders, re-checks (the output must pass `policy check`) and writes a policy.
+fn emit(p: &Policy, header: &[String], out: &Path) -> Result<()> {
+    let text = render::to_toml(p, header);
+    let name = out.display().to_string();
+    Policy::parse(&name, &text)
+        .map_err(|e| anyhow!("internal error: the policy written would not check: {e}"))?;
+    write_atomically(out, &text)
+}
+
+fn import(profile: &Path, out: &Path) -> Result<ExitCode> {
+    let json =
+        std::fs::read_to_string(profile).with_context(|| format!("cannot read {}", profile.display()))?;
+    let name = profile.display().to_string();
+    let (p, report) = oci::import(&name, &json).map_err(|e| {
+        anyhow!(
+            "{}: {e}; help: pass a Docker/OCI seccomp profile such as moby's profiles/seccomp/default.json",
+            name
+        )
+    })?;
+    let mut header =
+        vec![format!("Imported by `cabinc policy import --from oci-seccomp` from {name}."), String::new()];
+    header.extend(report.to_text().lines().map(str::to_string));
+    emit(&p, &header, out)?;
+    eprint!("{}", report.to_text());
+    if out != Path::new("-") {
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(trace: &Path, out: &Path) -> Result<ExitCode> {
+    let jsonl = std::fs::read_to_string(trace).with_context(|| format!("cannot read {}", trace.display()))?;
+    let name = trace.display().to_string();
+    let (p, report) = generate::from_trace(&name, &jsonl).map_err(|e| anyhow!("{name}: {e}"))?;
+    let mut header = vec![
+        format!("Generated by `cabinc policy generate` from {name}: the least policy that allows that run."),
+        "Review it: a different input may need more.".to_string(),
+        String::new(),
+    ];
+    header.extend(report.to_text().lines().map(str::to_string));
+    emit(&p, &header, out)?;
+    eprint!("{}", report.to_text());
+    if out != Path::new("-") {
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

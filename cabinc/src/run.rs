@@ -1,0 +1,156 @@
+//! `cabinc run`: run an image confined.
+//!
+//! Exit status: the program's own status passes through (128 + signal for a
+//! fault or kill); 125 when cabinc itself fails, 126 when the image is
+//! invalid, 127 when it is missing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cabin_monitor::{RunConfig, RunError, RunOutcome};
+use clap::ValueEnum;
+
+use crate::output;
+
+/// Arguments of `cabinc run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The Cabin image to run.
+    pub image: PathBuf,
+    /// Where to run it: a KVM micro-VM, a seccomp-confined process, or
+    /// whichever is available (kvm where /dev/kvm is usable).
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// A directory the program may read (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub allow_read: Vec<PathBuf>,
+    /// A directory the program may read and write (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub allow_write: Vec<PathBuf>,
+    /// Add KEY=VALUE to the program's (otherwise empty) environment (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Write run statistics as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    /// Refuse to run where execute-only code cannot be enforced.
+    #[arg(long)]
+    pub require_execute_only: bool,
+    /// Memory for the program, e.g. 256M or 1G (kvm: all guest memory, default 256M;
+    /// process: the anonymous-memory arena).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub mem: Option<u64>,
+    /// Do not print the execute-only notice.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Arguments passed to the program (after `--`); argv[0] is the image's file name.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// A backend choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// kvm where /dev/kvm is usable, else process.
+    Auto,
+    /// A KVM micro-VM: ring 0 is the proxy-kernel, ring 3 the program.
+    Kvm,
+    /// A child process under seccomp.
+    Process,
+}
+
+/// Parses sizes like `256M`, `1G`, `65536`, `512K`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown size suffix '{c}' (use K, M or G)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 256M)"))?;
+    n.checked_mul(mul).ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+pub fn run(a: &RunArgs) -> ExitCode {
+    let image = match std::fs::read(&a.image) {
+        Ok(b) => b,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 125 };
+            output::error(&anyhow::anyhow!("cannot read image {}: {e}", a.image.display()));
+            return ExitCode::from(code);
+        }
+    };
+    let argv0 = a.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into());
+    let mut args = vec![argv0];
+    args.extend(a.args.iter().cloned());
+    for kv in &a.env {
+        if !kv.contains('=') {
+            output::error(&anyhow::anyhow!("--env {kv:?} is not KEY=VALUE; help: write --env {kv}=value"));
+            return ExitCode::from(125);
+        }
+    }
+    let cfg = RunConfig {
+        args,
+        env: a.env.clone(),
+        allow_read: a.allow_read.clone(),
+        allow_write: a.allow_write.clone(),
+        stats: a.stats.clone(),
+        require_execute_only: a.require_execute_only,
+        quiet: a.quiet,
+        arena_bytes: a.mem.unwrap_or(0),
+        ..RunConfig::default()
+    };
+    let backend = match a.backend {
+        Backend::Auto => match cabin_monitor::kvm::usable() {
+            Ok(()) => Backend::Kvm,
+            Err(why) => {
+                if !a.quiet {
+                    eprintln!("cabin: backend process (KVM not usable: {why})");
+                }
+                Backend::Process
+            }
+        },
+        b => b,
+    };
+    if a.backend == Backend::Auto && backend == Backend::Kvm && !a.quiet {
+        eprintln!("cabin: backend kvm");
+    }
+    let result: Result<RunOutcome, RunError> = match backend {
+        Backend::Kvm => kvm_run(&image, &cfg),
+        _ => cabin_monitor::process::run(&image, &cfg),
+    };
+    match result {
+        Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
+        Err(e) => {
+            let code = if matches!(e, RunError::InvalidImage(_)) { 126 } else { 125 };
+            output::error(&anyhow::Error::new(e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn kvm_run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
+    cabin_monitor::kvm::run(image, cfg, cfg.arena_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! End-to-end tests of `cargo cabin build` and `cargo cabin run` on samples/rust-cargo-cabin.
+//! Each test builds the sample into its own temporary target directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/rust-cargo-cabin")
+}
+
+fn cargo_cabin(target: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cargo-cabin"));
+    c.arg("cabin").args(args).current_dir(sample()).env("CARGO_TARGET_DIR", target).env_remove("RUSTFLAGS");
+    c
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn build_writes_a_static_image_beside_the_executable() {
+    let t = tempfile::tempdir().expect("tmp");
+    let o = cargo_cabin(t.path(), &["build"]).output().expect("cargo-cabin");
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "cargo cabin build failed: {err}");
+    let dir = t.path().join("x86_64-unknown-linux-gnu/debug");
+    let exe = dir.join("rust-cargo-cabin");
+    let image = dir.join("rust-cargo-cabin.cabin");
+    assert!(exe.is_file() && image.is_file(), "{err}");
+    let bytes = std::fs::read(&image).expect("image");
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    assert!(err.contains("rust-cargo-cabin.cabin"), "{err}");
+    // The image runs as an ordinary process too (passthrough).
+    let o =
+        Command::new(&image).args(["--exit", "4", "x"]).env("GREETING", "hey").output().expect("run image");
+    assert_eq!(o.status.code(), Some(4));
+    assert!(text(&o).0.starts_with("hey from rust-cargo-cabin: 3 argument(s)"), "{}", text(&o).0);
+}
+
+#[test]
+fn run_without_cabinc_run_falls_back_to_passthrough_and_says_so() {
+    let t = tempfile::tempdir().expect("tmp");
+    let o = cargo_cabin(t.path(), &["run", "--", "--exit", "3", "a"])
+        .env("CABINC", "/nonexistent/cabinc")
+        .env("GREETING", "yo")
+        .output()
+        .expect("cargo-cabin");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(out.starts_with("yo from rust-cargo-cabin: 3 argument(s)"), "{out}");
+    assert!(err.contains("passthrough mode, NOT confined"), "{err}");
+}
+
+#[test]
+fn run_confined_when_cabinc_run_exists() {
+    // cabinc is built into the same target directory as cargo-cabin in this workspace.
+    let cabinc = Path::new(env!("CARGO_BIN_EXE_cargo-cabin")).with_file_name("cabinc");
+    let has_run =
+        Command::new(&cabinc).args(["run", "--help"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if !has_run {
+        eprintln!(
+            "SKIPPED run_confined_when_cabinc_run_exists: {} has no `run` subcommand",
+            cabinc.display()
+        );
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let o = cargo_cabin(t.path(), &["run", "--", "--exit", "5", "b"])
+        .env("CABINC", &cabinc)
+        .output()
+        .expect("run");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    // The policy file sets GREETING=hello and the confined environment is otherwise clean.
+    assert!(out.starts_with("hello from rust-cargo-cabin: 3 argument(s)"), "{out}\n{err}");
+    assert!(!err.contains("NOT confined"), "{err}");
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_cargo-cabin")).args(["cabin", "frobnicate"]).output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("usage: cargo cabin build"));
+}

@@ -1,0 +1,123 @@
+//! What a caller asks of a confined run, and what it gets back.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything `cabinc run` passes to a backend.
+#[derive(Clone, Debug, Default)]
+pub struct RunConfig {
+    /// `argv`, including `argv[0]` (the program name the program sees).
+    pub args: Vec<String>,
+    /// The environment, `KEY=VALUE` each. Clean (empty) by default;
+    /// `--env K=V` adds entries.
+    pub env: Vec<String>,
+    /// Directories the program may read (`--allow-read DIR`).
+    pub allow_read: Vec<PathBuf>,
+    /// Directories the program may read and write (`--allow-write DIR`).
+    pub allow_write: Vec<PathBuf>,
+    /// Where to write the statistics JSON (`--stats FILE`), if anywhere.
+    pub stats: Option<PathBuf>,
+    /// Refuse to run where execute-only code cannot be enforced.
+    pub require_execute_only: bool,
+    /// Do not print the one-line execute-only notice on stderr.
+    pub quiet: bool,
+    /// Size of the anonymous-memory arena in bytes (0 = default).
+    pub arena_bytes: u64,
+    /// The host descriptors that serve the program's fds 0, 1 and 2
+    /// (duplicated at start); `None` = the monitor's own stdin/out/err.
+    pub stdio: Option<[i32; 3]>,
+    /// Testing: make every call take the seccomp-trap (SIGSYS) slow path,
+    /// as if every site had been left as a trap site.
+    pub force_trap_path: bool,
+}
+
+/// How a confined run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// The exit status to pass on: the program's own code, 128 + signal
+    /// for a fault or a kill, [`EXIT_PROTOCOL_VIOLATION`] when the monitor
+    /// ended the program.
+    pub exit_code: i32,
+    /// Why the program ended, as one line (already printed on stderr when
+    /// it was not a normal exit).
+    pub reason: EndReason,
+    /// Statistics (also written to [`RunConfig::stats`] when set).
+    pub stats: serde_json::Value,
+}
+
+/// Exit status when the monitor ended the program for breaking the ring
+/// protocol (128 + SIGKILL: the program was killed).
+pub const EXIT_PROTOCOL_VIOLATION: i32 = 137;
+
+/// Why a confined program stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// `exit`/`exit_group` with this code.
+    Exited(i32),
+    /// Ended by a fatal signal (fault, self-sent signal or kill).
+    Signal {
+        /// Signal number.
+        signo: i32,
+        /// Fault address, when the libos recorded one.
+        addr: Option<u64>,
+        /// `rip` at the fault, when the libos recorded one.
+        rip: Option<u64>,
+    },
+    /// The monitor stopped it: garbage on the ring, wild pointer, broken
+    /// contract. The message says what.
+    ProtocolViolation(String),
+}
+
+/// Why a run could not happen (the program never started, or the monitor
+/// itself failed). `cabinc` maps [`RunError::InvalidImage`] to exit 126 and
+/// the rest to 125.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The image does not parse or is not runnable.
+    #[error("invalid image: {0}")]
+    InvalidImage(String),
+    /// `--require-execute-only` on a machine that cannot enforce it.
+    #[error(
+        "execute-only code cannot be enforced on this machine (the CPU has no protection keys); \
+         help: drop --require-execute-only or use a CPU with PKU"
+    )]
+    ExecuteOnlyUnavailable,
+    /// An `--allow-read`/`--allow-write` directory cannot be used.
+    #[error("cannot use allowed directory {path}: {source}")]
+    AllowedDir {
+        /// The directory as given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The domain layout does not fit (image overlaps the monitor's areas).
+    #[error("cannot lay out the domain: {0}")]
+    Layout(String),
+    /// A host system call the monitor needs failed.
+    #[error("{what} failed: {source}")]
+    Host {
+        /// What the monitor was doing.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The child failed while building the domain (before the program ran).
+    #[error("the confined child failed during set-up ({0}); help: run with strace -f to see which step")]
+    ChildSetup(String),
+    /// Writing the statistics file failed.
+    #[error("cannot write statistics to {path}: {source}")]
+    Stats {
+        /// The stats path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// The OS error of the last failed libc call, with context.
+    pub(crate) fn host(what: &'static str) -> RunError {
+        RunError::Host { what, source: std::io::Error::last_os_error() }
+    }
+}

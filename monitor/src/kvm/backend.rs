@@ -1,0 +1,212 @@
+//! `cabinc run --backend kvm`: the KVM domain wired to the monitor's ring
+//! worker, syscall service, filesystem policy and statistics — the same
+//! ones the process backend uses.
+//!
+//! Threads: the caller's thread runs the vCPU (and, on the rare exits,
+//! the doorbell and the slow-path gate); one worker thread polls the ring
+//! and serves every call with [`crate::service::Service`].
+
+use std::mem::offset_of;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cabin_abi::boot::{BootInfo, LOCAL_COUNT_SLOTS};
+use serde_json::json;
+
+use super::domain::{DomainError, ProgramSpec};
+use super::layout::BOOT_GPA;
+use super::ring::{install_kick_handler, RingGate, Shared};
+use super::{prepare, run_prepared, KvmConfig, KvmError, KvmOutcome};
+use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
+use crate::memory::{Access, GuestMemory as ProgramView, Region as ViewRegion};
+use crate::ring::{Worker, WorkerEnd};
+use crate::service::fs::FsPolicy;
+use crate::service::Service;
+use crate::stats::{self, StatsInput};
+
+fn host_err(what: &'static str, msg: String) -> RunError {
+    RunError::Host { what, source: std::io::Error::other(msg) }
+}
+
+fn to_run_error(e: KvmError) -> RunError {
+    match e {
+        KvmError::Domain(DomainError::Elf(e)) => RunError::InvalidImage(e.to_string()),
+        KvmError::Domain(DomainError::WritableCode(p)) => {
+            RunError::InvalidImage(format!("page {p:#x} would be both writable and executable"))
+        }
+        KvmError::Domain(e) => RunError::Layout(e.to_string()),
+        KvmError::NotUsable(m) => host_err("opening /dev/kvm", m),
+        KvmError::Vcpu(e) => host_err("setting up the KVM guest", e.to_string()),
+        KvmError::Guest(m) => host_err("running the KVM guest", m),
+    }
+}
+
+/// Runs `image` confined in a KVM guest with `mem_size` bytes of guest
+/// memory (`--mem`, rounded up to 2 MiB; 0 = [`super::layout::DEFAULT_MEM`]).
+/// Everything not taken by the system area, the image, the stack and the
+/// `brk` heap becomes the anonymous-memory arena.
+pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, RunError> {
+    if let Err(why) = super::usable() {
+        return Err(host_err("opening /dev/kvm", why));
+    }
+    // Execute-only needs protection keys, which this backend does not use
+    // yet (see pku.rs): it is never enforced here.
+    let xo = false;
+    if cfg.require_execute_only && !xo {
+        return Err(RunError::ExecuteOnlyUnavailable);
+    }
+    if !cfg.quiet {
+        eprintln!("cabin: execute-only code is not enforced by the KVM backend (no protection keys)");
+    }
+    let policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
+    let cwd =
+        std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
+    let pid = std::process::id();
+    let mut service = Service::new(policy, cwd, pid);
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let kcfg = KvmConfig {
+        mem_size: match mem_size {
+            0 => super::layout::DEFAULT_MEM,
+            m => m.checked_next_multiple_of(super::layout::LARGE_PAGE).unwrap_or(u64::MAX),
+        },
+        program: ProgramSpec {
+            args: cfg.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: cfg.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            pid,
+            ppid: pid,
+            uid,
+            gid,
+            force_trap: cfg.force_trap_path,
+        },
+        timeout: None,
+    };
+    let (d, kvm, cpuid, features, eo, start) = prepare(image, &kcfg).map_err(to_run_error)?;
+
+    let view_regions: Vec<ViewRegion> = d
+        .space
+        .regions()
+        .iter()
+        .filter_map(|r| {
+            let access = match r.name {
+                "image code" | "ring" | "boot page" => Access::Nothing,
+                _ if r.write => Access::ReadWrite,
+                _ => Access::ReadOnly,
+            };
+            let host = d.mem.host_ptr(r.gpa, r.len).ok()?;
+            Some(ViewRegion { start: r.va, len: r.len, host, access })
+        })
+        .collect();
+    // SAFETY: every region's host range lies inside the Domain's guest
+    // memory (checked by host_ptr), which outlives `view` (dropped at the
+    // end of this function, before `d`); user regions do not overlap
+    // (AddressSpace::add refuses overlaps).
+    let view = unsafe { ProgramView::new(view_regions) };
+
+    install_kick_handler();
+    let shared = Arc::new(Shared::default());
+    shared.register_vcpu_thread();
+    let mut worker = Worker::new(d.ring);
+    let stop = worker.stop_handle();
+    let mut gate = RingGate::new(d.ring, shared.clone());
+
+    let (result, end, worker_stats, service) = std::thread::scope(|s| {
+        let shared_w = shared.clone();
+        let view_ref = &view;
+        let handle = s.spawn(move || {
+            let end = worker.run(view_ref, &mut service);
+            if let WorkerEnd::Violation(msg) = &end {
+                shared_w.worker_ended(Some(msg.clone()));
+            }
+            (end, worker.stats, service)
+        });
+        let result = run_prepared(&d, &kvm, &cpuid, &features, eo, start, &kcfg, &mut gate);
+        shared.vcpu_done.store(true, Ordering::SeqCst);
+        stop.stop();
+        let (end, ws, service) = match handle.join() {
+            Ok(v) => v,
+            Err(_) => std::panic::resume_unwind(Box::new("the ring worker panicked")),
+        };
+        (result, end, ws, service)
+    });
+    let outcome: KvmOutcome = result.map_err(to_run_error)?;
+
+    // The libos may notice a corrupted ring before the worker does: it then
+    // records ABORT_RING and exits with 137 (as in the process backend).
+    let abort_at = BOOT_GPA + offset_of!(BootInfo, reserved) as u64;
+    let libos_abort = d.mem.read_u64(abort_at).ok() == Some(cabin_abi::boot::ABORT_RING)
+        && outcome.fault.is_none()
+        && outcome.status == EXIT_PROTOCOL_VIOLATION;
+    let (exit_code, reason) = match (&end, &outcome.fault) {
+        (WorkerEnd::Violation(msg), _) => {
+            (EXIT_PROTOCOL_VIOLATION, EndReason::ProtocolViolation(msg.clone()))
+        }
+        (_, Some(f)) => {
+            let addr = if f.vector == 14 { Some(f.cr2) } else { None };
+            (outcome.status, EndReason::Signal { signo: outcome.status - 128, addr, rip: Some(f.rip) })
+        }
+        _ if libos_abort => {
+            let msg = "the libos found the ring corrupted (impossible indices or a mismatched completion)";
+            (EXIT_PROTOCOL_VIOLATION, EndReason::ProtocolViolation(msg.into()))
+        }
+        _ if outcome.status == EXIT_PROTOCOL_VIOLATION && outcome.report.is_some() => {
+            let msg = outcome.report.clone().unwrap_or_default();
+            (EXIT_PROTOCOL_VIOLATION, EndReason::ProtocolViolation(msg))
+        }
+        _ => (outcome.status, EndReason::Exited(outcome.status)),
+    };
+    if let Some(line) = &outcome.report {
+        eprintln!("cabin: {line}");
+    } else if let EndReason::ProtocolViolation(msg) = &reason {
+        eprintln!("cabin: ring protocol violation: {msg}; the program was killed");
+    }
+
+    let local = read_local_counts(&d.mem);
+    let input = StatsInput {
+        backend: "kvm",
+        forwarded: service.stats.per_nr.iter().map(|(k, v)| (*k, *v)).collect(),
+        local,
+        trapped: outcome.stats.gate_syscalls,
+        denied: service.stats.denied,
+        wall_ns: u128::from(outcome.stats.wall_ns),
+        execute_only_enforced: outcome.execute_only_enforced,
+        exit_code,
+    };
+    let mut json = stats::to_json(&input);
+    if let Some(o) = json.as_object_mut() {
+        o.insert("vm_exits".into(), json!(outcome.stats.vm_exits));
+        o.insert(
+            "kvm".into(),
+            json!({
+                "vm_exits": outcome.stats.vm_exits,
+                "gate_syscalls": outcome.stats.gate_syscalls,
+                "doorbell_exits": outcome.stats.doorbell_exits,
+                "gate_redirects": gate.redirects,
+                "doorbell_waits": gate.doorbell_waits,
+                "ring_forwarded": worker_stats.forwarded,
+                "boot_ns": outcome.stats.boot_ns,
+                "mem_bytes": kcfg.mem_size,
+                "pages_4k": outcome.stats.small_pages,
+                "pages_2m": outcome.stats.large_pages,
+            }),
+        );
+    }
+    if let Some(path) = &cfg.stats {
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        std::fs::write(path, text + "\n").map_err(|source| RunError::Stats { path: path.clone(), source })?;
+    }
+    drop(view);
+    drop(d);
+    Ok(RunOutcome { exit_code, reason, stats: json })
+}
+
+/// The libos's per-call counters of locally served calls (untrusted
+/// statistics written by the program's side).
+fn read_local_counts(mem: &super::memory::GuestMemory) -> Vec<u64> {
+    let mut raw = vec![0u8; LOCAL_COUNT_SLOTS * 4];
+    let at = BOOT_GPA + offset_of!(BootInfo, local_counts) as u64;
+    if mem.read(at, &mut raw).is_err() {
+        return Vec::new();
+    }
+    raw.chunks_exact(4).map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
+}

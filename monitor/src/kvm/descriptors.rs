@@ -1,0 +1,176 @@
+//! GDT, TSS (with its I/O permission bitmap) and IDT of a KVM domain, as
+//! bytes the monitor writes into guest memory before boot.
+//!
+//! Selectors follow Linux's layout, which this project's nested KVM
+//! requires (the `STAR`-derived user selectors must equal the host's):
+//! kernel CS 0x10, kernel SS 0x18, user CS 0x33, user SS 0x2b, and
+//! `STAR = 0x0023_0010_0000_0000`. The TSS's I/O bitmap lets ring 3 use
+//! exactly one port, the ring doorbell; every other `in`/`out` from ring 3
+//! faults.
+
+/// Kernel code selector.
+pub const KERNEL_CS: u16 = 0x10;
+/// Kernel data/stack selector.
+pub const KERNEL_SS: u16 = 0x18;
+/// User 32-bit code selector (base of `sysret`'s selector arithmetic).
+pub const USER_CS32: u16 = 0x23;
+/// User data/stack selector.
+pub const USER_SS: u16 = 0x2b;
+/// User 64-bit code selector.
+pub const USER_CS: u16 = 0x33;
+/// TSS selector.
+pub const TSS_SEL: u16 = 0x40;
+/// `MSR_STAR` value for this layout.
+pub const STAR: u64 = ((USER_CS32 as u64) << 48) | ((KERNEL_CS as u64) << 32);
+
+/// Number of GDT bytes ([`gdt`] output).
+pub const GDT_BYTES: usize = 0x50;
+/// Offset of the I/O permission bitmap inside the TSS.
+pub const IOPB_OFFSET: usize = 0x68;
+/// Ports covered by the bitmap (all above are denied by the TSS limit).
+pub const IOPB_PORTS: usize = 256;
+/// Size of the TSS including the bitmap and its terminating 0xff byte.
+pub const TSS_BYTES: usize = IOPB_OFFSET + IOPB_PORTS / 8 + 1;
+
+/// The GDT: null, kernel code32 (unused), kernel code64, kernel data, user
+/// code32, user data, user code64, (unused), TSS (two slots). Accessed bits
+/// are preset so the CPU never writes the table.
+pub fn gdt(tss_base: u64) -> [u8; GDT_BYTES] {
+    let tss_limit = (TSS_BYTES - 1) as u64;
+    let tss_lo = (tss_limit & 0xffff)
+        | ((tss_base & 0xff_ffff) << 16)
+        | (0x8bu64 << 40) // present, DPL 0, type 11: busy 64-bit TSS (TR is loaded from the host)
+        | (((tss_limit >> 16) & 0xf) << 48)
+        | (((tss_base >> 24) & 0xff) << 56);
+    let entries: [u64; 10] = [
+        0,
+        0x00cf_9b00_0000_ffff, // 0x08 kernel code32
+        0x00af_9b00_0000_ffff, // 0x10 kernel code64 (L)
+        0x00cf_9300_0000_ffff, // 0x18 kernel data
+        0x00cf_fb00_0000_ffff, // 0x23 user code32
+        0x00cf_f300_0000_ffff, // 0x2b user data
+        0x00af_fb00_0000_ffff, // 0x33 user code64 (L)
+        0,
+        tss_lo,
+        tss_base >> 32,
+    ];
+    let mut out = [0u8; GDT_BYTES];
+    for (i, e) in entries.iter().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&e.to_le_bytes());
+    }
+    out
+}
+
+/// The TSS: `RSP0` (traps from ring 3), `IST1` (double fault, NMI, machine
+/// check), and an I/O bitmap that allows ring 3 only `doorbell_port`.
+pub fn tss(rsp0: u64, ist1: u64, doorbell_port: u16) -> [u8; TSS_BYTES] {
+    let mut t = [0u8; TSS_BYTES];
+    t[4..12].copy_from_slice(&rsp0.to_le_bytes());
+    t[0x24..0x2c].copy_from_slice(&ist1.to_le_bytes());
+    t[0x66..0x68].copy_from_slice(&(IOPB_OFFSET as u16).to_le_bytes());
+    for b in &mut t[IOPB_OFFSET..] {
+        *b = 0xff;
+    }
+    let p = usize::from(doorbell_port);
+    if p < IOPB_PORTS {
+        t[IOPB_OFFSET + p / 8] &= !(1u8 << (p % 8));
+    }
+    t
+}
+
+/// Bytes of a full IDT.
+pub const IDT_BYTES: usize = 256 * 16;
+
+/// Which IST stack a vector uses (0 = none).
+pub fn ist_for(vector: u8) -> u8 {
+    match vector {
+        2 | 8 | 18 => 1, // NMI, #DF, #MC
+        _ => 0,
+    }
+}
+
+/// Descriptor privilege level of a vector's gate: 3 for `int3` (so it
+/// raises #BP and SIGTRAP, as on Linux), 0 for everything else (a ring-3
+/// `int N` then raises #GP).
+pub fn dpl_for(vector: u8) -> u8 {
+    if vector == 3 {
+        3
+    } else {
+        0
+    }
+}
+
+/// The IDT: 64-bit interrupt gates (interrupts stay off in ring 0) to
+/// `handler(vector)`, kernel CS.
+pub fn idt(handler: impl Fn(u8) -> u64) -> Vec<u8> {
+    let mut out = vec![0u8; IDT_BYTES];
+    for v in 0..=255u8 {
+        let h = handler(v);
+        let attr = 0x80u64 | (u64::from(dpl_for(v)) << 5) | 0xe; // present, DPL, interrupt gate
+        let lo = (h & 0xffff)
+            | (u64::from(KERNEL_CS) << 16)
+            | (u64::from(ist_for(v)) << 32)
+            | (attr << 40)
+            | (((h >> 16) & 0xffff) << 48);
+        let hi = h >> 32;
+        let at = usize::from(v) * 16;
+        out[at..at + 8].copy_from_slice(&lo.to_le_bytes());
+        out[at + 8..at + 16].copy_from_slice(&hi.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(b: &[u8], i: usize) -> u64 {
+        u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    }
+
+    #[test]
+    fn star_matches_linux() {
+        assert_eq!(STAR, 0x0023_0010_0000_0000);
+        // sysret: CS = base + 16, SS = base + 8 (RPL 3).
+        assert_eq!(USER_CS32 + 16, USER_CS);
+        assert_eq!(USER_CS32 + 8, USER_SS);
+    }
+
+    #[test]
+    fn gdt_layout() {
+        let g = gdt(0xffff_ffff_8000_2000);
+        assert_eq!(q(&g, 2) >> 53 & 1, 1, "kernel CS is long mode");
+        assert_eq!(q(&g, 6) >> 45 & 3, 3, "user CS has DPL 3");
+        assert_eq!(q(&g, 6) >> 53 & 1, 1, "user CS is long mode");
+        assert_eq!(q(&g, 5) >> 45 & 3, 3, "user SS has DPL 3");
+        let lo = q(&g, 8);
+        let base = ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | (q(&g, 9) << 32);
+        assert_eq!(base, 0xffff_ffff_8000_2000);
+        assert_eq!(lo & 0xffff, (TSS_BYTES - 1) as u64);
+    }
+
+    #[test]
+    fn tss_allows_only_the_doorbell() {
+        let t = tss(0x1000, 0x2000, 0xe0);
+        assert_eq!(u64::from_le_bytes(t[4..12].try_into().expect("8")), 0x1000);
+        assert_eq!(u64::from_le_bytes(t[0x24..0x2c].try_into().expect("8")), 0x2000);
+        let allowed: Vec<usize> =
+            (0..IOPB_PORTS).filter(|p| t[IOPB_OFFSET + p / 8] & (1 << (p % 8)) == 0).collect();
+        assert_eq!(allowed, vec![0xe0]);
+        assert_eq!(t[TSS_BYTES - 1], 0xff, "terminator byte");
+    }
+
+    #[test]
+    fn idt_gates() {
+        let i = idt(|v| 0xffff_ffff_8010_0030 + u64::from(v) * 16);
+        let gate = |v: usize| (q(&i, v * 2), q(&i, v * 2 + 1));
+        let (lo, hi) = gate(14);
+        let off = (lo & 0xffff) | (((lo >> 48) & 0xffff) << 16) | (hi << 32);
+        assert_eq!(off, 0xffff_ffff_8010_0030 + 14 * 16);
+        assert_eq!((lo >> 16) & 0xffff, u64::from(KERNEL_CS));
+        assert_eq!((lo >> 40) & 0xff, 0x8e);
+        assert_eq!((gate(3).0 >> 40) & 0xff, 0xee, "int3 reachable from ring 3");
+        assert_eq!((gate(0x80).0 >> 40) & 0xff, 0x8e, "int 0x80 is not a gate");
+        assert_eq!((gate(8).0 >> 32) & 7, 1, "#DF on IST1");
+    }
+}

@@ -1,0 +1,117 @@
+//! Every guest address of a KVM domain, in one place.
+//!
+//! Guest-physical memory is one host mapping of `--mem` bytes registered as
+//! KVM memory slot 0 at guest-physical address 0. Its low 16 MiB hold the
+//! system area (descriptor tables, kernel stacks, proxy-kernel, boot page,
+//! ring, page tables); the image's pages start at [`IMAGE_GPA`] (the
+//! address the measurement assumes, `cabin_abi::layout`), followed by the
+//! program's stack, its `brk` heap and the anonymous-memory arena, which
+//! takes the rest.
+//!
+//! ```text
+//! GPA                      contents                         guest-virtual address
+//! 0x0000_0000              (unused, never mapped)
+//! 0x0000_1000  GDT_GPA     GDT (Linux selectors)            KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0000_2000  TSS_GPA     TSS + I/O permission bitmap      KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0000_3000  IDT_GPA     IDT, 256 gates                   KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0001_0000  KSTACK_GPA  kernel stack (TSS.RSP0)          KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0002_0000  IST_GPA     #DF/NMI/#MC stack (TSS.IST1)     KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0010_0000  PK_GPA      proxy-kernel blob                KERNEL_VA_BASE + GPA   supervisor RX
+//! 0x0020_0000  BOOT_GPA    boot-information page            BOOT_VA                user RW NX
+//! 0x0020_1000  RING_GPA    the ring                         RING_VA                user RW NX
+//! 0x0040_0000  PT_GPA      page-table pool (not mapped)
+//! 0x00f0_0000              manifest (measurement only; not loaded)
+//! 0x0100_0000  IMAGE_GPA   image pages, in address order    link address (+ PIE_BASE for static-PIE)
+//! after image              stack, STACK_SIZE                STACK_TOP_VA - STACK_SIZE
+//!                          brk heap                         first 2 MiB boundary after the image
+//!                          arena (rest of memory)           ARENA_VA
+//! ```
+
+use cabin_abi::layout::{IMAGE_GPA_BASE, MANIFEST_GPA};
+
+/// Page size.
+pub const PAGE: u64 = 4096;
+/// Size of a large (2 MiB) page.
+pub const LARGE_PAGE: u64 = 2 << 20;
+
+/// Base of the supervisor window: the system area's guest-physical address
+/// `gpa` is visible to ring 0 at `KERNEL_VA_BASE + gpa`.
+pub const KERNEL_VA_BASE: u64 = 0xffff_ffff_8000_0000;
+
+/// Global descriptor table.
+pub const GDT_GPA: u64 = 0x1000;
+/// Task-state segment and I/O permission bitmap.
+pub const TSS_GPA: u64 = 0x2000;
+/// Interrupt descriptor table.
+pub const IDT_GPA: u64 = 0x3000;
+/// Kernel stack used for traps from ring 3 (`TSS.RSP0` is its top).
+pub const KSTACK_GPA: u64 = 0x1_0000;
+/// Size of the kernel stack.
+pub const KSTACK_SIZE: u64 = 0x1_0000;
+/// Stack for double faults, NMIs and machine checks (`TSS.IST1`).
+pub const IST_GPA: u64 = 0x2_0000;
+/// Size of the IST stack.
+pub const IST_SIZE: u64 = 0x8000;
+/// The proxy-kernel blob.
+pub const PK_GPA: u64 = 0x10_0000;
+/// Largest proxy-kernel blob.
+pub const PK_MAX: u64 = 0x10_0000;
+/// The boot-information page.
+pub const BOOT_GPA: u64 = 0x20_0000;
+/// The ring.
+pub const RING_GPA: u64 = 0x20_1000;
+/// Bytes reserved for the ring.
+pub const RING_MAX: u64 = 0x1f_f000;
+/// First page of the page-table pool.
+pub const PT_GPA: u64 = 0x40_0000;
+/// End of the page-table pool.
+pub const PT_END: u64 = MANIFEST_GPA;
+/// The image's lowest loadable page.
+pub const IMAGE_GPA: u64 = IMAGE_GPA_BASE;
+
+/// Where a static-PIE image is loaded.
+pub const PIE_BASE: u64 = 0x0000_5555_5555_4000;
+/// The boot-information page, as the program sees it.
+pub const BOOT_VA: u64 = 0x0000_7ff0_0000_0000;
+/// The ring, as the program sees it.
+pub const RING_VA: u64 = BOOT_VA + (RING_GPA - BOOT_GPA);
+/// The anonymous-memory arena (2 MiB aligned, so it maps with large pages).
+pub const ARENA_VA: u64 = 0x0000_7e00_0000_0000;
+/// One past the highest byte of the program's stack.
+pub const STACK_TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
+/// Size of the program's stack (mapped up front).
+pub const STACK_SIZE: u64 = 8 << 20;
+
+/// Default guest memory (`--mem`).
+pub const DEFAULT_MEM: u64 = 256 << 20;
+/// Smallest guest memory accepted.
+pub const MIN_MEM: u64 = 64 << 20;
+/// Largest guest memory accepted (bounded by the page-table pool).
+pub const MAX_MEM: u64 = 4 << 30;
+
+/// `TSS.RSP0`: top of the kernel stack, as ring 0 sees it.
+pub const fn kernel_stack_top() -> u64 {
+    KERNEL_VA_BASE + KSTACK_GPA + KSTACK_SIZE
+}
+
+/// `TSS.IST1`: top of the IST stack.
+pub const fn ist_stack_top() -> u64 {
+    KERNEL_VA_BASE + IST_GPA + IST_SIZE
+}
+
+/// Ring-0 address of a system-area guest-physical address.
+pub const fn kernel_va(gpa: u64) -> u64 {
+    KERNEL_VA_BASE + gpa
+}
+
+const _: () = {
+    assert!(PK_GPA + PK_MAX <= BOOT_GPA);
+    assert!(RING_GPA + RING_MAX <= PT_GPA);
+    assert!(IST_GPA + IST_SIZE <= PK_GPA);
+    assert!(KSTACK_GPA + KSTACK_SIZE <= IST_GPA);
+    assert!(PT_END <= IMAGE_GPA);
+    assert!(ARENA_VA.is_multiple_of(LARGE_PAGE));
+    assert!(STACK_TOP_VA.is_multiple_of(LARGE_PAGE) && STACK_SIZE.is_multiple_of(LARGE_PAGE));
+    // Enough page tables for MAX_MEM mapped with 4 KiB pages, plus upper levels.
+    assert!((PT_END - PT_GPA) / PAGE >= MAX_MEM / LARGE_PAGE + 64);
+};

@@ -1,0 +1,254 @@
+//! The vCPU thread's side of the ring: the ring doorbell, the slow-path gate
+//! (which puts the trapped call on the same ring, so one worker and one
+//! service serve everything), and stopping the vCPU from the worker thread.
+//!
+//! Hot path: the libos publishes a submission and spins on the completion
+//! queue while the monitor's worker thread (`crate::ring::Worker`) polls;
+//! neither side exits. Only when the worker has gone to sleep (idle for
+//! `crate::ring::SPIN`) does the libos ring the doorbell (`out` from ring 3,
+//! [`cabin_abi::hypercall::DOORBELL_WAKE`]), and only when its own spin runs
+//! out does it ask to wait ([`cabin_abi::hypercall::DOORBELL_WAIT`]): the
+//! vCPU thread then sleeps on the completion doorbell with `futex`, exactly
+//! where the process backend's libos would.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use cabin_abi::ring::{pending, RingPtr, Submission, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+
+use super::{ProgramMemory, Served, SyscallService};
+
+/// Tag of submissions the gate puts on the ring (the libos's tags count up
+/// from 1 and a reply is matched by slot, so any value is safe).
+pub const GATE_TAG: u32 = 0xcab1_9a7e;
+
+/// `exit`.
+const NR_EXIT: u64 = 60;
+/// `exit_group`.
+const NR_EXIT_GROUP: u64 = 231;
+/// `write`.
+const NR_WRITE: u64 = 1;
+
+/// The libos's trap entry, as it published it in the boot page (KVM mode),
+/// if it is a plausible user address.
+fn trap_entry(mem: &ProgramMemory<'_>) -> Option<u64> {
+    let at = super::layout::BOOT_GPA
+        + (std::mem::offset_of!(cabin_abi::boot::BootInfo, reserved)
+            + 8 * cabin_abi::boot::BOOT_KVM_TRAP_ENTRY_SLOT) as u64;
+    let v = mem.mem.read_u64(at).ok()?;
+    (v != 0 && v < 0x0000_8000_0000_0000).then_some(v)
+}
+
+fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: futex on a word of the ring (host mapping alive for the run);
+    // WAIT only reads it, WAKE touches no memory; tsp is null or a local.
+    unsafe {
+        libc::syscall(libc::SYS_futex, addr, op, val, tsp, 0usize, 0u32);
+    }
+}
+
+/// Shared between the vCPU thread and the worker thread.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set when the worker has ended (protocol violation).
+    pub worker_done: AtomicBool,
+    /// The violation message, if any.
+    pub violation: Mutex<Option<String>>,
+    /// `pthread_t` of the vCPU thread (for kicking it out of `KVM_RUN`).
+    pub vcpu_thread: AtomicU64,
+    /// Set by the vCPU thread once it has left its run loop.
+    pub vcpu_done: AtomicBool,
+}
+
+/// Signal used to kick the vCPU thread out of `KVM_RUN`.
+fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 2
+}
+
+extern "C" fn on_kick(_: i32) {}
+
+/// Installs the (empty) kick handler once, without `SA_RESTART`, so that
+/// `KVM_RUN` returns `EINTR`.
+pub fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: installs a handler that does nothing; the sigaction struct
+        // is fully initialised (zeroed, then the fields set).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as extern "C" fn(i32) as usize;
+            sa.sa_flags = 0;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+impl Shared {
+    /// Records the calling thread as the vCPU thread.
+    pub fn register_vcpu_thread(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.vcpu_thread.store(me as u64, Ordering::SeqCst);
+    }
+
+    /// Called by the worker thread when it ends on its own: records why and
+    /// kicks the vCPU thread until it has noticed.
+    pub fn worker_ended(&self, violation: Option<String>) {
+        if let Ok(mut v) = self.violation.lock() {
+            *v = violation;
+        }
+        self.worker_done.store(true, Ordering::SeqCst);
+        self.kick_until_done();
+    }
+
+    /// Kicks the vCPU thread out of `KVM_RUN` (every 10 ms, for at most 5 s)
+    /// until it has left its run loop.
+    pub fn kick_until_done(&self) {
+        let t = self.vcpu_thread.load(Ordering::SeqCst);
+        for _ in 0..500 {
+            if self.vcpu_done.load(Ordering::SeqCst) {
+                return;
+            }
+            // SAFETY: signals the vCPU thread, which is alive until it sets
+            // vcpu_done (the run loop joins this thread only afterwards).
+            unsafe { libc::pthread_kill(t as libc::pthread_t, kick_signal()) };
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn violation(&self) -> String {
+        self.violation
+            .lock()
+            .ok()
+            .and_then(|v| v.clone())
+            .unwrap_or_else(|| "the ring worker stopped".to_string())
+    }
+}
+
+/// The vCPU thread's service: gate calls go onto the ring, doorbells wake
+/// the worker or wait for a completion.
+#[derive(Debug)]
+pub struct RingGate {
+    ring: RingPtr,
+    shared: Arc<Shared>,
+    /// Gate calls forwarded.
+    pub gate_calls: u64,
+    /// Doorbell exits.
+    pub doorbells: u64,
+    /// Gate calls redirected into the libos.
+    pub redirects: u64,
+    /// Doorbell exits that asked to wait for a completion.
+    pub doorbell_waits: u64,
+}
+
+impl RingGate {
+    /// A gate over `ring`.
+    pub fn new(ring: RingPtr, shared: Arc<Shared>) -> RingGate {
+        RingGate { ring, shared, gate_calls: 0, doorbells: 0, redirects: 0, doorbell_waits: 0 }
+    }
+
+    fn wake_worker(&self) {
+        let r = self.ring;
+        r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
+        if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
+            futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAKE, 1, None);
+        }
+    }
+
+    /// Sleeps until the completion queue has an entry past `head`, the ring
+    /// is dead, or the worker ended. Returns false in the last two cases.
+    fn wait_completion(&self, head: u32) -> bool {
+        let r = self.ring;
+        for _ in 0..2000 {
+            if r.cq_tail().load(Ordering::Acquire) != head {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let seen = r.cq_doorbell().load(Ordering::SeqCst);
+            r.cq_waiting().store(1, Ordering::SeqCst);
+            if r.cq_tail().load(Ordering::SeqCst) != head {
+                r.cq_waiting().store(0, Ordering::SeqCst);
+                return true;
+            }
+            if r.state().load(Ordering::SeqCst) == STATE_DEAD
+                || self.shared.worker_done.load(Ordering::SeqCst)
+            {
+                return false;
+            }
+            futex(r.cq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(Duration::from_millis(100)));
+        }
+    }
+
+    /// Puts one trapped call on the ring on the program's behalf (the vCPU
+    /// is stopped, so the libos cannot touch the ring meanwhile) and waits
+    /// for its completion.
+    fn forward(&mut self, nr: u64, args: [u64; 6]) -> Served {
+        let r = self.ring;
+        let tail = r.sq_tail().load(Ordering::SeqCst);
+        let head = r.sq_head().load(Ordering::SeqCst);
+        match pending(head, tail, RING_ENTRIES) {
+            Ok(n) if n < RING_ENTRIES => {}
+            _ => return Served::Violation(format!("ring indices corrupted (sq head {head}, tail {tail})")),
+        }
+        let cq_head = r.cq_head().load(Ordering::SeqCst);
+        r.write_submission(tail, &Submission { tag: GATE_TAG, flags: SUB_TRAPPED, nr, args });
+        r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
+        self.wake_worker();
+        // The libos never leaves completions unconsumed between calls, so
+        // ours is the next one.
+        if !self.wait_completion(cq_head) {
+            return Served::Violation(self.shared.violation());
+        }
+        let c = r.read_completion(cq_head);
+        r.cq_head().store(cq_head.wrapping_add(1), Ordering::SeqCst);
+        if c.tag != GATE_TAG {
+            return Served::Violation("ring completion out of order (gate call)".into());
+        }
+        Served::Return(c.result)
+    }
+}
+
+impl SyscallService for RingGate {
+    fn serve(&mut self, nr: u64, args: [u64; 6], mem: &ProgramMemory<'_>) -> Served {
+        self.gate_calls += 1;
+        match nr {
+            NR_EXIT | NR_EXIT_GROUP => Served::Exit((args[0] & 0xff) as i32),
+            // The libos's own raw calls are exit_group and, in `die`, write:
+            // never redirect those (a broken ring would loop).
+            NR_WRITE => self.forward(nr, args),
+            _ => match trap_entry(mem) {
+                Some(entry) if mem.can_redirect => {
+                    self.redirects += 1;
+                    Served::Redirect(entry)
+                }
+                _ => self.forward(nr, args),
+            },
+        }
+    }
+
+    fn doorbell(&mut self, wait: bool) -> Served {
+        self.doorbells += 1;
+        self.wake_worker();
+        if wait {
+            self.doorbell_waits += 1;
+            let head = self.ring.cq_head().load(Ordering::SeqCst);
+            if !self.wait_completion(head) {
+                return Served::Violation(self.shared.violation());
+            }
+        }
+        Served::Return(0)
+    }
+
+    fn interrupted(&mut self) -> Option<Served> {
+        if self.shared.worker_done.load(Ordering::SeqCst) {
+            return Some(Served::Violation(self.shared.violation()));
+        }
+        None
+    }
+}

@@ -1,0 +1,252 @@
+//! The program's memory as the monitor sees it: a set of guest ranges, each
+//! backed by host memory the monitor mapped (the process backend maps the
+//! domain's memfd; the KVM backend will map guest-physical memory).
+//!
+//! Every access names a guest address and a length. Both are checked —
+//! overflow-safe — to lie inside one region whose permission allows the
+//! access, before any byte moves. Reads copy out (the program may change
+//! its memory at any time, so the monitor never keeps a reference into it
+//! and never reads the same bytes twice to make a decision).
+
+use thiserror::Error;
+
+/// Why a guest range was refused.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum MemError {
+    /// Not inside one region with the needed permission.
+    #[error("{len} bytes at {addr:#x} are outside the program's {what} memory")]
+    Fault {
+        /// Guest address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// "readable" or "writable".
+        what: &'static str,
+    },
+    /// A string has no terminating NUL within the limit.
+    #[error("string at {addr:#x} is longer than {max} bytes")]
+    TooLong {
+        /// Guest address.
+        addr: u64,
+        /// Limit.
+        max: usize,
+    },
+}
+
+/// What system calls may do with a region's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Buffers may be read and written (data, bss, stack, heap).
+    ReadWrite,
+    /// Buffers may only be read (read-only data).
+    ReadOnly,
+    /// Not usable as a buffer (code, the ring, the boot page).
+    Nothing,
+}
+
+/// One guest range.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    /// First guest address.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Host address of the first byte.
+    pub host: *mut u8,
+    /// What buffers in it may be used for.
+    pub access: Access,
+}
+
+/// The program's memory.
+#[derive(Debug)]
+pub struct GuestMemory {
+    regions: Vec<Region>,
+}
+
+// SAFETY: GuestMemory only holds addresses of mappings that outlive it (see
+// `new`); all access goes through volatile copies.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as for Send; concurrent copies from several threads are as safe
+// as from one (the program may write concurrently anyway).
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    /// # Safety
+    ///
+    /// Each region's `host .. host+len` must be mapped readable and writable
+    /// in this process for the whole life of the returned value, and regions
+    /// must not overlap in guest addresses.
+    pub unsafe fn new(mut regions: Vec<Region>) -> GuestMemory {
+        regions.sort_by_key(|r| r.start);
+        GuestMemory { regions }
+    }
+
+    /// Regions, sorted by guest address.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The host address of `[addr, addr+len)` if it lies in one region with
+    /// the needed access. A zero-length range is always accepted (and gets a
+    /// dangling but non-null pointer).
+    pub fn host_range(&self, addr: u64, len: u64, write: bool) -> Result<*mut u8, MemError> {
+        let what = if write { "writable" } else { "readable" };
+        let fault = MemError::Fault { addr, len, what };
+        if len == 0 {
+            return Ok(std::ptr::NonNull::<u8>::dangling().as_ptr());
+        }
+        let end = addr.checked_add(len).ok_or(fault.clone())?;
+        let idx = self.regions.partition_point(|r| r.start <= addr);
+        let r = idx.checked_sub(1).and_then(|i| self.regions.get(i)).ok_or(fault.clone())?;
+        let r_end = r.start + r.len;
+        if end > r_end {
+            return Err(fault);
+        }
+        let ok = match r.access {
+            Access::ReadWrite => true,
+            Access::ReadOnly => !write,
+            Access::Nothing => false,
+        };
+        if !ok {
+            return Err(fault);
+        }
+        let off = usize::try_from(addr - r.start).map_err(|_| fault.clone())?;
+        // SAFETY: off < r.len, so the result stays inside the mapping.
+        Ok(unsafe { r.host.add(off) })
+    }
+
+    /// Copies `out.len()` bytes from guest `addr`.
+    pub fn read_into(&self, addr: u64, out: &mut [u8]) -> Result<(), MemError> {
+        let p = self.host_range(addr, out.len() as u64, false)?;
+        // SAFETY: host_range checked that the source lies in a mapped
+        // region; `out` is a distinct host buffer.
+        unsafe { volatile_copy(p, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes from guest `addr` into a new buffer.
+    pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
+        let mut v = vec![0u8; len];
+        self.read_into(addr, &mut v)?;
+        Ok(v)
+    }
+
+    /// Copies `data` to guest `addr`.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        let p = self.host_range(addr, data.len() as u64, true)?;
+        // SAFETY: host_range checked that the destination lies in a mapped,
+        // writable region; `data` is a distinct host buffer.
+        unsafe { volatile_copy(data.as_ptr(), p, data.len()) };
+        Ok(())
+    }
+
+    /// Reads a little-endian u64.
+    pub fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        self.read_into(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian u64.
+    pub fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes (without NUL).
+    pub fn read_cstr(&self, addr: u64, max: usize) -> Result<Vec<u8>, MemError> {
+        let mut out = Vec::new();
+        let mut a = addr;
+        // Copy in chunks that stay inside the region.
+        loop {
+            let idx = self.regions.partition_point(|r| r.start <= a);
+            let r = idx.checked_sub(1).and_then(|i| self.regions.get(i));
+            let avail = match r {
+                Some(r) if a < r.start + r.len && r.access != Access::Nothing => r.start + r.len - a,
+                _ => return Err(MemError::Fault { addr: a, len: 1, what: "readable" }),
+            };
+            let chunk = avail.min(256) as usize;
+            let mut buf = [0u8; 256];
+            self.read_into(a, &mut buf[..chunk])?;
+            if let Some(n) = buf[..chunk].iter().position(|&b| b == 0) {
+                out.extend_from_slice(&buf[..n]);
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..chunk]);
+            if out.len() > max {
+                return Err(MemError::TooLong { addr, max });
+            }
+            a += chunk as u64;
+        }
+    }
+}
+
+/// Byte copy that the compiler may not merge with other accesses (one side
+/// is memory the program can change at any time).
+///
+/// # Safety
+///
+/// `src` must be readable and `dst` writable for `len` bytes; they must not
+/// overlap.
+unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+    // A plain memcpy is what we want for speed; the copy is made exactly
+    // once and the result only ever used from `dst`, so tearing by a
+    // concurrent writer cannot make the monitor read two different values.
+    // SAFETY: forwarded from the caller.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Views a plain-old-data value as bytes (the one place the monitor does
+/// this). Only used for kernel ABI structs made of integers.
+pub fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: T is Copy plain data (callers pass libc structs of integers);
+    // reading its bytes, padding included, is what the kernel does too.
+    // Padding bytes of libc structs we fill are zero-initialised by callers.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A memory of two regions backed by a leaked host buffer (tests only).
+    pub(crate) fn test_memory() -> GuestMemory {
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; 3 * 4096].into_boxed_slice());
+        let p = buf.as_mut_ptr();
+        let regions = vec![
+            Region { start: 0x1000, len: 4096, host: p, access: Access::ReadWrite },
+            // SAFETY: inside the leaked buffer.
+            Region { start: 0x10000, len: 4096, host: unsafe { p.add(4096) }, access: Access::ReadOnly },
+            // SAFETY: inside the leaked buffer.
+            Region { start: 0x20000, len: 4096, host: unsafe { p.add(8192) }, access: Access::Nothing },
+        ];
+        // SAFETY: the buffer is leaked (lives forever) and regions do not overlap.
+        unsafe { GuestMemory::new(regions) }
+    }
+
+    #[test]
+    fn checked_ranges() {
+        let m = test_memory();
+        assert!(m.write(0x1000, &[1, 2, 3]).is_ok());
+        assert_eq!(m.read(0x1000, 3).unwrap(), vec![1, 2, 3]);
+        assert!(m.read(0x1ffe, 2).is_ok());
+        assert!(m.read(0x1fff, 2).is_err(), "crosses the end");
+        assert!(m.read(0xfff, 2).is_err(), "starts before");
+        assert!(m.read(u64::MAX - 1, 4).is_err(), "overflow");
+        assert!(m.write(0x10000, &[1]).is_err(), "read-only");
+        assert!(m.read(0x10000, 1).is_ok());
+        assert!(m.read(0x20000, 1).is_err(), "no access");
+        assert!(m.read(0xdead_0000, 0).is_ok(), "empty range");
+        assert!(m.host_range(0x1000, u64::MAX, false).is_err());
+    }
+
+    #[test]
+    fn strings() {
+        let m = test_memory();
+        m.write(0x1000, b"hello\0").unwrap();
+        assert_eq!(m.read_cstr(0x1000, 100).unwrap(), b"hello");
+        m.write(0x1000, &[b'a'; 4096]).unwrap();
+        assert!(m.read_cstr(0x1000, 8192).is_err(), "runs off the region");
+        assert!(matches!(m.read_cstr(0x1000, 10), Err(MemError::TooLong { .. })));
+    }
+}

@@ -1,0 +1,364 @@
+//! The gate in front of the syscall service: one object a ring worker (or a
+//! trap handler) calls around every forwarded call. It asks the policy, checks
+//! the limits, reports a refusal once on stderr, and feeds the [`Tracer`].
+//!
+//! ```ignore
+//! match gate.admit(nr, &args, trapped, site, Some(open_fds)) {
+//!     Admit::Serve(ticket) => {
+//!         let ret = service.handle(mem, nr, args)?;
+//!         if let Some(end) = gate.served(ticket, ret) { /* stop the program: end */ }
+//!         ret
+//!     }
+//!     Admit::Return(ret) => ret,                  // refused: -errno, not served
+//!     Admit::Stop(end) => { /* stop the program with end.exit_code, end.message */ }
+//! }
+//! ```
+//!
+//! With no policy and no trace, `admit` is a branch and `served` a return.
+
+use std::time::Instant;
+
+use super::limits::{self, LimitCheck, LimitState};
+use super::{denial, CompiledPolicy, Decision, DenialReporter, Limits, Policy, KILL_EXIT_CODE};
+use crate::trace::{ExitInfo, LimitHit, Served, StartInfo, SyscallRecord, TraceOptions, Tracer};
+
+/// What `cabinc run` passes to a backend for policy, trace and audit (one
+/// field of `RunConfig`). The default: no policy, no trace, no audit.
+#[derive(Debug, Clone, Default)]
+pub struct GateConfig {
+    /// `--policy FILE`, checked (with `--allow-read`/`--allow-write` already added to its paths).
+    pub policy: Option<Policy>,
+    /// `--trace`, `--trace-format`, `--audit`.
+    pub trace: TraceOptions,
+    /// What the `start` record says (image, measurement, version, args);
+    /// the backend fills in `backend`.
+    pub start: StartInfo,
+}
+
+/// Exit status when a limit stops the program (128 + SIGKILL, as the
+/// kernel's OOM killer or a `timeout -s KILL` would leave it).
+pub const LIMIT_EXIT_CODE: i32 = 137;
+
+/// Why the gate wants the program stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// Exit status for `cabinc run`: 159 for a kill, 137 for a limit.
+    pub exit_code: i32,
+    /// "killed" or "limit" (the `exit` record's reason).
+    pub reason: &'static str,
+    /// The message (already printed on stderr, unless printing is off).
+    pub message: String,
+}
+
+/// A call admitted for serving; hand it back to [`Gate::served`].
+#[derive(Debug)]
+#[must_use]
+pub struct Ticket {
+    nr: u64,
+    args: [u64; 6],
+    served: Served,
+    site: Option<u64>,
+    start: Option<Instant>,
+    complain: Option<String>,
+}
+
+/// What to do with one call.
+#[derive(Debug)]
+pub enum Admit {
+    /// Serve it, then call [`Gate::served`].
+    Serve(Ticket),
+    /// Do not serve it; return this value to the program.
+    Return(i64),
+    /// Do not serve it; stop the program.
+    Stop(Stop),
+}
+
+/// Policy, limits, denial messages and trace, for one run.
+#[derive(Debug)]
+pub struct Gate {
+    policy: Option<CompiledPolicy>,
+    policy_file: String,
+    reporter: DenialReporter,
+    limits: LimitState,
+    tracer: Tracer,
+    t0: Instant,
+    print: bool,
+    /// Messages printed (or, with printing off, that would have been).
+    pub messages: Vec<String>,
+}
+
+impl Gate {
+    /// A gate for `policy` (none: everything is served) and its limits,
+    /// writing to `tracer`. Messages go to stderr.
+    pub fn new(policy: Option<CompiledPolicy>, limits: &Limits, tracer: Tracer) -> Gate {
+        let policy_file = policy.as_ref().map(|p| p.source().to_string()).unwrap_or_default();
+        Gate {
+            policy,
+            policy_file,
+            reporter: DenialReporter::new(),
+            limits: LimitState::new(limits),
+            tracer,
+            t0: Instant::now(),
+            print: true,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Opens the trace and audit files of `cfg`, builds the gate and writes
+    /// the `start` record with `backend` ("process", "kvm").
+    pub fn open(cfg: &GateConfig, backend: &str) -> std::io::Result<Gate> {
+        let tracer = Tracer::open(&cfg.trace)?;
+        let limits = cfg.policy.as_ref().map(|p| p.limits.clone()).unwrap_or_default();
+        let mut g = Gate::new(cfg.policy.as_ref().map(Policy::compile), &limits, tracer);
+        let mut start = cfg.start.clone();
+        start.backend = backend.to_string();
+        g.start(&start);
+        Ok(g)
+    }
+
+    /// The policy's limits (the backend enforces memory, CPU and wall time).
+    pub fn limits(&self) -> &Limits {
+        self.limits.limits()
+    }
+
+    /// Keep messages in [`Gate::messages`] instead of printing them (tests).
+    pub fn quiet(mut self) -> Gate {
+        self.print = false;
+        self
+    }
+
+    /// The tracer (for its summary or error).
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    /// Bytes written so far (for statistics).
+    pub fn bytes_written(&self) -> u64 {
+        self.limits.written()
+    }
+
+    fn now(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    fn say(&mut self, m: String) {
+        if self.print {
+            eprintln!("{m}");
+        }
+        self.messages.push(m);
+    }
+
+    /// Writes the `start` record and starts the clock.
+    pub fn start(&mut self, info: &StartInfo) {
+        self.t0 = Instant::now();
+        let mut info = info.clone();
+        if let Some(p) = &self.policy {
+            info.policy_digest.get_or_insert_with(|| p.digest().to_string());
+            info.policy_mode.get_or_insert_with(|| p.mode().as_str().to_string());
+        }
+        self.tracer.start(&info);
+    }
+
+    fn limit_stop(&mut self, hit: LimitHit) -> Stop {
+        let message = limits::message(&hit);
+        self.tracer.limit(&hit);
+        self.say(message.clone());
+        Stop { exit_code: LIMIT_EXIT_CODE, reason: "limit", message }
+    }
+
+    /// Decides call `nr` (see the module docs). `trapped`: it came through
+    /// the slow path. `site`: the program's call address, when known.
+    /// `open_fds`: descriptors the program holds, when the caller knows.
+    pub fn admit(
+        &mut self,
+        nr: u64,
+        args: &[u64; 6],
+        trapped: bool,
+        site: Option<u64>,
+        open_fds: Option<u64>,
+    ) -> Admit {
+        let served = if trapped { Served::Trapped } else { Served::Forwarded };
+        let mut complain = None;
+        let refusal = match &self.policy {
+            Some(p) => {
+                let d = p.decide(nr, args);
+                if d == Decision::Allow {
+                    None
+                } else {
+                    let v = p.verdict(nr, args);
+                    let report = self.reporter.report(&self.policy_file, nr, args, site, &v);
+                    let first_line = denial::message(&self.policy_file, nr, args, site, &v)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    Some((d, v.origin.describe(), report, first_line))
+                }
+            }
+            None => None,
+        };
+        if let Some((d, rule, report, first_line)) = refusal {
+            if let Some(m) = report {
+                self.say(m);
+            }
+            let mut rec = SyscallRecord::new(nr, *args, 0, served);
+            rec.time_ns = self.now();
+            rec.site = site;
+            rec.rule = Some(rule.clone());
+            match d {
+                Decision::Deny(e) => {
+                    rec.served = Served::Denied;
+                    rec.ret = Some(-i64::from(e));
+                    self.tracer.syscall(&rec);
+                    return Admit::Return(-i64::from(e));
+                }
+                Decision::Kill => {
+                    rec.served = Served::Killed;
+                    rec.ret = None;
+                    self.tracer.syscall(&rec);
+                    return Admit::Stop(Stop {
+                        exit_code: KILL_EXIT_CODE,
+                        reason: "killed",
+                        message: first_line,
+                    });
+                }
+                Decision::Complain(_) => complain = Some(rule),
+                Decision::Allow => {}
+            }
+        }
+        if !self.limits.limits().is_empty() {
+            let time_ns = self.now();
+            match self.limits.before(time_ns, nr, args, open_fds) {
+                LimitCheck::Ok => {}
+                LimitCheck::Refuse(e, hit) => {
+                    let m = limits::message(&hit);
+                    self.tracer.limit(&hit);
+                    self.say(m);
+                    let mut rec = SyscallRecord::new(nr, *args, -i64::from(e), Served::Denied);
+                    rec.time_ns = time_ns;
+                    rec.site = site;
+                    rec.rule = Some(format!("[limits] {}", hit.limit.as_str()));
+                    self.tracer.syscall(&rec);
+                    return Admit::Return(-i64::from(e));
+                }
+                LimitCheck::Stop(hit) => return Admit::Stop(self.limit_stop(hit)),
+            }
+        }
+        // With any output on, every call is timed and counted (the exit summary covers them all).
+        let start = (self.tracer.is_active() || complain.is_some()).then(Instant::now);
+        Admit::Serve(Ticket { nr, args: *args, served, site, start, complain })
+    }
+
+    /// Records a served call and its result; `Some` when a limit now stops
+    /// the program.
+    pub fn served(&mut self, t: Ticket, ret: i64) -> Option<Stop> {
+        if let Some(start) = t.start {
+            let mut rec = SyscallRecord::new(t.nr, t.args, ret, t.served);
+            rec.duration_ns = start.elapsed().as_nanos() as u64;
+            rec.time_ns = self.now().saturating_sub(rec.duration_ns);
+            rec.site = t.site;
+            rec.complain = t.complain.is_some();
+            rec.rule = t.complain;
+            self.tracer.syscall(&rec);
+        }
+        if self.limits.limits().is_empty() {
+            return None;
+        }
+        let time_ns = self.now();
+        match self.limits.after(time_ns, t.nr, ret) {
+            LimitCheck::Stop(hit) => Some(self.limit_stop(hit)),
+            _ => None,
+        }
+    }
+
+    /// A limit the backend enforces (memory, CPU or wall time) was hit.
+    pub fn limit_hit(&mut self, hit: &LimitHit) -> Stop {
+        self.limit_stop(hit.clone())
+    }
+
+    /// The program broke the ring protocol.
+    pub fn violation(&mut self, message: &str) {
+        let t = self.now();
+        self.tracer.violation(t, message);
+    }
+
+    /// Adds the libos's counts of locally served calls (`(number, count)`)
+    /// to the exit summary.
+    pub fn local_counts(&mut self, counts: impl IntoIterator<Item = (u64, u64)>) {
+        self.tracer.add_local_counts(counts);
+    }
+
+    /// Writes the `exit` record and flushes; reports a trace write error.
+    pub fn finish(&mut self, exit_code: i32, reason: &str, message: Option<String>) {
+        let info = ExitInfo { exit_code, reason: reason.to_string(), message, time_ns: self.now() };
+        self.tracer.exit(&info);
+        if let Some(e) = self.tracer.error() {
+            let m = format!("cabin: writing the trace or audit log failed: {e}; the output is incomplete");
+            self.say(m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{names, Policy};
+
+    fn nr(n: &str) -> u64 {
+        names::number(n).unwrap_or(u64::MAX)
+    }
+
+    fn gate(text: &str) -> Gate {
+        let p = Policy::parse("t.toml", text).unwrap_or_else(|e| panic!("{e}"));
+        let limits = p.limits.clone();
+        Gate::new(Some(p.compile()), &limits, Tracer::disabled()).quiet()
+    }
+
+    #[test]
+    fn serves_denies_kills_and_counts() {
+        let mut g = gate(
+            "version = 1\n[syscalls]\nallow = [\"read\", \"write\"]\nkill = [\"execve\"]\n[limits]\nbytes-written = 10\n",
+        );
+        let Admit::Serve(t) = g.admit(nr("read"), &[0; 6], false, None, None) else { panic!("read") };
+        assert!(g.served(t, 5).is_none());
+        assert!(matches!(g.admit(nr("openat"), &[0; 6], true, Some(0x401000), None), Admit::Return(-38)));
+        assert!(matches!(g.admit(nr("openat"), &[0; 6], true, Some(0x401000), None), Admit::Return(-38)));
+        assert_eq!(g.messages.len(), 1, "once per call ({:?})", g.messages);
+        assert!(g.messages[0].contains("openat (system call 257) at 0x401000"));
+        let Admit::Stop(s) = g.admit(nr("execve"), &[0; 6], false, None, None) else { panic!("execve") };
+        assert_eq!((s.exit_code, s.reason), (159, "killed"));
+        assert!(g.messages[1].starts_with("cabin: policy killed the program for execve"), "{:?}", g.messages);
+        let Admit::Serve(t) = g.admit(nr("write"), &[1, 0, 8, 0, 0, 0], false, None, None) else {
+            panic!("write")
+        };
+        assert!(g.served(t, 8).is_none());
+        let Admit::Stop(s) = g.admit(nr("write"), &[1, 0, 8, 0, 0, 0], false, None, None) else {
+            panic!("limit")
+        };
+        assert_eq!((s.exit_code, s.reason), (137, "limit"));
+        assert!(s.message.contains("bytes-written"));
+        let sum = g.tracer().summary();
+        assert_eq!((sum.denied, sum.killed, sum.limits), (2, 1, 1));
+    }
+
+    #[test]
+    fn complain_mode_serves() {
+        let mut g = gate("version = 1\nmode = \"complain\"\n[syscalls]\nallow = [\"read\"]\n");
+        let Admit::Serve(t) = g.admit(nr("socket"), &[0; 6], false, None, None) else {
+            panic!("complain serves")
+        };
+        assert!(g.served(t, 3).is_none());
+        assert!(g.messages[0].contains("would deny (complain mode, allowed)"), "{:?}", g.messages);
+        assert_eq!(g.tracer().summary().complained, 1);
+    }
+
+    #[test]
+    fn no_policy_serves_everything() {
+        let mut g = Gate::new(None, &Limits::default(), Tracer::disabled()).quiet();
+        for n in 0..512 {
+            let Admit::Serve(t) = g.admit(n, &[0; 6], false, None, None) else { panic!("{n}") };
+            assert!(g.served(t, 0).is_none());
+        }
+        assert!(g.messages.is_empty());
+    }
+}

@@ -1,0 +1,315 @@
+//! The domain's memory for the process backend: which ranges exist, where
+//! they live in the shared memfd, and their initial contents (image
+//! segments, boot page, ring, initial stack).
+//!
+//! All domain memory is one memfd, mapped `MAP_SHARED` both in the monitor
+//! (read-write, one contiguous view, through which [`GuestMemory`] reads
+//! and writes program memory) and in the child (each range at its domain
+//! address with its own protection: code `PROT_EXEC` only, read-only data
+//! `PROT_READ`, the rest read-write).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use cabin_abi::boot::{
+    auxv, BootInfo, AT_CABIN_BOOT, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_PROCESS, BOOT_MAGIC, BOOT_VERSION,
+};
+use cabin_abi::ring::RingPtr;
+use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
+
+use crate::config::{RunConfig, RunError};
+use crate::layout::*;
+use crate::memory::{Access, GuestMemory, Region};
+
+/// One range of the domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapRange {
+    /// Domain address (page aligned).
+    pub guest: u64,
+    /// Length (page multiple).
+    pub len: u64,
+    /// `PROT_*` for the child's mapping.
+    pub prot: i32,
+    /// Offset in the memfd.
+    pub offset: u64,
+    /// What system-call buffers may do with it.
+    pub access: Access,
+}
+
+/// The domain's memory, mapped in the monitor.
+#[derive(Debug)]
+pub struct Domain {
+    /// The memfd (closed in the child before the program runs).
+    pub memfd: OwnedFd,
+    /// The monitor's view of the whole memfd.
+    pub host_base: *mut u8,
+    /// Its length.
+    pub total: u64,
+    /// The ranges, in the order the child maps them.
+    pub ranges: Vec<MapRange>,
+    /// Domain address of the program's entry (the libos's `cabin_start`).
+    pub entry: u64,
+    /// Initial stack pointer (points at `argc`).
+    pub sp: u64,
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        // SAFETY: host_base/total is the mapping created in `build`, and no
+        // reference into it outlives the Domain (GuestMemory and RingPtr
+        // users are dropped first by `run`).
+        unsafe { libc::munmap(self.host_base.cast(), self.total as usize) };
+    }
+}
+
+impl Domain {
+    /// The monitor's host pointer for domain address `guest` (which must lie
+    /// in one of the ranges).
+    pub fn host(&self, guest: u64) -> Option<*mut u8> {
+        let r = self.ranges.iter().find(|r| guest >= r.guest && guest - r.guest < r.len)?;
+        // SAFETY: offset + (guest - r.guest) < total by construction.
+        Some(unsafe { self.host_base.add((r.offset + guest - r.guest) as usize) })
+    }
+
+    /// Checked access to program memory for the service.
+    pub fn guest_memory(&self) -> GuestMemory {
+        let regions = self
+            .ranges
+            .iter()
+            .map(|r| Region {
+                start: r.guest,
+                len: r.len,
+                // SAFETY: offset < total.
+                host: unsafe { self.host_base.add(r.offset as usize) },
+                access: r.access,
+            })
+            .collect();
+        // SAFETY: the mapping lives as long as the Domain, which `run` keeps
+        // alive longer than the GuestMemory; ranges do not overlap (checked
+        // in `build`).
+        unsafe { GuestMemory::new(regions) }
+    }
+
+    /// The ring, through the monitor's view.
+    pub fn ring(&self) -> RingPtr {
+        let p = self.host(RING_ADDR).unwrap_or(std::ptr::null_mut());
+        // SAFETY: the ring range is RING_SIZE >= RING_BYTES, page aligned,
+        // mapped for the life of the Domain.
+        unsafe { RingPtr::new(p) }
+    }
+
+    /// The boot page, through the monitor's view.
+    pub fn boot(&self) -> *mut BootInfo {
+        self.host(BOOT_ADDR).unwrap_or(std::ptr::null_mut()).cast()
+    }
+}
+
+fn prot_of(flags: u32) -> (i32, Access) {
+    if flags & PF_X != 0 && flags & PF_R != 0 {
+        // Built with --allow-readable-code: the image says its code is read
+        // as data. Still never a valid system-call buffer.
+        (libc::PROT_READ | libc::PROT_EXEC, Access::Nothing)
+    } else if flags & PF_X != 0 {
+        (libc::PROT_EXEC, Access::Nothing)
+    } else if flags & PF_W != 0 {
+        (libc::PROT_READ | libc::PROT_WRITE, Access::ReadWrite)
+    } else {
+        (libc::PROT_READ, Access::ReadOnly)
+    }
+}
+
+/// Lays out and fills the domain for `elf`.
+pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
+    let layout_err = |m: String| RunError::Layout(m);
+    let bias = match elf.kind {
+        ElfKind::Exec => 0,
+        ElfKind::StaticPie => PIE_BASE.wrapping_sub(page_down(elf.min_vaddr())),
+    };
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut ranges = Vec::new();
+    let mut offset = 0u64;
+    let mut copies = Vec::new(); // (memfd offset, file range)
+    for seg in elf.loads() {
+        let start = page_down(seg.vaddr + bias);
+        let end = page_up(seg.vaddr + bias + seg.memsz)
+            .ok_or_else(|| layout_err("segment end overflows".into()))?;
+        if start < 0x10000 || end > DOMAIN_BASE {
+            return Err(layout_err(format!(
+                "segment at {start:#x}..{end:#x} lies outside {:#x}..{DOMAIN_BASE:#x}",
+                0x10000
+            )));
+        }
+        let (prot, access) = prot_of(seg.flags);
+        ranges.push(MapRange { guest: start, len: end - start, prot, offset, access });
+        let lead = (seg.vaddr + bias) - start;
+        let file_start =
+            seg.offset.checked_sub(lead).ok_or_else(|| layout_err("segment misaligned".into()))?;
+        let file_end = seg.offset + seg.filesz;
+        copies.push((offset, file_start as usize, file_end as usize));
+        offset += end - start;
+    }
+    let arena_len =
+        if cfg.arena_bytes == 0 { ARENA_DEFAULT } else { page_up(cfg.arena_bytes).unwrap_or(ARENA_DEFAULT) };
+    for (guest, len, prot, access) in [
+        (BOOT_ADDR, PAGE, rw, Access::Nothing),
+        (RING_ADDR, RING_SIZE, rw, Access::Nothing),
+        (LOADER_ADDR, LOADER_SIZE, rw, Access::Nothing),
+        (STACK_BASE, STACK_SIZE, rw, Access::ReadWrite),
+        (BRK_BASE, BRK_SIZE, rw, Access::ReadWrite),
+        (ARENA_BASE, arena_len, rw, Access::ReadWrite),
+    ] {
+        ranges.push(MapRange { guest, len, prot, offset, access });
+        offset += len;
+    }
+    let total = offset;
+
+    // SAFETY: memfd_create reads the NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"cabin-domain".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(RunError::host("memfd_create"));
+    }
+    // SAFETY: a fresh descriptor we own.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: touches no memory.
+    if unsafe { libc::ftruncate(memfd.as_raw_fd(), total as i64) } != 0 {
+        return Err(RunError::host("ftruncate of the domain memfd"));
+    }
+    // SAFETY: a new shared mapping of our memfd, placed by the kernel.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), total as usize, rw, libc::MAP_SHARED, memfd.as_raw_fd(), 0)
+    };
+    if base == libc::MAP_FAILED {
+        return Err(RunError::host("mmap of the domain memory"));
+    }
+    let mut d =
+        Domain { memfd, host_base: base.cast(), total, ranges, entry: elf.entry.wrapping_add(bias), sp: 0 };
+    for (off, fs, fe) in copies {
+        let bytes =
+            elf.data.get(fs..fe).ok_or_else(|| RunError::InvalidImage("segment past end of file".into()))?;
+        // SAFETY: the destination lies inside the mapping (the segment's
+        // range is at least as long as its file bytes plus the lead).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
+    }
+    d.ring().init();
+    write_boot(&d, arena_len, cfg.force_trap_path);
+    let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
+    d.sp = build_stack(&d, cfg, elf, phdr)?;
+    Ok(d)
+}
+
+/// Domain address of the program headers: the PT_LOAD containing `e_phoff`.
+fn phdr_vaddr(elf: &ElfFile<'_>) -> Option<u64> {
+    elf.loads()
+        .find(|s| elf.phoff >= s.offset && elf.phoff < s.offset + s.filesz)
+        .map(|s| s.vaddr + (elf.phoff - s.offset))
+}
+
+fn write_boot(d: &Domain, arena_len: u64, force_trap: bool) {
+    let b = d.boot();
+    // SAFETY: getuid/getgid/getpid have no preconditions.
+    let (uid, gid, ppid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
+    // SAFETY: `b` is the page-aligned boot page in our mapping (zeroed
+    // memfd memory); BootInfo fits in a page (checked in the abi).
+    unsafe {
+        b.write(BootInfo {
+            magic: BOOT_MAGIC,
+            version: BOOT_VERSION,
+            flags: BOOT_FLAG_PROCESS | if force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 },
+            ring: RING_ADDR,
+            ring_size: RING_SIZE,
+            arena_start: ARENA_BASE,
+            arena_len,
+            brk_start: BRK_BASE,
+            brk_len: BRK_SIZE,
+            pid: 0, // written by the child
+            ppid: ppid as u32,
+            uid,
+            gid,
+            fault_signo: 0,
+            fault_addr: 0,
+            fault_rip: 0,
+            trapped: 0,
+            reserved: [0; 8],
+            local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
+        })
+    };
+}
+
+/// Builds argc/argv/envp/auxv and the strings at the top of the stack;
+/// returns the initial stack pointer.
+fn build_stack(d: &Domain, cfg: &RunConfig, elf: &ElfFile<'_>, phdr: u64) -> Result<u64, RunError> {
+    let mut top = STACK_TOP - 16;
+    let mut strings: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut push = |s: &[u8], top: &mut u64| -> Result<u64, RunError> {
+        *top = top.checked_sub(s.len() as u64).filter(|t| *t > STACK_BASE + (1 << 20)).ok_or_else(|| {
+            RunError::Layout("arguments and environment do not fit in 1 MiB... of stack".into())
+        })?;
+        strings.push((*top, s.to_vec()));
+        Ok(*top)
+    };
+    let args: Vec<String> = if cfg.args.is_empty() { vec!["program".into()] } else { cfg.args.clone() };
+    let cstr = |s: &str| [s.as_bytes(), b"\0"].concat();
+    let execfn = push(&cstr(&args[0]), &mut top)?;
+    let mut argv = Vec::new();
+    for a in &args {
+        argv.push(push(&cstr(a), &mut top)?);
+    }
+    let mut envp = Vec::new();
+    for e in &cfg.env {
+        envp.push(push(&cstr(e), &mut top)?);
+    }
+    let platform = push(b"x86_64\0", &mut top)?;
+    let mut random = [0u8; 16];
+    // SAFETY: getrandom writes 16 bytes into `random`.
+    unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+    let random_at = push(&random, &mut top)?;
+
+    // SAFETY: getauxval has no preconditions.
+    let (hwcap, hwcap2, minsig) =
+        unsafe { (libc::getauxval(libc::AT_HWCAP), libc::getauxval(libc::AT_HWCAP2), libc::getauxval(51)) };
+    // SAFETY: no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid() as u64, libc::getgid() as u64) };
+    let mut aux = vec![
+        (auxv::AT_PHDR, phdr),
+        (auxv::AT_PHENT, 56),
+        (auxv::AT_PHNUM, u64::from(elf.phnum)),
+        (auxv::AT_PAGESZ, PAGE),
+        (auxv::AT_BASE, 0),
+        (8, 0), // AT_FLAGS
+        (auxv::AT_ENTRY, d.entry),
+        (auxv::AT_UID, uid),
+        (auxv::AT_EUID, uid),
+        (auxv::AT_GID, gid),
+        (auxv::AT_EGID, gid),
+        (auxv::AT_SECURE, 0),
+        (auxv::AT_RANDOM, random_at),
+        (auxv::AT_HWCAP, hwcap),
+        (auxv::AT_HWCAP2, hwcap2),
+        (auxv::AT_CLKTCK, 100),
+        (auxv::AT_PLATFORM, platform),
+        (auxv::AT_EXECFN, execfn),
+        (AT_CABIN_BOOT, BOOT_ADDR),
+    ];
+    if minsig != 0 {
+        aux.push((auxv::AT_MINSIGSTKSZ, minsig));
+    }
+    let mut words: Vec<u64> = Vec::new();
+    words.push(argv.len() as u64);
+    words.extend(&argv);
+    words.push(0);
+    words.extend(&envp);
+    words.push(0);
+    for (t, v) in aux {
+        words.push(t);
+        words.push(v);
+    }
+    words.extend([auxv::AT_NULL, 0]);
+    let sp = (top - 8 * words.len() as u64) & !15;
+    let mem = d.guest_memory();
+    let werr = |_| RunError::Layout("initial stack does not fit".into());
+    for (at, s) in &strings {
+        mem.write(*at, s).map_err(werr)?;
+    }
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    mem.write(sp, &bytes).map_err(werr)?;
+    Ok(sp)
+}

@@ -1,0 +1,284 @@
+//! The monitor's ring worker: takes submissions off the ring, hands each to
+//! the [`Service`], posts the completion.
+//!
+//! Polls while requests keep coming, spins for [`SPIN`] after the last one,
+//! then sleeps on the submission doorbell (futex) so an idle program costs
+//! no CPU. [`Worker::stop`] (called when the child has exited) wakes it.
+//!
+//! The worker keeps its own copies of the indices it owns (`sq_head`,
+//! `cq_tail`) and only *reads* the ones the domain owns (`sq_tail`,
+//! `cq_head`); impossible values end the program as a protocol violation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cabin_abi::ring::{pending, Completion, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+
+use crate::memory::GuestMemory;
+use crate::service::Service;
+
+/// How long the worker polls an empty ring before sleeping.
+pub const SPIN: Duration = Duration::from_micros(50);
+
+/// While spinning, yield the CPU every this many polls.
+const YIELD_EVERY: u32 = 1 << 30;
+
+/// How a worker loop ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// [`Worker::stop`] was called.
+    Stopped,
+    /// The domain broke the protocol; the message says how.
+    Violation(String),
+}
+
+/// Counters the worker keeps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorkerStats {
+    /// Requests served.
+    pub forwarded: u64,
+    /// Of which arrived through the trap path.
+    pub trapped: u64,
+}
+
+/// Shared handle to stop a worker from another thread.
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    ring: RingPtr,
+}
+
+// SAFETY: RingPtr is Send (atomics/volatile only); the flag is an Arc.
+unsafe impl Sync for StopHandle {}
+
+impl StopHandle {
+    /// Asks the worker to stop and wakes it.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.ring.sq_doorbell().fetch_add(1, Ordering::SeqCst);
+        futex(self.ring.sq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
+    }
+}
+
+/// A worker over one ring.
+#[derive(Debug)]
+pub struct Worker {
+    ring: RingPtr,
+    stop: Arc<AtomicBool>,
+    sq_head: u32,
+    cq_tail: u32,
+    /// Counters.
+    pub stats: WorkerStats,
+}
+
+fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: futex on a word of the shared ring mapping (alive while the
+    // worker exists); WAIT reads it, WAKE touches no memory; `tsp` is null
+    // or a local.
+    unsafe {
+        libc::syscall(libc::SYS_futex, addr, op, val, tsp, 0usize, 0u32);
+    }
+}
+
+impl Worker {
+    /// A worker for `ring`, which the monitor initialised.
+    pub fn new(ring: RingPtr) -> Worker {
+        Worker {
+            ring,
+            stop: Arc::new(AtomicBool::new(false)),
+            sq_head: ring.sq_head().load(Ordering::SeqCst),
+            cq_tail: ring.cq_tail().load(Ordering::SeqCst),
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// A handle that stops this worker.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle { flag: self.stop.clone(), ring: self.ring }
+    }
+
+    /// Serves the ring until stopped or until the domain breaks the protocol.
+    pub fn run(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
+        let r = self.ring;
+        let mut idle_since: Option<Instant> = None;
+        let mut spins = 0u32;
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return WorkerEnd::Stopped;
+            }
+            match self.serve_available(mem, service) {
+                Err(msg) => {
+                    r.state().store(STATE_DEAD, Ordering::SeqCst);
+                    return WorkerEnd::Violation(msg);
+                }
+                Ok(n) if n > 0 => {
+                    idle_since = None;
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < SPIN {
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(YIELD_EVERY) {
+                    // Let the domain run if it shares our CPU.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            // Sleep: announce, re-check, wait on the value read before.
+            let seen = r.sq_doorbell().load(Ordering::SeqCst);
+            r.sq_sleeping().store(1, Ordering::SeqCst);
+            let tail = r.sq_tail().load(Ordering::SeqCst);
+            if tail == self.sq_head && !self.stop.load(Ordering::SeqCst) {
+                futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(Duration::from_secs(1)));
+            }
+            r.sq_sleeping().store(0, Ordering::SeqCst);
+            idle_since = None;
+        }
+    }
+
+    /// Serves every submission published so far; returns how many.
+    fn serve_available(&mut self, mem: &GuestMemory, service: &mut Service) -> Result<u32, String> {
+        let r = self.ring;
+        let tail = r.sq_tail().load(Ordering::Acquire);
+        let n = pending(self.sq_head, tail, RING_ENTRIES).map_err(|_| {
+            format!("submission tail {tail} is impossible for head {} ({RING_ENTRIES} slots)", self.sq_head)
+        })?;
+        for _ in 0..n {
+            let s = r.read_submission(self.sq_head);
+            if s.flags & !SUB_TRAPPED != 0 {
+                return Err(format!("submission with unknown flags {:#x}", s.flags));
+            }
+            let cq_head = r.cq_head().load(Ordering::Acquire);
+            let room = pending(cq_head, self.cq_tail, RING_ENTRIES)
+                .map_err(|_| format!("completion head {cq_head} is impossible for tail {}", self.cq_tail))?;
+            if room >= RING_ENTRIES {
+                return Err("completion queue full: the domain does not consume completions".into());
+            }
+            let result = service.handle(mem, s.nr, s.args).map_err(|v| v.0)?;
+            self.stats.forwarded += 1;
+            if s.flags & SUB_TRAPPED != 0 {
+                self.stats.trapped += 1;
+            }
+            r.write_completion(self.cq_tail, &Completion { tag: s.tag, flags: 0, result });
+            self.cq_tail = self.cq_tail.wrapping_add(1);
+            self.sq_head = self.sq_head.wrapping_add(1);
+            r.cq_tail().store(self.cq_tail, Ordering::SeqCst);
+            r.sq_head().store(self.sq_head, Ordering::SeqCst);
+        }
+        if n > 0 {
+            r.cq_doorbell().fetch_add(1, Ordering::SeqCst);
+            if r.cq_waiting().load(Ordering::SeqCst) != 0 {
+                futex(r.cq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::tests::test_memory;
+    use crate::service::fs::FsPolicy;
+    use cabin_abi::ring::{Submission, RING_BYTES};
+
+    #[repr(C, align(64))]
+    struct Area([u8; RING_BYTES]);
+
+    fn setup() -> (Box<Area>, RingPtr, Service) {
+        let mut area = Box::new(Area([0; RING_BYTES]));
+        // SAFETY: the boxed area is aligned, RING_BYTES long, and outlives
+        // every use in the test (returned alongside the pointer).
+        let r = unsafe { RingPtr::new(area.0.as_mut_ptr()) };
+        r.init();
+        let mut s = Service::new(FsPolicy::default(), b"/".to_vec(), 1);
+        s.print_reports = false;
+        (area, r, s)
+    }
+
+    fn submit(r: &RingPtr, tag: u32, nr: i64, args: [u64; 6]) {
+        let t = r.sq_tail().load(Ordering::SeqCst);
+        r.write_submission(t, &Submission { tag, flags: 0, nr: nr as u64, args });
+        r.sq_tail().store(t + 1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn serves_a_batch_in_order() {
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        submit(&r, 10, libc::SYS_getcwd, [0x1000, 100, 0, 0, 0, 0]);
+        submit(&r, 11, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
+        submit(&r, 12, 9999, [0; 6]);
+        assert_eq!(w.serve_available(&m, &mut s), Ok(3));
+        let c: Vec<_> = (0..3).map(|i| r.read_completion(i)).collect();
+        assert_eq!((c[0].tag, c[0].result), (10, 2));
+        assert_eq!((c[1].tag, c[1].result), (11, 0));
+        assert_eq!((c[2].tag, c[2].result), (12, -(libc::ENOSYS as i64)));
+        assert_eq!(r.cq_tail().load(Ordering::SeqCst), 3);
+        assert_eq!(w.stats.forwarded, 3);
+    }
+
+    #[test]
+    fn garbage_indices_are_a_violation() {
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        r.sq_tail().store(0xdead_beef, Ordering::SeqCst);
+        let e = w.serve_available(&m, &mut s).unwrap_err();
+        assert!(e.contains("impossible"), "{e}");
+        // run() marks the ring dead and returns instead of panicking.
+        assert!(matches!(w.run(&m, &mut s), WorkerEnd::Violation(_)));
+        assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
+    }
+
+    #[test]
+    fn wild_pointers_and_flags_are_violations() {
+        let m = test_memory();
+        for (flags, nr, args) in [
+            (0, libc::SYS_write, [1, 0xffff_ffff_ffff_0000, 0x20000, 0, 0, 0]),
+            (0, libc::SYS_read, [0, 0x1000, u64::MAX, 0, 0, 0]),
+            (0, libc::SYS_openat, [libc::AT_FDCWD as u64, 0x20000, 0, 0, 0, 0]),
+            (0, libc::SYS_readv, [0, 0x1000, 3, 0, 0, 0]),
+            (0x80, libc::SYS_getpid, [0; 6]),
+        ] {
+            let (_a, r, mut s) = setup();
+            // iovecs at 0x1000 pointing far away
+            for i in 0..3u64 {
+                m.write_u64(0x1000 + 16 * i, 0xdead_0000).unwrap();
+                m.write_u64(0x1008 + 16 * i, 16).unwrap();
+            }
+            let mut w = Worker::new(r);
+            let t = r.sq_tail().load(Ordering::SeqCst);
+            r.write_submission(t, &Submission { tag: 1, flags, nr: nr as u64, args });
+            r.sq_tail().store(t + 1, Ordering::SeqCst);
+            assert!(w.serve_available(&m, &mut s).is_err(), "nr {nr} flags {flags:#x}");
+        }
+    }
+
+    #[test]
+    fn random_rings_never_panic() {
+        // Fill the whole ring with pseudo-random bytes many times; the worker
+        // must either serve or report a violation, never panic.
+        let m = test_memory();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200 {
+            let (mut a, r, mut s) = setup();
+            for b in a.0.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let mut w = Worker::new(r);
+            let _ = w.serve_available(&m, &mut s);
+        }
+    }
+}

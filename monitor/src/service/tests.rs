@@ -1,0 +1,154 @@
+//! Service tests: requests in, results out, no child process.
+
+use super::*;
+use crate::memory::tests::test_memory;
+
+fn service() -> Service {
+    let mut s = Service::new(FsPolicy::default(), b"/".to_vec(), 42);
+    s.print_reports = false;
+    s
+}
+
+#[test]
+fn unknown_calls_are_enosys_and_reported_once() {
+    let m = test_memory();
+    let mut s = service();
+    assert_eq!(s.handle(&m, 9999, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    assert_eq!(s.handle(&m, 9999, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    assert_eq!(s.handle(&m, 56, [0; 6]), Ok(-(libc::ENOSYS as i64))); // clone
+    assert_eq!(s.reports.len(), 2);
+    assert!(s.reports[1].contains("clone (56)"), "{}", s.reports[1]);
+}
+
+#[test]
+fn wild_pointers_are_violations() {
+    let m = test_memory();
+    let mut s = service();
+    let e = s.handle(&m, libc::SYS_write as u64, [1, 0xdead_0000, 10, 0, 0, 0]).unwrap_err();
+    assert!(e.0.contains("write"), "{e}");
+    assert!(s.handle(&m, libc::SYS_read as u64, [0, 0x1000, u64::MAX, 0, 0, 0]).is_err());
+    // A read into read-only memory is refused too.
+    assert!(s.handle(&m, libc::SYS_read as u64, [0, 0x10000, 1, 0, 0, 0]).is_err());
+    // Zero-length buffers are fine anywhere.
+    assert_eq!(s.handle(&m, libc::SYS_write as u64, [1, 0, 0, 0, 0, 0]), Ok(0));
+    // Bad fds are plain errors.
+    assert_eq!(s.handle(&m, libc::SYS_write as u64, [77, 0x1000, 1, 0, 0, 0]), Ok(-(libc::EBADF as i64)));
+}
+
+#[test]
+fn files_outside_allowed_dirs_are_refused() {
+    let m = test_memory();
+    let mut s = service();
+    m.write(0x1000, b"/etc/passwd\0").unwrap();
+    let r = s.handle(&m, libc::SYS_openat as u64, [AT_FDCWD as u64, 0x1000, 0, 0, 0, 0]);
+    assert_eq!(r, Ok(-(libc::EACCES as i64)));
+    assert_eq!(s.stats.denied, 1);
+}
+
+#[test]
+fn read_write_files_in_allowed_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().canonicalize().unwrap();
+    std::fs::write(dir.join("in.txt"), b"hello").unwrap();
+    let policy = FsPolicy::new(&[], std::slice::from_ref(&dir)).unwrap();
+    let mut s = Service::new(policy, dir.as_os_str().as_encoded_bytes().to_vec(), 42);
+    let m = test_memory();
+    m.write(0x1000, b"in.txt\0").unwrap();
+    let fd = s.handle(&m, libc::SYS_openat as u64, [AT_FDCWD as u64, 0x1000, 0, 0, 0, 0]).unwrap();
+    assert!(fd >= 3);
+    let n = s.handle(&m, libc::SYS_read as u64, [fd as u64, 0x1100, 100, 0, 0, 0]).unwrap();
+    assert_eq!(n, 5);
+    assert_eq!(m.read(0x1100, 5).unwrap(), b"hello");
+    // Create, write, rename, stat, unlink.
+    m.write(0x1000, b"out.txt\0").unwrap();
+    let flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64;
+    let w = s.handle(&m, libc::SYS_openat as u64, [AT_FDCWD as u64, 0x1000, flags, 0o644, 0, 0]).unwrap();
+    assert_eq!(s.handle(&m, libc::SYS_write as u64, [w as u64, 0x1100, 5, 0, 0, 0]), Ok(5));
+    assert_eq!(s.handle(&m, libc::SYS_close as u64, [w as u64, 0, 0, 0, 0, 0]), Ok(0));
+    m.write(0x1200, b"moved.txt\0").unwrap();
+    assert_eq!(s.handle(&m, libc::SYS_rename as u64, [0x1000, 0x1200, 0, 0, 0, 0]), Ok(0));
+    assert_eq!(std::fs::read(dir.join("moved.txt")).unwrap(), b"hello");
+    assert_eq!(s.handle(&m, libc::SYS_newfstatat as u64, [AT_FDCWD as u64, 0x1200, 0x1400, 0, 0, 0]), Ok(0));
+    assert_eq!(m.read_u64(0x1400 + 48).unwrap(), 5, "st_size");
+    assert_eq!(s.handle(&m, libc::SYS_unlink as u64, [0x1200, 0, 0, 0, 0, 0]), Ok(0));
+    assert!(!dir.join("moved.txt").exists());
+    // getcwd
+    let n = s.handle(&m, libc::SYS_getcwd as u64, [0x1800, 4096, 0, 0, 0, 0]).unwrap();
+    assert_eq!(m.read(0x1800, n as usize - 1).unwrap(), dir.as_os_str().as_encoded_bytes());
+}
+
+#[test]
+fn escapes_through_the_service_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().canonicalize().unwrap();
+    let dir = root.join("in");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(root.join("secret"), b"x").unwrap();
+    std::os::unix::fs::symlink(root.join("secret"), dir.join("abs")).unwrap();
+    let policy = FsPolicy::new(std::slice::from_ref(&dir), &[]).unwrap();
+    let mut s = Service::new(policy, dir.as_os_str().as_encoded_bytes().to_vec(), 42);
+    s.print_reports = false;
+    let m = test_memory();
+    for p in [&b"../secret\0"[..], b"abs\0", b"/proc/self/root/etc/passwd\0"] {
+        m.write(0x1000, p).unwrap();
+        let r = s.handle(&m, libc::SYS_open as u64, [0x1000, 0, 0, 0, 0, 0]).unwrap();
+        assert!(r < 0, "{:?} opened", String::from_utf8_lossy(p));
+        let r = s.handle(&m, libc::SYS_stat as u64, [0x1000, 0x1400, 0, 0, 0, 0]).unwrap();
+        assert!(r < 0, "{:?} stat'ed", String::from_utf8_lossy(p));
+    }
+}
+
+#[test]
+fn uname_and_dups() {
+    let m = test_memory();
+    let mut s = service();
+    assert_eq!(s.handle(&m, libc::SYS_uname as u64, [0x1000, 0, 0, 0, 0, 0]), Ok(0));
+    assert_eq!(m.read(0x1000 + 65, 5).unwrap(), b"cabin");
+    let d = s.handle(&m, libc::SYS_dup as u64, [1, 0, 0, 0, 0, 0]).unwrap();
+    assert!(d >= 3);
+    assert_eq!(s.handle(&m, libc::SYS_dup2 as u64, [1, 100, 0, 0, 0, 0]), Ok(100));
+    assert_eq!(s.handle(&m, libc::SYS_close as u64, [100, 0, 0, 0, 0, 0]), Ok(0));
+    assert_eq!(s.handle(&m, libc::SYS_close as u64, [100, 0, 0, 0, 0, 0]), Ok(-(libc::EBADF as i64)));
+    assert_eq!(s.handle(&m, libc::SYS_pipe2 as u64, [0x1000, 0, 0, 0, 0, 0]), Ok(0));
+}
+
+#[test]
+fn links_truncate_and_chown_respect_the_policy() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().canonicalize().unwrap();
+    let (ro, rw) = (root.join("ro"), root.join("rw"));
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::create_dir(&rw).unwrap();
+    std::fs::write(ro.join("f"), b"read only").unwrap();
+    std::fs::write(root.join("secret"), b"SECRET").unwrap();
+    std::os::unix::fs::symlink(root.join("secret"), rw.join("sl")).unwrap();
+    let policy = FsPolicy::new(std::slice::from_ref(&ro), std::slice::from_ref(&rw)).unwrap();
+    let mut s = Service::new(policy, b"/".to_vec(), 42);
+    s.print_reports = false;
+    let m = test_memory();
+    let put = |at: u64, p: &std::path::Path| {
+        m.write(at, &[p.as_os_str().as_encoded_bytes(), b"\0"].concat()).unwrap();
+    };
+    // A hard link from the read-only dir into the writable one is refused.
+    put(0x1000, &ro.join("f"));
+    put(0x1400, &rw.join("g"));
+    assert_eq!(s.handle(&m, libc::SYS_link as u64, [0x1000, 0x1400, 0, 0, 0, 0]), Ok(-(libc::EACCES as i64)));
+    // Linking a symlink that points out links the symlink, never its target.
+    put(0x1000, &rw.join("sl"));
+    let r =
+        s.handle(&m, libc::SYS_linkat as u64, [AT_FDCWD as u64, 0x1000, AT_FDCWD as u64, 0x1400, 0x400, 0]);
+    assert_eq!(r, Ok(0));
+    assert!(std::fs::symlink_metadata(rw.join("g")).unwrap().file_type().is_symlink());
+    // truncate and chown need a writable dir.
+    put(0x1000, &ro.join("f"));
+    assert_eq!(s.handle(&m, libc::SYS_truncate as u64, [0x1000, 0, 0, 0, 0, 0]), Ok(-(libc::EACCES as i64)));
+    assert_eq!(s.handle(&m, libc::SYS_chown as u64, [0x1000, 0, 0, 0, 0, 0]), Ok(-(libc::EACCES as i64)));
+    assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"read only");
+    // statfs works inside, not outside.
+    assert_eq!(s.handle(&m, libc::SYS_statfs as u64, [0x1000, 0x1800, 0, 0, 0, 0]), Ok(0));
+    put(0x1000, &root.join("secret"));
+    assert_eq!(
+        s.handle(&m, libc::SYS_statfs as u64, [0x1000, 0x1800, 0, 0, 0, 0]),
+        Ok(-(libc::EACCES as i64))
+    );
+}

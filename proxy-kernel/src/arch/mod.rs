@@ -1,0 +1,3 @@
+//! Architecture-specific parts of the proxy-kernel (built for the guest only).
+
+pub mod x86_64;

@@ -1,0 +1,164 @@
+//! The blob header, the 256 vector stubs, the common trap entry and the
+//! `syscall` entry, in assembly; and the Rust trap handler they call.
+//!
+//! Every stub pushes an error code (0 where the CPU pushes none: the list in
+//! `.if` below is [`crate::trap::has_error_code`]) and its vector, then
+//! jumps to `pk_common`, which pushes the general registers in the order of
+//! [`TrapFrame`], calls [`pk_trap`] and returns with `iretq`. The kernel
+//! stack is the TSS's `RSP0` (traps from ring 3) or the current one.
+//!
+//! `pk_syscall_entry` is the `MSR_LSTAR` target where `syscall` works as
+//! architected (ordinary KVM): it runs in ring 0 on the program's stack, so
+//! it touches no memory at all: one hypercall with the program's registers
+//! as they are, then `sysretq` to `rcx`/`r11`, which the `syscall`
+//! instruction itself set (a program cannot forge them on this path). The
+//! monitor never redirects a call made on this path (it would change the
+//! `sysretq` target); only the page-fault form of the gate redirects.
+
+use core::arch::{asm, global_asm};
+use core::mem::offset_of;
+
+use cabin_abi::hypercall::fault::{REASON_BAD_GATE_RETURN, REASON_EXCEPTION, REASON_KERNEL_PANIC};
+use cabin_abi::hypercall::PORT_SYSCALL;
+
+use super::hypercall;
+use crate::header::{MAGIC, STUB_SIZE, VECTORS, VERSION};
+use crate::trap::{classify, gate_redirect, gate_return, Trap, TrapFrame, SAVED_GPRS};
+
+const _: () = {
+    assert!(offset_of!(TrapFrame, r15) == 0);
+    assert!(offset_of!(TrapFrame, rax) == (SAVED_GPRS - 1) * 8);
+    assert!(offset_of!(TrapFrame, vector) == SAVED_GPRS * 8);
+    assert!(STUB_SIZE == 16);
+};
+
+global_asm!(
+    ".section .text.pk_header,\"ax\"",
+    ".globl __pk_base",
+    "__pk_base:",
+    ".quad {magic}",
+    ".long {version}",
+    ".long {vectors}",
+    ".quad pk_vectors - __pk_base",
+    ".quad {stub_size}",
+    ".quad pk_syscall_entry - __pk_base",
+    ".quad __pk_end - __pk_base",
+    ".p2align 4",
+    "pk_vectors:",
+    ".set pk_vec, 0",
+    ".rept {vectors}",
+    ".p2align 4",
+    ".if (pk_vec == 8) || (pk_vec == 10) || (pk_vec == 11) || (pk_vec == 12) || (pk_vec == 13) || (pk_vec == 14) || (pk_vec == 17) || (pk_vec == 21) || (pk_vec == 29) || (pk_vec == 30)",
+    ".else",
+    "push 0",
+    ".endif",
+    "push pk_vec",
+    "jmp pk_common",
+    ".set pk_vec, pk_vec + 1",
+    ".endr",
+    ".p2align 4",
+    "pk_common:",
+    "push rax",
+    "push rbx",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rbp",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rdi, rsp",
+    "cld",
+    "call {trap}",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rbp",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rbx",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
+    ".p2align 4",
+    ".globl pk_syscall_entry",
+    "pk_syscall_entry:",
+    "out {port_syscall}, al",
+    "sysretq",
+    magic = const MAGIC,
+    version = const VERSION,
+    vectors = const VECTORS,
+    stub_size = const STUB_SIZE,
+    port_syscall = const PORT_SYSCALL,
+    trap = sym pk_trap,
+);
+
+fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading cr2 has no side effect; we run in ring 0.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+fn syscall_entry_address() -> u64 {
+    let v: u64;
+    // SAFETY: a RIP-relative `lea` of a symbol in this blob; no memory access.
+    unsafe { asm!("lea {}, [rip + pk_syscall_entry]", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// The Rust half of every trap.
+///
+/// # Safety
+///
+/// Called only by `pk_common`, with `frame` pointing at the [`TrapFrame`] it
+/// just built on the kernel stack.
+unsafe extern "C" fn pk_trap(frame: *mut TrapFrame) {
+    // SAFETY: by this function's contract the frame is valid, exclusive and
+    // lives until we return.
+    let f = unsafe { &mut *frame };
+    let cr2 = read_cr2();
+    match classify(f, cr2, syscall_entry_address()) {
+        Trap::SyscallGate => {
+            let Some((rip, rflags)) = gate_return(f.rcx, f.r11) else {
+                hypercall::fault(f, cr2, REASON_BAD_GATE_RETURN)
+            };
+            let (rax, rcx) = hypercall::syscall(f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9], f.rcx);
+            if rcx == f.rcx {
+                f.rax = rax;
+                f.rip = rip;
+                f.rflags = rflags;
+            } else {
+                // Redirect into the libos's trap entry; rax (the number),
+                // the arguments and rcx (the return address) stay as they are.
+                let Some((rip, rsp, rflags)) = gate_redirect(rcx, f.rsp, f.r11) else {
+                    hypercall::fault(f, cr2, REASON_BAD_GATE_RETURN)
+                };
+                f.rip = rip;
+                f.rsp = rsp;
+                f.rflags = rflags;
+            }
+        }
+        Trap::Exception => hypercall::fault(f, cr2, REASON_EXCEPTION),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    let f = TrapFrame::default();
+    hypercall::fault(&f, 0, REASON_KERNEL_PANIC)
+}

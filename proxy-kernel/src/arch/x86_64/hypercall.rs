@@ -1,0 +1,67 @@
+//! The proxy-kernel's two hypercalls (protocol: `cabin_abi::hypercall`).
+
+use core::arch::asm;
+
+use cabin_abi::hypercall::{PORT_FAULT, PORT_SYSCALL};
+
+use crate::trap::TrapFrame;
+
+/// Asks the monitor to serve system call `nr` whose return address is
+/// `ret_addr`; returns `(rax, rcx)`: the result, and `rcx` as the monitor
+/// left it (changed = redirect, see `cabin_abi::hypercall::PORT_SYSCALL`).
+pub fn syscall(nr: u64, a: [u64; 6], ret_addr: u64) -> (u64, u64) {
+    let ret: u64;
+    let rcx: u64;
+    // SAFETY: `out` to the syscall port exits to the monitor, which reads
+    // the argument registers (and the program's memory through its own
+    // checks) and writes only `rax`. No guest memory is touched here.
+    unsafe {
+        asm!(
+            "out {port}, al",
+            port = const PORT_SYSCALL,
+            inout("rax") nr => ret,
+            inout("rcx") ret_addr => rcx,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            options(nostack, preserves_flags),
+        );
+    }
+    (ret, rcx)
+}
+
+/// Reports the trap in `f` to the monitor, which ends the program; never
+/// returns (halts if the monitor resumes the vCPU anyway).
+pub fn fault(f: &TrapFrame, cr2: u64, reason: u64) -> ! {
+    // SAFETY: as for `syscall`: the monitor reads registers only. The
+    // monitor does not resume the vCPU after this port.
+    unsafe {
+        asm!(
+            "out {port}, al",
+            port = const PORT_FAULT,
+            in("rdi") f.vector,
+            in("rsi") f.error,
+            in("rdx") f.rip,
+            in("rcx") cr2,
+            in("r8") f.cs,
+            in("r9") f.rsp,
+            in("r10") f.rflags,
+            in("r11") reason,
+            in("rax") 0u64,
+            options(nostack, preserves_flags),
+        );
+    }
+    halt_forever()
+}
+
+/// Stops this vCPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: `cli; hlt` only stops the vCPU (KVM then exits to the
+        // monitor with a halt); no memory is touched.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
