@@ -141,6 +141,9 @@ pub enum TrapReason {
     /// The call switches stacks or never returns to the site in the usual
     /// way (`rt_sigreturn`, `clone` with a new stack, `vfork`).
     ControlFlowSyscall = 6,
+    /// The build asked for every site to stay a trap site
+    /// (`cabinc build --trap-all-sites`, to exercise the slow path).
+    Requested = 7,
 }
 
 impl TrapReason {
@@ -154,6 +157,7 @@ impl TrapReason {
             TrapReason::LegacyEntry => "32-bit system call entry (int 0x80 / sysenter)",
             TrapReason::OutOfRange => "trampoline out of 32-bit reach",
             TrapReason::ControlFlowSyscall => "system call that switches stacks or does not return",
+            TrapReason::Requested => "left as a trap site on request (--trap-all-sites)",
         }
     }
 
@@ -166,6 +170,7 @@ impl TrapReason {
             4 => TrapReason::LegacyEntry,
             5 => TrapReason::OutOfRange,
             6 => TrapReason::ControlFlowSyscall,
+            7 => TrapReason::Requested,
             _ => return None,
         })
     }

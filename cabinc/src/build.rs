@@ -55,7 +55,7 @@ fn build(a: &BuildArgs, json: bool) -> Result<()> {
             b.set_position(pct);
         }
     };
-    let opts = BuildOptions { allow_readable_code: a.allow_readable_code };
+    let opts = BuildOptions { allow_readable_code: a.allow_readable_code, trap_all_sites: a.trap_all_sites };
     let result = build_image(&input, &opts, &mut progress);
     if let Some(b) = &bar {
         b.finish_and_clear();

@@ -34,6 +34,8 @@ enum Command {
     Measure(MeasureArgs),
     /// Run an image confined (KVM micro-VM or seccomp-confined process).
     Run(run::RunArgs),
+    /// List how each system call of a confined program is handled.
+    Syscalls,
 }
 
 /// Arguments of `cabinc build`.
@@ -47,6 +49,10 @@ pub struct BuildArgs {
     /// Keep code segments readable (R+X) when the program reads its own code.
     #[arg(long)]
     pub allow_readable_code: bool,
+    /// Leave every system-call site as a trap site, served by the slow path
+    /// (for testing the backends' trap handling; much slower).
+    #[arg(long)]
+    pub trap_all_sites: bool,
     /// How to report progress and the result.
     #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
     pub message_format: MessageFormat,
@@ -97,6 +103,10 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Measure(a) => inspect::measure(&a),
         Command::Run(a) => return run::run(&a),
+        Command::Syscalls => {
+            print!("{}", include_str!("../../docs/syscalls.md"));
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -189,6 +189,18 @@ pub fn run(args: &PolicyArgs) -> Result<ExitCode> {
     }
 }
 
+/// For `cabinc build --policy FILE`: one message (with `; help: …`) per call
+/// number the image makes at constant-number sites (`(address, number)`)
+/// that the policy would refuse.
+pub fn build_findings(
+    policy_file: &Path,
+    sites: impl IntoIterator<Item = (u64, u64)>,
+) -> Result<Vec<String>> {
+    let p = load(policy_file)?;
+    let name = policy_file.display().to_string();
+    Ok(policy::sites::refused_sites(&p.compile(), sites).iter().map(|f| f.message(&name)).collect())
+}
+
 /// Loads and checks a policy; the error carries `file:line:column` and `; help: …`.
 pub fn load(file: &Path) -> Result<Policy> {
     Policy::load(file).map_err(|e| match e.help() {

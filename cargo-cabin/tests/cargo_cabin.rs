@@ -66,15 +66,21 @@ fn run_confined_when_cabinc_run_exists() {
         return;
     }
     let t = tempfile::tempdir().expect("tmp");
-    let o = cargo_cabin(t.path(), &["run", "--", "--exit", "5", "b"])
+    let allowed = sample().join("data/input.txt").canonicalize().expect("sample data");
+    let outside = sample().join("Cargo.toml").canonicalize().expect("sample manifest");
+    let (allowed, outside) = (allowed.to_str().expect("utf-8"), outside.to_str().expect("utf-8"));
+    let o = cargo_cabin(t.path(), &["run", "--", "--file", allowed, "--file", outside, "--exit", "5"])
         .env("CABINC", &cabinc)
         .output()
         .expect("run");
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(5), "{err}");
     // The policy file sets GREETING=hello and the confined environment is otherwise clean.
-    assert!(out.starts_with("hello from rust-cargo-cabin: 3 argument(s)"), "{out}\n{err}");
+    assert!(out.starts_with("hello from rust-cargo-cabin: 6 argument(s)"), "{out}\n{err}");
     assert!(!err.contains("NOT confined"), "{err}");
+    // The policy allows data/ and nothing else of the package.
+    assert!(out.contains(&format!("{allowed}: 33 bytes")), "{out}\n{err}");
+    assert!(err.contains(&format!("cannot read {outside}")), "{out}\n{err}");
 }
 
 #[test]

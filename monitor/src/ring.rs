@@ -21,9 +21,6 @@ use crate::service::Service;
 /// How long the worker polls an empty ring before sleeping.
 pub const SPIN: Duration = Duration::from_micros(50);
 
-/// While spinning, yield the CPU every this many polls.
-const YIELD_EVERY: u32 = 1 << 30;
-
 /// How a worker loop ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WorkerEnd {
@@ -104,7 +101,6 @@ impl Worker {
     pub fn run(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
-        let mut spins = 0u32;
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return WorkerEnd::Stopped;
@@ -122,13 +118,7 @@ impl Worker {
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() < SPIN {
-                spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(YIELD_EVERY) {
-                    // Let the domain run if it shares our CPU.
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+                std::hint::spin_loop();
                 continue;
             }
             // Sleep: announce, re-check, wait on the value read before.

@@ -99,6 +99,19 @@ fn faults_end_with_128_plus_signal_and_a_report() {
 fn invalid_images_are_refused() {
     let e = process::run(b"not an elf", &cfg(&["x"])).unwrap_err();
     assert!(matches!(e, cabin_monitor::RunError::InvalidImage(_)), "{e}");
+    // A plain static executable (no libos, no manifest) is not an image.
+    let t = tempfile::tempdir().unwrap();
+    let exe = t.path().join("plain");
+    let ok = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(programs().join("fault.c"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        let e = process::run(&std::fs::read(&exe).unwrap(), &cfg(&["plain"])).unwrap_err();
+        assert!(e.to_string().contains("not a Cabin image"), "{e}");
+    }
 }
 
 fn files_case(force_trap_path: bool) {

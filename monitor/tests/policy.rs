@@ -398,11 +398,11 @@ fn build_reports_refused_constant_sites() {
     assert_eq!(f[0].sites, vec![0x401800, 0x402000]);
     assert!(f[0].always);
     let m = f[0].message("p.toml");
-    assert!(
-        m.starts_with(
-            "policy p.toml would deny with EPERM socket (system call 41), made at 2 sites 0x401800, 0x402000"
-        ),
-        "{m}"
+    assert_eq!(
+        m,
+        "p.toml refuses socket (system call 41), which the image makes at 2 sites (0x401800, 0x402000): \
+         deny with EPERM, by `deny` entry `@network` (line 12); help: allow \"socket\" in p.toml if the \
+         program needs it"
     );
     assert!(m.contains("; help: "), "{m}");
     assert_eq!(f[1].nr, nr("openat"));

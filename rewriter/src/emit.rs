@@ -181,7 +181,10 @@ pub fn emit(req: &EmitRequest<'_>) -> Result<Emitted, EmitError> {
 
     // New loadable segments, in address order, each with its contents.
     let mut added: Vec<(Segment, Vec<u8>)> = Vec::new();
-    let new_phnum = elf.segments.len() + req.libos.segments.len() + EXTRA_PHDRS;
+    // An image whose sites are all trap sites has no trampolines and gets no
+    // (empty) trampoline segment.
+    let has_tramp = !req.trampolines.is_empty();
+    let new_phnum = elf.segments.len() + req.libos.segments.len() + EXTRA_PHDRS - usize::from(!has_tramp);
     for bs in &req.libos.segments {
         let mut data = bs.data.clone();
         let li = req.libos.link_info;
@@ -215,9 +218,11 @@ pub fn emit(req: &EmitRequest<'_>) -> Result<Emitted, EmitError> {
     let phdr_len = (new_phnum * PHDR_SIZE) as u64;
     let phdr_index = added.len();
     added.push((seg(PF_R, lay.phdr_vaddr, lay.phdr_reserved, lay.phdr_reserved), Vec::new()));
-    let tramp = req.trampolines.to_vec();
-    let tlen = tramp.len() as u64;
-    added.push((seg(code_flags(req.execute_only), lay.tramp_base, tlen, tlen), tramp));
+    if has_tramp {
+        let tramp = req.trampolines.to_vec();
+        let tlen = tramp.len() as u64;
+        added.push((seg(code_flags(req.execute_only), lay.tramp_base, tlen, tlen), tramp));
+    }
 
     // File offsets: page-aligned, congruent with the page-aligned vaddrs.
     let mut cursor = page_up(out.len() as u64);

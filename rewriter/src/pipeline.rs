@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::analysis::{self, AnalysisError};
 use crate::emit::{self, CabinLayout, EmitError, EmitRequest};
 use crate::libos_blob::{self, BlobError};
-use crate::plan::{PatchPlan, Tactic};
+use crate::plan::{PatchPlan, Tactic, TrapReason};
 use crate::trampoline::{self, TrampolineError};
 
 /// Choices the user makes.
@@ -17,6 +17,8 @@ use crate::trampoline::{self, TrampolineError};
 pub struct BuildOptions {
     /// Keep code readable when the program reads its own code.
     pub allow_readable_code: bool,
+    /// Leave every site as a trap site (exercises the slow path).
+    pub trap_all_sites: bool,
 }
 
 /// Where the build is, for progress display.
@@ -125,6 +127,12 @@ pub fn build_image(
         return Err(BuildError::ReadsCode(plan.code_reads.iter().map(|r| (r.addr, r.target)).collect()));
     }
     let execute_only = plan.code_reads.is_empty();
+    if opts.trap_all_sites {
+        for site in plan.sites.iter_mut().filter(|s| s.tactic == Tactic::Rewritten) {
+            site.demote(TrapReason::Requested);
+        }
+        plan.recount();
+    }
     let libos = libos_blob::libos()?;
     let layout = CabinLayout::new(&elf, &libos);
     progress(Stage::Trampolines);

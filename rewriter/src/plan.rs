@@ -85,6 +85,8 @@ pub enum TrapReason {
     OutOfRange,
     /// A system call that switches stacks or does not return.
     ControlFlowSyscall,
+    /// Left as a trap site because the build asked for it.
+    Requested,
 }
 
 impl TrapReason {
@@ -104,6 +106,7 @@ impl From<TrapReason> for note::TrapReason {
             TrapReason::LegacyEntry => note::TrapReason::LegacyEntry,
             TrapReason::OutOfRange => note::TrapReason::OutOfRange,
             TrapReason::ControlFlowSyscall => note::TrapReason::ControlFlowSyscall,
+            TrapReason::Requested => note::TrapReason::Requested,
         }
     }
 }

@@ -11,6 +11,7 @@
  *   via_table         a site reached only through a function-pointer table
  * Every result is compared with a plain libc call and printed. */
 #include <stdio.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -149,8 +150,11 @@ __asm__(
     "tricky_table: .quad hidden_getppid\n"
     ".text\n");
 
-int main(void)
+/* `--no-int80` skips the 32-bit entry: the KVM backend ends a program that
+ * uses it (the process backend serves it through the SIGSYS slow path). */
+int main(int argc, char **argv)
 {
+    int int80 = !(argc > 1 && strcmp(argv[1], "--no-int80") == 0);
     fflush(stdout);
     long pid = getpid(), ppid = getppid();
     printf("tiny_syscall(getpid) matches: %s\n", tiny_syscall(SYS_getpid) == pid ? "yes" : "no");
@@ -160,7 +164,8 @@ int main(void)
     fflush(stdout);
     long w = riprel_write();
     printf("riprel_write returned %ld\n", w);
-    printf("int80_getpid matches: %s\n", int80_getpid() == pid ? "yes" : "no");
+    if (int80)
+        printf("int80_getpid matches: %s\n", int80_getpid() == pid ? "yes" : "no");
     printf("back_to_back: %ld\n", back_to_back());
     printf("table_getppid matches: %s\n", table_getppid() == ppid ? "yes" : "no");
     return 0;

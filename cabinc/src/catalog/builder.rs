@@ -182,7 +182,12 @@ pub fn build(ctx: &CatalogContext, item: &Item, source: Option<&Path>, force: bo
 
     // The native build is fresh when its stamp (the manifest, variant, source and compiler) matches.
     let stamp_path = dir.join("native.stamp");
-    let stamp = format!("{:?}\n{:?}\n", m, vars);
+    // Edits to the files directly in the source directory also make the build stale.
+    let newest = std::fs::read_dir(&src)
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().and_then(|m| m.modified()).ok()).max())
+        .ok()
+        .flatten();
+    let stamp = format!("{:?}\n{:?}\n{:?}\n", m, vars, newest);
     let fresh = !force
         && native.is_file()
         && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());

@@ -116,6 +116,12 @@ impl Gate {
         Ok(g)
     }
 
+    /// Whether [`Gate::admit`] needs the open-descriptor count (an
+    /// `open-files` limit is set); otherwise pass `None` and save the count.
+    pub fn counts_fds(&self) -> bool {
+        self.limits.limits().open_files.is_some()
+    }
+
     /// The policy's limits (the backend enforces memory, CPU and wall time).
     pub fn limits(&self) -> &Limits {
         self.limits.limits()

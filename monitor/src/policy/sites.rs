@@ -29,18 +29,15 @@ impl SiteFinding {
         let shown: Vec<String> = self.sites.iter().take(4).map(|a| format!("{a:#x}")).collect();
         let more =
             if self.sites.len() > 4 { format!(" and {} more", self.sites.len() - 4) } else { String::new() };
-        let what = match (self.always, self.action) {
-            (true, a) => a.describe(),
-            (false, a) => format!("{} for some arguments", a.describe()),
-        };
+        let when = if self.always { "" } else { " for some arguments" };
         let name = names::display(self.nr);
         format!(
-            "policy {policy_file} would {what} {name} (system call {}), made at {} site{} {}{more} ({}); \
-             help: allow it in {policy_file} if the program needs it",
+            "{policy_file} refuses {name} (system call {}){when}, which the image makes at {} ({}{more}): {}, by {}; \
+             help: allow \"{name}\" in {policy_file} if the program needs it",
             self.nr,
-            self.sites.len(),
-            if self.sites.len() == 1 { "" } else { "s" },
+            if self.sites.len() == 1 { "1 site".to_string() } else { format!("{} sites", self.sites.len()) },
             shown.join(", "),
+            self.action.describe(),
             self.origin,
         )
     }

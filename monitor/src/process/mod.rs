@@ -50,6 +50,11 @@ const CHILD_SETUP_FAILED: i32 = 125;
 pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     let t0 = Instant::now();
     let elf = ElfFile::parse(image).map_err(|e| RunError::InvalidImage(e.to_string()))?;
+    if !cabin_image::image::has_cabin_note(&elf) {
+        return Err(RunError::InvalidImage(
+            "not a Cabin image (no CABIN manifest note); help: build one with `cabinc build`".into(),
+        ));
+    }
     // Execute-only needs the hardware (protection keys) and an image whose
     // code segments are execute-only (not built with --allow-readable-code).
     let image_xo = elf.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0);

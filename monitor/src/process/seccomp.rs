@@ -8,8 +8,7 @@
 //! - `arch_prctl(ARCH_SET_FS, ..)` (the program's TLS pointer);
 //! - `rt_sigaction` for SIGSYS and the fault signals only (the libos's own
 //!   trap and fault handlers);
-//! - the clock reads `clock_gettime`, `clock_getres`, `gettimeofday`, `time`;
-//! - `sched_yield` (the libos's spin-wait gives the CPU to the monitor).
+//! - the clock reads `clock_gettime`, `clock_getres`, `gettimeofday`, `time`.
 //!
 //! Every other call, and every call from another ABI (`int 0x80` i386
 //! calls, x32), is answered with `SECCOMP_RET_TRAP`: the kernel delivers
@@ -85,7 +84,6 @@ pub fn filter(sq_doorbell: u64, cq_doorbell: u64) -> Vec<SockFilter> {
         libc::SYS_clock_getres,
         libc::SYS_gettimeofday,
         libc::SYS_time,
-        libc::SYS_sched_yield,
     ];
     prog.push(Load(OFF_ARCH));
     prog.push(Jeq(AUDIT_ARCH_X86_64, Next, Trap));

@@ -310,9 +310,12 @@ impl Tracer {
         }
     }
 
+    /// One line in one write, so lines on a shared stderr are not torn.
     fn line(w: &mut Sink, s: &str) -> io::Result<()> {
-        w.write_all(s.as_bytes())?;
-        w.write_all(b"\n")
+        let mut b = Vec::with_capacity(s.len() + 1);
+        b.extend_from_slice(s.as_bytes());
+        b.push(b'\n');
+        w.write_all(&b)
     }
 
     /// Adds calls the libos served locally, which the monitor only learns as
