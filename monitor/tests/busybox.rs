@@ -1,17 +1,18 @@
 //! Differential test: busybox-static applets run natively and confined
-//! (process backend) must give byte-identical stdout, stderr, exit status
+//! (process backend, and KVM backend where /dev/kvm is usable) must give byte-identical stdout, stderr, exit status
 //! and written files. Inputs live under an `--allow-read` dir, outputs are
 //! written under an `--allow-write` dir.
 //!
-//! Needs /bin/busybox (Debian package busybox-static); without it the test
-//! says so on stderr and returns (NOT RUN, not a pass).
+//! Needs /bin/busybox (Debian package busybox-static): without it the test
+//! fails with the fix. The KVM variant prints `KVM test NOT RUN` and returns
+//! where /dev/kvm is not usable (fails instead with CABIN_REQUIRE_KVM=1).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cabin_monitor::{process, RunConfig};
+use cabin_monitor::{kvm, process, RunConfig};
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -80,12 +81,31 @@ fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Process,
+    Kvm,
+}
+
 #[test]
-fn busybox_applets_are_identical_native_and_confined() {
-    if !Path::new(BUSYBOX).exists() {
-        eprintln!("SKIPPED (NOT RUN): {BUSYBOX} is missing (apt install busybox-static)");
+fn busybox_applets_are_identical_native_and_process() {
+    busybox_differential(Backend::Process);
+}
+
+#[test]
+fn busybox_applets_are_identical_native_and_kvm() {
+    if let Err(why) = kvm::usable() {
+        if std::env::var("CABIN_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
+        }
+        eprintln!("KVM test NOT RUN: busybox applets on kvm: /dev/kvm not usable ({why})");
         return;
     }
+    busybox_differential(Backend::Kvm);
+}
+
+fn busybox_differential(backend: Backend) {
+    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} is missing; help: apt-get install busybox-static");
     let input = std::fs::read(BUSYBOX).unwrap();
     let opts = cabin_rewriter::pipeline::BuildOptions::default();
     let image = cabin_rewriter::pipeline::build_image(&input, &opts, &mut |_| {}).expect("build").image;
@@ -128,7 +148,12 @@ fn busybox_applets_are_identical_native_and_confined() {
                     stdio: Some([stdin.as_raw_fd(), fo.as_raw_fd(), fe.as_raw_fd()]),
                     ..RunConfig::default()
                 };
-                process::run(&image, &cfg).expect("run").exit_code
+                match backend {
+                    Backend::Process => process::run(&image, &cfg),
+                    Backend::Kvm => kvm::run(&image, &cfg, 0),
+                }
+                .expect("run")
+                .exit_code
             } else {
                 let st = Command::new(BUSYBOX)
                     .args(&args)
@@ -164,5 +189,5 @@ fn busybox_applets_are_identical_native_and_confined() {
         CASES.len(),
         failures.join("\n")
     );
-    eprintln!("{} busybox applet runs identical", CASES.len());
+    eprintln!("{} busybox applet runs identical on {backend:?}", CASES.len());
 }

@@ -62,7 +62,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     let cwd =
         std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
     let pid = std::process::id();
-    let mut service = Service::new(policy, cwd, pid);
+    let mut service = Service::with_stdio(policy, cwd, pid, cfg.stdio.unwrap_or([0, 1, 2]));
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let kcfg = KvmConfig {
