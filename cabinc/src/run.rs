@@ -87,6 +87,10 @@ pub fn run(a: &RunArgs) -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Err(msg) = check_image(&image) {
+        output::error(&anyhow::anyhow!("{} is not a runnable Cabin image: {msg}", a.image.display()));
+        return ExitCode::from(126);
+    }
     let argv0 = a.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into());
     let mut args = vec![argv0];
     args.extend(a.args.iter().cloned());
@@ -134,6 +138,20 @@ pub fn run(a: &RunArgs) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Refuses anything but an intact Cabin image: the manifest must decode and
+/// the recorded launch measurement must match the pages, so an image edited
+/// after `cabinc build` (or a plain executable) never runs.
+fn check_image(bytes: &[u8]) -> Result<(), String> {
+    let img = cabin_image::image::Image::parse(bytes).map_err(|e| e.to_string())?;
+    let computed = img.compute_measurement().map_err(|e| e.to_string())?;
+    if computed != img.measurement {
+        return Err("its pages do not match its recorded measurement (modified after it was built); \
+                    help: rebuild it with `cabinc build`"
+            .into());
+    }
+    Ok(())
 }
 
 fn kvm_run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {

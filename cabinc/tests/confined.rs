@@ -122,7 +122,9 @@ fn compare(sample: &Sample, image: &Path, backend: Backend, case: &Case) -> Resu
     diff_runs(&native, &confined)?;
     let (a, b) = (files_in(native_dir.path()), files_in(confined_dir.path()));
     if a != b {
-        let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, d)| format!("{n} ({} bytes)", d.len())).collect::<Vec<_>>();
+        let names = |v: &[(String, Vec<u8>)]| {
+            v.iter().map(|(n, d)| format!("{n} ({} bytes)", d.len())).collect::<Vec<_>>()
+        };
         return Err(format!("written files differ: native {:?} vs confined {:?}", names(&a), names(&b)));
     }
     Ok(())
@@ -149,7 +151,12 @@ fn differential(name: &str, backend: Backend, build_flags: &[&str], cases: &[Cas
         }
     }
     assert!(ran > 0, "{test}: no sample flavours were built");
-    assert!(failures.is_empty(), "{test}: {} of {ran} runs differ:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{test}: {} of {ran} runs differ:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     eprintln!("{test}: {ran} runs identical");
 }
 
@@ -243,4 +250,33 @@ differential_tests! {
     memory: "memory", &[], vec![Case::new(Invocation::new()).run_flag("--allow-write=/tmp")];
     tricky: "tricky", &[], vec![Case::new(Invocation::new().arg("--no-int80"))];
     readcode: "readcode", &["--allow-readable-code"], vec![Case::new(Invocation::new())];
+}
+
+/// `cabinc run` exit statuses for images it must not run: 127 missing,
+/// 126 not a Cabin image or modified after the build (measurement mismatch).
+#[test]
+fn run_refuses_missing_plain_and_modified_images() {
+    let dir = tempdir();
+    let sample = Samples::get().flavours_of("hello")[0];
+    let image = dir.path().join("hello.cabin");
+    Cabinc::new(cabinc_path()).build_ok(&sample.path, &image, &[]);
+    let run_img =
+        |p: &Path| run(&cabinc_path(), &Invocation::new().args(["run", "-q", "--backend", "process"]).arg(p));
+
+    let missing = run_img(&dir.path().join("nope.cabin"));
+    assert_eq!(missing.code(), Some(127), "{}", missing.describe());
+
+    let plain = run_img(&sample.path);
+    assert_eq!(plain.code(), Some(126), "{}", plain.describe());
+    assert!(plain.stderr_str().contains("not a Cabin image"), "{}", plain.stderr_str());
+
+    let mut bytes = std::fs::read(&image).expect("image");
+    let modified = dir.path().join("modified.cabin");
+    // Flip a byte of the first code page: the measurement no longer matches.
+    let code_off = 0x1000 + 0x40;
+    bytes[code_off] ^= 0xff;
+    std::fs::write(&modified, &bytes).expect("write");
+    let out = run_img(&modified);
+    assert_eq!(out.code(), Some(126), "{}", out.describe());
+    assert!(out.stderr_str().contains("measurement"), "{}", out.stderr_str());
 }

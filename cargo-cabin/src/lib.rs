@@ -66,8 +66,9 @@ pub fn write_image(exe: &Path, allow_readable_code: bool) -> Result<(std::path::
     };
     let bytes = std::fs::read(exe).map_err(io(exe))?;
     check_static(exe, &bytes)?;
-    let out = build_image(&bytes, &BuildOptions { allow_readable_code, ..BuildOptions::default() }, &mut |_| {})
-        .map_err(|e| ImageError::Build(exe.display().to_string(), e))?;
+    let out =
+        build_image(&bytes, &BuildOptions { allow_readable_code, ..BuildOptions::default() }, &mut |_| {})
+            .map_err(|e| ImageError::Build(exe.display().to_string(), e))?;
     let dest = image_path(exe);
     let tmp = dest.with_extension(format!("cabin.tmp-{}", std::process::id()));
     let res = (|| {
