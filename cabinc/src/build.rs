@@ -65,6 +65,16 @@ fn build(a: &BuildArgs, json: bool) -> Result<()> {
         write_atomic(plan_path, out.plan_json.as_bytes(), 0o644)?;
     }
     write_atomic(&a.output, &out.image, 0o755)?;
+    if let Some(policy) = &a.policy {
+        let sites = out.plan.sites.iter().filter_map(|s| s.nr.map(|nr| (s.addr, nr)));
+        for finding in crate::policy::build_findings(policy, sites)? {
+            let (what, help) = finding.split_once("; help: ").unwrap_or((finding.as_str(), ""));
+            eprintln!("warning: {what}");
+            if !help.is_empty() {
+                eprintln!("help: {help}");
+            }
+        }
+    }
     let s = &out.summary;
     let elapsed = started.elapsed();
     if json {

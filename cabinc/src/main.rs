@@ -9,6 +9,7 @@
 mod build;
 mod inspect;
 mod output;
+mod policy;
 mod run;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ enum Command {
     Run(run::RunArgs),
     /// List how each system call of a confined program is handled.
     Syscalls,
+    /// Check, explain, import and generate syscall policies.
+    Policy(policy::PolicyArgs),
 }
 
 /// Arguments of `cabinc build`.
@@ -56,6 +59,10 @@ pub struct BuildArgs {
     /// How to report progress and the result.
     #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
     pub message_format: MessageFormat,
+    /// Report system calls the image can be seen to make (constant numbers at
+    /// its sites) that this policy would deny.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Also write the patch plan (every site's decision) as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Measure(a) => inspect::measure(&a),
         Command::Run(a) => return run::run(&a),
+        Command::Policy(a) => policy::run(&a),
         Command::Syscalls => {
             print!("{}", include_str!("../../docs/syscalls.md"));
             Ok(ExitCode::SUCCESS)

@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Do not print the execute-only notice.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Policy, trace and audit options.
+    #[command(flatten)]
+    pub policy: crate::policy::RunPolicyArgs,
     /// Arguments passed to the program (after `--`); argv[0] is the image's file name.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -100,18 +103,41 @@ pub fn run(a: &RunArgs) -> ExitCode {
             return ExitCode::from(125);
         }
     }
+    let rp = match a.policy.prepare(&a.image, &args, &a.allow_read, &a.allow_write) {
+        Ok(rp) => rp,
+        Err(e) => {
+            output::error(&e);
+            return ExitCode::from(125);
+        }
+    };
+    // The policy gate (policy, trace, audit, limits) is enforced by the
+    // process backend only so far: never let the kvm backend ignore it.
+    let gated = rp.gate.policy.is_some() || a.policy.trace.is_some() || a.policy.audit.is_some();
     let cfg = RunConfig {
         args,
-        env: a.env.clone(),
-        allow_read: a.allow_read.clone(),
-        allow_write: a.allow_write.clone(),
+        env: rp.env.iter().chain(&a.env).cloned().collect(),
+        allow_read: rp.allow_read,
+        allow_write: rp.allow_write,
+        gate: rp.gate,
         stats: a.stats.clone(),
         require_execute_only: a.require_execute_only,
         quiet: a.quiet,
-        arena_bytes: a.mem.unwrap_or(0),
+        arena_bytes: a.mem.or(rp.memory).unwrap_or(0),
         ..RunConfig::default()
     };
+    if gated && a.backend == Backend::Kvm {
+        output::error(&anyhow::anyhow!(
+            "--policy, --trace and --audit are not enforced by the kvm backend yet; help: use --backend process"
+        ));
+        return ExitCode::from(125);
+    }
     let backend = match a.backend {
+        Backend::Auto if gated => {
+            if !a.quiet {
+                eprintln!("cabin: backend process (policy, trace and audit run on the process backend)");
+            }
+            Backend::Process
+        }
         Backend::Auto => match cabin_monitor::kvm::usable() {
             Ok(()) => Backend::Kvm,
             Err(why) => {

@@ -24,6 +24,8 @@ pub struct RunConfig {
     pub quiet: bool,
     /// Size of the anonymous-memory arena in bytes (0 = default).
     pub arena_bytes: u64,
+    /// Policy, trace and audit (`--policy`, `--trace`, `--audit`); default: none (crate::policy::gate).
+    pub gate: crate::policy::gate::GateConfig,
     /// The host descriptors that serve the program's fds 0, 1 and 2
     /// (duplicated at start); `None` = the monitor's own stdin/out/err.
     pub stdio: Option<[i32; 3]>,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use cabin_abi::ring::{pending, Completion, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
 
 use crate::memory::GuestMemory;
+use crate::policy::gate::{Admit, Gate, Stop};
 use crate::service::Service;
 
 /// How long the worker polls an empty ring before sleeping.
@@ -28,6 +29,8 @@ pub enum WorkerEnd {
     Stopped,
     /// The domain broke the protocol; the message says how.
     Violation(String),
+    /// The policy killed the program or a limit stopped it (message already printed).
+    Policy(Stop),
 }
 
 /// Counters the worker keeps.
@@ -67,6 +70,9 @@ pub struct Worker {
     cq_tail: u32,
     /// Counters.
     pub stats: WorkerStats,
+    /// Policy, limits and trace around each call (none: serve everything).
+    pub gate: Option<Gate>,
+    policy_stop: Option<Stop>,
 }
 
 fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
@@ -89,6 +95,8 @@ impl Worker {
             sq_head: ring.sq_head().load(Ordering::SeqCst),
             cq_tail: ring.cq_tail().load(Ordering::SeqCst),
             stats: WorkerStats::default(),
+            gate: None,
+            policy_stop: None,
         }
     }
 
@@ -108,6 +116,12 @@ impl Worker {
             match self.serve_available(mem, service) {
                 Err(msg) => {
                     r.state().store(STATE_DEAD, Ordering::SeqCst);
+                    if let Some(stop) = self.policy_stop.take() {
+                        return WorkerEnd::Policy(stop);
+                    }
+                    if let Some(g) = self.gate.as_mut() {
+                        g.violation(&msg);
+                    }
                     return WorkerEnd::Violation(msg);
                 }
                 Ok(n) if n > 0 => {
@@ -151,7 +165,27 @@ impl Worker {
             if room >= RING_ENTRIES {
                 return Err("completion queue full: the domain does not consume completions".into());
             }
-            let result = service.handle(mem, s.nr, s.args).map_err(|v| v.0)?;
+            let trapped = s.flags & SUB_TRAPPED != 0;
+            let result = match self.gate.as_mut() {
+                None => service.handle(mem, s.nr, s.args).map_err(|v| v.0)?,
+                Some(g) => {
+                    match g.admit(s.nr, &s.args, trapped, None, g.counts_fds().then(|| service.open_fds())) {
+                        Admit::Serve(t) => {
+                            let ret = service.handle(mem, s.nr, s.args).map_err(|v| v.0)?;
+                            if let Some(stop) = g.served(t, ret) {
+                                self.policy_stop = Some(stop);
+                                return Err("stopped by a limit".into());
+                            }
+                            ret
+                        }
+                        Admit::Return(ret) => ret,
+                        Admit::Stop(stop) => {
+                            self.policy_stop = Some(stop);
+                            return Err("stopped by the policy".into());
+                        }
+                    }
+                }
+            };
             self.stats.forwarded += 1;
             if s.flags & SUB_TRAPPED != 0 {
                 self.stats.trapped += 1;

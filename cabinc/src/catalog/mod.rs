@@ -65,8 +65,9 @@ pub enum CatalogCommand {
         /// Source tree to build from (overrides the manifest's `source`).
         #[arg(long, value_name = "DIR")]
         source: Option<PathBuf>,
-        /// How to run: native, passthrough (the image as a plain process), process, kvm or auto.
-        #[arg(long, default_value = "passthrough")]
+        /// How to run: native, passthrough (the image as a plain process, not confined), or
+        /// confined with `cabinc run --backend process|kvm|auto`.
+        #[arg(long, default_value = "auto")]
         backend: String,
         /// Arguments replacing the manifest's `run.args`.
         #[arg(last = true)]

@@ -37,6 +37,14 @@ fn dur(d: Duration) -> String {
     }
 }
 
+fn calls(n: usize) -> String {
+    if n == 1 {
+        "1 system call".into()
+    } else {
+        format!("{n} system calls")
+    }
+}
+
 fn wrap(out: &mut String, indent: &str, words: &[String]) {
     let mut line = String::from(indent);
     for (i, w) in words.iter().enumerate() {
@@ -119,7 +127,7 @@ pub fn explain(p: &Policy) -> String {
         }
     }
     if !allowed.is_empty() {
-        let _ = writeln!(o, "\nAllowed ({} system calls):", allowed.len());
+        let _ = writeln!(o, "\nAllowed ({}):", calls(allowed.len()));
         wrap(&mut o, "  ", &allowed);
     }
     let mut errnos: Vec<i32> = denied.iter().map(|(e, _)| *e).collect();
@@ -127,11 +135,11 @@ pub fn explain(p: &Policy) -> String {
     errnos.dedup();
     for e in errnos {
         let these: Vec<String> = denied.iter().filter(|(x, _)| *x == e).map(|(_, n)| n.clone()).collect();
-        let _ = writeln!(o, "\nDenied with {} ({} system calls):", errno_words(e), these.len());
+        let _ = writeln!(o, "\nDenied with {} ({}):", errno_words(e), calls(these.len()));
         wrap(&mut o, "  ", &these);
     }
     if !killed.is_empty() {
-        let _ = writeln!(o, "\nEnd the program, exit status 159 ({} system calls):", killed.len());
+        let _ = writeln!(o, "\nEnd the program, exit status 159 ({}):", calls(killed.len()));
         wrap(&mut o, "  ", &killed);
     }
     let groups: Vec<String> = p

@@ -24,10 +24,13 @@ use cabin_image::elf::ElfFile;
 
 use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR};
+use crate::policy::gate::{Gate, Stop};
+use crate::policy::limits::{process_cpu_time, CpuWatch, Watchdog};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::stats::{self, StatsInput};
+use crate::trace::{LimitHit, LimitKind};
 use loader::Domain;
 
 /// Loader scratch layout (offsets from [`LOADER_ADDR`]).
@@ -75,6 +78,9 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     let cwd =
         std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
     let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
+    // Policy, limits, trace and audit (crate::policy::gate); opened before the fork.
+    let gate = Gate::open(&cfg.gate, "process")
+        .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
 
     let domain = loader::build(&elf, cfg)?;
     let plan = prepare_child(&domain)?;
@@ -92,6 +98,17 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
 
     let mem = domain.guest_memory();
     let mut worker = Worker::new(domain.ring());
+    let limits = gate.limits().clone();
+    worker.gate = Some(gate);
+    let kill_child = move || {
+        // SAFETY: kills our own child (the program) when a time limit runs out.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    };
+    let wall = limits.wall_time.map(|d| Watchdog::start(d, kill_child));
+    let every = std::time::Duration::from_millis(20);
+    let cpu = limits
+        .cpu_time
+        .map(|d| CpuWatch::start(d, every, move || process_cpu_time(pid), move |_| kill_child()));
     let stop = worker.stop_handle();
     let waiter = std::thread::spawn(move || {
         let mut status = 0i32;
@@ -110,6 +127,13 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         status
     });
     let end = worker.run(&mem, &mut service);
+    let mut gate = worker.gate.take();
+    let mut stopped: Option<Stop> = None;
+    if let WorkerEnd::Policy(stop) = &end {
+        // SAFETY: kills our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        stopped = Some(stop.clone());
+    }
     let mut reason = None;
     if let WorkerEnd::Violation(msg) = &end {
         // SAFETY: kills our own child.
@@ -118,6 +142,25 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         reason = Some(EndReason::ProtocolViolation(msg.clone()));
     }
     let status = waiter.join().unwrap_or(0x7f00);
+    let wall_fired = wall.map(|w| w.cancel()).unwrap_or(false);
+    let cpu_fired = cpu.map(|c| c.fired()).unwrap_or(false);
+    if stopped.is_none() && (wall_fired || cpu_fired) {
+        let (limit, max) = match (cpu_fired, limits.cpu_time, limits.wall_time) {
+            (true, Some(m), _) => (LimitKind::CpuTime, m),
+            (_, _, Some(m)) => (LimitKind::WallTime, m),
+            _ => (LimitKind::WallTime, std::time::Duration::ZERO),
+        };
+        let used =
+            if limit == LimitKind::CpuTime { process_cpu_time(pid).unwrap_or(max) } else { t0.elapsed() };
+        let hit = LimitHit {
+            time_ns: t0.elapsed().as_nanos() as u64,
+            limit,
+            value: used.as_nanos() as u64,
+            max: max.as_nanos() as u64,
+            action: "stopped the program".into(),
+        };
+        stopped = gate.as_mut().map(|g| g.limit_hit(&hit));
+    }
 
     let stage = scratch_status(&domain);
     if reason.is_none() && stage != STAGE_ENTERED {
@@ -152,11 +195,14 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
             EndReason::ProtocolViolation(msg.into())
         })
     });
-    let (exit_code, reason) = match reason {
-        Some(r) => (EXIT_PROTOCOL_VIOLATION, r),
-        None => classify(status, fault_signo, fault_addr, fault_rip),
+    let (exit_code, reason) = match (reason, &stopped) {
+        (_, Some(s)) => (s.exit_code, EndReason::Signal { signo: s.exit_code - 128, addr: None, rip: None }),
+        (Some(r), None) => (EXIT_PROTOCOL_VIOLATION, r),
+        (None, None) => classify(status, fault_signo, fault_addr, fault_rip),
     };
     match &reason {
+        // The gate already said why it stopped the program.
+        _ if stopped.is_some() => {}
         // Shells say nothing about SIGPIPE; neither do we.
         EndReason::Signal { signo: libc::SIGPIPE, .. } => {}
         EndReason::Signal { signo, addr, rip } => {
@@ -169,6 +215,16 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         EndReason::Exited(_) | EndReason::ProtocolViolation(_) => {}
     }
 
+    if let Some(g) = gate.as_mut() {
+        g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, u64::from(c))));
+        let (why, msg) = match (&reason, &stopped) {
+            (_, Some(s)) => (s.reason, Some(s.message.clone())),
+            (EndReason::Exited(_), None) => ("exited", None),
+            (EndReason::Signal { signo, .. }, None) => ("signal", Some(signal_name(*signo))),
+            (EndReason::ProtocolViolation(m), None) => ("protocol-violation", Some(m.clone())),
+        };
+        g.finish(exit_code, why, msg);
+    }
     let input = StatsInput {
         backend: "process",
         forwarded: service.stats.per_nr.iter().map(|(k, v)| (*k, *v)).collect(),

@@ -36,6 +36,11 @@ impl FdTable {
         self.slots.get_mut(usize::try_from(vfd).ok()?)?.as_mut()
     }
 
+    /// How many descriptors are open (counts the table: call only when needed).
+    pub fn open_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
     /// The host descriptor of `vfd`.
     pub fn host(&self, vfd: u64) -> Option<RawFd> {
         self.get(vfd).map(|e| e.fd.as_raw_fd())

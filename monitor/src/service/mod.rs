@@ -141,6 +141,11 @@ impl Service {
         }
     }
 
+    /// How many descriptors the program holds (for `[limits] open-files`).
+    pub fn open_fds(&self) -> u64 {
+        self.fds.open_count() as u64
+    }
+
     /// Sets the pid the program sees (for `prlimit64(pid, ...)` checks).
     pub fn set_pid(&mut self, pid: u32) {
         self.pid = pid;
