@@ -6,7 +6,9 @@
 //! `cabinc run` passes the program's status through and uses 125 for its own
 //! errors, 126 for an invalid image and 127 for a missing one.
 
+mod bench;
 mod build;
+mod catalog;
 mod inspect;
 mod output;
 mod policy;
@@ -39,6 +41,10 @@ enum Command {
     Syscalls,
     /// Check, explain, import and generate syscall policies.
     Policy(policy::PolicyArgs),
+    /// Build, list and run benchmark catalog entries.
+    Catalog(catalog::CatalogArgs),
+    /// Compare catalog entries native vs confined: table, bench.json and bench.svg.
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `cabinc build`.
@@ -111,6 +117,8 @@ fn main() -> ExitCode {
         Command::Measure(a) => inspect::measure(&a),
         Command::Run(a) => return run::run(&a),
         Command::Policy(a) => policy::run(&a),
+        Command::Catalog(a) => catalog::run_catalog(&a),
+        Command::Bench(a) => bench::run(&a),
         Command::Syscalls => {
             print!("{}", include_str!("../../docs/syscalls.md"));
             Ok(ExitCode::SUCCESS)

@@ -19,7 +19,7 @@ build  builds the package for x86_64-unknown-linux-gnu with +crt-static and writ
 run    builds, then runs one executable's image confined with `cabinc run` (found as $CABINC
        when set, else on PATH or beside cargo-cabin); without `cabinc run` it runs the image directly
        (passthrough, not confined) and says so.
-Settings: [package.metadata.cabin] backend, policy, allow-read, allow-write, env, allow-readable-code.";
+Settings: [package.metadata.cabin] backend, policy (a `cabinc run --policy` file), allow-read,\nallow-write, env, allow-readable-code.";
 
 fn status(word: &str, msg: &str) {
     eprintln!("{word:>12} {msg}");
@@ -169,9 +169,12 @@ fn run(args: &[String]) -> Result<ExitCode> {
     };
     let st = match find_cabinc() {
         Some(cabinc) => {
-            let policy = b.settings.policy(&b.package_dir)?;
             let mut cmd = Command::new(&cabinc);
-            cmd.arg("run").args(b.settings.run_args(&policy)).arg(&b.image).arg("--").args(program_args);
+            cmd.arg("run")
+                .args(b.settings.run_args(&b.package_dir)?)
+                .arg(&b.image)
+                .arg("--")
+                .args(program_args);
             status("Running", &format!("{} confined ({})", b.image.display(), cabinc.display()));
             cmd.status().with_context(|| format!("cannot run {}", cabinc.display()))?
         }

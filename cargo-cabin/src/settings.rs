@@ -3,10 +3,10 @@
 //! ```toml
 //! [package.metadata.cabin]
 //! backend = "auto"                 # auto | process | kvm (passed to `cabinc run --backend`)
-//! policy = "cabin-policy.toml"     # file with allow-read / allow-write / env, relative to the package
-//! allow-read = ["data"]            # also allowed inline; relative to the package directory
-//! allow-write = ["out"]
-//! env = ["RUST_LOG=info"]
+//! policy = "cabin-policy.toml"     # a `cabinc run --policy` file (docs/policy.md), relative to the package
+//! allow-read = ["data"]            # extra --allow-read trees, relative to the package directory
+//! allow-write = ["out"]            # extra --allow-write trees
+//! env = ["RUST_LOG=info"]          # extra --env entries
 //! allow-readable-code = false      # `cabinc build --allow-readable-code`
 //! ```
 
@@ -26,29 +26,9 @@ pub enum SettingsError {
         /// What is wrong.
         message: String,
     },
-    /// The policy file is missing or malformed.
-    #[error("policy file {path}: {message}")]
-    Policy {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-/// The confinement policy: what a confined run may see.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Policy {
-    /// Directories readable by the program.
-    #[serde(default)]
-    pub allow_read: Vec<PathBuf>,
-    /// Directories writable by the program.
-    #[serde(default)]
-    pub allow_write: Vec<PathBuf>,
-    /// Environment variables `K=V`.
-    #[serde(default)]
-    pub env: Vec<String>,
+    /// The policy file named in the settings does not exist.
+    #[error("policy file {0} does not exist; help: fix `policy` in [package.metadata.cabin] (docs/policy.md describes the file)")]
+    MissingPolicy(String),
 }
 
 /// The settings of one package.
@@ -58,16 +38,16 @@ pub struct Settings {
     /// Backend for `cabinc run`.
     #[serde(default)]
     pub backend: Option<String>,
-    /// Policy file.
+    /// A `cabinc run --policy` file, relative to the package directory.
     #[serde(default)]
     pub policy: Option<PathBuf>,
-    /// Inline policy entries.
+    /// Extra `--allow-read` trees, relative to the package directory.
     #[serde(default)]
     pub allow_read: Vec<PathBuf>,
-    /// Inline policy entries.
+    /// Extra `--allow-write` trees, relative to the package directory.
     #[serde(default)]
     pub allow_write: Vec<PathBuf>,
-    /// Inline policy entries.
+    /// Extra `--env K=V` entries.
     #[serde(default)]
     pub env: Vec<String>,
     /// Keep code readable.
@@ -85,42 +65,31 @@ impl Settings {
         }
     }
 
-    /// The whole policy: the policy file's entries then the inline ones, with relative paths
-    /// resolved against the package directory.
-    pub fn policy(&self, package_dir: &Path) -> Result<Policy, SettingsError> {
-        let mut p = Policy::default();
-        if let Some(file) = &self.policy {
-            let path = package_dir.join(file);
-            let err = |message: String| SettingsError::Policy { path: path.display().to_string(), message };
-            let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-            let fp: Policy = toml::from_str(&text).map_err(|e| err(e.message().to_string()))?;
-            let base = path.parent().unwrap_or(package_dir);
-            p.allow_read.extend(fp.allow_read.iter().map(|d| base.join(d)));
-            p.allow_write.extend(fp.allow_write.iter().map(|d| base.join(d)));
-            p.env.extend(fp.env);
-        }
-        p.allow_read.extend(self.allow_read.iter().map(|d| package_dir.join(d)));
-        p.allow_write.extend(self.allow_write.iter().map(|d| package_dir.join(d)));
-        p.env.extend(self.env.iter().cloned());
-        Ok(p)
-    }
-
-    /// The `cabinc run` arguments for this policy (before the image).
-    pub fn run_args(&self, policy: &Policy) -> Vec<String> {
+    /// The `cabinc run` arguments (before the image), with relative paths resolved against the
+    /// package directory.
+    pub fn run_args(&self, package_dir: &Path) -> Result<Vec<String>, SettingsError> {
         let mut a = vec!["--backend".to_string(), self.backend.clone().unwrap_or_else(|| "auto".into())];
-        for d in &policy.allow_read {
+        if let Some(p) = &self.policy {
+            let path = package_dir.join(p);
+            if !path.is_file() {
+                return Err(SettingsError::MissingPolicy(path.display().to_string()));
+            }
+            a.push("--policy".into());
+            a.push(path.display().to_string());
+        }
+        for d in &self.allow_read {
             a.push("--allow-read".into());
-            a.push(d.display().to_string());
+            a.push(package_dir.join(d).display().to_string());
         }
-        for d in &policy.allow_write {
+        for d in &self.allow_write {
             a.push("--allow-write".into());
-            a.push(d.display().to_string());
+            a.push(package_dir.join(d).display().to_string());
         }
-        for e in &policy.env {
+        for e in &self.env {
             a.push("--env".into());
             a.push(e.clone());
         }
-        a
+        Ok(a)
     }
 }
 
@@ -130,18 +99,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn reads_metadata_and_policy_file() {
+    fn reads_metadata_into_run_arguments() {
         let dir = tempfile::tempdir().expect("tmp");
-        std::fs::write(dir.path().join("pol.toml"), "allow-read = [\"data\"]\nenv = [\"A=1\"]\n").expect("w");
-        let md = json!({"cabin": {"backend": "process", "policy": "pol.toml", "allow-write": ["out"]}});
+        std::fs::write(dir.path().join("pol.toml"), "version = 1\n").expect("w");
+        let md = json!({"cabin": {"backend": "process", "policy": "pol.toml", "allow-write": ["out"], "env": ["A=1"]}});
         let s = Settings::from_metadata("p", &md).expect("settings");
         assert_eq!(s.backend.as_deref(), Some("process"));
-        let p = s.policy(dir.path()).expect("policy");
-        assert_eq!(p.allow_read, vec![dir.path().join("data")]);
-        assert_eq!(p.allow_write, vec![dir.path().join("out")]);
-        let args = s.run_args(&p);
-        assert_eq!(args[..2], ["--backend".to_string(), "process".to_string()]);
-        assert!(args.contains(&"--env".to_string()) && args.contains(&"A=1".to_string()));
+        let args = s.run_args(dir.path()).expect("args");
+        let pol = dir.path().join("pol.toml").display().to_string();
+        let out = dir.path().join("out").display().to_string();
+        assert_eq!(
+            args,
+            vec!["--backend", "process", "--policy", &pol, "--allow-write", &out, "--env", "A=1"]
+        );
     }
 
     #[test]
@@ -151,6 +121,8 @@ mod tests {
         let e = Settings::from_metadata("p", &json!({"cabin": {"backnd": "kvm"}})).expect_err("typo");
         assert!(e.to_string().contains("backnd"), "{e}");
         let s = Settings { policy: Some("missing.toml".into()), ..Settings::default() };
-        assert!(s.policy(Path::new("/nonexistent")).is_err());
+        let e = s.run_args(Path::new("/nonexistent")).expect_err("missing policy");
+        assert!(e.to_string().contains("help:"), "{e}");
+        assert_eq!(Settings::default().run_args(Path::new("/")).expect("args"), vec!["--backend", "auto"]);
     }
 }

@@ -1,5 +1,5 @@
 //! `cabinc bench`: runs catalog items natively and confined, interleaved (native, then each
-//! confined backend, round after round), takes the median of every score on each side, and
+//! confined backend, round after round, every other round in reverse order), takes the median of every score on each side, and
 //! reports confined/native ratios (higher is better) per item and their geometric mean per backend.
 //! Writes `DIR/bench.json`, `DIR/bench.svg` and `DIR/bench.txt`.
 
@@ -168,7 +168,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         let mut samples: BTreeMap<String, BTreeMap<String, Samples>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         for r in 0..args.runs {
-            for side in &sides {
+            // Odd rounds go in reverse order (A B C, C B A, …) so that no side is always first
+            // after a cold start or always last before a change of load.
+            let round: Vec<&Backend> =
+                if r % 2 == 0 { sides.iter().collect() } else { sides.iter().rev().collect() };
+            for side in round {
                 status("Running", &format!("{} run {}/{} {side}", item.id(), r + 1, args.runs));
                 let res = match runner::run_once(&built, side.clone(), None, false) {
                     Ok(res) => res,

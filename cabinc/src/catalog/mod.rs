@@ -337,11 +337,7 @@ mod tests {
 
     #[test]
     fn select_by_name_and_variant() {
-        let ctx = CatalogContext {
-            dirs: vec![builtin_dir()],
-            cache: std::env::temp_dir(),
-            cc: "gcc".into(),
-        };
+        let ctx = CatalogContext { dirs: vec![builtin_dir()], cache: std::env::temp_dir(), cc: "gcc".into() };
         let all = ctx.select("wolfcrypt-bench").expect("entry");
         let ids: Vec<String> = all.iter().map(Item::id).collect();
         assert_eq!(ids, vec!["wolfcrypt-bench/asm", "wolfcrypt-bench/noasm"]);
