@@ -111,6 +111,15 @@ pub struct MeasureArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Report-printing commands end quietly when their reader goes away
+        // (`cabinc inspect img | head`), as command-line tools do. `run`
+        // keeps SIGPIPE ignored: the monitor must outlive a closed pipe and
+        // hand EPIPE to the confined program instead.
+        // SAFETY: restoring a signal's default disposition at start-up,
+        // before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Build(a) => build::run(&a),
         Command::Inspect(a) => inspect::inspect(&a),
