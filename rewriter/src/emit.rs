@@ -22,7 +22,7 @@ use cabin_abi::note::{
     NT_CABIN_MEASUREMENT,
 };
 use cabin_abi::{ABI_VERSION, LIBOS_VERSION, PAGE_SIZE};
-use cabin_image::elf::{ElfFile, ElfKind, Segment, PF_R, PF_W, PF_X, PHDR_SIZE, PT_LOAD, PT_NOTE, PT_PHDR};
+use cabin_image::elf::{ElfFile, ElfKind, Segment, PF_R, PF_X, PHDR_SIZE, PT_LOAD, PT_NOTE, PT_PHDR};
 use cabin_image::image::{encode_note, measure, ImageError};
 use cabin_image::measure::DIGEST_LEN;
 use thiserror::Error;
@@ -35,9 +35,6 @@ pub enum EmitError {
     /// A patch does not lie inside the file bytes of an executable segment.
     #[error("internal error: patch at {0:#x} is not inside code")]
     PatchOutsideCode(u64),
-    /// The libos blob does not contain its link-info block where it says.
-    #[error("internal error: libos link-info block at offset {0:#x} is not in a writable segment")]
-    LinkInfoMissing(u64),
     /// The image would not fit in the address space.
     #[error("image too large: added segments would end beyond user space")]
     TooLarge,
@@ -185,34 +182,20 @@ pub fn emit(req: &EmitRequest<'_>) -> Result<Emitted, EmitError> {
     // (empty) trampoline segment.
     let has_tramp = !req.trampolines.is_empty();
     let new_phnum = elf.segments.len() + req.libos.segments.len() + EXTRA_PHDRS - usize::from(!has_tramp);
-    for bs in &req.libos.segments {
-        let mut data = bs.data.clone();
-        let li = req.libos.link_info;
-        if li >= bs.offset && li + LinkInfo::SIZE as u64 <= bs.offset + bs.data.len() as u64 {
-            if bs.flags & PF_W == 0 {
-                return Err(EmitError::LinkInfoMissing(li));
-            }
-            let at = (li - bs.offset) as usize;
-            let info = LinkInfo {
-                magic: LINK_INFO_MAGIC,
-                abi_version: ABI_VERSION,
-                flags: link_flags,
-                original_entry: elf.entry.wrapping_sub(lay.libos_base) as i64,
-                phdr: lay.phdr_vaddr.wrapping_sub(lay.libos_base) as i64,
-                phnum: new_phnum as u64,
-                reserved: [0; 3],
-            };
-            data[at..at + LinkInfo::SIZE].copy_from_slice(&info.to_bytes());
-        }
+    // The blob reader has checked that the link-info block lies in a
+    // writable, file-backed segment.
+    let info = LinkInfo {
+        magic: LINK_INFO_MAGIC,
+        abi_version: ABI_VERSION,
+        flags: link_flags,
+        original_entry: elf.entry.wrapping_sub(lay.libos_base) as i64,
+        phdr: lay.phdr_vaddr.wrapping_sub(lay.libos_base) as i64,
+        phnum: new_phnum as u64,
+        reserved: [0; 3],
+    };
+    for bs in req.libos.with_link_info(&info) {
         let seg_flags = if bs.flags & PF_X != 0 { code_flags(req.execute_only) } else { bs.flags };
-        added.push((seg(seg_flags, lay.libos_base + bs.offset, data.len() as u64, bs.memsz), data));
-    }
-    if !req.libos.segments.iter().any(|s| {
-        s.flags & PF_W != 0
-            && req.libos.link_info >= s.offset
-            && req.libos.link_info + LinkInfo::SIZE as u64 <= s.offset + s.data.len() as u64
-    }) {
-        return Err(EmitError::LinkInfoMissing(req.libos.link_info));
+        added.push((seg(seg_flags, lay.libos_base + bs.offset, bs.data.len() as u64, bs.memsz), bs.data));
     }
     // The header-table segment: filled below, once file offsets are known.
     let phdr_len = (new_phnum * PHDR_SIZE) as u64;
