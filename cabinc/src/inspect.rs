@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use cabin_abi::note::Tactic;
 use cabin_image::elf::{ElfKind, PF_X};
 use cabin_image::image::Image;
@@ -129,13 +129,7 @@ pub fn measure(a: &MeasureArgs) -> Result<ExitCode> {
     let data = read(&a.image)?;
     let img =
         Image::parse(&data).with_context(|| format!("{} is not a valid Cabin image", a.image.display()))?;
-    let computed = img.compute_measurement()?;
-    if computed != img.measurement {
-        bail!(
-            "{}: recorded measurement does not match its pages (the image was modified after it was built); help: rebuild it with `cabinc build`",
-            a.image.display()
-        );
-    }
+    let computed = img.verify_measurement().with_context(|| a.image.display().to_string())?;
     println!("{}", hex::encode(computed));
     Ok(ExitCode::SUCCESS)
 }

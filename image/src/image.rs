@@ -33,6 +33,9 @@ pub enum ImageError {
     /// The manifest is larger than the measured layout allows.
     #[error("Cabin manifest too large ({0} bytes)")]
     ManifestTooLarge(usize),
+    /// The recorded measurement does not match the image's pages.
+    #[error("its pages do not match its recorded measurement (modified after it was built); help: rebuild it with `cabinc build`")]
+    MeasurementMismatch,
     /// The measurement primitive refused a page.
     #[error("measurement failed: {0}")]
     Measure(#[from] MeasureError),
@@ -140,6 +143,16 @@ impl<'a> Image<'a> {
     /// Recomputes the launch digest from the image's pages and manifest.
     pub fn compute_measurement(&self) -> Result<[u8; DIGEST_LEN], ImageError> {
         measure(&self.elf, self.manifest_bytes)
+    }
+
+    /// Recomputes the launch digest and checks it against the recorded one:
+    /// the check every reader does before trusting an image.
+    pub fn verify_measurement(&self) -> Result<[u8; DIGEST_LEN], ImageError> {
+        let computed = self.compute_measurement()?;
+        if computed != self.measurement {
+            return Err(ImageError::MeasurementMismatch);
+        }
+        Ok(computed)
     }
 
     /// Whether execute-only code is recorded in the manifest.
