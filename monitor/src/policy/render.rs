@@ -16,6 +16,15 @@ fn errno_value(e: i32) -> String {
     }
 }
 
+/// The `action = …` line(s) of a `[default]` table or a `[[rule]]`.
+fn write_action(out: &mut String, action: Action) {
+    let _ = match action {
+        Action::Allow => writeln!(out, "action = \"allow\""),
+        Action::Deny(e) => writeln!(out, "action = \"deny\"\nerrno = {}", errno_value(e)),
+        Action::Kill => writeln!(out, "action = \"kill\""),
+    };
+}
+
 fn list(out: &mut String, key: &str, entries: &[ListEntry]) {
     if entries.is_empty() {
         return;
@@ -60,17 +69,7 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
     let _ = writeln!(o, "version = {VERSION}");
     let _ = writeln!(o, "mode = {}", quote(p.mode.as_str()));
     let _ = writeln!(o, "\n[default]");
-    match p.default {
-        Action::Allow => {
-            let _ = writeln!(o, "action = \"allow\"");
-        }
-        Action::Deny(e) => {
-            let _ = writeln!(o, "action = \"deny\"\nerrno = {}", errno_value(e));
-        }
-        Action::Kill => {
-            let _ = writeln!(o, "action = \"kill\"");
-        }
-    }
+    write_action(&mut o, p.default);
     if !(p.allow.is_empty() && p.deny.is_empty() && p.kill.is_empty()) {
         let _ = writeln!(o, "\n[syscalls]");
         list(&mut o, "allow", &p.allow);
@@ -87,17 +86,7 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
             None => r.nr.to_string(),
         };
         let _ = writeln!(o, "syscall = {name}");
-        match r.action {
-            Action::Allow => {
-                let _ = writeln!(o, "action = \"allow\"");
-            }
-            Action::Deny(e) => {
-                let _ = writeln!(o, "action = \"deny\"\nerrno = {}", errno_value(e));
-            }
-            Action::Kill => {
-                let _ = writeln!(o, "action = \"kill\"");
-            }
-        }
+        write_action(&mut o, r.action);
         if !r.conds.is_empty() {
             let cs: Vec<String> = r
                 .conds
