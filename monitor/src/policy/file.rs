@@ -169,23 +169,11 @@ enum RawInt {
     Text(String),
 }
 
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum RawOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    MaskedEq,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawCond {
     arg: Spanned<i64>,
-    op: Spanned<RawOp>,
+    op: Spanned<Op>,
     mask: Option<Spanned<RawInt>>,
     value: Spanned<RawInt>,
 }
@@ -197,7 +185,7 @@ struct RawRule {
     action: Option<Spanned<RawAction>>,
     errno: Option<Spanned<RawErrno>>,
     arg: Option<Spanned<i64>>,
-    op: Option<Spanned<RawOp>>,
+    op: Option<Spanned<Op>>,
     mask: Option<Spanned<RawInt>>,
     value: Option<Spanned<RawInt>>,
     #[serde(default)]
@@ -472,22 +460,10 @@ fn check_value(cx: &Ctx<'_>, v: &Spanned<RawInt>) -> Result<u64, PolicyError> {
     }
 }
 
-fn op_of(o: RawOp) -> Op {
-    match o {
-        RawOp::Eq => Op::Eq,
-        RawOp::Ne => Op::Ne,
-        RawOp::Lt => Op::Lt,
-        RawOp::Le => Op::Le,
-        RawOp::Gt => Op::Gt,
-        RawOp::Ge => Op::Ge,
-        RawOp::MaskedEq => Op::MaskedEq,
-    }
-}
-
 fn check_cond(
     cx: &Ctx<'_>,
     arg: &Spanned<i64>,
-    op: &Spanned<RawOp>,
+    op: &Spanned<Op>,
     mask: Option<&Spanned<RawInt>>,
     value: &Spanned<RawInt>,
 ) -> Result<Cond, PolicyError> {
@@ -499,7 +475,7 @@ fn check_cond(
             Some("use 0..=5".into()),
         ));
     }
-    let op = op_of(*op.get_ref());
+    let op = *op.get_ref();
     let mask = match (op, mask) {
         (Op::MaskedEq, Some(m)) => check_value(cx, m)?,
         (Op::MaskedEq, None) => {

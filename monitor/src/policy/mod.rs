@@ -143,8 +143,10 @@ pub struct ListEntry {
     pub loc: Loc,
 }
 
-/// Comparison of one argument against a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Comparison of one argument against a value (in policy files: `eq`, `ne`,
+/// `lt`, `le`, `gt`, `ge`, `masked-eq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Op {
     /// `arg == value`
     Eq,
