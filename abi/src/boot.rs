@@ -57,7 +57,7 @@ pub mod auxv {
 /// Magic value of [`BootInfo::magic`]: "CABBOOT1".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CABBOOT1");
 /// Version of the [`BootInfo`] layout.
-pub const BOOT_VERSION: u32 = 1;
+pub const BOOT_VERSION: u32 = 2;
 
 /// [`BootInfo::flags`]: process backend. The domain is an ordinary Linux
 /// process under seccomp; the libos may issue the few system calls the
@@ -87,6 +87,15 @@ pub const BOOT_KVM_TRAP_ENTRY_SLOT: usize = 7;
 /// site had been left as a trap site.
 pub const BOOT_FLAG_FORCE_TRAP: u32 = 1 << 2;
 
+/// [`BootInfo::flags`]: a memory limit is set (`[limits] memory` of the
+/// policy). The monitor sized the `brk` range and the arena so that the
+/// domain's memory stays within the limit; when the program asks for
+/// memory neither can give (an `mmap`, `mremap` or `brk` that would pass
+/// it), the libos stops the program with exit status 137 and records
+/// [`ABORT_MEMORY`], instead of returning `ENOMEM`. Without this flag,
+/// exhaustion is `ENOMEM` as on Linux.
+pub const BOOT_FLAG_MEMORY_LIMIT: u32 = 1 << 3;
+
 /// Number of per-system-call counters the libos keeps for calls it serves
 /// locally ([`BootInfo::local_counts`]); numbers at or above this are
 /// not counted.
@@ -96,6 +105,22 @@ pub const LOCAL_COUNT_SLOTS: usize = 512;
 /// indices or a completion with the wrong tag) and ended the program with
 /// exit status 137 without a message (it cannot print without the ring).
 pub const ABORT_RING: u64 = 1;
+
+/// `BootInfo::reserved[0]`: with [`BOOT_FLAG_MEMORY_LIMIT`], the program
+/// asked for memory beyond the limit; the libos ended it with exit status
+/// 137. Details in [`BOOT_MEMORY_REQUEST_SLOT`] and [`BOOT_MEMORY_USED_SLOT`].
+pub const ABORT_MEMORY: u64 = 2;
+
+/// Index in [`BootInfo::reserved`] where the libos writes, with
+/// [`ABORT_MEMORY`], how many bytes more the refused call asked for (the
+/// `mmap` length, the `brk` or `mremap` growth; page multiples).
+pub const BOOT_MEMORY_REQUEST_SLOT: usize = 1;
+
+/// Index in [`BootInfo::reserved`] where the libos writes, with
+/// [`ABORT_MEMORY`], how many bytes of the `brk` range and the arena were in
+/// use at the refused call (their high-water marks: what the domain may
+/// have touched, not counting image, stack and monitor pages).
+pub const BOOT_MEMORY_USED_SLOT: usize = 2;
 
 /// The boot-information block: one page in domain memory, written by the
 /// monitor before the program starts; its address is the value of the
@@ -134,6 +159,13 @@ pub struct BootInfo {
     pub uid: u32,
     /// Group id the program sees.
     pub gid: u32,
+    /// KVM backend: the guest TSC's frequency in kHz when the host's TSC is
+    /// invariant (constant rate, running in every state) and so a clock the
+    /// libos may read in ring 3; 0 otherwise. With it the libos serves clock
+    /// reads (`clock_gettime` of the wall and monotonic clocks,
+    /// `gettimeofday`, `time`) from `rdtsc`, each clock anchored by one
+    /// forwarded read at its first use, instead of forwarding every read.
+    pub tsc_khz: u64,
     /// Written by the libos: signal number of a fatal fault (0 = none).
     pub fault_signo: u64,
     /// Written by the libos: faulting address (`si_addr`).
@@ -143,7 +175,10 @@ pub struct BootInfo {
     /// Written by the libos: calls that arrived through the trap path.
     pub trapped: u64,
     /// `reserved[0]` is written by the libos: why it stopped the program
-    /// itself ([`ABORT_RING`]); the rest is reserved, zero.
+    /// itself ([`ABORT_RING`], [`ABORT_MEMORY`]); `reserved[1..=2]` hold
+    /// the details of [`ABORT_MEMORY`] ([`BOOT_MEMORY_REQUEST_SLOT`],
+    /// [`BOOT_MEMORY_USED_SLOT`]); `reserved[7]` is
+    /// [`BOOT_KVM_TRAP_ENTRY_SLOT`]; the rest is reserved, zero.
     pub reserved: [u64; 8],
     /// Written by the libos: per-number counts of locally served calls.
     pub local_counts: [u32; LOCAL_COUNT_SLOTS],

@@ -18,6 +18,15 @@
 //! doorbell with the value it read. All of these use SeqCst, so no wake-up is
 //! lost. See docs/ring.md.
 //!
+//! Site hints: after the two queues, one `u64` per submission slot
+//! ([`SITE_OFFSET`]) where the libos leaves, before publishing slot `i`, a
+//! hint of where the program made the call: the trampoline's return address
+//! for a rewritten site, or the address of the `syscall` instruction for a
+//! trapped one (0: unknown). The monitor reads a hint only when it has a use
+//! for it (a denial message, a trace record) and only ever shows it: it is as
+//! untrusted as everything else here. It is kept out of [`Submission`] so the
+//! slot stays one cache line.
+//!
 //! Hostility: the monitor treats everything here as written by an adversary.
 //! [`pending`] refuses index pairs that cannot be valid; the monitor copies each
 //! slot out exactly once with [`RingPtr::read_submission`].
@@ -108,8 +117,10 @@ pub struct RingHeader {
 pub const SQ_OFFSET: usize = 512;
 /// Offset of the completion slots from the start of the ring.
 pub const CQ_OFFSET: usize = SQ_OFFSET + RING_ENTRIES as usize * size_of::<Submission>();
-/// Bytes the ring occupies (header and both queues).
-pub const RING_BYTES: usize = CQ_OFFSET + RING_ENTRIES as usize * size_of::<Completion>();
+/// Offset of the site hints (one `u64` per submission slot, see the module docs).
+pub const SITE_OFFSET: usize = CQ_OFFSET + RING_ENTRIES as usize * size_of::<Completion>();
+/// Bytes the ring occupies (header, both queues and the site hints).
+pub const RING_BYTES: usize = SITE_OFFSET + RING_ENTRIES as usize * size_of::<u64>();
 /// Offset of the SQ doorbell futex word (for seccomp rules).
 pub const SQ_DOORBELL_OFFSET: usize = offset_of!(RingHeader, sq_doorbell);
 /// Offset of the CQ doorbell futex word (for seccomp rules).
@@ -124,6 +135,7 @@ const _: () = {
     assert!(offset_of!(RingHeader, cq_tail) == 256);
     assert!(size_of::<RingHeader>() <= SQ_OFFSET);
     assert!(RING_ENTRIES.is_power_of_two());
+    assert!(SITE_OFFSET.is_multiple_of(64));
 };
 
 /// Why a ring could not be used.
@@ -242,6 +254,9 @@ impl RingPtr {
         ] {
             a.store(0, Ordering::SeqCst);
         }
+        for i in 0..RING_ENTRIES {
+            self.write_site_hint(i, 0);
+        }
     }
 
     /// Checks magic, version and entry count.
@@ -283,6 +298,27 @@ impl RingPtr {
     pub fn write_submission(&self, index: u32, s: &Submission) {
         // SAFETY: as for `read_submission`.
         unsafe { self.sq_slot(index).write_volatile(*s) }
+    }
+
+    fn site_slot(&self, index: u32) -> *mut u64 {
+        let slot = (index % RING_ENTRIES) as usize;
+        // SAFETY: slot < RING_ENTRIES, so the hint lies inside RING_BYTES.
+        unsafe { self.base.add(SITE_OFFSET + slot * size_of::<u64>()).cast() }
+    }
+
+    /// Reads the site hint of submission slot `index % entries` (untrusted:
+    /// only ever shown, never acted on).
+    pub fn read_site_hint(&self, index: u32) -> u64 {
+        // SAFETY: the hint is inside the mapped ring (see `site_slot`) and
+        // 8-byte aligned; any bit pattern is a valid u64.
+        unsafe { self.site_slot(index).read_volatile() }
+    }
+
+    /// Writes the site hint of submission slot `index % entries`; the
+    /// producer does this before publishing the slot's tail.
+    pub fn write_site_hint(&self, index: u32, site: u64) {
+        // SAFETY: as for `read_site_hint`.
+        unsafe { self.site_slot(index).write_volatile(site) }
     }
 
     /// Copies completion slot `index % entries` out (once).
@@ -333,5 +369,11 @@ mod tests {
         r.write_completion(3, &c);
         assert_eq!(r.read_completion(67), c);
         assert_eq!(r.sq_tail().load(Ordering::SeqCst), 0);
+        assert_eq!(r.read_site_hint(5), 0, "init clears the hints");
+        r.write_site_hint(69, 0x40_1234);
+        assert_eq!(r.read_site_hint(5), 0x40_1234);
+        // The hints sit after the completions and do not overlap them.
+        assert_eq!(r.read_completion(3), c);
+        assert_eq!(r.read_submission(6), s);
     }
 }

@@ -37,9 +37,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub require_execute_only: bool,
     /// Memory for the program, e.g. 256M or 1G (kvm: all guest memory, default 256M;
-    /// process: the anonymous-memory arena).
+    /// process: the anonymous-memory arena). A policy's `[limits] memory` sizes the
+    /// domain itself; --mem can then only make it smaller.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub mem: Option<u64>,
+    /// How system calls leave the program: `ring` (rewritten sites hand them to the
+    /// libos, which serves them or puts them on the shared-memory ring: no exit), or `sync`
+    /// (every call first traps out of the domain: a seccomp trap per call on process, a VM
+    /// exit per call on kvm; for measuring what the ring saves).
+    #[arg(long, value_enum, default_value_t = Forwarding::Ring)]
+    pub forwarding: Forwarding,
     /// Do not print the execute-only notice.
     #[arg(long, short)]
     pub quiet: bool,
@@ -60,6 +67,15 @@ pub enum Backend {
     Kvm,
     /// A child process under seccomp.
     Process,
+}
+
+/// How system calls leave the program (`--forwarding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Forwarding {
+    /// Through the libos and the shared-memory ring, without leaving the domain.
+    Ring,
+    /// Every call traps out of the domain first (the synchronous path).
+    Sync,
 }
 
 /// Parses sizes like `256M`, `1G`, `65536`, `512K`.
@@ -110,9 +126,6 @@ pub fn run(a: &RunArgs) -> ExitCode {
             return ExitCode::from(125);
         }
     };
-    // The policy gate (policy, trace, audit, limits) is enforced by the
-    // process backend only so far: never let the kvm backend ignore it.
-    let gated = rp.gate.policy.is_some() || a.policy.trace.is_some() || a.policy.audit.is_some();
     let cfg = RunConfig {
         args,
         env: rp.env.iter().chain(&a.env).cloned().collect(),
@@ -123,21 +136,10 @@ pub fn run(a: &RunArgs) -> ExitCode {
         require_execute_only: a.require_execute_only,
         quiet: a.quiet,
         arena_bytes: a.mem.or(rp.memory).unwrap_or(0),
+        force_trap_path: a.forwarding == Forwarding::Sync,
         ..RunConfig::default()
     };
-    if gated && a.backend == Backend::Kvm {
-        output::error(&anyhow::anyhow!(
-            "--policy, --trace and --audit are not enforced by the kvm backend yet; help: use --backend process"
-        ));
-        return ExitCode::from(125);
-    }
     let backend = match a.backend {
-        Backend::Auto if gated => {
-            if !a.quiet {
-                eprintln!("cabin: backend process (policy, trace and audit run on the process backend)");
-            }
-            Backend::Process
-        }
         Backend::Auto => match cabin_monitor::kvm::usable() {
             Ok(()) => Backend::Kvm,
             Err(why) => {

@@ -68,10 +68,12 @@ pub fn passthrough(nr: u64, args: &[u64; 6]) -> Action {
     }
 }
 
-/// Called by the assembly entry with the pushed frame; returns `rax`.
-pub extern "C" fn cabin_dispatch(frame: &SyscallFrame) -> i64 {
+/// Called by the assembly entry with the pushed frame and the trampoline's
+/// return address (`ret`: where the call came from, a hint for the monitor's
+/// messages; passthrough mode ignores it); returns `rax`.
+pub extern "C" fn cabin_dispatch(frame: &SyscallFrame, ret: u64) -> i64 {
     if CONFINED.load(Ordering::Relaxed) {
-        return forward::dispatch(frame.nr, &frame.args);
+        return forward::dispatch(frame.nr, &frame.args, ret);
     }
     match passthrough(frame.nr, &frame.args) {
         // SAFETY: this is the program's own request from a rewritten site,

@@ -20,16 +20,18 @@
 //! one thread (thread creation is refused by the monitor), and by the SIGSYS
 //! handler, which runs on that same thread.
 
+mod clock;
 mod mem;
 mod ring_client;
 mod signals;
 
 use core::cell::UnsafeCell;
 use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use cabin_abi::boot::{
-    BootInfo, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_KVM, BOOT_FLAG_PROCESS, BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC,
-    BOOT_VERSION, LOCAL_COUNT_SLOTS,
+    BootInfo, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_KVM, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
+    BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC, BOOT_VERSION, LOCAL_COUNT_SLOTS,
 };
 use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_TRAPPED};
 
@@ -194,8 +196,12 @@ pub fn init(boot: u64) -> bool {
         return false;
     }
     ring_client::set_ring(r);
-    if !mem::init(arena, arena_len, brk, brk_len) {
+    if !mem::init(arena, arena_len, brk, brk_len, flags & BOOT_FLAG_MEMORY_LIMIT != 0) {
         return false;
+    }
+    if flags & BOOT_FLAG_KVM != 0 {
+        // SAFETY: as for the reads above.
+        clock::init(unsafe { addr_of_mut!((*b).tsc_khz).read_volatile() });
     }
     {
         // SAFETY: start-up, single thread, no other reference alive.
@@ -237,6 +243,7 @@ pub fn init(boot: u64) -> bool {
 pub unsafe extern "C" fn cabin_kvm_trap_entry() {
     core::arch::naked_asm!(
         "push rcx",
+        "mov qword ptr [rip + {after}], rcx",
         "mov byte ptr [rip + {trapped}], 1",
         "call cabin_syscall_entry",
         "mov byte ptr [rip + {trapped}], 0",
@@ -245,6 +252,7 @@ pub unsafe extern "C" fn cabin_kvm_trap_entry() {
         "jmp rcx",
         red_zone = const cabin_abi::link::trampoline::RED_ZONE,
         trapped = sym KVM_TRAPPED,
+        after = sym KVM_TRAP_AFTER,
     )
 }
 
@@ -252,6 +260,29 @@ pub unsafe extern "C" fn cabin_kvm_trap_entry() {
 /// serves it as a trapped call, never re-issuing it: see
 /// `BOOT_FLAG_FORCE_TRAP`).
 static KVM_TRAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The address after the trapping instruction of the call
+/// `cabin_kvm_trap_entry` runs (its `rcx`).
+static KVM_TRAP_AFTER: AtomicU64 = AtomicU64::new(0);
+
+/// While `dispatch` re-issues a call in `BOOT_FLAG_FORCE_TRAP` mode: the
+/// call's site hint, so the trap it causes is reported at the program's site
+/// rather than at the libos's own `syscall`.
+static FORCED_SITE: AtomicU64 = AtomicU64::new(0);
+
+/// Length of each system-call instruction a trap site can hold (`syscall`
+/// 0f 05, `sysenter` 0f 34, `int 0x80` cd 80).
+const TRAP_INSN_LEN: u64 = 2;
+
+/// The site hint of a trapped call whose trapping instruction ends at
+/// `after` (the `rip` the kernel or the gate saved): that instruction's
+/// address, or the forced call's own hint (see [`FORCED_SITE`]).
+pub(crate) fn trap_site(after: u64) -> u64 {
+    match FORCED_SITE.load(Ordering::Relaxed) {
+        0 => after.wrapping_sub(TRAP_INSN_LEN),
+        forced => forced,
+    }
+}
 
 /// Host builds have no trap entry (never called there).
 ///
@@ -262,10 +293,12 @@ static KVM_TRAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicB
 pub unsafe extern "C" fn cabin_kvm_trap_entry() {}
 
 /// Serves system call `nr` in confined mode; returns the value for `rax`.
-pub fn dispatch(nr: u64, args: &[u64; 6]) -> i64 {
-    if KVM_TRAPPED.load(core::sync::atomic::Ordering::Relaxed) {
+/// `site`: where the program made the call (the trampoline's return address;
+/// a hint for the monitor's messages, see `cabin_abi::ring`).
+pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
+    if KVM_TRAPPED.load(Ordering::Relaxed) {
         // Came through `cabin_kvm_trap_entry`: the trap path of a KVM domain.
-        return serve(nr, args, true);
+        return serve(nr, args, true, trap_site(KVM_TRAP_AFTER.load(Ordering::Relaxed)));
     }
     // SAFETY: single thread, short-lived.
     let force_trap = unsafe { STATE.get() }.flags & BOOT_FLAG_FORCE_TRAP != 0;
@@ -275,15 +308,18 @@ pub fn dispatch(nr: u64, args: &[u64; 6]) -> i64 {
         // through (clock reads), which then run for real, as they would.
         // Signal-disposition calls are kept off this path: issued for real,
         // they could replace the libos's own SIGSYS handler.
+        FORCED_SITE.store(site, Ordering::Relaxed);
         // SAFETY: the program's own request, as its `syscall` would issue it.
-        return unsafe { syscall6(nr, args) };
+        let r = unsafe { syscall6(nr, args) };
+        FORCED_SITE.store(0, Ordering::Relaxed);
+        return r;
     }
-    serve(nr, args, false)
+    serve(nr, args, false, site)
 }
 
 /// Serves one call, from a rewritten site (`trapped = false`) or from the
-/// SIGSYS handler.
-pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool) -> i64 {
+/// SIGSYS handler; `site` is its site hint (0: unknown).
+pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
     if trapped {
         boot_add_trapped();
     }
@@ -292,12 +328,18 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool) -> i64 {
         return v;
     }
     let flags = if trapped { SUB_TRAPPED } else { 0 };
-    forward(nr, args, flags)
+    forward_from(nr, args, flags, site)
 }
 
-/// Sends a call to the monitor and checks the reply.
+/// Sends a call the libos makes on the program's behalf (no site of its own)
+/// to the monitor and checks the reply.
 pub(crate) fn forward(nr: u64, args: &[u64; 6], flags: u32) -> i64 {
-    let r = ring_client::call(nr, args, flags);
+    forward_from(nr, args, flags, 0)
+}
+
+/// Sends a call from `site` (its site hint) to the monitor and checks the reply.
+pub(crate) fn forward_from(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
+    let r = ring_client::call(nr, args, flags, site);
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
     }
@@ -368,6 +410,7 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
             }
             0
         }
+        nr::CLOCK_GETTIME | nr::GETTIMEOFDAY | nr::TIME if !process => return clock::serve(nr, a),
         nr::CLOCK_GETTIME | nr::CLOCK_GETRES | nr::GETTIMEOFDAY | nr::TIME if process => {
             // SAFETY: clock reads only write the caller's result buffers,
             // exactly as the program's own call would; the seccomp filter

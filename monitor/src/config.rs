@@ -71,6 +71,43 @@ pub enum EndReason {
     ProtocolViolation(String),
 }
 
+impl EndReason {
+    /// The `exit` record's reason and message for this end, or for the
+    /// policy/limit `stop` that caused it.
+    pub fn record_words(&self, stop: Option<&crate::policy::gate::Stop>) -> (&'static str, Option<String>) {
+        match (self, stop) {
+            (_, Some(s)) => (s.reason, Some(s.message.clone())),
+            (EndReason::Exited(_), None) => ("exited", None),
+            (EndReason::Signal { signo, .. }, None) => ("signal", Some(signal_name(*signo))),
+            (EndReason::ProtocolViolation(m), None) => ("protocol-violation", Some(m.clone())),
+        }
+    }
+}
+
+/// Short signal name ("SIGSEGV"; "signal N" for the rest).
+pub fn signal_name(sig: i32) -> String {
+    let n = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
+        s => return format!("signal {s}"),
+    };
+    n.to_string()
+}
+
 /// Why a run could not happen (the program never started, or the monitor
 /// itself failed). `cabinc` maps [`RunError::InvalidImage`] to exit 126 and
 /// the rest to 125.

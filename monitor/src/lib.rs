@@ -18,6 +18,7 @@
 //! - [`service`]: system calls as functions of (state, memory, request):
 //!   fd table, filesystem policy, the supported-call list.
 //! - [`layout`]: where the domain's areas live.
+//! - [`site_map`]: a submission's site hint to the program's call site.
 //! - [`stats`]: the `--stats` JSON.
 //!
 //! The monitor never trusts the domain: everything read from the ring or
@@ -25,6 +26,7 @@
 //! program with a message, never the monitor with a panic.
 
 pub mod config;
+pub mod kick;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
@@ -32,6 +34,7 @@ pub mod policy;
 pub mod process;
 pub mod ring;
 pub mod service;
+pub mod site_map;
 pub mod stats;
 pub mod sysnames;
 pub mod trace;

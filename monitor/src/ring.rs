@@ -15,9 +15,17 @@ use std::time::{Duration, Instant};
 
 use cabin_abi::ring::{pending, Completion, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
 
+use crate::kick::Kickable;
 use crate::memory::GuestMemory;
 use crate::policy::gate::{Admit, Gate, Stop};
 use crate::service::Service;
+use crate::site_map::SiteMap;
+
+// Both backends reserve room for the whole ring, site hints included.
+const _: () = {
+    assert!(crate::layout::RING_SIZE >= cabin_abi::ring::RING_BYTES as u64);
+    assert!(crate::kvm::layout::RING_MAX >= cabin_abi::ring::RING_BYTES as u64);
+};
 
 /// How long the worker polls an empty ring before sleeping. Long enough to
 /// stay awake across the compute between a program's calls (a wolfCrypt block
@@ -50,17 +58,23 @@ pub struct WorkerStats {
 pub struct StopHandle {
     flag: Arc<AtomicBool>,
     ring: RingPtr,
+    serving: Arc<Kickable>,
 }
 
 // SAFETY: RingPtr is Send (atomics/volatile only); the flag is an Arc.
 unsafe impl Sync for StopHandle {}
 
 impl StopHandle {
-    /// Asks the worker to stop and wakes it.
+    /// Asks the worker to stop and wakes it, also out of a host call it
+    /// is blocked in while serving (a `read` of a pipe, a `nanosleep`),
+    /// which then fails with `EINTR`. Call it from the thread that joins the
+    /// worker's thread (or from any thread when the worker runs on one that
+    /// outlives the call).
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
         self.ring.sq_doorbell().fetch_add(1, Ordering::SeqCst);
         futex(self.ring.sq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
+        self.serving.kick_until_left(Duration::from_secs(2));
     }
 }
 
@@ -76,6 +90,11 @@ pub struct Worker {
     /// Policy, limits and trace around each call (none: serve everything).
     pub gate: Option<Gate>,
     policy_stop: Option<Stop>,
+    /// The thread inside [`Worker::run`], for [`StopHandle::stop`].
+    serving: Arc<Kickable>,
+    /// Turns a slot's site hint into the call site (read only when the gate
+    /// asks for a site: a refusal or a trace record).
+    sites: SiteMap,
 }
 
 fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
@@ -100,16 +119,33 @@ impl Worker {
             stats: WorkerStats::default(),
             gate: None,
             policy_stop: None,
+            serving: Arc::default(),
+            sites: SiteMap::default(),
         }
+    }
+
+    /// The image's trampolines, so that denial messages and trace records
+    /// show the program's call site rather than a trampoline address.
+    /// Without it, hints are shown as they are.
+    pub fn set_sites(&mut self, sites: SiteMap) {
+        self.sites = sites;
     }
 
     /// A handle that stops this worker.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle { flag: self.stop.clone(), ring: self.ring }
+        StopHandle { flag: self.stop.clone(), ring: self.ring, serving: self.serving.clone() }
     }
 
     /// Serves the ring until stopped or until the domain breaks the protocol.
     pub fn run(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
+        self.serving.enter();
+        service.set_record_paths(self.gate.as_ref().is_some_and(Gate::wants_paths));
+        let end = self.serve_until_end(mem, service);
+        self.serving.leave();
+        end
+    }
+
+    fn serve_until_end(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
         loop {
@@ -169,13 +205,17 @@ impl Worker {
                 return Err("completion queue full: the domain does not consume completions".into());
             }
             let trapped = s.flags & SUB_TRAPPED != 0;
+            let (slot, sites) = (self.sq_head, &self.sites);
             let result = match self.gate.as_mut() {
                 None => service.handle(mem, s.nr, s.args).map_err(|v| v.0)?,
                 Some(g) => {
-                    match g.admit(s.nr, &s.args, trapped, None, g.counts_fds().then(|| service.open_fds())) {
+                    // The site hint is read only if the gate needs it.
+                    let site = || sites.site(r.read_site_hint(slot));
+                    let fds = g.counts_fds().then(|| service.open_fds());
+                    match g.admit_lazy(s.nr, &s.args, trapped, site, fds) {
                         Admit::Serve(t) => {
                             let ret = service.handle(mem, s.nr, s.args).map_err(|v| v.0)?;
-                            if let Some(stop) = g.served(t, ret) {
+                            if let Some(stop) = g.served_with(t, ret, service.take_note()) {
                                 self.policy_stop = Some(stop);
                                 return Err("stopped by a limit".into());
                             }
@@ -251,6 +291,43 @@ mod tests {
         assert_eq!((c[2].tag, c[2].result), (12, -(libc::ENOSYS as i64)));
         assert_eq!(r.cq_tail().load(Ordering::SeqCst), 3);
         assert_eq!(w.stats.forwarded, 3);
+    }
+
+    #[test]
+    fn denials_name_the_site_behind_the_hint() {
+        use crate::policy::{Limits, Policy};
+        use crate::trace::Tracer;
+        use cabin_abi::note::{SiteKind, SiteRecord, Tactic, TrapReason};
+
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        let p = Policy::parse(
+            "p.toml",
+            "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"uname\"]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        w.gate = Some(Gate::new(Some(p.compile()), &Limits::default(), Tracer::disabled()).quiet());
+        let site = |addr, trampoline| SiteRecord {
+            addr,
+            kind: SiteKind::Syscall,
+            tactic: Tactic::Rewritten,
+            reason: TrapReason::None,
+            trampoline,
+        };
+        w.set_sites(SiteMap::new([site(0x40_1000, 0x50_0000), site(0x40_2000, 0x50_0040)], 0));
+        // Rewritten site: the hint is the return address inside its trampoline.
+        submit(&r, 1, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
+        r.write_site_hint(0, 0x50_004d);
+        // Trapped call: the hint is already the site.
+        submit(&r, 2, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
+        r.write_site_hint(1, 0x40_3000);
+        assert_eq!(w.serve_available(&m, &mut s), Ok(2));
+        assert_eq!(r.read_completion(0).result, -(libc::EPERM as i64));
+        let g = w.gate.as_ref().map(|g| g.messages.clone()).unwrap_or_default();
+        // Reported once per system call: the first one, at its site.
+        assert_eq!(g.len(), 1, "{g:?}");
+        assert!(g[0].contains("uname (system call 63) at 0x402000:"), "{g:?}");
     }
 
     #[test]

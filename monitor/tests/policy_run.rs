@@ -1,8 +1,10 @@
-//! Policy, trace, audit and limits on real runs of Debian's busybox-static
-//! under the process backend.
+//! Policy, trace, audit and limits on real runs of Debian's busybox-static,
+//! each test on the process backend and on the KVM backend.
 //!
 //! Needs /bin/busybox (Debian package busybox-static); without it every test
 //! says so on stderr and returns early (counted as not run, never as a pass).
+//! The KVM variants print `KVM test NOT RUN` and return where /dev/kvm is
+//! not usable (they fail instead with CABIN_REQUIRE_KVM=1).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
-use cabin_monitor::{process, RunConfig, RunOutcome};
+use cabin_monitor::{kvm, process, RunConfig, RunError, RunOutcome};
 use serde_json::Value;
 
 fn busybox() -> Option<Vec<u8>> {
@@ -37,7 +39,53 @@ fn policy(text: &str) -> Policy {
     Policy::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn run(img: &[u8], args: &[&str], read: &[PathBuf], gate: GateConfig) -> RunOutcome {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Process,
+    Kvm,
+}
+
+impl Backend {
+    fn run(self, img: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
+        match self {
+            Backend::Process => process::run(img, cfg),
+            Backend::Kvm => kvm::run(img, cfg, 0),
+        }
+    }
+}
+
+/// Each test once per backend; the KVM one only where /dev/kvm is usable.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn process() {
+                super::$name(super::Backend::Process);
+            }
+            #[test]
+            fn kvm() {
+                if let Err(why) = super::kvm::usable() {
+                    if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {
+                        panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
+                    }
+                    eprintln!("KVM test NOT RUN: {}: /dev/kvm not usable ({why})", stringify!($name));
+                    return;
+                }
+                super::$name(super::Backend::Kvm);
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    busybox_cat_traced_in_text_and_jsonl,
+    denial_is_audited_and_kill_exits_159,
+    cpu_spin_and_output_flood_are_stopped_within_2s_of_the_limit,
+    fd_exhaustion_is_stopped_at_the_limit,
+    wall_time_stops_a_program_blocked_in_a_served_call,
+);
+
+fn run(b: Backend, img: &[u8], args: &[&str], read: &[PathBuf], gate: GateConfig) -> RunOutcome {
     let cfg = RunConfig {
         args: args.iter().map(|s| s.to_string()).collect(),
         allow_read: read.to_vec(),
@@ -45,7 +93,7 @@ fn run(img: &[u8], args: &[&str], read: &[PathBuf], gate: GateConfig) -> RunOutc
         gate,
         ..RunConfig::default()
     };
-    process::run(img, &cfg).expect("runs")
+    b.run(img, &cfg).expect("runs")
 }
 
 fn traced(dir: &Path, name: &str, format: TraceFormat, audit: bool) -> TraceOptions {
@@ -57,8 +105,7 @@ fn traced(dir: &Path, name: &str, format: TraceFormat, audit: bool) -> TraceOpti
     }
 }
 
-#[test]
-fn busybox_cat_traced_in_text_and_jsonl() {
+fn busybox_cat_traced_in_text_and_jsonl(b: Backend) {
     let Some(img) = busybox() else { return };
     let t = tempfile::tempdir().expect("tempdir");
     let data = t.path().join("data");
@@ -69,7 +116,7 @@ fn busybox_cat_traced_in_text_and_jsonl() {
 
     let g =
         GateConfig { trace: traced(t.path(), "run.txt", TraceFormat::Text, false), ..GateConfig::default() };
-    let o = run(&img, &["busybox", "cat", file], std::slice::from_ref(&data), g);
+    let o = run(b, &img, &["busybox", "cat", file], std::slice::from_ref(&data), g);
     assert_eq!(o.exit_code, 0, "{:?}", o.reason);
     let text = std::fs::read_to_string(t.path().join("run.txt")).expect("text trace");
     assert!(text.starts_with("cabin trace: "), "{text}");
@@ -81,7 +128,7 @@ fn busybox_cat_traced_in_text_and_jsonl() {
         trace: traced(t.path(), "run.jsonl", TraceFormat::Jsonl, false),
         ..GateConfig::default()
     };
-    let o = run(&img, &["busybox", "cat", file], std::slice::from_ref(&data), g);
+    let o = run(b, &img, &["busybox", "cat", file], std::slice::from_ref(&data), g);
     assert_eq!(o.exit_code, 0, "{:?}", o.reason);
     let jsonl = std::fs::read_to_string(t.path().join("run.jsonl")).expect("jsonl trace");
     let schema = schema();
@@ -98,17 +145,16 @@ fn busybox_cat_traced_in_text_and_jsonl() {
     // The least policy generated from the trace lets the same run through, and only it.
     let (p, _) = cabin_monitor::policy::generate::from_trace("run.jsonl", &jsonl).expect("generate");
     let g = GateConfig { policy: Some(p.clone()), ..GateConfig::default() };
-    assert_eq!(run(&img, &["busybox", "cat", file], std::slice::from_ref(&data), g).exit_code, 0);
+    assert_eq!(run(b, &img, &["busybox", "cat", file], std::slice::from_ref(&data), g).exit_code, 0);
     let g = GateConfig { policy: Some(p), ..GateConfig::default() };
     assert_ne!(
-        run(&img, &["busybox", "ls", "-l", data.to_str().unwrap_or("")], std::slice::from_ref(&data), g)
+        run(b, &img, &["busybox", "ls", "-l", data.to_str().unwrap_or("")], std::slice::from_ref(&data), g)
             .exit_code,
         0
     );
 }
 
-#[test]
-fn denial_is_audited_and_kill_exits_159() {
+fn denial_is_audited_and_kill_exits_159(b: Backend) {
     let Some(img) = busybox() else { return };
     let t = tempfile::tempdir().expect("tempdir");
     // uname is served by the monitor; deny it, then kill it.
@@ -117,7 +163,7 @@ fn denial_is_audited_and_kill_exits_159() {
         trace: TraceOptions { audit: Some(t.path().join("audit.jsonl")), ..TraceOptions::default() },
         ..GateConfig::default()
     };
-    let _ = run(&img, &["busybox", "uname"], &[], g);
+    let _ = run(b, &img, &["busybox", "uname"], &[], g);
     let audit = std::fs::read_to_string(t.path().join("audit.jsonl")).expect("audit");
     let recs: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
     let denials: Vec<&Value> = recs.iter().filter(|r| r["served"] == "denied").collect();
@@ -131,12 +177,11 @@ fn denial_is_audited_and_kill_exits_159() {
         policy: Some(policy("version = 1\n[default]\naction = \"allow\"\n[syscalls]\nkill = [\"uname\"]\n")),
         ..GateConfig::default()
     };
-    let o = run(&img, &["busybox", "uname"], &[], g);
+    let o = run(b, &img, &["busybox", "uname"], &[], g);
     assert_eq!(o.exit_code, 159, "{:?}", o.reason);
 }
 
-#[test]
-fn cpu_spin_and_output_flood_are_stopped_within_2s_of_the_limit() {
+fn cpu_spin_and_output_flood_are_stopped_within_2s_of_the_limit(b: Backend) {
     let Some(img) = busybox() else { return };
     let t = tempfile::tempdir().expect("tempdir");
     let g = GateConfig {
@@ -145,7 +190,7 @@ fn cpu_spin_and_output_flood_are_stopped_within_2s_of_the_limit() {
         ..GateConfig::default()
     };
     let t0 = Instant::now();
-    let o = run(&img, &["busybox", "sh", "-c", "while :; do :; done"], &[], g);
+    let o = run(b, &img, &["busybox", "sh", "-c", "while :; do :; done"], &[], g);
     assert!(t0.elapsed() < Duration::from_secs(1 + 2 + 1), "stopped in {:?}", t0.elapsed());
     assert_eq!(o.exit_code, 137, "{:?}", o.reason);
     let audit = std::fs::read_to_string(t.path().join("cpu.jsonl")).expect("audit");
@@ -169,15 +214,14 @@ fn cpu_spin_and_output_flood_are_stopped_within_2s_of_the_limit() {
         ..RunConfig::default()
     };
     let t0 = Instant::now();
-    let o = process::run(&img, &cfg).expect("runs");
+    let o = b.run(&img, &cfg).expect("runs");
     assert!(t0.elapsed() < Duration::from_secs(10), "stopped in {:?}", t0.elapsed());
     assert_eq!(o.exit_code, 137, "{:?}", o.reason);
     let written = std::fs::metadata(out.join("flood")).map(|m| m.len()).unwrap_or(0);
     assert!(written <= 1 << 20, "{written} bytes written past the 1M limit");
 }
 
-#[test]
-fn fd_exhaustion_is_stopped_at_the_limit() {
+fn fd_exhaustion_is_stopped_at_the_limit(b: Backend) {
     let Some(img) = busybox() else { return };
     let t = tempfile::tempdir().expect("tempdir");
     let f = t.path().join("f");
@@ -190,9 +234,27 @@ fn fd_exhaustion_is_stopped_at_the_limit() {
     let fp = f.to_str().unwrap_or("");
     let script = format!("i=3; while :; do eval \"exec $i<{fp}\"; i=$((i+1)); done");
     let t0 = Instant::now();
-    let o = run(&img, &["busybox", "sh", "-c", &script], &[t.path().to_path_buf()], g);
+    let o = run(b, &img, &["busybox", "sh", "-c", &script], &[t.path().to_path_buf()], g);
     assert!(t0.elapsed() < Duration::from_secs(5), "stopped in {:?}", t0.elapsed());
     assert_eq!(o.exit_code, 137, "{:?}", o.reason);
     let audit = std::fs::read_to_string(t.path().join("fd.jsonl")).expect("audit");
     assert!(audit.contains("\"limit\":\"open-files\""), "{audit}");
+}
+
+fn wall_time_stops_a_program_blocked_in_a_served_call(b: Backend) {
+    let Some(img) = busybox() else { return };
+    let t = tempfile::tempdir().expect("tempdir");
+    let g = GateConfig {
+        policy: Some(policy("version = 1\n[default]\naction = \"allow\"\n[limits]\nwall-time = \"1s\"\n")),
+        trace: TraceOptions { audit: Some(t.path().join("wall.jsonl")), ..TraceOptions::default() },
+        ..GateConfig::default()
+    };
+    // The monitor itself is blocked serving the nanosleep when the limit runs out.
+    let t0 = Instant::now();
+    let o = run(b, &img, &["busybox", "sleep", "30"], &[], g);
+    assert!(t0.elapsed() < Duration::from_secs(1 + 2), "stopped in {:?}", t0.elapsed());
+    assert_eq!(o.exit_code, 137, "{:?}", o.reason);
+    let audit = std::fs::read_to_string(t.path().join("wall.jsonl")).expect("audit");
+    assert!(audit.contains("\"limit\":\"wall-time\""), "{audit}");
+    assert!(audit.contains("\"reason\":\"limit\""), "{audit}");
 }

@@ -6,7 +6,11 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use cabin_monitor::policy::names;
+use cabin_monitor::policy::gate::{Admit, Gate};
+use cabin_monitor::policy::{names, Limits};
+use cabin_monitor::service::fs::Refusal;
+use cabin_monitor::service::{CallNote, PathRefusal};
+use cabin_monitor::trace::record::path_text;
 use cabin_monitor::trace::{
     AuditLog, ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord, TraceFormat, TraceOptions,
     Tracer,
@@ -78,7 +82,7 @@ fn sample_run(t: &mut Tracer) {
     t.syscall(&SyscallRecord::new(nr("brk"), [0; 6], 0x4c_0000, Served::Local));
     let mut enoent =
         SyscallRecord::new(nr("openat"), [(-100i64) as u64, 0x7ffd_1000, 0, 0, 0, 0], -2, Served::Trapped);
-    enoent.path = Some("/data/missing\n\"x\"".into());
+    enoent.path = Some(path_text(b"/data/missing\n\"x\"\xff"));
     t.syscall(&enoent);
     let mut denied = SyscallRecord::new(nr("socket"), [2, 1, 0, 0, 0, 0], -1, Served::Denied);
     denied.rule = Some("`deny` entry `@network` (line 12)".into());
@@ -187,7 +191,7 @@ fn text_trace_reads_like_strace() {
     assert_eq!(lines[3], "[1] 0.000000 brk(NULL) = 0x4c0000 <local 0ns>");
     assert_eq!(
         lines[4],
-        "[1] 0.000000 openat(AT_FDCWD, \"/data/missing\\x0a\\\"x\\\"\", O_RDONLY, 0o0) = -1 ENOENT <trapped 0ns>"
+        "[1] 0.000000 openat(AT_FDCWD, \"/data/missing\\x0a\\\"x\\\"\\xff\", O_RDONLY, 0o0) = -1 ENOENT <trapped 0ns>"
     );
     assert_eq!(
         lines[5],
@@ -304,4 +308,60 @@ fn tracer_opens_files() {
     assert!(c.decide(nr("openat"), &[0; 6]).serves());
     assert!(c.decide(nr("execve"), &[0; 6]).serves(), "killed in the run, allowed by the generated policy");
     assert!(!c.decide(nr("write"), &[0; 6]).serves());
+}
+
+/// A refusal by the path rules, as the service notes it and the gate records
+/// it: one `denied` record with a `[paths]` rule and the escaped path, in
+/// the trace and in the audit log; an allowed call carries its path too.
+#[test]
+fn path_refusals_are_denials_in_trace_and_audit() {
+    let (trace, audit) = (SharedBuf::default(), SharedBuf::default());
+    let tracer =
+        Tracer::disabled().with_jsonl(Box::new(trace.clone())).with_audit(Box::new(audit.clone()), 1 << 20);
+    let mut g = Gate::new(None, &Limits::default(), tracer).quiet();
+    assert!(g.wants_paths());
+    g.start(&start_info());
+    let args = [(-100i64) as u64, 0x1000, 0, 0, 0, 0];
+    let Admit::Serve(t) = g.admit(nr("openat"), &args, false, Some(0x401000), None) else { panic!("serve") };
+    let note = CallNote {
+        path: Some(b"../secret\xff".to_vec()),
+        refusal: Some(PathRefusal { why: Refusal::Escape, resolved: b"/data/in/../secret\xff".to_vec() }),
+    };
+    assert!(g.served_with(t, -13, note).is_none());
+    let Admit::Serve(t) = g.admit(nr("openat"), &args, false, Some(0x401000), None) else { panic!("serve") };
+    let note = CallNote { path: Some(b"/data/in/a".to_vec()), refusal: None };
+    assert!(g.served_with(t, 3, note).is_none());
+    g.finish(0, "exited", None);
+
+    let schema = schema();
+    let recs = records(&trace.text());
+    for r in &recs {
+        assert!(schema.is_valid(r), "{r}");
+    }
+    assert_eq!(recs[1]["served"], "denied");
+    assert_eq!(recs[1]["errno"], "EACCES");
+    assert_eq!(recs[1]["site"], "0x401000");
+    assert_eq!(recs[1]["path"], "../secret\\xff");
+    assert_eq!(
+        recs[1]["rule"],
+        "[paths] /data/in/../secret\\xff: resolution left the allowed tree (`..` or a symlink)"
+    );
+    assert_eq!(recs[2]["served"], "forwarded");
+    assert_eq!(recs[2]["path"], "/data/in/a");
+    assert_eq!(recs[3]["summary"]["denied"], 1);
+    let audit = records(&audit.text());
+    let kinds: Vec<&str> = audit.iter().filter_map(|r| r["type"].as_str()).collect();
+    assert_eq!(kinds, ["start", "syscall", "exit"], "exactly one audit record for the refusal");
+    assert_eq!(audit[1]["served"], "denied");
+
+    // The schema holds paths to their escaped, bounded form.
+    let mut bad = recs[2].clone();
+    bad["path"] = Value::String("/raw\ncontrol".into());
+    assert!(!schema.is_valid(&bad), "raw control characters");
+    bad["path"] = Value::String("x".repeat(2000));
+    assert!(!schema.is_valid(&bad), "over-long");
+    bad["path"] = Value::String(path_text(&[b'a'; 5000]));
+    assert!(schema.is_valid(&bad), "cut paths validate");
+    bad["path"] = Value::String(path_text(b"/\xc3\x28\\\x7f\xe2\x82\xac"));
+    assert!(schema.is_valid(&bad), "{bad}");
 }

@@ -25,6 +25,8 @@ pub struct BenchArgs {
     pub names: Vec<String>,
     /// Confined backends to compare with native: passthrough, process, kvm, auto, or `all`
     /// (passthrough plus every confined backend this machine and cabinc offer); comma-separated.
+    /// `process-sync` and `kvm-sync` run the same backend with every call trapping out of the
+    /// domain (`cabinc run --forwarding sync`): the synchronous path the ring replaces.
     #[arg(long, default_value = "all")]
     pub backend: String,
     /// Runs of each side (native and each backend), interleaved.

@@ -21,7 +21,8 @@ pub enum Backend {
     Native,
     /// The image run directly as an ordinary process (its libos passes calls through).
     Passthrough,
-    /// The image confined by `cabinc run --backend NAME`.
+    /// The image confined by `cabinc run --backend NAME`; a `-sync` suffix adds
+    /// `--forwarding sync` (every call traps out of the domain).
     Confined(String),
 }
 
@@ -31,8 +32,10 @@ impl Backend {
         Ok(match s {
             "native" => Backend::Native,
             "passthrough" => Backend::Passthrough,
-            "process" | "kvm" | "auto" => Backend::Confined(s.to_string()),
-            _ => bail!("unknown backend `{s}`; help: use native, passthrough, process, kvm or auto"),
+            "process" | "kvm" | "auto" | "process-sync" | "kvm-sync" => Backend::Confined(s.to_string()),
+            _ => bail!(
+                "unknown backend `{s}`; help: use native, passthrough, process, kvm, auto, process-sync or kvm-sync"
+            ),
         })
     }
 }
@@ -188,7 +191,11 @@ pub fn run_once(built: &Built, backend: Backend, args: Option<&[String]>, echo: 
                 None => {
                     let exe = std::env::current_exe().context("cannot find the cabinc executable")?;
                     let mut c = Command::new(exe);
-                    c.arg("run").arg("--quiet").arg("--backend").arg(b);
+                    let (name, sync) = b.strip_suffix("-sync").map_or((b.as_str(), false), |n| (n, true));
+                    c.arg("run").arg("--quiet").arg("--backend").arg(name);
+                    if sync {
+                        c.arg("--forwarding").arg("sync");
+                    }
                     c
                 }
             };

@@ -10,8 +10,24 @@
 //!   cannot issue `mprotect`): it checks the request and succeeds without
 //!   effect, except that any request for `PROT_EXEC` is refused with
 //!   `EACCES`, so no new code ever appears.
+//! - With a memory limit (`BOOT_FLAG_MEMORY_LIMIT`), a request the `brk`
+//!   range and the arena cannot satisfy does not return `ENOMEM`: the
+//!   program asked for more than the policy allows, so the libos stops it
+//!   (exit status 137), recording `ABORT_MEMORY`, the bytes asked for and
+//!   the bytes in use in the boot page for the monitor's message. So that
+//!   the whole limit serves `mmap` as well as `brk`, the part of the `brk`
+//!   range above the highest break is handed to `mmap` once the arena runs
+//!   out (the break cannot grow after that). A `brk` that passes its range
+//!   only fails (as Linux's does) while `mmap` could still serve the same
+//!   growth, since allocators then fall back to `mmap`.
 //!
-//! The allocator logic ([`Arena`]) is plain data so host tests drive it.
+//! The allocator logic ([`Arena`], [`Mem`]) is plain data so host tests
+//! drive it; only the wrappers at the bottom touch the global state, the
+//! boot page and the ring.
+
+use core::ptr::addr_of_mut;
+
+use cabin_abi::boot::{ABORT_MEMORY, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
 
 use super::errno;
 use super::Global;
@@ -35,8 +51,10 @@ const MAX_FREE: usize = 256;
 pub struct Arena {
     start: u64,
     end: u64,
-    /// Next never-allocated page; everything above is still zero.
+    /// Next page not allocated now; everything above `high` is still zero.
     bump: u64,
+    /// Highest value `bump` ever had: pages below it may have been touched.
+    high: u64,
     /// Free extents below `bump`, sorted by address, non-adjacent.
     free: [(u64, u64); MAX_FREE],
     nfree: usize,
@@ -48,7 +66,7 @@ fn page_up(x: u64) -> Option<u64> {
 
 impl Arena {
     /// An empty arena (no memory).
-    pub const EMPTY: Arena = Arena { start: 0, end: 0, bump: 0, free: [(0, 0); MAX_FREE], nfree: 0 };
+    pub const EMPTY: Arena = Arena { start: 0, end: 0, bump: 0, high: 0, free: [(0, 0); MAX_FREE], nfree: 0 };
 
     /// An arena over `[start, start + len)`; both page aligned.
     pub fn new(start: u64, len: u64) -> Option<Arena> {
@@ -56,7 +74,27 @@ impl Arena {
             return None;
         }
         let end = start.checked_add(len)?;
-        Some(Arena { start, end, bump: start, free: [(0, 0); MAX_FREE], nfree: 0 })
+        Some(Arena { start, end, bump: start, high: start, free: [(0, 0); MAX_FREE], nfree: 0 })
+    }
+
+    /// Bytes of the arena ever handed out (its high-water mark): what the
+    /// program may have touched, and so what the host may have committed.
+    pub fn used(&self) -> u64 {
+        self.high - self.start
+    }
+
+    /// Whether [`Arena::alloc`] of `len` bytes would succeed now.
+    pub fn can_alloc(&self, len: u64) -> bool {
+        if len == 0 || !len.is_multiple_of(PAGE) {
+            return false;
+        }
+        self.free[..self.nfree].iter().any(|&(_, l)| l >= len)
+            || self.bump.checked_add(len).is_some_and(|e| e <= self.end)
+    }
+
+    fn set_bump(&mut self, bump: u64) {
+        self.bump = bump;
+        self.high = self.high.max(bump);
     }
 
     /// Whether `[addr, addr+len)` lies inside the arena.
@@ -89,8 +127,11 @@ impl Arena {
         if e > self.end {
             return None;
         }
-        self.bump = e;
-        Some((a, false))
+        // Pages below the high-water mark were handed out before (and given
+        // back to the bump pointer by `free`): they may hold old data.
+        let dirty = a < self.high;
+        self.set_bump(e);
+        Some((a, dirty))
     }
 
     fn remove(&mut self, i: usize) {
@@ -179,10 +220,10 @@ impl Arena {
     pub fn take_fixed(&mut self, addr: u64, len: u64) -> bool {
         self.take(addr, len);
         if addr + len > self.bump {
-            let dirty = addr < self.bump;
+            let dirty = addr < self.high;
             // Pages between the old bump and addr become free extents.
             let old = self.bump;
-            self.bump = addr + len;
+            self.set_bump(addr + len);
             if addr > old {
                 self.free(old, addr - old);
             }
@@ -198,7 +239,7 @@ impl Arena {
         if end == self.bump {
             if let Some(e) = self.bump.checked_add(extra) {
                 if e <= self.end {
-                    self.bump = e;
+                    self.set_bump(e);
                     return true;
                 }
             }
@@ -219,25 +260,275 @@ impl Arena {
     }
 }
 
-struct Mem {
+/// A request for memory beyond the limit: how many bytes more it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit(pub u64);
+
+/// The domain's anonymous memory: the arena and the `brk` range.
+#[derive(Debug)]
+pub struct Mem {
     arena: Arena,
+    /// With a limit, once the arena runs out: the part of the `brk` range
+    /// above the highest break, handed over to `mmap` (the break can then
+    /// no longer grow), so that the whole limit serves either. Empty until
+    /// then.
+    spill: Arena,
     brk_start: u64,
     brk_end: u64,
     brk_cur: u64,
+    /// Highest break ever set.
+    brk_high: u64,
+    /// A memory limit is set: exhaustion stops the program.
+    limited: bool,
 }
 
-static MEM: Global<Mem> = Global::new(Mem { arena: Arena::EMPTY, brk_start: 0, brk_end: 0, brk_cur: 0 });
+/// How a mapping request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapped {
+    /// The value to return (an address or `-errno`).
+    Ret(i64),
+    /// Anonymous-looking memory at this address; the caller fills it from
+    /// the file (private file mapping) before returning it.
+    File(u64),
+}
 
-/// Sets up the arena and the brk range. `false` if they are malformed.
-pub(super) fn init(arena: u64, arena_len: u64, brk: u64, brk_len: u64) -> bool {
-    let Some(a) = Arena::new(arena, arena_len) else { return false };
-    let Some(brk_end) = brk.checked_add(brk_len) else { return false };
+impl Mem {
+    /// No memory.
+    pub const EMPTY: Mem = Mem {
+        arena: Arena::EMPTY,
+        spill: Arena::EMPTY,
+        brk_start: 0,
+        brk_end: 0,
+        brk_cur: 0,
+        brk_high: 0,
+        limited: false,
+    };
+
+    /// The arena over `[arena, arena + arena_len)` and the `brk` range
+    /// `[brk, brk + brk_len)`; `limited`: a memory limit is set. `None` if
+    /// either is malformed.
+    pub fn new(arena: u64, arena_len: u64, brk: u64, brk_len: u64, limited: bool) -> Option<Mem> {
+        let arena = Arena::new(arena, arena_len)?;
+        let brk_end = brk.checked_add(brk_len)?;
+        Some(Mem {
+            arena,
+            spill: Arena::EMPTY,
+            brk_start: brk,
+            brk_end,
+            brk_cur: brk,
+            brk_high: brk,
+            limited,
+        })
+    }
+
+    /// Bytes of the `brk` range and the arena in use (high-water marks).
+    pub fn used(&self) -> u64 {
+        let brk = page_up(self.brk_high).unwrap_or(self.brk_end).min(self.brk_end) - self.brk_start;
+        brk.saturating_add(self.arena.used()).saturating_add(self.spill.used())
+    }
+
+    /// The part of the `brk` range that can still be handed to `mmap`
+    /// (limit only, once): `(start, len)`.
+    fn spare_brk(&self) -> Option<(u64, u64)> {
+        if !self.limited || self.spill.end != 0 {
+            return None;
+        }
+        let start = page_up(self.brk_high)?;
+        (start < self.brk_end).then(|| (start, self.brk_end - start))
+    }
+
+    /// Hands the spare part of the `brk` range to `mmap`.
+    fn spill_brk(&mut self) -> bool {
+        let Some((start, len)) = self.spare_brk() else { return false };
+        let Some(spill) = Arena::new(start, len) else { return false };
+        self.spill = spill;
+        self.brk_end = start;
+        true
+    }
+
+    /// Allocates `len` bytes (page multiple) from the arena, then from the
+    /// spilled `brk` range.
+    fn alloc(&mut self, len: u64) -> Option<(u64, bool)> {
+        if let Some(r) = self.arena.alloc(len) {
+            return Some(r);
+        }
+        if let Some(r) = self.spill.alloc(len) {
+            return Some(r);
+        }
+        if self.spill_brk() {
+            return self.spill.alloc(len);
+        }
+        None
+    }
+
+    /// Whether [`Mem::alloc`] of `len` bytes would succeed.
+    fn can_alloc(&self, len: u64) -> bool {
+        self.arena.can_alloc(len)
+            || self.spill.can_alloc(len)
+            || self.spare_brk().is_some_and(|(_, l)| len.is_multiple_of(PAGE) && len <= l)
+    }
+
+    /// The allocator that owns `[addr, addr+len)`.
+    fn owner(&mut self, addr: u64, len: u64) -> Option<&mut Arena> {
+        if len == 0 {
+            None
+        } else if self.arena.contains(addr, len) {
+            Some(&mut self.arena)
+        } else if self.spill.end != 0 && self.spill.contains(addr, len) {
+            Some(&mut self.spill)
+        } else {
+            None
+        }
+    }
+
+    /// `brk(addr)`: the new break, or the old one on failure; `Err` when a
+    /// limit is set and neither the range nor the arena can give the growth.
+    pub fn brk(&mut self, addr: u64) -> Result<u64, OverLimit> {
+        if addr < self.brk_start {
+            return Ok(self.brk_cur);
+        }
+        if addr > self.brk_end {
+            if self.limited {
+                // An allocator falls back to mmap when brk fails: stop only
+                // when that cannot work either.
+                let growth = page_up(addr - self.brk_cur).unwrap_or(!(PAGE - 1));
+                if !self.can_alloc(growth) {
+                    return Err(OverLimit(growth));
+                }
+            }
+            return Ok(self.brk_cur);
+        }
+        if addr < self.brk_cur {
+            // Shrinking: clear what is given back so a later grow sees zeros.
+            zero(addr, self.brk_cur - addr);
+        }
+        self.brk_cur = addr;
+        self.brk_high = self.brk_high.max(addr);
+        Ok(addr)
+    }
+
+    /// `mmap`, except the reading of a private file mapping's bytes.
+    pub fn mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        off: u64,
+    ) -> Result<Mapped, OverLimit> {
+        if prot & PROT_EXEC != 0 {
+            return Ok(Mapped::Ret(-errno::EACCES));
+        }
+        let Some(len) = page_up(len).filter(|&l| l != 0) else { return Ok(Mapped::Ret(-errno::EINVAL)) };
+        let anonymous = flags & MAP_ANONYMOUS != 0;
+        if !anonymous && flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
+            // A writable shared file mapping cannot be emulated.
+            return Ok(Mapped::Ret(-errno::ENODEV));
+        }
+        if !anonymous && !off.is_multiple_of(PAGE) {
+            return Ok(Mapped::Ret(-errno::EINVAL));
+        }
+        let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+        let start = if fixed {
+            // A fixed address outside the arena is no request for more
+            // memory the limit could grant: ENOMEM as before.
+            if !addr.is_multiple_of(PAGE) {
+                return Ok(Mapped::Ret(-errno::ENOMEM));
+            }
+            let Some(owner) = self.owner(addr, len) else { return Ok(Mapped::Ret(-errno::ENOMEM)) };
+            if owner.take_fixed(addr, len) {
+                zero(addr, len);
+            }
+            addr
+        } else {
+            match self.alloc(len) {
+                Some((a, dirty)) => {
+                    if dirty {
+                        zero(a, len);
+                    }
+                    a
+                }
+                None if self.limited => return Err(OverLimit(len)),
+                None => return Ok(Mapped::Ret(-errno::ENOMEM)),
+            }
+        };
+        Ok(if anonymous { Mapped::Ret(start as i64) } else { Mapped::File(start) })
+    }
+
+    /// Gives `[addr, addr+len)` back (a failed file mapping).
+    fn release(&mut self, addr: u64, len: u64) {
+        if let Some(owner) = self.owner(addr, len) {
+            owner.free(addr, len);
+        }
+    }
+
+    /// `munmap`.
+    pub fn munmap(&mut self, addr: u64, len: u64) -> i64 {
+        let Some(len) = page_up(len).filter(|&l| l != 0) else { return -errno::EINVAL };
+        if !addr.is_multiple_of(PAGE) {
+            return -errno::EINVAL;
+        }
+        match self.owner(addr, len) {
+            Some(owner) => {
+                owner.free(addr, len);
+                0
+            }
+            // Not arena memory (image, stack): Linux would unmap it; refusing
+            // keeps the domain's layout fixed. Programs rarely notice.
+            None => -errno::EINVAL,
+        }
+    }
+
+    /// `mremap`.
+    pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, flags: u64) -> Result<i64, OverLimit> {
+        let (Some(old_len), Some(new_len)) = (page_up(old_len), page_up(new_len)) else {
+            return Ok(-errno::EINVAL);
+        };
+        if !old.is_multiple_of(PAGE) || old_len == 0 || new_len == 0 || flags & MREMAP_FIXED != 0 {
+            return Ok(-errno::EINVAL);
+        }
+        let Some(owner) = self.owner(old, old_len) else { return Ok(-errno::EFAULT) };
+        if new_len <= old_len {
+            owner.free(old + new_len, old_len - new_len);
+            return Ok(old as i64);
+        }
+        if owner.grow_in_place(old, old_len, new_len) {
+            zero(old + old_len, new_len - old_len);
+            return Ok(old as i64);
+        }
+        if flags & MREMAP_MAYMOVE == 0 {
+            // The program forbade moving: ENOMEM, as Linux says.
+            return Ok(-errno::ENOMEM);
+        }
+        let Some((new, dirty)) = self.alloc(new_len) else {
+            return if self.limited { Err(OverLimit(new_len - old_len)) } else { Ok(-errno::ENOMEM) };
+        };
+        // SAFETY: both ranges are allocated arena memory and do not overlap
+        // (the new one was free).
+        unsafe { core::ptr::copy_nonoverlapping(old as *const u8, new as *mut u8, old_len as usize) };
+        if dirty {
+            zero(new + old_len, new_len - old_len);
+        }
+        self.release(old, old_len);
+        Ok(new as i64)
+    }
+
+    /// `madvise(MADV_DONTNEED)` on arena memory zeroes it.
+    fn dontneed(&mut self, addr: u64, len: u64) {
+        if self.owner(addr, len).is_some() {
+            zero(addr, len);
+        }
+    }
+}
+
+static MEM: Global<Mem> = Global::new(Mem::EMPTY);
+
+/// Sets up the arena and the brk range; `limited`: the monitor set a memory
+/// limit (`BOOT_FLAG_MEMORY_LIMIT`). `false` if they are malformed.
+pub(super) fn init(arena: u64, arena_len: u64, brk: u64, brk_len: u64, limited: bool) -> bool {
+    let Some(m) = Mem::new(arena, arena_len, brk, brk_len, limited) else { return false };
     // SAFETY: start-up, single thread.
-    let m = unsafe { MEM.get() };
-    m.arena = a;
-    m.brk_start = brk;
-    m.brk_end = brk_end;
-    m.brk_cur = brk;
+    *unsafe { MEM.get() } = m;
     true
 }
 
@@ -247,127 +538,72 @@ fn zero(addr: u64, len: u64) {
     unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) }
 }
 
+/// The program asked for `requested` bytes more than the memory limit
+/// leaves: record why in the boot page (for the monitor's message) and end
+/// the program with 137, as the kernel's OOM killer would leave it.
+fn over_limit(OverLimit(requested): OverLimit) -> ! {
+    // SAFETY: single thread; no other reference to MEM is alive (callers
+    // pass the value, not a borrow).
+    let used = unsafe { MEM.get() }.used();
+    let b = super::boot_ptr();
+    if !b.is_null() {
+        // SAFETY: `b` is the boot page validated by `init`; these slots are
+        // the libos's to write (cabin_abi::boot::ABORT_MEMORY).
+        unsafe {
+            addr_of_mut!((*b).reserved[BOOT_MEMORY_REQUEST_SLOT]).write_volatile(requested);
+            addr_of_mut!((*b).reserved[BOOT_MEMORY_USED_SLOT]).write_volatile(used);
+        }
+    }
+    super::record_abort(ABORT_MEMORY);
+    crate::sys::exit_group(137)
+}
+
 /// `brk(addr)`: returns the new break, or the old one on failure.
 pub(super) fn brk(addr: u64) -> u64 {
     // SAFETY: single thread, short-lived.
-    let m = unsafe { MEM.get() };
-    if addr < m.brk_start || addr > m.brk_end {
-        return m.brk_cur;
-    }
-    if addr < m.brk_cur {
-        // Shrinking: clear what is given back so a later grow sees zeros.
-        zero(addr, m.brk_cur - addr);
-    }
-    m.brk_cur = addr;
-    addr
+    let r = unsafe { MEM.get() }.brk(addr);
+    r.unwrap_or_else(|o| over_limit(o))
 }
 
 /// `mmap`.
 pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> i64 {
-    if prot & PROT_EXEC != 0 {
-        return -errno::EACCES;
-    }
-    let Some(len) = page_up(len).filter(|&l| l != 0) else { return -errno::EINVAL };
-    let anonymous = flags & MAP_ANONYMOUS != 0;
-    if !anonymous && flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
-        return -errno::ENODEV; // a writable shared file mapping cannot be emulated
-    }
-    if !anonymous && !off.is_multiple_of(PAGE) {
-        return -errno::EINVAL;
-    }
     // SAFETY: single thread; the reference ends before the ring is used.
-    let m = unsafe { MEM.get() };
-    let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
-    let start = if fixed {
-        if !addr.is_multiple_of(PAGE) || !m.arena.contains(addr, len) {
-            return -errno::ENOMEM;
-        }
-        if m.arena.take_fixed(addr, len) {
-            zero(addr, len);
-        }
-        addr
-    } else {
-        match m.arena.alloc(len) {
-            Some((a, dirty)) => {
-                if dirty {
-                    zero(a, len);
-                }
-                a
-            }
-            None => return -errno::ENOMEM,
-        }
+    let r = unsafe { MEM.get() }.mmap(addr, len, prot, flags, off);
+    let start = match r {
+        Ok(Mapped::Ret(v)) => return v,
+        Ok(Mapped::File(start)) => start,
+        Err(o) => over_limit(o),
     };
-    if !anonymous {
-        // Private file mapping: read the bytes over the ring.
-        let mut done = 0u64;
-        while done < len {
-            let args = [fd, start + done, len - done, off.wrapping_add(done), 0, 0];
-            let n = super::forward(super::nr::PREAD64, &args, 0);
-            if n < 0 {
-                // SAFETY: single thread; the earlier reference is dead.
-                unsafe { MEM.get() }.arena.free(start, len);
-                return n;
-            }
-            if n == 0 {
-                break; // past EOF: the rest stays zero
-            }
-            done += n as u64;
+    // Private file mapping: read the bytes over the ring.
+    let Some(len) = page_up(len) else { return -errno::EINVAL };
+    let mut done = 0u64;
+    while done < len {
+        let args = [fd, start + done, len - done, off.wrapping_add(done), 0, 0];
+        let n = super::forward(super::nr::PREAD64, &args, 0);
+        if n < 0 {
+            // SAFETY: single thread; the earlier reference is dead.
+            unsafe { MEM.get() }.release(start, len);
+            return n;
         }
+        if n == 0 {
+            break; // past EOF: the rest stays zero
+        }
+        done += n as u64;
     }
     start as i64
 }
 
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
-    let Some(len) = page_up(len).filter(|&l| l != 0) else { return -errno::EINVAL };
-    if !addr.is_multiple_of(PAGE) {
-        return -errno::EINVAL;
-    }
     // SAFETY: single thread, short-lived.
-    let m = unsafe { MEM.get() };
-    if m.arena.contains(addr, len) {
-        m.arena.free(addr, len);
-        0
-    } else {
-        // Not arena memory (image, stack): Linux would unmap it; refusing
-        // keeps the domain's layout fixed. Programs rarely notice.
-        -errno::EINVAL
-    }
+    unsafe { MEM.get() }.munmap(addr, len)
 }
 
 /// `mremap`.
 pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> i64 {
-    let (Some(old_len), Some(new_len)) = (page_up(old_len), page_up(new_len)) else {
-        return -errno::EINVAL;
-    };
-    if !old.is_multiple_of(PAGE) || new_len == 0 || flags & MREMAP_FIXED != 0 {
-        return -errno::EINVAL;
-    }
-    // SAFETY: single thread; references end before the copy below.
-    let m = unsafe { MEM.get() };
-    if !m.arena.contains(old, old_len) {
-        return -errno::EFAULT;
-    }
-    if new_len <= old_len {
-        m.arena.free(old + new_len, old_len - new_len);
-        return old as i64;
-    }
-    if m.arena.grow_in_place(old, old_len, new_len) {
-        zero(old + old_len, new_len - old_len);
-        return old as i64;
-    }
-    if flags & MREMAP_MAYMOVE == 0 {
-        return -errno::ENOMEM;
-    }
-    let Some((new, dirty)) = m.arena.alloc(new_len) else { return -errno::ENOMEM };
-    // SAFETY: both ranges are allocated arena memory and do not overlap
-    // (the new one was free).
-    unsafe { core::ptr::copy_nonoverlapping(old as *const u8, new as *mut u8, old_len as usize) };
-    if dirty {
-        zero(new + old_len, new_len - old_len);
-    }
-    m.arena.free(old, old_len);
-    new as i64
+    // SAFETY: single thread, short-lived.
+    let r = unsafe { MEM.get() }.mremap(old, old_len, new_len, flags);
+    r.unwrap_or_else(|o| over_limit(o))
 }
 
 /// `mprotect`: refuses `PROT_EXEC`, otherwise succeeds without effect.
@@ -390,10 +626,7 @@ pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     if advice == MADV_DONTNEED {
         let Some(len) = page_up(len) else { return -errno::EINVAL };
         // SAFETY: single thread, short-lived.
-        let m = unsafe { MEM.get() };
-        if m.arena.contains(addr, len) {
-            zero(addr, len);
-        }
+        unsafe { MEM.get() }.dontneed(addr, len);
     }
     0
 }
@@ -421,7 +654,7 @@ mod tests {
         assert_eq!(a.nfree, 0);
         assert_eq!(a.bump, B);
         // Reuse below the bump pointer is reported dirty.
-        a.alloc(4 * PAGE).unwrap();
+        assert_eq!(a.alloc(4 * PAGE), Some((B, true)), "pages given back to the bump pointer were used");
         a.free(B, PAGE);
         assert_eq!(a.alloc(PAGE), Some((B, true)));
     }
@@ -435,6 +668,105 @@ mod tests {
         assert!(a.alloc(4 * PAGE).is_some());
         assert!(a.alloc(PAGE).is_none());
         assert!(!a.contains(u64::MAX - 10, 100));
+    }
+
+    /// A page-aligned buffer to serve as arena and brk range in host tests.
+    struct Buf(*mut u8, std::alloc::Layout);
+
+    impl Buf {
+        fn new(pages: u64) -> Buf {
+            let l = std::alloc::Layout::from_size_align((pages * PAGE) as usize, PAGE as usize).unwrap();
+            // SAFETY: non-zero size.
+            Buf(unsafe { std::alloc::alloc_zeroed(l) }, l)
+        }
+        fn at(&self, page: u64) -> u64 {
+            self.0 as u64 + page * PAGE
+        }
+    }
+
+    impl Drop for Buf {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { std::alloc::dealloc(self.0, self.1) }
+        }
+    }
+
+    const ANON: u64 = MAP_ANONYMOUS | 0x02; // MAP_PRIVATE
+
+    /// 16 pages of arena, then 4 pages of brk range.
+    fn mem(buf: &Buf, limited: bool) -> Mem {
+        Mem::new(buf.at(0), 16 * PAGE, buf.at(16), 4 * PAGE, limited).unwrap()
+    }
+
+    #[test]
+    fn without_a_limit_exhaustion_is_enomem() {
+        let buf = Buf::new(20);
+        let mut m = mem(&buf, false);
+        assert_eq!(m.mmap(0, 16 * PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(0) as i64)));
+        assert_eq!(m.mmap(0, PAGE, 3, ANON, 0), Ok(Mapped::Ret(-errno::ENOMEM)));
+        assert_eq!(m.brk(buf.at(21)), Ok(buf.at(16)));
+        assert_eq!(m.mremap(buf.at(0), PAGE, 2 * PAGE, MREMAP_MAYMOVE), Ok(-errno::ENOMEM));
+        assert_eq!(m.used(), 16 * PAGE);
+    }
+
+    #[test]
+    fn with_a_limit_exhaustion_stops_and_says_how_much() {
+        let buf = Buf::new(20);
+        let mut m = mem(&buf, true);
+        assert_eq!(m.brk(buf.at(18) + 100), Ok(buf.at(18) + 100));
+        assert_eq!(m.used(), 3 * PAGE, "brk high-water counts whole pages");
+        let Ok(Mapped::Ret(a)) = m.mmap(0, 10 * PAGE, 3, ANON, 0) else { panic!("fits") };
+        assert_eq!(a as u64, buf.at(0));
+        // Past the brk range, with room left in the arena: brk only fails
+        // (an allocator then falls back to mmap).
+        assert_eq!(m.brk(buf.at(22)), Ok(buf.at(18) + 100));
+        // The arena has 6 pages left: 7 is over the limit.
+        assert_eq!(m.mmap(0, 7 * PAGE - 5, 3, ANON, 0), Err(OverLimit(7 * PAGE)));
+        assert_eq!(m.used(), 13 * PAGE);
+        // Growing in place works while there is room; moving past it stops.
+        assert_eq!(m.mremap(buf.at(0), 10 * PAGE, 12 * PAGE, 0), Ok(buf.at(0) as i64));
+        assert_eq!(m.mremap(buf.at(0), 12 * PAGE, 17 * PAGE, 0), Ok(-errno::ENOMEM), "no MREMAP_MAYMOVE");
+        assert_eq!(m.mremap(buf.at(0), 12 * PAGE, 17 * PAGE, MREMAP_MAYMOVE), Err(OverLimit(5 * PAGE)));
+        // brk past its range when the arena cannot give the growth either.
+        assert_eq!(m.brk(buf.at(28)), Err(OverLimit(10 * PAGE)));
+        // Memory given back is reused without raising the high-water mark.
+        // SAFETY: inside the test buffer.
+        unsafe { (buf.at(1) as *mut u8).write(7) };
+        assert_eq!(m.munmap(buf.at(0), 12 * PAGE), 0);
+        assert_eq!(m.mmap(0, 4 * PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(0) as i64)));
+        // SAFETY: as above.
+        assert_eq!(unsafe { (buf.at(1) as *const u8).read() }, 0, "reused memory is zero again");
+        assert_eq!(m.used(), 15 * PAGE);
+        // A fixed mapping outside the arena is no request for more memory.
+        assert_eq!(m.mmap(buf.at(17), PAGE, 3, ANON | MAP_FIXED, 0), Ok(Mapped::Ret(-errno::ENOMEM)));
+        // A reservation far beyond the limit stops the program too.
+        assert_eq!(m.mmap(0, 1 << 40, 0, ANON, 0), Err(OverLimit(1 << 40)));
+    }
+
+    #[test]
+    fn with_a_limit_the_unused_brk_range_serves_mmap() {
+        let buf = Buf::new(20);
+        let mut m = mem(&buf, true);
+        assert_eq!(m.mmap(0, 16 * PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(0) as i64)));
+        // The arena is full: the brk range (never used) takes over.
+        assert_eq!(m.mmap(0, PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(16) as i64)));
+        // The break can no longer grow, but mmap still can: brk just fails.
+        assert_eq!(m.brk(buf.at(17)), Ok(buf.at(16)));
+        assert_eq!(m.mmap(0, 3 * PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(17) as i64)));
+        assert_eq!(m.used(), 20 * PAGE);
+        assert_eq!(m.mmap(0, PAGE, 3, ANON, 0), Err(OverLimit(PAGE)));
+        assert_eq!(m.brk(buf.at(17)), Err(OverLimit(PAGE)));
+        // Spilled memory is unmapped, remapped and grown like arena memory.
+        assert_eq!(m.munmap(buf.at(17), 3 * PAGE), 0);
+        assert_eq!(m.mremap(buf.at(16), PAGE, 3 * PAGE, 0), Ok(buf.at(16) as i64));
+        assert_eq!(m.mmap(buf.at(19), PAGE, 3, ANON | MAP_FIXED, 0), Ok(Mapped::Ret(buf.at(19) as i64)));
+        assert_eq!(m.used(), 20 * PAGE);
+
+        // Without a limit the brk range stays the break's.
+        let mut m = mem(&buf, false);
+        assert_eq!(m.mmap(0, 16 * PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(0) as i64)));
+        assert_eq!(m.mmap(0, PAGE, 3, ANON, 0), Ok(Mapped::Ret(-errno::ENOMEM)));
+        assert_eq!(m.brk(buf.at(20)), Ok(buf.at(20)));
     }
 
     #[test]

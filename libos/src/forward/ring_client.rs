@@ -43,8 +43,9 @@ fn ring_broken() -> ! {
     crate::sys::exit_group(137)
 }
 
-/// Forwards one system call and returns the monitor's result.
-pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32) -> i64 {
+/// Forwards one system call made at `site` (its site hint, 0: unknown) and
+/// returns the monitor's result.
+pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     // SAFETY: single thread; the reference ends with this function and no
     // code called from here touches CLIENT.
     let client = unsafe { CLIENT.get() };
@@ -61,6 +62,7 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32) -> i64 {
         _ => ring_broken(),
     }
     r.write_submission(tail, &Submission { tag, flags, nr, args: *args });
+    r.write_site_hint(tail, site);
     r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
     r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
     if r.sq_sleeping().load(Ordering::SeqCst) != 0 {

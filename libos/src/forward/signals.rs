@@ -123,8 +123,9 @@ extern "C" fn on_sigsys(_sig: i32, info: *mut u8, ctx: *mut u8) {
             // `int 0x80`: i386 numbers, arguments in ebx, ecx, edx, esi, edi, ebp.
             let low = |r: usize| greg(ctx, r).read() & 0xffff_ffff;
             let args = [low(REG_RBX), low(REG_RCX), low(REG_RDX), low(REG_RSI), low(REG_RDI), low(REG_RBP)];
+            let site = super::trap_site(greg(ctx, REG_RIP).read());
             let r = match i386_to_x86_64(nr) {
-                Some(n) => super::serve(n, &args, true),
+                Some(n) => super::serve(n, &args, true, site),
                 None => -super::errno::ENOSYS,
             };
             greg(ctx, REG_RAX).write(r as u64);
@@ -138,7 +139,8 @@ extern "C" fn on_sigsys(_sig: i32, info: *mut u8, ctx: *mut u8) {
             greg(ctx, REG_R8).read(),
             greg(ctx, REG_R9).read(),
         ];
-        let r = super::serve(nr, &args, true);
+        let site = super::trap_site(greg(ctx, REG_RIP).read());
+        let r = super::serve(nr, &args, true, site);
         greg(ctx, REG_RAX).write(r as u64);
     }
 }

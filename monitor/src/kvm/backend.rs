@@ -9,6 +9,7 @@
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cabin_abi::boot::{BootInfo, LOCAL_COUNT_SLOTS};
 use serde_json::json;
@@ -19,6 +20,8 @@ use super::ring::{install_kick_handler, RingGate, Shared};
 use super::{prepare, run_prepared, KvmConfig, KvmError, KvmOutcome};
 use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
 use crate::memory::{Access, GuestMemory as ProgramView, Region as ViewRegion};
+use crate::policy::gate::{Gate, Stop};
+use crate::policy::watch::{this_thread_cpu_clock, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
@@ -46,6 +49,7 @@ fn to_run_error(e: KvmError) -> RunError {
 /// Everything not taken by the system area, the image, the stack and the
 /// `brk` heap becomes the anonymous-memory arena.
 pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, RunError> {
+    let t0 = Instant::now();
     if let Err(why) = super::usable() {
         return Err(host_err("opening /dev/kvm", why));
     }
@@ -63,13 +67,16 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
     let pid = std::process::id();
     let mut service = Service::with_stdio(policy, cwd, pid, cfg.stdio.unwrap_or([0, 1, 2]));
+    // Policy, limits, trace and audit (crate::policy::gate): the worker
+    // passes every call through it, fast-path and trapped alike.
+    let gate = Gate::open(&cfg.gate, "kvm")
+        .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
+    let limits = gate.limits().clone();
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let kcfg = KvmConfig {
-        mem_size: match mem_size {
-            0 => super::layout::DEFAULT_MEM,
-            m => m.checked_next_multiple_of(super::layout::LARGE_PAGE).unwrap_or(u64::MAX),
-        },
+        // With [limits] memory the guest is the limit (rounded down to 2 MiB).
+        mem_size: crate::policy::limits::kvm_guest_memory(mem_size, limits.memory),
         program: ProgramSpec {
             args: cfg.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: cfg.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
@@ -78,6 +85,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
             uid,
             gid,
             force_trap: cfg.force_trap_path,
+            memory_limit: limits.memory.is_some(),
         },
         timeout: None,
     };
@@ -107,29 +115,71 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     let shared = Arc::new(Shared::default());
     shared.register_vcpu_thread();
     let mut worker = Worker::new(d.ring);
+    worker.gate = Some(gate);
+    worker.set_sites(crate::site_map::SiteMap::for_image(image, d.entry));
     let stop = worker.stop_handle();
-    let mut gate = RingGate::new(d.ring, shared.clone());
+    let mut ring_gate = RingGate::new(d.ring, shared.clone());
+    // Time limits stop the vCPU the way a dead worker does; the vCPU
+    // thread's CPU clock counts the guest's time.
+    let cpu_clock = this_thread_cpu_clock();
+    let kick = shared.clone();
+    let times = TimeLimits::start(
+        &limits,
+        t0,
+        move || cpu_clock.as_ref().and_then(|read| read()),
+        move || kick.worker_ended(Some("a time limit was reached".into())),
+    );
 
-    let (result, end, worker_stats, service) = std::thread::scope(|s| {
+    let (result, end, mut worker, service) = std::thread::scope(|s| {
         let shared_w = shared.clone();
         let view_ref = &view;
         let handle = s.spawn(move || {
             let end = worker.run(view_ref, &mut service);
-            if let WorkerEnd::Violation(msg) = &end {
-                shared_w.worker_ended(Some(msg.clone()));
+            match &end {
+                WorkerEnd::Violation(msg) => shared_w.worker_ended(Some(msg.clone())),
+                WorkerEnd::Policy(stop) => shared_w.worker_ended(Some(stop.message.clone())),
+                WorkerEnd::Stopped => {}
             }
-            (end, worker.stats, service)
+            (end, worker, service)
         });
-        let result = run_prepared(&d, &kvm, &cpuid, &features, eo, start, &kcfg, &mut gate);
+        let result = run_prepared(&d, &kvm, &cpuid, &features, eo, start, &kcfg, &mut ring_gate);
         shared.vcpu_done.store(true, Ordering::SeqCst);
         stop.stop();
-        let (end, ws, service) = match handle.join() {
+        let (end, worker, service) = match handle.join() {
             Ok(v) => v,
             Err(_) => std::panic::resume_unwind(Box::new("the ring worker panicked")),
         };
-        (result, end, ws, service)
+        (result, end, worker, service)
     });
+    let time_hit = times.finish();
     let outcome: KvmOutcome = result.map_err(to_run_error)?;
+    let mut gate = worker.gate.take();
+    // Why the gate stopped the program (it already said so on stderr).
+    let mut stopped: Option<Stop> = match &end {
+        WorkerEnd::Policy(stop) => Some(stop.clone()),
+        _ => time_hit.and_then(|hit| gate.as_mut().map(|g| g.limit_hit(&hit))),
+    };
+    // The libos stops a program that asks for memory beyond [limits] memory
+    // (ABORT_MEMORY, exit 137): record it as the limit hit it is.
+    if stopped.is_none() && outcome.fault.is_none() && !matches!(end, WorkerEnd::Violation(_)) {
+        let boot_u64 = |off: usize| d.mem.read_u64(BOOT_GPA + off as u64).unwrap_or(0);
+        let reserved: [u64; 8] = std::array::from_fn(|i| boot_u64(offset_of!(BootInfo, reserved) + 8 * i));
+        // Untrusted (the boot page is the program's to write): only the message depends on it.
+        let grown =
+            boot_u64(offset_of!(BootInfo, brk_len)).saturating_add(boot_u64(offset_of!(BootInfo, arena_len)));
+        let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
+        let hit = crate::policy::limits::memory_limit_hit(
+            &reserved,
+            outcome.status,
+            limits.memory,
+            kcfg.mem_size.saturating_sub(grown),
+            policy_file,
+            t0.elapsed().as_nanos() as u64,
+        );
+        if let Some(hit) = hit {
+            stopped = gate.as_mut().map(|g| g.limit_hit(&hit));
+        }
+    }
 
     // The libos may notice a corrupted ring before the worker does: it then
     // records ABORT_RING and exits with 137 (as in the process backend).
@@ -138,6 +188,10 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         && outcome.fault.is_none()
         && outcome.status == EXIT_PROTOCOL_VIOLATION;
     let (exit_code, reason) = match (&end, &outcome.fault) {
+        _ if stopped.is_some() => {
+            let code = stopped.as_ref().map_or(EXIT_PROTOCOL_VIOLATION, |s| s.exit_code);
+            (code, EndReason::Signal { signo: code - 128, addr: None, rip: None })
+        }
         (WorkerEnd::Violation(msg), _) => {
             (EXIT_PROTOCOL_VIOLATION, EndReason::ProtocolViolation(msg.clone()))
         }
@@ -155,13 +209,20 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         }
         _ => (outcome.status, EndReason::Exited(outcome.status)),
     };
-    if let Some(line) = &outcome.report {
+    if stopped.is_some() {
+        // The gate already said why it stopped the program.
+    } else if let Some(line) = &outcome.report {
         eprintln!("cabin: {line}");
     } else if let EndReason::ProtocolViolation(msg) = &reason {
         eprintln!("cabin: ring protocol violation: {msg}; the program was killed");
     }
 
     let local = read_local_counts(&d.mem);
+    if let Some(g) = gate.as_mut() {
+        g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, c)));
+        let (why, msg) = reason.record_words(stopped.as_ref());
+        g.finish(exit_code, why, msg);
+    }
     let input = StatsInput {
         backend: "kvm",
         forwarded: service.stats.per_nr.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -181,9 +242,9 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
                 "vm_exits": outcome.stats.vm_exits,
                 "gate_syscalls": outcome.stats.gate_syscalls,
                 "doorbell_exits": outcome.stats.doorbell_exits,
-                "gate_redirects": gate.redirects,
-                "doorbell_waits": gate.doorbell_waits,
-                "ring_forwarded": worker_stats.forwarded,
+                "gate_redirects": ring_gate.redirects,
+                "doorbell_waits": ring_gate.doorbell_waits,
+                "ring_forwarded": worker.stats.forwarded,
                 "boot_ns": outcome.stats.boot_ns,
                 "mem_bytes": kcfg.mem_size,
                 "pages_4k": outcome.stats.small_pages,

@@ -104,7 +104,7 @@ impl FaultReport {
 
     /// One line describing the fault (without a trailing newline).
     pub fn message(&self, int80: bool) -> String {
-        let sig = signal_name(self.signal_for_run(int80));
+        let sig = crate::config::signal_name(self.signal_for_run(int80) as i32);
         if self.reason == fault::REASON_BAD_GATE_RETURN {
             return format!(
                 "program killed by {sig}: system-call gate entered with a non-canonical return address \
@@ -144,18 +144,6 @@ impl FaultReport {
             ),
             _ => format!("program killed by {sig}: {} at rip {:#x}", vector_name(self.vector), self.rip),
         }
-    }
-}
-
-/// Name of a signal number.
-pub fn signal_name(sig: u32) -> &'static str {
-    match sig {
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        11 => "SIGSEGV",
-        _ => "a signal",
     }
 }
 

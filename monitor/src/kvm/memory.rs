@@ -64,17 +64,23 @@ unsafe impl Sync for GuestMemory {}
 
 impl GuestMemory {
     /// Maps `size` bytes of zeroed anonymous memory (not reserved up front:
-    /// pages the guest never touches cost nothing).
+    /// pages the guest never touches cost nothing), 2 MiB aligned and asking
+    /// for transparent huge pages, so that KVM can back the guest's 2 MiB
+    /// pages with 2 MiB host pages: a streaming program then takes one
+    /// (two-dimensional, expensive) TLB miss per 2 MiB instead of per 4 KiB.
     pub fn new(size: u64) -> Result<GuestMemory, MemoryError> {
+        const HUGE: usize = 2 << 20;
         let len = usize::try_from(size).map_err(|_| MemoryError::Map { size, errno: "too large".into() })?;
         if len == 0 {
             return Err(MemoryError::Map { size, errno: "empty".into() });
         }
+        let map_len =
+            len.checked_add(HUGE).ok_or_else(|| MemoryError::Map { size, errno: "too large".into() })?;
         // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -84,7 +90,23 @@ impl GuestMemory {
         if p == libc::MAP_FAILED {
             return Err(MemoryError::Map { size, errno: std::io::Error::last_os_error().to_string() });
         }
-        let base = NonNull::new(p.cast::<u8>())
+        let start = p as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        let (head, tail) = (aligned - start, map_len - (aligned - start) - len);
+        // SAFETY: both ranges lie inside the mapping just made and outside
+        // [aligned, aligned + len), which is all that is kept; MADV_HUGEPAGE
+        // only changes how the kernel backs that range (a failure, e.g. THP
+        // off, leaves ordinary pages).
+        unsafe {
+            if head > 0 {
+                libc::munmap(p, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        let base = NonNull::new(aligned as *mut u8)
             .ok_or_else(|| MemoryError::Map { size, errno: "mmap returned null".into() })?;
         Ok(GuestMemory { base, size })
     }

@@ -223,6 +223,10 @@ fn run_prepared(
     service: &mut dyn SyscallService,
 ) -> Result<KvmOutcome, KvmError> {
     let mut machine = vcpu::create(kvm, cpuid, features, d)?;
+    if let Some(khz) = invariant_tsc_khz(&machine.vcpu) {
+        let at = layout::BOOT_GPA + std::mem::offset_of!(cabin_abi::boot::BootInfo, tsc_khz) as u64;
+        d.mem.write_u64(at, khz).map_err(|e| KvmError::Guest(format!("writing the boot page: {e}")))?;
+    }
     let mut stats = KvmStats { small_pages: d.leaves.0, large_pages: d.leaves.1, ..KvmStats::default() };
     stats.boot_ns = start.elapsed().as_nanos() as u64;
     let result = match cfg.timeout {
@@ -253,6 +257,20 @@ fn run_prepared(
     drop(machine);
     let (status, fault, report) = result?;
     Ok(KvmOutcome { status, fault, report, execute_only_enforced: eo.enforced(), stats })
+}
+
+/// The guest TSC's rate in kHz when the libos may use it as a clock: the
+/// CPU says the TSC is invariant (CPUID 0x8000_0007 EDX bit 8: constant
+/// rate, never stops) and KVM reports the vCPU's rate.
+fn invariant_tsc_khz(vcpu: &kvm_ioctls::VcpuFd) -> Option<u64> {
+    // Leaf 0x8000_0000 says whether the extended leaf exists.
+    let max_ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if max_ext < 0x8000_0007 {
+        return None;
+    }
+    let invariant = core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0;
+    let khz = vcpu.get_tsc_khz().ok()?;
+    (invariant && khz > 0).then_some(u64::from(khz))
 }
 
 type LoopEnd = (i32, Option<FaultReport>, Option<String>);

@@ -12,7 +12,7 @@
 //! where the process backend's libos would.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cabin_abi::ring::{pending, RingPtr, Submission, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
@@ -63,28 +63,10 @@ pub struct Shared {
     pub vcpu_done: AtomicBool,
 }
 
-/// Signal used to kick the vCPU thread out of `KVM_RUN`.
-fn kick_signal() -> i32 {
-    libc::SIGRTMIN() + 2
-}
-
-extern "C" fn on_kick(_: i32) {}
-
-/// Installs the (empty) kick handler once, without `SA_RESTART`, so that
-/// `KVM_RUN` returns `EINTR`.
+/// Installs the kick handler ([`crate::kick`]) so that `KVM_RUN` returns
+/// `EINTR` when the vCPU thread is kicked.
 pub fn install_kick_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: installs a handler that does nothing; the sigaction struct
-        // is fully initialised (zeroed, then the fields set).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_kick as extern "C" fn(i32) as usize;
-            sa.sa_flags = 0;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
-        }
-    });
+    crate::kick::install();
 }
 
 impl Shared {
@@ -113,9 +95,9 @@ impl Shared {
             if self.vcpu_done.load(Ordering::SeqCst) {
                 return;
             }
-            // SAFETY: signals the vCPU thread, which is alive until it sets
-            // vcpu_done (the run loop joins this thread only afterwards).
-            unsafe { libc::pthread_kill(t as libc::pthread_t, kick_signal()) };
+            // SAFETY: the vCPU thread is alive until it sets vcpu_done (the
+            // run loop joins this thread only afterwards).
+            unsafe { crate::kick::kick(t) };
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -198,6 +180,8 @@ impl RingGate {
         }
         let cq_head = r.cq_head().load(Ordering::SeqCst);
         r.write_submission(tail, &Submission { tag: GATE_TAG, flags: SUB_TRAPPED, nr, args });
+        // Site unknown here (0): never leave the slot's last hint behind.
+        r.write_site_hint(tail, 0);
         r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
         self.wake_worker();
         // The libos never leaves completions unconsumed between calls, so

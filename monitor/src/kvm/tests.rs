@@ -90,6 +90,7 @@ pub(crate) fn config() -> KvmConfig {
             uid: 1000,
             gid: 1000,
             force_trap: false,
+            memory_limit: false,
         },
         timeout: Some(Duration::from_secs(20)),
     }

@@ -6,7 +6,8 @@
 //! match gate.admit(nr, &args, trapped, site, Some(open_fds)) {
 //!     Admit::Serve(ticket) => {
 //!         let ret = service.handle(mem, nr, args)?;
-//!         if let Some(end) = gate.served(ticket, ret) { /* stop the program: end */ }
+//!         // The service's note turns a path-rule refusal into a denial record.
+//!         if let Some(end) = gate.served_with(ticket, ret, service.take_note()) { /* stop: end */ }
 //!         ret
 //!     }
 //!     Admit::Return(ret) => ret,                  // refused: -errno, not served
@@ -20,6 +21,8 @@ use std::time::Instant;
 
 use super::limits::{self, LimitCheck, LimitState};
 use super::{denial, CompiledPolicy, Decision, DenialReporter, Limits, Policy, KILL_EXIT_CODE};
+use crate::service::CallNote;
+use crate::trace::record::path_text;
 use crate::trace::{ExitInfo, LimitHit, Served, StartInfo, SyscallRecord, TraceOptions, Tracer};
 
 /// What `cabinc run` passes to a backend for policy, trace and audit (one
@@ -71,6 +74,25 @@ pub enum Admit {
     Return(i64),
     /// Do not serve it; stop the program.
     Stop(Stop),
+}
+
+/// A site address asked for at most once, when first needed.
+struct LazySite<F> {
+    ask: Option<F>,
+    site: Option<u64>,
+}
+
+impl<F: FnOnce() -> Option<u64>> LazySite<F> {
+    fn new(ask: F) -> Self {
+        LazySite { ask: Some(ask), site: None }
+    }
+
+    fn get(&mut self) -> Option<u64> {
+        if let Some(ask) = self.ask.take() {
+            self.site = ask();
+        }
+        self.site
+    }
 }
 
 /// Policy, limits, denial messages and trace, for one run.
@@ -183,6 +205,21 @@ impl Gate {
         site: Option<u64>,
         open_fds: Option<u64>,
     ) -> Admit {
+        self.admit_lazy(nr, args, trapped, || site, open_fds)
+    }
+
+    /// [`Gate::admit`], asking for the site only when a message or a trace
+    /// record needs it (a refusal, or an active trace): `site` is called at
+    /// most once, and not at all for a plain allowed call.
+    pub fn admit_lazy(
+        &mut self,
+        nr: u64,
+        args: &[u64; 6],
+        trapped: bool,
+        site: impl FnOnce() -> Option<u64>,
+        open_fds: Option<u64>,
+    ) -> Admit {
+        let mut site = LazySite::new(site);
         let served = if trapped { Served::Trapped } else { Served::Forwarded };
         let mut complain = None;
         let refusal = match &self.policy {
@@ -192,8 +229,8 @@ impl Gate {
                     None
                 } else {
                     let v = p.verdict(nr, args);
-                    let report = self.reporter.report(&self.policy_file, nr, args, site, &v);
-                    let first_line = denial::message(&self.policy_file, nr, args, site, &v)
+                    let report = self.reporter.report(&self.policy_file, nr, args, site.get(), &v);
+                    let first_line = denial::message(&self.policy_file, nr, args, site.get(), &v)
                         .lines()
                         .next()
                         .unwrap_or_default()
@@ -209,7 +246,7 @@ impl Gate {
             }
             let mut rec = SyscallRecord::new(nr, *args, 0, served);
             rec.time_ns = self.now();
-            rec.site = site;
+            rec.site = site.get();
             rec.rule = Some(rule.clone());
             match d {
                 Decision::Deny(e) => {
@@ -242,7 +279,7 @@ impl Gate {
                     self.say(m);
                     let mut rec = SyscallRecord::new(nr, *args, -i64::from(e), Served::Denied);
                     rec.time_ns = time_ns;
-                    rec.site = site;
+                    rec.site = site.get();
                     rec.rule = Some(format!("[limits] {}", hit.limit.as_str()));
                     self.tracer.syscall(&rec);
                     return Admit::Return(-i64::from(e));
@@ -252,19 +289,47 @@ impl Gate {
         }
         // With any output on, every call is timed and counted (the exit summary covers them all).
         let start = (self.tracer.is_active() || complain.is_some()).then(Instant::now);
+        let site = if start.is_some() { site.get() } else { None };
         Admit::Serve(Ticket { nr, args: *args, served, site, start, complain })
     }
 
     /// Records a served call and its result; `Some` when a limit now stops
     /// the program.
     pub fn served(&mut self, t: Ticket, ret: i64) -> Option<Stop> {
-        if let Some(start) = t.start {
+        self.served_with(t, ret, CallNote::default())
+    }
+
+    /// Whether the service should note every call's path argument
+    /// ([`crate::service::Service::set_record_paths`]): only when a trace
+    /// or audit stream is written.
+    pub fn wants_paths(&self) -> bool {
+        self.tracer.is_active()
+    }
+
+    /// As [`Gate::served`], with what the service noticed: its path
+    /// argument (shown in the record) and, when the path rules refused the
+    /// call, the refusal, which makes the record `denied` by a `[paths]`
+    /// rule, and so an audit event (exactly one per refused call).
+    pub fn served_with(&mut self, t: Ticket, ret: i64, note: CallNote) -> Option<Stop> {
+        if let Some(refusal) = &note.refusal {
+            // Not reported on stderr: programs meet EACCES on paths as an
+            // ordinary error (probing for optional files), so a message would
+            // be noise; the trace, audit log and stats keep it.
+            let mut rec = SyscallRecord::new(t.nr, t.args, ret, Served::Denied);
+            rec.duration_ns = t.start.map_or(0, |s| s.elapsed().as_nanos() as u64);
+            rec.time_ns = self.now().saturating_sub(rec.duration_ns);
+            rec.site = t.site;
+            rec.rule = Some(refusal.rule());
+            rec.path = note.path.as_deref().map(path_text);
+            self.tracer.syscall(&rec);
+        } else if let Some(start) = t.start {
             let mut rec = SyscallRecord::new(t.nr, t.args, ret, t.served);
             rec.duration_ns = start.elapsed().as_nanos() as u64;
             rec.time_ns = self.now().saturating_sub(rec.duration_ns);
             rec.site = t.site;
             rec.complain = t.complain.is_some();
             rec.rule = t.complain;
+            rec.path = note.path.as_deref().map(path_text);
             self.tracer.syscall(&rec);
         }
         if self.limits.limits().is_empty() {
@@ -356,6 +421,24 @@ mod tests {
         assert!(g.served(t, 3).is_none());
         assert!(g.messages[0].contains("would deny (complain mode, allowed)"), "{:?}", g.messages);
         assert_eq!(g.tracer().summary().complained, 1);
+    }
+
+    #[test]
+    fn site_is_asked_for_only_when_needed() {
+        let mut g = gate("version = 1\n[syscalls]\nallow = [\"read\"]\n");
+        // Allowed, no trace: the site is never read.
+        let never = || -> Option<u64> { panic!("site read for an allowed call") };
+        let Admit::Serve(t) = g.admit_lazy(nr("read"), &[0; 6], false, never, None) else { panic!("read") };
+        assert!(g.served(t, 0).is_none());
+        // Refused: read once, shown in the message.
+        let mut asked = 0;
+        let once = || {
+            asked += 1;
+            Some(0x40_1234)
+        };
+        assert!(matches!(g.admit_lazy(nr("openat"), &[0; 6], false, once, None), Admit::Return(-38)));
+        assert_eq!(asked, 1);
+        assert!(g.messages[0].contains("at 0x401234"), "{:?}", g.messages);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Resource limits the monitor itself can see: bytes written, file size,
 //! open descriptors, and a wall-clock watchdog. Memory and CPU time are
-//! enforced by the backend (arena size, `RLIMIT_CPU` of the child or vCPU
-//! time); this module only gives them the words for the record.
+//! enforced by the backend (domain memory sized from the limit, the child's
+//! or vCPU's CPU clock); this module only gives them the words for the
+//! record ([`memory_limit_hit`] reads what the libos left when it stopped a
+//! program at the memory limit).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -168,8 +170,88 @@ impl LimitState {
     }
 }
 
+/// The limit hit a backend records when the libos stopped the program at
+/// the memory limit (`cabin_abi::boot::ABORT_MEMORY`), or `None` when it
+/// did not: `reserved` is `BootInfo::reserved` as read after the program
+/// ended, `exit_code` its exit status (the libos exits with 137), `limit`
+/// `[limits] memory`, `fixed` the domain bytes the program cannot grow
+/// (image, stack, boot page, ring; on KVM also the system area), and
+/// `policy_file` where the limit was set.
+///
+/// The words come from the program's side and are untrusted: they can only
+/// make the program's own end more or less informative. The amount in use
+/// is clamped to the limit.
+pub fn memory_limit_hit(
+    reserved: &[u64; 8],
+    exit_code: i32,
+    limit: Option<u64>,
+    fixed: u64,
+    policy_file: &str,
+    time_ns: u64,
+) -> Option<LimitHit> {
+    use cabin_abi::boot::{ABORT_MEMORY, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
+    let limit = limit?;
+    if reserved[0] != ABORT_MEMORY || exit_code != super::gate::LIMIT_EXIT_CODE {
+        return None;
+    }
+    let requested = reserved[BOOT_MEMORY_REQUEST_SLOT];
+    let in_use = fixed.saturating_add(reserved[BOOT_MEMORY_USED_SLOT]).min(limit);
+    Some(LimitHit {
+        time_ns,
+        limit: LimitKind::Memory,
+        value: in_use.saturating_add(requested),
+        max: limit,
+        action: format!(
+            "the program asked for {} more with {} of {} in use; the program was stopped \
+             (limit set by {policy_file} [limits] memory)",
+            size(requested),
+            size(in_use),
+            size(limit)
+        ),
+    })
+}
+
+/// Guest memory for a KVM domain. `mem` is `--mem` (0 = not given), `limit`
+/// `[limits] memory`. With a limit, the guest is the limit rounded down to
+/// 2 MiB (so the host never maps more for it), and no larger than `--mem`;
+/// without, `--mem` rounded up to 2 MiB, or the default. The KVM domain
+/// builder refuses sizes outside its range (`MIN_MEM..=MAX_MEM`) with a
+/// message that names them.
+pub fn kvm_guest_memory(mem: u64, limit: Option<u64>) -> u64 {
+    use crate::kvm::layout::{DEFAULT_MEM, LARGE_PAGE};
+    let round_up = |m: u64| m.checked_next_multiple_of(LARGE_PAGE).unwrap_or(u64::MAX);
+    match (limit, mem) {
+        (Some(l), 0) => l & !(LARGE_PAGE - 1),
+        (Some(l), m) => l.min(round_up(m)) & !(LARGE_PAGE - 1),
+        (None, 0) => DEFAULT_MEM,
+        (None, m) => round_up(m),
+    }
+}
+
+/// `v` bytes in the largest binary unit it reaches: `256 MiB`, `255.9 MiB`.
+pub fn size(v: u64) -> String {
+    let (unit, name) = match v {
+        _ if v >= 1 << 30 => (1u64 << 30, "GiB"),
+        _ if v >= 1 << 20 => (1 << 20, "MiB"),
+        _ if v >= 1 << 10 => (1 << 10, "KiB"),
+        _ => return format!("{v} bytes"),
+    };
+    if v.is_multiple_of(unit) {
+        format!("{} {name}", v / unit)
+    } else {
+        format!("{:.1} {name}", v as f64 / unit as f64)
+    }
+}
+
 /// The one-line stderr message for a limit hit.
 pub fn message(hit: &LimitHit) -> String {
+    if hit.limit == LimitKind::Memory {
+        // memory_limit_hit already put the whole story in the action.
+        return format!(
+            "cabin: memory limit reached: {}; help: raise [limits] memory if the program needs more",
+            hit.action
+        );
+    }
     let unit = |v: u64| match hit.limit {
         LimitKind::CpuTime | LimitKind::WallTime => format!("{:.3} s", v as f64 / 1e9),
         LimitKind::OpenFiles => format!("{v} descriptors"),
@@ -358,6 +440,51 @@ mod tests {
         assert!(matches!(s.before(0, nr("openat"), &[0; 6], Some(8)), LimitCheck::Stop(_)));
         assert!(matches!(s.before(0, nr("fcntl"), &[3, 1030, 0, 0, 0, 0], Some(8)), LimitCheck::Stop(_)));
         assert_eq!(s.before(0, nr("read"), &[0; 6], Some(8)), LimitCheck::Ok);
+    }
+
+    #[test]
+    fn memory_abort_becomes_a_limit_hit() {
+        use cabin_abi::boot::{ABORT_MEMORY, ABORT_RING, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
+        let mut r = [0u64; 8];
+        r[0] = ABORT_MEMORY;
+        r[BOOT_MEMORY_REQUEST_SLOT] = 64 << 20;
+        r[BOOT_MEMORY_USED_SLOT] = (200 << 20) + (900 << 10);
+        let fixed = 55 << 20;
+        let hit = memory_limit_hit(&r, 137, Some(256 << 20), fixed, "policy.toml", 5).expect("a hit");
+        assert_eq!(hit.limit, LimitKind::Memory);
+        assert_eq!((hit.max, hit.value), (256 << 20, (255 << 20) + (900 << 10) + (64 << 20)));
+        assert_eq!(
+            message(&hit),
+            "cabin: memory limit reached: the program asked for 64 MiB more with 255.9 MiB of 256 MiB in use; \
+             the program was stopped (limit set by policy.toml [limits] memory); help: raise [limits] memory \
+             if the program needs more"
+        );
+        // Not a memory stop: no limit, another reason, another status.
+        assert!(memory_limit_hit(&r, 137, None, fixed, "p", 0).is_none());
+        assert!(memory_limit_hit(&r, 0, Some(1 << 30), fixed, "p", 0).is_none());
+        r[0] = ABORT_RING;
+        assert!(memory_limit_hit(&r, 137, Some(1 << 30), fixed, "p", 0).is_none());
+        // Lies from the program's side stay within the limit.
+        r[0] = ABORT_MEMORY;
+        r[BOOT_MEMORY_USED_SLOT] = u64::MAX;
+        let hit = memory_limit_hit(&r, 137, Some(64 << 20), fixed, "p", 0).expect("a hit");
+        assert!(hit.action.contains("of 64 MiB in use"), "{}", hit.action);
+        assert_eq!(size(1023), "1023 bytes");
+        assert_eq!(size((1 << 20) + 4096), "1.0 MiB");
+        assert_eq!(size(3 << 30), "3 GiB");
+    }
+
+    #[test]
+    fn kvm_guest_memory_stays_within_the_limit() {
+        use crate::kvm::layout::DEFAULT_MEM;
+        assert_eq!(kvm_guest_memory(0, None), DEFAULT_MEM);
+        assert_eq!(kvm_guest_memory(100 << 20, None), 100 << 20);
+        assert_eq!(kvm_guest_memory((99 << 20) + 1, None), 100 << 20);
+        assert_eq!(kvm_guest_memory(0, Some(64 << 20)), 64 << 20);
+        assert_eq!(kvm_guest_memory(0, Some((65 << 20) + 7)), 64 << 20);
+        assert_eq!(kvm_guest_memory(64 << 20, Some(64 << 20)), 64 << 20, "what cabinc passes");
+        assert_eq!(kvm_guest_memory(1 << 30, Some(128 << 20)), 128 << 20);
+        assert_eq!(kvm_guest_memory(96 << 20, Some(128 << 20)), 96 << 20);
     }
 
     #[test]

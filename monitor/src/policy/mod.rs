@@ -33,6 +33,7 @@ pub mod oci;
 pub mod probe;
 pub mod render;
 pub mod sites;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

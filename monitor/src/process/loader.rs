@@ -7,11 +7,20 @@
 //! and writes program memory) and in the child (each range at its domain
 //! address with its own protection: code `PROT_EXEC` only, read-only data
 //! `PROT_READ`, the rest read-write).
+//!
+//! With a memory limit (`[limits] memory` of the policy), the memfd is the
+//! limit: image pages, boot page, ring, loader scratch and stack are taken
+//! off it, an eighth of the rest becomes the `brk` range and the remainder
+//! the arena, and the memfd is sealed against growing. The libos is told
+//! (`BOOT_FLAG_MEMORY_LIMIT`) to stop the program when it asks for more
+//! (and hands the unused part of the `brk` range to `mmap` once the arena
+//! runs out, so the split costs the program nothing).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use cabin_abi::boot::{
-    auxv, BootInfo, AT_CABIN_BOOT, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_PROCESS, BOOT_MAGIC, BOOT_VERSION,
+    auxv, BootInfo, AT_CABIN_BOOT, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
+    BOOT_MAGIC, BOOT_VERSION,
 };
 use cabin_abi::ring::RingPtr;
 use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
@@ -50,6 +59,12 @@ pub struct Domain {
     pub entry: u64,
     /// Initial stack pointer (points at `argc`).
     pub sp: u64,
+    /// Length of the `brk` range.
+    pub brk_len: u64,
+    /// Length of the arena.
+    pub arena_len: u64,
+    /// The memory limit the memfd was sized from (`[limits] memory`).
+    pub memory_limit: Option<u64>,
 }
 
 impl Drop for Domain {
@@ -101,6 +116,48 @@ impl Domain {
     pub fn boot(&self) -> *mut BootInfo {
         self.host(BOOT_ADDR).unwrap_or(std::ptr::null_mut()).cast()
     }
+
+    /// Bytes of the domain that the program cannot grow: image pages, boot
+    /// page, ring, loader scratch and stack.
+    pub fn fixed_bytes(&self) -> u64 {
+        self.total - self.brk_len - self.arena_len
+    }
+
+    /// Bytes of the memfd the host has committed so far (its allocated
+    /// blocks), `None` if `fstat` fails.
+    pub fn committed_bytes(&self) -> Option<u64> {
+        // SAFETY: an all-zero `stat` is a valid value to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one `stat` into a local.
+        if unsafe { libc::fstat(self.memfd.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.st_blocks as u64).saturating_mul(512))
+    }
+}
+
+/// Sizes of the `brk` range and the arena for a domain whose other parts
+/// take `fixed` bytes. Without a limit: the default (or `--mem`) arena and
+/// [`BRK_SIZE`]. With one, everything fits in `limit`: an eighth of what
+/// is left is the `brk` range (at least a page, at most [`BRK_SIZE`]), the
+/// rest the arena (no larger than `--mem`, when that is given too).
+pub fn memory_split(fixed: u64, limit: Option<u64>, arena_bytes: u64) -> Result<(u64, u64), RunError> {
+    let asked = if arena_bytes == 0 { None } else { page_up(arena_bytes) };
+    let Some(limit) = limit else {
+        return Ok((BRK_SIZE, asked.unwrap_or(ARENA_DEFAULT)));
+    };
+    const MIN_LEFT: u64 = 16 * PAGE;
+    let left = page_down(limit.saturating_sub(fixed));
+    if left < MIN_LEFT {
+        return Err(RunError::Layout(format!(
+            "the memory limit of {limit} bytes leaves no room for the program's heap: the image, its stack \
+             and the monitor's pages already take {fixed} bytes; help: raise [limits] memory to at least {}",
+            fixed + MIN_LEFT
+        )));
+    }
+    let brk = page_down(left / 8).clamp(PAGE, BRK_SIZE);
+    let arena = left - brk;
+    Ok((brk, asked.map_or(arena, |a| a.min(arena))))
 }
 
 fn prot_of(flags: u32) -> (i32, Access) {
@@ -147,14 +204,15 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         copies.push((offset, file_start as usize, file_end as usize));
         offset += end - start;
     }
-    let arena_len =
-        if cfg.arena_bytes == 0 { ARENA_DEFAULT } else { page_up(cfg.arena_bytes).unwrap_or(ARENA_DEFAULT) };
+    let memory_limit = cfg.gate.policy.as_ref().and_then(|p| p.limits.memory);
+    let fixed = offset + PAGE + RING_SIZE + LOADER_SIZE + STACK_SIZE;
+    let (brk_len, arena_len) = memory_split(fixed, memory_limit, cfg.arena_bytes)?;
     for (guest, len, prot, access) in [
         (BOOT_ADDR, PAGE, rw, Access::Nothing),
         (RING_ADDR, RING_SIZE, rw, Access::Nothing),
         (LOADER_ADDR, LOADER_SIZE, rw, Access::Nothing),
         (STACK_BASE, STACK_SIZE, rw, Access::ReadWrite),
-        (BRK_BASE, BRK_SIZE, rw, Access::ReadWrite),
+        (BRK_BASE, brk_len, rw, Access::ReadWrite),
         (ARENA_BASE, arena_len, rw, Access::ReadWrite),
     ] {
         ranges.push(MapRange { guest, len, prot, offset, access });
@@ -163,7 +221,8 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
     let total = offset;
 
     // SAFETY: memfd_create reads the NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"cabin-domain".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(c"cabin-domain".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(RunError::host("memfd_create"));
     }
@@ -173,6 +232,13 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
     if unsafe { libc::ftruncate(memfd.as_raw_fd(), total as i64) } != 0 {
         return Err(RunError::host("ftruncate of the domain memfd"));
     }
+    // The domain's memory never changes size: seal it so nothing (the
+    // child holds no descriptor, but defence in depth) can grow it.
+    let seals = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: touches no memory.
+    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(RunError::host("sealing the domain memfd"));
+    }
     // SAFETY: a new shared mapping of our memfd, placed by the kernel.
     let base = unsafe {
         libc::mmap(std::ptr::null_mut(), total as usize, rw, libc::MAP_SHARED, memfd.as_raw_fd(), 0)
@@ -180,8 +246,17 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
     if base == libc::MAP_FAILED {
         return Err(RunError::host("mmap of the domain memory"));
     }
-    let mut d =
-        Domain { memfd, host_base: base.cast(), total, ranges, entry: elf.entry.wrapping_add(bias), sp: 0 };
+    let mut d = Domain {
+        memfd,
+        host_base: base.cast(),
+        total,
+        ranges,
+        entry: elf.entry.wrapping_add(bias),
+        sp: 0,
+        brk_len,
+        arena_len,
+        memory_limit,
+    };
     for (off, fs, fe) in copies {
         let bytes =
             elf.data.get(fs..fe).ok_or_else(|| RunError::InvalidImage("segment past end of file".into()))?;
@@ -190,7 +265,7 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
     }
     d.ring().init();
-    write_boot(&d, arena_len, cfg.force_trap_path);
+    write_boot(&d, cfg.force_trap_path);
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
     d.sp = build_stack(&d, cfg, elf, phdr)?;
     Ok(d)
@@ -203,7 +278,7 @@ fn phdr_vaddr(elf: &ElfFile<'_>) -> Option<u64> {
         .map(|s| s.vaddr + (elf.phoff - s.offset))
 }
 
-fn write_boot(d: &Domain, arena_len: u64, force_trap: bool) {
+fn write_boot(d: &Domain, force_trap: bool) {
     let b = d.boot();
     // SAFETY: getuid/getgid/getpid have no preconditions.
     let (uid, gid, ppid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
@@ -213,17 +288,22 @@ fn write_boot(d: &Domain, arena_len: u64, force_trap: bool) {
         b.write(BootInfo {
             magic: BOOT_MAGIC,
             version: BOOT_VERSION,
-            flags: BOOT_FLAG_PROCESS | if force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 },
+            flags: BOOT_FLAG_PROCESS
+                | if force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 }
+                | if d.memory_limit.is_some() { BOOT_FLAG_MEMORY_LIMIT } else { 0 },
             ring: RING_ADDR,
             ring_size: RING_SIZE,
             arena_start: ARENA_BASE,
-            arena_len,
+            arena_len: d.arena_len,
             brk_start: BRK_BASE,
-            brk_len: BRK_SIZE,
+            brk_len: d.brk_len,
             pid: 0, // written by the child
             ppid: ppid as u32,
             uid,
             gid,
+            // The process backend's libos asks the host kernel (its vDSO-less
+            // clock calls are allowed by the seccomp filter).
+            tsc_khz: 0,
             fault_signo: 0,
             fault_addr: 0,
             fault_rip: 0,

@@ -22,15 +22,15 @@ use cabin_abi::boot::BootInfo;
 use cabin_abi::ring::{CQ_DOORBELL_OFFSET, SQ_DOORBELL_OFFSET};
 use cabin_image::elf::ElfFile;
 
-use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
+use crate::config::{signal_name, EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR};
 use crate::policy::gate::{Gate, Stop};
-use crate::policy::limits::{process_cpu_time, CpuWatch, Watchdog};
+use crate::policy::limits::{memory_limit_hit, process_cpu_time};
+use crate::policy::watch::TimeLimits;
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::stats::{self, StatsInput};
-use crate::trace::{LimitHit, LimitKind};
 use loader::Domain;
 
 /// Loader scratch layout (offsets from [`LOADER_ADDR`]).
@@ -98,17 +98,14 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
 
     let mem = domain.guest_memory();
     let mut worker = Worker::new(domain.ring());
+    worker.set_sites(crate::site_map::SiteMap::for_image(image, domain.entry));
     let limits = gate.limits().clone();
     worker.gate = Some(gate);
     let kill_child = move || {
         // SAFETY: kills our own child (the program) when a time limit runs out.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     };
-    let wall = limits.wall_time.map(|d| Watchdog::start(d, kill_child));
-    let every = std::time::Duration::from_millis(20);
-    let cpu = limits
-        .cpu_time
-        .map(|d| CpuWatch::start(d, every, move || process_cpu_time(pid), move |_| kill_child()));
+    let times = TimeLimits::start(&limits, t0, move || process_cpu_time(pid), kill_child);
     let stop = worker.stop_handle();
     let waiter = std::thread::spawn(move || {
         let mut status = 0i32;
@@ -142,24 +139,10 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         reason = Some(EndReason::ProtocolViolation(msg.clone()));
     }
     let status = waiter.join().unwrap_or(0x7f00);
-    let wall_fired = wall.map(|w| w.cancel()).unwrap_or(false);
-    let cpu_fired = cpu.map(|c| c.fired()).unwrap_or(false);
-    if stopped.is_none() && (wall_fired || cpu_fired) {
-        let (limit, max) = match (cpu_fired, limits.cpu_time, limits.wall_time) {
-            (true, Some(m), _) => (LimitKind::CpuTime, m),
-            (_, _, Some(m)) => (LimitKind::WallTime, m),
-            _ => (LimitKind::WallTime, std::time::Duration::ZERO),
-        };
-        let used =
-            if limit == LimitKind::CpuTime { process_cpu_time(pid).unwrap_or(max) } else { t0.elapsed() };
-        let hit = LimitHit {
-            time_ns: t0.elapsed().as_nanos() as u64,
-            limit,
-            value: used.as_nanos() as u64,
-            max: max.as_nanos() as u64,
-            action: "stopped the program".into(),
-        };
-        stopped = gate.as_mut().map(|g| g.limit_hit(&hit));
+    if let Some(hit) = times.finish() {
+        if stopped.is_none() {
+            stopped = gate.as_mut().map(|g| g.limit_hit(&hit));
+        }
     }
 
     let stage = scratch_status(&domain);
@@ -186,7 +169,32 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         )
     };
     // SAFETY: as above.
-    let abort = unsafe { addr_of_mut!((*boot).reserved[0]).read_volatile() };
+    let reserved = unsafe { addr_of_mut!((*boot).reserved).read_volatile() };
+    let abort = reserved[0];
+    // The libos stops a program that asks for memory beyond `[limits]
+    // memory` (ABORT_MEMORY, exit 137): record it as the limit hit it is.
+    if stopped.is_none() && reason.is_none() && libc::WIFEXITED(status) {
+        let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
+        let hit = memory_limit_hit(
+            &reserved,
+            libc::WEXITSTATUS(status),
+            domain.memory_limit,
+            domain.fixed_bytes(),
+            policy_file,
+            t0.elapsed().as_nanos() as u64,
+        );
+        if let Some(hit) = hit {
+            stopped = match gate.as_mut() {
+                Some(g) => Some(g.limit_hit(&hit)),
+                None => {
+                    let message = crate::policy::limits::message(&hit);
+                    eprintln!("{message}");
+                    let code = crate::policy::gate::LIMIT_EXIT_CODE;
+                    Some(Stop { exit_code: code, reason: "limit", message })
+                }
+            };
+        }
+    }
     let reason = reason.or_else(|| {
         let exited_137 = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == EXIT_PROTOCOL_VIOLATION;
         (abort == cabin_abi::boot::ABORT_RING && exited_137).then(|| {
@@ -217,12 +225,7 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
 
     if let Some(g) = gate.as_mut() {
         g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, u64::from(c))));
-        let (why, msg) = match (&reason, &stopped) {
-            (_, Some(s)) => (s.reason, Some(s.message.clone())),
-            (EndReason::Exited(_), None) => ("exited", None),
-            (EndReason::Signal { signo, .. }, None) => ("signal", Some(signal_name(*signo))),
-            (EndReason::ProtocolViolation(m), None) => ("protocol-violation", Some(m.clone())),
-        };
+        let (why, msg) = reason.record_words(stopped.as_ref());
         g.finish(exit_code, why, msg);
     }
     let input = StatsInput {
@@ -238,7 +241,21 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         execute_only_enforced: xo,
         exit_code,
     };
-    let json = stats::to_json(&input);
+    let mut json = stats::to_json(&input);
+    if let Some(o) = json.as_object_mut() {
+        // The host side of the domain's memory: the memfd's size and what
+        // the host actually committed to it (checked against the limit).
+        o.insert(
+            "memory".into(),
+            serde_json::json!({
+                "limit_bytes": domain.memory_limit,
+                "domain_bytes": domain.total,
+                "committed_bytes": domain.committed_bytes(),
+                "brk_bytes": domain.brk_len,
+                "arena_bytes": domain.arena_len,
+            }),
+        );
+    }
     if let Some(path) = &cfg.stats {
         let text = serde_json::to_string_pretty(&json).unwrap_or_default();
         std::fs::write(path, text + "\n").map_err(|source| RunError::Stats { path: path.clone(), source })?;
@@ -269,30 +286,6 @@ fn classify(status: i32, fault_signo: u64, addr: u64, rip: u64) -> (i32, EndReas
         return (128 + sig, EndReason::Signal { signo: sig, addr: None, rip: None });
     }
     (125, EndReason::Exited(125))
-}
-
-/// Short signal name.
-pub fn signal_name(sig: i32) -> String {
-    let n = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSYS => "SIGSYS",
-        s => return format!("signal {s}"),
-    };
-    n.to_string()
 }
 
 fn scratch_status(d: &Domain) -> u64 {

@@ -17,6 +17,17 @@
 //! with `O_PATH | O_DIRECTORY` the same way, then act on a single final
 //! component relative to that fd (which the kernel never resolves through a
 //! symlink for unlink/mkdir/rename), so they are as confined as `open`.
+//!
+//! A refusal is a [`PathError::Denied`] with its [`Refusal`] (outside the
+//! trees, a change under a read-only tree, resolution escaping by `..` or a
+//! symlink, a magic link, the tree itself); the service turns it into
+//! `EACCES` and a note that the gate records as a `denied` syscall record
+//! with a `[paths]` rule (and so one audit record per refused call). What
+//! the kernel answers natively (`ENOENT`, `ELOOP` of a real loop,
+//! `ENOTDIR`, `ENAMETOOLONG`, ...) stays a plain [`PathError::Errno`].
+//! `ELOOP` under `RESOLVE_NO_MAGICLINKS` is ambiguous; a side-effect-free
+//! `O_PATH` retry under `RESOLVE_BENEATH` alone tells a magic link (`EXDEV`)
+//! from a loop.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -27,11 +38,45 @@ use crate::config::RunError;
 /// Why a path operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
-    /// The policy refuses it (outside the allowed dirs, escape attempt, or a
-    /// write under a read-only dir). Reported to the program as `EACCES`.
-    Denied,
-    /// The host refused it with this errno.
+    /// The policy refuses it, for this reason. Reported to the program as
+    /// `EACCES`, and to the trace and audit log as a denial.
+    Denied(Refusal),
+    /// The host refused it with this errno (what the program would also
+    /// get natively: `ENOENT`, `ELOOP` for a real symlink loop, `ENOTDIR`,
+    /// `ENAMETOOLONG`, ...). Not a denial.
     Errno(i32),
+}
+
+/// Why the path rules refused a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The path names nothing under any allowed tree.
+    Outside,
+    /// A change (write, create, truncate, remove, rename, chmod, ...) under a
+    /// tree that is allowed for reading only.
+    ReadOnly,
+    /// Resolution left the allowed tree: `..` above it, an absolute symlink,
+    /// or a symlink pointing out (the kernel's `EXDEV` under
+    /// `RESOLVE_BENEATH`).
+    Escape,
+    /// Resolution met a magic link (`/proc/*/fd/*`, `/proc/*/root`, ...).
+    MagicLink,
+    /// The allowed tree itself cannot be removed, renamed or linked through
+    /// its parent.
+    TreeItself,
+}
+
+impl Refusal {
+    /// The reason in words (the trace's rule says `[paths] ` and this).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Outside => "outside the allowed trees",
+            Refusal::ReadOnly => "under a read-only tree",
+            Refusal::Escape => "resolution left the allowed tree (`..` or a symlink)",
+            Refusal::MagicLink => "resolution met a magic link (/proc/*/fd, /proc/*/root, ...)",
+            Refusal::TreeItself => "an allowed tree itself cannot be changed through its parent",
+        }
+    }
 }
 
 /// One allowed directory.
@@ -109,10 +154,32 @@ const RESOLVE_BENEATH: u64 = 0x08;
 
 /// `openat2(dirfd, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`.
 fn openat2_beneath(dirfd: i32, path: &CString, flags: i32, mode: u32) -> Result<OwnedFd, PathError> {
+    match openat2(dirfd, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) {
+        // EXDEV: `..` or a symlink tried to leave the directory.
+        Err(libc::EXDEV) => Err(PathError::Denied(Refusal::Escape)),
+        // ELOOP is both a magic link refused by RESOLVE_NO_MAGICLINKS and a
+        // real loop (or O_NOFOLLOW on a final symlink). Ask again with
+        // O_PATH (no side effects) and RESOLVE_BENEATH alone, under which
+        // the kernel refuses a magic link with EXDEV instead. Either answer
+        // is a refusal; this only names it.
+        Err(libc::ELOOP) => {
+            let probe = libc::O_PATH | (flags & (libc::O_NOFOLLOW | libc::O_DIRECTORY));
+            match openat2(dirfd, path, probe, 0, RESOLVE_BENEATH) {
+                Err(libc::EXDEV) => Err(PathError::Denied(Refusal::MagicLink)),
+                _ => Err(PathError::Errno(libc::ELOOP)),
+            }
+        }
+        Err(e) => Err(PathError::Errno(e)),
+        Ok(fd) => Ok(fd),
+    }
+}
+
+/// One `openat2` call (retried on `EAGAIN`/`EINTR`); the errno on failure.
+fn openat2(dirfd: i32, path: &CString, flags: i32, mode: u32, resolve: u64) -> Result<OwnedFd, i32> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u32 as u64,
         mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 & 0o7777 } else { 0 },
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     loop {
         // SAFETY: openat2 reads the NUL-terminated path and the `how` struct
@@ -127,10 +194,7 @@ fn openat2_beneath(dirfd: i32, path: &CString, flags: i32, mode: u32) -> Result<
         let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
         match e {
             libc::EAGAIN | libc::EINTR => continue,
-            // EXDEV: `..` or a symlink tried to leave the directory.
-            // ELOOP with NO_MAGICLINKS: a magic link was refused.
-            libc::EXDEV => return Err(PathError::Denied),
-            e => return Err(PathError::Errno(e)),
+            e => return Err(e),
         }
     }
 }
@@ -218,9 +282,9 @@ impl FsPolicy {
         let acc = flags & libc::O_ACCMODE;
         let wants_write = acc != libc::O_RDONLY
             || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE & !libc::O_DIRECTORY) != 0;
-        let (d, rel) = self.locate(abs).ok_or(PathError::Denied)?;
+        let (d, rel) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
         if wants_write && !d.write {
-            return Err(PathError::Denied);
+            return Err(PathError::Denied(Refusal::ReadOnly));
         }
         openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, flags, mode)
     }
@@ -254,15 +318,15 @@ impl FsPolicy {
         if parent.is_empty() {
             parent.push(b'/');
         }
-        let (d, rel) = self.locate(&parent).ok_or(PathError::Denied)?;
         // The name itself must also be inside the allowed dir (the dir
         // itself cannot be removed or renamed through its parent).
-        let (d2, _) = self.locate(abs).ok_or(PathError::Denied)?;
+        let (d2, _) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
+        let (d, rel) = self.locate(&parent).ok_or(PathError::Denied(Refusal::TreeItself))?;
         if !std::ptr::eq(d, d2) || rel.is_empty() {
-            return Err(PathError::Denied);
+            return Err(PathError::Denied(Refusal::TreeItself));
         }
         if need_write && !d.write {
-            return Err(PathError::Denied);
+            return Err(PathError::Denied(Refusal::ReadOnly));
         }
         let fd = openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         Ok((fd, cstring(&name)?))
@@ -302,17 +366,23 @@ mod tests {
         let p = policy(std::slice::from_ref(&allowed), &[]);
         assert!(p.open(&b(&allowed.join("f")), libc::O_RDONLY, 0).is_ok());
         assert!(p.open(&b(&allowed.join("./f")), libc::O_RDONLY, 0).is_ok());
-        assert_eq!(p.open(&b(&root.join("secret")), libc::O_RDONLY, 0).unwrap_err(), PathError::Denied);
+        assert_eq!(
+            p.open(&b(&root.join("secret")), libc::O_RDONLY, 0).unwrap_err(),
+            PathError::Denied(Refusal::Outside)
+        );
         // `..` out of the allowed dir.
         let dotdot = [b(&allowed), b"/../secret".to_vec()].concat();
-        assert_eq!(p.open(&dotdot, libc::O_RDONLY, 0).unwrap_err(), PathError::Denied);
+        assert_eq!(p.open(&dotdot, libc::O_RDONLY, 0).unwrap_err(), PathError::Denied(Refusal::Escape));
         // Read-only dir refuses writes and creation.
-        assert_eq!(p.open(&b(&allowed.join("f")), libc::O_WRONLY, 0).unwrap_err(), PathError::Denied);
+        assert_eq!(
+            p.open(&b(&allowed.join("f")), libc::O_WRONLY, 0).unwrap_err(),
+            PathError::Denied(Refusal::ReadOnly)
+        );
         assert_eq!(
             p.open(&b(&allowed.join("new")), libc::O_CREAT | libc::O_RDONLY, 0o644).unwrap_err(),
-            PathError::Denied
+            PathError::Denied(Refusal::ReadOnly)
         );
-        assert_eq!(p.parent(&b(&allowed.join("f")), true).unwrap_err(), PathError::Denied);
+        assert_eq!(p.parent(&b(&allowed.join("f")), true).unwrap_err(), PathError::Denied(Refusal::ReadOnly));
     }
 
     #[test]
@@ -331,7 +401,7 @@ mod tests {
         for name in ["abs", "rel", "proc"] {
             assert_eq!(
                 p.open(&b(&allowed.join(name)), libc::O_RDONLY, 0).unwrap_err(),
-                PathError::Denied,
+                PathError::Denied(Refusal::Escape),
                 "{name}"
             );
         }
@@ -342,8 +412,13 @@ mod tests {
     fn proc_self_root_is_refused_even_when_proc_is_allowed() {
         let p = policy(&[PathBuf::from("/proc")], &[]);
         let e = p.open(b"/proc/self/root/etc/passwd", libc::O_RDONLY, 0).unwrap_err();
-        assert!(matches!(e, PathError::Errno(libc::ELOOP) | PathError::Denied), "{e:?}");
-        assert_eq!(p.open(b"/etc/passwd", libc::O_RDONLY, 0).unwrap_err(), PathError::Denied);
+        assert_eq!(e, PathError::Denied(Refusal::MagicLink));
+        let e = p.open(b"/proc/self/fd/0", libc::O_RDONLY, 0).unwrap_err();
+        assert_eq!(e, PathError::Denied(Refusal::MagicLink));
+        assert_eq!(
+            p.open(b"/etc/passwd", libc::O_RDONLY, 0).unwrap_err(),
+            PathError::Denied(Refusal::Outside)
+        );
     }
 
     #[test]
@@ -396,6 +471,23 @@ mod tests {
     }
 
     #[test]
+    fn a_real_symlink_loop_is_eloop_not_a_refusal() {
+        let t = tempfile::tempdir().unwrap();
+        let allowed = t.path().canonicalize().unwrap();
+        symlink("b", allowed.join("a")).unwrap();
+        symlink("a", allowed.join("b")).unwrap();
+        let p = policy(std::slice::from_ref(&allowed), &[]);
+        assert_eq!(
+            p.open(&b(&allowed.join("a")), libc::O_RDONLY, 0).unwrap_err(),
+            PathError::Errno(libc::ELOOP)
+        );
+        std::fs::write(allowed.join("f"), b"x").unwrap();
+        symlink("f", allowed.join("l")).unwrap();
+        let nofollow = libc::O_RDONLY | libc::O_NOFOLLOW;
+        assert_eq!(p.open(&b(&allowed.join("l")), nofollow, 0).unwrap_err(), PathError::Errno(libc::ELOOP));
+    }
+
+    #[test]
     fn parent_operations() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().canonicalize().unwrap();
@@ -406,7 +498,7 @@ mod tests {
         assert_eq!(name.as_bytes(), b"x");
         drop(fd);
         // The allowed dir itself cannot be named through its parent.
-        assert_eq!(p.parent(&b(&w), true).unwrap_err(), PathError::Denied);
+        assert_eq!(p.parent(&b(&w), true).unwrap_err(), PathError::Denied(Refusal::TreeItself));
         assert!(p.parent(&b(&w.join("..")), true).is_err());
         assert!(p.writable(&b(&w.join("x"))));
         // Ancestors can be stat'ed, but nothing else.

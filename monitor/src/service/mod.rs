@@ -8,6 +8,12 @@
 //! malformed in a way no correct program produces (a pointer or length
 //! outside the program's memory), which ends the program.
 //!
+//! A call the path rules refuse returns `EACCES` and leaves a [`CallNote`]
+//! (the program's path, the resolved path, why) that the ring worker hands
+//! to the gate ([`crate::policy::gate::Gate::served_with`]), which records
+//! it as a `denied` call. Paths of allowed calls are copied into the note
+//! only while a tracer wants them ([`Service::set_record_paths`]).
+//!
 //! The supported calls and their rules are listed in docs/syscalls.md; a
 //! call not listed gets `ENOSYS` (never `EPERM`, so C libraries fall back)
 //! and is reported once on stderr with its name and number.
@@ -21,7 +27,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use crate::memory::{pod_bytes, GuestMemory, MemError};
 use crate::sysnames;
 use fdtable::{Entry, FdTable, MAX_FDS};
-use fs::{FsPolicy, PathError};
+use fs::{FsPolicy, PathError, Refusal};
 
 /// A request that ends the program.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +60,38 @@ pub struct ServiceStats {
     pub denied: u64,
 }
 
+/// A call the path rules refused: why, and what was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathRefusal {
+    /// Why.
+    pub why: Refusal,
+    /// What the monitor refused: the absolute path it resolved the
+    /// program's path to (the program's path joined to its cwd or dirfd),
+    /// or, for a call on a descriptor, the descriptor's path.
+    pub resolved: Vec<u8>,
+}
+
+impl PathRefusal {
+    /// The rule as the trace and audit log show it: `[paths] PATH: why`.
+    pub fn rule(&self) -> String {
+        format!("[paths] {}: {}", crate::trace::record::path_text(&self.resolved), self.why.describe())
+    }
+}
+
+/// What the service noticed about the call it served last, for the trace
+/// and audit log: taken by the ring worker after [`Service::handle`] and
+/// handed to the gate. Empty (and free) unless paths are recorded or the
+/// call was refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallNote {
+    /// The path argument as the program passed it (up to its NUL): the
+    /// first one read when [`Service::set_record_paths`] is on; for a
+    /// refused call, always the refused one.
+    pub path: Option<Vec<u8>>,
+    /// Set when the path rules refused the call (it returned `EACCES`).
+    pub refusal: Option<PathRefusal>,
+}
+
 /// The identity `uname` reports (documented in docs/syscalls.md).
 pub const UNAME: [&str; 6] =
     ["Linux", "cabin", "6.1.0-cabin", "#1 SMP PREEMPT_DYNAMIC Cabin", "x86_64", "(none)"];
@@ -73,6 +111,10 @@ pub struct Service {
     /// The thread name (`PR_SET_NAME`), bookkeeping only.
     comm: Vec<u8>,
     reported: HashSet<u64>,
+    /// Copy each call's path argument into `note` (a tracer wants it).
+    record_paths: bool,
+    /// What the current (or last) call noticed.
+    note: CallNote,
     /// Counters.
     pub stats: ServiceStats,
     /// Where "not implemented" reports go (stderr; tests capture).
@@ -135,6 +177,8 @@ impl Service {
             pid,
             comm: b"program".to_vec(),
             reported: HashSet::new(),
+            record_paths: false,
+            note: CallNote::default(),
             stats: ServiceStats::default(),
             reports: Vec::new(),
             print_reports: true,
@@ -151,9 +195,23 @@ impl Service {
         self.pid = pid;
     }
 
+    /// Whether to copy every call's path argument for the trace (see
+    /// [`CallNote`]); off by default, so an untraced run copies nothing.
+    pub fn set_record_paths(&mut self, on: bool) {
+        self.record_paths = on;
+    }
+
+    /// What the last call noticed (its path, a refusal); leaves it empty.
+    pub fn take_note(&mut self) -> CallNote {
+        std::mem::take(&mut self.note)
+    }
+
     /// Serves one forwarded call.
     pub fn handle(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Result<i64, Violation> {
         *self.stats.per_nr.entry(nr).or_insert(0) += 1;
+        if self.note.path.is_some() || self.note.refusal.is_some() {
+            self.note = CallNote::default();
+        }
         match self.dispatch(mem, nr, &a) {
             Ok(v) => Ok(v),
             Err(Fail::Errno(e)) => Ok(-(e as i64)),
@@ -168,14 +226,41 @@ impl Service {
         self.fds.host(vfd).ok_or(Fail::Errno(libc::EBADF))
     }
 
-    fn path_fail(&mut self, e: PathError) -> Fail {
+    /// `prog`: the path the program passed (`None` for a call on a
+    /// descriptor); `resolved`: what the monitor made of it.
+    fn path_fail(&mut self, e: PathError, prog: Option<&[u8]>, resolved: &[u8]) -> Fail {
         match e {
-            PathError::Denied => {
-                self.stats.denied += 1;
-                Fail::Errno(libc::EACCES)
-            }
+            PathError::Denied(why) => self.deny(why, prog, resolved),
             PathError::Errno(e) => Fail::Errno(e),
         }
+    }
+
+    /// A refusal by the path rules: counted, noted for the gate (which
+    /// makes it a `denied` record), `EACCES` for the program.
+    fn deny(&mut self, why: Refusal, prog: Option<&[u8]>, resolved: &[u8]) -> Fail {
+        self.stats.denied += 1;
+        if let Some(p) = prog {
+            self.note.path = Some(p.to_vec());
+        }
+        self.note.refusal = Some(PathRefusal { why, resolved: resolved.to_vec() });
+        Fail::Errno(libc::EACCES)
+    }
+
+    /// A change to `abs` (program path `prog`), which no writable tree holds.
+    fn deny_write(&mut self, prog: &[u8], abs: &[u8]) -> Fail {
+        let why = if self.policy.locate(abs).is_some() { Refusal::ReadOnly } else { Refusal::Outside };
+        self.deny(why, Some(prog), abs)
+    }
+
+    /// A change through descriptor `vfd` that is not under a writable tree.
+    fn deny_fd(&mut self, vfd: u64) -> Fail {
+        let path = self.fds.get(vfd).and_then(|e| e.path.clone());
+        let why = match &path {
+            Some(p) if self.policy.locate(p).is_some() => Refusal::ReadOnly,
+            _ => Refusal::Outside,
+        };
+        let resolved = path.unwrap_or_else(|| format!("fd {vfd}").into_bytes());
+        self.deny(why, None, &resolved)
     }
 
     /// The absolute program path for `path` relative to `dirfd`.
@@ -196,12 +281,20 @@ impl Service {
         }
     }
 
-    fn read_path(&self, mem: &GuestMemory, addr: u64) -> Result<Vec<u8>, Fail> {
-        match mem.read_cstr(addr, PATH_MAX) {
-            Ok(p) => Ok(p),
-            Err(MemError::TooLong { .. }) => Err(Fail::Errno(libc::ENAMETOOLONG)),
-            Err(e) => Err(e.into()),
+    /// Copies a path argument out of program memory, once: up to its NUL,
+    /// `ENAMETOOLONG` when it is `PATH_MAX` bytes or longer (as the kernel's
+    /// `strncpy_from_user(PATH_MAX)`). Noted for the trace when asked.
+    fn read_path(&mut self, mem: &GuestMemory, addr: u64) -> Result<Vec<u8>, Fail> {
+        let p = match mem.read_cstr(addr, PATH_MAX) {
+            Ok(p) if p.len() >= PATH_MAX => return Err(Fail::Errno(libc::ENAMETOOLONG)),
+            Ok(p) => p,
+            Err(MemError::TooLong { .. }) => return Err(Fail::Errno(libc::ENAMETOOLONG)),
+            Err(e) => return Err(e.into()),
+        };
+        if self.record_paths && self.note.path.is_none() {
+            self.note.path = Some(p.clone());
         }
+        Ok(p)
     }
 
     /// `O_PATH` fd for (`dirfd`, `path`), honouring `AT_EMPTY_PATH` and
@@ -217,7 +310,7 @@ impl Service {
         if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
             if dirfd as i32 == AT_FDCWD {
                 let cwd = self.cwd.clone();
-                let fd = self.policy.open_path(&cwd, true).map_err(|e| self.path_fail(e))?;
+                let fd = self.policy.open_path(&cwd, true).map_err(|e| self.path_fail(e, Some(b""), &cwd))?;
                 return Ok(Target::Owned(fd));
             }
             return Ok(Target::Borrowed(self.vfd(dirfd)?));
@@ -226,11 +319,11 @@ impl Service {
         let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
         match self.policy.open_path(&abs, follow) {
             Ok(fd) => Ok(Target::Owned(fd)),
-            Err(PathError::Denied) => match self.policy.open_ancestor(&abs) {
+            Err(PathError::Denied(why)) => match self.policy.open_ancestor(&abs) {
                 Some(fd) => Ok(Target::Owned(fd)),
-                None => Err(self.path_fail(PathError::Denied)),
+                None => Err(self.deny(why, Some(path), &abs)),
             },
-            Err(e) => Err(self.path_fail(e)),
+            Err(e) => Err(self.path_fail(e, Some(path), &abs)),
         }
     }
 
@@ -243,7 +336,7 @@ impl Service {
     ) -> Result<(OwnedFd, std::ffi::CString), Fail> {
         let path = self.read_path(mem, paddr)?;
         let abs = self.absolute(dirfd, &path)?;
-        self.policy.parent(&abs, write).map_err(|e| self.path_fail(e))
+        self.policy.parent(&abs, write).map_err(|e| self.path_fail(e, Some(&path), &abs))
     }
 
     fn report_unsupported(&mut self, nr: u64) {
@@ -449,8 +542,7 @@ impl Service {
             libc::SYS_fchmod => {
                 let fd = self.vfd(a[0])?;
                 if !self.fd_writable_dir(a[0]) {
-                    self.stats.denied += 1;
-                    return Err(Fail::Errno(libc::EACCES));
+                    return Err(self.deny_fd(a[0]));
                 }
                 // SAFETY: touches no memory.
                 host(unsafe { libc::fchmod(fd, a[1] as u32) } as i64)
@@ -468,12 +560,12 @@ impl Service {
             libc::SYS_chdir => {
                 let path = self.read_path(mem, a[0])?;
                 let abs = self.absolute(AT_FDCWD as u64, &path)?;
-                self.chdir(fs::normalize(&abs))
+                self.chdir(fs::normalize(&abs), Some(&path))
             }
             libc::SYS_fchdir => {
                 let path = self.fds.get(a[0]).ok_or(Fail::Errno(libc::EBADF))?.path.clone();
                 let path = path.ok_or(Fail::Errno(libc::ENOTDIR))?;
-                self.chdir(path)
+                self.chdir(path, None)
             }
             libc::SYS_umask => {
                 let old = self.umask;
@@ -640,7 +732,10 @@ impl Service {
             libc::SYS_truncate => {
                 let path = self.read_path(mem, a[0])?;
                 let abs = self.absolute(AT_FDCWD as u64, &path)?;
-                let fd = self.policy.open(&abs, libc::O_WRONLY, 0).map_err(|e| self.path_fail(e))?;
+                let fd = self
+                    .policy
+                    .open(&abs, libc::O_WRONLY, 0)
+                    .map_err(|e| self.path_fail(e, Some(&path), &abs))?;
                 // SAFETY: touches no memory.
                 host(unsafe { libc::ftruncate(fd.as_raw_fd(), a[1] as i64) } as i64)
             }
@@ -654,12 +749,10 @@ impl Service {
                 if !path.is_empty() {
                     let abs = self.absolute(dirfd, &path)?;
                     if !self.policy.writable(&abs) {
-                        self.stats.denied += 1;
-                        return Err(Fail::Errno(libc::EACCES));
+                        return Err(self.deny_write(&path, &abs));
                     }
                 } else if !self.fd_writable_dir(dirfd) {
-                    self.stats.denied += 1;
-                    return Err(Fail::Errno(libc::EACCES));
+                    return Err(self.deny_fd(dirfd));
                 }
                 let t = self.target_path(
                     dirfd,
@@ -674,8 +767,7 @@ impl Service {
             libc::SYS_fchown => {
                 let fd = self.vfd(a[0])?;
                 if !self.fd_writable_dir(a[0]) {
-                    self.stats.denied += 1;
-                    return Err(Fail::Errno(libc::EACCES));
+                    return Err(self.deny_fd(a[0]));
                 }
                 // SAFETY: touches no memory.
                 host(unsafe { libc::fchown(fd, a[1] as u32, a[2] as u32) } as i64)
@@ -784,7 +876,9 @@ impl Service {
             }
             None => {
                 let m = mode as u32 & !self.umask & 0o7777;
-                self.policy.open(&abs, flags & !libc::O_CLOEXEC, m).map_err(|e| self.path_fail(e))?
+                self.policy
+                    .open(&abs, flags & !libc::O_CLOEXEC, m)
+                    .map_err(|e| self.path_fail(e, Some(&path), &abs))?
             }
         };
         let e = Entry { fd, cloexec, path: Some(fs::normalize(&abs)) };
@@ -858,7 +952,7 @@ impl Service {
             // An allowed directory itself: it exists (`mkdir -p` relies on EEXIST).
             return Err(Fail::Errno(libc::EEXIST));
         }
-        let (dir, name) = self.policy.parent(&abs, true).map_err(|e| self.path_fail(e))?;
+        let (dir, name) = self.policy.parent(&abs, true).map_err(|e| self.path_fail(e, Some(&path), &abs))?;
         // SAFETY: as for unlinkat.
         host(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as u32 & 0o7777) } as i64)
     }
@@ -895,7 +989,17 @@ impl Service {
         if size as i64 <= 0 {
             return Err(Fail::Errno(libc::EINVAL));
         }
-        let t = self.target(mem, dirfd, paddr, libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH)?;
+        let path = self.read_path(mem, paddr)?;
+        if !path.is_empty() {
+            // Static glibc reads this link while it starts (for $ORIGIN);
+            // outside the allowed trees it answers as a system without
+            // /proc would, instead of a denial in every run's audit log.
+            let abs = self.absolute(dirfd, &path)?;
+            if fs::normalize(&abs) == b"/proc/self/exe" && self.policy.locate(&abs).is_none() {
+                return Err(Fail::Errno(libc::ENOENT));
+            }
+        }
+        let t = self.target_path(dirfd, &path, libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH)?;
         let mut out = vec![0u8; (size as usize).min(PATH_MAX)];
         // SAFETY: writes at most out.len() bytes into `out`.
         let r = host(
@@ -912,7 +1016,7 @@ impl Service {
         if mode as i32 & libc::W_OK != 0 && !path.is_empty() {
             let abs = self.absolute(dirfd, &path)?;
             if !self.policy.writable(&abs) && special_device(&abs).is_none() {
-                return Err(Fail::Errno(libc::EACCES));
+                return Err(self.deny_write(&path, &abs));
             }
         }
         let fl = libc::AT_EMPTY_PATH | (flags & libc::AT_EACCESS);
@@ -934,8 +1038,7 @@ impl Service {
         let path = self.read_path(mem, paddr)?;
         let abs = self.absolute(dirfd, &path)?;
         if !self.policy.writable(&abs) {
-            self.stats.denied += 1;
-            return Err(Fail::Errno(libc::EACCES));
+            return Err(self.deny_write(&path, &abs));
         }
         let t = self.target_path(dirfd, &path, 0)?;
         chmod_via_proc(t.raw(), mode as u32 & 0o7777)
@@ -953,16 +1056,14 @@ impl Service {
         let fd = if a[1] == 0 {
             // futimens(fd): the fd itself.
             if !self.fd_writable_dir(a[0]) {
-                self.stats.denied += 1;
-                return Err(Fail::Errno(libc::EACCES));
+                return Err(self.deny_fd(a[0]));
             }
             Target::Borrowed(self.vfd(a[0])?)
         } else {
             let path = self.read_path(mem, a[1])?;
             let abs = self.absolute(a[0], &path)?;
             if !self.policy.writable(&abs) {
-                self.stats.denied += 1;
-                return Err(Fail::Errno(libc::EACCES));
+                return Err(self.deny_write(&path, &abs));
             }
             self.target_path(a[0], &path, a[3] as i32 & libc::AT_SYMLINK_NOFOLLOW)?
         };
@@ -971,9 +1072,11 @@ impl Service {
         host(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), ts.as_ptr(), 0) } as i64)
     }
 
-    fn chdir(&mut self, abs: Vec<u8>) -> Sys {
-        let fd =
-            self.policy.open(&abs, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|e| self.path_fail(e))?;
+    fn chdir(&mut self, abs: Vec<u8>, prog: Option<&[u8]>) -> Sys {
+        let fd = self
+            .policy
+            .open(&abs, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(|e| self.path_fail(e, prog, &abs))?;
         drop(fd);
         self.cwd = abs;
         Ok(0)

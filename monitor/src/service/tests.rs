@@ -152,3 +152,51 @@ fn links_truncate_and_chown_respect_the_policy() {
         Ok(-(libc::EACCES as i64))
     );
 }
+
+#[test]
+fn refusals_and_paths_are_noted_for_the_gate() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().canonicalize().unwrap();
+    let dir = root.join("in");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("../secret", dir.join("out")).unwrap();
+    let policy = FsPolicy::new(std::slice::from_ref(&dir), &[]).unwrap();
+    let mut s = Service::new(policy, dir.as_os_str().as_encoded_bytes().to_vec(), 42);
+    s.print_reports = false;
+    let m = test_memory();
+    let open = |s: &mut Service, path: &[u8]| {
+        m.write(0x1000, &[path, b"\0"].concat()).unwrap();
+        s.handle(&m, libc::SYS_openat as u64, [AT_FDCWD as u64, 0x1000, 0, 0, 0, 0]).unwrap()
+    };
+    // Untraced: an allowed call notes nothing (no copy of its path).
+    assert!(open(&mut s, b"f") >= 3);
+    assert_eq!(s.take_note(), CallNote::default());
+    // A refusal is always noted: the program's path, the resolved one, why.
+    assert_eq!(open(&mut s, b"out"), -(libc::EACCES as i64));
+    let n = s.take_note();
+    assert_eq!(n.path.as_deref(), Some(&b"out"[..]));
+    let r = n.refusal.unwrap();
+    assert_eq!(r.why, Refusal::Escape);
+    assert_eq!(r.resolved, [dir.as_os_str().as_encoded_bytes(), b"/out"].concat());
+    assert!(r.rule().starts_with("[paths] /"), "{}", r.rule());
+    // Writes under a read-only tree, and paths outside.
+    assert_eq!(open(&mut s, b"/etc/passwd"), -(libc::EACCES as i64));
+    assert_eq!(s.take_note().refusal.map(|r| r.why), Some(Refusal::Outside));
+    m.write(0x1000, b"f\0").unwrap();
+    let r = s.handle(&m, libc::SYS_unlink as u64, [0x1000, 0, 0, 0, 0, 0]).unwrap();
+    assert_eq!(r, -(libc::EACCES as i64));
+    assert_eq!(s.take_note().refusal.map(|r| r.why), Some(Refusal::ReadOnly));
+    // A refusal not taken does not leak into the next call.
+    assert_eq!(open(&mut s, b"out"), -(libc::EACCES as i64));
+    assert!(open(&mut s, b"f") >= 3);
+    assert_eq!(s.take_note(), CallNote::default());
+    // Errors the kernel gives natively are not refusals.
+    assert_eq!(open(&mut s, b"missing"), -(libc::ENOENT as i64));
+    assert_eq!(s.take_note().refusal, None);
+    // Traced: every path is noted, as the program passed it.
+    s.set_record_paths(true);
+    assert!(open(&mut s, b"./f") >= 3);
+    assert_eq!(s.take_note().path.as_deref(), Some(&b"./f"[..]));
+    assert_eq!(s.stats.denied, 4);
+}

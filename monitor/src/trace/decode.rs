@@ -159,13 +159,16 @@ fn prot(v: u64) -> String {
     parts.join("|")
 }
 
+/// Quotes a path for the text trace. The path is already
+/// [`path_text`](super::record::path_text) (backslashes doubled, bytes that
+/// are not UTF-8 as `\xNN`), so only quotes and any stray control
+/// character are escaped here.
 fn escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {
         match c {
             '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => o.push_str(&format!("\\x{:02x}", c as u32)),
             c => o.push(c),
         }

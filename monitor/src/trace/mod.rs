@@ -14,6 +14,11 @@
 //!   `start` and `exit`; size-capped, and reaching the cap writes one
 //!   `audit-truncated` record.
 //!
+//! A call refused by the path rules (`--allow-read`/`--allow-write`,
+//! `[paths]`) is a `denied` record like a policy denial, its rule
+//! `[paths] PATH: why`; calls with a path argument carry it in `path`
+//! ([`record::path_text`]: escaped, at most 256 bytes of it).
+//!
 //! The schema is docs/trace-schema.json. Writing never fails the run: the
 //! first I/O error is kept ([`Tracer::error`]) and that stream stops.
 //! This module never reads program memory; the caller passes what it knows.
@@ -137,7 +142,7 @@ pub struct AuditLog<W: Write> {
 
 impl<W: Write> AuditLog<W> {
     /// A log writing to `out`, at most `cap` bytes in all (at least
-    /// [`AUDIT_RESERVE`] twice, so the end records fit).
+    /// `AUDIT_RESERVE` (2 KiB) twice, so the end records fit).
     pub fn new(out: W, cap: u64) -> AuditLog<W> {
         AuditLog { out, written: 0, cap: cap.max(2 * AUDIT_RESERVE), truncated: false, dropped: 0 }
     }

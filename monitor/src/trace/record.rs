@@ -64,7 +64,8 @@ pub struct SyscallRecord {
     pub rule: Option<String>,
     /// Allowed only because the policy is in complain mode.
     pub complain: bool,
-    /// The path argument, when the service read one (lossy UTF-8).
+    /// The path argument as the program passed it, when the service read
+    /// one and a tracer wanted it, or the call was refused ([`path_text`]).
     pub path: Option<String>,
 }
 
@@ -170,6 +171,36 @@ pub struct LimitHit {
     pub max: u64,
     /// What the monitor did ("stopped the program", "returned EFBIG", …).
     pub action: String,
+}
+
+/// Bytes of a program path a record carries; the rest is cut off and
+/// counted (`...(+N bytes)`), so a record stays small whatever the program
+/// passes (a path may be up to 4095 bytes).
+pub const PATH_FIELD_MAX: usize = 256;
+
+/// A program path as record text, unambiguous and printable: valid UTF-8
+/// is kept, a backslash is doubled, control characters and bytes that are
+/// not UTF-8 are written `\xNN`; past [`PATH_FIELD_MAX`] bytes it is cut
+/// and `...(+N bytes)` appended.
+pub fn path_text(p: &[u8]) -> String {
+    let cut = p.len().min(PATH_FIELD_MAX);
+    let mut out = String::with_capacity(cut + 8);
+    for chunk in p[..cut].utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if p.len() > cut {
+        out.push_str(&format!("...(+{} bytes)", p.len() - cut));
+    }
+    out
 }
 
 /// `"0x…"`.
@@ -281,5 +312,20 @@ pub fn duration(ns: u64) -> String {
         format!("{:.2}ms", ns as f64 / 1e6)
     } else {
         format!("{:.3}s", ns as f64 / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_text_is_printable_unambiguous_and_bounded() {
+        assert_eq!(path_text(b"/data/a b"), "/data/a b");
+        assert_eq!(path_text(b"/x/\xff\xfe\\y\n"), "/x/\\xff\\xfe\\\\y\\x0a");
+        assert_eq!(path_text("/caf\u{e9}".as_bytes()), "/caf\u{e9}");
+        let long = vec![b'a'; 4000];
+        let t = path_text(&long);
+        assert_eq!(t, format!("{}...(+3744 bytes)", "a".repeat(256)));
     }
 }

@@ -109,6 +109,10 @@ pub unsafe extern "C" fn cabin_start() -> ! {
 /// Out: `rax` = result; `rcx`, `r11` clobbered; everything else, RFLAGS
 /// included, as on entry.
 ///
+/// The generic path calls `cabin_dispatch(frame, ret)`: `ret` is the
+/// trampoline's return address, which the confined path leaves in the ring as
+/// the call's site hint (the monitor maps it back to the site).
+///
 /// Passthrough fast paths, taken before anything but RFLAGS is pushed:
 /// - `rt_sigreturn`: issued with `rsp` back at the site's value, since the
 ///   kernel finds the signal frame there. Never returns.
@@ -151,6 +155,7 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "mov rbx, rsp",
         "and rsp, -16",
         "mov rdi, rbx",
+        "mov rsi, [rbx + {ret}]",
         "call {dispatch}",
         "lea rsp, [rbx + {args}]",
         "pop rdi",
@@ -181,6 +186,7 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         nr_clone = const nr::CLONE,
         dispatch = sym cabin_dispatch,
         args = const offset_of!(SyscallFrame, args),
+        ret = const offset_of!(EntryFrame, ret),
         sigreturn_rsp = const RET_AFTER_PUSHFQ as u64 + ENTRY_RSP_OFFSET,
         ret_after_pushfq = const RET_AFTER_PUSHFQ,
         child_slot = const ENTRY_RSP_OFFSET,

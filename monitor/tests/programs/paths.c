@@ -1,0 +1,287 @@
+/* paths: path-rule probes for monitor/tests/paths.rs.
+ *
+ * Usage: paths STEP [-- STEP ...], a STEP being OP ARG...; each step prints
+ * one line, "ok[ DATA]" or "err ERRNO" (the number). Path arguments are
+ * unescaped first: \xNN is that byte, \0 a NUL (so the buffer passed to the
+ * kernel carries an embedded NUL), \\ a backslash. Read data is printed with
+ * bytes outside printable ASCII as \xNN.
+ *
+ * `race PATH N SECRET`: opens and reads PATH N times; prints
+ * "race N good G denied D other O escapes E", an escape being a read whose
+ * data starts with SECRET. Exits 0, or 3 when an escape happened. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+static char bufs[4][8192];
+
+/* Unescapes `s` into bufs[slot]; the result may contain NULs. */
+static char *arg(const char *s, int slot)
+{
+    char *o = bufs[slot];
+    size_t n = 0;
+    while (*s && n < sizeof bufs[slot] - 1) {
+        if (s[0] == '\\' && s[1] == 'x' && s[2] && s[3]) {
+            char h[3] = {s[2], s[3], 0};
+            o[n++] = (char)strtol(h, NULL, 16);
+            s += 4;
+        } else if (s[0] == '\\' && s[1] == '0') {
+            o[n++] = 0;
+            s += 2;
+        } else if (s[0] == '\\' && s[1] == '\\') {
+            o[n++] = '\\';
+            s += 2;
+        } else {
+            o[n++] = *s++;
+        }
+    }
+    o[n] = 0;
+    return o;
+}
+
+static int fail(void)
+{
+    printf("err %d\n", errno);
+    return 1;
+}
+
+static int ok(long v)
+{
+    if (v < 0)
+        return fail();
+    printf("ok\n");
+    return 0;
+}
+
+/* Reads fd to the end (at most 4 KiB) and prints it. */
+static int dump(int fd)
+{
+    if (fd < 0)
+        return fail();
+    char b[4096];
+    ssize_t n = read(fd, b, sizeof b);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        errno = e;
+        return fail();
+    }
+    printf("ok ");
+    for (ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)b[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            putchar(c);
+        else
+            printf("\\x%02x", c);
+    }
+    putchar('\n');
+    return 0;
+}
+
+static int race(const char *path, long n, const char *secret)
+{
+    long good = 0, denied = 0, other = 0, escapes = 0;
+    size_t sl = strlen(secret);
+    for (long i = 0; i < n; i++) {
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) {
+            if (errno == EACCES)
+                denied++;
+            else
+                other++;
+            continue;
+        }
+        char b[64];
+        ssize_t r = read(fd, b, sizeof b);
+        close(fd);
+        if (r >= (ssize_t)sl && memcmp(b, secret, sl) == 0)
+            escapes++;
+        else if (r > 0)
+            good++;
+        else
+            other++;
+    }
+    printf("race %ld good %ld denied %ld other %ld escapes %ld\n", n, good, denied, other, escapes);
+    return escapes ? 3 : 0;
+}
+
+/* Runs one step; returns the number of arguments it used, or -1. */
+static int step(char **a, int n)
+{
+    if (n < 1)
+        return -1;
+    const char *op = a[0];
+#define NEED(k)                                                                                            \
+    if (n < (k) + 1)                                                                                       \
+        return -1;
+    if (!strcmp(op, "read")) {
+        NEED(1);
+        dump(open(arg(a[1], 0), O_RDONLY));
+        return 1;
+    }
+    if (!strcmp(op, "readat")) {
+        NEED(2);
+        int d = open(arg(a[1], 0), O_RDONLY | O_DIRECTORY);
+        if (d < 0)
+            fail();
+        else
+            dump(openat(d, arg(a[2], 1), O_RDONLY));
+        return 2;
+    }
+    if (!strcmp(op, "opendir")) {
+        NEED(1);
+        int fd = open(arg(a[1], 0), O_RDONLY | O_DIRECTORY);
+        if (fd >= 0)
+            close(fd);
+        ok(fd);
+        return 1;
+    }
+    if (!strcmp(op, "padread")) {
+        /* padread PREFIX COUNT SUFFIX: PREFIX + "./" x COUNT + SUFFIX */
+        NEED(3);
+        static char p[16384];
+        size_t k = 0;
+        const char *pre = arg(a[1], 0), *suf = arg(a[3], 1);
+        long cnt = atol(a[2]);
+        k += (size_t)snprintf(p, sizeof p, "%s", pre);
+        for (long i = 0; i < cnt && k + 2 < sizeof p; i++, k += 2)
+            memcpy(p + k, "./", 2);
+        snprintf(p + k, sizeof p - k, "%s", suf);
+        dump(open(p, O_RDONLY));
+        return 3;
+    }
+    if (!strcmp(op, "write") || !strcmp(op, "append") || !strcmp(op, "creat_excl")) {
+        NEED(2);
+        int fl = O_WRONLY;
+        if (!strcmp(op, "write"))
+            fl |= O_CREAT | O_TRUNC;
+        else if (!strcmp(op, "append"))
+            fl |= O_APPEND;
+        else
+            fl |= O_CREAT | O_EXCL;
+        int fd = open(arg(a[1], 0), fl, 0644);
+        if (fd < 0) {
+            fail();
+            return 2;
+        }
+        const char *d = arg(a[2], 1);
+        ssize_t w = write(fd, d, strlen(d));
+        close(fd);
+        ok(w);
+        return 2;
+    }
+    if (!strcmp(op, "stat") || !strcmp(op, "lstat")) {
+        NEED(1);
+        struct stat st;
+        int r = op[0] == 's' ? stat(arg(a[1], 0), &st) : lstat(arg(a[1], 0), &st);
+        if (r < 0)
+            fail();
+        else
+            printf("ok size=%ld\n", (long)st.st_size);
+        return 1;
+    }
+    if (!strcmp(op, "readlink")) {
+        NEED(1);
+        char b[4096];
+        ssize_t r = readlink(arg(a[1], 0), b, sizeof b - 1);
+        if (r < 0) {
+            fail();
+        } else {
+            b[r] = 0;
+            printf("ok %s\n", b);
+        }
+        return 1;
+    }
+    if (!strcmp(op, "rename")) {
+        NEED(2);
+        ok(rename(arg(a[1], 0), arg(a[2], 1)));
+        return 2;
+    }
+    if (!strcmp(op, "exchange")) {
+        NEED(2);
+        ok(syscall(SYS_renameat2, AT_FDCWD, arg(a[1], 0), AT_FDCWD, arg(a[2], 1), RENAME_EXCHANGE));
+        return 2;
+    }
+    if (!strcmp(op, "link") || !strcmp(op, "linkf")) {
+        NEED(2);
+        int fl = op[4] == 'f' ? AT_SYMLINK_FOLLOW : 0;
+        ok(linkat(AT_FDCWD, arg(a[1], 0), AT_FDCWD, arg(a[2], 1), fl));
+        return 2;
+    }
+    if (!strcmp(op, "symlink")) {
+        NEED(2);
+        ok(symlink(arg(a[1], 0), arg(a[2], 1)));
+        return 2;
+    }
+    if (!strcmp(op, "unlink")) {
+        NEED(1);
+        ok(unlink(arg(a[1], 0)));
+        return 1;
+    }
+    if (!strcmp(op, "rmdir")) {
+        NEED(1);
+        ok(rmdir(arg(a[1], 0)));
+        return 1;
+    }
+    if (!strcmp(op, "mkdir")) {
+        NEED(1);
+        ok(mkdir(arg(a[1], 0), 0755));
+        return 1;
+    }
+    if (!strcmp(op, "chdir")) {
+        NEED(1);
+        ok(chdir(arg(a[1], 0)));
+        return 1;
+    }
+    if (!strcmp(op, "fchdir")) {
+        NEED(1);
+        int d = open(arg(a[1], 0), O_RDONLY | O_DIRECTORY);
+        ok(d < 0 ? -1 : fchdir(d));
+        return 1;
+    }
+    if (!strcmp(op, "truncate")) {
+        NEED(1);
+        ok(truncate(arg(a[1], 0), 0));
+        return 1;
+    }
+    if (!strcmp(op, "chmod")) {
+        NEED(1);
+        ok(chmod(arg(a[1], 0), 0600));
+        return 1;
+    }
+    if (!strcmp(op, "race")) {
+        NEED(3);
+        int r = race(a[1], atol(a[2]), a[3]);
+        if (r)
+            exit(r);
+        return 3;
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    while (i < argc) {
+        int used = step(argv + i, argc - i);
+        if (used < 0) {
+            fprintf(stderr, "paths: bad step at argument %d (%s)\n", i, argv[i]);
+            return 2;
+        }
+        i += used + 1;
+        if (i < argc && strcmp(argv[i], "--") == 0)
+            i++;
+        fflush(stdout);
+    }
+    return 0;
+}

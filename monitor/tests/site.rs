@@ -1,0 +1,126 @@
+//! The site address of a refused call on the slow paths the `cabinc` tests do
+//! not reach: the process backend's forced trap path (`force_trap_path`: a
+//! rewritten site re-issues its call, which traps) and the KVM gate redirect
+//! (a trap site's `syscall` sent back into the libos). Either way the trace
+//! record names the program's `syscall` instruction, as `objdump` shows it.
+//!
+//! Needs `musl-gcc` (Debian package musl-tools) and `objdump`; without them
+//! the tests say so on stderr and return (counted as not run, never as a
+//! pass). The KVM test prints `KVM test NOT RUN` where /dev/kvm is not usable
+//! (and fails instead with CABIN_REQUIRE_KVM=1).
+
+use std::path::Path;
+use std::process::Command;
+
+use cabin_monitor::policy::gate::GateConfig;
+use cabin_monitor::policy::Policy;
+use cabin_monitor::trace::{TraceFormat, TraceOptions};
+use cabin_monitor::{kvm, process, RunConfig};
+use serde_json::Value;
+
+const PROGRAM: &str = r#"
+#include <stdio.h>
+#include <sys/utsname.h>
+
+__attribute__((noinline)) long raw_uname(void *buf) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(63L), "D"(buf) : "rcx", "r11", "memory");
+    return r;
+}
+
+int main(void) {
+    struct utsname u;
+    printf("uname=%ld\n", raw_uname(&u));
+    return 0;
+}
+"#;
+
+/// The compiled program and the address of `raw_uname`'s `syscall`.
+fn program(dir: &Path) -> Option<(Vec<u8>, u64)> {
+    let src = dir.join("site.c");
+    std::fs::write(&src, PROGRAM).expect("write the source");
+    let exe = dir.join("site");
+    match Command::new("musl-gcc").args(["-static", "-O1", "-o"]).arg(&exe).arg(&src).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("musl-gcc failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            eprintln!("SKIPPED (NOT RUN): musl-gcc is not available ({e}); help: apt-get install musl-tools");
+            return None;
+        }
+    }
+    let dis = match Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(&exe).output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        r => {
+            eprintln!("SKIPPED (NOT RUN): objdump failed ({r:?}); help: apt-get install binutils");
+            return None;
+        }
+    };
+    let addr = dis
+        .lines()
+        .skip_while(|l| !l.ends_with("<raw_uname>:"))
+        .find(|l| l.trim_end().ends_with("syscall"))
+        .and_then(|l| l.split(':').next())
+        .and_then(|a| u64::from_str_radix(a.trim(), 16).ok())
+        .expect("objdump shows the syscall of raw_uname");
+    Some((std::fs::read(&exe).expect("read the program"), addr))
+}
+
+fn image(input: &[u8], trap_all_sites: bool) -> Vec<u8> {
+    let opts = cabin_rewriter::pipeline::BuildOptions { trap_all_sites, ..Default::default() };
+    cabin_rewriter::pipeline::build_image(input, &opts, &mut |_| {}).expect("build the image").image
+}
+
+/// Runs `img` denying `uname` with a JSON-lines trace; returns the uname
+/// record.
+fn denied_uname(img: &[u8], dir: &Path, force_trap_path: bool, on_kvm: bool) -> Value {
+    let policy = "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"uname\"]\n";
+    let trace = dir.join(if on_kvm { "kvm.jsonl" } else { "process.jsonl" });
+    let cfg = RunConfig {
+        args: vec!["site".into()],
+        quiet: true,
+        force_trap_path,
+        gate: GateConfig {
+            policy: Some(Policy::parse("p.toml", policy).unwrap_or_else(|e| panic!("{e}"))),
+            trace: TraceOptions {
+                trace: Some(Some(trace.clone())),
+                format: TraceFormat::Jsonl,
+                ..TraceOptions::default()
+            },
+            ..GateConfig::default()
+        },
+        ..RunConfig::default()
+    };
+    let o = if on_kvm { kvm::run(img, &cfg, 0) } else { process::run(img, &cfg) }.expect("runs");
+    assert_eq!(o.exit_code, 0, "{:?}", o.reason);
+    let text = std::fs::read_to_string(&trace).expect("read the trace");
+    let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let uname: Vec<&Value> = recs.iter().filter(|r| r["type"] == "syscall" && r["name"] == "uname").collect();
+    assert_eq!(uname.len(), 1, "{text}");
+    assert_eq!(uname[0]["served"], "denied", "{text}");
+    uname[0].clone()
+}
+
+#[test]
+fn forced_trap_path_reports_the_program_site() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some((input, addr)) = program(t.path()) else { return };
+    let rec = denied_uname(&image(&input, false), t.path(), true, false);
+    assert_eq!(rec["site"], format!("{addr:#x}"), "{rec}");
+}
+
+#[test]
+fn kvm_gate_redirect_reports_the_program_site() {
+    if let Err(why) = kvm::usable() {
+        if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {
+            panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
+        }
+        eprintln!(
+            "KVM test NOT RUN: kvm_gate_redirect_reports_the_program_site: /dev/kvm not usable ({why})"
+        );
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some((input, addr)) = program(t.path()) else { return };
+    let rec = denied_uname(&image(&input, true), t.path(), false, true);
+    assert_eq!(rec["site"], format!("{addr:#x}"), "{rec}");
+}
