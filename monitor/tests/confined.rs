@@ -4,36 +4,10 @@
 //! Needs `gcc` with static glibc; without it every test says so on stderr
 //! and returns early (counted as not run, never as a pass of the feature).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
 
 use cabin_monitor::{process, EndReason, RunConfig};
-
-fn programs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
-}
-
-/// Compiles `name.c` and builds its image; `None` when gcc is missing.
-fn image(name: &str, dir: &Path) -> Option<Vec<u8>> {
-    let exe = dir.join(name);
-    let out = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(programs().join(format!("{name}.c")))
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("gcc failed for {name}: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => {
-            eprintln!("SKIPPED (NOT RUN): gcc is not available ({e})");
-            return None;
-        }
-    }
-    let input = std::fs::read(&exe).expect("read compiled program");
-    let opts = cabin_rewriter::pipeline::BuildOptions::default();
-    let built = cabin_rewriter::pipeline::build_image(&input, &opts, &mut |_| {}).expect("build image");
-    Some(built.image)
-}
 
 fn cfg(args: &[&str]) -> RunConfig {
     RunConfig { args: args.iter().map(|s| s.to_string()).collect(), quiet: true, ..RunConfig::default() }
@@ -42,7 +16,7 @@ fn cfg(args: &[&str]) -> RunConfig {
 #[test]
 fn garbage_on_the_ring_ends_the_program_and_the_monitor_survives() {
     let t = tempfile::tempdir().unwrap();
-    let Some(img) = image("scribble", t.path()) else { return };
+    let Some(img) = common::image("scribble", t.path()) else { return };
     for _ in 0..3 {
         let o = process::run(&img, &cfg(&["scribble"])).expect("monitor survives");
         assert_eq!(o.exit_code, 137, "{:?}", o.reason);
@@ -53,7 +27,7 @@ fn garbage_on_the_ring_ends_the_program_and_the_monitor_survives() {
 #[test]
 fn wild_pointers_and_lengths_end_the_program() {
     let t = tempfile::tempdir().unwrap();
-    let Some(img) = image("wildptr", t.path()) else { return };
+    let Some(img) = common::image("wildptr", t.path()) else { return };
     for args in [&["wildptr"][..], &["wildptr", "huge"]] {
         let o = process::run(&img, &cfg(args)).expect("monitor survives");
         assert_eq!(o.exit_code, 137, "{:?}", o.reason);
@@ -67,7 +41,7 @@ fn wild_pointers_and_lengths_end_the_program() {
 #[test]
 fn escapes_from_the_allowed_dir_fail() {
     let t = tempfile::tempdir().unwrap();
-    let Some(img) = image("escape", t.path()) else { return };
+    let Some(img) = common::image("escape", t.path()) else { return };
     let root = t.path().canonicalize().unwrap();
     let dir = root.join("allowed");
     std::fs::create_dir(&dir).unwrap();
@@ -86,7 +60,7 @@ fn escapes_from_the_allowed_dir_fail() {
 #[test]
 fn faults_end_with_128_plus_signal_and_a_report() {
     let t = tempfile::tempdir().unwrap();
-    let Some(img) = image("fault", t.path()) else { return };
+    let Some(img) = common::image("fault", t.path()) else { return };
     let o = process::run(&img, &cfg(&["fault"])).expect("run");
     assert_eq!(o.exit_code, 139);
     match o.reason {
@@ -101,22 +75,16 @@ fn invalid_images_are_refused() {
     assert!(matches!(e, cabin_monitor::RunError::InvalidImage(_)), "{e}");
     // A plain static executable (no libos, no manifest) is not an image.
     let t = tempfile::tempdir().unwrap();
-    let exe = t.path().join("plain");
-    let ok = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(programs().join("fault.c"))
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = common::compile("fault", t.path()).is_some();
     if ok {
-        let e = process::run(&std::fs::read(&exe).unwrap(), &cfg(&["plain"])).unwrap_err();
+        let e = process::run(&std::fs::read(t.path().join("fault")).unwrap(), &cfg(&["plain"])).unwrap_err();
         assert!(e.to_string().contains("not a Cabin image"), "{e}");
     }
 }
 
 fn files_case(force_trap_path: bool) {
     let t = tempfile::tempdir().unwrap();
-    let Some(img) = image("files", t.path()) else { return };
+    let Some(img) = common::image("files", t.path()) else { return };
     let root = t.path().canonicalize().unwrap();
     let (rd, wr) = (root.join("in"), root.join("out"));
     std::fs::create_dir(&rd).unwrap();

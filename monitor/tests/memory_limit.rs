@@ -12,9 +12,10 @@
 //! returns early (counted as not run, never as a pass). The KVM variant
 //! prints `KVM test NOT RUN` where /dev/kvm is not usable.
 
+mod common;
+
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use cabin_monitor::policy::gate::GateConfig;
@@ -24,32 +25,6 @@ use cabin_monitor::{kvm, process, EndReason, RunConfig, RunError, RunOutcome};
 use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
-
-fn programs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
-}
-
-/// Compiles `name.c` and builds its image; `None` when gcc is missing.
-fn image(name: &str, dir: &Path) -> Option<Vec<u8>> {
-    let exe = dir.join(name);
-    let out = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&exe)
-        .arg(programs().join(format!("{name}.c")))
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("gcc failed for {name}: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => {
-            eprintln!("SKIPPED (NOT RUN): gcc is not available ({e})");
-            return None;
-        }
-    }
-    let input = std::fs::read(&exe).expect("read compiled program");
-    let opts = cabin_rewriter::pipeline::BuildOptions::default();
-    let built = cabin_rewriter::pipeline::build_image(&input, &opts, &mut |_| {}).expect("build image");
-    Some(built.image)
-}
 
 fn schema() -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/trace-schema.json");
@@ -110,7 +85,7 @@ fn memory_bomb_is_stopped_at_the_limit(b: Backend) {
 /// stop, the message, the records and the host's memory.
 fn bomb(b: Backend, chunk: u64) {
     let t = tempfile::tempdir().expect("tempdir");
-    let Some(img) = image("membomb", t.path()) else { return };
+    let Some(img) = common::image("membomb", t.path()) else { return };
     let text = "version = 1\n[default]\naction = \"allow\"\n[limits]\nmemory = \"64M\"\n";
     let policy = Policy::parse("bomb.toml", text).unwrap_or_else(|e| panic!("{e}"));
     let audit = t.path().join("audit.jsonl");

@@ -48,6 +48,8 @@
 //! and returns early (counted as not run). The KVM variants print `KVM test
 //! NOT RUN` where /dev/kvm is not usable (they fail with CABIN_REQUIRE_KVM=1).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
@@ -107,21 +109,9 @@ fn probe() -> Option<&'static (PathBuf, Vec<u8>)> {
         .get_or_init(|| {
             let dir = std::env::temp_dir().join(format!("cabin-paths-probe-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("probe dir");
-            let exe = dir.join("paths");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/paths.c");
-            match Command::new("gcc").args(["-static", "-O1", "-o"]).arg(&exe).arg(&src).output() {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => panic!("gcc failed for paths.c: {}", String::from_utf8_lossy(&o.stderr)),
-                Err(e) => {
-                    eprintln!("SKIPPED (NOT RUN): gcc is not available ({e})");
-                    return None;
-                }
-            }
-            let input = std::fs::read(&exe).expect("read compiled probe");
-            let opts = cabin_rewriter::pipeline::BuildOptions::default();
-            let built =
-                cabin_rewriter::pipeline::build_image(&input, &opts, &mut |_| {}).expect("build image");
-            Some((exe, built.image))
+            let exe = common::compile("paths", &dir)?;
+            let image = common::rewrite(&std::fs::read(&exe).expect("read compiled probe"));
+            Some((exe, image))
         })
         .as_ref()
 }

@@ -10,7 +10,6 @@
 //! (and fails instead with CABIN_REQUIRE_KVM=1).
 
 use std::path::Path;
-use std::process::Command;
 
 use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::policy::Policy;
@@ -40,28 +39,8 @@ fn program(dir: &Path) -> Option<(Vec<u8>, u64)> {
     let src = dir.join("site.c");
     std::fs::write(&src, PROGRAM).expect("write the source");
     let exe = dir.join("site");
-    match Command::new("musl-gcc").args(["-static", "-O1", "-o"]).arg(&exe).arg(&src).output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("musl-gcc failed: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(e) => {
-            eprintln!("SKIPPED (NOT RUN): musl-gcc is not available ({e}); help: apt-get install musl-tools");
-            return None;
-        }
-    }
-    let dis = match Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(&exe).output() {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        r => {
-            eprintln!("SKIPPED (NOT RUN): objdump failed ({r:?}); help: apt-get install binutils");
-            return None;
-        }
-    };
-    let addr = dis
-        .lines()
-        .skip_while(|l| !l.ends_with("<raw_uname>:"))
-        .find(|l| l.trim_end().ends_with("syscall"))
-        .and_then(|l| l.split(':').next())
-        .and_then(|a| u64::from_str_radix(a.trim(), 16).ok())
-        .expect("objdump shows the syscall of raw_uname");
+    cabin_tests::compile_static_c("musl-gcc", "musl-tools", &src, &exe)?;
+    let addr = cabin_tests::syscall_address(&exe, "raw_uname");
     Some((std::fs::read(&exe).expect("read the program"), addr))
 }
 

@@ -696,6 +696,45 @@ pub fn require_tool(tool: &str, package: &str) {
     assert!(ok, "`{tool}` is needed by this test: install {package}");
 }
 
+/// Compiles the C file `src` with `compiler` (`gcc`, `musl-gcc`) as a
+/// static executable (`-static -O1`) at `out`. `None` when the compiler is
+/// not installed: that is said on stderr as `SKIPPED (NOT RUN)` with the
+/// Debian package to install, and the caller returns without passing. A
+/// compile error panics.
+pub fn compile_static_c(compiler: &str, package: &str, src: &Path, out: &Path) -> Option<()> {
+    match Command::new(compiler).args(["-static", "-O1", "-o"]).arg(out).arg(src).output() {
+        Ok(o) if o.status.success() => Some(()),
+        Ok(o) => panic!("{compiler} failed for {}: {}", src.display(), String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            eprintln!(
+                "SKIPPED (NOT RUN): {compiler} is not available ({e}); help: apt-get install {package}"
+            );
+            None
+        }
+    }
+}
+
+/// The address of the first `syscall` instruction in function `func` of
+/// the executable `exe`, as `objdump -d` shows it (panics when objdump is
+/// missing or the function has none).
+pub fn syscall_address(exe: &Path, func: &str) -> u64 {
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(exe)
+        .output()
+        .unwrap_or_else(|e| panic!("objdump is needed by this test ({e}): install binutils"));
+    assert!(out.status.success(), "objdump -d {} failed", exe.display());
+    let dis = String::from_utf8_lossy(&out.stdout);
+    // "  40113e:\tsyscall" — the first `syscall` after `<func>:`.
+    let header = format!("<{func}>:");
+    dis.lines()
+        .skip_while(|l| !l.ends_with(&header))
+        .find(|l| l.trim_end().ends_with("syscall"))
+        .and_then(|l| l.split(':').next())
+        .and_then(|a| u64::from_str_radix(a.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("objdump shows no syscall in {func} of {}", exe.display()))
+}
+
 /// One `LOAD` line of `readelf -lW`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadHeader {
