@@ -13,7 +13,7 @@ use cabin_abi::PAGE_SIZE;
 use thiserror::Error;
 
 use crate::elf::{ElfError, ElfFile, PF_R, PF_W, PF_X, PT_NOTE};
-use crate::measure::{LaunchDigest, MeasureError, PageType, VmplPerms, DIGEST_LEN};
+use crate::measure::{page_digest, LaunchDigest, MeasureError, PageType, VmplPerms, DIGEST_LEN};
 
 /// Why a file is not a valid Cabin image.
 #[derive(Debug, Error)]
@@ -187,6 +187,22 @@ pub fn vmpl1_perms(flags: u32) -> VmplPerms {
     VmplPerms(p)
 }
 
+/// The contents digests of `pages` (`None` for a page without contents),
+/// hashed on up to four threads: hashing every page is most of the cost of
+/// checking an image before each run.
+fn page_digests(pages: &[Option<&[u8]>]) -> Vec<Option<[u8; DIGEST_LEN]>> {
+    let hash = |chunk: &[Option<&[u8]>]| -> Vec<_> { chunk.iter().map(|p| p.map(page_digest)).collect() };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    if threads < 2 || pages.len() < 128 {
+        return hash(pages);
+    }
+    let per = pages.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = pages.chunks(per).map(|c| s.spawn(move || hash(c))).collect();
+        parts.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
+}
+
 /// The SEV-SNP launch digest of an image laid out in the domain.
 ///
 /// Pages: every page any loadable segment touches, in address order, at
@@ -222,14 +238,14 @@ pub fn measure(elf: &ElfFile<'_>, manifest: &[u8]) -> Result<[u8; DIGEST_LEN], I
     }
     let base = pages.keys().next().copied().unwrap_or(0);
     let none = VmplPerms(0);
+    let contents: Vec<Option<&[u8]>> = pages.values().map(|(c, _)| c.as_deref()).collect();
+    let digests = page_digests(&contents);
     let mut digest = LaunchDigest::new();
-    for (vaddr, (contents, perms)) in &pages {
+    for ((vaddr, (_, perms)), contents_digest) in pages.iter().zip(&digests) {
         let gpa = IMAGE_GPA_BASE + (vaddr - base);
         let perms = [VmplPerms(*perms), none, none];
-        match contents {
-            Some(c) => digest.update(PageType::Normal, gpa, Some(c), perms)?,
-            None => digest.update(PageType::Zero, gpa, None, perms)?,
-        }
+        let page_type = if contents_digest.is_some() { PageType::Normal } else { PageType::Zero };
+        digest.update_digested(page_type, gpa, contents_digest.as_ref(), perms)?;
     }
     digest.update_normal_pages(MANIFEST_GPA, manifest, [VmplPerms(VmplPerms::READ), none, none])?;
     Ok(digest.digest())

@@ -191,10 +191,30 @@ impl LaunchDigest {
         check_range(gpa, 1)?;
         check_perms(vmpl_perms)?;
         let contents_digest = match (page_type.has_contents(), contents) {
-            (true, Some(page)) if page.len() == PAGE_SIZE => sha384(page),
+            (true, Some(page)) if page.len() == PAGE_SIZE => Some(sha384(page)),
             (true, Some(page)) => {
                 return Err(MeasureError::WrongContentLength { page_type, len: page.len() })
             }
+            (_, None) => None,
+            (false, Some(_)) => return Err(MeasureError::UnexpectedContents { page_type }),
+        };
+        self.update_digested(page_type, gpa, contents_digest.as_ref(), vmpl_perms)
+    }
+
+    /// As [`LaunchDigest::update`], for a page whose contents digest
+    /// ([`page_digest`] of its 4 KiB) was computed beforehand, e.g. for many
+    /// pages in parallel: only the chain itself is sequential.
+    pub fn update_digested(
+        &mut self,
+        page_type: PageType,
+        gpa: u64,
+        contents_digest: Option<&[u8; DIGEST_LEN]>,
+        vmpl_perms: [VmplPerms; 3],
+    ) -> Result<(), MeasureError> {
+        check_range(gpa, 1)?;
+        check_perms(vmpl_perms)?;
+        let contents_digest = match (page_type.has_contents(), contents_digest) {
+            (true, Some(d)) => *d,
             (true, None) => return Err(MeasureError::MissingContents { page_type }),
             (false, Some(_)) => return Err(MeasureError::UnexpectedContents { page_type }),
             (false, None) => [0; DIGEST_LEN],
@@ -304,6 +324,12 @@ fn check_perms(perms: [VmplPerms; 3]) -> Result<(), MeasureError> {
         }
     }
     Ok(())
+}
+
+/// The contents digest of one page (SHA-384 of its bytes), as
+/// [`LaunchDigest::update_digested`] takes it.
+pub fn page_digest(page: &[u8]) -> [u8; DIGEST_LEN] {
+    sha384(page)
 }
 
 fn sha384(data: &[u8]) -> [u8; DIGEST_LEN] {

@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use cabin_monitor::{process, EndReason, RunConfig};
 
 fn cfg(args: &[&str]) -> RunConfig {
