@@ -7,12 +7,15 @@
 //! fails with the fix. The KVM variant prints `KVM test NOT RUN` and returns
 //! where /dev/kvm is not usable (fails instead with CABIN_REQUIRE_KVM=1).
 
+mod common;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cabin_monitor::{kvm, process, RunConfig};
+use cabin_monitor::RunConfig;
+use common::Backend;
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -81,12 +84,6 @@ fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Process,
-    Kvm,
-}
-
 #[test]
 fn busybox_applets_are_identical_native_and_process() {
     busybox_differential(Backend::Process);
@@ -94,11 +91,7 @@ fn busybox_applets_are_identical_native_and_process() {
 
 #[test]
 fn busybox_applets_are_identical_native_and_kvm() {
-    if let Err(why) = kvm::usable() {
-        if std::env::var("CABIN_REQUIRE_KVM").as_deref() == Ok("1") {
-            panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
-        }
-        eprintln!("KVM test NOT RUN: busybox applets on kvm: /dev/kvm not usable ({why})");
+    if !Backend::Kvm.available("busybox applets on kvm") {
         return;
     }
     busybox_differential(Backend::Kvm);
@@ -148,12 +141,7 @@ fn busybox_differential(backend: Backend) {
                     stdio: Some([stdin.as_raw_fd(), fo.as_raw_fd(), fe.as_raw_fd()]),
                     ..RunConfig::default()
                 };
-                match backend {
-                    Backend::Process => process::run(&image, &cfg),
-                    Backend::Kvm => kvm::run(&image, &cfg, 0),
-                }
-                .expect("run")
-                .exit_code
+                backend.run(&image, &cfg).expect("run").exit_code
             } else {
                 let st = Command::new(BUSYBOX)
                     .args(&args)

@@ -21,7 +21,8 @@ use std::time::Duration;
 use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::TraceOptions;
-use cabin_monitor::{kvm, process, EndReason, RunConfig, RunError, RunOutcome};
+use cabin_monitor::{EndReason, RunConfig};
+use common::Backend;
 use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
@@ -40,21 +41,6 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Process,
-    Kvm,
-}
-
-impl Backend {
-    fn run(self, img: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
-        match self {
-            Backend::Process => process::run(img, cfg),
-            Backend::Kvm => kvm::run(img, cfg, cfg.arena_bytes),
-        }
-    }
-}
-
 #[test]
 fn memory_bomb_is_stopped_at_the_limit_process() {
     memory_bomb_is_stopped_at_the_limit(Backend::Process);
@@ -67,11 +53,7 @@ fn small_block_memory_bomb_is_stopped_at_the_limit_process() {
 
 #[test]
 fn memory_bomb_is_stopped_at_the_limit_kvm() {
-    if let Err(why) = kvm::usable() {
-        if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {
-            panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
-        }
-        eprintln!("KVM test NOT RUN: memory_bomb_is_stopped_at_the_limit: /dev/kvm not usable ({why})");
+    if !Backend::Kvm.available("memory_bomb_is_stopped_at_the_limit") {
         return;
     }
     memory_bomb_is_stopped_at_the_limit(Backend::Kvm);

@@ -63,44 +63,12 @@ use std::time::Instant;
 use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::trace::record::path_text;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
-use cabin_monitor::{kvm, process, RunConfig, RunOutcome};
+use cabin_monitor::{RunConfig, RunOutcome};
+use common::Backend;
 use serde_json::Value;
 
 const SECRET: &str = "SECRET-MARKER-1";
 const SECRET2: &str = "SECRET-MARKER-2";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Process,
-    Kvm,
-}
-
-impl Backend {
-    fn run(self, img: &[u8], cfg: &RunConfig) -> RunOutcome {
-        match self {
-            Backend::Process => process::run(img, cfg),
-            Backend::Kvm => kvm::run(img, cfg, 0),
-        }
-        .unwrap_or_else(|e| panic!("{self:?} run failed: {e}"))
-    }
-
-    /// Whether this backend can run here (says so loudly when not).
-    fn available(self, test: &str) -> bool {
-        if self == Backend::Process {
-            return true;
-        }
-        match kvm::usable() {
-            Ok(()) => true,
-            Err(why) => {
-                if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {
-                    panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
-                }
-                eprintln!("KVM test NOT RUN: {test}: /dev/kvm not usable ({why})");
-                false
-            }
-        }
-    }
-}
 
 /// The compiled probe (native executable, image), built once.
 fn probe() -> Option<&'static (PathBuf, Vec<u8>)> {
@@ -432,7 +400,7 @@ fn run_confined(
         gate,
         ..RunConfig::default()
     };
-    let o = b.run(img, &cfg);
+    let o = b.run(img, &cfg).unwrap_or_else(|e| panic!("{b:?} run failed: {e}"));
     drop(fo);
     (o, std::fs::read_to_string(out_file).expect("stdout"))
 }

@@ -6,13 +6,16 @@
 //! The KVM variants print `KVM test NOT RUN` and return where /dev/kvm is
 //! not usable (they fail instead with CABIN_REQUIRE_KVM=1).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
-use cabin_monitor::{kvm, process, RunConfig, RunError, RunOutcome};
+use cabin_monitor::{RunConfig, RunOutcome};
+use common::Backend;
 use serde_json::Value;
 
 fn busybox() -> Option<Vec<u8>> {
@@ -39,21 +42,6 @@ fn policy(text: &str) -> Policy {
     Policy::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Process,
-    Kvm,
-}
-
-impl Backend {
-    fn run(self, img: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
-        match self {
-            Backend::Process => process::run(img, cfg),
-            Backend::Kvm => kvm::run(img, cfg, 0),
-        }
-    }
-}
-
 /// Each test once per backend; the KVM one only where /dev/kvm is usable.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {$(
@@ -64,11 +52,7 @@ macro_rules! on_both_backends {
             }
             #[test]
             fn kvm() {
-                if let Err(why) = super::kvm::usable() {
-                    if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {
-                        panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
-                    }
-                    eprintln!("KVM test NOT RUN: {}: /dev/kvm not usable ({why})", stringify!($name));
+                if !super::Backend::Kvm.available(stringify!($name)) {
                     return;
                 }
                 super::$name(super::Backend::Kvm);

@@ -29,3 +29,45 @@ pub fn image(name: &str, dir: &Path) -> Option<Vec<u8>> {
     let exe = compile(name, dir)?;
     Some(rewrite(&std::fs::read(&exe).expect("read compiled program")))
 }
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `process::run`.
+    Process,
+    /// `kvm::run`, with `cfg.arena_bytes` as its guest memory size (as `cabinc run` passes it).
+    Kvm,
+}
+
+impl Backend {
+    /// Runs `img` confined on this backend.
+    pub fn run(
+        self,
+        img: &[u8],
+        cfg: &cabin_monitor::RunConfig,
+    ) -> Result<cabin_monitor::RunOutcome, cabin_monitor::RunError> {
+        match self {
+            Backend::Process => cabin_monitor::process::run(img, cfg),
+            Backend::Kvm => cabin_monitor::kvm::run(img, cfg, cfg.arena_bytes),
+        }
+    }
+
+    /// Whether this backend can run here. Where /dev/kvm is not usable the
+    /// KVM backend says `KVM test NOT RUN: TEST` on stderr and the caller
+    /// returns (never a pass); with CABIN_REQUIRE_KVM=1 it panics instead.
+    pub fn available(self, test: &str) -> bool {
+        if self == Backend::Process {
+            return true;
+        }
+        match cabin_monitor::kvm::usable() {
+            Ok(()) => true,
+            Err(why) => {
+                if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {
+                    panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
+                }
+                eprintln!("KVM test NOT RUN: {test}: /dev/kvm not usable ({why})");
+                false
+            }
+        }
+    }
+}
