@@ -122,6 +122,13 @@ pub const BOOT_MEMORY_REQUEST_SLOT: usize = 1;
 /// have touched, not counting image, stack and monitor pages).
 pub const BOOT_MEMORY_USED_SLOT: usize = 2;
 
+/// `BootInfo::reserved[3]`, written by the monitor: how long, in
+/// nanoseconds, the libos may spin waiting for a completion before it
+/// sleeps (0: only a short spin). Non-zero when the ring worker has a CPU of
+/// its own (`cabin_monitor::placement`): spinning then costs nobody, while
+/// sleeping costs a futex wake per call (process) or a doorbell exit (KVM).
+pub const BOOT_SPIN_NS_SLOT: usize = 3;
+
 /// The boot-information block: one page in domain memory, written by the
 /// monitor before the program starts; its address is the value of the
 /// [`AT_CABIN_BOOT`] auxiliary-vector entry.
@@ -177,7 +184,8 @@ pub struct BootInfo {
     /// `reserved[0]` is written by the libos: why it stopped the program
     /// itself ([`ABORT_RING`], [`ABORT_MEMORY`]); `reserved[1..=2]` hold
     /// the details of [`ABORT_MEMORY`] ([`BOOT_MEMORY_REQUEST_SLOT`],
-    /// [`BOOT_MEMORY_USED_SLOT`]); `reserved[7]` is
+    /// [`BOOT_MEMORY_USED_SLOT`]); `reserved[3]` is written by the monitor
+    /// ([`BOOT_SPIN_NS_SLOT`]); `reserved[7]` is
     /// [`BOOT_KVM_TRAP_ENTRY_SLOT`]; the rest is reserved, zero.
     pub reserved: [u64; 8],
     /// Written by the libos: per-number counts of locally served calls.

@@ -5,18 +5,32 @@
 //! (SQ, written by the libos, read by the monitor) and a completion queue (CQ,
 //! written by the monitor, read by the libos), each [`RING_ENTRIES`] fixed-size
 //! slots. Indices are free-running `u32` counters; a slot is `index % entries`.
-//! A producer writes a slot, then publishes it by storing the new tail with
-//! release (SeqCst) ordering; a consumer reads the tail with acquire ordering,
-//! copies the slot out once, then stores the new head. More than one entry may
-//! be outstanding: batches are simply several slots published at once.
+//!
+//! Publishing (version 2): every slot carries its own sequence number in its
+//! `tag`, `index + 1` (wrapping), stored last (SeqCst) after the rest of the
+//! slot. A consumer polls the slot at its head for that tag, copies the slot
+//! out once and advances its head. So a call
+//! crosses between the cores in two cache-line transfers (the submission
+//! slot, then the completion slot) instead of the index line plus the slot
+//! each way, which is what a round trip costs most on a multi-core machine
+//! (docs/ring.md has the measurements). The producers still advance their
+//! tails (`sq_tail`, `cq_tail`) after publishing, on their own cache lines:
+//! the monitor reads `sq_tail` only before it goes to sleep, to check the
+//! libos against the protocol; the KVM gate, which submits on the stopped
+//! program's behalf, takes its slot index from it.
 //!
 //! Sleeping: each queue has a *doorbell* word (a futex, shared between
 //! processes, so never `FUTEX_PRIVATE_FLAG`) and a flag saying the consumer
-//! may be asleep. The producer publishes the tail, increments the doorbell and,
-//! only when the flag is set, wakes the doorbell. The consumer reads the
-//! doorbell, sets the flag, re-checks the tail and only then waits on the
-//! doorbell with the value it read. All of these use SeqCst, so no wake-up is
-//! lost. See docs/ring.md.
+//! may be asleep. The producer publishes the slot and, only when the flag is
+//! set, increments the doorbell and wakes it. The consumer reads the
+//! doorbell, sets the flag, re-checks the slot and only then waits on the
+//! doorbell with the value it read. The publishing store, the flag store and
+//! both loads are SeqCst, so one side always sees the other and no wake-up
+//! is lost. See docs/ring.md.
+//!
+//! Back-pressure: a producer may only reuse a slot once the consumer's head
+//! has passed it. Heads are published on the consumer's own line and read by
+//! the producer only when its cached copy says the queue may be full.
 //!
 //! Site hints: after the two queues, one `u64` per submission slot
 //! ([`SITE_OFFSET`]) where the libos leaves, before publishing slot `i`, a
@@ -37,7 +51,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// Magic value of [`RingHeader::magic`]: "CABRING1".
 pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"CABRING1");
 /// Version of this layout.
-pub const RING_VERSION: u32 = 1;
+pub const RING_VERSION: u32 = 2;
 /// Slots in each queue (a power of two).
 pub const RING_ENTRIES: u32 = 64;
 
@@ -54,7 +68,8 @@ pub const SUB_TRAPPED: u32 = 1 << 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Submission {
-    /// Chosen by the libos, echoed in the completion.
+    /// The slot's sequence number, `index + 1` (wrapping), stored last: the
+    /// slot is published when it reads so ([`RingPtr::publish_submission`]).
     pub tag: u32,
     /// `SUB_*` bits.
     pub flags: u32,
@@ -69,7 +84,9 @@ pub struct Submission {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Completion {
-    /// The [`Submission::tag`] this answers.
+    /// The slot's sequence number, `index + 1` (wrapping), stored last. As
+    /// each submission gets exactly one completion, in order, it equals the
+    /// [`Submission::tag`] it answers.
     pub tag: u32,
     /// Reserved, zero.
     pub flags: u32,
@@ -255,6 +272,9 @@ impl RingPtr {
             a.store(0, Ordering::SeqCst);
         }
         for i in 0..RING_ENTRIES {
+            self.write_submission_raw(i, &Submission::default());
+            // SAFETY: see `cq_slot`; written before the other side exists.
+            unsafe { self.cq_slot(i).write_volatile(Completion::default()) };
             self.write_site_hint(i, 0);
         }
     }
@@ -287,6 +307,24 @@ impl RingPtr {
         unsafe { self.base.add(CQ_OFFSET + slot * size_of::<Completion>()).cast() }
     }
 
+    fn sq_tag(&self, index: u32) -> &AtomicU32 {
+        // SAFETY: `tag` is the first field of the slot (inside the mapped
+        // ring, 4-byte aligned); AtomicU32 permits the other side's access.
+        unsafe { AtomicU32::from_ptr(self.sq_slot(index).cast::<u32>()) }
+    }
+
+    fn cq_tag(&self, index: u32) -> &AtomicU32 {
+        // SAFETY: as for `sq_tag`.
+        unsafe { AtomicU32::from_ptr(self.cq_slot(index).cast::<u32>()) }
+    }
+
+    /// Has submission `index` been published (its tag reads `index + 1`)?
+    /// On true, the rest of the slot is visible. (A SeqCst load, which the
+    /// sleep check needs and which costs a plain load on x86.)
+    pub fn submission_ready(&self, index: u32) -> bool {
+        self.sq_tag(index).load(Ordering::SeqCst) == index.wrapping_add(1)
+    }
+
     /// Copies submission slot `index % entries` out (once).
     pub fn read_submission(&self, index: u32) -> Submission {
         // SAFETY: the slot is inside the mapped ring (see `sq_slot`) and
@@ -294,8 +332,49 @@ impl RingPtr {
         unsafe { self.sq_slot(index).read_volatile() }
     }
 
-    /// Writes submission slot `index % entries`.
-    pub fn write_submission(&self, index: u32, s: &Submission) {
+    /// Writes submission slot `index % entries` and publishes it: the body
+    /// first, then the tag `index + 1` with a SeqCst store (release, and the
+    /// full fence the producer needs before it reads the sleeping flag).
+    pub fn publish_submission(&self, index: u32, flags: u32, nr: u64, args: &[u64; 6]) {
+        let slot = self.sq_slot(index);
+        // SAFETY: as for `read_submission`; the fields after the tag are
+        // plain integers written with volatile stores.
+        unsafe {
+            core::ptr::addr_of_mut!((*slot).flags).write_volatile(flags);
+            core::ptr::addr_of_mut!((*slot).nr).write_volatile(nr);
+            core::ptr::addr_of_mut!((*slot).args).write_volatile(*args);
+        }
+        self.sq_tag(index).store(index.wrapping_add(1), Ordering::SeqCst);
+    }
+
+    /// Has completion `index` been published (its tag reads `index + 1`)?
+    /// On true, the result is visible (SeqCst, as for `submission_ready`).
+    pub fn completion_ready(&self, index: u32) -> bool {
+        self.cq_tag(index).load(Ordering::SeqCst) == index.wrapping_add(1)
+    }
+
+    /// Copies completion slot `index % entries` out (once).
+    pub fn read_completion(&self, index: u32) -> Completion {
+        // SAFETY: as for `read_submission`.
+        unsafe { self.cq_slot(index).read_volatile() }
+    }
+
+    /// Writes completion slot `index % entries` and publishes it: the result
+    /// first, then the tag `index + 1` with a SeqCst store (as for
+    /// `publish_submission`).
+    pub fn publish_completion(&self, index: u32, result: i64) {
+        let slot = self.cq_slot(index);
+        // SAFETY: as for `publish_submission`.
+        unsafe {
+            core::ptr::addr_of_mut!((*slot).flags).write_volatile(0);
+            core::ptr::addr_of_mut!((*slot).result).write_volatile(result);
+        }
+        self.cq_tag(index).store(index.wrapping_add(1), Ordering::SeqCst);
+    }
+
+    /// Overwrites a whole submission slot as it is (tests and fuzzing: a
+    /// hostile producer's view of the slot).
+    pub fn write_submission_raw(&self, index: u32, s: &Submission) {
         // SAFETY: as for `read_submission`.
         unsafe { self.sq_slot(index).write_volatile(*s) }
     }
@@ -315,22 +394,10 @@ impl RingPtr {
     }
 
     /// Writes the site hint of submission slot `index % entries`; the
-    /// producer does this before publishing the slot's tail.
+    /// producer does this before publishing the slot.
     pub fn write_site_hint(&self, index: u32, site: u64) {
         // SAFETY: as for `read_site_hint`.
         unsafe { self.site_slot(index).write_volatile(site) }
-    }
-
-    /// Copies completion slot `index % entries` out (once).
-    pub fn read_completion(&self, index: u32) -> Completion {
-        // SAFETY: as for `read_submission`.
-        unsafe { self.cq_slot(index).read_volatile() }
-    }
-
-    /// Writes completion slot `index % entries`.
-    pub fn write_completion(&self, index: u32, c: &Completion) {
-        // SAFETY: as for `read_submission`.
-        unsafe { self.cq_slot(index).write_volatile(*c) }
     }
 }
 
@@ -362,12 +429,20 @@ mod tests {
         assert!(r.check_header().is_err());
         r.init();
         assert_eq!(r.check_header(), Ok(()));
-        let s = Submission { tag: 7, flags: SUB_TRAPPED, nr: 1, args: [1, 2, 3, 4, 5, 6] };
-        r.write_submission(70, &s);
+        assert!(
+            (0..RING_ENTRIES).all(|i| !r.submission_ready(i) && !r.completion_ready(i)),
+            "init clears the slots"
+        );
+        r.publish_submission(70, SUB_TRAPPED, 1, &[1, 2, 3, 4, 5, 6]);
+        let s = Submission { tag: 71, flags: SUB_TRAPPED, nr: 1, args: [1, 2, 3, 4, 5, 6] };
         assert_eq!(r.read_submission(6), s);
-        let c = Completion { tag: 7, flags: 0, result: -2 };
-        r.write_completion(3, &c);
-        assert_eq!(r.read_completion(67), c);
+        assert!(r.submission_ready(70));
+        // The same slot one lap earlier or later is not this publication.
+        assert!(!r.submission_ready(6) && !r.submission_ready(134));
+        r.publish_completion(67, -2);
+        assert!(r.completion_ready(67) && !r.completion_ready(3));
+        let c = Completion { tag: 68, flags: 0, result: -2 };
+        assert_eq!(r.read_completion(3), c);
         assert_eq!(r.sq_tail().load(Ordering::SeqCst), 0);
         assert_eq!(r.read_site_hint(5), 0, "init clears the hints");
         r.write_site_hint(69, 0x40_1234);
@@ -375,5 +450,18 @@ mod tests {
         // The hints sit after the completions and do not overlap them.
         assert_eq!(r.read_completion(3), c);
         assert_eq!(r.read_submission(6), s);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut area = Area([0; RING_BYTES]);
+        // SAFETY: as above.
+        let r = unsafe { RingPtr::new(area.0.as_mut_ptr()) };
+        r.init();
+        r.publish_submission(u32::MAX, 0, 39, &[0; 6]);
+        assert_eq!(r.read_submission(u32::MAX).tag, 0);
+        assert!(r.submission_ready(u32::MAX));
+        r.publish_completion(u32::MAX, 5);
+        assert!(r.completion_ready(u32::MAX));
     }
 }

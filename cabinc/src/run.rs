@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cabin_monitor::placement::CpuPlacement;
 use cabin_monitor::{RunConfig, RunError, RunOutcome};
 use clap::ValueEnum;
 
@@ -47,6 +48,12 @@ pub struct RunArgs {
     /// exit per call on kvm; for measuring what the ring saves).
     #[arg(long, value_enum, default_value_t = Forwarding::Ring)]
     pub forwarding: Forwarding,
+    /// Where the program and the monitor's ring worker run: `split` (the worker on one CPU,
+    /// the program on the others, when at least two are allowed: a forwarded call is a
+    /// round trip between the two, and the worker spins between calls) or `shared` (leave
+    /// it to the scheduler).
+    #[arg(long, value_enum, default_value_t = Cpus::Split)]
+    pub cpus: Cpus,
     /// Do not print the execute-only notice.
     #[arg(long, short)]
     pub quiet: bool,
@@ -76,6 +83,15 @@ pub enum Forwarding {
     Ring,
     /// Every call traps out of the domain first (the synchronous path).
     Sync,
+}
+
+/// CPU placement (`--cpus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Cpus {
+    /// The worker on one CPU, the program on the others.
+    Split,
+    /// Left to the scheduler.
+    Shared,
 }
 
 /// Parses sizes like `256M`, `1G`, `65536`, `512K`.
@@ -137,6 +153,10 @@ pub fn run(a: &RunArgs) -> ExitCode {
         quiet: a.quiet,
         arena_bytes: a.mem.or(rp.memory).unwrap_or(0),
         force_trap_path: a.forwarding == Forwarding::Sync,
+        cpu_placement: match a.cpus {
+            Cpus::Split => CpuPlacement::Split,
+            Cpus::Shared => CpuPlacement::Shared,
+        },
         ..RunConfig::default()
     };
     let backend = match a.backend {

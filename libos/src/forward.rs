@@ -31,7 +31,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use cabin_abi::boot::{
     BootInfo, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_KVM, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
-    BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC, BOOT_VERSION, LOCAL_COUNT_SLOTS,
+    BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC, BOOT_SPIN_NS_SLOT, BOOT_VERSION, LOCAL_COUNT_SLOTS,
 };
 use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_TRAPPED};
 
@@ -199,9 +199,16 @@ pub fn init(boot: u64) -> bool {
     if !mem::init(arena, arena_len, brk, brk_len, flags & BOOT_FLAG_MEMORY_LIMIT != 0) {
         return false;
     }
+    // SAFETY: as for the reads above.
+    let (tsc_khz, spin_ns) = unsafe {
+        (
+            addr_of_mut!((*b).tsc_khz).read_volatile(),
+            addr_of_mut!((*b).reserved[BOOT_SPIN_NS_SLOT]).read_volatile(),
+        )
+    };
+    ring_client::set_spin(spin_ns, tsc_khz);
     if flags & BOOT_FLAG_KVM != 0 {
-        // SAFETY: as for the reads above.
-        clock::init(unsafe { addr_of_mut!((*b).tsc_khz).read_volatile() });
+        clock::init(tsc_khz);
     }
     {
         // SAFETY: start-up, single thread, no other reference alive.

@@ -32,6 +32,9 @@ pub struct RunConfig {
     /// Testing: make every call take the seccomp-trap (SIGSYS) slow path,
     /// as if every site had been left as a trap site.
     pub force_trap_path: bool,
+    /// Whether the program and the ring worker get CPUs of their own
+    /// (`--cpus`; default: split, see [`crate::placement`]).
+    pub cpu_placement: crate::placement::CpuPlacement,
 }
 
 /// How a confined run ended.

@@ -19,6 +19,7 @@
 //!   fd table, filesystem policy, the supported-call list.
 //! - [`layout`]: where the domain's areas live.
 //! - [`site_map`]: a submission's site hint to the program's call site.
+//! - [`placement`]: the program and the ring worker on different CPUs.
 //! - [`stats`]: the `--stats` JSON.
 //!
 //! The monitor never trusts the domain: everything read from the ring or
@@ -30,6 +31,7 @@ pub mod kick;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod placement;
 pub mod policy;
 pub mod process;
 pub mod ring;

@@ -6,14 +6,17 @@
 //! no CPU. [`Worker::stop`] (called when the child has exited) wakes it.
 //!
 //! The worker keeps its own copies of the indices it owns (`sq_head`,
-//! `cq_tail`) and only *reads* the ones the domain owns (`sq_tail`,
-//! `cq_head`); impossible values end the program as a protocol violation.
+//! `cq_tail`). On the hot path it reads only the submission slot at its head
+//! (published by its sequence number, see `cabin_abi::ring`); the indices the
+//! domain owns are read off the hot path: `cq_head` when the completion
+//! queue may be full, `sq_tail` before sleeping, where it must agree with the
+//! slots. Impossible values end the program as a protocol violation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cabin_abi::ring::{pending, Completion, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
 
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
@@ -85,6 +88,9 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     sq_head: u32,
     cq_tail: u32,
+    /// The domain's `cq_head` as last read (re-read when the completion
+    /// queue may be full).
+    cq_head_seen: u32,
     /// Counters.
     pub stats: WorkerStats,
     /// Policy, limits and trace around each call (none: serve everything).
@@ -116,6 +122,7 @@ impl Worker {
             stop: Arc::new(AtomicBool::new(false)),
             sq_head: ring.sq_head().load(Ordering::SeqCst),
             cq_tail: ring.cq_tail().load(Ordering::SeqCst),
+            cq_head_seen: ring.cq_head().load(Ordering::SeqCst),
             stats: WorkerStats::default(),
             gate: None,
             policy_stop: None,
@@ -148,62 +155,114 @@ impl Worker {
     fn serve_until_end(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
+        let mut idle_spins: u32 = 0;
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return WorkerEnd::Stopped;
             }
             match self.serve_available(mem, service) {
-                Err(msg) => {
-                    r.state().store(STATE_DEAD, Ordering::SeqCst);
-                    if let Some(stop) = self.policy_stop.take() {
-                        return WorkerEnd::Policy(stop);
-                    }
-                    if let Some(g) = self.gate.as_mut() {
-                        g.violation(&msg);
-                    }
-                    return WorkerEnd::Violation(msg);
-                }
+                Err(msg) => return self.end_with(&msg),
                 Ok(n) if n > 0 => {
                     idle_since = None;
+                    idle_spins = 0;
                     continue;
                 }
                 Ok(_) => {}
+            }
+            // Poll; look at the clock only every 64 polls (a clock read costs
+            // more than a poll and delays noticing the next call).
+            idle_spins = idle_spins.wrapping_add(1);
+            if idle_spins % 64 != 0 {
+                std::hint::spin_loop();
+                continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
+            // Before sleeping, hold the domain to the protocol: its tail must
+            // agree with the slots (nothing published past our head).
+            if let Err(msg) = self.check_idle_tail() {
+                return self.end_with(&msg);
+            }
             // Sleep: announce, re-check, wait on the value read before.
             let seen = r.sq_doorbell().load(Ordering::SeqCst);
             r.sq_sleeping().store(1, Ordering::SeqCst);
-            let tail = r.sq_tail().load(Ordering::SeqCst);
-            if tail == self.sq_head && !self.stop.load(Ordering::SeqCst) {
+            if !r.submission_ready(self.sq_head) && !self.stop.load(Ordering::SeqCst) {
                 futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(Duration::from_secs(1)));
             }
             r.sq_sleeping().store(0, Ordering::SeqCst);
             idle_since = None;
+            idle_spins = 0;
         }
+    }
+
+    /// Ends the loop after `msg` (a protocol violation, or a policy stop
+    /// whose reason is in `policy_stop`): the ring is marked dead.
+    fn end_with(&mut self, msg: &str) -> WorkerEnd {
+        self.ring.state().store(STATE_DEAD, Ordering::SeqCst);
+        if let Some(stop) = self.policy_stop.take() {
+            return WorkerEnd::Policy(stop);
+        }
+        if let Some(g) = self.gate.as_mut() {
+            g.violation(msg);
+        }
+        WorkerEnd::Violation(msg.to_string())
+    }
+
+    /// With nothing published at our head, the domain's `sq_tail` must not
+    /// be ahead of it: the libos publishes a slot before it advances its
+    /// tail, so a tail ahead of an unpublished slot, or one further off than
+    /// the queue is long, is a protocol violation. A tail *behind* the head
+    /// is normal: the worker may have served a slot whose tail store the
+    /// libos has not made yet.
+    fn check_idle_tail(&self) -> Result<(), String> {
+        let r = self.ring;
+        let tail = r.sq_tail().load(Ordering::SeqCst);
+        let ahead = tail.wrapping_sub(self.sq_head);
+        let behind = self.sq_head.wrapping_sub(tail);
+        if ahead > RING_ENTRIES && behind > RING_ENTRIES {
+            return Err(format!(
+                "submission tail {tail} is impossible for head {} ({RING_ENTRIES} slots)",
+                self.sq_head
+            ));
+        }
+        if ahead > 0 && ahead <= RING_ENTRIES && !r.submission_ready(self.sq_head) {
+            return Err(format!(
+                "submission tail {tail} is ahead of head {} but slot {} was never published",
+                self.sq_head, self.sq_head
+            ));
+        }
+        Ok(())
+    }
+
+    /// Is there room for one more completion? Reads the domain's `cq_head`
+    /// only when the cached copy says the queue may be full.
+    fn completion_room(&mut self) -> Result<(), String> {
+        if matches!(pending(self.cq_head_seen, self.cq_tail, RING_ENTRIES), Ok(n) if n < RING_ENTRIES) {
+            return Ok(());
+        }
+        let cq_head = self.ring.cq_head().load(Ordering::SeqCst);
+        let used = pending(cq_head, self.cq_tail, RING_ENTRIES)
+            .map_err(|_| format!("completion head {cq_head} is impossible for tail {}", self.cq_tail))?;
+        self.cq_head_seen = cq_head;
+        if used >= RING_ENTRIES {
+            return Err("completion queue full: the domain does not consume completions".into());
+        }
+        Ok(())
     }
 
     /// Serves every submission published so far; returns how many.
     fn serve_available(&mut self, mem: &GuestMemory, service: &mut Service) -> Result<u32, String> {
         let r = self.ring;
-        let tail = r.sq_tail().load(Ordering::Acquire);
-        let n = pending(self.sq_head, tail, RING_ENTRIES).map_err(|_| {
-            format!("submission tail {tail} is impossible for head {} ({RING_ENTRIES} slots)", self.sq_head)
-        })?;
-        for _ in 0..n {
+        let mut n = 0;
+        while r.submission_ready(self.sq_head) {
             let s = r.read_submission(self.sq_head);
             if s.flags & !SUB_TRAPPED != 0 {
                 return Err(format!("submission with unknown flags {:#x}", s.flags));
             }
-            let cq_head = r.cq_head().load(Ordering::Acquire);
-            let room = pending(cq_head, self.cq_tail, RING_ENTRIES)
-                .map_err(|_| format!("completion head {cq_head} is impossible for tail {}", self.cq_tail))?;
-            if room >= RING_ENTRIES {
-                return Err("completion queue full: the domain does not consume completions".into());
-            }
+            self.completion_room()?;
             let trapped = s.flags & SUB_TRAPPED != 0;
             let (slot, sites) = (self.sq_head, &self.sites);
             let result = match self.gate.as_mut() {
@@ -230,19 +289,24 @@ impl Worker {
                 }
             };
             self.stats.forwarded += 1;
-            if s.flags & SUB_TRAPPED != 0 {
+            if trapped {
                 self.stats.trapped += 1;
             }
-            r.write_completion(self.cq_tail, &Completion { tag: s.tag, flags: 0, result });
+            // The completion slot first (what the libos polls), then the
+            // indices, on our own lines.
+            r.publish_completion(self.cq_tail, result);
             self.cq_tail = self.cq_tail.wrapping_add(1);
             self.sq_head = self.sq_head.wrapping_add(1);
-            r.cq_tail().store(self.cq_tail, Ordering::SeqCst);
-            r.sq_head().store(self.sq_head, Ordering::SeqCst);
-        }
-        if n > 0 {
-            r.cq_doorbell().fetch_add(1, Ordering::SeqCst);
+            r.cq_tail().store(self.cq_tail, Ordering::Release);
+            r.sq_head().store(self.sq_head, Ordering::Release);
             if r.cq_waiting().load(Ordering::SeqCst) != 0 {
+                r.cq_doorbell().fetch_add(1, Ordering::SeqCst);
                 futex(r.cq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
+            }
+            n += 1;
+            if n == RING_ENTRIES {
+                // Let the loop look at the stop flag between full laps.
+                break;
             }
         }
         Ok(n)
@@ -270,9 +334,9 @@ mod tests {
         (area, r, s)
     }
 
-    fn submit(r: &RingPtr, tag: u32, nr: i64, args: [u64; 6]) {
+    fn submit(r: &RingPtr, nr: i64, args: [u64; 6]) {
         let t = r.sq_tail().load(Ordering::SeqCst);
-        r.write_submission(t, &Submission { tag, flags: 0, nr: nr as u64, args });
+        r.publish_submission(t, 0, nr as u64, &args);
         r.sq_tail().store(t + 1, Ordering::SeqCst);
     }
 
@@ -281,16 +345,82 @@ mod tests {
         let (_a, r, mut s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
-        submit(&r, 10, libc::SYS_getcwd, [0x1000, 100, 0, 0, 0, 0]);
-        submit(&r, 11, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
-        submit(&r, 12, 9999, [0; 6]);
+        submit(&r, libc::SYS_getcwd, [0x1000, 100, 0, 0, 0, 0]);
+        submit(&r, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
+        submit(&r, 9999, [0; 6]);
         assert_eq!(w.serve_available(&m, &mut s), Ok(3));
         let c: Vec<_> = (0..3).map(|i| r.read_completion(i)).collect();
-        assert_eq!((c[0].tag, c[0].result), (10, 2));
-        assert_eq!((c[1].tag, c[1].result), (11, 0));
-        assert_eq!((c[2].tag, c[2].result), (12, -(libc::ENOSYS as i64)));
+        assert_eq!((c[0].tag, c[0].result), (1, 2));
+        assert_eq!((c[1].tag, c[1].result), (2, 0));
+        assert_eq!((c[2].tag, c[2].result), (3, -(libc::ENOSYS as i64)));
+        assert!((0..3).all(|i| r.completion_ready(i)) && !r.completion_ready(3));
         assert_eq!(r.cq_tail().load(Ordering::SeqCst), 3);
+        assert_eq!(r.sq_head().load(Ordering::SeqCst), 3);
         assert_eq!(w.stats.forwarded, 3);
+        assert_eq!(w.serve_available(&m, &mut s), Ok(0), "nothing new published");
+    }
+
+    #[test]
+    fn serves_many_laps_and_ignores_stale_slots() {
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        for lap in 0..5u32 {
+            for _ in 0..RING_ENTRIES {
+                submit(&r, libc::SYS_getppid, [0; 6]);
+            }
+            assert_eq!(w.serve_available(&m, &mut s), Ok(RING_ENTRIES), "lap {lap}");
+            // The libos consumes them.
+            let t = r.cq_tail().load(Ordering::SeqCst);
+            r.cq_head().store(t, Ordering::SeqCst);
+        }
+        // A slot holding last lap's sequence number is not published.
+        let head = r.sq_head().load(Ordering::SeqCst);
+        r.write_submission_raw(
+            head,
+            &Submission { tag: head + 1 - RING_ENTRIES, flags: 0, nr: 39, args: [0; 6] },
+        );
+        assert_eq!(w.serve_available(&m, &mut s), Ok(0));
+    }
+
+    #[test]
+    fn unconsumed_completions_are_a_violation() {
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        for _ in 0..RING_ENTRIES {
+            submit(&r, libc::SYS_getppid, [0; 6]);
+        }
+        assert_eq!(w.serve_available(&m, &mut s), Ok(RING_ENTRIES));
+        submit(&r, libc::SYS_getppid, [0; 6]);
+        let e = w.serve_available(&m, &mut s).unwrap_err();
+        assert!(e.contains("completion queue full"), "{e}");
+    }
+
+    #[test]
+    fn a_tail_behind_the_head_is_normal() {
+        // The worker served slot 0 before the libos stored its tail.
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        r.publish_submission(0, 0, libc::SYS_getppid as u64, &[0; 6]);
+        assert_eq!(w.serve_available(&m, &mut s), Ok(1));
+        assert_eq!(w.check_idle_tail(), Ok(()));
+        r.sq_tail().store(1, Ordering::SeqCst);
+        assert_eq!(w.check_idle_tail(), Ok(()));
+    }
+
+    #[test]
+    fn a_tail_ahead_of_unpublished_slots_is_a_violation() {
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        r.sq_tail().store(1, Ordering::SeqCst);
+        match w.run(&m, &mut s) {
+            WorkerEnd::Violation(e) => assert!(e.contains("never published"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
     }
 
     #[test]
@@ -317,11 +447,11 @@ mod tests {
         };
         w.set_sites(SiteMap::new([site(0x40_1000, 0x50_0000), site(0x40_2000, 0x50_0040)], 0));
         // Rewritten site: the hint is the return address inside its trampoline.
-        submit(&r, 1, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
         r.write_site_hint(0, 0x50_004d);
+        submit(&r, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
         // Trapped call: the hint is already the site.
-        submit(&r, 2, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
         r.write_site_hint(1, 0x40_3000);
+        submit(&r, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
         assert_eq!(w.serve_available(&m, &mut s), Ok(2));
         assert_eq!(r.read_completion(0).result, -(libc::EPERM as i64));
         let g = w.gate.as_ref().map(|g| g.messages.clone()).unwrap_or_default();
@@ -336,10 +466,12 @@ mod tests {
         let m = test_memory();
         let mut w = Worker::new(r);
         r.sq_tail().store(0xdead_beef, Ordering::SeqCst);
-        let e = w.serve_available(&m, &mut s).unwrap_err();
-        assert!(e.contains("impossible"), "{e}");
-        // run() marks the ring dead and returns instead of panicking.
-        assert!(matches!(w.run(&m, &mut s), WorkerEnd::Violation(_)));
+        // run() finds it before sleeping, marks the ring dead and returns
+        // instead of panicking.
+        match w.run(&m, &mut s) {
+            WorkerEnd::Violation(e) => assert!(e.contains("impossible"), "{e}"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
     }
 
@@ -361,7 +493,7 @@ mod tests {
             }
             let mut w = Worker::new(r);
             let t = r.sq_tail().load(Ordering::SeqCst);
-            r.write_submission(t, &Submission { tag: 1, flags, nr: nr as u64, args });
+            r.publish_submission(t, flags, nr as u64, &args);
             r.sq_tail().store(t + 1, Ordering::SeqCst);
             assert!(w.serve_available(&m, &mut s).is_err(), "nr {nr} flags {flags:#x}");
         }

@@ -7,17 +7,20 @@
 
 use core::sync::atomic::Ordering;
 
-use cabin_abi::ring::{pending, RingPtr, Submission, RING_ENTRIES, STATE_DEAD};
+use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD};
 
 use super::Global;
 use crate::sys::syscall6;
 
-/// Spins on the completion queue before going to sleep. Short: a quick
-/// call completes within a few hundred nanoseconds while the worker polls;
-/// a slow one (real I/O) is better waited for in `futex`, which also
-/// leaves the CPU to the worker when both share one (measured: longer
-/// spins and `sched_yield` in the loop were slower on a loaded machine).
+/// Spins on the completion queue before going to sleep when the worker may
+/// share our CPU (no spin budget from the monitor): a quick call completes
+/// within a few hundred nanoseconds while the worker polls; anything slower
+/// is better waited for in `futex`, which leaves the CPU to the worker.
 const SPIN_ITERATIONS: u32 = 300;
+
+/// TSC ticks per microsecond assumed when the monitor gave no TSC rate (the
+/// process backend): a spin budget only needs the right order of magnitude.
+const DEFAULT_TICKS_PER_US: u64 = 2_000;
 
 const NR_FUTEX: u64 = 202;
 const FUTEX_WAIT: u64 = 0;
@@ -25,15 +28,33 @@ const FUTEX_WAKE: u64 = 1;
 
 struct Client {
     ring: Option<RingPtr>,
-    next_tag: u32,
+    /// How many TSC ticks to spin for a completion before sleeping (0: spin
+    /// `SPIN_ITERATIONS` polls only). Set from the monitor's spin budget.
+    spin_ticks: u64,
+    /// The monitor's `sq_head` as last read: re-read only when it says the
+    /// queue may be full, so the hot path never pulls the monitor's line.
+    sq_head_seen: u32,
 }
 
-static CLIENT: Global<Client> = Global::new(Client { ring: None, next_tag: 1 });
+static CLIENT: Global<Client> = Global::new(Client { ring: None, spin_ticks: 0, sq_head_seen: 0 });
 
 /// Remembers the (validated) ring. Called once by `init`.
 pub(super) fn set_ring(r: RingPtr) {
     // SAFETY: start-up, single thread.
-    unsafe { CLIENT.get() }.ring = Some(r);
+    let client = unsafe { CLIENT.get() };
+    client.ring = Some(r);
+    client.sq_head_seen = r.sq_head().load(Ordering::Acquire);
+}
+
+/// Sets how long to spin for a completion: `spin_ns` from the monitor
+/// (`BOOT_SPIN_NS_SLOT`, 0: short spins), converted with the TSC rate when
+/// known (`tsc_khz`, 0: unknown). Called once by `init`.
+pub(super) fn set_spin(spin_ns: u64, tsc_khz: u64) {
+    let per_us = if tsc_khz >= 1_000 { tsc_khz / 1_000 } else { DEFAULT_TICKS_PER_US };
+    // At most a millisecond, whatever the boot page says.
+    let ticks = (spin_ns.min(1_000_000) / 1_000).saturating_mul(per_us);
+    // SAFETY: start-up, single thread.
+    unsafe { CLIENT.get() }.spin_ticks = ticks;
 }
 
 /// The ring is corrupted: it cannot carry a message any more, so record
@@ -52,45 +73,63 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     let Some(r) = client.ring else {
         return -super::errno::ENOSYS;
     };
-    let tag = client.next_tag;
-    client.next_tag = client.next_tag.wrapping_add(1);
-
+    // Our own line (the KVM gate also advances it, but only while the
+    // program is stopped).
     let tail = r.sq_tail().load(Ordering::Relaxed);
-    let head = r.sq_head().load(Ordering::Acquire);
-    match pending(head, tail, RING_ENTRIES) {
-        Ok(n) if n < RING_ENTRIES => {}
-        _ => ring_broken(),
+    if !matches!(pending(client.sq_head_seen, tail, RING_ENTRIES), Ok(n) if n < RING_ENTRIES) {
+        client.sq_head_seen = r.sq_head().load(Ordering::Acquire);
+        match pending(client.sq_head_seen, tail, RING_ENTRIES) {
+            Ok(n) if n < RING_ENTRIES => {}
+            _ => ring_broken(),
+        }
     }
-    r.write_submission(tail, &Submission { tag, flags, nr, args: *args });
     r.write_site_hint(tail, site);
-    r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
-    r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
+    r.publish_submission(tail, flags, nr, args);
+    r.sq_tail().store(tail.wrapping_add(1), Ordering::Release);
     if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
+        r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
         futex(r.sq_doorbell().as_ptr() as u64, FUTEX_WAKE, 1);
     }
 
+    // Every earlier completion was consumed, so ours is the next one, and
+    // it carries the same sequence number as our submission.
     let cq_head = r.cq_head().load(Ordering::Relaxed);
-    wait_completion(&r, cq_head);
+    if cq_head != tail {
+        ring_broken();
+    }
+    wait_completion(&r, cq_head, client.spin_ticks);
     let c = r.read_completion(cq_head);
     r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
-    if c.tag != tag {
+    if c.tag != tail.wrapping_add(1) {
         ring_broken();
     }
     c.result
 }
 
-/// Returns once `cq_tail != head`.
-fn wait_completion(r: &RingPtr, head: u32) {
+/// Returns once completion `index` is published: spins (`spin_ticks` TSC
+/// ticks, or `SPIN_ITERATIONS` polls when 0), then sleeps on the doorbell.
+fn wait_completion(r: &RingPtr, index: u32, spin_ticks: u64) {
     for _ in 0..SPIN_ITERATIONS {
-        if r.cq_tail().load(Ordering::Acquire) != head {
+        if r.completion_ready(index) {
             return;
         }
         core::hint::spin_loop();
     }
+    if spin_ticks > 0 {
+        let start = rdtsc();
+        while rdtsc().wrapping_sub(start) < spin_ticks {
+            for _ in 0..32 {
+                if r.completion_ready(index) {
+                    return;
+                }
+                core::hint::spin_loop();
+            }
+        }
+    }
     loop {
         let seen = r.cq_doorbell().load(Ordering::SeqCst);
         r.cq_waiting().store(1, Ordering::SeqCst);
-        if r.cq_tail().load(Ordering::SeqCst) != head {
+        if r.completion_ready(index) {
             break;
         }
         if r.state().load(Ordering::SeqCst) == STATE_DEAD {
@@ -123,6 +162,12 @@ fn port_doorbell(value: u32) {
             options(nomem, nostack, preserves_flags),
         );
     }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: `rdtsc` reads the time-stamp counter; no memory, no faults
+    // (neither backend disables it for the program).
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 fn futex(addr: u64, op: u64, val: u64) {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cabin_abi::boot::{BootInfo, LOCAL_COUNT_SLOTS};
+use cabin_abi::boot::{BootInfo, BOOT_SPIN_NS_SLOT, LOCAL_COUNT_SLOTS};
 use serde_json::json;
 
 use super::domain::{DomainError, ProgramSpec};
@@ -20,6 +20,7 @@ use super::ring::{install_kick_handler, RingGate, Shared};
 use super::{prepare, run_prepared, KvmConfig, KvmError, KvmOutcome};
 use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
 use crate::memory::{Access, GuestMemory as ProgramView, Region as ViewRegion};
+use crate::placement::Placement;
 use crate::policy::gate::{Gate, Stop};
 use crate::policy::watch::{this_thread_cpu_clock, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
@@ -90,6 +91,13 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         timeout: None,
     };
     let (d, kvm, cpuid, features, eo, start) = prepare(image, &kcfg).map_err(to_run_error)?;
+    // The vCPU thread (this one) and the worker on CPUs of their own; the
+    // libos learns how long it may spin.
+    let placement = Placement::choose(cfg.cpu_placement);
+    let spin_at = BOOT_GPA + (offset_of!(BootInfo, reserved) + 8 * BOOT_SPIN_NS_SLOT) as u64;
+    d.mem
+        .write_u64(spin_at, crate::placement::spin_ns(placement.as_ref()))
+        .map_err(|e| to_run_error(KvmError::Guest(format!("writing the boot page: {e}"))))?;
 
     let view_regions: Vec<ViewRegion> = d
         .space
@@ -134,6 +142,9 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         let shared_w = shared.clone();
         let view_ref = &view;
         let handle = s.spawn(move || {
+            if let Some(p) = &placement {
+                p.worker.apply(0);
+            }
             let end = worker.run(view_ref, &mut service);
             match &end {
                 WorkerEnd::Violation(msg) => shared_w.worker_ended(Some(msg.clone())),
@@ -142,7 +153,13 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
             }
             (end, worker, service)
         });
+        if let Some(p) = &placement {
+            p.program.apply(0);
+        }
         let result = run_prepared(&d, &kvm, &cpuid, &features, eo, start, &kcfg, &mut ring_gate);
+        if let Some(p) = &placement {
+            p.restore();
+        }
         shared.vcpu_done.store(true, Ordering::SeqCst);
         stop.stop();
         let (end, worker, service) = match handle.join() {
@@ -251,6 +268,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
                 "pages_2m": outcome.stats.large_pages,
             }),
         );
+        o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));
     }
     if let Some(path) = &cfg.stats {
         let text = serde_json::to_string_pretty(&json).unwrap_or_default();

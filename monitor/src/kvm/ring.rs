@@ -15,13 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cabin_abi::ring::{pending, RingPtr, Submission, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
 
 use super::{ProgramMemory, Served, SyscallService};
-
-/// Tag of submissions the gate puts on the ring (the libos's tags count up
-/// from 1 and a reply is matched by slot, so any value is safe).
-pub const GATE_TAG: u32 = 0xcab1_9a7e;
 
 /// `exit`.
 const NR_EXIT: u64 = 60;
@@ -146,7 +142,7 @@ impl RingGate {
     fn wait_completion(&self, head: u32) -> bool {
         let r = self.ring;
         for _ in 0..2000 {
-            if r.cq_tail().load(Ordering::Acquire) != head {
+            if r.completion_ready(head) {
                 return true;
             }
             std::hint::spin_loop();
@@ -154,7 +150,7 @@ impl RingGate {
         loop {
             let seen = r.cq_doorbell().load(Ordering::SeqCst);
             r.cq_waiting().store(1, Ordering::SeqCst);
-            if r.cq_tail().load(Ordering::SeqCst) != head {
+            if r.completion_ready(head) {
                 r.cq_waiting().store(0, Ordering::SeqCst);
                 return true;
             }
@@ -178,20 +174,23 @@ impl RingGate {
             Ok(n) if n < RING_ENTRIES => {}
             _ => return Served::Violation(format!("ring indices corrupted (sq head {head}, tail {tail})")),
         }
+        // The libos never leaves completions unconsumed between calls, so
+        // ours is the next one and carries our submission's sequence number.
         let cq_head = r.cq_head().load(Ordering::SeqCst);
-        r.write_submission(tail, &Submission { tag: GATE_TAG, flags: SUB_TRAPPED, nr, args });
+        if cq_head != tail {
+            return Served::Violation(format!("ring indices corrupted (sq tail {tail}, cq head {cq_head})"));
+        }
         // Site unknown here (0): never leave the slot's last hint behind.
         r.write_site_hint(tail, 0);
+        r.publish_submission(tail, SUB_TRAPPED, nr, &args);
         r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
         self.wake_worker();
-        // The libos never leaves completions unconsumed between calls, so
-        // ours is the next one.
         if !self.wait_completion(cq_head) {
             return Served::Violation(self.shared.violation());
         }
         let c = r.read_completion(cq_head);
         r.cq_head().store(cq_head.wrapping_add(1), Ordering::SeqCst);
-        if c.tag != GATE_TAG {
+        if c.tag != tail.wrapping_add(1) {
             return Served::Violation("ring completion out of order (gate call)".into());
         }
         Served::Return(c.result)

@@ -278,6 +278,20 @@ fn phdr_vaddr(elf: &ElfFile<'_>) -> Option<u64> {
         .map(|s| s.vaddr + (elf.phoff - s.offset))
 }
 
+/// Writes the libos's spin budget ([`cabin_abi::boot::BOOT_SPIN_NS_SLOT`])
+/// into the boot page, before the program starts.
+pub fn set_spin_ns(d: &Domain, ns: u64) {
+    let b = d.boot();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: `b` is the boot page in our mapping (see `write_boot`); the
+    // child has not been started, so nobody else writes it.
+    unsafe {
+        std::ptr::addr_of_mut!((*b).reserved[cabin_abi::boot::BOOT_SPIN_NS_SLOT]).write_volatile(ns);
+    }
+}
+
 fn write_boot(d: &Domain, force_trap: bool) {
     let b = d.boot();
     // SAFETY: getuid/getgid/getpid have no preconditions.

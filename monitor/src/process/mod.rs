@@ -24,6 +24,7 @@ use cabin_image::elf::ElfFile;
 
 use crate::config::{signal_name, EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR};
+use crate::placement::{CpuSet, Placement};
 use crate::policy::gate::{Gate, Stop};
 use crate::policy::limits::{memory_limit_hit, process_cpu_time};
 use crate::policy::watch::TimeLimits;
@@ -83,7 +84,9 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
 
     let domain = loader::build(&elf, cfg)?;
-    let plan = prepare_child(&domain)?;
+    let placement = Placement::choose(cfg.cpu_placement);
+    loader::set_spin_ns(&domain, crate::placement::spin_ns(placement.as_ref()));
+    let plan = prepare_child(&domain, placement.map(|p| p.program))?;
 
     // SAFETY: fork has no memory-safety preconditions; the child only runs
     // `child_main`, which uses async-signal-safe calls and no allocation.
@@ -123,7 +126,14 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         stop.stop();
         status
     });
+    // The worker runs on this thread: on its own CPU for the run.
+    if let Some(p) = &placement {
+        p.worker.apply(0);
+    }
     let end = worker.run(&mem, &mut service);
+    if let Some(p) = &placement {
+        p.restore();
+    }
     let mut gate = worker.gate.take();
     let mut stopped: Option<Stop> = None;
     if let WorkerEnd::Policy(stop) = &end {
@@ -255,6 +265,7 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
                 "arena_bytes": domain.arena_len,
             }),
         );
+        o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));
     }
     if let Some(path) = &cfg.stats {
         let text = serde_json::to_string_pretty(&json).unwrap_or_default();
@@ -310,11 +321,13 @@ struct ChildPlan {
     unmap_count: u64,
     entry: u64,
     sp: u64,
+    /// The program's CPUs (`None`: left to the scheduler).
+    cpus: Option<CpuSet>,
 }
 
 /// Writes the seccomp program and the unmap list into the loader scratch
 /// and returns the child's plan.
-fn prepare_child(d: &Domain) -> Result<ChildPlan, RunError> {
+fn prepare_child(d: &Domain, cpus: Option<CpuSet>) -> Result<ChildPlan, RunError> {
     let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
     let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
     let filter = seccomp::filter(sq, cq);
@@ -357,6 +370,7 @@ fn prepare_child(d: &Domain) -> Result<ChildPlan, RunError> {
         unmap_count: list.len() as u64,
         entry: d.entry,
         sp: d.sp,
+        cpus,
     })
 }
 
@@ -396,6 +410,9 @@ fn child_main(plan: &ChildPlan) -> ! {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if libc::getppid() != plan.parent {
             libc::_exit(CHILD_SETUP_FAILED);
+        }
+        if let Some(cpus) = &plan.cpus {
+            cpus.apply(0);
         }
         for r in &plan.ranges {
             let p = libc::mmap(
