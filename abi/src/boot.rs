@@ -96,6 +96,13 @@ pub const BOOT_FLAG_FORCE_TRAP: u32 = 1 << 2;
 /// exhaustion is `ENOMEM` as on Linux.
 pub const BOOT_FLAG_MEMORY_LIMIT: u32 = 1 << 3;
 
+/// `BootInfo::flags`: the libos may read ahead of the program on files it
+/// streams in small reads (`libos/src/forward/readahead.rs`). The monitor
+/// sets it only when nothing needs to see the program's own calls one by
+/// one: no policy, no trace, no audit, and not the synchronous forwarding
+/// mode that measures them.
+pub const BOOT_FLAG_READ_AHEAD: u32 = 1 << 4;
+
 /// Number of per-system-call counters the libos keeps for calls it serves
 /// locally ([`BootInfo::local_counts`]); numbers at or above this are
 /// not counted.

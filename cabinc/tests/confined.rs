@@ -247,9 +247,9 @@ differential_tests! {
     sysloop: "sysloop", &[], sysloop_cases();
     hello_rs: "hello-rs", &[], hello_rs_cases();
     // The memory sample maps a scratch file it creates in /tmp.
-    memory: "memory", &[], vec![Case::new(Invocation::new()).run_flag("--allow-write=/tmp")];
-    tricky: "tricky", &[], vec![Case::new(Invocation::new().arg("--no-int80"))];
-    readcode: "readcode", &["--allow-readable-code"], vec![Case::new(Invocation::new())];
+    memory: "memory", &[], [Case::new(Invocation::new()).run_flag("--allow-write=/tmp")];
+    tricky: "tricky", &[], [Case::new(Invocation::new().arg("--no-int80"))];
+    readcode: "readcode", &["--allow-readable-code"], [Case::new(Invocation::new())];
 }
 
 /// `cabinc run` exit statuses for images it must not run: 127 missing,

@@ -466,7 +466,8 @@ mod tests {
 
     #[test]
     fn refuses_each_malformation() {
-        let cases: Vec<(Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+        type Corrupt = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(Corrupt, &str)> = vec![
             (Box::new(|d| d[0] = b'X'), "not an ELF"),
             (Box::new(|d| d[4] = 1), "64-bit"),
             (Box::new(|d| d[5] = 2), "little-endian"),

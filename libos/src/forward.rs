@@ -22,6 +22,7 @@
 
 mod clock;
 mod mem;
+mod readahead;
 mod ring_client;
 mod signals;
 
@@ -31,7 +32,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use cabin_abi::boot::{
     BootInfo, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_KVM, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
-    BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC, BOOT_SPIN_NS_SLOT, BOOT_VERSION, LOCAL_COUNT_SLOTS,
+    BOOT_FLAG_READ_AHEAD, BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC, BOOT_SPIN_NS_SLOT, BOOT_VERSION,
+    LOCAL_COUNT_SLOTS,
 };
 use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_TRAPPED};
 
@@ -207,6 +209,9 @@ pub fn init(boot: u64) -> bool {
         )
     };
     ring_client::set_spin(spin_ns, tsc_khz);
+    if flags & BOOT_FLAG_READ_AHEAD != 0 {
+        readahead::enable();
+    }
     if flags & BOOT_FLAG_KVM != 0 {
         clock::init(tsc_khz);
     }
@@ -344,8 +349,24 @@ pub(crate) fn forward(nr: u64, args: &[u64; 6], flags: u32) -> i64 {
     forward_from(nr, args, flags, 0)
 }
 
-/// Sends a call from `site` (its site hint) to the monitor and checks the reply.
+/// Sends a call from `site` (its site hint) to the monitor and checks the
+/// reply; with read-ahead on, a `read` may be served from the stage and
+/// other calls first give staged bytes back (`readahead`).
 pub(crate) fn forward_from(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
+    if nr == nr::READ {
+        if let Some(r) = readahead::read(args) {
+            return r;
+        }
+    } else {
+        readahead::before(nr, args);
+    }
+    let r = forward_checked(nr, args, flags, site);
+    readahead::after(nr, args, r);
+    r
+}
+
+/// Sends a call to the monitor and checks the reply (no read-ahead hooks).
+pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     let r = ring_client::call(nr, args, flags, site);
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");

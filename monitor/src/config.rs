@@ -37,6 +37,18 @@ pub struct RunConfig {
     pub cpu_placement: crate::placement::CpuPlacement,
 }
 
+impl RunConfig {
+    /// May the libos read ahead of the program (`BOOT_FLAG_READ_AHEAD`)?
+    /// Not when a policy, trace or audit must see each call as the program
+    /// made it, nor on the synchronous path, which is there to measure them.
+    pub fn read_ahead(&self) -> bool {
+        self.gate.policy.is_none()
+            && self.gate.trace.trace.is_none()
+            && self.gate.trace.audit.is_none()
+            && !self.force_trap_path
+    }
+}
+
 /// How a confined run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunOutcome {

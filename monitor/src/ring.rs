@@ -172,7 +172,7 @@ impl Worker {
             // Poll; look at the clock only every 64 polls (a clock read costs
             // more than a poll and delays noticing the next call).
             idle_spins = idle_spins.wrapping_add(1);
-            if idle_spins % 64 != 0 {
+            if !idle_spins.is_multiple_of(64) {
                 std::hint::spin_loop();
                 continue;
             }

@@ -595,12 +595,14 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
 
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
+    super::readahead::memory_changed();
     // SAFETY: single thread, short-lived.
     unsafe { MEM.get() }.munmap(addr, len)
 }
 
 /// `mremap`.
 pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> i64 {
+    super::readahead::memory_changed();
     // SAFETY: single thread, short-lived.
     let r = unsafe { MEM.get() }.mremap(old, old_len, new_len, flags);
     r.unwrap_or_else(|o| over_limit(o))

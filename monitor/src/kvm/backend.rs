@@ -86,6 +86,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
             uid,
             gid,
             force_trap: cfg.force_trap_path,
+            read_ahead: cfg.read_ahead(),
             memory_limit: limits.memory.is_some(),
         },
         timeout: None,

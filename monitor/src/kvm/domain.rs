@@ -87,6 +87,8 @@ pub struct ProgramSpec {
     /// Testing: make the libos take the trap path for every call
     /// (`BOOT_FLAG_FORCE_TRAP`).
     pub force_trap: bool,
+    /// Let the libos read ahead (`BOOT_FLAG_READ_AHEAD`).
+    pub read_ahead: bool,
     /// A memory limit is set (`BOOT_FLAG_MEMORY_LIMIT`): the libos stops a
     /// program that asks for more memory than the guest has, instead of
     /// returning ENOMEM.
@@ -321,7 +323,8 @@ fn write_boot_info(
     mem.write(at(offset_of!(BootInfo, version)), &BOOT_VERSION.to_le_bytes())?;
     let flags = BOOT_FLAG_KVM
         | if p.force_trap { cabin_abi::boot::BOOT_FLAG_FORCE_TRAP } else { 0 }
-        | if p.memory_limit { cabin_abi::boot::BOOT_FLAG_MEMORY_LIMIT } else { 0 };
+        | if p.memory_limit { cabin_abi::boot::BOOT_FLAG_MEMORY_LIMIT } else { 0 }
+        | if p.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 };
     mem.write(at(offset_of!(BootInfo, flags)), &flags.to_le_bytes())?;
     mem.write_u64(at(offset_of!(BootInfo, ring)), RING_VA)?;
     mem.write_u64(at(offset_of!(BootInfo, ring_size)), page_up(RING_BYTES as u64))?;

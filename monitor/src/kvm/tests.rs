@@ -90,6 +90,7 @@ pub(crate) fn config() -> KvmConfig {
             uid: 1000,
             gid: 1000,
             force_trap: false,
+            read_ahead: false,
             memory_limit: false,
         },
         timeout: Some(Duration::from_secs(20)),
@@ -433,9 +434,11 @@ fn kvm_real_images_behave_as_on_the_process_backend() {
     let o = run(&filecopy, &c, 0).expect("run");
     assert_eq!(o.exit_code, 0, "{:?}", o.reason);
     assert_eq!(std::fs::read(&dst).expect("copied file"), data);
+    // About 1 950 writes and, with the libos reading ahead, a few dozen
+    // reads and readvs instead of about 1 950 reads.
     let forwarded = o.stats["syscalls"]["forwarded"].as_u64().unwrap_or(0);
     let exits = o.stats["vm_exits"].as_u64().unwrap_or(u64::MAX);
-    assert!(forwarded > 3000, "{}", o.stats);
+    assert!(forwarded > 1900, "{}", o.stats);
     eprintln!("kvm filecopy: {forwarded} forwarded calls, {exits} VM exits ({})", o.stats["kvm"]);
 
     let programs = repo("monitor/tests/programs");

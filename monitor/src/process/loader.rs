@@ -265,7 +265,7 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
     }
     d.ring().init();
-    write_boot(&d, cfg.force_trap_path);
+    write_boot(&d, cfg.force_trap_path, cfg.read_ahead());
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
     d.sp = build_stack(&d, cfg, elf, phdr)?;
     Ok(d)
@@ -292,7 +292,7 @@ pub fn set_spin_ns(d: &Domain, ns: u64) {
     }
 }
 
-fn write_boot(d: &Domain, force_trap: bool) {
+fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
     let b = d.boot();
     // SAFETY: getuid/getgid/getpid have no preconditions.
     let (uid, gid, ppid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
@@ -304,7 +304,8 @@ fn write_boot(d: &Domain, force_trap: bool) {
             version: BOOT_VERSION,
             flags: BOOT_FLAG_PROCESS
                 | if force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 }
-                | if d.memory_limit.is_some() { BOOT_FLAG_MEMORY_LIMIT } else { 0 },
+                | if d.memory_limit.is_some() { BOOT_FLAG_MEMORY_LIMIT } else { 0 }
+                | if read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 },
             ring: RING_ADDR,
             ring_size: RING_SIZE,
             arena_start: ARENA_BASE,
