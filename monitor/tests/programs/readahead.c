@@ -182,6 +182,32 @@ int main(int argc, char **argv)
         checked_read(fd, stack_buf, 4096, &off, size);
     check_offset(fd, off);
     close(fd);
+    /* 7. A copy loop (read a block, write the same buffer out): the copy is
+     *    exact and the source offset right at every step. */
+    fd = open(argv[1], O_RDONLY);
+    snprintf(path, sizeof path, "%s/readahead.copy", argv[2]);
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || out < 0)
+        fail("open for the copy", 0);
+    off = 0;
+    for (int i = 0; i < 64; i++) {
+        checked_read(fd, heap_buf, 4096, &off, size);
+        if (write(out, heap_buf, 4096) != 4096)
+            fail("write the copy", off);
+        if (i % 16 == 15)
+            check_offset(fd, off);
+    }
+    close(out);
+    close(fd);
+    int back = open(path, O_RDONLY);
+    if (back < 0)
+        fail("reopen the copy", 0);
+    off = 0;
+    for (int i = 0; i < 64; i++)
+        checked_read(back, stack_buf, 4096, &off, size);
+    close(back);
+    unlink(path);
+
     printf("reads %ld bytes %ld\n", reads, bytes);
     return 0;
 }
