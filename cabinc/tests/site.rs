@@ -17,39 +17,16 @@ use cabin_tests::tempfile::TempDir;
 /// A program whose `uname` is made by the one `syscall` instruction of
 /// `raw_uname` (no label on the instruction itself: a symbol there would be a
 /// branch target inside the patch window and keep the site a trap site).
-const PROGRAM: &str = r#"
-#include <stdio.h>
-#include <sys/utsname.h>
-
-__attribute__((noinline)) long raw_uname(void *buf) {
-    long r;
-    __asm__ volatile("syscall"
-                     : "=a"(r) : "a"(63L), "D"(buf) : "rcx", "r11", "memory");
-    return r;
-}
-
-int main(void) {
-    struct utsname u;
-    printf("uname=%ld\n", raw_uname(&u));
-    return 0;
-}
-"#;
-
 const POLICY: &str = "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"uname\"]\n";
 
 fn cabinc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cabinc"))
 }
 
-/// Compiles [`PROGRAM`]; returns its path and the address of its `uname`
-/// `syscall` instruction, or `None` when the tools are missing.
+/// The site program (cabin_tests::site_program): its path and the address of
+/// its `uname` `syscall` instruction, or `None` when the tools are missing.
 fn program(dir: &Path) -> Option<(PathBuf, u64)> {
-    let src = dir.join("site.c");
-    std::fs::write(&src, PROGRAM).expect("write the source");
-    let exe = dir.join("site");
-    cabin_tests::compile_static_c("musl-gcc", "musl-tools", &src, &exe)?;
-    let addr = cabin_tests::syscall_address(&exe, "raw_uname");
-    Some((exe, addr))
+    cabin_tests::site_program(dir)
 }
 
 /// Builds the image (`extra` build flags), checks how the site was handled,

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use cabin_tests::SharedBuf;
+
 use cabin_monitor::policy::{
     self, explain, generate, names, oci, probe, render, Action, Decision, DenialReporter, Mode, Policy,
 };
@@ -359,28 +361,6 @@ fn denial_is_reported_once_per_call_with_help() {
     assert!(m.starts_with("cabin: policy killed the program for execve (system call 59)"), "{m}");
     assert!(m.contains("exit status 159"), "{m}");
     assert_eq!(policy::KILL_EXIT_CODE, 159);
-}
-
-/// A `Write` whose bytes a test can read back.
-#[derive(Clone, Default)]
-struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl SharedBuf {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default()
-    }
-}
-
-impl std::io::Write for SharedBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(b);
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[test]

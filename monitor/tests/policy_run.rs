@@ -6,6 +6,7 @@
 //! The KVM variants print `KVM test NOT RUN` and return where /dev/kvm is
 //! not usable (they fail instead with CABIN_REQUIRE_KVM=1).
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -40,25 +41,6 @@ fn schema() -> jsonschema::Validator {
 
 fn policy(text: &str) -> Policy {
     Policy::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Each test once per backend; the KVM one only where /dev/kvm is usable.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn process() {
-                super::$name(super::Backend::Process);
-            }
-            #[test]
-            fn kvm() {
-                if !super::Backend::Kvm.available(stringify!($name)) {
-                    return;
-                }
-                super::$name(super::Backend::Kvm);
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

@@ -2,9 +2,7 @@
 //! Schema shipped in docs/trace-schema.json; the text trace reads like
 //! strace; the audit log keeps only events and respects its size cap.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use cabin_monitor::policy::gate::{Admit, Gate};
 use cabin_monitor::policy::{names, Limits};
@@ -15,28 +13,8 @@ use cabin_monitor::trace::{
     AuditLog, ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord, TraceFormat, TraceOptions,
     Tracer,
 };
+use cabin_tests::SharedBuf;
 use serde_json::Value;
-
-#[derive(Clone, Default)]
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
-
-impl SharedBuf {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default()
-    }
-}
-
-impl Write for SharedBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(b);
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn nr(name: &str) -> u64 {
     names::number(name).unwrap_or_else(|| panic!("{name}"))

@@ -7,6 +7,7 @@
 //! Each test runs on the process backend and on the KVM backend (which
 //! prints `KVM test NOT RUN` and returns where /dev/kvm is not usable).
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -84,24 +85,6 @@ fn a_trace_sees_every_read_of_the_program(b: Backend) {
         .filter(|r| r["name"] == "read")
         .count() as u64;
     assert_eq!(traced, PROGRAM_READS);
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn process() {
-                super::$name(super::Backend::Process);
-            }
-            #[test]
-            fn kvm() {
-                if !super::Backend::Kvm.available(stringify!($name)) {
-                    return;
-                }
-                super::$name(super::Backend::Kvm);
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

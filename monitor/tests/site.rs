@@ -17,30 +17,10 @@ use cabin_monitor::trace::{TraceFormat, TraceOptions};
 use cabin_monitor::{kvm, process, RunConfig};
 use serde_json::Value;
 
-const PROGRAM: &str = r#"
-#include <stdio.h>
-#include <sys/utsname.h>
-
-__attribute__((noinline)) long raw_uname(void *buf) {
-    long r;
-    __asm__ volatile("syscall" : "=a"(r) : "a"(63L), "D"(buf) : "rcx", "r11", "memory");
-    return r;
-}
-
-int main(void) {
-    struct utsname u;
-    printf("uname=%ld\n", raw_uname(&u));
-    return 0;
-}
-"#;
-
-/// The compiled program and the address of `raw_uname`'s `syscall`.
+/// The site program (cabin_tests::site_program) and the address of
+/// `raw_uname`'s `syscall`.
 fn program(dir: &Path) -> Option<(Vec<u8>, u64)> {
-    let src = dir.join("site.c");
-    std::fs::write(&src, PROGRAM).expect("write the source");
-    let exe = dir.join("site");
-    cabin_tests::compile_static_c("musl-gcc", "musl-tools", &src, &exe)?;
-    let addr = cabin_tests::syscall_address(&exe, "raw_uname");
+    let (exe, addr) = cabin_tests::site_program(dir)?;
     Some((std::fs::read(&exe).expect("read the program"), addr))
 }
 

@@ -735,6 +735,42 @@ pub fn syscall_address(exe: &Path, func: &str) -> u64 {
         .unwrap_or_else(|| panic!("objdump shows no syscall in {func} of {}", exe.display()))
 }
 
+/// Compiles the site program (`tests/src/site.c`: one `uname` through a raw
+/// `syscall` in `raw_uname`) with musl-gcc into `DIR/site`; returns its path
+/// and the address of that `syscall`, or `None` when musl-gcc is missing
+/// (said on stderr as `SKIPPED (NOT RUN)`).
+pub fn site_program(dir: &Path) -> Option<(PathBuf, u64)> {
+    let src = dir.join("site.c");
+    std::fs::write(&src, include_str!("site.c")).expect("write the site program");
+    let exe = dir.join("site");
+    compile_static_c("musl-gcc", "musl-tools", &src, &exe)?;
+    let addr = syscall_address(&exe, "raw_uname");
+    Some((exe, addr))
+}
+
+/// A `Write` whose bytes a test can read back (clones share the buffer).
+#[derive(Clone, Debug, Default)]
+pub struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One `LOAD` line of `readelf -lW`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadHeader {

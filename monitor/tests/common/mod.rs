@@ -71,3 +71,26 @@ impl Backend {
         }
     }
 }
+
+/// Each named test function `fn NAME(b: Backend)` once per backend, as
+/// `NAME::process` and `NAME::kvm`; the KVM one only where /dev/kvm is
+/// usable (see [`Backend::available`]). The test file declares
+/// `#[macro_use] mod common;` and has `Backend` in scope.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn process() {
+                super::$name(super::Backend::Process);
+            }
+            #[test]
+            fn kvm() {
+                if !super::Backend::Kvm.available(stringify!($name)) {
+                    return;
+                }
+                super::$name(super::Backend::Kvm);
+            }
+        }
+    )*};
+}
