@@ -173,23 +173,26 @@ fn file_of(st: &mut State, fd: u64) -> Option<(bool, u64, u64)> {
     st.fds[i].file
 }
 
-/// Gives the staged bytes back to the file: the monitor's offset moves back
-/// to where the program's reads stopped.
-fn flush(st: &mut State) {
-    if st.fd < 0 {
-        return;
-    }
+/// Gives the staged bytes back to the file (the monitor's offset moves back
+/// to where the program's reads stopped) and empties the stage; the file
+/// stays the staged one.
+fn give_back(st: &mut State) {
     let unread = (st.len - st.pos) as i64;
-    if unread > 0 {
+    if st.fd >= 0 && unread > 0 {
         // A regular file's offset can always move back over bytes it just
         // read; the result can only be an error if the program broke the
         // descriptor meanwhile, and then there is nothing to give back to.
         call(LSEEK, [st.fd as u64, unread.wrapping_neg() as u64, SEEK_CUR, 0, 0, 0]);
     }
-    st.fd = -1;
     st.pos = 0;
     st.len = 0;
     st.valid = (0, 0);
+}
+
+/// Gives the staged bytes back and stops staging the file.
+fn flush(st: &mut State) {
+    give_back(st);
+    st.fd = -1;
 }
 
 /// Forgets what is known about descriptor `fd` (closed, replaced, new).
@@ -252,9 +255,7 @@ pub(super) fn read(args: &[u64; 6]) -> Option<i64> {
     } else if st.len > st.pos {
         // A buffer the monitor has not checked: give the stage back first,
         // so the refill below reads from where the program is.
-        let fd_keep = st.fd;
-        flush(st);
-        st.fd = fd_keep;
+        give_back(st);
     }
     // Refill: the rest of this read straight into the program's buffer
     // (the monitor checks it) and the next chunk into the stage, in one call.
