@@ -57,7 +57,7 @@ pub mod auxv {
 /// Magic value of [`BootInfo::magic`]: "CABBOOT1".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CABBOOT1");
 /// Version of the [`BootInfo`] layout.
-pub const BOOT_VERSION: u32 = 2;
+pub const BOOT_VERSION: u32 = 3;
 
 /// [`BootInfo::flags`]: process backend. The domain is an ordinary Linux
 /// process under seccomp; the libos may issue the few system calls the
@@ -197,6 +197,19 @@ pub struct BootInfo {
     pub reserved: [u64; 8],
     /// Written by the libos: per-number counts of locally served calls.
     pub local_counts: [u32; LOCAL_COUNT_SLOTS],
+    /// Written by the monitor: the calls the libos serves inside the domain
+    /// ([`crate::syscalls::Serve::Local`] and
+    /// [`crate::syscalls::Serve::LocalOrForwarded`]) that the policy does
+    /// not plainly allow (refused, killed, complained about, or decided by
+    /// argument rules). The libos copies it at start-up and has the monitor
+    /// decide each of these calls ([`crate::ring::SUB_CHECK`], or a plain
+    /// forward for clock reads); the others it serves at the cost of one
+    /// bit test. Empty without a policy.
+    ///
+    /// The program can overwrite this page (and the libos's copy): it then
+    /// only stops asking about calls whose effect stays inside its own
+    /// domain, which it controls anyway (docs/policy.md).
+    pub check_local: crate::syscalls::CallSet,
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::PAGE_SIZE as usize);

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod link;
 pub mod note;
 pub mod ring;
+pub mod syscalls;
 
 /// Version of every layout in this crate, as a whole.
 pub const ABI_VERSION: u32 = 1;

@@ -64,6 +64,15 @@ pub const STATE_DEAD: u32 = 1;
 /// [`Submission::flags`]: the call arrived through the SIGSYS/trap slow path.
 pub const SUB_TRAPPED: u32 = 1 << 0;
 
+/// [`Submission::flags`]: check only. The call is one the libos serves
+/// inside the domain ([`crate::syscalls::Serve::Local`]) and the policy does
+/// not plainly allow ([`crate::boot::BootInfo::check_local`]): the monitor
+/// decides it as it decides a forwarded call (deny, kill, complain, trace,
+/// audit) but does not perform it. The completion is 0 when the call is
+/// allowed (the libos then serves it itself) or `-errno` when it is refused;
+/// a kill ends the program instead of completing.
+pub const SUB_CHECK: u32 = 1 << 1;
+
 /// One request: a system call as the program made it. 64 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -5,10 +5,17 @@
 //! checks the ring, sets up the anonymous-memory arena and installs the
 //! trap (SIGSYS) and fault handlers. [`dispatch`] then serves every call:
 //!
-//! - locally, without the monitor: anonymous memory (`brk`, `mmap`,
-//!   `munmap`, `mremap`, `mprotect`, `madvise`) from the pre-mapped arena,
-//!   `arch_prctl`, `set_tid_address`, identity calls, clock reads, signal
-//!   bookkeeping and exit (see [`serve_local`]);
+//! - locally, without the monitor: the calls the system-call table
+//!   ([`cabin_abi::syscalls`]) marks as served inside the domain —
+//!   anonymous memory (`brk`, `mmap`, `munmap`, `mremap`, `mprotect`,
+//!   `madvise`, `msync`) from the pre-mapped arena, `arch_prctl`,
+//!   `set_tid_address`, identity calls, clock reads, signal bookkeeping,
+//!   self-signals, `futex`, `sched_yield`, `rseq` and exit (see
+//!   [`serve_local`]). Those the policy does not plainly allow (the boot
+//!   page's `check_local` set) are first decided by the monitor: a
+//!   check-only submission ([`SUB_CHECK`]) for most, a plain forward for
+//!   clock reads, so every policy rule binds them as it binds forwarded
+//!   calls;
 //! - everything else over the ring ([`ring_client`]), and each reply is
 //!   checked against the call's contract before the program sees it
 //!   ([`reply_is_valid`]).
@@ -35,7 +42,8 @@ use cabin_abi::boot::{
     BOOT_FLAG_READ_AHEAD, BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC, BOOT_SPIN_NS_SLOT, BOOT_VERSION,
     LOCAL_COUNT_SLOTS,
 };
-use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_TRAPPED};
+use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_CHECK, SUB_TRAPPED};
+use cabin_abi::syscalls::{self, CallSet, Serve};
 
 use crate::sys::syscall6;
 
@@ -149,10 +157,21 @@ struct State {
     gid: u32,
     /// The value last set with `arch_prctl(ARCH_SET_FS)`.
     fs_base: u64,
+    /// Locally served calls the monitor must decide (the boot page's
+    /// `check_local`, copied once).
+    check: CallSet,
 }
 
-static STATE: Global<State> =
-    Global::new(State { boot: 0, flags: 0, pid: 0, ppid: 0, uid: 0, gid: 0, fs_base: 0 });
+static STATE: Global<State> = Global::new(State {
+    boot: 0,
+    flags: 0,
+    pid: 0,
+    ppid: 0,
+    uid: 0,
+    gid: 0,
+    fs_base: 0,
+    check: CallSet::EMPTY,
+});
 
 /// Sets up forwarding from the boot-information block at `boot`. Returns
 /// `false` when the block or its ring is malformed.
@@ -202,10 +221,11 @@ pub fn init(boot: u64) -> bool {
         return false;
     }
     // SAFETY: as for the reads above.
-    let (tsc_khz, spin_ns) = unsafe {
+    let (tsc_khz, spin_ns, check) = unsafe {
         (
             addr_of_mut!((*b).tsc_khz).read_volatile(),
             addr_of_mut!((*b).reserved[BOOT_SPIN_NS_SLOT]).read_volatile(),
+            addr_of_mut!((*b).check_local).read_volatile(),
         )
     };
     ring_client::set_spin(spin_ns, tsc_khz);
@@ -224,6 +244,7 @@ pub fn init(boot: u64) -> bool {
         st.ppid = ids[1];
         st.uid = ids[2];
         st.gid = ids[3];
+        st.check = check;
     }
     if flags & BOOT_FLAG_KVM != 0 {
         // KVM domain: no host signals exist (faults go to the proxy-kernel),
@@ -331,16 +352,43 @@ pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
 
 /// Serves one call, from a rewritten site (`trapped = false`) or from the
 /// SIGSYS handler; `site` is its site hint (0: unknown).
+///
+/// The system-call table decides where: a forwarded call goes over the
+/// ring; a locally served one is served here, unless the policy does not
+/// plainly allow it (`check_local`): then the monitor decides it first
+/// (check-only), or serves it (clock reads). One bit test on the path of a
+/// call the policy allows.
 pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
     if trapped {
         boot_add_trapped();
     }
-    if let Some(v) = serve_local(nr, args) {
-        count_local(nr);
-        return v;
-    }
     let flags = if trapped { SUB_TRAPPED } else { 0 };
-    forward_from(nr, args, flags, site)
+    let class = syscalls::serve(nr);
+    if class == Serve::Forwarded {
+        return forward_from(nr, args, flags, site);
+    }
+    // SAFETY: single thread; a copy of the set, no reference kept.
+    if class != Serve::Always && unsafe { STATE.get() }.check.contains(nr) {
+        if class == Serve::LocalOrForwarded {
+            return forward_from(nr, args, flags, site);
+        }
+        let r = forward_checked(nr, args, flags | SUB_CHECK, site);
+        if r > 0 {
+            crate::die(b"cabin: the monitor's answer to a policy check is not 0 or -errno; stopping\n");
+        }
+        if r != 0 {
+            return r;
+        }
+    }
+    match serve_local(nr, args) {
+        Some(v) => {
+            count_local(nr);
+            v
+        }
+        // A local call this backend cannot serve here (a clock the TSC does
+        // not cover, `clock_getres` on KVM): the monitor serves it.
+        None => forward_from(nr, args, flags, site),
+    }
 }
 
 /// Sends a call the libos makes on the program's behalf (no site of its own)
@@ -398,7 +446,9 @@ pub fn reply_is_valid(nr: u64, args: &[u64; 6], r: i64) -> bool {
     (r as u64) <= limit
 }
 
-/// The calls the libos serves itself; `None` means "forward it".
+/// The calls the libos serves itself; `None` means "forward it". Reached
+/// only for calls the system-call table marks as served inside the domain
+/// ([`serve`]): an arm for any other number would never run.
 fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
     // SAFETY: single thread; this reference ends before any other use.
     let st = unsafe { STATE.get() };
@@ -438,7 +488,15 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
             }
             0
         }
-        nr::CLOCK_GETTIME | nr::GETTIMEOFDAY | nr::TIME if !process => return clock::serve(nr, a),
+        // The TSC clock is anchored by a `clock_gettime` the libos forwards
+        // itself: only when the policy plainly allows that call (else the
+        // program's own call goes to the monitor, which serves it).
+        nr::CLOCK_GETTIME | nr::GETTIMEOFDAY | nr::TIME if !process => {
+            if st.check.contains(nr::CLOCK_GETTIME) {
+                return None;
+            }
+            return clock::serve(nr, a);
+        }
         nr::CLOCK_GETTIME | nr::CLOCK_GETRES | nr::GETTIMEOFDAY | nr::TIME if process => {
             // SAFETY: clock reads only write the caller's result buffers,
             // exactly as the program's own call would; the seccomp filter

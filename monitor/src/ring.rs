@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_TRAPPED};
+use cabin_abi::syscalls::{self, Serve};
 
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
@@ -259,19 +260,33 @@ impl Worker {
         let mut n = 0;
         while r.submission_ready(self.sq_head) {
             let s = r.read_submission(self.sq_head);
-            if s.flags & !SUB_TRAPPED != 0 {
+            if s.flags & !(SUB_TRAPPED | SUB_CHECK) != 0 {
                 return Err(format!("submission with unknown flags {:#x}", s.flags));
+            }
+            // Check-only: the policy's decision on a call the libos serves
+            // itself, never performed here.
+            let check = s.flags & SUB_CHECK != 0;
+            if check && syscalls::serve(s.nr) != Serve::Local {
+                return Err(format!(
+                    "check-only submission for system call {}, which the libos does not serve",
+                    s.nr
+                ));
             }
             self.completion_room()?;
             let trapped = s.flags & SUB_TRAPPED != 0;
             let (slot, sites) = (self.sq_head, &self.sites);
             let result = match self.gate.as_mut() {
+                None if check => 0,
                 None => service.handle(mem, s.nr, s.args).map_err(|v| v.0)?,
                 Some(g) => {
                     // The site hint is read only if the gate needs it.
                     let site = || sites.site(r.read_site_hint(slot));
                     let fds = g.counts_fds().then(|| service.open_fds());
                     match g.admit_lazy(s.nr, &s.args, trapped, site, fds) {
+                        Admit::Serve(t) if check => {
+                            g.checked(t);
+                            0
+                        }
                         Admit::Serve(t) => {
                             let ret = service.handle(mem, s.nr, s.args).map_err(|v| v.0)?;
                             if let Some(stop) = g.served_with(t, ret, service.take_note()) {

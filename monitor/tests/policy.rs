@@ -45,8 +45,18 @@ fn test_policy_parses_with_every_section() {
         vec!["LANG=C", "TERM=xterm", "TZ=UTC"]
     );
     assert!(p.digest.starts_with("sha256:") && p.digest.len() == 7 + 64);
-    // mmap is denied but the libos serves anonymous mmap locally: check warns.
-    assert!(p.warnings.iter().any(|w| w.contains("mmap")), "{:?}", p.warnings);
+    // mmap is denied and `kill` has argument rules: the libos serves both
+    // inside the domain, so it has the monitor decide them (nothing to warn).
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let check = p.compile().check_local();
+    for n in ["mmap", "kill", "getpid"] {
+        assert!(check.contains(nr(n)), "{n} is checked by the monitor");
+    }
+    // brk is allowed (through @memory), read is forwarded: neither is checked.
+    assert!(!check.contains(nr("brk")) && !check.contains(nr("read")));
+    // exit_group is allowed: exit always is, whatever the default says.
+    assert!(!check.contains(60) && !check.contains(231));
+    assert!(p.compile().decide(60, &[0; 6]).serves());
 }
 
 #[test]
@@ -154,6 +164,29 @@ fn parse_err(text: &str) -> (usize, usize, String, Option<String>) {
             (l, c, e.to_string(), e.help().map(str::to_string))
         }
     }
+}
+
+/// A rule no backend could enforce is an error of the file, with the reason:
+/// exit and exit_group are always served (a program can always end itself).
+#[test]
+fn refusing_exit_is_rejected_with_the_reason() {
+    let (line, col, msg, help) = parse_err("version = 1\n[syscalls]\ndeny = [\"read\", \"exit_group\"]\n");
+    assert_eq!((line, col), (3, 17));
+    assert!(msg.contains("`deny` cannot refuse exit_group") && msg.contains("always end itself"), "{msg}");
+    assert_eq!(help.as_deref(), Some("remove exit_group from `deny`"));
+    let (line, _, msg, help) = parse_err("version = 1\n[syscalls]\nkill = [\"@process\"]\n");
+    assert_eq!(line, 3);
+    assert!(msg.contains("`@process` in `kill` includes exit and exit_group"), "{msg}");
+    assert!(help.is_some_and(|h| h.contains("by name")));
+    let (line, _, msg, _) = parse_err(
+        "version = 1\n[[rule]]\nsyscall = \"exit\"\naction = \"kill\"\narg = 0\nop = \"ne\"\nvalue = 0\n",
+    );
+    assert_eq!(line, 2);
+    assert!(msg.contains("a [[rule]] cannot refuse exit"), "{msg}");
+    // The default and an allow rule are fine: exit stays allowed.
+    let p = Policy::parse("p.toml", "version = 1\n[default]\naction = \"kill\"\n").expect("checks");
+    assert!(p.compile().decide(nr("exit_group"), &[0; 6]).serves());
+    assert_eq!(p.compile().decide(nr("getpid"), &[0; 6]), Decision::Kill);
 }
 
 #[test]
@@ -397,4 +430,29 @@ fn docs_list_every_group_with_its_members() {
         let row = format!("| `@{}` | {} | {} |", g.name, g.about, g.members.join(", "));
         assert!(docs.contains(&row), "docs/policy.md lacks or has a stale row for @{}:\n{row}", g.name);
     }
+}
+
+/// docs/syscalls.md lists exactly the calls the system-call table says the
+/// libos serves inside the domain.
+#[test]
+fn docs_list_every_locally_served_call() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/syscalls.md");
+    let docs = std::fs::read_to_string(path).expect("docs/syscalls.md");
+    let section = docs
+        .split("\n## ")
+        .find(|s| s.starts_with("Served locally by the libos"))
+        .expect("a 'Served locally by the libos' section");
+    let mut listed: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .collect();
+    listed.sort_unstable();
+    let mut table: Vec<&str> = cabin_abi::syscalls::served_locally().map(|s| s.name).collect();
+    table.sort_unstable();
+    assert_eq!(
+        listed, table,
+        "docs/syscalls.md and abi/src/syscalls.rs disagree on the locally served calls"
+    );
 }

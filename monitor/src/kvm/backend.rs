@@ -99,6 +99,14 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     d.mem
         .write_u64(spin_at, crate::placement::spin_ns(placement.as_ref()))
         .map_err(|e| to_run_error(KvmError::Guest(format!("writing the boot page: {e}"))))?;
+    // The locally served calls the policy does not plainly allow: the libos
+    // has the monitor decide them.
+    let check_at = BOOT_GPA + offset_of!(BootInfo, check_local) as u64;
+    for (i, w) in gate.check_local().0.iter().enumerate() {
+        d.mem
+            .write_u64(check_at + 8 * i as u64, *w)
+            .map_err(|e| to_run_error(KvmError::Guest(format!("writing the boot page: {e}"))))?;
+    }
 
     let view_regions: Vec<ViewRegion> = d
         .space

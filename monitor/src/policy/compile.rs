@@ -8,8 +8,14 @@
 //!
 //! Precedence, documented in docs/policy.md: a `[[rule]]` whose conditions
 //! hold wins; then `kill` list, then `deny` list, then `allow` list (whether
-//! the call is named or reached through a group); then the default.
+//! the call is named or reached through a group); then the default. Calls
+//! the system-call table marks [`Serve::Always`] (`exit`, `exit_group`) are
+//! allowed whatever the lists and the default say (`policy check` refuses a
+//! file that names one in a refusal).
 
+use cabin_abi::syscalls::CallSet;
+
+use super::names::Serve;
 use super::{errno, names, Action, Entry, ListEntry, Loc, Mode, Policy, Rule};
 
 /// Slots in the decision table (x86-64 numbers are below 512).
@@ -41,6 +47,9 @@ impl Decision {
 pub enum Origin {
     /// The `[default]` action.
     Default,
+    /// A call no policy may refuse: ending the program
+    /// ([`Serve::Always`]).
+    Always,
     /// An entry of the `allow`, `deny` or `kill` list.
     List {
         /// "allow", "deny" or "kill".
@@ -66,6 +75,7 @@ impl Origin {
     pub fn describe(&self) -> String {
         match self {
             Origin::Default => "the default action".into(),
+            Origin::Always => "always served: a program can always end itself".into(),
             Origin::List { list, entry, loc } => format!("`{list}` entry `{entry}` (line {})", loc.line),
             Origin::Rule { conds, loc, .. } if conds.is_empty() => {
                 format!("the [[rule]] at line {}", loc.line)
@@ -168,6 +178,15 @@ impl CompiledPolicy {
             }
             *slot = Slot::Rules { first, count: rs.len() as u32, fallback, fallback_origin };
         }
+        // Ending the program is never refused (a refusal of it by name is an
+        // error of the file: file.rs); neither the default nor a group does.
+        let always = origins.len() as u32;
+        origins.push(Origin::Always);
+        for sc in names::TABLE.iter().filter(|sc| sc.serve == Serve::Always) {
+            if let Some(slot) = table.get_mut(usize::from(sc.nr)) {
+                *slot = Slot::Fixed { action: Action::Allow, origin: always };
+            }
+        }
         CompiledPolicy {
             table: table.into_boxed_slice(),
             rules,
@@ -265,6 +284,23 @@ impl CompiledPolicy {
                 .chain(std::iter::once(*fallback))
                 .find(|a| *a != Action::Allow),
         }
+    }
+
+    /// The calls the libos serves inside the domain
+    /// ([`Serve::Local`], [`Serve::LocalOrForwarded`]) that this policy
+    /// does not plainly allow: refused for some or all arguments, or
+    /// complained about. The monitor hands the set to the libos (the boot
+    /// page's `check_local`), which then has the monitor decide each of
+    /// these calls; the rest it serves without asking.
+    pub fn check_local(&self) -> CallSet {
+        let mut set = CallSet::EMPTY;
+        for sc in names::TABLE {
+            let nr = u64::from(sc.nr);
+            if matches!(sc.serve, Serve::Local | Serve::LocalOrForwarded) && self.may_refuse(nr) {
+                set.insert(nr);
+            }
+        }
+        set
     }
 
     /// Whether `nr` is allowed for at least some arguments.

@@ -82,6 +82,7 @@ fn help(file: &str, nr: u64, name: &str, verdict: &Verdict<'_>) -> String {
             "add a [[rule]] for {name} matching these arguments, or add {spelled} to `allow` under [syscalls] in {file}"
         ),
         Origin::Default => format!("add {spelled} to `allow` under [syscalls] in {file}"),
+        Origin::Always => format!("{spelled} is always served; nothing in {file} refuses it"),
         Origin::List { list, entry, loc } if entry.starts_with('@') => format!(
             "{name} is refused through `{entry}` in `{list}` ({file}:{}); add a [[rule]] with \
              syscall = {spelled}, action = \"allow\" to let it through",

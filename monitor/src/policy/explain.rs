@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::compile::{Decision, Origin, TABLE_SIZE};
-use super::{errno, names, Action, Mode, Policy, SERVED_LOCALLY};
+use super::names::Serve;
+use super::{errno, names, Action, Mode, Policy};
 
 fn errno_words(e: i32) -> String {
     let what = match errno::name(e) {
@@ -101,7 +102,7 @@ pub fn explain(p: &Policy) -> String {
     let mut killed = Vec::new();
     let mut conditional = Vec::new();
     let zero = [0u64; 6];
-    for &(nr, name) in names::TABLE {
+    for &names::Syscall { nr, name, .. } in names::TABLE {
         let nr = u64::from(nr);
         if nr as usize >= TABLE_SIZE {
             continue;
@@ -111,7 +112,7 @@ pub fn explain(p: &Policy) -> String {
             continue;
         }
         let v = c.verdict(nr, &zero);
-        if *v.origin == Origin::Default {
+        if matches!(*v.origin, Origin::Default | Origin::Always) {
             continue;
         }
         let action = match v.decision {
@@ -238,10 +239,33 @@ pub fn explain(p: &Policy) -> String {
         parts.extend(p.env.pass.iter().map(|k| format!("{k} (copied from the caller when set)")));
         let _ = writeln!(o, "Environment: only {}.", parts.join(", "));
     }
+    let local = |f: &dyn Fn(Serve) -> bool| -> Vec<&str> {
+        names::TABLE.iter().filter(|s| f(s.serve)).map(|s| s.name).collect()
+    };
+    let served_here = local(&|s| matches!(s, Serve::Local | Serve::LocalOrForwarded));
+    let checked: Vec<&str> =
+        served_here.iter().copied().filter(|n| names::number(n).is_some_and(|nr| c.may_refuse(nr))).collect();
     let _ = writeln!(
         o,
-        "\nServed inside the domain by the libos, without asking the monitor, so outside this policy: {}.",
-        SERVED_LOCALLY.join(", ")
+        "\nServed inside the domain by the libos, and bound by this policy like any other call: {}.",
+        served_here.join(", ")
+    );
+    if checked.is_empty() {
+        let _ = writeln!(
+            o,
+            "This policy allows all of them, so the libos serves them without asking the monitor."
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "This policy does not plainly allow {}: the libos has the monitor decide each of those calls first.",
+            checked.join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Always served, whatever a policy says (a program can always end itself): {}.",
+        local(&|s| s == Serve::Always).join(", ")
     );
     for w in &p.warnings {
         let _ = writeln!(o, "warning: {w}");

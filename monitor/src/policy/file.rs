@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use super::{
     errno, groups, names, Action, Cond, Entry, Env, Limits, ListEntry, Loc, Mode, Op, Paths, Policy, Rule,
-    DEFAULT_DENY_ERRNO, DEFAULT_ERRNO, SERVED_LOCALLY, VERSION,
+    DEFAULT_DENY_ERRNO, DEFAULT_ERRNO, VERSION,
 };
 
 /// Why a policy file was refused.
@@ -338,8 +338,60 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         }
         p.env = e;
     }
+    check_enforceable(&cx, &p)?;
     p.warnings = warnings(&p);
     Ok(p)
+}
+
+/// Refuses a rule that no backend could enforce: one that would refuse a
+/// call the system-call table marks [`names::Serve::Always`] (`exit`,
+/// `exit_group`), by name, number, group or `[[rule]]`. Every other rule a
+/// file can state is enforced on every backend (docs/policy.md).
+fn check_enforceable(cx: &Ctx<'_>, p: &Policy) -> Result<(), PolicyError> {
+    let always = |nr: u64| names::serve(nr) == names::Serve::Always;
+    let why = "a program can always end itself (a fault ends it too), so no backend could enforce that; \
+               exit and exit_group are always served";
+    let at = |loc: Loc, message: String, help: String| PolicyError::At {
+        source_name: cx.source.to_string(),
+        line: loc.line,
+        column: loc.column,
+        message,
+        help: Some(help),
+    };
+    for (list, entries) in [("deny", &p.deny), ("kill", &p.kill)] {
+        for e in entries {
+            let hit: Vec<String> =
+                e.entry.numbers().into_iter().filter(|&nr| always(nr)).map(names::display).collect();
+            if hit.is_empty() {
+                continue;
+            }
+            return Err(match &e.entry {
+                Entry::Syscall(_) => at(
+                    e.loc,
+                    format!("`{list}` cannot refuse {}: {why}", hit.join(", ")),
+                    format!("remove {} from `{list}`", e.entry.spelling()),
+                ),
+                Entry::Group(g) => at(
+                    e.loc,
+                    format!("`@{}` in `{list}` includes {}, which cannot be refused: {why}", g.name, hit.join(" and ")),
+                    format!(
+                        "list the members of @{} you mean to refuse by name (`cabinc policy groups` shows them)",
+                        g.name
+                    ),
+                ),
+            });
+        }
+    }
+    for r in &p.rules {
+        if always(r.nr) && r.action != Action::Allow {
+            return Err(at(
+                r.loc,
+                format!("a [[rule]] cannot refuse {}: {why}", names::display(r.nr)),
+                "remove the rule".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn opt<T, U>(
@@ -422,7 +474,7 @@ fn check_sys(cx: &Ctx<'_>, s: &Spanned<RawSys>, groups_ok: bool) -> Result<Entry
                 });
             }
             names::number(n).map(Entry::Syscall).ok_or_else(|| {
-                let help = match suggest(n, names::TABLE.iter().map(|&(_, n)| n)) {
+                let help = match suggest(n, names::TABLE.iter().map(|s| s.name)) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "use an x86-64 system call name (as in `man 2 syscalls`) or a number".into(),
                 };
@@ -638,24 +690,6 @@ fn warnings(p: &Policy) -> Vec<String> {
                 if k.contains(nr) { "kill" } else { "deny" },
             ));
         }
-    }
-    // Only refusals the file asks for by name, group or rule: a tight policy that simply does not
-    // allow them by default is not worth a warning.
-    let local: Vec<u64> = SERVED_LOCALLY.iter().filter_map(|n| names::number(n)).collect();
-    let named = |l: &[ListEntry], nr: u64| l.iter().any(|e| e.entry.numbers().contains(&nr));
-    let mut refused_local = Vec::new();
-    for nr in local {
-        let by_rule = p.rules.iter().any(|r| r.nr == nr && r.action != Action::Allow);
-        if named(&p.deny, nr) || named(&p.kill, nr) || by_rule {
-            refused_local.push(names::display(nr));
-        }
-    }
-    if !refused_local.is_empty() {
-        w.push(format!(
-            "the policy refuses {}, which the libos may serve inside the domain without asking the \
-             monitor (anonymous memory, identity, clocks); those uses are not refused",
-            refused_local.join(", ")
-        ));
     }
     for (i, r) in p.rules.iter().enumerate() {
         if let Some(earlier) = p.rules[..i].iter().find(|q| q.nr == r.nr && q.conds.is_empty()) {

@@ -293,6 +293,32 @@ impl Gate {
         Admit::Serve(Ticket { nr, args: *args, served, site, start, complain })
     }
 
+    /// The calls the libos serves inside the domain that the policy does
+    /// not plainly allow (none without a policy): the backend writes them
+    /// into the boot page, and the libos has the monitor decide each one
+    /// ([`cabin_abi::ring::SUB_CHECK`]).
+    pub fn check_local(&self) -> cabin_abi::syscalls::CallSet {
+        self.policy.as_ref().map_or(cabin_abi::syscalls::CallSet::EMPTY, CompiledPolicy::check_local)
+    }
+
+    /// A check-only call ([`cabin_abi::ring::SUB_CHECK`]) that [`Gate::admit`]
+    /// let through: the libos serves it inside the domain, so there is no
+    /// result to record. Written to the trace (as `local`, without `ret`)
+    /// when one is active or the policy complained; not counted in the exit
+    /// summary, which counts the libos's locally served calls itself.
+    pub fn checked(&mut self, t: Ticket) {
+        if let Some(start) = t.start {
+            let mut rec = SyscallRecord::new(t.nr, t.args, 0, Served::Local);
+            rec.ret = None;
+            rec.duration_ns = start.elapsed().as_nanos() as u64;
+            rec.time_ns = self.now().saturating_sub(rec.duration_ns);
+            rec.site = t.site;
+            rec.complain = t.complain.is_some();
+            rec.rule = t.complain;
+            self.tracer.syscall(&rec);
+        }
+    }
+
     /// Records a served call and its result; `Some` when a limit now stops
     /// the program.
     pub fn served(&mut self, t: Ticket, ret: i64) -> Option<Stop> {

@@ -13,7 +13,9 @@
 //! is pure logic: it never touches the confined program, files other than
 //! the ones it is asked to read, or the process state.
 //!
-//! - [`names`]: x86-64 call numbers and names; [`groups`]: `@file-read` & co.
+//! - [`names`]: x86-64 call numbers and names (a view of the one system-call
+//!   table, `cabin_abi::syscalls`, which also says which calls the libos
+//!   serves inside the domain); [`groups`]: `@file-read` & co.
 //! - [`file`]: the TOML form and its checks; [`render`]: writing it back.
 //! - [`compile`]: the decision table; [`denial`]: the once-per-call message.
 //! - [`explain`]: a policy in plain words; [`oci`]: Docker/OCI seccomp import;
@@ -378,28 +380,6 @@ impl Policy {
         self.paths.write.extend(write.iter().cloned());
     }
 }
-
-/// System calls the libos serves inside the domain without asking the
-/// monitor (issue 3): a policy cannot refuse these on the process and KVM
-/// backends, and `policy check` warns when one tries.
-pub const SERVED_LOCALLY: &[&str] = &[
-    "brk",
-    "mmap",
-    "munmap",
-    "mremap",
-    "mprotect",
-    "arch_prctl",
-    "set_tid_address",
-    "getpid",
-    "gettid",
-    "getppid",
-    "getuid",
-    "geteuid",
-    "getgid",
-    "getegid",
-    "clock_gettime",
-    "gettimeofday",
-];
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {

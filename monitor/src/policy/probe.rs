@@ -54,7 +54,8 @@ pub fn probes(p: &Policy) -> Vec<Probe> {
         }
         super::names::TABLE
             .iter()
-            .map(|&(n, _)| u64::from(n))
+            .filter(|s| s.serve != super::names::Serve::Always)
+            .map(|s| u64::from(s.nr))
             .filter(|&n| !covered(&p.allow, n) && !p.rules.iter().any(|r| r.nr == n))
             .min_by_key(|&n| n.abs_diff(near))
     };

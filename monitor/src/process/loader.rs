@@ -292,6 +292,17 @@ pub fn set_spin_ns(d: &Domain, ns: u64) {
     }
 }
 
+/// Writes the locally served calls the libos must have the monitor decide
+/// ([`BootInfo::check_local`]) into the boot page, before the program starts.
+pub fn set_check_local(d: &Domain, set: &cabin_abi::syscalls::CallSet) {
+    let b = d.boot();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: as in `set_spin_ns`.
+    unsafe { std::ptr::addr_of_mut!((*b).check_local).write_volatile(*set) };
+}
+
 fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
     let b = d.boot();
     // SAFETY: getuid/getgid/getpid have no preconditions.
@@ -325,6 +336,7 @@ fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
             trapped: 0,
             reserved: [0; 8],
             local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
+            check_local: cabin_abi::syscalls::CallSet::EMPTY,
         })
     };
 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use cabin_abi::boot::BootInfo;
 use cabin_abi::ring::{CQ_DOORBELL_OFFSET, SQ_DOORBELL_OFFSET};
+use cabin_abi::syscalls::CallSet;
 use cabin_image::elf::ElfFile;
 
 use crate::config::{signal_name, EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
@@ -86,7 +87,11 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     let domain = loader::build(&elf, cfg)?;
     let placement = Placement::choose(cfg.cpu_placement);
     loader::set_spin_ns(&domain, crate::placement::spin_ns(placement.as_ref()));
-    let plan = prepare_child(&domain, placement.map(|p| p.program))?;
+    // The locally served calls the policy does not plainly allow: the libos
+    // has the monitor decide them, and the filter traps such clock reads.
+    let check_local = gate.check_local();
+    loader::set_check_local(&domain, &check_local);
+    let plan = prepare_child(&domain, placement.map(|p| p.program), &check_local)?;
 
     // SAFETY: fork has no memory-safety preconditions; the child only runs
     // `child_main`, which uses async-signal-safe calls and no allocation.
@@ -327,10 +332,10 @@ struct ChildPlan {
 
 /// Writes the seccomp program and the unmap list into the loader scratch
 /// and returns the child's plan.
-fn prepare_child(d: &Domain, cpus: Option<CpuSet>) -> Result<ChildPlan, RunError> {
+fn prepare_child(d: &Domain, cpus: Option<CpuSet>, check_local: &CallSet) -> Result<ChildPlan, RunError> {
     let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
     let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
-    let filter = seccomp::filter(sq, cq);
+    let filter = seccomp::filter(sq, cq, check_local);
     let scratch =
         |off: u64| d.host(LOADER_ADDR + off).ok_or_else(|| RunError::Layout("loader scratch".into()));
     // SAFETY: all writes below land in the loader scratch range of our

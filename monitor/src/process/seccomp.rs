@@ -8,7 +8,12 @@
 //! - `arch_prctl(ARCH_SET_FS, ..)` (the program's TLS pointer);
 //! - `rt_sigaction` for SIGSYS and the fault signals only (the libos's own
 //!   trap and fault handlers);
-//! - the clock reads `clock_gettime`, `clock_getres`, `gettimeofday`, `time`.
+//! - the clock reads `clock_gettime`, `clock_getres`, `gettimeofday`, `time`,
+//!   each only when the policy allows it plainly (it is not in the boot
+//!   page's `check_local` set): a clock read the policy refuses, or decides
+//!   by its arguments, is trapped like any other call, so the libos's
+//!   forward of it (and a raw read the program makes itself) reaches the
+//!   policy, as on the KVM backend.
 //!
 //! Every other call, and every call from another ABI (`int 0x80` i386
 //! calls, x32), is answered with `SECCOMP_RET_TRAP`: the kernel delivers
@@ -29,6 +34,8 @@ pub struct SockFilter {
     /// Operand.
     pub k: u32,
 }
+
+use cabin_abi::syscalls::CallSet;
 
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
@@ -67,24 +74,23 @@ enum Ins {
     Ret(u32),
 }
 
+/// The clock reads the libos makes for the program when the policy allows
+/// them plainly (`cabin_abi::syscalls::Serve::LocalOrForwarded`).
+pub const CLOCK_READS: [i64; 4] =
+    [libc::SYS_clock_gettime, libc::SYS_clock_getres, libc::SYS_gettimeofday, libc::SYS_time];
+
 /// Builds the filter for a domain whose ring doorbells are at `sq_doorbell`
-/// and `cq_doorbell` (domain addresses).
-pub fn filter(sq_doorbell: u64, cq_doorbell: u64) -> Vec<SockFilter> {
+/// and `cq_doorbell` (domain addresses); clock reads in `checked` (the
+/// calls the policy does not plainly allow) are trapped.
+pub fn filter(sq_doorbell: u64, cq_doorbell: u64, checked: &CallSet) -> Vec<SockFilter> {
     use Ins::*;
     use Label::*;
     let nr = |n: i64| n as u32;
     // Blocks, each identified by index in `prog` where it starts; built
     // in two passes: first the instruction list with symbolic labels.
     let mut prog: Vec<Ins> = Vec::new();
-    let allow_plain = [
-        libc::SYS_exit,
-        libc::SYS_exit_group,
-        libc::SYS_rt_sigreturn,
-        libc::SYS_clock_gettime,
-        libc::SYS_clock_getres,
-        libc::SYS_gettimeofday,
-        libc::SYS_time,
-    ];
+    let mut allow_plain = vec![libc::SYS_exit, libc::SYS_exit_group, libc::SYS_rt_sigreturn];
+    allow_plain.extend(CLOCK_READS.iter().filter(|&&n| !checked.contains(n as u64)));
     prog.push(Load(OFF_ARCH));
     prog.push(Jeq(AUDIT_ARCH_X86_64, Next, Trap));
     prog.push(Load(OFF_NR));
@@ -206,7 +212,7 @@ mod tests {
     const CQ: u64 = 0x2000_0000_1104;
 
     fn run(nr: i64, args: [u64; 6]) -> u32 {
-        evaluate(&filter(SQ, CQ), nr as u32, AUDIT_ARCH_X86_64, args)
+        evaluate(&filter(SQ, CQ, &CallSet::EMPTY), nr as u32, AUDIT_ARCH_X86_64, args)
     }
 
     #[test]
@@ -229,14 +235,36 @@ mod tests {
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGTRAP as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGINT as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(0x4000_0001, [0; 6]), SECCOMP_RET_TRAP, "x32");
-        assert_eq!(evaluate(&filter(SQ, CQ), 1, 0x4000_0003, [0; 6]), SECCOMP_RET_TRAP, "i386");
+        assert_eq!(
+            evaluate(&filter(SQ, CQ, &CallSet::EMPTY), 1, 0x4000_0003, [0; 6]),
+            SECCOMP_RET_TRAP,
+            "i386"
+        );
         // An i386 call whose number matches an allowed x86-64 one is still trapped.
-        assert_eq!(evaluate(&filter(SQ, CQ), 60, 0x4000_0003, [0; 6]), SECCOMP_RET_TRAP);
+        assert_eq!(evaluate(&filter(SQ, CQ, &CallSet::EMPTY), 60, 0x4000_0003, [0; 6]), SECCOMP_RET_TRAP);
+    }
+
+    #[test]
+    fn clock_reads_the_policy_checks_are_trapped() {
+        let mut checked = CallSet::EMPTY;
+        checked.insert(libc::SYS_clock_gettime as u64);
+        let f = filter(SQ, CQ, &checked);
+        let run = |nr: i64| evaluate(&f, nr as u32, AUDIT_ARCH_X86_64, [1, 0x1000, 0, 0, 0, 0]);
+        assert_eq!(run(libc::SYS_clock_gettime), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_gettimeofday), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_exit_group), SECCOMP_RET_ALLOW);
+        for nr in CLOCK_READS {
+            assert_eq!(
+                cabin_abi::syscalls::serve(nr as u64),
+                cabin_abi::syscalls::Serve::LocalOrForwarded,
+                "the table and the filter agree on clock reads"
+            );
+        }
     }
 
     #[test]
     fn jumps_are_in_range() {
-        let f = filter(SQ, CQ);
+        let f = filter(SQ, CQ, &CallSet::EMPTY);
         for (i, ins) in f.iter().enumerate().filter(|(_, x)| x.code != BPF_RET_K) {
             assert!(i + 1 + (ins.jt as usize) < f.len() && i + 1 + (ins.jf as usize) < f.len());
         }

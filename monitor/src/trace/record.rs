@@ -52,7 +52,8 @@ pub struct SyscallRecord {
     pub nr: u64,
     /// The six argument registers.
     pub args: [u64; 6],
-    /// Value returned to the program (`None` when it was killed).
+    /// Value returned to the program (`None` when it was killed, or for a
+    /// `Local` call the policy checked before the libos served it).
     pub ret: Option<i64>,
     /// How it was served.
     pub served: Served,
@@ -287,6 +288,9 @@ pub fn syscall_text(r: &SyscallRecord) -> String {
     let secs = r.time_ns / 1_000_000_000;
     let micros = (r.time_ns % 1_000_000_000) / 1000;
     let mut how = r.served.as_str().to_string();
+    if r.served == Served::Local && r.ret.is_none() {
+        how.push_str(" after a policy check");
+    }
     if let Some(rule) = &r.rule {
         how.push_str(" by ");
         how.push_str(rule);
