@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! PIE_BASE        static-PIE images are loaded here (ET_EXEC at their own addresses)
-//! DOMAIN_BASE     boot page | ring | loader page(s)       (one memfd, shared)
+//! DOMAIN_BASE     boot page | ring | loader page(s) | stub  (one memfd, shared)
 //! STACK_TOP       8 MiB stack below it, guard gap under it
 //! BRK_BASE        brk heap
 //! ARENA_BASE      anonymous-memory arena
@@ -28,6 +28,14 @@ pub const RING_SIZE: u64 = 2 * PAGE;
 pub const LOADER_ADDR: u64 = RING_ADDR + RING_SIZE;
 /// Size of the loader scratch.
 pub const LOADER_SIZE: u64 = 16 * PAGE;
+/// The one page of monitor code the child keeps: a copy of the entry stub
+/// (`process::enter_domain`) that unmaps everything else, installs the
+/// seccomp filter and jumps to the program. Mapped execute-only.
+pub const STUB_ADDR: u64 = LOADER_ADDR + LOADER_SIZE;
+/// Highest user address (one past) with 4-level paging.
+pub const USER_TOP_47: u64 = 0x0000_7fff_ffff_f000;
+/// Highest user address (one past) with 5-level paging.
+pub const USER_TOP_56: u64 = 0x00ff_ffff_ffff_f000;
 /// Size of the program's stack.
 pub const STACK_SIZE: u64 = 8 << 20;
 /// Lowest address of the stack (an unmapped guard gap lies below).

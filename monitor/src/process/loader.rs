@@ -118,7 +118,7 @@ impl Domain {
     }
 
     /// Bytes of the domain that the program cannot grow: image pages, boot
-    /// page, ring, loader scratch and stack.
+    /// page, ring, loader scratch, entry stub and stack.
     pub fn fixed_bytes(&self) -> u64 {
         self.total - self.brk_len - self.arena_len
     }
@@ -205,12 +205,13 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         offset += end - start;
     }
     let memory_limit = cfg.gate.policy.as_ref().and_then(|p| p.limits.memory);
-    let fixed = offset + PAGE + RING_SIZE + LOADER_SIZE + STACK_SIZE;
+    let fixed = offset + PAGE + RING_SIZE + LOADER_SIZE + PAGE + STACK_SIZE;
     let (brk_len, arena_len) = memory_split(fixed, memory_limit, cfg.arena_bytes)?;
     for (guest, len, prot, access) in [
         (BOOT_ADDR, PAGE, rw, Access::Nothing),
         (RING_ADDR, RING_SIZE, rw, Access::Nothing),
         (LOADER_ADDR, LOADER_SIZE, rw, Access::Nothing),
+        (STUB_ADDR, PAGE, libc::PROT_EXEC, Access::Nothing),
         (STACK_BASE, STACK_SIZE, rw, Access::ReadWrite),
         (BRK_BASE, brk_len, rw, Access::ReadWrite),
         (ARENA_BASE, arena_len, rw, Access::ReadWrite),

@@ -5,10 +5,12 @@
 //! 1. parses the image and lays out the domain in one memfd ([`loader`]);
 //! 2. forks. The child maps each domain range at its address (code
 //!    `PROT_EXEC` only), closes every descriptor, resets signal handling,
-//!    sets `PR_SET_NO_NEW_PRIVS`, then — from a small assembly stub running
-//!    on the domain's stack — unmaps everything it inherited from the
-//!    monitor (except the page of monitor code that holds the stub), installs
-//!    the seccomp filter ([`seccomp`]) and jumps to the libos entry;
+//!    drops every capability (effective, permitted, inheritable, ambient and
+//!    bounding sets), sets `PR_SET_NO_NEW_PRIVS`, then — from a copy of a
+//!    small assembly stub in a page of the domain, running on the domain's
+//!    stack — unmaps every address outside the domain (all it inherited from
+//!    the monitor: code, data, heap, stacks, vDSO), installs the seccomp
+//!    filter ([`seccomp`]) and jumps to the libos entry;
 //! 3. the parent serves the ring ([`crate::ring::Worker`]) until the child
 //!    exits, then reports how it ended and writes the statistics.
 
@@ -24,7 +26,7 @@ use cabin_abi::syscalls::CallSet;
 use cabin_image::elf::ElfFile;
 
 use crate::config::{signal_name, EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
-use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR};
+use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
 use crate::placement::{CpuSet, Placement};
 use crate::policy::gate::{Gate, Stop};
 use crate::policy::limits::{memory_limit_hit, process_cpu_time};
@@ -316,6 +318,8 @@ fn scratch_status(d: &Domain) -> u64 {
 /// allocate).
 #[derive(Debug)]
 struct ChildPlan {
+    /// Empty the capability bounding set too (the monitor has CAP_SETPCAP).
+    drop_bounding: bool,
     memfd: i32,
     parent: i32,
     ranges: Vec<loader::MapRange>,
@@ -351,10 +355,22 @@ fn prepare_child(d: &Domain, cpus: Option<CpuSet>, check_local: &CallSet) -> Res
         fprog.add(8).cast::<u64>().write(LOADER_ADDR + SCRATCH_FILTER);
         scratch(SCRATCH_STATUS)?.cast::<u64>().write(0);
     }
-    let keep = enter_domain as *const () as u64;
-    let list = inherited_mappings(keep)?;
+    // The entry stub runs from a copy in the domain's stub page, so that
+    // no page of the monitor itself stays mapped in the child.
+    let stub_start = enter_domain as *const u8;
+    let stub_end = &raw const cabin_enter_domain_end;
+    let stub_len = (stub_end as usize).wrapping_sub(stub_start as usize);
+    if stub_len == 0 || stub_len as u64 > PAGE {
+        return Err(RunError::Layout(format!("the entry stub is {stub_len} bytes, not within one page")));
+    }
+    let stub = d.host(STUB_ADDR).ok_or_else(|| RunError::Layout("entry stub page".into()))?;
+    // SAFETY: copies the stub's code bytes (readable text of this binary,
+    // `stub_len` bytes from the function's start to its end label) into the
+    // stub page of our mapping, one page long (checked above).
+    unsafe { std::ptr::copy_nonoverlapping(stub_start, stub, stub_len) };
+    let list = unmap_list(&d.ranges);
     if list.len() > SCRATCH_UNMAP_MAX {
-        return Err(RunError::Layout(format!("monitor has too many mappings ({})", list.len())));
+        return Err(RunError::Layout(format!("the domain has too many ranges ({})", list.len())));
     }
     let ul = scratch(SCRATCH_UNMAP)?.cast::<u64>();
     for (i, (s, e)) in list.iter().enumerate() {
@@ -366,6 +382,7 @@ fn prepare_child(d: &Domain, cpus: Option<CpuSet>, check_local: &CallSet) -> Res
     }
     let boot_pid_guest = crate::layout::BOOT_ADDR + std::mem::offset_of!(BootInfo, pid) as u64;
     Ok(ChildPlan {
+        drop_bounding: has_cap_setpcap(),
         memfd: std::os::fd::AsRawFd::as_raw_fd(&d.memfd),
         // SAFETY: no preconditions.
         parent: unsafe { libc::getpid() },
@@ -379,22 +396,93 @@ fn prepare_child(d: &Domain, cpus: Option<CpuSet>, check_local: &CallSet) -> Res
     })
 }
 
-/// The monitor's current mappings, except the one holding `keep` and
-/// `[vsyscall]` (which cannot be unmapped): what the child must drop.
-fn inherited_mappings(keep: u64) -> Result<Vec<(u64, u64)>, RunError> {
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map_err(|source| RunError::Host { what: "reading /proc/self/maps", source })?;
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        let range = line.split_whitespace().next().unwrap_or("");
-        let Some((s, e)) = range.split_once('-') else { continue };
-        let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else { continue };
-        if line.ends_with("[vsyscall]") || (keep >= s && keep < e) {
-            continue;
+/// The `[start, end)` ranges the child unmaps: every user address outside
+/// the domain's `ranges` (the stub page among them), whatever the monitor
+/// had there at fork time — its code, data, heap, thread stacks, libraries,
+/// vDSO, and mappings other threads made after this list was computed.
+/// Holes are unmapped whole (`munmap` skips what is not mapped). The last
+/// one runs from the 4-level-paging user top to the 5-level one: on a
+/// 4-level kernel its `munmap` fails (EINVAL) and changes nothing, the hole
+/// before it having done the work. Only `[vsyscall]` (a kernel address)
+/// remains.
+fn unmap_list(ranges: &[loader::MapRange]) -> Vec<(u64, u64)> {
+    let mut taken: Vec<(u64, u64)> = ranges.iter().map(|r| (r.guest, r.guest + r.len)).collect();
+    taken.sort_unstable();
+    let mut holes = Vec::new();
+    let mut at = 0u64;
+    for (s, e) in taken {
+        if s > at {
+            holes.push((at, s));
         }
-        out.push((s, e));
+        at = at.max(e);
     }
-    Ok(out)
+    if at < USER_TOP_47 {
+        holes.push((at, USER_TOP_47));
+    }
+    holes.push((USER_TOP_47.max(at), USER_TOP_56));
+    holes
+}
+
+/// Whether this process has CAP_SETPCAP in its effective set, which it
+/// needs to empty a child's capability bounding set.
+fn has_cap_setpcap() -> bool {
+    const CAP_SETPCAP: u32 = 8;
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget fills the two-element data array of the v3 ABI and may
+    // rewrite the header's version; both are locals.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    r == 0 && data[0].effective & (1 << CAP_SETPCAP) != 0
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+#[derive(Debug)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct` (two of them in the v3 ABI).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops every capability of the calling (child) process: ambient set,
+/// bounding set (when `bounding`: the monitor has CAP_SETPCAP; without it
+/// the set cannot shrink, and with no_new_privs and no `execve` it can
+/// grant nothing), then effective, permitted and inheritable. `false` when
+/// a drop the process is entitled to make fails.
+///
+/// Async-signal-safe: system calls on locals only.
+fn drop_capabilities(bounding: bool) -> bool {
+    // SAFETY: prctl and capset take integers and pointers to locals; they
+    // only shrink this process's capability sets.
+    unsafe {
+        // Fails with EINVAL before Linux 4.3, which had no ambient set.
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0);
+        if bounding {
+            // Capabilities past the kernel's last one answer EINVAL.
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                    if *libc::__errno_location() == libc::EINVAL && cap > 0 {
+                        break;
+                    }
+                    return false;
+                }
+            }
+        }
+        let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let data = [CapData::default(); 2];
+        libc::syscall(libc::SYS_capset, &header, data.as_ptr()) == 0
+    }
 }
 
 fn child_fail(plan: &ChildPlan, stage: u64) -> ! {
@@ -447,10 +535,22 @@ fn child_main(plan: &ChildPlan) -> ! {
         // is about to be unmapped: the kernel would then fault the process
         // on its next preemption. Unregister it.
         unregister_rseq();
+        // The child runs as the monitor's user (see monitor/DESIGN.md) but
+        // holds no capability, and can gain none.
+        if !drop_capabilities(plan.drop_bounding) {
+            child_fail(plan, STAGE_PRIVS);
+        }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             child_fail(plan, STAGE_PRIVS);
         }
-        enter_domain(
+        // The copy of `enter_domain` in the stub page: it unmaps the monitor
+        // (this code included) and never returns. The transmute and the call
+        // are sound: STUB_ADDR is mapped executable in this child (a domain
+        // range) and holds exactly that position-independent code
+        // (`prepare_child`), called with the arguments it documents.
+        let stub: unsafe extern "C" fn(u64, u64, u64, u64, u64, u64) -> ! =
+            std::mem::transmute(STUB_ADDR as usize as *const ());
+        stub(
             LOADER_ADDR + SCRATCH_UNMAP,
             plan.unmap_count,
             LOADER_ADDR + SCRATCH_FPROG,
@@ -462,6 +562,8 @@ fn child_main(plan: &ChildPlan) -> ! {
 }
 
 unsafe extern "C" {
+    /// The end of [`enter_domain`]'s code (a label in its assembly).
+    static cabin_enter_domain_end: u8;
     /// glibc (2.35+): offset of the rseq area from the thread pointer.
     static __rseq_offset: isize;
     /// glibc (2.35+): size of the registered rseq area (0: not registered).
@@ -490,16 +592,20 @@ fn unregister_rseq() {
     }
 }
 
-/// Final step of the child, on the domain's stack: unmap every inherited
-/// range listed at `list` (`count` pairs of address, length), install the
-/// seccomp filter at `fprog`, mark `status` entered, clear the registers
-/// and jump to `entry` with `rsp = sp`. On a seccomp failure it writes
-/// `STAGE_SECCOMP` to `status` and exits 125.
+/// Final step of the child, on the domain's stack: unmap every range
+/// listed at `list` (`count` pairs of address, length: everything outside
+/// the domain), install the seccomp filter at `fprog`, mark `status`
+/// entered, clear the registers and jump to `entry` with `rsp = sp`. On a
+/// seccomp failure it writes `STAGE_SECCOMP` to `status` and exits 125.
+///
+/// The child runs a copy of these bytes (up to `cabin_enter_domain_end`)
+/// in the domain's stub page ([`STUB_ADDR`]): position-independent code
+/// that touches no memory but its arguments.
 ///
 /// # Safety
 ///
-/// Only `child_main` calls this, in the forked child, with all domain
-/// ranges mapped; every address is a domain address.
+/// Only `child_main` calls (its copy of) this, in the forked child, with
+/// all domain ranges mapped; every address is a domain address.
 #[unsafe(naked)]
 unsafe extern "C" fn enter_domain(list: u64, count: u64, fprog: u64, entry: u64, sp: u64, status: u64) -> ! {
     core::arch::naked_asm!(
@@ -549,6 +655,10 @@ unsafe extern "C" fn enter_domain(list: u64, count: u64, fprog: u64, entry: u64,
         "mov eax, {exit_group}",
         "syscall",
         "ud2",
+        // Where the bytes the child copies end.
+        ".globl cabin_enter_domain_end",
+        ".hidden cabin_enter_domain_end",
+        "cabin_enter_domain_end:",
         munmap = const libc::SYS_munmap,
         seccomp = const libc::SYS_seccomp,
         exit_group = const libc::SYS_exit_group,
@@ -556,4 +666,41 @@ unsafe extern "C" fn enter_domain(list: u64, count: u64, fprog: u64, entry: u64,
         stage_seccomp = const STAGE_SECCOMP,
         failed = const CHILD_SETUP_FAILED,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Access;
+
+    fn range(guest: u64, len: u64) -> loader::MapRange {
+        loader::MapRange { guest, len, prot: 0, offset: 0, access: Access::Nothing }
+    }
+
+    #[test]
+    fn the_child_unmaps_everything_outside_the_domain() {
+        let ranges = [range(0x40_1000, 0x1000), range(0x40_0000, 0x1000), range(0x2000_0000_0000, 0x5000)];
+        let holes = unmap_list(&ranges);
+        assert_eq!(
+            holes,
+            [
+                (0, 0x40_0000),
+                (0x40_2000, 0x2000_0000_0000),
+                (0x2000_0000_5000, USER_TOP_47),
+                (USER_TOP_47, USER_TOP_56)
+            ]
+        );
+        // Holes and ranges tile the 47-bit user space without overlap.
+        let mut all: Vec<(u64, u64)> = holes.iter().copied().filter(|h| h.1 <= USER_TOP_47).collect();
+        all.extend(ranges.iter().map(|r| (r.guest, r.guest + r.len)));
+        all.sort_unstable();
+        assert!(all.windows(2).all(|w| w[0].1 == w[1].0) && all[0].0 == 0, "{all:x?}");
+    }
+
+    #[test]
+    fn the_entry_stub_fits_its_page() {
+        let start = enter_domain as *const u8 as usize;
+        let len = (&raw const cabin_enter_domain_end as usize).wrapping_sub(start);
+        assert!(len > 0 && len < 256, "the stub is {len} bytes");
+    }
 }

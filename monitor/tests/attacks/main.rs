@@ -18,3 +18,4 @@
 mod common;
 
 mod policy_local;
+mod process_child;
