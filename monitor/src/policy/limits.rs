@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::{names, Limits};
 use crate::trace::{LimitHit, LimitKind};
 
-/// EFBIG: what a write past `file-size` returns (as `RLIMIT_FSIZE` does,
-/// without the signal).
+/// EFBIG: what the call that hit `file-size` returns (as `RLIMIT_FSIZE`
+/// does; the program is stopped before it sees it).
 pub const EFBIG: i32 = 27;
 
 /// What a limit check says about one call.
@@ -21,30 +21,22 @@ pub const EFBIG: i32 = 27;
 pub enum LimitCheck {
     /// Go on.
     Ok,
-    /// Refuse this call with `-errno` (the program continues).
-    Refuse(i32, LimitHit),
     /// Stop the program.
     Stop(LimitHit),
 }
 
-/// Running totals for the limits in a policy.
+/// The limits the gate checks from a call's registers alone (today
+/// `open-files`); the write limits need the descriptor and are applied by
+/// the syscall service ([`WriteLimits`]).
 #[derive(Debug, Clone, Default)]
 pub struct LimitState {
     limits: Limits,
-    written: u64,
-}
-
-fn is_write_family(name: &str) -> bool {
-    matches!(
-        name,
-        "write" | "pwrite64" | "writev" | "pwritev" | "pwritev2" | "sendfile" | "copy_file_range" | "splice"
-    )
 }
 
 impl LimitState {
-    /// Totals for `limits`, all zero.
+    /// State for `limits`.
     pub fn new(limits: &Limits) -> LimitState {
-        LimitState { limits: limits.clone(), written: 0 }
+        LimitState { limits: limits.clone() }
     }
 
     /// The limits.
@@ -52,63 +44,11 @@ impl LimitState {
         &self.limits
     }
 
-    /// Bytes the program has written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Before serving call `nr`: a write whose length is known from its
-    /// registers that would pass `bytes-written` stops the program; a
-    /// positional write or truncate past `file-size` is refused with EFBIG.
-    /// `open_fds` is the number of descriptors the program holds (when the
-    /// caller knows it): a call that creates one when `open-files` are
-    /// already open stops the program.
+    /// Before serving call `nr`: `open_fds` is the number of descriptors
+    /// the program holds (when the caller knows it): a call that creates
+    /// one when `open-files` are already open stops the program.
     pub fn before(&self, time_ns: u64, nr: u64, args: &[u64; 6], open_fds: Option<u64>) -> LimitCheck {
         let Some(name) = names::name(nr) else { return LimitCheck::Ok };
-        if let Some(max) = self.limits.bytes_written {
-            let len = match name {
-                "write" | "pwrite64" => Some(args[2]),
-                _ => None,
-            };
-            if let Some(len) = len {
-                let total = self.written.saturating_add(len);
-                if total > max {
-                    return LimitCheck::Stop(LimitHit {
-                        time_ns,
-                        limit: LimitKind::BytesWritten,
-                        value: total,
-                        max,
-                        action: format!(
-                            "stopped the program ({name} of {len} bytes after {} written)",
-                            self.written
-                        ),
-                    });
-                }
-            }
-        }
-        if let Some(max) = self.limits.file_size {
-            let end = match name {
-                "pwrite64" => args[3].checked_add(args[2]),
-                "ftruncate" => Some(args[1]),
-                "truncate" => Some(args[1]),
-                "fallocate" => args[2].checked_add(args[3]),
-                _ => None,
-            };
-            if let Some(end) = end {
-                if end > max {
-                    return LimitCheck::Refuse(
-                        EFBIG,
-                        LimitHit {
-                            time_ns,
-                            limit: LimitKind::FileSize,
-                            value: end,
-                            max,
-                            action: format!("{name} returned EFBIG"),
-                        },
-                    );
-                }
-            }
-        }
         if let (Some(max), Some(open)) = (self.limits.open_files, open_fds) {
             let creates = matches!(
                 name,
@@ -146,27 +86,107 @@ impl LimitState {
         }
         LimitCheck::Ok
     }
+}
 
-    /// After serving call `nr` with result `ret`: counts written bytes; a
-    /// total past `bytes-written` (from a call whose length was not known
-    /// before, like `writev`) stops the program.
-    pub fn after(&mut self, time_ns: u64, nr: u64, ret: i64) -> LimitCheck {
-        let Some(name) = names::name(nr) else { return LimitCheck::Ok };
-        if ret > 0 && is_write_family(name) {
-            self.written = self.written.saturating_add(ret as u64);
-            if let Some(max) = self.limits.bytes_written {
-                if self.written > max {
-                    return LimitCheck::Stop(LimitHit {
-                        time_ns,
-                        limit: LimitKind::BytesWritten,
-                        value: self.written,
-                        max,
-                        action: "stopped the program".into(),
-                    });
-                }
-            }
+/// `[limits] bytes-written` and `file-size`, applied by the syscall service
+/// *before* each call that writes or extends a file, where the descriptor,
+/// its type and its offset are known (the gate sees only registers).
+///
+/// The rule, for both: a call that would pass a limit is clipped to what
+/// still fits (a short write, as the kernel does at `RLIMIT_FSIZE`); a call
+/// that cannot write one byte within it is a limit hit, which stops the
+/// program (exit 137, a `limit` record), as `SIGXFSZ` would by default. So
+/// nothing past either limit ever reaches a file. `file-size` applies to
+/// regular files only (pipes, terminals, sockets, `/dev/null` have no size)
+/// and bounds the *offset* the program writes at: its writes never start
+/// or end past the limit; `bytes-written` counts every byte written through
+/// any descriptor. Hits carry `time_ns` 0: the gate stamps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteLimits {
+    bytes_written: Option<u64>,
+    file_size: Option<u64>,
+    written: u64,
+}
+
+impl WriteLimits {
+    /// The write limits of `limits`; `None` when neither is set (the
+    /// service then does no extra work).
+    pub fn new(limits: &Limits) -> Option<WriteLimits> {
+        (limits.bytes_written.is_some() || limits.file_size.is_some()).then(|| WriteLimits {
+            bytes_written: limits.bytes_written,
+            file_size: limits.file_size,
+            written: 0,
+        })
+    }
+
+    /// `[limits] file-size`.
+    pub fn file_size(&self) -> Option<u64> {
+        self.file_size
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// How many of the `len` bytes call `name` asks to write it may write.
+    /// `at`: the offset in a regular file where they would land (`None`:
+    /// not a regular file). `Err`: not one byte fits; the program stops.
+    pub fn allow(&self, name: &str, len: u64, at: Option<u64>) -> Result<u64, LimitHit> {
+        if len == 0 {
+            return Ok(0);
         }
-        LimitCheck::Ok
+        let mut n = len;
+        if let Some(max) = self.bytes_written {
+            let left = max.saturating_sub(self.written);
+            if left == 0 {
+                return Err(LimitHit {
+                    time_ns: 0,
+                    limit: LimitKind::BytesWritten,
+                    value: self.written.saturating_add(len),
+                    max,
+                    action: format!(
+                        "stopped the program ({name} of {len} bytes after {} written)",
+                        self.written
+                    ),
+                });
+            }
+            n = n.min(left);
+        }
+        if let (Some(max), Some(pos)) = (self.file_size, at) {
+            if pos >= max {
+                return Err(LimitHit {
+                    time_ns: 0,
+                    limit: LimitKind::FileSize,
+                    value: pos.saturating_add(len),
+                    max,
+                    action: format!("stopped the program ({name} of {len} bytes at offset {pos})"),
+                });
+            }
+            n = n.min(max - pos);
+        }
+        Ok(n)
+    }
+
+    /// Call `name` sets a regular file's size (`ftruncate`, `truncate`) or
+    /// allocates its blocks (`fallocate`) up to `end`: a hit past
+    /// `file-size`.
+    pub fn resize(&self, name: &str, end: u64) -> Result<(), LimitHit> {
+        match self.file_size {
+            Some(max) if end > max => Err(LimitHit {
+                time_ns: 0,
+                limit: LimitKind::FileSize,
+                value: end,
+                max,
+                action: format!("stopped the program ({name} to {end} bytes)"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A call wrote `n` bytes.
+    pub fn wrote(&mut self, n: u64) {
+        self.written = self.written.saturating_add(n);
     }
 }
 
@@ -404,32 +424,33 @@ mod tests {
     }
 
     #[test]
-    fn bytes_written_stops_before_and_after() {
+    fn bytes_written_clips_then_stops() {
         let l = Limits { bytes_written: Some(100), ..Limits::default() };
-        let mut s = LimitState::new(&l);
-        assert_eq!(s.before(0, nr("write"), &[1, 0, 60, 0, 0, 0], None), LimitCheck::Ok);
-        assert_eq!(s.after(0, nr("write"), 60), LimitCheck::Ok);
-        assert!(matches!(s.before(0, nr("write"), &[1, 0, 41, 0, 0, 0], None), LimitCheck::Stop(_)));
-        assert_eq!(s.after(0, nr("writev"), 40), LimitCheck::Ok);
-        let LimitCheck::Stop(hit) = s.after(0, nr("writev"), 1) else { panic!("writev past the limit") };
-        assert_eq!((hit.value, hit.max), (101, 100));
+        let mut w = WriteLimits::new(&l).expect("a write limit");
+        assert_eq!(w.allow("write", 60, None), Ok(60));
+        w.wrote(60);
+        assert_eq!(w.allow("writev", 41, Some(0)), Ok(40), "clipped to what is left");
+        assert_eq!(w.allow("write", 0, None), Ok(0));
+        w.wrote(40);
+        let hit = w.allow("sendfile", 1, None).expect_err("nothing left");
+        assert_eq!((hit.limit, hit.value, hit.max), (LimitKind::BytesWritten, 101, 100));
         assert!(message(&hit).starts_with("cabin: limit bytes-written reached (101 bytes > 100 bytes)"));
+        assert!(WriteLimits::new(&Limits { open_files: Some(3), ..Limits::default() }).is_none());
     }
 
     #[test]
-    fn file_size_refuses_with_efbig() {
+    fn file_size_clips_at_the_offset_and_stops_past_it() {
         let l = Limits { file_size: Some(4096), ..Limits::default() };
-        let s = LimitState::new(&l);
-        assert_eq!(s.before(0, nr("ftruncate"), &[3, 4096, 0, 0, 0, 0], None), LimitCheck::Ok);
-        assert!(matches!(
-            s.before(0, nr("ftruncate"), &[3, 4097, 0, 0, 0, 0], None),
-            LimitCheck::Refuse(EFBIG, _)
-        ));
-        assert!(matches!(
-            s.before(0, nr("pwrite64"), &[3, 0, 10, 4090, 0, 0], None),
-            LimitCheck::Refuse(EFBIG, _)
-        ));
-        assert!(matches!(s.before(0, nr("pwrite64"), &[3, 0, 10, u64::MAX, 0, 0], None), LimitCheck::Ok));
+        let w = WriteLimits::new(&l).expect("a write limit");
+        assert_eq!(w.allow("write", 10, Some(4090)), Ok(6));
+        assert_eq!(w.allow("write", 10, None), Ok(10), "not a regular file");
+        assert_eq!(w.allow("write", 0, Some(1 << 40)), Ok(0));
+        let hit = w.allow("write", 1, Some(1 << 40)).expect_err("past the limit");
+        assert_eq!((hit.limit, hit.value), (LimitKind::FileSize, (1 << 40) + 1));
+        assert!(w.allow("pwrite64", 1, Some(4096)).is_err(), "at the limit");
+        assert_eq!(w.resize("ftruncate", 4096), Ok(()));
+        assert!(w.resize("fallocate", 4097).is_err());
+        assert!(w.resize("truncate", u64::MAX).is_err());
     }
 
     #[test]
@@ -439,6 +460,7 @@ mod tests {
         assert_eq!(s.before(0, nr("openat"), &[0; 6], Some(7)), LimitCheck::Ok);
         assert!(matches!(s.before(0, nr("openat"), &[0; 6], Some(8)), LimitCheck::Stop(_)));
         assert!(matches!(s.before(0, nr("fcntl"), &[3, 1030, 0, 0, 0, 0], Some(8)), LimitCheck::Stop(_)));
+        assert_eq!(s.before(0, nr("write"), &[1, 0, 1 << 40, 0, 0, 0], Some(8)), LimitCheck::Ok);
         assert_eq!(s.before(0, nr("read"), &[0; 6], Some(8)), LimitCheck::Ok);
     }
 
