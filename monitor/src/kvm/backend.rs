@@ -22,7 +22,7 @@ use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VI
 use crate::memory::{Access, GuestMemory as ProgramView, Region as ViewRegion};
 use crate::placement::Placement;
 use crate::policy::gate::{Gate, Stop};
-use crate::policy::watch::{this_thread_cpu_clock, TimeLimits};
+use crate::policy::watch::{ThreadClocks, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
@@ -128,14 +128,16 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     worker.set_sites(crate::site_map::SiteMap::for_image(image, d.entry));
     let stop = worker.stop_handle();
     let mut ring_gate = RingGate::new(d.ring, shared.clone());
-    // Time limits stop the vCPU the way a dead worker does; the vCPU
-    // thread's CPU clock counts the guest's time.
-    let cpu_clock = this_thread_cpu_clock();
+    // Time limits stop the vCPU the way a dead worker does. CPU time: the
+    // vCPU thread's clock (the guest's time included) and the worker's.
+    let clocks = ThreadClocks::default();
+    let vcpu_clock = clocks.join_this_thread();
     let kick = shared.clone();
+    let used = clocks.clone();
     let times = TimeLimits::start(
         &limits,
         t0,
-        move || cpu_clock.as_ref().and_then(|read| read()),
+        move || Some(used.used()),
         move || kick.worker_ended(Some("a time limit was reached".into())),
     );
 
@@ -146,6 +148,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
             if let Some(p) = &placement {
                 p.worker.apply(0);
             }
+            let _clock = clocks.join_this_thread();
             let end = worker.run(view_ref, &mut service);
             match &end {
                 WorkerEnd::Violation(msg) => shared_w.worker_ended(Some(msg.clone())),
@@ -169,6 +172,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         };
         (result, end, worker, service)
     });
+    drop(vcpu_clock);
     let time_hit = times.finish();
     let outcome: KvmOutcome = result.map_err(to_run_error)?;
     let mut gate = worker.gate.take();

@@ -27,7 +27,7 @@ use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR};
 use crate::placement::{CpuSet, Placement};
 use crate::policy::gate::{Gate, Stop};
 use crate::policy::limits::{memory_limit_hit, process_cpu_time};
-use crate::policy::watch::TimeLimits;
+use crate::policy::watch::{ThreadClocks, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
@@ -108,7 +108,11 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         // SAFETY: kills our own child (the program) when a time limit runs out.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     };
-    let times = TimeLimits::start(&limits, t0, move || process_cpu_time(pid), kill_child);
+    // CPU time: the child's clock and the ring worker's (this thread's).
+    let clocks = ThreadClocks::default();
+    let used = clocks.clone();
+    let cpu_used = move || process_cpu_time(pid).map(|program| program + used.used());
+    let times = TimeLimits::start(&limits, t0, cpu_used, kill_child);
     let stop = worker.stop_handle();
     let waiter = std::thread::spawn(move || {
         let mut status = 0i32;
@@ -130,7 +134,9 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     if let Some(p) = &placement {
         p.worker.apply(0);
     }
+    let worker_clock = clocks.join_this_thread();
     let end = worker.run(&mem, &mut service);
+    drop(worker_clock);
     if let Some(p) = &placement {
         p.restore();
     }
