@@ -87,7 +87,8 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
             gid,
             force_trap: cfg.force_trap_path,
             read_ahead: cfg.read_ahead(),
-            memory_limit: limits.memory.is_some(),
+            // The libos stops the program at the bound, whatever set it.
+            memory_limit: true,
         },
         timeout: None,
     };
@@ -190,12 +191,12 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         let grown =
             boot_u64(offset_of!(BootInfo, brk_len)).saturating_add(boot_u64(offset_of!(BootInfo, arena_len)));
         let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
+        let bound = crate::policy::limits::MemoryBound::new(mem_size, limits.memory, policy_file);
         let hit = crate::policy::limits::memory_limit_hit(
             &reserved,
             outcome.status,
-            limits.memory,
+            &bound,
             kcfg.mem_size.saturating_sub(grown),
-            policy_file,
             t0.elapsed().as_nanos() as u64,
         );
         if let Some(hit) = hit {

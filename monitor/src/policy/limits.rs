@@ -190,30 +190,56 @@ impl WriteLimits {
     }
 }
 
+/// The bound on a program's memory, the same on every backend: `[limits]
+/// memory`, `--mem` (the smaller when both are given), or
+/// [`crate::layout::DEFAULT_MEMORY`]. The backend sizes the domain's memory
+/// to it (process: the memfd; kvm: the guest memory) and the libos stops the
+/// program at the first request the domain cannot give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBound {
+    /// Bytes.
+    pub bytes: u64,
+    /// Where it comes from, as a message says it: `p.toml [limits] memory`,
+    /// `--mem`, or `the default bound`.
+    pub source: String,
+}
+
+impl MemoryBound {
+    /// The bound for `[limits] memory` = `limit` (set in `policy_file`) and
+    /// `--mem` = `mem` (0: not given).
+    pub fn new(mem: u64, limit: Option<u64>, policy_file: &str) -> MemoryBound {
+        let policy = || format!("{policy_file} [limits] memory");
+        let (bytes, source) = match (limit, mem) {
+            (Some(l), m) if m == 0 || l <= m => (l, policy()),
+            (_, 0) => (crate::layout::DEFAULT_MEMORY, "the default bound".to_string()),
+            (_, m) => (m, "--mem".to_string()),
+        };
+        MemoryBound { bytes, source }
+    }
+}
+
 /// The limit hit a backend records when the libos stopped the program at
-/// the memory limit (`cabin_abi::boot::ABORT_MEMORY`), or `None` when it
+/// the memory bound (`cabin_abi::boot::ABORT_MEMORY`), or `None` when it
 /// did not: `reserved` is `BootInfo::reserved` as read after the program
-/// ended, `exit_code` its exit status (the libos exits with 137), `limit`
-/// `[limits] memory`, `fixed` the domain bytes the program cannot grow
-/// (image, stack, boot page, ring; on KVM also the system area), and
-/// `policy_file` where the limit was set.
+/// ended, `exit_code` its exit status (the libos exits with 137), `bound`
+/// the program's memory bound, `fixed` the domain bytes the program cannot
+/// grow (image, stack, boot page, ring; on KVM also the system area).
 ///
 /// The words come from the program's side and are untrusted: they can only
 /// make the program's own end more or less informative. The amount in use
-/// is clamped to the limit.
+/// is clamped to the bound.
 pub fn memory_limit_hit(
     reserved: &[u64; 8],
     exit_code: i32,
-    limit: Option<u64>,
+    bound: &MemoryBound,
     fixed: u64,
-    policy_file: &str,
     time_ns: u64,
 ) -> Option<LimitHit> {
     use cabin_abi::boot::{ABORT_MEMORY, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
-    let limit = limit?;
     if reserved[0] != ABORT_MEMORY || exit_code != super::gate::LIMIT_EXIT_CODE {
         return None;
     }
+    let limit = bound.bytes;
     let requested = reserved[BOOT_MEMORY_REQUEST_SLOT];
     let in_use = fixed.saturating_add(reserved[BOOT_MEMORY_USED_SLOT]).min(limit);
     Some(LimitHit {
@@ -223,10 +249,11 @@ pub fn memory_limit_hit(
         max: limit,
         action: format!(
             "the program asked for {} more with {} of {} in use; the program was stopped \
-             (limit set by {policy_file} [limits] memory)",
+             (limit set by {})",
             size(requested),
             size(in_use),
-            size(limit)
+            size(limit),
+            bound.source
         ),
     })
 }
@@ -268,7 +295,7 @@ pub fn message(hit: &LimitHit) -> String {
     if hit.limit == LimitKind::Memory {
         // memory_limit_hit already put the whole story in the action.
         return format!(
-            "cabin: memory limit reached: {}; help: raise [limits] memory if the program needs more",
+            "cabin: memory limit reached: {}; help: raise [limits] memory or --mem if the program needs more",
             hit.action
         );
     }
@@ -472,28 +499,44 @@ mod tests {
         r[BOOT_MEMORY_REQUEST_SLOT] = 64 << 20;
         r[BOOT_MEMORY_USED_SLOT] = (200 << 20) + (900 << 10);
         let fixed = 55 << 20;
-        let hit = memory_limit_hit(&r, 137, Some(256 << 20), fixed, "policy.toml", 5).expect("a hit");
+        let bound = MemoryBound::new(0, Some(256 << 20), "policy.toml");
+        let hit = memory_limit_hit(&r, 137, &bound, fixed, 5).expect("a hit");
         assert_eq!(hit.limit, LimitKind::Memory);
         assert_eq!((hit.max, hit.value), (256 << 20, (255 << 20) + (900 << 10) + (64 << 20)));
         assert_eq!(
             message(&hit),
             "cabin: memory limit reached: the program asked for 64 MiB more with 255.9 MiB of 256 MiB in use; \
              the program was stopped (limit set by policy.toml [limits] memory); help: raise [limits] memory \
-             if the program needs more"
+             or --mem if the program needs more"
         );
-        // Not a memory stop: no limit, another reason, another status.
-        assert!(memory_limit_hit(&r, 137, None, fixed, "p", 0).is_none());
-        assert!(memory_limit_hit(&r, 0, Some(1 << 30), fixed, "p", 0).is_none());
+        // Not a memory stop: another reason, another status.
+        let gib = MemoryBound::new(0, Some(1 << 30), "p");
+        assert!(memory_limit_hit(&r, 0, &gib, fixed, 0).is_none());
         r[0] = ABORT_RING;
-        assert!(memory_limit_hit(&r, 137, Some(1 << 30), fixed, "p", 0).is_none());
+        assert!(memory_limit_hit(&r, 137, &gib, fixed, 0).is_none());
         // Lies from the program's side stay within the limit.
         r[0] = ABORT_MEMORY;
         r[BOOT_MEMORY_USED_SLOT] = u64::MAX;
-        let hit = memory_limit_hit(&r, 137, Some(64 << 20), fixed, "p", 0).expect("a hit");
+        let hit = memory_limit_hit(&r, 137, &MemoryBound::new(64 << 20, None, "p"), fixed, 0).expect("a hit");
         assert!(hit.action.contains("of 64 MiB in use"), "{}", hit.action);
+        assert!(hit.action.ends_with("(limit set by --mem)"), "{}", hit.action);
         assert_eq!(size(1023), "1023 bytes");
         assert_eq!(size((1 << 20) + 4096), "1.0 MiB");
         assert_eq!(size(3 << 30), "3 GiB");
+    }
+
+    #[test]
+    fn memory_bound_is_the_smaller_given_or_the_default() {
+        use crate::layout::DEFAULT_MEMORY;
+        let b = MemoryBound::new(0, None, "p.toml");
+        assert_eq!((b.bytes, b.source.as_str()), (DEFAULT_MEMORY, "the default bound"));
+        assert_eq!(MemoryBound::new(0, Some(64 << 20), "p.toml").source, "p.toml [limits] memory");
+        // cabinc passes the policy's limit as --mem when --mem is not given.
+        assert_eq!(MemoryBound::new(64 << 20, Some(64 << 20), "p.toml").source, "p.toml [limits] memory");
+        assert_eq!(MemoryBound::new(1 << 30, Some(64 << 20), "p.toml").bytes, 64 << 20);
+        let b = MemoryBound::new(32 << 20, Some(64 << 20), "p.toml");
+        assert_eq!((b.bytes, b.source.as_str()), (32 << 20, "--mem"));
+        assert_eq!(crate::kvm::layout::DEFAULT_MEM, DEFAULT_MEMORY, "one default for both backends");
     }
 
     #[test]

@@ -190,13 +190,11 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     // The libos stops a program that asks for memory beyond `[limits]
     // memory` (ABORT_MEMORY, exit 137): record it as the limit hit it is.
     if stopped.is_none() && reason.is_none() && libc::WIFEXITED(status) {
-        let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
         let hit = memory_limit_hit(
             &reserved,
             libc::WEXITSTATUS(status),
-            domain.memory_limit,
+            &domain.memory,
             domain.fixed_bytes(),
-            policy_file,
             t0.elapsed().as_nanos() as u64,
         );
         if let Some(hit) = hit {
@@ -264,7 +262,7 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         o.insert(
             "memory".into(),
             serde_json::json!({
-                "limit_bytes": domain.memory_limit,
+                "limit_bytes": domain.memory.bytes,
                 "domain_bytes": domain.total,
                 "committed_bytes": domain.committed_bytes(),
                 "brk_bytes": domain.brk_len,
