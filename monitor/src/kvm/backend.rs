@@ -93,6 +93,9 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         timeout: None,
     };
     let (d, kvm, cpuid, features, eo, start) = prepare(image, &kcfg).map_err(to_run_error)?;
+    // The program's descriptors are the monitor's: size its table so the
+    // monitor keeps a reserve (this also raises the soft RLIMIT_NOFILE).
+    service.set_fd_capacity(crate::service::fdtable::program_capacity()?);
     // The vCPU thread (this one) and the worker on CPUs of their own; the
     // libos learns how long it may spin.
     let placement = Placement::choose(cfg.cpu_placement);

@@ -84,6 +84,9 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
 
     let domain = loader::build(&elf, cfg)?;
+    // The program's descriptors are the monitor's: size its table so the
+    // monitor keeps a reserve (this also raises the soft RLIMIT_NOFILE).
+    service.set_fd_capacity(crate::service::fdtable::program_capacity()?);
     let placement = Placement::choose(cfg.cpu_placement);
     loader::set_spin_ns(&domain, crate::placement::spin_ns(placement.as_ref()));
     let plan = prepare_child(&domain, placement.map(|p| p.program))?;

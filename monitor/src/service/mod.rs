@@ -28,7 +28,7 @@ use crate::memory::{pod_bytes, GuestMemory, MemError};
 use crate::policy::limits::{WriteLimits, EFBIG};
 use crate::sysnames;
 use crate::trace::LimitHit;
-use fdtable::{Entry, FdTable, MAX_FDS};
+use fdtable::{Entry, FdTable};
 use fs::{FsPolicy, PathError, Refusal};
 
 /// A request that ends the program.
@@ -197,6 +197,12 @@ impl Service {
             reports: Vec::new(),
             print_reports: true,
         }
+    }
+
+    /// Sizes the program's descriptor table (its `RLIMIT_NOFILE`): see
+    /// [`fdtable::program_capacity`].
+    pub fn set_fd_capacity(&mut self, n: usize) {
+        self.fds.set_max(n);
     }
 
     /// How many descriptors the program holds (for `[limits] open-files`).
@@ -504,7 +510,7 @@ impl Service {
                 if a[0] == a[1] {
                     return Ok(a[1] as i64);
                 }
-                if a[1] >= MAX_FDS as u64 {
+                if a[1] >= self.fds.max() as u64 {
                     return Err(Fail::Errno(libc::EBADF));
                 }
                 let path = self.fds.get(a[0]).and_then(|e| e.path.clone());
@@ -702,13 +708,13 @@ impl Service {
                     return Err(Fail::Errno(libc::EPERM));
                 }
                 if a[3] != 0 {
-                    let lim = rlimit(a[1])?;
+                    let lim = rlimit(a[1], self.fds.max())?;
                     mem.write(a[3], &lim)?;
                 }
                 Ok(0)
             }
             libc::SYS_getrlimit => {
-                let lim = rlimit(a[0])?;
+                let lim = rlimit(a[0], self.fds.max())?;
                 mem.write(a[1], &lim)?;
                 Ok(0)
             }
@@ -991,7 +997,7 @@ impl Service {
         match a[1] as i32 {
             libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
                 let min = usize::try_from(a[2]).map_err(|_| Fail::Errno(libc::EINVAL))?;
-                if min >= MAX_FDS {
+                if min >= self.fds.max() {
                     return Err(Fail::Errno(libc::EINVAL));
                 }
                 let path = self.fds.get(a[0]).and_then(|e| e.path.clone());
@@ -1231,7 +1237,7 @@ impl Service {
 
     fn poll(&mut self, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
         let n = a[1];
-        if n > MAX_FDS as u64 {
+        if n > self.fds.max() as u64 {
             return Err(Fail::Errno(libc::EINVAL));
         }
         let raw = mem.read(a[0], (n * 8) as usize)?;
@@ -1343,11 +1349,12 @@ fn chmod_via_proc(fd: RawFd, mode: u32) -> Sys {
     host(unsafe { libc::chmod(p.as_ptr(), mode) } as i64)
 }
 
-/// The limits the program sees, as two little-endian u64 (cur, max).
-fn rlimit(res: u64) -> Result<[u8; 16], Fail> {
+/// The limits the program sees, as two little-endian u64 (cur, max);
+/// `nofile`: the size of its descriptor table.
+fn rlimit(res: u64, nofile: usize) -> Result<[u8; 16], Fail> {
     let (cur, max) = match res as u32 {
         r if r == libc::RLIMIT_STACK => (crate::layout::STACK_SIZE, crate::layout::STACK_SIZE),
-        r if r == libc::RLIMIT_NOFILE => (MAX_FDS as u64, MAX_FDS as u64),
+        r if r == libc::RLIMIT_NOFILE => (nofile as u64, nofile as u64),
         r if r < 16 => (libc::RLIM_INFINITY, libc::RLIM_INFINITY),
         _ => return Err(Fail::Errno(libc::EINVAL)),
     };

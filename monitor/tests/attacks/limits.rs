@@ -295,6 +295,7 @@ fn fd_attack_in_child(b: Backend, soft: u64, hard: u64) -> Option<(i32, String, 
     eprintln!("child: {code}\n{}", String::from_utf8_lossy(&o.stderr));
     let stdout = std::fs::read_to_string(&out).unwrap_or_default();
     let stats = std::fs::read_to_string(&stats).ok().and_then(|s| serde_json::from_str(&s).ok());
+    eprintln!("RLIMIT_NOFILE {soft}/{hard} ({b:?}): exit {code}, program said {stdout:?}");
     Some((code, stdout, stats))
 }
 
