@@ -1,9 +1,10 @@
-//! Resource limits the monitor itself can see: bytes written, file size,
-//! open descriptors, and a wall-clock watchdog. Memory and CPU time are
-//! enforced by the backend (domain memory sized from the limit, the child's
-//! or vCPU's CPU clock); this module only gives them the words for the
-//! record ([`memory_limit_hit`] reads what the libos left when it stopped a
-//! program at the memory limit).
+//! Resource limits the monitor itself can see: open descriptors (the gate,
+//! [`LimitState`]), bytes written and file size (the syscall service,
+//! [`WriteLimits`]), and a wall-clock watchdog. Memory and CPU time are
+//! enforced by the backend (domain memory sized from the [`MemoryBound`],
+//! the program's and the serving threads' CPU clocks, `super::watch`); this
+//! module gives them the words for the record ([`memory_limit_hit`] reads
+//! what the libos left when it stopped a program at the memory bound).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -112,7 +113,7 @@ impl WriteLimits {
     /// The write limits of `limits`; `None` when neither is set (the
     /// service then does no extra work).
     pub fn new(limits: &Limits) -> Option<WriteLimits> {
-        (limits.bytes_written.is_some() || limits.file_size.is_some()).then(|| WriteLimits {
+        (limits.bytes_written.is_some() || limits.file_size.is_some()).then_some(WriteLimits {
             bytes_written: limits.bytes_written,
             file_size: limits.file_size,
             written: 0,
