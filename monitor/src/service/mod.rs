@@ -550,7 +550,7 @@ impl Service {
             }
             libc::SYS_ftruncate => {
                 let fd = self.vfd(a[0])?;
-                self.resize_allowed("ftruncate", a[1])?;
+                self.resize_allowed("ftruncate", fd, a[1])?;
                 // SAFETY: touches no memory.
                 host(unsafe { libc::ftruncate(fd, a[1] as i64) } as i64)
             }
@@ -573,7 +573,7 @@ impl Service {
                 let fd = self.vfd(a[0])?;
                 // A negative offset or length is the kernel's EINVAL.
                 if (a[2] as i64) >= 0 && (a[3] as i64) > 0 {
-                    self.resize_allowed("fallocate", a[2].saturating_add(a[3]))?;
+                    self.resize_allowed("fallocate", fd, a[2].saturating_add(a[3]))?;
                 }
                 // SAFETY: touches no memory.
                 host(unsafe { libc::fallocate(fd, a[1] as i32, a[2] as i64, a[3] as i64) } as i64)
@@ -793,12 +793,12 @@ impl Service {
             libc::SYS_linkat => self.linkat(mem, [a[0], a[1], a[2], a[3]]),
             libc::SYS_truncate => {
                 let path = self.read_path(mem, a[0])?;
-                self.resize_allowed("truncate", a[1])?;
                 let abs = self.absolute(AT_FDCWD as u64, &path)?;
                 let fd = self
                     .policy
                     .open(&abs, libc::O_WRONLY, 0)
                     .map_err(|e| self.path_fail(e, Some(&path), &abs))?;
+                self.resize_allowed("truncate", fd.as_raw_fd(), a[1])?;
                 // SAFETY: touches no memory.
                 host(unsafe { libc::ftruncate(fd.as_raw_fd(), a[1] as i64) } as i64)
             }
@@ -939,12 +939,15 @@ impl Service {
         r
     }
 
-    /// A call that sets a file's size or allocates up to `end` bytes: a
-    /// `file-size` hit past the limit. A negative size is left to the
-    /// kernel's EINVAL.
-    fn resize_allowed(&self, name: &str, end: u64) -> Result<(), Fail> {
+    /// A call that sets the size of the file behind host descriptor `fd`,
+    /// or allocates its blocks, up to `end` bytes: a `file-size` hit past
+    /// the limit when it is a regular file. A negative size is left to the
+    /// kernel's EINVAL, another kind of file to its own error.
+    fn resize_allowed(&self, name: &str, fd: RawFd, end: u64) -> Result<(), Fail> {
         match &self.write_limits {
-            Some(w) if (end as i64) >= 0 => w.resize(name, end).map_err(Fail::Limit),
+            Some(w) if w.file_size().is_some() && (end as i64) >= 0 && is_regular(fd) => {
+                w.resize(name, end).map_err(Fail::Limit)
+            }
             _ => Ok(()),
         }
     }
@@ -1266,12 +1269,7 @@ impl Service {
 /// The program cannot move either between this and the write: only this
 /// (single) worker thread acts on the descriptor.
 fn write_offset(fd: RawFd, offset: Option<i64>) -> Option<u64> {
-    // SAFETY: stat is plain data; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: writes `st`.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return None;
-    }
+    let st = regular_stat(fd)?;
     // SAFETY: touches no memory.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     let at = if flags >= 0 && flags & libc::O_APPEND != 0 {
@@ -1283,6 +1281,19 @@ fn write_offset(fd: RawFd, offset: Option<i64>) -> Option<u64> {
         unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
     };
     u64::try_from(at).ok()
+}
+
+/// `fstat` of host descriptor `fd` when it is a regular file.
+fn regular_stat(fd: RawFd) -> Option<libc::stat> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: writes `st`.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    ok.then_some(st)
+}
+
+fn is_regular(fd: RawFd) -> bool {
+    regular_stat(fd).is_some()
 }
 
 /// Shortens `iov` to `len` bytes in all (a clipped `writev`).
