@@ -52,7 +52,7 @@ pub struct RunPolicy {
     pub gate: GateConfig,
     /// `KEY=VALUE` from the policy's [env], to put before the `--env` ones.
     pub env: Vec<String>,
-    /// `[limits] memory`, to use as the arena size when `--mem` is not given.
+    /// `[limits] memory`, to use as the memory bound when `--mem` is not given.
     pub memory: Option<u64>,
     /// Read-only trees: the policy's `[paths] read` plus `--allow-read`.
     pub allow_read: Vec<PathBuf>,

@@ -37,9 +37,10 @@ pub struct RunArgs {
     /// Refuse to run where execute-only code cannot be enforced.
     #[arg(long)]
     pub require_execute_only: bool,
-    /// Memory for the program, e.g. 256M or 1G (kvm: all guest memory, default 256M;
-    /// process: the anonymous-memory arena). A policy's `[limits] memory` sizes the
-    /// domain itself; --mem can then only make it smaller.
+    /// The bound on the program's memory, e.g. 512M or 1G (default 256M, on both
+    /// backends): the domain's memory (image, stack, heap, anonymous mappings) is sized
+    /// to it, and a program that asks for more is stopped (exit 137). With a policy's
+    /// `[limits] memory` too, the smaller wins.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub mem: Option<u64>,
     /// How system calls leave the program: `ring` (rewritten sites hand them to the

@@ -22,7 +22,9 @@ pub struct RunConfig {
     pub require_execute_only: bool,
     /// Do not print the one-line execute-only notice on stderr.
     pub quiet: bool,
-    /// Size of the anonymous-memory arena in bytes (0 = default).
+    /// `--mem`: the bound on the program's memory in bytes (0 = not given;
+    /// see [`crate::policy::limits::MemoryBound`]). The name is historical:
+    /// the arena is what the bound leaves after the image, stack and heap.
     pub arena_bytes: u64,
     /// Policy, trace and audit (`--policy`, `--trace`, `--audit`); default: none (crate::policy::gate).
     pub gate: crate::policy::gate::GateConfig,

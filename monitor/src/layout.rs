@@ -48,8 +48,9 @@ pub const BRK_BASE: u64 = DOMAIN_BASE + (4 << 30);
 pub const BRK_SIZE: u64 = 1 << 30;
 /// Start of the anonymous-memory arena.
 pub const ARENA_BASE: u64 = DOMAIN_BASE + (8 << 30);
-/// Default arena size.
-pub const ARENA_DEFAULT: u64 = 4 << 30;
+/// The bound on a program's memory when neither `[limits] memory` nor
+/// `--mem` gives one, on every backend.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
 /// Rounds `x` down to a page boundary.
 pub fn page_down(x: u64) -> u64 {

@@ -22,6 +22,7 @@ use cabin_abi::syscalls::{self, Serve};
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
 use crate::policy::gate::{Admit, Gate, Stop};
+use crate::policy::limits::WriteLimits;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 
@@ -148,6 +149,8 @@ impl Worker {
     pub fn run(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
         self.serving.enter();
         service.set_record_paths(self.gate.as_ref().is_some_and(Gate::wants_paths));
+        // The write limits need the descriptor: the service applies them.
+        service.set_write_limits(self.gate.as_ref().and_then(|g| WriteLimits::new(g.limits())));
         let end = self.serve_until_end(mem, service);
         self.serving.leave();
         end

@@ -22,7 +22,7 @@ use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VI
 use crate::memory::{Access, GuestMemory as ProgramView, Region as ViewRegion};
 use crate::placement::Placement;
 use crate::policy::gate::{Gate, Stop};
-use crate::policy::watch::{this_thread_cpu_clock, TimeLimits};
+use crate::policy::watch::{ThreadClocks, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
@@ -87,11 +87,15 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
             gid,
             force_trap: cfg.force_trap_path,
             read_ahead: cfg.read_ahead(),
-            memory_limit: limits.memory.is_some(),
+            // The libos stops the program at the bound, whatever set it.
+            memory_limit: true,
         },
         timeout: None,
     };
     let (d, kvm, cpuid, features, eo, start) = prepare(image, &kcfg).map_err(to_run_error)?;
+    // The program's descriptors are the monitor's: size its table so the
+    // monitor keeps a reserve (this also raises the soft RLIMIT_NOFILE).
+    service.set_fd_capacity(crate::service::fdtable::program_capacity()?);
     // The vCPU thread (this one) and the worker on CPUs of their own; the
     // libos learns how long it may spin.
     let placement = Placement::choose(cfg.cpu_placement);
@@ -136,14 +140,16 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     worker.set_sites(crate::site_map::SiteMap::for_image(image, d.entry));
     let stop = worker.stop_handle();
     let mut ring_gate = RingGate::new(d.ring, shared.clone());
-    // Time limits stop the vCPU the way a dead worker does; the vCPU
-    // thread's CPU clock counts the guest's time.
-    let cpu_clock = this_thread_cpu_clock();
+    // Time limits stop the vCPU the way a dead worker does. CPU time: the
+    // vCPU thread's clock (the guest's time included) and the worker's.
+    let clocks = ThreadClocks::default();
+    let vcpu_clock = clocks.join_this_thread();
     let kick = shared.clone();
+    let used = clocks.clone();
     let times = TimeLimits::start(
         &limits,
         t0,
-        move || cpu_clock.as_ref().and_then(|read| read()),
+        move || Some(used.used()),
         move || kick.worker_ended(Some("a time limit was reached".into())),
     );
 
@@ -154,6 +160,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
             if let Some(p) = &placement {
                 p.worker.apply(0);
             }
+            let _clock = clocks.join_this_thread();
             let end = worker.run(view_ref, &mut service);
             match &end {
                 WorkerEnd::Violation(msg) => shared_w.worker_ended(Some(msg.clone())),
@@ -177,6 +184,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         };
         (result, end, worker, service)
     });
+    drop(vcpu_clock);
     let time_hit = times.finish();
     let outcome: KvmOutcome = result.map_err(to_run_error)?;
     let mut gate = worker.gate.take();
@@ -194,12 +202,12 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         let grown =
             boot_u64(offset_of!(BootInfo, brk_len)).saturating_add(boot_u64(offset_of!(BootInfo, arena_len)));
         let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
+        let bound = crate::policy::limits::MemoryBound::new(mem_size, limits.memory, policy_file);
         let hit = crate::policy::limits::memory_limit_hit(
             &reserved,
             outcome.status,
-            limits.memory,
+            &bound,
             kcfg.mem_size.saturating_sub(grown),
-            policy_file,
             t0.elapsed().as_nanos() as u64,
         );
         if let Some(hit) = hit {

@@ -82,8 +82,9 @@ pub const STACK_TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
 /// Size of the program's stack (mapped up front).
 pub const STACK_SIZE: u64 = 8 << 20;
 
-/// Default guest memory (`--mem`).
-pub const DEFAULT_MEM: u64 = 256 << 20;
+/// Default guest memory: the default bound on a program's memory
+/// ([`crate::layout::DEFAULT_MEMORY`]), the same on every backend.
+pub const DEFAULT_MEM: u64 = crate::layout::DEFAULT_MEMORY;
 /// Smallest guest memory accepted.
 pub const MIN_MEM: u64 = 64 << 20;
 /// Largest guest memory accepted (bounded by the page-table pool).

@@ -210,11 +210,24 @@ pub fn explain(p: &Policy) -> String {
     }
     let l = &p.limits;
     if l.is_empty() {
-        let _ = writeln!(o, "Limits: none beyond the backend's own.");
+        let _ = writeln!(
+            o,
+            "Limits: only the default memory bound ({}, or `cabinc run --mem`).",
+            size(crate::layout::DEFAULT_MEMORY)
+        );
     } else {
         let _ = writeln!(o, "Limits (the program is stopped with a message when it reaches one):");
-        if let Some(v) = l.memory {
-            let _ = writeln!(o, "  memory:        {}", size(v));
+        match l.memory {
+            Some(v) => {
+                let _ = writeln!(o, "  memory:        {}", size(v));
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "  memory:        {} (the default bound)",
+                    size(crate::layout::DEFAULT_MEMORY)
+                );
+            }
         }
         if let Some(v) = l.open_files {
             let _ = writeln!(o, "  open files:    {v}");

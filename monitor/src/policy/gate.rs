@@ -160,11 +160,6 @@ impl Gate {
         &self.tracer
     }
 
-    /// Bytes written so far (for statistics).
-    pub fn bytes_written(&self) -> u64 {
-        self.limits.written()
-    }
-
     fn now(&self) -> u64 {
         self.t0.elapsed().as_nanos() as u64
     }
@@ -273,17 +268,6 @@ impl Gate {
             let time_ns = self.now();
             match self.limits.before(time_ns, nr, args, open_fds) {
                 LimitCheck::Ok => {}
-                LimitCheck::Refuse(e, hit) => {
-                    let m = limits::message(&hit);
-                    self.tracer.limit(&hit);
-                    self.say(m);
-                    let mut rec = SyscallRecord::new(nr, *args, -i64::from(e), Served::Denied);
-                    rec.time_ns = time_ns;
-                    rec.site = site.get();
-                    rec.rule = Some(format!("[limits] {}", hit.limit.as_str()));
-                    self.tracer.syscall(&rec);
-                    return Admit::Return(-i64::from(e));
-                }
                 LimitCheck::Stop(hit) => return Admit::Stop(self.limit_stop(hit)),
             }
         }
@@ -319,8 +303,8 @@ impl Gate {
         }
     }
 
-    /// Records a served call and its result; `Some` when a limit now stops
-    /// the program.
+    /// Records a served call and its result; `Some` when a limit stopped
+    /// the program instead (the service found a write limit hit).
     pub fn served(&mut self, t: Ticket, ret: i64) -> Option<Stop> {
         self.served_with(t, ret, CallNote::default())
     }
@@ -333,9 +317,11 @@ impl Gate {
     }
 
     /// As [`Gate::served`], with what the service noticed: its path
-    /// argument (shown in the record) and, when the path rules refused the
+    /// argument (shown in the record); when the path rules refused the
     /// call, the refusal, which makes the record `denied` by a `[paths]`
-    /// rule, and so an audit event (exactly one per refused call).
+    /// rule, and so an audit event (exactly one per refused call); when a
+    /// write limit stopped it ([`crate::policy::limits::WriteLimits`]), the
+    /// hit, which stops the program (`Some`).
     pub fn served_with(&mut self, t: Ticket, ret: i64, note: CallNote) -> Option<Stop> {
         if let Some(refusal) = &note.refusal {
             // Not reported on stderr: programs meet EACCES on paths as an
@@ -348,6 +334,15 @@ impl Gate {
             rec.rule = Some(refusal.rule());
             rec.path = note.path.as_deref().map(path_text);
             self.tracer.syscall(&rec);
+        } else if let Some(hit) = note.limit {
+            // A write limit the service applied before the call: not served.
+            let mut rec = SyscallRecord::new(t.nr, t.args, ret, Served::Denied);
+            rec.time_ns = self.now();
+            rec.site = t.site;
+            rec.rule = Some(format!("[limits] {}", hit.limit.as_str()));
+            rec.path = note.path.as_deref().map(path_text);
+            self.tracer.syscall(&rec);
+            return Some(self.limit_stop(LimitHit { time_ns: rec.time_ns, ..hit }));
         } else if let Some(start) = t.start {
             let mut rec = SyscallRecord::new(t.nr, t.args, ret, t.served);
             rec.duration_ns = start.elapsed().as_nanos() as u64;
@@ -358,14 +353,7 @@ impl Gate {
             rec.path = note.path.as_deref().map(path_text);
             self.tracer.syscall(&rec);
         }
-        if self.limits.limits().is_empty() {
-            return None;
-        }
-        let time_ns = self.now();
-        match self.limits.after(time_ns, t.nr, ret) {
-            LimitCheck::Stop(hit) => Some(self.limit_stop(hit)),
-            _ => None,
-        }
+        None
     }
 
     /// A limit the backend enforces (memory, CPU or wall time) was hit.
@@ -429,13 +417,20 @@ mod tests {
             panic!("write")
         };
         assert!(g.served(t, 8).is_none());
-        let Admit::Stop(s) = g.admit(nr("write"), &[1, 0, 8, 0, 0, 0], false, None, None) else {
-            panic!("limit")
+        // The service found the write limit hit before the call.
+        let Admit::Serve(t) = g.admit(nr("write"), &[1, 0, 8, 0, 0, 0], false, None, None) else {
+            panic!("write")
         };
+        let mut w = crate::policy::limits::WriteLimits::new(g.limits()).expect("bytes-written");
+        w.wrote(10);
+        let hit = w.allow("write", 8, None).expect_err("nothing left");
+        let note = CallNote { limit: Some(hit), ..CallNote::default() };
+        let s = g.served_with(t, -27, note).expect("stopped");
         assert_eq!((s.exit_code, s.reason), (137, "limit"));
         assert!(s.message.contains("bytes-written"));
+        // The write the limit stopped was not served: a denied record too.
         let sum = g.tracer().summary();
-        assert_eq!((sum.denied, sum.killed, sum.limits), (2, 1, 1));
+        assert_eq!((sum.denied, sum.killed, sum.limits), (3, 1, 1));
     }
 
     #[test]

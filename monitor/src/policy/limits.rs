@@ -1,9 +1,10 @@
-//! Resource limits the monitor itself can see: bytes written, file size,
-//! open descriptors, and a wall-clock watchdog. Memory and CPU time are
-//! enforced by the backend (domain memory sized from the limit, the child's
-//! or vCPU's CPU clock); this module only gives them the words for the
-//! record ([`memory_limit_hit`] reads what the libos left when it stopped a
-//! program at the memory limit).
+//! Resource limits the monitor itself can see: open descriptors (the gate,
+//! [`LimitState`]), bytes written and file size (the syscall service,
+//! [`WriteLimits`]), and a wall-clock watchdog. Memory and CPU time are
+//! enforced by the backend (domain memory sized from the [`MemoryBound`],
+//! the program's and the serving threads' CPU clocks, `super::watch`); this
+//! module gives them the words for the record ([`memory_limit_hit`] reads
+//! what the libos left when it stopped a program at the memory bound).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,8 +13,8 @@ use std::time::Duration;
 use super::{names, Limits};
 use crate::trace::{LimitHit, LimitKind};
 
-/// EFBIG: what a write past `file-size` returns (as `RLIMIT_FSIZE` does,
-/// without the signal).
+/// EFBIG: what the call that hit `file-size` returns (as `RLIMIT_FSIZE`
+/// does; the program is stopped before it sees it).
 pub const EFBIG: i32 = 27;
 
 /// What a limit check says about one call.
@@ -21,30 +22,22 @@ pub const EFBIG: i32 = 27;
 pub enum LimitCheck {
     /// Go on.
     Ok,
-    /// Refuse this call with `-errno` (the program continues).
-    Refuse(i32, LimitHit),
     /// Stop the program.
     Stop(LimitHit),
 }
 
-/// Running totals for the limits in a policy.
+/// The limits the gate checks from a call's registers alone (today
+/// `open-files`); the write limits need the descriptor and are applied by
+/// the syscall service ([`WriteLimits`]).
 #[derive(Debug, Clone, Default)]
 pub struct LimitState {
     limits: Limits,
-    written: u64,
-}
-
-fn is_write_family(name: &str) -> bool {
-    matches!(
-        name,
-        "write" | "pwrite64" | "writev" | "pwritev" | "pwritev2" | "sendfile" | "copy_file_range" | "splice"
-    )
 }
 
 impl LimitState {
-    /// Totals for `limits`, all zero.
+    /// State for `limits`.
     pub fn new(limits: &Limits) -> LimitState {
-        LimitState { limits: limits.clone(), written: 0 }
+        LimitState { limits: limits.clone() }
     }
 
     /// The limits.
@@ -52,63 +45,11 @@ impl LimitState {
         &self.limits
     }
 
-    /// Bytes the program has written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Before serving call `nr`: a write whose length is known from its
-    /// registers that would pass `bytes-written` stops the program; a
-    /// positional write or truncate past `file-size` is refused with EFBIG.
-    /// `open_fds` is the number of descriptors the program holds (when the
-    /// caller knows it): a call that creates one when `open-files` are
-    /// already open stops the program.
+    /// Before serving call `nr`: `open_fds` is the number of descriptors
+    /// the program holds (when the caller knows it): a call that creates
+    /// one when `open-files` are already open stops the program.
     pub fn before(&self, time_ns: u64, nr: u64, args: &[u64; 6], open_fds: Option<u64>) -> LimitCheck {
         let Some(name) = names::name(nr) else { return LimitCheck::Ok };
-        if let Some(max) = self.limits.bytes_written {
-            let len = match name {
-                "write" | "pwrite64" => Some(args[2]),
-                _ => None,
-            };
-            if let Some(len) = len {
-                let total = self.written.saturating_add(len);
-                if total > max {
-                    return LimitCheck::Stop(LimitHit {
-                        time_ns,
-                        limit: LimitKind::BytesWritten,
-                        value: total,
-                        max,
-                        action: format!(
-                            "stopped the program ({name} of {len} bytes after {} written)",
-                            self.written
-                        ),
-                    });
-                }
-            }
-        }
-        if let Some(max) = self.limits.file_size {
-            let end = match name {
-                "pwrite64" => args[3].checked_add(args[2]),
-                "ftruncate" => Some(args[1]),
-                "truncate" => Some(args[1]),
-                "fallocate" => args[2].checked_add(args[3]),
-                _ => None,
-            };
-            if let Some(end) = end {
-                if end > max {
-                    return LimitCheck::Refuse(
-                        EFBIG,
-                        LimitHit {
-                            time_ns,
-                            limit: LimitKind::FileSize,
-                            value: end,
-                            max,
-                            action: format!("{name} returned EFBIG"),
-                        },
-                    );
-                }
-            }
-        }
         if let (Some(max), Some(open)) = (self.limits.open_files, open_fds) {
             let creates = matches!(
                 name,
@@ -146,54 +87,160 @@ impl LimitState {
         }
         LimitCheck::Ok
     }
+}
 
-    /// After serving call `nr` with result `ret`: counts written bytes; a
-    /// total past `bytes-written` (from a call whose length was not known
-    /// before, like `writev`) stops the program.
-    pub fn after(&mut self, time_ns: u64, nr: u64, ret: i64) -> LimitCheck {
-        let Some(name) = names::name(nr) else { return LimitCheck::Ok };
-        if ret > 0 && is_write_family(name) {
-            self.written = self.written.saturating_add(ret as u64);
-            if let Some(max) = self.limits.bytes_written {
-                if self.written > max {
-                    return LimitCheck::Stop(LimitHit {
-                        time_ns,
-                        limit: LimitKind::BytesWritten,
-                        value: self.written,
-                        max,
-                        action: "stopped the program".into(),
-                    });
-                }
-            }
+/// `[limits] bytes-written` and `file-size`, applied by the syscall service
+/// *before* each call that writes or extends a file, where the descriptor,
+/// its type and its offset are known (the gate sees only registers).
+///
+/// The rule, for both: a call that would pass a limit is clipped to what
+/// still fits (a short write, as the kernel does at `RLIMIT_FSIZE`); a call
+/// that cannot write one byte within it is a limit hit, which stops the
+/// program (exit 137, a `limit` record), as `SIGXFSZ` would by default. So
+/// nothing past either limit ever reaches a file. `file-size` applies to
+/// regular files only (pipes, terminals, sockets, `/dev/null` have no size)
+/// and bounds the *offset* the program writes at: its writes never start
+/// or end past the limit; `bytes-written` counts every byte written through
+/// any descriptor. Hits carry `time_ns` 0: the gate stamps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteLimits {
+    bytes_written: Option<u64>,
+    file_size: Option<u64>,
+    written: u64,
+}
+
+impl WriteLimits {
+    /// The write limits of `limits`; `None` when neither is set (the
+    /// service then does no extra work).
+    pub fn new(limits: &Limits) -> Option<WriteLimits> {
+        (limits.bytes_written.is_some() || limits.file_size.is_some()).then_some(WriteLimits {
+            bytes_written: limits.bytes_written,
+            file_size: limits.file_size,
+            written: 0,
+        })
+    }
+
+    /// `[limits] file-size`.
+    pub fn file_size(&self) -> Option<u64> {
+        self.file_size
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// How many of the `len` bytes call `name` asks to write it may write.
+    /// `at`: the offset in a regular file where they would land (`None`:
+    /// not a regular file). `Err`: not one byte fits; the program stops.
+    pub fn allow(&self, name: &str, len: u64, at: Option<u64>) -> Result<u64, LimitHit> {
+        if len == 0 {
+            return Ok(0);
         }
-        LimitCheck::Ok
+        let mut n = len;
+        if let Some(max) = self.bytes_written {
+            let left = max.saturating_sub(self.written);
+            if left == 0 {
+                return Err(LimitHit {
+                    time_ns: 0,
+                    limit: LimitKind::BytesWritten,
+                    value: self.written.saturating_add(len),
+                    max,
+                    action: format!(
+                        "stopped the program ({name} of {len} bytes after {} written)",
+                        self.written
+                    ),
+                });
+            }
+            n = n.min(left);
+        }
+        if let (Some(max), Some(pos)) = (self.file_size, at) {
+            if pos >= max {
+                return Err(LimitHit {
+                    time_ns: 0,
+                    limit: LimitKind::FileSize,
+                    value: pos.saturating_add(len),
+                    max,
+                    action: format!("stopped the program ({name} of {len} bytes at offset {pos})"),
+                });
+            }
+            n = n.min(max - pos);
+        }
+        Ok(n)
+    }
+
+    /// Call `name` sets a regular file's size (`ftruncate`, `truncate`) or
+    /// allocates its blocks (`fallocate`) up to `end`: a hit past
+    /// `file-size`.
+    pub fn resize(&self, name: &str, end: u64) -> Result<(), LimitHit> {
+        match self.file_size {
+            Some(max) if end > max => Err(LimitHit {
+                time_ns: 0,
+                limit: LimitKind::FileSize,
+                value: end,
+                max,
+                action: format!("stopped the program ({name} to {end} bytes)"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A call wrote `n` bytes.
+    pub fn wrote(&mut self, n: u64) {
+        self.written = self.written.saturating_add(n);
+    }
+}
+
+/// The bound on a program's memory, the same on every backend: `[limits]
+/// memory`, `--mem` (the smaller when both are given), or
+/// [`crate::layout::DEFAULT_MEMORY`]. The backend sizes the domain's memory
+/// to it (process: the memfd; kvm: the guest memory) and the libos stops the
+/// program at the first request the domain cannot give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBound {
+    /// Bytes.
+    pub bytes: u64,
+    /// Where it comes from, as a message says it: `p.toml [limits] memory`,
+    /// `--mem`, or `the default bound`.
+    pub source: String,
+}
+
+impl MemoryBound {
+    /// The bound for `[limits] memory` = `limit` (set in `policy_file`) and
+    /// `--mem` = `mem` (0: not given).
+    pub fn new(mem: u64, limit: Option<u64>, policy_file: &str) -> MemoryBound {
+        let policy = || format!("{policy_file} [limits] memory");
+        let (bytes, source) = match (limit, mem) {
+            (Some(l), m) if m == 0 || l <= m => (l, policy()),
+            (_, 0) => (crate::layout::DEFAULT_MEMORY, "the default bound".to_string()),
+            (_, m) => (m, "--mem".to_string()),
+        };
+        MemoryBound { bytes, source }
     }
 }
 
 /// The limit hit a backend records when the libos stopped the program at
-/// the memory limit (`cabin_abi::boot::ABORT_MEMORY`), or `None` when it
+/// the memory bound (`cabin_abi::boot::ABORT_MEMORY`), or `None` when it
 /// did not: `reserved` is `BootInfo::reserved` as read after the program
-/// ended, `exit_code` its exit status (the libos exits with 137), `limit`
-/// `[limits] memory`, `fixed` the domain bytes the program cannot grow
-/// (image, stack, boot page, ring; on KVM also the system area), and
-/// `policy_file` where the limit was set.
+/// ended, `exit_code` its exit status (the libos exits with 137), `bound`
+/// the program's memory bound, `fixed` the domain bytes the program cannot
+/// grow (image, stack, boot page, ring; on KVM also the system area).
 ///
 /// The words come from the program's side and are untrusted: they can only
 /// make the program's own end more or less informative. The amount in use
-/// is clamped to the limit.
+/// is clamped to the bound.
 pub fn memory_limit_hit(
     reserved: &[u64; 8],
     exit_code: i32,
-    limit: Option<u64>,
+    bound: &MemoryBound,
     fixed: u64,
-    policy_file: &str,
     time_ns: u64,
 ) -> Option<LimitHit> {
     use cabin_abi::boot::{ABORT_MEMORY, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
-    let limit = limit?;
     if reserved[0] != ABORT_MEMORY || exit_code != super::gate::LIMIT_EXIT_CODE {
         return None;
     }
+    let limit = bound.bytes;
     let requested = reserved[BOOT_MEMORY_REQUEST_SLOT];
     let in_use = fixed.saturating_add(reserved[BOOT_MEMORY_USED_SLOT]).min(limit);
     Some(LimitHit {
@@ -203,10 +250,11 @@ pub fn memory_limit_hit(
         max: limit,
         action: format!(
             "the program asked for {} more with {} of {} in use; the program was stopped \
-             (limit set by {policy_file} [limits] memory)",
+             (limit set by {})",
             size(requested),
             size(in_use),
-            size(limit)
+            size(limit),
+            bound.source
         ),
     })
 }
@@ -248,7 +296,7 @@ pub fn message(hit: &LimitHit) -> String {
     if hit.limit == LimitKind::Memory {
         // memory_limit_hit already put the whole story in the action.
         return format!(
-            "cabin: memory limit reached: {}; help: raise [limits] memory if the program needs more",
+            "cabin: memory limit reached: {}; help: raise [limits] memory or --mem if the program needs more",
             hit.action
         );
     }
@@ -404,32 +452,33 @@ mod tests {
     }
 
     #[test]
-    fn bytes_written_stops_before_and_after() {
+    fn bytes_written_clips_then_stops() {
         let l = Limits { bytes_written: Some(100), ..Limits::default() };
-        let mut s = LimitState::new(&l);
-        assert_eq!(s.before(0, nr("write"), &[1, 0, 60, 0, 0, 0], None), LimitCheck::Ok);
-        assert_eq!(s.after(0, nr("write"), 60), LimitCheck::Ok);
-        assert!(matches!(s.before(0, nr("write"), &[1, 0, 41, 0, 0, 0], None), LimitCheck::Stop(_)));
-        assert_eq!(s.after(0, nr("writev"), 40), LimitCheck::Ok);
-        let LimitCheck::Stop(hit) = s.after(0, nr("writev"), 1) else { panic!("writev past the limit") };
-        assert_eq!((hit.value, hit.max), (101, 100));
+        let mut w = WriteLimits::new(&l).expect("a write limit");
+        assert_eq!(w.allow("write", 60, None), Ok(60));
+        w.wrote(60);
+        assert_eq!(w.allow("writev", 41, Some(0)), Ok(40), "clipped to what is left");
+        assert_eq!(w.allow("write", 0, None), Ok(0));
+        w.wrote(40);
+        let hit = w.allow("sendfile", 1, None).expect_err("nothing left");
+        assert_eq!((hit.limit, hit.value, hit.max), (LimitKind::BytesWritten, 101, 100));
         assert!(message(&hit).starts_with("cabin: limit bytes-written reached (101 bytes > 100 bytes)"));
+        assert!(WriteLimits::new(&Limits { open_files: Some(3), ..Limits::default() }).is_none());
     }
 
     #[test]
-    fn file_size_refuses_with_efbig() {
+    fn file_size_clips_at_the_offset_and_stops_past_it() {
         let l = Limits { file_size: Some(4096), ..Limits::default() };
-        let s = LimitState::new(&l);
-        assert_eq!(s.before(0, nr("ftruncate"), &[3, 4096, 0, 0, 0, 0], None), LimitCheck::Ok);
-        assert!(matches!(
-            s.before(0, nr("ftruncate"), &[3, 4097, 0, 0, 0, 0], None),
-            LimitCheck::Refuse(EFBIG, _)
-        ));
-        assert!(matches!(
-            s.before(0, nr("pwrite64"), &[3, 0, 10, 4090, 0, 0], None),
-            LimitCheck::Refuse(EFBIG, _)
-        ));
-        assert!(matches!(s.before(0, nr("pwrite64"), &[3, 0, 10, u64::MAX, 0, 0], None), LimitCheck::Ok));
+        let w = WriteLimits::new(&l).expect("a write limit");
+        assert_eq!(w.allow("write", 10, Some(4090)), Ok(6));
+        assert_eq!(w.allow("write", 10, None), Ok(10), "not a regular file");
+        assert_eq!(w.allow("write", 0, Some(1 << 40)), Ok(0));
+        let hit = w.allow("write", 1, Some(1 << 40)).expect_err("past the limit");
+        assert_eq!((hit.limit, hit.value), (LimitKind::FileSize, (1 << 40) + 1));
+        assert!(w.allow("pwrite64", 1, Some(4096)).is_err(), "at the limit");
+        assert_eq!(w.resize("ftruncate", 4096), Ok(()));
+        assert!(w.resize("fallocate", 4097).is_err());
+        assert!(w.resize("truncate", u64::MAX).is_err());
     }
 
     #[test]
@@ -439,6 +488,7 @@ mod tests {
         assert_eq!(s.before(0, nr("openat"), &[0; 6], Some(7)), LimitCheck::Ok);
         assert!(matches!(s.before(0, nr("openat"), &[0; 6], Some(8)), LimitCheck::Stop(_)));
         assert!(matches!(s.before(0, nr("fcntl"), &[3, 1030, 0, 0, 0, 0], Some(8)), LimitCheck::Stop(_)));
+        assert_eq!(s.before(0, nr("write"), &[1, 0, 1 << 40, 0, 0, 0], Some(8)), LimitCheck::Ok);
         assert_eq!(s.before(0, nr("read"), &[0; 6], Some(8)), LimitCheck::Ok);
     }
 
@@ -450,28 +500,44 @@ mod tests {
         r[BOOT_MEMORY_REQUEST_SLOT] = 64 << 20;
         r[BOOT_MEMORY_USED_SLOT] = (200 << 20) + (900 << 10);
         let fixed = 55 << 20;
-        let hit = memory_limit_hit(&r, 137, Some(256 << 20), fixed, "policy.toml", 5).expect("a hit");
+        let bound = MemoryBound::new(0, Some(256 << 20), "policy.toml");
+        let hit = memory_limit_hit(&r, 137, &bound, fixed, 5).expect("a hit");
         assert_eq!(hit.limit, LimitKind::Memory);
         assert_eq!((hit.max, hit.value), (256 << 20, (255 << 20) + (900 << 10) + (64 << 20)));
         assert_eq!(
             message(&hit),
             "cabin: memory limit reached: the program asked for 64 MiB more with 255.9 MiB of 256 MiB in use; \
              the program was stopped (limit set by policy.toml [limits] memory); help: raise [limits] memory \
-             if the program needs more"
+             or --mem if the program needs more"
         );
-        // Not a memory stop: no limit, another reason, another status.
-        assert!(memory_limit_hit(&r, 137, None, fixed, "p", 0).is_none());
-        assert!(memory_limit_hit(&r, 0, Some(1 << 30), fixed, "p", 0).is_none());
+        // Not a memory stop: another reason, another status.
+        let gib = MemoryBound::new(0, Some(1 << 30), "p");
+        assert!(memory_limit_hit(&r, 0, &gib, fixed, 0).is_none());
         r[0] = ABORT_RING;
-        assert!(memory_limit_hit(&r, 137, Some(1 << 30), fixed, "p", 0).is_none());
+        assert!(memory_limit_hit(&r, 137, &gib, fixed, 0).is_none());
         // Lies from the program's side stay within the limit.
         r[0] = ABORT_MEMORY;
         r[BOOT_MEMORY_USED_SLOT] = u64::MAX;
-        let hit = memory_limit_hit(&r, 137, Some(64 << 20), fixed, "p", 0).expect("a hit");
+        let hit = memory_limit_hit(&r, 137, &MemoryBound::new(64 << 20, None, "p"), fixed, 0).expect("a hit");
         assert!(hit.action.contains("of 64 MiB in use"), "{}", hit.action);
+        assert!(hit.action.ends_with("(limit set by --mem)"), "{}", hit.action);
         assert_eq!(size(1023), "1023 bytes");
         assert_eq!(size((1 << 20) + 4096), "1.0 MiB");
         assert_eq!(size(3 << 30), "3 GiB");
+    }
+
+    #[test]
+    fn memory_bound_is_the_smaller_given_or_the_default() {
+        use crate::layout::DEFAULT_MEMORY;
+        let b = MemoryBound::new(0, None, "p.toml");
+        assert_eq!((b.bytes, b.source.as_str()), (DEFAULT_MEMORY, "the default bound"));
+        assert_eq!(MemoryBound::new(0, Some(64 << 20), "p.toml").source, "p.toml [limits] memory");
+        // cabinc passes the policy's limit as --mem when --mem is not given.
+        assert_eq!(MemoryBound::new(64 << 20, Some(64 << 20), "p.toml").source, "p.toml [limits] memory");
+        assert_eq!(MemoryBound::new(1 << 30, Some(64 << 20), "p.toml").bytes, 64 << 20);
+        let b = MemoryBound::new(32 << 20, Some(64 << 20), "p.toml");
+        assert_eq!((b.bytes, b.source.as_str()), (32 << 20, "--mem"));
+        assert_eq!(crate::kvm::layout::DEFAULT_MEM, DEFAULT_MEMORY, "one default for both backends");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The time limits every backend enforces the same way: `[limits]
 //! wall-time` (a [`Watchdog`]) and `cpu-time` (a [`CpuWatch`] on the
-//! program's CPU clock). The backend says how to read that clock and how to
+//! program's CPU clock plus the [`ThreadClocks`] of the monitor threads
+//! that serve it). The backend says how to read that clock and how to
 //! stop the program; [`TimeLimits::finish`] says which limit, if any, ended
 //! the run, in the words of a [`LimitHit`] record.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::limits::{CpuWatch, Watchdog};
@@ -19,6 +21,8 @@ pub struct TimeLimits {
     wall: Option<(Duration, Watchdog)>,
     cpu: Option<(Duration, CpuWatch)>,
     cpu_used: Arc<dyn Fn() -> Option<Duration> + Send + Sync>,
+    /// The CPU time the watch saw when it stopped the program (ns).
+    cpu_at_stop: Arc<AtomicU64>,
     t0: Instant,
 }
 
@@ -44,11 +48,17 @@ impl TimeLimits {
             let stop = stop.clone();
             (max, Watchdog::start(max.saturating_sub(t0.elapsed()), move || stop()))
         });
+        let cpu_at_stop = Arc::new(AtomicU64::new(0));
         let cpu = limits.cpu_time.map(|max| {
             let used = cpu_used.clone();
-            (max, CpuWatch::start(max, CPU_POLL, move || used(), move |_| stop()))
+            let at = cpu_at_stop.clone();
+            let on_expire = move |u: Duration| {
+                at.store(u.as_nanos() as u64, Ordering::SeqCst);
+                stop()
+            };
+            (max, CpuWatch::start(max, CPU_POLL, move || used(), on_expire))
         });
-        TimeLimits { wall, cpu, cpu_used, t0 }
+        TimeLimits { wall, cpu, cpu_used, cpu_at_stop, t0 }
     }
 
     /// Stops the watches; the limit that stopped the program, if one did.
@@ -56,7 +66,11 @@ impl TimeLimits {
         let wall = self.wall.map(|(max, w)| (max, w.cancel()));
         let cpu = self.cpu.map(|(max, c)| (max, c.fired()));
         let (limit, max, used) = match (cpu, wall) {
-            (Some((max, true)), _) => (LimitKind::CpuTime, max, (self.cpu_used)().unwrap_or(max)),
+            (Some((max, true)), _) => {
+                // The clocks now (the program may be gone), or what the watch saw.
+                let seen = Duration::from_nanos(self.cpu_at_stop.load(Ordering::SeqCst));
+                (LimitKind::CpuTime, max, (self.cpu_used)().unwrap_or(seen).max(seen))
+            }
             (_, Some((max, true))) => (LimitKind::WallTime, max, self.t0.elapsed()),
             _ => return None,
         };
@@ -70,28 +84,122 @@ impl TimeLimits {
     }
 }
 
-/// The CPU clock of the calling thread (the KVM backend's vCPU thread, whose
-/// CPU time includes the guest's), as a reader usable from another thread
-/// while the calling thread lives.
-pub fn this_thread_cpu_clock() -> Option<impl Fn() -> Option<Duration> + Send + Sync + 'static> {
-    let mut clock: libc::clockid_t = 0;
-    // SAFETY: pthread_self is always valid; writes one clockid_t into a local.
-    if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } != 0 {
-        return None;
+/// The CPU clocks of the monitor threads that run or serve the program,
+/// summed: the ring worker (all of its time: serving calls, and polling
+/// for the next one, up to [`crate::ring::SPIN`] after each), and on KVM
+/// the vCPU thread (guest time included). `[limits] cpu-time` adds them to
+/// the program's own clock, so work the program hands to the monitor (a
+/// 64 MiB read from /dev/zero) counts as its own. Read while a call is being
+/// served, a clock includes the call so far.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadClocks(Arc<Mutex<Vec<ThreadClock>>>);
+
+#[derive(Debug)]
+struct ThreadClock {
+    clock: libc::clockid_t,
+    /// The clock when the thread joined.
+    start: Duration,
+    /// Time counted so far (final once the thread left).
+    used: Duration,
+    left: bool,
+}
+
+/// Counts the calling thread in its [`ThreadClocks`] until dropped (on that
+/// thread: a clock id is a thread id, which another thread may get later).
+#[derive(Debug)]
+#[must_use]
+pub struct ClockGuard {
+    clocks: ThreadClocks,
+    index: usize,
+}
+
+fn read_clock(clock: libc::clockid_t) -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec into a local.
+    (unsafe { libc::clock_gettime(clock, &mut ts) } == 0)
+        .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+impl ThreadClocks {
+    /// Counts the calling thread's CPU time from now until the guard drops.
+    pub fn join_this_thread(&self) -> ClockGuard {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: pthread_self is always valid; writes one clockid_t into a local.
+        let ok = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0;
+        let start = if ok { read_clock(clock) } else { None };
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.push(ThreadClock {
+            clock,
+            start: start.unwrap_or_default(),
+            used: Duration::ZERO,
+            left: start.is_none(),
+        });
+        ClockGuard { clocks: self.clone(), index: v.len() - 1 }
     }
-    Some(move || {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: writes one timespec into a local; a clock of a thread that
-        // has ended gives an error, not undefined behaviour.
-        (unsafe { libc::clock_gettime(clock, &mut ts) } == 0)
-            .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-    })
+
+    /// The CPU time of the threads, each from when it joined.
+    pub fn used(&self) -> Duration {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter_mut()
+            .map(|c| {
+                if !c.left {
+                    if let Some(now) = read_clock(c.clock) {
+                        c.used = now.saturating_sub(c.start);
+                    }
+                }
+                c.used
+            })
+            .sum()
+    }
+}
+
+impl Drop for ClockGuard {
+    fn drop(&mut self) {
+        let mut v = self.clocks.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = v.get_mut(self.index) {
+            if let Some(now) = read_clock(c.clock) {
+                c.used = now.saturating_sub(c.start);
+            }
+            c.left = true;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn thread_clocks_count_joined_threads_while_they_run_and_after() {
+        let clocks = ThreadClocks::default();
+        let c = clocks.clone();
+        let spin = |d: Duration| {
+            let t0 = Instant::now();
+            let mut x = 0u64;
+            while t0.elapsed() < d {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _guard = c.join_this_thread();
+            spin(Duration::from_millis(150));
+            tx.send(()).ok();
+            spin(Duration::from_millis(150));
+        });
+        rx.recv().ok();
+        let during = clocks.used();
+        assert!(during >= Duration::from_millis(20), "a running thread's time so far: {during:?}");
+        t.join().ok();
+        let after = clocks.used();
+        assert!(after >= during, "{after:?} < {during:?}");
+        assert_eq!(clocks.used(), after, "a thread that left keeps its final time");
+        // The calling thread, from when it joined.
+        let g = clocks.join_this_thread();
+        assert!(clocks.used() < after + Duration::from_millis(100));
+        drop(g);
+    }
 
     #[test]
     fn no_limits_never_fire() {

@@ -8,13 +8,14 @@
 //! address with its own protection: code `PROT_EXEC` only, read-only data
 //! `PROT_READ`, the rest read-write).
 //!
-//! With a memory limit (`[limits] memory` of the policy), the memfd is the
-//! limit: image pages, boot page, ring, loader scratch and stack are taken
-//! off it, an eighth of the rest becomes the `brk` range and the remainder
-//! the arena, and the memfd is sealed against growing. The libos is told
-//! (`BOOT_FLAG_MEMORY_LIMIT`) to stop the program when it asks for more
-//! (and hands the unused part of the `brk` range to `mmap` once the arena
-//! runs out, so the split costs the program nothing).
+//! The memfd is the program's memory bound ([`MemoryBound`]: `[limits]
+//! memory`, `--mem`, or the default, as on KVM): image pages, boot page,
+//! ring, loader scratch and stack are taken off it, an eighth of the rest
+//! becomes the `brk` range and the remainder the arena, and the memfd is
+//! sealed against growing. The libos is told (`BOOT_FLAG_MEMORY_LIMIT`) to
+//! stop the program when it asks for more (and hands the unused part of the
+//! `brk` range to `mmap` once the arena runs out, so the split costs the
+//! program nothing).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -28,6 +29,7 @@ use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
 use crate::config::{RunConfig, RunError};
 use crate::layout::*;
 use crate::memory::{Access, GuestMemory, Region};
+use crate::policy::limits::MemoryBound;
 
 /// One range of the domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +65,8 @@ pub struct Domain {
     pub brk_len: u64,
     /// Length of the arena.
     pub arena_len: u64,
-    /// The memory limit the memfd was sized from (`[limits] memory`).
-    pub memory_limit: Option<u64>,
+    /// The bound on the program's memory the memfd was sized from.
+    pub memory: MemoryBound,
 }
 
 impl Drop for Domain {
@@ -137,27 +139,24 @@ impl Domain {
 }
 
 /// Sizes of the `brk` range and the arena for a domain whose other parts
-/// take `fixed` bytes. Without a limit: the default (or `--mem`) arena and
-/// [`BRK_SIZE`]. With one, everything fits in `limit`: an eighth of what
-/// is left is the `brk` range (at least a page, at most [`BRK_SIZE`]), the
-/// rest the arena (no larger than `--mem`, when that is given too).
-pub fn memory_split(fixed: u64, limit: Option<u64>, arena_bytes: u64) -> Result<(u64, u64), RunError> {
-    let asked = if arena_bytes == 0 { None } else { page_up(arena_bytes) };
-    let Some(limit) = limit else {
-        return Ok((BRK_SIZE, asked.unwrap_or(ARENA_DEFAULT)));
-    };
+/// take `fixed` bytes, so that everything fits in `bound`: an eighth of
+/// what is left is the `brk` range (at least a page, at most [`BRK_SIZE`]),
+/// the rest the arena.
+pub fn memory_split(fixed: u64, bound: &MemoryBound) -> Result<(u64, u64), RunError> {
     const MIN_LEFT: u64 = 16 * PAGE;
+    let limit = bound.bytes;
     let left = page_down(limit.saturating_sub(fixed));
     if left < MIN_LEFT {
         return Err(RunError::Layout(format!(
-            "the memory limit of {limit} bytes leaves no room for the program's heap: the image, its stack \
-             and the monitor's pages already take {fixed} bytes; help: raise [limits] memory to at least {}",
+            "the memory bound of {limit} bytes ({}) leaves no room for the program's heap: the image, its \
+             stack and the monitor's pages already take {fixed} bytes; help: raise it to at least {} \
+             ([limits] memory or --mem)",
+            bound.source,
             fixed + MIN_LEFT
         )));
     }
     let brk = page_down(left / 8).clamp(PAGE, BRK_SIZE);
-    let arena = left - brk;
-    Ok((brk, asked.map_or(arena, |a| a.min(arena))))
+    Ok((brk, left - brk))
 }
 
 fn prot_of(flags: u32) -> (i32, Access) {
@@ -204,9 +203,14 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         copies.push((offset, file_start as usize, file_end as usize));
         offset += end - start;
     }
-    let memory_limit = cfg.gate.policy.as_ref().and_then(|p| p.limits.memory);
+    let policy = cfg.gate.policy.as_ref();
+    let memory = MemoryBound::new(
+        cfg.arena_bytes,
+        policy.and_then(|p| p.limits.memory),
+        policy.map_or("the policy", |p| p.source.as_str()),
+    );
     let fixed = offset + PAGE + RING_SIZE + LOADER_SIZE + PAGE + STACK_SIZE;
-    let (brk_len, arena_len) = memory_split(fixed, memory_limit, cfg.arena_bytes)?;
+    let (brk_len, arena_len) = memory_split(fixed, &memory)?;
     for (guest, len, prot, access) in [
         (BOOT_ADDR, PAGE, rw, Access::Nothing),
         (RING_ADDR, RING_SIZE, rw, Access::Nothing),
@@ -256,7 +260,7 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         sp: 0,
         brk_len,
         arena_len,
-        memory_limit,
+        memory,
     };
     for (off, fs, fe) in copies {
         let bytes =
@@ -316,7 +320,7 @@ fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
             version: BOOT_VERSION,
             flags: BOOT_FLAG_PROCESS
                 | if force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 }
-                | if d.memory_limit.is_some() { BOOT_FLAG_MEMORY_LIMIT } else { 0 }
+                | BOOT_FLAG_MEMORY_LIMIT
                 | if read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 },
             ring: RING_ADDR,
             ring_size: RING_SIZE,

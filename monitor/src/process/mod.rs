@@ -30,7 +30,7 @@ use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_T
 use crate::placement::{CpuSet, Placement};
 use crate::policy::gate::{Gate, Stop};
 use crate::policy::limits::{memory_limit_hit, process_cpu_time};
-use crate::policy::watch::TimeLimits;
+use crate::policy::watch::{ThreadClocks, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
@@ -87,6 +87,9 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
 
     let domain = loader::build(&elf, cfg)?;
+    // The program's descriptors are the monitor's: size its table so the
+    // monitor keeps a reserve (this also raises the soft RLIMIT_NOFILE).
+    service.set_fd_capacity(crate::service::fdtable::program_capacity()?);
     let placement = Placement::choose(cfg.cpu_placement);
     loader::set_spin_ns(&domain, crate::placement::spin_ns(placement.as_ref()));
     // The locally served calls the policy does not plainly allow: the libos
@@ -115,7 +118,11 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         // SAFETY: kills our own child (the program) when a time limit runs out.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     };
-    let times = TimeLimits::start(&limits, t0, move || process_cpu_time(pid), kill_child);
+    // CPU time: the child's clock and the ring worker's (this thread's).
+    let clocks = ThreadClocks::default();
+    let used = clocks.clone();
+    let cpu_used = move || process_cpu_time(pid).map(|program| program + used.used());
+    let times = TimeLimits::start(&limits, t0, cpu_used, kill_child);
     let stop = worker.stop_handle();
     let waiter = std::thread::spawn(move || {
         let mut status = 0i32;
@@ -137,7 +144,9 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     if let Some(p) = &placement {
         p.worker.apply(0);
     }
+    let worker_clock = clocks.join_this_thread();
     let end = worker.run(&mem, &mut service);
+    drop(worker_clock);
     if let Some(p) = &placement {
         p.restore();
     }
@@ -191,13 +200,11 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     // The libos stops a program that asks for memory beyond `[limits]
     // memory` (ABORT_MEMORY, exit 137): record it as the limit hit it is.
     if stopped.is_none() && reason.is_none() && libc::WIFEXITED(status) {
-        let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
         let hit = memory_limit_hit(
             &reserved,
             libc::WEXITSTATUS(status),
-            domain.memory_limit,
+            &domain.memory,
             domain.fixed_bytes(),
-            policy_file,
             t0.elapsed().as_nanos() as u64,
         );
         if let Some(hit) = hit {
@@ -265,7 +272,7 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         o.insert(
             "memory".into(),
             serde_json::json!({
-                "limit_bytes": domain.memory_limit,
+                "limit_bytes": domain.memory.bytes,
                 "domain_bytes": domain.total,
                 "committed_bytes": domain.committed_bytes(),
                 "brk_bytes": domain.brk_len,

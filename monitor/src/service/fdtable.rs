@@ -1,11 +1,76 @@
 //! The program's file descriptors: virtual numbers mapped to host
 //! descriptors the monitor owns. The program never sees a host number and
 //! can only name descriptors it was given.
+//!
+//! Each program descriptor holds one of the monitor's real ones, so the
+//! table is sized from what the monitor really has ([`program_capacity`]):
+//! the program meets `EMFILE` while the monitor still has
+//! [`MONITOR_RESERVE`] descriptors for itself.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Once;
 
-/// Highest number of open descriptors (`RLIMIT_NOFILE` as the program sees it).
+use crate::config::RunError;
+
+/// Most descriptors a program can have open (`RLIMIT_NOFILE` as it sees
+/// it, when the monitor's own limit allows).
 pub const MAX_FDS: usize = 1024;
+
+/// Descriptors the monitor keeps for itself beyond those it holds when the
+/// program starts: the statistics file written at the end, temporaries a
+/// call holds while it is served (`openat2` results, parents of a path,
+/// `/proc` lookups: a few at a time), and room to spare.
+pub const MONITOR_RESERVE: usize = 64;
+
+/// The smallest table worth running a program with.
+const MIN_CAPACITY: usize = 16;
+
+/// Raises the monitor's `RLIMIT_NOFILE` soft limit to its hard limit (once
+/// per process; every run calls this), then returns how many descriptors
+/// the program's table may hold: [`MAX_FDS`], or fewer when the limit,
+/// less the descriptors the monitor holds now and [`MONITOR_RESERVE`],
+/// leaves fewer. Call it once the domain is set up (its descriptors are
+/// then counted).
+pub fn program_capacity() -> Result<usize, RunError> {
+    static RAISE: Once = Once::new();
+    RAISE.call_once(|| {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: writes one rlimit into a local; then sets the limit from it.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+                rl.rlim_cur = rl.rlim_max;
+                // A hard limit above the kernel's nr_open fails: keep the soft one then.
+                libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+            }
+        }
+    });
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: writes one rlimit into a local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(RunError::host("getrlimit(RLIMIT_NOFILE)"));
+    }
+    let soft = usize::try_from(rl.rlim_cur).unwrap_or(usize::MAX);
+    let open = open_descriptors();
+    let capacity = soft.saturating_sub(open).saturating_sub(MONITOR_RESERVE).min(MAX_FDS);
+    if capacity < MIN_CAPACITY {
+        return Err(RunError::Layout(format!(
+            "too few file descriptors: RLIMIT_NOFILE is {soft} (hard {}), the monitor holds {open} and keeps \
+             {MONITOR_RESERVE} for itself, which leaves the program {capacity}; help: raise it with `ulimit -n`",
+            rl.rlim_max
+        )));
+    }
+    Ok(capacity)
+}
+
+/// How many descriptors this process has open (from /proc/self/fd; the
+/// soft limit when that cannot be read, which leaves the program nothing).
+fn open_descriptors() -> usize {
+    match std::fs::read_dir("/proc/self/fd") {
+        // The directory's own descriptor is listed too.
+        Ok(d) => d.count().saturating_sub(1),
+        Err(_) => usize::MAX,
+    }
+}
 
 /// One open descriptor.
 #[derive(Debug)]
@@ -20,12 +85,32 @@ pub struct Entry {
 }
 
 /// Virtual fd number → entry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FdTable {
     slots: Vec<Option<Entry>>,
+    /// Numbers are below this (`RLIMIT_NOFILE` as the program sees it).
+    max: usize,
+}
+
+impl Default for FdTable {
+    fn default() -> FdTable {
+        FdTable { slots: Vec::new(), max: MAX_FDS }
+    }
 }
 
 impl FdTable {
+    /// Descriptor numbers are below this: the program's `RLIMIT_NOFILE`.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Sets [`FdTable::max`] (at most [`MAX_FDS`]); descriptors at or above
+    /// it are closed (there are none when this is called before the program starts).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.min(MAX_FDS);
+        self.slots.truncate(self.max);
+    }
+
     /// The entry for `vfd`.
     pub fn get(&self, vfd: u64) -> Option<&Entry> {
         self.slots.get(usize::try_from(vfd).ok()?)?.as_ref()
@@ -49,7 +134,7 @@ impl FdTable {
     /// Puts `e` at the lowest free number `>= min`; `None` when full.
     pub fn insert(&mut self, e: Entry, min: usize) -> Option<u64> {
         let mut i = min;
-        while i < MAX_FDS {
+        while i < self.max {
             if i >= self.slots.len() {
                 self.slots.resize_with(i + 1, || None);
             }
@@ -65,7 +150,7 @@ impl FdTable {
     /// Puts `e` at `vfd`, closing what was there. `false` if out of range.
     pub fn insert_at(&mut self, vfd: u64, e: Entry) -> bool {
         let Ok(i) = usize::try_from(vfd) else { return false };
-        if i >= MAX_FDS {
+        if i >= self.max {
             return false;
         }
         if i >= self.slots.len() {
@@ -102,5 +187,23 @@ mod tests {
         assert!(t.insert_at(7, entry()));
         assert!(t.host(7).is_some());
         assert!(t.insert(entry(), MAX_FDS).is_none());
+        t.set_max(8);
+        assert!(t.host(7).is_some());
+        assert!(!t.insert_at(8, entry()));
+        for want in [2, 3, 4, 6] {
+            assert_eq!(t.insert(entry(), 0), Some(want));
+        }
+        assert!(t.insert(entry(), 0).is_none(), "full at 8");
+    }
+
+    #[test]
+    fn capacity_leaves_the_monitor_its_reserve() {
+        let cap = program_capacity().expect("this process has descriptors to spare");
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: writes one rlimit into a local.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+        assert_eq!(rl.rlim_cur, rl.rlim_max, "the soft limit was raised to the hard one");
+        assert!(cap <= MAX_FDS);
+        assert!(cap as u64 + MONITOR_RESERVE as u64 <= rl.rlim_cur, "{cap} + reserve within {}", rl.rlim_cur);
     }
 }

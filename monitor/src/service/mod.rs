@@ -25,8 +25,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::memory::{pod_bytes, GuestMemory, MemError};
+use crate::policy::limits::{WriteLimits, EFBIG};
 use crate::sysnames;
-use fdtable::{Entry, FdTable, MAX_FDS};
+use crate::trace::LimitHit;
+use fdtable::{Entry, FdTable};
 use fs::{FsPolicy, PathError, Refusal};
 
 /// A request that ends the program.
@@ -41,6 +43,8 @@ enum Fail {
     Errno(i32),
     /// End the program.
     Violation(String),
+    /// A write limit was hit: the gate stops the program.
+    Limit(LimitHit),
 }
 
 impl From<MemError> for Fail {
@@ -90,6 +94,9 @@ pub struct CallNote {
     pub path: Option<Vec<u8>>,
     /// Set when the path rules refused the call (it returned `EACCES`).
     pub refusal: Option<PathRefusal>,
+    /// Set when a write limit stopped the call before it ran (it returned
+    /// `EFBIG`, which the program never sees: the gate stops it).
+    pub limit: Option<LimitHit>,
 }
 
 /// The identity `uname` reports (documented in docs/syscalls.md).
@@ -97,6 +104,10 @@ pub const UNAME: [&str; 6] =
     ["Linux", "cabin", "6.1.0-cabin", "#1 SMP PREEMPT_DYNAMIC Cabin", "x86_64", "(none)"];
 
 const IOV_MAX: u64 = 1024;
+/// Most bytes one `sendfile` or `copy_file_range` moves (a short count, as
+/// the kernel gives too): bounds the work of one call the monitor may not
+/// be able to interrupt (see `[limits] cpu-time` in docs/policy.md).
+const MAX_COPY: u64 = 64 << 20;
 const PATH_MAX: usize = 4096;
 const AT_FDCWD: i32 = -100;
 
@@ -115,6 +126,8 @@ pub struct Service {
     record_paths: bool,
     /// What the current (or last) call noticed.
     note: CallNote,
+    /// `[limits] bytes-written` and `file-size`, applied before each write.
+    write_limits: Option<WriteLimits>,
     /// Counters.
     pub stats: ServiceStats,
     /// Where "not implemented" reports go (stderr; tests capture).
@@ -179,10 +192,17 @@ impl Service {
             reported: HashSet::new(),
             record_paths: false,
             note: CallNote::default(),
+            write_limits: None,
             stats: ServiceStats::default(),
             reports: Vec::new(),
             print_reports: true,
         }
+    }
+
+    /// Sizes the program's descriptor table (its `RLIMIT_NOFILE`): see
+    /// [`fdtable::program_capacity`].
+    pub fn set_fd_capacity(&mut self, n: usize) {
+        self.fds.set_max(n);
     }
 
     /// How many descriptors the program holds (for `[limits] open-files`).
@@ -201,6 +221,18 @@ impl Service {
         self.record_paths = on;
     }
 
+    /// Applies `[limits] bytes-written` and `file-size` (see
+    /// [`WriteLimits`]) from now on; `None`: no write limits.
+    pub fn set_write_limits(&mut self, limits: Option<WriteLimits>) {
+        self.write_limits = limits;
+    }
+
+    /// Bytes the program has written through any descriptor (counted only
+    /// under a write limit; 0 otherwise).
+    pub fn bytes_written(&self) -> u64 {
+        self.write_limits.as_ref().map_or(0, WriteLimits::written)
+    }
+
     /// What the last call noticed (its path, a refusal); leaves it empty.
     pub fn take_note(&mut self) -> CallNote {
         std::mem::take(&mut self.note)
@@ -209,12 +241,16 @@ impl Service {
     /// Serves one forwarded call.
     pub fn handle(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Result<i64, Violation> {
         *self.stats.per_nr.entry(nr).or_insert(0) += 1;
-        if self.note.path.is_some() || self.note.refusal.is_some() {
+        if self.note.path.is_some() || self.note.refusal.is_some() || self.note.limit.is_some() {
             self.note = CallNote::default();
         }
         match self.dispatch(mem, nr, &a) {
             Ok(v) => Ok(v),
             Err(Fail::Errno(e)) => Ok(-(e as i64)),
+            Err(Fail::Limit(hit)) => {
+                self.note.limit = Some(hit);
+                Ok(-i64::from(EFBIG))
+            }
             Err(Fail::Violation(msg)) => {
                 let name = sysnames::name(nr).unwrap_or("unknown");
                 Err(Violation(format!("{name} (system call {nr}): {msg}")))
@@ -366,8 +402,10 @@ impl Service {
             libc::SYS_write => {
                 let fd = self.vfd(a[0])?;
                 let p = mem.host_range(a[1], a[2], false)?;
-                // SAFETY: [p, p+a[2]) is checked readable program memory.
-                host(unsafe { libc::write(fd, p.cast(), a[2] as usize) } as i64)
+                let len = self.write_allowance("write", fd, a[2], None)?;
+                // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2].
+                let r = host(unsafe { libc::write(fd, p.cast(), len as usize) } as i64);
+                self.count_written(r)
             }
             libc::SYS_pread64 => {
                 let fd = self.vfd(a[0])?;
@@ -378,13 +416,22 @@ impl Service {
             libc::SYS_pwrite64 => {
                 let fd = self.vfd(a[0])?;
                 let p = mem.host_range(a[1], a[2], false)?;
+                let len = self.write_allowance("pwrite64", fd, a[2], Some(a[3] as i64))?;
                 // SAFETY: as for write.
-                host(unsafe { libc::pwrite(fd, p.cast(), a[2] as usize, a[3] as i64) } as i64)
+                let r = host(unsafe { libc::pwrite(fd, p.cast(), len as usize, a[3] as i64) } as i64);
+                self.count_written(r)
             }
             libc::SYS_readv | libc::SYS_writev | libc::SYS_preadv | libc::SYS_pwritev => {
                 let fd = self.vfd(a[0])?;
                 let write_to_guest = n == libc::SYS_readv || n == libc::SYS_preadv;
-                let iov = self.iovecs(mem, a[1], a[2], write_to_guest)?;
+                let mut iov = self.iovecs(mem, a[1], a[2], write_to_guest)?;
+                if !write_to_guest {
+                    let total = iov.iter().map(|v| v.iov_len as u64).sum();
+                    let (name, at) =
+                        if n == libc::SYS_writev { ("writev", None) } else { ("pwritev", Some(a[3] as i64)) };
+                    let len = self.write_allowance(name, fd, total, at)?;
+                    clip_iovecs(&mut iov, len);
+                }
                 let cnt = iov.len() as i32;
                 // SAFETY: every iovec points into checked program memory
                 // with the needed permission; the array lives across the call.
@@ -396,7 +443,11 @@ impl Service {
                         _ => libc::pwritev(fd, iov.as_ptr(), cnt, a[3] as i64),
                     }
                 };
-                host(r as i64)
+                if write_to_guest {
+                    host(r as i64)
+                } else {
+                    self.count_written(host(r as i64))
+                }
             }
             libc::SYS_open => self.openat(mem, AT_FDCWD as u64, a[0], a[1], a[2]),
             libc::SYS_creat => {
@@ -459,7 +510,7 @@ impl Service {
                 if a[0] == a[1] {
                     return Ok(a[1] as i64);
                 }
-                if a[1] >= MAX_FDS as u64 {
+                if a[1] >= self.fds.max() as u64 {
                     return Err(Fail::Errno(libc::EBADF));
                 }
                 let path = self.fds.get(a[0]).and_then(|e| e.path.clone());
@@ -499,6 +550,7 @@ impl Service {
             }
             libc::SYS_ftruncate => {
                 let fd = self.vfd(a[0])?;
+                self.resize_allowed("ftruncate", fd, a[1])?;
                 // SAFETY: touches no memory.
                 host(unsafe { libc::ftruncate(fd, a[1] as i64) } as i64)
             }
@@ -519,6 +571,10 @@ impl Service {
             }
             libc::SYS_fallocate => {
                 let fd = self.vfd(a[0])?;
+                // A negative offset or length is the kernel's EINVAL.
+                if (a[2] as i64) >= 0 && (a[3] as i64) > 0 {
+                    self.resize_allowed("fallocate", fd, a[2].saturating_add(a[3]))?;
+                }
                 // SAFETY: touches no memory.
                 host(unsafe { libc::fallocate(fd, a[1] as i32, a[2] as i64, a[3] as i64) } as i64)
             }
@@ -652,13 +708,13 @@ impl Service {
                     return Err(Fail::Errno(libc::EPERM));
                 }
                 if a[3] != 0 {
-                    let lim = rlimit(a[1])?;
+                    let lim = rlimit(a[1], self.fds.max())?;
                     mem.write(a[3], &lim)?;
                 }
                 Ok(0)
             }
             libc::SYS_getrlimit => {
-                let lim = rlimit(a[0])?;
+                let lim = rlimit(a[0], self.fds.max())?;
                 mem.write(a[1], &lim)?;
                 Ok(0)
             }
@@ -684,15 +740,18 @@ impl Service {
             libc::SYS_sendfile => {
                 let out = self.vfd(a[0])?;
                 let inp = self.vfd(a[1])?;
+                let len = self.write_allowance("sendfile", out, a[3].min(MAX_COPY), None)?;
                 if a[2] == 0 {
                     // SAFETY: no memory argument.
-                    return host(
-                        unsafe { libc::sendfile(out, inp, std::ptr::null_mut(), a[3] as usize) } as i64
-                    );
+                    let r =
+                        host(unsafe { libc::sendfile(out, inp, std::ptr::null_mut(), len as usize) } as i64);
+                    return self.count_written(r);
                 }
                 let mut off = mem.read_u64(a[2])? as i64;
                 // SAFETY: `off` is a local.
-                let r = host(unsafe { libc::sendfile(out, inp, &mut off, a[3] as usize) } as i64)?;
+                let r = self.count_written(host(
+                    unsafe { libc::sendfile(out, inp, &mut off, len as usize) } as i64,
+                ))?;
                 mem.write_u64(a[2], off as u64)?;
                 Ok(r)
             }
@@ -705,11 +764,14 @@ impl Service {
                         offs[i] = mem.read_u64(p)? as i64;
                     }
                 }
+                let at = (a[3] != 0).then_some(offs[1]);
+                let len = self.write_allowance("copy_file_range", out, a[4].min(MAX_COPY), at)?;
                 let (o0, o1) = offs.split_at_mut(1);
                 let pin = if a[1] != 0 { &mut o0[0] as *mut i64 } else { std::ptr::null_mut() };
                 let pout = if a[3] != 0 { &mut o1[0] as *mut i64 } else { std::ptr::null_mut() };
                 // SAFETY: offset pointers are locals or null.
-                let r = host(unsafe { libc::copy_file_range(inp, pin, out, pout, a[4] as usize, 0) } as i64)?;
+                let r = host(unsafe { libc::copy_file_range(inp, pin, out, pout, len as usize, 0) } as i64);
+                let r = self.count_written(r)?;
                 for (i, p) in [a[1], a[3]].into_iter().enumerate() {
                     if p != 0 {
                         mem.write_u64(p, offs[i] as u64)?;
@@ -736,6 +798,7 @@ impl Service {
                     .policy
                     .open(&abs, libc::O_WRONLY, 0)
                     .map_err(|e| self.path_fail(e, Some(&path), &abs))?;
+                self.resize_allowed("truncate", fd.as_raw_fd(), a[1])?;
                 // SAFETY: touches no memory.
                 host(unsafe { libc::ftruncate(fd.as_raw_fd(), a[1] as i64) } as i64)
             }
@@ -858,6 +921,37 @@ impl Service {
         Ok(out)
     }
 
+    /// How many of `len` bytes a write-family call `name` through host
+    /// descriptor `fd` may write under the write limits (all of them when
+    /// there are none). `offset`: the call's own file offset (`pwrite64`,
+    /// `pwritev`, `copy_file_range` with one), else the descriptor's.
+    fn write_allowance(&self, name: &str, fd: RawFd, len: u64, offset: Option<i64>) -> Result<u64, Fail> {
+        let Some(w) = &self.write_limits else { return Ok(len) };
+        let at = if w.file_size().is_some() && len > 0 { write_offset(fd, offset) } else { None };
+        w.allow(name, len, at).map_err(Fail::Limit)
+    }
+
+    /// Counts the bytes a write-family call wrote (under a write limit).
+    fn count_written(&mut self, r: Sys) -> Sys {
+        if let (Some(w), Ok(n)) = (&mut self.write_limits, &r) {
+            w.wrote(*n as u64);
+        }
+        r
+    }
+
+    /// A call that sets the size of the file behind host descriptor `fd`,
+    /// or allocates its blocks, up to `end` bytes: a `file-size` hit past
+    /// the limit when it is a regular file. A negative size is left to the
+    /// kernel's EINVAL, another kind of file to its own error.
+    fn resize_allowed(&self, name: &str, fd: RawFd, end: u64) -> Result<(), Fail> {
+        match &self.write_limits {
+            Some(w) if w.file_size().is_some() && (end as i64) >= 0 && is_regular(fd) => {
+                w.resize(name, end).map_err(Fail::Limit)
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn openat(&mut self, mem: &GuestMemory, dirfd: u64, paddr: u64, flags: u64, mode: u64) -> Sys {
         let path = self.read_path(mem, paddr)?;
         let abs = self.absolute(dirfd, &path)?;
@@ -906,7 +1000,7 @@ impl Service {
         match a[1] as i32 {
             libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
                 let min = usize::try_from(a[2]).map_err(|_| Fail::Errno(libc::EINVAL))?;
-                if min >= MAX_FDS {
+                if min >= self.fds.max() {
                     return Err(Fail::Errno(libc::EINVAL));
                 }
                 let path = self.fds.get(a[0]).and_then(|e| e.path.clone());
@@ -1146,7 +1240,7 @@ impl Service {
 
     fn poll(&mut self, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
         let n = a[1];
-        if n > MAX_FDS as u64 {
+        if n > self.fds.max() as u64 {
             return Err(Fail::Errno(libc::EINVAL));
         }
         let raw = mem.read(a[0], (n * 8) as usize)?;
@@ -1164,6 +1258,54 @@ impl Service {
             mem.write(a[0] + i as u64 * 8 + 6, &revents.to_le_bytes())?;
         }
         Ok(r)
+    }
+}
+
+/// Where a write through host descriptor `fd` lands, for `[limits]
+/// file-size`: `None` when `fd` is not a regular file (pipes, terminals,
+/// sockets, devices have no size) or the offset is the kernel's EINVAL.
+/// With `O_APPEND` the end of the file, whatever `offset` says (Linux
+/// appends `pwrite` too); else `offset`, or the descriptor's position.
+/// The program cannot move either between this and the write: only this
+/// (single) worker thread acts on the descriptor.
+fn write_offset(fd: RawFd, offset: Option<i64>) -> Option<u64> {
+    let st = regular_stat(fd)?;
+    // SAFETY: touches no memory.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let at = if flags >= 0 && flags & libc::O_APPEND != 0 {
+        st.st_size
+    } else if let Some(off) = offset {
+        off
+    } else {
+        // SAFETY: touches no memory.
+        unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
+    };
+    u64::try_from(at).ok()
+}
+
+/// `fstat` of host descriptor `fd` when it is a regular file.
+fn regular_stat(fd: RawFd) -> Option<libc::stat> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: writes `st`.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    ok.then_some(st)
+}
+
+fn is_regular(fd: RawFd) -> bool {
+    regular_stat(fd).is_some()
+}
+
+/// Shortens `iov` to `len` bytes in all (a clipped `writev`).
+fn clip_iovecs(iov: &mut Vec<libc::iovec>, len: u64) {
+    let mut left = len as usize;
+    for (i, v) in iov.iter_mut().enumerate() {
+        if v.iov_len >= left {
+            v.iov_len = left;
+            iov.truncate(i + 1);
+            return;
+        }
+        left -= v.iov_len;
     }
 }
 
@@ -1218,11 +1360,12 @@ fn chmod_via_proc(fd: RawFd, mode: u32) -> Sys {
     host(unsafe { libc::chmod(p.as_ptr(), mode) } as i64)
 }
 
-/// The limits the program sees, as two little-endian u64 (cur, max).
-fn rlimit(res: u64) -> Result<[u8; 16], Fail> {
+/// The limits the program sees, as two little-endian u64 (cur, max);
+/// `nofile`: the size of its descriptor table.
+fn rlimit(res: u64, nofile: usize) -> Result<[u8; 16], Fail> {
     let (cur, max) = match res as u32 {
         r if r == libc::RLIMIT_STACK => (crate::layout::STACK_SIZE, crate::layout::STACK_SIZE),
-        r if r == libc::RLIMIT_NOFILE => (MAX_FDS as u64, MAX_FDS as u64),
+        r if r == libc::RLIMIT_NOFILE => (nofile as u64, nofile as u64),
         r if r < 16 => (libc::RLIM_INFINITY, libc::RLIM_INFINITY),
         _ => return Err(Fail::Errno(libc::EINVAL)),
     };

@@ -200,3 +200,66 @@ fn refusals_and_paths_are_noted_for_the_gate() {
     assert_eq!(s.take_note().path.as_deref(), Some(&b"./f"[..]));
     assert_eq!(s.stats.denied, 4);
 }
+
+#[test]
+fn write_limits_clip_then_stop_and_spare_pipes() {
+    use crate::policy::Limits;
+    use crate::trace::LimitKind;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().canonicalize().unwrap();
+    let policy = FsPolicy::new(&[], std::slice::from_ref(&dir)).unwrap();
+    let mut s = Service::new(policy, dir.as_os_str().as_encoded_bytes().to_vec(), 42);
+    s.set_write_limits(WriteLimits::new(&Limits { file_size: Some(100), ..Limits::default() }));
+    let m = test_memory();
+    m.write(0x1000, b"f\0").unwrap();
+    let flags = (libc::O_CREAT | libc::O_WRONLY) as u64;
+    let fd =
+        s.handle(&m, libc::SYS_openat as u64, [AT_FDCWD as u64, 0x1000, flags, 0o644, 0, 0]).unwrap() as u64;
+    let write = libc::SYS_write as u64;
+    // 60 + 60 bytes: the second is clipped at the limit, a third stops.
+    assert_eq!(s.handle(&m, write, [fd, 0x1100, 60, 0, 0, 0]), Ok(60));
+    assert_eq!(s.handle(&m, write, [fd, 0x1100, 60, 0, 0, 0]), Ok(40));
+    assert!(s.take_note().limit.is_none());
+    assert_eq!(s.handle(&m, write, [fd, 0x1100, 1, 0, 0, 0]), Ok(-27));
+    let hit = s.take_note().limit.expect("a limit hit");
+    assert_eq!((hit.limit, hit.value, hit.max), (LimitKind::FileSize, 101, 100));
+    // Far past the limit: nothing reaches the file.
+    let lseek = libc::SYS_lseek as u64;
+    assert_eq!(s.handle(&m, lseek, [fd, 1 << 40, 0, 0, 0, 0]), Ok(1 << 40));
+    assert_eq!(s.handle(&m, write, [fd, 0x1100, 1, 0, 0, 0]), Ok(-27));
+    assert!(s.take_note().limit.is_some());
+    let pwrite = libc::SYS_pwrite64 as u64;
+    assert_eq!(s.handle(&m, pwrite, [fd, 0x1100, 10, 95, 0, 0]), Ok(5));
+    let ftruncate = libc::SYS_ftruncate as u64;
+    assert_eq!(s.handle(&m, ftruncate, [fd, 101, 0, 0, 0, 0]), Ok(-27));
+    assert!(s.take_note().limit.is_some());
+    assert_eq!(std::fs::metadata(dir.join("f")).unwrap().len(), 100);
+    // A pipe has no size: not limited, and ftruncate is the kernel's EINVAL.
+    assert_eq!(s.handle(&m, libc::SYS_pipe as u64, [0x1f00, 0, 0, 0, 0, 0]), Ok(0));
+    let w = u64::from(u32::from_le_bytes(m.read(0x1f04, 4).unwrap().try_into().unwrap()));
+    assert_eq!(s.handle(&m, write, [w, 0x1100, 200, 0, 0, 0]), Ok(200));
+    assert_eq!(s.handle(&m, ftruncate, [w, 1 << 20, 0, 0, 0, 0]), Ok(-(libc::EINVAL as i64)));
+    assert!(s.take_note().limit.is_none());
+}
+
+#[test]
+fn rlimit_nofile_is_the_table_size() {
+    let m = test_memory();
+    let mut s = service();
+    s.set_fd_capacity(5);
+    assert_eq!(
+        s.handle(&m, libc::SYS_getrlimit as u64, [libc::RLIMIT_NOFILE as u64, 0x1000, 0, 0, 0, 0]),
+        Ok(0)
+    );
+    assert_eq!(m.read(0x1000, 16).unwrap(), [5u64.to_le_bytes(), 5u64.to_le_bytes()].concat());
+    m.write(0x1100, b"/dev/null\0").unwrap();
+    let open = |s: &mut Service| s.handle(&m, libc::SYS_openat as u64, [AT_FDCWD as u64, 0x1100, 0, 0, 0, 0]);
+    assert_eq!(open(&mut s), Ok(3));
+    assert_eq!(open(&mut s), Ok(4));
+    assert_eq!(open(&mut s), Ok(-(libc::EMFILE as i64)));
+    assert_eq!(s.handle(&m, libc::SYS_dup2 as u64, [0, 5, 0, 0, 0, 0]), Ok(-(libc::EBADF as i64)));
+    assert_eq!(
+        s.handle(&m, libc::SYS_fcntl as u64, [0, libc::F_DUPFD as u64, 5, 0, 0, 0]),
+        Ok(-(libc::EINVAL as i64))
+    );
+}

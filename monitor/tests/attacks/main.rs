@@ -19,3 +19,4 @@ mod common;
 
 mod policy_local;
 mod process_child;
+mod limits;
