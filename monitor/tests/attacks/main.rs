@@ -17,4 +17,5 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod fake_failure;
 mod ring0;
