@@ -9,6 +9,7 @@
 //! `--stats` and an audit log.
 
 use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
 
 use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::trace::TraceOptions;
@@ -20,9 +21,19 @@ use crate::common::{self, Backend};
 /// The exit code, the audit `exit` record's reason, and a piece of its message.
 type Expected = (i32, &'static str, &'static str);
 
+/// The attack image, built once per test binary (`None`: no gcc, not run).
+fn image() -> Option<&'static [u8]> {
+    static IMG: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let t = tempfile::tempdir().expect("tempdir");
+        common::image("attack_fake_failure", t.path())
+    })
+    .as_deref()
+}
+
 fn attempt(b: Backend, args: &[&str], expected: Expected) {
+    let Some(img) = image() else { return };
     let t = tempfile::tempdir().expect("tempdir");
-    let Some(img) = common::image("attack_fake_failure", t.path()) else { return };
     let audit = t.path().join("audit.jsonl");
     let stats = t.path().join("stats.json");
     let out_path = t.path().join("out.txt");
@@ -41,7 +52,7 @@ fn attempt(b: Backend, args: &[&str], expected: Expected) {
         },
         ..RunConfig::default()
     };
-    let o = b.run(&img, &cfg).unwrap_or_else(|e| panic!("{args:?}: a Cabin error (exit 125): {e}"));
+    let o = b.run(img, &cfg).unwrap_or_else(|e| panic!("{args:?}: a Cabin error (exit 125): {e}"));
     let (code, why, message) = expected;
     assert_eq!(o.exit_code, code, "{args:?}: {:?}", o.reason);
 
