@@ -117,10 +117,12 @@ impl FaultReport {
                     self.rip
                 )
             }
-            fault::REASON_COMPAT_SYSCALL => return format!(
-                "program killed by {sig}: `syscall` from 32-bit code is not supported (return address {:#x})",
-                self.rip
-            ),
+            fault::REASON_COMPAT_SYSCALL => {
+                let at = self.rip;
+                return format!(
+                    "program killed by {sig}: `syscall` from 32-bit code is not supported (return address {at:#x})"
+                );
+            }
             fault::REASON_SYSENTER => return format!("program killed by {sig}: `sysenter` is not supported"),
             _ => {}
         }
