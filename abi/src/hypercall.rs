@@ -51,4 +51,16 @@ pub mod fault {
     pub const REASON_BAD_GATE_RETURN: u64 = 1;
     /// The proxy-kernel itself panicked (a bug in it).
     pub const REASON_KERNEL_PANIC: u64 = 2;
+    /// `syscall` from compatibility (32-bit) mode reached the `MSR_CSTAR`
+    /// entry, or arrived as a page fault at it: the program is ended
+    /// (Cabin has no 32-bit system-call ABI). `rdx` = the return address
+    /// `syscall` saved; `cs` = 3 (ring 3, selector not known).
+    pub const REASON_COMPAT_SYSCALL: u64 = 3;
+    /// `sysenter` reached the `MSR_SYSENTER_EIP` entry (it never should:
+    /// `SYSENTER_CS` is 0, so the instruction raises #GP): the program is
+    /// ended. `rdx` = 0 (`sysenter` saves no return address); `cs` = 3.
+    pub const REASON_SYSENTER: u64 = 4;
+    /// `cs` reported with [`REASON_COMPAT_SYSCALL`] and [`REASON_SYSENTER`]:
+    /// requested privilege level 3, the program's.
+    pub const LEGACY_ENTRY_CS: u64 = 3;
 }

@@ -12,3 +12,11 @@ pub const IMAGE_GPA_BASE: u64 = 0x0100_0000; // 16 MiB
 pub const MANIFEST_GPA: u64 = 0x00f0_0000; // 15 MiB
 /// Largest manifest the layout leaves room for.
 pub const MANIFEST_MAX: u64 = IMAGE_GPA_BASE - MANIFEST_GPA;
+
+/// Lowest address any backend maps for a program: nothing lives in the first
+/// 64 KiB of a domain (Linux's default `vm.mmap_min_addr`), so a null or
+/// small pointer always faults, and on KVM no `syscall` or trap can find
+/// program code or data at a small address. Images with a segment below it
+/// are refused (`cabinc build` and both loaders, with the same message); the
+/// libos refuses a fixed mapping below it with `EPERM`, as Linux does.
+pub const LOWEST_PROGRAM_ADDRESS: u64 = 0x1_0000;

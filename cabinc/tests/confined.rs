@@ -239,6 +239,48 @@ fn int80_ends_the_program_on_kvm() {
     assert!(err.contains("int 0x80") && err.lines().count() == 1, "one-line report expected: {err:?}");
 }
 
+/// Attacks on the boundary (monitor/tests/attacks) end, through `cabinc
+/// run`, with the program's status and exactly one line on stderr, never
+/// 125: `int 0x20` (a closed gate), `syscall` from 32-bit code, a
+/// malformed KVM doorbell.
+fn attack_ends_with_one_line(backend: Backend, program: &str, attempt: &str, status: i32, needle: &str) {
+    let dir = tempdir();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../monitor/tests/programs/{program}.c"));
+    let exe = dir.path().join(program);
+    if cabin_tests::compile_static_c("gcc", "gcc", &src, &exe).is_none() {
+        return;
+    }
+    let image = dir.path().join(format!("{program}.cabin"));
+    Cabinc::new(cabinc_path()).build_ok(&exe, &image, &[]);
+    let inv =
+        Invocation::new().args(["run", "-q", "--backend", backend.name()]).arg(&image).arg("--").arg(attempt);
+    let out = run(&cabinc_path(), &inv);
+    assert_eq!(out.code(), Some(status), "{attempt}: {}", out.describe());
+    let err = out.stderr_str();
+    assert!(err.contains(needle) && err.lines().count() == 1, "{attempt}: one-line report expected: {err:?}");
+}
+
+#[test]
+fn attacks_end_with_one_line_on_process() {
+    attack_ends_with_one_line(Backend::Process, "attack_ring0", "int:32", 139, "SIGSEGV");
+}
+
+#[test]
+fn attacks_end_with_one_line_on_kvm() {
+    if !available(Backend::Kvm, "attacks_end_with_one_line_on_kvm") {
+        return;
+    }
+    attack_ends_with_one_line(Backend::Kvm, "attack_ring0", "int:32", 139, "int 0x20: the gate is closed");
+    attack_ends_with_one_line(Backend::Kvm, "attack_ring0", "compat-syscall", 139, "SIGSEGV");
+    attack_ends_with_one_line(
+        Backend::Kvm,
+        "attack_fake_failure",
+        "doorbell-value",
+        137,
+        "malformed doorbell",
+    );
+}
+
 differential_tests! {
     hello: "hello", &[], hello_cases();
     exitcode: "exitcode", &[], exitcode_cases();

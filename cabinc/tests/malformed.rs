@@ -180,6 +180,15 @@ fn cases() -> Vec<Case> {
             let at = e.vaddr(x) + low;
             e.set_vaddr(d, at);
         }),
+        mutate(
+            "segment in the lowest 64 KiB",
+            "lies below 0x10000: Cabin maps nothing in the lowest 64 KiB",
+            |e| {
+                let first = e.loads()[0];
+                let low = e.offset(first) & 0xfff;
+                e.set_vaddr(first, low);
+            },
+        ),
         mutate("offset/vaddr misaligned", "misaligned", |e| {
             let d = e.data_load();
             let v = e.vaddr(d);

@@ -117,6 +117,20 @@ pub enum ElfError {
     /// Entry point outside code.
     #[error("entry point {0:#x} is not inside an executable segment")]
     EntryOutsideCode(u64),
+    /// A segment of an `ET_EXEC` file lies in the lowest 64 KiB.
+    #[error(
+        "segment {index} at {start:#x}..{end:#x} lies below {lowest:#x}: Cabin maps nothing in the lowest 64 KiB; \
+         help: link the program at a higher address (ld's default for x86-64 is 0x400000)",
+        lowest = cabin_abi::layout::LOWEST_PROGRAM_ADDRESS
+    )]
+    BelowLowestAddress {
+        /// Program-header index.
+        index: usize,
+        /// First page of the segment.
+        start: u64,
+        /// First page after it.
+        end: u64,
+    },
     /// Dynamic executable.
     #[error("dynamically linked executable (has an interpreter); help: link statically (gcc -static or -static-pie, musl-gcc -static, or RUSTFLAGS='-C target-feature=+crt-static')")]
     Dynamic,
@@ -365,6 +379,16 @@ impl<'a> ElfFile<'a> {
             return Err(ElfError::EntryOutsideCode(entry));
         }
         let kind = if e_type == ET_EXEC { ElfKind::Exec } else { ElfKind::StaticPie };
+        // An ET_EXEC is loaded where it is linked; a static-PIE far above.
+        if kind == ElfKind::Exec {
+            if let Some(low) = loads.iter().find(|s| s.vaddr < cabin_abi::layout::LOWEST_PROGRAM_ADDRESS) {
+                return Err(ElfError::BelowLowestAddress {
+                    index: low.index,
+                    start: page_down(low.vaddr),
+                    end: page_up(low.end()).unwrap_or(u64::MAX),
+                });
+            }
+        }
         Ok(Self { data, kind, entry, phoff, phentsize, phnum, shoff, shnum, shstrndx, segments })
     }
 
@@ -465,6 +489,16 @@ mod tests {
     }
 
     #[test]
+    fn low_static_pie_is_fine() {
+        // A static-PIE linked at 0 is loaded far above the lowest 64 KiB.
+        let mut d = tiny();
+        d[16] = 3; // ET_DYN
+        d[64 + 16..64 + 32].copy_from_slice(&[0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]);
+        d[24..32].copy_from_slice(&0x1000u64.to_le_bytes());
+        assert_eq!(ElfFile::parse(&d).expect("static-PIE at 0x1000").kind, ElfKind::StaticPie);
+    }
+
+    #[test]
     fn refuses_each_malformation() {
         type Corrupt = Box<dyn Fn(&mut Vec<u8>)>;
         let cases: Vec<(Corrupt, &str)> = vec![
@@ -485,6 +519,15 @@ mod tests {
             (Box::new(|d| d[64] = 3), "dynamically linked"),
             (Box::new(|d| d[64 + 16] = 0x10), "misaligned"),
             (Box::new(|d| d[64 + 47] = 0x01), "too large"),
+            // Linked at 0x1000 (entry moved along): in the lowest 64 KiB.
+            (
+                Box::new(|d| {
+                    d[64 + 16..64 + 32]
+                        .copy_from_slice(&[0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]);
+                    d[24..32].copy_from_slice(&0x1000u64.to_le_bytes());
+                }),
+                "segment 0 at 0x1000..0x2000 lies below 0x10000: Cabin maps nothing in the lowest 64 KiB",
+            ),
         ];
         for (mutate, want) in cases {
             let mut d = tiny();

@@ -14,17 +14,20 @@
 //! | 24 | 8 | distance between stubs ([`STUB_SIZE`]) |
 //! | 32 | 8 | offset of the `syscall` entry (the value for `MSR_LSTAR`) |
 //! | 40 | 8 | size of the blob in memory |
+//! | 48 | 8 | offset of the compatibility-mode `syscall` entry (the value for `MSR_CSTAR`) |
+//! | 56 | 8 | offset of the `sysenter` entry (the value for `MSR_SYSENTER_EIP`) |
 
 /// "CABINPK\0".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"CABINPK\0");
-/// Version of this header and of the trap protocol behind it.
-pub const VERSION: u32 = 1;
+/// Version of this header and of the trap protocol behind it (2: the
+/// `CSTAR` and `SYSENTER_EIP` entries).
+pub const VERSION: u32 = 2;
 /// Number of IDT vectors the blob has stubs for.
 pub const VECTORS: u32 = 256;
 /// Distance between two vector stubs.
 pub const STUB_SIZE: u64 = 16;
 /// Size of the header in bytes.
-pub const HEADER_SIZE: usize = 48;
+pub const HEADER_SIZE: usize = 64;
 
 /// Why a blob was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +49,10 @@ pub struct Header {
     pub vectors: u64,
     /// Offset of the `syscall` entry.
     pub syscall_entry: u64,
+    /// Offset of the compatibility-mode `syscall` entry (`MSR_CSTAR`).
+    pub compat_syscall_entry: u64,
+    /// Offset of the `sysenter` entry (`MSR_SYSENTER_EIP`).
+    pub sysenter_entry: u64,
     /// Size of the blob in memory (≥ its file size; the rest is zero).
     pub size: u64,
 }
@@ -80,19 +87,23 @@ impl Header {
         let stub = u64_at(blob, 24);
         let syscall_entry = u64_at(blob, 32);
         let size = u64_at(blob, 40);
+        let compat_syscall_entry = u64_at(blob, 48);
+        let sysenter_entry = u64_at(blob, 56);
         let len = blob.len() as u64;
+        let entry_ok = |at: u64| (HEADER_SIZE as u64..len).contains(&at);
         let stubs_end = vectors.checked_add(u64::from(count) * STUB_SIZE).ok_or(HeaderError::BadLayout)?;
         if count != VECTORS
             || stub != STUB_SIZE
             || vectors < HEADER_SIZE as u64
             || stubs_end > len
-            || syscall_entry < HEADER_SIZE as u64
-            || syscall_entry >= len
+            || !entry_ok(syscall_entry)
+            || !entry_ok(compat_syscall_entry)
+            || !entry_ok(sysenter_entry)
             || size < len
         {
             return Err(HeaderError::BadLayout);
         }
-        Ok(Header { vectors, syscall_entry, size })
+        Ok(Header { vectors, syscall_entry, compat_syscall_entry, sysenter_entry, size })
     }
 
     /// Offset of the stub for `vector`.
@@ -115,6 +126,8 @@ mod tests {
         b[32..40].copy_from_slice(&0x1010u64.to_le_bytes());
         let len = b.len() as u64;
         b[40..48].copy_from_slice(&len.to_le_bytes());
+        b[48..56].copy_from_slice(&0x1020u64.to_le_bytes());
+        b[56..64].copy_from_slice(&0x1030u64.to_le_bytes());
         b
     }
 
@@ -123,6 +136,8 @@ mod tests {
         let h = Header::parse(&blob()).expect("good header");
         assert_eq!(h.vectors, 0x40);
         assert_eq!(h.syscall_entry, 0x1010);
+        assert_eq!(h.compat_syscall_entry, 0x1020);
+        assert_eq!(h.sysenter_entry, 0x1030);
         assert_eq!(h.vector_offset(14), 0x40 + 14 * 16);
     }
 
@@ -141,5 +156,10 @@ mod tests {
         let mut b = blob();
         b[16..24].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
         assert_eq!(Header::parse(&b), Err(HeaderError::BadLayout));
+        for at in [48, 56] {
+            let mut b = blob();
+            b[at..at + 8].copy_from_slice(&8u64.to_le_bytes()); // inside the header
+            assert_eq!(Header::parse(&b), Err(HeaderError::BadLayout));
+        }
     }
 }

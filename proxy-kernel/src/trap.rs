@@ -134,21 +134,42 @@ pub enum Trap {
     /// address (this project's nested KVM; or a jump to that address, which
     /// is handled the same way and is harmless: see [`gate_return`]).
     SyscallGate,
+    /// A `syscall` from compatibility (32-bit) mode that arrived the same
+    /// way at the `CSTAR` address: a program fault (Cabin has no 32-bit
+    /// system calls), never a kernel one.
+    CompatSyscall,
     /// Anything else: the program (or, with a ring-0 `cs`, the kernel) faulted.
     Exception,
 }
 
-/// Classifies a trap. `cr2` is the fault address register at entry and
-/// `syscall_entry` the address in `MSR_LSTAR`.
-pub fn classify(f: &TrapFrame, cr2: u64, syscall_entry: u64) -> Trap {
+/// Classifies a trap. `cr2` is the fault address register at entry,
+/// `syscall_entry` the address in `MSR_LSTAR` and `compat_entry` the one in
+/// `MSR_CSTAR`.
+pub fn classify(f: &TrapFrame, cr2: u64, syscall_entry: u64, compat_entry: u64) -> Trap {
     let user_fetch = pf::USER | pf::FETCH;
-    if f.vector == vector::PF
-        && f.cs & 3 == 3
-        && f.rip == syscall_entry
-        && cr2 == syscall_entry
-        && f.error & user_fetch == user_fetch
-    {
+    let fetch_fault_at = |entry: u64| {
+        f.vector == vector::PF
+            && f.cs & 3 == 3
+            && f.rip == entry
+            && cr2 == entry
+            && f.error & user_fetch == user_fetch
+    };
+    // KVM's instruction emulator (which runs every entry into ring 0 on
+    // the nested KVM this project is tested on) jumps to CSTAR cut to 32
+    // bits for a `syscall` from 32-bit code, in ring 0. The monitor places
+    // the proxy-kernel where that address lies below the lowest program
+    // address, where nothing is mapped: the jump faults at once (on a
+    // stack of the kernel's: #PF has an IST stack).
+    let cut = compat_entry & 0xffff_ffff;
+    let cut_compat_entry = f.vector == vector::PF
+        && f.cs & 3 == 0
+        && f.rip == cut
+        && cr2 == cut
+        && f.error & (pf::FETCH | pf::USER | pf::PRESENT) == pf::FETCH;
+    if fetch_fault_at(syscall_entry) {
         Trap::SyscallGate
+    } else if fetch_fault_at(compat_entry) || cut_compat_entry {
+        Trap::CompatSyscall
     } else {
         Trap::Exception
     }
@@ -275,7 +296,8 @@ pub fn page_fault_access(error: u64) -> &'static str {
 mod tests {
     use super::*;
 
-    const LSTAR: u64 = 0xffff_ffff_8001_0200;
+    const LSTAR: u64 = 0xffff_fffe_0000_1080;
+    const CSTAR: u64 = 0xffff_fffe_0000_1090;
 
     fn frame(vector: u64, error: u64, rip: u64, cs: u64) -> TrapFrame {
         TrapFrame { vector, error, rip, cs, ..TrapFrame::default() }
@@ -292,22 +314,40 @@ mod tests {
     #[test]
     fn syscall_arriving_as_page_fault_at_lstar_is_the_gate() {
         // What this project's nested KVM delivers: #PF, error 0x15, rip = cr2 = LSTAR.
-        assert_eq!(classify(&frame(14, 0x15, LSTAR, 0x33), LSTAR, LSTAR), Trap::SyscallGate);
+        assert_eq!(classify(&frame(14, 0x15, LSTAR, 0x33), LSTAR, LSTAR, CSTAR), Trap::SyscallGate);
         // Not-present variant (error 0x14) counts too.
-        assert_eq!(classify(&frame(14, 0x14, LSTAR, 0x33), LSTAR, LSTAR), Trap::SyscallGate);
+        assert_eq!(classify(&frame(14, 0x14, LSTAR, 0x33), LSTAR, LSTAR, CSTAR), Trap::SyscallGate);
+    }
+
+    #[test]
+    fn compat_syscall_arriving_at_cstar_is_a_program_fault() {
+        // From 32-bit code (cs 0x23) or whatever cs the host reports, as long as it is ring 3.
+        assert_eq!(classify(&frame(14, 0x15, CSTAR, 0x23), CSTAR, LSTAR, CSTAR), Trap::CompatSyscall);
+        assert_eq!(classify(&frame(14, 0x14, CSTAR, 0x33), CSTAR, LSTAR, CSTAR), Trap::CompatSyscall);
+        // A ring-0 fault there is the kernel's own.
+        assert_eq!(classify(&frame(14, 0x11, CSTAR, 0x10), CSTAR, LSTAR, CSTAR), Trap::Exception);
+        // KVM's emulator: ring 0 at CSTAR cut to 32 bits, where nothing is mapped.
+        let cut = CSTAR & 0xffff_ffff;
+        assert_eq!(classify(&frame(14, 0x10, cut, 0x10), cut, LSTAR, CSTAR), Trap::CompatSyscall);
+        // ... but not if something were mapped there, nor from ring 3, nor for a data access.
+        assert_eq!(classify(&frame(14, 0x11, cut, 0x10), cut, LSTAR, CSTAR), Trap::Exception);
+        assert_eq!(classify(&frame(14, 0x14, cut, 0x33), cut, LSTAR, CSTAR), Trap::Exception);
+        assert_eq!(classify(&frame(14, 0x00, 0x401000, 0x10), cut, LSTAR, CSTAR), Trap::Exception);
+        // A data read of that address is an ordinary fault.
+        assert_eq!(classify(&frame(14, 0x05, 0x401000, 0x33), CSTAR, LSTAR, CSTAR), Trap::Exception);
     }
 
     #[test]
     fn other_faults_are_exceptions() {
         // A data read of the gate page is not a call.
-        assert_eq!(classify(&frame(14, 0x05, 0x401000, 0x33), LSTAR, LSTAR), Trap::Exception);
+        assert_eq!(classify(&frame(14, 0x05, 0x401000, 0x33), LSTAR, LSTAR, CSTAR), Trap::Exception);
         // A fetch fault elsewhere.
-        assert_eq!(classify(&frame(14, 0x15, 0x601000, 0x33), 0x601000, LSTAR), Trap::Exception);
+        assert_eq!(classify(&frame(14, 0x15, 0x601000, 0x33), 0x601000, LSTAR, CSTAR), Trap::Exception);
         // Ring-0 fault at the entry address is a kernel bug, not a call.
-        assert_eq!(classify(&frame(14, 0x11, LSTAR, 0x10), LSTAR, LSTAR), Trap::Exception);
+        assert_eq!(classify(&frame(14, 0x11, LSTAR, 0x10), LSTAR, LSTAR, CSTAR), Trap::Exception);
         // #UD (ud2, int 0x80 on this host) and #GP are exceptions.
-        assert_eq!(classify(&frame(6, 0, 0x401000, 0x33), 0, LSTAR), Trap::Exception);
-        assert_eq!(classify(&frame(13, 0, 0x401000, 0x33), 0, LSTAR), Trap::Exception);
+        assert_eq!(classify(&frame(6, 0, 0x401000, 0x33), 0, LSTAR, CSTAR), Trap::Exception);
+        assert_eq!(classify(&frame(13, 0, 0x401000, 0x33), 0, LSTAR, CSTAR), Trap::Exception);
     }
 
     #[test]

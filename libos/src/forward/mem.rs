@@ -430,6 +430,11 @@ impl Mem {
         }
         let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
         let start = if fixed {
+            // Nothing is ever mapped in the lowest 64 KiB: EPERM, as
+            // Linux answers below vm.mmap_min_addr.
+            if addr < cabin_abi::layout::LOWEST_PROGRAM_ADDRESS {
+                return Ok(Mapped::Ret(-errno::EPERM));
+            }
             // A fixed address outside the arena is no request for more
             // memory the limit could grant: ENOMEM as before.
             if !addr.is_multiple_of(PAGE) {
@@ -743,6 +748,24 @@ mod tests {
         assert_eq!(m.mmap(buf.at(17), PAGE, 3, ANON | MAP_FIXED, 0), Ok(Mapped::Ret(-errno::ENOMEM)));
         // A reservation far beyond the limit stops the program too.
         assert_eq!(m.mmap(0, 1 << 40, 0, ANON, 0), Err(OverLimit(1 << 40)));
+    }
+
+    #[test]
+    fn nothing_is_mapped_below_64_kib() {
+        let buf = Buf::new(8);
+        let mut m = mem(&buf, false);
+        for addr in [0, PAGE, 0xf000] {
+            for flags in [MAP_FIXED, MAP_FIXED_NOREPLACE] {
+                assert_eq!(
+                    m.mmap(addr, PAGE, 3, ANON | flags, 0),
+                    Ok(Mapped::Ret(-errno::EPERM)),
+                    "{addr:#x}"
+                );
+            }
+            // A hint is only a hint: the mapping lands in the arena.
+            assert_eq!(m.mmap(addr, PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(0) as i64)));
+            assert_eq!(m.munmap(buf.at(0), PAGE), 0);
+        }
     }
 
     #[test]

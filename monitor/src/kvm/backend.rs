@@ -283,6 +283,8 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
                 "mem_bytes": kcfg.mem_size,
                 "pages_4k": outcome.stats.small_pages,
                 "pages_2m": outcome.stats.large_pages,
+                "smep": outcome.stats.cr4 & super::vcpu::CR4_SMEP != 0,
+                "smap": outcome.stats.cr4 & super::vcpu::CR4_SMAP != 0,
             }),
         );
         o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));

@@ -4,15 +4,24 @@
 //! Selectors follow Linux's layout, which this project's nested KVM
 //! requires (the `STAR`-derived user selectors must equal the host's):
 //! kernel CS 0x10, kernel SS 0x18, user CS 0x33, user SS 0x2b, and
-//! `STAR = 0x0023_0010_0000_0000`. The TSS's I/O bitmap lets ring 3 use
-//! exactly one port, the ring doorbell; every other `in`/`out` from ring 3
-//! faults.
+//! `STAR = 0x0023_0010_0000_0000`. Unlike Linux's, the GDT has **no 32-bit
+//! code segment**: slots 0x08 (kernel code32) and 0x20 (user code32) are
+//! null, so a far jump, call, return or `iretq` to them raises #GP and a
+//! program can never run in compatibility mode (where `syscall` would enter
+//! ring 0 through `MSR_CSTAR`). `sysret` still takes 0x23 as its base: in
+//! 64-bit mode it loads CS = 0x33 and SS = 0x2b with fixed attributes and
+//! reads no descriptor. The only code segment ring 3 can use is 0x33.
+//!
+//! The TSS's I/O bitmap lets ring 3 use exactly one port, the ring
+//! doorbell; every other `in`/`out` from ring 3 faults. Every IDT gate has
+//! DPL 0 except `int3`'s.
 
 /// Kernel code selector.
 pub const KERNEL_CS: u16 = 0x10;
 /// Kernel data/stack selector.
 pub const KERNEL_SS: u16 = 0x18;
-/// User 32-bit code selector (base of `sysret`'s selector arithmetic).
+/// Base of `sysret`'s selector arithmetic (Linux's user 32-bit code
+/// selector); its GDT slot is null: there is no 32-bit code segment.
 pub const USER_CS32: u16 = 0x23;
 /// User data/stack selector.
 pub const USER_SS: u16 = 0x2b;
@@ -32,9 +41,9 @@ pub const IOPB_PORTS: usize = 256;
 /// Size of the TSS including the bitmap and its terminating 0xff byte.
 pub const TSS_BYTES: usize = IOPB_OFFSET + IOPB_PORTS / 8 + 1;
 
-/// The GDT: null, kernel code32 (unused), kernel code64, kernel data, user
-/// code32, user data, user code64, (unused), TSS (two slots). Accessed bits
-/// are preset so the CPU never writes the table.
+/// The GDT: null, null (Linux's kernel code32), kernel code64, kernel data,
+/// null (Linux's user code32), user data, user code64, null, TSS (two
+/// slots). Accessed bits are preset so the CPU never writes the table.
 pub fn gdt(tss_base: u64) -> [u8; GDT_BYTES] {
     let tss_limit = (TSS_BYTES - 1) as u64;
     let tss_lo = (tss_limit & 0xffff)
@@ -44,10 +53,10 @@ pub fn gdt(tss_base: u64) -> [u8; GDT_BYTES] {
         | (((tss_base >> 24) & 0xff) << 56);
     let entries: [u64; 10] = [
         0,
-        0x00cf_9b00_0000_ffff, // 0x08 kernel code32
+        0,                     // 0x08 (no kernel code32)
         0x00af_9b00_0000_ffff, // 0x10 kernel code64 (L)
         0x00cf_9300_0000_ffff, // 0x18 kernel data
-        0x00cf_fb00_0000_ffff, // 0x23 user code32
+        0,                     // 0x20 (no user code32: sysret's base only)
         0x00cf_f300_0000_ffff, // 0x2b user data
         0x00af_fb00_0000_ffff, // 0x33 user code64 (L)
         0,
@@ -62,11 +71,13 @@ pub fn gdt(tss_base: u64) -> [u8; GDT_BYTES] {
 }
 
 /// The TSS: `RSP0` (traps from ring 3), `IST1` (double fault, NMI, machine
-/// check), and an I/O bitmap that allows ring 3 only `doorbell_port`.
-pub fn tss(rsp0: u64, ist1: u64, doorbell_port: u16) -> [u8; TSS_BYTES] {
+/// check), `IST2` (page faults) and an I/O bitmap that allows ring 3 only
+/// `doorbell_port`.
+pub fn tss(rsp0: u64, ist1: u64, ist2: u64, doorbell_port: u16) -> [u8; TSS_BYTES] {
     let mut t = [0u8; TSS_BYTES];
     t[4..12].copy_from_slice(&rsp0.to_le_bytes());
     t[0x24..0x2c].copy_from_slice(&ist1.to_le_bytes());
+    t[0x2c..0x34].copy_from_slice(&ist2.to_le_bytes());
     t[0x66..0x68].copy_from_slice(&(IOPB_OFFSET as u16).to_le_bytes());
     for b in &mut t[IOPB_OFFSET..] {
         *b = 0xff;
@@ -81,10 +92,15 @@ pub fn tss(rsp0: u64, ist1: u64, doorbell_port: u16) -> [u8; TSS_BYTES] {
 /// Bytes of a full IDT.
 pub const IDT_BYTES: usize = 256 * 16;
 
-/// Which IST stack a vector uses (0 = none).
+/// Which IST stack a vector uses (0 = none). Page faults have their own:
+/// the one ring-0 page fault a program can provoke (a `syscall` from 32-bit
+/// code, which this machine's nested KVM sends to the low 32 bits of
+/// `CSTAR`, see `cabin_proxy_kernel::trap::classify`) arrives with the
+/// program's `rsp`, and must not be delivered onto it.
 pub fn ist_for(vector: u8) -> u8 {
     match vector {
         2 | 8 | 18 => 1, // NMI, #DF, #MC
+        14 => 2,         // #PF
         _ => 0,
     }
 }
@@ -143,6 +159,12 @@ mod tests {
         assert_eq!(q(&g, 6) >> 45 & 3, 3, "user CS has DPL 3");
         assert_eq!(q(&g, 6) >> 53 & 1, 1, "user CS is long mode");
         assert_eq!(q(&g, 5) >> 45 & 3, 3, "user SS has DPL 3");
+        // The only code segments: kernel 0x10 and user 0x33, both long mode.
+        let code: Vec<usize> =
+            (0..8).filter(|&i| q(&g, i) >> 47 & 1 == 1 && q(&g, i) >> 43 & 3 == 3).collect();
+        assert_eq!(code, vec![2, 6], "present code segments");
+        assert_eq!(q(&g, 1), 0, "no kernel code32");
+        assert_eq!(q(&g, 4), 0, "no user code32");
         let lo = q(&g, 8);
         let base = ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | (q(&g, 9) << 32);
         assert_eq!(base, 0xffff_ffff_8000_2000);
@@ -151,9 +173,10 @@ mod tests {
 
     #[test]
     fn tss_allows_only_the_doorbell() {
-        let t = tss(0x1000, 0x2000, 0xe0);
+        let t = tss(0x1000, 0x2000, 0x3000, 0xe0);
         assert_eq!(u64::from_le_bytes(t[4..12].try_into().expect("8")), 0x1000);
         assert_eq!(u64::from_le_bytes(t[0x24..0x2c].try_into().expect("8")), 0x2000);
+        assert_eq!(u64::from_le_bytes(t[0x2c..0x34].try_into().expect("8")), 0x3000);
         let allowed: Vec<usize> =
             (0..IOPB_PORTS).filter(|p| t[IOPB_OFFSET + p / 8] & (1 << (p % 8)) == 0).collect();
         assert_eq!(allowed, vec![0xe0]);
@@ -172,5 +195,10 @@ mod tests {
         assert_eq!((gate(3).0 >> 40) & 0xff, 0xee, "int3 reachable from ring 3");
         assert_eq!((gate(0x80).0 >> 40) & 0xff, 0x8e, "int 0x80 is not a gate");
         assert_eq!((gate(8).0 >> 32) & 7, 1, "#DF on IST1");
+        assert_eq!((gate(14).0 >> 32) & 7, 2, "#PF on IST2");
+        assert_eq!((gate(13).0 >> 32) & 7, 0, "#GP on RSP0");
+        // Only int3 is open to ring 3: not int1/icebp's #DB, not into's #OF, not int 0x80.
+        let open: Vec<usize> = (0..256).filter(|&v| (gate(v).0 >> 45) & 3 != 0).collect();
+        assert_eq!(open, vec![3]);
     }
 }

@@ -8,9 +8,10 @@ use std::mem::offset_of;
 
 use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION};
 use cabin_abi::hypercall::PORT_DOORBELL;
+use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
 use cabin_abi::ring::{RingPtr, RING_BYTES};
 use cabin_image::elf::{ElfFile, ElfKind};
-use cabin_proxy_kernel::header::Header;
+use cabin_proxy_kernel::header::{Header, HeaderError};
 use thiserror::Error;
 
 use super::descriptors;
@@ -110,6 +111,12 @@ pub struct Domain {
     pub rsp: u64,
     /// `MSR_LSTAR`: the proxy-kernel's `syscall` entry.
     pub lstar: u64,
+    /// `MSR_CSTAR`: the proxy-kernel's entry for `syscall` from 32-bit
+    /// code, which ends the program.
+    pub cstar: u64,
+    /// `MSR_SYSENTER_EIP`: the proxy-kernel's `sysenter` entry, which ends
+    /// the program (never reached: `SYSENTER_CS` is 0).
+    pub sysenter_eip: u64,
     /// Ring-0 addresses of the proxy-kernel: `[start, end)`.
     pub kernel_text: (u64, u64),
     /// The ring, in host memory.
@@ -247,21 +254,30 @@ pub fn build(
     // --- system area (supervisor only) ---
     let tss_va = kernel_va(TSS_GPA);
     mem.write(GDT_GPA, &descriptors::gdt(tss_va))?;
-    mem.write(TSS_GPA, &descriptors::tss(kernel_stack_top(), ist_stack_top(), PORT_DOORBELL))?;
-    let pk_va = kernel_va(PK_GPA);
+    mem.write(
+        TSS_GPA,
+        &descriptors::tss(kernel_stack_top(), ist_stack_top(), pf_stack_top(), PORT_DOORBELL),
+    )?;
+    // Every proxy-kernel address cut to 32 bits must lie below the lowest
+    // program address (layout::PK_VA).
+    let pk_va = PK_VA;
+    let pk_len = page_up(pk.size);
+    if pk_len > LOWEST_PROGRAM_ADDRESS || pk_len > PK_MAX {
+        return Err(DomainError::ProxyKernel(HeaderError::BadLayout));
+    }
     mem.write(IDT_GPA, &descriptors::idt(|v| pk_va + pk.vector_offset(v)))?;
     mem.write(PK_GPA, super::PROXY_KERNEL)?;
-    let pk_len = page_up(pk.size);
     for (gpa, len, perms) in [
         (GDT_GPA, PAGE, KERNEL_RW),
         (TSS_GPA, PAGE, KERNEL_RW),
         (IDT_GPA, PAGE, KERNEL_RW),
         (KSTACK_GPA, KSTACK_SIZE, KERNEL_RW),
         (IST_GPA, IST_SIZE, KERNEL_RW),
-        (PK_GPA, pk_len, KERNEL_RX),
+        (PF_IST_GPA, PF_IST_SIZE, KERNEL_RW),
     ] {
         pt.map(&mem, kernel_va(gpa), gpa, len, perms)?;
     }
+    pt.map(&mem, pk_va, PK_GPA, pk_len, KERNEL_RX)?;
 
     // --- the initial stack ---
     let phdr = elf
@@ -303,6 +319,8 @@ pub fn build(
         entry: base + elf.entry,
         rsp: st.rsp,
         lstar: pk_va + pk.syscall_entry,
+        cstar: pk_va + pk.compat_syscall_entry,
+        sysenter_eip: pk_va + pk.sysenter_entry,
         kernel_text: (pk_va, pk_va + pk.size),
         ring,
         leaves,

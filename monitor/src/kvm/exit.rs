@@ -84,11 +84,13 @@ impl FaultReport {
         self.cs & 3 != 3 || self.reason == fault::REASON_KERNEL_PANIC
     }
 
-    /// The signal that ends the program. `int 0x80` (the 32-bit system-call
-    /// gate, which this host delivers as #UD and ordinary KVM as #GP) ends
-    /// it with SIGSEGV, as on a Linux kernel without IA-32 emulation.
-    pub fn signal_for_run(&self, int80: bool) -> u32 {
-        if int80 {
+    /// The signal that ends the program. `int N` through a gate closed to
+    /// ring 3 (`int_n`: the instruction's vector, when the fault was #GP or
+    /// #UD at an `int N`; this host delivers #UD, ordinary KVM #GP) ends it
+    /// with SIGSEGV, as on Linux; so does `int 0x80`, as on a Linux kernel
+    /// without IA-32 emulation.
+    pub fn signal_for_run(&self, int_n: Option<u8>) -> u32 {
+        if int_n.is_some() {
             return cabin_proxy_kernel::trap::signal::SIGSEGV;
         }
         self.signal()
@@ -96,21 +98,33 @@ impl FaultReport {
 
     /// The signal that ends the program.
     pub fn signal(&self) -> u32 {
-        if self.reason == fault::REASON_BAD_GATE_RETURN {
-            return cabin_proxy_kernel::trap::signal::SIGSEGV;
+        match self.reason {
+            fault::REASON_BAD_GATE_RETURN | fault::REASON_COMPAT_SYSCALL | fault::REASON_SYSENTER => {
+                cabin_proxy_kernel::trap::signal::SIGSEGV
+            }
+            _ => signal_for(self.vector),
         }
-        signal_for(self.vector)
     }
 
     /// One line describing the fault (without a trailing newline).
-    pub fn message(&self, int80: bool) -> String {
-        let sig = crate::config::signal_name(self.signal_for_run(int80) as i32);
-        if self.reason == fault::REASON_BAD_GATE_RETURN {
-            return format!(
-                "program killed by {sig}: system-call gate entered with a non-canonical return address \
-                 (rip {:#x})",
-                self.rip
-            );
+    pub fn message(&self, int_n: Option<u8>) -> String {
+        let sig = crate::config::signal_name(self.signal_for_run(int_n) as i32);
+        match self.reason {
+            fault::REASON_BAD_GATE_RETURN => {
+                return format!(
+                    "program killed by {sig}: system-call gate entered with a non-canonical return address \
+                     (rip {:#x})",
+                    self.rip
+                )
+            }
+            fault::REASON_COMPAT_SYSCALL => {
+                let at = self.rip;
+                return format!(
+                    "program killed by {sig}: `syscall` from 32-bit code is not supported (return address {at:#x})"
+                );
+            }
+            fault::REASON_SYSENTER => return format!("program killed by {sig}: `sysenter` is not supported"),
+            _ => {}
         }
         if self.in_kernel() {
             return format!(
@@ -122,11 +136,20 @@ impl FaultReport {
                 self.reason
             );
         }
-        if int80 {
-            return format!(
-                "program killed by {sig}: int 0x80 (32-bit system call) is not supported at rip {:#x}",
-                self.rip
-            );
+        match int_n {
+            Some(0x80) => {
+                return format!(
+                    "program killed by {sig}: int 0x80 (32-bit system call) is not supported at rip {:#x}",
+                    self.rip
+                )
+            }
+            Some(n) => {
+                return format!(
+                    "program killed by {sig}: int {n:#x}: the gate is closed to programs at rip {:#x}",
+                    self.rip
+                )
+            }
+            None => {}
         }
         match self.vector {
             vector::PF => format!(
@@ -165,27 +188,54 @@ pub enum IoAction {
         /// Wait for a completion.
         wait: bool,
     },
-    /// Nothing Cabin defines: a protocol violation.
+    /// The program used the doorbell port in a way Cabin does not define
+    /// (any other value, width or direction): a protocol violation that
+    /// ends it (exit 137), never a Cabin error.
+    Violation(&'static str),
+    /// The proxy-kernel used a port wrongly: only a Cabin bug explains it.
     Invalid(&'static str),
+}
+
+fn in_kernel_text(r: &Regs, kernel_text: (u64, u64)) -> bool {
+    r.rip >= kernel_text.0 && r.rip <= kernel_text.1
+}
+
+/// What went wrong, blamed on whoever ran the instruction: the program
+/// (`rip` outside the proxy-kernel: ring 3) or the proxy-kernel.
+fn misuse(r: &Regs, kernel_text: (u64, u64), what: &'static str) -> IoAction {
+    if in_kernel_text(r, kernel_text) {
+        IoAction::Invalid(what)
+    } else {
+        IoAction::Violation(what)
+    }
 }
 
 /// Decodes an `out` exit. `kernel_text` is the proxy-kernel's address range:
 /// the ring-0 ports must be used from there (the I/O bitmap already stops
 /// ring 3; this check makes a mistake there visible rather than exploitable).
 pub fn decode_out(port: u16, data: &[u8], r: &Regs, kernel_text: (u64, u64)) -> IoAction {
-    let from_kernel = r.rip >= kernel_text.0 && r.rip <= kernel_text.1;
+    let from_kernel = in_kernel_text(r, kernel_text);
     match port {
         PORT_SYSCALL if from_kernel => {
             IoAction::Syscall { nr: r.rax, args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] }
         }
         PORT_FAULT if from_kernel => IoAction::Fault(FaultReport::from_regs(r)),
-        PORT_SYSCALL | PORT_FAULT => IoAction::Invalid("hypercall port used outside the proxy-kernel"),
+        PORT_SYSCALL | PORT_FAULT => IoAction::Violation("hypercall port used outside the proxy-kernel"),
         PORT_DOORBELL => match data {
             [v] if u32::from(*v) == DOORBELL_WAKE => IoAction::Doorbell { wait: false },
             [v] if u32::from(*v) == DOORBELL_WAIT => IoAction::Doorbell { wait: true },
-            _ => IoAction::Invalid("malformed doorbell"),
+            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 or 2)"),
         },
-        _ => IoAction::Invalid("write to an unknown I/O port"),
+        _ => misuse(r, kernel_text, "write to an unknown I/O port"),
+    }
+}
+
+/// Decodes an `in` exit: Cabin defines none (the I/O bitmap lets ring 3
+/// reach the doorbell port, for `out` only).
+pub fn decode_in(port: u16, r: &Regs, kernel_text: (u64, u64)) -> IoAction {
+    match port {
+        PORT_DOORBELL => misuse(r, kernel_text, "read (`in`) from the doorbell port"),
+        _ => misuse(r, kernel_text, "read (`in`) from an unknown I/O port"),
     }
 }
 
@@ -213,7 +263,7 @@ mod tests {
             IoAction::Syscall { nr: 1, args: [2, 3, 4, 5, 6, 7] }
         );
         let user = Regs { rip: 0x401000, ..r };
-        assert!(matches!(decode_out(PORT_SYSCALL, &[1], &user, KT), IoAction::Invalid(_)));
+        assert!(matches!(decode_out(PORT_SYSCALL, &[1], &user, KT), IoAction::Violation(_)));
     }
 
     #[test]
@@ -221,9 +271,19 @@ mod tests {
         let r = Regs { rip: 0x401000, ..Regs::default() };
         assert_eq!(decode_out(PORT_DOORBELL, &[2], &r, KT), IoAction::Doorbell { wait: true });
         assert_eq!(decode_out(PORT_DOORBELL, &[1], &r, KT), IoAction::Doorbell { wait: false });
-        assert!(matches!(decode_out(PORT_DOORBELL, &[9], &r, KT), IoAction::Invalid(_)));
-        assert!(matches!(decode_out(PORT_DOORBELL, &[2, 0, 0, 0], &r, KT), IoAction::Invalid(_)));
-        assert!(matches!(decode_out(0x3f8, b"a", &r, KT), IoAction::Invalid(_)));
+        // From ring 3 every misuse is the program's: a protocol violation (137), not a Cabin error.
+        assert!(matches!(decode_out(PORT_DOORBELL, &[9], &r, KT), IoAction::Violation(_)));
+        assert!(matches!(decode_out(PORT_DOORBELL, &[0], &r, KT), IoAction::Violation(_)));
+        assert!(matches!(decode_out(PORT_DOORBELL, &[2, 0, 0, 0], &r, KT), IoAction::Violation(_)));
+        assert!(matches!(decode_out(PORT_DOORBELL, &[], &r, KT), IoAction::Violation(_)));
+        assert!(matches!(decode_out(0x3f8, b"a", &r, KT), IoAction::Violation(_)));
+        assert!(matches!(decode_in(PORT_DOORBELL, &r, KT), IoAction::Violation(_)));
+        assert!(matches!(decode_in(0x3f8, &r, KT), IoAction::Violation(_)));
+        // From the proxy-kernel the same is a Cabin bug.
+        let k = Regs { rip: KT.0 + 0x10, ..r };
+        assert!(matches!(decode_out(PORT_DOORBELL, &[9], &k, KT), IoAction::Invalid(_)));
+        assert!(matches!(decode_out(0x3f8, b"a", &k, KT), IoAction::Invalid(_)));
+        assert!(matches!(decode_in(PORT_DOORBELL, &k, KT), IoAction::Invalid(_)));
     }
 
     #[test]
@@ -232,17 +292,45 @@ mod tests {
             FaultReport { vector: 14, error: 7, rip: 0x401005, cr2: 0x401000, cs: 0x33, rsp: 0, reason: 0 };
         assert_eq!(f.signal(), 11);
         assert_eq!(
-            f.message(false),
+            f.message(None),
             "program killed by SIGSEGV: page fault (#PF): write to a read-only page at 0x401000 (rip 0x401005)"
         );
         let ud = FaultReport { vector: 6, error: 0, cr2: 0, ..f };
         assert_eq!(ud.signal(), 4);
-        assert_eq!(ud.message(false), "program killed by SIGILL: invalid opcode (#UD) at rip 0x401005");
-        assert!(ud.message(true).contains("int 0x80"));
-        assert!(ud.message(true).contains("SIGSEGV"));
-        assert_eq!(ud.signal_for_run(true), 11);
+        assert_eq!(ud.message(None), "program killed by SIGILL: invalid opcode (#UD) at rip 0x401005");
+        assert!(ud.message(Some(0x80)).contains("int 0x80"));
+        assert!(ud.message(Some(0x80)).contains("SIGSEGV"));
+        assert_eq!(ud.signal_for_run(Some(0x80)), 11);
+        assert_eq!(ud.signal_for_run(Some(0x20)), 11, "int N through a closed gate is SIGSEGV, as on Linux");
+        assert_eq!(
+            ud.message(Some(0x20)),
+            "program killed by SIGSEGV: int 0x20: the gate is closed to programs at rip 0x401005"
+        );
         let k = FaultReport { cs: 0x10, ..f };
         assert!(k.in_kernel());
-        assert!(k.message(false).starts_with("proxy-kernel fault"));
+        assert!(k.message(None).starts_with("proxy-kernel fault"));
+    }
+
+    #[test]
+    fn legacy_entries_are_program_faults() {
+        let compat = FaultReport {
+            vector: 13,
+            error: 0,
+            rip: 0x401234,
+            cr2: 0,
+            cs: fault::LEGACY_ENTRY_CS,
+            rsp: 0x7fff_0000,
+            reason: fault::REASON_COMPAT_SYSCALL,
+        };
+        assert!(!compat.in_kernel(), "a compat syscall is the program's fault, never a Cabin error");
+        assert_eq!(compat.signal(), 11);
+        assert_eq!(
+            compat.message(None),
+            "program killed by SIGSEGV: `syscall` from 32-bit code is not supported (return address 0x401234)"
+        );
+        let sysenter = FaultReport { rip: 0, reason: fault::REASON_SYSENTER, ..compat };
+        assert!(!sysenter.in_kernel());
+        assert_eq!(sysenter.signal(), 11);
+        assert_eq!(sysenter.message(None), "program killed by SIGSEGV: `sysenter` is not supported");
     }
 }

@@ -16,7 +16,8 @@
 //! 0x0000_3000  IDT_GPA     IDT, 256 gates                   KERNEL_VA_BASE + GPA   supervisor RW NX
 //! 0x0001_0000  KSTACK_GPA  kernel stack (TSS.RSP0)          KERNEL_VA_BASE + GPA   supervisor RW NX
 //! 0x0002_0000  IST_GPA     #DF/NMI/#MC stack (TSS.IST1)     KERNEL_VA_BASE + GPA   supervisor RW NX
-//! 0x0010_0000  PK_GPA      proxy-kernel blob                KERNEL_VA_BASE + GPA   supervisor RX
+//! 0x0003_0000  PF_IST_GPA  #PF stack (TSS.IST2)             KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0010_0000  PK_GPA      proxy-kernel blob                PK_VA                  supervisor RX
 //! 0x0020_0000  BOOT_GPA    boot-information page            BOOT_VA                user RW NX
 //! 0x0020_1000  RING_GPA    the ring                         RING_VA                user RW NX
 //! 0x0040_0000  PT_GPA      page-table pool (not mapped)
@@ -52,10 +53,23 @@ pub const KSTACK_SIZE: u64 = 0x1_0000;
 pub const IST_GPA: u64 = 0x2_0000;
 /// Size of the IST stack.
 pub const IST_SIZE: u64 = 0x8000;
+/// Stack for page faults (`TSS.IST2`): a page fault in ring 0 never runs
+/// on a stack the program chose (see `descriptors::ist_for`).
+pub const PF_IST_GPA: u64 = 0x3_0000;
+/// Size of the page-fault stack.
+pub const PF_IST_SIZE: u64 = 0x8000;
 /// The proxy-kernel blob.
 pub const PK_GPA: u64 = 0x10_0000;
-/// Largest proxy-kernel blob.
+/// Largest proxy-kernel blob (guest-physical room; see also [`PK_VA`]).
 pub const PK_MAX: u64 = 0x10_0000;
+/// Where ring 0 sees the proxy-kernel: in the upper half, at an address
+/// whose low 32 bits are 0, so that every proxy-kernel address cut to 32
+/// bits lies below [`cabin_abi::layout::LOWEST_PROGRAM_ADDRESS`], where
+/// nothing is ever mapped. KVM's instruction emulator (which runs every
+/// ring-0 entry on this project's nested KVM) cuts `CSTAR` to 32 bits for
+/// a `syscall` from 32-bit code; such a jump then faults at once instead of
+/// finding program code (`cabin_proxy_kernel::trap::classify`).
+pub const PK_VA: u64 = 0xffff_fffe_0000_0000;
 /// The boot-information page.
 pub const BOOT_GPA: u64 = 0x20_0000;
 /// The ring.
@@ -100,6 +114,11 @@ pub const fn ist_stack_top() -> u64 {
     KERNEL_VA_BASE + IST_GPA + IST_SIZE
 }
 
+/// `TSS.IST2`: top of the page-fault stack.
+pub const fn pf_stack_top() -> u64 {
+    KERNEL_VA_BASE + PF_IST_GPA + PF_IST_SIZE
+}
+
 /// Ring-0 address of a system-area guest-physical address.
 pub const fn kernel_va(gpa: u64) -> u64 {
     KERNEL_VA_BASE + gpa
@@ -108,7 +127,9 @@ pub const fn kernel_va(gpa: u64) -> u64 {
 const _: () = {
     assert!(PK_GPA + PK_MAX <= BOOT_GPA);
     assert!(RING_GPA + RING_MAX <= PT_GPA);
-    assert!(IST_GPA + IST_SIZE <= PK_GPA);
+    assert!(IST_GPA + IST_SIZE <= PF_IST_GPA);
+    assert!(PF_IST_GPA + PF_IST_SIZE <= PK_GPA);
+    assert!(PK_VA as u32 == 0 && PK_VA >= KERNEL_VA_BASE - (1 << 33));
     assert!(KSTACK_GPA + KSTACK_SIZE <= IST_GPA);
     assert!(PT_END <= IMAGE_GPA);
     assert!(ARENA_VA.is_multiple_of(LARGE_PAGE));

@@ -34,7 +34,7 @@ use kvm_ioctls::VcpuExit;
 use thiserror::Error;
 
 use self::domain::{Domain, DomainError, ProgramSpec};
-use self::exit::{decode_out, FaultReport, IoAction, Regs};
+use self::exit::{decode_in, decode_out, FaultReport, IoAction, Regs};
 use self::memory::{AddressSpace, GuestMemory};
 use self::vcpu::VcpuError;
 
@@ -90,6 +90,8 @@ pub struct KvmStats {
     pub small_pages: u64,
     /// Page-table leaf entries: 2 MiB pages.
     pub large_pages: u64,
+    /// The guest's CR4 (SMEP, SMAP, UMIP: see docs/kvm.md, "Ring 0").
+    pub cr4: u64,
 }
 
 /// How the program ended.
@@ -227,7 +229,12 @@ fn run_prepared(
         let at = layout::BOOT_GPA + std::mem::offset_of!(cabin_abi::boot::BootInfo, tsc_khz) as u64;
         d.mem.write_u64(at, khz).map_err(|e| KvmError::Guest(format!("writing the boot page: {e}")))?;
     }
-    let mut stats = KvmStats { small_pages: d.leaves.0, large_pages: d.leaves.1, ..KvmStats::default() };
+    let mut stats = KvmStats {
+        small_pages: d.leaves.0,
+        large_pages: d.leaves.1,
+        cr4: features.cr4(),
+        ..KvmStats::default()
+    };
     stats.boot_ns = start.elapsed().as_nanos() as u64;
     let result = match cfg.timeout {
         None => run_loop(&mut machine, d, cfg, service, &mut stats, start),
@@ -291,13 +298,16 @@ fn run_loop(
         }
         let exit = m.vcpu.run();
         stats.vm_exits += 1;
-        let (port, data) = match exit {
+        // `in` from ring 3 reaches the monitor only on the doorbell port
+        // (the I/O bitmap): decoded below like an `out`.
+        let (port, data, is_in) = match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
                 let mut b = [0u8; 4];
                 let n = data.len().min(4);
                 b[..n].copy_from_slice(&data[..n]);
-                (port, (b, n))
+                (port, (b, n), false)
             }
+            Ok(VcpuExit::IoIn(port, _)) => (port, ([0u8; 4], 0), true),
             Ok(VcpuExit::Hlt) => return Err(KvmError::Guest(guest_state(m, "the proxy-kernel halted"))),
             Ok(VcpuExit::Shutdown) => return Err(KvmError::Guest(guest_state(m, "triple fault (shutdown)"))),
             Ok(VcpuExit::InternalError) => {
@@ -319,7 +329,12 @@ fn run_loop(
         };
         let kregs = m.vcpu.get_regs().map_err(|e| KvmError::Guest(format!("GET_REGS failed: {e}")))?;
         let regs = Regs::from(&kregs);
-        match decode_out(port, &data.0[..data.1], &regs, d.kernel_text) {
+        let action = if is_in {
+            decode_in(port, &regs, d.kernel_text)
+        } else {
+            decode_out(port, &data.0[..data.1], &regs, d.kernel_text)
+        };
+        match action {
             IoAction::Syscall { nr, args } => {
                 stats.gate_syscalls += 1;
                 // The `syscall` entry stub (ordinary KVM) cannot redirect.
@@ -345,11 +360,11 @@ fn run_loop(
             }
             IoAction::Fault(f) => {
                 if f.in_kernel() {
-                    return Err(KvmError::Guest(f.message(false)));
+                    return Err(KvmError::Guest(f.message(None)));
                 }
-                let int80 = is_int80(d, &f);
-                let status = 128 + f.signal_for_run(int80) as i32;
-                return Ok((status, Some(f), Some(f.message(int80))));
+                let int_n = int_instruction(d, &f);
+                let status = 128 + f.signal_for_run(int_n) as i32;
+                return Ok((status, Some(f), Some(f.message(int_n))));
             }
             IoAction::Doorbell { wait } => {
                 stats.doorbell_exits += 1;
@@ -358,6 +373,9 @@ fn run_loop(
                     Served::Exit(code) => return Ok((code, None, None)),
                     Served::Return(_) | Served::Redirect(_) => {}
                 }
+            }
+            IoAction::Violation(why) => {
+                return Ok(violation(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)));
             }
             IoAction::Invalid(why) => {
                 return Err(KvmError::Guest(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)));
@@ -374,11 +392,17 @@ fn violation(msg: String) -> LoopEnd {
     )
 }
 
-/// Whether the faulting instruction is `int 0x80` (`cd 80`), which this
-/// host delivers as #UD and ordinary KVM as #GP.
-fn is_int80(d: &Domain, f: &FaultReport) -> bool {
-    (f.vector == 6 || f.vector == 13)
-        && d.space.read(&d.mem, f.rip, 2).map(|b| b == [0xcd, 0x80]).unwrap_or(false)
+/// The vector of the faulting instruction when it is an `int N` (`cd NN`)
+/// through a gate closed to ring 3, which this host delivers as #UD and
+/// ordinary KVM as #GP.
+fn int_instruction(d: &Domain, f: &FaultReport) -> Option<u8> {
+    if f.vector != 6 && f.vector != 13 {
+        return None;
+    }
+    match d.space.read(&d.mem, f.rip, 2).ok()?.as_slice() {
+        [0xcd, n] => Some(*n),
+        _ => None,
+    }
 }
 
 fn guest_state(m: &vcpu::Machine, what: &str) -> String {

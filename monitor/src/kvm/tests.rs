@@ -169,9 +169,9 @@ fn kvm_faults_end_the_program_with_128_plus_signal() {
     expect_fault(&[0xc6, 0x04, 0x25, 0x00, 0x10, 0x40, 0x00, 0x01], 139, "write to a read-only page");
     // jump to data: mov eax, 0x402000; jmp rax -> execute of a non-executable page
     expect_fault(&[0xb8, 0x00, 0x20, 0x40, 0x00, 0xff, 0xe0], 139, "non-executable");
-    // read of the proxy-kernel (supervisor page): mov rax, [KERNEL_VA_BASE + PK_GPA]
+    // read of the proxy-kernel (supervisor page): mov rax, [PK_VA]
     let mut rd = vec![0x48, 0xa1];
-    rd.extend_from_slice(&layout::kernel_va(layout::PK_GPA).to_le_bytes());
+    rd.extend_from_slice(&layout::PK_VA.to_le_bytes());
     expect_fault(&rd, 139, "read of a protected page");
     // divide by zero: xor ecx,ecx; div ecx -> SIGFPE
     expect_fault(&[0x31, 0xc9, 0xf7, 0xf1], 136, "SIGFPE");
@@ -498,4 +498,140 @@ fn kvm_all_calls_through_the_trap_path() {
     let gate = o.stats["kvm"]["gate_syscalls"].as_u64().unwrap_or(0);
     assert!(gate > 300, "calls did not take the gate: {}", o.stats);
     eprintln!("kvm force-trap filecopy: {}", o.stats["kvm"]);
+}
+
+/// Runs `code` like [`run_code`], after `tweak` has changed the built
+/// domain's memory and `msrs` the vCPU's MSRs, and `cr4_clear` bits off CR4
+/// (tests of what the real set-up prevents).
+fn run_tweaked(
+    code: &[u8],
+    tweak: impl FnOnce(&Domain),
+    msrs: impl FnOnce(&Domain) -> Vec<(u32, u64)>,
+    cr4_clear: u64,
+) -> Result<LoopEnd, KvmError> {
+    let cfg = config();
+    let (d, kvm, cpuid, features, _eo, start) = prepare(&tiny_elf(code, b""), &cfg).expect("prepare");
+    tweak(&d);
+    let mut m = vcpu::create(&kvm, &cpuid, &features, &d).expect("vcpu");
+    let entries: Vec<kvm_bindings::kvm_msr_entry> = msrs(&d)
+        .into_iter()
+        .map(|(index, data)| kvm_bindings::kvm_msr_entry { index, data, ..Default::default() })
+        .collect();
+    let list = kvm_bindings::Msrs::from_entries(&entries).expect("MSR list");
+    m.vcpu.set_msrs(&list).expect("SET_MSRS");
+    let mut s = m.vcpu.get_sregs().expect("GET_SREGS");
+    s.cr4 &= !cr4_clear;
+    m.vcpu.set_sregs(&s).expect("SET_SREGS");
+    let mut rec = Recorder::default();
+    let mut stats = KvmStats::default();
+    run_loop(&mut m, &d, &cfg, &mut rec, &mut stats, start)
+}
+
+/// Linux's user 32-bit code descriptor, which Cabin's GDT leaves out; put
+/// back into slot 0x20 by tests that need compatibility mode.
+const USER_CODE32: u64 = 0x00cf_fb00_0000_ffff;
+
+/// `push 0x23; push 0x401010; retfq` (into 32-bit code at 0x401010), then
+/// at 0x401010: `mov eax, 20; syscall; hlt`.
+fn compat_syscall_code() -> Vec<u8> {
+    let mut code = vec![0x6a, 0x23, 0x68, 0x10, 0x10, 0x40, 0x00, 0x48, 0xcb];
+    code.resize(0x10, 0x90);
+    code.extend_from_slice(&[0xb8, 20, 0, 0, 0, 0x0f, 0x05, 0xf4]);
+    code
+}
+
+fn restore_code32(d: &Domain) {
+    d.mem.write(layout::GDT_GPA + 0x20, &USER_CODE32.to_le_bytes()).expect("GDT slot 0x20");
+}
+
+const MSR_CSTAR: u32 = 0xc000_0083;
+
+#[test]
+fn kvm_there_is_no_32bit_code_segment() {
+    if !kvm_or_skip("kvm_there_is_no_32bit_code_segment") {
+        return;
+    }
+    // The far return to 0x23 itself faults (#GP; #UD on this machine's nested KVM).
+    let (out, _) = run_code(&compat_syscall_code());
+    assert!(out.status == 139 || out.status == 132, "{out:?}");
+    assert_eq!(out.fault.map(|f| f.rip), Some(0x40_1007), "the retfq faulted: {out:?}");
+}
+
+#[test]
+fn kvm_compat_syscall_reaches_the_cstar_entry_and_ends_the_program() {
+    if !kvm_or_skip("kvm_compat_syscall_reaches_the_cstar_entry_and_ends_the_program") {
+        return;
+    }
+    // With a 32-bit code segment put back, `syscall` from 32-bit code
+    // enters ring 0 through CSTAR (or arrives as a page fault there): the
+    // proxy-kernel's entry ends the program with SIGSEGV.
+    let end =
+        run_tweaked(&compat_syscall_code(), restore_code32, |_| Vec::new(), 0).expect("a program fault");
+    let (status, fault, report) = end;
+    assert_eq!(status, 139, "{report:?}");
+    let f = fault.expect("a fault report");
+    assert_eq!(f.reason, cabin_abi::hypercall::fault::REASON_COMPAT_SYSCALL, "{f:?}");
+    assert_eq!(f.rip, 0x40_1017, "the return address after the syscall");
+    assert_eq!(
+        report.as_deref(),
+        Some("program killed by SIGSEGV: `syscall` from 32-bit code is not supported (return address 0x401017)")
+    );
+}
+
+#[test]
+fn kvm_sysenter_never_enters_ring_0() {
+    if !kvm_or_skip("kvm_sysenter_never_enters_ring_0") {
+        return;
+    }
+    // #UD on AMD (no sysenter in long mode), #GP on Intel (SYSENTER_CS = 0).
+    let (out, _) = run_code(&[0x0f, 0x34]);
+    assert!(out.status == 132 || out.status == 139, "{out:?}");
+    assert_eq!(out.fault.map(|f| (f.rip, f.cs & 3)), Some((0x40_1000, 3)), "{out:?}");
+}
+
+#[test]
+fn kvm_cr4_has_smep_smap_umip_where_the_cpu_does() {
+    if !kvm_or_skip("kvm_cr4_has_smep_smap_umip_where_the_cpu_does") {
+        return;
+    }
+    let cfg = config();
+    let (d, kvm, cpuid, features, _eo, _) = prepare(&tiny_elf(&exit_with(0), b""), &cfg).expect("prepare");
+    let m = vcpu::create(&kvm, &cpuid, &features, &d).expect("vcpu");
+    let cr4 = m.vcpu.get_sregs().expect("GET_SREGS").cr4;
+    for (has, bit, name) in [
+        (features.smep(), vcpu::CR4_SMEP, "SMEP"),
+        (features.smap(), vcpu::CR4_SMAP, "SMAP"),
+        (features.umip(), vcpu::CR4_UMIP, "UMIP"),
+    ] {
+        eprintln!("{name}: CPU {has}, CR4 {}", cr4 & bit != 0);
+        assert_eq!(cr4 & bit != 0, has, "{name}");
+    }
+}
+
+#[test]
+fn kvm_smep_stops_ring_0_running_a_user_page() {
+    if !kvm_or_skip("kvm_smep_stops_ring_0_running_a_user_page") {
+        return;
+    }
+    let (_, _, features) = vcpu::open().expect("KVM");
+    if !features.smep() {
+        eprintln!("KVM test NOT RUN: kvm_smep_stops_ring_0_running_a_user_page: this CPU has no SMEP");
+        return;
+    }
+    // CSTAR pointed (by the test) at the program's own page 0x401020,
+    // which holds `hlt`: a compat `syscall` makes ring 0 fetch from it.
+    let mut code = compat_syscall_code();
+    code.resize(0x20, 0x90);
+    code.push(0xf4);
+    let user_page = |_: &Domain| vec![(MSR_CSTAR, 0x40_1020)];
+    // Control: without SMEP ring 0 runs the program's `hlt`.
+    let without = run_tweaked(&code, restore_code32, user_page, vcpu::CR4_SMEP);
+    let msg = format!("{without:?}");
+    assert!(msg.contains("halted"), "without SMEP ring 0 should have run the user page: {msg}");
+    // With SMEP the fetch faults in ring 0 (a Cabin error here, since only
+    // this test points CSTAR at the program): the program's code never runs.
+    let with = run_tweaked(&code, restore_code32, user_page, 0);
+    let msg = format!("{with:?}");
+    assert!(msg.contains("proxy-kernel fault") && !msg.contains("halted"), "{msg}");
+    eprintln!("SMEP: {msg}");
 }

@@ -11,9 +11,9 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 
-use super::descriptors::{GDT_BYTES, IDT_BYTES, KERNEL_CS, TSS_BYTES, TSS_SEL, USER_CS, USER_SS};
+use super::descriptors::{GDT_BYTES, IDT_BYTES, TSS_BYTES, TSS_SEL, USER_CS, USER_SS};
 use super::domain::Domain;
-use super::layout::{kernel_va, GDT_GPA, IDT_GPA, TSS_GPA};
+use super::layout::{kernel_stack_top, kernel_va, GDT_GPA, IDT_GPA, TSS_GPA};
 
 /// Errors of this module.
 #[derive(Debug, Error)]
@@ -42,10 +42,17 @@ pub const CR4_PGE: u64 = 1 << 7;
 pub const CR4_OSFXSR: u64 = 1 << 9;
 /// CR4.OSXMMEXCPT.
 pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+/// CR4.UMIP: `sgdt`, `sidt`, `sldt`, `smsw`, `str` fault in ring 3 (as on Linux).
+pub const CR4_UMIP: u64 = 1 << 11;
 /// CR4.FSGSBASE.
 pub const CR4_FSGSBASE: u64 = 1 << 16;
 /// CR4.OSXSAVE.
 pub const CR4_OSXSAVE: u64 = 1 << 18;
+/// CR4.SMEP: ring 0 never executes a user page.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP: ring 0 never reads or writes a user page (the proxy-kernel
+/// never does, so it never needs `stac`).
+pub const CR4_SMAP: u64 = 1 << 21;
 /// EFER: SCE | LME | LMA | NXE.
 pub const EFER: u64 = 0xd01;
 /// XCR0 components the program may use: x87, SSE, AVX, and AVX-512's
@@ -53,9 +60,15 @@ pub const EFER: u64 = 0xd01;
 pub const XCR0_ALLOWED: u64 = 0x7 | 0xe0;
 /// `SFMASK`: TF, IF, DF, IOPL, NT, AC cleared on `syscall`.
 pub const SFMASK: u64 = 0x47700;
+/// `SYSENTER_CS`: 0, so `sysenter` raises #GP (on Intel; AMD has no
+/// `sysenter` in long mode and raises #UD) instead of entering ring 0.
+pub const SYSENTER_CS: u64 = 0;
 /// Initial ring-3 RFLAGS: IF and the reserved bit 1.
 pub const RFLAGS: u64 = 0x202;
 
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_CSTAR: u32 = 0xc000_0083;
@@ -110,14 +123,34 @@ impl CpuFeatures {
         self.leaf7_ebx & 1 != 0
     }
 
-    /// CR4 for the guest.
+    /// Supervisor-mode execution prevention (CPUID.7.0:EBX bit 7).
+    pub fn smep(&self) -> bool {
+        self.leaf7_ebx & (1 << 7) != 0
+    }
+
+    /// Supervisor-mode access prevention (CPUID.7.0:EBX bit 20).
+    pub fn smap(&self) -> bool {
+        self.leaf7_ebx & (1 << 20) != 0
+    }
+
+    /// User-mode instruction prevention (CPUID.7.0:ECX bit 2).
+    pub fn umip(&self) -> bool {
+        self.leaf7_ecx & (1 << 2) != 0
+    }
+
+    /// CR4 for the guest: SMEP, SMAP and UMIP wherever the vCPU has them.
     pub fn cr4(&self) -> u64 {
         let mut cr4 = CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT;
-        if self.xsave() {
-            cr4 |= CR4_OSXSAVE;
-        }
-        if self.fsgsbase() {
-            cr4 |= CR4_FSGSBASE;
+        for (has, bit) in [
+            (self.xsave(), CR4_OSXSAVE),
+            (self.fsgsbase(), CR4_FSGSBASE),
+            (self.smep(), CR4_SMEP),
+            (self.smap(), CR4_SMAP),
+            (self.umip(), CR4_UMIP),
+        ] {
+            if has {
+                cr4 |= bit;
+            }
         }
         cr4
     }
@@ -155,9 +188,27 @@ pub fn kvm_usable() -> Result<(), String> {
 /// needs `AT_HWCAP`).
 pub fn open() -> Result<(Kvm, CpuId, CpuFeatures), VcpuError> {
     let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
-    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
+    let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
+    offer_host_protections(&mut cpuid, core::arch::x86_64::__cpuid_count(7, 0).ebx);
     let f = CpuFeatures::from_cpuid(&cpuid);
     Ok((kvm, cpuid, f))
+}
+
+/// CPUID.7.0:EBX bits of SMEP (7) and SMAP (20).
+const SMEP_SMAP: u32 = (1 << 7) | (1 << 20);
+
+/// Adds to the vCPU's CPUID table the SMEP and SMAP bits the host CPU has
+/// (`host_leaf7_ebx`). KVM accepts a CR4 bit only if the table names the
+/// feature, and this project's nested KVM leaves both out of its supported
+/// table although its guests see the host's CPUID anyway and it enforces
+/// both (measured: with them, ring 0 neither runs nor touches a user page).
+/// On ordinary KVM the supported table already has them.
+fn offer_host_protections(cpuid: &mut CpuId, host_leaf7_ebx: u32) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == 7 && e.index == 0 {
+            e.ebx |= host_leaf7_ebx & SMEP_SMAP;
+        }
+    }
 }
 
 /// The VM and vCPU of a domain.
@@ -240,12 +291,19 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Domain) -> Result<M
     let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(kvm_err("SET_FPU"))?;
 
+    // Every way into ring 0 without an IDT gate names proxy-kernel code:
+    // `syscall` (LSTAR: the gate), `syscall` from 32-bit code (CSTAR) and
+    // `sysenter` (SYSENTER_EIP, unreachable with SYSENTER_CS = 0) end the
+    // program. See docs/kvm.md, "Ring 0".
     let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
     let msrs = Msrs::from_entries(&[
         msr(MSR_STAR, super::descriptors::STAR),
         msr(MSR_LSTAR, d.lstar),
-        msr(MSR_CSTAR, 0),
+        msr(MSR_CSTAR, d.cstar),
         msr(MSR_SFMASK, SFMASK),
+        msr(MSR_SYSENTER_CS, SYSENTER_CS),
+        msr(MSR_SYSENTER_ESP, kernel_stack_top()),
+        msr(MSR_SYSENTER_EIP, d.sysenter_eip),
         msr(MSR_FS_BASE, 0),
         msr(MSR_GS_BASE, 0),
         msr(MSR_KERNEL_GS_BASE, 0),
@@ -258,7 +316,6 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Domain) -> Result<M
 
     let regs = kvm_regs { rip: d.entry, rsp: d.rsp, rflags: RFLAGS, ..Default::default() };
     vcpu.set_regs(&regs).map_err(kvm_err("SET_REGS"))?;
-    let _ = KERNEL_CS;
     Ok(Machine { vcpu, vm })
 }
 
@@ -280,7 +337,34 @@ mod tests {
         assert_eq!(old.xcr0(), 0x7);
         let none = CpuFeatures::default();
         assert_eq!(none.cr4() & CR4_OSXSAVE, 0);
+        assert_eq!(none.cr4() & (CR4_SMEP | CR4_SMAP | CR4_UMIP), 0);
         assert_eq!(none.xcr0(), 1);
         assert_eq!(f.hwcap2(), 2);
+    }
+
+    #[test]
+    fn host_smep_smap_are_offered_to_the_guest() {
+        let entry = |function, ebx| kvm_bindings::kvm_cpuid_entry2 { function, ebx, ..Default::default() };
+        let mut c = CpuId::from_entries(&[entry(1, 0), entry(7, 0x1)]).expect("CPUID table");
+        offer_host_protections(&mut c, 0x219c_03ab); // this machine: SMEP and SMAP, among others
+        let f = CpuFeatures::from_cpuid(&c);
+        assert!(f.smep() && f.smap());
+        assert_eq!(f.leaf7_ebx, 0x1 | SMEP_SMAP, "nothing but SMEP and SMAP is added");
+        let mut none = CpuId::from_entries(&[entry(7, 0x1)]).expect("CPUID table");
+        offer_host_protections(&mut none, 0x1);
+        assert!(!CpuFeatures::from_cpuid(&none).smep(), "not where the host lacks them");
+    }
+
+    #[test]
+    fn smep_smap_umip_wherever_the_cpu_has_them() {
+        let smep = CpuFeatures { leaf7_ebx: 1 << 7, ..Default::default() };
+        assert_eq!(smep.cr4() & (CR4_SMEP | CR4_SMAP | CR4_UMIP), CR4_SMEP);
+        let smap = CpuFeatures { leaf7_ebx: 1 << 20, ..Default::default() };
+        assert_eq!(smap.cr4() & (CR4_SMEP | CR4_SMAP | CR4_UMIP), CR4_SMAP);
+        let umip = CpuFeatures { leaf7_ecx: 1 << 2, ..Default::default() };
+        assert_eq!(umip.cr4() & (CR4_SMEP | CR4_SMAP | CR4_UMIP), CR4_UMIP);
+        // This machine's CPUID.7.0:EBX as kvm-probe read it (AMD EPYC).
+        let epyc = CpuFeatures { leaf7_ebx: 0x219c_03ab, leaf7_ecx: 0x604, ..Default::default() };
+        assert_eq!(epyc.cr4() & (CR4_SMEP | CR4_SMAP | CR4_UMIP), CR4_SMEP | CR4_SMAP | CR4_UMIP);
     }
 }

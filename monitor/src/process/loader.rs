@@ -23,6 +23,7 @@ use cabin_abi::boot::{
     auxv, BootInfo, AT_CABIN_BOOT, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
     BOOT_MAGIC, BOOT_VERSION,
 };
+use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
 use cabin_abi::ring::RingPtr;
 use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
 
@@ -184,14 +185,15 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
     let mut ranges = Vec::new();
     let mut offset = 0u64;
     let mut copies = Vec::new(); // (memfd offset, file range)
-    for seg in elf.loads() {
+                                 // (`ElfFile::parse` already refused an ET_EXEC segment below
+                                 // LOWEST_PROGRAM_ADDRESS, with the message the KVM loader gives too.)
+    for seg in elf.loads().filter(|s| s.memsz > 0) {
         let start = page_down(seg.vaddr + bias);
         let end = page_up(seg.vaddr + bias + seg.memsz)
             .ok_or_else(|| layout_err("segment end overflows".into()))?;
-        if start < 0x10000 || end > DOMAIN_BASE {
+        if start < LOWEST_PROGRAM_ADDRESS || end > DOMAIN_BASE {
             return Err(layout_err(format!(
-                "segment at {start:#x}..{end:#x} lies outside {:#x}..{DOMAIN_BASE:#x}",
-                0x10000
+                "segment at {start:#x}..{end:#x} lies outside {LOWEST_PROGRAM_ADDRESS:#x}..{DOMAIN_BASE:#x}"
             )));
         }
         let (prot, access) = prot_of(seg.flags);

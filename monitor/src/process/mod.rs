@@ -124,7 +124,11 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     let cpu_used = move || process_cpu_time(pid).map(|program| program + used.used());
     let times = TimeLimits::start(&limits, t0, cpu_used, kill_child);
     let stop = worker.stop_handle();
+    let status_word = StatusWord(scratch_status_ptr(&domain));
     let waiter = std::thread::spawn(move || {
+        // Whether a failed-looking set-up really failed, decided while the
+        // child is a zombie (see `set_up_failed`).
+        let set_up = wait_exited(pid) && set_up_failed(pid, &status_word);
         let mut status = 0i32;
         loop {
             // SAFETY: waits for our own child; writes `status`.
@@ -138,7 +142,7 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
             }
         }
         stop.stop();
-        status
+        (status, set_up)
     });
     // The worker runs on this thread: on its own CPU for the run.
     if let Some(p) = &placement {
@@ -164,16 +168,15 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         eprintln!("cabin: ring protocol violation: {msg}; the program was killed");
         reason = Some(EndReason::ProtocolViolation(msg.clone()));
     }
-    let status = waiter.join().unwrap_or(0x7f00);
+    let (status, set_up_failed) = waiter.join().unwrap_or((0x7f00, false));
     if let Some(hit) = times.finish() {
         if stopped.is_none() {
             stopped = gate.as_mut().map(|g| g.limit_hit(&hit));
         }
     }
 
-    let stage = scratch_status(&domain);
-    if reason.is_none() && stage != STAGE_ENTERED {
-        let what = match stage {
+    if reason.is_none() && set_up_failed {
+        let what = match scratch_status(&domain) {
             STAGE_MAP => "mapping the domain memory",
             STAGE_PRIVS => "dropping privileges",
             STAGE_SECCOMP => "installing the seccomp filter",
@@ -314,11 +317,77 @@ fn classify(status: i32, fault_signo: u64, addr: u64, rip: u64) -> (i32, EndReas
 }
 
 fn scratch_status(d: &Domain) -> u64 {
-    match d.host(LOADER_ADDR + SCRATCH_STATUS) {
-        // SAFETY: an aligned word of our mapping.
-        Some(p) => unsafe { p.cast::<u64>().read_volatile() },
-        None => 0,
+    StatusWord(scratch_status_ptr(d)).read()
+}
+
+fn scratch_status_ptr(d: &Domain) -> *const u64 {
+    d.host(LOADER_ADDR + SCRATCH_STATUS).map_or(std::ptr::null(), |p| p.cast::<u64>().cast_const())
+}
+
+/// The loader's status word in the domain's memory (our mapping), for the
+/// waiter thread.
+#[derive(Debug)]
+struct StatusWord(*const u64);
+
+// SAFETY: the word lies in the domain's shared mapping, which outlives the
+// waiter thread (joined before the Domain is dropped); it is only read,
+// with volatile reads.
+unsafe impl Send for StatusWord {}
+
+impl StatusWord {
+    fn read(&self) -> u64 {
+        if self.0.is_null() {
+            return 0;
+        }
+        // SAFETY: an aligned word of our mapping (see the Send impl).
+        unsafe { self.0.read_volatile() }
     }
+}
+
+/// Waits until the child `pid` has ended without reaping it, so that
+/// `/proc/<pid>` still describes it; false if that cannot be done.
+fn wait_exited(pid: libc::pid_t) -> bool {
+    loop {
+        // SAFETY: zeroed siginfo_t is a valid output buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; writes `info`.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::__WALL,
+            )
+        };
+        if r == 0 {
+            return true;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// Whether the child (ended, not yet reaped) failed before the program ran.
+///
+/// The loader's status word says how far set-up got, but it lies in the
+/// loader scratch, which the program can write once it runs: it is
+/// believed only when the child never installed its seccomp filter, which
+/// `enter_domain` does right before jumping to the program, and which no
+/// program can remove (`Seccomp:` in `/proc/<pid>/status`). Anything else,
+/// including a program that scribbled on the word, is an ordinary end of
+/// the program, with its records.
+fn set_up_failed(pid: libc::pid_t, word: &StatusWord) -> bool {
+    if word.read() == STAGE_ENTERED {
+        return false;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    seccomp_mode(&status) == Some(0)
+}
+
+/// The `Seccomp:` mode of a `/proc/<pid>/status` text (0 none, 1 strict, 2 filter).
+fn seccomp_mode(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Everything the child needs, computed before `fork` (the child must not
@@ -709,5 +778,20 @@ mod tests {
         let start = enter_domain as *const u8 as usize;
         let len = (&raw const cabin_enter_domain_end as usize).wrapping_sub(start);
         assert!(len > 0 && len < 256, "the stub is {len} bytes");
+    }
+
+    #[test]
+    fn seccomp_mode_from_proc_status() {
+        let zombie = "Name:\tx\nState:\tZ (zombie)\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(seccomp_mode(zombie), Some(2));
+        assert_eq!(seccomp_mode("Seccomp:\t0\n"), Some(0));
+        assert_eq!(seccomp_mode(""), None, "unreadable: never a set-up failure");
+    }
+
+    #[test]
+    fn our_own_status_has_a_seccomp_line() {
+        // The field set_up_failed depends on exists on this kernel.
+        let own = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        assert!(seccomp_mode(&own).is_some(), "{own}");
     }
 }

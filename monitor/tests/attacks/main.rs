@@ -20,3 +20,5 @@ mod common;
 mod policy_local;
 mod process_child;
 mod limits;
+mod fake_failure;
+mod ring0;

@@ -14,16 +14,34 @@
 //! instruction itself set (a program cannot forge them on this path). The
 //! monitor never redirects a call made on this path (it would change the
 //! `sysretq` target); only the page-fault form of the gate redirects.
+//!
+//! `pk_compat_syscall_entry` (`MSR_CSTAR`: `syscall` from 32-bit code) and
+//! `pk_sysenter_entry` (`MSR_SYSENTER_EIP`) are the other two ways into
+//! ring 0 without an IDT gate. Cabin has no 32-bit system calls and no
+//! `sysenter`, so both only report the program's fault and stop, touching
+//! no memory (they run on whatever stack the program left, with whatever
+//! `RFLAGS.AC` it chose). The GDT has no 32-bit code segment and
+//! `SYSENTER_CS` is 0, so neither should ever run; they are there so that
+//! every entry MSR names proxy-kernel code that ends the program.
+//!
+//! Ring 0 never reads or writes user memory: the stubs and `pk_common`
+//! use only the kernel stack (`TSS.RSP0`, or the IST stack), the trap frame
+//! on it and registers; the hypercalls pass registers. So SMAP needs no
+//! `stac`/`clac` here, and a program that sets `RFLAGS.AC` before trapping
+//! gains nothing.
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
 
-use cabin_abi::hypercall::fault::{REASON_BAD_GATE_RETURN, REASON_EXCEPTION, REASON_KERNEL_PANIC};
-use cabin_abi::hypercall::PORT_SYSCALL;
+use cabin_abi::hypercall::fault::{
+    LEGACY_ENTRY_CS, REASON_BAD_GATE_RETURN, REASON_COMPAT_SYSCALL, REASON_EXCEPTION, REASON_KERNEL_PANIC,
+    REASON_SYSENTER,
+};
+use cabin_abi::hypercall::{PORT_FAULT, PORT_SYSCALL};
 
 use super::hypercall;
 use crate::header::{MAGIC, STUB_SIZE, VECTORS, VERSION};
-use crate::trap::{classify, gate_redirect, gate_return, Trap, TrapFrame, SAVED_GPRS};
+use crate::trap::{classify, gate_redirect, gate_return, vector, Trap, TrapFrame, SAVED_GPRS};
 
 const _: () = {
     assert!(offset_of!(TrapFrame, r15) == 0);
@@ -43,6 +61,8 @@ global_asm!(
     ".quad {stub_size}",
     ".quad pk_syscall_entry - __pk_base",
     ".quad __pk_end - __pk_base",
+    ".quad pk_compat_syscall_entry - __pk_base",
+    ".quad pk_sysenter_entry - __pk_base",
     ".p2align 4",
     "pk_vectors:",
     ".set pk_vec, 0",
@@ -98,11 +118,44 @@ global_asm!(
     "pk_syscall_entry:",
     "out {port_syscall}, al",
     "sysretq",
+    // `syscall` from 32-bit code: report (vector #GP, rip = the return
+    // address in rcx, rflags from r11, the program's rsp) and stop.
+    ".p2align 4",
+    ".globl pk_compat_syscall_entry",
+    "pk_compat_syscall_entry:",
+    "mov rdx, rcx",
+    "mov r10, r11",
+    "mov r11d, {reason_compat}",
+    "jmp pk_legacy_report",
+    // `sysenter`: no return address or flags were saved.
+    ".p2align 4",
+    ".globl pk_sysenter_entry",
+    "pk_sysenter_entry:",
+    "xor edx, edx",
+    "xor r10d, r10d",
+    "mov r11d, {reason_sysenter}",
+    "pk_legacy_report:",
+    "mov edi, {gp}",
+    "xor esi, esi",
+    "xor ecx, ecx",
+    "mov r8d, {legacy_cs}",
+    "mov r9, rsp",
+    "xor eax, eax",
+    "out {port_fault}, al",
+    "2:",
+    "cli",
+    "hlt",
+    "jmp 2b",
     magic = const MAGIC,
     version = const VERSION,
     vectors = const VECTORS,
     stub_size = const STUB_SIZE,
     port_syscall = const PORT_SYSCALL,
+    port_fault = const PORT_FAULT,
+    reason_compat = const REASON_COMPAT_SYSCALL,
+    reason_sysenter = const REASON_SYSENTER,
+    legacy_cs = const LEGACY_ENTRY_CS,
+    gp = const crate::trap::vector::GP,
     trap = sym pk_trap,
 );
 
@@ -120,6 +173,15 @@ fn syscall_entry_address() -> u64 {
     v
 }
 
+fn compat_entry_address() -> u64 {
+    let v: u64;
+    // SAFETY: as above.
+    unsafe {
+        asm!("lea {}, [rip + pk_compat_syscall_entry]", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
 /// The Rust half of every trap.
 ///
 /// # Safety
@@ -131,7 +193,7 @@ unsafe extern "C" fn pk_trap(frame: *mut TrapFrame) {
     // lives until we return.
     let f = unsafe { &mut *frame };
     let cr2 = read_cr2();
-    match classify(f, cr2, syscall_entry_address()) {
+    match classify(f, cr2, syscall_entry_address(), compat_entry_address()) {
         Trap::SyscallGate => {
             let Some((rip, rflags)) = gate_return(f.rcx, f.r11) else {
                 hypercall::fault(f, cr2, REASON_BAD_GATE_RETURN)
@@ -151,6 +213,19 @@ unsafe extern "C" fn pk_trap(frame: *mut TrapFrame) {
                 f.rsp = rsp;
                 f.rflags = rflags;
             }
+        }
+        Trap::CompatSyscall => {
+            // Reported as the CSTAR entry reports it: the return address
+            // `syscall` saved in rcx, flags from r11.
+            let g = TrapFrame {
+                rip: f.rcx,
+                rflags: f.r11,
+                cs: LEGACY_ENTRY_CS,
+                vector: vector::GP,
+                error: 0,
+                ..*f
+            };
+            hypercall::fault(&g, 0, REASON_COMPAT_SYSCALL)
         }
         Trap::Exception => hypercall::fault(f, cr2, REASON_EXCEPTION),
     }
