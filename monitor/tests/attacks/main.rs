@@ -16,3 +16,11 @@
 #[macro_use]
 #[path = "../common/mod.rs"]
 mod common;
+
+mod pathprobe;
+
+mod paths_nested;
+
+mod procfs;
+
+mod setid;
