@@ -815,6 +815,9 @@ impl FsPolicy {
                 0,
             )?;
             let dst = fstat(dir.as_raw_fd())?;
+            // Nothing in a pseudo filesystem is looked at for a change (not
+            // even the text of a /proc magic link).
+            self.check_object(dir.as_raw_fd(), &dst, Access::Write)?;
             let cname = cstring(&name)?;
             let obj = match openat(dir.as_raw_fd(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0) {
                 Err(PathError::Errno(libc::ENOENT)) => None,
@@ -822,7 +825,6 @@ impl FsPolicy {
                 Ok(fd) => Some(fd),
             };
             let Some(obj) = obj else {
-                self.check_object(dir.as_raw_fd(), &dst, Access::Write)?;
                 self.governed_writable(dir.as_raw_fd(), &dst)?;
                 return Ok(Reached { obj: None, parent: Some((dir, cname)) });
             };
@@ -846,7 +848,6 @@ impl FsPolicy {
                 self.check_object(obj.as_raw_fd(), &st, Access::Write)?;
                 self.governed_writable(obj.as_raw_fd(), &st)?;
             } else {
-                self.check_object(dir.as_raw_fd(), &dst, Access::Write)?;
                 self.governed_writable(dir.as_raw_fd(), &dst)?;
             }
             return Ok(Reached { obj: Some((obj, st)), parent: Some((dir, cname)) });
@@ -984,6 +985,84 @@ mod tests {
 
     fn b(p: &std::path::Path) -> Vec<u8> {
         p.as_os_str().as_encoded_bytes().to_vec()
+    }
+
+    #[test]
+    fn nested_read_only_tree_is_read_only_however_reached() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        let ro = w.join("ro");
+        std::fs::create_dir_all(ro.join("empty")).unwrap();
+        std::fs::create_dir(w.join("d")).unwrap();
+        std::fs::write(ro.join("f"), b"ro").unwrap();
+        std::fs::write(w.join("mine"), b"w").unwrap();
+        symlink("ro", w.join("l")).unwrap();
+        symlink("ro/new", w.join("dangling")).unwrap();
+        let p = policy(std::slice::from_ref(&ro), std::slice::from_ref(&w));
+        let ro_only = PathError::Denied(Refusal::ReadOnly);
+        for path in ["d/../ro/f", "l/f", "l/new", "dangling"] {
+            let abs = b(&w.join(path));
+            let wr = libc::O_WRONLY | libc::O_CREAT;
+            assert_eq!(p.open(&abs, wr, 0o644).unwrap_err(), ro_only, "{path}");
+            assert_eq!(p.reach_for_change(&abs, true).unwrap_err(), ro_only, "{path}");
+        }
+        assert_eq!(p.parent(&b(&w.join("l/f")), true).unwrap_err(), ro_only);
+        // The tree root, however spelled, is never removed or renamed.
+        let root = PathError::Denied(Refusal::TreeItself);
+        assert_eq!(p.parent(&b(&w.join("d/../ro")), true).unwrap_err(), root);
+        // Reading through the link, and writing W itself, stay fine; a
+        // descriptor opened for reading through `l` needs a look later.
+        let o = p.open(&b(&w.join("l/f")), libc::O_RDONLY, 0).unwrap();
+        assert_eq!(o.change, None);
+        let st = fstat(o.fd.as_raw_fd()).unwrap();
+        assert_eq!(p.fd_changeable(&b(&w.join("l/f")), &st).unwrap_err(), ro_only);
+        assert!(p.open(&b(&w.join("mine")), libc::O_WRONLY, 0).is_ok());
+        assert_eq!(spelled_parent(b"/a/b/"), b"/a");
+        assert_eq!(spelled_parent(b"/a"), b"/");
+    }
+
+    #[test]
+    fn proc_serves_only_system_wide_files() {
+        let p = policy(&[PathBuf::from("/proc")], &[]);
+        let refused = PathError::Denied(Refusal::Proc);
+        for path in ["/proc/self/status", "/proc/thread-self/environ", "/proc/1/status"] {
+            assert_eq!(p.open(path.as_bytes(), libc::O_RDONLY, 0).unwrap_err(), refused, "{path}");
+        }
+        let me = format!("/proc/{}/environ", std::process::id());
+        assert_eq!(p.open(me.as_bytes(), libc::O_RDONLY, 0).unwrap_err(), refused);
+        assert_eq!(p.inspect(b"/proc/self", false).unwrap_err(), refused);
+        assert!(p.open(b"/proc/cpuinfo", libc::O_RDONLY, 0).is_ok());
+        assert!(p.inspect(b"/proc", true).is_ok());
+        // Writable /proc is still not writable.
+        let p = policy(&[], &[PathBuf::from("/proc")]);
+        let e = p.open(b"/proc/sys/kernel/hostname", libc::O_WRONLY, 0).unwrap_err();
+        assert_eq!(e, PathError::Denied(Refusal::Pseudo));
+    }
+
+    #[test]
+    fn devices_are_refused_unless_safe_and_never_opened() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("devices_are_refused_unless_safe_and_never_opened NOT RUN: mknod needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        let node = |name: &str, kind: libc::mode_t, ma: u32, mi: u32| {
+            let c = CString::new(b(&w.join(name))).unwrap();
+            // SAFETY: mknod reads the path.
+            assert_eq!(unsafe { libc::mknod(c.as_ptr(), kind | 0o666, libc::makedev(ma, mi)) }, 0);
+        };
+        node("mem", libc::S_IFCHR, 1, 1);
+        node("null", libc::S_IFCHR, 1, 3);
+        node("blk", libc::S_IFBLK, 7, 0);
+        let p = policy(&[], std::slice::from_ref(&w));
+        let dev = PathError::Denied(Refusal::Device);
+        assert_eq!(p.open(&b(&w.join("mem")), libc::O_RDONLY, 0).unwrap_err(), dev);
+        assert_eq!(p.open(&b(&w.join("blk")), libc::O_RDONLY, 0).unwrap_err(), dev);
+        assert_eq!(p.open(&b(&w.join("mem")), libc::O_WRONLY, 0).unwrap_err(), dev);
+        assert!(p.inspect(&b(&w.join("mem")), true).is_ok(), "looking is fine");
+        assert!(p.open(&b(&w.join("null")), libc::O_RDWR, 0).is_ok());
     }
 
     #[test]
