@@ -219,7 +219,8 @@ const CASES: &[Case] = &[
     proc_case("proc_allowed_system_file", "stat /proc/cpuinfo", Works(Some("size=0"))),
     // /proc/self is the monitor: never served, even as metadata.
     proc_case("proc_allowed_self_file", "stat /proc/self/status", Refused),
-    proc_case("proc_allowed_fd_magic_link", "read /proc/thread-self/fd/5", Refused),
+    // (fd 2 itself is the program's own; a path through it meets the magic link.)
+    proc_case("proc_allowed_fd_magic_link", "read /proc/thread-self/fd/2/x", Refused),
     proc_case("proc_allowed_cwd_magic_link", "read /proc/self/cwd", Refused),
     proc_case("proc_allowed_root_magic_link", "read /proc/self/root{R}/secret", Refused),
     proc_case("proc_allowed_exe_magic_link", "read /proc/self/exe", Refused),
