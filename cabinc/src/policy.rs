@@ -58,6 +58,8 @@ pub struct RunPolicy {
     pub allow_read: Vec<PathBuf>,
     /// Read-write trees: the policy's `[paths] write` plus `--allow-write`.
     pub allow_write: Vec<PathBuf>,
+    /// `[paths] set-id`.
+    pub allow_set_id: bool,
 }
 
 impl RunPolicyArgs {
@@ -90,6 +92,7 @@ impl RunPolicyArgs {
             Some(p) => (p.paths.read.clone(), p.paths.write.clone()),
             None => (allow_read.to_vec(), allow_write.to_vec()),
         };
+        let allow_set_id = policy.as_ref().is_some_and(|p| p.paths.set_id);
         let start = StartInfo {
             image: image.display().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -109,7 +112,14 @@ impl RunPolicyArgs {
             audit: self.audit.clone(),
             audit_cap: self.audit_max_bytes,
         };
-        Ok(RunPolicy { gate: GateConfig { policy, trace, start }, env, memory, allow_read, allow_write })
+        Ok(RunPolicy {
+            gate: GateConfig { policy, trace, start },
+            env,
+            memory,
+            allow_read,
+            allow_write,
+            allow_set_id,
+        })
     }
 }
 

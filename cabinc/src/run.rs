@@ -148,6 +148,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         env: rp.env.iter().chain(&a.env).cloned().collect(),
         allow_read: rp.allow_read,
         allow_write: rp.allow_write,
+        allow_set_id: rp.allow_set_id,
         gate: rp.gate,
         stats: a.stats.clone(),
         require_execute_only: a.require_execute_only,

@@ -16,6 +16,9 @@ pub struct RunConfig {
     pub allow_read: Vec<PathBuf>,
     /// Directories the program may read and write (`--allow-write DIR`).
     pub allow_write: Vec<PathBuf>,
+    /// `[paths] set-id`: let the program make set-uid/set-gid files and
+    /// `chown` to other owners (default: never).
+    pub allow_set_id: bool,
     /// Where to write the statistics JSON (`--stats FILE`), if anywhere.
     pub stats: Option<PathBuf>,
     /// Refuse to run where execute-only code cannot be enforced.

@@ -216,8 +216,11 @@ const CASES: &[Case] = &[
     // Static glibc reads this link at start-up: answered as without /proc.
     emulated_case("readlink_proc_self_exe", "readlink /proc/self/exe", Fails(libc::ENOENT)),
     // /proc allowed: magic links are still never followed.
-    proc_case("proc_allowed_plain_file", "stat /proc/self/status", Works(Some("size=0"))),
-    proc_case("proc_allowed_fd_magic_link", "read /proc/thread-self/fd/1", Refused),
+    proc_case("proc_allowed_system_file", "stat /proc/cpuinfo", Works(Some("size=0"))),
+    // /proc/self is the monitor: never served, even as metadata.
+    proc_case("proc_allowed_self_file", "stat /proc/self/status", Refused),
+    // (fd 2 itself is the program's own; a path through it meets the magic link.)
+    proc_case("proc_allowed_fd_magic_link", "read /proc/thread-self/fd/2/x", Refused),
     proc_case("proc_allowed_cwd_magic_link", "read /proc/self/cwd", Refused),
     proc_case("proc_allowed_root_magic_link", "read /proc/self/root{R}/secret", Refused),
     proc_case("proc_allowed_exe_magic_link", "read /proc/self/exe", Refused),

@@ -63,7 +63,8 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     if !cfg.quiet {
         eprintln!("cabin: execute-only code is not enforced by the KVM backend (no protection keys)");
     }
-    let policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
+    let mut policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
+    policy.set_allow_set_id(cfg.allow_set_id);
     let cwd =
         std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
     let pid = std::process::id();

@@ -208,6 +208,12 @@ pub fn explain(p: &Policy) -> String {
             let _ = writeln!(o, "  read and write: {}", d.display());
         }
     }
+    if p.paths.set_id {
+        let _ = writeln!(
+            o,
+            "Set-id: the program may make set-uid/set-gid files and give files to other owners ([paths] set-id)."
+        );
+    }
     let l = &p.limits;
     if l.is_empty() {
         let _ = writeln!(

@@ -200,6 +200,8 @@ struct RawPaths {
     read: Vec<Spanned<String>>,
     #[serde(default)]
     write: Vec<Spanned<String>>,
+    #[serde(default)]
+    set_id: bool,
 }
 
 #[derive(Deserialize)]
@@ -299,7 +301,11 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         p.rules.push(check_rule(&cx, r)?);
     }
     if let Some(paths) = raw.paths {
-        p.paths = Paths { read: check_paths(&cx, &paths.read)?, write: check_paths(&cx, &paths.write)? };
+        p.paths = Paths {
+            read: check_paths(&cx, &paths.read)?,
+            write: check_paths(&cx, &paths.write)?,
+            set_id: paths.set_id,
+        };
     }
     if let Some(l) = raw.limits {
         p.limits = Limits {

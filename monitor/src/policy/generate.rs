@@ -218,7 +218,7 @@ pub fn from_trace(source: &str, jsonl: &str) -> Result<(Policy, GenerateReport),
             .into_iter()
             .map(|nr| ListEntry { entry: Entry::Syscall(nr), loc: Loc::default() })
             .collect(),
-        paths: Paths { read, write },
+        paths: Paths { read, write, set_id: false },
         ..Policy::default()
     };
     Ok((p, rep))

@@ -251,6 +251,10 @@ pub struct Paths {
     pub read: Vec<PathBuf>,
     /// Read-write trees (`--allow-write`).
     pub write: Vec<PathBuf>,
+    /// `set-id = true`: the program may make set-uid/set-gid files and
+    /// `chown` to any owner the monitor's user may (default: never; owners
+    /// only its own; docs/policy.md).
+    pub set_id: bool,
 }
 
 /// Resource limits; `None` means no limit beyond the backend's own.

@@ -111,8 +111,11 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
             let _ = writeln!(o, "comment = {}", quote(c));
         }
     }
-    if !(p.paths.read.is_empty() && p.paths.write.is_empty()) {
+    if !(p.paths.read.is_empty() && p.paths.write.is_empty() && !p.paths.set_id) {
         let _ = writeln!(o, "\n[paths]");
+        if p.paths.set_id {
+            let _ = writeln!(o, "set-id = true");
+        }
         for (k, v) in [("read", &p.paths.read), ("write", &p.paths.write)] {
             if !v.is_empty() {
                 let items: Vec<String> = v.iter().map(|p| quote(&p.to_string_lossy())).collect();

@@ -78,7 +78,8 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
             eprintln!("cabin: execute-only code is not enforced on this machine (no protection keys)");
         }
     }
-    let policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
+    let mut policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
+    policy.set_allow_set_id(cfg.allow_set_id);
     let cwd =
         std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
     let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));

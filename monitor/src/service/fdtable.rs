@@ -82,6 +82,10 @@ pub struct Entry {
     /// The absolute program path it was opened with, when known (used for
     /// `*at` calls relative to it and for `fchdir`).
     pub path: Option<Vec<u8>>,
+    /// Whether `fchmod`/`fchown`/`futimens` may change the object: known
+    /// at open (`Some`), or `None`: look again by its path
+    /// ([`super::fs::FsPolicy::fd_changeable`]).
+    pub change: Option<bool>,
 }
 
 /// Virtual fd number → entry.
@@ -171,7 +175,12 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry {
-        Entry { fd: std::fs::File::open("/dev/null").unwrap().into(), cloexec: false, path: None }
+        Entry {
+            fd: std::fs::File::open("/dev/null").unwrap().into(),
+            cloexec: false,
+            path: None,
+            change: None,
+        }
     }
 
     #[test]

@@ -2,35 +2,66 @@
 //! program path becomes a host file descriptor without escaping.
 //!
 //! The program sees host paths under their own names, but only inside the
-//! directories named by `--allow-read` / `--allow-write`. A program path is
-//! made absolute (against the virtual cwd or a directory fd's path), `""`
-//! and `.` components are dropped (always no-ops), and the longest allowed
-//! directory that is a component-wise prefix is chosen. The rest is opened
-//! with `openat2(dirfd_of_allowed_dir, rest, RESOLVE_BENEATH |
+//! directories named by `--allow-read` / `--allow-write` (the *trees*). A
+//! program path is made absolute (against the virtual cwd or a directory
+//! fd's path), `""` and `.` components are dropped (always no-ops), and the
+//! longest tree that is a component-wise prefix is chosen (the *lexical*
+//! tree). The rest is opened with `openat2(tree_fd, rest, RESOLVE_BENEATH |
 //! RESOLVE_NO_MAGICLINKS)`: the kernel resolves every component, refuses
-//! `..` that would leave the directory, absolute symlinks, symlinks that
-//! point out, and `/proc/.../root`-style magic links — atomically, so a
-//! symlink swapped during the call cannot win a race.
+//! `..` that would leave the tree, absolute symlinks, symlinks that point
+//! out, and `/proc/.../root`-style magic links — atomically, so a symlink
+//! swapped during the call cannot win a race.
 //!
-//! Operations that do not open (stat, unlink, mkdir, rename, readlink, ...)
-//! first open either the target with `O_PATH` or the *parent* directory
-//! with `O_PATH | O_DIRECTORY` the same way, then act on a single final
-//! component relative to that fd (which the kernel never resolves through a
-//! symlink for unlink/mkdir/rename), so they are as confined as `open`.
+//! **What was reached decides, not the spelling.** Every object is first
+//! opened `O_PATH` (which opens no device and has no side effect) and
+//! looked at ([`FsPolicy::check_object`]) before anything else happens:
+//! - a device node other than the safe list (`/dev/null`, `zero`, `full`,
+//!   `random`, `urandom`, `/dev/tty` and the run's own terminal) is never
+//!   opened, even inside a tree; it can be looked at (`stat`), not changed;
+//! - on `/proc` only the proc root and a fixed list of system-wide entries
+//!   ([`PROC_SYSTEM`]) are served: every process's directory (`/proc/self`,
+//!   `/proc/thread-self`, `/proc/<pid>`: the monitor's, the child's on the
+//!   process backend, any host process's) is refused, so the program never
+//!   sees the monitor; `/proc` and `/sys` (and cgroup) are never writable,
+//!   and other kernel pseudo filesystems (debugfs, tracefs, securityfs,
+//!   bpf, configfs, efivarfs, ...) are not served at all;
+//! - the opened `O_PATH` descriptor is then re-opened with the program's
+//!   flags through the monitor's own `/proc/self/fd/N`, so the object that
+//!   was checked is the object opened, whatever a racing rename does.
 //!
-//! A refusal is a [`PathError::Denied`] with its [`Refusal`] (outside the
-//! trees, a change under a read-only tree, resolution escaping by `..` or a
-//! symlink, a magic link, the tree itself); the service turns it into
-//! `EACCES` and a note that the gate records as a `denied` syscall record
-//! with a `[paths]` rule (and so one audit record per refused call). What
-//! the kernel answers natively (`ENOENT`, `ELOOP` of a real loop,
-//! `ENOTDIR`, `ENAMETOOLONG`, ...) stays a plain [`PathError::Errno`].
-//! `ELOOP` under `RESOLVE_NO_MAGICLINKS` is ambiguous; a side-effect-free
-//! `O_PATH` retry under `RESOLVE_BENEATH` alone tells a magic link (`EXDEV`)
-//! from a loop.
+//! **Nested trees.** A read-only tree inside a writable one (or the other
+//! way round) is governed by the *nearest tree root above the object*,
+//! found by its real ancestry: trees are known by the (device, inode) of
+//! their root, and a change (create, write, truncate, remove, rename, link,
+//! chmod, chown, utimes) walks `..` from the directory that holds the object
+//! up to the first root, whose permission decides, before any side effect.
+//! The final component is handled by the monitor (a symlink is followed by
+//! re-resolving its text from its directory, up to 40 times like the
+//! kernel; the object is then opened with `O_NOFOLLOW`), so a change never
+//! follows a link into a read-only tree. The walk is race-free against
+//! programs: nothing can be moved into or out of a read-only tree without
+//! write access there, and a tree root is never removed, renamed, replaced
+//! or linked (checked by identity on every name operation, whatever the
+//! spelling). The walk runs only when trees of both kinds exist.
+//!
+//! The directories above the trees (`/`, `/home`, ... above
+//! `/home/me/data`) that lie in no tree are opened once at start, before
+//! the program runs, and serve only metadata reads (`stat`, `access`,
+//! `statfs`, `mkdir` → `EEXIST`); those inside a tree are reached through
+//! it like any path. Nothing ever resolves a program-influenced path
+//! without `RESOLVE_BENEATH`.
+//!
+//! A refusal is a [`PathError::Denied`] with its [`Refusal`]; the service
+//! turns it into `EACCES` (`EPERM` for an owner the program may not give)
+//! and a note that the gate records as a `denied` syscall record with a
+//! `[paths]` rule (and so one audit record per refused call). What the
+//! kernel answers natively (`ENOENT`, `ELOOP` of a real loop, `ENOTDIR`,
+//! `ENAMETOOLONG`, ...) stays a plain [`PathError::Errno`]. `ELOOP` under
+//! `RESOLVE_NO_MAGICLINKS` is ambiguous; a side-effect-free `O_PATH` retry
+//! under `RESOLVE_BENEATH` alone tells a magic link (`EXDEV`) from a loop.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use crate::config::RunError;
@@ -39,7 +70,7 @@ use crate::config::RunError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
     /// The policy refuses it, for this reason. Reported to the program as
-    /// `EACCES`, and to the trace and audit log as a denial.
+    /// [`Refusal::errno`], and to the trace and audit log as a denial.
     Denied(Refusal),
     /// The host refused it with this errno (what the program would also
     /// get natively: `ENOENT`, `ELOOP` for a real symlink loop, `ENOTDIR`,
@@ -64,6 +95,17 @@ pub enum Refusal {
     /// The allowed tree itself cannot be removed, renamed or linked through
     /// its parent.
     TreeItself,
+    /// A device node outside the safe list (opened, or changed at all).
+    Device,
+    /// A process's entry in `/proc` (`/proc/self`, `/proc/<pid>`, ...) or a
+    /// `/proc` entry outside the system-wide list.
+    Proc,
+    /// A change on a kernel pseudo filesystem (`/proc`, `/sys`, cgroup), or
+    /// any access to one that is not served (debugfs, tracefs, bpf, ...).
+    Pseudo,
+    /// `chown` to an owner or group other than the program's own (`[paths]
+    /// set-id` allows it).
+    Owner,
 }
 
 impl Refusal {
@@ -75,6 +117,19 @@ impl Refusal {
             Refusal::Escape => "resolution left the allowed tree (`..` or a symlink)",
             Refusal::MagicLink => "resolution met a magic link (/proc/*/fd, /proc/*/root, ...)",
             Refusal::TreeItself => "an allowed tree itself cannot be changed through its parent",
+            Refusal::Device => "a device outside the safe list (/dev/null, zero, full, random, urandom, the tty)",
+            Refusal::Proc => "a process's /proc entry (the monitor's or another's) or /proc outside its system-wide files",
+            Refusal::Pseudo => "a kernel pseudo filesystem (/proc, /sys, cgroup: never writable; debugfs, bpf, ...: not served)",
+            Refusal::Owner => "chown to another owner or group than the program's own ([paths] set-id allows it)",
+        }
+    }
+
+    /// The errno the program gets: `EPERM` for an owner change (what an
+    /// unprivileged `chown` gets natively), `EACCES` for the rest.
+    pub fn errno(self) -> i32 {
+        match self {
+            Refusal::Owner => libc::EPERM,
+            _ => libc::EACCES,
         }
     }
 }
@@ -90,11 +145,129 @@ pub struct AllowedDir {
     write: bool,
 }
 
+/// What an operation does with the object it reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Metadata only (`stat`, `readlink`, `access`, `statfs`, `chdir`): any
+    /// device node may be looked at.
+    Look,
+    /// Opened for reading.
+    Read,
+    /// Opened for writing, or a name created or removed in it (a
+    /// directory): never on a pseudo filesystem.
+    Write,
+    /// Its metadata changed (`chmod`, `chown`, `utimes`): never a device.
+    Alter,
+}
+
+/// An opened object and what the program may change through it.
+#[derive(Debug)]
+pub struct Opened {
+    /// The descriptor, with the program's flags (and `O_CLOEXEC`).
+    pub fd: OwnedFd,
+    /// Whether the object's metadata may be changed through the descriptor
+    /// (`fchmod`, `fchown`, `futimens`): known at open, or `None` when it
+    /// takes a look at its ancestry ([`FsPolicy::fd_changeable`]).
+    pub change: Option<bool>,
+}
+
+/// An object reached for a change, and its directory.
+#[derive(Debug)]
+pub struct Reached {
+    /// `O_PATH` descriptor of the object (`None`: the name does not exist).
+    pub obj: Option<(OwnedFd, libc::stat)>,
+    /// Its directory (`O_PATH`) and the final name, when it has one.
+    pub parent: Option<(OwnedFd, CString)>,
+}
+
+/// The monitor's own `/proc`.
+#[derive(Debug)]
+struct ProcView {
+    /// `/proc/self/fd`, to re-open `O_PATH` descriptors.
+    self_fd: OwnedFd,
+    /// `st_dev` of the `/proc` mount.
+    dev: u64,
+    /// Its path (`/proc`), as `/proc/self/fd/N` links name objects there.
+    path: Vec<u8>,
+}
+
 /// The set of allowed directories.
 #[derive(Debug, Default)]
 pub struct FsPolicy {
     dirs: Vec<AllowedDir>,
+    /// (st_dev, st_ino) of each tree root and whether it is writable (a
+    /// directory given both ways is writable).
+    roots: Vec<(u64, u64, bool)>,
+    /// Trees of both kinds exist: a change finds its governing tree by
+    /// walking up (see the module docs).
+    mixed: bool,
+    /// Directories above the trees that lie in no tree, opened at start.
+    ancestors: Vec<(Vec<Vec<u8>>, OwnedFd)>,
+    /// `st_rdev` of the character devices that may be opened.
+    safe_devices: Vec<u64>,
+    /// The monitor's `/proc` (`None` in tests built from `Default`).
+    proc: Option<ProcView>,
+    /// `[paths] set-id`: set-uid/set-gid bits and other owners allowed.
+    set_id: bool,
 }
+
+/// The `/proc` entries (first component below `/proc`) served for
+/// reading: system-wide information, nothing of any process and no kernel
+/// memory. Everything else under `/proc` is refused ([`Refusal::Proc`]).
+pub const PROC_SYSTEM: &[&[u8]] = &[
+    b"buddyinfo",
+    b"cgroups",
+    b"cmdline",
+    b"cpuinfo",
+    b"crypto",
+    b"devices",
+    b"diskstats",
+    b"filesystems",
+    b"interrupts",
+    b"loadavg",
+    b"meminfo",
+    b"misc",
+    b"partitions",
+    b"pressure",
+    b"softirqs",
+    b"stat",
+    b"swaps",
+    b"sys",
+    b"uptime",
+    b"version",
+    b"vmstat",
+    b"zoneinfo",
+];
+
+/// Character devices that open anywhere: null, zero, full, random,
+/// urandom (1, 3/5/7/8/9) and /dev/tty (5, 0).
+const SAFE_DEVICES: [(u32, u32); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
+
+/// Symlinks followed in one resolution (the kernel's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Directory levels walked up to the governing tree before giving up.
+const MAX_DEPTH: usize = 4096;
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+/// Readable, never writable: sysfs, cgroup, cgroup2.
+const READ_ONLY_PSEUDO: [i64; 3] = [0x6265_6572, 0x0027_e0eb, 0x6367_7270];
+/// Not served at all: debugfs, tracefs, securityfs, bpf, configfs,
+/// efivarfs, pstore, selinuxfs, smackfs, binfmt_misc, fusectl, nsfs.
+const CLOSED_PSEUDO: [i64; 12] = [
+    0x6462_6720,
+    0x7472_6163,
+    0x7363_6673,
+    0xcafe_4a11,
+    0x6265_6570,
+    0xde5e_81e4,
+    0x6165_676c,
+    0xf97c_ff8c,
+    0x4341_5d53,
+    0x4249_4e4d,
+    0x6573_5543,
+    0x6e73_6673,
+];
 
 /// Splits a path into its components, dropping `""` and `.`.
 pub fn components(path: &[u8]) -> Vec<Vec<u8>> {
@@ -138,8 +311,56 @@ pub fn normalize(abs: &[u8]) -> Vec<u8> {
     v
 }
 
+/// `abs` without its last component (`/` for a top-level name): the
+/// spelled directory a symlink's relative text is resolved from.
+fn spelled_parent(abs: &[u8]) -> &[u8] {
+    let mut end = abs.len();
+    while end > 1 && abs[end - 1] == b'/' {
+        end -= 1;
+    }
+    match abs[..end].iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/",
+        Some(i) => &abs[..i],
+    }
+}
+
 fn cstring(b: &[u8]) -> Result<CString, PathError> {
     CString::new(b.to_vec()).map_err(|_| PathError::Errno(libc::EINVAL))
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Takes ownership of a descriptor a libc call returned (or its errno).
+fn owned(r: RawFd) -> Result<OwnedFd, PathError> {
+    if r < 0 {
+        return Err(PathError::Errno(last_errno()));
+    }
+    // SAFETY: the kernel just returned this new descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// `fstat(fd)`.
+pub fn fstat(fd: RawFd) -> Result<libc::stat, PathError> {
+    // SAFETY: stat is plain data; zeroed is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes `st`.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(PathError::Errno(last_errno()));
+    }
+    Ok(st)
+}
+
+/// `openat(dirfd, name, flags)` (never resolving more than `name`, which
+/// holds no `/`, or `..`).
+fn openat(dirfd: RawFd, name: &std::ffi::CStr, flags: i32, mode: u32) -> Result<OwnedFd, PathError> {
+    // SAFETY: openat reads the NUL-terminated name.
+    owned(unsafe { libc::openat(dirfd, name.as_ptr(), flags | libc::O_CLOEXEC, mode) })
+}
+
+fn is(st: &libc::stat, kind: libc::mode_t) -> bool {
+    st.st_mode & libc::S_IFMT == kind
 }
 
 #[repr(C)]
@@ -191,7 +412,7 @@ fn openat2(dirfd: i32, path: &CString, flags: i32, mode: u32, resolve: u64) -> R
             // SAFETY: the kernel just returned this new descriptor to us.
             return Ok(unsafe { OwnedFd::from_raw_fd(r as i32) });
         }
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        let e = last_errno();
         match e {
             libc::EAGAIN | libc::EINTR => continue,
             e => return Err(e),
@@ -203,8 +424,25 @@ fn size_of_how() -> usize {
     std::mem::size_of::<OpenHow>()
 }
 
+/// Whether `flags` ask to write, create or truncate.
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY
+        || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE & !libc::O_DIRECTORY) != 0
+}
+
+/// The `/proc/self/fd/N` text of a descriptor: what its link names (the
+/// monitor's own descriptor; not a program path).
+fn fd_link(fd: RawFd) -> Option<Vec<u8>> {
+    let p = CString::new(format!("/proc/self/fd/{fd}")).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::readlink(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n > 0 && (n as usize) < buf.len()).then(|| buf[..n as usize].to_vec())
+}
+
 impl FsPolicy {
-    /// Opens every allowed directory. Write dirs are readable too.
+    /// Opens every allowed directory, the directories above them that lie
+    /// in no tree, and the monitor's `/proc`. Write dirs are readable too.
     pub fn new(read: &[PathBuf], write: &[PathBuf]) -> Result<FsPolicy, RunError> {
         let mut dirs = Vec::new();
         for (list, w) in [(read, false), (write, true)] {
@@ -227,7 +465,76 @@ impl FsPolicy {
         // Longest first, so the most specific dir decides; on equal paths a
         // write grant wins over a read grant.
         dirs.sort_by(|a, b| b.comps.len().cmp(&a.comps.len()).then(b.write.cmp(&a.write)));
-        Ok(FsPolicy { dirs })
+        let mut roots: Vec<(u64, u64, bool)> = Vec::new();
+        for d in &dirs {
+            let st = fstat(d.fd.as_raw_fd()).map_err(|_| RunError::host("fstat of an allowed directory"))?;
+            match roots.iter_mut().find(|r| (r.0, r.1) == (st.st_dev, st.st_ino)) {
+                Some(r) => r.2 |= d.write,
+                None => roots.push((st.st_dev, st.st_ino, d.write)),
+            }
+        }
+        let mixed = roots.iter().any(|r| r.2) && roots.iter().any(|r| !r.2);
+        let mut p = FsPolicy {
+            dirs,
+            roots,
+            mixed,
+            ancestors: Vec::new(),
+            safe_devices: SAFE_DEVICES.iter().map(|&(a, b)| libc::makedev(a, b)).collect(),
+            proc: open_proc(),
+            set_id: false,
+        };
+        p.ancestors = p.open_ancestors();
+        Ok(p)
+    }
+
+    /// The strict ancestors of the trees that lie in no tree, each opened
+    /// `O_PATH` from `/` one component at a time without following
+    /// symlinks (before the program runs; the canonical paths hold none).
+    fn open_ancestors(&self) -> Vec<(Vec<Vec<u8>>, OwnedFd)> {
+        let mut out: Vec<(Vec<Vec<u8>>, OwnedFd)> = Vec::new();
+        for d in &self.dirs {
+            let mut fd = match openat(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0) {
+                Ok(fd) => fd,
+                Err(_) => return out,
+            };
+            for k in 0..d.comps.len() {
+                let prefix = &d.comps[..k];
+                let in_tree = self
+                    .dirs
+                    .iter()
+                    .any(|t| prefix.len() >= t.comps.len() && prefix[..t.comps.len()] == t.comps[..]);
+                if in_tree {
+                    break;
+                }
+                if !out.iter().any(|(c, _)| c == prefix) {
+                    let Ok(dup) = fd.try_clone() else { break };
+                    out.push((prefix.to_vec(), dup));
+                }
+                let Ok(name) = CString::new(d.comps[k].clone()) else { break };
+                match openat(fd.as_raw_fd(), &name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
+                    Ok(next) => fd = next,
+                    Err(_) => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// Lets character device `rdev` open anywhere (the run's terminal).
+    pub fn add_safe_device(&mut self, rdev: u64) {
+        if !self.safe_devices.contains(&rdev) {
+            self.safe_devices.push(rdev);
+        }
+    }
+
+    /// `[paths] set-id`: allow set-uid/set-gid bits and other owners.
+    pub fn set_allow_set_id(&mut self, on: bool) {
+        self.set_id = on;
+    }
+
+    /// Whether set-uid/set-gid bits and other owners are allowed.
+    pub fn allows_set_id(&self) -> bool {
+        self.set_id
     }
 
     /// The allowed dir containing absolute `abs`, and the path relative to
@@ -249,61 +556,350 @@ impl FsPolicy {
         None
     }
 
-    /// An `O_PATH` descriptor of `abs` when it is a strict ancestor of an
-    /// allowed directory (`/`, `/home`, ... above `/home/me/data`). Those
-    /// directories necessarily exist; programs (`mkdir -p`, `realpath`) stat
-    /// them. They can be stat'ed and nothing else: no listing, no opening
-    /// of anything below them except through the allowed dir. The path
-    /// opened is built from the allowed dir's canonical components, never
-    /// from the program's bytes.
-    pub fn open_ancestor(&self, abs: &[u8]) -> Option<OwnedFd> {
+    /// Whether `abs` names (by its components, exactly) a directory above
+    /// the trees that lies in no tree.
+    pub fn is_ancestor(&self, abs: &[u8]) -> bool {
         let comps = components(abs);
-        let d =
-            self.dirs.iter().find(|d| d.comps.len() > comps.len() && d.comps[..comps.len()] == comps[..])?;
-        let mut p = Vec::new();
-        for c in &d.comps[..comps.len()] {
-            p.push(b'/');
-            p.extend_from_slice(c);
-        }
-        if p.is_empty() {
-            p.push(b'/');
-        }
-        let c = CString::new(p).ok()?;
-        // SAFETY: open reads the NUL-terminated path.
-        let fd = unsafe {
-            libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        };
-        // SAFETY: a fresh descriptor we own, when non-negative.
-        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        self.locate(abs).is_none() && self.ancestors.iter().any(|(c, _)| *c == comps)
     }
 
-    /// Opens `abs` with `flags`/`mode` (`O_CLOEXEC` is always added).
-    pub fn open(&self, abs: &[u8], flags: i32, mode: u32) -> Result<OwnedFd, PathError> {
-        let acc = flags & libc::O_ACCMODE;
-        let wants_write = acc != libc::O_RDONLY
-            || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE & !libc::O_DIRECTORY) != 0;
-        let (d, rel) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
-        if wants_write && !d.write {
-            return Err(PathError::Denied(Refusal::ReadOnly));
+    /// Whether `(dev, ino)` is a tree root, and then whether it is writable.
+    fn root(&self, st: &libc::stat) -> Option<bool> {
+        self.roots.iter().find(|r| (r.0, r.1) == (st.st_dev, st.st_ino)).map(|r| r.2)
+    }
+
+    /// Whether the directory `dir` (with its stat) lies in a writable tree:
+    /// the nearest tree root at or above it decides. Only walks when trees
+    /// of both kinds exist; otherwise the lexical tree `lexical` (already
+    /// checked writable) does.
+    fn governed_writable(&self, dir: RawFd, st: &libc::stat) -> Result<(), PathError> {
+        if !self.mixed {
+            return Ok(());
         }
-        openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, flags, mode)
+        let mut held: Option<OwnedFd> = None;
+        let mut cur = dir;
+        let mut cur_st = *st;
+        for _ in 0..MAX_DEPTH {
+            if let Some(w) = self.root(&cur_st) {
+                return if w { Ok(()) } else { Err(PathError::Denied(Refusal::ReadOnly)) };
+            }
+            let up = openat(cur, c"..", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+            let up_st = fstat(up.as_raw_fd())?;
+            if (up_st.st_dev, up_st.st_ino) == (cur_st.st_dev, cur_st.st_ino) {
+                // The root of the file system and no tree on the way: it
+                // was moved out of the trees while we looked.
+                return Err(PathError::Denied(Refusal::Outside));
+            }
+            cur = up.as_raw_fd();
+            held = Some(up);
+            cur_st = up_st;
+        }
+        drop(held);
+        Err(PathError::Denied(Refusal::ReadOnly))
+    }
+
+    /// Whether the object `fd` (with its stat) may be used for `access`:
+    /// devices, `/proc` and the other pseudo filesystems (module docs).
+    pub fn check_object(&self, fd: RawFd, st: &libc::stat, access: Access) -> Result<(), PathError> {
+        let device = is(st, libc::S_IFCHR) || is(st, libc::S_IFBLK);
+        if device {
+            let safe = is(st, libc::S_IFCHR) && self.safe_devices.contains(&st.st_rdev);
+            match access {
+                Access::Look => {}
+                Access::Read | Access::Write if safe => {}
+                _ => return Err(PathError::Denied(Refusal::Device)),
+            }
+        }
+        // Pseudo file systems all live on anonymous devices (major 0);
+        // block-backed file systems need no second look.
+        if libc::major(st.st_dev) != 0 {
+            return Ok(());
+        }
+        // SAFETY: statfs is plain data; zeroed is a valid value.
+        let mut sf: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs writes `sf`.
+        if unsafe { libc::fstatfs(fd, &mut sf) } < 0 {
+            return Err(PathError::Errno(last_errno()));
+        }
+        let magic = sf.f_type as i64;
+        let changes = matches!(access, Access::Write | Access::Alter);
+        if magic == PROC_SUPER_MAGIC {
+            if changes {
+                return Err(PathError::Denied(Refusal::Pseudo));
+            }
+            return self.check_proc(fd, st);
+        }
+        if READ_ONLY_PSEUDO.contains(&magic) && changes || CLOSED_PSEUDO.contains(&magic) {
+            return Err(PathError::Denied(Refusal::Pseudo));
+        }
+        Ok(())
+    }
+
+    /// A `/proc` object may be read when it is the proc root or lies below
+    /// one of [`PROC_SYSTEM`] of the monitor's own `/proc` mount.
+    fn check_proc(&self, fd: RawFd, st: &libc::stat) -> Result<(), PathError> {
+        const PROC_ROOT_INO: u64 = 1;
+        if st.st_ino == PROC_ROOT_INO && is(st, libc::S_IFDIR) {
+            return Ok(());
+        }
+        let refuse = Err(PathError::Denied(Refusal::Proc));
+        let Some(pv) = &self.proc else { return refuse };
+        if st.st_dev != pv.dev {
+            return refuse;
+        }
+        // Names in /proc are the kernel's: the link text of our own
+        // descriptor says where in /proc the object lies.
+        let Some(link) = fd_link(fd) else { return refuse };
+        let Some(rest) = link.strip_prefix(&pv.path[..]).and_then(|r| r.strip_prefix(b"/")) else {
+            return refuse;
+        };
+        let first = rest.split(|&b| b == b'/').next().unwrap_or_default();
+        if PROC_SYSTEM.contains(&first) {
+            Ok(())
+        } else {
+            refuse
+        }
+    }
+
+    /// Opens the `O_PATH` descriptor `fd` again with `flags`, through the
+    /// monitor's own `/proc/self/fd` (the object itself, whatever happened
+    /// to its name since).
+    fn reopen(&self, fd: &OwnedFd, flags: i32) -> Result<OwnedFd, PathError> {
+        let flags = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)) | libc::O_CLOEXEC;
+        let name = cstring(fd.as_raw_fd().to_string().as_bytes())?;
+        match &self.proc {
+            Some(pv) => openat(pv.self_fd.as_raw_fd(), &name, flags, 0),
+            None => {
+                let p = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+                openat(libc::AT_FDCWD, &p, flags, 0)
+            }
+        }
+    }
+
+    /// Opens `abs` with `flags`/`mode` (`O_CLOEXEC` is always added): the
+    /// object is looked at before it is opened (see the module docs).
+    pub fn open(&self, abs: &[u8], flags: i32, mode: u32) -> Result<Opened, PathError> {
+        if wants_write(flags) {
+            return self.open_for_change(abs, flags, mode);
+        }
+        let (d, rel) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
+        let change = if !d.write {
+            Some(false)
+        } else if self.mixed {
+            None
+        } else {
+            Some(true)
+        };
+        let rel = cstring(&rel)?;
+        if flags & (libc::O_PATH | libc::O_DIRECTORY) != 0 {
+            // O_PATH opens nothing, and O_DIRECTORY never opens a device
+            // (the kernel checks it first): open directly, then look.
+            let fd = openat2_beneath(d.fd.as_raw_fd(), &rel, flags, 0)?;
+            let st = fstat(fd.as_raw_fd())?;
+            let access = if flags & libc::O_PATH != 0 { Access::Look } else { Access::Read };
+            self.check_object(fd.as_raw_fd(), &st, access)?;
+            return Ok(Opened { fd, change });
+        }
+        let probe = openat2_beneath(d.fd.as_raw_fd(), &rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)?;
+        let st = fstat(probe.as_raw_fd())?;
+        self.check_object(probe.as_raw_fd(), &st, Access::Read)?;
+        if is(&st, libc::S_IFLNK) {
+            // O_NOFOLLOW on a final symlink.
+            return Err(PathError::Errno(libc::ELOOP));
+        }
+        Ok(Opened { fd: self.reopen(&probe, flags)?, change })
+    }
+
+    /// Opens `abs` for writing, creating or truncating: the object (or,
+    /// for a new name, its directory) must lie in a writable tree by its
+    /// real ancestry; set-id bits of an existing file are cleared as the
+    /// kernel does for an unprivileged writer (unless `[paths] set-id`).
+    fn open_for_change(&self, abs: &[u8], flags: i32, mode: u32) -> Result<Opened, PathError> {
+        let creat = flags & libc::O_CREAT != 0;
+        let excl = creat && flags & libc::O_EXCL != 0;
+        if creat && abs.last() == Some(&b'/') {
+            return Err(PathError::Errno(libc::EISDIR));
+        }
+        let follow = flags & libc::O_NOFOLLOW == 0 && !excl;
+        // A create that loses a race to another creator starts over.
+        for _ in 0..8 {
+            let r = self.reach_for_change(abs, follow)?;
+            let Some((obj, st)) = r.obj else {
+                if !creat {
+                    return Err(PathError::Errno(libc::ENOENT));
+                }
+                let (dir, name) = r.parent.ok_or(PathError::Errno(libc::ENOENT))?;
+                let fl = flags | libc::O_EXCL | libc::O_NOFOLLOW;
+                match openat(dir.as_raw_fd(), &name, fl, self.creation_mode(mode)) {
+                    Err(PathError::Errno(libc::EEXIST)) if !excl => continue,
+                    Err(e) => return Err(e),
+                    Ok(fd) => return Ok(Opened { fd, change: Some(true) }),
+                }
+            };
+            if excl {
+                return Err(PathError::Errno(libc::EEXIST));
+            }
+            if is(&st, libc::S_IFLNK) {
+                return Err(PathError::Errno(libc::ELOOP));
+            }
+            self.check_object(obj.as_raw_fd(), &st, Access::Write)?;
+            let fd = if flags & libc::O_TMPFILE & !libc::O_DIRECTORY != 0 {
+                openat(obj.as_raw_fd(), c".", flags, self.creation_mode(mode))?
+            } else {
+                self.reopen(&obj, flags)?
+            };
+            self.clear_set_id(fd.as_raw_fd(), &st);
+            return Ok(Opened { fd, change: Some(true) });
+        }
+        Err(PathError::Errno(libc::EEXIST))
+    }
+
+    /// `mode` for a new file: without set-uid/set-gid unless allowed.
+    pub fn creation_mode(&self, mode: u32) -> u32 {
+        if self.set_id {
+            mode & 0o7777
+        } else {
+            mode & 0o1777
+        }
+    }
+
+    /// Clears set-uid and set-gid (with group execute) of a regular file
+    /// opened for writing, as the kernel does when an unprivileged process
+    /// writes one (a root monitor would keep them).
+    fn clear_set_id(&self, fd: RawFd, st: &libc::stat) {
+        let setgid_exec = libc::S_ISGID | libc::S_IXGRP;
+        let bits = st.st_mode & libc::S_ISUID != 0 || st.st_mode & setgid_exec == setgid_exec;
+        if !self.set_id && is(st, libc::S_IFREG) && bits {
+            let mode = st.st_mode & 0o7777 & !(libc::S_ISUID | libc::S_ISGID);
+            // SAFETY: touches no memory; fd is a descriptor we own.
+            unsafe { libc::fchmod(fd, mode) };
+        }
+    }
+
+    /// Resolves `abs` for a change (module docs): the lexical tree must be
+    /// writable, the final component is handled here (a symlink followed
+    /// when `follow`, or when a trailing `/` asks for a directory), and the
+    /// object's directory (the object itself when it is a directory) must
+    /// lie in a writable tree by its ancestry. The object must not be on a
+    /// pseudo filesystem (checked by the caller with [`Access`] for
+    /// devices).
+    pub fn reach_for_change(&self, abs: &[u8], follow: bool) -> Result<Reached, PathError> {
+        let mut spelled = abs.to_vec();
+        for _ in 0..=MAX_SYMLINKS {
+            let (d, rel) = self.locate(&spelled).ok_or(PathError::Denied(Refusal::Outside))?;
+            if !d.write {
+                return Err(PathError::Denied(Refusal::ReadOnly));
+            }
+            let trailing = spelled.last() == Some(&b'/');
+            let mut comps = components(&rel);
+            let name = match comps.pop() {
+                Some(n) if n != b".." => n,
+                _ => {
+                    // The tree itself, or a directory named by `..`.
+                    let dir = openat2_beneath(
+                        d.fd.as_raw_fd(),
+                        &cstring(&rel)?,
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                    )?;
+                    let st = fstat(dir.as_raw_fd())?;
+                    self.governed_writable(dir.as_raw_fd(), &st)?;
+                    return Ok(Reached { obj: Some((dir, st)), parent: None });
+                }
+            };
+            let parent_rel = if comps.is_empty() { b".".to_vec() } else { comps.join(&b'/') };
+            let dir = openat2_beneath(
+                d.fd.as_raw_fd(),
+                &cstring(&parent_rel)?,
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            )?;
+            let dst = fstat(dir.as_raw_fd())?;
+            // Nothing in a pseudo filesystem is looked at for a change (not
+            // even the text of a /proc magic link).
+            self.check_object(dir.as_raw_fd(), &dst, Access::Write)?;
+            let cname = cstring(&name)?;
+            let obj = match openat(dir.as_raw_fd(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+                Err(PathError::Errno(libc::ENOENT)) => None,
+                Err(e) => return Err(e),
+                Ok(fd) => Some(fd),
+            };
+            let Some(obj) = obj else {
+                self.governed_writable(dir.as_raw_fd(), &dst)?;
+                return Ok(Reached { obj: None, parent: Some((dir, cname)) });
+            };
+            let st = fstat(obj.as_raw_fd())?;
+            if is(&st, libc::S_IFLNK) && (follow || trailing) {
+                let text = read_link(obj.as_raw_fd())?;
+                if text.first() == Some(&b'/') {
+                    return Err(PathError::Denied(Refusal::Escape));
+                }
+                let mut next = join(spelled_parent(&spelled), &text);
+                if trailing {
+                    next.push(b'/');
+                }
+                spelled = next;
+                continue;
+            }
+            if trailing && !is(&st, libc::S_IFDIR) {
+                return Err(PathError::Errno(libc::ENOTDIR));
+            }
+            if is(&st, libc::S_IFDIR) {
+                self.check_object(obj.as_raw_fd(), &st, Access::Write)?;
+                self.governed_writable(obj.as_raw_fd(), &st)?;
+            } else {
+                self.governed_writable(dir.as_raw_fd(), &dst)?;
+            }
+            return Ok(Reached { obj: Some((obj, st)), parent: Some((dir, cname)) });
+        }
+        Err(PathError::Errno(libc::ELOOP))
+    }
+
+    /// Whether the program may change the metadata of the object its
+    /// descriptor `fd` (opened as `path`) names, when that was not known at
+    /// open: `path` must still reach that object for a change.
+    pub fn fd_changeable(&self, path: &[u8], st: &libc::stat) -> Result<(), PathError> {
+        let r = self.reach_for_change(path, true)?;
+        match r.obj {
+            Some((_, o)) if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino) => Ok(()),
+            _ => Err(PathError::Denied(Refusal::ReadOnly)),
+        }
     }
 
     /// An `O_PATH` descriptor of `abs` itself (following a final symlink
-    /// only when `follow`).
-    pub fn open_path(&self, abs: &[u8], follow: bool) -> Result<OwnedFd, PathError> {
+    /// only when `follow`) for a metadata read, with its stat: anything in
+    /// a tree but the refused `/proc` and pseudo entries, or one of the
+    /// directories above the trees.
+    pub fn inspect(&self, abs: &[u8], follow: bool) -> Result<(OwnedFd, libc::stat), PathError> {
+        let Some((d, rel)) = self.locate(abs) else {
+            let comps = components(abs);
+            let (_, fd) = self
+                .ancestors
+                .iter()
+                .find(|(c, _)| *c == comps)
+                .ok_or(PathError::Denied(Refusal::Outside))?;
+            let fd = fd.try_clone().map_err(|e| PathError::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            let st = fstat(fd.as_raw_fd())?;
+            return Ok((fd, st));
+        };
         let flags = libc::O_PATH | if follow { 0 } else { libc::O_NOFOLLOW };
-        self.open(abs, flags, 0)
+        let fd = openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, flags, 0)?;
+        let st = fstat(fd.as_raw_fd())?;
+        self.check_object(fd.as_raw_fd(), &st, Access::Look)?;
+        Ok((fd, st))
     }
 
-    /// Whether `abs` lies under a writable allowed dir.
+    /// Whether `abs` lies under a writable allowed dir (by its spelling).
     pub fn writable(&self, abs: &[u8]) -> bool {
         self.locate(abs).is_some_and(|(d, _)| d.write)
     }
 
     /// The parent directory of `abs` (as an `O_PATH` fd) and the final
-    /// component, for operations on a name. The name is never `.` or `..`
-    /// and contains no `/`.
+    /// component, for operations on a name (unlink, rmdir, mkdir, rename,
+    /// link, symlink: all change the directory). The name is never `.` or
+    /// `..` and contains no `/`; the directory lies in a writable tree by
+    /// its ancestry and on no pseudo filesystem; the name is not a tree
+    /// root, whatever the spelling.
     pub fn parent(&self, abs: &[u8], need_write: bool) -> Result<(OwnedFd, CString), PathError> {
         let mut comps = components(abs);
         let name = comps.pop().ok_or(PathError::Errno(libc::EBUSY))?;
@@ -329,8 +925,53 @@ impl FsPolicy {
             return Err(PathError::Denied(Refusal::ReadOnly));
         }
         let fd = openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-        Ok((fd, cstring(&name)?))
+        let cname = cstring(&name)?;
+        if need_write {
+            let st = fstat(fd.as_raw_fd())?;
+            self.check_object(fd.as_raw_fd(), &st, Access::Write)?;
+            self.governed_writable(fd.as_raw_fd(), &st)?;
+            // A tree root is never removed, renamed, replaced or linked,
+            // however it is named (`W/d/../ro`, a symlinked parent, ...).
+            if self.roots.iter().any(|r| r.0 == st.st_dev) {
+                // SAFETY: stat is plain data; zeroed is a valid value.
+                let mut nst: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: fstatat reads the name and writes `nst`.
+                let r = unsafe {
+                    libc::fstatat(fd.as_raw_fd(), cname.as_ptr(), &mut nst, libc::AT_SYMLINK_NOFOLLOW)
+                };
+                if r == 0 && self.root(&nst).is_some() {
+                    return Err(PathError::Denied(Refusal::TreeItself));
+                }
+            }
+        }
+        Ok((fd, cname))
     }
+}
+
+/// The text of the symlink `fd` (an `O_PATH | O_NOFOLLOW` descriptor).
+fn read_link(fd: RawFd) -> Result<Vec<u8>, PathError> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: writes at most buf.len() bytes into buf; the path is "".
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(PathError::Errno(last_errno()));
+    }
+    if n as usize >= buf.len() {
+        return Err(PathError::Errno(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The monitor's `/proc` (its `self/fd` directory, device and path), or
+/// `None` where `/proc` is not mounted (then nothing in any `/proc` is
+/// served).
+fn open_proc() -> Option<ProcView> {
+    let root = openat(libc::AT_FDCWD, c"/proc", libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+    let st = fstat(root.as_raw_fd()).ok()?;
+    let self_fd = openat(root.as_raw_fd(), c"self/fd", libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+    let path = fd_link(root.as_raw_fd())?;
+    Some(ProcView { self_fd, dev: st.st_dev, path })
 }
 
 #[cfg(test)]
@@ -344,6 +985,84 @@ mod tests {
 
     fn b(p: &std::path::Path) -> Vec<u8> {
         p.as_os_str().as_encoded_bytes().to_vec()
+    }
+
+    #[test]
+    fn nested_read_only_tree_is_read_only_however_reached() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        let ro = w.join("ro");
+        std::fs::create_dir_all(ro.join("empty")).unwrap();
+        std::fs::create_dir(w.join("d")).unwrap();
+        std::fs::write(ro.join("f"), b"ro").unwrap();
+        std::fs::write(w.join("mine"), b"w").unwrap();
+        symlink("ro", w.join("l")).unwrap();
+        symlink("ro/new", w.join("dangling")).unwrap();
+        let p = policy(std::slice::from_ref(&ro), std::slice::from_ref(&w));
+        let ro_only = PathError::Denied(Refusal::ReadOnly);
+        for path in ["d/../ro/f", "l/f", "l/new", "dangling"] {
+            let abs = b(&w.join(path));
+            let wr = libc::O_WRONLY | libc::O_CREAT;
+            assert_eq!(p.open(&abs, wr, 0o644).unwrap_err(), ro_only, "{path}");
+            assert_eq!(p.reach_for_change(&abs, true).unwrap_err(), ro_only, "{path}");
+        }
+        assert_eq!(p.parent(&b(&w.join("l/f")), true).unwrap_err(), ro_only);
+        // The tree root, however spelled, is never removed or renamed.
+        let root = PathError::Denied(Refusal::TreeItself);
+        assert_eq!(p.parent(&b(&w.join("d/../ro")), true).unwrap_err(), root);
+        // Reading through the link, and writing W itself, stay fine; a
+        // descriptor opened for reading through `l` needs a look later.
+        let o = p.open(&b(&w.join("l/f")), libc::O_RDONLY, 0).unwrap();
+        assert_eq!(o.change, None);
+        let st = fstat(o.fd.as_raw_fd()).unwrap();
+        assert_eq!(p.fd_changeable(&b(&w.join("l/f")), &st).unwrap_err(), ro_only);
+        assert!(p.open(&b(&w.join("mine")), libc::O_WRONLY, 0).is_ok());
+        assert_eq!(spelled_parent(b"/a/b/"), b"/a");
+        assert_eq!(spelled_parent(b"/a"), b"/");
+    }
+
+    #[test]
+    fn proc_serves_only_system_wide_files() {
+        let p = policy(&[PathBuf::from("/proc")], &[]);
+        let refused = PathError::Denied(Refusal::Proc);
+        for path in ["/proc/self/status", "/proc/thread-self/environ", "/proc/1/status"] {
+            assert_eq!(p.open(path.as_bytes(), libc::O_RDONLY, 0).unwrap_err(), refused, "{path}");
+        }
+        let me = format!("/proc/{}/environ", std::process::id());
+        assert_eq!(p.open(me.as_bytes(), libc::O_RDONLY, 0).unwrap_err(), refused);
+        assert_eq!(p.inspect(b"/proc/self", false).unwrap_err(), refused);
+        assert!(p.open(b"/proc/cpuinfo", libc::O_RDONLY, 0).is_ok());
+        assert!(p.inspect(b"/proc", true).is_ok());
+        // Writable /proc is still not writable.
+        let p = policy(&[], &[PathBuf::from("/proc")]);
+        let e = p.open(b"/proc/sys/kernel/hostname", libc::O_WRONLY, 0).unwrap_err();
+        assert_eq!(e, PathError::Denied(Refusal::Pseudo));
+    }
+
+    #[test]
+    fn devices_are_refused_unless_safe_and_never_opened() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("devices_are_refused_unless_safe_and_never_opened NOT RUN: mknod needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        let node = |name: &str, kind: libc::mode_t, ma: u32, mi: u32| {
+            let c = CString::new(b(&w.join(name))).unwrap();
+            // SAFETY: mknod reads the path.
+            assert_eq!(unsafe { libc::mknod(c.as_ptr(), kind | 0o666, libc::makedev(ma, mi)) }, 0);
+        };
+        node("mem", libc::S_IFCHR, 1, 1);
+        node("null", libc::S_IFCHR, 1, 3);
+        node("blk", libc::S_IFBLK, 7, 0);
+        let p = policy(&[], std::slice::from_ref(&w));
+        let dev = PathError::Denied(Refusal::Device);
+        assert_eq!(p.open(&b(&w.join("mem")), libc::O_RDONLY, 0).unwrap_err(), dev);
+        assert_eq!(p.open(&b(&w.join("blk")), libc::O_RDONLY, 0).unwrap_err(), dev);
+        assert_eq!(p.open(&b(&w.join("mem")), libc::O_WRONLY, 0).unwrap_err(), dev);
+        assert!(p.inspect(&b(&w.join("mem")), true).is_ok(), "looking is fine");
+        assert!(p.open(&b(&w.join("null")), libc::O_RDWR, 0).is_ok());
     }
 
     #[test]
@@ -456,7 +1175,7 @@ mod tests {
         for _ in 0..3000 {
             match p.open(&b(&link), libc::O_RDONLY, 0) {
                 Ok(fd) => {
-                    let mut f = std::fs::File::from(fd);
+                    let mut f = std::fs::File::from(fd.fd);
                     let mut s = String::new();
                     std::io::Read::read_to_string(&mut f, &mut s).unwrap();
                     assert_eq!(s, "good");
@@ -502,10 +1221,11 @@ mod tests {
         assert!(p.parent(&b(&w.join("..")), true).is_err());
         assert!(p.writable(&b(&w.join("x"))));
         // Ancestors can be stat'ed, but nothing else.
-        assert!(p.open_ancestor(b"/").is_some());
-        assert!(p.open_ancestor(&b(&root)).is_some());
-        assert!(p.open_ancestor(&b(&w)).is_none(), "the dir itself is not an ancestor");
-        assert!(p.open_ancestor(b"/etc").is_none() || root.starts_with("/etc"));
-        assert!(p.open_ancestor(&[b(&root), b"/../..".to_vec()].concat()).is_none());
+        assert!(p.inspect(b"/", true).is_ok());
+        assert!(p.is_ancestor(b"/") && p.is_ancestor(&b(&root)));
+        assert!(p.inspect(&b(&root), true).is_ok());
+        assert!(!p.is_ancestor(&b(&w)), "the dir itself is not an ancestor");
+        assert!(p.inspect(b"/etc", true).is_err() || root.starts_with("/etc"));
+        assert!(p.inspect(&[b(&root), b"/../..".to_vec()].concat(), true).is_err());
     }
 }

@@ -29,7 +29,7 @@ use crate::policy::limits::{WriteLimits, EFBIG};
 use crate::sysnames;
 use crate::trace::LimitHit;
 use fdtable::{Entry, FdTable};
-use fs::{FsPolicy, PathError, Refusal};
+use fs::{Access, FsPolicy, PathError, Refusal};
 
 /// A request that ends the program.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -169,11 +169,18 @@ impl Service {
 
     /// As [`Service::new`], with fds 0, 1, 2 served by duplicates of the
     /// given host descriptors.
-    pub fn with_stdio(policy: FsPolicy, cwd: Vec<u8>, pid: u32, stdio: [RawFd; 3]) -> Service {
+    pub fn with_stdio(mut policy: FsPolicy, cwd: Vec<u8>, pid: u32, stdio: [RawFd; 3]) -> Service {
         let mut fds = FdTable::default();
         for (i, host_fd) in stdio.into_iter().enumerate() {
+            // The run's terminal opens like /dev/tty (docs/syscalls.md).
+            // SAFETY: isatty touches no memory.
+            if unsafe { libc::isatty(host_fd) } == 1 {
+                if let Ok(st) = fs::fstat(host_fd) {
+                    policy.add_safe_device(st.st_rdev);
+                }
+            }
             if let Ok(fd) = dup_cloexec(host_fd) {
-                fds.insert_at(i as u64, Entry { fd, cloexec: false, path: None });
+                fds.insert_at(i as u64, Entry { fd, cloexec: false, path: None, change: None });
             }
         }
         // SAFETY: umask only swaps the process's mask; read it and put it back.
@@ -272,31 +279,74 @@ impl Service {
     }
 
     /// A refusal by the path rules: counted, noted for the gate (which
-    /// makes it a `denied` record), `EACCES` for the program.
+    /// makes it a `denied` record), `EACCES` (`EPERM` for an owner) for the
+    /// program.
     fn deny(&mut self, why: Refusal, prog: Option<&[u8]>, resolved: &[u8]) -> Fail {
         self.stats.denied += 1;
         if let Some(p) = prog {
             self.note.path = Some(p.to_vec());
         }
         self.note.refusal = Some(PathRefusal { why, resolved: resolved.to_vec() });
-        Fail::Errno(libc::EACCES)
+        Fail::Errno(why.errno())
     }
 
-    /// A change to `abs` (program path `prog`), which no writable tree holds.
-    fn deny_write(&mut self, prog: &[u8], abs: &[u8]) -> Fail {
-        let why = if self.policy.locate(abs).is_some() { Refusal::ReadOnly } else { Refusal::Outside };
-        self.deny(why, Some(prog), abs)
+    /// The host descriptor of `vfd` when the program may change the
+    /// metadata of what it names (`fchmod`, `fchown`, `futimens`): not a
+    /// device, not on a pseudo filesystem, and in a writable tree by what
+    /// was opened (a file opened read-only through `W/link -> ro/f` is
+    /// `ro/f`'s, not `W`'s).
+    fn fd_change(&mut self, vfd: u64) -> Result<RawFd, Fail> {
+        let e = self.fds.get(vfd).ok_or(Fail::Errno(libc::EBADF))?;
+        let (fd, path, change) = (e.fd.as_raw_fd(), e.path.clone(), e.change);
+        let resolved = path.clone().unwrap_or_else(|| format!("fd {vfd}").into_bytes());
+        let st = fs::fstat(fd).map_err(|e| self.path_fail(e, None, &resolved))?;
+        self.policy.check_object(fd, &st, Access::Alter).map_err(|e| self.path_fail(e, None, &resolved))?;
+        match (change, &path) {
+            (_, None) => Err(self.deny(Refusal::Outside, None, &resolved)),
+            (Some(true), _) => Ok(fd),
+            (Some(false), Some(p)) => {
+                let why = if self.policy.locate(p).is_some() { Refusal::ReadOnly } else { Refusal::Outside };
+                Err(self.deny(why, None, &resolved))
+            }
+            (None, Some(p)) => {
+                self.policy.fd_changeable(p, &st).map_err(|e| self.path_fail(e, None, &resolved))?;
+                Ok(fd)
+            }
+        }
     }
 
-    /// A change through descriptor `vfd` that is not under a writable tree.
-    fn deny_fd(&mut self, vfd: u64) -> Fail {
-        let path = self.fds.get(vfd).and_then(|e| e.path.clone());
-        let why = match &path {
-            Some(p) if self.policy.locate(p).is_some() => Refusal::ReadOnly,
-            _ => Refusal::Outside,
-        };
-        let resolved = path.unwrap_or_else(|| format!("fd {vfd}").into_bytes());
-        self.deny(why, None, &resolved)
+    /// The object `abs` (program path `prog`) names, for a metadata change
+    /// (`chmod`, `chown`, `utimensat`): in a writable tree by its ancestry,
+    /// not a device, not on a pseudo filesystem. `O_PATH`, with its stat.
+    fn change_target(
+        &mut self,
+        prog: &[u8],
+        abs: &[u8],
+        follow: bool,
+    ) -> Result<(OwnedFd, libc::stat), Fail> {
+        let r = self.policy.reach_for_change(abs, follow).map_err(|e| self.path_fail(e, Some(prog), abs))?;
+        let (obj, st) = r.obj.ok_or(Fail::Errno(libc::ENOENT))?;
+        self.policy
+            .check_object(obj.as_raw_fd(), &st, Access::Alter)
+            .map_err(|e| self.path_fail(e, Some(prog), abs))?;
+        Ok((obj, st))
+    }
+
+    /// `chown` may give a file only to the program's own identity (the ids
+    /// `getuid`/`getgid` report: the monitor's; -1 keeps), unless `[paths]
+    /// set-id` allows more.
+    fn check_owner(&mut self, uid: u64, gid: u64, prog: Option<&[u8]>, resolved: &[u8]) -> Result<(), Fail> {
+        if self.policy.allows_set_id() {
+            return Ok(());
+        }
+        // SAFETY: getuid/getgid have no preconditions.
+        let (me_u, me_g) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (u, g) = (uid as u32, gid as u32);
+        if (u == u32::MAX || u == me_u) && (g == u32::MAX || g == me_g) {
+            Ok(())
+        } else {
+            Err(self.deny(Refusal::Owner, prog, resolved))
+        }
     }
 
     /// The absolute program path for `path` relative to `dirfd`.
@@ -341,26 +391,23 @@ impl Service {
         self.target_path(dirfd, &path, flags)
     }
 
-    /// As [`Self::target`], for a path already copied out.
+    /// As [`Self::target`], for a path already copied out: for metadata
+    /// reads only (stat, readlink, access, statfs), which may also look at
+    /// the directories above the trees.
     fn target_path(&mut self, dirfd: u64, path: &[u8], flags: i32) -> Result<Target, Fail> {
         if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
             if dirfd as i32 == AT_FDCWD {
                 let cwd = self.cwd.clone();
-                let fd = self.policy.open_path(&cwd, true).map_err(|e| self.path_fail(e, Some(b""), &cwd))?;
-                return Ok(Target::Owned(fd));
+                let (fd, st) =
+                    self.policy.inspect(&cwd, true).map_err(|e| self.path_fail(e, Some(b""), &cwd))?;
+                return Ok(Target::Inspected(fd, st));
             }
             return Ok(Target::Borrowed(self.vfd(dirfd)?));
         }
         let abs = self.absolute(dirfd, path)?;
         let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
-        match self.policy.open_path(&abs, follow) {
-            Ok(fd) => Ok(Target::Owned(fd)),
-            Err(PathError::Denied(why)) => match self.policy.open_ancestor(&abs) {
-                Some(fd) => Ok(Target::Owned(fd)),
-                None => Err(self.deny(why, Some(path), &abs)),
-            },
-            Err(e) => Err(self.path_fail(e, Some(path), &abs)),
-        }
+        let (fd, st) = self.policy.inspect(&abs, follow).map_err(|e| self.path_fail(e, Some(path), &abs))?;
+        Ok(Target::Inspected(fd, st))
     }
 
     fn parent(
@@ -471,11 +518,11 @@ impl Service {
             libc::SYS_stat | libc::SYS_lstat => {
                 let flags = if n == libc::SYS_lstat { libc::AT_SYMLINK_NOFOLLOW } else { 0 };
                 let t = self.target(mem, AT_FDCWD as u64, a[0], flags)?;
-                self.stat_fd(mem, t.raw(), a[1])
+                self.stat_target(mem, &t, a[1])
             }
             libc::SYS_newfstatat => {
                 let t = self.target(mem, a[0], a[1], a[3] as i32)?;
-                self.stat_fd(mem, t.raw(), a[2])
+                self.stat_target(mem, &t, a[2])
             }
             libc::SYS_statx => {
                 let t = self.target(mem, a[0], a[1], a[2] as i32)?;
@@ -497,8 +544,9 @@ impl Service {
             libc::SYS_fcntl => self.fcntl(a),
             libc::SYS_dup => {
                 let fd = self.vfd(a[0])?;
-                let path = self.fds.get(a[0]).and_then(|e| e.path.clone());
-                let e = Entry { fd: dup_cloexec(fd)?, cloexec: false, path };
+                let (path, change) =
+                    self.fds.get(a[0]).map(|e| (e.path.clone(), e.change)).unwrap_or_default();
+                let e = Entry { fd: dup_cloexec(fd)?, cloexec: false, path, change };
                 self.fds.insert(e, 0).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
             }
             libc::SYS_dup2 | libc::SYS_dup3 => {
@@ -513,8 +561,9 @@ impl Service {
                 if a[1] >= self.fds.max() as u64 {
                     return Err(Fail::Errno(libc::EBADF));
                 }
-                let path = self.fds.get(a[0]).and_then(|e| e.path.clone());
-                let e = Entry { fd: dup_cloexec(fd)?, cloexec: flags & libc::O_CLOEXEC != 0, path };
+                let (path, change) =
+                    self.fds.get(a[0]).map(|e| (e.path.clone(), e.change)).unwrap_or_default();
+                let e = Entry { fd: dup_cloexec(fd)?, cloexec: flags & libc::O_CLOEXEC != 0, path, change };
                 self.fds.insert_at(a[1], e);
                 Ok(a[1] as i64)
             }
@@ -530,8 +579,8 @@ impl Service {
                 // SAFETY: fresh descriptors we own.
                 let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
                 let cloexec = flags & libc::O_CLOEXEC != 0;
-                let vr = self.fds.insert(Entry { fd: r, cloexec, path: None }, 0);
-                let vw = self.fds.insert(Entry { fd: w, cloexec, path: None }, 0);
+                let vr = self.fds.insert(Entry { fd: r, cloexec, path: None, change: None }, 0);
+                let vw = self.fds.insert(Entry { fd: w, cloexec, path: None, change: None }, 0);
                 let (Some(vr), Some(vw)) = (vr, vw) else {
                     if let Some(v) = vr {
                         self.fds.remove(v);
@@ -596,12 +645,10 @@ impl Service {
             libc::SYS_chmod => self.fchmodat(mem, AT_FDCWD as u64, a[0], a[1]),
             libc::SYS_fchmodat => self.fchmodat(mem, a[0], a[1], a[2]),
             libc::SYS_fchmod => {
-                let fd = self.vfd(a[0])?;
-                if !self.fd_writable_dir(a[0]) {
-                    return Err(self.deny_fd(a[0]));
-                }
+                let fd = self.fd_change(a[0])?;
+                let mode = self.policy.creation_mode(a[1] as u32);
                 // SAFETY: touches no memory.
-                host(unsafe { libc::fchmod(fd, a[1] as u32) } as i64)
+                host(unsafe { libc::fchmod(fd, mode) } as i64)
             }
             libc::SYS_utimensat => self.utimensat(mem, a),
             libc::SYS_getcwd => {
@@ -794,13 +841,13 @@ impl Service {
             libc::SYS_truncate => {
                 let path = self.read_path(mem, a[0])?;
                 let abs = self.absolute(AT_FDCWD as u64, &path)?;
-                let fd = self
+                let o = self
                     .policy
                     .open(&abs, libc::O_WRONLY, 0)
                     .map_err(|e| self.path_fail(e, Some(&path), &abs))?;
-                self.resize_allowed("truncate", fd.as_raw_fd(), a[1])?;
+                self.resize_allowed("truncate", o.fd.as_raw_fd(), a[1])?;
                 // SAFETY: touches no memory.
-                host(unsafe { libc::ftruncate(fd.as_raw_fd(), a[1] as i64) } as i64)
+                host(unsafe { libc::ftruncate(o.fd.as_raw_fd(), a[1] as i64) } as i64)
             }
             libc::SYS_chown | libc::SYS_lchown | libc::SYS_fchownat => {
                 let (dirfd, paddr, uid, gid, flags) = match n {
@@ -809,29 +856,29 @@ impl Service {
                     _ => (AT_FDCWD as u64, a[0], a[1], a[2], 0),
                 };
                 let path = self.read_path(mem, paddr)?;
-                if !path.is_empty() {
+                let (t, resolved) = if !path.is_empty() {
                     let abs = self.absolute(dirfd, &path)?;
-                    if !self.policy.writable(&abs) {
-                        return Err(self.deny_write(&path, &abs));
-                    }
-                } else if !self.fd_writable_dir(dirfd) {
-                    return Err(self.deny_fd(dirfd));
-                }
-                let t = self.target_path(
-                    dirfd,
-                    &path,
-                    flags & (libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH),
-                )?;
+                    let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+                    (Target::Owned(self.change_target(&path, &abs, follow)?.0), abs)
+                } else if flags & libc::AT_EMPTY_PATH == 0 {
+                    return Err(Fail::Errno(libc::ENOENT));
+                } else if dirfd as i32 == AT_FDCWD {
+                    let cwd = self.cwd.clone();
+                    (Target::Owned(self.change_target(b"", &cwd, true)?.0), cwd)
+                } else {
+                    let resolved = self.fds.get(dirfd).and_then(|e| e.path.clone()).unwrap_or_default();
+                    (Target::Borrowed(self.fd_change(dirfd)?), resolved)
+                };
+                self.check_owner(uid, gid, (!path.is_empty()).then_some(&path[..]), &resolved)?;
                 // SAFETY: the path is "" (AT_EMPTY_PATH on our fd).
                 host(unsafe {
                     libc::fchownat(t.raw(), c"".as_ptr(), uid as u32, gid as u32, libc::AT_EMPTY_PATH)
                 } as i64)
             }
             libc::SYS_fchown => {
-                let fd = self.vfd(a[0])?;
-                if !self.fd_writable_dir(a[0]) {
-                    return Err(self.deny_fd(a[0]));
-                }
+                let fd = self.fd_change(a[0])?;
+                let resolved = self.fds.get(a[0]).and_then(|e| e.path.clone()).unwrap_or_default();
+                self.check_owner(a[1], a[2], None, &resolved)?;
                 // SAFETY: touches no memory.
                 host(unsafe { libc::fchown(fd, a[1] as u32, a[2] as u32) } as i64)
             }
@@ -957,8 +1004,8 @@ impl Service {
         let abs = self.absolute(dirfd, &path)?;
         let flags = flags as i32;
         let cloexec = flags & libc::O_CLOEXEC != 0;
-        let fd = match special_device(&abs) {
-            Some(Special::Std(v)) => dup_cloexec(self.vfd(v)?)?,
+        let (fd, change) = match special_device(&abs) {
+            Some(Special::Std(v)) => (dup_cloexec(self.vfd(v)?)?, Some(false)),
             Some(Special::Dev(p)) => {
                 let c = std::ffi::CString::new(p).map_err(|_| Fail::Errno(libc::EINVAL))?;
                 let fl = (flags & libc::O_ACCMODE) | libc::O_CLOEXEC | libc::O_NOFOLLOW;
@@ -966,17 +1013,30 @@ impl Service {
                 let r = unsafe { libc::open(c.as_ptr(), fl) };
                 host(r as i64)?;
                 // SAFETY: fresh descriptor.
-                unsafe { OwnedFd::from_raw_fd(r) }
+                (unsafe { OwnedFd::from_raw_fd(r) }, Some(false))
             }
             None => {
                 let m = mode as u32 & !self.umask & 0o7777;
-                self.policy
+                let o = self
+                    .policy
                     .open(&abs, flags & !libc::O_CLOEXEC, m)
-                    .map_err(|e| self.path_fail(e, Some(&path), &abs))?
+                    .map_err(|e| self.path_fail(e, Some(&path), &abs))?;
+                (o.fd, o.change)
             }
         };
-        let e = Entry { fd, cloexec, path: Some(fs::normalize(&abs)) };
+        let e = Entry { fd, cloexec, path: Some(fs::normalize(&abs)), change };
         self.fds.insert(e, 0).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
+    }
+
+    /// Writes the stat of `t` (taken when it was looked up, or now).
+    fn stat_target(&self, mem: &GuestMemory, t: &Target, out: u64) -> Sys {
+        match t {
+            Target::Inspected(_, st) => {
+                mem.write(out, pod_bytes(st))?;
+                Ok(0)
+            }
+            t => self.stat_fd(mem, t.raw(), out),
+        }
     }
 
     fn stat_fd(&self, mem: &GuestMemory, fd: RawFd, out: u64) -> Sys {
@@ -988,13 +1048,6 @@ impl Service {
         Ok(0)
     }
 
-    fn fd_writable_dir(&self, vfd: u64) -> bool {
-        match self.fds.get(vfd).and_then(|e| e.path.as_ref()) {
-            Some(p) => self.policy.writable(p),
-            None => false,
-        }
-    }
-
     fn fcntl(&mut self, a: &[u64; 6]) -> Sys {
         let fd = self.vfd(a[0])?;
         match a[1] as i32 {
@@ -1003,8 +1056,10 @@ impl Service {
                 if min >= self.fds.max() {
                     return Err(Fail::Errno(libc::EINVAL));
                 }
-                let path = self.fds.get(a[0]).and_then(|e| e.path.clone());
-                let e = Entry { fd: dup_cloexec(fd)?, cloexec: a[1] as i32 == libc::F_DUPFD_CLOEXEC, path };
+                let (path, change) =
+                    self.fds.get(a[0]).map(|e| (e.path.clone(), e.change)).unwrap_or_default();
+                let cloexec = a[1] as i32 == libc::F_DUPFD_CLOEXEC;
+                let e = Entry { fd: dup_cloexec(fd)?, cloexec, path, change };
                 self.fds.insert(e, min).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
             }
             libc::F_GETFD => Ok(i64::from(self.fds.get(a[0]).is_some_and(|e| e.cloexec))),
@@ -1040,15 +1095,14 @@ impl Service {
     fn mkdirat(&mut self, mem: &GuestMemory, dirfd: u64, paddr: u64, mode: u64) -> Sys {
         let path = self.read_path(mem, paddr)?;
         let abs = self.absolute(dirfd, &path)?;
-        if self.policy.locate(&abs).is_some_and(|(_, rel)| rel == b".")
-            || self.policy.open_ancestor(&abs).is_some()
-        {
+        if self.policy.locate(&abs).is_some_and(|(_, rel)| rel == b".") || self.policy.is_ancestor(&abs) {
             // An allowed directory itself: it exists (`mkdir -p` relies on EEXIST).
             return Err(Fail::Errno(libc::EEXIST));
         }
         let (dir, name) = self.policy.parent(&abs, true).map_err(|e| self.path_fail(e, Some(&path), &abs))?;
+        let mode = self.policy.creation_mode(mode as u32);
         // SAFETY: as for unlinkat.
-        host(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as u32 & 0o7777) } as i64)
+        host(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) } as i64)
     }
 
     fn renameat2(&mut self, mem: &GuestMemory, a: [u64; 5]) -> Sys {
@@ -1085,11 +1139,13 @@ impl Service {
         }
         let path = self.read_path(mem, paddr)?;
         if !path.is_empty() {
-            // Static glibc reads this link while it starts (for $ORIGIN);
-            // outside the allowed trees it answers as a system without
-            // /proc would, instead of a denial in every run's audit log.
+            // Static glibc reads this link while it starts (for $ORIGIN).
+            // The monitor's /proc/self is never served: the program has no
+            // executable file of its own, and gets what a system without
+            // /proc answers, instead of a denial in every run's audit log.
             let abs = self.absolute(dirfd, &path)?;
-            if fs::normalize(&abs) == b"/proc/self/exe" && self.policy.locate(&abs).is_none() {
+            let n = fs::normalize(&abs);
+            if n == b"/proc/self/exe" || n == b"/proc/thread-self/exe" {
                 return Err(Fail::Errno(libc::ENOENT));
             }
         }
@@ -1109,8 +1165,16 @@ impl Service {
         let t = self.target_path(dirfd, &path, flags & (libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH))?;
         if mode as i32 & libc::W_OK != 0 && !path.is_empty() {
             let abs = self.absolute(dirfd, &path)?;
-            if !self.policy.writable(&abs) && special_device(&abs).is_none() {
-                return Err(self.deny_write(&path, &abs));
+            if special_device(&abs).is_none() {
+                // Writable as a write would find it (ancestry, devices, /proc).
+                let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+                let r = self.policy.reach_for_change(&abs, follow).and_then(|r| match &r.obj {
+                    Some((o, st)) => self.policy.check_object(o.as_raw_fd(), st, Access::Write),
+                    None => Ok(()),
+                });
+                if let Err(e) = r {
+                    return Err(self.path_fail(e, Some(&path), &abs));
+                }
             }
         }
         let fl = libc::AT_EMPTY_PATH | (flags & libc::AT_EACCESS);
@@ -1131,11 +1195,8 @@ impl Service {
     fn fchmodat(&mut self, mem: &GuestMemory, dirfd: u64, paddr: u64, mode: u64) -> Sys {
         let path = self.read_path(mem, paddr)?;
         let abs = self.absolute(dirfd, &path)?;
-        if !self.policy.writable(&abs) {
-            return Err(self.deny_write(&path, &abs));
-        }
-        let t = self.target_path(dirfd, &path, 0)?;
-        chmod_via_proc(t.raw(), mode as u32 & 0o7777)
+        let (obj, _) = self.change_target(&path, &abs, true)?;
+        chmod_via_proc(obj.as_raw_fd(), self.policy.creation_mode(mode as u32))
     }
 
     fn utimensat(&mut self, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
@@ -1149,17 +1210,12 @@ impl Service {
         }
         let fd = if a[1] == 0 {
             // futimens(fd): the fd itself.
-            if !self.fd_writable_dir(a[0]) {
-                return Err(self.deny_fd(a[0]));
-            }
-            Target::Borrowed(self.vfd(a[0])?)
+            Target::Borrowed(self.fd_change(a[0])?)
         } else {
             let path = self.read_path(mem, a[1])?;
             let abs = self.absolute(a[0], &path)?;
-            if !self.policy.writable(&abs) {
-                return Err(self.deny_write(&path, &abs));
-            }
-            self.target_path(a[0], &path, a[3] as i32 & libc::AT_SYMLINK_NOFOLLOW)?
+            let follow = a[3] as i32 & libc::AT_SYMLINK_NOFOLLOW == 0;
+            Target::Owned(self.change_target(&path, &abs, follow)?.0)
         };
         let p = proc_fd_path(fd.raw());
         // SAFETY: reads the path and the two timespecs.
@@ -1309,16 +1365,18 @@ fn clip_iovecs(iov: &mut Vec<libc::iovec>, len: u64) {
     }
 }
 
-/// A host fd to act on with `AT_EMPTY_PATH`: freshly opened, or a program fd.
+/// A host fd to act on with `AT_EMPTY_PATH`: freshly opened (with its
+/// stat when it was looked up for a metadata read), or a program fd.
 enum Target {
     Owned(OwnedFd),
+    Inspected(OwnedFd, libc::stat),
     Borrowed(RawFd),
 }
 
 impl Target {
     fn raw(&self) -> RawFd {
         match self {
-            Target::Owned(fd) => fd.as_raw_fd(),
+            Target::Owned(fd) | Target::Inspected(fd, _) => fd.as_raw_fd(),
             Target::Borrowed(fd) => *fd,
         }
     }
@@ -1340,9 +1398,9 @@ fn special_device(abs: &[u8]) -> Option<Special> {
         b"/dev/full" => Special::Dev("/dev/full"),
         b"/dev/random" => Special::Dev("/dev/random"),
         b"/dev/urandom" => Special::Dev("/dev/urandom"),
-        b"/dev/stdin" | b"/proc/self/fd/0" => Special::Std(0),
-        b"/dev/stdout" | b"/proc/self/fd/1" => Special::Std(1),
-        b"/dev/stderr" | b"/proc/self/fd/2" => Special::Std(2),
+        b"/dev/stdin" | b"/dev/fd/0" | b"/proc/self/fd/0" | b"/proc/thread-self/fd/0" => Special::Std(0),
+        b"/dev/stdout" | b"/dev/fd/1" | b"/proc/self/fd/1" | b"/proc/thread-self/fd/1" => Special::Std(1),
+        b"/dev/stderr" | b"/dev/fd/2" | b"/proc/self/fd/2" | b"/proc/thread-self/fd/2" => Special::Std(2),
         _ => return None,
     })
 }

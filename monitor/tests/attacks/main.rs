@@ -22,3 +22,10 @@ mod process_child;
 mod limits;
 mod fake_failure;
 mod ring0;
+mod pathprobe;
+
+mod paths_nested;
+
+mod procfs;
+
+mod setid;

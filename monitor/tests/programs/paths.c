@@ -8,7 +8,11 @@
  *
  * `race PATH N SECRET`: opens and reads PATH N times; prints
  * "race N good G denied D other O escapes E", an escape being a read whose
- * data starts with SECRET. Exits 0, or 3 when an escape happened. */
+ * data starts with SECRET. Exits 0, or 3 when an escape happened.
+ *
+ * `repeat N OP ARG...`: runs one step N times without printing it; prints
+ * "repeat N ok K denied D other O" (D counts EACCES and EPERM). For races
+ * against a host thread (monitor/tests/attacks/paths_nested.rs). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #ifndef RENAME_EXCHANGE
@@ -49,8 +54,19 @@ static char *arg(const char *s, int slot)
     return o;
 }
 
+/* In a `repeat`: count results instead of printing them. */
+static int quiet;
+static long n_ok, n_denied, n_other;
+
 static int fail(void)
 {
+    if (quiet) {
+        if (errno == EACCES || errno == EPERM)
+            n_denied++;
+        else
+            n_other++;
+        return 1;
+    }
     printf("err %d\n", errno);
     return 1;
 }
@@ -59,7 +75,10 @@ static int ok(long v)
 {
     if (v < 0)
         return fail();
-    printf("ok\n");
+    if (quiet)
+        n_ok++;
+    else
+        printf("ok\n");
     return 0;
 }
 
@@ -75,6 +94,10 @@ static int dump(int fd)
     if (n < 0) {
         errno = e;
         return fail();
+    }
+    if (quiet) {
+        n_ok++;
+        return 0;
     }
     printf("ok ");
     for (ssize_t i = 0; i < n; i++) {
@@ -187,7 +210,7 @@ static int step(char **a, int n)
         if (r < 0)
             fail();
         else
-            printf("ok size=%ld\n", (long)st.st_size);
+            quiet ? (void)n_ok++ : (void)printf("ok size=%ld\n", (long)st.st_size);
         return 1;
     }
     if (!strcmp(op, "readlink")) {
@@ -198,7 +221,7 @@ static int step(char **a, int n)
             fail();
         } else {
             b[r] = 0;
-            printf("ok %s\n", b);
+            quiet ? (void)n_ok++ : (void)printf("ok %s\n", b);
         }
         return 1;
     }
@@ -258,6 +281,116 @@ static int step(char **a, int n)
         NEED(1);
         ok(chmod(arg(a[1], 0), 0600));
         return 1;
+    }
+    if (!strcmp(op, "openw") || !strcmp(op, "openrw")) {
+        /* Opens for writing (no create, no truncate) and closes again. */
+        NEED(1);
+        int fd = open(arg(a[1], 0), op[4] == 'w' ? O_WRONLY : O_RDWR);
+        if (fd >= 0)
+            close(fd);
+        ok(fd);
+        return 1;
+    }
+    if (!strcmp(op, "create")) {
+        /* create PATH MODE: O_CREAT | O_WRONLY with MODE (octal), under umask 0. */
+        NEED(2);
+        mode_t old = umask(0);
+        int fd = open(arg(a[1], 0), O_CREAT | O_WRONLY, (mode_t)strtol(a[2], NULL, 8));
+        umask(old);
+        if (fd >= 0)
+            close(fd);
+        ok(fd);
+        return 2;
+    }
+    if (!strcmp(op, "mkdirm")) {
+        NEED(2);
+        mode_t old = umask(0);
+        int r = mkdir(arg(a[1], 0), (mode_t)strtol(a[2], NULL, 8));
+        umask(old);
+        ok(r);
+        return 2;
+    }
+    if (!strcmp(op, "chmodm") || !strcmp(op, "fchmod")) {
+        /* chmodm PATH MODE; fchmod PATH MODE (on a read-only descriptor) */
+        NEED(2);
+        mode_t m = (mode_t)strtol(a[2], NULL, 8);
+        if (op[0] == 'c') {
+            ok(chmod(arg(a[1], 0), m));
+        } else {
+            int fd = open(arg(a[1], 0), O_RDONLY);
+            if (fd < 0) {
+                fail();
+            } else {
+                ok(fchmod(fd, m));
+                close(fd);
+            }
+        }
+        return 2;
+    }
+    if (!strcmp(op, "chown") || !strcmp(op, "lchown") || !strcmp(op, "fchown") || !strcmp(op, "fchownat")) {
+        /* OP PATH UID GID (-1 keeps); fchown on a read-only descriptor;
+         * fchownat with AT_EMPTY_PATH on one. */
+        NEED(3);
+        uid_t u = (uid_t)atol(a[2]);
+        gid_t g = (gid_t)atol(a[3]);
+        if (op[0] == 'c') {
+            ok(chown(arg(a[1], 0), u, g));
+        } else if (op[0] == 'l') {
+            ok(lchown(arg(a[1], 0), u, g));
+        } else {
+            int fd = open(arg(a[1], 0), O_RDONLY);
+            if (fd < 0) {
+                fail();
+            } else {
+                ok(op[6] == 'a' ? fchownat(fd, "", u, g, AT_EMPTY_PATH) : fchown(fd, u, g));
+                close(fd);
+            }
+        }
+        return 3;
+    }
+    if (!strcmp(op, "utimes") || !strcmp(op, "lutimes") || !strcmp(op, "futimens")) {
+        /* Sets both times to 1000 s after the epoch. */
+        NEED(1);
+        struct timespec ts[2] = {{1000, 0}, {1000, 0}};
+        if (op[0] == 'f') {
+            int fd = open(arg(a[1], 0), O_RDONLY);
+            if (fd < 0) {
+                fail();
+            } else {
+                ok(futimens(fd, ts));
+                close(fd);
+            }
+        } else {
+            ok(utimensat(AT_FDCWD, arg(a[1], 0), ts, op[0] == 'l' ? AT_SYMLINK_NOFOLLOW : 0));
+        }
+        return 1;
+    }
+    if (!strcmp(op, "mode")) {
+        /* lstat: "ok mode=OCTAL uid=U gid=G" */
+        NEED(1);
+        struct stat st;
+        if (lstat(arg(a[1], 0), &st) < 0) {
+            fail();
+        } else if (!quiet) {
+            printf("ok mode=%o uid=%ld gid=%ld\n", (unsigned)st.st_mode, (long)st.st_uid, (long)st.st_gid);
+        } else {
+            n_ok++;
+        }
+        return 1;
+    }
+    if (!strcmp(op, "repeat")) {
+        NEED(2);
+        long times = atol(a[1]);
+        int used = -1;
+        n_ok = n_denied = n_other = 0;
+        quiet = 1;
+        for (long i = 0; i < times; i++)
+            used = step(a + 2, n - 2);
+        quiet = 0;
+        if (used < 0)
+            return -1;
+        printf("repeat %ld ok %ld denied %ld other %ld\n", times, n_ok, n_denied, n_other);
+        return used + 2;
     }
     if (!strcmp(op, "race")) {
         NEED(3);
