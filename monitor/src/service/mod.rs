@@ -812,13 +812,10 @@ impl Service {
             }
             libc::SYS_prctl => match a[0] as i32 {
                 libc::PR_SET_NAME => {
-                    let mut name = [0u8; 16];
-                    mem.read_into(a[1], &mut name[..15]).or_else(|_| {
-                        // The name may sit at the very end of a region.
-                        mem.read_cstr(a[1], 15).map(|v| name[..v.len()].copy_from_slice(&v))
-                    })?;
-                    let end = name.iter().position(|&b| b == 0).unwrap_or(15);
-                    self.comm = name[..end].to_vec();
+                    // As the kernel: up to its NUL, at most 15 bytes, across
+                    // adjacent regions (nothing past the NUL is read).
+                    let (name, _) = mem.read_until_nul(a[1], 15)?;
+                    self.comm = name;
                     Ok(0)
                 }
                 libc::PR_GET_NAME => {

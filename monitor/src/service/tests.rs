@@ -200,3 +200,32 @@ fn refusals_and_paths_are_noted_for_the_gate() {
     assert_eq!(s.take_note().path.as_deref(), Some(&b"./f"[..]));
     assert_eq!(s.stats.denied, 4);
 }
+
+#[test]
+fn thread_names_across_adjacent_regions() {
+    // A name that starts near the end of one readable region and whose NUL
+    // lies far into the next (busybox's segments are adjacent): at most 15
+    // bytes are taken, the monitor does not panic.
+    use crate::memory::tests::{adjacent_memory, poke};
+    let m = adjacent_memory();
+    let mut s = service();
+    let set = |s: &mut Service, addr: u64| s.handle(&m, libc::SYS_prctl as u64, [15, addr, 0, 0, 0, 0]);
+    // 8 bytes at the end of the read-write region, 30 more in the read-only one.
+    poke(&m, 0x2000 - 8, &[b'n'; 38]);
+    assert_eq!(set(&mut s, 0x2000 - 8), Ok(0), "PR_SET_NAME across the boundary");
+    assert_eq!(s.comm, vec![b'n'; 15]);
+    assert_eq!(s.handle(&m, libc::SYS_prctl as u64, [16, 0x1100, 0, 0, 0, 0]), Ok(0));
+    let got = m.read(0x1100, 16).unwrap();
+    assert_eq!(&got[..15], &[b'n'; 15]);
+    assert_eq!(got[15], 0, "PR_GET_NAME is NUL-terminated");
+    // A short name whose NUL lies in the next region.
+    poke(&m, 0x2ffe, b"ab\0");
+    assert_eq!(set(&mut s, 0x2ffe), Ok(0));
+    assert_eq!(s.comm, b"ab");
+    // Exactly 15 bytes ending at a region's end, nothing readable after it.
+    poke(&m, 0x4000 - 15, &[b'z'; 15]);
+    assert_eq!(set(&mut s, 0x4000 - 15), Ok(0));
+    assert_eq!(s.comm, vec![b'z'; 15]);
+    // A name running into unreadable memory before 15 bytes ends the program.
+    assert!(set(&mut s, 0x4000 - 8).is_err());
+}
