@@ -16,15 +16,18 @@
 //!
 //! The supported calls and their rules are listed in docs/syscalls.md; a
 //! call not listed gets `ENOSYS` (never `EPERM`, so C libraries fall back)
-//! and is reported once on stderr with its name and number.
+//! and is reported once on stderr with its name and number; numbers that
+//! are not x86-64 system calls (512 and up) are reported once in all, and
+//! counted ([`Service::finish_reports`] says how many at the end). Nothing
+//! is kept per call number beyond the fixed tables of [`crate::per_call`].
 
 pub mod fdtable;
 pub mod fs;
 
-use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::memory::{pod_bytes, GuestMemory, MemError};
+use crate::per_call::{CallCounts, CallSet, Distinct};
 use crate::sysnames;
 use fdtable::{Entry, FdTable, MAX_FDS};
 use fs::{FsPolicy, PathError, Refusal};
@@ -54,8 +57,8 @@ type Sys = Result<i64, Fail>;
 /// Counters for `--stats`.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceStats {
-    /// Forwarded calls per number.
-    pub per_nr: BTreeMap<u64, u64>,
+    /// Forwarded calls per number (numbers from 512 up share one counter).
+    pub per_nr: CallCounts,
     /// Calls refused by the filesystem policy or not implemented.
     pub denied: u64,
 }
@@ -110,14 +113,19 @@ pub struct Service {
     pid: u32,
     /// The thread name (`PR_SET_NAME`), bookkeeping only.
     comm: Vec<u8>,
-    reported: HashSet<u64>,
+    /// Numbers already reported as not supported (those from 512 up once
+    /// in all).
+    reported: CallSet,
+    /// Distinct unsupported numbers from 512 up, for the summary at the end.
+    other_numbers: Distinct,
     /// Copy each call's path argument into `note` (a tracer wants it).
     record_paths: bool,
     /// What the current (or last) call noticed.
     note: CallNote,
     /// Counters.
     pub stats: ServiceStats,
-    /// Where "not implemented" reports go (stderr; tests capture).
+    /// Where "not implemented" reports go (stderr; tests capture): at
+    /// most one per number below 512, one for all others, and the summary.
     pub reports: Vec<String>,
     /// Whether to print reports on stderr as they happen.
     pub print_reports: bool,
@@ -176,7 +184,8 @@ impl Service {
             umask,
             pid,
             comm: b"program".to_vec(),
-            reported: HashSet::new(),
+            reported: CallSet::default(),
+            other_numbers: Distinct::default(),
             record_paths: false,
             note: CallNote::default(),
             stats: ServiceStats::default(),
@@ -208,7 +217,7 @@ impl Service {
 
     /// Serves one forwarded call.
     pub fn handle(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Result<i64, Violation> {
-        *self.stats.per_nr.entry(nr).or_insert(0) += 1;
+        self.stats.per_nr.add(nr, 1);
         if self.note.path.is_some() || self.note.refusal.is_some() {
             self.note = CallNote::default();
         }
@@ -341,13 +350,42 @@ impl Service {
 
     fn report_unsupported(&mut self, nr: u64) {
         self.stats.denied += 1;
-        if self.reported.insert(nr) {
+        if crate::per_call::slot(nr).is_none() {
+            self.other_numbers.insert(nr);
+        }
+        if !self.reported.insert(nr) {
+            return;
+        }
+        let msg = if crate::per_call::slot(nr).is_some() {
             let name = sysnames::name(nr).unwrap_or("unknown");
-            let msg = format!("cabin: system call {name} ({nr}) is not supported; returning ENOSYS");
-            if self.print_reports {
-                eprintln!("{msg}");
-            }
-            self.reports.push(msg);
+            format!("cabin: system call {name} ({nr}) is not supported; returning ENOSYS")
+        } else {
+            format!(
+                "cabin: system call number {nr} is not an x86-64 system call; returning ENOSYS \
+                 (later such numbers are counted, not reported one by one)"
+            )
+        };
+        self.report(msg);
+    }
+
+    fn report(&mut self, msg: String) {
+        if self.print_reports {
+            eprintln!("{msg}");
+        }
+        self.reports.push(msg);
+    }
+
+    /// At the end of a run: when the program used more than one number
+    /// that is not an x86-64 system call, reports how many calls and
+    /// numbers (each was answered `ENOSYS`; only the first was reported).
+    pub fn finish_reports(&mut self) {
+        let calls = self.stats.per_nr.other();
+        if calls > 1 {
+            let distinct = self.other_numbers.describe();
+            self.report(format!(
+                "cabin: {calls} calls used numbers that are not x86-64 system calls ({distinct} distinct); \
+                 each returned ENOSYS"
+            ));
         }
     }
 

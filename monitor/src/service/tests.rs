@@ -229,3 +229,33 @@ fn thread_names_across_adjacent_regions() {
     // A name running into unreadable memory before 15 bytes ends the program.
     assert!(set(&mut s, 0x4000 - 8).is_err());
 }
+
+#[test]
+fn distinct_unknown_numbers_are_reported_once_in_all_and_counted() {
+    // Numbers chosen by the program must not grow the monitor: a fixed
+    // table below 512, one bucket above, one report for the bucket.
+    let m = test_memory();
+    let mut s = service();
+    for i in 0..200_000u64 {
+        assert_eq!(s.handle(&m, 100_000 + i, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    }
+    assert_eq!(s.handle(&m, u64::MAX, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    // Known numbers without a service: once each.
+    for _ in 0..3 {
+        assert_eq!(s.handle(&m, 56, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+        assert_eq!(s.handle(&m, 500, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    }
+    assert_eq!(s.reports.len(), 3, "{:?}", s.reports);
+    assert!(s.reports[0].contains("number 100000 is not an x86-64 system call"), "{}", s.reports[0]);
+    assert!(s.reports[1].contains("clone (56)") && s.reports[2].contains("(500)"), "{:?}", s.reports);
+    assert_eq!(s.stats.per_nr.other(), 200_001);
+    assert_eq!(s.stats.per_nr.get(56), 3);
+    assert_eq!(s.stats.denied, 200_007);
+    s.finish_reports();
+    assert_eq!(s.reports.len(), 4);
+    assert!(
+        s.reports[3].contains("200001 calls") && s.reports[3].contains("more than 1024 distinct"),
+        "{}",
+        s.reports[3]
+    );
+}
