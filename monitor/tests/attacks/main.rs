@@ -16,3 +16,5 @@
 #[macro_use]
 #[path = "../common/mod.rs"]
 mod common;
+
+mod service_input;
