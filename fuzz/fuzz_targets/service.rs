@@ -10,7 +10,7 @@
 //! (`w`, writable, the working directory; `r`, read-only, one file), emptied
 //! before each input; stdio is `/dev/null`. What the harness changes:
 //! - every call runs under `common::Watchdog`, which interrupts a call still
-//!   blocked after 2-4 ms (`read` of an empty pipe, `poll`, `nanosleep`,
+//!   blocked after 0.5-1 ms (`read` of an empty pipe, `poll`, `nanosleep`,
 //!   `clock_nanosleep`, `write` to a full pipe), as the monitor's stop does;
 //! - `fallocate`'s length and the byte counts of `sendfile` and
 //!   `copy_file_range` are clamped to 1 MiB, so `/dev/zero` cannot fill the

@@ -112,6 +112,9 @@ fn check_run(b: Backend, mode: Mode, img: &Path, dir: &Path) {
     assert!(out.status.success(), "{what}: child failed ({}):\n{stdout}\n{head}", out.status);
     assert_eq!(field("other"), CALLS, "{what}: every made-up number counted in one bucket");
     assert!(field("entries") < 64, "{what}: the stats list {} entries", field("entries"));
+    // The rewriter turned libc's syscall() site into a libos call, which
+    // forwarded every number over the ring (none took the trap path).
+    assert!(field("trapped") < 16, "{what}: {} calls trapped", field("trapped"));
 }
 
 fn backend_name(b: Backend) -> &'static str {
@@ -171,7 +174,11 @@ mod child {
             check_audit(&audit)
         };
         let entries = s["per_syscall"].as_object().map_or(0, |o| o.len());
-        println!("rss-child: exit={} vmhwm_kb={hwm} other={other} entries={entries}", o.exit_code);
+        let trapped = s["syscalls"]["trapped"].as_u64().unwrap_or(u64::MAX);
+        println!(
+            "rss-child: exit={} vmhwm_kb={hwm} other={other} entries={entries} trapped={trapped}",
+            o.exit_code
+        );
     }
 
     /// The audit log stays under its cap, is valid against the schema, and

@@ -145,10 +145,10 @@ impl<'a> Input<'a> {
 }
 
 /// Keeps host calls short. The fuzzing thread runs each call into the
-/// monitor through [`Watchdog::call`]; a call still running after 2-4 ms is
+/// monitor through [`Watchdog::call`]; a call still running after 0.5-1 ms is
 /// kicked with the monitor's own kick signal (`cabin_monitor::kick`: an
-/// empty handler installed without `SA_RESTART`) every 2 ms until it
-/// returns, so a blocking `read`, `poll`, `nanosleep`, `write` to a full
+/// empty handler installed without `SA_RESTART`) every 0.5 ms until
+/// it returns, so a blocking `read`, `poll`, `nanosleep`, `write` to a full
 /// pipe ... returns `EINTR`, as when the monitor stops a program. A call
 /// that never returns even so (a loop retrying on `EINTR`) still hangs, and
 /// libFuzzer's `-timeout` reports it.
@@ -174,7 +174,7 @@ impl Watchdog {
     fn watch(&self) {
         let mut last = 0;
         loop {
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(500));
             let s = self.seq.load(Ordering::SeqCst);
             if s % 2 == 1 && s == last {
                 let t = self.thread.load(Ordering::SeqCst);
