@@ -272,8 +272,10 @@ pub(crate) mod tests {
     pub(crate) fn adjacent_memory() -> GuestMemory {
         let buf: &'static mut [u8] = Box::leak(vec![0u8; 4 * 4096].into_boxed_slice());
         let p = buf.as_mut_ptr();
-        // SAFETY (each `add`): inside the leaked buffer.
-        let at = |i: usize| unsafe { p.add(i * 4096) };
+        let at = |i: usize| {
+            // SAFETY: i < 4, inside the leaked buffer of four pages.
+            unsafe { p.add(i * 4096) }
+        };
         let regions = vec![
             Region { start: 0x1000, len: 4096, host: at(0), access: Access::ReadWrite },
             Region { start: 0x2000, len: 4096, host: at(1), access: Access::ReadOnly },
@@ -319,7 +321,7 @@ pub(crate) mod tests {
         assert_eq!(m.read_cstr(0x1f00, 8192).unwrap().len(), 0x100 + 4096 + 100);
         assert!(matches!(m.read_cstr(0x1f00, 4096), Err(MemError::TooLong { .. })));
         // Running into the gap faults; a string that ends before it does not.
-        poke(&m, 0x3000 + 100, &[b'y']);
+        poke(&m, 0x3000 + 100, b"y");
         assert!(matches!(m.read_cstr(0x3ff0, 100), Err(MemError::Fault { addr: 0x4000, .. })));
         assert!(matches!(m.read_cstr(0x3ff0, 10), Err(MemError::TooLong { .. })), "stops at its limit");
         assert!(matches!(m.read_cstr(0x5000, 10), Err(MemError::Fault { .. })), "unusable region");
