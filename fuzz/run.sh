@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 60), one after another,
-# with its corpus in fuzz/corpus/TARGET (kept between runs; seeded on first
-# use where a seed exists). Exits non-zero when a target crashes, hangs or
+# with its corpus in fuzz/corpus/TARGET (kept between runs, not committed)
+# and the committed seeds of fuzz/seeds/TARGET. Exits non-zero when a target crashes, hangs or
 # leaks (libFuzzer's artifact is in fuzz/artifacts/TARGET/), or when
 # `cargo +nightly fuzz` cannot run (then it prints `fuzz: NOT RUN (why)`).
 #
@@ -40,7 +40,11 @@ for t in "${targets[@]}"; do
     esac
     log="fuzz/logs/$t.log"
     # -timeout: one input taking 10 s is a hang; -rss_limit_mb: a leak.
-    cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
+    # fuzz/seeds/TARGET (committed, read only): hand-made inputs that reach
+    # deep paths (the PR_SET_NAME crossing, pipes, a gated ring ...).
+    seeds=()
+    [ -d "fuzz/seeds/$t" ] && seeds=("fuzz/seeds/$t")
+    cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "${extra[@]}" >"$log" 2>&1
     rc=$?

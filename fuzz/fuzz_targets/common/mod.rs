@@ -125,7 +125,12 @@ impl<'a> Input<'a> {
         match self.u8() % 8 {
             0 | 1 => {
                 let (start, pages, _) = LAYOUT[usize::from(self.u8()) % LAYOUT.len()];
-                let off = i64::from(self.u16() as i16);
+                // Mostly within 128 bytes of the edge (where a buffer or a
+                // string crosses into the next region), sometimes further.
+                let off = match self.u8() {
+                    0..=191 => i64::from(self.u8() as i8),
+                    _ => i64::from(self.u16() as i16),
+                };
                 // Around the start or the end of the region.
                 let base = if self.u8() & 1 == 0 { start } else { start + pages * PAGE };
                 base.wrapping_add(off as u64)
