@@ -25,7 +25,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cabin_monitor::service::fs::FsPolicy;
@@ -49,7 +49,7 @@ fn root() -> &'static PathBuf {
 }
 
 /// Empties `w/` (the program may have filled it, or chmod-ed or removed it).
-fn reset(root: &PathBuf) {
+fn reset(root: &Path) {
     let w = root.join("w");
     let _ = std::fs::remove_dir_all(&w);
     std::fs::create_dir_all(&w).expect("recreate w");
