@@ -19,3 +19,17 @@ if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; 
     echo "setup: adding Rust target x86_64-unknown-none (the libos and proxy-kernel are built for it)"
     rustup target add x86_64-unknown-none
 fi
+# Fuzzing (scripts/test.sh runs every fuzz target briefly): cargo-fuzz on the
+# nightly toolchain, which also needs x86_64-unknown-none (the fuzz crate
+# builds the monitor and the rewriter, whose build scripts build no_std blobs).
+# Best effort: without them test.sh says `fuzz: NOT RUN (why)`.
+if cargo +nightly --version >/dev/null 2>&1; then
+    if ! rustup target list --toolchain nightly --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
+        echo "setup: adding x86_64-unknown-none to the nightly toolchain (for fuzzing)"
+        rustup target add x86_64-unknown-none --toolchain nightly || echo "setup: could not add it; fuzzing will not run"
+    fi
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "setup: installing cargo-fuzz (for fuzzing)"
+        cargo install cargo-fuzz --locked || echo "setup: cargo-fuzz did not install; fuzzing will not run"
+    fi
+fi

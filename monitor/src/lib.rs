@@ -31,6 +31,7 @@ pub mod kick;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod per_call;
 pub mod placement;
 pub mod policy;
 pub mod process;

@@ -152,31 +152,47 @@ impl GuestMemory {
         self.write(addr, &v.to_le_bytes())
     }
 
-    /// Reads a NUL-terminated string of at most `max` bytes (without NUL).
+    /// Reads a NUL-terminated string of at most `max` bytes (without NUL):
+    /// `TooLong` when none of the first `max + 1` bytes is a NUL. The string
+    /// may run across adjacent readable regions; no byte past the first
+    /// `max + 1` is read.
     pub fn read_cstr(&self, addr: u64, max: usize) -> Result<Vec<u8>, MemError> {
+        match self.read_until_nul(addr, max.saturating_add(1))? {
+            (s, true) => Ok(s),
+            (_, false) => Err(MemError::TooLong { addr, max }),
+        }
+    }
+
+    /// Reads bytes from `addr` up to the first NUL or `limit` bytes,
+    /// whichever comes first, across adjacent readable regions (as the
+    /// kernel's `strncpy_from_user`). Returns the bytes before the NUL and
+    /// whether a NUL ended them; never more than `limit` bytes.
+    pub fn read_until_nul(&self, addr: u64, limit: usize) -> Result<(Vec<u8>, bool), MemError> {
+        const CHUNK: usize = 256;
         let mut out = Vec::new();
         let mut a = addr;
-        // Copy in chunks that stay inside the region.
-        loop {
+        while out.len() < limit {
             let idx = self.regions.partition_point(|r| r.start <= a);
             let r = idx.checked_sub(1).and_then(|i| self.regions.get(i));
             let avail = match r {
-                Some(r) if a < r.start + r.len && r.access != Access::Nothing => r.start + r.len - a,
+                Some(r) if a - r.start < r.len && r.access != Access::Nothing => r.len - (a - r.start),
                 _ => return Err(MemError::Fault { addr: a, len: 1, what: "readable" }),
             };
-            let chunk = avail.min(256) as usize;
-            let mut buf = [0u8; 256];
+            // Stay inside the region and inside the limit.
+            let chunk = (limit - out.len()).min(CHUNK).min(usize::try_from(avail).unwrap_or(CHUNK));
+            let mut buf = [0u8; CHUNK];
             self.read_into(a, &mut buf[..chunk])?;
             if let Some(n) = buf[..chunk].iter().position(|&b| b == 0) {
                 out.extend_from_slice(&buf[..n]);
-                return Ok(out);
+                return Ok((out, true));
             }
             out.extend_from_slice(&buf[..chunk]);
-            if out.len() > max {
-                return Err(MemError::TooLong { addr, max });
-            }
-            a += chunk as u64;
+            a = match a.checked_add(chunk as u64) {
+                Some(next) => next,
+                None => break,
+            };
         }
+        Ok((out, false))
     }
 }
 
@@ -248,5 +264,68 @@ pub(crate) mod tests {
         m.write(0x1000, &[b'a'; 4096]).unwrap();
         assert!(m.read_cstr(0x1000, 8192).is_err(), "runs off the region");
         assert!(matches!(m.read_cstr(0x1000, 10), Err(MemError::TooLong { .. })));
+    }
+
+    /// Three adjacent readable regions (read-write, read-only, read-write)
+    /// of one page each at 0x1000, then a gap, then one unusable page, all
+    /// backed by a leaked host buffer (tests only).
+    pub(crate) fn adjacent_memory() -> GuestMemory {
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; 4 * 4096].into_boxed_slice());
+        let p = buf.as_mut_ptr();
+        let at = |i: usize| {
+            // SAFETY: i < 4, inside the leaked buffer of four pages.
+            unsafe { p.add(i * 4096) }
+        };
+        let regions = vec![
+            Region { start: 0x1000, len: 4096, host: at(0), access: Access::ReadWrite },
+            Region { start: 0x2000, len: 4096, host: at(1), access: Access::ReadOnly },
+            Region { start: 0x3000, len: 4096, host: at(2), access: Access::ReadWrite },
+            Region { start: 0x5000, len: 4096, host: at(3), access: Access::Nothing },
+        ];
+        // SAFETY: the buffer is leaked (lives forever) and regions do not overlap.
+        unsafe { GuestMemory::new(regions) }
+    }
+
+    /// Writes `data` at `addr` through the host side, whatever the
+    /// region's access (the read-only page of `adjacent_memory`).
+    pub(crate) fn poke(m: &GuestMemory, addr: u64, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            let a = addr + i as u64;
+            let r = m.regions().iter().find(|r| a >= r.start && a < r.start + r.len).unwrap();
+            // SAFETY: inside the region's leaked host buffer.
+            unsafe { *r.host.add((a - r.start) as usize) = *b };
+        }
+    }
+
+    #[test]
+    fn strings_across_adjacent_regions_keep_their_limit() {
+        let m = adjacent_memory();
+        // 20 bytes before the end of the first region, NUL 10 bytes into the next.
+        poke(&m, 0x2000 - 20, &[b'x'; 30]);
+        poke(&m, 0x2000 + 10, &[0]);
+        assert_eq!(m.read_cstr(0x2000 - 20, 30).unwrap(), vec![b'x'; 30]);
+        assert_eq!(m.read_cstr(0x2000 - 20, 29), Err(MemError::TooLong { addr: 0x2000 - 20, max: 29 }));
+        assert_eq!(m.read_cstr(0x2000 - 20, 15), Err(MemError::TooLong { addr: 0x2000 - 20, max: 15 }));
+        // Never longer than its limit, wherever the NUL lies.
+        for max in 0..40 {
+            if let Ok(s) = m.read_cstr(0x2000 - 20, max) {
+                assert!(s.len() <= max, "{} bytes for max {max}", s.len());
+            }
+        }
+        // A prefix of at most `limit` bytes, across the boundary.
+        assert_eq!(m.read_until_nul(0x2000 - 5, 15).unwrap(), (vec![b'x'; 15], false));
+        assert_eq!(m.read_until_nul(0x2000 - 5, 16).unwrap(), (vec![b'x'; 15], true));
+        // Across three regions (read-write, read-only, read-write).
+        poke(&m, 0x1000, &[b'y'; 3 * 4096]);
+        poke(&m, 0x3000 + 100, &[0]);
+        assert_eq!(m.read_cstr(0x1f00, 8192).unwrap().len(), 0x100 + 4096 + 100);
+        assert!(matches!(m.read_cstr(0x1f00, 4096), Err(MemError::TooLong { .. })));
+        // Running into the gap faults; a string that ends before it does not.
+        poke(&m, 0x3000 + 100, b"y");
+        assert!(matches!(m.read_cstr(0x3ff0, 100), Err(MemError::Fault { addr: 0x4000, .. })));
+        assert!(matches!(m.read_cstr(0x3ff0, 10), Err(MemError::TooLong { .. })), "stops at its limit");
+        assert!(matches!(m.read_cstr(0x5000, 10), Err(MemError::Fault { .. })), "unusable region");
+        assert!(matches!(m.read_cstr(u64::MAX, 10), Err(MemError::Fault { .. })));
+        assert_eq!(m.read_until_nul(0x1000, 0).unwrap(), (Vec::new(), false));
     }
 }

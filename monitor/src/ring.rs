@@ -156,6 +156,19 @@ impl Worker {
         end
     }
 
+    /// One pass of [`Worker::run`]'s loop without waiting: serves what is
+    /// published, then holds the domain to the protocol as `run` does before
+    /// it sleeps. `Some(end)` when the loop would end there (the ring is then
+    /// marked dead). For fuzzing and tests, which drive the worker without
+    /// threads (fuzz/fuzz_targets/ring.rs).
+    #[doc(hidden)]
+    pub fn step(&mut self, mem: &GuestMemory, service: &mut Service) -> Option<WorkerEnd> {
+        if let Err(msg) = self.serve_available(mem, service).and_then(|_| self.check_idle_tail()) {
+            return Some(self.end_with(&msg));
+        }
+        None
+    }
+
     fn serve_until_end(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
@@ -515,6 +528,19 @@ mod tests {
             r.sq_tail().store(t + 1, Ordering::SeqCst);
             assert!(w.serve_available(&m, &mut s).is_err(), "nr {nr} flags {flags:#x}");
         }
+    }
+
+    #[test]
+    fn step_serves_and_ends_on_a_violation() {
+        let (_a, r, mut s) = setup();
+        let m = test_memory();
+        let mut w = Worker::new(r);
+        submit(&r, libc::SYS_getppid, [0; 6]);
+        assert_eq!(w.step(&m, &mut s), None);
+        assert_eq!(r.cq_tail().load(Ordering::SeqCst), 1);
+        r.sq_tail().store(7, Ordering::SeqCst);
+        assert!(matches!(w.step(&m, &mut s), Some(WorkerEnd::Violation(e)) if e.contains("never published")));
+        assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 
 use cabin_abi::boot::LOCAL_COUNT_SLOTS;
 
+use crate::per_call::{CallCounts, OTHER_KEY};
 use crate::sysnames;
 
 /// Inputs for the statistics record.
@@ -11,8 +12,9 @@ use crate::sysnames;
 pub struct StatsInput {
     /// "process", "kvm", ...
     pub backend: &'static str,
-    /// Forwarded calls per number.
-    pub forwarded: Vec<(u64, u64)>,
+    /// Forwarded calls per number (numbers from 512 up share one counter,
+    /// shown as `syscall_other`).
+    pub forwarded: CallCounts,
     /// Calls served inside the domain, per number (reported by the libos).
     pub local: Vec<u64>,
     /// Calls that arrived through the trap path.
@@ -35,9 +37,13 @@ fn name(nr: u64) -> String {
 pub fn to_json(s: &StatsInput) -> Value {
     let mut per = Map::new();
     let mut forwarded = 0u64;
-    for &(nr, c) in &s.forwarded {
+    for (nr, c) in s.forwarded.known() {
         forwarded += c;
         per.insert(name(nr), json!({ "forwarded": c }));
+    }
+    if s.forwarded.other() != 0 {
+        forwarded += s.forwarded.other();
+        per.insert(OTHER_KEY.into(), json!({ "forwarded": s.forwarded.other() }));
     }
     let mut local = 0u64;
     for (nr, &c) in s.local.iter().enumerate().take(LOCAL_COUNT_SLOTS) {
@@ -64,4 +70,26 @@ pub fn to_json(s: &StatsInput) -> Value {
         "execute_only_enforced": s.execute_only_enforced,
         "exit_code": s.exit_code,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_from_512_up_share_one_entry() {
+        let mut forwarded = CallCounts::default();
+        forwarded.add(1, 2);
+        for i in 0..100_000 {
+            forwarded.add(100_000 + i, 1);
+        }
+        let v = to_json(&StatsInput { forwarded, local: vec![0, 0, 0, 4], ..StatsInput::default() });
+        let per = v["per_syscall"].as_object().map(|o| o.len());
+        assert_eq!(per, Some(3), "{}", v["per_syscall"]);
+        assert_eq!(v["per_syscall"]["write"]["forwarded"], 2);
+        assert_eq!(v["per_syscall"]["close"]["local"], 4);
+        assert_eq!(v["per_syscall"][OTHER_KEY]["forwarded"], 100_000);
+        assert_eq!(v["syscalls"]["forwarded"], 100_002);
+        assert_eq!(v["syscalls"]["total"], 100_006);
+    }
 }

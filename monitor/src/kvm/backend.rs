@@ -154,7 +154,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         move || kick.worker_ended(Some("a time limit was reached".into())),
     );
 
-    let (result, end, mut worker, service) = std::thread::scope(|s| {
+    let (result, end, mut worker, mut service) = std::thread::scope(|s| {
         let shared_w = shared.clone();
         let view_ref = &view;
         let handle = s.spawn(move || {
@@ -258,9 +258,10 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         let (why, msg) = reason.record_words(stopped.as_ref());
         g.finish(exit_code, why, msg);
     }
+    service.finish_reports();
     let input = StatsInput {
         backend: "kvm",
-        forwarded: service.stats.per_nr.iter().map(|(k, v)| (*k, *v)).collect(),
+        forwarded: service.stats.per_nr.clone(),
         local,
         trapped: outcome.stats.gate_syscalls,
         denied: service.stats.denied,

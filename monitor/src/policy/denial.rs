@@ -1,16 +1,18 @@
-//! The stderr message for a refused call: once per call number, naming the
+//! The stderr message for a refused call: once per call number (numbers
+//! that are not x86-64 system calls, 512 and up, once in all), naming the
 //! call, its number, the rule, the site address, and a `help:` line that says
 //! how to allow it.
 
-use std::collections::HashSet;
+use crate::per_call::CallSet;
 
 use super::compile::{Decision, Origin, Verdict};
 use super::{names, Action};
 
-/// Remembers which calls were already reported.
+/// Remembers which calls were already reported (a fixed table: the
+/// program chooses the numbers).
 #[derive(Debug, Default)]
 pub struct DenialReporter {
-    seen: HashSet<u64>,
+    seen: CallSet,
 }
 
 impl DenialReporter {
@@ -19,8 +21,9 @@ impl DenialReporter {
         DenialReporter::default()
     }
 
-    /// The message for this refusal, or `None` when `nr` was already
-    /// reported or the verdict is a plain allow. `site` is the address of the
+    /// The message for this refusal, or `None` when `nr` (for numbers from
+    /// 512 up: any of them) was already reported or the verdict is a plain
+    /// allow. `site` is the address of the
     /// program's system-call instruction, when known; `policy_file` names the
     /// policy in the `help:` line.
     pub fn report(
@@ -76,6 +79,12 @@ fn arg_list(args: &[u64; 6]) -> String {
 
 /// How to allow call `nr` in the given policy.
 fn help(file: &str, nr: u64, name: &str, verdict: &Verdict<'_>) -> String {
+    if crate::per_call::slot(nr).is_none() {
+        return format!(
+            "{nr} is not an x86-64 system call number (those are below 512) and always gets the \
+             default action of {file}; later such numbers are not reported one by one"
+        );
+    }
     let spelled = if names::name(nr).is_some() { format!("\"{name}\"") } else { nr.to_string() };
     match verdict.origin {
         Origin::Default if verdict.no_rule_matched => format!(

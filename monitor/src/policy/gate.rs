@@ -105,7 +105,8 @@ pub struct Gate {
     tracer: Tracer,
     t0: Instant,
     print: bool,
-    /// Messages printed (or, with printing off, that would have been).
+    /// Messages printed (or, with printing off, that would have been):
+    /// bounded, as the messages are (once per call number).
     pub messages: Vec<String>,
 }
 
@@ -225,11 +226,16 @@ impl Gate {
                 } else {
                     let v = p.verdict(nr, args);
                     let report = self.reporter.report(&self.policy_file, nr, args, site.get(), &v);
-                    let first_line = denial::message(&self.policy_file, nr, args, site.get(), &v)
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
+                    // The one-line reason a kill ends with (built only for a kill).
+                    let first_line = if d == Decision::Kill {
+                        denial::message(&self.policy_file, nr, args, site.get(), &v)
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    } else {
+                        String::new()
+                    };
                     Some((d, v.origin.describe(), report, first_line))
                 }
             }
@@ -460,6 +466,30 @@ mod tests {
         assert!(matches!(g.admit_lazy(nr("openat"), &[0; 6], false, once, None), Admit::Return(-38)));
         assert_eq!(asked, 1);
         assert!(g.messages[0].contains("at 0x401234"), "{:?}", g.messages);
+    }
+
+    #[test]
+    fn distinct_numbers_and_repeated_limit_refusals_say_little() {
+        // A deny-by-default policy meets a million numbers of the program's
+        // choosing and a loop over a refused truncate: stderr gets one
+        // message for the numbers and one for the limit, the summary one
+        // counter for all the numbers.
+        let mut g = gate("version = 1\n[syscalls]\nallow = [\"ftruncate\"]\n[limits]\nfile-size = 10\n");
+        for i in 0..1_000_000u64 {
+            assert!(matches!(g.admit(100_000 + i, &[0; 6], false, None, None), Admit::Return(-38)));
+        }
+        assert!(matches!(g.admit(u64::MAX, &[0; 6], false, None, None), Admit::Return(-38)));
+        for _ in 0..1000 {
+            let r = g.admit(nr("ftruncate"), &[3, 1 << 40, 0, 0, 0, 0], false, None, None);
+            assert!(matches!(r, Admit::Return(-27)), "EFBIG");
+        }
+        assert_eq!(g.messages.len(), 2, "{:?}", g.messages);
+        assert!(g.messages[0].contains("(system call 100000)"), "{}", g.messages[0]);
+        assert!(g.messages[0].contains("not an x86-64 system call number"), "{}", g.messages[0]);
+        assert!(g.messages[1].contains("file-size"), "{}", g.messages[1]);
+        let sum = g.tracer().summary();
+        assert_eq!((sum.denied, sum.limits), (1_001_001, 1000));
+        assert_eq!(sum.per_syscall.other(), 1_000_001);
     }
 
     #[test]

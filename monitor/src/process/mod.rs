@@ -256,9 +256,10 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
         let (why, msg) = reason.record_words(stopped.as_ref());
         g.finish(exit_code, why, msg);
     }
+    service.finish_reports();
     let input = StatsInput {
         backend: "process",
-        forwarded: service.stats.per_nr.iter().map(|(k, v)| (*k, *v)).collect(),
+        forwarded: service.stats.per_nr.clone(),
         local: local.iter().map(|&c| u64::from(c)).collect(),
         // The libos counts every trapped call (served locally or not); the
         // worker counts the forwarded ones. The libos figure is untrusted,

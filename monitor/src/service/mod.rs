@@ -16,16 +16,19 @@
 //!
 //! The supported calls and their rules are listed in docs/syscalls.md; a
 //! call not listed gets `ENOSYS` (never `EPERM`, so C libraries fall back)
-//! and is reported once on stderr with its name and number.
+//! and is reported once on stderr with its name and number; numbers that
+//! are not x86-64 system calls (512 and up) are reported once in all, and
+//! counted ([`Service::finish_reports`] says how many at the end). Nothing
+//! is kept per call number beyond the fixed tables of [`crate::per_call`].
 
 pub mod fdtable;
 pub mod fs;
 
-use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::memory::{pod_bytes, GuestMemory, MemError};
 use crate::policy::limits::{WriteLimits, EFBIG};
+use crate::per_call::{CallCounts, CallSet, Distinct};
 use crate::sysnames;
 use crate::trace::LimitHit;
 use fdtable::{Entry, FdTable};
@@ -58,8 +61,8 @@ type Sys = Result<i64, Fail>;
 /// Counters for `--stats`.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceStats {
-    /// Forwarded calls per number.
-    pub per_nr: BTreeMap<u64, u64>,
+    /// Forwarded calls per number (numbers from 512 up share one counter).
+    pub per_nr: CallCounts,
     /// Calls refused by the filesystem policy or not implemented.
     pub denied: u64,
 }
@@ -121,7 +124,11 @@ pub struct Service {
     pid: u32,
     /// The thread name (`PR_SET_NAME`), bookkeeping only.
     comm: Vec<u8>,
-    reported: HashSet<u64>,
+    /// Numbers already reported as not supported (those from 512 up once
+    /// in all).
+    reported: CallSet,
+    /// Distinct unsupported numbers from 512 up, for the summary at the end.
+    other_numbers: Distinct,
     /// Copy each call's path argument into `note` (a tracer wants it).
     record_paths: bool,
     /// What the current (or last) call noticed.
@@ -130,7 +137,8 @@ pub struct Service {
     write_limits: Option<WriteLimits>,
     /// Counters.
     pub stats: ServiceStats,
-    /// Where "not implemented" reports go (stderr; tests capture).
+    /// Where "not implemented" reports go (stderr; tests capture): at
+    /// most one per number below 512, one for all others, and the summary.
     pub reports: Vec<String>,
     /// Whether to print reports on stderr as they happen.
     pub print_reports: bool,
@@ -196,7 +204,8 @@ impl Service {
             umask,
             pid,
             comm: b"program".to_vec(),
-            reported: HashSet::new(),
+            reported: CallSet::default(),
+            other_numbers: Distinct::default(),
             record_paths: false,
             note: CallNote::default(),
             write_limits: None,
@@ -247,7 +256,7 @@ impl Service {
 
     /// Serves one forwarded call.
     pub fn handle(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Result<i64, Violation> {
-        *self.stats.per_nr.entry(nr).or_insert(0) += 1;
+        self.stats.per_nr.add(nr, 1);
         if self.note.path.is_some() || self.note.refusal.is_some() || self.note.limit.is_some() {
             self.note = CallNote::default();
         }
@@ -424,13 +433,42 @@ impl Service {
 
     fn report_unsupported(&mut self, nr: u64) {
         self.stats.denied += 1;
-        if self.reported.insert(nr) {
+        if crate::per_call::slot(nr).is_none() {
+            self.other_numbers.insert(nr);
+        }
+        if !self.reported.insert(nr) {
+            return;
+        }
+        let msg = if crate::per_call::slot(nr).is_some() {
             let name = sysnames::name(nr).unwrap_or("unknown");
-            let msg = format!("cabin: system call {name} ({nr}) is not supported; returning ENOSYS");
-            if self.print_reports {
-                eprintln!("{msg}");
-            }
-            self.reports.push(msg);
+            format!("cabin: system call {name} ({nr}) is not supported; returning ENOSYS")
+        } else {
+            format!(
+                "cabin: system call number {nr} is not an x86-64 system call; returning ENOSYS \
+                 (later such numbers are counted, not reported one by one)"
+            )
+        };
+        self.report(msg);
+    }
+
+    fn report(&mut self, msg: String) {
+        if self.print_reports {
+            eprintln!("{msg}");
+        }
+        self.reports.push(msg);
+    }
+
+    /// At the end of a run: when the program used more than one number
+    /// that is not an x86-64 system call, reports how many calls and
+    /// numbers (each was answered `ENOSYS`; only the first was reported).
+    pub fn finish_reports(&mut self) {
+        let calls = self.stats.per_nr.other();
+        if calls > 1 {
+            let distinct = self.other_numbers.describe();
+            self.report(format!(
+                "cabin: {calls} calls used numbers that are not x86-64 system calls ({distinct} distinct); \
+                 each returned ENOSYS"
+            ));
         }
     }
 
@@ -922,13 +960,10 @@ impl Service {
             }
             libc::SYS_prctl => match a[0] as i32 {
                 libc::PR_SET_NAME => {
-                    let mut name = [0u8; 16];
-                    mem.read_into(a[1], &mut name[..15]).or_else(|_| {
-                        // The name may sit at the very end of a region.
-                        mem.read_cstr(a[1], 15).map(|v| name[..v.len()].copy_from_slice(&v))
-                    })?;
-                    let end = name.iter().position(|&b| b == 0).unwrap_or(15);
-                    self.comm = name[..end].to_vec();
+                    // As the kernel: up to its NUL, at most 15 bytes, across
+                    // adjacent regions (nothing past the NUL is read).
+                    let (name, _) = mem.read_until_nul(a[1], 15)?;
+                    self.comm = name;
                     Ok(0)
                 }
                 libc::PR_GET_NAME => {

@@ -263,3 +263,62 @@ fn rlimit_nofile_is_the_table_size() {
         Ok(-(libc::EINVAL as i64))
     );
 }
+
+#[test]
+fn thread_names_across_adjacent_regions() {
+    // A name that starts near the end of one readable region and whose NUL
+    // lies far into the next (busybox's segments are adjacent): at most 15
+    // bytes are taken, the monitor does not panic.
+    use crate::memory::tests::{adjacent_memory, poke};
+    let m = adjacent_memory();
+    let mut s = service();
+    let set = |s: &mut Service, addr: u64| s.handle(&m, libc::SYS_prctl as u64, [15, addr, 0, 0, 0, 0]);
+    // 8 bytes at the end of the read-write region, 30 more in the read-only one.
+    poke(&m, 0x2000 - 8, &[b'n'; 38]);
+    assert_eq!(set(&mut s, 0x2000 - 8), Ok(0), "PR_SET_NAME across the boundary");
+    assert_eq!(s.comm, vec![b'n'; 15]);
+    assert_eq!(s.handle(&m, libc::SYS_prctl as u64, [16, 0x1100, 0, 0, 0, 0]), Ok(0));
+    let got = m.read(0x1100, 16).unwrap();
+    assert_eq!(&got[..15], &[b'n'; 15]);
+    assert_eq!(got[15], 0, "PR_GET_NAME is NUL-terminated");
+    // A short name whose NUL lies in the next region.
+    poke(&m, 0x2ffe, b"ab\0");
+    assert_eq!(set(&mut s, 0x2ffe), Ok(0));
+    assert_eq!(s.comm, b"ab");
+    // Exactly 15 bytes ending at a region's end, nothing readable after it.
+    poke(&m, 0x4000 - 15, &[b'z'; 15]);
+    assert_eq!(set(&mut s, 0x4000 - 15), Ok(0));
+    assert_eq!(s.comm, vec![b'z'; 15]);
+    // A name running into unreadable memory before 15 bytes ends the program.
+    assert!(set(&mut s, 0x4000 - 8).is_err());
+}
+
+#[test]
+fn distinct_unknown_numbers_are_reported_once_in_all_and_counted() {
+    // Numbers chosen by the program must not grow the monitor: a fixed
+    // table below 512, one bucket above, one report for the bucket.
+    let m = test_memory();
+    let mut s = service();
+    for i in 0..200_000u64 {
+        assert_eq!(s.handle(&m, 100_000 + i, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    }
+    assert_eq!(s.handle(&m, u64::MAX, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    // Known numbers without a service: once each.
+    for _ in 0..3 {
+        assert_eq!(s.handle(&m, 56, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+        assert_eq!(s.handle(&m, 500, [0; 6]), Ok(-(libc::ENOSYS as i64)));
+    }
+    assert_eq!(s.reports.len(), 3, "{:?}", s.reports);
+    assert!(s.reports[0].contains("number 100000 is not an x86-64 system call"), "{}", s.reports[0]);
+    assert!(s.reports[1].contains("clone (56)") && s.reports[2].contains("(500)"), "{:?}", s.reports);
+    assert_eq!(s.stats.per_nr.other(), 200_001);
+    assert_eq!(s.stats.per_nr.get(56), 3);
+    assert_eq!(s.stats.denied, 200_007);
+    s.finish_reports();
+    assert_eq!(s.reports.len(), 4);
+    assert!(
+        s.reports[3].contains("200001 calls") && s.reports[3].contains("more than 1024 distinct"),
+        "{}",
+        s.reports[3]
+    );
+}

@@ -26,7 +26,6 @@
 pub mod decode;
 pub mod record;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -35,7 +34,7 @@ use serde_json::{json, Value};
 
 pub use record::{ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord};
 
-use crate::policy::names;
+use crate::per_call::CallCounts;
 
 /// Default size cap of the audit log (`--audit-max-bytes`).
 pub const DEFAULT_AUDIT_CAP: u64 = 16 << 20;
@@ -86,8 +85,9 @@ pub struct Summary {
     pub complained: u64,
     /// Calls returning an error.
     pub errors: u64,
-    /// Per call name.
-    pub per_syscall: BTreeMap<String, u64>,
+    /// Per call number (numbers from 512 up share one counter, shown as
+    /// `syscall_other`).
+    pub per_syscall: CallCounts,
     /// Limit hits.
     pub limits: u64,
     /// Protocol violations.
@@ -119,7 +119,7 @@ impl Summary {
         if matches!(r.ret, Some(v) if (-4095..0).contains(&v)) {
             self.errors += 1;
         }
-        *self.per_syscall.entry(names::display(r.nr)).or_insert(0) += 1;
+        self.per_syscall.add(r.nr, 1);
     }
 
     fn to_json(&self) -> Value {
@@ -134,7 +134,7 @@ impl Summary {
             "errors": self.errors,
             "limits": self.limits,
             "violations": self.violations,
-            "per_syscall": self.per_syscall,
+            "per_syscall": self.per_syscall.named().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -198,6 +198,15 @@ impl<W: Write> AuditLog<W> {
             return Ok(());
         }
         self.put(line.as_bytes())
+    }
+
+    /// Past the cap, counts an event as dropped without building it (true);
+    /// before the cap, false: the caller writes it with [`AuditLog::record`].
+    pub fn drop_if_full(&mut self) -> bool {
+        if self.truncated {
+            self.dropped += 1;
+        }
+        self.truncated
     }
 
     /// Events not written because of the cap.
@@ -341,7 +350,7 @@ impl Tracer {
             }
             self.summary.total += n;
             self.summary.local += n;
-            *self.summary.per_syscall.entry(names::display(nr)).or_insert(0) += n;
+            self.summary.per_syscall.add(nr, n);
         }
     }
 
@@ -378,7 +387,11 @@ impl Tracer {
             let r = Tracer::line(w, &record::syscall_text(rec));
             self.keep(r, 0);
         }
-        let audit = rec.is_audit_event() && self.audit.is_some();
+        let mut audit = rec.is_audit_event() && self.audit.is_some();
+        if audit && self.jsonl.is_none() && self.audit.as_mut().is_some_and(AuditLog::drop_if_full) {
+            // Past the audit cap the record is only counted: not built.
+            audit = false;
+        }
         if self.jsonl.is_some() || audit {
             let v = record::syscall_json(self.seq, rec);
             if let Some(w) = self.jsonl.as_mut() {

@@ -17,15 +17,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod fake_failure;
+mod limits;
+mod pathprobe;
+mod paths_nested;
 mod policy_local;
 mod process_child;
-mod limits;
-mod fake_failure;
-mod ring0;
-mod pathprobe;
-
-mod paths_nested;
-
 mod procfs;
-
+mod ring0;
+mod service_input;
 mod setid;
