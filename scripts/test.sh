@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-    echo "tiers: KVM usable: KVM-tier tests run"
+    echo "tiers: KVM usable: KVM-tier tests run (CABIN_REQUIRE_KVM=1: a KVM test that cannot run fails)"
+    export CABIN_REQUIRE_KVM=1
 else
     echo "tiers: /dev/kvm NOT usable: KVM-tier tests are reported as NOT RUN"
 fi

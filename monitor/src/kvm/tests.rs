@@ -256,46 +256,6 @@ fn kvm_garbage_on_the_ring_ends_a_spinning_program() {
     assert_eq!(out.exit_code, crate::config::EXIT_PROTOCOL_VIOLATION, "{out:?}");
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Many faulting runs in one monitor process: no growth in descriptors or
-/// memory. `CABIN_KVM_LOOP` sets the count (the 10,000; default 300).
-#[test]
-fn kvm_many_faulting_runs_leak_nothing() {
-    if !kvm_or_skip("kvm_many_faulting_runs_leak_nothing") {
-        return;
-    }
-    let n: usize = std::env::var("CABIN_KVM_LOOP").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let programs: [&[u8]; 4] =
-        [&[0x0f, 0x0b], &[0xf4], &[0xcd, 0x80], &[0xc6, 0x04, 0x25, 0x00, 0x10, 0x40, 0x00, 1]];
-    // Warm up (thread pools, allocator arenas, the kick handler).
-    for p in programs {
-        let _ = full_run(p);
-    }
-    let (fds0, rss0) = (open_fds(), rss_kib());
-    for i in 0..n {
-        let out = full_run(programs[i % programs.len()]);
-        assert!(out.exit_code == 132 || out.exit_code == 139, "{out:?}");
-    }
-    let (fds1, rss1) = (open_fds(), rss_kib());
-    eprintln!("kvm loop: {n} runs, fds {fds0} -> {fds1}, rss {rss0} KiB -> {rss1} KiB");
-    // Other tests in this process may hold a few descriptors at either
-    // moment; a leak here would be one or more per run (hundreds).
-    assert!(fds1 <= fds0 + 16, "descriptor leak: {fds0} -> {fds1}");
-    assert!(rss1 < rss0 + 16 * 1024, "memory growth: {rss0} KiB -> {rss1} KiB");
-}
-
 /// Start-up benchmark (bench/kvm-startup.sh): runs the image named by
 /// `CABIN_KVM_BENCH_IMAGE` `CABIN_KVM_BENCH_RUNS` times (default 30) on the
 /// KVM and the process backend and prints the median wall time of each.
