@@ -37,7 +37,7 @@ const POLICY: &str = r#"version = 1
 [default]
 action = "deny"
 [syscalls]
-allow = ["read", "write", "close", "exit_group", "fstat", "newfstatat", "@memory", "@time"]
+allow = ["read", "write", "close", "exit_group", "fstat", "newfstatat", "arch_prctl", "set_tid_address", "set_robust_list", "rseq", "prlimit64", "getrandom", "readlink", "@memory", "@time"]
 "#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
