@@ -164,6 +164,10 @@ pub enum RunError {
     /// The child failed while building the domain (before the program ran).
     #[error("the confined child failed during set-up ({0}); help: run with strace -f to see which step")]
     ChildSetup(String),
+    /// A part of the monitor failed in a way no program input should cause
+    /// (a Cabin bug): the run was stopped instead of hanging.
+    #[error("internal error: {0}; this is a Cabin bug, please report it")]
+    Internal(String),
     /// Writing the statistics file failed.
     #[error("cannot write statistics to {path}: {source}")]
     Stats {

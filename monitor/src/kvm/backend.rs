@@ -154,7 +154,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         move || kick.worker_ended(Some("a time limit was reached".into())),
     );
 
-    let (result, end, mut worker, mut service) = std::thread::scope(|s| {
+    let (result, joined) = std::thread::scope(|s| {
         let shared_w = shared.clone();
         let view_ref = &view;
         let handle = s.spawn(move || {
@@ -162,7 +162,17 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
                 p.worker.apply(0);
             }
             let _clock = clocks.join_this_thread();
-            let end = worker.run(view_ref, &mut service);
+            // A panic here is a monitor bug; the vCPU would otherwise wait
+            // for a completion forever. Stop it, then let the join see it.
+            let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.run(view_ref, &mut service)
+            })) {
+                Ok(end) => end,
+                Err(payload) => {
+                    shared_w.worker_ended(Some("the ring worker failed".into()));
+                    std::panic::resume_unwind(payload)
+                }
+            };
             match &end {
                 WorkerEnd::Violation(msg) => shared_w.worker_ended(Some(msg.clone())),
                 WorkerEnd::Policy(stop) => shared_w.worker_ended(Some(stop.message.clone())),
@@ -179,12 +189,20 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         }
         shared.vcpu_done.store(true, Ordering::SeqCst);
         stop.stop();
-        let (end, worker, service) = match handle.join() {
-            Ok(v) => v,
-            Err(_) => std::panic::resume_unwind(Box::new("the ring worker panicked")),
-        };
-        (result, end, worker, service)
+        let joined = handle.join();
+        (result, joined)
     });
+    let (end, mut worker, mut service) = match joined {
+        Ok(v) => v,
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            return Err(RunError::Internal(format!("the ring worker panicked ({why})")));
+        }
+    };
     drop(vcpu_clock);
     let time_hit = times.finish();
     let outcome: KvmOutcome = result.map_err(to_run_error)?;

@@ -210,6 +210,32 @@ fn full_run(code: &[u8]) -> crate::config::RunOutcome {
 }
 
 #[test]
+fn kvm_a_panicking_worker_ends_the_run_instead_of_hanging() {
+    if !kvm_or_skip("kvm_a_panicking_worker_ends_the_run_instead_of_hanging") {
+        return;
+    }
+    // mov rdi, MAGIC; mov eax, NR; syscall; exit 3. The service panics on it
+    // (cfg(test) only): the vCPU must be stopped, not left waiting.
+    let (nr, magic) = crate::service::PANIC_TEST_CALL;
+    let mut code = vec![0x48, 0xbf];
+    code.extend_from_slice(&magic.to_le_bytes());
+    code.push(0xb8);
+    code.extend_from_slice(&(nr as u32).to_le_bytes());
+    code.extend_from_slice(&[0x0f, 0x05]);
+    code.extend_from_slice(&exit_with(3));
+    let cfg = crate::config::RunConfig { args: vec!["tiny".into()], quiet: true, ..Default::default() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run(&tiny_elf(&code, b""), &cfg, 0).map(|o| o.exit_code));
+    });
+    let r = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the run ended (no hang)");
+    match r {
+        Err(crate::config::RunError::Internal(msg)) => assert!(msg.contains("panicked"), "{msg}"),
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}
+
+#[test]
 fn kvm_gate_call_travels_over_the_ring_to_the_service() {
     if !kvm_or_skip("kvm_gate_call_travels_over_the_ring_to_the_service") {
         return;

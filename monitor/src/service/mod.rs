@@ -102,6 +102,11 @@ pub struct CallNote {
     pub limit: Option<LimitHit>,
 }
 
+/// A call (number, first argument) the service answers with a panic in
+/// unit tests only: how the backends behave when the monitor fails.
+#[cfg(test)]
+pub(crate) const PANIC_TEST_CALL: (u64, u64) = (511, 0xdead_beef_c0de_0001);
+
 /// The identity `uname` reports (documented in docs/syscalls.md).
 pub const UNAME: [&str; 6] =
     ["Linux", "cabin", "6.1.0-cabin", "#1 SMP PREEMPT_DYNAMIC Cabin", "x86_64", "(none)"];
@@ -473,6 +478,11 @@ impl Service {
     }
 
     fn dispatch(&mut self, mem: &GuestMemory, nr: u64, a: &[u64; 6]) -> Sys {
+        // Tests of what the backends do when the monitor itself fails.
+        #[cfg(test)]
+        if nr == PANIC_TEST_CALL.0 && a[0] == PANIC_TEST_CALL.1 {
+            panic!("a service panic made by a test");
+        }
         let Ok(n) = i64::try_from(nr) else {
             self.report_unsupported(nr);
             return Err(Fail::Errno(libc::ENOSYS));
