@@ -783,7 +783,10 @@ mod tests {
         }
         for nr in [337, 423, 468, 511, 512, u64::MAX] {
             assert_eq!(route(nr), Route(0));
-            assert_eq!((route(nr).serve(), route(nr).offset(), route(nr).count_bound()), (Forwarded, FileOffset::Unknown, None));
+            assert_eq!(
+                (route(nr).serve(), route(nr).offset(), route(nr).count_bound()),
+                (Forwarded, FileOffset::Unknown, None)
+            );
         }
         assert_eq!(nr::openat, 257);
         assert_eq!(nr::exit_group, 231);
