@@ -15,7 +15,7 @@
 //! only while a tracer wants them ([`Service::set_record_paths`]).
 //!
 //! The calls the monitor serves are one table, number → handler
-//! ([`table`], handlers by topic in `io.rs`, `fds.rs`, `files.rs`,
+//! (`table.rs`, handlers by topic in `io.rs`, `fds.rs`, `files.rs`,
 //! `names.rs`, `time.rs`, `process.rs`); they and their rules are listed in
 //! docs/syscalls.md, and [`serves`] answers which exist. A call without a
 //! handler gets `ENOSYS` (never `EPERM`, so C libraries fall back)
