@@ -1,5 +1,6 @@
 //! The system-call table: every x86-64 Linux system call Cabin knows, by
-//! number, with its name and how a confined program's call to it is served.
+//! number, with its name, how a confined program's call to it is served, and
+//! the kinds of its arguments.
 //!
 //! One table, read by every part that needs to know about system calls
 //! (STYLE.md: "a table, not a switch"):
@@ -7,20 +8,40 @@
 //! - the libos routes each call by [`serve`]: forwarded to the monitor, or
 //!   served inside the domain (and then, for the calls the policy does not
 //!   plainly allow, first checked by the monitor: [`CallSet`],
-//!   `crate::boot::BootInfo::check_local`);
+//!   `crate::boot::BootInfo::check_local`); it checks each reply against
+//!   [`Syscall::returns`] and lets read-ahead keep its stage by
+//!   [`Syscall::offset`] ([`route`]);
 //! - the monitor's policy takes names and numbers from it, decides which
 //!   rules it can enforce (`policy check` refuses a rule that would refuse an
 //!   [`Serve::Always`] call) and builds the boot page's [`CallSet`];
-//! - reports, statistics and the trace name calls through [`name`].
+//! - the monitor's service registers its handlers by the numbers in [`nr`]
+//!   (and a test checks that it serves only calls the table forwards);
+//! - the trace decoder prints each call's arguments by [`Syscall::args`];
+//! - reports, statistics, `cabinc syscalls` and the trace name calls through
+//!   [`name`].
 //!
-//! It is the start of the single syscall table issue 12 asks for; the
-//! columns still to come (argument kinds for the trace decoder and the
-//! service) belong in [`Syscall`]. Numbers 0..=334 and 424..=450 follow the
-//! kernel's `asm/unistd_64.h`; 451..=467 were added by later kernels. The
-//! numbers are the stable Linux ABI.
+//! Numbers 0..=334 and 424..=450 follow the kernel's `asm/unistd_64.h`;
+//! 335, 336 and 451..=467 were added by later kernels. The numbers are the stable Linux
+//! ABI; a test checks every name and number against the `syscalls` crate.
 //!
-//! Everything here is `const` data: the libos reads [`serve`] from a
-//! 512-byte array on its hot path, and links none of the names.
+//! Everything here is `const` data: the libos reads [`route`] from a
+//! 512-byte array on its hot path (one byte per number packs the serve
+//! class, the reply bound and the offset class), and links none of the names
+//! or argument kinds.
+//!
+//! # Why not the `syscalls` crate
+//!
+//! The maintained `syscalls` crate (0.8: `no_std` without its default
+//! features, `Sysno::name`/`Sysno::new` are `const fn`, regenerated from the
+//! kernel sources) holds numbers and names only. Cabin's table exists for
+//! its other columns (how each call is served, argument kinds, the reply
+//! bound, offsets), which that crate cannot carry, so every row would still
+//! be written here; taking number and name from it would add a dependency
+//! to the libos blob build and the boot path for 381 numbers that never
+//! change (the Linux ABI only adds). So the rows are written once here, and
+//! the crate is a dev-dependency: a test compares every row's name and
+//! number with it, and fails on a call it knows (up to [`MAX_KNOWN`]) that
+//! the table lacks (it found `uretprobe` and `uprobe`, 335 and 336).
 
 /// How the libos serves a call. A policy governs every class but
 /// [`Serve::Always`] in the same way: a call it does not allow is refused
@@ -29,8 +50,9 @@
 #[repr(u8)]
 pub enum Serve {
     /// The monitor serves it (over the ring, or after a trap): the policy
-    /// decides every call.
-    Forwarded,
+    /// decides every call. Whether the monitor implements it (or answers
+    /// `ENOSYS`) is the monitor's service table.
+    Forwarded = 0,
     /// The libos serves it inside the domain (anonymous memory from the
     /// arena, identity from the boot page, signal bookkeeping, self-signals,
     /// single-threaded futex, `sched_yield`, `rseq` answered `ENOSYS`). When
@@ -38,17 +60,91 @@ pub enum Serve {
     /// monitor (a check-only submission, [`crate::ring::SUB_CHECK`]): the
     /// policy's decision is taken there, and the libos serves the call only
     /// when it is allowed. The effect of such a call never leaves the domain.
-    Local,
+    Local = 1,
     /// Clock reads: the libos serves them inside the domain when it can
     /// (from the TSC on KVM, the host's clock call on the process backend);
     /// when the policy does not plainly allow one, the libos forwards it and
     /// the monitor serves it, as a [`Serve::Forwarded`] call.
-    LocalOrForwarded,
+    LocalOrForwarded = 2,
     /// Ending the program (`exit`, `exit_group`): always served, whatever
     /// the policy says. A program can always end itself (a fault ends it
     /// too), so a rule refusing these could not be enforced: `policy check`
     /// rejects one, and neither the default action nor a group applies.
-    Always,
+    Always = 3,
+}
+
+/// The kind of one argument of a call, for readers that print or check
+/// arguments (the trace decoder, reports). Pointers are addresses in the
+/// program's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// A signed integer: an id, a signal number, a command, a clock.
+    Int,
+    /// A size or a count (unsigned).
+    Len,
+    /// A file offset or length in bytes (signed, `off_t`).
+    Offset,
+    /// A descriptor.
+    Fd,
+    /// A directory descriptor (or `AT_FDCWD`) the path after it is relative to.
+    DirFd,
+    /// A path: a NUL-terminated string the call reads.
+    Path,
+    /// Another NUL-terminated string the call reads (a name, a key).
+    Str,
+    /// Bytes the call reads; argument N is their count.
+    BufIn(u8),
+    /// Bytes the call writes; argument N is the room there.
+    BufOut(u8),
+    /// A struct or array the call reads (NULL may mean "none").
+    In,
+    /// A struct or array the call writes.
+    Out,
+    /// A struct or array the call reads and writes.
+    InOut,
+    /// An address the call acts on but does not read as data (a mapping,
+    /// the break, a futex word).
+    Addr,
+    /// `open` flags (`O_*`).
+    OpenFlags,
+    /// Memory protection (`PROT_*`).
+    Prot,
+    /// File mode bits, or `access` mode bits.
+    Mode,
+    /// Other flag bits.
+    Flags,
+    /// A value whose meaning depends on another argument (an `ioctl`
+    /// request or argument, a `prctl` option's value).
+    Any,
+}
+
+/// What a successful call returns, for readers that check or print it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ret {
+    /// A number: 0, a count, a descriptor, an id.
+    Value,
+    /// An address in the program's memory.
+    Address,
+    /// A count of bytes that is at most argument N (the libos refuses a
+    /// reply above it: `forward::reply_is_valid`).
+    Count(u8),
+}
+
+/// Whether a call can see or move the file offset of a regular file (the
+/// position `read` and `write` use), or change a file. Read-ahead (libos)
+/// keeps its staged bytes across a call only when it cannot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FileOffset {
+    /// It may (or it is not known not to): read-ahead gives staged bytes
+    /// back first, unless it knows better for this call and these arguments
+    /// (opening read-only, writing to another file).
+    Unknown = 0,
+    /// Only the offset of the descriptor in its first argument (`read`,
+    /// `lseek`, `close`, ...), and it changes no file.
+    OwnFd = 1,
+    /// None: it reads metadata, an explicit offset (`pread64`) or no file.
+    Untouched = 2,
 }
 
 /// One row of [`TABLE`].
@@ -60,424 +156,533 @@ pub struct Syscall {
     pub name: &'static str,
     /// How the libos serves it.
     pub serve: Serve,
+    /// Its arguments, in order (their number is the call's arity); `None`
+    /// for the calls Linux does not implement (`sys_ni_syscall`), whose
+    /// arguments mean nothing.
+    pub args: Option<&'static [Arg]>,
+    /// What it returns.
+    pub returns: Ret,
+    /// Whether it can see or move a file offset, or change a file.
+    pub offset: FileOffset,
 }
 
-const fn sc(nr: u16, name: &'static str, serve: Serve) -> Syscall {
-    Syscall { nr, name, serve }
+impl Syscall {
+    const fn new(nr: u16, name: &'static str, serve: Serve, args: Option<&'static [Arg]>) -> Syscall {
+        Syscall { nr, name, serve, args, returns: Ret::Value, offset: FileOffset::Unknown }
+    }
+
+    const fn returns(self, returns: Ret) -> Syscall {
+        Syscall { returns, ..self }
+    }
+
+    const fn offset(self, offset: FileOffset) -> Syscall {
+        Syscall { offset, ..self }
+    }
 }
 
+/// The argument list of a row: `(..)` for a call Linux does not implement.
+macro_rules! args {
+    (..) => {
+        None
+    };
+    ($($a:expr),*) => {
+        Some(&[$($a),*])
+    };
+}
+
+/// Writes [`TABLE`] and [`nr`] from one list of rows:
+/// `NR name(ARG, ...) SERVE [.returns(RET)] [.offset(OFFSET)];`.
+macro_rules! table {
+    ($($nr:literal $name:ident $args:tt $serve:ident $(. $col:ident ($v:expr))* ;)*) => {
+        /// Every x86-64 system call, by number.
+        pub const TABLE: &[Syscall] = &[
+            $(Syscall::new($nr, stringify!($name), $serve, args! $args) $(.$col($v))*,)*
+        ];
+
+        /// The number of every call in [`TABLE`], by its name (`nr::openat`
+        /// is 257), as the `u64` a program puts in `rax`. Lower case, as
+        /// the kernel's `__NR_openat` and libc's `SYS_openat` spell it.
+        #[allow(non_upper_case_globals)]
+        pub mod nr {
+            $(
+                #[doc = concat!("`", stringify!($name), "`")]
+                pub const $name: u64 = $nr;
+            )*
+        }
+    };
+}
+
+use Arg::*;
+use FileOffset::{OwnFd, Untouched};
+use Ret::{Address, Count};
 use Serve::{Always, Forwarded, Local, LocalOrForwarded};
 
-/// Every x86-64 system call, by number.
-pub const TABLE: &[Syscall] = &[
-    sc(0, "read", Forwarded),
-    sc(1, "write", Forwarded),
-    sc(2, "open", Forwarded),
-    sc(3, "close", Forwarded),
-    sc(4, "stat", Forwarded),
-    sc(5, "fstat", Forwarded),
-    sc(6, "lstat", Forwarded),
-    sc(7, "poll", Forwarded),
-    sc(8, "lseek", Forwarded),
-    sc(9, "mmap", Local),
-    sc(10, "mprotect", Local),
-    sc(11, "munmap", Local),
-    sc(12, "brk", Local),
-    sc(13, "rt_sigaction", Local),
-    sc(14, "rt_sigprocmask", Local),
-    sc(15, "rt_sigreturn", Forwarded),
-    sc(16, "ioctl", Forwarded),
-    sc(17, "pread64", Forwarded),
-    sc(18, "pwrite64", Forwarded),
-    sc(19, "readv", Forwarded),
-    sc(20, "writev", Forwarded),
-    sc(21, "access", Forwarded),
-    sc(22, "pipe", Forwarded),
-    sc(23, "select", Forwarded),
-    sc(24, "sched_yield", Local),
-    sc(25, "mremap", Local),
-    sc(26, "msync", Local),
-    sc(27, "mincore", Forwarded),
-    sc(28, "madvise", Local),
-    sc(29, "shmget", Forwarded),
-    sc(30, "shmat", Forwarded),
-    sc(31, "shmctl", Forwarded),
-    sc(32, "dup", Forwarded),
-    sc(33, "dup2", Forwarded),
-    sc(34, "pause", Forwarded),
-    sc(35, "nanosleep", Forwarded),
-    sc(36, "getitimer", Forwarded),
-    sc(37, "alarm", Forwarded),
-    sc(38, "setitimer", Forwarded),
-    sc(39, "getpid", Local),
-    sc(40, "sendfile", Forwarded),
-    sc(41, "socket", Forwarded),
-    sc(42, "connect", Forwarded),
-    sc(43, "accept", Forwarded),
-    sc(44, "sendto", Forwarded),
-    sc(45, "recvfrom", Forwarded),
-    sc(46, "sendmsg", Forwarded),
-    sc(47, "recvmsg", Forwarded),
-    sc(48, "shutdown", Forwarded),
-    sc(49, "bind", Forwarded),
-    sc(50, "listen", Forwarded),
-    sc(51, "getsockname", Forwarded),
-    sc(52, "getpeername", Forwarded),
-    sc(53, "socketpair", Forwarded),
-    sc(54, "setsockopt", Forwarded),
-    sc(55, "getsockopt", Forwarded),
-    sc(56, "clone", Forwarded),
-    sc(57, "fork", Forwarded),
-    sc(58, "vfork", Forwarded),
-    sc(59, "execve", Forwarded),
-    sc(60, "exit", Always),
-    sc(61, "wait4", Forwarded),
-    sc(62, "kill", Local),
-    sc(63, "uname", Forwarded),
-    sc(64, "semget", Forwarded),
-    sc(65, "semop", Forwarded),
-    sc(66, "semctl", Forwarded),
-    sc(67, "shmdt", Forwarded),
-    sc(68, "msgget", Forwarded),
-    sc(69, "msgsnd", Forwarded),
-    sc(70, "msgrcv", Forwarded),
-    sc(71, "msgctl", Forwarded),
-    sc(72, "fcntl", Forwarded),
-    sc(73, "flock", Forwarded),
-    sc(74, "fsync", Forwarded),
-    sc(75, "fdatasync", Forwarded),
-    sc(76, "truncate", Forwarded),
-    sc(77, "ftruncate", Forwarded),
-    sc(78, "getdents", Forwarded),
-    sc(79, "getcwd", Forwarded),
-    sc(80, "chdir", Forwarded),
-    sc(81, "fchdir", Forwarded),
-    sc(82, "rename", Forwarded),
-    sc(83, "mkdir", Forwarded),
-    sc(84, "rmdir", Forwarded),
-    sc(85, "creat", Forwarded),
-    sc(86, "link", Forwarded),
-    sc(87, "unlink", Forwarded),
-    sc(88, "symlink", Forwarded),
-    sc(89, "readlink", Forwarded),
-    sc(90, "chmod", Forwarded),
-    sc(91, "fchmod", Forwarded),
-    sc(92, "chown", Forwarded),
-    sc(93, "fchown", Forwarded),
-    sc(94, "lchown", Forwarded),
-    sc(95, "umask", Forwarded),
-    sc(96, "gettimeofday", LocalOrForwarded),
-    sc(97, "getrlimit", Forwarded),
-    sc(98, "getrusage", Forwarded),
-    sc(99, "sysinfo", Forwarded),
-    sc(100, "times", Forwarded),
-    sc(101, "ptrace", Forwarded),
-    sc(102, "getuid", Local),
-    sc(103, "syslog", Forwarded),
-    sc(104, "getgid", Local),
-    sc(105, "setuid", Forwarded),
-    sc(106, "setgid", Forwarded),
-    sc(107, "geteuid", Local),
-    sc(108, "getegid", Local),
-    sc(109, "setpgid", Local),
-    sc(110, "getppid", Local),
-    sc(111, "getpgrp", Local),
-    sc(112, "setsid", Forwarded),
-    sc(113, "setreuid", Forwarded),
-    sc(114, "setregid", Forwarded),
-    sc(115, "getgroups", Forwarded),
-    sc(116, "setgroups", Forwarded),
-    sc(117, "setresuid", Forwarded),
-    sc(118, "getresuid", Local),
-    sc(119, "setresgid", Forwarded),
-    sc(120, "getresgid", Local),
-    sc(121, "getpgid", Local),
-    sc(122, "setfsuid", Forwarded),
-    sc(123, "setfsgid", Forwarded),
-    sc(124, "getsid", Local),
-    sc(125, "capget", Forwarded),
-    sc(126, "capset", Forwarded),
-    sc(127, "rt_sigpending", Forwarded),
-    sc(128, "rt_sigtimedwait", Forwarded),
-    sc(129, "rt_sigqueueinfo", Forwarded),
-    sc(130, "rt_sigsuspend", Forwarded),
-    sc(131, "sigaltstack", Local),
-    sc(132, "utime", Forwarded),
-    sc(133, "mknod", Forwarded),
-    sc(134, "uselib", Forwarded),
-    sc(135, "personality", Forwarded),
-    sc(136, "ustat", Forwarded),
-    sc(137, "statfs", Forwarded),
-    sc(138, "fstatfs", Forwarded),
-    sc(139, "sysfs", Forwarded),
-    sc(140, "getpriority", Forwarded),
-    sc(141, "setpriority", Forwarded),
-    sc(142, "sched_setparam", Forwarded),
-    sc(143, "sched_getparam", Forwarded),
-    sc(144, "sched_setscheduler", Forwarded),
-    sc(145, "sched_getscheduler", Forwarded),
-    sc(146, "sched_get_priority_max", Forwarded),
-    sc(147, "sched_get_priority_min", Forwarded),
-    sc(148, "sched_rr_get_interval", Forwarded),
-    sc(149, "mlock", Forwarded),
-    sc(150, "munlock", Forwarded),
-    sc(151, "mlockall", Forwarded),
-    sc(152, "munlockall", Forwarded),
-    sc(153, "vhangup", Forwarded),
-    sc(154, "modify_ldt", Forwarded),
-    sc(155, "pivot_root", Forwarded),
-    sc(156, "_sysctl", Forwarded),
-    sc(157, "prctl", Forwarded),
-    sc(158, "arch_prctl", Local),
-    sc(159, "adjtimex", Forwarded),
-    sc(160, "setrlimit", Forwarded),
-    sc(161, "chroot", Forwarded),
-    sc(162, "sync", Forwarded),
-    sc(163, "acct", Forwarded),
-    sc(164, "settimeofday", Forwarded),
-    sc(165, "mount", Forwarded),
-    sc(166, "umount2", Forwarded),
-    sc(167, "swapon", Forwarded),
-    sc(168, "swapoff", Forwarded),
-    sc(169, "reboot", Forwarded),
-    sc(170, "sethostname", Forwarded),
-    sc(171, "setdomainname", Forwarded),
-    sc(172, "iopl", Forwarded),
-    sc(173, "ioperm", Forwarded),
-    sc(174, "create_module", Forwarded),
-    sc(175, "init_module", Forwarded),
-    sc(176, "delete_module", Forwarded),
-    sc(177, "get_kernel_syms", Forwarded),
-    sc(178, "query_module", Forwarded),
-    sc(179, "quotactl", Forwarded),
-    sc(180, "nfsservctl", Forwarded),
-    sc(181, "getpmsg", Forwarded),
-    sc(182, "putpmsg", Forwarded),
-    sc(183, "afs_syscall", Forwarded),
-    sc(184, "tuxcall", Forwarded),
-    sc(185, "security", Forwarded),
-    sc(186, "gettid", Local),
-    sc(187, "readahead", Forwarded),
-    sc(188, "setxattr", Forwarded),
-    sc(189, "lsetxattr", Forwarded),
-    sc(190, "fsetxattr", Forwarded),
-    sc(191, "getxattr", Forwarded),
-    sc(192, "lgetxattr", Forwarded),
-    sc(193, "fgetxattr", Forwarded),
-    sc(194, "listxattr", Forwarded),
-    sc(195, "llistxattr", Forwarded),
-    sc(196, "flistxattr", Forwarded),
-    sc(197, "removexattr", Forwarded),
-    sc(198, "lremovexattr", Forwarded),
-    sc(199, "fremovexattr", Forwarded),
-    sc(200, "tkill", Local),
-    sc(201, "time", LocalOrForwarded),
-    sc(202, "futex", Local),
-    sc(203, "sched_setaffinity", Forwarded),
-    sc(204, "sched_getaffinity", Forwarded),
-    sc(205, "set_thread_area", Forwarded),
-    sc(206, "io_setup", Forwarded),
-    sc(207, "io_destroy", Forwarded),
-    sc(208, "io_getevents", Forwarded),
-    sc(209, "io_submit", Forwarded),
-    sc(210, "io_cancel", Forwarded),
-    sc(211, "get_thread_area", Forwarded),
-    sc(212, "lookup_dcookie", Forwarded),
-    sc(213, "epoll_create", Forwarded),
-    sc(214, "epoll_ctl_old", Forwarded),
-    sc(215, "epoll_wait_old", Forwarded),
-    sc(216, "remap_file_pages", Forwarded),
-    sc(217, "getdents64", Forwarded),
-    sc(218, "set_tid_address", Local),
-    sc(219, "restart_syscall", Forwarded),
-    sc(220, "semtimedop", Forwarded),
-    sc(221, "fadvise64", Forwarded),
-    sc(222, "timer_create", Forwarded),
-    sc(223, "timer_settime", Forwarded),
-    sc(224, "timer_gettime", Forwarded),
-    sc(225, "timer_getoverrun", Forwarded),
-    sc(226, "timer_delete", Forwarded),
-    sc(227, "clock_settime", Forwarded),
-    sc(228, "clock_gettime", LocalOrForwarded),
-    sc(229, "clock_getres", LocalOrForwarded),
-    sc(230, "clock_nanosleep", Forwarded),
-    sc(231, "exit_group", Always),
-    sc(232, "epoll_wait", Forwarded),
-    sc(233, "epoll_ctl", Forwarded),
-    sc(234, "tgkill", Local),
-    sc(235, "utimes", Forwarded),
-    sc(236, "vserver", Forwarded),
-    sc(237, "mbind", Forwarded),
-    sc(238, "set_mempolicy", Forwarded),
-    sc(239, "get_mempolicy", Forwarded),
-    sc(240, "mq_open", Forwarded),
-    sc(241, "mq_unlink", Forwarded),
-    sc(242, "mq_timedsend", Forwarded),
-    sc(243, "mq_timedreceive", Forwarded),
-    sc(244, "mq_notify", Forwarded),
-    sc(245, "mq_getsetattr", Forwarded),
-    sc(246, "kexec_load", Forwarded),
-    sc(247, "waitid", Forwarded),
-    sc(248, "add_key", Forwarded),
-    sc(249, "request_key", Forwarded),
-    sc(250, "keyctl", Forwarded),
-    sc(251, "ioprio_set", Forwarded),
-    sc(252, "ioprio_get", Forwarded),
-    sc(253, "inotify_init", Forwarded),
-    sc(254, "inotify_add_watch", Forwarded),
-    sc(255, "inotify_rm_watch", Forwarded),
-    sc(256, "migrate_pages", Forwarded),
-    sc(257, "openat", Forwarded),
-    sc(258, "mkdirat", Forwarded),
-    sc(259, "mknodat", Forwarded),
-    sc(260, "fchownat", Forwarded),
-    sc(261, "futimesat", Forwarded),
-    sc(262, "newfstatat", Forwarded),
-    sc(263, "unlinkat", Forwarded),
-    sc(264, "renameat", Forwarded),
-    sc(265, "linkat", Forwarded),
-    sc(266, "symlinkat", Forwarded),
-    sc(267, "readlinkat", Forwarded),
-    sc(268, "fchmodat", Forwarded),
-    sc(269, "faccessat", Forwarded),
-    sc(270, "pselect6", Forwarded),
-    sc(271, "ppoll", Forwarded),
-    sc(272, "unshare", Forwarded),
-    sc(273, "set_robust_list", Local),
-    sc(274, "get_robust_list", Forwarded),
-    sc(275, "splice", Forwarded),
-    sc(276, "tee", Forwarded),
-    sc(277, "sync_file_range", Forwarded),
-    sc(278, "vmsplice", Forwarded),
-    sc(279, "move_pages", Forwarded),
-    sc(280, "utimensat", Forwarded),
-    sc(281, "epoll_pwait", Forwarded),
-    sc(282, "signalfd", Forwarded),
-    sc(283, "timerfd_create", Forwarded),
-    sc(284, "eventfd", Forwarded),
-    sc(285, "fallocate", Forwarded),
-    sc(286, "timerfd_settime", Forwarded),
-    sc(287, "timerfd_gettime", Forwarded),
-    sc(288, "accept4", Forwarded),
-    sc(289, "signalfd4", Forwarded),
-    sc(290, "eventfd2", Forwarded),
-    sc(291, "epoll_create1", Forwarded),
-    sc(292, "dup3", Forwarded),
-    sc(293, "pipe2", Forwarded),
-    sc(294, "inotify_init1", Forwarded),
-    sc(295, "preadv", Forwarded),
-    sc(296, "pwritev", Forwarded),
-    sc(297, "rt_tgsigqueueinfo", Forwarded),
-    sc(298, "perf_event_open", Forwarded),
-    sc(299, "recvmmsg", Forwarded),
-    sc(300, "fanotify_init", Forwarded),
-    sc(301, "fanotify_mark", Forwarded),
-    sc(302, "prlimit64", Forwarded),
-    sc(303, "name_to_handle_at", Forwarded),
-    sc(304, "open_by_handle_at", Forwarded),
-    sc(305, "clock_adjtime", Forwarded),
-    sc(306, "syncfs", Forwarded),
-    sc(307, "sendmmsg", Forwarded),
-    sc(308, "setns", Forwarded),
-    sc(309, "getcpu", Forwarded),
-    sc(310, "process_vm_readv", Forwarded),
-    sc(311, "process_vm_writev", Forwarded),
-    sc(312, "kcmp", Forwarded),
-    sc(313, "finit_module", Forwarded),
-    sc(314, "sched_setattr", Forwarded),
-    sc(315, "sched_getattr", Forwarded),
-    sc(316, "renameat2", Forwarded),
-    sc(317, "seccomp", Forwarded),
-    sc(318, "getrandom", Forwarded),
-    sc(319, "memfd_create", Forwarded),
-    sc(320, "kexec_file_load", Forwarded),
-    sc(321, "bpf", Forwarded),
-    sc(322, "execveat", Forwarded),
-    sc(323, "userfaultfd", Forwarded),
-    sc(324, "membarrier", Forwarded),
-    sc(325, "mlock2", Forwarded),
-    sc(326, "copy_file_range", Forwarded),
-    sc(327, "preadv2", Forwarded),
-    sc(328, "pwritev2", Forwarded),
-    sc(329, "pkey_mprotect", Forwarded),
-    sc(330, "pkey_alloc", Forwarded),
-    sc(331, "pkey_free", Forwarded),
-    sc(332, "statx", Forwarded),
-    sc(333, "io_pgetevents", Forwarded),
-    sc(334, "rseq", Local),
-    sc(424, "pidfd_send_signal", Forwarded),
-    sc(425, "io_uring_setup", Forwarded),
-    sc(426, "io_uring_enter", Forwarded),
-    sc(427, "io_uring_register", Forwarded),
-    sc(428, "open_tree", Forwarded),
-    sc(429, "move_mount", Forwarded),
-    sc(430, "fsopen", Forwarded),
-    sc(431, "fsconfig", Forwarded),
-    sc(432, "fsmount", Forwarded),
-    sc(433, "fspick", Forwarded),
-    sc(434, "pidfd_open", Forwarded),
-    sc(435, "clone3", Forwarded),
-    sc(436, "close_range", Forwarded),
-    sc(437, "openat2", Forwarded),
-    sc(438, "pidfd_getfd", Forwarded),
-    sc(439, "faccessat2", Forwarded),
-    sc(440, "process_madvise", Forwarded),
-    sc(441, "epoll_pwait2", Forwarded),
-    sc(442, "mount_setattr", Forwarded),
-    sc(443, "quotactl_fd", Forwarded),
-    sc(444, "landlock_create_ruleset", Forwarded),
-    sc(445, "landlock_add_rule", Forwarded),
-    sc(446, "landlock_restrict_self", Forwarded),
-    sc(447, "memfd_secret", Forwarded),
-    sc(448, "process_mrelease", Forwarded),
-    sc(449, "futex_waitv", Forwarded),
-    sc(450, "set_mempolicy_home_node", Forwarded),
-    sc(451, "cachestat", Forwarded),
-    sc(452, "fchmodat2", Forwarded),
-    sc(453, "map_shadow_stack", Forwarded),
-    sc(454, "futex_wake", Forwarded),
-    sc(455, "futex_wait", Forwarded),
-    sc(456, "futex_requeue", Forwarded),
-    sc(457, "statmount", Forwarded),
-    sc(458, "listmount", Forwarded),
-    sc(459, "lsm_get_self_attr", Forwarded),
-    sc(460, "lsm_set_self_attr", Forwarded),
-    sc(461, "lsm_list_modules", Forwarded),
-    sc(462, "mseal", Forwarded),
-    sc(463, "setxattrat", Forwarded),
-    sc(464, "getxattrat", Forwarded),
-    sc(465, "listxattrat", Forwarded),
-    sc(466, "removexattrat", Forwarded),
-    sc(467, "open_tree_attr", Forwarded),
-];
+table! {
+    0 read(Fd, BufOut(2), Len) Forwarded .returns(Count(2)) .offset(OwnFd);
+    1 write(Fd, BufIn(2), Len) Forwarded .returns(Count(2));
+    2 open(Path, OpenFlags, Mode) Forwarded;
+    3 close(Fd) Forwarded .offset(OwnFd);
+    4 stat(Path, Out) Forwarded .offset(Untouched);
+    5 fstat(Fd, Out) Forwarded .offset(Untouched);
+    6 lstat(Path, Out) Forwarded .offset(Untouched);
+    7 poll(InOut, Len, Int) Forwarded .offset(Untouched);
+    8 lseek(Fd, Offset, Int) Forwarded .offset(OwnFd);
+    9 mmap(Addr, Len, Prot, Flags, Fd, Offset) Local .returns(Address);
+    10 mprotect(Addr, Len, Prot) Local;
+    11 munmap(Addr, Len) Local;
+    12 brk(Addr) Local .returns(Address);
+    13 rt_sigaction(Int, In, Out, Len) Local;
+    14 rt_sigprocmask(Int, In, Out, Len) Local;
+    15 rt_sigreturn() Forwarded;
+    16 ioctl(Fd, Any, Any) Forwarded .offset(OwnFd);
+    17 pread64(Fd, BufOut(2), Len, Offset) Forwarded .returns(Count(2)) .offset(Untouched);
+    18 pwrite64(Fd, BufIn(2), Len, Offset) Forwarded .returns(Count(2));
+    19 readv(Fd, In, Len) Forwarded .offset(OwnFd);
+    20 writev(Fd, In, Len) Forwarded;
+    21 access(Path, Mode) Forwarded .offset(Untouched);
+    22 pipe(Out) Forwarded;
+    23 select(Int, InOut, InOut, InOut, InOut) Forwarded .offset(Untouched);
+    24 sched_yield() Local;
+    25 mremap(Addr, Len, Len, Flags, Addr) Local .returns(Address);
+    26 msync(Addr, Len, Flags) Local;
+    27 mincore(Addr, Len, Out) Forwarded;
+    28 madvise(Addr, Len, Int) Local;
+    29 shmget(Int, Len, Flags) Forwarded;
+    30 shmat(Int, Addr, Flags) Forwarded .returns(Address);
+    31 shmctl(Int, Int, InOut) Forwarded;
+    32 dup(Fd) Forwarded;
+    33 dup2(Fd, Fd) Forwarded;
+    34 pause() Forwarded;
+    35 nanosleep(In, Out) Forwarded .offset(Untouched);
+    36 getitimer(Int, Out) Forwarded;
+    37 alarm(Len) Forwarded;
+    38 setitimer(Int, In, Out) Forwarded;
+    39 getpid() Local;
+    40 sendfile(Fd, Fd, InOut, Len) Forwarded .returns(Count(3));
+    41 socket(Int, Flags, Int) Forwarded;
+    42 connect(Fd, BufIn(2), Len) Forwarded;
+    43 accept(Fd, Out, InOut) Forwarded;
+    44 sendto(Fd, BufIn(2), Len, Flags, In, Len) Forwarded;
+    45 recvfrom(Fd, BufOut(2), Len, Flags, Out, InOut) Forwarded;
+    46 sendmsg(Fd, In, Flags) Forwarded;
+    47 recvmsg(Fd, InOut, Flags) Forwarded;
+    48 shutdown(Fd, Int) Forwarded;
+    49 bind(Fd, BufIn(2), Len) Forwarded;
+    50 listen(Fd, Int) Forwarded;
+    51 getsockname(Fd, Out, InOut) Forwarded;
+    52 getpeername(Fd, Out, InOut) Forwarded;
+    53 socketpair(Int, Flags, Int, Out) Forwarded;
+    54 setsockopt(Fd, Int, Int, BufIn(4), Len) Forwarded;
+    55 getsockopt(Fd, Int, Int, Out, InOut) Forwarded;
+    56 clone(Flags, Addr, Out, Out, Any) Forwarded;
+    57 fork() Forwarded;
+    58 vfork() Forwarded;
+    59 execve(Path, In, In) Forwarded;
+    60 exit(Int) Always;
+    61 wait4(Int, Out, Flags, Out) Forwarded;
+    62 kill(Int, Int) Local;
+    63 uname(Out) Forwarded .offset(Untouched);
+    64 semget(Int, Int, Flags) Forwarded;
+    65 semop(Int, In, Len) Forwarded;
+    66 semctl(Int, Int, Int, Any) Forwarded;
+    67 shmdt(Addr) Forwarded;
+    68 msgget(Int, Flags) Forwarded;
+    69 msgsnd(Int, In, Len, Flags) Forwarded;
+    70 msgrcv(Int, Out, Len, Int, Flags) Forwarded;
+    71 msgctl(Int, Int, InOut) Forwarded;
+    72 fcntl(Fd, Int, Any) Forwarded .offset(OwnFd);
+    73 flock(Fd, Flags) Forwarded;
+    74 fsync(Fd) Forwarded;
+    75 fdatasync(Fd) Forwarded;
+    76 truncate(Path, Offset) Forwarded;
+    77 ftruncate(Fd, Offset) Forwarded;
+    78 getdents(Fd, BufOut(2), Len) Forwarded .returns(Count(2));
+    79 getcwd(BufOut(1), Len) Forwarded .returns(Count(1)) .offset(Untouched);
+    80 chdir(Path) Forwarded;
+    81 fchdir(Fd) Forwarded;
+    82 rename(Path, Path) Forwarded;
+    83 mkdir(Path, Mode) Forwarded;
+    84 rmdir(Path) Forwarded;
+    85 creat(Path, Mode) Forwarded;
+    86 link(Path, Path) Forwarded;
+    87 unlink(Path) Forwarded;
+    88 symlink(Path, Path) Forwarded;
+    89 readlink(Path, BufOut(2), Len) Forwarded .returns(Count(2)) .offset(Untouched);
+    90 chmod(Path, Mode) Forwarded;
+    91 fchmod(Fd, Mode) Forwarded;
+    92 chown(Path, Int, Int) Forwarded;
+    93 fchown(Fd, Int, Int) Forwarded;
+    94 lchown(Path, Int, Int) Forwarded;
+    95 umask(Mode) Forwarded;
+    96 gettimeofday(Out, Out) LocalOrForwarded;
+    97 getrlimit(Int, Out) Forwarded;
+    98 getrusage(Int, Out) Forwarded;
+    99 sysinfo(Out) Forwarded;
+    100 times(Out) Forwarded;
+    101 ptrace(Int, Int, Addr, Any) Forwarded;
+    102 getuid() Local;
+    103 syslog(Int, BufOut(2), Len) Forwarded;
+    104 getgid() Local;
+    105 setuid(Int) Forwarded;
+    106 setgid(Int) Forwarded;
+    107 geteuid() Local;
+    108 getegid() Local;
+    109 setpgid(Int, Int) Local;
+    110 getppid() Local;
+    111 getpgrp() Local;
+    112 setsid() Forwarded;
+    113 setreuid(Int, Int) Forwarded;
+    114 setregid(Int, Int) Forwarded;
+    115 getgroups(Len, Out) Forwarded;
+    116 setgroups(Len, In) Forwarded;
+    117 setresuid(Int, Int, Int) Forwarded;
+    118 getresuid(Out, Out, Out) Local;
+    119 setresgid(Int, Int, Int) Forwarded;
+    120 getresgid(Out, Out, Out) Local;
+    121 getpgid(Int) Local;
+    122 setfsuid(Int) Forwarded;
+    123 setfsgid(Int) Forwarded;
+    124 getsid(Int) Local;
+    125 capget(InOut, Out) Forwarded;
+    126 capset(In, In) Forwarded;
+    127 rt_sigpending(Out, Len) Forwarded;
+    128 rt_sigtimedwait(In, Out, In, Len) Forwarded;
+    129 rt_sigqueueinfo(Int, Int, In) Forwarded;
+    130 rt_sigsuspend(In, Len) Forwarded;
+    131 sigaltstack(In, Out) Local;
+    132 utime(Path, In) Forwarded;
+    133 mknod(Path, Mode, Any) Forwarded;
+    134 uselib(Path) Forwarded;
+    135 personality(Flags) Forwarded;
+    136 ustat(Any, Out) Forwarded;
+    137 statfs(Path, Out) Forwarded;
+    138 fstatfs(Fd, Out) Forwarded;
+    139 sysfs(Int, Any, Any) Forwarded;
+    140 getpriority(Int, Int) Forwarded;
+    141 setpriority(Int, Int, Int) Forwarded;
+    142 sched_setparam(Int, In) Forwarded;
+    143 sched_getparam(Int, Out) Forwarded;
+    144 sched_setscheduler(Int, Int, In) Forwarded;
+    145 sched_getscheduler(Int) Forwarded;
+    146 sched_get_priority_max(Int) Forwarded;
+    147 sched_get_priority_min(Int) Forwarded;
+    148 sched_rr_get_interval(Int, Out) Forwarded;
+    149 mlock(Addr, Len) Forwarded;
+    150 munlock(Addr, Len) Forwarded;
+    151 mlockall(Flags) Forwarded;
+    152 munlockall() Forwarded;
+    153 vhangup() Forwarded;
+    154 modify_ldt(Int, InOut, Len) Forwarded;
+    155 pivot_root(Path, Path) Forwarded;
+    156 _sysctl(..) Forwarded;
+    157 prctl(Int, Any, Any, Any, Any) Forwarded;
+    158 arch_prctl(Any, Any) Local;
+    159 adjtimex(InOut) Forwarded;
+    160 setrlimit(Int, In) Forwarded;
+    161 chroot(Path) Forwarded;
+    162 sync() Forwarded;
+    163 acct(Path) Forwarded;
+    164 settimeofday(In, In) Forwarded;
+    165 mount(Path, Path, Str, Flags, Any) Forwarded;
+    166 umount2(Path, Flags) Forwarded;
+    167 swapon(Path, Flags) Forwarded;
+    168 swapoff(Path) Forwarded;
+    169 reboot(Any, Any, Any, Any) Forwarded;
+    170 sethostname(BufIn(1), Len) Forwarded;
+    171 setdomainname(BufIn(1), Len) Forwarded;
+    172 iopl(Int) Forwarded;
+    173 ioperm(Len, Len, Int) Forwarded;
+    174 create_module(..) Forwarded;
+    175 init_module(BufIn(1), Len, Str) Forwarded;
+    176 delete_module(Str, Flags) Forwarded;
+    177 get_kernel_syms(..) Forwarded;
+    178 query_module(..) Forwarded;
+    179 quotactl(Int, Path, Int, Any) Forwarded;
+    180 nfsservctl(..) Forwarded;
+    181 getpmsg(..) Forwarded;
+    182 putpmsg(..) Forwarded;
+    183 afs_syscall(..) Forwarded;
+    184 tuxcall(..) Forwarded;
+    185 security(..) Forwarded;
+    186 gettid() Local;
+    187 readahead(Fd, Offset, Len) Forwarded;
+    188 setxattr(Path, Str, BufIn(3), Len, Flags) Forwarded;
+    189 lsetxattr(Path, Str, BufIn(3), Len, Flags) Forwarded;
+    190 fsetxattr(Fd, Str, BufIn(3), Len, Flags) Forwarded;
+    191 getxattr(Path, Str, BufOut(3), Len) Forwarded;
+    192 lgetxattr(Path, Str, BufOut(3), Len) Forwarded;
+    193 fgetxattr(Fd, Str, BufOut(3), Len) Forwarded;
+    194 listxattr(Path, BufOut(2), Len) Forwarded;
+    195 llistxattr(Path, BufOut(2), Len) Forwarded;
+    196 flistxattr(Fd, BufOut(2), Len) Forwarded;
+    197 removexattr(Path, Str) Forwarded;
+    198 lremovexattr(Path, Str) Forwarded;
+    199 fremovexattr(Fd, Str) Forwarded;
+    200 tkill(Int, Int) Local;
+    201 time(Out) LocalOrForwarded;
+    202 futex(Addr, Int, Any, In, Addr, Any) Local .offset(Untouched);
+    203 sched_setaffinity(Int, Len, In) Forwarded;
+    204 sched_getaffinity(Int, Len, Out) Forwarded;
+    205 set_thread_area(InOut) Forwarded;
+    206 io_setup(Len, Out) Forwarded;
+    207 io_destroy(Any) Forwarded;
+    208 io_getevents(Any, Len, Len, Out, In) Forwarded;
+    209 io_submit(Any, Len, In) Forwarded;
+    210 io_cancel(Any, In, Out) Forwarded;
+    211 get_thread_area(InOut) Forwarded;
+    212 lookup_dcookie(Any, BufOut(2), Len) Forwarded;
+    213 epoll_create(Int) Forwarded;
+    214 epoll_ctl_old(..) Forwarded;
+    215 epoll_wait_old(..) Forwarded;
+    216 remap_file_pages(Addr, Len, Prot, Len, Flags) Forwarded;
+    217 getdents64(Fd, BufOut(2), Len) Forwarded .returns(Count(2)) .offset(Untouched);
+    218 set_tid_address(Addr) Local;
+    219 restart_syscall() Forwarded;
+    220 semtimedop(Int, In, Len, In) Forwarded;
+    221 fadvise64(Fd, Offset, Len, Int) Forwarded;
+    222 timer_create(Int, In, Out) Forwarded;
+    223 timer_settime(Int, Flags, In, Out) Forwarded;
+    224 timer_gettime(Int, Out) Forwarded;
+    225 timer_getoverrun(Int) Forwarded;
+    226 timer_delete(Int) Forwarded;
+    227 clock_settime(Int, In) Forwarded;
+    228 clock_gettime(Int, Out) LocalOrForwarded;
+    229 clock_getres(Int, Out) LocalOrForwarded;
+    230 clock_nanosleep(Int, Flags, In, Out) Forwarded .offset(Untouched);
+    231 exit_group(Int) Always;
+    232 epoll_wait(Fd, Out, Int, Int) Forwarded;
+    233 epoll_ctl(Fd, Int, Fd, In) Forwarded;
+    234 tgkill(Int, Int, Int) Local;
+    235 utimes(Path, In) Forwarded;
+    236 vserver(..) Forwarded;
+    237 mbind(Addr, Len, Int, In, Len, Flags) Forwarded;
+    238 set_mempolicy(Int, In, Len) Forwarded;
+    239 get_mempolicy(Out, Out, Len, Addr, Flags) Forwarded;
+    240 mq_open(Str, OpenFlags, Mode, In) Forwarded;
+    241 mq_unlink(Str) Forwarded;
+    242 mq_timedsend(Fd, BufIn(2), Len, Int, In) Forwarded;
+    243 mq_timedreceive(Fd, BufOut(2), Len, Out, In) Forwarded;
+    244 mq_notify(Fd, In) Forwarded;
+    245 mq_getsetattr(Fd, In, Out) Forwarded;
+    246 kexec_load(Addr, Len, In, Flags) Forwarded;
+    247 waitid(Int, Int, Out, Flags, Out) Forwarded;
+    248 add_key(Str, Str, BufIn(3), Len, Int) Forwarded;
+    249 request_key(Str, Str, Str, Int) Forwarded;
+    250 keyctl(Int, Any, Any, Any, Any) Forwarded;
+    251 ioprio_set(Int, Int, Int) Forwarded;
+    252 ioprio_get(Int, Int) Forwarded;
+    253 inotify_init() Forwarded;
+    254 inotify_add_watch(Fd, Path, Flags) Forwarded;
+    255 inotify_rm_watch(Fd, Int) Forwarded;
+    256 migrate_pages(Int, Len, In, In) Forwarded;
+    257 openat(DirFd, Path, OpenFlags, Mode) Forwarded;
+    258 mkdirat(DirFd, Path, Mode) Forwarded;
+    259 mknodat(DirFd, Path, Mode, Any) Forwarded;
+    260 fchownat(DirFd, Path, Int, Int, Flags) Forwarded;
+    261 futimesat(DirFd, Path, In) Forwarded;
+    262 newfstatat(DirFd, Path, Out, Flags) Forwarded .offset(Untouched);
+    263 unlinkat(DirFd, Path, Flags) Forwarded;
+    264 renameat(DirFd, Path, DirFd, Path) Forwarded;
+    265 linkat(DirFd, Path, DirFd, Path, Flags) Forwarded;
+    266 symlinkat(Path, DirFd, Path) Forwarded;
+    267 readlinkat(DirFd, Path, BufOut(3), Len) Forwarded .returns(Count(3)) .offset(Untouched);
+    268 fchmodat(DirFd, Path, Mode) Forwarded;
+    269 faccessat(DirFd, Path, Mode) Forwarded .offset(Untouched);
+    270 pselect6(Int, InOut, InOut, InOut, InOut, In) Forwarded .offset(Untouched);
+    271 ppoll(InOut, Len, In, In, Len) Forwarded .offset(Untouched);
+    272 unshare(Flags) Forwarded;
+    273 set_robust_list(In, Len) Local;
+    274 get_robust_list(Int, Out, Out) Forwarded;
+    275 splice(Fd, InOut, Fd, InOut, Len, Flags) Forwarded .returns(Count(4));
+    276 tee(Fd, Fd, Len, Flags) Forwarded .returns(Count(2));
+    277 sync_file_range(Fd, Offset, Offset, Flags) Forwarded;
+    278 vmsplice(Fd, In, Len, Flags) Forwarded;
+    279 move_pages(Int, Len, In, In, Out, Flags) Forwarded;
+    280 utimensat(DirFd, Path, In, Flags) Forwarded;
+    281 epoll_pwait(Fd, Out, Int, Int, In, Len) Forwarded;
+    282 signalfd(Fd, In, Len) Forwarded;
+    283 timerfd_create(Int, Flags) Forwarded;
+    284 eventfd(Len) Forwarded;
+    285 fallocate(Fd, Flags, Offset, Offset) Forwarded;
+    286 timerfd_settime(Fd, Flags, In, Out) Forwarded;
+    287 timerfd_gettime(Fd, Out) Forwarded;
+    288 accept4(Fd, Out, InOut, Flags) Forwarded;
+    289 signalfd4(Fd, In, Len, Flags) Forwarded;
+    290 eventfd2(Len, Flags) Forwarded;
+    291 epoll_create1(Flags) Forwarded;
+    292 dup3(Fd, Fd, Flags) Forwarded;
+    293 pipe2(Out, Flags) Forwarded;
+    294 inotify_init1(Flags) Forwarded;
+    295 preadv(Fd, In, Len, Offset, Offset) Forwarded .offset(OwnFd);
+    296 pwritev(Fd, In, Len, Offset, Offset) Forwarded;
+    297 rt_tgsigqueueinfo(Int, Int, Int, In) Forwarded;
+    298 perf_event_open(In, Int, Int, Fd, Flags) Forwarded;
+    299 recvmmsg(Fd, InOut, Len, Flags, In) Forwarded;
+    300 fanotify_init(Flags, Flags) Forwarded;
+    301 fanotify_mark(Fd, Flags, Flags, DirFd, Path) Forwarded;
+    302 prlimit64(Int, Int, In, Out) Forwarded;
+    303 name_to_handle_at(DirFd, Path, InOut, Out, Flags) Forwarded;
+    304 open_by_handle_at(Fd, In, OpenFlags) Forwarded;
+    305 clock_adjtime(Int, InOut) Forwarded;
+    306 syncfs(Fd) Forwarded;
+    307 sendmmsg(Fd, InOut, Len, Flags) Forwarded;
+    308 setns(Fd, Flags) Forwarded;
+    309 getcpu(Out, Out, Out) Forwarded;
+    310 process_vm_readv(Int, In, Len, In, Len, Flags) Forwarded;
+    311 process_vm_writev(Int, In, Len, In, Len, Flags) Forwarded;
+    312 kcmp(Int, Int, Int, Any, Any) Forwarded;
+    313 finit_module(Fd, Str, Flags) Forwarded;
+    314 sched_setattr(Int, In, Flags) Forwarded;
+    315 sched_getattr(Int, Out, Len, Flags) Forwarded;
+    316 renameat2(DirFd, Path, DirFd, Path, Flags) Forwarded;
+    317 seccomp(Int, Flags, In) Forwarded;
+    318 getrandom(BufOut(1), Len, Flags) Forwarded .returns(Count(1)) .offset(Untouched);
+    319 memfd_create(Str, Flags) Forwarded;
+    320 kexec_file_load(Fd, Fd, Len, Str, Flags) Forwarded;
+    321 bpf(Int, InOut, Len) Forwarded;
+    322 execveat(DirFd, Path, In, In, Flags) Forwarded;
+    323 userfaultfd(Flags) Forwarded;
+    324 membarrier(Int, Flags, Int) Forwarded;
+    325 mlock2(Addr, Len, Flags) Forwarded;
+    326 copy_file_range(Fd, InOut, Fd, InOut, Len, Flags) Forwarded .returns(Count(4));
+    327 preadv2(Fd, In, Len, Offset, Offset, Flags) Forwarded;
+    328 pwritev2(Fd, In, Len, Offset, Offset, Flags) Forwarded;
+    329 pkey_mprotect(Addr, Len, Prot, Int) Forwarded;
+    330 pkey_alloc(Flags, Flags) Forwarded;
+    331 pkey_free(Int) Forwarded;
+    332 statx(DirFd, Path, Flags, Flags, Out) Forwarded .offset(Untouched);
+    333 io_pgetevents(Any, Len, Len, Out, In, In) Forwarded;
+    334 rseq(InOut, Len, Flags, Any) Local;
+    335 uretprobe() Forwarded;
+    336 uprobe() Forwarded;
+    424 pidfd_send_signal(Fd, Int, In, Flags) Forwarded;
+    425 io_uring_setup(Len, InOut) Forwarded;
+    426 io_uring_enter(Fd, Len, Len, Flags, In, Len) Forwarded;
+    427 io_uring_register(Fd, Int, Any, Len) Forwarded;
+    428 open_tree(DirFd, Path, Flags) Forwarded;
+    429 move_mount(DirFd, Path, DirFd, Path, Flags) Forwarded;
+    430 fsopen(Str, Flags) Forwarded;
+    431 fsconfig(Fd, Int, Str, Any, Int) Forwarded;
+    432 fsmount(Fd, Flags, Flags) Forwarded;
+    433 fspick(DirFd, Path, Flags) Forwarded;
+    434 pidfd_open(Int, Flags) Forwarded;
+    435 clone3(InOut, Len) Forwarded;
+    436 close_range(Fd, Fd, Flags) Forwarded;
+    437 openat2(DirFd, Path, In, Len) Forwarded;
+    438 pidfd_getfd(Fd, Fd, Flags) Forwarded;
+    439 faccessat2(DirFd, Path, Mode, Flags) Forwarded .offset(Untouched);
+    440 process_madvise(Fd, In, Len, Int, Flags) Forwarded;
+    441 epoll_pwait2(Fd, Out, Int, In, In, Len) Forwarded;
+    442 mount_setattr(DirFd, Path, Flags, In, Len) Forwarded;
+    443 quotactl_fd(Fd, Int, Int, Any) Forwarded;
+    444 landlock_create_ruleset(In, Len, Flags) Forwarded;
+    445 landlock_add_rule(Fd, Int, In, Flags) Forwarded;
+    446 landlock_restrict_self(Fd, Flags) Forwarded;
+    447 memfd_secret(Flags) Forwarded;
+    448 process_mrelease(Fd, Flags) Forwarded;
+    449 futex_waitv(In, Len, Flags, In, Int) Forwarded;
+    450 set_mempolicy_home_node(Addr, Len, Int, Flags) Forwarded;
+    451 cachestat(Fd, In, Out, Flags) Forwarded;
+    452 fchmodat2(DirFd, Path, Mode, Flags) Forwarded;
+    453 map_shadow_stack(Addr, Len, Flags) Forwarded .returns(Address);
+    454 futex_wake(Addr, Any, Int, Flags) Forwarded;
+    455 futex_wait(Addr, Any, Any, Flags, In, Int) Forwarded;
+    456 futex_requeue(In, Flags, Int, Int) Forwarded;
+    457 statmount(In, Out, Len, Flags) Forwarded;
+    458 listmount(In, Out, Len, Flags) Forwarded;
+    459 lsm_get_self_attr(Int, Out, InOut, Flags) Forwarded;
+    460 lsm_set_self_attr(Int, In, Len, Flags) Forwarded;
+    461 lsm_list_modules(Out, InOut, Flags) Forwarded;
+    462 mseal(Addr, Len, Flags) Forwarded;
+    463 setxattrat(DirFd, Path, Flags, Str, In, Len) Forwarded;
+    464 getxattrat(DirFd, Path, Flags, Str, InOut, Len) Forwarded;
+    465 listxattrat(DirFd, Path, Flags, BufOut(4), Len) Forwarded;
+    466 removexattrat(DirFd, Path, Flags, Str) Forwarded;
+    467 open_tree_attr(DirFd, Path, Flags, In, Len) Forwarded;
+}
 
-/// Numbers below this have a slot in per-number tables ([`serve`],
+/// Numbers below this have a slot in per-number tables ([`route`],
 /// [`CallSet`], the policy's decision table, the boot page's counters).
 pub const SLOTS: usize = 512;
 
 /// Highest number in [`TABLE`].
 pub const MAX_KNOWN: u64 = TABLE[TABLE.len() - 1].nr as u64;
 
-static SERVE_BY_NR: [Serve; SLOTS] = {
-    let mut a = [Forwarded; SLOTS];
+/// What the libos needs of a row on its hot path, in one byte: the serve
+/// class (bits 0-1), the offset class (bits 2-3) and the reply bound
+/// (bits 4-6: the argument index + 1 of [`Ret::Count`], 0 for none).
+/// Numbers without a row are forwarded, unbounded and [`FileOffset::Unknown`]
+/// (the byte 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Route(u8);
+
+impl Route {
+    const fn of(s: &Syscall) -> Route {
+        let count = match s.returns {
+            Ret::Count(i) => i + 1,
+            _ => 0,
+        };
+        Route(s.serve as u8 | (s.offset as u8) << 2 | count << 4)
+    }
+
+    /// How the call is served.
+    #[inline]
+    pub const fn serve(self) -> Serve {
+        match self.0 & 3 {
+            0 => Forwarded,
+            1 => Local,
+            2 => LocalOrForwarded,
+            _ => Always,
+        }
+    }
+
+    /// Whether the call can see or move a file offset ([`Syscall::offset`]).
+    #[inline]
+    pub const fn offset(self) -> FileOffset {
+        match (self.0 >> 2) & 3 {
+            1 => OwnFd,
+            2 => Untouched,
+            _ => FileOffset::Unknown,
+        }
+    }
+
+    /// The argument whose value bounds a successful reply ([`Ret::Count`]).
+    #[inline]
+    pub const fn count_bound(self) -> Option<usize> {
+        match (self.0 >> 4) & 7 {
+            0 => None,
+            i => Some(i as usize - 1),
+        }
+    }
+}
+
+static ROUTE_BY_NR: [Route; SLOTS] = {
+    let mut a = [Route(0); SLOTS];
     let mut i = 0;
     while i < TABLE.len() {
-        a[TABLE[i].nr as usize] = TABLE[i].serve;
+        a[TABLE[i].nr as usize] = Route::of(&TABLE[i]);
         i += 1;
     }
     a
 };
 
-/// How call `nr` is served; numbers the table does not hold (including
-/// x32 numbers and anything at or above [`SLOTS`]) are forwarded, and the
-/// monitor answers them.
+/// What the libos needs to know about call `nr` (a byte load); numbers the
+/// table does not hold (including x32 numbers and anything at or above
+/// [`SLOTS`]) are forwarded, and the monitor answers them.
+#[inline]
+pub fn route(nr: u64) -> Route {
+    if nr < SLOTS as u64 {
+        ROUTE_BY_NR[nr as usize]
+    } else {
+        Route(0)
+    }
+}
+
+/// How call `nr` is served ([`route`]).
 #[inline]
 pub fn serve(nr: u64) -> Serve {
-    if nr < SLOTS as u64 {
-        SERVE_BY_NR[nr as usize]
-    } else {
-        Forwarded
-    }
+    route(nr).serve()
 }
 
 /// The row of call `nr`, if the table has one.
@@ -562,6 +767,74 @@ mod tests {
         assert_eq!(class("exit_group"), Some(Always));
         assert_eq!(serve(1 << 30), Forwarded);
         assert_eq!(served_locally().count(), 38);
+    }
+
+    /// The packed byte the libos reads says what the row says.
+    #[test]
+    fn routes_match_the_rows() {
+        for s in TABLE {
+            let r = route(u64::from(s.nr));
+            assert_eq!(r.serve(), s.serve, "{}", s.name);
+            assert_eq!(r.offset(), s.offset, "{}", s.name);
+            let bound = match s.returns {
+                Ret::Count(i) => Some(i as usize),
+                _ => None,
+            };
+            assert_eq!(r.count_bound(), bound, "{}", s.name);
+        }
+        for nr in [337, 423, 468, 511, 512, u64::MAX] {
+            assert_eq!(route(nr), Route(0));
+            assert_eq!(
+                (route(nr).serve(), route(nr).offset(), route(nr).count_bound()),
+                (Forwarded, FileOffset::Unknown, None)
+            );
+        }
+        assert_eq!(nr::openat, 257);
+        assert_eq!(nr::exit_group, 231);
+        assert_eq!(route(nr::read).count_bound(), Some(2));
+        assert_eq!(route(nr::sendfile).count_bound(), Some(3));
+    }
+
+    /// Argument kinds are consistent: at most six, a buffer's length and a
+    /// reply bound name a `Len` argument, an `OwnFd` call takes a
+    /// descriptor first, a `DirFd` comes before a path.
+    #[test]
+    fn argument_kinds_are_consistent() {
+        for s in TABLE {
+            let Some(args) = s.args else { continue };
+            assert!(args.len() <= 6, "{}", s.name);
+            for (i, a) in args.iter().enumerate() {
+                if let BufIn(n) | BufOut(n) = a {
+                    assert_eq!(args.get(*n as usize), Some(&Len), "{} argument {i}", s.name);
+                }
+                if *a == DirFd {
+                    assert_eq!(args.get(i + 1), Some(&Path), "{} argument {i}", s.name);
+                }
+            }
+            if let Ret::Count(n) = s.returns {
+                assert_eq!(args.get(n as usize), Some(&Len), "{}", s.name);
+            }
+            if s.offset == OwnFd {
+                assert_eq!(args.first(), Some(&Fd), "{}", s.name);
+            }
+        }
+        let unimplemented: usize = TABLE.iter().filter(|s| s.args.is_none()).count();
+        assert_eq!(unimplemented, 13);
+    }
+
+    /// Every name and number agrees with the maintained `syscalls` crate
+    /// (generated from the kernel's sources); a call it knows below
+    /// `MAX_KNOWN` is in the table.
+    #[test]
+    fn names_and_numbers_agree_with_the_syscalls_crate() {
+        use syscalls::x86_64::Sysno;
+        for s in TABLE {
+            let theirs = Sysno::new(s.nr as usize).map(|n| n.name());
+            assert_eq!(theirs, Some(s.name), "number {}", s.nr);
+        }
+        for n in Sysno::iter().filter(|n| n.id() as u64 <= MAX_KNOWN) {
+            assert_eq!(name(n.id() as u64), Some(n.name()), "{n}");
+        }
     }
 
     #[test]

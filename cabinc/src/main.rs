@@ -13,6 +13,7 @@ mod inspect;
 mod output;
 mod policy;
 mod run;
+mod syscalls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +39,7 @@ enum Command {
     /// Run an image confined (KVM micro-VM or seccomp-confined process).
     Run(run::RunArgs),
     /// List how each system call of a confined program is handled.
-    Syscalls,
+    Syscalls(syscalls::SyscallsArgs),
     /// Check, explain, import and generate syscall policies.
     Policy(policy::PolicyArgs),
     /// Build, list and run benchmark catalog entries.
@@ -128,8 +129,8 @@ fn main() -> ExitCode {
         Command::Policy(a) => policy::run(&a),
         Command::Catalog(a) => catalog::run_catalog(&a),
         Command::Bench(a) => bench::run(&a),
-        Command::Syscalls => {
-            print!("{}", include_str!("../../docs/syscalls.md"));
+        Command::Syscalls(a) => {
+            syscalls::run(&a);
             Ok(ExitCode::SUCCESS)
         }
     };

@@ -57,12 +57,12 @@ pub enum Action {
 /// - everything else is issued unchanged.
 pub fn passthrough(nr: u64, args: &[u64; 6]) -> Action {
     match nr {
-        nr::CLONE3 => Action::Return(-errno::ENOSYS),
-        nr::VFORK => Action::Syscall { nr: nr::FORK, args: [0; 6] },
-        nr::CLONE if args[1] == 0 && args[0] & CLONE_VFORK != 0 => {
+        nr::clone3 => Action::Return(-errno::ENOSYS),
+        nr::vfork => Action::Syscall { nr: nr::fork, args: [0; 6] },
+        nr::clone if args[1] == 0 && args[0] & CLONE_VFORK != 0 => {
             let mut args = *args;
             args[0] &= !(CLONE_VM | CLONE_VFORK);
-            Action::Syscall { nr: nr::CLONE, args }
+            Action::Syscall { nr: nr::clone, args }
         }
         _ => Action::Syscall { nr, args: *args },
     }
@@ -96,26 +96,26 @@ mod tests {
     #[test]
     fn ordinary_calls_pass_unchanged() {
         let args = [1, 2, 3, 4, 5, 6];
-        assert_eq!(passthrough(nr::WRITE, &args), Action::Syscall { nr: nr::WRITE, args });
+        assert_eq!(passthrough(nr::write, &args), Action::Syscall { nr: nr::write, args });
         // clone with a new stack is the assembly's job; if it ever got here it
         // would be passed on untouched.
         let args = [CLONE_VM | CLONE_VFORK, 0x7000, 0, 0, 0, 0];
-        assert_eq!(passthrough(nr::CLONE, &args), Action::Syscall { nr: nr::CLONE, args });
+        assert_eq!(passthrough(nr::clone, &args), Action::Syscall { nr: nr::clone, args });
     }
 
     #[test]
     fn vfork_becomes_fork() {
-        assert_eq!(passthrough(nr::VFORK, &[9; 6]), Action::Syscall { nr: nr::FORK, args: [0; 6] });
+        assert_eq!(passthrough(nr::vfork, &[9; 6]), Action::Syscall { nr: nr::fork, args: [0; 6] });
         let args = [CLONE_VM | CLONE_VFORK | 17, 0, 0, 0, 0, 0];
         assert_eq!(
-            passthrough(nr::CLONE, &args),
-            Action::Syscall { nr: nr::CLONE, args: [17, 0, 0, 0, 0, 0] }
+            passthrough(nr::clone, &args),
+            Action::Syscall { nr: nr::clone, args: [17, 0, 0, 0, 0, 0] }
         );
     }
 
     #[test]
     fn clone3_is_refused() {
-        assert_eq!(passthrough(nr::CLONE3, &[0; 6]), Action::Return(-38));
+        assert_eq!(passthrough(nr::clone3, &[0; 6]), Action::Return(-38));
     }
 
     #[test]

@@ -43,64 +43,9 @@ use cabin_abi::boot::{
     LOCAL_COUNT_SLOTS,
 };
 use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_CHECK, SUB_TRAPPED};
-use cabin_abi::syscalls::{self, CallSet, Serve};
+use cabin_abi::syscalls::{self, nr, CallSet, Serve};
 
 use crate::sys::syscall6;
-
-/// Linux x86-64 system-call numbers this module serves or checks.
-#[allow(missing_docs)]
-pub(crate) mod nr {
-    pub const READ: u64 = 0;
-    pub const WRITE: u64 = 1;
-    pub const MMAP: u64 = 9;
-    pub const MPROTECT: u64 = 10;
-    pub const MUNMAP: u64 = 11;
-    pub const BRK: u64 = 12;
-    pub const RT_SIGACTION: u64 = 13;
-    pub const RT_SIGPROCMASK: u64 = 14;
-    pub const PREAD64: u64 = 17;
-    pub const PWRITE64: u64 = 18;
-    pub const READV: u64 = 19;
-    pub const WRITEV: u64 = 20;
-    pub const SCHED_YIELD: u64 = 24;
-    pub const MREMAP: u64 = 25;
-    pub const MSYNC: u64 = 26;
-    pub const MADVISE: u64 = 28;
-    pub const GETPID: u64 = 39;
-    pub const SENDFILE: u64 = 40;
-    pub const EXIT: u64 = 60;
-    pub const KILL: u64 = 62;
-    pub const READLINK: u64 = 89;
-    pub const GETCWD: u64 = 79;
-    pub const GETTIMEOFDAY: u64 = 96;
-    pub const GETUID: u64 = 102;
-    pub const GETGID: u64 = 104;
-    pub const GETEUID: u64 = 107;
-    pub const GETEGID: u64 = 108;
-    pub const SETPGID: u64 = 109;
-    pub const GETPPID: u64 = 110;
-    pub const GETPGRP: u64 = 111;
-    pub const GETRESUID: u64 = 118;
-    pub const GETRESGID: u64 = 120;
-    pub const GETPGID: u64 = 121;
-    pub const GETSID: u64 = 124;
-    pub const SIGALTSTACK: u64 = 131;
-    pub const ARCH_PRCTL: u64 = 158;
-    pub const GETTID: u64 = 186;
-    pub const TKILL: u64 = 200;
-    pub const TIME: u64 = 201;
-    pub const FUTEX: u64 = 202;
-    pub const GETDENTS64: u64 = 217;
-    pub const SET_TID_ADDRESS: u64 = 218;
-    pub const CLOCK_GETTIME: u64 = 228;
-    pub const CLOCK_GETRES: u64 = 229;
-    pub const EXIT_GROUP: u64 = 231;
-    pub const TGKILL: u64 = 234;
-    pub const READLINKAT: u64 = 267;
-    pub const SET_ROBUST_LIST: u64 = 273;
-    pub const GETRANDOM: u64 = 318;
-    pub const RSEQ: u64 = 334;
-}
 
 /// Linux errno values returned locally.
 #[allow(missing_docs)]
@@ -335,7 +280,7 @@ pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
     }
     // SAFETY: single thread, short-lived.
     let force_trap = unsafe { STATE.get() }.flags & BOOT_FLAG_FORCE_TRAP != 0;
-    if force_trap && !matches!(nr, nr::RT_SIGACTION | nr::RT_SIGPROCMASK | nr::EXIT | nr::EXIT_GROUP) {
+    if force_trap && !matches!(nr, nr::rt_sigaction | nr::rt_sigprocmask | nr::exit | nr::exit_group) {
         // Testing mode: take the trap path. The seccomp filter traps every
         // call the program can make here except the harmless ones it lets
         // through (clock reads), which then run for real, as they would.
@@ -401,7 +346,7 @@ pub(crate) fn forward(nr: u64, args: &[u64; 6], flags: u32) -> i64 {
 /// reply; with read-ahead on, a `read` may be served from the stage and
 /// other calls first give staged bytes back (`readahead`).
 pub(crate) fn forward_from(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    if nr == nr::READ {
+    if nr == nr::read {
         if let Some(r) = readahead::read(args) {
             return r;
         }
@@ -419,7 +364,7 @@ pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
     }
-    if r == -errno::EPIPE && matches!(nr, nr::WRITE | nr::WRITEV | nr::PWRITE64 | nr::SENDFILE) {
+    if r == -errno::EPIPE && matches!(nr, nr::write | nr::writev | nr::pwrite64 | nr::sendfile) {
         // The kernel would send SIGPIPE along with EPIPE (the monitor itself
         // ignores SIGPIPE): act on the program's disposition for it.
         signals::raise(SIGPIPE);
@@ -429,21 +374,18 @@ pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -
 
 /// Does `r` fit the contract of call `nr` with `args`? Errors must be
 /// `-1..=-4095`; calls that fill or consume a caller's buffer cannot report
-/// more bytes than the buffer holds.
+/// more bytes than the buffer holds (the table's `Ret::Count`: `read`,
+/// `write`, `pread64`, `getdents64`, `readlink`, `getrandom`, `sendfile`,
+/// `copy_file_range`, ...). `readv`/`writev` are bounded by the sum of the
+/// iovec lengths, which the program may change concurrently: not checked.
 pub fn reply_is_valid(nr: u64, args: &[u64; 6], r: i64) -> bool {
     if r < 0 {
         return r >= -4095;
     }
-    let limit = match nr {
-        nr::READ | nr::WRITE | nr::PREAD64 | nr::PWRITE64 | nr::GETDENTS64 | nr::READLINK => args[2],
-        nr::GETRANDOM | nr::GETCWD => args[1],
-        nr::READLINKAT | nr::SENDFILE => args[3],
-        // readv/writev: bounded by the sum of the iovec lengths, which
-        // the program may change concurrently; checked as a sane size.
-        nr::READV | nr::WRITEV => i64::MAX as u64,
-        _ => return true,
-    };
-    (r as u64) <= limit
+    match syscalls::route(nr).count_bound().and_then(|i| args.get(i)) {
+        Some(&bound) => (r as u64) <= bound,
+        None => true,
+    }
 }
 
 /// The calls the libos serves itself; `None` means "forward it". Reached
@@ -454,29 +396,29 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
     let st = unsafe { STATE.get() };
     let process = st.flags & BOOT_FLAG_PROCESS != 0;
     let v = match nr {
-        nr::BRK => mem::brk(a[0]) as i64,
-        nr::MMAP => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
-        nr::MUNMAP => mem::munmap(a[0], a[1]),
-        nr::MREMAP => mem::mremap(a[0], a[1], a[2], a[3], a[4]),
-        nr::MPROTECT => mem::mprotect(a[0], a[1], a[2]),
-        nr::MADVISE => mem::madvise(a[0], a[1], a[2]),
-        nr::MSYNC => 0,
-        nr::ARCH_PRCTL => arch_prctl(st, a[0], a[1], process),
-        nr::SET_TID_ADDRESS | nr::GETPID | nr::GETTID => st.pid as i64,
-        nr::GETPPID => st.ppid as i64,
-        nr::GETPGRP | nr::GETSID => st.pid as i64,
-        nr::GETPGID => {
+        nr::brk => mem::brk(a[0]) as i64,
+        nr::mmap => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::munmap => mem::munmap(a[0], a[1]),
+        nr::mremap => mem::mremap(a[0], a[1], a[2], a[3], a[4]),
+        nr::mprotect => mem::mprotect(a[0], a[1], a[2]),
+        nr::madvise => mem::madvise(a[0], a[1], a[2]),
+        nr::msync => 0,
+        nr::arch_prctl => arch_prctl(st, a[0], a[1], process),
+        nr::set_tid_address | nr::getpid | nr::gettid => st.pid as i64,
+        nr::getppid => st.ppid as i64,
+        nr::getpgrp | nr::getsid => st.pid as i64,
+        nr::getpgid => {
             if a[0] == 0 || a[0] == st.pid as u64 {
                 st.pid as i64
             } else {
                 -errno::ESRCH
             }
         }
-        nr::SETPGID => 0,
-        nr::GETUID | nr::GETEUID => st.uid as i64,
-        nr::GETGID | nr::GETEGID => st.gid as i64,
-        nr::GETRESUID | nr::GETRESGID => {
-            let id = if nr == nr::GETRESUID { st.uid } else { st.gid };
+        nr::setpgid => 0,
+        nr::getuid | nr::geteuid => st.uid as i64,
+        nr::getgid | nr::getegid => st.gid as i64,
+        nr::getresuid | nr::getresgid => {
+            let id = if nr == nr::getresuid { st.uid } else { st.gid };
             for p in [a[0], a[1], a[2]] {
                 if p == 0 || !p.is_multiple_of(4) {
                     return Some(-errno::EFAULT);
@@ -491,22 +433,22 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         // The TSC clock is anchored by a `clock_gettime` the libos forwards
         // itself: only when the policy plainly allows that call (else the
         // program's own call goes to the monitor, which serves it).
-        nr::CLOCK_GETTIME | nr::GETTIMEOFDAY | nr::TIME if !process => {
-            if st.check.contains(nr::CLOCK_GETTIME) {
+        nr::clock_gettime | nr::gettimeofday | nr::time if !process => {
+            if st.check.contains(nr::clock_gettime) {
                 return None;
             }
             return clock::serve(nr, a);
         }
-        nr::CLOCK_GETTIME | nr::CLOCK_GETRES | nr::GETTIMEOFDAY | nr::TIME if process => {
+        nr::clock_gettime | nr::clock_getres | nr::gettimeofday | nr::time if process => {
             // SAFETY: clock reads only write the caller's result buffers,
             // exactly as the program's own call would; the seccomp filter
             // allows them.
             unsafe { syscall6(nr, a) }
         }
-        nr::RT_SIGACTION => signals::sigaction(a[0], a[1], a[2], a[3]),
-        nr::RT_SIGPROCMASK => signals::sigprocmask(a[0], a[1], a[2], a[3]),
-        nr::SIGALTSTACK => signals::sigaltstack(a[0], a[1]),
-        nr::KILL => {
+        nr::rt_sigaction => signals::sigaction(a[0], a[1], a[2], a[3]),
+        nr::rt_sigprocmask => signals::sigprocmask(a[0], a[1], a[2], a[3]),
+        nr::sigaltstack => signals::sigaltstack(a[0], a[1]),
+        nr::kill => {
             let pid = a[0] as i64;
             if pid == st.pid as i64 || pid == 0 || pid == -(st.pid as i64) || pid == -1 {
                 signals::raise(a[1])
@@ -514,25 +456,25 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
                 -errno::EPERM
             }
         }
-        nr::TKILL => {
+        nr::tkill => {
             if a[0] == st.pid as u64 {
                 signals::raise(a[1])
             } else {
                 -errno::ESRCH
             }
         }
-        nr::TGKILL => {
+        nr::tgkill => {
             if a[0] == st.pid as u64 && a[1] == st.pid as u64 {
                 signals::raise(a[2])
             } else {
                 -errno::ESRCH
             }
         }
-        nr::SET_ROBUST_LIST => 0,
-        nr::RSEQ => -errno::ENOSYS,
-        nr::SCHED_YIELD => 0,
-        nr::FUTEX => futex(a[0], a[1], a[2]),
-        nr::EXIT | nr::EXIT_GROUP => {
+        nr::set_robust_list => 0,
+        nr::rseq => -errno::ENOSYS,
+        nr::sched_yield => 0,
+        nr::futex => futex(a[0], a[1], a[2]),
+        nr::exit | nr::exit_group => {
             count_local(nr);
             crate::sys::exit_group(a[0] & 0xff)
         }
@@ -563,7 +505,7 @@ fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
             }
             // SAFETY: setting the FS base changes only the thread's TLS
             // pointer, which the program asked for; the filter allows it.
-            let r = unsafe { syscall6(nr::ARCH_PRCTL, &[ARCH_SET_FS, addr, 0, 0, 0, 0]) };
+            let r = unsafe { syscall6(nr::arch_prctl, &[ARCH_SET_FS, addr, 0, 0, 0, 0]) };
             if r == 0 {
                 st.fs_base = addr;
             }
@@ -669,12 +611,12 @@ mod tests {
     #[test]
     fn contracts() {
         let args = [3, 0x1000, 100, 0, 0, 0];
-        assert!(reply_is_valid(nr::READ, &args, 100));
-        assert!(!reply_is_valid(nr::READ, &args, 101));
-        assert!(reply_is_valid(nr::READ, &args, -9));
-        assert!(!reply_is_valid(nr::READ, &args, -5000));
-        assert!(reply_is_valid(nr::GETRANDOM, &[0x1000, 16, 0, 0, 0, 0], 16));
-        assert!(!reply_is_valid(nr::GETRANDOM, &[0x1000, 16, 0, 0, 0, 0], 17));
+        assert!(reply_is_valid(nr::read, &args, 100));
+        assert!(!reply_is_valid(nr::read, &args, 101));
+        assert!(reply_is_valid(nr::read, &args, -9));
+        assert!(!reply_is_valid(nr::read, &args, -5000));
+        assert!(reply_is_valid(nr::getrandom, &[0x1000, 16, 0, 0, 0, 0], 16));
+        assert!(!reply_is_valid(nr::getrandom, &[0x1000, 16, 0, 0, 0, 0], 17));
         assert!(reply_is_valid(257, &args, 5));
     }
 }

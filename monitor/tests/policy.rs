@@ -456,3 +456,38 @@ fn docs_list_every_locally_served_call() {
         "docs/syscalls.md and abi/src/syscalls.rs disagree on the locally served calls"
     );
 }
+
+/// docs/syscalls.md lists exactly the calls the monitor's service has a
+/// handler for (the clock reads, forwarded only when the policy does not
+/// plainly allow them, are listed with the local calls).
+#[test]
+fn docs_list_every_call_the_monitor_serves() {
+    use cabin_abi::syscalls::{self, Serve};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/syscalls.md");
+    let docs = std::fs::read_to_string(path).expect("docs/syscalls.md");
+    let section = docs
+        .split("\n## ")
+        .find(|s| s.starts_with("Served by the monitor"))
+        .expect("a 'Served by the monitor' section");
+    let mut listed: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .filter_map(|l| l.split('|').nth(2))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .filter(|w| syscalls::number(w).is_some())
+        .collect();
+    listed.sort_unstable();
+    listed.dedup();
+    let mut served: Vec<&str> = cabin_monitor::service::served()
+        .filter(|&n| syscalls::serve(n) == Serve::Forwarded)
+        .filter_map(syscalls::name)
+        .collect();
+    served.sort_unstable();
+    assert_eq!(
+        listed, served,
+        "docs/syscalls.md and monitor/src/service/table.rs disagree on the served calls"
+    );
+    for s in syscalls::TABLE.iter().filter(|s| s.serve == Serve::LocalOrForwarded) {
+        assert!(cabin_monitor::service::serves(u64::from(s.nr)), "{}", s.name);
+    }
+}

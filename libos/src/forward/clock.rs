@@ -61,7 +61,7 @@ fn now(c: &mut Clock, id: u64) -> Result<u64, i64> {
     if slot.1 == u64::MAX {
         let mut ts = [0i64; 2];
         let before = rdtsc();
-        let r = forward(nr::CLOCK_GETTIME, &[id, ts.as_mut_ptr() as u64, 0, 0, 0, 0], 0);
+        let r = forward(nr::clock_gettime, &[id, ts.as_mut_ptr() as u64, 0, 0, 0, 0], 0);
         let after = rdtsc();
         if r != 0 {
             return Err(r);
@@ -83,9 +83,9 @@ pub(crate) fn serve(call: u64, a: &[u64; 6]) -> Option<i64> {
         return None;
     }
     let (id, out) = match call {
-        nr::CLOCK_GETTIME if served(a[0]) => (a[0], a[1]),
-        nr::GETTIMEOFDAY if a[1] == 0 => (CLOCK_REALTIME, a[0]),
-        nr::TIME => (CLOCK_REALTIME, a[0]),
+        nr::clock_gettime if served(a[0]) => (a[0], a[1]),
+        nr::gettimeofday if a[1] == 0 => (CLOCK_REALTIME, a[0]),
+        nr::time => (CLOCK_REALTIME, a[0]),
         _ => return None,
     };
     let ns = match now(c, id) {
@@ -94,15 +94,15 @@ pub(crate) fn serve(call: u64, a: &[u64; 6]) -> Option<i64> {
     };
     let (sec, sub) = ((ns / NS_PER_SEC) as i64, (ns % NS_PER_SEC) as i64);
     match call {
-        nr::CLOCK_GETTIME if out == 0 => Some(-super::errno::EFAULT),
-        nr::CLOCK_GETTIME => {
+        nr::clock_gettime if out == 0 => Some(-super::errno::EFAULT),
+        nr::clock_gettime => {
             // SAFETY: the program passed this pointer for the kernel to
             // fill; a bad one faults in the program's own domain, as its
             // own store would.
             unsafe { (out as *mut [i64; 2]).write_unaligned([sec, sub]) };
             Some(0)
         }
-        nr::GETTIMEOFDAY => {
+        nr::gettimeofday => {
             if out != 0 {
                 // SAFETY: as above (a `struct timeval`).
                 unsafe { (out as *mut [i64; 2]).write_unaligned([sec, sub / 1000]) };

@@ -584,7 +584,7 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
     let mut done = 0u64;
     while done < len {
         let args = [fd, start + done, len - done, off.wrapping_add(done), 0, 0];
-        let n = super::forward(super::nr::PREAD64, &args, 0);
+        let n = super::forward(super::nr::pread64, &args, 0);
         if n < 0 {
             // SAFETY: single thread; the earlier reference is dead.
             unsafe { MEM.get() }.release(start, len);

@@ -49,6 +49,8 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use cabin_abi::syscalls::{self, FileOffset};
+
 use super::{nr, Global};
 
 /// Bytes read ahead at a time.
@@ -71,35 +73,6 @@ const S_IFREG: u32 = 0o100000;
 const SEEK_CUR: u64 = 1;
 const F_DUPFD: u64 = 0;
 const F_DUPFD_CLOEXEC: u64 = 1030;
-
-// Numbers this module looks at beyond `nr`.
-const STAT: u64 = 4;
-const FSTAT: u64 = 5;
-const LSTAT: u64 = 6;
-const POLL: u64 = 7;
-const LSEEK: u64 = 8;
-const IOCTL: u64 = 16;
-const PREADV: u64 = 295;
-const PWRITEV: u64 = 296;
-const ACCESS: u64 = 21;
-const SELECT: u64 = 23;
-const DUP: u64 = 32;
-const DUP2: u64 = 33;
-const NANOSLEEP: u64 = 35;
-const OPEN: u64 = 2;
-const CLOSE: u64 = 3;
-const FCNTL: u64 = 72;
-const UNAME: u64 = 63;
-const OPENAT: u64 = 257;
-const NEWFSTATAT: u64 = 262;
-const FACCESSAT: u64 = 269;
-const PSELECT6: u64 = 270;
-const PPOLL: u64 = 271;
-const DUP3: u64 = 292;
-const CLOCK_NANOSLEEP: u64 = 230;
-const STATX: u64 = 332;
-const FACCESSAT2: u64 = 439;
-const CLOSE_RANGE: u64 = 436;
 
 /// `READ_AHEAD` is on for this run (set once by `init`).
 static ON: AtomicBool = AtomicBool::new(false);
@@ -164,7 +137,7 @@ fn file_of(st: &mut State, fd: u64) -> Option<(bool, u64, u64)> {
     if st.fds[i].file.is_none() {
         // struct stat: st_dev at 0, st_ino at 8, st_mode (u32) at 24; 144 bytes.
         let mut buf = [0u64; 18];
-        if call(FSTAT, [fd, buf.as_mut_ptr() as u64, 0, 0, 0, 0]) != 0 {
+        if call(nr::fstat, [fd, buf.as_mut_ptr() as u64, 0, 0, 0, 0]) != 0 {
             return None;
         }
         let mode = buf[3] as u32;
@@ -182,7 +155,7 @@ fn give_back(st: &mut State) {
         // A regular file's offset can always move back over bytes it just
         // read; the result can only be an error if the program broke the
         // descriptor meanwhile, and then there is nothing to give back to.
-        call(LSEEK, [st.fd as u64, unread.wrapping_neg() as u64, SEEK_CUR, 0, 0, 0]);
+        call(nr::lseek, [st.fd as u64, unread.wrapping_neg() as u64, SEEK_CUR, 0, 0, 0]);
     }
     st.pos = 0;
     st.len = 0;
@@ -263,7 +236,7 @@ pub(super) fn read(args: &[u64; 6]) -> Option<i64> {
     // SAFETY: single thread.
     let stage = unsafe { STAGING.get() }.0.as_mut_ptr() as u64;
     let iov: [u64; 4] = [buf + done, rest, stage, CHUNK as u64];
-    let r = call(nr::READV, [fd, iov.as_ptr() as u64, 2, 0, 0, 0]);
+    let r = call(nr::readv, [fd, iov.as_ptr() as u64, 2, 0, 0, 0]);
     st.pos = 0;
     st.len = 0;
     if r < 0 {
@@ -295,35 +268,28 @@ pub(super) fn before(nr: u64, args: &[u64; 6]) {
         return;
     }
     let staged = st.fd as u64;
-    let harmless = match nr {
-        // Reads and status of other descriptors; `pread` ignores the offset.
-        nr::READ | nr::READV | PREADV | IOCTL | LSEEK | FCNTL | CLOSE => args[0] != staged,
-        nr::PREAD64 | FSTAT => true,
-        STAT
-        | LSTAT
-        | NEWFSTATAT
-        | STATX
-        | ACCESS
-        | FACCESSAT
-        | FACCESSAT2
-        | UNAME
-        | POLL
-        | PPOLL
-        | SELECT
-        | PSELECT6
-        | NANOSLEEP
-        | CLOCK_NANOSLEEP
-        | nr::GETDENTS64
-        | nr::READLINK
-        | nr::READLINKAT
-        | nr::GETCWD
-        | nr::GETRANDOM
-        | nr::FUTEX => true,
+    // The table says which calls cannot see or move the staged offset
+    // (`Syscall::offset`); a few others are harmless for some arguments.
+    let harmless = match syscalls::route(nr).offset() {
+        FileOffset::Untouched => true,
+        // Reads and status of other descriptors.
+        FileOffset::OwnFd => args[0] != staged,
+        FileOffset::Unknown => unknown_is_harmless(st, nr, args, staged),
+    };
+    if !harmless {
+        flush(st);
+    }
+}
+
+/// Whether call `nr`, which may touch offsets or files in general, leaves
+/// the stage of descriptor `staged` alone with these arguments.
+fn unknown_is_harmless(st: &mut State, nr: u64, args: &[u64; 6], staged: u64) -> bool {
+    match nr {
         // Opening read-only without truncating changes nothing.
-        OPEN => args[1] & (O_ACCMODE | O_TRUNC) == O_RDONLY,
-        OPENAT => args[2] & (O_ACCMODE | O_TRUNC) == O_RDONLY,
+        nr::open => args[1] & (O_ACCMODE | O_TRUNC) == O_RDONLY,
+        nr::openat => args[2] & (O_ACCMODE | O_TRUNC) == O_RDONLY,
         // Writes to another file, a pipe or a terminal.
-        nr::WRITE | nr::WRITEV | nr::PWRITE64 | PWRITEV => {
+        nr::write | nr::writev | nr::pwrite64 | nr::pwritev => {
             let target = file_of(st, args[0]);
             let ours = st.fds[staged as usize].file;
             match (target, ours) {
@@ -333,9 +299,6 @@ pub(super) fn before(nr: u64, args: &[u64; 6]) {
             }
         }
         _ => false,
-    };
-    if !harmless {
-        flush(st);
     }
 }
 
@@ -347,16 +310,16 @@ pub(super) fn after(nr: u64, args: &[u64; 6], r: i64) {
     // SAFETY: single thread (see `read`).
     let st = unsafe { STATE.get() };
     match nr {
-        OPEN | OPENAT if r >= 0 => {
+        nr::open | nr::openat if r >= 0 => {
             forget(st, r as u64);
-            let flags = if nr == OPEN { args[1] } else { args[2] };
+            let flags = if nr == nr::open { args[1] } else { args[2] };
             if let Some(i) = slot(r as u64) {
                 st.fds[i].own_rdonly = flags & O_ACCMODE == O_RDONLY && flags & (O_DIRECT | O_PATH) == 0;
             }
         }
-        CLOSE => forget(st, args[0]),
-        DUP | DUP2 | DUP3 | FCNTL => {
-            if nr == FCNTL && !matches!(args[1], F_DUPFD | F_DUPFD_CLOEXEC) {
+        nr::close => forget(st, args[0]),
+        nr::dup | nr::dup2 | nr::dup3 | nr::fcntl => {
+            if nr == nr::fcntl && !matches!(args[1], F_DUPFD | F_DUPFD_CLOEXEC) {
                 return;
             }
             // The original now shares its offset with a duplicate: never
@@ -368,7 +331,7 @@ pub(super) fn after(nr: u64, args: &[u64; 6], r: i64) {
                 forget(st, r as u64);
             }
         }
-        CLOSE_RANGE => {
+        nr::close_range => {
             for fd in 0..FDS as u64 {
                 forget(st, fd);
             }

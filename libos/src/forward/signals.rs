@@ -12,7 +12,7 @@
 
 use core::arch::naked_asm;
 
-use super::{errno, Global};
+use super::{errno, nr, Global};
 use crate::sys::syscall6;
 
 const NR_RT_SIGACTION: u64 = 13;
@@ -147,15 +147,16 @@ extern "C" fn on_sigsys(_sig: i32, info: *mut u8, ctx: *mut u8) {
 
 /// The x86-64 number of the few i386 system calls the trap path translates.
 fn i386_to_x86_64(nr: u64) -> Option<u64> {
+    // i386 numbers (asm/unistd_32.h) on the left; x86-64 from the table.
     Some(match nr {
-        1 => 60,    // exit
-        3 => 0,     // read
-        4 => 1,     // write
-        6 => 3,     // close
-        20 => 39,   // getpid
-        64 => 110,  // getppid
-        224 => 186, // gettid
-        252 => 231, // exit_group
+        1 => nr::exit,
+        3 => nr::read,
+        4 => nr::write,
+        6 => nr::close,
+        20 => nr::getpid,
+        64 => nr::getppid,
+        224 => nr::gettid,
+        252 => nr::exit_group,
         _ => return None,
     })
 }

@@ -16,15 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+use cabin_abi::syscalls::{self, nr, Serve};
 
 use super::{ProgramMemory, Served, SyscallService};
-
-/// `exit`.
-const NR_EXIT: u64 = 60;
-/// `exit_group`.
-const NR_EXIT_GROUP: u64 = 231;
-/// `write`.
-const NR_WRITE: u64 = 1;
 
 /// The libos's trap entry, as it published it in the boot page (KVM mode),
 /// if it is a plausible user address.
@@ -201,10 +195,11 @@ impl SyscallService for RingGate {
     fn serve(&mut self, nr: u64, args: [u64; 6], mem: &ProgramMemory<'_>) -> Served {
         self.gate_calls += 1;
         match nr {
-            NR_EXIT | NR_EXIT_GROUP => Served::Exit((args[0] & 0xff) as i32),
+            // `exit`, `exit_group`: the calls the table always serves.
+            n if syscalls::serve(n) == Serve::Always => Served::Exit((args[0] & 0xff) as i32),
             // The libos's own raw calls are exit_group and, in `die`, write:
             // never redirect those (a broken ring would loop).
-            NR_WRITE => self.forward(nr, args),
+            nr::write => self.forward(nr, args),
             _ => match trap_entry(mem) {
                 Some(entry) if mem.can_redirect => {
                     self.redirects += 1;

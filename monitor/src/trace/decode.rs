@@ -1,106 +1,14 @@
-//! Argument decoding for text traces: file descriptors as numbers, flags by
-//! name, modes in octal, pointers in hex, the path when the service read it.
-//! Calls without a signature here show their non-zero arguments in hex.
+//! Argument decoding for text traces, from the argument kinds of the
+//! system-call table ([`cabin_abi::syscalls::Arg`]): file descriptors as
+//! numbers, flags by name, modes in octal, pointers in hex, the path when the
+//! service read it. Calls the table has no arguments for (numbers without a
+//! row, calls Linux does not implement) show their non-zero arguments in hex.
 
-use crate::policy::names;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum K {
-    /// A descriptor (signed decimal).
-    Fd,
-    /// A directory descriptor (`AT_FDCWD` by name).
-    DirFd,
-    /// A path pointer (the path itself when known).
-    Path,
-    /// A pointer.
-    Ptr,
-    /// A count or size (unsigned decimal).
-    Len,
-    /// A signed integer.
-    Int,
-    /// `open` flags.
-    OFlags,
-    /// A file mode (octal).
-    Mode,
-    /// `mmap`/`mprotect` protection.
-    Prot,
-    /// Anything else (hex).
-    Hex,
-}
-
-fn signature(name: &str) -> Option<&'static [K]> {
-    use K::*;
-    Some(match name {
-        "read" | "write" => &[Fd, Ptr, Len],
-        "pread64" | "pwrite64" => &[Fd, Ptr, Len, Int],
-        "readv" | "writev" => &[Fd, Ptr, Len],
-        "open" => &[Path, OFlags, Mode],
-        "openat" => &[DirFd, Path, OFlags, Mode],
-        "close" | "fsync" | "fdatasync" | "dup" | "fchdir" => &[Fd],
-        "dup2" => &[Fd, Fd],
-        "dup3" => &[Fd, Fd, Hex],
-        "lseek" => &[Fd, Int, Int],
-        "fstat" => &[Fd, Ptr],
-        "stat" | "lstat" => &[Path, Ptr],
-        "newfstatat" => &[DirFd, Path, Ptr, Hex],
-        "statx" => &[DirFd, Path, Hex, Hex, Ptr],
-        "getdents64" | "getdents" => &[Fd, Ptr, Len],
-        "fcntl" => &[Fd, Int, Hex],
-        "ioctl" => &[Fd, Hex, Hex],
-        "ftruncate" => &[Fd, Len],
-        "truncate" => &[Path, Len],
-        "unlinkat" => &[DirFd, Path, Hex],
-        "mkdirat" => &[DirFd, Path, Mode],
-        "mkdir" => &[Path, Mode],
-        "unlink" | "rmdir" | "chdir" => &[Path],
-        "renameat2" => &[DirFd, Path, DirFd, Ptr, Hex],
-        "renameat" => &[DirFd, Path, DirFd, Ptr],
-        "rename" => &[Path, Ptr],
-        "readlinkat" => &[DirFd, Path, Ptr, Len],
-        "readlink" => &[Path, Ptr, Len],
-        "faccessat" | "faccessat2" => &[DirFd, Path, Mode, Hex],
-        "access" => &[Path, Mode],
-        "chmod" => &[Path, Mode],
-        "fchmod" => &[Fd, Mode],
-        "fchmodat" => &[DirFd, Path, Mode],
-        "pipe2" => &[Ptr, Hex],
-        "pipe" => &[Ptr],
-        "mmap" => &[Ptr, Len, Prot, Hex, Fd, Hex],
-        "mprotect" => &[Ptr, Len, Prot],
-        "munmap" => &[Ptr, Len],
-        "mremap" => &[Ptr, Len, Len, Hex, Ptr],
-        "brk" => &[Ptr],
-        "madvise" => &[Ptr, Len, Int],
-        "exit" | "exit_group" => &[Int],
-        "getcwd" => &[Ptr, Len],
-        "getrandom" => &[Ptr, Len, Hex],
-        "uname" => &[Ptr],
-        "clock_gettime" | "clock_getres" => &[Int, Ptr],
-        "clock_nanosleep" => &[Int, Hex, Ptr, Ptr],
-        "nanosleep" => &[Ptr, Ptr],
-        "gettimeofday" => &[Ptr, Ptr],
-        "rt_sigaction" => &[Int, Ptr, Ptr, Len],
-        "rt_sigprocmask" => &[Int, Ptr, Ptr, Len],
-        "prlimit64" => &[Int, Int, Ptr, Ptr],
-        "arch_prctl" => &[Hex, Hex],
-        "set_tid_address" => &[Ptr],
-        "kill" | "tgkill" | "tkill" => &[Int, Int, Int],
-        "wait4" => &[Int, Ptr, Hex, Ptr],
-        "socket" => &[Int, Hex, Int],
-        "connect" | "bind" => &[Fd, Ptr, Len],
-        "futex" => &[Ptr, Int, Hex, Ptr, Ptr, Hex],
-        "sched_yield" | "getpid" | "gettid" | "getppid" | "getuid" | "geteuid" | "getgid" | "getegid" => &[],
-        "sendfile" => &[Fd, Fd, Ptr, Len],
-        "copy_file_range" => &[Fd, Ptr, Fd, Ptr, Len, Hex],
-        "umask" => &[Mode],
-        "poll" => &[Ptr, Len, Int],
-        _ => return None,
-    })
-}
+use cabin_abi::syscalls::{self, Arg, Ret};
 
 /// Whether the call returns an address (shown in hex).
 pub fn returns_address(nr: u64) -> bool {
-    matches!(names::name(nr), Some("mmap" | "brk" | "mremap"))
+    syscalls::get(nr).is_some_and(|s| s.returns == Ret::Address)
 }
 
 // Composite flags first, so O_SYNC is not shown as O_DSYNC|0o4000000.
@@ -177,36 +85,54 @@ fn escape(s: &str) -> String {
     o
 }
 
-/// The argument list of call `nr`, as text (no parentheses).
+/// The argument list of call `nr`, as text (no parentheses). The service
+/// records one path per call (the first it reads), so the first path
+/// argument shows it and any later one shows as a pointer.
 pub fn args(nr: u64, a: &[u64; 6], path: Option<&str>) -> String {
-    let Some(sig) = names::name(nr).and_then(signature) else {
+    let Some(kinds) = syscalls::get(nr).and_then(|s| s.args) else {
         let last = a.iter().rposition(|&v| v != 0).map_or(0, |i| i + 1);
         return a[..last].iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>().join(", ");
     };
-    let mut path_used = false;
-    sig.iter()
+    let mut path_shown = false;
+    kinds
+        .iter()
         .zip(a.iter())
         .map(|(k, &v)| match k {
-            K::Fd => (v as i32).to_string(),
-            K::DirFd if v as i32 == -100 => "AT_FDCWD".into(),
-            K::DirFd => (v as i32).to_string(),
-            K::Path => match path {
-                Some(p) if !path_used => {
-                    path_used = true;
-                    escape(p)
+            Arg::Fd => (v as i32).to_string(),
+            Arg::DirFd if v as i32 == -100 => "AT_FDCWD".into(),
+            Arg::DirFd => (v as i32).to_string(),
+            Arg::Path if !path_shown => {
+                path_shown = true;
+                match path {
+                    Some(p) => escape(p),
+                    None => format!("{v:#x}"),
                 }
-                _ => format!("{v:#x}"),
-            },
-            K::Ptr if v == 0 => "NULL".into(),
-            K::Ptr | K::Hex => format!("{v:#x}"),
-            K::Len => v.to_string(),
-            K::Int => (v as i64).to_string(),
-            K::OFlags => oflags(v),
-            K::Mode => format!("{v:#o}"),
-            K::Prot => prot(v),
+            }
+            Arg::Path
+            | Arg::Str
+            | Arg::BufIn(_)
+            | Arg::BufOut(_)
+            | Arg::In
+            | Arg::Out
+            | Arg::InOut
+            | Arg::Addr => pointer(v),
+            Arg::Flags | Arg::Any => format!("{v:#x}"),
+            Arg::Len => v.to_string(),
+            Arg::Int | Arg::Offset => (v as i64).to_string(),
+            Arg::OpenFlags => oflags(v),
+            Arg::Mode => format!("{v:#o}"),
+            Arg::Prot => prot(v),
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn pointer(v: u64) -> String {
+    if v == 0 {
+        "NULL".into()
+    } else {
+        format!("{v:#x}")
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +143,37 @@ mod tests {
     fn decodes_openat() {
         let s = args(257, &[(-100i64) as u64, 0x1000, 0o2000000 | 0o100 | 1, 0o644, 0, 0], Some("out/a b"));
         assert_eq!(s, "AT_FDCWD, \"out/a b\", O_WRONLY|O_CREAT|O_CLOEXEC, 0o644");
+    }
+
+    /// The text the per-call decoder this replaced printed, for calls it
+    /// knew; and calls it did not know, now decoded from the table.
+    #[test]
+    fn decodes_from_the_table() {
+        let at = (-100i64) as u64;
+        assert_eq!(args(0, &[3, 0x7ffd_2000, 4096, 0, 0, 0], None), "3, 0x7ffd2000, 4096");
+        assert_eq!(args(316, &[at, 0x1000, at, 0, 1, 0], Some("a")), "AT_FDCWD, \"a\", AT_FDCWD, NULL, 0x1");
+        assert_eq!(args(264, &[at, 0x1000, 4, 0x2000, 0, 0], Some("a")), "AT_FDCWD, \"a\", 4, 0x2000");
+        assert_eq!(
+            args(332, &[at, 0x1000, 0x100, 0x7ff, 0x2000, 0], None),
+            "AT_FDCWD, 0x1000, 0x100, 0x7ff, 0x2000"
+        );
+        assert_eq!(args(12, &[0; 6], None), "NULL");
+        assert!(returns_address(12) && returns_address(9) && !returns_address(0));
+        assert_eq!(args(10, &[0x1000, 4096, 5, 0, 0, 0], None), "0x1000, 4096, PROT_READ|PROT_EXEC");
+        assert_eq!(args(202, &[0x1000, 0, 1, 0, 0, 0], None), "0x1000, 0, 0x1, NULL, NULL, 0x0");
+        assert_eq!(args(8, &[3, (-5i64) as u64, 1, 0, 0, 0], None), "3, -5, 1");
+        // Decoded now (hex before), with the call's own arity.
+        assert_eq!(args(93, &[3, 1000, 1000, 0, 0, 0], None), "3, 1000, 1000");
+        assert_eq!(args(266, &[0x1000, at, 0x2000, 0, 0, 0], Some("t")), "\"t\", AT_FDCWD, 0x2000");
+        assert_eq!(args(62, &[7, 9, 0, 0, 0, 0], None), "7, 9");
+        assert_eq!(args(269, &[at, 0x1000, 4, 0, 0, 0], Some("f")), "AT_FDCWD, \"f\", 0o4");
+        // mmap's offset in decimal, as pread64's (hex before).
+        assert_eq!(
+            args(9, &[0, 8192, 3, 0x22, u64::MAX, 0], None),
+            "NULL, 8192, PROT_READ|PROT_WRITE, 0x22, -1, 0"
+        );
+        // A call Linux does not implement: raw arguments.
+        assert_eq!(args(183, &[1, 0, 2, 0, 0, 0], None), "0x1, 0x0, 0x2");
     }
 
     #[test]

@@ -5,23 +5,8 @@
 
 use core::arch::asm;
 
-/// Linux x86-64 system-call numbers the libos itself uses or special-cases.
-pub mod nr {
-    /// `write(fd, buf, len)`.
-    pub const WRITE: u64 = 1;
-    /// `rt_sigreturn()`.
-    pub const RT_SIGRETURN: u64 = 15;
-    /// `clone(flags, stack, parent_tid, child_tid, tls)`.
-    pub const CLONE: u64 = 56;
-    /// `fork()`.
-    pub const FORK: u64 = 57;
-    /// `vfork()`.
-    pub const VFORK: u64 = 58;
-    /// `exit_group(status)`.
-    pub const EXIT_GROUP: u64 = 231;
-    /// `clone3(args, size)`.
-    pub const CLONE3: u64 = 435;
-}
+/// Linux x86-64 system-call numbers, from the one system-call table.
+pub use cabin_abi::syscalls::nr;
 
 /// Linux errno values the libos returns itself.
 pub mod errno {
@@ -75,7 +60,7 @@ pub fn write_all(fd: u64, msg: &[u8]) {
         let args = [fd, rest.as_ptr() as u64, rest.len() as u64, 0, 0, 0];
         // SAFETY: write(2) only reads `rest`, which is a live, initialised
         // slice of exactly the length passed.
-        let n = unsafe { syscall6(nr::WRITE, &args) };
+        let n = unsafe { syscall6(nr::write, &args) };
         if n == -errno::EINTR {
             continue;
         }
@@ -91,7 +76,7 @@ pub fn exit_group(status: u64) -> ! {
     loop {
         // SAFETY: exit_group(2) does not return and touches no memory.
         unsafe {
-            syscall6(nr::EXIT_GROUP, &[status, 0, 0, 0, 0, 0]);
+            syscall6(nr::exit_group, &[status, 0, 0, 0, 0, 0]);
         }
     }
 }

@@ -1,0 +1,119 @@
+//! `cabinc syscalls`: how each x86-64 system call of a confined program is
+//! served, printed from the one system-call table ([`cabin_abi::syscalls`]:
+//! number, name, argument kinds, served by the libos or forwarded) and the
+//! monitor service's table of handlers (a forwarded call without one is
+//! answered `ENOSYS`). `--doc` prints docs/syscalls.md, which explains each.
+
+use std::fmt::Write;
+
+use cabin_abi::syscalls::{Arg, Serve, TABLE};
+use cabin_monitor::service;
+
+/// Arguments of `cabinc syscalls`.
+#[derive(Debug, clap::Args)]
+pub struct SyscallsArgs {
+    /// Print docs/syscalls.md (what each served call does, the path rules)
+    /// instead of the table.
+    #[arg(long)]
+    pub doc: bool,
+}
+
+/// Who serves a call, as the table column says it.
+fn served_by(nr: u64, serve: Serve) -> &'static str {
+    match serve {
+        Serve::Always => "libos, always (ends the program)",
+        Serve::Local => "libos",
+        Serve::LocalOrForwarded => "libos, or the monitor",
+        Serve::Forwarded if service::serves(nr) => "monitor",
+        Serve::Forwarded => "not served: ENOSYS",
+    }
+}
+
+fn kind(a: &Arg) -> String {
+    match a {
+        Arg::Int => "int".into(),
+        Arg::Len => "len".into(),
+        Arg::Offset => "offset".into(),
+        Arg::Fd => "fd".into(),
+        Arg::DirFd => "dirfd".into(),
+        Arg::Path => "path".into(),
+        Arg::Str => "str".into(),
+        Arg::BufIn(n) => format!("in[arg{n}]"),
+        Arg::BufOut(n) => format!("out[arg{n}]"),
+        Arg::In => "in".into(),
+        Arg::Out => "out".into(),
+        Arg::InOut => "inout".into(),
+        Arg::Addr => "addr".into(),
+        Arg::OpenFlags => "oflags".into(),
+        Arg::Prot => "prot".into(),
+        Arg::Mode => "mode".into(),
+        Arg::Flags => "flags".into(),
+        Arg::Any => "any".into(),
+    }
+}
+
+/// The table `cabinc syscalls` prints.
+pub fn render() -> String {
+    let mut out = String::from(
+        "How each x86-64 system call of a confined program is served. A policy decides every call \
+         but exit and exit_group,\nwhichever side serves it; `cabinc syscalls --doc` explains each \
+         (docs/syscalls.md).\n\n",
+    );
+    let _ = writeln!(out, "{:>4}  {:<48} served by", "nr", "call (argument kinds)");
+    let (mut libos, mut monitor, mut refused) = (0, 0, 0);
+    for s in TABLE {
+        let nr = u64::from(s.nr);
+        let call = match s.args {
+            Some(args) => format!("{}({})", s.name, args.iter().map(kind).collect::<Vec<_>>().join(", ")),
+            None => format!("{}(..)", s.name),
+        };
+        match (s.serve, service::serves(nr)) {
+            (Serve::Forwarded, true) => monitor += 1,
+            (Serve::Forwarded, false) => refused += 1,
+            _ => libos += 1,
+        }
+        let _ = writeln!(out, "{nr:>4}  {call:<48} {}", served_by(nr, s.serve));
+    }
+    let _ = writeln!(
+        out,
+        "\n{} calls: {libos} served by the libos, {monitor} by the monitor, {refused} not served (ENOSYS, \
+         as is every number not listed).",
+        TABLE.len()
+    );
+    out
+}
+
+/// Runs `cabinc syscalls`.
+pub fn run(a: &SyscallsArgs) {
+    if a.doc {
+        print!("{}", include_str!("../../docs/syscalls.md"));
+    } else {
+        print!("{}", render());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_call_with_who_serves_it() {
+        let t = render();
+        let rows = t.lines().filter(|l| {
+            l.get(..4).is_some_and(|n| n.trim().parse::<u16>().is_ok()) && l.get(4..6) == Some("  ")
+        });
+        assert_eq!(rows.count(), TABLE.len());
+        assert!(t.contains("   0  read(fd, out[arg2], len)"), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("   0  read(") && l.ends_with(" monitor")));
+        assert!(t.lines().any(|l| l.starts_with("   9  mmap(") && l.ends_with(" libos")));
+        assert!(t.lines().any(|l| l.starts_with("  56  clone(") && l.ends_with(" not served: ENOSYS")));
+        assert!(t
+            .lines()
+            .any(|l| l.starts_with(" 228  clock_gettime(") && l.ends_with(" libos, or the monitor")));
+        assert!(t
+            .lines()
+            .any(|l| l.starts_with(" 231  exit_group(int)")
+                && l.ends_with(" libos, always (ends the program)")));
+        assert!(t.contains("38 served by the libos, 84 by the monitor"), "{t}");
+    }
+}

@@ -1,0 +1,269 @@
+//! Reading and writing descriptors: `read`, `write` and their positioned and
+//! vectored forms, `lseek`, `sendfile`, `copy_file_range`, `poll`; and the
+//! write limits (`[limits] bytes-written`, `file-size`) every call that
+//! writes or resizes a file goes through.
+//!
+//! Data buffers are handed to the host kernel directly in the monitor's
+//! view of program memory, after the range check: the monitor never
+//! interprets those bytes.
+
+use std::os::fd::RawFd;
+
+use super::{host, Fail, Service, Sys, IOV_MAX, MAX_COPY};
+use crate::memory::GuestMemory;
+
+pub(super) fn read(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.vfd(a[0])?;
+    let p = mem.host_range(a[1], a[2], true)?;
+    // SAFETY: [p, p+a[2]) is checked writable program memory.
+    host(unsafe { libc::read(fd, p.cast(), a[2] as usize) } as i64)
+}
+
+pub(super) fn write(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.vfd(a[0])?;
+    let p = mem.host_range(a[1], a[2], false)?;
+    let len = s.write_allowance("write", fd, a[2], None)?;
+    // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2].
+    let r = host(unsafe { libc::write(fd, p.cast(), len as usize) } as i64);
+    s.count_written(r)
+}
+
+pub(super) fn pread64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.vfd(a[0])?;
+    let p = mem.host_range(a[1], a[2], true)?;
+    // SAFETY: as for read.
+    host(unsafe { libc::pread(fd, p.cast(), a[2] as usize, a[3] as i64) } as i64)
+}
+
+pub(super) fn pwrite64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.vfd(a[0])?;
+    let p = mem.host_range(a[1], a[2], false)?;
+    let len = s.write_allowance("pwrite64", fd, a[2], Some(a[3] as i64))?;
+    // SAFETY: as for write.
+    let r = host(unsafe { libc::pwrite(fd, p.cast(), len as usize, a[3] as i64) } as i64);
+    s.count_written(r)
+}
+
+/// The four vectored calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vectored {
+    Readv,
+    Writev,
+    Preadv,
+    Pwritev,
+}
+
+pub(super) fn readv(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    vectored(s, mem, a, Vectored::Readv)
+}
+
+pub(super) fn writev(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    vectored(s, mem, a, Vectored::Writev)
+}
+
+pub(super) fn preadv(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    vectored(s, mem, a, Vectored::Preadv)
+}
+
+pub(super) fn pwritev(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    vectored(s, mem, a, Vectored::Pwritev)
+}
+
+fn vectored(s: &mut Service, mem: &GuestMemory, a: &[u64; 6], op: Vectored) -> Sys {
+    let fd = s.vfd(a[0])?;
+    let write_to_guest = matches!(op, Vectored::Readv | Vectored::Preadv);
+    let mut iov = s.iovecs(mem, a[1], a[2], write_to_guest)?;
+    if !write_to_guest {
+        let total = iov.iter().map(|v| v.iov_len as u64).sum();
+        let (name, at) =
+            if op == Vectored::Writev { ("writev", None) } else { ("pwritev", Some(a[3] as i64)) };
+        let len = s.write_allowance(name, fd, total, at)?;
+        clip_iovecs(&mut iov, len);
+    }
+    let cnt = iov.len() as i32;
+    // SAFETY: every iovec points into checked program memory
+    // with the needed permission; the array lives across the call.
+    let r = unsafe {
+        match op {
+            Vectored::Readv => libc::readv(fd, iov.as_ptr(), cnt),
+            Vectored::Writev => libc::writev(fd, iov.as_ptr(), cnt),
+            Vectored::Preadv => libc::preadv(fd, iov.as_ptr(), cnt, a[3] as i64),
+            Vectored::Pwritev => libc::pwritev(fd, iov.as_ptr(), cnt, a[3] as i64),
+        }
+    };
+    if write_to_guest {
+        host(r as i64)
+    } else {
+        s.count_written(host(r as i64))
+    }
+}
+
+pub(super) fn lseek(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.vfd(a[0])?;
+    // SAFETY: lseek touches no memory.
+    host(unsafe { libc::lseek(fd, a[1] as i64, a[2] as i32) })
+}
+
+pub(super) fn sendfile(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let out = s.vfd(a[0])?;
+    let inp = s.vfd(a[1])?;
+    let len = s.write_allowance("sendfile", out, a[3].min(MAX_COPY), None)?;
+    if a[2] == 0 {
+        // SAFETY: no memory argument.
+        let r = host(unsafe { libc::sendfile(out, inp, std::ptr::null_mut(), len as usize) } as i64);
+        return s.count_written(r);
+    }
+    let mut off = mem.read_u64(a[2])? as i64;
+    // SAFETY: `off` is a local.
+    let r = s.count_written(host(unsafe { libc::sendfile(out, inp, &mut off, len as usize) } as i64))?;
+    mem.write_u64(a[2], off as u64)?;
+    Ok(r)
+}
+
+pub(super) fn copy_file_range(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let inp = s.vfd(a[0])?;
+    let out = s.vfd(a[2])?;
+    let mut offs = [0i64; 2];
+    for (i, p) in [a[1], a[3]].into_iter().enumerate() {
+        if p != 0 {
+            offs[i] = mem.read_u64(p)? as i64;
+        }
+    }
+    let at = (a[3] != 0).then_some(offs[1]);
+    let len = s.write_allowance("copy_file_range", out, a[4].min(MAX_COPY), at)?;
+    let (o0, o1) = offs.split_at_mut(1);
+    let pin = if a[1] != 0 { &mut o0[0] as *mut i64 } else { std::ptr::null_mut() };
+    let pout = if a[3] != 0 { &mut o1[0] as *mut i64 } else { std::ptr::null_mut() };
+    // SAFETY: offset pointers are locals or null.
+    let r = host(unsafe { libc::copy_file_range(inp, pin, out, pout, len as usize, 0) } as i64);
+    let r = s.count_written(r)?;
+    for (i, p) in [a[1], a[3]].into_iter().enumerate() {
+        if p != 0 {
+            mem.write_u64(p, offs[i] as u64)?;
+        }
+    }
+    Ok(r)
+}
+
+pub(super) fn poll(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let n = a[1];
+    if n > s.fds.max() as u64 {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let raw = mem.read(a[0], (n * 8) as usize)?;
+    let mut pfds = Vec::with_capacity(n as usize);
+    for c in raw.chunks_exact(8) {
+        let vfd = i32::from_le_bytes(c[..4].try_into().unwrap_or([0; 4]));
+        let events = i16::from_le_bytes(c[4..6].try_into().unwrap_or([0; 2]));
+        let fd = if vfd < 0 { -1 } else { s.fds.host(vfd as u64).unwrap_or(i32::MAX) };
+        pfds.push(libc::pollfd { fd, events, revents: 0 });
+    }
+    // SAFETY: poll writes `revents` of our own array.
+    let r = host(unsafe { libc::poll(pfds.as_mut_ptr(), n, a[2] as i32) } as i64)?;
+    for (i, p) in pfds.iter().enumerate() {
+        let revents = if p.fd == i32::MAX { libc::POLLNVAL } else { p.revents };
+        mem.write(a[0] + i as u64 * 8 + 6, &revents.to_le_bytes())?;
+    }
+    Ok(r)
+}
+
+impl Service {
+    fn iovecs(&self, mem: &GuestMemory, addr: u64, cnt: u64, write: bool) -> Result<Vec<libc::iovec>, Fail> {
+        if cnt > IOV_MAX {
+            return Err(Fail::Errno(libc::EINVAL));
+        }
+        let raw = mem.read(addr, (cnt * 16) as usize)?;
+        let mut out = Vec::with_capacity(cnt as usize);
+        let mut total: u64 = 0;
+        for c in raw.chunks_exact(16) {
+            let base = u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]));
+            let len = u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]));
+            total = total.checked_add(len).ok_or(Fail::Errno(libc::EINVAL))?;
+            if total > isize::MAX as u64 {
+                return Err(Fail::Errno(libc::EINVAL));
+            }
+            let p = mem.host_range(base, len, write)?;
+            out.push(libc::iovec { iov_base: p.cast(), iov_len: len as usize });
+        }
+        Ok(out)
+    }
+
+    /// How many of `len` bytes a write-family call `name` through host
+    /// descriptor `fd` may write under the write limits (all of them when
+    /// there are none). `offset`: the call's own file offset (`pwrite64`,
+    /// `pwritev`, `copy_file_range` with one), else the descriptor's.
+    fn write_allowance(&self, name: &str, fd: RawFd, len: u64, offset: Option<i64>) -> Result<u64, Fail> {
+        let Some(w) = &self.write_limits else { return Ok(len) };
+        let at = if w.file_size().is_some() && len > 0 { write_offset(fd, offset) } else { None };
+        w.allow(name, len, at).map_err(Fail::Limit)
+    }
+
+    /// Counts the bytes a write-family call wrote (under a write limit).
+    fn count_written(&mut self, r: Sys) -> Sys {
+        if let (Some(w), Ok(n)) = (&mut self.write_limits, &r) {
+            w.wrote(*n as u64);
+        }
+        r
+    }
+
+    /// A call that sets the size of the file behind host descriptor `fd`,
+    /// or allocates its blocks, up to `end` bytes: a `file-size` hit past
+    /// the limit when it is a regular file. A negative size is left to the
+    /// kernel's EINVAL, another kind of file to its own error.
+    pub(super) fn resize_allowed(&self, name: &str, fd: RawFd, end: u64) -> Result<(), Fail> {
+        match &self.write_limits {
+            Some(w) if w.file_size().is_some() && (end as i64) >= 0 && is_regular(fd) => {
+                w.resize(name, end).map_err(Fail::Limit)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where a write through host descriptor `fd` lands, for `[limits]
+/// file-size`: `None` when `fd` is not a regular file (pipes, terminals,
+/// sockets, devices have no size) or the offset is the kernel's EINVAL.
+/// With `O_APPEND` the end of the file, whatever `offset` says (Linux
+/// appends `pwrite` too); else `offset`, or the descriptor's position.
+/// The program cannot move either between this and the write: only this
+/// (single) worker thread acts on the descriptor.
+fn write_offset(fd: RawFd, offset: Option<i64>) -> Option<u64> {
+    let st = regular_stat(fd)?;
+    // SAFETY: touches no memory.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let at = if flags >= 0 && flags & libc::O_APPEND != 0 {
+        st.st_size
+    } else if let Some(off) = offset {
+        off
+    } else {
+        // SAFETY: touches no memory.
+        unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
+    };
+    u64::try_from(at).ok()
+}
+
+/// `fstat` of host descriptor `fd` when it is a regular file.
+fn regular_stat(fd: RawFd) -> Option<libc::stat> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: writes `st`.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    ok.then_some(st)
+}
+
+fn is_regular(fd: RawFd) -> bool {
+    regular_stat(fd).is_some()
+}
+
+/// Shortens `iov` to `len` bytes in all (a clipped `writev`).
+fn clip_iovecs(iov: &mut Vec<libc::iovec>, len: u64) {
+    let mut left = len as usize;
+    for (i, v) in iov.iter_mut().enumerate() {
+        if v.iov_len >= left {
+            v.iov_len = left;
+            iov.truncate(i + 1);
+            return;
+        }
+        left -= v.iov_len;
+    }
+}

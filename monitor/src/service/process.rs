@@ -1,0 +1,173 @@
+//! The program's own state and its view of the system: working directory
+//! (`getcwd`, `chdir`, `fchdir`), `umask`, `prctl` (name bookkeeping),
+//! limits (`prlimit64`, `getrlimit`, `setrlimit`), usage and times,
+//! `sched_getaffinity` (one CPU), `sysinfo`, `uname` ([`super::UNAME`]),
+//! `getgroups`, `getrandom`, and `wait4`/`waitid` (no children: `ECHILD`).
+
+use super::{fs, host, Fail, Service, Sys, AT_FDCWD, UNAME};
+use crate::memory::{pod_bytes, GuestMemory};
+
+pub(super) fn getcwd(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let mut v = s.cwd.clone();
+    v.push(0);
+    if (v.len() as u64) > a[1] {
+        return Err(Fail::Errno(libc::ERANGE));
+    }
+    mem.write(a[0], &v)?;
+    Ok(v.len() as i64)
+}
+
+pub(super) fn chdir(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let path = s.read_path(mem, a[0])?;
+    let abs = s.absolute(AT_FDCWD as u64, &path)?;
+    s.chdir(fs::normalize(&abs), Some(&path))
+}
+
+pub(super) fn fchdir(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let path = s.fds.get(a[0]).ok_or(Fail::Errno(libc::EBADF))?.path.clone();
+    let path = path.ok_or(Fail::Errno(libc::ENOTDIR))?;
+    s.chdir(path, None)
+}
+
+pub(super) fn umask(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let old = s.umask;
+    s.umask = a[0] as u32 & 0o777;
+    // SAFETY: sets the monitor's umask, which applies to the files
+    // it creates for the program (and nothing else is created
+    // while a program runs).
+    unsafe { libc::umask(s.umask) };
+    Ok(old as i64)
+}
+
+pub(super) fn prctl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    match a[0] as i32 {
+        libc::PR_SET_NAME => {
+            // As the kernel: up to its NUL, at most 15 bytes, across
+            // adjacent regions (nothing past the NUL is read).
+            let (name, _) = mem.read_until_nul(a[1], 15)?;
+            s.comm = name;
+            Ok(0)
+        }
+        libc::PR_GET_NAME => {
+            let mut name = [0u8; 16];
+            name[..s.comm.len().min(15)].copy_from_slice(&s.comm[..s.comm.len().min(15)]);
+            mem.write(a[1], &name)?;
+            Ok(0)
+        }
+        libc::PR_GET_DUMPABLE => Ok(0),
+        libc::PR_SET_DUMPABLE | libc::PR_SET_PDEATHSIG => Ok(0),
+        _ => Err(Fail::Errno(libc::EINVAL)),
+    }
+}
+
+pub(super) fn prlimit64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if a[0] != 0 && a[0] != u64::from(s.pid) {
+        return Err(Fail::Errno(libc::EPERM));
+    }
+    if a[3] != 0 {
+        let lim = rlimit(a[1], s.fds.max())?;
+        mem.write(a[3], &lim)?;
+    }
+    Ok(0)
+}
+
+pub(super) fn getrlimit(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let lim = rlimit(a[0], s.fds.max())?;
+    mem.write(a[1], &lim)?;
+    Ok(0)
+}
+
+pub(super) fn getrusage(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    mem.write(a[1], &[0u8; 144])?;
+    Ok(0)
+}
+
+pub(super) fn times(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if a[0] != 0 {
+        mem.write(a[0], &[0u8; 32])?;
+    }
+    // SAFETY: times(NULL) is allowed on Linux and touches no memory.
+    host(unsafe { libc::times(std::ptr::null_mut()) })
+}
+
+pub(super) fn sched_getaffinity(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if a[1] < 8 {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    mem.write(a[2], &1u64.to_le_bytes())?;
+    Ok(8)
+}
+
+pub(super) fn sysinfo(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    // SAFETY: sysinfo is plain data; the call fills it.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: writes `si`.
+    host(unsafe { libc::sysinfo(&mut si) } as i64)?;
+    mem.write(a[0], pod_bytes(&si))?;
+    Ok(0)
+}
+
+pub(super) fn uname(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let mut b = vec![0u8; 6 * 65];
+    for (i, s) in UNAME.iter().enumerate() {
+        b[i * 65..i * 65 + s.len()].copy_from_slice(s.as_bytes());
+    }
+    mem.write(a[0], &b)?;
+    Ok(0)
+}
+
+pub(super) fn getgroups(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    // SAFETY: getgroups(0, NULL) only counts; then fills our buffer.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut g = vec![0u32; n.max(0) as usize];
+    // SAFETY: `g` has room for n entries.
+    let n = host(unsafe { libc::getgroups(n, g.as_mut_ptr()) } as i64)? as usize;
+    if a[0] == 0 {
+        return Ok(n as i64);
+    }
+    if (a[0] as usize) < n {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let bytes: Vec<u8> = g[..n].iter().flat_map(|x| x.to_le_bytes()).collect();
+    mem.write(a[1], &bytes)?;
+    Ok(n as i64)
+}
+
+pub(super) fn getrandom(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let p = mem.host_range(a[0], a[1], true)?;
+    let flags = a[2] as u32 & (libc::GRND_NONBLOCK | libc::GRND_RANDOM);
+    // SAFETY: writes at most a[1] bytes at p, checked.
+    host(unsafe { libc::getrandom(p.cast(), a[1] as usize, flags) } as i64)
+}
+
+/// `wait4`, `waitid`: the program has no children.
+pub(super) fn no_children(_s: &mut Service, _mem: &GuestMemory, _a: &[u64; 6]) -> Sys {
+    Err(Fail::Errno(libc::ECHILD))
+}
+
+impl Service {
+    fn chdir(&mut self, abs: Vec<u8>, prog: Option<&[u8]>) -> Sys {
+        let fd = self
+            .policy
+            .open(&abs, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(|e| self.path_fail(e, prog, &abs))?;
+        drop(fd);
+        self.cwd = abs;
+        Ok(0)
+    }
+}
+
+/// The limits the program sees, as two little-endian u64 (cur, max);
+/// `nofile`: the size of its descriptor table.
+fn rlimit(res: u64, nofile: usize) -> Result<[u8; 16], Fail> {
+    let (cur, max) = match res as u32 {
+        r if r == libc::RLIMIT_STACK => (crate::layout::STACK_SIZE, crate::layout::STACK_SIZE),
+        r if r == libc::RLIMIT_NOFILE => (nofile as u64, nofile as u64),
+        r if r < 16 => (libc::RLIM_INFINITY, libc::RLIM_INFINITY),
+        _ => return Err(Fail::Errno(libc::EINVAL)),
+    };
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&cur.to_le_bytes());
+    b[8..].copy_from_slice(&max.to_le_bytes());
+    Ok(b)
+}

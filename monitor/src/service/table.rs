@@ -1,0 +1,174 @@
+//! The service's system-call table: number → handler, one entry per call
+//! the monitor serves (gVisor's shape: one table, handlers grouped by topic
+//! in their own files). Numbers come from the one system-call table,
+//! [`cabin_abi::syscalls`]; a call without an entry is answered `ENOSYS` and
+//! reported once. `cabinc syscalls`, docs/syscalls.md's check and the tests
+//! ask [`serves`] which calls exist.
+
+use cabin_abi::syscalls::{nr, SLOTS};
+
+use super::{accept, fds, files, io, names, process, time, Service, Sys};
+use crate::memory::GuestMemory;
+
+/// Serves one call: the service, the program's memory, the six arguments.
+/// `Ok`: the value for `rax`; `Err`: an errno, a violation or a limit hit.
+pub(super) type Handler = fn(&mut Service, &GuestMemory, &[u64; 6]) -> Sys;
+
+/// Every call the monitor serves, by topic.
+const REGISTERED: &[(u64, Handler)] = &[
+    // Reading and writing (io.rs).
+    (nr::read, io::read),
+    (nr::write, io::write),
+    (nr::pread64, io::pread64),
+    (nr::pwrite64, io::pwrite64),
+    (nr::readv, io::readv),
+    (nr::writev, io::writev),
+    (nr::preadv, io::preadv),
+    (nr::pwritev, io::pwritev),
+    (nr::lseek, io::lseek),
+    (nr::sendfile, io::sendfile),
+    (nr::copy_file_range, io::copy_file_range),
+    (nr::poll, io::poll),
+    // The descriptor table (fds.rs).
+    (nr::close, fds::close),
+    (nr::dup, fds::dup),
+    (nr::dup2, fds::dup2),
+    (nr::dup3, fds::dup3),
+    (nr::fcntl, fds::fcntl),
+    (nr::pipe, fds::pipe),
+    (nr::pipe2, fds::pipe2),
+    (nr::ioctl, fds::ioctl),
+    // Files by descriptor or path (files.rs).
+    (nr::open, files::open),
+    (nr::creat, files::creat),
+    (nr::openat, files::openat),
+    (nr::fstat, files::fstat),
+    (nr::stat, files::stat),
+    (nr::lstat, files::lstat),
+    (nr::newfstatat, files::newfstatat),
+    (nr::statx, files::statx),
+    (nr::statfs, files::statfs),
+    (nr::fstatfs, files::fstatfs),
+    (nr::getdents64, files::getdents64),
+    (nr::ftruncate, files::ftruncate),
+    (nr::truncate, files::truncate),
+    (nr::fallocate, files::fallocate),
+    (nr::fsync, files::fsync),
+    (nr::fdatasync, files::fdatasync),
+    (nr::fadvise64, files::accept_on_fd),
+    (nr::flock, files::accept_on_fd),
+    (nr::syncfs, files::accept_on_fd),
+    (nr::sync, accept),
+    // Names in directories and metadata (names.rs).
+    (nr::unlink, names::unlink),
+    (nr::rmdir, names::rmdir),
+    (nr::unlinkat, names::unlinkat),
+    (nr::mkdir, names::mkdir),
+    (nr::mkdirat, names::mkdirat),
+    (nr::rename, names::rename),
+    (nr::renameat, names::renameat),
+    (nr::renameat2, names::renameat2),
+    (nr::link, names::link),
+    (nr::linkat, names::linkat),
+    (nr::symlink, names::symlink),
+    (nr::symlinkat, names::symlinkat),
+    (nr::readlink, names::readlink),
+    (nr::readlinkat, names::readlinkat),
+    (nr::access, names::access),
+    (nr::faccessat, names::faccessat),
+    (nr::faccessat2, names::faccessat2),
+    (nr::chmod, names::chmod),
+    (nr::fchmod, names::fchmod),
+    (nr::fchmodat, names::fchmodat),
+    (nr::chown, names::chown),
+    (nr::lchown, names::lchown),
+    (nr::fchown, names::fchown),
+    (nr::fchownat, names::fchownat),
+    (nr::utimensat, names::utimensat),
+    // Clocks and sleeping (time.rs).
+    (nr::nanosleep, time::nanosleep),
+    (nr::clock_nanosleep, time::clock_nanosleep),
+    (nr::clock_gettime, time::clock_gettime),
+    (nr::clock_getres, time::clock_getres),
+    (nr::gettimeofday, time::gettimeofday),
+    (nr::time, time::time),
+    // The program's own state and its view of the system (process.rs).
+    (nr::getcwd, process::getcwd),
+    (nr::chdir, process::chdir),
+    (nr::fchdir, process::fchdir),
+    (nr::umask, process::umask),
+    (nr::prctl, process::prctl),
+    (nr::prlimit64, process::prlimit64),
+    (nr::getrlimit, process::getrlimit),
+    (nr::setrlimit, accept),
+    (nr::getrusage, process::getrusage),
+    (nr::times, process::times),
+    (nr::sched_getaffinity, process::sched_getaffinity),
+    (nr::sysinfo, process::sysinfo),
+    (nr::uname, process::uname),
+    (nr::getgroups, process::getgroups),
+    (nr::getrandom, process::getrandom),
+    (nr::wait4, process::no_children),
+    (nr::waitid, process::no_children),
+];
+
+/// [`REGISTERED`] by number, built at compile time (a number registered
+/// twice, or one without a slot, does not compile).
+static HANDLERS: [Option<Handler>; SLOTS] = {
+    let mut t: [Option<Handler>; SLOTS] = [None; SLOTS];
+    let mut i = 0;
+    while i < REGISTERED.len() {
+        let (n, h) = REGISTERED[i];
+        assert!((n as usize) < SLOTS && t[n as usize].is_none(), "a call registered twice or out of range");
+        t[n as usize] = Some(h);
+        i += 1;
+    }
+    t
+};
+
+/// The handler of call `nr`, if the monitor serves it.
+#[inline]
+pub(super) fn handler(nr: u64) -> Option<Handler> {
+    HANDLERS.get(usize::try_from(nr).ok()?).copied().flatten()
+}
+
+/// Whether the monitor's service implements call `nr` (otherwise it answers
+/// `ENOSYS`).
+pub fn serves(nr: u64) -> bool {
+    handler(nr).is_some()
+}
+
+/// The numbers of the calls the service implements, in ascending order.
+pub fn served() -> impl Iterator<Item = u64> {
+    (0..SLOTS as u64).filter(|&n| serves(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use cabin_abi::syscalls::{self, Serve};
+
+    use super::*;
+
+    /// The service serves exactly the calls the table routes to it: every
+    /// handler's call is forwarded by the libos (or, for clock reads,
+    /// forwarded when the policy does not plainly allow them), and no
+    /// locally served call has one (it would never run).
+    #[test]
+    fn handlers_serve_forwarded_calls_only() {
+        for n in served() {
+            let row = syscalls::get(n).unwrap_or_else(|| panic!("handler for {n}, which has no row"));
+            assert!(
+                matches!(row.serve, Serve::Forwarded | Serve::LocalOrForwarded),
+                "{} has a handler but is {:?}",
+                row.name,
+                row.serve
+            );
+        }
+        // Every clock read the libos may forward is served.
+        for s in syscalls::TABLE.iter().filter(|s| s.serve == Serve::LocalOrForwarded) {
+            assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
+        }
+        assert_eq!(served().count(), REGISTERED.len());
+        assert_eq!(REGISTERED.len(), 88);
+    }
+}
