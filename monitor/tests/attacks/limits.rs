@@ -206,8 +206,11 @@ fn cpu_time_counts_the_monitors_work(b: Backend) {
         "after {took:?}: {hits:?}"
     );
     assert_eq!(r.outcome.exit_code, 137, "{:?}", r.outcome.reason);
-    // 1 s of CPU, then the poll (20 ms) and the kill; slack for a loaded machine.
-    assert!(took < Duration::from_secs(4), "stopped after {took:?}");
+    // How soon after 1 s of CPU it stopped is measured in CPU time (the
+    // value counted at the stop, below): on a loaded machine 1 s of CPU can
+    // take several seconds of wall time. The wall clock only has to show
+    // that the 20 s safety net was not what ended it.
+    assert!(took < Duration::from_secs(15), "stopped after {took:?}");
     let used = r.audit.iter().find(|x| x["type"] == "limit").and_then(|x| x["value"].as_str()).unwrap_or("");
     let used = u64::from_str_radix(used.trim_start_matches("0x"), 16).expect("a hex value");
     eprintln!("cpu-time 1 s ({b:?}): stopped after {took:?} with {used} ns counted");
