@@ -26,11 +26,11 @@ pub struct RunConfig {
     /// Do not print the one-line execute-only notice on stderr.
     pub quiet: bool,
     /// `--mem`: the bound on the program's memory in bytes (0 = not given;
-    /// see [`crate::policy::limits::MemoryBound`]). The name is historical:
+    /// see [`cabin_policy::limits::MemoryBound`]). The name is historical:
     /// the arena is what the bound leaves after the image, stack and heap.
     pub arena_bytes: u64,
-    /// Policy, trace and audit (`--policy`, `--trace`, `--audit`); default: none (crate::policy::gate).
-    pub gate: crate::policy::gate::GateConfig,
+    /// Policy, trace and audit (`--policy`, `--trace`, `--audit`); default: none (crate::gate).
+    pub gate: GateConfig,
     /// The host descriptors that serve the program's fds 0, 1 and 2
     /// (duplicated at start); `None` = the monitor's own stdin/out/err.
     pub stdio: Option<[i32; 3]>,
@@ -52,6 +52,19 @@ impl RunConfig {
             && self.gate.trace.audit.is_none()
             && !self.force_trap_path
     }
+}
+
+/// What `cabinc run` passes to a backend for policy, trace and audit (one
+/// field of [`RunConfig`]). The default: no policy, no trace, no audit.
+#[derive(Debug, Clone, Default)]
+pub struct GateConfig {
+    /// `--policy FILE`, checked (with `--allow-read`/`--allow-write` already added to its paths).
+    pub policy: Option<cabin_policy::Policy>,
+    /// `--trace`, `--trace-format`, `--audit`.
+    pub trace: crate::trace::TraceOptions,
+    /// What the `start` record says (image, measurement, version, args);
+    /// the backend fills in `backend`.
+    pub start: cabin_policy::trace::StartInfo,
 }
 
 /// How a confined run ended.
@@ -89,19 +102,6 @@ pub enum EndReason {
     /// The monitor stopped it: garbage on the ring, wild pointer, broken
     /// contract. The message says what.
     ProtocolViolation(String),
-}
-
-impl EndReason {
-    /// The `exit` record's reason and message for this end, or for the
-    /// policy/limit `stop` that caused it.
-    pub fn record_words(&self, stop: Option<&crate::policy::gate::Stop>) -> (&'static str, Option<String>) {
-        match (self, stop) {
-            (_, Some(s)) => (s.reason, Some(s.message.clone())),
-            (EndReason::Exited(_), None) => ("exited", None),
-            (EndReason::Signal { signo, .. }, None) => ("signal", Some(signal_name(*signo))),
-            (EndReason::ProtocolViolation(m), None) => ("protocol-violation", Some(m.clone())),
-        }
-    }
 }
 
 /// Short signal name ("SIGSEGV"; "signal N" for the rest).
@@ -143,13 +143,11 @@ pub enum RunError {
     )]
     ExecuteOnlyUnavailable,
     /// An `--allow-read`/`--allow-write` directory cannot be used.
-    #[error("cannot use allowed directory {path}: {source}")]
-    AllowedDir {
-        /// The directory as given.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    AllowedDirs(#[from] crate::service::fs::FsError),
+    /// The program's descriptor table cannot be sized.
+    #[error(transparent)]
+    Descriptors(#[from] crate::service::fdtable::CapacityError),
     /// The domain layout does not fit (image overlaps the monitor's areas).
     #[error("cannot lay out the domain: {0}")]
     Layout(String),

@@ -24,6 +24,8 @@ pub const BOOT_ADDR: u64 = DOMAIN_BASE;
 pub const RING_ADDR: u64 = DOMAIN_BASE + PAGE;
 /// Bytes reserved for the ring.
 pub const RING_SIZE: u64 = 2 * PAGE;
+// Room for the whole ring, site hints included.
+const _: () = assert!(RING_SIZE >= cabin_abi::ring::RING_BYTES as u64);
 /// Scratch the child's loader uses (seccomp program, unmap list).
 pub const LOADER_ADDR: u64 = RING_ADDR + RING_SIZE;
 /// Size of the loader scratch.
@@ -50,7 +52,7 @@ pub const BRK_SIZE: u64 = 1 << 30;
 pub const ARENA_BASE: u64 = DOMAIN_BASE + (8 << 30);
 /// The bound on a program's memory when neither `[limits] memory` nor
 /// `--mem` gives one, on every backend.
-pub const DEFAULT_MEMORY: u64 = 256 << 20;
+pub use cabin_policy::limits::DEFAULT_MEMORY;
 
 /// Rounds `x` down to a page boundary.
 pub fn page_down(x: u64) -> u64 {

@@ -27,13 +27,12 @@
 //! program with a message, never the monitor with a panic.
 
 pub mod config;
+pub mod gate;
 pub mod kick;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
-pub mod per_call;
 pub mod placement;
-pub mod policy;
 pub mod process;
 pub mod ring;
 pub mod service;
@@ -41,8 +40,9 @@ pub mod site_map;
 pub mod stats;
 pub mod sysnames;
 pub mod trace;
+pub mod watch;
 
-pub use config::{EndReason, RunConfig, RunError, RunOutcome};
+pub use config::{EndReason, GateConfig, RunConfig, RunError, RunOutcome};
 
 /// Whether this machine can enforce execute-only code for the process
 /// backend (Linux uses protection keys for `PROT_EXEC`-only mappings).

@@ -19,18 +19,12 @@ use std::time::{Duration, Instant};
 use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_TRAPPED};
 use cabin_abi::syscalls::{self, Serve};
 
+use crate::gate::{Admit, Gate, Stop};
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
-use crate::policy::gate::{Admit, Gate, Stop};
-use crate::policy::limits::WriteLimits;
 use crate::service::Service;
 use crate::site_map::SiteMap;
-
-// Both backends reserve room for the whole ring, site hints included.
-const _: () = {
-    assert!(crate::layout::RING_SIZE >= cabin_abi::ring::RING_BYTES as u64);
-    assert!(crate::kvm::layout::RING_MAX >= cabin_abi::ring::RING_BYTES as u64);
-};
+use cabin_policy::limits::WriteLimits;
 
 /// How long the worker polls an empty ring before sleeping. Long enough to
 /// stay awake across the compute between a program's calls (a wolfCrypt block
@@ -456,9 +450,9 @@ mod tests {
 
     #[test]
     fn denials_name_the_site_behind_the_hint() {
-        use crate::policy::{Limits, Policy};
         use crate::trace::Tracer;
         use cabin_abi::note::{SiteKind, SiteRecord, Tactic, TrapReason};
+        use cabin_policy::{Limits, Policy};
 
         let (_a, r, mut s) = setup();
         let m = test_memory();

@@ -11,10 +11,10 @@
 
 use std::path::Path;
 
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
+use cabin_monitor::GateConfig;
 use cabin_monitor::{kvm, process, RunConfig};
+use cabin_policy::Policy;
 use serde_json::Value;
 
 /// The site program (cabin_tests::site_program) and the address of

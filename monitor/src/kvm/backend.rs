@@ -19,14 +19,14 @@ use super::layout::BOOT_GPA;
 use super::ring::{install_kick_handler, RingGate, Shared};
 use super::{prepare, run_prepared, KvmConfig, KvmError, KvmOutcome};
 use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
+use crate::gate::{Gate, Stop};
 use crate::memory::{Access, GuestMemory as ProgramView, Region as ViewRegion};
 use crate::placement::Placement;
-use crate::policy::gate::{Gate, Stop};
-use crate::policy::watch::{ThreadClocks, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::stats::{self, StatsInput};
+use crate::watch::{ThreadClocks, TimeLimits};
 
 fn host_err(what: &'static str, msg: String) -> RunError {
     RunError::Host { what, source: std::io::Error::other(msg) }
@@ -69,7 +69,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
     let pid = std::process::id();
     let mut service = Service::with_stdio(policy, cwd, pid, cfg.stdio.unwrap_or([0, 1, 2]));
-    // Policy, limits, trace and audit (crate::policy::gate): the worker
+    // Policy, limits, trace and audit (cabin_policy::gate): the worker
     // passes every call through it, fast-path and trapped alike.
     let gate = Gate::open(&cfg.gate, "kvm")
         .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
@@ -78,7 +78,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let kcfg = KvmConfig {
         // With [limits] memory the guest is the limit (rounded down to 2 MiB).
-        mem_size: crate::policy::limits::kvm_guest_memory(mem_size, limits.memory),
+        mem_size: super::layout::guest_memory(mem_size, limits.memory),
         program: ProgramSpec {
             args: cfg.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: cfg.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
@@ -221,8 +221,8 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
         let grown =
             boot_u64(offset_of!(BootInfo, brk_len)).saturating_add(boot_u64(offset_of!(BootInfo, arena_len)));
         let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
-        let bound = crate::policy::limits::MemoryBound::new(mem_size, limits.memory, policy_file);
-        let hit = crate::policy::limits::memory_limit_hit(
+        let bound = cabin_policy::limits::MemoryBound::new(mem_size, limits.memory, policy_file);
+        let hit = cabin_policy::limits::memory_limit_hit(
             &reserved,
             outcome.status,
             &bound,
@@ -273,7 +273,7 @@ pub fn run(image: &[u8], cfg: &RunConfig, mem_size: u64) -> Result<RunOutcome, R
     let local = read_local_counts(&d.mem);
     if let Some(g) = gate.as_mut() {
         g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, c)));
-        let (why, msg) = reason.record_words(stopped.as_ref());
+        let (why, msg) = crate::gate::exit_words(&reason, stopped.as_ref());
         g.finish(exit_code, why, msg);
     }
     service.finish_reports();

@@ -76,6 +76,8 @@ pub const BOOT_GPA: u64 = 0x20_0000;
 pub const RING_GPA: u64 = 0x20_1000;
 /// Bytes reserved for the ring.
 pub const RING_MAX: u64 = 0x1f_f000;
+// Room for the whole ring, site hints included.
+const _: () = assert!(RING_MAX >= cabin_abi::ring::RING_BYTES as u64);
 /// First page of the page-table pool.
 pub const PT_GPA: u64 = 0x40_0000;
 /// End of the page-table pool.
@@ -137,3 +139,36 @@ const _: () = {
     // Enough page tables for MAX_MEM mapped with 4 KiB pages, plus upper levels.
     assert!((PT_END - PT_GPA) / PAGE >= MAX_MEM / LARGE_PAGE + 64);
 };
+
+/// Guest memory for a KVM domain. `mem` is `--mem` (0 = not given), `limit`
+/// `[limits] memory`. With a limit, the guest is the limit rounded down to
+/// 2 MiB (so the host never maps more for it), and no larger than `--mem`;
+/// without, `--mem` rounded up to 2 MiB, or the default. The KVM domain
+/// builder refuses sizes outside its range (`MIN_MEM..=MAX_MEM`) with a
+/// message that names them.
+pub fn guest_memory(mem: u64, limit: Option<u64>) -> u64 {
+    let round_up = |m: u64| m.checked_next_multiple_of(LARGE_PAGE).unwrap_or(u64::MAX);
+    match (limit, mem) {
+        (Some(l), 0) => l & !(LARGE_PAGE - 1),
+        (Some(l), m) => l.min(round_up(m)) & !(LARGE_PAGE - 1),
+        (None, 0) => DEFAULT_MEM,
+        (None, m) => round_up(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_guest_memory_stays_within_the_limit() {
+        assert_eq!(guest_memory(0, None), DEFAULT_MEM);
+        assert_eq!(guest_memory(100 << 20, None), 100 << 20);
+        assert_eq!(guest_memory((99 << 20) + 1, None), 100 << 20);
+        assert_eq!(guest_memory(0, Some(64 << 20)), 64 << 20);
+        assert_eq!(guest_memory(0, Some((65 << 20) + 7)), 64 << 20);
+        assert_eq!(guest_memory(64 << 20, Some(64 << 20)), 64 << 20, "what cabinc passes");
+        assert_eq!(guest_memory(1 << 30, Some(128 << 20)), 128 << 20);
+        assert_eq!(guest_memory(96 << 20, Some(128 << 20)), 96 << 20);
+    }
+}

@@ -30,7 +30,7 @@ use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
 use crate::config::{RunConfig, RunError};
 use crate::layout::*;
 use crate::memory::{Access, GuestMemory, Region};
-use crate::policy::limits::MemoryBound;
+use cabin_policy::limits::MemoryBound;
 
 /// One range of the domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,15 +26,15 @@ use cabin_abi::syscalls::CallSet;
 use cabin_image::elf::ElfFile;
 
 use crate::config::{signal_name, EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
+use crate::gate::{Gate, Stop};
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
 use crate::placement::{CpuSet, Placement};
-use crate::policy::gate::{Gate, Stop};
-use crate::policy::limits::{memory_limit_hit, process_cpu_time};
-use crate::policy::watch::{ThreadClocks, TimeLimits};
 use crate::ring::{Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::stats::{self, StatsInput};
+use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
+use cabin_policy::limits::memory_limit_hit;
 use loader::Domain;
 
 /// Loader scratch layout (offsets from [`LOADER_ADDR`]).
@@ -83,7 +83,7 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     let cwd =
         std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
     let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
-    // Policy, limits, trace and audit (crate::policy::gate); opened before the fork.
+    // Policy, limits, trace and audit (cabin_policy::gate); opened before the fork.
     let gate = Gate::open(&cfg.gate, "process")
         .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
 
@@ -215,9 +215,9 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
             stopped = match gate.as_mut() {
                 Some(g) => Some(g.limit_hit(&hit)),
                 None => {
-                    let message = crate::policy::limits::message(&hit);
+                    let message = cabin_policy::limits::message(&hit);
                     eprintln!("{message}");
-                    let code = crate::policy::gate::LIMIT_EXIT_CODE;
+                    let code = cabin_policy::LIMIT_EXIT_CODE;
                     Some(Stop { exit_code: code, reason: "limit", message })
                 }
             };
@@ -253,7 +253,7 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
 
     if let Some(g) = gate.as_mut() {
         g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, u64::from(c))));
-        let (why, msg) = reason.record_words(stopped.as_ref());
+        let (why, msg) = crate::gate::exit_words(&reason, stopped.as_ref());
         g.finish(exit_code, why, msg);
     }
     service.finish_reports();

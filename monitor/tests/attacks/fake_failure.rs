@@ -11,8 +11,8 @@
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 
-use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::trace::TraceOptions;
+use cabin_monitor::GateConfig;
 use cabin_monitor::RunConfig;
 use serde_json::Value;
 

@@ -23,18 +23,16 @@
 //! first I/O error is kept ([`Tracer::error`]) and that stream stops.
 //! This module never reads program memory; the caller passes what it knows.
 
-pub mod decode;
-pub mod record;
-
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-pub use record::{ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord};
+pub use cabin_policy::trace::{decode, record};
+pub use cabin_policy::trace::{ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord};
 
-use crate::per_call::CallCounts;
+use cabin_policy::per_call::CallCounts;
 
 /// Default size cap of the audit log (`--audit-max-bytes`).
 pub const DEFAULT_AUDIT_CAP: u64 = 16 << 20;

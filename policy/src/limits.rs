@@ -1,14 +1,11 @@
-//! Resource limits the monitor itself can see: open descriptors (the gate,
-//! [`LimitState`]), bytes written and file size (the syscall service,
-//! [`WriteLimits`]), and a wall-clock watchdog. Memory and CPU time are
-//! enforced by the backend (domain memory sized from the [`MemoryBound`],
-//! the program's and the serving threads' CPU clocks, `super::watch`); this
-//! module gives them the words for the record ([`memory_limit_hit`] reads
-//! what the libos left when it stopped a program at the memory bound).
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+//! What `[limits]` means, as pure logic: open descriptors (the monitor's
+//! gate, [`LimitState`]), bytes written and file size (the syscall service,
+//! [`WriteLimits`]), the memory bound ([`MemoryBound`]) and the words of a
+//! limit hit. Memory and CPU time are enforced by the monitor's session
+//! (domain memory sized from the [`MemoryBound`], the watch threads of
+//! `cabin_monitor::watch`); this module gives them the words for the record
+//! ([`memory_limit_hit`] reads what the libos left when it stopped a program
+//! at the memory bound).
 
 use super::{names, Limits};
 use crate::trace::{LimitHit, LimitKind};
@@ -16,6 +13,10 @@ use crate::trace::{LimitHit, LimitKind};
 /// EFBIG: what the call that hit `file-size` returns (as `RLIMIT_FSIZE`
 /// does; the program is stopped before it sees it).
 pub const EFBIG: i32 = 27;
+
+/// The bound on a program's memory when neither `[limits] memory` nor
+/// `--mem` gives one, on every backend.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
 /// What a limit check says about one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +194,7 @@ impl WriteLimits {
 
 /// The bound on a program's memory, the same on every backend: `[limits]
 /// memory`, `--mem` (the smaller when both are given), or
-/// [`crate::layout::DEFAULT_MEMORY`]. The backend sizes the domain's memory
+/// [`DEFAULT_MEMORY`]. The backend sizes the domain's memory
 /// to it (process: the memfd; kvm: the guest memory) and the libos stops the
 /// program at the first request the domain cannot give.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +213,7 @@ impl MemoryBound {
         let policy = || format!("{policy_file} [limits] memory");
         let (bytes, source) = match (limit, mem) {
             (Some(l), m) if m == 0 || l <= m => (l, policy()),
-            (_, 0) => (crate::layout::DEFAULT_MEMORY, "the default bound".to_string()),
+            (_, 0) => (DEFAULT_MEMORY, "the default bound".to_string()),
             (_, m) => (m, "--mem".to_string()),
         };
         MemoryBound { bytes, source }
@@ -237,7 +238,7 @@ pub fn memory_limit_hit(
     time_ns: u64,
 ) -> Option<LimitHit> {
     use cabin_abi::boot::{ABORT_MEMORY, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
-    if reserved[0] != ABORT_MEMORY || exit_code != super::gate::LIMIT_EXIT_CODE {
+    if reserved[0] != ABORT_MEMORY || exit_code != crate::LIMIT_EXIT_CODE {
         return None;
     }
     let limit = bound.bytes;
@@ -257,23 +258,6 @@ pub fn memory_limit_hit(
             bound.source
         ),
     })
-}
-
-/// Guest memory for a KVM domain. `mem` is `--mem` (0 = not given), `limit`
-/// `[limits] memory`. With a limit, the guest is the limit rounded down to
-/// 2 MiB (so the host never maps more for it), and no larger than `--mem`;
-/// without, `--mem` rounded up to 2 MiB, or the default. The KVM domain
-/// builder refuses sizes outside its range (`MIN_MEM..=MAX_MEM`) with a
-/// message that names them.
-pub fn kvm_guest_memory(mem: u64, limit: Option<u64>) -> u64 {
-    use crate::kvm::layout::{DEFAULT_MEM, LARGE_PAGE};
-    let round_up = |m: u64| m.checked_next_multiple_of(LARGE_PAGE).unwrap_or(u64::MAX);
-    match (limit, mem) {
-        (Some(l), 0) => l & !(LARGE_PAGE - 1),
-        (Some(l), m) => l.min(round_up(m)) & !(LARGE_PAGE - 1),
-        (None, 0) => DEFAULT_MEM,
-        (None, m) => round_up(m),
-    }
 }
 
 /// `v` bytes in the largest binary unit it reaches: `256 MiB`, `255.9 MiB`.
@@ -315,137 +299,9 @@ pub fn message(hit: &LimitHit) -> String {
     )
 }
 
-/// Calls a function once a wall-clock duration has passed, unless cancelled
-/// first (dropping the watchdog cancels it). Backends use it for
-/// `[limits] wall-time`: the function stops the program.
-#[derive(Debug)]
-pub struct Watchdog {
-    state: Arc<(Mutex<bool>, Condvar)>,
-    fired: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watchdog {
-    /// Starts the clock.
-    pub fn start(after: Duration, on_expire: impl FnOnce() + Send + 'static) -> Watchdog {
-        let state = Arc::new((Mutex::new(false), Condvar::new()));
-        let fired = Arc::new(AtomicBool::new(false));
-        let (s, f) = (state.clone(), fired.clone());
-        let thread = std::thread::spawn(move || {
-            let (lock, cv) = &*s;
-            let Ok(guard) = lock.lock() else { return };
-            let Ok((cancelled, _)) = cv.wait_timeout_while(guard, after, |c| !*c) else { return };
-            if !*cancelled {
-                f.store(true, Ordering::SeqCst);
-                drop(cancelled);
-                on_expire();
-            }
-        });
-        Watchdog { state, fired, thread: Some(thread) }
-    }
-
-    /// Whether the time ran out (and the function was called).
-    pub fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
-    }
-
-    /// Stops the clock; returns whether it had already fired.
-    pub fn cancel(mut self) -> bool {
-        self.stop();
-        self.fired()
-    }
-
-    fn stop(&mut self) {
-        let (lock, cv) = &*self.state;
-        if let Ok(mut c) = lock.lock() {
-            *c = true;
-        }
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// CPU time used so far by process `pid` (all its threads), from its CPU
-/// clock; `None` when the process is gone or the clock cannot be read.
-pub fn process_cpu_time(pid: i32) -> Option<Duration> {
-    let mut clock: libc::clockid_t = 0;
-    // SAFETY: writes one clockid_t into a local.
-    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
-        return None;
-    }
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: writes one timespec into a local.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return None;
-    }
-    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
-
-/// Polls `used` every `every` and calls `on_expire` once it reaches `max`
-/// (for `[limits] cpu-time`: `used` reads the program's CPU clock, see
-/// [`process_cpu_time`]). Stops when dropped, or when `used` returns `None`.
-#[derive(Debug)]
-pub struct CpuWatch {
-    stop: Arc<AtomicBool>,
-    fired: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl CpuWatch {
-    /// Starts polling.
-    pub fn start(
-        max: Duration,
-        every: Duration,
-        mut used: impl FnMut() -> Option<Duration> + Send + 'static,
-        on_expire: impl FnOnce(Duration) + Send + 'static,
-    ) -> CpuWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let fired = Arc::new(AtomicBool::new(false));
-        let (s, f) = (stop.clone(), fired.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match used() {
-                    None => return,
-                    Some(u) if u >= max => {
-                        f.store(true, Ordering::SeqCst);
-                        on_expire(u);
-                        return;
-                    }
-                    Some(_) => std::thread::park_timeout(every),
-                }
-            }
-        });
-        CpuWatch { stop, fired, thread: Some(thread) }
-    }
-
-    /// Whether the limit was reached (and the function called).
-    pub fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CpuWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     fn nr(n: &str) -> u64 {
         names::number(n).unwrap_or(u64::MAX)
@@ -528,7 +384,6 @@ mod tests {
 
     #[test]
     fn memory_bound_is_the_smaller_given_or_the_default() {
-        use crate::layout::DEFAULT_MEMORY;
         let b = MemoryBound::new(0, None, "p.toml");
         assert_eq!((b.bytes, b.source.as_str()), (DEFAULT_MEMORY, "the default bound"));
         assert_eq!(MemoryBound::new(0, Some(64 << 20), "p.toml").source, "p.toml [limits] memory");
@@ -537,65 +392,5 @@ mod tests {
         assert_eq!(MemoryBound::new(1 << 30, Some(64 << 20), "p.toml").bytes, 64 << 20);
         let b = MemoryBound::new(32 << 20, Some(64 << 20), "p.toml");
         assert_eq!((b.bytes, b.source.as_str()), (32 << 20, "--mem"));
-        assert_eq!(crate::kvm::layout::DEFAULT_MEM, DEFAULT_MEMORY, "one default for both backends");
-    }
-
-    #[test]
-    fn kvm_guest_memory_stays_within_the_limit() {
-        use crate::kvm::layout::DEFAULT_MEM;
-        assert_eq!(kvm_guest_memory(0, None), DEFAULT_MEM);
-        assert_eq!(kvm_guest_memory(100 << 20, None), 100 << 20);
-        assert_eq!(kvm_guest_memory((99 << 20) + 1, None), 100 << 20);
-        assert_eq!(kvm_guest_memory(0, Some(64 << 20)), 64 << 20);
-        assert_eq!(kvm_guest_memory(0, Some((65 << 20) + 7)), 64 << 20);
-        assert_eq!(kvm_guest_memory(64 << 20, Some(64 << 20)), 64 << 20, "what cabinc passes");
-        assert_eq!(kvm_guest_memory(1 << 30, Some(128 << 20)), 128 << 20);
-        assert_eq!(kvm_guest_memory(96 << 20, Some(128 << 20)), 96 << 20);
-    }
-
-    #[test]
-    fn cpu_watch_sees_a_spin() {
-        let hit = Arc::new(AtomicBool::new(false));
-        let h = hit.clone();
-        // SAFETY: getpid has no preconditions.
-        let me = unsafe { libc::getpid() };
-        let start = process_cpu_time(me).expect("own CPU clock");
-        let w = CpuWatch::start(
-            start + Duration::from_millis(100),
-            Duration::from_millis(10),
-            move || process_cpu_time(me),
-            move |_| h.store(true, Ordering::SeqCst),
-        );
-        let t0 = Instant::now();
-        let mut x = 0u64;
-        while !w.fired() && t0.elapsed() < Duration::from_secs(20) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        assert!(w.fired(), "a CPU spin is seen within 20 s");
-        // `fired` is set before the callback runs (so a backend never
-        // misreads the kill it makes): join the watch before looking.
-        drop(w);
-        assert!(hit.load(Ordering::SeqCst));
-    }
-
-    #[test]
-    fn watchdog_fires_or_is_cancelled() {
-        let hit = Arc::new(AtomicBool::new(false));
-        let h = hit.clone();
-        let t0 = Instant::now();
-        let w = Watchdog::start(Duration::from_millis(50), move || h.store(true, Ordering::SeqCst));
-        while !w.fired() && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(w.cancel());
-        assert!(hit.load(Ordering::SeqCst));
-
-        let hit = Arc::new(AtomicBool::new(false));
-        let h = hit.clone();
-        let w = Watchdog::start(Duration::from_secs(30), move || h.store(true, Ordering::SeqCst));
-        let t0 = Instant::now();
-        assert!(!w.cancel());
-        assert!(t0.elapsed() < Duration::from_secs(1), "cancel does not wait for the timeout");
-        assert!(!hit.load(Ordering::SeqCst));
     }
 }

@@ -399,7 +399,7 @@ pub fn find(name: &str) -> Option<&'static Group> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::names;
+    use crate::names;
 
     #[test]
     fn every_member_is_a_real_syscall() {

@@ -70,7 +70,7 @@ impl CallCounts {
     /// `syscall_N`) for a slot, [`OTHER_KEY`] for the shared bucket last.
     pub fn named(&self) -> impl Iterator<Item = (String, u64)> + '_ {
         let other = (self.other != 0).then(|| (OTHER_KEY.to_string(), self.other));
-        self.known().map(|(nr, c)| (crate::policy::names::display(nr), c)).chain(other)
+        self.known().map(|(nr, c)| (crate::names::display(nr), c)).chain(other)
     }
 }
 
@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn every_x86_64_number_has_a_slot() {
-        let max = crate::policy::names::TABLE.iter().map(|s| usize::from(s.nr)).max().unwrap_or(0);
+        let max = crate::names::TABLE.iter().map(|s| usize::from(s.nr)).max().unwrap_or(0);
         assert!(max < SLOTS, "syscall {max} has no slot");
     }
 

@@ -26,16 +26,17 @@ pub mod denial;
 pub mod errno;
 pub mod explain;
 pub mod file;
-pub mod gate;
 pub mod generate;
 pub mod groups;
 pub mod limits;
 pub mod names;
+pub mod note;
 pub mod oci;
+pub mod per_call;
 pub mod probe;
 pub mod render;
 pub mod sites;
-pub mod watch;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -92,6 +93,10 @@ impl Action {
 
 /// Exit status of a program ended by a `kill` decision (128 + SIGSYS).
 pub const KILL_EXIT_CODE: i32 = 159;
+
+/// Exit status when a limit stops the program (128 + SIGKILL, as the
+/// kernel's OOM killer or a `timeout -s KILL` would leave it).
+pub const LIMIT_EXIT_CODE: i32 = 137;
 
 /// The errno of the default action when the file names none.
 pub const DEFAULT_ERRNO: i32 = 38; // ENOSYS

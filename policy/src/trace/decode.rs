@@ -2,7 +2,7 @@
 //! name, modes in octal, pointers in hex, the path when the service read it.
 //! Calls without a signature here show their non-zero arguments in hex.
 
-use crate::policy::names;
+use crate::names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum K {

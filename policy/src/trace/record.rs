@@ -8,7 +8,7 @@
 use serde_json::{json, Map, Value};
 
 use super::decode;
-use crate::policy::{errno, names};
+use crate::{errno, names};
 
 /// Version of the record schema (the `schema` field of `start`).
 pub const SCHEMA_VERSION: u32 = 1;

@@ -19,28 +19,27 @@
 
 use std::time::Instant;
 
-use super::limits::{self, LimitCheck, LimitState};
-use super::{denial, CompiledPolicy, Decision, DenialReporter, Limits, Policy, KILL_EXIT_CODE};
-use crate::service::CallNote;
-use crate::trace::record::path_text;
-use crate::trace::{ExitInfo, LimitHit, Served, StartInfo, SyscallRecord, TraceOptions, Tracer};
+use cabin_policy::limits::{self, LimitCheck, LimitState};
+use cabin_policy::note::CallNote;
+use cabin_policy::trace::record::path_text;
+use cabin_policy::trace::{ExitInfo, LimitHit, Served, StartInfo, SyscallRecord};
+use cabin_policy::{
+    denial, CompiledPolicy, Decision, DenialReporter, Limits, Policy, KILL_EXIT_CODE, LIMIT_EXIT_CODE,
+};
 
-/// What `cabinc run` passes to a backend for policy, trace and audit (one
-/// field of `RunConfig`). The default: no policy, no trace, no audit.
-#[derive(Debug, Clone, Default)]
-pub struct GateConfig {
-    /// `--policy FILE`, checked (with `--allow-read`/`--allow-write` already added to its paths).
-    pub policy: Option<Policy>,
-    /// `--trace`, `--trace-format`, `--audit`.
-    pub trace: TraceOptions,
-    /// What the `start` record says (image, measurement, version, args);
-    /// the backend fills in `backend`.
-    pub start: StartInfo,
+use crate::config::{signal_name, EndReason, GateConfig};
+use crate::trace::Tracer;
+
+/// The `exit` record's reason and message for a program that ended as
+/// `end`, or for the policy/limit `stop` that caused its end.
+pub fn exit_words(end: &EndReason, stop: Option<&Stop>) -> (&'static str, Option<String>) {
+    match (end, stop) {
+        (_, Some(s)) => (s.reason, Some(s.message.clone())),
+        (EndReason::Exited(_), None) => ("exited", None),
+        (EndReason::Signal { signo, .. }, None) => ("signal", Some(signal_name(*signo))),
+        (EndReason::ProtocolViolation(m), None) => ("protocol-violation", Some(m.clone())),
+    }
 }
-
-/// Exit status when a limit stops the program (128 + SIGKILL, as the
-/// kernel's OOM killer or a `timeout -s KILL` would leave it).
-pub const LIMIT_EXIT_CODE: i32 = 137;
 
 /// Why the gate wants the program stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,7 +325,7 @@ impl Gate {
     /// argument (shown in the record); when the path rules refused the
     /// call, the refusal, which makes the record `denied` by a `[paths]`
     /// rule, and so an audit event (exactly one per refused call); when a
-    /// write limit stopped it ([`crate::policy::limits::WriteLimits`]), the
+    /// write limit stopped it ([`cabin_policy::limits::WriteLimits`]), the
     /// hit, which stops the program (`Some`).
     pub fn served_with(&mut self, t: Ticket, ret: i64, note: CallNote) -> Option<Stop> {
         if let Some(refusal) = &note.refusal {
@@ -393,7 +392,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{names, Policy};
+    use cabin_policy::{names, Policy};
 
     fn nr(n: &str) -> u64 {
         names::number(n).unwrap_or(u64::MAX)
@@ -427,7 +426,7 @@ mod tests {
         let Admit::Serve(t) = g.admit(nr("write"), &[1, 0, 8, 0, 0, 0], false, None, None) else {
             panic!("write")
         };
-        let mut w = crate::policy::limits::WriteLimits::new(g.limits()).expect("bytes-written");
+        let mut w = cabin_policy::limits::WriteLimits::new(g.limits()).expect("bytes-written");
         w.wrote(10);
         let hit = w.allow("write", 8, None).expect_err("nothing left");
         let note = CallNote { limit: Some(hit), ..CallNote::default() };

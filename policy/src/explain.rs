@@ -219,7 +219,7 @@ pub fn explain(p: &Policy) -> String {
         let _ = writeln!(
             o,
             "Limits: only the default memory bound ({}, or `cabinc run --mem`).",
-            size(crate::layout::DEFAULT_MEMORY)
+            size(crate::limits::DEFAULT_MEMORY)
         );
     } else {
         let _ = writeln!(o, "Limits (the program is stopped with a message when it reaches one):");
@@ -231,7 +231,7 @@ pub fn explain(p: &Policy) -> String {
                 let _ = writeln!(
                     o,
                     "  memory:        {} (the default bound)",
-                    size(crate::layout::DEFAULT_MEMORY)
+                    size(crate::limits::DEFAULT_MEMORY)
                 );
             }
         }

@@ -5,13 +5,12 @@
 //! stop the program; [`TimeLimits::finish`] says which limit, if any, ended
 //! the run, in the words of a [`LimitHit`] record.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::limits::{CpuWatch, Watchdog};
-use super::Limits;
-use crate::trace::{LimitHit, LimitKind};
+use cabin_policy::trace::{LimitHit, LimitKind};
+use cabin_policy::Limits;
 
 /// How often the CPU clock is read.
 const CPU_POLL: Duration = Duration::from_millis(20);
@@ -165,6 +164,133 @@ impl Drop for ClockGuard {
     }
 }
 
+/// Calls a function once a wall-clock duration has passed, unless cancelled
+/// first (dropping the watchdog cancels it). Backends use it for
+/// `[limits] wall-time`: the function stops the program.
+#[derive(Debug)]
+pub struct Watchdog {
+    state: Arc<(Mutex<bool>, Condvar)>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Starts the clock.
+    pub fn start(after: Duration, on_expire: impl FnOnce() + Send + 'static) -> Watchdog {
+        let state = Arc::new((Mutex::new(false), Condvar::new()));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (s, f) = (state.clone(), fired.clone());
+        let thread = std::thread::spawn(move || {
+            let (lock, cv) = &*s;
+            let Ok(guard) = lock.lock() else { return };
+            let Ok((cancelled, _)) = cv.wait_timeout_while(guard, after, |c| !*c) else { return };
+            if !*cancelled {
+                f.store(true, Ordering::SeqCst);
+                drop(cancelled);
+                on_expire();
+            }
+        });
+        Watchdog { state, fired, thread: Some(thread) }
+    }
+
+    /// Whether the time ran out (and the function was called).
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// Stops the clock; returns whether it had already fired.
+    pub fn cancel(mut self) -> bool {
+        self.stop();
+        self.fired()
+    }
+
+    fn stop(&mut self) {
+        let (lock, cv) = &*self.state;
+        if let Ok(mut c) = lock.lock() {
+            *c = true;
+        }
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// CPU time used so far by process `pid` (all its threads), from its CPU
+/// clock; `None` when the process is gone or the clock cannot be read.
+pub fn process_cpu_time(pid: i32) -> Option<Duration> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: writes one clockid_t into a local.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec into a local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// Polls `used` every `every` and calls `on_expire` once it reaches `max`
+/// (for `[limits] cpu-time`: `used` reads the program's CPU clock, see
+/// [`process_cpu_time`]). Stops when dropped, or when `used` returns `None`.
+#[derive(Debug)]
+pub struct CpuWatch {
+    stop: Arc<AtomicBool>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CpuWatch {
+    /// Starts polling.
+    pub fn start(
+        max: Duration,
+        every: Duration,
+        mut used: impl FnMut() -> Option<Duration> + Send + 'static,
+        on_expire: impl FnOnce(Duration) + Send + 'static,
+    ) -> CpuWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (s, f) = (stop.clone(), fired.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match used() {
+                    None => return,
+                    Some(u) if u >= max => {
+                        f.store(true, Ordering::SeqCst);
+                        on_expire(u);
+                        return;
+                    }
+                    Some(_) => std::thread::park_timeout(every),
+                }
+            }
+        });
+        CpuWatch { stop, fired, thread: Some(thread) }
+    }
+
+    /// Whether the limit was reached (and the function called).
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CpuWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +366,51 @@ mod tests {
             (hit.limit, hit.value, stops.load(Ordering::SeqCst)),
             (LimitKind::CpuTime, 2_000_000_000, 2)
         );
+    }
+
+    #[test]
+    fn cpu_watch_sees_a_spin() {
+        let hit = Arc::new(AtomicBool::new(false));
+        let h = hit.clone();
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let start = process_cpu_time(me).expect("own CPU clock");
+        let w = CpuWatch::start(
+            start + Duration::from_millis(100),
+            Duration::from_millis(10),
+            move || process_cpu_time(me),
+            move |_| h.store(true, Ordering::SeqCst),
+        );
+        let t0 = Instant::now();
+        let mut x = 0u64;
+        while !w.fired() && t0.elapsed() < Duration::from_secs(20) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(w.fired(), "a CPU spin is seen within 20 s");
+        // `fired` is set before the callback runs (so a backend never
+        // misreads the kill it makes): join the watch before looking.
+        drop(w);
+        assert!(hit.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn watchdog_fires_or_is_cancelled() {
+        let hit = Arc::new(AtomicBool::new(false));
+        let h = hit.clone();
+        let t0 = Instant::now();
+        let w = Watchdog::start(Duration::from_millis(50), move || h.store(true, Ordering::SeqCst));
+        while !w.fired() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(w.cancel());
+        assert!(hit.load(Ordering::SeqCst));
+
+        let hit = Arc::new(AtomicBool::new(false));
+        let h = hit.clone();
+        let w = Watchdog::start(Duration::from_secs(30), move || h.store(true, Ordering::SeqCst));
+        let t0 = Instant::now();
+        assert!(!w.cancel());
+        assert!(t0.elapsed() < Duration::from_secs(1), "cancel does not wait for the timeout");
+        assert!(!hit.load(Ordering::SeqCst));
     }
 }
