@@ -129,10 +129,15 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 /// Why a run could not happen (the program never started, or the monitor
-/// itself failed). `cabinc` maps [`RunError::InvalidImage`] to exit 126 and
-/// the rest to 125.
+/// itself failed). `cabinc` maps [`RunError::ImageRejected`] and
+/// [`RunError::InvalidImage`] to exit 126 and the rest to 125.
 #[derive(Debug, Error)]
 pub enum RunError {
+    /// The image is not an intact Cabin image: its manifest does not
+    /// decode, or the recorded launch measurement does not match its pages
+    /// (edited after `cabinc build`, or a plain executable).
+    #[error("not a runnable Cabin image: {0}")]
+    ImageRejected(#[source] cabin_image::image::ImageError),
     /// The image does not parse or is not runnable.
     #[error("invalid image: {0}")]
     InvalidImage(String),
@@ -158,6 +163,15 @@ pub enum RunError {
         what: &'static str,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The backend failed (a host facility it needs, or a Cabin bug in it);
+    /// `source` is the backend's own typed error.
+    #[error("{what} failed: {source}")]
+    Backend {
+        /// What the backend was doing.
+        what: &'static str,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// The child failed while building the domain (before the program ran).
     #[error("the confined child failed during set-up ({0}); help: run with strace -f to see which step")]

@@ -26,7 +26,9 @@
 //! program memory is copied once and checked; a malformed request ends the
 //! program with a message, never the monitor with a panic.
 
+pub mod boot;
 pub mod config;
+pub mod domain;
 pub mod gate;
 pub mod kick;
 pub mod kvm;
@@ -36,6 +38,7 @@ pub mod placement;
 pub mod process;
 pub mod ring;
 pub mod service;
+pub mod session;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;

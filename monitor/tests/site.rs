@@ -49,7 +49,7 @@ fn denied_uname(img: &[u8], dir: &Path, force_trap_path: bool, on_kvm: bool) -> 
         },
         ..RunConfig::default()
     };
-    let o = if on_kvm { kvm::run(img, &cfg, 0) } else { process::run(img, &cfg) }.expect("runs");
+    let o = if on_kvm { kvm::run(img, &cfg) } else { process::run(img, &cfg) }.expect("runs");
     assert_eq!(o.exit_code, 0, "{:?}", o.reason);
     let text = std::fs::read_to_string(&trace).expect("read the trace");
     let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();

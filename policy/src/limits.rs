@@ -7,6 +7,8 @@
 //! ([`memory_limit_hit`] reads what the libos left when it stopped a program
 //! at the memory bound).
 
+use cabin_abi::boot::{EndWords, ABORT_MEMORY};
+
 use super::{names, Limits};
 use crate::trace::{LimitHit, LimitKind};
 
@@ -222,8 +224,8 @@ impl MemoryBound {
 
 /// The limit hit a backend records when the libos stopped the program at
 /// the memory bound (`cabin_abi::boot::ABORT_MEMORY`), or `None` when it
-/// did not: `reserved` is `BootInfo::reserved` as read after the program
-/// ended, `exit_code` its exit status (the libos exits with 137), `bound`
+/// did not: `words` is what the libos left in the boot page, read after the
+/// program ended, `exit_code` its exit status (the libos exits with 137), `bound`
 /// the program's memory bound, `fixed` the domain bytes the program cannot
 /// grow (image, stack, boot page, ring; on KVM also the system area).
 ///
@@ -231,19 +233,18 @@ impl MemoryBound {
 /// make the program's own end more or less informative. The amount in use
 /// is clamped to the bound.
 pub fn memory_limit_hit(
-    reserved: &[u64; 8],
+    words: &EndWords,
     exit_code: i32,
     bound: &MemoryBound,
     fixed: u64,
     time_ns: u64,
 ) -> Option<LimitHit> {
-    use cabin_abi::boot::{ABORT_MEMORY, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
-    if reserved[0] != ABORT_MEMORY || exit_code != crate::LIMIT_EXIT_CODE {
+    if words.abort != ABORT_MEMORY || exit_code != crate::LIMIT_EXIT_CODE {
         return None;
     }
     let limit = bound.bytes;
-    let requested = reserved[BOOT_MEMORY_REQUEST_SLOT];
-    let in_use = fixed.saturating_add(reserved[BOOT_MEMORY_USED_SLOT]).min(limit);
+    let requested = words.memory_request;
+    let in_use = fixed.saturating_add(words.memory_used).min(limit);
     Some(LimitHit {
         time_ns,
         limit: LimitKind::Memory,
@@ -350,11 +351,13 @@ mod tests {
 
     #[test]
     fn memory_abort_becomes_a_limit_hit() {
-        use cabin_abi::boot::{ABORT_MEMORY, ABORT_RING, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
-        let mut r = [0u64; 8];
-        r[0] = ABORT_MEMORY;
-        r[BOOT_MEMORY_REQUEST_SLOT] = 64 << 20;
-        r[BOOT_MEMORY_USED_SLOT] = (200 << 20) + (900 << 10);
+        use cabin_abi::boot::ABORT_RING;
+        let mut r = EndWords {
+            abort: ABORT_MEMORY,
+            memory_request: 64 << 20,
+            memory_used: (200 << 20) + (900 << 10),
+            ..EndWords::default()
+        };
         let fixed = 55 << 20;
         let bound = MemoryBound::new(0, Some(256 << 20), "policy.toml");
         let hit = memory_limit_hit(&r, 137, &bound, fixed, 5).expect("a hit");
@@ -369,11 +372,11 @@ mod tests {
         // Not a memory stop: another reason, another status.
         let gib = MemoryBound::new(0, Some(1 << 30), "p");
         assert!(memory_limit_hit(&r, 0, &gib, fixed, 0).is_none());
-        r[0] = ABORT_RING;
+        r.abort = ABORT_RING;
         assert!(memory_limit_hit(&r, 137, &gib, fixed, 0).is_none());
         // Lies from the program's side stay within the limit.
-        r[0] = ABORT_MEMORY;
-        r[BOOT_MEMORY_USED_SLOT] = u64::MAX;
+        r.abort = ABORT_MEMORY;
+        r.memory_used = u64::MAX;
         let hit = memory_limit_hit(&r, 137, &MemoryBound::new(64 << 20, None, "p"), fixed, 0).expect("a hit");
         assert!(hit.action.contains("of 64 MiB in use"), "{}", hit.action);
         assert!(hit.action.ends_with("(limit set by --mem)"), "{}", hit.action);

@@ -17,8 +17,9 @@ use thiserror::Error;
 use super::descriptors;
 use super::initstack::{self, StackSpec};
 use super::layout::*;
-use super::memory::{AddressSpace, GuestMemory, MemoryError, Region};
+use super::memory::{MemoryError, PhysMemory};
 use super::paging::{PageTables, PagingError, Perms};
+use crate::memory::{GuestMemory, Region, RegionKind};
 
 /// `PT_PHDR`.
 const PT_PHDR: u32 = 6;
@@ -96,13 +97,15 @@ pub struct ProgramSpec {
     pub memory_limit: bool,
 }
 
-/// A domain's memory, ready to boot.
+/// A guest's memory and start state, ready to boot.
 #[derive(Debug)]
-pub struct Domain {
-    /// Guest memory.
-    pub mem: GuestMemory,
-    /// The program's user regions.
-    pub space: AddressSpace,
+pub struct Guest {
+    /// The program's view of `phys` (its user regions, typed), for the
+    /// syscall service and the monitor's own reads. Declared first: dropped
+    /// before the mapping it points into.
+    pub view: GuestMemory,
+    /// Guest-physical memory.
+    pub phys: PhysMemory,
     /// CR3.
     pub cr3: u64,
     /// Entry point (the libos `cabin_start`).
@@ -123,6 +126,10 @@ pub struct Domain {
     pub ring: RingPtr,
     /// Page-table statistics: 4 KiB and 2 MiB leaf entries.
     pub leaves: (u64, u64),
+    /// Length of the `brk` range.
+    pub brk_len: u64,
+    /// Length of the arena.
+    pub arena_len: u64,
 }
 
 fn page_down(x: u64) -> u64 {
@@ -150,15 +157,16 @@ pub fn build(
     random: [u8; 16],
     hwcap: (u64, u64),
     code_pkey: u8,
-) -> Result<Domain, DomainError> {
+) -> Result<Guest, DomainError> {
     if !(MIN_MEM..=MAX_MEM).contains(&mem_size) || !mem_size.is_multiple_of(LARGE_PAGE) {
         return Err(DomainError::BadMemSize { got: mem_size, min: MIN_MEM, max: MAX_MEM });
     }
     let elf = ElfFile::parse(image)?;
     let pk = Header::parse(super::PROXY_KERNEL).map_err(DomainError::ProxyKernel)?;
-    let mem = GuestMemory::new(mem_size)?;
+    let mem = PhysMemory::new(mem_size)?;
     let mut pt = PageTables::new(PT_GPA, PT_END)?;
-    let mut space = AddressSpace::new();
+    // The program's regions: (va, len, gpa, kind).
+    let mut space: Vec<(u64, u64, u64, RegionKind)> = Vec::new();
 
     // --- the image's pages, at IMAGE_GPA + (page - lowest page) ---
     let base = match elf.kind {
@@ -190,15 +198,12 @@ pub fn build(
         }
         let perms = Perms { user: true, write: w, exec: x, pkey: if x { code_pkey } else { 0 } };
         pt.map(&mem, base + start, IMAGE_GPA + (start - lowest), end - start, perms)?;
-        let name = if x { "image code" } else { "image data" };
-        space.add(Region {
-            va: base + start,
-            len: end - start,
-            gpa: IMAGE_GPA + (start - lowest),
-            write: w,
-            exec: x,
-            name,
-        });
+        let kind = match (x, w) {
+            (true, _) => RegionKind::Code,
+            (false, true) => RegionKind::Data,
+            (false, false) => RegionKind::Rodata,
+        };
+        space.push((base + start, end - start, IMAGE_GPA + (start - lowest), kind));
         Ok(())
     };
     for (&p, &perm) in &pages {
@@ -229,21 +234,21 @@ pub fn build(
     let stack_va = STACK_TOP_VA - STACK_SIZE;
     let brk_va = align_up(base + highest, LARGE_PAGE);
     let user_areas = [
-        (stack_va, stack_gpa, STACK_SIZE, "stack"),
-        (brk_va, brk_gpa, brk_len, "brk"),
-        (ARENA_VA, arena_gpa, arena_len, "arena"),
+        (stack_va, stack_gpa, STACK_SIZE, RegionKind::Stack),
+        (brk_va, brk_gpa, brk_len, RegionKind::Brk),
+        (ARENA_VA, arena_gpa, arena_len, RegionKind::Arena),
     ];
-    for (va, gpa, len, name) in user_areas {
+    for (va, gpa, len, kind) in user_areas {
         pt.map(&mem, va, gpa, len, USER_RW)?;
-        space.add(Region { va, len, gpa, write: true, exec: false, name });
+        space.push((va, len, gpa, kind));
     }
 
     // --- boot page and ring (user RW NX) ---
     let ring_len = page_up(RING_BYTES as u64);
     pt.map(&mem, BOOT_VA, BOOT_GPA, PAGE, USER_RW)?;
     pt.map(&mem, RING_VA, RING_GPA, ring_len, USER_RW)?;
-    space.add(Region { va: BOOT_VA, len: PAGE, gpa: BOOT_GPA, write: true, exec: false, name: "boot page" });
-    space.add(Region { va: RING_VA, len: ring_len, gpa: RING_GPA, write: true, exec: false, name: "ring" });
+    space.push((BOOT_VA, PAGE, BOOT_GPA, RegionKind::BootPage));
+    space.push((RING_VA, ring_len, RING_GPA, RegionKind::Ring));
     // SAFETY: RING_GPA..+ring_len lies inside guest memory (checked by
     // host_ptr), is page (so 64-byte) aligned and stays mapped as long as
     // `mem`, which the Domain owns together with the RingPtr.
@@ -311,10 +316,11 @@ pub fn build(
     ];
     let spec = StackSpec { args: &program.args, env: &program.env, random, platform: b"x86_64", auxv: &aux };
     let st = initstack::build(STACK_TOP_VA, &spec, STACK_SIZE / 4).ok_or(DomainError::StackTooSmall)?;
-    space.write(&mem, st.rsp, &st.bytes)?;
+    let view = program_view(&mem, &space)?;
+    view.write(st.rsp, &st.bytes).map_err(|_| DomainError::StackTooSmall)?;
 
     let leaves = (pt.small, pt.large);
-    Ok(Domain {
+    Ok(Guest {
         cr3: pt.root(),
         entry: base + elf.entry,
         rsp: st.rsp,
@@ -324,13 +330,33 @@ pub fn build(
         kernel_text: (pk_va, pk_va + pk.size),
         ring,
         leaves,
-        space,
-        mem,
+        brk_len,
+        arena_len,
+        view,
+        phys: mem,
     })
 }
 
+/// The program's view of guest memory: each user region at the host address
+/// of the guest-physical pages the page tables map it to.
+fn program_view(mem: &PhysMemory, space: &[(u64, u64, u64, RegionKind)]) -> Result<GuestMemory, DomainError> {
+    let mut regions: Vec<Region> = Vec::with_capacity(space.len());
+    for &(start, len, gpa, kind) in space {
+        let host = mem.host_ptr(gpa, len)?;
+        regions.push(Region { start, len, host, kind });
+    }
+    regions.sort_by_key(|r| r.start);
+    if let Some(w) = regions.windows(2).find(|w| w[0].start + w[0].len > w[1].start) {
+        return Err(DomainError::Paging(PagingError::AlreadyMapped(w[1].start)));
+    }
+    // SAFETY: every region's host range lies inside `mem` (checked by
+    // host_ptr), which the Guest owns and drops after the view (field
+    // order); regions do not overlap in guest addresses (checked above).
+    Ok(unsafe { GuestMemory::new(regions) })
+}
+
 fn write_boot_info(
-    mem: &GuestMemory,
+    mem: &PhysMemory,
     p: &ProgramSpec,
     brk_va: u64,
     brk_len: u64,

@@ -1,16 +1,16 @@
-//! Guest memory, and the program's address space on top of it.
+//! The guest's physical memory: [`PhysMemory`] is the one host mapping
+//! behind it, registered with KVM as the VM's memory slot and written by the
+//! domain builder (image pages, page tables, descriptor tables, boot page,
+//! proxy-kernel). The guest can write it at any time, so the monitor never
+//! holds a reference into it: every access is a bounds-checked,
+//! overflow-checked volatile copy in or out ([`PhysMemory::read`],
+//! [`PhysMemory::write`]).
 //!
-//! [`GuestMemory`] is the one host mapping behind the guest's physical
-//! memory. The guest can write it at any time, so the monitor never holds a
-//! reference into it: every access is a bounds-checked, overflow-checked
-//! volatile copy in or out ([`GuestMemory::read`], [`GuestMemory::write`]).
-//!
-//! [`AddressSpace`] is the program's view: the list of user regions the
-//! monitor mapped in the page tables (it built them, so it knows the
-//! translation without walking them), each with its permissions. The
-//! syscall service turns a program pointer into guest-physical ranges only
-//! through [`AddressSpace::read`] / [`AddressSpace::write`], which refuse any
-//! byte outside a user region with the right permission.
+//! The program's view of it — what the syscall service reads and writes — is
+//! not here: it is the monitor's one [`crate::memory::GuestMemory`], whose
+//! typed regions `domain::build` points at the guest-physical pages it
+//! mapped for each user region (it built the page tables, so it knows the
+//! translation without walking them).
 
 use std::ptr::NonNull;
 
@@ -35,40 +35,30 @@ pub enum MemoryError {
         /// Its length.
         len: u64,
     },
-    /// A program address range not (fully) mapped with the needed permission.
-    #[error("program address range {va:#x}+{len:#x} is not mapped {what}")]
-    BadUserRange {
-        /// Start of the range.
-        va: u64,
-        /// Its length.
-        len: u64,
-        /// "readable" or "writable".
-        what: &'static str,
-    },
 }
 
 /// The host mapping behind guest-physical memory `[0, size)`.
 #[derive(Debug)]
-pub struct GuestMemory {
+pub struct PhysMemory {
     base: NonNull<u8>,
     size: u64,
 }
 
-// SAFETY: GuestMemory is a pointer to an mmap'ed area that stays mapped until
+// SAFETY: PhysMemory is a pointer to an mmap'ed area that stays mapped until
 // drop; every access is a volatile copy, safe to do from any thread (the
 // guest and other monitor threads may write concurrently: the bytes read are
 // then whatever was there, never undefined behaviour for plain u8 copies).
-unsafe impl Send for GuestMemory {}
+unsafe impl Send for PhysMemory {}
 // SAFETY: as for Send: no interior references are handed out.
-unsafe impl Sync for GuestMemory {}
+unsafe impl Sync for PhysMemory {}
 
-impl GuestMemory {
+impl PhysMemory {
     /// Maps `size` bytes of zeroed anonymous memory (not reserved up front:
     /// pages the guest never touches cost nothing), 2 MiB aligned and asking
     /// for transparent huge pages, so that KVM can back the guest's 2 MiB
     /// pages with 2 MiB host pages: a streaming program then takes one
     /// (two-dimensional, expensive) TLB miss per 2 MiB instead of per 4 KiB.
-    pub fn new(size: u64) -> Result<GuestMemory, MemoryError> {
+    pub fn new(size: u64) -> Result<PhysMemory, MemoryError> {
         const HUGE: usize = 2 << 20;
         let len = usize::try_from(size).map_err(|_| MemoryError::Map { size, errno: "too large".into() })?;
         if len == 0 {
@@ -108,7 +98,7 @@ impl GuestMemory {
         }
         let base = NonNull::new(aligned as *mut u8)
             .ok_or_else(|| MemoryError::Map { size, errno: "mmap returned null".into() })?;
-        Ok(GuestMemory { base, size })
+        Ok(PhysMemory { base, size })
     }
 
     /// Size in bytes.
@@ -176,113 +166,13 @@ impl GuestMemory {
     }
 }
 
-impl Drop for GuestMemory {
+impl Drop for PhysMemory {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `new`; nothing refers to
         // it any more (KVM's VM fd, which also uses it, is dropped first by
-        // the owner: see `vm::Domain`).
+        // the owner, `KvmDomain`, which also drops the program's `GuestMemory`
+        // view of it first).
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.size as usize) };
-    }
-}
-
-/// One user region of the program's address space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Region {
-    /// First program (guest-virtual) address, page aligned.
-    pub va: u64,
-    /// Length in bytes, page multiple.
-    pub len: u64,
-    /// Guest-physical address of `va`.
-    pub gpa: u64,
-    /// Writable by the program.
-    pub write: bool,
-    /// Executable by the program.
-    pub exec: bool,
-    /// What it is, for diagnostics ("image", "stack", "arena", ...).
-    pub name: &'static str,
-}
-
-impl Region {
-    fn end(&self) -> u64 {
-        self.va + self.len
-    }
-}
-
-/// The program's user regions, sorted, non-overlapping.
-#[derive(Clone, Debug, Default)]
-pub struct AddressSpace {
-    regions: Vec<Region>,
-}
-
-impl AddressSpace {
-    /// An empty address space.
-    pub fn new() -> AddressSpace {
-        AddressSpace::default()
-    }
-
-    /// Adds a region; refuses overlaps and overflow (returns `false`).
-    pub fn add(&mut self, r: Region) -> bool {
-        if r.len == 0 || r.va.checked_add(r.len).is_none() || r.gpa.checked_add(r.len).is_none() {
-            return false;
-        }
-        if self.regions.iter().any(|o| r.va < o.end() && o.va < r.end()) {
-            return false;
-        }
-        let at = self.regions.partition_point(|o| o.va < r.va);
-        self.regions.insert(at, r);
-        true
-    }
-
-    /// The regions, in address order.
-    pub fn regions(&self) -> &[Region] {
-        &self.regions
-    }
-
-    /// Splits `[va, va + len)` into guest-physical pieces; every byte must be
-    /// in a region that allows the access (all user regions are readable).
-    pub fn translate(&self, va: u64, len: u64, write: bool) -> Result<Vec<(u64, u64)>, MemoryError> {
-        let what = if write { "writable" } else { "readable" };
-        let bad = || MemoryError::BadUserRange { va, len, what };
-        let end = va.checked_add(len).ok_or_else(bad)?;
-        let mut out = Vec::new();
-        let mut at = va;
-        while at < end {
-            let i = self.regions.partition_point(|r| r.end() <= at);
-            let r = self.regions.get(i).filter(|r| r.va <= at).ok_or_else(bad)?;
-            if write && !r.write {
-                return Err(bad());
-            }
-            let piece_end = end.min(r.end());
-            out.push((r.gpa + (at - r.va), piece_end - at));
-            at = piece_end;
-        }
-        Ok(out)
-    }
-
-    /// Copies `len` bytes of program memory at `va` out (once).
-    pub fn read(&self, mem: &GuestMemory, va: u64, len: u64) -> Result<Vec<u8>, MemoryError> {
-        let pieces = self.translate(va, len, false)?;
-        let n = usize::try_from(len).map_err(|_| MemoryError::BadUserRange { va, len, what: "readable" })?;
-        let mut out = vec![0u8; n];
-        let mut at = 0usize;
-        for (gpa, l) in pieces {
-            let l = l as usize;
-            mem.read(gpa, &mut out[at..at + l])?;
-            at += l;
-        }
-        Ok(out)
-    }
-
-    /// Copies `data` into program memory at `va`; every byte must be writable.
-    pub fn write(&self, mem: &GuestMemory, va: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let pieces = self.translate(va, data.len() as u64, true)?;
-        let mut at = 0usize;
-        for (gpa, l) in pieces {
-            let l = l as usize;
-            mem.write(gpa, &data[at..at + l])?;
-            at += l;
-        }
-        Ok(())
     }
 }
 
@@ -290,13 +180,9 @@ impl AddressSpace {
 mod tests {
     use super::*;
 
-    fn region(va: u64, len: u64, gpa: u64, write: bool) -> Region {
-        Region { va, len, gpa, write, exec: false, name: "test" }
-    }
-
     #[test]
     fn guest_memory_bounds() {
-        let m = GuestMemory::new(1 << 20).expect("map");
+        let m = PhysMemory::new(1 << 20).expect("map");
         m.write(0x100, b"hello").expect("write");
         let mut b = [0u8; 5];
         m.read(0x100, &mut b).expect("read");
@@ -306,34 +192,5 @@ mod tests {
         m.write_u64(0x200, 0x1122_3344_5566_7788).expect("u64");
         assert_eq!(m.read_u64(0x200), Ok(0x1122_3344_5566_7788));
         assert!(m.host_ptr(1 << 20, 1).is_err());
-    }
-
-    #[test]
-    fn translation_across_regions_and_permissions() {
-        let mut a = AddressSpace::new();
-        assert!(a.add(region(0x40_0000, 0x2000, 0x100_0000, false)));
-        assert!(a.add(region(0x40_2000, 0x1000, 0x200_0000, true)));
-        assert!(!a.add(region(0x40_1000, 0x1000, 0, true)), "overlap refused");
-        assert!(!a.add(region(u64::MAX - 0xfff, 0x2000, 0, true)), "overflow refused");
-        assert_eq!(a.translate(0x40_1ff0, 0x20, false), Ok(vec![(0x100_1ff0, 0x10), (0x200_0000, 0x10)]));
-        assert!(a.translate(0x40_1ff0, 0x20, true).is_err(), "read-only piece");
-        assert_eq!(a.translate(0x40_2000, 0x10, true), Ok(vec![(0x200_0000, 0x10)]));
-        assert!(a.translate(0x40_2ff0, 0x20, false).is_err(), "runs off the end");
-        assert!(a.translate(0x3f_fff0, 0x20, false).is_err(), "starts before");
-        assert!(a.translate(u64::MAX, 2, false).is_err(), "overflow");
-        assert_eq!(a.translate(0x40_0000, 0, false), Ok(vec![]));
-    }
-
-    #[test]
-    fn read_and_write_through_the_address_space() {
-        let m = GuestMemory::new(1 << 20).expect("map");
-        let mut a = AddressSpace::new();
-        assert!(a.add(region(0x1000, 0x1000, 0x8000, true)));
-        assert!(a.add(region(0x2000, 0x1000, 0x3000, true)));
-        a.write(&m, 0x1ffe, b"abcd").expect("write");
-        assert_eq!(a.read(&m, 0x1ffe, 4).expect("read"), b"abcd");
-        let mut b = [0u8; 2];
-        m.read(0x3000, &mut b).expect("raw");
-        assert_eq!(&b, b"cd");
     }
 }

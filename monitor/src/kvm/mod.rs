@@ -1,20 +1,22 @@
 //! The KVM backend: runs a Cabin image in ring 3 of a KVM guest whose ring 0
-//! is Cabin's proxy-kernel (`cabin-proxy-kernel`).
+//! is Cabin's proxy-kernel (`cabin-proxy-kernel`). [`KvmDomain`] is its
+//! [`Domain`](crate::domain::Domain); the session does the rest.
 //!
-//! [`run`] builds the whole domain from the host before boot
-//! ([`domain::build`]: page tables, descriptor tables, boot page, ring,
-//! initial stack), creates one vCPU that starts directly in ring 3 at the
-//! image's entry ([`vcpu::create`]), and then handles VM exits:
+//! Building ([`domain::build`]) makes the whole guest from the host before
+//! boot: page tables, descriptor tables, boot page, ring, initial stack. One
+//! vCPU starts directly in ring 3 at the image's entry ([`vcpu::create`]);
+//! the vCPU thread then handles VM exits:
 //!
 //! - the ring doorbell (`out` from ring 3): the libos waits for a completion
 //!   or wakes the ring worker;
-//! - the slow-path system-call gate (hypercall from the proxy-kernel): served
-//!   synchronously with the same service as the ring;
+//! - the slow-path system-call gate (hypercall from the proxy-kernel): put on
+//!   the same ring ([`ring::RingGate`]), or sent back into the libos;
 //! - a fault report: the program ends with 128 + signal and one line.
 //!
 //! The guest's memory is only read and written through
-//! [`memory::GuestMemory`] / [`memory::AddressSpace`] (copy once, checked
-//! ranges). See docs/kvm.md for the design and its measurements.
+//! [`memory::PhysMemory`] (the builder) and the program's typed view of it,
+//! [`crate::memory::GuestMemory`] (copy once, checked ranges). See
+//! docs/kvm.md for the design and its measurements.
 
 mod backend;
 pub mod descriptors;
@@ -33,12 +35,13 @@ use std::time::{Duration, Instant};
 use kvm_ioctls::VcpuExit;
 use thiserror::Error;
 
-use self::domain::{Domain, DomainError, ProgramSpec};
+use self::domain::{DomainError, Guest, ProgramSpec};
 use self::exit::{decode_in, decode_out, FaultReport, IoAction, Regs};
-use self::memory::{AddressSpace, GuestMemory};
 use self::vcpu::VcpuError;
+use crate::memory::GuestMemory;
 
-pub use backend::run;
+pub use backend::{run, KvmDomain};
+pub use vcpu::Unusable;
 
 /// The proxy-kernel blob built by `monitor/build.rs`.
 pub static PROXY_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy-kernel.bin"));
@@ -49,7 +52,7 @@ pub static PROXY_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy
 pub enum KvmError {
     /// /dev/kvm cannot be used here.
     #[error("KVM is not usable: {0}; help: use --backend process, or run where /dev/kvm is available")]
-    NotUsable(String),
+    NotUsable(#[source] VcpuError),
     /// Building the domain failed.
     #[error(transparent)]
     Domain(#[from] DomainError),
@@ -59,7 +62,52 @@ pub enum KvmError {
     /// The guest did something that only a Cabin bug explains (proxy-kernel
     /// fault, triple fault, emulation failure).
     #[error("the KVM guest failed: {0}")]
-    Guest(String),
+    Guest(#[from] GuestError),
+}
+
+/// How a guest failed in a way only a Cabin bug (or the host) explains.
+#[derive(Debug, Error)]
+pub enum GuestError {
+    /// The vCPU stopped where it never should: halt, triple fault, emulation
+    /// failure, an exit Cabin does not use; with its registers when readable.
+    #[error("{what}{}", state.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Stopped {
+        /// What happened.
+        what: String,
+        /// `rip … rsp … rax … cs … cr2 …`, if the registers could be read.
+        state: Option<String>,
+    },
+    /// `KVM_RUN` refused to enter the guest.
+    #[error("VM entry failed (hardware reason {0:#x})")]
+    FailEntry(u64),
+    /// `KVM_RUN` failed.
+    #[error("KVM_RUN failed: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+    /// Reading the registers failed.
+    #[error("GET_REGS failed: {0}")]
+    GetRegs(#[source] kvm_ioctls::Error),
+    /// Writing the registers failed.
+    #[error("SET_REGS failed: {0}")]
+    SetRegs(#[source] kvm_ioctls::Error),
+    /// The proxy-kernel itself faulted (the report in words).
+    #[error("{0}")]
+    ProxyKernelFault(String),
+    /// The proxy-kernel used a hypercall port wrongly.
+    #[error("{why} (port {port:#x}, rip {rip:#x})")]
+    PortMisuse {
+        /// What was wrong.
+        why: &'static str,
+        /// The port.
+        port: u16,
+        /// Where.
+        rip: u64,
+    },
+    /// The run took longer than [`KvmConfig::timeout`] (tests).
+    #[error("the program ran longer than {0:?}")]
+    Timeout(Duration),
+    /// Writing the boot page failed.
+    #[error("writing the boot page: {0}")]
+    BootPage(#[source] memory::MemoryError),
 }
 
 /// How to run.
@@ -82,9 +130,9 @@ pub struct KvmStats {
     pub gate_syscalls: u64,
     /// Doorbell exits (ring waits and wakes).
     pub doorbell_exits: u64,
-    /// Time from the start of [`run`] to the first `KVM_RUN`.
+    /// Time from the start of the build to the first `KVM_RUN`.
     pub boot_ns: u64,
-    /// Time from the start of [`run`] to the end of the program.
+    /// Time from the start of the build to the end of the program.
     pub wall_ns: u64,
     /// Page-table leaf entries: 4 KiB pages.
     pub small_pages: u64,
@@ -94,7 +142,26 @@ pub struct KvmStats {
     pub cr4: u64,
 }
 
-/// How the program ended.
+/// How the vCPU loop ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// `exit`/`exit_group` with this status.
+    Exited(i32),
+    /// The program faulted: exit status 128 + signal, and the report line.
+    Fault {
+        /// 128 + the signal.
+        status: i32,
+        /// What the proxy-kernel reported.
+        fault: FaultReport,
+        /// The one-line report.
+        report: String,
+    },
+    /// The program broke the protocol, or the run was stopped from another
+    /// thread (the message says which).
+    Violation(String),
+}
+
+/// How the program ended ([`run_with`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvmOutcome {
     /// Exit status: the program's own, or 128 + signal after a fault.
@@ -107,6 +174,21 @@ pub struct KvmOutcome {
     pub execute_only_enforced: bool,
     /// Counters.
     pub stats: KvmStats,
+}
+
+impl KvmOutcome {
+    fn new(end: LoopEnd, execute_only_enforced: bool, stats: KvmStats) -> KvmOutcome {
+        let (status, fault, report) = match end {
+            LoopEnd::Exited(code) => (code, None, None),
+            LoopEnd::Fault { status, fault, report } => (status, Some(fault), Some(report)),
+            LoopEnd::Violation(msg) => (
+                crate::config::EXIT_PROTOCOL_VIOLATION,
+                None,
+                Some(format!("ring protocol violation: {msg}; the program was killed")),
+            ),
+        };
+        KvmOutcome { status, fault, report, execute_only_enforced, stats }
+    }
 }
 
 /// What a served system call asks of the run loop.
@@ -123,19 +205,18 @@ pub enum Served {
     Redirect(u64),
 }
 
-/// The program's memory as the syscall service sees it.
+/// The program's memory as a slow-path service sees it.
 #[derive(Debug)]
 pub struct ProgramMemory<'a> {
-    /// Guest memory.
+    /// The program's view of guest memory.
     pub mem: &'a GuestMemory,
-    /// The program's regions.
-    pub space: &'a AddressSpace,
     /// Whether this call may be answered with [`Served::Redirect`] (only
     /// calls that came through the page-fault form of the gate).
     pub can_redirect: bool,
 }
 
-/// Serves system calls that reach the monitor synchronously (slow path).
+/// Serves system calls that reach the vCPU thread synchronously (slow
+/// path): [`ring::RingGate`] in a run, a recorder in tests.
 pub trait SyscallService {
     /// Serves call `nr` (slow-path gate).
     fn serve(&mut self, nr: u64, args: [u64; 6], mem: &ProgramMemory<'_>) -> Served;
@@ -155,89 +236,24 @@ pub trait SyscallService {
 }
 
 /// Whether /dev/kvm is usable here (`Err` says why not).
-pub fn usable() -> Result<(), String> {
+pub fn usable() -> Result<(), Unusable> {
     vcpu::kvm_usable()
 }
 
-/// The minimal service used until the monitor's full syscall service is
-/// wired in: `write` to fds 1 and 2, `exit`, `exit_group`; `ENOSYS` else.
-#[derive(Debug, Default)]
-pub struct MinimalService;
-
-impl SyscallService for MinimalService {
-    fn serve(&mut self, nr: u64, a: [u64; 6], m: &ProgramMemory<'_>) -> Served {
-        use std::io::Write;
-        match nr {
-            1 if a[0] == 1 || a[0] == 2 => {
-                let len = a[2].min(1 << 20);
-                match m.space.read(m.mem, a[1], len) {
-                    Ok(bytes) => {
-                        let r = if a[0] == 1 {
-                            std::io::stdout().write_all(&bytes).and_then(|_| std::io::stdout().flush())
-                        } else {
-                            std::io::stderr().write_all(&bytes)
-                        };
-                        Served::Return(if r.is_ok() { len as i64 } else { -5 })
-                    }
-                    Err(_) => Served::Return(-14),
-                }
-            }
-            60 | 231 => Served::Exit((a[0] & 0xff) as i32),
-            _ => Served::Return(-38),
-        }
-    }
-}
-
 /// Runs `image` to completion under KVM with `service` serving the calls
-/// that reach the vCPU thread (gate calls and doorbells). The full monitor
-/// (ring worker, syscall service, stats) is [`run`].
+/// that reach the vCPU thread (gate calls and doorbells): the vCPU loop
+/// alone, for tests of the guest's set-up. The full monitor (ring worker,
+/// syscall service, stats) is [`run`].
 pub fn run_with(
     image: &[u8],
     cfg: &KvmConfig,
     service: &mut dyn SyscallService,
 ) -> Result<KvmOutcome, KvmError> {
-    let (d, kvm, cpuid, features, eo, start) = prepare(image, cfg)?;
-    run_prepared(&d, &kvm, &cpuid, &features, eo, start, cfg, service)
-}
-
-type Prepared = (Domain, kvm_ioctls::Kvm, kvm_bindings::CpuId, vcpu::CpuFeatures, pku::ExecuteOnly, Instant);
-
-fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
-    let start = Instant::now();
-    let (kvm, cpuid, features) = vcpu::open().map_err(|e| KvmError::NotUsable(e.to_string()))?;
-    let eo = pku::decide(features.leaf7_ecx, true, false);
-    let mut random = [0u8; 16];
-    getrandom(&mut random);
-    let hwcap = (u64::from(features.leaf1_edx), features.hwcap2());
-    let d = domain::build(image, cfg.mem_size, &cfg.program, random, hwcap, eo.code_pkey())?;
-    Ok((d, kvm, cpuid, features, eo, start))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_prepared(
-    d: &Domain,
-    kvm: &kvm_ioctls::Kvm,
-    cpuid: &kvm_bindings::CpuId,
-    features: &vcpu::CpuFeatures,
-    eo: pku::ExecuteOnly,
-    start: Instant,
-    cfg: &KvmConfig,
-    service: &mut dyn SyscallService,
-) -> Result<KvmOutcome, KvmError> {
-    let mut machine = vcpu::create(kvm, cpuid, features, d)?;
-    if let Some(khz) = invariant_tsc_khz(&machine.vcpu) {
-        let at = layout::BOOT_GPA + std::mem::offset_of!(cabin_abi::boot::BootInfo, tsc_khz) as u64;
-        d.mem.write_u64(at, khz).map_err(|e| KvmError::Guest(format!("writing the boot page: {e}")))?;
-    }
-    let mut stats = KvmStats {
-        small_pages: d.leaves.0,
-        large_pages: d.leaves.1,
-        cr4: features.cr4(),
-        ..KvmStats::default()
-    };
-    stats.boot_ns = start.elapsed().as_nanos() as u64;
+    let p = prepare(image, cfg)?;
+    let mut machine = vcpu::create(&p.kvm, &p.cpuid, &p.features, &p.guest)?;
+    let mut stats = p.stats(&machine)?;
     let result = match cfg.timeout {
-        None => run_loop(&mut machine, d, cfg, service, &mut stats, start),
+        None => run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start),
         Some(limit) => {
             // Watchdog: a guest spinning in ring 3 never exits on its own.
             ring::install_kick_handler();
@@ -246,7 +262,7 @@ fn run_prepared(
             std::thread::scope(|s| {
                 let w = &watch;
                 s.spawn(move || {
-                    while start.elapsed() < limit {
+                    while p.start.elapsed() < limit {
                         if w.vcpu_done.load(std::sync::atomic::Ordering::SeqCst) {
                             return;
                         }
@@ -254,16 +270,54 @@ fn run_prepared(
                     }
                     w.kick_until_done();
                 });
-                let r = run_loop(&mut machine, d, cfg, service, &mut stats, start);
+                let r = run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start);
                 watch.vcpu_done.store(true, std::sync::atomic::Ordering::SeqCst);
                 r
             })
         }
     };
-    stats.wall_ns = start.elapsed().as_nanos() as u64;
+    stats.wall_ns = p.start.elapsed().as_nanos() as u64;
     drop(machine);
-    let (status, fault, report) = result?;
-    Ok(KvmOutcome { status, fault, report, execute_only_enforced: eo.enforced(), stats })
+    Ok(KvmOutcome::new(result?, p.eo.enforced(), stats))
+}
+
+/// A guest built and the KVM handles to run it, before the vCPU exists.
+#[derive(Debug)]
+struct Prepared {
+    guest: Guest,
+    kvm: kvm_ioctls::Kvm,
+    cpuid: kvm_bindings::CpuId,
+    features: vcpu::CpuFeatures,
+    eo: pku::ExecuteOnly,
+    start: Instant,
+}
+
+impl Prepared {
+    /// The counters at boot; writes the TSC rate into the boot page.
+    fn stats(&self, machine: &vcpu::Machine) -> Result<KvmStats, KvmError> {
+        if let Some(khz) = invariant_tsc_khz(&machine.vcpu) {
+            let at = layout::BOOT_GPA + std::mem::offset_of!(cabin_abi::boot::BootInfo, tsc_khz) as u64;
+            self.guest.phys.write_u64(at, khz).map_err(GuestError::BootPage)?;
+        }
+        Ok(KvmStats {
+            small_pages: self.guest.leaves.0,
+            large_pages: self.guest.leaves.1,
+            cr4: self.features.cr4(),
+            boot_ns: self.start.elapsed().as_nanos() as u64,
+            ..KvmStats::default()
+        })
+    }
+}
+
+fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
+    let start = Instant::now();
+    let (kvm, cpuid, features) = vcpu::open().map_err(KvmError::NotUsable)?;
+    let eo = pku::decide(features.leaf7_ecx, true, false);
+    let mut random = [0u8; 16];
+    getrandom(&mut random);
+    let hwcap = (u64::from(features.leaf1_edx), features.hwcap2());
+    let guest = domain::build(image, cfg.mem_size, &cfg.program, random, hwcap, eo.code_pkey())?;
+    Ok(Prepared { guest, kvm, cpuid, features, eo, start })
 }
 
 /// The guest TSC's rate in kHz when the libos may use it as a clock: the
@@ -280,20 +334,19 @@ fn invariant_tsc_khz(vcpu: &kvm_ioctls::VcpuFd) -> Option<u64> {
     (invariant && khz > 0).then_some(u64::from(khz))
 }
 
-type LoopEnd = (i32, Option<FaultReport>, Option<String>);
-
+/// Runs the vCPU until the program ends (or `timeout` passes: tests).
 fn run_loop(
     m: &mut vcpu::Machine,
-    d: &Domain,
-    cfg: &KvmConfig,
+    d: &Guest,
+    timeout: Option<Duration>,
     service: &mut dyn SyscallService,
     stats: &mut KvmStats,
     start: Instant,
 ) -> Result<LoopEnd, KvmError> {
     loop {
-        if let Some(t) = cfg.timeout {
+        if let Some(t) = timeout {
             if start.elapsed() > t {
-                return Err(KvmError::Guest(format!("the program ran longer than {t:?}")));
+                return Err(GuestError::Timeout(t).into());
             }
         }
         let exit = m.vcpu.run();
@@ -308,26 +361,24 @@ fn run_loop(
                 (port, (b, n), false)
             }
             Ok(VcpuExit::IoIn(port, _)) => (port, ([0u8; 4], 0), true),
-            Ok(VcpuExit::Hlt) => return Err(KvmError::Guest(guest_state(m, "the proxy-kernel halted"))),
-            Ok(VcpuExit::Shutdown) => return Err(KvmError::Guest(guest_state(m, "triple fault (shutdown)"))),
+            Ok(VcpuExit::Hlt) => return Err(stopped(m, "the proxy-kernel halted".into())),
+            Ok(VcpuExit::Shutdown) => return Err(stopped(m, "triple fault (shutdown)".into())),
             Ok(VcpuExit::InternalError) => {
-                return Err(KvmError::Guest(guest_state(m, "KVM internal error (emulation failure)")))
+                return Err(stopped(m, "KVM internal error (emulation failure)".into()))
             }
-            Ok(VcpuExit::FailEntry(reason, _)) => {
-                return Err(KvmError::Guest(format!("VM entry failed (hardware reason {reason:#x})")))
-            }
+            Ok(VcpuExit::FailEntry(reason, _)) => return Err(GuestError::FailEntry(reason).into()),
             Ok(other) => {
                 let what = format!("unexpected VM exit {other:?}");
-                return Err(KvmError::Guest(guest_state(m, &what)));
+                return Err(stopped(m, what));
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => match service.interrupted() {
-                Some(Served::Violation(msg)) => return Ok(violation(msg)),
-                Some(Served::Exit(code)) => return Ok((code, None, None)),
+                Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
+                Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
                 _ => continue,
             },
-            Err(e) => return Err(KvmError::Guest(format!("KVM_RUN failed: {e}"))),
+            Err(e) => return Err(GuestError::Run(e).into()),
         };
-        let kregs = m.vcpu.get_regs().map_err(|e| KvmError::Guest(format!("GET_REGS failed: {e}")))?;
+        let kregs = m.vcpu.get_regs().map_err(GuestError::GetRegs)?;
         let regs = Regs::from(&kregs);
         let action = if is_in {
             decode_in(port, &regs, d.kernel_text)
@@ -339,79 +390,77 @@ fn run_loop(
                 stats.gate_syscalls += 1;
                 // The `syscall` entry stub (ordinary KVM) cannot redirect.
                 let can_redirect = !(d.lstar..d.lstar + 16).contains(&regs.rip);
-                let pm = ProgramMemory { mem: &d.mem, space: &d.space, can_redirect };
+                let pm = ProgramMemory { mem: &d.view, can_redirect };
                 match service.serve(nr, args, &pm) {
                     Served::Redirect(target) if can_redirect => {
                         let mut k = kregs;
                         k.rcx = target;
-                        m.vcpu.set_regs(&k).map_err(|e| KvmError::Guest(format!("SET_REGS failed: {e}")))?;
+                        m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
                     }
                     Served::Redirect(_) => {
-                        return Ok(violation("redirect of a non-redirectable call".into()))
+                        return Ok(LoopEnd::Violation("redirect of a non-redirectable call".into()))
                     }
                     Served::Return(v) => {
                         let mut k = kregs;
                         k.rax = v as u64;
-                        m.vcpu.set_regs(&k).map_err(|e| KvmError::Guest(format!("SET_REGS failed: {e}")))?;
+                        m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
                     }
-                    Served::Exit(code) => return Ok((code, None, None)),
-                    Served::Violation(msg) => return Ok(violation(msg)),
+                    Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
+                    Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
                 }
             }
             IoAction::Fault(f) => {
                 if f.in_kernel() {
-                    return Err(KvmError::Guest(f.message(None)));
+                    return Err(GuestError::ProxyKernelFault(f.message(None)).into());
                 }
                 let int_n = int_instruction(d, &f);
                 let status = 128 + f.signal_for_run(int_n) as i32;
-                return Ok((status, Some(f), Some(f.message(int_n))));
+                return Ok(LoopEnd::Fault { status, fault: f, report: f.message(int_n) });
             }
             IoAction::Doorbell { wait } => {
                 stats.doorbell_exits += 1;
                 match service.doorbell(wait) {
-                    Served::Violation(msg) => return Ok(violation(msg)),
-                    Served::Exit(code) => return Ok((code, None, None)),
+                    Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
+                    Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
                     Served::Return(_) | Served::Redirect(_) => {}
                 }
             }
             IoAction::Violation(why) => {
-                return Ok(violation(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)));
+                return Ok(LoopEnd::Violation(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)));
             }
             IoAction::Invalid(why) => {
-                return Err(KvmError::Guest(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)));
+                return Err(GuestError::PortMisuse { why, port, rip: regs.rip }.into());
             }
         }
     }
 }
 
-fn violation(msg: String) -> LoopEnd {
-    (
-        crate::config::EXIT_PROTOCOL_VIOLATION,
-        None,
-        Some(format!("ring protocol violation: {msg}; the program was killed")),
-    )
-}
-
 /// The vector of the faulting instruction when it is an `int N` (`cd NN`)
 /// through a gate closed to ring 3, which this host delivers as #UD and
 /// ordinary KVM as #GP.
-fn int_instruction(d: &Domain, f: &FaultReport) -> Option<u8> {
+fn int_instruction(d: &Guest, f: &FaultReport) -> Option<u8> {
     if f.vector != 6 && f.vector != 13 {
         return None;
     }
-    match d.space.read(&d.mem, f.rip, 2).ok()?.as_slice() {
+    match d.view.peek(f.rip, 2).ok()?.as_slice() {
         [0xcd, n] => Some(*n),
         _ => None,
     }
 }
 
-fn guest_state(m: &vcpu::Machine, what: &str) -> String {
+/// The guest stopped where it never should: what, with its registers.
+fn stopped(m: &vcpu::Machine, what: String) -> KvmError {
+    GuestError::Stopped { what, state: guest_state(m) }.into()
+}
+
+/// The vCPU's registers in words, when they can be read.
+fn guest_state(m: &vcpu::Machine) -> Option<String> {
     match (m.vcpu.get_regs(), m.vcpu.get_sregs()) {
-        (Ok(r), Ok(s)) => format!(
-            "{what}: rip {:#x} rsp {:#x} rax {:#x} cs {:#x} cr2 {:#x}",
+        (Ok(r), Ok(s)) => Some(format!(
+            "rip {:#x} rsp {:#x} rax {:#x} cs {:#x} cr2 {:#x}",
             r.rip, r.rsp, r.rax, s.cs.selector, s.cr2
-        ),
-        _ => what.to_string(),
+        )),
+        _ => None,
     }
 }
 

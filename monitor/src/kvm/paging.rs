@@ -9,7 +9,7 @@
 use thiserror::Error;
 
 use super::layout::{LARGE_PAGE, PAGE};
-use super::memory::{GuestMemory, MemoryError};
+use super::memory::{MemoryError, PhysMemory};
 
 /// Present.
 pub const PTE_P: u64 = 1 << 0;
@@ -132,7 +132,7 @@ impl PageTables {
     }
 
     /// The table that `level`'s entry for `va` points at, creating it.
-    fn child(&mut self, mem: &GuestMemory, table: u64, va: u64, level: u32) -> Result<u64, PagingError> {
+    fn child(&mut self, mem: &PhysMemory, table: u64, va: u64, level: u32) -> Result<u64, PagingError> {
         let slot = table + index(va, level) * 8;
         let e = mem.read_u64(slot)?;
         if e & PTE_P != 0 {
@@ -149,7 +149,7 @@ impl PageTables {
     /// Maps `[va, va + len)` to `[gpa, gpa + len)` with `perms`.
     pub fn map(
         &mut self,
-        mem: &GuestMemory,
+        mem: &PhysMemory,
         va: u64,
         gpa: u64,
         len: u64,
@@ -196,7 +196,7 @@ impl PageTables {
 
     /// Walks the tables for `va` (tests and diagnostics): the leaf entry and
     /// whether it is a large page.
-    pub fn lookup(&self, mem: &GuestMemory, va: u64) -> Result<Option<(u64, bool)>, PagingError> {
+    pub fn lookup(&self, mem: &PhysMemory, va: u64) -> Result<Option<(u64, bool)>, PagingError> {
         let mut table = self.root;
         for level in (1..=4).rev() {
             let e = mem.read_u64(table + index(va, level) * 8)?;
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn maps_with_the_right_bits() {
-        let m = GuestMemory::new(8 << 20).expect("map");
+        let m = PhysMemory::new(8 << 20).expect("map");
         let mut pt = PageTables::new(0x10_0000, 0x20_0000).expect("pool");
         pt.map(&m, 0x40_1000, 0x40_0000, 0x2000, RX_USER).expect("code");
         pt.map(&m, 0x7e00_0000_0000, 0x60_0000, 4 << 20, RW_USER).expect("arena");
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn refuses_double_mapping_and_bad_ranges() {
-        let m = GuestMemory::new(4 << 20).expect("map");
+        let m = PhysMemory::new(4 << 20).expect("map");
         let mut pt = PageTables::new(0x10_0000, 0x20_0000).expect("pool");
         pt.map(&m, 0x1000, 0x1000, 0x1000, RW_USER).expect("first");
         assert_eq!(pt.map(&m, 0x1000, 0x2000, 0x1000, RW_USER), Err(PagingError::AlreadyMapped(0x1000)));
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn pool_exhaustion_is_an_error() {
-        let m = GuestMemory::new(4 << 20).expect("map");
+        let m = PhysMemory::new(4 << 20).expect("map");
         let mut pt = PageTables::new(0x10_0000, 0x10_3000).expect("pool");
         // PML4 + PDPT + PD fit; the PT does not.
         assert_eq!(pt.map(&m, 0x1000, 0x1000, 0x1000, RW_USER), Err(PagingError::PoolExhausted(3)));

@@ -29,11 +29,7 @@ const NR_WRITE: u64 = 1;
 /// The libos's trap entry, as it published it in the boot page (KVM mode),
 /// if it is a plausible user address.
 fn trap_entry(mem: &ProgramMemory<'_>) -> Option<u64> {
-    let at = super::layout::BOOT_GPA
-        + (std::mem::offset_of!(cabin_abi::boot::BootInfo, reserved)
-            + 8 * cabin_abi::boot::BOOT_KVM_TRAP_ENTRY_SLOT) as u64;
-    let v = mem.mem.read_u64(at).ok()?;
-    (v != 0 && v < 0x0000_8000_0000_0000).then_some(v)
+    crate::boot::BootPage::of(mem.mem).ok()?.kvm_trap_entry()
 }
 
 fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
@@ -113,10 +109,6 @@ impl Shared {
 pub struct RingGate {
     ring: RingPtr,
     shared: Arc<Shared>,
-    /// Gate calls forwarded.
-    pub gate_calls: u64,
-    /// Doorbell exits.
-    pub doorbells: u64,
     /// Gate calls redirected into the libos.
     pub redirects: u64,
     /// Doorbell exits that asked to wait for a completion.
@@ -126,7 +118,7 @@ pub struct RingGate {
 impl RingGate {
     /// A gate over `ring`.
     pub fn new(ring: RingPtr, shared: Arc<Shared>) -> RingGate {
-        RingGate { ring, shared, gate_calls: 0, doorbells: 0, redirects: 0, doorbell_waits: 0 }
+        RingGate { ring, shared, redirects: 0, doorbell_waits: 0 }
     }
 
     fn wake_worker(&self) {
@@ -199,7 +191,6 @@ impl RingGate {
 
 impl SyscallService for RingGate {
     fn serve(&mut self, nr: u64, args: [u64; 6], mem: &ProgramMemory<'_>) -> Served {
-        self.gate_calls += 1;
         match nr {
             NR_EXIT | NR_EXIT_GROUP => Served::Exit((args[0] & 0xff) as i32),
             // The libos's own raw calls are exit_group and, in `die`, write:
@@ -216,7 +207,6 @@ impl SyscallService for RingGate {
     }
 
     fn doorbell(&mut self, wait: bool) -> Served {
-        self.doorbells += 1;
         self.wake_worker();
         if wait {
             self.doorbell_waits += 1;

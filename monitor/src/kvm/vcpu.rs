@@ -12,7 +12,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 
 use super::descriptors::{GDT_BYTES, IDT_BYTES, TSS_BYTES, TSS_SEL, USER_CS, USER_SS};
-use super::domain::Domain;
+use super::domain::Guest;
 use super::layout::{kernel_stack_top, kernel_va, GDT_GPA, IDT_GPA, TSS_GPA};
 
 /// Errors of this module.
@@ -23,7 +23,8 @@ pub enum VcpuError {
     Kvm {
         /// Which call.
         what: &'static str,
-        /// The error.
+        /// The error (its errno kept).
+        #[source]
         err: kvm_ioctls::Error,
     },
 }
@@ -177,10 +178,21 @@ impl CpuFeatures {
     }
 }
 
+/// Why /dev/kvm cannot be used.
+#[derive(Debug, Error)]
+pub enum Unusable {
+    /// /dev/kvm cannot be opened.
+    #[error("cannot open /dev/kvm: {0}")]
+    Open(#[source] kvm_ioctls::Error),
+    /// KVM refuses to create a VM.
+    #[error("cannot create a VM: {0}")]
+    CreateVm(#[source] kvm_ioctls::Error),
+}
+
 /// Whether /dev/kvm can be opened and a VM created.
-pub fn kvm_usable() -> Result<(), String> {
-    let kvm = Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}"))?;
-    kvm.create_vm().map_err(|e| format!("cannot create a VM: {e}"))?;
+pub fn kvm_usable() -> Result<(), Unusable> {
+    let kvm = Kvm::new().map_err(Unusable::Open)?;
+    kvm.create_vm().map_err(Unusable::CreateVm)?;
     Ok(())
 }
 
@@ -239,18 +251,18 @@ fn seg(selector: u16, code: bool, dpl: u8) -> kvm_segment {
 }
 
 /// Creates the VM and vCPU for `d` and sets the ring-3 start state.
-pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Domain) -> Result<Machine, VcpuError> {
+pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Machine, VcpuError> {
     let vm = kvm.create_vm().map_err(kvm_err("CREATE_VM"))?;
     let region = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
         guest_phys_addr: 0,
-        memory_size: d.mem.size(),
-        userspace_addr: d.mem.host_base(),
+        memory_size: d.phys.size(),
+        userspace_addr: d.phys.host_base(),
     };
-    // SAFETY: the region is the Domain's GuestMemory mapping, which the
-    // caller keeps alive for as long as the VM (Machine is dropped before
-    // the Domain: see `run`).
+    // SAFETY: the region is the Guest's PhysMemory mapping, which the
+    // caller keeps alive for as long as the VM (the Machine is dropped
+    // before the Guest: see `KvmDomain` and `run_with`).
     unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("SET_USER_MEMORY_REGION"))?;
     let vcpu = vm.create_vcpu(0).map_err(kvm_err("CREATE_VCPU"))?;
     vcpu.set_cpuid2(cpuid).map_err(kvm_err("SET_CPUID2"))?;

@@ -27,10 +27,12 @@ use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
 use cabin_abi::ring::RingPtr;
 use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
 
-use crate::config::{RunConfig, RunError};
-use crate::layout::*;
-use crate::memory::{Access, GuestMemory, Region};
 use cabin_policy::limits::MemoryBound;
+
+use crate::config::RunError;
+use crate::domain::DomainSpec;
+use crate::layout::*;
+use crate::memory::{GuestMemory, Region, RegionKind};
 
 /// One range of the domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,13 +45,13 @@ pub struct MapRange {
     pub prot: i32,
     /// Offset in the memfd.
     pub offset: u64,
-    /// What system-call buffers may do with it.
-    pub access: Access,
+    /// What it holds.
+    pub kind: RegionKind,
 }
 
 /// The domain's memory, mapped in the monitor.
 #[derive(Debug)]
-pub struct Domain {
+pub struct DomainMemory {
     /// The memfd (closed in the child before the program runs).
     pub memfd: OwnedFd,
     /// The monitor's view of the whole memfd.
@@ -67,19 +69,19 @@ pub struct Domain {
     /// Length of the arena.
     pub arena_len: u64,
     /// The bound on the program's memory the memfd was sized from.
-    pub memory: MemoryBound,
+    pub bound: MemoryBound,
 }
 
-impl Drop for Domain {
+impl Drop for DomainMemory {
     fn drop(&mut self) {
         // SAFETY: host_base/total is the mapping created in `build`, and no
-        // reference into it outlives the Domain (GuestMemory and RingPtr
-        // users are dropped first by `run`).
+        // reference into it outlives the DomainMemory (the GuestMemory and
+        // RingPtr users are dropped first: see `ProcessDomain`).
         unsafe { libc::munmap(self.host_base.cast(), self.total as usize) };
     }
 }
 
-impl Domain {
+impl DomainMemory {
     /// The monitor's host pointer for domain address `guest` (which must lie
     /// in one of the ranges).
     pub fn host(&self, guest: u64) -> Option<*mut u8> {
@@ -98,12 +100,12 @@ impl Domain {
                 len: r.len,
                 // SAFETY: offset < total.
                 host: unsafe { self.host_base.add(r.offset as usize) },
-                access: r.access,
+                kind: r.kind,
             })
             .collect();
-        // SAFETY: the mapping lives as long as the Domain, which `run` keeps
-        // alive longer than the GuestMemory; ranges do not overlap (checked
-        // in `build`).
+        // SAFETY: the mapping lives as long as the DomainMemory, which its
+        // ProcessDomain keeps alive longer than the GuestMemory (declared
+        // before it, so dropped first); ranges do not overlap (laid out one after the other).
         unsafe { GuestMemory::new(regions) }
     }
 
@@ -111,7 +113,7 @@ impl Domain {
     pub fn ring(&self) -> RingPtr {
         let p = self.host(RING_ADDR).unwrap_or(std::ptr::null_mut());
         // SAFETY: the ring range is RING_SIZE >= RING_BYTES, page aligned,
-        // mapped for the life of the Domain.
+        // mapped for the life of the DomainMemory.
         unsafe { RingPtr::new(p) }
     }
 
@@ -160,22 +162,22 @@ pub fn memory_split(fixed: u64, bound: &MemoryBound) -> Result<(u64, u64), RunEr
     Ok((brk, left - brk))
 }
 
-fn prot_of(flags: u32) -> (i32, Access) {
+fn prot_of(flags: u32) -> (i32, RegionKind) {
     if flags & PF_X != 0 && flags & PF_R != 0 {
         // Built with --allow-readable-code: the image says its code is read
         // as data. Still never a valid system-call buffer.
-        (libc::PROT_READ | libc::PROT_EXEC, Access::Nothing)
+        (libc::PROT_READ | libc::PROT_EXEC, RegionKind::Code)
     } else if flags & PF_X != 0 {
-        (libc::PROT_EXEC, Access::Nothing)
+        (libc::PROT_EXEC, RegionKind::Code)
     } else if flags & PF_W != 0 {
-        (libc::PROT_READ | libc::PROT_WRITE, Access::ReadWrite)
+        (libc::PROT_READ | libc::PROT_WRITE, RegionKind::Data)
     } else {
-        (libc::PROT_READ, Access::ReadOnly)
+        (libc::PROT_READ, RegionKind::Rodata)
     }
 }
 
 /// Lays out and fills the domain for `elf`.
-pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
+pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunError> {
     let layout_err = |m: String| RunError::Layout(m);
     let bias = match elf.kind {
         ElfKind::Exec => 0,
@@ -196,8 +198,8 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
                 "segment at {start:#x}..{end:#x} lies outside {LOWEST_PROGRAM_ADDRESS:#x}..{DOMAIN_BASE:#x}"
             )));
         }
-        let (prot, access) = prot_of(seg.flags);
-        ranges.push(MapRange { guest: start, len: end - start, prot, offset, access });
+        let (prot, kind) = prot_of(seg.flags);
+        ranges.push(MapRange { guest: start, len: end - start, prot, offset, kind });
         let lead = (seg.vaddr + bias) - start;
         let file_start =
             seg.offset.checked_sub(lead).ok_or_else(|| layout_err("segment misaligned".into()))?;
@@ -205,24 +207,19 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         copies.push((offset, file_start as usize, file_end as usize));
         offset += end - start;
     }
-    let policy = cfg.gate.policy.as_ref();
-    let memory = MemoryBound::new(
-        cfg.arena_bytes,
-        policy.and_then(|p| p.limits.memory),
-        policy.map_or("the policy", |p| p.source.as_str()),
-    );
+    let bound = spec.memory.clone();
     let fixed = offset + PAGE + RING_SIZE + LOADER_SIZE + PAGE + STACK_SIZE;
-    let (brk_len, arena_len) = memory_split(fixed, &memory)?;
-    for (guest, len, prot, access) in [
-        (BOOT_ADDR, PAGE, rw, Access::Nothing),
-        (RING_ADDR, RING_SIZE, rw, Access::Nothing),
-        (LOADER_ADDR, LOADER_SIZE, rw, Access::Nothing),
-        (STUB_ADDR, PAGE, libc::PROT_EXEC, Access::Nothing),
-        (STACK_BASE, STACK_SIZE, rw, Access::ReadWrite),
-        (BRK_BASE, brk_len, rw, Access::ReadWrite),
-        (ARENA_BASE, arena_len, rw, Access::ReadWrite),
+    let (brk_len, arena_len) = memory_split(fixed, &bound)?;
+    for (guest, len, prot, kind) in [
+        (BOOT_ADDR, PAGE, rw, RegionKind::BootPage),
+        (RING_ADDR, RING_SIZE, rw, RegionKind::Ring),
+        (LOADER_ADDR, LOADER_SIZE, rw, RegionKind::System),
+        (STUB_ADDR, PAGE, libc::PROT_EXEC, RegionKind::System),
+        (STACK_BASE, STACK_SIZE, rw, RegionKind::Stack),
+        (BRK_BASE, brk_len, rw, RegionKind::Brk),
+        (ARENA_BASE, arena_len, rw, RegionKind::Arena),
     ] {
-        ranges.push(MapRange { guest, len, prot, offset, access });
+        ranges.push(MapRange { guest, len, prot, offset, kind });
         offset += len;
     }
     let total = offset;
@@ -253,7 +250,7 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
     if base == libc::MAP_FAILED {
         return Err(RunError::host("mmap of the domain memory"));
     }
-    let mut d = Domain {
+    let mut d = DomainMemory {
         memfd,
         host_base: base.cast(),
         total,
@@ -262,7 +259,7 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         sp: 0,
         brk_len,
         arena_len,
-        memory,
+        bound,
     };
     for (off, fs, fe) in copies {
         let bytes =
@@ -272,9 +269,9 @@ pub fn build(elf: &ElfFile<'_>, cfg: &RunConfig) -> Result<Domain, RunError> {
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
     }
     d.ring().init();
-    write_boot(&d, cfg.force_trap_path, cfg.read_ahead());
+    write_boot(&d, spec);
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
-    d.sp = build_stack(&d, cfg, elf, phdr)?;
+    d.sp = build_stack(&d, spec, elf, phdr)?;
     Ok(d)
 }
 
@@ -285,35 +282,11 @@ fn phdr_vaddr(elf: &ElfFile<'_>) -> Option<u64> {
         .map(|s| s.vaddr + (elf.phoff - s.offset))
 }
 
-/// Writes the libos's spin budget ([`cabin_abi::boot::BOOT_SPIN_NS_SLOT`])
-/// into the boot page, before the program starts.
-pub fn set_spin_ns(d: &Domain, ns: u64) {
+fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
     let b = d.boot();
-    if b.is_null() {
-        return;
-    }
-    // SAFETY: `b` is the boot page in our mapping (see `write_boot`); the
-    // child has not been started, so nobody else writes it.
-    unsafe {
-        std::ptr::addr_of_mut!((*b).reserved[cabin_abi::boot::BOOT_SPIN_NS_SLOT]).write_volatile(ns);
-    }
-}
-
-/// Writes the locally served calls the libos must have the monitor decide
-/// ([`BootInfo::check_local`]) into the boot page, before the program starts.
-pub fn set_check_local(d: &Domain, set: &cabin_abi::syscalls::CallSet) {
-    let b = d.boot();
-    if b.is_null() {
-        return;
-    }
-    // SAFETY: as in `set_spin_ns`.
-    unsafe { std::ptr::addr_of_mut!((*b).check_local).write_volatile(*set) };
-}
-
-fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
-    let b = d.boot();
-    // SAFETY: getuid/getgid/getpid have no preconditions.
-    let (uid, gid, ppid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
+    let (uid, gid) = spec.ids;
+    // SAFETY: getpid has no preconditions.
+    let ppid = unsafe { libc::getpid() };
     // SAFETY: `b` is the page-aligned boot page in our mapping (zeroed
     // memfd memory); BootInfo fits in a page (checked in the abi).
     unsafe {
@@ -321,9 +294,9 @@ fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
             magic: BOOT_MAGIC,
             version: BOOT_VERSION,
             flags: BOOT_FLAG_PROCESS
-                | if force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 }
+                | if spec.force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 }
                 | BOOT_FLAG_MEMORY_LIMIT
-                | if read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 },
+                | if spec.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 },
             ring: RING_ADDR,
             ring_size: RING_SIZE,
             arena_start: ARENA_BASE,
@@ -341,7 +314,12 @@ fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
             fault_addr: 0,
             fault_rip: 0,
             trapped: 0,
-            reserved: [0; 8],
+            abort: 0,
+            memory_request: 0,
+            memory_used: 0,
+            spin_ns: 0,
+            reserved: [0; 3],
+            kvm_trap_entry: 0,
             local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
             check_local: cabin_abi::syscalls::CallSet::EMPTY,
         })
@@ -350,7 +328,7 @@ fn write_boot(d: &Domain, force_trap: bool, read_ahead: bool) {
 
 /// Builds argc/argv/envp/auxv and the strings at the top of the stack;
 /// returns the initial stack pointer.
-fn build_stack(d: &Domain, cfg: &RunConfig, elf: &ElfFile<'_>, phdr: u64) -> Result<u64, RunError> {
+fn build_stack(d: &DomainMemory, spec: &DomainSpec, elf: &ElfFile<'_>, phdr: u64) -> Result<u64, RunError> {
     let mut top = STACK_TOP - 16;
     let mut strings: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut push = |s: &[u8], top: &mut u64| -> Result<u64, RunError> {
@@ -360,7 +338,7 @@ fn build_stack(d: &Domain, cfg: &RunConfig, elf: &ElfFile<'_>, phdr: u64) -> Res
         strings.push((*top, s.to_vec()));
         Ok(*top)
     };
-    let args: Vec<String> = if cfg.args.is_empty() { vec!["program".into()] } else { cfg.args.clone() };
+    let args: Vec<String> = if spec.args.is_empty() { vec!["program".into()] } else { spec.args.clone() };
     let cstr = |s: &str| [s.as_bytes(), b"\0"].concat();
     let execfn = push(&cstr(&args[0]), &mut top)?;
     let mut argv = Vec::new();
@@ -368,7 +346,7 @@ fn build_stack(d: &Domain, cfg: &RunConfig, elf: &ElfFile<'_>, phdr: u64) -> Res
         argv.push(push(&cstr(a), &mut top)?);
     }
     let mut envp = Vec::new();
-    for e in &cfg.env {
+    for e in &spec.env {
         envp.push(push(&cstr(e), &mut top)?);
     }
     let platform = push(b"x86_64\0", &mut top)?;
@@ -380,8 +358,7 @@ fn build_stack(d: &Domain, cfg: &RunConfig, elf: &ElfFile<'_>, phdr: u64) -> Res
     // SAFETY: getauxval has no preconditions.
     let (hwcap, hwcap2, minsig) =
         unsafe { (libc::getauxval(libc::AT_HWCAP), libc::getauxval(libc::AT_HWCAP2), libc::getauxval(51)) };
-    // SAFETY: no preconditions.
-    let (uid, gid) = unsafe { (libc::getuid() as u64, libc::getgid() as u64) };
+    let (uid, gid) = (u64::from(spec.ids.0), u64::from(spec.ids.1));
     let mut aux = vec![
         (auxv::AT_PHDR, phdr),
         (auxv::AT_PHENT, 56),

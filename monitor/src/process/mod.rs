@@ -1,9 +1,9 @@
 //! The process backend: the program runs in a child process that can make
-//! no system call of its own.
+//! no system call of its own. [`ProcessDomain`] is its
+//! [`Domain`](crate::domain::Domain); the session does the rest.
 //!
-//! [`run`]:
-//! 1. parses the image and lays out the domain in one memfd ([`loader`]);
-//! 2. forks. The child maps each domain range at its address (code
+//! 1. [`loader`] lays out the domain in one memfd (build);
+//! 2. start forks. The child maps each domain range at its address (code
 //!    `PROT_EXEC` only), closes every descriptor, resets signal handling,
 //!    drops every capability (effective, permitted, inheritable, ambient and
 //!    bounding sets), sets `PR_SET_NO_NEW_PRIVS`, then — from a copy of a
@@ -11,31 +11,28 @@
 //!    stack — unmaps every address outside the domain (all it inherited from
 //!    the monitor: code, data, heap, stacks, vDSO), installs the seccomp
 //!    filter ([`seccomp`]) and jumps to the libos entry;
-//! 3. the parent serves the ring ([`crate::ring::Worker`]) until the child
-//!    exits, then reports how it ended and writes the statistics.
+//! 3. run waits for the child and says how it ended (the libos's fault
+//!    record in the boot page, or the wait status); stopping it is `SIGKILL`.
 
 pub mod loader;
 pub mod seccomp;
 
-use std::ptr::addr_of_mut;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
 
-use cabin_abi::boot::BootInfo;
-use cabin_abi::ring::{CQ_DOORBELL_OFFSET, SQ_DOORBELL_OFFSET};
+use cabin_abi::boot::{BootInfo, EndWords};
+use cabin_abi::ring::{RingPtr, CQ_DOORBELL_OFFSET, SQ_DOORBELL_OFFSET};
 use cabin_abi::syscalls::CallSet;
 use cabin_image::elf::ElfFile;
 
-use crate::config::{signal_name, EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
-use crate::gate::{Gate, Stop};
+use crate::boot::BootPage;
+use crate::config::{signal_name, RunConfig, RunError, RunOutcome};
+use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
-use crate::placement::{CpuSet, Placement};
-use crate::ring::{Worker, WorkerEnd};
-use crate::service::fs::FsPolicy;
-use crate::service::Service;
-use crate::stats::{self, StatsInput};
-use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
-use cabin_policy::limits::memory_limit_hit;
-use loader::Domain;
+use crate::memory::GuestMemory;
+use crate::placement::CpuSet;
+use crate::ring::WorkerStats;
+use loader::DomainMemory;
 
 /// Loader scratch layout (offsets from [`LOADER_ADDR`]).
 const SCRATCH_STATUS: u64 = 0;
@@ -53,83 +50,125 @@ const STAGE_ENTERED: u64 = 100;
 /// Exit status of a child that failed before the program ran.
 const CHILD_SETUP_FAILED: i32 = 125;
 
-/// Runs `image` confined in a child process. Blocks until it ends.
+/// Runs `image` confined in a child process (a [`crate::session::Session`]
+/// over a [`ProcessDomain`]). Blocks until it ends.
 pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
-    let t0 = Instant::now();
-    let elf = ElfFile::parse(image).map_err(|e| RunError::InvalidImage(e.to_string()))?;
-    if !cabin_image::image::has_cabin_note(&elf) {
-        return Err(RunError::InvalidImage(
-            "not a Cabin image (no CABIN manifest note); help: build one with `cabinc build`".into(),
-        ));
-    }
-    // Execute-only needs the hardware (protection keys) and an image whose
-    // code segments are execute-only (not built with --allow-readable-code).
-    let image_xo = elf.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0);
-    let xo = crate::execute_only_enforced() && image_xo;
-    if cfg.require_execute_only && !xo {
-        return Err(RunError::ExecuteOnlyUnavailable);
-    }
-    if !cfg.quiet {
-        if xo {
-            eprintln!("cabin: execute-only code is enforced (protection keys)");
-        } else if !image_xo {
-            eprintln!("cabin: execute-only code is off: the image was built with readable code");
-        } else {
-            eprintln!("cabin: execute-only code is not enforced on this machine (no protection keys)");
+    crate::session::run::<ProcessDomain>(image, cfg)
+}
+
+/// A domain that is a child process under seccomp, its memory one memfd.
+#[derive(Debug)]
+pub struct ProcessDomain {
+    /// The service's view of `memory` (dropped first).
+    view: GuestMemory,
+    memory: DomainMemory,
+    check_local: CallSet,
+    program_cpus: Option<CpuSet>,
+    child: Arc<Child>,
+}
+
+/// The child process, as far as other threads need it: its pid (0 until
+/// forked, and again once it is reaped, so a late stop never hits a reused
+/// pid) and whether a stop came before the fork.
+#[derive(Debug, Default)]
+struct Child {
+    pid: AtomicI32,
+    stop_asked: AtomicBool,
+}
+
+impl Stopper for Child {
+    fn stop(&self, _cause: StopCause) {
+        self.stop_asked.store(true, Ordering::SeqCst);
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kills our own child (not yet reaped: `run` clears the
+            // pid before it reaps).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-    let mut policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
-    policy.set_allow_set_id(cfg.allow_set_id);
-    let cwd =
-        std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
-    let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
-    // Policy, limits, trace and audit (cabin_policy::gate); opened before the fork.
-    let gate = Gate::open(&cfg.gate, "process")
-        .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
+}
 
-    let domain = loader::build(&elf, cfg)?;
-    // The program's descriptors are the monitor's: size its table so the
-    // monitor keeps a reserve (this also raises the soft RLIMIT_NOFILE).
-    service.set_fd_capacity(crate::service::fdtable::program_capacity()?);
-    let placement = Placement::choose(cfg.cpu_placement);
-    loader::set_spin_ns(&domain, crate::placement::spin_ns(placement.as_ref()));
-    // The locally served calls the policy does not plainly allow: the libos
-    // has the monitor decide them, and the filter traps such clock reads.
-    let check_local = gate.check_local();
-    loader::set_check_local(&domain, &check_local);
-    let plan = prepare_child(&domain, placement.map(|p| p.program), &check_local)?;
+impl Domain for ProcessDomain {
+    const BACKEND: &'static str = "process";
 
-    // SAFETY: fork has no memory-safety preconditions; the child only runs
-    // `child_main`, which uses async-signal-safe calls and no allocation.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(RunError::host("fork"));
+    fn execute_only(image: &ElfFile<'_>) -> ExecuteOnly {
+        // Execute-only needs the hardware (protection keys) and an image
+        // whose code segments are execute-only (not built with
+        // --allow-readable-code).
+        let image_xo = image.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0);
+        let enforced = crate::execute_only_enforced() && image_xo;
+        let notice = if enforced {
+            "cabin: execute-only code is enforced (protection keys)"
+        } else if !image_xo {
+            "cabin: execute-only code is off: the image was built with readable code"
+        } else {
+            "cabin: execute-only code is not enforced on this machine (no protection keys)"
+        };
+        ExecuteOnly { enforced, notice }
     }
-    if pid == 0 {
-        child_main(&plan);
-    }
-    service.set_pid(pid as u32);
 
-    let mem = domain.guest_memory();
-    let mut worker = Worker::new(domain.ring());
-    worker.set_sites(crate::site_map::SiteMap::for_image(image, domain.entry));
-    let limits = gate.limits().clone();
-    worker.gate = Some(gate);
-    let kill_child = move || {
-        // SAFETY: kills our own child (the program) when a time limit runs out.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    };
-    // CPU time: the child's clock and the ring worker's (this thread's).
-    let clocks = ThreadClocks::default();
-    let used = clocks.clone();
-    let cpu_used = move || process_cpu_time(pid).map(|program| program + used.used());
-    let times = TimeLimits::start(&limits, t0, cpu_used, kill_child);
-    let stop = worker.stop_handle();
-    let status_word = StatusWord(scratch_status_ptr(&domain));
-    let waiter = std::thread::spawn(move || {
+    fn build(image: &ElfFile<'_>, spec: &DomainSpec) -> Result<ProcessDomain, RunError> {
+        let memory = loader::build(image, spec)?;
+        let view = memory.guest_memory();
+        Ok(ProcessDomain {
+            view,
+            memory,
+            check_local: spec.check_local,
+            program_cpus: spec.program_cpus,
+            child: Arc::default(),
+        })
+    }
+
+    fn memory(&self) -> &GuestMemory {
+        &self.view
+    }
+
+    fn ring(&self) -> RingPtr {
+        self.memory.ring()
+    }
+
+    fn entry(&self) -> u64 {
+        self.memory.entry
+    }
+
+    fn stopper(&self) -> Arc<dyn Stopper> {
+        self.child.clone()
+    }
+
+    fn start(&mut self) -> Result<(), RunError> {
+        let plan = prepare_child(&self.memory, self.program_cpus, &self.check_local)?;
+        // SAFETY: fork has no memory-safety preconditions; the child only
+        // runs `child_main`, which uses async-signal-safe calls and no
+        // allocation.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(RunError::host("fork"));
+        }
+        if pid == 0 {
+            child_main(&plan);
+        }
+        self.child.pid.store(pid, Ordering::SeqCst);
+        if self.child.stop_asked.load(Ordering::SeqCst) {
+            self.child.stop(StopCause::TimeLimit);
+        }
+        Ok(())
+    }
+
+    fn program_pid(&self) -> u32 {
+        self.child.pid.load(Ordering::SeqCst) as u32
+    }
+
+    fn cpu_clock(&self) -> CpuClock {
+        CpuClock::Process(self.child.pid.load(Ordering::SeqCst))
+    }
+
+    fn run(&self) -> Result<DomainEnd, RunError> {
+        let pid = self.child.pid.load(Ordering::SeqCst);
         // Whether a failed-looking set-up really failed, decided while the
         // child is a zombie (see `set_up_failed`).
-        let set_up = wait_exited(pid) && set_up_failed(pid, &status_word);
+        let status_word = scratch_status(&self.memory);
+        let set_up = wait_exited(pid) && set_up_failed(pid, status_word);
+        self.child.pid.store(0, Ordering::SeqCst);
         let mut status = 0i32;
         loop {
             // SAFETY: waits for our own child; writes `status`.
@@ -142,207 +181,76 @@ pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
                 break;
             }
         }
-        stop.stop();
-        (status, set_up)
-    });
-    // The worker runs on this thread: on its own CPU for the run.
-    if let Some(p) = &placement {
-        p.worker.apply(0);
-    }
-    let worker_clock = clocks.join_this_thread();
-    let end = worker.run(&mem, &mut service);
-    drop(worker_clock);
-    if let Some(p) = &placement {
-        p.restore();
-    }
-    let mut gate = worker.gate.take();
-    let mut stopped: Option<Stop> = None;
-    if let WorkerEnd::Policy(stop) = &end {
-        // SAFETY: kills our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        stopped = Some(stop.clone());
-    }
-    let mut reason = None;
-    if let WorkerEnd::Violation(msg) = &end {
-        // SAFETY: kills our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        eprintln!("cabin: ring protocol violation: {msg}; the program was killed");
-        reason = Some(EndReason::ProtocolViolation(msg.clone()));
-    }
-    let (status, set_up_failed) = waiter.join().unwrap_or((0x7f00, false));
-    if let Some(hit) = times.finish() {
-        if stopped.is_none() {
-            stopped = gate.as_mut().map(|g| g.limit_hit(&hit));
-        }
-    }
-
-    if reason.is_none() && set_up_failed {
-        let what = match scratch_status(&domain) {
-            STAGE_MAP => "mapping the domain memory",
-            STAGE_PRIVS => "dropping privileges",
-            STAGE_SECCOMP => "installing the seccomp filter",
-            _ => "before mapping",
-        };
-        return Err(RunError::ChildSetup(format!("{what}; wait status {status:#x}")));
-    }
-
-    let boot = domain.boot();
-    // SAFETY: the boot page is in our mapping; plain reads of words the
-    // (now dead) child may have written: treated as untrusted statistics.
-    let (fault_signo, fault_addr, fault_rip, trapped_local, local) = unsafe {
-        (
-            addr_of_mut!((*boot).fault_signo).read_volatile(),
-            addr_of_mut!((*boot).fault_addr).read_volatile(),
-            addr_of_mut!((*boot).fault_rip).read_volatile(),
-            addr_of_mut!((*boot).trapped).read_volatile(),
-            addr_of_mut!((*boot).local_counts).read_volatile(),
-        )
-    };
-    // SAFETY: as above.
-    let reserved = unsafe { addr_of_mut!((*boot).reserved).read_volatile() };
-    let abort = reserved[0];
-    // The libos stops a program that asks for memory beyond `[limits]
-    // memory` (ABORT_MEMORY, exit 137): record it as the limit hit it is.
-    if stopped.is_none() && reason.is_none() && libc::WIFEXITED(status) {
-        let hit = memory_limit_hit(
-            &reserved,
-            libc::WEXITSTATUS(status),
-            &domain.memory,
-            domain.fixed_bytes(),
-            t0.elapsed().as_nanos() as u64,
-        );
-        if let Some(hit) = hit {
-            stopped = match gate.as_mut() {
-                Some(g) => Some(g.limit_hit(&hit)),
-                None => {
-                    let message = cabin_policy::limits::message(&hit);
-                    eprintln!("{message}");
-                    let code = cabin_policy::LIMIT_EXIT_CODE;
-                    Some(Stop { exit_code: code, reason: "limit", message })
-                }
+        if set_up {
+            let what = match scratch_status(&self.memory) {
+                STAGE_MAP => "mapping the domain memory",
+                STAGE_PRIVS => "dropping privileges",
+                STAGE_SECCOMP => "installing the seccomp filter",
+                _ => "before mapping",
             };
+            return Err(RunError::ChildSetup(format!("{what}; wait status {status:#x}")));
         }
+        Ok(classify(status, &BootPage::of(&self.view)?.end_words()))
     }
-    let reason = reason.or_else(|| {
-        let exited_137 = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == EXIT_PROTOCOL_VIOLATION;
-        (abort == cabin_abi::boot::ABORT_RING && exited_137).then(|| {
-            let msg = "the libos found the ring corrupted (impossible indices or a mismatched completion)";
-            eprintln!("cabin: ring protocol violation: {msg}; the program was stopped");
-            EndReason::ProtocolViolation(msg.into())
-        })
-    });
-    let (exit_code, reason) = match (reason, &stopped) {
-        (_, Some(s)) => (s.exit_code, EndReason::Signal { signo: s.exit_code - 128, addr: None, rip: None }),
-        (Some(r), None) => (EXIT_PROTOCOL_VIOLATION, r),
-        (None, None) => classify(status, fault_signo, fault_addr, fault_rip),
-    };
-    match &reason {
-        // The gate already said why it stopped the program.
-        _ if stopped.is_some() => {}
-        // Shells say nothing about SIGPIPE; neither do we.
-        EndReason::Signal { signo: libc::SIGPIPE, .. } => {}
-        EndReason::Signal { signo, addr, rip } => {
-            let mut line = format!("cabin: program terminated by {}", signal_name(*signo));
+
+    fn fixed_bytes(&self) -> u64 {
+        self.memory.fixed_bytes()
+    }
+
+    fn stats(&self, _worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
+        // The host side of the domain's memory: the memfd's size and what
+        // the host actually committed to it (checked against the limit).
+        let m = &self.memory;
+        let memory = serde_json::json!({
+            "limit_bytes": m.bound.bytes,
+            "domain_bytes": m.total,
+            "committed_bytes": m.committed_bytes(),
+            "brk_bytes": m.brk_len,
+            "arena_bytes": m.arena_len,
+        });
+        vec![("memory", memory)]
+    }
+}
+
+/// How the child ended: the libos ends a faulting program with 128 + signal
+/// after recording the fault in the boot page (untrusted: it only decides
+/// which of the program's own ends is reported); a death by signal without
+/// a record is reported with the signal only. Shells say nothing about
+/// SIGPIPE; neither do we.
+fn classify(status: i32, words: &EndWords) -> DomainEnd {
+    let fault = |signo: i32, addr: Option<u64>, rip: Option<u64>| {
+        let report = (signo != libc::SIGPIPE).then(|| {
+            let mut line = format!("program terminated by {}", signal_name(signo));
             if let (Some(a), Some(r)) = (addr, rip) {
                 line += &format!(" (fault address {a:#x}, rip {r:#x})");
             }
-            eprintln!("{line}");
-        }
-        EndReason::Exited(_) | EndReason::ProtocolViolation(_) => {}
-    }
-
-    if let Some(g) = gate.as_mut() {
-        g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, u64::from(c))));
-        let (why, msg) = crate::gate::exit_words(&reason, stopped.as_ref());
-        g.finish(exit_code, why, msg);
-    }
-    service.finish_reports();
-    let input = StatsInput {
-        backend: "process",
-        forwarded: service.stats.per_nr.clone(),
-        local: local.iter().map(|&c| u64::from(c)).collect(),
-        // The libos counts every trapped call (served locally or not); the
-        // worker counts the forwarded ones. The libos figure is untrusted,
-        // but it is only a statistic.
-        trapped: worker.stats.trapped.max(trapped_local),
-        denied: service.stats.denied,
-        wall_ns: t0.elapsed().as_nanos(),
-        execute_only_enforced: xo,
-        exit_code,
+            line
+        });
+        DomainEnd::Fault { signo, addr, rip, report }
     };
-    let mut json = stats::to_json(&input);
-    if let Some(o) = json.as_object_mut() {
-        // The host side of the domain's memory: the memfd's size and what
-        // the host actually committed to it (checked against the limit).
-        o.insert(
-            "memory".into(),
-            serde_json::json!({
-                "limit_bytes": domain.memory.bytes,
-                "domain_bytes": domain.total,
-                "committed_bytes": domain.committed_bytes(),
-                "brk_bytes": domain.brk_len,
-                "arena_bytes": domain.arena_len,
-            }),
-        );
-        o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));
-    }
-    if let Some(path) = &cfg.stats {
-        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-        std::fs::write(path, text + "\n").map_err(|source| RunError::Stats { path: path.clone(), source })?;
-    }
-    drop(mem);
-    drop(domain);
-    Ok(RunOutcome { exit_code, reason, stats: json })
-}
-
-fn classify(status: i32, fault_signo: u64, addr: u64, rip: u64) -> (i32, EndReason) {
     if libc::WIFEXITED(status) {
         let code = libc::WEXITSTATUS(status);
-        // The libos ends a faulting program with 128 + signal after
-        // recording the fault.
-        if fault_signo > 0 && fault_signo < 65 && code == 128 + fault_signo as i32 {
-            let known = addr != 0 || rip != 0;
-            let reason = EndReason::Signal {
-                signo: fault_signo as i32,
-                addr: known.then_some(addr),
-                rip: known.then_some(rip),
-            };
-            return (code, reason);
+        let signo = words.fault_signo;
+        if signo > 0 && signo < 65 && code == 128 + signo as i32 {
+            let known = words.fault_addr != 0 || words.fault_rip != 0;
+            return fault(signo as i32, known.then_some(words.fault_addr), known.then_some(words.fault_rip));
         }
-        return (code, EndReason::Exited(code));
+        return DomainEnd::Exited(code);
     }
     if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        return (128 + sig, EndReason::Signal { signo: sig, addr: None, rip: None });
+        return fault(libc::WTERMSIG(status), None, None);
     }
-    (125, EndReason::Exited(125))
+    DomainEnd::Exited(125)
 }
 
-fn scratch_status(d: &Domain) -> u64 {
-    StatusWord(scratch_status_ptr(d)).read()
-}
-
-fn scratch_status_ptr(d: &Domain) -> *const u64 {
-    d.host(LOADER_ADDR + SCRATCH_STATUS).map_or(std::ptr::null(), |p| p.cast::<u64>().cast_const())
-}
-
-/// The loader's status word in the domain's memory (our mapping), for the
-/// waiter thread.
-#[derive(Debug)]
-struct StatusWord(*const u64);
-
-// SAFETY: the word lies in the domain's shared mapping, which outlives the
-// waiter thread (joined before the Domain is dropped); it is only read,
-// with volatile reads.
-unsafe impl Send for StatusWord {}
-
-impl StatusWord {
-    fn read(&self) -> u64 {
-        if self.0.is_null() {
-            return 0;
-        }
-        // SAFETY: an aligned word of our mapping (see the Send impl).
-        unsafe { self.0.read_volatile() }
+/// The loader's status word in the domain's memory (our mapping): how far
+/// the child's set-up got (untrusted once the program runs).
+fn scratch_status(d: &DomainMemory) -> u64 {
+    match d.host(LOADER_ADDR + SCRATCH_STATUS) {
+        // SAFETY: an aligned word of the domain's mapping, which lives as
+        // long as `d`; a volatile read of a word the child may write.
+        Some(p) => unsafe { p.cast::<u64>().read_volatile() },
+        None => 0,
     }
 }
 
@@ -379,8 +287,8 @@ fn wait_exited(pid: libc::pid_t) -> bool {
 /// program can remove (`Seccomp:` in `/proc/<pid>/status`). Anything else,
 /// including a program that scribbled on the word, is an ordinary end of
 /// the program, with its records.
-fn set_up_failed(pid: libc::pid_t, word: &StatusWord) -> bool {
-    if word.read() == STAGE_ENTERED {
+fn set_up_failed(pid: libc::pid_t, word: u64) -> bool {
+    if word == STAGE_ENTERED {
         return false;
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -414,7 +322,11 @@ struct ChildPlan {
 
 /// Writes the seccomp program and the unmap list into the loader scratch
 /// and returns the child's plan.
-fn prepare_child(d: &Domain, cpus: Option<CpuSet>, check_local: &CallSet) -> Result<ChildPlan, RunError> {
+fn prepare_child(
+    d: &DomainMemory,
+    cpus: Option<CpuSet>,
+    check_local: &CallSet,
+) -> Result<ChildPlan, RunError> {
     let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
     let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
     let filter = seccomp::filter(sq, cq, check_local);
@@ -749,10 +661,10 @@ unsafe extern "C" fn enter_domain(list: u64, count: u64, fprog: u64, entry: u64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::Access;
+    use crate::memory::RegionKind;
 
     fn range(guest: u64, len: u64) -> loader::MapRange {
-        loader::MapRange { guest, len, prot: 0, offset: 0, access: Access::Nothing }
+        loader::MapRange { guest, len, prot: 0, offset: 0, kind: RegionKind::System }
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub fn image(name: &str, dir: &Path) -> Option<Vec<u8>> {
 pub enum Backend {
     /// `process::run`.
     Process,
-    /// `kvm::run`, with `cfg.arena_bytes` as its guest memory size (as `cabinc run` passes it).
+    /// `kvm::run` (its guest memory sized from `cfg.arena_bytes`, `--mem`).
     Kvm,
 }
 
@@ -48,7 +48,7 @@ impl Backend {
     ) -> Result<cabin_monitor::RunOutcome, cabin_monitor::RunError> {
         match self {
             Backend::Process => cabin_monitor::process::run(img, cfg),
-            Backend::Kvm => cabin_monitor::kvm::run(img, cfg, cfg.arena_bytes),
+            Backend::Kvm => cabin_monitor::kvm::run(img, cfg),
         }
     }
 
