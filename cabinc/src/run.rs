@@ -158,7 +158,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         ..RunConfig::default()
     };
     let backend = match a.backend {
-        Backend::Auto => match cabin_monitor::kvm::usable() {
+        Backend::Auto => match cabin_kvm::usable() {
             Ok(()) => Backend::Kvm,
             Err(why) => {
                 if !a.quiet {
@@ -176,8 +176,8 @@ pub fn run(a: &RunArgs) -> ExitCode {
     // Cabin image (no manifest, or a recorded measurement that does not
     // match its pages: edited after `cabinc build`) never runs.
     let result: Result<RunOutcome, RunError> = match backend {
-        Backend::Kvm => cabin_monitor::kvm::run(&image, &cfg),
-        _ => cabin_monitor::process::run(&image, &cfg),
+        Backend::Kvm => cabin_kvm::run(&image, &cfg),
+        _ => cabin_process::run(&image, &cfg),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),

@@ -192,7 +192,7 @@ pub enum RunError {
 
 impl RunError {
     /// The OS error of the last failed libc call, with context.
-    pub(crate) fn host(what: &'static str) -> RunError {
+    pub fn host(what: &'static str) -> RunError {
         RunError::Host { what, source: std::io::Error::last_os_error() }
     }
 }

@@ -161,7 +161,15 @@ impl<'a> Session<'a> {
                 (end, worker, service)
             });
             let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_this_thread());
+            // This thread runs the program (a vCPU) or waits for it, on the
+            // program's CPUs for the run.
+            if let Some(p) = &placement {
+                p.program.apply(0);
+            }
             let ran = domain.run();
+            if let Some(p) = &placement {
+                p.restore();
+            }
             worker_stop.stop();
             (ran, handle.join())
         });

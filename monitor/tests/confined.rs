@@ -6,7 +6,8 @@
 
 mod common;
 
-use cabin_monitor::{process, EndReason, RunConfig};
+use cabin_monitor::{EndReason, RunConfig};
+use cabin_process as process;
 
 fn cfg(args: &[&str]) -> RunConfig {
     RunConfig { args: args.iter().map(|s| s.to_string()).collect(), quiet: true, ..RunConfig::default() }

@@ -13,9 +13,10 @@ use std::path::Path;
 
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
 use cabin_monitor::GateConfig;
-use cabin_monitor::{kvm, process, RunConfig};
+use cabin_monitor::RunConfig;
 use cabin_policy::Policy;
 use serde_json::Value;
+use {cabin_kvm as kvm, cabin_process as process};
 
 /// The site program (cabin_tests::site_program) and the address of
 /// `raw_uname`'s `syscall`.

@@ -1,4 +1,5 @@
-//! Syscall policy: what a confined program may do.
+//! `cabin-policy`: the Cabin policy language — what a confined program may
+//! do — and the words of what it did.
 //!
 //! An operator writes a versioned TOML file (`--policy FILE`, described in
 //! docs/policy.md); [`Policy::parse`] checks it, rejecting unknown keys and
@@ -8,10 +9,11 @@
 //! complain mode — what it would have done. Calls without argument rules are
 //! decided by one lookup in a 512-entry table.
 //!
-//! Who calls it: `cabinc policy …` (check, explain, import, generate) and the
-//! monitor's syscall service, once per forwarded or trapped call. This module
-//! is pure logic: it never touches the confined program, files other than
-//! the ones it is asked to read, or the process state.
+//! Who calls it: `cabinc policy …` (check, explain, import, generate), and the
+//! monitor's gate (`cabin_monitor::gate`) once per forwarded or trapped call.
+//! This crate is pure logic, kept apart from the code that handles hostile
+//! input: it never touches the confined program, files other than the ones it
+//! is asked to read, or the process state, and uses no libc.
 //!
 //! - [`names`]: x86-64 call numbers and names (a view of the one system-call
 //!   table, `cabin_abi::syscalls`, which also says which calls the libos
@@ -19,7 +21,13 @@
 //! - [`file`]: the TOML form and its checks; [`render`]: writing it back.
 //! - [`compile`]: the decision table; [`denial`]: the once-per-call message.
 //! - [`explain`]: a policy in plain words; [`oci`]: Docker/OCI seccomp import;
-//!   [`generate`]: the least policy for a recorded run.
+//!   [`generate`]: the least policy for a recorded run; [`probe`]: calls that
+//!   exercise every rule; [`sites`]: call sites a policy refuses.
+//! - [`limits`]: what `[limits]` means (open files, bytes written, file size,
+//!   the memory bound, the words of a hit); [`per_call`]: state kept per
+//!   call number, bounded.
+//! - [`trace`]: trace and audit records and their decoder; [`note`]: what the
+//!   syscall service tells the gate about a call (path refusals, limit hits).
 
 pub mod compile;
 pub mod denial;

@@ -69,9 +69,10 @@ pub struct ServiceStats {
 }
 
 /// A call (number, first argument) the service answers with a panic in
-/// unit tests only: how the backends behave when the monitor fails.
-#[cfg(test)]
-pub(crate) const PANIC_TEST_CALL: (u64, u64) = (511, 0xdead_beef_c0de_0001);
+/// tests only (unit tests, or the `panic-test-call` feature a backend's
+/// tests turn on): how the backends behave when the monitor fails.
+#[cfg(any(test, feature = "panic-test-call"))]
+pub const PANIC_TEST_CALL: (u64, u64) = (511, 0xdead_beef_c0de_0001);
 
 /// The identity `uname` reports (documented in docs/syscalls.md).
 pub const UNAME: [&str; 6] =
@@ -445,7 +446,7 @@ impl Service {
 
     fn dispatch(&mut self, mem: &GuestMemory, nr: u64, a: &[u64; 6]) -> Sys {
         // Tests of what the backends do when the monitor itself fails.
-        #[cfg(test)]
+        #[cfg(any(test, feature = "panic-test-call"))]
         if nr == PANIC_TEST_CALL.0 && a[0] == PANIC_TEST_CALL.1 {
             panic!("a service panic made by a test");
         }

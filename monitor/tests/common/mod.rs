@@ -47,8 +47,8 @@ impl Backend {
         cfg: &cabin_monitor::RunConfig,
     ) -> Result<cabin_monitor::RunOutcome, cabin_monitor::RunError> {
         match self {
-            Backend::Process => cabin_monitor::process::run(img, cfg),
-            Backend::Kvm => cabin_monitor::kvm::run(img, cfg),
+            Backend::Process => cabin_process::run(img, cfg),
+            Backend::Kvm => cabin_kvm::run(img, cfg),
         }
     }
 
@@ -59,7 +59,7 @@ impl Backend {
         if self == Backend::Process {
             return true;
         }
-        match cabin_monitor::kvm::usable() {
+        match cabin_kvm::usable() {
             Ok(()) => true,
             Err(why) => {
                 if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {

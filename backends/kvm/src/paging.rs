@@ -4,7 +4,7 @@
 //! fault costs ~50 µs here), so everything is mapped up front: permissions
 //! are set on the last level only (upper levels allow everything), and
 //! large, 2 MiB-aligned ranges use 2 MiB pages. Tables come from a pool of
-//! guest-physical pages ([`crate::kvm::layout::PT_GPA`]).
+//! guest-physical pages ([`crate::layout::PT_GPA`]).
 
 use thiserror::Error;
 

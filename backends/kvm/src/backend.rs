@@ -13,24 +13,22 @@ use std::sync::Arc;
 
 use cabin_abi::ring::RingPtr;
 use cabin_image::elf::ElfFile;
-use serde_json::json;
 
-use super::domain::{DomainError, ProgramSpec};
+use super::domain::DomainError;
 use super::ring::{install_kick_handler, RingGate, Shared};
-use super::{prepare, run_loop, KvmConfig, KvmError, KvmStats, LoopEnd, Prepared};
-use crate::config::{RunConfig, RunError, RunOutcome};
-use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
-use crate::memory::GuestMemory;
-use crate::placement::CpuSet;
-use crate::ring::WorkerStats;
+use super::{prepare, run_loop, KvmConfig, KvmError, KvmStats, Prepared};
+use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
+use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::memory::GuestMemory;
+use cabin_monitor::ring::WorkerStats;
 
-/// Runs `image` confined in a KVM guest (a [`crate::session::Session`] over
+/// Runs `image` confined in a KVM guest (a [`cabin_monitor::session::Session`] over
 /// a [`KvmDomain`]). The guest's memory is the memory bound: `--mem`
 /// rounded up to 2 MiB, or `[limits] memory` rounded down (see
 /// [`super::layout::guest_memory`]); everything not taken by the system
 /// area, the image, the stack and the `brk` heap becomes the arena.
 pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
-    crate::session::run::<KvmDomain>(image, cfg)
+    cabin_monitor::session::run::<KvmDomain>(image, cfg)
 }
 
 /// The KVM backend's failures in the session's words (the same lines as
@@ -61,7 +59,6 @@ pub struct KvmDomain {
     shared: Arc<Shared>,
     stats: RefCell<KvmStats>,
     mem_size: u64,
-    program_cpus: Option<CpuSet>,
 }
 
 /// Stops the vCPU: records why and kicks the vCPU thread out of `KVM_RUN`
@@ -92,24 +89,7 @@ impl Domain for KvmDomain {
     }
 
     fn build(image: &ElfFile<'_>, spec: &DomainSpec) -> Result<KvmDomain, RunError> {
-        let pid = std::process::id();
-        let cfg = KvmConfig {
-            // With [limits] memory the guest is the limit (rounded down to 2 MiB).
-            mem_size: super::layout::guest_memory(spec.mem_arg, spec.memory_limit),
-            program: ProgramSpec {
-                args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-                env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
-                pid,
-                ppid: pid,
-                uid: spec.ids.0,
-                gid: spec.ids.1,
-                force_trap: spec.force_trap,
-                read_ahead: spec.read_ahead,
-                // The libos stops the program at the bound, whatever set it.
-                memory_limit: true,
-            },
-            timeout: None,
-        };
+        let cfg = KvmConfig::for_spec(spec);
         let prepared = prepare(image.data, &cfg).map_err(to_run_error)?;
         install_kick_handler();
         let shared = Arc::new(Shared::default());
@@ -121,7 +101,6 @@ impl Domain for KvmDomain {
             shared,
             stats: RefCell::default(),
             mem_size: cfg.mem_size,
-            program_cpus: spec.program_cpus,
         })
     }
 
@@ -161,12 +140,6 @@ impl Domain for KvmDomain {
     }
 
     fn run(&self) -> Result<DomainEnd, RunError> {
-        // The vCPU thread (this one) on the program's CPUs for the run.
-        let original = self.program_cpus.and_then(|cpus| {
-            let before = CpuSet::current();
-            cpus.apply(0);
-            before
-        });
         let p = &self.prepared;
         let result = match self.machine.borrow_mut().as_mut() {
             Some(m) => {
@@ -178,21 +151,9 @@ impl Domain for KvmDomain {
                 Err(KvmError::Guest(super::GuestError::Stopped { what: "not started".into(), state: None }))
             }
         };
-        if let Some(cpus) = original {
-            cpus.apply(0);
-        }
         self.stats.borrow_mut().wall_ns = p.start.elapsed().as_nanos() as u64;
         self.shared.vcpu_done.store(true, Ordering::SeqCst);
-        Ok(match result.map_err(to_run_error)? {
-            LoopEnd::Exited(code) => DomainEnd::Exited(code),
-            LoopEnd::Fault { status, fault, report } => DomainEnd::Fault {
-                signo: status - 128,
-                addr: (fault.vector == 14).then_some(fault.cr2),
-                rip: Some(fault.rip),
-                report: Some(report),
-            },
-            LoopEnd::Violation(msg) => DomainEnd::Violation(msg),
-        })
+        Ok(result.map_err(to_run_error)?.into())
     }
 
     fn fixed_bytes(&self) -> u64 {
@@ -206,21 +167,7 @@ impl Domain for KvmDomain {
 
     fn stats(&self, worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
         let s = self.stats.borrow();
-        let gate = self.ring_gate.borrow();
-        let kvm = json!({
-            "vm_exits": s.vm_exits,
-            "gate_syscalls": s.gate_syscalls,
-            "doorbell_exits": s.doorbell_exits,
-            "gate_redirects": gate.redirects,
-            "doorbell_waits": gate.doorbell_waits,
-            "ring_forwarded": worker.forwarded,
-            "boot_ns": s.boot_ns,
-            "mem_bytes": self.mem_size,
-            "pages_4k": s.small_pages,
-            "pages_2m": s.large_pages,
-            "smep": s.cr4 & super::vcpu::CR4_SMEP != 0,
-            "smap": s.cr4 & super::vcpu::CR4_SMAP != 0,
-        });
-        vec![("vm_exits", json!(s.vm_exits)), ("kvm", kvm)]
+        let kvm = s.json(&self.ring_gate.borrow(), worker.forwarded, self.mem_size);
+        vec![("vm_exits", s.vm_exits.into()), ("kvm", kvm)]
     }
 }

@@ -108,7 +108,7 @@ impl FaultReport {
 
     /// One line describing the fault (without a trailing newline).
     pub fn message(&self, int_n: Option<u8>) -> String {
-        let sig = crate::config::signal_name(self.signal_for_run(int_n) as i32);
+        let sig = cabin_monitor::config::signal_name(self.signal_for_run(int_n) as i32);
         match self.reason {
             fault::REASON_BAD_GATE_RETURN => {
                 return format!(

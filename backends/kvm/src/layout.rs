@@ -99,8 +99,8 @@ pub const STACK_TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
 pub const STACK_SIZE: u64 = 8 << 20;
 
 /// Default guest memory: the default bound on a program's memory
-/// ([`crate::layout::DEFAULT_MEMORY`]), the same on every backend.
-pub const DEFAULT_MEM: u64 = crate::layout::DEFAULT_MEMORY;
+/// ([`cabin_monitor::layout::DEFAULT_MEMORY`]), the same on every backend.
+pub const DEFAULT_MEM: u64 = cabin_monitor::layout::DEFAULT_MEMORY;
 /// Smallest guest memory accepted.
 pub const MIN_MEM: u64 = 64 << 20;
 /// Largest guest memory accepted (bounded by the page-table pool).

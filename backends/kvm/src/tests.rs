@@ -231,7 +231,7 @@ fn kvm_run_image_from_env() {
     if let Ok(a) = std::env::var("CABIN_KVM_ARGS") {
         args.extend(a.split_whitespace().map(str::to_string));
     }
-    let cfg = crate::config::RunConfig {
+    let cfg = cabin_monitor::config::RunConfig {
         args,
         allow_read: std::env::var("CABIN_KVM_READ").ok().into_iter().map(Into::into).collect(),
         allow_write: std::env::var("CABIN_KVM_WRITE").ok().into_iter().map(Into::into).collect(),
@@ -241,8 +241,9 @@ fn kvm_run_image_from_env() {
     eprintln!("outcome: {out:?}");
 }
 
-fn full_run(code: &[u8]) -> crate::config::RunOutcome {
-    let cfg = crate::config::RunConfig { args: vec!["tiny".into()], quiet: true, ..Default::default() };
+fn full_run(code: &[u8]) -> cabin_monitor::config::RunOutcome {
+    let cfg =
+        cabin_monitor::config::RunConfig { args: vec!["tiny".into()], quiet: true, ..Default::default() };
     run(&tiny_image(code, b"hello, world\n"), &cfg).expect("run")
 }
 
@@ -253,21 +254,22 @@ fn kvm_a_panicking_worker_ends_the_run_instead_of_hanging() {
     }
     // mov rdi, MAGIC; mov eax, NR; syscall; exit 3. The service panics on it
     // (cfg(test) only): the vCPU must be stopped, not left waiting.
-    let (nr, magic) = crate::service::PANIC_TEST_CALL;
+    let (nr, magic) = cabin_monitor::service::PANIC_TEST_CALL;
     let mut code = vec![0x48, 0xbf];
     code.extend_from_slice(&magic.to_le_bytes());
     code.push(0xb8);
     code.extend_from_slice(&(nr as u32).to_le_bytes());
     code.extend_from_slice(&[0x0f, 0x05]);
     code.extend_from_slice(&exit_with(3));
-    let cfg = crate::config::RunConfig { args: vec!["tiny".into()], quiet: true, ..Default::default() };
+    let cfg =
+        cabin_monitor::config::RunConfig { args: vec!["tiny".into()], quiet: true, ..Default::default() };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(run(&tiny_image(&code, b""), &cfg).map(|o| o.exit_code));
     });
     let r = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the run ended (no hang)");
     match r {
-        Err(crate::config::RunError::Internal(msg)) => assert!(msg.contains("panicked"), "{msg}"),
+        Err(cabin_monitor::config::RunError::Internal(msg)) => assert!(msg.contains("panicked"), "{msg}"),
         other => panic!("expected an internal error, got {other:?}"),
     }
 }
@@ -301,8 +303,8 @@ fn kvm_wild_pointer_ends_the_program_and_the_monitor_survives() {
     ];
     for _ in 0..3 {
         let out = full_run(&code);
-        assert_eq!(out.exit_code, crate::config::EXIT_PROTOCOL_VIOLATION, "{out:?}");
-        assert!(matches!(out.reason, crate::config::EndReason::ProtocolViolation(_)), "{out:?}");
+        assert_eq!(out.exit_code, cabin_monitor::config::EXIT_PROTOCOL_VIOLATION, "{out:?}");
+        assert!(matches!(out.reason, cabin_monitor::config::EndReason::ProtocolViolation(_)), "{out:?}");
     }
 }
 
@@ -316,7 +318,7 @@ fn kvm_garbage_on_the_ring_ends_a_spinning_program() {
     code.extend_from_slice(&(layout::RING_VA + 128).to_le_bytes());
     code.extend_from_slice(&[0xc7, 0x00, 0x45, 0x23, 0x01, 0x00, 0xb0, 0x01, 0xe6, 0xe0, 0xeb, 0xfe]);
     let out = full_run(&code);
-    assert_eq!(out.exit_code, crate::config::EXIT_PROTOCOL_VIOLATION, "{out:?}");
+    assert_eq!(out.exit_code, cabin_monitor::config::EXIT_PROTOCOL_VIOLATION, "{out:?}");
 }
 
 /// Start-up benchmark (bench/kvm-startup.sh): runs the image named by
@@ -333,7 +335,8 @@ fn kvm_bench_startup() {
     }
     let runs: usize = std::env::var("CABIN_KVM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let image = std::fs::read(&path).expect("read image");
-    let cfg = crate::config::RunConfig { args: vec![path.clone()], quiet: true, ..Default::default() };
+    let cfg =
+        cabin_monitor::config::RunConfig { args: vec![path.clone()], quiet: true, ..Default::default() };
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -347,7 +350,7 @@ fn kvm_bench_startup() {
         kvm.push(t.elapsed().as_secs_f64() * 1e3);
         boot.push(out.stats["kvm"]["boot_ns"].as_f64().unwrap_or(0.0) / 1e6);
         let t = std::time::Instant::now();
-        let _ = crate::process::run(&image, &cfg).expect("process run");
+        let _ = cabin_process::run(&image, &cfg).expect("process run");
         process.push(t.elapsed().as_secs_f64() * 1e3);
     }
     eprintln!(
@@ -415,11 +418,11 @@ fn real_image(src: &std::path::Path, dir: &std::path::Path) -> Option<Vec<u8>> {
 }
 
 fn repo(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
-fn cfg_args(args: &[&str]) -> crate::config::RunConfig {
-    crate::config::RunConfig {
+fn cfg_args(args: &[&str]) -> cabin_monitor::config::RunConfig {
+    cabin_monitor::config::RunConfig {
         args: args.iter().map(|s| s.to_string()).collect(),
         quiet: true,
         ..Default::default()
@@ -431,7 +434,7 @@ fn cfg_args(args: &[&str]) -> crate::config::RunConfig {
 /// expect, plus a file copy and an exit code from the samples.
 #[test]
 fn kvm_real_images_behave_as_on_the_process_backend() {
-    use crate::config::EndReason;
+    use cabin_monitor::config::EndReason;
     if !kvm_or_skip("kvm_real_images_behave_as_on_the_process_backend") {
         return;
     }

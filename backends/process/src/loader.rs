@@ -29,10 +29,10 @@ use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
 
 use cabin_policy::limits::MemoryBound;
 
-use crate::config::RunError;
-use crate::domain::DomainSpec;
 use crate::layout::*;
-use crate::memory::{GuestMemory, Region, RegionKind};
+use cabin_monitor::config::RunError;
+use cabin_monitor::domain::DomainSpec;
+use cabin_monitor::memory::{GuestMemory, Region, RegionKind};
 
 /// One range of the domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +126,19 @@ impl DomainMemory {
     /// page, ring, loader scratch, entry stub and stack.
     pub fn fixed_bytes(&self) -> u64 {
         self.total - self.brk_len - self.arena_len
+    }
+
+    /// For `--stats`: the host side of the domain's memory, the memfd's size
+    /// and what the host actually committed to it (checked against the
+    /// limit).
+    pub fn stats_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "limit_bytes": self.bound.bytes,
+            "domain_bytes": self.total,
+            "committed_bytes": self.committed_bytes(),
+            "brk_bytes": self.brk_len,
+            "arena_bytes": self.arena_len,
+        })
     }
 
     /// Bytes of the memfd the host has committed so far (its allocated

@@ -1,6 +1,12 @@
 //! The KVM backend: runs a Cabin image in ring 3 of a KVM guest whose ring 0
-//! is Cabin's proxy-kernel (`cabin-proxy-kernel`). [`KvmDomain`] is its
-//! [`Domain`](crate::domain::Domain); the session does the rest.
+//! is Cabin's proxy-kernel (`cabin-proxy-kernel`, built into a blob by this
+//! crate's build script). [`KvmDomain`] is its
+//! [`Domain`](cabin_monitor::domain::Domain); the monitor's session does the
+//! rest (policy gate, ring worker, service, limits, records).
+//!
+//! Who calls it: `cabinc run --backend kvm` ([`run`]), `cabinc` to choose a
+//! backend ([`usable`]), and the monitor's tests. What it must never do: let
+//! the program reach ring 0 on the hot path, or trust guest memory.
 //!
 //! Building ([`domain::build`]) makes the whole guest from the host before
 //! boot: page tables, descriptor tables, boot page, ring, initial stack. One
@@ -15,7 +21,7 @@
 //!
 //! The guest's memory is only read and written through
 //! [`memory::PhysMemory`] (the builder) and the program's typed view of it,
-//! [`crate::memory::GuestMemory`] (copy once, checked ranges). See
+//! [`cabin_monitor::memory::GuestMemory`] (copy once, checked ranges). See
 //! docs/kvm.md for the design and its measurements.
 
 mod backend;
@@ -38,12 +44,12 @@ use thiserror::Error;
 use self::domain::{DomainError, Guest, ProgramSpec};
 use self::exit::{decode_in, decode_out, FaultReport, IoAction, Regs};
 use self::vcpu::VcpuError;
-use crate::memory::GuestMemory;
+use cabin_monitor::memory::GuestMemory;
 
 pub use backend::{run, KvmDomain};
 pub use vcpu::Unusable;
 
-/// The proxy-kernel blob built by `monitor/build.rs`.
+/// The proxy-kernel blob built by this crate's `build.rs`.
 pub static PROXY_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy-kernel.bin"));
 
 /// Errors of the KVM backend (the program's own faults are not errors: they
@@ -121,6 +127,31 @@ pub struct KvmConfig {
     pub timeout: Option<Duration>,
 }
 
+impl KvmConfig {
+    /// The guest a session's spec asks for: its memory (with `[limits]
+    /// memory` the guest is the limit, rounded down to 2 MiB), arguments,
+    /// environment and ids; the program sees the monitor's pid.
+    pub fn for_spec(spec: &cabin_monitor::domain::DomainSpec) -> KvmConfig {
+        let pid = std::process::id();
+        KvmConfig {
+            mem_size: layout::guest_memory(spec.mem_arg, spec.memory_limit),
+            program: ProgramSpec {
+                args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+                pid,
+                ppid: pid,
+                uid: spec.ids.0,
+                gid: spec.ids.1,
+                force_trap: spec.force_trap,
+                read_ahead: spec.read_ahead,
+                // The libos stops the program at the bound, whatever set it.
+                memory_limit: true,
+            },
+            timeout: None,
+        }
+    }
+}
+
 /// Counters of one run (`--stats`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvmStats {
@@ -142,6 +173,27 @@ pub struct KvmStats {
     pub cr4: u64,
 }
 
+impl KvmStats {
+    /// The `kvm` object of `--stats`, with the gate's counters, the
+    /// worker's forwarded calls and the guest's memory size.
+    pub fn json(&self, gate: &ring::RingGate, ring_forwarded: u64, mem_bytes: u64) -> serde_json::Value {
+        serde_json::json!({
+            "vm_exits": self.vm_exits,
+            "gate_syscalls": self.gate_syscalls,
+            "doorbell_exits": self.doorbell_exits,
+            "gate_redirects": gate.redirects,
+            "doorbell_waits": gate.doorbell_waits,
+            "ring_forwarded": ring_forwarded,
+            "boot_ns": self.boot_ns,
+            "mem_bytes": mem_bytes,
+            "pages_4k": self.small_pages,
+            "pages_2m": self.large_pages,
+            "smep": self.cr4 & vcpu::CR4_SMEP != 0,
+            "smap": self.cr4 & vcpu::CR4_SMAP != 0,
+        })
+    }
+}
+
 /// How the vCPU loop ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoopEnd {
@@ -159,6 +211,22 @@ pub enum LoopEnd {
     /// The program broke the protocol, or the run was stopped from another
     /// thread (the message says which).
     Violation(String),
+}
+
+impl From<LoopEnd> for cabin_monitor::domain::DomainEnd {
+    fn from(end: LoopEnd) -> Self {
+        use cabin_monitor::domain::DomainEnd;
+        match end {
+            LoopEnd::Exited(code) => DomainEnd::Exited(code),
+            LoopEnd::Fault { status, fault, report } => DomainEnd::Fault {
+                signo: status - 128,
+                addr: (fault.vector == 14).then_some(fault.cr2),
+                rip: Some(fault.rip),
+                report: Some(report),
+            },
+            LoopEnd::Violation(msg) => DomainEnd::Violation(msg),
+        }
+    }
 }
 
 /// How the program ended ([`run_with`]).
@@ -182,7 +250,7 @@ impl KvmOutcome {
             LoopEnd::Exited(code) => (code, None, None),
             LoopEnd::Fault { status, fault, report } => (status, Some(fault), Some(report)),
             LoopEnd::Violation(msg) => (
-                crate::config::EXIT_PROTOCOL_VIOLATION,
+                cabin_monitor::config::EXIT_PROTOCOL_VIOLATION,
                 None,
                 Some(format!("ring protocol violation: {msg}; the program was killed")),
             ),

@@ -7,13 +7,13 @@
 //! (position-independent, soft-float), link it with the system `ld` and
 //! `proxy-kernel/link.ld` into `$OUT_DIR/proxy-kernel.elf`, refuse it if it
 //! needs run-time relocations or has writable data, then write the flat
-//! `$OUT_DIR/proxy-kernel.bin` the monitor embeds.
+//! `$OUT_DIR/proxy-kernel.bin` the KVM backend embeds.
 //!
 //! Finally it disassembles all of the blob's code and fails the build if any
 //! instruction appears that ends the VM when KVM emulates it in guest ring 0
 //! on the machines this project runs on (`xsave*`, `xrstor*`, `xgetbv`,
 //! `xsetbv`, `rdtscp`, `rdpkru`/`wrpkru`, `rdpid`) or any x87, MMX, SSE or
-//! AVX instruction (see ARCHITECTURE.md, "Facts about the machines").
+//! AVX instruction (see docs/architecture.md, "The machines").
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,7 +22,12 @@ use cabin_build_support::{blob_main, build_staticlib, link, read_le, sections, S
 use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Instruction, Mnemonic};
 
 fn main() -> ExitCode {
-    blob_main("the proxy-kernel blob", &["proxy-kernel", "abi"], build)
+    // `blob_main` watches and builds relative to this crate's parent
+    // (`backends/`): the sources are one level further up.
+    blob_main("the proxy-kernel blob", &["../proxy-kernel", "../abi"], |backends, out_dir| {
+        let root = backends.parent().ok_or("backends/ has no parent directory")?;
+        build(root, out_dir)
+    })
 }
 
 fn build(root: &Path, out_dir: &Path) -> Result<(), String> {
@@ -94,7 +99,7 @@ fn check_instructions(code: &[u8], addr: u64) -> Result<(), String> {
     } else {
         Err(format!(
             "the proxy-kernel contains instructions that end the VM in emulated ring 0:\n  {}\n  \
-             help: build it soft-float and avoid these intrinsics; see ARCHITECTURE.md",
+             help: build it soft-float and avoid these intrinsics; see docs/architecture.md",
             bad.join("\n  ")
         ))
     }

@@ -7,7 +7,7 @@
 //! [`PhysMemory::write`]).
 //!
 //! The program's view of it — what the syscall service reads and writes — is
-//! not here: it is the monitor's one [`crate::memory::GuestMemory`], whose
+//! not here: it is the monitor's one [`cabin_monitor::memory::GuestMemory`], whose
 //! typed regions `domain::build` points at the guest-physical pages it
 //! mapped for each user region (it built the page tables, so it knows the
 //! translation without walking them).

@@ -19,7 +19,7 @@ use super::initstack::{self, StackSpec};
 use super::layout::*;
 use super::memory::{MemoryError, PhysMemory};
 use super::paging::{PageTables, PagingError, Perms};
-use crate::memory::{GuestMemory, Region, RegionKind};
+use cabin_monitor::memory::{GuestMemory, Region, RegionKind};
 
 /// `PT_PHDR`.
 const PT_PHDR: u32 = 6;

@@ -3,9 +3,9 @@
 //! service serve everything), and stopping the vCPU from the worker thread.
 //!
 //! Hot path: the libos publishes a submission and spins on the completion
-//! queue while the monitor's worker thread (`crate::ring::Worker`) polls;
+//! queue while the monitor's worker thread (`cabin_monitor::ring::Worker`) polls;
 //! neither side exits. Only when the worker has gone to sleep (idle for
-//! `crate::ring::SPIN`) does the libos ring the doorbell (`out` from ring 3,
+//! `cabin_monitor::ring::SPIN`) does the libos ring the doorbell (`out` from ring 3,
 //! [`cabin_abi::hypercall::DOORBELL_WAKE`]), and only when its own spin runs
 //! out does it ask to wait ([`cabin_abi::hypercall::DOORBELL_WAIT`]): the
 //! vCPU thread then sleeps on the completion doorbell with `futex`, exactly
@@ -29,7 +29,7 @@ const NR_WRITE: u64 = 1;
 /// The libos's trap entry, as it published it in the boot page (KVM mode),
 /// if it is a plausible user address.
 fn trap_entry(mem: &ProgramMemory<'_>) -> Option<u64> {
-    crate::boot::BootPage::of(mem.mem).ok()?.kvm_trap_entry()
+    cabin_monitor::boot::BootPage::of(mem.mem).ok()?.kvm_trap_entry()
 }
 
 fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
@@ -55,10 +55,10 @@ pub struct Shared {
     pub vcpu_done: AtomicBool,
 }
 
-/// Installs the kick handler ([`crate::kick`]) so that `KVM_RUN` returns
+/// Installs the kick handler ([`cabin_monitor::kick`]) so that `KVM_RUN` returns
 /// `EINTR` when the vCPU thread is kicked.
 pub fn install_kick_handler() {
-    crate::kick::install();
+    cabin_monitor::kick::install();
 }
 
 impl Shared {
@@ -89,7 +89,7 @@ impl Shared {
             }
             // SAFETY: the vCPU thread is alive until it sets vcpu_done (the
             // run loop joins this thread only afterwards).
-            unsafe { crate::kick::kick(t) };
+            unsafe { cabin_monitor::kick::kick(t) };
             std::thread::sleep(Duration::from_millis(10));
         }
     }

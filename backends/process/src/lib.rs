@@ -1,6 +1,11 @@
 //! The process backend: the program runs in a child process that can make
 //! no system call of its own. [`ProcessDomain`] is its
-//! [`Domain`](crate::domain::Domain); the session does the rest.
+//! [`Domain`](cabin_monitor::domain::Domain); the monitor's session does the
+//! rest (policy gate, ring worker, service, limits, records).
+//!
+//! Who calls it: `cabinc run --backend process` ([`run`]) and the monitor's
+//! tests. What it must never do: leave anything of the monitor mapped or
+//! callable in the child, or trust what the child leaves in its memory.
 //!
 //! 1. [`loader`] lays out the domain in one memfd (build);
 //! 2. start forks. The child maps each domain range at its address (code
@@ -14,6 +19,7 @@
 //! 3. run waits for the child and says how it ended (the libos's fault
 //!    record in the boot page, or the wait status); stopping it is `SIGKILL`.
 
+pub mod layout;
 pub mod loader;
 pub mod seccomp;
 
@@ -25,13 +31,13 @@ use cabin_abi::ring::{RingPtr, CQ_DOORBELL_OFFSET, SQ_DOORBELL_OFFSET};
 use cabin_abi::syscalls::CallSet;
 use cabin_image::elf::ElfFile;
 
-use crate::boot::BootPage;
-use crate::config::{signal_name, RunConfig, RunError, RunOutcome};
-use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
-use crate::memory::GuestMemory;
-use crate::placement::CpuSet;
-use crate::ring::WorkerStats;
+use cabin_monitor::boot::BootPage;
+use cabin_monitor::config::{signal_name, RunConfig, RunError, RunOutcome};
+use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::memory::GuestMemory;
+use cabin_monitor::placement::CpuSet;
+use cabin_monitor::ring::WorkerStats;
 use loader::DomainMemory;
 
 /// Loader scratch layout (offsets from [`LOADER_ADDR`]).
@@ -50,10 +56,10 @@ const STAGE_ENTERED: u64 = 100;
 /// Exit status of a child that failed before the program ran.
 const CHILD_SETUP_FAILED: i32 = 125;
 
-/// Runs `image` confined in a child process (a [`crate::session::Session`]
+/// Runs `image` confined in a child process (a [`cabin_monitor::session::Session`]
 /// over a [`ProcessDomain`]). Blocks until it ends.
 pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
-    crate::session::run::<ProcessDomain>(image, cfg)
+    cabin_monitor::session::run::<ProcessDomain>(image, cfg)
 }
 
 /// A domain that is a child process under seccomp, its memory one memfd.
@@ -96,7 +102,7 @@ impl Domain for ProcessDomain {
         // whose code segments are execute-only (not built with
         // --allow-readable-code).
         let image_xo = image.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0);
-        let enforced = crate::execute_only_enforced() && image_xo;
+        let enforced = execute_only_enforced() && image_xo;
         let notice = if enforced {
             "cabin: execute-only code is enforced (protection keys)"
         } else if !image_xo {
@@ -165,29 +171,13 @@ impl Domain for ProcessDomain {
     fn run(&self) -> Result<DomainEnd, RunError> {
         let pid = self.child.pid.load(Ordering::SeqCst);
         // Whether a failed-looking set-up really failed, decided while the
-        // child is a zombie (see `set_up_failed`).
-        let status_word = scratch_status(&self.memory);
-        let set_up = wait_exited(pid) && set_up_failed(pid, status_word);
+        // child is a zombie (see `set_up_failed`); then no stop may reach
+        // its pid any more, and it is reaped.
+        let set_up = wait_exited(pid) && set_up_failed(pid, scratch_status(&self.memory));
         self.child.pid.store(0, Ordering::SeqCst);
-        let mut status = 0i32;
-        loop {
-            // SAFETY: waits for our own child; writes `status`.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-            if r == pid {
-                break;
-            }
-            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                status = 0x7f00; // treat as an unknown failure
-                break;
-            }
-        }
+        let status = reap(pid);
         if set_up {
-            let what = match scratch_status(&self.memory) {
-                STAGE_MAP => "mapping the domain memory",
-                STAGE_PRIVS => "dropping privileges",
-                STAGE_SECCOMP => "installing the seccomp filter",
-                _ => "before mapping",
-            };
+            let what = stage_name(scratch_status(&self.memory));
             return Err(RunError::ChildSetup(format!("{what}; wait status {status:#x}")));
         }
         Ok(classify(status, &BootPage::of(&self.view)?.end_words()))
@@ -198,18 +188,16 @@ impl Domain for ProcessDomain {
     }
 
     fn stats(&self, _worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
-        // The host side of the domain's memory: the memfd's size and what
-        // the host actually committed to it (checked against the limit).
-        let m = &self.memory;
-        let memory = serde_json::json!({
-            "limit_bytes": m.bound.bytes,
-            "domain_bytes": m.total,
-            "committed_bytes": m.committed_bytes(),
-            "brk_bytes": m.brk_len,
-            "arena_bytes": m.arena_len,
-        });
-        vec![("memory", memory)]
+        vec![("memory", self.memory.stats_json())]
     }
+}
+
+/// Whether this machine can enforce execute-only code for the process
+/// backend (Linux uses protection keys for `PROT_EXEC`-only mappings).
+pub fn execute_only_enforced() -> bool {
+    // CPUID.(EAX=7,ECX=0):ECX bit 3 = PKU, bit 4 = OSPKE.
+    let r = std::arch::x86_64::__cpuid_count(7, 0);
+    r.ecx & (1 << 4) != 0
 }
 
 /// How the child ended: the libos ends a faulting program with 128 + signal
@@ -241,6 +229,32 @@ fn classify(status: i32, words: &EndWords) -> DomainEnd {
         return fault(libc::WTERMSIG(status), None, None);
     }
     DomainEnd::Exited(125)
+}
+
+/// Reaps the child `pid`; its wait status (0x7f00, an unknown failure, if
+/// waiting fails).
+fn reap(pid: libc::pid_t) -> i32 {
+    let mut status = 0i32;
+    loop {
+        // SAFETY: waits for our own child; writes `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 0x7f00;
+        }
+    }
+}
+
+/// The set-up stage the loader's status word names, in words.
+fn stage_name(word: u64) -> &'static str {
+    match word {
+        STAGE_MAP => "mapping the domain memory",
+        STAGE_PRIVS => "dropping privileges",
+        STAGE_SECCOMP => "installing the seccomp filter",
+        _ => "before mapping",
+    }
 }
 
 /// The loader's status word in the domain's memory (our mapping): how far
@@ -661,7 +675,7 @@ unsafe extern "C" fn enter_domain(list: u64, count: u64, fprog: u64, entry: u64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::RegionKind;
+    use cabin_monitor::memory::RegionKind;
 
     fn range(guest: u64, len: u64) -> loader::MapRange {
         loader::MapRange { guest, len, prot: 0, offset: 0, kind: RegionKind::System }
