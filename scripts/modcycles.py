@@ -69,7 +69,13 @@ for dp, _, fs in os.walk(root):
                     targets.add(tuple(re.findall(r"[a-z_][a-z0-9_]*", part.split("::")[0] and part)[:1]))
         for mt in re.finditer(r"crate((?:::[a-z_][a-z0-9_]*)+)", text):
             targets.add(tuple(mt.group(1).strip(":").split("::")))
-        for mt in re.finditer(r"\b((?:super::)+)((?:[a-z_][a-z0-9_]*::?)*)", text):
+        # `mod child;` children are named by relative paths (`child::x`,
+        # `self::child`) in their parent module.
+        children = set(re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", text, re.M))
+        for child in children:
+            if re.search(r"(?<![:\w])(?:self::)?" + child + r"::", text):
+                targets.add(tuple(m + [child]))
+        for mt in re.finditer(r"\b((?:super::)+)((?:[a-z_][a-z0-9_]*(?:::)?)*)", text):
             ups = mt.group(1).count("super")
             base = m[: len(m) - ups] if f not in ("mod.rs", "lib.rs") else m[: len(m) - ups]
             rest = [x for x in mt.group(2).split("::") if x]
