@@ -20,12 +20,20 @@ use thiserror::Error;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MemoryError {
     /// The host refused the mapping.
-    #[error("cannot map {size} bytes of guest memory: {errno}")]
+    #[error("cannot map {size} bytes of guest memory: {}", std::io::Error::from_raw_os_error(*errno))]
     Map {
         /// Bytes asked for.
         size: u64,
-        /// `std::io::Error` text.
-        errno: String,
+        /// The host's errno.
+        errno: i32,
+    },
+    /// A size the monitor cannot map at all.
+    #[error("cannot map {size} bytes of guest memory: {why}")]
+    BadSize {
+        /// Bytes asked for.
+        size: u64,
+        /// Why ("too large", "empty", ...).
+        why: &'static str,
     },
     /// A guest-physical range outside guest memory (or overflowing).
     #[error("guest-physical range {gpa:#x}+{len:#x} is outside guest memory")]
@@ -60,12 +68,11 @@ impl PhysMemory {
     /// (two-dimensional, expensive) TLB miss per 2 MiB instead of per 4 KiB.
     pub fn new(size: u64) -> Result<PhysMemory, MemoryError> {
         const HUGE: usize = 2 << 20;
-        let len = usize::try_from(size).map_err(|_| MemoryError::Map { size, errno: "too large".into() })?;
+        let len = usize::try_from(size).map_err(|_| MemoryError::BadSize { size, why: "too large" })?;
         if len == 0 {
-            return Err(MemoryError::Map { size, errno: "empty".into() });
+            return Err(MemoryError::BadSize { size, why: "empty" });
         }
-        let map_len =
-            len.checked_add(HUGE).ok_or_else(|| MemoryError::Map { size, errno: "too large".into() })?;
+        let map_len = len.checked_add(HUGE).ok_or(MemoryError::BadSize { size, why: "too large" })?;
         // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
         let p = unsafe {
             libc::mmap(
@@ -78,7 +85,10 @@ impl PhysMemory {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(MemoryError::Map { size, errno: std::io::Error::last_os_error().to_string() });
+            return Err(MemoryError::Map {
+                size,
+                errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            });
         }
         let start = p as usize;
         let aligned = start.next_multiple_of(HUGE);
@@ -97,7 +107,7 @@ impl PhysMemory {
             libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
         }
         let base = NonNull::new(aligned as *mut u8)
-            .ok_or_else(|| MemoryError::Map { size, errno: "mmap returned null".into() })?;
+            .ok_or(MemoryError::BadSize { size, why: "mmap returned null" })?;
         Ok(PhysMemory { base, size })
     }
 
