@@ -16,6 +16,6 @@ cargo build -q --release -p cabinc
 for flavour in musl glibc; do
     "$CARGO_TARGET_DIR/release/cabinc" build "$work/samples/hello.$flavour" -o "$work/hello.$flavour.cabin" >/dev/null 2>&1
     CABIN_KVM_BENCH_IMAGE="$work/hello.$flavour.cabin" CABIN_KVM_BENCH_RUNS="$runs" \
-        cargo test -q --release -p cabin-monitor --lib kvm_bench_startup -- --ignored --nocapture 2>&1 >/dev/null \
+        cargo test -q --release -p cabin-kvm --lib kvm_bench_startup -- --ignored --nocapture 2>&1 >/dev/null \
         | grep '^startup' | sed "s|$work/||"
 done

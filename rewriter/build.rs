@@ -9,7 +9,7 @@
 //! there are none at all).
 //!
 //! The nested cargo, the link step and the section-header reader are shared
-//! with `monitor/build.rs` through `cabin-build-support` (`build-support/`):
+//! with `backends/kvm/build.rs` through `cabin-build-support` (`build-support/`):
 //! the inner cargo uses its own target directory under `OUT_DIR` (the outer
 //! build holds the lock on the outer one) and a cleaned environment, so the
 //! outer build's flags, wrappers and target do not leak into it.

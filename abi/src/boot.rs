@@ -73,14 +73,6 @@ pub const BOOT_FLAG_PROCESS: u32 = 1 << 0;
 /// CR4.FSGSBASE).
 pub const BOOT_FLAG_KVM: u32 = 1 << 1;
 
-/// KVM backend: index in [`BootInfo::reserved`] where the libos writes, at
-/// start-up, the address of its trap entry (where the monitor redirects a
-/// system call that reached the slow-path gate from a trap site, so the
-/// libos serves it as it serves a SIGSYS in the process backend). Untrusted
-/// like every field the libos writes: a wrong value only misdirects the
-/// program's own ring-3 control flow.
-pub const BOOT_KVM_TRAP_ENTRY_SLOT: usize = 7;
-
 /// [`BootInfo::flags`] (testing): the libos does not serve calls from
 /// rewritten sites directly but re-issues each one as a raw `syscall`, so
 /// that every call takes the seccomp trap (SIGSYS) slow path, as if every
@@ -108,42 +100,26 @@ pub const BOOT_FLAG_READ_AHEAD: u32 = 1 << 4;
 /// not counted.
 pub const LOCAL_COUNT_SLOTS: usize = 512;
 
-/// `BootInfo::reserved[0]`: the libos found the ring corrupted (impossible
+/// [`BootInfo::abort`]: the libos found the ring corrupted (impossible
 /// indices or a completion with the wrong tag) and ended the program with
 /// exit status 137 without a message (it cannot print without the ring).
 pub const ABORT_RING: u64 = 1;
 
-/// `BootInfo::reserved[0]`: with [`BOOT_FLAG_MEMORY_LIMIT`], the program
-/// asked for memory beyond the limit; the libos ended it with exit status
-/// 137. Details in [`BOOT_MEMORY_REQUEST_SLOT`] and [`BOOT_MEMORY_USED_SLOT`].
+/// [`BootInfo::abort`]: with [`BOOT_FLAG_MEMORY_LIMIT`], the program asked
+/// for memory beyond the limit; the libos ended it with exit status 137.
+/// Details in [`BootInfo::memory_request`] and [`BootInfo::memory_used`].
 pub const ABORT_MEMORY: u64 = 2;
-
-/// Index in [`BootInfo::reserved`] where the libos writes, with
-/// [`ABORT_MEMORY`], how many bytes more the refused call asked for (the
-/// `mmap` length, the `brk` or `mremap` growth; page multiples).
-pub const BOOT_MEMORY_REQUEST_SLOT: usize = 1;
-
-/// Index in [`BootInfo::reserved`] where the libos writes, with
-/// [`ABORT_MEMORY`], how many bytes of the `brk` range and the arena were in
-/// use at the refused call (their high-water marks: what the domain may
-/// have touched, not counting image, stack and monitor pages).
-pub const BOOT_MEMORY_USED_SLOT: usize = 2;
-
-/// `BootInfo::reserved[3]`, written by the monitor: how long, in
-/// nanoseconds, the libos may spin waiting for a completion before it
-/// sleeps (0: only a short spin). Non-zero when the ring worker has a CPU of
-/// its own (`cabin_monitor::placement`): spinning then costs nobody, while
-/// sleeping costs a futex wake per call (process) or a doorbell exit (KVM).
-pub const BOOT_SPIN_NS_SLOT: usize = 3;
 
 /// The boot-information block: one page in domain memory, written by the
 /// monitor before the program starts; its address is the value of the
 /// [`AT_CABIN_BOOT`] auxiliary-vector entry.
 ///
 /// The libos reads the configuration fields once, at start-up. The fields
-/// after `ppid` are written by the libos while the program runs (fault
-/// record, counters) and read by the monitor after the program ended — the
-/// monitor treats them as untrusted statistics, never as control data.
+/// from `fault_signo` on (but `spin_ns` and `check_local`) are written by
+/// the libos while the program runs (fault record, counters, why it stopped
+/// the program) and read by the monitor after the program ended
+/// ([`EndWords`]) — the monitor treats them as untrusted statistics, never
+/// as control data.
 #[repr(C)]
 #[derive(Debug)]
 pub struct BootInfo {
@@ -188,13 +164,33 @@ pub struct BootInfo {
     pub fault_rip: u64,
     /// Written by the libos: calls that arrived through the trap path.
     pub trapped: u64,
-    /// `reserved[0]` is written by the libos: why it stopped the program
-    /// itself ([`ABORT_RING`], [`ABORT_MEMORY`]); `reserved[1..=2]` hold
-    /// the details of [`ABORT_MEMORY`] ([`BOOT_MEMORY_REQUEST_SLOT`],
-    /// [`BOOT_MEMORY_USED_SLOT`]); `reserved[3]` is written by the monitor
-    /// ([`BOOT_SPIN_NS_SLOT`]); `reserved[7]` is
-    /// [`BOOT_KVM_TRAP_ENTRY_SLOT`]; the rest is reserved, zero.
-    pub reserved: [u64; 8],
+    /// Written by the libos: why it stopped the program itself
+    /// ([`ABORT_RING`], [`ABORT_MEMORY`]); 0 when it did not.
+    pub abort: u64,
+    /// Written by the libos with [`ABORT_MEMORY`]: how many bytes more the
+    /// refused call asked for (the `mmap` length, the `brk` or `mremap`
+    /// growth; page multiples).
+    pub memory_request: u64,
+    /// Written by the libos with [`ABORT_MEMORY`]: how many bytes of the
+    /// `brk` range and the arena were in use at the refused call (their
+    /// high-water marks: what the domain may have touched, not counting
+    /// image, stack and monitor pages).
+    pub memory_used: u64,
+    /// Written by the monitor: how long, in nanoseconds, the libos may spin
+    /// waiting for a completion before it sleeps (0: only a short spin).
+    /// Non-zero when the ring worker has a CPU of its own
+    /// (`cabin_monitor::placement`): spinning then costs nobody, while
+    /// sleeping costs a futex wake per call (process) or a doorbell exit (KVM).
+    pub spin_ns: u64,
+    /// Reserved, zero.
+    pub reserved: [u64; 3],
+    /// KVM backend, written by the libos at start-up: the address of its
+    /// trap entry (where the monitor redirects a system call that reached
+    /// the slow-path gate from a trap site, so the libos serves it as it
+    /// serves a SIGSYS in the process backend). Untrusted like every field
+    /// the libos writes: a wrong value only misdirects the program's own
+    /// ring-3 control flow.
+    pub kvm_trap_entry: u64,
     /// Written by the libos: per-number counts of locally served calls.
     pub local_counts: [u32; LOCAL_COUNT_SLOTS],
     /// Written by the monitor: the calls the libos serves inside the domain
@@ -213,3 +209,55 @@ pub struct BootInfo {
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::PAGE_SIZE as usize);
+
+/// What the libos leaves in the boot page for the monitor to read once the
+/// program has ended: its fault record, counters and why it stopped the
+/// program itself. Every field comes from the program's side (the program
+/// can write the page) and is untrusted: the monitor uses it for statistics
+/// and for the words of the end-of-run record, never to decide anything
+/// about its own safety.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndWords {
+    /// [`BootInfo::fault_signo`].
+    pub fault_signo: u64,
+    /// [`BootInfo::fault_addr`].
+    pub fault_addr: u64,
+    /// [`BootInfo::fault_rip`].
+    pub fault_rip: u64,
+    /// [`BootInfo::trapped`].
+    pub trapped: u64,
+    /// [`BootInfo::abort`].
+    pub abort: u64,
+    /// [`BootInfo::memory_request`].
+    pub memory_request: u64,
+    /// [`BootInfo::memory_used`].
+    pub memory_used: u64,
+    /// [`BootInfo::local_counts`].
+    pub local_counts: [u32; LOCAL_COUNT_SLOTS],
+}
+
+impl Default for EndWords {
+    fn default() -> EndWords {
+        EndWords {
+            fault_signo: 0,
+            fault_addr: 0,
+            fault_rip: 0,
+            trapped: 0,
+            abort: 0,
+            memory_request: 0,
+            memory_used: 0,
+            local_counts: [0; LOCAL_COUNT_SLOTS],
+        }
+    }
+}
+
+// The named fields took the place of `reserved: [u64; 8]` word for word:
+// the layout, and so every image built before them, is unchanged (no new
+// BOOT_VERSION: an older libos reads and writes the same words).
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(BootInfo, abort) == offset_of!(BootInfo, trapped) + 8);
+    assert!(offset_of!(BootInfo, spin_ns) == offset_of!(BootInfo, abort) + 24);
+    assert!(offset_of!(BootInfo, kvm_trap_entry) == offset_of!(BootInfo, abort) + 56);
+    assert!(offset_of!(BootInfo, local_counts) == offset_of!(BootInfo, abort) + 64);
+};

@@ -23,7 +23,7 @@ pub const PORT_DOORBELL: u16 = 0xE0;
 ///
 /// Redirect: when the monitor returns with `rcx` changed, it did not serve
 /// the call; the proxy-kernel then resumes ring 3 at the new `rcx` (the
-/// libos's trap entry, see `crate::boot::BOOT_KVM_TRAP_ENTRY_SLOT`) with
+/// libos's trap entry, see `crate::boot::BootInfo::kvm_trap_entry`) with
 /// every register as at the `syscall`, `rcx` = the return address and `rsp`
 /// lowered by the red zone (128 bytes), as a trampoline would call the libos.
 /// Only the page-fault form of the gate can redirect.

@@ -5,7 +5,7 @@
 #
 # Usage: bench/ring/run.sh [SIZE_MB]
 # Env:   CABINC   cabinc binary            (default: target/release/cabinc)
-#        RUNNER   "cabinc run" equivalent  (default: monitor example run_confined, release)
+#        RUNNER   "cabinc run" equivalent  (default: cabinc run --backend process -q)
 #        BUSYBOX  static busybox           (default: /bin/busybox)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -13,7 +13,7 @@ root="$(cd "$here/../.." && pwd)"
 size=${1:-100}
 tgt=${CARGO_TARGET_DIR:-$root/target}
 CABINC=${CABINC:-$tgt/release/cabinc}
-RUNNER=${RUNNER:-$tgt/release/examples/run_confined --quiet}
+RUNNER=${RUNNER:-$CABINC run --backend process -q}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -37,12 +37,12 @@ time_ms() {
 }
 
 n_native=$("$work/nullfwd" 2000000 | sed 's/.*: \([0-9.]*\) ns.*/\1/')
-n_conf=$($RUNNER "$work/nullfwd.cabin" 2000000 | sed 's/.*: \([0-9.]*\) ns.*/\1/')
+n_conf=$($RUNNER "$work/nullfwd.cabin" -- 2000000 | sed 's/.*: \([0-9.]*\) ns.*/\1/')
 
 sha_native=$(time_ms "$BUSYBOX" sha256sum "$work/big")
-sha_conf=$(time_ms $RUNNER --allow-read "$work" "$work/busybox.cabin" sha256sum "$work/big")
+sha_conf=$(time_ms $RUNNER --allow-read "$work" "$work/busybox.cabin" -- sha256sum "$work/big")
 dd_native=$(time_ms "$BUSYBOX" dd if="$work/big" of=/dev/null bs=512)
-dd_conf=$(time_ms $RUNNER --allow-read "$work" "$work/busybox.cabin" dd if="$work/big" of=/dev/null bs=512)
+dd_conf=$(time_ms $RUNNER --allow-read "$work" "$work/busybox.cabin" -- dd if="$work/big" of=/dev/null bs=512)
 reads=$(( size * 1024 * 1024 / 512 ))
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }

@@ -1,7 +1,7 @@
 //! Shared helpers for the build scripts that produce Cabin's freestanding blobs.
 //!
 //! Two build scripts turn a `no_std` workspace crate into a blob that another
-//! crate embeds: `rewriter/build.rs` builds the libos and `monitor/build.rs`
+//! crate embeds: `rewriter/build.rs` builds the libos and `backends/kvm/build.rs`
 //! builds the proxy kernel. Both compile the crate for [`NO_STD_TARGET`] as a
 //! staticlib with a nested cargo ([`build_staticlib`]), link the archive with
 //! GNU `ld` and a linker script ([`link`]) and then inspect the ELF section

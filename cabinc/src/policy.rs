@@ -1,6 +1,6 @@
 //! `cabinc policy …`: check, explain, import and generate syscall policies.
 //!
-//! The policy logic lives in `cabin_monitor::policy`; this file only reads
+//! The policy logic lives in `cabin_policy`; this file only reads
 //! files, prints, and writes results atomically (a temporary file in the
 //! target's directory, renamed over it), so a failed run never leaves half a
 //! policy behind. Errors exit 1 and name `file:line:column` with a `help:`.
@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::{self, explain, generate, groups, oci, probe, render, Policy};
 use cabin_monitor::trace::{StartInfo, TraceFormat, TraceOptions, DEFAULT_AUDIT_CAP};
+use cabin_monitor::GateConfig;
+use cabin_policy::{self as policy, explain, generate, groups, oci, probe, render, Policy};
 use clap::{Subcommand, ValueEnum};
 
 /// The `cabinc run` options for policy, trace and audit (`#[command(flatten)]`

@@ -123,10 +123,6 @@ pub fn run(a: &RunArgs) -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Err(msg) = check_image(&image) {
-        output::error(&anyhow::anyhow!("{} is not a runnable Cabin image: {msg}", a.image.display()));
-        return ExitCode::from(126);
-    }
     let argv0 = a.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into());
     let mut args = vec![argv0];
     args.extend(a.args.iter().cloned());
@@ -162,7 +158,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         ..RunConfig::default()
     };
     let backend = match a.backend {
-        Backend::Auto => match cabin_monitor::kvm::usable() {
+        Backend::Auto => match cabin_kvm::usable() {
             Ok(()) => Backend::Kvm,
             Err(why) => {
                 if !a.quiet {
@@ -176,30 +172,25 @@ pub fn run(a: &RunArgs) -> ExitCode {
     if a.backend == Backend::Auto && backend == Backend::Kvm && !a.quiet {
         eprintln!("cabin: backend kvm");
     }
+    // The session checks the image first: an image that is not an intact
+    // Cabin image (no manifest, or a recorded measurement that does not
+    // match its pages: edited after `cabinc build`) never runs.
     let result: Result<RunOutcome, RunError> = match backend {
-        Backend::Kvm => kvm_run(&image, &cfg),
-        _ => cabin_monitor::process::run(&image, &cfg),
+        Backend::Kvm => cabin_kvm::run(&image, &cfg),
+        _ => cabin_process::run(&image, &cfg),
     };
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
+        Err(RunError::ImageRejected(e)) => {
+            output::error(&anyhow::anyhow!("{} is not a runnable Cabin image: {e}", a.image.display()));
+            ExitCode::from(126)
+        }
         Err(e) => {
             let code = if matches!(e, RunError::InvalidImage(_)) { 126 } else { 125 };
             output::error(&anyhow::Error::new(e));
             ExitCode::from(code)
         }
     }
-}
-
-/// Refuses anything but an intact Cabin image: the manifest must decode and
-/// the recorded launch measurement must match the pages, so an image edited
-/// after `cabinc build` (or a plain executable) never runs.
-fn check_image(bytes: &[u8]) -> Result<(), String> {
-    let img = cabin_image::image::Image::parse(bytes).map_err(|e| e.to_string())?;
-    img.verify_measurement().map(|_| ()).map_err(|e| e.to_string())
-}
-
-fn kvm_run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
-    cabin_monitor::kvm::run(image, cfg, cfg.arena_bytes)
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@
 mod common;
 
 use cabin_abi::ring::{RingPtr, RING_BYTES};
-use cabin_monitor::policy::gate::Gate;
-use cabin_monitor::policy::Policy;
+use cabin_monitor::gate::Gate;
+use cabin_policy::Policy;
 use cabin_monitor::ring::Worker;
 use cabin_monitor::service::fs::FsPolicy;
 use cabin_monitor::service::Service;

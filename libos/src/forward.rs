@@ -39,8 +39,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use cabin_abi::boot::{
     BootInfo, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_KVM, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
-    BOOT_FLAG_READ_AHEAD, BOOT_KVM_TRAP_ENTRY_SLOT, BOOT_MAGIC, BOOT_SPIN_NS_SLOT, BOOT_VERSION,
-    LOCAL_COUNT_SLOTS,
+    BOOT_FLAG_READ_AHEAD, BOOT_MAGIC, BOOT_VERSION, LOCAL_COUNT_SLOTS,
 };
 use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_CHECK, SUB_TRAPPED};
 use cabin_abi::syscalls::{self, nr, CallSet, Serve};
@@ -169,7 +168,7 @@ pub fn init(boot: u64) -> bool {
     let (tsc_khz, spin_ns, check) = unsafe {
         (
             addr_of_mut!((*b).tsc_khz).read_volatile(),
-            addr_of_mut!((*b).reserved[BOOT_SPIN_NS_SLOT]).read_volatile(),
+            addr_of_mut!((*b).spin_ns).read_volatile(),
             addr_of_mut!((*b).check_local).read_volatile(),
         )
     };
@@ -199,8 +198,8 @@ pub fn init(boot: u64) -> bool {
         ring_client::use_port_doorbell();
         let entry = cabin_kvm_trap_entry as unsafe extern "C" fn() as usize as u64;
         // SAFETY: `b` is the boot page validated above; this slot is the
-        // libos's to write (cabin_abi::boot::BOOT_KVM_TRAP_ENTRY_SLOT).
-        unsafe { addr_of_mut!((*b).reserved[BOOT_KVM_TRAP_ENTRY_SLOT]).write_volatile(entry) };
+        // libos's to write (cabin_abi::boot::BootInfo::kvm_trap_entry).
+        unsafe { addr_of_mut!((*b).kvm_trap_entry).write_volatile(entry) };
         return true;
     }
     signals::install()
@@ -587,7 +586,7 @@ pub(crate) fn record_abort(reason: u64) {
         return;
     }
     // SAFETY: `b` is the boot page validated by `init`.
-    unsafe { addr_of_mut!((*b).reserved[0]).write_volatile(reason) };
+    unsafe { addr_of_mut!((*b).abort).write_volatile(reason) };
 }
 
 /// Records a fatal signal in the boot block for the monitor's report.

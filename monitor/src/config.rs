@@ -26,11 +26,11 @@ pub struct RunConfig {
     /// Do not print the one-line execute-only notice on stderr.
     pub quiet: bool,
     /// `--mem`: the bound on the program's memory in bytes (0 = not given;
-    /// see [`crate::policy::limits::MemoryBound`]). The name is historical:
+    /// see [`cabin_policy::limits::MemoryBound`]). The name is historical:
     /// the arena is what the bound leaves after the image, stack and heap.
     pub arena_bytes: u64,
-    /// Policy, trace and audit (`--policy`, `--trace`, `--audit`); default: none (crate::policy::gate).
-    pub gate: crate::policy::gate::GateConfig,
+    /// Policy, trace and audit (`--policy`, `--trace`, `--audit`); default: none (crate::gate).
+    pub gate: GateConfig,
     /// The host descriptors that serve the program's fds 0, 1 and 2
     /// (duplicated at start); `None` = the monitor's own stdin/out/err.
     pub stdio: Option<[i32; 3]>,
@@ -52,6 +52,19 @@ impl RunConfig {
             && self.gate.trace.audit.is_none()
             && !self.force_trap_path
     }
+}
+
+/// What `cabinc run` passes to a backend for policy, trace and audit (one
+/// field of [`RunConfig`]). The default: no policy, no trace, no audit.
+#[derive(Debug, Clone, Default)]
+pub struct GateConfig {
+    /// `--policy FILE`, checked (with `--allow-read`/`--allow-write` already added to its paths).
+    pub policy: Option<cabin_policy::Policy>,
+    /// `--trace`, `--trace-format`, `--audit`.
+    pub trace: crate::trace::TraceOptions,
+    /// What the `start` record says (image, measurement, version, args);
+    /// the backend fills in `backend`.
+    pub start: cabin_policy::trace::StartInfo,
 }
 
 /// How a confined run ended.
@@ -91,19 +104,6 @@ pub enum EndReason {
     ProtocolViolation(String),
 }
 
-impl EndReason {
-    /// The `exit` record's reason and message for this end, or for the
-    /// policy/limit `stop` that caused it.
-    pub fn record_words(&self, stop: Option<&crate::policy::gate::Stop>) -> (&'static str, Option<String>) {
-        match (self, stop) {
-            (_, Some(s)) => (s.reason, Some(s.message.clone())),
-            (EndReason::Exited(_), None) => ("exited", None),
-            (EndReason::Signal { signo, .. }, None) => ("signal", Some(signal_name(*signo))),
-            (EndReason::ProtocolViolation(m), None) => ("protocol-violation", Some(m.clone())),
-        }
-    }
-}
-
 /// Short signal name ("SIGSEGV"; "signal N" for the rest).
 pub fn signal_name(sig: i32) -> String {
     let n = match sig {
@@ -129,10 +129,15 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 /// Why a run could not happen (the program never started, or the monitor
-/// itself failed). `cabinc` maps [`RunError::InvalidImage`] to exit 126 and
-/// the rest to 125.
+/// itself failed). `cabinc` maps [`RunError::ImageRejected`] and
+/// [`RunError::InvalidImage`] to exit 126 and the rest to 125.
 #[derive(Debug, Error)]
 pub enum RunError {
+    /// The image is not an intact Cabin image: its manifest does not
+    /// decode, or the recorded launch measurement does not match its pages
+    /// (edited after `cabinc build`, or a plain executable).
+    #[error("not a runnable Cabin image: {0}")]
+    ImageRejected(#[source] cabin_image::image::ImageError),
     /// The image does not parse or is not runnable.
     #[error("invalid image: {0}")]
     InvalidImage(String),
@@ -143,13 +148,11 @@ pub enum RunError {
     )]
     ExecuteOnlyUnavailable,
     /// An `--allow-read`/`--allow-write` directory cannot be used.
-    #[error("cannot use allowed directory {path}: {source}")]
-    AllowedDir {
-        /// The directory as given.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    AllowedDirs(#[from] crate::service::fs::FsError),
+    /// The program's descriptor table cannot be sized.
+    #[error(transparent)]
+    Descriptors(#[from] crate::service::fdtable::CapacityError),
     /// The domain layout does not fit (image overlaps the monitor's areas).
     #[error("cannot lay out the domain: {0}")]
     Layout(String),
@@ -160,6 +163,15 @@ pub enum RunError {
         what: &'static str,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The backend failed (a host facility it needs, or a Cabin bug in it);
+    /// `source` is the backend's own typed error.
+    #[error("{what} failed: {source}")]
+    Backend {
+        /// What the backend was doing.
+        what: &'static str,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// The child failed while building the domain (before the program ran).
     #[error("the confined child failed during set-up ({0}); help: run with strace -f to see which step")]
@@ -180,7 +192,7 @@ pub enum RunError {
 
 impl RunError {
     /// The OS error of the last failed libc call, with context.
-    pub(crate) fn host(what: &'static str) -> RunError {
+    pub fn host(what: &'static str) -> RunError {
         RunError::Host { what, source: std::io::Error::last_os_error() }
     }
 }

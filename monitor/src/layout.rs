@@ -1,56 +1,16 @@
-//! Where things live in a domain's address space (process backend), and the
-//! sizes of the areas the monitor provides. Every magic address is here.
-//!
-//! ```text
-//! PIE_BASE        static-PIE images are loaded here (ET_EXEC at their own addresses)
-//! DOMAIN_BASE     boot page | ring | loader page(s) | stub  (one memfd, shared)
-//! STACK_TOP       8 MiB stack below it, guard gap under it
-//! BRK_BASE        brk heap
-//! ARENA_BASE      anonymous-memory arena
-//! ```
-//!
-//! All of it lies far from where Linux places a PIE monitor (0x55.., 0x56..)
-//! and its mmap area (0x7f..), and inside the 47-bit user space.
+//! Sizes every backend shares. Each backend's own addresses live in its
+//! crate (`cabin_process::layout`, `cabin_kvm::layout`).
 
 /// Page size.
 pub const PAGE: u64 = cabin_abi::PAGE_SIZE;
-/// Load bias for static-PIE images.
-pub const PIE_BASE: u64 = 0x0000_1000_0000_0000;
-/// Start of the monitor-provided areas.
-pub const DOMAIN_BASE: u64 = 0x0000_2000_0000_0000;
-/// The boot-information page.
-pub const BOOT_ADDR: u64 = DOMAIN_BASE;
-/// The ring (two pages are enough for [`cabin_abi::ring::RING_BYTES`]).
-pub const RING_ADDR: u64 = DOMAIN_BASE + PAGE;
-/// Bytes reserved for the ring.
-pub const RING_SIZE: u64 = 2 * PAGE;
-/// Scratch the child's loader uses (seccomp program, unmap list).
-pub const LOADER_ADDR: u64 = RING_ADDR + RING_SIZE;
-/// Size of the loader scratch.
-pub const LOADER_SIZE: u64 = 16 * PAGE;
-/// The one page of monitor code the child keeps: a copy of the entry stub
-/// (`process::enter_domain`) that unmaps everything else, installs the
-/// seccomp filter and jumps to the program. Mapped execute-only.
-pub const STUB_ADDR: u64 = LOADER_ADDR + LOADER_SIZE;
-/// Highest user address (one past) with 4-level paging.
-pub const USER_TOP_47: u64 = 0x0000_7fff_ffff_f000;
-/// Highest user address (one past) with 5-level paging.
-pub const USER_TOP_56: u64 = 0x00ff_ffff_ffff_f000;
-/// Size of the program's stack.
+
+/// The program's stack, on every backend (what `getrlimit(RLIMIT_STACK)`
+/// answers).
 pub const STACK_SIZE: u64 = 8 << 20;
-/// Lowest address of the stack (an unmapped guard gap lies below).
-pub const STACK_BASE: u64 = DOMAIN_BASE + (1 << 30);
-/// One past the highest stack address.
-pub const STACK_TOP: u64 = STACK_BASE + STACK_SIZE;
-/// Start of the `brk` heap.
-pub const BRK_BASE: u64 = DOMAIN_BASE + (4 << 30);
-/// Largest `brk` heap.
-pub const BRK_SIZE: u64 = 1 << 30;
-/// Start of the anonymous-memory arena.
-pub const ARENA_BASE: u64 = DOMAIN_BASE + (8 << 30);
+
 /// The bound on a program's memory when neither `[limits] memory` nor
 /// `--mem` gives one, on every backend.
-pub const DEFAULT_MEMORY: u64 = 256 << 20;
+pub use cabin_policy::limits::DEFAULT_MEMORY;
 
 /// Rounds `x` down to a page boundary.
 pub fn page_down(x: u64) -> u64 {

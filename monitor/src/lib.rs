@@ -1,60 +1,52 @@
-//! The host side of Cabin: it loads an image into a confined domain, serves
-//! the program's system calls over the shared-memory ring, enforces the
-//! filesystem policy and reports how the program ended.
-//!
-//! Entry point for `cabinc run --backend process`:
+//! The host side of Cabin, whatever the backend: one [`session::Session`]
+//! per confined run checks the image, opens the policy [`gate`], serves the
+//! program's system calls over the shared-memory [`ring`] with the
+//! [`service`], enforces the limits ([`watch`]), and writes the records
+//! ([`trace`], [`stats`]); a backend only implements [`domain::Domain`]
+//! (`cabin-process`, `cabin-kvm`).
 //!
 //! ```ignore
-//! let outcome: RunOutcome = cabin_monitor::process::run(&image_bytes, &RunConfig { .. })?;
+//! let outcome: RunOutcome = cabin_monitor::session::run::<cabin_process::ProcessDomain>(&image, &cfg)?;
 //! std::process::exit(outcome.exit_code);
 //! ```
 //!
-//! - [`config`]: [`RunConfig`] (args, env, allowed dirs, stats path,
+//! - [`config`]: [`RunConfig`] (args, env, allowed dirs, policy, stats path,
 //!   `require_execute_only`), [`RunOutcome`], [`RunError`].
-//! - [`process`]: the process backend (fork, map the domain from one memfd,
-//!   seccomp, run the ring worker, collect the exit status).
-//! - [`memory`]: [`memory::GuestMemory`], checked access to program memory.
+//! - [`session`], [`domain`]: the run and what a backend provides; the order
+//!   of calls is in monitor/DESIGN.md.
+//! - [`memory`]: [`memory::GuestMemory`], checked access to program memory
+//!   by typed regions; [`boot`]: the boot page's words.
 //! - [`ring`]: the monitor's ring worker (poll, spin, sleep on the doorbell).
 //! - [`service`]: system calls as functions of (state, memory, request):
 //!   fd table, filesystem policy, the supported-call list.
-//! - [`layout`]: where the domain's areas live.
+//! - [`gate`]: the policy, limits and trace around each call (the policy
+//!   language itself is `cabin-policy`); [`watch`]: CPU and wall time.
+//! - [`layout`]: sizes every backend shares.
 //! - [`site_map`]: a submission's site hint to the program's call site.
 //! - [`placement`]: the program and the ring worker on different CPUs.
-//! - [`stats`]: the `--stats` JSON.
+//! - [`kick`]: interrupting a thread blocked in a host call.
+//! - [`stats`]: the `--stats` JSON; [`trace`]: the trace and audit writer.
 //!
-//! The monitor never trusts the domain: everything read from the ring or
-//! program memory is copied once and checked; a malformed request ends the
-//! program with a message, never the monitor with a panic.
+//! Who calls it: `cabinc run` (through a backend's `run`), the backends, the
+//! fuzz targets. What it must never do: trust the domain. Everything read
+//! from the ring or program memory is copied once and checked; a malformed
+//! request ends the program with a message, never the monitor with a panic.
 
+pub mod boot;
 pub mod config;
+pub mod domain;
+pub mod gate;
 pub mod kick;
-pub mod kvm;
 pub mod layout;
 pub mod memory;
-pub mod per_call;
 pub mod placement;
-pub mod policy;
-pub mod process;
 pub mod ring;
 pub mod service;
+pub mod session;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;
 pub mod trace;
+pub mod watch;
 
-pub use config::{EndReason, RunConfig, RunError, RunOutcome};
-
-/// Whether this machine can enforce execute-only code for the process
-/// backend (Linux uses protection keys for `PROT_EXEC`-only mappings).
-pub fn execute_only_enforced() -> bool {
-    // CPUID.(EAX=7,ECX=0):ECX bit 3 = PKU, bit 4 = OSPKE.
-    #[cfg(target_arch = "x86_64")]
-    {
-        let r = std::arch::x86_64::__cpuid_count(7, 0);
-        r.ecx & (1 << 4) != 0
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
+pub use config::{EndReason, GateConfig, RunConfig, RunError, RunOutcome};

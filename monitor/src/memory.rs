@@ -1,10 +1,16 @@
-//! The program's memory as the monitor sees it: a set of guest ranges, each
-//! backed by host memory the monitor mapped (the process backend maps the
-//! domain's memfd; the KVM backend will map guest-physical memory).
+//! The program's memory as the monitor sees it, the same on every backend: a
+//! set of typed regions of the program's address space ([`RegionKind`]:
+//! code, read-only data, data, stack, `brk` heap, arena, ring, boot page,
+//! system pages), each backed by host memory the monitor mapped (the process
+//! backend maps the domain's memfd; the KVM backend its guest-physical
+//! memory, each region at the guest-physical pages it built the page tables
+//! for). A program address goes to a host address in one step, without a
+//! page-table walk.
 //!
 //! Every access names a guest address and a length. Both are checked —
-//! overflow-safe — to lie inside one region whose permission allows the
-//! access, before any byte moves. Reads copy out (the program may change
+//! overflow-safe — to lie inside one region whose kind allows the access
+//! ([`RegionKind::access`]: system-call buffers only in data, stack, heap and
+//! arena; read-only data only for reading), before any byte moves. Reads copy out (the program may change
 //! its memory at any time, so the monitor never keeps a reference into it
 //! and never reads the same bytes twice to make a decision).
 
@@ -44,6 +50,45 @@ pub enum Access {
     Nothing,
 }
 
+/// What a region of the program's address space holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionKind {
+    /// The image's code (execute-only, or readable with
+    /// `--allow-readable-code`: never a system-call buffer either way).
+    Code,
+    /// The image's read-only data.
+    Rodata,
+    /// The image's writable data and bss.
+    Data,
+    /// The program's stack.
+    Stack,
+    /// The `brk` heap.
+    Brk,
+    /// The anonymous-memory arena the libos hands out for `mmap`.
+    Arena,
+    /// The shared ring (`cabin_abi::ring`): the monitor reads it through
+    /// atomics only, never as a buffer.
+    Ring,
+    /// The boot page (`cabin_abi::boot::BootInfo`, see `crate::boot`).
+    BootPage,
+    /// Pages the backend needs in the program's address space for itself
+    /// (the process backend's loader scratch and entry stub).
+    System,
+}
+
+impl RegionKind {
+    /// What system calls may do with the region's bytes.
+    pub const fn access(self) -> Access {
+        match self {
+            RegionKind::Data | RegionKind::Stack | RegionKind::Brk | RegionKind::Arena => Access::ReadWrite,
+            RegionKind::Rodata => Access::ReadOnly,
+            RegionKind::Code | RegionKind::Ring | RegionKind::BootPage | RegionKind::System => {
+                Access::Nothing
+            }
+        }
+    }
+}
+
 /// One guest range.
 #[derive(Clone, Copy, Debug)]
 pub struct Region {
@@ -53,8 +98,8 @@ pub struct Region {
     pub len: u64,
     /// Host address of the first byte.
     pub host: *mut u8,
-    /// What buffers in it may be used for.
-    pub access: Access,
+    /// What it holds (and so what system-call buffers in it may do).
+    pub kind: RegionKind,
 }
 
 /// The program's memory.
@@ -102,7 +147,7 @@ impl GuestMemory {
         if end > r_end {
             return Err(fault);
         }
-        let ok = match r.access {
+        let ok = match r.kind.access() {
             Access::ReadWrite => true,
             Access::ReadOnly => !write,
             Access::Nothing => false,
@@ -152,6 +197,26 @@ impl GuestMemory {
         self.write(addr, &v.to_le_bytes())
     }
 
+    /// Copies `len` bytes from guest `addr` whatever the region's kind
+    /// (code included, still bounds-checked): for the monitor's own
+    /// diagnostics (the instruction at a fault), never for a system call's
+    /// buffer.
+    pub fn peek(&self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
+        let fault = MemError::Fault { addr, len: len as u64, what: "mapped" };
+        let end = addr.checked_add(len as u64).ok_or(fault.clone())?;
+        let idx = self.regions.partition_point(|r| r.start <= addr);
+        let r = idx.checked_sub(1).and_then(|i| self.regions.get(i)).ok_or(fault.clone())?;
+        if end > r.start + r.len {
+            return Err(fault);
+        }
+        let off = usize::try_from(addr - r.start).map_err(|_| fault.clone())?;
+        let mut out = vec![0u8; len];
+        // SAFETY: [addr, end) lies inside region `r`, mapped for the life of
+        // `self` (see `new`); `out` is a distinct host buffer.
+        unsafe { volatile_copy(r.host.add(off), out.as_mut_ptr(), len) };
+        Ok(out)
+    }
+
     /// Reads a NUL-terminated string of at most `max` bytes (without NUL):
     /// `TooLong` when none of the first `max + 1` bytes is a NUL. The string
     /// may run across adjacent readable regions; no byte past the first
@@ -175,7 +240,7 @@ impl GuestMemory {
             let idx = self.regions.partition_point(|r| r.start <= a);
             let r = idx.checked_sub(1).and_then(|i| self.regions.get(i));
             let avail = match r {
-                Some(r) if a - r.start < r.len && r.access != Access::Nothing => r.len - (a - r.start),
+                Some(r) if a - r.start < r.len && r.kind.access() != Access::Nothing => r.len - (a - r.start),
                 _ => return Err(MemError::Fault { addr: a, len: 1, what: "readable" }),
             };
             // Stay inside the region and inside the limit.
@@ -230,11 +295,11 @@ pub(crate) mod tests {
         let buf: &'static mut [u8] = Box::leak(vec![0u8; 3 * 4096].into_boxed_slice());
         let p = buf.as_mut_ptr();
         let regions = vec![
-            Region { start: 0x1000, len: 4096, host: p, access: Access::ReadWrite },
+            Region { start: 0x1000, len: 4096, host: p, kind: RegionKind::Data },
             // SAFETY: inside the leaked buffer.
-            Region { start: 0x10000, len: 4096, host: unsafe { p.add(4096) }, access: Access::ReadOnly },
+            Region { start: 0x10000, len: 4096, host: unsafe { p.add(4096) }, kind: RegionKind::Rodata },
             // SAFETY: inside the leaked buffer.
-            Region { start: 0x20000, len: 4096, host: unsafe { p.add(8192) }, access: Access::Nothing },
+            Region { start: 0x20000, len: 4096, host: unsafe { p.add(8192) }, kind: RegionKind::System },
         ];
         // SAFETY: the buffer is leaked (lives forever) and regions do not overlap.
         unsafe { GuestMemory::new(regions) }
@@ -277,10 +342,10 @@ pub(crate) mod tests {
             unsafe { p.add(i * 4096) }
         };
         let regions = vec![
-            Region { start: 0x1000, len: 4096, host: at(0), access: Access::ReadWrite },
-            Region { start: 0x2000, len: 4096, host: at(1), access: Access::ReadOnly },
-            Region { start: 0x3000, len: 4096, host: at(2), access: Access::ReadWrite },
-            Region { start: 0x5000, len: 4096, host: at(3), access: Access::Nothing },
+            Region { start: 0x1000, len: 4096, host: at(0), kind: RegionKind::Data },
+            Region { start: 0x2000, len: 4096, host: at(1), kind: RegionKind::Rodata },
+            Region { start: 0x3000, len: 4096, host: at(2), kind: RegionKind::Data },
+            Region { start: 0x5000, len: 4096, host: at(3), kind: RegionKind::System },
         ];
         // SAFETY: the buffer is leaked (lives forever) and regions do not overlap.
         unsafe { GuestMemory::new(regions) }

@@ -77,7 +77,7 @@ impl CpuSet {
 }
 
 /// How long the libos may spin for a completion when the worker has a CPU
-/// of its own (`cabin_abi::boot::BOOT_SPIN_NS_SLOT`). Long enough to cover a
+/// of its own (`cabin_abi::boot::BootInfo::spin_ns`). Long enough to cover a
 /// call the monitor serves from the page cache (a 4 KiB read, a `stat`, an
 /// `open`: 1-5 µs) with room to spare; a call that really blocks (a pipe
 /// read, a sleep) then costs at most this much CPU before the libos sleeps.

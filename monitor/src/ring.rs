@@ -19,18 +19,13 @@ use std::time::{Duration, Instant};
 use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_TRAPPED};
 use cabin_abi::syscalls::{self, Serve};
 
+use cabin_policy::limits::WriteLimits;
+
+use crate::gate::{Admit, Gate, Stop};
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
-use crate::policy::gate::{Admit, Gate, Stop};
-use crate::policy::limits::WriteLimits;
-use crate::service::Service;
+use crate::service::{Service, Violation};
 use crate::site_map::SiteMap;
-
-// Both backends reserve room for the whole ring, site hints included.
-const _: () = {
-    assert!(crate::layout::RING_SIZE >= cabin_abi::ring::RING_BYTES as u64);
-    assert!(crate::kvm::layout::RING_MAX >= cabin_abi::ring::RING_BYTES as u64);
-};
 
 /// How long the worker polls an empty ring before sleeping. Long enough to
 /// stay awake across the compute between a program's calls (a wolfCrypt block
@@ -38,13 +33,67 @@ const _: () = {
 /// paid a doorbell exit), short enough that an idle program costs no CPU.
 pub const SPIN: Duration = Duration::from_micros(1000);
 
+/// How the domain broke the ring protocol (or, through the service, the
+/// contract of a request). The program is ended with the message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RingViolation {
+    /// A submission's flags hold bits the ABI does not define.
+    #[error("submission with unknown flags {0:#x}")]
+    UnknownFlags(u32),
+    /// A check-only submission for a call the libos does not serve itself.
+    #[error("check-only submission for system call {0}, which the libos does not serve")]
+    CheckNotLocal(u64),
+    /// The submission tail is nowhere near the head.
+    #[error("submission tail {tail} is impossible for head {head} ({RING_ENTRIES} slots)")]
+    ImpossibleTail {
+        /// The domain's `sq_tail`.
+        tail: u32,
+        /// The worker's head.
+        head: u32,
+    },
+    /// The submission tail claims a slot that was never published.
+    #[error("submission tail {tail} is ahead of head {head} but slot {head} was never published")]
+    UnpublishedSlot {
+        /// The domain's `sq_tail`.
+        tail: u32,
+        /// The worker's head.
+        head: u32,
+    },
+    /// The completion head is nowhere near the tail.
+    #[error("completion head {head} is impossible for tail {tail}")]
+    ImpossibleCompletionHead {
+        /// The domain's `cq_head`.
+        head: u32,
+        /// The worker's tail.
+        tail: u32,
+    },
+    /// The domain lets the completion queue fill up.
+    #[error("completion queue full: the domain does not consume completions")]
+    CompletionQueueFull,
+    /// The service refused a request no correct program makes (a wild
+    /// pointer, an impossible length).
+    #[error(transparent)]
+    Request(#[from] Violation),
+}
+
+/// Why serving stopped before the ring ran dry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum Interrupt {
+    /// The domain broke the protocol.
+    #[error(transparent)]
+    Violation(#[from] RingViolation),
+    /// The policy or a limit stops the program.
+    #[error("{}", .0.message)]
+    Stop(Stop),
+}
+
 /// How a worker loop ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WorkerEnd {
     /// [`Worker::stop`] was called.
     Stopped,
-    /// The domain broke the protocol; the message says how.
-    Violation(String),
+    /// The domain broke the protocol; the ring is marked dead.
+    Violation(RingViolation),
     /// The policy killed the program or a limit stopped it (message already printed).
     Policy(Stop),
 }
@@ -97,7 +146,6 @@ pub struct Worker {
     pub stats: WorkerStats,
     /// Policy, limits and trace around each call (none: serve everything).
     pub gate: Option<Gate>,
-    policy_stop: Option<Stop>,
     /// The thread inside [`Worker::run`], for [`StopHandle::stop`].
     serving: Arc<Kickable>,
     /// Turns a slot's site hint into the call site (read only when the gate
@@ -127,7 +175,6 @@ impl Worker {
             cq_head_seen: ring.cq_head().load(Ordering::SeqCst),
             stats: WorkerStats::default(),
             gate: None,
-            policy_stop: None,
             serving: Arc::default(),
             sites: SiteMap::default(),
         }
@@ -163,8 +210,9 @@ impl Worker {
     /// threads (fuzz/fuzz_targets/ring.rs).
     #[doc(hidden)]
     pub fn step(&mut self, mem: &GuestMemory, service: &mut Service) -> Option<WorkerEnd> {
-        if let Err(msg) = self.serve_available(mem, service).and_then(|_| self.check_idle_tail()) {
-            return Some(self.end_with(&msg));
+        let checked = self.serve_available(mem, service).and_then(|_| Ok(self.check_idle_tail()?));
+        if let Err(why) = checked {
+            return Some(self.end_with(why));
         }
         None
     }
@@ -178,7 +226,7 @@ impl Worker {
                 return WorkerEnd::Stopped;
             }
             match self.serve_available(mem, service) {
-                Err(msg) => return self.end_with(&msg),
+                Err(why) => return self.end_with(why),
                 Ok(n) if n > 0 => {
                     idle_since = None;
                     idle_spins = 0;
@@ -200,8 +248,8 @@ impl Worker {
             }
             // Before sleeping, hold the domain to the protocol: its tail must
             // agree with the slots (nothing published past our head).
-            if let Err(msg) = self.check_idle_tail() {
-                return self.end_with(&msg);
+            if let Err(v) = self.check_idle_tail() {
+                return self.end_with(v.into());
             }
             // Sleep: announce, re-check, wait on the value read before.
             let seen = r.sq_doorbell().load(Ordering::SeqCst);
@@ -215,17 +263,19 @@ impl Worker {
         }
     }
 
-    /// Ends the loop after `msg` (a protocol violation, or a policy stop
-    /// whose reason is in `policy_stop`): the ring is marked dead.
-    fn end_with(&mut self, msg: &str) -> WorkerEnd {
+    /// Ends the loop after a protocol violation or a policy stop: the ring
+    /// is marked dead.
+    fn end_with(&mut self, why: Interrupt) -> WorkerEnd {
         self.ring.state().store(STATE_DEAD, Ordering::SeqCst);
-        if let Some(stop) = self.policy_stop.take() {
-            return WorkerEnd::Policy(stop);
+        match why {
+            Interrupt::Stop(stop) => WorkerEnd::Policy(stop),
+            Interrupt::Violation(v) => {
+                if let Some(g) = self.gate.as_mut() {
+                    g.violation(&v.to_string());
+                }
+                WorkerEnd::Violation(v)
+            }
         }
-        if let Some(g) = self.gate.as_mut() {
-            g.violation(msg);
-        }
-        WorkerEnd::Violation(msg.to_string())
     }
 
     /// With nothing published at our head, the domain's `sq_tail` must not
@@ -234,66 +284,57 @@ impl Worker {
     /// the queue is long, is a protocol violation. A tail *behind* the head
     /// is normal: the worker may have served a slot whose tail store the
     /// libos has not made yet.
-    fn check_idle_tail(&self) -> Result<(), String> {
+    fn check_idle_tail(&self) -> Result<(), RingViolation> {
         let r = self.ring;
         let tail = r.sq_tail().load(Ordering::SeqCst);
         let ahead = tail.wrapping_sub(self.sq_head);
         let behind = self.sq_head.wrapping_sub(tail);
         if ahead > RING_ENTRIES && behind > RING_ENTRIES {
-            return Err(format!(
-                "submission tail {tail} is impossible for head {} ({RING_ENTRIES} slots)",
-                self.sq_head
-            ));
+            return Err(RingViolation::ImpossibleTail { tail, head: self.sq_head });
         }
         if ahead > 0 && ahead <= RING_ENTRIES && !r.submission_ready(self.sq_head) {
-            return Err(format!(
-                "submission tail {tail} is ahead of head {} but slot {} was never published",
-                self.sq_head, self.sq_head
-            ));
+            return Err(RingViolation::UnpublishedSlot { tail, head: self.sq_head });
         }
         Ok(())
     }
 
     /// Is there room for one more completion? Reads the domain's `cq_head`
     /// only when the cached copy says the queue may be full.
-    fn completion_room(&mut self) -> Result<(), String> {
+    fn completion_room(&mut self) -> Result<(), RingViolation> {
         if matches!(pending(self.cq_head_seen, self.cq_tail, RING_ENTRIES), Ok(n) if n < RING_ENTRIES) {
             return Ok(());
         }
         let cq_head = self.ring.cq_head().load(Ordering::SeqCst);
         let used = pending(cq_head, self.cq_tail, RING_ENTRIES)
-            .map_err(|_| format!("completion head {cq_head} is impossible for tail {}", self.cq_tail))?;
+            .map_err(|_| RingViolation::ImpossibleCompletionHead { head: cq_head, tail: self.cq_tail })?;
         self.cq_head_seen = cq_head;
         if used >= RING_ENTRIES {
-            return Err("completion queue full: the domain does not consume completions".into());
+            return Err(RingViolation::CompletionQueueFull);
         }
         Ok(())
     }
 
     /// Serves every submission published so far; returns how many.
-    fn serve_available(&mut self, mem: &GuestMemory, service: &mut Service) -> Result<u32, String> {
+    fn serve_available(&mut self, mem: &GuestMemory, service: &mut Service) -> Result<u32, Interrupt> {
         let r = self.ring;
         let mut n = 0;
         while r.submission_ready(self.sq_head) {
             let s = r.read_submission(self.sq_head);
             if s.flags & !(SUB_TRAPPED | SUB_CHECK) != 0 {
-                return Err(format!("submission with unknown flags {:#x}", s.flags));
+                return Err(RingViolation::UnknownFlags(s.flags).into());
             }
             // Check-only: the policy's decision on a call the libos serves
             // itself, never performed here.
             let check = s.flags & SUB_CHECK != 0;
             if check && syscalls::serve(s.nr) != Serve::Local {
-                return Err(format!(
-                    "check-only submission for system call {}, which the libos does not serve",
-                    s.nr
-                ));
+                return Err(RingViolation::CheckNotLocal(s.nr).into());
             }
             self.completion_room()?;
             let trapped = s.flags & SUB_TRAPPED != 0;
             let (slot, sites) = (self.sq_head, &self.sites);
             let result = match self.gate.as_mut() {
                 None if check => 0,
-                None => service.handle(mem, s.nr, s.args).map_err(|v| v.0)?,
+                None => service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?,
                 Some(g) => {
                     // The site hint is read only if the gate needs it.
                     let site = || sites.site(r.read_site_hint(slot));
@@ -304,18 +345,14 @@ impl Worker {
                             0
                         }
                         Admit::Serve(t) => {
-                            let ret = service.handle(mem, s.nr, s.args).map_err(|v| v.0)?;
+                            let ret = service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?;
                             if let Some(stop) = g.served_with(t, ret, service.take_note()) {
-                                self.policy_stop = Some(stop);
-                                return Err("stopped by a limit".into());
+                                return Err(Interrupt::Stop(stop));
                             }
                             ret
                         }
                         Admit::Return(ret) => ret,
-                        Admit::Stop(stop) => {
-                            self.policy_stop = Some(stop);
-                            return Err("stopped by the policy".into());
-                        }
+                        Admit::Stop(stop) => return Err(Interrupt::Stop(stop)),
                     }
                 }
             };
@@ -425,7 +462,8 @@ mod tests {
         assert_eq!(w.serve_available(&m, &mut s), Ok(RING_ENTRIES));
         submit(&r, libc::SYS_getppid, [0; 6]);
         let e = w.serve_available(&m, &mut s).unwrap_err();
-        assert!(e.contains("completion queue full"), "{e}");
+        assert_eq!(e, Interrupt::Violation(RingViolation::CompletionQueueFull));
+        assert!(e.to_string().contains("completion queue full"), "{e}");
     }
 
     #[test]
@@ -448,7 +486,7 @@ mod tests {
         let mut w = Worker::new(r);
         r.sq_tail().store(1, Ordering::SeqCst);
         match w.run(&m, &mut s) {
-            WorkerEnd::Violation(e) => assert!(e.contains("never published"), "{e}"),
+            WorkerEnd::Violation(e) => assert!(e.to_string().contains("never published"), "{e}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
@@ -456,9 +494,9 @@ mod tests {
 
     #[test]
     fn denials_name_the_site_behind_the_hint() {
-        use crate::policy::{Limits, Policy};
         use crate::trace::Tracer;
         use cabin_abi::note::{SiteKind, SiteRecord, Tactic, TrapReason};
+        use cabin_policy::{Limits, Policy};
 
         let (_a, r, mut s) = setup();
         let m = test_memory();
@@ -500,7 +538,12 @@ mod tests {
         // run() finds it before sleeping, marks the ring dead and returns
         // instead of panicking.
         match w.run(&m, &mut s) {
-            WorkerEnd::Violation(e) => assert!(e.contains("impossible"), "{e}"),
+            WorkerEnd::Violation(e) => {
+                assert!(
+                    matches!(e, RingViolation::ImpossibleTail { .. }) && e.to_string().contains("impossible"),
+                    "{e}"
+                )
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
@@ -539,7 +582,10 @@ mod tests {
         assert_eq!(w.step(&m, &mut s), None);
         assert_eq!(r.cq_tail().load(Ordering::SeqCst), 1);
         r.sq_tail().store(7, Ordering::SeqCst);
-        assert!(matches!(w.step(&m, &mut s), Some(WorkerEnd::Violation(e)) if e.contains("never published")));
+        assert!(matches!(
+            w.step(&m, &mut s),
+            Some(WorkerEnd::Violation(RingViolation::UnpublishedSlot { .. }))
+        ));
         assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
     }
 

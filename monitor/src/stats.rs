@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use cabin_abi::boot::LOCAL_COUNT_SLOTS;
 
-use crate::per_call::{CallCounts, OTHER_KEY};
 use crate::sysnames;
+use cabin_policy::per_call::{CallCounts, OTHER_KEY};
 
 /// Inputs for the statistics record.
 #[derive(Clone, Debug, Default)]

@@ -6,7 +6,8 @@
 
 mod common;
 
-use cabin_monitor::{process, EndReason, RunConfig};
+use cabin_monitor::{EndReason, RunConfig};
+use cabin_process as process;
 
 fn cfg(args: &[&str]) -> RunConfig {
     RunConfig { args: args.iter().map(|s| s.to_string()).collect(), quiet: true, ..RunConfig::default() }
@@ -71,7 +72,7 @@ fn faults_end_with_128_plus_signal_and_a_report() {
 #[test]
 fn invalid_images_are_refused() {
     let e = process::run(b"not an elf", &cfg(&["x"])).unwrap_err();
-    assert!(matches!(e, cabin_monitor::RunError::InvalidImage(_)), "{e}");
+    assert!(matches!(e, cabin_monitor::RunError::ImageRejected(_)), "{e}");
     // A plain static executable (no libos, no manifest) is not an image.
     let t = tempfile::tempdir().unwrap();
     let ok = common::compile("fault", t.path()).is_some();

@@ -18,10 +18,10 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::TraceOptions;
+use cabin_monitor::GateConfig;
 use cabin_monitor::{EndReason, RunConfig};
+use cabin_policy::Policy;
 use common::Backend;
 use serde_json::Value;
 

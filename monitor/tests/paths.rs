@@ -60,9 +60,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::trace::record::path_text;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
+use cabin_monitor::GateConfig;
 use cabin_monitor::{RunConfig, RunOutcome};
 use common::Backend;
 use serde_json::Value;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use cabin_tests::SharedBuf;
 
-use cabin_monitor::policy::{
-    self, explain, generate, names, oci, probe, render, Action, Decision, DenialReporter, Mode, Policy,
+use cabin_policy::{
+    self as policy, explain, generate, names, oci, probe, render, Action, Decision, DenialReporter, Mode,
+    Policy,
 };
 
 fn data(name: &str) -> PathBuf {

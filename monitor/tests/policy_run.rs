@@ -12,10 +12,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
+use cabin_monitor::GateConfig;
 use cabin_monitor::{RunConfig, RunOutcome};
+use cabin_policy::Policy;
 use common::Backend;
 use serde_json::Value;
 
@@ -109,7 +109,7 @@ fn busybox_cat_traced_in_text_and_jsonl(b: Backend) {
     assert!(recs.iter().any(|r| r["name"] == "openat"));
 
     // The least policy generated from the trace lets the same run through, and only it.
-    let (p, _) = cabin_monitor::policy::generate::from_trace("run.jsonl", &jsonl).expect("generate");
+    let (p, _) = cabin_policy::generate::from_trace("run.jsonl", &jsonl).expect("generate");
     let g = GateConfig { policy: Some(p.clone()), ..GateConfig::default() };
     assert_eq!(run(b, &img, &["busybox", "cat", file], std::slice::from_ref(&data), g).exit_code, 0);
     let g = GateConfig { policy: Some(p), ..GateConfig::default() };

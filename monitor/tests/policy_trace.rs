@@ -4,15 +4,15 @@
 
 use std::path::Path;
 
-use cabin_monitor::policy::gate::{Admit, Gate};
-use cabin_monitor::policy::{names, Limits};
+use cabin_monitor::gate::{Admit, Gate};
 use cabin_monitor::service::fs::Refusal;
-use cabin_monitor::service::{CallNote, PathRefusal};
 use cabin_monitor::trace::record::path_text;
 use cabin_monitor::trace::{
     AuditLog, ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord, TraceFormat, TraceOptions,
     Tracer,
 };
+use cabin_policy::note::{CallNote, PathRefusal};
+use cabin_policy::{names, Limits};
 use cabin_tests::SharedBuf;
 use serde_json::Value;
 
@@ -281,7 +281,7 @@ fn tracer_opens_files() {
     let audit = std::fs::read_to_string(&audit).expect("audit written");
     assert_eq!(audit.lines().count(), 7);
     // And a policy generated from it allows the run.
-    let (p, _) = cabin_monitor::policy::generate::from_trace("run.jsonl", &jsonl).expect("generates");
+    let (p, _) = cabin_policy::generate::from_trace("run.jsonl", &jsonl).expect("generates");
     let c = p.compile();
     assert!(c.decide(nr("openat"), &[0; 6]).serves());
     assert!(c.decide(nr("execve"), &[0; 6]).serves(), "killed in the run, allowed by the generated policy");

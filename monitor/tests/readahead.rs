@@ -12,8 +12,8 @@ mod common;
 
 use std::path::Path;
 
-use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
+use cabin_monitor::GateConfig;
 use cabin_monitor::{RunConfig, RunOutcome};
 use common::Backend;
 use serde_json::Value;

@@ -17,10 +17,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::TraceOptions;
+use cabin_monitor::GateConfig;
 use cabin_monitor::RunConfig;
+use cabin_policy::Policy;
 use common::Backend;
 use serde_json::Value;
 

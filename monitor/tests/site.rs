@@ -11,11 +11,12 @@
 
 use std::path::Path;
 
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
-use cabin_monitor::{kvm, process, RunConfig};
+use cabin_monitor::GateConfig;
+use cabin_monitor::RunConfig;
+use cabin_policy::Policy;
 use serde_json::Value;
+use {cabin_kvm as kvm, cabin_process as process};
 
 /// The site program (cabin_tests::site_program) and the address of
 /// `raw_uname`'s `syscall`.
@@ -49,7 +50,7 @@ fn denied_uname(img: &[u8], dir: &Path, force_trap_path: bool, on_kvm: bool) -> 
         },
         ..RunConfig::default()
     };
-    let o = if on_kvm { kvm::run(img, &cfg, 0) } else { process::run(img, &cfg) }.expect("runs");
+    let o = if on_kvm { kvm::run(img, &cfg) } else { process::run(img, &cfg) }.expect("runs");
     assert_eq!(o.exit_code, 0, "{:?}", o.reason);
     let text = std::fs::read_to_string(&trace).expect("read the trace");
     let recs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();

@@ -1,7 +1,7 @@
 //! The ring-0 proxy-kernel of a Cabin domain.
 //!
-//! The KVM backend (`monitor/src/kvm`) copies this kernel, built as a flat
-//! blob by `monitor/build.rs`, into every guest and points all 256 IDT
+//! The KVM backend (`backends/kvm`, crate `cabin-kvm`) copies this kernel, built as a flat
+//! blob by `backends/kvm/build.rs`, into every guest and points all 256 IDT
 //! vectors and `MSR_LSTAR` at it. The program and its libos run in ring 3;
 //! the proxy-kernel runs only when they trap, which is never on the hot path
 //! (system calls travel over the shared ring without leaving ring 3). It

@@ -8,18 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use cabin_monitor::memory::{Access, GuestMemory, Region};
+use cabin_monitor::memory::{GuestMemory, Region, RegionKind};
 
-/// The fake program memory: (start, pages, access). Adjacent regions of
+/// The fake program memory: (start, pages, kind). Adjacent regions of
 /// every kind of access (a string or buffer may run from one into the
 /// next), a gap, an unusable region, and a lone region far up.
-pub const LAYOUT: [(u64, u64, Access); 6] = [
-    (0x10000, 2, Access::ReadWrite),
-    (0x12000, 1, Access::ReadOnly),
-    (0x13000, 1, Access::ReadWrite),
-    (0x14000, 1, Access::Nothing),
-    (0x20000, 1, Access::ReadWrite),
-    (0x7fff_ffff_f000, 1, Access::ReadOnly),
+pub const LAYOUT: [(u64, u64, RegionKind); 6] = [
+    (0x10000, 2, RegionKind::Data),
+    (0x12000, 1, RegionKind::Rodata),
+    (0x13000, 1, RegionKind::Arena),
+    (0x14000, 1, RegionKind::Code),
+    (0x20000, 1, RegionKind::Stack),
+    (0x7fff_ffff_f000, 1, RegionKind::Rodata),
 ];
 
 const PAGE: u64 = 4096;
@@ -48,10 +48,10 @@ impl Memory {
         let buf: &'static mut [u8] = Box::leak(vec![0u8; (pages * PAGE) as usize].into_boxed_slice());
         let mut regions = Vec::new();
         let mut off = 0usize;
-        for &(start, n, access) in &LAYOUT {
+        for &(start, n, kind) in &LAYOUT {
             // SAFETY: inside the leaked buffer.
             let host = unsafe { buf.as_mut_ptr().add(off) };
-            regions.push(Region { start, len: n * PAGE, host, access });
+            regions.push(Region { start, len: n * PAGE, host, kind });
             off += (n * PAGE) as usize;
         }
         // SAFETY: the buffer is leaked (lives forever); regions do not overlap.

@@ -27,7 +27,7 @@
 
 use core::ptr::addr_of_mut;
 
-use cabin_abi::boot::{ABORT_MEMORY, BOOT_MEMORY_REQUEST_SLOT, BOOT_MEMORY_USED_SLOT};
+use cabin_abi::boot::ABORT_MEMORY;
 
 use super::errno;
 use super::Global;
@@ -555,8 +555,8 @@ fn over_limit(OverLimit(requested): OverLimit) -> ! {
         // SAFETY: `b` is the boot page validated by `init`; these slots are
         // the libos's to write (cabin_abi::boot::ABORT_MEMORY).
         unsafe {
-            addr_of_mut!((*b).reserved[BOOT_MEMORY_REQUEST_SLOT]).write_volatile(requested);
-            addr_of_mut!((*b).reserved[BOOT_MEMORY_USED_SLOT]).write_volatile(used);
+            addr_of_mut!((*b).memory_request).write_volatile(requested);
+            addr_of_mut!((*b).memory_used).write_volatile(used);
         }
     }
     super::record_abort(ABORT_MEMORY);

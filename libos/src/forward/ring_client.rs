@@ -47,7 +47,7 @@ pub(super) fn set_ring(r: RingPtr) {
 }
 
 /// Sets how long to spin for a completion: `spin_ns` from the monitor
-/// (`BOOT_SPIN_NS_SLOT`, 0: short spins), converted with the TSC rate when
+/// (`BootInfo::spin_ns`, 0: short spins), converted with the TSC rate when
 /// known (`tsc_khz`, 0: unknown). Called once by `init`.
 pub(super) fn set_spin(spin_ns: u64, tsc_khz: u64) {
     let per_us = if tsc_khz >= 1_000 { tsc_khz / 1_000 } else { DEFAULT_TICKS_PER_US };

@@ -10,8 +10,6 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Once;
 
-use crate::config::RunError;
-
 /// Most descriptors a program can have open (`RLIMIT_NOFILE` as it sees
 /// it, when the monitor's own limit allows).
 pub const MAX_FDS: usize = 1024;
@@ -22,6 +20,30 @@ pub const MAX_FDS: usize = 1024;
 /// `/proc` lookups: a few at a time), and room to spare.
 pub const MONITOR_RESERVE: usize = 64;
 
+/// Why the program's descriptor table cannot be sized.
+#[derive(Debug, thiserror::Error)]
+pub enum CapacityError {
+    /// `getrlimit` failed.
+    #[error("getrlimit(RLIMIT_NOFILE) failed: {0}")]
+    Rlimit(#[source] std::io::Error),
+    /// The limit leaves the program too few descriptors.
+    #[error(
+        "cannot lay out the domain: too few file descriptors: RLIMIT_NOFILE is {soft} (hard {hard}), the monitor \
+         holds {open} and keeps {MONITOR_RESERVE} for itself, which leaves the program {capacity}; help: raise it \
+         with `ulimit -n`"
+    )]
+    TooFew {
+        /// The soft limit.
+        soft: usize,
+        /// The hard limit.
+        hard: u64,
+        /// Descriptors the monitor holds.
+        open: usize,
+        /// What that leaves the program.
+        capacity: usize,
+    },
+}
+
 /// The smallest table worth running a program with.
 const MIN_CAPACITY: usize = 16;
 
@@ -31,7 +53,7 @@ const MIN_CAPACITY: usize = 16;
 /// less the descriptors the monitor holds now and [`MONITOR_RESERVE`],
 /// leaves fewer. Call it once the domain is set up (its descriptors are
 /// then counted).
-pub fn program_capacity() -> Result<usize, RunError> {
+pub fn program_capacity() -> Result<usize, CapacityError> {
     static RAISE: Once = Once::new();
     RAISE.call_once(|| {
         let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -47,17 +69,13 @@ pub fn program_capacity() -> Result<usize, RunError> {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: writes one rlimit into a local.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        return Err(RunError::host("getrlimit(RLIMIT_NOFILE)"));
+        return Err(CapacityError::Rlimit(std::io::Error::last_os_error()));
     }
     let soft = usize::try_from(rl.rlim_cur).unwrap_or(usize::MAX);
     let open = open_descriptors();
     let capacity = soft.saturating_sub(open).saturating_sub(MONITOR_RESERVE).min(MAX_FDS);
     if capacity < MIN_CAPACITY {
-        return Err(RunError::Layout(format!(
-            "too few file descriptors: RLIMIT_NOFILE is {soft} (hard {}), the monitor holds {open} and keeps \
-             {MONITOR_RESERVE} for itself, which leaves the program {capacity}; help: raise it with `ulimit -n`",
-            rl.rlim_max
-        )));
+        return Err(CapacityError::TooFew { soft, hard: rl.rlim_max, open, capacity });
     }
     Ok(capacity)
 }

@@ -64,8 +64,6 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-use crate::config::RunError;
-
 /// Why a path operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
@@ -78,60 +76,22 @@ pub enum PathError {
     Errno(i32),
 }
 
-/// Why the path rules refused a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The path names nothing under any allowed tree.
-    Outside,
-    /// A change (write, create, truncate, remove, rename, chmod, ...) under a
-    /// tree that is allowed for reading only.
-    ReadOnly,
-    /// Resolution left the allowed tree: `..` above it, an absolute symlink,
-    /// or a symlink pointing out (the kernel's `EXDEV` under
-    /// `RESOLVE_BENEATH`).
-    Escape,
-    /// Resolution met a magic link (`/proc/*/fd/*`, `/proc/*/root`, ...).
-    MagicLink,
-    /// The allowed tree itself cannot be removed, renamed or linked through
-    /// its parent.
-    TreeItself,
-    /// A device node outside the safe list (opened, or changed at all).
-    Device,
-    /// A process's entry in `/proc` (`/proc/self`, `/proc/<pid>`, ...) or a
-    /// `/proc` entry outside the system-wide list.
-    Proc,
-    /// A change on a kernel pseudo filesystem (`/proc`, `/sys`, cgroup), or
-    /// any access to one that is not served (debugfs, tracefs, bpf, ...).
-    Pseudo,
-    /// `chown` to an owner or group other than the program's own (`[paths]
-    /// set-id` allows it).
-    Owner,
-}
+pub use cabin_policy::note::Refusal;
 
-impl Refusal {
-    /// The reason in words (the trace's rule says `[paths] ` and this).
-    pub fn describe(self) -> &'static str {
-        match self {
-            Refusal::Outside => "outside the allowed trees",
-            Refusal::ReadOnly => "under a read-only tree",
-            Refusal::Escape => "resolution left the allowed tree (`..` or a symlink)",
-            Refusal::MagicLink => "resolution met a magic link (/proc/*/fd, /proc/*/root, ...)",
-            Refusal::TreeItself => "an allowed tree itself cannot be changed through its parent",
-            Refusal::Device => "a device outside the safe list (/dev/null, zero, full, random, urandom, the tty)",
-            Refusal::Proc => "a process's /proc entry (the monitor's or another's) or /proc outside its system-wide files",
-            Refusal::Pseudo => "a kernel pseudo filesystem (/proc, /sys, cgroup: never writable; debugfs, bpf, ...: not served)",
-            Refusal::Owner => "chown to another owner or group than the program's own ([paths] set-id allows it)",
-        }
-    }
-
-    /// The errno the program gets: `EPERM` for an owner change (what an
-    /// unprivileged `chown` gets natively), `EACCES` for the rest.
-    pub fn errno(self) -> i32 {
-        match self {
-            Refusal::Owner => libc::EPERM,
-            _ => libc::EACCES,
-        }
-    }
+/// Why the allowed trees cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// An `--allow-read`/`--allow-write` directory cannot be used.
+    #[error("cannot use allowed directory {path}: {source}")]
+    AllowedDir {
+        /// The directory as given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `fstat` of an allowed directory failed.
+    #[error("fstat of an allowed directory failed: {0}")]
+    Fstat(#[source] std::io::Error),
 }
 
 /// One allowed directory.
@@ -443,11 +403,11 @@ fn fd_link(fd: RawFd) -> Option<Vec<u8>> {
 impl FsPolicy {
     /// Opens every allowed directory, the directories above them that lie
     /// in no tree, and the monitor's `/proc`. Write dirs are readable too.
-    pub fn new(read: &[PathBuf], write: &[PathBuf]) -> Result<FsPolicy, RunError> {
+    pub fn new(read: &[PathBuf], write: &[PathBuf]) -> Result<FsPolicy, FsError> {
         let mut dirs = Vec::new();
         for (list, w) in [(read, false), (write, true)] {
             for p in list {
-                let err = |source| RunError::AllowedDir { path: p.clone(), source };
+                let err = |source| FsError::AllowedDir { path: p.clone(), source };
                 let canon = std::fs::canonicalize(p).map_err(err)?;
                 let c = CString::new(canon.as_os_str().as_encoded_bytes().to_vec())
                     .map_err(|_| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
@@ -467,7 +427,7 @@ impl FsPolicy {
         dirs.sort_by(|a, b| b.comps.len().cmp(&a.comps.len()).then(b.write.cmp(&a.write)));
         let mut roots: Vec<(u64, u64, bool)> = Vec::new();
         for d in &dirs {
-            let st = fstat(d.fd.as_raw_fd()).map_err(|_| RunError::host("fstat of an allowed directory"))?;
+            let st = fstat(d.fd.as_raw_fd()).map_err(|_| FsError::Fstat(std::io::Error::last_os_error()))?;
             match roots.iter_mut().find(|r| (r.0, r.1) == (st.st_dev, st.st_ino)) {
                 Some(r) => r.2 |= d.write,
                 None => roots.push((st.st_dev, st.st_ino, d.write)),

@@ -10,7 +10,7 @@
 //!
 //! A call the path rules refuse returns `EACCES` and leaves a [`CallNote`]
 //! (the program's path, the resolved path, why) that the ring worker hands
-//! to the gate ([`crate::policy::gate::Gate::served_with`]), which records
+//! to the gate ([`crate::gate::Gate::served_with`]), which records
 //! it as a `denied` call. Paths of allowed calls are copied into the note
 //! only while a tracer wants them ([`Service::set_record_paths`]).
 //!
@@ -22,7 +22,7 @@
 //! and is reported once on stderr with its name and number; numbers that
 //! are not x86-64 system calls (512 and up) are reported once in all, and
 //! counted ([`Service::finish_reports`] says how many at the end). Nothing
-//! is kept per call number beyond the fixed tables of [`crate::per_call`].
+//! is kept per call number beyond the fixed tables of [`cabin_policy::per_call`].
 
 pub mod fdtable;
 pub mod fs;
@@ -40,10 +40,11 @@ pub use table::{served, serves};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::memory::{GuestMemory, MemError};
-use crate::per_call::{CallCounts, CallSet, Distinct};
-use crate::policy::limits::{WriteLimits, EFBIG};
 use crate::sysnames;
 use crate::trace::LimitHit;
+use cabin_policy::limits::{WriteLimits, EFBIG};
+use cabin_policy::note::{CallNote, PathRefusal};
+use cabin_policy::per_call::{CallCounts, CallSet, Distinct};
 use fdtable::{Entry, FdTable};
 use fs::{Access, FsPolicy, PathError, Refusal};
 
@@ -80,45 +81,11 @@ pub struct ServiceStats {
     pub denied: u64,
 }
 
-/// A call the path rules refused: why, and what was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PathRefusal {
-    /// Why.
-    pub why: Refusal,
-    /// What the monitor refused: the absolute path it resolved the
-    /// program's path to (the program's path joined to its cwd or dirfd),
-    /// or, for a call on a descriptor, the descriptor's path.
-    pub resolved: Vec<u8>,
-}
-
-impl PathRefusal {
-    /// The rule as the trace and audit log show it: `[paths] PATH: why`.
-    pub fn rule(&self) -> String {
-        format!("[paths] {}: {}", crate::trace::record::path_text(&self.resolved), self.why.describe())
-    }
-}
-
-/// What the service noticed about the call it served last, for the trace
-/// and audit log: taken by the ring worker after [`Service::handle`] and
-/// handed to the gate. Empty (and free) unless paths are recorded or the
-/// call was refused.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CallNote {
-    /// The path argument as the program passed it (up to its NUL): the
-    /// first one read when [`Service::set_record_paths`] is on; for a
-    /// refused call, always the refused one.
-    pub path: Option<Vec<u8>>,
-    /// Set when the path rules refused the call (it returned `EACCES`).
-    pub refusal: Option<PathRefusal>,
-    /// Set when a write limit stopped the call before it ran (it returned
-    /// `EFBIG`, which the program never sees: the gate stops it).
-    pub limit: Option<LimitHit>,
-}
-
 /// A call (number, first argument) the service answers with a panic in
-/// unit tests only: how the backends behave when the monitor fails.
-#[cfg(test)]
-pub(crate) const PANIC_TEST_CALL: (u64, u64) = (511, 0xdead_beef_c0de_0001);
+/// tests only (unit tests, or the `panic-test-call` feature a backend's
+/// tests turn on): how the backends behave when the monitor fails.
+#[cfg(any(test, feature = "panic-test-call"))]
+pub const PANIC_TEST_CALL: (u64, u64) = (511, 0xdead_beef_c0de_0001);
 
 /// The identity `uname` reports (documented in docs/syscalls.md).
 pub const UNAME: [&str; 6] =
@@ -451,13 +418,13 @@ impl Service {
 
     fn report_unsupported(&mut self, nr: u64) {
         self.stats.denied += 1;
-        if crate::per_call::slot(nr).is_none() {
+        if cabin_policy::per_call::slot(nr).is_none() {
             self.other_numbers.insert(nr);
         }
         if !self.reported.insert(nr) {
             return;
         }
-        let msg = if crate::per_call::slot(nr).is_some() {
+        let msg = if cabin_policy::per_call::slot(nr).is_some() {
             let name = sysnames::name(nr).unwrap_or("unknown");
             format!("cabin: system call {name} ({nr}) is not supported; returning ENOSYS")
         } else {
@@ -492,7 +459,7 @@ impl Service {
 
     fn dispatch(&mut self, mem: &GuestMemory, nr: u64, a: &[u64; 6]) -> Sys {
         // Tests of what the backends do when the monitor itself fails.
-        #[cfg(test)]
+        #[cfg(any(test, feature = "panic-test-call"))]
         if nr == PANIC_TEST_CALL.0 && a[0] == PANIC_TEST_CALL.1 {
             panic!("a service panic made by a test");
         }

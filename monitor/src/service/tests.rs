@@ -203,8 +203,8 @@ fn refusals_and_paths_are_noted_for_the_gate() {
 
 #[test]
 fn write_limits_clip_then_stop_and_spare_pipes() {
-    use crate::policy::Limits;
     use crate::trace::LimitKind;
+    use cabin_policy::Limits;
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().canonicalize().unwrap();
     let policy = FsPolicy::new(&[], std::slice::from_ref(&dir)).unwrap();

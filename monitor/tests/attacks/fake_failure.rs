@@ -11,8 +11,8 @@
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 
-use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::trace::TraceOptions;
+use cabin_monitor::GateConfig;
 use cabin_monitor::RunConfig;
 use serde_json::Value;
 
@@ -102,7 +102,7 @@ fn doorbell_misuse_is_the_programs_fault(b: Backend) {
 /// after the program ran: its end is its own (on KVM the address is not
 /// mapped: SIGSEGV).
 fn loader_status_word_is_not_believed(b: Backend) {
-    let at = format!("{:#x}", cabin_monitor::layout::LOADER_ADDR);
+    let at = format!("{:#x}", cabin_process::layout::LOADER_ADDR);
     attempt(b, &["loader-status", &at], kvm_or(b, (139, "signal", "SIGSEGV"), (0, "exited", "")));
     attempt(b, &["loader-status-125", &at], kvm_or(b, (139, "signal", "SIGSEGV"), (125, "exited", "")));
 }

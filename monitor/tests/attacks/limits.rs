@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::TraceOptions;
+use cabin_monitor::GateConfig;
 use cabin_monitor::{RunConfig, RunOutcome};
+use cabin_policy::Policy;
 use serde_json::Value;
 
 use super::common::{self, Backend};

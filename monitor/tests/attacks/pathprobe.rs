@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cabin_monitor::policy::gate::GateConfig;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
+use cabin_monitor::GateConfig;
 use cabin_monitor::RunConfig;
 use serde_json::Value;
 

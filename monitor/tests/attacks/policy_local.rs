@@ -13,10 +13,10 @@ use std::path::Path;
 use std::process::Command;
 
 use cabin_abi::syscalls::{Serve, TABLE};
-use cabin_monitor::policy::gate::GateConfig;
-use cabin_monitor::policy::Policy;
 use cabin_monitor::trace::{TraceFormat, TraceOptions};
+use cabin_monitor::GateConfig;
 use cabin_monitor::{RunConfig, RunOutcome};
+use cabin_policy::Policy;
 use serde_json::Value;
 
 use crate::common::{self, Backend};

@@ -33,11 +33,8 @@ fn monitor_addresses() -> Vec<(&'static str, u64)> {
         .and_then(|l| l.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok()))
         .expect("a [stack] mapping");
     let v = vec![
-        ("monitor text (process::run)", cabin_monitor::process::run as *const () as u64),
-        (
-            "monitor text (the seccomp filter builder)",
-            cabin_monitor::process::seccomp::filter as *const () as u64,
-        ),
+        ("monitor text (process::run)", cabin_process::run as *const () as u64),
+        ("monitor text (the seccomp filter builder)", cabin_process::seccomp::filter as *const () as u64),
         ("monitor read-only data (the system-call table)", cabin_abi::syscalls::TABLE.as_ptr() as u64),
         ("monitor data (a static)", MONITOR_STATIC.as_ptr() as u64),
         ("monitor heap", heap.as_ptr() as u64),
@@ -52,7 +49,7 @@ fn monitor_addresses() -> Vec<(&'static str, u64)> {
 /// there would read the guest's memory, not the host's: not a probe of the
 /// monitor).
 fn in_kvm_guest_region(addr: u64) -> bool {
-    use cabin_monitor::kvm::layout::*;
+    use cabin_kvm::layout::*;
     let regions = [
         (ARENA_VA, MAX_MEM),
         (BOOT_VA, RING_MAX + PAGE),
@@ -140,7 +137,7 @@ fn process_child_holds_no_capability_and_only_domain_mappings() {
         ..RunConfig::default()
     };
     let run = std::thread::spawn(move || {
-        let o = cabin_monitor::process::run(&img, &cfg);
+        let o = cabin_process::run(&img, &cfg);
         drop((in_r, out_w));
         o
     });
@@ -186,7 +183,7 @@ fn process_child_holds_no_capability_and_only_domain_mappings() {
             let (s, e) = l.split_whitespace().next()?.split_once('-')?;
             Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?))
         })
-        .filter(|&(s, _)| s >= cabin_monitor::layout::DOMAIN_BASE)
+        .filter(|&(s, _)| s >= cabin_process::layout::DOMAIN_BASE)
         .collect();
     assert!(
         stubs.len() == 1 && stubs[0].1 - stubs[0].0 == 4096,

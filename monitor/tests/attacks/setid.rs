@@ -65,7 +65,7 @@ on_both_backends!(set_id_bits_and_owners);
 /// `[paths] set-id = true` allows both, explicitly (and survives `policy
 /// show`'s rendering).
 fn set_id_allowed_by_policy(b: Backend) {
-    use cabin_monitor::policy::{render, Policy};
+    use cabin_policy::{render, Policy};
     if pathprobe::image().is_none() {
         return;
     }

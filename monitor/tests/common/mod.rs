@@ -35,7 +35,7 @@ pub fn image(name: &str, dir: &Path) -> Option<Vec<u8>> {
 pub enum Backend {
     /// `process::run`.
     Process,
-    /// `kvm::run`, with `cfg.arena_bytes` as its guest memory size (as `cabinc run` passes it).
+    /// `kvm::run` (its guest memory sized from `cfg.arena_bytes`, `--mem`).
     Kvm,
 }
 
@@ -47,8 +47,8 @@ impl Backend {
         cfg: &cabin_monitor::RunConfig,
     ) -> Result<cabin_monitor::RunOutcome, cabin_monitor::RunError> {
         match self {
-            Backend::Process => cabin_monitor::process::run(img, cfg),
-            Backend::Kvm => cabin_monitor::kvm::run(img, cfg, cfg.arena_bytes),
+            Backend::Process => cabin_process::run(img, cfg),
+            Backend::Kvm => cabin_kvm::run(img, cfg),
         }
     }
 
@@ -59,7 +59,7 @@ impl Backend {
         if self == Backend::Process {
             return true;
         }
-        match cabin_monitor::kvm::usable() {
+        match cabin_kvm::usable() {
             Ok(()) => true,
             Err(why) => {
                 if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {

@@ -1,0 +1,384 @@
+//! Building a domain's memory before boot: the image's pages, the stack, the
+//! `brk` heap and the arena, the boot page and the ring, the system area
+//! (descriptor tables, kernel stacks, proxy-kernel) and the page tables
+//! that map all of it. Everything here only writes guest memory; the vCPU
+//! is set up in `vcpu.rs`.
+
+use std::mem::offset_of;
+
+use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION};
+use cabin_abi::hypercall::PORT_DOORBELL;
+use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
+use cabin_abi::ring::{RingPtr, RING_BYTES};
+use cabin_image::elf::{ElfFile, ElfKind};
+use cabin_proxy_kernel::header::{Header, HeaderError};
+use thiserror::Error;
+
+use super::descriptors;
+use super::initstack::{self, StackSpec};
+use super::layout::*;
+use super::memory::{MemoryError, PhysMemory};
+use super::paging::{PageTables, PagingError, Perms};
+use cabin_monitor::memory::{GuestMemory, Region, RegionKind};
+
+/// `PT_PHDR`.
+const PT_PHDR: u32 = 6;
+const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+
+/// Boot-information flag: the domain is a KVM guest (the libos waits on the
+/// ring with the `out` doorbell and sets FS with `wrfsbase`).
+pub use cabin_abi::boot::BOOT_FLAG_KVM;
+
+/// Errors of this module.
+#[derive(Debug, Error)]
+pub enum DomainError {
+    /// The image is not a loadable static executable.
+    #[error("invalid image: {0}")]
+    Elf(#[from] cabin_image::elf::ElfError),
+    /// A page of the image is both writable and executable.
+    #[error("image page {0:#x} would be both writable and executable; Cabin keeps W^X")]
+    WritableCode(u64),
+    /// Guest memory is too small for the image, stack and arena.
+    #[error("--mem {mem} bytes is too small: the image needs {need} bytes; help: pass a larger --mem")]
+    TooSmall {
+        /// Memory configured.
+        mem: u64,
+        /// Memory needed before the arena.
+        need: u64,
+    },
+    /// `--mem` outside the accepted range.
+    #[error("--mem must be between {min} and {max} bytes (got {got})")]
+    BadMemSize {
+        /// Value given.
+        got: u64,
+        /// Minimum.
+        min: u64,
+        /// Maximum.
+        max: u64,
+    },
+    /// The arguments and environment do not fit on the stack.
+    #[error("arguments and environment are too large for the program's stack")]
+    StackTooSmall,
+    /// The embedded proxy-kernel is malformed (a build bug).
+    #[error("the embedded proxy-kernel is malformed: {0:?}")]
+    ProxyKernel(cabin_proxy_kernel::header::HeaderError),
+    /// Page-table construction failed.
+    #[error(transparent)]
+    Paging(#[from] PagingError),
+    /// Guest memory access failed.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+}
+
+/// What the program runs with (argument vector, environment, identity).
+#[derive(Clone, Debug)]
+pub struct ProgramSpec {
+    /// `argv`, `argv[0]` first.
+    pub args: Vec<Vec<u8>>,
+    /// `envp` (`KEY=VALUE`).
+    pub env: Vec<Vec<u8>>,
+    /// Process id the program sees.
+    pub pid: u32,
+    /// Parent process id the program sees.
+    pub ppid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Testing: make the libos take the trap path for every call
+    /// (`BOOT_FLAG_FORCE_TRAP`).
+    pub force_trap: bool,
+    /// Let the libos read ahead (`BOOT_FLAG_READ_AHEAD`).
+    pub read_ahead: bool,
+    /// A memory limit is set (`BOOT_FLAG_MEMORY_LIMIT`): the libos stops a
+    /// program that asks for more memory than the guest has, instead of
+    /// returning ENOMEM.
+    pub memory_limit: bool,
+}
+
+/// A guest's memory and start state, ready to boot.
+#[derive(Debug)]
+pub struct Guest {
+    /// The program's view of `phys` (its user regions, typed), for the
+    /// syscall service and the monitor's own reads. Declared first: dropped
+    /// before the mapping it points into.
+    pub view: GuestMemory,
+    /// Guest-physical memory.
+    pub phys: PhysMemory,
+    /// CR3.
+    pub cr3: u64,
+    /// Entry point (the libos `cabin_start`).
+    pub entry: u64,
+    /// Initial stack pointer.
+    pub rsp: u64,
+    /// `MSR_LSTAR`: the proxy-kernel's `syscall` entry.
+    pub lstar: u64,
+    /// `MSR_CSTAR`: the proxy-kernel's entry for `syscall` from 32-bit
+    /// code, which ends the program.
+    pub cstar: u64,
+    /// `MSR_SYSENTER_EIP`: the proxy-kernel's `sysenter` entry, which ends
+    /// the program (never reached: `SYSENTER_CS` is 0).
+    pub sysenter_eip: u64,
+    /// Ring-0 addresses of the proxy-kernel: `[start, end)`.
+    pub kernel_text: (u64, u64),
+    /// The ring, in host memory.
+    pub ring: RingPtr,
+    /// Page-table statistics: 4 KiB and 2 MiB leaf entries.
+    pub leaves: (u64, u64),
+    /// Length of the `brk` range.
+    pub brk_len: u64,
+    /// Length of the arena.
+    pub arena_len: u64,
+}
+
+fn page_down(x: u64) -> u64 {
+    x & !(PAGE - 1)
+}
+
+fn page_up(x: u64) -> u64 {
+    (x + PAGE - 1) & !(PAGE - 1)
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
+
+const KERNEL_RW: Perms = Perms { user: false, write: true, exec: false, pkey: 0 };
+const KERNEL_RX: Perms = Perms { user: false, write: false, exec: true, pkey: 0 };
+const USER_RW: Perms = Perms { user: true, write: true, exec: false, pkey: 0 };
+
+/// Builds the domain for `image` with `mem_size` bytes of guest memory.
+/// `random` fills `AT_RANDOM`; `hwcap`/`hwcap2` are the CPU capability words.
+pub fn build(
+    image: &[u8],
+    mem_size: u64,
+    program: &ProgramSpec,
+    random: [u8; 16],
+    hwcap: (u64, u64),
+    code_pkey: u8,
+) -> Result<Guest, DomainError> {
+    if !(MIN_MEM..=MAX_MEM).contains(&mem_size) || !mem_size.is_multiple_of(LARGE_PAGE) {
+        return Err(DomainError::BadMemSize { got: mem_size, min: MIN_MEM, max: MAX_MEM });
+    }
+    let elf = ElfFile::parse(image)?;
+    let pk = Header::parse(super::PROXY_KERNEL).map_err(DomainError::ProxyKernel)?;
+    let mem = PhysMemory::new(mem_size)?;
+    let mut pt = PageTables::new(PT_GPA, PT_END)?;
+    // The program's regions: (va, len, gpa, kind).
+    let mut space: Vec<(u64, u64, u64, RegionKind)> = Vec::new();
+
+    // --- the image's pages, at IMAGE_GPA + (page - lowest page) ---
+    let base = match elf.kind {
+        ElfKind::Exec => 0,
+        ElfKind::StaticPie => PIE_BASE,
+    };
+    let loads: Vec<_> = elf.loads().filter(|s| s.memsz > 0).copied().collect();
+    let lowest = loads.iter().map(|s| page_down(s.vaddr)).min().unwrap_or(0);
+    let highest = loads.iter().map(|s| page_up(s.end())).max().unwrap_or(0);
+    // Per page: (writable, executable), the union over the segments touching it.
+    let mut pages: std::collections::BTreeMap<u64, (bool, bool)> = Default::default();
+    for s in &loads {
+        let bytes = elf.bytes(s);
+        mem.write(IMAGE_GPA + (s.vaddr - lowest), bytes)?;
+        let mut p = page_down(s.vaddr);
+        while p < s.end() {
+            let e = pages.entry(p).or_insert((false, false));
+            e.0 |= s.flags & PF_W != 0;
+            e.1 |= s.flags & PF_X != 0;
+            p += PAGE;
+        }
+    }
+    // Map runs of pages with equal permissions.
+    let mut run: Option<(u64, u64, (bool, bool))> = None;
+    let mut flush = |run: (u64, u64, (bool, bool)), pt: &mut PageTables| -> Result<(), DomainError> {
+        let (start, end, (w, x)) = run;
+        if w && x {
+            return Err(DomainError::WritableCode(start));
+        }
+        let perms = Perms { user: true, write: w, exec: x, pkey: if x { code_pkey } else { 0 } };
+        pt.map(&mem, base + start, IMAGE_GPA + (start - lowest), end - start, perms)?;
+        let kind = match (x, w) {
+            (true, _) => RegionKind::Code,
+            (false, true) => RegionKind::Data,
+            (false, false) => RegionKind::Rodata,
+        };
+        space.push((base + start, end - start, IMAGE_GPA + (start - lowest), kind));
+        Ok(())
+    };
+    for (&p, &perm) in &pages {
+        run = match run {
+            Some((s, e, r)) if e == p && r == perm => Some((s, p + PAGE, r)),
+            Some(r) => {
+                flush(r, &mut pt)?;
+                Some((p, p + PAGE, perm))
+            }
+            None => Some((p, p + PAGE, perm)),
+        };
+    }
+    if let Some(r) = run {
+        flush(r, &mut pt)?;
+    }
+    let image_end_gpa = IMAGE_GPA + (highest - lowest);
+
+    // --- stack, brk heap, arena ---
+    let stack_gpa = align_up(image_end_gpa, LARGE_PAGE);
+    let brk_gpa = stack_gpa + STACK_SIZE;
+    let brk_len = align_up((mem_size / 8).max(LARGE_PAGE), LARGE_PAGE);
+    let arena_gpa = align_up(brk_gpa + brk_len, LARGE_PAGE);
+    let need = arena_gpa + LARGE_PAGE;
+    if need > mem_size {
+        return Err(DomainError::TooSmall { mem: mem_size, need });
+    }
+    let arena_len = (mem_size - arena_gpa) & !(LARGE_PAGE - 1);
+    let stack_va = STACK_TOP_VA - STACK_SIZE;
+    let brk_va = align_up(base + highest, LARGE_PAGE);
+    let user_areas = [
+        (stack_va, stack_gpa, STACK_SIZE, RegionKind::Stack),
+        (brk_va, brk_gpa, brk_len, RegionKind::Brk),
+        (ARENA_VA, arena_gpa, arena_len, RegionKind::Arena),
+    ];
+    for (va, gpa, len, kind) in user_areas {
+        pt.map(&mem, va, gpa, len, USER_RW)?;
+        space.push((va, len, gpa, kind));
+    }
+
+    // --- boot page and ring (user RW NX) ---
+    let ring_len = page_up(RING_BYTES as u64);
+    pt.map(&mem, BOOT_VA, BOOT_GPA, PAGE, USER_RW)?;
+    pt.map(&mem, RING_VA, RING_GPA, ring_len, USER_RW)?;
+    space.push((BOOT_VA, PAGE, BOOT_GPA, RegionKind::BootPage));
+    space.push((RING_VA, ring_len, RING_GPA, RegionKind::Ring));
+    // SAFETY: RING_GPA..+ring_len lies inside guest memory (checked by
+    // host_ptr), is page (so 64-byte) aligned and stays mapped as long as
+    // `mem`, which the Domain owns together with the RingPtr.
+    let ring = unsafe { RingPtr::new(mem.host_ptr(RING_GPA, ring_len)?) };
+    ring.init();
+    write_boot_info(&mem, program, brk_va, brk_len, arena_len)?;
+
+    // --- system area (supervisor only) ---
+    let tss_va = kernel_va(TSS_GPA);
+    mem.write(GDT_GPA, &descriptors::gdt(tss_va))?;
+    mem.write(
+        TSS_GPA,
+        &descriptors::tss(kernel_stack_top(), ist_stack_top(), pf_stack_top(), PORT_DOORBELL),
+    )?;
+    // Every proxy-kernel address cut to 32 bits must lie below the lowest
+    // program address (layout::PK_VA).
+    let pk_va = PK_VA;
+    let pk_len = page_up(pk.size);
+    if pk_len > LOWEST_PROGRAM_ADDRESS || pk_len > PK_MAX {
+        return Err(DomainError::ProxyKernel(HeaderError::BadLayout));
+    }
+    mem.write(IDT_GPA, &descriptors::idt(|v| pk_va + pk.vector_offset(v)))?;
+    mem.write(PK_GPA, super::PROXY_KERNEL)?;
+    for (gpa, len, perms) in [
+        (GDT_GPA, PAGE, KERNEL_RW),
+        (TSS_GPA, PAGE, KERNEL_RW),
+        (IDT_GPA, PAGE, KERNEL_RW),
+        (KSTACK_GPA, KSTACK_SIZE, KERNEL_RW),
+        (IST_GPA, IST_SIZE, KERNEL_RW),
+        (PF_IST_GPA, PF_IST_SIZE, KERNEL_RW),
+    ] {
+        pt.map(&mem, kernel_va(gpa), gpa, len, perms)?;
+    }
+    pt.map(&mem, pk_va, PK_GPA, pk_len, KERNEL_RX)?;
+
+    // --- the initial stack ---
+    let phdr = elf
+        .segments
+        .iter()
+        .find(|s| s.p_type == PT_PHDR)
+        .map(|s| s.vaddr)
+        .or_else(|| {
+            loads
+                .iter()
+                .find(|s| elf.phoff >= s.offset && elf.phoff - s.offset < s.filesz)
+                .map(|s| s.vaddr + (elf.phoff - s.offset))
+        })
+        .unwrap_or(0);
+    let aux = [
+        (auxv::AT_PHDR, if phdr == 0 { 0 } else { base + phdr }),
+        (auxv::AT_PHENT, 56),
+        (auxv::AT_PHNUM, u64::from(elf.phnum)),
+        (auxv::AT_PAGESZ, PAGE),
+        (auxv::AT_BASE, 0),
+        (auxv::AT_ENTRY, base + elf.entry),
+        (auxv::AT_UID, u64::from(program.uid)),
+        (auxv::AT_EUID, u64::from(program.uid)),
+        (auxv::AT_GID, u64::from(program.gid)),
+        (auxv::AT_EGID, u64::from(program.gid)),
+        (auxv::AT_SECURE, 0),
+        (auxv::AT_HWCAP, hwcap.0),
+        (auxv::AT_HWCAP2, hwcap.1),
+        (auxv::AT_CLKTCK, 100),
+        (AT_CABIN_BOOT, BOOT_VA),
+    ];
+    let spec = StackSpec { args: &program.args, env: &program.env, random, platform: b"x86_64", auxv: &aux };
+    let st = initstack::build(STACK_TOP_VA, &spec, STACK_SIZE / 4).ok_or(DomainError::StackTooSmall)?;
+    let view = program_view(&mem, &space)?;
+    view.write(st.rsp, &st.bytes).map_err(|_| DomainError::StackTooSmall)?;
+
+    let leaves = (pt.small, pt.large);
+    Ok(Guest {
+        cr3: pt.root(),
+        entry: base + elf.entry,
+        rsp: st.rsp,
+        lstar: pk_va + pk.syscall_entry,
+        cstar: pk_va + pk.compat_syscall_entry,
+        sysenter_eip: pk_va + pk.sysenter_entry,
+        kernel_text: (pk_va, pk_va + pk.size),
+        ring,
+        leaves,
+        brk_len,
+        arena_len,
+        view,
+        phys: mem,
+    })
+}
+
+/// The program's view of guest memory: each user region at the host address
+/// of the guest-physical pages the page tables map it to.
+fn program_view(mem: &PhysMemory, space: &[(u64, u64, u64, RegionKind)]) -> Result<GuestMemory, DomainError> {
+    let mut regions: Vec<Region> = Vec::with_capacity(space.len());
+    for &(start, len, gpa, kind) in space {
+        let host = mem.host_ptr(gpa, len)?;
+        regions.push(Region { start, len, host, kind });
+    }
+    regions.sort_by_key(|r| r.start);
+    if let Some(w) = regions.windows(2).find(|w| w[0].start + w[0].len > w[1].start) {
+        return Err(DomainError::Paging(PagingError::AlreadyMapped(w[1].start)));
+    }
+    // SAFETY: every region's host range lies inside `mem` (checked by
+    // host_ptr), which the Guest owns and drops after the view (field
+    // order); regions do not overlap in guest addresses (checked above).
+    Ok(unsafe { GuestMemory::new(regions) })
+}
+
+fn write_boot_info(
+    mem: &PhysMemory,
+    p: &ProgramSpec,
+    brk_va: u64,
+    brk_len: u64,
+    arena_len: u64,
+) -> Result<(), MemoryError> {
+    let at = |off: usize| BOOT_GPA + off as u64;
+    mem.write_u64(at(offset_of!(BootInfo, magic)), BOOT_MAGIC)?;
+    mem.write(at(offset_of!(BootInfo, version)), &BOOT_VERSION.to_le_bytes())?;
+    let flags = BOOT_FLAG_KVM
+        | if p.force_trap { cabin_abi::boot::BOOT_FLAG_FORCE_TRAP } else { 0 }
+        | if p.memory_limit { cabin_abi::boot::BOOT_FLAG_MEMORY_LIMIT } else { 0 }
+        | if p.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 };
+    mem.write(at(offset_of!(BootInfo, flags)), &flags.to_le_bytes())?;
+    mem.write_u64(at(offset_of!(BootInfo, ring)), RING_VA)?;
+    mem.write_u64(at(offset_of!(BootInfo, ring_size)), page_up(RING_BYTES as u64))?;
+    mem.write_u64(at(offset_of!(BootInfo, arena_start)), ARENA_VA)?;
+    mem.write_u64(at(offset_of!(BootInfo, arena_len)), arena_len)?;
+    mem.write_u64(at(offset_of!(BootInfo, brk_start)), brk_va)?;
+    mem.write_u64(at(offset_of!(BootInfo, brk_len)), brk_len)?;
+    mem.write(at(offset_of!(BootInfo, pid)), &p.pid.to_le_bytes())?;
+    mem.write(at(offset_of!(BootInfo, ppid)), &p.ppid.to_le_bytes())?;
+    mem.write(at(offset_of!(BootInfo, uid)), &p.uid.to_le_bytes())?;
+    mem.write(at(offset_of!(BootInfo, gid)), &p.gid.to_le_bytes())?;
+    Ok(())
+}

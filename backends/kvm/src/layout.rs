@@ -1,0 +1,174 @@
+//! Every guest address of a KVM domain, in one place.
+//!
+//! Guest-physical memory is one host mapping of `--mem` bytes registered as
+//! KVM memory slot 0 at guest-physical address 0. Its low 16 MiB hold the
+//! system area (descriptor tables, kernel stacks, proxy-kernel, boot page,
+//! ring, page tables); the image's pages start at [`IMAGE_GPA`] (the
+//! address the measurement assumes, `cabin_abi::layout`), followed by the
+//! program's stack, its `brk` heap and the anonymous-memory arena, which
+//! takes the rest.
+//!
+//! ```text
+//! GPA                      contents                         guest-virtual address
+//! 0x0000_0000              (unused, never mapped)
+//! 0x0000_1000  GDT_GPA     GDT (Linux selectors)            KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0000_2000  TSS_GPA     TSS + I/O permission bitmap      KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0000_3000  IDT_GPA     IDT, 256 gates                   KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0001_0000  KSTACK_GPA  kernel stack (TSS.RSP0)          KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0002_0000  IST_GPA     #DF/NMI/#MC stack (TSS.IST1)     KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0003_0000  PF_IST_GPA  #PF stack (TSS.IST2)             KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0010_0000  PK_GPA      proxy-kernel blob                PK_VA                  supervisor RX
+//! 0x0020_0000  BOOT_GPA    boot-information page            BOOT_VA                user RW NX
+//! 0x0020_1000  RING_GPA    the ring                         RING_VA                user RW NX
+//! 0x0040_0000  PT_GPA      page-table pool (not mapped)
+//! 0x00f0_0000              manifest (measurement only; not loaded)
+//! 0x0100_0000  IMAGE_GPA   image pages, in address order    link address (+ PIE_BASE for static-PIE)
+//! after image              stack, STACK_SIZE                STACK_TOP_VA - STACK_SIZE
+//!                          brk heap                         first 2 MiB boundary after the image
+//!                          arena (rest of memory)           ARENA_VA
+//! ```
+
+use cabin_abi::layout::{IMAGE_GPA_BASE, MANIFEST_GPA};
+
+/// Page size.
+pub const PAGE: u64 = 4096;
+/// Size of a large (2 MiB) page.
+pub const LARGE_PAGE: u64 = 2 << 20;
+
+/// Base of the supervisor window: the system area's guest-physical address
+/// `gpa` is visible to ring 0 at `KERNEL_VA_BASE + gpa`.
+pub const KERNEL_VA_BASE: u64 = 0xffff_ffff_8000_0000;
+
+/// Global descriptor table.
+pub const GDT_GPA: u64 = 0x1000;
+/// Task-state segment and I/O permission bitmap.
+pub const TSS_GPA: u64 = 0x2000;
+/// Interrupt descriptor table.
+pub const IDT_GPA: u64 = 0x3000;
+/// Kernel stack used for traps from ring 3 (`TSS.RSP0` is its top).
+pub const KSTACK_GPA: u64 = 0x1_0000;
+/// Size of the kernel stack.
+pub const KSTACK_SIZE: u64 = 0x1_0000;
+/// Stack for double faults, NMIs and machine checks (`TSS.IST1`).
+pub const IST_GPA: u64 = 0x2_0000;
+/// Size of the IST stack.
+pub const IST_SIZE: u64 = 0x8000;
+/// Stack for page faults (`TSS.IST2`): a page fault in ring 0 never runs
+/// on a stack the program chose (see `descriptors::ist_for`).
+pub const PF_IST_GPA: u64 = 0x3_0000;
+/// Size of the page-fault stack.
+pub const PF_IST_SIZE: u64 = 0x8000;
+/// The proxy-kernel blob.
+pub const PK_GPA: u64 = 0x10_0000;
+/// Largest proxy-kernel blob (guest-physical room; see also [`PK_VA`]).
+pub const PK_MAX: u64 = 0x10_0000;
+/// Where ring 0 sees the proxy-kernel: in the upper half, at an address
+/// whose low 32 bits are 0, so that every proxy-kernel address cut to 32
+/// bits lies below [`cabin_abi::layout::LOWEST_PROGRAM_ADDRESS`], where
+/// nothing is ever mapped. KVM's instruction emulator (which runs every
+/// ring-0 entry on this project's nested KVM) cuts `CSTAR` to 32 bits for
+/// a `syscall` from 32-bit code; such a jump then faults at once instead of
+/// finding program code (`cabin_proxy_kernel::trap::classify`).
+pub const PK_VA: u64 = 0xffff_fffe_0000_0000;
+/// The boot-information page.
+pub const BOOT_GPA: u64 = 0x20_0000;
+/// The ring.
+pub const RING_GPA: u64 = 0x20_1000;
+/// Bytes reserved for the ring.
+pub const RING_MAX: u64 = 0x1f_f000;
+// Room for the whole ring, site hints included.
+const _: () = assert!(RING_MAX >= cabin_abi::ring::RING_BYTES as u64);
+/// First page of the page-table pool.
+pub const PT_GPA: u64 = 0x40_0000;
+/// End of the page-table pool.
+pub const PT_END: u64 = MANIFEST_GPA;
+/// The image's lowest loadable page.
+pub const IMAGE_GPA: u64 = IMAGE_GPA_BASE;
+
+/// Where a static-PIE image is loaded.
+pub const PIE_BASE: u64 = 0x0000_5555_5555_4000;
+/// The boot-information page, as the program sees it.
+pub const BOOT_VA: u64 = 0x0000_7ff0_0000_0000;
+/// The ring, as the program sees it.
+pub const RING_VA: u64 = BOOT_VA + (RING_GPA - BOOT_GPA);
+/// The anonymous-memory arena (2 MiB aligned, so it maps with large pages).
+pub const ARENA_VA: u64 = 0x0000_7e00_0000_0000;
+/// One past the highest byte of the program's stack.
+pub const STACK_TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
+/// Size of the program's stack (mapped up front).
+pub const STACK_SIZE: u64 = 8 << 20;
+
+/// Default guest memory: the default bound on a program's memory
+/// ([`cabin_monitor::layout::DEFAULT_MEMORY`]), the same on every backend.
+pub const DEFAULT_MEM: u64 = cabin_monitor::layout::DEFAULT_MEMORY;
+/// Smallest guest memory accepted.
+pub const MIN_MEM: u64 = 64 << 20;
+/// Largest guest memory accepted (bounded by the page-table pool).
+pub const MAX_MEM: u64 = 4 << 30;
+
+/// `TSS.RSP0`: top of the kernel stack, as ring 0 sees it.
+pub const fn kernel_stack_top() -> u64 {
+    KERNEL_VA_BASE + KSTACK_GPA + KSTACK_SIZE
+}
+
+/// `TSS.IST1`: top of the IST stack.
+pub const fn ist_stack_top() -> u64 {
+    KERNEL_VA_BASE + IST_GPA + IST_SIZE
+}
+
+/// `TSS.IST2`: top of the page-fault stack.
+pub const fn pf_stack_top() -> u64 {
+    KERNEL_VA_BASE + PF_IST_GPA + PF_IST_SIZE
+}
+
+/// Ring-0 address of a system-area guest-physical address.
+pub const fn kernel_va(gpa: u64) -> u64 {
+    KERNEL_VA_BASE + gpa
+}
+
+const _: () = {
+    assert!(PK_GPA + PK_MAX <= BOOT_GPA);
+    assert!(RING_GPA + RING_MAX <= PT_GPA);
+    assert!(IST_GPA + IST_SIZE <= PF_IST_GPA);
+    assert!(PF_IST_GPA + PF_IST_SIZE <= PK_GPA);
+    assert!(PK_VA as u32 == 0 && PK_VA >= KERNEL_VA_BASE - (1 << 33));
+    assert!(KSTACK_GPA + KSTACK_SIZE <= IST_GPA);
+    assert!(PT_END <= IMAGE_GPA);
+    assert!(ARENA_VA.is_multiple_of(LARGE_PAGE));
+    assert!(STACK_TOP_VA.is_multiple_of(LARGE_PAGE) && STACK_SIZE.is_multiple_of(LARGE_PAGE));
+    // Enough page tables for MAX_MEM mapped with 4 KiB pages, plus upper levels.
+    assert!((PT_END - PT_GPA) / PAGE >= MAX_MEM / LARGE_PAGE + 64);
+};
+
+/// Guest memory for a KVM domain. `mem` is `--mem` (0 = not given), `limit`
+/// `[limits] memory`. With a limit, the guest is the limit rounded down to
+/// 2 MiB (so the host never maps more for it), and no larger than `--mem`;
+/// without, `--mem` rounded up to 2 MiB, or the default. The KVM domain
+/// builder refuses sizes outside its range (`MIN_MEM..=MAX_MEM`) with a
+/// message that names them.
+pub fn guest_memory(mem: u64, limit: Option<u64>) -> u64 {
+    let round_up = |m: u64| m.checked_next_multiple_of(LARGE_PAGE).unwrap_or(u64::MAX);
+    match (limit, mem) {
+        (Some(l), 0) => l & !(LARGE_PAGE - 1),
+        (Some(l), m) => l.min(round_up(m)) & !(LARGE_PAGE - 1),
+        (None, 0) => DEFAULT_MEM,
+        (None, m) => round_up(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_guest_memory_stays_within_the_limit() {
+        assert_eq!(guest_memory(0, None), DEFAULT_MEM);
+        assert_eq!(guest_memory(100 << 20, None), 100 << 20);
+        assert_eq!(guest_memory((99 << 20) + 1, None), 100 << 20);
+        assert_eq!(guest_memory(0, Some(64 << 20)), 64 << 20);
+        assert_eq!(guest_memory(0, Some((65 << 20) + 7)), 64 << 20);
+        assert_eq!(guest_memory(64 << 20, Some(64 << 20)), 64 << 20, "what cabinc passes");
+        assert_eq!(guest_memory(1 << 30, Some(128 << 20)), 128 << 20);
+        assert_eq!(guest_memory(96 << 20, Some(128 << 20)), 96 << 20);
+    }
+}

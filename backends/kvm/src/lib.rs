@@ -1,0 +1,542 @@
+//! The KVM backend: runs a Cabin image in ring 3 of a KVM guest whose ring 0
+//! is Cabin's proxy-kernel (`cabin-proxy-kernel`, built into a blob by this
+//! crate's build script). [`KvmDomain`] is its
+//! [`Domain`](cabin_monitor::domain::Domain); the monitor's session does the
+//! rest (policy gate, ring worker, service, limits, records).
+//!
+//! Who calls it: `cabinc run --backend kvm` ([`run`]), `cabinc` to choose a
+//! backend ([`usable`]), and the monitor's tests. What it must never do: let
+//! the program reach ring 0 on the hot path, or trust guest memory.
+//!
+//! Building ([`domain::build`]) makes the whole guest from the host before
+//! boot: page tables, descriptor tables, boot page, ring, initial stack. One
+//! vCPU starts directly in ring 3 at the image's entry ([`vcpu::create`]);
+//! the vCPU thread then handles VM exits:
+//!
+//! - the ring doorbell (`out` from ring 3): the libos waits for a completion
+//!   or wakes the ring worker;
+//! - the slow-path system-call gate (hypercall from the proxy-kernel): put on
+//!   the same ring ([`ring::RingGate`]), or sent back into the libos;
+//! - a fault report: the program ends with 128 + signal and one line.
+//!
+//! The guest's memory is only read and written through
+//! [`memory::PhysMemory`] (the builder) and the program's typed view of it,
+//! [`cabin_monitor::memory::GuestMemory`] (copy once, checked ranges). See
+//! docs/kvm.md for the design and its measurements.
+
+mod backend;
+pub mod descriptors;
+pub mod domain;
+pub mod exit;
+pub mod initstack;
+pub mod layout;
+pub mod memory;
+pub mod paging;
+pub mod pku;
+pub mod ring;
+pub mod vcpu;
+
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::VcpuExit;
+use thiserror::Error;
+
+use self::domain::{DomainError, Guest, ProgramSpec};
+use self::exit::{decode_in, decode_out, FaultReport, IoAction, Regs};
+use self::vcpu::VcpuError;
+use cabin_monitor::memory::GuestMemory;
+
+pub use backend::{run, KvmDomain};
+pub use vcpu::Unusable;
+
+/// The proxy-kernel blob built by this crate's `build.rs`.
+pub static PROXY_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy-kernel.bin"));
+
+/// Errors of the KVM backend (the program's own faults are not errors: they
+/// are outcomes).
+#[derive(Debug, Error)]
+pub enum KvmError {
+    /// /dev/kvm cannot be used here.
+    #[error("KVM is not usable: {0}; help: use --backend process, or run where /dev/kvm is available")]
+    NotUsable(#[source] VcpuError),
+    /// Building the domain failed.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// A KVM call failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// The guest did something that only a Cabin bug explains (proxy-kernel
+    /// fault, triple fault, emulation failure).
+    #[error("the KVM guest failed: {0}")]
+    Guest(#[from] GuestError),
+}
+
+/// How a guest failed in a way only a Cabin bug (or the host) explains.
+#[derive(Debug, Error)]
+pub enum GuestError {
+    /// The vCPU stopped where it never should: halt, triple fault, emulation
+    /// failure, an exit Cabin does not use; with its registers when readable.
+    #[error("{what}{}", state.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Stopped {
+        /// What happened.
+        what: String,
+        /// `rip … rsp … rax … cs … cr2 …`, if the registers could be read.
+        state: Option<String>,
+    },
+    /// `KVM_RUN` refused to enter the guest.
+    #[error("VM entry failed (hardware reason {0:#x})")]
+    FailEntry(u64),
+    /// `KVM_RUN` failed.
+    #[error("KVM_RUN failed: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+    /// Reading the registers failed.
+    #[error("GET_REGS failed: {0}")]
+    GetRegs(#[source] kvm_ioctls::Error),
+    /// Writing the registers failed.
+    #[error("SET_REGS failed: {0}")]
+    SetRegs(#[source] kvm_ioctls::Error),
+    /// The proxy-kernel itself faulted (the report in words).
+    #[error("{0}")]
+    ProxyKernelFault(String),
+    /// The proxy-kernel used a hypercall port wrongly.
+    #[error("{why} (port {port:#x}, rip {rip:#x})")]
+    PortMisuse {
+        /// What was wrong.
+        why: &'static str,
+        /// The port.
+        port: u16,
+        /// Where.
+        rip: u64,
+    },
+    /// The run took longer than [`KvmConfig::timeout`] (tests).
+    #[error("the program ran longer than {0:?}")]
+    Timeout(Duration),
+    /// Writing the boot page failed.
+    #[error("writing the boot page: {0}")]
+    BootPage(#[source] memory::MemoryError),
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct KvmConfig {
+    /// Guest memory in bytes (`--mem`).
+    pub mem_size: u64,
+    /// Arguments, environment and identity.
+    pub program: ProgramSpec,
+    /// Give up after this long (tests); `None` = no limit.
+    pub timeout: Option<Duration>,
+}
+
+impl KvmConfig {
+    /// The guest a session's spec asks for: its memory (with `[limits]
+    /// memory` the guest is the limit, rounded down to 2 MiB), arguments,
+    /// environment and ids; the program sees the monitor's pid.
+    pub fn for_spec(spec: &cabin_monitor::domain::DomainSpec) -> KvmConfig {
+        let pid = std::process::id();
+        KvmConfig {
+            mem_size: layout::guest_memory(spec.mem_arg, spec.memory_limit),
+            program: ProgramSpec {
+                args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+                pid,
+                ppid: pid,
+                uid: spec.ids.0,
+                gid: spec.ids.1,
+                force_trap: spec.force_trap,
+                read_ahead: spec.read_ahead,
+                // The libos stops the program at the bound, whatever set it.
+                memory_limit: true,
+            },
+            timeout: None,
+        }
+    }
+}
+
+/// Counters of one run (`--stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvmStats {
+    /// Every return from `KVM_RUN`.
+    pub vm_exits: u64,
+    /// System calls that arrived through the slow-path gate.
+    pub gate_syscalls: u64,
+    /// Doorbell exits (ring waits and wakes).
+    pub doorbell_exits: u64,
+    /// Time from the start of the build to the first `KVM_RUN`.
+    pub boot_ns: u64,
+    /// Time from the start of the build to the end of the program.
+    pub wall_ns: u64,
+    /// Page-table leaf entries: 4 KiB pages.
+    pub small_pages: u64,
+    /// Page-table leaf entries: 2 MiB pages.
+    pub large_pages: u64,
+    /// The guest's CR4 (SMEP, SMAP, UMIP: see docs/kvm.md, "Ring 0").
+    pub cr4: u64,
+}
+
+impl KvmStats {
+    /// The `kvm` object of `--stats`, with the gate's counters, the
+    /// worker's forwarded calls and the guest's memory size.
+    pub fn json(&self, gate: &ring::RingGate, ring_forwarded: u64, mem_bytes: u64) -> serde_json::Value {
+        serde_json::json!({
+            "vm_exits": self.vm_exits,
+            "gate_syscalls": self.gate_syscalls,
+            "doorbell_exits": self.doorbell_exits,
+            "gate_redirects": gate.redirects,
+            "doorbell_waits": gate.doorbell_waits,
+            "ring_forwarded": ring_forwarded,
+            "boot_ns": self.boot_ns,
+            "mem_bytes": mem_bytes,
+            "pages_4k": self.small_pages,
+            "pages_2m": self.large_pages,
+            "smep": self.cr4 & vcpu::CR4_SMEP != 0,
+            "smap": self.cr4 & vcpu::CR4_SMAP != 0,
+        })
+    }
+}
+
+/// How the vCPU loop ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoopEnd {
+    /// `exit`/`exit_group` with this status.
+    Exited(i32),
+    /// The program faulted: exit status 128 + signal, and the report line.
+    Fault {
+        /// 128 + the signal.
+        status: i32,
+        /// What the proxy-kernel reported.
+        fault: FaultReport,
+        /// The one-line report.
+        report: String,
+    },
+    /// The program broke the protocol, or the run was stopped from another
+    /// thread (the message says which).
+    Violation(String),
+}
+
+impl From<LoopEnd> for cabin_monitor::domain::DomainEnd {
+    fn from(end: LoopEnd) -> Self {
+        use cabin_monitor::domain::DomainEnd;
+        match end {
+            LoopEnd::Exited(code) => DomainEnd::Exited(code),
+            LoopEnd::Fault { status, fault, report } => DomainEnd::Fault {
+                signo: status - 128,
+                addr: (fault.vector == 14).then_some(fault.cr2),
+                rip: Some(fault.rip),
+                report: Some(report),
+            },
+            LoopEnd::Violation(msg) => DomainEnd::Violation(msg),
+        }
+    }
+}
+
+/// How the program ended ([`run_with`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvmOutcome {
+    /// Exit status: the program's own, or 128 + signal after a fault.
+    pub status: i32,
+    /// The fault that ended it, if any.
+    pub fault: Option<FaultReport>,
+    /// One-line report for stderr (fault or protocol violation).
+    pub report: Option<String>,
+    /// Whether execute-only code was enforced (never here: no PKU).
+    pub execute_only_enforced: bool,
+    /// Counters.
+    pub stats: KvmStats,
+}
+
+impl KvmOutcome {
+    fn new(end: LoopEnd, execute_only_enforced: bool, stats: KvmStats) -> KvmOutcome {
+        let (status, fault, report) = match end {
+            LoopEnd::Exited(code) => (code, None, None),
+            LoopEnd::Fault { status, fault, report } => (status, Some(fault), Some(report)),
+            LoopEnd::Violation(msg) => (
+                cabin_monitor::config::EXIT_PROTOCOL_VIOLATION,
+                None,
+                Some(format!("ring protocol violation: {msg}; the program was killed")),
+            ),
+        };
+        KvmOutcome { status, fault, report, execute_only_enforced, stats }
+    }
+}
+
+/// What a served system call asks of the run loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Resume the program with this value in `rax`.
+    Return(i64),
+    /// End the program with this status.
+    Exit(i32),
+    /// The program broke the protocol (ring garbage, wild pointer): end it.
+    Violation(String),
+    /// Do not serve the call: resume the program at this address (the
+    /// libos's trap entry), which serves it (`PORT_SYSCALL` redirect).
+    Redirect(u64),
+}
+
+/// The program's memory as a slow-path service sees it.
+#[derive(Debug)]
+pub struct ProgramMemory<'a> {
+    /// The program's view of guest memory.
+    pub mem: &'a GuestMemory,
+    /// Whether this call may be answered with [`Served::Redirect`] (only
+    /// calls that came through the page-fault form of the gate).
+    pub can_redirect: bool,
+}
+
+/// Serves system calls that reach the vCPU thread synchronously (slow
+/// path): [`ring::RingGate`] in a run, a recorder in tests.
+pub trait SyscallService {
+    /// Serves call `nr` (slow-path gate).
+    fn serve(&mut self, nr: u64, args: [u64; 6], mem: &ProgramMemory<'_>) -> Served;
+
+    /// The program rang the ring doorbell; with `wait`, return once a
+    /// completion is pending. The return value matters only if it ends the
+    /// program.
+    fn doorbell(&mut self, wait: bool) -> Served {
+        let _ = wait;
+        Served::Return(0)
+    }
+
+    /// `KVM_RUN` was interrupted by a signal: `Some` ends the program.
+    fn interrupted(&mut self) -> Option<Served> {
+        None
+    }
+}
+
+/// Whether /dev/kvm is usable here (`Err` says why not).
+pub fn usable() -> Result<(), Unusable> {
+    vcpu::kvm_usable()
+}
+
+/// Runs `image` to completion under KVM with `service` serving the calls
+/// that reach the vCPU thread (gate calls and doorbells): the vCPU loop
+/// alone, for tests of the guest's set-up. The full monitor (ring worker,
+/// syscall service, stats) is [`run`].
+pub fn run_with(
+    image: &[u8],
+    cfg: &KvmConfig,
+    service: &mut dyn SyscallService,
+) -> Result<KvmOutcome, KvmError> {
+    let p = prepare(image, cfg)?;
+    let mut machine = vcpu::create(&p.kvm, &p.cpuid, &p.features, &p.guest)?;
+    let mut stats = p.stats(&machine)?;
+    let result = match cfg.timeout {
+        None => run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start),
+        Some(limit) => {
+            // Watchdog: a guest spinning in ring 3 never exits on its own.
+            ring::install_kick_handler();
+            let watch = ring::Shared::default();
+            watch.register_vcpu_thread();
+            std::thread::scope(|s| {
+                let w = &watch;
+                s.spawn(move || {
+                    while p.start.elapsed() < limit {
+                        if w.vcpu_done.load(std::sync::atomic::Ordering::SeqCst) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    w.kick_until_done();
+                });
+                let r = run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start);
+                watch.vcpu_done.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            })
+        }
+    };
+    stats.wall_ns = p.start.elapsed().as_nanos() as u64;
+    drop(machine);
+    Ok(KvmOutcome::new(result?, p.eo.enforced(), stats))
+}
+
+/// A guest built and the KVM handles to run it, before the vCPU exists.
+#[derive(Debug)]
+struct Prepared {
+    guest: Guest,
+    kvm: kvm_ioctls::Kvm,
+    cpuid: kvm_bindings::CpuId,
+    features: vcpu::CpuFeatures,
+    eo: pku::ExecuteOnly,
+    start: Instant,
+}
+
+impl Prepared {
+    /// The counters at boot; writes the TSC rate into the boot page.
+    fn stats(&self, machine: &vcpu::Machine) -> Result<KvmStats, KvmError> {
+        if let Some(khz) = invariant_tsc_khz(&machine.vcpu) {
+            let at = layout::BOOT_GPA + std::mem::offset_of!(cabin_abi::boot::BootInfo, tsc_khz) as u64;
+            self.guest.phys.write_u64(at, khz).map_err(GuestError::BootPage)?;
+        }
+        Ok(KvmStats {
+            small_pages: self.guest.leaves.0,
+            large_pages: self.guest.leaves.1,
+            cr4: self.features.cr4(),
+            boot_ns: self.start.elapsed().as_nanos() as u64,
+            ..KvmStats::default()
+        })
+    }
+}
+
+fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
+    let start = Instant::now();
+    let (kvm, cpuid, features) = vcpu::open().map_err(KvmError::NotUsable)?;
+    let eo = pku::decide(features.leaf7_ecx, true, false);
+    let mut random = [0u8; 16];
+    getrandom(&mut random);
+    let hwcap = (u64::from(features.leaf1_edx), features.hwcap2());
+    let guest = domain::build(image, cfg.mem_size, &cfg.program, random, hwcap, eo.code_pkey())?;
+    Ok(Prepared { guest, kvm, cpuid, features, eo, start })
+}
+
+/// The guest TSC's rate in kHz when the libos may use it as a clock: the
+/// CPU says the TSC is invariant (CPUID 0x8000_0007 EDX bit 8: constant
+/// rate, never stops) and KVM reports the vCPU's rate.
+fn invariant_tsc_khz(vcpu: &kvm_ioctls::VcpuFd) -> Option<u64> {
+    // Leaf 0x8000_0000 says whether the extended leaf exists.
+    let max_ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if max_ext < 0x8000_0007 {
+        return None;
+    }
+    let invariant = core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0;
+    let khz = vcpu.get_tsc_khz().ok()?;
+    (invariant && khz > 0).then_some(u64::from(khz))
+}
+
+/// Runs the vCPU until the program ends (or `timeout` passes: tests).
+fn run_loop(
+    m: &mut vcpu::Machine,
+    d: &Guest,
+    timeout: Option<Duration>,
+    service: &mut dyn SyscallService,
+    stats: &mut KvmStats,
+    start: Instant,
+) -> Result<LoopEnd, KvmError> {
+    loop {
+        if let Some(t) = timeout {
+            if start.elapsed() > t {
+                return Err(GuestError::Timeout(t).into());
+            }
+        }
+        let exit = m.vcpu.run();
+        stats.vm_exits += 1;
+        // `in` from ring 3 reaches the monitor only on the doorbell port
+        // (the I/O bitmap): decoded below like an `out`.
+        let (port, data, is_in) = match exit {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let mut b = [0u8; 4];
+                let n = data.len().min(4);
+                b[..n].copy_from_slice(&data[..n]);
+                (port, (b, n), false)
+            }
+            Ok(VcpuExit::IoIn(port, _)) => (port, ([0u8; 4], 0), true),
+            Ok(VcpuExit::Hlt) => return Err(stopped(m, "the proxy-kernel halted".into())),
+            Ok(VcpuExit::Shutdown) => return Err(stopped(m, "triple fault (shutdown)".into())),
+            Ok(VcpuExit::InternalError) => {
+                return Err(stopped(m, "KVM internal error (emulation failure)".into()))
+            }
+            Ok(VcpuExit::FailEntry(reason, _)) => return Err(GuestError::FailEntry(reason).into()),
+            Ok(other) => {
+                let what = format!("unexpected VM exit {other:?}");
+                return Err(stopped(m, what));
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => match service.interrupted() {
+                Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
+                Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
+                _ => continue,
+            },
+            Err(e) => return Err(GuestError::Run(e).into()),
+        };
+        let kregs = m.vcpu.get_regs().map_err(GuestError::GetRegs)?;
+        let regs = Regs::from(&kregs);
+        let action = if is_in {
+            decode_in(port, &regs, d.kernel_text)
+        } else {
+            decode_out(port, &data.0[..data.1], &regs, d.kernel_text)
+        };
+        match action {
+            IoAction::Syscall { nr, args } => {
+                stats.gate_syscalls += 1;
+                // The `syscall` entry stub (ordinary KVM) cannot redirect.
+                let can_redirect = !(d.lstar..d.lstar + 16).contains(&regs.rip);
+                let pm = ProgramMemory { mem: &d.view, can_redirect };
+                match service.serve(nr, args, &pm) {
+                    Served::Redirect(target) if can_redirect => {
+                        let mut k = kregs;
+                        k.rcx = target;
+                        m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                    }
+                    Served::Redirect(_) => {
+                        return Ok(LoopEnd::Violation("redirect of a non-redirectable call".into()))
+                    }
+                    Served::Return(v) => {
+                        let mut k = kregs;
+                        k.rax = v as u64;
+                        m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                    }
+                    Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
+                    Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
+                }
+            }
+            IoAction::Fault(f) => {
+                if f.in_kernel() {
+                    return Err(GuestError::ProxyKernelFault(f.message(None)).into());
+                }
+                let int_n = int_instruction(d, &f);
+                let status = 128 + f.signal_for_run(int_n) as i32;
+                return Ok(LoopEnd::Fault { status, fault: f, report: f.message(int_n) });
+            }
+            IoAction::Doorbell { wait } => {
+                stats.doorbell_exits += 1;
+                match service.doorbell(wait) {
+                    Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
+                    Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
+                    Served::Return(_) | Served::Redirect(_) => {}
+                }
+            }
+            IoAction::Violation(why) => {
+                return Ok(LoopEnd::Violation(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)));
+            }
+            IoAction::Invalid(why) => {
+                return Err(GuestError::PortMisuse { why, port, rip: regs.rip }.into());
+            }
+        }
+    }
+}
+
+/// The vector of the faulting instruction when it is an `int N` (`cd NN`)
+/// through a gate closed to ring 3, which this host delivers as #UD and
+/// ordinary KVM as #GP.
+fn int_instruction(d: &Guest, f: &FaultReport) -> Option<u8> {
+    if f.vector != 6 && f.vector != 13 {
+        return None;
+    }
+    match d.view.peek(f.rip, 2).ok()?.as_slice() {
+        [0xcd, n] => Some(*n),
+        _ => None,
+    }
+}
+
+/// The guest stopped where it never should: what, with its registers.
+fn stopped(m: &vcpu::Machine, what: String) -> KvmError {
+    GuestError::Stopped { what, state: guest_state(m) }.into()
+}
+
+/// The vCPU's registers in words, when they can be read.
+fn guest_state(m: &vcpu::Machine) -> Option<String> {
+    match (m.vcpu.get_regs(), m.vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) => Some(format!(
+            "rip {:#x} rsp {:#x} rax {:#x} cs {:#x} cr2 {:#x}",
+            r.rip, r.rsp, r.rax, s.cs.selector, s.cr2
+        )),
+        _ => None,
+    }
+}
+
+/// Fills `buf` from the host's `getrandom` (zeros stay if it fails).
+fn getrandom(buf: &mut [u8]) {
+    // SAFETY: writes at most buf.len() bytes into buf.
+    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+}
+
+#[cfg(test)]
+mod tests;

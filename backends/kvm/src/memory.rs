@@ -1,0 +1,206 @@
+//! The guest's physical memory: [`PhysMemory`] is the one host mapping
+//! behind it, registered with KVM as the VM's memory slot and written by the
+//! domain builder (image pages, page tables, descriptor tables, boot page,
+//! proxy-kernel). The guest can write it at any time, so the monitor never
+//! holds a reference into it: every access is a bounds-checked,
+//! overflow-checked volatile copy in or out ([`PhysMemory::read`],
+//! [`PhysMemory::write`]).
+//!
+//! The program's view of it — what the syscall service reads and writes — is
+//! not here: it is the monitor's one [`cabin_monitor::memory::GuestMemory`], whose
+//! typed regions `domain::build` points at the guest-physical pages it
+//! mapped for each user region (it built the page tables, so it knows the
+//! translation without walking them).
+
+use std::ptr::NonNull;
+
+use thiserror::Error;
+
+/// Errors of this module.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MemoryError {
+    /// The host refused the mapping.
+    #[error("cannot map {size} bytes of guest memory: {}", std::io::Error::from_raw_os_error(*errno))]
+    Map {
+        /// Bytes asked for.
+        size: u64,
+        /// The host's errno.
+        errno: i32,
+    },
+    /// A size the monitor cannot map at all.
+    #[error("cannot map {size} bytes of guest memory: {why}")]
+    BadSize {
+        /// Bytes asked for.
+        size: u64,
+        /// Why ("too large", "empty", ...).
+        why: &'static str,
+    },
+    /// A guest-physical range outside guest memory (or overflowing).
+    #[error("guest-physical range {gpa:#x}+{len:#x} is outside guest memory")]
+    OutOfRange {
+        /// Start of the range.
+        gpa: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
+/// The host mapping behind guest-physical memory `[0, size)`.
+#[derive(Debug)]
+pub struct PhysMemory {
+    base: NonNull<u8>,
+    size: u64,
+}
+
+// SAFETY: PhysMemory is a pointer to an mmap'ed area that stays mapped until
+// drop; every access is a volatile copy, safe to do from any thread (the
+// guest and other monitor threads may write concurrently: the bytes read are
+// then whatever was there, never undefined behaviour for plain u8 copies).
+unsafe impl Send for PhysMemory {}
+// SAFETY: as for Send: no interior references are handed out.
+unsafe impl Sync for PhysMemory {}
+
+impl PhysMemory {
+    /// Maps `size` bytes of zeroed anonymous memory (not reserved up front:
+    /// pages the guest never touches cost nothing), 2 MiB aligned and asking
+    /// for transparent huge pages, so that KVM can back the guest's 2 MiB
+    /// pages with 2 MiB host pages: a streaming program then takes one
+    /// (two-dimensional, expensive) TLB miss per 2 MiB instead of per 4 KiB.
+    pub fn new(size: u64) -> Result<PhysMemory, MemoryError> {
+        const HUGE: usize = 2 << 20;
+        let len = usize::try_from(size).map_err(|_| MemoryError::BadSize { size, why: "too large" })?;
+        if len == 0 {
+            return Err(MemoryError::BadSize { size, why: "empty" });
+        }
+        let map_len = len.checked_add(HUGE).ok_or(MemoryError::BadSize { size, why: "too large" })?;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(MemoryError::Map {
+                size,
+                errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            });
+        }
+        let start = p as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        let (head, tail) = (aligned - start, map_len - (aligned - start) - len);
+        // SAFETY: both ranges lie inside the mapping just made and outside
+        // [aligned, aligned + len), which is all that is kept; MADV_HUGEPAGE
+        // only changes how the kernel backs that range (a failure, e.g. THP
+        // off, leaves ordinary pages).
+        unsafe {
+            if head > 0 {
+                libc::munmap(p, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        let base = NonNull::new(aligned as *mut u8)
+            .ok_or(MemoryError::BadSize { size, why: "mmap returned null" })?;
+        Ok(PhysMemory { base, size })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Host address of guest-physical 0 (for KVM's memory-slot registration).
+    pub fn host_base(&self) -> u64 {
+        self.base.as_ptr() as u64
+    }
+
+    fn check(&self, gpa: u64, len: u64) -> Result<usize, MemoryError> {
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.size => Ok(gpa as usize),
+            _ => Err(MemoryError::OutOfRange { gpa, len }),
+        }
+    }
+
+    /// Host pointer to `[gpa, gpa + len)`, checked. For the ring, which is
+    /// accessed through atomics only (`cabin_abi::ring::RingPtr`).
+    pub fn host_ptr(&self, gpa: u64, len: u64) -> Result<*mut u8, MemoryError> {
+        let off = self.check(gpa, len)?;
+        // SAFETY: off + len <= size, inside the mapping.
+        Ok(unsafe { self.base.as_ptr().add(off) })
+    }
+
+    /// Copies `buf.len()` bytes out of guest memory at `gpa`.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let off = self.check(gpa, buf.len() as u64)?;
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: off + i < size (checked above); volatile u8 reads of
+            // memory the guest may change concurrently.
+            *b = unsafe { self.base.as_ptr().add(off + i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into guest memory at `gpa`.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let off = self.check(gpa, data.len() as u64)?;
+        if data.len() >= 64 {
+            // SAFETY: the destination range is inside the mapping (checked);
+            // source and destination cannot overlap (data is host memory).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(off), data.len()) };
+            return Ok(());
+        }
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: off + i < size (checked above).
+            unsafe { self.base.as_ptr().add(off + i).write_volatile(*b) };
+        }
+        Ok(())
+    }
+
+    /// Reads a little-endian `u64`.
+    pub fn read_u64(&self, gpa: u64) -> Result<u64, MemoryError> {
+        let mut b = [0u8; 8];
+        self.read(gpa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian `u64`.
+    pub fn write_u64(&self, gpa: u64, v: u64) -> Result<(), MemoryError> {
+        self.write(gpa, &v.to_le_bytes())
+    }
+}
+
+impl Drop for PhysMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; nothing refers to
+        // it any more (KVM's VM fd, which also uses it, is dropped first by
+        // the owner, `KvmDomain`, which also drops the program's `GuestMemory`
+        // view of it first).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_memory_bounds() {
+        let m = PhysMemory::new(1 << 20).expect("map");
+        m.write(0x100, b"hello").expect("write");
+        let mut b = [0u8; 5];
+        m.read(0x100, &mut b).expect("read");
+        assert_eq!(&b, b"hello");
+        assert!(m.read((1 << 20) - 2, &mut b).is_err());
+        assert!(m.write(u64::MAX - 1, b"xy").is_err());
+        m.write_u64(0x200, 0x1122_3344_5566_7788).expect("u64");
+        assert_eq!(m.read_u64(0x200), Ok(0x1122_3344_5566_7788));
+        assert!(m.host_ptr(1 << 20, 1).is_err());
+    }
+}

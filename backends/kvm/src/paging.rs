@@ -1,0 +1,271 @@
+//! 4-level x86-64 page tables, built by the monitor before boot.
+//!
+//! The guest never edits its page tables on the hot path (a ring-0 page
+//! fault costs ~50 µs here), so everything is mapped up front: permissions
+//! are set on the last level only (upper levels allow everything), and
+//! large, 2 MiB-aligned ranges use 2 MiB pages. Tables come from a pool of
+//! guest-physical pages ([`crate::layout::PT_GPA`]).
+
+use thiserror::Error;
+
+use super::layout::{LARGE_PAGE, PAGE};
+use super::memory::{MemoryError, PhysMemory};
+
+/// Present.
+pub const PTE_P: u64 = 1 << 0;
+/// Writable.
+pub const PTE_W: u64 = 1 << 1;
+/// User-accessible.
+pub const PTE_U: u64 = 1 << 2;
+/// Accessed (set up front so the CPU never has to write it).
+pub const PTE_A: u64 = 1 << 5;
+/// Dirty (likewise).
+pub const PTE_D: u64 = 1 << 6;
+/// Large page (in a PDE).
+pub const PTE_PS: u64 = 1 << 7;
+/// Global.
+pub const PTE_G: u64 = 1 << 8;
+/// Not executable.
+pub const PTE_NX: u64 = 1 << 63;
+/// Protection-key field (bits 59..62).
+pub const PTE_PKEY_SHIFT: u64 = 59;
+/// Address bits of an entry.
+pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// Errors of this module.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PagingError {
+    /// The page-table pool is exhausted.
+    #[error("out of page-table pages (pool of {0} pages)")]
+    PoolExhausted(u64),
+    /// Address or length not page aligned, or not canonical.
+    #[error("cannot map {va:#x}+{len:#x}: not page aligned or not canonical")]
+    BadRange {
+        /// Virtual address.
+        va: u64,
+        /// Length.
+        len: u64,
+    },
+    /// A page is mapped twice.
+    #[error("{0:#x} is already mapped")]
+    AlreadyMapped(u64),
+    /// Guest memory access failed.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+}
+
+/// Permissions of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perms {
+    /// Ring 3 may access it.
+    pub user: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+    /// Protection key (0 = default).
+    pub pkey: u8,
+}
+
+impl Perms {
+    /// Leaf-entry flag bits.
+    pub fn bits(&self) -> u64 {
+        let mut f = PTE_P | PTE_A | PTE_D;
+        if self.user {
+            f |= PTE_U;
+        } else {
+            f |= PTE_G;
+        }
+        if self.write {
+            f |= PTE_W;
+        }
+        if !self.exec {
+            f |= PTE_NX;
+        }
+        f | (u64::from(self.pkey & 0xf) << PTE_PKEY_SHIFT)
+    }
+}
+
+/// A page-table builder over a pool `[pool, pool_end)` of guest memory.
+#[derive(Debug)]
+pub struct PageTables {
+    root: u64,
+    next: u64,
+    end: u64,
+    /// 4 KiB leaf entries written.
+    pub small: u64,
+    /// 2 MiB leaf entries written.
+    pub large: u64,
+}
+
+fn index(va: u64, level: u32) -> u64 {
+    (va >> (12 + 9 * (level - 1))) & 0x1ff
+}
+
+impl PageTables {
+    /// Starts an empty hierarchy; the root (PML4) is the pool's first page.
+    /// The pool must be zeroed.
+    pub fn new(pool: u64, pool_end: u64) -> Result<PageTables, PagingError> {
+        if !pool.is_multiple_of(PAGE) || pool_end <= pool {
+            return Err(PagingError::PoolExhausted(0));
+        }
+        Ok(PageTables { root: pool, next: pool + PAGE, end: pool_end, small: 0, large: 0 })
+    }
+
+    /// Guest-physical address of the PML4 (the value for CR3).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Pages of the pool used so far.
+    pub fn used_pages(&self) -> u64 {
+        (self.next - self.root) / PAGE
+    }
+
+    fn alloc(&mut self) -> Result<u64, PagingError> {
+        if self.next >= self.end {
+            return Err(PagingError::PoolExhausted((self.end - self.root) / PAGE));
+        }
+        let p = self.next;
+        self.next += PAGE;
+        Ok(p)
+    }
+
+    /// The table that `level`'s entry for `va` points at, creating it.
+    fn child(&mut self, mem: &PhysMemory, table: u64, va: u64, level: u32) -> Result<u64, PagingError> {
+        let slot = table + index(va, level) * 8;
+        let e = mem.read_u64(slot)?;
+        if e & PTE_P != 0 {
+            if e & PTE_PS != 0 {
+                return Err(PagingError::AlreadyMapped(va));
+            }
+            return Ok(e & PTE_ADDR);
+        }
+        let t = self.alloc()?;
+        mem.write_u64(slot, t | PTE_P | PTE_W | PTE_U | PTE_A)?;
+        Ok(t)
+    }
+
+    /// Maps `[va, va + len)` to `[gpa, gpa + len)` with `perms`.
+    pub fn map(
+        &mut self,
+        mem: &PhysMemory,
+        va: u64,
+        gpa: u64,
+        len: u64,
+        perms: Perms,
+    ) -> Result<(), PagingError> {
+        let bad = || PagingError::BadRange { va, len };
+        if !va.is_multiple_of(PAGE) || !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(bad());
+        }
+        let end = va.checked_add(len).ok_or_else(bad)?;
+        let canonical = |a: u64| !(0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&a);
+        let same_half = (va >> 63) == (end.saturating_sub(1) >> 63);
+        if !canonical(va) || !canonical(end.saturating_sub(1)) || !same_half || gpa.checked_add(len).is_none()
+        {
+            return Err(bad());
+        }
+        let flags = perms.bits();
+        let mut off = 0;
+        while off < len {
+            let (v, p) = (va + off, gpa + off);
+            let pdpt = self.child(mem, self.root, v, 4)?;
+            let pd = self.child(mem, pdpt, v, 3)?;
+            if v % LARGE_PAGE == 0 && p % LARGE_PAGE == 0 && len - off >= LARGE_PAGE {
+                let slot = pd + index(v, 2) * 8;
+                if mem.read_u64(slot)? & PTE_P != 0 {
+                    return Err(PagingError::AlreadyMapped(v));
+                }
+                mem.write_u64(slot, p | flags | PTE_PS)?;
+                self.large += 1;
+                off += LARGE_PAGE;
+                continue;
+            }
+            let pt = self.child(mem, pd, v, 2)?;
+            let slot = pt + index(v, 1) * 8;
+            if mem.read_u64(slot)? & PTE_P != 0 {
+                return Err(PagingError::AlreadyMapped(v));
+            }
+            mem.write_u64(slot, p | flags)?;
+            self.small += 1;
+            off += PAGE;
+        }
+        Ok(())
+    }
+
+    /// Walks the tables for `va` (tests and diagnostics): the leaf entry and
+    /// whether it is a large page.
+    pub fn lookup(&self, mem: &PhysMemory, va: u64) -> Result<Option<(u64, bool)>, PagingError> {
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let e = mem.read_u64(table + index(va, level) * 8)?;
+            if e & PTE_P == 0 {
+                return Ok(None);
+            }
+            if level == 1 || (level == 2 && e & PTE_PS != 0) {
+                return Ok(Some((e, level == 2)));
+            }
+            table = e & PTE_ADDR;
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RX_USER: Perms = Perms { user: true, write: false, exec: true, pkey: 0 };
+    const RW_USER: Perms = Perms { user: true, write: true, exec: false, pkey: 0 };
+    const RW_KERNEL: Perms = Perms { user: false, write: true, exec: false, pkey: 0 };
+
+    #[test]
+    fn maps_with_the_right_bits() {
+        let m = PhysMemory::new(8 << 20).expect("map");
+        let mut pt = PageTables::new(0x10_0000, 0x20_0000).expect("pool");
+        pt.map(&m, 0x40_1000, 0x40_0000, 0x2000, RX_USER).expect("code");
+        pt.map(&m, 0x7e00_0000_0000, 0x60_0000, 4 << 20, RW_USER).expect("arena");
+        pt.map(&m, 0xffff_ffff_8000_1000, 0x1000, 0x1000, RW_KERNEL).expect("gdt");
+
+        let (e, large) = pt.lookup(&m, 0x40_2abc).expect("walk").expect("mapped");
+        assert!(!large);
+        assert_eq!(e & PTE_ADDR, 0x40_1000);
+        assert_eq!(e & (PTE_P | PTE_U | PTE_W), PTE_P | PTE_U, "code: user, not writable");
+        assert_eq!(e & PTE_NX, 0, "code executable");
+
+        let (e, large) = pt.lookup(&m, 0x7e00_0020_0010).expect("walk").expect("mapped");
+        assert!(large, "2 MiB aligned arena uses large pages");
+        assert_eq!(e & PTE_ADDR, 0x80_0000);
+        assert_ne!(e & PTE_NX, 0, "data is never executable");
+        assert_ne!(e & PTE_W, 0);
+
+        let (e, _) = pt.lookup(&m, 0xffff_ffff_8000_1000).expect("walk").expect("mapped");
+        assert_eq!(e & PTE_U, 0, "kernel pages are supervisor-only");
+
+        assert_eq!(pt.lookup(&m, 0x40_3000).expect("walk"), None);
+        assert_eq!(pt.large, 2);
+        assert_eq!(pt.small, 3);
+    }
+
+    #[test]
+    fn refuses_double_mapping_and_bad_ranges() {
+        let m = PhysMemory::new(4 << 20).expect("map");
+        let mut pt = PageTables::new(0x10_0000, 0x20_0000).expect("pool");
+        pt.map(&m, 0x1000, 0x1000, 0x1000, RW_USER).expect("first");
+        assert_eq!(pt.map(&m, 0x1000, 0x2000, 0x1000, RW_USER), Err(PagingError::AlreadyMapped(0x1000)));
+        assert!(matches!(pt.map(&m, 0x1001, 0x1000, 0x1000, RW_USER), Err(PagingError::BadRange { .. })));
+        assert!(matches!(
+            pt.map(&m, 0x0000_8000_0000_0000, 0, 0x1000, RW_USER),
+            Err(PagingError::BadRange { .. })
+        ));
+    }
+
+    #[test]
+    fn pool_exhaustion_is_an_error() {
+        let m = PhysMemory::new(4 << 20).expect("map");
+        let mut pt = PageTables::new(0x10_0000, 0x10_3000).expect("pool");
+        // PML4 + PDPT + PD fit; the PT does not.
+        assert_eq!(pt.map(&m, 0x1000, 0x1000, 0x1000, RW_USER), Err(PagingError::PoolExhausted(3)));
+    }
+}

@@ -1,0 +1,222 @@
+//! The vCPU thread's side of the ring: the ring doorbell, the slow-path gate
+//! (which puts the trapped call on the same ring, so one worker and one
+//! service serve everything), and stopping the vCPU from the worker thread.
+//!
+//! Hot path: the libos publishes a submission and spins on the completion
+//! queue while the monitor's worker thread (`cabin_monitor::ring::Worker`) polls;
+//! neither side exits. Only when the worker has gone to sleep (idle for
+//! `cabin_monitor::ring::SPIN`) does the libos ring the doorbell (`out` from ring 3,
+//! [`cabin_abi::hypercall::DOORBELL_WAKE`]), and only when its own spin runs
+//! out does it ask to wait ([`cabin_abi::hypercall::DOORBELL_WAIT`]): the
+//! vCPU thread then sleeps on the completion doorbell with `futex`, exactly
+//! where the process backend's libos would.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+use cabin_abi::syscalls::{self, nr, Serve};
+
+use super::{ProgramMemory, Served, SyscallService};
+
+/// The libos's trap entry, as it published it in the boot page (KVM mode),
+/// if it is a plausible user address.
+fn trap_entry(mem: &ProgramMemory<'_>) -> Option<u64> {
+    cabin_monitor::boot::BootPage::of(mem.mem).ok()?.kvm_trap_entry()
+}
+
+fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: futex on a word of the ring (host mapping alive for the run);
+    // WAIT only reads it, WAKE touches no memory; tsp is null or a local.
+    unsafe {
+        libc::syscall(libc::SYS_futex, addr, op, val, tsp, 0usize, 0u32);
+    }
+}
+
+/// Shared between the vCPU thread and the worker thread.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set when the worker has ended (protocol violation).
+    pub worker_done: AtomicBool,
+    /// The violation message, if any.
+    pub violation: Mutex<Option<String>>,
+    /// `pthread_t` of the vCPU thread (for kicking it out of `KVM_RUN`).
+    pub vcpu_thread: AtomicU64,
+    /// Set by the vCPU thread once it has left its run loop.
+    pub vcpu_done: AtomicBool,
+}
+
+/// Installs the kick handler ([`cabin_monitor::kick`]) so that `KVM_RUN` returns
+/// `EINTR` when the vCPU thread is kicked.
+pub fn install_kick_handler() {
+    cabin_monitor::kick::install();
+}
+
+impl Shared {
+    /// Records the calling thread as the vCPU thread.
+    pub fn register_vcpu_thread(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.vcpu_thread.store(me as u64, Ordering::SeqCst);
+    }
+
+    /// Called by the worker thread when it ends on its own: records why and
+    /// kicks the vCPU thread until it has noticed.
+    pub fn worker_ended(&self, violation: Option<String>) {
+        if let Ok(mut v) = self.violation.lock() {
+            *v = violation;
+        }
+        self.worker_done.store(true, Ordering::SeqCst);
+        self.kick_until_done();
+    }
+
+    /// Kicks the vCPU thread out of `KVM_RUN` (every 10 ms, for at most 5 s)
+    /// until it has left its run loop.
+    pub fn kick_until_done(&self) {
+        let t = self.vcpu_thread.load(Ordering::SeqCst);
+        for _ in 0..500 {
+            if self.vcpu_done.load(Ordering::SeqCst) {
+                return;
+            }
+            // SAFETY: the vCPU thread is alive until it sets vcpu_done (the
+            // run loop joins this thread only afterwards).
+            unsafe { cabin_monitor::kick::kick(t) };
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn violation(&self) -> String {
+        self.violation
+            .lock()
+            .ok()
+            .and_then(|v| v.clone())
+            .unwrap_or_else(|| "the ring worker stopped".to_string())
+    }
+}
+
+/// The vCPU thread's service: gate calls go onto the ring, doorbells wake
+/// the worker or wait for a completion.
+#[derive(Debug)]
+pub struct RingGate {
+    ring: RingPtr,
+    shared: Arc<Shared>,
+    /// Gate calls redirected into the libos.
+    pub redirects: u64,
+    /// Doorbell exits that asked to wait for a completion.
+    pub doorbell_waits: u64,
+}
+
+impl RingGate {
+    /// A gate over `ring`.
+    pub fn new(ring: RingPtr, shared: Arc<Shared>) -> RingGate {
+        RingGate { ring, shared, redirects: 0, doorbell_waits: 0 }
+    }
+
+    fn wake_worker(&self) {
+        let r = self.ring;
+        r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
+        if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
+            futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAKE, 1, None);
+        }
+    }
+
+    /// Sleeps until the completion queue has an entry past `head`, the ring
+    /// is dead, or the worker ended. Returns false in the last two cases.
+    fn wait_completion(&self, head: u32) -> bool {
+        let r = self.ring;
+        for _ in 0..2000 {
+            if r.completion_ready(head) {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let seen = r.cq_doorbell().load(Ordering::SeqCst);
+            r.cq_waiting().store(1, Ordering::SeqCst);
+            if r.completion_ready(head) {
+                r.cq_waiting().store(0, Ordering::SeqCst);
+                return true;
+            }
+            if r.state().load(Ordering::SeqCst) == STATE_DEAD
+                || self.shared.worker_done.load(Ordering::SeqCst)
+            {
+                return false;
+            }
+            futex(r.cq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(Duration::from_millis(100)));
+        }
+    }
+
+    /// Puts one trapped call on the ring on the program's behalf (the vCPU
+    /// is stopped, so the libos cannot touch the ring meanwhile) and waits
+    /// for its completion.
+    fn forward(&mut self, nr: u64, args: [u64; 6]) -> Served {
+        let r = self.ring;
+        let tail = r.sq_tail().load(Ordering::SeqCst);
+        let head = r.sq_head().load(Ordering::SeqCst);
+        match pending(head, tail, RING_ENTRIES) {
+            Ok(n) if n < RING_ENTRIES => {}
+            _ => return Served::Violation(format!("ring indices corrupted (sq head {head}, tail {tail})")),
+        }
+        // The libos never leaves completions unconsumed between calls, so
+        // ours is the next one and carries our submission's sequence number.
+        let cq_head = r.cq_head().load(Ordering::SeqCst);
+        if cq_head != tail {
+            return Served::Violation(format!("ring indices corrupted (sq tail {tail}, cq head {cq_head})"));
+        }
+        // Site unknown here (0): never leave the slot's last hint behind.
+        r.write_site_hint(tail, 0);
+        r.publish_submission(tail, SUB_TRAPPED, nr, &args);
+        r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
+        self.wake_worker();
+        if !self.wait_completion(cq_head) {
+            return Served::Violation(self.shared.violation());
+        }
+        let c = r.read_completion(cq_head);
+        r.cq_head().store(cq_head.wrapping_add(1), Ordering::SeqCst);
+        if c.tag != tail.wrapping_add(1) {
+            return Served::Violation("ring completion out of order (gate call)".into());
+        }
+        Served::Return(c.result)
+    }
+}
+
+impl SyscallService for RingGate {
+    fn serve(&mut self, nr: u64, args: [u64; 6], mem: &ProgramMemory<'_>) -> Served {
+        match nr {
+            // `exit`, `exit_group`: the calls the table always serves.
+            n if syscalls::serve(n) == Serve::Always => Served::Exit((args[0] & 0xff) as i32),
+            // The libos's own raw calls are exit_group and, in `die`, write:
+            // never redirect those (a broken ring would loop).
+            nr::write => self.forward(nr, args),
+            _ => match trap_entry(mem) {
+                Some(entry) if mem.can_redirect => {
+                    self.redirects += 1;
+                    Served::Redirect(entry)
+                }
+                _ => self.forward(nr, args),
+            },
+        }
+    }
+
+    fn doorbell(&mut self, wait: bool) -> Served {
+        self.wake_worker();
+        if wait {
+            self.doorbell_waits += 1;
+            let head = self.ring.cq_head().load(Ordering::SeqCst);
+            if !self.wait_completion(head) {
+                return Served::Violation(self.shared.violation());
+            }
+        }
+        Served::Return(0)
+    }
+
+    fn interrupted(&mut self) -> Option<Served> {
+        if self.shared.worker_done.load(Ordering::SeqCst) {
+            return Some(Served::Violation(self.shared.violation()));
+        }
+        None
+    }
+}

@@ -1,0 +1,51 @@
+//! Where things live in a process domain's address space, and the sizes of
+//! the areas the monitor provides. Every magic address of the process
+//! backend is here (the sizes all backends share are in
+//! `cabin_monitor::layout`).
+//!
+//! ```text
+//! PIE_BASE        static-PIE images are loaded here (ET_EXEC at their own addresses)
+//! DOMAIN_BASE     boot page | ring | loader page(s) | stub  (one memfd, shared)
+//! STACK_TOP       8 MiB stack below it, guard gap under it
+//! BRK_BASE        brk heap
+//! ARENA_BASE      anonymous-memory arena
+//! ```
+//!
+//! All of it lies far from where Linux places a PIE monitor (0x55.., 0x56..)
+//! and its mmap area (0x7f..), and inside the 47-bit user space.
+
+pub use cabin_monitor::layout::{page_down, page_up, PAGE, STACK_SIZE};
+/// Load bias for static-PIE images.
+pub const PIE_BASE: u64 = 0x0000_1000_0000_0000;
+/// Start of the monitor-provided areas.
+pub const DOMAIN_BASE: u64 = 0x0000_2000_0000_0000;
+/// The boot-information page.
+pub const BOOT_ADDR: u64 = DOMAIN_BASE;
+/// The ring (two pages are enough for [`cabin_abi::ring::RING_BYTES`]).
+pub const RING_ADDR: u64 = DOMAIN_BASE + PAGE;
+/// Bytes reserved for the ring.
+pub const RING_SIZE: u64 = 2 * PAGE;
+// Room for the whole ring, site hints included.
+const _: () = assert!(RING_SIZE >= cabin_abi::ring::RING_BYTES as u64);
+/// Scratch the child's loader uses (seccomp program, unmap list).
+pub const LOADER_ADDR: u64 = RING_ADDR + RING_SIZE;
+/// Size of the loader scratch.
+pub const LOADER_SIZE: u64 = 16 * PAGE;
+/// The one page of monitor code the child keeps: a copy of the entry stub
+/// (`process::enter_domain`) that unmaps everything else, installs the
+/// seccomp filter and jumps to the program. Mapped execute-only.
+pub const STUB_ADDR: u64 = LOADER_ADDR + LOADER_SIZE;
+/// Highest user address (one past) with 4-level paging.
+pub const USER_TOP_47: u64 = 0x0000_7fff_ffff_f000;
+/// Highest user address (one past) with 5-level paging.
+pub const USER_TOP_56: u64 = 0x00ff_ffff_ffff_f000;
+/// Lowest address of the stack (an unmapped guard gap lies below).
+pub const STACK_BASE: u64 = DOMAIN_BASE + (1 << 30);
+/// One past the highest stack address.
+pub const STACK_TOP: u64 = STACK_BASE + STACK_SIZE;
+/// Start of the `brk` heap.
+pub const BRK_BASE: u64 = DOMAIN_BASE + (4 << 30);
+/// Largest `brk` heap.
+pub const BRK_SIZE: u64 = 1 << 30;
+/// Start of the anonymous-memory arena.
+pub const ARENA_BASE: u64 = DOMAIN_BASE + (8 << 30);

@@ -1,0 +1,725 @@
+//! The process backend: the program runs in a child process that can make
+//! no system call of its own. [`ProcessDomain`] is its
+//! [`Domain`](cabin_monitor::domain::Domain); the monitor's session does the
+//! rest (policy gate, ring worker, service, limits, records).
+//!
+//! Who calls it: `cabinc run --backend process` ([`run`]) and the monitor's
+//! tests. What it must never do: leave anything of the monitor mapped or
+//! callable in the child, or trust what the child leaves in its memory.
+//!
+//! 1. [`loader`] lays out the domain in one memfd (build);
+//! 2. start forks. The child maps each domain range at its address (code
+//!    `PROT_EXEC` only), closes every descriptor, resets signal handling,
+//!    drops every capability (effective, permitted, inheritable, ambient and
+//!    bounding sets), sets `PR_SET_NO_NEW_PRIVS`, then — from a copy of a
+//!    small assembly stub in a page of the domain, running on the domain's
+//!    stack — unmaps every address outside the domain (all it inherited from
+//!    the monitor: code, data, heap, stacks, vDSO), installs the seccomp
+//!    filter ([`seccomp`]) and jumps to the libos entry;
+//! 3. run waits for the child and says how it ended (the libos's fault
+//!    record in the boot page, or the wait status); stopping it is `SIGKILL`.
+
+pub mod layout;
+pub mod loader;
+pub mod seccomp;
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+
+use cabin_abi::boot::{BootInfo, EndWords};
+use cabin_abi::ring::{RingPtr, CQ_DOORBELL_OFFSET, SQ_DOORBELL_OFFSET};
+use cabin_abi::syscalls::CallSet;
+use cabin_image::elf::ElfFile;
+
+use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
+use cabin_monitor::boot::BootPage;
+use cabin_monitor::config::{signal_name, RunConfig, RunError, RunOutcome};
+use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::memory::GuestMemory;
+use cabin_monitor::placement::CpuSet;
+use cabin_monitor::ring::WorkerStats;
+use loader::DomainMemory;
+
+/// Loader scratch layout (offsets from [`LOADER_ADDR`]).
+const SCRATCH_STATUS: u64 = 0;
+const SCRATCH_FPROG: u64 = 64;
+const SCRATCH_FILTER: u64 = 128;
+const SCRATCH_UNMAP: u64 = 4 * PAGE;
+const SCRATCH_UNMAP_MAX: usize = ((crate::layout::LOADER_SIZE - SCRATCH_UNMAP) / 16) as usize;
+
+/// Child set-up stages, written to the scratch status word.
+const STAGE_MAP: u64 = 1;
+const STAGE_PRIVS: u64 = 2;
+const STAGE_SECCOMP: u64 = 3;
+const STAGE_ENTERED: u64 = 100;
+
+/// Exit status of a child that failed before the program ran.
+const CHILD_SETUP_FAILED: i32 = 125;
+
+/// Runs `image` confined in a child process (a [`cabin_monitor::session::Session`]
+/// over a [`ProcessDomain`]). Blocks until it ends.
+pub fn run(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
+    cabin_monitor::session::run::<ProcessDomain>(image, cfg)
+}
+
+/// A domain that is a child process under seccomp, its memory one memfd.
+#[derive(Debug)]
+pub struct ProcessDomain {
+    /// The service's view of `memory` (dropped first).
+    view: GuestMemory,
+    memory: DomainMemory,
+    check_local: CallSet,
+    program_cpus: Option<CpuSet>,
+    child: Arc<Child>,
+}
+
+/// The child process, as far as other threads need it: its pid (0 until
+/// forked, and again once it is reaped, so a late stop never hits a reused
+/// pid) and whether a stop came before the fork.
+#[derive(Debug, Default)]
+struct Child {
+    pid: AtomicI32,
+    stop_asked: AtomicBool,
+}
+
+impl Stopper for Child {
+    fn stop(&self, _cause: StopCause) {
+        self.stop_asked.store(true, Ordering::SeqCst);
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kills our own child (not yet reaped: `run` clears the
+            // pid before it reaps).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Domain for ProcessDomain {
+    const BACKEND: &'static str = "process";
+
+    fn execute_only(image: &ElfFile<'_>) -> ExecuteOnly {
+        // Execute-only needs the hardware (protection keys) and an image
+        // whose code segments are execute-only (not built with
+        // --allow-readable-code).
+        let image_xo = image.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0);
+        let enforced = execute_only_enforced() && image_xo;
+        let notice = if enforced {
+            "cabin: execute-only code is enforced (protection keys)"
+        } else if !image_xo {
+            "cabin: execute-only code is off: the image was built with readable code"
+        } else {
+            "cabin: execute-only code is not enforced on this machine (no protection keys)"
+        };
+        ExecuteOnly { enforced, notice }
+    }
+
+    fn build(image: &ElfFile<'_>, spec: &DomainSpec) -> Result<ProcessDomain, RunError> {
+        let memory = loader::build(image, spec)?;
+        let view = memory.guest_memory();
+        Ok(ProcessDomain {
+            view,
+            memory,
+            check_local: spec.check_local,
+            program_cpus: spec.program_cpus,
+            child: Arc::default(),
+        })
+    }
+
+    fn memory(&self) -> &GuestMemory {
+        &self.view
+    }
+
+    fn ring(&self) -> RingPtr {
+        self.memory.ring()
+    }
+
+    fn entry(&self) -> u64 {
+        self.memory.entry
+    }
+
+    fn stopper(&self) -> Arc<dyn Stopper> {
+        self.child.clone()
+    }
+
+    fn start(&mut self) -> Result<(), RunError> {
+        let plan = prepare_child(&self.memory, self.program_cpus, &self.check_local)?;
+        // SAFETY: fork has no memory-safety preconditions; the child only
+        // runs `child_main`, which uses async-signal-safe calls and no
+        // allocation.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(RunError::host("fork"));
+        }
+        if pid == 0 {
+            child_main(&plan);
+        }
+        self.child.pid.store(pid, Ordering::SeqCst);
+        if self.child.stop_asked.load(Ordering::SeqCst) {
+            self.child.stop(StopCause::TimeLimit);
+        }
+        Ok(())
+    }
+
+    fn program_pid(&self) -> u32 {
+        self.child.pid.load(Ordering::SeqCst) as u32
+    }
+
+    fn cpu_clock(&self) -> CpuClock {
+        CpuClock::Process(self.child.pid.load(Ordering::SeqCst))
+    }
+
+    fn run(&self) -> Result<DomainEnd, RunError> {
+        let pid = self.child.pid.load(Ordering::SeqCst);
+        // Whether a failed-looking set-up really failed, decided while the
+        // child is a zombie (see `set_up_failed`); then no stop may reach
+        // its pid any more, and it is reaped.
+        let set_up = wait_exited(pid) && set_up_failed(pid, scratch_status(&self.memory));
+        self.child.pid.store(0, Ordering::SeqCst);
+        let status = reap(pid);
+        if set_up {
+            let what = stage_name(scratch_status(&self.memory));
+            return Err(RunError::ChildSetup(format!("{what}; wait status {status:#x}")));
+        }
+        Ok(classify(status, &BootPage::of(&self.view)?.end_words()))
+    }
+
+    fn fixed_bytes(&self) -> u64 {
+        self.memory.fixed_bytes()
+    }
+
+    fn stats(&self, _worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
+        vec![("memory", self.memory.stats_json())]
+    }
+}
+
+/// Whether this machine can enforce execute-only code for the process
+/// backend (Linux uses protection keys for `PROT_EXEC`-only mappings).
+pub fn execute_only_enforced() -> bool {
+    // CPUID.(EAX=7,ECX=0):ECX bit 3 = PKU, bit 4 = OSPKE.
+    let r = std::arch::x86_64::__cpuid_count(7, 0);
+    r.ecx & (1 << 4) != 0
+}
+
+/// How the child ended: the libos ends a faulting program with 128 + signal
+/// after recording the fault in the boot page (untrusted: it only decides
+/// which of the program's own ends is reported); a death by signal without
+/// a record is reported with the signal only. Shells say nothing about
+/// SIGPIPE; neither do we.
+fn classify(status: i32, words: &EndWords) -> DomainEnd {
+    let fault = |signo: i32, addr: Option<u64>, rip: Option<u64>| {
+        let report = (signo != libc::SIGPIPE).then(|| {
+            let mut line = format!("program terminated by {}", signal_name(signo));
+            if let (Some(a), Some(r)) = (addr, rip) {
+                line += &format!(" (fault address {a:#x}, rip {r:#x})");
+            }
+            line
+        });
+        DomainEnd::Fault { signo, addr, rip, report }
+    };
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        let signo = words.fault_signo;
+        if signo > 0 && signo < 65 && code == 128 + signo as i32 {
+            let known = words.fault_addr != 0 || words.fault_rip != 0;
+            return fault(signo as i32, known.then_some(words.fault_addr), known.then_some(words.fault_rip));
+        }
+        return DomainEnd::Exited(code);
+    }
+    if libc::WIFSIGNALED(status) {
+        return fault(libc::WTERMSIG(status), None, None);
+    }
+    DomainEnd::Exited(125)
+}
+
+/// Reaps the child `pid`; its wait status (0x7f00, an unknown failure, if
+/// waiting fails).
+fn reap(pid: libc::pid_t) -> i32 {
+    let mut status = 0i32;
+    loop {
+        // SAFETY: waits for our own child; writes `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 0x7f00;
+        }
+    }
+}
+
+/// The set-up stage the loader's status word names, in words.
+fn stage_name(word: u64) -> &'static str {
+    match word {
+        STAGE_MAP => "mapping the domain memory",
+        STAGE_PRIVS => "dropping privileges",
+        STAGE_SECCOMP => "installing the seccomp filter",
+        _ => "before mapping",
+    }
+}
+
+/// The loader's status word in the domain's memory (our mapping): how far
+/// the child's set-up got (untrusted once the program runs).
+fn scratch_status(d: &DomainMemory) -> u64 {
+    match d.host(LOADER_ADDR + SCRATCH_STATUS) {
+        // SAFETY: an aligned word of the domain's mapping, which lives as
+        // long as `d`; a volatile read of a word the child may write.
+        Some(p) => unsafe { p.cast::<u64>().read_volatile() },
+        None => 0,
+    }
+}
+
+/// Waits until the child `pid` has ended without reaping it, so that
+/// `/proc/<pid>` still describes it; false if that cannot be done.
+fn wait_exited(pid: libc::pid_t) -> bool {
+    loop {
+        // SAFETY: zeroed siginfo_t is a valid output buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; writes `info`.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::__WALL,
+            )
+        };
+        if r == 0 {
+            return true;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// Whether the child (ended, not yet reaped) failed before the program ran.
+///
+/// The loader's status word says how far set-up got, but it lies in the
+/// loader scratch, which the program can write once it runs: it is
+/// believed only when the child never installed its seccomp filter, which
+/// `enter_domain` does right before jumping to the program, and which no
+/// program can remove (`Seccomp:` in `/proc/<pid>/status`). Anything else,
+/// including a program that scribbled on the word, is an ordinary end of
+/// the program, with its records.
+fn set_up_failed(pid: libc::pid_t, word: u64) -> bool {
+    if word == STAGE_ENTERED {
+        return false;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    seccomp_mode(&status) == Some(0)
+}
+
+/// The `Seccomp:` mode of a `/proc/<pid>/status` text (0 none, 1 strict, 2 filter).
+fn seccomp_mode(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Everything the child needs, computed before `fork` (the child must not
+/// allocate).
+#[derive(Debug)]
+struct ChildPlan {
+    /// Empty the capability bounding set too (the monitor has CAP_SETPCAP).
+    drop_bounding: bool,
+    memfd: i32,
+    parent: i32,
+    ranges: Vec<loader::MapRange>,
+    /// Host pointer (valid in the child too: inherited mapping) of the
+    /// scratch status word, for reporting failures before the stub runs.
+    status_host: *mut u64,
+    boot_pid_guest: u64,
+    unmap_count: u64,
+    entry: u64,
+    sp: u64,
+    /// The program's CPUs (`None`: left to the scheduler).
+    cpus: Option<CpuSet>,
+}
+
+/// Writes the seccomp program and the unmap list into the loader scratch
+/// and returns the child's plan.
+fn prepare_child(
+    d: &DomainMemory,
+    cpus: Option<CpuSet>,
+    check_local: &CallSet,
+) -> Result<ChildPlan, RunError> {
+    let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
+    let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
+    let filter = seccomp::filter(sq, cq, check_local);
+    let scratch =
+        |off: u64| d.host(LOADER_ADDR + off).ok_or_else(|| RunError::Layout("loader scratch".into()));
+    // SAFETY: all writes below land in the loader scratch range of our
+    // mapping (offsets checked against LOADER_SIZE by construction: the
+    // filter is < 100 instructions, the unmap list is capped).
+    unsafe {
+        let f = scratch(SCRATCH_FILTER)?.cast::<seccomp::SockFilter>();
+        for (i, ins) in filter.iter().enumerate() {
+            f.add(i).write(*ins);
+        }
+        let fprog = scratch(SCRATCH_FPROG)?;
+        fprog.cast::<u16>().write(filter.len() as u16);
+        fprog.add(8).cast::<u64>().write(LOADER_ADDR + SCRATCH_FILTER);
+        scratch(SCRATCH_STATUS)?.cast::<u64>().write(0);
+    }
+    // The entry stub runs from a copy in the domain's stub page, so that
+    // no page of the monitor itself stays mapped in the child.
+    let stub_start = enter_domain as *const u8;
+    let stub_end = &raw const cabin_enter_domain_end;
+    let stub_len = (stub_end as usize).wrapping_sub(stub_start as usize);
+    if stub_len == 0 || stub_len as u64 > PAGE {
+        return Err(RunError::Layout(format!("the entry stub is {stub_len} bytes, not within one page")));
+    }
+    let stub = d.host(STUB_ADDR).ok_or_else(|| RunError::Layout("entry stub page".into()))?;
+    // SAFETY: copies the stub's code bytes (readable text of this binary,
+    // `stub_len` bytes from the function's start to its end label) into the
+    // stub page of our mapping, one page long (checked above).
+    unsafe { std::ptr::copy_nonoverlapping(stub_start, stub, stub_len) };
+    let list = unmap_list(&d.ranges);
+    if list.len() > SCRATCH_UNMAP_MAX {
+        return Err(RunError::Layout(format!("the domain has too many ranges ({})", list.len())));
+    }
+    let ul = scratch(SCRATCH_UNMAP)?.cast::<u64>();
+    for (i, (s, e)) in list.iter().enumerate() {
+        // SAFETY: i < SCRATCH_UNMAP_MAX pairs fit in the scratch range.
+        unsafe {
+            ul.add(2 * i).write(*s);
+            ul.add(2 * i + 1).write(e - s);
+        }
+    }
+    let boot_pid_guest = crate::layout::BOOT_ADDR + std::mem::offset_of!(BootInfo, pid) as u64;
+    Ok(ChildPlan {
+        drop_bounding: has_cap_setpcap(),
+        memfd: std::os::fd::AsRawFd::as_raw_fd(&d.memfd),
+        // SAFETY: no preconditions.
+        parent: unsafe { libc::getpid() },
+        ranges: d.ranges.clone(),
+        status_host: scratch(SCRATCH_STATUS)?.cast(),
+        boot_pid_guest,
+        unmap_count: list.len() as u64,
+        entry: d.entry,
+        sp: d.sp,
+        cpus,
+    })
+}
+
+/// The `[start, end)` ranges the child unmaps: every user address outside
+/// the domain's `ranges` (the stub page among them), whatever the monitor
+/// had there at fork time — its code, data, heap, thread stacks, libraries,
+/// vDSO, and mappings other threads made after this list was computed.
+/// Holes are unmapped whole (`munmap` skips what is not mapped). The last
+/// one runs from the 4-level-paging user top to the 5-level one: on a
+/// 4-level kernel its `munmap` fails (EINVAL) and changes nothing, the hole
+/// before it having done the work. Only `[vsyscall]` (a kernel address)
+/// remains.
+fn unmap_list(ranges: &[loader::MapRange]) -> Vec<(u64, u64)> {
+    let mut taken: Vec<(u64, u64)> = ranges.iter().map(|r| (r.guest, r.guest + r.len)).collect();
+    taken.sort_unstable();
+    let mut holes = Vec::new();
+    let mut at = 0u64;
+    for (s, e) in taken {
+        if s > at {
+            holes.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < USER_TOP_47 {
+        holes.push((at, USER_TOP_47));
+    }
+    holes.push((USER_TOP_47.max(at), USER_TOP_56));
+    holes
+}
+
+/// Whether this process has CAP_SETPCAP in its effective set, which it
+/// needs to empty a child's capability bounding set.
+fn has_cap_setpcap() -> bool {
+    const CAP_SETPCAP: u32 = 8;
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget fills the two-element data array of the v3 ABI and may
+    // rewrite the header's version; both are locals.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    r == 0 && data[0].effective & (1 << CAP_SETPCAP) != 0
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+#[derive(Debug)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct` (two of them in the v3 ABI).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops every capability of the calling (child) process: ambient set,
+/// bounding set (when `bounding`: the monitor has CAP_SETPCAP; without it
+/// the set cannot shrink, and with no_new_privs and no `execve` it can
+/// grant nothing), then effective, permitted and inheritable. `false` when
+/// a drop the process is entitled to make fails.
+///
+/// Async-signal-safe: system calls on locals only.
+fn drop_capabilities(bounding: bool) -> bool {
+    // SAFETY: prctl and capset take integers and pointers to locals; they
+    // only shrink this process's capability sets.
+    unsafe {
+        // Fails with EINVAL before Linux 4.3, which had no ambient set.
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0);
+        if bounding {
+            // Capabilities past the kernel's last one answer EINVAL.
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                    if *libc::__errno_location() == libc::EINVAL && cap > 0 {
+                        break;
+                    }
+                    return false;
+                }
+            }
+        }
+        let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let data = [CapData::default(); 2];
+        libc::syscall(libc::SYS_capset, &header, data.as_ptr()) == 0
+    }
+}
+
+fn child_fail(plan: &ChildPlan, stage: u64) -> ! {
+    // SAFETY: status_host is a word of the inherited shared mapping; _exit
+    // has no preconditions.
+    unsafe {
+        plan.status_host.write_volatile(stage);
+        libc::_exit(CHILD_SETUP_FAILED)
+    }
+}
+
+/// The child, between `fork` and the program: async-signal-safe calls only.
+fn child_main(plan: &ChildPlan) -> ! {
+    // SAFETY: each call below is a plain system call wrapper; arguments are
+    // values computed before fork. Mappings use MAP_FIXED_NOREPLACE, so they
+    // can never replace anything the child still uses.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != plan.parent {
+            libc::_exit(CHILD_SETUP_FAILED);
+        }
+        if let Some(cpus) = &plan.cpus {
+            cpus.apply(0);
+        }
+        for r in &plan.ranges {
+            let p = libc::mmap(
+                r.guest as *mut libc::c_void,
+                r.len as usize,
+                r.prot,
+                libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+                plan.memfd,
+                r.offset as i64,
+            );
+            if p as u64 != r.guest {
+                child_fail(plan, STAGE_MAP);
+            }
+        }
+        (plan.boot_pid_guest as *mut u32).write_volatile(libc::getpid() as u32);
+        // Signal handling back to defaults, nothing blocked.
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        // The C library registered an rseq area in this thread's TLS, which
+        // is about to be unmapped: the kernel would then fault the process
+        // on its next preemption. Unregister it.
+        unregister_rseq();
+        // The child runs as the monitor's user (see monitor/DESIGN.md) but
+        // holds no capability, and can gain none.
+        if !drop_capabilities(plan.drop_bounding) {
+            child_fail(plan, STAGE_PRIVS);
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            child_fail(plan, STAGE_PRIVS);
+        }
+        // The copy of `enter_domain` in the stub page: it unmaps the monitor
+        // (this code included) and never returns. The transmute and the call
+        // are sound: STUB_ADDR is mapped executable in this child (a domain
+        // range) and holds exactly that position-independent code
+        // (`prepare_child`), called with the arguments it documents.
+        let stub: unsafe extern "C" fn(u64, u64, u64, u64, u64, u64) -> ! =
+            std::mem::transmute(STUB_ADDR as usize as *const ());
+        stub(
+            LOADER_ADDR + SCRATCH_UNMAP,
+            plan.unmap_count,
+            LOADER_ADDR + SCRATCH_FPROG,
+            plan.entry,
+            plan.sp,
+            LOADER_ADDR + SCRATCH_STATUS,
+        )
+    }
+}
+
+unsafe extern "C" {
+    /// The end of [`enter_domain`]'s code (a label in its assembly).
+    static cabin_enter_domain_end: u8;
+    /// glibc (2.35+): offset of the rseq area from the thread pointer.
+    static __rseq_offset: isize;
+    /// glibc (2.35+): size of the registered rseq area (0: not registered).
+    static __rseq_size: u32;
+}
+
+/// Unregisters the calling thread's rseq area, if the C library set one up.
+fn unregister_rseq() {
+    const RSEQ_SIG: u32 = 0x5305_3053;
+    const RSEQ_FLAG_UNREGISTER: i32 = 1;
+    // SAFETY: reads two glibc constants and the thread pointer (fs:0 holds
+    // the TCB's own address on x86-64); rseq(UNREGISTER) only compares the
+    // arguments with the registration and touches no memory.
+    unsafe {
+        if __rseq_size == 0 {
+            return;
+        }
+        let tp: u64;
+        core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags));
+        let area = tp.wrapping_add_signed(__rseq_offset as i64);
+        for len in [__rseq_size, 32] {
+            if libc::syscall(libc::SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// Final step of the child, on the domain's stack: unmap every range
+/// listed at `list` (`count` pairs of address, length: everything outside
+/// the domain), install the seccomp filter at `fprog`, mark `status`
+/// entered, clear the registers and jump to `entry` with `rsp = sp`. On a
+/// seccomp failure it writes `STAGE_SECCOMP` to `status` and exits 125.
+///
+/// The child runs a copy of these bytes (up to `cabin_enter_domain_end`)
+/// in the domain's stub page ([`STUB_ADDR`]): position-independent code
+/// that touches no memory but its arguments.
+///
+/// # Safety
+///
+/// Only `child_main` calls (its copy of) this, in the forked child, with
+/// all domain ranges mapped; every address is a domain address.
+#[unsafe(naked)]
+unsafe extern "C" fn enter_domain(list: u64, count: u64, fprog: u64, entry: u64, sp: u64, status: u64) -> ! {
+    core::arch::naked_asm!(
+        "mov rsp, r8",
+        "mov r12, rdi",
+        "mov r13, rsi",
+        "mov r14, rdx",
+        "mov r15, rcx",
+        "mov rbx, r9",
+        "2:",
+        "test r13, r13",
+        "jz 3f",
+        "mov rdi, [r12]",
+        "mov rsi, [r12 + 8]",
+        "mov eax, {munmap}",
+        "syscall",
+        "add r12, 16",
+        "dec r13",
+        "jmp 2b",
+        "3:",
+        "mov eax, {seccomp}",
+        "mov edi, 1", // SECCOMP_SET_MODE_FILTER
+        "xor esi, esi",
+        "mov rdx, r14",
+        "syscall",
+        "test rax, rax",
+        "jnz 4f",
+        "mov qword ptr [rbx], {entered}",
+        "xor eax, eax",
+        "xor ebx, ebx",
+        "xor ecx, ecx",
+        "xor edx, edx",
+        "xor esi, esi",
+        "xor edi, edi",
+        "xor ebp, ebp",
+        "xor r8d, r8d",
+        "xor r9d, r9d",
+        "xor r10d, r10d",
+        "xor r11d, r11d",
+        "xor r12d, r12d",
+        "xor r13d, r13d",
+        "xor r14d, r14d",
+        "jmp r15",
+        "4:",
+        "mov qword ptr [rbx], {stage_seccomp}",
+        "mov edi, {failed}",
+        "mov eax, {exit_group}",
+        "syscall",
+        "ud2",
+        // Where the bytes the child copies end.
+        ".globl cabin_enter_domain_end",
+        ".hidden cabin_enter_domain_end",
+        "cabin_enter_domain_end:",
+        munmap = const libc::SYS_munmap,
+        seccomp = const libc::SYS_seccomp,
+        exit_group = const libc::SYS_exit_group,
+        entered = const STAGE_ENTERED,
+        stage_seccomp = const STAGE_SECCOMP,
+        failed = const CHILD_SETUP_FAILED,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cabin_monitor::memory::RegionKind;
+
+    fn range(guest: u64, len: u64) -> loader::MapRange {
+        loader::MapRange { guest, len, prot: 0, offset: 0, kind: RegionKind::System }
+    }
+
+    #[test]
+    fn the_child_unmaps_everything_outside_the_domain() {
+        let ranges = [range(0x40_1000, 0x1000), range(0x40_0000, 0x1000), range(0x2000_0000_0000, 0x5000)];
+        let holes = unmap_list(&ranges);
+        assert_eq!(
+            holes,
+            [
+                (0, 0x40_0000),
+                (0x40_2000, 0x2000_0000_0000),
+                (0x2000_0000_5000, USER_TOP_47),
+                (USER_TOP_47, USER_TOP_56)
+            ]
+        );
+        // Holes and ranges tile the 47-bit user space without overlap.
+        let mut all: Vec<(u64, u64)> = holes.iter().copied().filter(|h| h.1 <= USER_TOP_47).collect();
+        all.extend(ranges.iter().map(|r| (r.guest, r.guest + r.len)));
+        all.sort_unstable();
+        assert!(all.windows(2).all(|w| w[0].1 == w[1].0) && all[0].0 == 0, "{all:x?}");
+    }
+
+    #[test]
+    fn the_entry_stub_fits_its_page() {
+        let start = enter_domain as *const u8 as usize;
+        let len = (&raw const cabin_enter_domain_end as usize).wrapping_sub(start);
+        assert!(len > 0 && len < 256, "the stub is {len} bytes");
+    }
+
+    #[test]
+    fn seccomp_mode_from_proc_status() {
+        let zombie = "Name:\tx\nState:\tZ (zombie)\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(seccomp_mode(zombie), Some(2));
+        assert_eq!(seccomp_mode("Seccomp:\t0\n"), Some(0));
+        assert_eq!(seccomp_mode(""), None, "unreadable: never a set-up failure");
+    }
+
+    #[test]
+    fn our_own_status_has_a_seccomp_line() {
+        // The field set_up_failed depends on exists on this kernel.
+        let own = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        assert!(seccomp_mode(&own).is_some(), "{own}");
+    }
+}

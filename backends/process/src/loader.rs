@@ -1,0 +1,419 @@
+//! The domain's memory for the process backend: which ranges exist, where
+//! they live in the shared memfd, and their initial contents (image
+//! segments, boot page, ring, initial stack).
+//!
+//! All domain memory is one memfd, mapped `MAP_SHARED` both in the monitor
+//! (read-write, one contiguous view, through which [`GuestMemory`] reads
+//! and writes program memory) and in the child (each range at its domain
+//! address with its own protection: code `PROT_EXEC` only, read-only data
+//! `PROT_READ`, the rest read-write).
+//!
+//! The memfd is the program's memory bound ([`MemoryBound`]: `[limits]
+//! memory`, `--mem`, or the default, as on KVM): image pages, boot page,
+//! ring, loader scratch and stack are taken off it, an eighth of the rest
+//! becomes the `brk` range and the remainder the arena, and the memfd is
+//! sealed against growing. The libos is told (`BOOT_FLAG_MEMORY_LIMIT`) to
+//! stop the program when it asks for more (and hands the unused part of the
+//! `brk` range to `mmap` once the arena runs out, so the split costs the
+//! program nothing).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use cabin_abi::boot::{
+    auxv, BootInfo, AT_CABIN_BOOT, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
+    BOOT_MAGIC, BOOT_VERSION,
+};
+use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
+use cabin_abi::ring::RingPtr;
+use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
+
+use cabin_policy::limits::MemoryBound;
+
+use crate::layout::*;
+use cabin_monitor::config::RunError;
+use cabin_monitor::domain::DomainSpec;
+use cabin_monitor::memory::{GuestMemory, Region, RegionKind};
+
+/// One range of the domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapRange {
+    /// Domain address (page aligned).
+    pub guest: u64,
+    /// Length (page multiple).
+    pub len: u64,
+    /// `PROT_*` for the child's mapping.
+    pub prot: i32,
+    /// Offset in the memfd.
+    pub offset: u64,
+    /// What it holds.
+    pub kind: RegionKind,
+}
+
+/// The domain's memory, mapped in the monitor.
+#[derive(Debug)]
+pub struct DomainMemory {
+    /// The memfd (closed in the child before the program runs).
+    pub memfd: OwnedFd,
+    /// The monitor's view of the whole memfd.
+    pub host_base: *mut u8,
+    /// Its length.
+    pub total: u64,
+    /// The ranges, in the order the child maps them.
+    pub ranges: Vec<MapRange>,
+    /// Domain address of the program's entry (the libos's `cabin_start`).
+    pub entry: u64,
+    /// Initial stack pointer (points at `argc`).
+    pub sp: u64,
+    /// Length of the `brk` range.
+    pub brk_len: u64,
+    /// Length of the arena.
+    pub arena_len: u64,
+    /// The bound on the program's memory the memfd was sized from.
+    pub bound: MemoryBound,
+}
+
+impl Drop for DomainMemory {
+    fn drop(&mut self) {
+        // SAFETY: host_base/total is the mapping created in `build`, and no
+        // reference into it outlives the DomainMemory (the GuestMemory and
+        // RingPtr users are dropped first: see `ProcessDomain`).
+        unsafe { libc::munmap(self.host_base.cast(), self.total as usize) };
+    }
+}
+
+impl DomainMemory {
+    /// The monitor's host pointer for domain address `guest` (which must lie
+    /// in one of the ranges).
+    pub fn host(&self, guest: u64) -> Option<*mut u8> {
+        let r = self.ranges.iter().find(|r| guest >= r.guest && guest - r.guest < r.len)?;
+        // SAFETY: offset + (guest - r.guest) < total by construction.
+        Some(unsafe { self.host_base.add((r.offset + guest - r.guest) as usize) })
+    }
+
+    /// Checked access to program memory for the service.
+    pub fn guest_memory(&self) -> GuestMemory {
+        let regions = self
+            .ranges
+            .iter()
+            .map(|r| Region {
+                start: r.guest,
+                len: r.len,
+                // SAFETY: offset < total.
+                host: unsafe { self.host_base.add(r.offset as usize) },
+                kind: r.kind,
+            })
+            .collect();
+        // SAFETY: the mapping lives as long as the DomainMemory, which its
+        // ProcessDomain keeps alive longer than the GuestMemory (declared
+        // before it, so dropped first); ranges do not overlap (laid out one after the other).
+        unsafe { GuestMemory::new(regions) }
+    }
+
+    /// The ring, through the monitor's view.
+    pub fn ring(&self) -> RingPtr {
+        let p = self.host(RING_ADDR).unwrap_or(std::ptr::null_mut());
+        // SAFETY: the ring range is RING_SIZE >= RING_BYTES, page aligned,
+        // mapped for the life of the DomainMemory.
+        unsafe { RingPtr::new(p) }
+    }
+
+    /// The boot page, through the monitor's view.
+    pub fn boot(&self) -> *mut BootInfo {
+        self.host(BOOT_ADDR).unwrap_or(std::ptr::null_mut()).cast()
+    }
+
+    /// Bytes of the domain that the program cannot grow: image pages, boot
+    /// page, ring, loader scratch, entry stub and stack.
+    pub fn fixed_bytes(&self) -> u64 {
+        self.total - self.brk_len - self.arena_len
+    }
+
+    /// For `--stats`: the host side of the domain's memory, the memfd's size
+    /// and what the host actually committed to it (checked against the
+    /// limit).
+    pub fn stats_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "limit_bytes": self.bound.bytes,
+            "domain_bytes": self.total,
+            "committed_bytes": self.committed_bytes(),
+            "brk_bytes": self.brk_len,
+            "arena_bytes": self.arena_len,
+        })
+    }
+
+    /// Bytes of the memfd the host has committed so far (its allocated
+    /// blocks), `None` if `fstat` fails.
+    pub fn committed_bytes(&self) -> Option<u64> {
+        // SAFETY: an all-zero `stat` is a valid value to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one `stat` into a local.
+        if unsafe { libc::fstat(self.memfd.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.st_blocks as u64).saturating_mul(512))
+    }
+}
+
+/// Sizes of the `brk` range and the arena for a domain whose other parts
+/// take `fixed` bytes, so that everything fits in `bound`: an eighth of
+/// what is left is the `brk` range (at least a page, at most [`BRK_SIZE`]),
+/// the rest the arena.
+pub fn memory_split(fixed: u64, bound: &MemoryBound) -> Result<(u64, u64), RunError> {
+    const MIN_LEFT: u64 = 16 * PAGE;
+    let limit = bound.bytes;
+    let left = page_down(limit.saturating_sub(fixed));
+    if left < MIN_LEFT {
+        return Err(RunError::Layout(format!(
+            "the memory bound of {limit} bytes ({}) leaves no room for the program's heap: the image, its \
+             stack and the monitor's pages already take {fixed} bytes; help: raise it to at least {} \
+             ([limits] memory or --mem)",
+            bound.source,
+            fixed + MIN_LEFT
+        )));
+    }
+    let brk = page_down(left / 8).clamp(PAGE, BRK_SIZE);
+    Ok((brk, left - brk))
+}
+
+fn prot_of(flags: u32) -> (i32, RegionKind) {
+    if flags & PF_X != 0 && flags & PF_R != 0 {
+        // Built with --allow-readable-code: the image says its code is read
+        // as data. Still never a valid system-call buffer.
+        (libc::PROT_READ | libc::PROT_EXEC, RegionKind::Code)
+    } else if flags & PF_X != 0 {
+        (libc::PROT_EXEC, RegionKind::Code)
+    } else if flags & PF_W != 0 {
+        (libc::PROT_READ | libc::PROT_WRITE, RegionKind::Data)
+    } else {
+        (libc::PROT_READ, RegionKind::Rodata)
+    }
+}
+
+/// Lays out and fills the domain for `elf`.
+pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunError> {
+    let layout_err = |m: String| RunError::Layout(m);
+    let bias = match elf.kind {
+        ElfKind::Exec => 0,
+        ElfKind::StaticPie => PIE_BASE.wrapping_sub(page_down(elf.min_vaddr())),
+    };
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut ranges = Vec::new();
+    let mut offset = 0u64;
+    let mut copies = Vec::new(); // (memfd offset, file range)
+                                 // (`ElfFile::parse` already refused an ET_EXEC segment below
+                                 // LOWEST_PROGRAM_ADDRESS, with the message the KVM loader gives too.)
+    for seg in elf.loads().filter(|s| s.memsz > 0) {
+        let start = page_down(seg.vaddr + bias);
+        let end = page_up(seg.vaddr + bias + seg.memsz)
+            .ok_or_else(|| layout_err("segment end overflows".into()))?;
+        if start < LOWEST_PROGRAM_ADDRESS || end > DOMAIN_BASE {
+            return Err(layout_err(format!(
+                "segment at {start:#x}..{end:#x} lies outside {LOWEST_PROGRAM_ADDRESS:#x}..{DOMAIN_BASE:#x}"
+            )));
+        }
+        let (prot, kind) = prot_of(seg.flags);
+        ranges.push(MapRange { guest: start, len: end - start, prot, offset, kind });
+        let lead = (seg.vaddr + bias) - start;
+        let file_start =
+            seg.offset.checked_sub(lead).ok_or_else(|| layout_err("segment misaligned".into()))?;
+        let file_end = seg.offset + seg.filesz;
+        copies.push((offset, file_start as usize, file_end as usize));
+        offset += end - start;
+    }
+    let bound = spec.memory.clone();
+    let fixed = offset + PAGE + RING_SIZE + LOADER_SIZE + PAGE + STACK_SIZE;
+    let (brk_len, arena_len) = memory_split(fixed, &bound)?;
+    for (guest, len, prot, kind) in [
+        (BOOT_ADDR, PAGE, rw, RegionKind::BootPage),
+        (RING_ADDR, RING_SIZE, rw, RegionKind::Ring),
+        (LOADER_ADDR, LOADER_SIZE, rw, RegionKind::System),
+        (STUB_ADDR, PAGE, libc::PROT_EXEC, RegionKind::System),
+        (STACK_BASE, STACK_SIZE, rw, RegionKind::Stack),
+        (BRK_BASE, brk_len, rw, RegionKind::Brk),
+        (ARENA_BASE, arena_len, rw, RegionKind::Arena),
+    ] {
+        ranges.push(MapRange { guest, len, prot, offset, kind });
+        offset += len;
+    }
+    let total = offset;
+
+    // SAFETY: memfd_create reads the NUL-terminated name.
+    let fd =
+        unsafe { libc::memfd_create(c"cabin-domain".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(RunError::host("memfd_create"));
+    }
+    // SAFETY: a fresh descriptor we own.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: touches no memory.
+    if unsafe { libc::ftruncate(memfd.as_raw_fd(), total as i64) } != 0 {
+        return Err(RunError::host("ftruncate of the domain memfd"));
+    }
+    // The domain's memory never changes size: seal it so nothing (the
+    // child holds no descriptor, but defence in depth) can grow it.
+    let seals = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: touches no memory.
+    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(RunError::host("sealing the domain memfd"));
+    }
+    // SAFETY: a new shared mapping of our memfd, placed by the kernel.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), total as usize, rw, libc::MAP_SHARED, memfd.as_raw_fd(), 0)
+    };
+    if base == libc::MAP_FAILED {
+        return Err(RunError::host("mmap of the domain memory"));
+    }
+    let mut d = DomainMemory {
+        memfd,
+        host_base: base.cast(),
+        total,
+        ranges,
+        entry: elf.entry.wrapping_add(bias),
+        sp: 0,
+        brk_len,
+        arena_len,
+        bound,
+    };
+    for (off, fs, fe) in copies {
+        let bytes =
+            elf.data.get(fs..fe).ok_or_else(|| RunError::InvalidImage("segment past end of file".into()))?;
+        // SAFETY: the destination lies inside the mapping (the segment's
+        // range is at least as long as its file bytes plus the lead).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
+    }
+    d.ring().init();
+    write_boot(&d, spec);
+    let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
+    d.sp = build_stack(&d, spec, elf, phdr)?;
+    Ok(d)
+}
+
+/// Domain address of the program headers: the PT_LOAD containing `e_phoff`.
+fn phdr_vaddr(elf: &ElfFile<'_>) -> Option<u64> {
+    elf.loads()
+        .find(|s| elf.phoff >= s.offset && elf.phoff < s.offset + s.filesz)
+        .map(|s| s.vaddr + (elf.phoff - s.offset))
+}
+
+fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
+    let b = d.boot();
+    let (uid, gid) = spec.ids;
+    // SAFETY: getpid has no preconditions.
+    let ppid = unsafe { libc::getpid() };
+    // SAFETY: `b` is the page-aligned boot page in our mapping (zeroed
+    // memfd memory); BootInfo fits in a page (checked in the abi).
+    unsafe {
+        b.write(BootInfo {
+            magic: BOOT_MAGIC,
+            version: BOOT_VERSION,
+            flags: BOOT_FLAG_PROCESS
+                | if spec.force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 }
+                | BOOT_FLAG_MEMORY_LIMIT
+                | if spec.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 },
+            ring: RING_ADDR,
+            ring_size: RING_SIZE,
+            arena_start: ARENA_BASE,
+            arena_len: d.arena_len,
+            brk_start: BRK_BASE,
+            brk_len: d.brk_len,
+            pid: 0, // written by the child
+            ppid: ppid as u32,
+            uid,
+            gid,
+            // The process backend's libos asks the host kernel (its vDSO-less
+            // clock calls are allowed by the seccomp filter).
+            tsc_khz: 0,
+            fault_signo: 0,
+            fault_addr: 0,
+            fault_rip: 0,
+            trapped: 0,
+            abort: 0,
+            memory_request: 0,
+            memory_used: 0,
+            spin_ns: 0,
+            reserved: [0; 3],
+            kvm_trap_entry: 0,
+            local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
+            check_local: cabin_abi::syscalls::CallSet::EMPTY,
+        })
+    };
+}
+
+/// Builds argc/argv/envp/auxv and the strings at the top of the stack;
+/// returns the initial stack pointer.
+fn build_stack(d: &DomainMemory, spec: &DomainSpec, elf: &ElfFile<'_>, phdr: u64) -> Result<u64, RunError> {
+    let mut top = STACK_TOP - 16;
+    let mut strings: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut push = |s: &[u8], top: &mut u64| -> Result<u64, RunError> {
+        *top = top.checked_sub(s.len() as u64).filter(|t| *t > STACK_BASE + (1 << 20)).ok_or_else(|| {
+            RunError::Layout("arguments and environment do not fit in 1 MiB... of stack".into())
+        })?;
+        strings.push((*top, s.to_vec()));
+        Ok(*top)
+    };
+    let args: Vec<String> = if spec.args.is_empty() { vec!["program".into()] } else { spec.args.clone() };
+    let cstr = |s: &str| [s.as_bytes(), b"\0"].concat();
+    let execfn = push(&cstr(&args[0]), &mut top)?;
+    let mut argv = Vec::new();
+    for a in &args {
+        argv.push(push(&cstr(a), &mut top)?);
+    }
+    let mut envp = Vec::new();
+    for e in &spec.env {
+        envp.push(push(&cstr(e), &mut top)?);
+    }
+    let platform = push(b"x86_64\0", &mut top)?;
+    let mut random = [0u8; 16];
+    // SAFETY: getrandom writes 16 bytes into `random`.
+    unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+    let random_at = push(&random, &mut top)?;
+
+    // SAFETY: getauxval has no preconditions.
+    let (hwcap, hwcap2, minsig) =
+        unsafe { (libc::getauxval(libc::AT_HWCAP), libc::getauxval(libc::AT_HWCAP2), libc::getauxval(51)) };
+    let (uid, gid) = (u64::from(spec.ids.0), u64::from(spec.ids.1));
+    let mut aux = vec![
+        (auxv::AT_PHDR, phdr),
+        (auxv::AT_PHENT, 56),
+        (auxv::AT_PHNUM, u64::from(elf.phnum)),
+        (auxv::AT_PAGESZ, PAGE),
+        (auxv::AT_BASE, 0),
+        (8, 0), // AT_FLAGS
+        (auxv::AT_ENTRY, d.entry),
+        (auxv::AT_UID, uid),
+        (auxv::AT_EUID, uid),
+        (auxv::AT_GID, gid),
+        (auxv::AT_EGID, gid),
+        (auxv::AT_SECURE, 0),
+        (auxv::AT_RANDOM, random_at),
+        (auxv::AT_HWCAP, hwcap),
+        (auxv::AT_HWCAP2, hwcap2),
+        (auxv::AT_CLKTCK, 100),
+        (auxv::AT_PLATFORM, platform),
+        (auxv::AT_EXECFN, execfn),
+        (AT_CABIN_BOOT, BOOT_ADDR),
+    ];
+    if minsig != 0 {
+        aux.push((auxv::AT_MINSIGSTKSZ, minsig));
+    }
+    let mut words: Vec<u64> = Vec::new();
+    words.push(argv.len() as u64);
+    words.extend(&argv);
+    words.push(0);
+    words.extend(&envp);
+    words.push(0);
+    for (t, v) in aux {
+        words.push(t);
+        words.push(v);
+    }
+    words.extend([auxv::AT_NULL, 0]);
+    let sp = (top - 8 * words.len() as u64) & !15;
+    let mem = d.guest_memory();
+    let werr = |_| RunError::Layout("initial stack does not fit".into());
+    for (at, s) in &strings {
+        mem.write(*at, s).map_err(werr)?;
+    }
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    mem.write(sp, &bytes).map_err(werr)?;
+    Ok(sp)
+}

@@ -1,0 +1,207 @@
+//! What a backend is to the monitor: a [`Domain`], the confined program's
+//! memory and CPU(s), built from an image and a [`DomainSpec`] that the
+//! [`crate::session::Session`] hands it, started, run until the program ends,
+//! and stoppable from another thread.
+//!
+//! The session does everything a run needs that does not depend on how the
+//! domain is made (image check, policy gate, ring worker, service, limits,
+//! placement, end-of-run records, statistics); a backend implements only
+//! this trait. The order of calls is fixed (monitor/DESIGN.md, "Session and
+//! Domain"):
+//!
+//! 1. [`Domain::available`] and [`Domain::execute_only`], before anything is
+//!    built;
+//! 2. [`Domain::build`]: memory, boot page, ring, initial stack; nothing runs;
+//! 3. [`Domain::memory`], [`Domain::ring`], [`Domain::entry`]: the session
+//!    writes its words into the boot page and makes the worker;
+//! 4. [`Domain::stopper`], on the thread that will call `run`;
+//! 5. [`Domain::start`]: the program exists ([`Domain::program_pid`],
+//!    [`Domain::cpu_clock`]) and may run; the worker serves the ring from
+//!    another thread from now on;
+//! 6. [`Domain::run`], on the calling thread, until the program ends or the
+//!    stopper stops it; then the worker is stopped;
+//! 7. [`Domain::fixed_bytes`], [`Domain::trapped_calls`], [`Domain::stats`]
+//!    for the records, and drop.
+//!
+//! Threads (issue 13) will add a per-thread entry here: a domain that can
+//! run more than one thread of the program gets a `spawn_thread` call that
+//! starts a thread with its own ring at an entry point; the session gives
+//! each ring a worker. Nothing calls it yet.
+
+use std::sync::Arc;
+
+use cabin_abi::ring::RingPtr;
+use cabin_abi::syscalls::CallSet;
+use cabin_image::elf::ElfFile;
+use cabin_policy::limits::MemoryBound;
+
+use crate::config::RunError;
+use crate::memory::GuestMemory;
+use crate::placement::CpuSet;
+use crate::ring::WorkerStats;
+
+/// Everything the session decides about a domain before it is built.
+#[derive(Debug, Clone)]
+pub struct DomainSpec {
+    /// `argv`, `argv[0]` first (never empty).
+    pub args: Vec<String>,
+    /// The environment, `KEY=VALUE` each.
+    pub env: Vec<String>,
+    /// The bound on the program's memory (`[limits] memory`, `--mem`, or the
+    /// default): the domain's memory is sized to it.
+    pub memory: MemoryBound,
+    /// `--mem` as given (0: not given), for backends that round it their own
+    /// way (KVM: 2 MiB pages).
+    pub mem_arg: u64,
+    /// `[limits] memory`, if the policy sets one.
+    pub memory_limit: Option<u64>,
+    /// `BOOT_FLAG_FORCE_TRAP`: every call takes the slow path (testing,
+    /// `--forwarding sync`).
+    pub force_trap: bool,
+    /// `BOOT_FLAG_READ_AHEAD`: the libos may read ahead.
+    pub read_ahead: bool,
+    /// The locally served calls the policy does not plainly allow (also in
+    /// the boot page; the process backend's seccomp filter traps such clock
+    /// reads).
+    pub check_local: CallSet,
+    /// The CPUs the program runs on (`None`: left to the scheduler).
+    pub program_cpus: Option<CpuSet>,
+    /// The user and group ids the program sees.
+    pub ids: (u32, u32),
+}
+
+/// What a backend can do about execute-only code for one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecuteOnly {
+    /// Whether the program's code will be execute-only.
+    pub enforced: bool,
+    /// The one-line notice (`cabin: …`) `cabinc run` prints unless quiet.
+    pub notice: &'static str,
+}
+
+/// Why the session stops a program from another thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopCause {
+    /// The program broke the ring protocol; the message says how.
+    Violation(String),
+    /// The policy killed it or a limit stopped it; the message was printed.
+    Policy(String),
+    /// A `[limits]` time limit ran out.
+    TimeLimit,
+    /// The ring worker failed (a Cabin bug).
+    WorkerFailed,
+}
+
+impl StopCause {
+    /// The cause in words (what a KVM domain reports if the stop interrupts a
+    /// call waiting for the ring).
+    pub fn message(&self) -> String {
+        match self {
+            StopCause::Violation(m) | StopCause::Policy(m) => m.clone(),
+            StopCause::TimeLimit => "a time limit was reached".into(),
+            StopCause::WorkerFailed => "the ring worker failed".into(),
+        }
+    }
+}
+
+/// Stops a running program from any thread (time limits, the worker ending
+/// on a violation or a policy stop). Stopping twice, or after the program
+/// ended, does nothing harmful.
+pub trait Stopper: Send + Sync + std::fmt::Debug {
+    /// Ends the program as soon as possible; [`Domain::run`] then returns.
+    fn stop(&self, cause: StopCause);
+}
+
+/// Whose CPU clock is the program's (for `[limits] cpu-time`; the ring
+/// worker's clock is always added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuClock {
+    /// A host process: all its threads.
+    Process(i32),
+    /// The thread that calls [`Domain::run`] (a vCPU thread: guest time
+    /// included).
+    RunThread,
+}
+
+/// How a program ended, as the domain saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEnd {
+    /// `exit`/`exit_group` (or the libos's own exit) with this status.
+    Exited(i32),
+    /// A fatal signal or fault; the exit status is 128 + `signo`.
+    Fault {
+        /// Signal number.
+        signo: i32,
+        /// Fault address, when known.
+        addr: Option<u64>,
+        /// `rip` at the fault, when known.
+        rip: Option<u64>,
+        /// The one line `cabinc run` prints (without `cabin: `), if any.
+        report: Option<String>,
+    },
+    /// The program broke the protocol in a way the domain itself noticed
+    /// (a misused doorbell, a trapped call the ring could not carry); the
+    /// message says how.
+    Violation(String),
+}
+
+/// A confined program's domain, as a backend builds and runs it. See the
+/// module documentation for the order of calls.
+pub trait Domain: Sized {
+    /// The backend's name (`--stats`, the trace's `start` record).
+    const BACKEND: &'static str;
+
+    /// Whether the backend can run on this machine (`Err` says why).
+    fn available() -> Result<(), RunError> {
+        Ok(())
+    }
+
+    /// Whether this backend will run `image`'s code execute-only.
+    fn execute_only(image: &ElfFile<'_>) -> ExecuteOnly;
+
+    /// Builds the domain for `image` (an intact Cabin image: the session has
+    /// checked it). Nothing runs yet.
+    fn build(image: &ElfFile<'_>, spec: &DomainSpec) -> Result<Self, RunError>;
+
+    /// The program's memory, typed regions (boot page and ring included).
+    fn memory(&self) -> &GuestMemory;
+
+    /// The ring, through the monitor's mapping.
+    fn ring(&self) -> RingPtr;
+
+    /// The program's entry point in the domain (the libos's `cabin_start`).
+    fn entry(&self) -> u64;
+
+    /// A handle that stops the program. Called once, before
+    /// [`Domain::start`], on the thread that will call [`Domain::run`].
+    fn stopper(&self) -> Arc<dyn Stopper>;
+
+    /// Starts the program (after this, [`Domain::program_pid`] and
+    /// [`Domain::cpu_clock`] are known); set-up failures are errors.
+    fn start(&mut self) -> Result<(), RunError>;
+
+    /// The process id the syscall service answers for the program.
+    fn program_pid(&self) -> u32;
+
+    /// Whose CPU time is the program's.
+    fn cpu_clock(&self) -> CpuClock;
+
+    /// Runs (or waits for) the program until it ends. Errors are the
+    /// backend's own failures (a Cabin bug or a host failure), never the
+    /// program's. Takes `&self`: the ring worker reads [`Domain::memory`]
+    /// from another thread meanwhile.
+    fn run(&self) -> Result<DomainEnd, RunError>;
+
+    /// Bytes of the domain the program cannot grow (image, stack, boot page,
+    /// ring, system area), for the memory-limit record.
+    fn fixed_bytes(&self) -> u64;
+
+    /// Calls that arrived through the slow path, when the domain counts them
+    /// itself (`None`: the larger of the worker's and the libos's counts).
+    fn trapped_calls(&self) -> Option<u64> {
+        None
+    }
+
+    /// The backend's own `--stats` entries.
+    fn stats(&self, worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)>;
+}

@@ -1,0 +1,277 @@
+//! One confined run, whatever the backend: the [`Session`] checks the image,
+//! opens the policy gate, builds the service, the ring worker and the time
+//! watches, places the threads, drives a [`Domain`] through its calls and
+//! writes the end-of-run records (trace/audit `exit`, statistics) and the one
+//! [`RunOutcome`]. A backend is only a [`Domain`]; see monitor/DESIGN.md,
+//! "Session and Domain", for the order of calls.
+//!
+//! ```ignore
+//! let outcome = cabin_monitor::session::run::<cabin_process::ProcessDomain>(&image, &cfg)?;
+//! ```
+
+use std::time::Instant;
+
+use cabin_abi::boot::{EndWords, ABORT_RING};
+use cabin_image::elf::ElfFile;
+use cabin_image::image::Image;
+use cabin_policy::limits::{memory_limit_hit, MemoryBound};
+
+use crate::boot::BootPage;
+use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VIOLATION};
+use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, StopCause};
+use crate::gate::{exit_words, Gate, Stop};
+use crate::placement::Placement;
+use crate::ring::{Worker, WorkerEnd};
+use crate::service::fs::FsPolicy;
+use crate::service::Service;
+use crate::site_map::SiteMap;
+use crate::stats::{self, StatsInput};
+use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
+
+/// What the libos's `ABORT_RING` means, in the words of the record.
+const LIBOS_RING_ABORT: &str =
+    "the libos found the ring corrupted (impossible indices or a mismatched completion)";
+
+/// Runs `image` confined in a domain of backend `D`, under `cfg`. Blocks
+/// until the program ends.
+pub fn run<D: Domain>(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
+    Session::new(image, cfg)?.run::<D>()
+}
+
+/// One confined run (one program today; one tree of them with threads and
+/// child processes later, all under this one session's gate and limits).
+#[derive(Debug)]
+pub struct Session<'a> {
+    image: &'a [u8],
+    elf: ElfFile<'a>,
+    cfg: &'a RunConfig,
+    t0: Instant,
+}
+
+impl<'a> Session<'a> {
+    /// Checks `image`: it must be an intact Cabin image (the manifest
+    /// decodes and the recorded launch measurement matches its pages), so an
+    /// image edited after `cabinc build`, or a plain executable, never runs,
+    /// whichever front end asks.
+    pub fn new(image: &'a [u8], cfg: &'a RunConfig) -> Result<Session<'a>, RunError> {
+        let t0 = Instant::now();
+        let checked = Image::parse(image).map_err(RunError::ImageRejected)?;
+        checked.verify_measurement().map_err(RunError::ImageRejected)?;
+        Ok(Session { image, elf: checked.elf, cfg, t0 })
+    }
+
+    /// Runs the program in a domain of backend `D` and writes the records.
+    pub fn run<D: Domain>(self) -> Result<RunOutcome, RunError> {
+        let Session { image, elf, cfg, t0 } = self;
+        D::available()?;
+        let xo = D::execute_only(&elf);
+        if cfg.require_execute_only && !xo.enforced {
+            return Err(RunError::ExecuteOnlyUnavailable);
+        }
+        if !cfg.quiet {
+            eprintln!("{}", xo.notice);
+        }
+        let mut policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
+        policy.set_allow_set_id(cfg.allow_set_id);
+        let cwd =
+            std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
+        let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
+        // Policy, limits, trace and audit (crate::gate): the worker passes
+        // every call through it, fast-path and trapped alike.
+        let gate = Gate::open(&cfg.gate, D::BACKEND)
+            .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
+        let limits = gate.limits().clone();
+        let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
+        let memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
+        // The program and the worker on CPUs of their own; the libos learns
+        // how long it may spin.
+        let placement = Placement::choose(cfg.cpu_placement);
+        // SAFETY: getuid/getgid have no preconditions.
+        let ids = unsafe { (libc::getuid(), libc::getgid()) };
+        let spec = DomainSpec {
+            args: if cfg.args.is_empty() { vec!["program".into()] } else { cfg.args.clone() },
+            env: cfg.env.clone(),
+            memory: memory.clone(),
+            mem_arg: cfg.arena_bytes,
+            memory_limit: limits.memory,
+            force_trap: cfg.force_trap_path,
+            read_ahead: cfg.read_ahead(),
+            // The locally served calls the policy does not plainly allow:
+            // the libos has the monitor decide them.
+            check_local: gate.check_local(),
+            program_cpus: placement.map(|p| p.program),
+            ids,
+        };
+        let mut domain = D::build(&elf, &spec)?;
+        // The program's descriptors are the monitor's: size its table so the
+        // monitor keeps a reserve (this also raises the soft RLIMIT_NOFILE).
+        service.set_fd_capacity(crate::service::fdtable::program_capacity()?);
+        {
+            let boot = BootPage::of(domain.memory())?;
+            boot.set_spin_ns(crate::placement::spin_ns(placement.as_ref()));
+            boot.set_check_local(&spec.check_local);
+        }
+
+        let mut worker = Worker::new(domain.ring());
+        worker.set_sites(SiteMap::for_image(image, domain.entry()));
+        worker.gate = Some(gate);
+        let worker_stop = worker.stop_handle();
+        let stopper = domain.stopper();
+        domain.start()?;
+        service.set_pid(domain.program_pid());
+
+        // Time limits stop the program the way a violation does. CPU time:
+        // the program's clock and the worker's.
+        let clocks = ThreadClocks::default();
+        let used = clocks.clone();
+        let program_clock = domain.cpu_clock();
+        let cpu_used = move || match program_clock {
+            CpuClock::Process(pid) => process_cpu_time(pid).map(|program| program + used.used()),
+            CpuClock::RunThread => Some(used.used()),
+        };
+        let time_stop = stopper.clone();
+        let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
+
+        let (ran, joined) = std::thread::scope(|s| {
+            let mem = domain.memory();
+            let worker_stopper = stopper.clone();
+            let worker_clocks = clocks.clone();
+            let handle = s.spawn(move || {
+                if let Some(p) = &placement {
+                    p.worker.apply(0);
+                }
+                let _clock = worker_clocks.join_this_thread();
+                // A panic here is a monitor bug; the program would otherwise
+                // wait for a completion forever. Stop it, then let the join
+                // see the panic.
+                let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker.run(mem, &mut service)
+                })) {
+                    Ok(end) => end,
+                    Err(payload) => {
+                        worker_stopper.stop(StopCause::WorkerFailed);
+                        std::panic::resume_unwind(payload)
+                    }
+                };
+                match &end {
+                    WorkerEnd::Violation(v) => worker_stopper.stop(StopCause::Violation(v.to_string())),
+                    WorkerEnd::Policy(stop) => worker_stopper.stop(StopCause::Policy(stop.message.clone())),
+                    WorkerEnd::Stopped => {}
+                }
+                (end, worker, service)
+            });
+            let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_this_thread());
+            // This thread runs the program (a vCPU) or waits for it, on the
+            // program's CPUs for the run.
+            if let Some(p) = &placement {
+                p.program.apply(0);
+            }
+            let ran = domain.run();
+            if let Some(p) = &placement {
+                p.restore();
+            }
+            worker_stop.stop();
+            (ran, handle.join())
+        });
+        let (end, mut worker, mut service) = joined.map_err(|payload| {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            RunError::Internal(format!("the ring worker panicked ({why})"))
+        })?;
+        let time_hit = times.finish();
+        let ended = ran?;
+        let words = BootPage::of(domain.memory())?.end_words();
+        let mut gate = worker.gate.take();
+
+        // Why the gate stopped the program (it already said so on stderr).
+        let mut stopped: Option<Stop> = match &end {
+            WorkerEnd::Policy(stop) => Some(stop.clone()),
+            _ => time_hit.and_then(|hit| gate.as_mut().map(|g| g.limit_hit(&hit))),
+        };
+        // The libos stops a program that asks for memory beyond the bound
+        // (ABORT_MEMORY, exit 137): record it as the limit hit it is.
+        if let (None, WorkerEnd::Stopped | WorkerEnd::Policy(_), DomainEnd::Exited(code)) =
+            (&stopped, &end, &ended)
+        {
+            let time_ns = t0.elapsed().as_nanos() as u64;
+            if let Some(hit) = memory_limit_hit(&words, *code, &memory, domain.fixed_bytes(), time_ns) {
+                stopped = gate.as_mut().map(|g| g.limit_hit(&hit));
+            }
+        }
+        let (exit_code, reason) = outcome(&end, &ended, &words, stopped.as_ref());
+
+        let local: Vec<u64> = words.local_counts.iter().map(|&c| u64::from(c)).collect();
+        if let Some(g) = gate.as_mut() {
+            g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, c)));
+            let (why, msg) = exit_words(&reason, stopped.as_ref());
+            g.finish(exit_code, why, msg);
+        }
+        service.finish_reports();
+        let input = StatsInput {
+            backend: D::BACKEND,
+            forwarded: service.stats.per_nr.clone(),
+            local,
+            // The libos counts every trapped call (served locally or not);
+            // the worker counts the forwarded ones. The libos figure is
+            // untrusted, but it is only a statistic.
+            trapped: domain.trapped_calls().unwrap_or(worker.stats.trapped.max(words.trapped)),
+            denied: service.stats.denied,
+            wall_ns: t0.elapsed().as_nanos(),
+            execute_only_enforced: xo.enforced,
+            exit_code,
+        };
+        let mut json = stats::to_json(&input);
+        if let Some(o) = json.as_object_mut() {
+            for (key, value) in domain.stats(&worker.stats) {
+                o.insert(key.into(), value);
+            }
+            o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));
+        }
+        if let Some(path) = &cfg.stats {
+            let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+            std::fs::write(path, text + "\n")
+                .map_err(|source| RunError::Stats { path: path.clone(), source })?;
+        }
+        drop(domain);
+        Ok(RunOutcome { exit_code, reason, stats: json })
+    }
+}
+
+/// The exit status and reason of a run, from how the worker and the domain
+/// ended, what the libos left in the boot page (untrusted: it only chooses
+/// between the program's own ends) and the gate's stop; prints the one line
+/// a person sees for it (a stop was already reported by the gate).
+fn outcome(end: &WorkerEnd, ended: &DomainEnd, words: &EndWords, stopped: Option<&Stop>) -> (i32, EndReason) {
+    if let Some(s) = stopped {
+        return (s.exit_code, EndReason::Signal { signo: s.exit_code - 128, addr: None, rip: None });
+    }
+    let violation = |msg: String, line: String| {
+        eprintln!("cabin: {line}");
+        (EXIT_PROTOCOL_VIOLATION, EndReason::ProtocolViolation(msg))
+    };
+    if let WorkerEnd::Violation(v) = end {
+        let msg = v.to_string();
+        let line = format!("ring protocol violation: {msg}; the program was killed");
+        return violation(msg, line);
+    }
+    match ended {
+        DomainEnd::Fault { signo, addr, rip, report } => {
+            if let Some(line) = report {
+                eprintln!("cabin: {line}");
+            }
+            (128 + signo, EndReason::Signal { signo: *signo, addr: *addr, rip: *rip })
+        }
+        DomainEnd::Exited(EXIT_PROTOCOL_VIOLATION) if words.abort == ABORT_RING => {
+            let line = format!("ring protocol violation: {LIBOS_RING_ABORT}; the program was stopped");
+            violation(LIBOS_RING_ABORT.into(), line)
+        }
+        DomainEnd::Violation(msg) => {
+            let line = format!("ring protocol violation: {msg}; the program was killed");
+            violation(line.clone(), line)
+        }
+        DomainEnd::Exited(code) => (*code, EndReason::Exited(*code)),
+    }
+}

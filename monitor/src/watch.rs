@@ -1,0 +1,416 @@
+//! The time limits every backend enforces the same way: `[limits]
+//! wall-time` (a [`Watchdog`]) and `cpu-time` (a [`CpuWatch`] on the
+//! program's CPU clock plus the [`ThreadClocks`] of the monitor threads
+//! that serve it). The backend says how to read that clock and how to
+//! stop the program; [`TimeLimits::finish`] says which limit, if any, ended
+//! the run, in the words of a [`LimitHit`] record.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cabin_policy::trace::{LimitHit, LimitKind};
+use cabin_policy::Limits;
+
+/// How often the CPU clock is read.
+const CPU_POLL: Duration = Duration::from_millis(20);
+
+/// The running wall-time and CPU-time watches of one run.
+pub struct TimeLimits {
+    wall: Option<(Duration, Watchdog)>,
+    cpu: Option<(Duration, CpuWatch)>,
+    cpu_used: Arc<dyn Fn() -> Option<Duration> + Send + Sync>,
+    /// The CPU time the watch saw when it stopped the program (ns).
+    cpu_at_stop: Arc<AtomicU64>,
+    t0: Instant,
+}
+
+impl std::fmt::Debug for TimeLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimeLimits").field("wall", &self.wall).field("cpu", &self.cpu).finish_non_exhaustive()
+    }
+}
+
+impl TimeLimits {
+    /// Starts the watches `limits` asks for (none: nothing runs). `t0`: when
+    /// the program started. `cpu_used` reads the program's CPU time; `stop`
+    /// stops the program (called at most once per watch, from its thread).
+    pub fn start(
+        limits: &Limits,
+        t0: Instant,
+        cpu_used: impl Fn() -> Option<Duration> + Send + Sync + 'static,
+        stop: impl Fn() + Send + Sync + 'static,
+    ) -> TimeLimits {
+        let stop = Arc::new(stop);
+        let cpu_used: Arc<dyn Fn() -> Option<Duration> + Send + Sync> = Arc::new(cpu_used);
+        let wall = limits.wall_time.map(|max| {
+            let stop = stop.clone();
+            (max, Watchdog::start(max.saturating_sub(t0.elapsed()), move || stop()))
+        });
+        let cpu_at_stop = Arc::new(AtomicU64::new(0));
+        let cpu = limits.cpu_time.map(|max| {
+            let used = cpu_used.clone();
+            let at = cpu_at_stop.clone();
+            let on_expire = move |u: Duration| {
+                at.store(u.as_nanos() as u64, Ordering::SeqCst);
+                stop()
+            };
+            (max, CpuWatch::start(max, CPU_POLL, move || used(), on_expire))
+        });
+        TimeLimits { wall, cpu, cpu_used, cpu_at_stop, t0 }
+    }
+
+    /// Stops the watches; the limit that stopped the program, if one did.
+    pub fn finish(self) -> Option<LimitHit> {
+        let wall = self.wall.map(|(max, w)| (max, w.cancel()));
+        let cpu = self.cpu.map(|(max, c)| (max, c.fired()));
+        let (limit, max, used) = match (cpu, wall) {
+            (Some((max, true)), _) => {
+                // The clocks now (the program may be gone), or what the watch saw.
+                let seen = Duration::from_nanos(self.cpu_at_stop.load(Ordering::SeqCst));
+                (LimitKind::CpuTime, max, (self.cpu_used)().unwrap_or(seen).max(seen))
+            }
+            (_, Some((max, true))) => (LimitKind::WallTime, max, self.t0.elapsed()),
+            _ => return None,
+        };
+        Some(LimitHit {
+            time_ns: self.t0.elapsed().as_nanos() as u64,
+            limit,
+            value: used.as_nanos() as u64,
+            max: max.as_nanos() as u64,
+            action: "stopped the program".into(),
+        })
+    }
+}
+
+/// The CPU clocks of the monitor threads that run or serve the program,
+/// summed: the ring worker (all of its time: serving calls, and polling
+/// for the next one, up to [`crate::ring::SPIN`] after each), and on KVM
+/// the vCPU thread (guest time included). `[limits] cpu-time` adds them to
+/// the program's own clock, so work the program hands to the monitor (a
+/// 64 MiB read from /dev/zero) counts as its own. Read while a call is being
+/// served, a clock includes the call so far.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadClocks(Arc<Mutex<Vec<ThreadClock>>>);
+
+#[derive(Debug)]
+struct ThreadClock {
+    clock: libc::clockid_t,
+    /// The clock when the thread joined.
+    start: Duration,
+    /// Time counted so far (final once the thread left).
+    used: Duration,
+    left: bool,
+}
+
+/// Counts the calling thread in its [`ThreadClocks`] until dropped (on that
+/// thread: a clock id is a thread id, which another thread may get later).
+#[derive(Debug)]
+#[must_use]
+pub struct ClockGuard {
+    clocks: ThreadClocks,
+    index: usize,
+}
+
+fn read_clock(clock: libc::clockid_t) -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec into a local.
+    (unsafe { libc::clock_gettime(clock, &mut ts) } == 0)
+        .then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+impl ThreadClocks {
+    /// Counts the calling thread's CPU time from now until the guard drops.
+    pub fn join_this_thread(&self) -> ClockGuard {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: pthread_self is always valid; writes one clockid_t into a local.
+        let ok = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0;
+        let start = if ok { read_clock(clock) } else { None };
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.push(ThreadClock {
+            clock,
+            start: start.unwrap_or_default(),
+            used: Duration::ZERO,
+            left: start.is_none(),
+        });
+        ClockGuard { clocks: self.clone(), index: v.len() - 1 }
+    }
+
+    /// The CPU time of the threads, each from when it joined.
+    pub fn used(&self) -> Duration {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter_mut()
+            .map(|c| {
+                if !c.left {
+                    if let Some(now) = read_clock(c.clock) {
+                        c.used = now.saturating_sub(c.start);
+                    }
+                }
+                c.used
+            })
+            .sum()
+    }
+}
+
+impl Drop for ClockGuard {
+    fn drop(&mut self) {
+        let mut v = self.clocks.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = v.get_mut(self.index) {
+            if let Some(now) = read_clock(c.clock) {
+                c.used = now.saturating_sub(c.start);
+            }
+            c.left = true;
+        }
+    }
+}
+
+/// Calls a function once a wall-clock duration has passed, unless cancelled
+/// first (dropping the watchdog cancels it). Backends use it for
+/// `[limits] wall-time`: the function stops the program.
+#[derive(Debug)]
+pub struct Watchdog {
+    state: Arc<(Mutex<bool>, Condvar)>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Starts the clock.
+    pub fn start(after: Duration, on_expire: impl FnOnce() + Send + 'static) -> Watchdog {
+        let state = Arc::new((Mutex::new(false), Condvar::new()));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (s, f) = (state.clone(), fired.clone());
+        let thread = std::thread::spawn(move || {
+            let (lock, cv) = &*s;
+            let Ok(guard) = lock.lock() else { return };
+            let Ok((cancelled, _)) = cv.wait_timeout_while(guard, after, |c| !*c) else { return };
+            if !*cancelled {
+                f.store(true, Ordering::SeqCst);
+                drop(cancelled);
+                on_expire();
+            }
+        });
+        Watchdog { state, fired, thread: Some(thread) }
+    }
+
+    /// Whether the time ran out (and the function was called).
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// Stops the clock; returns whether it had already fired.
+    pub fn cancel(mut self) -> bool {
+        self.stop();
+        self.fired()
+    }
+
+    fn stop(&mut self) {
+        let (lock, cv) = &*self.state;
+        if let Ok(mut c) = lock.lock() {
+            *c = true;
+        }
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// CPU time used so far by process `pid` (all its threads), from its CPU
+/// clock; `None` when the process is gone or the clock cannot be read.
+pub fn process_cpu_time(pid: i32) -> Option<Duration> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: writes one clockid_t into a local.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec into a local.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// Polls `used` every `every` and calls `on_expire` once it reaches `max`
+/// (for `[limits] cpu-time`: `used` reads the program's CPU clock, see
+/// [`process_cpu_time`]). Stops when dropped, or when `used` returns `None`.
+#[derive(Debug)]
+pub struct CpuWatch {
+    stop: Arc<AtomicBool>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CpuWatch {
+    /// Starts polling.
+    pub fn start(
+        max: Duration,
+        every: Duration,
+        mut used: impl FnMut() -> Option<Duration> + Send + 'static,
+        on_expire: impl FnOnce(Duration) + Send + 'static,
+    ) -> CpuWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (s, f) = (stop.clone(), fired.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match used() {
+                    None => return,
+                    Some(u) if u >= max => {
+                        f.store(true, Ordering::SeqCst);
+                        on_expire(u);
+                        return;
+                    }
+                    Some(_) => std::thread::park_timeout(every),
+                }
+            }
+        });
+        CpuWatch { stop, fired, thread: Some(thread) }
+    }
+
+    /// Whether the limit was reached (and the function called).
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CpuWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn thread_clocks_count_joined_threads_while_they_run_and_after() {
+        let clocks = ThreadClocks::default();
+        let c = clocks.clone();
+        let spin = |d: Duration| {
+            let t0 = Instant::now();
+            let mut x = 0u64;
+            while t0.elapsed() < d {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _guard = c.join_this_thread();
+            spin(Duration::from_millis(150));
+            tx.send(()).ok();
+            spin(Duration::from_millis(150));
+        });
+        rx.recv().ok();
+        let during = clocks.used();
+        assert!(during >= Duration::from_millis(20), "a running thread's time so far: {during:?}");
+        t.join().ok();
+        let after = clocks.used();
+        assert!(after >= during, "{after:?} < {during:?}");
+        assert_eq!(clocks.used(), after, "a thread that left keeps its final time");
+        // The calling thread, from when it joined.
+        let g = clocks.join_this_thread();
+        assert!(clocks.used() < after + Duration::from_millis(100));
+        drop(g);
+    }
+
+    #[test]
+    fn no_limits_never_fire() {
+        let t = TimeLimits::start(&Limits::default(), Instant::now(), || Some(Duration::ZERO), || {});
+        assert!(t.finish().is_none());
+    }
+
+    #[test]
+    fn wall_and_cpu_limits_stop_once_and_say_which() {
+        let stops = Arc::new(AtomicU32::new(0));
+        let s = stops.clone();
+        let limits = Limits { wall_time: Some(Duration::from_millis(30)), ..Limits::default() };
+        let t = TimeLimits::start(
+            &limits,
+            Instant::now(),
+            || None,
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let hit = t.finish().expect("wall time fired");
+        assert_eq!((hit.limit, stops.load(Ordering::SeqCst)), (LimitKind::WallTime, 1));
+
+        let s = stops.clone();
+        let limits = Limits { cpu_time: Some(Duration::from_secs(1)), ..Limits::default() };
+        let t = TimeLimits::start(
+            &limits,
+            Instant::now(),
+            || Some(Duration::from_secs(2)),
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let hit = t.finish().expect("cpu time fired");
+        assert_eq!(
+            (hit.limit, hit.value, stops.load(Ordering::SeqCst)),
+            (LimitKind::CpuTime, 2_000_000_000, 2)
+        );
+    }
+
+    #[test]
+    fn cpu_watch_sees_a_spin() {
+        let hit = Arc::new(AtomicBool::new(false));
+        let h = hit.clone();
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let start = process_cpu_time(me).expect("own CPU clock");
+        let w = CpuWatch::start(
+            start + Duration::from_millis(100),
+            Duration::from_millis(10),
+            move || process_cpu_time(me),
+            move |_| h.store(true, Ordering::SeqCst),
+        );
+        let t0 = Instant::now();
+        let mut x = 0u64;
+        while !w.fired() && t0.elapsed() < Duration::from_secs(20) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(w.fired(), "a CPU spin is seen within 20 s");
+        // `fired` is set before the callback runs (so a backend never
+        // misreads the kill it makes): join the watch before looking.
+        drop(w);
+        assert!(hit.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn watchdog_fires_or_is_cancelled() {
+        let hit = Arc::new(AtomicBool::new(false));
+        let h = hit.clone();
+        let t0 = Instant::now();
+        let w = Watchdog::start(Duration::from_millis(50), move || h.store(true, Ordering::SeqCst));
+        while !w.fired() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(w.cancel());
+        assert!(hit.load(Ordering::SeqCst));
+
+        let hit = Arc::new(AtomicBool::new(false));
+        let h = hit.clone();
+        let w = Watchdog::start(Duration::from_secs(30), move || h.store(true, Ordering::SeqCst));
+        let t0 = Instant::now();
+        assert!(!w.cancel());
+        assert!(t0.elapsed() < Duration::from_secs(1), "cancel does not wait for the timeout");
+        assert!(!hit.load(Ordering::SeqCst));
+    }
+}
