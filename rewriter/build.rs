@@ -8,7 +8,7 @@
 //! `R_X86_64_RELATIVE` entries into the blob's writable segment (normally
 //! there are none at all).
 //!
-//! The nested cargo, the link step and the section-header reader are shared
+//! The nested cargo, the link step and the ELF reader are shared
 //! with `backends/kvm/build.rs` through `cabin-build-support` (`build-support/`):
 //! the inner cargo uses its own target directory under `OUT_DIR` (the outer
 //! build holds the lock on the outer one) and a cleaned environment, so the
@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cabin_build_support::{
-    blob_main, build_staticlib, check_target_installed, link, read_le, sections, Section, BLOB_LD_ARGS,
+    blob_main, build_staticlib, check_target_installed, link, loads, relas, sections, symbol, BLOB_LD_ARGS,
 };
 
 fn main() -> ExitCode {
@@ -39,43 +39,10 @@ fn build(root: &Path, out_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn u16_at(b: &[u8], off: usize) -> Option<u64> {
-    read_le(b, off, 2)
-}
-fn u32_at(b: &[u8], off: usize) -> Option<u64> {
-    read_le(b, off, 4)
-}
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    read_le(b, off, 8)
-}
-
-/// Value of the defined symbol `name` in `.symtab`.
-fn elf_symbol(b: &[u8], sections: &[Section], name: &str) -> Option<u64> {
-    const SHT_SYMTAB: u32 = 2;
-    let symtab = sections.iter().find(|s| s.kind == SHT_SYMTAB)?;
-    let strtab = sections.get(symtab.link as usize)?;
-    let strings = strtab.data(b)?;
-    let syms = symtab.data(b)?;
-    for sym in syms.chunks_exact(24) {
-        let at = u32_at(sym, 0)? as usize;
-        let sym_name = strings.get(at..)?.split(|&c| c == 0).next()?;
-        if sym_name == name.as_bytes() && u16_at(sym, 6)? != 0 {
-            return u64_at(sym, 8);
-        }
-    }
-    None
-}
-
 /// The blob's writable PT_LOAD as a `[start, end)` address range.
-fn writable_segment(b: &[u8]) -> Option<(u64, u64)> {
-    let phoff = u64_at(b, 0x20)? as usize;
-    let phnum = u16_at(b, 0x38)? as usize;
-    (0..phnum).find_map(|i| {
-        let ph = phoff + 56 * i;
-        let (kind, flags) = (u32_at(b, ph)?, u32_at(b, ph + 4)?);
-        let (vaddr, memsz) = (u64_at(b, ph + 0x10)?, u64_at(b, ph + 0x28)?);
-        (kind == 1 && flags & 2 != 0).then_some((vaddr, vaddr + memsz))
-    })
+fn writable_segment(b: &[u8]) -> Result<Option<(u64, u64)>, String> {
+    const PF_W: u32 = 2;
+    Ok(loads(b)?.into_iter().find(|l| l.flags & PF_W != 0).map(|l| (l.vaddr, l.vaddr + l.memsz)))
 }
 
 /// The libos applies only `R_X86_64_RELATIVE` entries into its writable
@@ -84,14 +51,17 @@ fn writable_segment(b: &[u8]) -> Option<(u64, u64)> {
 fn check_relocations(b: &[u8]) -> Result<(), String> {
     const SHT_RELA: u32 = 4;
     const SHT_REL: u32 = 9;
-    const R_X86_64_RELATIVE: u64 = 8;
-    let bad = || "libos.elf is not a well-formed ELF64 file".to_string();
-    let sections = sections(b).map_err(|e| format!("libos.elf: {e}"))?;
-    let rela_start = elf_symbol(b, &sections, "__cabin_rela_start")
+    const R_X86_64_RELATIVE: u32 = 8;
+    let in_libos = |e: String| format!("libos.elf: {e}");
+    let sections = sections(b).map_err(in_libos)?;
+    let rela_start = symbol(b, "__cabin_rela_start")
+        .map_err(in_libos)?
         .ok_or("libos.elf lacks __cabin_rela_start (linker-scripts/libos.ld)")?;
-    let rela_end = elf_symbol(b, &sections, "__cabin_rela_end")
+    let rela_end = symbol(b, "__cabin_rela_end")
+        .map_err(in_libos)?
         .ok_or("libos.elf lacks __cabin_rela_end (linker-scripts/libos.ld)")?;
-    let (data_start, data_end) = writable_segment(b).ok_or("libos.elf has no writable segment")?;
+    let (data_start, data_end) =
+        writable_segment(b).map_err(in_libos)?.ok_or("libos.elf has no writable segment")?;
     let mut seen = 0;
     for s in sections.iter().filter(|s| (s.kind == SHT_RELA || s.kind == SHT_REL) && s.size != 0) {
         if s.kind == SHT_REL || s.addr != rela_start || s.addr + s.size != rela_end {
@@ -101,15 +71,11 @@ fn check_relocations(b: &[u8]) -> Result<(), String> {
                 s.addr
             ));
         }
-        let table = s.data(b).ok_or_else(bad)?;
-        for entry in table.chunks_exact(24) {
-            let offset = u64_at(entry, 0).ok_or_else(bad)?;
-            let info = u64_at(entry, 8).ok_or_else(bad)?;
-            if info & 0xffff_ffff != R_X86_64_RELATIVE {
+        for (offset, r_type) in relas(b, s).map_err(in_libos)? {
+            if r_type != R_X86_64_RELATIVE {
                 return Err(format!(
-                    "the libos needs relocation type {} at {offset:#x}; only R_X86_64_RELATIVE is \
-                     supported. Inspect with `readelf -r $OUT_DIR/libos.elf`",
-                    info & 0xffff_ffff
+                    "the libos needs relocation type {r_type} at {offset:#x}; only R_X86_64_RELATIVE is \
+                     supported. Inspect with `readelf -r $OUT_DIR/libos.elf`"
                 ));
             }
             if offset % 8 != 0 || offset < data_start || offset + 8 > data_end {

@@ -5,14 +5,17 @@
 //! builds the proxy kernel. Both compile the crate for [`NO_STD_TARGET`] as a
 //! staticlib with a nested cargo ([`build_staticlib`]), link the archive with
 //! GNU `ld` and a linker script ([`link`]) and then inspect the ELF section
-//! headers of the result ([`sections`]). The checks each blob needs stay in
-//! its own build script.
-//!
-//! Only `std` is used, so building this crate costs next to nothing.
+//! headers of the result ([`sections`], [`symbol`], [`loads`], [`relas`]:
+//! `object`'s ELF reader, low-level types only). The checks each blob needs
+//! stay in its own build script.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+use object::elf::{self, FileHeader64, Rela64};
+use object::read::elf::{FileHeader as _, ProgramHeader as _, Rela as _, SectionHeader as _, Sym as _};
+use object::LittleEndian;
 
 /// The Rust target the blobs are compiled for.
 pub const NO_STD_TARGET: &str = "x86_64-unknown-none";
@@ -209,38 +212,84 @@ pub fn read_le(b: &[u8], off: usize, n: usize) -> Option<u64> {
     Some(u64::from_le_bytes(word))
 }
 
+/// The blobs are little-endian ELF64 files.
+const LE: LittleEndian = LittleEndian;
+type Header = FileHeader64<LittleEndian>;
+
+fn bad(what: &str) -> String {
+    format!("not a well-formed ELF64 file ({what})")
+}
+
+/// The file header of the little-endian ELF64 file `elf`.
+fn header(elf: &[u8]) -> Result<&Header, String> {
+    let h = Header::parse(elf).map_err(|e| bad(&e.to_string()))?;
+    if h.is_big_endian() {
+        return Err(bad("big-endian"));
+    }
+    Ok(h)
+}
+
 /// The section headers of the little-endian ELF64 file `elf`, in file order.
 pub fn sections(elf: &[u8]) -> Result<Vec<Section>, String> {
-    let bad = |what: &str| format!("not a well-formed ELF64 file ({what})");
-    let field = |off: usize, n: usize| read_le(elf, off, n).ok_or_else(|| bad("truncated header"));
-    let as_usize = |v: u64| usize::try_from(v).map_err(|_| bad("offset out of range"));
-    let shoff = as_usize(field(0x28, 8)?)?;
-    let shentsize = as_usize(field(0x3a, 2)?)?;
-    let shnum = as_usize(field(0x3c, 2)?)?;
-    let shstrndx = as_usize(field(0x3e, 2)?)?;
-    let header = |i: usize| {
-        i.checked_mul(shentsize).and_then(|o| o.checked_add(shoff)).ok_or_else(|| bad("section table"))
-    };
-    let strtab_off =
-        as_usize(field(header(shstrndx)?.checked_add(0x18).ok_or_else(|| bad("shstrndx"))?, 8)?)?;
-    let mut out = Vec::with_capacity(shnum);
-    for i in 0..shnum {
-        let sh = header(i)?;
-        let at = |off: usize, n: usize| field(sh.checked_add(off).ok_or_else(|| bad("section table"))?, n);
-        let name_off = strtab_off.checked_add(as_usize(at(0, 4)?)?).ok_or_else(|| bad("section name"))?;
-        let name_bytes = elf.get(name_off..).ok_or_else(|| bad("section name"))?;
-        let end = name_bytes.iter().position(|&c| c == 0).ok_or_else(|| bad("section name"))?;
-        out.push(Section {
-            name: String::from_utf8_lossy(&name_bytes[..end]).into_owned(),
-            kind: at(4, 4)? as u32,
-            flags: at(8, 8)?,
-            addr: at(0x10, 8)?,
-            offset: at(0x18, 8)?,
-            size: at(0x20, 8)?,
-            link: at(0x28, 4)? as u32,
-        });
-    }
-    Ok(out)
+    let h = header(elf)?;
+    let table = h.sections(LE, elf).map_err(|e| bad(&e.to_string()))?;
+    table
+        .iter()
+        .map(|s| {
+            let name = table.section_name(LE, s).map_err(|e| bad(&e.to_string()))?;
+            Ok(Section {
+                name: String::from_utf8_lossy(name).into_owned(),
+                kind: s.sh_type(LE).0,
+                flags: s.sh_flags(LE).0,
+                addr: s.sh_addr(LE),
+                offset: s.sh_offset(LE),
+                size: s.sh_size(LE),
+                link: s.sh_link(LE),
+            })
+        })
+        .collect()
+}
+
+/// The value of the defined symbol `name` in `.symtab`, if there is one.
+pub fn symbol(elf: &[u8], name: &str) -> Result<Option<u64>, String> {
+    let h = header(elf)?;
+    let table = h.sections(LE, elf).map_err(|e| bad(&e.to_string()))?;
+    let symbols = table.symbols(LE, elf, elf::SHT_SYMTAB).map_err(|e| bad(&e.to_string()))?;
+    Ok(symbols
+        .iter()
+        .find(|s| !s.is_undefined(LE) && symbols.symbol_name(LE, s).is_ok_and(|n| n == name.as_bytes()))
+        .map(|s| s.st_value(LE)))
+}
+
+/// One `PT_LOAD` program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// `p_flags` (`PF_*`).
+    pub flags: u32,
+    /// `p_vaddr`.
+    pub vaddr: u64,
+    /// `p_memsz`.
+    pub memsz: u64,
+}
+
+/// The `PT_LOAD` segments of `elf`, in file order.
+pub fn loads(elf: &[u8]) -> Result<Vec<Load>, String> {
+    let h = header(elf)?;
+    let phdrs = h.program_headers(LE, elf).map_err(|e| bad(&e.to_string()))?;
+    Ok(phdrs
+        .iter()
+        .filter(|p| p.p_type(LE) == elf::PT_LOAD)
+        .map(|p| Load { flags: p.p_flags(LE).0, vaddr: p.p_vaddr(LE), memsz: p.p_memsz(LE) })
+        .collect())
+}
+
+/// The `(r_offset, r_type)` of each entry of `section`, a `SHT_RELA` table of `elf`.
+pub fn relas(elf: &[u8], section: &Section) -> Result<Vec<(u64, u32)>, String> {
+    let bytes = section.data(elf).ok_or_else(|| bad("relocation table outside the file"))?;
+    let n = bytes.len() / std::mem::size_of::<Rela64<LittleEndian>>();
+    let (entries, _) = object::pod::slice_from_bytes::<Rela64<LittleEndian>>(bytes, n)
+        .map_err(|()| bad("relocation table"))?;
+    Ok(entries.iter().map(|r| (r.r_offset(LE), r.r_type(LE, false).0)).collect())
 }
 
 #[cfg(test)]
@@ -254,6 +303,9 @@ mod tests {
         let shoff = 64 + strtab.len();
         let mut b = vec![0u8; shoff + 2 * 64];
         b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // ELFCLASS64
+        b[5] = 1; // ELFDATA2LSB
+        b[6] = 1; // EV_CURRENT
         b[64..64 + strtab.len()].copy_from_slice(strtab);
         b[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
         b[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
@@ -281,11 +333,25 @@ mod tests {
     #[test]
     fn rejects_truncated_files() {
         let elf = tiny_elf();
-        // The last section header ends with `sh_info`, `sh_addralign` and
-        // `sh_entsize` (20 bytes), which are not read.
-        for len in [0, 0x30, 100, elf.len() - 25] {
+        for len in [0, 0x30, 100, elf.len() - 1] {
             assert!(sections(&elf[..len]).is_err(), "length {len}");
         }
+    }
+
+    #[test]
+    fn reads_symbols_segments_and_relocations_of_a_real_file() {
+        // This test binary: a PIE with a symbol table and `.rela.dyn`.
+        let exe = std::fs::read(std::env::current_exe().expect("current exe")).expect("read exe");
+        let main = symbol(&exe, "main").expect("parses").expect("main is defined");
+        assert_ne!(main, 0);
+        assert_eq!(symbol(&exe, "no such symbol, surely").expect("parses"), None);
+        let loads = loads(&exe).expect("parses");
+        assert!(loads.iter().any(|l| l.flags & 1 != 0 && (l.vaddr..l.vaddr + l.memsz).contains(&main)));
+        let secs = sections(&exe).expect("parses");
+        let rela = secs.iter().find(|s| s.name == ".rela.dyn").expect(".rela.dyn");
+        let entries = relas(&exe, rela).expect("parses");
+        assert_eq!(entries.len() as u64, rela.size / 24);
+        assert!(entries.iter().any(|&(_, t)| t == 8), "R_X86_64_RELATIVE entries");
     }
 
     #[test]

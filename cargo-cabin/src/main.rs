@@ -10,16 +10,53 @@ use anyhow::{bail, Context, Result};
 use cargo_cabin::messages::{self, Executable};
 use cargo_cabin::settings::Settings;
 use cargo_cabin::{static_rustflags, write_image, TARGET};
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "usage: cargo cabin build [cargo build args...]
-       cargo cabin run [--bin NAME] [cargo build args...] [-- program args...]
+/// The one-line usage an argument error points to.
+const USAGE: &str = "cargo cabin build [CARGO BUILD ARGS]... | cargo cabin run [--bin NAME] [CARGO BUILD ARGS]... [-- PROGRAM ARGS...]";
 
-build  builds the package for x86_64-unknown-linux-gnu with +crt-static and writes <bin>.cabin
-       beside each executable.
-run    builds, then runs one executable's image confined with `cabinc run` (found as $CABINC
-       when set, else on PATH or beside cargo-cabin); without `cabinc run` it runs the image directly
-       (passthrough, not confined) and says so.
-Settings: [package.metadata.cabin] backend, policy (a `cabinc run --policy` file), allow-read,\nallow-write, env, allow-readable-code.";
+const SETTINGS_HELP: &str = "\
+Settings come from the package's [package.metadata.cabin]:
+  backend = \"auto\"              auto | process | kvm (cabinc run --backend)
+  policy = \"cabin-policy.toml\"  a cabinc run --policy file (docs/policy.md), relative to the package
+  allow-read = [\"data\"]         extra --allow-read trees, relative to the package
+  allow-write = [\"out\"]         extra --allow-write trees
+  env = [\"RUST_LOG=info\"]       extra --env entries
+  allow-readable-code = false   cabinc build --allow-readable-code
+
+Exit status: the program's for `run`; 1 when a build or an image fails; 2 for usage errors.";
+
+/// Build a Rust package statically and turn its executables into Cabin images; run one confined.
+#[derive(Debug, Parser)]
+#[command(name = "cargo-cabin", bin_name = "cargo cabin", version, arg_required_else_help = true)]
+#[command(after_help = SETTINGS_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build for x86_64-unknown-linux-gnu with +crt-static and write <bin>.cabin beside each executable
+    Build {
+        /// Arguments for `cargo build` (--release, -p NAME, --features F, --bin NAME, ...)
+        #[arg(value_name = "CARGO BUILD ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Build, then run one executable's image confined with `cabinc run`
+    #[command(override_usage = "cargo cabin run [--bin NAME] [CARGO BUILD ARGS]... [-- PROGRAM ARGS...]")]
+    #[command(long_about = "Build, then run one executable's image confined with `cabinc run`.\n\n\
+        cabinc is $CABINC when set, else the first on PATH or beside cargo-cabin. Without a \
+        `cabinc run` the image runs directly (passthrough, NOT confined), and cargo cabin says so.")]
+    Run {
+        /// Arguments for `cargo build` (--release, -p NAME, --features F, ...); `--bin NAME` among
+        /// them also picks the executable to run (needed when the package has several). The
+        /// program's arguments follow `--`.
+        #[arg(value_name = "CARGO BUILD ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+}
 
 fn status(word: &str, msg: &str) {
     eprintln!("{word:>12} {msg}");
@@ -40,33 +77,32 @@ struct Built {
 
 /// Package id -> (settings, package directory), from `cargo metadata`.
 fn package_settings(cargo_args: &[String]) -> Result<Vec<(String, Settings, PathBuf)>> {
-    let mut cmd = Command::new(cargo());
-    cmd.args(["metadata", "--format-version", "1", "--no-deps"]);
+    let mut cmd = cargo_metadata::MetadataCommand::new();
+    cmd.cargo_path(cargo()).no_deps().verbose(true);
     // Pass on the options that choose the workspace.
+    let mut options = Vec::new();
     let mut it = cargo_args.iter();
     while let Some(a) = it.next() {
         if a == "--manifest-path" {
             if let Some(v) = it.next() {
-                cmd.arg(a).arg(v);
+                cmd.manifest_path(v);
             }
         } else if a.starts_with("--manifest-path=") || a == "--offline" || a == "--frozen" || a == "--locked"
         {
-            cmd.arg(a);
+            options.push(a.clone());
         }
     }
-    let out = cmd.stderr(Stdio::inherit()).output().context("cannot run cargo metadata")?;
-    if !out.status.success() {
-        bail!("cargo metadata failed");
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("cargo metadata printed bad JSON")?;
+    let metadata = cmd.other_options(options).exec().map_err(|e| match e {
+        // Its stderr has been shown already.
+        cargo_metadata::Error::CargoMetadata { .. } => anyhow::anyhow!("cargo metadata failed"),
+        other => anyhow::Error::new(other).context("cannot run cargo metadata"),
+    })?;
     let mut res = Vec::new();
-    for p in v["packages"].as_array().into_iter().flatten() {
-        let id = p["id"].as_str().unwrap_or_default().to_string();
-        let name = p["name"].as_str().unwrap_or_default();
-        let dir = p["manifest_path"].as_str().map(Path::new).and_then(Path::parent).unwrap_or(Path::new("."));
-        let s = Settings::from_metadata(name, &p["metadata"])?;
-        res.push((id, s, dir.to_path_buf()));
+    for p in metadata.packages {
+        let dir =
+            p.manifest_path.parent().map_or_else(|| PathBuf::from("."), |d| d.as_std_path().to_path_buf());
+        let s = Settings::from_metadata(&p.name, &p.metadata)?;
+        res.push((p.id.repr, s, dir));
     }
     Ok(res)
 }
@@ -147,14 +183,32 @@ fn exit_code(st: std::process::ExitStatus) -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<ExitCode> {
-    let (before, program_args) = match args.iter().position(|a| a == "--") {
+/// The command line before the first `--`, and the program's arguments after it.
+fn split_program_args(args: &[String]) -> (&[String], &[String]) {
+    match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], &args[i + 1..]),
-        None => (args, &[][..]),
-    };
+        None => (args, &[]),
+    }
+}
+
+/// The `--bin NAME` (or `--bin=NAME`) among cargo's arguments, if any.
+fn bin_name(cargo_args: &[String]) -> Option<String> {
+    let mut it = cargo_args.iter();
+    while let Some(a) = it.next() {
+        if a == "--bin" {
+            return it.next().cloned();
+        }
+        if let Some(name) = a.strip_prefix("--bin=") {
+            return Some(name.to_string());
+        }
+    }
+    None
+}
+
+fn run(cargo_args: &[String], program_args: &[String]) -> Result<ExitCode> {
     // --bin NAME also narrows the build.
-    let bin = before.iter().position(|a| a == "--bin").and_then(|i| before.get(i + 1)).cloned();
-    let built = build(before)?;
+    let bin = bin_name(cargo_args);
+    let built = build(cargo_args)?;
     let chosen: Vec<&Built> = built
         .iter()
         .filter(|b| b.exe.kind == "bin" && bin.as_ref().is_none_or(|n| *n == b.exe.name))
@@ -193,27 +247,45 @@ fn run(args: &[String]) -> Result<ExitCode> {
     Ok(exit_code(st))
 }
 
-fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo cabin X` runs `cargo-cabin cabin X`.
-    if args.first().map(String::as_str) == Some("cabin") {
-        args.remove(0);
+/// Prints an argument error as one line with a help line, like the
+/// other errors; `--help` and `--version` print as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = e.print();
+        return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
     }
-    let result = match args.first().map(String::as_str) {
-        Some("build") => build(&args[1..]).map(|_| ExitCode::SUCCESS),
-        Some("run") => run(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some("-V" | "--version") => {
-            println!("cargo-cabin {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let text = e.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let what = lines.next().unwrap_or("bad arguments");
+    let what = what.strip_prefix("error: ").unwrap_or(what);
+    let tip = lines.find_map(|l| l.strip_prefix("tip: "));
+    match tip {
+        Some(tip) => eprintln!("error: {what}\nhelp: {tip}; usage: {USAGE}"),
+        None => eprintln!("error: {what}\nhelp: usage: {USAGE} (see `cargo cabin --help`)"),
+    }
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    // `cargo cabin X` runs `cargo-cabin cabin X`.
+    if args.get(1).map(String::as_str) == Some("cabin") {
+        args.remove(1);
+    }
+    // Everything after `--` is the program's: clap never sees it.
+    let (args, program_args) = split_program_args(&args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Cmd::Build { .. } if !program_args.is_empty() => Err(anyhow::anyhow!(
+            "`cargo cabin build` runs no program, so it takes no arguments after `--`; help: drop them, or use `cargo cabin run`"
+        )),
+        Cmd::Build { cargo_args } => build(&cargo_args).map(|_| ExitCode::SUCCESS),
+        Cmd::Run { cargo_args } => run(&cargo_args, program_args),
     };
     match result {
         Ok(c) => c,
@@ -225,5 +297,74 @@ fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cmd, ErrorKind> {
+        let args = std::iter::once("cargo-cabin").chain(args.iter().copied());
+        Cli::try_parse_from(args).map(|c| c.command).map_err(|e| e.kind())
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn build_passes_every_argument_to_cargo() {
+        let Ok(Cmd::Build { cargo_args }) = parse(&["build", "--release", "-p", "app", "--bin", "x"]) else {
+            panic!("not a build")
+        };
+        assert_eq!(cargo_args, strings(&["--release", "-p", "app", "--bin", "x"]));
+        assert!(matches!(parse(&["build"]), Ok(Cmd::Build { cargo_args }) if cargo_args.is_empty()));
+    }
+
+    /// `run`'s cargo and program arguments, as `main` splits and parses them.
+    fn run_args(args: &[&str]) -> (Vec<String>, Vec<String>) {
+        let all = strings(&[&["cargo-cabin"], args].concat());
+        let (head, program) = split_program_args(&all);
+        let Ok(Cli { command: Cmd::Run { cargo_args } }) = Cli::try_parse_from(head) else {
+            panic!("not a run: {args:?}")
+        };
+        (cargo_args, program.to_vec())
+    }
+
+    #[test]
+    fn run_splits_cargo_and_program_arguments() {
+        let (cargo_args, program_args) = run_args(&[
+            "run",
+            "--release",
+            "--bin",
+            "app",
+            "--features",
+            "f",
+            "--",
+            "--exit",
+            "3",
+            "--",
+            "a",
+        ]);
+        assert_eq!(cargo_args, strings(&["--release", "--bin", "app", "--features", "f"]));
+        assert_eq!(program_args, strings(&["--exit", "3", "--", "a"]));
+        assert_eq!(bin_name(&cargo_args).as_deref(), Some("app"));
+        let (cargo_args, program_args) = run_args(&["run", "--bin=app", "--", "-x"]);
+        assert_eq!(bin_name(&cargo_args).as_deref(), Some("app"));
+        assert_eq!(program_args, strings(&["-x"]));
+        let (cargo_args, program_args) = run_args(&["run", "--", "--exit", "3"]);
+        assert_eq!((cargo_args.len(), program_args), (0, strings(&["--exit", "3"])));
+        let (cargo_args, program_args) = run_args(&["run"]);
+        assert_eq!((bin_name(&cargo_args), program_args.len()), (None, 0));
+    }
+
+    #[test]
+    fn help_version_and_usage_errors() {
+        assert_eq!(parse(&["--help"]).err(), Some(ErrorKind::DisplayHelp));
+        assert_eq!(parse(&["run", "--help"]).err(), Some(ErrorKind::DisplayHelp));
+        assert_eq!(parse(&["--version"]).err(), Some(ErrorKind::DisplayVersion));
+        assert_eq!(parse(&[]).err(), Some(ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand));
+        assert_eq!(parse(&["frobnicate"]).err(), Some(ErrorKind::InvalidSubcommand));
     }
 }

@@ -1,7 +1,9 @@
-//! Cargo's JSON messages (`--message-format=json-render-diagnostics`): the executables built.
+//! Cargo's JSON messages (`--message-format=json-render-diagnostics`), read with
+//! `cargo_metadata`: the executables built and the build's verdict.
 
-use serde::Deserialize;
 use std::path::PathBuf;
+
+use cargo_metadata::Message;
 
 /// One executable cargo built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,26 +18,6 @@ pub struct Executable {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
-struct Message {
-    reason: String,
-    #[serde(default)]
-    package_id: Option<String>,
-    #[serde(default)]
-    target: Option<Target>,
-    #[serde(default)]
-    executable: Option<PathBuf>,
-    #[serde(default)]
-    success: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Target {
-    name: String,
-    #[serde(default)]
-    kind: Vec<String>,
-}
-
 /// What a build printed.
 #[derive(Debug, Default, Clone)]
 pub struct BuildMessages {
@@ -48,18 +30,21 @@ pub struct BuildMessages {
 /// Reads cargo's JSON lines; lines that are not JSON messages are ignored.
 pub fn parse(stdout: &str) -> BuildMessages {
     let mut out = BuildMessages::default();
-    for line in stdout.lines() {
-        let Ok(m) = serde_json::from_str::<Message>(line) else { continue };
-        match m.reason.as_str() {
-            "compiler-artifact" => {
-                if let (Some(exe), Some(t), Some(id)) = (m.executable, m.target, m.package_id) {
-                    let kind = t.kind.first().cloned().unwrap_or_default();
-                    if !out.executables.iter().any(|e| e.path == exe) {
-                        out.executables.push(Executable { package_id: id, name: t.name, kind, path: exe });
-                    }
+    for message in Message::parse_stream(stdout.as_bytes()).flatten() {
+        match message {
+            Message::CompilerArtifact(a) => {
+                let Some(exe) = a.executable else { continue };
+                let path = PathBuf::from(exe);
+                if !out.executables.iter().any(|e| e.path == path) {
+                    out.executables.push(Executable {
+                        package_id: a.package_id.repr,
+                        name: a.target.name,
+                        kind: a.target.kind.first().map(ToString::to_string).unwrap_or_default(),
+                        path,
+                    });
                 }
             }
-            "build-finished" => out.success = m.success,
+            Message::BuildFinished(f) => out.success = Some(f.success),
             _ => {}
         }
     }
@@ -72,10 +57,12 @@ mod tests {
 
     #[test]
     fn takes_executables_only() {
-        let text = r#"{"reason":"compiler-artifact","package_id":"path+file:///s#lib@0.1.0","target":{"name":"lib","kind":["lib"]},"executable":null,"filenames":["/t/liblib.rlib"]}
+        // Lines as cargo 1.95 prints them (a library, a compiler message, a
+        // build script, the binary, the verdict), and one that is not JSON.
+        let text = r#"{"reason":"compiler-artifact","package_id":"path+file:///s#lib@0.1.0","manifest_path":"/s/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"lib","src_path":"/s/src/lib.rs","edition":"2021","doc":true,"doctest":true,"test":true},"profile":{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":false},"features":[],"filenames":["/t/liblib.rlib"],"executable":null,"fresh":false}
 {"reason":"compiler-message","package_id":"x","message":{}}
 not json at all
-{"reason":"compiler-artifact","package_id":"path+file:///s#app@0.1.0","target":{"name":"app","kind":["bin"],"src_path":"/s/src/main.rs"},"executable":"/t/x86_64-unknown-linux-gnu/debug/app","fresh":false}
+{"reason":"compiler-artifact","package_id":"path+file:///s#app@0.1.0","manifest_path":"/s/Cargo.toml","target":{"kind":["bin"],"crate_types":["bin"],"name":"app","src_path":"/s/src/main.rs","edition":"2021","doc":true,"doctest":false,"test":true},"profile":{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":false},"features":[],"filenames":["/t/x86_64-unknown-linux-gnu/debug/app"],"executable":"/t/x86_64-unknown-linux-gnu/debug/app","fresh":false}
 {"reason":"build-script-executed","package_id":"x"}
 {"reason":"build-finished","success":true}"#;
         let m = parse(text);

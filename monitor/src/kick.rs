@@ -1,47 +1,119 @@
-//! Getting a monitor thread out of a blocking host call: a real-time signal
-//! whose handler does nothing, installed without `SA_RESTART`, so the call
-//! the thread is blocked in (`KVM_RUN`, or a `read`/`nanosleep` the syscall
-//! service is serving) returns `EINTR`.
+//! Getting a monitor thread out of a blocking call: one real-time signal
+//! whose handler is installed (vmm-sys-util's `register_signal_handler`)
+//! without `SA_RESTART`, so the host call the thread is blocked in fails
+//! with `EINTR`.
 //!
-//! A [`Kickable`] names one thread while it is inside the section that may
-//! block; [`Kickable::kick_until_left`] signals it until it has left.
+//! - A vCPU thread ([`VcpuKickTarget`]): the handler also sets
+//!   `kvm_run.immediate_exit` of the vCPU that thread runs (as Firecracker
+//!   does). A kick that lands while the thread is inside `KVM_RUN` makes it
+//!   return `EINTR`; one that lands while the thread is handling an exit
+//!   makes its next `KVM_RUN` return `EINTR` at once. So one kick is always
+//!   enough; the run loop clears the flag when it sees `EINTR`, then checks
+//!   why it was kicked.
+//! - A thread blocked in a host call it makes for the program (the ring
+//!   worker serving a `read` or `nanosleep`, [`Kickable`]): the call fails
+//!   with `EINTR`. A host call has no `immediate_exit`: a kick that lands
+//!   just before the thread blocks is lost, so
+//!   [`Kickable::kick_until_left`] repeats it until the thread has left.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ffi::{c_int, c_void};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
 /// The signal used for kicks.
-fn kick_signal() -> i32 {
-    libc::SIGRTMIN() + 2
+fn kick_signal() -> c_int {
+    SIGRTMIN() + 2
 }
 
-extern "C" fn on_kick(_: i32) {}
+thread_local! {
+    /// `kvm_run.immediate_exit` of the vCPU the calling thread runs, while
+    /// a [`VcpuKickTarget`] is alive on it (null otherwise). Const-initialised
+    /// with no destructor: reading it is a plain TLS access, safe in a
+    /// signal handler.
+    static IMMEDIATE_EXIT: AtomicPtr<u8> = const { AtomicPtr::new(std::ptr::null_mut()) };
+}
 
-/// Installs the (empty) kick handler once for the process.
+extern "C" fn on_kick(_: c_int, _: *mut libc::siginfo_t, _: *mut c_void) {
+    let flag = IMMEDIATE_EXIT.with(|p| p.load(Ordering::Relaxed));
+    if !flag.is_null() {
+        // SAFETY: set by `VcpuKickTarget::enter` on this very thread (a
+        // signal handler runs on the thread it interrupts), whose caller
+        // keeps the kvm_run mapping alive until the target is dropped, which
+        // clears the pointer first. The kernel reads the byte at KVM_RUN entry.
+        unsafe { flag.write_volatile(1) };
+    }
+}
+
+/// Installs the kick handler once for the process.
 pub fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: installs a handler that does nothing; the sigaction struct
-        // is fully initialised (zeroed, then the fields set).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_kick as extern "C" fn(i32) as usize;
-            sa.sa_flags = 0;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
-        }
+        // SA_SIGINFO, every signal blocked while it runs, no SA_RESTART.
+        register_signal_handler(kick_signal(), on_kick).expect("SIGRTMIN+2 is a valid real-time signal");
     });
+}
+
+/// A `pthread_t` that [`kick`]'s caller vouches for.
+struct Target(libc::pthread_t);
+
+// SAFETY: a `Target` lives only inside `kick`, whose caller guarantees the
+// thread has not exited (so its handle is valid) for that long.
+unsafe impl Killable for Target {
+    fn pthread_handle(&self) -> libc::pthread_t {
+        self.0
+    }
+}
+
+/// The calling thread's `pthread_t`, for [`kick`].
+pub fn current_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
 }
 
 /// Sends one kick to `thread` (a `pthread_t`).
 ///
 /// # Safety
 ///
-/// `thread` must be a thread of this process that has not been joined or
-/// detached-and-exited.
+/// `thread` must be a thread of this process that has not exited (nor been
+/// joined or detached-and-exited).
 pub unsafe fn kick(thread: u64) {
-    // SAFETY: by the caller's contract the thread id is valid.
-    unsafe { libc::pthread_kill(thread as libc::pthread_t, kick_signal()) };
+    // Fails only for an invalid signal number, which the kick signal is not.
+    let _ = Target(thread as libc::pthread_t).kill(kick_signal());
+}
+
+/// The calling thread runs a vCPU until this is dropped (on the same
+/// thread): a kick makes its current or next `KVM_RUN` return `EINTR`.
+#[derive(Debug)]
+#[must_use]
+pub struct VcpuKickTarget {
+    /// Not `Send`: it must be dropped on the thread that entered.
+    _this_thread: PhantomData<*const ()>,
+}
+
+impl VcpuKickTarget {
+    /// Marks the calling thread as running the vCPU whose
+    /// `kvm_run.immediate_exit` byte is at `immediate_exit`, and installs
+    /// the kick handler.
+    ///
+    /// # Safety
+    ///
+    /// `immediate_exit` must stay mapped and writable until the returned
+    /// value is dropped.
+    pub unsafe fn enter(immediate_exit: *mut u8) -> VcpuKickTarget {
+        install();
+        IMMEDIATE_EXIT.with(|p| p.store(immediate_exit, Ordering::SeqCst));
+        VcpuKickTarget { _this_thread: PhantomData }
+    }
+}
+
+impl Drop for VcpuKickTarget {
+    fn drop(&mut self) {
+        IMMEDIATE_EXIT.with(|p| p.store(std::ptr::null_mut(), Ordering::SeqCst));
+    }
 }
 
 /// The thread currently inside a section that may block, if any.
@@ -54,9 +126,7 @@ impl Kickable {
     /// The calling thread enters the section (installs the handler).
     pub fn enter(&self) {
         install();
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        self.thread.store(me as u64, Ordering::SeqCst);
+        self.thread.store(current_thread(), Ordering::SeqCst);
     }
 
     /// The calling thread has left the section.
@@ -113,5 +183,23 @@ mod tests {
         let (r, e) = h.join().expect("join");
         assert_eq!((r, e), (-1, Some(libc::EINTR)));
         assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_kick_outside_kvm_run_sets_immediate_exit_while_the_target_lives() {
+        let mut flag = 0u8;
+        {
+            // SAFETY: `flag` outlives the target.
+            let _target = unsafe { VcpuKickTarget::enter(&mut flag) };
+            // A kick to itself is handled before pthread_kill returns.
+            // SAFETY: the calling thread is alive.
+            unsafe { kick(current_thread()) };
+        }
+        assert_eq!(std::hint::black_box(flag), 1);
+        // Once the target is dropped, a kick writes nothing.
+        flag = 0;
+        // SAFETY: the calling thread is alive.
+        unsafe { kick(current_thread()) };
+        assert_eq!(std::hint::black_box(flag), 0);
     }
 }

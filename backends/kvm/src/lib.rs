@@ -325,23 +325,17 @@ pub fn run_with(
         Some(limit) => {
             // Watchdog: a guest spinning in ring 3 never exits on its own.
             ring::install_kick_handler();
-            let watch = ring::Shared::default();
+            let watch = std::sync::Arc::new(ring::Shared::default());
             watch.register_vcpu_thread();
-            std::thread::scope(|s| {
-                let w = &watch;
-                s.spawn(move || {
-                    while p.start.elapsed() < limit {
-                        if w.vcpu_done.load(std::sync::atomic::Ordering::SeqCst) {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    w.kick_until_done();
+            let w = watch.clone();
+            let dog =
+                cabin_monitor::watch::Watchdog::start(limit.saturating_sub(p.start.elapsed()), move || {
+                    w.kick_vcpu()
                 });
-                let r = run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start);
-                watch.vcpu_done.store(true, std::sync::atomic::Ordering::SeqCst);
-                r
-            })
+            let r = run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start);
+            watch.vcpu_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            dog.cancel();
+            r
         }
     };
     stats.wall_ns = p.start.elapsed().as_nanos() as u64;
@@ -411,9 +405,20 @@ fn run_loop(
     stats: &mut KvmStats,
     start: Instant,
 ) -> Result<LoopEnd, KvmError> {
+    // From here a kick makes KVM_RUN return EINTR, however it lands
+    // (cabin_monitor::kick); one that came before is seen by the check below.
+    let immediate_exit: *mut u8 = &mut m.vcpu.get_kvm_run().immediate_exit;
+    // SAFETY: the kvm_run mapping belongs to `m.vcpu`, which outlives this
+    // function, and the target is dropped when it returns.
+    let _kick_target = unsafe { cabin_monitor::kick::VcpuKickTarget::enter(immediate_exit) };
+    match service.interrupted() {
+        Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
+        Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
+        _ => {}
+    }
     loop {
         if let Some(t) = timeout {
-            if start.elapsed() > t {
+            if start.elapsed() >= t {
                 return Err(GuestError::Timeout(t).into());
             }
         }
@@ -439,11 +444,16 @@ fn run_loop(
                 let what = format!("unexpected VM exit {other:?}");
                 return Err(stopped(m, what));
             }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => match service.interrupted() {
-                Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
-                Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
-                _ => continue,
-            },
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // Kicked: clear the flag first, then see why, so that a
+                // kick landing in between makes the next KVM_RUN return.
+                m.vcpu.set_kvm_immediate_exit(0);
+                match service.interrupted() {
+                    Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
+                    Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
+                    _ => continue,
+                }
+            }
             Err(e) => return Err(GuestError::Run(e).into()),
         };
         let kregs = m.vcpu.get_regs().map_err(GuestError::GetRegs)?;

@@ -58,34 +58,33 @@ pub fn install_kick_handler() {
 impl Shared {
     /// Records the calling thread as the vCPU thread.
     pub fn register_vcpu_thread(&self) {
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        self.vcpu_thread.store(me as u64, Ordering::SeqCst);
+        self.vcpu_thread.store(cabin_monitor::kick::current_thread(), Ordering::SeqCst);
     }
 
     /// Called by the worker thread when it ends on its own: records why and
-    /// kicks the vCPU thread until it has noticed.
+    /// kicks the vCPU thread.
     pub fn worker_ended(&self, violation: Option<String>) {
         if let Ok(mut v) = self.violation.lock() {
             *v = violation;
         }
         self.worker_done.store(true, Ordering::SeqCst);
-        self.kick_until_done();
+        self.kick_vcpu();
     }
 
-    /// Kicks the vCPU thread out of `KVM_RUN` (every 10 ms, for at most 5 s)
-    /// until it has left its run loop.
-    pub fn kick_until_done(&self) {
+    /// Kicks the vCPU thread out of `KVM_RUN`, unless it has left its run
+    /// loop. Once is enough (the kick sets `immediate_exit`, see
+    /// [`cabin_monitor::kick`]); the caller sets the reason (`worker_done`, a
+    /// deadline) before, and the run loop checks it after `EINTR`, and once
+    /// before its first `KVM_RUN` (a kick that came earlier).
+    pub fn kick_vcpu(&self) {
         let t = self.vcpu_thread.load(Ordering::SeqCst);
-        for _ in 0..500 {
-            if self.vcpu_done.load(Ordering::SeqCst) {
-                return;
-            }
-            // SAFETY: the vCPU thread is alive until it sets vcpu_done (the
-            // run loop joins this thread only afterwards).
-            unsafe { cabin_monitor::kick::kick(t) };
-            std::thread::sleep(Duration::from_millis(10));
+        if t == 0 || self.vcpu_done.load(Ordering::SeqCst) {
+            return;
         }
+        // SAFETY: the vCPU thread registered itself and outlives every
+        // thread that kicks it: it joins the ring worker and cancels (joins)
+        // the watchdogs before it returns.
+        unsafe { cabin_monitor::kick::kick(t) };
     }
 
     fn violation(&self) -> String {

@@ -372,6 +372,42 @@ fn kvm_timeout_stops_a_spinning_program() {
     assert!(matches!(r, Err(KvmError::Guest(GuestError::Timeout(_)))), "{r:?}");
 }
 
+/// Kicks its own thread (the vCPU thread, outside `KVM_RUN` while it
+/// serves) on the program's first call; ends the run once interrupted.
+#[derive(Debug, Default)]
+struct KicksItself {
+    kicked: bool,
+}
+
+impl SyscallService for KicksItself {
+    fn serve(&mut self, _nr: u64, _a: [u64; 6], _m: &ProgramMemory<'_>) -> Served {
+        // SAFETY: the calling thread is alive.
+        unsafe { cabin_monitor::kick::kick(cabin_monitor::kick::current_thread()) };
+        self.kicked = true;
+        Served::Return(0)
+    }
+
+    fn interrupted(&mut self) -> Option<Served> {
+        self.kicked.then_some(Served::Exit(5))
+    }
+}
+
+#[test]
+fn kvm_one_kick_outside_kvm_run_stops_a_spinning_vcpu() {
+    if !kvm_or_skip("kvm_one_kick_outside_kvm_run_stops_a_spinning_vcpu") {
+        return;
+    }
+    // mov eax, 39 (getpid); syscall; jmp $. The kick lands while the vCPU
+    // thread serves the call: without immediate_exit it would be lost and
+    // the guest would spin until the watchdog (10 s).
+    let code = [0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xfe];
+    let cfg = KvmConfig { timeout: Some(Duration::from_secs(10)), ..config() };
+    let t0 = std::time::Instant::now();
+    let out = run_with(&tiny_elf(&code, b""), &cfg, &mut KicksItself::default()).expect("run");
+    assert_eq!(out.status, 5, "{out:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
 #[test]
 fn kvm_trap_site_call_is_redirected_into_the_libos_entry() {
     if !kvm_or_skip("kvm_trap_site_call_is_redirected_into_the_libos_entry") {

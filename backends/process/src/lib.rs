@@ -46,6 +46,9 @@ const SCRATCH_FPROG: u64 = 64;
 const SCRATCH_FILTER: u64 = 128;
 const SCRATCH_UNMAP: u64 = 4 * PAGE;
 const SCRATCH_UNMAP_MAX: usize = ((crate::layout::LOADER_SIZE - SCRATCH_UNMAP) / 16) as usize;
+/// Most seccomp instructions the scratch holds (the kernel's own limit is 4096).
+const SCRATCH_FILTER_MAX: usize =
+    ((SCRATCH_UNMAP - SCRATCH_FILTER) as usize) / std::mem::size_of::<seccomp::SockFilter>();
 
 /// Child set-up stages, written to the scratch status word.
 const STAGE_MAP: u64 = 1;
@@ -343,16 +346,19 @@ fn prepare_child(
 ) -> Result<ChildPlan, RunError> {
     let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
     let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
-    let filter = seccomp::filter(sq, cq, check_local);
+    let filter = seccomp::filter(sq, cq, check_local).map_err(|e| RunError::Internal(e.to_string()))?;
+    if filter.len() > SCRATCH_FILTER_MAX {
+        return Err(RunError::Internal(format!("the seccomp filter has {} instructions", filter.len())));
+    }
     let scratch =
         |off: u64| d.host(LOADER_ADDR + off).ok_or_else(|| RunError::Layout("loader scratch".into()));
     // SAFETY: all writes below land in the loader scratch range of our
-    // mapping (offsets checked against LOADER_SIZE by construction: the
-    // filter is < 100 instructions, the unmap list is capped).
+    // mapping (the filter fits between SCRATCH_FILTER and SCRATCH_UNMAP,
+    // checked above; the unmap list is capped).
     unsafe {
         let f = scratch(SCRATCH_FILTER)?.cast::<seccomp::SockFilter>();
         for (i, ins) in filter.iter().enumerate() {
-            f.add(i).write(*ins);
+            f.add(i).write(ins.clone());
         }
         let fprog = scratch(SCRATCH_FPROG)?;
         fprog.cast::<u16>().write(filter.len() as u16);
@@ -679,6 +685,14 @@ mod tests {
 
     fn range(guest: u64, len: u64) -> loader::MapRange {
         loader::MapRange { guest, len, prot: 0, offset: 0, kind: RegionKind::System }
+    }
+
+    #[test]
+    fn the_seccomp_filter_fits_the_scratch() {
+        let (sq, cq) = (RING_ADDR + SQ_DOORBELL_OFFSET as u64, RING_ADDR + CQ_DOORBELL_OFFSET as u64);
+        // No clock read checked: the longest filter.
+        let f = seccomp::filter(sq, cq, &CallSet::EMPTY).expect("the filter builds");
+        assert!(f.len() <= SCRATCH_FILTER_MAX, "{} instructions", f.len());
     }
 
     #[test]

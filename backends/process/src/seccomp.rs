@@ -20,163 +20,132 @@
 //! SIGSYS to the libos, which forwards the call over the ring (the slow
 //! path; i386 numbers are translated by the libos for the few calls it
 //! knows, the rest get `ENOSYS`).
+//!
+//! The rules above are data ([`rules`]); `seccompiler` (rust-vmm) compiles
+//! them. It reaches far targets with `BPF_JA` (32-bit offsets) and helper
+//! jumps, so no jump offset is ever truncated however long the filter grows.
+//! Its program kills a call from a foreign architecture; we want those
+//! trapped, so [`compile`] puts a three-instruction check in front that
+//! traps them first. The filter is built per run, before `fork`; the child
+//! installs it from the loader scratch in its entry stub
+//! (`process::enter_domain`).
 
-/// One classic-BPF instruction (`struct sock_filter`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockFilter {
-    /// Opcode.
-    pub code: u16,
-    /// Jump offset if true.
-    pub jt: u8,
-    /// Jump offset if false.
-    pub jf: u8,
-    /// Operand.
-    pub k: u32,
-}
+use std::collections::BTreeMap;
 
 use cabin_abi::syscalls::CallSet;
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
+};
+
+/// One classic-BPF instruction (`struct sock_filter`, `#[repr(C)]`).
+pub use seccompiler::sock_filter as SockFilter;
+
+/// Why the filter could not be built. The rules are fixed and small, so this
+/// is a Cabin bug if it ever happens.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the seccomp filter: {0}")]
+pub struct FilterError(#[from] seccompiler::BackendError);
 
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_ALU_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+const BPF_JA: u16 = 0x05; // BPF_JMP | BPF_JA
 const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const BPF_JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
 const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
+#[cfg(test)]
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-
-const OFF_NR: u32 = 0;
+/// Offset of `seccomp_data.arch`.
 const OFF_ARCH: u32 = 4;
-fn off_arg_lo(i: u32) -> u32 {
-    16 + 8 * i
-}
-fn off_arg_hi(i: u32) -> u32 {
-    20 + 8 * i
-}
 
-/// Jump targets while assembling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Label {
-    Next,
-    Allow,
-    Trap,
-    At(usize),
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Ins {
-    Load(u32),
-    Jeq(u32, Label, Label),
-    Jge(u32, Label, Label),
-    Ret(u32),
-}
+/// `arch_prctl` code that sets the FS base.
+const ARCH_SET_FS: u64 = 0x1002;
+/// `futex` operations the libos uses on the doorbells (no private flag:
+/// the words are shared with the monitor).
+const FUTEX_OPS: [u64; 2] = [libc::FUTEX_WAIT as u64, libc::FUTEX_WAKE as u64];
+/// The signals the libos installs handlers for (its trap and fault handlers).
+const LIBOS_SIGNALS: [i32; 6] =
+    [libc::SIGSYS, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
 
 /// The clock reads the libos makes for the program when the policy allows
 /// them plainly (`cabin_abi::syscalls::Serve::LocalOrForwarded`).
 pub const CLOCK_READS: [i64; 4] =
     [libc::SYS_clock_gettime, libc::SYS_clock_getres, libc::SYS_gettimeofday, libc::SYS_time];
 
+/// `arg == value` on all 64 bits of argument `arg`.
+fn eq64(arg: u8, value: u64) -> Result<SeccompCondition, FilterError> {
+    Ok(SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)?)
+}
+
+/// `arg == value` on the low 32 bits of argument `arg` (an `int` argument:
+/// the kernel ignores the high half).
+fn eq32(arg: u8, value: u64) -> Result<SeccompCondition, FilterError> {
+    Ok(SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)?)
+}
+
+/// The allowed calls of a domain whose ring doorbells are at `sq_doorbell`
+/// and `cq_doorbell` (domain addresses), as seccompiler rules: a number
+/// with no rule is allowed whatever its arguments, one with rules when any
+/// rule matches. Clock reads in `checked` (the calls the policy does not
+/// plainly allow) are left out, so they are trapped.
+pub fn rules(
+    sq_doorbell: u64,
+    cq_doorbell: u64,
+    checked: &CallSet,
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, FilterError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for nr in [libc::SYS_exit, libc::SYS_exit_group, libc::SYS_rt_sigreturn] {
+        rules.insert(nr, Vec::new());
+    }
+    for nr in CLOCK_READS.into_iter().filter(|&n| !checked.contains(n as u64)) {
+        rules.insert(nr, Vec::new());
+    }
+    rules.insert(libc::SYS_arch_prctl, vec![SeccompRule::new(vec![eq64(0, ARCH_SET_FS)?])?]);
+    let mut futex = Vec::new();
+    for word in [sq_doorbell, cq_doorbell] {
+        for op in FUTEX_OPS {
+            futex.push(SeccompRule::new(vec![eq64(0, word)?, eq32(1, op)?])?);
+        }
+    }
+    rules.insert(libc::SYS_futex, futex);
+    let sigaction = LIBOS_SIGNALS.iter().map(|&s| Ok(SeccompRule::new(vec![eq32(0, s as u64)?])?));
+    rules.insert(libc::SYS_rt_sigaction, sigaction.collect::<Result<_, FilterError>>()?);
+    Ok(rules)
+}
+
 /// Builds the filter for a domain whose ring doorbells are at `sq_doorbell`
 /// and `cq_doorbell` (domain addresses); clock reads in `checked` (the
 /// calls the policy does not plainly allow) are trapped.
-pub fn filter(sq_doorbell: u64, cq_doorbell: u64, checked: &CallSet) -> Vec<SockFilter> {
-    use Ins::*;
-    use Label::*;
-    let nr = |n: i64| n as u32;
-    // Blocks, each identified by index in `prog` where it starts; built
-    // in two passes: first the instruction list with symbolic labels.
-    let mut prog: Vec<Ins> = Vec::new();
-    let mut allow_plain = vec![libc::SYS_exit, libc::SYS_exit_group, libc::SYS_rt_sigreturn];
-    allow_plain.extend(CLOCK_READS.iter().filter(|&&n| !checked.contains(n as u64)));
-    prog.push(Load(OFF_ARCH));
-    prog.push(Jeq(AUDIT_ARCH_X86_64, Next, Trap));
-    prog.push(Load(OFF_NR));
-    prog.push(Jge(X32_SYSCALL_BIT, Trap, Next));
-    for n in allow_plain {
-        prog.push(Jeq(nr(n), Allow, Next));
-    }
-    // Placeholders for the three argument-checked calls; targets patched below.
-    let j_arch = prog.len();
-    prog.push(Jeq(nr(libc::SYS_arch_prctl), At(0), Next));
-    let j_futex = prog.len();
-    prog.push(Jeq(nr(libc::SYS_futex), At(0), Next));
-    let j_sigaction = prog.len();
-    prog.push(Jeq(nr(libc::SYS_rt_sigaction), At(0), Next));
-    prog.push(Ret(SECCOMP_RET_TRAP));
-
-    // arch_prctl(ARCH_SET_FS = 0x1002, ...)
-    let arch = prog.len();
-    prog.push(Load(off_arg_lo(0)));
-    prog.push(Jeq(0x1002, Next, Trap));
-    prog.push(Load(off_arg_hi(0)));
-    prog.push(Jeq(0, Allow, Trap));
-
-    // futex(doorbell, FUTEX_WAIT | FUTEX_WAKE, ...)
-    let futex = prog.len();
-    prog.push(Load(off_arg_hi(0)));
-    prog.push(Jeq((sq_doorbell >> 32) as u32, Next, At(usize::MAX))); // patched: check cq hi
-    let futex_lo_sq = prog.len();
-    prog.push(Load(off_arg_lo(0)));
-    prog.push(Jeq(sq_doorbell as u32, At(usize::MAX - 1), At(usize::MAX))); // patched
-    let futex_cq = prog.len();
-    prog.push(Load(off_arg_hi(0)));
-    prog.push(Jeq((cq_doorbell >> 32) as u32, Next, Trap));
-    prog.push(Load(off_arg_lo(0)));
-    prog.push(Jeq(cq_doorbell as u32, Next, Trap));
-    let futex_op = prog.len();
-    prog.push(Load(off_arg_lo(1)));
-    prog.push(Jeq(0, Allow, Next)); // FUTEX_WAIT
-    prog.push(Jeq(1, Allow, Trap)); // FUTEX_WAKE
-
-    // rt_sigaction(sig in {SIGSYS, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP}, ...)
-    let sigaction = prog.len();
-    prog.push(Load(off_arg_lo(0)));
-    let sigs = [libc::SIGSYS, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
-    for (i, s) in sigs.iter().enumerate() {
-        let f = if i + 1 == sigs.len() { Trap } else { Next };
-        prog.push(Jeq(*s as u32, Allow, f));
-    }
-
-    // Patch the symbolic forward references.
-    prog[j_arch] = Jeq(nr(libc::SYS_arch_prctl), At(arch), Next);
-    prog[j_futex] = Jeq(nr(libc::SYS_futex), At(futex), Next);
-    prog[j_sigaction] = Jeq(nr(libc::SYS_rt_sigaction), At(sigaction), Next);
-    prog[futex + 1] = Jeq((sq_doorbell >> 32) as u32, Next, At(futex_cq));
-    prog[futex_lo_sq + 1] = Jeq(sq_doorbell as u32, At(futex_op), At(futex_cq));
-
-    // Terminal instructions.
-    let allow = prog.len();
-    prog.push(Ret(SECCOMP_RET_ALLOW));
-    let trap = prog.len();
-    prog.push(Ret(SECCOMP_RET_TRAP));
-
-    let target = |from: usize, l: Label| -> u8 {
-        let to = match l {
-            Next => from + 1,
-            Allow => allow,
-            Trap => trap,
-            At(i) => i,
-        };
-        // Classic BPF jumps only forward, relative to the next instruction.
-        let d = to.saturating_sub(from + 1);
-        u8::try_from(d).unwrap_or(0)
-    };
-    prog.iter()
-        .enumerate()
-        .map(|(i, ins)| match *ins {
-            Load(off) => SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: off },
-            Jeq(k, t, f) => SockFilter { code: BPF_JEQ_K, jt: target(i, t), jf: target(i, f), k },
-            Jge(k, t, f) => SockFilter { code: BPF_JGE_K, jt: target(i, t), jf: target(i, f), k },
-            Ret(k) => SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k },
-        })
-        .collect()
+pub fn filter(sq_doorbell: u64, cq_doorbell: u64, checked: &CallSet) -> Result<Vec<SockFilter>, FilterError> {
+    compile(rules(sq_doorbell, cq_doorbell, checked)?)
 }
 
-/// A tiny classic-BPF interpreter for the subset [`filter`] emits, so tests
-/// can check the policy without installing it.
+/// Compiles `rules` (a matching call is allowed, any other trapped) for
+/// x86-64, behind a check that traps calls of any other ABI.
+pub fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<Vec<SockFilter>, FilterError> {
+    let allowed = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)?;
+    let program: BpfProgram = allowed.try_into()?;
+    // seccompiler's program starts by killing the process on a foreign
+    // `seccomp_data.arch` (i386 `int 0x80` calls); trap those instead, so
+    // the libos can translate them. Straight-line: no offset to get wrong.
+    let mut out = vec![
+        SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: OFF_ARCH },
+        SockFilter { code: BPF_JEQ_K, jt: 1, jf: 0, k: AUDIT_ARCH_X86_64 },
+        SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_TRAP },
+    ];
+    out.extend(program);
+    Ok(out)
+}
+
+/// A small classic-BPF interpreter for the instructions seccompiler emits
+/// (loads of `seccomp_data`, `and`, conditional and unconditional forward
+/// jumps, returns), so tests can check the filter without installing it.
+/// Anything else, and running off the end, is `SECCOMP_RET_KILL_PROCESS`.
 pub fn evaluate(prog: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
     let mut data = [0u8; 64];
     data[0..4].copy_from_slice(&nr.to_le_bytes());
@@ -187,19 +156,26 @@ pub fn evaluate(prog: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> u32 
     let mut acc = 0u32;
     let mut pc = 0usize;
     while let Some(ins) = prog.get(pc) {
-        match ins.code {
+        let cond = |taken: bool| 1 + usize::from(if taken { ins.jt } else { ins.jf });
+        let step = match ins.code {
             BPF_LD_W_ABS => {
                 let o = ins.k as usize;
-                acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap_or([0; 4]));
-                pc += 1;
+                let Some(word) = data.get(o..o.saturating_add(4)) else { return SECCOMP_RET_KILL_PROCESS };
+                acc = u32::from_le_bytes(word.try_into().unwrap_or([0; 4]));
+                1
             }
-            BPF_JEQ_K | BPF_JGE_K => {
-                let taken = if ins.code == BPF_JEQ_K { acc == ins.k } else { acc >= ins.k };
-                pc += 1 + usize::from(if taken { ins.jt } else { ins.jf });
+            BPF_ALU_AND_K => {
+                acc &= ins.k;
+                1
             }
+            BPF_JA => 1 + ins.k as usize,
+            BPF_JEQ_K => cond(acc == ins.k),
+            BPF_JGT_K => cond(acc > ins.k),
+            BPF_JGE_K => cond(acc >= ins.k),
             BPF_RET_K => return ins.k,
             _ => return SECCOMP_RET_KILL_PROCESS,
-        }
+        };
+        pc = pc.saturating_add(step);
     }
     SECCOMP_RET_KILL_PROCESS
 }
@@ -210,6 +186,11 @@ mod tests {
 
     const SQ: u64 = 0x2000_0000_1084;
     const CQ: u64 = 0x2000_0000_1104;
+    const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+
+    fn filter(sq: u64, cq: u64, checked: &CallSet) -> Vec<SockFilter> {
+        super::filter(sq, cq, checked).expect("the filter builds")
+    }
 
     fn run(nr: i64, args: [u64; 6]) -> u32 {
         evaluate(&filter(SQ, CQ, &CallSet::EMPTY), nr as u32, AUDIT_ARCH_X86_64, args)
@@ -262,12 +243,136 @@ mod tests {
         }
     }
 
+    /// What the filter must decide, written out plainly (the behaviour of
+    /// the hand-assembled filter this one replaced).
+    fn expected(nr: u32, arch: u32, a: [u64; 6], checked: &CallSet) -> u32 {
+        if arch != AUDIT_ARCH_X86_64 {
+            return SECCOMP_RET_TRAP;
+        }
+        let n = i64::from(nr);
+        let allowed = match n {
+            libc::SYS_exit | libc::SYS_exit_group | libc::SYS_rt_sigreturn => true,
+            _ if CLOCK_READS.contains(&n) => !checked.contains(n as u64),
+            libc::SYS_arch_prctl => a[0] == ARCH_SET_FS,
+            libc::SYS_futex => (a[0] == SQ || a[0] == CQ) && (a[1] as u32 == 0 || a[1] as u32 == 1),
+            libc::SYS_rt_sigaction => LIBOS_SIGNALS.contains(&(a[0] as u32 as i32)),
+            _ => false,
+        };
+        if allowed {
+            SECCOMP_RET_ALLOW
+        } else {
+            SECCOMP_RET_TRAP
+        }
+    }
+
+    #[test]
+    fn decides_every_case_as_written_out() {
+        let mut some_clocks = CallSet::EMPTY;
+        some_clocks.insert(libc::SYS_clock_gettime as u64);
+        some_clocks.insert(libc::SYS_time as u64);
+        let mut all_clocks = CallSet::EMPTY;
+        for n in CLOCK_READS {
+            all_clocks.insert(n as u64);
+        }
+        // Argument values on and around every constant the filter compares.
+        let values: Vec<u64> =
+            [0, 1, 2, 9, ARCH_SET_FS, ARCH_SET_FS + (1 << 32), SQ, CQ, SQ + 4, CQ + (1 << 32)]
+                .into_iter()
+                .chain(LIBOS_SIGNALS.iter().map(|&s| s as u64))
+                .chain([libc::SIGINT as u64, libc::SIGSYS as u64 | 1 << 32, 1 << 32, u64::MAX])
+                .collect();
+        let mut numbers: Vec<u32> = (0..=470).collect();
+        numbers.extend([0x4000_0000, 0x4000_0000 | 60, 0x4000_0000 | 202, 0x7fff_ffff, u32::MAX]);
+        let with_args = [libc::SYS_arch_prctl, libc::SYS_futex, libc::SYS_rt_sigaction].map(|n| n as u32);
+        let mut cases = 0u64;
+        for checked in [CallSet::EMPTY, some_clocks, all_clocks] {
+            let f = filter(SQ, CQ, &checked);
+            for &arch in &[AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0] {
+                for &nr in &numbers {
+                    // Every pair of values for the calls decided by their
+                    // arguments, a few for the others.
+                    let n = if with_args.contains(&nr) { values.len() } else { 3 };
+                    for &a0 in &values[..n] {
+                        for &a1 in &values[..n] {
+                            let args = [a0, a1, 7, 8, 0, 0];
+                            assert_eq!(
+                                evaluate(&f, nr, arch, args),
+                                expected(nr, arch, args, &checked),
+                                "nr {nr} arch {arch:#x} args {args:x?}"
+                            );
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 20_000, "{cases}");
+    }
+
+    /// Every jump lands inside the program (the kernel's checker would
+    /// refuse the filter otherwise), and the last instruction returns.
+    fn assert_jumps_in_range(f: &[SockFilter]) {
+        for (i, ins) in f.iter().enumerate() {
+            let targets = match ins.code {
+                BPF_RET_K | BPF_LD_W_ABS | BPF_ALU_AND_K => vec![],
+                BPF_JA => vec![ins.k as usize],
+                _ => vec![ins.jt as usize, ins.jf as usize],
+            };
+            for t in targets {
+                assert!(i + 1 + t < f.len(), "instruction {i} jumps past the end");
+            }
+        }
+        assert_eq!(f.last().map(|x| x.code), Some(BPF_RET_K));
+    }
+
     #[test]
     fn jumps_are_in_range() {
-        let f = filter(SQ, CQ, &CallSet::EMPTY);
-        for (i, ins) in f.iter().enumerate().filter(|(_, x)| x.code != BPF_RET_K) {
-            assert!(i + 1 + (ins.jt as usize) < f.len() && i + 1 + (ins.jf as usize) < f.len());
+        let mut all_clocks = CallSet::EMPTY;
+        for n in CLOCK_READS {
+            all_clocks.insert(n as u64);
         }
-        assert!(f.len() < 100, "fits the loader scratch");
+        for checked in [CallSet::EMPTY, all_clocks] {
+            assert_jumps_in_range(&filter(SQ, CQ, &checked));
+        }
+    }
+
+    /// A filter far longer than 256 instructions, with a rule whose
+    /// conditions alone span more than 256: the hand assembler this replaced
+    /// encoded every jump in the 8-bit `jt`/`jf` and silently made a longer
+    /// one 0 (fall through). seccompiler never needs one: a call that does
+    /// not match hops rule by rule with `BPF_JA`, each chain ends in its own
+    /// returns, and a rule too long for an 8-bit offset gets helper jumps.
+    #[test]
+    fn long_filters_keep_their_far_jumps() {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for nr in 0..100i64 {
+            let r = (0..3u64)
+                .map(|k| SeccompRule::new(vec![eq64(0, 1000 + k).expect("cond"), eq32(1, k).expect("cond")]))
+                .collect::<Result<Vec<_>, _>>()
+                .expect("rule");
+            rules.insert(nr, r);
+        }
+        // 90 conditions of 4 instructions each: args 0..6 == 0x1_0000_0000 + i.
+        let long = (0..90u8).map(|i| eq64(i % 6, (1 << 32) + u64::from(i % 6)).expect("cond")).collect();
+        rules.insert(400, vec![SeccompRule::new(long).expect("rule")]);
+        let f = compile(rules).expect("compiles");
+        assert!(f.len() > 2000, "{} instructions", f.len());
+        assert_jumps_in_range(&f);
+        let x86 = AUDIT_ARCH_X86_64;
+        for nr in [0u32, 1, 50, 98, 99] {
+            assert_eq!(evaluate(&f, nr, x86, [1000, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW, "{nr}");
+            assert_eq!(evaluate(&f, nr, x86, [1002, 2, 0, 0, 0, 0]), SECCOMP_RET_ALLOW, "{nr}");
+            assert_eq!(evaluate(&f, nr, x86, [1002, 1, 0, 0, 0, 0]), SECCOMP_RET_TRAP, "{nr}");
+            assert_eq!(evaluate(&f, nr, x86, [1003, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP, "{nr}");
+        }
+        assert_eq!(evaluate(&f, 100, x86, [1000, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(evaluate(&f, 0, AUDIT_ARCH_I386, [1000, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        let good: [u64; 6] = std::array::from_fn(|i| (1 << 32) + i as u64);
+        assert_eq!(evaluate(&f, 400, x86, good), SECCOMP_RET_ALLOW);
+        for i in 0..6 {
+            let mut bad = good;
+            bad[i] ^= 1 << 40;
+            assert_eq!(evaluate(&f, 400, x86, bad), SECCOMP_RET_TRAP, "argument {i}");
+        }
     }
 }

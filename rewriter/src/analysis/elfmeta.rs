@@ -1,46 +1,29 @@
 //! Optional ELF metadata the analysis mines for code addresses: section
 //! headers, symbol tables, `RELA` relocations and the dynamic table.
 //!
-//! All of it may be missing (stripped files) or malformed (hostile files);
-//! every reader here is bounds-checked and simply yields less on bad input.
+//! All of it may be missing (stripped files) or malformed (hostile files).
+//! The records are read with `object`'s ELF types (`object::read::elf`,
+//! bounds-checked, alignment-free); whatever does not parse simply yields
+//! less. The file itself was already validated by `cabin_image::elf`, which
+//! stays the strict reader of what gets loaded.
 
 use cabin_image::elf::{ElfFile, PT_DYNAMIC};
+use object::elf::{self, Dyn64, FileHeader64, Rela64, SectionHeader64, Sym64};
+use object::read::elf::{Dyn as _, FileHeader as _, Rela as _, SectionHeader as _, Sym as _};
+use object::LittleEndian;
 
-/// `SHT_SYMTAB`.
-const SHT_SYMTAB: u32 = 2;
-/// `SHT_RELA`.
-const SHT_RELA: u32 = 4;
-/// `SHT_DYNSYM`.
-const SHT_DYNSYM: u32 = 11;
-/// Size of an ELF64 section header.
-const SHDR_SIZE: usize = 64;
-/// Size of an ELF64 symbol.
-const SYM_SIZE: usize = 24;
-/// Size of an ELF64 `Rela`.
-const RELA_SIZE: usize = 24;
-/// Most section headers we look at.
+/// Most section headers we look at (extended numbering).
 const MAX_SECTIONS: usize = 1 << 16;
 
+/// The byte order of every file the rewriter takes (checked by `cabin_image`).
+const LE: LittleEndian = LittleEndian;
+
 /// `R_X86_64_64`: S + A.
-pub const R_X86_64_64: u32 = 1;
+pub const R_X86_64_64: u32 = elf::R_X86_64_64.0;
 /// `R_X86_64_RELATIVE`: B + A.
-pub const R_X86_64_RELATIVE: u32 = 8;
+pub const R_X86_64_RELATIVE: u32 = elf::R_X86_64_RELATIVE.0;
 /// `R_X86_64_IRELATIVE`: resolver at B + A.
-pub const R_X86_64_IRELATIVE: u32 = 37;
-
-const DT_NULL: u64 = 0;
-const DT_RELA: u64 = 7;
-const DT_RELASZ: u64 = 8;
-
-fn rd_u16(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(at..at.checked_add(2)?)?.try_into().ok()?))
-}
-fn rd_u32(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-fn rd_u64(d: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(d.get(at..at.checked_add(8)?)?.try_into().ok()?))
-}
+pub const R_X86_64_IRELATIVE: u32 = elf::R_X86_64_IRELATIVE.0;
 
 /// One section header (the fields the analysis uses).
 #[derive(Debug, Clone)]
@@ -66,74 +49,52 @@ impl Section {
     }
 }
 
+/// The whole records of type `T` at the start of `bytes` (a partial last
+/// record is ignored).
+fn records<T: object::Pod>(bytes: &[u8]) -> &[T] {
+    let n = bytes.len() / std::mem::size_of::<T>();
+    object::pod::slice_from_bytes(bytes, n).map_or(&[], |(records, _)| records)
+}
+
 /// Reads the section header table; empty when absent or malformed.
 pub fn sections(elf: &ElfFile<'_>) -> Vec<Section> {
     let data = elf.data;
-    let Ok(shoff) = usize::try_from(elf.shoff) else { return Vec::new() };
-    if shoff == 0 {
+    let Ok(header) = FileHeader64::<LittleEndian>::parse(data) else { return Vec::new() };
+    let Ok(headers) = header.section_headers(LE, data) else { return Vec::new() };
+    if header.e_shnum(LE) == 0 && headers.len() >= MAX_SECTIONS {
         return Vec::new();
     }
-    let mut count = elf.shnum as usize;
-    let mut strndx = elf.shstrndx as usize;
-    if count == 0 {
-        // Extended numbering: the real count is section 0's sh_size.
-        match rd_u64(data, shoff + 32) {
-            Some(n) if (n as usize) < MAX_SECTIONS => count = n as usize,
-            _ => return Vec::new(),
-        }
-    }
-    if strndx == 0xffff {
-        strndx = rd_u32(data, shoff + 40).map_or(0, |v| v as usize);
-    }
-    let Some(end) = count.checked_mul(SHDR_SIZE).and_then(|n| n.checked_add(shoff)) else {
-        return Vec::new();
-    };
-    if end > data.len() {
-        return Vec::new();
-    }
-    let raw: Vec<(u32, Section)> = (0..count)
-        .filter_map(|i| {
-            let at = shoff + i * SHDR_SIZE;
-            Some((
-                rd_u32(data, at)?,
-                Section {
-                    name: String::new(),
-                    sh_type: rd_u32(data, at + 4)?,
-                    addr: rd_u64(data, at + 16)?,
-                    offset: rd_u64(data, at + 24)?,
-                    size: rd_u64(data, at + 32)?,
-                },
-            ))
-        })
-        .collect();
-    let strtab = raw.get(strndx).and_then(|(_, s)| s.bytes(data)).unwrap_or(&[]);
-    raw.into_iter()
-        .map(|(name_off, mut s)| {
-            if let Some(tail) = strtab.get(name_off as usize..) {
-                let n = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-                s.name = String::from_utf8_lossy(&tail[..n]).into_owned();
-            }
-            s
+    let names = header.section_strings(LE, data, headers).unwrap_or_default();
+    headers
+        .iter()
+        .map(|h: &SectionHeader64<LittleEndian>| Section {
+            name: h.name(LE, names).map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default(),
+            sh_type: h.sh_type(LE).0,
+            addr: h.sh_addr(LE),
+            offset: h.sh_offset(LE),
+            size: h.sh_size(LE),
         })
         .collect()
 }
 
-/// Values of every defined, non-section, non-file symbol in `.symtab` and `.dynsym`.
+/// Values of every defined, non-section, non-file, non-TLS symbol in
+/// `.symtab` and `.dynsym`.
 pub fn symbol_values(elf: &ElfFile<'_>, secs: &[Section]) -> Vec<u64> {
     let mut out = Vec::new();
-    for s in secs.iter().filter(|s| s.sh_type == SHT_SYMTAB || s.sh_type == SHT_DYNSYM) {
+    let tables = [elf::SHT_SYMTAB.0, elf::SHT_DYNSYM.0];
+    for s in secs.iter().filter(|s| tables.contains(&s.sh_type)) {
         let Some(bytes) = s.bytes(elf.data) else { continue };
-        for sym in bytes.chunks_exact(SYM_SIZE) {
-            let info = sym[4];
-            let shndx = rd_u16(sym, 6).unwrap_or(0);
-            let value = rd_u64(sym, 8).unwrap_or(0);
-            let ty = info & 0xf;
-            // STT_SECTION (3) and STT_FILE (4) name no code address; SHN_UNDEF
-            // and SHN_ABS (0xfff1) symbols are not locations in the image.
-            if shndx == 0 || shndx == 0xfff1 || ty == 3 || ty == 4 || ty == 6 {
+        for sym in records::<Sym64<LittleEndian>>(bytes) {
+            // Undefined and absolute symbols are not locations in the image;
+            // section, file and TLS symbols name no code address.
+            let shndx = sym.st_shndx(LE);
+            if shndx == elf::SHN_UNDEF || shndx == elf::SHN_ABS {
                 continue;
             }
-            out.push(value);
+            if [elf::STT_SECTION, elf::STT_FILE, elf::STT_TLS].contains(&sym.st_type()) {
+                continue;
+            }
+            out.push(sym.st_value(LE));
         }
     }
     out
@@ -151,19 +112,18 @@ pub struct Rela {
 }
 
 fn parse_relas(bytes: &[u8], out: &mut Vec<Rela>) {
-    for r in bytes.chunks_exact(RELA_SIZE) {
-        let (Some(offset), Some(info), Some(addend)) = (rd_u64(r, 0), rd_u64(r, 8), rd_u64(r, 16)) else {
-            continue;
-        };
-        out.push(Rela { offset, r_type: info as u32, addend: addend as i64 });
-    }
+    out.extend(records::<Rela64<LittleEndian>>(bytes).iter().map(|r| Rela {
+        offset: r.r_offset(LE),
+        r_type: r.r_type(LE, false).0,
+        addend: r.r_addend(LE),
+    }));
 }
 
 /// Every `RELA` relocation reachable through section headers or `PT_DYNAMIC`
 /// (duplicates possible; callers only collect addresses).
 pub fn relocations(elf: &ElfFile<'_>, secs: &[Section]) -> Vec<Rela> {
     let mut out = Vec::new();
-    for s in secs.iter().filter(|s| s.sh_type == SHT_RELA) {
+    for s in secs.iter().filter(|s| s.sh_type == elf::SHT_RELA.0) {
         if let Some(b) = s.bytes(elf.data) {
             parse_relas(b, &mut out);
         }
@@ -173,12 +133,11 @@ pub fn relocations(elf: &ElfFile<'_>, secs: &[Section]) -> Vec<Rela> {
     for dynseg in elf.segments_of(PT_DYNAMIC) {
         let Some(dynb) = elf.read_vaddr(dynseg.vaddr, dynseg.filesz as usize) else { continue };
         let (mut rela, mut relasz) = (None, None);
-        for e in dynb.chunks_exact(16) {
-            let (tag, val) = (rd_u64(e, 0).unwrap_or(0), rd_u64(e, 8).unwrap_or(0));
-            match tag {
-                DT_NULL => break,
-                DT_RELA => rela = Some(val),
-                DT_RELASZ => relasz = Some(val),
+        for e in records::<Dyn64<LittleEndian>>(dynb) {
+            match e.d_tag(LE) {
+                elf::DT_NULL => break,
+                elf::DT_RELA => rela = Some(e.d_val(LE)),
+                elf::DT_RELASZ => relasz = Some(e.d_val(LE)),
                 _ => {}
             }
         }
