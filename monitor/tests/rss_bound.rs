@@ -124,10 +124,8 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/trace-schema.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+fn schema() -> cabin_tests::json_schema::Validator {
+    cabin_tests::json_schema::trace_schema()
 }
 
 mod child {

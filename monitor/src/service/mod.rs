@@ -27,8 +27,8 @@ pub mod fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::memory::{pod_bytes, GuestMemory, MemError};
-use crate::policy::limits::{WriteLimits, EFBIG};
 use crate::per_call::{CallCounts, CallSet, Distinct};
+use crate::policy::limits::{WriteLimits, EFBIG};
 use crate::sysnames;
 use crate::trace::LimitHit;
 use fdtable::{Entry, FdTable};
