@@ -3,7 +3,9 @@
 # with its corpus in fuzz/corpus/TARGET (kept between runs, not committed)
 # and the committed seeds of fuzz/seeds/TARGET. Exits non-zero when a target crashes, hangs or
 # leaks (libFuzzer's artifact is in fuzz/artifacts/TARGET/), or when
-# `cargo +nightly fuzz` cannot run (then it prints `fuzz: NOT RUN (why)`).
+# `cargo +nightly fuzz` cannot run (then it prints `fuzz: NOT RUN (why)`,
+# and appends the reason to $CABIN_NOT_RUN_LOG when that is set, for the
+# summary of scripts/test.sh).
 #
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]   (targets: all by default)
 # Each target's summary line ("TARGET: N s, N execs, N crashes") goes to
@@ -15,17 +17,21 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(elf_parse image_parse service ring)
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "fuzz: NOT RUN (no nightly toolchain: rustup toolchain install nightly)"
+not_run() {
+    echo "fuzz: NOT RUN ($1)"
+    if [ -n "${CABIN_NOT_RUN_LOG:-}" ]; then
+        printf 'fuzz\tfuzz/run.sh\t%s\n' "$1" >>"$CABIN_NOT_RUN_LOG"
+    fi
     exit 2
+}
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    not_run "no nightly toolchain: rustup toolchain install nightly"
 fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    echo "fuzz: NOT RUN (cargo-fuzz is not installed: cargo install cargo-fuzz --locked)"
-    exit 2
+    not_run "cargo-fuzz is not installed: cargo install cargo-fuzz --locked"
 fi
 if ! rustup target list --toolchain nightly --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
-    echo "fuzz: NOT RUN (nightly lacks x86_64-unknown-none: rustup target add x86_64-unknown-none --toolchain nightly)"
-    exit 2
+    not_run "nightly lacks x86_64-unknown-none: rustup target add x86_64-unknown-none --toolchain nightly"
 fi
 
 mkdir -p fuzz/logs

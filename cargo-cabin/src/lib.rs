@@ -116,7 +116,7 @@ mod tests {
         let Some(p) = ["/bin/ls", "/usr/bin/env", "/bin/sh"].iter().map(Path::new).find(|p| {
             std::fs::read(p).map(|b| matches!(ElfFile::parse(&b), Err(ElfError::Dynamic))).unwrap_or(false)
         }) else {
-            eprintln!("no dynamically linked binary found; test skipped");
+            cabin_tests::not_run("dynamic binary", "no dynamically linked system binary found");
             return;
         };
         let bytes = std::fs::read(p).expect("read");

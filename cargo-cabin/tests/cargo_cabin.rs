@@ -59,10 +59,7 @@ fn run_confined_when_cabinc_run_exists() {
     let has_run =
         Command::new(&cabinc).args(["run", "--help"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !has_run {
-        eprintln!(
-            "SKIPPED run_confined_when_cabinc_run_exists: {} has no `run` subcommand",
-            cabinc.display()
-        );
+        cabin_tests::not_run("cabinc run", &format!("{} has no `run` subcommand", cabinc.display()));
         return;
     }
     let t = tempfile::tempdir().expect("tmp");

@@ -15,7 +15,6 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::Duration;
 
 use cabin_monitor::trace::TraceOptions;
@@ -27,10 +26,8 @@ use serde_json::Value;
 
 const LIMIT: u64 = 64 << 20;
 
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/trace-schema.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+fn schema() -> cabin_tests::json_schema::Validator {
+    cabin_tests::json_schema::trace_schema()
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (the clock the bomb stamps its lines with).
@@ -117,7 +114,7 @@ fn bomb(b: Backend, chunk: u64) {
     let recs: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     let schema = schema();
     for r in &recs {
-        let errs: Vec<String> = schema.iter_errors(r).map(|e| e.to_string()).collect();
+        let errs: Vec<String> = schema.errors(r).iter().map(|e| e.to_string()).collect();
         assert!(errs.is_empty(), "{r}: {errs:?}");
     }
     let limits: Vec<&Value> = recs.iter().filter(|r| r["type"] == "limit").collect();

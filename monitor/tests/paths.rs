@@ -372,10 +372,8 @@ fn read_audit(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/trace-schema.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+fn schema() -> cabin_tests::json_schema::Validator {
+    cabin_tests::json_schema::trace_schema()
 }
 
 /// Runs the probe confined with `args` (strings: RunConfig takes UTF-8;
@@ -463,7 +461,7 @@ fn path_table(b: Backend) {
         let r = root.to_str().unwrap_or_default();
         let recs = read_audit(&audit);
         for rec in &recs {
-            let errors: Vec<String> = schema.iter_errors(rec).map(|e| e.to_string()).collect();
+            let errors: Vec<String> = schema.errors(rec).iter().map(|e| e.to_string()).collect();
             if !errors.is_empty() {
                 bad(format!("audit record does not validate: {rec} ({})", errors.join("; ")));
             }

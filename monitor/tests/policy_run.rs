@@ -23,7 +23,10 @@ fn busybox() -> Option<Vec<u8>> {
     let input = match std::fs::read("/bin/busybox") {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("SKIPPED (NOT RUN): /bin/busybox is not available ({e}); help: apt-get install busybox-static");
+            cabin_tests::not_run(
+                "busybox",
+                &format!("/bin/busybox is not available ({e}); help: apt-get install busybox-static"),
+            );
             return None;
         }
     };
@@ -33,10 +36,8 @@ fn busybox() -> Option<Vec<u8>> {
     Some(built.image)
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/trace-schema.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+fn schema() -> cabin_tests::json_schema::Validator {
+    cabin_tests::json_schema::trace_schema()
 }
 
 fn policy(text: &str) -> Policy {
@@ -101,7 +102,7 @@ fn busybox_cat_traced_in_text_and_jsonl(b: Backend) {
     let recs: Vec<Value> =
         jsonl.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
     for r in &recs {
-        let errs: Vec<String> = schema.iter_errors(r).map(|e| e.to_string()).collect();
+        let errs: Vec<String> = schema.errors(r).iter().map(|e| e.to_string()).collect();
         assert!(errs.is_empty(), "{r}: {errs:?}");
     }
     assert_eq!(recs.first().map(|r| r["type"].clone()), Some(Value::from("start")));

@@ -61,7 +61,7 @@ impl Mode {
 fn a_million_distinct_numbers_leave_the_monitor_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(img) = common::image("attack_numbers", dir.path()) else {
-        eprintln!("SKIPPED (NOT RUN): gcc is not available to build attack_numbers.c");
+        cabin_tests::not_run("gcc", "gcc is not available to build attack_numbers.c");
         return;
     };
     let img_path = dir.path().join("attack_numbers.cabin");
@@ -124,10 +124,8 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/trace-schema.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+fn schema() -> cabin_tests::json_schema::Validator {
+    cabin_tests::json_schema::trace_schema()
 }
 
 mod child {

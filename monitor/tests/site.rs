@@ -70,13 +70,7 @@ fn forced_trap_path_reports_the_program_site() {
 
 #[test]
 fn kvm_gate_redirect_reports_the_program_site() {
-    if let Err(why) = kvm::usable() {
-        if std::env::var_os("CABIN_REQUIRE_KVM").is_some_and(|v| v == "1") {
-            panic!("CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
-        }
-        eprintln!(
-            "KVM test NOT RUN: kvm_gate_redirect_reports_the_program_site: /dev/kvm not usable ({why})"
-        );
+    if !cabin_tests::kvm_available(kvm::usable) {
         return;
     }
     let t = tempfile::tempdir().expect("tempdir");

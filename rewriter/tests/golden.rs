@@ -33,7 +33,7 @@ fn build(name: &str) -> Option<Vec<u8>> {
         Ok(s) if s.success() => {}
         Ok(s) => panic!("gcc failed on {}: {s}", src.display()),
         Err(e) => {
-            eprintln!("SKIPPED golden test {name}: gcc not available ({e})");
+            cabin_tests::not_run("gcc", &format!("golden test {name}: gcc not available ({e})"));
             return None;
         }
     }

@@ -63,14 +63,14 @@ fn fde_starts_and_landing_pads_match_readelf_by_section_and_by_header() {
     let bytes = match build(dir.path()) {
         Ok(b) => b,
         Err(why) => {
-            eprintln!("NOT RUN fde_starts_and_landing_pads_match_readelf_by_section_and_by_header: {why}");
+            cabin_tests::not_run("toolchain", &why);
             return;
         }
     };
     let expected = match readelf_fde_starts(&dir.path().join("p")) {
         Ok(s) => s,
         Err(why) => {
-            eprintln!("NOT RUN fde_starts_and_landing_pads_match_readelf_by_section_and_by_header: {why}");
+            cabin_tests::not_run("toolchain", &why);
             return;
         }
     };

@@ -25,6 +25,11 @@ use sha2::{Digest, Sha256};
 pub use serde_json;
 pub use tempfile;
 
+pub mod json_schema;
+pub mod not_run;
+
+pub use not_run::{kvm_available, not_run};
+
 /// Default time limit for one program run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -158,7 +163,8 @@ impl Samples {
     }
 
     /// Every built flavour of `name`; panics when a required flavour is missing
-    /// or none was built at all.
+    /// or none was built at all, and says NOT RUN ([`not_run`]) for an
+    /// optional flavour (musl static-pie) that was not built.
     pub fn flavours_of(&self, name: &str) -> Vec<&Sample> {
         let found: Vec<&Sample> = self.built.iter().filter(|s| s.name == name).collect();
         assert!(!found.is_empty(), "no flavour of sample {name:?} was built; skipped: {:?}", self.skipped);
@@ -172,6 +178,14 @@ impl Samples {
                     flavour.suffix(),
                     self.skipped
                 );
+            }
+        }
+        let optional = Flavour::ALL.into_iter().filter(|f| !Flavour::REQUIRED.contains(f));
+        for flavour in optional.filter(|&f| (f == Flavour::Rust) == is_rust) {
+            if !found.iter().any(|s| s.flavour == flavour) {
+                let why =
+                    format!("sample {name}.{} was not built; skipped: {:?}", flavour.suffix(), self.skipped);
+                not_run(&format!("{} flavour", flavour.suffix()), &why);
             }
         }
         found
@@ -698,17 +712,15 @@ pub fn require_tool(tool: &str, package: &str) {
 
 /// Compiles the C file `src` with `compiler` (`gcc`, `musl-gcc`) as a
 /// static executable (`-static -O1`) at `out`. `None` when the compiler is
-/// not installed: that is said on stderr as `SKIPPED (NOT RUN)` with the
-/// Debian package to install, and the caller returns without passing. A
-/// compile error panics.
+/// not installed: that is said as NOT RUN ([`not_run`], tier `COMPILER`)
+/// with the Debian package to install, and the caller returns without
+/// passing. A compile error panics.
 pub fn compile_static_c(compiler: &str, package: &str, src: &Path, out: &Path) -> Option<()> {
     match Command::new(compiler).args(["-static", "-O1", "-o"]).arg(out).arg(src).output() {
         Ok(o) if o.status.success() => Some(()),
         Ok(o) => panic!("{compiler} failed for {}: {}", src.display(), String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
-            eprintln!(
-                "SKIPPED (NOT RUN): {compiler} is not available ({e}); help: apt-get install {package}"
-            );
+            not_run(compiler, &format!("{compiler} is not available ({e}); help: apt-get install {package}"));
             None
         }
     }
@@ -738,7 +750,7 @@ pub fn syscall_address(exe: &Path, func: &str) -> u64 {
 /// Compiles the site program (`tests/src/site.c`: one `uname` through a raw
 /// `syscall` in `raw_uname`) with musl-gcc into `DIR/site`; returns its path
 /// and the address of that `syscall`, or `None` when musl-gcc is missing
-/// (said on stderr as `SKIPPED (NOT RUN)`).
+/// (said as NOT RUN).
 pub fn site_program(dir: &Path) -> Option<(PathBuf, u64)> {
     let src = dir.join("site.c");
     std::fs::write(&src, include_str!("site.c")).expect("write the site program");

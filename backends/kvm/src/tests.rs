@@ -1,25 +1,17 @@
 //! KVM-tier tests: hand-assembled ring-3 programs in tiny static ELF files,
 //! run in a real KVM guest.
 //!
-//! Each test first checks that /dev/kvm is usable; if it is not, it prints
-//! "KVM test NOT RUN: /dev/kvm not usable" and returns (the test counts as
-//! not run, which `scripts/test.sh` also announces). With
+//! Each test first checks that /dev/kvm is usable; if it is not, it says
+//! "KVM test NOT RUN" (`cabin_tests::kvm_available`, which also records it
+//! for the summary of `scripts/test.sh`) and returns. With
 //! `CABIN_REQUIRE_KVM=1` an unusable /dev/kvm fails the test instead.
 
 use super::*;
 
-/// Whether the KVM tier can run; prints the NOT RUN line when it cannot.
-pub(crate) fn kvm_or_skip(test: &str) -> bool {
-    match usable() {
-        Ok(()) => true,
-        Err(why) => {
-            if std::env::var("CABIN_REQUIRE_KVM").as_deref() == Ok("1") {
-                panic!("{test}: CABIN_REQUIRE_KVM=1 but /dev/kvm is not usable: {why}");
-            }
-            eprintln!("KVM test NOT RUN: /dev/kvm not usable ({why}): {test}");
-            false
-        }
-    }
+/// Whether the KVM tier can run; says NOT RUN when it cannot (the test
+/// is named by its thread; `_test` stays for the reader).
+pub(crate) fn kvm_or_skip(_test: &str) -> bool {
+    cabin_tests::kvm_available(usable)
 }
 
 /// A static ELF with one R+X segment holding `code` at 0x401000 (entry) and
@@ -443,7 +435,7 @@ fn real_image(src: &std::path::Path, dir: &std::path::Path) -> Option<Vec<u8>> {
         Ok(o) if o.status.success() => {}
         Ok(o) => panic!("gcc failed for {}: {}", src.display(), String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
-            eprintln!("KVM test NOT RUN: gcc is not available ({e})");
+            cabin_tests::not_run("gcc", &format!("gcc is not available ({e}); help: apt-get install gcc"));
             return None;
         }
     }
@@ -675,7 +667,7 @@ fn kvm_smep_stops_ring_0_running_a_user_page() {
     }
     let (_, _, features) = vcpu::open().expect("KVM");
     if !features.smep() {
-        eprintln!("KVM test NOT RUN: kvm_smep_stops_ring_0_running_a_user_page: this CPU has no SMEP");
+        cabin_tests::not_run("SMEP", "this CPU has no SMEP");
         return;
     }
     // CSTAR pointed (by the test) at the program's own page 0x401020,

@@ -1003,7 +1003,7 @@ mod tests {
     fn devices_are_refused_unless_safe_and_never_opened() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("devices_are_refused_unless_safe_and_never_opened NOT RUN: mknod needs root");
+            cabin_tests::not_run("root", "mknod needs root");
             return;
         }
         let t = tempfile::tempdir().unwrap();

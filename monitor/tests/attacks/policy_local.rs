@@ -39,7 +39,7 @@ fn image(dir: &Path) -> Option<Vec<u8>> {
         Ok(o) if o.status.success() => {}
         Ok(o) => panic!("gcc failed for {}: {}", src.display(), String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
-            eprintln!("SKIPPED (NOT RUN): gcc is not available ({e}); help: apt-get install gcc");
+            cabin_tests::not_run("gcc", &format!("gcc is not available ({e}); help: apt-get install gcc"));
             return None;
         }
     }
@@ -89,10 +89,8 @@ fn syscall_records<'a>(r: &'a Ran, name: &str) -> Vec<&'a Value> {
     r.records.iter().filter(|v| v["type"] == "syscall" && v["name"] == name).collect()
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/trace-schema.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("JSON");
-    jsonschema::validator_for(&v).expect("schema compiles")
+fn schema() -> cabin_tests::json_schema::Validator {
+    cabin_tests::json_schema::trace_schema()
 }
 
 /// `deny = ["kill"]`: the program's `kill` gets the policy's errno, and the

@@ -64,7 +64,10 @@ fn monitor_memory_is_unmapped_in_the_domain(b: Backend) {
     let Some(img) = common::image("attack_monitor_memory", t.path()) else { return };
     for (what, addr) in monitor_addresses() {
         if b == Backend::Kvm && in_kvm_guest_region(addr) {
-            eprintln!("NOT RUN on kvm: {what} at {addr:#x} lies in a region of the guest's own");
+            cabin_tests::not_run(
+                "KVM layout",
+                &format!("{what} at {addr:#x} lies in a region of the guest's own"),
+            );
             continue;
         }
         let out_path = t.path().join("out.txt");
@@ -157,7 +160,10 @@ fn process_child_holds_no_capability_and_only_domain_mappings() {
     if has_cap_setpcap() {
         assert_eq!(status_field(&status, "CapBnd"), "0000000000000000", "CapBnd of the child:\n{status}");
     } else {
-        eprintln!("CapBnd check NOT RUN: this process lacks CAP_SETPCAP, so no child of it can empty its bounding set");
+        cabin_tests::not_run(
+            "CAP_SETPCAP",
+            "the CapBnd check: this process lacks CAP_SETPCAP, so no child of it can empty its bounding set",
+        );
     }
     assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{status}");
     assert_eq!(status_field(&status, "Seccomp"), "2", "{status}");

@@ -28,7 +28,7 @@ fn build(dir: &Path) -> Option<Vec<u8>> {
     {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("SKIPPED (NOT RUN): gcc is not available ({e}); help: apt-get install gcc");
+            cabin_tests::not_run("gcc", &format!("gcc is not available ({e}); help: apt-get install gcc"));
             return None;
         }
     };

@@ -87,7 +87,7 @@ fn set_id_allowed_by_policy(b: Backend) {
         let o = pathprobe::run(b, &format!("chown {wd}/s 12345 12345 -- mode {wd}/s"), cfg);
         assert_eq!(o.last(), "ok mode=100755 uid=12345 gid=12345", "{:?}", o.lines);
     } else {
-        eprintln!("set_id_allowed_by_policy chown case NOT RUN: needs root");
+        cabin_tests::not_run("root", "the chown case needs root");
     }
 }
 
