@@ -257,12 +257,13 @@ pub fn build(
     write_boot_info(&mem, program, brk_va, brk_len, arena_len)?;
 
     // --- system area (supervisor only) ---
-    let tss_va = kernel_va(TSS_GPA);
-    mem.write(GDT_GPA, &descriptors::gdt(tss_va))?;
-    mem.write(
-        TSS_GPA,
-        &descriptors::tss(kernel_stack_top(), ist_stack_top(), pf_stack_top(), PORT_DOORBELL),
-    )?;
+    // One GDT and IDT for all vCPUs; each vCPU its own TSS and stacks, all
+    // written and mapped now (starting a thread never runs ring 0).
+    mem.write(GDT_GPA, &descriptors::gdt(|k| kernel_va(tss_gpa(k))))?;
+    for k in 0..MAX_VCPUS {
+        let tss = descriptors::tss(kernel_stack_top(k), ist_stack_top(k), pf_stack_top(k), PORT_DOORBELL);
+        mem.write(tss_gpa(k), &tss)?;
+    }
     // Every proxy-kernel address cut to 32 bits must lie below the lowest
     // program address (layout::PK_VA).
     let pk_va = PK_VA;
@@ -272,15 +273,14 @@ pub fn build(
     }
     mem.write(IDT_GPA, &descriptors::idt(|v| pk_va + pk.vector_offset(v)))?;
     mem.write(PK_GPA, super::PROXY_KERNEL)?;
-    for (gpa, len, perms) in [
-        (GDT_GPA, PAGE, KERNEL_RW),
-        (TSS_GPA, PAGE, KERNEL_RW),
-        (IDT_GPA, PAGE, KERNEL_RW),
-        (KSTACK_GPA, KSTACK_SIZE, KERNEL_RW),
-        (IST_GPA, IST_SIZE, KERNEL_RW),
-        (PF_IST_GPA, PF_IST_SIZE, KERNEL_RW),
-    ] {
-        pt.map(&mem, kernel_va(gpa), gpa, len, perms)?;
+    let tss_len = page_up(tss_gpa(MAX_VCPUS) - TSS_GPA);
+    for (gpa, len) in [(GDT_GPA, PAGE), (IDT_GPA, PAGE), (TSS_GPA, tss_len)] {
+        pt.map(&mem, kernel_va(gpa), gpa, len, KERNEL_RW)?;
+    }
+    for k in 0..MAX_VCPUS {
+        for (gpa, len) in vcpu_stacks(k) {
+            pt.map(&mem, kernel_va(gpa), gpa, len, KERNEL_RW)?;
+        }
     }
     pt.map(&mem, pk_va, PK_GPA, pk_len, KERNEL_RX)?;
 
