@@ -3,20 +3,21 @@
 //! syscall service, the policy gate and the records — the same ones the
 //! process backend uses.
 //!
-//! Threads: the session's calling thread runs the vCPU (and, on the rare
-//! exits, the doorbell and the slow-path gate, [`RingGate`]); the session's
-//! worker thread polls the ring and serves every call.
+//! Threads: the session's calling thread runs vCPU 0, the program's main
+//! thread (and, on the rare exits, the doorbell and the slow-path gate,
+//! [`RingGate`]); every further program thread runs on a vCPU of its own on
+//! a host thread of its own ([`Vcpus`]). The session's worker thread polls
+//! the ring and serves every call.
 
-use std::cell::RefCell;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cabin_abi::ring::RingPtr;
 use cabin_image::elf::ElfFile;
 
-use super::domain::DomainError;
+use super::domain::{DomainError, Guest};
 use super::ring::{install_kick_handler, RingGate, Shared};
-use super::{prepare, run_loop, KvmConfig, KvmError, KvmStats, Prepared};
+use super::vcpus::{ServiceFactory, SpawnError, Vcpus};
+use super::{prepare, KvmConfig, KvmError, KvmStats, Prepared, SyscallService};
 use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
 use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
 use cabin_monitor::memory::GuestMemory;
@@ -47,28 +48,63 @@ fn to_run_error(e: KvmError) -> RunError {
     }
 }
 
-/// A KVM guest: ring 0 the proxy-kernel, ring 3 the program and its libos.
+/// A KVM guest: ring 0 the proxy-kernel, ring 3 the program and its libos,
+/// one vCPU per program thread.
 #[derive(Debug)]
 pub struct KvmDomain {
-    /// The vCPU, once started (dropped before the guest's memory).
-    machine: RefCell<Option<super::vcpu::Machine>>,
+    /// The VM and its vCPUs, once started.
+    vcpus: Option<Arc<Vcpus>>,
     prepared: Prepared,
-    /// The vCPU thread's side of the ring (gate calls, doorbells).
-    ring_gate: RefCell<RingGate>,
-    /// What the vCPU thread and the threads that stop it share.
+    /// What the vCPU threads and the threads that stop them share.
     shared: Arc<Shared>,
-    stats: RefCell<KvmStats>,
+    /// The counters fixed at boot (pages, CR4, `boot_ns`), then the run's.
+    stats: Mutex<KvmStats>,
     mem_size: u64,
 }
 
-/// Stops the vCPU: records why and kicks the vCPU thread out of `KVM_RUN`
-/// until it has left its loop.
+/// Each vCPU's service: the gate of its thread's ring.
+#[derive(Debug)]
+struct RingGates {
+    guest: Arc<Guest>,
+    shared: Arc<Shared>,
+}
+
+impl ServiceFactory for RingGates {
+    fn service(&self, slot: usize) -> Result<Box<dyn SyscallService + Send>, SpawnError> {
+        // One ring per thread arrives with the threads ABI; until then only
+        // the main thread's exists.
+        if slot != 0 {
+            return Err(SpawnError::NoSuchSlot(slot));
+        }
+        Ok(Box::new(RingGate::new(self.guest.ring, self.shared.clone())))
+    }
+}
+
+/// Stops the program: records why and kicks every vCPU thread out of
+/// `KVM_RUN` until it has left its loop.
 #[derive(Debug)]
 struct VcpuStopper(Arc<Shared>);
 
 impl Stopper for VcpuStopper {
     fn stop(&self, cause: StopCause) {
         self.0.worker_ended(Some(cause.message()));
+    }
+}
+
+impl KvmDomain {
+    /// The running VM's vCPUs (after [`Domain::start`]).
+    pub fn vcpus(&self) -> Option<&Arc<Vcpus>> {
+        self.vcpus.as_ref()
+    }
+
+    fn stats_now(&self) -> KvmStats {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(v) = &self.vcpus {
+            let (run, started) = v.stats();
+            s.add(&run);
+            s.vcpus = started;
+        }
+        s
     }
 }
 
@@ -93,15 +129,7 @@ impl Domain for KvmDomain {
         let prepared = prepare(image.data, &cfg).map_err(to_run_error)?;
         install_kick_handler();
         let shared = Arc::new(Shared::default());
-        let ring_gate = RingGate::new(prepared.guest.ring, shared.clone());
-        Ok(KvmDomain {
-            machine: RefCell::new(None),
-            ring_gate: RefCell::new(ring_gate),
-            prepared,
-            shared,
-            stats: RefCell::default(),
-            mem_size: cfg.mem_size,
-        })
+        Ok(KvmDomain { vcpus: None, prepared, shared, stats: Mutex::default(), mem_size: cfg.mem_size })
     }
 
     fn memory(&self) -> &GuestMemory {
@@ -117,17 +145,17 @@ impl Domain for KvmDomain {
     }
 
     fn stopper(&self) -> Arc<dyn Stopper> {
-        // This is the thread that will run the vCPU (the session's promise).
-        self.shared.register_vcpu_thread();
+        // Every vCPU thread registers itself when it enters its loop.
         Arc::new(VcpuStopper(self.shared.clone()))
     }
 
     fn start(&mut self) -> Result<(), RunError> {
         let p = &self.prepared;
-        let machine = super::vcpu::create(&p.kvm, &p.cpuid, &p.features, &p.guest)
-            .map_err(|e| to_run_error(e.into()))?;
-        *self.stats.get_mut() = p.stats(&machine).map_err(to_run_error)?;
-        *self.machine.get_mut() = Some(machine);
+        let factory = Box::new(RingGates { guest: p.guest.clone(), shared: self.shared.clone() });
+        let vcpus = Vcpus::new(p, self.shared.clone(), factory, None).map_err(to_run_error)?;
+        let boot = vcpus.with_main(|fd| p.stats(fd)).transpose().map_err(to_run_error)?;
+        *self.stats.get_mut().unwrap_or_else(|e| e.into_inner()) = boot.unwrap_or_default();
+        self.vcpus = Some(vcpus);
         Ok(())
     }
 
@@ -141,18 +169,13 @@ impl Domain for KvmDomain {
 
     fn run(&self) -> Result<DomainEnd, RunError> {
         let p = &self.prepared;
-        let result = match self.machine.borrow_mut().as_mut() {
-            Some(m) => {
-                let mut stats = self.stats.borrow_mut();
-                let mut gate = self.ring_gate.borrow_mut();
-                run_loop(m, &p.guest, None, &mut *gate, &mut stats, p.start)
-            }
+        let result = match &self.vcpus {
+            Some(v) => v.run_main(),
             None => {
                 Err(KvmError::Guest(super::GuestError::Stopped { what: "not started".into(), state: None }))
             }
         };
-        self.stats.borrow_mut().wall_ns = p.start.elapsed().as_nanos() as u64;
-        self.shared.vcpu_done.store(true, Ordering::SeqCst);
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).wall_ns = p.start.elapsed().as_nanos() as u64;
         Ok(result.map_err(to_run_error)?.into())
     }
 
@@ -162,12 +185,12 @@ impl Domain for KvmDomain {
     }
 
     fn trapped_calls(&self) -> Option<u64> {
-        Some(self.stats.borrow().gate_syscalls)
+        Some(self.stats_now().gate_syscalls)
     }
 
     fn stats(&self, worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
-        let s = self.stats.borrow();
-        let kvm = s.json(&self.ring_gate.borrow(), worker.forwarded, self.mem_size);
+        let s = self.stats_now();
+        let kvm = s.json(worker.forwarded, self.mem_size);
         vec![("vm_exits", s.vm_exits.into()), ("kvm", kvm)]
     }
 }

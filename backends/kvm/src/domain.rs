@@ -132,6 +132,11 @@ pub struct Guest {
     pub arena_len: u64,
 }
 
+// SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
+// a shared reference to it only ever yields a copy another thread could
+// have been sent; all accesses through it are atomic or volatile copies.
+unsafe impl Sync for Guest {}
+
 fn page_down(x: u64) -> u64 {
     x & !(PAGE - 1)
 }

@@ -320,7 +320,8 @@ pub fn create_vm(kvm: &Kvm, d: &Guest) -> Result<VmFd, VcpuError> {
 pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Machine, VcpuError> {
     let vm = create_vm(kvm, d)?;
     let mut vcpu = vm.create_vcpu(0).map_err(kvm_err("CREATE_VCPU"))?;
-    setup(&mut vcpu, cpuid, f, d, 0, &VcpuStart { rip: d.entry, rsp: d.rsp, ..VcpuStart::default() })?;
+    let start = VcpuStart { rip: d.entry, rsp: d.rsp, ..VcpuStart::default() };
+    setup(&mut vcpu, cpuid, f, d, 0, &start, true)?;
     Ok(Machine { vcpu, vm })
 }
 
@@ -329,7 +330,9 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
 /// control registers (SMEP, SMAP, UMIP), XCR0, FPU, the entry MSRs, and the
 /// ring-3 start state `start`. Every vCPU gets the same protections; only
 /// the TSS (so its ring-0 stacks), `SYSENTER_ESP` and the start state
-/// differ.
+/// differ. `fresh`: the vCPU has never run, so its CPUID table is set (KVM
+/// refuses to change it once the vCPU has run; a reused vCPU keeps the one
+/// it got when it was new).
 pub fn setup(
     vcpu: &mut VcpuFd,
     cpuid: &CpuId,
@@ -337,13 +340,16 @@ pub fn setup(
     d: &Guest,
     slot: usize,
     start: &VcpuStart,
+    fresh: bool,
 ) -> Result<(), VcpuError> {
     if slot >= MAX_VCPUS {
         return Err(VcpuError::BadStart("no such vCPU slot"));
     }
     start.check()?;
     vcpu.set_kvm_immediate_exit(0);
-    vcpu.set_cpuid2(cpuid).map_err(kvm_err("SET_CPUID2"))?;
+    if fresh {
+        vcpu.set_cpuid2(cpuid).map_err(kvm_err("SET_CPUID2"))?;
+    }
 
     let mut s = vcpu.get_sregs().map_err(kvm_err("GET_SREGS"))?;
     s.cs = seg(USER_CS, true, 3);
