@@ -101,6 +101,7 @@ impl<'a> Session<'a> {
             check_local: gate.check_local(),
             program_cpus: placement.map(|p| p.program),
             ids,
+            threads: cabin_abi::thread::MAX_THREADS as u32,
         };
         let mut domain = D::build(&elf, &spec)?;
         // The program's descriptors are the monitor's: size its table so the

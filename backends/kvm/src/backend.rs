@@ -19,7 +19,7 @@ use super::ring::{install_kick_handler, RingGate, Shared};
 use super::vcpus::{ServiceFactory, SpawnError, Vcpus};
 use super::{prepare, KvmConfig, KvmError, KvmStats, Prepared, SyscallService};
 use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::ring::WorkerStats;
 
@@ -138,6 +138,17 @@ impl Domain for KvmDomain {
 
     fn ring(&self) -> RingPtr {
         self.prepared.guest.ring
+    }
+
+    fn ring_count(&self) -> usize {
+        cabin_abi::thread::MAX_THREADS
+    }
+
+    /// Stub until the KVM backend runs threads (branch issue13-kvmthreads):
+    /// every thread is refused with `EAGAIN`, as Linux refuses one past a
+    /// limit, so `pthread_create` fails cleanly instead of hanging.
+    fn spawn_thread(&self, _start: &cabin_abi::thread::ThreadStart) -> Result<SpawnedBy, RunError> {
+        Ok(SpawnedBy::Refused { errno: libc::EAGAIN })
     }
 
     fn entry(&self) -> u64 {
