@@ -10,16 +10,24 @@
 //! the ring and serves every call.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cabin_abi::ring::RingPtr;
+use cabin_abi::thread::clone_flags::{
+    CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS,
+};
+use cabin_abi::thread::{ring_offset, ThreadStart, MAX_THREADS};
 use cabin_image::elf::ElfFile;
 
 use super::domain::{DomainError, Guest};
 use super::ring::{install_kick_handler, RingGate, Shared};
+use super::vcpu::VcpuStart;
 use super::vcpus::{ServiceFactory, SpawnError, Vcpus};
 use super::{prepare, KvmConfig, KvmError, KvmStats, Prepared, SyscallService};
 use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper};
+use cabin_monitor::domain::{
+    CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
+};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::ring::WorkerStats;
 
@@ -62,6 +70,12 @@ pub struct KvmDomain {
     mem_size: u64,
 }
 
+// The session calls `spawn_thread` from ring workers while `run` runs.
+const _: () = {
+    const fn sync<T: Sync + Send>() {}
+    sync::<KvmDomain>()
+};
+
 /// Each vCPU's service: the gate of its thread's ring.
 #[derive(Debug)]
 struct RingGates {
@@ -71,14 +85,22 @@ struct RingGates {
 
 impl ServiceFactory for RingGates {
     fn service(&self, slot: usize) -> Result<Box<dyn SyscallService + Send>, SpawnError> {
-        // One ring per thread arrives with the threads ABI; until then only
-        // the main thread's exists.
-        if slot != 0 {
+        if slot >= MAX_THREADS {
             return Err(SpawnError::NoSuchSlot(slot));
         }
-        Ok(Box::new(RingGate::new(self.guest.ring, self.shared.clone())))
+        // SAFETY: the ring region is MAX_THREADS rings of RING_BYTES from
+        // ring 0 (domain::build maps RING_REGION_BYTES there), alive as long
+        // as the guest, which this factory holds; RING_BYTES keeps the
+        // 64-byte alignment.
+        let ring = unsafe { RingPtr::new(self.guest.ring.base().add(ring_offset(slot))) };
+        Ok(Box::new(RingGate::new(ring, self.shared.clone())))
     }
 }
+
+/// How long `spawn_thread` waits for the vCPU of a slot the monitor has
+/// freed to leave its loop (the libos's raw `exit` after its exit
+/// submission). A program that keeps running on a freed slot gets `EAGAIN`.
+const SLOT_FREE_WAIT: Duration = Duration::from_secs(2);
 
 /// Stops the program: records why and kicks every vCPU thread out of
 /// `KVM_RUN` until it has left its loop.
@@ -95,6 +117,13 @@ impl KvmDomain {
     /// The running VM's vCPUs (after [`Domain::start`]).
     pub fn vcpus(&self) -> Option<&Arc<Vcpus>> {
         self.vcpus.as_ref()
+    }
+
+    /// The thread id the program sees for slot `slot`: the pid for the
+    /// main thread, pid + slot for the others (virtual: no host thread has
+    /// it; `gettid` in the libos must agree).
+    pub fn tid_of(&self, slot: usize) -> u32 {
+        self.program_pid().wrapping_add(slot as u32)
     }
 
     fn stats_now(&self) -> KvmStats {
@@ -144,11 +173,42 @@ impl Domain for KvmDomain {
         cabin_abi::thread::MAX_THREADS
     }
 
-    /// Stub until the KVM backend runs threads (branch issue13-kvmthreads):
-    /// every thread is refused with `EAGAIN`, as Linux refuses one past a
-    /// limit, so `pthread_create` fails cleanly instead of hanging.
-    fn spawn_thread(&self, _start: &cabin_abi::thread::ThreadStart) -> Result<SpawnedBy, RunError> {
-        Ok(SpawnedBy::Refused { errno: libc::EAGAIN })
+    /// Starts the accepted thread on vCPU `start.slot`: `rip` the libos's
+    /// trampoline, `rsp` the child stack, GS base the slot's libos thread
+    /// block, FS base the TLS (`CLONE_SETTLS`; else 0: the libos's
+    /// trampoline sets it), `rdi` the libos's argument. The tid words are
+    /// written before the thread runs and the answer returns, as Linux does
+    /// (a bad address is ignored, as Linux ignores it); `CLONE_CHILD_CLEARTID`
+    /// is cleared and woken when the vCPU has left its loop.
+    fn spawn_thread(&self, start: &ThreadStart) -> Result<SpawnedBy, RunError> {
+        let Some(vcpus) = &self.vcpus else { return Ok(SpawnedBy::Refused { errno: libc::EAGAIN }) };
+        let slot = start.slot as usize;
+        if slot == 0 || slot >= MAX_THREADS {
+            return Ok(SpawnedBy::Refused { errno: libc::EINVAL });
+        }
+        let tid = self.tid_of(slot);
+        let mem = self.memory();
+        if start.flags & CLONE_PARENT_SETTID != 0 {
+            let _ = mem.write(start.parent_tid, &tid.to_le_bytes());
+        }
+        if start.flags & CLONE_CHILD_SETTID != 0 {
+            let _ = mem.write(start.child_tid, &tid.to_le_bytes());
+        }
+        let clear = (start.flags & CLONE_CHILD_CLEARTID != 0).then_some(start.child_tid);
+        let vstart = VcpuStart {
+            rip: start.entry,
+            rsp: start.stack,
+            fs_base: if start.flags & CLONE_SETTLS != 0 { start.tls } else { 0 },
+            gs_base: start.gs_base,
+            rdi: start.arg,
+            ..VcpuStart::default()
+        };
+        let errno = match vcpus.spawn_when_free(slot, vstart, clear, SLOT_FREE_WAIT) {
+            Ok(()) => return Ok(SpawnedBy::Domain { tid }),
+            Err(SpawnError::NoSuchSlot(_) | SpawnError::Setup { .. }) => libc::EINVAL,
+            Err(SpawnError::InUse(_) | SpawnError::Ending) => libc::EAGAIN,
+        };
+        Ok(SpawnedBy::Refused { errno })
     }
 
     fn entry(&self) -> u64 {

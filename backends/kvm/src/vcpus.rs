@@ -68,6 +68,9 @@ struct Slot {
     busy: bool,
     /// The vCPU of a thread that ended, kept for the next one.
     parked: Option<VcpuFd>,
+    /// `CLONE_CHILD_CLEARTID`: the word cleared and woken when the thread
+    /// has ended (its vCPU out of its loop).
+    clear_tid: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -223,6 +226,20 @@ impl Vcpus {
     /// running). Refused for a slot out of range or in use, a bad start
     /// state, or a program that is ending.
     pub fn spawn(self: &Arc<Self>, slot: usize, start: VcpuStart) -> Result<(), SpawnError> {
+        self.spawn_when_free(slot, start, None, Duration::ZERO)
+    }
+
+    /// [`Vcpus::spawn`], waiting up to `wait` for the slot's previous thread
+    /// to leave its vCPU (the monitor frees a slot at the thread's exit
+    /// submission, just before the vCPU stops); `clear_tid` is the thread's
+    /// `CLONE_CHILD_CLEARTID` word.
+    pub fn spawn_when_free(
+        self: &Arc<Self>,
+        slot: usize,
+        start: VcpuStart,
+        clear_tid: Option<u64>,
+        wait: Duration,
+    ) -> Result<(), SpawnError> {
         if slot >= MAX_VCPUS {
             return Err(SpawnError::NoSuchSlot(slot));
         }
@@ -230,13 +247,22 @@ impl Vcpus {
         let service = self.factory.service(slot)?;
         let (parked, finished) = {
             let mut st = self.lock();
-            if st.end.is_some() || self.shared.ending.load(Ordering::SeqCst) {
-                return Err(SpawnError::Ending);
-            }
-            if st.slots[slot].busy {
-                return Err(SpawnError::InUse(slot));
+            let deadline = Instant::now() + wait;
+            loop {
+                if st.end.is_some() || self.shared.ending.load(Ordering::SeqCst) {
+                    return Err(SpawnError::Ending);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !st.slots[slot].busy {
+                    break;
+                }
+                if left.is_zero() {
+                    return Err(SpawnError::InUse(slot));
+                }
+                st = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
             }
             st.slots[slot].busy = true;
+            st.slots[slot].clear_tid = clear_tid;
             st.live += 1;
             st.started += 1;
             // Reap the host threads of vCPUs that have ended (bounded
@@ -327,17 +353,61 @@ impl Vcpus {
     fn finish(&self, slot: usize, fd: VcpuFd, r: Result<LoopEnd, KvmError>, stats: KvmStats) {
         let mut st = self.lock();
         st.stats.add(&stats);
-        st.slots[slot].busy = false;
+        let clear_tid = st.slots[slot].clear_tid.take();
         st.slots[slot].parked = Some(fd);
-        st.live -= 1;
         match r {
             Ok(LoopEnd::Stopped) => {}
-            Ok(LoopEnd::ThreadExit(code)) if st.live == 0 => self.record(&mut st, Ok(LoopEnd::Exited(code))),
-            Ok(LoopEnd::ThreadExit(_)) => {}
+            Ok(LoopEnd::ThreadExit(code)) => {
+                // The thread's vCPU runs no more: its joiner may free its
+                // stack now (Linux clears the word as the thread dies).
+                if let Some(addr) = clear_tid {
+                    self.clear_and_wake(addr);
+                }
+                if st.live == 1 {
+                    self.record(&mut st, Ok(LoopEnd::Exited(code)));
+                }
+            }
             other => self.record(&mut st, other),
         }
+        st.slots[slot].busy = false;
+        st.live -= 1;
         drop(st);
         self.changed.notify_all();
+    }
+
+    /// `CLONE_CHILD_CLEARTID` at a thread's end: writes 0 to the tid word
+    /// and wakes one waiter on it (a joiner blocked in the monitor's futex
+    /// service waits on the same host address). A word outside the
+    /// program's writable memory is ignored, as Linux ignores it.
+    fn clear_and_wake(&self, addr: u64) {
+        if !addr.is_multiple_of(4) {
+            return;
+        }
+        let Ok(host) = self.guest.view.host_range(addr, 4, true) else { return };
+        // SAFETY: `host` is 4 writable, 4-aligned bytes of the guest's
+        // mapping (checked above), alive as long as `self.guest`.
+        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr(host.cast::<u32>()) };
+        word.store(0, Ordering::SeqCst);
+        // SAFETY: futex wake on a live word of our own mapping; touches no memory.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                host,
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+                0usize,
+                0usize,
+                0u32,
+            )
+        };
+    }
+
+    /// Changes the word slot `slot`'s thread clears at its end
+    /// (`set_tid_address` in that thread; 0: none).
+    pub fn set_clear_tid(&self, slot: usize, addr: u64) {
+        if let Some(s) = self.lock().slots.get_mut(slot) {
+            s.clear_tid = (addr != 0).then_some(addr);
+        }
     }
 
     /// Records how the program ended (unless an end came first) and stops

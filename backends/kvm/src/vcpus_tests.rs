@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use super::*;
 use crate::tests::{config, kvm_or_skip, tiny_elf};
@@ -69,7 +70,8 @@ impl SyscallService for ThreadService {
                 let Some(v) = vcpus() else { return Served::Return(-38) };
                 let start =
                     VcpuStart { rip: a[1], rsp: a[2], gs_base: a[3], rdi: a[0], ..VcpuStart::default() };
-                match v.spawn(a[0] as usize, start) {
+                let clear = (a[4] != 0).then_some(a[4]);
+                match v.spawn_when_free(a[0] as usize, start, clear, Duration::ZERO) {
                     Ok(()) => Served::Return(0),
                     Err(SpawnError::InUse(_)) => Served::Return(-16),
                     Err(SpawnError::NoSuchSlot(_) | SpawnError::Ending) => Served::Return(-11),
@@ -450,4 +452,47 @@ fn kvm_64_threads_run_and_the_65th_is_refused() {
     let (out, _) = run(MANY_THREADS, &many(64, 5));
     assert_eq!(out.status, 0, "{out:?}");
     assert_eq!(out.stats.vcpus, 65, "64 slots, then slot 1 again");
+}
+
+const CLEAR_TID: &str = r#"
+# the child's CLONE_CHILD_CLEARTID word (0x402100, set to 1234 first) is 0
+# once the child has exited, and only then: main waits for it in ring 3
+_start:
+  mov dword ptr [0x402100], 1234
+  mov edi, 1
+  lea rsi, [rip + child]
+  mov edx, 0x402800
+  xor r10d, r10d
+  mov r8d, 0x402100
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+1: pause
+  cmp dword ptr [0x402100], 0
+  jne 1b
+  # the child is gone: one vCPU left
+  mov eax, LIVE
+  syscall
+  mov edi, eax
+  mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+child:
+  mov edi, 0
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+#[test]
+fn kvm_clear_child_tid_is_cleared_after_the_thread_has_left_its_vcpu() {
+    if !kvm_or_skip("kvm_clear_child_tid_is_cleared_after_the_thread_has_left_its_vcpu") {
+        return;
+    }
+    let (out, _) = run(CLEAR_TID, b"");
+    assert_eq!(out.status, 1, "{out:?}");
 }
