@@ -35,6 +35,7 @@
 pub mod boot;
 pub mod config;
 pub mod domain;
+pub mod futex;
 pub mod gate;
 pub mod kick;
 pub mod layout;
