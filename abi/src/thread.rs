@@ -133,6 +133,34 @@ pub struct ThreadStart {
 
 const _: () = assert!(core::mem::size_of::<ThreadStart>() == 96);
 
+impl ThreadStart {
+    /// Size in bytes (the submission's `args[1]`).
+    pub const SIZE: usize = core::mem::size_of::<ThreadStart>();
+
+    /// Decodes a copy of the structure (little-endian, the layout above).
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> ThreadStart {
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(w)
+        };
+        ThreadStart {
+            op: u32_at(0),
+            slot: u32_at(4),
+            flags: u64_at(8),
+            entry: u64_at(16),
+            stack: u64_at(24),
+            tls: u64_at(32),
+            parent_tid: u64_at(40),
+            child_tid: u64_at(48),
+            gs_base: u64_at(56),
+            arg: u64_at(64),
+            reserved: [u64_at(72), u64_at(80), u64_at(88)],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +183,11 @@ mod tests {
         assert!(!is_thread_flags(glibc | 0x4000)); // CLONE_VFORK
         assert!(!is_thread_flags(glibc | 0x8000_0000)); // CLONE_IO
         assert_eq!(ring_offset(3), 3 * crate::ring::RING_BYTES);
+        let mut b = [0u8; ThreadStart::SIZE];
+        b[0] = 1;
+        b[4] = 5;
+        b[56] = 0x40;
+        let t = ThreadStart::from_bytes(&b);
+        assert_eq!((t.op, t.slot, t.gs_base), (THREAD_OP_START, 5, 0x40));
     }
 }

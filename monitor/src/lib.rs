@@ -48,6 +48,7 @@ pub mod site_map;
 pub mod stats;
 pub mod sysnames;
 pub mod trace;
+pub mod threads;
 pub mod watch;
 
 pub use config::{EndReason, GateConfig, RunConfig, RunError, RunOutcome};

@@ -72,6 +72,15 @@ pub struct DomainMemory {
     pub bound: MemoryBound,
 }
 
+// SAFETY: `host_base` is the monitor's shared mapping of the memfd, alive
+// until drop; the monitor only reaches program memory through it with
+// checked, volatile-or-atomic copies (GuestMemory, RingPtr, the boot page),
+// which are made for the program's concurrent writes, so sharing the
+// pointer between the monitor's threads adds nothing.
+unsafe impl Sync for DomainMemory {}
+// SAFETY: as for Sync: the mapping is not tied to the thread that made it.
+unsafe impl Send for DomainMemory {}
+
 impl Drop for DomainMemory {
     fn drop(&mut self) {
         // SAFETY: host_base/total is the mapping created in `build`, and no

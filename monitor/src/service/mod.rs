@@ -25,6 +25,7 @@
 //! is kept per call number beyond the fixed tables of [`cabin_policy::per_call`].
 
 pub mod fdtable;
+pub mod blocking;
 pub mod fs;
 
 mod fds;
