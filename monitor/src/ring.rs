@@ -288,7 +288,12 @@ impl Worker {
         None
     }
 
-    fn serve_until_end(&mut self, mem: &GuestMemory, shared: &Shared, threads: Option<&dyn ThreadHost>) -> WorkerEnd {
+    fn serve_until_end(
+        &mut self,
+        mem: &GuestMemory,
+        shared: &Shared,
+        threads: Option<&dyn ThreadHost>,
+    ) -> WorkerEnd {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
         let mut idle_spins: u32 = 0;
@@ -494,6 +499,18 @@ impl Worker {
             let ret = self.thread_call(mem, threads, s);
             guard = shared.lock();
             ret
+        } else if s.nr == nr::futex {
+            // A futex the libos forwards (KVM: its threads are vCPUs) is
+            // served on the monitor's mapping, without the service lock:
+            // this worker blocks in a host futex on the program's word
+            // (kickable: the stop ends the wait). The caller's tid is the
+            // one the KVM domain gives slot k (pid + k), which PI words hold.
+            guard.service.stats.per_nr.add(nr::futex, 1);
+            let tid = guard.service.pid().wrapping_add(self.slot as u32);
+            drop(guard);
+            let ret = crate::futex::futex(mem, tid, s.args);
+            guard = shared.lock();
+            ret
         } else if shared.threaded.load(Ordering::Relaxed) {
             match guard.service.begin_blocking(s.nr, s.args) {
                 Begin::Handle => guard.service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?,
@@ -521,7 +538,12 @@ impl Worker {
 
     /// A thread submission (`SUB_THREAD`): `clone` with a [`ThreadStart`],
     /// or `exit` of this ring's thread.
-    fn thread_call(&self, mem: &GuestMemory, threads: Option<&dyn ThreadHost>, s: &cabin_abi::ring::Submission) -> i64 {
+    fn thread_call(
+        &self,
+        mem: &GuestMemory,
+        threads: Option<&dyn ThreadHost>,
+        s: &cabin_abi::ring::Submission,
+    ) -> i64 {
         if s.nr == nr::exit {
             return 0;
         }
@@ -747,10 +769,7 @@ mod tests {
         assert_eq!(w.step(&m, &s), None);
         assert_eq!(r.cq_tail().load(Ordering::SeqCst), 1);
         r.sq_tail().store(7, Ordering::SeqCst);
-        assert!(matches!(
-            w.step(&m, &s),
-            Some(WorkerEnd::Violation(RingViolation::UnpublishedSlot { .. }))
-        ));
+        assert!(matches!(w.step(&m, &s), Some(WorkerEnd::Violation(RingViolation::UnpublishedSlot { .. }))));
         assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
     }
 

@@ -22,11 +22,11 @@ use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, StopCause};
 use crate::gate::{exit_words, Gate, Stop};
 use crate::placement::Placement;
 use crate::ring::{Served, Shared, Worker, WorkerEnd};
-use crate::threads::Threads;
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
+use crate::threads::Threads;
 use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
 
 /// What the libos's `ABORT_RING` means, in the words of the record.

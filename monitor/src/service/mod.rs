@@ -24,8 +24,8 @@
 //! counted ([`Service::finish_reports`] says how many at the end). Nothing
 //! is kept per call number beyond the fixed tables of [`cabin_policy::per_call`].
 
-pub mod fdtable;
 pub mod blocking;
+pub mod fdtable;
 pub mod fs;
 
 mod fds;
@@ -215,6 +215,11 @@ impl Service {
     /// Sets the pid the program sees (for `prlimit64(pid, ...)` checks).
     pub fn set_pid(&mut self, pid: u32) {
         self.pid = pid;
+    }
+
+    /// The process id the program sees (its main thread's tid).
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Whether to copy every call's path argument for the trace (see
