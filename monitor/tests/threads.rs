@@ -1,8 +1,6 @@
 //! Program threads (issue 13, docs/threads.md): C programs using pthreads,
-//! run natively and confined; output and exit status must be equal. On the
-//! KVM backend, until it runs threads (branch issue13-kvmthreads), a thread
-//! is refused with EAGAIN: the tests check that the program ends cleanly
-//! with `pthread_create` failing, and say that the case is NOT RUN there.
+//! run natively and confined; output and exit status must be equal, on
+//! both backends (KVM: one vCPU per thread).
 
 #[macro_use]
 mod common;
@@ -40,22 +38,12 @@ fn native(exe: &Path, args: &[&str]) -> (String, i32) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), o.status.code().unwrap_or(-1))
 }
 
-/// One case: equal to native on the process backend; on KVM a clean
-/// EAGAIN until the KVM backend runs threads.
+/// One case: equal to native, on either backend.
 fn case(b: Backend, name: &str) {
     let t = tempfile::tempdir().expect("tempdir");
     let Some((exe, img)) = program(t.path()) else { return };
     let args = ["threads", name];
     let (out, code) = confined(b, &img, &args);
-    if b == Backend::Kvm {
-        assert_eq!(
-            (out.as_str(), code),
-            ("pthread_create: Resource temporarily unavailable\n", 1),
-            "threads on KVM: expected a clean EAGAIN"
-        );
-        cabin_tests::not_run("threads on KVM", &format!("{name}: the KVM backend does not run threads yet"));
-        return;
-    }
     let want = native(&exe, &args);
     assert_eq!((out, code), want, "confined vs native, case {name}");
 }

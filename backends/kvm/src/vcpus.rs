@@ -6,7 +6,8 @@
 //! How a run ends, whichever vCPU decides it:
 //!
 //! - `exit` of one thread ([`LoopEnd::ThreadExit`]) ends only its vCPU; the
-//!   last thread's `exit` ends the program with its status (as Linux);
+//!   last thread's `exit` ends the program, with the main thread's `exit`
+//!   status (Linux reports the thread-group leader's);
 //! - `exit_group`, a fault, a protocol violation or a backend error in any
 //!   vCPU ends the program: the first such end is the program's, every other
 //!   vCPU is kicked out of `KVM_RUN` ([`Shared::end_program`]) and leaves
@@ -86,6 +87,10 @@ struct State {
     stats: KvmStats,
     /// vCPUs started over the run.
     started: u64,
+    /// The main thread's `exit` status, once it has exited alone: the
+    /// program's when the last thread exits (Linux reports the thread-group
+    /// leader's status).
+    main_status: Option<i32>,
     /// The CPUs of the thread that runs vCPU 0 (the program's placement),
     /// which every other vCPU thread takes.
     affinity: Option<libc::cpu_set_t>,
@@ -124,6 +129,7 @@ impl Vcpus {
             threads: Vec::new(),
             stats: KvmStats::default(),
             started: 0,
+            main_status: None,
             affinity: None,
         };
         let v = Vcpus {
@@ -363,8 +369,12 @@ impl Vcpus {
                 if let Some(addr) = clear_tid {
                     self.clear_and_wake(addr);
                 }
+                if slot == 0 {
+                    st.main_status = Some(code);
+                }
                 if st.live == 1 {
-                    self.record(&mut st, Ok(LoopEnd::Exited(code)));
+                    let status = st.main_status.unwrap_or(code);
+                    self.record(&mut st, Ok(LoopEnd::Exited(status)));
                 }
             }
             other => self.record(&mut st, other),

@@ -169,6 +169,11 @@ pub(super) fn init(ring: u64, ring_count: u32, limit: u32, pid: u32, process: bo
     set_gs(b as *const Block as u64)
 }
 
+/// Rings in the ring region (more than 1: the program can have threads).
+pub(super) fn ring_count() -> u32 {
+    RING_COUNT.load(Ordering::Relaxed)
+}
+
 /// Reserves a free slot (not 0), within the limit.
 fn reserve() -> Option<usize> {
     let count = RING_COUNT.load(Ordering::Relaxed) as usize;
@@ -231,7 +236,8 @@ fn clone3_req(args: u64, size: u64) -> Result<Option<Req>, i64> {
         // a bad pointer faults in the program's own domain.
         *word = unsafe { (args as *const u64).add(i).read_volatile() };
     }
-    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _] = w;
+    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _] =
+        w;
     let flags = flags | exit_signal;
     if !is_thread_flags(flags) || set_tid != 0 || set_tid_size != 0 {
         return Ok(None);
@@ -319,6 +325,12 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
         arg: 0,
         reserved: [0; 3],
     };
+    if !PROCESS.load(Ordering::Relaxed) {
+        // KVM: the domain starts the thread before it answers, and the
+        // thread's tid is pid + slot (the monitor's virtual tid): known
+        // before the thread can ask for it.
+        b.tid.store(super::state().pid.wrapping_add(k as u32), Ordering::Relaxed);
+    }
     let answer = thread_call(&ts, f.ret);
     if answer < 0 {
         release(k);
@@ -450,6 +462,12 @@ pub(super) fn exit_thread(status: u64) -> ! {
     if slot == 0 && LIVE.load(Ordering::Acquire) <= 1 {
         crate::sys::exit_group(status & 0xff)
     }
+    if !PROCESS.load(Ordering::Relaxed) {
+        // KVM: no kernel walks the robust list at the thread's death; the
+        // libos does, before the thread is gone (the process backend's
+        // kernel does it natively).
+        robust_exit(b);
+    }
     super::ring_client::call(nr::exit, &[status, 0, 0, 0, 0, 0], SUB_THREAD, 0);
     LIVE.fetch_sub(1, Ordering::AcqRel);
     // After this, block `slot` and its ring may be another thread's: touch
@@ -459,6 +477,69 @@ pub(super) fn exit_thread(status: u64) -> ! {
         // SAFETY: ends this thread only; touches no memory (the kernel may
         // clear the CLONE_CHILD_CLEARTID word, which is its job).
         unsafe { syscall6(nr::exit, &[status & 0xff, 0, 0, 0, 0, 0]) };
+    }
+}
+
+/// Most entries of a robust list walked at a thread's exit (Linux's
+/// `ROBUST_LIST_LIMIT`): a list that loops ends the walk, not the thread.
+const ROBUST_LIST_LIMIT: usize = 2048;
+
+/// The owner-died protocol Linux runs when a thread dies, for the thread
+/// of block `b` (KVM): every robust futex on its list (and the one in
+/// `list_op_pending`) that it still owns gets `FUTEX_OWNER_DIED`, keeps
+/// `FUTEX_WAITERS`, loses the owner, and one waiter is woken (through the
+/// monitor's futex). The list is the program's memory: a bad pointer faults
+/// in the program's own domain, as the kernel's walk would stop there.
+fn robust_exit(b: &Block) {
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+    const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+    let head = b.robust_head.load(Ordering::Relaxed);
+    let tid = b.tid.load(Ordering::Relaxed);
+    if head == 0 || tid == 0 {
+        return;
+    }
+    // SAFETY (all reads and the word updates below): the program registered
+    // this list with set_robust_list for its own thread; a bad pointer
+    // faults in the program's domain.
+    let read = |addr: u64| unsafe { (addr as *const u64).read_volatile() };
+    let death = |entry: u64, offset: i64| {
+        let uaddr = (entry & !1).wrapping_add(offset as u64);
+        if uaddr == 0 || !uaddr.is_multiple_of(4) {
+            return;
+        }
+        // SAFETY: as above; 4-aligned.
+        let word = unsafe { AtomicU32::from_ptr(uaddr as *mut u32) };
+        let mut v = word.load(Ordering::SeqCst);
+        loop {
+            if v & FUTEX_TID_MASK != tid {
+                return;
+            }
+            let new = (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+            match word.compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        if v & FUTEX_WAITERS != 0 {
+            const FUTEX_WAKE_PRIVATE: u64 = 1 | 128;
+            super::forward(nr::futex, &[uaddr, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0], 0);
+        }
+    };
+    let offset = read(head + 8) as i64;
+    let pending = read(head + 16);
+    let mut entry = read(head);
+    let mut n = 0;
+    while entry != head && entry != 0 && n < ROBUST_LIST_LIMIT {
+        let next = read(entry & !1);
+        if entry != pending {
+            death(entry, offset);
+        }
+        entry = next;
+        n += 1;
+    }
+    if pending != 0 {
+        death(pending, offset);
     }
 }
 
