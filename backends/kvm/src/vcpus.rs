@@ -6,8 +6,9 @@
 //! How a run ends, whichever vCPU decides it:
 //!
 //! - `exit` of one thread ([`LoopEnd::ThreadExit`]) ends only its vCPU; the
-//!   last thread's `exit` ends the program, with the main thread's `exit`
-//!   status (Linux reports the thread-group leader's);
+//!   last thread's `exit` ends the program with that thread's status (as
+//!   Linux: measured, a main thread's `exit(5)` then another's `exit(3)` is
+//!   status 3);
 //! - `exit_group`, a fault, a protocol violation or a backend error in any
 //!   vCPU ends the program: the first such end is the program's, every other
 //!   vCPU is kicked out of `KVM_RUN` ([`Shared::end_program`]) and leaves
@@ -87,10 +88,6 @@ struct State {
     stats: KvmStats,
     /// vCPUs started over the run.
     started: u64,
-    /// The main thread's `exit` status, once it has exited alone: the
-    /// program's when the last thread exits (Linux reports the thread-group
-    /// leader's status).
-    main_status: Option<i32>,
     /// The CPUs of the thread that runs vCPU 0 (the program's placement),
     /// which every other vCPU thread takes.
     affinity: Option<libc::cpu_set_t>,
@@ -129,7 +126,6 @@ impl Vcpus {
             threads: Vec::new(),
             stats: KvmStats::default(),
             started: 0,
-            main_status: None,
             affinity: None,
         };
         let v = Vcpus {
@@ -369,12 +365,8 @@ impl Vcpus {
                 if let Some(addr) = clear_tid {
                     self.clear_and_wake(addr);
                 }
-                if slot == 0 {
-                    st.main_status = Some(code);
-                }
                 if st.live == 1 {
-                    let status = st.main_status.unwrap_or(code);
-                    self.record(&mut st, Ok(LoopEnd::Exited(status)));
+                    self.record(&mut st, Ok(LoopEnd::Exited(code)));
                 }
             }
             other => self.record(&mut st, other),

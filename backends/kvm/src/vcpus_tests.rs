@@ -144,7 +144,7 @@ fn kvm_a_second_vcpu_runs_a_thread_with_its_own_service() {
 
 const MAIN_EXITS_FIRST: &str = r#"
 # main exits first (exit 3); the child waits until it is the only thread,
-# then exit(7): the program's status is the main thread's, 3 (as Linux)
+# then exit(7): the program's status is the last thread's, 7 (as Linux)
 _start:
   mov edi, 1
   lea rsi, [rip + child]
@@ -173,12 +173,12 @@ child:
 "#;
 
 #[test]
-fn kvm_the_last_threads_exit_ends_the_program_with_the_main_threads_status() {
-    if !kvm_or_skip("kvm_the_last_threads_exit_ends_the_program_with_the_main_threads_status") {
+fn kvm_the_last_threads_exit_ends_the_program_with_its_status() {
+    if !kvm_or_skip("kvm_the_last_threads_exit_ends_the_program_with_its_status") {
         return;
     }
     let (out, _) = run(MAIN_EXITS_FIRST, b"");
-    assert_eq!(out.status, 3, "{out:?}");
+    assert_eq!(out.status, 7, "{out:?}");
     assert!(out.fault.is_none() && out.report.is_none(), "{out:?}");
 }
 
