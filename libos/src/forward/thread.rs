@@ -498,16 +498,18 @@ fn robust_exit(b: &Block) {
     if head == 0 || tid == 0 {
         return;
     }
-    // SAFETY (all reads and the word updates below): the program registered
-    // this list with set_robust_list for its own thread; a bad pointer
-    // faults in the program's domain.
-    let read = |addr: u64| unsafe { (addr as *const u64).read_volatile() };
+    let read = |addr: u64| {
+        // SAFETY: the program registered this list with set_robust_list for
+        // its own thread; a bad pointer faults in the program's domain.
+        unsafe { (addr as *const u64).read_volatile() }
+    };
     let death = |entry: u64, offset: i64| {
         let uaddr = (entry & !1).wrapping_add(offset as u64);
         if uaddr == 0 || !uaddr.is_multiple_of(4) {
             return;
         }
-        // SAFETY: as above; 4-aligned.
+        // SAFETY: a robust futex word of the program's list (as above),
+        // 4-aligned; updated atomically, as other threads may.
         let word = unsafe { AtomicU32::from_ptr(uaddr as *mut u32) };
         let mut v = word.load(Ordering::SeqCst);
         loop {

@@ -17,9 +17,12 @@ use cabin_monitor::RunConfig;
 
 use crate::common::{self, Backend};
 
+/// The compiled program and its image.
+type Program = (std::path::PathBuf, Vec<u8>);
+
 /// (the compiled program, its image), built once per test binary.
-fn program() -> Option<&'static (std::path::PathBuf, Vec<u8>)> {
-    static P: OnceLock<Option<(tempfile::TempDir, (std::path::PathBuf, Vec<u8>))>> = OnceLock::new();
+fn program() -> Option<&'static Program> {
+    static P: OnceLock<Option<(tempfile::TempDir, Program)>> = OnceLock::new();
     P.get_or_init(|| {
         let t = tempfile::tempdir().expect("tempdir");
         let exe = common::compile("attack_vcpu_threads", t.path())?;
