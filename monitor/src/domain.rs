@@ -241,6 +241,14 @@ pub trait Domain: Sized {
     /// Whose CPU time is the program's.
     fn cpu_clock(&self) -> CpuClock;
 
+    /// The clocks of the threads whose CPU time is the program's
+    /// ([`CpuClock::RunThread`]): a domain that runs the program on more
+    /// threads of its own than the one calling [`Domain::run`] (KVM: one
+    /// vCPU thread per program thread) has each of them join these, so
+    /// `[limits] cpu-time` counts them all. Called once, after
+    /// [`Domain::start`] and before [`Domain::run`].
+    fn join_clocks(&self, _clocks: &crate::watch::ThreadClocks) {}
+
     /// Runs (or waits for) the program until it ends. Errors are the
     /// backend's own failures (a Cabin bug or a host failure), never the
     /// program's. Takes `&self`: the ring worker reads [`Domain::memory`]

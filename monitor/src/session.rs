@@ -124,6 +124,7 @@ impl<'a> Session<'a> {
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.
         let clocks = ThreadClocks::default();
+        domain.join_clocks(&clocks);
         let used = clocks.clone();
         let program_clock = domain.cpu_clock();
         let cpu_used = move || match program_clock {

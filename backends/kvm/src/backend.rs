@@ -230,6 +230,12 @@ impl Domain for KvmDomain {
         Ok(())
     }
 
+    fn join_clocks(&self, clocks: &cabin_monitor::watch::ThreadClocks) {
+        if let Some(v) = &self.vcpus {
+            v.join_clocks(clocks);
+        }
+    }
+
     fn program_pid(&self) -> u32 {
         std::process::id()
     }

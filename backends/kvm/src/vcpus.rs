@@ -106,6 +106,9 @@ pub struct Vcpus {
     start: Instant,
     state: Mutex<State>,
     changed: Condvar,
+    /// The session's CPU clocks, which every vCPU thread but the run
+    /// thread (which the session joins itself) joins while it runs.
+    clocks: Mutex<Option<cabin_monitor::watch::ThreadClocks>>,
 }
 
 impl Vcpus {
@@ -139,11 +142,18 @@ impl Vcpus {
             start: p.start,
             state: Mutex::new(state),
             changed: Condvar::new(),
+            clocks: Mutex::new(None),
         };
         let main = VcpuStart { rip: v.guest.entry, rsp: v.guest.rsp, ..VcpuStart::default() };
         let fd = v.prepare(0, None, &main).map_err(|(e, _)| e)?;
         v.lock().slots[0].parked = Some(fd);
         Ok(Arc::new(v))
+    }
+
+    /// From now on, every vCPU thread started by [`Vcpus::spawn`] counts its
+    /// CPU time on `clocks` (`[limits] cpu-time`).
+    pub fn join_clocks(&self, clocks: &cabin_monitor::watch::ThreadClocks) {
+        *self.clocks.lock().unwrap_or_else(|e| e.into_inner()) = Some(clocks.clone());
     }
 
     /// vCPU 0 (the main thread's, before it runs), for set-up reads.
@@ -281,6 +291,8 @@ impl Vcpus {
         let this = self.clone();
         let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
             apply_affinity(this.lock().affinity.as_ref());
+            let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let _clock = clocks.as_ref().map(|c| c.join_this_thread());
             match this.prepare(slot, parked, &start) {
                 Ok(fd) => {
                     let _ = tx.send(Ok(()));

@@ -81,7 +81,39 @@ fn more_threads_than_rings_is_eagain(b: Backend) {
     assert_eq!((out.as_str(), code), ("created 63: Resource temporarily unavailable\n", 0));
 }
 
+/// `[limits] cpu-time` counts a thread that spins while the main thread
+/// waits (KVM: a vCPU thread other than the run thread; wall-time only ends
+/// a run that the cpu-time limit missed, and the record must say cpu-time).
+fn cpu_time_counts_every_thread(b: Backend) {
+    let Some((_, img)) = program() else { return };
+    let t = tempfile::tempdir().expect("tempdir");
+    let audit = t.path().join("audit.jsonl");
+    let text =
+        "version = 1\n[default]\naction = \"allow\"\n[limits]\ncpu-time = \"1s\"\nwall-time = \"30s\"\n";
+    let cfg = RunConfig {
+        args: vec!["attack_vcpu_threads".into(), "spin_thread".into()],
+        quiet: true,
+        gate: cabin_monitor::GateConfig {
+            policy: Some(cabin_policy::Policy::parse("limits.toml", text).expect("policy")),
+            trace: cabin_monitor::trace::TraceOptions { audit: Some(audit.clone()), ..Default::default() },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let o = b.run(img, &cfg).expect("the run happens");
+    let recs = std::fs::read_to_string(&audit).unwrap_or_default();
+    let limits: Vec<String> = recs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "limit")
+        .map(|r| r["limit"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(limits, ["cpu-time"], "{:?}", o.reason);
+    assert_eq!(o.exit_code, 137);
+}
+
 on_both_backends!(
+    cpu_time_counts_every_thread,
     a_thread_fault_ends_the_program,
     exit_group_stops_threads_spinning_in_ring_3,
     exit_group_from_a_thread_stops_main_spinning,

@@ -1,7 +1,8 @@
 /* Attacks with threads on the domain's CPUs (monitor/tests/attacks/vcpu_threads.rs):
  * a thread faults while another waits; exit_group while other threads spin
  * in ring 3 without ever making a call; the main thread exits first; more
- * threads than the domain has rings. On KVM each thread is a vCPU. */
+ * threads than the domain has rings; a thread that spins while main waits
+ * (its CPU time counts for [limits] cpu-time). On KVM each thread is a vCPU. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -76,6 +77,11 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "main_exits_first")) {
         pthread_create(&t[0], NULL, late_child, NULL);
         syscall(SYS_exit, 5);
+    }
+    if (!strcmp(c, "spin_thread")) {
+        pthread_create(&t[0], NULL, spin, (void *)5);
+        pthread_join(t[0], NULL);
+        return 0;
     }
     if (!strcmp(c, "many")) {
         int n = 0, e = 0;
