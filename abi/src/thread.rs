@@ -168,11 +168,8 @@ mod tests {
     #[test]
     fn thread_flag_sets() {
         // glibc's pthread_create (clone3 and clone) and musl.
-        let glibc = THREAD_FLAGS_REQUIRED
-            | CLONE_SYSVSEM
-            | CLONE_SETTLS
-            | CLONE_PARENT_SETTID
-            | CLONE_CHILD_CLEARTID;
+        let glibc =
+            THREAD_FLAGS_REQUIRED | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
         assert!(is_thread_flags(glibc));
         // Go: no SETTID/CLEARTID, no SYSVSEM.
         assert!(is_thread_flags(THREAD_FLAGS_REQUIRED | CLONE_SYSVSEM | CLONE_SETTLS));

@@ -46,8 +46,8 @@ pub mod session;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;
-pub mod trace;
 pub mod threads;
+pub mod trace;
 pub mod watch;
 
 pub use config::{EndReason, GateConfig, RunConfig, RunError, RunOutcome};

@@ -35,6 +35,10 @@ use crate::site_map::SiteMap;
 /// paid a doorbell exit), short enough that an idle program costs no CPU.
 pub const SPIN: Duration = Duration::from_micros(1000);
 
+/// Longest doorbell sleep: the bound on how long a program that requeues
+/// the doorbell away from the worker (or a lost wake-up) delays a call.
+pub const DOORBELL_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// How the domain broke the ring protocol (or, through the service, the
 /// contract of a request). The program is ended with the message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -288,7 +292,12 @@ impl Worker {
         None
     }
 
-    fn serve_until_end(&mut self, mem: &GuestMemory, shared: &Shared, threads: Option<&dyn ThreadHost>) -> WorkerEnd {
+    fn serve_until_end(
+        &mut self,
+        mem: &GuestMemory,
+        shared: &Shared,
+        threads: Option<&dyn ThreadHost>,
+    ) -> WorkerEnd {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
         let mut idle_spins: u32 = 0;
@@ -323,15 +332,20 @@ impl Worker {
             if let Err(v) = self.check_idle_tail() {
                 return self.end_with(v.into(), shared);
             }
-            // Sleep: announce, re-check, wait on the value read before.
+            // Sleep: announce, re-check, wait on the value read before. The
+            // wait has a timeout: the program may requeue or wake the
+            // doorbell word itself (docs/threads.md), which may only delay
+            // its own calls. A wake-up that finds nothing to do goes back to
+            // sleep without spinning again, so an idle ring costs no CPU.
             let seen = r.sq_doorbell().load(Ordering::SeqCst);
             r.sq_sleeping().store(1, Ordering::SeqCst);
             if !r.submission_ready(self.sq_head) && !self.stop.load(Ordering::SeqCst) {
-                futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(Duration::from_secs(1)));
+                futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(DOORBELL_TIMEOUT));
             }
             r.sq_sleeping().store(0, Ordering::SeqCst);
-            idle_since = None;
             idle_spins = 0;
+            idle_since =
+                if r.submission_ready(self.sq_head) { None } else { Instant::now().checked_sub(SPIN) };
         }
     }
 
@@ -521,7 +535,12 @@ impl Worker {
 
     /// A thread submission (`SUB_THREAD`): `clone` with a [`ThreadStart`],
     /// or `exit` of this ring's thread.
-    fn thread_call(&self, mem: &GuestMemory, threads: Option<&dyn ThreadHost>, s: &cabin_abi::ring::Submission) -> i64 {
+    fn thread_call(
+        &self,
+        mem: &GuestMemory,
+        threads: Option<&dyn ThreadHost>,
+        s: &cabin_abi::ring::Submission,
+    ) -> i64 {
         if s.nr == nr::exit {
             return 0;
         }
@@ -747,10 +766,7 @@ mod tests {
         assert_eq!(w.step(&m, &s), None);
         assert_eq!(r.cq_tail().load(Ordering::SeqCst), 1);
         r.sq_tail().store(7, Ordering::SeqCst);
-        assert!(matches!(
-            w.step(&m, &s),
-            Some(WorkerEnd::Violation(RingViolation::UnpublishedSlot { .. }))
-        ));
+        assert!(matches!(w.step(&m, &s), Some(WorkerEnd::Violation(RingViolation::UnpublishedSlot { .. }))));
         assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
     }
 

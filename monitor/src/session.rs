@@ -22,11 +22,11 @@ use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, StopCause};
 use crate::gate::{exit_words, Gate, Stop};
 use crate::placement::Placement;
 use crate::ring::{Served, Shared, Worker, WorkerEnd};
-use crate::threads::Threads;
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
+use crate::threads::Threads;
 use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
 
 /// What the libos's `ABORT_RING` means, in the words of the record.
@@ -86,6 +86,7 @@ impl<'a> Session<'a> {
         let memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
         // The program and the worker on CPUs of their own; the libos learns
         // how long it may spin.
+        let all_cpus = crate::placement::CpuSet::current().map(|c| c.cpus()).unwrap_or_default();
         let placement = Placement::choose(cfg.cpu_placement);
         // SAFETY: getuid/getgid have no preconditions.
         let ids = unsafe { (libc::getuid(), libc::getgid()) };
@@ -119,6 +120,7 @@ impl<'a> Session<'a> {
         let stopper = domain.stopper();
         domain.start()?;
         service.set_pid(domain.program_pid());
+        service.set_cpus(placement.as_ref().map_or(all_cpus, |p| p.program.cpus()));
         let shared = Shared::new(service, Some(gate));
 
         // Time limits stop the program the way a violation does. CPU time:

@@ -136,8 +136,12 @@ impl ThreadClocks {
         let ok = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0;
         let start = if ok { read_clock(clock) } else { None };
         let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let entry =
-            ThreadClock { clock, start: start.unwrap_or_default(), used: Duration::ZERO, left: start.is_none() };
+        let entry = ThreadClock {
+            clock,
+            start: start.unwrap_or_default(),
+            used: Duration::ZERO,
+            left: start.is_none(),
+        };
         let index = match c.v.iter().position(|t| t.left) {
             Some(i) => {
                 let done = c.v[i].used;
@@ -157,18 +161,17 @@ impl ThreadClocks {
     pub fn used(&self) -> Duration {
         let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let retired = c.retired;
-        let live: Duration = c
-            .v
-            .iter_mut()
-            .map(|c| {
-                if !c.left {
-                    if let Some(now) = read_clock(c.clock) {
-                        c.used = now.saturating_sub(c.start);
+        let live: Duration =
+            c.v.iter_mut()
+                .map(|c| {
+                    if !c.left {
+                        if let Some(now) = read_clock(c.clock) {
+                            c.used = now.saturating_sub(c.start);
+                        }
                     }
-                }
-                c.used
-            })
-            .sum();
+                    c.used
+                })
+                .sum();
         retired + live
     }
 }

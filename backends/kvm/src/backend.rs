@@ -17,7 +17,9 @@ use super::domain::DomainError;
 use super::ring::{install_kick_handler, RingGate, Shared};
 use super::{prepare, run_loop, KvmConfig, KvmError, KvmStats, Prepared};
 use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper};
+use cabin_monitor::domain::{
+    CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
+};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::ring::WorkerStats;
 
@@ -136,7 +138,8 @@ impl Domain for KvmDomain {
         let p = &self.prepared;
         let machine = super::vcpu::create(&p.kvm, &p.cpuid, &p.features, &p.guest)
             .map_err(|e| to_run_error(e.into()))?;
-        *self.stats.get_mut().unwrap_or_else(PoisonError::into_inner) = p.stats(&machine).map_err(to_run_error)?;
+        *self.stats.get_mut().unwrap_or_else(PoisonError::into_inner) =
+            p.stats(&machine).map_err(to_run_error)?;
         *self.machine.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(machine);
         Ok(())
     }
@@ -161,7 +164,8 @@ impl Domain for KvmDomain {
                 Err(KvmError::Guest(super::GuestError::Stopped { what: "not started".into(), state: None }))
             }
         };
-        self.stats.lock().unwrap_or_else(PoisonError::into_inner).wall_ns = p.start.elapsed().as_nanos() as u64;
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner).wall_ns =
+            p.start.elapsed().as_nanos() as u64;
         self.shared.vcpu_done.store(true, Ordering::SeqCst);
         Ok(result.map_err(to_run_error)?.into())
     }
@@ -177,7 +181,11 @@ impl Domain for KvmDomain {
 
     fn stats(&self, worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
         let s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        let kvm = s.json(&self.ring_gate.lock().unwrap_or_else(PoisonError::into_inner), worker.forwarded, self.mem_size);
+        let kvm = s.json(
+            &self.ring_gate.lock().unwrap_or_else(PoisonError::into_inner),
+            worker.forwarded,
+            self.mem_size,
+        );
         vec![("vm_exits", s.vm_exits.into()), ("kvm", kvm)]
     }
 }

@@ -34,7 +34,9 @@ use cabin_image::elf::ElfFile;
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
 use cabin_monitor::boot::BootPage;
 use cabin_monitor::config::{signal_name, RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper};
+use cabin_monitor::domain::{
+    CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
+};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::placement::CpuSet;
 use cabin_monitor::ring::WorkerStats;

@@ -231,7 +231,8 @@ fn clone3_req(args: u64, size: u64) -> Result<Option<Req>, i64> {
         // a bad pointer faults in the program's own domain.
         *word = unsafe { (args as *const u64).add(i).read_volatile() };
     }
-    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _] = w;
+    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _] =
+        w;
     let flags = flags | exit_signal;
     if !is_thread_flags(flags) || set_tid != 0 || set_tid_size != 0 {
         return Ok(None);

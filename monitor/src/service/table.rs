@@ -104,6 +104,8 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::getrusage, process::getrusage),
     (nr::times, process::times),
     (nr::sched_getaffinity, process::sched_getaffinity),
+    (nr::sched_setaffinity, process::sched_setaffinity),
+    (nr::getcpu, process::getcpu),
     (nr::sysinfo, process::sysinfo),
     (nr::uname, process::uname),
     (nr::getgroups, process::getgroups),
