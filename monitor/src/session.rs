@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use cabin_abi::boot::{EndWords, ABORT_RING};
+use cabin_abi::thread::MAX_THREADS;
 use cabin_image::elf::ElfFile;
 use cabin_image::image::Image;
 use cabin_policy::limits::{memory_limit_hit, MemoryBound};
@@ -103,7 +104,7 @@ impl<'a> Session<'a> {
             check_local: gate.check_local(),
             program_cpus: placement.map(|p| p.program),
             ids,
-            threads: cabin_abi::thread::MAX_THREADS as u32,
+            threads: limits.threads.map_or(MAX_THREADS as u32, |t| t.clamp(1, MAX_THREADS as u64) as u32),
         };
         let mut domain = D::build(&elf, &spec)?;
         // The program's descriptors are the monitor's: size its table so the

@@ -19,10 +19,19 @@ on_both_backends!(
     forbidden_clone_flags,
     doorbell_requeue,
     thread_limit,
+    policy_thread_limit,
     thread_flag_on_another_call
 );
 
 fn run(b: Backend, case: &str) -> Option<(String, cabin_monitor::RunOutcome)> {
+    run_with(b, case, cabin_monitor::GateConfig::default())
+}
+
+fn run_with(
+    b: Backend,
+    case: &str,
+    gate: cabin_monitor::GateConfig,
+) -> Option<(String, cabin_monitor::RunOutcome)> {
     let t = tempfile::tempdir().expect("tempdir");
     let img = common::image("attack_threads", t.path())?;
     let path = t.path().join("out");
@@ -31,6 +40,7 @@ fn run(b: Backend, case: &str) -> Option<(String, cabin_monitor::RunOutcome)> {
         args: vec!["attack_threads".into(), case.into()],
         quiet: true,
         stdio: Some([0, out.as_raw_fd(), 2]),
+        gate,
         ..RunConfig::default()
     };
     let o = b.run(&img, &cfg).expect("the monitor survives");
@@ -80,6 +90,21 @@ fn doorbell_requeue(b: Backend) {
 fn thread_limit(b: Backend) {
     let Some((out, o)) = run(b, "limit") else { return };
     let want = if b == Backend::Kvm { 0 } else { cabin_abi::thread::MAX_THREADS - 1 };
+    assert_eq!(out, format!("created {want} more threads, then EAGAIN\nall joined\n"));
+    assert_eq!(o.exit_code, 0);
+}
+
+/// `[limits] threads = 4`: the main thread and 3 more, then EAGAIN (the
+/// program goes on).
+fn policy_thread_limit(b: Backend) {
+    let p = cabin_policy::Policy::parse(
+        "threads.toml",
+        "version = 1\n[default]\naction = \"allow\"\n[limits]\nthreads = 4\n",
+    )
+    .expect("policy");
+    let gate = cabin_monitor::GateConfig { policy: Some(p), ..Default::default() };
+    let Some((out, o)) = run_with(b, "limit", gate) else { return };
+    let want = if b == Backend::Kvm { 0 } else { 3 };
     assert_eq!(out, format!("created {want} more threads, then EAGAIN\nall joined\n"));
     assert_eq!(o.exit_code, 0);
 }
