@@ -7,10 +7,14 @@
 //! request against this table, resets the slot's ring, starts its worker
 //! and asks the domain to start the thread ([`Domain::spawn_thread`]). A
 //! worker whose thread exits frees its slot before answering
-//! ([`ThreadHost::exit`]). At the end of the run [`Threads::stop_all`]
-//! stops every worker; no worker can start after it.
+//! ([`ThreadHost::exit`]); its host thread then parks and serves the next
+//! thread's ring (a program that creates and joins threads in a loop pays
+//! no host thread creation per thread). At the end of the run
+//! [`Threads::stop_all`] stops every worker and ends the parked ones; no
+//! worker can start after it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Scope;
 
@@ -54,6 +58,9 @@ pub struct Threads<'a, D: Domain> {
     stats: Mutex<WorkerStats>,
     /// A worker panicked (a monitor bug): its message.
     panicked: Mutex<Option<String>>,
+    /// Host threads whose ring's thread exited, waiting for another ring
+    /// (`true`: the run is ending, none may park any more).
+    idle: Mutex<(bool, Vec<Sender<Worker>>)>,
     /// The domain failed to start a thread (a backend failure).
     failed: AtomicBool,
 }
@@ -103,6 +110,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             ends: Mutex::default(),
             stats: Mutex::default(),
             panicked: Mutex::default(),
+            idle: Mutex::default(),
             failed: AtomicBool::new(false),
         }
     }
@@ -115,45 +123,85 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         self.spawn_worker(scope, worker);
     }
 
-    fn spawn_worker<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, mut worker: Worker) {
-        scope.spawn(move || {
-            let slot = worker.slot;
-            if let (0, Some(p)) = (slot, self.placement) {
-                p.worker.apply(0);
+    fn spawn_worker<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, worker: Worker) {
+        // A parked host thread serves it, if there is one.
+        let mut worker = worker;
+        while let Some(tx) = lock(&self.idle).1.pop() {
+            match tx.send(worker) {
+                Ok(()) => return,
+                Err(back) => worker = back.0,
             }
+        }
+        scope.spawn(move || {
+            // The main ring's worker has a CPU of its own; the others run
+            // anywhere (they would inherit the spawning worker's one CPU).
+            match (worker.slot, self.placement) {
+                (0, Some(p)) => p.worker.apply(0),
+                (_, Some(p)) => p.all().apply(0),
+                _ => true,
+            };
             let _clock = self.clocks.join_this_thread();
-            let host = Host { threads: self, scope };
-            // A panic here is a monitor bug; the program would otherwise
-            // wait for a completion forever. Stop it and report it.
-            let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker.run(self.mem, self.shared, Some(&host))
-            })) {
-                Ok(end) => end,
-                Err(payload) => {
-                    let why = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
-                    lock(&self.panicked).get_or_insert(why);
-                    self.stopper.stop(StopCause::WorkerFailed);
+            let mut worker = worker;
+            loop {
+                if !self.serve(scope, &mut worker) {
                     return;
                 }
-            };
-            match &end {
-                WorkerEnd::Violation(v) => self.stopper.stop(StopCause::Violation(v.to_string())),
-                WorkerEnd::Policy(stop) => self.stopper.stop(StopCause::Policy(stop.message.clone())),
-                WorkerEnd::Stopped | WorkerEnd::ThreadExited => {}
-            }
-            {
-                let mut st = lock(&self.stats);
-                st.forwarded += worker.stats.forwarded;
-                st.trapped += worker.stats.trapped;
-            }
-            if !matches!(end, WorkerEnd::Stopped | WorkerEnd::ThreadExited) {
-                lock(&self.ends).push(end);
+                // The ring's thread exited: wait for another ring.
+                let (tx, rx) = channel();
+                {
+                    let mut idle = lock(&self.idle);
+                    if idle.0 {
+                        return;
+                    }
+                    idle.1.push(tx);
+                }
+                match rx.recv() {
+                    Ok(next) => worker = next,
+                    Err(_) => return,
+                }
             }
         });
+    }
+
+    /// Runs one worker to its end and records it; `true` when its thread
+    /// exited (the host thread may serve another ring).
+    fn serve<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, worker: &mut Worker) -> bool {
+        let host = Host { threads: self, scope };
+        // A panic here is a monitor bug; the program would otherwise wait
+        // for a completion forever. Stop it and report it.
+        let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            worker.run(self.mem, self.shared, Some(&host))
+        })) {
+            Ok(end) => end,
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                lock(&self.panicked).get_or_insert(why);
+                self.stopper.stop(StopCause::WorkerFailed);
+                return false;
+            }
+        };
+        match &end {
+            WorkerEnd::Violation(v) => self.stopper.stop(StopCause::Violation(v.to_string())),
+            WorkerEnd::Policy(stop) => self.stopper.stop(StopCause::Policy(stop.message.clone())),
+            WorkerEnd::Stopped | WorkerEnd::ThreadExited => {}
+        }
+        {
+            let mut st = lock(&self.stats);
+            st.forwarded += worker.stats.forwarded;
+            st.trapped += worker.stats.trapped;
+        }
+        match end {
+            WorkerEnd::ThreadExited => true,
+            WorkerEnd::Stopped => false,
+            other => {
+                lock(&self.ends).push(other);
+                false
+            }
+        }
     }
 
     /// Stops every worker (the program has ended); none starts after this.
@@ -163,6 +211,12 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             t.stopping = true;
             t.stops.iter_mut().filter_map(Option::take).collect()
         };
+        // Parked host threads end (their channels close).
+        {
+            let mut idle = lock(&self.idle);
+            idle.0 = true;
+            idle.1.clear();
+        }
         for s in stops {
             s.stop();
         }
