@@ -4,17 +4,18 @@
 //! (docs/threads.md).
 //!
 //! A worker that accepts a `clone` ([`ThreadHost::start`]) validates the
-//! request against this table, resets the slot's ring, starts its worker
-//! and asks the domain to start the thread ([`Domain::spawn_thread`]). A
-//! worker whose thread exits frees its slot before answering
-//! ([`ThreadHost::exit`]); its host thread then parks and serves the next
-//! thread's ring (a program that creates and joins threads in a loop pays
-//! no host thread creation per thread). At the end of the run
-//! [`Threads::stop_all`] stops every worker and ends the parked ones; no
-//! worker can start after it.
+//! request against this table and asks the domain to start the thread
+//! ([`Domain::spawn_thread`]); the first time a slot is used, it resets the
+//! slot's ring and starts its worker. A worker whose thread exits frees its
+//! slot before answering ([`ThreadHost::exit`]) and goes on serving its
+//! ring, where the slot's next thread continues (its libos takes the ring's
+//! indices as they are): a program that creates and joins threads in a loop
+//! pays no host thread and no ring reset per thread. A ring whose slot is
+//! free is served like any other (every ring is hostile anyway). At the end
+//! of the run [`Threads::stop_all`] stops every worker; no worker can start
+//! after it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Scope;
 
@@ -32,7 +33,7 @@ use crate::watch::ThreadClocks;
 struct Table {
     /// Slot in use (from an accepted start to the thread's exit).
     used: [bool; MAX_THREADS],
-    /// The stop handle of each live slot's worker.
+    /// The stop handle of each ring's worker (from the slot's first use).
     stops: Vec<Option<StopHandle>>,
     /// Slots in use.
     live: usize,
@@ -53,14 +54,11 @@ pub struct Threads<'a, D: Domain> {
     limit: usize,
     rings: usize,
     table: Mutex<Table>,
-    /// How the workers ended (`Stopped` and `ThreadExited` are not kept).
+    /// How the workers ended (`Stopped` is not kept).
     ends: Mutex<Vec<WorkerEnd>>,
     stats: Mutex<WorkerStats>,
     /// A worker panicked (a monitor bug): its message.
     panicked: Mutex<Option<String>>,
-    /// Host threads whose ring's thread exited, waiting for another ring
-    /// (`true`: the run is ending, none may park any more).
-    idle: Mutex<(bool, Vec<Sender<Worker>>)>,
     /// The domain failed to start a thread (a backend failure).
     failed: AtomicBool,
 }
@@ -110,7 +108,6 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             ends: Mutex::default(),
             stats: Mutex::default(),
             panicked: Mutex::default(),
-            idle: Mutex::default(),
             failed: AtomicBool::new(false),
         }
     }
@@ -123,15 +120,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         self.spawn_worker(scope, worker);
     }
 
-    fn spawn_worker<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, worker: Worker) {
-        // A parked host thread serves it, if there is one.
-        let mut worker = worker;
-        while let Some(tx) = lock(&self.idle).1.pop() {
-            match tx.send(worker) {
-                Ok(()) => return,
-                Err(back) => worker = back.0,
-            }
-        }
+    fn spawn_worker<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, mut worker: Worker) {
         scope.spawn(move || {
             // The main ring's worker has a CPU of its own; the others run
             // anywhere (they would inherit the spawning worker's one CPU).
@@ -141,67 +130,38 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
                 _ => true,
             };
             let _clock = self.clocks.join_this_thread();
-            let mut worker = worker;
-            loop {
-                if !self.serve(scope, &mut worker) {
+            let host = Host { threads: self, scope };
+            // A panic here is a monitor bug; the program would otherwise
+            // wait for a completion forever. Stop it and report it.
+            let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.run(self.mem, self.shared, Some(&host))
+            })) {
+                Ok(end) => end,
+                Err(payload) => {
+                    let why = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    lock(&self.panicked).get_or_insert(why);
+                    self.stopper.stop(StopCause::WorkerFailed);
                     return;
                 }
-                // The ring's thread exited: wait for another ring.
-                let (tx, rx) = channel();
-                {
-                    let mut idle = lock(&self.idle);
-                    if idle.0 {
-                        return;
-                    }
-                    idle.1.push(tx);
-                }
-                match rx.recv() {
-                    Ok(next) => worker = next,
-                    Err(_) => return,
-                }
+            };
+            match &end {
+                WorkerEnd::Violation(v) => self.stopper.stop(StopCause::Violation(v.to_string())),
+                WorkerEnd::Policy(stop) => self.stopper.stop(StopCause::Policy(stop.message.clone())),
+                WorkerEnd::Stopped => {}
+            }
+            {
+                let mut st = lock(&self.stats);
+                st.forwarded += worker.stats.forwarded;
+                st.trapped += worker.stats.trapped;
+            }
+            if end != WorkerEnd::Stopped {
+                lock(&self.ends).push(end);
             }
         });
-    }
-
-    /// Runs one worker to its end and records it; `true` when its thread
-    /// exited (the host thread may serve another ring).
-    fn serve<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, worker: &mut Worker) -> bool {
-        let host = Host { threads: self, scope };
-        // A panic here is a monitor bug; the program would otherwise wait
-        // for a completion forever. Stop it and report it.
-        let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            worker.run(self.mem, self.shared, Some(&host))
-        })) {
-            Ok(end) => end,
-            Err(payload) => {
-                let why = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                lock(&self.panicked).get_or_insert(why);
-                self.stopper.stop(StopCause::WorkerFailed);
-                return false;
-            }
-        };
-        match &end {
-            WorkerEnd::Violation(v) => self.stopper.stop(StopCause::Violation(v.to_string())),
-            WorkerEnd::Policy(stop) => self.stopper.stop(StopCause::Policy(stop.message.clone())),
-            WorkerEnd::Stopped | WorkerEnd::ThreadExited => {}
-        }
-        {
-            let mut st = lock(&self.stats);
-            st.forwarded += worker.stats.forwarded;
-            st.trapped += worker.stats.trapped;
-        }
-        match end {
-            WorkerEnd::ThreadExited => true,
-            WorkerEnd::Stopped => false,
-            other => {
-                lock(&self.ends).push(other);
-                false
-            }
-        }
     }
 
     /// Stops every worker (the program has ended); none starts after this.
@@ -211,12 +171,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             t.stopping = true;
             t.stops.iter_mut().filter_map(Option::take).collect()
         };
-        // Parked host threads end (their channels close).
-        {
-            let mut idle = lock(&self.idle);
-            idle.0 = true;
-            idle.1.clear();
-        }
+
         for s in stops {
             s.stop();
         }
@@ -230,11 +185,19 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         (end, *lock(&self.stats), lock(&self.panicked).clone(), self.failed.load(Ordering::SeqCst))
     }
 
+    /// A start the domain refused: the slot is free again (and, if the
+    /// start was to make its worker, it has none).
+    fn unstart(&self, slot: usize, fresh_worker: bool) {
+        self.free(slot);
+        if fresh_worker {
+            lock(&self.table).stops[slot] = None;
+        }
+    }
+
     fn free(&self, slot: usize) {
         let mut t = lock(&self.table);
         if slot < MAX_THREADS && t.used[slot] {
             t.used[slot] = false;
-            t.stops[slot] = None;
             t.live -= 1;
         }
     }
@@ -267,33 +230,42 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             if table.used[slot] {
                 return errno(libc::EBUSY);
             }
-            // No worker serves this ring (the slot is free): reset it.
-            ring.init();
-            let mut worker = Worker::new(ring);
-            worker.slot = slot;
-            worker.set_sites(t.sites.clone());
             table.used[slot] = true;
             table.live += 1;
-            table.stops[slot] = Some(worker.stop_handle());
-            worker
+            if table.stops[slot].is_some() {
+                // The slot's worker serves on, for this thread too.
+                None
+            } else {
+                // The slot's first thread: no worker has served this ring
+                // yet; reset it and start one.
+                ring.init();
+                let mut worker = Worker::new(ring);
+                worker.slot = slot;
+                worker.spin = crate::ring::THREAD_SPIN;
+                worker.set_sites(t.sites.clone());
+                table.stops[slot] = Some(worker.stop_handle());
+                Some(worker)
+            }
         };
         t.shared.set_threaded();
         let answer = match t.domain.spawn_thread(start) {
             Ok(SpawnedBy::Libos) => 0,
             Ok(SpawnedBy::Domain { tid }) => i64::from(tid),
             Ok(SpawnedBy::Refused { errno: e }) => {
-                t.free(slot);
+                t.unstart(slot, worker.is_some());
                 return errno(e);
             }
             Err(e) => {
                 eprintln!("cabin: starting a thread failed: {e}");
                 t.failed.store(true, Ordering::SeqCst);
-                t.free(slot);
+                t.unstart(slot, worker.is_some());
                 t.stopper.stop(StopCause::WorkerFailed);
                 return errno(libc::EAGAIN);
             }
         };
-        t.spawn_worker(self.scope, worker);
+        if let Some(w) = worker {
+            t.spawn_worker(self.scope, w);
+        }
         answer
     }
 
@@ -302,19 +274,13 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         if slot == 0 || slot >= t.rings {
             return errno(libc::EINVAL);
         }
-        let stop = {
-            let mut table = lock(&t.table);
-            if !table.used[slot] {
-                return errno(libc::EINVAL);
-            }
-            table.used[slot] = false;
-            table.live -= 1;
-            table.stops[slot].take()
-        };
-        // The thread never ran: its worker only waits on an empty ring.
-        if let Some(s) = stop {
-            s.stop();
+        let mut table = lock(&t.table);
+        if !table.used[slot] {
+            return errno(libc::EINVAL);
         }
+        // The thread never ran; the ring's worker waits for the slot's next.
+        table.used[slot] = false;
+        table.live -= 1;
         0
     }
 

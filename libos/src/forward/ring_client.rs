@@ -59,11 +59,37 @@ fn ring_broken() -> ! {
 /// Forwards one system call made at `site` (its site hint, 0: unknown) and
 /// returns the monitor's result.
 pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    // This thread's ring: only this thread submits on it.
-    let me = thread::current();
-    let Some(r) = me.ring() else {
+    let Some((r, tail)) = submit(nr, args, flags, site) else {
         return -super::errno::ENOSYS;
     };
+    // Every earlier completion was consumed, so ours is the next one, and
+    // it carries the same sequence number as our submission.
+    let cq_head = r.cq_head().load(Ordering::Relaxed);
+    if cq_head != tail {
+        ring_broken();
+    }
+    wait_completion(&r, cq_head, SPIN_TICKS.load(Ordering::Relaxed));
+    let c = r.read_completion(cq_head);
+    r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
+    if c.tag != tail.wrapping_add(1) {
+        ring_broken();
+    }
+    c.result
+}
+
+/// Puts one request on this thread's ring without waiting for its answer
+/// (a thread's exit: docs/threads.md); its ring and its index (the
+/// completion's too). `None` before start-up.
+pub(super) fn post(nr: u64, args: &[u64; 6], flags: u32) -> Option<(RingPtr, u32)> {
+    submit(nr, args, flags, 0)
+}
+
+/// Publishes one submission on this thread's ring and wakes the worker if
+/// it may sleep; the ring and the submission's index.
+fn submit(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> Option<(RingPtr, u32)> {
+    // This thread's ring: only this thread submits on it.
+    let me = thread::current();
+    let r = me.ring()?;
     // Our own line (the KVM gate also advances it, but only while the
     // program is stopped).
     let tail = r.sq_tail().load(Ordering::Relaxed);
@@ -83,20 +109,7 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
         r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
         futex(r.sq_doorbell().as_ptr() as u64, FUTEX_WAKE, 1);
     }
-
-    // Every earlier completion was consumed, so ours is the next one, and
-    // it carries the same sequence number as our submission.
-    let cq_head = r.cq_head().load(Ordering::Relaxed);
-    if cq_head != tail {
-        ring_broken();
-    }
-    wait_completion(&r, cq_head, SPIN_TICKS.load(Ordering::Relaxed));
-    let c = r.read_completion(cq_head);
-    r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
-    if c.tag != tail.wrapping_add(1) {
-        ring_broken();
-    }
-    c.result
+    Some((r, tail))
 }
 
 /// Returns once completion `index` is published: spins (`spin_ticks` TSC

@@ -48,6 +48,8 @@ pub(crate) struct Block {
     clear_tid: AtomicU64,
     /// `set_robust_list` head.
     robust_head: AtomicU64,
+    /// The ring index of the thread's exit submission (see [`EXITING`]).
+    exit_index: AtomicU32,
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -70,12 +72,17 @@ const EMPTY: Block = Block {
     forced_site: AtomicU64::new(0),
     clear_tid: AtomicU64::new(0),
     robust_head: AtomicU64::new(0),
+    exit_index: AtomicU32::new(0),
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
 
 /// Slots in use in the libos's table (bit `k`: slot `k`).
 static USED: AtomicU64 = AtomicU64::new(0);
+/// Slots whose thread has exited without waiting for the monitor's answer
+/// (bit `k`: slot `k`, still set in [`USED`]): reusable once the answer to
+/// its exit submission is on its ring (the monitor frees its own slot first).
+static EXITING: AtomicU64 = AtomicU64::new(0);
 /// Threads alive (started and not exited).
 static LIVE: AtomicU32 = AtomicU32::new(1);
 /// Domain address of ring 0, rings in the region, the thread limit.
@@ -135,6 +142,7 @@ impl Block {
         self.forced_site.store(0, Ordering::Relaxed);
         self.clear_tid.store(0, Ordering::Relaxed);
         self.robust_head.store(0, Ordering::Relaxed);
+        self.exit_index.store(0, Ordering::Relaxed);
     }
 }
 
@@ -188,6 +196,51 @@ fn reserve() -> Option<usize> {
 
 fn release(slot: usize) {
     USED.fetch_and(!(1u64 << slot), Ordering::Release);
+}
+
+/// Frees the slots of exited threads whose exit the monitor has answered.
+fn reclaim() {
+    let exiting = EXITING.load(Ordering::Acquire);
+    for k in (0..MAX_THREADS).filter(|k| exiting & (1 << k) != 0) {
+        let b = &BLOCKS[k];
+        let index = b.exit_index.load(Ordering::Relaxed);
+        if let Some(r) = b.ring().filter(|r| r.completion_ready(index)) {
+            // The ring goes on for the slot's next thread (the monitor does
+            // not reset it): consume the exit's answer for the thread that
+            // could not.
+            r.cq_head().store(index.wrapping_add(1), Ordering::Release);
+            EXITING.fetch_and(!(1u64 << k), Ordering::AcqRel);
+            release(k);
+        }
+    }
+}
+
+/// Most times a `clone` waits (yielding) for the slot of an exited thread
+/// whose exit the monitor has not answered yet, before it answers `EAGAIN`.
+const RECLAIM_TRIES: u32 = 100_000;
+
+/// A free slot, waiting for exited threads' slots when that is all there is.
+fn reserve_waiting() -> Option<usize> {
+    for _ in 0..RECLAIM_TRIES {
+        reclaim();
+        if let Some(k) = reserve() {
+            return Some(k);
+        }
+        if EXITING.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        yield_now();
+    }
+    None
+}
+
+fn yield_now() {
+    if PROCESS.load(Ordering::Relaxed) {
+        // SAFETY: sched_yield touches no memory.
+        unsafe { syscall6(nr::sched_yield, &[0; 6]) };
+    } else {
+        core::hint::spin_loop();
+    }
 }
 
 /// The registers of a `clone`/`clone3` site, as `cabin_syscall_entry`
@@ -288,7 +341,7 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
     // Read-ahead keeps one stage for the whole program: it ends before the
     // second thread exists (while this is the only thread).
     super::readahead::disable();
-    let Some(k) = reserve() else { return -errno::EAGAIN };
+    let Some(k) = reserve_waiting() else { return -errno::EAGAIN };
     let me = current();
     let b = &BLOCKS[k];
     let fs = if r.flags & CLONE_SETTLS != 0 { r.tls } else { me.fs_base.load(Ordering::Relaxed) };
@@ -442,20 +495,26 @@ extern "C" fn thread_start_failed() -> ! {
 }
 
 /// `exit` of the calling thread: the main thread as the only thread ends the
-/// program; any other thread tells the monitor (which frees its slot),
-/// frees its own slot and ends natively (the last one ends the process with
-/// the main thread's status, as Linux does).
+/// program; any other thread tells the monitor (which frees its slot) and
+/// ends natively at once (the last one ends the process with the main
+/// thread's status, as Linux does). It does not wait for the answer: its
+/// slot stays taken ([`EXITING`]) until the answer is on its ring.
 pub(super) fn exit_thread(status: u64) -> ! {
     let b = current();
     let slot = b.slot.load(Ordering::Relaxed) as usize;
     if slot == 0 && LIVE.load(Ordering::Acquire) <= 1 {
         crate::sys::exit_group(status & 0xff)
     }
-    super::ring_client::call(nr::exit, &[status, 0, 0, 0, 0, 0], SUB_THREAD, 0);
     LIVE.fetch_sub(1, Ordering::AcqRel);
-    // After this, block `slot` and its ring may be another thread's: touch
-    // nothing but registers.
-    release(slot);
+    match super::ring_client::post(nr::exit, &[status, 0, 0, 0, 0, 0], SUB_THREAD) {
+        Some((_, index)) => {
+            b.exit_index.store(index, Ordering::Relaxed);
+            // After this, block `slot` and its ring may be another
+            // thread's: touch nothing but registers.
+            EXITING.fetch_or(1 << slot, Ordering::Release);
+        }
+        None => release(slot),
+    }
     loop {
         // SAFETY: ends this thread only; touches no memory (the kernel may
         // clear the CLONE_CHILD_CLEARTID word, which is its job).
