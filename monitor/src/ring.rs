@@ -326,7 +326,11 @@ impl Worker {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < self.spin {
+            // Once the program has threads, they may run on every CPU, this
+            // worker's too: every worker then polls briefly only.
+            let spin =
+                if shared.threaded.load(Ordering::Relaxed) { self.spin.min(THREAD_SPIN) } else { self.spin };
+            if since.elapsed() < spin {
                 std::hint::spin_loop();
                 continue;
             }

@@ -31,8 +31,12 @@ use crate::watch::ThreadClocks;
 /// The monitor's table of thread slots.
 #[derive(Debug)]
 struct Table {
-    /// Slot in use (from an accepted start to the thread's exit).
-    used: [bool; MAX_THREADS],
+    /// Starts minus exits of each slot: in use when positive. A thread's
+    /// exit may be served before its start (the process backend's libos
+    /// does not wait for the start's answer, and the two are on different
+    /// rings): the exit then counts -1 (never lower) and the start brings
+    /// the slot back to 0, free.
+    used: [i8; MAX_THREADS],
     /// The stop handle of each ring's worker (from the slot's first use).
     stops: Vec<Option<StopHandle>>,
     /// Slots in use.
@@ -87,8 +91,8 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         limit: usize,
     ) -> Threads<'a, D> {
         let rings = domain.ring_count().clamp(1, MAX_THREADS);
-        let mut used = [false; MAX_THREADS];
-        used[0] = true;
+        let mut used = [0; MAX_THREADS];
+        used[0] = 1;
         Threads {
             domain,
             mem,
@@ -196,9 +200,11 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
 
     fn free(&self, slot: usize) {
         let mut t = lock(&self.table);
-        if slot < MAX_THREADS && t.used[slot] {
-            t.used[slot] = false;
-            t.live -= 1;
+        if let Some(u) = t.used.get(slot).copied() {
+            if u > 0 {
+                t.live -= 1;
+            }
+            t.used[slot] = (u - 1).max(-1);
         }
     }
 }
@@ -227,18 +233,25 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             if table.stopping || table.live >= t.limit {
                 return errno(libc::EAGAIN);
             }
-            if table.used[slot] {
+            if table.used[slot] > 0 {
                 return errno(libc::EBUSY);
             }
-            table.used[slot] = true;
-            table.live += 1;
+            table.used[slot] += 1;
+            if table.used[slot] > 0 {
+                table.live += 1;
+            }
             if table.stops[slot].is_some() {
                 // The slot's worker serves on, for this thread too.
                 None
             } else {
                 // The slot's first thread: no worker has served this ring
-                // yet; reset it and start one.
-                ring.init();
+                // yet; start one (and set the ring up if the backend did
+                // not: the process backend sets every ring up before the
+                // program runs, since its libos does not wait for this
+                // answer and the thread may already be using its ring).
+                if ring.check_header().is_err() {
+                    ring.init();
+                }
                 let mut worker = Worker::new(ring);
                 worker.slot = slot;
                 worker.spin = crate::ring::THREAD_SPIN;
@@ -275,11 +288,11 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             return errno(libc::EINVAL);
         }
         let mut table = lock(&t.table);
-        if !table.used[slot] {
+        if table.used[slot] <= 0 {
             return errno(libc::EINVAL);
         }
         // The thread never ran; the ring's worker waits for the slot's next.
-        table.used[slot] = false;
+        table.used[slot] = 0;
         table.live -= 1;
         0
     }

@@ -59,6 +59,7 @@ fn ring_broken() -> ! {
 /// Forwards one system call made at `site` (its site hint, 0: unknown) and
 /// returns the monitor's result.
 pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
+    drain_posted();
     let Some((r, tail)) = submit(nr, args, flags, site) else {
         return -super::errno::ENOSYS;
     };
@@ -81,7 +82,26 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
 /// (a thread's exit: docs/threads.md); its ring and its index (the
 /// completion's too). `None` before start-up.
 pub(super) fn post(nr: u64, args: &[u64; 6], flags: u32) -> Option<(RingPtr, u32)> {
-    submit(nr, args, flags, 0)
+    drain_posted();
+    let (r, index) = submit(nr, args, flags, 0)?;
+    thread::current().posted.store(index.wrapping_add(1), Ordering::Relaxed);
+    Some((r, index))
+}
+
+/// Consumes the answer to this thread's posted request, if any, before its
+/// next request (each thread's completions are consumed in order). Its
+/// value is not needed (a posted start the monitor refuses is one the libos
+/// would not have made). If the program moved the ring's `cq_head` past it
+/// meanwhile, there is nothing left to consume.
+pub(super) fn drain_posted() {
+    let me = thread::current();
+    let posted = me.posted.swap(0, Ordering::Relaxed);
+    let Some(r) = me.ring().filter(|_| posted != 0) else { return };
+    let index = posted.wrapping_sub(1);
+    if r.cq_head().load(Ordering::Relaxed) == index {
+        wait_completion(&r, index, SPIN_TICKS.load(Ordering::Relaxed));
+        r.cq_head().store(index.wrapping_add(1), Ordering::Release);
+    }
 }
 
 /// Publishes one submission on this thread's ring and wakes the worker if

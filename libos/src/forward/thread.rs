@@ -50,6 +50,14 @@ pub(crate) struct Block {
     robust_head: AtomicU64,
     /// The ring index of the thread's exit submission (see [`EXITING`]).
     exit_index: AtomicU32,
+    /// The ring index + 1 of the request this thread posted without
+    /// waiting for its answer (`ring_client::post`), not consumed yet (0:
+    /// none).
+    pub(crate) posted: AtomicU32,
+    /// The `ThreadStart` of this thread's last posted start, as words: it
+    /// must outlive the post (the monitor reads it later); the thread
+    /// rewrites it only after its next post drained the answer.
+    start: [AtomicU64; ThreadStart::SIZE / 8],
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -73,6 +81,8 @@ const EMPTY: Block = Block {
     clear_tid: AtomicU64::new(0),
     robust_head: AtomicU64::new(0),
     exit_index: AtomicU32::new(0),
+    posted: AtomicU32::new(0),
+    start: [const { AtomicU64::new(0) }; ThreadStart::SIZE / 8],
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -143,6 +153,7 @@ impl Block {
         self.clear_tid.store(0, Ordering::Relaxed);
         self.robust_head.store(0, Ordering::Relaxed);
         self.exit_index.store(0, Ordering::Relaxed);
+        self.posted.store(0, Ordering::Relaxed);
     }
 }
 
@@ -328,6 +339,32 @@ pub(crate) unsafe extern "C" fn cabin_clone(f: *mut CloneFrame) -> i64 {
     }
 }
 
+/// Posts `ts` from the calling thread (block `me`) without waiting; the
+/// request lives in `me` until the answer is drained. `false`: no ring.
+fn post_start(me: &Block, ts: &ThreadStart) -> bool {
+    // The answer to the previous posted start first, so its request is read.
+    super::ring_client::drain_posted();
+    let words = [
+        u64::from(ts.op) | u64::from(ts.slot) << 32,
+        ts.flags,
+        ts.entry,
+        ts.stack,
+        ts.tls,
+        ts.parent_tid,
+        ts.child_tid,
+        ts.gs_base,
+        ts.arg,
+        0,
+        0,
+        0,
+    ];
+    for (w, v) in me.start.iter().zip(words) {
+        w.store(v, Ordering::Relaxed);
+    }
+    let args = [me.start.as_ptr() as u64, ThreadStart::SIZE as u64, 0, 0, 0, 0];
+    super::ring_client::post(nr::clone, &args, SUB_THREAD).is_some()
+}
+
 fn thread_call(ts: &ThreadStart, site: u64) -> i64 {
     let args = [ts as *const ThreadStart as u64, ThreadStart::SIZE as u64, 0, 0, 0, 0];
     let r = super::ring_client::call(nr::clone, &args, SUB_THREAD, site);
@@ -373,7 +410,21 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
         arg: 0,
         reserved: [0; 3],
     };
-    let answer = thread_call(&ts, f.ret);
+    // Process backend: the monitor's answer is not awaited: it can only
+    // refuse what this libos does not ask (a slot in its own table is free
+    // in the monitor's too, since the monitor frees a slot before it answers
+    // the exit; the thread limit is the boot page's), and the process's
+    // threads are the kernel's to make anyway. Every ring was set up before
+    // the program ran, so the thread may use its ring at once.
+    let answer = if PROCESS.load(Ordering::Relaxed) {
+        if !post_start(me, &ts) {
+            release(k);
+            return -errno::EAGAIN;
+        }
+        0
+    } else {
+        thread_call(&ts, f.ret)
+    };
     if answer < 0 {
         release(k);
         return answer;
@@ -390,6 +441,8 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
     if t < 0 {
         LIVE.fetch_sub(1, Ordering::AcqRel);
         ts.op = THREAD_OP_CANCEL;
+        // After the start's answer (drained first): the slot is the
+        // monitor's to free.
         thread_call(&ts, f.ret);
         release(k);
         return t;
