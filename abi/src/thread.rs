@@ -10,32 +10,37 @@
 //!
 //! Creating a thread: the libos of the parent thread reserves a free slot
 //! `k` in its own table, fills a [`ThreadStart`] in its memory and submits,
-//! on the parent's ring, `nr = clone` (56) with `args[0]` = the address of the
-//! `ThreadStart`, `args[1]` = `size_of::<ThreadStart>()` and the other
-//! arguments 0. The monitor copies the structure once, validates it (op,
-//! slot range, slot free in its table, the flags a [`THREAD_FLAGS_REQUIRED`]
-//! set with nothing outside [`THREAD_FLAGS_ALLOWED`], the thread limit),
-//! resets ring `k`, starts a worker for it, and asks the domain to start
-//! the thread. The completion is:
+//! on the parent's ring with the flag `crate::ring::SUB_THREAD`, `nr =
+//! clone` (56) with `args[0]` = the address of the `ThreadStart`, `args[1]`
+//! = `size_of::<ThreadStart>()` and the other arguments 0. The monitor
+//! copies the structure once, validates it (op, slot range, slot free in its
+//! table, the flags a [`THREAD_FLAGS_REQUIRED`] set with nothing outside
+//! [`THREAD_FLAGS_ALLOWED`], the thread limit), starts a worker for ring `k`
+//! at the slot's first thread, and asks the domain to start the thread. The
+//! completion is:
 //!
 //! - `-errno`: refused (`EAGAIN`: no free slot or the thread limit;
-//!   `EINVAL`: a malformed request; `EBUSY`: the slot is in use), nothing
-//!   was started and slot `k` stays free in the monitor's table;
+//!   `EINVAL`: a malformed request; `EFAULT`: a bad pointer; `EBUSY`: the
+//!   slot is in use), nothing was started and slot `k` stays free in the
+//!   monitor's table;
 //! - `0`: accepted, and the libos starts the native thread itself (process
 //!   backend: a native `clone` with the same flags, child stack
-//!   [`ThreadStart::stack`], entry through the libos's thread trampoline).
-//!   If that native `clone` fails, the libos sends a [`THREAD_OP_CANCEL`]
-//!   `ThreadStart` for slot `k` on the parent's ring, which frees it;
+//!   [`ThreadStart::stack`], entry through the libos's thread trampoline;
+//!   the process backend's libos does not wait for this answer, see
+//!   docs/threads.md). If that native `clone` fails, the libos sends a
+//!   [`THREAD_OP_CANCEL`] `ThreadStart` for slot `k` on the parent's ring,
+//!   which frees it;
 //! - `> 0`: the domain started the thread (KVM backend: a vCPU at
 //!   [`ThreadStart::entry`] with `rsp` = [`ThreadStart::stack`], GS base =
 //!   [`ThreadStart::gs_base`], FS base = [`ThreadStart::tls`] when
 //!   `CLONE_SETTLS`), and the value is its thread id.
 //!
-//! Ending a thread: `nr = exit` (60), `args[0]` = status, on the thread's
-//! own ring. The monitor answers 0, frees the slot and ends the ring's
-//! worker; the libos then frees its own slot and ends the native thread
-//! (process) or the monitor stops the vCPU (KVM). Of the last thread, the
-//! program's `exit` ends the program (the libos issues `exit_group`).
+//! Ending a thread: `nr = exit` (60) with `SUB_THREAD`, `args[0]` = status,
+//! on the thread's own ring. The monitor frees the slot, then answers 0 (the
+//! ring's worker serves on, for the slot's next thread); the libos frees its
+//! own slot once the answer is there. Rings are never reset once in use: a
+//! slot's next thread continues with the ring's indices. Of the main thread
+//! alone, `exit` ends the program (the libos issues `exit_group`).
 
 /// Most threads a program can have at once (rings in the ring region).
 pub const MAX_THREADS: usize = 64;
@@ -168,11 +173,8 @@ mod tests {
     #[test]
     fn thread_flag_sets() {
         // glibc's pthread_create (clone3 and clone) and musl.
-        let glibc = THREAD_FLAGS_REQUIRED
-            | CLONE_SYSVSEM
-            | CLONE_SETTLS
-            | CLONE_PARENT_SETTID
-            | CLONE_CHILD_CLEARTID;
+        let glibc =
+            THREAD_FLAGS_REQUIRED | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
         assert!(is_thread_flags(glibc));
         // Go: no SETTID/CLEARTID, no SYSVSEM.
         assert!(is_thread_flags(THREAD_FLAGS_REQUIRED | CLONE_SYSVSEM | CLONE_SETTLS));

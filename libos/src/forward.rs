@@ -126,15 +126,8 @@ struct State {
     check: CallSet,
 }
 
-static STATE: Global<State> = Global::new(State {
-    boot: 0,
-    flags: 0,
-    pid: 0,
-    ppid: 0,
-    uid: 0,
-    gid: 0,
-    check: CallSet::EMPTY,
-});
+static STATE: Global<State> =
+    Global::new(State { boot: 0, flags: 0, pid: 0, ppid: 0, uid: 0, gid: 0, check: CallSet::EMPTY });
 
 /// Sets up forwarding from the boot-information block at `boot`. Returns
 /// `false` when the block or its ring is malformed.
@@ -596,7 +589,8 @@ fn count_local(nr: u64) {
     // SAFETY: `b` is the boot page validated by `init`; the index is in
     // range; the counter is 4-byte aligned and only ever updated atomically
     // (threads count concurrently).
-    unsafe { AtomicU32::from_ptr(addr_of_mut!((*b).local_counts[nr as usize])) }.fetch_add(1, Ordering::Relaxed);
+    unsafe { AtomicU32::from_ptr(addr_of_mut!((*b).local_counts[nr as usize])) }
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 fn boot_add_trapped() {

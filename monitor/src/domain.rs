@@ -68,6 +68,9 @@ pub struct DomainSpec {
     pub check_local: CallSet,
     /// The CPUs the program runs on (`None`: left to the scheduler).
     pub program_cpus: Option<CpuSet>,
+    /// Every CPU the run may use (the monitor's own set before placement):
+    /// where a program with threads runs once it has a second one.
+    pub all_cpus: Option<CpuSet>,
     /// The user and group ids the program sees.
     pub ids: (u32, u32),
     /// The most threads the program may have at once (`[limits] threads`,

@@ -35,6 +35,16 @@ use crate::site_map::SiteMap;
 /// paid a doorbell exit), short enough that an idle program costs no CPU.
 pub const SPIN: Duration = Duration::from_micros(1000);
 
+/// How long the worker of a thread's ring other than the main one polls
+/// before sleeping: those workers share the CPUs with the program's threads
+/// (only the main ring's worker has a CPU of its own), so a long spin
+/// would take the CPU from the very thread whose next call it waits for.
+pub const THREAD_SPIN: Duration = Duration::from_micros(20);
+
+/// Longest doorbell sleep: the bound on how long a program that requeues
+/// the doorbell away from the worker (or a lost wake-up) delays a call.
+pub const DOORBELL_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// How the domain broke the ring protocol (or, through the service, the
 /// contract of a request). The program is ended with the message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -97,9 +107,6 @@ enum Interrupt {
 pub enum WorkerEnd {
     /// [`Worker::stop`] was called.
     Stopped,
-    /// The ring's thread ended (its exit submission was answered and its
-    /// slot freed).
-    ThreadExited,
     /// The domain broke the protocol; the ring is marked dead.
     Violation(RingViolation),
     /// The policy killed the program or a limit stopped it (message already printed).
@@ -173,6 +180,7 @@ pub trait ThreadHost {
     fn cancel(&self, from: usize, slot: usize) -> i64;
     /// The thread of slot `slot` ends: free its slot (before its completion
     /// is published, so the libos can reuse the slot as soon as it sees it).
+    /// The worker goes on serving the ring, for the slot's next thread.
     fn exit(&self, slot: usize);
 }
 
@@ -215,8 +223,8 @@ pub struct Worker {
     pub stats: WorkerStats,
     /// The thread slot whose ring this is (0: the main thread).
     pub slot: usize,
-    /// The ring's thread has exited: the loop ends.
-    exited: bool,
+    /// How long to poll an empty ring before sleeping ([`SPIN`] unless set).
+    pub spin: Duration,
     /// The thread inside [`Worker::run`], for [`StopHandle::stop`].
     serving: Arc<Kickable>,
     /// Turns a slot's site hint into the call site (read only when the gate
@@ -246,7 +254,7 @@ impl Worker {
             cq_head_seen: ring.cq_head().load(Ordering::SeqCst),
             stats: WorkerStats::default(),
             slot: 0,
-            exited: false,
+            spin: SPIN,
             serving: Arc::default(),
             sites: SiteMap::default(),
         }
@@ -303,7 +311,6 @@ impl Worker {
             }
             match self.serve_available(mem, shared, threads) {
                 Err(why) => return self.end_with(why, shared),
-                Ok(_) if self.exited => return WorkerEnd::ThreadExited,
                 Ok(n) if n > 0 => {
                     idle_since = None;
                     idle_spins = 0;
@@ -319,7 +326,11 @@ impl Worker {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < SPIN {
+            // Once the program has threads, they may run on every CPU, this
+            // worker's too: every worker then polls briefly only.
+            let spin =
+                if shared.threaded.load(Ordering::Relaxed) { self.spin.min(THREAD_SPIN) } else { self.spin };
+            if since.elapsed() < spin {
                 std::hint::spin_loop();
                 continue;
             }
@@ -328,15 +339,20 @@ impl Worker {
             if let Err(v) = self.check_idle_tail() {
                 return self.end_with(v.into(), shared);
             }
-            // Sleep: announce, re-check, wait on the value read before.
+            // Sleep: announce, re-check, wait on the value read before. The
+            // wait has a timeout: the program may requeue or wake the
+            // doorbell word itself (docs/threads.md), which may only delay
+            // its own calls. A wake-up that finds nothing to do goes back to
+            // sleep without spinning again, so an idle ring costs no CPU.
             let seen = r.sq_doorbell().load(Ordering::SeqCst);
             r.sq_sleeping().store(1, Ordering::SeqCst);
             if !r.submission_ready(self.sq_head) && !self.stop.load(Ordering::SeqCst) {
-                futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(Duration::from_secs(1)));
+                futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(DOORBELL_TIMEOUT));
             }
             r.sq_sleeping().store(0, Ordering::SeqCst);
-            idle_since = None;
             idle_spins = 0;
+            idle_since =
+                if r.submission_ready(self.sq_head) { None } else { Instant::now().checked_sub(self.spin) };
         }
     }
 
@@ -436,7 +452,6 @@ impl Worker {
                 if let Some(t) = threads {
                     t.exit(self.slot);
                 }
-                self.exited = true;
                 r.publish_completion(slot, result);
             } else {
                 // The completion slot first (what the libos polls), then the
@@ -450,9 +465,6 @@ impl Worker {
                 futex(r.cq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
             }
             n += 1;
-            if exit {
-                break;
-            }
             if n == RING_ENTRIES {
                 // Let the loop look at the stop flag between full laps.
                 break;

@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use cabin_abi::boot::{EndWords, ABORT_RING};
+use cabin_abi::thread::MAX_THREADS;
 use cabin_image::elf::ElfFile;
 use cabin_image::image::Image;
 use cabin_policy::limits::{memory_limit_hit, MemoryBound};
@@ -86,6 +87,7 @@ impl<'a> Session<'a> {
         let memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
         // The program and the worker on CPUs of their own; the libos learns
         // how long it may spin.
+        let all_cpus = crate::placement::CpuSet::current();
         let placement = Placement::choose(cfg.cpu_placement);
         // SAFETY: getuid/getgid have no preconditions.
         let ids = unsafe { (libc::getuid(), libc::getgid()) };
@@ -101,8 +103,9 @@ impl<'a> Session<'a> {
             // the libos has the monitor decide them.
             check_local: gate.check_local(),
             program_cpus: placement.map(|p| p.program),
+            all_cpus,
             ids,
-            threads: cabin_abi::thread::MAX_THREADS as u32,
+            threads: limits.threads.map_or(MAX_THREADS as u32, |t| t.clamp(1, MAX_THREADS as u64) as u32),
         };
         let mut domain = D::build(&elf, &spec)?;
         // The program's descriptors are the monitor's: size its table so the
@@ -119,6 +122,10 @@ impl<'a> Session<'a> {
         let stopper = domain.stopper();
         domain.start()?;
         service.set_pid(domain.program_pid());
+        // What the program may use: all of the run's CPUs (a single-threaded
+        // program is placed on some of them, but the threads it creates
+        // run on all; docs/threads.md).
+        service.set_cpus(spec.all_cpus.map(|c| c.cpus()).unwrap_or_default());
         let shared = Shared::new(service, Some(gate));
 
         // Time limits stop the program the way a violation does. CPU time:

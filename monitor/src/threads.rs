@@ -4,11 +4,16 @@
 //! (docs/threads.md).
 //!
 //! A worker that accepts a `clone` ([`ThreadHost::start`]) validates the
-//! request against this table, resets the slot's ring, starts its worker
-//! and asks the domain to start the thread ([`Domain::spawn_thread`]). A
-//! worker whose thread exits frees its slot before answering
-//! ([`ThreadHost::exit`]). At the end of the run [`Threads::stop_all`]
-//! stops every worker; no worker can start after it.
+//! request against this table and asks the domain to start the thread
+//! ([`Domain::spawn_thread`]); the first time a slot is used, it resets the
+//! slot's ring and starts its worker. A worker whose thread exits frees its
+//! slot before answering ([`ThreadHost::exit`]) and goes on serving its
+//! ring, where the slot's next thread continues (its libos takes the ring's
+//! indices as they are): a program that creates and joins threads in a loop
+//! pays no host thread and no ring reset per thread. A ring whose slot is
+//! free is served like any other (every ring is hostile anyway). At the end
+//! of the run [`Threads::stop_all`] stops every worker; no worker can start
+//! after it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -26,9 +31,13 @@ use crate::watch::ThreadClocks;
 /// The monitor's table of thread slots.
 #[derive(Debug)]
 struct Table {
-    /// Slot in use (from an accepted start to the thread's exit).
-    used: [bool; MAX_THREADS],
-    /// The stop handle of each live slot's worker.
+    /// Starts minus exits of each slot: in use when positive. A thread's
+    /// exit may be served before its start (the process backend's libos
+    /// does not wait for the start's answer, and the two are on different
+    /// rings): the exit then counts -1 (never lower) and the start brings
+    /// the slot back to 0, free.
+    used: [i8; MAX_THREADS],
+    /// The stop handle of each ring's worker (from the slot's first use).
     stops: Vec<Option<StopHandle>>,
     /// Slots in use.
     live: usize,
@@ -49,7 +58,7 @@ pub struct Threads<'a, D: Domain> {
     limit: usize,
     rings: usize,
     table: Mutex<Table>,
-    /// How the workers ended (`Stopped` and `ThreadExited` are not kept).
+    /// How the workers ended (`Stopped` is not kept).
     ends: Mutex<Vec<WorkerEnd>>,
     stats: Mutex<WorkerStats>,
     /// A worker panicked (a monitor bug): its message.
@@ -82,8 +91,8 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         limit: usize,
     ) -> Threads<'a, D> {
         let rings = domain.ring_count().clamp(1, MAX_THREADS);
-        let mut used = [false; MAX_THREADS];
-        used[0] = true;
+        let mut used = [0; MAX_THREADS];
+        used[0] = 1;
         Threads {
             domain,
             mem,
@@ -117,10 +126,13 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
 
     fn spawn_worker<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, mut worker: Worker) {
         scope.spawn(move || {
-            let slot = worker.slot;
-            if let (0, Some(p)) = (slot, self.placement) {
-                p.worker.apply(0);
-            }
+            // The main ring's worker has a CPU of its own; the others run
+            // anywhere (they would inherit the spawning worker's one CPU).
+            match (worker.slot, self.placement) {
+                (0, Some(p)) => p.worker.apply(0),
+                (_, Some(p)) => p.all().apply(0),
+                _ => true,
+            };
             let _clock = self.clocks.join_this_thread();
             let host = Host { threads: self, scope };
             // A panic here is a monitor bug; the program would otherwise
@@ -143,14 +155,14 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             match &end {
                 WorkerEnd::Violation(v) => self.stopper.stop(StopCause::Violation(v.to_string())),
                 WorkerEnd::Policy(stop) => self.stopper.stop(StopCause::Policy(stop.message.clone())),
-                WorkerEnd::Stopped | WorkerEnd::ThreadExited => {}
+                WorkerEnd::Stopped => {}
             }
             {
                 let mut st = lock(&self.stats);
                 st.forwarded += worker.stats.forwarded;
                 st.trapped += worker.stats.trapped;
             }
-            if !matches!(end, WorkerEnd::Stopped | WorkerEnd::ThreadExited) {
+            if end != WorkerEnd::Stopped {
                 lock(&self.ends).push(end);
             }
         });
@@ -163,6 +175,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             t.stopping = true;
             t.stops.iter_mut().filter_map(Option::take).collect()
         };
+
         for s in stops {
             s.stop();
         }
@@ -176,12 +189,22 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         (end, *lock(&self.stats), lock(&self.panicked).clone(), self.failed.load(Ordering::SeqCst))
     }
 
+    /// A start the domain refused: the slot is free again (and, if the
+    /// start was to make its worker, it has none).
+    fn unstart(&self, slot: usize, fresh_worker: bool) {
+        self.free(slot);
+        if fresh_worker {
+            lock(&self.table).stops[slot] = None;
+        }
+    }
+
     fn free(&self, slot: usize) {
         let mut t = lock(&self.table);
-        if slot < MAX_THREADS && t.used[slot] {
-            t.used[slot] = false;
-            t.stops[slot] = None;
-            t.live -= 1;
+        if let Some(u) = t.used.get(slot).copied() {
+            if u > 0 {
+                t.live -= 1;
+            }
+            t.used[slot] = (u - 1).max(-1);
         }
     }
 }
@@ -210,36 +233,52 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             if table.stopping || table.live >= t.limit {
                 return errno(libc::EAGAIN);
             }
-            if table.used[slot] {
+            if table.used[slot] > 0 {
                 return errno(libc::EBUSY);
             }
-            // No worker serves this ring (the slot is free): reset it.
-            ring.init();
-            let mut worker = Worker::new(ring);
-            worker.slot = slot;
-            worker.set_sites(t.sites.clone());
-            table.used[slot] = true;
-            table.live += 1;
-            table.stops[slot] = Some(worker.stop_handle());
-            worker
+            table.used[slot] += 1;
+            if table.used[slot] > 0 {
+                table.live += 1;
+            }
+            if table.stops[slot].is_some() {
+                // The slot's worker serves on, for this thread too.
+                None
+            } else {
+                // The slot's first thread: no worker has served this ring
+                // yet; start one (and set the ring up if the backend did
+                // not: the process backend sets every ring up before the
+                // program runs, since its libos does not wait for this
+                // answer and the thread may already be using its ring).
+                if ring.check_header().is_err() {
+                    ring.init();
+                }
+                let mut worker = Worker::new(ring);
+                worker.slot = slot;
+                worker.spin = crate::ring::THREAD_SPIN;
+                worker.set_sites(t.sites.clone());
+                table.stops[slot] = Some(worker.stop_handle());
+                Some(worker)
+            }
         };
         t.shared.set_threaded();
         let answer = match t.domain.spawn_thread(start) {
             Ok(SpawnedBy::Libos) => 0,
             Ok(SpawnedBy::Domain { tid }) => i64::from(tid),
             Ok(SpawnedBy::Refused { errno: e }) => {
-                t.free(slot);
+                t.unstart(slot, worker.is_some());
                 return errno(e);
             }
             Err(e) => {
                 eprintln!("cabin: starting a thread failed: {e}");
                 t.failed.store(true, Ordering::SeqCst);
-                t.free(slot);
+                t.unstart(slot, worker.is_some());
                 t.stopper.stop(StopCause::WorkerFailed);
                 return errno(libc::EAGAIN);
             }
         };
-        t.spawn_worker(self.scope, worker);
+        if let Some(w) = worker {
+            t.spawn_worker(self.scope, w);
+        }
         answer
     }
 
@@ -248,19 +287,13 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         if slot == 0 || slot >= t.rings {
             return errno(libc::EINVAL);
         }
-        let stop = {
-            let mut table = lock(&t.table);
-            if !table.used[slot] {
-                return errno(libc::EINVAL);
-            }
-            table.used[slot] = false;
-            table.live -= 1;
-            table.stops[slot].take()
-        };
-        // The thread never ran: its worker only waits on an empty ring.
-        if let Some(s) = stop {
-            s.stop();
+        let mut table = lock(&t.table);
+        if table.used[slot] <= 0 {
+            return errno(libc::EINVAL);
         }
+        // The thread never ran; the ring's worker waits for the slot's next.
+        table.used[slot] = 0;
+        table.live -= 1;
         0
     }
 

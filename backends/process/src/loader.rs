@@ -290,7 +290,15 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
         // range is at least as long as its file bytes plus the lead).
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
     }
-    d.ring().init();
+    // Every ring of the region, before anything runs: a thread may use its
+    // ring before the monitor has seen its start (docs/threads.md).
+    for k in 0..cabin_abi::thread::MAX_THREADS {
+        // SAFETY: ring k of the region, inside the RING_SIZE mapping
+        // (RING_SIZE >= RING_REGION_BYTES), 64-byte aligned, alive as long
+        // as `d`; nothing else uses it yet.
+        unsafe { cabin_abi::ring::RingPtr::new(d.ring().base().add(cabin_abi::thread::ring_offset(k))) }
+            .init();
+    }
     write_boot(&d, spec);
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
     d.sp = build_stack(&d, spec, elf, phdr)?;

@@ -80,11 +80,17 @@ const ARCH_SET_GS: u64 = 0x1001;
 /// `THREAD_FLAGS_REQUIRED` with any of the optional flags.
 pub fn thread_flag_sets() -> Vec<u64> {
     use cabin_abi::thread::{THREAD_FLAGS_ALLOWED, THREAD_FLAGS_REQUIRED};
-    let optional: Vec<u64> =
-        (0..64).map(|b| 1u64 << b).filter(|f| THREAD_FLAGS_ALLOWED & !THREAD_FLAGS_REQUIRED & f != 0).collect();
+    let optional: Vec<u64> = (0..64)
+        .map(|b| 1u64 << b)
+        .filter(|f| THREAD_FLAGS_ALLOWED & !THREAD_FLAGS_REQUIRED & f != 0)
+        .collect();
     (0..1u64 << optional.len())
         .map(|m| {
-            optional.iter().enumerate().filter(|(i, _)| m & (1 << i) != 0).fold(THREAD_FLAGS_REQUIRED, |a, (_, f)| a | f)
+            optional
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| m & (1 << i) != 0)
+                .fold(THREAD_FLAGS_REQUIRED, |a, (_, f)| a | f)
         })
         .collect()
 }

@@ -59,11 +59,57 @@ fn ring_broken() -> ! {
 /// Forwards one system call made at `site` (its site hint, 0: unknown) and
 /// returns the monitor's result.
 pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    // This thread's ring: only this thread submits on it.
-    let me = thread::current();
-    let Some(r) = me.ring() else {
+    drain_posted();
+    let Some((r, tail)) = submit(nr, args, flags, site) else {
         return -super::errno::ENOSYS;
     };
+    // Every earlier completion was consumed, so ours is the next one, and
+    // it carries the same sequence number as our submission.
+    let cq_head = r.cq_head().load(Ordering::Relaxed);
+    if cq_head != tail {
+        ring_broken();
+    }
+    wait_completion(&r, cq_head, SPIN_TICKS.load(Ordering::Relaxed));
+    let c = r.read_completion(cq_head);
+    r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
+    if c.tag != tail.wrapping_add(1) {
+        ring_broken();
+    }
+    c.result
+}
+
+/// Puts one request on this thread's ring without waiting for its answer
+/// (a thread's exit: docs/threads.md); its ring and its index (the
+/// completion's too). `None` before start-up.
+pub(super) fn post(nr: u64, args: &[u64; 6], flags: u32) -> Option<(RingPtr, u32)> {
+    drain_posted();
+    let (r, index) = submit(nr, args, flags, 0)?;
+    thread::current().posted.store(index.wrapping_add(1), Ordering::Relaxed);
+    Some((r, index))
+}
+
+/// Consumes the answer to this thread's posted request, if any, before its
+/// next request (each thread's completions are consumed in order). Its
+/// value is not needed (a posted start the monitor refuses is one the libos
+/// would not have made). If the program moved the ring's `cq_head` past it
+/// meanwhile, there is nothing left to consume.
+pub(super) fn drain_posted() {
+    let me = thread::current();
+    let posted = me.posted.swap(0, Ordering::Relaxed);
+    let Some(r) = me.ring().filter(|_| posted != 0) else { return };
+    let index = posted.wrapping_sub(1);
+    if r.cq_head().load(Ordering::Relaxed) == index {
+        wait_completion(&r, index, SPIN_TICKS.load(Ordering::Relaxed));
+        r.cq_head().store(index.wrapping_add(1), Ordering::Release);
+    }
+}
+
+/// Publishes one submission on this thread's ring and wakes the worker if
+/// it may sleep; the ring and the submission's index.
+fn submit(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> Option<(RingPtr, u32)> {
+    // This thread's ring: only this thread submits on it.
+    let me = thread::current();
+    let r = me.ring()?;
     // Our own line (the KVM gate also advances it, but only while the
     // program is stopped).
     let tail = r.sq_tail().load(Ordering::Relaxed);
@@ -83,20 +129,7 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
         r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
         futex(r.sq_doorbell().as_ptr() as u64, FUTEX_WAKE, 1);
     }
-
-    // Every earlier completion was consumed, so ours is the next one, and
-    // it carries the same sequence number as our submission.
-    let cq_head = r.cq_head().load(Ordering::Relaxed);
-    if cq_head != tail {
-        ring_broken();
-    }
-    wait_completion(&r, cq_head, SPIN_TICKS.load(Ordering::Relaxed));
-    let c = r.read_completion(cq_head);
-    r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
-    if c.tag != tail.wrapping_add(1) {
-        ring_broken();
-    }
-    c.result
+    Some((r, tail))
 }
 
 /// Returns once completion `index` is published: spins (`spin_ticks` TSC
@@ -173,10 +206,15 @@ fn futex(addr: u64, op: u64, val: u64) {
         port_doorbell(kind);
         return;
     }
+    // A wait ends after 50 ms at most: another thread of the program
+    // may have requeued it off the doorbell (docs/threads.md); the caller
+    // re-checks the ring either way.
+    let timeout: [i64; 2] = [0, 50_000_000];
+    let t = if op == FUTEX_WAIT { timeout.as_ptr() as u64 } else { 0 };
     // SAFETY: futex on a ring doorbell word (shared, so no PRIVATE flag):
-    // WAIT only reads the word, WAKE touches no memory. The seccomp filter
-    // allows exactly these two operations on exactly these two words.
+    // WAIT only reads the word and the timeout (a local), WAKE touches no
+    // memory.
     unsafe {
-        syscall6(NR_FUTEX, &[addr, op, val, 0, 0, 0]);
+        syscall6(NR_FUTEX, &[addr, op, val, t, 0, 0]);
     }
 }

@@ -48,6 +48,16 @@ pub(crate) struct Block {
     clear_tid: AtomicU64,
     /// `set_robust_list` head.
     robust_head: AtomicU64,
+    /// The ring index of the thread's exit submission (see [`EXITING`]).
+    exit_index: AtomicU32,
+    /// The ring index + 1 of the request this thread posted without
+    /// waiting for its answer (`ring_client::post`), not consumed yet (0:
+    /// none).
+    pub(crate) posted: AtomicU32,
+    /// The `ThreadStart` of this thread's last posted start, as words: it
+    /// must outlive the post (the monitor reads it later); the thread
+    /// rewrites it only after its next post drained the answer.
+    start: [AtomicU64; ThreadStart::SIZE / 8],
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -70,12 +80,19 @@ const EMPTY: Block = Block {
     forced_site: AtomicU64::new(0),
     clear_tid: AtomicU64::new(0),
     robust_head: AtomicU64::new(0),
+    exit_index: AtomicU32::new(0),
+    posted: AtomicU32::new(0),
+    start: [const { AtomicU64::new(0) }; ThreadStart::SIZE / 8],
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
 
 /// Slots in use in the libos's table (bit `k`: slot `k`).
 static USED: AtomicU64 = AtomicU64::new(0);
+/// Slots whose thread has exited without waiting for the monitor's answer
+/// (bit `k`: slot `k`, still set in [`USED`]): reusable once the answer to
+/// its exit submission is on its ring (the monitor frees its own slot first).
+static EXITING: AtomicU64 = AtomicU64::new(0);
 /// Threads alive (started and not exited).
 static LIVE: AtomicU32 = AtomicU32::new(1);
 /// Domain address of ring 0, rings in the region, the thread limit.
@@ -135,6 +152,8 @@ impl Block {
         self.forced_site.store(0, Ordering::Relaxed);
         self.clear_tid.store(0, Ordering::Relaxed);
         self.robust_head.store(0, Ordering::Relaxed);
+        self.exit_index.store(0, Ordering::Relaxed);
+        self.posted.store(0, Ordering::Relaxed);
     }
 }
 
@@ -195,6 +214,51 @@ fn release(slot: usize) {
     USED.fetch_and(!(1u64 << slot), Ordering::Release);
 }
 
+/// Frees the slots of exited threads whose exit the monitor has answered.
+fn reclaim() {
+    let exiting = EXITING.load(Ordering::Acquire);
+    for k in (0..MAX_THREADS).filter(|k| exiting & (1 << k) != 0) {
+        let b = &BLOCKS[k];
+        let index = b.exit_index.load(Ordering::Relaxed);
+        if let Some(r) = b.ring().filter(|r| r.completion_ready(index)) {
+            // The ring goes on for the slot's next thread (the monitor does
+            // not reset it): consume the exit's answer for the thread that
+            // could not.
+            r.cq_head().store(index.wrapping_add(1), Ordering::Release);
+            EXITING.fetch_and(!(1u64 << k), Ordering::AcqRel);
+            release(k);
+        }
+    }
+}
+
+/// Most times a `clone` waits (yielding) for the slot of an exited thread
+/// whose exit the monitor has not answered yet, before it answers `EAGAIN`.
+const RECLAIM_TRIES: u32 = 100_000;
+
+/// A free slot, waiting for exited threads' slots when that is all there is.
+fn reserve_waiting() -> Option<usize> {
+    for _ in 0..RECLAIM_TRIES {
+        reclaim();
+        if let Some(k) = reserve() {
+            return Some(k);
+        }
+        if EXITING.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        yield_now();
+    }
+    None
+}
+
+fn yield_now() {
+    if PROCESS.load(Ordering::Relaxed) {
+        // SAFETY: sched_yield touches no memory.
+        unsafe { syscall6(nr::sched_yield, &[0; 6]) };
+    } else {
+        core::hint::spin_loop();
+    }
+}
+
 /// The registers of a `clone`/`clone3` site, as `cabin_syscall_entry`
 /// pushed them (lowest address first), then RFLAGS and the trampoline's
 /// return address.
@@ -236,7 +300,8 @@ fn clone3_req(args: u64, size: u64) -> Result<Option<Req>, i64> {
         // a bad pointer faults in the program's own domain.
         *word = unsafe { (args as *const u64).add(i).read_volatile() };
     }
-    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _] = w;
+    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _] =
+        w;
     let flags = flags | exit_signal;
     if !is_thread_flags(flags) || set_tid != 0 || set_tid_size != 0 {
         return Ok(None);
@@ -279,6 +344,32 @@ pub(crate) unsafe extern "C" fn cabin_clone(f: *mut CloneFrame) -> i64 {
     }
 }
 
+/// Posts `ts` from the calling thread (block `me`) without waiting; the
+/// request lives in `me` until the answer is drained. `false`: no ring.
+fn post_start(me: &Block, ts: &ThreadStart) -> bool {
+    // The answer to the previous posted start first, so its request is read.
+    super::ring_client::drain_posted();
+    let words = [
+        u64::from(ts.op) | u64::from(ts.slot) << 32,
+        ts.flags,
+        ts.entry,
+        ts.stack,
+        ts.tls,
+        ts.parent_tid,
+        ts.child_tid,
+        ts.gs_base,
+        ts.arg,
+        0,
+        0,
+        0,
+    ];
+    for (w, v) in me.start.iter().zip(words) {
+        w.store(v, Ordering::Relaxed);
+    }
+    let args = [me.start.as_ptr() as u64, ThreadStart::SIZE as u64, 0, 0, 0, 0];
+    super::ring_client::post(nr::clone, &args, SUB_THREAD).is_some()
+}
+
 fn thread_call(ts: &ThreadStart, site: u64) -> i64 {
     let args = [ts as *const ThreadStart as u64, ThreadStart::SIZE as u64, 0, 0, 0, 0];
     let r = super::ring_client::call(nr::clone, &args, SUB_THREAD, site);
@@ -292,7 +383,7 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
     // Read-ahead keeps one stage for the whole program: it ends before the
     // second thread exists (while this is the only thread).
     super::readahead::disable();
-    let Some(k) = reserve() else { return -errno::EAGAIN };
+    let Some(k) = reserve_waiting() else { return -errno::EAGAIN };
     let me = current();
     let b = &BLOCKS[k];
     let fs = if r.flags & CLONE_SETTLS != 0 { r.tls } else { me.fs_base.load(Ordering::Relaxed) };
@@ -330,7 +421,21 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
         // before the thread can ask for it.
         b.tid.store(super::state().pid.wrapping_add(k as u32), Ordering::Relaxed);
     }
-    let answer = thread_call(&ts, f.ret);
+    // Process backend: the monitor's answer is not awaited: it can only
+    // refuse what this libos does not ask (a slot in its own table is free
+    // in the monitor's too, since the monitor frees a slot before it answers
+    // the exit; the thread limit is the boot page's), and the process's
+    // threads are the kernel's to make anyway. Every ring was set up before
+    // the program ran, so the thread may use its ring at once.
+    let answer = if PROCESS.load(Ordering::Relaxed) {
+        if !post_start(me, &ts) {
+            release(k);
+            return -errno::EAGAIN;
+        }
+        0
+    } else {
+        thread_call(&ts, f.ret)
+    };
     if answer < 0 {
         release(k);
         return answer;
@@ -347,6 +452,8 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
     if t < 0 {
         LIVE.fetch_sub(1, Ordering::AcqRel);
         ts.op = THREAD_OP_CANCEL;
+        // After the start's answer (drained first): the slot is the
+        // monitor's to free.
         thread_call(&ts, f.ret);
         release(k);
         return t;
@@ -452,9 +559,10 @@ extern "C" fn thread_start_failed() -> ! {
 }
 
 /// `exit` of the calling thread: the main thread as the only thread ends the
-/// program; any other thread tells the monitor (which frees its slot),
-/// frees its own slot and ends natively (the last one ends the process with
-/// the main thread's status, as Linux does).
+/// program; any other thread tells the monitor (which frees its slot) and
+/// ends natively at once (the last one ends the process with the main
+/// thread's status, as Linux does). It does not wait for the answer: its
+/// slot stays taken ([`EXITING`]) until the answer is on its ring.
 pub(super) fn exit_thread(status: u64) -> ! {
     let b = current();
     let slot = b.slot.load(Ordering::Relaxed) as usize;
@@ -467,11 +575,16 @@ pub(super) fn exit_thread(status: u64) -> ! {
         // kernel does it natively).
         robust_exit(b);
     }
-    super::ring_client::call(nr::exit, &[status, 0, 0, 0, 0, 0], SUB_THREAD, 0);
     LIVE.fetch_sub(1, Ordering::AcqRel);
-    // After this, block `slot` and its ring may be another thread's: touch
-    // nothing but registers.
-    release(slot);
+    match super::ring_client::post(nr::exit, &[status, 0, 0, 0, 0, 0], SUB_THREAD) {
+        Some((_, index)) => {
+            b.exit_index.store(index, Ordering::Relaxed);
+            // After this, block `slot` and its ring may be another
+            // thread's: touch nothing but registers.
+            EXITING.fetch_or(1 << slot, Ordering::Release);
+        }
+        None => release(slot),
+    }
     loop {
         // SAFETY: ends this thread only; touches no memory (the kernel may
         // clear the CLONE_CHILD_CLEARTID word, which is its job).

@@ -108,6 +108,9 @@ pub struct Service {
     cwd: Vec<u8>,
     umask: u32,
     pid: u32,
+    /// The CPUs the program may use (`sched_getaffinity`), in order; never
+    /// empty.
+    cpus: Vec<usize>,
     /// The thread name (`PR_SET_NAME`), bookkeeping only.
     comm: Vec<u8>,
     /// Numbers already reported as not supported (those from 512 up once
@@ -189,6 +192,7 @@ impl Service {
             cwd,
             umask,
             pid,
+            cpus: vec![0],
             comm: b"program".to_vec(),
             reported: CallSet::default(),
             other_numbers: Distinct::default(),
@@ -220,6 +224,14 @@ impl Service {
     /// The process id the program sees (its main thread's tid).
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The CPUs the program may use (the session's placement, or the
+    /// monitor's own affinity); ignored when empty.
+    pub fn set_cpus(&mut self, cpus: Vec<usize>) {
+        if !cpus.is_empty() {
+            self.cpus = cpus;
+        }
     }
 
     /// Whether to copy every call's path argument for the trace (see
