@@ -173,7 +173,9 @@ impl Domain for KvmDomain {
         cabin_abi::thread::MAX_THREADS
     }
 
-    /// Starts the accepted thread on vCPU `start.slot`: `rip` the libos's
+    /// Starts the accepted thread on vCPU `start.slot` (`EINVAL` unless the
+    /// entry is program code and the stack and thread block writable
+    /// memory): `rip` the libos's
     /// trampoline, `rsp` the child stack, GS base the slot's libos thread
     /// block, FS base the TLS (`CLONE_SETTLS`; else 0: the libos's
     /// trampoline sets it), `rdi` the libos's argument. The tid words are
@@ -188,6 +190,19 @@ impl Domain for KvmDomain {
         }
         let tid = self.tid_of(slot);
         let mem = self.memory();
+        // The monitor checks the start state itself: the entry must be
+        // program code (the libos's trampoline), the stack and the thread
+        // block mapped writable memory. Anything else would only start a
+        // thread that faults at once; refusing it keeps the answer Linux's.
+        let in_code = mem.regions().iter().any(|r| {
+            r.kind == cabin_monitor::memory::RegionKind::Code
+                && (r.start..r.start + r.len).contains(&start.entry)
+        });
+        let stack_ok = start.stack.checked_sub(8).is_some_and(|s| mem.host_range(s, 8, true).is_ok());
+        let block_ok = mem.host_range(start.gs_base, 8, true).is_ok();
+        if !in_code || !stack_ok || !block_ok {
+            return Ok(SpawnedBy::Refused { errno: libc::EINVAL });
+        }
         if start.flags & CLONE_PARENT_SETTID != 0 {
             let _ = mem.write(start.parent_tid, &tid.to_le_bytes());
         }

@@ -49,18 +49,21 @@ fn run_with(
 
 fn forged_thread_requests_are_refused(b: Backend) {
     let Some((out, o)) = run(b, "forged") else { return };
-    if b == Backend::Kvm {
-        assert_eq!(out, "", "the first pthread_create fails on KVM");
-        assert_eq!(o.exit_code, 1);
-        cabin_tests::not_run("thread attacks on KVM", "forged: the KVM backend does not run threads yet");
-        return;
-    }
-    assert_eq!(o.exit_code, 0, "{out}");
+    assert_eq!(o.exit_code, 0, "{out} {:?}", o.reason);
+    // "never started" asks for slot 7 with entry, stack and thread block 0:
+    // the process backend's monitor accepts it (the libos would start the
+    // native thread, and a forged one never comes); the KVM domain starts
+    // the thread itself and refuses a start state outside the program's
+    // code and writable memory, so there is nothing to cancel.
+    let never =
+        if b == Backend::Kvm { "never started: -22\ncancel: -22\n" } else { "never started: 0\ncancel: 0\n" };
     assert_eq!(
         out,
-        "slot 0: -22\nslot 64: -22\nslot 1000000: -22\nslot in use: -16\nfork flags: -22\nvm only: -22\n\
-         bad op: -22\nbad pointer: -14\nbad size: -22\nnever started: 0\ncancel: 0\ncancel again: -22\n\
-         cancel a live thread's slot 0: -22\njoined\n"
+        format!(
+            "slot 0: -22\nslot 64: -22\nslot 1000000: -22\nslot in use: -16\nfork flags: -22\nvm only: -22\n\
+             bad op: -22\nbad pointer: -14\nbad size: -22\n{never}cancel again: -22\n\
+             cancel a live thread's slot 0: -22\njoined\n"
+        )
     );
 }
 
@@ -78,18 +81,13 @@ fn forbidden_clone_flags(b: Backend) {
 
 fn doorbell_requeue(b: Backend) {
     let Some((out, o)) = run(b, "requeue") else { return };
-    if b == Backend::Kvm {
-        assert_eq!(o.exit_code, 1, "{out}");
-        cabin_tests::not_run("thread attacks on KVM", "requeue: the KVM backend does not run threads yet");
-        return;
-    }
     // Delayed at most, never stalled: every call is served.
     assert_eq!((out.as_str(), o.exit_code), ("calls served 30\n", 0));
 }
 
 fn thread_limit(b: Backend) {
     let Some((out, o)) = run(b, "limit") else { return };
-    let want = if b == Backend::Kvm { 0 } else { cabin_abi::thread::MAX_THREADS - 1 };
+    let want = cabin_abi::thread::MAX_THREADS - 1;
     assert_eq!(out, format!("created {want} more threads, then EAGAIN\nall joined\n"));
     assert_eq!(o.exit_code, 0);
 }
@@ -104,7 +102,7 @@ fn policy_thread_limit(b: Backend) {
     .expect("policy");
     let gate = cabin_monitor::GateConfig { policy: Some(p), ..Default::default() };
     let Some((out, o)) = run_with(b, "limit", gate) else { return };
-    let want = if b == Backend::Kvm { 0 } else { 3 };
+    let want = 3;
     assert_eq!(out, format!("created {want} more threads, then EAGAIN\nall joined\n"));
     assert_eq!(o.exit_code, 0);
 }
