@@ -99,5 +99,5 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    s.finish_reports();
+    s.lock().service.finish_reports();
 });
