@@ -35,6 +35,7 @@
 pub mod boot;
 pub mod config;
 pub mod domain;
+pub mod futex;
 pub mod gate;
 pub mod kick;
 pub mod layout;
@@ -46,6 +47,7 @@ pub mod session;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;
+pub mod threads;
 pub mod trace;
 pub mod watch;
 

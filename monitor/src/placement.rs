@@ -121,6 +121,11 @@ impl Placement {
         Some(Placement { program: CpuSet::of(&program), worker: CpuSet::of(&[worker]), original })
     }
 
+    /// Every CPU of the run (the calling thread's set before the run).
+    pub fn all(&self) -> CpuSet {
+        self.original
+    }
+
     /// Puts back the calling thread's set from before the run.
     pub fn restore(&self) {
         self.original.apply(0);

@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use cabin_abi::boot::{EndWords, ABORT_RING};
+use cabin_abi::thread::MAX_THREADS;
 use cabin_image::elf::ElfFile;
 use cabin_image::image::Image;
 use cabin_policy::limits::{memory_limit_hit, MemoryBound};
@@ -21,11 +22,12 @@ use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VI
 use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, StopCause};
 use crate::gate::{exit_words, Gate, Stop};
 use crate::placement::Placement;
-use crate::ring::{Worker, WorkerEnd};
+use crate::ring::{Served, Shared, Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
+use crate::threads::Threads;
 use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
 
 /// What the libos's `ABORT_RING` means, in the words of the record.
@@ -34,7 +36,7 @@ const LIBOS_RING_ABORT: &str =
 
 /// Runs `image` confined in a domain of backend `D`, under `cfg`. Blocks
 /// until the program ends.
-pub fn run<D: Domain>(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
+pub fn run<D: Domain + Sync>(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     Session::new(image, cfg)?.run::<D>()
 }
 
@@ -61,7 +63,7 @@ impl<'a> Session<'a> {
     }
 
     /// Runs the program in a domain of backend `D` and writes the records.
-    pub fn run<D: Domain>(self) -> Result<RunOutcome, RunError> {
+    pub fn run<D: Domain + Sync>(self) -> Result<RunOutcome, RunError> {
         let Session { image, elf, cfg, t0 } = self;
         D::available()?;
         let xo = D::execute_only(&elf);
@@ -85,6 +87,7 @@ impl<'a> Session<'a> {
         let memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
         // The program and the worker on CPUs of their own; the libos learns
         // how long it may spin.
+        let all_cpus = crate::placement::CpuSet::current();
         let placement = Placement::choose(cfg.cpu_placement);
         // SAFETY: getuid/getgid have no preconditions.
         let ids = unsafe { (libc::getuid(), libc::getgid()) };
@@ -100,7 +103,9 @@ impl<'a> Session<'a> {
             // the libos has the monitor decide them.
             check_local: gate.check_local(),
             program_cpus: placement.map(|p| p.program),
+            all_cpus,
             ids,
+            threads: limits.threads.map_or(MAX_THREADS as u32, |t| t.clamp(1, MAX_THREADS as u64) as u32),
         };
         let mut domain = D::build(&elf, &spec)?;
         // The program's descriptors are the monitor's: size its table so the
@@ -112,17 +117,21 @@ impl<'a> Session<'a> {
             boot.set_check_local(&spec.check_local);
         }
 
-        let mut worker = Worker::new(domain.ring());
-        worker.set_sites(SiteMap::for_image(image, domain.entry()));
-        worker.gate = Some(gate);
-        let worker_stop = worker.stop_handle();
+        let worker = Worker::new(domain.ring());
+        let sites = SiteMap::for_image(image, domain.entry());
         let stopper = domain.stopper();
         domain.start()?;
         service.set_pid(domain.program_pid());
+        // What the program may use: all of the run's CPUs (a single-threaded
+        // program is placed on some of them, but the threads it creates
+        // run on all; docs/threads.md).
+        service.set_cpus(spec.all_cpus.map(|c| c.cpus()).unwrap_or_default());
+        let shared = Shared::new(service, Some(gate));
 
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.
         let clocks = ThreadClocks::default();
+        domain.join_clocks(&clocks);
         let used = clocks.clone();
         let program_clock = domain.cpu_clock();
         let cpu_used = move || match program_clock {
@@ -132,34 +141,18 @@ impl<'a> Session<'a> {
         let time_stop = stopper.clone();
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
 
-        let (ran, joined) = std::thread::scope(|s| {
-            let mem = domain.memory();
-            let worker_stopper = stopper.clone();
-            let worker_clocks = clocks.clone();
-            let handle = s.spawn(move || {
-                if let Some(p) = &placement {
-                    p.worker.apply(0);
-                }
-                let _clock = worker_clocks.join_this_thread();
-                // A panic here is a monitor bug; the program would otherwise
-                // wait for a completion forever. Stop it, then let the join
-                // see the panic.
-                let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    worker.run(mem, &mut service)
-                })) {
-                    Ok(end) => end,
-                    Err(payload) => {
-                        worker_stopper.stop(StopCause::WorkerFailed);
-                        std::panic::resume_unwind(payload)
-                    }
-                };
-                match &end {
-                    WorkerEnd::Violation(v) => worker_stopper.stop(StopCause::Violation(v.to_string())),
-                    WorkerEnd::Policy(stop) => worker_stopper.stop(StopCause::Policy(stop.message.clone())),
-                    WorkerEnd::Stopped => {}
-                }
-                (end, worker, service)
-            });
+        let threads = Threads::new(
+            &domain,
+            domain.memory(),
+            &shared,
+            stopper.clone(),
+            placement.as_ref(),
+            clocks.clone(),
+            sites,
+            spec.threads as usize,
+        );
+        let ran = std::thread::scope(|s| {
+            threads.start_main(s, worker);
             let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_this_thread());
             // This thread runs the program (a vCPU) or waits for it, on the
             // program's CPUs for the run.
@@ -170,21 +163,19 @@ impl<'a> Session<'a> {
             if let Some(p) = &placement {
                 p.restore();
             }
-            worker_stop.stop();
-            (ran, handle.join())
+            threads.stop_all();
+            ran
         });
-        let (end, mut worker, mut service) = joined.map_err(|payload| {
-            let why = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            RunError::Internal(format!("the ring worker panicked ({why})"))
-        })?;
+        let (end, worker_stats, panicked, _failed) = threads.finish();
+        drop(threads);
+        if let Some(why) = panicked {
+            return Err(RunError::Internal(format!("the ring worker panicked ({why})")));
+        }
+        let Served { mut service, gate } = shared.into_inner();
         let time_hit = times.finish();
         let ended = ran?;
         let words = BootPage::of(domain.memory())?.end_words();
-        let mut gate = worker.gate.take();
+        let mut gate = gate;
 
         // Why the gate stopped the program (it already said so on stderr).
         let mut stopped: Option<Stop> = match &end {
@@ -217,7 +208,7 @@ impl<'a> Session<'a> {
             // The libos counts every trapped call (served locally or not);
             // the worker counts the forwarded ones. The libos figure is
             // untrusted, but it is only a statistic.
-            trapped: domain.trapped_calls().unwrap_or(worker.stats.trapped.max(words.trapped)),
+            trapped: domain.trapped_calls().unwrap_or(worker_stats.trapped.max(words.trapped)),
             denied: service.stats.denied,
             wall_ns: t0.elapsed().as_nanos(),
             execute_only_enforced: xo.enforced,
@@ -225,7 +216,7 @@ impl<'a> Session<'a> {
         };
         let mut json = stats::to_json(&input);
         if let Some(o) = json.as_object_mut() {
-            for (key, value) in domain.stats(&worker.stats) {
+            for (key, value) in domain.stats(&worker_stats) {
                 o.insert(key.into(), value);
             }
             o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));

@@ -238,6 +238,9 @@ pub fn explain(p: &Policy) -> String {
         if let Some(v) = l.open_files {
             let _ = writeln!(o, "  open files:    {v}");
         }
+        if let Some(v) = l.threads {
+            let _ = writeln!(o, "  threads:       {v}");
+        }
         if let Some(v) = l.cpu_time {
             let _ = writeln!(o, "  CPU time:      {}", dur(v));
         }

@@ -209,6 +209,7 @@ struct RawPaths {
 struct RawLimits {
     memory: Option<Spanned<RawInt>>,
     open_files: Option<Spanned<RawInt>>,
+    threads: Option<Spanned<RawInt>>,
     cpu_time: Option<Spanned<RawInt>>,
     wall_time: Option<Spanned<RawInt>>,
     bytes_written: Option<Spanned<RawInt>>,
@@ -311,6 +312,7 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         p.limits = Limits {
             memory: opt(&l.memory, |v| check_size(&cx, v))?,
             open_files: opt(&l.open_files, |v| check_count(&cx, v))?,
+            threads: opt(&l.threads, |v| check_count(&cx, v))?,
             cpu_time: opt(&l.cpu_time, |v| check_duration(&cx, v))?,
             wall_time: opt(&l.wall_time, |v| check_duration(&cx, v))?,
             bytes_written: opt(&l.bytes_written, |v| check_size(&cx, v))?,

@@ -277,6 +277,10 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// Open file descriptors.
     pub open_files: Option<u64>,
+    /// Threads at once (`threads`): creating one more is `EAGAIN`, as
+    /// Linux answers at `RLIMIT_NPROC` (at most, and by default,
+    /// `cabin_abi::thread::MAX_THREADS`).
+    pub threads: Option<u64>,
     /// CPU time.
     pub cpu_time: Option<Duration>,
     /// Wall-clock time.

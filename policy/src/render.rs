@@ -126,7 +126,7 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
     if !p.limits.is_empty() {
         let l = &p.limits;
         let _ = writeln!(o, "\n[limits]");
-        for (k, v) in [("memory", l.memory), ("open-files", l.open_files)] {
+        for (k, v) in [("memory", l.memory), ("open-files", l.open_files), ("threads", l.threads)] {
             if let Some(v) = v {
                 let _ = writeln!(o, "{k} = {v}");
             }

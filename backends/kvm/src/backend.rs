@@ -3,22 +3,31 @@
 //! syscall service, the policy gate and the records — the same ones the
 //! process backend uses.
 //!
-//! Threads: the session's calling thread runs the vCPU (and, on the rare
-//! exits, the doorbell and the slow-path gate, [`RingGate`]); the session's
-//! worker thread polls the ring and serves every call.
+//! Threads: the session's calling thread runs vCPU 0, the program's main
+//! thread (and, on the rare exits, the doorbell and the slow-path gate,
+//! [`RingGate`]); every further program thread runs on a vCPU of its own on
+//! a host thread of its own ([`Vcpus`]). The session's worker thread polls
+//! the ring and serves every call.
 
-use std::cell::RefCell;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cabin_abi::ring::RingPtr;
+use cabin_abi::thread::clone_flags::{
+    CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS,
+};
+use cabin_abi::thread::{ring_offset, ThreadStart, MAX_THREADS};
 use cabin_image::elf::ElfFile;
 
-use super::domain::DomainError;
+use super::domain::{DomainError, Guest};
 use super::ring::{install_kick_handler, RingGate, Shared};
-use super::{prepare, run_loop, KvmConfig, KvmError, KvmStats, Prepared};
+use super::vcpu::VcpuStart;
+use super::vcpus::{ServiceFactory, SpawnError, Vcpus};
+use super::{prepare, KvmConfig, KvmError, KvmStats, Prepared, SyscallService};
 use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::domain::{
+    CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
+};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::ring::WorkerStats;
 
@@ -47,28 +56,84 @@ fn to_run_error(e: KvmError) -> RunError {
     }
 }
 
-/// A KVM guest: ring 0 the proxy-kernel, ring 3 the program and its libos.
+/// A KVM guest: ring 0 the proxy-kernel, ring 3 the program and its libos,
+/// one vCPU per program thread.
 #[derive(Debug)]
 pub struct KvmDomain {
-    /// The vCPU, once started (dropped before the guest's memory).
-    machine: RefCell<Option<super::vcpu::Machine>>,
+    /// The VM and its vCPUs, once started.
+    vcpus: Option<Arc<Vcpus>>,
     prepared: Prepared,
-    /// The vCPU thread's side of the ring (gate calls, doorbells).
-    ring_gate: RefCell<RingGate>,
-    /// What the vCPU thread and the threads that stop it share.
+    /// What the vCPU threads and the threads that stop them share.
     shared: Arc<Shared>,
-    stats: RefCell<KvmStats>,
+    /// The counters fixed at boot (pages, CR4, `boot_ns`), then the run's.
+    stats: Mutex<KvmStats>,
     mem_size: u64,
 }
 
-/// Stops the vCPU: records why and kicks the vCPU thread out of `KVM_RUN`
-/// until it has left its loop.
+// The session calls `spawn_thread` from ring workers while `run` runs.
+const _: () = {
+    const fn sync<T: Sync + Send>() {}
+    sync::<KvmDomain>()
+};
+
+/// Each vCPU's service: the gate of its thread's ring.
+#[derive(Debug)]
+struct RingGates {
+    guest: Arc<Guest>,
+    shared: Arc<Shared>,
+}
+
+impl ServiceFactory for RingGates {
+    fn service(&self, slot: usize) -> Result<Box<dyn SyscallService + Send>, SpawnError> {
+        if slot >= MAX_THREADS {
+            return Err(SpawnError::NoSuchSlot(slot));
+        }
+        // SAFETY: the ring region is MAX_THREADS rings of RING_BYTES from
+        // ring 0 (domain::build maps RING_REGION_BYTES there), alive as long
+        // as the guest, which this factory holds; RING_BYTES keeps the
+        // 64-byte alignment.
+        let ring = unsafe { RingPtr::new(self.guest.ring.base().add(ring_offset(slot))) };
+        Ok(Box::new(RingGate::new(ring, self.shared.clone())))
+    }
+}
+
+/// How long `spawn_thread` waits for the vCPU of a slot the monitor has
+/// freed to leave its loop (the libos's raw `exit` after its exit
+/// submission). A program that keeps running on a freed slot gets `EAGAIN`.
+const SLOT_FREE_WAIT: Duration = Duration::from_secs(2);
+
+/// Stops the program: records why and kicks every vCPU thread out of
+/// `KVM_RUN` until it has left its loop.
 #[derive(Debug)]
 struct VcpuStopper(Arc<Shared>);
 
 impl Stopper for VcpuStopper {
     fn stop(&self, cause: StopCause) {
         self.0.worker_ended(Some(cause.message()));
+    }
+}
+
+impl KvmDomain {
+    /// The running VM's vCPUs (after [`Domain::start`]).
+    pub fn vcpus(&self) -> Option<&Arc<Vcpus>> {
+        self.vcpus.as_ref()
+    }
+
+    /// The thread id the program sees for slot `slot`: the pid for the
+    /// main thread, pid + slot for the others (virtual: no host thread has
+    /// it; `gettid` in the libos must agree).
+    pub fn tid_of(&self, slot: usize) -> u32 {
+        self.program_pid().wrapping_add(slot as u32)
+    }
+
+    fn stats_now(&self) -> KvmStats {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(v) = &self.vcpus {
+            let (run, started) = v.stats();
+            s.add(&run);
+            s.vcpus = started;
+        }
+        s
     }
 }
 
@@ -93,15 +158,7 @@ impl Domain for KvmDomain {
         let prepared = prepare(image.data, &cfg).map_err(to_run_error)?;
         install_kick_handler();
         let shared = Arc::new(Shared::default());
-        let ring_gate = RingGate::new(prepared.guest.ring, shared.clone());
-        Ok(KvmDomain {
-            machine: RefCell::new(None),
-            ring_gate: RefCell::new(ring_gate),
-            prepared,
-            shared,
-            stats: RefCell::default(),
-            mem_size: cfg.mem_size,
-        })
+        Ok(KvmDomain { vcpus: None, prepared, shared, stats: Mutex::default(), mem_size: cfg.mem_size })
     }
 
     fn memory(&self) -> &GuestMemory {
@@ -112,23 +169,86 @@ impl Domain for KvmDomain {
         self.prepared.guest.ring
     }
 
+    fn ring_count(&self) -> usize {
+        cabin_abi::thread::MAX_THREADS
+    }
+
+    /// Starts the accepted thread on vCPU `start.slot` (`EINVAL` unless the
+    /// entry is program code and the stack and thread block writable
+    /// memory): `rip` the libos's
+    /// trampoline, `rsp` the child stack, GS base the slot's libos thread
+    /// block, FS base the TLS (`CLONE_SETTLS`; else 0: the libos's
+    /// trampoline sets it), `rdi` the libos's argument. The tid words are
+    /// written before the thread runs and the answer returns, as Linux does
+    /// (a bad address is ignored, as Linux ignores it); `CLONE_CHILD_CLEARTID`
+    /// is cleared and woken when the vCPU has left its loop.
+    fn spawn_thread(&self, start: &ThreadStart) -> Result<SpawnedBy, RunError> {
+        let Some(vcpus) = &self.vcpus else { return Ok(SpawnedBy::Refused { errno: libc::EAGAIN }) };
+        let slot = start.slot as usize;
+        if slot == 0 || slot >= MAX_THREADS {
+            return Ok(SpawnedBy::Refused { errno: libc::EINVAL });
+        }
+        let tid = self.tid_of(slot);
+        let mem = self.memory();
+        // The monitor checks the start state itself: the entry must be
+        // program code (the libos's trampoline), the stack and the thread
+        // block mapped writable memory. Anything else would only start a
+        // thread that faults at once; refusing it keeps the answer Linux's.
+        let in_code = mem.regions().iter().any(|r| {
+            r.kind == cabin_monitor::memory::RegionKind::Code
+                && (r.start..r.start + r.len).contains(&start.entry)
+        });
+        let stack_ok = start.stack.checked_sub(8).is_some_and(|s| mem.host_range(s, 8, true).is_ok());
+        let block_ok = mem.host_range(start.gs_base, 8, true).is_ok();
+        if !in_code || !stack_ok || !block_ok {
+            return Ok(SpawnedBy::Refused { errno: libc::EINVAL });
+        }
+        if start.flags & CLONE_PARENT_SETTID != 0 {
+            let _ = mem.write(start.parent_tid, &tid.to_le_bytes());
+        }
+        if start.flags & CLONE_CHILD_SETTID != 0 {
+            let _ = mem.write(start.child_tid, &tid.to_le_bytes());
+        }
+        let clear = (start.flags & CLONE_CHILD_CLEARTID != 0).then_some(start.child_tid);
+        let vstart = VcpuStart {
+            rip: start.entry,
+            rsp: start.stack,
+            fs_base: if start.flags & CLONE_SETTLS != 0 { start.tls } else { 0 },
+            gs_base: start.gs_base,
+            rdi: start.arg,
+            ..VcpuStart::default()
+        };
+        let errno = match vcpus.spawn_when_free(slot, vstart, clear, SLOT_FREE_WAIT) {
+            Ok(()) => return Ok(SpawnedBy::Domain { tid }),
+            Err(SpawnError::NoSuchSlot(_) | SpawnError::Setup { .. }) => libc::EINVAL,
+            Err(SpawnError::InUse(_) | SpawnError::Ending) => libc::EAGAIN,
+        };
+        Ok(SpawnedBy::Refused { errno })
+    }
+
     fn entry(&self) -> u64 {
         self.prepared.guest.entry
     }
 
     fn stopper(&self) -> Arc<dyn Stopper> {
-        // This is the thread that will run the vCPU (the session's promise).
-        self.shared.register_vcpu_thread();
+        // Every vCPU thread registers itself when it enters its loop.
         Arc::new(VcpuStopper(self.shared.clone()))
     }
 
     fn start(&mut self) -> Result<(), RunError> {
         let p = &self.prepared;
-        let machine = super::vcpu::create(&p.kvm, &p.cpuid, &p.features, &p.guest)
-            .map_err(|e| to_run_error(e.into()))?;
-        *self.stats.get_mut() = p.stats(&machine).map_err(to_run_error)?;
-        *self.machine.get_mut() = Some(machine);
+        let factory = Box::new(RingGates { guest: p.guest.clone(), shared: self.shared.clone() });
+        let vcpus = Vcpus::new(p, self.shared.clone(), factory, None).map_err(to_run_error)?;
+        let boot = vcpus.with_main(|fd| p.stats(fd)).transpose().map_err(to_run_error)?;
+        *self.stats.get_mut().unwrap_or_else(|e| e.into_inner()) = boot.unwrap_or_default();
+        self.vcpus = Some(vcpus);
         Ok(())
+    }
+
+    fn join_clocks(&self, clocks: &cabin_monitor::watch::ThreadClocks) {
+        if let Some(v) = &self.vcpus {
+            v.join_clocks(clocks);
+        }
     }
 
     fn program_pid(&self) -> u32 {
@@ -141,18 +261,13 @@ impl Domain for KvmDomain {
 
     fn run(&self) -> Result<DomainEnd, RunError> {
         let p = &self.prepared;
-        let result = match self.machine.borrow_mut().as_mut() {
-            Some(m) => {
-                let mut stats = self.stats.borrow_mut();
-                let mut gate = self.ring_gate.borrow_mut();
-                run_loop(m, &p.guest, None, &mut *gate, &mut stats, p.start)
-            }
+        let result = match &self.vcpus {
+            Some(v) => v.run_main(),
             None => {
                 Err(KvmError::Guest(super::GuestError::Stopped { what: "not started".into(), state: None }))
             }
         };
-        self.stats.borrow_mut().wall_ns = p.start.elapsed().as_nanos() as u64;
-        self.shared.vcpu_done.store(true, Ordering::SeqCst);
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).wall_ns = p.start.elapsed().as_nanos() as u64;
         Ok(result.map_err(to_run_error)?.into())
     }
 
@@ -162,12 +277,12 @@ impl Domain for KvmDomain {
     }
 
     fn trapped_calls(&self) -> Option<u64> {
-        Some(self.stats.borrow().gate_syscalls)
+        Some(self.stats_now().gate_syscalls)
     }
 
     fn stats(&self, worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
-        let s = self.stats.borrow();
-        let kvm = s.json(&self.ring_gate.borrow(), worker.forwarded, self.mem_size);
+        let s = self.stats_now();
+        let kvm = s.json(worker.forwarded, self.mem_size);
         vec![("vm_exits", s.vm_exits.into()), ("kvm", kvm)]
     }
 }

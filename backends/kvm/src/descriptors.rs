@@ -27,13 +27,20 @@ pub const USER_CS32: u16 = 0x23;
 pub const USER_SS: u16 = 0x2b;
 /// User 64-bit code selector.
 pub const USER_CS: u16 = 0x33;
-/// TSS selector.
+/// Selector of vCPU 0's TSS; vCPU k's is [`tss_selector`]`(k)`.
 pub const TSS_SEL: u16 = 0x40;
 /// `MSR_STAR` value for this layout.
 pub const STAR: u64 = ((USER_CS32 as u64) << 48) | ((KERNEL_CS as u64) << 32);
 
-/// Number of GDT bytes ([`gdt`] output).
-pub const GDT_BYTES: usize = 0x50;
+/// Number of GDT bytes ([`gdt`] output): eight 8-byte slots, then one
+/// 16-byte TSS descriptor per vCPU.
+pub const GDT_BYTES: usize = TSS_SEL as usize + 16 * crate::layout::MAX_VCPUS;
+
+/// The TR selector of vCPU `k` (each vCPU has a TSS of its own: its own
+/// ring-0 and IST stacks).
+pub const fn tss_selector(k: usize) -> u16 {
+    TSS_SEL + 16 * k as u16
+}
 /// Offset of the I/O permission bitmap inside the TSS.
 pub const IOPB_OFFSET: usize = 0x68;
 /// Ports covered by the bitmap (all above are denied by the TSS limit).
@@ -42,16 +49,20 @@ pub const IOPB_PORTS: usize = 256;
 pub const TSS_BYTES: usize = IOPB_OFFSET + IOPB_PORTS / 8 + 1;
 
 /// The GDT: null, null (Linux's kernel code32), kernel code64, kernel data,
-/// null (Linux's user code32), user data, user code64, null, TSS (two
-/// slots). Accessed bits are preset so the CPU never writes the table.
-pub fn gdt(tss_base: u64) -> [u8; GDT_BYTES] {
+/// null (Linux's user code32), user data, user code64, null, then one TSS
+/// descriptor (two slots) per vCPU, vCPU k's based at `tss_base(k)`.
+/// Accessed bits are preset so the CPU never writes the table.
+pub fn gdt(tss_base: impl Fn(usize) -> u64) -> Vec<u8> {
     let tss_limit = (TSS_BYTES - 1) as u64;
-    let tss_lo = (tss_limit & 0xffff)
-        | ((tss_base & 0xff_ffff) << 16)
-        | (0x8bu64 << 40) // present, DPL 0, type 11: busy 64-bit TSS (TR is loaded from the host)
-        | (((tss_limit >> 16) & 0xf) << 48)
-        | (((tss_base >> 24) & 0xff) << 56);
-    let entries: [u64; 10] = [
+    let tss = |base: u64| {
+        let lo = (tss_limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x8bu64 << 40) // present, DPL 0, type 11: busy 64-bit TSS (TR is loaded from the host)
+            | (((tss_limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        [lo, base >> 32]
+    };
+    let segments: [u64; 8] = [
         0,
         0,                     // 0x08 (no kernel code32)
         0x00af_9b00_0000_ffff, // 0x10 kernel code64 (L)
@@ -60,13 +71,10 @@ pub fn gdt(tss_base: u64) -> [u8; GDT_BYTES] {
         0x00cf_f300_0000_ffff, // 0x2b user data
         0x00af_fb00_0000_ffff, // 0x33 user code64 (L)
         0,
-        tss_lo,
-        tss_base >> 32,
     ];
-    let mut out = [0u8; GDT_BYTES];
-    for (i, e) in entries.iter().enumerate() {
-        out[i * 8..i * 8 + 8].copy_from_slice(&e.to_le_bytes());
-    }
+    let tsses = (0..crate::layout::MAX_VCPUS).flat_map(|k| tss(tss_base(k)));
+    let out: Vec<u8> = segments.into_iter().chain(tsses).flat_map(u64::to_le_bytes).collect();
+    debug_assert_eq!(out.len(), GDT_BYTES);
     out
 }
 
@@ -154,21 +162,30 @@ mod tests {
 
     #[test]
     fn gdt_layout() {
-        let g = gdt(0xffff_ffff_8000_2000);
+        let g = gdt(|k| 0xffff_ffff_8000_4000 + 0x100 * k as u64);
+        assert_eq!(g.len(), GDT_BYTES);
         assert_eq!(q(&g, 2) >> 53 & 1, 1, "kernel CS is long mode");
         assert_eq!(q(&g, 6) >> 45 & 3, 3, "user CS has DPL 3");
         assert_eq!(q(&g, 6) >> 53 & 1, 1, "user CS is long mode");
         assert_eq!(q(&g, 5) >> 45 & 3, 3, "user SS has DPL 3");
         // The only code segments: kernel 0x10 and user 0x33, both long mode.
         let code: Vec<usize> =
-            (0..8).filter(|&i| q(&g, i) >> 47 & 1 == 1 && q(&g, i) >> 43 & 3 == 3).collect();
+            (0..GDT_BYTES / 8).filter(|&i| q(&g, i) >> 47 & 1 == 1 && q(&g, i) >> 43 & 3 == 3).collect();
         assert_eq!(code, vec![2, 6], "present code segments");
         assert_eq!(q(&g, 1), 0, "no kernel code32");
         assert_eq!(q(&g, 4), 0, "no user code32");
         let lo = q(&g, 8);
         let base = ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | (q(&g, 9) << 32);
-        assert_eq!(base, 0xffff_ffff_8000_2000);
+        assert_eq!(base, 0xffff_ffff_8000_4000);
         assert_eq!(lo & 0xffff, (TSS_BYTES - 1) as u64);
+        // Every vCPU's TSS descriptor names its own TSS; none is a code segment.
+        for k in 0..crate::layout::MAX_VCPUS {
+            let i = usize::from(tss_selector(k)) / 8;
+            let lo = q(&g, i);
+            let base = ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | (q(&g, i + 1) << 32);
+            assert_eq!(base, 0xffff_ffff_8000_4000 + 0x100 * k as u64, "vCPU {k}");
+            assert_eq!((lo >> 40) & 0xff, 0x8b, "vCPU {k}: present busy 64-bit TSS, DPL 0");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::mem::offset_of;
 use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION};
 use cabin_abi::hypercall::PORT_DOORBELL;
 use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
-use cabin_abi::ring::{RingPtr, RING_BYTES};
+use cabin_abi::ring::RingPtr;
+use cabin_abi::thread::{MAX_THREADS, RING_REGION_BYTES};
 use cabin_image::elf::{ElfFile, ElfKind};
 use cabin_proxy_kernel::header::{Header, HeaderError};
 use thiserror::Error;
@@ -132,6 +133,11 @@ pub struct Guest {
     pub arena_len: u64,
 }
 
+// SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
+// a shared reference to it only ever yields a copy another thread could
+// have been sent; all accesses through it are atomic or volatile copies.
+unsafe impl Sync for Guest {}
+
 fn page_down(x: u64) -> u64 {
     x & !(PAGE - 1)
 }
@@ -244,7 +250,7 @@ pub fn build(
     }
 
     // --- boot page and ring (user RW NX) ---
-    let ring_len = page_up(RING_BYTES as u64);
+    let ring_len = page_up(RING_REGION_BYTES as u64);
     pt.map(&mem, BOOT_VA, BOOT_GPA, PAGE, USER_RW)?;
     pt.map(&mem, RING_VA, RING_GPA, ring_len, USER_RW)?;
     space.push((BOOT_VA, PAGE, BOOT_GPA, RegionKind::BootPage));
@@ -257,12 +263,13 @@ pub fn build(
     write_boot_info(&mem, program, brk_va, brk_len, arena_len)?;
 
     // --- system area (supervisor only) ---
-    let tss_va = kernel_va(TSS_GPA);
-    mem.write(GDT_GPA, &descriptors::gdt(tss_va))?;
-    mem.write(
-        TSS_GPA,
-        &descriptors::tss(kernel_stack_top(), ist_stack_top(), pf_stack_top(), PORT_DOORBELL),
-    )?;
+    // One GDT and IDT for all vCPUs; each vCPU its own TSS and stacks, all
+    // written and mapped now (starting a thread never runs ring 0).
+    mem.write(GDT_GPA, &descriptors::gdt(|k| kernel_va(tss_gpa(k))))?;
+    for k in 0..MAX_VCPUS {
+        let tss = descriptors::tss(kernel_stack_top(k), ist_stack_top(k), pf_stack_top(k), PORT_DOORBELL);
+        mem.write(tss_gpa(k), &tss)?;
+    }
     // Every proxy-kernel address cut to 32 bits must lie below the lowest
     // program address (layout::PK_VA).
     let pk_va = PK_VA;
@@ -272,15 +279,14 @@ pub fn build(
     }
     mem.write(IDT_GPA, &descriptors::idt(|v| pk_va + pk.vector_offset(v)))?;
     mem.write(PK_GPA, super::PROXY_KERNEL)?;
-    for (gpa, len, perms) in [
-        (GDT_GPA, PAGE, KERNEL_RW),
-        (TSS_GPA, PAGE, KERNEL_RW),
-        (IDT_GPA, PAGE, KERNEL_RW),
-        (KSTACK_GPA, KSTACK_SIZE, KERNEL_RW),
-        (IST_GPA, IST_SIZE, KERNEL_RW),
-        (PF_IST_GPA, PF_IST_SIZE, KERNEL_RW),
-    ] {
-        pt.map(&mem, kernel_va(gpa), gpa, len, perms)?;
+    let tss_len = page_up(tss_gpa(MAX_VCPUS) - TSS_GPA);
+    for (gpa, len) in [(GDT_GPA, PAGE), (IDT_GPA, PAGE), (TSS_GPA, tss_len)] {
+        pt.map(&mem, kernel_va(gpa), gpa, len, KERNEL_RW)?;
+    }
+    for k in 0..MAX_VCPUS {
+        for (gpa, len) in vcpu_stacks(k) {
+            pt.map(&mem, kernel_va(gpa), gpa, len, KERNEL_RW)?;
+        }
     }
     pt.map(&mem, pk_va, PK_GPA, pk_len, KERNEL_RX)?;
 
@@ -371,7 +377,11 @@ fn write_boot_info(
         | if p.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 };
     mem.write(at(offset_of!(BootInfo, flags)), &flags.to_le_bytes())?;
     mem.write_u64(at(offset_of!(BootInfo, ring)), RING_VA)?;
-    mem.write_u64(at(offset_of!(BootInfo, ring_size)), page_up(RING_BYTES as u64))?;
+    mem.write_u64(at(offset_of!(BootInfo, ring_size)), page_up(RING_REGION_BYTES as u64))?;
+    // Every ring of the region is mapped; threads are refused (EAGAIN) by
+    // `spawn_thread` until the KVM backend runs them (docs/threads.md).
+    mem.write(at(offset_of!(BootInfo, ring_count)), &(MAX_THREADS as u32).to_le_bytes())?;
+    mem.write(at(offset_of!(BootInfo, thread_limit)), &(MAX_THREADS as u32).to_le_bytes())?;
     mem.write_u64(at(offset_of!(BootInfo, arena_start)), ARENA_VA)?;
     mem.write_u64(at(offset_of!(BootInfo, arena_len)), arena_len)?;
     mem.write_u64(at(offset_of!(BootInfo, brk_start)), brk_va)?;

@@ -11,16 +11,17 @@
 //! ```text
 //! GPA                      contents                         guest-virtual address
 //! 0x0000_0000              (unused, never mapped)
-//! 0x0000_1000  GDT_GPA     GDT (Linux selectors)            KERNEL_VA_BASE + GPA   supervisor RW NX
-//! 0x0000_2000  TSS_GPA     TSS + I/O permission bitmap      KERNEL_VA_BASE + GPA   supervisor RW NX
-//! 0x0000_3000  IDT_GPA     IDT, 256 gates                   KERNEL_VA_BASE + GPA   supervisor RW NX
-//! 0x0001_0000  KSTACK_GPA  kernel stack (TSS.RSP0)          KERNEL_VA_BASE + GPA   supervisor RW NX
-//! 0x0002_0000  IST_GPA     #DF/NMI/#MC stack (TSS.IST1)     KERNEL_VA_BASE + GPA   supervisor RW NX
-//! 0x0003_0000  PF_IST_GPA  #PF stack (TSS.IST2)             KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0000_1000  GDT_GPA     GDT (Linux selectors, one TSS    KERNEL_VA_BASE + GPA   supervisor RW NX
+//!                          descriptor per vCPU)
+//! 0x0000_2000  IDT_GPA     IDT, 256 gates (all vCPUs)       KERNEL_VA_BASE + GPA   supervisor RW NX
+//! 0x0000_4000  TSS_GPA     TSS k + I/O bitmap at            KERNEL_VA_BASE + GPA   supervisor RW NX
+//!                          TSS_GPA + k * TSS_STRIDE
 //! 0x0010_0000  PK_GPA      proxy-kernel blob                PK_VA                  supervisor RX
 //! 0x0020_0000  BOOT_GPA    boot-information page            BOOT_VA                user RW NX
 //! 0x0020_1000  RING_GPA    the ring                         RING_VA                user RW NX
 //! 0x0040_0000  PT_GPA      page-table pool (not mapped)
+//! 0x00d0_0000  VCPU_STACKS_GPA  per-vCPU ring-0 stacks:     KERNEL_VA_BASE + GPA   supervisor RW NX
+//!                          vCPU k's block at + k * VCPU_STACKS_STRIDE (guard pages unmapped)
 //! 0x00f0_0000              manifest (measurement only; not loaded)
 //! 0x0100_0000  IMAGE_GPA   image pages, in address order    link address (+ PIE_BASE for static-PIE)
 //! after image              stack, STACK_SIZE                STACK_TOP_VA - STACK_SIZE
@@ -39,25 +40,48 @@ pub const LARGE_PAGE: u64 = 2 << 20;
 /// `gpa` is visible to ring 0 at `KERNEL_VA_BASE + gpa`.
 pub const KERNEL_VA_BASE: u64 = 0xffff_ffff_8000_0000;
 
-/// Global descriptor table.
+/// Most vCPUs a domain runs: one per program thread (issue 13). Every
+/// vCPU's TSS and ring-0 stacks are laid out and mapped before boot, so
+/// starting a thread never touches ring 0.
+pub const MAX_VCPUS: usize = 64;
+
+/// Global descriptor table: the Linux selectors, then one TSS descriptor
+/// per vCPU (`descriptors::tss_selector`).
 pub const GDT_GPA: u64 = 0x1000;
-/// Task-state segment and I/O permission bitmap.
-pub const TSS_GPA: u64 = 0x2000;
-/// Interrupt descriptor table.
-pub const IDT_GPA: u64 = 0x3000;
-/// Kernel stack used for traps from ring 3 (`TSS.RSP0` is its top).
-pub const KSTACK_GPA: u64 = 0x1_0000;
-/// Size of the kernel stack.
-pub const KSTACK_SIZE: u64 = 0x1_0000;
-/// Stack for double faults, NMIs and machine checks (`TSS.IST1`).
-pub const IST_GPA: u64 = 0x2_0000;
-/// Size of the IST stack.
-pub const IST_SIZE: u64 = 0x8000;
-/// Stack for page faults (`TSS.IST2`): a page fault in ring 0 never runs
-/// on a stack the program chose (see `descriptors::ist_for`).
-pub const PF_IST_GPA: u64 = 0x3_0000;
+/// Interrupt descriptor table (one for all vCPUs: the proxy-kernel keeps no
+/// per-CPU state, its stacks come from each vCPU's TSS).
+pub const IDT_GPA: u64 = 0x2000;
+/// Task-state segments: vCPU k's TSS and I/O permission bitmap at
+/// `TSS_GPA + k * TSS_STRIDE`.
+pub const TSS_GPA: u64 = 0x4000;
+/// Distance between two vCPUs' TSSs (a TSS never crosses a page).
+pub const TSS_STRIDE: u64 = 0x100;
+/// Per-vCPU ring-0 stacks: vCPU k's block at
+/// `VCPU_STACKS_GPA + k * VCPU_STACKS_STRIDE`, laid out as (offsets in the
+/// block) guard page, IST1 stack, guard page, page-fault stack, guard page,
+/// kernel stack. Guard pages are left unmapped: a ring-0 stack overflow
+/// faults (a proxy-kernel fault, a Cabin bug) instead of writing into the
+/// neighbouring stack or the next vCPU's.
+pub const VCPU_STACKS_GPA: u64 = 0xd0_0000;
+/// Size of one vCPU's stack block.
+pub const VCPU_STACKS_STRIDE: u64 = 0x8000;
+/// Offset in a vCPU's block of its stack for double faults, NMIs and
+/// machine checks (`TSS.IST1`).
+pub const IST_OFFSET: u64 = 0x1000;
+/// Size of the IST1 stack.
+pub const IST_SIZE: u64 = 0x1000;
+/// Offset in a vCPU's block of its stack for page faults (`TSS.IST2`): a
+/// page fault in ring 0 never runs on a stack the program chose (see
+/// `descriptors::ist_for`). The slow-path gate arrives here on this
+/// project's nested KVM.
+pub const PF_IST_OFFSET: u64 = 0x3000;
 /// Size of the page-fault stack.
-pub const PF_IST_SIZE: u64 = 0x8000;
+pub const PF_IST_SIZE: u64 = 0x1000;
+/// Offset in a vCPU's block of its kernel stack (`TSS.RSP0`, traps from
+/// ring 3).
+pub const KSTACK_OFFSET: u64 = 0x5000;
+/// Size of the kernel stack.
+pub const KSTACK_SIZE: u64 = 0x3000;
 /// The proxy-kernel blob.
 pub const PK_GPA: u64 = 0x10_0000;
 /// Largest proxy-kernel blob (guest-physical room; see also [`PK_VA`]).
@@ -77,11 +101,11 @@ pub const RING_GPA: u64 = 0x20_1000;
 /// Bytes reserved for the ring.
 pub const RING_MAX: u64 = 0x1f_f000;
 // Room for the whole ring, site hints included.
-const _: () = assert!(RING_MAX >= cabin_abi::ring::RING_BYTES as u64);
+const _: () = assert!(RING_MAX >= cabin_abi::thread::RING_REGION_BYTES as u64);
 /// First page of the page-table pool.
 pub const PT_GPA: u64 = 0x40_0000;
-/// End of the page-table pool.
-pub const PT_END: u64 = MANIFEST_GPA;
+/// End of the page-table pool (the per-vCPU stacks follow it).
+pub const PT_END: u64 = VCPU_STACKS_GPA;
 /// The image's lowest loadable page.
 pub const IMAGE_GPA: u64 = IMAGE_GPA_BASE;
 
@@ -106,19 +130,35 @@ pub const MIN_MEM: u64 = 64 << 20;
 /// Largest guest memory accepted (bounded by the page-table pool).
 pub const MAX_MEM: u64 = 4 << 30;
 
-/// `TSS.RSP0`: top of the kernel stack, as ring 0 sees it.
-pub const fn kernel_stack_top() -> u64 {
-    KERNEL_VA_BASE + KSTACK_GPA + KSTACK_SIZE
+/// Guest-physical address of vCPU `k`'s TSS.
+pub const fn tss_gpa(k: usize) -> u64 {
+    TSS_GPA + k as u64 * TSS_STRIDE
 }
 
-/// `TSS.IST1`: top of the IST stack.
-pub const fn ist_stack_top() -> u64 {
-    KERNEL_VA_BASE + IST_GPA + IST_SIZE
+/// Guest-physical address of vCPU `k`'s stack block.
+pub const fn vcpu_stacks_gpa(k: usize) -> u64 {
+    VCPU_STACKS_GPA + k as u64 * VCPU_STACKS_STRIDE
 }
 
-/// `TSS.IST2`: top of the page-fault stack.
-pub const fn pf_stack_top() -> u64 {
-    KERNEL_VA_BASE + PF_IST_GPA + PF_IST_SIZE
+/// `TSS.RSP0` of vCPU `k`: top of its kernel stack, as ring 0 sees it.
+pub const fn kernel_stack_top(k: usize) -> u64 {
+    KERNEL_VA_BASE + vcpu_stacks_gpa(k) + KSTACK_OFFSET + KSTACK_SIZE
+}
+
+/// `TSS.IST1` of vCPU `k`: top of its IST stack.
+pub const fn ist_stack_top(k: usize) -> u64 {
+    KERNEL_VA_BASE + vcpu_stacks_gpa(k) + IST_OFFSET + IST_SIZE
+}
+
+/// `TSS.IST2` of vCPU `k`: top of its page-fault stack.
+pub const fn pf_stack_top(k: usize) -> u64 {
+    KERNEL_VA_BASE + vcpu_stacks_gpa(k) + PF_IST_OFFSET + PF_IST_SIZE
+}
+
+/// The mapped stacks of vCPU `k`: (guest-physical address, length) each.
+pub const fn vcpu_stacks(k: usize) -> [(u64, u64); 3] {
+    let b = vcpu_stacks_gpa(k);
+    [(b + IST_OFFSET, IST_SIZE), (b + PF_IST_OFFSET, PF_IST_SIZE), (b + KSTACK_OFFSET, KSTACK_SIZE)]
 }
 
 /// Ring-0 address of a system-area guest-physical address.
@@ -129,16 +169,26 @@ pub const fn kernel_va(gpa: u64) -> u64 {
 const _: () = {
     assert!(PK_GPA + PK_MAX <= BOOT_GPA);
     assert!(RING_GPA + RING_MAX <= PT_GPA);
-    assert!(IST_GPA + IST_SIZE <= PF_IST_GPA);
-    assert!(PF_IST_GPA + PF_IST_SIZE <= PK_GPA);
+    assert!(GDT_GPA + PAGE <= IDT_GPA && IDT_GPA + PAGE <= TSS_GPA);
+    assert!(GDT_GPA + super::descriptors::GDT_BYTES as u64 <= IDT_GPA);
+    assert!(tss_gpa(MAX_VCPUS) <= KERNEL_LOW_END && TSS_STRIDE >= super::descriptors::TSS_BYTES as u64);
+    assert!(PAGE.is_multiple_of(TSS_STRIDE));
+    // Guard page, IST1, guard page, #PF stack, guard page, kernel stack: each in order, no overlap.
+    assert!(IST_OFFSET >= PAGE && IST_OFFSET + IST_SIZE + PAGE <= PF_IST_OFFSET);
+    assert!(PF_IST_OFFSET + PF_IST_SIZE + PAGE <= KSTACK_OFFSET);
+    assert!(KSTACK_OFFSET + KSTACK_SIZE <= VCPU_STACKS_STRIDE);
+    assert!(VCPU_STACKS_STRIDE.is_multiple_of(PAGE));
+    assert!(vcpu_stacks_gpa(MAX_VCPUS) <= MANIFEST_GPA);
     assert!(PK_VA as u32 == 0 && PK_VA >= KERNEL_VA_BASE - (1 << 33));
-    assert!(KSTACK_GPA + KSTACK_SIZE <= IST_GPA);
     assert!(PT_END <= IMAGE_GPA);
     assert!(ARENA_VA.is_multiple_of(LARGE_PAGE));
     assert!(STACK_TOP_VA.is_multiple_of(LARGE_PAGE) && STACK_SIZE.is_multiple_of(LARGE_PAGE));
     // Enough page tables for MAX_MEM mapped with 4 KiB pages, plus upper levels.
     assert!((PT_END - PT_GPA) / PAGE >= MAX_MEM / LARGE_PAGE + 64);
 };
+
+/// End of the low system area that holds the descriptor tables.
+const KERNEL_LOW_END: u64 = PK_GPA;
 
 /// Guest memory for a KVM domain. `mem` is `--mem` (0 = not given), `limit`
 /// `[limits] memory`. With a limit, the guest is the limit rounded down to

@@ -35,10 +35,13 @@ pub mod paging;
 pub mod pku;
 pub mod ring;
 pub mod vcpu;
+pub mod vcpus;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvm_ioctls::VcpuExit;
+use kvm_ioctls::{VcpuExit, VcpuFd};
 use thiserror::Error;
 
 use self::domain::{DomainError, Guest, ProgramSpec};
@@ -171,18 +174,24 @@ pub struct KvmStats {
     pub large_pages: u64,
     /// The guest's CR4 (SMEP, SMAP, UMIP: see docs/kvm.md, "Ring 0").
     pub cr4: u64,
+    /// Gate calls redirected into the libos.
+    pub gate_redirects: u64,
+    /// Doorbell exits that asked to wait for a completion.
+    pub doorbell_waits: u64,
+    /// vCPUs started over the run (one per program thread).
+    pub vcpus: u64,
 }
 
 impl KvmStats {
-    /// The `kvm` object of `--stats`, with the gate's counters, the
-    /// worker's forwarded calls and the guest's memory size.
-    pub fn json(&self, gate: &ring::RingGate, ring_forwarded: u64, mem_bytes: u64) -> serde_json::Value {
+    /// The `kvm` object of `--stats`, with the worker's forwarded calls and
+    /// the guest's memory size.
+    pub fn json(&self, ring_forwarded: u64, mem_bytes: u64) -> serde_json::Value {
         serde_json::json!({
             "vm_exits": self.vm_exits,
             "gate_syscalls": self.gate_syscalls,
             "doorbell_exits": self.doorbell_exits,
-            "gate_redirects": gate.redirects,
-            "doorbell_waits": gate.doorbell_waits,
+            "gate_redirects": self.gate_redirects,
+            "doorbell_waits": self.doorbell_waits,
             "ring_forwarded": ring_forwarded,
             "boot_ns": self.boot_ns,
             "mem_bytes": mem_bytes,
@@ -190,7 +199,17 @@ impl KvmStats {
             "pages_2m": self.large_pages,
             "smep": self.cr4 & vcpu::CR4_SMEP != 0,
             "smap": self.cr4 & vcpu::CR4_SMAP != 0,
+            "vcpus": self.vcpus,
         })
+    }
+
+    /// Adds one vCPU's exit counters.
+    pub fn add(&mut self, other: &KvmStats) {
+        self.vm_exits += other.vm_exits;
+        self.gate_syscalls += other.gate_syscalls;
+        self.doorbell_exits += other.doorbell_exits;
+        self.gate_redirects += other.gate_redirects;
+        self.doorbell_waits += other.doorbell_waits;
     }
 }
 
@@ -211,13 +230,19 @@ pub enum LoopEnd {
     /// The program broke the protocol, or the run was stopped from another
     /// thread (the message says which).
     Violation(String),
+    /// `exit` of this vCPU's thread (the program ends with it only if it
+    /// was the last, see [`vcpus`]).
+    ThreadExit(i32),
+    /// Another vCPU ended the program; this one left its loop.
+    Stopped,
 }
 
 impl From<LoopEnd> for cabin_monitor::domain::DomainEnd {
     fn from(end: LoopEnd) -> Self {
         use cabin_monitor::domain::DomainEnd;
         match end {
-            LoopEnd::Exited(code) => DomainEnd::Exited(code),
+            LoopEnd::Exited(code) | LoopEnd::ThreadExit(code) => DomainEnd::Exited(code),
+            LoopEnd::Stopped => DomainEnd::Violation("the program was stopped".into()),
             LoopEnd::Fault { status, fault, report } => DomainEnd::Fault {
                 signo: status - 128,
                 addr: (fault.vector == 14).then_some(fault.cr2),
@@ -247,7 +272,12 @@ pub struct KvmOutcome {
 impl KvmOutcome {
     fn new(end: LoopEnd, execute_only_enforced: bool, stats: KvmStats) -> KvmOutcome {
         let (status, fault, report) = match end {
-            LoopEnd::Exited(code) => (code, None, None),
+            LoopEnd::Exited(code) | LoopEnd::ThreadExit(code) => (code, None, None),
+            LoopEnd::Stopped => (
+                cabin_monitor::config::EXIT_PROTOCOL_VIOLATION,
+                None,
+                Some("the program was stopped".to_string()),
+            ),
             LoopEnd::Fault { status, fault, report } => (status, Some(fault), Some(report)),
             LoopEnd::Violation(msg) => (
                 cabin_monitor::config::EXIT_PROTOCOL_VIOLATION,
@@ -264,8 +294,11 @@ impl KvmOutcome {
 pub enum Served {
     /// Resume the program with this value in `rax`.
     Return(i64),
-    /// End the program with this status.
+    /// End the program with this status (`exit_group`).
     Exit(i32),
+    /// End the calling thread with this status (`exit`); the last thread's
+    /// ends the program.
+    ThreadExit(i32),
     /// The program broke the protocol (ring garbage, wild pointer): end it.
     Violation(String),
     /// Do not serve the call: resume the program at this address (the
@@ -301,6 +334,11 @@ pub trait SyscallService {
     fn interrupted(&mut self) -> Option<Served> {
         None
     }
+
+    /// Gate calls redirected into the libos, and doorbell waits (`--stats`).
+    fn counters(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// Whether /dev/kvm is usable here (`Err` says why not).
@@ -319,34 +357,63 @@ pub fn run_with(
 ) -> Result<KvmOutcome, KvmError> {
     let p = prepare(image, cfg)?;
     let mut machine = vcpu::create(&p.kvm, &p.cpuid, &p.features, &p.guest)?;
-    let mut stats = p.stats(&machine)?;
+    let mut stats = p.stats(&machine.vcpu)?;
+    let ending = AtomicBool::new(false);
     let result = match cfg.timeout {
-        None => run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start),
+        None => run_loop(&mut machine.vcpu, &p.guest, cfg.timeout, service, &mut stats, p.start, &ending),
         Some(limit) => {
             // Watchdog: a guest spinning in ring 3 never exits on its own.
-            ring::install_kick_handler();
-            let watch = std::sync::Arc::new(ring::Shared::default());
-            watch.register_vcpu_thread();
+            let watch = Arc::new(ring::Shared::default());
+            watch.enter_vcpu(0);
             let w = watch.clone();
             let dog =
                 cabin_monitor::watch::Watchdog::start(limit.saturating_sub(p.start.elapsed()), move || {
-                    w.kick_vcpu()
+                    w.kick_all()
                 });
-            let r = run_loop(&mut machine, &p.guest, cfg.timeout, service, &mut stats, p.start);
-            watch.vcpu_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            let r = run_loop(&mut machine.vcpu, &p.guest, cfg.timeout, service, &mut stats, p.start, &ending);
+            watch.leave_vcpu(0);
             dog.cancel();
             r
         }
     };
     stats.wall_ns = p.start.elapsed().as_nanos() as u64;
+    let (redirects, waits) = service.counters();
+    stats.gate_redirects = redirects;
+    stats.doorbell_waits = waits;
     drop(machine);
     Ok(KvmOutcome::new(result?, p.eo.enforced(), stats))
 }
 
+/// Runs `image` under KVM with one vCPU per thread: vCPU 0 at the image's
+/// entry, more started with [`vcpus::Vcpus::spawn`] (by the services
+/// `factory` makes, or by `on_start`, which gets the [`vcpus::Vcpus`] before
+/// vCPU 0 runs). For tests of the multi-vCPU machinery with hand-made
+/// guests; [`run`] is the full monitor.
+pub fn run_threads(
+    image: &[u8],
+    cfg: &KvmConfig,
+    factory: Box<dyn vcpus::ServiceFactory>,
+    on_start: impl FnOnce(&Arc<vcpus::Vcpus>),
+) -> Result<KvmOutcome, KvmError> {
+    let p = prepare(image, cfg)?;
+    let shared = Arc::new(ring::Shared::default());
+    let v = vcpus::Vcpus::new(&p, shared, factory, cfg.timeout)?;
+    let base = v.with_main(|fd| p.stats(fd)).transpose()?.unwrap_or_default();
+    on_start(&v);
+    let end = v.run_main();
+    let (mut stats, started) = v.stats();
+    stats.small_pages = base.small_pages;
+    stats.large_pages = base.large_pages;
+    stats.cr4 = base.cr4;
+    stats.vcpus = started;
+    stats.wall_ns = p.start.elapsed().as_nanos() as u64;
+    Ok(KvmOutcome::new(end?, p.eo.enforced(), stats))
+}
+
 /// A guest built and the KVM handles to run it, before the vCPU exists.
 #[derive(Debug)]
-struct Prepared {
-    guest: Guest,
+pub(crate) struct Prepared {
+    guest: Arc<Guest>,
     kvm: kvm_ioctls::Kvm,
     cpuid: kvm_bindings::CpuId,
     features: vcpu::CpuFeatures,
@@ -356,8 +423,8 @@ struct Prepared {
 
 impl Prepared {
     /// The counters at boot; writes the TSC rate into the boot page.
-    fn stats(&self, machine: &vcpu::Machine) -> Result<KvmStats, KvmError> {
-        if let Some(khz) = invariant_tsc_khz(&machine.vcpu) {
+    fn stats(&self, vcpu: &VcpuFd) -> Result<KvmStats, KvmError> {
+        if let Some(khz) = invariant_tsc_khz(vcpu) {
             let at = layout::BOOT_GPA + std::mem::offset_of!(cabin_abi::boot::BootInfo, tsc_khz) as u64;
             self.guest.phys.write_u64(at, khz).map_err(GuestError::BootPage)?;
         }
@@ -379,7 +446,7 @@ fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
     getrandom(&mut random);
     let hwcap = (u64::from(features.leaf1_edx), features.hwcap2());
     let guest = domain::build(image, cfg.mem_size, &cfg.program, random, hwcap, eo.code_pkey())?;
-    Ok(Prepared { guest, kvm, cpuid, features, eo, start })
+    Ok(Prepared { guest: Arc::new(guest), kvm, cpuid, features, eo, start })
 }
 
 /// The guest TSC's rate in kHz when the libos may use it as a clock: the
@@ -396,21 +463,27 @@ fn invariant_tsc_khz(vcpu: &kvm_ioctls::VcpuFd) -> Option<u64> {
     (invariant && khz > 0).then_some(u64::from(khz))
 }
 
-/// Runs the vCPU until the program ends (or `timeout` passes: tests).
+/// Runs one vCPU until its thread or the program ends (or `timeout`
+/// passes: tests). `ending` set (another vCPU ended the program) makes it
+/// leave at its next exit or kick with [`LoopEnd::Stopped`].
 fn run_loop(
-    m: &mut vcpu::Machine,
+    vcpu: &mut VcpuFd,
     d: &Guest,
     timeout: Option<Duration>,
     service: &mut dyn SyscallService,
     stats: &mut KvmStats,
     start: Instant,
+    ending: &AtomicBool,
 ) -> Result<LoopEnd, KvmError> {
     // From here a kick makes KVM_RUN return EINTR, however it lands
     // (cabin_monitor::kick); one that came before is seen by the check below.
-    let immediate_exit: *mut u8 = &mut m.vcpu.get_kvm_run().immediate_exit;
-    // SAFETY: the kvm_run mapping belongs to `m.vcpu`, which outlives this
+    let immediate_exit: *mut u8 = &mut vcpu.get_kvm_run().immediate_exit;
+    // SAFETY: the kvm_run mapping belongs to `vcpu`, which outlives this
     // function, and the target is dropped when it returns.
     let _kick_target = unsafe { cabin_monitor::kick::VcpuKickTarget::enter(immediate_exit) };
+    if ending.load(Ordering::SeqCst) {
+        return Ok(LoopEnd::Stopped);
+    }
     match service.interrupted() {
         Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
         Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
@@ -422,7 +495,7 @@ fn run_loop(
                 return Err(GuestError::Timeout(t).into());
             }
         }
-        let exit = m.vcpu.run();
+        let exit = vcpu.run();
         stats.vm_exits += 1;
         // `in` from ring 3 reaches the monitor only on the doorbell port
         // (the I/O bitmap): decoded below like an `out`.
@@ -434,20 +507,23 @@ fn run_loop(
                 (port, (b, n), false)
             }
             Ok(VcpuExit::IoIn(port, _)) => (port, ([0u8; 4], 0), true),
-            Ok(VcpuExit::Hlt) => return Err(stopped(m, "the proxy-kernel halted".into())),
-            Ok(VcpuExit::Shutdown) => return Err(stopped(m, "triple fault (shutdown)".into())),
+            Ok(VcpuExit::Hlt) => return Err(stopped(vcpu, "the proxy-kernel halted".into())),
+            Ok(VcpuExit::Shutdown) => return Err(stopped(vcpu, "triple fault (shutdown)".into())),
             Ok(VcpuExit::InternalError) => {
-                return Err(stopped(m, "KVM internal error (emulation failure)".into()))
+                return Err(stopped(vcpu, "KVM internal error (emulation failure)".into()))
             }
             Ok(VcpuExit::FailEntry(reason, _)) => return Err(GuestError::FailEntry(reason).into()),
             Ok(other) => {
                 let what = format!("unexpected VM exit {other:?}");
-                return Err(stopped(m, what));
+                return Err(stopped(vcpu, what));
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 // Kicked: clear the flag first, then see why, so that a
                 // kick landing in between makes the next KVM_RUN return.
-                m.vcpu.set_kvm_immediate_exit(0);
+                vcpu.set_kvm_immediate_exit(0);
+                if ending.load(Ordering::SeqCst) {
+                    return Ok(LoopEnd::Stopped);
+                }
                 match service.interrupted() {
                     Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
                     Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
@@ -456,7 +532,7 @@ fn run_loop(
             }
             Err(e) => return Err(GuestError::Run(e).into()),
         };
-        let kregs = m.vcpu.get_regs().map_err(GuestError::GetRegs)?;
+        let kregs = vcpu.get_regs().map_err(GuestError::GetRegs)?;
         let regs = Regs::from(&kregs);
         let action = if is_in {
             decode_in(port, &regs, d.kernel_text)
@@ -473,7 +549,7 @@ fn run_loop(
                     Served::Redirect(target) if can_redirect => {
                         let mut k = kregs;
                         k.rcx = target;
-                        m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                        vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
                     }
                     Served::Redirect(_) => {
                         return Ok(LoopEnd::Violation("redirect of a non-redirectable call".into()))
@@ -481,9 +557,10 @@ fn run_loop(
                     Served::Return(v) => {
                         let mut k = kregs;
                         k.rax = v as u64;
-                        m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                        vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
                     }
                     Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
+                    Served::ThreadExit(code) => return Ok(LoopEnd::ThreadExit(code)),
                     Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
                 }
             }
@@ -500,6 +577,7 @@ fn run_loop(
                 match service.doorbell(wait) {
                     Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
                     Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
+                    Served::ThreadExit(code) => return Ok(LoopEnd::ThreadExit(code)),
                     Served::Return(_) | Served::Redirect(_) => {}
                 }
             }
@@ -527,13 +605,13 @@ fn int_instruction(d: &Guest, f: &FaultReport) -> Option<u8> {
 }
 
 /// The guest stopped where it never should: what, with its registers.
-fn stopped(m: &vcpu::Machine, what: String) -> KvmError {
-    GuestError::Stopped { what, state: guest_state(m) }.into()
+fn stopped(vcpu: &VcpuFd, what: String) -> KvmError {
+    GuestError::Stopped { what, state: guest_state(vcpu) }.into()
 }
 
 /// The vCPU's registers in words, when they can be read.
-fn guest_state(m: &vcpu::Machine) -> Option<String> {
-    match (m.vcpu.get_regs(), m.vcpu.get_sregs()) {
+fn guest_state(vcpu: &VcpuFd) -> Option<String> {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
         (Ok(r), Ok(s)) => Some(format!(
             "rip {:#x} rsp {:#x} rax {:#x} cs {:#x} cr2 {:#x}",
             r.rip, r.rsp, r.rax, s.cs.selector, s.cr2

@@ -11,13 +11,14 @@
 //! vCPU thread then sleeps on the completion doorbell with `futex`, exactly
 //! where the process backend's libos would.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
 use cabin_abi::syscalls::{self, nr, Serve};
 
+use super::layout::MAX_VCPUS;
 use super::{ProgramMemory, Served, SyscallService};
 
 /// The libos's trap entry, as it published it in the boot page (KVM mode),
@@ -36,17 +37,34 @@ fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
     }
 }
 
-/// Shared between the vCPU thread and the worker thread.
-#[derive(Debug, Default)]
+/// Shared between the vCPU threads and the threads that stop them (ring
+/// workers, the session's stopper, watchdogs).
+#[derive(Debug)]
 pub struct Shared {
-    /// Set when the worker has ended (protocol violation).
+    /// Set when the worker has ended (protocol violation) or the session
+    /// stopped the program.
     pub worker_done: AtomicBool,
     /// The violation message, if any.
     pub violation: Mutex<Option<String>>,
-    /// `pthread_t` of the vCPU thread (for kicking it out of `KVM_RUN`).
-    pub vcpu_thread: AtomicU64,
-    /// Set by the vCPU thread once it has left its run loop.
-    pub vcpu_done: AtomicBool,
+    /// Set once the program is ending (`exit_group`, a fault, the last
+    /// thread's `exit`): every vCPU leaves its loop at its next exit or
+    /// kick ([`crate::vcpus`]).
+    pub ending: AtomicBool,
+    /// `pthread_t` of each vCPU's thread while it is inside its run loop (0:
+    /// none). Kicks are sent under this lock, and a thread clears its entry
+    /// under it before it leaves, so a kicked thread is always alive.
+    threads: Mutex<Vec<u64>>,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            worker_done: AtomicBool::new(false),
+            violation: Mutex::new(None),
+            ending: AtomicBool::new(false),
+            threads: Mutex::new(vec![0; MAX_VCPUS]),
+        }
+    }
 }
 
 /// Installs the kick handler ([`cabin_monitor::kick`]) so that `KVM_RUN` returns
@@ -56,35 +74,55 @@ pub fn install_kick_handler() {
 }
 
 impl Shared {
-    /// Records the calling thread as the vCPU thread.
-    pub fn register_vcpu_thread(&self) {
-        self.vcpu_thread.store(cabin_monitor::kick::current_thread(), Ordering::SeqCst);
+    fn threads(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Called by the worker thread when it ends on its own: records why and
-    /// kicks the vCPU thread.
+    /// The calling thread runs vCPU `slot` from now on (kicks reach it).
+    pub fn enter_vcpu(&self, slot: usize) {
+        install_kick_handler();
+        if let Some(t) = self.threads().get_mut(slot) {
+            *t = cabin_monitor::kick::current_thread();
+        }
+    }
+
+    /// The calling thread has left vCPU `slot`'s loop (no kick reaches it
+    /// from now on).
+    pub fn leave_vcpu(&self, slot: usize) {
+        if let Some(t) = self.threads().get_mut(slot) {
+            *t = 0;
+        }
+    }
+
+    /// Called by the worker thread when it ends on its own, or by the
+    /// session's stopper: records why and kicks every vCPU.
     pub fn worker_ended(&self, violation: Option<String>) {
         if let Ok(mut v) = self.violation.lock() {
             *v = violation;
         }
         self.worker_done.store(true, Ordering::SeqCst);
-        self.kick_vcpu();
+        self.kick_all();
     }
 
-    /// Kicks the vCPU thread out of `KVM_RUN`, unless it has left its run
-    /// loop. Once is enough (the kick sets `immediate_exit`, see
-    /// [`cabin_monitor::kick`]); the caller sets the reason (`worker_done`, a
-    /// deadline) before, and the run loop checks it after `EINTR`, and once
-    /// before its first `KVM_RUN` (a kick that came earlier).
-    pub fn kick_vcpu(&self) {
-        let t = self.vcpu_thread.load(Ordering::SeqCst);
-        if t == 0 || self.vcpu_done.load(Ordering::SeqCst) {
-            return;
+    /// The program is ending: every vCPU leaves its loop.
+    pub fn end_program(&self) {
+        self.ending.store(true, Ordering::SeqCst);
+        self.kick_all();
+    }
+
+    /// Kicks every vCPU thread inside its loop out of `KVM_RUN` (or out of
+    /// a doorbell wait). Once is enough (the kick sets `immediate_exit`, see
+    /// [`cabin_monitor::kick`]); the caller sets the reason (`worker_done`,
+    /// `ending`, a deadline) before, and the run loop checks it after
+    /// `EINTR`, and once before its first `KVM_RUN` (a kick that came
+    /// earlier).
+    pub fn kick_all(&self) {
+        let threads = self.threads();
+        for &t in threads.iter().filter(|&&t| t != 0) {
+            // SAFETY: `t` is inside its run loop: it clears its entry under
+            // this lock before it leaves, so it has not exited.
+            unsafe { cabin_monitor::kick::kick(t) };
         }
-        // SAFETY: the vCPU thread registered itself and outlives every
-        // thread that kicks it: it joins the ring worker and cancels (joins)
-        // the watchdogs before it returns.
-        unsafe { cabin_monitor::kick::kick(t) };
     }
 
     fn violation(&self) -> String {
@@ -93,6 +131,10 @@ impl Shared {
             .ok()
             .and_then(|v| v.clone())
             .unwrap_or_else(|| "the ring worker stopped".to_string())
+    }
+
+    fn stopped(&self) -> bool {
+        self.worker_done.load(Ordering::SeqCst) || self.ending.load(Ordering::SeqCst)
     }
 }
 
@@ -139,9 +181,7 @@ impl RingGate {
                 r.cq_waiting().store(0, Ordering::SeqCst);
                 return true;
             }
-            if r.state().load(Ordering::SeqCst) == STATE_DEAD
-                || self.shared.worker_done.load(Ordering::SeqCst)
-            {
+            if r.state().load(Ordering::SeqCst) == STATE_DEAD || self.shared.stopped() {
                 return false;
             }
             futex(r.cq_doorbell().as_ptr(), libc::FUTEX_WAIT, seen, Some(Duration::from_millis(100)));
@@ -185,7 +225,10 @@ impl RingGate {
 impl SyscallService for RingGate {
     fn serve(&mut self, nr: u64, args: [u64; 6], mem: &ProgramMemory<'_>) -> Served {
         match nr {
-            // `exit`, `exit_group`: the calls the table always serves.
+            // `exit` ends the calling thread (its vCPU); the last thread's
+            // ends the program.
+            nr::exit => Served::ThreadExit((args[0] & 0xff) as i32),
+            // `exit_group`: the other call the table always serves.
             n if syscalls::serve(n) == Serve::Always => Served::Exit((args[0] & 0xff) as i32),
             // The libos's own raw calls are exit_group and, in `die`, write:
             // never redirect those (a broken ring would loop).
@@ -217,5 +260,9 @@ impl SyscallService for RingGate {
             return Some(Served::Violation(self.shared.violation()));
         }
         None
+    }
+
+    fn counters(&self) -> (u64, u64) {
+        (self.redirects, self.doorbell_waits)
     }
 }

@@ -576,7 +576,8 @@ fn run_tweaked(
     m.vcpu.set_sregs(&s).expect("SET_SREGS");
     let mut rec = Recorder::default();
     let mut stats = KvmStats::default();
-    run_loop(&mut m, &p.guest, cfg.timeout, &mut rec, &mut stats, p.start)
+    let ending = AtomicBool::new(false);
+    run_loop(&mut m.vcpu, &p.guest, cfg.timeout, &mut rec, &mut stats, p.start, &ending)
 }
 
 /// Linux's user 32-bit code descriptor, which Cabin's GDT leaves out; put

@@ -11,13 +11,17 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 
-use super::descriptors::{GDT_BYTES, IDT_BYTES, TSS_BYTES, TSS_SEL, USER_CS, USER_SS};
+use super::descriptors::{tss_selector, GDT_BYTES, IDT_BYTES, TSS_BYTES, USER_CS, USER_SS};
 use super::domain::Guest;
-use super::layout::{kernel_stack_top, kernel_va, GDT_GPA, IDT_GPA, TSS_GPA};
+use super::layout::{kernel_stack_top, kernel_va, tss_gpa, GDT_GPA, IDT_GPA, MAX_VCPUS};
 
 /// Errors of this module.
 #[derive(Debug, Error)]
 pub enum VcpuError {
+    /// A vCPU's start state was refused before it reached KVM: a slot out
+    /// of range or an address that is not a canonical user address.
+    #[error("vCPU start state refused: {0}")]
+    BadStart(&'static str),
     /// A KVM ioctl failed.
     #[error("KVM {what} failed: {err}")]
     Kvm {
@@ -250,8 +254,51 @@ fn seg(selector: u16, code: bool, dpl: u8) -> kvm_segment {
     }
 }
 
-/// Creates the VM and vCPU for `d` and sets the ring-3 start state.
-pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Machine, VcpuError> {
+/// The ring-3 state a vCPU starts in: a program thread's first
+/// instruction, stack, TLS (`FS`) and libos thread block (`GS`), and the
+/// argument registers its entry expects. Everything else starts zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuStart {
+    /// First instruction.
+    pub rip: u64,
+    /// Stack pointer.
+    pub rsp: u64,
+    /// `rax` (a new thread's `clone` returns 0 in it).
+    pub rax: u64,
+    /// `rdi`.
+    pub rdi: u64,
+    /// `rsi`.
+    pub rsi: u64,
+    /// `rdx`.
+    pub rdx: u64,
+    /// `FS` base (the program's TLS).
+    pub fs_base: u64,
+    /// `GS` base (the libos thread block).
+    pub gs_base: u64,
+}
+
+impl VcpuStart {
+    /// Refuses a start state the CPU would not enter ring 3 with (a
+    /// non-canonical or upper-half address would fail the VM entry or the
+    /// MSR write in the host, or point into the supervisor window).
+    pub fn check(&self) -> Result<(), VcpuError> {
+        use cabin_proxy_kernel::trap::is_user_canonical;
+        for (v, what) in [
+            (self.rip, "rip is not a user address"),
+            (self.rsp, "rsp is not a user address"),
+            (self.fs_base, "FS base is not a user address"),
+            (self.gs_base, "GS base is not a user address"),
+        ] {
+            if !is_user_canonical(v) {
+                return Err(VcpuError::BadStart(what));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates the VM for `d`: its one memory slot is the guest's memory.
+pub fn create_vm(kvm: &Kvm, d: &Guest) -> Result<VmFd, VcpuError> {
     let vm = kvm.create_vm().map_err(kvm_err("CREATE_VM"))?;
     let region = kvm_userspace_memory_region {
         slot: 0,
@@ -261,11 +308,48 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
         userspace_addr: d.phys.host_base(),
     };
     // SAFETY: the region is the Guest's PhysMemory mapping, which the
-    // caller keeps alive for as long as the VM (the Machine is dropped
-    // before the Guest: see `KvmDomain` and `run_with`).
+    // caller keeps alive for as long as the VM (the Machine or the
+    // `Vcpus` that owns the VM holds the Guest, and every vCPU thread has
+    // ended before either is dropped).
     unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("SET_USER_MEMORY_REGION"))?;
-    let vcpu = vm.create_vcpu(0).map_err(kvm_err("CREATE_VCPU"))?;
-    vcpu.set_cpuid2(cpuid).map_err(kvm_err("SET_CPUID2"))?;
+    Ok(vm)
+}
+
+/// Creates the VM and vCPU 0 for `d` and sets the ring-3 start state (the
+/// image's entry and initial stack).
+pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Machine, VcpuError> {
+    let vm = create_vm(kvm, d)?;
+    let mut vcpu = vm.create_vcpu(0).map_err(kvm_err("CREATE_VCPU"))?;
+    let start = VcpuStart { rip: d.entry, rsp: d.rsp, ..VcpuStart::default() };
+    setup(&mut vcpu, cpuid, f, d, 0, &start, true)?;
+    Ok(Machine { vcpu, vm })
+}
+
+/// Sets every register of vCPU `slot` (new, or reused after its thread
+/// ended) from the host: segments, descriptor tables and its own TSS,
+/// control registers (SMEP, SMAP, UMIP), XCR0, FPU, the entry MSRs, and the
+/// ring-3 start state `start`. Every vCPU gets the same protections; only
+/// the TSS (so its ring-0 stacks), `SYSENTER_ESP` and the start state
+/// differ. `fresh`: the vCPU has never run, so its CPUID table is set (KVM
+/// refuses to change it once the vCPU has run; a reused vCPU keeps the one
+/// it got when it was new).
+pub fn setup(
+    vcpu: &mut VcpuFd,
+    cpuid: &CpuId,
+    f: &CpuFeatures,
+    d: &Guest,
+    slot: usize,
+    start: &VcpuStart,
+    fresh: bool,
+) -> Result<(), VcpuError> {
+    if slot >= MAX_VCPUS {
+        return Err(VcpuError::BadStart("no such vCPU slot"));
+    }
+    start.check()?;
+    vcpu.set_kvm_immediate_exit(0);
+    if fresh {
+        vcpu.set_cpuid2(cpuid).map_err(kvm_err("SET_CPUID2"))?;
+    }
 
     let mut s = vcpu.get_sregs().map_err(kvm_err("GET_SREGS"))?;
     s.cs = seg(USER_CS, true, 3);
@@ -275,10 +359,12 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
     s.es = data;
     s.fs = data;
     s.gs = data;
+    s.fs.base = start.fs_base;
+    s.gs.base = start.gs_base;
     s.tr = kvm_segment {
-        base: kernel_va(TSS_GPA),
+        base: kernel_va(tss_gpa(slot)),
         limit: (TSS_BYTES - 1) as u32,
-        selector: TSS_SEL,
+        selector: tss_selector(slot),
         type_: 11,
         present: 1,
         ..Default::default()
@@ -289,9 +375,12 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
     s.idt.base = kernel_va(IDT_GPA);
     s.idt.limit = (IDT_BYTES - 1) as u16;
     s.cr0 = CR0;
+    s.cr2 = 0;
     s.cr3 = d.cr3;
     s.cr4 = f.cr4();
     s.efer = EFER;
+    // No interrupt pending from a previous thread on this vCPU.
+    s.interrupt_bitmap = [0; 4];
     vcpu.set_sregs(&s).map_err(kvm_err("SET_SREGS"))?;
 
     if f.xsave() {
@@ -306,7 +395,8 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
     // Every way into ring 0 without an IDT gate names proxy-kernel code:
     // `syscall` (LSTAR: the gate), `syscall` from 32-bit code (CSTAR) and
     // `sysenter` (SYSENTER_EIP, unreachable with SYSENTER_CS = 0) end the
-    // program. See docs/kvm.md, "Ring 0".
+    // program. See docs/kvm.md, "Ring 0". The proxy-kernel keeps no
+    // per-CPU data (no `swapgs`): KERNEL_GS_BASE stays 0, GS is the libos's.
     let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
     let msrs = Msrs::from_entries(&[
         msr(MSR_STAR, super::descriptors::STAR),
@@ -314,21 +404,33 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
         msr(MSR_CSTAR, d.cstar),
         msr(MSR_SFMASK, SFMASK),
         msr(MSR_SYSENTER_CS, SYSENTER_CS),
-        msr(MSR_SYSENTER_ESP, kernel_stack_top()),
+        msr(MSR_SYSENTER_ESP, kernel_stack_top(slot)),
         msr(MSR_SYSENTER_EIP, d.sysenter_eip),
-        msr(MSR_FS_BASE, 0),
-        msr(MSR_GS_BASE, 0),
+        msr(MSR_FS_BASE, start.fs_base),
+        msr(MSR_GS_BASE, start.gs_base),
         msr(MSR_KERNEL_GS_BASE, 0),
     ])
     .map_err(|_| VcpuError::Kvm {
         what: "building the MSR list",
         err: kvm_ioctls::Error::new(libc::EINVAL),
     })?;
-    vcpu.set_msrs(&msrs).map_err(kvm_err("SET_MSRS"))?;
+    let written = vcpu.set_msrs(&msrs).map_err(kvm_err("SET_MSRS"))?;
+    if written != msrs.as_slice().len() {
+        return Err(VcpuError::Kvm { what: "SET_MSRS (short)", err: kvm_ioctls::Error::new(libc::EINVAL) });
+    }
 
-    let regs = kvm_regs { rip: d.entry, rsp: d.rsp, rflags: RFLAGS, ..Default::default() };
+    let regs = kvm_regs {
+        rip: start.rip,
+        rsp: start.rsp,
+        rax: start.rax,
+        rdi: start.rdi,
+        rsi: start.rsi,
+        rdx: start.rdx,
+        rflags: RFLAGS,
+        ..Default::default()
+    };
     vcpu.set_regs(&regs).map_err(kvm_err("SET_REGS"))?;
-    Ok(Machine { vcpu, vm })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,7 +34,9 @@ use cabin_image::elf::ElfFile;
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
 use cabin_monitor::boot::BootPage;
 use cabin_monitor::config::{signal_name, RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::domain::{
+    CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
+};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::placement::CpuSet;
 use cabin_monitor::ring::WorkerStats;
@@ -73,6 +75,10 @@ pub struct ProcessDomain {
     memory: DomainMemory,
     check_local: CallSet,
     program_cpus: Option<CpuSet>,
+    /// Every CPU of the run, for a program with threads.
+    all_cpus: Option<CpuSet>,
+    /// The program was moved to `all_cpus` (at its first thread).
+    widened: AtomicBool,
     child: Arc<Child>,
 }
 
@@ -124,6 +130,8 @@ impl Domain for ProcessDomain {
             memory,
             check_local: spec.check_local,
             program_cpus: spec.program_cpus,
+            all_cpus: spec.all_cpus,
+            widened: AtomicBool::new(false),
             child: Arc::default(),
         })
     }
@@ -134,6 +142,27 @@ impl Domain for ProcessDomain {
 
     fn ring(&self) -> RingPtr {
         self.memory.ring()
+    }
+
+    fn ring_count(&self) -> usize {
+        cabin_abi::thread::MAX_THREADS
+    }
+
+    /// Program threads are native threads of the confined child: the libos
+    /// creates them itself with `clone` (the filter allows exactly the
+    /// thread flag sets), so there is nothing to do here.
+    fn spawn_thread(&self, _start: &cabin_abi::thread::ThreadStart) -> Result<SpawnedBy, RunError> {
+        // The first thread: the program leaves the CPUs it was placed on
+        // (one core of two, away from the worker) for every CPU of the run,
+        // so its threads run in parallel. Set on the main thread before the
+        // libos clones, so every thread inherits it.
+        if !self.widened.swap(true, Ordering::SeqCst) {
+            let pid = self.child.pid.load(Ordering::SeqCst);
+            if let (Some(all), true) = (self.all_cpus, pid > 0) {
+                all.apply(pid);
+            }
+        }
+        Ok(SpawnedBy::Libos)
     }
 
     fn entry(&self) -> u64 {

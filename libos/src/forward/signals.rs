@@ -12,7 +12,8 @@
 
 use core::arch::naked_asm;
 
-use super::{errno, nr, Global};
+use super::thread::Lock;
+use super::{errno, nr};
 use crate::sys::syscall6;
 
 const NR_RT_SIGACTION: u64 = 13;
@@ -78,7 +79,7 @@ struct Book {
     altstack: [u64; 3],
 }
 
-static BOOK: Global<Book> = Global::new(Book { actions: [DFL; NSIG as usize], mask: 0, altstack: [0, 2, 0] });
+static BOOK: Lock<Book> = Lock::new(Book { actions: [DFL; NSIG as usize], mask: 0, altstack: [0, 2, 0] });
 
 /// Installs the SIGSYS and fault handlers. `false` if the kernel refused.
 pub(super) fn install() -> bool {
@@ -177,8 +178,8 @@ pub(super) fn sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 {
     if act != 0 && (sig == SIGKILL || sig == SIGSTOP) {
         return -errno::EINVAL;
     }
-    // SAFETY: single thread, short-lived.
-    let book = unsafe { BOOK.get() };
+    // Under the lock, released at the end of the statement or scope.
+    let mut book = BOOK.lock();
     let slot = &mut book.actions[(sig - 1) as usize];
     let old = *slot;
     if act != 0 {
@@ -198,8 +199,8 @@ pub(super) fn sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> i64 {
     if size != 8 {
         return -errno::EINVAL;
     }
-    // SAFETY: single thread, short-lived.
-    let book = unsafe { BOOK.get() };
+    // Under the lock, released at the end of the statement or scope.
+    let mut book = BOOK.lock();
     let old = book.mask;
     if set != 0 {
         // SAFETY: the program's own pointer (see `sigaction`).
@@ -221,8 +222,8 @@ pub(super) fn sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> i64 {
 
 /// `sigaltstack` bookkeeping (`stack_t` is three words).
 pub(super) fn sigaltstack(ss: u64, old: u64) -> i64 {
-    // SAFETY: single thread, short-lived.
-    let book = unsafe { BOOK.get() };
+    // Under the lock, released at the end of the statement or scope.
+    let mut book = BOOK.lock();
     let prev = book.altstack;
     if ss != 0 {
         // SAFETY: the program's own pointer (see `sigaction`).
@@ -244,8 +245,8 @@ pub(super) fn raise(sig: u64) -> i64 {
     if sig > NSIG {
         return -errno::EINVAL;
     }
-    // SAFETY: single thread; copied out before any program code runs.
-    let act = unsafe { BOOK.get() }.actions[(sig - 1) as usize];
+    // Under the lock, released at the end of the statement or scope.
+    let act = BOOK.lock().actions[(sig - 1) as usize];
     match act.handler {
         SIG_IGN if sig != SIGKILL && sig != SIGSTOP => 0,
         SIG_DFL | SIG_IGN => match sig {

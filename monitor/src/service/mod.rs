@@ -24,6 +24,7 @@
 //! counted ([`Service::finish_reports`] says how many at the end). Nothing
 //! is kept per call number beyond the fixed tables of [`cabin_policy::per_call`].
 
+pub mod blocking;
 pub mod fdtable;
 pub mod fs;
 
@@ -107,6 +108,9 @@ pub struct Service {
     cwd: Vec<u8>,
     umask: u32,
     pid: u32,
+    /// The CPUs the program may use (`sched_getaffinity`), in order; never
+    /// empty.
+    cpus: Vec<usize>,
     /// The thread name (`PR_SET_NAME`), bookkeeping only.
     comm: Vec<u8>,
     /// Numbers already reported as not supported (those from 512 up once
@@ -188,6 +192,7 @@ impl Service {
             cwd,
             umask,
             pid,
+            cpus: vec![0],
             comm: b"program".to_vec(),
             reported: CallSet::default(),
             other_numbers: Distinct::default(),
@@ -214,6 +219,19 @@ impl Service {
     /// Sets the pid the program sees (for `prlimit64(pid, ...)` checks).
     pub fn set_pid(&mut self, pid: u32) {
         self.pid = pid;
+    }
+
+    /// The process id the program sees (its main thread's tid).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The CPUs the program may use (the session's placement, or the
+    /// monitor's own affinity); ignored when empty.
+    pub fn set_cpus(&mut self, cpus: Vec<usize>) {
+        if !cpus.is_empty() {
+            self.cpus = cpus;
+        }
     }
 
     /// Whether to copy every call's path argument for the trace (see

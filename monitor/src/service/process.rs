@@ -1,7 +1,8 @@
 //! The program's own state and its view of the system: working directory
 //! (`getcwd`, `chdir`, `fchdir`), `umask`, `prctl` (name bookkeeping),
 //! limits (`prlimit64`, `getrlimit`, `setrlimit`), usage and times,
-//! `sched_getaffinity` (one CPU), `sysinfo`, `uname` ([`super::UNAME`]),
+//! `sched_getaffinity`/`sched_setaffinity`/`getcpu` (the CPUs the session gives the
+//! program), `sysinfo`, `uname` ([`super::UNAME`]),
 //! `getgroups`, `getrandom`, and `wait4`/`waitid` (no children: `ECHILD`).
 
 use super::{fs, host, Fail, Service, Sys, AT_FDCWD, UNAME};
@@ -90,12 +91,53 @@ pub(super) fn times(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     host(unsafe { libc::times(std::ptr::null_mut()) })
 }
 
-pub(super) fn sched_getaffinity(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    if a[1] < 8 {
+/// Bytes of the affinity mask the program sees: enough words (of 8 bytes,
+/// as the kernel copies) for its highest CPU.
+fn mask_bytes(cpus: &[usize]) -> usize {
+    (cpus.iter().max().copied().unwrap_or(0) / 64 + 1) * 8
+}
+
+/// `sched_getaffinity`: the CPUs the program may use, for any of its threads
+/// (the monitor does not know the program's thread ids; the libos refuses
+/// strangers' for other calls).
+pub(super) fn sched_getaffinity(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let n = mask_bytes(&s.cpus);
+    if a[1] < n as u64 || !a[1].is_multiple_of(8) {
         return Err(Fail::Errno(libc::EINVAL));
     }
-    mem.write(a[2], &1u64.to_le_bytes())?;
-    Ok(8)
+    let mut mask = vec![0u8; n];
+    for &c in &s.cpus {
+        mask[c / 8] |= 1 << (c % 8);
+    }
+    mem.write(a[2], &mask)?;
+    Ok(n as i64)
+}
+
+/// `sched_setaffinity`: accepted when the mask names one of the program's
+/// CPUs (as Linux intersects with the allowed set), `EINVAL` otherwise. The
+/// program's threads stay where the session placed them.
+pub(super) fn sched_setaffinity(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let len = a[1].min(128) as usize;
+    let mask = mem.read(a[2], len)?;
+    let named = s.cpus.iter().any(|&c| mask.get(c / 8).is_some_and(|b| b & (1 << (c % 8)) != 0));
+    if named {
+        Ok(0)
+    } else {
+        Err(Fail::Errno(libc::EINVAL))
+    }
+}
+
+/// `getcpu`: the program's first CPU, node 0 (the monitor does not see on
+/// which of its CPUs a program thread runs at the moment).
+pub(super) fn getcpu(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let cpu = s.cpus.first().copied().unwrap_or(0) as u32;
+    if a[0] != 0 {
+        mem.write(a[0], &cpu.to_le_bytes())?;
+    }
+    if a[1] != 0 {
+        mem.write(a[1], &0u32.to_le_bytes())?;
+    }
+    Ok(0)
 }
 
 pub(super) fn sysinfo(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {

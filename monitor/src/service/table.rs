@@ -104,6 +104,8 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::getrusage, process::getrusage),
     (nr::times, process::times),
     (nr::sched_getaffinity, process::sched_getaffinity),
+    (nr::sched_setaffinity, process::sched_setaffinity),
+    (nr::getcpu, process::getcpu),
     (nr::sysinfo, process::sysinfo),
     (nr::uname, process::uname),
     (nr::getgroups, process::getgroups),
@@ -169,6 +171,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 88);
+        assert_eq!(REGISTERED.len(), 90);
     }
 }

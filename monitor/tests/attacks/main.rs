@@ -27,3 +27,5 @@ mod procfs;
 mod ring0;
 mod service_input;
 mod setid;
+mod threads;
+mod vcpu_threads;

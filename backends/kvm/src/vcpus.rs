@@ -1,0 +1,485 @@
+//! One vCPU per program thread (issue 13): [`Vcpus`] owns the VM and runs
+//! vCPU k on a host thread of its own, each with its own TSS and ring-0
+//! stacks (`layout::MAX_VCPUS` of them, built before boot) and its own
+//! service (the gate of ring k).
+//!
+//! How a run ends, whichever vCPU decides it:
+//!
+//! - `exit` of one thread ([`LoopEnd::ThreadExit`]) ends only its vCPU; the
+//!   last thread's `exit` ends the program with that thread's status (as
+//!   Linux: measured, a main thread's `exit(5)` then another's `exit(3)` is
+//!   status 3);
+//! - `exit_group`, a fault, a protocol violation or a backend error in any
+//!   vCPU ends the program: the first such end is the program's, every other
+//!   vCPU is kicked out of `KVM_RUN` ([`Shared::end_program`]) and leaves
+//!   its loop with [`LoopEnd::Stopped`];
+//! - a stop from the session ([`Shared::worker_ended`]) kicks every vCPU,
+//!   whose gate then reports it.
+//!
+//! A vCPU whose thread ended stays parked in its slot and is reset from the
+//! host when the slot is used again (KVM cannot destroy one vCPU of a VM).
+//! Nothing here runs guest ring 0: a vCPU starts directly in ring 3.
+
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::CpuId;
+use kvm_ioctls::{VcpuFd, VmFd};
+
+use thiserror::Error;
+
+use super::domain::Guest;
+use super::layout::MAX_VCPUS;
+use super::ring::Shared;
+use super::vcpu::{self, CpuFeatures, VcpuError, VcpuStart};
+use super::{run_loop, GuestError, KvmError, KvmStats, LoopEnd, Prepared, SyscallService};
+
+/// Makes each vCPU's service (in a run: the gate of the vCPU's ring).
+pub trait ServiceFactory: Send + Sync + std::fmt::Debug {
+    /// The service of vCPU `slot`; `Err` refuses the slot.
+    fn service(&self, slot: usize) -> Result<Box<dyn SyscallService + Send>, SpawnError>;
+}
+
+/// Why a vCPU was not started.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SpawnError {
+    /// The slot is out of range, or has no ring.
+    #[error("no vCPU slot {0} (a domain runs at most {MAX_VCPUS} threads)")]
+    NoSuchSlot(usize),
+    /// The slot's vCPU is running a thread.
+    #[error("vCPU slot {0} is in use")]
+    InUse(usize),
+    /// The program is ending (or has ended): no new thread starts.
+    #[error("the program is ending")]
+    Ending,
+    /// The start state was refused or KVM failed to set up the vCPU.
+    #[error("starting vCPU {slot}: {why}")]
+    Setup {
+        /// The slot.
+        slot: usize,
+        /// What failed.
+        why: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// A thread runs (or is being started) on this slot.
+    busy: bool,
+    /// The vCPU of a thread that ended, kept for the next one.
+    parked: Option<VcpuFd>,
+    /// `CLONE_CHILD_CLEARTID`: the word cleared and woken when the thread
+    /// has ended (its vCPU out of its loop).
+    clear_tid: Option<u64>,
+}
+
+#[derive(Debug)]
+struct State {
+    slots: Vec<Slot>,
+    /// vCPUs started and not yet out of their loop.
+    live: usize,
+    /// How the program ended (the first end wins).
+    end: Option<Result<LoopEnd, KvmError>>,
+    /// Host threads of vCPUs other than 0, joined when finished.
+    threads: Vec<JoinHandle<()>>,
+    /// Counters of every vCPU whose loop has ended.
+    stats: KvmStats,
+    /// vCPUs started over the run.
+    started: u64,
+    /// The CPUs of the thread that runs vCPU 0 (the program's placement),
+    /// which every other vCPU thread takes.
+    affinity: Option<libc::cpu_set_t>,
+}
+
+/// The VM and its vCPUs.
+#[derive(Debug)]
+pub struct Vcpus {
+    vm: VmFd,
+    cpuid: CpuId,
+    features: CpuFeatures,
+    guest: Arc<Guest>,
+    shared: Arc<Shared>,
+    factory: Box<dyn ServiceFactory>,
+    timeout: Option<Duration>,
+    start: Instant,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The session's CPU clocks, which every vCPU thread but the run
+    /// thread (which the session joins itself) joins while it runs.
+    clocks: Mutex<Option<cabin_monitor::watch::ThreadClocks>>,
+}
+
+impl Vcpus {
+    /// Creates the VM for the prepared guest and vCPU 0 at the image's
+    /// entry (not yet running). `timeout` ends a run that takes longer
+    /// (tests).
+    pub(crate) fn new(
+        p: &Prepared,
+        shared: Arc<Shared>,
+        factory: Box<dyn ServiceFactory>,
+        timeout: Option<Duration>,
+    ) -> Result<Arc<Vcpus>, KvmError> {
+        let vm = vcpu::create_vm(&p.kvm, &p.guest)?;
+        let state = State {
+            slots: (0..MAX_VCPUS).map(|_| Slot::default()).collect(),
+            live: 0,
+            end: None,
+            threads: Vec::new(),
+            stats: KvmStats::default(),
+            started: 0,
+            affinity: None,
+        };
+        let v = Vcpus {
+            vm,
+            cpuid: p.cpuid.clone(),
+            features: p.features,
+            guest: p.guest.clone(),
+            shared,
+            factory,
+            timeout,
+            start: p.start,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            clocks: Mutex::new(None),
+        };
+        let main = VcpuStart { rip: v.guest.entry, rsp: v.guest.rsp, ..VcpuStart::default() };
+        let fd = v.prepare(0, None, &main).map_err(|(e, _)| e)?;
+        v.lock().slots[0].parked = Some(fd);
+        Ok(Arc::new(v))
+    }
+
+    /// From now on, every vCPU thread started by [`Vcpus::spawn`] counts its
+    /// CPU time on `clocks` (`[limits] cpu-time`).
+    pub fn join_clocks(&self, clocks: &cabin_monitor::watch::ThreadClocks) {
+        *self.clocks.lock().unwrap_or_else(|e| e.into_inner()) = Some(clocks.clone());
+    }
+
+    /// vCPU 0 (the main thread's, before it runs), for set-up reads.
+    pub fn with_main<R>(&self, f: impl FnOnce(&VcpuFd) -> R) -> Option<R> {
+        self.lock().slots[0].parked.as_ref().map(f)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock is held leaves counters at worst; the
+        // state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates vCPU `slot` (or resets its parked one) with `start`. On a
+    /// failure the vCPU, if it exists, comes back for the slot.
+    fn prepare(
+        &self,
+        slot: usize,
+        parked: Option<VcpuFd>,
+        start: &VcpuStart,
+    ) -> Result<VcpuFd, (KvmError, Option<VcpuFd>)> {
+        let fresh = parked.is_none();
+        let mut fd = match parked {
+            Some(fd) => fd,
+            None => self
+                .vm
+                .create_vcpu(slot as u64)
+                .map_err(|err| (KvmError::Vcpu(VcpuError::Kvm { what: "CREATE_VCPU", err }), None))?,
+        };
+        match vcpu::setup(&mut fd, &self.cpuid, &self.features, &self.guest, slot, start, fresh) {
+            Ok(()) => Ok(fd),
+            Err(e) => Err((e.into(), Some(fd))),
+        }
+    }
+
+    /// Runs vCPU 0 (the program's main thread) on the calling thread, then
+    /// waits until every vCPU has left its loop; returns how the program
+    /// ended. Call once.
+    pub fn run_main(self: &Arc<Self>) -> Result<LoopEnd, KvmError> {
+        let fd = {
+            let mut st = self.lock();
+            st.affinity = current_affinity();
+            match st.slots[0].parked.take() {
+                Some(fd) if !st.slots[0].busy => {
+                    st.slots[0].busy = true;
+                    st.live += 1;
+                    st.started += 1;
+                    Some(fd)
+                }
+                other => {
+                    st.slots[0].parked = other;
+                    None
+                }
+            }
+        };
+        let dog = self.timeout.map(|limit| {
+            let shared = self.shared.clone();
+            cabin_monitor::watch::Watchdog::start(limit.saturating_sub(self.start.elapsed()), move || {
+                shared.kick_all()
+            })
+        });
+        match fd {
+            Some(fd) => {
+                self.lock().stats.boot_ns = self.start.elapsed().as_nanos() as u64;
+                self.run(0, fd);
+            }
+            None => {
+                let e = GuestError::Stopped { what: "vCPU 0 is not ready (run twice?)".into(), state: None };
+                let mut st = self.lock();
+                self.record(&mut st, Err(e.into()));
+            }
+        }
+        let end = self.wait_all();
+        if let Some(d) = dog {
+            d.cancel();
+        }
+        end
+    }
+
+    /// Starts a thread of the program on vCPU `slot` with `start`, on a new
+    /// host thread; returns once the vCPU is set up (it may already be
+    /// running). Refused for a slot out of range or in use, a bad start
+    /// state, or a program that is ending.
+    pub fn spawn(self: &Arc<Self>, slot: usize, start: VcpuStart) -> Result<(), SpawnError> {
+        self.spawn_when_free(slot, start, None, Duration::ZERO)
+    }
+
+    /// [`Vcpus::spawn`], waiting up to `wait` for the slot's previous thread
+    /// to leave its vCPU (the monitor frees a slot at the thread's exit
+    /// submission, just before the vCPU stops); `clear_tid` is the thread's
+    /// `CLONE_CHILD_CLEARTID` word.
+    pub fn spawn_when_free(
+        self: &Arc<Self>,
+        slot: usize,
+        start: VcpuStart,
+        clear_tid: Option<u64>,
+        wait: Duration,
+    ) -> Result<(), SpawnError> {
+        if slot >= MAX_VCPUS {
+            return Err(SpawnError::NoSuchSlot(slot));
+        }
+        start.check().map_err(|e| SpawnError::Setup { slot, why: e.to_string() })?;
+        let service = self.factory.service(slot)?;
+        let (parked, finished) = {
+            let mut st = self.lock();
+            let deadline = Instant::now() + wait;
+            loop {
+                if st.end.is_some() || self.shared.ending.load(Ordering::SeqCst) {
+                    return Err(SpawnError::Ending);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !st.slots[slot].busy {
+                    break;
+                }
+                if left.is_zero() {
+                    return Err(SpawnError::InUse(slot));
+                }
+                st = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            st.slots[slot].busy = true;
+            st.slots[slot].clear_tid = clear_tid;
+            st.live += 1;
+            st.started += 1;
+            // Reap the host threads of vCPUs that have ended (bounded
+            // memory for a program that starts and joins threads forever).
+            let (done, running): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut st.threads).into_iter().partition(|h| h.is_finished());
+            st.threads = running;
+            (st.slots[slot].parked.take(), done)
+        };
+        for h in finished {
+            let _ = h.join();
+        }
+        let (tx, rx) = mpsc::channel::<Result<(), String>>();
+        let this = self.clone();
+        let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
+            apply_affinity(this.lock().affinity.as_ref());
+            let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let _clock = clocks.as_ref().map(|c| c.join_this_thread());
+            match this.prepare(slot, parked, &start) {
+                Ok(fd) => {
+                    let _ = tx.send(Ok(()));
+                    this.run_with_service(slot, fd, service);
+                }
+                Err((e, fd)) => {
+                    this.unreserve(slot, fd);
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            }
+        });
+        match spawned {
+            Ok(h) => self.lock().threads.push(h),
+            Err(e) => {
+                self.unreserve(slot, None);
+                return Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") });
+            }
+        }
+        match rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(SpawnError::Setup { slot, why }),
+            Err(_) => Err(SpawnError::Setup { slot, why: "the vCPU thread died".into() }),
+        }
+    }
+
+    /// Gives back a slot reserved by [`Vcpus::spawn`] whose vCPU never ran.
+    fn unreserve(&self, slot: usize, fd: Option<VcpuFd>) {
+        let mut st = self.lock();
+        st.slots[slot].busy = false;
+        if fd.is_some() {
+            st.slots[slot].parked = fd;
+        }
+        st.live -= 1;
+        st.started -= 1;
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    fn run(&self, slot: usize, fd: VcpuFd) {
+        match self.factory.service(slot) {
+            Ok(service) => self.run_with_service(slot, fd, service),
+            Err(e) => {
+                let e = GuestError::Stopped { what: format!("vCPU {slot} has no service: {e}"), state: None };
+                self.finish(slot, fd, Err(e.into()), KvmStats::default());
+            }
+        }
+    }
+
+    /// Runs vCPU `slot` on the calling thread until its thread or the
+    /// program ends.
+    fn run_with_service(&self, slot: usize, mut fd: VcpuFd, mut service: Box<dyn SyscallService + Send>) {
+        // Registered before the loop's first look at `ending`: a kick after
+        // this reaches the thread, and an end recorded before it is seen.
+        self.shared.enter_vcpu(slot);
+        let mut stats = KvmStats::default();
+        let r = run_loop(
+            &mut fd,
+            &self.guest,
+            self.timeout,
+            &mut *service,
+            &mut stats,
+            self.start,
+            &self.shared.ending,
+        );
+        self.shared.leave_vcpu(slot);
+        let (redirects, waits) = service.counters();
+        stats.gate_redirects += redirects;
+        stats.doorbell_waits += waits;
+        self.finish(slot, fd, r, stats);
+    }
+
+    fn finish(&self, slot: usize, fd: VcpuFd, r: Result<LoopEnd, KvmError>, stats: KvmStats) {
+        let mut st = self.lock();
+        st.stats.add(&stats);
+        let clear_tid = st.slots[slot].clear_tid.take();
+        st.slots[slot].parked = Some(fd);
+        match r {
+            Ok(LoopEnd::Stopped) => {}
+            Ok(LoopEnd::ThreadExit(code)) => {
+                // The thread's vCPU runs no more: its joiner may free its
+                // stack now (Linux clears the word as the thread dies).
+                if let Some(addr) = clear_tid {
+                    self.clear_and_wake(addr);
+                }
+                if st.live == 1 {
+                    self.record(&mut st, Ok(LoopEnd::Exited(code)));
+                }
+            }
+            other => self.record(&mut st, other),
+        }
+        st.slots[slot].busy = false;
+        st.live -= 1;
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// `CLONE_CHILD_CLEARTID` at a thread's end: writes 0 to the tid word
+    /// and wakes one waiter on it (a joiner blocked in the monitor's futex
+    /// service waits on the same host address). A word outside the
+    /// program's writable memory is ignored, as Linux ignores it.
+    fn clear_and_wake(&self, addr: u64) {
+        if !addr.is_multiple_of(4) {
+            return;
+        }
+        let Ok(host) = self.guest.view.host_range(addr, 4, true) else { return };
+        // SAFETY: `host` is 4 writable, 4-aligned bytes of the guest's
+        // mapping (checked above), alive as long as `self.guest`.
+        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr(host.cast::<u32>()) };
+        word.store(0, Ordering::SeqCst);
+        // SAFETY: futex wake on a live word of our own mapping; touches no memory.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                host,
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+                0usize,
+                0usize,
+                0u32,
+            )
+        };
+    }
+
+    /// Changes the word slot `slot`'s thread clears at its end
+    /// (`set_tid_address` in that thread; 0: none).
+    pub fn set_clear_tid(&self, slot: usize, addr: u64) {
+        if let Some(s) = self.lock().slots.get_mut(slot) {
+            s.clear_tid = (addr != 0).then_some(addr);
+        }
+    }
+
+    /// Records how the program ended (unless an end came first) and stops
+    /// every vCPU.
+    fn record(&self, st: &mut State, end: Result<LoopEnd, KvmError>) {
+        if st.end.is_none() {
+            st.end = Some(end);
+        }
+        self.shared.end_program();
+    }
+
+    fn wait_all(&self) -> Result<LoopEnd, KvmError> {
+        let mut st = self.lock();
+        while st.live > 0 {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let threads = std::mem::take(&mut st.threads);
+        let end = st.end.take();
+        drop(st);
+        for h in threads {
+            let _ = h.join();
+        }
+        end.unwrap_or_else(|| {
+            Err(GuestError::Stopped { what: "every vCPU stopped without an end".into(), state: None }.into())
+        })
+    }
+
+    /// The counters of every vCPU that has left its loop, and how many
+    /// vCPUs were started.
+    pub fn stats(&self) -> (KvmStats, u64) {
+        let st = self.lock();
+        (st.stats.clone(), st.started)
+    }
+
+    /// vCPUs running now (tests).
+    pub fn live(&self) -> usize {
+        self.lock().live
+    }
+}
+
+/// The calling thread's CPU set, if it can be read.
+fn current_affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a local of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(set)
+}
+
+/// Moves the calling thread onto `set` (vCPU threads are started from a
+/// ring worker's thread, whose CPUs they would otherwise inherit).
+fn apply_affinity(set: Option<&libc::cpu_set_t>) {
+    if let Some(set) = set {
+        // SAFETY: `set` points at a whole cpu_set_t of the size passed.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    }
+}
+
+#[cfg(test)]
+#[path = "vcpus_tests.rs"]
+mod tests;

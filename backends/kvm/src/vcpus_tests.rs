@@ -1,0 +1,499 @@
+//! KVM-tier tests of one vCPU per thread, with hand-written guests
+//! (assembled at test time with binutils' `as`, which the build already
+//! needs for `ld`). A test service stands in for the threads ABI: call 56
+//! starts vCPU `rdi` at `rsi` with stack `rdx` and GS base `r10` (`rdi` of
+//! the new thread = its slot), 39 returns the calling vCPU's slot, 110 the
+//! number of vCPUs running; `exit` (60) ends a thread, `exit_group` (231)
+//! the program.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use super::*;
+use crate::tests::{config, kvm_or_skip, tiny_elf};
+use crate::{run_threads, KvmOutcome, ProgramMemory, Served, SyscallService};
+
+/// Assembles Intel-syntax `src` (code at 0x401000) into bytes.
+fn assemble(src: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = dir.path().join("p.s");
+    let o = dir.path().join("p.o");
+    let bin = dir.path().join("p.bin");
+    let prelude = ".intel_syntax noprefix\n.set SPAWN, 56\n.set GETPID, 39\n.set LIVE, 110\n\
+                   .set EXIT, 60\n.set EXIT_GROUP, 231\n";
+    std::fs::write(&s, format!("{prelude}{src}\n")).expect("write source");
+    let run = |cmd: &str, args: &[&Path], extra: &[&str]| {
+        let st = Command::new(cmd).args(extra).args(args).status().expect(cmd);
+        assert!(st.success(), "{cmd} failed");
+    };
+    run("as", &[&s], &["--64", "-o", o.to_str().expect("utf-8 path")]);
+    run("objcopy", &[&o, &bin], &["-O", "binary", "-j", ".text"]);
+    std::fs::read(bin).expect("read binary")
+}
+
+#[derive(Debug, Default)]
+struct Threads {
+    vcpus: OnceLock<Weak<Vcpus>>,
+    out: Mutex<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Factory(Arc<Threads>);
+
+impl ServiceFactory for Factory {
+    fn service(&self, slot: usize) -> Result<Box<dyn SyscallService + Send>, SpawnError> {
+        Ok(Box::new(ThreadService { slot, t: self.0.clone() }))
+    }
+}
+
+#[derive(Debug)]
+struct ThreadService {
+    slot: usize,
+    t: Arc<Threads>,
+}
+
+impl SyscallService for ThreadService {
+    fn serve(&mut self, nr: u64, a: [u64; 6], m: &ProgramMemory<'_>) -> Served {
+        let vcpus = || self.t.vcpus.get().and_then(Weak::upgrade);
+        match nr {
+            1 => match m.mem.read(a[1], a[2] as usize) {
+                Ok(b) => {
+                    self.t.out.lock().expect("out").extend_from_slice(&b);
+                    Served::Return(a[2] as i64)
+                }
+                Err(_) => Served::Return(-14),
+            },
+            39 => Served::Return(self.slot as i64),
+            56 => {
+                let Some(v) = vcpus() else { return Served::Return(-38) };
+                let start =
+                    VcpuStart { rip: a[1], rsp: a[2], gs_base: a[3], rdi: a[0], ..VcpuStart::default() };
+                let clear = (a[4] != 0).then_some(a[4]);
+                match v.spawn_when_free(a[0] as usize, start, clear, Duration::ZERO) {
+                    Ok(()) => Served::Return(0),
+                    Err(SpawnError::InUse(_)) => Served::Return(-16),
+                    Err(SpawnError::NoSuchSlot(_) | SpawnError::Ending) => Served::Return(-11),
+                    Err(e @ SpawnError::Setup { .. }) => {
+                        eprintln!("spawn refused: {e}");
+                        Served::Return(-22)
+                    }
+                }
+            }
+            110 => Served::Return(vcpus().map_or(-1, |v| v.live() as i64)),
+            60 => Served::ThreadExit((a[0] & 0xff) as i32),
+            231 => Served::Exit((a[0] & 0xff) as i32),
+            _ => Served::Return(-38),
+        }
+    }
+}
+
+/// Runs `src` with `data` at 0x402000 on as many vCPUs as it starts.
+fn run(src: &str, data: &[u8]) -> (KvmOutcome, Vec<u8>) {
+    let t = Arc::new(Threads::default());
+    let image = tiny_elf(&assemble(src), data);
+    let out = run_threads(&image, &config(), Box::new(Factory(t.clone())), |v| {
+        t.vcpus.set(Arc::downgrade(v)).expect("set once");
+    })
+    .expect("run");
+    let printed = t.out.lock().expect("out").clone();
+    (out, printed)
+}
+
+const TWO_THREADS: &str = r#"
+# two threads: the child reports its getpid (its slot) and exits; main exit_groups with it
+_start:
+  mov edi, 1
+  lea rsi, [rip + child]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+1: pause
+  cmp dword ptr [0x402100], 0
+  je 1b
+  mov edi, [0x402104]
+  mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+child:
+  mov eax, GETPID
+  syscall
+  mov [0x402104], eax
+  mov dword ptr [0x402100], 1
+  mov edi, 7
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+#[test]
+fn kvm_a_second_vcpu_runs_a_thread_with_its_own_service() {
+    if !kvm_or_skip("kvm_a_second_vcpu_runs_a_thread_with_its_own_service") {
+        return;
+    }
+    let (out, _) = run(TWO_THREADS, b"");
+    assert_eq!(out.status, 1, "the child's gate call was served as vCPU 1's: {out:?}");
+    assert_eq!(out.stats.vcpus, 2);
+}
+
+const MAIN_EXITS_FIRST: &str = r#"
+# main exits first (exit 3); the child waits until it is the only thread,
+# then exit(7): the program's status is the last thread's, 7 (as Linux)
+_start:
+  mov edi, 1
+  lea rsi, [rip + child]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+  mov edi, 3
+  mov eax, EXIT
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+child:
+  pause
+  mov eax, LIVE
+  syscall
+  cmp eax, 1
+  jne child
+  mov edi, 7
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+#[test]
+fn kvm_the_last_threads_exit_ends_the_program_with_its_status() {
+    if !kvm_or_skip("kvm_the_last_threads_exit_ends_the_program_with_its_status") {
+        return;
+    }
+    let (out, _) = run(MAIN_EXITS_FIRST, b"");
+    assert_eq!(out.status, 7, "{out:?}");
+    assert!(out.fault.is_none() && out.report.is_none(), "{out:?}");
+}
+
+/// Main starts the child at the address in the first data word, then spins
+/// in ring 3 forever: only the child can end the program.
+const CHILD_ENDS_IT: &str = r#"
+_start:
+  mov edi, 1
+  mov rsi, [0x402000]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+1: jmp 1b
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+.p2align 6
+child_ud2:
+  ud2
+.p2align 6
+child_sgdt:
+  sgdt [0x402500]
+  mov edi, 55
+  mov eax, EXIT_GROUP
+  syscall
+.p2align 6
+child_exit_group:
+  mov edi, 42
+  mov eax, EXIT_GROUP
+  syscall
+"#;
+
+fn child_at(offset: u64) -> Vec<u8> {
+    (0x40_1000 + offset).to_le_bytes().to_vec()
+}
+
+#[test]
+fn kvm_a_fault_in_any_thread_ends_the_whole_program() {
+    if !kvm_or_skip("kvm_a_fault_in_any_thread_ends_the_whole_program") {
+        return;
+    }
+    let (out, _) = run(CHILD_ENDS_IT, &child_at(0x40));
+    assert_eq!(out.status, 128 + 4, "ud2 in the child: SIGILL, main kicked out of ring 3: {out:?}");
+    let f = out.fault.expect("fault report");
+    assert_eq!((f.vector, f.rip), (6, 0x40_1040));
+    assert!(out.report.as_deref().is_some_and(|r| r.contains("invalid opcode")), "{out:?}");
+}
+
+#[test]
+fn kvm_exit_group_in_a_thread_stops_a_vcpu_spinning_in_ring_3() {
+    if !kvm_or_skip("kvm_exit_group_in_a_thread_stops_a_vcpu_spinning_in_ring_3") {
+        return;
+    }
+    let (out, _) = run(CHILD_ENDS_IT, &child_at(0xc0));
+    assert_eq!(out.status, 42, "{out:?}");
+}
+
+#[test]
+fn kvm_every_vcpu_has_umip() {
+    if !kvm_or_skip("kvm_every_vcpu_has_umip") {
+        return;
+    }
+    let (_, _, f) = vcpu::open().expect("open KVM");
+    let (out, _) = run(CHILD_ENDS_IT, &child_at(0x80));
+    if f.umip() {
+        assert_eq!(out.status, 128 + 11, "sgdt in a second vCPU faults: {out:?}");
+    } else {
+        eprintln!("no UMIP on this CPU: sgdt allowed ({out:?})");
+    }
+}
+
+const REFUSED_SPAWNS: &str = r#"
+# refused spawns: bit k of the exit status says refusal k was right
+_start:
+  xor ebx, ebx
+  mov edi, 1
+  lea rsi, [rip + spin]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+  # slot 1 again: in use
+  mov edi, 1
+  lea rsi, [rip + spin]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  cmp rax, -16
+  jne 1f
+  or ebx, 1
+1: # slot 0 (the main thread's own)
+  xor edi, edi
+  lea rsi, [rip + spin]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  cmp rax, -16
+  jne 1f
+  or ebx, 2
+1: # slot 64: the 65th thread
+  mov edi, 64
+  lea rsi, [rip + spin]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  cmp rax, -11
+  jne 1f
+  or ebx, 4
+1: # a kernel rip
+  mov edi, 2
+  movabs rsi, 0xffffffff80000000
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  cmp rax, -22
+  jne 1f
+  or ebx, 8
+1: # a non-canonical rsp
+  mov edi, 2
+  lea rsi, [rip + spin]
+  movabs rdx, 0x0000800000000000
+  mov eax, SPAWN
+  syscall
+  cmp rax, -22
+  jne 1f
+  or ebx, 16
+1: # a kernel GS base (r10)
+  mov edi, 2
+  lea rsi, [rip + spin]
+  mov edx, 0x402800
+  movabs r10, 0xffffffff80004000
+  mov eax, SPAWN
+  syscall
+  cmp rax, -22
+  jne 1f
+  or ebx, 32
+1:
+  mov edi, ebx
+  mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+spin:
+  jmp spin
+"#;
+
+#[test]
+fn kvm_forged_spawns_are_refused() {
+    if !kvm_or_skip("kvm_forged_spawns_are_refused") {
+        return;
+    }
+    let (out, _) = run(REFUSED_SPAWNS, b"");
+    assert_eq!(
+        out.status, 63,
+        "every refusal (bits: slot in use, main's slot, 65th, kernel rip, bad rsp, kernel GS): {out:?}"
+    );
+    assert_eq!(out.stats.vcpus, 2, "only the first spawn started a vCPU");
+}
+
+const MANY_THREADS: &str = r#"
+# threads in slots 1..N-1 (N = word at 0x402008), each checks its own gate
+# calls (getpid = its slot, 0x402010 times), counts itself and exits; main
+# does the same, waits for all, then reuses slot 1 once more. Exit status:
+# the number of wrong answers.
+_start:
+  mov r12d, 1
+1:
+  mov edi, r12d
+  lea rsi, [rip + child]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+  inc r12d
+  cmp r12d, [0x402008]
+  jb 1b
+  xor edi, edi
+  call check
+  mov r13d, [0x402008]
+  dec r13d
+2: pause
+  cmp [0x402200], r13d
+  jne 2b
+  # every child has exited (not only counted itself): reuse slot 1
+6: pause
+  mov eax, LIVE
+  syscall
+  cmp eax, 1
+  jne 6b
+  mov edi, 1
+  lea rsi, [rip + child]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+  inc r13d
+3: pause
+  cmp [0x402200], r13d
+  jne 3b
+  mov edi, [0x402400]
+  mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+# check(slot in edi): getpid N times through the gate (ring 0 on this
+# vCPU's own stacks), each must return the slot
+check:
+  mov ecx, [0x402010]
+4:
+  mov r8d, edi
+  mov eax, GETPID
+  push rcx
+  push r8
+  syscall
+  pop r8
+  pop rcx
+  cmp eax, r8d
+  je 5f
+  lock inc dword ptr [0x402400]
+5:
+  mov edi, r8d
+  dec ecx
+  jnz 4b
+  ret
+child:
+  # rdi = slot (the start state); a private 64-byte stack per slot
+  mov eax, edi
+  shl eax, 6
+  mov esp, 0x403000
+  sub esp, eax
+  call check
+  lock inc dword ptr [0x402200]
+  xor edi, edi
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+fn many(threads: u32, calls: u32) -> Vec<u8> {
+    let mut d = vec![0u8; 0x18];
+    d[8..12].copy_from_slice(&threads.to_le_bytes());
+    d[0x10..0x14].copy_from_slice(&calls.to_le_bytes());
+    d
+}
+
+#[test]
+fn kvm_concurrent_gate_calls_use_each_vcpus_own_ring0_stacks() {
+    if !kvm_or_skip("kvm_concurrent_gate_calls_use_each_vcpus_own_ring0_stacks") {
+        return;
+    }
+    let (out, _) = run(MANY_THREADS, &many(4, 300));
+    assert_eq!(out.status, 0, "every gate call answered for its own vCPU: {out:?}");
+    assert_eq!(out.stats.vcpus, 5, "main, three threads, slot 1 reused");
+    assert!(out.stats.gate_syscalls >= 4 * 300, "{:?}", out.stats);
+}
+
+#[test]
+fn kvm_64_threads_run_and_the_65th_is_refused() {
+    if !kvm_or_skip("kvm_64_threads_run_and_the_65th_is_refused") {
+        return;
+    }
+    let (out, _) = run(MANY_THREADS, &many(64, 5));
+    assert_eq!(out.status, 0, "{out:?}");
+    assert_eq!(out.stats.vcpus, 65, "64 slots, then slot 1 again");
+}
+
+const CLEAR_TID: &str = r#"
+# the child's CLONE_CHILD_CLEARTID word (0x402100, set to 1234 first) is 0
+# once the child has exited, and only then: main waits for it in ring 3
+_start:
+  mov dword ptr [0x402100], 1234
+  mov edi, 1
+  lea rsi, [rip + child]
+  mov edx, 0x402800
+  xor r10d, r10d
+  mov r8d, 0x402100
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+1: pause
+  cmp dword ptr [0x402100], 0
+  jne 1b
+  # the child is gone: one vCPU left
+  mov eax, LIVE
+  syscall
+  mov edi, eax
+  mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+child:
+  mov edi, 0
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+#[test]
+fn kvm_clear_child_tid_is_cleared_after_the_thread_has_left_its_vcpu() {
+    if !kvm_or_skip("kvm_clear_child_tid_is_cleared_after_the_thread_has_left_its_vcpu") {
+        return;
+    }
+    let (out, _) = run(CLEAR_TID, b"");
+    assert_eq!(out.status, 1, "{out:?}");
+}

@@ -1,0 +1,103 @@
+/* Attacks with threads on the domain's CPUs (monitor/tests/attacks/vcpu_threads.rs):
+ * a thread faults while another waits; exit_group while other threads spin
+ * in ring 3 without ever making a call; the main thread exits first; more
+ * threads than the domain has rings; a thread that spins while main waits
+ * (its CPU time counts for [limits] cpu-time). On KVM each thread is a vCPU. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile unsigned long spins[8];
+
+static void *spin(void *arg) {
+    long i = (long)arg;
+    for (;;)
+        spins[i]++;
+    return NULL;
+}
+
+static void *fault(void *arg) {
+    (void)arg;
+    *(volatile int *)8 = 1;
+    return NULL;
+}
+
+static void *late_exit_group(void *arg) {
+    (void)arg;
+    struct timespec t = {0, 20 * 1000 * 1000};
+    nanosleep(&t, NULL);
+    syscall(SYS_exit_group, 9);
+    return NULL;
+}
+
+static void *late_child(void *arg) {
+    (void)arg;
+    struct timespec t = {0, 30 * 1000 * 1000};
+    nanosleep(&t, NULL);
+    write(1, "child\n", 6);
+    return NULL;
+}
+
+static pthread_mutex_t held = PTHREAD_MUTEX_INITIALIZER;
+
+/* Blocks (in futex) until the end of the program: main holds the mutex. */
+static void *park(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&held);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *c = argc > 1 ? argv[1] : "";
+    pthread_t t[80];
+    if (!strcmp(c, "fault")) {
+        pthread_create(&t[0], NULL, fault, NULL);
+        pthread_join(t[0], NULL);
+        printf("survived\n");
+        return 0;
+    }
+    if (!strcmp(c, "exit_group_spin")) {
+        for (long i = 0; i < 3; i++)
+            pthread_create(&t[i], NULL, spin, (void *)i);
+        while (spins[0] == 0 || spins[1] == 0 || spins[2] == 0)
+            sched_yield();
+        syscall(SYS_exit_group, 7);
+    }
+    if (!strcmp(c, "thread_exit_group")) {
+        pthread_create(&t[0], NULL, late_exit_group, NULL);
+        for (;;)
+            spins[4]++;
+    }
+    if (!strcmp(c, "main_exits_first")) {
+        pthread_create(&t[0], NULL, late_child, NULL);
+        syscall(SYS_exit, 5);
+    }
+    if (!strcmp(c, "spin_thread")) {
+        pthread_create(&t[0], NULL, spin, (void *)5);
+        pthread_join(t[0], NULL);
+        return 0;
+    }
+    if (!strcmp(c, "many")) {
+        int n = 0, e = 0;
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, 64 * 1024); /* 80 default stacks exceed the memory bound */
+        pthread_mutex_lock(&held);
+        for (; n < 80; n++) {
+            e = pthread_create(&t[n], &a, park, NULL);
+            if (e)
+                break;
+        }
+        printf("created %d: %s\n", n, e ? strerror(e) : "no error");
+        fflush(stdout);
+        syscall(SYS_exit_group, 0);
+    }
+    printf("unknown case\n");
+    return 2;
+}
