@@ -511,6 +511,9 @@ fn child_main(plan: &ChildPlan) -> ! {
     // can never replace anything the child still uses.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A process group of its own: a terminal's signals reach `cabinc`,
+        // which forwards them (docs/signals.md), never the child twice.
+        libc::setpgid(0, 0);
         if libc::getppid() != plan.parent {
             libc::_exit(CHILD_SETUP_FAILED);
         }

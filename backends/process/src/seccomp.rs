@@ -6,8 +6,9 @@
 //! - `futex` with `FUTEX_WAIT`/`FUTEX_WAKE` on the two ring doorbell words
 //!   only (shared futexes: the operation word must be exactly 0 or 1);
 //! - `arch_prctl(ARCH_SET_FS, ..)` (the program's TLS pointer);
-//! - `rt_sigaction` for SIGSYS and the fault signals only (the libos's own
-//!   trap and fault handlers);
+//! - `rt_sigaction` for SIGSYS, the fault signals and the signals the monitor
+//!   forwards only (the libos's own handlers), and `sigaltstack` (the
+//!   libos's handlers run on its private stack);
 //! - the clock reads `clock_gettime`, `clock_getres`, `gettimeofday`, `time`,
 //!   each only when the policy allows it plainly (it is not in the boot
 //!   page's `check_local` set): a clock read the policy refuses, or decides
@@ -68,9 +69,29 @@ const ARCH_SET_FS: u64 = 0x1002;
 /// `futex` operations the libos uses on the doorbells (no private flag:
 /// the words are shared with the monitor).
 const FUTEX_OPS: [u64; 2] = [libc::FUTEX_WAIT as u64, libc::FUTEX_WAKE as u64];
-/// The signals the libos installs handlers for (its trap and fault handlers).
-const LIBOS_SIGNALS: [i32; 6] =
-    [libc::SIGSYS, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
+/// The signals the libos installs kernel handlers for: its trap and fault
+/// handlers, and the signals the monitor forwards from outside
+/// (docs/signals.md). The program's own `rt_sigaction` never reaches the
+/// kernel (the libos keeps its dispositions); a raw one is trapped unless
+/// it names one of these, and then it can only replace a libos handler of
+/// its own process.
+const LIBOS_SIGNALS: [i32; 15] = [
+    libc::SIGSYS,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGABRT,
+    libc::SIGVTALRM,
+];
 
 /// The clock reads the libos makes for the program when the policy allows
 /// them plainly (`cabin_abi::syscalls::Serve::LocalOrForwarded`).
@@ -99,7 +120,8 @@ pub fn rules(
     checked: &CallSet,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for nr in [libc::SYS_exit, libc::SYS_exit_group, libc::SYS_rt_sigreturn] {
+    // sigaltstack: the libos's handlers run on its private stack.
+    for nr in [libc::SYS_exit, libc::SYS_exit_group, libc::SYS_rt_sigreturn, libc::SYS_sigaltstack] {
         rules.insert(nr, Vec::new());
     }
     for nr in CLOCK_READS.into_iter().filter(|&n| !checked.contains(n as u64)) {
@@ -214,7 +236,8 @@ mod tests {
         assert_eq!(run(libc::SYS_futex, [SQ + (1 << 32), 0, 5, 0, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGSYS as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGTRAP as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGINT as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGINT as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGCHLD as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(0x4000_0001, [0; 6]), SECCOMP_RET_TRAP, "x32");
         assert_eq!(
             evaluate(&filter(SQ, CQ, &CallSet::EMPTY), 1, 0x4000_0003, [0; 6]),
@@ -251,7 +274,7 @@ mod tests {
         }
         let n = i64::from(nr);
         let allowed = match n {
-            libc::SYS_exit | libc::SYS_exit_group | libc::SYS_rt_sigreturn => true,
+            libc::SYS_exit | libc::SYS_exit_group | libc::SYS_rt_sigreturn | libc::SYS_sigaltstack => true,
             _ if CLOCK_READS.contains(&n) => !checked.contains(n as u64),
             libc::SYS_arch_prctl => a[0] == ARCH_SET_FS,
             libc::SYS_futex => (a[0] == SQ || a[0] == CQ) && (a[1] as u32 == 0 || a[1] as u32 == 1),

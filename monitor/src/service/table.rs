@@ -87,6 +87,7 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::utimensat, names::utimensat),
     // Clocks and sleeping (time.rs).
     (nr::nanosleep, time::nanosleep),
+    (nr::pause, time::pause),
     (nr::clock_nanosleep, time::clock_nanosleep),
     (nr::clock_gettime, time::clock_gettime),
     (nr::clock_getres, time::clock_getres),
@@ -169,6 +170,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 88);
+        assert_eq!(REGISTERED.len(), 89);
     }
 }

@@ -16,6 +16,16 @@ pub(super) fn nanosleep(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys
     Ok(0)
 }
 
+/// `pause`: the libos's wait for a signal (it forwards `pause` for
+/// `pause`, `rt_sigsuspend` and `rt_sigtimedwait` once nothing it holds is
+/// deliverable). The worker sleeps until the monitor interrupts it because
+/// it posted a signal (docs/signals.md), or stops the run: `EINTR`.
+pub(super) fn pause(_s: &mut Service, _mem: &GuestMemory, _a: &[u64; 6]) -> Sys {
+    // SAFETY: pause has no arguments; it returns only on a signal (a kick).
+    host(unsafe { libc::pause() } as i64)?;
+    Ok(0)
+}
+
 pub(super) fn clock_nanosleep(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let ts = s.timespec(mem, a[2])?;
     // SAFETY: reads `ts`; no remainder requested.

@@ -1,0 +1,307 @@
+/* Signal delivery, one case per argument (run natively and confined; the
+ * output and exit status must be the same). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+static sigjmp_buf jump;
+static volatile sig_atomic_t hits;
+static volatile int last_code;
+static volatile void *last_addr;
+static volatile pid_t last_pid;
+static volatile int onstack;
+
+static void on_segv(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    hits++;
+    last_code = si->si_code;
+    last_addr = si->si_addr;
+    siglongjmp(jump, sig);
+}
+
+static int segv(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    for (int i = 0; i < 3; i++) {
+        int s = sigsetjmp(jump, 1);
+        if (s == 0) {
+            volatile int *p = (int *)(uintptr_t)(0x1000 + 8 * i);
+            *p = 1;
+            printf("no fault\n");
+            return 1;
+        }
+        printf("recovered from signal %d, code %d, addr %p\n", s, last_code, (void *)last_addr);
+    }
+    /* The mask was restored by siglongjmp: SIGSEGV is not blocked. */
+    sigset_t now;
+    sigprocmask(SIG_SETMASK, 0, &now);
+    printf("segv blocked after siglongjmp: %d, handler ran %d times\n", sigismember(&now, SIGSEGV), (int)hits);
+    return 0;
+}
+
+static void on_skip(int sig, siginfo_t *si, void *ucv) {
+    ucontext_t *uc = ucv;
+    hits++;
+    last_code = si->si_code;
+    /* Skip the faulting instruction: both are 8 bytes (see below). */
+    uc->uc_mcontext.gregs[REG_RIP] += 8;
+    uc->uc_mcontext.gregs[REG_RAX] = 1000 + sig;
+}
+
+static int skip(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_skip;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    sigaction(SIGILL, &sa, 0);
+    long rax;
+    /* movabs 0x10, %rax would be 10 bytes; a load from an absolute 32-bit
+     * address is 8 bytes: 48 8b 04 25 10 00 00 00. */
+    __asm__ volatile(".byte 0x48, 0x8b, 0x04, 0x25, 0x10, 0x00, 0x00, 0x00" : "=a"(rax) : : "memory");
+    printf("after the load: rax %ld, code %d\n", rax, last_code);
+    /* ud2 and six bytes of nops: 8 bytes. */
+    __asm__ volatile("ud2; .byte 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00" : "=a"(rax) : : "memory");
+    printf("after ud2: rax %ld, code %d, handler ran %d times\n", rax, last_code, (int)hits);
+    return 0;
+}
+
+static void on_usr(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    hits++;
+    last_code = si->si_code;
+    last_pid = si->si_pid;
+    char msg[64];
+    int n = snprintf(msg, sizeof msg, "handler: signal %d\n", sig);
+    write(1, msg, n);
+}
+
+static int self(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_usr;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGUSR1, &sa, 0);
+    kill(getpid(), SIGUSR1);
+    printf("after kill: hits %d, code %d, pid is mine %d\n", (int)hits, last_code, last_pid == getpid());
+    raise(SIGUSR1);
+    printf("after raise: hits %d, code %d\n", (int)hits, last_code);
+    syscall(SYS_tgkill, getpid(), gettid(), SIGUSR1);
+    printf("after tgkill: hits %d, code %d\n", (int)hits, last_code);
+    /* Ignored: nothing happens. */
+    signal(SIGUSR2, SIG_IGN);
+    raise(SIGUSR2);
+    printf("ignored: hits %d\n", (int)hits);
+    /* SIGCHLD's default is to ignore. */
+    raise(SIGCHLD);
+    printf("default-ignored: hits %d\n", (int)hits);
+    return 0;
+}
+
+static int mask(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_usr;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGUSR1, &sa, 0);
+    sigaction(SIGUSR2, &sa, 0);
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &set, 0);
+    raise(SIGUSR2);
+    raise(SIGUSR1);
+    raise(SIGUSR1);
+    sigpending(&pend);
+    printf("blocked: hits %d, pending usr1 %d usr2 %d\n", (int)hits, sigismember(&pend, SIGUSR1),
+           sigismember(&pend, SIGUSR2));
+    printf("unblocking\n");
+    fflush(stdout);
+    sigprocmask(SIG_UNBLOCK, &set, 0);
+    printf("unblocked: hits %d\n", (int)hits);
+    sigpending(&pend);
+    printf("pending now usr1 %d\n", sigismember(&pend, SIGUSR1));
+    return 0;
+}
+
+static char alt[65536];
+
+static void on_alt(int sig) {
+    stack_t now;
+    int local;
+    sigaltstack(0, &now);
+    onstack = (now.ss_flags & SS_ONSTACK) != 0;
+    hits += ((char *)&local >= alt && (char *)&local < alt + sizeof alt);
+    (void)sig;
+}
+
+static int altstack(void) {
+    stack_t ss = {.ss_sp = alt, .ss_size = sizeof alt, .ss_flags = 0};
+    if (sigaltstack(&ss, 0) != 0) {
+        perror("sigaltstack");
+        return 1;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_alt;
+    sa.sa_flags = SA_ONSTACK;
+    sigaction(SIGUSR1, &sa, 0);
+    raise(SIGUSR1);
+    stack_t after;
+    sigaltstack(0, &after);
+    printf("in the handler: SS_ONSTACK %d, on the alternate stack %d; after: flags %d\n", onstack, (int)hits,
+           after.ss_flags);
+    /* Without SA_ONSTACK the handler runs on the ordinary stack. */
+    sa.sa_flags = 0;
+    hits = 0;
+    sigaction(SIGUSR1, &sa, 0);
+    raise(SIGUSR1);
+    printf("without SA_ONSTACK: SS_ONSTACK %d, on the alternate stack %d\n", onstack, (int)hits);
+    /* Too small. */
+    ss.ss_size = 100;
+    printf("tiny stack: %d errno %d\n", sigaltstack(&ss, 0), errno);
+    return 0;
+}
+
+static void on_nested(int sig) {
+    hits++;
+    if (hits < 3)
+        raise(sig);
+}
+
+static int flags(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_nested;
+    sa.sa_flags = SA_NODEFER;
+    sigaction(SIGUSR1, &sa, 0);
+    raise(SIGUSR1);
+    printf("SA_NODEFER: nested %d\n", (int)hits);
+    hits = 0;
+    sa.sa_flags = 0;
+    sigaction(SIGUSR1, &sa, 0);
+    raise(SIGUSR1);
+    printf("deferred: ran %d\n", (int)hits);
+    hits = 0;
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGUSR2, &sa, 0);
+    raise(SIGUSR2);
+    struct sigaction now;
+    sigaction(SIGUSR2, 0, &now);
+    printf("SA_RESETHAND: ran %d, now default %d\n", (int)hits, now.sa_handler == SIG_DFL);
+    fflush(stdout);
+    raise(SIGUSR2);
+    printf("not reached\n");
+    return 0;
+}
+
+static void on_fp(int sig) {
+    (void)sig;
+    __asm__ volatile("pxor %%xmm0, %%xmm0; pxor %%xmm1, %%xmm1" ::: "xmm0", "xmm1");
+    hits++;
+}
+
+static int fpu(void) {
+    signal(SIGUSR1, on_fp);
+    uint64_t in[2] = {0x0123456789abcdefULL, 0xfedcba9876543210ULL}, out[2];
+    long pid = getpid();
+    long r;
+    __asm__ volatile("movdqu (%[in]), %%xmm0\n"
+                     "movl $62, %%eax\n" /* kill(pid, SIGUSR1) */
+                     "movq %[pid], %%rdi\n"
+                     "movl $10, %%esi\n"
+                     "syscall\n"
+                     "movdqu %%xmm0, (%[out])\n"
+                     : "=&a"(r)
+                     : [in] "r"(in), [out] "r"(out), [pid] "r"(pid)
+                     : "rdi", "rsi", "rcx", "r11", "xmm0", "memory");
+    printf("kill %ld, handler ran %d, xmm0 kept %d\n", r, (int)hits, out[0] == in[0] && out[1] == in[1]);
+    return 0;
+}
+
+static void on_pipe(int sig) {
+    hits += sig;
+}
+
+static int sigpipe(int handled) {
+    int p[2];
+    pipe(p);
+    close(p[0]);
+    if (handled)
+        signal(SIGPIPE, on_pipe);
+    fflush(stdout);
+    long n = write(p[1], "x", 1);
+    printf("write %ld errno %d, handler got %d\n", n, errno, (int)hits);
+    return 0;
+}
+
+static int suspend(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_usr;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGUSR1, &sa, 0);
+    sigset_t set, empty, now;
+    sigemptyset(&set);
+    sigemptyset(&empty);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, 0);
+    raise(SIGUSR1);
+    int r = sigsuspend(&empty);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, 0, &now);
+    printf("sigsuspend %d errno %d, hits %d, usr1 blocked again %d\n", r, e, (int)hits, sigismember(&now, SIGUSR1));
+    raise(SIGUSR1);
+    struct timespec zero = {0, 0};
+    siginfo_t si;
+    int s = sigtimedwait(&set, &si, &zero);
+    printf("sigtimedwait %d code %d, hits %d\n", s, si.si_code, (int)hits);
+    s = sigtimedwait(&set, &si, &zero);
+    printf("sigtimedwait again %d errno %d\n", s, errno);
+    return 0;
+}
+
+static int refused(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = SIG_IGN;
+    printf("SIGKILL %d errno %d\n", sigaction(SIGKILL, &sa, 0), errno);
+    errno = 0;
+    printf("SIGSTOP %d errno %d\n", sigaction(SIGSTOP, &sa, 0), errno);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, 0, _IOLBF, 0);
+    const char *c = argc > 1 ? argv[1] : "";
+    if (!strcmp(c, "segv"))
+        return segv();
+    if (!strcmp(c, "skip"))
+        return skip();
+    if (!strcmp(c, "self"))
+        return self();
+    if (!strcmp(c, "mask"))
+        return mask();
+    if (!strcmp(c, "altstack"))
+        return altstack();
+    if (!strcmp(c, "flags"))
+        return flags();
+    if (!strcmp(c, "fpu"))
+        return fpu();
+    if (!strcmp(c, "sigpipe"))
+        return sigpipe(1);
+    if (!strcmp(c, "sigpipe-default"))
+        return sigpipe(0);
+    if (!strcmp(c, "suspend"))
+        return suspend();
+    if (!strcmp(c, "refused"))
+        return refused();
+    fprintf(stderr, "usage: signals CASE\n");
+    return 2;
+}
