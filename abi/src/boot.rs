@@ -221,6 +221,12 @@ pub struct BootInfo {
     /// details in [`BootInfo::sig_mailbox`]. Untrusted, like
     /// [`BootInfo::kvm_trap_entry`].
     pub kvm_signal_entry: u64,
+    /// Written by the libos whenever it changes: the signals the program has
+    /// a handler for and does not block. The monitor redirects a fault only
+    /// when its signal is in it, and otherwise reports it as before.
+    /// Untrusted: a wrong value only changes how the program's own fault
+    /// ends.
+    pub sig_handled: u64,
     /// Written by the libos at start-up: its code, `[start, end)`. The
     /// monitor redirects a vCPU only when its `rip` is outside (the libos
     /// looks at its signals itself on its way out). Untrusted: a wrong

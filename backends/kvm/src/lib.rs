@@ -95,6 +95,9 @@ pub enum GuestError {
     /// Writing the registers failed.
     #[error("SET_REGS failed: {0}")]
     SetRegs(#[source] kvm_ioctls::Error),
+    /// Reading the segment registers failed.
+    #[error("GET_SREGS failed: {0}")]
+    GetSregs(#[source] kvm_ioctls::Error),
     /// The proxy-kernel itself faulted (the report in words).
     #[error("{0}")]
     ProxyKernelFault(String),
@@ -171,6 +174,8 @@ pub struct KvmStats {
     pub large_pages: u64,
     /// The guest's CR4 (SMEP, SMAP, UMIP: see docs/kvm.md, "Ring 0").
     pub cr4: u64,
+    /// Faults sent to the libos's signal entry (docs/signals.md).
+    pub signal_redirects: u64,
 }
 
 impl KvmStats {
@@ -183,6 +188,7 @@ impl KvmStats {
             "doorbell_exits": self.doorbell_exits,
             "gate_redirects": gate.redirects,
             "doorbell_waits": gate.doorbell_waits,
+            "signal_redirects": self.signal_redirects,
             "ring_forwarded": ring_forwarded,
             "boot_ns": self.boot_ns,
             "mem_bytes": mem_bytes,
@@ -451,7 +457,10 @@ fn run_loop(
                 match service.interrupted() {
                     Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
                     Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
-                    _ => continue,
+                    _ => {
+                        signal_redirect(m, d)?;
+                        continue;
+                    }
                 }
             }
             Err(e) => return Err(GuestError::Run(e).into()),
@@ -492,6 +501,15 @@ fn run_loop(
                     return Err(GuestError::ProxyKernelFault(f.message(None)).into());
                 }
                 let int_n = int_instruction(d, &f);
+                if let Some(entry) = fault_redirect(d, &f, int_n) {
+                    // The libos takes it (the program's handler, or its
+                    // default action): the proxy-kernel resumes ring 3 there.
+                    stats.signal_redirects += 1;
+                    let mut k = kregs;
+                    k.rax = entry;
+                    m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                    continue;
+                }
                 let status = 128 + f.signal_for_run(int_n) as i32;
                 return Ok(LoopEnd::Fault { status, fault: f, report: f.message(int_n) });
             }
@@ -511,6 +529,62 @@ fn run_loop(
             }
         }
     }
+}
+
+/// Whether the libos can take fault `f` (docs/signals.md): a ring-3
+/// exception in program code (not in the libos, whose own faults end the
+/// program) once the libos published its signal entry. Writes the fault
+/// into the boot page's mailbox and returns the entry.
+fn fault_redirect(d: &Guest, f: &FaultReport, int_n: Option<u8>) -> Option<u64> {
+    if f.reason != cabin_abi::hypercall::fault::REASON_EXCEPTION || f.cs & 3 != 3 {
+        return None;
+    }
+    let boot = cabin_monitor::boot::BootPage::of(&d.view).ok()?;
+    let (entry, text) = boot.signal_entry()?;
+    if (text[0]..text[1]).contains(&f.rip) {
+        return None;
+    }
+    let (signo, code, addr) = f.siginfo(int_n);
+    if !boot.handles(signo) {
+        return None;
+    }
+    boot.set_mailbox(&cabin_abi::boot::SigMailbox {
+        rip: f.rip,
+        rflags: f.rflags,
+        signo,
+        code,
+        addr,
+        trapno: f.vector,
+        err: f.error,
+    });
+    Some(entry)
+}
+
+/// After a kick: when a posted signal waits (the attention word) and the
+/// vCPU stopped in ring-3 program code, sends it to the libos's signal
+/// entry (the interrupted `rip`/RFLAGS in the mailbox), so the program's
+/// handler runs without any ring-0 work. Elsewhere (in the libos, which
+/// looks on its way out; in the proxy-kernel, briefly) it is left alone.
+fn signal_redirect(m: &mut vcpu::Machine, d: &Guest) -> Result<(), KvmError> {
+    let Ok(boot) = cabin_monitor::boot::BootPage::of(&d.view) else { return Ok(()) };
+    if !boot.attention() {
+        return Ok(());
+    }
+    let Some((entry, text)) = boot.signal_entry() else { return Ok(()) };
+    let sregs = m.vcpu.get_sregs().map_err(GuestError::GetSregs)?;
+    if sregs.cs.selector & 3 != 3 {
+        return Ok(());
+    }
+    let mut k = m.vcpu.get_regs().map_err(GuestError::GetRegs)?;
+    if (text[0]..text[1]).contains(&k.rip) {
+        return Ok(());
+    }
+    boot.set_mailbox(&cabin_abi::boot::SigMailbox { rip: k.rip, rflags: k.rflags, ..Default::default() });
+    k.rip = entry;
+    // TF off: the entry must not single-step (the libos has the original).
+    k.rflags &= !0x100;
+    m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+    Ok(())
 }
 
 /// The vector of the faulting instruction when it is an `int N` (`cd NN`)

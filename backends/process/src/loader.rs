@@ -337,6 +337,7 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             check_local: cabin_abi::syscalls::CallSet::EMPTY,
             sig_incoming: 0,
             sig_attention: 0,
+            sig_handled: 0,
             kvm_signal_entry: 0,
             libos_text: [0; 2],
             sig_mailbox: cabin_abi::boot::SigMailbox::default(),

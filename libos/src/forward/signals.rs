@@ -434,9 +434,11 @@ pub(crate) fn sigpipe() {
     post(SIGPIPE, &own_info(SIGPIPE, si_code::SI_USER));
 }
 
-/// Recomputes the attention word: set when something pending can be
-/// delivered or the monitor posted something.
+/// Recomputes the attention word (set when something pending can be
+/// delivered or the monitor posted something) and the published set of
+/// handled, unblocked signals (`BootInfo::sig_handled`).
 fn refresh_attention() {
+    publish_handled();
     let b = boot();
     let incoming = if b.is_null() {
         0
@@ -446,6 +448,26 @@ fn refresh_attention() {
     };
     let ready = PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) != 0;
     attention().store(u64::from(ready || incoming != 0), Ordering::SeqCst);
+}
+
+/// Publishes which signals have a handler and are not blocked (the monitor
+/// sends only those faults to the libos).
+fn publish_handled() {
+    let b = boot();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: see `Book`; a copy of the dispositions' handlers.
+    let book = unsafe { BOOK.get() };
+    let mut handled = 0u64;
+    for (i, a) in book.actions.iter().enumerate() {
+        if a.handler != SIG_DFL && a.handler != SIG_IGN {
+            handled |= 1 << i;
+        }
+    }
+    handled &= !MASK.load(Ordering::SeqCst);
+    // SAFETY: the validated boot page; the libos's own word.
+    unsafe { addr_of_mut!((*b).sig_handled).write_volatile(handled) };
 }
 
 /// Takes what the monitor posted into the pending set.
@@ -794,6 +816,7 @@ pub(super) fn sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 {
         let mut new = unsafe { (act as *const KSigaction).read_unaligned() };
         new.mask &= !UNBLOCKABLE;
         book.actions[(sig - 1) as usize] = new;
+        publish_handled();
         // Setting a pending signal to be ignored discards it (POSIX).
         if new.handler == SIG_IGN || (new.handler == SIG_DFL && default_ignores(sig)) {
             PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
