@@ -43,6 +43,7 @@ pub mod placement;
 pub mod ring;
 pub mod service;
 pub mod session;
+pub mod signals;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;

@@ -63,6 +63,9 @@ impl<'a> Session<'a> {
     /// Runs the program in a domain of backend `D` and writes the records.
     pub fn run<D: Domain>(self) -> Result<RunOutcome, RunError> {
         let Session { image, elf, cfg, t0 } = self;
+        // Before any thread starts: they all inherit the mask, so only the
+        // forwarder receives these signals (docs/signals.md).
+        let _blocked = cfg.forward_signals.then(crate::signals::block);
         D::available()?;
         let xo = D::execute_only(&elf);
         if cfg.require_execute_only && !xo.enforced {
@@ -116,6 +119,7 @@ impl<'a> Session<'a> {
         worker.set_sites(SiteMap::for_image(image, domain.entry()));
         worker.gate = Some(gate);
         let worker_stop = worker.stop_handle();
+        let worker_interrupt = worker.stop_handle();
         let stopper = domain.stopper();
         domain.start()?;
         service.set_pid(domain.program_pid());
@@ -132,7 +136,17 @@ impl<'a> Session<'a> {
         let time_stop = stopper.clone();
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
 
+        let poster = crate::signals::Poster {
+            signals: BootPage::of(domain.memory())?.signal_box(),
+            stopper: stopper.clone(),
+            worker: worker_interrupt,
+        };
+        let forwarding_done = std::sync::atomic::AtomicBool::new(false);
         let (ran, joined) = std::thread::scope(|s| {
+            if cfg.forward_signals {
+                let (done, poster) = (&forwarding_done, &poster);
+                s.spawn(move || crate::signals::forward_until(done, poster));
+            }
             let mem = domain.memory();
             let worker_stopper = stopper.clone();
             let worker_clocks = clocks.clone();
@@ -167,6 +181,7 @@ impl<'a> Session<'a> {
                 p.program.apply(0);
             }
             let ran = domain.run();
+            forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(p) = &placement {
                 p.restore();
             }

@@ -95,6 +95,15 @@ impl Stopper for Child {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+
+    fn wake_for_signal(&self, sig: i32) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: signals our own child (not yet reaped, as in `stop`);
+            // the libos's handler for `sig` takes the posted words.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
 }
 
 impl Domain for ProcessDomain {
