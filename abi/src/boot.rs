@@ -278,6 +278,12 @@ pub struct SigPosted {
     pub value: u64,
 }
 
+/// The host signal the monitor sends a process-backend child after it
+/// posted signals in the boot page: the libos's handler for it takes
+/// [`BootInfo::sig_incoming`] (SIGRTMAX, which the monitor never forwards
+/// as a signal of the program's own).
+pub const WAKE_SIGNAL: i32 = 64;
+
 /// `si_code` values.
 pub mod si_code {
     /// Sent by `kill`.

@@ -79,6 +79,8 @@ impl<'a> Session<'a> {
         let cwd =
             std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
+        let timers = std::sync::Arc::new(crate::timers::Timers::default());
+        service.timers = Some(timers.clone());
         // Policy, limits, trace and audit (crate::gate): the worker passes
         // every call through it, fast-path and trapped alike.
         let gate = Gate::open(&cfg.gate, D::BACKEND)
@@ -146,6 +148,10 @@ impl<'a> Session<'a> {
             if cfg.forward_signals {
                 let (done, poster) = (&forwarding_done, &poster);
                 s.spawn(move || crate::signals::forward_until(done, poster));
+            }
+            {
+                let (done, poster, timers) = (&forwarding_done, &poster, &*timers);
+                s.spawn(move || crate::timers::run_until(done, timers, poster));
             }
             let mem = domain.memory();
             let worker_stopper = stopper.clone();

@@ -73,9 +73,7 @@ impl Poster {
     /// has taken it (or [`TAKE_WAIT`] passed).
     pub fn post(&self, sig: i32, uid: u32) {
         let words = SigPosted { code: si_code::SI_USER, pid: 0, uid, pad: 0, value: 0 };
-        self.signals.post(sig as u32, words);
-        self.stopper.wake_for_signal(sig);
-        self.worker.interrupt();
+        self.post_now(sig, words);
         let step = Duration::from_millis(10);
         let mut waited = Duration::ZERO;
         while self.signals.waiting(sig as u32) && waited < TAKE_WAIT {
@@ -84,6 +82,21 @@ impl Poster {
             self.worker.interrupt();
             self.stopper.rewake();
         }
+    }
+}
+
+impl Poster {
+    /// Posts `sig` with `words` and wakes the domain once (a timer: the
+    /// next expiry wakes it again if this wake-up was lost).
+    pub fn post_now(&self, sig: i32, words: SigPosted) {
+        let fresh = !self.signals.waiting(sig as u32);
+        self.signals.post(sig as u32, words);
+        if fresh {
+            self.stopper.wake_for_signal(sig);
+        } else {
+            self.stopper.rewake();
+        }
+        self.worker.interrupt();
     }
 }
 

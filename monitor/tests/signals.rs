@@ -96,7 +96,20 @@ fn sigkill_and_sigstop_cannot_be_caught(b: Backend) {
     same_as_native(b, "refused");
 }
 
+fn alarm_setitimer_and_posix_timers(b: Backend) {
+    same_as_native(b, "timers");
+}
+fn sa_restart_restarts_a_read_blocked_when_sigalrm_comes(b: Backend) {
+    same_as_native(b, "read-restart");
+}
+fn without_sa_restart_the_blocked_read_fails_with_eintr(b: Backend) {
+    same_as_native(b, "read-eintr");
+}
+
 on_both_backends!(
+    alarm_setitimer_and_posix_timers,
+    sa_restart_restarts_a_read_blocked_when_sigalrm_comes,
+    without_sa_restart_the_blocked_read_fails_with_eintr,
     segv_handler_recovers_with_siglongjmp,
     handler_edits_ucontext_rip,
     signals_to_itself,

@@ -99,9 +99,10 @@ impl Stopper for Child {
     fn wake_for_signal(&self, sig: i32) {
         let pid = self.pid.load(Ordering::SeqCst);
         if pid > 0 {
+            let _ = sig;
             // SAFETY: signals our own child (not yet reaped, as in `stop`);
-            // the libos's handler for `sig` takes the posted words.
-            unsafe { libc::kill(pid, sig) };
+            // the libos's handler for the wake signal takes the posted words.
+            unsafe { libc::kill(pid, cabin_abi::boot::WAKE_SIGNAL) };
         }
     }
 }

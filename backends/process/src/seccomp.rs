@@ -75,7 +75,8 @@ const FUTEX_OPS: [u64; 2] = [libc::FUTEX_WAIT as u64, libc::FUTEX_WAKE as u64];
 /// kernel (the libos keeps its dispositions); a raw one is trapped unless
 /// it names one of these, and then it can only replace a libos handler of
 /// its own process.
-const LIBOS_SIGNALS: [i32; 15] = [
+const LIBOS_SIGNALS: [i32; 16] = [
+    cabin_abi::boot::WAKE_SIGNAL,
     libc::SIGSYS,
     libc::SIGSEGV,
     libc::SIGBUS,

@@ -66,8 +66,6 @@ const SS_AUTODISARM: u64 = 1 << 31;
 const MINSIGSTKSZ: u64 = 2048;
 
 /// Offsets into `siginfo_t` (x86-64 Linux).
-const SI_CODE: usize = 8;
-const SI_PID: usize = 16;
 const SI_ADDR: usize = 16;
 const SI_SYSCALL: usize = 24;
 const SI_ARCH: usize = 28;
@@ -1009,9 +1007,14 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
 const NR_RT_SIGACTION: u64 = 13;
 const NR_SIGALTSTACK: u64 = 131;
 
-/// The signals the monitor forwards to a process-backend child (and that
-/// another process may send it): the libos takes them as posted signals.
+/// The signals another host process may send a process-backend child: the
+/// libos takes them as posted signals (with the kernel's `siginfo`).
 const FORWARDED: [u64; 9] = [SIGHUP, 2, 3, 10, 12, 14, 15, SIGABRT, 26];
+
+/// The signal the monitor wakes a process-backend child with after it
+/// posted signals in the boot page (`cabin_abi::boot::WAKE_SIGNAL`): never
+/// a signal of the program's itself.
+const WAKE: u64 = cabin_abi::boot::WAKE_SIGNAL as u64;
 
 /// Installs the SIGSYS, fault and forwarded-signal handlers, all on the
 /// private stack. `false` if the kernel refused.
@@ -1048,7 +1051,7 @@ fn install() -> bool {
     for s in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP] {
         ok &= set(s, &fault);
     }
-    for s in FORWARDED {
+    for s in FORWARDED.into_iter().chain([WAKE]) {
         ok &= set(s, &asynchronous);
     }
     ok
@@ -1276,16 +1279,15 @@ extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
     let sig = sig as u64;
     let b = boot();
     // SAFETY: the validated boot page; an atomic view of an aligned word.
-    let from_monitor = !b.is_null()
-        && unsafe { (*addr_of_mut!((*b).sig_incoming).cast::<AtomicU64>()).load(Ordering::SeqCst) }
-            & bit(sig)
-            != 0;
+    let from_monitor = sig == WAKE
+        || !b.is_null()
+            && unsafe { (*addr_of_mut!((*b).sig_incoming).cast::<AtomicU64>()).load(Ordering::SeqCst) }
+                & bit(sig)
+                != 0;
     if !from_monitor {
         let mut kinfo = [0u64; 16];
         // SAFETY: the kernel's siginfo, 128 bytes.
         unsafe { core::ptr::copy_nonoverlapping(info.cast::<u64>(), kinfo.as_mut_ptr(), 16) };
-        let _ = SI_CODE;
-        let _ = SI_PID;
         post(sig, &kinfo);
     }
     // SAFETY: as for `on_sigsys`.

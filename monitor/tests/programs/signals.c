@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <sys/types.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -168,7 +169,9 @@ static int altstack(void) {
     printf("without SA_ONSTACK: SS_ONSTACK %d, on the alternate stack %d\n", onstack, (int)hits);
     /* Too small. */
     ss.ss_size = 100;
-    printf("tiny stack: %d errno %d\n", sigaltstack(&ss, 0), errno);
+    int r = sigaltstack(&ss, 0);
+    int e = errno;
+    printf("tiny stack: %d errno %d\n", r, e);
     return 0;
 }
 
@@ -277,6 +280,104 @@ static int refused(void) {
     return 0;
 }
 
+static volatile int last_value, last_timerid;
+
+static void on_timer(int sig, siginfo_t *si, void *uc) {
+    (void)uc;
+    (void)sig;
+    hits++;
+    last_code = si->si_code;
+    if (si->si_code == SI_TIMER) {
+        last_value = si->si_value.sival_int;
+        last_timerid = si->si_timerid;
+    }
+}
+
+static int timers(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_timer;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGALRM, &sa, 0);
+    sigaction(SIGUSR1, &sa, 0);
+    sigaction(SIGUSR2, &sa, 0);
+    struct itimerval it = {{0, 20000}, {0, 20000}}, cur;
+    setitimer(ITIMER_REAL, &it, 0);
+    while (hits < 3)
+        pause();
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, &cur);
+    printf("setitimer: %d ticks, code %d, interval was %ld us\n", (int)hits, last_code, (long)cur.it_interval.tv_usec);
+    getitimer(ITIMER_REAL, &cur);
+    printf("getitimer after disarming: %ld %ld\n", (long)cur.it_value.tv_sec, (long)cur.it_value.tv_usec);
+    alarm(5);
+    printf("alarm(0) after alarm(5): %u\n", alarm(0));
+    hits = 0;
+    alarm(1);
+    pause();
+    printf("alarm: %d, code %d\n", (int)hits, last_code);
+
+    timer_t t;
+    struct sigevent sev = {0};
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR1;
+    sev.sigev_value.sival_int = 42;
+    if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) {
+        perror("timer_create");
+        return 1;
+    }
+    struct itimerspec ts = {{0, 0}, {0, 30000000}}, now;
+    hits = 0;
+    timer_settime(t, 0, &ts, 0);
+    pause();
+    timer_gettime(t, &now);
+    printf("POSIX timer: %d, code %d, value %d, id matches %d, disarmed %d\n", (int)hits, last_code, last_value,
+           last_timerid == (int)(long)t, now.it_value.tv_sec == 0 && now.it_value.tv_nsec == 0);
+    timer_delete(t);
+
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = SIGUSR2;
+    sev.sigev_value.sival_int = 7;
+    sev._sigev_un._tid = gettid();
+    if (timer_create(CLOCK_REALTIME, &sev, &t) != 0) {
+        perror("timer_create thread id");
+        return 1;
+    }
+    hits = 0;
+    timer_settime(t, 0, &ts, 0);
+    pause();
+    printf("SIGEV_THREAD_ID: %d, code %d, value %d\n", (int)hits, last_code, last_value);
+    int d1 = timer_delete(t);
+    int d2 = timer_delete(t);
+    int e = errno;
+    printf("delete %d, delete again %d errno %d\n", d1, d2, e);
+    return 0;
+}
+
+static int pipefd[2];
+
+static void on_alarm_write(int sig) {
+    (void)sig;
+    hits++;
+    write(pipefd[1], "x", 1);
+}
+
+/* A read of an empty pipe, blocked when SIGALRM comes; its handler writes
+ * a byte into the pipe. */
+static int blocked_read(int restart) {
+    pipe(pipefd);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_alarm_write;
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    sigaction(SIGALRM, &sa, 0);
+    struct itimerval it = {{0, 0}, {0, 50000}};
+    setitimer(ITIMER_REAL, &it, 0);
+    char buf[8];
+    errno = 0;
+    long n = read(pipefd[0], buf, sizeof buf);
+    printf("read %ld errno %d, handler ran %d\n", n, errno, (int)hits);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, 0, _IOLBF, 0);
     const char *c = argc > 1 ? argv[1] : "";
@@ -300,6 +401,12 @@ int main(int argc, char **argv) {
         return sigpipe(0);
     if (!strcmp(c, "suspend"))
         return suspend();
+    if (!strcmp(c, "timers"))
+        return timers();
+    if (!strcmp(c, "read-restart"))
+        return blocked_read(1);
+    if (!strcmp(c, "read-eintr"))
+        return blocked_read(0);
     if (!strcmp(c, "refused"))
         return refused();
     fprintf(stderr, "usage: signals CASE\n");
