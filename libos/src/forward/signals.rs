@@ -784,11 +784,25 @@ pub(crate) fn sigreturn(uc: u64, ctx: &mut Ctx) {
         let _ = set_altstack(book, &stack);
     }
     MASK.store(raw[UC_SIGMASK / 8] & !UNBLOCKABLE, Ordering::SeqCst);
-    if ctx.rip >= 0x0000_8000_0000_0000 || ctx.rsp >= 0x0000_8000_0000_0000 {
-        // Linux would return and fault at the non-canonical address.
+    // What Linux refuses ends the program with SIGSEGV here too: another
+    // code segment than the program's own (Linux forces RPL 3 and the
+    // return then faults), a non-canonical `rip`/`rsp` (the return
+    // faults), an FP state with reserved MXCSR bits (a bad frame). The
+    // registers restored below are ring-3 state the program could set
+    // itself; CS and SS stay the current ones whatever the frame says.
+    let cs = g(REG_CSGSFS) & 0xffff;
+    if cs != ctx.cs & 0xffff || ctx.rip >= 0x0000_8000_0000_0000 || ctx.rsp >= 0x0000_8000_0000_0000 {
         terminate(SIGSEGV, &own_info(SIGSEGV, si_code::SI_KERNEL), ctx);
     }
-    fp_restore(raw[UC_FPSTATE / 8]);
+    let fpstate = raw[UC_FPSTATE / 8];
+    if fpstate != 0 {
+        // SAFETY: the program's own frame; a bad pointer faults the program.
+        let mxcsr = unsafe { ((fpstate + 24) as *const u32).read_unaligned() };
+        if mxcsr & !0xffff != 0 {
+            terminate(SIGSEGV, &own_info(SIGSEGV, si_code::SI_KERNEL), ctx);
+        }
+    }
+    fp_restore(fpstate);
     deliver(ctx, Fp::Live, None, FaultInfo::default());
 }
 

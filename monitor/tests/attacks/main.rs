@@ -27,3 +27,4 @@ mod procfs;
 mod ring0;
 mod service_input;
 mod setid;
+mod sigreturn;
