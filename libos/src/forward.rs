@@ -58,6 +58,7 @@ pub(crate) mod errno {
     pub const EPIPE: i64 = 32;
     pub const EINVAL: i64 = 22;
     pub const EINTR: i64 = 4;
+    pub const EMFILE: i64 = 24;
     pub const ENODEV: i64 = 19;
     pub const ENOSYS: i64 = 38;
 }
@@ -331,10 +332,24 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
         boot_add_trapped();
     }
     let flags = if trapped { SUB_TRAPPED } else { 0 };
-    if nr == nr::pause {
-        // Pending signals first; the wait itself is forwarded (and so
-        // decided by the policy like any forwarded call).
-        return signals::suspend(None);
+    match nr {
+        nr::pause => {
+            // Pending signals first; the wait itself is forwarded (and so
+            // decided by the policy like any forwarded call).
+            return signals::suspend(None);
+        }
+        // signalfd: the descriptor is the monitor's (a placeholder it
+        // opens, policy-checked as a forwarded call); its reads are served
+        // from the libos's pending set.
+        nr::signalfd4 => return signals::signalfd4(args[0], args[1], args[2], args[3]),
+        nr::signalfd => return signals::signalfd4(args[0], args[1], args[2], 0),
+        nr::read => {
+            if let Some(r) = signals::signalfd_read(args[0], args[1], args[2]) {
+                return r;
+            }
+        }
+        nr::close => signals::signalfd_close(args[0]),
+        _ => {}
     }
     let class = syscalls::serve(nr);
     if class == Serve::Forwarded {

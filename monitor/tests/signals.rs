@@ -106,7 +106,12 @@ fn without_sa_restart_the_blocked_read_fails_with_eintr(b: Backend) {
     same_as_native(b, "read-eintr");
 }
 
+fn signalfd_reads_pending_signals(b: Backend) {
+    same_as_native(b, "signalfd");
+}
+
 on_both_backends!(
+    signalfd_reads_pending_signals,
     alarm_setitimer_and_posix_timers,
     sa_restart_restarts_a_read_blocked_when_sigalrm_comes,
     without_sa_restart_the_blocked_read_fails_with_eintr,

@@ -1413,3 +1413,135 @@ fn kvm_entry(ctx: &mut Ctx) {
     post(sig, &info);
     deliver(ctx, Fp::Live, None, FaultInfo { trapno: m.trapno, err: m.err, cr2: m.addr });
 }
+
+// ---------------------------------------------------------------------------
+// signalfd: a descriptor of the monitor's (a placeholder it opens, so the
+// number is the program's like any other) whose reads the libos serves from
+// its pending set.
+
+/// Most signalfds a program may hold.
+const MAX_SIGNALFDS: usize = 8;
+const SFD_NONBLOCK: u64 = 0o4000;
+const SFD_CLOEXEC: u64 = 0o2000000;
+
+/// Open signalfds: (descriptor + 1, mask, non-blocking); 0 = free slot.
+static SIGNALFDS: Global<[(u64, u64, bool); MAX_SIGNALFDS]> = Global::new([(0, 0, false); MAX_SIGNALFDS]);
+/// How many slots of [`SIGNALFDS`] are taken (the cheap test on every read).
+static SIGNALFD_COUNT: AtomicU64 = AtomicU64::new(0);
+
+fn signalfd_slot(fd: u64) -> Option<usize> {
+    if SIGNALFD_COUNT.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    // SAFETY: see `Book` (only the program's own calls touch the table).
+    unsafe { SIGNALFDS.get() }.iter().position(|s| s.0 == fd.wrapping_add(1))
+}
+
+/// `signalfd4` (and `signalfd`, `flags` 0): a new descriptor (`fd` = -1),
+/// or a new mask for one of the libos's signalfds.
+pub(super) fn signalfd4(fd: u64, mask: u64, size: u64, flags: u64) -> i64 {
+    if size != 8 || flags & !(SFD_NONBLOCK | SFD_CLOEXEC) != 0 {
+        return -errno::EINVAL;
+    }
+    // SAFETY: the program's own pointer (see `sigaction`).
+    let m = unsafe { (mask as *const u64).read_unaligned() } & !UNBLOCKABLE;
+    let nonblock = flags & SFD_NONBLOCK != 0;
+    if fd as i32 != -1 {
+        let Some(i) = signalfd_slot(fd & 0xffff_ffff) else { return -errno::EINVAL };
+        // SAFETY: see `Book`.
+        let table = unsafe { SIGNALFDS.get() };
+        table[i].1 = m;
+        return fd as i64;
+    }
+    // SAFETY: see `Book`.
+    let table = unsafe { SIGNALFDS.get() };
+    let Some(i) = table.iter().position(|s| s.0 == 0) else { return -errno::EMFILE };
+    // The monitor opens the placeholder descriptor (the number space is its).
+    let r = super::forward(nr::signalfd4, &[u64::MAX, 0, 8, flags & SFD_CLOEXEC, 0, 0], 0);
+    if r < 0 {
+        return r;
+    }
+    table[i] = (r as u64 + 1, m, nonblock);
+    SIGNALFD_COUNT.fetch_add(1, Ordering::Relaxed);
+    r
+}
+
+/// A `read` of one of the libos's signalfds (`None`: not one of them).
+pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
+    let i = signalfd_slot(fd)?;
+    if len < 128 {
+        return Some(-errno::EINVAL);
+    }
+    // SAFETY: see `Book`.
+    let (_, mask, nonblock) = unsafe { SIGNALFDS.get() }[i];
+    let mut n = 0u64;
+    loop {
+        take_incoming();
+        while n + 128 <= len {
+            let p = PENDING.load(Ordering::SeqCst) & mask;
+            if p == 0 {
+                break;
+            }
+            let sig = u64::from(p.trailing_zeros()) + 1;
+            // SAFETY: see `Book`.
+            let info = unsafe { BOOK.get() }.info[(sig - 1) as usize];
+            PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+            // SAFETY: the program's buffer, 128 bytes at offset n (len checked).
+            unsafe { ((buf + n) as *mut [u8; 128]).write_unaligned(signalfd_siginfo(&info)) };
+            n += 128;
+        }
+        refresh_attention();
+        if n > 0 {
+            return Some(n as i64);
+        }
+        if nonblock {
+            return Some(-errno::EAGAIN);
+        }
+        let r = super::forward(nr::pause, &[0; 6], 0);
+        if r != -errno::EINTR && r != 0 {
+            return Some(r);
+        }
+        if PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) & !mask != 0 {
+            // A handler is due first: EINTR (restarted with SA_RESTART).
+            return Some(-errno::EINTR);
+        }
+    }
+}
+
+/// The program closes a descriptor: forget it if it is a signalfd.
+pub(super) fn signalfd_close(fd: u64) {
+    if let Some(i) = signalfd_slot(fd) {
+        // SAFETY: see `Book`.
+        let table = unsafe { SIGNALFDS.get() };
+        table[i] = (0, 0, false);
+        SIGNALFD_COUNT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `struct signalfd_siginfo` from a `siginfo_t` (the fields Linux copies
+/// for each kind of signal).
+fn signalfd_siginfo(info: &[u64; 16]) -> [u8; 128] {
+    let mut o = [0u8; 128];
+    let mut put32 = |at: usize, v: u32| o[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let code = info[1] as u32 as i32;
+    put32(0, info[0] as u32);
+    put32(4, (info[0] >> 32) as u32);
+    put32(8, code as u32);
+    let sig = info[0] & 0xffff_ffff;
+    let fault = matches!(sig, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP) && code > 0;
+    if code == si_code::SI_TIMER {
+        put32(24, info[2] as u32); // ssi_tid
+        put32(32, (info[2] >> 32) as u32); // ssi_overrun
+        put32(44, info[3] as u32); // ssi_int
+    } else if !fault {
+        put32(12, info[2] as u32); // ssi_pid
+        put32(16, (info[2] >> 32) as u32); // ssi_uid
+        put32(44, info[3] as u32); // ssi_int
+    }
+    if code == si_code::SI_TIMER || !fault {
+        o[48..56].copy_from_slice(&info[3].to_le_bytes()); // ssi_ptr
+    } else {
+        o[72..80].copy_from_slice(&info[2].to_le_bytes()); // ssi_addr
+    }
+    o
+}

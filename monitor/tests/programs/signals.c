@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -378,6 +379,51 @@ static int blocked_read(int restart) {
     return 0;
 }
 
+static int sfd_case(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &set, 0);
+    int fd = signalfd(-1, &set, SFD_CLOEXEC);
+    int nb = signalfd(-1, &set, SFD_NONBLOCK);
+    if (fd < 0 || nb < 0) {
+        perror("signalfd");
+        return 1;
+    }
+    struct signalfd_siginfo si;
+    errno = 0;
+    long n = read(nb, &si, sizeof si);
+    printf("empty non-blocking read %ld errno %d\n", n, errno);
+    raise(SIGUSR1);
+    n = read(fd, &si, sizeof si);
+    printf("read %ld: signo %u code %d pid is mine %d\n", n, si.ssi_signo, si.ssi_code, si.ssi_pid == (unsigned)getpid());
+    /* A timer brings the next one while the read waits. */
+    timer_t t;
+    struct sigevent sev = {0};
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR2;
+    sev.sigev_value.sival_int = 5;
+    timer_create(CLOCK_MONOTONIC, &sev, &t);
+    struct itimerspec ts = {{0, 0}, {0, 30000000}};
+    timer_settime(t, 0, &ts, 0);
+    n = read(fd, &si, sizeof si);
+    printf("read %ld: signo %u code %d int %d\n", n, si.ssi_signo, si.ssi_code, si.ssi_int);
+    /* Only the mask's signals: SIGUSR1 is no longer in it. */
+    sigset_t only2;
+    sigemptyset(&only2);
+    sigaddset(&only2, SIGUSR2);
+    printf("new mask %d\n", signalfd(nb, &only2, 0) == nb);
+    raise(SIGUSR1);
+    errno = 0;
+    n = read(nb, &si, sizeof si);
+    printf("usr1 not read: %ld errno %d\n", n, errno);
+    sigpending(&set);
+    printf("usr1 still pending %d\n", sigismember(&set, SIGUSR1));
+    printf("close %d %d\n", close(fd), close(nb));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, 0, _IOLBF, 0);
     const char *c = argc > 1 ? argv[1] : "";
@@ -401,6 +447,8 @@ int main(int argc, char **argv) {
         return sigpipe(0);
     if (!strcmp(c, "suspend"))
         return suspend();
+    if (!strcmp(c, "signalfd"))
+        return sfd_case();
     if (!strcmp(c, "timers"))
         return timers();
     if (!strcmp(c, "read-restart"))
