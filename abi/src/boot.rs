@@ -129,9 +129,11 @@ pub struct BootInfo {
     pub version: u32,
     /// `BOOT_FLAG_*` bits.
     pub flags: u32,
-    /// Domain address of the ring ([`crate::ring`]).
+    /// Domain address of the ring region ([`crate::ring`]): ring `k` of
+    /// thread slot `k` at `ring + k * RING_BYTES` ([`crate::thread`]).
     pub ring: u64,
-    /// Bytes reserved for the ring (at least [`crate::ring::RING_BYTES`]).
+    /// Bytes reserved for the ring region (at least `ring_count *`
+    /// [`crate::ring::RING_BYTES`]).
     pub ring_size: u64,
     /// First byte of the anonymous-memory arena (page aligned).
     pub arena_start: u64,
@@ -182,8 +184,16 @@ pub struct BootInfo {
     /// (`cabin_monitor::placement`): spinning then costs nobody, while
     /// sleeping costs a futex wake per call (process) or a doorbell exit (KVM).
     pub spin_ns: u64,
+    /// Rings in the ring region (`1..=`[`crate::thread::MAX_THREADS`]):
+    /// the most threads the program can have at once; 1 when the domain
+    /// cannot run threads.
+    pub ring_count: u32,
+    /// The `[limits] threads` of the policy (at most `ring_count`): the
+    /// libos refuses a `clone` beyond it with `EAGAIN` without asking; the
+    /// monitor enforces it again.
+    pub thread_limit: u32,
     /// Reserved, zero.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
     /// KVM backend, written by the libos at start-up: the address of its
     /// trap entry (where the monitor redirects a system call that reached
     /// the slow-path gate from a trap site, so the libos serves it as it
@@ -339,9 +349,9 @@ impl Default for EndWords {
     }
 }
 
-// The named fields took the place of `reserved: [u64; 8]` word for word:
-// the layout, and so every image built before them, is unchanged (no new
-// BOOT_VERSION: an older libos reads and writes the same words).
+// The named fields took the place of `reserved: [u64; 8]` word for word
+// (version 4 named `ring_count` and `thread_limit` in the first reserved
+// word and made `ring` a region of rings).
 const _: () = {
     use core::mem::offset_of;
     assert!(offset_of!(BootInfo, abort) == offset_of!(BootInfo, trapped) + 8);

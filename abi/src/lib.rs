@@ -16,6 +16,7 @@ pub mod link;
 pub mod note;
 pub mod ring;
 pub mod syscalls;
+pub mod thread;
 
 /// Version of every layout in this crate, as a whole.
 pub const ABI_VERSION: u32 = 1;

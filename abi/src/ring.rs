@@ -73,6 +73,13 @@ pub const SUB_TRAPPED: u32 = 1 << 0;
 /// a kill ends the program instead of completing.
 pub const SUB_CHECK: u32 = 1 << 1;
 
+/// [`Submission::flags`]: a thread submission of the libos
+/// ([`crate::thread`]): `nr` is `clone` (a [`crate::thread::ThreadStart`]
+/// at `args[0]`, its size in `args[1]`) or `exit` (this ring's thread
+/// ends). Without this bit, `clone` and `exit` are ordinary forwarded
+/// calls.
+pub const SUB_THREAD: u32 = 1 << 2;
+
 /// One request: a system call as the program made it. 64 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -413,6 +420,10 @@ impl RingPtr {
 // SAFETY: RingPtr is a pointer to shared memory whose every access is atomic
 // or a volatile copy; moving it between threads changes nothing.
 unsafe impl Send for RingPtr {}
+// SAFETY: every access through a RingPtr is atomic or a volatile copy of
+// memory the other side writes concurrently anyway: sharing it between the
+// monitor's threads (one worker per ring) adds nothing.
+unsafe impl Sync for RingPtr {}
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,7 @@ mod common;
 use cabin_abi::ring::{RingPtr, RING_BYTES};
 use cabin_monitor::gate::Gate;
 use cabin_policy::Policy;
-use cabin_monitor::ring::Worker;
+use cabin_monitor::ring::{Shared, Worker};
 use cabin_monitor::service::fs::FsPolicy;
 use cabin_monitor::service::Service;
 use cabin_monitor::trace::Tracer;
@@ -75,13 +75,13 @@ fuzz_target!(|data: &[u8]| {
     let mut s = Service::with_stdio(FsPolicy::default(), b"/".to_vec(), 4242, common::dev_null_stdio());
     s.print_reports = false;
     let mut w = Worker::new(r);
-    if flags & 2 != 0 {
+    let gate = (flags & 2 != 0).then(|| {
         let p = Policy::parse("fuzz.toml", POLICY).expect("fuzz policy");
         let limits = p.limits.clone();
         let tracer = Tracer::disabled().with_jsonl(Box::new(std::io::sink()));
-        w.gate = Some(Gate::new(Some(p.compile()), &limits, tracer).quiet());
-    }
-    s.set_record_paths(w.gate.as_ref().is_some_and(Gate::wants_paths));
+        Gate::new(Some(p.compile()), &limits, tracer).quiet()
+    });
+    let s = Shared::new(s, gate);
     for _ in 0..32 {
         // The libos side's writes before this pass: (offset, bytes).
         let writes = input.u8() % 8;
@@ -92,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
             let end = (off + bytes.len()).min(RING_BYTES);
             area.0[off..end].copy_from_slice(&bytes[..end - off]);
         }
-        if watchdog.call(|| w.step(&m.mem, &mut s)).is_some() {
+        if watchdog.call(|| w.step(&m.mem, &s)).is_some() {
             break;
         }
         if input.is_empty() {

@@ -23,19 +23,23 @@
 //! A request for executable memory is refused (`EACCES`): no new code may
 //! appear in the domain.
 //!
-//! Single-threaded: the libos state below is only touched by the program's
-//! one thread (thread creation is refused by the monitor), and by the SIGSYS
-//! handler, which runs on that same thread.
+//! Threads (docs/threads.md, [`thread`]): each thread finds its own state
+//! (its ring, FS base, trap-path flags) in its block through the GS base;
+//! the shared state is either written once at start-up ([`STATE`]), kept
+//! under a [`thread::Lock`] (arena, signal book, KVM clock), or used only
+//! while the program has one thread (read-ahead, switched off at the first
+//! `clone`).
 
 mod clock;
 mod mem;
 mod readahead;
 mod ring_client;
 pub(crate) mod signals;
+pub(crate) mod thread;
 
 use core::cell::UnsafeCell;
 use core::ptr::addr_of_mut;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cabin_abi::boot::{
     BootInfo, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_KVM, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
@@ -63,13 +67,15 @@ pub(crate) mod errno {
     pub const ENOSYS: i64 = 38;
 }
 
-/// A static the single program thread owns.
+/// A static written only while the program has one thread: [`STATE`] at
+/// start-up (read-only afterwards) and read-ahead's state (switched off
+/// before the second thread starts, [`readahead::disable`]).
 pub(crate) struct Global<T>(UnsafeCell<T>);
 
-// SAFETY: confined programs are single-threaded (the monitor refuses thread
-// creation); the only other context is a signal handler on that thread,
-// which never interrupts the libos itself (the libos issues no trapping
-// system call), so accesses never overlap.
+// SAFETY: written only while one thread exists (start-up, read-ahead before
+// the first clone), read-only otherwise; the only other context is a signal
+// handler on that thread, which never interrupts the libos itself (the
+// libos issues no trapping system call), so writes never overlap any access.
 unsafe impl<T> Sync for Global<T> {}
 
 impl<T> Global<T> {
@@ -86,6 +92,22 @@ impl<T> Global<T> {
         // SAFETY: forwarded from the caller.
         unsafe { &mut *self.0.get() }
     }
+
+    /// A shared reference, for a value no one writes any more.
+    ///
+    /// # Safety
+    ///
+    /// No `get` reference may be alive or taken while this one lives.
+    pub(crate) unsafe fn read(&self) -> &T {
+        // SAFETY: forwarded from the caller.
+        unsafe { &*self.0.get() }
+    }
+}
+
+/// The start-up configuration (read-only once `init` returned).
+fn state() -> &'static State {
+    // SAFETY: STATE is written only by `init`, before the program runs.
+    unsafe { STATE.read() }
 }
 
 /// Configuration copied out of the boot block at start-up.
@@ -98,23 +120,13 @@ struct State {
     ppid: u32,
     uid: u32,
     gid: u32,
-    /// The value last set with `arch_prctl(ARCH_SET_FS)`.
-    fs_base: u64,
     /// Locally served calls the monitor must decide (the boot page's
     /// `check_local`, copied once).
     check: CallSet,
 }
 
-static STATE: Global<State> = Global::new(State {
-    boot: 0,
-    flags: 0,
-    pid: 0,
-    ppid: 0,
-    uid: 0,
-    gid: 0,
-    fs_base: 0,
-    check: CallSet::EMPTY,
-});
+static STATE: Global<State> =
+    Global::new(State { boot: 0, flags: 0, pid: 0, ppid: 0, uid: 0, gid: 0, check: CallSet::EMPTY });
 
 /// Sets up forwarding from the boot-information block at `boot`. Returns
 /// `false` when the block or its ring is malformed.
@@ -153,10 +165,23 @@ pub fn init(boot: u64) -> bool {
     {
         return false;
     }
+    // SAFETY: as for the reads above.
+    let (ring_count, thread_limit) = unsafe {
+        (addr_of_mut!((*b).ring_count).read_volatile(), addr_of_mut!((*b).thread_limit).read_volatile())
+    };
+    // Only the rings the region really holds.
+    let ring_count = ring_count.min((ring_size / RING_BYTES as u64).min(u64::from(u32::MAX)) as u32);
+    if ring_count == 0 {
+        return false;
+    }
     // SAFETY: the ring lies in memory the monitor mapped for the whole life
     // of the domain, 64-byte aligned (checked above), RING_BYTES long.
     let r = unsafe { RingPtr::new(ring as *mut u8) };
     if r.check_header().is_err() {
+        return false;
+    }
+    // The main thread's block and GS base, before anything uses the ring.
+    if !thread::init(ring, ring_count, thread_limit, ids[0], flags & BOOT_FLAG_PROCESS != 0) {
         return false;
     }
     ring_client::set_ring(r);
@@ -216,19 +241,24 @@ pub fn init(boot: u64) -> bool {
 /// # Safety
 ///
 /// Only the monitor's redirect may enter here, in the state above.
+///
+/// The thread's block (GS) records, while the call runs, that it was
+/// redirected (so `dispatch` serves it as a trapped call, never re-issuing
+/// it: see `BOOT_FLAG_FORCE_TRAP`) and the address after the trapping
+/// instruction (its `rcx`).
 #[cfg(target_os = "none")]
 #[unsafe(naked)]
 pub unsafe extern "C" fn cabin_kvm_trap_entry() {
     core::arch::naked_asm!(
         "push rcx",
-        "mov qword ptr [rip + {after}], rcx",
+        "mov qword ptr gs:[{after}], rcx",
         // rt_sigreturn (flags untouched: `lea` and `jrcxz`): the frame is
         // at the site's rsp.
         "lea rcx, [rax - {nr_sigreturn}]",
         "jrcxz 2f",
-        "mov byte ptr [rip + {trapped}], 1",
+        "mov qword ptr gs:[{trapped}], 1",
         "call cabin_syscall_entry",
-        "mov byte ptr [rip + {trapped}], 0",
+        "mov qword ptr gs:[{trapped}], 0",
         "pop rcx",
         "lea rsp, [rsp + {red_zone}]",
         "jmp rcx",
@@ -238,24 +268,10 @@ pub unsafe extern "C" fn cabin_kvm_trap_entry() {
         nr_sigreturn = const nr::rt_sigreturn,
         sigreturn = sym crate::arch::x86_64::entry::cabin_sigreturn_entry,
         red_zone = const cabin_abi::link::trampoline::RED_ZONE,
-        trapped = sym KVM_TRAPPED,
-        after = sym KVM_TRAP_AFTER,
+        trapped = const thread::KVM_TRAPPED_OFFSET,
+        after = const thread::KVM_TRAP_AFTER_OFFSET,
     )
 }
-
-/// Set while `cabin_kvm_trap_entry` runs a redirected call (so `dispatch`
-/// serves it as a trapped call, never re-issuing it: see
-/// `BOOT_FLAG_FORCE_TRAP`).
-static KVM_TRAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// The address after the trapping instruction of the call
-/// `cabin_kvm_trap_entry` runs (its `rcx`).
-static KVM_TRAP_AFTER: AtomicU64 = AtomicU64::new(0);
-
-/// While `dispatch` re-issues a call in `BOOT_FLAG_FORCE_TRAP` mode: the
-/// call's site hint, so the trap it causes is reported at the program's site
-/// rather than at the libos's own `syscall`.
-static FORCED_SITE: AtomicU64 = AtomicU64::new(0);
 
 /// Length of each system-call instruction a trap site can hold (`syscall`
 /// 0f 05, `sysenter` 0f 34, `int 0x80` cd 80).
@@ -265,7 +281,7 @@ const TRAP_INSN_LEN: u64 = 2;
 /// `after` (the `rip` the kernel or the gate saved): that instruction's
 /// address, or the forced call's own hint (see [`FORCED_SITE`]).
 pub(crate) fn trap_site(after: u64) -> u64 {
-    match FORCED_SITE.load(Ordering::Relaxed) {
+    match thread::current().forced_site.load(Ordering::Relaxed) {
         0 => after.wrapping_sub(TRAP_INSN_LEN),
         forced => forced,
     }
@@ -292,15 +308,15 @@ pub fn set_site_rsp(rsp: u64) {
 /// `site`: where the program made the call (the trampoline's return address;
 /// a hint for the monitor's messages, see `cabin_abi::ring`).
 pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
-    if KVM_TRAPPED.swap(false, Ordering::Relaxed) {
+    let me = thread::current();
+    if me.kvm_trapped.swap(0, Ordering::Relaxed) != 0 {
         // Came through `cabin_kvm_trap_entry`: the trap path of a KVM domain.
         // (Cleared here: a handler that runs on the way out makes calls of
         // its own.) The trap entry pushed one word more.
         SITE_RSP.fetch_add(8, Ordering::Relaxed);
-        return serve(nr, args, true, trap_site(KVM_TRAP_AFTER.load(Ordering::Relaxed)));
+        return serve(nr, args, true, trap_site(me.kvm_trap_after.load(Ordering::Relaxed)));
     }
-    // SAFETY: single thread, short-lived.
-    let force_trap = unsafe { STATE.get() }.flags & BOOT_FLAG_FORCE_TRAP != 0;
+    let force_trap = state().flags & BOOT_FLAG_FORCE_TRAP != 0;
     if force_trap
         && !matches!(nr, nr::rt_sigaction | nr::rt_sigprocmask | nr::sigaltstack | nr::exit | nr::exit_group)
     {
@@ -310,10 +326,10 @@ pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
         // Signal-disposition calls are kept off this path: issued for real,
         // they could replace the libos's own SIGSYS handler (or, for
         // sigaltstack, move its private stack).
-        FORCED_SITE.store(site, Ordering::Relaxed);
+        me.forced_site.store(site, Ordering::Relaxed);
         // SAFETY: the program's own request, as its `syscall` would issue it.
         let r = unsafe { syscall6(nr, args) };
-        FORCED_SITE.store(0, Ordering::Relaxed);
+        me.forced_site.store(0, Ordering::Relaxed);
         return r;
     }
     serve(nr, args, false, site)
@@ -355,8 +371,7 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
     if class == Serve::Forwarded {
         return forward_from(nr, args, flags, site);
     }
-    // SAFETY: single thread; a copy of the set, no reference kept.
-    if class != Serve::Always && unsafe { STATE.get() }.check.contains(nr) {
+    if class != Serve::Always && state().check.contains(nr) {
         if class == Serve::LocalOrForwarded {
             return forward_from(nr, args, flags, site);
         }
@@ -447,8 +462,7 @@ pub fn reply_is_valid(nr: u64, args: &[u64; 6], r: i64) -> bool {
 /// only for calls the system-call table marks as served inside the domain
 /// ([`serve`]): an arm for any other number would never run.
 fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
-    // SAFETY: single thread; this reference ends before any other use.
-    let st = unsafe { STATE.get() };
+    let st = state();
     let process = st.flags & BOOT_FLAG_PROCESS != 0;
     let v = match nr {
         nr::brk => mem::brk(a[0]) as i64,
@@ -459,7 +473,9 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         nr::madvise => mem::madvise(a[0], a[1], a[2]),
         nr::msync => 0,
         nr::arch_prctl => arch_prctl(st, a[0], a[1], process),
-        nr::set_tid_address | nr::getpid | nr::gettid => st.pid as i64,
+        nr::getpid => st.pid as i64,
+        nr::gettid => thread::gettid(st.pid),
+        nr::set_tid_address => thread::set_tid_address(a[0], st.pid),
         nr::getppid => st.ppid as i64,
         nr::getpgrp | nr::getsid => st.pid as i64,
         nr::getpgid => {
@@ -521,25 +537,30 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
                 -errno::EPERM
             }
         }
-        nr::tkill => {
-            if a[0] == st.pid as u64 {
-                signals::raise(a[1], cabin_abi::boot::si_code::SI_TKILL)
-            } else {
-                -errno::ESRCH
-            }
-        }
-        nr::tgkill => {
-            if a[0] == st.pid as u64 && a[1] == st.pid as u64 {
-                signals::raise(a[2], cabin_abi::boot::si_code::SI_TKILL)
-            } else {
-                -errno::ESRCH
-            }
-        }
-        nr::set_robust_list => 0,
+        // Only to the program's own threads (another target: ESRCH).
+        nr::tkill => thread::kill(a[0], a[1], st.pid),
+        nr::tgkill if a[0] == st.pid as u64 => thread::kill(a[1], a[2], st.pid),
+        nr::tgkill => -errno::ESRCH,
+        nr::set_robust_list => thread::set_robust_list(a[0], a[1]),
+        nr::get_robust_list => thread::get_robust_list(a[0], a[1], a[2], st.pid),
         nr::rseq => -errno::ENOSYS,
+        nr::sched_yield if process => {
+            // SAFETY: sched_yield touches no memory; the filter allows it.
+            unsafe { syscall6(nr::sched_yield, &[0; 6]) }
+        }
         nr::sched_yield => 0,
+        nr::futex if process => {
+            // SAFETY: the program's own futex call, as its `syscall` would
+            // issue it: it touches only the process's own memory, and the
+            // filter allows it.
+            unsafe { syscall6(nr::futex, a) }
+        }
         nr::futex => futex(a[0], a[1], a[2]),
-        nr::exit | nr::exit_group => {
+        nr::exit => {
+            count_local(nr);
+            thread::exit_thread(a[0])
+        }
+        nr::exit_group => {
             count_local(nr);
             crate::sys::exit_group(a[0] & 0xff)
         }
@@ -548,8 +569,10 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
     Some(v)
 }
 
-/// `arch_prctl`: `ARCH_SET_FS` and `ARCH_GET_FS`; everything else `EINVAL`.
-fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
+/// `arch_prctl`: `ARCH_SET_FS` and `ARCH_GET_FS`; everything else `EINVAL`
+/// (`ARCH_SET_GS` too: GS is the libos's, docs/threads.md).
+fn arch_prctl(st: &State, code: u64, addr: u64, process: bool) -> i64 {
+    let me = thread::current();
     const ARCH_SET_FS: u64 = 0x1002;
     const ARCH_GET_FS: u64 = 0x1003;
     match code {
@@ -562,7 +585,7 @@ fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
                 // SAFETY: sets only this thread's FS base to a canonical user
                 // address, as the program asked.
                 unsafe { core::arch::asm!("wrfsbase {}", in(reg) addr, options(nostack, preserves_flags)) };
-                st.fs_base = addr;
+                me.fs_base.store(addr, Ordering::Relaxed);
                 return 0;
             }
             if !process {
@@ -572,7 +595,7 @@ fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
             // pointer, which the program asked for; the filter allows it.
             let r = unsafe { syscall6(nr::arch_prctl, &[ARCH_SET_FS, addr, 0, 0, 0, 0]) };
             if r == 0 {
-                st.fs_base = addr;
+                me.fs_base.store(addr, Ordering::Relaxed);
             }
             r
         }
@@ -581,15 +604,16 @@ fn arch_prctl(st: &mut State, code: u64, addr: u64, process: bool) -> i64 {
                 return -errno::EFAULT;
             }
             // SAFETY: the program's own result pointer (see GETRESUID).
-            unsafe { (addr as *mut u64).write_volatile(st.fs_base) };
+            unsafe { (addr as *mut u64).write_volatile(me.fs_base.load(Ordering::Relaxed)) };
             0
         }
         _ => -errno::EINVAL,
     }
 }
 
-/// Single-threaded futex: nobody else can wake a waiter, so a wait whose
-/// value still matches can only fail; a wake finds nobody.
+/// Futex of a domain that runs one thread (the KVM backend until it runs
+/// threads): nobody else can wake a waiter, so a wait whose value still
+/// matches can only fail; a wake finds nobody.
 fn futex(addr: u64, op: u64, val: u64) -> i64 {
     const FUTEX_WAIT: u64 = 0;
     const FUTEX_WAKE: u64 = 1;
@@ -616,8 +640,7 @@ fn futex(addr: u64, op: u64, val: u64) -> i64 {
 }
 
 fn boot_ptr() -> *mut BootInfo {
-    // SAFETY: single thread; short-lived reference.
-    unsafe { STATE.get() }.boot as *mut BootInfo
+    state().boot as *mut BootInfo
 }
 
 /// Adds one to the local-call counter of `nr` in the boot block.
@@ -626,11 +649,11 @@ fn count_local(nr: u64) {
     if b.is_null() || nr as usize >= LOCAL_COUNT_SLOTS {
         return;
     }
-    // SAFETY: `b` is the boot page validated by `init`; the index is in range.
-    unsafe {
-        let p = addr_of_mut!((*b).local_counts[nr as usize]);
-        p.write_volatile(p.read_volatile().wrapping_add(1));
-    }
+    // SAFETY: `b` is the boot page validated by `init`; the index is in
+    // range; the counter is 4-byte aligned and only ever updated atomically
+    // (threads count concurrently).
+    unsafe { AtomicU32::from_ptr(addr_of_mut!((*b).local_counts[nr as usize])) }
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 fn boot_add_trapped() {
@@ -638,11 +661,9 @@ fn boot_add_trapped() {
     if b.is_null() {
         return;
     }
-    // SAFETY: `b` is the boot page validated by `init`.
-    unsafe {
-        let p = addr_of_mut!((*b).trapped);
-        p.write_volatile(p.read_volatile().wrapping_add(1));
-    }
+    // SAFETY: `b` is the boot page validated by `init`; the counter is
+    // 8-byte aligned and only ever updated atomically.
+    unsafe { AtomicU64::from_ptr(addr_of_mut!((*b).trapped)) }.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Records why the libos stopped the program itself.

@@ -23,15 +23,17 @@
 //! 7. [`Domain::fixed_bytes`], [`Domain::trapped_calls`], [`Domain::stats`]
 //!    for the records, and drop.
 //!
-//! Threads (issue 13) will add a per-thread entry here: a domain that can
-//! run more than one thread of the program gets a `spawn_thread` call that
-//! starts a thread with its own ring at an entry point; the session gives
-//! each ring a worker. Nothing calls it yet.
+//! Threads (issue 13, docs/threads.md): the ring region holds
+//! [`cabin_abi::thread::MAX_THREADS`] rings ([`Domain::thread_ring`]). When
+//! a worker accepts a thread submission, the session resets the slot's ring,
+//! starts a worker for it and calls [`Domain::spawn_thread`] (from that
+//! worker's thread, while [`Domain::run`] runs on another).
 
 use std::sync::Arc;
 
-use cabin_abi::ring::RingPtr;
+use cabin_abi::ring::{RingPtr, RING_BYTES};
 use cabin_abi::syscalls::CallSet;
+use cabin_abi::thread::{ThreadStart, MAX_THREADS};
 use cabin_image::elf::ElfFile;
 use cabin_policy::limits::MemoryBound;
 
@@ -68,6 +70,28 @@ pub struct DomainSpec {
     pub program_cpus: Option<CpuSet>,
     /// The user and group ids the program sees.
     pub ids: (u32, u32),
+    /// The most threads the program may have at once (`[limits] threads`,
+    /// default and at most [`MAX_THREADS`]); the boot page's `thread_limit`.
+    pub threads: u32,
+}
+
+/// Who starts a thread the monitor accepted ([`Domain::spawn_thread`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnedBy {
+    /// The libos starts it itself with a native `clone` (process backend):
+    /// the monitor answers the submission with 0.
+    Libos,
+    /// The domain started it; the monitor answers with this thread id.
+    Domain {
+        /// The new thread's id as the program sees it (`gettid`).
+        tid: u32,
+    },
+    /// The domain cannot start it; the monitor answers `-errno` (and frees
+    /// the slot). The KVM backend answers `EAGAIN` until it runs threads.
+    Refused {
+        /// The errno the program sees.
+        errno: i32,
+    },
 }
 
 /// What a backend can do about execute-only code for one image.
@@ -180,8 +204,39 @@ pub trait Domain: Sized {
     /// The program's memory, typed regions (boot page and ring included).
     fn memory(&self) -> &GuestMemory;
 
-    /// The ring, through the monitor's mapping.
+    /// The ring of the main thread (slot 0), through the monitor's mapping.
     fn ring(&self) -> RingPtr;
+
+    /// How many rings the ring region holds (the boot page's `ring_count`);
+    /// 1 for a domain that cannot run threads.
+    fn ring_count(&self) -> usize {
+        1
+    }
+
+    /// The ring of thread slot `slot` (ring `slot` of the region), if the
+    /// region has it.
+    fn thread_ring(&self, slot: usize) -> Option<RingPtr> {
+        if slot >= self.ring_count().min(MAX_THREADS) {
+            return None;
+        }
+        // SAFETY: the region is `ring_count` contiguous rings of RING_BYTES
+        // from `ring()` in the monitor's mapping (the backends map it so),
+        // alive as long as the domain; RING_BYTES is a multiple of 64.
+        Some(unsafe { RingPtr::new(self.ring().base().add(slot * RING_BYTES)) })
+    }
+
+    /// Starts the program thread the monitor accepted: `start` is validated
+    /// (op [`cabin_abi::thread::THREAD_OP_START`], slot in range and free, a
+    /// thread flag set) and its ring was reset; its worker runs. Called from
+    /// a ring worker's thread while [`Domain::run`] runs. Errors are the
+    /// backend's own failures (they stop the program); a thread the domain
+    /// cannot start is [`SpawnedBy::Refused`].
+    fn spawn_thread(&self, start: &ThreadStart) -> Result<SpawnedBy, RunError>;
+
+    /// A thread's exit submission was served (slot `slot` is free again in
+    /// the monitor's table). The process backend has nothing to do (the
+    /// native thread ends itself); KVM stops the vCPU.
+    fn thread_exited(&self, _slot: usize) {}
 
     /// The program's entry point in the domain (the libos's `cabin_start`).
     fn entry(&self) -> u64;

@@ -47,6 +47,7 @@ pub mod signals;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;
+pub mod threads;
 pub mod timers;
 pub mod trace;
 pub mod watch;

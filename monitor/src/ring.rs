@@ -13,17 +13,19 @@
 //! slots. Impossible values end the program as a protocol violation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_TRAPPED};
-use cabin_abi::syscalls::{self, Serve};
+use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_THREAD, SUB_TRAPPED};
+use cabin_abi::syscalls::{self, nr, Serve};
+use cabin_abi::thread::{ThreadStart, THREAD_OP_CANCEL, THREAD_OP_START};
 
 use cabin_policy::limits::WriteLimits;
 
 use crate::gate::{Admit, Gate, Stop};
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
+use crate::service::blocking::Begin;
 use crate::service::{Service, Violation};
 use crate::site_map::SiteMap;
 
@@ -67,6 +69,9 @@ pub enum RingViolation {
         /// The worker's tail.
         tail: u32,
     },
+    /// A thread submission for a call that is not a thread operation.
+    #[error("thread submission for system call {0}, which is not clone or exit")]
+    NotAThreadCall(u64),
     /// The domain lets the completion queue fill up.
     #[error("completion queue full: the domain does not consume completions")]
     CompletionQueueFull,
@@ -92,6 +97,9 @@ enum Interrupt {
 pub enum WorkerEnd {
     /// [`Worker::stop`] was called.
     Stopped,
+    /// The ring's thread ended (its exit submission was answered and its
+    /// slot freed).
+    ThreadExited,
     /// The domain broke the protocol; the ring is marked dead.
     Violation(RingViolation),
     /// The policy killed the program or a limit stopped it (message already printed).
@@ -105,6 +113,67 @@ pub struct WorkerStats {
     pub forwarded: u64,
     /// Of which arrived through the trap path.
     pub trapped: u64,
+}
+
+/// The service and the gate (policy, limits, trace), shared by the
+/// workers of every ring of one program. One lock: a call holds it while it
+/// is decided and served, but never across a host call that can block for
+/// long once the program has threads ([`crate::service::blocking`]).
+#[derive(Debug)]
+pub struct Shared {
+    inner: Mutex<Served>,
+    /// The program has (had) more than one thread: blocking calls are
+    /// served without the lock.
+    threaded: AtomicBool,
+}
+
+/// What [`Shared`] guards.
+#[derive(Debug)]
+pub struct Served {
+    /// The system-call service.
+    pub service: Service,
+    /// Policy, limits and trace around each call (none: serve everything).
+    pub gate: Option<Gate>,
+}
+
+impl Shared {
+    /// Shares `service` and `gate` (the service learns what the gate needs
+    /// of it: paths for a tracer, the write limits).
+    pub fn new(mut service: Service, gate: Option<Gate>) -> Shared {
+        service.set_record_paths(gate.as_ref().is_some_and(Gate::wants_paths));
+        service.set_write_limits(gate.as_ref().and_then(|g| WriteLimits::new(g.limits())));
+        Shared { inner: Mutex::new(Served { service, gate }), threaded: AtomicBool::new(false) }
+    }
+
+    /// Locks the shared state (a worker that panicked while holding it is a
+    /// monitor bug reported on its own; the state stays usable).
+    pub fn lock(&self) -> MutexGuard<'_, Served> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The program has a second thread from now on.
+    pub fn set_threaded(&self) {
+        self.threaded.store(true, Ordering::Relaxed);
+    }
+
+    /// The service and the gate, once every worker is done.
+    pub fn into_inner(self) -> Served {
+        self.inner.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a worker asks of the session about program threads (thread
+/// submissions, docs/threads.md). Every answer is the completion value.
+pub trait ThreadHost {
+    /// A validated-in-form [`ThreadStart`] with op `THREAD_OP_START` from
+    /// the thread of slot `from`: check it against the monitor's own table,
+    /// start the ring's worker and the thread.
+    fn start(&self, from: usize, start: &ThreadStart) -> i64;
+    /// `THREAD_OP_CANCEL` of slot `slot` from the thread of slot `from`.
+    fn cancel(&self, from: usize, slot: usize) -> i64;
+    /// The thread of slot `slot` ends: free its slot (before its completion
+    /// is published, so the libos can reuse the slot as soon as it sees it).
+    fn exit(&self, slot: usize);
 }
 
 /// Shared handle to stop a worker from another thread.
@@ -151,8 +220,10 @@ pub struct Worker {
     cq_head_seen: u32,
     /// Counters.
     pub stats: WorkerStats,
-    /// Policy, limits and trace around each call (none: serve everything).
-    pub gate: Option<Gate>,
+    /// The thread slot whose ring this is (0: the main thread).
+    pub slot: usize,
+    /// The ring's thread has exited: the loop ends.
+    exited: bool,
     /// The thread inside [`Worker::run`], for [`StopHandle::stop`].
     serving: Arc<Kickable>,
     /// Turns a slot's site hint into the call site (read only when the gate
@@ -181,7 +252,8 @@ impl Worker {
             cq_tail: ring.cq_tail().load(Ordering::SeqCst),
             cq_head_seen: ring.cq_head().load(Ordering::SeqCst),
             stats: WorkerStats::default(),
-            gate: None,
+            slot: 0,
+            exited: false,
             serving: Arc::default(),
             sites: SiteMap::default(),
         }
@@ -199,13 +271,12 @@ impl Worker {
         StopHandle { flag: self.stop.clone(), ring: self.ring, serving: self.serving.clone() }
     }
 
-    /// Serves the ring until stopped or until the domain breaks the protocol.
-    pub fn run(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
+    /// Serves the ring until stopped, until its thread exits or until the
+    /// domain breaks the protocol. `threads`: the session's answer to thread
+    /// submissions (none: threads are refused with `EAGAIN`).
+    pub fn run(&mut self, mem: &GuestMemory, shared: &Shared, threads: Option<&dyn ThreadHost>) -> WorkerEnd {
         self.serving.enter();
-        service.set_record_paths(self.gate.as_ref().is_some_and(Gate::wants_paths));
-        // The write limits need the descriptor: the service applies them.
-        service.set_write_limits(self.gate.as_ref().and_then(|g| WriteLimits::new(g.limits())));
-        let end = self.serve_until_end(mem, service);
+        let end = self.serve_until_end(mem, shared, threads);
         self.serving.leave();
         end
     }
@@ -216,15 +287,20 @@ impl Worker {
     /// marked dead). For fuzzing and tests, which drive the worker without
     /// threads (fuzz/fuzz_targets/ring.rs).
     #[doc(hidden)]
-    pub fn step(&mut self, mem: &GuestMemory, service: &mut Service) -> Option<WorkerEnd> {
-        let checked = self.serve_available(mem, service).and_then(|_| Ok(self.check_idle_tail()?));
+    pub fn step(&mut self, mem: &GuestMemory, shared: &Shared) -> Option<WorkerEnd> {
+        let checked = self.serve_available(mem, shared, None).and_then(|_| Ok(self.check_idle_tail()?));
         if let Err(why) = checked {
-            return Some(self.end_with(why));
+            return Some(self.end_with(why, shared));
         }
         None
     }
 
-    fn serve_until_end(&mut self, mem: &GuestMemory, service: &mut Service) -> WorkerEnd {
+    fn serve_until_end(
+        &mut self,
+        mem: &GuestMemory,
+        shared: &Shared,
+        threads: Option<&dyn ThreadHost>,
+    ) -> WorkerEnd {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
         let mut idle_spins: u32 = 0;
@@ -232,8 +308,9 @@ impl Worker {
             if self.stop.load(Ordering::SeqCst) {
                 return WorkerEnd::Stopped;
             }
-            match self.serve_available(mem, service) {
-                Err(why) => return self.end_with(why),
+            match self.serve_available(mem, shared, threads) {
+                Err(why) => return self.end_with(why, shared),
+                Ok(_) if self.exited => return WorkerEnd::ThreadExited,
                 Ok(n) if n > 0 => {
                     idle_since = None;
                     idle_spins = 0;
@@ -256,7 +333,7 @@ impl Worker {
             // Before sleeping, hold the domain to the protocol: its tail must
             // agree with the slots (nothing published past our head).
             if let Err(v) = self.check_idle_tail() {
-                return self.end_with(v.into());
+                return self.end_with(v.into(), shared);
             }
             // Sleep: announce, re-check, wait on the value read before.
             let seen = r.sq_doorbell().load(Ordering::SeqCst);
@@ -272,12 +349,12 @@ impl Worker {
 
     /// Ends the loop after a protocol violation or a policy stop: the ring
     /// is marked dead.
-    fn end_with(&mut self, why: Interrupt) -> WorkerEnd {
+    fn end_with(&mut self, why: Interrupt, shared: &Shared) -> WorkerEnd {
         self.ring.state().store(STATE_DEAD, Ordering::SeqCst);
         match why {
             Interrupt::Stop(stop) => WorkerEnd::Policy(stop),
             Interrupt::Violation(v) => {
-                if let Some(g) = self.gate.as_mut() {
+                if let Some(g) = shared.lock().gate.as_mut() {
                     g.violation(&v.to_string());
                 }
                 WorkerEnd::Violation(v)
@@ -322,12 +399,17 @@ impl Worker {
     }
 
     /// Serves every submission published so far; returns how many.
-    fn serve_available(&mut self, mem: &GuestMemory, service: &mut Service) -> Result<u32, Interrupt> {
+    fn serve_available(
+        &mut self,
+        mem: &GuestMemory,
+        shared: &Shared,
+        threads: Option<&dyn ThreadHost>,
+    ) -> Result<u32, Interrupt> {
         let r = self.ring;
         let mut n = 0;
         while r.submission_ready(self.sq_head) {
             let s = r.read_submission(self.sq_head);
-            if s.flags & !(SUB_TRAPPED | SUB_CHECK) != 0 {
+            if s.flags & !(SUB_TRAPPED | SUB_CHECK | SUB_THREAD) != 0 {
                 return Err(RingViolation::UnknownFlags(s.flags).into());
             }
             // Check-only: the policy's decision on a call the libos serves
@@ -336,55 +418,145 @@ impl Worker {
             if check && syscalls::serve(s.nr) != Serve::Local {
                 return Err(RingViolation::CheckNotLocal(s.nr).into());
             }
+            let thread = s.flags & SUB_THREAD != 0;
+            if thread && (check || !matches!(s.nr, nr::clone | nr::exit)) {
+                return Err(RingViolation::NotAThreadCall(s.nr).into());
+            }
             self.completion_room()?;
             let trapped = s.flags & SUB_TRAPPED != 0;
-            let (slot, sites) = (self.sq_head, &self.sites);
-            let result = match self.gate.as_mut() {
-                None if check => 0,
-                None => service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?,
-                Some(g) => {
-                    // The site hint is read only if the gate needs it.
-                    let site = || sites.site(r.read_site_hint(slot));
-                    let fds = g.counts_fds().then(|| service.open_fds());
-                    match g.admit_lazy(s.nr, &s.args, trapped, site, fds) {
-                        Admit::Serve(t) if check => {
-                            g.checked(t);
-                            0
-                        }
-                        Admit::Serve(t) => {
-                            let ret = service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?;
-                            if let Some(stop) = g.served_with(t, ret, service.take_note()) {
-                                return Err(Interrupt::Stop(stop));
-                            }
-                            ret
-                        }
-                        Admit::Return(ret) => ret,
-                        Admit::Stop(stop) => return Err(Interrupt::Stop(stop)),
-                    }
-                }
-            };
+            let result = self.serve_one(mem, shared, threads, &s, check, thread, trapped)?;
             self.stats.forwarded += 1;
             if trapped {
                 self.stats.trapped += 1;
             }
-            // The completion slot first (what the libos polls), then the
-            // indices, on our own lines.
-            r.publish_completion(self.cq_tail, result);
-            self.cq_tail = self.cq_tail.wrapping_add(1);
+            let exit = thread && s.nr == nr::exit;
+            let (slot, tail) = (self.cq_tail, self.cq_tail.wrapping_add(1));
+            self.cq_tail = tail;
             self.sq_head = self.sq_head.wrapping_add(1);
-            r.cq_tail().store(self.cq_tail, Ordering::Release);
-            r.sq_head().store(self.sq_head, Ordering::Release);
+            if exit {
+                // The indices first: once the completion is published the
+                // libos may give the slot (and so this ring) to a new thread,
+                // whose ring the monitor resets; nothing here may touch the
+                // ring after that but the doorbell.
+                r.cq_tail().store(self.cq_tail, Ordering::Release);
+                r.sq_head().store(self.sq_head, Ordering::Release);
+                if let Some(t) = threads {
+                    t.exit(self.slot);
+                }
+                self.exited = true;
+                r.publish_completion(slot, result);
+            } else {
+                // The completion slot first (what the libos polls), then the
+                // indices, on our own lines.
+                r.publish_completion(slot, result);
+                r.cq_tail().store(self.cq_tail, Ordering::Release);
+                r.sq_head().store(self.sq_head, Ordering::Release);
+            }
             if r.cq_waiting().load(Ordering::SeqCst) != 0 {
                 r.cq_doorbell().fetch_add(1, Ordering::SeqCst);
                 futex(r.cq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
             }
             n += 1;
+            if exit {
+                break;
+            }
             if n == RING_ENTRIES {
                 // Let the loop look at the stop flag between full laps.
                 break;
             }
         }
         Ok(n)
+    }
+
+    /// Decides and serves one submission; the completion value.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_one(
+        &mut self,
+        mem: &GuestMemory,
+        shared: &Shared,
+        threads: Option<&dyn ThreadHost>,
+        s: &cabin_abi::ring::Submission,
+        check: bool,
+        thread: bool,
+        trapped: bool,
+    ) -> Result<i64, Interrupt> {
+        let r = self.ring;
+        let (slot, sites) = (self.sq_head, &self.sites);
+        let mut guard = shared.lock();
+        let served = &mut *guard;
+        let ticket = match served.gate.as_mut() {
+            None => None,
+            Some(g) => {
+                // The site hint is read only if the gate needs it.
+                let site = || sites.site(r.read_site_hint(slot));
+                let fds = g.counts_fds().then(|| served.service.open_fds());
+                match g.admit_lazy(s.nr, &s.args, trapped, site, fds) {
+                    Admit::Serve(t) => Some(t),
+                    Admit::Return(ret) => return Ok(ret),
+                    Admit::Stop(stop) => return Err(Interrupt::Stop(stop)),
+                }
+            }
+        };
+        let ret = if check {
+            0
+        } else if thread {
+            // Thread operations take the session's own locks (and may start
+            // a vCPU): not under the service lock.
+            drop(guard);
+            let ret = self.thread_call(mem, threads, s);
+            guard = shared.lock();
+            ret
+        } else if shared.threaded.load(Ordering::Relaxed) {
+            match guard.service.begin_blocking(s.nr, s.args) {
+                Begin::Handle => guard.service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?,
+                Begin::Done(ret) => ret,
+                Begin::Run(call) => {
+                    drop(guard);
+                    let ret = call.run(mem).map_err(RingViolation::from)?;
+                    guard = shared.lock();
+                    ret
+                }
+            }
+        } else {
+            guard.service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?
+        };
+        let served = &mut *guard;
+        if let (Some(t), Some(g)) = (ticket, served.gate.as_mut()) {
+            if check {
+                g.checked(t);
+            } else if let Some(stop) = g.served_with(t, ret, served.service.take_note()) {
+                return Err(Interrupt::Stop(stop));
+            }
+        }
+        Ok(ret)
+    }
+
+    /// A thread submission (`SUB_THREAD`): `clone` with a [`ThreadStart`],
+    /// or `exit` of this ring's thread.
+    fn thread_call(
+        &self,
+        mem: &GuestMemory,
+        threads: Option<&dyn ThreadHost>,
+        s: &cabin_abi::ring::Submission,
+    ) -> i64 {
+        if s.nr == nr::exit {
+            return 0;
+        }
+        let Some(host) = threads else { return -i64::from(libc::EAGAIN) };
+        if s.args[1] != ThreadStart::SIZE as u64 {
+            return -i64::from(libc::EINVAL);
+        }
+        let mut b = [0u8; ThreadStart::SIZE];
+        match mem.read(s.args[0], ThreadStart::SIZE) {
+            Ok(bytes) if bytes.len() == b.len() => b.copy_from_slice(&bytes),
+            _ => return -i64::from(libc::EFAULT),
+        }
+        let start = ThreadStart::from_bytes(&b);
+        match start.op {
+            THREAD_OP_START => host.start(self.slot, &start),
+            THREAD_OP_CANCEL => host.cancel(self.slot, start.slot as usize),
+            _ => -i64::from(libc::EINVAL),
+        }
     }
 }
 
@@ -398,7 +570,7 @@ mod tests {
     #[repr(C, align(64))]
     struct Area([u8; RING_BYTES]);
 
-    fn setup() -> (Box<Area>, RingPtr, Service) {
+    fn setup() -> (Box<Area>, RingPtr, Shared) {
         let mut area = Box::new(Area([0; RING_BYTES]));
         // SAFETY: the boxed area is aligned, RING_BYTES long, and outlives
         // every use in the test (returned alongside the pointer).
@@ -406,7 +578,7 @@ mod tests {
         r.init();
         let mut s = Service::new(FsPolicy::default(), b"/".to_vec(), 1);
         s.print_reports = false;
-        (area, r, s)
+        (area, r, Shared::new(s, None))
     }
 
     fn submit(r: &RingPtr, nr: i64, args: [u64; 6]) {
@@ -417,13 +589,13 @@ mod tests {
 
     #[test]
     fn serves_a_batch_in_order() {
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         submit(&r, libc::SYS_getcwd, [0x1000, 100, 0, 0, 0, 0]);
         submit(&r, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
         submit(&r, 9999, [0; 6]);
-        assert_eq!(w.serve_available(&m, &mut s), Ok(3));
+        assert_eq!(w.serve_available(&m, &s, None), Ok(3));
         let c: Vec<_> = (0..3).map(|i| r.read_completion(i)).collect();
         assert_eq!((c[0].tag, c[0].result), (1, 2));
         assert_eq!((c[1].tag, c[1].result), (2, 0));
@@ -432,19 +604,19 @@ mod tests {
         assert_eq!(r.cq_tail().load(Ordering::SeqCst), 3);
         assert_eq!(r.sq_head().load(Ordering::SeqCst), 3);
         assert_eq!(w.stats.forwarded, 3);
-        assert_eq!(w.serve_available(&m, &mut s), Ok(0), "nothing new published");
+        assert_eq!(w.serve_available(&m, &s, None), Ok(0), "nothing new published");
     }
 
     #[test]
     fn serves_many_laps_and_ignores_stale_slots() {
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         for lap in 0..5u32 {
             for _ in 0..RING_ENTRIES {
                 submit(&r, libc::SYS_getppid, [0; 6]);
             }
-            assert_eq!(w.serve_available(&m, &mut s), Ok(RING_ENTRIES), "lap {lap}");
+            assert_eq!(w.serve_available(&m, &s, None), Ok(RING_ENTRIES), "lap {lap}");
             // The libos consumes them.
             let t = r.cq_tail().load(Ordering::SeqCst);
             r.cq_head().store(t, Ordering::SeqCst);
@@ -455,20 +627,20 @@ mod tests {
             head,
             &Submission { tag: head + 1 - RING_ENTRIES, flags: 0, nr: 39, args: [0; 6] },
         );
-        assert_eq!(w.serve_available(&m, &mut s), Ok(0));
+        assert_eq!(w.serve_available(&m, &s, None), Ok(0));
     }
 
     #[test]
     fn unconsumed_completions_are_a_violation() {
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         for _ in 0..RING_ENTRIES {
             submit(&r, libc::SYS_getppid, [0; 6]);
         }
-        assert_eq!(w.serve_available(&m, &mut s), Ok(RING_ENTRIES));
+        assert_eq!(w.serve_available(&m, &s, None), Ok(RING_ENTRIES));
         submit(&r, libc::SYS_getppid, [0; 6]);
-        let e = w.serve_available(&m, &mut s).unwrap_err();
+        let e = w.serve_available(&m, &s, None).unwrap_err();
         assert_eq!(e, Interrupt::Violation(RingViolation::CompletionQueueFull));
         assert!(e.to_string().contains("completion queue full"), "{e}");
     }
@@ -476,11 +648,11 @@ mod tests {
     #[test]
     fn a_tail_behind_the_head_is_normal() {
         // The worker served slot 0 before the libos stored its tail.
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         r.publish_submission(0, 0, libc::SYS_getppid as u64, &[0; 6]);
-        assert_eq!(w.serve_available(&m, &mut s), Ok(1));
+        assert_eq!(w.serve_available(&m, &s, None), Ok(1));
         assert_eq!(w.check_idle_tail(), Ok(()));
         r.sq_tail().store(1, Ordering::SeqCst);
         assert_eq!(w.check_idle_tail(), Ok(()));
@@ -488,11 +660,11 @@ mod tests {
 
     #[test]
     fn a_tail_ahead_of_unpublished_slots_is_a_violation() {
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         r.sq_tail().store(1, Ordering::SeqCst);
-        match w.run(&m, &mut s) {
+        match w.run(&m, &s, None) {
             WorkerEnd::Violation(e) => assert!(e.to_string().contains("never published"), "{e}"),
             other => panic!("{other:?}"),
         }
@@ -505,7 +677,7 @@ mod tests {
         use cabin_abi::note::{SiteKind, SiteRecord, Tactic, TrapReason};
         use cabin_policy::{Limits, Policy};
 
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         let p = Policy::parse(
@@ -513,7 +685,10 @@ mod tests {
             "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"uname\"]\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        w.gate = Some(Gate::new(Some(p.compile()), &Limits::default(), Tracer::disabled()).quiet());
+        let s = Shared::new(
+            s.into_inner().service,
+            Some(Gate::new(Some(p.compile()), &Limits::default(), Tracer::disabled()).quiet()),
+        );
         let site = |addr, trampoline| SiteRecord {
             addr,
             kind: SiteKind::Syscall,
@@ -528,9 +703,9 @@ mod tests {
         // Trapped call: the hint is already the site.
         r.write_site_hint(1, 0x40_3000);
         submit(&r, libc::SYS_uname, [0x1100, 0, 0, 0, 0, 0]);
-        assert_eq!(w.serve_available(&m, &mut s), Ok(2));
+        assert_eq!(w.serve_available(&m, &s, None), Ok(2));
         assert_eq!(r.read_completion(0).result, -(libc::EPERM as i64));
-        let g = w.gate.as_ref().map(|g| g.messages.clone()).unwrap_or_default();
+        let g = s.lock().gate.as_ref().map(|g| g.messages.clone()).unwrap_or_default();
         // Reported once per system call: the first one, at its site.
         assert_eq!(g.len(), 1, "{g:?}");
         assert!(g[0].contains("uname (system call 63) at 0x402000:"), "{g:?}");
@@ -538,13 +713,13 @@ mod tests {
 
     #[test]
     fn garbage_indices_are_a_violation() {
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         r.sq_tail().store(0xdead_beef, Ordering::SeqCst);
         // run() finds it before sleeping, marks the ring dead and returns
         // instead of panicking.
-        match w.run(&m, &mut s) {
+        match w.run(&m, &s, None) {
             WorkerEnd::Violation(e) => {
                 assert!(
                     matches!(e, RingViolation::ImpossibleTail { .. }) && e.to_string().contains("impossible"),
@@ -566,7 +741,7 @@ mod tests {
             (0, libc::SYS_readv, [0, 0x1000, 3, 0, 0, 0]),
             (0x80, libc::SYS_getpid, [0; 6]),
         ] {
-            let (_a, r, mut s) = setup();
+            let (_a, r, s) = setup();
             // iovecs at 0x1000 pointing far away
             for i in 0..3u64 {
                 m.write_u64(0x1000 + 16 * i, 0xdead_0000).unwrap();
@@ -576,23 +751,20 @@ mod tests {
             let t = r.sq_tail().load(Ordering::SeqCst);
             r.publish_submission(t, flags, nr as u64, &args);
             r.sq_tail().store(t + 1, Ordering::SeqCst);
-            assert!(w.serve_available(&m, &mut s).is_err(), "nr {nr} flags {flags:#x}");
+            assert!(w.serve_available(&m, &s, None).is_err(), "nr {nr} flags {flags:#x}");
         }
     }
 
     #[test]
     fn step_serves_and_ends_on_a_violation() {
-        let (_a, r, mut s) = setup();
+        let (_a, r, s) = setup();
         let m = test_memory();
         let mut w = Worker::new(r);
         submit(&r, libc::SYS_getppid, [0; 6]);
-        assert_eq!(w.step(&m, &mut s), None);
+        assert_eq!(w.step(&m, &s), None);
         assert_eq!(r.cq_tail().load(Ordering::SeqCst), 1);
         r.sq_tail().store(7, Ordering::SeqCst);
-        assert!(matches!(
-            w.step(&m, &mut s),
-            Some(WorkerEnd::Violation(RingViolation::UnpublishedSlot { .. }))
-        ));
+        assert!(matches!(w.step(&m, &s), Some(WorkerEnd::Violation(RingViolation::UnpublishedSlot { .. }))));
         assert_eq!(r.state().load(Ordering::SeqCst), STATE_DEAD);
     }
 
@@ -603,7 +775,7 @@ mod tests {
         let m = test_memory();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..200 {
-            let (mut a, r, mut s) = setup();
+            let (mut a, r, s) = setup();
             for b in a.0.iter_mut() {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -611,7 +783,7 @@ mod tests {
                 *b = x as u8;
             }
             let mut w = Worker::new(r);
-            let _ = w.serve_available(&m, &mut s);
+            let _ = w.serve_available(&m, &s, None);
         }
     }
 }

@@ -21,11 +21,12 @@ use crate::config::{EndReason, RunConfig, RunError, RunOutcome, EXIT_PROTOCOL_VI
 use crate::domain::{CpuClock, Domain, DomainEnd, DomainSpec, StopCause};
 use crate::gate::{exit_words, Gate, Stop};
 use crate::placement::Placement;
-use crate::ring::{Worker, WorkerEnd};
+use crate::ring::{Served, Shared, Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
+use crate::threads::Threads;
 use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
 
 /// What the libos's `ABORT_RING` means, in the words of the record.
@@ -34,7 +35,7 @@ const LIBOS_RING_ABORT: &str =
 
 /// Runs `image` confined in a domain of backend `D`, under `cfg`. Blocks
 /// until the program ends.
-pub fn run<D: Domain>(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
+pub fn run<D: Domain + Sync>(image: &[u8], cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     Session::new(image, cfg)?.run::<D>()
 }
 
@@ -61,7 +62,7 @@ impl<'a> Session<'a> {
     }
 
     /// Runs the program in a domain of backend `D` and writes the records.
-    pub fn run<D: Domain>(self) -> Result<RunOutcome, RunError> {
+    pub fn run<D: Domain + Sync>(self) -> Result<RunOutcome, RunError> {
         let Session { image, elf, cfg, t0 } = self;
         // Before any thread starts: they all inherit the mask, so only the
         // forwarder receives these signals (docs/signals.md).
@@ -106,6 +107,7 @@ impl<'a> Session<'a> {
             check_local: gate.check_local(),
             program_cpus: placement.map(|p| p.program),
             ids,
+            threads: cabin_abi::thread::MAX_THREADS as u32,
         };
         let mut domain = D::build(&elf, &spec)?;
         // The program's descriptors are the monitor's: size its table so the
@@ -117,14 +119,12 @@ impl<'a> Session<'a> {
             boot.set_check_local(&spec.check_local);
         }
 
-        let mut worker = Worker::new(domain.ring());
-        worker.set_sites(SiteMap::for_image(image, domain.entry()));
-        worker.gate = Some(gate);
-        let worker_stop = worker.stop_handle();
-        let worker_interrupt = worker.stop_handle();
+        let worker = Worker::new(domain.ring());
+        let sites = SiteMap::for_image(image, domain.entry());
         let stopper = domain.stopper();
         domain.start()?;
         service.set_pid(domain.program_pid());
+        let shared = Shared::new(service, Some(gate));
 
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.
@@ -138,48 +138,35 @@ impl<'a> Session<'a> {
         let time_stop = stopper.clone();
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
 
-        let poster = crate::signals::Poster {
-            signals: BootPage::of(domain.memory())?.signal_box(),
-            stopper: stopper.clone(),
-            worker: worker_interrupt,
-        };
+        let signal_box = BootPage::of(domain.memory())?.signal_box();
         let forwarding_done = std::sync::atomic::AtomicBool::new(false);
-        let (ran, joined) = std::thread::scope(|s| {
+        let threads = Threads::new(
+            &domain,
+            domain.memory(),
+            &shared,
+            stopper.clone(),
+            placement.as_ref(),
+            clocks.clone(),
+            sites,
+            spec.threads as usize,
+        );
+        let interrupt_workers = || threads.interrupt_all();
+        let poster = crate::signals::Poster {
+            signals: signal_box,
+            stopper: stopper.clone(),
+            interrupt: &interrupt_workers,
+        };
+        let poster = &poster;
+        let ran = std::thread::scope(|s| {
+            threads.start_main(s, worker);
             if cfg.forward_signals {
-                let (done, poster) = (&forwarding_done, &poster);
+                let done = &forwarding_done;
                 s.spawn(move || crate::signals::forward_until(done, poster));
             }
             {
-                let (done, poster, timers) = (&forwarding_done, &poster, &*timers);
+                let (done, timers) = (&forwarding_done, &*timers);
                 s.spawn(move || crate::timers::run_until(done, timers, poster));
             }
-            let mem = domain.memory();
-            let worker_stopper = stopper.clone();
-            let worker_clocks = clocks.clone();
-            let handle = s.spawn(move || {
-                if let Some(p) = &placement {
-                    p.worker.apply(0);
-                }
-                let _clock = worker_clocks.join_this_thread();
-                // A panic here is a monitor bug; the program would otherwise
-                // wait for a completion forever. Stop it, then let the join
-                // see the panic.
-                let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    worker.run(mem, &mut service)
-                })) {
-                    Ok(end) => end,
-                    Err(payload) => {
-                        worker_stopper.stop(StopCause::WorkerFailed);
-                        std::panic::resume_unwind(payload)
-                    }
-                };
-                match &end {
-                    WorkerEnd::Violation(v) => worker_stopper.stop(StopCause::Violation(v.to_string())),
-                    WorkerEnd::Policy(stop) => worker_stopper.stop(StopCause::Policy(stop.message.clone())),
-                    WorkerEnd::Stopped => {}
-                }
-                (end, worker, service)
-            });
             let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_this_thread());
             // This thread runs the program (a vCPU) or waits for it, on the
             // program's CPUs for the run.
@@ -191,21 +178,19 @@ impl<'a> Session<'a> {
             if let Some(p) = &placement {
                 p.restore();
             }
-            worker_stop.stop();
-            (ran, handle.join())
+            threads.stop_all();
+            ran
         });
-        let (end, mut worker, mut service) = joined.map_err(|payload| {
-            let why = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            RunError::Internal(format!("the ring worker panicked ({why})"))
-        })?;
+        let (end, worker_stats, panicked, _failed) = threads.finish();
+        drop(threads);
+        if let Some(why) = panicked {
+            return Err(RunError::Internal(format!("the ring worker panicked ({why})")));
+        }
+        let Served { mut service, gate } = shared.into_inner();
         let time_hit = times.finish();
         let ended = ran?;
         let words = BootPage::of(domain.memory())?.end_words();
-        let mut gate = worker.gate.take();
+        let mut gate = gate;
 
         // Why the gate stopped the program (it already said so on stderr).
         let mut stopped: Option<Stop> = match &end {
@@ -238,7 +223,7 @@ impl<'a> Session<'a> {
             // The libos counts every trapped call (served locally or not);
             // the worker counts the forwarded ones. The libos figure is
             // untrusted, but it is only a statistic.
-            trapped: domain.trapped_calls().unwrap_or(worker.stats.trapped.max(words.trapped)),
+            trapped: domain.trapped_calls().unwrap_or(worker_stats.trapped.max(words.trapped)),
             denied: service.stats.denied,
             wall_ns: t0.elapsed().as_nanos(),
             execute_only_enforced: xo.enforced,
@@ -246,7 +231,7 @@ impl<'a> Session<'a> {
         };
         let mut json = stats::to_json(&input);
         if let Some(o) = json.as_object_mut() {
-            for (key, value) in domain.stats(&worker.stats) {
+            for (key, value) in domain.stats(&worker_stats) {
                 o.insert(key.into(), value);
             }
             o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));

@@ -13,7 +13,6 @@ use cabin_abi::boot::{si_code, SigPosted};
 
 use crate::boot::SignalBox;
 use crate::domain::Stopper;
-use crate::ring::StopHandle;
 
 /// The signals `cabinc run` forwards to the program.
 pub const FORWARDED: [i32; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
@@ -57,17 +56,22 @@ impl Drop for Blocked {
 }
 
 /// Posts signals into one domain and wakes it.
-#[derive(Debug)]
-pub struct Poster {
+pub struct Poster<'a> {
     /// The boot page's signal words.
     pub signals: SignalBox,
     /// The domain's stopper (its wake-up).
     pub stopper: Arc<dyn Stopper>,
-    /// The ring worker (interrupted out of a blocking host call).
-    pub worker: StopHandle,
+    /// Interrupts the ring workers out of a blocking host call.
+    pub interrupt: &'a (dyn Fn() + Sync),
 }
 
-impl Poster {
+impl std::fmt::Debug for Poster<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poster").field("signals", &self.signals).finish_non_exhaustive()
+    }
+}
+
+impl Poster<'_> {
     /// Posts `sig` (`si_code` SI_USER from user `uid`, `si_pid` 0: the
     /// sender is outside the domain) and wakes the domain until the libos
     /// has taken it (or [`TAKE_WAIT`] passed).
@@ -79,13 +83,13 @@ impl Poster {
         while self.signals.waiting(sig as u32) && waited < TAKE_WAIT {
             std::thread::sleep(step);
             waited += step;
-            self.worker.interrupt();
+            (self.interrupt)();
             self.stopper.rewake();
         }
     }
 }
 
-impl Poster {
+impl Poster<'_> {
     /// Posts `sig` with `words` and wakes the domain once (a timer: the
     /// next expiry wakes it again if this wake-up was lost).
     pub fn post_now(&self, sig: i32, words: SigPosted) {
@@ -96,7 +100,7 @@ impl Poster {
         } else {
             self.stopper.rewake();
         }
-        self.worker.interrupt();
+        (self.interrupt)();
     }
 }
 

@@ -91,7 +91,16 @@ impl TimeLimits {
 /// 64 MiB read from /dev/zero) counts as its own. Read while a call is being
 /// served, a clock includes the call so far.
 #[derive(Debug, Clone, Default)]
-pub struct ThreadClocks(Arc<Mutex<Vec<ThreadClock>>>);
+pub struct ThreadClocks(Arc<Mutex<Clocks>>);
+
+/// The threads' clocks; the time of threads that left is folded into
+/// `retired` when their entry is reused (a program that starts and ends
+/// threads in a loop keeps at most as many entries as it has at once).
+#[derive(Debug, Default)]
+struct Clocks {
+    v: Vec<ThreadClock>,
+    retired: Duration,
+}
 
 #[derive(Debug)]
 struct ThreadClock {
@@ -126,36 +135,51 @@ impl ThreadClocks {
         // SAFETY: pthread_self is always valid; writes one clockid_t into a local.
         let ok = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0;
         let start = if ok { read_clock(clock) } else { None };
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        v.push(ThreadClock {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = ThreadClock {
             clock,
             start: start.unwrap_or_default(),
             used: Duration::ZERO,
             left: start.is_none(),
-        });
-        ClockGuard { clocks: self.clone(), index: v.len() - 1 }
+        };
+        let index = match c.v.iter().position(|t| t.left) {
+            Some(i) => {
+                let done = c.v[i].used;
+                c.retired += done;
+                c.v[i] = entry;
+                i
+            }
+            None => {
+                c.v.push(entry);
+                c.v.len() - 1
+            }
+        };
+        ClockGuard { clocks: self.clone(), index }
     }
 
     /// The CPU time of the threads, each from when it joined.
     pub fn used(&self) -> Duration {
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        v.iter_mut()
-            .map(|c| {
-                if !c.left {
-                    if let Some(now) = read_clock(c.clock) {
-                        c.used = now.saturating_sub(c.start);
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let retired = c.retired;
+        let live: Duration =
+            c.v.iter_mut()
+                .map(|c| {
+                    if !c.left {
+                        if let Some(now) = read_clock(c.clock) {
+                            c.used = now.saturating_sub(c.start);
+                        }
                     }
-                }
-                c.used
-            })
-            .sum()
+                    c.used
+                })
+                .sum();
+        retired + live
     }
 }
 
 impl Drop for ClockGuard {
     fn drop(&mut self) {
-        let mut v = self.clocks.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = v.get_mut(self.index) {
+        let mut c = self.clocks.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = c.v.get_mut(self.index) {
             if let Some(now) = read_clock(c.clock) {
                 c.used = now.saturating_sub(c.start);
             }

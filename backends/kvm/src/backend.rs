@@ -7,9 +7,8 @@
 //! exits, the doorbell and the slow-path gate, [`RingGate`]); the session's
 //! worker thread polls the ring and serves every call.
 
-use std::cell::RefCell;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cabin_abi::ring::RingPtr;
 use cabin_image::elf::ElfFile;
@@ -18,7 +17,9 @@ use super::domain::DomainError;
 use super::ring::{install_kick_handler, RingGate, Shared};
 use super::{prepare, run_loop, KvmConfig, KvmError, KvmStats, Prepared};
 use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::domain::{
+    CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
+};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::ring::WorkerStats;
 
@@ -51,13 +52,13 @@ fn to_run_error(e: KvmError) -> RunError {
 #[derive(Debug)]
 pub struct KvmDomain {
     /// The vCPU, once started (dropped before the guest's memory).
-    machine: RefCell<Option<super::vcpu::Machine>>,
+    machine: Mutex<Option<super::vcpu::Machine>>,
     prepared: Prepared,
     /// The vCPU thread's side of the ring (gate calls, doorbells).
-    ring_gate: RefCell<RingGate>,
+    ring_gate: Mutex<RingGate>,
     /// What the vCPU thread and the threads that stop it share.
     shared: Arc<Shared>,
-    stats: RefCell<KvmStats>,
+    stats: Mutex<KvmStats>,
     mem_size: u64,
 }
 
@@ -105,11 +106,11 @@ impl Domain for KvmDomain {
         let shared = Arc::new(Shared::default());
         let ring_gate = RingGate::new(prepared.guest.ring, shared.clone());
         Ok(KvmDomain {
-            machine: RefCell::new(None),
-            ring_gate: RefCell::new(ring_gate),
+            machine: Mutex::new(None),
+            ring_gate: Mutex::new(ring_gate),
             prepared,
             shared,
-            stats: RefCell::default(),
+            stats: Mutex::default(),
             mem_size: cfg.mem_size,
         })
     }
@@ -120,6 +121,17 @@ impl Domain for KvmDomain {
 
     fn ring(&self) -> RingPtr {
         self.prepared.guest.ring
+    }
+
+    fn ring_count(&self) -> usize {
+        cabin_abi::thread::MAX_THREADS
+    }
+
+    /// Stub until the KVM backend runs threads (branch issue13-kvmthreads):
+    /// every thread is refused with `EAGAIN`, as Linux refuses one past a
+    /// limit, so `pthread_create` fails cleanly instead of hanging.
+    fn spawn_thread(&self, _start: &cabin_abi::thread::ThreadStart) -> Result<SpawnedBy, RunError> {
+        Ok(SpawnedBy::Refused { errno: libc::EAGAIN })
     }
 
     fn entry(&self) -> u64 {
@@ -136,8 +148,9 @@ impl Domain for KvmDomain {
         let p = &self.prepared;
         let machine = super::vcpu::create(&p.kvm, &p.cpuid, &p.features, &p.guest)
             .map_err(|e| to_run_error(e.into()))?;
-        *self.stats.get_mut() = p.stats(&machine).map_err(to_run_error)?;
-        *self.machine.get_mut() = Some(machine);
+        *self.stats.get_mut().unwrap_or_else(PoisonError::into_inner) =
+            p.stats(&machine).map_err(to_run_error)?;
+        *self.machine.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(machine);
         Ok(())
     }
 
@@ -151,17 +164,18 @@ impl Domain for KvmDomain {
 
     fn run(&self) -> Result<DomainEnd, RunError> {
         let p = &self.prepared;
-        let result = match self.machine.borrow_mut().as_mut() {
+        let result = match self.machine.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
             Some(m) => {
-                let mut stats = self.stats.borrow_mut();
-                let mut gate = self.ring_gate.borrow_mut();
+                let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut gate = self.ring_gate.lock().unwrap_or_else(PoisonError::into_inner);
                 run_loop(m, &p.guest, None, &mut *gate, &mut stats, p.start)
             }
             None => {
                 Err(KvmError::Guest(super::GuestError::Stopped { what: "not started".into(), state: None }))
             }
         };
-        self.stats.borrow_mut().wall_ns = p.start.elapsed().as_nanos() as u64;
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner).wall_ns =
+            p.start.elapsed().as_nanos() as u64;
         self.shared.vcpu_done.store(true, Ordering::SeqCst);
         Ok(result.map_err(to_run_error)?.into())
     }
@@ -172,12 +186,16 @@ impl Domain for KvmDomain {
     }
 
     fn trapped_calls(&self) -> Option<u64> {
-        Some(self.stats.borrow().gate_syscalls)
+        Some(self.stats.lock().unwrap_or_else(PoisonError::into_inner).gate_syscalls)
     }
 
     fn stats(&self, worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)> {
-        let s = self.stats.borrow();
-        let kvm = s.json(&self.ring_gate.borrow(), worker.forwarded, self.mem_size);
+        let s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let kvm = s.json(
+            &self.ring_gate.lock().unwrap_or_else(PoisonError::into_inner),
+            worker.forwarded,
+            self.mem_size,
+        );
         vec![("vm_exits", s.vm_exits.into()), ("kvm", kvm)]
     }
 }

@@ -9,7 +9,8 @@ use std::mem::offset_of;
 use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION};
 use cabin_abi::hypercall::PORT_DOORBELL;
 use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
-use cabin_abi::ring::{RingPtr, RING_BYTES};
+use cabin_abi::ring::RingPtr;
+use cabin_abi::thread::{MAX_THREADS, RING_REGION_BYTES};
 use cabin_image::elf::{ElfFile, ElfKind};
 use cabin_proxy_kernel::header::{Header, HeaderError};
 use thiserror::Error;
@@ -244,7 +245,7 @@ pub fn build(
     }
 
     // --- boot page and ring (user RW NX) ---
-    let ring_len = page_up(RING_BYTES as u64);
+    let ring_len = page_up(RING_REGION_BYTES as u64);
     pt.map(&mem, BOOT_VA, BOOT_GPA, PAGE, USER_RW)?;
     pt.map(&mem, RING_VA, RING_GPA, ring_len, USER_RW)?;
     space.push((BOOT_VA, PAGE, BOOT_GPA, RegionKind::BootPage));
@@ -371,7 +372,11 @@ fn write_boot_info(
         | if p.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 };
     mem.write(at(offset_of!(BootInfo, flags)), &flags.to_le_bytes())?;
     mem.write_u64(at(offset_of!(BootInfo, ring)), RING_VA)?;
-    mem.write_u64(at(offset_of!(BootInfo, ring_size)), page_up(RING_BYTES as u64))?;
+    mem.write_u64(at(offset_of!(BootInfo, ring_size)), page_up(RING_REGION_BYTES as u64))?;
+    // Every ring of the region is mapped; threads are refused (EAGAIN) by
+    // `spawn_thread` until the KVM backend runs them (docs/threads.md).
+    mem.write(at(offset_of!(BootInfo, ring_count)), &(MAX_THREADS as u32).to_le_bytes())?;
+    mem.write(at(offset_of!(BootInfo, thread_limit)), &(MAX_THREADS as u32).to_le_bytes())?;
     mem.write_u64(at(offset_of!(BootInfo, arena_start)), ARENA_VA)?;
     mem.write_u64(at(offset_of!(BootInfo, arena_len)), arena_len)?;
     mem.write_u64(at(offset_of!(BootInfo, brk_start)), brk_va)?;

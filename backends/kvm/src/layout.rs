@@ -77,7 +77,7 @@ pub const RING_GPA: u64 = 0x20_1000;
 /// Bytes reserved for the ring.
 pub const RING_MAX: u64 = 0x1f_f000;
 // Room for the whole ring, site hints included.
-const _: () = assert!(RING_MAX >= cabin_abi::ring::RING_BYTES as u64);
+const _: () = assert!(RING_MAX >= cabin_abi::thread::RING_REGION_BYTES as u64);
 /// First page of the page-table pool.
 pub const PT_GPA: u64 = 0x40_0000;
 /// End of the page-table pool.

@@ -21,12 +21,13 @@ pub const PIE_BASE: u64 = 0x0000_1000_0000_0000;
 pub const DOMAIN_BASE: u64 = 0x0000_2000_0000_0000;
 /// The boot-information page.
 pub const BOOT_ADDR: u64 = DOMAIN_BASE;
-/// The ring (two pages are enough for [`cabin_abi::ring::RING_BYTES`]).
+/// The ring region: one ring per thread slot
+/// ([`cabin_abi::thread::RING_REGION_BYTES`]).
 pub const RING_ADDR: u64 = DOMAIN_BASE + PAGE;
-/// Bytes reserved for the ring.
-pub const RING_SIZE: u64 = 2 * PAGE;
-// Room for the whole ring, site hints included.
-const _: () = assert!(RING_SIZE >= cabin_abi::ring::RING_BYTES as u64);
+/// Bytes reserved for the ring region.
+pub const RING_SIZE: u64 = (cabin_abi::thread::RING_REGION_BYTES as u64).div_ceil(PAGE) * PAGE;
+// Room for every ring, site hints included.
+const _: () = assert!(RING_SIZE >= cabin_abi::thread::RING_REGION_BYTES as u64);
 /// Scratch the child's loader uses (seccomp program, unmap list).
 pub const LOADER_ADDR: u64 = RING_ADDR + RING_SIZE;
 /// Size of the loader scratch.

@@ -34,7 +34,9 @@ use cabin_image::elf::ElfFile;
 use crate::layout::{LOADER_ADDR, PAGE, RING_ADDR, STUB_ADDR, USER_TOP_47, USER_TOP_56};
 use cabin_monitor::boot::BootPage;
 use cabin_monitor::config::{signal_name, RunConfig, RunError, RunOutcome};
-use cabin_monitor::domain::{CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, StopCause, Stopper};
+use cabin_monitor::domain::{
+    CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
+};
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::placement::CpuSet;
 use cabin_monitor::ring::WorkerStats;
@@ -144,6 +146,17 @@ impl Domain for ProcessDomain {
 
     fn ring(&self) -> RingPtr {
         self.memory.ring()
+    }
+
+    fn ring_count(&self) -> usize {
+        cabin_abi::thread::MAX_THREADS
+    }
+
+    /// Program threads are native threads of the confined child: the libos
+    /// creates them itself with `clone` (the filter allows exactly the
+    /// thread flag sets), so there is nothing to do here.
+    fn spawn_thread(&self, _start: &cabin_abi::thread::ThreadStart) -> Result<SpawnedBy, RunError> {
+        Ok(SpawnedBy::Libos)
     }
 
     fn entry(&self) -> u64 {

@@ -72,6 +72,15 @@ pub struct DomainMemory {
     pub bound: MemoryBound,
 }
 
+// SAFETY: `host_base` is the monitor's shared mapping of the memfd, alive
+// until drop; the monitor only reaches program memory through it with
+// checked, volatile-or-atomic copies (GuestMemory, RingPtr, the boot page),
+// which are made for the program's concurrent writes, so sharing the
+// pointer between the monitor's threads adds nothing.
+unsafe impl Sync for DomainMemory {}
+// SAFETY: as for Sync: the mapping is not tied to the thread that made it.
+unsafe impl Send for DomainMemory {}
+
 impl Drop for DomainMemory {
     fn drop(&mut self) {
         // SAFETY: host_base/total is the mapping created in `build`, and no
@@ -331,7 +340,9 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             memory_request: 0,
             memory_used: 0,
             spin_ns: 0,
-            reserved: [0; 3],
+            ring_count: cabin_abi::thread::MAX_THREADS as u32,
+            thread_limit: spec.threads,
+            reserved: [0; 2],
             kvm_trap_entry: 0,
             local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
             check_local: cabin_abi::syscalls::CallSet::EMPTY,

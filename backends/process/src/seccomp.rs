@@ -3,9 +3,17 @@
 //! Allowed (everything the libos itself needs, nothing that reaches
 //! outside the domain):
 //! - `exit`, `exit_group`, `rt_sigreturn` (return from the libos's handlers);
-//! - `futex` with `FUTEX_WAIT`/`FUTEX_WAKE` on the two ring doorbell words
-//!   only (shared futexes: the operation word must be exactly 0 or 1);
-//! - `arch_prctl(ARCH_SET_FS, ..)` (the program's TLS pointer);
+//! - `futex`, any operation (the program's futexes are served natively:
+//!   they only ever reach the process's own memory; the monitor's waits on
+//!   the ring doorbells have timeouts, so a program that requeues or wakes
+//!   a doorbell only delays itself, docs/threads.md);
+//! - `clone` with exactly a thread flag set
+//!   (`cabin_abi::thread::is_thread_flags`: the libos starts the program's
+//!   threads natively; every other flag set, and `clone3`, is trapped);
+//! - `arch_prctl(ARCH_SET_FS, ..)` (the program's TLS pointer) and
+//!   `arch_prctl(ARCH_SET_GS, ..)` (the libos's thread block);
+//! - `set_robust_list`, `set_tid_address`, `gettid`, `sched_yield` (the
+//!   calling thread's own state);
 //! - `rt_sigaction` for SIGSYS, the fault signals and the signals the monitor
 //!   forwards only (the libos's own handlers), and `sigaltstack` (the
 //!   libos's handlers run on its private stack);
@@ -66,9 +74,27 @@ const OFF_ARCH: u32 = 4;
 
 /// `arch_prctl` code that sets the FS base.
 const ARCH_SET_FS: u64 = 0x1002;
-/// `futex` operations the libos uses on the doorbells (no private flag:
-/// the words are shared with the monitor).
-const FUTEX_OPS: [u64; 2] = [libc::FUTEX_WAIT as u64, libc::FUTEX_WAKE as u64];
+/// `arch_prctl` code that sets the GS base.
+const ARCH_SET_GS: u64 = 0x1001;
+
+/// Every `clone` flag set the filter allows: the thread sets, all of
+/// `THREAD_FLAGS_REQUIRED` with any of the optional flags.
+pub fn thread_flag_sets() -> Vec<u64> {
+    use cabin_abi::thread::{THREAD_FLAGS_ALLOWED, THREAD_FLAGS_REQUIRED};
+    let optional: Vec<u64> = (0..64)
+        .map(|b| 1u64 << b)
+        .filter(|f| THREAD_FLAGS_ALLOWED & !THREAD_FLAGS_REQUIRED & f != 0)
+        .collect();
+    (0..1u64 << optional.len())
+        .map(|m| {
+            optional
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| m & (1 << i) != 0)
+                .fold(THREAD_FLAGS_REQUIRED, |a, (_, f)| a | f)
+        })
+        .collect()
+}
 /// The signals the libos installs kernel handlers for: its trap and fault
 /// handlers, and the signals the monitor forwards from outside
 /// (docs/signals.md). The program's own `rt_sigaction` never reaches the
@@ -116,26 +142,34 @@ fn eq32(arg: u8, value: u64) -> Result<SeccompCondition, FilterError> {
 /// rule matches. Clock reads in `checked` (the calls the policy does not
 /// plainly allow) are left out, so they are trapped.
 pub fn rules(
-    sq_doorbell: u64,
-    cq_doorbell: u64,
+    _sq_doorbell: u64,
+    _cq_doorbell: u64,
     checked: &CallSet,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    // sigaltstack: the libos's handlers run on its private stack.
-    for nr in [libc::SYS_exit, libc::SYS_exit_group, libc::SYS_rt_sigreturn, libc::SYS_sigaltstack] {
+    for nr in [
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+        libc::SYS_rt_sigreturn,
+        // The libos's handlers run on its private stack.
+        libc::SYS_sigaltstack,
+        libc::SYS_futex,
+        libc::SYS_set_robust_list,
+        libc::SYS_set_tid_address,
+        libc::SYS_gettid,
+        libc::SYS_sched_yield,
+    ] {
         rules.insert(nr, Vec::new());
     }
+    let clone = thread_flag_sets().into_iter().map(|f| Ok(SeccompRule::new(vec![eq64(0, f)?])?));
+    rules.insert(libc::SYS_clone, clone.collect::<Result<_, FilterError>>()?);
     for nr in CLOCK_READS.into_iter().filter(|&n| !checked.contains(n as u64)) {
         rules.insert(nr, Vec::new());
     }
-    rules.insert(libc::SYS_arch_prctl, vec![SeccompRule::new(vec![eq64(0, ARCH_SET_FS)?])?]);
-    let mut futex = Vec::new();
-    for word in [sq_doorbell, cq_doorbell] {
-        for op in FUTEX_OPS {
-            futex.push(SeccompRule::new(vec![eq64(0, word)?, eq32(1, op)?])?);
-        }
-    }
-    rules.insert(libc::SYS_futex, futex);
+    rules.insert(
+        libc::SYS_arch_prctl,
+        vec![SeccompRule::new(vec![eq64(0, ARCH_SET_FS)?])?, SeccompRule::new(vec![eq64(0, ARCH_SET_GS)?])?],
+    );
     let sigaction = LIBOS_SIGNALS.iter().map(|&s| Ok(SeccompRule::new(vec![eq32(0, s as u64)?])?));
     rules.insert(libc::SYS_rt_sigaction, sigaction.collect::<Result<_, FilterError>>()?);
     Ok(rules)
@@ -228,13 +262,23 @@ mod tests {
         assert_eq!(run(libc::SYS_openat, [0; 6]), SECCOMP_RET_TRAP);
         assert_eq!(run(libc::SYS_mmap, [0; 6]), SECCOMP_RET_TRAP);
         assert_eq!(run(libc::SYS_arch_prctl, [0x1002, 5, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(libc::SYS_arch_prctl, [0x1001, 5, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_arch_prctl, [0x1001, 5, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_arch_prctl, [0x1003, 5, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(libc::SYS_arch_prctl, [0x1_0000_1002, 5, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(libc::SYS_futex, [SQ, 1, 1, 0, 0, 0]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(libc::SYS_futex, [CQ, 0, 5, 0, 0, 0]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(libc::SYS_futex, [CQ, 9, 5, 0, 0, 0]), SECCOMP_RET_TRAP);
-        assert_eq!(run(libc::SYS_futex, [CQ + 4, 0, 5, 0, 0, 0]), SECCOMP_RET_TRAP);
-        assert_eq!(run(libc::SYS_futex, [SQ + (1 << 32), 0, 5, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_futex, [0x1234, 9, 5, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        // glibc's pthread_create; Go's newosproc; fork; vfork; a thread
+        // that asks for an exit signal or a new namespace.
+        assert_eq!(run(libc::SYS_clone, [0x3d0f00, 1, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_clone, [0x50f00, 1, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_clone, [0x1200011, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_clone, [0x4111, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_clone, [0x3d0f11, 1, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_clone, [0x3d0f00 | 0x2000_0000, 1, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_clone, [0x1_003d_0f00, 1, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_clone3, [0, 88, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(thread_flag_sets().len(), 32);
+        assert!(thread_flag_sets().into_iter().all(cabin_abi::thread::is_thread_flags));
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGSYS as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGTRAP as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGINT as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
@@ -275,10 +319,18 @@ mod tests {
         }
         let n = i64::from(nr);
         let allowed = match n {
-            libc::SYS_exit | libc::SYS_exit_group | libc::SYS_rt_sigreturn | libc::SYS_sigaltstack => true,
+            libc::SYS_exit
+            | libc::SYS_exit_group
+            | libc::SYS_rt_sigreturn
+            | libc::SYS_sigaltstack
+            | libc::SYS_futex
+            | libc::SYS_set_robust_list
+            | libc::SYS_set_tid_address
+            | libc::SYS_gettid
+            | libc::SYS_sched_yield => true,
             _ if CLOCK_READS.contains(&n) => !checked.contains(n as u64),
-            libc::SYS_arch_prctl => a[0] == ARCH_SET_FS,
-            libc::SYS_futex => (a[0] == SQ || a[0] == CQ) && (a[1] as u32 == 0 || a[1] as u32 == 1),
+            libc::SYS_arch_prctl => a[0] == ARCH_SET_FS || a[0] == ARCH_SET_GS,
+            libc::SYS_clone => cabin_abi::thread::is_thread_flags(a[0]),
             libc::SYS_rt_sigaction => LIBOS_SIGNALS.contains(&(a[0] as u32 as i32)),
             _ => false,
         };
@@ -300,14 +352,15 @@ mod tests {
         }
         // Argument values on and around every constant the filter compares.
         let values: Vec<u64> =
-            [0, 1, 2, 9, ARCH_SET_FS, ARCH_SET_FS + (1 << 32), SQ, CQ, SQ + 4, CQ + (1 << 32)]
+            [0, 1, 2, 9, ARCH_SET_FS, ARCH_SET_GS, ARCH_SET_FS + (1 << 32), SQ, CQ, SQ + 4, CQ + (1 << 32)]
                 .into_iter()
                 .chain(LIBOS_SIGNALS.iter().map(|&s| s as u64))
                 .chain([libc::SIGINT as u64, libc::SIGSYS as u64 | 1 << 32, 1 << 32, u64::MAX])
+                .chain([0x3d0f00, 0x50f00, 0x3d0f11, 0x1_003d_0f00, 0x7d0f00])
                 .collect();
         let mut numbers: Vec<u32> = (0..=470).collect();
         numbers.extend([0x4000_0000, 0x4000_0000 | 60, 0x4000_0000 | 202, 0x7fff_ffff, u32::MAX]);
-        let with_args = [libc::SYS_arch_prctl, libc::SYS_futex, libc::SYS_rt_sigaction].map(|n| n as u32);
+        let with_args = [libc::SYS_arch_prctl, libc::SYS_clone, libc::SYS_rt_sigaction].map(|n| n as u32);
         let mut cases = 0u64;
         for checked in [CallSet::EMPTY, some_clocks, all_clocks] {
             let f = filter(SQ, CQ, &checked);

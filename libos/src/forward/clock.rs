@@ -13,7 +13,8 @@
 //! settings) is forwarded. Like the program's own stores, a result pointer
 //! the program got wrong faults in the program's domain.
 
-use super::{forward, nr, Global};
+use super::thread::Lock;
+use super::{forward, nr};
 
 /// Clock ids served here get an anchor each (ids 0..=7; CPU-time clocks 2
 /// and 3 never get one).
@@ -36,12 +37,12 @@ struct Clock {
     anchor: [(u64, u64); CLOCKS],
 }
 
-static CLOCK: Global<Clock> = Global::new(Clock { mult: 0, anchor: [(0, u64::MAX); CLOCKS] });
+static CLOCK: Lock<Clock> = Lock::new(Clock { mult: 0, anchor: [(0, u64::MAX); CLOCKS] });
 
 /// Turns local clock reads on for a TSC of `tsc_khz` kHz (0: off).
 pub(crate) fn init(tsc_khz: u64) {
     // SAFETY: start-up, single thread, no other reference alive.
-    let c = unsafe { CLOCK.get() };
+    let mut c = CLOCK.lock();
     c.mult = match tsc_khz {
         // Slower than 1 MHz or faster than 100 GHz: not a TSC to trust.
         1_000..=100_000_000 => ((1_000_000u128 << 32) / u128::from(tsc_khz)) as u64,
@@ -76,9 +77,8 @@ fn now(c: &mut Clock, id: u64) -> Result<u64, i64> {
 
 /// Serves `nr` when it is a clock read this module handles; `None`: forward it.
 pub(crate) fn serve(call: u64, a: &[u64; 6]) -> Option<i64> {
-    // SAFETY: single thread; this reference ends before any other use
-    // (`forward` does not touch the clock state).
-    let c = unsafe { CLOCK.get() };
+    // Under the lock, released at the end of the statement or scope.
+    let mut c = CLOCK.lock();
     if c.mult == 0 {
         return None;
     }
@@ -88,7 +88,7 @@ pub(crate) fn serve(call: u64, a: &[u64; 6]) -> Option<i64> {
         nr::time => (CLOCK_REALTIME, a[0]),
         _ => return None,
     };
-    let ns = match now(c, id) {
+    let ns = match now(&mut c, id) {
         Ok(ns) => ns,
         Err(e) => return Some(e),
     };

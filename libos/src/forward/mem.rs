@@ -30,7 +30,7 @@ use core::ptr::addr_of_mut;
 use cabin_abi::boot::ABORT_MEMORY;
 
 use super::errno;
-use super::Global;
+use super::thread::Lock;
 
 const PAGE: u64 = 4096;
 const PROT_EXEC: u64 = 4;
@@ -526,14 +526,15 @@ impl Mem {
     }
 }
 
-static MEM: Global<Mem> = Global::new(Mem::EMPTY);
+/// The arena and the brk range, shared by the program's threads.
+static MEM: Lock<Mem> = Lock::new(Mem::EMPTY);
 
 /// Sets up the arena and the brk range; `limited`: the monitor set a memory
 /// limit (`BOOT_FLAG_MEMORY_LIMIT`). `false` if they are malformed.
 pub(super) fn init(arena: u64, arena_len: u64, brk: u64, brk_len: u64, limited: bool) -> bool {
     let Some(m) = Mem::new(arena, arena_len, brk, brk_len, limited) else { return false };
     // SAFETY: start-up, single thread.
-    *unsafe { MEM.get() } = m;
+    *MEM.lock() = m;
     true
 }
 
@@ -547,9 +548,8 @@ fn zero(addr: u64, len: u64) {
 /// leaves: record why in the boot page (for the monitor's message) and end
 /// the program with 137, as the kernel's OOM killer would leave it.
 fn over_limit(OverLimit(requested): OverLimit) -> ! {
-    // SAFETY: single thread; no other reference to MEM is alive (callers
-    // pass the value, not a borrow).
-    let used = unsafe { MEM.get() }.used();
+    // Under the lock, released at the end of the statement or scope.
+    let used = MEM.lock().used();
     let b = super::boot_ptr();
     if !b.is_null() {
         // SAFETY: `b` is the boot page validated by `init`; these slots are
@@ -565,15 +565,15 @@ fn over_limit(OverLimit(requested): OverLimit) -> ! {
 
 /// `brk(addr)`: returns the new break, or the old one on failure.
 pub(super) fn brk(addr: u64) -> u64 {
-    // SAFETY: single thread, short-lived.
-    let r = unsafe { MEM.get() }.brk(addr);
+    // Under the lock, released at the end of the statement or scope.
+    let r = MEM.lock().brk(addr);
     r.unwrap_or_else(|o| over_limit(o))
 }
 
 /// `mmap`.
 pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> i64 {
-    // SAFETY: single thread; the reference ends before the ring is used.
-    let r = unsafe { MEM.get() }.mmap(addr, len, prot, flags, off);
+    // Under the lock, released at the end of the statement or scope.
+    let r = MEM.lock().mmap(addr, len, prot, flags, off);
     let start = match r {
         Ok(Mapped::Ret(v)) => return v,
         Ok(Mapped::File(start)) => start,
@@ -586,8 +586,8 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
         let args = [fd, start + done, len - done, off.wrapping_add(done), 0, 0];
         let n = super::forward(super::nr::pread64, &args, 0);
         if n < 0 {
-            // SAFETY: single thread; the earlier reference is dead.
-            unsafe { MEM.get() }.release(start, len);
+            // Under the lock, released at the end of the statement or scope.
+            MEM.lock().release(start, len);
             return n;
         }
         if n == 0 {
@@ -601,15 +601,15 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     super::readahead::memory_changed();
-    // SAFETY: single thread, short-lived.
-    unsafe { MEM.get() }.munmap(addr, len)
+    // Under the lock, released at the end of the statement or scope.
+    MEM.lock().munmap(addr, len)
 }
 
 /// `mremap`.
 pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> i64 {
     super::readahead::memory_changed();
-    // SAFETY: single thread, short-lived.
-    let r = unsafe { MEM.get() }.mremap(old, old_len, new_len, flags);
+    // Under the lock, released at the end of the statement or scope.
+    let r = MEM.lock().mremap(old, old_len, new_len, flags);
     r.unwrap_or_else(|o| over_limit(o))
 }
 
@@ -632,8 +632,8 @@ pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     }
     if advice == MADV_DONTNEED {
         let Some(len) = page_up(len) else { return -errno::EINVAL };
-        // SAFETY: single thread, short-lived.
-        unsafe { MEM.get() }.dontneed(addr, len);
+        // Under the lock, released at the end of the statement or scope.
+        MEM.lock().dontneed(addr, len);
     }
     0
 }

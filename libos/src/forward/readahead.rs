@@ -122,6 +122,19 @@ pub(super) fn enable() {
     ON.store(true, Ordering::Relaxed);
 }
 
+/// Turns read-ahead off for good, giving staged bytes back: called before
+/// the program's second thread starts (read-ahead keeps one stage for the
+/// whole program and is not thread-safe), while the caller is the only
+/// thread.
+pub(super) fn disable() {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the only thread (see above); no other reference is alive.
+    flush(unsafe { STATE.get() });
+    ON.store(false, Ordering::Relaxed);
+}
+
 /// Sends one call to the monitor (the checked path, no read-ahead hooks).
 fn call(nr: u64, args: [u64; 6]) -> i64 {
     super::forward_checked(nr, &args, 0, 0)

@@ -5,11 +5,11 @@
 //! completion doorbell with `futex`, so an idle program costs no CPU. The
 //! protocol is described in `cabin_abi::ring` and docs/ring.md.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD};
 
-use super::Global;
+use super::thread;
 use crate::sys::syscall6;
 
 /// Spins on the completion queue before going to sleep when the worker may
@@ -26,24 +26,17 @@ const NR_FUTEX: u64 = 202;
 const FUTEX_WAIT: u64 = 0;
 const FUTEX_WAKE: u64 = 1;
 
-struct Client {
-    ring: Option<RingPtr>,
-    /// How many TSC ticks to spin for a completion before sleeping (0: spin
-    /// `SPIN_ITERATIONS` polls only). Set from the monitor's spin budget.
-    spin_ticks: u64,
-    /// The monitor's `sq_head` as last read: re-read only when it says the
-    /// queue may be full, so the hot path never pulls the monitor's line.
-    sq_head_seen: u32,
-}
+/// How many TSC ticks to spin for a completion before sleeping (0: spin
+/// `SPIN_ITERATIONS` polls only). Set from the monitor's spin budget.
+static SPIN_TICKS: AtomicU64 = AtomicU64::new(0);
 
-static CLIENT: Global<Client> = Global::new(Client { ring: None, spin_ticks: 0, sq_head_seen: 0 });
-
-/// Remembers the (validated) ring. Called once by `init`.
+/// Reads the (validated) main ring's head. Called once by `init`, after the
+/// main thread's block names the ring. Each thread's ring and its cached
+/// `sq_head` (the monitor's head as last read: re-read only when it says the
+/// queue may be full, so the hot path never pulls the monitor's line) are
+/// in its block.
 pub(super) fn set_ring(r: RingPtr) {
-    // SAFETY: start-up, single thread.
-    let client = unsafe { CLIENT.get() };
-    client.ring = Some(r);
-    client.sq_head_seen = r.sq_head().load(Ordering::Acquire);
+    thread::current().sq_head_seen.store(r.sq_head().load(Ordering::Acquire), Ordering::Relaxed);
 }
 
 /// Sets how long to spin for a completion: `spin_ns` from the monitor
@@ -53,8 +46,7 @@ pub(super) fn set_spin(spin_ns: u64, tsc_khz: u64) {
     let per_us = if tsc_khz >= 1_000 { tsc_khz / 1_000 } else { DEFAULT_TICKS_PER_US };
     // At most a millisecond, whatever the boot page says.
     let ticks = (spin_ns.min(1_000_000) / 1_000).saturating_mul(per_us);
-    // SAFETY: start-up, single thread.
-    unsafe { CLIENT.get() }.spin_ticks = ticks;
+    SPIN_TICKS.store(ticks, Ordering::Relaxed);
 }
 
 /// The ring is corrupted: it cannot carry a message any more, so record
@@ -67,18 +59,19 @@ fn ring_broken() -> ! {
 /// Forwards one system call made at `site` (its site hint, 0: unknown) and
 /// returns the monitor's result.
 pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    // SAFETY: single thread; the reference ends with this function and no
-    // code called from here touches CLIENT.
-    let client = unsafe { CLIENT.get() };
-    let Some(r) = client.ring else {
+    // This thread's ring: only this thread submits on it.
+    let me = thread::current();
+    let Some(r) = me.ring() else {
         return -super::errno::ENOSYS;
     };
     // Our own line (the KVM gate also advances it, but only while the
     // program is stopped).
     let tail = r.sq_tail().load(Ordering::Relaxed);
-    if !matches!(pending(client.sq_head_seen, tail, RING_ENTRIES), Ok(n) if n < RING_ENTRIES) {
-        client.sq_head_seen = r.sq_head().load(Ordering::Acquire);
-        match pending(client.sq_head_seen, tail, RING_ENTRIES) {
+    let seen = me.sq_head_seen.load(Ordering::Relaxed);
+    if !matches!(pending(seen, tail, RING_ENTRIES), Ok(n) if n < RING_ENTRIES) {
+        let seen = r.sq_head().load(Ordering::Acquire);
+        me.sq_head_seen.store(seen, Ordering::Relaxed);
+        match pending(seen, tail, RING_ENTRIES) {
             Ok(n) if n < RING_ENTRIES => {}
             _ => ring_broken(),
         }
@@ -97,7 +90,7 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     if cq_head != tail {
         ring_broken();
     }
-    wait_completion(&r, cq_head, client.spin_ticks);
+    wait_completion(&r, cq_head, SPIN_TICKS.load(Ordering::Relaxed));
     let c = r.read_completion(cq_head);
     r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
     if c.tag != tail.wrapping_add(1) {

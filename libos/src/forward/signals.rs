@@ -217,7 +217,7 @@ static INTERRUPTED_CALL: AtomicU64 = AtomicU64::new(0);
 #[repr(C, align(64))]
 pub struct PrivateStack(pub [u8; PRIVATE_STACK]);
 /// Bytes of [`PrivateStack`].
-pub const PRIVATE_STACK: usize = 64 * 1024;
+pub const PRIVATE_STACK: usize = 32 * 1024;
 /// The stack (its top is used: `PRIVATE_STACK_TOP`).
 #[unsafe(no_mangle)]
 pub static mut CABIN_PRIVATE_STACK: PrivateStack = PrivateStack([0; PRIVATE_STACK]);

@@ -13,10 +13,22 @@ use super::{host, Fail, Service, Sys, IOV_MAX, MAX_COPY};
 use crate::memory::GuestMemory;
 
 pub(super) fn read(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let fd = s.vfd(a[0])?;
+    read_on(s.vfd(a[0])?, mem, a)
+}
+
+/// `read` on host descriptor `fd` (the service lock may be dropped).
+pub(super) fn read_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let p = mem.host_range(a[1], a[2], true)?;
     // SAFETY: [p, p+a[2]) is checked writable program memory.
     host(unsafe { libc::read(fd, p.cast(), a[2] as usize) } as i64)
+}
+
+/// `write` on host descriptor `fd` without write limits (the service lock
+/// may be dropped).
+pub(super) fn write_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let p = mem.host_range(a[1], a[2], false)?;
+    // SAFETY: [p, p+a[2]) is checked readable program memory.
+    host(unsafe { libc::write(fd, p.cast(), a[2] as usize) } as i64)
 }
 
 pub(super) fn write(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
@@ -46,7 +58,7 @@ pub(super) fn pwrite64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys 
 
 /// The four vectored calls.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Vectored {
+pub(super) enum Vectored {
     Readv,
     Writev,
     Preadv,
@@ -69,10 +81,29 @@ pub(super) fn pwritev(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     vectored(s, mem, a, Vectored::Pwritev)
 }
 
+/// `readv`/`writev` on host descriptor `fd` without write limits (the
+/// service lock may be dropped).
+pub(super) fn vectored_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], op: Vectored) -> Sys {
+    let write_to_guest = matches!(op, Vectored::Readv | Vectored::Preadv);
+    let iov = iovecs(mem, a[1], a[2], write_to_guest)?;
+    let cnt = iov.len() as i32;
+    // SAFETY: every iovec points into checked program memory with the
+    // needed permission; the array lives across the call.
+    let r = unsafe {
+        match op {
+            Vectored::Readv => libc::readv(fd, iov.as_ptr(), cnt),
+            Vectored::Writev => libc::writev(fd, iov.as_ptr(), cnt),
+            Vectored::Preadv => libc::preadv(fd, iov.as_ptr(), cnt, a[3] as i64),
+            Vectored::Pwritev => libc::pwritev(fd, iov.as_ptr(), cnt, a[3] as i64),
+        }
+    };
+    host(r as i64)
+}
+
 fn vectored(s: &mut Service, mem: &GuestMemory, a: &[u64; 6], op: Vectored) -> Sys {
     let fd = s.vfd(a[0])?;
     let write_to_guest = matches!(op, Vectored::Readv | Vectored::Preadv);
-    let mut iov = s.iovecs(mem, a[1], a[2], write_to_guest)?;
+    let mut iov = iovecs(mem, a[1], a[2], write_to_guest)?;
     if !write_to_guest {
         let total = iov.iter().map(|v| v.iov_len as u64).sum();
         let (name, at) =
@@ -167,27 +198,27 @@ pub(super) fn poll(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     Ok(r)
 }
 
-impl Service {
-    fn iovecs(&self, mem: &GuestMemory, addr: u64, cnt: u64, write: bool) -> Result<Vec<libc::iovec>, Fail> {
-        if cnt > IOV_MAX {
+fn iovecs(mem: &GuestMemory, addr: u64, cnt: u64, write: bool) -> Result<Vec<libc::iovec>, Fail> {
+    if cnt > IOV_MAX {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let raw = mem.read(addr, (cnt * 16) as usize)?;
+    let mut out = Vec::with_capacity(cnt as usize);
+    let mut total: u64 = 0;
+    for c in raw.chunks_exact(16) {
+        let base = u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]));
+        let len = u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]));
+        total = total.checked_add(len).ok_or(Fail::Errno(libc::EINVAL))?;
+        if total > isize::MAX as u64 {
             return Err(Fail::Errno(libc::EINVAL));
         }
-        let raw = mem.read(addr, (cnt * 16) as usize)?;
-        let mut out = Vec::with_capacity(cnt as usize);
-        let mut total: u64 = 0;
-        for c in raw.chunks_exact(16) {
-            let base = u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]));
-            let len = u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]));
-            total = total.checked_add(len).ok_or(Fail::Errno(libc::EINVAL))?;
-            if total > isize::MAX as u64 {
-                return Err(Fail::Errno(libc::EINVAL));
-            }
-            let p = mem.host_range(base, len, write)?;
-            out.push(libc::iovec { iov_base: p.cast(), iov_len: len as usize });
-        }
-        Ok(out)
+        let p = mem.host_range(base, len, write)?;
+        out.push(libc::iovec { iov_base: p.cast(), iov_len: len as usize });
     }
+    Ok(out)
+}
 
+impl Service {
     /// How many of `len` bytes a write-family call `name` through host
     /// descriptor `fd` may write under the write limits (all of them when
     /// there are none). `offset`: the call's own file offset (`pwrite64`,

@@ -24,6 +24,7 @@
 //! counted ([`Service::finish_reports`] says how many at the end). Nothing
 //! is kept per call number beyond the fixed tables of [`cabin_policy::per_call`].
 
+pub mod blocking;
 pub mod fdtable;
 pub mod fs;
 

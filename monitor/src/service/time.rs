@@ -6,8 +6,13 @@
 use super::{host, Fail, Service, Sys};
 use crate::memory::{pod_bytes, GuestMemory};
 
-pub(super) fn nanosleep(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let ts = s.timespec(mem, a[0])?;
+pub(super) fn nanosleep(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    nanosleep_on(mem, a)
+}
+
+/// `nanosleep` (touches no service state: the lock may be dropped).
+pub(super) fn nanosleep_on(mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let ts = timespec(mem, a[0])?;
     // SAFETY: nanosleep reads `ts`; no remainder requested.
     host(unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) } as i64)?;
     if a[1] != 0 {
@@ -21,13 +26,23 @@ pub(super) fn nanosleep(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys
 /// deliverable). The worker sleeps until the monitor interrupts it because
 /// it posted a signal (docs/signals.md), or stops the run: `EINTR`.
 pub(super) fn pause(_s: &mut Service, _mem: &GuestMemory, _a: &[u64; 6]) -> Sys {
+    pause_on()
+}
+
+/// `pause` (touches no service state: the lock may be dropped).
+pub(super) fn pause_on() -> Sys {
     // SAFETY: pause has no arguments; it returns only on a signal (a kick).
     host(unsafe { libc::pause() } as i64)?;
     Ok(0)
 }
 
-pub(super) fn clock_nanosleep(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let ts = s.timespec(mem, a[2])?;
+pub(super) fn clock_nanosleep(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    clock_nanosleep_on(mem, a)
+}
+
+/// `clock_nanosleep` (touches no service state: the lock may be dropped).
+pub(super) fn clock_nanosleep_on(mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let ts = timespec(mem, a[2])?;
     // SAFETY: reads `ts`; no remainder requested.
     let r = unsafe { libc::clock_nanosleep(a[0] as i32, a[1] as i32, &ts, std::ptr::null_mut()) };
     if r != 0 {
@@ -82,14 +97,12 @@ pub(super) fn time(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     Ok(now as i64)
 }
 
-impl Service {
-    fn timespec(&self, mem: &GuestMemory, addr: u64) -> Result<libc::timespec, Fail> {
-        let b = mem.read(addr, 16)?;
-        let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
-        let nsec = i64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
-        if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
-            return Err(Fail::Errno(libc::EINVAL));
-        }
-        Ok(libc::timespec { tv_sec: sec, tv_nsec: nsec })
+fn timespec(mem: &GuestMemory, addr: u64) -> Result<libc::timespec, Fail> {
+    let b = mem.read(addr, 16)?;
+    let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]));
+    let nsec = i64::from_le_bytes(b[8..].try_into().unwrap_or([0; 8]));
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Fail::Errno(libc::EINVAL));
     }
+    Ok(libc::timespec { tv_sec: sec, tv_nsec: nsec })
 }

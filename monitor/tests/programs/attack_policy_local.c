@@ -106,6 +106,7 @@ static long call(const char *c)
     if (eq(c, "tkill")) return sys6(200, (u64)pid, 0, 0, 0, 0, 0);
     if (eq(c, "tgkill")) return sys6(234, (u64)pid, (u64)pid, 0, 0, 0, 0);
     if (eq(c, "set_robust_list")) return sys6(273, p, 24, 0, 0, 0, 0);
+    if (eq(c, "get_robust_list")) return sys6(274, 0, p, p + 8, 0, 0, 0);
     if (eq(c, "rseq")) return sys6(334, 0, 0, 0, 0, 0, 0);
     if (eq(c, "sched_yield")) return sys6(24, 0, 0, 0, 0, 0, 0);
     if (eq(c, "futex")) return sys6(202, p, 1, 1, 0, 0, 0);

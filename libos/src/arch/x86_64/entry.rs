@@ -19,6 +19,7 @@ use crate::forward::signals::{
     cabin_signal_exit, cabin_signal_kvm, cabin_signal_late, cabin_signal_return, Ctx, ATTENTION,
     CABIN_PRIVATE_STACK, CTX_SIZE, PRIVATE_STACK,
 };
+use crate::forward::thread::{cabin_clone, CloneFrame};
 use crate::rt::{cabin_relocate, cabin_rust_start};
 use crate::sys::nr;
 
@@ -80,6 +81,14 @@ const _: () = {
     assert!(offset_of!(EntryFrame, rflags) == 8 * 8);
     assert!(offset_of!(EntryFrame, ret) == 9 * 8);
     assert!(size_of::<EntryFrame>() == 10 * 8);
+};
+
+const _: () = {
+    // `cabin_clone`'s frame: rax, then the 12 registers pushed in the
+    // reverse of their order in `CloneFrame::regs`, then RFLAGS and `ret`.
+    assert!(offset_of!(CloneFrame, regs) == 8);
+    assert!(offset_of!(CloneFrame, rflags) == 13 * 8);
+    assert!(offset_of!(CloneFrame, ret) == 14 * 8);
 };
 
 /// Offset of the return address once only RFLAGS has been pushed.
@@ -160,6 +169,11 @@ pub unsafe extern "C" fn cabin_start() -> ! {
 ///   back `rsi` (without touching flags) and `ret` — the parent from its
 ///   unchanged stack, the child from the slot on its new one.
 ///
+/// Confined, `clone` and `clone3` take the thread path: every register of
+/// the site is saved ([`CloneFrame`]) and `cabin_clone` starts a thread whose
+/// trampoline restores them (docs/threads.md), or serves the call as any
+/// other.
+///
 /// # Safety
 ///
 /// Only trampolines written by the Cabin rewriter may call this.
@@ -177,10 +191,15 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "test rsi, rsi",
         "jnz 4f",
         "jmp 2f",
-        // Confined: the program's rt_sigreturn is the libos's.
+        // Confined: the program's rt_sigreturn is the libos's; clone and
+        // clone3 take the thread path.
         "6:",
         "cmp rax, {nr_sigreturn}",
         "je 8f",
+        "cmp rax, {nr_clone}",
+        "je 9f",
+        "cmp rax, {nr_clone3}",
+        "je 9f",
         // Generic path: save, call Rust with the frame, restore.
         "2:",
         "cld",
@@ -272,7 +291,44 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "8:",
         "lea rdi, [rsp + {sigreturn_rsp}]",
         "jmp {sigreturn}",
+        // Confined: clone and clone3 save every register.
+        "9:",
+        "cld",
+        "push rbx",
+        "push rbp",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "push r9",
+        "push r8",
+        "push r10",
+        "push rdx",
+        "push rsi",
+        "push rdi",
+        "push rax",
+        "mov rbx, rsp",
+        "and rsp, -16",
+        "mov rdi, rbx",
+        "call {clone}",
+        "lea rsp, [rbx + 8]",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop r10",
+        "pop r8",
+        "pop r9",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbp",
+        "pop rbx",
+        "popfq",
+        "ret",
         confined = sym CONFINED,
+        nr_clone3 = const nr::clone3,
+        clone = sym cabin_clone,
         nr_sigreturn = const nr::rt_sigreturn,
         nr_clone = const nr::clone,
         dispatch = sym cabin_dispatch,

@@ -1,0 +1,638 @@
+//! Program threads (docs/threads.md): the per-thread libos blocks found
+//! through the GS base, `clone`/`clone3` of a thread flag set, thread exit,
+//! thread identity and the robust list, and the lock the libos's shared
+//! state uses.
+//!
+//! Each thread's GS base points at its slot's [`Block`] (`gs:[0]` is the
+//! block's own address). The block holds the slot, the thread's ring and the
+//! thread's own libos state; every field is atomic, so other threads may read
+//! it (the tids, for `tgkill`) and the program scribbling on it only
+//! confuses its own libos.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use cabin_abi::link::trampoline::ENTRY_RSP_OFFSET;
+use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_THREAD};
+use cabin_abi::thread::{
+    clone_flags::CLONE_SETTLS, is_thread_flags, ThreadStart, MAX_THREADS, THREAD_OP_CANCEL, THREAD_OP_START,
+};
+
+use super::{errno, nr};
+use crate::sys::syscall6;
+
+/// One thread's libos state. `repr(C)`: the KVM trap entry reaches
+/// [`Block::kvm_trapped`] and [`Block::kvm_trap_after`] at fixed offsets
+/// from GS.
+#[repr(C, align(64))]
+pub(crate) struct Block {
+    /// The block's own address (`mov rax, gs:[0]`).
+    self_addr: AtomicU64,
+    /// The thread's slot.
+    pub(crate) slot: AtomicU64,
+    /// KVM: non-zero while `cabin_kvm_trap_entry` runs a redirected call.
+    pub(crate) kvm_trapped: AtomicU64,
+    /// KVM: the address after the trapping instruction of that call.
+    pub(crate) kvm_trap_after: AtomicU64,
+    /// The thread's ring (its base; 0: none yet).
+    ring: AtomicU64,
+    /// The monitor's `sq_head` on this ring as last read.
+    pub(crate) sq_head_seen: AtomicU32,
+    /// The thread's id (0: not known yet).
+    tid: AtomicU32,
+    /// The FS base last set (`ARCH_GET_FS`).
+    pub(crate) fs_base: AtomicU64,
+    /// While `dispatch` re-issues a call in force-trap mode: its site hint.
+    pub(crate) forced_site: AtomicU64,
+    /// `set_tid_address` / `CLONE_CHILD_CLEARTID` word.
+    clear_tid: AtomicU64,
+    /// `set_robust_list` head.
+    robust_head: AtomicU64,
+}
+
+/// Offset of [`Block::kvm_trapped`] from GS.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) const KVM_TRAPPED_OFFSET: usize = core::mem::offset_of!(Block, kvm_trapped);
+/// Offset of [`Block::kvm_trap_after`] from GS.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) const KVM_TRAP_AFTER_OFFSET: usize = core::mem::offset_of!(Block, kvm_trap_after);
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Block = Block {
+    self_addr: AtomicU64::new(0),
+    slot: AtomicU64::new(0),
+    kvm_trapped: AtomicU64::new(0),
+    kvm_trap_after: AtomicU64::new(0),
+    ring: AtomicU64::new(0),
+    sq_head_seen: AtomicU32::new(0),
+    tid: AtomicU32::new(0),
+    fs_base: AtomicU64::new(0),
+    forced_site: AtomicU64::new(0),
+    clear_tid: AtomicU64::new(0),
+    robust_head: AtomicU64::new(0),
+};
+
+static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
+
+/// Slots in use in the libos's table (bit `k`: slot `k`).
+static USED: AtomicU64 = AtomicU64::new(0);
+/// Threads alive (started and not exited).
+static LIVE: AtomicU32 = AtomicU32::new(1);
+/// Domain address of ring 0, rings in the region, the thread limit.
+static RING_BASE: AtomicU64 = AtomicU64::new(0);
+static RING_COUNT: AtomicU32 = AtomicU32::new(1);
+static LIMIT: AtomicU32 = AtomicU32::new(1);
+/// Process backend: native `futex`, `arch_prctl(ARCH_SET_GS)` and `clone`.
+static PROCESS: AtomicBool = AtomicBool::new(false);
+
+/// The calling thread's block.
+#[inline(always)]
+pub(crate) fn current() -> &'static Block {
+    #[cfg(target_os = "none")]
+    {
+        let p: u64;
+        // SAFETY: reads one word at the GS base; the libos set GS to a block
+        // at start-up (slot 0) and in the thread trampoline.
+        unsafe {
+            core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags));
+        }
+        let base = BLOCKS.as_ptr() as u64;
+        let off = p.wrapping_sub(base);
+        let size = core::mem::size_of::<Block>() as u64;
+        match BLOCKS.get((off / size) as usize) {
+            Some(b) if off.is_multiple_of(size) => b,
+            // The program moved GS: its libos cannot find its thread.
+            _ => crate::die(b"cabin: the GS base no longer points at a libos thread block; stopping\n"),
+        }
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        &BLOCKS[0]
+    }
+}
+
+impl Block {
+    /// The thread's ring (`None` before start-up).
+    pub(crate) fn ring(&self) -> Option<RingPtr> {
+        match self.ring.load(Ordering::Relaxed) {
+            0 => None,
+            // SAFETY: set from the boot page's validated ring region (64-byte
+            // aligned rings, mapped for the domain's life).
+            r => Some(unsafe { RingPtr::new(r as *mut u8) }),
+        }
+    }
+
+    fn reset(&'static self, slot: usize, fs_base: u64) {
+        let ring = RING_BASE.load(Ordering::Relaxed) + (slot * RING_BYTES) as u64;
+        self.self_addr.store(self as *const Block as u64, Ordering::Relaxed);
+        self.slot.store(slot as u64, Ordering::Relaxed);
+        self.kvm_trapped.store(0, Ordering::Relaxed);
+        self.kvm_trap_after.store(0, Ordering::Relaxed);
+        self.ring.store(ring, Ordering::Relaxed);
+        self.sq_head_seen.store(0, Ordering::Relaxed);
+        self.tid.store(0, Ordering::Relaxed);
+        self.fs_base.store(fs_base, Ordering::Relaxed);
+        self.forced_site.store(0, Ordering::Relaxed);
+        self.clear_tid.store(0, Ordering::Relaxed);
+        self.robust_head.store(0, Ordering::Relaxed);
+    }
+}
+
+fn set_gs(addr: u64) -> bool {
+    if PROCESS.load(Ordering::Relaxed) {
+        const ARCH_SET_GS: u64 = 0x1001;
+        // SAFETY: sets this thread's GS base to a libos block; the filter
+        // allows it; no memory is touched.
+        return unsafe { syscall6(nr::arch_prctl, &[ARCH_SET_GS, addr, 0, 0, 0, 0]) } == 0;
+    }
+    #[cfg(target_os = "none")]
+    // SAFETY: KVM ring 3 with CR4.FSGSBASE (the monitor enables it); sets
+    // only this thread's GS base.
+    unsafe {
+        core::arch::asm!("wrgsbase {}", in(reg) addr, options(nostack, preserves_flags));
+    }
+    true
+}
+
+/// Start-up (main thread, slot 0): the ring region, the limits, block 0 and
+/// the GS base. `false` if GS cannot be set.
+pub(super) fn init(ring: u64, ring_count: u32, limit: u32, pid: u32, process: bool) -> bool {
+    RING_BASE.store(ring, Ordering::Relaxed);
+    let count = ring_count.clamp(1, MAX_THREADS as u32);
+    RING_COUNT.store(count, Ordering::Relaxed);
+    LIMIT.store(limit.clamp(1, count), Ordering::Relaxed);
+    PROCESS.store(process, Ordering::Relaxed);
+    USED.store(1, Ordering::Relaxed);
+    let b = &BLOCKS[0];
+    b.reset(0, 0);
+    b.tid.store(pid, Ordering::Relaxed);
+    set_gs(b as *const Block as u64)
+}
+
+/// Reserves a free slot (not 0), within the limit.
+fn reserve() -> Option<usize> {
+    let count = RING_COUNT.load(Ordering::Relaxed) as usize;
+    let limit = LIMIT.load(Ordering::Relaxed);
+    let mut cur = USED.load(Ordering::Acquire);
+    loop {
+        if cur.count_ones() >= limit {
+            return None;
+        }
+        let k = (1..count).find(|&k| cur & (1 << k) == 0)?;
+        match USED.compare_exchange_weak(cur, cur | (1 << k), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(k),
+            Err(now) => cur = now,
+        }
+    }
+}
+
+fn release(slot: usize) {
+    USED.fetch_and(!(1u64 << slot), Ordering::Release);
+}
+
+/// The registers of a `clone`/`clone3` site, as `cabin_syscall_entry`
+/// pushed them (lowest address first), then RFLAGS and the trampoline's
+/// return address.
+#[repr(C)]
+#[derive(Debug)]
+pub struct CloneFrame {
+    /// The call number (`rax`).
+    pub nr: u64,
+    /// `rdi, rsi, rdx, r10, r8, r9, r15, r14, r13, r12, rbp, rbx`.
+    pub regs: [u64; 12],
+    /// RFLAGS at the site.
+    pub rflags: u64,
+    /// The trampoline's return address.
+    pub ret: u64,
+}
+
+/// Words of the frame the thread trampoline pops: GS base, the 12 registers,
+/// RFLAGS; the return address follows.
+const CHILD_WORDS: u64 = 14;
+
+/// A thread-creating request, from `clone` or `clone3`.
+struct Req {
+    flags: u64,
+    stack: u64,
+    ptid: u64,
+    ctid: u64,
+    tls: u64,
+}
+
+/// `clone3`'s `struct clone_args` (first 64 bytes, `CLONE_ARGS_SIZE_VER0`).
+fn clone3_req(args: u64, size: u64) -> Result<Option<Req>, i64> {
+    if !(64..=4096).contains(&size) || args == 0 || !args.is_multiple_of(8) {
+        return Err(-errno::EINVAL);
+    }
+    let mut w = [0u64; 11];
+    let n = if size >= 88 { 11 } else { 8 };
+    for (i, word) in w.iter_mut().enumerate().take(n) {
+        // SAFETY: the program's own `clone_args`, read as the kernel would;
+        // a bad pointer faults in the program's own domain.
+        *word = unsafe { (args as *const u64).add(i).read_volatile() };
+    }
+    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, _] =
+        w;
+    let flags = flags | exit_signal;
+    if !is_thread_flags(flags) || set_tid != 0 || set_tid_size != 0 {
+        return Ok(None);
+    }
+    if stack == 0 || stack_size == 0 {
+        return Err(-errno::EINVAL);
+    }
+    Ok(Some(Req { flags, stack: stack.wrapping_add(stack_size), ptid: parent_tid, ctid: child_tid, tls }))
+}
+
+/// `clone`/`clone3` from a rewritten site (called by `cabin_syscall_entry`
+/// with the site's full register frame): a thread flag set starts a thread
+/// (docs/threads.md), any other goes the way it always went.
+///
+/// # Safety
+///
+/// Only `cabin_syscall_entry` calls this, with the frame it pushed.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+pub(crate) unsafe extern "C" fn cabin_clone(f: *mut CloneFrame) -> i64 {
+    // SAFETY: the entry's frame on the program's stack, ours for this call.
+    let f = unsafe { &mut *f };
+    let args = [f.regs[0], f.regs[1], f.regs[2], f.regs[3], f.regs[4], f.regs[5]];
+    let req = if f.nr == nr::clone {
+        let [flags, stack, ptid, ctid, tls, _] = args;
+        if is_thread_flags(flags) {
+            if stack == 0 {
+                return -errno::EINVAL;
+            }
+            Ok(Some(Req { flags, stack, ptid, ctid, tls }))
+        } else {
+            Ok(None)
+        }
+    } else {
+        clone3_req(args[0], args[1])
+    };
+    match req {
+        Err(e) => e,
+        Ok(None) => super::serve(f.nr, &args, false, f.ret),
+        Ok(Some(r)) => spawn(f, &r),
+    }
+}
+
+fn thread_call(ts: &ThreadStart, site: u64) -> i64 {
+    let args = [ts as *const ThreadStart as u64, ThreadStart::SIZE as u64, 0, 0, 0, 0];
+    let r = super::ring_client::call(nr::clone, &args, SUB_THREAD, site);
+    if r < -4095 {
+        crate::die(b"cabin: the monitor's answer to a thread request is not a tid or -errno; stopping\n");
+    }
+    r
+}
+
+fn spawn(f: &CloneFrame, r: &Req) -> i64 {
+    // Read-ahead keeps one stage for the whole program: it ends before the
+    // second thread exists (while this is the only thread).
+    super::readahead::disable();
+    let Some(k) = reserve() else { return -errno::EAGAIN };
+    let me = current();
+    let b = &BLOCKS[k];
+    let fs = if r.flags & CLONE_SETTLS != 0 { r.tls } else { me.fs_base.load(Ordering::Relaxed) };
+    b.reset(k, fs);
+    // The trampoline's frame, just below where the trampoline's `ret` slot
+    // sits for the child's stack (as for a passthrough clone).
+    let ret_slot = r.stack.wrapping_sub(ENTRY_RSP_OFFSET);
+    let frame = ret_slot.wrapping_sub(CHILD_WORDS * 8);
+    let mut words = [0u64; CHILD_WORDS as usize + 1];
+    words[0] = b as *const Block as u64;
+    words[1..13].copy_from_slice(&f.regs);
+    words[13] = f.rflags;
+    words[14] = f.ret;
+    for (i, w) in words.iter().enumerate() {
+        // SAFETY: the program's child stack, which it handed to clone for
+        // the new thread; a bad one faults in the program's own domain.
+        unsafe { (frame as *mut u64).add(i).write_volatile(*w) };
+    }
+    let mut ts = ThreadStart {
+        op: THREAD_OP_START,
+        slot: k as u32,
+        flags: r.flags,
+        entry: thread_entry(),
+        stack: frame,
+        tls: if r.flags & CLONE_SETTLS != 0 { r.tls } else { 0 },
+        parent_tid: r.ptid,
+        child_tid: r.ctid,
+        gs_base: b as *const Block as u64,
+        arg: 0,
+        reserved: [0; 3],
+    };
+    let answer = thread_call(&ts, f.ret);
+    if answer < 0 {
+        release(k);
+        return answer;
+    }
+    LIVE.fetch_add(1, Ordering::AcqRel);
+    if answer > 0 {
+        b.tid.store(answer as u32, Ordering::Relaxed);
+        return answer;
+    }
+    // SAFETY: a thread clone of this process, with the program's flags and
+    // tid pointers, its TLS, and a child stack holding the trampoline's
+    // frame; the child continues in `cabin_thread_start` only.
+    let t = unsafe { native_clone(r.flags, frame, r.ptid, r.ctid, r.tls) };
+    if t < 0 {
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+        ts.op = THREAD_OP_CANCEL;
+        thread_call(&ts, f.ret);
+        release(k);
+        return t;
+    }
+    b.tid.store(t as u32, Ordering::Relaxed);
+    t
+}
+
+#[cfg(target_os = "none")]
+fn thread_entry() -> u64 {
+    cabin_thread_start as unsafe extern "C" fn() -> ! as usize as u64
+}
+
+#[cfg(not(target_os = "none"))]
+fn thread_entry() -> u64 {
+    0
+}
+
+#[cfg(target_os = "none")]
+unsafe fn native_clone(flags: u64, sp: u64, ptid: u64, ctid: u64, tls: u64) -> i64 {
+    // SAFETY: forwarded from the caller.
+    unsafe { cabin_native_clone(flags, sp, ptid, ctid, tls) }
+}
+
+#[cfg(not(target_os = "none"))]
+unsafe fn native_clone(_flags: u64, _sp: u64, _ptid: u64, _ctid: u64, _tls: u64) -> i64 {
+    -errno::ENOSYS
+}
+
+/// The native `clone` of a thread: the child, on the stack `sp` that holds
+/// the trampoline's frame, continues in [`cabin_thread_start`].
+///
+/// # Safety
+///
+/// `sp` must hold the frame `spawn` writes.
+#[cfg(target_os = "none")]
+#[unsafe(naked)]
+unsafe extern "C" fn cabin_native_clone(flags: u64, sp: u64, ptid: u64, ctid: u64, tls: u64) -> i64 {
+    core::arch::naked_asm!(
+        "mov r10, rcx",
+        "mov eax, {nr_clone}",
+        "syscall",
+        "test rax, rax",
+        "jz {start}",
+        "ret",
+        nr_clone = const nr::clone,
+        start = sym cabin_thread_start,
+    )
+}
+
+/// Where a new thread starts (`ThreadStart::entry`): `rsp` at the frame
+/// `spawn` wrote. Sets the GS base to the thread's block (process: the
+/// native call; KVM: `wrgsbase`, the vCPU may have set it already),
+/// restores the program's registers and RFLAGS, and returns to the
+/// program's call site with `rax` = 0 and `rsp` the program's child stack.
+///
+/// # Safety
+///
+/// Entered only by a new thread, on the frame `spawn` wrote.
+#[cfg(target_os = "none")]
+#[unsafe(naked)]
+unsafe extern "C" fn cabin_thread_start() -> ! {
+    core::arch::naked_asm!(
+        "cmp byte ptr [rip + {process}], 0",
+        "je 1f",
+        "mov eax, {nr_arch_prctl}",
+        "mov edi, 0x1001",
+        "mov rsi, [rsp]",
+        "syscall",
+        "test rax, rax",
+        "jz 2f",
+        "and rsp, -16",
+        "call {failed}",
+        "1:",
+        "mov rax, [rsp]",
+        "wrgsbase rax",
+        "2:",
+        "add rsp, 8",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop r10",
+        "pop r8",
+        "pop r9",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbp",
+        "pop rbx",
+        "xor eax, eax",
+        "popfq",
+        "ret",
+        process = sym PROCESS,
+        nr_arch_prctl = const nr::arch_prctl,
+        failed = sym thread_start_failed,
+    )
+}
+
+#[cfg(target_os = "none")]
+extern "C" fn thread_start_failed() -> ! {
+    crate::die(b"cabin: a new thread could not set its GS base; stopping\n")
+}
+
+/// `exit` of the calling thread: the main thread as the only thread ends the
+/// program; any other thread tells the monitor (which frees its slot),
+/// frees its own slot and ends natively (the last one ends the process with
+/// the main thread's status, as Linux does).
+pub(super) fn exit_thread(status: u64) -> ! {
+    let b = current();
+    let slot = b.slot.load(Ordering::Relaxed) as usize;
+    if slot == 0 && LIVE.load(Ordering::Acquire) <= 1 {
+        crate::sys::exit_group(status & 0xff)
+    }
+    super::ring_client::call(nr::exit, &[status, 0, 0, 0, 0, 0], SUB_THREAD, 0);
+    LIVE.fetch_sub(1, Ordering::AcqRel);
+    // After this, block `slot` and its ring may be another thread's: touch
+    // nothing but registers.
+    release(slot);
+    loop {
+        // SAFETY: ends this thread only; touches no memory (the kernel may
+        // clear the CLONE_CHILD_CLEARTID word, which is its job).
+        unsafe { syscall6(nr::exit, &[status & 0xff, 0, 0, 0, 0, 0]) };
+    }
+}
+
+/// `gettid`.
+pub(super) fn gettid(pid: u32) -> i64 {
+    let b = current();
+    match b.tid.load(Ordering::Relaxed) {
+        0 if PROCESS.load(Ordering::Relaxed) => {
+            // SAFETY: gettid touches no memory.
+            let t = unsafe { syscall6(nr::gettid, &[0; 6]) };
+            if t > 0 {
+                b.tid.store(t as u32, Ordering::Relaxed);
+            }
+            t
+        }
+        0 => i64::from(pid),
+        t => i64::from(t),
+    }
+}
+
+/// `set_tid_address`: records the word (and, on the process backend, gives
+/// it to the kernel, which clears it and wakes it at the thread's exit).
+pub(super) fn set_tid_address(addr: u64, pid: u32) -> i64 {
+    let b = current();
+    b.clear_tid.store(addr, Ordering::Relaxed);
+    if PROCESS.load(Ordering::Relaxed) {
+        // SAFETY: the kernel stores the address and writes 0 there when the
+        // thread exits, as the program asked.
+        unsafe { syscall6(nr::set_tid_address, &[addr, 0, 0, 0, 0, 0]) };
+    }
+    gettid(pid)
+}
+
+/// Size of `struct robust_list_head`.
+const ROBUST_HEAD_SIZE: u64 = 24;
+
+/// `set_robust_list`: records the head (process backend: and gives it to
+/// the kernel, which runs the owner-died protocol at the thread's exit).
+pub(super) fn set_robust_list(head: u64, len: u64) -> i64 {
+    if len != ROBUST_HEAD_SIZE {
+        return -errno::EINVAL;
+    }
+    current().robust_head.store(head, Ordering::Relaxed);
+    if PROCESS.load(Ordering::Relaxed) {
+        // SAFETY: the kernel only stores the pointer (and reads the list,
+        // in the program's memory, when the thread exits).
+        return unsafe { syscall6(nr::set_robust_list, &[head, len, 0, 0, 0, 0]) };
+    }
+    0
+}
+
+/// The block of the live thread `tid` of this program (0: the caller's).
+fn block_of(tid: u64, pid: u32) -> Option<&'static Block> {
+    if tid == 0 {
+        return Some(current());
+    }
+    let used = USED.load(Ordering::Acquire);
+    BLOCKS.iter().enumerate().find_map(|(k, b)| {
+        let t = match b.tid.load(Ordering::Relaxed) {
+            0 if k == 0 => pid,
+            t => t,
+        };
+        (used & (1 << k) != 0 && u64::from(t) == tid).then_some(b)
+    })
+}
+
+/// `get_robust_list(tid, head_ptr, len_ptr)` of one of the program's threads.
+pub(super) fn get_robust_list(tid: u64, head_ptr: u64, len_ptr: u64, pid: u32) -> i64 {
+    let Some(b) = block_of(tid, pid) else { return -errno::ESRCH };
+    for p in [head_ptr, len_ptr] {
+        if p == 0 || !p.is_multiple_of(8) {
+            return -errno::EFAULT;
+        }
+    }
+    // SAFETY: the program's own result pointers (see GETRESUID in `serve_local`).
+    unsafe {
+        (head_ptr as *mut u64).write_volatile(b.robust_head.load(Ordering::Relaxed));
+        (len_ptr as *mut u64).write_volatile(ROBUST_HEAD_SIZE);
+    }
+    0
+}
+
+/// `tkill`/`tgkill` of thread `tid` of this program: to the calling thread,
+/// the self-signal bookkeeping of `signals`; to another of its threads,
+/// only the existence check (signal 0) until signals are delivered to other
+/// threads (the signals part of issue 13: `ENOSYS` meanwhile); to any other
+/// thread, `ESRCH`.
+pub(super) fn kill(tid: u64, sig: u64, pid: u32) -> i64 {
+    let Some(b) = (tid != 0).then(|| block_of(tid, pid)).flatten() else { return -errno::ESRCH };
+    if core::ptr::eq(b, current()) {
+        super::signals::raise(sig, cabin_abi::boot::si_code::SI_TKILL)
+    } else if sig == 0 {
+        0
+    } else {
+        -errno::ENOSYS
+    }
+}
+
+/// A lock for the libos's shared state: spins a bounded number of times,
+/// then sleeps on a futex (process backend; the KVM backend spins, as it
+/// runs one thread today). Never held across a call that can block for
+/// long.
+pub(crate) struct Lock<T> {
+    state: AtomicU32,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reached through a guard, which the lock makes
+// exclusive.
+unsafe impl<T: Send> Sync for Lock<T> {}
+
+/// Spins before sleeping on a contended lock.
+const LOCK_SPINS: u32 = 200;
+
+impl<T> Lock<T> {
+    pub(crate) const fn new(v: T) -> Lock<T> {
+        Lock { state: AtomicU32::new(0), value: UnsafeCell::new(v) }
+    }
+
+    /// Takes the lock.
+    pub(crate) fn lock(&self) -> Guard<'_, T> {
+        for _ in 0..LOCK_SPINS {
+            if self.state.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return Guard { lock: self };
+            }
+            core::hint::spin_loop();
+        }
+        // 2: locked, maybe with sleepers.
+        while self.state.swap(2, Ordering::Acquire) != 0 {
+            if PROCESS.load(Ordering::Relaxed) {
+                futex_private(self.state.as_ptr() as u64, FUTEX_WAIT, 2);
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        Guard { lock: self }
+    }
+}
+
+/// Exclusive access to a [`Lock`]'s value.
+pub(crate) struct Guard<'a, T> {
+    lock: &'a Lock<T>,
+}
+
+impl<T> core::ops::Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, exclusively.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        if self.lock.state.swap(0, Ordering::Release) == 2 && PROCESS.load(Ordering::Relaxed) {
+            futex_private(self.lock.state.as_ptr() as u64, FUTEX_WAKE, 1);
+        }
+    }
+}
+
+const FUTEX_WAIT: u64 = 0;
+const FUTEX_WAKE: u64 = 1;
+const FUTEX_PRIVATE_FLAG: u64 = 128;
+
+fn futex_private(addr: u64, op: u64, val: u64) {
+    // SAFETY: a futex on a libos word: WAIT reads it, WAKE touches no
+    // memory; the filter allows futex.
+    unsafe { syscall6(nr::futex, &[addr, op | FUTEX_PRIVATE_FLAG, val, 0, 0, 0]) };
+}

@@ -1,0 +1,96 @@
+//! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
+//! pipe or terminal, `nanosleep`, `clock_nanosleep`, the libos's `pause`
+//! wait for a signal), served without the
+//! service lock once the program has threads, so that one thread blocked in
+//! a `read` of a pipe does not stall the calls of the others
+//! (docs/threads.md).
+//!
+//! [`Service::begin_blocking`] runs under the lock: it counts the call and
+//! takes a duplicate of the host descriptor (so a `close` by another thread
+//! meanwhile cannot make the call act on a reused descriptor number that
+//! now names something else); [`Blocking::run`] then runs without the lock
+//! and touches only the duplicate and checked program memory.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::io::{read_on, vectored_on, write_on, Vectored};
+use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
+use super::{dup_cloexec, Fail, Service, Sys, Violation};
+use crate::memory::GuestMemory;
+use crate::sysnames;
+use cabin_abi::syscalls::nr;
+
+/// A call prepared under the lock, to be run without it.
+#[derive(Debug)]
+pub struct Blocking {
+    nr: u64,
+    a: [u64; 6],
+    fd: Option<OwnedFd>,
+}
+
+/// What [`Service::begin_blocking`] decided.
+#[derive(Debug)]
+pub enum Begin {
+    /// Not a call served this way: serve it with [`Service::handle`].
+    Handle,
+    /// Answered already (a bad descriptor).
+    Done(i64),
+    /// Run it without the lock.
+    Run(Blocking),
+}
+
+impl Service {
+    /// Under the service lock: prepares call `nr` to run without it, when it
+    /// is one that can block for long (and, for writes, no write limit
+    /// applies: those are counted under the lock).
+    pub fn begin_blocking(&mut self, nr: u64, a: [u64; 6]) -> Begin {
+        let needs_fd = match nr {
+            nr::read | nr::readv => true,
+            nr::write | nr::writev if self.write_limits.is_none() => true,
+            nr::nanosleep | nr::clock_nanosleep | nr::pause => false,
+            _ => return Begin::Handle,
+        };
+        self.stats.per_nr.add(nr, 1);
+        self.note = Default::default();
+        let fd = if needs_fd {
+            let host = match self.vfd(a[0]) {
+                Ok(fd) => fd,
+                Err(_) => return Begin::Done(-i64::from(libc::EBADF)),
+            };
+            match dup_cloexec(host) {
+                Ok(fd) => Some(fd),
+                Err(Fail::Errno(e)) => return Begin::Done(-i64::from(e)),
+                Err(_) => return Begin::Done(-i64::from(libc::EIO)),
+            }
+        } else {
+            None
+        };
+        Begin::Run(Blocking { nr, a, fd })
+    }
+}
+
+impl Blocking {
+    /// Runs the call (without the service lock).
+    pub fn run(self, mem: &GuestMemory) -> Result<i64, Violation> {
+        let fd = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+        let a = &self.a;
+        let r: Sys = match self.nr {
+            nr::read => read_on(fd, mem, a),
+            nr::readv => vectored_on(fd, mem, a, Vectored::Readv),
+            nr::write => write_on(fd, mem, a),
+            nr::writev => vectored_on(fd, mem, a, Vectored::Writev),
+            nr::nanosleep => nanosleep_on(mem, a),
+            nr::pause => pause_on(),
+            _ => clock_nanosleep_on(mem, a),
+        };
+        match r {
+            Ok(v) => Ok(v),
+            Err(Fail::Errno(e)) => Ok(-i64::from(e)),
+            Err(Fail::Limit(_)) => Ok(-i64::from(libc::EFBIG)),
+            Err(Fail::Violation(msg)) => {
+                let name = sysnames::name(self.nr).unwrap_or("unknown");
+                Err(Violation(format!("{name} (system call {}): {msg}", self.nr)))
+            }
+        }
+    }
+}

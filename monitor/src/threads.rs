@@ -1,0 +1,279 @@
+//! The program's threads as the monitor sees them: its own table of thread
+//! slots (never the libos's), one ring worker per live slot, started on
+//! demand on a scoped thread, and the answers to thread submissions
+//! (docs/threads.md).
+//!
+//! A worker that accepts a `clone` ([`ThreadHost::start`]) validates the
+//! request against this table, resets the slot's ring, starts its worker
+//! and asks the domain to start the thread ([`Domain::spawn_thread`]). A
+//! worker whose thread exits frees its slot before answering
+//! ([`ThreadHost::exit`]). At the end of the run [`Threads::stop_all`]
+//! stops every worker; no worker can start after it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Scope;
+
+use cabin_abi::thread::{is_thread_flags, ThreadStart, MAX_THREADS};
+
+use crate::domain::{Domain, SpawnedBy, StopCause, Stopper};
+use crate::memory::GuestMemory;
+use crate::placement::Placement;
+use crate::ring::{Shared, StopHandle, ThreadHost, Worker, WorkerEnd, WorkerStats};
+use crate::site_map::SiteMap;
+use crate::watch::ThreadClocks;
+
+/// The monitor's table of thread slots.
+#[derive(Debug)]
+struct Table {
+    /// Slot in use (from an accepted start to the thread's exit).
+    used: [bool; MAX_THREADS],
+    /// The stop handle of each live slot's worker.
+    stops: Vec<Option<StopHandle>>,
+    /// Slots in use.
+    live: usize,
+    /// The run is ending: no worker starts any more.
+    stopping: bool,
+}
+
+/// Everything the workers of one run share about threads.
+pub struct Threads<'a, D: Domain> {
+    domain: &'a D,
+    mem: &'a GuestMemory,
+    shared: &'a Shared,
+    stopper: Arc<dyn Stopper>,
+    placement: Option<&'a Placement>,
+    clocks: ThreadClocks,
+    sites: SiteMap,
+    /// Most live threads (`[limits] threads`, at most the rings there are).
+    limit: usize,
+    rings: usize,
+    table: Mutex<Table>,
+    /// How the workers ended (`Stopped` and `ThreadExited` are not kept).
+    ends: Mutex<Vec<WorkerEnd>>,
+    stats: Mutex<WorkerStats>,
+    /// A worker panicked (a monitor bug): its message.
+    panicked: Mutex<Option<String>>,
+    /// The domain failed to start a thread (a backend failure).
+    failed: AtomicBool,
+}
+
+impl<D: Domain> std::fmt::Debug for Threads<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads").field("limit", &self.limit).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<'a, D: Domain + Sync> Threads<'a, D> {
+    /// The thread state of a run of `domain`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        domain: &'a D,
+        mem: &'a GuestMemory,
+        shared: &'a Shared,
+        stopper: Arc<dyn Stopper>,
+        placement: Option<&'a Placement>,
+        clocks: ThreadClocks,
+        sites: SiteMap,
+        limit: usize,
+    ) -> Threads<'a, D> {
+        let rings = domain.ring_count().clamp(1, MAX_THREADS);
+        let mut used = [false; MAX_THREADS];
+        used[0] = true;
+        Threads {
+            domain,
+            mem,
+            shared,
+            stopper,
+            placement,
+            clocks,
+            sites,
+            limit: limit.clamp(1, rings),
+            rings,
+            table: Mutex::new(Table {
+                used,
+                stops: (0..MAX_THREADS).map(|_| None).collect(),
+                live: 1,
+                stopping: false,
+            }),
+            ends: Mutex::default(),
+            stats: Mutex::default(),
+            panicked: Mutex::default(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the main thread's worker (slot 0) on `worker`, in `scope`.
+    pub fn start_main<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, mut worker: Worker) {
+        worker.slot = 0;
+        worker.set_sites(self.sites.clone());
+        lock(&self.table).stops[0] = Some(worker.stop_handle());
+        self.spawn_worker(scope, worker);
+    }
+
+    fn spawn_worker<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, mut worker: Worker) {
+        scope.spawn(move || {
+            let slot = worker.slot;
+            if let (0, Some(p)) = (slot, self.placement) {
+                p.worker.apply(0);
+            }
+            let _clock = self.clocks.join_this_thread();
+            let host = Host { threads: self, scope };
+            // A panic here is a monitor bug; the program would otherwise
+            // wait for a completion forever. Stop it and report it.
+            let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.run(self.mem, self.shared, Some(&host))
+            })) {
+                Ok(end) => end,
+                Err(payload) => {
+                    let why = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    lock(&self.panicked).get_or_insert(why);
+                    self.stopper.stop(StopCause::WorkerFailed);
+                    return;
+                }
+            };
+            match &end {
+                WorkerEnd::Violation(v) => self.stopper.stop(StopCause::Violation(v.to_string())),
+                WorkerEnd::Policy(stop) => self.stopper.stop(StopCause::Policy(stop.message.clone())),
+                WorkerEnd::Stopped | WorkerEnd::ThreadExited => {}
+            }
+            {
+                let mut st = lock(&self.stats);
+                st.forwarded += worker.stats.forwarded;
+                st.trapped += worker.stats.trapped;
+            }
+            if !matches!(end, WorkerEnd::Stopped | WorkerEnd::ThreadExited) {
+                lock(&self.ends).push(end);
+            }
+        });
+    }
+
+    /// Interrupts every worker out of the host call it is blocked in (a
+    /// signal was posted: docs/signals.md).
+    pub fn interrupt_all(&self) {
+        for s in lock(&self.table).stops.iter().flatten() {
+            s.interrupt();
+        }
+    }
+
+    /// Stops every worker (the program has ended); none starts after this.
+    pub fn stop_all(&self) {
+        let stops: Vec<StopHandle> = {
+            let mut t = lock(&self.table);
+            t.stopping = true;
+            t.stops.iter_mut().filter_map(Option::take).collect()
+        };
+        for s in stops {
+            s.stop();
+        }
+    }
+
+    /// How the workers ended: the first violation or policy stop, else
+    /// `Stopped`; their summed counters; a worker's panic message, if any;
+    /// whether the domain failed to start a thread.
+    pub fn finish(&self) -> (WorkerEnd, WorkerStats, Option<String>, bool) {
+        let end = lock(&self.ends).first().cloned().unwrap_or(WorkerEnd::Stopped);
+        (end, *lock(&self.stats), lock(&self.panicked).clone(), self.failed.load(Ordering::SeqCst))
+    }
+
+    fn free(&self, slot: usize) {
+        let mut t = lock(&self.table);
+        if slot < MAX_THREADS && t.used[slot] {
+            t.used[slot] = false;
+            t.stops[slot] = None;
+            t.live -= 1;
+        }
+    }
+}
+
+/// A worker's view of [`Threads`], able to start sibling workers in the
+/// run's scope.
+struct Host<'scope, 'env, 'a, D: Domain> {
+    threads: &'scope Threads<'a, D>,
+    scope: &'scope Scope<'scope, 'env>,
+}
+
+const fn errno(e: i32) -> i64 {
+    -(e as i64)
+}
+
+impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
+    fn start(&self, _from: usize, start: &ThreadStart) -> i64 {
+        let t = self.threads;
+        let slot = start.slot as usize;
+        if slot == 0 || slot >= t.rings || !is_thread_flags(start.flags) {
+            return errno(libc::EINVAL);
+        }
+        let Some(ring) = t.domain.thread_ring(slot) else { return errno(libc::EINVAL) };
+        let worker = {
+            let mut table = lock(&t.table);
+            if table.stopping || table.live >= t.limit {
+                return errno(libc::EAGAIN);
+            }
+            if table.used[slot] {
+                return errno(libc::EBUSY);
+            }
+            // No worker serves this ring (the slot is free): reset it.
+            ring.init();
+            let mut worker = Worker::new(ring);
+            worker.slot = slot;
+            worker.set_sites(t.sites.clone());
+            table.used[slot] = true;
+            table.live += 1;
+            table.stops[slot] = Some(worker.stop_handle());
+            worker
+        };
+        t.shared.set_threaded();
+        let answer = match t.domain.spawn_thread(start) {
+            Ok(SpawnedBy::Libos) => 0,
+            Ok(SpawnedBy::Domain { tid }) => i64::from(tid),
+            Ok(SpawnedBy::Refused { errno: e }) => {
+                t.free(slot);
+                return errno(e);
+            }
+            Err(e) => {
+                eprintln!("cabin: starting a thread failed: {e}");
+                t.failed.store(true, Ordering::SeqCst);
+                t.free(slot);
+                t.stopper.stop(StopCause::WorkerFailed);
+                return errno(libc::EAGAIN);
+            }
+        };
+        t.spawn_worker(self.scope, worker);
+        answer
+    }
+
+    fn cancel(&self, _from: usize, slot: usize) -> i64 {
+        let t = self.threads;
+        if slot == 0 || slot >= t.rings {
+            return errno(libc::EINVAL);
+        }
+        let stop = {
+            let mut table = lock(&t.table);
+            if !table.used[slot] {
+                return errno(libc::EINVAL);
+            }
+            table.used[slot] = false;
+            table.live -= 1;
+            table.stops[slot].take()
+        };
+        // The thread never ran: its worker only waits on an empty ring.
+        if let Some(s) = stop {
+            s.stop();
+        }
+        0
+    }
+
+    fn exit(&self, slot: usize) {
+        self.threads.free(slot);
+        self.threads.domain.thread_exited(slot);
+    }
+}
