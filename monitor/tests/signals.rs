@@ -110,6 +110,12 @@ fn signalfd_reads_pending_signals(b: Backend) {
     same_as_native(b, "signalfd");
 }
 
+/// Threads: process backend only until the KVM backend runs threads.
+#[test]
+fn a_fault_in_a_second_thread_reaches_its_handler() {
+    same_as_native(Backend::Process, "thread-segv");
+}
+
 on_both_backends!(
     signalfd_reads_pending_signals,
     alarm_setitimer_and_posix_timers,

@@ -189,8 +189,20 @@ static BOOK: Global<Book> = Global::new(Book {
     info: [[0; 16]; NSIG as usize],
 });
 
-/// The blocked mask (bit `n - 1` for signal `n`).
-static MASK: AtomicU64 = AtomicU64::new(0);
+/// The calling thread's blocked mask (bit `n - 1` for signal `n`), in its
+/// thread block (GS): each thread has its own, as on Linux.
+struct ThreadMask;
+
+impl ThreadMask {
+    fn load(&self, o: Ordering) -> u64 {
+        super::thread::current().sigmask.load(o)
+    }
+    fn store(&self, v: u64, o: Ordering) {
+        super::thread::current().sigmask.store(v, o)
+    }
+}
+
+static MASK: ThreadMask = ThreadMask;
 /// Pending signals (taken by [`deliver`], set by [`post`]).
 static PENDING: AtomicU64 = AtomicU64::new(0);
 /// A word that stays zero: where [`ATTENTION`] points before [`init`].
@@ -211,9 +223,11 @@ static FP_FEATURES: AtomicU64 = AtomicU64::new(0);
 /// interrupted it for a signal: its number + 1 (0: none). See [`Restart`].
 static INTERRUPTED_CALL: AtomicU64 = AtomicU64::new(0);
 
-/// The libos's private stack for its kernel handlers (process) and its
-/// signal paths (both): a frame built on the program's stack must never
-/// overlap the code building it.
+/// The libos's private stack for its kernel handlers (process backend: the
+/// kernel `sigaltstack` of the main thread), so that a fault on an
+/// exhausted program stack still reaches the program's handler. The entry
+/// paths run on the program's stack and build frames below themselves
+/// (`build_frame`).
 #[repr(C, align(64))]
 pub struct PrivateStack(pub [u8; PRIVATE_STACK]);
 /// Bytes of [`PrivateStack`].
@@ -331,12 +345,12 @@ unsafe fn fp_save(dst: *mut u8) {
 fn fp_restore(src: u64) {
     #[repr(C, align(64))]
     struct Buf([u8; FP_MAX]);
-    static BUF: Global<Buf> = Global::new(Buf([0; FP_MAX]));
     if src == 0 {
         return;
     }
-    // SAFETY: single thread (signal paths never nest: see `Book`).
-    let buf = unsafe { BUF.get() };
+    // On this thread's stack: threads restore at the same time.
+    let mut local = Buf([0; FP_MAX]);
+    let buf = &mut local;
     let p = src as *const u8;
     // SAFETY: the program's own frame; a bad pointer faults the program
     // in its own domain, as the kernel would SIGSEGV it.
@@ -658,6 +672,15 @@ fn build_frame(ctx: &mut Ctx, sig: u64, act: &KSigaction, info: &[u64; 16], fp: 
     } else {
         sp = sp.wrapping_sub(128);
     }
+    // The libos may be running on this very stack (the entry paths, and a
+    // kernel handler of a thread without the private stack): then the
+    // frame goes well below the code building it.
+    let here = current_sp();
+    let private = core::ptr::addr_of!(CABIN_PRIVATE_STACK) as u64;
+    let on_private = (private..private + PRIVATE_STACK as u64).contains(&here);
+    if !on_private && here < sp && sp - here < 1 << 20 {
+        sp = here - FRAME_GAP;
+    }
     let fp_size = match fp {
         Fp::Live => fp_frame_size(),
         Fp::Saved(src) => saved_fp_size(src),
@@ -732,6 +755,17 @@ fn build_frame(ctx: &mut Ctx, sig: u64, act: &KSigaction, info: &[u64; 16], fp: 
     ctx.rax = 0;
     ctx.rflags &= !(RFLAGS_TF | RFLAGS_DF | RFLAGS_RF);
     true
+}
+
+/// Room left between the libos's own stack and a frame it builds below
+/// it on the same stack (its deepest use while building is far less).
+const FRAME_GAP: u64 = 8192;
+
+fn current_sp() -> u64 {
+    let sp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
 }
 
 /// Bytes of a kernel frame's FP state at `src` (its `_fpx_sw_bytes`).
@@ -1353,9 +1387,10 @@ pub(crate) extern "C" fn cabin_signal_exit(ctx: &mut Ctx, nr: u64) {
 /// A signal came in the exit window after the last check: `ctx.rsp` points
 /// at the return address.
 pub(crate) extern "C" fn cabin_signal_late(ctx: &mut Ctx) {
+    let rsp = entry_rsp(ctx);
     // SAFETY: the exit window's stack: the trampoline's return address.
-    ctx.rip = unsafe { (ctx.rsp as *const u64).read() };
-    ctx.rsp += 8;
+    ctx.rip = unsafe { (rsp as *const u64).read() };
+    ctx.rsp = rsp + 8;
     own_segments(ctx);
     let inr = INTERRUPTED_CALL.swap(0, Ordering::SeqCst);
     let restart = (inr != 0 && ctx.rax as i64 == -errno::EINTR).then(|| Restart { nr: inr - 1, back: 5 });
@@ -1378,7 +1413,13 @@ pub(crate) extern "C" fn cabin_signal_kvm(ctx: &mut Ctx) {
     own_segments(ctx);
 }
 
+/// The program's `rsp` when a signal entry saved `ctx` (below the red zone).
+fn entry_rsp(ctx: &Ctx) -> u64 {
+    ctx as *const Ctx as u64 + CTX_SIZE as u64 + 128
+}
+
 fn kvm_entry(ctx: &mut Ctx) {
+    ctx.rsp = entry_rsp(ctx);
     let b = boot();
     if b.is_null() {
         crate::die(b"cabin: signal entry before start-up\n");

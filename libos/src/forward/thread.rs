@@ -48,6 +48,9 @@ pub(crate) struct Block {
     clear_tid: AtomicU64,
     /// `set_robust_list` head.
     robust_head: AtomicU64,
+    /// The thread's blocked signals (docs/signals.md; a new thread inherits
+    /// its creator's).
+    pub(crate) sigmask: AtomicU64,
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -70,6 +73,7 @@ const EMPTY: Block = Block {
     forced_site: AtomicU64::new(0),
     clear_tid: AtomicU64::new(0),
     robust_head: AtomicU64::new(0),
+    sigmask: AtomicU64::new(0),
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -135,6 +139,9 @@ impl Block {
         self.forced_site.store(0, Ordering::Relaxed);
         self.clear_tid.store(0, Ordering::Relaxed);
         self.robust_head.store(0, Ordering::Relaxed);
+        // Slot 0 is set up before GS points anywhere; others by their creator.
+        let mask = if slot == 0 { 0 } else { current().sigmask.load(Ordering::SeqCst) };
+        self.sigmask.store(mask, Ordering::SeqCst);
     }
 }
 

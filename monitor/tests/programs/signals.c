@@ -2,6 +2,7 @@
  * output and exit status must be the same). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -424,6 +425,38 @@ static int sfd_case(void) {
     return 0;
 }
 
+static __thread sigjmp_buf thread_jump;
+
+static void on_thread_segv(int sig) {
+    siglongjmp(thread_jump, sig);
+}
+
+static void *faulting_thread(void *arg) {
+    (void)arg;
+    int s = sigsetjmp(thread_jump, 1);
+    if (s == 0) {
+        *(volatile int *)16 = 1;
+        return (void *)1;
+    }
+    return (void *)(long)s;
+}
+
+/* A fault in a second thread reaches the handler on that thread's stack. */
+static int thread_segv(void) {
+    signal(SIGSEGV, on_thread_segv);
+    pthread_t t;
+    if (pthread_create(&t, 0, faulting_thread, 0) != 0) {
+        printf("no threads\n");
+        return 0;
+    }
+    void *r;
+    pthread_join(t, &r);
+    printf("thread recovered from signal %ld\n", (long)r);
+    /* And the main thread still takes its own. */
+    printf("main: %ld\n", (long)faulting_thread(0));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, 0, _IOLBF, 0);
     const char *c = argc > 1 ? argv[1] : "";
@@ -447,6 +480,8 @@ int main(int argc, char **argv) {
         return sigpipe(0);
     if (!strcmp(c, "suspend"))
         return suspend();
+    if (!strcmp(c, "thread-segv"))
+        return thread_segv();
     if (!strcmp(c, "signalfd"))
         return sfd_case();
     if (!strcmp(c, "timers"))

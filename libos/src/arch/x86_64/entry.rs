@@ -16,8 +16,7 @@ use cabin_abi::link::trampoline::ENTRY_RSP_OFFSET;
 
 use crate::dispatch::{cabin_dispatch, SyscallFrame, CONFINED};
 use crate::forward::signals::{
-    cabin_signal_exit, cabin_signal_kvm, cabin_signal_late, cabin_signal_return, Ctx, ATTENTION,
-    CABIN_PRIVATE_STACK, CTX_SIZE, PRIVATE_STACK,
+    cabin_signal_exit, cabin_signal_kvm, cabin_signal_late, cabin_signal_return, Ctx, ATTENTION, CTX_SIZE,
 };
 use crate::forward::thread::{cabin_clone, CloneFrame};
 use crate::rt::{cabin_relocate, cabin_rust_start};
@@ -59,9 +58,6 @@ pub fn in_exit_window(rip: u64) -> bool {
 pub fn kvm_signal_entry() -> u64 {
     cabin_kvm_signal_entry as unsafe extern "C" fn() as usize as u64
 }
-
-/// Scratch word for the signal entries' stack switch (one thread).
-static mut SCRATCH_RSP: u64 = 0;
 
 /// The stack of `cabin_syscall_entry` after its pushes, lowest address first.
 #[repr(C)]
@@ -257,10 +253,12 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "lea rsi, [rsi + {child_slot}]",
         "ret",
         // Signals to take on the way out: the program's context from the
-        // entry frame (rbx) and the callee-saved registers, on the private
-        // stack (the handler's frame may go where the entry frame is).
+        // entry frame (rbx) and the callee-saved registers, below the entry
+        // frame (the handler's frame then goes below this code's stack:
+        // `signals::build_frame`).
         "5:",
-        "lea rsp, [rip + {stack} + {stack_size}]",
+        "lea rsp, [rbx - 16]",
+        "and rsp, -16",
         "push 0",
         "lea rcx, [rbx + {frame_end}]",
         "push rcx",
@@ -337,8 +335,6 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         exit = sym cabin_signal_exit,
         restore = sym cabin_signal_restore,
         sigreturn = sym cabin_sigreturn_entry,
-        stack = sym CABIN_PRIVATE_STACK,
-        stack_size = const PRIVATE_STACK,
         args = const offset_of!(SyscallFrame, args),
         ret = const offset_of!(EntryFrame, ret),
         rflags = const offset_of!(EntryFrame, rflags),
@@ -368,7 +364,7 @@ const _: () = assert!(CTX_SIZE == size_of::<Ctx>() && CTX_SIZE % 16 == 0);
 #[unsafe(naked)]
 pub unsafe extern "C" fn cabin_sigreturn_entry() {
     naked_asm!(
-        "lea rsp, [rip + {stack} + {stack_size}]",
+        "and rsp, -16",
         "sub rsp, {ctx}",
         "mov rsi, rdi",
         "mov rdi, rsp",
@@ -376,25 +372,22 @@ pub unsafe extern "C" fn cabin_sigreturn_entry() {
         "call {rust}",
         "mov rdi, rsp",
         "jmp {restore}",
-        stack = sym CABIN_PRIVATE_STACK,
-        stack_size = const PRIVATE_STACK,
         ctx = const CTX_SIZE,
         rust = sym cabin_signal_return,
         restore = sym cabin_signal_restore,
     )
 }
 
-/// Saves the program's registers as a [`Ctx`] on the private stack (`rip`,
-/// `cs`, `ss` zero, `rsp` as found in `SCRATCH_RSP`) and calls `$rust` with
-/// it, then resumes the (possibly changed) context. The caller has stored
-/// `rsp` in `SCRATCH_RSP`.
+/// Saves the program's registers as a [`Ctx`] below its red zone (`rip`,
+/// `cs`, `ss` and `rsp` zero: `$rust` fills them; the program's `rsp` is
+/// 128 bytes above the `Ctx`) and calls `$rust` with it, then resumes the
+/// (possibly changed) context. Flags are untouched until `pushfq`.
 macro_rules! signal_entry_body {
     ($rust:path) => {
         naked_asm!(
-            "mov qword ptr [rip + {scratch}], rsp",
-            "lea rsp, [rip + {stack} + {stack_size}]",
+            "lea rsp, [rsp - 128]",
             "push 0",
-            "push qword ptr [rip + {scratch}]",
+            "push 0",
             "pushfq",
             "push 0",
             "push 0",
@@ -414,13 +407,12 @@ macro_rules! signal_entry_body {
             "push r14",
             "push r15",
             "cld",
-            "mov rdi, rsp",
+            "mov rbx, rsp",
+            "and rsp, -16",
+            "mov rdi, rbx",
             "call {rust}",
-            "mov rdi, rsp",
+            "mov rdi, rbx",
             "jmp {restore}",
-            scratch = sym SCRATCH_RSP,
-            stack = sym CABIN_PRIVATE_STACK,
-            stack_size = const PRIVATE_STACK,
             rust = sym $rust,
             restore = sym cabin_signal_restore,
         )
