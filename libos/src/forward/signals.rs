@@ -687,7 +687,7 @@ fn build_frame(ctx: &mut Ctx, sig: u64, act: &KSigaction, info: &[u64; 16], fp: 
     } as u64;
     let fpstate = sp.wrapping_sub(fp_size) & !63;
     let frame = (fpstate.wrapping_sub(FRAME_SIZE as u64) & !15).wrapping_sub(8);
-    if frame >= 0x0000_8000_0000_0000 || frame < 0x1_0000 || act.flags & SA_RESTORER == 0 {
+    if !(0x1_0000..0x0000_8000_0000_0000).contains(&frame) || act.flags & SA_RESTORER == 0 {
         return false;
     }
     let uc = frame + 8;
