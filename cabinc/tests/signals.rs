@@ -26,10 +26,11 @@ fn build(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     Some((exe, img))
 }
 
-/// Runs `cmd`, waits for "ready", sends `signals` (a pause between), then
+/// Runs `cmd`, waits for "ready", sends `signals` (each so many times, a
+/// pause between kinds), then
 /// optionally writes `stdin` and closes it; returns stdout and the status a
 /// shell shows.
-fn drive(mut cmd: Command, signals: &[i32], stdin: Option<&[u8]>) -> (String, i32) {
+fn drive(mut cmd: Command, signals: &[(i32, u32)], stdin: Option<&[u8]>) -> (String, i32) {
     let mut child =
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
     let pid = child.id() as i32;
@@ -37,11 +38,13 @@ fn drive(mut cmd: Command, signals: &[i32], stdin: Option<&[u8]>) -> (String, i3
     let mut first = String::new();
     out.read_line(&mut first).expect("read ready");
     assert_eq!(first, "ready\n", "the program did not get ready");
-    for &s in signals {
+    for &(s, times) in signals {
         // A blocked read or pause must be in place: give it a moment.
         std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(pid, s) };
+        for _ in 0..times {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(pid, s) };
+        }
     }
     let mut stdin_pipe = child.stdin.take();
     if let Some(data) = stdin {
@@ -68,7 +71,7 @@ fn drive(mut cmd: Command, signals: &[i32], stdin: Option<&[u8]>) -> (String, i3
     (rest, code)
 }
 
-fn case(backend: &str, name: &str, signals: &[i32], stdin: Option<&[u8]>) {
+fn case(backend: &str, name: &str, signals: &[(i32, u32)], stdin: Option<&[u8]>) {
     if backend == "kvm" && !cabin_tests::kvm_available(cabin_kvm_open) {
         return;
     }
@@ -102,11 +105,14 @@ macro_rules! both {
     };
 }
 
-both!(sigint_handler_shuts_down_gracefully, "pause", &[libc::SIGINT], None);
-both!(sigterm_handler_shuts_down_gracefully, "pause", &[libc::SIGTERM], None);
-both!(signal_interrupts_a_compute_loop, "spin", &[libc::SIGUSR1], None);
-both!(sigint_without_handler_ends_with_130, "default", &[libc::SIGINT], None);
-both!(sigterm_without_handler_ends_with_143, "default", &[libc::SIGTERM], None);
-both!(ignored_sighup_then_sigusr2, "ignore", &[libc::SIGHUP, libc::SIGUSR2], None);
-both!(sa_restart_restarts_a_blocked_pipe_read, "restart", &[libc::SIGUSR1], Some(b"data\n"));
-both!(without_sa_restart_a_blocked_read_fails_with_eintr, "eintr", &[libc::SIGUSR1], Some(b"data\n"));
+both!(sigint_handler_shuts_down_gracefully, "pause", &[(libc::SIGINT, 1)], None);
+both!(sigterm_handler_shuts_down_gracefully, "pause", &[(libc::SIGTERM, 1)], None);
+both!(signal_interrupts_a_compute_loop, "spin", &[(libc::SIGUSR1, 1)], None);
+both!(sigint_without_handler_ends_with_130, "default", &[(libc::SIGINT, 1)], None);
+both!(sigterm_without_handler_ends_with_143, "default", &[(libc::SIGTERM, 1)], None);
+both!(ignored_sighup_then_sigusr2, "ignore", &[(libc::SIGHUP, 1), (libc::SIGUSR2, 1)], None);
+// Thousands of signals sent to `cabinc` stay bounded: the run ends
+// cleanly on the SIGTERM that follows them.
+both!(a_signal_storm_from_outside_stays_bounded, "storm", &[(libc::SIGUSR1, 5000), (libc::SIGTERM, 1)], None);
+both!(sa_restart_restarts_a_blocked_pipe_read, "restart", &[(libc::SIGUSR1, 1)], Some(b"data\n"));
+both!(without_sa_restart_a_blocked_read_fails_with_eintr, "eintr", &[(libc::SIGUSR1, 1)], Some(b"data\n"));

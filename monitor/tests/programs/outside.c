@@ -19,6 +19,13 @@ static void on_sig(int sig, siginfo_t *si, void *uc) {
     write(1, msg, n);
 }
 
+static volatile long usr1;
+
+static void count(int sig) {
+    (void)sig;
+    usr1++;
+}
+
 static void install(int sig, int flags) {
     struct sigaction sa = {0};
     sa.sa_sigaction = on_sig;
@@ -76,6 +83,19 @@ int main(int argc, char **argv) {
             printf("read: %s after signal %d\n", strerror(errno), (int)got);
         else
             printf("read %ld bytes after signal %d: %.*s", n, (int)got, (int)n, buf);
+        return 0;
+    }
+    if (!strcmp(c, "storm")) {
+        /* Thousands of SIGUSR1 (counted, how many arrive is the kernel's
+         * business), then SIGTERM ends it cleanly. */
+        struct sigaction sa = {0};
+        sa.sa_handler = count;
+        sigaction(SIGUSR1, &sa, 0);
+        install(SIGTERM, 0);
+        ready();
+        while (got != SIGTERM)
+            pause();
+        printf("storm survived, some SIGUSR1 arrived: %d\n", usr1 > 0);
         return 0;
     }
     fprintf(stderr, "usage: outside CASE\n");
