@@ -541,7 +541,10 @@ fn fault_redirect(d: &Guest, f: &FaultReport, int_n: Option<u8>) -> Option<u64> 
     }
     let boot = cabin_monitor::boot::BootPage::of(&d.view).ok()?;
     let (entry, text) = boot.signal_entry()?;
-    if (text[0]..text[1]).contains(&f.rip) {
+    // A fault in the libos, or at the entry itself (a program that moved
+    // the published entry or text range onto unmapped memory), is not
+    // sent back there: it ends the program instead of looping.
+    if (text[0]..text[1]).contains(&f.rip) || f.rip == entry {
         return None;
     }
     let (signo, code, addr) = f.siginfo(int_n);

@@ -3,7 +3,8 @@
 //! code selector, non-canonical and kernel `rip`, IOPL/NT/VM/VIF/VIP and TF
 //! in RFLAGS, a frame outside the domain's memory, an FP state with
 //! reserved bits and one at a kernel address), asks for dispositions of
-//! SIGKILL, SIGSTOP and SIGSYS, and storms itself with 100 000 signals.
+//! SIGKILL, SIGSTOP and SIGSYS, storms itself with 100 000 signals, and
+//! scribbles the signal words of its boot page before a fault.
 //!
 //! The program's `rt_sigreturn` is served by the libos in ring 3 (an
 //! `iretq` to ring 3 with the current CS/SS), so no frame can reach ring 0
@@ -19,7 +20,12 @@ use cabin_monitor::RunConfig;
 
 use crate::common::{self, Backend};
 
-on_both_backends!(forged_frames_stay_in_ring_3, refused_dispositions, signal_storms_stay_bounded);
+on_both_backends!(
+    forged_frames_stay_in_ring_3,
+    refused_dispositions,
+    signal_storms_stay_bounded,
+    scribbled_signal_words_end_only_the_program
+);
 
 fn built() -> Option<&'static (std::path::PathBuf, Vec<u8>)> {
     static B: OnceLock<Option<(std::path::PathBuf, Vec<u8>)>> = OnceLock::new();
@@ -104,4 +110,17 @@ fn signal_storms_stay_bounded(b: Backend) {
     }
     let got = confined(b, "storm");
     assert_eq!(got, native("storm"), "{b:?}");
+}
+
+/// The program scribbles every signal word of its boot page (the monitor's
+/// posted signals and mailbox, the libos's entry, text range and handled
+/// set) and faults: whatever it does then, it ends, and only itself (no
+/// Cabin error, no hang: a fault at the published entry is not sent back).
+fn scribbled_signal_words_end_only_the_program(b: Backend) {
+    if built().is_none() {
+        return;
+    }
+    let (out, code) = confined(b, "boot-scribble");
+    assert!(!out.contains("RING 0 REACHED"), "{b:?}: {out}");
+    assert!((0..=255).contains(&code) && code != 125, "{b:?}: exit {code}, printed {out:?}");
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -105,6 +106,27 @@ int main(int argc, char **argv) {
         struct kuc *uc = forge(land, 0x33, 0x2b, 0x202);
         uc->fpstate = 0xffff800000002000ULL;
         sigreturn_with(uc);
+    }
+    if (!strcmp(c, "boot-scribble")) {
+        /* Every word of the boot page after the libos's configuration
+         * (counters, fault record, the signal words: attention, incoming,
+         * posted, mailbox, handled set, signal entry, libos text) becomes
+         * random, then the program faults. It may end any way it likes,
+         * but only itself. */
+        signal(SIGSEGV, on_usr);
+        uint64_t boot = getauxval(0x43414249);
+        if (!boot)
+            return 3;
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        for (int i = 128; i < 4096; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((volatile uint8_t *)boot)[i] = (uint8_t)x;
+        }
+        *(volatile int *)24 = 1;
+        say("after the fault\n");
+        return 5;
     }
     if (!strcmp(c, "dispositions")) {
         struct sigaction sa = {0};
