@@ -416,6 +416,17 @@ pub(crate) fn forward_from(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i
     r
 }
 
+/// A wait the libos makes for a signal on the program's behalf (`pause`,
+/// or a sleep bounding `rt_sigtimedwait`): forwarded and checked, and its
+/// `EINTR` returned as it is (the caller looks at its signals itself).
+pub(crate) fn forward_wait(nr: u64, args: &[u64; 6]) -> i64 {
+    let r = ring_client::call(nr, args, 0, 0);
+    if !reply_is_valid(nr, args, r) {
+        crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
+    }
+    r
+}
+
 /// Sends a call to the monitor and checks the reply (no read-ahead hooks).
 pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     let mut r = ring_client::call(nr, args, flags, site);

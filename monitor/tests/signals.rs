@@ -116,7 +116,12 @@ fn a_fault_in_a_second_thread_reaches_its_handler() {
     same_as_native(Backend::Process, "thread-segv");
 }
 
+fn sigtimedwait_with_a_timeout(b: Backend) {
+    same_as_native(b, "timedwait");
+}
+
 on_both_backends!(
+    sigtimedwait_with_a_timeout,
     signalfd_reads_pending_signals,
     alarm_setitimer_and_posix_timers,
     sa_restart_restarts_a_read_blocked_when_sigalrm_comes,

@@ -969,7 +969,7 @@ pub(super) fn suspend(mask: Option<u64>) -> i64 {
         }
         // Only the monitor can bring a signal now (this is the one
         // thread): wait in the monitor until it posts one.
-        let r = super::forward(nr::pause, &[0; 6], 0);
+        let r = super::forward_wait(nr::pause, &[0; 6]);
         if r != -errno::EINTR && r != 0 {
             MASK.store(old, Ordering::SeqCst);
             return r;
@@ -1020,6 +1020,7 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
         let ts = unsafe { (timeout as *const [u64; 2]).read_unaligned() };
         ts == [0, 0]
     };
+    let mut waited = false;
     loop {
         take_incoming();
         let p = PENDING.load(Ordering::SeqCst) & want;
@@ -1035,11 +1036,24 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
             }
             return sig as i64;
         }
-        if zero_wait || timeout != 0 {
-            // A timed wait: not served beyond what is pending (docs/signals.md).
+        if zero_wait || waited {
             return -errno::EAGAIN;
         }
-        let r = super::forward(nr::pause, &[0; 6], 0);
+        // Wait in the monitor: for a signal, or at most the timeout (a
+        // sleep the monitor interrupts when it posts one). A signal the
+        // program does not wait for and keeps blocked restarts the whole
+        // timeout (docs/signals.md).
+        let r = if timeout != 0 {
+            const CLOCK_MONOTONIC: u64 = 1;
+            super::forward_wait(nr::clock_nanosleep, &[CLOCK_MONOTONIC, 0, timeout, 0, 0, 0])
+        } else {
+            super::forward_wait(nr::pause, &[0; 6])
+        };
+        if r == 0 && timeout != 0 {
+            // The timeout passed: a last look at what is pending.
+            waited = true;
+            continue;
+        }
         if r != -errno::EINTR && r != 0 {
             return r;
         }
@@ -1538,7 +1552,7 @@ pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
         if nonblock {
             return Some(-errno::EAGAIN);
         }
-        let r = super::forward(nr::pause, &[0; 6], 0);
+        let r = super::forward_wait(nr::pause, &[0; 6]);
         if r != -errno::EINTR && r != 0 {
             return Some(r);
         }

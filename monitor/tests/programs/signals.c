@@ -273,6 +273,30 @@ static int suspend(void) {
     return 0;
 }
 
+static int timedwait(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, 0);
+    struct timespec short_wait = {0, 50000000};
+    siginfo_t si;
+    errno = 0;
+    int s = sigtimedwait(&set, &si, &short_wait);
+    printf("nothing came: %d errno %d\n", s, errno);
+    timer_t t;
+    struct sigevent sev = {0};
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR1;
+    sev.sigev_value.sival_int = 9;
+    timer_create(CLOCK_MONOTONIC, &sev, &t);
+    struct itimerspec ts = {{0, 0}, {0, 30000000}};
+    timer_settime(t, 0, &ts, 0);
+    struct timespec long_wait = {5, 0};
+    s = sigtimedwait(&set, &si, &long_wait);
+    printf("the timer's signal came: %d code %d value %d\n", s, si.si_code, si.si_value.sival_int);
+    return 0;
+}
+
 static int refused(void) {
     struct sigaction sa = {0};
     sa.sa_handler = SIG_IGN;
@@ -490,6 +514,8 @@ int main(int argc, char **argv) {
         return blocked_read(1);
     if (!strcmp(c, "read-eintr"))
         return blocked_read(0);
+    if (!strcmp(c, "timedwait"))
+        return timedwait();
     if (!strcmp(c, "refused"))
         return refused();
     fprintf(stderr, "usage: signals CASE\n");
