@@ -57,7 +57,7 @@ pub mod auxv {
 /// Magic value of [`BootInfo::magic`]: "CABBOOT1".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CABBOOT1");
 /// Version of the [`BootInfo`] layout.
-pub const BOOT_VERSION: u32 = 4;
+pub const BOOT_VERSION: u32 = 5;
 
 /// [`BootInfo::flags`]: process backend. The domain is an ordinary Linux
 /// process under seccomp; the libos may issue the few system calls the
@@ -216,6 +216,103 @@ pub struct BootInfo {
     /// only stops asking about calls whose effect stays inside its own
     /// domain, which it controls anyway (docs/policy.md).
     pub check_local: crate::syscalls::CallSet,
+    /// Signals posted from outside the domain (docs/signals.md): bit `n - 1`
+    /// for signal `n`. The monitor ORs bits in (atomically, after writing
+    /// [`BootInfo::sig_posted`]); the libos takes them with an atomic swap.
+    pub sig_incoming: u64,
+    /// Non-zero: the libos should look at its signals before it returns to
+    /// the program (the monitor sets it with [`BootInfo::sig_incoming`]; the
+    /// libos sets and clears it for signals it holds itself). One load on
+    /// the way out of every libos call.
+    pub sig_attention: u64,
+    /// Written by the libos at start-up: its signal entry (KVM), where the
+    /// monitor sends a vCPU it stopped in program code to take a signal or
+    /// a fault, with the interrupted `rip` and RFLAGS and the fault's
+    /// details in [`BootInfo::sig_mailbox`]. Untrusted, like
+    /// [`BootInfo::kvm_trap_entry`].
+    pub kvm_signal_entry: u64,
+    /// Written by the libos whenever it changes: the signals the program has
+    /// a handler for and does not block. The monitor redirects a fault only
+    /// when its signal is in it, and otherwise reports it as before.
+    /// Untrusted: a wrong value only changes how the program's own fault
+    /// ends.
+    pub sig_handled: u64,
+    /// Written by the libos at start-up: its code, `[start, end)`. The
+    /// monitor redirects a vCPU only when its `rip` is outside (the libos
+    /// looks at its signals itself on its way out). Untrusted: a wrong
+    /// value only misdirects the program's own ring-3 control flow.
+    pub libos_text: [u64; 2],
+    /// Who holds [`BootInfo::sig_mailbox`] (KVM, several vCPUs): 0 free;
+    /// the monitor sets it (compare-and-swap 0 → 1) before it writes the
+    /// mailbox and redirects one vCPU; the libos clears it once that vCPU
+    /// has copied the mailbox at its signal entry. So two vCPUs redirected
+    /// at once never read each other's `rip`. A program that leaves it set
+    /// only keeps its own faults from reaching its handlers (bounded wait,
+    /// then the fault ends the program).
+    pub sig_mailbox_busy: u64,
+    /// Written by the monitor right before a redirect to
+    /// [`BootInfo::kvm_signal_entry`], while it holds
+    /// [`BootInfo::sig_mailbox_busy`].
+    pub sig_mailbox: SigMailbox,
+    /// Written by the monitor: the sender's words for each posted signal
+    /// (index `n - 1`), read by the libos when it takes the bit.
+    pub sig_posted: [SigPosted; 64],
+}
+
+/// [`BootInfo::sig_mailbox`]: the state a redirected vCPU was stopped in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigMailbox {
+    /// Interrupted `rip`.
+    pub rip: u64,
+    /// Interrupted RFLAGS.
+    pub rflags: u64,
+    /// 0: asynchronous (look at [`BootInfo::sig_incoming`]); else the signal
+    /// of a fault ([`BootInfo::sig_mailbox`] then has its details).
+    pub signo: u64,
+    /// The fault's `si_code`.
+    pub code: u64,
+    /// The fault's `si_addr` (`cr2` for a page fault).
+    pub addr: u64,
+    /// The exception vector (`uc_mcontext.trapno`).
+    pub trapno: u64,
+    /// The exception's error code (`uc_mcontext.err`).
+    pub err: u64,
+}
+
+/// [`BootInfo::sig_posted`]: what `siginfo_t` says about a posted signal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigPosted {
+    /// `si_code` (`SI_USER` for a signal sent to `cabinc`, `SI_TIMER` for a
+    /// timer, `SI_KERNEL` for one the kernel sent).
+    pub code: i32,
+    /// `si_pid` (or `si_tid` of a timer).
+    pub pid: u32,
+    /// `si_uid` (or `si_overrun` of a timer).
+    pub uid: u32,
+    /// Zero.
+    pub pad: u32,
+    /// `si_value` (timers).
+    pub value: u64,
+}
+
+/// The host signal the monitor sends a process-backend child after it
+/// posted signals in the boot page: the libos's handler for it takes
+/// [`BootInfo::sig_incoming`] (SIGRTMAX, which the monitor never forwards
+/// as a signal of the program's own).
+pub const WAKE_SIGNAL: i32 = 64;
+
+/// `si_code` values.
+pub mod si_code {
+    /// Sent by `kill`.
+    pub const SI_USER: i32 = 0;
+    /// Sent by the kernel.
+    pub const SI_KERNEL: i32 = 0x80;
+    /// A POSIX timer expired.
+    pub const SI_TIMER: i32 = -2;
+    /// Sent by `tkill`/`tgkill`.
+    pub const SI_TKILL: i32 = -6;
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::PAGE_SIZE as usize);

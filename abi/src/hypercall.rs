@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_WAIT`] or [`DOORBELL_WAKE`] | none |
 //! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments, `rcx` = return address | `rax` = result; or `rcx` changed: redirect (below) |
-//! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed |
+//! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed; or, for a ring-3 exception, `rax` = where ring 3 resumes (the libos's signal entry) |
 //!
 //! The domain's I/O permission bitmap lets ring 3 reach [`PORT_DOORBELL`]
 //! only; an `out` to any other port from ring 3 faults (#GP) instead of
@@ -28,7 +28,12 @@ pub const PORT_DOORBELL: u16 = 0xE0;
 /// lowered by the red zone (128 bytes), as a trampoline would call the libos.
 /// Only the page-fault form of the gate can redirect.
 pub const PORT_SYSCALL: u16 = 0xE1;
-/// Proxy-kernel → monitor: the program took a fault; end it.
+/// Proxy-kernel → monitor: the program took a fault. The monitor ends it,
+/// or (a ring-3 exception the program has a handler for: docs/signals.md)
+/// resumes the vCPU with `rax` = the libos's signal entry, having written
+/// the fault into the boot page's `sig_mailbox`; the proxy-kernel then
+/// returns to ring 3 there with every register as at the fault but `rip`
+/// and RFLAGS (sanitised, TF cleared).
 pub const PORT_FAULT: u16 = 0xE2;
 
 /// [`PORT_DOORBELL`] value: new submissions are on the ring; wake the

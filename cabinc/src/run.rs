@@ -151,6 +151,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         quiet: a.quiet,
         arena_bytes: a.mem.or(rp.memory).unwrap_or(0),
         force_trap_path: a.forwarding == Forwarding::Sync,
+        forward_signals: true,
         cpu_placement: match a.cpus {
             Cpus::Split => CpuPlacement::Split,
             Cpus::Shared => CpuPlacement::Shared,

@@ -21,6 +21,9 @@ pub struct SyscallsArgs {
 /// Who serves a call, as the table column says it.
 fn served_by(nr: u64, serve: Serve) -> &'static str {
     match serve {
+        Serve::Always if nr == cabin_abi::syscalls::nr::rt_sigreturn => {
+            "libos, always (returns from a handler)"
+        }
         Serve::Always => "libos, always (ends the program)",
         Serve::Local => "libos",
         Serve::LocalOrForwarded => "libos, or the monitor",
@@ -56,7 +59,7 @@ fn kind(a: &Arg) -> String {
 pub fn render() -> String {
     let mut out = String::from(
         "How each x86-64 system call of a confined program is served. A policy decides every call \
-         but exit and exit_group,\nwhichever side serves it; `cabinc syscalls --doc` explains each \
+         but exit, exit_group\nand rt_sigreturn, whichever side serves it; `cabinc syscalls --doc` explains each \
          (docs/syscalls.md).\n\n",
     );
     let _ = writeln!(out, "{:>4}  {:<48} served by", "nr", "call (argument kinds)");
@@ -114,6 +117,8 @@ mod tests {
             .lines()
             .any(|l| l.starts_with(" 231  exit_group(int)")
                 && l.ends_with(" libos, always (ends the program)")));
-        assert!(t.contains("38 served by the libos, 84 by the monitor"), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("  15  rt_sigreturn(")
+            && l.ends_with(" libos, always (returns from a handler)")));
+        assert!(t.contains("43 served by the libos, 94 by the monitor"), "{t}");
     }
 }

@@ -73,6 +73,10 @@ pub fn passthrough(nr: u64, args: &[u64; 6]) -> Action {
 /// messages; passthrough mode ignores it); returns `rax`.
 pub extern "C" fn cabin_dispatch(frame: &SyscallFrame, ret: u64) -> i64 {
     if CONFINED.load(Ordering::Relaxed) {
+        // The site's rsp: the trampoline's return address (9 words above
+        // the frame's start) sits ENTRY_RSP_OFFSET below it.
+        let ret_slot = frame as *const SyscallFrame as u64 + 9 * 8;
+        forward::set_site_rsp(ret_slot + cabin_abi::link::trampoline::ENTRY_RSP_OFFSET);
         return forward::dispatch(frame.nr, &frame.args, ret);
     }
     match passthrough(frame.nr, &frame.args) {

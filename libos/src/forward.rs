@@ -34,7 +34,7 @@ mod clock;
 mod mem;
 mod readahead;
 mod ring_client;
-mod signals;
+pub(crate) mod signals;
 pub(crate) mod thread;
 
 use core::cell::UnsafeCell;
@@ -61,12 +61,11 @@ pub(crate) mod errno {
     pub const EFAULT: i64 = 14;
     pub const EPIPE: i64 = 32;
     pub const EINVAL: i64 = 22;
+    pub const EINTR: i64 = 4;
+    pub const EMFILE: i64 = 24;
     pub const ENODEV: i64 = 19;
     pub const ENOSYS: i64 = 38;
 }
-
-/// Signal number of SIGPIPE.
-const SIGPIPE: u64 = 13;
 
 /// A static written only while the program has one thread: [`STATE`] at
 /// start-up (read-only afterwards) and read-ahead's state (switched off
@@ -215,6 +214,9 @@ pub fn init(boot: u64) -> bool {
         st.gid = ids[3];
         st.check = check;
     }
+    if !signals::init(b, ids[0], ids[2], flags & BOOT_FLAG_PROCESS != 0) {
+        return false;
+    }
     if flags & BOOT_FLAG_KVM != 0 {
         // KVM domain: no host signals exist (faults go to the proxy-kernel),
         // and ring waits use the ring-3 doorbell port instead of futex. A
@@ -225,9 +227,8 @@ pub fn init(boot: u64) -> bool {
         // SAFETY: `b` is the boot page validated above; this slot is the
         // libos's to write (cabin_abi::boot::BootInfo::kvm_trap_entry).
         unsafe { addr_of_mut!((*b).kvm_trap_entry).write_volatile(entry) };
-        return true;
     }
-    signals::install()
+    true
 }
 
 /// KVM domain: where the monitor redirects a system call that a trap site
@@ -251,12 +252,21 @@ pub unsafe extern "C" fn cabin_kvm_trap_entry() {
     core::arch::naked_asm!(
         "push rcx",
         "mov qword ptr gs:[{after}], rcx",
+        // rt_sigreturn (flags untouched: `lea` and `jrcxz`): the frame is
+        // at the site's rsp.
+        "lea rcx, [rax - {nr_sigreturn}]",
+        "jrcxz 2f",
         "mov qword ptr gs:[{trapped}], 1",
         "call cabin_syscall_entry",
         "mov qword ptr gs:[{trapped}], 0",
         "pop rcx",
         "lea rsp, [rsp + {red_zone}]",
         "jmp rcx",
+        "2:",
+        "lea rdi, [rsp + 8 + {red_zone}]",
+        "jmp {sigreturn}",
+        nr_sigreturn = const nr::rt_sigreturn,
+        sigreturn = sym crate::arch::x86_64::entry::cabin_sigreturn_entry,
         red_zone = const cabin_abi::link::trampoline::RED_ZONE,
         trapped = const thread::KVM_TRAPPED_OFFSET,
         after = const thread::KVM_TRAP_AFTER_OFFSET,
@@ -285,22 +295,37 @@ pub(crate) fn trap_site(after: u64) -> u64 {
 #[cfg(not(target_os = "none"))]
 pub unsafe extern "C" fn cabin_kvm_trap_entry() {}
 
+/// The program's stack pointer at the call being served (for `sigaltstack`'s
+/// `SS_ONSTACK`).
+static SITE_RSP: AtomicU64 = AtomicU64::new(0);
+
+/// Records the program's stack pointer at the call being served.
+pub fn set_site_rsp(rsp: u64) {
+    SITE_RSP.store(rsp, Ordering::Relaxed);
+}
+
 /// Serves system call `nr` in confined mode; returns the value for `rax`.
 /// `site`: where the program made the call (the trampoline's return address;
 /// a hint for the monitor's messages, see `cabin_abi::ring`).
 pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
     let me = thread::current();
-    if me.kvm_trapped.load(Ordering::Relaxed) != 0 {
+    if me.kvm_trapped.swap(0, Ordering::Relaxed) != 0 {
         // Came through `cabin_kvm_trap_entry`: the trap path of a KVM domain.
+        // (Cleared here: a handler that runs on the way out makes calls of
+        // its own.) The trap entry pushed one word more.
+        SITE_RSP.fetch_add(8, Ordering::Relaxed);
         return serve(nr, args, true, trap_site(me.kvm_trap_after.load(Ordering::Relaxed)));
     }
     let force_trap = state().flags & BOOT_FLAG_FORCE_TRAP != 0;
-    if force_trap && !matches!(nr, nr::rt_sigaction | nr::rt_sigprocmask | nr::exit | nr::exit_group) {
+    if force_trap
+        && !matches!(nr, nr::rt_sigaction | nr::rt_sigprocmask | nr::sigaltstack | nr::exit | nr::exit_group)
+    {
         // Testing mode: take the trap path. The seccomp filter traps every
         // call the program can make here except the harmless ones it lets
         // through (clock reads), which then run for real, as they would.
         // Signal-disposition calls are kept off this path: issued for real,
-        // they could replace the libos's own SIGSYS handler.
+        // they could replace the libos's own SIGSYS handler (or, for
+        // sigaltstack, move its private stack).
         me.forced_site.store(site, Ordering::Relaxed);
         // SAFETY: the program's own request, as its `syscall` would issue it.
         let r = unsafe { syscall6(nr, args) };
@@ -323,6 +348,25 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
         boot_add_trapped();
     }
     let flags = if trapped { SUB_TRAPPED } else { 0 };
+    match nr {
+        nr::pause => {
+            // Pending signals first; the wait itself is forwarded (and so
+            // decided by the policy like any forwarded call).
+            return signals::suspend(None);
+        }
+        // signalfd: the descriptor is the monitor's (a placeholder it
+        // opens, policy-checked as a forwarded call); its reads are served
+        // from the libos's pending set.
+        nr::signalfd4 => return signals::signalfd4(args[0], args[1], args[2], args[3]),
+        nr::signalfd => return signals::signalfd4(args[0], args[1], args[2], 0),
+        nr::read => {
+            if let Some(r) = signals::signalfd_read(args[0], args[1], args[2]) {
+                return r;
+            }
+        }
+        nr::close => signals::signalfd_close(args[0]),
+        _ => {}
+    }
     let class = syscalls::serve(nr);
     if class == Serve::Forwarded {
         return forward_from(nr, args, flags, site);
@@ -372,16 +416,39 @@ pub(crate) fn forward_from(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i
     r
 }
 
+/// A wait the libos makes for a signal on the program's behalf (`pause`,
+/// or a sleep bounding `rt_sigtimedwait`): forwarded and checked, and its
+/// `EINTR` returned as it is (the caller looks at its signals itself).
+pub(crate) fn forward_wait(nr: u64, args: &[u64; 6]) -> i64 {
+    let r = ring_client::call(nr, args, 0, 0);
+    if !reply_is_valid(nr, args, r) {
+        crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
+    }
+    r
+}
+
 /// Sends a call to the monitor and checks the reply (no read-ahead hooks).
 pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    let r = ring_client::call(nr, args, flags, site);
+    let mut r = ring_client::call(nr, args, flags, site);
+    // EINTR: the monitor interrupted the call because it posted a signal
+    // (its host threads see no other signal). If the signal is there to be
+    // taken, the way out decides between EINTR and a restart; if not (a
+    // blocked or ignored one), the call is made again, as Linux restarts it.
+    let mut again = 0;
+    while r == -errno::EINTR && nr != nr::pause && again < 1000 {
+        if signals::interrupted(nr) {
+            break;
+        }
+        again += 1;
+        r = ring_client::call(nr, args, flags, site);
+    }
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
     }
     if r == -errno::EPIPE && matches!(nr, nr::write | nr::writev | nr::pwrite64 | nr::sendfile) {
         // The kernel would send SIGPIPE along with EPIPE (the monitor itself
-        // ignores SIGPIPE): act on the program's disposition for it.
-        signals::raise(SIGPIPE);
+        // ignores SIGPIPE): post it; it is taken on the way out.
+        signals::sigpipe();
     }
     r
 }
@@ -462,11 +529,21 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         }
         nr::rt_sigaction => signals::sigaction(a[0], a[1], a[2], a[3]),
         nr::rt_sigprocmask => signals::sigprocmask(a[0], a[1], a[2], a[3]),
-        nr::sigaltstack => signals::sigaltstack(a[0], a[1]),
+        nr::sigaltstack => signals::sigaltstack(a[0], a[1], SITE_RSP.load(Ordering::Relaxed)),
+        nr::rt_sigpending => signals::sigpending(a[0], a[1]),
+        nr::rt_sigsuspend => {
+            if a[1] != 8 {
+                return Some(-errno::EINVAL);
+            }
+            // SAFETY: the program's own pointer (see signals::sigaction).
+            let m = unsafe { (a[0] as *const u64).read_unaligned() };
+            signals::suspend(Some(m))
+        }
+        nr::rt_sigtimedwait => signals::sigtimedwait(a[0], a[1], a[2], a[3]),
         nr::kill => {
             let pid = a[0] as i64;
             if pid == st.pid as i64 || pid == 0 || pid == -(st.pid as i64) || pid == -1 {
-                signals::raise(a[1])
+                signals::raise(a[1], cabin_abi::boot::si_code::SI_USER)
             } else {
                 -errno::EPERM
             }

@@ -11,7 +11,9 @@
 use std::marker::PhantomData;
 use std::ptr::addr_of_mut;
 
-use cabin_abi::boot::{BootInfo, EndWords};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cabin_abi::boot::{BootInfo, EndWords, SigMailbox, SigPosted};
 use cabin_abi::syscalls::CallSet;
 
 use crate::config::RunError;
@@ -66,6 +68,64 @@ impl<'a> BootPage<'a> {
         (v != 0 && v < 0x0000_8000_0000_0000).then_some(v)
     }
 
+    /// Where the libos takes signals in ring 3 (KVM), and its code range,
+    /// as it published them: `Some((entry, [start, end)))` when the entry
+    /// is a plausible user address. Untrusted: a wrong value only misdirects
+    /// the program's own ring-3 control flow.
+    pub fn signal_entry(&self) -> Option<(u64, [u64; 2])> {
+        // SAFETY: as in `set_spin_ns`; volatile loads of plain integers.
+        let (entry, text) = unsafe {
+            (
+                addr_of_mut!((*self.info).kvm_signal_entry).read_volatile(),
+                addr_of_mut!((*self.info).libos_text).read_volatile(),
+            )
+        };
+        (entry != 0 && entry < 0x0000_8000_0000_0000).then_some((entry, text))
+    }
+
+    /// Whether the program has a handler for `sig` that it does not block
+    /// (as the libos published it; untrusted).
+    pub fn handles(&self, sig: u64) -> bool {
+        // SAFETY: as in `set_spin_ns`; a volatile load of one word.
+        let h = unsafe { addr_of_mut!((*self.info).sig_handled).read_volatile() };
+        (1..=64).contains(&sig) && h & (1 << (sig - 1)) != 0
+    }
+
+    /// Takes the mailbox for one redirect (`sig_mailbox_busy` 0 → 1);
+    /// `false` while another vCPU's redirect has not been read by the libos
+    /// yet (or the program scribbled on the word).
+    pub fn try_take_mailbox(&self) -> bool {
+        // SAFETY: as in `set_spin_ns`; an atomic view of an aligned word.
+        let w = unsafe { &*addr_of_mut!((*self.info).sig_mailbox_busy).cast::<AtomicU64>() };
+        w.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Gives the mailbox back without a redirect (the redirect failed).
+    pub fn release_mailbox(&self) {
+        // SAFETY: as in `set_spin_ns`; an atomic view of an aligned word.
+        let w = unsafe { &*addr_of_mut!((*self.info).sig_mailbox_busy).cast::<AtomicU64>() };
+        w.store(0, Ordering::SeqCst);
+    }
+
+    /// Tells the libos where a vCPU sent to its signal entry was stopped
+    /// (only while holding the mailbox: [`BootPage::try_take_mailbox`]).
+    pub fn set_mailbox(&self, m: &SigMailbox) {
+        // SAFETY: as in `set_spin_ns`.
+        unsafe { addr_of_mut!((*self.info).sig_mailbox).write_volatile(*m) };
+    }
+
+    /// Whether the attention word is set (a posted signal not yet taken).
+    pub fn attention(&self) -> bool {
+        // SAFETY: as in `set_spin_ns`; an atomic view of an aligned word.
+        let w = unsafe { &*addr_of_mut!((*self.info).sig_attention).cast::<AtomicU64>() };
+        w.load(Ordering::SeqCst) != 0
+    }
+
+    /// The posting side of signals: a [`SignalBox`] that other threads may use.
+    pub fn signal_box(&self) -> SignalBox {
+        SignalBox { info: self.info }
+    }
+
     /// What the libos left for the monitor (untrusted, see [`EndWords`]).
     pub fn end_words(&self) -> EndWords {
         let b = self.info;
@@ -83,5 +143,49 @@ impl<'a> BootPage<'a> {
                 local_counts: addr_of_mut!((*b).local_counts).read_volatile(),
             }
         }
+    }
+}
+
+/// Posts signals into a domain's boot page (docs/signals.md): the words of
+/// `siginfo`, then the bit in `sig_incoming`, then the attention word. The
+/// libos takes them with atomic swaps; the program can scribble on all of
+/// it, which only confuses its own signals.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalBox {
+    info: *mut BootInfo,
+}
+
+// SAFETY: only atomic and volatile accesses to the boot page, which stays
+// mapped while the domain lives; the session keeps every user of a
+// SignalBox inside the domain's lifetime (scoped threads).
+unsafe impl Send for SignalBox {}
+// SAFETY: as above.
+unsafe impl Sync for SignalBox {}
+
+impl SignalBox {
+    /// Posts signal `sig` (1..=64) with `words`.
+    pub fn post(&self, sig: u32, words: SigPosted) {
+        if !(1..=64).contains(&sig) {
+            return;
+        }
+        let b = self.info;
+        // SAFETY: see the type; volatile store of one slot, then atomic
+        // views of two aligned words.
+        unsafe {
+            addr_of_mut!((*b).sig_posted[(sig - 1) as usize]).write_volatile(words);
+            (*addr_of_mut!((*b).sig_incoming).cast::<AtomicU64>()).fetch_or(1 << (sig - 1), Ordering::SeqCst);
+            (*addr_of_mut!((*b).sig_attention).cast::<AtomicU64>()).store(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether signal `sig` is still waiting for the libos to take it.
+    pub fn waiting(&self, sig: u32) -> bool {
+        if !(1..=64).contains(&sig) {
+            return false;
+        }
+        // SAFETY: as in `post`.
+        let incoming =
+            unsafe { (*addr_of_mut!((*self.info).sig_incoming).cast::<AtomicU64>()).load(Ordering::SeqCst) };
+        incoming & (1 << (sig - 1)) != 0
     }
 }

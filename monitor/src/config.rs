@@ -37,6 +37,10 @@ pub struct RunConfig {
     /// Testing: make every call take the seccomp-trap (SIGSYS) slow path,
     /// as if every site had been left as a trap site.
     pub force_trap_path: bool,
+    /// Deliver SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 sent to this
+    /// process to the program (`cabinc run`; docs/signals.md). The session
+    /// blocks them in its threads while the program runs.
+    pub forward_signals: bool,
     /// Whether the program and the ring worker get CPUs of their own
     /// (`--cpus`; default: split, see [`crate::placement`]).
     pub cpu_placement: crate::placement::CpuPlacement,

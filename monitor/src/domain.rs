@@ -137,6 +137,20 @@ impl StopCause {
 pub trait Stopper: Send + Sync + std::fmt::Debug {
     /// Ends the program as soon as possible; [`Domain::run`] then returns.
     fn stop(&self, cause: StopCause);
+
+    /// Makes the program look at a signal the monitor just posted in its
+    /// boot page (docs/signals.md): the process backend sends the child
+    /// that signal (the libos's handler takes it), the KVM backend kicks
+    /// the vCPU (the monitor then sends it to the libos's signal entry).
+    /// Called once per posted signal; harmless after the program ended.
+    fn wake_for_signal(&self, sig: i32) {
+        let _ = sig;
+    }
+
+    /// Called again while a posted signal has not been taken: wakes what a
+    /// lost wake-up may have missed (KVM: kicks again; the process backend's
+    /// kernel signal is never lost, so nothing).
+    fn rewake(&self) {}
 }
 
 /// Whose CPU clock is the program's (for `[limits] cpu-time`; the ring

@@ -134,6 +134,18 @@ impl Kickable {
         self.thread.store(0, Ordering::SeqCst);
     }
 
+    /// Kicks the thread in the section once, if there is one: a host call it
+    /// is blocked in fails with `EINTR` (a kick that lands just before it
+    /// blocks is lost: callers that must be sure repeat it).
+    pub fn kick_once(&self) {
+        let t = self.thread.load(Ordering::SeqCst);
+        if t != 0 {
+            // SAFETY: the caller's contract as for `kick_until_left`: the
+            // thread in the section is not joined while it is kicked.
+            unsafe { kick(t) };
+        }
+    }
+
     /// Kicks the thread in the section every 5 ms until it leaves (at most
     /// `max`); returns whether it left. The caller must be the one that
     /// joins that thread (or the thread must outlive this call), so the id

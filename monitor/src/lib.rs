@@ -44,10 +44,12 @@ pub mod placement;
 pub mod ring;
 pub mod service;
 pub mod session;
+pub mod signals;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;
 pub mod threads;
+pub mod timers;
 pub mod trace;
 pub mod watch;
 

@@ -207,6 +207,13 @@ impl StopHandle {
         futex(self.ring.sq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
         self.serving.kick_until_left(Duration::from_secs(2));
     }
+
+    /// Interrupts the host call the worker is blocked in, if any (it fails
+    /// with `EINTR`, which the libos turns into a signal's `EINTR` or a
+    /// restart: docs/signals.md). Same caller rule as [`StopHandle::stop`].
+    pub fn interrupt(&self) {
+        self.serving.kick_once();
+    }
 }
 
 /// A worker over one ring.

@@ -65,6 +65,9 @@ impl<'a> Session<'a> {
     /// Runs the program in a domain of backend `D` and writes the records.
     pub fn run<D: Domain + Sync>(self) -> Result<RunOutcome, RunError> {
         let Session { image, elf, cfg, t0 } = self;
+        // Before any thread starts: they all inherit the mask, so only the
+        // forwarder receives these signals (docs/signals.md).
+        let _blocked = cfg.forward_signals.then(crate::signals::block);
         D::available()?;
         let xo = D::execute_only(&elf);
         if cfg.require_execute_only && !xo.enforced {
@@ -78,6 +81,8 @@ impl<'a> Session<'a> {
         let cwd =
             std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
+        let timers = std::sync::Arc::new(crate::timers::Timers::default());
+        service.timers = Some(timers.clone());
         // Policy, limits, trace and audit (crate::gate): the worker passes
         // every call through it, fast-path and trapped alike.
         let gate = Gate::open(&cfg.gate, D::BACKEND)
@@ -141,6 +146,8 @@ impl<'a> Session<'a> {
         let time_stop = stopper.clone();
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
 
+        let signal_box = BootPage::of(domain.memory())?.signal_box();
+        let forwarding_done = std::sync::atomic::AtomicBool::new(false);
         let threads = Threads::new(
             &domain,
             domain.memory(),
@@ -151,8 +158,23 @@ impl<'a> Session<'a> {
             sites,
             spec.threads as usize,
         );
+        let interrupt_workers = || threads.interrupt_all();
+        let poster = crate::signals::Poster {
+            signals: signal_box,
+            stopper: stopper.clone(),
+            interrupt: &interrupt_workers,
+        };
+        let poster = &poster;
         let ran = std::thread::scope(|s| {
             threads.start_main(s, worker);
+            if cfg.forward_signals {
+                let done = &forwarding_done;
+                s.spawn(move || crate::signals::forward_until(done, poster));
+            }
+            {
+                let (done, timers) = (&forwarding_done, &*timers);
+                s.spawn(move || crate::timers::run_until(done, timers, poster));
+            }
             let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_this_thread());
             // This thread runs the program (a vCPU) or waits for it, on the
             // program's CPUs for the run.
@@ -160,6 +182,7 @@ impl<'a> Session<'a> {
                 p.program.apply(0);
             }
             let ran = domain.run();
+            forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(p) = &placement {
                 p.restore();
             }

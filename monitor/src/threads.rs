@@ -168,6 +168,14 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         });
     }
 
+    /// Interrupts every worker out of the host call it is blocked in (a
+    /// signal was posted: docs/signals.md).
+    pub fn interrupt_all(&self) {
+        for s in lock(&self.table).stops.iter().flatten() {
+            s.interrupt();
+        }
+    }
+
     /// Stops every worker (the program has ended); none starts after this.
     pub fn stop_all(&self) {
         let stops: Vec<StopHandle> = {

@@ -353,12 +353,13 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
 
 /// Refuses a rule that no backend could enforce: one that would refuse a
 /// call the system-call table marks [`names::Serve::Always`] (`exit`,
-/// `exit_group`), by name, number, group or `[[rule]]`. Every other rule a
+/// `exit_group`, `rt_sigreturn`), by name, number, group or `[[rule]]`. Every other rule a
 /// file can state is enforced on every backend (docs/policy.md).
 fn check_enforceable(cx: &Ctx<'_>, p: &Policy) -> Result<(), PolicyError> {
     let always = |nr: u64| names::serve(nr) == names::Serve::Always;
-    let why = "a program can always end itself (a fault ends it too), so no backend could enforce that; \
-               exit and exit_group are always served";
+    let why = "a program can always end itself (a fault ends it too) and return from its own signal \
+               handler (rt_sigreturn only sets ring-3 state it could set itself), so no backend could enforce \
+               that; exit, exit_group and rt_sigreturn are always served";
     let at = |loc: Loc, message: String, help: String| PolicyError::At {
         source_name: cx.source.to_string(),
         line: loc.line,

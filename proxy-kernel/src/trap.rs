@@ -213,6 +213,18 @@ pub fn gate_redirect(target: u64, rsp: u64, r11: u64) -> Option<(u64, u64, u64)>
     Some((target, new_rsp, (r11 & USER_RFLAGS) | FORCED_RFLAGS))
 }
 
+/// The state a program fault resumes ring 3 with when the monitor redirects
+/// it to the libos's signal entry `target`: `None` (stop) unless `target` is
+/// a canonical user address; RFLAGS keeps only what ring 3 may set, without
+/// TF (the entry must not single-step; the libos gets the program's own
+/// RFLAGS from the monitor).
+pub fn signal_redirect(target: u64, rflags: u64) -> Option<(u64, u64)> {
+    if target == 0 || !is_user_canonical(target) {
+        return None;
+    }
+    Some((target, (rflags & USER_RFLAGS & !0x100) | FORCED_RFLAGS))
+}
+
 /// Linux signal numbers the monitor reports.
 pub mod signal {
     /// Illegal instruction.
@@ -368,6 +380,14 @@ mod tests {
         );
         assert_eq!(gate_redirect(0xffff_ffff_8000_0000, 0x7fff_0000, 0x202), None);
         assert_eq!(gate_redirect(0x40_1000, 64, 0x202), None);
+    }
+
+    #[test]
+    fn signal_redirect_is_a_user_jump() {
+        assert_eq!(signal_redirect(0x40_1000, 0x3146), Some((0x40_1000, 0x246)));
+        assert_eq!(signal_redirect(0, 0x202), None);
+        assert_eq!(signal_redirect(0xffff_8000_0000_0000, 0x202), None);
+        assert_eq!(signal_redirect(0x0000_8000_0000_0000, 0x202), None);
     }
 
     #[test]

@@ -111,6 +111,16 @@ impl Stopper for VcpuStopper {
     fn stop(&self, cause: StopCause) {
         self.0.worker_ended(Some(cause.message()));
     }
+
+    fn wake_for_signal(&self, _sig: i32) {
+        // Out of KVM_RUN: the run loop then sends a vCPU in program code
+        // to the libos's signal entry (`signal_redirect`).
+        self.0.kick_all();
+    }
+
+    fn rewake(&self) {
+        self.0.kick_all();
+    }
 }
 
 impl KvmDomain {

@@ -61,6 +61,8 @@ pub struct FaultReport {
     pub cs: u64,
     /// `rsp` of the faulting code.
     pub rsp: u64,
+    /// RFLAGS of the faulting code.
+    pub rflags: u64,
     /// The proxy-kernel's reason code (`cabin_abi::hypercall::fault`).
     pub reason: u64,
 }
@@ -75,6 +77,7 @@ impl FaultReport {
             cr2: r.rcx,
             cs: r.r8,
             rsp: r.r9,
+            rflags: r.r10,
             reason: r.r11,
         }
     }
@@ -104,6 +107,35 @@ impl FaultReport {
             }
             _ => signal_for(self.vector),
         }
+    }
+
+    /// What the program's handler sees (`si_signo`, `si_code`, `si_addr`),
+    /// as Linux fills them for this exception.
+    pub fn siginfo(&self, int_n: Option<u8>) -> (u64, u64, u64) {
+        const SI_KERNEL: u64 = 0x80;
+        let signo = u64::from(self.signal_for_run(int_n));
+        if int_n.is_some() || self.reason != fault::REASON_EXCEPTION {
+            return (signo, SI_KERNEL, 0);
+        }
+        let (code, addr) = match self.vector {
+            vector::PF => {
+                let code = if self.error & cabin_proxy_kernel::trap::pf::PK != 0 {
+                    4 // SEGV_PKUERR
+                } else if self.error & cabin_proxy_kernel::trap::pf::PRESENT != 0 {
+                    2 // SEGV_ACCERR
+                } else {
+                    1 // SEGV_MAPERR
+                };
+                (code, self.cr2)
+            }
+            vector::UD => (2, self.rip),              // ILL_ILLOPN
+            vector::DE => (1, self.rip),              // FPE_INTDIV
+            vector::XM | vector::MF => (7, self.rip), // FPE_FLTINV
+            vector::DB => (2, self.rip),              // TRAP_TRACE
+            vector::AC => (1, 0),                     // BUS_ADRALN
+            _ => (SI_KERNEL, 0),
+        };
+        (signo, code, addr)
     }
 
     /// One line describing the fault (without a trailing newline).
@@ -288,9 +320,23 @@ mod tests {
 
     #[test]
     fn fault_messages() {
-        let f =
-            FaultReport { vector: 14, error: 7, rip: 0x401005, cr2: 0x401000, cs: 0x33, rsp: 0, reason: 0 };
+        let f = FaultReport {
+            vector: 14,
+            error: 7,
+            rip: 0x401005,
+            cr2: 0x401000,
+            cs: 0x33,
+            rsp: 0,
+            rflags: 0,
+            reason: 0,
+        };
         assert_eq!(f.signal(), 11);
+        assert_eq!(f.siginfo(None), (11, 2, 0x401000), "SEGV_ACCERR at cr2");
+        assert_eq!(FaultReport { error: 4, ..f }.siginfo(None), (11, 1, 0x401000), "SEGV_MAPERR");
+        assert_eq!(FaultReport { vector: 6, ..f }.siginfo(None), (4, 2, 0x401005), "ILL_ILLOPN at rip");
+        assert_eq!(FaultReport { vector: 0, ..f }.siginfo(None), (8, 1, 0x401005), "FPE_INTDIV");
+        assert_eq!(FaultReport { vector: 13, ..f }.siginfo(None), (11, 0x80, 0), "#GP: SI_KERNEL");
+        assert_eq!(FaultReport { vector: 6, ..f }.siginfo(Some(0x80)), (11, 0x80, 0), "int 0x80");
         assert_eq!(
             f.message(None),
             "program killed by SIGSEGV: page fault (#PF): write to a read-only page at 0x401000 (rip 0x401005)"
@@ -320,6 +366,7 @@ mod tests {
             cr2: 0,
             cs: fault::LEGACY_ENTRY_CS,
             rsp: 0x7fff_0000,
+            rflags: 0x202,
             reason: fault::REASON_COMPAT_SYSCALL,
         };
         assert!(!compat.in_kernel(), "a compat syscall is the program's fault, never a Cabin error");

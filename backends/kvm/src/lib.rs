@@ -98,6 +98,9 @@ pub enum GuestError {
     /// Writing the registers failed.
     #[error("SET_REGS failed: {0}")]
     SetRegs(#[source] kvm_ioctls::Error),
+    /// Reading the segment registers failed.
+    #[error("GET_SREGS failed: {0}")]
+    GetSregs(#[source] kvm_ioctls::Error),
     /// The proxy-kernel itself faulted (the report in words).
     #[error("{0}")]
     ProxyKernelFault(String),
@@ -180,6 +183,9 @@ pub struct KvmStats {
     pub doorbell_waits: u64,
     /// vCPUs started over the run (one per program thread).
     pub vcpus: u64,
+    /// Faults and posted signals sent to the libos's signal entry
+    /// (docs/signals.md).
+    pub signal_redirects: u64,
 }
 
 impl KvmStats {
@@ -192,6 +198,7 @@ impl KvmStats {
             "doorbell_exits": self.doorbell_exits,
             "gate_redirects": self.gate_redirects,
             "doorbell_waits": self.doorbell_waits,
+            "signal_redirects": self.signal_redirects,
             "ring_forwarded": ring_forwarded,
             "boot_ns": self.boot_ns,
             "mem_bytes": mem_bytes,
@@ -210,6 +217,7 @@ impl KvmStats {
         self.doorbell_exits += other.doorbell_exits;
         self.gate_redirects += other.gate_redirects;
         self.doorbell_waits += other.doorbell_waits;
+        self.signal_redirects += other.signal_redirects;
     }
 }
 
@@ -527,7 +535,10 @@ fn run_loop(
                 match service.interrupted() {
                     Some(Served::Violation(msg)) => return Ok(LoopEnd::Violation(msg)),
                     Some(Served::Exit(code)) => return Ok(LoopEnd::Exited(code)),
-                    _ => continue,
+                    _ => {
+                        signal_redirect(vcpu, d)?;
+                        continue;
+                    }
                 }
             }
             Err(e) => return Err(GuestError::Run(e).into()),
@@ -569,6 +580,15 @@ fn run_loop(
                     return Err(GuestError::ProxyKernelFault(f.message(None)).into());
                 }
                 let int_n = int_instruction(d, &f);
+                if let Some(entry) = fault_redirect(d, &f, int_n, ending) {
+                    // The libos takes it (the program's handler, or its
+                    // default action): the proxy-kernel resumes ring 3 there.
+                    stats.signal_redirects += 1;
+                    let mut k = kregs;
+                    k.rax = entry;
+                    vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                    continue;
+                }
                 let status = 128 + f.signal_for_run(int_n) as i32;
                 return Ok(LoopEnd::Fault { status, fault: f, report: f.message(int_n) });
             }
@@ -589,6 +609,86 @@ fn run_loop(
             }
         }
     }
+}
+
+/// How long a faulting vCPU waits for the signal mailbox while another
+/// vCPU's redirect has not been read yet (the libos frees it within a few
+/// instructions; a program that keeps it busy ends at its fault).
+const MAILBOX_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether the libos can take fault `f` (docs/signals.md): a ring-3
+/// exception in program code (not in the libos, whose own faults end the
+/// program) once the libos published its signal entry. Takes the boot
+/// page's mailbox (every vCPU shares it: one redirect at a time), writes
+/// the fault there and returns the entry. The fault goes to the thread that
+/// took it: this vCPU.
+fn fault_redirect(d: &Guest, f: &FaultReport, int_n: Option<u8>, ending: &AtomicBool) -> Option<u64> {
+    if f.reason != cabin_abi::hypercall::fault::REASON_EXCEPTION || f.cs & 3 != 3 {
+        return None;
+    }
+    let boot = cabin_monitor::boot::BootPage::of(&d.view).ok()?;
+    let (entry, text) = boot.signal_entry()?;
+    // A fault in the libos, or at the entry itself (a program that moved
+    // the published entry or text range onto unmapped memory), is not
+    // sent back there: it ends the program instead of looping.
+    if (text[0]..text[1]).contains(&f.rip) || f.rip == entry {
+        return None;
+    }
+    let (signo, code, addr) = f.siginfo(int_n);
+    if !boot.handles(signo) {
+        return None;
+    }
+    let waited = Instant::now();
+    while !boot.try_take_mailbox() {
+        if ending.load(Ordering::SeqCst) || waited.elapsed() >= MAILBOX_WAIT {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+    boot.set_mailbox(&cabin_abi::boot::SigMailbox {
+        rip: f.rip,
+        rflags: f.rflags,
+        signo,
+        code,
+        addr,
+        trapno: f.vector,
+        err: f.error,
+    });
+    Some(entry)
+}
+
+/// After a kick: when a posted signal waits (the attention word) and this
+/// vCPU stopped in ring-3 program code, sends it to the libos's signal
+/// entry (the interrupted `rip`/RFLAGS in the mailbox), so the program's
+/// handler runs without any ring-0 work. Every vCPU is kicked; the first
+/// that takes the mailbox is redirected, the others go on (a posted signal
+/// is for one thread: whichever takes it from `sig_incoming` and does not
+/// block it; the monitor re-kicks while it is not taken). Elsewhere (in
+/// the libos, which looks on its way out; in the proxy-kernel, briefly) a
+/// vCPU is left alone.
+fn signal_redirect(vcpu: &mut VcpuFd, d: &Guest) -> Result<(), KvmError> {
+    let Ok(boot) = cabin_monitor::boot::BootPage::of(&d.view) else { return Ok(()) };
+    if !boot.attention() {
+        return Ok(());
+    }
+    let Some((entry, text)) = boot.signal_entry() else { return Ok(()) };
+    let sregs = vcpu.get_sregs().map_err(GuestError::GetSregs)?;
+    if sregs.cs.selector & 3 != 3 {
+        return Ok(());
+    }
+    let mut k = vcpu.get_regs().map_err(GuestError::GetRegs)?;
+    if (text[0]..text[1]).contains(&k.rip) || !boot.try_take_mailbox() {
+        return Ok(());
+    }
+    boot.set_mailbox(&cabin_abi::boot::SigMailbox { rip: k.rip, rflags: k.rflags, ..Default::default() });
+    k.rip = entry;
+    // TF off: the entry must not single-step (the libos has the original).
+    k.rflags &= !0x100;
+    if let Err(e) = vcpu.set_regs(&k) {
+        boot.release_mailbox();
+        return Err(GuestError::SetRegs(e).into());
+    }
+    Ok(())
 }
 
 /// The vector of the faulting instruction when it is an `int N` (`cd NN`)

@@ -101,6 +101,16 @@ impl Stopper for Child {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+
+    fn wake_for_signal(&self, sig: i32) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = sig;
+            // SAFETY: signals our own child (not yet reaped, as in `stop`);
+            // the libos's handler for the wake signal takes the posted words.
+            unsafe { libc::kill(pid, cabin_abi::boot::WAKE_SIGNAL) };
+        }
+    }
 }
 
 impl Domain for ProcessDomain {
@@ -540,6 +550,9 @@ fn child_main(plan: &ChildPlan) -> ! {
     // can never replace anything the child still uses.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A process group of its own: a terminal's signals reach `cabinc`,
+        // which forwards them (docs/signals.md), never the child twice.
+        libc::setpgid(0, 0);
         if libc::getppid() != plan.parent {
             libc::_exit(CHILD_SETUP_FAILED);
         }

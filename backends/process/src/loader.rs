@@ -354,6 +354,14 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             kvm_trap_entry: 0,
             local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
             check_local: cabin_abi::syscalls::CallSet::EMPTY,
+            sig_incoming: 0,
+            sig_attention: 0,
+            sig_handled: 0,
+            kvm_signal_entry: 0,
+            libos_text: [0; 2],
+            sig_mailbox_busy: 0,
+            sig_mailbox: cabin_abi::boot::SigMailbox::default(),
+            sig_posted: [cabin_abi::boot::SigPosted::default(); 64],
         })
     };
 }

@@ -14,8 +14,9 @@
 //!   `arch_prctl(ARCH_SET_GS, ..)` (the libos's thread block);
 //! - `set_robust_list`, `set_tid_address`, `gettid`, `sched_yield` (the
 //!   calling thread's own state);
-//! - `rt_sigaction` for SIGSYS and the fault signals only (the libos's own
-//!   trap and fault handlers);
+//! - `rt_sigaction` for SIGSYS, the fault signals and the signals the monitor
+//!   forwards only (the libos's own handlers), and `sigaltstack` (the
+//!   libos's handlers run on its private stack);
 //! - the clock reads `clock_gettime`, `clock_getres`, `gettimeofday`, `time`,
 //!   each only when the policy allows it plainly (it is not in the boot
 //!   page's `check_local` set): a clock read the policy refuses, or decides
@@ -94,9 +95,30 @@ pub fn thread_flag_sets() -> Vec<u64> {
         })
         .collect()
 }
-/// The signals the libos installs handlers for (its trap and fault handlers).
-const LIBOS_SIGNALS: [i32; 6] =
-    [libc::SIGSYS, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
+/// The signals the libos installs kernel handlers for: its trap and fault
+/// handlers, and the signals the monitor forwards from outside
+/// (docs/signals.md). The program's own `rt_sigaction` never reaches the
+/// kernel (the libos keeps its dispositions); a raw one is trapped unless
+/// it names one of these, and then it can only replace a libos handler of
+/// its own process.
+const LIBOS_SIGNALS: [i32; 16] = [
+    cabin_abi::boot::WAKE_SIGNAL,
+    libc::SIGSYS,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGABRT,
+    libc::SIGVTALRM,
+];
 
 /// The clock reads the libos makes for the program when the policy allows
 /// them plainly (`cabin_abi::syscalls::Serve::LocalOrForwarded`).
@@ -129,6 +151,8 @@ pub fn rules(
         libc::SYS_exit,
         libc::SYS_exit_group,
         libc::SYS_rt_sigreturn,
+        // The libos's handlers run on its private stack.
+        libc::SYS_sigaltstack,
         libc::SYS_futex,
         libc::SYS_set_robust_list,
         libc::SYS_set_tid_address,
@@ -257,7 +281,8 @@ mod tests {
         assert!(thread_flag_sets().into_iter().all(cabin_abi::thread::is_thread_flags));
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGSYS as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGTRAP as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGINT as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGINT as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_rt_sigaction, [libc::SIGCHLD as u64, 0, 0, 8, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(0x4000_0001, [0; 6]), SECCOMP_RET_TRAP, "x32");
         assert_eq!(
             evaluate(&filter(SQ, CQ, &CallSet::EMPTY), 1, 0x4000_0003, [0; 6]),
@@ -297,6 +322,7 @@ mod tests {
             libc::SYS_exit
             | libc::SYS_exit_group
             | libc::SYS_rt_sigreturn
+            | libc::SYS_sigaltstack
             | libc::SYS_futex
             | libc::SYS_set_robust_list
             | libc::SYS_set_tid_address

@@ -58,6 +58,9 @@ pub(crate) struct Block {
     /// must outlive the post (the monitor reads it later); the thread
     /// rewrites it only after its next post drained the answer.
     start: [AtomicU64; ThreadStart::SIZE / 8],
+    /// The thread's blocked signals (docs/signals.md; a new thread inherits
+    /// its creator's).
+    pub(crate) sigmask: AtomicU64,
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -83,6 +86,7 @@ const EMPTY: Block = Block {
     exit_index: AtomicU32::new(0),
     posted: AtomicU32::new(0),
     start: [const { AtomicU64::new(0) }; ThreadStart::SIZE / 8],
+    sigmask: AtomicU64::new(0),
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -154,6 +158,9 @@ impl Block {
         self.robust_head.store(0, Ordering::Relaxed);
         self.exit_index.store(0, Ordering::Relaxed);
         self.posted.store(0, Ordering::Relaxed);
+        // Slot 0 is set up before GS points anywhere; others by their creator.
+        let mask = if slot == 0 { 0 } else { current().sigmask.load(Ordering::SeqCst) };
+        self.sigmask.store(mask, Ordering::SeqCst);
     }
 }
 
@@ -744,7 +751,7 @@ pub(super) fn get_robust_list(tid: u64, head_ptr: u64, len_ptr: u64, pid: u32) -
 pub(super) fn kill(tid: u64, sig: u64, pid: u32) -> i64 {
     let Some(b) = (tid != 0).then(|| block_of(tid, pid)).flatten() else { return -errno::ESRCH };
     if core::ptr::eq(b, current()) {
-        super::signals::raise(sig)
+        super::signals::raise(sig, cabin_abi::boot::si_code::SI_TKILL)
     } else if sig == 0 {
         0
     } else {

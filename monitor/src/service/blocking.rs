@@ -1,5 +1,6 @@
 //! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
-//! pipe or terminal, `nanosleep`, `clock_nanosleep`), served without the
+//! pipe or terminal, `nanosleep`, `clock_nanosleep`, the libos's `pause`
+//! wait for a signal), served without the
 //! service lock once the program has threads, so that one thread blocked in
 //! a `read` of a pipe does not stall the calls of the others
 //! (docs/threads.md).
@@ -13,7 +14,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::io::{read_on, vectored_on, write_on, Vectored};
-use super::time::{clock_nanosleep_on, nanosleep_on};
+use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
 use super::{dup_cloexec, Fail, Service, Sys, Violation};
 use crate::memory::GuestMemory;
 use crate::sysnames;
@@ -46,7 +47,7 @@ impl Service {
         let needs_fd = match nr {
             nr::read | nr::readv => true,
             nr::write | nr::writev if self.write_limits.is_none() => true,
-            nr::nanosleep | nr::clock_nanosleep => false,
+            nr::nanosleep | nr::clock_nanosleep | nr::pause => false,
             _ => return Begin::Handle,
         };
         self.stats.per_nr.add(nr, 1);
@@ -79,6 +80,7 @@ impl Blocking {
             nr::write => write_on(fd, mem, a),
             nr::writev => vectored_on(fd, mem, a, Vectored::Writev),
             nr::nanosleep => nanosleep_on(mem, a),
+            nr::pause => pause_on(),
             _ => clock_nanosleep_on(mem, a),
         };
         match r {

@@ -171,3 +171,21 @@ pub(super) fn ioctl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
         _ => Err(Fail::Errno(libc::ENOTTY)),
     }
 }
+
+/// `signalfd4` as the libos forwards it (`fd` -1, no mask: docs/signals.md):
+/// a placeholder descriptor, a host eventfd, so the program's signalfd has a
+/// number of the program's table like any other; the libos serves its
+/// reads from its own pending set and closes it like any descriptor.
+pub(super) fn signalfd4(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if a[0] as i32 != -1 || a[1] != 0 || a[3] & !(libc::O_CLOEXEC as u64) != 0 {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    // SAFETY: eventfd takes integers and returns a new descriptor or -1.
+    let fd = host(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as i64)?;
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let cloexec = a[3] & libc::O_CLOEXEC as u64 != 0;
+    let v =
+        s.fds.insert(Entry { fd, cloexec, path: None, change: None }, 0).ok_or(Fail::Errno(libc::EMFILE))?;
+    Ok(v as i64)
+}

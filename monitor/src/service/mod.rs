@@ -35,6 +35,7 @@ mod names;
 mod process;
 mod table;
 mod time;
+mod timers;
 
 pub use table::{served, serves};
 
@@ -131,6 +132,9 @@ pub struct Service {
     pub reports: Vec<String>,
     /// Whether to print reports on stderr as they happen.
     pub print_reports: bool,
+    /// The program's timers (`alarm`, `setitimer`, POSIX timers), shared
+    /// with the session's timer thread; `None`: timer calls are `ENOSYS`.
+    pub timers: Option<std::sync::Arc<crate::timers::Timers>>,
 }
 
 fn errno() -> i32 {
@@ -202,6 +206,7 @@ impl Service {
             stats: ServiceStats::default(),
             reports: Vec::new(),
             print_reports: true,
+            timers: None,
         }
     }
 

@@ -7,7 +7,7 @@
 
 use cabin_abi::syscalls::{nr, SLOTS};
 
-use super::{accept, fds, files, io, names, process, time, Service, Sys};
+use super::{accept, fds, files, io, names, process, time, timers, Service, Sys};
 use crate::memory::GuestMemory;
 
 /// Serves one call: the service, the program's memory, the six arguments.
@@ -87,6 +87,17 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::utimensat, names::utimensat),
     // Clocks and sleeping (time.rs).
     (nr::nanosleep, time::nanosleep),
+    (nr::pause, time::pause),
+    (nr::signalfd4, fds::signalfd4),
+    // Timers that post signals (timers.rs).
+    (nr::alarm, timers::alarm),
+    (nr::setitimer, timers::setitimer),
+    (nr::getitimer, timers::getitimer),
+    (nr::timer_create, timers::timer_create),
+    (nr::timer_settime, timers::timer_settime),
+    (nr::timer_gettime, timers::timer_gettime),
+    (nr::timer_getoverrun, timers::timer_getoverrun),
+    (nr::timer_delete, timers::timer_delete),
     (nr::clock_nanosleep, time::clock_nanosleep),
     (nr::clock_gettime, time::clock_gettime),
     (nr::clock_getres, time::clock_getres),
@@ -171,6 +182,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 90);
+        assert_eq!(REGISTERED.len(), 100);
     }
 }

@@ -21,6 +21,21 @@ pub(super) fn nanosleep_on(mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     Ok(0)
 }
 
+/// `pause`: the libos's wait for a signal (it forwards `pause` for
+/// `pause`, `rt_sigsuspend` and `rt_sigtimedwait` once nothing it holds is
+/// deliverable). The worker sleeps until the monitor interrupts it because
+/// it posted a signal (docs/signals.md), or stops the run: `EINTR`.
+pub(super) fn pause(_s: &mut Service, _mem: &GuestMemory, _a: &[u64; 6]) -> Sys {
+    pause_on()
+}
+
+/// `pause` (touches no service state: the lock may be dropped).
+pub(super) fn pause_on() -> Sys {
+    // SAFETY: pause has no arguments; it returns only on a signal (a kick).
+    host(unsafe { libc::pause() } as i64)?;
+    Ok(0)
+}
+
 pub(super) fn clock_nanosleep(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     clock_nanosleep_on(mem, a)
 }

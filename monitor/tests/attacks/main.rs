@@ -27,5 +27,6 @@ mod procfs;
 mod ring0;
 mod service_input;
 mod setid;
+mod sigreturn;
 mod threads;
 mod vcpu_threads;

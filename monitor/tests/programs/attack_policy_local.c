@@ -98,6 +98,10 @@ static long call(const char *c)
     if (eq(c, "rt_sigaction")) return sys6(13, 10, 0, p, 8, 0, 0);
     if (eq(c, "rt_sigprocmask")) return sys6(14, 0, 0, p, 8, 0, 0);
     if (eq(c, "sigaltstack")) return sys6(131, 0, p, 0, 0, 0, 0);
+    if (eq(c, "rt_sigpending")) return sys6(127, p, 8, 0, 0, 0, 0);
+    /* scratch is zero: an empty set and a zero timeout (EAGAIN at once). */
+    if (eq(c, "rt_sigtimedwait")) return sys6(128, p, 0, p + 8, 8, 0, 0);
+    if (eq(c, "rt_sigsuspend")) return sys6(130, p, 8, 0, 0, 0, 0);
     if (eq(c, "kill")) return sys6(62, (u64)pid, 0, 0, 0, 0, 0);
     if (eq(c, "tkill")) return sys6(200, (u64)pid, 0, 0, 0, 0, 0);
     if (eq(c, "tgkill")) return sys6(234, (u64)pid, (u64)pid, 0, 0, 0, 0);

@@ -15,6 +15,9 @@ use core::mem::{offset_of, size_of};
 use cabin_abi::link::trampoline::ENTRY_RSP_OFFSET;
 
 use crate::dispatch::{cabin_dispatch, SyscallFrame, CONFINED};
+use crate::forward::signals::{
+    cabin_signal_exit, cabin_signal_kvm, cabin_signal_late, cabin_signal_return, Ctx, ATTENTION, CTX_SIZE,
+};
 use crate::forward::thread::{cabin_clone, CloneFrame};
 use crate::rt::{cabin_relocate, cabin_rust_start};
 use crate::sys::nr;
@@ -26,6 +29,34 @@ unsafe extern "C" {
     static __cabin_rela_start: u8;
     /// End of the blob's relocation table (linker script).
     static __cabin_rela_end: u8;
+    /// End of the blob's code (linker script).
+    static __cabin_libos_text_end: u8;
+    /// First instruction of the exit window (below).
+    static cabin_exit_window_start: u8;
+    /// Past the last instruction of the exit window.
+    static cabin_exit_window_end: u8;
+}
+
+/// The libos's code, `[start, end)`.
+pub fn libos_text() -> [u64; 2] {
+    // SAFETY: only the addresses of linker-script symbols are taken.
+    unsafe { [&raw const __cabin_libos_base as u64, &raw const __cabin_libos_text_end as u64] }
+}
+
+/// Whether `rip` is in the exit window of `cabin_syscall_entry`: after its
+/// last look at the attention word, every register but `rcx`/`r11` (which
+/// a call clobbers) and RFLAGS is the program's again and the return
+/// address is at `rsp`.
+pub fn in_exit_window(rip: u64) -> bool {
+    // SAFETY: only the addresses of two labels are taken.
+    let (start, end) =
+        unsafe { (&raw const cabin_exit_window_start as u64, &raw const cabin_exit_window_end as u64) };
+    (start..end).contains(&rip)
+}
+
+/// The KVM signal entry's address (published in the boot page).
+pub fn kvm_signal_entry() -> u64 {
+    cabin_kvm_signal_entry as unsafe extern "C" fn() as usize as u64
 }
 
 /// The stack of `cabin_syscall_entry` after its pushes, lowest address first.
@@ -155,6 +186,16 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "jne 2f",
         "test rsi, rsi",
         "jnz 4f",
+        "jmp 2f",
+        // Confined: the program's rt_sigreturn is the libos's; clone and
+        // clone3 take the thread path.
+        "6:",
+        "cmp rax, {nr_sigreturn}",
+        "je 8f",
+        "cmp rax, {nr_clone}",
+        "je 9f",
+        "cmp rax, {nr_clone3}",
+        "je 9f",
         // Generic path: save, call Rust with the frame, restore.
         "2:",
         "cld",
@@ -171,6 +212,9 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "mov rdi, rbx",
         "mov rsi, [rbx + {ret}]",
         "call {dispatch}",
+        "mov rcx, [rip + {attention}]",
+        "cmp qword ptr [rcx], 0",
+        "jne 5f",
         "lea rsp, [rbx + {args}]",
         "pop rdi",
         "pop rsi",
@@ -180,7 +224,20 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "pop r9",
         "pop rbx",
         "popfq",
+        // The exit window: a signal that arrives from here on is taken by
+        // the kernel handler as if the program were at the return address.
+        ".globl cabin_exit_window_start",
+        ".hidden cabin_exit_window_start",
+        "cabin_exit_window_start:",
+        "mov rcx, [rip + {attention}]",
+        "mov rcx, [rcx]",
+        "jrcxz 7f",
+        "jmp {late}",
+        "7:",
         "ret",
+        ".globl cabin_exit_window_end",
+        ".hidden cabin_exit_window_end",
+        "cabin_exit_window_end:",
         // rt_sigreturn: back to the site's rsp, registers as at the site.
         "3:",
         "lea rsp, [rsp + {sigreturn_rsp}]",
@@ -195,13 +252,45 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "syscall",
         "lea rsi, [rsi + {child_slot}]",
         "ret",
-        // Confined: clone and clone3 save every register.
-        "6:",
-        "cmp rax, {nr_clone}",
-        "je 5f",
-        "cmp rax, {nr_clone3}",
-        "jne 2b",
+        // Signals to take on the way out: the program's context from the
+        // entry frame (rbx) and the callee-saved registers, below the entry
+        // frame (the handler's frame then goes below this code's stack:
+        // `signals::build_frame`).
         "5:",
+        "lea rsp, [rbx - 16]",
+        "and rsp, -16",
+        "push 0",
+        "lea rcx, [rbx + {frame_end}]",
+        "push rcx",
+        "push qword ptr [rbx + {rflags}]",
+        "push 0",
+        "push qword ptr [rbx + {ret}]",
+        "push rax",
+        "push qword ptr [rbx + {rbx_off}]",
+        "push qword ptr [rbx + {ret}]",
+        "push qword ptr [rbx + {rdx_off}]",
+        "push qword ptr [rbx + {rsi_off}]",
+        "push qword ptr [rbx + {rdi_off}]",
+        "push rbp",
+        "push qword ptr [rbx + {r8_off}]",
+        "push qword ptr [rbx + {r9_off}]",
+        "push qword ptr [rbx + {r10_off}]",
+        "push qword ptr [rbx + {rflags}]",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov rdi, rsp",
+        "mov rsi, [rbx]",
+        "call {exit}",
+        "mov rdi, rsp",
+        "jmp {restore}",
+        // The program's rt_sigreturn (confined): its rsp is the ucontext.
+        "8:",
+        "lea rdi, [rsp + {sigreturn_rsp}]",
+        "jmp {sigreturn}",
+        // Confined: clone and clone3 save every register.
+        "9:",
         "cld",
         "push rbx",
         "push rbp",
@@ -241,10 +330,143 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         nr_sigreturn = const nr::rt_sigreturn,
         nr_clone = const nr::clone,
         dispatch = sym cabin_dispatch,
+        attention = sym ATTENTION,
+        late = sym cabin_late_signal_entry,
+        exit = sym cabin_signal_exit,
+        restore = sym cabin_signal_restore,
+        sigreturn = sym cabin_sigreturn_entry,
         args = const offset_of!(SyscallFrame, args),
         ret = const offset_of!(EntryFrame, ret),
+        rflags = const offset_of!(EntryFrame, rflags),
+        rbx_off = const offset_of!(EntryFrame, rbx),
+        rdi_off = const offset_of!(SyscallFrame, args),
+        rsi_off = const offset_of!(SyscallFrame, args) + 8,
+        rdx_off = const offset_of!(SyscallFrame, args) + 16,
+        r10_off = const offset_of!(SyscallFrame, args) + 24,
+        r8_off = const offset_of!(SyscallFrame, args) + 32,
+        r9_off = const offset_of!(SyscallFrame, args) + 40,
+        frame_end = const size_of::<EntryFrame>(),
         sigreturn_rsp = const RET_AFTER_PUSHFQ as u64 + ENTRY_RSP_OFFSET,
         ret_after_pushfq = const RET_AFTER_PUSHFQ,
         child_slot = const ENTRY_RSP_OFFSET,
+    )
+}
+
+const _: () = assert!(CTX_SIZE == size_of::<Ctx>() && CTX_SIZE % 16 == 0);
+
+/// The program's `rt_sigreturn`, `rdi` = its `rsp` at the call (the
+/// frame's `ucontext`): on the private stack, the context is read from the
+/// frame (`cabin_signal_return`), then resumed.
+///
+/// # Safety
+///
+/// Only the entry paths of this file jump here.
+#[unsafe(naked)]
+pub unsafe extern "C" fn cabin_sigreturn_entry() {
+    naked_asm!(
+        "and rsp, -16",
+        "sub rsp, {ctx}",
+        "mov rsi, rdi",
+        "mov rdi, rsp",
+        "cld",
+        "call {rust}",
+        "mov rdi, rsp",
+        "jmp {restore}",
+        ctx = const CTX_SIZE,
+        rust = sym cabin_signal_return,
+        restore = sym cabin_signal_restore,
+    )
+}
+
+/// Saves the program's registers as a [`Ctx`] below its red zone (`rip`,
+/// `cs`, `ss` and `rsp` zero: `$rust` fills them; the program's `rsp` is
+/// 128 bytes above the `Ctx`) and calls `$rust` with it, then resumes the
+/// (possibly changed) context. Flags are untouched until `pushfq`.
+macro_rules! signal_entry_body {
+    ($rust:path) => {
+        naked_asm!(
+            "lea rsp, [rsp - 128]",
+            "push 0",
+            "push 0",
+            "pushfq",
+            "push 0",
+            "push 0",
+            "push rax",
+            "push rbx",
+            "push rcx",
+            "push rdx",
+            "push rsi",
+            "push rdi",
+            "push rbp",
+            "push r8",
+            "push r9",
+            "push r10",
+            "push r11",
+            "push r12",
+            "push r13",
+            "push r14",
+            "push r15",
+            "cld",
+            "mov rbx, rsp",
+            "and rsp, -16",
+            "mov rdi, rbx",
+            "call {rust}",
+            "mov rdi, rbx",
+            "jmp {restore}",
+            rust = sym $rust,
+            restore = sym cabin_signal_restore,
+        )
+    };
+}
+
+/// Entered from the exit window when a signal came after the last check:
+/// every register is the program's (but `rcx`), the return address at `rsp`.
+///
+/// # Safety
+///
+/// Only the exit window jumps here.
+#[unsafe(naked)]
+pub unsafe extern "C" fn cabin_late_signal_entry() {
+    signal_entry_body!(cabin_signal_late)
+}
+
+/// KVM: where the monitor sends a vCPU it stopped in program code, every
+/// register the program's, `rip` and RFLAGS in the boot page's mailbox.
+///
+/// # Safety
+///
+/// Only the monitor's redirect enters here.
+#[unsafe(naked)]
+pub unsafe extern "C" fn cabin_kvm_signal_entry() {
+    signal_entry_body!(cabin_signal_kvm)
+}
+
+/// Resumes the program from the [`Ctx`] at `rdi` with `iretq`, in ring 3:
+/// the CPU itself keeps CS/SS at ring 3 and IOPL/IF as they are.
+///
+/// # Safety
+///
+/// `rdi` must point at a complete [`Ctx`] whose `cs`/`ss` are the current
+/// ones (the Rust paths set them).
+#[unsafe(naked)]
+pub unsafe extern "C" fn cabin_signal_restore() -> ! {
+    naked_asm!(
+        "mov rsp, rdi",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        "iretq",
     )
 }

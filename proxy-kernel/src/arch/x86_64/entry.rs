@@ -41,7 +41,9 @@ use cabin_abi::hypercall::{PORT_FAULT, PORT_SYSCALL};
 
 use super::hypercall;
 use crate::header::{MAGIC, STUB_SIZE, VECTORS, VERSION};
-use crate::trap::{classify, gate_redirect, gate_return, vector, Trap, TrapFrame, SAVED_GPRS};
+use crate::trap::{
+    classify, gate_redirect, gate_return, signal_redirect, vector, Trap, TrapFrame, SAVED_GPRS,
+};
 
 const _: () = {
     assert!(offset_of!(TrapFrame, r15) == 0);
@@ -226,6 +228,20 @@ unsafe extern "C" fn pk_trap(frame: *mut TrapFrame) {
                 ..*f
             };
             hypercall::fault(&g, 0, REASON_COMPAT_SYSCALL)
+        }
+        Trap::Exception if f.cs & 3 == 3 => {
+            // A program fault: the monitor may send ring 3 to the libos's
+            // signal entry (the program's handler), every register as at
+            // the fault but `rip` and RFLAGS, which the monitor keeps for
+            // the libos. Nothing of user memory is touched here.
+            let target = hypercall::fault_or_redirect(f, cr2, REASON_EXCEPTION);
+            match signal_redirect(target, f.rflags) {
+                Some((rip, rflags)) => {
+                    f.rip = rip;
+                    f.rflags = rflags;
+                }
+                None => hypercall::halt_forever(),
+            }
         }
         Trap::Exception => hypercall::fault(f, cr2, REASON_EXCEPTION),
     }

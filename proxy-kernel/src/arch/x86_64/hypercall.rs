@@ -57,6 +57,32 @@ pub fn fault(f: &TrapFrame, cr2: u64, reason: u64) -> ! {
     halt_forever()
 }
 
+/// Reports a ring-3 exception in `f` to the monitor, which either ends the
+/// program (never resumes) or resumes the vCPU with `rax` = where ring 3
+/// continues: the libos's signal entry (`cabin_abi::hypercall::PORT_FAULT`,
+/// docs/signals.md). Returns that address.
+pub fn fault_or_redirect(f: &TrapFrame, cr2: u64, reason: u64) -> u64 {
+    let target: u64;
+    // SAFETY: as for `fault`; the monitor writes only `rax`.
+    unsafe {
+        asm!(
+            "out {port}, al",
+            port = const PORT_FAULT,
+            in("rdi") f.vector,
+            in("rsi") f.error,
+            in("rdx") f.rip,
+            in("rcx") cr2,
+            in("r8") f.cs,
+            in("r9") f.rsp,
+            in("r10") f.rflags,
+            in("r11") reason,
+            inout("rax") 0u64 => target,
+            options(nostack, preserves_flags),
+        );
+    }
+    target
+}
+
 /// Stops this vCPU for good.
 pub fn halt_forever() -> ! {
     loop {

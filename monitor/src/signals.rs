@@ -1,0 +1,124 @@
+//! Signals sent to `cabinc run` reach the confined program
+//! (docs/signals.md): the session blocks them in its threads and one
+//! thread waits for them ([`forward_until`]); each is posted into the
+//! domain's boot page ([`crate::boot::SignalBox`]) and the domain is woken
+//! ([`Poster::post`]). The libos then does what Linux would: the program's
+//! handler, or the default action (128 + signal, or nothing).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cabin_abi::boot::{si_code, SigPosted};
+
+use crate::boot::SignalBox;
+use crate::domain::Stopper;
+
+/// The signals `cabinc run` forwards to the program.
+pub const FORWARDED: [i32; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+
+/// How long a posted signal may wait for the libos to take it before the
+/// poster stops waking the domain (the program may keep it blocked).
+const TAKE_WAIT: Duration = Duration::from_secs(2);
+
+fn forwarded_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// The calling thread's signal mask before [`block`], to put back.
+#[derive(Debug)]
+pub struct Blocked(libc::sigset_t);
+
+/// Blocks [`FORWARDED`] in the calling thread (and so in every thread it
+/// starts from now on), so that only [`forward_until`] receives them.
+pub fn block() -> Blocked {
+    let set = forwarded_set();
+    // SAFETY: a zeroed sigset_t is a valid output buffer.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: changes the calling thread's mask only; both sets are locals.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+    Blocked(old)
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        // SAFETY: puts back the calling thread's own earlier mask.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// Posts signals into one domain and wakes it.
+pub struct Poster<'a> {
+    /// The boot page's signal words.
+    pub signals: SignalBox,
+    /// The domain's stopper (its wake-up).
+    pub stopper: Arc<dyn Stopper>,
+    /// Interrupts the ring workers out of a blocking host call.
+    pub interrupt: &'a (dyn Fn() + Sync),
+}
+
+impl std::fmt::Debug for Poster<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poster").field("signals", &self.signals).finish_non_exhaustive()
+    }
+}
+
+impl Poster<'_> {
+    /// Posts `sig` (`si_code` SI_USER from user `uid`, `si_pid` 0: the
+    /// sender is outside the domain) and wakes the domain until the libos
+    /// has taken it (or [`TAKE_WAIT`] passed).
+    pub fn post(&self, sig: i32, uid: u32) {
+        let words = SigPosted { code: si_code::SI_USER, pid: 0, uid, pad: 0, value: 0 };
+        self.post_now(sig, words);
+        let step = Duration::from_millis(10);
+        let mut waited = Duration::ZERO;
+        while self.signals.waiting(sig as u32) && waited < TAKE_WAIT {
+            std::thread::sleep(step);
+            waited += step;
+            (self.interrupt)();
+            self.stopper.rewake();
+        }
+    }
+}
+
+impl Poster<'_> {
+    /// Posts `sig` with `words` and wakes the domain once (a timer: the
+    /// next expiry wakes it again if this wake-up was lost).
+    pub fn post_now(&self, sig: i32, words: SigPosted) {
+        let fresh = !self.signals.waiting(sig as u32);
+        self.signals.post(sig as u32, words);
+        if fresh {
+            self.stopper.wake_for_signal(sig);
+        } else {
+            self.stopper.rewake();
+        }
+        (self.interrupt)();
+    }
+}
+
+/// Waits for the [`FORWARDED`] signals (blocked by [`block`]) and posts
+/// each to the program, until `done`.
+pub fn forward_until(done: &AtomicBool, poster: &Poster) {
+    let set = forwarded_set();
+    let timeout = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+    while !done.load(Ordering::SeqCst) {
+        // SAFETY: a zeroed siginfo_t is a valid output buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for signals of `set` (blocked in this thread);
+        // writes `info`.
+        let sig = unsafe { libc::sigtimedwait(&set, &mut info, &timeout) };
+        if sig > 0 && !done.load(Ordering::SeqCst) {
+            // SAFETY: si_uid of a kill-style siginfo.
+            let uid = unsafe { info.si_uid() };
+            poster.post(sig, uid);
+        }
+    }
+}
