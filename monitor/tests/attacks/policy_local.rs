@@ -213,5 +213,15 @@ fn every_local_call_is_enforced_or_rejected_by_check(b: Backend) {
         assert!(denied.len() == 1 && denied[0]["served"] == "denied", "{b:?} {}: {:?}", sc.name, r.records);
         enforced += 1;
     }
-    assert_eq!(enforced, 40, "every locally served call but exit, exit_group and rt_sigreturn was tried");
+    // Derived from the table, not a constant: the count went stale each
+    // time a branch made another call local (36 on main while the table
+    // had 37, then get_robust_list and the signal calls). The program must
+    // still try each one: a call it does not make fails the output check
+    // above, and a row the loop skipped would change this count.
+    let tried = TABLE.iter().filter(|s| !matches!(s.serve, Serve::Forwarded | Serve::Always)).count();
+    assert!(tried >= 40, "the table lost locally served calls: {tried}");
+    assert_eq!(
+        enforced, tried,
+        "every locally served call but the Always ones (exit, exit_group, rt_sigreturn) was tried"
+    );
 }
