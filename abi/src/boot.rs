@@ -232,7 +232,8 @@ pub struct BootInfo {
     /// [`BootInfo::kvm_trap_entry`].
     pub kvm_signal_entry: u64,
     /// Written by the libos whenever it changes: the signals the program has
-    /// a handler for and does not block. The monitor redirects a fault only
+    /// a handler for (whether the faulting thread blocks it is the libos's
+    /// check at its signal entry: the mask is per thread). The monitor redirects a fault only
     /// when its signal is in it, and otherwise reports it as before.
     /// Untrusted: a wrong value only changes how the program's own fault
     /// ends.

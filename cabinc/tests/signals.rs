@@ -108,6 +108,10 @@ macro_rules! both {
 both!(sigint_handler_shuts_down_gracefully, "pause", &[(libc::SIGINT, 1)], None);
 both!(sigterm_handler_shuts_down_gracefully, "pause", &[(libc::SIGTERM, 1)], None);
 both!(signal_interrupts_a_compute_loop, "spin", &[(libc::SIGUSR1, 1)], None);
+// A signal the main thread blocks goes to a thread that does not, here
+// one spinning in program code (KVM: its vCPU is sent to the signal
+// entry; process: the wake signal goes to every thread).
+both!(a_signal_blocked_by_main_reaches_a_spinning_thread, "threads-spin", &[(libc::SIGUSR1, 1)], None);
 both!(sigint_without_handler_ends_with_130, "default", &[(libc::SIGINT, 1)], None);
 both!(sigterm_without_handler_ends_with_143, "default", &[(libc::SIGTERM, 1)], None);
 both!(ignored_sighup_then_sigusr2, "ignore", &[(libc::SIGHUP, 1), (libc::SIGUSR2, 1)], None);

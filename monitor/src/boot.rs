@@ -179,6 +179,14 @@ impl SignalBox {
     }
 
     /// Whether signal `sig` is still waiting for the libos to take it.
+    /// Whether the attention word is set: a posted or pending signal some
+    /// thread of the program can still take.
+    pub fn attention(&self) -> bool {
+        // SAFETY: as in `post`; an atomic view of an aligned word.
+        let w = unsafe { &*addr_of_mut!((*self.info).sig_attention).cast::<AtomicU64>() };
+        w.load(Ordering::SeqCst) != 0
+    }
+
     pub fn waiting(&self, sig: u32) -> bool {
         if !(1..=64).contains(&sig) {
             return false;

@@ -147,9 +147,11 @@ pub trait Stopper: Send + Sync + std::fmt::Debug {
         let _ = sig;
     }
 
-    /// Called again while a posted signal has not been taken: wakes what a
-    /// lost wake-up may have missed (KVM: kicks again; the process backend's
-    /// kernel signal is never lost, so nothing).
+    /// Called again while a posted signal has not been taken, or was taken
+    /// by a thread that blocks it while another does not (the attention
+    /// word): wakes what a lost wake-up may have missed and every thread
+    /// (KVM: kicks every vCPU again; the process backend sends its wake
+    /// signal to every thread of the child).
     fn rewake(&self) {}
 }
 

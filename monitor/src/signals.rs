@@ -80,7 +80,11 @@ impl Poster<'_> {
         self.post_now(sig, words);
         let step = Duration::from_millis(10);
         let mut waited = Duration::ZERO;
-        while self.signals.waiting(sig as u32) && waited < TAKE_WAIT {
+        // Until the libos took it, and, with threads, until a thread that
+        // does not block it has it (the libos keeps the attention word set
+        // while one could: on KVM the kick sends a vCPU spinning in program
+        // code to the signal entry).
+        while (self.signals.waiting(sig as u32) || self.signals.attention()) && waited < TAKE_WAIT {
             std::thread::sleep(step);
             waited += step;
             (self.interrupt)();

@@ -111,6 +111,27 @@ impl Stopper for Child {
             unsafe { libc::kill(pid, cabin_abi::boot::WAKE_SIGNAL) };
         }
     }
+
+    /// A posted signal not taken yet, or taken by a thread that blocks it
+    /// while another does not (the attention word): the kernel gives a
+    /// process-directed signal to the main thread whenever it can, so the
+    /// wake signal goes to every thread of the child (each one's libos
+    /// handler delivers what it does not block; the pending bit is taken
+    /// once).
+    fn rewake(&self) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid <= 0 {
+            return;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+        for tid in tasks.flatten().filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok()) {
+            // SAFETY: a thread of our own child (not yet reaped, as in
+            // `stop`: a thread that ended meanwhile makes tgkill fail with
+            // ESRCH; tgkill checks the thread group, so a reused tid of
+            // another process is never hit).
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, cabin_abi::boot::WAKE_SIGNAL) };
+        }
+    }
 }
 
 impl Domain for ProcessDomain {

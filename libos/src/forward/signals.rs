@@ -458,12 +458,15 @@ fn refresh_attention() {
         // SAFETY: the validated boot page; an atomic view of an aligned word.
         unsafe { (*addr_of_mut!((*b).sig_incoming).cast::<AtomicU64>()).load(Ordering::SeqCst) }
     };
-    let ready = PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) != 0;
+    // Set while some thread can take a pending signal, not only this one:
+    // a signal this thread blocks may be another's (a thread spinning in
+    // program code is sent to the signal entry while the word is set).
+    let ready = PENDING.load(Ordering::SeqCst) & !super::thread::blocked_by_every_thread() != 0;
     attention().store(u64::from(ready || incoming != 0), Ordering::SeqCst);
 }
 
-/// Publishes which signals have a handler and are not blocked (the monitor
-/// sends only those faults to the libos).
+/// Publishes which signals have a handler (the monitor sends only those
+/// faults to the libos).
 fn publish_handled() {
     let b = boot();
     if b.is_null() {
@@ -477,7 +480,9 @@ fn publish_handled() {
             handled |= 1 << i;
         }
     }
-    handled &= !MASK.load(Ordering::SeqCst);
+    // Not masked here: the mask is per thread and this word is shared by
+    // every vCPU; the libos's signal entry checks the faulting thread's
+    // own mask (blocked: the program ends with the signal, as Linux).
     // SAFETY: the validated boot page; the libos's own word.
     unsafe { addr_of_mut!((*b).sig_handled).write_volatile(handled) };
 }
@@ -569,6 +574,12 @@ pub(crate) struct FaultInfo {
     pub trapno: u64,
     pub err: u64,
     pub cr2: u64,
+    /// The fault's own signal and `siginfo` (0: none), delivered first and
+    /// never through the process-wide pending set: a fault is this
+    /// thread's, and two threads faulting at once must not take each
+    /// other's `si_addr` (the set holds one `siginfo` per signal).
+    pub sig: u64,
+    pub info: [u64; 16],
 }
 
 /// Delivers what can be delivered onto `ctx`: each handler gets a frame on
@@ -583,20 +594,28 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
     let mut restart = restart;
     let mut fp = fp;
     let mut first = None;
+    let mut own = (fault.sig != 0).then_some((fault.sig, fault.info));
     for _ in 0..NSIG {
-        let ready = PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst);
-        if ready == 0 {
-            break;
-        }
-        // Synchronous signals first, as Linux does (then the lowest number).
-        let sync =
-            ready & (bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS));
-        let pick = if sync != 0 { sync } else { ready };
-        let sig = u64::from(pick.trailing_zeros()) + 1;
         // SAFETY: see `Book`.
         let book = unsafe { BOOK.get() };
-        let info = book.info[(sig - 1) as usize];
-        PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+        let (sig, info) = match own.take() {
+            // The caller checked its handler and this thread's mask.
+            Some(s) => s,
+            None => {
+                let ready = PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst);
+                if ready == 0 {
+                    break;
+                }
+                // Synchronous signals first, as Linux does (then the lowest number).
+                let sync = ready
+                    & (bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS));
+                let pick = if sync != 0 { sync } else { ready };
+                let sig = u64::from(pick.trailing_zeros()) + 1;
+                let info = book.info[(sig - 1) as usize];
+                PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+                (sig, info)
+            }
+        };
         let act = book.actions[(sig - 1) as usize];
         match act.handler {
             SIG_IGN => continue,
@@ -1328,10 +1347,8 @@ extern "C" fn on_fault(sig: i32, info: *mut u8, uc: *mut u8) {
     // SAFETY: as above.
     let (trapno, err, cr2) =
         unsafe { (greg(uc, REG_TRAPNO).read(), greg(uc, REG_ERR).read(), greg(uc, REG_CR2).read()) };
-    PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
-    post(sig, &kinfo);
     // SAFETY: the kernel's frame for this handler.
-    unsafe { deliver_on_kernel_frame(uc, None, Some(FaultInfo { trapno, err, cr2 })) };
+    unsafe { deliver_on_kernel_frame(uc, None, Some(FaultInfo { trapno, err, cr2, sig, info: kinfo })) };
 }
 
 /// A signal from outside the child (the monitor forwards the ones sent to
@@ -1467,9 +1484,7 @@ fn kvm_entry(ctx: &mut Ctx) {
     info[0] = sig;
     info[1] = m.code & 0xffff_ffff;
     info[2] = m.addr;
-    PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
-    post(sig, &info);
-    deliver(ctx, Fp::Live, None, FaultInfo { trapno: m.trapno, err: m.err, cr2: m.addr });
+    deliver(ctx, Fp::Live, None, FaultInfo { trapno: m.trapno, err: m.err, cr2: m.addr, sig, info });
 }
 
 // ---------------------------------------------------------------------------

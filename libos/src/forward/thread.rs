@@ -712,6 +712,21 @@ pub(super) fn set_robust_list(head: u64, len: u64) -> i64 {
     0
 }
 
+/// The signals every live thread blocks (docs/signals.md): a pending
+/// signal outside this set can be taken by some thread, so the attention
+/// word stays set (and the monitor keeps kicking vCPUs) until one does.
+pub(crate) fn blocked_by_every_thread() -> u64 {
+    let live = USED.load(Ordering::Acquire) & !EXITING.load(Ordering::Acquire);
+    if live == 0 {
+        return current().sigmask.load(Ordering::SeqCst);
+    }
+    BLOCKS
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| live & (1 << k) != 0)
+        .fold(!0u64, |all, (_, b)| all & b.sigmask.load(Ordering::SeqCst))
+}
+
 /// The block of the live thread `tid` of this program (0: the caller's).
 fn block_of(tid: u64, pid: u32) -> Option<&'static Block> {
     if tid == 0 {

@@ -3,6 +3,7 @@
  * says. The test sends the signal after "ready". */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,13 @@ static void ready(void) {
     write(1, "ready\n", 6);
 }
 
+static void *spinner(void *arg) {
+    (void)arg;
+    while (!got)
+        ;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *c = argc > 1 ? argv[1] : "";
     if (!strcmp(c, "pause")) {
@@ -56,6 +64,24 @@ int main(int argc, char **argv) {
         while (!got)
             ;
         printf("spin ended by signal %d\n", (int)got);
+        return 0;
+    }
+    if (!strcmp(c, "threads-spin")) {
+        /* The main thread blocks the signal and waits in pthread_join; four
+         * threads spin in program code: one of them must take it. */
+        install(SIGUSR1, 0);
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++)
+            if (pthread_create(&t[i], 0, spinner, 0) != 0)
+                return 3;
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &set, 0);
+        ready();
+        for (int i = 0; i < 4; i++)
+            pthread_join(t[i], 0);
+        printf("threads ended by signal %d\n", (int)got);
         return 0;
     }
     if (!strcmp(c, "default")) {
