@@ -569,17 +569,27 @@ pub(crate) enum Fp {
 }
 
 /// What a synchronous fault adds to the frame.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct FaultInfo {
     pub trapno: u64,
     pub err: u64,
     pub cr2: u64,
-    /// The fault's own signal and `siginfo` (0: none), delivered first and
+    /// The fault's own signal (0: none) and `siginfo` (a copy in the
+    /// caller's frame, alive while `deliver` runs), delivered first and
     /// never through the process-wide pending set: a fault is this
     /// thread's, and two threads faulting at once must not take each
-    /// other's `si_addr` (the set holds one `siginfo` per signal).
+    /// other's `si_addr` (the set holds one `siginfo` per signal). A
+    /// pointer, not the words: `deliver` may run on the program's own
+    /// stack just below a frame it was handed (`rt_sigreturn`), so its
+    /// frame stays as small as it was.
     pub sig: u64,
-    pub info: [u64; 16],
+    pub info: *const [u64; 16],
+}
+
+impl Default for FaultInfo {
+    fn default() -> FaultInfo {
+        FaultInfo { trapno: 0, err: 0, cr2: 0, sig: 0, info: core::ptr::null() }
+    }
 }
 
 /// Delivers what can be delivered onto `ctx`: each handler gets a frame on
@@ -594,13 +604,19 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
     let mut restart = restart;
     let mut fp = fp;
     let mut first = None;
-    let mut own = (fault.sig != 0).then_some((fault.sig, fault.info));
+    let mut own = (fault.sig != 0 && !fault.info.is_null()).then_some(fault.sig);
+    // One copy of a pending signal's words (another thread may post the
+    // same signal meanwhile), as small a frame as before: this may run on
+    // the program's stack right below a frame it was handed.
+    let mut copy = [0u64; 16];
     for _ in 0..NSIG {
         // SAFETY: see `Book`.
         let book = unsafe { BOOK.get() };
-        let (sig, info) = match own.take() {
+        let (sig, info): (u64, &[u64; 16]) = match own.take() {
             // The caller checked its handler and this thread's mask.
-            Some(s) => s,
+            // SAFETY: `FaultInfo::info` points at the caller's copy, alive
+            // for this call (checked non-null above).
+            Some(s) => (s, unsafe { &*fault.info }),
             None => {
                 let ready = PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst);
                 if ready == 0 {
@@ -611,16 +627,16 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
                     & (bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS));
                 let pick = if sync != 0 { sync } else { ready };
                 let sig = u64::from(pick.trailing_zeros()) + 1;
-                let info = book.info[(sig - 1) as usize];
+                copy = book.info[(sig - 1) as usize];
                 PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
-                (sig, info)
+                (sig, &copy)
             }
         };
         let act = book.actions[(sig - 1) as usize];
         match act.handler {
             SIG_IGN => continue,
             SIG_DFL if default_ignores(sig) => continue,
-            SIG_DFL => terminate(sig, &info, ctx),
+            SIG_DFL => terminate(sig, info, ctx),
             _ => {}
         }
         if let Some(r) = restart.take() {
@@ -634,7 +650,7 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
         } else {
             FaultInfo::default()
         };
-        if !build_frame(ctx, sig, &act, &info, fp, &f) {
+        if !build_frame(ctx, sig, &act, info, fp, &f) {
             // No room for the frame (bad stack): Linux forces SIGSEGV.
             terminate(SIGSEGV, &own_info(SIGSEGV, si_code::SI_KERNEL), ctx);
         }
@@ -1348,7 +1364,7 @@ extern "C" fn on_fault(sig: i32, info: *mut u8, uc: *mut u8) {
     let (trapno, err, cr2) =
         unsafe { (greg(uc, REG_TRAPNO).read(), greg(uc, REG_ERR).read(), greg(uc, REG_CR2).read()) };
     // SAFETY: the kernel's frame for this handler.
-    unsafe { deliver_on_kernel_frame(uc, None, Some(FaultInfo { trapno, err, cr2, sig, info: kinfo })) };
+    unsafe { deliver_on_kernel_frame(uc, None, Some(FaultInfo { trapno, err, cr2, sig, info: &kinfo })) };
 }
 
 /// A signal from outside the child (the monitor forwards the ones sent to
@@ -1484,7 +1500,7 @@ fn kvm_entry(ctx: &mut Ctx) {
     info[0] = sig;
     info[1] = m.code & 0xffff_ffff;
     info[2] = m.addr;
-    deliver(ctx, Fp::Live, None, FaultInfo { trapno: m.trapno, err: m.err, cr2: m.addr, sig, info });
+    deliver(ctx, Fp::Live, None, FaultInfo { trapno: m.trapno, err: m.err, cr2: m.addr, sig, info: &info });
 }
 
 // ---------------------------------------------------------------------------
