@@ -608,7 +608,7 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
     // One copy of a pending signal's words (another thread may post the
     // same signal meanwhile), as small a frame as before: this may run on
     // the program's stack right below a frame it was handed.
-    let mut copy = [0u64; 16];
+    let mut copy: [u64; 16];
     for _ in 0..NSIG {
         // SAFETY: see `Book`.
         let book = unsafe { BOOK.get() };
