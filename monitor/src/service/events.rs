@@ -347,9 +347,9 @@ fn prepare_select(
     if nfds < 0 {
         return Err(bad(libc::EINVAL));
     }
-    // Linux clips nfds to the size of the descriptor table; ours is the
-    // program's limit (at most 1024 bits: 128 bytes a set).
-    let n = (nfds as usize).min(s.fds.max());
+    // Linux clips nfds to the size of the descriptor table (at most 1024
+    // here: 128 bytes a set).
+    let n = (nfds as usize).min(s.fds.linux_size());
     let bytes = n.div_ceil(64) * 8;
     let mut bits = [[0u8; 128]; 3];
     for (k, &p) in sets.iter().enumerate() {
@@ -829,7 +829,7 @@ mod tests {
         assert_eq!(s.handle(&m, nr::select, [1 << 40, 0x1000, 0, 0, 0x1200, 0]), Ok(0));
         assert_eq!(s.handle(&m, nr::select, [100_000, 0x1000, 0, 0, 0x1200, 0]), Ok(0));
         // A set that runs off program memory for the clipped size.
-        assert!(s.handle(&m, nr::select, [1024, 0x1fc0, 0, 0, 0x1200, 0]).is_err());
+        assert!(s.handle(&m, nr::select, [1024, 0x1ffc, 0, 0, 0x1200, 0]).is_err());
     }
 
     #[test]

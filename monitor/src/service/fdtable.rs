@@ -147,6 +147,16 @@ impl FdTable {
         self.slots.get_mut(usize::try_from(vfd).ok()?)?.as_mut()
     }
 
+    /// The size Linux's descriptor table would have for this program: 64
+    /// slots, grown (never shrunk) in powers of two of 128 to hold the
+    /// highest number ever used (`alloc_fdtable`), within [`FdTable::max`].
+    /// `select` clips its `nfds` to it, as Linux does.
+    pub fn linux_size(&self) -> usize {
+        let high = self.slots.len();
+        let size = if high <= 64 { 64 } else { ((high - 1) / 128 + 1).next_power_of_two() * 128 };
+        size.min(self.max)
+    }
+
     /// How many descriptors are open (counts the table: call only when needed).
     pub fn open_count(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
