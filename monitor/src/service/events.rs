@@ -461,12 +461,13 @@ impl PollWait {
             Timeout::For(t) => Some(t),
         };
         let r = host_ppoll(&mut self.pfds, &mut ts);
-        write_back(mem, self.write_back, &self.timeout, &ts);
-        // Linux writes every `revents` back, also when interrupted.
+        // Linux writes every `revents` back, also when interrupted, then
+        // the time left (the order matters when they overlap).
         for (i, p) in self.pfds.iter().enumerate() {
             let revents = if self.invalid[i] { libc::POLLNVAL } else { p.revents };
             mem.write(self.addr + i as u64 * 8 + 6, &revents.to_le_bytes())?;
         }
+        write_back(mem, self.write_back, &self.timeout, &ts);
         Ok(r? + nval as i64)
     }
 }
@@ -510,13 +511,15 @@ impl SelectWait {
                 break count;
             }
         };
-        write_back(mem, self.write_back, &self.timeout, &ts);
+        // The sets (in, out, except: the last wins where they overlap),
+        // then the time left, as Linux writes them.
         let bytes = self.n.div_ceil(64) * 8;
         for (k, &p) in self.sets.iter().enumerate() {
             if p != 0 {
                 mem.write(p, &out[k][..bytes])?;
             }
         }
+        write_back(mem, self.write_back, &self.timeout, &ts);
         Ok(count)
     }
 }
