@@ -235,7 +235,12 @@ macro_rules! waiting_handlers {
 waiting_handlers!(poll, ppoll, select, pselect6, epoll_wait, epoll_pwait, epoll_pwait2);
 
 /// Prepares blocking call `nr`, or `None` when it is not one.
-pub(super) fn prepare(s: &mut Service, mem: &GuestMemory, nr: u64, a: &[u64; 6]) -> Option<Result<Pending, Fail>> {
+pub(super) fn prepare(
+    s: &mut Service,
+    mem: &GuestMemory,
+    nr: u64,
+    a: &[u64; 6],
+) -> Option<Result<Pending, Fail>> {
     use cabin_abi::syscalls::nr;
     Some(match nr {
         nr::poll => prepare_poll(s, mem, a[0], a[1] as u32, ms_timeout(a[2] as i32), WriteBack::None, None),
@@ -414,7 +419,14 @@ fn host_ppoll(pfds: &mut [libc::pollfd], ts: &mut Option<libc::timespec>) -> Sys
     // SAFETY: `pfds` is our own array of `len` entries; `tsp` is null or a
     // local the kernel may update; no signal mask.
     let r = unsafe {
-        libc::syscall(libc::SYS_ppoll, pfds.as_mut_ptr(), pfds.len() as u64, tsp, std::ptr::null::<u8>(), 8usize)
+        libc::syscall(
+            libc::SYS_ppoll,
+            pfds.as_mut_ptr(),
+            pfds.len() as u64,
+            tsp,
+            std::ptr::null::<u8>(),
+            8usize,
+        )
     };
     host(r)
 }
@@ -532,7 +544,15 @@ impl EpollWait {
                 // SAFETY: `events` is checked writable program memory for
                 // `max` events; `t` is a local; no signal mask.
                 unsafe {
-                    libc::syscall(libc::SYS_epoll_pwait2, ep, self.events, self.max, &t, std::ptr::null::<u8>(), 8usize)
+                    libc::syscall(
+                        libc::SYS_epoll_pwait2,
+                        ep,
+                        self.events,
+                        self.max,
+                        &t,
+                        std::ptr::null::<u8>(),
+                        8usize,
+                    )
                 }
             }
             t => {
@@ -655,7 +675,8 @@ fn host_or_bad(s: &Service, vfd: u64) -> RawFd {
 pub(super) fn timerfd_settime(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let b = mem.read(a[2], 32)?;
     let word = |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    let new = libc::itimerspec { it_interval: timespec(word(0), word(1)), it_value: timespec(word(2), word(3)) };
+    let new =
+        libc::itimerspec { it_interval: timespec(word(0), word(1)), it_value: timespec(word(2), word(3)) };
     let mut old = libc::itimerspec { it_interval: timespec(0, 0), it_value: timespec(0, 0) };
     let fd = host_or_bad(s, a[0]);
     // SAFETY: `new` and `old` are locals.
@@ -909,7 +930,8 @@ mod tests {
         assert_eq!(s.handle(&m, nr::read, [e, 0x1000, 8, 0, 0, 0]), Ok(8));
         assert_eq!(m.read_u64(0x1000).unwrap(), 3);
         assert_eq!(s.handle(&m, nr::read, [e, 0x1000, 8, 0, 0, 0]), E(libc::EAGAIN));
-        let t = s.handle(&m, nr::timerfd_create, [libc::CLOCK_MONOTONIC as u64, 0, 0, 0, 0, 0]).unwrap() as u64;
+        let t =
+            s.handle(&m, nr::timerfd_create, [libc::CLOCK_MONOTONIC as u64, 0, 0, 0, 0, 0]).unwrap() as u64;
         assert_eq!(s.handle(&m, nr::timerfd_create, [99, 0, 0, 0, 0, 0]), E(libc::EINVAL));
         // 1 ns, then every 1 ms.
         let its: [i64; 4] = [0, 1_000_000, 0, 1];

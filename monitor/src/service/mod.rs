@@ -38,7 +38,6 @@ mod time;
 
 pub use table::{served, serves};
 
-
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::memory::{GuestMemory, MemError};
