@@ -499,6 +499,12 @@ pub struct Waiting {
     pending: events::Pending,
 }
 
+// A worker may hand a wait to another thread (or keep it across a lock).
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Waiting>();
+};
+
 impl Waiting {
     /// The program's signal mask for the wait (`ppoll`, `pselect6`,
     /// `epoll_pwait`, `epoll_pwait2` given one), checked and copied. Not
