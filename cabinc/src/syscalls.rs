@@ -114,6 +114,6 @@ mod tests {
             .lines()
             .any(|l| l.starts_with(" 231  exit_group(int)")
                 && l.ends_with(" libos, always (ends the program)")));
-        assert!(t.contains("38 served by the libos, 84 by the monitor"), "{t}");
+        assert!(t.contains("38 served by the libos, 98 by the monitor"), "{t}");
     }
 }

@@ -26,6 +26,7 @@ use crate::gate::{Admit, Gate, Stop};
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
 use crate::service::blocking::Begin;
+use crate::service::Begun;
 use crate::service::{Service, Violation};
 use crate::site_map::SiteMap;
 
@@ -525,7 +526,17 @@ impl Worker {
             ret
         } else if shared.threaded.load(Ordering::Relaxed) {
             match guard.service.begin_blocking(s.nr, s.args) {
-                Begin::Handle => guard.service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?,
+                // A wait on many descriptors (poll, select, epoll_wait...)
+                // is prepared under the lock and waited for without it.
+                Begin::Handle => match guard.service.begin(mem, s.nr, s.args) {
+                    Begun::Done(r) => r.map_err(RingViolation::from)?,
+                    Begun::Wait(w) => {
+                        drop(guard);
+                        let ret = w.finish(mem).map_err(RingViolation::from)?;
+                        guard = shared.lock();
+                        ret
+                    }
+                },
                 Begin::Done(ret) => ret,
                 Begin::Run(call) => {
                     drop(guard);
