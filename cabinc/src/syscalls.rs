@@ -25,6 +25,8 @@ fn served_by(nr: u64, serve: Serve) -> &'static str {
         Serve::Local => "libos",
         Serve::LocalOrForwarded => "libos, or the monitor",
         Serve::Forwarded if service::serves(nr) => "monitor",
+        // The libos's entry takes these before the table (docs/threads.md).
+        Serve::Forwarded if is_clone(nr) => "libos: threads (process backend); others not served: ENOSYS",
         Serve::Forwarded => "not served: ENOSYS",
     }
 }
@@ -52,6 +54,12 @@ fn kind(a: &Arg) -> String {
     }
 }
 
+/// `clone` and `clone3`: threads are started by the libos, every other flag
+/// set (a child process) is refused.
+fn is_clone(nr: u64) -> bool {
+    nr == cabin_abi::syscalls::nr::clone || nr == cabin_abi::syscalls::nr::clone3
+}
+
 /// The table `cabinc syscalls` prints.
 pub fn render() -> String {
     let mut out = String::from(
@@ -69,6 +77,7 @@ pub fn render() -> String {
         };
         match (s.serve, service::serves(nr)) {
             (Serve::Forwarded, true) => monitor += 1,
+            (Serve::Forwarded, false) if is_clone(nr) => libos += 1,
             (Serve::Forwarded, false) => refused += 1,
             _ => libos += 1,
         }
@@ -106,7 +115,8 @@ mod tests {
         assert!(t.contains("   0  read(fd, out[arg2], len)"), "{t}");
         assert!(t.lines().any(|l| l.starts_with("   0  read(") && l.ends_with(" monitor")));
         assert!(t.lines().any(|l| l.starts_with("   9  mmap(") && l.ends_with(" libos")));
-        assert!(t.lines().any(|l| l.starts_with("  56  clone(") && l.ends_with(" not served: ENOSYS")));
+        assert!(t.lines().any(|l| l.starts_with("  56  clone(") && l.contains(" libos: threads")));
+        assert!(t.lines().any(|l| l.starts_with("  57  fork(") && l.ends_with(" not served: ENOSYS")));
         assert!(t
             .lines()
             .any(|l| l.starts_with(" 228  clock_gettime(") && l.ends_with(" libos, or the monitor")));
@@ -114,6 +124,6 @@ mod tests {
             .lines()
             .any(|l| l.starts_with(" 231  exit_group(int)")
                 && l.ends_with(" libos, always (ends the program)")));
-        assert!(t.contains("38 served by the libos, 98 by the monitor"), "{t}");
+        assert!(t.contains("41 served by the libos, 100 by the monitor"), "{t}");
     }
 }

@@ -44,7 +44,7 @@ pub const THREAD_SPIN: Duration = Duration::from_micros(20);
 
 /// Longest doorbell sleep: the bound on how long a program that requeues
 /// the doorbell away from the worker (or a lost wake-up) delays a call.
-pub const DOORBELL_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DOORBELL_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How the domain broke the ring protocol (or, through the service, the
 /// contract of a request). The program is ended with the message.

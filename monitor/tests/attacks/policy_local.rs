@@ -213,5 +213,5 @@ fn every_local_call_is_enforced_or_rejected_by_check(b: Backend) {
         assert!(denied.len() == 1 && denied[0]["served"] == "denied", "{b:?} {}: {:?}", sc.name, r.records);
         enforced += 1;
     }
-    assert_eq!(enforced, 36, "every locally served call but exit and exit_group was tried");
+    assert_eq!(enforced, 37, "every locally served call but exit and exit_group was tried");
 }
