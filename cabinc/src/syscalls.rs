@@ -28,6 +28,8 @@ fn served_by(nr: u64, serve: Serve) -> &'static str {
         Serve::Local => "libos",
         Serve::LocalOrForwarded => "libos, or the monitor",
         Serve::Forwarded if service::serves(nr) => "monitor",
+        // The libos's entry takes these before the table (docs/threads.md).
+        Serve::Forwarded if is_clone(nr) => "libos: threads (process backend); others not served: ENOSYS",
         Serve::Forwarded => "not served: ENOSYS",
     }
 }
@@ -55,6 +57,12 @@ fn kind(a: &Arg) -> String {
     }
 }
 
+/// `clone` and `clone3`: threads are started by the libos, every other flag
+/// set (a child process) is refused.
+fn is_clone(nr: u64) -> bool {
+    nr == cabin_abi::syscalls::nr::clone || nr == cabin_abi::syscalls::nr::clone3
+}
+
 /// The table `cabinc syscalls` prints.
 pub fn render() -> String {
     let mut out = String::from(
@@ -72,6 +80,7 @@ pub fn render() -> String {
         };
         match (s.serve, service::serves(nr)) {
             (Serve::Forwarded, true) => monitor += 1,
+            (Serve::Forwarded, false) if is_clone(nr) => libos += 1,
             (Serve::Forwarded, false) => refused += 1,
             _ => libos += 1,
         }
@@ -109,7 +118,8 @@ mod tests {
         assert!(t.contains("   0  read(fd, out[arg2], len)"), "{t}");
         assert!(t.lines().any(|l| l.starts_with("   0  read(") && l.ends_with(" monitor")));
         assert!(t.lines().any(|l| l.starts_with("   9  mmap(") && l.ends_with(" libos")));
-        assert!(t.lines().any(|l| l.starts_with("  56  clone(") && l.ends_with(" not served: ENOSYS")));
+        assert!(t.lines().any(|l| l.starts_with("  56  clone(") && l.contains(" libos: threads")));
+        assert!(t.lines().any(|l| l.starts_with("  57  fork(") && l.ends_with(" not served: ENOSYS")));
         assert!(t
             .lines()
             .any(|l| l.starts_with(" 228  clock_gettime(") && l.ends_with(" libos, or the monitor")));
@@ -119,6 +129,6 @@ mod tests {
                 && l.ends_with(" libos, always (ends the program)")));
         assert!(t.lines().any(|l| l.starts_with("  15  rt_sigreturn(")
             && l.ends_with(" libos, always (returns from a handler)")));
-        assert!(t.contains("43 served by the libos, 94 by the monitor"), "{t}");
+        assert!(t.contains("45 served by the libos, 110 by the monitor"), "{t}");
     }
 }

@@ -18,6 +18,11 @@
 //!
 //! Input: a memory seed (length byte, then bytes, repeated over all of
 //! memory), then up to 16 calls (number, six arguments: `common::Input`).
+//! A fifth of the calls are drawn from the waiting and event calls
+//! ([`EVENTS`]: `poll`, `select`, the `epoll` family, `eventfd`, `timerfd`),
+//! so that sequences like create, control, wait reach deep states; every
+//! call goes through `Service::begin` and, for a wait, `Waiting::finish`
+//! (the split a multi-threaded worker uses).
 //!
 //! Run: `cargo +nightly fuzz run service` (or `fuzz/run.sh`).
 
@@ -29,11 +34,32 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cabin_monitor::service::fs::FsPolicy;
-use cabin_monitor::service::Service;
+use cabin_monitor::service::{Begun, Service};
 use common::{Input, Memory, Watchdog};
 use libfuzzer_sys::fuzz_target;
 
 const CLAMP: u64 = 1 << 20;
+
+/// The waiting and event calls, drawn more often than the rest.
+const EVENTS: [i64; 17] = [
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_select,
+    libc::SYS_pselect6,
+    libc::SYS_epoll_create,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_eventfd,
+    libc::SYS_eventfd2,
+    libc::SYS_timerfd_create,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
+    libc::SYS_pipe2,
+    libc::SYS_close,
+];
 
 /// The temporary directory (`r/` and `w/` in it), made once per process.
 fn root() -> &'static PathBuf {
@@ -81,10 +107,13 @@ fuzz_target!(|data: &[u8]| {
         if input.is_empty() {
             break;
         }
-        let nr = input.nr();
+        let nr = if input.u8() < 51 { EVENTS[usize::from(input.u8()) % EVENTS.len()] as u64 } else { input.nr() };
         let mut a = input.args();
         clamp(nr, &mut a);
-        let r = watchdog.call(|| s.handle(&m.mem, nr, a));
+        let r = watchdog.call(|| match s.begin(&m.mem, nr, a) {
+            Begun::Done(r) => r,
+            Begun::Wait(w) => w.finish(&m.mem),
+        });
         let _ = s.take_note();
         match r {
             Ok(v) => assert!(v >= -4095, "result {v} of call {nr} is neither a value nor -errno"),

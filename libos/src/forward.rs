@@ -459,9 +459,22 @@ pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -
 /// `write`, `pread64`, `getdents64`, `readlink`, `getrandom`, `sendfile`,
 /// `copy_file_range`, ...). `readv`/`writev` are bounded by the sum of the
 /// iovec lengths, which the program may change concurrently: not checked.
+/// Waits report at most what they were given: `poll`/`ppoll` at most
+/// `nfds` ready entries (an `unsigned int`), `epoll_wait`/`epoll_pwait`/
+/// `epoll_pwait2` at most `maxevents` (an `int`; none when it is not
+/// positive), `select`/`pselect6` at most three bits for each of the first
+/// `nfds` descriptors (an `int`, clipped to the 1024 a table holds);
+/// `epoll_ctl`, `timerfd_settime`, `timerfd_gettime` return 0.
 pub fn reply_is_valid(nr: u64, args: &[u64; 6], r: i64) -> bool {
     if r < 0 {
         return r >= -4095;
+    }
+    match nr {
+        nr::poll | nr::ppoll => return r <= i64::from(args[1] as u32),
+        nr::epoll_wait | nr::epoll_pwait | nr::epoll_pwait2 => return r <= i64::from(args[2] as i32),
+        nr::select | nr::pselect6 => return r <= 3 * i64::from((args[0] as i32).clamp(0, 1024)),
+        nr::epoll_ctl | nr::timerfd_settime | nr::timerfd_gettime => return r == 0,
+        _ => {}
     }
     match syscalls::route(nr).count_bound().and_then(|i| args.get(i)) {
         Some(&bound) => (r as u64) <= bound,
@@ -718,5 +731,24 @@ mod tests {
         assert!(reply_is_valid(nr::getrandom, &[0x1000, 16, 0, 0, 0, 0], 16));
         assert!(!reply_is_valid(nr::getrandom, &[0x1000, 16, 0, 0, 0, 0], 17));
         assert!(reply_is_valid(257, &args, 5));
+    }
+
+    #[test]
+    fn wait_contracts() {
+        let poll = [0x1000, 4, 0, 0, 0, 0];
+        assert!(reply_is_valid(nr::poll, &poll, 4));
+        assert!(!reply_is_valid(nr::poll, &poll, 5));
+        assert!(!reply_is_valid(nr::ppoll, &[0x1000, 1 << 32, 0, 0, 0, 0], 1), "nfds is 32 bits");
+        let ep = [3, 0x1000, 8, 0, 0, 0];
+        assert!(reply_is_valid(nr::epoll_wait, &ep, 8));
+        assert!(!reply_is_valid(nr::epoll_pwait, &ep, 9));
+        assert!(!reply_is_valid(nr::epoll_pwait2, &[3, 0x1000, u64::MAX, 0, 0, 0], 0));
+        assert!(reply_is_valid(nr::select, &[2, 0, 0, 0, 0, 0], 6));
+        assert!(!reply_is_valid(nr::select, &[2, 0, 0, 0, 0, 0], 7));
+        assert!(!reply_is_valid(nr::pselect6, &[u64::MAX, 0, 0, 0, 0, 0], 1));
+        assert!(reply_is_valid(nr::pselect6, &[1 << 40, 0, 0, 0, 0, 0], 0));
+        assert!(!reply_is_valid(nr::epoll_ctl, &ep, 1));
+        assert!(reply_is_valid(nr::timerfd_settime, &ep, 0));
+        assert!(reply_is_valid(nr::epoll_ctl, &ep, -9));
     }
 }

@@ -26,6 +26,7 @@ use crate::gate::{Admit, Gate, Stop};
 use crate::kick::Kickable;
 use crate::memory::GuestMemory;
 use crate::service::blocking::Begin;
+use crate::service::Begun;
 use crate::service::{Service, Violation};
 use crate::site_map::SiteMap;
 
@@ -43,7 +44,7 @@ pub const THREAD_SPIN: Duration = Duration::from_micros(20);
 
 /// Longest doorbell sleep: the bound on how long a program that requeues
 /// the doorbell away from the worker (or a lost wake-up) delays a call.
-pub const DOORBELL_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DOORBELL_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How the domain broke the ring protocol (or, through the service, the
 /// contract of a request). The program is ended with the message.
@@ -532,7 +533,17 @@ impl Worker {
             ret
         } else if shared.threaded.load(Ordering::Relaxed) {
             match guard.service.begin_blocking(s.nr, s.args) {
-                Begin::Handle => guard.service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?,
+                // A wait on many descriptors (poll, select, epoll_wait...)
+                // is prepared under the lock and waited for without it.
+                Begin::Handle => match guard.service.begin(mem, s.nr, s.args) {
+                    Begun::Done(r) => r.map_err(RingViolation::from)?,
+                    Begun::Wait(w) => {
+                        drop(guard);
+                        let ret = w.finish(mem).map_err(RingViolation::from)?;
+                        guard = shared.lock();
+                        ret
+                    }
+                },
                 Begin::Done(ret) => ret,
                 Begin::Run(call) => {
                     drop(guard);

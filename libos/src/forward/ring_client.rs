@@ -206,10 +206,10 @@ fn futex(addr: u64, op: u64, val: u64) {
         port_doorbell(kind);
         return;
     }
-    // A wait ends after 50 ms at most: another thread of the program
+    // A wait ends after 200 ms at most: another thread of the program
     // may have requeued it off the doorbell (docs/threads.md); the caller
     // re-checks the ring either way.
-    let timeout: [i64; 2] = [0, 50_000_000];
+    let timeout: [i64; 2] = [0, 200_000_000];
     let t = if op == FUTEX_WAIT { timeout.as_ptr() as u64 } else { 0 };
     // SAFETY: futex on a ring doorbell word (shared, so no PRIVATE flag):
     // WAIT only reads the word and the timeout (a local), WAKE touches no

@@ -17,7 +17,7 @@ pub(super) fn close(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 pub(super) fn dup(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     let (path, change) = s.fds.get(a[0]).map(|e| (e.path.clone(), e.change)).unwrap_or_default();
-    let e = Entry { fd: dup_cloexec(fd)?, cloexec: false, path, change };
+    let e = Entry { fd: dup_cloexec(fd)?.into(), cloexec: false, path, change };
     s.fds.insert(e, 0).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
 }
 
@@ -43,7 +43,7 @@ fn dup_to(s: &mut Service, a: &[u64; 6], flags: i32) -> Sys {
         return Err(Fail::Errno(libc::EBADF));
     }
     let (path, change) = s.fds.get(a[0]).map(|e| (e.path.clone(), e.change)).unwrap_or_default();
-    let e = Entry { fd: dup_cloexec(fd)?, cloexec: flags & libc::O_CLOEXEC != 0, path, change };
+    let e = Entry { fd: dup_cloexec(fd)?.into(), cloexec: flags & libc::O_CLOEXEC != 0, path, change };
     s.fds.insert_at(a[1], e);
     Ok(a[1] as i64)
 }
@@ -67,8 +67,8 @@ fn make_pipe(s: &mut Service, mem: &GuestMemory, out: u64, flags: i32) -> Sys {
     // SAFETY: fresh descriptors we own.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
     let cloexec = flags & libc::O_CLOEXEC != 0;
-    let vr = s.fds.insert(Entry { fd: r, cloexec, path: None, change: None }, 0);
-    let vw = s.fds.insert(Entry { fd: w, cloexec, path: None, change: None }, 0);
+    let vr = s.fds.insert(Entry { fd: r.into(), cloexec, path: None, change: None }, 0);
+    let vw = s.fds.insert(Entry { fd: w.into(), cloexec, path: None, change: None }, 0);
     let (Some(vr), Some(vw)) = (vr, vw) else {
         if let Some(v) = vr {
             s.fds.remove(v);
@@ -96,7 +96,7 @@ pub(super) fn fcntl(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
             }
             let (path, change) = s.fds.get(a[0]).map(|e| (e.path.clone(), e.change)).unwrap_or_default();
             let cloexec = a[1] as i32 == libc::F_DUPFD_CLOEXEC;
-            let e = Entry { fd: dup_cloexec(fd)?, cloexec, path, change };
+            let e = Entry { fd: dup_cloexec(fd)?.into(), cloexec, path, change };
             s.fds.insert(e, min).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
         }
         libc::F_GETFD => Ok(i64::from(s.fds.get(a[0]).is_some_and(|e| e.cloexec))),
@@ -185,7 +185,9 @@ pub(super) fn signalfd4(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sy
     // SAFETY: a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let cloexec = a[3] & libc::O_CLOEXEC as u64 != 0;
-    let v =
-        s.fds.insert(Entry { fd, cloexec, path: None, change: None }, 0).ok_or(Fail::Errno(libc::EMFILE))?;
+    let v = s
+        .fds
+        .insert(Entry { fd: fd.into(), cloexec, path: None, change: None }, 0)
+        .ok_or(Fail::Errno(libc::EMFILE))?;
     Ok(v as i64)
 }

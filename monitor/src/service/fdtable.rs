@@ -8,7 +8,7 @@
 //! [`MONITOR_RESERVE`] descriptors for itself.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 /// Most descriptors a program can have open (`RLIMIT_NOFILE` as it sees
 /// it, when the monitor's own limit allows).
@@ -93,8 +93,12 @@ fn open_descriptors() -> usize {
 /// One open descriptor.
 #[derive(Debug)]
 pub struct Entry {
-    /// The host descriptor (the monitor opens everything `O_CLOEXEC`).
-    pub fd: OwnedFd,
+    /// The host descriptor (the monitor opens everything `O_CLOEXEC`),
+    /// shared so that a blocking wait (`poll`, `epoll_wait`, ...) keeps it
+    /// open without holding the table: a `close` by another program thread
+    /// during the wait then closes it when the wait ends, as Linux keeps
+    /// the file of a descriptor closed under a waiter.
+    pub fd: Arc<OwnedFd>,
     /// The program's `FD_CLOEXEC` bit (bookkeeping: there is no exec).
     pub cloexec: bool,
     /// The absolute program path it was opened with, when known (used for
@@ -143,6 +147,16 @@ impl FdTable {
         self.slots.get_mut(usize::try_from(vfd).ok()?)?.as_mut()
     }
 
+    /// The size Linux's descriptor table would have for this program: 64
+    /// slots, grown (never shrunk) in powers of two of 128 to hold the
+    /// highest number ever used (`alloc_fdtable`), within [`FdTable::max`].
+    /// `select` clips its `nfds` to it, as Linux does.
+    pub fn linux_size(&self) -> usize {
+        let high = self.slots.len();
+        let size = if high <= 64 { 64 } else { ((high - 1) / 128 + 1).next_power_of_two() * 128 };
+        size.min(self.max)
+    }
+
     /// How many descriptors are open (counts the table: call only when needed).
     pub fn open_count(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
@@ -151,6 +165,12 @@ impl FdTable {
     /// The host descriptor of `vfd`.
     pub fn host(&self, vfd: u64) -> Option<RawFd> {
         self.get(vfd).map(|e| e.fd.as_raw_fd())
+    }
+
+    /// The host descriptor of `vfd`, held open for as long as the caller
+    /// keeps it (a wait that must not hold the table).
+    pub fn hold(&self, vfd: u64) -> Option<Arc<OwnedFd>> {
+        self.get(vfd).map(|e| e.fd.clone())
     }
 
     /// Puts `e` at the lowest free number `>= min`; `None` when full.
@@ -194,7 +214,7 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
-            fd: std::fs::File::open("/dev/null").unwrap().into(),
+            fd: Arc::new(std::fs::File::open("/dev/null").unwrap().into()),
             cloexec: false,
             path: None,
             change: None,

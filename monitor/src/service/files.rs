@@ -151,7 +151,7 @@ impl Service {
                 (o.fd, o.change)
             }
         };
-        let e = Entry { fd, cloexec, path: Some(fs::normalize(&abs)), change };
+        let e = Entry { fd: fd.into(), cloexec, path: Some(fs::normalize(&abs)), change };
         self.fds.insert(e, 0).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
     }
 

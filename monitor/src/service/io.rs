@@ -1,5 +1,5 @@
 //! Reading and writing descriptors: `read`, `write` and their positioned and
-//! vectored forms, `lseek`, `sendfile`, `copy_file_range`, `poll`; and the
+//! vectored forms, `lseek`, `sendfile`, `copy_file_range`; and the
 //! write limits (`[limits] bytes-written`, `file-size`) every call that
 //! writes or resizes a file goes through.
 //!
@@ -172,28 +172,6 @@ pub(super) fn copy_file_range(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) 
         if p != 0 {
             mem.write_u64(p, offs[i] as u64)?;
         }
-    }
-    Ok(r)
-}
-
-pub(super) fn poll(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let n = a[1];
-    if n > s.fds.max() as u64 {
-        return Err(Fail::Errno(libc::EINVAL));
-    }
-    let raw = mem.read(a[0], (n * 8) as usize)?;
-    let mut pfds = Vec::with_capacity(n as usize);
-    for c in raw.chunks_exact(8) {
-        let vfd = i32::from_le_bytes(c[..4].try_into().unwrap_or([0; 4]));
-        let events = i16::from_le_bytes(c[4..6].try_into().unwrap_or([0; 2]));
-        let fd = if vfd < 0 { -1 } else { s.fds.host(vfd as u64).unwrap_or(i32::MAX) };
-        pfds.push(libc::pollfd { fd, events, revents: 0 });
-    }
-    // SAFETY: poll writes `revents` of our own array.
-    let r = host(unsafe { libc::poll(pfds.as_mut_ptr(), n, a[2] as i32) } as i64)?;
-    for (i, p) in pfds.iter().enumerate() {
-        let revents = if p.fd == i32::MAX { libc::POLLNVAL } else { p.revents };
-        mem.write(a[0] + i as u64 * 8 + 6, &revents.to_le_bytes())?;
     }
     Ok(r)
 }

@@ -28,6 +28,7 @@ pub mod blocking;
 pub mod fdtable;
 pub mod fs;
 
+mod events;
 mod fds;
 mod files;
 mod io;
@@ -181,7 +182,7 @@ impl Service {
                 }
             }
             if let Ok(fd) = dup_cloexec(host_fd) {
-                fds.insert_at(i as u64, Entry { fd, cloexec: false, path: None, change: None });
+                fds.insert_at(i as u64, Entry { fd: fd.into(), cloexec: false, path: None, change: None });
             }
         }
         // SAFETY: umask only swaps the process's mask; read it and put it back.
@@ -262,24 +263,32 @@ impl Service {
         std::mem::take(&mut self.note)
     }
 
-    /// Serves one forwarded call.
+    /// Serves one forwarded call: [`Service::begin`], then, for a call
+    /// that waits, [`Waiting::finish`].
     pub fn handle(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Result<i64, Violation> {
+        match self.begin(mem, nr, a) {
+            Begun::Done(r) => r,
+            Begun::Wait(w) => w.finish(mem),
+        }
+    }
+
+    /// Starts serving one forwarded call. Calls that may wait on many
+    /// descriptors (`poll`, `ppoll`, `select`, `pselect6`, `epoll_wait`,
+    /// `epoll_pwait`, `epoll_pwait2`) come back as a [`Waiting`] that owns
+    /// what it waits on (the host descriptors, held open): finish it
+    /// without the service, so that a worker can release a lock on the
+    /// service across the host wait. Everything else is done here.
+    pub fn begin(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Begun {
         self.stats.per_nr.add(nr, 1);
         if self.note.path.is_some() || self.note.refusal.is_some() || self.note.limit.is_some() {
             self.note = CallNote::default();
         }
-        match self.dispatch(mem, nr, &a) {
-            Ok(v) => Ok(v),
-            Err(Fail::Errno(e)) => Ok(-(e as i64)),
-            Err(Fail::Limit(hit)) => {
-                self.note.limit = Some(hit);
-                Ok(-i64::from(EFBIG))
-            }
-            Err(Fail::Violation(msg)) => {
-                let name = sysnames::name(nr).unwrap_or("unknown");
-                Err(Violation(format!("{name} (system call {nr}): {msg}")))
-            }
-        }
+        let r = match events::prepare(self, mem, nr, &a) {
+            Some(Ok(pending)) => return Begun::Wait(Waiting { nr, pending }),
+            Some(Err(f)) => Err(f),
+            None => self.dispatch(mem, nr, &a),
+        };
+        Begun::Done(conclude(nr, r, &mut self.note))
     }
 
     fn vfd(&self, vfd: u64) -> Result<RawFd, Fail> {
@@ -492,6 +501,63 @@ impl Service {
                 self.report_unsupported(nr);
                 Err(Fail::Errno(libc::ENOSYS))
             }
+        }
+    }
+}
+
+/// How [`Service::begin`] left a call.
+#[derive(Debug)]
+pub enum Begun {
+    /// Served: the value for `rax`, or a violation that ends the program.
+    Done(Result<i64, Violation>),
+    /// A wait to finish ([`Waiting::finish`]).
+    Wait(Waiting),
+}
+
+/// A call that waits on descriptors, prepared by [`Service::begin`]:
+/// arguments copied and checked, host descriptors held. Needs no service.
+#[derive(Debug)]
+pub struct Waiting {
+    nr: u64,
+    pending: events::Pending,
+}
+
+// A worker may hand a wait to another thread (or keep it across a lock).
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Waiting>();
+};
+
+impl Waiting {
+    /// The program's signal mask for the wait (`ppoll`, `pselect6`,
+    /// `epoll_pwait`, `epoll_pwait2` given one), checked and copied. Not
+    /// applied: signal delivery installs it for the wait (see
+    /// `service/events.rs`).
+    pub fn sigmask(&self) -> Option<u64> {
+        self.pending.sigmask
+    }
+
+    /// Blocks in the host wait (a stop kicks the thread out of it: `EINTR`)
+    /// and writes the results into program memory.
+    pub fn finish(self, mem: &GuestMemory) -> Result<i64, Violation> {
+        let mut note = CallNote::default();
+        conclude(self.nr, self.pending.finish(mem), &mut note)
+    }
+}
+
+/// A handler's result as the value for `rax` (a write-limit hit is noted
+/// in `note` for the gate) or the violation that ends the program.
+fn conclude(nr: u64, r: Sys, note: &mut CallNote) -> Result<i64, Violation> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(Fail::Errno(e)) => Ok(-(e as i64)),
+        Err(Fail::Limit(hit)) => {
+            note.limit = Some(hit);
+            Ok(-i64::from(EFBIG))
+        }
+        Err(Fail::Violation(msg)) => {
+            let name = sysnames::name(nr).unwrap_or("unknown");
+            Err(Violation(format!("{name} (system call {nr}): {msg}")))
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use cabin_abi::syscalls::{nr, SLOTS};
 
-use super::{accept, fds, files, io, names, process, time, timers, Service, Sys};
+use super::{accept, events, fds, files, io, names, process, time, timers, Service, Sys};
 use crate::memory::GuestMemory;
 
 /// Serves one call: the service, the program's memory, the six arguments.
@@ -28,7 +28,6 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::lseek, io::lseek),
     (nr::sendfile, io::sendfile),
     (nr::copy_file_range, io::copy_file_range),
-    (nr::poll, io::poll),
     // The descriptor table (fds.rs).
     (nr::close, fds::close),
     (nr::dup, fds::dup),
@@ -85,6 +84,22 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::fchown, names::fchown),
     (nr::fchownat, names::fchownat),
     (nr::utimensat, names::utimensat),
+    // Waiting on many descriptors, event and timer descriptors (events.rs).
+    (nr::poll, events::poll),
+    (nr::ppoll, events::ppoll),
+    (nr::select, events::select),
+    (nr::pselect6, events::pselect6),
+    (nr::epoll_create, events::epoll_create),
+    (nr::epoll_create1, events::epoll_create1),
+    (nr::epoll_ctl, events::epoll_ctl),
+    (nr::epoll_wait, events::epoll_wait),
+    (nr::epoll_pwait, events::epoll_pwait),
+    (nr::epoll_pwait2, events::epoll_pwait2),
+    (nr::eventfd, events::eventfd),
+    (nr::eventfd2, events::eventfd2),
+    (nr::timerfd_create, events::timerfd_create),
+    (nr::timerfd_settime, events::timerfd_settime),
+    (nr::timerfd_gettime, events::timerfd_gettime),
     // Clocks and sleeping (time.rs).
     (nr::nanosleep, time::nanosleep),
     (nr::pause, time::pause),
@@ -182,6 +197,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 100);
+        assert_eq!(REGISTERED.len(), 114);
     }
 }

@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod events;
 mod fake_failure;
 mod limits;
 mod pathprobe;
