@@ -57,7 +57,7 @@ pub mod auxv {
 /// Magic value of [`BootInfo::magic`]: "CABBOOT1".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CABBOOT1");
 /// Version of the [`BootInfo`] layout.
-pub const BOOT_VERSION: u32 = 3;
+pub const BOOT_VERSION: u32 = 4;
 
 /// [`BootInfo::flags`]: process backend. The domain is an ordinary Linux
 /// process under seccomp; the libos may issue the few system calls the
@@ -182,8 +182,12 @@ pub struct BootInfo {
     /// (`cabin_monitor::placement`): spinning then costs nobody, while
     /// sleeping costs a futex wake per call (process) or a doorbell exit (KVM).
     pub spin_ns: u64,
+    /// Written by the libos: `si_code` of a fatal fault (`SEGV_MAPERR` 1:
+    /// nothing mapped there; `SEGV_ACCERR` 2: mapped, but the access is
+    /// not allowed, e.g. a guard page or a read-only page); 0 = not known.
+    pub fault_code: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
     /// KVM backend, written by the libos at start-up: the address of its
     /// trap entry (where the monitor redirects a system call that reached
     /// the slow-path gate from a trap site, so the libos serves it as it
@@ -206,7 +210,20 @@ pub struct BootInfo {
     /// only stops asking about calls whose effect stays inside its own
     /// domain, which it controls anyway (docs/policy.md).
     pub check_local: crate::syscalls::CallSet,
+    /// Written by the monitor: the domain ranges whose protection the
+    /// program may change (`mprotect`, the `prot` of `mmap`), as
+    /// `[start, len]` pairs (page aligned; unused entries are `[0, 0]`):
+    /// the arena, the `brk` range, the stack and the image's RELRO pages.
+    /// The libos asks the backend only for changes inside one of them (so
+    /// a refusal never traps back into it); the backend checks every
+    /// change itself (process: the seccomp filter, built from the same
+    /// list; KVM: the monitor, before it edits the page tables). Code,
+    /// the boot page and the ring are never in the list.
+    pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
 }
+
+/// Entries of [`BootInfo::protectable`].
+pub const PROTECTABLE_RANGES: usize = 4;
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::PAGE_SIZE as usize);
 
@@ -224,6 +241,8 @@ pub struct EndWords {
     pub fault_addr: u64,
     /// [`BootInfo::fault_rip`].
     pub fault_rip: u64,
+    /// [`BootInfo::fault_code`].
+    pub fault_code: u64,
     /// [`BootInfo::trapped`].
     pub trapped: u64,
     /// [`BootInfo::abort`].
@@ -242,6 +261,7 @@ impl Default for EndWords {
             fault_signo: 0,
             fault_addr: 0,
             fault_rip: 0,
+            fault_code: 0,
             trapped: 0,
             abort: 0,
             memory_request: 0,

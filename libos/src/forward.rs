@@ -165,6 +165,9 @@ pub fn init(boot: u64) -> bool {
         return false;
     }
     // SAFETY: as for the reads above.
+    let protectable = unsafe { addr_of_mut!((*b).protectable).read_volatile() };
+    mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
+    // SAFETY: as for the reads above.
     let (tsc_khz, spin_ns, check) = unsafe {
         (
             addr_of_mut!((*b).tsc_khz).read_volatile(),
@@ -601,6 +604,16 @@ pub(crate) fn record_fault(signo: u64, addr: u64, rip: u64) {
         addr_of_mut!((*b).fault_rip).write_volatile(rip);
         addr_of_mut!((*b).fault_signo).write_volatile(signo);
     }
+}
+
+/// Records the `si_code` of a fatal fault (after [`record_fault`]).
+pub(crate) fn record_fault_code(code: u64) {
+    let b = boot_ptr();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: `b` is the boot page validated by `init`.
+    unsafe { addr_of_mut!((*b).fault_code).write_volatile(code) };
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::mem::offset_of;
 
-use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION};
+use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION, PROTECTABLE_RANGES};
 use cabin_abi::hypercall::PORT_DOORBELL;
 use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
 use cabin_abi::ring::{RingPtr, RING_BYTES};
@@ -130,6 +130,12 @@ pub struct Guest {
     pub brk_len: u64,
     /// Length of the arena.
     pub arena_len: u64,
+    /// The page tables, which `mprotect` edits while the program runs
+    /// (`crate::protect`).
+    pub pt: std::sync::Mutex<PageTables>,
+    /// The ranges whose protection the program may change: the monitor's
+    /// own copy of what it wrote into `BootInfo::protectable`.
+    pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
 }
 
 fn page_down(x: u64) -> u64 {
@@ -254,7 +260,19 @@ pub fn build(
     // `mem`, which the Domain owns together with the RingPtr.
     let ring = unsafe { RingPtr::new(mem.host_ptr(RING_GPA, ring_len)?) };
     ring.init();
-    write_boot_info(&mem, program, brk_va, brk_len, arena_len)?;
+    // The image's RELRO pages, when they are whole data pages (at most 64,
+    // as on the process backend).
+    let relro = elf
+        .segments
+        .iter()
+        .find(|s| s.p_type == cabin_image::elf::PT_GNU_RELRO && s.memsz > 0)
+        .map(|s| (page_down(s.vaddr), page_up(s.vaddr + s.memsz).min(page_down(s.vaddr) + 64 * PAGE)))
+        .filter(|&(s, e)| {
+            e > s && (s..e).step_by(PAGE as usize).all(|p| pages.get(&p) == Some(&(true, false)))
+        })
+        .map_or([0, 0], |(s, e)| [base + s, e - s]);
+    let protectable = [[ARENA_VA, arena_len], [brk_va, brk_len], [stack_va, STACK_SIZE], relro];
+    write_boot_info(&mem, program, brk_va, brk_len, arena_len, &protectable)?;
 
     // --- system area (supervisor only) ---
     let tss_va = kernel_va(TSS_GPA);
@@ -334,6 +352,8 @@ pub fn build(
         arena_len,
         view,
         phys: mem,
+        pt: std::sync::Mutex::new(pt),
+        protectable,
     })
 }
 
@@ -361,7 +381,13 @@ fn write_boot_info(
     brk_va: u64,
     brk_len: u64,
     arena_len: u64,
+    protectable: &[[u64; 2]; PROTECTABLE_RANGES],
 ) -> Result<(), MemoryError> {
+    for (i, [start, len]) in protectable.iter().enumerate() {
+        let off = offset_of!(BootInfo, protectable) + i * 16;
+        mem.write_u64(BOOT_GPA + off as u64, *start)?;
+        mem.write_u64(BOOT_GPA + off as u64 + 8, *len)?;
+    }
     let at = |off: usize| BOOT_GPA + off as u64;
     mem.write_u64(at(offset_of!(BootInfo, magic)), BOOT_MAGIC)?;
     mem.write(at(offset_of!(BootInfo, version)), &BOOT_VERSION.to_le_bytes())?;

@@ -21,11 +21,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use cabin_abi::boot::{
     auxv, BootInfo, AT_CABIN_BOOT, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
-    BOOT_MAGIC, BOOT_VERSION,
+    BOOT_MAGIC, BOOT_VERSION, PROTECTABLE_RANGES,
 };
 use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
 use cabin_abi::ring::RingPtr;
-use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
+use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X, PT_GNU_RELRO};
 
 use cabin_policy::limits::MemoryBound;
 
@@ -70,6 +70,9 @@ pub struct DomainMemory {
     pub arena_len: u64,
     /// The bound on the program's memory the memfd was sized from.
     pub bound: MemoryBound,
+    /// The ranges whose protection the program may change
+    /// ([`BootInfo::protectable`]; the seccomp filter is built from them).
+    pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
 }
 
 impl Drop for DomainMemory {
@@ -263,7 +266,14 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     if base == libc::MAP_FAILED {
         return Err(RunError::host("mmap of the domain memory"));
     }
+    let protectable = [
+        [ARENA_BASE, arena_len],
+        [BRK_BASE, brk_len],
+        [STACK_BASE, STACK_SIZE],
+        relro_pages(elf, bias, &ranges).unwrap_or([0, 0]),
+    ];
     let mut d = DomainMemory {
+        protectable,
         memfd,
         host_base: base.cast(),
         total,
@@ -286,6 +296,27 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
     d.sp = build_stack(&d, spec, elf, phdr)?;
     Ok(d)
+}
+
+/// Most RELRO pages the program may protect (the seccomp filter holds one
+/// rule per page: see `seccomp::rules`). glibc's static RELRO is a few pages.
+pub const MAX_RELRO_PAGES: u64 = 64;
+
+/// The image's RELRO pages (`PT_GNU_RELRO`, rounded out to pages, at most
+/// [`MAX_RELRO_PAGES`]) as `[start, len]`, when they lie inside one
+/// writable, non-executable range of the image.
+pub fn relro_pages(elf: &ElfFile<'_>, bias: u64, ranges: &[MapRange]) -> Option<[u64; 2]> {
+    let relro = elf.segments.iter().find(|s| s.p_type == PT_GNU_RELRO && s.memsz > 0)?;
+    let start = page_down(relro.vaddr.checked_add(bias)?);
+    let end = page_up(relro.vaddr.checked_add(bias)?.checked_add(relro.memsz)?)?;
+    let end = end.min(start.checked_add(MAX_RELRO_PAGES * PAGE)?);
+    let inside = ranges.iter().any(|r| {
+        r.kind == RegionKind::Data
+            && r.prot & libc::PROT_EXEC == 0
+            && start >= r.guest
+            && end <= r.guest + r.len
+    });
+    (inside && end > start).then_some([start, end - start])
 }
 
 /// Domain address of the program headers: the PT_LOAD containing `e_phoff`.
@@ -331,10 +362,12 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             memory_request: 0,
             memory_used: 0,
             spin_ns: 0,
-            reserved: [0; 3],
+            reserved: [0; 2],
             kvm_trap_entry: 0,
             local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
             check_local: cabin_abi::syscalls::CallSet::EMPTY,
+            fault_code: 0,
+            protectable: d.protectable,
         })
     };
 }

@@ -6,10 +6,19 @@
 //!   bytes are read over the ring) comes from a page allocator: a bump
 //!   pointer plus a sorted free list of extents that coalesces on free.
 //!   Memory handed out is always zero, as the kernel's would be.
-//! - `mprotect` cannot change the arena's hardware protection (the domain
-//!   cannot issue `mprotect`): it checks the request and succeeds without
-//!   effect, except that any request for `PROT_EXEC` is refused with
-//!   `EACCES`, so no new code ever appears.
+//! - Protections are real (`mprotect`, and the `prot` of `mmap`) inside the
+//!   ranges the monitor names protectable in the boot page (arena, `brk`
+//!   range, stack, the image's RELRO pages): the libos asks the backend
+//!   (process: a native `mprotect`, which the seccomp filter allows only
+//!   there and only without `PROT_EXEC`; KVM: the
+//!   `cabin_abi::hypercall::DOORBELL_PROTECT` exit, after which the
+//!   monitor edits the page tables). [`Prots`] remembers the pages that are
+//!   not read-write, so that memory given back is made read-write again
+//!   before the allocator zeroes or reuses it. `PROT_EXEC` is refused with
+//!   `EACCES` everywhere (no new code ever appears); a request to make
+//!   anything outside the protectable ranges writable (code, boot page,
+//!   ring) is refused with `EACCES`; dropping permissions there succeeds
+//!   without effect, as before.
 //! - With a memory limit (`BOOT_FLAG_MEMORY_LIMIT`), a request the `brk`
 //!   range and the arena cannot satisfy does not return `ENOMEM`: the
 //!   program asked for more than the policy allows, so the libos stops it
@@ -41,7 +50,10 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const MADV_DONTNEED: u64 = 4;
+const PROT_READ: u64 = 1;
 const PROT_WRITE: u64 = 2;
+/// `PROT_*` bits the libos accepts (besides `PROT_EXEC`, refused).
+const PROT_RW: u64 = PROT_READ | PROT_WRITE;
 
 /// Most free extents remembered; beyond that, freed memory leaks.
 const MAX_FREE: usize = 256;
@@ -257,6 +269,103 @@ impl Arena {
             }
         }
         false
+    }
+}
+
+/// Most extents of non-read-write pages remembered; a change that would
+/// need more fails with `ENOMEM`, as Linux's does past its map count.
+const MAX_PROTS: usize = 512;
+
+/// The pages whose protection is not read-write: sorted, non-overlapping
+/// extents `(start, len, prot)`, adjacent ones with equal `prot` merged.
+#[derive(Debug)]
+pub struct Prots {
+    ext: [(u64, u64, u8); MAX_PROTS],
+    n: usize,
+}
+
+impl Prots {
+    /// Everything read-write.
+    pub const EMPTY: Prots = Prots { ext: [(0, 0, 0); MAX_PROTS], n: 0 };
+
+    /// The extents.
+    pub fn extents(&self) -> &[(u64, u64, u8)] {
+        &self.ext[..self.n]
+    }
+
+    /// Whether [`Prots::set`] of this range can succeed (room for the split).
+    pub fn can_set(&self, addr: u64, len: u64) -> bool {
+        // A split adds at most two extents (the new one and a right part).
+        let _ = (addr, len);
+        self.n + 2 <= MAX_PROTS
+    }
+
+    /// Records that `[addr, addr+len)` now has `prot` (page multiples).
+    pub fn set(&mut self, addr: u64, len: u64, prot: u8) -> bool {
+        if !self.can_set(addr, len) {
+            return false;
+        }
+        let end = addr.saturating_add(len);
+        // Cut the range out of every extent it overlaps.
+        let mut i = 0;
+        while i < self.n {
+            let (a, l, p) = self.ext[i];
+            let e = a + l;
+            if e <= addr || a >= end {
+                i += 1;
+                continue;
+            }
+            let left = (a < addr).then(|| (a, addr - a, p));
+            let right = (e > end).then(|| (end, e - end, p));
+            match (left, right) {
+                (Some(lf), Some(rt)) => {
+                    self.ext[i] = lf;
+                    self.ext.copy_within(i + 1..self.n, i + 2);
+                    self.ext[i + 1] = rt;
+                    self.n += 1;
+                    i += 2;
+                }
+                (Some(x), None) | (None, Some(x)) => {
+                    self.ext[i] = x;
+                    i += 1;
+                }
+                (None, None) => {
+                    self.ext.copy_within(i + 1..self.n, i);
+                    self.n -= 1;
+                }
+            }
+        }
+        if prot as u64 == PROT_READ | PROT_WRITE || len == 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < self.n && self.ext[i].0 < addr {
+            i += 1;
+        }
+        self.ext.copy_within(i..self.n, i + 1);
+        self.ext[i] = (addr, len, prot);
+        self.n += 1;
+        // Merge with equal neighbours.
+        if i + 1 < self.n && self.ext[i + 1].0 == end && self.ext[i + 1].2 == prot {
+            self.ext[i].1 += self.ext[i + 1].1;
+            self.ext.copy_within(i + 2..self.n, i + 1);
+            self.n -= 1;
+        }
+        if i > 0 && self.ext[i - 1].0 + self.ext[i - 1].1 == addr && self.ext[i - 1].2 == prot {
+            self.ext[i - 1].1 += self.ext[i].1;
+            self.ext.copy_within(i + 1..self.n, i);
+            self.n -= 1;
+        }
+        true
+    }
+
+    /// The first extent overlapping `[addr, addr+len)`, cut to it.
+    pub fn first_overlap(&self, addr: u64, len: u64) -> Option<(u64, u64, u8)> {
+        let end = addr.saturating_add(len);
+        self.extents().iter().find(|&&(a, l, _)| a < end && a + l > addr).map(|&(a, l, p)| {
+            let s = a.max(addr);
+            (s, (a + l).min(end) - s, p)
+        })
     }
 }
 
@@ -528,6 +637,99 @@ impl Mem {
 
 static MEM: Global<Mem> = Global::new(Mem::EMPTY);
 
+/// How protections are applied, from the boot page.
+struct Protection {
+    /// The protectable ranges (`[start, len]`, empty entries `[0, 0]`).
+    ranges: [[u64; 2]; cabin_abi::boot::PROTECTABLE_RANGES],
+    /// KVM backend: ask the monitor with the doorbell exit.
+    kvm: bool,
+    /// The non-read-write pages.
+    prots: Prots,
+}
+
+static PROT: Global<Protection> = Global::new(Protection {
+    ranges: [[0; 2]; cabin_abi::boot::PROTECTABLE_RANGES],
+    kvm: false,
+    prots: Prots::EMPTY,
+});
+
+/// Sets up the protectable ranges (from the boot page) and how to change
+/// protections (`kvm`: the doorbell exit; otherwise a native `mprotect`).
+pub(super) fn init_protection(ranges: [[u64; 2]; cabin_abi::boot::PROTECTABLE_RANGES], kvm: bool) {
+    // SAFETY: start-up, single thread.
+    let p = unsafe { PROT.get() };
+    p.ranges = ranges;
+    p.kvm = kvm;
+}
+
+/// Whether `[addr, addr+len)` lies inside one protectable range.
+fn protectable(addr: u64, len: u64) -> bool {
+    // SAFETY: single thread; a short read.
+    let p = unsafe { PROT.get() };
+    let Some(end) = addr.checked_add(len) else { return false };
+    p.ranges.iter().any(|&[s, l]| l != 0 && addr >= s && end <= s.saturating_add(l))
+}
+
+/// Asks the backend to give `[addr, addr+len)` the protection `prot`
+/// (`PROT_READ`/`PROT_WRITE` bits only). The range is protectable.
+fn apply(addr: u64, len: u64, prot: u64) -> i64 {
+    // SAFETY: single thread; a short read.
+    let kvm = unsafe { PROT.get() }.kvm;
+    if kvm {
+        let ret: i64;
+        // SAFETY: an `out` to the doorbell port (the one port ring 3 may
+        // use); the monitor changes the protection of program pages the
+        // range names (never the libos's own code, stack or data: they are
+        // not protectable) and writes only `rax`.
+        unsafe {
+            core::arch::asm!(
+                "out {port}, al",
+                port = const cabin_abi::hypercall::PORT_DOORBELL,
+                inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_PROTECT) => ret,
+                in("rdi") addr,
+                in("rsi") len,
+                in("rdx") prot,
+                options(nostack, preserves_flags),
+            );
+        }
+        return ret;
+    }
+    // SAFETY: mprotect of program memory in a protectable range (arena,
+    // brk, stack, RELRO), never PROT_EXEC: the libos's own code and data
+    // are outside those ranges, so its memory safety is unaffected.
+    unsafe { crate::sys::syscall6(super::nr::mprotect, &[addr, len, prot, 0, 0, 0]) }
+}
+
+/// Gives `[addr, addr+len)` (page multiples) and its record `prot`.
+fn protect(addr: u64, len: u64, prot: u64) -> i64 {
+    // SAFETY: single thread; a short read.
+    if !unsafe { PROT.get() }.prots.can_set(addr, len) {
+        return -errno::ENOMEM;
+    }
+    let r = apply(addr, len, prot);
+    if r == 0 {
+        // SAFETY: single thread, short-lived.
+        unsafe { PROT.get() }.prots.set(addr, len, prot as u8);
+    }
+    r
+}
+
+/// Makes every non-read-write page of `[addr, addr+len)` read-write again
+/// (memory the allocator is about to zero or reuse).
+fn unprotect(addr: u64, len: u64) {
+    loop {
+        // SAFETY: single thread; the reference ends in this statement.
+        let next = unsafe { PROT.get() }.prots.first_overlap(addr, len);
+        let Some((a, l, _)) = next else { return };
+        if protect(a, l, PROT_RW) != 0 {
+            // Cannot happen for a range the libos protected itself; forget
+            // it rather than loop.
+            // SAFETY: single thread, short-lived.
+            unsafe { PROT.get() }.prots.set(a, l, PROT_RW as u8);
+        }
+    }
+}
+
 /// Sets up the arena and the brk range; `limited`: the monitor set a memory
 /// limit (`BOOT_FLAG_MEMORY_LIMIT`). `false` if they are malformed.
 pub(super) fn init(arena: u64, arena_len: u64, brk: u64, brk_len: u64, limited: bool) -> bool {
@@ -539,7 +741,8 @@ pub(super) fn init(arena: u64, arena_len: u64, brk: u64, brk_len: u64, limited: 
 
 fn zero(addr: u64, len: u64) {
     // SAFETY: callers pass ranges inside the arena or brk range, which the
-    // monitor mapped read-write for the domain's whole life.
+    // monitor mapped read-write for the domain's whole life (the wrappers
+    // below make protected pages read-write again before any zeroing).
     unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) }
 }
 
@@ -566,15 +769,37 @@ fn over_limit(OverLimit(requested): OverLimit) -> ! {
 /// `brk(addr)`: returns the new break, or the old one on failure.
 pub(super) fn brk(addr: u64) -> u64 {
     // SAFETY: single thread, short-lived.
+    let (cur, lowest) = {
+        let m = unsafe { MEM.get() };
+        (m.brk_cur, m.brk_start)
+    };
+    if addr < cur && addr >= lowest {
+        // The part given back is zeroed: make it writable first.
+        let start = addr & !(PAGE - 1);
+        unprotect(start, page_up(cur).unwrap_or(cur) - start);
+    }
+    // SAFETY: single thread, short-lived.
     let r = unsafe { MEM.get() }.brk(addr);
     r.unwrap_or_else(|o| over_limit(o))
 }
 
 /// `mmap`.
 pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> i64 {
+    if prot & !(PROT_RW | PROT_EXEC) != 0 {
+        return -errno::EINVAL;
+    }
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 && prot & PROT_EXEC == 0 {
+        if let Some(l) = page_up(len) {
+            unprotect(addr & !(PAGE - 1), l);
+        }
+    }
     // SAFETY: single thread; the reference ends before the ring is used.
     let r = unsafe { MEM.get() }.mmap(addr, len, prot, flags, off);
     let start = match r {
+        Ok(Mapped::Ret(v)) if v >= 0 && prot != PROT_RW => {
+            let Some(l) = page_up(len) else { return -errno::EINVAL };
+            return protect_new(v as u64, l, prot);
+        }
         Ok(Mapped::Ret(v)) => return v,
         Ok(Mapped::File(start)) => start,
         Err(o) => over_limit(o),
@@ -595,37 +820,90 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
         }
         done += n as u64;
     }
+    if prot != PROT_RW {
+        return protect_new(start, len, prot);
+    }
+    start as i64
+}
+
+/// Gives a new mapping at `start` its protection; undoes it on failure.
+fn protect_new(start: u64, len: u64, prot: u64) -> i64 {
+    if !protectable(start, len) {
+        // Arena memory is always protectable; a monitor that says
+        // otherwise only loses the protection.
+        return start as i64;
+    }
+    let r = protect(start, len, prot);
+    if r != 0 {
+        // SAFETY: single thread, short-lived.
+        unsafe { MEM.get() }.release(start, len);
+        return r;
+    }
     start as i64
 }
 
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     super::readahead::memory_changed();
+    if addr.is_multiple_of(PAGE) {
+        if let Some(l) = page_up(len) {
+            // SAFETY: single thread, short-lived.
+            if unsafe { MEM.get() }.owner(addr, l).is_some() {
+                unprotect(addr, l);
+            }
+        }
+    }
     // SAFETY: single thread, short-lived.
     unsafe { MEM.get() }.munmap(addr, len)
 }
 
-/// `mremap`.
+/// `mremap`. The protection of a moved or shrunk mapping becomes
+/// read-write (Linux keeps it; programs that mremap protected memory are
+/// not known).
 pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> i64 {
     super::readahead::memory_changed();
+    if old.is_multiple_of(PAGE) {
+        if let (Some(o), Some(n)) = (page_up(old_len), page_up(new_len)) {
+            // SAFETY: single thread, short-lived.
+            if unsafe { MEM.get() }.owner(old, o.max(n)).is_some() {
+                unprotect(old, o.max(n));
+            }
+        }
+    }
     // SAFETY: single thread, short-lived.
     let r = unsafe { MEM.get() }.mremap(old, old_len, new_len, flags);
     r.unwrap_or_else(|o| over_limit(o))
 }
 
-/// `mprotect`: refuses `PROT_EXEC`, otherwise succeeds without effect.
-pub(super) fn mprotect(addr: u64, _len: u64, prot: u64) -> i64 {
+/// `mprotect`: `PROT_EXEC` is refused (`EACCES`); inside the protectable
+/// ranges the protection changes for real; outside them, making memory
+/// writable is refused (`EACCES`: code, boot page, ring) and dropping
+/// permissions succeeds without effect.
+pub(super) fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
     if prot & PROT_EXEC != 0 {
         return -errno::EACCES;
     }
-    if !addr.is_multiple_of(PAGE) {
+    if !addr.is_multiple_of(PAGE) || prot & !PROT_RW != 0 {
         return -errno::EINVAL;
+    }
+    let Some(len) = page_up(len) else { return -errno::ENOMEM };
+    if len == 0 {
+        return 0;
+    }
+    if protectable(addr, len) {
+        // PROT_WRITE alone is read-write on x86 (as Linux gives it).
+        let prot = if prot == PROT_WRITE { PROT_RW } else { prot };
+        return protect(addr, len, prot);
+    }
+    if prot & PROT_WRITE != 0 {
+        return -errno::EACCES;
     }
     0
 }
 
 /// `madvise`: `MADV_DONTNEED` zeroes arena memory (as the kernel would for
-/// private anonymous memory); every other advice is accepted and ignored.
+/// private anonymous memory), protected pages included; every other advice
+/// is accepted and ignored.
 pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     if !addr.is_multiple_of(PAGE) {
         return -errno::EINVAL;
@@ -633,9 +911,40 @@ pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     if advice == MADV_DONTNEED {
         let Some(len) = page_up(len) else { return -errno::EINVAL };
         // SAFETY: single thread, short-lived.
-        unsafe { MEM.get() }.dontneed(addr, len);
+        if unsafe { MEM.get() }.owner(addr, len).is_none() {
+            return 0;
+        }
+        // Zero protected parts through a read-write window, then restore.
+        let mut at = addr;
+        let end = addr + len;
+        while at < end {
+            // SAFETY: single thread; the reference ends in this statement.
+            let next = unsafe { PROT.get() }.prots.first_overlap(at, end - at);
+            match next {
+                Some((a, l, p)) => {
+                    zero_range(at, a - at);
+                    if apply(a, l, PROT_RW) == 0 {
+                        zero(a, l);
+                        apply(a, l, u64::from(p));
+                    }
+                    at = a + l;
+                }
+                None => {
+                    zero_range(at, end - at);
+                    at = end;
+                }
+            }
+        }
     }
     0
+}
+
+/// Zeroes `[addr, addr+len)` of arena memory (any length, 0 included).
+fn zero_range(addr: u64, len: u64) {
+    if len != 0 {
+        // SAFETY: single thread, short-lived.
+        unsafe { MEM.get() }.dontneed(addr, len);
+    }
 }
 
 #[cfg(test)]
@@ -792,6 +1101,29 @@ mod tests {
         assert_eq!(m.mmap(0, 16 * PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(0) as i64)));
         assert_eq!(m.mmap(0, PAGE, 3, ANON, 0), Ok(Mapped::Ret(-errno::ENOMEM)));
         assert_eq!(m.brk(buf.at(20)), Ok(buf.at(20)));
+    }
+
+    #[test]
+    fn protections_split_and_merge() {
+        let mut p = Prots::EMPTY;
+        assert!(p.set(B, 4 * PAGE, 0));
+        assert!(p.set(B + PAGE, PAGE, 1));
+        assert_eq!(p.extents(), &[(B, PAGE, 0), (B + PAGE, PAGE, 1), (B + 2 * PAGE, 2 * PAGE, 0)]);
+        // Back to read-write in the middle, then the same protection merges.
+        assert!(p.set(B + PAGE, PAGE, 3));
+        assert_eq!(p.extents(), &[(B, PAGE, 0), (B + 2 * PAGE, 2 * PAGE, 0)]);
+        assert!(p.set(B + PAGE, PAGE, 0));
+        assert_eq!(p.extents(), &[(B, 4 * PAGE, 0)]);
+        assert_eq!(p.first_overlap(B + 3 * PAGE, 8 * PAGE), Some((B + 3 * PAGE, PAGE, 0)));
+        assert_eq!(p.first_overlap(B + 4 * PAGE, PAGE), None);
+        assert!(p.set(B - PAGE, 10 * PAGE, 3));
+        assert!(p.extents().is_empty());
+        // Full table: refused, never corrupted.
+        for i in 0..(MAX_PROTS as u64) {
+            p.set(B + 2 * i * PAGE, PAGE, 1);
+        }
+        assert!(p.n <= MAX_PROTS);
+        assert!(!p.set(B + 1, PAGE, 0) || p.n <= MAX_PROTS);
     }
 
     #[test]
