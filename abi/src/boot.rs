@@ -213,17 +213,39 @@ pub struct BootInfo {
     /// Written by the monitor: the domain ranges whose protection the
     /// program may change (`mprotect`, the `prot` of `mmap`), as
     /// `[start, len]` pairs (page aligned; unused entries are `[0, 0]`):
-    /// the arena, the `brk` range, the stack and the image's RELRO pages.
+    /// the arena, the `brk` range, the stack, the image's RELRO pages and
+    /// the reservation space.
     /// The libos asks the backend only for changes inside one of them (so
     /// a refusal never traps back into it); the backend checks every
     /// change itself (process: the seccomp filter, built from the same
     /// list; KVM: the monitor, before it edits the page tables). Code,
     /// the boot page and the ring are never in the list.
     pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
+    /// Written by the monitor: the reservation space, address space
+    /// without memory for `PROT_NONE` reservations (first byte, length;
+    /// page aligned; 0 = none). Committing part of it maps arena pages
+    /// there (process: a native `mmap` of the domain memfd, descriptor
+    /// [`RESERVE_FD`], at [`BootInfo::arena_file_offset`] + the arena
+    /// page's offset, which the seccomp filter allows only there; KVM: the
+    /// `crate::hypercall::DOORBELL_COMMIT` exit). Only committed pages
+    /// count against the memory bound (they are arena pages).
+    pub reserve_start: u64,
+    /// Length of the reservation space.
+    pub reserve_len: u64,
+    /// Process backend: offset of `arena_start` in the domain memfd.
+    pub arena_file_offset: u64,
 }
 
+/// Process backend: the descriptor number of the domain memfd in the
+/// confined child (its only native descriptor), for commits of the
+/// reservation space. The libos also forwards each commit to the monitor
+/// as `mmap(va, len, prot, MAP_SHARED | MAP_FIXED, RESERVE_FD, arena
+/// address)` and each release as `munmap(va, len)`, so that the monitor
+/// can reach committed pages (`GuestMemory::alias`).
+pub const RESERVE_FD: u64 = 1000;
+
 /// Entries of [`BootInfo::protectable`].
-pub const PROTECTABLE_RANGES: usize = 4;
+pub const PROTECTABLE_RANGES: usize = 5;
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::PAGE_SIZE as usize);
 

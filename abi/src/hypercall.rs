@@ -46,6 +46,14 @@ pub const DOORBELL_WAIT: u32 = 2;
 /// tables, makes the vCPU's TLB forget the old entries before it resumes,
 /// and returns the result in `rax` (0 or `-errno`, as `mprotect`).
 pub const DOORBELL_PROTECT: u32 = 3;
+/// [`PORT_DOORBELL`] value: commit part of the reservation space
+/// (`crate::boot::BootInfo::reserve_start`): `rdi` = address, `rsi` =
+/// length, `rdx` = `PROT_*` (read/write bits only), `r10` = the arena
+/// address of the pages to map there, or 0 to release the range (it
+/// becomes unmapped reservation again). The monitor checks both ranges
+/// against its own layout, edits the page tables and flushes the TLB
+/// when a mapping is replaced or removed; `rax` = 0 or `-errno`.
+pub const DOORBELL_COMMIT: u32 = 4;
 
 pub mod fault {
     //! Register convention of [`super::PORT_FAULT`]: `rdi` = vector, `rsi` = error code (0 when the vector has none),

@@ -54,6 +54,7 @@ pub(crate) mod errno {
     pub const EAGAIN: i64 = 11;
     pub const ENOMEM: i64 = 12;
     pub const EACCES: i64 = 13;
+    pub const EEXIST: i64 = 17;
     pub const EFAULT: i64 = 14;
     pub const EPIPE: i64 = 32;
     pub const EINVAL: i64 = 22;
@@ -165,8 +166,16 @@ pub fn init(boot: u64) -> bool {
         return false;
     }
     // SAFETY: as for the reads above.
-    let protectable = unsafe { addr_of_mut!((*b).protectable).read_volatile() };
+    let (protectable, reserve, reserve_len, file_offset) = unsafe {
+        (
+            addr_of_mut!((*b).protectable).read_volatile(),
+            addr_of_mut!((*b).reserve_start).read_volatile(),
+            addr_of_mut!((*b).reserve_len).read_volatile(),
+            addr_of_mut!((*b).arena_file_offset).read_volatile(),
+        )
+    };
     mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
+    mem::init_reserve(reserve, reserve_len, file_offset);
     // SAFETY: as for the reads above.
     let (tsc_khz, spin_ns, check) = unsafe {
         (

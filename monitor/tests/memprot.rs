@@ -93,10 +93,55 @@ fn prot_none_mappings_commit_with_mprotect(b: Backend) {
     runs_like_linux(b, "none");
 }
 
+/// A 64 GiB `PROT_NONE` reservation, 64 MiB of it committed (by `mprotect`
+/// and by `mmap(MAP_FIXED)`), used, and read and written by the monitor
+/// (file I/O), under the default memory bound: as natively.
+fn a_64_gib_reservation_commits_64_mib_under_the_default_bound(b: Backend) {
+    let Some((native, o, _, _)) = both(b, "reserve") else { return };
+    assert_eq!(native, 0, "natively");
+    assert_eq!(o.exit_code, 0, "{:?}", o.reason);
+}
+
+/// Committing past the memory bound stops the program (137), as an `mmap`
+/// past it does.
+fn committing_past_the_bound_stops_the_program(b: Backend) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(exe) = common::compile("memprot", t.path()) else { return };
+    let img = common::rewrite(&std::fs::read(&exe).expect("read"));
+    let cfg =
+        RunConfig { args: vec!["memprot".into(), "overcommit".into()], quiet: true, ..RunConfig::default() };
+    let o = b.run(&img, &cfg).expect("runs");
+    assert_eq!(o.exit_code, 137, "{:?}", o.reason);
+}
+
 on_both_backends!(
+    a_64_gib_reservation_commits_64_mib_under_the_default_bound,
+    committing_past_the_bound_stops_the_program,
     a_guard_page_below_a_buffer_stops_an_overflow,
     relro_made_read_only_cannot_be_written,
     a_read_only_mapping_cannot_be_written,
     read_write_read_only_read_write_keeps_the_data,
     prot_none_mappings_commit_with_mprotect,
 );
+
+/// Not a test: the cost of `mprotect` natively and on each backend
+/// (`cargo test -p cabin-monitor --test memprot -- --ignored --nocapture`;
+/// docs/performance.md).
+#[test]
+#[ignore]
+fn mprotect_cost() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(exe) = common::compile("memprot", t.path()) else { return };
+    let img = common::rewrite(&std::fs::read(&exe).expect("read"));
+    let native = std::process::Command::new(&exe).arg("bench").output().expect("native");
+    print!("native: {}", String::from_utf8_lossy(&native.stdout));
+    for b in [Backend::Process, Backend::Kvm] {
+        if !b.available("mprotect_cost") {
+            continue;
+        }
+        let cfg = RunConfig { args: vec!["memprot".into(), "bench".into()], ..RunConfig::default() };
+        println!("{b:?}:");
+        let o = b.run(&img, &cfg).expect("runs");
+        assert_eq!(o.exit_code, 0);
+    }
+}

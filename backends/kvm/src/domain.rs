@@ -136,6 +136,9 @@ pub struct Guest {
     /// The ranges whose protection the program may change: the monitor's
     /// own copy of what it wrote into `BootInfo::protectable`.
     pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
+    /// Guest-physical address of the arena's first page (the arena is
+    /// one run of guest-physical memory at `ARENA_VA`).
+    pub arena_gpa: u64,
 }
 
 fn page_down(x: u64) -> u64 {
@@ -271,7 +274,8 @@ pub fn build(
             e > s && (s..e).step_by(PAGE as usize).all(|p| pages.get(&p) == Some(&(true, false)))
         })
         .map_or([0, 0], |(s, e)| [base + s, e - s]);
-    let protectable = [[ARENA_VA, arena_len], [brk_va, brk_len], [stack_va, STACK_SIZE], relro];
+    let protectable =
+        [[ARENA_VA, arena_len], [brk_va, brk_len], [stack_va, STACK_SIZE], relro, [RESERVE_VA, RESERVE_LEN]];
     write_boot_info(&mem, program, brk_va, brk_len, arena_len, &protectable)?;
 
     // --- system area (supervisor only) ---
@@ -354,6 +358,7 @@ pub fn build(
         phys: mem,
         pt: std::sync::Mutex::new(pt),
         protectable,
+        arena_gpa,
     })
 }
 
@@ -365,6 +370,14 @@ fn program_view(mem: &PhysMemory, space: &[(u64, u64, u64, RegionKind)]) -> Resu
         let host = mem.host_ptr(gpa, len)?;
         regions.push(Region { start, len, host, kind });
     }
+    // The reservation space: no host pages of its own; committed parts are
+    // aliases of arena pages (`GuestMemory::alias`).
+    regions.push(Region {
+        start: RESERVE_VA,
+        len: RESERVE_LEN,
+        host: std::ptr::null_mut(),
+        kind: RegionKind::Reserve,
+    });
     regions.sort_by_key(|r| r.start);
     if let Some(w) = regions.windows(2).find(|w| w[0].start + w[0].len > w[1].start) {
         return Err(DomainError::Paging(PagingError::AlreadyMapped(w[1].start)));
@@ -383,6 +396,8 @@ fn write_boot_info(
     arena_len: u64,
     protectable: &[[u64; 2]; PROTECTABLE_RANGES],
 ) -> Result<(), MemoryError> {
+    mem.write_u64(BOOT_GPA + offset_of!(BootInfo, reserve_start) as u64, RESERVE_VA)?;
+    mem.write_u64(BOOT_GPA + offset_of!(BootInfo, reserve_len) as u64, RESERVE_LEN)?;
     for (i, [start, len]) in protectable.iter().enumerate() {
         let off = offset_of!(BootInfo, protectable) + i * 16;
         mem.write_u64(BOOT_GPA + off as u64, *start)?;

@@ -2,7 +2,8 @@
 //! registers) to an action, so tests can feed made-up exits without a VM.
 
 use cabin_abi::hypercall::{
-    fault, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE, PORT_DOORBELL, PORT_FAULT, PORT_SYSCALL,
+    fault, DOORBELL_COMMIT, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE, PORT_DOORBELL, PORT_FAULT,
+    PORT_SYSCALL,
 };
 use cabin_proxy_kernel::trap::{page_fault_access, signal_for, vector, vector_name};
 
@@ -200,6 +201,18 @@ pub enum IoAction {
         /// `rdx`: `PROT_*`.
         prot: u64,
     },
+    /// Commit (or, `target` 0, release) part of the reservation space:
+    /// the registers, untrusted.
+    Commit {
+        /// `rdi`.
+        addr: u64,
+        /// `rsi`.
+        len: u64,
+        /// `rdx`: `PROT_*`.
+        prot: u64,
+        /// `r10`: arena address of the pages, or 0.
+        target: u64,
+    },
     /// The program used the doorbell port in a way Cabin does not define
     /// (any other value, width or direction): a protocol violation that
     /// ends it (exit 137), never a Cabin error.
@@ -239,7 +252,10 @@ pub fn decode_out(port: u16, data: &[u8], r: &Regs, kernel_text: (u64, u64)) -> 
             [v] if u32::from(*v) == DOORBELL_PROTECT => {
                 IoAction::Protect { addr: r.rdi, len: r.rsi, prot: r.rdx }
             }
-            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 or 2)"),
+            [v] if u32::from(*v) == DOORBELL_COMMIT => {
+                IoAction::Commit { addr: r.rdi, len: r.rsi, prot: r.rdx, target: r.r10 }
+            }
+            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 4)"),
         },
         _ => misuse(r, kernel_text, "write to an unknown I/O port"),
     }

@@ -518,6 +518,16 @@ fn run_loop(
                     flush_tlb(m)?;
                 }
             }
+            IoAction::Commit { addr, len, prot, target } => {
+                stats.protect_exits += 1;
+                let (r, flush) = commit(d, addr, len, prot, target);
+                let mut k = kregs;
+                k.rax = r as u64;
+                m.vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                if flush {
+                    flush_tlb(m)?;
+                }
+            }
             IoAction::Doorbell { wait } => {
                 stats.doorbell_exits += 1;
                 match service.doorbell(wait) {
@@ -578,6 +588,54 @@ fn protect(d: &Guest, addr: u64, len: u64, prot: u64) -> i64 {
         Err(paging::PagingError::PoolExhausted(_)) => -ENOMEM,
         Err(_) => -EACCES,
     }
+}
+
+/// Serves [`IoAction::Commit`]: maps the arena pages at `target` (or, 0,
+/// nothing) over `[addr, addr+len)` of the reservation space. Both ranges
+/// are checked against the monitor's own layout, so the program can only
+/// ever map its own arena pages, never executable, never anywhere but the
+/// reservation space. Returns the result for `rax` and whether the TLB
+/// must be flushed (an entry was replaced or removed).
+fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, bool) {
+    const EINVAL: i64 = 22;
+    const EACCES: i64 = 13;
+    const ENOMEM: i64 = 12;
+    if prot & !3 != 0 {
+        return (-(if prot & 4 != 0 { EACCES } else { EINVAL }), false);
+    }
+    let page = |x: u64| x % layout::PAGE == 0;
+    if len == 0 || !page(addr) || !page(len) || !page(target) {
+        return (-EINVAL, false);
+    }
+    let inside = |a: u64, s: u64, l: u64| a >= s && a.checked_add(len).is_some_and(|e| e <= s + l);
+    if !inside(addr, layout::RESERVE_VA, layout::RESERVE_LEN) {
+        return (-EINVAL, false);
+    }
+    let mut pt = d.pt.lock().unwrap_or_else(|e| e.into_inner());
+    if target == 0 {
+        d.view.unalias(addr, len);
+        return match pt.clear_leaves(&d.phys, addr, len) {
+            Ok(()) => (0, true),
+            Err(_) => (-EINVAL, true),
+        };
+    }
+    if !inside(target, layout::ARENA_VA, d.arena_len) {
+        return (-EINVAL, false);
+    }
+    let gpa = d.arena_gpa + (target - layout::ARENA_VA);
+    let perms = paging::Perms { user: true, write: prot & 2 != 0, exec: false, pkey: 0 };
+    let replaced = match pt.set_leaves(&d.phys, addr, gpa, len, perms) {
+        Ok(r) => r,
+        Err(paging::PagingError::PoolExhausted(_)) => return (-ENOMEM, true),
+        Err(_) => return (-EINVAL, true),
+    };
+    if prot == 0 && pt.protect(&d.phys, addr, len, false, false).is_err() {
+        return (-EINVAL, true);
+    }
+    if d.view.alias(addr, len, target).is_err() {
+        return (-ENOMEM, replaced);
+    }
+    (0, replaced)
 }
 
 /// Makes the vCPU forget every cached translation before it runs again.

@@ -257,6 +257,66 @@ impl PageTables {
         Ok(changed)
     }
 
+    /// Maps `[va, va + len)` to `[gpa, gpa + len)` with 4 KiB pages and
+    /// `perms`, replacing what is there (only 4 KiB leaves: a range with a
+    /// 2 MiB page is refused before anything changes). Returns whether a
+    /// present entry was replaced (then the TLB must be flushed).
+    pub fn set_leaves(
+        &mut self,
+        mem: &PhysMemory,
+        va: u64,
+        gpa: u64,
+        len: u64,
+        perms: Perms,
+    ) -> Result<bool, PagingError> {
+        let bad = || PagingError::BadRange { va, len };
+        if !va.is_multiple_of(PAGE) || !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(bad());
+        }
+        let end = va.checked_add(len).ok_or_else(bad)?;
+        let mut v = va;
+        while v < end {
+            if let Some((_, true)) = self.leaf_slot(mem, v)? {
+                return Err(PagingError::AlreadyMapped(v));
+            }
+            v += PAGE;
+        }
+        let flags = perms.bits();
+        let mut replaced = false;
+        let mut off = 0;
+        while off < len {
+            let v = va + off;
+            let pdpt = self.child(mem, self.root, v, 4)?;
+            let pd = self.child(mem, pdpt, v, 3)?;
+            let pt = self.child(mem, pd, v, 2)?;
+            let slot = pt + index(v, 1) * 8;
+            replaced |= mem.read_u64(slot)? & PTE_P != 0;
+            mem.write_u64(slot, (gpa + off) | flags)?;
+            self.small += 1;
+            off += PAGE;
+        }
+        Ok(replaced)
+    }
+
+    /// Removes the 4 KiB leaves of `[va, va + len)` (tables stay).
+    pub fn clear_leaves(&mut self, mem: &PhysMemory, va: u64, len: u64) -> Result<(), PagingError> {
+        let mut v = va;
+        let end = va.saturating_add(len);
+        while v < end {
+            if let Some((slot, large)) = self.leaf_slot(mem, v)? {
+                if large {
+                    return Err(PagingError::AlreadyMapped(v));
+                }
+                if mem.read_u64(slot)? != 0 {
+                    mem.write_u64(slot, 0)?;
+                    self.small = self.small.saturating_sub(1);
+                }
+            }
+            v += PAGE;
+        }
+        Ok(())
+    }
+
     /// The slot of the leaf entry for `va` and whether it is a 2 MiB page;
     /// `None` if an upper level is not present.
     fn leaf_slot(&self, mem: &PhysMemory, va: u64) -> Result<Option<(u64, bool)>, PagingError> {

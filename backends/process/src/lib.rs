@@ -356,7 +356,12 @@ fn prepare_child(
     let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
     let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
     let p = &d.protectable;
-    let protectable = seccomp::Protectable { ranges: [p[0], p[1], p[2]], pages: p[3] };
+    let protectable = seccomp::Protectable {
+        ranges: [p[0], p[1], p[2], p[4]],
+        pages: p[3],
+        reserve: p[4],
+        arena_file_offset: d.arena_file_offset,
+    };
     let filter =
         seccomp::filter(sq, cq, check_local, &protectable).map_err(|e| RunError::Internal(e.to_string()))?;
     if filter.len() > SCRATCH_FILTER_MAX {
@@ -552,7 +557,15 @@ fn child_main(plan: &ChildPlan) -> ! {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        // The memfd stays open as RESERVE_FD, the child's one descriptor
+        // (commits of the reservation space; the filter allows nothing
+        // else on it).
+        let keep = cabin_abi::boot::RESERVE_FD as i32;
+        if libc::dup2(plan.memfd, keep) != keep {
+            child_fail(plan, STAGE_MAP);
+        }
+        libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0u32);
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
         // The C library registered an rseq area in this thread's TLS, which
         // is about to be unmapped: the kernel would then fault the process
         // on its next preemption. Unregister it.
@@ -712,7 +725,9 @@ mod tests {
         // No clock read checked: the longest filter.
         // Every RELRO page rule as well.
         let p = seccomp::Protectable {
-            ranges: [[1 << 40, 1 << 30], [2 << 40, 1 << 30], [3 << 40, 1 << 30]],
+            ranges: [[1 << 40, 1 << 30], [2 << 40, 1 << 30], [3 << 40, 1 << 30], [4 << 40, 1 << 30]],
+            reserve: [4 << 40, 1 << 30],
+            arena_file_offset: 1 << 30,
             pages: [0x40_0000, loader::MAX_RELRO_PAGES * PAGE],
         };
         let f = seccomp::filter(sq, cq, &CallSet::EMPTY, &p).expect("the filter builds");

@@ -73,6 +73,9 @@ pub struct DomainMemory {
     /// The ranges whose protection the program may change
     /// ([`BootInfo::protectable`]; the seccomp filter is built from them).
     pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
+    /// Offset of the arena in the memfd (it is the memfd's last range, so
+    /// every offset from here on is arena or past the end).
+    pub arena_file_offset: u64,
 }
 
 impl Drop for DomainMemory {
@@ -95,7 +98,7 @@ impl DomainMemory {
 
     /// Checked access to program memory for the service.
     pub fn guest_memory(&self) -> GuestMemory {
-        let regions = self
+        let mut regions: Vec<Region> = self
             .ranges
             .iter()
             .map(|r| Region {
@@ -106,6 +109,14 @@ impl DomainMemory {
                 kind: r.kind,
             })
             .collect();
+        // The reservation space: no host pages of its own (committed parts
+        // are aliases of arena pages, `GuestMemory::alias`).
+        regions.push(Region {
+            start: RESERVE_BASE,
+            len: RESERVE_LEN,
+            host: std::ptr::null_mut(),
+            kind: RegionKind::Reserve,
+        });
         // SAFETY: the mapping lives as long as the DomainMemory, which its
         // ProcessDomain keeps alive longer than the GuestMemory (declared
         // before it, so dropped first); ranges do not overlap (laid out one after the other).
@@ -271,9 +282,12 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
         [BRK_BASE, brk_len],
         [STACK_BASE, STACK_SIZE],
         relro_pages(elf, bias, &ranges).unwrap_or([0, 0]),
+        [RESERVE_BASE, RESERVE_LEN],
     ];
+    let arena_file_offset = ranges.iter().find(|r| r.kind == RegionKind::Arena).map_or(0, |r| r.offset);
     let mut d = DomainMemory {
         protectable,
+        arena_file_offset,
         memfd,
         host_base: base.cast(),
         total,
@@ -368,6 +382,9 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             check_local: cabin_abi::syscalls::CallSet::EMPTY,
             fault_code: 0,
             protectable: d.protectable,
+            reserve_start: RESERVE_BASE,
+            reserve_len: RESERVE_LEN,
+            arena_file_offset: d.arena_file_offset,
         })
     };
 }

@@ -104,10 +104,20 @@ fn eq32(arg: u8, value: u64) -> Result<SeccompCondition, FilterError> {
 pub struct Protectable {
     /// `[start, len]` ranges, each followed by unmapped space: any start
     /// address inside, any length.
-    pub ranges: [[u64; 2]; 3],
+    pub ranges: [[u64; 2]; 4],
     /// `[start, len]` pages: a start on one of their pages, and an end
     /// inside them.
     pub pages: [u64; 2],
+    /// The reservation space `[start, len]` (nothing mapped above it, up
+    /// to `start + 2 * len`): `mmap` of arena pages of descriptor
+    /// `RESERVE_FD` there (shared, fixed, no `PROT_EXEC`, offset at least
+    /// [`Protectable::arena_file_offset`]: the arena is the memfd's last
+    /// range, so code, boot page and ring are never reachable; offsets past
+    /// the end give pages that fault when touched), and `munmap` there,
+    /// are allowed natively. No call can create memory outside the memfd.
+    pub reserve: [u64; 2],
+    /// Offset of the arena in the memfd.
+    pub arena_file_offset: u64,
 }
 
 /// `mprotect` rules for `p` (the `prot` condition in each).
@@ -167,6 +177,24 @@ pub fn rules(
     let mprotect = mprotect_rules(protectable)?;
     if !mprotect.is_empty() {
         rules.insert(libc::SYS_mprotect, mprotect);
+    }
+    let [start, len] = protectable.reserve;
+    if len != 0 {
+        let in_reserve = || -> Result<Vec<SeccompCondition>, FilterError> {
+            Ok(vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Ge, start)?,
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Lt, start + len)?,
+                SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Le, len)?,
+            ])
+        };
+        let mut mmap = in_reserve()?;
+        mmap.push(SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(!3u64), 0)?);
+        mmap.push(eq32(3, (libc::MAP_SHARED | libc::MAP_FIXED) as u64)?);
+        mmap.push(eq32(4, cabin_abi::boot::RESERVE_FD)?);
+        let off = protectable.arena_file_offset;
+        mmap.push(SeccompCondition::new(5, SeccompCmpArgLen::Qword, SeccompCmpOp::Ge, off)?);
+        rules.insert(libc::SYS_mmap, vec![SeccompRule::new(mmap)?]);
+        rules.insert(libc::SYS_munmap, vec![SeccompRule::new(in_reserve()?)?]);
     }
     Ok(rules)
 }
@@ -252,9 +280,54 @@ mod tests {
             [0x2002_0000_0000, 0x1000_0000],
             [0x2001_0000_0000, 0x100_0000],
             [0x2000_4000_0000, 0x80_0000],
+            [RESV, RESV_LEN],
         ],
         pages: [0x4c_0000, 0x3000],
+        reserve: [RESV, RESV_LEN],
+        arena_file_offset: ARENA_OFF,
     };
+    const RESV: u64 = 0x3000_0000_0000;
+    const RESV_LEN: u64 = 68 << 30;
+    const ARENA_OFF: u64 = 0x900_0000;
+
+    #[test]
+    fn mmap_and_munmap_only_of_arena_pages_in_the_reservation_space() {
+        let f = filter(SQ, CQ, &CallSet::EMPTY);
+        let mmap = |a: [u64; 6]| evaluate(&f, libc::SYS_mmap as u32, AUDIT_ARCH_X86_64, a);
+        let sf = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+        let fd = cabin_abi::boot::RESERVE_FD;
+        assert_eq!(mmap([RESV, 4096, 3, sf, fd, ARENA_OFF]), SECCOMP_RET_ALLOW);
+        assert_eq!(
+            mmap([RESV + RESV_LEN - 4096, RESV_LEN, 0, sf, fd, ARENA_OFF + (1 << 40)]),
+            SECCOMP_RET_ALLOW
+        );
+        for (what, a) in [
+            ("exec", [RESV, 4096, 7, sf, fd, ARENA_OFF]),
+            ("exec only", [RESV, 4096, 4, sf, fd, ARENA_OFF]),
+            ("high prot bits", [RESV, 4096, (1 << 32) | 3, sf, fd, ARENA_OFF]),
+            (
+                "below the arena in the memfd (code, boot page, ring)",
+                [RESV, 4096, 3, sf, fd, ARENA_OFF - 4096],
+            ),
+            ("offset 0", [RESV, 4096, 3, sf, fd, 0]),
+            ("another descriptor", [RESV, 4096, 3, sf, 3, ARENA_OFF]),
+            ("private", [RESV, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64, fd, ARENA_OFF]),
+            ("anonymous", [RESV, 4096, 3, sf | libc::MAP_ANONYMOUS as u64, u64::MAX, 0]),
+            ("not fixed", [RESV, 4096, 3, libc::MAP_SHARED as u64, fd, ARENA_OFF]),
+            ("below the space", [RESV - 4096, 8192, 3, sf, fd, ARENA_OFF]),
+            ("past the space", [RESV + RESV_LEN, 4096, 3, sf, fd, ARENA_OFF]),
+            ("too long", [RESV, RESV_LEN + 4096, 3, sf, fd, ARENA_OFF]),
+            ("over the code", [0x40_1000, 4096, 3, sf, fd, ARENA_OFF]),
+        ] {
+            assert_eq!(mmap(a), SECCOMP_RET_TRAP, "{what}");
+        }
+        let munmap =
+            |a: u64, l: u64| evaluate(&f, libc::SYS_munmap as u32, AUDIT_ARCH_X86_64, [a, l, 0, 0, 0, 0]);
+        assert_eq!(munmap(RESV, RESV_LEN), SECCOMP_RET_ALLOW);
+        assert_eq!(munmap(RESV - 4096, 4096), SECCOMP_RET_TRAP);
+        assert_eq!(munmap(0x40_1000, 4096), SECCOMP_RET_TRAP);
+        assert_eq!(munmap(RESV, RESV_LEN + 1), SECCOMP_RET_TRAP);
+    }
 
     fn filter(sq: u64, cq: u64, checked: &CallSet) -> Vec<SockFilter> {
         super::filter(sq, cq, checked, &PROT).expect("the filter builds")

@@ -369,6 +369,103 @@ impl Prots {
     }
 }
 
+/// Most committed extents of the reservation space remembered.
+const MAX_COMMITS: usize = 1024;
+
+/// The committed parts of the reservation space: sorted, non-overlapping
+/// `(va, len, arena address)`, merged when both addresses continue.
+#[derive(Debug)]
+pub struct Commits {
+    ext: [(u64, u64, u64); MAX_COMMITS],
+    n: usize,
+}
+
+impl Commits {
+    /// Nothing committed.
+    pub const EMPTY: Commits = Commits { ext: [(0, 0, 0); MAX_COMMITS], n: 0 };
+
+    /// The extents.
+    pub fn extents(&self) -> &[(u64, u64, u64)] {
+        &self.ext[..self.n]
+    }
+
+    /// Whether there is room to add one extent (after a removal).
+    pub fn has_room(&self) -> bool {
+        self.n + 2 <= MAX_COMMITS
+    }
+
+    /// The first extent overlapping `[va, va+len)`, cut to it.
+    pub fn first_overlap(&self, va: u64, len: u64) -> Option<(u64, u64, u64)> {
+        let end = va.saturating_add(len);
+        self.extents().iter().find(|&&(a, l, _)| a < end && a + l > va).map(|&(a, l, p)| {
+            let s = a.max(va);
+            (s, (a + l).min(end) - s, p + (s - a))
+        })
+    }
+
+    /// Forgets `[va, va+len)`.
+    pub fn remove(&mut self, va: u64, len: u64) {
+        let end = va.saturating_add(len);
+        let mut i = 0;
+        while i < self.n {
+            let (a, l, p) = self.ext[i];
+            let e = a + l;
+            if e <= va || a >= end {
+                i += 1;
+                continue;
+            }
+            let left = (a < va).then(|| (a, va - a, p));
+            let right = (e > end).then(|| (end, e - end, p + (end - a)));
+            match (left, right) {
+                (Some(lf), Some(rt)) => {
+                    self.ext[i] = lf;
+                    if self.n < MAX_COMMITS {
+                        self.ext.copy_within(i + 1..self.n, i + 2);
+                        self.ext[i + 1] = rt;
+                        self.n += 1;
+                    }
+                    i += 2;
+                }
+                (Some(x), None) | (None, Some(x)) => {
+                    self.ext[i] = x;
+                    i += 1;
+                }
+                (None, None) => {
+                    self.ext.copy_within(i + 1..self.n, i);
+                    self.n -= 1;
+                }
+            }
+        }
+    }
+
+    /// Records `[va, va+len)` committed with the arena pages at `phys`
+    /// (the range is not committed now). `false` when the table is full.
+    pub fn add(&mut self, va: u64, len: u64, phys: u64) -> bool {
+        if self.n >= MAX_COMMITS {
+            return false;
+        }
+        let mut i = 0;
+        while i < self.n && self.ext[i].0 < va {
+            i += 1;
+        }
+        self.ext.copy_within(i..self.n, i + 1);
+        self.ext[i] = (va, len, phys);
+        self.n += 1;
+        let joins = |x: (u64, u64, u64), y: (u64, u64, u64)| x.0 + x.1 == y.0 && x.2 + x.1 == y.2;
+        if i + 1 < self.n && joins(self.ext[i], self.ext[i + 1]) {
+            self.ext[i].1 += self.ext[i + 1].1;
+            self.ext.copy_within(i + 2..self.n, i + 1);
+            self.n -= 1;
+        }
+        if i > 0 && joins(self.ext[i - 1], self.ext[i]) {
+            self.ext[i - 1].1 += self.ext[i].1;
+            self.ext.copy_within(i + 1..self.n, i);
+            self.n -= 1;
+        }
+        true
+    }
+}
+
 /// A request for memory beyond the limit: how many bytes more it asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverLimit(pub u64);
@@ -653,6 +750,215 @@ static PROT: Global<Protection> = Global::new(Protection {
     prots: Prots::EMPTY,
 });
 
+/// The reservation space (`BootInfo::reserve_start`): address space for
+/// `PROT_NONE` reservations, committed page range by page range with arena
+/// pages.
+struct Reserve {
+    /// Address-space allocator (no memory behind it).
+    va: Arena,
+    /// What is committed, with which arena pages.
+    commits: Commits,
+    /// Process backend: offset of the arena's first byte in the memfd.
+    file_offset: u64,
+}
+
+static RESV: Global<Reserve> =
+    Global::new(Reserve { va: Arena::EMPTY, commits: Commits::EMPTY, file_offset: 0 });
+
+/// Sets up the reservation space (`len` 0: none).
+pub(super) fn init_reserve(start: u64, len: u64, file_offset: u64) {
+    if len == 0 {
+        return;
+    }
+    if let Some(va) = Arena::new(start, len) {
+        // SAFETY: start-up, single thread.
+        let r = unsafe { RESV.get() };
+        r.va = va;
+        r.file_offset = file_offset;
+    }
+}
+
+/// Whether `[addr, addr+len)` lies in the reservation space.
+fn in_reserve(addr: u64, len: u64) -> bool {
+    // SAFETY: single thread; a short read.
+    let r = unsafe { RESV.get() };
+    r.va.end != 0 && r.va.contains(addr, len)
+}
+
+/// The backend maps the arena pages at `phys` over `[va, va+len)` of the
+/// reservation space with `prot` (or, `phys` 0, removes the mapping).
+fn backend_commit(va: u64, len: u64, prot: u64, phys: u64) -> i64 {
+    // SAFETY: single thread; short reads.
+    let (kvm, file_offset, arena_start) =
+        unsafe { (PROT.get().kvm, RESV.get().file_offset, MEM.get().arena.start) };
+    if kvm {
+        let ret: i64;
+        // SAFETY: an `out` to the doorbell port; the monitor maps or unmaps
+        // reservation pages only (never the libos's own memory) and writes
+        // only `rax`.
+        unsafe {
+            core::arch::asm!(
+                "out {port}, al",
+                port = const cabin_abi::hypercall::PORT_DOORBELL,
+                inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_COMMIT) => ret,
+                in("rdi") va,
+                in("rsi") len,
+                in("rdx") prot,
+                in("r10") phys,
+                options(nostack, preserves_flags),
+            );
+        }
+        return ret;
+    }
+    let fd = cabin_abi::boot::RESERVE_FD;
+    if phys == 0 {
+        super::forward(super::nr::munmap, &[va, len, 0, 0, 0, 0], 0);
+        // SAFETY: unmaps part of the reservation space, which holds no
+        // libos memory.
+        return unsafe { crate::sys::syscall6(super::nr::munmap, &[va, len, 0, 0, 0, 0]) };
+    }
+    let shared_fixed = MAP_SHARED | MAP_FIXED;
+    let r = super::forward(super::nr::mmap, &[va, len, prot, shared_fixed, fd, phys], 0);
+    if r != 0 {
+        return r;
+    }
+    let off = file_offset + (phys - arena_start);
+    // SAFETY: maps arena pages of the domain memfd over reservation space
+    // (no libos memory there); the seccomp filter allows exactly this.
+    let r = unsafe { crate::sys::syscall6(super::nr::mmap, &[va, len, prot, shared_fixed, fd, off]) };
+    if r < 0 {
+        super::forward(super::nr::munmap, &[va, len, 0, 0, 0, 0], 0);
+        return r;
+    }
+    0
+}
+
+/// Commits `[va, va+len)` (not committed now) with fresh zeroed arena
+/// pages and protection `prot`. Over the memory limit: stops the program.
+fn commit(va: u64, len: u64, prot: u64) -> i64 {
+    // SAFETY: single thread; short-lived.
+    if !unsafe { RESV.get() }.commits.has_room() {
+        return -errno::ENOMEM;
+    }
+    // Arena pages only (not the spilled `brk` range): the backends map
+    // arena pages into the reservation space and nothing else.
+    // SAFETY: single thread; short-lived.
+    let (phys, dirty) = match unsafe { MEM.get() }.arena.alloc(len) {
+        Some(x) => x,
+        // SAFETY: as above.
+        None if unsafe { MEM.get() }.limited => over_limit(OverLimit(len)),
+        None => return -errno::ENOMEM,
+    };
+    if dirty {
+        zero(phys, len);
+    }
+    let r = backend_commit(va, len, prot, phys);
+    if r != 0 {
+        // SAFETY: single thread; short-lived.
+        unsafe { MEM.get() }.arena.free(phys, len);
+        return r;
+    }
+    // SAFETY: single thread; short-lived (room checked above).
+    unsafe { RESV.get() }.commits.add(va, len, phys);
+    // SAFETY: as above.
+    unsafe { PROT.get() }.prots.set(va, len, prot as u8);
+    0
+}
+
+/// Releases every committed part of `[va, va+len)`: unmapped again, its
+/// arena pages given back.
+fn decommit(va: u64, len: u64) {
+    loop {
+        // SAFETY: single thread; the reference ends in this statement.
+        let next = unsafe { RESV.get() }.commits.first_overlap(va, len);
+        let Some((a, l, phys)) = next else { break };
+        backend_commit(a, l, 0, 0);
+        // SAFETY: single thread; short-lived.
+        unsafe { RESV.get() }.commits.remove(a, l);
+        // SAFETY: as above.
+        unsafe { MEM.get() }.release(phys, l);
+    }
+    // SAFETY: single thread; short-lived.
+    unsafe { PROT.get() }.prots.set(va, len, PROT_RW as u8);
+}
+
+/// `mmap` in or into the reservation space: `None` when the request is
+/// not one (served by the arena as before).
+fn reserve_mmap(addr: u64, len: u64, prot: u64, flags: u64) -> Option<i64> {
+    let anonymous = flags & MAP_ANONYMOUS != 0;
+    let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+    let len = page_up(len).filter(|&l| l != 0)?;
+    if !anonymous || flags & MAP_SHARED != 0 || prot & PROT_EXEC != 0 {
+        return None;
+    }
+    if fixed {
+        if !addr.is_multiple_of(PAGE) || !in_reserve(addr, len) {
+            return None;
+        }
+        if flags & MAP_FIXED_NOREPLACE != 0 {
+            // SAFETY: single thread; short-lived.
+            if unsafe { RESV.get() }.commits.first_overlap(addr, len).is_some() {
+                return Some(-errno::EEXIST);
+            }
+        }
+        decommit(addr, len);
+        // SAFETY: single thread; short-lived.
+        unsafe { RESV.get() }.va.take_fixed(addr, len);
+        if prot != 0 {
+            let r = commit(addr, len, prot);
+            if r != 0 {
+                return Some(r);
+            }
+        }
+        return Some(addr as i64);
+    }
+    if prot != 0 {
+        return None;
+    }
+    // A reservation: address space only.
+    // SAFETY: single thread; short-lived.
+    let r = unsafe { RESV.get() };
+    if r.va.end == 0 {
+        return None;
+    }
+    Some(match r.va.alloc(len) {
+        Some((a, _)) => a as i64,
+        None => -errno::ENOMEM,
+    })
+}
+
+/// `mprotect` of reservation space: committed parts change protection,
+/// uncommitted parts are committed when given any access.
+fn reserve_mprotect(addr: u64, len: u64, prot: u64) -> i64 {
+    let end = addr + len;
+    let mut at = addr;
+    while at < end {
+        // SAFETY: single thread; the reference ends in this statement.
+        let next = unsafe { RESV.get() }.commits.first_overlap(at, end - at);
+        let (gap, committed) = match next {
+            Some((a, l, _)) => (a - at, Some((a, l))),
+            None => (end - at, None),
+        };
+        if gap != 0 && prot != 0 {
+            let r = commit(at, gap, prot);
+            if r != 0 {
+                return r;
+            }
+        }
+        match committed {
+            Some((a, l)) => {
+                let r = protect(a, l, prot);
+                if r != 0 {
+                    return r;
+                }
+                at = a + l;
+            }
+            None => at = end,
+        }
+    }
+    0
+}
+
 /// Sets up the protectable ranges (from the boot page) and how to change
 /// protections (`kvm`: the doorbell exit; otherwise a native `mprotect`).
 pub(super) fn init_protection(ranges: [[u64; 2]; cabin_abi::boot::PROTECTABLE_RANGES], kvm: bool) {
@@ -793,6 +1099,9 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
             unprotect(addr & !(PAGE - 1), l);
         }
     }
+    if let Some(r) = reserve_mmap(addr, len, prot, flags) {
+        return r;
+    }
     // SAFETY: single thread; the reference ends before the ring is used.
     let r = unsafe { MEM.get() }.mmap(addr, len, prot, flags, off);
     let start = match r {
@@ -845,6 +1154,14 @@ fn protect_new(start: u64, len: u64, prot: u64) -> i64 {
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     super::readahead::memory_changed();
+    if let Some(l) = page_up(len).filter(|&l| l != 0) {
+        if addr.is_multiple_of(PAGE) && in_reserve(addr, l) {
+            decommit(addr, l);
+            // SAFETY: single thread; short-lived.
+            unsafe { RESV.get() }.va.free(addr, l);
+            return 0;
+        }
+    }
     if addr.is_multiple_of(PAGE) {
         if let Some(l) = page_up(len) {
             // SAFETY: single thread, short-lived.
@@ -890,9 +1207,12 @@ pub(super) fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
     if len == 0 {
         return 0;
     }
+    // PROT_WRITE alone is read-write on x86 (as Linux gives it).
+    let prot = if prot == PROT_WRITE { PROT_RW } else { prot };
+    if in_reserve(addr, len) {
+        return reserve_mprotect(addr, len, prot);
+    }
     if protectable(addr, len) {
-        // PROT_WRITE alone is read-write on x86 (as Linux gives it).
-        let prot = if prot == PROT_WRITE { PROT_RW } else { prot };
         return protect(addr, len, prot);
     }
     if prot & PROT_WRITE != 0 {
@@ -910,6 +1230,15 @@ pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     }
     if advice == MADV_DONTNEED {
         let Some(len) = page_up(len) else { return -errno::EINVAL };
+        if in_reserve(addr, len) {
+            let mut at = addr;
+            // SAFETY: single thread; the reference ends in this statement.
+            while let Some((a, l, phys)) = unsafe { RESV.get() }.commits.first_overlap(at, addr + len - at) {
+                zero(phys, l);
+                at = a + l;
+            }
+            return 0;
+        }
         // SAFETY: single thread, short-lived.
         if unsafe { MEM.get() }.owner(addr, len).is_none() {
             return 0;
@@ -1124,6 +1453,28 @@ mod tests {
         }
         assert!(p.n <= MAX_PROTS);
         assert!(!p.set(B + 1, PAGE, 0) || p.n <= MAX_PROTS);
+    }
+
+    #[test]
+    fn commits_split_and_merge() {
+        let mut c = Commits::EMPTY;
+        assert!(c.add(B, 2 * PAGE, 0x1000_0000));
+        assert!(c.add(B + 2 * PAGE, PAGE, 0x1000_0000 + 2 * PAGE));
+        assert_eq!(c.extents(), &[(B, 3 * PAGE, 0x1000_0000)], "both addresses continue: merged");
+        assert!(c.add(B + 3 * PAGE, PAGE, 0x2000_0000));
+        assert_eq!(c.extents().len(), 2, "the arena address jumps: kept apart");
+        assert_eq!(c.first_overlap(B + PAGE, 8 * PAGE), Some((B + PAGE, 2 * PAGE, 0x1000_0000 + PAGE)));
+        c.remove(B + PAGE, PAGE);
+        assert_eq!(
+            c.extents(),
+            &[
+                (B, PAGE, 0x1000_0000),
+                (B + 2 * PAGE, PAGE, 0x1000_0000 + 2 * PAGE),
+                (B + 3 * PAGE, PAGE, 0x2000_0000)
+            ]
+        );
+        c.remove(0, u64::MAX);
+        assert!(c.extents().is_empty());
     }
 
     #[test]

@@ -23,7 +23,8 @@ fn image() -> Option<&'static [u8]> {
 
 fn run(b: Backend, mode: &str) -> Option<i32> {
     let img = image()?;
-    let cfg = RunConfig { args: vec!["attack_memprot".into(), mode.into()], quiet: true, ..RunConfig::default() };
+    let cfg =
+        RunConfig { args: vec!["attack_memprot".into(), mode.into()], quiet: true, ..RunConfig::default() };
     let o = b.run(img, &cfg).expect("the monitor survives");
     Some(o.exit_code)
 }
@@ -46,7 +47,23 @@ fn code_boot_page_and_ring_never_become_writable(b: Backend) {
     }
 }
 
+fn the_reservation_space_maps_nothing_but_arena_pages(b: Backend) {
+    if let Some(code) = run(b, "reserve") {
+        assert_eq!(code, 0, "a reservation or forged mmap succeeded (the program printed which)");
+    }
+}
+
+fn hostile_protect_and_commit_exits_are_refused(b: Backend) {
+    if let Some(code) = run(b, "doorbell") {
+        // Process: `out` is a fault there.
+        let want = if b == Backend::Process { 139 } else { 0 };
+        assert_eq!(code, want, "a hostile exit succeeded (the program printed which)");
+    }
+}
+
 on_both_backends!(
+    the_reservation_space_maps_nothing_but_arena_pages,
+    hostile_protect_and_commit_exits_are_refused,
     prot_exec_is_refused_through_libc_and_raw_calls,
     forged_calls_from_a_hidden_syscall_are_refused,
     code_boot_page_and_ring_never_become_writable,

@@ -85,5 +85,68 @@ int main(int argc, char **argv)
         puts("wrote to code");
         return 1;
     }
+    if (!strcmp(argv[1], "reserve")) {
+        /* More address space than the reservation space has. */
+        expect_fail("1 TiB reservation", (long)mmap(0, 1UL << 40, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+        char *r = mmap(0, 1UL << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (r == MAP_FAILED)
+            return 2;
+        /* Native mmap of the domain memfd (descriptor 1000) at offset 0 (the
+         * image's code, boot page, ring) over the reservation, writable. */
+        long args[6] = {(long)r, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, 1000, 0};
+        long ret;
+        register long r10 __asm__("r10") = args[3];
+        register long r8 __asm__("r8") = args[4];
+        register long r9 __asm__("r9") = args[5];
+        __asm__ volatile("lea hidden(%%rip), %%r11\n call *%%r11"
+                         : "=a"(ret)
+                         : "a"(9L), "D"(args[0]), "S"(args[1]), "d"(args[2]), "r"(r10), "r"(r8), "r"(r9)
+                         : "rcx", "r11", "memory");
+        expect_fail("forged native mmap of the memfd's first page", ret);
+        r10 = MAP_SHARED | MAP_FIXED;
+        r9 = 1L << 40; /* past the end: fine, but executable is not */
+        __asm__ volatile("lea hidden(%%rip), %%r11\n call *%%r11"
+                         : "=a"(ret)
+                         : "a"(9L), "D"(args[0]), "S"(args[1]), "d"(7L), "r"(r10), "r"(r8), "r"(r9)
+                         : "rcx", "r11", "memory");
+        expect_fail("forged native mmap PROT_EXEC", ret);
+        return bad;
+    }
+    if (!strcmp(argv[1], "doorbell")) {
+        /* KVM: the commit and protect exits with hostile registers. On the
+         * process backend `out` is not allowed: the program faults (139). */
+        unsigned long boot = getauxval(0x43414249);
+        long ret;
+        long cases[][4] = {
+            {(long)code, PAGE, 3, 0},                   /* protect code RW */
+            {(long)boot, PAGE, 0, 0},                   /* protect boot page NONE */
+            {(long)arena, PAGE, 7, 0},                  /* protect exec */
+        };
+        for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            register long r10 __asm__("r10") = cases[i][3];
+            __asm__ volatile("out %%al, $0xe0" : "=a"(ret) : "a"(3L), "D"(cases[i][0]), "S"(cases[i][1]), "d"(cases[i][2]), "r"(r10) : "memory");
+            if (ret == 0) {
+                printf("protect exit %u succeeded\n", i);
+                bad = 1;
+            }
+        }
+        char *r = mmap(0, 1UL << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        long commits[][4] = {
+            {(long)r, PAGE, 3, (long)code},             /* map code pages writable */
+            {(long)r, PAGE, 3, (long)boot},             /* map the boot page */
+            {(long)code, PAGE, 3, (long)arena},         /* map over code */
+            {(long)r, PAGE, 7, (long)arena},            /* executable */
+            {(long)r, 1L << 40, 3, (long)arena},        /* past the arena */
+        };
+        for (unsigned i = 0; i < sizeof commits / sizeof commits[0]; i++) {
+            register long r10 __asm__("r10") = commits[i][3];
+            __asm__ volatile("out %%al, $0xe0" : "=a"(ret) : "a"(4L), "D"(commits[i][0]), "S"(commits[i][1]), "d"(commits[i][2]), "r"(r10) : "memory");
+            if (ret == 0) {
+                printf("commit exit %u succeeded\n", i);
+                bad = 1;
+            }
+        }
+        return bad;
+    }
     return 2;
 }
