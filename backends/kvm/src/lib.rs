@@ -572,7 +572,7 @@ fn protect(d: &Guest, addr: u64, len: u64, prot: u64) -> i64 {
     if prot & !3 != 0 {
         return -(if prot & 4 != 0 { EACCES } else { EINVAL });
     }
-    if addr % layout::PAGE != 0 || len % layout::PAGE != 0 {
+    if !addr.is_multiple_of(layout::PAGE) || !len.is_multiple_of(layout::PAGE) {
         return -EINVAL;
     }
     let Some(end) = addr.checked_add(len) else { return -ENOMEM };
@@ -603,7 +603,7 @@ fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, bool)
     if prot & !3 != 0 {
         return (-(if prot & 4 != 0 { EACCES } else { EINVAL }), false);
     }
-    let page = |x: u64| x % layout::PAGE == 0;
+    let page = |x: u64| x.is_multiple_of(layout::PAGE);
     if len == 0 || !page(addr) || !page(len) || !page(target) {
         return (-EINVAL, false);
     }

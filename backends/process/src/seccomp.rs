@@ -444,7 +444,8 @@ mod tests {
             libc::SYS_mprotect => {
                 let in_range = PROT.ranges.iter().any(|&[s, l]| a[0] >= s && a[0] < s + l);
                 let [ps, pl] = PROT.pages;
-                let in_pages = a[0] >= ps && a[0] < ps + pl && a[0] % 4096 == 0 && a[1] <= ps + pl - a[0];
+                let in_pages =
+                    a[0] >= ps && a[0] < ps + pl && a[0].is_multiple_of(4096) && a[1] <= ps + pl - a[0];
                 a[2] & !3 == 0 && (in_range || in_pages)
             }
             _ => false,

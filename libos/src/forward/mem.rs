@@ -1074,8 +1074,8 @@ fn over_limit(OverLimit(requested): OverLimit) -> ! {
 
 /// `brk(addr)`: returns the new break, or the old one on failure.
 pub(super) fn brk(addr: u64) -> u64 {
-    // SAFETY: single thread, short-lived.
     let (cur, lowest) = {
+        // SAFETY: single thread, short-lived.
         let m = unsafe { MEM.get() };
         (m.brk_cur, m.brk_start)
     };

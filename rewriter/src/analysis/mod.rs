@@ -183,7 +183,7 @@ pub fn analyze(elf: &ElfFile<'_>) -> Result<PatchPlan, AnalysisError> {
     let exec_sections: Vec<(u64, u64)> = secs
         .iter()
         .filter(|s| {
-            let exec = u64::from(object::elf::SHF_EXECINSTR.0) | u64::from(object::elf::SHF_ALLOC.0);
+            let exec = object::elf::SHF_EXECINSTR.0 | object::elf::SHF_ALLOC.0;
             s.flags & exec == exec
         })
         .map(|s| (s.addr, s.addr.saturating_add(s.size)))
