@@ -43,7 +43,9 @@ const SA_NODEFER: u64 = 0x4000_0000;
 const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
 
-/// Offsets into `siginfo_t` and `ucontext_t` (x86-64 Linux).
+// Offsets into `siginfo_t` and `ucontext_t` (x86-64 Linux).
+/// `si_code`.
+const SI_CODE: usize = 8;
 const SI_ADDR: usize = 16;
 const SI_SYSCALL: usize = 24;
 const SI_ARCH: usize = 28;
@@ -165,8 +167,15 @@ fn i386_to_x86_64(nr: u64) -> Option<u64> {
 /// A fault: record it for the monitor and end with 128 + signal.
 extern "C" fn on_fault(sig: i32, info: *mut u8, ctx: *mut u8) {
     // SAFETY: as for `on_sigsys`.
-    let (addr, rip) = unsafe { (info.add(SI_ADDR).cast::<u64>().read(), greg(ctx, REG_RIP).read()) };
+    let (addr, rip, code) = unsafe {
+        (
+            info.add(SI_ADDR).cast::<u64>().read(),
+            greg(ctx, REG_RIP).read(),
+            info.add(SI_CODE).cast::<i32>().read(),
+        )
+    };
     super::record_fault(sig as u64, addr, rip);
+    super::record_fault_code(code as i64 as u64);
     crate::sys::exit_group(128 + sig as u64)
 }
 

@@ -19,6 +19,7 @@ mod common;
 
 mod fake_failure;
 mod limits;
+mod memprot;
 mod pathprobe;
 mod paths_nested;
 mod policy_local;
