@@ -7,8 +7,16 @@
  *                again, content kept; prints "rwr ok" (0).
  *   rofault FILE a read-only arena page written (139).
  *   none         mmap PROT_NONE, then mprotect RW and use (0).
+ *   threadguard FILE  a thread writes just below its own stack, into the
+ *                guard page pthread made PROT_NONE (139).
+ *   xthread FILE a thread writes a page (so its CPU has the translation),
+ *                spins while the main thread makes the page read-only,
+ *                then writes it again (139): a protection change made by
+ *                one thread holds in every thread at once.
  * Natively and confined the output and status must be equal. */
+#define _GNU_SOURCE
 #include <elf.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +38,73 @@ static void note(const char *file, unsigned long addr)
     fclose(f);
 }
 
+static const char *fault_file;
+
+static void *below_own_stack(void *arg)
+{
+    (void)arg;
+    pthread_attr_t a;
+    void *lo;
+    size_t size, guard;
+    if (pthread_getattr_np(pthread_self(), &a) != 0 || pthread_attr_getstack(&a, &lo, &size) != 0 ||
+        pthread_attr_getguardsize(&a, &guard) != 0 || guard == 0) {
+        puts("no stack attributes");
+        exit(2);
+    }
+    volatile char *p = (volatile char *)lo - 1; /* the top byte of the guard */
+    note(fault_file, (unsigned long)p);
+    *p = 1;
+    puts("the thread's guard page did not fault");
+    exit(1);
+}
+
+static volatile char *shared_page;
+static int warmed, protected_now;
+
+static void *write_after_protect(void *arg)
+{
+    (void)arg;
+    note(fault_file, (unsigned long)shared_page + 8);
+    shared_page[0] = 1; /* this CPU now caches a writable translation */
+    __atomic_store_n(&warmed, 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&protected_now, __ATOMIC_SEQ_CST))
+        ; /* spin: stay on the CPU, no system call, no exit */
+    shared_page[8] = 2;
+    puts("the write after mprotect in another thread did not fault");
+    exit(1);
+}
+
+static int threaded(const char *mode)
+{
+    pthread_t t;
+    if (!strcmp(mode, "threadguard")) {
+        if (pthread_create(&t, NULL, below_own_stack, NULL) != 0)
+            return 2;
+    } else {
+        shared_page = mmap(0, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (shared_page == MAP_FAILED || pthread_create(&t, NULL, write_after_protect, NULL) != 0)
+            return 2;
+        while (!__atomic_load_n(&warmed, __ATOMIC_SEQ_CST))
+            ;
+        if (mprotect((void *)shared_page, PAGE, PROT_READ) != 0) {
+            perror("mprotect");
+            return 2;
+        }
+        __atomic_store_n(&protected_now, 1, __ATOMIC_SEQ_CST);
+    }
+    pthread_join(t, NULL);
+    puts("joined a thread that should have faulted");
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
         return 2;
     const char *mode = argv[1];
+    fault_file = argc > 2 ? argv[2] : "/dev/null";
+    if (!strcmp(mode, "threadguard") || !strcmp(mode, "xthread"))
+        return threaded(mode);
     if (!strcmp(mode, "guard")) {
         char *p = mmap(0, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED || mprotect(p, PAGE, PROT_NONE) != 0) {
