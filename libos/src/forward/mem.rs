@@ -1198,8 +1198,13 @@ pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
         let Some(len) = page_up(len) else { return -errno::EINVAL };
         let mut s = STATE.lock();
         if in_reserve(&s, addr, len) {
-            let mut at = addr;
-            while let Some((a, l, phys)) = s.resv.commits.first_overlap(at, addr + len - at) {
+            // `at < end`: at the end, an extent reaching past it overlaps
+            // an empty range with length 0, and the loop would never end
+            // (a thread's exit advises its stack up to the middle of the
+            // stack's commit).
+            let (mut at, end) = (addr, addr + len);
+            while at < end {
+                let Some((a, l, phys)) = s.resv.commits.first_overlap(at, end - at) else { break };
                 zero(phys, l);
                 at = a + l;
             }
@@ -1437,6 +1442,14 @@ mod tests {
         );
         c.remove(0, u64::MAX);
         assert!(c.extents().is_empty());
+    }
+
+    #[test]
+    fn an_empty_range_inside_an_extent_overlaps_with_length_0() {
+        // What madvise's loop guards against (`at < end`).
+        let mut c = Commits::EMPTY;
+        assert!(c.add(B, 4 * PAGE, 0x1000_0000));
+        assert_eq!(c.first_overlap(B + PAGE, 0), Some((B + PAGE, 0, 0x1000_0000 + PAGE)));
     }
 
     #[test]
