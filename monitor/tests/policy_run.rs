@@ -152,7 +152,8 @@ fn cpu_spin_and_output_flood_are_stopped_within_2s_of_the_limit(b: Backend) {
     let Some(img) = busybox() else { return };
     let t = tempfile::tempdir().expect("tempdir");
     // wall-time only so that a failing run ends; the record must say cpu-time.
-    let text = "version = 1\n[default]\naction = \"allow\"\n[limits]\ncpu-time = \"1s\"\nwall-time = \"30s\"\n";
+    let text =
+        "version = 1\n[default]\naction = \"allow\"\n[limits]\ncpu-time = \"1s\"\nwall-time = \"30s\"\n";
     let g = GateConfig {
         policy: Some(policy(text)),
         trace: TraceOptions { audit: Some(t.path().join("cpu.jsonl")), ..TraceOptions::default() },

@@ -369,7 +369,16 @@ pub fn run_with(
     let mut stats = p.stats(&machine.vcpu)?;
     let ending = AtomicBool::new(false);
     let result = match cfg.timeout {
-        None => run_loop(&mut machine.vcpu, &machine.vm, &p.guest, cfg.timeout, service, &mut stats, p.start, &ending),
+        None => run_loop(
+            &mut machine.vcpu,
+            &machine.vm,
+            &p.guest,
+            cfg.timeout,
+            service,
+            &mut stats,
+            p.start,
+            &ending,
+        ),
         Some(limit) => {
             // Watchdog: a guest spinning in ring 3 never exits on its own.
             let watch = Arc::new(ring::Shared::default());
@@ -379,7 +388,16 @@ pub fn run_with(
                 cabin_monitor::watch::Watchdog::start(limit.saturating_sub(p.start.elapsed()), move || {
                     w.kick_all()
                 });
-            let r = run_loop(&mut machine.vcpu, &machine.vm, &p.guest, cfg.timeout, service, &mut stats, p.start, &ending);
+            let r = run_loop(
+                &mut machine.vcpu,
+                &machine.vm,
+                &p.guest,
+                cfg.timeout,
+                service,
+                &mut stats,
+                p.start,
+                &ending,
+            );
             watch.leave_vcpu(0);
             dog.cancel();
             r

@@ -774,7 +774,11 @@ struct State {
 
 static STATE: Lock<State> = Lock::new(State {
     mem: Mem::EMPTY,
-    prot: Protection { ranges: [[0; 2]; cabin_abi::boot::PROTECTABLE_RANGES], kvm: false, prots: Prots::EMPTY },
+    prot: Protection {
+        ranges: [[0; 2]; cabin_abi::boot::PROTECTABLE_RANGES],
+        kvm: false,
+        prots: Prots::EMPTY,
+    },
     resv: Reserve { va: Arena::EMPTY, commits: Commits::EMPTY, file_offset: 0 },
 });
 
