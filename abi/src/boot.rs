@@ -56,7 +56,9 @@ pub mod auxv {
 
 /// Magic value of [`BootInfo::magic`]: "CABBOOT1".
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CABBOOT1");
-/// Version of the [`BootInfo`] layout.
+/// Version of the [`BootInfo`] layout. 4 named `ring_count` and
+/// `thread_limit` (threads) and, separately, `fault_code` and the
+/// protection fields (memory); 5 is the layout with both.
 pub const BOOT_VERSION: u32 = 5;
 
 /// [`BootInfo::flags`]: process backend. The domain is an ordinary Linux
@@ -192,8 +194,12 @@ pub struct BootInfo {
     /// libos refuses a `clone` beyond it with `EAGAIN` without asking; the
     /// monitor enforces it again.
     pub thread_limit: u32,
+    /// Written by the libos: `si_code` of a fatal fault (`SEGV_MAPERR` 1:
+    /// nothing mapped there; `SEGV_ACCERR` 2: mapped, but the access is
+    /// not allowed, e.g. a guard page or a read-only page); 0 = not known.
+    pub fault_code: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
     /// KVM backend, written by the libos at start-up: the address of its
     /// trap entry (where the monitor redirects a system call that reached
     /// the slow-path gate from a trap site, so the libos serves it as it
@@ -258,6 +264,30 @@ pub struct BootInfo {
     /// Written by the monitor: the sender's words for each posted signal
     /// (index `n - 1`), read by the libos when it takes the bit.
     pub sig_posted: [SigPosted; 64],
+    /// Written by the monitor: the domain ranges whose protection the
+    /// program may change (`mprotect`, the `prot` of `mmap`), as
+    /// `[start, len]` pairs (page aligned; unused entries are `[0, 0]`):
+    /// the arena, the `brk` range, the stack, the image's RELRO pages and
+    /// the reservation space.
+    /// The libos asks the backend only for changes inside one of them (so
+    /// a refusal never traps back into it); the backend checks every
+    /// change itself (process: the seccomp filter, built from the same
+    /// list; KVM: the monitor, before it edits the page tables). Code,
+    /// the boot page and the ring are never in the list.
+    pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
+    /// Written by the monitor: the reservation space, address space
+    /// without memory for `PROT_NONE` reservations (first byte, length;
+    /// page aligned; 0 = none). Committing part of it maps arena pages
+    /// there (process: a native `mmap` of the domain memfd, descriptor
+    /// [`RESERVE_FD`], at [`BootInfo::arena_file_offset`] + the arena
+    /// page's offset, which the seccomp filter allows only there; KVM: the
+    /// `crate::hypercall::DOORBELL_COMMIT` exit). Only committed pages
+    /// count against the memory bound (they are arena pages).
+    pub reserve_start: u64,
+    /// Length of the reservation space.
+    pub reserve_len: u64,
+    /// Process backend: offset of `arena_start` in the domain memfd.
+    pub arena_file_offset: u64,
 }
 
 /// [`BootInfo::sig_mailbox`]: the state a redirected vCPU was stopped in.
@@ -316,6 +346,17 @@ pub mod si_code {
     pub const SI_TKILL: i32 = -6;
 }
 
+/// Process backend: the descriptor number of the domain memfd in the
+/// confined child (its only native descriptor), for commits of the
+/// reservation space. The libos also forwards each commit to the monitor
+/// as `mmap(va, len, prot, MAP_SHARED | MAP_FIXED, RESERVE_FD, arena
+/// address)` and each release as `munmap(va, len)`, so that the monitor
+/// can reach committed pages (`GuestMemory::alias`).
+pub const RESERVE_FD: u64 = 1000;
+
+/// Entries of [`BootInfo::protectable`].
+pub const PROTECTABLE_RANGES: usize = 5;
+
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= crate::PAGE_SIZE as usize);
 
 /// What the libos leaves in the boot page for the monitor to read once the
@@ -332,6 +373,8 @@ pub struct EndWords {
     pub fault_addr: u64,
     /// [`BootInfo::fault_rip`].
     pub fault_rip: u64,
+    /// [`BootInfo::fault_code`].
+    pub fault_code: u64,
     /// [`BootInfo::trapped`].
     pub trapped: u64,
     /// [`BootInfo::abort`].
@@ -350,6 +393,7 @@ impl Default for EndWords {
             fault_signo: 0,
             fault_addr: 0,
             fault_rip: 0,
+            fault_code: 0,
             trapped: 0,
             abort: 0,
             memory_request: 0,
@@ -361,11 +405,16 @@ impl Default for EndWords {
 
 // The named fields took the place of `reserved: [u64; 8]` word for word
 // (version 4 named `ring_count` and `thread_limit` in the first reserved
-// word and made `ring` a region of rings).
+// word and made `ring` a region of rings; version 5 also named `fault_code`
+// in the second).
 const _: () = {
     use core::mem::offset_of;
     assert!(offset_of!(BootInfo, abort) == offset_of!(BootInfo, trapped) + 8);
     assert!(offset_of!(BootInfo, spin_ns) == offset_of!(BootInfo, abort) + 24);
+    assert!(offset_of!(BootInfo, ring_count) == offset_of!(BootInfo, abort) + 32);
+    assert!(offset_of!(BootInfo, thread_limit) == offset_of!(BootInfo, abort) + 36);
+    assert!(offset_of!(BootInfo, fault_code) == offset_of!(BootInfo, abort) + 40);
+    assert!(offset_of!(BootInfo, reserved) == offset_of!(BootInfo, abort) + 48);
     assert!(offset_of!(BootInfo, kvm_trap_entry) == offset_of!(BootInfo, abort) + 56);
     assert!(offset_of!(BootInfo, local_counts) == offset_of!(BootInfo, abort) + 64);
 };

@@ -9,6 +9,7 @@
 //! | port | from | registers in | registers out |
 //! |---|---|---|---|
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_WAIT`] or [`DOORBELL_WAKE`] | none |
+//! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_PROTECT`], `rdi, rsi, rdx` = address, length, `PROT_*` | `rax` = 0 or `-errno` |
 //! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments, `rcx` = return address | `rax` = result; or `rcx` changed: redirect (below) |
 //! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed; or, for a ring-3 exception, `rax` = where ring 3 resumes (the libos's signal entry) |
 //!
@@ -42,6 +43,22 @@ pub const DOORBELL_WAKE: u32 = 1;
 /// [`PORT_DOORBELL`] value: wake the worker, and return only once the
 /// completion queue holds an entry the libos has not consumed yet.
 pub const DOORBELL_WAIT: u32 = 2;
+/// [`PORT_DOORBELL`] value: change the protection of program pages, as
+/// `mprotect` would: `rdi` = address, `rsi` = length, `rdx` = `PROT_*`
+/// (`PROT_READ`, `PROT_WRITE` or none; never `PROT_EXEC`). The monitor
+/// checks the range lies inside one protectable range of the domain
+/// (`crate::boot::BootInfo::protectable`, its own copy), edits the page
+/// tables, makes the vCPU's TLB forget the old entries before it resumes,
+/// and returns the result in `rax` (0 or `-errno`, as `mprotect`).
+pub const DOORBELL_PROTECT: u32 = 3;
+/// [`PORT_DOORBELL`] value: commit part of the reservation space
+/// (`crate::boot::BootInfo::reserve_start`): `rdi` = address, `rsi` =
+/// length, `rdx` = `PROT_*` (read/write bits only), `r10` = the arena
+/// address of the pages to map there, or 0 to release the range (it
+/// becomes unmapped reservation again). The monitor checks both ranges
+/// against its own layout, edits the page tables and flushes the TLB
+/// when a mapping is replaced or removed; `rax` = 0 or `-errno`.
+pub const DOORBELL_COMMIT: u32 = 4;
 
 pub mod fault {
     //! Register convention of [`super::PORT_FAULT`]: `rdi` = vector, `rsi` = error code (0 when the vector has none),

@@ -58,6 +58,7 @@ pub(crate) mod errno {
     pub const EAGAIN: i64 = 11;
     pub const ENOMEM: i64 = 12;
     pub const EACCES: i64 = 13;
+    pub const EEXIST: i64 = 17;
     pub const EFAULT: i64 = 14;
     pub const EPIPE: i64 = 32;
     pub const EINVAL: i64 = 22;
@@ -188,6 +189,17 @@ pub fn init(boot: u64) -> bool {
     if !mem::init(arena, arena_len, brk, brk_len, flags & BOOT_FLAG_MEMORY_LIMIT != 0) {
         return false;
     }
+    // SAFETY: as for the reads above.
+    let (protectable, reserve, reserve_len, file_offset) = unsafe {
+        (
+            addr_of_mut!((*b).protectable).read_volatile(),
+            addr_of_mut!((*b).reserve_start).read_volatile(),
+            addr_of_mut!((*b).reserve_len).read_volatile(),
+            addr_of_mut!((*b).arena_file_offset).read_volatile(),
+        )
+    };
+    mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
+    mem::init_reserve(reserve, reserve_len, file_offset);
     // SAFETY: as for the reads above.
     let (tsc_khz, spin_ns, check) = unsafe {
         (
@@ -715,6 +727,16 @@ pub(crate) fn record_fault(signo: u64, addr: u64, rip: u64) {
         addr_of_mut!((*b).fault_rip).write_volatile(rip);
         addr_of_mut!((*b).fault_signo).write_volatile(signo);
     }
+}
+
+/// Records the `si_code` of a fatal fault (after [`record_fault`]).
+pub(crate) fn record_fault_code(code: u64) {
+    let b = boot_ptr();
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: `b` is the boot page validated by `init`.
+    unsafe { addr_of_mut!((*b).fault_code).write_volatile(code) };
 }
 
 #[cfg(test)]

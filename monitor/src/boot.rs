@@ -136,6 +136,7 @@ impl<'a> BootPage<'a> {
                 fault_signo: addr_of_mut!((*b).fault_signo).read_volatile(),
                 fault_addr: addr_of_mut!((*b).fault_addr).read_volatile(),
                 fault_rip: addr_of_mut!((*b).fault_rip).read_volatile(),
+                fault_code: addr_of_mut!((*b).fault_code).read_volatile(),
                 trapped: addr_of_mut!((*b).trapped).read_volatile(),
                 abort: addr_of_mut!((*b).abort).read_volatile(),
                 memory_request: addr_of_mut!((*b).memory_request).read_volatile(),

@@ -102,6 +102,8 @@ pub enum EndReason {
         addr: Option<u64>,
         /// `rip` at the fault, when the libos recorded one.
         rip: Option<u64>,
+        /// SIGSEGV `si_code` (1 `SEGV_MAPERR`, 2 `SEGV_ACCERR`), when known.
+        code: Option<i32>,
     },
     /// The monitor stopped it: garbage on the ring, wild pointer, broken
     /// contract. The message says what.

@@ -179,6 +179,11 @@ pub enum DomainEnd {
         addr: Option<u64>,
         /// `rip` at the fault, when known.
         rip: Option<u64>,
+        /// `si_code` of a SIGSEGV (`SEGV_MAPERR` 1: nothing mapped there;
+        /// `SEGV_ACCERR` 2: mapped, access not allowed: a guard page, a
+        /// `PROT_NONE` or read-only page), when known: what a handler would
+        /// see in its `siginfo`.
+        code: Option<i32>,
         /// The one line `cabinc run` prints (without `cabin: `), if any.
         report: Option<String>,
     },
@@ -286,4 +291,15 @@ pub trait Domain: Sized {
 
     /// The backend's own `--stats` entries.
     fn stats(&self, worker: &WorkerStats) -> Vec<(&'static str, serde_json::Value)>;
+}
+
+/// The name of a SIGSEGV `si_code` for reports (`SEGV_MAPERR`, `SEGV_ACCERR`).
+pub fn segv_code_name(code: i32) -> Option<&'static str> {
+    match code {
+        1 => Some("SEGV_MAPERR"),
+        2 => Some("SEGV_ACCERR"),
+        3 => Some("SEGV_BNDERR"),
+        4 => Some("SEGV_PKUERR"),
+        _ => None,
+    }
 }

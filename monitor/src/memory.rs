@@ -74,6 +74,11 @@ pub enum RegionKind {
     /// Pages the backend needs in the program's address space for itself
     /// (the process backend's loader scratch and entry stub).
     System,
+    /// The reservation space: address space the libos hands out for
+    /// `PROT_NONE` reservations, without memory. Its `host` is never used:
+    /// the parts the program commits are arena pages mapped there
+    /// ([`GuestMemory::alias`]), and only those are buffers.
+    Reserve,
 }
 
 impl RegionKind {
@@ -82,11 +87,35 @@ impl RegionKind {
         match self {
             RegionKind::Data | RegionKind::Stack | RegionKind::Brk | RegionKind::Arena => Access::ReadWrite,
             RegionKind::Rodata => Access::ReadOnly,
-            RegionKind::Code | RegionKind::Ring | RegionKind::BootPage | RegionKind::System => {
-                Access::Nothing
-            }
+            RegionKind::Code
+            | RegionKind::Ring
+            | RegionKind::BootPage
+            | RegionKind::System
+            | RegionKind::Reserve => Access::Nothing,
         }
     }
+}
+
+/// Removes `[start, end)` from the sorted, non-overlapping `list`,
+/// splitting ranges that reach past it.
+fn cut(list: &mut Vec<Region>, start: u64, end: u64) {
+    let mut out = Vec::with_capacity(list.len() + 1);
+    for r in list.drain(..) {
+        let r_end = r.start + r.len;
+        if r_end <= start || r.start >= end {
+            out.push(r);
+            continue;
+        }
+        if r.start < start {
+            out.push(Region { len: start - r.start, ..r });
+        }
+        if r_end > end {
+            // SAFETY: end - r.start < r.len: inside the range's host mapping.
+            let host = unsafe { r.host.add((end - r.start) as usize) };
+            out.push(Region { start: end, len: r_end - end, host, kind: r.kind });
+        }
+    }
+    *list = out;
 }
 
 /// One guest range.
@@ -102,10 +131,18 @@ pub struct Region {
     pub kind: RegionKind,
 }
 
+/// Most aliases remembered (committed parts of the reservation space
+/// that are not contiguous with a neighbour): bounds the monitor's memory.
+pub const MAX_ALIASES: usize = 4096;
+
 /// The program's memory.
 #[derive(Debug)]
 pub struct GuestMemory {
     regions: Vec<Region>,
+    /// Committed parts of [`RegionKind::Reserve`] regions: guest ranges
+    /// whose bytes are arena pages (`host` inside an arena region), sorted,
+    /// non-overlapping, adjacent ones merged when their hosts are too.
+    aliases: std::sync::RwLock<Vec<Region>>,
 }
 
 // SAFETY: GuestMemory only holds addresses of mappings that outlive it (see
@@ -119,11 +156,82 @@ impl GuestMemory {
     /// # Safety
     ///
     /// Each region's `host .. host+len` must be mapped readable and writable
-    /// in this process for the whole life of the returned value, and regions
-    /// must not overlap in guest addresses.
+    /// in this process for the whole life of the returned value (but for
+    /// [`RegionKind::Reserve`] regions, whose `host` is never used), and
+    /// regions must not overlap in guest addresses.
     pub unsafe fn new(mut regions: Vec<Region>) -> GuestMemory {
         regions.sort_by_key(|r| r.start);
-        GuestMemory { regions }
+        GuestMemory { regions, aliases: std::sync::RwLock::new(Vec::new()) }
+    }
+
+    /// The static region containing `addr`.
+    fn region_of(&self, addr: u64) -> Option<&Region> {
+        let idx = self.regions.partition_point(|r| r.start <= addr);
+        idx.checked_sub(1).and_then(|i| self.regions.get(i)).filter(|r| addr - r.start < r.len)
+    }
+
+    /// Records that the program committed `[va, va+len)` of the reservation
+    /// space with the arena pages at guest address `target` (the backend
+    /// mapped them there, or the libos says it did: either way they are the
+    /// program's own arena pages, so a lie only misdirects its own calls).
+    /// `va` must lie in one [`RegionKind::Reserve`] region and `target` in
+    /// one [`RegionKind::Arena`] region; page aligned.
+    pub fn alias(&self, va: u64, len: u64, target: u64) -> Result<(), MemError> {
+        let fault = MemError::Fault { addr: va, len, what: "committable" };
+        let page = |x: u64| x.is_multiple_of(4096);
+        if len == 0 || !page(va) || !page(len) || !page(target) {
+            return Err(fault);
+        }
+        let (Some(end), Some(tend)) = (va.checked_add(len), target.checked_add(len)) else {
+            return Err(fault);
+        };
+        let inside = |r: Option<&Region>, kind, s: u64, e: u64| {
+            r.filter(|r| r.kind == kind && s >= r.start && e <= r.start + r.len).copied()
+        };
+        inside(self.region_of(va), RegionKind::Reserve, va, end).ok_or(fault.clone())?;
+        let arena = inside(self.region_of(target), RegionKind::Arena, target, tend).ok_or(fault.clone())?;
+        // SAFETY: target - arena.start < arena.len (checked above).
+        let host = unsafe { arena.host.add((target - arena.start) as usize) };
+        let mut a = self.aliases.write().unwrap_or_else(|e| e.into_inner());
+        cut(&mut a, va, end);
+        if a.len() >= MAX_ALIASES {
+            return Err(fault);
+        }
+        let i = a.partition_point(|r| r.start < va);
+        a.insert(i, Region { start: va, len, host, kind: RegionKind::Arena });
+        // Merge with neighbours that continue it in both spaces.
+        let joins = |x: &Region, y: &Region| {
+            x.start + x.len == y.start && (x.host as usize).wrapping_add(x.len as usize) == y.host as usize
+        };
+        if i + 1 < a.len() && joins(&a[i], &a[i + 1]) {
+            a[i].len += a[i + 1].len;
+            a.remove(i + 1);
+        }
+        if i > 0 && joins(&a[i - 1], &a[i]) {
+            a[i - 1].len += a[i].len;
+            a.remove(i);
+        }
+        Ok(())
+    }
+
+    /// Forgets any commit of `[va, va+len)` (decommitted, unmapped).
+    pub fn unalias(&self, va: u64, len: u64) {
+        let mut a = self.aliases.write().unwrap_or_else(|e| e.into_inner());
+        cut(&mut a, va, va.saturating_add(len));
+    }
+
+    /// The committed parts of the reservation space (tests, `--stats`).
+    pub fn aliases(&self) -> Vec<(u64, u64)> {
+        self.aliases.read().unwrap_or_else(|e| e.into_inner()).iter().map(|r| (r.start, r.len)).collect()
+    }
+
+    /// An alias covering `[addr, end)`: its host address.
+    fn alias_host(&self, addr: u64, end: u64) -> Option<*mut u8> {
+        let a = self.aliases.read().unwrap_or_else(|e| e.into_inner());
+        let i = a.partition_point(|r| r.start <= addr).checked_sub(1)?;
+        let r = a.get(i)?;
+        // SAFETY: addr - r.start < r.len: inside the alias's arena range.
+        (end <= r.start + r.len).then(|| unsafe { r.host.add((addr - r.start) as usize) })
     }
 
     /// Regions, sorted by guest address.
@@ -143,6 +251,9 @@ impl GuestMemory {
         let end = addr.checked_add(len).ok_or(fault.clone())?;
         let idx = self.regions.partition_point(|r| r.start <= addr);
         let r = idx.checked_sub(1).and_then(|i| self.regions.get(i)).ok_or(fault.clone())?;
+        if r.kind == RegionKind::Reserve {
+            return self.alias_host(addr, end).ok_or(fault);
+        }
         let r_end = r.start + r.len;
         if end > r_end {
             return Err(fault);
@@ -289,6 +400,35 @@ pub fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn reservation_aliases_reach_arena_pages_only() {
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; 8 * 4096].into_boxed_slice());
+        let p = buf.as_mut_ptr();
+        const ARENA: u64 = 0x100_0000;
+        const RESV: u64 = 0x1000_0000;
+        let regions = vec![
+            Region { start: 0x1000, len: 4096, host: p, kind: RegionKind::Code },
+            // SAFETY: inside the leaked buffer.
+            Region { start: ARENA, len: 4 * 4096, host: unsafe { p.add(4096) }, kind: RegionKind::Arena },
+            Region { start: RESV, len: 1 << 30, host: std::ptr::null_mut(), kind: RegionKind::Reserve },
+        ];
+        // SAFETY: the buffer is leaked (lives forever); Reserve has no host.
+        let m = unsafe { GuestMemory::new(regions) };
+        assert!(m.read(RESV, 8).is_err(), "uncommitted reservation is no buffer");
+        assert!(m.alias(RESV, 4096, 0x1000).is_err(), "code is not an arena page");
+        assert!(m.alias(ARENA, 4096, ARENA).is_err(), "only the reservation space takes aliases");
+        assert!(m.alias(RESV, 8 * 4096, ARENA).is_err(), "past the arena");
+        assert!(m.alias(RESV + 1, 4096, ARENA).is_err());
+        m.alias(RESV + 4096, 4096, ARENA + 4096).expect("commit");
+        m.alias(RESV, 4096, ARENA).expect("commit");
+        assert_eq!(m.aliases(), vec![(RESV, 2 * 4096)], "contiguous in both spaces: one");
+        m.write(RESV + 4090, b"0123456789").expect("across the two pages");
+        assert_eq!(m.read(ARENA + 4090, 10).expect("arena"), b"0123456789");
+        m.unalias(RESV, 4096);
+        assert!(m.read(RESV, 1).is_err());
+        assert_eq!(m.read(RESV + 4096, 4).expect("still committed"), b"6789");
+    }
 
     /// A memory of two regions backed by a leaked host buffer (tests only).
     pub(crate) fn test_memory() -> GuestMemory {

@@ -260,7 +260,10 @@ impl<'a> Session<'a> {
 /// a person sees for it (a stop was already reported by the gate).
 fn outcome(end: &WorkerEnd, ended: &DomainEnd, words: &EndWords, stopped: Option<&Stop>) -> (i32, EndReason) {
     if let Some(s) = stopped {
-        return (s.exit_code, EndReason::Signal { signo: s.exit_code - 128, addr: None, rip: None });
+        return (
+            s.exit_code,
+            EndReason::Signal { signo: s.exit_code - 128, addr: None, rip: None, code: None },
+        );
     }
     let violation = |msg: String, line: String| {
         eprintln!("cabin: {line}");
@@ -272,11 +275,11 @@ fn outcome(end: &WorkerEnd, ended: &DomainEnd, words: &EndWords, stopped: Option
         return violation(msg, line);
     }
     match ended {
-        DomainEnd::Fault { signo, addr, rip, report } => {
+        DomainEnd::Fault { signo, addr, rip, code, report } => {
             if let Some(line) = report {
                 eprintln!("cabin: {line}");
             }
-            (128 + signo, EndReason::Signal { signo: *signo, addr: *addr, rip: *rip })
+            (128 + signo, EndReason::Signal { signo: *signo, addr: *addr, rip: *rip, code: *code })
         }
         DomainEnd::Exited(EXIT_PROTOCOL_VIOLATION) if words.abort == ABORT_RING => {
             let line = format!("ring protocol violation: {LIBOS_RING_ABORT}; the program was stopped");

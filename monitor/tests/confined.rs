@@ -64,7 +64,7 @@ fn faults_end_with_128_plus_signal_and_a_report() {
     let o = process::run(&img, &cfg(&["fault"])).expect("run");
     assert_eq!(o.exit_code, 139);
     match o.reason {
-        EndReason::Signal { signo: 11, addr: Some(0x10), rip: Some(_) } => {}
+        EndReason::Signal { signo: 11, addr: Some(0x10), rip: Some(_), .. } => {}
         r => panic!("{r:?}"),
     }
 }

@@ -91,7 +91,7 @@ fn bomb(b: Backend, chunk: u64) {
 
     // Stopped by Cabin, as a limit, not by its own out-of-memory path.
     assert_eq!(o.exit_code, 137, "{:?}", o.reason);
-    assert_eq!(o.reason, EndReason::Signal { signo: 9, addr: None, rip: None });
+    assert_eq!(o.reason, EndReason::Signal { signo: 9, addr: None, rip: None, code: None });
     let printed = std::fs::read_to_string(&out_path).expect("stdout");
     assert!(!printed.contains("malloc failed"), "the program saw ENOMEM:\n{printed}");
     let last = printed.lines().last().expect("the bomb allocated something");

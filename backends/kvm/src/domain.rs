@@ -6,7 +6,7 @@
 
 use std::mem::offset_of;
 
-use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION};
+use cabin_abi::boot::{auxv, BootInfo, AT_CABIN_BOOT, BOOT_MAGIC, BOOT_VERSION, PROTECTABLE_RANGES};
 use cabin_abi::hypercall::PORT_DOORBELL;
 use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
 use cabin_abi::ring::RingPtr;
@@ -131,6 +131,15 @@ pub struct Guest {
     pub brk_len: u64,
     /// Length of the arena.
     pub arena_len: u64,
+    /// The page tables, which `mprotect` edits while the program runs
+    /// (`crate::protect`).
+    pub pt: std::sync::Mutex<PageTables>,
+    /// The ranges whose protection the program may change: the monitor's
+    /// own copy of what it wrote into `BootInfo::protectable`.
+    pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
+    /// Guest-physical address of the arena's first page (the arena is
+    /// one run of guest-physical memory at `ARENA_VA`).
+    pub arena_gpa: u64,
 }
 
 // SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
@@ -260,7 +269,20 @@ pub fn build(
     // `mem`, which the Domain owns together with the RingPtr.
     let ring = unsafe { RingPtr::new(mem.host_ptr(RING_GPA, ring_len)?) };
     ring.init();
-    write_boot_info(&mem, program, brk_va, brk_len, arena_len)?;
+    // The image's RELRO pages, when they are whole data pages (at most 64,
+    // as on the process backend).
+    let relro = elf
+        .segments
+        .iter()
+        .find(|s| s.p_type == cabin_image::elf::PT_GNU_RELRO && s.memsz > 0)
+        .map(|s| (page_down(s.vaddr), page_up(s.vaddr + s.memsz).min(page_down(s.vaddr) + 64 * PAGE)))
+        .filter(|&(s, e)| {
+            e > s && (s..e).step_by(PAGE as usize).all(|p| pages.get(&p) == Some(&(true, false)))
+        })
+        .map_or([0, 0], |(s, e)| [base + s, e - s]);
+    let protectable =
+        [[ARENA_VA, arena_len], [brk_va, brk_len], [stack_va, STACK_SIZE], relro, [RESERVE_VA, RESERVE_LEN]];
+    write_boot_info(&mem, program, brk_va, brk_len, arena_len, &protectable)?;
 
     // --- system area (supervisor only) ---
     // One GDT and IDT for all vCPUs; each vCPU its own TSS and stacks, all
@@ -340,6 +362,9 @@ pub fn build(
         arena_len,
         view,
         phys: mem,
+        pt: std::sync::Mutex::new(pt),
+        protectable,
+        arena_gpa,
     })
 }
 
@@ -351,6 +376,14 @@ fn program_view(mem: &PhysMemory, space: &[(u64, u64, u64, RegionKind)]) -> Resu
         let host = mem.host_ptr(gpa, len)?;
         regions.push(Region { start, len, host, kind });
     }
+    // The reservation space: no host pages of its own; committed parts are
+    // aliases of arena pages (`GuestMemory::alias`).
+    regions.push(Region {
+        start: RESERVE_VA,
+        len: RESERVE_LEN,
+        host: std::ptr::null_mut(),
+        kind: RegionKind::Reserve,
+    });
     regions.sort_by_key(|r| r.start);
     if let Some(w) = regions.windows(2).find(|w| w[0].start + w[0].len > w[1].start) {
         return Err(DomainError::Paging(PagingError::AlreadyMapped(w[1].start)));
@@ -367,7 +400,15 @@ fn write_boot_info(
     brk_va: u64,
     brk_len: u64,
     arena_len: u64,
+    protectable: &[[u64; 2]; PROTECTABLE_RANGES],
 ) -> Result<(), MemoryError> {
+    mem.write_u64(BOOT_GPA + offset_of!(BootInfo, reserve_start) as u64, RESERVE_VA)?;
+    mem.write_u64(BOOT_GPA + offset_of!(BootInfo, reserve_len) as u64, RESERVE_LEN)?;
+    for (i, [start, len]) in protectable.iter().enumerate() {
+        let off = offset_of!(BootInfo, protectable) + i * 16;
+        mem.write_u64(BOOT_GPA + off as u64, *start)?;
+        mem.write_u64(BOOT_GPA + off as u64 + 8, *len)?;
+    }
     let at = |off: usize| BOOT_GPA + off as u64;
     mem.write_u64(at(offset_of!(BootInfo, magic)), BOOT_MAGIC)?;
     mem.write(at(offset_of!(BootInfo, version)), &BOOT_VERSION.to_le_bytes())?;

@@ -1,7 +1,10 @@
 //! What a VM exit means: pure functions from the exit (port, data and the
 //! registers) to an action, so tests can feed made-up exits without a VM.
 
-use cabin_abi::hypercall::{fault, DOORBELL_WAIT, DOORBELL_WAKE, PORT_DOORBELL, PORT_FAULT, PORT_SYSCALL};
+use cabin_abi::hypercall::{
+    fault, DOORBELL_COMMIT, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE, PORT_DOORBELL, PORT_FAULT,
+    PORT_SYSCALL,
+};
 use cabin_proxy_kernel::trap::{page_fault_access, signal_for, vector, vector_name};
 
 /// The registers an exit handler looks at (a copy of `kvm_regs`' fields).
@@ -220,6 +223,28 @@ pub enum IoAction {
         /// Wait for a completion.
         wait: bool,
     },
+    /// Change the protection of program pages (`mprotect`): the
+    /// registers, untrusted (the program can make this exit itself).
+    Protect {
+        /// `rdi`.
+        addr: u64,
+        /// `rsi`.
+        len: u64,
+        /// `rdx`: `PROT_*`.
+        prot: u64,
+    },
+    /// Commit (or, `target` 0, release) part of the reservation space:
+    /// the registers, untrusted.
+    Commit {
+        /// `rdi`.
+        addr: u64,
+        /// `rsi`.
+        len: u64,
+        /// `rdx`: `PROT_*`.
+        prot: u64,
+        /// `r10`: arena address of the pages, or 0.
+        target: u64,
+    },
     /// The program used the doorbell port in a way Cabin does not define
     /// (any other value, width or direction): a protocol violation that
     /// ends it (exit 137), never a Cabin error.
@@ -256,7 +281,13 @@ pub fn decode_out(port: u16, data: &[u8], r: &Regs, kernel_text: (u64, u64)) -> 
         PORT_DOORBELL => match data {
             [v] if u32::from(*v) == DOORBELL_WAKE => IoAction::Doorbell { wait: false },
             [v] if u32::from(*v) == DOORBELL_WAIT => IoAction::Doorbell { wait: true },
-            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 or 2)"),
+            [v] if u32::from(*v) == DOORBELL_PROTECT => {
+                IoAction::Protect { addr: r.rdi, len: r.rsi, prot: r.rdx }
+            }
+            [v] if u32::from(*v) == DOORBELL_COMMIT => {
+                IoAction::Commit { addr: r.rdi, len: r.rsi, prot: r.rdx, target: r.r10 }
+            }
+            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 4)"),
         },
         _ => misuse(r, kernel_text, "write to an unknown I/O port"),
     }

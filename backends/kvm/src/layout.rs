@@ -117,6 +117,14 @@ pub const BOOT_VA: u64 = 0x0000_7ff0_0000_0000;
 pub const RING_VA: u64 = BOOT_VA + (RING_GPA - BOOT_GPA);
 /// The anonymous-memory arena (2 MiB aligned, so it maps with large pages).
 pub const ARENA_VA: u64 = 0x0000_7e00_0000_0000;
+/// The reservation space (`cabin_abi::boot::BootInfo::reserve_start`):
+/// guest-virtual address space without guest-physical memory, where the
+/// monitor maps arena pages as the program commits them
+/// (`cabin_abi::hypercall::DOORBELL_COMMIT`). Guest-physical memory stays
+/// the bound; this only needs page tables (from the pool).
+pub const RESERVE_VA: u64 = 0x0000_6000_0000_0000;
+/// Its length (as on the process backend).
+pub const RESERVE_LEN: u64 = 68 << 30;
 /// One past the highest byte of the program's stack.
 pub const STACK_TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
 /// Size of the program's stack (mapped up front).

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use thiserror::Error;
 
 use self::domain::{DomainError, Guest, ProgramSpec};
@@ -167,6 +167,9 @@ pub struct KvmStats {
     pub gate_syscalls: u64,
     /// Doorbell exits (ring waits and wakes).
     pub doorbell_exits: u64,
+    /// Protection changes (`mprotect`, `mmap` with a `prot` other than
+    /// read-write), one exit each.
+    pub protect_exits: u64,
     /// Time from the start of the build to the first `KVM_RUN`.
     pub boot_ns: u64,
     /// Time from the start of the build to the end of the program.
@@ -196,6 +199,7 @@ impl KvmStats {
             "vm_exits": self.vm_exits,
             "gate_syscalls": self.gate_syscalls,
             "doorbell_exits": self.doorbell_exits,
+            "protect_exits": self.protect_exits,
             "gate_redirects": self.gate_redirects,
             "doorbell_waits": self.doorbell_waits,
             "signal_redirects": self.signal_redirects,
@@ -215,6 +219,7 @@ impl KvmStats {
         self.vm_exits += other.vm_exits;
         self.gate_syscalls += other.gate_syscalls;
         self.doorbell_exits += other.doorbell_exits;
+        self.protect_exits += other.protect_exits;
         self.gate_redirects += other.gate_redirects;
         self.doorbell_waits += other.doorbell_waits;
         self.signal_redirects += other.signal_redirects;
@@ -234,6 +239,9 @@ pub enum LoopEnd {
         fault: FaultReport,
         /// The one-line report.
         report: String,
+        /// SIGSEGV `si_code` for a page fault (`SEGV_MAPERR` 1,
+        /// `SEGV_ACCERR` 2: a present page, or a `PROT_NONE` one).
+        code: Option<i32>,
     },
     /// The program broke the protocol, or the run was stopped from another
     /// thread (the message says which).
@@ -251,8 +259,9 @@ impl From<LoopEnd> for cabin_monitor::domain::DomainEnd {
         match end {
             LoopEnd::Exited(code) | LoopEnd::ThreadExit(code) => DomainEnd::Exited(code),
             LoopEnd::Stopped => DomainEnd::Violation("the program was stopped".into()),
-            LoopEnd::Fault { status, fault, report } => DomainEnd::Fault {
+            LoopEnd::Fault { status, fault, report, code } => DomainEnd::Fault {
                 signo: status - 128,
+                code,
                 addr: (fault.vector == 14).then_some(fault.cr2),
                 rip: Some(fault.rip),
                 report: Some(report),
@@ -286,7 +295,7 @@ impl KvmOutcome {
                 None,
                 Some("the program was stopped".to_string()),
             ),
-            LoopEnd::Fault { status, fault, report } => (status, Some(fault), Some(report)),
+            LoopEnd::Fault { status, fault, report, .. } => (status, Some(fault), Some(report)),
             LoopEnd::Violation(msg) => (
                 cabin_monitor::config::EXIT_PROTOCOL_VIOLATION,
                 None,
@@ -368,7 +377,16 @@ pub fn run_with(
     let mut stats = p.stats(&machine.vcpu)?;
     let ending = AtomicBool::new(false);
     let result = match cfg.timeout {
-        None => run_loop(&mut machine.vcpu, &p.guest, cfg.timeout, service, &mut stats, p.start, &ending),
+        None => run_loop(
+            &mut machine.vcpu,
+            &machine.vm,
+            &p.guest,
+            cfg.timeout,
+            service,
+            &mut stats,
+            p.start,
+            &ending,
+        ),
         Some(limit) => {
             // Watchdog: a guest spinning in ring 3 never exits on its own.
             let watch = Arc::new(ring::Shared::default());
@@ -378,7 +396,16 @@ pub fn run_with(
                 cabin_monitor::watch::Watchdog::start(limit.saturating_sub(p.start.elapsed()), move || {
                     w.kick_all()
                 });
-            let r = run_loop(&mut machine.vcpu, &p.guest, cfg.timeout, service, &mut stats, p.start, &ending);
+            let r = run_loop(
+                &mut machine.vcpu,
+                &machine.vm,
+                &p.guest,
+                cfg.timeout,
+                service,
+                &mut stats,
+                p.start,
+                &ending,
+            );
             watch.leave_vcpu(0);
             dog.cancel();
             r
@@ -474,8 +501,10 @@ fn invariant_tsc_khz(vcpu: &kvm_ioctls::VcpuFd) -> Option<u64> {
 /// Runs one vCPU until its thread or the program ends (or `timeout`
 /// passes: tests). `ending` set (another vCPU ended the program) makes it
 /// leave at its next exit or kick with [`LoopEnd::Stopped`].
+#[allow(clippy::too_many_arguments)]
 fn run_loop(
     vcpu: &mut VcpuFd,
+    vm: &VmFd,
     d: &Guest,
     timeout: Option<Duration>,
     service: &mut dyn SyscallService,
@@ -590,7 +619,32 @@ fn run_loop(
                     continue;
                 }
                 let status = 128 + f.signal_for_run(int_n) as i32;
-                return Ok(LoopEnd::Fault { status, fault: f, report: f.message(int_n) });
+                let code = segv_code(d, &f, status);
+                let mut report = f.message(int_n);
+                if let Some(name) = code.and_then(cabin_monitor::domain::segv_code_name) {
+                    report += &format!(" ({name})");
+                }
+                return Ok(LoopEnd::Fault { status, fault: f, report, code });
+            }
+            IoAction::Protect { addr, len, prot } => {
+                stats.protect_exits += 1;
+                let r = protect(d, addr, len, prot);
+                let mut k = kregs;
+                k.rax = r as u64;
+                vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                if r == 0 {
+                    flush_tlb(vm)?;
+                }
+            }
+            IoAction::Commit { addr, len, prot, target } => {
+                stats.protect_exits += 1;
+                let (r, flush) = commit(d, addr, len, prot, target);
+                let mut k = kregs;
+                k.rax = r as u64;
+                vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                if flush {
+                    flush_tlb(vm)?;
+                }
             }
             IoAction::Doorbell { wait } => {
                 stats.doorbell_exits += 1;
@@ -687,6 +741,161 @@ fn signal_redirect(vcpu: &mut VcpuFd, d: &Guest) -> Result<(), KvmError> {
     if let Err(e) = vcpu.set_regs(&k) {
         boot.release_mailbox();
         return Err(GuestError::SetRegs(e).into());
+    }
+    Ok(())
+}
+
+/// `si_code` of a fatal page fault: `SEGV_ACCERR` when the page is there
+/// but the access is not allowed (the error code's P bit, or a `PROT_NONE`
+/// entry, which is not present to the CPU), `SEGV_MAPERR` otherwise.
+fn segv_code(d: &Guest, f: &FaultReport, status: i32) -> Option<i32> {
+    if f.vector != 14 || status != 128 + 11 {
+        return None;
+    }
+    if f.error & 1 != 0 {
+        return Some(2);
+    }
+    let pt = d.pt.lock().unwrap_or_else(|e| e.into_inner());
+    let none = matches!(pt.entry(&d.phys, f.cr2 & !0xfff), Ok(Some(e)) if e & paging::PTE_SOFT_NONE != 0);
+    Some(if none { 2 } else { 1 })
+}
+
+/// Serves [`IoAction::Protect`]: `mprotect` of program pages, checked
+/// against the monitor's own list of protectable ranges (not the boot
+/// page's, which the program can write) and by [`paging::PageTables::protect`]
+/// (user, non-executable leaves only). Returns 0 or `-errno`.
+fn protect(d: &Guest, addr: u64, len: u64, prot: u64) -> i64 {
+    const EINVAL: i64 = 22;
+    const EACCES: i64 = 13;
+    const ENOMEM: i64 = 12;
+    if prot & !3 != 0 {
+        return -(if prot & 4 != 0 { EACCES } else { EINVAL });
+    }
+    if !addr.is_multiple_of(layout::PAGE) || !len.is_multiple_of(layout::PAGE) {
+        return -EINVAL;
+    }
+    let Some(end) = addr.checked_add(len) else { return -ENOMEM };
+    if len == 0 {
+        return 0;
+    }
+    if !d.protectable.iter().any(|&[s, l]| l != 0 && addr >= s && end <= s + l) {
+        return -EACCES;
+    }
+    let mut pt = d.pt.lock().unwrap_or_else(|e| e.into_inner());
+    match pt.protect(&d.phys, addr, len, prot & 2 != 0, prot != 0) {
+        Ok(_) => 0,
+        Err(paging::PagingError::PoolExhausted(_)) => -ENOMEM,
+        Err(_) => -EACCES,
+    }
+}
+
+/// Serves [`IoAction::Commit`]: maps the arena pages at `target` (or, 0,
+/// nothing) over `[addr, addr+len)` of the reservation space. Both ranges
+/// are checked against the monitor's own layout, so the program can only
+/// ever map its own arena pages, never executable, never anywhere but the
+/// reservation space. Returns the result for `rax` and whether the TLB
+/// must be flushed (an entry was replaced or removed).
+fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, bool) {
+    const EINVAL: i64 = 22;
+    const EACCES: i64 = 13;
+    const ENOMEM: i64 = 12;
+    if prot & !3 != 0 {
+        return (-(if prot & 4 != 0 { EACCES } else { EINVAL }), false);
+    }
+    let page = |x: u64| x.is_multiple_of(layout::PAGE);
+    if len == 0 || !page(addr) || !page(len) || !page(target) {
+        return (-EINVAL, false);
+    }
+    let inside = |a: u64, s: u64, l: u64| a >= s && a.checked_add(len).is_some_and(|e| e <= s + l);
+    if !inside(addr, layout::RESERVE_VA, layout::RESERVE_LEN) {
+        return (-EINVAL, false);
+    }
+    let mut pt = d.pt.lock().unwrap_or_else(|e| e.into_inner());
+    if target == 0 {
+        d.view.unalias(addr, len);
+        return match pt.clear_leaves(&d.phys, addr, len) {
+            Ok(()) => (0, true),
+            Err(_) => (-EINVAL, true),
+        };
+    }
+    if !inside(target, layout::ARENA_VA, d.arena_len) {
+        return (-EINVAL, false);
+    }
+    let gpa = d.arena_gpa + (target - layout::ARENA_VA);
+    let perms = paging::Perms { user: true, write: prot & 2 != 0, exec: false, pkey: 0 };
+    let replaced = match pt.set_leaves(&d.phys, addr, gpa, len, perms) {
+        Ok(r) => r,
+        Err(paging::PagingError::PoolExhausted(_)) => return (-ENOMEM, true),
+        Err(_) => return (-EINVAL, true),
+    };
+    if prot == 0 && pt.protect(&d.phys, addr, len, false, false).is_err() {
+        return (-EINVAL, true);
+    }
+    if d.view.alias(addr, len, target).is_err() {
+        return (-ENOMEM, replaced);
+    }
+    (0, replaced)
+}
+
+/// Makes the vCPU forget every cached translation before it runs again.
+///
+/// The host edited the page tables in guest memory, behind KVM's back:
+/// ring 3 cannot flush, a CR3 or CR4 change through `KVM_SET_SREGS` was
+/// measured not to be enough on this project's nested KVM (KVM's shadow
+/// pages of the guest tables stay as they were), and a ring-0 entry costs
+/// ~40 µs. Deleting a memory slot makes KVM drop every shadow page and
+/// cached translation of the VM (all vCPUs, which it kicks itself), so the
+/// flush is: add a one-page slot of our own far above guest memory, then
+/// delete it.
+///
+/// Threads: the deletion zaps the shadow pages (or EPT roots) of the whole
+/// VM and makes every vCPU reload them before it enters the guest again
+/// (KVM waits for each running vCPU to leave guest mode), so an edit served
+/// on one vCPU's thread is seen by all of them once this returns. Two
+/// vCPUs flushing at once would add and delete the same slot under each
+/// other (a delete of a slot already deleted fails), so flushes are
+/// serialized.
+fn flush_tlb(vm: &VmFd) -> Result<(), KvmError> {
+    /// A slot number and guest-physical address nothing else uses.
+    const FLUSH_SLOT: u32 = 7;
+    const FLUSH_GPA: u64 = 1 << 38;
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let host = *PAGE.get_or_init(|| {
+        // SAFETY: a fresh anonymous mapping of one page, never unmapped
+        // (shared by every VM of this process, only ever a KVM slot).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            0
+        } else {
+            p as usize
+        }
+    });
+    if host == 0 {
+        return Err(GuestError::Stopped { what: "no page for the TLB flush".into(), state: None }.into());
+    }
+    static FLUSH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = FLUSH.lock().unwrap_or_else(|e| e.into_inner());
+    for size in [4096u64, 0] {
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot: FLUSH_SLOT,
+            flags: 0,
+            guest_phys_addr: FLUSH_GPA,
+            memory_size: size,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the slot maps one page of host memory that lives for the
+        // whole process, far above guest memory (no overlap with slot 0);
+        // the guest never maps that address in its page tables.
+        unsafe { vm.set_user_memory_region(region) }.map_err(GuestError::SetRegs)?;
     }
     Ok(())
 }

@@ -29,6 +29,11 @@ pub const PTE_G: u64 = 1 << 8;
 pub const PTE_NX: u64 = 1 << 63;
 /// Protection-key field (bits 59..62).
 pub const PTE_PKEY_SHIFT: u64 = 59;
+/// Software bit (ignored by the CPU): a program page made `PROT_NONE`.
+/// Its entry keeps the address and flags with [`PTE_P`] clear, so that a
+/// later `mprotect` can make it present again, and a fault on it is
+/// `SEGV_ACCERR` rather than `SEGV_MAPERR`.
+pub const PTE_SOFT_NONE: u64 = 1 << 9;
 /// Address bits of an entry.
 pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
@@ -46,6 +51,10 @@ pub enum PagingError {
         /// Length.
         len: u64,
     },
+    /// A protection change reached a page that is not a program data page
+    /// (unmapped, supervisor-only or executable).
+    #[error("{0:#x} is not a program data page")]
+    NotProtectable(u64),
     /// A page is mapped twice.
     #[error("{0:#x} is already mapped")]
     AlreadyMapped(u64),
@@ -194,6 +203,166 @@ impl PageTables {
         Ok(())
     }
 
+    /// Changes the protection of the program data pages `[va, va + len)`
+    /// (page aligned): `write`: writable; `present`: accessible at all
+    /// (`false` = `PROT_NONE`, [`PTE_SOFT_NONE`]). Every page must be a
+    /// user, non-executable leaf (present or `PROT_NONE`): anything else
+    /// (code, supervisor pages, holes) fails before any entry changes, so
+    /// no call can make code writable or anything executable. A 2 MiB page
+    /// the range covers only in part is split into 4 KiB pages first.
+    /// Returns how many leaf entries changed. The caller flushes the TLB.
+    pub fn protect(
+        &mut self,
+        mem: &PhysMemory,
+        va: u64,
+        len: u64,
+        write: bool,
+        present: bool,
+    ) -> Result<u64, PagingError> {
+        let bad = || PagingError::BadRange { va, len };
+        if !va.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(bad());
+        }
+        let end = va.checked_add(len).ok_or_else(bad)?;
+        // First pass: check every page (no change on failure).
+        let mut v = va;
+        while v < end {
+            let (slot, large) = self.leaf_slot(mem, v)?.ok_or(PagingError::NotProtectable(v))?;
+            let e = mem.read_u64(slot)?;
+            let mapped = e & PTE_P != 0 || e & PTE_SOFT_NONE != 0;
+            if !mapped || e & PTE_U == 0 || e & PTE_NX == 0 {
+                return Err(PagingError::NotProtectable(v));
+            }
+            v = if large { (v | (LARGE_PAGE - 1)) + 1 } else { v + PAGE };
+        }
+        let mut changed = 0;
+        let mut v = va;
+        while v < end {
+            let (mut slot, large) = self.leaf_slot(mem, v)?.ok_or(PagingError::NotProtectable(v))?;
+            let covers = v.is_multiple_of(LARGE_PAGE) && end - v >= LARGE_PAGE;
+            if large && !covers {
+                self.split(mem, slot)?;
+                slot = self.leaf_slot(mem, v)?.ok_or(PagingError::NotProtectable(v))?.0;
+            }
+            let e = mem.read_u64(slot)?;
+            let mut n = e & !(PTE_P | PTE_W | PTE_SOFT_NONE);
+            n |= if present { PTE_P } else { PTE_SOFT_NONE };
+            if write {
+                n |= PTE_W;
+            }
+            mem.write_u64(slot, n)?;
+            changed += 1;
+            v = if large && covers { v + LARGE_PAGE } else { v + PAGE };
+        }
+        Ok(changed)
+    }
+
+    /// Maps `[va, va + len)` to `[gpa, gpa + len)` with 4 KiB pages and
+    /// `perms`, replacing what is there (only 4 KiB leaves: a range with a
+    /// 2 MiB page is refused before anything changes). Returns whether a
+    /// present entry was replaced (then the TLB must be flushed).
+    pub fn set_leaves(
+        &mut self,
+        mem: &PhysMemory,
+        va: u64,
+        gpa: u64,
+        len: u64,
+        perms: Perms,
+    ) -> Result<bool, PagingError> {
+        let bad = || PagingError::BadRange { va, len };
+        if !va.is_multiple_of(PAGE) || !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(bad());
+        }
+        let end = va.checked_add(len).ok_or_else(bad)?;
+        let mut v = va;
+        while v < end {
+            if let Some((_, true)) = self.leaf_slot(mem, v)? {
+                return Err(PagingError::AlreadyMapped(v));
+            }
+            v += PAGE;
+        }
+        let flags = perms.bits();
+        let mut replaced = false;
+        let mut off = 0;
+        while off < len {
+            let v = va + off;
+            let pdpt = self.child(mem, self.root, v, 4)?;
+            let pd = self.child(mem, pdpt, v, 3)?;
+            let pt = self.child(mem, pd, v, 2)?;
+            let slot = pt + index(v, 1) * 8;
+            replaced |= mem.read_u64(slot)? & PTE_P != 0;
+            mem.write_u64(slot, (gpa + off) | flags)?;
+            self.small += 1;
+            off += PAGE;
+        }
+        Ok(replaced)
+    }
+
+    /// Removes the 4 KiB leaves of `[va, va + len)` (tables stay).
+    pub fn clear_leaves(&mut self, mem: &PhysMemory, va: u64, len: u64) -> Result<(), PagingError> {
+        let mut v = va;
+        let end = va.saturating_add(len);
+        while v < end {
+            if let Some((slot, large)) = self.leaf_slot(mem, v)? {
+                if large {
+                    return Err(PagingError::AlreadyMapped(v));
+                }
+                if mem.read_u64(slot)? != 0 {
+                    mem.write_u64(slot, 0)?;
+                    self.small = self.small.saturating_sub(1);
+                }
+            }
+            v += PAGE;
+        }
+        Ok(())
+    }
+
+    /// The slot of the leaf entry for `va` and whether it is a 2 MiB page;
+    /// `None` if an upper level is not present.
+    fn leaf_slot(&self, mem: &PhysMemory, va: u64) -> Result<Option<(u64, bool)>, PagingError> {
+        let mut table = self.root;
+        for level in (2..=4).rev() {
+            let slot = table + index(va, level) * 8;
+            let e = mem.read_u64(slot)?;
+            if level == 2 && e & PTE_PS != 0 {
+                return Ok(Some((slot, true)));
+            }
+            if e & PTE_P == 0 {
+                return Ok(None);
+            }
+            table = e & PTE_ADDR;
+        }
+        Ok(Some((table + index(va, 1) * 8, false)))
+    }
+
+    /// Replaces the 2 MiB entry at `slot` by a table of 512 4 KiB entries
+    /// with the same address range and flags.
+    fn split(&mut self, mem: &PhysMemory, slot: u64) -> Result<(), PagingError> {
+        let e = mem.read_u64(slot)?;
+        let t = self.alloc()?;
+        let flags = e & !PTE_ADDR & !PTE_PS;
+        let base = e & PTE_ADDR & !(LARGE_PAGE - 1);
+        for i in 0..512 {
+            mem.write_u64(t + i * 8, (base + i * PAGE) | flags)?;
+        }
+        mem.write_u64(slot, t | PTE_P | PTE_W | PTE_U | PTE_A)?;
+        self.large -= 1;
+        self.small += 512;
+        Ok(())
+    }
+
+    /// The leaf entry for `va`, present or not (a `PROT_NONE` page has
+    /// [`PTE_SOFT_NONE`]); `None` if nothing is there.
+    pub fn entry(&self, mem: &PhysMemory, va: u64) -> Result<Option<u64>, PagingError> {
+        match self.leaf_slot(mem, va)? {
+            Some((slot, _)) => {
+                let e = mem.read_u64(slot)?;
+                Ok((e != 0).then_some(e))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Walks the tables for `va` (tests and diagnostics): the leaf entry and
     /// whether it is a large page.
     pub fn lookup(&self, mem: &PhysMemory, va: u64) -> Result<Option<(u64, bool)>, PagingError> {
@@ -259,6 +428,47 @@ mod tests {
             pt.map(&m, 0x0000_8000_0000_0000, 0, 0x1000, RW_USER),
             Err(PagingError::BadRange { .. })
         ));
+    }
+
+    #[test]
+    fn protect_splits_large_pages_and_never_touches_code_or_kernel_pages() {
+        let m = PhysMemory::new(8 << 20).expect("map");
+        let mut pt = PageTables::new(0x10_0000, 0x20_0000).expect("pool");
+        pt.map(&m, 0x40_1000, 0x40_0000, 0x2000, RX_USER).expect("code");
+        pt.map(&m, 0x7e00_0000_0000, 0x60_0000, 4 << 20, RW_USER).expect("arena");
+        pt.map(&m, 0xffff_ffff_8000_1000, 0x1000, 0x1000, RW_KERNEL).expect("gdt");
+        let a = 0x7e00_0000_0000u64;
+        // One 4 KiB page of a 2 MiB page: split; the rest keeps its rights.
+        assert_eq!(pt.protect(&m, a + 0x1000, 0x1000, false, false), Ok(1));
+        let e = pt.entry(&m, a + 0x1000).expect("walk").expect("kept");
+        assert_eq!(e & (PTE_P | PTE_SOFT_NONE), PTE_SOFT_NONE);
+        assert_eq!(e & PTE_ADDR, 0x60_1000, "the address stays");
+        let (e, large) = pt.lookup(&m, a + 0x2000).expect("walk").expect("mapped");
+        assert!(!large);
+        assert_eq!(e & (PTE_P | PTE_W | PTE_NX), PTE_P | PTE_W | PTE_NX);
+        assert_eq!(pt.lookup(&m, a + 0x1000).expect("walk"), None, "not present");
+        // Read-only, then read-write again.
+        assert_eq!(pt.protect(&m, a + 0x1000, 0x2000, false, true), Ok(2));
+        let (e, _) = pt.lookup(&m, a + 0x1000).expect("walk").expect("present again");
+        assert_eq!(e & PTE_W, 0);
+        assert_eq!(pt.protect(&m, a, 0x3000, true, true), Ok(3));
+        // A whole 2 MiB page stays large.
+        assert_eq!(pt.protect(&m, a + (2 << 20), 2 << 20, false, true), Ok(1));
+        assert!(pt.lookup(&m, a + (2 << 20)).expect("walk").expect("mapped").1);
+        // Code, kernel pages, holes, and ranges that reach them: refused,
+        // and nothing changed.
+        for (va, len) in [
+            (0x40_1000, 0x1000),
+            (0x40_0000, 0x1000),
+            (0xffff_ffff_8000_1000, 0x1000),
+            (a + (4 << 20) - 0x1000, 0x2000),
+        ] {
+            assert!(pt.protect(&m, va, len, true, true).is_err(), "{va:#x}");
+        }
+        let (e, _) = pt.lookup(&m, a + (4 << 20) - 0x1000).expect("walk").expect("mapped");
+        assert_eq!(e & PTE_W, 0, "a refused call changes nothing");
+        let (e, _) = pt.lookup(&m, 0x40_1000).expect("walk").expect("mapped");
+        assert_eq!(e & (PTE_W | PTE_NX), 0, "code stays read-only and executable");
     }
 
     #[test]

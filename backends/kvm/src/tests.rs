@@ -509,7 +509,7 @@ fn kvm_real_images_behave_as_on_the_process_backend() {
     let o = run(&fault, &cfg_args(&["fault"])).expect("run");
     assert_eq!(o.exit_code, 139, "{:?}", o.reason);
     assert!(
-        matches!(o.reason, EndReason::Signal { signo: 11, addr: Some(0x10), rip: Some(_) }),
+        matches!(o.reason, EndReason::Signal { signo: 11, addr: Some(0x10), rip: Some(_), .. }),
         "{:?}",
         o.reason
     );
@@ -577,7 +577,7 @@ fn run_tweaked(
     let mut rec = Recorder::default();
     let mut stats = KvmStats::default();
     let ending = AtomicBool::new(false);
-    run_loop(&mut m.vcpu, &p.guest, cfg.timeout, &mut rec, &mut stats, p.start, &ending)
+    run_loop(&mut m.vcpu, &m.vm, &p.guest, cfg.timeout, &mut rec, &mut stats, p.start, &ending)
 }
 
 /// Linux's user 32-bit code descriptor, which Cabin's GDT leaves out; put
@@ -620,7 +620,7 @@ fn kvm_compat_syscall_reaches_the_cstar_entry_and_ends_the_program() {
     // proxy-kernel's entry ends the program with SIGSEGV.
     let end =
         run_tweaked(&compat_syscall_code(), restore_code32, |_| Vec::new(), 0).expect("a program fault");
-    let LoopEnd::Fault { status, fault: f, report } = end else { panic!("not a fault: {end:?}") };
+    let LoopEnd::Fault { status, fault: f, report, .. } = end else { panic!("not a fault: {end:?}") };
     assert_eq!(status, 139, "{report:?}");
     assert_eq!(f.reason, cabin_abi::hypercall::fault::REASON_COMPAT_SYSCALL, "{f:?}");
     assert_eq!(f.rip, 0x40_1017, "the return address after the syscall");

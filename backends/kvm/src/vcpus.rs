@@ -350,6 +350,7 @@ impl Vcpus {
         let mut stats = KvmStats::default();
         let r = run_loop(
             &mut fd,
+            &self.vm,
             &self.guest,
             self.timeout,
             &mut *service,

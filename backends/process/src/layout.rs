@@ -9,6 +9,7 @@
 //! STACK_TOP       8 MiB stack below it, guard gap under it
 //! BRK_BASE        brk heap
 //! ARENA_BASE      anonymous-memory arena
+//! RESERVE_BASE    reservation space (address space only; nothing above it)
 //! ```
 //!
 //! All of it lies far from where Linux places a PIE monitor (0x55.., 0x56..)
@@ -50,3 +51,14 @@ pub const BRK_BASE: u64 = DOMAIN_BASE + (4 << 30);
 pub const BRK_SIZE: u64 = 1 << 30;
 /// Start of the anonymous-memory arena.
 pub const ARENA_BASE: u64 = DOMAIN_BASE + (8 << 30);
+/// The reservation space: address space for `PROT_NONE` reservations,
+/// committed with arena pages of the memfd (`cabin_abi::boot::BootInfo::reserve_start`).
+/// Not mapped at start; the highest range of the domain (the seccomp
+/// filter's `mmap` and `munmap` rules rely on nothing lying above it).
+pub const RESERVE_BASE: u64 = DOMAIN_BASE + (1 << 40);
+/// Its length: a 64 GiB reservation (a JVM-like heap, Go's arenas) fits.
+/// It also bounds the kernel's page tables for it (a program that maps an
+/// arena page at every page of it: `2 * RESERVE_LEN / 512`).
+pub const RESERVE_LEN: u64 = 68 << 30;
+
+const _: () = assert!(RESERVE_BASE + 2 * RESERVE_LEN <= USER_TOP_47);

@@ -269,27 +269,36 @@ pub fn execute_only_enforced() -> bool {
 /// a record is reported with the signal only. Shells say nothing about
 /// SIGPIPE; neither do we.
 fn classify(status: i32, words: &EndWords) -> DomainEnd {
-    let fault = |signo: i32, addr: Option<u64>, rip: Option<u64>| {
+    let fault = |signo: i32, addr: Option<u64>, rip: Option<u64>, code: Option<i32>| {
         let report = (signo != libc::SIGPIPE).then(|| {
             let mut line = format!("program terminated by {}", signal_name(signo));
             if let (Some(a), Some(r)) = (addr, rip) {
-                line += &format!(" (fault address {a:#x}, rip {r:#x})");
+                match code.and_then(cabin_monitor::domain::segv_code_name) {
+                    Some(c) => line += &format!(" (fault address {a:#x}, {c}, rip {r:#x})"),
+                    None => line += &format!(" (fault address {a:#x}, rip {r:#x})"),
+                }
             }
             line
         });
-        DomainEnd::Fault { signo, addr, rip, report }
+        DomainEnd::Fault { signo, addr, rip, code, report }
     };
     if libc::WIFEXITED(status) {
         let code = libc::WEXITSTATUS(status);
         let signo = words.fault_signo;
         if signo > 0 && signo < 65 && code == 128 + signo as i32 {
             let known = words.fault_addr != 0 || words.fault_rip != 0;
-            return fault(signo as i32, known.then_some(words.fault_addr), known.then_some(words.fault_rip));
+            let segv = signo == libc::SIGSEGV as u64 && (1..=4).contains(&words.fault_code);
+            return fault(
+                signo as i32,
+                known.then_some(words.fault_addr),
+                known.then_some(words.fault_rip),
+                segv.then_some(words.fault_code as i32),
+            );
         }
         return DomainEnd::Exited(code);
     }
     if libc::WIFSIGNALED(status) {
-        return fault(libc::WTERMSIG(status), None, None);
+        return fault(libc::WTERMSIG(status), None, None, None);
     }
     DomainEnd::Exited(125)
 }
@@ -406,7 +415,15 @@ fn prepare_child(
 ) -> Result<ChildPlan, RunError> {
     let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
     let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
-    let filter = seccomp::filter(sq, cq, check_local).map_err(|e| RunError::Internal(e.to_string()))?;
+    let p = &d.protectable;
+    let protectable = seccomp::Protectable {
+        ranges: [p[0], p[1], p[2], p[4]],
+        pages: p[3],
+        reserve: p[4],
+        arena_file_offset: d.arena_file_offset,
+    };
+    let filter =
+        seccomp::filter(sq, cq, check_local, &protectable).map_err(|e| RunError::Internal(e.to_string()))?;
     if filter.len() > SCRATCH_FILTER_MAX {
         return Err(RunError::Internal(format!("the seccomp filter has {} instructions", filter.len())));
     }
@@ -603,7 +620,15 @@ fn child_main(plan: &ChildPlan) -> ! {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        // The memfd stays open as RESERVE_FD, the child's one descriptor
+        // (commits of the reservation space; the filter allows nothing
+        // else on it).
+        let keep = cabin_abi::boot::RESERVE_FD as i32;
+        if libc::dup2(plan.memfd, keep) != keep {
+            child_fail(plan, STAGE_MAP);
+        }
+        libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0u32);
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
         // The C library registered an rseq area in this thread's TLS, which
         // is about to be unmapped: the kernel would then fault the process
         // on its next preemption. Unregister it.
@@ -614,6 +639,13 @@ fn child_main(plan: &ChildPlan) -> ! {
             child_fail(plan, STAGE_PRIVS);
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            child_fail(plan, STAGE_PRIVS);
+        }
+        // The filter lets `mprotect` add PROT_READ: with READ_IMPLIES_EXEC
+        // (inherited personality) that would make pages executable. Plain
+        // Linux personality, which the program cannot change (`personality`
+        // is never allowed natively).
+        if libc::personality(0) < 0 || libc::personality(0xffff_ffff) != 0 {
             child_fail(plan, STAGE_PRIVS);
         }
         // The copy of `enter_domain` in the stub page: it unmaps the monitor
@@ -754,7 +786,14 @@ mod tests {
     fn the_seccomp_filter_fits_the_scratch() {
         let (sq, cq) = (RING_ADDR + SQ_DOORBELL_OFFSET as u64, RING_ADDR + CQ_DOORBELL_OFFSET as u64);
         // No clock read checked: the longest filter.
-        let f = seccomp::filter(sq, cq, &CallSet::EMPTY).expect("the filter builds");
+        // Every RELRO page rule as well.
+        let p = seccomp::Protectable {
+            ranges: [[1 << 40, 1 << 30], [2 << 40, 1 << 30], [3 << 40, 1 << 30], [4 << 40, 1 << 30]],
+            reserve: [4 << 40, 1 << 30],
+            arena_file_offset: 1 << 30,
+            pages: [0x40_0000, loader::MAX_RELRO_PAGES * PAGE],
+        };
+        let f = seccomp::filter(sq, cq, &CallSet::EMPTY, &p).expect("the filter builds");
         assert!(f.len() <= SCRATCH_FILTER_MAX, "{} instructions", f.len());
     }
 

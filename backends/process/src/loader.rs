@@ -21,11 +21,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use cabin_abi::boot::{
     auxv, BootInfo, AT_CABIN_BOOT, BOOT_FLAG_FORCE_TRAP, BOOT_FLAG_MEMORY_LIMIT, BOOT_FLAG_PROCESS,
-    BOOT_MAGIC, BOOT_VERSION,
+    BOOT_MAGIC, BOOT_VERSION, PROTECTABLE_RANGES,
 };
 use cabin_abi::layout::LOWEST_PROGRAM_ADDRESS;
 use cabin_abi::ring::RingPtr;
-use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X};
+use cabin_image::elf::{ElfFile, ElfKind, PF_R, PF_W, PF_X, PT_GNU_RELRO};
 
 use cabin_policy::limits::MemoryBound;
 
@@ -70,6 +70,12 @@ pub struct DomainMemory {
     pub arena_len: u64,
     /// The bound on the program's memory the memfd was sized from.
     pub bound: MemoryBound,
+    /// The ranges whose protection the program may change
+    /// ([`BootInfo::protectable`]; the seccomp filter is built from them).
+    pub protectable: [[u64; 2]; PROTECTABLE_RANGES],
+    /// Offset of the arena in the memfd (it is the memfd's last range, so
+    /// every offset from here on is arena or past the end).
+    pub arena_file_offset: u64,
 }
 
 // SAFETY: `host_base` is the monitor's shared mapping of the memfd, alive
@@ -101,7 +107,7 @@ impl DomainMemory {
 
     /// Checked access to program memory for the service.
     pub fn guest_memory(&self) -> GuestMemory {
-        let regions = self
+        let mut regions: Vec<Region> = self
             .ranges
             .iter()
             .map(|r| Region {
@@ -112,6 +118,14 @@ impl DomainMemory {
                 kind: r.kind,
             })
             .collect();
+        // The reservation space: no host pages of its own (committed parts
+        // are aliases of arena pages, `GuestMemory::alias`).
+        regions.push(Region {
+            start: RESERVE_BASE,
+            len: RESERVE_LEN,
+            host: std::ptr::null_mut(),
+            kind: RegionKind::Reserve,
+        });
         // SAFETY: the mapping lives as long as the DomainMemory, which its
         // ProcessDomain keeps alive longer than the GuestMemory (declared
         // before it, so dropped first); ranges do not overlap (laid out one after the other).
@@ -272,7 +286,17 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     if base == libc::MAP_FAILED {
         return Err(RunError::host("mmap of the domain memory"));
     }
+    let protectable = [
+        [ARENA_BASE, arena_len],
+        [BRK_BASE, brk_len],
+        [STACK_BASE, STACK_SIZE],
+        relro_pages(elf, bias, &ranges).unwrap_or([0, 0]),
+        [RESERVE_BASE, RESERVE_LEN],
+    ];
+    let arena_file_offset = ranges.iter().find(|r| r.kind == RegionKind::Arena).map_or(0, |r| r.offset);
     let mut d = DomainMemory {
+        protectable,
+        arena_file_offset,
         memfd,
         host_base: base.cast(),
         total,
@@ -303,6 +327,27 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
     d.sp = build_stack(&d, spec, elf, phdr)?;
     Ok(d)
+}
+
+/// Most RELRO pages the program may protect (the seccomp filter holds one
+/// rule per page: see `seccomp::rules`). glibc's static RELRO is a few pages.
+pub const MAX_RELRO_PAGES: u64 = 64;
+
+/// The image's RELRO pages (`PT_GNU_RELRO`, rounded out to pages, at most
+/// [`MAX_RELRO_PAGES`]) as `[start, len]`, when they lie inside one
+/// writable, non-executable range of the image.
+pub fn relro_pages(elf: &ElfFile<'_>, bias: u64, ranges: &[MapRange]) -> Option<[u64; 2]> {
+    let relro = elf.segments.iter().find(|s| s.p_type == PT_GNU_RELRO && s.memsz > 0)?;
+    let start = page_down(relro.vaddr.checked_add(bias)?);
+    let end = page_up(relro.vaddr.checked_add(bias)?.checked_add(relro.memsz)?)?;
+    let end = end.min(start.checked_add(MAX_RELRO_PAGES * PAGE)?);
+    let inside = ranges.iter().any(|r| {
+        r.kind == RegionKind::Data
+            && r.prot & libc::PROT_EXEC == 0
+            && start >= r.guest
+            && end <= r.guest + r.len
+    });
+    (inside && end > start).then_some([start, end - start])
 }
 
 /// Domain address of the program headers: the PT_LOAD containing `e_phoff`.
@@ -350,7 +395,7 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             spin_ns: 0,
             ring_count: cabin_abi::thread::MAX_THREADS as u32,
             thread_limit: spec.threads,
-            reserved: [0; 2],
+            reserved: [0; 1],
             kvm_trap_entry: 0,
             local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
             check_local: cabin_abi::syscalls::CallSet::EMPTY,
@@ -362,6 +407,11 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             sig_mailbox_busy: 0,
             sig_mailbox: cabin_abi::boot::SigMailbox::default(),
             sig_posted: [cabin_abi::boot::SigPosted::default(); 64],
+            fault_code: 0,
+            protectable: d.protectable,
+            reserve_start: RESERVE_BASE,
+            reserve_len: RESERVE_LEN,
+            arena_file_offset: d.arena_file_offset,
         })
     };
 }

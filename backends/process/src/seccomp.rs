@@ -24,6 +24,17 @@
 //!   forward of it (and a raw read the program makes itself) reaches the
 //!   policy, as on the KVM backend.
 //!
+//! - `mprotect` without `PROT_EXEC` (no bit but `PROT_READ`/`PROT_WRITE`,
+//!   all 64 bits of `prot` compared) of the protectable ranges
+//!   ([`Protectable`]): a range rule allows a start address inside the
+//!   arena, the `brk` range or the stack, each of which is followed by
+//!   unmapped space (`mprotect` stops at the first hole, so whatever the
+//!   length it changes nothing above); a page rule allows exactly one
+//!   RELRO page as start and a length that ends inside the RELRO pages
+//!   (the image's data is followed by the libos's code, so the length
+//!   matters there). Code, the boot page, the ring, the loader scratch and
+//!   the stub are never reachable;
+//!
 //! Every other call, and every call from another ABI (`int 0x80` i386
 //! calls, x32), is answered with `SECCOMP_RET_TRAP`: the kernel delivers
 //! SIGSYS to the libos, which forwards the call over the ring (the slow
@@ -136,6 +147,53 @@ fn eq32(arg: u8, value: u64) -> Result<SeccompCondition, FilterError> {
     Ok(SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)?)
 }
 
+/// What `mprotect` may change natively (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Protectable {
+    /// `[start, len]` ranges, each followed by unmapped space: any start
+    /// address inside, any length.
+    pub ranges: [[u64; 2]; 4],
+    /// `[start, len]` pages: a start on one of their pages, and an end
+    /// inside them.
+    pub pages: [u64; 2],
+    /// The reservation space `[start, len]` (nothing mapped above it, up
+    /// to `start + 2 * len`): `mmap` of arena pages of descriptor
+    /// `RESERVE_FD` there (shared, fixed, no `PROT_EXEC`, offset at least
+    /// [`Protectable::arena_file_offset`]: the arena is the memfd's last
+    /// range, so code, boot page and ring are never reachable; offsets past
+    /// the end give pages that fault when touched), and `munmap` there,
+    /// are allowed natively. No call can create memory outside the memfd.
+    pub reserve: [u64; 2],
+    /// Offset of the arena in the memfd.
+    pub arena_file_offset: u64,
+}
+
+/// `mprotect` rules for `p` (the `prot` condition in each).
+fn mprotect_rules(p: &Protectable) -> Result<Vec<SeccompRule>, FilterError> {
+    let no_exec = || -> Result<SeccompCondition, FilterError> {
+        Ok(SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(!3u64), 0)?)
+    };
+    let mut rules = Vec::new();
+    for &[start, len] in p.ranges.iter().filter(|r| r[1] != 0) {
+        rules.push(SeccompRule::new(vec![
+            SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Ge, start)?,
+            SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Lt, start + len)?,
+            no_exec()?,
+        ])?);
+    }
+    let [start, len] = p.pages;
+    let mut page = start;
+    while len != 0 && page < start + len {
+        rules.push(SeccompRule::new(vec![
+            eq64(0, page)?,
+            SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Le, start + len - page)?,
+            no_exec()?,
+        ])?);
+        page += 4096;
+    }
+    Ok(rules)
+}
+
 /// The allowed calls of a domain whose ring doorbells are at `sq_doorbell`
 /// and `cq_doorbell` (domain addresses), as seccompiler rules: a number
 /// with no rule is allowed whatever its arguments, one with rules when any
@@ -145,6 +203,7 @@ pub fn rules(
     _sq_doorbell: u64,
     _cq_doorbell: u64,
     checked: &CallSet,
+    protectable: &Protectable,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in [
@@ -172,14 +231,41 @@ pub fn rules(
     );
     let sigaction = LIBOS_SIGNALS.iter().map(|&s| Ok(SeccompRule::new(vec![eq32(0, s as u64)?])?));
     rules.insert(libc::SYS_rt_sigaction, sigaction.collect::<Result<_, FilterError>>()?);
+    let mprotect = mprotect_rules(protectable)?;
+    if !mprotect.is_empty() {
+        rules.insert(libc::SYS_mprotect, mprotect);
+    }
+    let [start, len] = protectable.reserve;
+    if len != 0 {
+        let in_reserve = || -> Result<Vec<SeccompCondition>, FilterError> {
+            Ok(vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Ge, start)?,
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Lt, start + len)?,
+                SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Le, len)?,
+            ])
+        };
+        let mut mmap = in_reserve()?;
+        mmap.push(SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(!3u64), 0)?);
+        mmap.push(eq32(3, (libc::MAP_SHARED | libc::MAP_FIXED) as u64)?);
+        mmap.push(eq32(4, cabin_abi::boot::RESERVE_FD)?);
+        let off = protectable.arena_file_offset;
+        mmap.push(SeccompCondition::new(5, SeccompCmpArgLen::Qword, SeccompCmpOp::Ge, off)?);
+        rules.insert(libc::SYS_mmap, vec![SeccompRule::new(mmap)?]);
+        rules.insert(libc::SYS_munmap, vec![SeccompRule::new(in_reserve()?)?]);
+    }
     Ok(rules)
 }
 
 /// Builds the filter for a domain whose ring doorbells are at `sq_doorbell`
 /// and `cq_doorbell` (domain addresses); clock reads in `checked` (the
 /// calls the policy does not plainly allow) are trapped.
-pub fn filter(sq_doorbell: u64, cq_doorbell: u64, checked: &CallSet) -> Result<Vec<SockFilter>, FilterError> {
-    compile(rules(sq_doorbell, cq_doorbell, checked)?)
+pub fn filter(
+    sq_doorbell: u64,
+    cq_doorbell: u64,
+    checked: &CallSet,
+    protectable: &Protectable,
+) -> Result<Vec<SockFilter>, FilterError> {
+    compile(rules(sq_doorbell, cq_doorbell, checked, protectable)?)
 }
 
 /// Compiles `rules` (a matching call is allowed, any other trapped) for
@@ -245,8 +331,107 @@ mod tests {
     const CQ: u64 = 0x2000_0000_1104;
     const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 
+    /// Protectable ranges like a real domain's: arena, brk, stack, RELRO.
+    const PROT: Protectable = Protectable {
+        ranges: [
+            [0x2002_0000_0000, 0x1000_0000],
+            [0x2001_0000_0000, 0x100_0000],
+            [0x2000_4000_0000, 0x80_0000],
+            [RESV, RESV_LEN],
+        ],
+        pages: [0x4c_0000, 0x3000],
+        reserve: [RESV, RESV_LEN],
+        arena_file_offset: ARENA_OFF,
+    };
+    const RESV: u64 = 0x3000_0000_0000;
+    const RESV_LEN: u64 = 68 << 30;
+    const ARENA_OFF: u64 = 0x900_0000;
+
+    #[test]
+    fn mmap_and_munmap_only_of_arena_pages_in_the_reservation_space() {
+        let f = filter(SQ, CQ, &CallSet::EMPTY);
+        let mmap = |a: [u64; 6]| evaluate(&f, libc::SYS_mmap as u32, AUDIT_ARCH_X86_64, a);
+        let sf = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+        let fd = cabin_abi::boot::RESERVE_FD;
+        assert_eq!(mmap([RESV, 4096, 3, sf, fd, ARENA_OFF]), SECCOMP_RET_ALLOW);
+        assert_eq!(
+            mmap([RESV + RESV_LEN - 4096, RESV_LEN, 0, sf, fd, ARENA_OFF + (1 << 40)]),
+            SECCOMP_RET_ALLOW
+        );
+        for (what, a) in [
+            ("exec", [RESV, 4096, 7, sf, fd, ARENA_OFF]),
+            ("exec only", [RESV, 4096, 4, sf, fd, ARENA_OFF]),
+            ("high prot bits", [RESV, 4096, (1 << 32) | 3, sf, fd, ARENA_OFF]),
+            (
+                "below the arena in the memfd (code, boot page, ring)",
+                [RESV, 4096, 3, sf, fd, ARENA_OFF - 4096],
+            ),
+            ("offset 0", [RESV, 4096, 3, sf, fd, 0]),
+            ("another descriptor", [RESV, 4096, 3, sf, 3, ARENA_OFF]),
+            ("private", [RESV, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64, fd, ARENA_OFF]),
+            ("anonymous", [RESV, 4096, 3, sf | libc::MAP_ANONYMOUS as u64, u64::MAX, 0]),
+            ("not fixed", [RESV, 4096, 3, libc::MAP_SHARED as u64, fd, ARENA_OFF]),
+            ("below the space", [RESV - 4096, 8192, 3, sf, fd, ARENA_OFF]),
+            ("past the space", [RESV + RESV_LEN, 4096, 3, sf, fd, ARENA_OFF]),
+            ("too long", [RESV, RESV_LEN + 4096, 3, sf, fd, ARENA_OFF]),
+            ("over the code", [0x40_1000, 4096, 3, sf, fd, ARENA_OFF]),
+        ] {
+            assert_eq!(mmap(a), SECCOMP_RET_TRAP, "{what}");
+        }
+        let munmap =
+            |a: u64, l: u64| evaluate(&f, libc::SYS_munmap as u32, AUDIT_ARCH_X86_64, [a, l, 0, 0, 0, 0]);
+        assert_eq!(munmap(RESV, RESV_LEN), SECCOMP_RET_ALLOW);
+        assert_eq!(munmap(RESV - 4096, 4096), SECCOMP_RET_TRAP);
+        assert_eq!(munmap(0x40_1000, 4096), SECCOMP_RET_TRAP);
+        assert_eq!(munmap(RESV, RESV_LEN + 1), SECCOMP_RET_TRAP);
+    }
+
     fn filter(sq: u64, cq: u64, checked: &CallSet) -> Vec<SockFilter> {
-        super::filter(sq, cq, checked).expect("the filter builds")
+        super::filter(sq, cq, checked, &PROT).expect("the filter builds")
+    }
+
+    #[test]
+    fn mprotect_only_in_protectable_ranges_and_never_exec() {
+        let f = filter(SQ, CQ, &CallSet::EMPTY);
+        let run = |a: u64, l: u64, p: u64| {
+            evaluate(&f, libc::SYS_mprotect as u32, AUDIT_ARCH_X86_64, [a, l, p, 0, 0, 0])
+        };
+        let [arena, arena_len] = PROT.ranges[0];
+        for prot in [0, 1, 2, 3] {
+            assert_eq!(run(arena, 4096, prot), SECCOMP_RET_ALLOW, "{prot}");
+            assert_eq!(
+                run(arena + arena_len - 4096, 1 << 40, prot),
+                SECCOMP_RET_ALLOW,
+                "nothing above the arena"
+            );
+            assert_eq!(run(0x4c_0000, 0x3000, prot), SECCOMP_RET_ALLOW);
+            assert_eq!(run(0x4c_2000, 0x1000, prot), SECCOMP_RET_ALLOW);
+        }
+        for prot in [4, 5, 7, 0x100_0000, 0x200_0000, 1 << 32, (1 << 32) | 3, u64::MAX] {
+            assert_eq!(run(arena, 4096, prot), SECCOMP_RET_TRAP, "prot {prot:#x}");
+            assert_eq!(run(0x4c_0000, 0x1000, prot), SECCOMP_RET_TRAP, "prot {prot:#x}");
+        }
+        // Below and past every range; RELRO lengths that reach past it (the
+        // libos's code follows the image's data).
+        assert_eq!(run(arena - 4096, 8192, 3), SECCOMP_RET_TRAP);
+        assert_eq!(run(arena + arena_len, 4096, 3), SECCOMP_RET_TRAP);
+        assert_eq!(run(0x4c_0000, 0x4000, 1), SECCOMP_RET_TRAP);
+        assert_eq!(run(0x4c_2000, 0x2000, 1), SECCOMP_RET_TRAP);
+        assert_eq!(run(0x4c_1000, u64::MAX, 1), SECCOMP_RET_TRAP);
+        assert_eq!(run(0x4c_0800, 0x1000, 1), SECCOMP_RET_TRAP, "only page starts");
+        assert_eq!(run(0x4b_f000, 0x1000, 1), SECCOMP_RET_TRAP);
+        assert_eq!(run(0x40_1000, 0x1000, 3), SECCOMP_RET_TRAP, "code");
+        assert_eq!(run(SQ & !0xfff, 0x1000, 3), SECCOMP_RET_TRAP, "ring");
+        assert_eq!(run(arena | (1 << 63), 4096, 3), SECCOMP_RET_TRAP);
+        // Other memory calls stay trapped.
+        for nr in
+            [libc::SYS_mmap, libc::SYS_pkey_mprotect, libc::SYS_munmap, libc::SYS_mremap, libc::SYS_madvise]
+        {
+            assert_eq!(
+                evaluate(&f, nr as u32, AUDIT_ARCH_X86_64, [arena, 4096, 3, 0x11, 0, 0]),
+                SECCOMP_RET_TRAP
+            );
+        }
     }
 
     fn run(nr: i64, args: [u64; 6]) -> u32 {
@@ -332,6 +517,13 @@ mod tests {
             libc::SYS_arch_prctl => a[0] == ARCH_SET_FS || a[0] == ARCH_SET_GS,
             libc::SYS_clone => cabin_abi::thread::is_thread_flags(a[0]),
             libc::SYS_rt_sigaction => LIBOS_SIGNALS.contains(&(a[0] as u32 as i32)),
+            libc::SYS_mprotect => {
+                let in_range = PROT.ranges.iter().any(|&[s, l]| a[0] >= s && a[0] < s + l);
+                let [ps, pl] = PROT.pages;
+                let in_pages =
+                    a[0] >= ps && a[0] < ps + pl && a[0].is_multiple_of(4096) && a[1] <= ps + pl - a[0];
+                a[2] & !3 == 0 && (in_range || in_pages)
+            }
             _ => false,
         };
         if allowed {
@@ -357,10 +549,12 @@ mod tests {
                 .chain(LIBOS_SIGNALS.iter().map(|&s| s as u64))
                 .chain([libc::SIGINT as u64, libc::SIGSYS as u64 | 1 << 32, 1 << 32, u64::MAX])
                 .chain([0x3d0f00, 0x50f00, 0x3d0f11, 0x1_003d_0f00, 0x7d0f00])
+                .chain([0x4c_0000, 0x4c_2000, 0x4c_3000, 0x3000, 0x2002_0000_0000, 0x2002_0000_0000 - 4096])
                 .collect();
         let mut numbers: Vec<u32> = (0..=470).collect();
         numbers.extend([0x4000_0000, 0x4000_0000 | 60, 0x4000_0000 | 202, 0x7fff_ffff, u32::MAX]);
-        let with_args = [libc::SYS_arch_prctl, libc::SYS_clone, libc::SYS_rt_sigaction].map(|n| n as u32);
+        let with_args = [libc::SYS_arch_prctl, libc::SYS_clone, libc::SYS_rt_sigaction, libc::SYS_mprotect]
+            .map(|n| n as u32);
         let mut cases = 0u64;
         for checked in [CallSet::EMPTY, some_clocks, all_clocks] {
             let f = filter(SQ, CQ, &checked);
@@ -371,7 +565,8 @@ mod tests {
                     let n = if with_args.contains(&nr) { values.len() } else { 3 };
                     for &a0 in &values[..n] {
                         for &a1 in &values[..n] {
-                            let args = [a0, a1, 7, 8, 0, 0];
+                            let a2 = if nr == libc::SYS_mprotect as u32 { (a0 ^ a1) % 8 } else { 7 };
+                            let args = [a0, a1, a2, 8, 0, 0];
                             assert_eq!(
                                 evaluate(&f, nr, arch, args),
                                 expected(nr, arch, args, &checked),

@@ -6,10 +6,19 @@
 //!   bytes are read over the ring) comes from a page allocator: a bump
 //!   pointer plus a sorted free list of extents that coalesces on free.
 //!   Memory handed out is always zero, as the kernel's would be.
-//! - `mprotect` cannot change the arena's hardware protection (the domain
-//!   cannot issue `mprotect`): it checks the request and succeeds without
-//!   effect, except that any request for `PROT_EXEC` is refused with
-//!   `EACCES`, so no new code ever appears.
+//! - Protections are real (`mprotect`, and the `prot` of `mmap`) inside the
+//!   ranges the monitor names protectable in the boot page (arena, `brk`
+//!   range, stack, the image's RELRO pages): the libos asks the backend
+//!   (process: a native `mprotect`, which the seccomp filter allows only
+//!   there and only without `PROT_EXEC`; KVM: the
+//!   `cabin_abi::hypercall::DOORBELL_PROTECT` exit, after which the
+//!   monitor edits the page tables). [`Prots`] remembers the pages that are
+//!   not read-write, so that memory given back is made read-write again
+//!   before the allocator zeroes or reuses it. `PROT_EXEC` is refused with
+//!   `EACCES` everywhere (no new code ever appears); a request to make
+//!   anything outside the protectable ranges writable (code, boot page,
+//!   ring) is refused with `EACCES`; dropping permissions there succeeds
+//!   without effect, as before.
 //! - With a memory limit (`BOOT_FLAG_MEMORY_LIMIT`), a request the `brk`
 //!   range and the arena cannot satisfy does not return `ENOMEM`: the
 //!   program asked for more than the policy allows, so the libos stops it
@@ -41,7 +50,10 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const MADV_DONTNEED: u64 = 4;
+const PROT_READ: u64 = 1;
 const PROT_WRITE: u64 = 2;
+/// `PROT_*` bits the libos accepts (besides `PROT_EXEC`, refused).
+const PROT_RW: u64 = PROT_READ | PROT_WRITE;
 
 /// Most free extents remembered; beyond that, freed memory leaks.
 const MAX_FREE: usize = 256;
@@ -257,6 +269,200 @@ impl Arena {
             }
         }
         false
+    }
+}
+
+/// Most extents of non-read-write pages remembered; a change that would
+/// need more fails with `ENOMEM`, as Linux's does past its map count.
+const MAX_PROTS: usize = 512;
+
+/// The pages whose protection is not read-write: sorted, non-overlapping
+/// extents `(start, len, prot)`, adjacent ones with equal `prot` merged.
+#[derive(Debug)]
+pub struct Prots {
+    ext: [(u64, u64, u8); MAX_PROTS],
+    n: usize,
+}
+
+impl Prots {
+    /// Everything read-write.
+    pub const EMPTY: Prots = Prots { ext: [(0, 0, 0); MAX_PROTS], n: 0 };
+
+    /// The extents.
+    pub fn extents(&self) -> &[(u64, u64, u8)] {
+        &self.ext[..self.n]
+    }
+
+    /// Whether [`Prots::set`] of this range can succeed (room for the split).
+    pub fn can_set(&self, addr: u64, len: u64) -> bool {
+        // A split adds at most two extents (the new one and a right part).
+        let _ = (addr, len);
+        self.n + 2 <= MAX_PROTS
+    }
+
+    /// Records that `[addr, addr+len)` now has `prot` (page multiples).
+    pub fn set(&mut self, addr: u64, len: u64, prot: u8) -> bool {
+        if !self.can_set(addr, len) {
+            return false;
+        }
+        let end = addr.saturating_add(len);
+        // Cut the range out of every extent it overlaps.
+        let mut i = 0;
+        while i < self.n {
+            let (a, l, p) = self.ext[i];
+            let e = a + l;
+            if e <= addr || a >= end {
+                i += 1;
+                continue;
+            }
+            let left = (a < addr).then(|| (a, addr - a, p));
+            let right = (e > end).then(|| (end, e - end, p));
+            match (left, right) {
+                (Some(lf), Some(rt)) => {
+                    self.ext[i] = lf;
+                    self.ext.copy_within(i + 1..self.n, i + 2);
+                    self.ext[i + 1] = rt;
+                    self.n += 1;
+                    i += 2;
+                }
+                (Some(x), None) | (None, Some(x)) => {
+                    self.ext[i] = x;
+                    i += 1;
+                }
+                (None, None) => {
+                    self.ext.copy_within(i + 1..self.n, i);
+                    self.n -= 1;
+                }
+            }
+        }
+        if prot as u64 == PROT_READ | PROT_WRITE || len == 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < self.n && self.ext[i].0 < addr {
+            i += 1;
+        }
+        self.ext.copy_within(i..self.n, i + 1);
+        self.ext[i] = (addr, len, prot);
+        self.n += 1;
+        // Merge with equal neighbours.
+        if i + 1 < self.n && self.ext[i + 1].0 == end && self.ext[i + 1].2 == prot {
+            self.ext[i].1 += self.ext[i + 1].1;
+            self.ext.copy_within(i + 2..self.n, i + 1);
+            self.n -= 1;
+        }
+        if i > 0 && self.ext[i - 1].0 + self.ext[i - 1].1 == addr && self.ext[i - 1].2 == prot {
+            self.ext[i - 1].1 += self.ext[i].1;
+            self.ext.copy_within(i + 1..self.n, i);
+            self.n -= 1;
+        }
+        true
+    }
+
+    /// The first extent overlapping `[addr, addr+len)`, cut to it.
+    pub fn first_overlap(&self, addr: u64, len: u64) -> Option<(u64, u64, u8)> {
+        let end = addr.saturating_add(len);
+        self.extents().iter().find(|&&(a, l, _)| a < end && a + l > addr).map(|&(a, l, p)| {
+            let s = a.max(addr);
+            (s, (a + l).min(end) - s, p)
+        })
+    }
+}
+
+/// Most committed extents of the reservation space remembered.
+const MAX_COMMITS: usize = 1024;
+
+/// The committed parts of the reservation space: sorted, non-overlapping
+/// `(va, len, arena address)`, merged when both addresses continue.
+#[derive(Debug)]
+pub struct Commits {
+    ext: [(u64, u64, u64); MAX_COMMITS],
+    n: usize,
+}
+
+impl Commits {
+    /// Nothing committed.
+    pub const EMPTY: Commits = Commits { ext: [(0, 0, 0); MAX_COMMITS], n: 0 };
+
+    /// The extents.
+    pub fn extents(&self) -> &[(u64, u64, u64)] {
+        &self.ext[..self.n]
+    }
+
+    /// Whether there is room to add one extent (after a removal).
+    pub fn has_room(&self) -> bool {
+        self.n + 2 <= MAX_COMMITS
+    }
+
+    /// The first extent overlapping `[va, va+len)`, cut to it.
+    pub fn first_overlap(&self, va: u64, len: u64) -> Option<(u64, u64, u64)> {
+        let end = va.saturating_add(len);
+        self.extents().iter().find(|&&(a, l, _)| a < end && a + l > va).map(|&(a, l, p)| {
+            let s = a.max(va);
+            (s, (a + l).min(end) - s, p + (s - a))
+        })
+    }
+
+    /// Forgets `[va, va+len)`.
+    pub fn remove(&mut self, va: u64, len: u64) {
+        let end = va.saturating_add(len);
+        let mut i = 0;
+        while i < self.n {
+            let (a, l, p) = self.ext[i];
+            let e = a + l;
+            if e <= va || a >= end {
+                i += 1;
+                continue;
+            }
+            let left = (a < va).then(|| (a, va - a, p));
+            let right = (e > end).then(|| (end, e - end, p + (end - a)));
+            match (left, right) {
+                (Some(lf), Some(rt)) => {
+                    self.ext[i] = lf;
+                    if self.n < MAX_COMMITS {
+                        self.ext.copy_within(i + 1..self.n, i + 2);
+                        self.ext[i + 1] = rt;
+                        self.n += 1;
+                    }
+                    i += 2;
+                }
+                (Some(x), None) | (None, Some(x)) => {
+                    self.ext[i] = x;
+                    i += 1;
+                }
+                (None, None) => {
+                    self.ext.copy_within(i + 1..self.n, i);
+                    self.n -= 1;
+                }
+            }
+        }
+    }
+
+    /// Records `[va, va+len)` committed with the arena pages at `phys`
+    /// (the range is not committed now). `false` when the table is full.
+    pub fn add(&mut self, va: u64, len: u64, phys: u64) -> bool {
+        if self.n >= MAX_COMMITS {
+            return false;
+        }
+        let mut i = 0;
+        while i < self.n && self.ext[i].0 < va {
+            i += 1;
+        }
+        self.ext.copy_within(i..self.n, i + 1);
+        self.ext[i] = (va, len, phys);
+        self.n += 1;
+        let joins = |x: (u64, u64, u64), y: (u64, u64, u64)| x.0 + x.1 == y.0 && x.2 + x.1 == y.2;
+        if i + 1 < self.n && joins(self.ext[i], self.ext[i + 1]) {
+            self.ext[i].1 += self.ext[i + 1].1;
+            self.ext.copy_within(i + 2..self.n, i + 1);
+            self.n -= 1;
+        }
+        if i > 0 && joins(self.ext[i - 1], self.ext[i]) {
+            self.ext[i - 1].1 += self.ext[i].1;
+            self.ext.copy_within(i + 1..self.n, i);
+            self.n -= 1;
+        }
+        true
     }
 }
 
@@ -526,30 +732,309 @@ impl Mem {
     }
 }
 
-/// The arena and the brk range, shared by the program's threads.
-static MEM: Lock<Mem> = Lock::new(Mem::EMPTY);
+/// How protections are applied, from the boot page.
+struct Protection {
+    /// The protectable ranges (`[start, len]`, empty entries `[0, 0]`).
+    ranges: [[u64; 2]; cabin_abi::boot::PROTECTABLE_RANGES],
+    /// KVM backend: ask the monitor with the doorbell exit.
+    kvm: bool,
+    /// The non-read-write pages.
+    prots: Prots,
+}
+
+/// The reservation space (`BootInfo::reserve_start`): address space for
+/// `PROT_NONE` reservations, committed page range by page range with arena
+/// pages.
+struct Reserve {
+    /// Address-space allocator (no memory behind it).
+    va: Arena,
+    /// What is committed, with which arena pages.
+    commits: Commits,
+    /// Process backend: offset of the arena's first byte in the memfd.
+    file_offset: u64,
+}
+
+/// Everything the memory calls share between the program's threads: the
+/// arena and `brk` range, the protection record and the reservation space.
+///
+/// One lock for the three: a call reads and changes them together (a
+/// commit takes arena pages, maps them and records their protection), and
+/// the lock is held across the backend call that applies a change (KVM:
+/// the doorbell exit; process: the native `mprotect`/`mmap`/`munmap` and
+/// the forwarded note to the monitor), so that two threads never see the
+/// record and the hardware disagree, nor interleave a protect with the
+/// reuse of the same pages. Only the `pread` that fills a private file
+/// mapping runs without it (it can take long; the pages are the caller's
+/// alone until `mmap` returns).
+struct State {
+    mem: Mem,
+    prot: Protection,
+    resv: Reserve,
+}
+
+static STATE: Lock<State> = Lock::new(State {
+    mem: Mem::EMPTY,
+    prot: Protection {
+        ranges: [[0; 2]; cabin_abi::boot::PROTECTABLE_RANGES],
+        kvm: false,
+        prots: Prots::EMPTY,
+    },
+    resv: Reserve { va: Arena::EMPTY, commits: Commits::EMPTY, file_offset: 0 },
+});
+
+/// Sets up the reservation space (`len` 0: none).
+pub(super) fn init_reserve(start: u64, len: u64, file_offset: u64) {
+    if len == 0 {
+        return;
+    }
+    if let Some(va) = Arena::new(start, len) {
+        let mut s = STATE.lock();
+        s.resv.va = va;
+        s.resv.file_offset = file_offset;
+    }
+}
+
+/// Whether `[addr, addr+len)` lies in the reservation space.
+fn in_reserve(s: &State, addr: u64, len: u64) -> bool {
+    s.resv.va.end != 0 && s.resv.va.contains(addr, len)
+}
+
+/// The backend maps the arena pages at `phys` over `[va, va+len)` of the
+/// reservation space with `prot` (or, `phys` 0, removes the mapping).
+fn backend_commit(s: &State, va: u64, len: u64, prot: u64, phys: u64) -> i64 {
+    if s.prot.kvm {
+        let ret: i64;
+        // SAFETY: an `out` to the doorbell port; the monitor maps or unmaps
+        // reservation pages only (never the libos's own memory) and writes
+        // only `rax`.
+        unsafe {
+            core::arch::asm!(
+                "out {port}, al",
+                port = const cabin_abi::hypercall::PORT_DOORBELL,
+                inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_COMMIT) => ret,
+                in("rdi") va,
+                in("rsi") len,
+                in("rdx") prot,
+                in("r10") phys,
+                options(nostack, preserves_flags),
+            );
+        }
+        return ret;
+    }
+    let fd = cabin_abi::boot::RESERVE_FD;
+    if phys == 0 {
+        super::forward(super::nr::munmap, &[va, len, 0, 0, 0, 0], 0);
+        // SAFETY: unmaps part of the reservation space, which holds no
+        // libos memory.
+        return unsafe { crate::sys::syscall6(super::nr::munmap, &[va, len, 0, 0, 0, 0]) };
+    }
+    let shared_fixed = MAP_SHARED | MAP_FIXED;
+    let r = super::forward(super::nr::mmap, &[va, len, prot, shared_fixed, fd, phys], 0);
+    if r != 0 {
+        return r;
+    }
+    let off = s.resv.file_offset + (phys - s.mem.arena.start);
+    // SAFETY: maps arena pages of the domain memfd over reservation space
+    // (no libos memory there); the seccomp filter allows exactly this.
+    let r = unsafe { crate::sys::syscall6(super::nr::mmap, &[va, len, prot, shared_fixed, fd, off]) };
+    if r < 0 {
+        super::forward(super::nr::munmap, &[va, len, 0, 0, 0, 0], 0);
+        return r;
+    }
+    0
+}
+
+/// Commits `[va, va+len)` (not committed now) with fresh zeroed arena
+/// pages and protection `prot`. Over the memory limit: stops the program.
+fn commit(s: &mut State, va: u64, len: u64, prot: u64) -> i64 {
+    if !s.resv.commits.has_room() {
+        return -errno::ENOMEM;
+    }
+    // Arena pages only (not the spilled `brk` range): the backends map
+    // arena pages into the reservation space and nothing else.
+    let (phys, dirty) = match s.mem.arena.alloc(len) {
+        Some(x) => x,
+        None if s.mem.limited => over_limit(OverLimit(len), s.mem.used()),
+        None => return -errno::ENOMEM,
+    };
+    if dirty {
+        zero(phys, len);
+    }
+    let r = backend_commit(s, va, len, prot, phys);
+    if r != 0 {
+        s.mem.arena.free(phys, len);
+        return r;
+    }
+    // Room checked above.
+    s.resv.commits.add(va, len, phys);
+    s.prot.prots.set(va, len, prot as u8);
+    0
+}
+
+/// Releases every committed part of `[va, va+len)`: unmapped again, its
+/// arena pages given back.
+fn decommit(s: &mut State, va: u64, len: u64) {
+    while let Some((a, l, phys)) = s.resv.commits.first_overlap(va, len) {
+        backend_commit(s, a, l, 0, 0);
+        s.resv.commits.remove(a, l);
+        s.mem.release(phys, l);
+    }
+    s.prot.prots.set(va, len, PROT_RW as u8);
+}
+
+/// `mmap` in or into the reservation space: `None` when the request is
+/// not one (served by the arena as before).
+fn reserve_mmap(s: &mut State, addr: u64, len: u64, prot: u64, flags: u64) -> Option<i64> {
+    let anonymous = flags & MAP_ANONYMOUS != 0;
+    let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+    let len = page_up(len).filter(|&l| l != 0)?;
+    if !anonymous || flags & MAP_SHARED != 0 || prot & PROT_EXEC != 0 {
+        return None;
+    }
+    if fixed {
+        if !addr.is_multiple_of(PAGE) || !in_reserve(s, addr, len) {
+            return None;
+        }
+        if flags & MAP_FIXED_NOREPLACE != 0 && s.resv.commits.first_overlap(addr, len).is_some() {
+            return Some(-errno::EEXIST);
+        }
+        decommit(s, addr, len);
+        s.resv.va.take_fixed(addr, len);
+        if prot != 0 {
+            let r = commit(s, addr, len, prot);
+            if r != 0 {
+                return Some(r);
+            }
+        }
+        return Some(addr as i64);
+    }
+    if prot != 0 || s.resv.va.end == 0 {
+        return None;
+    }
+    // A reservation: address space only.
+    Some(match s.resv.va.alloc(len) {
+        Some((a, _)) => a as i64,
+        None => -errno::ENOMEM,
+    })
+}
+
+/// `mprotect` of reservation space: committed parts change protection,
+/// uncommitted parts are committed when given any access.
+fn reserve_mprotect(s: &mut State, addr: u64, len: u64, prot: u64) -> i64 {
+    let end = addr + len;
+    let mut at = addr;
+    while at < end {
+        let (gap, committed) = match s.resv.commits.first_overlap(at, end - at) {
+            Some((a, l, _)) => (a - at, Some((a, l))),
+            None => (end - at, None),
+        };
+        if gap != 0 && prot != 0 {
+            let r = commit(s, at, gap, prot);
+            if r != 0 {
+                return r;
+            }
+        }
+        match committed {
+            Some((a, l)) => {
+                let r = protect(s, a, l, prot);
+                if r != 0 {
+                    return r;
+                }
+                at = a + l;
+            }
+            None => at = end,
+        }
+    }
+    0
+}
+
+/// Sets up the protectable ranges (from the boot page) and how to change
+/// protections (`kvm`: the doorbell exit; otherwise a native `mprotect`).
+pub(super) fn init_protection(ranges: [[u64; 2]; cabin_abi::boot::PROTECTABLE_RANGES], kvm: bool) {
+    let mut s = STATE.lock();
+    s.prot.ranges = ranges;
+    s.prot.kvm = kvm;
+}
+
+/// Whether `[addr, addr+len)` lies inside one protectable range.
+fn protectable(s: &State, addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len) else { return false };
+    s.prot.ranges.iter().any(|&[st, l]| l != 0 && addr >= st && end <= st.saturating_add(l))
+}
+
+/// Asks the backend to give `[addr, addr+len)` the protection `prot`
+/// (`PROT_READ`/`PROT_WRITE` bits only). The range is protectable. The
+/// caller holds the lock, so the record it updates next matches.
+fn apply(s: &State, addr: u64, len: u64, prot: u64) -> i64 {
+    if s.prot.kvm {
+        let ret: i64;
+        // SAFETY: an `out` to the doorbell port (the one port ring 3 may
+        // use); the monitor changes the protection of program pages the
+        // range names (never the libos's own code, stack or data: they are
+        // not protectable) and writes only `rax`.
+        unsafe {
+            core::arch::asm!(
+                "out {port}, al",
+                port = const cabin_abi::hypercall::PORT_DOORBELL,
+                inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_PROTECT) => ret,
+                in("rdi") addr,
+                in("rsi") len,
+                in("rdx") prot,
+                options(nostack, preserves_flags),
+            );
+        }
+        return ret;
+    }
+    // SAFETY: mprotect of program memory in a protectable range (arena,
+    // brk, stack, RELRO), never PROT_EXEC: the libos's own code and data
+    // are outside those ranges, so its memory safety is unaffected.
+    unsafe { crate::sys::syscall6(super::nr::mprotect, &[addr, len, prot, 0, 0, 0]) }
+}
+
+/// Gives `[addr, addr+len)` (page multiples) and its record `prot`.
+fn protect(s: &mut State, addr: u64, len: u64, prot: u64) -> i64 {
+    if !s.prot.prots.can_set(addr, len) {
+        return -errno::ENOMEM;
+    }
+    let r = apply(s, addr, len, prot);
+    if r == 0 {
+        s.prot.prots.set(addr, len, prot as u8);
+    }
+    r
+}
+
+/// Makes every non-read-write page of `[addr, addr+len)` read-write again
+/// (memory the allocator is about to zero or reuse).
+fn unprotect(s: &mut State, addr: u64, len: u64) {
+    while let Some((a, l, _)) = s.prot.prots.first_overlap(addr, len) {
+        if protect(s, a, l, PROT_RW) != 0 {
+            // Cannot happen for a range the libos protected itself; forget
+            // it rather than loop.
+            s.prot.prots.set(a, l, PROT_RW as u8);
+        }
+    }
+}
 
 /// Sets up the arena and the brk range; `limited`: the monitor set a memory
 /// limit (`BOOT_FLAG_MEMORY_LIMIT`). `false` if they are malformed.
 pub(super) fn init(arena: u64, arena_len: u64, brk: u64, brk_len: u64, limited: bool) -> bool {
     let Some(m) = Mem::new(arena, arena_len, brk, brk_len, limited) else { return false };
-    // SAFETY: start-up, single thread.
-    *MEM.lock() = m;
+    STATE.lock().mem = m;
     true
 }
 
 fn zero(addr: u64, len: u64) {
     // SAFETY: callers pass ranges inside the arena or brk range, which the
-    // monitor mapped read-write for the domain's whole life.
+    // monitor mapped read-write for the domain's whole life (the wrappers
+    // below make protected pages read-write again before any zeroing).
     unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) }
 }
 
 /// The program asked for `requested` bytes more than the memory limit
-/// leaves: record why in the boot page (for the monitor's message) and end
-/// the program with 137, as the kernel's OOM killer would leave it.
-fn over_limit(OverLimit(requested): OverLimit) -> ! {
-    // Under the lock, released at the end of the statement or scope.
-    let used = MEM.lock().used();
+/// leaves (`used` in use now): record why in the boot page (for the
+/// monitor's message) and end the program with 137, as the kernel's OOM
+/// killer would leave it. Callers may hold the lock: this never takes it.
+fn over_limit(OverLimit(requested): OverLimit, used: u64) -> ! {
     let b = super::boot_ptr();
     if !b.is_null() {
         // SAFETY: `b` is the boot page validated by `init`; these slots are
@@ -565,29 +1050,51 @@ fn over_limit(OverLimit(requested): OverLimit) -> ! {
 
 /// `brk(addr)`: returns the new break, or the old one on failure.
 pub(super) fn brk(addr: u64) -> u64 {
-    // Under the lock, released at the end of the statement or scope.
-    let r = MEM.lock().brk(addr);
-    r.unwrap_or_else(|o| over_limit(o))
+    let mut s = STATE.lock();
+    let (cur, lowest) = (s.mem.brk_cur, s.mem.brk_start);
+    if addr < cur && addr >= lowest {
+        // The part given back is zeroed: make it writable first.
+        let start = addr & !(PAGE - 1);
+        unprotect(&mut s, start, page_up(cur).unwrap_or(cur) - start);
+    }
+    let r = s.mem.brk(addr);
+    r.unwrap_or_else(|o| over_limit(o, s.mem.used()))
 }
 
 /// `mmap`.
 pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> i64 {
-    // Under the lock, released at the end of the statement or scope.
-    let r = MEM.lock().mmap(addr, len, prot, flags, off);
-    let start = match r {
-        Ok(Mapped::Ret(v)) => return v,
-        Ok(Mapped::File(start)) => start,
-        Err(o) => over_limit(o),
+    if prot & !(PROT_RW | PROT_EXEC) != 0 {
+        return -errno::EINVAL;
+    }
+    let start = {
+        let mut s = STATE.lock();
+        if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 && prot & PROT_EXEC == 0 {
+            if let Some(l) = page_up(len) {
+                unprotect(&mut s, addr & !(PAGE - 1), l);
+            }
+        }
+        if let Some(r) = reserve_mmap(&mut s, addr, len, prot, flags) {
+            return r;
+        }
+        let r = s.mem.mmap(addr, len, prot, flags, off);
+        match r {
+            Ok(Mapped::Ret(v)) if v >= 0 && prot != PROT_RW => {
+                let Some(l) = page_up(len) else { return -errno::EINVAL };
+                return protect_new(&mut s, v as u64, l, prot);
+            }
+            Ok(Mapped::Ret(v)) => return v,
+            Ok(Mapped::File(start)) => start,
+            Err(o) => over_limit(o, s.mem.used()),
+        }
     };
-    // Private file mapping: read the bytes over the ring.
+    // Private file mapping: read the bytes over the ring, without the lock.
     let Some(len) = page_up(len) else { return -errno::EINVAL };
     let mut done = 0u64;
     while done < len {
         let args = [fd, start + done, len - done, off.wrapping_add(done), 0, 0];
         let n = super::forward(super::nr::pread64, &args, 0);
         if n < 0 {
-            // Under the lock, released at the end of the statement or scope.
-            MEM.lock().release(start, len);
+            STATE.lock().mem.release(start, len);
             return n;
         }
         if n == 0 {
@@ -595,47 +1102,149 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
         }
         done += n as u64;
     }
+    if prot != PROT_RW {
+        return protect_new(&mut STATE.lock(), start, len, prot);
+    }
+    start as i64
+}
+
+/// Gives a new mapping at `start` its protection; undoes it on failure.
+fn protect_new(s: &mut State, start: u64, len: u64, prot: u64) -> i64 {
+    if !protectable(s, start, len) {
+        // Arena memory is always protectable; a monitor that says
+        // otherwise only loses the protection.
+        return start as i64;
+    }
+    let r = protect(s, start, len, prot);
+    if r != 0 {
+        s.mem.release(start, len);
+        return r;
+    }
     start as i64
 }
 
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     super::readahead::memory_changed();
-    // Under the lock, released at the end of the statement or scope.
-    MEM.lock().munmap(addr, len)
+    let mut s = STATE.lock();
+    if let Some(l) = page_up(len).filter(|&l| l != 0) {
+        if addr.is_multiple_of(PAGE) && in_reserve(&s, addr, l) {
+            decommit(&mut s, addr, l);
+            s.resv.va.free(addr, l);
+            return 0;
+        }
+    }
+    if addr.is_multiple_of(PAGE) {
+        if let Some(l) = page_up(len) {
+            if s.mem.owner(addr, l).is_some() {
+                unprotect(&mut s, addr, l);
+            }
+        }
+    }
+    s.mem.munmap(addr, len)
 }
 
-/// `mremap`.
+/// `mremap`. The protection of a moved or shrunk mapping becomes
+/// read-write (Linux keeps it; programs that mremap protected memory are
+/// not known).
 pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> i64 {
     super::readahead::memory_changed();
-    // Under the lock, released at the end of the statement or scope.
-    let r = MEM.lock().mremap(old, old_len, new_len, flags);
-    r.unwrap_or_else(|o| over_limit(o))
+    let mut s = STATE.lock();
+    if old.is_multiple_of(PAGE) {
+        if let (Some(o), Some(n)) = (page_up(old_len), page_up(new_len)) {
+            if s.mem.owner(old, o.max(n)).is_some() {
+                unprotect(&mut s, old, o.max(n));
+            }
+        }
+    }
+    let r = s.mem.mremap(old, old_len, new_len, flags);
+    r.unwrap_or_else(|o| over_limit(o, s.mem.used()))
 }
 
-/// `mprotect`: refuses `PROT_EXEC`, otherwise succeeds without effect.
-pub(super) fn mprotect(addr: u64, _len: u64, prot: u64) -> i64 {
+/// `mprotect`: `PROT_EXEC` is refused (`EACCES`); inside the protectable
+/// ranges the protection changes for real; outside them, making memory
+/// writable is refused (`EACCES`: code, boot page, ring) and dropping
+/// permissions succeeds without effect.
+pub(super) fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
     if prot & PROT_EXEC != 0 {
         return -errno::EACCES;
     }
-    if !addr.is_multiple_of(PAGE) {
+    if !addr.is_multiple_of(PAGE) || prot & !PROT_RW != 0 {
         return -errno::EINVAL;
+    }
+    let Some(len) = page_up(len) else { return -errno::ENOMEM };
+    if len == 0 {
+        return 0;
+    }
+    // PROT_WRITE alone is read-write on x86 (as Linux gives it).
+    let prot = if prot == PROT_WRITE { PROT_RW } else { prot };
+    let mut s = STATE.lock();
+    if in_reserve(&s, addr, len) {
+        return reserve_mprotect(&mut s, addr, len, prot);
+    }
+    if protectable(&s, addr, len) {
+        return protect(&mut s, addr, len, prot);
+    }
+    if prot & PROT_WRITE != 0 {
+        return -errno::EACCES;
     }
     0
 }
 
 /// `madvise`: `MADV_DONTNEED` zeroes arena memory (as the kernel would for
-/// private anonymous memory); every other advice is accepted and ignored.
+/// private anonymous memory), protected pages included; every other advice
+/// is accepted and ignored.
 pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     if !addr.is_multiple_of(PAGE) {
         return -errno::EINVAL;
     }
     if advice == MADV_DONTNEED {
         let Some(len) = page_up(len) else { return -errno::EINVAL };
-        // Under the lock, released at the end of the statement or scope.
-        MEM.lock().dontneed(addr, len);
+        let mut s = STATE.lock();
+        if in_reserve(&s, addr, len) {
+            // `at < end`: at the end, an extent reaching past it overlaps
+            // an empty range with length 0, and the loop would never end
+            // (a thread's exit advises its stack up to the middle of the
+            // stack's commit).
+            let (mut at, end) = (addr, addr + len);
+            while at < end {
+                let Some((a, l, phys)) = s.resv.commits.first_overlap(at, end - at) else { break };
+                zero(phys, l);
+                at = a + l;
+            }
+            return 0;
+        }
+        if s.mem.owner(addr, len).is_none() {
+            return 0;
+        }
+        // Zero protected parts through a read-write window, then restore.
+        let mut at = addr;
+        let end = addr + len;
+        while at < end {
+            match s.prot.prots.first_overlap(at, end - at) {
+                Some((a, l, p)) => {
+                    zero_range(&mut s, at, a - at);
+                    if apply(&s, a, l, PROT_RW) == 0 {
+                        zero(a, l);
+                        apply(&s, a, l, u64::from(p));
+                    }
+                    at = a + l;
+                }
+                None => {
+                    zero_range(&mut s, at, end - at);
+                    at = end;
+                }
+            }
+        }
     }
     0
+}
+
+/// Zeroes `[addr, addr+len)` of arena memory (any length, 0 included).
+fn zero_range(s: &mut State, addr: u64, len: u64) {
+    if len != 0 {
+        s.mem.dontneed(addr, len);
+    }
 }
 
 #[cfg(test)]
@@ -792,6 +1401,59 @@ mod tests {
         assert_eq!(m.mmap(0, 16 * PAGE, 3, ANON, 0), Ok(Mapped::Ret(buf.at(0) as i64)));
         assert_eq!(m.mmap(0, PAGE, 3, ANON, 0), Ok(Mapped::Ret(-errno::ENOMEM)));
         assert_eq!(m.brk(buf.at(20)), Ok(buf.at(20)));
+    }
+
+    #[test]
+    fn protections_split_and_merge() {
+        let mut p = Prots::EMPTY;
+        assert!(p.set(B, 4 * PAGE, 0));
+        assert!(p.set(B + PAGE, PAGE, 1));
+        assert_eq!(p.extents(), &[(B, PAGE, 0), (B + PAGE, PAGE, 1), (B + 2 * PAGE, 2 * PAGE, 0)]);
+        // Back to read-write in the middle, then the same protection merges.
+        assert!(p.set(B + PAGE, PAGE, 3));
+        assert_eq!(p.extents(), &[(B, PAGE, 0), (B + 2 * PAGE, 2 * PAGE, 0)]);
+        assert!(p.set(B + PAGE, PAGE, 0));
+        assert_eq!(p.extents(), &[(B, 4 * PAGE, 0)]);
+        assert_eq!(p.first_overlap(B + 3 * PAGE, 8 * PAGE), Some((B + 3 * PAGE, PAGE, 0)));
+        assert_eq!(p.first_overlap(B + 4 * PAGE, PAGE), None);
+        assert!(p.set(B - PAGE, 10 * PAGE, 3));
+        assert!(p.extents().is_empty());
+        // Full table: refused, never corrupted.
+        for i in 0..(MAX_PROTS as u64) {
+            p.set(B + 2 * i * PAGE, PAGE, 1);
+        }
+        assert!(p.n <= MAX_PROTS);
+        assert!(!p.set(B + 1, PAGE, 0) || p.n <= MAX_PROTS);
+    }
+
+    #[test]
+    fn commits_split_and_merge() {
+        let mut c = Commits::EMPTY;
+        assert!(c.add(B, 2 * PAGE, 0x1000_0000));
+        assert!(c.add(B + 2 * PAGE, PAGE, 0x1000_0000 + 2 * PAGE));
+        assert_eq!(c.extents(), &[(B, 3 * PAGE, 0x1000_0000)], "both addresses continue: merged");
+        assert!(c.add(B + 3 * PAGE, PAGE, 0x2000_0000));
+        assert_eq!(c.extents().len(), 2, "the arena address jumps: kept apart");
+        assert_eq!(c.first_overlap(B + PAGE, 8 * PAGE), Some((B + PAGE, 2 * PAGE, 0x1000_0000 + PAGE)));
+        c.remove(B + PAGE, PAGE);
+        assert_eq!(
+            c.extents(),
+            &[
+                (B, PAGE, 0x1000_0000),
+                (B + 2 * PAGE, PAGE, 0x1000_0000 + 2 * PAGE),
+                (B + 3 * PAGE, PAGE, 0x2000_0000)
+            ]
+        );
+        c.remove(0, u64::MAX);
+        assert!(c.extents().is_empty());
+    }
+
+    #[test]
+    fn an_empty_range_inside_an_extent_overlaps_with_length_0() {
+        // What madvise's loop guards against (`at < end`).
+        let mut c = Commits::EMPTY;
+        assert!(c.add(B, 4 * PAGE, 0x1000_0000));
+        assert_eq!(c.first_overlap(B + PAGE, 0), Some((B + PAGE, 0, 0x1000_0000 + PAGE)));
     }
 
     #[test]

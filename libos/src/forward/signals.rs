@@ -66,6 +66,8 @@ const SS_AUTODISARM: u64 = 1 << 31;
 const MINSIGSTKSZ: u64 = 2048;
 
 /// Offsets into `siginfo_t` (x86-64 Linux).
+/// `si_code`.
+const SI_CODE: usize = 8;
 const SI_ADDR: usize = 16;
 const SI_SYSCALL: usize = 24;
 const SI_ARCH: usize = 28;
@@ -1355,6 +1357,8 @@ extern "C" fn on_fault(sig: i32, info: *mut u8, uc: *mut u8) {
     };
     if in_libos(rip) || !handled {
         super::record_fault(sig, addr, rip);
+        // SAFETY: as above (`si_code`, an int at offset 8).
+        super::record_fault_code(unsafe { info.add(SI_CODE).cast::<i32>().read() } as i64 as u64);
         crate::sys::exit_group(128 + sig)
     }
     let mut kinfo = [0u64; 16];

@@ -20,6 +20,7 @@ mod common;
 mod events;
 mod fake_failure;
 mod limits;
+mod memprot;
 mod pathprobe;
 mod paths_nested;
 mod policy_local;

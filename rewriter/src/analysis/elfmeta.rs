@@ -38,6 +38,8 @@ pub struct Section {
     pub offset: u64,
     /// `sh_size`.
     pub size: u64,
+    /// `sh_flags`.
+    pub flags: u64,
 }
 
 impl Section {
@@ -73,6 +75,7 @@ pub fn sections(elf: &ElfFile<'_>) -> Vec<Section> {
             addr: h.sh_addr(LE),
             offset: h.sh_offset(LE),
             size: h.sh_size(LE),
+            flags: h.sh_flags(LE).0,
         })
         .collect()
 }

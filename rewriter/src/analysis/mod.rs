@@ -175,9 +175,22 @@ pub fn analyze(elf: &ElfFile<'_>) -> Result<PatchPlan, AnalysisError> {
         plan_sites.push(site);
     }
 
-    // 6. Code read or written as data.
+    // 6. Code read or written as data. When the section headers name the
+    // executable sections, only instructions inside them count: the rest of
+    // an executable segment (the ELF and program headers, notes, which Go's
+    // linker puts in its text segment) is not code, and what the sweep
+    // decodes there is noise.
+    let exec_sections: Vec<(u64, u64)> = secs
+        .iter()
+        .filter(|s| {
+            let exec = object::elf::SHF_EXECINSTR.0 | object::elf::SHF_ALLOC.0;
+            s.flags & exec == exec
+        })
+        .map(|s| (s.addr, s.addr.saturating_add(s.size)))
+        .collect();
+    let in_code = |a: u64| exec_sections.is_empty() || exec_sections.iter().any(|&(s, e)| a >= s && a < e);
     let mut code_reads = Vec::new();
-    for &(ip, target) in &sw.code_mem_refs {
+    for &(ip, target) in sw.code_mem_refs.iter().filter(|&&(ip, _)| in_code(ip)) {
         let Some(ins) = sweep::decode_at(elf, ip) else { continue };
         if matches!(
             ins.mnemonic(),

@@ -1,0 +1,3 @@
+module cabingotest
+
+go 1.19
