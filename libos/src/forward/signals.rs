@@ -885,9 +885,11 @@ pub(super) fn sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 {
     if size != 8 || sig == 0 || sig > NSIG {
         return -errno::EINVAL;
     }
-    // SIGSYS is the libos's (its trap path): a program's disposition for it
-    // is refused, like SIGKILL's and SIGSTOP's (docs/signals.md).
-    if act != 0 && (sig == SIGKILL || sig == SIGSTOP || sig == SIGSYS) {
+    // The kernel's SIGSYS stays the libos's (its trap path): a program's
+    // disposition for SIGSYS is only kept in the book, for the SIGSYS it
+    // sends itself (Go's runtime installs a handler for every signal and
+    // stops if one is refused; docs/signals.md).
+    if act != 0 && (sig == SIGKILL || sig == SIGSTOP) {
         return -errno::EINVAL;
     }
     // SAFETY: see `Book`.
