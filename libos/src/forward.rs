@@ -330,14 +330,29 @@ pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
     }
     let force_trap = state().flags & BOOT_FLAG_FORCE_TRAP != 0;
     if force_trap
-        && !matches!(nr, nr::rt_sigaction | nr::rt_sigprocmask | nr::sigaltstack | nr::exit | nr::exit_group)
+        && !matches!(
+            nr,
+            nr::rt_sigaction
+                | nr::rt_sigprocmask
+                | nr::sigaltstack
+                | nr::exit
+                | nr::exit_group
+                | nr::mprotect
+                | nr::munmap
+        )
     {
         // Testing mode: take the trap path. The seccomp filter traps every
         // call the program can make here except the harmless ones it lets
         // through (clock reads), which then run for real, as they would.
         // Signal-disposition calls are kept off this path: issued for real,
         // they could replace the libos's own SIGSYS handler (or, for
-        // sigaltstack, move its private stack).
+        // sigaltstack, move its private stack). So are `mprotect` and
+        // `munmap`: the filter lets the libos's own native ones through
+        // (protections, the reservation space), so issued raw they would
+        // bypass the libos's page tables of the arena and the reservation
+        // space (a guard page's `mprotect` would then fail on uncommitted
+        // reservation space). A raw `mprotect` from an unrewritten site has
+        // the same gap today (docs/threads.md).
         me.forced_site.store(site, Ordering::Relaxed);
         // SAFETY: the program's own request, as its `syscall` would issue it.
         let r = unsafe { syscall6(nr, args) };
