@@ -30,7 +30,11 @@ fn blob_parses_and_exports_the_three_symbols() {
     // The unfilled block is all zero bytes.
     let rel = (blob.link_info - data.offset) as usize;
     assert_eq!(&data.data[rel..rel + LinkInfo::SIZE], &LinkInfo::EMPTY.to_bytes());
-    assert!(blob.size <= 256 * 1024, "the libos blob grew to {} bytes", blob.size);
+    // A guard against unnoticed growth, raised from 256 KiB when issue 13
+    // added per-thread blocks for 64 threads, the signal book and frames,
+    // and the protection and reservation-commit tables (mostly zero-filled
+    // data: the blob measured 299,008 bytes then).
+    assert!(blob.size <= 320 * 1024, "the libos blob grew to {} bytes", blob.size);
 }
 
 #[test]
