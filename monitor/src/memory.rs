@@ -225,6 +225,14 @@ impl GuestMemory {
         self.aliases.read().unwrap_or_else(|e| e.into_inner()).iter().map(|r| (r.start, r.len)).collect()
     }
 
+    /// Bytes from `addr` to the end of the alias covering it, if one does.
+    fn alias_left(&self, addr: u64) -> Option<u64> {
+        let a = self.aliases.read().unwrap_or_else(|e| e.into_inner());
+        let i = a.partition_point(|r| r.start <= addr).checked_sub(1)?;
+        let r = a.get(i)?;
+        (addr - r.start < r.len).then(|| r.len - (addr - r.start))
+    }
+
     /// An alias covering `[addr, end)`: its host address.
     fn alias_host(&self, addr: u64, end: u64) -> Option<*mut u8> {
         let a = self.aliases.read().unwrap_or_else(|e| e.into_inner());
@@ -351,6 +359,11 @@ impl GuestMemory {
             let idx = self.regions.partition_point(|r| r.start <= a);
             let r = idx.checked_sub(1).and_then(|i| self.regions.get(i));
             let avail = match r {
+                // Committed reservation space: as far as the alias reaches.
+                Some(r) if a - r.start < r.len && r.kind == RegionKind::Reserve => match self.alias_left(a) {
+                    Some(left) => left,
+                    None => return Err(MemError::Fault { addr: a, len: 1, what: "readable" }),
+                },
                 Some(r) if a - r.start < r.len && r.kind.access() != Access::Nothing => r.len - (a - r.start),
                 _ => return Err(MemError::Fault { addr: a, len: 1, what: "readable" }),
             };
@@ -428,6 +441,10 @@ pub(crate) mod tests {
         m.unalias(RESV, 4096);
         assert!(m.read(RESV, 1).is_err());
         assert_eq!(m.read(RESV + 4096, 4).expect("still committed"), b"6789");
+        // A path or name the program keeps in committed reservation space
+        // (a thread's malloc arena) is read like any other string.
+        m.write(RESV + 4200, b"in a commit\0").expect("a committed page is writable");
+        assert_eq!(m.read_cstr(RESV + 4200, 64).expect("a string in a commit"), b"in a commit");
     }
 
     /// A memory of two regions backed by a leaked host buffer (tests only).
