@@ -4,12 +4,10 @@
 //! and notes in its text segment, and the rewriter no longer counts what it
 //! decodes there as code reading code. Without `go` the test says NOT RUN.
 //!
-//! Running it (`go_program_runs_like_linux`, ignored for now: run with
-//! `--ignored`): with threads, signals and epoll merged, both backends get
-//! through the runtime's start, its threads and its signal set-up, and the
-//! process backend stops at the first `openat` whose path lies in Go's heap:
-//! the heap is committed reservation space, and the monitor finds no alias
-//! for that page (a protocol violation, 137). Issue 13 keeps this open.
+//! It also runs (`go_program_runs_like_linux`, both backends): the runtime's
+//! threads, its signal set-up, its heap in committed reservation space and
+//! its network poller (epoll) all work, and the output and status equal the
+//! native run's.
 
 mod common;
 
@@ -86,13 +84,11 @@ fn go_program_runs_like_linux(b: Backend) {
 }
 
 #[test]
-#[ignore = "the monitor cannot yet read Go's heap (committed reservation space), issue 13"]
 fn go_program_runs_like_linux_process() {
     go_program_runs_like_linux(Backend::Process);
 }
 
 #[test]
-#[ignore = "the monitor cannot yet read Go's heap (committed reservation space), issue 13"]
 fn go_program_runs_like_linux_kvm() {
     if Backend::Kvm.available("go_program_runs_like_linux") {
         go_program_runs_like_linux(Backend::Kvm);
