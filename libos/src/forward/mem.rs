@@ -272,154 +272,80 @@ impl Arena {
     }
 }
 
-/// Most extents of non-read-write pages remembered; a change that would
-/// need more fails with `ENOMEM`, as Linux's does past its map count.
-const MAX_PROTS: usize = 512;
+/// What an extent of [`Extents`] carries: `at(off)` is its value `off`
+/// bytes into the extent (a protection is the same everywhere, an address
+/// moves with the offset), so that cutting and merging work for both.
+pub trait ExtentValue: Copy + PartialEq {
+    /// The value `off` bytes into an extent that starts with `self`.
+    fn at(self, off: u64) -> Self;
+}
 
-/// The pages whose protection is not read-write: sorted, non-overlapping
-/// extents `(start, len, prot)`, adjacent ones with equal `prot` merged.
+/// A protection (`PROT_*` bits): the same over the whole extent.
+impl ExtentValue for u8 {
+    fn at(self, _off: u64) -> u8 {
+        self
+    }
+}
+
+/// An address (of the arena pages behind a commit): moves with the offset.
+impl ExtentValue for u64 {
+    fn at(self, off: u64) -> u64 {
+        self + off
+    }
+}
+
+/// Sorted, non-overlapping extents `(start, len, value)` of at most `N`,
+/// neighbours merged when one continues the other (same start + len, and
+/// the value continues: [`ExtentValue::at`]).
 #[derive(Debug)]
-pub struct Prots {
-    ext: [(u64, u64, u8); MAX_PROTS],
+pub struct Extents<V, const N: usize> {
+    ext: [(u64, u64, V); N],
     n: usize,
 }
 
-impl Prots {
-    /// Everything read-write.
-    pub const EMPTY: Prots = Prots { ext: [(0, 0, 0); MAX_PROTS], n: 0 };
+impl<V: ExtentValue, const N: usize> Extents<V, N> {
+    const fn empty(zero: V) -> Self {
+        Extents { ext: [(0, 0, zero); N], n: 0 }
+    }
 
     /// The extents.
-    pub fn extents(&self) -> &[(u64, u64, u8)] {
+    pub fn extents(&self) -> &[(u64, u64, V)] {
         &self.ext[..self.n]
     }
 
-    /// Whether [`Prots::set`] of this range can succeed (room for the split).
-    pub fn can_set(&self, addr: u64, len: u64) -> bool {
-        // A split adds at most two extents (the new one and a right part).
-        let _ = (addr, len);
-        self.n + 2 <= MAX_PROTS
+    /// Whether one range can be cut out and one extent added (a split adds
+    /// at most two extents: the new one and a right part).
+    fn room(&self) -> bool {
+        self.n + 2 <= N
     }
 
-    /// Records that `[addr, addr+len)` now has `prot` (page multiples).
-    pub fn set(&mut self, addr: u64, len: u64, prot: u8) -> bool {
-        if !self.can_set(addr, len) {
-            return false;
-        }
+    /// The first extent overlapping `[addr, addr+len)`, cut to it.
+    pub fn first_overlap(&self, addr: u64, len: u64) -> Option<(u64, u64, V)> {
         let end = addr.saturating_add(len);
-        // Cut the range out of every extent it overlaps.
+        self.extents().iter().find(|&&(a, l, _)| a < end && a + l > addr).map(|&(a, l, v)| {
+            let s = a.max(addr);
+            (s, (a + l).min(end) - s, v.at(s - a))
+        })
+    }
+
+    /// Forgets `[addr, addr+len)`: cuts it out of every extent it overlaps
+    /// (a split that finds the table full keeps only the left part).
+    fn cut(&mut self, addr: u64, len: u64) {
+        let end = addr.saturating_add(len);
         let mut i = 0;
         while i < self.n {
-            let (a, l, p) = self.ext[i];
+            let (a, l, v) = self.ext[i];
             let e = a + l;
             if e <= addr || a >= end {
                 i += 1;
                 continue;
             }
-            let left = (a < addr).then(|| (a, addr - a, p));
-            let right = (e > end).then(|| (end, e - end, p));
+            let left = (a < addr).then(|| (a, addr - a, v));
+            let right = (e > end).then(|| (end, e - end, v.at(end - a)));
             match (left, right) {
                 (Some(lf), Some(rt)) => {
                     self.ext[i] = lf;
-                    self.ext.copy_within(i + 1..self.n, i + 2);
-                    self.ext[i + 1] = rt;
-                    self.n += 1;
-                    i += 2;
-                }
-                (Some(x), None) | (None, Some(x)) => {
-                    self.ext[i] = x;
-                    i += 1;
-                }
-                (None, None) => {
-                    self.ext.copy_within(i + 1..self.n, i);
-                    self.n -= 1;
-                }
-            }
-        }
-        if prot as u64 == PROT_READ | PROT_WRITE || len == 0 {
-            return true;
-        }
-        let mut i = 0;
-        while i < self.n && self.ext[i].0 < addr {
-            i += 1;
-        }
-        self.ext.copy_within(i..self.n, i + 1);
-        self.ext[i] = (addr, len, prot);
-        self.n += 1;
-        // Merge with equal neighbours.
-        if i + 1 < self.n && self.ext[i + 1].0 == end && self.ext[i + 1].2 == prot {
-            self.ext[i].1 += self.ext[i + 1].1;
-            self.ext.copy_within(i + 2..self.n, i + 1);
-            self.n -= 1;
-        }
-        if i > 0 && self.ext[i - 1].0 + self.ext[i - 1].1 == addr && self.ext[i - 1].2 == prot {
-            self.ext[i - 1].1 += self.ext[i].1;
-            self.ext.copy_within(i + 1..self.n, i);
-            self.n -= 1;
-        }
-        true
-    }
-
-    /// The first extent overlapping `[addr, addr+len)`, cut to it.
-    pub fn first_overlap(&self, addr: u64, len: u64) -> Option<(u64, u64, u8)> {
-        let end = addr.saturating_add(len);
-        self.extents().iter().find(|&&(a, l, _)| a < end && a + l > addr).map(|&(a, l, p)| {
-            let s = a.max(addr);
-            (s, (a + l).min(end) - s, p)
-        })
-    }
-}
-
-/// Most committed extents of the reservation space remembered.
-const MAX_COMMITS: usize = 1024;
-
-/// The committed parts of the reservation space: sorted, non-overlapping
-/// `(va, len, arena address)`, merged when both addresses continue.
-#[derive(Debug)]
-pub struct Commits {
-    ext: [(u64, u64, u64); MAX_COMMITS],
-    n: usize,
-}
-
-impl Commits {
-    /// Nothing committed.
-    pub const EMPTY: Commits = Commits { ext: [(0, 0, 0); MAX_COMMITS], n: 0 };
-
-    /// The extents.
-    pub fn extents(&self) -> &[(u64, u64, u64)] {
-        &self.ext[..self.n]
-    }
-
-    /// Whether there is room to add one extent (after a removal).
-    pub fn has_room(&self) -> bool {
-        self.n + 2 <= MAX_COMMITS
-    }
-
-    /// The first extent overlapping `[va, va+len)`, cut to it.
-    pub fn first_overlap(&self, va: u64, len: u64) -> Option<(u64, u64, u64)> {
-        let end = va.saturating_add(len);
-        self.extents().iter().find(|&&(a, l, _)| a < end && a + l > va).map(|&(a, l, p)| {
-            let s = a.max(va);
-            (s, (a + l).min(end) - s, p + (s - a))
-        })
-    }
-
-    /// Forgets `[va, va+len)`.
-    pub fn remove(&mut self, va: u64, len: u64) {
-        let end = va.saturating_add(len);
-        let mut i = 0;
-        while i < self.n {
-            let (a, l, p) = self.ext[i];
-            let e = a + l;
-            if e <= va || a >= end {
-                i += 1;
-                continue;
-            }
-            let left = (a < va).then(|| (a, va - a, p));
-            let right = (e > end).then(|| (end, e - end, p + (end - a)));
-            match (left, right) {
-                (Some(lf), Some(rt)) => {
-                    self.ext[i] = lf;
-                    if self.n < MAX_COMMITS {
+                    if self.n < N {
                         self.ext.copy_within(i + 1..self.n, i + 2);
                         self.ext[i + 1] = rt;
                         self.n += 1;
@@ -438,20 +364,17 @@ impl Commits {
         }
     }
 
-    /// Records `[va, va+len)` committed with the arena pages at `phys`
-    /// (the range is not committed now). `false` when the table is full.
-    pub fn add(&mut self, va: u64, len: u64, phys: u64) -> bool {
-        if self.n >= MAX_COMMITS {
+    /// Adds `[addr, addr+len)` with `v` (not overlapping any extent now),
+    /// merged with the neighbours it continues. `false` when full.
+    fn insert(&mut self, addr: u64, len: u64, v: V) -> bool {
+        if self.n >= N {
             return false;
         }
-        let mut i = 0;
-        while i < self.n && self.ext[i].0 < va {
-            i += 1;
-        }
+        let i = self.extents().partition_point(|x| x.0 < addr);
         self.ext.copy_within(i..self.n, i + 1);
-        self.ext[i] = (va, len, phys);
+        self.ext[i] = (addr, len, v);
         self.n += 1;
-        let joins = |x: (u64, u64, u64), y: (u64, u64, u64)| x.0 + x.1 == y.0 && x.2 + x.1 == y.2;
+        let joins = |x: (u64, u64, V), y: (u64, u64, V)| x.0 + x.1 == y.0 && x.2.at(x.1) == y.2;
         if i + 1 < self.n && joins(self.ext[i], self.ext[i + 1]) {
             self.ext[i].1 += self.ext[i + 1].1;
             self.ext.copy_within(i + 2..self.n, i + 1);
@@ -463,6 +386,64 @@ impl Commits {
             self.n -= 1;
         }
         true
+    }
+}
+
+/// Most extents of non-read-write pages remembered; a change that would
+/// need more fails with `ENOMEM`, as Linux's does past its map count.
+const MAX_PROTS: usize = 512;
+
+/// The pages whose protection is not read-write: extents `(start, len,
+/// prot)`, adjacent ones with equal `prot` merged.
+pub type Prots = Extents<u8, MAX_PROTS>;
+
+impl Prots {
+    /// Everything read-write.
+    pub const EMPTY: Prots = Extents::empty(0);
+
+    /// Whether [`Prots::set`] can succeed (room for the split).
+    pub fn can_set(&self) -> bool {
+        self.room()
+    }
+
+    /// Records that `[addr, addr+len)` now has `prot` (page multiples).
+    pub fn set(&mut self, addr: u64, len: u64, prot: u8) -> bool {
+        if !self.can_set() {
+            return false;
+        }
+        self.cut(addr, len);
+        if prot as u64 == PROT_READ | PROT_WRITE || len == 0 {
+            return true;
+        }
+        self.insert(addr, len, prot)
+    }
+}
+
+/// Most committed extents of the reservation space remembered.
+const MAX_COMMITS: usize = 1024;
+
+/// The committed parts of the reservation space: `(va, len, arena
+/// address)`, merged when both addresses continue.
+pub type Commits = Extents<u64, MAX_COMMITS>;
+
+impl Commits {
+    /// Nothing committed.
+    pub const EMPTY: Commits = Extents::empty(0);
+
+    /// Whether there is room to add one extent (after a removal).
+    pub fn has_room(&self) -> bool {
+        self.room()
+    }
+
+    /// Forgets `[va, va+len)`.
+    pub fn remove(&mut self, va: u64, len: u64) {
+        self.cut(va, len);
+    }
+
+    /// Records `[va, va+len)` committed with the arena pages at `phys`
+    /// (the range is not committed now). `false` when the table is full.
+    pub fn add(&mut self, va: u64, len: u64, phys: u64) -> bool {
+        self.insert(va, len, phys)
     }
 }
 
@@ -993,7 +974,7 @@ fn apply(s: &State, addr: u64, len: u64, prot: u64) -> i64 {
 
 /// Gives `[addr, addr+len)` (page multiples) and its record `prot`.
 fn protect(s: &mut State, addr: u64, len: u64, prot: u64) -> i64 {
-    if !s.prot.prots.can_set(addr, len) {
+    if !s.prot.prots.can_set() {
         return -errno::ENOMEM;
     }
     let r = apply(s, addr, len, prot);
