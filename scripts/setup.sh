@@ -15,6 +15,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo_cmd apt-get update -qq
     $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Kernel headers for building the SEV-SNP backend's guest module
+# (backends/snp/module; compiled by `cargo test -p cabin-snp --test module`,
+# never loaded). Best effort: without them that test says NOT RUN.
+have_headers=0
+for d in /usr/src/linux-headers-*-amd64 "/lib/modules/$(uname -r)/build"; do
+    [ -e "$d/Makefile" ] && have_headers=1
+done
+if [ "$have_headers" -eq 0 ]; then
+    echo "setup: installing linux-headers-amd64 (to build the SEV-SNP guest module)"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq linux-headers-amd64 >/dev/null; } ||
+        echo "setup: linux-headers-amd64 did not install; the module build test will say NOT RUN"
+fi
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
     echo "setup: adding Rust target x86_64-unknown-none (the libos and proxy-kernel are built for it)"
     rustup target add x86_64-unknown-none

@@ -223,6 +223,49 @@ impl Contents<'_> {
     }
 }
 
+/// One page an image contributes to its launch digest ([`launch_pages`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchPage {
+    /// Guest-physical address.
+    pub gpa: u64,
+    /// NORMAL (file bytes or manifest) or ZERO (no file bytes).
+    pub page_type: PageType,
+    /// The RMP permissions VMPL1 gets (the union over the segments
+    /// touching the page; the manifest is read-only).
+    pub vmpl1: VmplPerms,
+}
+
+/// The pages [`measure`] folds, in its order, without their contents: every
+/// page a loadable segment touches in address order at `IMAGE_GPA_BASE +
+/// (page - lowest page)`, then `manifest_len` bytes of manifest pages at
+/// `MANIFEST_GPA`. A loader that adds these pages with the contents of the
+/// domain it built (`cabin-snp`'s launch plan) reproduces the digest.
+pub fn launch_pages(elf: &ElfFile<'_>, manifest_len: usize) -> Vec<LaunchPage> {
+    // page vaddr -> (any file byte lands there, permission bits)
+    let mut pages: BTreeMap<u64, (bool, u8)> = BTreeMap::new();
+    for seg in elf.loads().filter(|s| s.memsz > 0) {
+        let mut p = seg.vaddr & !(PAGE_SIZE - 1);
+        while p < seg.end() {
+            let e = pages.entry(p).or_insert((false, 0));
+            e.0 |= p.max(seg.vaddr) < (p + PAGE_SIZE).min(seg.vaddr + seg.filesz);
+            e.1 |= vmpl1_perms(seg.flags).0;
+            p += PAGE_SIZE;
+        }
+    }
+    let base = pages.keys().next().copied().unwrap_or(0);
+    let image = pages.iter().map(|(&vaddr, &(bytes, perms))| LaunchPage {
+        gpa: IMAGE_GPA_BASE + (vaddr - base),
+        page_type: if bytes { PageType::Normal } else { PageType::Zero },
+        vmpl1: VmplPerms(perms),
+    });
+    let manifest = (0..manifest_len.div_ceil(PAGE_SIZE as usize) as u64).map(|i| LaunchPage {
+        gpa: MANIFEST_GPA + i * PAGE_SIZE,
+        page_type: PageType::Normal,
+        vmpl1: VmplPerms(VmplPerms::READ),
+    });
+    image.chain(manifest).collect()
+}
+
 /// The SEV-SNP launch digest of an image laid out in the domain.
 ///
 /// Pages: every page any loadable segment touches, in address order, at

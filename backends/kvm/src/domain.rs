@@ -98,6 +98,50 @@ pub struct ProgramSpec {
     pub memory_limit: bool,
 }
 
+/// What a guest-physical range of a domain holds. The KVM backend needs
+/// none of this to run (its page tables say it all); the SEV-SNP backend
+/// derives each page's RMP permissions for VMPL1 from it (`cabin-snp`,
+/// `plan.rs`), so the one builder states it once, as it places each range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Image pages of an executable segment (ring 3, never writable).
+    ImageCode,
+    /// Image pages of a writable segment.
+    ImageData,
+    /// Image pages of a read-only, non-executable segment.
+    ImageRodata,
+    /// A user read-write area: stack, `brk` heap or arena.
+    UserData,
+    /// The boot-information page (user read-write).
+    BootPage,
+    /// The ring region (user read-write).
+    Ring,
+    /// The GDT (supervisor).
+    Gdt,
+    /// The IDT (supervisor).
+    Idt,
+    /// The TSSs and their I/O bitmaps (supervisor).
+    Tss,
+    /// A vCPU's ring-0 stacks (supervisor read-write).
+    KernelStack,
+    /// The proxy-kernel (supervisor read and execute).
+    ProxyKernel,
+    /// The page-table pool (not mapped in the guest; the monitor edits it).
+    PageTables,
+}
+
+/// One guest-physical range of a domain and what it holds
+/// ([`Guest::placed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// First guest-physical address (page aligned).
+    pub gpa: u64,
+    /// Length in bytes (a multiple of the page size).
+    pub len: u64,
+    /// What it holds.
+    pub role: Role,
+}
+
 /// A guest's memory and start state, ready to boot.
 #[derive(Debug)]
 pub struct Guest {
@@ -140,6 +184,9 @@ pub struct Guest {
     /// Guest-physical address of the arena's first page (the arena is
     /// one run of guest-physical memory at `ARENA_VA`).
     pub arena_gpa: u64,
+    /// Every guest-physical range the builder placed, with its role, in
+    /// the order placed (image pages in address order first).
+    pub placed: Vec<Placed>,
 }
 
 // SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
@@ -182,6 +229,7 @@ pub fn build(
     let mut pt = PageTables::new(PT_GPA, PT_END)?;
     // The program's regions: (va, len, gpa, kind).
     let mut space: Vec<(u64, u64, u64, RegionKind)> = Vec::new();
+    let mut placed: Vec<Placed> = Vec::new();
 
     // --- the image's pages, at IMAGE_GPA + (page - lowest page) ---
     let base = match elf.kind {
@@ -213,12 +261,13 @@ pub fn build(
         }
         let perms = Perms { user: true, write: w, exec: x, pkey: if x { code_pkey } else { 0 } };
         pt.map(&mem, base + start, IMAGE_GPA + (start - lowest), end - start, perms)?;
-        let kind = match (x, w) {
-            (true, _) => RegionKind::Code,
-            (false, true) => RegionKind::Data,
-            (false, false) => RegionKind::Rodata,
+        let (kind, role) = match (x, w) {
+            (true, _) => (RegionKind::Code, Role::ImageCode),
+            (false, true) => (RegionKind::Data, Role::ImageData),
+            (false, false) => (RegionKind::Rodata, Role::ImageRodata),
         };
         space.push((base + start, end - start, IMAGE_GPA + (start - lowest), kind));
+        placed.push(Placed { gpa: IMAGE_GPA + (start - lowest), len: end - start, role });
         Ok(())
     };
     for (&p, &perm) in &pages {
@@ -256,6 +305,7 @@ pub fn build(
     for (va, gpa, len, kind) in user_areas {
         pt.map(&mem, va, gpa, len, USER_RW)?;
         space.push((va, len, gpa, kind));
+        placed.push(Placed { gpa, len, role: Role::UserData });
     }
 
     // --- boot page and ring (user RW NX) ---
@@ -264,6 +314,8 @@ pub fn build(
     pt.map(&mem, RING_VA, RING_GPA, ring_len, USER_RW)?;
     space.push((BOOT_VA, PAGE, BOOT_GPA, RegionKind::BootPage));
     space.push((RING_VA, ring_len, RING_GPA, RegionKind::Ring));
+    placed.push(Placed { gpa: BOOT_GPA, len: PAGE, role: Role::BootPage });
+    placed.push(Placed { gpa: RING_GPA, len: ring_len, role: Role::Ring });
     // SAFETY: RING_GPA..+ring_len lies inside guest memory (checked by
     // host_ptr), is page (so 64-byte) aligned and stays mapped as long as
     // `mem`, which the Domain owns together with the RingPtr.
@@ -302,15 +354,21 @@ pub fn build(
     mem.write(IDT_GPA, &descriptors::idt(|v| pk_va + pk.vector_offset(v)))?;
     mem.write(PK_GPA, super::PROXY_KERNEL)?;
     let tss_len = page_up(tss_gpa(MAX_VCPUS) - TSS_GPA);
-    for (gpa, len) in [(GDT_GPA, PAGE), (IDT_GPA, PAGE), (TSS_GPA, tss_len)] {
+    for (gpa, len, role) in
+        [(GDT_GPA, PAGE, Role::Gdt), (IDT_GPA, PAGE, Role::Idt), (TSS_GPA, tss_len, Role::Tss)]
+    {
         pt.map(&mem, kernel_va(gpa), gpa, len, KERNEL_RW)?;
+        placed.push(Placed { gpa, len, role });
     }
     for k in 0..MAX_VCPUS {
         for (gpa, len) in vcpu_stacks(k) {
             pt.map(&mem, kernel_va(gpa), gpa, len, KERNEL_RW)?;
+            placed.push(Placed { gpa, len, role: Role::KernelStack });
         }
     }
     pt.map(&mem, pk_va, PK_GPA, pk_len, KERNEL_RX)?;
+    placed.push(Placed { gpa: PK_GPA, len: pk_len, role: Role::ProxyKernel });
+    placed.push(Placed { gpa: PT_GPA, len: PT_END - PT_GPA, role: Role::PageTables });
 
     // --- the initial stack ---
     let phdr = elf
@@ -365,6 +423,7 @@ pub fn build(
         pt: std::sync::Mutex::new(pt),
         protectable,
         arena_gpa,
+        placed,
     })
 }
 

@@ -236,22 +236,206 @@ pub struct Machine {
     pub vm: VmFd,
 }
 
-fn seg(selector: u16, code: bool, dpl: u8) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_: if code { 11 } else { 3 },
-        present: 1,
-        dpl,
-        db: u8::from(!code),
-        s: 1,
-        l: u8::from(code),
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
+/// A segment register as the CPU holds it: what both KVM's `kvm_segment`
+/// and an SEV-ES/SNP save area's segment (`cabin-snp`) are made from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Selector.
+    pub selector: u16,
+    /// Base address.
+    pub base: u64,
+    /// Limit (bytes, as loaded: already scaled by G).
+    pub limit: u32,
+    /// Descriptor type (4 bits).
+    pub type_: u8,
+    /// S: code or data (not a system segment).
+    pub s: bool,
+    /// Descriptor privilege level.
+    pub dpl: u8,
+    /// Present.
+    pub present: bool,
+    /// L: 64-bit code.
+    pub l: bool,
+    /// D/B: default operand size 32 bits.
+    pub db: bool,
+    /// G: limit in 4 KiB units.
+    pub g: bool,
+}
+
+impl Segment {
+    fn flat(selector: u16, code: bool, dpl: u8) -> Segment {
+        Segment {
+            selector,
+            base: 0,
+            limit: 0xffff_ffff,
+            type_: if code { 11 } else { 3 },
+            s: true,
+            dpl,
+            present: true,
+            l: code,
+            db: !code,
+            g: true,
+        }
     }
+
+    fn kvm(&self) -> kvm_segment {
+        kvm_segment {
+            base: self.base,
+            limit: self.limit,
+            selector: self.selector,
+            type_: self.type_,
+            present: u8::from(self.present),
+            dpl: self.dpl,
+            db: u8::from(self.db),
+            s: u8::from(self.s),
+            l: u8::from(self.l),
+            g: u8::from(self.g),
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        }
+    }
+}
+
+/// A descriptor-table register (GDTR, IDTR).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableReg {
+    /// Base (guest-virtual).
+    pub base: u64,
+    /// Limit (size - 1).
+    pub limit: u16,
+}
+
+/// Every register a vCPU of a domain starts with, independent of how the
+/// hypervisor takes it: KVM's `set_sregs`/`set_msrs`/`set_regs` here, an
+/// SEV-SNP VMPL1 save area in `cabin-snp` (so both backends start the same
+/// CPU). Registers not named here start zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuState {
+    /// CS.
+    pub cs: Segment,
+    /// SS, DS, ES (flat user data).
+    pub ss: Segment,
+    /// DS.
+    pub ds: Segment,
+    /// ES.
+    pub es: Segment,
+    /// FS (base: the program's TLS).
+    pub fs: Segment,
+    /// GS (base: the libos thread block).
+    pub gs: Segment,
+    /// TR: this vCPU's TSS.
+    pub tr: Segment,
+    /// LDTR (null, usable).
+    pub ldt: Segment,
+    /// GDTR.
+    pub gdt: TableReg,
+    /// IDTR.
+    pub idt: TableReg,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3: the domain's page tables.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// XCR0, where the CPU has XSAVE.
+    pub xcr0: Option<u64>,
+    /// FPU control word.
+    pub fcw: u16,
+    /// MXCSR.
+    pub mxcsr: u32,
+    /// `MSR_STAR`.
+    pub star: u64,
+    /// `MSR_LSTAR`.
+    pub lstar: u64,
+    /// `MSR_CSTAR`.
+    pub cstar: u64,
+    /// `MSR_SFMASK`.
+    pub sfmask: u64,
+    /// `MSR_SYSENTER_CS`.
+    pub sysenter_cs: u64,
+    /// `MSR_SYSENTER_ESP`.
+    pub sysenter_esp: u64,
+    /// `MSR_SYSENTER_EIP`.
+    pub sysenter_eip: u64,
+    /// `MSR_KERNEL_GS_BASE`.
+    pub kernel_gs_base: u64,
+    /// RIP.
+    pub rip: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// RAX.
+    pub rax: u64,
+    /// RDI.
+    pub rdi: u64,
+    /// RSI.
+    pub rsi: u64,
+    /// RDX.
+    pub rdx: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+}
+
+/// The state vCPU `slot` of `d` starts in: ring 3 at `start`, with the
+/// domain's descriptor tables, its own TSS, the protections the CPU has
+/// (`f`) and the proxy-kernel's entry MSRs. Every vCPU gets the same
+/// protections; only the TSS (so its ring-0 stacks), `SYSENTER_ESP` and the
+/// start state differ.
+pub fn cpu_state(f: &CpuFeatures, d: &Guest, slot: usize, start: &VcpuStart) -> Result<CpuState, VcpuError> {
+    if slot >= MAX_VCPUS {
+        return Err(VcpuError::BadStart("no such vCPU slot"));
+    }
+    start.check()?;
+    let data = Segment::flat(USER_SS, false, 3);
+    Ok(CpuState {
+        cs: Segment::flat(USER_CS, true, 3),
+        ss: data,
+        ds: data,
+        es: data,
+        fs: Segment { base: start.fs_base, ..data },
+        gs: Segment { base: start.gs_base, ..data },
+        tr: Segment {
+            selector: tss_selector(slot),
+            base: kernel_va(tss_gpa(slot)),
+            limit: (TSS_BYTES - 1) as u32,
+            type_: 11,
+            present: true,
+            ..Segment::default()
+        },
+        ldt: Segment { selector: 0, type_: 2, present: true, limit: 0xffff, ..Segment::default() },
+        gdt: TableReg { base: kernel_va(GDT_GPA), limit: (GDT_BYTES - 1) as u16 },
+        idt: TableReg { base: kernel_va(IDT_GPA), limit: (IDT_BYTES - 1) as u16 },
+        cr0: CR0,
+        cr3: d.cr3,
+        cr4: f.cr4(),
+        efer: EFER,
+        xcr0: f.xsave().then(|| f.xcr0()),
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        // Every way into ring 0 without an IDT gate names proxy-kernel
+        // code: `syscall` (LSTAR: the gate), `syscall` from 32-bit code
+        // (CSTAR) and `sysenter` (SYSENTER_EIP, unreachable with
+        // SYSENTER_CS = 0) end the program. See docs/kvm.md, "Ring 0". The
+        // proxy-kernel keeps no per-CPU data (no `swapgs`): KERNEL_GS_BASE
+        // stays 0, GS is the libos's.
+        star: super::descriptors::STAR,
+        lstar: d.lstar,
+        cstar: d.cstar,
+        sfmask: SFMASK,
+        sysenter_cs: SYSENTER_CS,
+        sysenter_esp: kernel_stack_top(slot),
+        sysenter_eip: d.sysenter_eip,
+        kernel_gs_base: 0,
+        rip: start.rip,
+        rsp: start.rsp,
+        rax: start.rax,
+        rdi: start.rdi,
+        rsi: start.rsi,
+        rdx: start.rdx,
+        rflags: RFLAGS,
+    })
 }
 
 /// The ring-3 state a vCPU starts in: a program thread's first
@@ -342,73 +526,55 @@ pub fn setup(
     start: &VcpuStart,
     fresh: bool,
 ) -> Result<(), VcpuError> {
-    if slot >= MAX_VCPUS {
-        return Err(VcpuError::BadStart("no such vCPU slot"));
-    }
-    start.check()?;
+    let c = cpu_state(f, d, slot, start)?;
     vcpu.set_kvm_immediate_exit(0);
     if fresh {
         vcpu.set_cpuid2(cpuid).map_err(kvm_err("SET_CPUID2"))?;
     }
 
     let mut s = vcpu.get_sregs().map_err(kvm_err("GET_SREGS"))?;
-    s.cs = seg(USER_CS, true, 3);
-    let data = seg(USER_SS, false, 3);
-    s.ss = data;
-    s.ds = data;
-    s.es = data;
-    s.fs = data;
-    s.gs = data;
-    s.fs.base = start.fs_base;
-    s.gs.base = start.gs_base;
-    s.tr = kvm_segment {
-        base: kernel_va(tss_gpa(slot)),
-        limit: (TSS_BYTES - 1) as u32,
-        selector: tss_selector(slot),
-        type_: 11,
-        present: 1,
-        ..Default::default()
-    };
-    s.ldt = kvm_segment { selector: 0, type_: 2, present: 1, limit: 0xffff, ..Default::default() };
-    s.gdt.base = kernel_va(GDT_GPA);
-    s.gdt.limit = (GDT_BYTES - 1) as u16;
-    s.idt.base = kernel_va(IDT_GPA);
-    s.idt.limit = (IDT_BYTES - 1) as u16;
-    s.cr0 = CR0;
+    s.cs = c.cs.kvm();
+    s.ss = c.ss.kvm();
+    s.ds = c.ds.kvm();
+    s.es = c.es.kvm();
+    s.fs = c.fs.kvm();
+    s.gs = c.gs.kvm();
+    s.tr = c.tr.kvm();
+    s.ldt = c.ldt.kvm();
+    s.gdt.base = c.gdt.base;
+    s.gdt.limit = c.gdt.limit;
+    s.idt.base = c.idt.base;
+    s.idt.limit = c.idt.limit;
+    s.cr0 = c.cr0;
     s.cr2 = 0;
-    s.cr3 = d.cr3;
-    s.cr4 = f.cr4();
-    s.efer = EFER;
+    s.cr3 = c.cr3;
+    s.cr4 = c.cr4;
+    s.efer = c.efer;
     // No interrupt pending from a previous thread on this vCPU.
     s.interrupt_bitmap = [0; 4];
     vcpu.set_sregs(&s).map_err(kvm_err("SET_SREGS"))?;
 
-    if f.xsave() {
+    if let Some(xcr0) = c.xcr0 {
         let mut x = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
         x.xcrs[0].xcr = 0;
-        x.xcrs[0].value = f.xcr0();
+        x.xcrs[0].value = xcr0;
         vcpu.set_xcrs(&x).map_err(kvm_err("SET_XCRS"))?;
     }
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    let fpu = kvm_fpu { fcw: c.fcw, mxcsr: c.mxcsr, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(kvm_err("SET_FPU"))?;
 
-    // Every way into ring 0 without an IDT gate names proxy-kernel code:
-    // `syscall` (LSTAR: the gate), `syscall` from 32-bit code (CSTAR) and
-    // `sysenter` (SYSENTER_EIP, unreachable with SYSENTER_CS = 0) end the
-    // program. See docs/kvm.md, "Ring 0". The proxy-kernel keeps no
-    // per-CPU data (no `swapgs`): KERNEL_GS_BASE stays 0, GS is the libos's.
     let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
     let msrs = Msrs::from_entries(&[
-        msr(MSR_STAR, super::descriptors::STAR),
-        msr(MSR_LSTAR, d.lstar),
-        msr(MSR_CSTAR, d.cstar),
-        msr(MSR_SFMASK, SFMASK),
-        msr(MSR_SYSENTER_CS, SYSENTER_CS),
-        msr(MSR_SYSENTER_ESP, kernel_stack_top(slot)),
-        msr(MSR_SYSENTER_EIP, d.sysenter_eip),
-        msr(MSR_FS_BASE, start.fs_base),
-        msr(MSR_GS_BASE, start.gs_base),
-        msr(MSR_KERNEL_GS_BASE, 0),
+        msr(MSR_STAR, c.star),
+        msr(MSR_LSTAR, c.lstar),
+        msr(MSR_CSTAR, c.cstar),
+        msr(MSR_SFMASK, c.sfmask),
+        msr(MSR_SYSENTER_CS, c.sysenter_cs),
+        msr(MSR_SYSENTER_ESP, c.sysenter_esp),
+        msr(MSR_SYSENTER_EIP, c.sysenter_eip),
+        msr(MSR_FS_BASE, c.fs.base),
+        msr(MSR_GS_BASE, c.gs.base),
+        msr(MSR_KERNEL_GS_BASE, c.kernel_gs_base),
     ])
     .map_err(|_| VcpuError::Kvm {
         what: "building the MSR list",
@@ -420,13 +586,13 @@ pub fn setup(
     }
 
     let regs = kvm_regs {
-        rip: start.rip,
-        rsp: start.rsp,
-        rax: start.rax,
-        rdi: start.rdi,
-        rsi: start.rsi,
-        rdx: start.rdx,
-        rflags: RFLAGS,
+        rip: c.rip,
+        rsp: c.rsp,
+        rax: c.rax,
+        rdi: c.rdi,
+        rsi: c.rsi,
+        rdx: c.rdx,
+        rflags: c.rflags,
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(kvm_err("SET_REGS"))?;
