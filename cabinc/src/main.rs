@@ -1,11 +1,13 @@
 //! `cabinc`: the Cabin command-line tool.
 //!
 //! Builds execute-only Cabin images from static x86-64 executables, shows
-//! what is in them, prints their launch measurement and runs them confined.
+//! what is in them, prints their launch measurement, runs them confined and
+//! verifies SEV-SNP attestation reports that bind them.
 //! Exit status: 0 success, 1 refused or malformed input, 2 usage error;
 //! `cabinc run` passes the program's status through and uses 125 for its own
 //! errors, 126 for an invalid image and 127 for a missing one.
 
+mod attest;
 mod bench;
 mod build;
 mod catalog;
@@ -46,6 +48,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Compare catalog entries native vs confined: table, bench.json and bench.svg.
     Bench(bench::BenchArgs),
+    /// Verify or request SEV-SNP attestation reports that bind an image.
+    Attest(attest::AttestArgs),
 }
 
 /// Arguments of `cabinc build`.
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Policy(a) => policy::run(&a),
         Command::Catalog(a) => catalog::run_catalog(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Attest(a) => attest::run(&a),
         Command::Syscalls(a) => {
             syscalls::run(&a);
             Ok(ExitCode::SUCCESS)

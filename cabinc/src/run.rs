@@ -75,6 +75,8 @@ pub enum Backend {
     Kvm,
     /// A child process under seccomp.
     Process,
+    /// VMPL1 of an SEV-SNP confidential VM (needs an SNP guest and /dev/cabin-vmpl; docs/snp.md).
+    Snp,
 }
 
 /// How system calls leave the program (`--forwarding`).
@@ -178,6 +180,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
     // match its pages: edited after `cabinc build`) never runs.
     let result: Result<RunOutcome, RunError> = match backend {
         Backend::Kvm => cabin_kvm::run(&image, &cfg),
+        Backend::Snp => cabin_snp::run(&image, &cfg),
         _ => cabin_process::run(&image, &cfg),
     };
     match result {

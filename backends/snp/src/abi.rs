@@ -135,9 +135,11 @@ pub const CREATE_VCPU: u64 = ioc(IOC_WRITE, MAGIC, 4, size_of::<Vcpu>());
 /// `CABIN_VMPL_RUN`: `_IOWR(MAGIC, 5, Run)`.
 pub const RUN: u64 = ioc(IOC_READ | IOC_WRITE, MAGIC, 5, size_of::<Run>());
 
-/// Every struct's (name, size, [(field, offset)]): what the C header test
-/// compares.
-pub fn layout() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
+/// One struct's C name, size, and (field, offset) pairs.
+pub type StructLayout = (&'static str, usize, Vec<(&'static str, usize)>);
+
+/// Every struct's layout: what the C header test compares.
+pub fn layout() -> Vec<StructLayout> {
     use std::mem::offset_of;
     vec![
         (
