@@ -362,18 +362,9 @@ pub struct CpuState {
     pub sysenter_eip: u64,
     /// `MSR_KERNEL_GS_BASE`.
     pub kernel_gs_base: u64,
-    /// RIP.
-    pub rip: u64,
-    /// RSP.
-    pub rsp: u64,
-    /// RAX.
-    pub rax: u64,
-    /// RDI.
-    pub rdi: u64,
-    /// RSI.
-    pub rsi: u64,
-    /// RDX.
-    pub rdx: u64,
+    /// The start registers (`rip`, `rsp`, `rax`, `rdi`, `rsi`, `rdx`; the
+    /// FS and GS bases are also in `fs` and `gs`).
+    pub start: VcpuStart,
     /// RFLAGS.
     pub rflags: u64,
 }
@@ -428,12 +419,7 @@ pub fn cpu_state(f: &CpuFeatures, d: &Guest, slot: usize, start: &VcpuStart) -> 
         sysenter_esp: kernel_stack_top(slot),
         sysenter_eip: d.sysenter_eip,
         kernel_gs_base: 0,
-        rip: start.rip,
-        rsp: start.rsp,
-        rax: start.rax,
-        rdi: start.rdi,
-        rsi: start.rsi,
-        rdx: start.rdx,
+        start: *start,
         rflags: RFLAGS,
     })
 }
@@ -586,12 +572,12 @@ pub fn setup(
     }
 
     let regs = kvm_regs {
-        rip: c.rip,
-        rsp: c.rsp,
-        rax: c.rax,
-        rdi: c.rdi,
-        rsi: c.rsi,
-        rdx: c.rdx,
+        rip: c.start.rip,
+        rsp: c.start.rsp,
+        rax: c.start.rax,
+        rdi: c.start.rdi,
+        rsi: c.start.rsi,
+        rdx: c.start.rdx,
         rflags: c.rflags,
         ..Default::default()
     };
