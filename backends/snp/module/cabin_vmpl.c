@@ -125,25 +125,39 @@ static void free_domain(struct cabin_domain *d)
 {
 	u64 i;
 
-	if (d->vmsa) {
-		/* Clear the VMSA bit before the page goes back (VMPL0 only). */
-		rmpadjust((unsigned long)d->vmsa, false, 1);
+	if (d->vmsa_alloc) {
+		/* Clear the VMSA bit before the page goes back (VMPL0 only);
+		 * if that fails the page is leaked, never reused. */
+		if (!d->vmsa || rmpadjust((unsigned long)d->vmsa, RMP_PG_4K, 1) == 0)
+			__free_pages(d->vmsa_alloc, 1);
+		else
+			pr_warn("cabin-vmpl: leaking a VMSA page whose VMSA bit could not be cleared\n");
 	}
-	if (d->vmsa_alloc)
-		__free_pages(d->vmsa_alloc, 1);
 	if (d->ghcb) {
 		set_memory_encrypted((unsigned long)d->ghcb, 1);
 		free_page((unsigned long)d->ghcb);
 	}
 	for (i = 0; d->chunks && i < d->nchunks; i++) {
 		if (d->chunks[i]) {
-			/* Take every permission back from VMPL1. */
+			/*
+			 * Take every permission back from VMPL1 before the pages
+			 * return to the kernel: as one 2 MiB entry where GRANT
+			 * made one, else page by page (a 4 KiB RMPADJUST on a
+			 * 2 MiB entry fails, and the other way round). A page
+			 * that cannot be revoked is leaked, never reused.
+			 */
 			unsigned long va = (unsigned long)page_address(d->chunks[i]);
 			unsigned long off;
+			bool revoked = true;
 
-			for (off = 0; off < CABIN_VMPL_CHUNK; off += PAGE_SIZE)
-				rmpadjust(va + off, false, 1);
-			__free_pages(d->chunks[i], CHUNK_ORDER);
+			if (rmpadjust(va, RMP_PG_2M, 1)) {
+				for (off = 0; off < CABIN_VMPL_CHUNK; off += PAGE_SIZE)
+					revoked &= rmpadjust(va + off, RMP_PG_4K, 1) == 0;
+			}
+			if (revoked)
+				__free_pages(d->chunks[i], CHUNK_ORDER);
+			else
+				pr_warn("cabin-vmpl: leaking a 2 MiB chunk VMPL1 permissions could not be revoked from\n");
 		}
 	}
 	kvfree(d->chunks);

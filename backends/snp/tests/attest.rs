@@ -120,3 +120,48 @@ fn the_report_must_bind_the_image() {
     r.report_data[60] = 1;
     assert!(binding(&r, &digest).is_err());
 }
+
+/// Attack: whoever hands `cabinc attest verify` its files controls every
+/// byte. Random reports (fields the parser interprets: versions, the chip
+/// id, the signature algorithm) and truncated or corrupted certificates end
+/// in an error, never a panic or a pass.
+#[test]
+fn hostile_reports_and_certificates_end_in_errors() {
+    let f = fixtures();
+    let (chain, _) = load_chain(&f).expect("chain");
+    let path = f.join("report.bin");
+    let original = std::fs::read(&path).expect("read");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..24 {
+        let bytes: Vec<u8> = if round % 2 == 0 {
+            (0..original.len()).map(|_| next() as u8).collect()
+        } else {
+            // The real report with 1..16 random bytes changed.
+            let mut b = original.clone();
+            for _ in 0..1 + next() % 16 {
+                let at = (next() % b.len() as u64) as usize;
+                b[at] = next() as u8;
+            }
+            if b == original {
+                continue;
+            }
+            b
+        };
+        let r = std::panic::catch_unwind(|| check_report(&bytes, &path, &chain));
+        assert!(matches!(r, Ok(Err(_))), "round {round}: a hostile report was not refused cleanly");
+    }
+    let vcek = std::fs::read(f.join("vcek.der")).expect("read");
+    let d = copy();
+    for cut in [0, 1, 16, vcek.len() / 2, vcek.len() - 1] {
+        std::fs::remove_file(d.path().join("vcek.der")).ok();
+        std::fs::write(d.path().join("vcek.der"), &vcek[..cut]).expect("write");
+        let r = std::panic::catch_unwind(|| load_chain(d.path()).map(|_| ()));
+        assert!(matches!(r, Ok(Err(_))), "a VCEK cut at {cut} was not refused cleanly");
+    }
+}
