@@ -269,7 +269,10 @@ impl Domain for SnpDomain {
         let cfg = KvmConfig::for_spec(spec);
         let mut random = [0u8; 16];
         // SAFETY: getrandom writes at most 16 bytes into `random`.
-        unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let n = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        if n != random.len() as isize {
+            return Err(host("getrandom for AT_RANDOM"));
+        }
         let f = host_cpu_features();
         let mut snp = build(image.data, cfg.mem_size, &cfg.program, random, &f)
             .map_err(snp_error("building the domain"))?;
