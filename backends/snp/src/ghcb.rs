@@ -5,9 +5,10 @@
 //! Source: AMD, "SEV-ES Guest-Hypervisor Communication Block
 //! Standardization", publication 56421, revision 2.03: §2.3.1 "GHCB MSR
 //! Protocol" (the GHCBInfo codes in bits 11:0 and the data layout of each
-//! request/response) and §4.1.x / Table 7 "List of Supported Non-Automatic
-//! Events" (the `SW_EXITCODE` values). Cross-read against Linux
-//! `arch/x86/include/asm/sev-common.h` and `arch/x86/include/uapi/asm/svm.h`.
+//! request/response) and §4 "GHCB Protocol", the table of supported
+//! Non-Automatic Exit (NAE) events (the `SW_EXITCODE` values). Cross-read
+//! against Linux `arch/x86/include/asm/sev-common.h` and
+//! `arch/x86/include/uapi/asm/svm.h`.
 //!
 //! Only the values: the module (`module/cabin_vmpl.c`) issues them; the
 //! Rust side builds and decodes them so tests pin both.
@@ -63,7 +64,7 @@ pub mod hv_features {
     pub const AP_CREATION: u64 = 1 << 1;
 }
 
-/// `SW_EXITCODE`s of a `VMGEXIT` with a GHCB (Table 7). Architectural exit
+/// `SW_EXITCODE`s of a `VMGEXIT` with a GHCB (the NAE event table). Architectural exit
 /// codes (`SVM_EXIT_*`) used as NAE events are listed too.
 pub mod exit {
     /// `CPUID` (an architectural exit code).

@@ -3,10 +3,11 @@
 //! VMPL1 at CPL 3 / CPL 0 read, write or execute this GPA" and follows the
 //! instruction's rules (who may grant what).
 //!
-//! Facts (AMD64 Architecture Programmer's Manual, Vol. 3, pub. 24594,
-//! `RMPADJUST`; Vol. 2, pub. 24593, §15.36.7 "Virtual Machine Privilege
-//! Levels" and §15.36.10 "RMP and VMPL Access Checks"; checked against
-//! Linux `arch/x86/include/asm/sev.h` and OVMF's `SevSnpRmpAdjust`):
+//! Facts (AMD64 Architecture Programmer's Manual, Vol. 3, pub. 24594, the
+//! `RMPADJUST` instruction page; Vol. 2, pub. 24593, §15.36 "Secure Nested
+//! Paging", its subsections on Virtual Machine Privilege Levels and on RMP
+//! and VMPL access checks; checked against Linux
+//! `arch/x86/include/asm/sev.h` and OVMF's `SevSnpRmpAdjust`):
 //!
 //! - `RMPADJUST` (`F3 0F 01 FE`, CPL 0 only): `RAX` = guest-virtual address
 //!   of the page, `RCX` bit 0 = page size (0: 4 KiB, 1: 2 MiB), `RDX` =
