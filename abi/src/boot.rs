@@ -96,6 +96,12 @@ pub const BOOT_FLAG_MEMORY_LIMIT: u32 = 1 << 3;
 /// one: no policy, no trace, no audit, and not the synchronous forwarding
 /// mode that measures them.
 pub const BOOT_FLAG_READ_AHEAD: u32 = 1 << 4;
+/// The process backend's host has an invariant TSC (constant rate, never
+/// stops, in step on every CPU) and the policy lets the libos read the
+/// clocks itself: the libos serves wall and monotonic clock reads from
+/// `rdtsc`, calibrated against the host's own clocks, which it reads
+/// natively now and then (docs/syscalls.md, "Clock reads").
+pub const BOOT_FLAG_TSC_CLOCK: u32 = 1 << 5;
 
 /// Number of per-system-call counters the libos keeps for calls it serves
 /// locally ([`BootInfo::local_counts`]); numbers at or above this are

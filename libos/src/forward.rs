@@ -214,6 +214,8 @@ pub fn init(boot: u64) -> bool {
     }
     if flags & BOOT_FLAG_KVM != 0 {
         clock::init(tsc_khz);
+    } else if flags & cabin_abi::boot::BOOT_FLAG_TSC_CLOCK != 0 {
+        clock::init_native();
     }
     {
         // SAFETY: start-up, single thread, no other reference alive.
@@ -560,6 +562,19 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
                 return None;
             }
             return clock::serve(nr, a);
+        }
+        // The TSC clock (BOOT_FLAG_TSC_CLOCK) anchors with native
+        // `clock_gettime`s: only when the policy plainly allows that call.
+        nr::clock_gettime | nr::gettimeofday | nr::time
+            if process && !st.check.contains(nr::clock_gettime) =>
+        {
+            match clock::serve(nr, a) {
+                Some(r) => r,
+                // SAFETY: clock reads only write the caller's result buffers,
+                // exactly as the program's own call would; the seccomp filter
+                // allows them.
+                None => unsafe { syscall6(nr, a) },
+            }
         }
         nr::clock_gettime | nr::clock_getres | nr::gettimeofday | nr::time if process => {
             // SAFETY: clock reads only write the caller's result buffers,

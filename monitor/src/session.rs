@@ -131,14 +131,21 @@ impl<'a> Session<'a> {
         // program is placed on some of them, but the threads it creates
         // run on all; docs/threads.md).
         service.set_cpus(spec.all_cpus.map(|c| c.cpus()).unwrap_or_default());
-        let shared = Shared::new(service, Some(gate));
-
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.
         let clocks = ThreadClocks::default();
         domain.join_clocks(&clocks);
         let used = clocks.clone();
         let program_clock = domain.cpu_clock();
+        // The program's own CPU clocks (`clock()`, `getrusage`, `times`):
+        // its threads' when they are the monitor's (KVM's vCPU threads),
+        // never the ring workers'.
+        service.set_program_cpu(match program_clock {
+            CpuClock::Process(pid) => crate::service::ProgramCpu::Process(pid),
+            CpuClock::RunThread => crate::service::ProgramCpu::Threads(clocks.clone()),
+        });
+        let shared = Shared::new(service, Some(gate));
+
         let cpu_used = move || match program_clock {
             CpuClock::Process(pid) => process_cpu_time(pid).map(|program| program + used.used()),
             CpuClock::RunThread => Some(used.used()),
@@ -175,7 +182,7 @@ impl<'a> Session<'a> {
                 let (done, timers) = (&forwarding_done, &*timers);
                 s.spawn(move || crate::timers::run_until(done, timers, poster));
             }
-            let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_this_thread());
+            let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_as_program_thread(0));
             // This thread runs the program (a vCPU) or waits for it, on the
             // program's CPUs for the run.
             if let Some(p) = &placement {

@@ -134,6 +134,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
                 _ => true,
             };
             let _clock = self.clocks.join_this_thread();
+            crate::watch::set_serving_slot(worker.slot);
             let host = Host { threads: self, scope };
             // A panic here is a monitor bug; the program would otherwise
             // wait for a completion forever. Stop it and report it.

@@ -100,11 +100,17 @@ pub struct ThreadClocks(Arc<Mutex<Clocks>>);
 struct Clocks {
     v: Vec<ThreadClock>,
     retired: Duration,
+    /// The part of `retired` that program threads (vCPUs) used.
+    retired_program: Duration,
 }
 
 #[derive(Debug)]
 struct ThreadClock {
     clock: libc::clockid_t,
+    /// The program thread slot this thread runs (a vCPU thread: its CPU
+    /// time is the program's own, what `clock()` and `getrusage` report);
+    /// `None` for the monitor's own threads (ring workers).
+    program_slot: Option<usize>,
     /// The clock when the thread joined.
     start: Duration,
     /// Time counted so far (final once the thread left).
@@ -131,6 +137,17 @@ fn read_clock(clock: libc::clockid_t) -> Option<Duration> {
 impl ThreadClocks {
     /// Counts the calling thread's CPU time from now until the guard drops.
     pub fn join_this_thread(&self) -> ClockGuard {
+        self.join(None)
+    }
+
+    /// As [`ThreadClocks::join_this_thread`], for the thread that runs
+    /// program thread slot `slot` (a vCPU thread): its time is also the
+    /// program's own ([`ThreadClocks::program_used`]).
+    pub fn join_as_program_thread(&self, slot: usize) -> ClockGuard {
+        self.join(Some(slot))
+    }
+
+    fn join(&self, program_slot: Option<usize>) -> ClockGuard {
         let mut clock: libc::clockid_t = 0;
         // SAFETY: pthread_self is always valid; writes one clockid_t into a local.
         let ok = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0;
@@ -138,6 +155,7 @@ impl ThreadClocks {
         let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let entry = ThreadClock {
             clock,
+            program_slot,
             start: start.unwrap_or_default(),
             used: Duration::ZERO,
             left: start.is_none(),
@@ -146,6 +164,9 @@ impl ThreadClocks {
             Some(i) => {
                 let done = c.v[i].used;
                 c.retired += done;
+                if c.v[i].program_slot.is_some() {
+                    c.retired_program += done;
+                }
                 c.v[i] = entry;
                 i
             }
@@ -174,6 +195,54 @@ impl ThreadClocks {
                 .sum();
         retired + live
     }
+
+    /// The CPU time of the program's own threads (those that joined with
+    /// [`ThreadClocks::join_as_program_thread`]), ended ones included:
+    /// what the program's `CLOCK_PROCESS_CPUTIME_ID` reads.
+    pub fn program_used(&self) -> Duration {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let retired = c.retired_program;
+        let live: Duration =
+            c.v.iter_mut().filter(|t| t.program_slot.is_some()).map(ThreadClock::update).sum();
+        retired + live
+    }
+
+    /// The CPU time of the live thread running program slot `slot`: what
+    /// that thread's `CLOCK_THREAD_CPUTIME_ID` reads.
+    pub fn program_thread_used(&self, slot: usize) -> Option<Duration> {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.v.iter_mut().find(|t| !t.left && t.program_slot == Some(slot)).map(ThreadClock::update)
+    }
+}
+
+impl ThreadClock {
+    /// Reads a live thread's clock into `used`; returns `used`.
+    fn update(&mut self) -> Duration {
+        if !self.left {
+            if let Some(now) = read_clock(self.clock) {
+                self.used = now.saturating_sub(self.start);
+            }
+        }
+        self.used
+    }
+}
+
+thread_local! {
+    /// The program thread slot whose calls this monitor thread serves (a
+    /// ring worker's slot, or a vCPU thread's own).
+    static SERVING_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Says that the calling thread serves the calls of program thread slot
+/// `slot` (see [`serving_slot`]).
+pub fn set_serving_slot(slot: usize) {
+    SERVING_SLOT.with(|s| s.set(slot));
+}
+
+/// The program thread slot whose calls the calling thread serves (0 unless
+/// [`set_serving_slot`] said otherwise).
+pub fn serving_slot() -> usize {
+    SERVING_SLOT.with(|s| s.get())
 }
 
 impl Drop for ClockGuard {
@@ -349,6 +418,45 @@ mod tests {
         let g = clocks.join_this_thread();
         assert!(clocks.used() < after + Duration::from_millis(100));
         drop(g);
+    }
+
+    #[test]
+    fn the_programs_clock_counts_its_threads_never_the_workers() {
+        let clocks = ThreadClocks::default();
+        let spin = |d: Duration| {
+            let t0 = Instant::now();
+            let mut x = 0u64;
+            while t0.elapsed() < d {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        };
+        let c = clocks.clone();
+        std::thread::spawn(move || {
+            let _worker = c.join_this_thread();
+            spin(Duration::from_millis(100));
+        })
+        .join()
+        .ok();
+        assert_eq!(clocks.program_used(), Duration::ZERO, "a worker's time is not the program's");
+        let c = clocks.clone();
+        let seen = std::thread::spawn(move || {
+            let _vcpu = c.join_as_program_thread(3);
+            spin(Duration::from_millis(50));
+            (c.program_thread_used(3), c.program_thread_used(2))
+        })
+        .join()
+        .expect("thread");
+        assert!(seen.0.is_some_and(|t| t > Duration::ZERO), "{seen:?}");
+        assert_eq!(seen.1, None, "no thread runs slot 2");
+        let program = clocks.program_used();
+        assert!(program > Duration::ZERO && program < clocks.used(), "{program:?} vs {:?}", clocks.used());
+        // Entries are reused; the time of those that left stays counted.
+        let c = clocks.clone();
+        std::thread::spawn(move || drop(c.join_this_thread())).join().ok();
+        let c = clocks.clone();
+        std::thread::spawn(move || drop(c.join_this_thread())).join().ok();
+        assert!(clocks.program_used() >= program);
+        assert_eq!(clocks.program_thread_used(3), None, "slot 3's thread has left");
     }
 
     #[test]

@@ -206,8 +206,106 @@ pub fn open() -> Result<(Kvm, CpuId, CpuFeatures), VcpuError> {
     let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
     let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
     offer_host_protections(&mut cpuid, core::arch::x86_64::__cpuid_count(7, 0).ebx);
-    let f = CpuFeatures::from_cpuid(&cpuid);
+    // The program gets the CPU it has natively (docs/kvm.md, "The CPU a
+    // program sees"), and CR4/XCR0 follow that table: KVM's supported
+    // table may leave out what its guests use anyway (this machine's nested
+    // KVM lists no XSAVE, so CR4.OSXSAVE was never set and KVM hid
+    // OSXSAVE, and with it AVX, from every program). XCR0 stays within
+    // what KVM supports, which SET_XCRS checks.
+    let supported = CpuFeatures::from_cpuid(&cpuid);
+    match_host(&mut cpuid, &host_cpuid)?;
+    let f = CpuFeatures { xcr0_supported: supported.xcr0_supported, ..CpuFeatures::from_cpuid(&cpuid) };
     Ok((kvm, cpuid, f))
+}
+
+/// CPUID.1:ECX.OSXSAVE.
+const OSXSAVE: u32 = 1 << 27;
+/// CPUID.1:ECX bits that need XSAVE enabled by the kernel: FMA (12),
+/// XSAVE (26), OSXSAVE (27), AVX (28), F16C (29).
+const XSAVE_DEPENDENT: u32 = (1 << 12) | (1 << 26) | OSXSAVE | (1 << 28) | (1 << 29);
+/// CPUID.7.0:ECX bits of PKU (3) and OSPKE (4).
+const PKU_OSPKE: u32 = (1 << 3) | (1 << 4);
+/// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`: the entry is for one subleaf.
+const SIGNIFICANT_INDEX: u32 = 1;
+
+/// The CPU as a native program sees it, for the leaves a program reads:
+/// `host(leaf, subleaf)` is the host's CPUID (the monitor runs natively,
+/// so its CPUID is the program's native one). What is copied and what is
+/// kept from KVM's table, and why, is listed in docs/kvm.md ("The CPU a
+/// program sees").
+pub fn match_host(cpuid: &mut CpuId, host: &dyn Fn(u32, u32) -> [u32; 4]) -> Result<(), VcpuError> {
+    let mut set = |leaf: u32, sub: u32, regs: [u32; 4], keep: [u32; 4]| -> Result<(), VcpuError> {
+        let e = cpuid.as_mut_slice().iter_mut().find(|e| e.function == leaf && e.index == sub);
+        match e {
+            Some(e) => {
+                let mix = |old: u32, i: usize| (old & keep[i]) | (regs[i] & !keep[i]);
+                (e.eax, e.ebx, e.ecx, e.edx) = (mix(e.eax, 0), mix(e.ebx, 1), mix(e.ecx, 2), mix(e.edx, 3));
+                Ok(())
+            }
+            None => {
+                let flags = if matches!(leaf, 7 | 0xd) { SIGNIFICANT_INDEX } else { 0 };
+                let [eax, ebx, ecx, edx] = regs;
+                let e = kvm_bindings::kvm_cpuid_entry2 {
+                    function: leaf,
+                    index: sub,
+                    flags,
+                    eax,
+                    ebx,
+                    ecx,
+                    edx,
+                    ..Default::default()
+                };
+                cpuid.push(e).map_err(|_| VcpuError::Kvm {
+                    what: "CPUID table full",
+                    err: kvm_ioctls::Error::new(libc::E2BIG),
+                })
+            }
+        }
+    };
+    let none = [0; 4];
+    // Leaf 1: family/model, features; EBX[31:24] (the APIC id) stays the
+    // vCPU's. OSXSAVE follows the guest's CR4.
+    let mut l1 = host(1, 0);
+    let xsave = l1[2] & (1 << 26) != 0;
+    if xsave {
+        l1[2] |= OSXSAVE;
+    } else {
+        l1[2] &= !XSAVE_DEPENDENT;
+    }
+    set(1, 0, l1, [0, 0xff00_0000, 0, 0])?;
+    // Leaf 7: structured extended features; PKU/OSPKE stay the guest's
+    // (CR4.PKE is never set for the program).
+    let l7 = host(7, 0);
+    set(7, 0, l7, [0, 0, PKU_OSPKE, 0])?;
+    for sub in 1..=l7[0].min(3) {
+        set(7, sub, host(7, sub), none)?;
+    }
+    // Leaf 0xD: XSAVE state components as the host reports them.
+    if xsave {
+        for sub in 0..64 {
+            let r = host(0xd, sub);
+            if sub < 2 || r != none {
+                set(0xd, sub, r, none)?;
+            }
+        }
+    }
+    let max_ext = host(0x8000_0000, 0)[0];
+    if max_ext >= 0x8000_0001 {
+        set(0x8000_0001, 0, host(0x8000_0001, 0), [!0, !0, 0, 0])?;
+    }
+    for leaf in 0x8000_0002..=0x8000_0004u32.min(max_ext) {
+        set(leaf, 0, host(leaf, 0), none)?;
+    }
+    if max_ext >= 0x8000_0008 {
+        set(0x8000_0008, 0, host(0x8000_0008, 0), [0, 0, !0, !0])?;
+    }
+    Ok(())
+}
+
+/// The host's CPUID.
+pub fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
 }
 
 /// CPUID.7.0:EBX bits of SMEP (7) and SMAP (20).
@@ -606,6 +704,55 @@ mod tests {
         assert_eq!(none.cr4() & (CR4_SMEP | CR4_SMAP | CR4_UMIP), 0);
         assert_eq!(none.xcr0(), 1);
         assert_eq!(f.hwcap2(), 2);
+    }
+
+    #[test]
+    fn the_program_sees_the_host_cpu_but_its_own_apic_id_and_pkeys() {
+        let entry = |function, index, ebx, ecx| kvm_bindings::kvm_cpuid_entry2 {
+            function,
+            index,
+            ebx,
+            ecx,
+            ..Default::default()
+        };
+        // KVM's table: leaf 1 with APIC id 3 and no XSAVE, leaf 7 with OSPKE.
+        let mut c =
+            CpuId::from_entries(&[entry(1, 0, 0x0300_0000, 0), entry(7, 0, 0, PKU_OSPKE)]).expect("table");
+        let host = |leaf: u32, sub: u32| -> [u32; 4] {
+            match (leaf, sub) {
+                (0, 0) => [0xd, 0, 0, 0],
+                (1, 0) => [0xa00f11, 0x0102_0800, 0x8400_0001, 0x178b_fbff], // hypervisor, XSAVE, SSE3
+                (7, 0) => [0, 0x219c_07ab, 0x0040_0684, 0x10],
+                (0xd, 0) => [7, 0x340, 0x340, 0],
+                (0xd, 2) => [0x100, 0x240, 0, 0],
+                (0x8000_0000, 0) => [0x8000_0001, 0, 0, 0],
+                (0x8000_0001, 0) => [0, 0, 0x21, 0x0c00_0000],
+                _ => [0; 4],
+            }
+        };
+        match_host(&mut c, &host).expect("fits");
+        let get = |l: u32, s: u32| c.as_slice().iter().find(|e| e.function == l && e.index == s).copied();
+        let l1 = get(1, 0).expect("leaf 1");
+        assert_eq!(l1.ebx, 0x0302_0800, "the vCPU's APIC id, the host's other fields");
+        assert_eq!(l1.ecx, 0x8400_0001 | OSXSAVE, "hypervisor bit as natively, OSXSAVE with XSAVE");
+        let l7 = get(7, 0).expect("leaf 7");
+        assert_eq!((l7.ebx, l7.ecx & !PKU_OSPKE, l7.ecx & PKU_OSPKE), (0x219c_07ab, 0x0040_0684, PKU_OSPKE));
+        assert_eq!(get(0xd, 2).expect("AVX state").flags, SIGNIFICANT_INDEX, "added as a subleaf");
+        assert!(get(0xd, 3).is_none(), "components the host lacks stay out");
+        assert_eq!(get(0x8000_0001, 0).expect("added").edx, 0x0c00_0000);
+        let f = CpuFeatures::from_cpuid(&c);
+        assert!(f.xsave() && f.cr4() & CR4_OSXSAVE != 0);
+        // Without XSAVE on the host, nothing that needs it is shown.
+        let mut c = CpuId::from_entries(&[entry(1, 0, 0, 0)]).expect("table");
+        match_host(&mut c, &|l, _| {
+            if l == 1 {
+                [0, 0, (XSAVE_DEPENDENT & !(1 << 26)) | 1, 0]
+            } else {
+                [0; 4]
+            }
+        })
+        .expect("fits");
+        assert_eq!(c.as_slice()[0].ecx, 1);
     }
 
     #[test]

@@ -292,7 +292,8 @@ impl Vcpus {
         let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
             apply_affinity(this.lock().affinity.as_ref());
             let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let _clock = clocks.as_ref().map(|c| c.join_this_thread());
+            let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
+            cabin_monitor::watch::set_serving_slot(slot);
             match this.prepare(slot, parked, &start) {
                 Ok(fd) => {
                     let _ = tx.send(Ok(()));

@@ -371,7 +371,8 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             flags: BOOT_FLAG_PROCESS
                 | if spec.force_trap { BOOT_FLAG_FORCE_TRAP } else { 0 }
                 | BOOT_FLAG_MEMORY_LIMIT
-                | if spec.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 },
+                | if spec.read_ahead { cabin_abi::boot::BOOT_FLAG_READ_AHEAD } else { 0 }
+                | if invariant_tsc() { cabin_abi::boot::BOOT_FLAG_TSC_CLOCK } else { 0 },
             ring: RING_ADDR,
             ring_size: RING_SIZE,
             arena_start: ARENA_BASE,
@@ -382,8 +383,9 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             ppid: ppid as u32,
             uid,
             gid,
-            // The process backend's libos asks the host kernel (its vDSO-less
-            // clock calls are allowed by the seccomp filter).
+            // The process backend's libos calibrates the TSC itself
+            // (BOOT_FLAG_TSC_CLOCK) against the host kernel's clocks, which
+            // the seccomp filter lets it read.
             tsc_khz: 0,
             fault_signo: 0,
             fault_addr: 0,
@@ -493,4 +495,13 @@ fn build_stack(d: &DomainMemory, spec: &DomainSpec, elf: &ElfFile<'_>, phdr: u64
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     mem.write(sp, &bytes).map_err(werr)?;
     Ok(sp)
+}
+
+/// Whether the host's TSC is invariant (CPUID 0x8000_0007 EDX bit 8:
+/// constant rate, never stops), so the libos may serve clock reads from it
+/// (`BOOT_FLAG_TSC_CLOCK`).
+fn invariant_tsc() -> bool {
+    // Leaf 0x8000_0000 says whether the extended leaf exists.
+    core::arch::x86_64::__cpuid(0x8000_0000).eax >= 0x8000_0007
+        && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
 }

@@ -3,6 +3,7 @@
 //! reports confined/native ratios (higher is better) per item and their geometric mean per backend.
 //! Writes `DIR/bench.json`, `DIR/bench.svg` and `DIR/bench.txt`.
 
+pub mod load;
 pub mod report;
 pub mod stats;
 
@@ -41,6 +42,10 @@ pub struct BenchArgs {
     /// Untimed warm-up runs of each side before measuring.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
+    /// CPU hogs (busy threads) to run during every native and confined run, interleaved, so
+    /// both sides meet the same load; recorded in the report.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub load: usize,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -141,6 +146,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         bail!("--source applies to one entry; help: name exactly one entry");
     }
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let loadavg_start = load::loadavg();
     let names: Vec<String> = backends.iter().map(ToString::to_string).collect();
     status(
         "Benchmarking",
@@ -160,6 +166,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             }
         };
         let sides: Vec<Backend> = std::iter::once(Backend::Native).chain(backends.iter().cloned()).collect();
+        // The hogs run through every run of this item (both sides, warm-ups included) and stop
+        // at the end of this loop iteration.
+        let hogs = load::Hogs::start(args.load);
+        if args.load > 0 {
+            status("Loading", &format!("{} CPU hog(s) running", hogs.count()));
+        }
         for w in 0..args.warmup {
             for side in &sides {
                 status("Warming", &format!("{} {}/{} {side}", item.id(), w + 1, args.warmup));
@@ -233,7 +245,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    let report = Report::new(results, failures, Machine::detect(), rfc3339(started), args.runs);
+    let load = load::Load { hogs: args.load, loadavg_start, loadavg_end: load::loadavg() };
+    let report =
+        Report::new(results, failures, Machine::detect(), rfc3339(started), args.runs).with_load(load);
     let table = report.table();
     print!("{table}");
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;

@@ -87,6 +87,8 @@ pub struct Report {
     pub date: String,
     /// Runs per side.
     pub runs: usize,
+    /// The machine's load: `--load` hogs and the load averages.
+    pub load: super::load::Load,
 }
 
 impl Report {
@@ -123,7 +125,14 @@ impl Report {
             machine,
             date,
             runs,
+            load: super::load::Load::default(),
         }
+    }
+
+    /// The report with the run's load recorded.
+    pub fn with_load(mut self, load: super::load::Load) -> Report {
+        self.load = load;
+        self
     }
 
     /// The table printed on stdout.
@@ -148,6 +157,18 @@ impl Report {
                 if i.ratio < 0.95 { "  <0.95" } else { "" }
             );
         }
+        let l = &self.load;
+        let _ = writeln!(
+            s,
+            "load: {} CPU hog(s) during every run; load average {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end",
+            l.hogs,
+            l.loadavg_start[0],
+            l.loadavg_start[1],
+            l.loadavg_start[2],
+            l.loadavg_end[0],
+            l.loadavg_end[1],
+            l.loadavg_end[2]
+        );
         for (b, g) in &self.geomean {
             let _ = writeln!(
                 s,
@@ -353,5 +374,10 @@ mod tests {
         assert!(t.contains("geometric mean (passthrough): 1.000"));
         assert!(t.contains("<0.95"));
         assert!(t.contains("FAILED: boom"));
+        assert!(t.contains("load: 0 CPU hog(s)"), "{t}");
+        let loaded = sample().with_load(crate::bench::load::Load { hogs: 2, ..Default::default() });
+        assert!(loaded.table().contains("load: 2 CPU hog(s)"));
+        let json = serde_json::to_value(&loaded).expect("json");
+        assert_eq!(json["load"]["hogs"], 2);
     }
 }

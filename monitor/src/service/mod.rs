@@ -41,6 +41,7 @@ mod timers;
 pub use table::{served, serves};
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use crate::memory::{GuestMemory, MemError};
 use crate::sysnames;
@@ -102,6 +103,38 @@ const MAX_COPY: u64 = 64 << 20;
 const PATH_MAX: usize = 4096;
 const AT_FDCWD: i32 = -100;
 
+/// Whose CPU time is the program's own: what its `clock()`,
+/// `CLOCK_PROCESS_CPUTIME_ID`, `getrusage` and `times` report. Never the
+/// monitor's ring workers (their polling is not the program's work).
+#[derive(Debug, Clone)]
+pub enum ProgramCpu {
+    /// A host process of its own (the process backend): all its threads.
+    Process(i32),
+    /// Monitor threads that run the program (KVM: the vCPU threads, guest
+    /// time included): those that joined as program threads.
+    Threads(crate::watch::ThreadClocks),
+}
+
+impl ProgramCpu {
+    /// The program's CPU time so far.
+    pub fn process(&self) -> Duration {
+        match self {
+            ProgramCpu::Process(pid) => crate::watch::process_cpu_time(*pid).unwrap_or_default(),
+            ProgramCpu::Threads(c) => c.program_used(),
+        }
+    }
+
+    /// The CPU time of the program thread whose call the calling monitor
+    /// thread serves; the process's where the monitor cannot tell threads
+    /// apart (the process backend, whose libos reads thread clocks natively).
+    pub fn thread(&self) -> Duration {
+        match self {
+            ProgramCpu::Process(_) => self.process(),
+            ProgramCpu::Threads(c) => c.program_thread_used(crate::watch::serving_slot()).unwrap_or_default(),
+        }
+    }
+}
+
 /// The monitor's per-program service state.
 #[derive(Debug)]
 pub struct Service {
@@ -136,6 +169,9 @@ pub struct Service {
     /// The program's timers (`alarm`, `setitimer`, POSIX timers), shared
     /// with the session's timer thread; `None`: timer calls are `ENOSYS`.
     pub timers: Option<std::sync::Arc<crate::timers::Timers>>,
+    /// Where the program's own CPU time is read (`None`: not known yet,
+    /// CPU-time clocks read 0).
+    program_cpu: Option<ProgramCpu>,
 }
 
 fn errno() -> i32 {
@@ -208,7 +244,14 @@ impl Service {
             reports: Vec::new(),
             print_reports: true,
             timers: None,
+            program_cpu: None,
         }
+    }
+
+    /// Where the program's CPU-time clocks, `getrusage` and `times` are
+    /// read (docs/syscalls.md, "CPU time").
+    pub fn set_program_cpu(&mut self, cpu: ProgramCpu) {
+        self.program_cpu = Some(cpu);
     }
 
     /// Sizes the program's descriptor table (its `RLIMIT_NOFILE`): see

@@ -78,19 +78,6 @@ pub(super) fn getrlimit(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys
     Ok(0)
 }
 
-pub(super) fn getrusage(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    mem.write(a[1], &[0u8; 144])?;
-    Ok(0)
-}
-
-pub(super) fn times(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    if a[0] != 0 {
-        mem.write(a[0], &[0u8; 32])?;
-    }
-    // SAFETY: times(NULL) is allowed on Linux and touches no memory.
-    host(unsafe { libc::times(std::ptr::null_mut()) })
-}
-
 /// Bytes of the affinity mask the program sees: enough words (of 8 bytes,
 /// as the kernel copies) for its highest CPU.
 fn mask_bytes(cpus: &[usize]) -> usize {

@@ -51,12 +51,113 @@ pub(super) fn clock_nanosleep_on(mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     Ok(0)
 }
 
-pub(super) fn clock_gettime(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+/// Which of the program's CPU-time clocks a clock id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CpuClockOf {
+    /// `CLOCK_PROCESS_CPUTIME_ID`, or the program's own process clock.
+    Process,
+    /// `CLOCK_THREAD_CPUTIME_ID`, or the calling thread's own clock.
+    Thread,
+}
+
+/// `CLOCK_PROCESS_CPUTIME_ID`.
+const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+/// `CLOCK_THREAD_CPUTIME_ID`.
+const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+
+/// The CPU-time clock `id` names, `None` for a clock that is not a CPU-time
+/// one. A dynamic CPU clock (`clock_getcpuclockid`, `pthread_getcpuclockid`:
+/// negative, `~pid << 3 | per_thread << 2 | kind`) is the program's when its
+/// pid is 0 or the program's own (process clock) or its tid is 0 (thread
+/// clock); any other is `EINVAL`: the host's processes and the monitor's
+/// threads are not the program's to measure.
+pub(super) fn cpu_clock_of(id: u64, pid: u32) -> Option<Result<CpuClockOf, Fail>> {
+    let id = id as i32;
+    match id {
+        CLOCK_PROCESS_CPUTIME_ID => Some(Ok(CpuClockOf::Process)),
+        CLOCK_THREAD_CPUTIME_ID => Some(Ok(CpuClockOf::Thread)),
+        id if id < 0 => {
+            let who = !(id >> 3);
+            let per_thread = id & 4 != 0;
+            Some(match (id & 3, per_thread) {
+                (3, _) => Err(Fail::Errno(libc::EINVAL)),
+                (_, true) if who == 0 => Ok(CpuClockOf::Thread),
+                (_, false) if who == 0 || who as u32 == pid => Ok(CpuClockOf::Process),
+                _ => Err(Fail::Errno(libc::EINVAL)),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The program's CPU time on `clock`.
+fn cpu_time(s: &Service, clock: CpuClockOf) -> std::time::Duration {
+    match (&s.program_cpu, clock) {
+        (None, _) => std::time::Duration::ZERO,
+        (Some(c), CpuClockOf::Process) => c.process(),
+        (Some(c), CpuClockOf::Thread) => c.thread(),
+    }
+}
+
+pub(super) fn clock_gettime(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if let Some(clock) = cpu_clock_of(a[0], s.pid) {
+        let t = cpu_time(s, clock?);
+        let ts = [t.as_secs(), u64::from(t.subsec_nanos())];
+        mem.write(a[1], pod_bytes(&ts))?;
+        return Ok(0);
+    }
     clock_read(mem, a, libc::clock_gettime)
 }
 
-pub(super) fn clock_getres(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+pub(super) fn clock_getres(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if let Some(clock) = cpu_clock_of(a[0], s.pid) {
+        clock?;
+        if a[1] != 0 {
+            mem.write(a[1], pod_bytes(&[0u64, 1]))?;
+        }
+        return Ok(0);
+    }
     clock_read(mem, a, libc::clock_getres)
+}
+
+/// `RUSAGE_SELF`, `RUSAGE_CHILDREN`, `RUSAGE_THREAD`.
+const RUSAGE_SELF: i32 = 0;
+const RUSAGE_CHILDREN: i32 = -1;
+const RUSAGE_THREAD: i32 = 1;
+
+/// `getrusage`: the program's CPU time as user time (the monitor cannot
+/// split a vCPU's time into the guest's user and kernel parts; a CPU-bound
+/// program's is nearly all user time natively too), system time 0, every
+/// other field 0; `RUSAGE_CHILDREN` all 0 (a confined program's children
+/// are not its threads' time).
+pub(super) fn getrusage(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let t = match a[0] as i32 {
+        RUSAGE_SELF => cpu_time(s, CpuClockOf::Process),
+        RUSAGE_THREAD => cpu_time(s, CpuClockOf::Thread),
+        RUSAGE_CHILDREN => std::time::Duration::ZERO,
+        _ => return Err(Fail::Errno(libc::EINVAL)),
+    };
+    let mut ru = [0u64; 18];
+    ru[0] = t.as_secs();
+    ru[1] = u64::from(t.subsec_micros());
+    mem.write(a[1], pod_bytes(&ru))?;
+    Ok(0)
+}
+
+/// `times`: the program's CPU time as user time in clock ticks; returns
+/// the host's tick count, as Linux does.
+pub(super) fn times(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if a[0] != 0 {
+        // SAFETY: sysconf reads a constant.
+        let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+            hz if hz > 0 => hz as u128,
+            _ => 100,
+        };
+        let ticks = (cpu_time(s, CpuClockOf::Process).as_nanos() * hz / 1_000_000_000) as u64;
+        mem.write(a[0], pod_bytes(&[ticks, 0u64, 0, 0]))?;
+    }
+    // SAFETY: times(NULL) is allowed on Linux and touches no memory.
+    host(unsafe { libc::times(std::ptr::null_mut()) })
 }
 
 /// `clock_gettime` or `clock_getres` (`read`) of clock `a[0]`, written at
@@ -105,4 +206,41 @@ fn timespec(mem: &GuestMemory, addr: u64) -> Result<libc::timespec, Fail> {
         return Err(Fail::Errno(libc::EINVAL));
     }
     Ok(libc::timespec { tv_sec: sec, tv_nsec: nsec })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `clock_getcpuclockid(pid)`'s id: `~pid << 3 | 2` (CPUCLOCK_SCHED).
+    fn process_clock(pid: i32) -> u64 {
+        ((!pid) << 3 | 2) as i64 as u64
+    }
+
+    /// `pthread_getcpuclockid`'s id for thread `tid`: `~tid << 3 | 4 | 2`.
+    fn thread_clock(tid: i32) -> u64 {
+        ((!tid) << 3 | 6) as i64 as u64
+    }
+
+    #[test]
+    fn cpu_clocks_are_only_the_programs_own() {
+        let pid = 4242;
+        let ok = |id| cpu_clock_of(id, pid).map(|r| r.ok());
+        assert_eq!(ok(2), Some(Some(CpuClockOf::Process)));
+        assert_eq!(ok(3), Some(Some(CpuClockOf::Thread)));
+        assert_eq!(ok(process_clock(0)), Some(Some(CpuClockOf::Process)));
+        assert_eq!(ok(process_clock(pid as i32)), Some(Some(CpuClockOf::Process)));
+        assert_eq!(ok(thread_clock(0)), Some(Some(CpuClockOf::Thread)));
+        // The monitor's or any other process's or thread's CPU time: refused.
+        assert_eq!(ok(process_clock(1)), Some(None));
+        assert_eq!(ok(process_clock(std::process::id() as i32)), Some(None));
+        assert_eq!(ok(thread_clock(1)), Some(None));
+        // Kind 3 is not a clock.
+        assert_eq!(ok(((!0i32) << 3 | 3) as i64 as u64), Some(None));
+        // Wall and monotonic clocks are not CPU clocks; the high half of
+        // the id is ignored, as the kernel's `int` argument.
+        assert_eq!(ok(0), None);
+        assert_eq!(ok(1), None);
+        assert_eq!(ok(0xffff_ffff_0000_0002), Some(Some(CpuClockOf::Process)));
+    }
 }
