@@ -150,6 +150,12 @@ pub fn unchecked_xrstor(code: &[u8], vaddr: u64) -> Option<PkruWriter> {
     None
 }
 
+/// The first `wrpkru` (`0f 01 ef`) in `code` mapped at `vaddr`, at any
+/// byte offset.
+pub fn wrpkru_at(code: &[u8], vaddr: u64) -> Option<u64> {
+    code.windows(3).position(|w| w == [0x0f, 0x01, 0xef]).map(|i| vaddr.wrapping_add(i as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +198,8 @@ mod tests {
         let mut b = [0x90u8; 32];
         b[3..6].copy_from_slice(&[0x0f, 0x01, 0xef]);
         assert_eq!(unchecked_xrstor(&b, 0x1000), Some(PkruWriter::Wrpkru(0x1003)));
+        assert_eq!(wrpkru_at(&b, 0x1000), Some(0x1003));
+        assert_eq!(wrpkru_at(&PKRU_CHECK, 0), None);
         // The check cut short is not the check.
         let b = with_check(&[0x0f, 0xae, 0x2f]);
         assert!(unchecked_xrstor(&b[..20], 0).is_some());

@@ -140,6 +140,10 @@ pub struct Guest {
     /// Guest-physical address of the arena's first page (the arena is
     /// one run of guest-physical memory at `ARENA_VA`).
     pub arena_gpa: u64,
+    /// Protection key of the code pages (0: execute-only not enforced);
+    /// `vcpu::setup` sets CR4.PKE and loads PKRU when it is not 0
+    /// (`crate::pku`).
+    pub code_pkey: u8,
 }
 
 // SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
@@ -365,6 +369,7 @@ pub fn build(
         pt: std::sync::Mutex::new(pt),
         protectable,
         arena_gpa,
+        code_pkey,
     })
 }
 

@@ -476,7 +476,11 @@ impl Prepared {
 fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
     let start = Instant::now();
     let (kvm, cpuid, features) = vcpu::open().map_err(KvmError::NotUsable)?;
-    let eo = pku::decide(features.leaf7_ecx, true, false);
+    // Execute-only where the vCPU has PKU, the image's code is
+    // execute-only, and PKRU fits the XSAVE area KVM_SET_XSAVE loads.
+    let image_xo = cabin_image::elf::ElfFile::parse(image)
+        .is_ok_and(|e| e.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0));
+    let eo = pku::decide(features.leaf7_ecx, image_xo, pku::host_pkru_offset().is_some());
     let mut random = [0u8; 16];
     getrandom(&mut random);
     let hwcap = (u64::from(features.leaf1_edx), features.hwcap2());

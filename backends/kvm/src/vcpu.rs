@@ -377,7 +377,8 @@ pub fn setup(
     s.cr0 = CR0;
     s.cr2 = 0;
     s.cr3 = d.cr3;
-    s.cr4 = f.cr4();
+    // Execute-only (crate::pku): CR4.PKE where code pages carry a key.
+    s.cr4 = crate::pku::cr4(f.cr4(), d.code_pkey);
     s.efer = EFER;
     // No interrupt pending from a previous thread on this vCPU.
     s.interrupt_bitmap = [0; 4];
@@ -391,6 +392,8 @@ pub fn setup(
     }
     let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(kvm_err("SET_FPU"))?;
+    // Execute-only (crate::pku): PKRU denies data access to the code key.
+    crate::pku::load_pkru(vcpu, d.code_pkey)?;
 
     // Every way into ring 0 without an IDT gate names proxy-kernel code:
     // `syscall` (LSTAR: the gate), `syscall` from 32-bit code (CSTAR) and
