@@ -749,12 +749,17 @@ fn signal_redirect(vcpu: &mut VcpuFd, d: &Guest) -> Result<(), KvmError> {
     Ok(())
 }
 
-/// `si_code` of a fatal page fault: `SEGV_ACCERR` when the page is there
-/// but the access is not allowed (the error code's P bit, or a `PROT_NONE`
-/// entry, which is not present to the CPU), `SEGV_MAPERR` otherwise.
+/// `si_code` of a fatal page fault: `SEGV_PKUERR` when a protection key
+/// denied it (the error code's PK bit: a read of execute-only code),
+/// `SEGV_ACCERR` when the page is there but the access is not allowed (the
+/// error code's P bit, or a `PROT_NONE` entry, which is not present to the
+/// CPU), `SEGV_MAPERR` otherwise.
 fn segv_code(d: &Guest, f: &FaultReport, status: i32) -> Option<i32> {
     if f.vector != 14 || status != 128 + 11 {
         return None;
+    }
+    if f.error & cabin_proxy_kernel::trap::pf::PK != 0 {
+        return Some(4);
     }
     if f.error & 1 != 0 {
         return Some(2);

@@ -108,7 +108,8 @@ pub fn initial_pkru(code_pkey: u8) -> u32 {
 /// would not fit in `kvm_xsave::region`.
 pub fn pkru_offset(leaf_d_9: (u32, u32)) -> Option<usize> {
     let (size, offset) = (leaf_d_9.0 as usize, leaf_d_9.1 as usize);
-    let fits = size == 4 && offset >= XSTATE_BV + 64 && offset % 4 == 0 && offset + 4 <= XSAVE_REGION_BYTES;
+    // The component is 8 bytes on the CPUs seen (PKRU and padding).
+    let fits = size >= 4 && offset >= XSTATE_BV + 64 && offset % 4 == 0 && offset + 4 <= XSAVE_REGION_BYTES;
     fits.then_some(offset)
 }
 
@@ -180,7 +181,8 @@ mod tests {
 
     #[test]
     fn pkru_goes_into_the_xsave_region_and_xstate_bv() {
-        // CPUs with PKU report CPUID.(0xD, 9) = (4 bytes, offset 2688).
+        // CPUs with PKU (and QEMU's TCG) report CPUID.(0xD, 9) = (8 bytes, offset 2688).
+        assert_eq!(pkru_offset((8, 2688)), Some(2688));
         assert_eq!(pkru_offset((4, 2688)), Some(2688));
         assert_eq!(pkru_offset((0, 0)), None, "no PKRU component");
         assert_eq!(pkru_offset((4, 4096)), None, "past the region");

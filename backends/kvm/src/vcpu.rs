@@ -365,7 +365,7 @@ pub fn setup(
         base: kernel_va(tss_gpa(slot)),
         limit: (TSS_BYTES - 1) as u32,
         selector: tss_selector(slot),
-        type_: 11,
+        type_: super::descriptors::tr_type(),
         present: 1,
         ..Default::default()
     };
