@@ -11,7 +11,8 @@
 //!   runs);
 //! - a program reading its own code dies with SIGSEGV, SEGV_PKUERR;
 //! - the XRSTOR, forged-sigreturn and pkey attacks of
-//!   monitor/tests/programs/attack_xonly.c do not make code readable;
+//!   monitor/tests/programs/attack_xonly.c do not make code readable, and a
+//!   jump straight to a checked `xrstor` (past the mask) ends the program;
 //! - a sample program prints and exits as it does natively in the guest.
 //!
 //! The kvm backend runs there too, nested: the guest loads kvm_amd on TCG's
@@ -73,6 +74,21 @@ fn libraries(exe: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The address of an `xrstor64 [rdi]` followed by the PKRU check in the
+/// image (the libos's signal-return restore, or a masked trampoline): where
+/// the `jump` attack lands, past any mask.
+fn checked_xrstor_rdi(image: &Path) -> u64 {
+    let data = std::fs::read(image).expect("reading the image");
+    let elf = cabin_image::elf::ElfFile::parse(&data).expect("image parses");
+    let mut pattern = vec![0x48, 0x0f, 0xae, 0x2f];
+    pattern.extend_from_slice(&cabin_abi::pkru::PKRU_CHECK);
+    let found = elf.exec_segments().find_map(|s| {
+        let b = elf.bytes(s);
+        b.windows(pattern.len()).position(|w| w == pattern.as_slice()).map(|i| s.vaddr + i as u64)
+    });
+    found.expect("a checked xrstor [rdi] in the image")
+}
+
 /// The guest's /init: mounts what the runs need, runs every case, powers off.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -100,6 +116,7 @@ for m in read xrstor sigreturn pkey; do
     case_ native_$m /t/attack_xonly $m
     case_ process_$m /cabinc run --backend process -q /t/attack_xonly.cabin -- $m
 done
+case_ process_jump /cabinc run --backend process -q /t/attack_xonly.cabin -- jump @JUMP@
 # The kvm backend under TCG: nested SVM/VMX, if the guest kernel takes it.
 case_ kvm_modules sh -c 'for m in irqbypass ccp kvm kvm-amd kvm-intel; do insmod /m/$m.ko 2>&1; done; ls -l /dev/kvm 2>&1; grep -m1 -o -w -e svm -e vmx /proc/cpuinfo'
 if [ -c /dev/kvm ]; then
@@ -109,6 +126,7 @@ if [ -c /dev/kvm ]; then
     for m in read xrstor sigreturn pkey; do
         case_ kvm_$m timeout 120 /cabinc run --backend kvm -q /t/attack_xonly.cabin -- $m
     done
+    case_ kvm_jump timeout 120 /cabinc run --backend kvm -q /t/attack_xonly.cabin -- jump @JUMP@
 fi
 echo "@@DONE"
 poweroff -f
@@ -266,8 +284,9 @@ fn execute_only_is_enforced_under_qemu_with_protection_keys() {
             }
         }
     }
+    let jump = checked_xrstor_rdi(&dir.path().join("attack_xonly.cabin"));
     let init = root.join("init");
-    std::fs::write(&init, INIT).expect("writing init");
+    std::fs::write(&init, INIT.replace("@JUMP@", &format!("{jump:#x}"))).expect("writing init");
     let chmod = Command::new("chmod").arg("755").arg(&init).status().expect("chmod");
     assert!(chmod.success());
     // newc cpio of the tree, by busybox.
@@ -311,6 +330,11 @@ fn execute_only_is_enforced_under_qemu_with_protection_keys() {
         assert_eq!(c.rc, Some(128 + 11), "process {m}: {c:?}");
         assert!(c.err.contains("SIGSEGV") && c.err.contains("SEGV_PKUERR"), "process {m}: {c:?}");
     }
+    // A jump straight to a checked xrstor with PKRU = 0 in the area: the
+    // check ends the program (exit_group(139)) before any read.
+    let j = case("process_jump");
+    assert!(j.out.contains("jump: to ") && !j.out.contains("read code:"), "process jump: {j:?}");
+    assert_eq!(j.rc, Some(139), "process jump: {j:?}");
     let refused = [
         "pkey_alloc refused",
         "pkey_mprotect of code refused",
@@ -345,6 +369,12 @@ fn execute_only_is_enforced_under_qemu_with_protection_keys() {
             assert!(c.err.contains("protection key") && c.err.contains("SEGV_PKUERR"), "kvm {m}: {c:?}");
         }
     }
+    // kvm: XCR0 has no PKRU, so the area naming it faults (#GP).
+    let j = case("kvm_jump");
+    assert!(
+        !j.out.contains("read code:") && j.rc == Some(139) && j.err.contains("SIGSEGV"),
+        "kvm jump: {j:?}"
+    );
     let pkey = case("kvm_pkey");
     for what in refused {
         assert!(pkey.out.contains(what), "kvm {what}: {pkey:?}");

@@ -12,6 +12,10 @@
 //              PKRU = 0, then read
 //   pkey       pkey_alloc / pkey_mprotect / mprotect(PROT_READ) of code,
 //              then read
+//   jump ADDR  jump straight to an `xrstor [rdi]` at ADDR (one Cabin
+//              emitted: the test finds it in the image), past any mask,
+//              with the area of `xrstor` and every feature requested;
+//              the PKRU check after it must end the program
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -71,6 +75,29 @@ static void attack_xrstor(void) {
     read_code("xrstor");
 }
 
+static void prepare_area(void) {
+    unsigned long long x = xcr0();
+    long off = pkru_offset();
+    memset(area, 0, sizeof area);
+    __asm__ volatile("xsave64 (%0)" ::"r"(area), "a"((unsigned)x), "d"((unsigned)(x >> 32)) : "memory");
+    unsigned long long bv;
+    memcpy(&bv, area + 512, 8);
+    bv |= 1ull << 9;
+    memcpy(area + 512, &bv, 8);
+    if (off > 0 && off + 4 <= (long)sizeof area) memset(area + off, 0, 4);
+}
+
+static void attack_jump(const char *addr) {
+    uintptr_t target = (uintptr_t)strtoull(addr, 0, 0);
+    prepare_area();
+    printf("jump: to %#lx\n", (unsigned long)target);
+    fflush(stdout);
+    // Does not come back: the check ends the program, or the xrstor
+    // faults, or (PKRU untouched) the code after it returns to nowhere.
+    __asm__ volatile("jmp *%0" ::"r"(target), "D"(area), "a"(0xffffffffu), "d"(0xffffffffu) : "memory");
+    read_code("jump");
+}
+
 static void forge(int sig, siginfo_t *si, void *ctx) {
     (void)sig;
     (void)si;
@@ -122,6 +149,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "xrstor")) attack_xrstor();
     else if (!strcmp(mode, "sigreturn")) attack_sigreturn();
     else if (!strcmp(mode, "pkey")) attack_pkey();
+    else if (!strcmp(mode, "jump") && argc > 2) attack_jump(argv[2]);
     else return 2;
     return 0;
 }
