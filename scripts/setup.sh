@@ -30,6 +30,22 @@ if [ "$have_headers" -eq 0 ]; then
     { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq linux-headers-amd64 >/dev/null; } ||
         echo "setup: linux-headers-amd64 did not install; the module build test will say NOT RUN"
 fi
+# The QEMU tier (cabinc/tests/qemu_xonly.rs, docs/execute-only.md): execute-only
+# code proven under TCG's emulated protection keys, on Debian's kernel.
+qemu_pkgs=(qemu-system-x86 linux-image-amd64)
+qemu_missing=()
+for p in "${qemu_pkgs[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || qemu_missing+=("$p")
+done
+if [ ${#qemu_missing[@]} -gt 0 ]; then
+    echo "setup: installing ${qemu_missing[*]} (the QEMU tier)"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq --no-install-recommends "${qemu_missing[@]}" >/dev/null \
+        || echo "setup: could not install ${qemu_missing[*]}; the QEMU tier will say NOT RUN"
+fi
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
     echo "setup: adding Rust target x86_64-unknown-none (the libos and proxy-kernel are built for it)"
     rustup target add x86_64-unknown-none

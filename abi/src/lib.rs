@@ -14,6 +14,7 @@ pub mod hypercall;
 pub mod layout;
 pub mod link;
 pub mod note;
+pub mod pkru;
 pub mod ring;
 pub mod syscalls;
 pub mod thread;

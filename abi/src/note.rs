@@ -250,6 +250,35 @@ impl ForbiddenKind {
     }
 }
 
+/// What the build did with a forbidden instruction (byte 9 of its
+/// record; 0 in manifests written before the field existed, which is
+/// [`ForbiddenFix::Left`]: the safe reading).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ForbiddenFix {
+    /// Left in place: where XCR0 enables PKRU (the process backend on a
+    /// CPU with protection keys) it could load PKRU, so execute-only is not
+    /// claimed for the image there.
+    Left = 0,
+    /// Moved to a trampoline that clears PKRU from the requested features
+    /// and ends the program if PKRU changed anyway; the original bytes
+    /// became a jump.
+    Masked = 1,
+    /// `xrstors`: privileged, it faults in ring 3 whatever it asks for.
+    Privileged = 2,
+}
+
+impl ForbiddenFix {
+    /// Words for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForbiddenFix::Left => "left in place",
+            ForbiddenFix::Masked => "rewritten: PKRU masked",
+            ForbiddenFix::Privileged => "privileged: faults in ring 3",
+        }
+    }
+}
+
 /// One forbidden-instruction occurrence (possibly at an unaligned offset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForbiddenRecord {
@@ -257,6 +286,8 @@ pub struct ForbiddenRecord {
     pub addr: u64,
     /// Which instruction.
     pub kind: ForbiddenKind,
+    /// What the build did with it.
+    pub fix: ForbiddenFix,
 }
 
 impl ForbiddenRecord {
@@ -268,6 +299,7 @@ impl ForbiddenRecord {
         let mut b = [0u8; Self::SIZE];
         put64(&mut b, 0, self.addr);
         b[8] = self.kind as u8;
+        b[9] = self.fix as u8;
         b
     }
 
@@ -282,7 +314,13 @@ impl ForbiddenRecord {
             2 => ForbiddenKind::Xrstors,
             _ => return Err(NoteError::BadField),
         };
-        Ok(Self { addr: get64(b, 0), kind })
+        let fix = match b[9] {
+            0 => ForbiddenFix::Left,
+            1 => ForbiddenFix::Masked,
+            2 => ForbiddenFix::Privileged,
+            _ => return Err(NoteError::BadField),
+        };
+        Ok(Self { addr: get64(b, 0), kind, fix })
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use cabin_rewriter::pipeline::{build_image, BuildOptions, BuildOutput, Stage};
+use cabin_rewriter::plan::ForbiddenFix;
 use serde_json::json;
 
 use crate::output::status;
@@ -103,7 +104,11 @@ fn build(a: &BuildArgs, json: bool) -> Result<()> {
                 s.rewritten,
                 s.trap,
                 if s.forbidden > 0 {
-                    format!(", {} xrstor-family instructions noted", s.forbidden)
+                    let left = out.plan.forbidden.iter().filter(|f| f.fix == ForbiddenFix::Left).count();
+                    format!(
+                        ", {} xrstor-family instructions ({} left unmasked; `cabinc inspect` explains)",
+                        s.forbidden, left
+                    )
                 } else {
                     String::new()
                 }

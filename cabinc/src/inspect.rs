@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cabin_abi::note::Tactic;
+use cabin_abi::note::{ForbiddenFix, ForbiddenKind, Tactic};
+use cabin_abi::pkru::{unchecked_xrstor, PkruWriter};
 use cabin_image::elf::{ElfKind, PF_X};
 use cabin_image::image::Image;
 use serde_json::json;
@@ -34,8 +35,23 @@ pub fn report(img: &Image<'_>) -> serde_json::Value {
     let forbidden: Vec<_> = img
         .manifest
         .forbidden()
-        .map(|f| json!({ "addr": format!("{:#x}", f.addr), "insn": f.kind.as_str() }))
+        .map(|f| {
+            json!({
+                "addr": format!("{:#x}", f.addr),
+                "insn": f.kind.as_str(),
+                "fix": match f.fix { ForbiddenFix::Left => "left", ForbiddenFix::Masked => "masked", ForbiddenFix::Privileged => "privileged" },
+                "explanation": explain_forbidden(f.kind, f.fix),
+            })
+        })
         .collect();
+    // The run-time check the process backend makes (every byte offset of
+    // the code, whatever the manifest says): the first instruction that
+    // could change PKRU unchecked.
+    let pkru_writer =
+        img.elf.exec_segments().find_map(|s| unchecked_xrstor(img.elf.bytes(s), s.vaddr)).map(|w| match w {
+            PkruWriter::Wrpkru(a) => format!("wrpkru at {a:#x}"),
+            PkruWriter::UncheckedXrstor(a) => format!("xrstor without the PKRU check at {a:#x}"),
+        });
     let segments: Vec<_> = img
         .elf
         .loads()
@@ -67,6 +83,7 @@ pub fn report(img: &Image<'_>) -> serde_json::Value {
             "list": list,
         },
         "forbidden": forbidden,
+        "unchecked_pkru_writer": pkru_writer,
         "segments": segments,
     })
 }
@@ -111,7 +128,19 @@ fn print_text(path: &std::path::Path, r: &serde_json::Value) {
     let forb = r["forbidden"].as_array().map(Vec::len).unwrap_or(0);
     println!("forbidden:       {forb}");
     for f in r["forbidden"].as_array().into_iter().flatten() {
-        println!("  {}  {}", f["addr"].as_str().unwrap_or("?"), f["insn"].as_str().unwrap_or("?"));
+        println!(
+            "  {}  {}: {}",
+            f["addr"].as_str().unwrap_or("?"),
+            f["insn"].as_str().unwrap_or("?"),
+            f["explanation"].as_str().unwrap_or("?")
+        );
+    }
+    match r["unchecked_pkru_writer"].as_str() {
+        None => println!("PKRU writers:    none unchecked (execute-only can be enforced where the CPU has protection keys)"),
+        Some(w) => println!(
+            "PKRU writers:    {w}: the process backend will not claim execute-only for this image \
+             on a CPU with protection keys"
+        ),
     }
     println!("segments:");
     for seg in r["segments"].as_array().into_iter().flatten() {
@@ -132,4 +161,26 @@ pub fn measure(a: &MeasureArgs) -> Result<ExitCode> {
     let computed = img.verify_measurement().with_context(|| a.image.display().to_string())?;
     println!("{}", hex::encode(computed));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a forbidden-instruction line means, in words (`cabinc inspect`).
+fn explain_forbidden(kind: ForbiddenKind, fix: ForbiddenFix) -> &'static str {
+    match (kind, fix) {
+        (ForbiddenKind::Xrstors, _) => {
+            "supervisor-only XSAVE restore: it faults (#GP) in ring 3 whatever it asks for, so it \
+             cannot change PKRU; left as it is, execute-only is not affected"
+        }
+        (_, ForbiddenFix::Masked) => {
+            "XSAVE restore that could load PKRU (the register that keeps code unreadable): rewritten \
+             to a trampoline that never requests PKRU and ends the program if PKRU changed anyway; \
+             execute-only is not affected"
+        }
+        (ForbiddenKind::Wrpkru, _) => "writes PKRU: images with it are refused at build",
+        _ => {
+            "XSAVE restore that could load PKRU, left in place (inside another instruction, or no \
+             room for a jump): where XCR0 enables PKRU (process backend on a CPU with protection \
+             keys) execute-only is not claimed for this image; the kvm backend's XCR0 has no PKRU, \
+             so there it cannot load it"
+        }
+    }
 }

@@ -389,7 +389,11 @@ fn inspect_json_and_measure() {
             json_u64(&f["addr"], "forbidden[].addr");
             let insn = f["insn"].as_str().unwrap_or_else(|| panic!("{label}: forbidden[].insn: {f}"));
             assert_ne!(insn, "wrpkru", "{label}: an image must never contain wrpkru");
+            assert!(f["explanation"].is_string(), "{label}: forbidden[].explanation: {f}");
         }
+        // Issue 16: every sample's xrstors are masked, so its image can be
+        // run execute-only where the CPU has protection keys.
+        assert_eq!(r["unchecked_pkru_writer"], Value::Null, "{label}: {:#}", r["forbidden"]);
         let segments = r["segments"].as_array().unwrap_or_else(|| panic!("{label}: segments not an array"));
         assert!(!segments.is_empty(), "{label}: no segments");
         for seg in segments {

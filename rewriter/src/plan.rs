@@ -193,15 +193,46 @@ impl From<ForbiddenKind> for note::ForbiddenKind {
     }
 }
 
+/// What the build did with a forbidden instruction (mirror of
+/// [`note::ForbiddenFix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForbiddenFix {
+    /// Left as it is: it can load PKRU where XCR0 enables it (process
+    /// backend on a PKU CPU), so the process backend does not claim
+    /// execute-only for this image.
+    Left,
+    /// Moved to a trampoline that clears PKRU (bit 9) from the requested
+    /// features and ends the program if PKRU changed anyway.
+    Masked,
+    /// `xrstors`: privileged, it faults in ring 3 whatever it asks for.
+    Privileged,
+}
+
+impl From<ForbiddenFix> for note::ForbiddenFix {
+    fn from(f: ForbiddenFix) -> Self {
+        match f {
+            ForbiddenFix::Left => note::ForbiddenFix::Left,
+            ForbiddenFix::Masked => note::ForbiddenFix::Masked,
+            ForbiddenFix::Privileged => note::ForbiddenFix::Privileged,
+        }
+    }
+}
+
 /// A forbidden instruction, decodable at `addr` (which need not be an
 /// instruction boundary of the linear sweep).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Forbidden {
     /// Which instruction.
     pub kind: ForbiddenKind,
     /// Address of its first byte.
     #[serde(with = "hex_addr")]
     pub addr: u64,
+    /// What the build does with it.
+    pub fix: ForbiddenFix,
+    /// The patch window of a masked `xrstor` (chosen like a system-call
+    /// site's), `None` otherwise.
+    pub window: Option<Window>,
 }
 
 /// An instruction that reads or writes memory inside an executable segment
@@ -304,6 +335,9 @@ impl PatchPlan {
 
     /// The manifest records of the forbidden instructions.
     pub fn forbidden_records(&self) -> Vec<note::ForbiddenRecord> {
-        self.forbidden.iter().map(|f| note::ForbiddenRecord { addr: f.addr, kind: f.kind.into() }).collect()
+        self.forbidden
+            .iter()
+            .map(|f| note::ForbiddenRecord { addr: f.addr, kind: f.kind.into(), fix: f.fix.into() })
+            .collect()
     }
 }

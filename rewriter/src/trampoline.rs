@@ -29,7 +29,7 @@ use iced_x86::{
 use thiserror::Error;
 
 use crate::analysis::sweep::decode_at;
-use crate::plan::{PatchPlan, SiteKind, Tactic, TrapReason, Window};
+use crate::plan::{ForbiddenFix, PatchPlan, SiteKind, Tactic, TrapReason, Window};
 
 /// Alignment of each trampoline.
 pub const TRAMPOLINE_ALIGN: u64 = 16;
@@ -77,8 +77,18 @@ pub struct Trampolines {
     pub demoted: Vec<(usize, TrapReason)>,
 }
 
-/// Decodes the window's instructions from the input and checks them against the plan.
+/// Decodes the window's instructions from the input and checks them
+/// against the plan (the site instruction must be `syscall`).
 fn window_insns(elf: &ElfFile<'_>, w: &Window) -> Result<Vec<Instruction>, TrampolineError> {
+    window_insns_of(elf, w, &[Code::Syscall])
+}
+
+/// [`window_insns`] for a window whose site instruction is one of `codes`.
+fn window_insns_of(
+    elf: &ElfFile<'_>,
+    w: &Window,
+    codes: &[Code],
+) -> Result<Vec<Instruction>, TrampolineError> {
     let bad = TrampolineError::WindowMismatch { addr: w.start };
     let mut out = Vec::with_capacity(w.insns.len());
     let mut next = w.start;
@@ -90,7 +100,7 @@ fn window_insns(elf: &ElfFile<'_>, w: &Window) -> Result<Vec<Instruction>, Tramp
         next = ins.next_ip();
         out.push(ins);
     }
-    if next != w.end() || w.insns.get(w.site_index).is_none() || out[w.site_index].code() != Code::Syscall {
+    if next != w.end() || w.insns.get(w.site_index).is_none() || !codes.contains(&out[w.site_index].code()) {
         return Err(bad);
     }
     Ok(out)
@@ -159,6 +169,62 @@ fn encode_one(
     Ok(out)
 }
 
+/// Encodes the masking trampoline of an `xrstor` window at `at`:
+///
+/// ```text
+/// <instructions displaced from before the xrstor>
+/// lea    rsp, [rsp - 128]       ; keep the red zone
+/// push   rax; push rcx; push rdx
+/// pushfq
+/// and    eax, ~0x200            ; never request PKRU (XCR0 bit 9)
+/// popfq
+/// xrstor <operand>              ; rsp-based operands moved by 152
+/// <PKRU_CHECK>                  ; ends the program if PKRU changed anyway
+/// pop    rdx; pop rcx; pop rax
+/// lea    rsp, [rsp + 128]
+/// <instructions displaced from after it>
+/// jmp    window_end
+/// ```
+///
+/// The check follows the `xrstor` because a program can jump straight to
+/// it, past the mask (cabin_abi::pkru).
+fn encode_xrstor(instrs: &[Instruction], w: &Window, at: u64) -> Result<Vec<u8>, EncodeFail> {
+    const SAVED: u64 = 24;
+    let mut out = Vec::with_capacity(128);
+    encode_at(&instrs[..w.site_index], at, &mut out)?;
+    let mut x = instrs[w.site_index];
+    if x.memory_base() == Register::RSP {
+        x.set_memory_displacement64(x.memory_displacement64().wrapping_add(RED_ZONE as u64 + SAVED));
+        x.set_memory_displ_size(8);
+    }
+    let reg = |c: Code, r: Register| Instruction::with1(c, r).map_err(|_| EncodeFail::Unmovable);
+    let and = Instruction::with2(Code::And_rm32_imm32, Register::EAX, !cabin_abi::pkru::XCR0_PKRU)
+        .map_err(|_| EncodeFail::Unmovable)?;
+    let before = [
+        lea_rsp(-i64::from(RED_ZONE)),
+        reg(Code::Push_r64, Register::RAX)?,
+        reg(Code::Push_r64, Register::RCX)?,
+        reg(Code::Push_r64, Register::RDX)?,
+        Instruction::with(Code::Pushfq),
+        and,
+        Instruction::with(Code::Popfq),
+        x,
+    ];
+    encode_at(&before, at + out.len() as u64, &mut out)?;
+    out.extend_from_slice(&cabin_abi::pkru::PKRU_CHECK);
+    let after = [
+        reg(Code::Pop_r64, Register::RDX)?,
+        reg(Code::Pop_r64, Register::RCX)?,
+        reg(Code::Pop_r64, Register::RAX)?,
+        lea_rsp(i64::from(RED_ZONE)),
+    ];
+    encode_at(&after, at + out.len() as u64, &mut out)?;
+    encode_at(&instrs[w.site_index + 1..], at + out.len() as u64, &mut out)?;
+    let back = Instruction::with_branch(Code::Jmp_rel32_64, w.end()).map_err(|_| EncodeFail::Unmovable)?;
+    encode_at(&[back], at + out.len() as u64, &mut out)?;
+    Ok(out)
+}
+
 /// `jmp rel32 to` placed at `from`, padded with `int3` to `len` bytes.
 fn jump_patch(from: u64, to: u64, len: usize) -> Option<Vec<u8>> {
     let rel = i32::try_from((to as i64).wrapping_sub(from as i64 + 5)).ok()?;
@@ -215,7 +281,37 @@ pub fn build(
         t.site_trampolines[i] = Some(at);
         t.patches.push(CodePatch { addr: w.start, bytes: patch });
     }
+    // Masked xrstors: one trampoline each; one that cannot be encoded is
+    // left in place (and the process backend then does not claim
+    // execute-only for the image).
+    for f in plan.forbidden.iter_mut() {
+        let (ForbiddenFix::Masked, Some(w)) = (f.fix, &f.window) else { continue };
+        let instrs = window_insns_of(elf, w, &[Code::Xrstor_mem, Code::Xrstor64_mem])?;
+        let pad =
+            (TRAMPOLINE_ALIGN - (tramp_base + t.code.len() as u64) % TRAMPOLINE_ALIGN) % TRAMPOLINE_ALIGN;
+        let at =
+            tramp_base.checked_add(t.code.len() as u64 + pad).ok_or(TrampolineError::TooLarge(tramp_base))?;
+        let built = encode_xrstor(&instrs, w, at)
+            .ok()
+            .and_then(|c| Some((c, jump_patch(w.start, at, w.len as usize)?)));
+        let Some((code, patch)) = built else {
+            f.fix = ForbiddenFix::Left;
+            f.window = None;
+            continue;
+        };
+        t.code.resize(t.code.len() + pad as usize, INT3);
+        t.code.extend_from_slice(&code);
+        t.patches.push(CodePatch { addr: w.start, bytes: patch });
+    }
     t.patches.sort_by_key(|p| p.addr);
+    // An xrstor found at another offset of bytes a patch overwrote (the
+    // same instruction seen without its REX prefix, or one hidden inside a
+    // displaced instruction) is gone from the image too.
+    for f in plan.forbidden.iter_mut().filter(|f| f.fix == ForbiddenFix::Left) {
+        if t.patches.iter().any(|p| f.addr >= p.addr && f.addr + 3 <= p.addr + p.bytes.len() as u64) {
+            f.fix = ForbiddenFix::Masked;
+        }
+    }
     for &(i, reason) in &t.demoted {
         if let Some(s) = plan.sites.get_mut(i) {
             s.demote(reason);

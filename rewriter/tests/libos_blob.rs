@@ -91,7 +91,9 @@ fn blob_has_no_vector_or_xsave_instructions() {
             continue;
         }
         if in_fpu {
-            fpu_insns += usize::from(forbidden.iter().any(|f| line.contains(f)));
+            // The instruction only: the check's `je` lines name the function.
+            let insn = line.split('\t').nth(2).and_then(|m| m.split_whitespace().next()).unwrap_or("");
+            fpu_insns += usize::from(forbidden.iter().any(|f| insn.contains(f)));
             continue;
         }
         let calls_fpu = line.contains("call") && line.contains("cabin_fpu_");
@@ -103,8 +105,26 @@ fn blob_has_no_vector_or_xsave_instructions() {
     }
     assert!(listing.contains("<cabin_syscall_entry>:"), "objdump listing lacks the entry");
     assert!(hits.is_empty(), "vector/xsave instructions in the libos:\n{}", hits.join("\n"));
-    assert_eq!(fpu_insns, 5, "xsave, xrstor, fxsave, fxrstor and xgetbv, once each in cabin_fpu_*");
+    // xrstor is followed by the PKRU check (xgetbv, rdpkru: issue 16).
+    assert_eq!(
+        fpu_insns, 7,
+        "xsave, xrstor (+ its check's xgetbv and rdpkru), fxsave, fxrstor and xgetbv, in cabin_fpu_*"
+    );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every `xrstor` of the libos is followed by the PKRU check: a program
+/// that jumps straight to it cannot load a PKRU of its choosing
+/// (cabin_abi::pkru, issue 16).
+#[test]
+fn libos_xrstor_is_followed_by_the_pkru_check() {
+    let blob = libos().expect("blob");
+    let mut xrstors = 0;
+    for s in blob.segments.iter().filter(|s| s.flags & PF_X != 0) {
+        assert_eq!(cabin_abi::pkru::unchecked_xrstor(&s.data, s.offset), None);
+        xrstors += s.data.windows(4).filter(|w| *w == [0x48, 0x0f, 0xae, 0x2f]).count();
+    }
+    assert_eq!(xrstors, 1, "the signal-return restore");
 }
 
 /// Where the test image puts things.

@@ -154,13 +154,28 @@ impl Domain for KvmDomain {
         super::usable().map_err(|e| RunError::Backend { what: "opening /dev/kvm", source: Box::new(e) })
     }
 
-    fn execute_only(_image: &ElfFile<'_>) -> ExecuteOnly {
-        // Execute-only needs protection keys, which this backend does not
-        // use yet (see pku.rs): it is never enforced here.
-        ExecuteOnly {
-            enforced: false,
-            notice: "cabin: execute-only code is not enforced by the KVM backend (no protection keys)",
-        }
+    fn execute_only(image: &ElfFile<'_>) -> ExecuteOnly {
+        // Protection keys where KVM offers them (crate::pku); the same
+        // decision `prepare` makes, from KVM's supported CPUID. A `wrpkru`
+        // anywhere in the code (a hand-made image: the build refuses it)
+        // would lift it; `xrstor` cannot (XCR0 has no PKRU here).
+        let image_xo = image.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0);
+        let pku = crate::vcpu::open().is_ok_and(|(_, _, f)| {
+            crate::pku::decide(f.leaf7_ecx, true, crate::pku::host_pkru_offset().is_some()).enforced()
+        });
+        let wrpkru =
+            image.exec_segments().any(|s| cabin_abi::pkru::wrpkru_at(image.bytes(s), s.vaddr).is_some());
+        let enforced = pku && image_xo && !wrpkru;
+        let notice = if enforced {
+            "cabin: execute-only code is enforced (protection keys)"
+        } else if !image_xo {
+            "cabin: execute-only code is off: the image was built with readable code"
+        } else if wrpkru {
+            "cabin: execute-only code is not enforced: the image contains wrpkru"
+        } else {
+            "cabin: execute-only code is not enforced by the KVM backend (no protection keys)"
+        };
+        ExecuteOnly { enforced, notice }
     }
 
     fn build(image: &ElfFile<'_>, spec: &DomainSpec) -> Result<KvmDomain, RunError> {

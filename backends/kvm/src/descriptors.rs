@@ -48,6 +48,41 @@ pub const IOPB_PORTS: usize = 256;
 /// Size of the TSS including the bitmap and its terminating 0xff byte.
 pub const TSS_BYTES: usize = IOPB_OFFSET + IOPB_PORTS / 8 + 1;
 
+/// Type of a busy 64-bit TSS, what TR holds on hardware (and what VMX
+/// requires of a 64-bit guest's TR).
+pub const TSS_TYPE_BUSY: u8 = 11;
+/// Type of an available 64-bit TSS.
+pub const TSS_TYPE_AVAILABLE: u8 = 9;
+
+/// The type to give TR in `KVM_SET_SREGS`: busy, except when this host is
+/// itself a guest of QEMU's TCG (hypervisor CPUID signature
+/// `TCGTCGTCGTCG`): TCG emulates only SVM, and its I/O-permission check
+/// accepts only an *available* TSS in TR, so with a busy one every ring-3
+/// `out` to the doorbell port raised #GP in the nested guest (the QEMU tier
+/// of docs/execute-only.md). SVM itself does not check TR's type.
+pub fn tr_type() -> u8 {
+    if host_is_qemu_tcg() {
+        TSS_TYPE_AVAILABLE
+    } else {
+        TSS_TYPE_BUSY
+    }
+}
+
+/// Whether CPUID says this machine is a QEMU TCG guest.
+fn host_is_qemu_tcg() -> bool {
+    // CPUID.1:ECX bit 31: running under a hypervisor, whose leaves start
+    // at 0x4000_0000 (EBX, ECX, EDX: its signature).
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 31) == 0 {
+        return false;
+    }
+    let h = core::arch::x86_64::__cpuid(0x4000_0000);
+    let mut sig = [0u8; 12];
+    sig[..4].copy_from_slice(&h.ebx.to_le_bytes());
+    sig[4..8].copy_from_slice(&h.ecx.to_le_bytes());
+    sig[8..].copy_from_slice(&h.edx.to_le_bytes());
+    &sig == b"TCGTCGTCGTCG"
+}
+
 /// The GDT: null, null (Linux's kernel code32), kernel code64, kernel data,
 /// null (Linux's user code32), user data, user code64, null, then one TSS
 /// descriptor (two slots) per vCPU, vCPU k's based at `tss_base(k)`.
@@ -147,6 +182,13 @@ pub fn idt(handler: impl Fn(u8) -> u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TR is busy (as hardware and VMX want it) except on a QEMU TCG host.
+    #[test]
+    fn tr_is_busy_except_under_qemu_tcg() {
+        let want = if host_is_qemu_tcg() { TSS_TYPE_AVAILABLE } else { TSS_TYPE_BUSY };
+        assert_eq!(tr_type(), want);
+    }
 
     fn q(b: &[u8], i: usize) -> u64 {
         u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))

@@ -187,6 +187,10 @@ pub struct Guest {
     /// Every guest-physical range the builder placed, with its role, in
     /// the order placed (image pages in address order first).
     pub placed: Vec<Placed>,
+    /// Protection key of the code pages (0: execute-only not enforced);
+    /// `vcpu::setup` sets CR4.PKE and loads PKRU when it is not 0
+    /// (`crate::pku`).
+    pub code_pkey: u8,
 }
 
 // SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
@@ -424,6 +428,7 @@ pub fn build(
         protectable,
         arena_gpa,
         placed,
+        code_pkey,
     })
 }
 

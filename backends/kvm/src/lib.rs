@@ -476,7 +476,11 @@ impl Prepared {
 fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
     let start = Instant::now();
     let (kvm, cpuid, features) = vcpu::open().map_err(KvmError::NotUsable)?;
-    let eo = pku::decide(features.leaf7_ecx, true, false);
+    // Execute-only where the vCPU has PKU, the image's code is
+    // execute-only, and PKRU fits the XSAVE area KVM_SET_XSAVE loads.
+    let image_xo = cabin_image::elf::ElfFile::parse(image)
+        .is_ok_and(|e| e.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0));
+    let eo = pku::decide(features.leaf7_ecx, image_xo, pku::host_pkru_offset().is_some());
     let mut random = [0u8; 16];
     getrandom(&mut random);
     let hwcap = (u64::from(features.leaf1_edx), features.hwcap2());
@@ -745,12 +749,17 @@ fn signal_redirect(vcpu: &mut VcpuFd, d: &Guest) -> Result<(), KvmError> {
     Ok(())
 }
 
-/// `si_code` of a fatal page fault: `SEGV_ACCERR` when the page is there
-/// but the access is not allowed (the error code's P bit, or a `PROT_NONE`
-/// entry, which is not present to the CPU), `SEGV_MAPERR` otherwise.
+/// `si_code` of a fatal page fault: `SEGV_PKUERR` when a protection key
+/// denied it (the error code's PK bit: a read of execute-only code),
+/// `SEGV_ACCERR` when the page is there but the access is not allowed (the
+/// error code's P bit, or a `PROT_NONE` entry, which is not present to the
+/// CPU), `SEGV_MAPERR` otherwise.
 fn segv_code(d: &Guest, f: &FaultReport, status: i32) -> Option<i32> {
     if f.vector != 14 || status != 128 + 11 {
         return None;
+    }
+    if f.error & cabin_proxy_kernel::trap::pf::PK != 0 {
+        return Some(4);
     }
     if f.error & 1 != 0 {
         return Some(2);

@@ -688,3 +688,33 @@ fn kvm_smep_stops_ring_0_running_a_user_page() {
     assert!(msg.contains("proxy-kernel fault") && !msg.contains("halted"), "{msg}");
     eprintln!("SMEP: {msg}");
 }
+
+/// Issue 16: with a code key, the domain's code pages carry it in their
+/// leaf entries and no other page does; without one, none does. (Pure
+/// page-table check: needs no /dev/kvm and no PKU.)
+#[test]
+fn code_pages_carry_the_protection_key_in_the_page_tables() {
+    let image = tiny_elf(&exit_with(0), b"hello, world\n");
+    let elf = cabin_image::elf::ElfFile::parse(&image).expect("tiny ELF");
+    let code: Vec<(u64, u64)> = elf.exec_segments().map(|s| (s.vaddr, s.end())).collect();
+    let data: Vec<(u64, u64)> =
+        elf.loads().filter(|s| s.flags & cabin_image::elf::PF_X == 0).map(|s| (s.vaddr, s.end())).collect();
+    assert!(!code.is_empty() && !data.is_empty());
+    for key in [pku::CODE_PKEY, 0] {
+        let cfg = config();
+        let g = domain::build(&image, cfg.mem_size, &cfg.program, [0; 16], (0, 0), key).expect("domain");
+        assert_eq!(g.code_pkey, key);
+        let pt = g.pt.lock().expect("page tables");
+        let key_of = |va: u64| {
+            let e = pt.entry(&g.phys, va & !0xfff).expect("walk").expect("mapped");
+            (e >> paging::PTE_PKEY_SHIFT) & 0xf
+        };
+        for &(start, _) in &code {
+            assert_eq!(key_of(start), u64::from(key), "code page {start:#x}");
+        }
+        for &(start, _) in &data {
+            assert_eq!(key_of(start), 0, "data page {start:#x}");
+        }
+        assert_eq!(key_of(g.rsp - 8), 0, "stack");
+    }
+}

@@ -498,7 +498,8 @@ pub fn cpu_state(f: &CpuFeatures, d: &Guest, slot: usize, start: &VcpuStart) -> 
         idt: TableReg { base: kernel_va(IDT_GPA), limit: (IDT_BYTES - 1) as u16 },
         cr0: CR0,
         cr3: d.cr3,
-        cr4: f.cr4(),
+        // Execute-only (crate::pku): CR4.PKE where code pages carry a key.
+        cr4: crate::pku::cr4(f.cr4(), d.code_pkey),
         efer: EFER,
         xcr0: f.xsave().then(|| f.xcr0()),
         fcw: 0x37f,
@@ -646,6 +647,8 @@ pub fn setup(
     }
     let fpu = kvm_fpu { fcw: c.fcw, mxcsr: c.mxcsr, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(kvm_err("SET_FPU"))?;
+    // Execute-only (crate::pku): PKRU denies data access to the code key.
+    crate::pku::load_pkru(vcpu, d.code_pkey)?;
 
     let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
     let msrs = Msrs::from_entries(&[

@@ -142,11 +142,20 @@ impl Domain for ProcessDomain {
         // whose code segments are execute-only (not built with
         // --allow-readable-code).
         let image_xo = image.exec_segments().all(|s| s.flags & cabin_image::elf::PF_R == 0);
-        let enforced = execute_only_enforced() && image_xo;
+        let hw = execute_only_enforced();
+        // Where the kernel's execute-only key is real, XCR0 enables PKRU
+        // too: an `xrstor` not followed by the PKRU check (or a `wrpkru`)
+        // anywhere in the image's code could lift it. Scanned here, every
+        // byte offset, whatever the manifest says.
+        let writer = if hw && image_xo { pkru_writer(image) } else { None };
+        let enforced = hw && image_xo && writer.is_none();
         let notice = if enforced {
             "cabin: execute-only code is enforced (protection keys)"
         } else if !image_xo {
             "cabin: execute-only code is off: the image was built with readable code"
+        } else if writer.is_some() {
+            "cabin: execute-only code is not enforced: the image has an unchecked xrstor or a wrpkru \
+             that could change PKRU (`cabinc inspect` lists them)"
         } else {
             "cabin: execute-only code is not enforced on this machine (no protection keys)"
         };
@@ -255,12 +264,97 @@ impl Domain for ProcessDomain {
     }
 }
 
-/// Whether this machine can enforce execute-only code for the process
-/// backend (Linux uses protection keys for `PROT_EXEC`-only mappings).
+/// Whether this machine enforces execute-only code for the process backend:
+/// measured once, not guessed from CPUID or /proc/cpuinfo. Linux gives
+/// `PROT_EXEC`-only mappings its execute-only protection key where the CPU
+/// has protection keys and the kernel uses them; elsewhere such a mapping is
+/// readable. [`probe_execute_only`] forks a child that reads a fresh
+/// `PROT_EXEC`-only page: execute-only holds only if that read faults with
+/// `SEGV_PKUERR`.
 pub fn execute_only_enforced() -> bool {
-    // CPUID.(EAX=7,ECX=0):ECX bit 3 = PKU, bit 4 = OSPKE.
-    let r = std::arch::x86_64::__cpuid_count(7, 0);
-    r.ecx & (1 << 4) != 0
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(|| probe_execute_only() == Probe::Enforced)
+}
+
+/// The first instruction of `image`'s code that could change PKRU
+/// unchecked ([`cabin_abi::pkru::unchecked_xrstor`]).
+pub fn pkru_writer(image: &ElfFile<'_>) -> Option<cabin_abi::pkru::PkruWriter> {
+    image.exec_segments().find_map(|s| cabin_abi::pkru::unchecked_xrstor(image.bytes(s), s.vaddr))
+}
+
+/// What [`probe_execute_only`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The read faulted with `SEGV_PKUERR`: execute-only is real.
+    Enforced,
+    /// The read succeeded: code is readable.
+    Readable,
+    /// The read faulted for another reason (`si_code`), or the probe could
+    /// not run (fork or mmap failed, an unexpected end): not enforced.
+    Other(i32),
+}
+
+/// Exit statuses of the probe child.
+const PROBE_READ_OK: i32 = 10;
+const PROBE_PKUERR: i32 = 11;
+const PROBE_NO_MMAP: i32 = 12;
+/// SEGV_PKUERR (`si_code` of a protection-key fault).
+const SEGV_PKUERR: i32 = 4;
+
+extern "C" fn probe_segv(_sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
+    // _exit is async-signal-safe.
+    unsafe {
+        let code = (*info).si_code;
+        libc::_exit(if code == SEGV_PKUERR { PROBE_PKUERR } else { 20 + (code & 0x3f) });
+    }
+}
+
+/// Reads a `PROT_EXEC`-only page in a forked child and reports what
+/// happened (see [`execute_only_enforced`]). The child only makes
+/// async-signal-safe calls (sigaction, mmap, a volatile read, `_exit`).
+pub fn probe_execute_only() -> Probe {
+    // SAFETY: fork has no memory-safety preconditions; the child runs only
+    // async-signal-safe code below and always ends with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Probe::Other(-1);
+    }
+    if pid == 0 {
+        // SAFETY: the child: installs a SIGSEGV handler that ends it with a
+        // status naming the fault, maps one anonymous PROT_EXEC-only page
+        // (the kernel gives it the execute-only key where it can) and reads
+        // it. Every path ends in `_exit`.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = probe_segv as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                libc::_exit(PROBE_NO_MMAP);
+            }
+            std::ptr::read_volatile(p.cast::<u8>());
+            libc::_exit(PROBE_READ_OK);
+        }
+    }
+    let status = reap(pid);
+    if !libc::WIFEXITED(status) {
+        return Probe::Other(-2);
+    }
+    match libc::WEXITSTATUS(status) {
+        PROBE_PKUERR => Probe::Enforced,
+        PROBE_READ_OK => Probe::Readable,
+        c => Probe::Other(c),
+    }
 }
 
 /// How the child ended: the libos ends a faulting program with 128 + signal
@@ -780,6 +874,20 @@ mod tests {
 
     fn range(guest: u64, len: u64) -> loader::MapRange {
         loader::MapRange { guest, len, prot: 0, offset: 0, kind: RegionKind::System }
+    }
+
+    /// The read probe agrees with what the CPU and kernel say they do
+    /// (CPUID.7.0:ECX.OSPKE, bit 4): on a CPU with protection keys enabled
+    /// by the kernel a `PROT_EXEC`-only page faults with `SEGV_PKUERR`, on
+    /// one without it is readable. Runs on both kinds of machine (this
+    /// one has no PKU; the QEMU tier's guest has).
+    #[test]
+    fn execute_only_probe_matches_the_cpu() {
+        let ospke = std::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 4) != 0;
+        let probe = probe_execute_only();
+        let want = if ospke { Probe::Enforced } else { Probe::Readable };
+        assert_eq!(probe, want, "OSPKE {ospke}");
+        assert_eq!(execute_only_enforced(), ospke);
     }
 
     #[test]

@@ -284,6 +284,10 @@ fn fp_init() {
     }
     // SAFETY: XSAVE is supported (checked above).
     let xcr0 = unsafe { crate::arch::x86_64::fpu::cabin_fpu_xgetbv0() };
+    // Never PKRU (component 9): a signal frame is the program's memory, and
+    // restoring a PKRU from it would let a forged frame lift execute-only
+    // (docs/execute-only.md). PKRU is not the program's to save or restore.
+    let xcr0 = xcr0 & !u64::from(cabin_abi::pkru::XCR0_PKRU);
     // The standard-format size for the features XCR0 enables, from each
     // component's offset and size (CPUID.0xD.i): CPUID.0xD.0:EBX is not
     // trusted, some hosts report it for another XCR0 than the guest's.

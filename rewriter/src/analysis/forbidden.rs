@@ -12,7 +12,7 @@
 use cabin_image::elf::ElfFile;
 use iced_x86::{Code, Decoder, DecoderOptions};
 
-use crate::plan::{Forbidden, ForbiddenKind};
+use crate::plan::{Forbidden, ForbiddenFix, ForbiddenKind};
 
 /// Addresses of every `0f 01 ef` in executable file bytes.
 pub fn find_wrpkru(elf: &ElfFile<'_>) -> Vec<u64> {
@@ -77,12 +77,17 @@ pub fn find_xrstor(elf: &ElfFile<'_>) -> Vec<Forbidden> {
                     continue;
                 }
                 if let Some(kind) = xrstor_kind(ins.code()) {
-                    out.push(Forbidden { kind, addr: ip });
+                    let fix = if kind == ForbiddenKind::Xrstors {
+                        ForbiddenFix::Privileged
+                    } else {
+                        ForbiddenFix::Left
+                    };
+                    out.push(Forbidden { kind, addr: ip, fix, window: None });
                 }
             }
         }
     }
     out.sort_by_key(|f| f.addr);
-    out.dedup();
+    out.dedup_by_key(|f| f.addr);
     out
 }

@@ -27,7 +27,9 @@ use cabin_image::elf::ElfFile;
 use iced_x86::{InstructionInfoFactory, Mnemonic, OpAccess, OpKind};
 use thiserror::Error;
 
-use crate::plan::{CodeRead, PatchPlan, Site, SiteKind, Stats, Tactic, TrapReason};
+use crate::plan::{
+    CodeRead, ForbiddenFix, ForbiddenKind, PatchPlan, Site, SiteKind, Stats, Tactic, TrapReason,
+};
 use sites::{Choice, Chooser, Targets};
 use sweep::CodeRanges;
 
@@ -52,6 +54,26 @@ fn fmt_addrs(addrs: &[u64]) -> String {
         s.push(format!("and {} more", addrs.len() - 16));
     }
     s.join(", ")
+}
+
+/// Whether the `xrstor` at `addr` can move to a masking trampoline: a
+/// valid instruction of the sweep whose memory operand uses 64-bit
+/// registers other than `rax` (the trampoline clears a bit of `eax` before
+/// it).
+fn maskable(elf: &ElfFile<'_>, sw: &sweep::Sweep, addr: u64) -> bool {
+    if sw.index_of(addr).is_none() {
+        return false;
+    }
+    let Some(ins) = sweep::decode_at(elf, addr) else { return false };
+    if !matches!(ins.code(), iced_x86::Code::Xrstor_mem | iced_x86::Code::Xrstor64_mem) {
+        return false;
+    }
+    let ok = |r: iced_x86::Register| {
+        r == iced_x86::Register::None
+            || r == iced_x86::Register::RIP
+            || (r.is_gpr64() && r != iced_x86::Register::RAX)
+    };
+    ok(ins.memory_base()) && ok(ins.memory_index()) && ins.memory_index() != iced_x86::Register::RIP
 }
 
 /// Most entries read from one relative jump table.
@@ -142,9 +164,20 @@ pub fn analyze(elf: &ElfFile<'_>) -> Result<PatchPlan, AnalysisError> {
     t.dedup();
     let targets = Targets(t);
 
-    // 5. Sites.
+    // 5. Sites, and the `xrstor`s that can move to a masking trampoline
+    // (at an instruction boundary of the sweep, with a memory operand that
+    // does not use `rax`, which the trampoline changes). Their windows are
+    // chosen like a site's, in one pass, so that no window covers another
+    // site or `xrstor`.
+    let mut forbidden = forbidden;
+    let maskable: Vec<u64> = forbidden
+        .iter()
+        .filter(|f| f.kind == ForbiddenKind::Xrstor && maskable(elf, &sw, f.addr))
+        .map(|f| f.addr)
+        .collect();
     let site_addrs: Vec<u64> = {
         let mut v: Vec<u64> = sw.sites.iter().map(|s| s.0).collect();
+        v.extend(maskable.iter().copied());
         v.sort_unstable();
         v.dedup();
         v
@@ -156,7 +189,22 @@ pub fn analyze(elf: &ElfFile<'_>) -> Result<PatchPlan, AnalysisError> {
     site_list.dedup_by_key(|s| s.0);
     let mut plan_sites = Vec::with_capacity(site_list.len());
     let mut min_start = 0u64;
-    for (addr, kind) in site_list {
+    // Every site and maskable xrstor in address order (`None`: an xrstor).
+    let mut work: Vec<(u64, Option<SiteKind>)> = site_list.into_iter().map(|(a, k)| (a, Some(k))).collect();
+    work.extend(maskable.iter().map(|&a| (a, None)));
+    work.sort_unstable_by_key(|w| w.0);
+    for (addr, kind) in work {
+        let Some(kind) = kind else {
+            let Some(idx) = sw.index_of(addr) else { continue };
+            if let Choice::Window(w) = chooser.choose(idx, min_start) {
+                min_start = w.end();
+                if let Some(f) = forbidden.iter_mut().find(|f| f.addr == addr) {
+                    f.fix = ForbiddenFix::Masked;
+                    f.window = Some(w);
+                }
+            }
+            continue;
+        };
         let Some(idx) = sw.index_of(addr) else { continue };
         let nr = sites::constant_nr(elf, &sw, &targets, idx, &mut factory);
         let mut site =

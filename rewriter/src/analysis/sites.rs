@@ -179,6 +179,11 @@ impl Chooser<'_, '_> {
                 _ => 0,
             }
         };
+        // The site alone, when it is long enough (an `xrstor` with a
+        // displacement; never a 2-byte `syscall`).
+        if size(site, site) >= JMP_LEN {
+            candidates.push((site, site));
+        }
         // Before only: the shortest run ending at the site that is big enough.
         for k in 1..=MAX_SIDE.min(site) {
             if size(site - k, site) >= JMP_LEN {

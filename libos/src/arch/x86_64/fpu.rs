@@ -27,17 +27,34 @@ pub unsafe fn cabin_fpu_xsave(dst: *mut u8, mask: u64) {
     }
 }
 
-/// `xrstor64 [src]` of the features in `mask`.
+/// `xrstor64 [src]` of the features in `mask`, followed by the PKRU check
+/// ([`cabin_abi::pkru::PKRU_CHECK`], spelled out below: the process
+/// backend refuses to claim execute-only for an image with an `xrstor` not
+/// followed by exactly those bytes). A program that jumps straight to this
+/// `xrstor` with a mask and area of its choosing ends there if PKRU
+/// changed. PKRU is never in `mask` here (the
+/// signal code leaves it out of the features it saves and restores).
 ///
 /// # Safety
 ///
 /// `src` must be a 64-byte aligned, valid standard-format XSAVE area.
 #[inline(never)]
 pub unsafe fn cabin_fpu_xrstor(src: *const u8, mask: u64) {
-    // SAFETY: by the contract.
+    // SAFETY: by the contract; the check uses 8 bytes of stack (pushfq,
+    // popfq) and keeps the flags.
     unsafe {
-        asm!(".byte 0x48, 0x0f, 0xae, 0x2f", in("rdi") src, in("eax") mask as u32, in("edx") (mask >> 32) as u32,
-            options(nostack, preserves_flags, readonly))
+        asm!(
+            ".byte 0x48, 0x0f, 0xae, 0x2f",
+            ".byte 0x9c, 0x31, 0xc9, 0x0f, 0x01, 0xd0, 0xa9, 0x00, 0x02, 0x00, 0x00, 0x74, 0x1f",
+            ".byte 0x31, 0xc9, 0x0f, 0x01, 0xee, 0x25, 0x54, 0x55, 0x55, 0x55",
+            ".byte 0x3d, 0x54, 0x55, 0x55, 0x55, 0x74, 0x0e",
+            ".byte 0xbf, 0x8b, 0x00, 0x00, 0x00, 0xb8, 0xe7, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x0f, 0x0b, 0x9d",
+            in("rdi") src,
+            inout("eax") mask as u32 => _,
+            inout("edx") (mask >> 32) as u32 => _,
+            out("ecx") _,
+            options(preserves_flags, readonly)
+        )
     }
 }
 

@@ -1,0 +1,209 @@
+//! The one way an image may contain `xrstor`: followed by the PKRU check.
+//!
+//! Execute-only code rests on PKRU denying data access to the code's
+//! protection key (docs/execute-only.md). Where XCR0 enables the PKRU
+//! component (the process backend on a CPU with protection keys: Linux
+//! enables it), `xrstor` with feature bit 9 requested loads PKRU from
+//! memory the program controls, and a program can jump to any instruction
+//! of its domain with registers of its choosing, so masking the request
+//! *before* an `xrstor` is not enough. Every `xrstor` Cabin emits (the
+//! rewriter's masked trampolines, the libos's signal-return restore) is
+//! therefore followed by [`PKRU_CHECK`]: if XCR0 enables PKRU and PKRU no
+//! longer denies access to every key but 0, the program ends at once
+//! (`exit_group(139)`), before anything can read code.
+//!
+//! [`unchecked_xrstor`] is the run-time half: before claiming execute-only,
+//! the process backend scans every executable byte of the image (any
+//! offset) for an `xrstor` that is not followed by the check, and for
+//! `wrpkru`. The manifest is not trusted for this.
+
+/// PKRU bits that must stay set: access-disable for keys 1..15 (Linux's
+/// default PKRU, which every thread of a confined child starts with; the
+/// kernel's execute-only key is one of these keys).
+pub const PKRU_AD_ALL_BUT_0: u32 = 0x5555_5554;
+
+/// XCR0 bit of the PKRU state component.
+pub const XCR0_PKRU: u32 = 1 << 9;
+
+/// Exit status of a program stopped by [`PKRU_CHECK`] (128 + SIGSEGV, as
+/// if the read it was preparing had faulted).
+pub const PKRU_CHECK_EXIT: u8 = 139;
+
+/// The bytes that must follow every `xrstor`:
+///
+/// ```text
+///     pushfq
+///     xor   ecx, ecx
+///     xgetbv                    ; edx:eax = XCR0
+///     test  eax, 0x200          ; PKRU not in XCR0: xrstor cannot load it
+///     jz    ok
+///     xor   ecx, ecx
+///     rdpkru                    ; eax = PKRU
+///     and   eax, 0x55555554
+///     cmp   eax, 0x55555554
+///     je    ok
+///     mov   edi, 139
+///     mov   eax, 231            ; exit_group
+///     syscall
+///     ud2
+/// ok: popfq
+/// ```
+///
+/// Clobbers `rax`, `rcx`, `rdx` (and `rdi` on the exit path); flags are
+/// kept. Position-independent.
+pub const PKRU_CHECK: [u8; 45] = [
+    0x9c, // pushfq
+    0x31,
+    0xc9, // xor ecx, ecx
+    0x0f,
+    0x01,
+    0xd0, // xgetbv
+    0xa9,
+    0x00,
+    0x02,
+    0x00,
+    0x00, // test eax, 0x200
+    0x74,
+    0x1f, // jz ok (+31)
+    0x31,
+    0xc9, // xor ecx, ecx
+    0x0f,
+    0x01,
+    0xee, // rdpkru
+    0x25,
+    0x54,
+    0x55,
+    0x55,
+    0x55, // and eax, 0x55555554
+    0x3d,
+    0x54,
+    0x55,
+    0x55,
+    0x55, // cmp eax, 0x55555554
+    0x74,
+    0x0e, // je ok (+14)
+    0xbf,
+    PKRU_CHECK_EXIT,
+    0x00,
+    0x00,
+    0x00, // mov edi, 139
+    0xb8,
+    0xe7,
+    0x00,
+    0x00,
+    0x00, // mov eax, 231
+    0x0f,
+    0x05, // syscall
+    0x0f,
+    0x0b, // ud2
+    0x9d, // ok: popfq
+];
+
+/// Why an image's code could change PKRU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PkruWriter {
+    /// `wrpkru` (`0f 01 ef`) at this address.
+    Wrpkru(u64),
+    /// An `xrstor` (`0f ae /5`, memory form, any prefix) at this address
+    /// (of its `0f` byte) not followed by [`PKRU_CHECK`].
+    UncheckedXrstor(u64),
+}
+
+/// Bytes after `0f ae modrm` of the memory operand: SIB and displacement.
+fn operand_tail(modrm: u8, sib: Option<u8>) -> usize {
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    let has_sib = rm == 4;
+    let sib_len = usize::from(has_sib);
+    let disp = match md {
+        0 if rm == 5 => 4,
+        0 if has_sib && sib.is_some_and(|s| s & 7 == 5) => 4,
+        0 => 0,
+        1 => 1,
+        _ => 4,
+    };
+    sib_len + disp
+}
+
+/// The first instruction in `code` (mapped at `vaddr`) that could change
+/// PKRU unchecked, looking at every byte offset (a jump can land anywhere).
+pub fn unchecked_xrstor(code: &[u8], vaddr: u64) -> Option<PkruWriter> {
+    let mut j = 0;
+    while j + 3 <= code.len() {
+        if code[j] != 0x0f {
+            j += 1;
+            continue;
+        }
+        let (op, modrm) = (code[j + 1], code[j + 2]);
+        let at = vaddr.wrapping_add(j as u64);
+        if op == 0x01 && modrm == 0xef {
+            return Some(PkruWriter::Wrpkru(at));
+        }
+        if op == 0xae && (modrm >> 3) & 7 == 5 && modrm >> 6 != 3 {
+            let end = j + 3 + operand_tail(modrm, code.get(j + 3).copied());
+            let checked = code.get(end..end + PKRU_CHECK.len()) == Some(&PKRU_CHECK[..]);
+            if !checked {
+                return Some(PkruWriter::UncheckedXrstor(at));
+            }
+        }
+        j += 1;
+    }
+    None
+}
+
+/// The first `wrpkru` (`0f 01 ef`) in `code` mapped at `vaddr`, at any
+/// byte offset.
+pub fn wrpkru_at(code: &[u8], vaddr: u64) -> Option<u64> {
+    code.windows(3).position(|w| w == [0x0f, 0x01, 0xef]).map(|i| vaddr.wrapping_add(i as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_check(insn: &[u8]) -> [u8; 64] {
+        let mut b = [0x90u8; 64];
+        b[..insn.len()].copy_from_slice(insn);
+        b[insn.len()..insn.len() + PKRU_CHECK.len()].copy_from_slice(&PKRU_CHECK);
+        b
+    }
+
+    #[test]
+    fn the_check_branches_land_on_popfq() {
+        // jz at 11..13, je at 28..30; ok = 44.
+        assert_eq!(13 + PKRU_CHECK[12] as usize, 44);
+        assert_eq!(30 + PKRU_CHECK[29] as usize, 44);
+        assert_eq!(PKRU_CHECK[44], 0x9d);
+        // No PKRU writer inside the check itself.
+        assert_eq!(unchecked_xrstor(&PKRU_CHECK, 0), None);
+    }
+
+    #[test]
+    fn checked_xrstor_forms_pass() {
+        for insn in [
+            &[0x48, 0x0f, 0xae, 0x2f][..],                // xrstor64 [rdi]
+            &[0x0f, 0xae, 0x6c, 0x24, 0x40][..],          // xrstor [rsp+0x40]
+            &[0x0f, 0xae, 0xac, 0x24, 0, 1, 0, 0][..],    // xrstor [rsp+0x100]
+            &[0x0f, 0xae, 0x2d, 1, 2, 3, 4][..],          // xrstor [rip+x]
+            &[0x0f, 0xae, 0x2c, 0x25, 0, 0x10, 0, 0][..], // xrstor [abs32]
+        ] {
+            assert_eq!(unchecked_xrstor(&with_check(insn), 0x1000), None, "{insn:02x?}");
+        }
+    }
+
+    #[test]
+    fn unchecked_xrstor_and_wrpkru_are_found_at_any_offset() {
+        let mut b = [0x90u8; 32];
+        b[7..10].copy_from_slice(&[0x0f, 0xae, 0x2f]);
+        assert_eq!(unchecked_xrstor(&b, 0x1000), Some(PkruWriter::UncheckedXrstor(0x1007)));
+        let mut b = [0x90u8; 32];
+        b[3..6].copy_from_slice(&[0x0f, 0x01, 0xef]);
+        assert_eq!(unchecked_xrstor(&b, 0x1000), Some(PkruWriter::Wrpkru(0x1003)));
+        assert_eq!(wrpkru_at(&b, 0x1000), Some(0x1003));
+        assert_eq!(wrpkru_at(&PKRU_CHECK, 0), None);
+        // The check cut short is not the check.
+        let b = with_check(&[0x0f, 0xae, 0x2f]);
+        assert!(unchecked_xrstor(&b[..20], 0).is_some());
+        // Register forms (0f ae e8 is lfence) are not xrstor.
+        assert_eq!(unchecked_xrstor(&[0x0f, 0xae, 0xe8, 0x90], 0), None);
+    }
+}
