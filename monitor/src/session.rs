@@ -86,7 +86,8 @@ impl<'a> Session<'a> {
         // Policy, limits, trace and audit (crate::gate): the worker passes
         // every call through it, fast-path and trapped alike.
         let gate = Gate::open(&cfg.gate, D::BACKEND)
-            .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
+            .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?
+            .with_path_hint(cfg.path_hint);
         let limits = gate.limits().clone();
         let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
         let memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
