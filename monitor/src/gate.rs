@@ -406,6 +406,68 @@ impl Gate {
     }
 }
 
+/// Whether call `nr` with `args` changes what its path names (open for
+/// writing, create, remove, rename, ...), for the path hint's wording.
+fn writes(nr: u64, args: &[u64; 6]) -> bool {
+    use cabin_abi::syscalls::nr as n;
+    const O_ACCMODE: u64 = 3;
+    const O_CREAT: u64 = 0o100;
+    const O_TRUNC: u64 = 0o1000;
+    let open_writes = |flags: u64| flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0;
+    match nr {
+        n::open => open_writes(args[1]),
+        n::openat => open_writes(args[2]),
+        n::creat
+        | n::mkdir
+        | n::mkdirat
+        | n::unlink
+        | n::unlinkat
+        | n::rmdir
+        | n::rename
+        | n::renameat
+        | n::renameat2
+        | n::link
+        | n::linkat
+        | n::symlink
+        | n::symlinkat
+        | n::truncate
+        | n::chmod
+        | n::fchmodat
+        | n::utimensat
+        | n::mknod
+        | n::mknodat
+        | n::chown
+        | n::lchown
+        | n::fchownat => true,
+        _ => false,
+    }
+}
+
+/// The one-line hint printed at the first path refusal of a run.
+fn path_hint(r: &cabin_policy::note::PathRefusal, writes: bool) -> String {
+    use cabin_policy::note::Refusal;
+    let path = path_text(&r.resolved);
+    // The directory to suggest: the refused path's parent (what the program
+    // looked for may not exist yet). The path is the monitor's resolved,
+    // absolute one; `path_text` escapes whatever bytes the program chose.
+    let dir = match r.resolved.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => path_text(&r.resolved[..i]),
+    };
+    match (r.why, writes) {
+        (Refusal::Outside, false) => {
+            format!("cabin: denied read of {path}: outside --allow-read; add --allow-read {dir}")
+        }
+        (Refusal::Outside, true) => {
+            format!("cabin: denied write of {path}: outside --allow-write; add --allow-write {dir}")
+        }
+        (Refusal::ReadOnly, _) => {
+            format!("cabin: denied write of {path}: under an --allow-read tree; add --allow-write {dir}")
+        }
+        (why, _) => format!("cabin: denied access to {path}: {}", why.describe()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,66 +573,28 @@ mod tests {
         }
         assert!(g.messages.is_empty());
     }
-}
 
-/// Whether call `nr` with `args` changes what its path names (open for
-/// writing, create, remove, rename, ...), for the path hint's wording.
-fn writes(nr: u64, args: &[u64; 6]) -> bool {
-    use cabin_abi::syscalls::nr as n;
-    const O_ACCMODE: u64 = 3;
-    const O_CREAT: u64 = 0o100;
-    const O_TRUNC: u64 = 0o1000;
-    let open_writes = |flags: u64| flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0;
-    match nr {
-        n::open => open_writes(args[1]),
-        n::openat => open_writes(args[2]),
-        n::creat
-        | n::mkdir
-        | n::mkdirat
-        | n::unlink
-        | n::unlinkat
-        | n::rmdir
-        | n::rename
-        | n::renameat
-        | n::renameat2
-        | n::link
-        | n::linkat
-        | n::symlink
-        | n::symlinkat
-        | n::truncate
-        | n::chmod
-        | n::fchmodat
-        | n::utimensat
-        | n::mknod
-        | n::mknodat
-        | n::chown
-        | n::lchown
-        | n::fchownat => true,
-        _ => false,
-    }
-}
-
-/// The one-line hint printed at the first path refusal of a run.
-fn path_hint(r: &cabin_policy::note::PathRefusal, writes: bool) -> String {
-    use cabin_policy::note::Refusal;
-    let path = path_text(&r.resolved);
-    // The directory to suggest: the refused path's parent (what the program
-    // looked for may not exist yet). The path is the monitor's resolved,
-    // absolute one; `path_text` escapes whatever bytes the program chose.
-    let dir = match r.resolved.iter().rposition(|&b| b == b'/') {
-        Some(0) | None => "/".to_string(),
-        Some(i) => path_text(&r.resolved[..i]),
-    };
-    match (r.why, writes) {
-        (Refusal::Outside, false) => {
-            format!("cabin: denied read of {path}: outside --allow-read; add --allow-read {dir}")
-        }
-        (Refusal::Outside, true) => {
-            format!("cabin: denied write of {path}: outside --allow-write; add --allow-write {dir}")
-        }
-        (Refusal::ReadOnly, _) => {
-            format!("cabin: denied write of {path}: under an --allow-read tree; add --allow-write {dir}")
-        }
-        (why, _) => format!("cabin: denied access to {path}: {}", why.describe()),
+    /// The first-refusal hint names the path (escaped: the program chose
+    /// its bytes), read or write, and the directory to allow.
+    #[test]
+    fn path_hints_say_what_to_add() {
+        use cabin_policy::note::{PathRefusal, Refusal};
+        let r = |why, p: &[u8]| PathRefusal { why, resolved: p.to_vec() };
+        assert_eq!(
+            super::path_hint(&r(Refusal::Outside, b"/etc/hostname"), false),
+            "cabin: denied read of /etc/hostname: outside --allow-read; add --allow-read /etc"
+        );
+        assert_eq!(
+            super::path_hint(&r(Refusal::Outside, b"/tmp/x\n"), true),
+            "cabin: denied write of /tmp/x\\x0a: outside --allow-write; add --allow-write /tmp"
+        );
+        assert!(
+            super::path_hint(&r(Refusal::ReadOnly, b"/data/f"), true).ends_with("add --allow-write /data")
+        );
+        assert!(super::path_hint(&r(Refusal::Outside, b"/f"), false).ends_with("add --allow-read /"));
+        assert!(super::path_hint(&r(Refusal::Proc, b"/proc/1/mem"), false).contains("/proc entry"));
+        let open_wr = [(-100i64) as u64, 0, 0o1101, 0, 0, 0];
+        assert!(super::writes(cabin_abi::syscalls::nr::openat, &open_wr));
+        assert!(!super::writes(cabin_abi::syscalls::nr::openat, &[0; 6]));
     }
 }

@@ -589,6 +589,7 @@ mod tests {
         assert_eq!(names, vec!["e: AES<&>", "e: SHA\"256'", "e: x"]);
         let bars = class(&tags, "bar");
         assert_eq!(bars.len(), 4);
+        assert!(bars.iter().all(|b| b.name == "rect"), "{bars:?}");
         let in_x: Vec<&&Tag> = bars.iter().filter(|b| b.group.as_deref() == Some("e: x")).collect();
         let backends: Vec<&str> = in_x.iter().map(|b| b.attrs["data-backend"].as_str()).collect();
         assert_eq!(backends, vec!["kvm", "passthrough"], "both backends side by side in one group");
