@@ -349,7 +349,12 @@ const TWO_DENIALS: &str = r#"
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        /* A hostile path: control bytes for the terminal, then 20 000 more refusals. */
+        for (int i = 0; i < 20000; i++) open(argv[1], O_RDONLY);
+        return 0;
+    }
     const char *paths[] = { "/etc/hostname", "/etc/passwd", "/etc/hostname" };
     for (int i = 0; i < 3; i++) {
         int fd = open(paths[i], O_RDONLY);
@@ -381,6 +386,25 @@ fn denied_path_hint_once() {
         );
         let o = cabinc().args(["run", "-q", "--backend", backend]).arg(&img).output().expect("run");
         assert!(!text(&o).1.contains("cabin: denied"), "{backend}: {}", describe(&o));
+        // A program cannot write to the terminal through the hint, nor make more than one.
+        let o = cabinc()
+            .args(["run", "--backend", backend])
+            .arg(&img)
+            .args(["--", "/etc/\x1b[2J\x1b]0;owned\x07"])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", describe(&o));
+        assert!(
+            !o.stderr.contains(&0x1b) && !o.stderr.contains(&0x07),
+            "{backend}: raw control bytes: {}",
+            describe(&o)
+        );
+        let err = text(&o).1;
+        assert_eq!(err.lines().count(), 1, "{backend}: {err}");
+        assert!(
+            err.starts_with("cabin: denied read of /etc/\\x1b[2J\\x1b]0;owned\\x07: outside --allow-read"),
+            "{backend}: {err}"
+        );
     }
 }
 
