@@ -184,6 +184,9 @@ impl<'a> Session<'a> {
             }
             let ran = domain.run();
             forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Wake the timer thread (it waits up to 100 ms for a change):
+            // the run ends when the program does, not at its next tick.
+            timers.with(|_| ());
             if let Some(p) = &placement {
                 p.restore();
             }
