@@ -49,7 +49,10 @@ pub fn man(a: &ManArgs) -> Result<ExitCode> {
     let mut pages = vec![("cabinc".to_string(), cmd.clone())];
     for sub in cmd.get_subcommands() {
         // `cabinc-run.1` documents `cabinc run` (the name man(1) looks for).
-        let page = sub.clone().bin_name(format!("cabinc {}", sub.get_name()));
+        let page = sub
+            .clone()
+            .name(format!("cabinc-{}", sub.get_name()))
+            .bin_name(format!("cabinc {}", sub.get_name()));
         pages.push((format!("cabinc-{}", sub.get_name()), page));
     }
     for (name, page) in pages {

@@ -493,6 +493,7 @@ fn completions_and_manual_pages() {
     }
     let run = std::fs::read_to_string(t.path().join("cabinc-run.1")).expect("page");
     assert!(run.contains("allow\\-read"), "{run}");
+    assert!(run.contains("cabinc\\-run \\- Run an image confined"), "{run}");
 }
 
 /// The catalog is found from `$CABIN_CATALOG`, or beside an installed
