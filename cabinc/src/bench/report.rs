@@ -410,7 +410,10 @@ fn svg(r: &Report) -> String {
                     y + bar_h - 1.0
                 );
             }
-            let (lx, anchor) = if x < x1 { (left - 8.0, "end") } else { (right + 8.0, "start") };
+            // The value beyond the bar and its whisker, so neither hides it.
+            let (lo, hi) = i.ratio_range.map_or((x, x), |(a, b)| (axis.x(a).0.min(x), axis.x(b).0.max(x)));
+            let (lx, anchor) =
+                if x < x1 { (lo.min(left) - 8.0, "end") } else { (hi.max(right) + 8.0, "start") };
             let _ = writeln!(
                 s,
                 r#"<text x="{lx:.1}" y="{:.1}" text-anchor="{anchor}" font-size="10">{:.3}{}</text>"#,
