@@ -11,11 +11,11 @@ use cabin_rewriter::pipeline::{build_image, BuildOptions, BuildOutput, Stage};
 use cabin_rewriter::plan::ForbiddenFix;
 use serde_json::json;
 
-use crate::output::status;
-use crate::{BuildArgs, MessageFormat};
+use crate::output::{is_stdout, status};
+use crate::{BuildArgs, Format, MessageFormat};
 
 pub fn run(a: &BuildArgs) -> Result<ExitCode> {
-    let json = a.message_format == MessageFormat::Json;
+    let json = a.format == Format::Json || a.message_format == Some(MessageFormat::Json);
     match build(a, json) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if json => {
@@ -28,8 +28,54 @@ pub fn run(a: &BuildArgs) -> Result<ExitCode> {
     }
 }
 
+/// `-o`, or `NAME.cabin` in the current directory.
+pub fn output_path(a: &BuildArgs) -> Result<PathBuf> {
+    if let Some(o) = &a.output {
+        return Ok(o.clone());
+    }
+    let name = a.input.file_name().with_context(|| {
+        format!("{} names no file; help: pass the executable's path, or -o OUT", a.input.display())
+    })?;
+    let mut out = name.to_os_string();
+    out.push(".cabin");
+    Ok(PathBuf::from(out))
+}
+
+/// Refuses an output that is the input itself (the same file, by any name:
+/// a hard link or a symlink too): the build would replace the program it
+/// rewrites.
+fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(i), Ok(o)) = (std::fs::metadata(input), std::fs::metadata(output)) else { return Ok(()) };
+    if i.dev() == o.dev() && i.ino() == o.ino() {
+        anyhow::bail!(
+            "the output {} is the input {}: the build would overwrite the program it rewrites; \
+             help: write the image elsewhere with -o OUT (by default NAME.cabin)",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+/// The sites whose constant call number the backends refuse (`ENOSYS`), as
+/// `(name, addresses)` by call.
+pub fn refused_sites(plan: &cabin_rewriter::plan::PatchPlan) -> Vec<(String, Vec<u64>)> {
+    let mut by: std::collections::BTreeMap<u64, Vec<u64>> = std::collections::BTreeMap::new();
+    for s in &plan.sites {
+        if let Some(nr) = s.nr.filter(|&nr| crate::syscalls::refused(nr)) {
+            by.entry(nr).or_default().push(s.addr);
+        }
+    }
+    by.into_iter().map(|(nr, addrs)| (crate::syscalls::name(nr), addrs)).collect()
+}
+
 fn build(a: &BuildArgs, json: bool) -> Result<()> {
     let started = Instant::now();
+    let output = output_path(a)?;
+    if !is_stdout(&output) {
+        refuse_overwriting_input(&a.input, &output)?;
+    }
     let input = std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
     let human = !json;
     if human {
@@ -62,10 +108,37 @@ fn build(a: &BuildArgs, json: bool) -> Result<()> {
         b.finish_and_clear();
     }
     let out: BuildOutput = result.with_context(|| format!("cannot build {}", a.input.display()))?;
-    if let Some(plan_path) = &a.plan {
-        write_atomic(plan_path, out.plan_json.as_bytes(), 0o644)?;
+    if is_stdout(&output) && a.plan.as_deref().is_some_and(is_stdout) {
+        anyhow::bail!("the image and the plan cannot both go to stdout; help: write one of them to a file");
     }
-    write_atomic(&a.output, &out.image, 0o755)?;
+    if json && (is_stdout(&output) || a.plan.as_deref().is_some_and(is_stdout)) {
+        anyhow::bail!(
+            "--format json prints its report on stdout; help: write the image and the plan to files"
+        );
+    }
+    if let Some(plan_path) = &a.plan {
+        write_out(plan_path, out.plan_json.as_bytes(), 0o644)?;
+    }
+    write_out(&output, &out.image, 0o755)?;
+    let refused = refused_sites(&out.plan);
+    if !json && !refused.is_empty() {
+        let total: usize = refused.iter().map(|(_, a)| a.len()).sum();
+        let list: Vec<String> = refused
+            .iter()
+            .map(|(n, addrs)| match addrs.as_slice() {
+                [one] => format!("{n} (at {one:#x})"),
+                many => format!("{n} ({} sites, first at {:#x})", many.len(), many[0]),
+            })
+            .collect();
+        eprintln!(
+            "warning: {total} system-call site(s) make calls the backends refuse (the program gets ENOSYS \
+             there): {}",
+            list.join(", ")
+        );
+        eprintln!(
+            "help: a program may never reach them (library code linked in); `cabinc syscalls` lists what is served"
+        );
+    }
     if let Some(policy) = &a.policy {
         let sites = out.plan.sites.iter().filter_map(|s| s.nr.map(|nr| (s.addr, nr)));
         for finding in crate::policy::build_findings(policy, sites)? {
@@ -85,7 +158,11 @@ fn build(a: &BuildArgs, json: bool) -> Result<()> {
                 "reason": "build-finished",
                 "success": true,
                 "input": a.input,
-                "output": a.output,
+                "output": output,
+                "refused_calls": refused.iter().map(|(n, addrs)| json!({
+                    "name": n,
+                    "sites": addrs.iter().map(|a| format!("{a:#x}")).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
                 "kind": s.kind,
                 "sites": { "total": s.sites_total, "rewritten": s.rewritten, "trap": s.trap },
                 "forbidden": s.forbidden,
@@ -118,7 +195,7 @@ fn build(a: &BuildArgs, json: bool) -> Result<()> {
             "Finished",
             &format!(
                 "{} ({}, {}, {:.2}s)",
-                a.output.display(),
+                output.display(),
                 size(out.image.len()),
                 if s.execute_only { "execute-only" } else { "readable code: execute-only OFF" },
                 elapsed.as_secs_f64()
@@ -134,6 +211,15 @@ fn size(n: usize) -> String {
         format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
     } else {
         format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// [`write_atomic`], or stdout for `-`.
+pub fn write_out(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    if is_stdout(path) {
+        crate::output::to_stdout(bytes)
+    } else {
+        write_atomic(path, bytes, mode)
     }
 }
 

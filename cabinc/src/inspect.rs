@@ -9,7 +9,7 @@ use cabin_image::elf::{ElfKind, PF_X};
 use cabin_image::image::Image;
 use serde_json::json;
 
-use crate::{InspectArgs, InspectFormat, MeasureArgs};
+use crate::{Format, InspectArgs, MeasureArgs};
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
@@ -94,8 +94,8 @@ pub fn inspect(a: &InspectArgs) -> Result<ExitCode> {
         Image::parse(&data).with_context(|| format!("{} is not a valid Cabin image", a.image.display()))?;
     let r = report(&img);
     match a.format {
-        InspectFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-        InspectFormat::Text => print_text(&a.image, &r),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Text => print_text(&a.image, &r),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -159,7 +159,10 @@ pub fn measure(a: &MeasureArgs) -> Result<ExitCode> {
     let img =
         Image::parse(&data).with_context(|| format!("{} is not a valid Cabin image", a.image.display()))?;
     let computed = img.verify_measurement().with_context(|| a.image.display().to_string())?;
-    println!("{}", hex::encode(computed));
+    match a.format {
+        Format::Text => println!("{}", hex::encode(computed)),
+        Format::Json => println!("{}", json!({ "image": a.image, "measurement": hex::encode(computed) })),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,12 +5,18 @@
 //! verifies SEV-SNP attestation reports that bind them.
 //! Exit status: 0 success, 1 refused or malformed input, 2 usage error;
 //! `cabinc run` passes the program's status through and uses 125 for its own
-//! errors, 126 for an invalid image and 127 for a missing one.
+//! errors (usage errors included: 2 is a status programs return too), 126
+//! for an invalid image and 127 for a missing one, as `docker run` does.
+//!
+//! Conventions shared by every subcommand: `--format json` for output meant
+//! for scripts, `-` for stdout wherever a FILE is written, sizes with units
+//! (`512K`, `256M`, `1G`, `1GiB`).
 
 mod attest;
 mod bench;
 mod build;
 mod catalog;
+mod docs;
 mod inspect;
 mod output;
 mod policy;
@@ -22,10 +28,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use output::Format;
+
+/// What `--help` ends with: the exit statuses and the shared conventions.
+const AFTER_HELP: &str = "\
+Exit status: 0 success; 1 when cabinc refuses or fails (malformed input, a failed build);
+2 for a usage error. `cabinc run` passes the program's status through (128 + N when a
+signal N ended it) and uses 125 for every error of its own, usage errors included, 126 for
+an image that is not a runnable Cabin image and 127 for a missing image (as `docker run`).
+
+Every subcommand that prints a report takes `--format json`; `-` names stdout for every
+output FILE; sizes take units (512K, 256M, 1G, 1GiB).";
+
 /// Confine untrusted x86-64 Linux programs: build, inspect and run Cabin images.
 #[derive(Debug, Parser)]
 #[command(name = "cabinc", version, about, long_about = None, propagate_version = true)]
-struct Cli {
+#[command(after_help = AFTER_HELP)]
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +69,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Verify or request SEV-SNP attestation reports that bind an image.
     Attest(attest::AttestArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write the manual pages (cabinc.1 and one per subcommand).
+    Man(docs::ManArgs),
 }
 
 /// Arguments of `cabinc build`.
@@ -57,9 +80,12 @@ enum Command {
 pub struct BuildArgs {
     /// The static x86-64 ELF executable to rewrite.
     pub input: PathBuf,
-    /// Where to write the image.
+    /// Where to write the image (`-` for stdout) [default: NAME.cabin in the
+    /// current directory, NAME being the input's file name]. Never the input
+    /// itself; written to a temporary file beside it and renamed, so a failed
+    /// build leaves nothing behind.
     #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Keep code segments readable (R+X) when the program reads its own code.
     #[arg(long)]
     pub allow_readable_code: bool,
@@ -67,19 +93,24 @@ pub struct BuildArgs {
     /// (for testing the backends' trap handling; much slower).
     #[arg(long)]
     pub trap_all_sites: bool,
-    /// How to report progress and the result.
-    #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
-    pub message_format: MessageFormat,
+    /// How to report the result: status lines on stderr (text), or one JSON
+    /// object on stdout (json).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// The old name of `--format` (human = text).
+    #[arg(long, value_enum, hide = true)]
+    pub message_format: Option<MessageFormat>,
     /// Report system calls the image can be seen to make (constant numbers at
     /// its sites) that this policy would deny.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Also write the patch plan (every site's decision) as JSON to this file.
+    /// Also write the patch plan (every site's decision) as JSON to this file
+    /// (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
 }
 
-/// Output style of `cabinc build`.
+/// The values of the hidden `--message-format` (kept for scripts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MessageFormat {
     /// Cargo-style status lines on stderr.
@@ -93,18 +124,9 @@ pub enum MessageFormat {
 pub struct InspectArgs {
     /// The Cabin image.
     pub image: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
-    pub format: InspectFormat,
-}
-
-/// Output format of `cabinc inspect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InspectFormat {
-    /// A readable summary.
-    Text,
-    /// The full report as JSON.
-    Json,
+    /// Output format: a readable summary, or the full report as JSON.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// Arguments of `cabinc measure`.
@@ -112,10 +134,34 @@ pub enum InspectFormat {
 pub struct MeasureArgs {
     /// The Cabin image.
     pub image: PathBuf,
+    /// Output format: the 96 hex digits, or `{"image": …, "measurement": …}`.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Parses the command line. A usage error of `cabinc run` exits 125 (its own
+/// errors are 125, and 2 is a status programs return too); of every other
+/// subcommand, 2. `--help` and `--version` exit 0.
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            let _ = e.print();
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ if std::env::args_os().nth(1).is_some_and(|a| a == "run") => run::EXIT_CABINC_ERROR,
+                _ => 2,
+            };
+            Err(ExitCode::from(code))
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if !matches!(cli.command, Command::Run(_)) {
         // Report-printing commands end quietly when their reader goes away
         // (`cabinc inspect img | head`), as command-line tools do. `run`
@@ -134,10 +180,9 @@ fn main() -> ExitCode {
         Command::Catalog(a) => catalog::run_catalog(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Attest(a) => attest::run(&a),
-        Command::Syscalls(a) => {
-            syscalls::run(&a);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Syscalls(a) => syscalls::run(&a),
+        Command::Completions(a) => docs::completions(&a),
+        Command::Man(a) => docs::man(&a),
     };
     match result {
         Ok(code) => code,

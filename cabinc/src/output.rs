@@ -38,3 +38,29 @@ pub fn error(e: &anyhow::Error) {
         let _ = writeln!(err, "help: {h}");
     }
 }
+
+/// `--format`: the one output-format option of every subcommand that prints
+/// a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Text for people.
+    #[default]
+    #[value(alias = "human")]
+    Text,
+    /// JSON for scripts (one object on stdout; JSON lines for a trace).
+    #[value(alias = "jsonl")]
+    Json,
+}
+
+/// Writes `bytes` to stdout, for an output path given as `-`.
+pub fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write to stdout: {e}"))
+}
+
+/// Whether an output path means stdout.
+pub fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
+}

@@ -22,17 +22,18 @@ pub struct RunPolicyArgs {
     /// Syscall policy (TOML, see docs/policy.md); --allow-read/--allow-write add to its [paths].
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Trace every system call: strace-like lines on stderr, or into FILE (--trace=FILE).
+    /// Trace every system call: strace-like lines on stderr, or into FILE
+    /// (--trace=FILE; --trace=- for stdout). `--format json` makes them JSON lines.
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
     pub trace: Option<Option<PathBuf>>,
-    /// Format of --trace: text lines, or JSON lines (schema: docs/trace-schema.json).
-    #[arg(long, value_enum, default_value_t = TraceFormatArg::Text)]
-    pub trace_format: TraceFormatArg,
-    /// Write refusals, kills, limit hits and protocol violations as JSON lines to FILE.
+    /// The old name of `--format` for the trace (text or jsonl).
+    #[arg(long, value_enum, hide = true)]
+    pub trace_format: Option<TraceFormatArg>,
+    /// Write refusals, kills, limit hits and protocol violations as JSON lines to FILE (`-`: stdout).
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
-    /// Size cap of the audit log in bytes (reaching it is recorded).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_AUDIT_CAP)]
+    /// Size cap of the audit log (reaching it is recorded), e.g. 64K or 1M.
+    #[arg(long, value_name = "SIZE", default_value_t = DEFAULT_AUDIT_CAP, value_parser = crate::run::parse_size)]
     pub audit_max_bytes: u64,
 }
 
@@ -71,11 +72,13 @@ impl RunPolicyArgs {
         args: &[String],
         allow_read: &[PathBuf],
         allow_write: &[PathBuf],
+        format: crate::Format,
     ) -> Result<RunPolicy> {
-        if self.trace_format == TraceFormatArg::Jsonl && !matches!(self.trace, Some(Some(_))) {
+        let jsonl = format == crate::Format::Json || self.trace_format == Some(TraceFormatArg::Jsonl);
+        if jsonl && self.trace.is_some() && !matches!(self.trace, Some(Some(_))) {
             return Err(anyhow!(
-                "--trace-format jsonl needs --trace=FILE; help: JSON lines are never mixed with messages on \
-                 stderr: write e.g. --trace=run.jsonl"
+                "a JSON-lines trace needs --trace=FILE; help: JSON lines are never mixed with messages on \
+                 stderr: write e.g. --trace=run.jsonl (or --trace=- for stdout)"
             ));
         }
         let policy = match &self.policy {
@@ -105,10 +108,7 @@ impl RunPolicyArgs {
         };
         let trace = TraceOptions {
             trace: self.trace.clone(),
-            format: match self.trace_format {
-                TraceFormatArg::Text => TraceFormat::Text,
-                TraceFormatArg::Jsonl => TraceFormat::Jsonl,
-            },
+            format: if jsonl { TraceFormat::Jsonl } else { TraceFormat::Text },
             audit: self.audit.clone(),
             audit_cap: self.audit_max_bytes,
         };
@@ -141,11 +141,17 @@ pub enum PolicyCommand {
         /// entry and rule) and check the compiled policy against them.
         #[arg(long)]
         probes: bool,
+        /// Output format: the summary line, or one JSON object.
+        #[arg(long, value_enum, default_value_t = crate::Format::Text)]
+        format: crate::Format,
     },
     /// Say in plain words what a policy allows.
     Explain {
         /// The policy file.
         file: PathBuf,
+        /// Output format: the text, or `{"policy": FILE, "lines": [...]}`.
+        #[arg(long, value_enum, default_value_t = crate::Format::Text)]
+        format: crate::Format,
     },
     /// Convert another format into a Cabin policy, reporting what could not be carried over.
     Import {
@@ -168,7 +174,11 @@ pub enum PolicyCommand {
         output: PathBuf,
     },
     /// List the named groups (`@file-read`, `@time`, …) and their members.
-    Groups,
+    Groups {
+        /// Output format: the list, or a JSON array.
+        #[arg(long, value_enum, default_value_t = crate::Format::Text)]
+        format: crate::Format,
+    },
 }
 
 /// Formats `cabinc policy import` reads.
@@ -181,15 +191,30 @@ pub enum ImportFormat {
 /// Runs `cabinc policy …`.
 pub fn run(args: &PolicyArgs) -> Result<ExitCode> {
     match &args.command {
-        PolicyCommand::Check { file, probes } => check(file, *probes),
-        PolicyCommand::Explain { file } => {
+        PolicyCommand::Check { file, probes, format } => check(file, *probes, *format),
+        PolicyCommand::Explain { file, format } => {
             let p = load(file)?;
-            print!("{}", explain::explain(&p));
+            let text = explain::explain(&p);
+            match format {
+                crate::Format::Text => print!("{text}"),
+                crate::Format::Json => {
+                    let lines: Vec<&str> = text.lines().collect();
+                    println!("{}", serde_json::json!({ "policy": file, "lines": lines }));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Import { from: ImportFormat::OciSeccomp, profile, output } => import(profile, output),
         PolicyCommand::Generate { from_trace, output } => generate(from_trace, output),
-        PolicyCommand::Groups => {
+        PolicyCommand::Groups { format: crate::Format::Json } => {
+            let v: Vec<serde_json::Value> = groups::GROUPS
+                .iter()
+                .map(|g| serde_json::json!({ "name": g.name, "about": g.about, "members": g.members }))
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Groups { format: crate::Format::Text } => {
             for g in groups::GROUPS {
                 println!("@{}: {} ({} calls)", g.name, g.about, g.members.len());
                 println!("    {}", g.members.join(", "));
@@ -219,10 +244,19 @@ pub fn load(file: &Path) -> Result<Policy> {
     })
 }
 
-fn check(file: &Path, with_probes: bool) -> Result<ExitCode> {
-    let p = load(file)?;
-    for w in &p.warnings {
-        eprintln!("warning: {}: {w}", file.display());
+fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCode> {
+    let p = match load(file) {
+        Ok(p) => p,
+        Err(e) if format == crate::Format::Json => {
+            println!("{}", serde_json::json!({ "policy": file, "ok": false, "error": e.to_string() }));
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    if format == crate::Format::Text {
+        for w in &p.warnings {
+            eprintln!("warning: {}: {w}", file.display());
+        }
     }
     let c = p.compile();
     let allowed = (0..policy::compile::TABLE_SIZE as u64).filter(|&n| c.may_allow(n)).count();
@@ -271,7 +305,26 @@ fn check(file: &Path, with_probes: bool) -> Result<ExitCode> {
         }
         parts.push(format!("{} probes passed", probes.len()));
     }
-    println!("ok: {}: {}", file.display(), parts.join(", "));
+    match format {
+        crate::Format::Text => println!("ok: {}: {}", file.display(), parts.join(", ")),
+        crate::Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "policy": file,
+                "ok": true,
+                "version": policy::VERSION,
+                "mode": p.mode.as_str(),
+                "default": default,
+                "calls_may_be_allowed": allowed,
+                "argument_rules": p.rules.len(),
+                "read_trees": p.paths.read,
+                "write_trees": p.paths.write,
+                "probes": with_probes.then(|| probe::probes(&p).len()),
+                "warnings": p.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "summary": parts.join(", "),
+            })
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

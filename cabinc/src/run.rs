@@ -1,8 +1,11 @@
 //! `cabinc run`: run an image confined.
 //!
 //! Exit status: the program's own status passes through (128 + signal for a
-//! fault or kill); 125 when cabinc itself fails, 126 when the image is
-//! invalid, 127 when it is missing.
+//! fault or kill); 125 when cabinc itself fails (a usage error included), 126
+//! when the image is invalid, 127 when it is missing (as `docker run`).
+//!
+//! Messages: the backend and execute-only notices print only with `-v`; the
+//! first path the path rules refuse gets one hint on stderr (not with `-q`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +14,10 @@ use cabin_monitor::placement::CpuPlacement;
 use cabin_monitor::{RunConfig, RunError, RunOutcome};
 use clap::ValueEnum;
 
-use crate::output;
+use crate::output::{self, is_stdout, Format};
+
+/// The status of every error of `cabinc run` itself.
+pub const EXIT_CABINC_ERROR: u8 = 125;
 
 /// Arguments of `cabinc run`.
 #[derive(Debug, clap::Args)]
@@ -31,7 +37,7 @@ pub struct RunArgs {
     /// Add KEY=VALUE to the program's (otherwise empty) environment (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Write run statistics as JSON to FILE.
+    /// Write run statistics as JSON to FILE (`-`: stdout, after the program ends).
     #[arg(long, value_name = "FILE")]
     pub stats: Option<PathBuf>,
     /// Refuse to run where execute-only code cannot be enforced.
@@ -55,12 +61,22 @@ pub struct RunArgs {
     /// it to the scheduler).
     #[arg(long, value_enum, default_value_t = Cpus::Split)]
     pub cpus: Cpus,
-    /// Do not print the execute-only notice.
+    /// Print the backend and execute-only notices (`cabin: …`) too.
+    #[arg(long, short, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print no notice or hint of cabinc's own, only errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Format of cabinc's own reports: --trace as text lines or as JSON lines
+    /// (schema: docs/trace-schema.json); --stats and --audit are JSON either way.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
     /// Policy, trace and audit options.
     #[command(flatten)]
     pub policy: crate::policy::RunPolicyArgs,
+    /// argv[0] the program sees [default: the image's file name].
+    #[arg(long, value_name = "NAME")]
+    pub arg0: Option<String>,
     /// Arguments passed to the program (after `--`); argv[0] is the image's file name.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -97,23 +113,37 @@ pub enum Cpus {
     Shared,
 }
 
-/// Parses sizes like `256M`, `1G`, `65536`, `512K`.
+/// Parses sizes like `256M`, `1G`, `65536`, `512K`, `1GiB`, `64KB`, `100B`:
+/// every unit is binary (K = KiB = KB = 1024), as `docker run --memory` reads them.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix '{c}' (use K, M or G)")),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mul: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        u => return Err(format!("unknown size unit '{u}' (use K, M, G or T, e.g. 256M or 1GiB)")),
     };
     let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 256M)"))?;
     n.checked_mul(mul).ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// `KEY=VALUE` entries in order, a later entry of a key replacing an earlier
+/// one in its place (`--env` over the policy's `[env]`, the last `--env` of a
+/// key over the others): the program sees each key once.
+fn merge_env<'a>(entries: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for kv in entries {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        match out.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key) {
+            Some(e) => e.clone_from(kv),
+            None => out.push(kv.clone()),
+        }
+    }
+    out
 }
 
 pub fn run(a: &RunArgs) -> ExitCode {
@@ -125,32 +155,37 @@ pub fn run(a: &RunArgs) -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let argv0 = a.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into());
+    let argv0 = a.arg0.clone().unwrap_or_else(|| {
+        a.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
+    });
     let mut args = vec![argv0];
     args.extend(a.args.iter().cloned());
     for kv in &a.env {
         if !kv.contains('=') {
             output::error(&anyhow::anyhow!("--env {kv:?} is not KEY=VALUE; help: write --env {kv}=value"));
-            return ExitCode::from(125);
+            return ExitCode::from(EXIT_CABINC_ERROR);
         }
     }
-    let rp = match a.policy.prepare(&a.image, &args, &a.allow_read, &a.allow_write) {
+    let rp = match a.policy.prepare(&a.image, &args, &a.allow_read, &a.allow_write, a.format) {
         Ok(rp) => rp,
         Err(e) => {
             output::error(&e);
-            return ExitCode::from(125);
+            return ExitCode::from(EXIT_CABINC_ERROR);
         }
     };
+    // `--stats -`: the monitor keeps the report, printed after the program's output.
+    let stats_to_stdout = a.stats.as_deref().is_some_and(is_stdout);
     let cfg = RunConfig {
         args,
-        env: rp.env.iter().chain(&a.env).cloned().collect(),
+        env: merge_env(rp.env.iter().chain(&a.env)),
         allow_read: rp.allow_read,
         allow_write: rp.allow_write,
         allow_set_id: rp.allow_set_id,
         gate: rp.gate,
-        stats: a.stats.clone(),
+        stats: a.stats.clone().filter(|_| !stats_to_stdout),
         require_execute_only: a.require_execute_only,
-        quiet: a.quiet,
+        quiet: !a.verbose,
+        path_hint: !a.quiet,
         arena_bytes: a.mem.or(rp.memory).unwrap_or(0),
         force_trap_path: a.forwarding == Forwarding::Sync,
         forward_signals: true,
@@ -164,7 +199,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         Backend::Auto => match cabin_kvm::usable() {
             Ok(()) => Backend::Kvm,
             Err(why) => {
-                if !a.quiet {
+                if a.verbose {
                     eprintln!("cabin: backend process (KVM not usable: {why})");
                 }
                 Backend::Process
@@ -172,7 +207,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         },
         b => b,
     };
-    if a.backend == Backend::Auto && backend == Backend::Kvm && !a.quiet {
+    if a.backend == Backend::Auto && backend == Backend::Kvm && a.verbose {
         eprintln!("cabin: backend kvm");
     }
     // The session checks the image first: an image that is not an intact
@@ -184,13 +219,22 @@ pub fn run(a: &RunArgs) -> ExitCode {
         _ => cabin_process::run(&image, &cfg),
     };
     match result {
-        Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
+        Ok(outcome) => {
+            if stats_to_stdout {
+                let text = serde_json::to_string_pretty(&outcome.stats).unwrap_or_default() + "\n";
+                if let Err(e) = output::to_stdout(text.as_bytes()) {
+                    output::error(&e);
+                    return ExitCode::from(EXIT_CABINC_ERROR);
+                }
+            }
+            ExitCode::from(outcome.exit_code.clamp(0, 255) as u8)
+        }
         Err(RunError::ImageRejected(e)) => {
             output::error(&anyhow::anyhow!("{} is not a runnable Cabin image: {e}", a.image.display()));
             ExitCode::from(126)
         }
         Err(e) => {
-            let code = if matches!(e, RunError::InvalidImage(_)) { 126 } else { 125 };
+            let code = if matches!(e, RunError::InvalidImage(_)) { 126 } else { EXIT_CABINC_ERROR };
             output::error(&anyhow::Error::new(e));
             ExitCode::from(code)
         }
@@ -202,6 +246,12 @@ mod tests {
     use super::parse_size;
 
     #[test]
+    fn later_env_entries_replace_earlier_ones() {
+        let v: Vec<String> = ["A=1", "B=2", "A=3", "C", "C=4"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(super::merge_env(v.iter()), vec!["A=3", "B=2", "C=4"]);
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("256M"), Ok(256 << 20));
         assert_eq!(parse_size("1g"), Ok(1 << 30));
@@ -209,5 +259,11 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999G").is_err());
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64KB"), Ok(64 << 10));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1M").is_err());
     }
 }

@@ -16,6 +16,47 @@ pub struct SyscallsArgs {
     /// instead of the table.
     #[arg(long)]
     pub doc: bool,
+    /// Output format: the table, or a JSON array of
+    /// `{"nr", "name", "args", "served_by", "refused"}`.
+    #[arg(long, value_enum, default_value_t = crate::Format::Text)]
+    pub format: crate::Format,
+}
+
+/// Whether the backends refuse call `nr` (answer `ENOSYS`): not in the
+/// table, or forwarded with no monitor handler (`clone`/`clone3` are taken
+/// by the libos for threads and count as served). `cabinc build` warns about
+/// sites of such calls.
+pub fn refused(nr: u64) -> bool {
+    match TABLE.iter().find(|s| u64::from(s.nr) == nr) {
+        None => true,
+        Some(s) => s.serve == Serve::Forwarded && !service::serves(nr) && !is_clone(nr),
+    }
+}
+
+/// The name of call `nr`, or `syscall_N`.
+pub fn name(nr: u64) -> String {
+    TABLE
+        .iter()
+        .find(|s| u64::from(s.nr) == nr)
+        .map_or_else(|| format!("syscall_{nr}"), |s| s.name.to_string())
+}
+
+/// The table as JSON.
+pub fn to_json() -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = TABLE
+        .iter()
+        .map(|s| {
+            let nr = u64::from(s.nr);
+            serde_json::json!({
+                "nr": nr,
+                "name": s.name,
+                "args": s.args.map(|a| a.iter().map(kind).collect::<Vec<_>>()),
+                "served_by": served_by(nr, s.serve),
+                "refused": refused(nr),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
 }
 
 /// Who serves a call, as the table column says it.
@@ -96,12 +137,15 @@ pub fn render() -> String {
 }
 
 /// Runs `cabinc syscalls`.
-pub fn run(a: &SyscallsArgs) {
+pub fn run(a: &SyscallsArgs) -> anyhow::Result<std::process::ExitCode> {
     if a.doc {
         print!("{}", include_str!("../../docs/syscalls.md"));
+    } else if a.format == crate::Format::Json {
+        println!("{}", serde_json::to_string_pretty(&to_json())?);
     } else {
         print!("{}", render());
     }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

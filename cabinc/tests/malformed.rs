@@ -362,7 +362,8 @@ fn usage_errors_exit_2() {
     let cases: Vec<Vec<&str>> = vec![
         vec![],
         vec!["build"],
-        vec!["build", i],
+        // (`build INPUT` alone is valid: -o defaults to NAME.cabin.)
+        vec!["build", i, "-o"],
         vec!["build", i, "-o", o, "--no-such-flag"],
         vec!["build", i, "-o", o, "--message-format", "xml"],
         vec!["frobnicate"],
@@ -395,8 +396,12 @@ fn an_image_is_not_rebuilt_and_a_failed_build_keeps_the_old_output() {
     let image = dir.path().join("hello.cabin");
     cabinc().build_ok(input, &image, &[]);
     let before = std::fs::read(&image).expect("image written");
-    // Building from an image is refused, and the existing output is untouched.
+    // Building from an image is refused, and the existing output is untouched
+    // (into itself: refused as overwriting the input, before it is read).
     let out = cabinc().build(&image, &image, &[]);
+    expect_exit(&out, EXIT_REFUSED, "rebuilding an image");
+    assert!(out.stderr_str().contains("would overwrite the program it rewrites"), "{}", out.stderr_str());
+    let out = cabinc().build(&image, &dir.path().join("again.cabin"), &[]);
     expect_exit(&out, EXIT_REFUSED, "rebuilding an image");
     assert!(out.stderr_str().contains("already a Cabin image"), "{}", out.stderr_str());
     assert_eq!(std::fs::read(&image).expect("image still there"), before, "failed build changed the output");

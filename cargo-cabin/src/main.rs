@@ -17,6 +17,13 @@ use clap::{Parser, Subcommand};
 const USAGE: &str = "cargo cabin build [CARGO BUILD ARGS]... | cargo cabin run [--bin NAME] [CARGO BUILD ARGS]... [-- PROGRAM ARGS...]";
 
 const SETTINGS_HELP: &str = "\
+`cargo cabin run` takes these `cabinc run` options among the cargo arguments (before `--`);
+they add to the package's settings, and --backend replaces its backend:
+  --backend B  --policy FILE  --allow-read DIR  --allow-write DIR  --env K=V  --mem SIZE
+  --stats FILE  --trace[=FILE]  --audit FILE  --forwarding ring|sync  --cpus split|shared
+  --require-execute-only
+The program's argv[0] is the executable's path as `cargo run` gives it.
+
 Settings come from the package's [package.metadata.cabin]:
   backend = \"auto\"              auto | process | kvm (cabinc run --backend)
   policy = \"cabin-policy.toml\"  a cabinc run --policy file (docs/policy.md), relative to the package
@@ -46,13 +53,15 @@ enum Cmd {
     },
     /// Build, then run one executable's image confined with `cabinc run`
     #[command(override_usage = "cargo cabin run [--bin NAME] [CARGO BUILD ARGS]... [-- PROGRAM ARGS...]")]
+    #[command(after_help = SETTINGS_HELP)]
     #[command(long_about = "Build, then run one executable's image confined with `cabinc run`.\n\n\
         cabinc is $CABINC when set, else the first on PATH or beside cargo-cabin. Without a \
         `cabinc run` the image runs directly (passthrough, NOT confined), and cargo cabin says so.")]
     Run {
         /// Arguments for `cargo build` (--release, -p NAME, --features F, ...); `--bin NAME` among
-        /// them also picks the executable to run (needed when the package has several). The
-        /// program's arguments follow `--`.
+        /// them also picks the executable to run (needed when the package has several);
+        /// `cabinc run` options among them (--allow-read DIR, --policy FILE, ...: see below) go
+        /// to `cabinc run`. The program's arguments follow `--`.
         #[arg(value_name = "CARGO BUILD ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_args: Vec<String>,
     },
@@ -191,6 +200,70 @@ fn split_program_args(args: &[String]) -> (&[String], &[String]) {
     }
 }
 
+/// `cabinc run` options `cargo cabin run` takes from its command line (none of
+/// them is a `cargo build` option): name, and whether it takes a value.
+const RUN_OPTIONS: &[(&str, bool)] = &[
+    ("--backend", true),
+    ("--policy", true),
+    ("--allow-read", true),
+    ("--allow-write", true),
+    ("--env", true),
+    ("--mem", true),
+    ("--stats", true),
+    ("--audit", true),
+    ("--forwarding", true),
+    ("--cpus", true),
+    ("--require-execute-only", false),
+];
+
+/// Splits the arguments before `--` into cargo's and `cabinc run`'s
+/// ([`RUN_OPTIONS`], and `--trace` / `--trace=FILE`, which takes its value
+/// only after `=`). Errors when an option lacks its value.
+fn split_run_options(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut cargo, mut run) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--trace" || a.starts_with("--trace=") {
+            run.push(a.clone());
+            continue;
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (a.as_str(), None),
+        };
+        match RUN_OPTIONS.iter().find(|(n, _)| *n == name) {
+            Some((_, false)) if inline.is_none() => run.push(a.clone()),
+            Some((_, true)) => {
+                let value = match inline {
+                    Some(v) => v.to_string(),
+                    None => it.next().cloned().with_context(|| {
+                        format!(
+                            "{name} needs a value; help: write {name} VALUE (see `cargo cabin run --help`)"
+                        )
+                    })?,
+                };
+                run.push(name.to_string());
+                run.push(value);
+            }
+            _ => cargo.push(a.clone()),
+        }
+    }
+    Ok((cargo, run))
+}
+
+/// argv[0] as `cargo run` gives it: the executable's path relative to the
+/// current directory when it lies under it (`./NAME` directly in it), else
+/// absolute.
+fn cargo_run_argv0(exe: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let shown = match cwd.as_deref().and_then(|c| exe.strip_prefix(c).ok()) {
+        Some(rel) if rel.file_name() == Some(rel.as_os_str()) => Path::new(".").join(rel),
+        Some(rel) => rel.to_path_buf(),
+        None => exe.to_path_buf(),
+    };
+    shown.display().to_string()
+}
+
 /// The `--bin NAME` (or `--bin=NAME`) among cargo's arguments, if any.
 fn bin_name(cargo_args: &[String]) -> Option<String> {
     let mut it = cargo_args.iter();
@@ -205,7 +278,9 @@ fn bin_name(cargo_args: &[String]) -> Option<String> {
     None
 }
 
-fn run(cargo_args: &[String], program_args: &[String]) -> Result<ExitCode> {
+fn run(args: &[String], program_args: &[String]) -> Result<ExitCode> {
+    let (cargo_args, run_options) = split_run_options(args)?;
+    let cargo_args = cargo_args.as_slice();
     // --bin NAME also narrows the build.
     let bin = bin_name(cargo_args);
     let built = build(cargo_args)?;
@@ -224,8 +299,16 @@ fn run(cargo_args: &[String], program_args: &[String]) -> Result<ExitCode> {
     let st = match find_cabinc() {
         Some(cabinc) => {
             let mut cmd = Command::new(&cabinc);
+            let mut settings = b.settings.run_args(&b.package_dir)?;
+            if run_options.iter().any(|o| o == "--backend") {
+                // The command line's backend replaces the settings' (the first pair).
+                settings.drain(..2);
+            }
             cmd.arg("run")
-                .args(b.settings.run_args(&b.package_dir)?)
+                .args(settings)
+                .args(&run_options)
+                .arg("--arg0")
+                .arg(cargo_run_argv0(&b.exe.path))
                 .arg(&b.image)
                 .arg("--")
                 .args(program_args);
@@ -238,7 +321,12 @@ fn run(cargo_args: &[String], program_args: &[String]) -> Result<ExitCode> {
                 "`cabinc run` is not available (no cabinc with a run subcommand in $CABINC, PATH or beside cargo-cabin): running the image in passthrough mode, NOT confined",
             );
             status("Running", &format!("{} (passthrough)", b.image.display()));
+            if !run_options.is_empty() {
+                status("Warning", &format!("ignored without cabinc: {}", run_options.join(" ")));
+            }
+            use std::os::unix::process::CommandExt;
             Command::new(&b.image)
+                .arg0(cargo_run_argv0(&b.exe.path))
                 .args(program_args)
                 .status()
                 .with_context(|| format!("cannot run {}", b.image.display()))?
@@ -276,6 +364,14 @@ fn main() -> ExitCode {
     }
     // Everything after `--` is the program's: clap never sees it.
     let (args, program_args) = split_program_args(&args);
+    // `--help` among the cargo arguments is ours: passed on, cargo would
+    // print its own help and build nothing.
+    let wants_help = args.iter().skip(2).any(|a| a == "--help" || a == "-h");
+    if wants_help && matches!(args.get(1).map(String::as_str), Some("build" | "run")) {
+        if let Err(e) = Cli::try_parse_from([args[0].as_str(), args[1].as_str(), "--help"]) {
+            return usage_error(e);
+        }
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -357,6 +453,46 @@ mod tests {
         assert_eq!((cargo_args.len(), program_args), (0, strings(&["--exit", "3"])));
         let (cargo_args, program_args) = run_args(&["run"]);
         assert_eq!((bin_name(&cargo_args), program_args.len()), (None, 0));
+    }
+
+    #[test]
+    fn run_options_go_to_cabinc_and_the_rest_to_cargo() {
+        let (cargo, run) = split_run_options(&strings(&[
+            "--release",
+            "--allow-read",
+            "data",
+            "--bin=app",
+            "--env=A=1",
+            "--trace",
+            "--require-execute-only",
+            "--mem",
+            "1G",
+            "-v",
+        ]))
+        .expect("split");
+        assert_eq!(cargo, strings(&["--release", "--bin=app", "-v"]));
+        assert_eq!(
+            run,
+            strings(&[
+                "--allow-read",
+                "data",
+                "--env",
+                "A=1",
+                "--trace",
+                "--require-execute-only",
+                "--mem",
+                "1G"
+            ])
+        );
+        assert!(split_run_options(&strings(&["--policy"])).is_err());
+    }
+
+    #[test]
+    fn argv0_is_what_cargo_run_gives() {
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(cargo_run_argv0(&cwd.join("target/debug/app")), "target/debug/app");
+        assert_eq!(cargo_run_argv0(&cwd.join("app")), "./app");
+        assert_eq!(cargo_run_argv0(Path::new("/nonexistent/app")), "/nonexistent/app");
     }
 
     #[test]

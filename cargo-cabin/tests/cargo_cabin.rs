@@ -80,6 +80,56 @@ fn run_confined_when_cabinc_run_exists() {
     assert!(err.contains(&format!("cannot read {outside}")), "{out}\n{err}");
 }
 
+/// `--help` among the cargo arguments shows cargo cabin's help (it was passed
+/// to cargo, which printed its own and built nothing), for both subcommands.
+#[test]
+fn help_is_shown_not_passed_to_cargo() {
+    for args in
+        [&["cabin", "run", "--help"][..], &["cabin", "run", "--release", "--help"], &["cabin", "build", "-h"]]
+    {
+        let o = Command::new(env!("CARGO_BIN_EXE_cargo-cabin")).args(args).output().expect("run");
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(out.contains("Usage: cargo cabin"), "{args:?}: {out}");
+        assert!(!err.contains("no executable"), "{err}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_cargo-cabin"))
+        .args(["cabin", "run", "--help"])
+        .output()
+        .expect("run");
+    let out = text(&o).0;
+    assert!(out.contains("--allow-read DIR") && out.contains("argv[0]"), "{out}");
+}
+
+/// `cabinc run` options on the command line (`--allow-read`, `--env`) reach
+/// `cabinc run` and add to the package's settings; argv[0] is the
+/// executable's path as `cargo run` gives it.
+#[test]
+fn run_options_on_the_command_line_and_cargo_run_argv0() {
+    let cabinc = Path::new(env!("CARGO_BIN_EXE_cargo-cabin")).with_file_name("cabinc");
+    if !cabinc.is_file() {
+        cabin_tests::not_run("cabinc run", &format!("{} is not built", cabinc.display()));
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let manifest = sample().join("Cargo.toml").canonicalize().expect("sample manifest");
+    let dir = sample().canonicalize().expect("sample dir");
+    let manifest = manifest.to_str().expect("utf-8");
+    let o =
+        cargo_cabin(t.path(), &["run", "--allow-read", dir.to_str().expect("utf-8"), "--env=GREETING=cli"])
+            .args(["--", "--argv0", "--file", manifest])
+            .env("CABINC", &cabinc)
+            .output()
+            .expect("run");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    // --env from the command line comes after the settings' GREETING=hello: it wins.
+    assert!(out.starts_with("cli from rust-cargo-cabin"), "{out}\n{err}");
+    assert!(out.contains(&format!("{manifest}: ")), "the command line's --allow-read: {out}\n{err}");
+    let exe = t.path().join("x86_64-unknown-linux-gnu/debug/rust-cargo-cabin");
+    assert!(out.contains(&format!("argv[0]: {}", exe.display())), "{out}");
+}
+
 #[test]
 fn unknown_subcommand_is_a_usage_error() {
     let o =

@@ -25,6 +25,11 @@ pub struct RunConfig {
     pub require_execute_only: bool,
     /// Do not print the one-line execute-only notice on stderr.
     pub quiet: bool,
+    /// Print one hint on stderr at the first call the path rules refuse
+    /// (`cabin: denied read of PATH: outside --allow-read; add --allow-read
+    /// DIR`): `cabinc run` sets it unless `-q`. Later refusals go to the
+    /// trace and audit log only.
+    pub path_hint: bool,
     /// `--mem`: the bound on the program's memory in bytes (0 = not given;
     /// see [`cabin_policy::limits::MemoryBound`]). The name is historical:
     /// the arena is what the bound leaves after the image, stack and heap.

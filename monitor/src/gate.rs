@@ -104,6 +104,8 @@ pub struct Gate {
     tracer: Tracer,
     t0: Instant,
     print: bool,
+    /// Print a hint at the first path refusal (then false: once per run).
+    path_hint: bool,
     /// Messages printed (or, with printing off, that would have been):
     /// bounded, as the messages are (once per call number).
     pub messages: Vec<String>,
@@ -122,8 +124,16 @@ impl Gate {
             tracer,
             t0: Instant::now(),
             print: true,
+            path_hint: false,
             messages: Vec::new(),
         }
+    }
+
+    /// Print one hint at the first call the path rules refuse (`cabinc run`
+    /// unless `-q`; see [`crate::config::RunConfig::path_hint`]).
+    pub fn with_path_hint(mut self, on: bool) -> Gate {
+        self.path_hint = on;
+        self
     }
 
     /// Opens the trace and audit files of `cfg`, builds the gate and writes
@@ -339,6 +349,13 @@ impl Gate {
             rec.rule = Some(refusal.rule());
             rec.path = note.path.as_deref().map(path_text);
             self.tracer.syscall(&rec);
+            if self.path_hint {
+                // Once per run: the first refusal is the one a user needs
+                // to see to fix the command line; the rest would be noise.
+                self.path_hint = false;
+                let hint = path_hint(refusal, writes(t.nr, &t.args));
+                self.say(hint);
+            }
         } else if let Some(hit) = note.limit {
             // A write limit the service applied before the call: not served.
             let mut rec = SyscallRecord::new(t.nr, t.args, ret, Served::Denied);
@@ -386,6 +403,68 @@ impl Gate {
             let m = format!("cabin: writing the trace or audit log failed: {e}; the output is incomplete");
             self.say(m);
         }
+    }
+}
+
+/// Whether call `nr` with `args` changes what its path names (open for
+/// writing, create, remove, rename, ...), for the path hint's wording.
+fn writes(nr: u64, args: &[u64; 6]) -> bool {
+    use cabin_abi::syscalls::nr as n;
+    const O_ACCMODE: u64 = 3;
+    const O_CREAT: u64 = 0o100;
+    const O_TRUNC: u64 = 0o1000;
+    let open_writes = |flags: u64| flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0;
+    match nr {
+        n::open => open_writes(args[1]),
+        n::openat => open_writes(args[2]),
+        n::creat
+        | n::mkdir
+        | n::mkdirat
+        | n::unlink
+        | n::unlinkat
+        | n::rmdir
+        | n::rename
+        | n::renameat
+        | n::renameat2
+        | n::link
+        | n::linkat
+        | n::symlink
+        | n::symlinkat
+        | n::truncate
+        | n::chmod
+        | n::fchmodat
+        | n::utimensat
+        | n::mknod
+        | n::mknodat
+        | n::chown
+        | n::lchown
+        | n::fchownat => true,
+        _ => false,
+    }
+}
+
+/// The one-line hint printed at the first path refusal of a run.
+fn path_hint(r: &cabin_policy::note::PathRefusal, writes: bool) -> String {
+    use cabin_policy::note::Refusal;
+    let path = path_text(&r.resolved);
+    // The directory to suggest: the refused path's parent (what the program
+    // looked for may not exist yet). The path is the monitor's resolved,
+    // absolute one; `path_text` escapes whatever bytes the program chose.
+    let dir = match r.resolved.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => path_text(&r.resolved[..i]),
+    };
+    match (r.why, writes) {
+        (Refusal::Outside, false) => {
+            format!("cabin: denied read of {path}: outside --allow-read; add --allow-read {dir}")
+        }
+        (Refusal::Outside, true) => {
+            format!("cabin: denied write of {path}: outside --allow-write; add --allow-write {dir}")
+        }
+        (Refusal::ReadOnly, _) => {
+            format!("cabin: denied write of {path}: under an --allow-read tree; add --allow-write {dir}")
+        }
+        (why, _) => format!("cabin: denied access to {path}: {}", why.describe()),
     }
 }
 
@@ -493,5 +572,29 @@ mod tests {
             assert!(g.served(t, 0).is_none());
         }
         assert!(g.messages.is_empty());
+    }
+
+    /// The first-refusal hint names the path (escaped: the program chose
+    /// its bytes), read or write, and the directory to allow.
+    #[test]
+    fn path_hints_say_what_to_add() {
+        use cabin_policy::note::{PathRefusal, Refusal};
+        let r = |why, p: &[u8]| PathRefusal { why, resolved: p.to_vec() };
+        assert_eq!(
+            super::path_hint(&r(Refusal::Outside, b"/etc/hostname"), false),
+            "cabin: denied read of /etc/hostname: outside --allow-read; add --allow-read /etc"
+        );
+        assert_eq!(
+            super::path_hint(&r(Refusal::Outside, b"/tmp/x\n"), true),
+            "cabin: denied write of /tmp/x\\x0a: outside --allow-write; add --allow-write /tmp"
+        );
+        assert!(
+            super::path_hint(&r(Refusal::ReadOnly, b"/data/f"), true).ends_with("add --allow-write /data")
+        );
+        assert!(super::path_hint(&r(Refusal::Outside, b"/f"), false).ends_with("add --allow-read /"));
+        assert!(super::path_hint(&r(Refusal::Proc, b"/proc/1/mem"), false).contains("/proc entry"));
+        let open_wr = [(-100i64) as u64, 0, 0o1101, 0, 0, 0];
+        assert!(super::writes(cabin_abi::syscalls::nr::openat, &open_wr));
+        assert!(!super::writes(cabin_abi::syscalls::nr::openat, &[0; 6]));
     }
 }

@@ -86,7 +86,8 @@ impl<'a> Session<'a> {
         // Policy, limits, trace and audit (crate::gate): the worker passes
         // every call through it, fast-path and trapped alike.
         let gate = Gate::open(&cfg.gate, D::BACKEND)
-            .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?;
+            .map_err(|source| RunError::Host { what: "opening the trace or audit file", source })?
+            .with_path_hint(cfg.path_hint);
         let limits = gate.limits().clone();
         let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
         let memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
@@ -190,6 +191,9 @@ impl<'a> Session<'a> {
             }
             let ran = domain.run();
             forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Wake the timer thread (it waits up to 100 ms for a change):
+            // the run ends when the program does, not at its next tick.
+            timers.with(|_| ());
             if let Some(p) = &placement {
                 p.restore();
             }

@@ -263,6 +263,8 @@ impl Tracer {
         let mut t = Tracer::disabled();
         if let Some(dest) = &opts.trace {
             let sink: Sink = match dest {
+                // `--trace=-`: stdout (shared with the program's own output).
+                Some(path) if path.as_os_str() == "-" => Box::new(io::stdout()),
                 Some(path) => Box::new(BufWriter::new(File::create(path)?)),
                 None => Box::new(io::stderr()),
             };
@@ -273,7 +275,9 @@ impl Tracer {
         }
         if let Some(path) = &opts.audit {
             let cap = if opts.audit_cap == 0 { DEFAULT_AUDIT_CAP } else { opts.audit_cap };
-            t.audit = Some(AuditLog::new(Box::new(File::create(path)?) as Sink, cap));
+            let sink: Sink =
+                if path.as_os_str() == "-" { Box::new(io::stdout()) } else { Box::new(File::create(path)?) };
+            t.audit = Some(AuditLog::new(sink, cap));
         }
         Ok(t)
     }

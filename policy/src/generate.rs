@@ -4,10 +4,17 @@
 //! Input: a JSON-lines trace (docs/trace-schema.json). Output: a policy whose
 //! default is deny (ENOSYS) and whose `allow` list is exactly the set of calls
 //! the run made — by name, no groups, no argument rules — plus `[paths]` for
-//! the directories of the paths the run used (when the trace carries them),
-//! read-write where the run wrote, read-only elsewhere. Calls that were
-//! refused in the recorded run are included (the point is a policy under
-//! which the run is not refused) and listed in the report.
+//! the paths the run used (when the trace carries them), read-write where the
+//! run wrote, read-only elsewhere. Calls that were refused in the recorded run
+//! are included (the point is a policy under which the run is not refused)
+//! and listed in the report.
+//!
+//! Paths are granted as narrowly as `[paths]` trees allow: only paths of
+//! calls that succeeded (a failed `readlink("/proc/self/exe")` or an `open`
+//! of a missing file used nothing), never an empty path (`newfstatat(fd, "",
+//! AT_EMPTY_PATH)` names the descriptor, not `.`), a directory the run used
+//! as a directory itself, and for a file its own directory (trees are
+//! directories: the report names the files behind each such grant).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -57,6 +64,10 @@ pub struct GenerateReport {
     pub other: BTreeMap<String, u64>,
     /// Call numbers too large for any list (they get the default action, deny).
     pub out_of_range: BTreeSet<u64>,
+    /// Paths of calls that failed in the recorded run: not granted.
+    pub not_granted: BTreeSet<String>,
+    /// Granted directory -> the files read or written in it that made it granted.
+    pub files: BTreeMap<PathBuf, BTreeSet<String>>,
 }
 
 impl GenerateReport {
@@ -77,6 +88,19 @@ impl GenerateReport {
             s.push_str(&format!(
                 "served inside the domain in the recorded run: {}\n",
                 self.local.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for (dir, files) in &self.files {
+            s.push_str(&format!(
+                "{} is granted for the files {} (trees are directories: review it)\n",
+                dir.display(),
+                files.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if !self.not_granted.is_empty() {
+            s.push_str(&format!(
+                "not granted: the calls on {} failed in the recorded run\n",
+                self.not_granted.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
         if !self.out_of_range.is_empty() {
@@ -123,8 +147,31 @@ fn minimise(dirs: BTreeSet<PathBuf>, covered_by: &BTreeSet<PathBuf>) -> Vec<Path
         .collect()
 }
 
-/// Builds the least policy allowing the run in `jsonl`.
+/// Whether the call (by name and arguments) uses its path as a directory
+/// whatever it names: `opendir`'s `openat(O_DIRECTORY)`, `chdir`, `mkdir`, `rmdir`.
+fn uses_as_directory(name: &str, args: &[u64]) -> bool {
+    const O_DIRECTORY: u64 = 0o200000;
+    let flags = |i: usize| args.get(i).copied().unwrap_or(0);
+    match name {
+        "openat" => flags(2) & O_DIRECTORY != 0,
+        "open" => flags(1) & O_DIRECTORY != 0,
+        "chdir" | "chroot" => true,
+        _ => false,
+    }
+}
+
+/// Builds the least policy allowing the run in `jsonl`, asking the host
+/// which absolute paths are directories.
 pub fn from_trace(source: &str, jsonl: &str) -> Result<(Policy, GenerateReport), GenerateError> {
+    from_trace_with(source, jsonl, &|p: &Path| p.is_absolute() && p.is_dir())
+}
+
+/// [`from_trace`] with `is_dir` telling which paths name directories.
+pub fn from_trace_with(
+    source: &str,
+    jsonl: &str,
+    is_dir: &dyn Fn(&Path) -> bool,
+) -> Result<(Policy, GenerateReport), GenerateError> {
     let mut rep = GenerateReport::default();
     let mut nrs: BTreeSet<u64> = BTreeSet::new();
     let mut read_dirs = BTreeSet::new();
@@ -188,18 +235,35 @@ pub fn from_trace(source: &str, jsonl: &str) -> Result<(Policy, GenerateReport),
         if v.get("complain").and_then(Value::as_bool) == Some(true) {
             rep.were_refused.insert(name.clone());
         }
-        if let Some(p) = v.get("path").and_then(Value::as_str) {
+        // An empty path names the descriptor (AT_EMPTY_PATH), not a place.
+        if let Some(p) = v.get("path").and_then(Value::as_str).filter(|p| !p.is_empty()) {
             let args: Vec<u64> = v
                 .get("args")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(parse_hex).collect())
                 .unwrap_or_default();
+            // A failed call (refused, or the path is missing) used nothing.
+            let ret = v.get("ret").and_then(parse_hex).map(|r| r as i64);
+            let failed = matches!(ret, Some(r) if (-4095..0).contains(&r))
+                || v.get("errno").is_some()
+                || matches!(v.get("served").and_then(Value::as_str), Some("denied" | "killed"));
+            if failed {
+                rep.not_granted.insert(p.to_string());
+                continue;
+            }
             let path = Path::new(p);
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
+            let writes = is_write_use(&name, &args);
+            let dir = if uses_as_directory(&name, &args) || (!writes && is_dir(path)) {
+                path.to_path_buf()
+            } else {
+                let d = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                rep.files.entry(d.clone()).or_default().insert(p.to_string());
+                d
             };
-            if is_write_use(&name, &args) {
+            if writes {
                 write_dirs.insert(dir);
             } else {
                 read_dirs.insert(dir);
@@ -212,6 +276,8 @@ pub fn from_trace(source: &str, jsonl: &str) -> Result<(Policy, GenerateReport),
     let write = minimise(write_dirs, &BTreeSet::new());
     let write_set: BTreeSet<PathBuf> = write.iter().cloned().collect();
     let read = minimise(read_dirs, &write_set);
+    let granted: BTreeSet<&PathBuf> = read.iter().chain(&write).collect();
+    rep.files.retain(|d, _| granted.contains(d));
     let p = Policy {
         source: source.to_string(),
         allow: nrs
@@ -222,4 +288,53 @@ pub fn from_trace(source: &str, jsonl: &str) -> Result<(Policy, GenerateReport),
         ..Policy::default()
     };
     Ok((p, rep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, args: &[u64], ret: i64, path: &str) -> String {
+        let nr = names::number(name).expect("known call");
+        let args: Vec<String> = args.iter().map(|a| format!("\"{a:#x}\"")).collect();
+        let errno = if (-4095..0).contains(&ret) { ",\"errno\":\"E\"" } else { "" };
+        format!(
+            "{{\"type\":\"syscall\",\"nr\":{nr},\"name\":\"{name}\",\"args\":[{}],\"ret\":\"{:#x}\",\
+             \"served\":\"forwarded\",\"path\":{}{errno}}}",
+            args.join(","),
+            ret as u64,
+            serde_json::Value::String(path.into())
+        )
+    }
+
+    /// Grants only what the run used: no `.` from an empty-path
+    /// `newfstatat`, no `/proc/self` from a failed `readlink`, nothing from
+    /// a failed open; a directory opened as one is granted itself, a file
+    /// read its own directory (never the directory's parent).
+    #[test]
+    fn grants_only_what_the_run_used() {
+        const AT_FDCWD: u64 = (-100i64) as u64;
+        let lines = [
+            rec("newfstatat", &[3, 0x1000, 0x2000, 0x1000], 0, ""),
+            rec("readlink", &[0x1000, 0x2000, 4096], -2, "/proc/self/exe"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0], -2, "/etc/missing.conf"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0o200000], 3, "/srv/tree"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0], 4, "/data/in/a.txt"),
+            rec("newfstatat", &[AT_FDCWD, 0x1000, 0x2000, 0], 0, "/data/in"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0o1101], 5, "/out/b.txt"),
+        ];
+        let is_dir = |p: &Path| p == Path::new("/data/in");
+        let (p, rep) = from_trace_with("t", &lines.join("\n"), &is_dir).expect("generates");
+        assert_eq!(p.paths.read, vec![PathBuf::from("/data/in"), PathBuf::from("/srv/tree")]);
+        assert_eq!(p.paths.write, vec![PathBuf::from("/out")]);
+        assert!(rep.not_granted.contains("/proc/self/exe") && rep.not_granted.contains("/etc/missing.conf"));
+        assert!(rep.files[Path::new("/data/in")].contains("/data/in/a.txt"));
+        let text = rep.to_text();
+        assert!(
+            text.contains("not granted: the calls on /etc/missing.conf, /proc/self/exe failed"),
+            "{text}"
+        );
+        // The calls themselves are still allowed (the run made them).
+        assert!(rep.calls.contains_key("readlink") && rep.calls.contains_key("newfstatat"));
+    }
 }

@@ -130,6 +130,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    let load =
+        std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next()?.parse().ok());
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    for w in stats::warnings(args.runs, load, cpus) {
+        status("Warning", &w);
+    }
     let ctx = CatalogContext::new(&args.common)?;
     let backends = backends(&args.backend)?;
     let mut items: Vec<Item> = Vec::new();
@@ -241,6 +247,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                     higher_is_better: n.higher_is_better,
                     ratio,
                     runs: n.values.len().min(c.values.len()),
+                    ratio_range: stats::ratio_range(nm, &c.values, n.higher_is_better),
                 });
             }
         }

@@ -1,5 +1,8 @@
 //! The results of `cabinc bench`: the printed table, `bench.json` and `bench.svg`.
-//! The SVG is written by hand: one horizontal bar per item and backend, with a line at 1.0.
+//! The SVG is written by hand: one group per item (entry and score) with a bar per backend side
+//! by side, on a log axis of the confined/native ratio with ticks, each bar drawn from 1.0 (native
+//! speed) to its median, a whisker over the spread of the runs, and a marker where a bar leaves
+//! the axis.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +34,10 @@ pub struct ItemResult {
     pub ratio: f64,
     /// Number of runs of each side.
     pub runs: usize,
+    /// The spread of the runs: the lowest and highest ratio of one confined run to the native
+    /// median (absent when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_range: Option<(f64, f64)>,
 }
 
 /// Machine description.
@@ -222,19 +229,91 @@ pub fn xml_escape(s: &str) -> String {
 
 const COLOURS: &[&str] = &["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"];
 
+/// The log axis of the plot: ratios from `lo` to `hi` (powers of ten around the data, at most
+/// 1e-3 to 1e3: a bar beyond is clipped and marked).
+#[derive(Debug, Clone, Copy)]
+struct LogAxis {
+    lo: f64,
+    hi: f64,
+    x0: f64,
+    width: f64,
+}
+
+impl LogAxis {
+    fn new(ratios: impl Iterator<Item = f64>, x0: f64, width: f64) -> LogAxis {
+        let (mut lo, mut hi) = (1.0f64, 1.0f64);
+        for r in ratios.filter(|r| r.is_finite() && *r > 0.0) {
+            lo = lo.min(r);
+            hi = hi.max(r);
+        }
+        // Whole decades, at least 0.1 .. 10, at most 1e-3 .. 1e3.
+        let lo = 10f64.powf(lo.log10().floor().clamp(-3.0, -1.0));
+        let hi = 10f64.powf(hi.log10().ceil().clamp(1.0, 3.0));
+        LogAxis { lo, hi, x0, width }
+    }
+
+    /// The x of a ratio, clamped to the axis; and whether it was clamped.
+    fn x(&self, r: f64) -> (f64, bool) {
+        let clipped = !(r >= self.lo && r <= self.hi);
+        let r = if r.is_finite() && r > 0.0 { r.clamp(self.lo, self.hi) } else { self.lo };
+        let t = (r.log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10());
+        (self.x0 + t * self.width, clipped)
+    }
+
+    /// Ticks: 1, 2 and 5 times each power of ten on the axis (labels on the powers of ten).
+    fn ticks(&self) -> Vec<(f64, bool)> {
+        let mut out = Vec::new();
+        let (a, b) = (self.lo.log10().round() as i32, self.hi.log10().round() as i32);
+        for e in a..=b {
+            for m in [1.0, 2.0, 5.0] {
+                let v = m * 10f64.powi(e);
+                if v >= self.lo * 0.999 && v <= self.hi * 1.001 {
+                    out.push((v, m == 1.0));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn tick_label(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v:.0}×")
+    } else {
+        let digits = (-v.log10()).ceil().max(0.0) as usize;
+        format!("{v:.digits$}×")
+    }
+}
+
 fn svg(r: &Report) -> String {
-    let row = 16.0;
-    let label_w = 8.0 * r.items.iter().map(|i| i.name.len() + i.backend.len() + 3).max().unwrap_or(10) as f64;
-    let label_w = label_w.clamp(120.0, 520.0);
-    let chart_w = 560.0;
-    let top = 60.0;
-    let max_ratio = r.items.iter().map(|i| i.ratio).fold(1.2f64, f64::max).min(4.0);
-    let scale = chart_w / max_ratio;
-    let height = top + row * r.items.len() as f64 + 60.0;
-    let width = label_w + chart_w + 80.0;
+    // Groups: one per item name (entry and score), in first-seen order; bars per backend.
+    let mut groups: Vec<(&str, Vec<&ItemResult>)> = Vec::new();
+    for i in &r.items {
+        match groups.iter_mut().find(|(n, _)| *n == i.name) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((i.name.as_str(), vec![i])),
+        }
+    }
     let backends: Vec<&String> = r.geomean.keys().collect();
     let colour =
         |b: &str| COLOURS[backends.iter().position(|x| x.as_str() == b).unwrap_or(0) % COLOURS.len()];
+    let bar_h = 12.0;
+    let group_gap = 10.0;
+    let label_w = (7.0 * groups.iter().map(|(n, _)| n.len()).max().unwrap_or(10) as f64).clamp(120.0, 460.0);
+    let chart_w = 560.0;
+    let top = 78.0;
+    let axis = LogAxis::new(
+        r.items.iter().flat_map(|i| {
+            let (a, b) = i.ratio_range.unwrap_or((i.ratio, i.ratio));
+            [i.ratio, a, b]
+        }),
+        label_w + 10.0,
+        chart_w,
+    );
+    let rows: usize = groups.iter().map(|(_, v)| v.len()).sum();
+    let bottom = top + bar_h * rows as f64 + group_gap * groups.len() as f64;
+    let height = bottom + 50.0;
+    let width = label_w + chart_w + 90.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -242,52 +321,132 @@ fn svg(r: &Report) -> String {
 <svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect x="0" y="0" width="{width:.0}" height="{height:.0}" fill="white"/>"#);
-    let title = format!("Cabin: confined / native (higher is better) — {} — {}", r.machine.cpu, r.date);
-    let _ = writeln!(s, r#"<text x="10" y="20" font-size="14">{}</text>"#, xml_escape(&title));
+    let title = "Confined speed relative to native: higher is better (1× = native speed, right of the line is faster)";
+    let _ = writeln!(s, r#"<text class="title" x="10" y="18" font-size="14">{}</text>"#, xml_escape(title));
+    let sub = format!(
+        "median of {} run(s) per side; whiskers: spread of the runs; log axis; {} — {}",
+        r.runs, r.machine.cpu, r.date
+    );
+    let _ = writeln!(s, r##"<text x="10" y="34" fill="#555">{}</text>"##, xml_escape(&sub));
     let mut legend = 10.0;
     for b in &backends {
         let g = r.geomean.get(*b).copied().unwrap_or(f64::NAN);
         let _ = writeln!(
             s,
-            r#"<rect x="{legend:.0}" y="32" width="10" height="10" fill="{}"/><text x="{:.0}" y="41">{} (geomean {g:.3})</text>"#,
+            r#"<g class="legend"><rect x="{legend:.0}" y="44" width="10" height="10" fill="{}"/><text x="{:.0}" y="53">{} (geomean {g:.3})</text></g>"#,
             colour(b),
             legend + 14.0,
             xml_escape(b)
         );
         legend += 200.0;
     }
-    for (k, i) in r.items.iter().enumerate() {
-        let y = top + row * k as f64;
-        let w = (i.ratio.clamp(0.0, max_ratio) * scale).max(0.5);
+    // The axis: grid lines and tick labels at the bottom, a solid line at 1×.
+    let _ = writeln!(s, r#"<g class="axis" data-scale="log" data-lo="{}" data-hi="{}">"#, axis.lo, axis.hi);
+    for (v, major) in axis.ticks() {
+        let (x, _) = axis.x(v);
         let _ = writeln!(
             s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><rect x="{label_w:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}"><title>{}</title></rect><text x="{:.1}" y="{:.1}">{:.3}</text>"#,
-            label_w - 6.0,
-            y + row - 4.0,
-            xml_escape(&format!("{} [{}]", i.name, i.backend)),
-            y + 2.0,
-            row - 4.0,
-            colour(&i.backend),
-            xml_escape(&format!(
-                "native {} {u}, confined {} {u}",
-                num(i.native),
-                num(i.confined),
-                u = i.unit
-            )),
-            label_w + w + 4.0,
-            y + row - 4.0,
-            i.ratio
+            r##"<line class="tick" data-value="{v}" x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{}" stroke-width="1"/>"##,
+            top - 6.0,
+            bottom + 4.0,
+            if major { "#bbb" } else { "#e4e4e4" }
         );
+        if major {
+            let _ = writeln!(
+                s,
+                r#"<text class="tick-label" x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                bottom + 17.0,
+                tick_label(v)
+            );
+        }
     }
-    let x1 = label_w + scale;
-    let bottom = top + row * r.items.len() as f64;
+    let (x1, _) = axis.x(1.0);
     let _ = writeln!(
         s,
-        r#"<line x1="{x1:.1}" y1="{:.1}" x2="{x1:.1}" y2="{:.1}" stroke="black" stroke-width="1" stroke-dasharray="4 2"/><text x="{x1:.1}" y="{:.1}" text-anchor="middle">1.0</text>"#,
-        top - 4.0,
-        bottom + 4.0,
-        bottom + 18.0
+        r#"<line class="native" x1="{x1:.1}" y1="{:.1}" x2="{x1:.1}" y2="{:.1}" stroke="black" stroke-width="1.5"/>"#,
+        top - 8.0,
+        bottom + 4.0
     );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">confined / native (log scale)</text></g>"#,
+        axis.x0 + chart_w / 2.0,
+        bottom + 33.0
+    );
+    let mut y = top;
+    for (name, items) in &groups {
+        let _ = writeln!(s, r#"<g class="group" data-item="{}">"#, xml_escape(name));
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            label_w,
+            y + bar_h * items.len() as f64 / 2.0 + 4.0,
+            xml_escape(name)
+        );
+        for i in items {
+            let (x, clipped) = axis.x(i.ratio);
+            let (left, right) = if x < x1 { (x, x1) } else { (x1, x) };
+            let tip = format!(
+                "{} [{}]: native {} {u}, confined {} {u}, ratio {:.3}{}",
+                i.name,
+                i.backend,
+                num(i.native),
+                num(i.confined),
+                i.ratio,
+                i.ratio_range.map_or(String::new(), |(a, b)| format!(" (runs {a:.3} .. {b:.3})")),
+                u = i.unit
+            );
+            let _ = writeln!(
+                s,
+                r#"<rect class="bar" data-backend="{}" data-ratio="{}" x="{left:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}</title></rect>"#,
+                xml_escape(&i.backend),
+                i.ratio,
+                y + 1.0,
+                (right - left).max(0.5),
+                bar_h - 2.0,
+                colour(&i.backend),
+                xml_escape(&tip)
+            );
+            if let Some((a, b)) = i.ratio_range {
+                let ((xa, _), (xb, _)) = (axis.x(a), axis.x(b));
+                let mid = y + bar_h / 2.0;
+                let _ = writeln!(
+                    s,
+                    r#"<path class="spread" d="M{xa:.1} {:.1}V{:.1}M{xa:.1} {mid:.1}H{xb:.1}M{xb:.1} {:.1}V{:.1}" stroke="black" stroke-width="1" fill="none"/>"#,
+                    mid - 3.0,
+                    mid + 3.0,
+                    mid - 3.0,
+                    mid + 3.0
+                );
+            }
+            if clipped {
+                // The bar leaves the axis: an arrowhead at its end says so, the label the value.
+                let d = if x < x1 { -1.0 } else { 1.0 };
+                let _ = writeln!(
+                    s,
+                    r#"<path class="clipped" d="M{x:.1} {:.1}L{:.1} {:.1}L{x:.1} {:.1}Z" fill="black"><title>beyond the axis</title></path>"#,
+                    y + 1.0,
+                    x + d * 6.0,
+                    y + bar_h / 2.0,
+                    y + bar_h - 1.0
+                );
+            }
+            // The value beyond the bar and its whisker, so neither hides it.
+            let (lo, hi) = i.ratio_range.map_or((x, x), |(a, b)| (axis.x(a).0.min(x), axis.x(b).0.max(x)));
+            let (lx, anchor) =
+                if x < x1 { (lo.min(left) - 8.0, "end") } else { (hi.max(right) + 8.0, "start") };
+            let _ = writeln!(
+                s,
+                r#"<text x="{lx:.1}" y="{:.1}" text-anchor="{anchor}" font-size="10">{:.3}{}</text>"#,
+                y + bar_h - 2.0,
+                i.ratio,
+                if clipped { " (off scale)" } else { "" }
+            );
+            y += bar_h;
+        }
+        let _ = writeln!(s, "</g>");
+        y += group_gap;
+    }
     let _ = writeln!(s, "</svg>");
     s
 }
@@ -308,6 +467,7 @@ mod tests {
             higher_is_better: true,
             ratio,
             runs: 3,
+            ratio_range: Some((ratio * 0.9, ratio * 1.1)),
         };
         let items =
             vec![mk("AES<&>", "passthrough", 0.5), mk("SHA\"256'", "passthrough", 2.0), mk("x", "kvm", 0.9)];
@@ -333,12 +493,30 @@ mod tests {
         assert!(v["date"].is_string());
     }
 
-    #[test]
-    fn svg_is_well_formed() {
-        let s = sample().svg();
-        // A small XML checker: tags balance and every entity is one we wrote.
+    /// One start tag of the SVG: its name, attributes, text up to the next tag, and the
+    /// `data-item` of the group it is in.
+    #[derive(Debug)]
+    struct Tag {
+        name: String,
+        attrs: BTreeMap<String, String>,
+        text: String,
+        group: Option<String>,
+    }
+
+    fn unescape(s: &str) -> String {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    }
+
+    /// A small XML parser for what `svg` writes: checks that tags balance, quotes pair and
+    /// every entity is one we wrote, and returns the start tags in order.
+    fn parse(s: &str) -> Vec<Tag> {
         let body = s.split_once("?>").expect("xml decl").1;
-        let mut stack: Vec<String> = Vec::new();
+        let mut stack: Vec<(String, Option<String>)> = Vec::new();
+        let mut tags: Vec<Tag> = Vec::new();
         let mut rest = body;
         while let Some(lt) = rest.find('<') {
             let text = &rest[..lt];
@@ -350,22 +528,106 @@ mod tests {
                     "bad entity in {text:?}"
                 );
             }
+            if let Some(t) = tags.last_mut() {
+                if t.text.is_empty() {
+                    t.text = unescape(text.trim());
+                }
+            }
             let gt = rest[lt..].find('>').expect("unclosed tag") + lt;
             let tag = &rest[lt + 1..gt];
             assert!(!tag.contains('<'), "nested < in tag {tag:?}");
             assert_eq!(tag.matches('"').count() % 2, 0, "unbalanced quotes in {tag:?}");
             if let Some(name) = tag.strip_prefix('/') {
-                assert_eq!(stack.pop().as_deref(), Some(name.trim()), "mismatched </{name}>");
-            } else if !tag.ends_with('/') {
-                let name = tag.split_whitespace().next().expect("tag name").to_string();
-                stack.push(name);
+                assert_eq!(stack.pop().map(|t| t.0).as_deref(), Some(name.trim()), "mismatched </{name}>");
+            } else {
+                let self_closing = tag.ends_with('/');
+                let inner = tag.trim_end_matches('/');
+                let (name, mut a) = inner.split_once(' ').unwrap_or((inner, ""));
+                let mut attrs = BTreeMap::new();
+                while let Some((k, v)) = a.split_once("=\"") {
+                    let (v, r) = v.split_once('"').expect("attribute value");
+                    attrs.insert(k.trim().to_string(), unescape(v));
+                    a = r;
+                }
+                let mut group = stack.iter().rev().find_map(|t| t.1.clone());
+                if name == "g" && attrs.get("class").map(String::as_str) == Some("group") {
+                    group = attrs.get("data-item").cloned();
+                }
+                tags.push(Tag { name: name.to_string(), attrs, text: String::new(), group: group.clone() });
+                if !self_closing {
+                    stack.push((name.to_string(), group));
+                }
             }
             rest = &rest[gt + 1..];
         }
         assert!(stack.is_empty(), "unclosed: {stack:?}");
-        assert!(s.contains("AES&lt;&amp;&gt;"));
-        assert!(s.contains(">1.0</text>"));
-        assert_eq!(s.matches("<rect").count(), 1 + 2 + 3, "background, legend, bars");
+        tags
+    }
+
+    fn class<'a>(tags: &'a [Tag], c: &str) -> Vec<&'a Tag> {
+        tags.iter().filter(|t| t.attrs.get("class").map(String::as_str) == Some(c)).collect()
+    }
+
+    fn f(t: &Tag, k: &str) -> f64 {
+        t.attrs.get(k).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{k} of {t:?}"))
+    }
+
+    /// Parses the rendered SVG: a log axis with ticks, one group per item with a bar per
+    /// backend side by side, a whisker per bar, a marker on the clipped bar, a title that says
+    /// which way is better.
+    #[test]
+    fn svg_has_a_log_axis_groups_spread_and_clip_markers() {
+        let mut r = sample();
+        let mut extra = r.items[2].clone();
+        extra.backend = "passthrough".into();
+        extra.ratio = 5000.0;
+        extra.ratio_range = None;
+        r.items.push(extra);
+        let r = Report::new(r.items, r.failures, r.machine, r.date, r.runs);
+        let s = r.svg();
+        let tags = parse(&s);
+        let title = &class(&tags, "title")[0].text;
+        assert!(title.contains("higher is better"), "{title}");
+
+        let axis = class(&tags, "axis");
+        assert_eq!(axis.len(), 1);
+        assert_eq!(axis[0].attrs["data-scale"], "log");
+        let ticks = class(&tags, "tick");
+        let x_of = |v: f64| {
+            let t = ticks
+                .iter()
+                .find(|t| (f(t, "data-value") - v).abs() < 1e-9)
+                .unwrap_or_else(|| panic!("tick {v}"));
+            f(t, "x1")
+        };
+        // Log scale: 0.1 → 1 and 1 → 10 are as wide; ticks increase left to right.
+        assert!(((x_of(10.0) - x_of(1.0)) - (x_of(1.0) - x_of(0.1))).abs() < 0.2);
+        assert!(x_of(0.2) < x_of(0.5) && x_of(0.5) < x_of(1.0) && x_of(2.0) < x_of(5.0));
+        let labels: Vec<&str> = class(&tags, "tick-label").iter().map(|t| t.text.as_str()).collect();
+        assert!(labels.contains(&"1×") && labels.contains(&"0.1×") && labels.contains(&"10×"), "{labels:?}");
+        // The 5000× bar is beyond the axis (at most 1000×): clipped and marked.
+        assert_eq!(axis[0].attrs["data-hi"], "1000");
+
+        let groups = class(&tags, "group");
+        let names: Vec<&str> = groups.iter().map(|g| g.attrs["data-item"].as_str()).collect();
+        assert_eq!(names, vec!["e: AES<&>", "e: SHA\"256'", "e: x"]);
+        let bars = class(&tags, "bar");
+        assert_eq!(bars.len(), 4);
+        assert!(bars.iter().all(|b| b.name == "rect"), "{bars:?}");
+        let in_x: Vec<&&Tag> = bars.iter().filter(|b| b.group.as_deref() == Some("e: x")).collect();
+        let backends: Vec<&str> = in_x.iter().map(|b| b.attrs["data-backend"].as_str()).collect();
+        assert_eq!(backends, vec!["kvm", "passthrough"], "both backends side by side in one group");
+        assert!(f(in_x[0], "y") < f(in_x[1], "y"));
+        // Bars start at 1× and end at their ratio.
+        let one = x_of(1.0);
+        let aes = bars[0];
+        assert!((f(aes, "x") + f(aes, "width") - one).abs() < 0.2, "a slower bar ends at 1×");
+        assert!((f(bars[1], "x") - one).abs() < 0.2, "a faster bar starts at 1×");
+        assert_eq!(class(&tags, "spread").len(), 3, "a whisker for each bar with runs");
+        let clipped = class(&tags, "clipped");
+        assert_eq!(clipped.len(), 1);
+        assert_eq!(clipped[0].group.as_deref(), Some("e: x"));
+        assert!(s.contains("5000.000 (off scale)"));
     }
 
     #[test]

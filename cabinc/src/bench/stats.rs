@@ -20,6 +20,32 @@ pub fn ratio(native: f64, confined: f64, higher_is_better: bool) -> Option<f64> 
     Some(if higher_is_better { confined / native } else { native / confined })
 }
 
+/// What `cabinc bench` warns about before it measures: one run per side (no median, no
+/// spread), and a loaded machine (a 1-minute load average of half the CPUs or more: the
+/// numbers measure the other work too).
+pub fn warnings(runs: usize, load: Option<f64>, cpus: usize) -> Vec<String> {
+    let mut w = Vec::new();
+    if runs == 1 {
+        w.push("--runs 1: one run per side gives no median and no spread; use --runs 3 or more".into());
+    }
+    if let Some(l) = load.filter(|&l| l >= cpus as f64 / 2.0) {
+        w.push(format!(
+            "the machine is loaded (load average {l:.2} on {cpus} CPUs): the numbers will measure the other \
+             work too; rerun when it is idle"
+        ));
+    }
+    w
+}
+
+/// The spread of the runs as ratios: the lowest and highest [`ratio`] of one confined run to
+/// the native median; `None` when no run gives a ratio.
+pub fn ratio_range(native: f64, confined: &[f64], higher_is_better: bool) -> Option<(f64, f64)> {
+    let rs: Vec<f64> = confined.iter().filter_map(|&c| ratio(native, c, higher_is_better)).collect();
+    let lo = rs.iter().copied().min_by(f64::total_cmp)?;
+    let hi = rs.iter().copied().max_by(f64::total_cmp)?;
+    Some((lo, hi))
+}
+
 /// The geometric mean of positive values; `None` when empty or any is not positive.
 pub fn geomean(xs: &[f64]) -> Option<f64> {
     if xs.is_empty() || xs.iter().any(|&x| !(x > 0.0 && x.is_finite())) {
@@ -47,6 +73,22 @@ mod tests {
         assert_eq!(ratio(1.0, 2.0, false), Some(0.5));
         assert_eq!(ratio(0.0, 2.0, false), None);
         assert_eq!(ratio(1.0, -2.0, true), None);
+    }
+
+    #[test]
+    fn warns_about_one_run_and_load() {
+        assert!(warnings(3, Some(0.1), 2).is_empty());
+        assert!(warnings(1, None, 2)[0].contains("--runs 1"));
+        let w = warnings(3, Some(1.5), 2);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("loaded (load average 1.50 on 2 CPUs)"), "{w:?}");
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(ratio_range(100.0, &[90.0, 110.0, 100.0], true), Some((0.9, 1.1)));
+        assert_eq!(ratio_range(1.0, &[2.0, 0.5], false), Some((0.5, 2.0)));
+        assert_eq!(ratio_range(1.0, &[], true), None);
     }
 
     #[test]

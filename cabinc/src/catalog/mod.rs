@@ -46,7 +46,12 @@ pub struct CommonArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum CatalogCommand {
     /// List the entries and their variants.
-    List,
+    List {
+        /// Output format: the list, or a JSON array of
+        /// `{"name", "description", "variants", "format", "dir"}`.
+        #[arg(long, value_enum, default_value_t = crate::Format::Text)]
+        format: crate::Format,
+    },
     /// Build an entry's native executable and Cabin image into the cache.
     Build {
         /// Entry name, or NAME/VARIANT for one variant.
@@ -131,10 +136,38 @@ pub fn user_dir() -> Option<PathBuf> {
     }
 }
 
-/// The catalog shipped in the repository this cabinc was built from.
-pub fn builtin_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../catalog")
+/// The shipped catalog: `$CABIN_CATALOG` when set; else, found from where
+/// this cabinc lies, `PREFIX/share/cabin/catalog` for an installed
+/// `PREFIX/bin/cabinc`, or the `catalog/` of the checkout whose target
+/// directory holds it. Never a path compiled in: an installed cabinc must
+/// not list (or build from) the checkout it was built from.
+pub fn builtin_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("CABIN_CATALOG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    let bin = exe.parent()?;
+    let installed = bin.parent().map(|p| p.join("share/cabin/catalog"));
+    if let Some(d) = installed.filter(|d| d.is_dir()) {
+        return Some(d);
+    }
+    // A checkout's build: ROOT/target/PROFILE[/deps] or ROOT/target/TRIPLE/PROFILE.
+    bin.ancestors()
+        .find(|a| {
+            let rel = bin.strip_prefix(a).map(|r| r.components().count()).unwrap_or(usize::MAX);
+            a.join("catalog").is_dir()
+                && a.join("cabinc/Cargo.toml").is_file()
+                && bin.starts_with(a.join("target"))
+                && rel <= 3
+        })
+        .map(|a| a.join("catalog"))
 }
+
+/// The error when no catalog entry is found anywhere.
+pub const NO_CATALOG_HELP: &str = "set CABIN_CATALOG=DIR (a checkout's catalog/), pass --catalog DIR, or \
+    install one to PREFIX/share/cabin/catalog beside PREFIX/bin/cabinc; `cabinc catalog dirs` shows where \
+    cabinc looks";
 
 impl CatalogContext {
     /// The context from command-line options and the environment.
@@ -144,8 +177,9 @@ impl CatalogContext {
             dirs.extend(std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()));
         }
         dirs.extend(user_dir());
-        let b = builtin_dir();
-        dirs.push(std::fs::canonicalize(&b).unwrap_or(b));
+        if let Some(b) = builtin_dir() {
+            dirs.push(std::fs::canonicalize(&b).unwrap_or(b));
+        }
         let cache = match (&c.cache_dir, std::env::var_os("CABIN_CACHE_DIR").filter(|v| !v.is_empty())) {
             (Some(d), _) => d.clone(),
             (None, Some(d)) => PathBuf::from(d),
@@ -197,6 +231,9 @@ impl CatalogContext {
             None => (name, None),
         };
         let all = self.entries();
+        if all.is_empty() {
+            bail!("no catalog entries found; help: {NO_CATALOG_HELP}");
+        }
         let Some(m) = all.iter().find(|m| m.name == entry) else {
             let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
             bail!("no catalog entry named `{entry}`; help: known entries: {}", names.join(", "));
@@ -218,10 +255,27 @@ impl CatalogContext {
 pub fn run_catalog(args: &CatalogArgs) -> Result<ExitCode> {
     let ctx = CatalogContext::new(&args.common)?;
     match &args.command {
-        CatalogCommand::List => {
+        CatalogCommand::List { format: crate::Format::Json } => {
+            let v: Vec<serde_json::Value> = ctx
+                .entries()
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "name": m.name,
+                        "description": m.description,
+                        "variants": m.variant_names(),
+                        "format": m.format,
+                        "dir": m.dir,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        CatalogCommand::List { format: crate::Format::Text } => {
             let entries = ctx.entries();
             if entries.is_empty() {
-                status("Empty", "no catalog entries found; see `cabinc catalog dirs`");
+                bail!("no catalog entries found; help: {NO_CATALOG_HELP}");
             }
             for m in entries {
                 let variants = if m.variants.is_empty() {
@@ -322,7 +376,8 @@ mod tests {
     #[test]
     fn shipped_manifests_are_valid() {
         let mut n = 0;
-        for dir in [builtin_dir(), builtin_dir().join("examples")] {
+        let builtin = builtin_dir().expect("the checkout's catalog");
+        for dir in [builtin.clone(), builtin.join("examples")] {
             for e in std::fs::read_dir(&dir).expect("catalog dir").flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "toml") {
@@ -337,7 +392,8 @@ mod tests {
 
     #[test]
     fn select_by_name_and_variant() {
-        let ctx = CatalogContext { dirs: vec![builtin_dir()], cache: std::env::temp_dir(), cc: "gcc".into() };
+        let dirs = vec![builtin_dir().expect("the checkout's catalog")];
+        let ctx = CatalogContext { dirs, cache: std::env::temp_dir(), cc: "gcc".into() };
         let all = ctx.select("wolfcrypt-bench").expect("entry");
         let ids: Vec<String> = all.iter().map(Item::id).collect();
         assert_eq!(ids, vec!["wolfcrypt-bench/asm", "wolfcrypt-bench/noasm"]);

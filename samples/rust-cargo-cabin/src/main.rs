@@ -1,5 +1,6 @@
 //! Sample program for `cargo cabin`: prints a greeting (from $GREETING when set), its arguments
-//! and, with `--file PATH`, the length of that file; `--exit N` ends with status N.
+//! and, with `--file PATH`, the length of that file; `--argv0` prints argv[0]; `--exit N` ends
+//! with status N.
 
 use std::io::Write;
 
@@ -23,6 +24,9 @@ fn main() {
                     }
                 }
                 it.next();
+            }
+            ("--argv0", _) => {
+                let _ = writeln!(out, "argv[0]: {}", std::env::args().next().unwrap_or_default());
             }
             ("--exit", Some(n)) => {
                 code = n.parse().unwrap_or(2);

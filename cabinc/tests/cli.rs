@@ -1,0 +1,556 @@
+//! The command-line conventions of `cabinc` (issue 18): exit statuses, one
+//! `--format json` everywhere, `-` for stdout, sizes with units, build safety,
+//! the denied-path hint, notices only with `-v`, the build warning for sites
+//! of refused calls, generated policies that grant only what the run used,
+//! completions and manual pages, finding the catalog, and `cabinc bench`'s
+//! warnings. Runs go through both backends where they run a program (KVM:
+//! NOT RUN without a usable /dev/kvm).
+//!
+//! Needs gcc with a static libc (the programs are compiled per test).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cabin_tests::tempfile::TempDir;
+
+fn cabinc() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
+    c.env_remove("CABIN_CATALOG").env_remove("CABIN_CATALOG_PATH");
+    c
+}
+
+fn tempdir() -> TempDir {
+    cabin_tests::tempfile::tempdir().expect("tempdir")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn describe(o: &Output) -> String {
+    let (out, err) = text(o);
+    format!("status {:?}\nstdout: {out}\nstderr: {err}", o.status.code())
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(o)))
+}
+
+/// The backends to run on here (KVM only where usable; says NOT RUN otherwise).
+fn backends() -> Vec<&'static str> {
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    if cabin_tests::kvm_available(kvm) {
+        vec!["process", "kvm"]
+    } else {
+        vec!["process"]
+    }
+}
+
+/// Compiles `src` static with gcc into `dir/name`.
+fn compile(dir: &Path, name: &str, src: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).expect("write the C source");
+    let exe = dir.join(name);
+    let o = Command::new("gcc").args(["-static", "-O1", "-o"]).arg(&exe).arg(&c).output().expect("run gcc");
+    assert!(o.status.success(), "gcc failed: {}", describe(&o));
+    exe
+}
+
+/// Compiles and builds `src`; returns (executable, image).
+fn image(dir: &Path, name: &str, src: &str) -> (PathBuf, PathBuf) {
+    let exe = compile(dir, name, src);
+    let img = dir.join(format!("{name}.cabin"));
+    let o = cabinc().arg("build").arg(&exe).arg("-o").arg(&img).output().expect("cabinc build");
+    assert!(o.status.success(), "{}", describe(&o));
+    (exe, img)
+}
+
+const EXIT3: &str = r#"
+#include <stdio.h>
+int main(int argc, char **argv) { printf("argc=%d argv0=%s\n", argc, argv[0]); return 3; }
+"#;
+
+/// Usage errors of `cabinc run` exit 125 (2 is a program's status too); of
+/// the other subcommands 2; the program's own status passes through and
+/// cabinc's own errors in `run` are 125; `--help` says so.
+#[test]
+fn exit_statuses() {
+    let t = tempdir();
+    let (_, img) = image(t.path(), "exit3", EXIT3);
+    for args in [
+        &["run", "--no-such-option"][..],
+        &["run"],
+        &["run", "--backend", "vax", "x"],
+        &["run", "--mem", "12X", "x"],
+    ] {
+        let o = cabinc().args(args).output().expect("cabinc");
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {}", describe(&o));
+    }
+    let o = cabinc().args(["inspect", "--no-such-option"]).output().expect("cabinc");
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    let o = cabinc().arg("--help").output().expect("cabinc");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o).0.contains("uses 125 for every error of its own, usage errors included"),
+        "{}",
+        text(&o).0
+    );
+    let o = cabinc().args(["run", "--help"]).output().expect("cabinc");
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    for backend in backends() {
+        let o = cabinc().args(["run", "--backend", backend]).arg(&img).output().expect("run");
+        assert_eq!(o.status.code(), Some(3), "{backend}: {}", describe(&o));
+        let o = cabinc()
+            .args(["run", "--backend", backend, "--env", "NOEQUALS"])
+            .arg(&img)
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(125), "{backend}: {}", describe(&o));
+        let o = cabinc()
+            .args(["run", "--backend", backend])
+            .arg(t.path().join("missing.cabin"))
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(127), "{backend}: {}", describe(&o));
+    }
+}
+
+/// `--format json` is accepted by every subcommand that prints a report and
+/// prints JSON; the old spellings still work and are hidden from `--help`.
+#[test]
+fn format_json_everywhere() {
+    let t = tempdir();
+    let exe = compile(t.path(), "exit3", EXIT3);
+    let img = t.path().join("exit3.cabin");
+    let o = cabinc()
+        .arg("build")
+        .arg(&exe)
+        .arg("-o")
+        .arg(&img)
+        .args(["--format", "json"])
+        .output()
+        .expect("build");
+    let v = json(&o);
+    assert_eq!(v["success"], true, "{v}");
+    assert!(v["refused_calls"].is_array(), "{v}");
+    // The old flag, hidden.
+    let o = cabinc()
+        .arg("build")
+        .arg(&exe)
+        .arg("-o")
+        .arg(&img)
+        .args(["--message-format", "json"])
+        .output()
+        .expect("build");
+    assert_eq!(json(&o)["success"], true);
+    let help = text(&cabinc().args(["build", "--help"]).output().expect("help")).0;
+    assert!(help.contains("--format") && !help.contains("--message-format"), "{help}");
+    let help = text(&cabinc().args(["run", "--help"]).output().expect("help")).0;
+    assert!(help.contains("--format") && !help.contains("--trace-format"), "{help}");
+
+    let policy = t.path().join("p.toml");
+    std::fs::write(&policy, "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"socket\"]\n")
+        .expect("w");
+    let p = policy.to_str().expect("utf-8");
+    let i = img.to_str().expect("utf-8");
+    let cases: &[&[&str]] = &[
+        &["inspect", i, "--format", "json"],
+        &["measure", i, "--format", "json"],
+        &["policy", "check", p, "--format", "json"],
+        &["policy", "explain", p, "--format", "json"],
+        &["policy", "groups", "--format", "json"],
+        &["syscalls", "--format", "json"],
+        &["catalog", "list", "--format", "json"],
+    ];
+    for args in cases {
+        let o = cabinc().args(*args).env("CABIN_CACHE_DIR", t.path().join("cache")).output().expect("cabinc");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", describe(&o));
+        let v = json(&o);
+        assert!(v.is_object() || v.is_array(), "{args:?}: {v}");
+    }
+    let m = json(&cabinc().args(["measure", i, "--format", "json"]).output().expect("measure"));
+    assert_eq!(m["measurement"].as_str().map(str::len), Some(96));
+    let s = json(&cabinc().args(["syscalls", "--format", "json"]).output().expect("syscalls"));
+    let fork = s.as_array().and_then(|a| a.iter().find(|r| r["name"] == "fork")).expect("fork row");
+    assert_eq!(fork["refused"], true);
+    let c = json(&cabinc().args(["policy", "check", p, "--format", "json"]).output().expect("check"));
+    assert_eq!(c["ok"], true);
+
+    // A run's trace as JSON lines with --format json.
+    for backend in backends() {
+        let trace = t.path().join(format!("{backend}.jsonl"));
+        let o = cabinc()
+            .args(["run", "--backend", backend, "--format", "json"])
+            .arg(format!("--trace={}", trace.display()))
+            .arg(&img)
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+        let lines = std::fs::read_to_string(&trace).expect("trace");
+        for l in lines.lines() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        }
+        assert!(lines.contains("\"type\":\"exit\""), "{lines}");
+    }
+}
+
+/// `-` is stdout for every output path: `build -o -`, `--plan -`,
+/// `run --stats -`, `--trace=-`, `--audit -`, `policy generate -o -`.
+#[test]
+fn dash_is_stdout() {
+    let t = tempdir();
+    let (exe, img) = image(t.path(), "exit3", EXIT3);
+    let o = cabinc().arg("build").arg(&exe).args(["-o", "-"]).current_dir(t.path()).output().expect("build");
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(o.stdout, std::fs::read(&img).expect("image"), "the image on stdout");
+    assert!(!t.path().join("-").exists());
+    let o = cabinc()
+        .arg("build")
+        .arg(&exe)
+        .args(["-o"])
+        .arg(t.path().join("b.cabin"))
+        .args(["--plan", "-"])
+        .output()
+        .expect("build");
+    assert!(json(&o)["sites"].is_array(), "{}", describe(&o));
+    for backend in backends() {
+        let o = cabinc()
+            .args(["run", "--backend", backend, "--stats", "-"])
+            .arg(&img)
+            .current_dir(t.path())
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+        let out = text(&o).0;
+        let (first, stats) = out.split_once('\n').expect("program line");
+        assert_eq!(first, "argc=1 argv0=exit3.cabin");
+        let v: serde_json::Value = serde_json::from_str(stats).unwrap_or_else(|e| panic!("{e}: {stats}"));
+        assert!(v.is_object(), "{v}");
+        assert!(!t.path().join("-").exists(), "no file named -");
+        let o = cabinc()
+            .args(["run", "--backend", backend, "--format", "json", "--trace=-"])
+            .arg(&img)
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+        let out = text(&o).0;
+        assert!(out.lines().any(|l| l.starts_with('{') && l.contains("\"type\":\"start\"")), "{out}");
+        let o = cabinc()
+            .args(["run", "--backend", backend, "--audit", "-", "--arg0", "named"])
+            .arg(&img)
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+        let out = text(&o).0;
+        assert!(out.lines().any(|l| l == "argc=1 argv0=named"), "{}", describe(&o));
+        assert!(
+            out.lines().any(|l| l.starts_with('{') && l.contains("\"audit_dropped\"")),
+            "{}",
+            describe(&o)
+        );
+    }
+}
+
+/// Sizes take units: `--mem 1G`, `1GiB`, `512M`; `--audit-max-bytes 64K`.
+#[test]
+fn sizes_take_units() {
+    let t = tempdir();
+    let (_, img) = image(t.path(), "exit3", EXIT3);
+    for backend in backends() {
+        for mem in ["1G", "1GiB", "512M", "300MB"] {
+            let o = cabinc()
+                .args(["run", "--backend", backend, "--mem", mem, "--audit-max-bytes", "64K"])
+                .arg(&img)
+                .output()
+                .expect("run");
+            assert_eq!(o.status.code(), Some(3), "--mem {mem}: {}", describe(&o));
+        }
+    }
+    let o = cabinc().args(["run", "--mem", "1Q"]).arg(&img).output().expect("run");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains("unknown size unit"), "{}", describe(&o));
+}
+
+/// `-o` defaults to NAME.cabin in the current directory; the input is never
+/// overwritten (by its own name, a hard link or a symlink); a failed build
+/// leaves nothing behind.
+#[test]
+fn build_output_is_safe() {
+    let t = tempdir();
+    let exe = compile(t.path(), "prog", EXIT3);
+    let out_dir = t.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let o = cabinc().arg("build").arg(&exe).current_dir(&out_dir).output().expect("build");
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(out_dir.join("prog.cabin").is_file(), "{}", describe(&o));
+    assert!(text(&o).1.contains("prog.cabin"), "{}", describe(&o));
+
+    let before = std::fs::read(&exe).expect("input");
+    let link = t.path().join("hard");
+    std::fs::hard_link(&exe, &link).expect("hard link");
+    let sym = t.path().join("sym");
+    std::os::unix::fs::symlink(&exe, &sym).expect("symlink");
+    for out in [&exe, &link, &sym] {
+        let o = cabinc().arg("build").arg(&exe).arg("-o").arg(out).output().expect("build");
+        assert_eq!(o.status.code(), Some(1), "-o {}: {}", out.display(), describe(&o));
+        assert!(text(&o).1.contains("would overwrite the program it rewrites"), "{}", describe(&o));
+    }
+    assert_eq!(std::fs::read(&exe).expect("input"), before, "the input is unchanged");
+
+    // A failed build (not an ELF) writes no output and leaves no temporary file.
+    let bad = t.path().join("bad");
+    std::fs::write(&bad, b"not an executable").expect("w");
+    let dir = t.path().join("fail");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let o = cabinc().arg("build").arg(&bad).arg("-o").arg(dir.join("bad.cabin")).output().expect("build");
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0, "nothing left behind");
+}
+
+/// `cabinc build` warns about sites of calls the backends refuse (ENOSYS),
+/// naming the call and where; JSON lists them.
+#[test]
+fn build_warns_about_refused_call_sites() {
+    let t = tempdir();
+    let src = r#"
+int main(int argc, char **argv) {
+    long r = 0;
+    if (argc > 5) {
+        /* fork (57) by a constant-number site; never reached */
+        __asm__ volatile("mov $57, %%eax\n\tsyscall" : "=a"(r) : : "rcx", "r11", "memory");
+    }
+    return (int)r;
+}
+"#;
+    let exe = compile(t.path(), "forker", src);
+    let o = cabinc().arg("build").arg(&exe).arg("-o").arg(t.path().join("f.cabin")).output().expect("build");
+    assert!(o.status.success(), "{}", describe(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("warning: ") && err.contains("calls the backends refuse") && err.contains("fork"),
+        "{err}"
+    );
+    let o = cabinc()
+        .arg("build")
+        .arg(&exe)
+        .arg("-o")
+        .arg(t.path().join("f.cabin"))
+        .args(["--format", "json"])
+        .output()
+        .expect("build");
+    let v = json(&o);
+    let names: Vec<&str> =
+        v["refused_calls"].as_array().expect("list").iter().filter_map(|r| r["name"].as_str()).collect();
+    assert!(names.contains(&"fork"), "{v}");
+}
+
+const TWO_DENIALS: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        /* A hostile path: control bytes for the terminal, then 20 000 more refusals. */
+        for (int i = 0; i < 20000; i++) open(argv[1], O_RDONLY);
+        return 0;
+    }
+    const char *paths[] = { "/etc/hostname", "/etc/passwd", "/etc/hostname" };
+    for (int i = 0; i < 3; i++) {
+        int fd = open(paths[i], O_RDONLY);
+        printf("%s: %s\n", paths[i], fd < 0 ? strerror(errno) : "opened");
+    }
+    int fd = open("/tmp/cabin-cli-never-allowed", O_WRONLY | O_CREAT, 0600);
+    printf("create: %s\n", fd < 0 ? strerror(errno) : "created");
+    return 0;
+}
+"#;
+
+/// The first path the path rules refuse gets one hint on stderr, naming the
+/// path and the option to add; later refusals none; `-q` none at all. The
+/// program still sees EACCES.
+#[test]
+fn denied_path_hint_once() {
+    let t = tempdir();
+    let (_, img) = image(t.path(), "denials", TWO_DENIALS);
+    for backend in backends() {
+        let o = cabinc().args(["run", "--backend", backend]).arg(&img).output().expect("run");
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", describe(&o));
+        assert_eq!(out.matches("Permission denied").count(), 4, "{backend}: {out}");
+        let hints: Vec<&str> = err.lines().filter(|l| l.starts_with("cabin: denied")).collect();
+        assert_eq!(
+            hints,
+            vec!["cabin: denied read of /etc/hostname: outside --allow-read; add --allow-read /etc"],
+            "{backend}: {err}"
+        );
+        let o = cabinc().args(["run", "-q", "--backend", backend]).arg(&img).output().expect("run");
+        assert!(!text(&o).1.contains("cabin: denied"), "{backend}: {}", describe(&o));
+        // A program cannot write to the terminal through the hint, nor make more than one.
+        let o = cabinc()
+            .args(["run", "--backend", backend])
+            .arg(&img)
+            .args(["--", "/etc/\x1b[2J\x1b]0;owned\x07"])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", describe(&o));
+        assert!(
+            !o.stderr.contains(&0x1b) && !o.stderr.contains(&0x07),
+            "{backend}: raw control bytes: {}",
+            describe(&o)
+        );
+        let err = text(&o).1;
+        assert_eq!(err.lines().count(), 1, "{backend}: {err}");
+        assert!(
+            err.starts_with("cabin: denied read of /etc/\\x1b[2J\\x1b]0;owned\\x07: outside --allow-read"),
+            "{backend}: {err}"
+        );
+    }
+}
+
+/// The backend and execute-only notices print only with `-v`.
+#[test]
+fn notices_only_with_verbose() {
+    let t = tempdir();
+    let (_, img) = image(t.path(), "exit3", EXIT3);
+    for backend in backends() {
+        let o = cabinc().args(["run", "--backend", backend]).arg(&img).output().expect("run");
+        assert_eq!(o.status.code(), Some(3));
+        assert!(!text(&o).1.contains("cabin: "), "{backend}: {}", describe(&o));
+        let o = cabinc().args(["run", "-v", "--backend", backend]).arg(&img).output().expect("run");
+        assert_eq!(o.status.code(), Some(3));
+        assert_eq!(text(&o).1.matches("cabin: execute-only").count(), 1, "{backend}: {}", describe(&o));
+    }
+    let o = cabinc().args(["run", "-v", "--backend", "auto"]).arg(&img).output().expect("run");
+    assert_eq!(text(&o).1.matches("cabin: backend").count(), 1, "{}", describe(&o));
+}
+
+/// A policy generated from a trace grants no `.` for an empty-path
+/// `newfstatat`, no `/proc/self` for a failed readlink, and directories only
+/// where the run used them.
+#[test]
+fn policy_generate_grants_only_what_was_used() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("in.txt"), "hello\n").expect("w");
+    let src = format!(
+        r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(void) {{
+    char buf[64];
+    struct stat st;
+    int fd = open("{}/in.txt", O_RDONLY);
+    fstatat(fd, "", &st, 0x1000 /* AT_EMPTY_PATH */);
+    ssize_t n = read(fd, buf, sizeof buf);
+    printf("%zd\n", n);
+    return readlink("/proc/self/exe", buf, sizeof buf) > 0;
+}}
+"#,
+        data.display()
+    );
+    let (_, img) = image(t.path(), "reader", &src);
+    let trace = t.path().join("run.jsonl");
+    let o = cabinc()
+        .args(["run", "--backend", "process", "--format", "json"])
+        .arg(format!("--trace={}", trace.display()))
+        .arg("--allow-read")
+        .arg(&data)
+        .arg(&img)
+        .output()
+        .expect("run");
+    assert_eq!(text(&o).0, "6\n", "{}", describe(&o));
+    let o = cabinc()
+        .args(["policy", "generate", "--from-trace"])
+        .arg(&trace)
+        .args(["-o", "-"])
+        .output()
+        .expect("generate");
+    assert!(o.status.success(), "{}", describe(&o));
+    let policy = text(&o).0;
+    let read_line = policy.lines().find(|l| l.starts_with("read = ")).unwrap_or_else(|| panic!("{policy}"));
+    assert_eq!(read_line, format!("read = [\"{}\"]", data.display()), "{policy}");
+    assert!(!policy.contains("\".\"") && !policy.contains("/proc/self\""), "{policy}");
+    assert!(text(&o).1.contains("in.txt"), "the report names the file behind the grant: {}", describe(&o));
+}
+
+/// `cabinc completions SHELL` and `cabinc man DIR`.
+#[test]
+fn completions_and_manual_pages() {
+    let o = cabinc().args(["completions", "bash"]).output().expect("completions");
+    assert!(o.status.success() && text(&o).0.contains("_cabinc"), "{}", describe(&o));
+    let o = cabinc().args(["completions", "zsh"]).output().expect("completions");
+    assert!(o.status.success() && text(&o).0.contains("#compdef cabinc"), "{}", describe(&o));
+    let t = tempdir();
+    let o = cabinc().arg("man").arg(t.path()).output().expect("man");
+    assert!(o.status.success(), "{}", describe(&o));
+    for page in ["cabinc.1", "cabinc-run.1", "cabinc-build.1", "cabinc-policy.1"] {
+        let text = std::fs::read_to_string(t.path().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page}");
+    }
+    let run = std::fs::read_to_string(t.path().join("cabinc-run.1")).expect("page");
+    assert!(run.contains("allow\\-read"), "{run}");
+    assert!(run.contains("cabinc\\-run \\- Run an image confined"), "{run}");
+}
+
+/// The catalog is found from `$CABIN_CATALOG`, or beside an installed
+/// binary (PREFIX/share/cabin/catalog), never from a compiled-in checkout;
+/// with none, a clear error.
+#[test]
+fn catalog_is_found_from_the_install_or_the_environment() {
+    let t = cabin_tests::tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir");
+    let env = |c: &mut Command| {
+        c.env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("CABIN_CACHE_DIR", home.join("cache"));
+    };
+    // An "installed" cabinc: PREFIX/bin/cabinc (a hard link) without a catalog.
+    let prefix = t.path().join("prefix");
+    std::fs::create_dir_all(prefix.join("bin")).expect("mkdir");
+    let bin = prefix.join("bin/cabinc");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_cabinc"), &bin).expect("hard link");
+    let mut c = Command::new(&bin);
+    env(&mut c);
+    let o = c.args(["catalog", "list"]).env_remove("CABIN_CATALOG").output().expect("list");
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        text(&o).1.contains("no catalog entries found") && text(&o).1.contains("CABIN_CATALOG"),
+        "{}",
+        describe(&o)
+    );
+    // With PREFIX/share/cabin/catalog it lists that.
+    let share = prefix.join("share/cabin/catalog");
+    std::fs::create_dir_all(&share).expect("mkdir");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../catalog");
+    std::fs::copy(repo.join("syscalls.toml"), share.join("syscalls.toml")).expect("copy");
+    let mut c = Command::new(&bin);
+    env(&mut c);
+    let o = c.args(["catalog", "list"]).env_remove("CABIN_CATALOG").output().expect("list");
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(text(&o).0.contains("syscalls") && !text(&o).0.contains("wolfcrypt"), "{}", describe(&o));
+    // $CABIN_CATALOG wins.
+    let mut c = Command::new(&bin);
+    env(&mut c);
+    let o = c.args(["catalog", "list"]).env("CABIN_CATALOG", &repo).output().expect("list");
+    assert!(text(&o).0.contains("wolfcrypt"), "{}", describe(&o));
+}
+
+/// `cabinc bench` warns when `--runs 1` is used (and when the machine is
+/// loaded: unit-tested in bench::stats).
+#[test]
+fn bench_warns_about_one_run() {
+    let t = tempdir();
+    let o = cabinc()
+        .args(["bench", "--runs", "1", "--backend", "passthrough", "no-such-entry", "--out"])
+        .arg(t.path())
+        .env("CABIN_CACHE_DIR", t.path().join("cache"))
+        .output()
+        .expect("bench");
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(text(&o).1.contains("--runs 1: one run per side"), "{}", describe(&o));
+}
