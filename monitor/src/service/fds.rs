@@ -6,6 +6,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use super::fdtable::Entry;
+use super::locks;
 use super::{dup_cloexec, host, Fail, Service, Sys};
 use crate::memory::GuestMemory;
 
@@ -86,9 +87,13 @@ fn make_pipe(s: &mut Service, mem: &GuestMemory, out: u64, flags: i32) -> Sys {
     Ok(0)
 }
 
-pub(super) fn fcntl(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+pub(super) fn fcntl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     match a[1] as i32 {
+        cmd if locks::is_lock_cmd(cmd) => {
+            let lock = s.lock_target(fd, mem, cmd, a[2])?;
+            locks::fcntl_lock(fd, locks::raw(&lock, fd), mem, cmd, a[2])
+        }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             let min = usize::try_from(a[2]).map_err(|_| Fail::Errno(libc::EINVAL))?;
             if min >= s.fds.max() {
@@ -115,7 +120,6 @@ pub(super) fn fcntl(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
             // SAFETY: touches no memory.
             host(unsafe { libc::fcntl(fd, libc::F_SETFL, a[2] as i32 & allowed) } as i64)
         }
-        libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => Ok(0),
         _ => Err(Fail::Errno(libc::EINVAL)),
     }
 }
@@ -190,4 +194,12 @@ pub(super) fn signalfd4(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sy
         .insert(Entry { fd: fd.into(), cloexec, path: None, change: None }, 0)
         .ok_or(Fail::Errno(libc::EMFILE))?;
     Ok(v as i64)
+}
+
+/// `flock(fd, op)` (`LOCK_SH`, `LOCK_EX`, `LOCK_UN`, `LOCK_NB`) on the real
+/// file: the lock belongs to the program's open file description, as
+/// natively.
+pub(super) fn flock(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.vfd(a[0])?;
+    locks::flock_on(fd, a[1])
 }

@@ -37,6 +37,7 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::pipe, fds::pipe),
     (nr::pipe2, fds::pipe2),
     (nr::ioctl, fds::ioctl),
+    (nr::flock, fds::flock),
     // Files by descriptor or path (files.rs).
     (nr::open, files::open),
     (nr::creat, files::creat),
@@ -55,7 +56,6 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::fsync, files::fsync),
     (nr::fdatasync, files::fdatasync),
     (nr::fadvise64, files::accept_on_fd),
-    (nr::flock, files::accept_on_fd),
     (nr::syncfs, files::accept_on_fd),
     (nr::sync, accept),
     // Names in directories and metadata (names.rs).
