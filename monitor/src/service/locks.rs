@@ -284,14 +284,15 @@ pub(super) fn fcntl_lock(prog: RawFd, lock: RawFd, mem: &GuestMemory, cmd: i32, 
 /// open file description, which owns the lock). May block without
 /// `LOCK_NB`.
 pub(super) fn flock_on(fd: RawFd, op: u64) -> Sys {
-    let op = i32::try_from(op).map_err(|_| Fail::Errno(libc::EINVAL))?;
+    // The kernel's `unsigned int cmd`: the low 32 bits.
     // SAFETY: touches no memory.
-    host(unsafe { libc::flock(fd, op) } as i64)
+    host(unsafe { libc::flock(fd, op as u32 as i32) } as i64)
 }
 
 /// Whether `flock(_, op)` may block.
 pub(super) fn flock_blocks(op: u64) -> bool {
-    op & libc::LOCK_NB as u64 == 0 && op & (libc::LOCK_SH | libc::LOCK_EX) as u64 != 0
+    let op = op as u32 as i32;
+    op & libc::LOCK_NB == 0 && op & (libc::LOCK_SH | libc::LOCK_EX) != 0
 }
 
 /// The descriptor a record-lock command is served on.

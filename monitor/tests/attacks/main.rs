@@ -20,6 +20,7 @@ mod common;
 mod events;
 mod fake_failure;
 mod limits;
+mod locks;
 mod memprot;
 mod pathprobe;
 mod paths_nested;
