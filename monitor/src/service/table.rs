@@ -38,6 +38,7 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::pipe2, fds::pipe2),
     (nr::ioctl, fds::ioctl),
     (nr::flock, fds::flock),
+    (nr::memfd_create, fds::memfd_create),
     // Files by descriptor or path (files.rs).
     (nr::open, files::open),
     (nr::creat, files::creat),
