@@ -30,6 +30,7 @@ mod procfs;
 mod ring0;
 mod service_input;
 mod setid;
+mod shared;
 mod sigreturn;
 mod threads;
 mod vcpu_threads;
