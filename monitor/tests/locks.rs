@@ -12,7 +12,8 @@
 //!   unlocks, and the program reads it once it has the lock), for POSIX,
 //!   OFD and `flock` locks and SQLite's lock sequence;
 //! - waits interrupted by a signal (`EINTR`, or restarted with
-//!   `SA_RESTART`).
+//!   `SA_RESTART`); a wait in a second thread while the main thread's calls
+//!   are served.
 
 #[macro_use]
 mod common;
@@ -21,10 +22,20 @@ use std::io::BufRead;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cabin_monitor::RunConfig;
 use common::Backend;
+
+/// One run at a time in this test binary: the tests run as threads of one
+/// process, and a process-backend run forks its child, which holds copies
+/// of every descriptor the process has until it closes them; a descriptor
+/// another test's monitor closed meanwhile would keep its open file
+/// description, and with it its `flock` and OFD locks, a moment longer.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The program (native executable and image), built once.
 fn built() -> Option<&'static (PathBuf, Vec<u8>)> {
@@ -90,6 +101,7 @@ fn reap(mut c: Child) {
 
 fn locks_within_one_process(b: Backend) {
     let Some((exe, img)) = built() else { return };
+    let _one = serial();
     let t = tempfile::tempdir().expect("tempdir");
     let dir = t.path().to_str().expect("utf-8").to_owned();
     let want = native(exe, &args(&["local", &dir]));
@@ -101,6 +113,7 @@ fn locks_within_one_process(b: Backend) {
 /// The program against a native helper holding a lock of `kind`.
 fn against_native(b: Backend, kind: &str) {
     let Some((exe, img)) = built() else { return };
+    let _one = serial();
     let t = tempfile::tempdir().expect("tempdir");
     let file = t.path().join("shared.db");
     let f = file.to_str().expect("utf-8").to_owned();
@@ -131,8 +144,32 @@ fn sqlite_lock_sequence_against_a_native_reader(b: Backend) {
     against_native(b, "shared");
 }
 
+/// A second thread waits (KVM and process: without the service lock) while
+/// the main thread's calls are served.
+fn a_thread_waits_while_the_others_run(b: Backend) {
+    let Some((exe, img)) = built() else { return };
+    let _one = serial();
+    for kind in ["posix", "flock"] {
+        let t = tempfile::tempdir().expect("tempdir");
+        let file = t.path().join("shared.db");
+        let f = file.to_str().expect("utf-8").to_owned();
+        let run = |confine: bool| {
+            let h = helper(exe, &file, kind);
+            let a = args(&["thread", &f, kind]);
+            let got = if confine { confined(b, img, &a, t.path(), None) } else { native(exe, &a) };
+            reap(h);
+            got
+        };
+        let want = run(false);
+        assert_eq!(want.1, 0, "{}", want.0);
+        let got = run(true);
+        assert_eq!(got, want, "{b:?} {kind}: confined (left) vs native (right)");
+    }
+}
+
 fn lock_waits_are_interrupted_by_signals(b: Backend) {
     let Some((exe, img)) = built() else { return };
+    let _one = serial();
     let t = tempfile::tempdir().expect("tempdir");
     let file = t.path().join("shared.db");
     let f = file.to_str().expect("utf-8").to_owned();
@@ -156,4 +193,5 @@ on_both_backends!(
     flock_held_by_a_native_process,
     sqlite_lock_sequence_against_a_native_reader,
     lock_waits_are_interrupted_by_signals,
+    a_thread_waits_while_the_others_run,
 );

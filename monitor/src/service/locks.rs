@@ -334,3 +334,65 @@ impl super::fdtable::FdTable {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &std::path::Path, write: bool) -> OwnedFd {
+        std::fs::OpenOptions::new().read(true).write(write).open(path).expect("open").into()
+    }
+
+    #[test]
+    fn one_description_per_file_dropped_by_any_close() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("f");
+        std::fs::write(&p, b"x").expect("write");
+        let (a, b) = (open(&p, true), open(&p, false));
+        let mut o = LockOwners::default();
+        let none = |_: u64, _: u64| None;
+        let LockOn::Owner(da) = o.owner(a.as_raw_fd(), true, true, none).expect("owner") else {
+            panic!("a file")
+        };
+        let LockOn::Owner(db) = o.owner(b.as_raw_fd(), false, true, none).expect("owner") else {
+            panic!("a file")
+        };
+        assert_eq!(o.len(), 1);
+        assert!(Arc::ptr_eq(&da, &db), "one description for both descriptors");
+        o.released_by_close(b.as_raw_fd());
+        assert_eq!(o.len(), 0, "closing any descriptor drops it");
+    }
+
+    #[test]
+    fn a_read_only_description_in_use_is_not_replaced() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("f");
+        std::fs::write(&p, b"x").expect("write");
+        let (ro, rw) = (open(&p, false), open(&p, true));
+        let mut o = LockOwners::default();
+        let none = |_: u64, _: u64| None;
+        assert!(matches!(o.owner(ro.as_raw_fd(), false, false, none), Ok(LockOn::Owner(_))));
+        // Not used yet: a write lock reopens it read-write.
+        assert!(matches!(o.owner(rw.as_raw_fd(), true, true, none), Ok(LockOn::Owner(_))));
+        let mut o = LockOwners::default();
+        assert!(matches!(o.owner(ro.as_raw_fd(), false, true, none), Ok(LockOn::Owner(_))));
+        assert!(matches!(o.owner(rw.as_raw_fd(), true, true, none), Err(Fail::Errno(libc::ENOLCK))));
+        // Found read-write descriptor: read-write from the start.
+        let mut o = LockOwners::default();
+        let found = |_: u64, _: u64| Some(rw.as_raw_fd());
+        assert!(matches!(o.owner(ro.as_raw_fd(), false, true, found), Ok(LockOn::Owner(_))));
+        assert!(matches!(o.owner(rw.as_raw_fd(), true, true, none), Ok(LockOn::Owner(_))));
+    }
+
+    #[test]
+    fn pipes_lock_on_their_own_description() {
+        let mut p = [0i32; 2];
+        // SAFETY: pipe writes two ints into `p`.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        // SAFETY: fresh descriptors we own.
+        let (r, _w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+        let mut o = LockOwners::default();
+        assert!(matches!(o.owner(r.as_raw_fd(), false, true, |_, _| None), Ok(LockOn::Own)));
+        assert_eq!(o.len(), 0);
+    }
+}

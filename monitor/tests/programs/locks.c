@@ -7,11 +7,14 @@
  *                                   prints "held", releases it once FILE.go
  *                                   exists (after writing FILE.state)
  *   locks contend FILE KIND PID     the confined side against the helper PID
+ *   locks thread FILE KIND          a second thread waits for the helper's
+ *                                   lock while the main thread goes on
  *   locks eintr FILE                F_SETLKW interrupted by SIGALRM
  *   locks never FILE                F_SETLKW on a lock that never comes
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -217,6 +220,40 @@ static void contend(const char *file, const char *kind, int helper) {
     printf("helper state once locked: %s\n", st);
 }
 
+struct waiter {
+    const char *file, *kind;
+    int fd;
+};
+
+static void *wait_in_thread(void *p) {
+    struct waiter *w = p;
+    printf("thread %s wait: %s\n", w->kind, err(take(w->fd, w->kind, 1)));
+    char st[16] = {0};
+    int s = open(state_path(w->file, "state"), O_RDONLY);
+    read(s, st, sizeof st - 1);
+    close(s);
+    printf("helper state once locked: %s\n", st);
+    return 0;
+}
+
+static void thread(const char *file, const char *kind) {
+    struct waiter w = {file, kind, open(file, O_RDWR)};
+    pthread_t t;
+    pthread_create(&t, 0, wait_in_thread, &w);
+    /* The main thread's calls are served while the other waits. */
+    char buf[64];
+    int fd = open(file, O_RDONLY);
+    printf("main thread reads while the other waits: %s\n", err(read(fd, buf, sizeof buf) < 0 ? -1 : 0));
+    close(open(state_path(file, "go"), O_WRONLY | O_CREAT, 0644));
+    pthread_join(t, 0);
+    if (!strcmp(kind, "posix")) {
+        /* The lock is the process's: the main thread sees it as its own. */
+        struct flock g = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        fcntl(w.fd, F_GETLK, &g);
+        printf("main thread getlk: %s\n", tname(g.l_type));
+    }
+}
+
 static const char *go_file;
 
 static void on_alarm(int sig) {
@@ -252,6 +289,8 @@ int main(int argc, char **argv) {
         hold(argv[2], argv[3]);
     else if (argc >= 5 && !strcmp(argv[1], "contend"))
         contend(argv[2], argv[3], atoi(argv[4]));
+    else if (argc >= 4 && !strcmp(argv[1], "thread"))
+        thread(argv[2], argv[3]);
     else if (argc >= 3 && !strcmp(argv[1], "eintr"))
         eintr(argv[2]);
     else if (argc >= 3 && !strcmp(argv[1], "never")) {
