@@ -202,6 +202,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 116);
+        assert_eq!(REGISTERED.len(), 117);
     }
 }
