@@ -64,3 +64,14 @@ if cargo +nightly --version >/dev/null 2>&1; then
         cargo install cargo-fuzz --locked || echo "setup: cargo-fuzz did not install; fuzzing will not run"
     fi
 fi
+# The real sqlite3 shell for monitor/tests/sqlite.rs is built from the
+# sqlite3-src crate's sources (shell.c + the amalgamation) in cargo's
+# registry; fetch the crate there once (not a dependency of the workspace).
+if ! ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/sqlite3-src-*/source/shell.c >/dev/null 2>&1; then
+    echo "setup: fetching the sqlite3-src crate's sources (for the SQLite test)"
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/src" && echo 'fn main() {}' >"$tmp/src/main.rs"
+    printf '[package]\nname = "fetch-sqlite3-src"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nsqlite3-src = "0.6"\n' >"$tmp/Cargo.toml"
+    (cd "$tmp" && cargo fetch -q) || echo "setup: could not fetch sqlite3-src; the SQLite test will say NOT RUN"
+    rm -rf "$tmp"
+fi

@@ -34,6 +34,7 @@ mod clock;
 mod mem;
 mod readahead;
 mod ring_client;
+mod shared;
 pub(crate) mod signals;
 pub(crate) mod thread;
 
@@ -524,7 +525,7 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         nr::mremap => mem::mremap(a[0], a[1], a[2], a[3], a[4]),
         nr::mprotect => mem::mprotect(a[0], a[1], a[2]),
         nr::madvise => mem::madvise(a[0], a[1], a[2]),
-        nr::msync => 0,
+        nr::msync => mem::msync(a[0], a[1], a[2]),
         nr::arch_prctl => arch_prctl(st, a[0], a[1], process),
         nr::getpid => st.pid as i64,
         nr::gettid => thread::gettid(st.pid),
@@ -631,6 +632,7 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         }
         nr::exit_group => {
             count_local(nr);
+            mem::at_exit();
             crate::sys::exit_group(a[0] & 0xff)
         }
         _ => return None,

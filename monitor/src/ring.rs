@@ -532,7 +532,7 @@ impl Worker {
             guard = shared.lock();
             ret
         } else if shared.threaded.load(Ordering::Relaxed) {
-            match guard.service.begin_blocking(s.nr, s.args) {
+            match guard.service.begin_blocking(mem, s.nr, s.args) {
                 // A wait on many descriptors (poll, select, epoll_wait...)
                 // is prepared under the lock and waited for without it.
                 Begin::Handle => match guard.service.begin(mem, s.nr, s.args) {

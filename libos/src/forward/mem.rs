@@ -39,6 +39,7 @@ use core::ptr::addr_of_mut;
 use cabin_abi::boot::ABORT_MEMORY;
 
 use super::errno;
+use super::shared;
 use super::thread::Lock;
 
 const PAGE: u64 = 4096;
@@ -608,10 +609,6 @@ impl Mem {
         }
         let Some(len) = page_up(len).filter(|&l| l != 0) else { return Ok(Mapped::Ret(-errno::EINVAL)) };
         let anonymous = flags & MAP_ANONYMOUS != 0;
-        if !anonymous && flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
-            // A writable shared file mapping cannot be emulated.
-            return Ok(Mapped::Ret(-errno::ENODEV));
-        }
         if !anonymous && !off.is_multiple_of(PAGE) {
             return Ok(Mapped::Ret(-errno::EINVAL));
         }
@@ -1047,6 +1044,51 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
     if prot & !(PROT_RW | PROT_EXEC) != 0 {
         return -errno::EINVAL;
     }
+    let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+    let shared_file = flags & MAP_ANONYMOUS == 0 && flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0;
+    // A writable shared file mapping (shared.rs): a duplicate of the
+    // descriptor, checked as Linux checks it, for the write-back.
+    let dup = if shared_file
+        && prot & PROT_EXEC == 0
+        && page_up(len).is_some_and(|l| l != 0)
+        && off.is_multiple_of(PAGE)
+    {
+        match shared::open(fd) {
+            Ok(d) => Some(d),
+            Err(e) => return e,
+        }
+    } else {
+        None
+    };
+    if fixed && shared::overlaps(addr, len) {
+        // The pages a fixed mapping replaces reach their file first.
+        shared::write_back(addr, len);
+        if !shared::forget(addr, page_up(len).unwrap_or(len)) {
+            if let Some(d) = dup {
+                shared::close(d);
+            }
+            return -errno::ENOMEM;
+        }
+    }
+    let r = mmap_inner(addr, len, prot, flags, fd, off);
+    match dup {
+        Some(d) if r >= 0 => {
+            if !shared::record(r as u64, page_up(len).unwrap_or(0), d, off) {
+                shared::close(d);
+                munmap(r as u64, len);
+                return -errno::ENOMEM;
+            }
+            r
+        }
+        Some(d) => {
+            shared::close(d);
+            r
+        }
+        None => r,
+    }
+}
+
+fn mmap_inner(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> i64 {
     let start = {
         let mut s = STATE.lock();
         if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 && prot & PROT_EXEC == 0 {
@@ -1068,14 +1110,27 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
             Err(o) => over_limit(o, s.mem.used()),
         }
     };
-    // Private file mapping: read the bytes over the ring, without the lock.
+    // File mapping: read the bytes over the ring, without the lock.
     let Some(len) = page_up(len) else { return -errno::EINVAL };
+    let r = fill(fd, start, len, off);
+    if r < 0 {
+        STATE.lock().mem.release(start, len);
+        return r;
+    }
+    if prot != PROT_RW {
+        return protect_new(&mut STATE.lock(), start, len, prot);
+    }
+    start as i64
+}
+
+/// Reads the file's bytes from `off` into `[start, start+len)` (what lies
+/// past the file's end stays as it is: zero in fresh pages).
+fn fill(fd: u64, start: u64, len: u64, off: u64) -> i64 {
     let mut done = 0u64;
     while done < len {
         let args = [fd, start + done, len - done, off.wrapping_add(done), 0, 0];
         let n = super::forward(super::nr::pread64, &args, 0);
         if n < 0 {
-            STATE.lock().mem.release(start, len);
             return n;
         }
         if n == 0 {
@@ -1083,10 +1138,31 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
         }
         done += n as u64;
     }
-    if prot != PROT_RW {
-        return protect_new(&mut STATE.lock(), start, len, prot);
+    0
+}
+
+/// `msync`: the pages of writable shared file mappings in the range reach
+/// their files (shared.rs); flags and alignment checked as Linux does.
+pub(super) fn msync(addr: u64, len: u64, flags: u64) -> i64 {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if !addr.is_multiple_of(PAGE)
+        || flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0
+        || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC
+    {
+        return -errno::EINVAL;
     }
-    start as i64
+    let Some(len) = page_up(len) else { return -errno::ENOMEM };
+    if len == 0 || !shared::overlaps(addr, len) {
+        return 0;
+    }
+    shared::write_back(addr, len)
+}
+
+/// The program ends: writable shared file mappings reach their files.
+pub(super) fn at_exit() {
+    shared::write_back_all();
 }
 
 /// Gives a new mapping at `start` its protection; undoes it on failure.
@@ -1107,6 +1183,13 @@ fn protect_new(s: &mut State, start: u64, len: u64, prot: u64) -> i64 {
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     super::readahead::memory_changed();
+    if addr.is_multiple_of(PAGE) && page_up(len).is_some_and(|l| l != 0) && shared::overlaps(addr, len) {
+        // Unmapped pages of a writable shared file mapping reach the file.
+        shared::write_back(addr, len);
+        if !shared::forget(addr, page_up(len).unwrap_or(len)) {
+            return -errno::ENOMEM;
+        }
+    }
     let mut s = STATE.lock();
     if let Some(l) = page_up(len).filter(|&l| l != 0) {
         if addr.is_multiple_of(PAGE) && in_reserve(&s, addr, l) {
@@ -1130,6 +1213,10 @@ pub(super) fn munmap(addr: u64, len: u64) -> i64 {
 /// not known).
 pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> i64 {
     super::readahead::memory_changed();
+    if shared::overlaps(old, old_len.max(1)) {
+        // A writable shared file mapping does not move (docs/syscalls.md).
+        return -errno::EINVAL;
+    }
     let mut s = STATE.lock();
     if old.is_multiple_of(PAGE) {
         if let (Some(o), Some(n)) = (page_up(old_len), page_up(new_len)) {
@@ -1181,6 +1268,22 @@ pub(super) fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     }
     if advice == MADV_DONTNEED {
         let Some(len) = page_up(len) else { return -errno::EINVAL };
+        if shared::overlaps(addr, len) {
+            // The file keeps what was written; the pages read it again.
+            shared::write_back(addr, len);
+            let r = dontneed(addr, len);
+            shared::refill(addr, len, fill);
+            return r;
+        }
+        dontneed(addr, len)
+    } else {
+        0
+    }
+}
+
+/// `madvise(MADV_DONTNEED)` of `[addr, addr+len)`, `len` page-aligned.
+fn dontneed(addr: u64, len: u64) -> i64 {
+    {
         let mut s = STATE.lock();
         if in_reserve(&s, addr, len) {
             // `at < end`: at the end, an extent reaching past it overlaps

@@ -1,6 +1,7 @@
 //! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
 //! pipe or terminal, `nanosleep`, `clock_nanosleep`, the libos's `pause`
-//! wait for a signal), served without the
+//! wait for a signal, a lock wait: `fcntl` `F_SETLKW`/`F_OFD_SETLKW`,
+//! `flock` without `LOCK_NB`), served without the
 //! service lock once the program has threads, so that one thread blocked in
 //! a `read` of a pipe does not stall the calls of the others
 //! (docs/threads.md).
@@ -14,6 +15,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::io::{read_on, vectored_on, write_on, Vectored};
+use super::locks::{self, LockOn};
 use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
 use super::{dup_cloexec, Fail, Service, Sys, Violation};
 use crate::memory::GuestMemory;
@@ -26,6 +28,9 @@ pub struct Blocking {
     nr: u64,
     a: [u64; 6],
     fd: Option<OwnedFd>,
+    /// For a POSIX `F_SETLKW`: the program's lock description of the file
+    /// (kept open for the wait).
+    lock: Option<LockOn>,
 }
 
 /// What [`Service::begin_blocking`] decided.
@@ -43,20 +48,34 @@ impl Service {
     /// Under the service lock: prepares call `nr` to run without it, when it
     /// is one that can block for long (and, for writes, no write limit
     /// applies: those are counted under the lock).
-    pub fn begin_blocking(&mut self, nr: u64, a: [u64; 6]) -> Begin {
+    pub fn begin_blocking(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Begin {
         let needs_fd = match nr {
             nr::read | nr::readv => true,
+            nr::fcntl if matches!(a[1] as i32, libc::F_SETLKW | libc::F_OFD_SETLKW) => true,
+            nr::flock if locks::flock_blocks(a[1]) => true,
             nr::write | nr::writev if self.write_limits.is_none() => true,
             nr::nanosleep | nr::clock_nanosleep | nr::pause => false,
             _ => return Begin::Handle,
         };
+        if nr == nr::fcntl && mem.read(a[2], locks::FLOCK_SIZE).is_err() {
+            // A bad `struct flock` pointer: the ordinary call reports it.
+            return Begin::Handle;
+        }
         self.stats.per_nr.add(nr, 1);
         self.note = Default::default();
+        let mut lock = None;
         let fd = if needs_fd {
             let host = match self.vfd(a[0]) {
                 Ok(fd) => fd,
                 Err(_) => return Begin::Done(-i64::from(libc::EBADF)),
             };
+            if nr == nr::fcntl {
+                match self.lock_target(host, mem, a[1] as i32, a[2]) {
+                    Ok(l) => lock = Some(l),
+                    Err(Fail::Errno(e)) => return Begin::Done(-i64::from(e)),
+                    Err(_) => return Begin::Done(-i64::from(libc::EFAULT)),
+                }
+            }
             match dup_cloexec(host) {
                 Ok(fd) => Some(fd),
                 Err(Fail::Errno(e)) => return Begin::Done(-i64::from(e)),
@@ -65,7 +84,7 @@ impl Service {
         } else {
             None
         };
-        Begin::Run(Blocking { nr, a, fd })
+        Begin::Run(Blocking { nr, a, fd, lock })
     }
 }
 
@@ -81,6 +100,11 @@ impl Blocking {
             nr::writev => vectored_on(fd, mem, a, Vectored::Writev),
             nr::nanosleep => nanosleep_on(mem, a),
             nr::pause => pause_on(),
+            nr::fcntl => {
+                let on = self.lock.as_ref().map_or(fd, |l| locks::raw(l, fd));
+                locks::fcntl_lock(fd, on, mem, a[1] as i32, a[2])
+            }
+            nr::flock => locks::flock_on(fd, a[1]),
             _ => clock_nanosleep_on(mem, a),
         };
         match r {

@@ -6,6 +6,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use super::fdtable::Entry;
+use super::locks;
 use super::{dup_cloexec, host, Fail, Service, Sys};
 use crate::memory::GuestMemory;
 
@@ -86,9 +87,13 @@ fn make_pipe(s: &mut Service, mem: &GuestMemory, out: u64, flags: i32) -> Sys {
     Ok(0)
 }
 
-pub(super) fn fcntl(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+pub(super) fn fcntl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     match a[1] as i32 {
+        cmd if locks::is_lock_cmd(cmd) => {
+            let lock = s.lock_target(fd, mem, cmd, a[2])?;
+            locks::fcntl_lock(fd, locks::raw(&lock, fd), mem, cmd, a[2])
+        }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             let min = usize::try_from(a[2]).map_err(|_| Fail::Errno(libc::EINVAL))?;
             if min >= s.fds.max() {
@@ -115,7 +120,6 @@ pub(super) fn fcntl(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
             // SAFETY: touches no memory.
             host(unsafe { libc::fcntl(fd, libc::F_SETFL, a[2] as i32 & allowed) } as i64)
         }
-        libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => Ok(0),
         _ => Err(Fail::Errno(libc::EINVAL)),
     }
 }
@@ -185,6 +189,47 @@ pub(super) fn signalfd4(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sy
     // SAFETY: a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let cloexec = a[3] & libc::O_CLOEXEC as u64 != 0;
+    let v = s
+        .fds
+        .insert(Entry { fd: fd.into(), cloexec, path: None, change: None }, 0)
+        .ok_or(Fail::Errno(libc::EMFILE))?;
+    Ok(v as i64)
+}
+
+/// `flock(fd, op)` (`LOCK_SH`, `LOCK_EX`, `LOCK_UN`, `LOCK_NB`) on the real
+/// file: the lock belongs to the program's open file description, as
+/// natively.
+pub(super) fn flock(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.vfd(a[0])?;
+    locks::flock_on(fd, a[1])
+}
+
+/// `memfd_create(name, flags)`: a host memfd in the program's table (an
+/// anonymous regular file: `ftruncate`, reads and writes, `mmap` as any
+/// file; it counts against `[limits] file-size` and `bytes-written` like
+/// one). `MFD_CLOEXEC`, `MFD_ALLOW_SEALING`, `MFD_NOEXEC_SEAL`; the rest
+/// (`MFD_HUGETLB` and its sizes, `MFD_EXEC`: an executable memfd is for
+/// `execve`) is `EINVAL`. The name is Linux's: at most 249 bytes.
+pub(super) fn memfd_create(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    const MFD_CLOEXEC: u64 = 1;
+    const MFD_ALLOW_SEALING: u64 = 2;
+    const MFD_NOEXEC_SEAL: u64 = 8;
+    const NAME_MAX: usize = 249;
+    if a[1] & !(MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL) != 0 {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let name = match mem.read_cstr(a[0], NAME_MAX) {
+        Ok(n) if n.len() <= NAME_MAX => n,
+        Ok(_) | Err(crate::memory::MemError::TooLong { .. }) => return Err(Fail::Errno(libc::EINVAL)),
+        Err(e) => return Err(e.into()),
+    };
+    let name = std::ffi::CString::new(name).map_err(|_| Fail::Errno(libc::EINVAL))?;
+    let flags = (a[1] & (MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL)) as u32 | libc::MFD_CLOEXEC;
+    // SAFETY: a NUL-terminated name; returns a new descriptor or -1.
+    let fd = host(unsafe { libc::memfd_create(name.as_ptr(), flags) } as i64)?;
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let cloexec = a[1] & MFD_CLOEXEC != 0;
     let v = s
         .fds
         .insert(Entry { fd: fd.into(), cloexec, path: None, change: None }, 0)

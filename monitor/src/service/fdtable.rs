@@ -10,6 +10,8 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Once};
 
+use super::locks::LockOwners;
+
 /// Most descriptors a program can have open (`RLIMIT_NOFILE` as it sees
 /// it, when the monitor's own limit allows).
 pub const MAX_FDS: usize = 1024;
@@ -114,13 +116,16 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct FdTable {
     slots: Vec<Option<Entry>>,
+    /// The program's POSIX lock descriptions: dropped with any descriptor
+    /// of their file.
+    pub(super) locks: LockOwners,
     /// Numbers are below this (`RLIMIT_NOFILE` as the program sees it).
     max: usize,
 }
 
 impl Default for FdTable {
     fn default() -> FdTable {
-        FdTable { slots: Vec::new(), max: MAX_FDS }
+        FdTable { slots: Vec::new(), locks: LockOwners::default(), max: MAX_FDS }
     }
 }
 
@@ -198,13 +203,32 @@ impl FdTable {
         if i >= self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }
-        self.slots[i] = Some(e);
+        if let Some(old) = self.slots[i].replace(e) {
+            self.locks.released_by_close(old.fd.as_raw_fd());
+        }
         true
     }
 
+    /// A host descriptor of the program's open for reading and writing on
+    /// the file (`st_dev`, `st_ino`), if it holds one (for the lock
+    /// description: `super::locks`).
+    pub(super) fn read_write_of(&self, dev: u64, ino: u64) -> Option<RawFd> {
+        self.slots.iter().flatten().map(|e| e.fd.as_raw_fd()).find(|&fd| {
+            // SAFETY: touches no memory.
+            let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            fl >= 0
+                && fl & (libc::O_ACCMODE | libc::O_PATH) == libc::O_RDWR
+                && super::fs::fstat(fd).is_ok_and(|st| (st.st_dev, st.st_ino) == (dev, ino))
+        })
+    }
+
     /// Removes (and closes) `vfd`.
+    /// Closing any descriptor of a file releases the program's POSIX locks
+    /// on it.
     pub fn remove(&mut self, vfd: u64) -> Option<Entry> {
-        self.slots.get_mut(usize::try_from(vfd).ok()?)?.take()
+        let e = self.slots.get_mut(usize::try_from(vfd).ok()?)?.take()?;
+        self.locks.released_by_close(e.fd.as_raw_fd());
+        Some(e)
     }
 }
 

@@ -118,7 +118,7 @@ pub(super) fn fdatasync(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sy
     host(unsafe { libc::fdatasync(fd) } as i64)
 }
 
-/// `fadvise64`, `flock`, `syncfs`: accepted for a valid descriptor, with
+/// `fadvise64`, `syncfs`: accepted for a valid descriptor, with
 /// no effect.
 pub(super) fn accept_on_fd(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     s.vfd(a[0])?;

@@ -32,6 +32,7 @@ mod events;
 mod fds;
 mod files;
 mod io;
+mod locks;
 mod names;
 mod process;
 mod table;
