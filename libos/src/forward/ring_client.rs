@@ -88,9 +88,13 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
 /// Puts one request on this thread's ring without waiting for its answer
 /// (a thread's exit: docs/threads.md); its ring and its index (the
 /// completion's too). `None` before start-up.
+///
+/// On KVM a thread's exit does not ring the worker's doorbell here: the
+/// `DOORBELL_EXIT` that ends its vCPU next ([`exit_doorbell`]) wakes it.
 pub(super) fn post(nr: u64, args: &[u64; 6], flags: u32) -> Option<(RingPtr, u32)> {
     drain_posted();
-    let (r, index) = submit(nr, args, flags, 0, true)?;
+    let wake = !(nr == super::nr::exit && PORT_DOORBELL.load(Ordering::Relaxed));
+    let (r, index) = submit(nr, args, flags, 0, wake)?;
     thread::current().posted.store(index.wrapping_add(1), Ordering::Relaxed);
     Some((r, index))
 }
@@ -193,6 +197,29 @@ fn port_doorbell(value: u32) {
             "out {port}, al",
             port = const cabin_abi::hypercall::PORT_DOORBELL,
             in("al") value as u8,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+}
+
+/// KVM: ends the calling thread's vCPU with `status` through the doorbell
+/// port (`DOORBELL_EXIT`: one exit from ring 3, where a raw `exit` would
+/// take the slow-path gate's ring-0 trap first), having woken the worker
+/// for the exit posted on the ring. Returns only on the process backend
+/// (no doorbell port): the caller then exits natively.
+pub(super) fn exit_doorbell(status: u64) {
+    if !PORT_DOORBELL.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: an `out` to the one port the domain's I/O bitmap allows ring
+    // 3; the monitor ends this vCPU and never resumes it (were it resumed,
+    // the caller falls back to the raw `exit`).
+    unsafe {
+        core::arch::asm!(
+            "out {port}, al",
+            port = const cabin_abi::hypercall::PORT_DOORBELL,
+            in("al") cabin_abi::hypercall::DOORBELL_EXIT as u8,
+            in("rdi") status,
             options(nomem, nostack, preserves_flags),
         );
     }

@@ -597,6 +597,8 @@ pub(super) fn exit_thread(status: u64) -> ! {
         }
         None => release(slot),
     }
+    // KVM: the doorbell ends the vCPU without the gate's ring-0 trap.
+    super::ring_client::exit_doorbell(status & 0xff);
     loop {
         // SAFETY: ends this thread only; touches no memory (the kernel may
         // clear the CLONE_CHILD_CLEARTID word, which is its job).
