@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_WAIT`] or [`DOORBELL_WAKE`] | none |
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_PROTECT`], `rdi, rsi, rdx` = address, length, `PROT_*` | `rax` = 0 or `-errno` |
+//! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_EXIT`], `rdi` = exit status | never resumed |
 //! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments, `rcx` = return address | `rax` = result; or `rcx` changed: redirect (below) |
 //! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed; or, for a ring-3 exception, `rax` = where ring 3 resumes (the libos's signal entry) |
 //!
@@ -59,6 +60,13 @@ pub const DOORBELL_PROTECT: u32 = 3;
 /// against its own layout, edits the page tables and flushes the TLB
 /// when a mapping is replaced or removed; `rax` = 0 or `-errno`.
 pub const DOORBELL_COMMIT: u32 = 4;
+/// [`PORT_DOORBELL`] value: end the calling thread (its vCPU), as a raw
+/// `exit` system call would, without the ring-0 trap of the slow-path
+/// gate: `rdi` = the exit status (its low 8 bits count). The monitor wakes
+/// the ring's worker first (the libos posts the thread's exit on its ring
+/// without ringing: docs/threads.md) and never resumes the vCPU; the last
+/// thread's end is the program's, as with `exit`.
+pub const DOORBELL_EXIT: u32 = 5;
 
 pub mod fault {
     //! Register convention of [`super::PORT_FAULT`]: `rdi` = vector, `rsi` = error code (0 when the vector has none),

@@ -31,6 +31,7 @@
 //! `clone`).
 
 mod clock;
+mod futex_path;
 mod mem;
 mod readahead;
 mod ring_client;
@@ -210,6 +211,7 @@ pub fn init(boot: u64) -> bool {
         )
     };
     ring_client::set_spin(spin_ns, tsc_khz);
+    futex_path::init(tsc_khz, flags & BOOT_FLAG_KVM != 0);
     if flags & BOOT_FLAG_READ_AHEAD != 0 {
         readahead::enable();
     }
@@ -418,6 +420,8 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
             count_local(nr);
             v
         }
+        // KVM's futex with threads: forwarded with the sleeper count kept.
+        None if nr == nr::futex => futex_path::forward(args, flags, site),
         // A local call this backend cannot serve here (a clock the TSC does
         // not cover, `clock_getres` on KVM): the monitor serves it.
         None => forward_from(nr, args, flags, site),
@@ -617,14 +621,18 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         }
         nr::sched_yield => 0,
         nr::futex if process => {
+            if let Some(r) = futex_path::fast(a) {
+                return Some(r);
+            }
             // SAFETY: the program's own futex call, as its `syscall` would
             // issue it: it touches only the process's own memory, and the
             // filter allows it.
             unsafe { syscall6(nr::futex, a) }
         }
         // KVM with threads: the monitor serves futex on its mapping of the
-        // program's memory (the waiting thread's worker blocks there).
-        nr::futex if thread::ring_count() > 1 => return None,
+        // program's memory (the waiting thread's worker blocks there), after
+        // the fast path (`serve` forwards through `futex_path::forward`).
+        nr::futex if thread::ring_count() > 1 => return futex_path::fast(a),
         nr::futex => futex(a[0], a[1], a[2]),
         nr::exit => {
             count_local(nr);

@@ -85,6 +85,34 @@ fn identity_and_affinity(b: Backend) {
     case(b, "ids");
 }
 
+/// `case`, but a run that has not ended after `limit` fails the test
+/// instead of hanging it (a lost futex wake-up hangs the program).
+fn case_within(b: Backend, name: &'static str, limit: std::time::Duration) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some((exe, img)) = program(t.path()) else { return };
+    let args = ["threads", name];
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(confined(b, &img, &args));
+    });
+    let got = rx
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("case {name} still runs after {limit:?}: lost wake-up?"));
+    assert_eq!(got, native(&exe, &args), "confined vs native, case {name}");
+}
+
+/// The futex fast path (docs/threads.md): requeue, WAKE_OP and bit sets
+/// stay right when wakes may be skipped.
+fn futex_operations(b: Backend) {
+    case_within(b, "futexops", std::time::Duration::from_secs(120));
+}
+
+/// A wake skipped wrongly hangs this case: hand-offs among four threads on
+/// one word and two on another, some after the spin window ran out.
+fn futex_no_lost_wakeups(b: Backend) {
+    case_within(b, "futexstress", std::time::Duration::from_secs(300));
+}
+
 on_both_backends!(
     mutex,
     contend64,
@@ -97,5 +125,7 @@ on_both_backends!(
     robust_mutex,
     detach_join,
     exit_while_others_block_in_read,
-    identity_and_affinity
+    identity_and_affinity,
+    futex_operations,
+    futex_no_lost_wakeups
 );

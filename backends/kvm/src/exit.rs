@@ -2,8 +2,8 @@
 //! registers) to an action, so tests can feed made-up exits without a VM.
 
 use cabin_abi::hypercall::{
-    fault, DOORBELL_COMMIT, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE, PORT_DOORBELL, PORT_FAULT,
-    PORT_SYSCALL,
+    fault, DOORBELL_COMMIT, DOORBELL_EXIT, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE, PORT_DOORBELL,
+    PORT_FAULT, PORT_SYSCALL,
 };
 use cabin_proxy_kernel::trap::{page_fault_access, signal_for, vector, vector_name};
 
@@ -245,6 +245,12 @@ pub enum IoAction {
         /// `r10`: arena address of the pages, or 0.
         target: u64,
     },
+    /// End the calling thread's vCPU (`DOORBELL_EXIT`), as a raw `exit`:
+    /// the status from `rdi`, untrusted (any value is a status).
+    ThreadExit {
+        /// The low 8 bits of `rdi`.
+        code: i32,
+    },
     /// The program used the doorbell port in a way Cabin does not define
     /// (any other value, width or direction): a protocol violation that
     /// ends it (exit 137), never a Cabin error.
@@ -287,7 +293,8 @@ pub fn decode_out(port: u16, data: &[u8], r: &Regs, kernel_text: (u64, u64)) -> 
             [v] if u32::from(*v) == DOORBELL_COMMIT => {
                 IoAction::Commit { addr: r.rdi, len: r.rsi, prot: r.rdx, target: r.r10 }
             }
-            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 4)"),
+            [v] if u32::from(*v) == DOORBELL_EXIT => IoAction::ThreadExit { code: (r.rdi & 0xff) as i32 },
+            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 5)"),
         },
         _ => misuse(r, kernel_text, "write to an unknown I/O port"),
     }
@@ -334,6 +341,9 @@ mod tests {
         let r = Regs { rip: 0x401000, ..Regs::default() };
         assert_eq!(decode_out(PORT_DOORBELL, &[2], &r, KT), IoAction::Doorbell { wait: true });
         assert_eq!(decode_out(PORT_DOORBELL, &[1], &r, KT), IoAction::Doorbell { wait: false });
+        let mut exiting = r;
+        exiting.rdi = 0x1_2345;
+        assert_eq!(decode_out(PORT_DOORBELL, &[5], &exiting, KT), IoAction::ThreadExit { code: 0x45 });
         // From ring 3 every misuse is the program's: a protocol violation (137), not a Cabin error.
         assert!(matches!(decode_out(PORT_DOORBELL, &[9], &r, KT), IoAction::Violation(_)));
         assert!(matches!(decode_out(PORT_DOORBELL, &[0], &r, KT), IoAction::Violation(_)));

@@ -659,6 +659,17 @@ fn run_loop(
                     Served::Return(_) | Served::Redirect(_) => {}
                 }
             }
+            IoAction::ThreadExit { code } => {
+                // The thread's exit is posted on its ring: wake the worker
+                // (as a doorbell wake would), then end this vCPU as the
+                // gate's `exit` does.
+                stats.doorbell_exits += 1;
+                match service.doorbell(false) {
+                    Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
+                    Served::Exit(c) => return Ok(LoopEnd::Exited(c)),
+                    _ => return Ok(LoopEnd::ThreadExit(code)),
+                }
+            }
             IoAction::Violation(why) => {
                 return Ok(LoopEnd::Violation(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)));
             }

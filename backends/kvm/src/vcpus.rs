@@ -287,35 +287,43 @@ impl Vcpus {
         for h in finished {
             let _ = h.join();
         }
-        let (tx, rx) = mpsc::channel::<Result<(), String>>();
+        // The vCPU is set up here, on the calling thread (KVM takes a vCPU's
+        // ioctls from any thread), so the answer does not wait for the new
+        // host thread to be scheduled: on a loaded host that wait was most
+        // of a thread's start (docs/performance.md).
+        let fd = match self.prepare(slot, parked, &start) {
+            Ok(fd) => fd,
+            Err((e, fd)) => {
+                self.unreserve(slot, fd);
+                return Err(SpawnError::Setup { slot, why: e.to_string() });
+            }
+        };
+        let (tx, rx) = mpsc::channel::<VcpuFd>();
         let this = self.clone();
         let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
             apply_affinity(this.lock().affinity.as_ref());
             let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
             cabin_monitor::watch::set_serving_slot(slot);
-            match this.prepare(slot, parked, &start) {
-                Ok(fd) => {
-                    let _ = tx.send(Ok(()));
-                    this.run_with_service(slot, fd, service);
-                }
-                Err((e, fd)) => {
-                    this.unreserve(slot, fd);
-                    let _ = tx.send(Err(e.to_string()));
-                }
+            if let Ok(fd) = rx.recv() {
+                this.run_with_service(slot, fd, service);
             }
         });
         match spawned {
-            Ok(h) => self.lock().threads.push(h),
-            Err(e) => {
-                self.unreserve(slot, None);
-                return Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") });
+            Ok(h) => {
+                self.lock().threads.push(h);
+                // The thread is alive until it has received the vCPU (it
+                // only waits for it), so the send cannot fail.
+                if let Err(mpsc::SendError(fd)) = tx.send(fd) {
+                    self.unreserve(slot, Some(fd));
+                    return Err(SpawnError::Setup { slot, why: "the vCPU thread died".into() });
+                }
+                Ok(())
             }
-        }
-        match rx.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(SpawnError::Setup { slot, why }),
-            Err(_) => Err(SpawnError::Setup { slot, why: "the vCPU thread died".into() }),
+            Err(e) => {
+                self.unreserve(slot, Some(fd));
+                Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") })
+            }
         }
     }
 

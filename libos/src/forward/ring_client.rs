@@ -60,7 +60,14 @@ fn ring_broken() -> ! {
 /// returns the monitor's result.
 pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     drain_posted();
-    let Some((r, tail)) = submit(nr, args, flags, site) else {
+    // A futex wait that reaches the monitor has spun on its word already
+    // (`futex_path`) and ends only when another thread wakes it: a second
+    // spin here would only take the CPU from that thread. On KVM it parks
+    // the vCPU at once, and the park's doorbell exit wakes the worker too
+    // (`DOORBELL_WAIT`), so it saves the separate wake exit.
+    let futex_wait = nr == NR_FUTEX && super::futex_path::is_wait(args);
+    let wake = !(futex_wait && PORT_DOORBELL.load(Ordering::Relaxed));
+    let Some((r, tail)) = submit(nr, args, flags, site, wake) else {
         return -super::errno::ENOSYS;
     };
     // Every earlier completion was consumed, so ours is the next one, and
@@ -69,7 +76,7 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     if cq_head != tail {
         ring_broken();
     }
-    wait_completion(&r, cq_head, SPIN_TICKS.load(Ordering::Relaxed));
+    wait_completion(&r, cq_head, if futex_wait { 0 } else { SPIN_TICKS.load(Ordering::Relaxed) });
     let c = r.read_completion(cq_head);
     r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
     if c.tag != tail.wrapping_add(1) {
@@ -81,9 +88,13 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
 /// Puts one request on this thread's ring without waiting for its answer
 /// (a thread's exit: docs/threads.md); its ring and its index (the
 /// completion's too). `None` before start-up.
+///
+/// On KVM a thread's exit does not ring the worker's doorbell here: the
+/// `DOORBELL_EXIT` that ends its vCPU next ([`exit_doorbell`]) wakes it.
 pub(super) fn post(nr: u64, args: &[u64; 6], flags: u32) -> Option<(RingPtr, u32)> {
     drain_posted();
-    let (r, index) = submit(nr, args, flags, 0)?;
+    let wake = !(nr == super::nr::exit && PORT_DOORBELL.load(Ordering::Relaxed));
+    let (r, index) = submit(nr, args, flags, 0, wake)?;
     thread::current().posted.store(index.wrapping_add(1), Ordering::Relaxed);
     Some((r, index))
 }
@@ -104,9 +115,10 @@ pub(super) fn drain_posted() {
     }
 }
 
-/// Publishes one submission on this thread's ring and wakes the worker if
-/// it may sleep; the ring and the submission's index.
-fn submit(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> Option<(RingPtr, u32)> {
+/// Publishes one submission on this thread's ring and, with `wake`, wakes
+/// the worker if it may sleep (without: the caller's next doorbell wait
+/// does); the ring and the submission's index.
+fn submit(nr: u64, args: &[u64; 6], flags: u32, site: u64, wake: bool) -> Option<(RingPtr, u32)> {
     // This thread's ring: only this thread submits on it.
     let me = thread::current();
     let r = me.ring()?;
@@ -125,7 +137,7 @@ fn submit(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> Option<(RingPtr, u
     r.write_site_hint(tail, site);
     r.publish_submission(tail, flags, nr, args);
     r.sq_tail().store(tail.wrapping_add(1), Ordering::Release);
-    if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
+    if wake && r.sq_sleeping().load(Ordering::SeqCst) != 0 {
         r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
         futex(r.sq_doorbell().as_ptr() as u64, FUTEX_WAKE, 1);
     }
@@ -185,6 +197,29 @@ fn port_doorbell(value: u32) {
             "out {port}, al",
             port = const cabin_abi::hypercall::PORT_DOORBELL,
             in("al") value as u8,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+}
+
+/// KVM: ends the calling thread's vCPU with `status` through the doorbell
+/// port (`DOORBELL_EXIT`: one exit from ring 3, where a raw `exit` would
+/// take the slow-path gate's ring-0 trap first), having woken the worker
+/// for the exit posted on the ring. Returns only on the process backend
+/// (no doorbell port): the caller then exits natively.
+pub(super) fn exit_doorbell(status: u64) {
+    if !PORT_DOORBELL.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: an `out` to the one port the domain's I/O bitmap allows ring
+    // 3; the monitor ends this vCPU and never resumes it (were it resumed,
+    // the caller falls back to the raw `exit`).
+    unsafe {
+        core::arch::asm!(
+            "out {port}, al",
+            port = const cabin_abi::hypercall::PORT_DOORBELL,
+            in("al") cabin_abi::hypercall::DOORBELL_EXIT as u8,
+            in("rdi") status,
             options(nomem, nostack, preserves_flags),
         );
     }

@@ -61,6 +61,9 @@ pub(crate) struct Block {
     /// The thread's blocked signals (docs/signals.md; a new thread inherits
     /// its creator's).
     pub(crate) sigmask: AtomicU64,
+    /// The thread's futex waits since its last spin that saw its word
+    /// change (`futex_path`: the spin is left out while it does not pay).
+    pub(crate) futex_misses: AtomicU32,
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -87,6 +90,7 @@ const EMPTY: Block = Block {
     posted: AtomicU32::new(0),
     start: [const { AtomicU64::new(0) }; ThreadStart::SIZE / 8],
     sigmask: AtomicU64::new(0),
+    futex_misses: AtomicU32::new(0),
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -158,6 +162,7 @@ impl Block {
         self.robust_head.store(0, Ordering::Relaxed);
         self.exit_index.store(0, Ordering::Relaxed);
         self.posted.store(0, Ordering::Relaxed);
+        self.futex_misses.store(0, Ordering::Relaxed);
         // Slot 0 is set up before GS points anywhere; others by their creator.
         let mask = if slot == 0 { 0 } else { current().sigmask.load(Ordering::SeqCst) };
         self.sigmask.store(mask, Ordering::SeqCst);
@@ -592,6 +597,8 @@ pub(super) fn exit_thread(status: u64) -> ! {
         }
         None => release(slot),
     }
+    // KVM: the doorbell ends the vCPU without the gate's ring-0 trap.
+    super::ring_client::exit_doorbell(status & 0xff);
     loop {
         // SAFETY: ends this thread only; touches no memory (the kernel may
         // clear the CLONE_CHILD_CLEARTID word, which is its job).

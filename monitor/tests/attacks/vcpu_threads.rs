@@ -112,6 +112,20 @@ fn cpu_time_counts_every_thread(b: Backend) {
     assert_eq!(o.exit_code, 137);
 }
 
+/// KVM: a thread ends its vCPU with the thread-exit doorbell
+/// (`DOORBELL_EXIT`) without posting its exit: only that thread ends (its
+/// joiner is woken by the monitor's `CLONE_CHILD_CLEARTID`), the program
+/// goes on, starts another thread and ends with its own status; the
+/// monitor neither hangs nor fails.
+#[test]
+fn thread_exit_doorbell_without_a_posted_exit_ends_only_that_thread() {
+    if !Backend::Kvm.available("thread_exit_doorbell") {
+        return;
+    }
+    let Some((out, code)) = run(Backend::Kvm, "doorbell_exit") else { return };
+    assert_eq!((out.as_str(), code), ("joined\nsecond thread ran\n", 3));
+}
+
 on_both_backends!(
     cpu_time_counts_every_thread,
     a_thread_fault_ends_the_program,

@@ -2,7 +2,8 @@
  * a thread faults while another waits; exit_group while other threads spin
  * in ring 3 without ever making a call; the main thread exits first; more
  * threads than the domain has rings; a thread that spins while main waits
- * (its CPU time counts for [limits] cpu-time). On KVM each thread is a vCPU. */
+ * (its CPU time counts for [limits] cpu-time); a thread that ends its vCPU
+ * with the exit doorbell without telling its ring. On KVM each thread is a vCPU. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -53,6 +54,22 @@ static void *park(void *arg) {
     return NULL;
 }
 
+/* KVM only: ends its own vCPU with the thread-exit doorbell (an `out` the
+ * I/O bitmap lets ring 3 make) without posting its exit on its ring first,
+ * so the libos and the monitor still count the thread. */
+static void *doorbell_exit(void *arg) {
+    (void)arg;
+    __asm__ volatile("out %%al, $0xe0" : : "a"(5), "D"(42L) : "memory");
+    write(1, "resumed\n", 8);
+    return NULL;
+}
+
+static void *hello(void *arg) {
+    (void)arg;
+    write(1, "second thread ran\n", 18);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     const char *c = argc > 1 ? argv[1] : "";
     pthread_t t[80];
@@ -97,6 +114,15 @@ int main(int argc, char **argv) {
         printf("created %d: %s\n", n, e ? strerror(e) : "no error");
         fflush(stdout);
         syscall(SYS_exit_group, 0);
+    }
+    if (!strcmp(c, "doorbell_exit")) {
+        pthread_create(&t[0], NULL, doorbell_exit, NULL);
+        pthread_join(t[0], NULL);
+        printf("joined\n");
+        fflush(stdout);
+        pthread_create(&t[1], NULL, hello, NULL);
+        pthread_join(t[1], NULL);
+        return 3;
     }
     printf("unknown case\n");
     return 2;

@@ -9,7 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <limits.h>
+#include <stdint.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHECK(c)                                                            \
@@ -347,6 +351,123 @@ static int t_ids(void) {
     return 0;
 }
 
+/* futexops: the futex operations beyond WAIT/WAKE, on raw words (the
+ * libos's fast path must keep them right, docs/threads.md "Futex fast
+ * path"): CMP_REQUEUE moves three sleepers from A to B and a WAKE of B
+ * (a word nobody waited on directly) must wake them all; WAKE_OP sets B2
+ * and wakes its sleeper; WAKE_BITSET wakes a WAIT_BITSET sleeper. */
+static long fx(uint32_t *w, int op, uint32_t val, void *t, uint32_t *w2, uint32_t v3) {
+    return syscall(SYS_futex, w, op, val, t, w2, v3);
+}
+static uint32_t rq_a, rq_b, rq_go, rq_done;
+static void *rq_waiter(void *arg) {
+    (void)arg;
+    while (__atomic_load_n(&rq_go, __ATOMIC_ACQUIRE) == 0)
+        fx(&rq_a, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    __atomic_add_fetch(&rq_done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+static uint32_t op_b;
+static void *op_waiter(void *arg) {
+    (void)arg;
+    while (__atomic_load_n(&op_b, __ATOMIC_ACQUIRE) == 0)
+        fx(&op_b, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    return NULL;
+}
+static uint32_t bs_c;
+static void *bs_waiter(void *arg) {
+    (void)arg;
+    while (__atomic_load_n(&bs_c, __ATOMIC_ACQUIRE) == 0)
+        fx(&bs_c, FUTEX_WAIT_BITSET_PRIVATE, 0, NULL, NULL, 2);
+    return NULL;
+}
+static void pause_ms(long ms) {
+    struct timespec d = {0, ms * 1000000};
+    nanosleep(&d, NULL);
+}
+static int t_futexops(void) {
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) start(&t[i], rq_waiter, NULL);
+    /* A sleeper is requeued once (it then sleeps on B until woken); one
+     * still on its way into the wait is not counted: try again. */
+    long moved = 0;
+    for (int tries = 0; moved < 3 && tries < 5000; tries++) {
+        long r = fx(&rq_a, FUTEX_CMP_REQUEUE_PRIVATE, 0, (void *)(long)INT_MAX, &rq_b, 0);
+        CHECK(r >= 0);
+        moved += r;
+        if (moved < 3) pause_ms(1);
+    }
+    printf("requeued %ld\n", moved);
+    __atomic_store_n(&rq_go, 1, __ATOMIC_RELEASE);
+    long woke = fx(&rq_b, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    printf("woke from B %ld\n", woke);
+    for (int i = 0; i < 3; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    printf("requeue done %u\n", rq_done);
+
+    static uint32_t op_a;
+    start(&t[0], op_waiter, NULL);
+    pause_ms(5);
+    CHECK(fx(&op_a, FUTEX_WAKE_OP_PRIVATE, 0, (void *)1L, &op_b,
+             FUTEX_OP(FUTEX_OP_SET, 1, FUTEX_OP_CMP_EQ, 0)) >= 0);
+    CHECK(pthread_join(t[0], NULL) == 0);
+    printf("wake_op set %u\n", op_b);
+
+    start(&t[0], bs_waiter, NULL);
+    pause_ms(5);
+    CHECK(fx(&bs_c, FUTEX_WAKE_BITSET_PRIVATE, 1, NULL, NULL, 1) >= 0); /* not its bit */
+    __atomic_store_n(&bs_c, 1, __ATOMIC_RELEASE);
+    CHECK(fx(&bs_c, FUTEX_WAKE_BITSET_PRIVATE, 1, NULL, NULL, 2) >= 0);
+    CHECK(pthread_join(t[0], NULL) == 0);
+    printf("bitset done\n");
+    return 0;
+}
+
+/* futexstress: a lost wake-up hangs this case (the test then fails on
+ * its time-out). Four threads pass a turn around a ring on one raw futex
+ * word (each waits for its number, then hands on and wakes all), and two
+ * more ping-pong on a second word; every 16th hand-off first waits longer
+ * than the libos's spin window, so that hand-offs find the next thread
+ * both spinning and asleep. */
+#define STRESS_ROUNDS 600
+static uint32_t turn, pp;
+static void busy_us(long us) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000 < us);
+}
+static void *ring_worker(void *arg) {
+    uint32_t me = (uint32_t)(long)arg;
+    for (int r = 0; r < STRESS_ROUNDS; r++) {
+        uint32_t v;
+        while ((v = __atomic_load_n(&turn, __ATOMIC_ACQUIRE)) != me)
+            fx(&turn, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
+        if (r % 16 == 5) busy_us(150);
+        __atomic_store_n(&turn, (me + 1) % 4, __ATOMIC_RELEASE);
+        fx(&turn, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    }
+    return NULL;
+}
+static void *pp_worker(void *arg) {
+    uint32_t me = (uint32_t)(long)arg;
+    for (int r = 0; r < 4 * STRESS_ROUNDS; r++) {
+        while (__atomic_load_n(&pp, __ATOMIC_ACQUIRE) != me)
+            fx(&pp, FUTEX_WAIT_PRIVATE, 1 - me, NULL, NULL, 0);
+        if (r % 16 == 9) busy_us(120);
+        __atomic_store_n(&pp, 1 - me, __ATOMIC_RELEASE);
+        fx(&pp, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+    return NULL;
+}
+static int t_futexstress(void) {
+    pthread_t t[6];
+    for (long i = 0; i < 4; i++) start(&t[i], ring_worker, (void *)i);
+    for (long i = 0; i < 2; i++) start(&t[4 + i], pp_worker, (void *)i);
+    for (int i = 0; i < 6; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    printf("futexstress: turn %u pp %u\n", turn, pp);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     const char *t = argc > 1 ? argv[1] : "mutex";
@@ -368,6 +489,8 @@ int main(int argc, char **argv) {
     if (!strcmp(t, "detach")) return t_detach();
     if (!strcmp(t, "pipe")) return t_pipe();
     if (!strcmp(t, "ids")) return t_ids();
+    if (!strcmp(t, "futexops")) return t_futexops();
+    if (!strcmp(t, "futexstress")) return t_futexstress();
     printf("unknown case %s\n", t);
     return 2;
 }
