@@ -109,7 +109,7 @@ case_() {
 echo "@@BEGIN"
 case_ cpu sh -c 'grep -m1 -o -w -e pku -e ospke /proc/cpuinfo | sort -u | tr "\n" " "; echo; uname -r'
 case_ hello_native /t/hello
-case_ hello_process /cabinc run --backend process --stats /tmp/stats.json /t/hello.cabin
+case_ hello_process /cabinc run -v --backend process --stats /tmp/stats.json /t/hello.cabin
 case_ stats cat /tmp/stats.json
 case_ hello_require /cabinc run --backend process --require-execute-only -q /t/hello.cabin
 for m in read xrstor sigreturn pkey; do
@@ -120,7 +120,7 @@ case_ process_jump /cabinc run --backend process -q /t/attack_xonly.cabin -- jum
 # The kvm backend under TCG: nested SVM/VMX, if the guest kernel takes it.
 case_ kvm_modules sh -c 'for m in irqbypass ccp kvm kvm-amd kvm-intel; do insmod /m/$m.ko 2>&1; done; ls -l /dev/kvm 2>&1; grep -m1 -o -w -e svm -e vmx /proc/cpuinfo'
 if [ -c /dev/kvm ]; then
-    case_ kvm_hello timeout 120 /cabinc run --backend kvm --stats /tmp/kstats.json /t/hello.cabin
+    case_ kvm_hello timeout 120 /cabinc run -v --backend kvm --stats /tmp/kstats.json /t/hello.cabin
     case_ kvm_stats cat /tmp/kstats.json
     case_ kvm_require timeout 120 /cabinc run --backend kvm --require-execute-only -q /t/hello.cabin
     for m in read xrstor sigreturn pkey; do
