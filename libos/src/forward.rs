@@ -472,12 +472,28 @@ pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
     }
-    if r == -errno::EPIPE && matches!(nr, nr::write | nr::writev | nr::pwrite64 | nr::sendfile) {
+    if r == -errno::EPIPE && raises_sigpipe(nr, args) {
         // The kernel would send SIGPIPE along with EPIPE (the monitor itself
-        // ignores SIGPIPE): post it; it is taken on the way out.
+        // ignores SIGPIPE, and sends with MSG_NOSIGNAL): post it; it is taken
+        // on the way out.
         signals::sigpipe();
     }
     r
+}
+
+/// `MSG_NOSIGNAL`: a send with it gets EPIPE without SIGPIPE.
+const MSG_NOSIGNAL: u64 = 0x4000;
+
+/// Whether EPIPE from call `nr` comes with SIGPIPE (a write, or a send
+/// without `MSG_NOSIGNAL`: `sendto`'s flags are its fourth argument,
+/// `sendmsg`'s its third).
+fn raises_sigpipe(nr: u64, args: &[u64; 6]) -> bool {
+    match nr {
+        nr::write | nr::writev | nr::pwrite64 | nr::sendfile => true,
+        nr::sendto => args[3] & MSG_NOSIGNAL == 0,
+        nr::sendmsg => args[2] & MSG_NOSIGNAL == 0,
+        _ => false,
+    }
 }
 
 /// Does `r` fit the contract of call `nr` with `args`? Errors must be

@@ -7,7 +7,7 @@
 
 use cabin_abi::syscalls::{nr, SLOTS};
 
-use super::{accept, events, fds, files, io, names, process, time, timers, Service, Sys};
+use super::{accept, events, fds, files, io, names, process, sockets, time, timers, Service, Sys};
 use crate::memory::GuestMemory;
 
 /// Serves one call: the service, the program's memory, the six arguments.
@@ -37,6 +37,15 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::pipe, fds::pipe),
     (nr::pipe2, fds::pipe2),
     (nr::ioctl, fds::ioctl),
+    // Socket pairs and the calls on connected sockets (sockets.rs).
+    (nr::socketpair, sockets::socketpair),
+    (nr::sendto, sockets::sendto),
+    (nr::recvfrom, sockets::recvfrom),
+    (nr::sendmsg, sockets::sendmsg),
+    (nr::recvmsg, sockets::recvmsg),
+    (nr::shutdown, sockets::shutdown),
+    (nr::getsockname, sockets::getsockname),
+    (nr::getpeername, sockets::getpeername),
     // Files by descriptor or path (files.rs).
     (nr::open, files::open),
     (nr::creat, files::creat),
@@ -201,6 +210,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 116);
+        assert_eq!(REGISTERED.len(), 124);
     }
 }

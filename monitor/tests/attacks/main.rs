@@ -30,5 +30,6 @@ mod ring0;
 mod service_input;
 mod setid;
 mod sigreturn;
+mod sockets;
 mod threads;
 mod vcpu_threads;
