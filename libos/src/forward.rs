@@ -35,6 +35,7 @@ mod mem;
 mod readahead;
 mod ring_client;
 pub(crate) mod signals;
+mod sigqueue;
 pub(crate) mod thread;
 
 use core::cell::UnsafeCell;
@@ -608,6 +609,18 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         nr::tkill => thread::kill(a[0], a[1], st.pid),
         nr::tgkill if a[0] == st.pid as u64 => thread::kill(a[1], a[2], st.pid),
         nr::tgkill => -errno::ESRCH,
+        nr::rt_sigqueueinfo => {
+            let pid = a[0] as i64;
+            if pid == st.pid as i64 {
+                signals::queue(a[1], a[2], None)
+            } else if pid <= 0 {
+                -errno::ESRCH
+            } else {
+                -errno::EPERM
+            }
+        }
+        nr::rt_tgsigqueueinfo if a[0] == st.pid as u64 => thread::queue_to(a[1], a[2], a[3], st.pid),
+        nr::rt_tgsigqueueinfo => -errno::ESRCH,
         nr::set_robust_list => thread::set_robust_list(a[0], a[1]),
         nr::get_robust_list => thread::get_robust_list(a[0], a[1], a[2], st.pid),
         nr::rseq => -errno::ENOSYS,

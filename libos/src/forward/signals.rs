@@ -31,6 +31,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use cabin_abi::boot::{si_code, BootInfo, SigMailbox, SigPosted};
 
+use super::sigqueue::QUEUE;
 use super::{errno, nr, Global};
 use crate::sys::syscall6;
 
@@ -50,6 +51,9 @@ pub(crate) const SIGURG: u64 = 23;
 pub(crate) const SIGWINCH: u64 = 28;
 pub(crate) const SIGSYS: u64 = 31;
 pub(crate) const NSIG: u64 = 64;
+/// The first real-time signal (the kernel's; glibc keeps 32 and 33 for
+/// itself): from here on every instance queues.
+pub(crate) const SIGRTMIN: u64 = 32;
 
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -400,30 +404,130 @@ fn default_ignores(sig: u64) -> bool {
     matches!(sig, SIGCHLD | SIGCONT | SIGURG | SIGWINCH)
 }
 
-/// Marks `sig` pending with `info` (unless it is ignored, or already
-/// pending: standard signals do not queue) and raises the attention word
-/// when it can be delivered.
-pub(crate) fn post(sig: u64, info: &[u64; 16]) {
-    if sig == 0 || sig > NSIG {
-        return;
-    }
+/// Whether `sig` is ignored now (a signal that is, is discarded when sent).
+fn ignored(sig: u64) -> bool {
     // SAFETY: a copy of one action (see `Book` for why reads do not race).
     let act = unsafe { BOOK.get() }.actions[(sig - 1) as usize];
-    let ignored = act.handler == SIG_IGN || (act.handler == SIG_DFL && default_ignores(sig));
-    if ignored && sig != SIGKILL {
-        return;
+    sig != SIGKILL && (act.handler == SIG_IGN || (act.handler == SIG_DFL && default_ignores(sig)))
+}
+
+/// Marks `sig` pending for the process with `info` (unless it is ignored,
+/// or already pending: standard signals do not queue; real-time ones do,
+/// [`super::sigqueue`]) and raises the attention word when it can be
+/// delivered. `false`: a real-time signal found the queue full.
+pub(crate) fn post(sig: u64, info: &[u64; 16]) -> bool {
+    if sig == 0 || sig > NSIG {
+        return true;
+    }
+    if ignored(sig) {
+        return true;
+    }
+    if sig >= SIGRTMIN {
+        if !QUEUE.push(sig, 0, info) {
+            return false;
+        }
+        PENDING.fetch_or(bit(sig), Ordering::SeqCst);
+        refresh_attention();
+        return true;
     }
     if PENDING.load(Ordering::SeqCst) & bit(sig) != 0 {
-        return;
+        return true;
     }
     // SAFETY: the slot of a signal that is not pending is read by nobody.
     unsafe { BOOK.get() }.info[(sig - 1) as usize] = *info;
     PENDING.fetch_or(bit(sig), Ordering::SeqCst);
     refresh_attention();
+    true
+}
+
+/// Marks `sig` pending for the thread of slot `slot` only (`tkill`,
+/// `tgkill`, `rt_tgsigqueueinfo`): queued for it ([`super::sigqueue`]; a
+/// standard signal already pending for it is not queued again). `false`:
+/// the queue is full.
+pub(crate) fn post_thread(sig: u64, slot: u64, info: &[u64; 16]) -> bool {
+    if sig == 0 || sig > NSIG || ignored(sig) {
+        return true;
+    }
+    let target = slot + 1;
+    if sig < SIGRTMIN && QUEUE.has(sig, target) {
+        return true;
+    }
+    if !QUEUE.push(sig, target, info) {
+        return false;
+    }
+    refresh_attention();
+    true
+}
+
+/// The queue target of the calling thread.
+fn own_target() -> u64 {
+    super::thread::current().slot.load(Ordering::Relaxed) + 1
+}
+
+/// What the calling thread has pending: the process's signals and its own.
+fn pending_here() -> u64 {
+    PENDING.load(Ordering::SeqCst) | QUEUE.pending(own_target())
+}
+
+/// Takes pending `sig` for the calling thread: its own instance first (as
+/// Linux dequeues the thread's private set first), else the process's.
+/// `None`: another thread took it meanwhile.
+fn take(sig: u64) -> Option<[u64; 16]> {
+    if let Some(info) = QUEUE.take(sig, own_target()) {
+        return Some(info);
+    }
+    if PENDING.load(Ordering::SeqCst) & bit(sig) == 0 {
+        return None;
+    }
+    if sig < SIGRTMIN {
+        // SAFETY: see `Book`.
+        let info = unsafe { BOOK.get() }.info[(sig - 1) as usize];
+        PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+        return Some(info);
+    }
+    let got = QUEUE.take(sig, 0);
+    // Cleared, then set again if an instance is left (a post in between
+    // queued first and set the bit after: it is seen here either way).
+    PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+    if QUEUE.has(sig, 0) {
+        PENDING.fetch_or(bit(sig), Ordering::SeqCst);
+    }
+    got
+}
+
+/// `rt_sigqueueinfo` to the process (`slot` `None`) or
+/// `rt_tgsigqueueinfo` to the thread of `slot`: the program's `siginfo`
+/// at `uinfo` (copied once; `si_signo` becomes `sig`, as Linux sets it).
+pub(crate) fn queue(sig: u64, uinfo: u64, slot: Option<u64>) -> i64 {
+    if sig > NSIG {
+        return -errno::EINVAL;
+    }
+    if sig == 0 {
+        return 0;
+    }
+    // SAFETY: the program's own pointer, read once as the kernel would; a
+    // bad one faults in the program's own domain.
+    let mut info = unsafe { (uinfo as *const [u64; 16]).read_unaligned() };
+    info[0] = (info[0] & !0xffff_ffff) | sig;
+    let ok = match slot {
+        None => post(sig, &info),
+        Some(k) if k + 1 == own_target() => post_thread(sig, k, &info),
+        Some(k) => {
+            post_thread(sig, k, &info) && {
+                super::thread::wake_thread(k);
+                true
+            }
+        }
+    };
+    if ok {
+        0
+    } else {
+        -errno::EAGAIN
+    }
 }
 
 /// A `siginfo_t` with `si_signo`, `si_code` and the program's own pid/uid.
-fn own_info(sig: u64, code: i32) -> [u64; 16] {
+pub(crate) fn own_info(sig: u64, code: i32) -> [u64; 16] {
     let mut info = [0u64; 16];
     info[0] = sig;
     info[1] = code as u32 as u64;
@@ -431,14 +535,31 @@ fn own_info(sig: u64, code: i32) -> [u64; 16] {
     info
 }
 
-/// The program signals itself (`kill`, `tkill`, `tgkill`, SIGPIPE): the
-/// signal is taken on the way out of this very call, as Linux does.
+/// The program signals itself (`kill` to the process, `tkill`/`tgkill` to
+/// the calling thread): the signal is taken on the way out of this very
+/// call when this thread does not block it, as Linux does. A
+/// thread-directed one (`SI_TKILL`) is the calling thread's alone; a
+/// process-directed one this thread blocks goes to a thread that does not
+/// block it (the monitor wakes that thread).
 pub(crate) fn raise(sig: u64, code: i32) -> i64 {
     if sig > NSIG {
         return -errno::EINVAL;
     }
-    if sig != 0 {
-        post(sig, &own_info(sig, code));
+    if sig == 0 {
+        return 0;
+    }
+    let info = own_info(sig, code);
+    if code == si_code::SI_TKILL {
+        let slot = own_target() - 1;
+        return if post_thread(sig, slot, &info) { 0 } else { -errno::EAGAIN };
+    }
+    if !post(sig, &info) {
+        return -errno::EAGAIN;
+    }
+    if MASK.load(Ordering::SeqCst) & bit(sig) != 0 {
+        if let Some(k) = super::thread::slot_not_blocking(sig) {
+            super::thread::wake_thread(k);
+        }
     }
     0
 }
@@ -463,7 +584,15 @@ fn refresh_attention() {
     // Set while some thread can take a pending signal, not only this one:
     // a signal this thread blocks may be another's (a thread spinning in
     // program code is sent to the signal entry while the word is set).
-    let ready = PENDING.load(Ordering::SeqCst) & !super::thread::blocked_by_every_thread() != 0;
+    let mut ready = PENDING.load(Ordering::SeqCst) & !super::thread::blocked_by_every_thread() != 0;
+    if !ready {
+        // A signal queued for one thread that does not block it.
+        QUEUE.for_each_target(|t, m| {
+            if t > 0 && m & !super::thread::sigmask_of_slot(t - 1).unwrap_or(!0) != 0 {
+                ready = true;
+            }
+        });
+    }
     attention().store(u64::from(ready || incoming != 0), Ordering::SeqCst);
 }
 
@@ -620,7 +749,7 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
             // for this call (checked non-null above).
             Some(s) => (s, unsafe { &*fault.info }),
             None => {
-                let ready = PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst);
+                let ready = pending_here() & !MASK.load(Ordering::SeqCst);
                 if ready == 0 {
                     break;
                 }
@@ -629,8 +758,9 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
                     & (bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS));
                 let pick = if sync != 0 { sync } else { ready };
                 let sig = u64::from(pick.trailing_zeros()) + 1;
-                copy = book.info[(sig - 1) as usize];
-                PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+                // Another thread may have taken it meanwhile: look again.
+                let Some(i) = take(sig) else { continue };
+                copy = i;
                 (sig, &copy)
             }
         };
@@ -905,6 +1035,7 @@ pub(super) fn sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 {
         // Setting a pending signal to be ignored discards it (POSIX).
         if new.handler == SIG_IGN || (new.handler == SIG_DFL && default_ignores(sig)) {
             PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+            QUEUE.discard(sig);
         }
     }
     if oact != 0 {
@@ -945,7 +1076,7 @@ pub(super) fn sigpending(set: u64, size: u64) -> i64 {
         return -errno::EINVAL;
     }
     take_incoming();
-    let p = PENDING.load(Ordering::SeqCst) & MASK.load(Ordering::SeqCst);
+    let p = pending_here() & MASK.load(Ordering::SeqCst);
     // SAFETY: the program's own pointer (see `sigaction`).
     unsafe { (set as *mut u64).write_unaligned(p) };
     0
@@ -1003,7 +1134,7 @@ pub(super) fn suspend(mask: Option<u64>) -> i64 {
     }
     loop {
         take_incoming();
-        if PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) != 0 {
+        if pending_here() & !MASK.load(Ordering::SeqCst) != 0 {
             break;
         }
         // Only the monitor can bring a signal now (this is the one
@@ -1062,12 +1193,10 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
     let mut waited = false;
     loop {
         take_incoming();
-        let p = PENDING.load(Ordering::SeqCst) & want;
+        let p = pending_here() & want;
         if p != 0 {
             let sig = u64::from(p.trailing_zeros()) + 1;
-            // SAFETY: see `Book`.
-            let i = unsafe { BOOK.get() }.info[(sig - 1) as usize];
-            PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+            let Some(i) = take(sig) else { continue };
             refresh_attention();
             if info != 0 {
                 // SAFETY: as above.
@@ -1096,7 +1225,7 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
         if r != -errno::EINTR && r != 0 {
             return r;
         }
-        if PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) & !want != 0 {
+        if pending_here() & !MASK.load(Ordering::SeqCst) & !want != 0 {
             return -errno::EINTR;
         }
     }
@@ -1573,14 +1702,12 @@ pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
     loop {
         take_incoming();
         while n + 128 <= len {
-            let p = PENDING.load(Ordering::SeqCst) & mask;
+            let p = pending_here() & mask;
             if p == 0 {
                 break;
             }
             let sig = u64::from(p.trailing_zeros()) + 1;
-            // SAFETY: see `Book`.
-            let info = unsafe { BOOK.get() }.info[(sig - 1) as usize];
-            PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+            let Some(info) = take(sig) else { continue };
             // SAFETY: the program's buffer, 128 bytes at offset n (len checked).
             unsafe { ((buf + n) as *mut [u8; 128]).write_unaligned(signalfd_siginfo(&info)) };
             n += 128;
@@ -1596,7 +1723,7 @@ pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
         if r != -errno::EINTR && r != 0 {
             return Some(r);
         }
-        if PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) & !mask != 0 {
+        if pending_here() & !MASK.load(Ordering::SeqCst) & !mask != 0 {
             // A handler is due first: EINTR (restarted with SA_RESTART).
             return Some(-errno::EINTR);
         }

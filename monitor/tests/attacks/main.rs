@@ -29,6 +29,7 @@ mod procfs;
 mod ring0;
 mod service_input;
 mod setid;
+mod sigqueue;
 mod sigreturn;
 mod sockets;
 mod threads;
