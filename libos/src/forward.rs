@@ -393,6 +393,12 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
             }
         }
         nr::close => signals::signalfd_close(args[0]),
+        // A wait with a signal mask: the mask is in force for the wait.
+        nr::ppoll | nr::pselect6 | nr::epoll_pwait | nr::epoll_pwait2 => {
+            if let Some(r) = signals::wait_with_mask(nr, args, flags, site) {
+                return r;
+            }
+        }
         _ => {}
     }
     let class = syscalls::serve(nr);

@@ -1152,6 +1152,54 @@ pub(super) fn suspend(mask: Option<u64>) -> i64 {
     -errno::EINTR
 }
 
+/// The signal-mask argument of a wait (`ppoll`, `pselect6`, `epoll_pwait`,
+/// `epoll_pwait2`): the mask's address and `sigsetsize`. `None`: no mask
+/// (a null pointer, or `pselect6` without its sixth argument).
+fn wait_mask_arg(nr: u64, a: &[u64; 6]) -> Option<(u64, u64)> {
+    let (ptr, size) = match nr {
+        nr::ppoll => (a[3], a[4]),
+        nr::epoll_pwait | nr::epoll_pwait2 => (a[4], a[5]),
+        nr::pselect6 if a[5] != 0 => {
+            // SAFETY: the program's own pointer, read once as the kernel
+            // would; a bad one faults in the program's own domain.
+            let w = unsafe { (a[5] as *const [u64; 2]).read_unaligned() };
+            (w[0], w[1])
+        }
+        _ => return None,
+    };
+    (ptr != 0).then_some((ptr, size))
+}
+
+/// A wait with a signal mask (`ppoll`, `pselect6`, `epoll_pwait`,
+/// `epoll_pwait2`): the mask is the thread's for the duration of the wait,
+/// as Linux installs it. A signal it leaves open that is pending already, or
+/// arrives during the wait (the monitor interrupts the wait), ends it with
+/// `EINTR` and its handler runs on the way out, its frame restoring the
+/// mask from before the call (as `rt_sigsuspend`); otherwise the old mask
+/// comes back when the wait ends. `None`: no mask (served as usual). A
+/// `sigsetsize` other than 8 is left to the monitor (`EINVAL`).
+pub(super) fn wait_with_mask(nr: u64, a: &[u64; 6], flags: u32, site: u64) -> Option<i64> {
+    let (ptr, size) = wait_mask_arg(nr, a)?;
+    if size != 8 {
+        return None;
+    }
+    // SAFETY: as in `wait_mask_arg`.
+    let new = unsafe { (ptr as *const u64).read_unaligned() } & !UNBLOCKABLE;
+    let old = MASK.load(Ordering::SeqCst);
+    MASK.store(new, Ordering::SeqCst);
+    take_incoming();
+    let r = if pending_here() & !new != 0 { -errno::EINTR } else { super::forward_from(nr, a, flags, site) };
+    if r == -errno::EINTR && pending_here() & !MASK.load(Ordering::SeqCst) != 0 {
+        // Delivered on the way out under `new`; the first frame restores `old`.
+        SUSPEND_RESTORE.store(old | 1 << 63, Ordering::SeqCst);
+        refresh_attention();
+        return Some(-errno::EINTR);
+    }
+    MASK.store(old, Ordering::SeqCst);
+    refresh_attention();
+    Some(r)
+}
+
 /// Set by `rt_sigsuspend`: the mask to put back once its signal's handler
 /// frame is built (bit 63 = valid).
 static SUSPEND_RESTORE: AtomicU64 = AtomicU64::new(0);
