@@ -395,10 +395,13 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
         nr::close => signals::signalfd_close(args[0]),
         // A wait with a signal mask: the mask is in force for the wait.
         nr::ppoll | nr::pselect6 | nr::epoll_pwait | nr::epoll_pwait2 => {
+            signals::signalfd_sync();
             if let Some(r) = signals::wait_with_mask(nr, args, flags, site) {
                 return r;
             }
         }
+        // A signalfd is ready when its placeholder says so.
+        nr::poll | nr::select | nr::epoll_wait => signals::signalfd_sync(),
         _ => {}
     }
     let class = syscalls::serve(nr);
@@ -474,6 +477,11 @@ pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -
             break;
         }
         again += 1;
+        if is_wait(nr) {
+            // Interrupted for a signal nobody takes now: a signalfd may
+            // have become ready.
+            signals::signalfd_sync();
+        }
         r = ring_client::call(nr, args, flags, site);
     }
     if !reply_is_valid(nr, args, r) {
@@ -501,6 +509,20 @@ fn raises_sigpipe(nr: u64, args: &[u64; 6]) -> bool {
         nr::sendmsg => args[2] & MSG_NOSIGNAL == 0,
         _ => false,
     }
+}
+
+/// The calls that wait on many descriptors.
+fn is_wait(nr: u64) -> bool {
+    matches!(
+        nr,
+        nr::poll
+            | nr::ppoll
+            | nr::select
+            | nr::pselect6
+            | nr::epoll_wait
+            | nr::epoll_pwait
+            | nr::epoll_pwait2
+    )
 }
 
 /// Does `r` fit the contract of call `nr` with `args`? Errors must be

@@ -27,7 +27,7 @@
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
 
 use core::ptr::addr_of_mut;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use cabin_abi::boot::{si_code, BootInfo, SigMailbox, SigPosted};
 
@@ -561,6 +561,7 @@ pub(crate) fn raise(sig: u64, code: i32) -> i64 {
             super::thread::wake_thread(k);
         }
     }
+    signalfd_sync();
     0
 }
 
@@ -1738,6 +1739,41 @@ pub(super) fn signalfd4(fd: u64, mask: u64, size: u64, flags: u64) -> i64 {
     r
 }
 
+/// Whether each signalfd's placeholder eventfd holds a count (it is
+/// readable for the monitor's `poll`/`select`/`epoll`).
+static SIGNALFD_ARMED: [AtomicBool; MAX_SIGNALFDS] = [const { AtomicBool::new(false) }; MAX_SIGNALFDS];
+
+/// Makes each signalfd's readiness visible to the monitor's waits: its
+/// placeholder eventfd holds 1 while a signal of its mask is pending for
+/// the calling thread (the process's or its own), 0 otherwise (a forwarded
+/// `write` of 1 or `read` of the count when that changes). Called before a
+/// wait is forwarded and made again, after a signalfd read, and after the
+/// program signals itself; never from a kernel handler.
+pub(crate) fn signalfd_sync() {
+    if SIGNALFD_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    take_incoming();
+    let pending = pending_here();
+    for (i, armed) in SIGNALFD_ARMED.iter().enumerate() {
+        // SAFETY: see `Book`; a copy of one entry.
+        let (fd1, mask, _) = unsafe { SIGNALFDS.get() }[i];
+        if fd1 == 0 {
+            continue;
+        }
+        let fd = fd1 - 1;
+        let mut word = 1u64;
+        let at = &mut word as *mut u64 as u64;
+        if pending & mask != 0 {
+            if !armed.swap(true, Ordering::SeqCst) {
+                super::forward(nr::write, &[fd, at, 8, 0, 0, 0], 0);
+            }
+        } else if armed.swap(false, Ordering::SeqCst) {
+            super::forward(nr::read, &[fd, at, 8, 0, 0, 0], 0);
+        }
+    }
+}
+
 /// A `read` of one of the libos's signalfds (`None`: not one of them).
 pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
     let i = signalfd_slot(fd)?;
@@ -1762,6 +1798,7 @@ pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
         }
         refresh_attention();
         if n > 0 {
+            signalfd_sync();
             return Some(n as i64);
         }
         if nonblock {
