@@ -469,23 +469,24 @@ fn pending_here() -> u64 {
     PENDING.load(Ordering::SeqCst) | QUEUE.pending(own_target())
 }
 
-/// Takes pending `sig` for the calling thread: its own instance first (as
-/// Linux dequeues the thread's private set first), else the process's.
-/// `None`: another thread took it meanwhile.
-fn take(sig: u64) -> Option<[u64; 16]> {
-    if let Some(info) = QUEUE.take(sig, own_target()) {
-        return Some(info);
+/// Takes pending `sig` for the calling thread into `out`: its own instance
+/// first (as Linux dequeues the thread's private set first), else the
+/// process's. `false`: another thread took it meanwhile. (Into `out`: see
+/// [`super::sigqueue::Queue::take`] on the delivery path's stack.)
+fn take(sig: u64, out: &mut [u64; 16]) -> bool {
+    if QUEUE.take(sig, own_target(), out) {
+        return true;
     }
     if PENDING.load(Ordering::SeqCst) & bit(sig) == 0 {
-        return None;
+        return false;
     }
     if sig < SIGRTMIN {
         // SAFETY: see `Book`.
-        let info = unsafe { BOOK.get() }.info[(sig - 1) as usize];
+        *out = unsafe { BOOK.get() }.info[(sig - 1) as usize];
         PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
-        return Some(info);
+        return true;
     }
-    let got = QUEUE.take(sig, 0);
+    let got = QUEUE.take(sig, 0, out);
     // Cleared, then set again if an instance is left (a post in between
     // queued first and set the bit after: it is seen here either way).
     PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
@@ -585,15 +586,11 @@ fn refresh_attention() {
     // Set while some thread can take a pending signal, not only this one:
     // a signal this thread blocks may be another's (a thread spinning in
     // program code is sent to the signal entry while the word is set).
-    let mut ready = PENDING.load(Ordering::SeqCst) & !super::thread::blocked_by_every_thread() != 0;
-    if !ready {
+    let ready = PENDING.load(Ordering::SeqCst) & !super::thread::blocked_by_every_thread() != 0
         // A signal queued for one thread that does not block it.
-        QUEUE.for_each_target(|t, m| {
-            if t > 0 && m & !super::thread::sigmask_of_slot(t - 1).unwrap_or(!0) != 0 {
-                ready = true;
-            }
+        || QUEUE.any(|t, sig| {
+            t > 0 && (1..=NSIG).contains(&sig) && super::thread::sigmask_of_slot(t - 1).is_some_and(|m| m & bit(sig) == 0)
         });
-    }
     attention().store(u64::from(ready || incoming != 0), Ordering::SeqCst);
 }
 
@@ -740,7 +737,7 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
     // One copy of a pending signal's words (another thread may post the
     // same signal meanwhile), as small a frame as before: this may run on
     // the program's stack right below a frame it was handed.
-    let mut copy: [u64; 16];
+    let mut copy = [0u64; 16];
     for _ in 0..NSIG {
         // SAFETY: see `Book`.
         let book = unsafe { BOOK.get() };
@@ -760,8 +757,9 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
                 let pick = if sync != 0 { sync } else { ready };
                 let sig = u64::from(pick.trailing_zeros()) + 1;
                 // Another thread may have taken it meanwhile: look again.
-                let Some(i) = take(sig) else { continue };
-                copy = i;
+                if !take(sig, &mut copy) {
+                    continue;
+                }
                 (sig, &copy)
             }
         };
@@ -1005,6 +1003,13 @@ pub(crate) fn sigreturn(uc: u64, ctx: &mut Ctx) {
         }
     }
     fp_restore(fpstate);
+    // This runs on the program's stack right below the frame it was handed
+    // (which may sit just above data the program cares about): the full
+    // delivery path, the deepest, only when something can be delivered.
+    take_incoming();
+    if pending_here() & !MASK.load(Ordering::SeqCst) == 0 {
+        return;
+    }
     deliver(ctx, Fp::Live, None, FaultInfo::default());
 }
 
@@ -1245,7 +1250,10 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
         let p = pending_here() & want;
         if p != 0 {
             let sig = u64::from(p.trailing_zeros()) + 1;
-            let Some(i) = take(sig) else { continue };
+            let mut i = [0u64; 16];
+            if !take(sig, &mut i) {
+                continue;
+            }
             refresh_attention();
             if info != 0 {
                 // SAFETY: as above.
@@ -1791,7 +1799,10 @@ pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
                 break;
             }
             let sig = u64::from(p.trailing_zeros()) + 1;
-            let Some(info) = take(sig) else { continue };
+            let mut info = [0u64; 16];
+            if !take(sig, &mut info) {
+                continue;
+            }
             // SAFETY: the program's buffer, 128 bytes at offset n (len checked).
             unsafe { ((buf + n) as *mut [u8; 128]).write_unaligned(signalfd_siginfo(&info)) };
             n += 128;

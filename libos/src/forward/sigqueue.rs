@@ -87,20 +87,23 @@ impl Queue {
         self.pending(target) & (1 << (sig - 1)) != 0
     }
 
-    /// Each target that has something queued: calls `f(target, mask)`.
-    pub(crate) fn for_each_target(&self, mut f: impl FnMut(u64, u64)) {
-        let mut seen = 0u128;
-        for s in self.state.iter().map(|s| s.load(Ordering::SeqCst)).filter(|&s| full(s)) {
-            let t = target_of(s);
-            if t < 128 && seen & (1 << t) == 0 {
-                seen |= 1 << t;
-                f(t, self.pending(t));
+    /// Whether `f(target, sig)` holds for some queued entry. (A plain loop:
+    /// this runs on the delivery path, on the program's stack.)
+    pub(crate) fn any(&self, f: impl Fn(u64, u64) -> bool) -> bool {
+        for st in &self.state {
+            let s = st.load(Ordering::SeqCst);
+            if full(s) && f(target_of(s), sig_of(s)) {
+                return true;
             }
         }
+        false
     }
 
-    /// Takes the oldest `sig` queued for `target`, if any.
-    pub(crate) fn take(&self, sig: u64, target: u64) -> Option<[u64; 16]> {
+    /// Takes the oldest `sig` queued for `target` into `out`; `false`: none.
+    /// (`out` rather than a returned copy: the delivery path runs on the
+    /// program's stack, right below a frame it may have been handed, and
+    /// must stay small.)
+    pub(crate) fn take(&self, sig: u64, target: u64, out: &mut [u64; 16]) -> bool {
         // Another thread may take the entry found first: look again (a
         // bounded number of times: each failure means someone else took one).
         for _ in 0..QUEUE_LEN * 2 {
@@ -111,15 +114,15 @@ impl Queue {
                     best = Some((i, s));
                 }
             }
-            let (i, s) = best?;
+            let Some((i, s)) = best else { return false };
             if self.state[i].compare_exchange(s, BUSY, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 // SAFETY: this thread owns entry `i` (BUSY, set by it).
-                let info = unsafe { *self.info[i].get() };
+                *out = unsafe { *self.info[i].get() };
                 self.state[i].store(0, Ordering::SeqCst);
-                return Some(info);
+                return true;
             }
         }
-        None
+        false
     }
 
     /// Drops every queued `sig`, whatever its target (it became ignored).
@@ -170,11 +173,14 @@ mod tests {
         assert!(q.push(34, 3, &[34; 16]));
         assert_eq!(q.pending(0), 1 << 33);
         assert!(q.has(34, 3) && !q.has(34, 2));
+        let mut out = [0u64; 16];
         for v in 0..5u64 {
-            assert_eq!(q.take(34, 0).map(|i| i[3]), Some(v));
+            assert!(q.take(34, 0, &mut out));
+            assert_eq!(out[3], v);
         }
-        assert_eq!(q.take(34, 0), None);
-        assert_eq!(q.take(34, 3), Some([34; 16]));
+        assert!(!q.take(34, 0, &mut out));
+        assert!(q.take(34, 3, &mut out));
+        assert_eq!(out, [34; 16]);
         assert_eq!(q.pending(3), 0);
     }
 
