@@ -105,6 +105,13 @@ pub const THREAD_OP_START: u32 = 1;
 /// slot started by a request from the same ring whose thread has never
 /// submitted anything on its own ring).
 pub const THREAD_OP_CANCEL: u32 = 2;
+/// [`ThreadStart::op`]: the libos queued a signal for the thread of `slot`
+/// (`tgkill`, `tkill`, `rt_tgsigqueueinfo` from another thread): interrupt
+/// that thread's worker out of a blocking host call and wake the domain's
+/// threads once, so that it takes the signal (docs/signals.md). Only
+/// `op` and `slot` are read; the answer is 0, or `EINVAL` for a slot that
+/// is not a started thread's.
+pub const THREAD_OP_SIGNAL: u32 = 3;
 
 /// A thread submission's payload, in the submitting libos's memory. All of
 /// it is untrusted: the monitor copies it once and validates every field.

@@ -185,3 +185,80 @@ fn rust_threads_run_confined_as_natively() {
         assert_eq!((text(&kvm).0, kvm.status.code()), (text(&native).0, Some(0)), "{}", text(&kvm).1);
     }
 }
+
+/// Runs `cmd` with stdout piped, waits until it prints "waiting for
+/// ctrl-c" (its Ctrl-C handler is installed by then), sends SIGINT to the
+/// process `cmd` started (`cabinc run` for a confined run), and returns
+/// everything it printed and its exit status.
+fn interrupt_when_waiting(mut cmd: Command) -> (String, Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read stdout") == 0 {
+            break;
+        }
+        out.push_str(&line);
+        if line == "waiting for ctrl-c\n" {
+            let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+            assert!(sent.success());
+            break;
+        }
+    }
+    stdout.read_to_string(&mut out).expect("read stdout");
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    let status = child.wait().expect("wait");
+    (out, status.code(), err)
+}
+
+/// samples/rust-tokio (issue 13): a tokio multi-thread runtime (4 workers)
+/// with timers, an interval, channels, and `tokio::signal::ctrl_c`, whose
+/// signal driver is an AF_UNIX socket pair (mio's `UnixStream::pair`) under
+/// epoll with an eventfd waker. Built with `cargo cabin build`; SIGINT sent
+/// to `cabinc run` while the program waits for Ctrl-C: the graceful
+/// shutdown's output and the exit status (7) equal the native run's, on
+/// both backends.
+#[test]
+fn tokio_ctrl_c_shuts_down_gracefully_as_natively() {
+    let cabinc = Path::new(env!("CARGO_BIN_EXE_cargo-cabin")).with_file_name("cabinc");
+    if !cabinc.is_file() {
+        cabin_tests::not_run("cabinc run", &format!("{} is not built", cabinc.display()));
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/rust-tokio");
+    let o = Command::new(env!("CARGO_BIN_EXE_cargo-cabin"))
+        .args(["cabin", "build"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", t.path())
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo-cabin");
+    let (_, err) = text(&o);
+    if !o.status.success() && (err.contains("failed to download") || err.contains("failed to get")) {
+        cabin_tests::not_run("tokio sample", &format!("crates.io is not reachable: {err}"));
+        return;
+    }
+    assert!(o.status.success(), "cargo cabin build failed: {err}");
+    let exe = t.path().join("x86_64-unknown-linux-gnu/debug/rust-tokio");
+    let native = interrupt_when_waiting(Command::new(&exe));
+    assert_eq!(native.1, Some(7), "natively: {native:?}");
+    assert!(native.0.ends_with("shutdown complete\n"), "{native:?}");
+    let image = exe.with_extension("cabin");
+    let run = |backend: &str| {
+        let mut c = Command::new(&cabinc);
+        c.args(["run", "-q", "--backend", backend]).arg(&image);
+        interrupt_when_waiting(c)
+    };
+    let confined = run("process");
+    assert_eq!((&confined.0, confined.1), (&native.0, native.1), "process: {}", confined.2);
+    let kvm_usable = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(|_| ());
+    if cabin_tests::kvm_available(kvm_usable) {
+        let kvm = run("kvm");
+        assert_eq!((&kvm.0, kvm.1), (&native.0, native.1), "kvm: {}", kvm.2);
+    }
+}

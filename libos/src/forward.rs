@@ -37,6 +37,7 @@ mod readahead;
 mod ring_client;
 mod shared;
 pub(crate) mod signals;
+mod sigqueue;
 pub(crate) mod thread;
 
 use core::cell::UnsafeCell;
@@ -397,6 +398,15 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
             }
         }
         nr::close => signals::signalfd_close(args[0]),
+        // A wait with a signal mask: the mask is in force for the wait.
+        nr::ppoll | nr::pselect6 | nr::epoll_pwait | nr::epoll_pwait2 => {
+            signals::signalfd_sync();
+            if let Some(r) = signals::wait_with_mask(nr, args, flags, site) {
+                return r;
+            }
+        }
+        // A signalfd is ready when its placeholder says so.
+        nr::poll | nr::select | nr::epoll_wait => signals::signalfd_sync(),
         _ => {}
     }
     let class = syscalls::serve(nr);
@@ -474,17 +484,52 @@ pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -
             break;
         }
         again += 1;
+        if is_wait(nr) {
+            // Interrupted for a signal nobody takes now: a signalfd may
+            // have become ready.
+            signals::signalfd_sync();
+        }
         r = ring_client::call(nr, args, flags, site);
     }
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");
     }
-    if r == -errno::EPIPE && matches!(nr, nr::write | nr::writev | nr::pwrite64 | nr::sendfile) {
+    if r == -errno::EPIPE && raises_sigpipe(nr, args) {
         // The kernel would send SIGPIPE along with EPIPE (the monitor itself
-        // ignores SIGPIPE): post it; it is taken on the way out.
+        // ignores SIGPIPE, and sends with MSG_NOSIGNAL): post it; it is taken
+        // on the way out.
         signals::sigpipe();
     }
     r
+}
+
+/// `MSG_NOSIGNAL`: a send with it gets EPIPE without SIGPIPE.
+const MSG_NOSIGNAL: u64 = 0x4000;
+
+/// Whether EPIPE from call `nr` comes with SIGPIPE (a write, or a send
+/// without `MSG_NOSIGNAL`: `sendto`'s flags are its fourth argument,
+/// `sendmsg`'s its third).
+fn raises_sigpipe(nr: u64, args: &[u64; 6]) -> bool {
+    match nr {
+        nr::write | nr::writev | nr::pwrite64 | nr::sendfile => true,
+        nr::sendto => args[3] & MSG_NOSIGNAL == 0,
+        nr::sendmsg => args[2] & MSG_NOSIGNAL == 0,
+        _ => false,
+    }
+}
+
+/// The calls that wait on many descriptors.
+fn is_wait(nr: u64) -> bool {
+    matches!(
+        nr,
+        nr::poll
+            | nr::ppoll
+            | nr::select
+            | nr::pselect6
+            | nr::epoll_wait
+            | nr::epoll_pwait
+            | nr::epoll_pwait2
+    )
 }
 
 /// Does `r` fit the contract of call `nr` with `args`? Errors must be
@@ -612,6 +657,18 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         nr::tkill => thread::kill(a[0], a[1], st.pid),
         nr::tgkill if a[0] == st.pid as u64 => thread::kill(a[1], a[2], st.pid),
         nr::tgkill => -errno::ESRCH,
+        nr::rt_sigqueueinfo => {
+            let pid = a[0] as i64;
+            if pid == st.pid as i64 {
+                signals::queue(a[1], a[2], None)
+            } else if pid <= 0 {
+                -errno::ESRCH
+            } else {
+                -errno::EPERM
+            }
+        }
+        nr::rt_tgsigqueueinfo if a[0] == st.pid as u64 => thread::queue_to(a[1], a[2], a[3], st.pid),
+        nr::rt_tgsigqueueinfo => -errno::ESRCH,
         nr::set_robust_list => thread::set_robust_list(a[0], a[1]),
         nr::get_robust_list => thread::get_robust_list(a[0], a[1], a[2], st.pid),
         nr::rseq => -errno::ENOSYS,

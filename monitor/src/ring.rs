@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_THREAD, SUB_TRAPPED};
 use cabin_abi::syscalls::{self, nr, Serve};
-use cabin_abi::thread::{ThreadStart, THREAD_OP_CANCEL, THREAD_OP_START};
+use cabin_abi::thread::{ThreadStart, THREAD_OP_CANCEL, THREAD_OP_SIGNAL, THREAD_OP_START};
 
 use cabin_policy::limits::WriteLimits;
 
@@ -179,6 +179,10 @@ pub trait ThreadHost {
     fn start(&self, from: usize, start: &ThreadStart) -> i64;
     /// `THREAD_OP_CANCEL` of slot `slot` from the thread of slot `from`.
     fn cancel(&self, from: usize, slot: usize) -> i64;
+    /// `THREAD_OP_SIGNAL` for slot `slot` from the thread of slot `from`:
+    /// the libos queued a signal for that thread; interrupt its worker and
+    /// wake the domain's threads once.
+    fn signal(&self, from: usize, slot: usize) -> i64;
     /// The thread of slot `slot` ends: free its slot (before its completion
     /// is published, so the libos can reuse the slot as soon as it sees it).
     /// The worker goes on serving the ring, for the slot's next thread.
@@ -590,6 +594,7 @@ impl Worker {
         match start.op {
             THREAD_OP_START => host.start(self.slot, &start),
             THREAD_OP_CANCEL => host.cancel(self.slot, start.slot as usize),
+            THREAD_OP_SIGNAL => host.signal(self.slot, start.slot as usize),
             _ => -i64::from(libc::EINVAL),
         }
     }

@@ -306,6 +306,30 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         0
     }
 
+    fn signal(&self, _from: usize, slot: usize) -> i64 {
+        let t = self.threads;
+        if slot >= t.rings {
+            return errno(libc::EINVAL);
+        }
+        {
+            let table = lock(&t.table);
+            if slot != 0 && table.used[slot] <= 0 {
+                return errno(libc::EINVAL);
+            }
+            // Out of a blocking host call: the libos then looks at what is
+            // pending for it (docs/signals.md, "Blocking calls").
+            if let Some(s) = &table.stops[slot] {
+                s.interrupt();
+            }
+        }
+        // A thread running program code: the process backend's wake signal
+        // to every thread of the child, or a kick of every vCPU (each takes
+        // only what is its own, or the process's). Once: a thread that
+        // misses it takes the signal at its next call.
+        t.stopper.rewake();
+        0
+    }
+
     fn exit(&self, slot: usize) {
         self.threads.free(slot);
         self.threads.domain.thread_exited(slot);

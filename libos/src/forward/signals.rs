@@ -27,10 +27,11 @@
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
 
 use core::ptr::addr_of_mut;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use cabin_abi::boot::{si_code, BootInfo, SigMailbox, SigPosted};
 
+use super::sigqueue::QUEUE;
 use super::{errno, nr, Global};
 use crate::sys::syscall6;
 
@@ -50,6 +51,9 @@ pub(crate) const SIGURG: u64 = 23;
 pub(crate) const SIGWINCH: u64 = 28;
 pub(crate) const SIGSYS: u64 = 31;
 pub(crate) const NSIG: u64 = 64;
+/// The first real-time signal (the kernel's; glibc keeps 32 and 33 for
+/// itself): from here on every instance queues.
+pub(crate) const SIGRTMIN: u64 = 32;
 
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -404,30 +408,131 @@ fn default_ignores(sig: u64) -> bool {
     matches!(sig, SIGCHLD | SIGCONT | SIGURG | SIGWINCH)
 }
 
-/// Marks `sig` pending with `info` (unless it is ignored, or already
-/// pending: standard signals do not queue) and raises the attention word
-/// when it can be delivered.
-pub(crate) fn post(sig: u64, info: &[u64; 16]) {
-    if sig == 0 || sig > NSIG {
-        return;
-    }
+/// Whether `sig` is ignored now (a signal that is, is discarded when sent).
+fn ignored(sig: u64) -> bool {
     // SAFETY: a copy of one action (see `Book` for why reads do not race).
     let act = unsafe { BOOK.get() }.actions[(sig - 1) as usize];
-    let ignored = act.handler == SIG_IGN || (act.handler == SIG_DFL && default_ignores(sig));
-    if ignored && sig != SIGKILL {
-        return;
+    sig != SIGKILL && (act.handler == SIG_IGN || (act.handler == SIG_DFL && default_ignores(sig)))
+}
+
+/// Marks `sig` pending for the process with `info` (unless it is ignored,
+/// or already pending: standard signals do not queue; real-time ones do,
+/// [`super::sigqueue`]) and raises the attention word when it can be
+/// delivered. `false`: a real-time signal found the queue full.
+pub(crate) fn post(sig: u64, info: &[u64; 16]) -> bool {
+    if sig == 0 || sig > NSIG {
+        return true;
+    }
+    if ignored(sig) {
+        return true;
+    }
+    if sig >= SIGRTMIN {
+        if !QUEUE.push(sig, 0, info) {
+            return false;
+        }
+        PENDING.fetch_or(bit(sig), Ordering::SeqCst);
+        refresh_attention();
+        return true;
     }
     if PENDING.load(Ordering::SeqCst) & bit(sig) != 0 {
-        return;
+        return true;
     }
     // SAFETY: the slot of a signal that is not pending is read by nobody.
     unsafe { BOOK.get() }.info[(sig - 1) as usize] = *info;
     PENDING.fetch_or(bit(sig), Ordering::SeqCst);
     refresh_attention();
+    true
+}
+
+/// Marks `sig` pending for the thread of slot `slot` only (`tkill`,
+/// `tgkill`, `rt_tgsigqueueinfo`): queued for it ([`super::sigqueue`]; a
+/// standard signal already pending for it is not queued again). `false`:
+/// the queue is full.
+pub(crate) fn post_thread(sig: u64, slot: u64, info: &[u64; 16]) -> bool {
+    if sig == 0 || sig > NSIG || ignored(sig) {
+        return true;
+    }
+    let target = slot + 1;
+    if sig < SIGRTMIN && QUEUE.has(sig, target) {
+        return true;
+    }
+    if !QUEUE.push(sig, target, info) {
+        return false;
+    }
+    refresh_attention();
+    true
+}
+
+/// The queue target of the calling thread.
+fn own_target() -> u64 {
+    super::thread::current().slot.load(Ordering::Relaxed) + 1
+}
+
+/// What the calling thread has pending: the process's signals and its own.
+fn pending_here() -> u64 {
+    PENDING.load(Ordering::SeqCst) | QUEUE.pending(own_target())
+}
+
+/// Takes pending `sig` for the calling thread into `out`: its own instance
+/// first (as Linux dequeues the thread's private set first), else the
+/// process's. `false`: another thread took it meanwhile. (Into `out`: see
+/// [`super::sigqueue::Queue::take`] on the delivery path's stack.)
+fn take(sig: u64, out: &mut [u64; 16]) -> bool {
+    if QUEUE.take(sig, own_target(), out) {
+        return true;
+    }
+    if PENDING.load(Ordering::SeqCst) & bit(sig) == 0 {
+        return false;
+    }
+    if sig < SIGRTMIN {
+        // SAFETY: see `Book`.
+        *out = unsafe { BOOK.get() }.info[(sig - 1) as usize];
+        PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+        return true;
+    }
+    let got = QUEUE.take(sig, 0, out);
+    // Cleared, then set again if an instance is left (a post in between
+    // queued first and set the bit after: it is seen here either way).
+    PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+    if QUEUE.has(sig, 0) {
+        PENDING.fetch_or(bit(sig), Ordering::SeqCst);
+    }
+    got
+}
+
+/// `rt_sigqueueinfo` to the process (`slot` `None`) or
+/// `rt_tgsigqueueinfo` to the thread of `slot`: the program's `siginfo`
+/// at `uinfo` (copied once; `si_signo` becomes `sig`, as Linux sets it).
+pub(crate) fn queue(sig: u64, uinfo: u64, slot: Option<u64>) -> i64 {
+    if sig > NSIG {
+        return -errno::EINVAL;
+    }
+    if sig == 0 {
+        return 0;
+    }
+    // SAFETY: the program's own pointer, read once as the kernel would; a
+    // bad one faults in the program's own domain.
+    let mut info = unsafe { (uinfo as *const [u64; 16]).read_unaligned() };
+    info[0] = (info[0] & !0xffff_ffff) | sig;
+    let ok = match slot {
+        None => post(sig, &info),
+        Some(k) if k + 1 == own_target() => post_thread(sig, k, &info),
+        Some(k) => {
+            post_thread(sig, k, &info) && {
+                super::thread::wake_thread(k);
+                true
+            }
+        }
+    };
+    if ok {
+        0
+    } else {
+        -errno::EAGAIN
+    }
 }
 
 /// A `siginfo_t` with `si_signo`, `si_code` and the program's own pid/uid.
-fn own_info(sig: u64, code: i32) -> [u64; 16] {
+pub(crate) fn own_info(sig: u64, code: i32) -> [u64; 16] {
     let mut info = [0u64; 16];
     info[0] = sig;
     info[1] = code as u32 as u64;
@@ -435,15 +540,33 @@ fn own_info(sig: u64, code: i32) -> [u64; 16] {
     info
 }
 
-/// The program signals itself (`kill`, `tkill`, `tgkill`, SIGPIPE): the
-/// signal is taken on the way out of this very call, as Linux does.
+/// The program signals itself (`kill` to the process, `tkill`/`tgkill` to
+/// the calling thread): the signal is taken on the way out of this very
+/// call when this thread does not block it, as Linux does. A
+/// thread-directed one (`SI_TKILL`) is the calling thread's alone; a
+/// process-directed one this thread blocks goes to a thread that does not
+/// block it (the monitor wakes that thread).
 pub(crate) fn raise(sig: u64, code: i32) -> i64 {
     if sig > NSIG {
         return -errno::EINVAL;
     }
-    if sig != 0 {
-        post(sig, &own_info(sig, code));
+    if sig == 0 {
+        return 0;
     }
+    let info = own_info(sig, code);
+    if code == si_code::SI_TKILL {
+        let slot = own_target() - 1;
+        return if post_thread(sig, slot, &info) { 0 } else { -errno::EAGAIN };
+    }
+    if !post(sig, &info) {
+        return -errno::EAGAIN;
+    }
+    if MASK.load(Ordering::SeqCst) & bit(sig) != 0 {
+        if let Some(k) = super::thread::slot_not_blocking(sig) {
+            super::thread::wake_thread(k);
+        }
+    }
+    signalfd_sync();
     0
 }
 
@@ -467,7 +590,11 @@ fn refresh_attention() {
     // Set while some thread can take a pending signal, not only this one:
     // a signal this thread blocks may be another's (a thread spinning in
     // program code is sent to the signal entry while the word is set).
-    let ready = PENDING.load(Ordering::SeqCst) & !super::thread::blocked_by_every_thread() != 0;
+    let ready = PENDING.load(Ordering::SeqCst) & !super::thread::blocked_by_every_thread() != 0
+        // A signal queued for one thread that does not block it.
+        || QUEUE.any(|t, sig| {
+            t > 0 && (1..=NSIG).contains(&sig) && super::thread::sigmask_of_slot(t - 1).is_some_and(|m| m & bit(sig) == 0)
+        });
     attention().store(u64::from(ready || incoming != 0), Ordering::SeqCst);
 }
 
@@ -614,7 +741,7 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
     // One copy of a pending signal's words (another thread may post the
     // same signal meanwhile), as small a frame as before: this may run on
     // the program's stack right below a frame it was handed.
-    let mut copy: [u64; 16];
+    let mut copy = [0u64; 16];
     for _ in 0..NSIG {
         // SAFETY: see `Book`.
         let book = unsafe { BOOK.get() };
@@ -624,7 +751,7 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
             // for this call (checked non-null above).
             Some(s) => (s, unsafe { &*fault.info }),
             None => {
-                let ready = PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst);
+                let ready = pending_here() & !MASK.load(Ordering::SeqCst);
                 if ready == 0 {
                     break;
                 }
@@ -633,8 +760,10 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
                     & (bit(SIGSEGV) | bit(SIGBUS) | bit(SIGILL) | bit(SIGTRAP) | bit(SIGFPE) | bit(SIGSYS));
                 let pick = if sync != 0 { sync } else { ready };
                 let sig = u64::from(pick.trailing_zeros()) + 1;
-                copy = book.info[(sig - 1) as usize];
-                PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+                // Another thread may have taken it meanwhile: look again.
+                if !take(sig, &mut copy) {
+                    continue;
+                }
                 (sig, &copy)
             }
         };
@@ -878,6 +1007,13 @@ pub(crate) fn sigreturn(uc: u64, ctx: &mut Ctx) {
         }
     }
     fp_restore(fpstate);
+    // This runs on the program's stack right below the frame it was handed
+    // (which may sit just above data the program cares about): the full
+    // delivery path, the deepest, only when something can be delivered.
+    take_incoming();
+    if pending_here() & !MASK.load(Ordering::SeqCst) == 0 {
+        return;
+    }
     deliver(ctx, Fp::Live, None, FaultInfo::default());
 }
 
@@ -909,6 +1045,7 @@ pub(super) fn sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 {
         // Setting a pending signal to be ignored discards it (POSIX).
         if new.handler == SIG_IGN || (new.handler == SIG_DFL && default_ignores(sig)) {
             PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+            QUEUE.discard(sig);
         }
     }
     if oact != 0 {
@@ -949,7 +1086,7 @@ pub(super) fn sigpending(set: u64, size: u64) -> i64 {
         return -errno::EINVAL;
     }
     take_incoming();
-    let p = PENDING.load(Ordering::SeqCst) & MASK.load(Ordering::SeqCst);
+    let p = pending_here() & MASK.load(Ordering::SeqCst);
     // SAFETY: the program's own pointer (see `sigaction`).
     unsafe { (set as *mut u64).write_unaligned(p) };
     0
@@ -1007,7 +1144,7 @@ pub(super) fn suspend(mask: Option<u64>) -> i64 {
     }
     loop {
         take_incoming();
-        if PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) != 0 {
+        if pending_here() & !MASK.load(Ordering::SeqCst) != 0 {
             break;
         }
         // Only the monitor can bring a signal now (this is the one
@@ -1023,6 +1160,54 @@ pub(super) fn suspend(mask: Option<u64>) -> i64 {
     }
     refresh_attention();
     -errno::EINTR
+}
+
+/// The signal-mask argument of a wait (`ppoll`, `pselect6`, `epoll_pwait`,
+/// `epoll_pwait2`): the mask's address and `sigsetsize`. `None`: no mask
+/// (a null pointer, or `pselect6` without its sixth argument).
+fn wait_mask_arg(nr: u64, a: &[u64; 6]) -> Option<(u64, u64)> {
+    let (ptr, size) = match nr {
+        nr::ppoll => (a[3], a[4]),
+        nr::epoll_pwait | nr::epoll_pwait2 => (a[4], a[5]),
+        nr::pselect6 if a[5] != 0 => {
+            // SAFETY: the program's own pointer, read once as the kernel
+            // would; a bad one faults in the program's own domain.
+            let w = unsafe { (a[5] as *const [u64; 2]).read_unaligned() };
+            (w[0], w[1])
+        }
+        _ => return None,
+    };
+    (ptr != 0).then_some((ptr, size))
+}
+
+/// A wait with a signal mask (`ppoll`, `pselect6`, `epoll_pwait`,
+/// `epoll_pwait2`): the mask is the thread's for the duration of the wait,
+/// as Linux installs it. A signal it leaves open that is pending already, or
+/// arrives during the wait (the monitor interrupts the wait), ends it with
+/// `EINTR` and its handler runs on the way out, its frame restoring the
+/// mask from before the call (as `rt_sigsuspend`); otherwise the old mask
+/// comes back when the wait ends. `None`: no mask (served as usual). A
+/// `sigsetsize` other than 8 is left to the monitor (`EINVAL`).
+pub(super) fn wait_with_mask(nr: u64, a: &[u64; 6], flags: u32, site: u64) -> Option<i64> {
+    let (ptr, size) = wait_mask_arg(nr, a)?;
+    if size != 8 {
+        return None;
+    }
+    // SAFETY: as in `wait_mask_arg`.
+    let new = unsafe { (ptr as *const u64).read_unaligned() } & !UNBLOCKABLE;
+    let old = MASK.load(Ordering::SeqCst);
+    MASK.store(new, Ordering::SeqCst);
+    take_incoming();
+    let r = if pending_here() & !new != 0 { -errno::EINTR } else { super::forward_from(nr, a, flags, site) };
+    if r == -errno::EINTR && pending_here() & !MASK.load(Ordering::SeqCst) != 0 {
+        // Delivered on the way out under `new`; the first frame restores `old`.
+        SUSPEND_RESTORE.store(old | 1 << 63, Ordering::SeqCst);
+        refresh_attention();
+        return Some(-errno::EINTR);
+    }
+    MASK.store(old, Ordering::SeqCst);
+    refresh_attention();
+    Some(r)
 }
 
 /// Set by `rt_sigsuspend`: the mask to put back once its signal's handler
@@ -1066,12 +1251,13 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
     let mut waited = false;
     loop {
         take_incoming();
-        let p = PENDING.load(Ordering::SeqCst) & want;
+        let p = pending_here() & want;
         if p != 0 {
             let sig = u64::from(p.trailing_zeros()) + 1;
-            // SAFETY: see `Book`.
-            let i = unsafe { BOOK.get() }.info[(sig - 1) as usize];
-            PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+            let mut i = [0u64; 16];
+            if !take(sig, &mut i) {
+                continue;
+            }
             refresh_attention();
             if info != 0 {
                 // SAFETY: as above.
@@ -1100,7 +1286,7 @@ pub(super) fn sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> i64 
         if r != -errno::EINTR && r != 0 {
             return r;
         }
-        if PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) & !want != 0 {
+        if pending_here() & !MASK.load(Ordering::SeqCst) & !want != 0 {
             return -errno::EINTR;
         }
     }
@@ -1565,6 +1751,41 @@ pub(super) fn signalfd4(fd: u64, mask: u64, size: u64, flags: u64) -> i64 {
     r
 }
 
+/// Whether each signalfd's placeholder eventfd holds a count (it is
+/// readable for the monitor's `poll`/`select`/`epoll`).
+static SIGNALFD_ARMED: [AtomicBool; MAX_SIGNALFDS] = [const { AtomicBool::new(false) }; MAX_SIGNALFDS];
+
+/// Makes each signalfd's readiness visible to the monitor's waits: its
+/// placeholder eventfd holds 1 while a signal of its mask is pending for
+/// the calling thread (the process's or its own), 0 otherwise (a forwarded
+/// `write` of 1 or `read` of the count when that changes). Called before a
+/// wait is forwarded and made again, after a signalfd read, and after the
+/// program signals itself; never from a kernel handler.
+pub(crate) fn signalfd_sync() {
+    if SIGNALFD_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    take_incoming();
+    let pending = pending_here();
+    for (i, armed) in SIGNALFD_ARMED.iter().enumerate() {
+        // SAFETY: see `Book`; a copy of one entry.
+        let (fd1, mask, _) = unsafe { SIGNALFDS.get() }[i];
+        if fd1 == 0 {
+            continue;
+        }
+        let fd = fd1 - 1;
+        let mut word = 1u64;
+        let at = &mut word as *mut u64 as u64;
+        if pending & mask != 0 {
+            if !armed.swap(true, Ordering::SeqCst) {
+                super::forward(nr::write, &[fd, at, 8, 0, 0, 0], 0);
+            }
+        } else if armed.swap(false, Ordering::SeqCst) {
+            super::forward(nr::read, &[fd, at, 8, 0, 0, 0], 0);
+        }
+    }
+}
+
 /// A `read` of one of the libos's signalfds (`None`: not one of them).
 pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
     let i = signalfd_slot(fd)?;
@@ -1577,20 +1798,22 @@ pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
     loop {
         take_incoming();
         while n + 128 <= len {
-            let p = PENDING.load(Ordering::SeqCst) & mask;
+            let p = pending_here() & mask;
             if p == 0 {
                 break;
             }
             let sig = u64::from(p.trailing_zeros()) + 1;
-            // SAFETY: see `Book`.
-            let info = unsafe { BOOK.get() }.info[(sig - 1) as usize];
-            PENDING.fetch_and(!bit(sig), Ordering::SeqCst);
+            let mut info = [0u64; 16];
+            if !take(sig, &mut info) {
+                continue;
+            }
             // SAFETY: the program's buffer, 128 bytes at offset n (len checked).
             unsafe { ((buf + n) as *mut [u8; 128]).write_unaligned(signalfd_siginfo(&info)) };
             n += 128;
         }
         refresh_attention();
         if n > 0 {
+            signalfd_sync();
             return Some(n as i64);
         }
         if nonblock {
@@ -1600,7 +1823,7 @@ pub(super) fn signalfd_read(fd: u64, buf: u64, len: u64) -> Option<i64> {
         if r != -errno::EINTR && r != 0 {
             return Some(r);
         }
-        if PENDING.load(Ordering::SeqCst) & !MASK.load(Ordering::SeqCst) & !mask != 0 {
+        if pending_here() & !MASK.load(Ordering::SeqCst) & !mask != 0 {
             // A handler is due first: EINTR (restarted with SA_RESTART).
             return Some(-errno::EINTR);
         }

@@ -15,7 +15,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use cabin_abi::link::trampoline::ENTRY_RSP_OFFSET;
 use cabin_abi::ring::{RingPtr, RING_BYTES, SUB_THREAD};
 use cabin_abi::thread::{
-    clone_flags::CLONE_SETTLS, is_thread_flags, ThreadStart, MAX_THREADS, THREAD_OP_CANCEL, THREAD_OP_START,
+    clone_flags::CLONE_SETTLS, is_thread_flags, ThreadStart, MAX_THREADS, THREAD_OP_CANCEL, THREAD_OP_SIGNAL,
+    THREAD_OP_START,
 };
 
 use super::{errno, nr};
@@ -400,6 +401,8 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
     let b = &BLOCKS[k];
     let fs = if r.flags & CLONE_SETTLS != 0 { r.tls } else { me.fs_base.load(Ordering::Relaxed) };
     b.reset(k, fs);
+    // Nothing queued for an earlier thread of this slot is the new one's.
+    super::sigqueue::QUEUE.discard_target(k as u64 + 1);
     // The trampoline's frame, just below where the trampoline's `ret` slot
     // sits for the child's stack (as for a passthrough clone).
     let ret_slot = r.stack.wrapping_sub(ENTRY_RSP_OFFSET);
@@ -587,6 +590,8 @@ pub(super) fn exit_thread(status: u64) -> ! {
         // kernel does it natively).
         robust_exit(b);
     }
+    // Signals queued for this thread alone die with it.
+    super::sigqueue::QUEUE.discard_target(slot as u64 + 1);
     LIVE.fetch_sub(1, Ordering::AcqRel);
     match super::ring_client::post(nr::exit, &[status, 0, 0, 0, 0, 0], SUB_THREAD) {
         Some((_, index)) => {
@@ -766,19 +771,70 @@ pub(super) fn get_robust_list(tid: u64, head_ptr: u64, len_ptr: u64, pid: u32) -
 }
 
 /// `tkill`/`tgkill` of thread `tid` of this program: to the calling thread,
-/// the self-signal bookkeeping of `signals`; to another of its threads,
-/// only the existence check (signal 0) until signals are delivered to other
-/// threads (the signals part of issue 13: `ENOSYS` meanwhile); to any other
-/// thread, `ESRCH`.
+/// the self-signal bookkeeping of `signals`; to another of its threads, the
+/// signal is queued for that thread alone and the monitor wakes it
+/// ([`wake_thread`]; docs/signals.md, "Queued and thread-directed
+/// signals"); to any other thread, `ESRCH`.
 pub(super) fn kill(tid: u64, sig: u64, pid: u32) -> i64 {
     let Some(b) = (tid != 0).then(|| block_of(tid, pid)).flatten() else { return -errno::ESRCH };
     if core::ptr::eq(b, current()) {
-        super::signals::raise(sig, cabin_abi::boot::si_code::SI_TKILL)
-    } else if sig == 0 {
-        0
-    } else {
-        -errno::ENOSYS
+        return super::signals::raise(sig, cabin_abi::boot::si_code::SI_TKILL);
     }
+    if sig > super::signals::NSIG {
+        return -errno::EINVAL;
+    }
+    if sig == 0 {
+        return 0;
+    }
+    let slot = b.slot.load(Ordering::Relaxed);
+    if sig < super::signals::SIGRTMIN && super::sigqueue::QUEUE.has(sig, slot + 1) {
+        // Already pending for that thread (standard signals do not queue),
+        // and it was woken for it then.
+        return 0;
+    }
+    let info = super::signals::own_info(sig, cabin_abi::boot::si_code::SI_TKILL);
+    if !super::signals::post_thread(sig, slot, &info) {
+        return -errno::EAGAIN;
+    }
+    wake_thread(slot);
+    0
+}
+
+/// `rt_tgsigqueueinfo` to thread `tid` of this program (`ESRCH` for any
+/// other thread).
+pub(super) fn queue_to(tid: u64, sig: u64, uinfo: u64, pid: u32) -> i64 {
+    let Some(b) = (tid != 0).then(|| block_of(tid, pid)).flatten() else { return -errno::ESRCH };
+    super::signals::queue(sig, uinfo, Some(b.slot.load(Ordering::Relaxed)))
+}
+
+/// Asks the monitor to wake the thread of `slot` for a signal queued for it
+/// (`THREAD_OP_SIGNAL`): its worker leaves a blocking host call, and the
+/// domain's threads are woken once (process backend: the wake signal;
+/// KVM: a kick of every vCPU).
+pub(crate) fn wake_thread(slot: u64) {
+    let ts = ThreadStart { op: THREAD_OP_SIGNAL, slot: slot as u32, ..ThreadStart::default() };
+    let _ = thread_call(&ts, 0);
+}
+
+/// A live thread other than the caller that does not block `sig`, if any.
+pub(crate) fn slot_not_blocking(sig: u64) -> Option<u64> {
+    let live = USED.load(Ordering::Acquire) & !EXITING.load(Ordering::Acquire);
+    let me = current().slot.load(Ordering::Relaxed);
+    (0..MAX_THREADS as u64).find(|&k| {
+        k != me
+            && (k == 0 || live & (1 << k) != 0)
+            && BLOCKS[k as usize].sigmask.load(Ordering::SeqCst) & (1 << (sig - 1)) == 0
+    })
+}
+
+/// The blocked mask of the live thread of `slot`.
+pub(crate) fn sigmask_of_slot(slot: u64) -> Option<u64> {
+    let live = USED.load(Ordering::Acquire) & !EXITING.load(Ordering::Acquire);
+    let k = usize::try_from(slot).ok().filter(|&k| k < MAX_THREADS)?;
+    if live & (1 << k) == 0 && k != 0 {
+        return None;
+    }
+    Some(BLOCKS[k].sigmask.load(Ordering::SeqCst))
 }
 
 /// A lock for the libos's shared state: spins a bounded number of times,

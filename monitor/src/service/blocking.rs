@@ -1,7 +1,8 @@
 //! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
-//! pipe or terminal, `nanosleep`, `clock_nanosleep`, the libos's `pause`
-//! wait for a signal, a lock wait: `fcntl` `F_SETLKW`/`F_OFD_SETLKW`,
-//! `flock` without `LOCK_NB`), served without the
+//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg` of a socket
+//! pair, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
+//! signal, a lock wait: `fcntl` `F_SETLKW`/`F_OFD_SETLKW`, `flock` without
+//! `LOCK_NB`), served without the
 //! service lock once the program has threads, so that one thread blocked in
 //! a `read` of a pipe does not stall the calls of the others
 //! (docs/threads.md).
@@ -16,6 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::io::{read_on, vectored_on, write_on, Vectored};
 use super::locks::{self, LockOn};
+use super::sockets::{recvfrom_on, recvmsg_on, sendmsg_on, sendto_on};
 use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
 use super::{dup_cloexec, Fail, Service, Sys, Violation};
 use crate::memory::GuestMemory;
@@ -50,10 +52,10 @@ impl Service {
     /// applies: those are counted under the lock).
     pub fn begin_blocking(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Begin {
         let needs_fd = match nr {
-            nr::read | nr::readv => true,
+            nr::read | nr::readv | nr::recvfrom | nr::recvmsg => true,
             nr::fcntl if matches!(a[1] as i32, libc::F_SETLKW | libc::F_OFD_SETLKW) => true,
             nr::flock if locks::flock_blocks(a[1]) => true,
-            nr::write | nr::writev if self.write_limits.is_none() => true,
+            nr::write | nr::writev | nr::sendto | nr::sendmsg if self.write_limits.is_none() => true,
             nr::nanosleep | nr::clock_nanosleep | nr::pause => false,
             _ => return Begin::Handle,
         };
@@ -99,6 +101,10 @@ impl Blocking {
             nr::write => write_on(fd, mem, a),
             nr::writev => vectored_on(fd, mem, a, Vectored::Writev),
             nr::nanosleep => nanosleep_on(mem, a),
+            nr::recvfrom => recvfrom_on(fd, mem, a),
+            nr::recvmsg => recvmsg_on(fd, mem, a),
+            nr::sendto => sendto_on(fd, mem, a),
+            nr::sendmsg => sendmsg_on(fd, mem, a),
             nr::pause => pause_on(),
             nr::fcntl => {
                 let on = self.lock.as_ref().map_or(fd, |l| locks::raw(l, fd));

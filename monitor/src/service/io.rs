@@ -176,7 +176,7 @@ pub(super) fn copy_file_range(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) 
     Ok(r)
 }
 
-fn iovecs(mem: &GuestMemory, addr: u64, cnt: u64, write: bool) -> Result<Vec<libc::iovec>, Fail> {
+pub(super) fn iovecs(mem: &GuestMemory, addr: u64, cnt: u64, write: bool) -> Result<Vec<libc::iovec>, Fail> {
     if cnt > IOV_MAX {
         return Err(Fail::Errno(libc::EINVAL));
     }
@@ -201,14 +201,20 @@ impl Service {
     /// descriptor `fd` may write under the write limits (all of them when
     /// there are none). `offset`: the call's own file offset (`pwrite64`,
     /// `pwritev`, `copy_file_range` with one), else the descriptor's.
-    fn write_allowance(&self, name: &str, fd: RawFd, len: u64, offset: Option<i64>) -> Result<u64, Fail> {
+    pub(super) fn write_allowance(
+        &self,
+        name: &str,
+        fd: RawFd,
+        len: u64,
+        offset: Option<i64>,
+    ) -> Result<u64, Fail> {
         let Some(w) = &self.write_limits else { return Ok(len) };
         let at = if w.file_size().is_some() && len > 0 { write_offset(fd, offset) } else { None };
         w.allow(name, len, at).map_err(Fail::Limit)
     }
 
     /// Counts the bytes a write-family call wrote (under a write limit).
-    fn count_written(&mut self, r: Sys) -> Sys {
+    pub(super) fn count_written(&mut self, r: Sys) -> Sys {
         if let (Some(w), Ok(n)) = (&mut self.write_limits, &r) {
             w.wrote(*n as u64);
         }
@@ -265,7 +271,7 @@ fn is_regular(fd: RawFd) -> bool {
 }
 
 /// Shortens `iov` to `len` bytes in all (a clipped `writev`).
-fn clip_iovecs(iov: &mut Vec<libc::iovec>, len: u64) {
+pub(super) fn clip_iovecs(iov: &mut Vec<libc::iovec>, len: u64) {
     let mut left = len as usize;
     for (i, v) in iov.iter_mut().enumerate() {
         if v.iov_len >= left {

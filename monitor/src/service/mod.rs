@@ -16,7 +16,7 @@
 //!
 //! The calls the monitor serves are one table, number → handler
 //! (`table.rs`, handlers by topic in `io.rs`, `fds.rs`, `files.rs`,
-//! `names.rs`, `time.rs`, `process.rs`); they and their rules are listed in
+//! `names.rs`, `time.rs`, `process.rs`, `sockets.rs`, ...); they and their rules are listed in
 //! docs/syscalls.md, and [`serves`] answers which exist. A call without a
 //! handler gets `ENOSYS` (never `EPERM`, so C libraries fall back)
 //! and is reported once on stderr with its name and number; numbers that
@@ -35,6 +35,7 @@ mod io;
 mod locks;
 mod names;
 mod process;
+mod sockets;
 mod table;
 mod time;
 mod timers;

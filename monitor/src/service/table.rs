@@ -7,7 +7,7 @@
 
 use cabin_abi::syscalls::{nr, SLOTS};
 
-use super::{accept, events, fds, files, io, names, process, time, timers, Service, Sys};
+use super::{accept, events, fds, files, io, names, process, sockets, time, timers, Service, Sys};
 use crate::memory::GuestMemory;
 
 /// Serves one call: the service, the program's memory, the six arguments.
@@ -39,6 +39,15 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::ioctl, fds::ioctl),
     (nr::flock, fds::flock),
     (nr::memfd_create, fds::memfd_create),
+    // Socket pairs and the calls on connected sockets (sockets.rs).
+    (nr::socketpair, sockets::socketpair),
+    (nr::sendto, sockets::sendto),
+    (nr::recvfrom, sockets::recvfrom),
+    (nr::sendmsg, sockets::sendmsg),
+    (nr::recvmsg, sockets::recvmsg),
+    (nr::shutdown, sockets::shutdown),
+    (nr::getsockname, sockets::getsockname),
+    (nr::getpeername, sockets::getpeername),
     // Files by descriptor or path (files.rs).
     (nr::open, files::open),
     (nr::creat, files::creat),
@@ -202,6 +211,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 117);
+        assert_eq!(REGISTERED.len(), 125);
     }
 }

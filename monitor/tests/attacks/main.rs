@@ -31,6 +31,8 @@ mod ring0;
 mod service_input;
 mod setid;
 mod shared;
+mod sigqueue;
 mod sigreturn;
+mod sockets;
 mod threads;
 mod vcpu_threads;

@@ -62,7 +62,8 @@ fn forged_thread_requests_are_refused(b: Backend) {
         format!(
             "slot 0: -22\nslot 64: -22\nslot 1000000: -22\nslot in use: -16\nfork flags: -22\nvm only: -22\n\
              bad op: -22\nbad pointer: -14\nbad size: -22\n{never}cancel again: -22\n\
-             cancel a live thread's slot 0: -22\njoined\n"
+             cancel a live thread's slot 0: -22\nsignal slot 64: -22\nsignal slot 1000000: -22\n\
+             signal a free slot: -22\nsignal the reader 1000 times: 1000 answered 0\njoined\n"
         )
     );
 }

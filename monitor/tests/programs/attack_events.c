@@ -11,7 +11,8 @@
  *   wild-poll, wild-ppoll-ts, wild-select, wild-epoll-events, wild-epoll-ctl,
  *   huge-epoll-events, wild-timerfd, wild-sigmask:
  *           one call with a pointer outside the program's memory (natively
- *           EFAULT; confined, the program is ended: exit 137). */
+ *           EFAULT; confined, the program is ended: exit 137, or for
+ *           wild-sigmask, which the libos reads, SIGSEGV: 139). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

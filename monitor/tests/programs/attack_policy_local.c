@@ -71,7 +71,8 @@ static long call(const char *c)
     u64 p = (u64)scratch;
     /* Only the signal calls need the pid (a refused getpid must be the
      * only getpid). */
-    int signal_call = eq(c, "kill") || eq(c, "tkill") || eq(c, "tgkill");
+    int signal_call = eq(c, "kill") || eq(c, "tkill") || eq(c, "tgkill") || eq(c, "rt_sigqueueinfo") ||
+                      eq(c, "rt_tgsigqueueinfo");
     long pid = signal_call ? sys6(39, 0, 0, 0, 0, 0, 0) : 0;
     if (eq(c, "brk")) return sys6(12, 0, 0, 0, 0, 0, 0);
     if (eq(c, "mmap")) return sys6(9, 0, 4096, 3, 0x22, (u64)-1, 0);
@@ -105,6 +106,9 @@ static long call(const char *c)
     if (eq(c, "kill")) return sys6(62, (u64)pid, 0, 0, 0, 0, 0);
     if (eq(c, "tkill")) return sys6(200, (u64)pid, 0, 0, 0, 0, 0);
     if (eq(c, "tgkill")) return sys6(234, (u64)pid, (u64)pid, 0, 0, 0, 0);
+    /* Signal 0: only the checks (scratch is a zero siginfo). */
+    if (eq(c, "rt_sigqueueinfo")) return sys6(129, (u64)pid, 0, p, 0, 0, 0);
+    if (eq(c, "rt_tgsigqueueinfo")) return sys6(297, (u64)pid, (u64)pid, 0, p, 0, 0);
     if (eq(c, "set_robust_list")) return sys6(273, p, 24, 0, 0, 0, 0);
     if (eq(c, "get_robust_list")) return sys6(274, 0, p, p + 8, 0, 0, 0);
     if (eq(c, "rseq")) return sys6(334, 0, 0, 0, 0, 0, 0);

@@ -20,6 +20,7 @@
 #define SUB_THREAD 4u
 #define OP_START 1u
 #define OP_CANCEL 2u
+#define OP_SIGNAL 3u
 #define THREAD_FLAGS 0x3d0f00ull
 
 struct thread_start {
@@ -103,6 +104,15 @@ static void forged(void) {
     printf("cancel: %ld\n", start_req(OP_CANCEL, 7, 0));
     printf("cancel again: %ld\n", start_req(OP_CANCEL, 7, 0));
     printf("cancel a live thread's slot 0: %ld\n", start_req(OP_CANCEL, 0, 0));
+    /* OP_SIGNAL (a wake-up for a signal queued for one thread): only slots
+     * of started threads; a flood of them only interrupts the blocked
+     * reader, which makes its read again (nothing is pending for it). */
+    printf("signal slot 64: %ld\n", start_req(OP_SIGNAL, 64, 0));
+    printf("signal slot 1000000: %ld\n", start_req(OP_SIGNAL, 1000000, 0));
+    printf("signal a free slot: %ld\n", start_req(OP_SIGNAL, 9, 0));
+    long sum = 0;
+    for (int i = 0; i < 1000; i++) sum += start_req(OP_SIGNAL, 1, 0) == 0;
+    printf("signal the reader 1000 times: %ld answered 0\n", sum);
     if (write(pfd[1], "x", 1) != 1 || pthread_join(t, NULL)) exit(1);
     printf("joined\n");
 }

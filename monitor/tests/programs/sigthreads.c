@@ -1,0 +1,287 @@
+/* sigthreads: signals aimed at one thread, the process-wide pending set,
+ * and queued real-time signals (issue 13). Every line is a fact Linux
+ * decides, printed so a confined run can be compared with a native one
+ * (monitor/tests/sigthreads.rs):
+ *  - sigqueue of several SIGRTMIN instances with values while blocked: each
+ *    is delivered, in order, with its value; a standard signal sent three
+ *    times while blocked is delivered once; sigwaitinfo takes queued
+ *    instances in order;
+ *  - pthread_kill to a thread blocked in a pipe read (EINTR, the handler
+ *    ran on that thread), to a thread spinning in program code, to a thread
+ *    in sigsuspend, and to a thread that blocks the signal (it stays
+ *    pending for that thread only, never the sender's; taken when the
+ *    target unblocks it);
+ *  - kill to the process while the sender blocks the signal: a thread
+ *    that does not block it runs the handler;
+ *  - sigqueue to a thread (pthread_sigqueue) carries its value. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static pid_t tid(void) { return (pid_t)syscall(SYS_gettid); }
+
+static volatile sig_atomic_t rt_count, usr_count;
+static int rt_values[16];
+static int rt_sigs[16];
+static volatile pid_t handled_on;
+static volatile int handled_value;
+
+static void on_rt(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    if (rt_count < 16) {
+        rt_sigs[rt_count] = sig - SIGRTMIN;
+        rt_values[rt_count] = si->si_value.sival_int;
+    }
+    rt_count++;
+}
+
+static void on_usr(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)uc;
+    usr_count++;
+    handled_on = tid();
+    handled_value = si->si_code == SI_QUEUE ? si->si_value.sival_int : -1;
+}
+
+static void handle(int sig, void (*f)(int, siginfo_t *, void *))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = f;
+    sa.sa_flags = SA_SIGINFO; /* no SA_RESTART: a blocked read gets EINTR */
+    sigaction(sig, &sa, NULL);
+}
+
+static void block(int sig, int how)
+{
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, sig);
+    pthread_sigmask(how, &s, NULL);
+}
+
+static void queued(void)
+{
+    handle(SIGRTMIN, on_rt);
+    handle(SIGRTMIN + 1, on_rt);
+    handle(SIGUSR1, on_usr);
+    block(SIGRTMIN, SIG_BLOCK);
+    block(SIGRTMIN + 1, SIG_BLOCK);
+    block(SIGUSR1, SIG_BLOCK);
+    for (int i = 0; i < 5; i++) {
+        union sigval v = {.sival_int = 100 + i};
+        if (sigqueue(getpid(), SIGRTMIN + (i == 2), v))
+            printf("sigqueue %d failed: %s\n", i, strerrorname_np(errno));
+    }
+    for (int i = 0; i < 3; i++)
+        kill(getpid(), SIGUSR1);
+    sigset_t p;
+    sigpending(&p);
+    printf("pending RTMIN %d RTMIN+1 %d USR1 %d\n", sigismember(&p, SIGRTMIN), sigismember(&p, SIGRTMIN + 1),
+           sigismember(&p, SIGUSR1));
+    printf("before unblocking: rt %d usr %d\n", (int)rt_count, (int)usr_count);
+    block(SIGRTMIN + 1, SIG_UNBLOCK);
+    block(SIGRTMIN, SIG_UNBLOCK);
+    block(SIGUSR1, SIG_UNBLOCK);
+    printf("after unblocking: rt %d usr %d\n", (int)rt_count, (int)usr_count);
+    for (int i = 0; i < rt_count && i < 16; i++)
+        printf("  rt %d: SIGRTMIN+%d value %d\n", i, rt_sigs[i], rt_values[i]);
+    /* sigwaitinfo takes queued instances one by one, in order. */
+    block(SIGRTMIN, SIG_BLOCK);
+    for (int i = 0; i < 3; i++) {
+        union sigval v = {.sival_int = 7 * i};
+        sigqueue(getpid(), SIGRTMIN, v);
+    }
+    sigset_t w;
+    sigemptyset(&w);
+    sigaddset(&w, SIGRTMIN);
+    for (int i = 0; i < 3; i++) {
+        siginfo_t si;
+        int s = sigwaitinfo(&w, &si);
+        printf("sigwaitinfo %d: SIGRTMIN+%d code %d value %d\n", i, s - SIGRTMIN, si.si_code == SI_QUEUE,
+               si.si_value.sival_int);
+    }
+    struct timespec zero = {0, 0};
+    int left = sigtimedwait(&w, NULL, &zero);
+    printf("nothing left: %d %s\n", left, strerrorname_np(errno));
+    block(SIGRTMIN, SIG_UNBLOCK);
+}
+
+static int pipefd[2];
+static volatile pid_t worker_tid;
+static volatile int spin_flag;
+static volatile int phase;
+
+static void *reader(void *arg)
+{
+    (void)arg;
+    worker_tid = tid();
+    char c;
+    long r = read(pipefd[0], &c, 1);
+    int e = errno;
+    printf("reader: read %ld %s, handler on this thread %d\n", r, r < 0 ? strerrorname_np(e) : "",
+           handled_on == worker_tid);
+    return NULL;
+}
+
+static void on_spin(int sig)
+{
+    (void)sig;
+    handled_on = tid();
+    spin_flag = 1;
+}
+
+static void *spinner(void *arg)
+{
+    (void)arg;
+    worker_tid = tid();
+    phase = 1;
+    while (!spin_flag) {
+    }
+    return NULL;
+}
+
+static void *suspender(void *arg)
+{
+    (void)arg;
+    worker_tid = tid();
+    sigset_t none;
+    sigemptyset(&none);
+    phase = 1;
+    int r = sigsuspend(&none);
+    printf("suspender: sigsuspend %d %s, handler on this thread %d\n", r, strerrorname_np(errno),
+           handled_on == worker_tid);
+    return NULL;
+}
+
+static void *blocker(void *arg)
+{
+    (void)arg;
+    worker_tid = tid();
+    block(SIGUSR2, SIG_BLOCK);
+    phase = 1;
+    while (phase != 2)
+        usleep(1000);
+    sigset_t p;
+    sigpending(&p);
+    printf("blocker: pending USR2 %d, handled before unblocking %d\n", sigismember(&p, SIGUSR2),
+           (int)usr_count);
+    block(SIGUSR2, SIG_UNBLOCK);
+    printf("blocker: after unblocking handled %d on this thread %d\n", (int)usr_count, handled_on == worker_tid);
+    return NULL;
+}
+
+static void *waiter(void *arg)
+{
+    (void)arg;
+    worker_tid = tid();
+    phase = 1;
+    char c;
+    long r = read(pipefd[0], &c, 1);
+    printf("waiter: read %ld %s, handler on this thread %d value %d\n", r, r < 0 ? strerrorname_np(errno) : "",
+           handled_on == worker_tid, handled_value);
+    return NULL;
+}
+
+static void wait_phase(void)
+{
+    while (phase == 0)
+        usleep(1000);
+    usleep(20000);
+}
+
+static void directed(void)
+{
+    pthread_t t;
+    if (pipe(pipefd))
+        return;
+    handle(SIGUSR1, on_usr);
+
+    /* A thread blocked in a pipe read. */
+    handled_on = 0;
+    worker_tid = 0;
+    pthread_create(&t, NULL, reader, NULL);
+    while (!worker_tid)
+        usleep(1000);
+    usleep(50000);
+    int r = pthread_kill(t, SIGUSR1);
+    pthread_join(t, NULL);
+    printf("pthread_kill reader: %d\n", r);
+
+    /* A thread spinning in program code. */
+    signal(SIGUSR2, on_spin);
+    handled_on = 0;
+    phase = 0;
+    pthread_create(&t, NULL, spinner, NULL);
+    wait_phase();
+    r = pthread_kill(t, SIGUSR2);
+    pthread_join(t, NULL);
+    printf("pthread_kill spinner: %d\n", r);
+    printf("spinner stopped by its handler on itself %d\n", handled_on == worker_tid);
+
+    /* A thread in sigsuspend. */
+    handled_on = 0;
+    phase = 0;
+    block(SIGUSR2, SIG_BLOCK);
+    pthread_create(&t, NULL, suspender, NULL);
+    block(SIGUSR2, SIG_UNBLOCK);
+    wait_phase();
+    r = pthread_kill(t, SIGUSR2);
+    pthread_join(t, NULL);
+    printf("pthread_kill suspender: %d\n", r);
+
+    /* A thread that blocks the signal: pending for it alone. */
+    handle(SIGUSR2, on_usr);
+    usr_count = 0;
+    handled_on = 0;
+    phase = 0;
+    pthread_create(&t, NULL, blocker, NULL);
+    wait_phase();
+    r = pthread_kill(t, SIGUSR2);
+    usleep(20000);
+    sigset_t p;
+    sigpending(&p);
+    printf("pthread_kill blocker: %d; main: pending USR2 %d, handled %d\n", r, sigismember(&p, SIGUSR2),
+           (int)usr_count);
+    phase = 2;
+    pthread_join(t, NULL);
+
+    /* kill to the process while this thread blocks the signal. */
+    usr_count = 0;
+    handled_on = 0;
+    phase = 0;
+    pthread_create(&t, NULL, waiter, NULL);
+    block(SIGUSR1, SIG_BLOCK);
+    wait_phase();
+    r = kill(getpid(), SIGUSR1);
+    pthread_join(t, NULL);
+    printf("kill process: %d\n", r);
+    block(SIGUSR1, SIG_UNBLOCK);
+
+    /* pthread_sigqueue to a thread carries its value. */
+    handled_on = 0;
+    handled_value = 0;
+    phase = 0;
+    pthread_create(&t, NULL, waiter, NULL);
+    wait_phase();
+    union sigval v = {.sival_int = 4242};
+    r = pthread_sigqueue(t, SIGUSR1, v);
+    pthread_join(t, NULL);
+    printf("pthread_sigqueue waiter: %d\n", r);
+    printf("main handled none of them: %d\n", handled_on != tid());
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    queued();
+    directed();
+    return 5;
+}
