@@ -309,6 +309,18 @@ mod tests {
     }
 
     #[test]
+    fn the_processes_limit_parses_renders_and_explains() {
+        let p = crate::file::parse("p.toml", "version = 1\n[limits]\nprocesses = 64\n").expect("parses");
+        assert_eq!(p.limits.processes, Some(64));
+        let text = crate::render::to_toml(&p, &[]);
+        assert!(text.contains("processes = 64"), "{text}");
+        let again = crate::file::parse("again.toml", &text).expect("the rendering parses");
+        assert_eq!(again.limits, p.limits);
+        assert!(crate::explain::explain(&p).contains("processes:     64"));
+        assert!(crate::file::parse("p.toml", "version = 1\n[limits]\nprocesses = -1\n").is_err());
+    }
+
+    #[test]
     fn bytes_written_clips_then_stops() {
         let l = Limits { bytes_written: Some(100), ..Limits::default() };
         let mut w = WriteLimits::new(&l).expect("a write limit");
