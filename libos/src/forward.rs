@@ -31,6 +31,7 @@
 //! `clone`).
 
 mod clock;
+mod fork;
 mod mem;
 mod readahead;
 mod ring_client;
@@ -691,6 +692,22 @@ fn futex(addr: u64, op: u64, val: u64) -> i64 {
         }
         _ => -errno::ENOSYS,
     }
+}
+
+/// A new child process: its pid and parent's pid from the boot page (the
+/// monitor wrote the child's), kept as the start-up state; `(pid, ppid)`.
+fn reload_ids() -> (u32, u32) {
+    let b = boot_ptr();
+    // SAFETY: the boot page validated at start-up (the child's copy of it);
+    // two volatile reads.
+    let (pid, ppid) =
+        unsafe { (addr_of_mut!((*b).pid).read_volatile(), addr_of_mut!((*b).ppid).read_volatile()) };
+    // SAFETY: the child's only thread, before it returns to the program; no
+    // other reference to STATE is alive.
+    let st = unsafe { STATE.get() };
+    st.pid = pid;
+    st.ppid = ppid;
+    (pid, ppid)
 }
 
 fn boot_ptr() -> *mut BootInfo {

@@ -24,7 +24,7 @@
 //! - [`layout`]: sizes every backend shares.
 //! - [`site_map`]: a submission's site hint to the program's call site.
 //! - [`placement`]: the program and the ring worker on different CPUs.
-//! - [`procs`]: the process tree's table (virtual pids, wait, kill, the
+//! - [`procs`], [`tree`]: the process tree's table (virtual pids, wait, kill, the
 //!   `processes` limit; docs/processes.md).
 //! - [`kick`]: interrupting a thread blocked in a host call.
 //! - [`stats`]: the `--stats` JSON; [`trace`]: the trace and audit writer.
@@ -54,6 +54,7 @@ pub mod sysnames;
 pub mod threads;
 pub mod timers;
 pub mod trace;
+pub mod tree;
 pub mod watch;
 
 pub use config::{EndReason, GateConfig, RunConfig, RunError, RunOutcome};

@@ -27,7 +27,8 @@ use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
-use crate::threads::Threads;
+use crate::threads::{Procs, Threads};
+use crate::tree::Tree;
 use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
 
 /// What the libos's `ABORT_RING` means, in the words of the record.
@@ -131,7 +132,12 @@ impl<'a> Session<'a> {
         // program is placed on some of them, but the threads it creates
         // run on all; docs/threads.md).
         service.set_cpus(spec.all_cpus.map(|c| c.cpus()).unwrap_or_default());
-        let shared = Shared::new(service, Some(gate));
+        let shared = std::sync::Arc::new(Shared::new(service, Some(gate)));
+        // The process tree (docs/processes.md): the root is this program.
+        let processes = limits
+            .processes
+            .map_or(crate::procs::DEFAULT_PROCESSES, |p| p.min(crate::procs::MAX_PROCESSES as u64) as usize);
+        let tree = Tree::new(domain.program_pid(), std::process::id(), processes, ids.0, t0);
 
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.
@@ -147,8 +153,9 @@ impl<'a> Session<'a> {
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
 
         let signal_box = BootPage::of(domain.memory())?.signal_box();
+        tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box());
         let forwarding_done = std::sync::atomic::AtomicBool::new(false);
-        let threads = Threads::new(
+        let mut threads = Threads::new(
             &domain,
             domain.memory(),
             &shared,
@@ -158,6 +165,7 @@ impl<'a> Session<'a> {
             sites,
             spec.threads as usize,
         );
+        threads.set_procs(Procs { tree: &tree, root: shared.clone() });
         let interrupt_workers = || threads.interrupt_all();
         let poster = crate::signals::Poster {
             signals: signal_box,
@@ -167,6 +175,9 @@ impl<'a> Session<'a> {
         let poster = &poster;
         let ran = std::thread::scope(|s| {
             threads.start_main(s, worker);
+            if let Some(h) = threads.main_stop_handle() {
+                tree.set_interrupt(tree.root(), h);
+            }
             if cfg.forward_signals {
                 let done = &forwarding_done;
                 s.spawn(move || crate::signals::forward_until(done, poster));
@@ -182,6 +193,8 @@ impl<'a> Session<'a> {
                 p.program.apply(0);
             }
             let ran = domain.run();
+            // The run ends with its root: every other process goes too.
+            tree.stop_all();
             forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(p) = &placement {
                 p.restore();
@@ -194,6 +207,8 @@ impl<'a> Session<'a> {
         if let Some(why) = panicked {
             return Err(RunError::Internal(format!("the ring worker panicked ({why})")));
         }
+        let shared = std::sync::Arc::try_unwrap(shared)
+            .map_err(|_| RunError::Internal("a child process's service outlived the run".into()))?;
         let Served { mut service, gate } = shared.into_inner();
         let time_hit = times.finish();
         let ended = ran?;
@@ -205,6 +220,10 @@ impl<'a> Session<'a> {
             WorkerEnd::Policy(stop) => Some(stop.clone()),
             _ => time_hit.and_then(|hit| gate.as_mut().map(|g| g.limit_hit(&hit))),
         };
+        // A child process's stop ends the tree as the root's would.
+        if stopped.is_none() {
+            stopped = tree.take_stop();
+        }
         // The libos stops a program that asks for memory beyond the bound
         // (ABORT_MEMORY, exit 137): record it as the limit hit it is.
         if let (None, WorkerEnd::Stopped | WorkerEnd::Policy(_), DomainEnd::Exited(code)) =

@@ -288,6 +288,7 @@ pub fn message(hit: &LimitHit) -> String {
     let unit = |v: u64| match hit.limit {
         LimitKind::CpuTime | LimitKind::WallTime => format!("{:.3} s", v as f64 / 1e9),
         LimitKind::OpenFiles => format!("{v} descriptors"),
+        LimitKind::Processes => format!("{v} processes"),
         _ => format!("{v} bytes"),
     };
     format!(
