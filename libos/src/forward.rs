@@ -586,7 +586,9 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
             if pid == st.pid as i64 || pid == 0 || pid == -(st.pid as i64) || pid == -1 {
                 signals::raise(a[1], cabin_abi::boot::si_code::SI_USER)
             } else {
-                -errno::EPERM
+                // Another process: the monitor looks it up in the tree
+                // (docs/processes.md; outside it: ESRCH).
+                return None;
             }
         }
         // Only to the program's own threads (another target: ESRCH).

@@ -225,6 +225,11 @@ pub trait ThreadHost {
     fn fork(&self, _from: usize, _pid: u32, _args: &[u64; 6]) -> i64 {
         -i64::from(libc::ENOSYS)
     }
+    /// `kill(target, sig)` from process `pid` to other processes of its
+    /// tree: 0 or `-errno` (no process of the tree: `ESRCH`).
+    fn kill(&self, _pid: u32, _target: i32, _sig: u64) -> i64 {
+        -i64::from(libc::ESRCH)
+    }
     /// `wait4` or `waitid` (`nr`) of process `pid`, served outside the
     /// service lock; `stop` ends a blocking wait (`EINTR`). Without a
     /// process tree there is no child: `ECHILD`.
@@ -599,6 +604,18 @@ impl Worker {
             };
             guard = shared.lock();
             ret
+        } else if s.nr == nr::kill {
+            // A signal to another process of the tree (the libos serves its
+            // own): never a host pid.
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(s.nr, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.kill(pid, s.args[0] as i32, s.args[1]),
+                None => -i64::from(libc::ESRCH),
+            };
+            guard = shared.lock();
+            ret
         } else if matches!(s.nr, nr::wait4 | nr::waitid) {
             // A wait for a child blocks without the service lock.
             let pid = guard.service.pid();
@@ -725,6 +742,45 @@ mod tests {
         let t = r.sq_tail().load(Ordering::SeqCst);
         r.publish_submission(t, 0, nr as u64, &args);
         r.sq_tail().store(t + 1, Ordering::SeqCst);
+    }
+
+    /// A forged fork submission (docs/processes.md): a fork flag on any
+    /// call but `clone`, or with the thread or check flag, is a protocol
+    /// violation; a well-formed one without a process tree is `ENOSYS`,
+    /// and a wait without one `ECHILD`.
+    #[test]
+    fn forged_fork_submissions() {
+        let m = test_memory();
+        for (nr, flags) in [
+            (libc::SYS_read, SUB_FORK),
+            (libc::SYS_clone, SUB_FORK | SUB_THREAD),
+            (libc::SYS_clone, SUB_FORK | SUB_CHECK),
+        ] {
+            let (_a, r, s) = setup();
+            let mut w = Worker::new(r);
+            r.publish_submission(0, flags, nr as u64, &[0; 6]);
+            r.sq_tail().store(1, Ordering::SeqCst);
+            let got = w.serve_available(&m, &s, None);
+            assert!(
+                matches!(
+                    got,
+                    Err(Interrupt::Violation(
+                        RingViolation::NotAForkCall(..)
+                            | RingViolation::NotAThreadCall(_)
+                            | RingViolation::CheckNotLocal(_)
+                    ))
+                ),
+                "{nr} {flags:#x}: {got:?}"
+            );
+        }
+        let (_a, r, s) = setup();
+        let mut w = Worker::new(r);
+        r.publish_submission(0, SUB_FORK, libc::SYS_clone as u64, &[0x40_1000, 0x1000, 17, 0, 0, 0]);
+        r.sq_tail().store(1, Ordering::SeqCst);
+        submit(&r, libc::SYS_wait4, [u64::MAX, 0, 0, 0, 0, 0]);
+        assert_eq!(w.serve_available(&m, &s, None), Ok(2));
+        assert_eq!(r.read_completion(0).result, -(libc::ENOSYS as i64));
+        assert_eq!(r.read_completion(1).result, -(libc::ECHILD as i64));
     }
 
     #[test]

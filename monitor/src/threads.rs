@@ -388,6 +388,13 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         answer
     }
 
+    fn kill(&self, pid: u32, target: i32, sig: u64) -> i64 {
+        match &self.threads.procs {
+            Some(p) => p.tree.kill(pid, target, sig),
+            None => errno(libc::ESRCH),
+        }
+    }
+
     fn wait(
         &self,
         mem: &GuestMemory,

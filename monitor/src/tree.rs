@@ -168,6 +168,43 @@ impl Tree {
         }
     }
 
+    /// `kill(target, sig)` from `caller` (`ProcessTree::kill_targets`):
+    /// `SIGKILL` stops a process, signal 0 only checks, any other is posted
+    /// to it as a signal sent by `caller` (`SI_USER`); `EINVAL` for a number
+    /// that is no signal, `ESRCH` when no process of the tree matches.
+    pub fn kill(&self, caller: u32, target: i32, sig: u64) -> i64 {
+        if sig > 64 {
+            return -i64::from(libc::EINVAL);
+        }
+        let targets = match lock(&self.table).kill_targets(caller, target) {
+            Ok(t) => t,
+            Err(e) => return -i64::from(e),
+        };
+        if sig == 0 {
+            return 0;
+        }
+        let members = lock(&self.members);
+        for pid in targets {
+            let Some(m) = members.get(&pid) else { continue };
+            if sig == libc::SIGKILL as u64 {
+                m.stopper.stop(StopCause::Policy("killed by another process of the tree".into()));
+                continue;
+            }
+            let words = SigPosted { code: 0, pid: caller, uid: self.uid, pad: 0, value: 0 };
+            let fresh = !m.signals.waiting(sig as u32);
+            m.signals.post(sig as u32, words);
+            if fresh {
+                m.stopper.wake_for_signal(sig as i32);
+            } else {
+                m.stopper.rewake();
+            }
+            if let Some(h) = &m.interrupt {
+                h.interrupt();
+            }
+        }
+        0
+    }
+
     /// A child process was stopped by the policy or a limit: the whole tree
     /// ends (the first stop is the run's).
     pub fn stopped_by(&self, stop: Stop) {

@@ -58,7 +58,7 @@ fn live_children() -> Vec<String> {
 }
 
 const CASES: &[&str] =
-    &["fork", "cow", "pipe", "statuses", "many", "nested", "wnohang", "vfork", "sigchld", "orphan"];
+    &["fork", "cow", "pipe", "statuses", "many", "nested", "wnohang", "vfork", "sigchld", "orphan", "kill"];
 
 fn cases_equal_native(b: Backend) {
     let t = tempfile::tempdir().expect("tempdir");
@@ -103,10 +103,30 @@ fn fork_bomb_stops_at_the_limit(b: Backend) {
     assert_eq!(live_children(), Vec::<String>::new(), "the fork bomb left processes behind");
 }
 
+/// A child that scribbles over its ring reaches only its own: its parent
+/// is still served, its memory untouched; `kill` outside the tree is
+/// `ESRCH`.
+fn a_child_cannot_reach_its_parents_ring(b: Backend) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(exe) = common::compile("attack_fork", t.path()) else { return };
+    let img = common::rewrite(&std::fs::read(&exe).expect("read the program"));
+    let (out, code) = confined(b, &img, &["attack_fork"]);
+    assert_eq!(
+        (out.as_str(), code),
+        (
+            "child reaped: 1\nparent still served; its data: the parent's data\nkill outside the tree refused: 4 of 4\n",
+            0
+        ),
+        "confined"
+    );
+    assert_eq!(live_children(), Vec::<String>::new(), "the attack left processes behind");
+}
+
 /// Process backend: every case, then the fork bomb. (KVM: owed, see the
 /// module docs.)
 #[test]
 fn process() {
     cases_equal_native(Backend::Process);
+    a_child_cannot_reach_its_parents_ring(Backend::Process);
     fork_bomb_stops_at_the_limit(Backend::Process);
 }

@@ -218,6 +218,21 @@ static int t_sigchld(void) {
     return 0;
 }
 
+static int t_kill(void) {
+    pid_t c = fork();
+    if (c == 0) {
+        for (;;) pause();
+    }
+    printf("probe: %d\n", kill(c, 0));
+    printf("kill: %d\n", kill(c, SIGKILL));
+    int st;
+    waitpid(c, &st, 0);
+    show("child", st);
+    errno = 0;
+    printf("after reaping: %d ESRCH %d\n", kill(c, 0), errno == ESRCH);
+    return 0;
+}
+
 static int t_orphan(void) {
     /* A child that never ends by itself: the run's end must take it. */
     pid_t c = fork();
@@ -246,6 +261,7 @@ int main(int argc, char **argv) {
     if (!strcmp(t, "vfork")) return t_vfork();
     if (!strcmp(t, "sigchld")) return t_sigchld();
     if (!strcmp(t, "orphan")) return t_orphan();
+    if (!strcmp(t, "kill")) return t_kill();
     printf("unknown case %s\n", t);
     return 2;
 }
