@@ -150,7 +150,7 @@ impl Tree {
             } else {
                 m.stopper.rewake();
             }
-            (m.stopper.clone(), m.signals.clone(), m.interrupt.clone())
+            (m.stopper.clone(), m.signals, m.interrupt.clone())
         };
         // As the session's signal poster does: interrupt the parent's
         // worker out of a blocking call and wake it again until its libos
