@@ -193,7 +193,9 @@ impl<'a> Session<'a> {
                 p.program.apply(0);
             }
             let ran = domain.run();
-            // The run ends with its root: every other process goes too.
+            // The run ends with its root: every other process goes too
+            // (orphans now: nobody is sent their SIGCHLD).
+            tree.ended(tree.root(), crate::tree::ended_of(&ran));
             tree.stop_all();
             forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(p) = &placement {

@@ -138,6 +138,9 @@ impl Tree {
         let parent = lock(&self.table).ended(pid, how, false);
         self.changed.notify_all();
         let Some(ppid) = parent else { return };
+        if self.ending.load(Ordering::SeqCst) {
+            return;
+        }
         let target = {
             let members = lock(&self.members);
             let Some(m) = members.get(&ppid) else { return };
