@@ -80,6 +80,15 @@ pub const SUB_CHECK: u32 = 1 << 1;
 /// calls.
 pub const SUB_THREAD: u32 = 1 << 2;
 
+/// [`Submission::flags`]: a child process (issue 14, docs/processes.md):
+/// `nr` is `clone`, `args[0]` the libos address where the child starts,
+/// `args[1]` the address of the child's start frame (the program's
+/// registers; the child's `rsp`), `args[2]` the clone flags. The monitor
+/// makes the child from a copy of the domain's memory; the completion is
+/// the child's pid or `-errno`. Without this bit, `clone` is an ordinary
+/// forwarded call.
+pub const SUB_FORK: u32 = 1 << 3;
+
 /// One request: a system call as the program made it. 64 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

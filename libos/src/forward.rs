@@ -31,6 +31,7 @@
 //! `clone`).
 
 mod clock;
+mod fork;
 mod futex_path;
 mod mem;
 mod readahead;
@@ -650,7 +651,9 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
             if pid == st.pid as i64 || pid == 0 || pid == -(st.pid as i64) || pid == -1 {
                 signals::raise(a[1], cabin_abi::boot::si_code::SI_USER)
             } else {
-                -errno::EPERM
+                // Another process: the monitor looks it up in the tree
+                // (docs/processes.md; outside it: ESRCH).
+                return None;
             }
         }
         // Only to the program's own threads (another target: ESRCH).
@@ -773,6 +776,22 @@ fn futex(addr: u64, op: u64, val: u64) -> i64 {
         }
         _ => -errno::ENOSYS,
     }
+}
+
+/// A new child process: its pid and parent's pid from the boot page (the
+/// monitor wrote the child's), kept as the start-up state; `(pid, ppid)`.
+fn reload_ids() -> (u32, u32) {
+    let b = boot_ptr();
+    // SAFETY: the boot page validated at start-up (the child's copy of it);
+    // two volatile reads.
+    let (pid, ppid) =
+        unsafe { (addr_of_mut!((*b).pid).read_volatile(), addr_of_mut!((*b).ppid).read_volatile()) };
+    // SAFETY: the child's only thread, before it returns to the program; no
+    // other reference to STATE is alive.
+    let st = unsafe { STATE.get() };
+    st.pid = pid;
+    st.ppid = ppid;
+    (pid, ppid)
 }
 
 fn boot_ptr() -> *mut BootInfo {

@@ -248,6 +248,21 @@ pub trait Domain: Sized {
     /// native thread ends itself); KVM stops the vCPU.
     fn thread_exited(&self, _slot: usize) {}
 
+    /// A child process's domain (issue 14, docs/processes.md): a copy of
+    /// this domain's memory with every ring reset and the boot page's
+    /// `pid`/`ppid` set, which [`Domain::start`] will start at `entry` with
+    /// `rsp = sp` (a libos routine and the frame it left; checked by the
+    /// monitor to be this domain's code and writable memory) instead of the
+    /// program's entry. Called on a worker's thread while the forking thread
+    /// waits and [`Domain::run`] runs. `Ok(None)`: this backend cannot make
+    /// child processes (the fork is `ENOSYS`).
+    fn fork_child(&self, _entry: u64, _sp: u64, _pid: u32, _ppid: u32) -> Result<Option<Self>, RunError>
+    where
+        Self: Sized,
+    {
+        Ok(None)
+    }
+
     /// The program's entry point in the domain (the libos's `cabin_start`).
     fn entry(&self) -> u64;
 

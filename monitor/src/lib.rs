@@ -24,6 +24,8 @@
 //! - [`layout`]: sizes every backend shares.
 //! - [`site_map`]: a submission's site hint to the program's call site.
 //! - [`placement`]: the program and the ring worker on different CPUs.
+//! - [`procs`], [`tree`]: the process tree's table (virtual pids, wait, kill, the
+//!   `processes` limit; docs/processes.md).
 //! - [`kick`]: interrupting a thread blocked in a host call.
 //! - [`stats`]: the `--stats` JSON; [`trace`]: the trace and audit writer.
 //!
@@ -41,6 +43,7 @@ pub mod kick;
 pub mod layout;
 pub mod memory;
 pub mod placement;
+pub mod procs;
 pub mod ring;
 pub mod service;
 pub mod session;
@@ -51,6 +54,7 @@ pub mod sysnames;
 pub mod threads;
 pub mod timers;
 pub mod trace;
+pub mod tree;
 pub mod watch;
 
 pub use config::{EndReason, GateConfig, RunConfig, RunError, RunOutcome};

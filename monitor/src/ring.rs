@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_THREAD, SUB_TRAPPED};
+use cabin_abi::ring::{
+    pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_CHECK, SUB_FORK, SUB_THREAD, SUB_TRAPPED,
+};
 use cabin_abi::syscalls::{self, nr, Serve};
 use cabin_abi::thread::{ThreadStart, THREAD_OP_CANCEL, THREAD_OP_SIGNAL, THREAD_OP_START};
 
@@ -83,6 +85,9 @@ pub enum RingViolation {
     /// A thread submission for a call that is not a thread operation.
     #[error("thread submission for system call {0}, which is not clone or exit")]
     NotAThreadCall(u64),
+    /// A fork submission for a call that is not `clone`, or with other flags.
+    #[error("fork submission for system call {0} (flags {1:#x}), which is not a plain clone")]
+    NotAForkCall(u64, u32),
     /// The domain lets the completion queue fill up.
     #[error("completion queue full: the domain does not consume completions")]
     CompletionQueueFull,
@@ -133,6 +138,10 @@ pub struct Shared {
     /// The program has (had) more than one thread: blocking calls are
     /// served without the lock.
     threaded: AtomicBool,
+    /// A child process's service (docs/processes.md): the tree's gate is
+    /// the root's, in the root process's `Shared` (locked after this
+    /// one's, never the other way round, and never across a call).
+    root: Option<Arc<Shared>>,
 }
 
 /// What [`Shared`] guards.
@@ -150,7 +159,34 @@ impl Shared {
     pub fn new(mut service: Service, gate: Option<Gate>) -> Shared {
         service.set_record_paths(gate.as_ref().is_some_and(Gate::wants_paths));
         service.set_write_limits(gate.as_ref().and_then(|g| WriteLimits::new(g.limits())));
-        Shared { inner: Mutex::new(Served { service, gate }), threaded: AtomicBool::new(false) }
+        Shared { inner: Mutex::new(Served { service, gate }), threaded: AtomicBool::new(false), root: None }
+    }
+
+    /// The service of a child process of the tree whose root process is
+    /// served by `root` (whose gate decides every call of the tree).
+    pub fn child(service: Service, root: Arc<Shared>) -> Shared {
+        let mut service = service;
+        {
+            let r = root.lock();
+            service.set_record_paths(r.gate.as_ref().is_some_and(Gate::wants_paths));
+        }
+        Shared {
+            inner: Mutex::new(Served { service, gate: None }),
+            threaded: AtomicBool::new(false),
+            root: Some(root),
+        }
+    }
+
+    /// Runs `f` on the tree's gate (this process's, or the root's for a
+    /// child process); `None` when there is none. `served` is this
+    /// process's locked state.
+    fn with_gate<R>(&self, served: &mut Served, f: impl FnOnce(&mut Gate, &Service) -> R) -> Option<R> {
+        if let Some(g) = served.gate.as_mut() {
+            return Some(f(g, &served.service));
+        }
+        let root = self.root.as_ref()?;
+        let mut r = root.lock();
+        r.gate.as_mut().map(|g| f(g, &served.service))
     }
 
     /// Locks the shared state (a worker that panicked while holding it is a
@@ -187,6 +223,30 @@ pub trait ThreadHost {
     /// is published, so the libos can reuse the slot as soon as it sees it).
     /// The worker goes on serving the ring, for the slot's next thread.
     fn exit(&self, slot: usize);
+    /// A fork submission (`SUB_FORK`, docs/processes.md) from the thread of
+    /// slot `from` of process `pid`, with its arguments: the child's pid or
+    /// `-errno`. Without a process tree: `ENOSYS`.
+    fn fork(&self, _from: usize, _pid: u32, _args: &[u64; 6]) -> i64 {
+        -i64::from(libc::ENOSYS)
+    }
+    /// `kill(target, sig)` from process `pid` to other processes of its
+    /// tree: 0 or `-errno` (no process of the tree: `ESRCH`).
+    fn kill(&self, _pid: u32, _target: i32, _sig: u64) -> i64 {
+        -i64::from(libc::ESRCH)
+    }
+    /// `wait4` or `waitid` (`nr`) of process `pid`, served outside the
+    /// service lock; `stop` ends a blocking wait (`EINTR`). Without a
+    /// process tree there is no child: `ECHILD`.
+    fn wait(
+        &self,
+        _mem: &GuestMemory,
+        _pid: u32,
+        _nr: u64,
+        _args: &[u64; 6],
+        _stop: &AtomicBool,
+    ) -> Result<i64, Violation> {
+        Ok(-i64::from(libc::ECHILD))
+    }
 }
 
 /// Shared handle to stop a worker from another thread.
@@ -219,6 +279,19 @@ impl StopHandle {
     pub fn interrupt(&self) {
         self.serving.kick_once();
     }
+}
+
+/// What a submission asks for (its flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// An ordinary call.
+    Call,
+    /// Check-only (`SUB_CHECK`).
+    Check,
+    /// A thread operation (`SUB_THREAD`).
+    Thread,
+    /// A child process (`SUB_FORK`).
+    Fork,
 }
 
 /// A worker over one ring.
@@ -375,9 +448,8 @@ impl Worker {
         match why {
             Interrupt::Stop(stop) => WorkerEnd::Policy(stop),
             Interrupt::Violation(v) => {
-                if let Some(g) = shared.lock().gate.as_mut() {
-                    g.violation(&v.to_string());
-                }
+                let mut guard = shared.lock();
+                shared.with_gate(&mut guard, |g, _| g.violation(&v.to_string()));
                 WorkerEnd::Violation(v)
             }
         }
@@ -430,7 +502,7 @@ impl Worker {
         let mut n = 0;
         while r.submission_ready(self.sq_head) {
             let s = r.read_submission(self.sq_head);
-            if s.flags & !(SUB_TRAPPED | SUB_CHECK | SUB_THREAD) != 0 {
+            if s.flags & !(SUB_TRAPPED | SUB_CHECK | SUB_THREAD | SUB_FORK) != 0 {
                 return Err(RingViolation::UnknownFlags(s.flags).into());
             }
             // Check-only: the policy's decision on a call the libos serves
@@ -443,9 +515,19 @@ impl Worker {
             if thread && (check || !matches!(s.nr, nr::clone | nr::exit)) {
                 return Err(RingViolation::NotAThreadCall(s.nr).into());
             }
+            let fork = s.flags & SUB_FORK != 0;
+            if fork && (check || thread || s.nr != nr::clone) {
+                return Err(RingViolation::NotAForkCall(s.nr, s.flags).into());
+            }
             self.completion_room()?;
             let trapped = s.flags & SUB_TRAPPED != 0;
-            let result = self.serve_one(mem, shared, threads, &s, check, thread, trapped)?;
+            let kind = match (check, thread, fork) {
+                (true, ..) => Kind::Check,
+                (_, true, _) => Kind::Thread,
+                (.., true) => Kind::Fork,
+                _ => Kind::Call,
+            };
+            let result = self.serve_one(mem, shared, threads, &s, kind, trapped)?;
             self.stats.forwarded += 1;
             if trapped {
                 self.stats.trapped += 1;
@@ -493,30 +575,63 @@ impl Worker {
         shared: &Shared,
         threads: Option<&dyn ThreadHost>,
         s: &cabin_abi::ring::Submission,
-        check: bool,
-        thread: bool,
+        kind: Kind,
         trapped: bool,
     ) -> Result<i64, Interrupt> {
         let r = self.ring;
         let (slot, sites) = (self.sq_head, &self.sites);
+        let check = kind == Kind::Check;
         let mut guard = shared.lock();
-        let served = &mut *guard;
-        let ticket = match served.gate.as_mut() {
+        let admitted = shared.with_gate(&mut guard, |g, service| {
+            // The site hint is read only if the gate needs it.
+            let site = || sites.site(r.read_site_hint(slot));
+            let fds = g.counts_fds().then(|| service.open_fds());
+            g.admit_lazy(s.nr, &s.args, trapped, site, fds)
+        });
+        let ticket = match admitted {
             None => None,
-            Some(g) => {
-                // The site hint is read only if the gate needs it.
-                let site = || sites.site(r.read_site_hint(slot));
-                let fds = g.counts_fds().then(|| served.service.open_fds());
-                match g.admit_lazy(s.nr, &s.args, trapped, site, fds) {
-                    Admit::Serve(t) => Some(t),
-                    Admit::Return(ret) => return Ok(ret),
-                    Admit::Stop(stop) => return Err(Interrupt::Stop(stop)),
-                }
-            }
+            Some(Admit::Serve(t)) => Some(t),
+            Some(Admit::Return(ret)) => return Ok(ret),
+            Some(Admit::Stop(stop)) => return Err(Interrupt::Stop(stop)),
         };
         let ret = if check {
             0
-        } else if thread {
+        } else if kind == Kind::Fork {
+            // The copy of the domain and the child's start: not under the
+            // service lock (the tree takes it to fork the service).
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(nr::clone, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.fork(self.slot, pid, &s.args),
+                None => -i64::from(libc::ENOSYS),
+            };
+            guard = shared.lock();
+            ret
+        } else if s.nr == nr::kill {
+            // A signal to another process of the tree (the libos serves its
+            // own): never a host pid.
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(s.nr, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.kill(pid, s.args[0] as i32, s.args[1]),
+                None => -i64::from(libc::ESRCH),
+            };
+            guard = shared.lock();
+            ret
+        } else if matches!(s.nr, nr::wait4 | nr::waitid) {
+            // A wait for a child blocks without the service lock.
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(s.nr, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.wait(mem, pid, s.nr, &s.args, &self.stop).map_err(RingViolation::from)?,
+                None => -i64::from(libc::ECHILD),
+            };
+            guard = shared.lock();
+            ret
+        } else if kind == Kind::Thread {
             // Thread operations take the session's own locks (and may start
             // a vCPU): not under the service lock.
             drop(guard);
@@ -559,11 +674,18 @@ impl Worker {
         } else {
             guard.service.handle(mem, s.nr, s.args).map_err(RingViolation::from)?
         };
-        let served = &mut *guard;
-        if let (Some(t), Some(g)) = (ticket, served.gate.as_mut()) {
-            if check {
-                g.checked(t);
-            } else if let Some(stop) = g.served_with(t, ret, served.service.take_note()) {
+        if let Some(t) = ticket {
+            let note = if check { None } else { Some(guard.service.take_note()) };
+            let stop = shared
+                .with_gate(&mut guard, |g, _| match note {
+                    None => {
+                        g.checked(t);
+                        None
+                    }
+                    Some(note) => g.served_with(t, ret, note),
+                })
+                .flatten();
+            if let Some(stop) = stop {
                 return Err(Interrupt::Stop(stop));
             }
         }
@@ -625,6 +747,45 @@ mod tests {
         let t = r.sq_tail().load(Ordering::SeqCst);
         r.publish_submission(t, 0, nr as u64, &args);
         r.sq_tail().store(t + 1, Ordering::SeqCst);
+    }
+
+    /// A forged fork submission (docs/processes.md): a fork flag on any
+    /// call but `clone`, or with the thread or check flag, is a protocol
+    /// violation; a well-formed one without a process tree is `ENOSYS`,
+    /// and a wait without one `ECHILD`.
+    #[test]
+    fn forged_fork_submissions() {
+        let m = test_memory();
+        for (nr, flags) in [
+            (libc::SYS_read, SUB_FORK),
+            (libc::SYS_clone, SUB_FORK | SUB_THREAD),
+            (libc::SYS_clone, SUB_FORK | SUB_CHECK),
+        ] {
+            let (_a, r, s) = setup();
+            let mut w = Worker::new(r);
+            r.publish_submission(0, flags, nr as u64, &[0; 6]);
+            r.sq_tail().store(1, Ordering::SeqCst);
+            let got = w.serve_available(&m, &s, None);
+            assert!(
+                matches!(
+                    got,
+                    Err(Interrupt::Violation(
+                        RingViolation::NotAForkCall(..)
+                            | RingViolation::NotAThreadCall(_)
+                            | RingViolation::CheckNotLocal(_)
+                    ))
+                ),
+                "{nr} {flags:#x}: {got:?}"
+            );
+        }
+        let (_a, r, s) = setup();
+        let mut w = Worker::new(r);
+        r.publish_submission(0, SUB_FORK, libc::SYS_clone as u64, &[0x40_1000, 0x1000, 17, 0, 0, 0]);
+        r.sq_tail().store(1, Ordering::SeqCst);
+        submit(&r, libc::SYS_wait4, [u64::MAX, 0, 0, 0, 0, 0]);
+        assert_eq!(w.serve_available(&m, &s, None), Ok(2));
+        assert_eq!(r.read_completion(0).result, -(libc::ENOSYS as i64));
+        assert_eq!(r.read_completion(1).result, -(libc::ECHILD as i64));
     }
 
     #[test]

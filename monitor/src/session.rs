@@ -27,7 +27,8 @@ use crate::service::fs::FsPolicy;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
-use crate::threads::Threads;
+use crate::threads::{Procs, Threads};
+use crate::tree::Tree;
 use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
 
 /// What the libos's `ABORT_RING` means, in the words of the record.
@@ -132,6 +133,12 @@ impl<'a> Session<'a> {
         // program is placed on some of them, but the threads it creates
         // run on all; docs/threads.md).
         service.set_cpus(spec.all_cpus.map(|c| c.cpus()).unwrap_or_default());
+        // The process tree (docs/processes.md): the root is this program.
+        let processes = limits
+            .processes
+            .map_or(crate::procs::DEFAULT_PROCESSES, |p| p.min(crate::procs::MAX_PROCESSES as u64) as usize);
+        let tree = Tree::new(domain.program_pid(), std::process::id(), processes, ids.0, t0);
+
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.
         let clocks = ThreadClocks::default();
@@ -145,7 +152,7 @@ impl<'a> Session<'a> {
             CpuClock::Process(pid) => crate::service::ProgramCpu::Process(pid),
             CpuClock::RunThread => crate::service::ProgramCpu::Threads(clocks.clone()),
         });
-        let shared = Shared::new(service, Some(gate));
+        let shared = std::sync::Arc::new(Shared::new(service, Some(gate)));
 
         let cpu_used = move || match program_clock {
             CpuClock::Process(pid) => process_cpu_time(pid).map(|program| program + used.used()),
@@ -155,8 +162,9 @@ impl<'a> Session<'a> {
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
 
         let signal_box = BootPage::of(domain.memory())?.signal_box();
+        tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box());
         let forwarding_done = std::sync::atomic::AtomicBool::new(false);
-        let threads = Threads::new(
+        let mut threads = Threads::new(
             &domain,
             domain.memory(),
             &shared,
@@ -166,6 +174,7 @@ impl<'a> Session<'a> {
             sites,
             spec.threads as usize,
         );
+        threads.set_procs(Procs { tree: &tree, root: shared.clone() });
         let interrupt_workers = || threads.interrupt_all();
         let poster = crate::signals::Poster {
             signals: signal_box,
@@ -175,6 +184,9 @@ impl<'a> Session<'a> {
         let poster = &poster;
         let ran = std::thread::scope(|s| {
             threads.start_main(s, worker);
+            if let Some(h) = threads.main_stop_handle() {
+                tree.set_interrupt(tree.root(), h);
+            }
             if cfg.forward_signals {
                 let done = &forwarding_done;
                 s.spawn(move || crate::signals::forward_until(done, poster));
@@ -190,6 +202,10 @@ impl<'a> Session<'a> {
                 p.program.apply(0);
             }
             let ran = domain.run();
+            // The run ends with its root: every other process goes too
+            // (orphans now: nobody is sent their SIGCHLD).
+            tree.ended(tree.root(), crate::tree::ended_of(&ran));
+            tree.stop_all();
             forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
             // Wake the timer thread (it waits up to 100 ms for a change):
             // the run ends when the program does, not at its next tick.
@@ -205,6 +221,8 @@ impl<'a> Session<'a> {
         if let Some(why) = panicked {
             return Err(RunError::Internal(format!("the ring worker panicked ({why})")));
         }
+        let shared = std::sync::Arc::try_unwrap(shared)
+            .map_err(|_| RunError::Internal("a child process's service outlived the run".into()))?;
         let Served { mut service, gate } = shared.into_inner();
         let time_hit = times.finish();
         let ended = ran?;
@@ -216,6 +234,10 @@ impl<'a> Session<'a> {
             WorkerEnd::Policy(stop) => Some(stop.clone()),
             _ => time_hit.and_then(|hit| gate.as_mut().map(|g| g.limit_hit(&hit))),
         };
+        // A child process's stop ends the tree as the root's would.
+        if stopped.is_none() {
+            stopped = tree.take_stop();
+        }
         // The libos stops a program that asks for memory beyond the bound
         // (ABORT_MEMORY, exit 137): record it as the limit hit it is.
         if let (None, WorkerEnd::Stopped | WorkerEnd::Policy(_), DomainEnd::Exited(code)) =

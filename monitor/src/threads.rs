@@ -21,11 +21,14 @@ use std::thread::Scope;
 
 use cabin_abi::thread::{is_thread_flags, ThreadStart, MAX_THREADS};
 
+use crate::boot::BootPage;
 use crate::domain::{Domain, SpawnedBy, StopCause, Stopper};
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, RegionKind};
 use crate::placement::Placement;
+use crate::procs::{Ended, ForkError};
 use crate::ring::{Shared, StopHandle, ThreadHost, Worker, WorkerEnd, WorkerStats};
 use crate::site_map::SiteMap;
+use crate::tree::{self, Tree};
 use crate::watch::ThreadClocks;
 
 /// The monitor's table of thread slots.
@@ -65,6 +68,18 @@ pub struct Threads<'a, D: Domain> {
     panicked: Mutex<Option<String>>,
     /// The domain failed to start a thread (a backend failure).
     failed: AtomicBool,
+    /// The process tree this program is a process of (none: forks are
+    /// `ENOSYS`, waits `ECHILD`).
+    procs: Option<Procs<'a>>,
+}
+
+/// What a process needs to make children (docs/processes.md).
+#[derive(Debug, Clone)]
+pub struct Procs<'a> {
+    /// The run's process tree.
+    pub tree: &'a Tree,
+    /// The root process's service and the tree's gate.
+    pub root: Arc<Shared>,
 }
 
 impl<D: Domain> std::fmt::Debug for Threads<'_, D> {
@@ -113,7 +128,14 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             stats: Mutex::default(),
             panicked: Mutex::default(),
             failed: AtomicBool::new(false),
+            procs: None,
         }
+    }
+
+    /// This program is a process of a tree: its workers serve forks and
+    /// waits ([`ThreadHost::fork`], [`ThreadHost::wait`]).
+    pub fn set_procs(&mut self, procs: Procs<'a>) {
+        self.procs = Some(procs);
     }
 
     /// Starts the main thread's worker (slot 0) on `worker`, in `scope`.
@@ -167,6 +189,11 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
                 lock(&self.ends).push(end);
             }
         });
+    }
+
+    /// The main ring's worker's handle (after [`Threads::start_main`]).
+    pub fn main_stop_handle(&self) -> Option<StopHandle> {
+        lock(&self.table).stops[0].clone()
     }
 
     /// Interrupts every worker out of the host call it is blocked in (a
@@ -333,5 +360,162 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
     fn exit(&self, slot: usize) {
         self.threads.free(slot);
         self.threads.domain.thread_exited(slot);
+    }
+
+    fn fork(&self, _from: usize, pid: u32, args: &[u64; 6]) -> i64 {
+        let t = self.threads;
+        let Some(procs) = t.procs.clone() else { return errno(libc::ENOSYS) };
+        let [entry, frame, flags, ..] = *args;
+        // The child starts in the libos (code of this domain) on the frame
+        // the libos left (writable memory of this domain): a lie only
+        // makes the program's own child fault.
+        let in_code =
+            t.mem.regions().iter().any(|r| r.kind == RegionKind::Code && entry.wrapping_sub(r.start) < r.len);
+        if !in_code || !frame.is_multiple_of(8) || t.mem.host_range(frame, FRAME_BYTES, true).is_err() {
+            return errno(libc::EINVAL);
+        }
+        let child = match procs.tree.fork_pid(pid) {
+            Ok(c) => c,
+            Err(ForkError::Limit { limit }) => {
+                procs.tree.limit_hit(&procs.root, limit);
+                return errno(libc::EAGAIN);
+            }
+            Err(ForkError::NoCaller) => return errno(libc::EAGAIN),
+        };
+        // From now on the tree's processes share the root's gate lock: no
+        // process may hold its service lock across a blocking host call
+        // (a parent reading a pipe its child is about to write).
+        t.shared.set_threaded();
+        procs.root.set_threaded();
+        let service = t.shared.lock().service.fork(child);
+        let (reply, answer) = std::sync::mpsc::channel();
+        let (done, ended) = std::sync::mpsc::channel::<()>();
+        let parent = t.domain;
+        let (sites, limit) = (t.sites.clone(), t.limit);
+        self.scope.spawn(move || {
+            run_child(
+                parent,
+                ChildStart { entry, sp: frame, pid: child, ppid: pid },
+                service,
+                procs,
+                sites,
+                limit,
+                reply,
+                done,
+            )
+        });
+        let answer = answer.recv().unwrap_or(errno(libc::EAGAIN));
+        if answer > 0 && flags & CLONE_VFORK != 0 {
+            // vfork: the parent goes on once the child has ended (it has
+            // no exec yet); the child's thread drops `done` at its end.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(VFORK_STEP) {}
+        }
+        answer
+    }
+
+    fn kill(&self, pid: u32, target: i32, sig: u64) -> i64 {
+        match &self.threads.procs {
+            Some(p) => p.tree.kill(pid, target, sig),
+            None => errno(libc::ESRCH),
+        }
+    }
+
+    fn wait(
+        &self,
+        mem: &GuestMemory,
+        pid: u32,
+        nr: u64,
+        args: &[u64; 6],
+        stop: &AtomicBool,
+    ) -> Result<i64, crate::service::Violation> {
+        match &self.threads.procs {
+            Some(p) => p.tree.wait(mem, pid, nr, args, stop),
+            None => Ok(errno(libc::ECHILD)),
+        }
+    }
+}
+
+/// Bytes of the fork frame the child starts on (docs/processes.md): the GS
+/// block, 12 registers, RFLAGS and the return address.
+const FRAME_BYTES: u64 = 15 * 8;
+/// `CLONE_VFORK`.
+const CLONE_VFORK: u64 = 0x4000;
+/// How often a vfork parent looks whether its child ended.
+const VFORK_STEP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Where a child process starts and who it is.
+#[derive(Debug, Clone, Copy)]
+struct ChildStart {
+    entry: u64,
+    sp: u64,
+    pid: u32,
+    ppid: u32,
+}
+
+/// A child process's run thread: makes its domain from `parent`'s memory,
+/// answers the fork (`reply`: the pid or `-errno`), runs it with workers of
+/// its own (and children of its own) until it ends, then records its end
+/// in the tree. `done` is dropped when the child has ended.
+#[allow(clippy::too_many_arguments)]
+fn run_child<D: Domain + Sync>(
+    parent: &D,
+    at: ChildStart,
+    service: crate::service::Service,
+    procs: Procs<'_>,
+    sites: SiteMap,
+    limit: usize,
+    reply: std::sync::mpsc::Sender<i64>,
+    done: std::sync::mpsc::Sender<()>,
+) {
+    let tree = procs.tree;
+    let fail = |e: i32| {
+        tree.discard(at.pid);
+        let _ = reply.send(errno(e));
+    };
+    let mut domain = match parent.fork_child(at.entry, at.sp, at.pid, at.ppid) {
+        Ok(Some(d)) => d,
+        Ok(None) => return fail(libc::ENOSYS),
+        Err(e) => {
+            eprintln!("cabin: making a child process failed: {e}");
+            return fail(libc::EAGAIN);
+        }
+    };
+    let stopper = domain.stopper();
+    let Ok(signals) = BootPage::of(domain.memory()).map(|b| b.signal_box()) else {
+        return fail(libc::EAGAIN);
+    };
+    if !tree.join(at.pid, stopper.clone(), signals) {
+        return fail(libc::EAGAIN);
+    }
+    if let Err(e) = domain.start() {
+        eprintln!("cabin: starting a child process failed: {e}");
+        tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
+        let _ = reply.send(errno(libc::EAGAIN));
+        return;
+    }
+    let _ = reply.send(i64::from(at.pid));
+    let shared = Shared::child(service, procs.root.clone());
+    shared.set_threaded();
+    let worker = Worker::new(domain.ring());
+    let mut threads =
+        Threads::new(&domain, domain.memory(), &shared, stopper, None, ThreadClocks::default(), sites, limit);
+    threads.set_procs(procs.clone());
+    std::thread::scope(|s| {
+        threads.start_main(s, worker);
+        if let Some(h) = threads.main_stop_handle() {
+            tree.set_interrupt(at.pid, h);
+        }
+        let ran = domain.run();
+        threads.stop_all();
+        if let Err(e) = &ran {
+            eprintln!("cabin: a child process failed: {e}");
+        }
+        // Recorded before this scope waits for the process's own children
+        // (their run threads live in it).
+        tree.ended(at.pid, tree::ended_of(&ran));
+        drop(done);
+    });
+    if let (WorkerEnd::Policy(stop), ..) = threads.finish() {
+        tree.stopped_by(stop);
     }
 }

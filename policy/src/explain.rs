@@ -241,6 +241,9 @@ pub fn explain(p: &Policy) -> String {
         if let Some(v) = l.threads {
             let _ = writeln!(o, "  threads:       {v}");
         }
+        if let Some(v) = l.processes {
+            let _ = writeln!(o, "  processes:     {v}");
+        }
         if let Some(v) = l.cpu_time {
             let _ = writeln!(o, "  CPU time:      {}", dur(v));
         }

@@ -281,6 +281,10 @@ pub struct Limits {
     /// Linux answers at `RLIMIT_NPROC` (at most, and by default,
     /// `cabin_abi::thread::MAX_THREADS`).
     pub threads: Option<u64>,
+    /// Processes of the confined tree at once, the root and zombies
+    /// included (`processes`; default 64, at most 1024: docs/processes.md).
+    /// The fork that would make one more stops the tree.
+    pub processes: Option<u64>,
     /// CPU time.
     pub cpu_time: Option<Duration>,
     /// Wall-clock time.

@@ -288,6 +288,7 @@ pub fn message(hit: &LimitHit) -> String {
     let unit = |v: u64| match hit.limit {
         LimitKind::CpuTime | LimitKind::WallTime => format!("{:.3} s", v as f64 / 1e9),
         LimitKind::OpenFiles => format!("{v} descriptors"),
+        LimitKind::Processes => format!("{v} processes"),
         _ => format!("{v} bytes"),
     };
     format!(
@@ -306,6 +307,18 @@ mod tests {
 
     fn nr(n: &str) -> u64 {
         names::number(n).unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn the_processes_limit_parses_renders_and_explains() {
+        let p = crate::file::parse("p.toml", "version = 1\n[limits]\nprocesses = 64\n").expect("parses");
+        assert_eq!(p.limits.processes, Some(64));
+        let text = crate::render::to_toml(&p, &[]);
+        assert!(text.contains("processes = 64"), "{text}");
+        let again = crate::file::parse("again.toml", &text).expect("the rendering parses");
+        assert_eq!(again.limits, p.limits);
+        assert!(crate::explain::explain(&p).contains("processes:     64"));
+        assert!(crate::file::parse("p.toml", "version = 1\n[limits]\nprocesses = -1\n").is_err());
     }
 
     #[test]

@@ -126,7 +126,12 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
     if !p.limits.is_empty() {
         let l = &p.limits;
         let _ = writeln!(o, "\n[limits]");
-        for (k, v) in [("memory", l.memory), ("open-files", l.open_files), ("threads", l.threads)] {
+        for (k, v) in [
+            ("memory", l.memory),
+            ("open-files", l.open_files),
+            ("threads", l.threads),
+            ("processes", l.processes),
+        ] {
             if let Some(v) = v {
                 let _ = writeln!(o, "{k} = {v}");
             }

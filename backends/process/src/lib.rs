@@ -80,6 +80,9 @@ pub struct ProcessDomain {
     /// The program was moved to `all_cpus` (at its first thread).
     widened: AtomicBool,
     child: Arc<Child>,
+    /// A child process of the tree (docs/processes.md): its virtual pid,
+    /// which its boot page says (the root's is its host pid).
+    tree_pid: Option<u32>,
 }
 
 /// The child process, as far as other threads need it: its pid (0 until
@@ -173,7 +176,39 @@ impl Domain for ProcessDomain {
             all_cpus: spec.all_cpus,
             widened: AtomicBool::new(false),
             child: Arc::default(),
+            tree_pid: None,
         })
+    }
+
+    /// A copy of the domain memory (touched pages only, rings reset), the
+    /// child's pid and parent in its boot page, started at `entry` on
+    /// `sp` by a new host process forked from the monitor exactly as the
+    /// root was (docs/processes.md).
+    fn fork_child(&self, entry: u64, sp: u64, pid: u32, ppid: u32) -> Result<Option<Self>, RunError> {
+        let mut memory = self.memory.fork_copy()?;
+        memory.entry = entry;
+        memory.sp = sp;
+        let boot = memory.boot();
+        if boot.is_null() {
+            return Err(RunError::Layout("the child's boot page".into()));
+        }
+        // SAFETY: the boot page of the child's own mapping (nothing runs in
+        // it yet); two aligned u32 fields.
+        unsafe {
+            std::ptr::addr_of_mut!((*boot).pid).write_volatile(pid);
+            std::ptr::addr_of_mut!((*boot).ppid).write_volatile(ppid);
+        }
+        let view = memory.guest_memory();
+        Ok(Some(ProcessDomain {
+            view,
+            memory,
+            check_local: self.check_local,
+            program_cpus: self.all_cpus,
+            all_cpus: self.all_cpus,
+            widened: AtomicBool::new(false),
+            child: Arc::default(),
+            tree_pid: Some(pid),
+        }))
     }
 
     fn memory(&self) -> &GuestMemory {
@@ -214,7 +249,8 @@ impl Domain for ProcessDomain {
     }
 
     fn start(&mut self) -> Result<(), RunError> {
-        let plan = prepare_child(&self.memory, self.program_cpus, &self.check_local)?;
+        let mut plan = prepare_child(&self.memory, self.program_cpus, &self.check_local)?;
+        plan.boot_pid = self.tree_pid;
         // SAFETY: fork has no memory-safety preconditions; the child only
         // runs `child_main`, which uses async-signal-safe calls and no
         // allocation.
@@ -233,7 +269,7 @@ impl Domain for ProcessDomain {
     }
 
     fn program_pid(&self) -> u32 {
-        self.child.pid.load(Ordering::SeqCst) as u32
+        self.tree_pid.unwrap_or(self.child.pid.load(Ordering::SeqCst) as u32)
     }
 
     fn cpu_clock(&self) -> CpuClock {
@@ -493,6 +529,8 @@ struct ChildPlan {
     /// scratch status word, for reporting failures before the stub runs.
     status_host: *mut u64,
     boot_pid_guest: u64,
+    /// The pid the boot page says (`None`: the child's host pid).
+    boot_pid: Option<u32>,
     unmap_count: u64,
     entry: u64,
     sp: u64,
@@ -570,6 +608,7 @@ fn prepare_child(
         ranges: d.ranges.clone(),
         status_host: scratch(SCRATCH_STATUS)?.cast(),
         boot_pid_guest,
+        boot_pid: None,
         unmap_count: list.len() as u64,
         entry: d.entry,
         sp: d.sp,
@@ -704,7 +743,11 @@ fn child_main(plan: &ChildPlan) -> ! {
                 child_fail(plan, STAGE_MAP);
             }
         }
-        (plan.boot_pid_guest as *mut u32).write_volatile(libc::getpid() as u32);
+        let pid = match plan.boot_pid {
+            Some(p) => p,
+            None => libc::getpid() as u32,
+        };
+        (plan.boot_pid_guest as *mut u32).write_volatile(pid);
         // Signal handling back to defaults, nothing blocked.
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {

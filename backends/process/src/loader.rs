@@ -260,6 +260,48 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     }
     let total = offset;
 
+    let (memfd, base) = new_memfd(total)?;
+    let protectable = [
+        [ARENA_BASE, arena_len],
+        [BRK_BASE, brk_len],
+        [STACK_BASE, STACK_SIZE],
+        relro_pages(elf, bias, &ranges).unwrap_or([0, 0]),
+        [RESERVE_BASE, RESERVE_LEN],
+    ];
+    let arena_file_offset = ranges.iter().find(|r| r.kind == RegionKind::Arena).map_or(0, |r| r.offset);
+    let mut d = DomainMemory {
+        protectable,
+        arena_file_offset,
+        memfd,
+        host_base: base,
+        total,
+        ranges,
+        entry: elf.entry.wrapping_add(bias),
+        sp: 0,
+        brk_len,
+        arena_len,
+        bound,
+    };
+    for (off, fs, fe) in copies {
+        let bytes =
+            elf.data.get(fs..fe).ok_or_else(|| RunError::InvalidImage("segment past end of file".into()))?;
+        // SAFETY: the destination lies inside the mapping (the segment's
+        // range is at least as long as its file bytes plus the lead).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
+    }
+    // Every ring of the region, before anything runs: a thread may use its
+    // ring before the monitor has seen its start (docs/threads.md).
+    d.reset_rings();
+    write_boot(&d, spec);
+    let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
+    d.sp = build_stack(&d, spec, elf, phdr)?;
+    Ok(d)
+}
+
+/// A new memfd of `total` bytes, sealed against growing and shrinking, and
+/// the monitor's read-write shared mapping of it.
+fn new_memfd(total: u64) -> Result<(OwnedFd, *mut u8), RunError> {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
     // SAFETY: memfd_create reads the NUL-terminated name.
     let fd =
         unsafe { libc::memfd_create(c"cabin-domain".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
@@ -286,47 +328,98 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     if base == libc::MAP_FAILED {
         return Err(RunError::host("mmap of the domain memory"));
     }
-    let protectable = [
-        [ARENA_BASE, arena_len],
-        [BRK_BASE, brk_len],
-        [STACK_BASE, STACK_SIZE],
-        relro_pages(elf, bias, &ranges).unwrap_or([0, 0]),
-        [RESERVE_BASE, RESERVE_LEN],
-    ];
-    let arena_file_offset = ranges.iter().find(|r| r.kind == RegionKind::Arena).map_or(0, |r| r.offset);
-    let mut d = DomainMemory {
-        protectable,
-        arena_file_offset,
-        memfd,
-        host_base: base.cast(),
-        total,
-        ranges,
-        entry: elf.entry.wrapping_add(bias),
-        sp: 0,
-        brk_len,
-        arena_len,
-        bound,
-    };
-    for (off, fs, fe) in copies {
-        let bytes =
-            elf.data.get(fs..fe).ok_or_else(|| RunError::InvalidImage("segment past end of file".into()))?;
-        // SAFETY: the destination lies inside the mapping (the segment's
-        // range is at least as long as its file bytes plus the lead).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
+    Ok((memfd, base.cast()))
+}
+
+/// Copies the pages of `src` (mapped at `src_base`, `total` bytes) that
+/// hold data into the same offsets of the mapping at `dst_base`; holes
+/// (pages never touched) are skipped, so an untouched arena costs nothing.
+/// The number of bytes copied.
+///
+/// # Safety
+///
+/// `src_base` and `dst_base` are two distinct mappings of at least `total`
+/// bytes each, alive for the call; `src_base` maps `src`.
+unsafe fn copy_touched(
+    src: &OwnedFd,
+    src_base: *const u8,
+    dst_base: *mut u8,
+    total: u64,
+) -> Result<u64, RunError> {
+    let fd = src.as_raw_fd();
+    let mut at = 0i64;
+    let mut copied = 0u64;
+    while (at as u64) < total {
+        // SAFETY: lseek touches no memory.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data past `at`.
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return Err(RunError::host("lseek(SEEK_DATA) on the domain memfd"));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < data {
+            return Err(RunError::host("lseek(SEEK_HOLE) on the domain memfd"));
+        }
+        let end = (hole as u64).min(total);
+        let len = end.saturating_sub(data as u64) as usize;
+        // SAFETY: [data, end) lies inside both mappings (end <= total), which
+        // do not overlap (the caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src_base.add(data as usize), dst_base.add(data as usize), len)
+        };
+        copied += len as u64;
+        at = end as i64;
     }
-    // Every ring of the region, before anything runs: a thread may use its
-    // ring before the monitor has seen its start (docs/threads.md).
-    for k in 0..cabin_abi::thread::MAX_THREADS {
-        // SAFETY: ring k of the region, inside the RING_SIZE mapping
-        // (RING_SIZE >= RING_REGION_BYTES), 64-byte aligned, alive as long
-        // as `d`; nothing else uses it yet.
-        unsafe { cabin_abi::ring::RingPtr::new(d.ring().base().add(cabin_abi::thread::ring_offset(k))) }
+    Ok(copied)
+}
+
+impl DomainMemory {
+    /// A copy of this domain's memory for a child process (issue 14,
+    /// docs/processes.md, "Monitor-side fork"): a new memfd of the same
+    /// size and seals holding the pages the program touched (holes stay
+    /// holes), the same layout, and every ring of the ring region reset to
+    /// its initial state (the parent's requests in flight are not the
+    /// child's). The boot page is the parent's copy: the caller rewrites the
+    /// child's words (pid, ppid). Other threads of the program keep running
+    /// during the copy (a multithreaded fork, docs/processes.md).
+    pub fn fork_copy(&self) -> Result<DomainMemory, RunError> {
+        let (memfd, base) = new_memfd(self.total)?;
+        let d = DomainMemory {
+            memfd,
+            host_base: base,
+            total: self.total,
+            ranges: self.ranges.clone(),
+            entry: self.entry,
+            sp: self.sp,
+            brk_len: self.brk_len,
+            arena_len: self.arena_len,
+            bound: self.bound.clone(),
+            protectable: self.protectable,
+            arena_file_offset: self.arena_file_offset,
+        };
+        // SAFETY: two distinct live mappings of `total` bytes each; ours
+        // maps `self.memfd`.
+        unsafe { copy_touched(&self.memfd, self.host_base, d.host_base, self.total)? };
+        d.reset_rings();
+        Ok(d)
+    }
+
+    /// Writes every ring of the region fresh (before anything runs in it).
+    fn reset_rings(&self) {
+        for k in 0..cabin_abi::thread::MAX_THREADS {
+            // SAFETY: ring k of the region, inside the RING_SIZE mapping
+            // (RING_SIZE >= RING_REGION_BYTES), 64-byte aligned, alive as
+            // long as `self`; nothing runs in the domain yet.
+            unsafe {
+                cabin_abi::ring::RingPtr::new(self.ring().base().add(cabin_abi::thread::ring_offset(k)))
+            }
             .init();
+        }
     }
-    write_boot(&d, spec);
-    let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
-    d.sp = build_stack(&d, spec, elf, phdr)?;
-    Ok(d)
 }
 
 /// Most RELRO pages the program may protect (the seccomp filter holds one
@@ -504,4 +597,115 @@ fn invariant_tsc() -> bool {
     // Leaf 0x8000_0000 says whether the extended leaf exists.
     core::arch::x86_64::__cpuid(0x8000_0000).eax >= 0x8000_0007
         && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_of(base: *mut u8, n: u64) -> *mut u8 {
+        // SAFETY: tests only ask for pages inside their mappings.
+        unsafe { base.add((n * PAGE) as usize) }
+    }
+
+    fn committed(fd: &OwnedFd) -> u64 {
+        // SAFETY: an all-zero `stat` is a valid value to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one `stat` into a local.
+        assert_eq!(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }, 0);
+        st.st_blocks as u64 * 512
+    }
+
+    #[test]
+    fn the_copy_holds_touched_pages_only_and_is_the_childs_own() {
+        let total = 64 * PAGE;
+        let (src, sb) = new_memfd(total).expect("memfd");
+        let (dst, db) = new_memfd(total).expect("memfd");
+        // SAFETY: pages 3, 4 and 40 of the source mapping.
+        unsafe {
+            page_of(sb, 3).write(1);
+            page_of(sb, 4).add(4095).write(2);
+            page_of(sb, 40).add(7).write(3);
+        }
+        // SAFETY: two distinct mappings of `total` bytes; sb maps src.
+        let copied = unsafe { copy_touched(&src, sb, db, total) }.expect("copy");
+        assert_eq!(copied, 3 * PAGE);
+        assert_eq!(committed(&dst), 3 * PAGE, "holes stay holes");
+        // SAFETY: reads and writes inside the mappings.
+        unsafe {
+            assert_eq!(
+                (page_of(db, 3).read(), page_of(db, 4).add(4095).read(), page_of(db, 40).add(7).read()),
+                (1, 2, 3)
+            );
+            page_of(sb, 3).write(9);
+            page_of(db, 40).add(7).write(8);
+            assert_eq!(page_of(db, 3).read(), 1, "the parent's later write is not the child's");
+            assert_eq!(page_of(sb, 40).add(7).read(), 3, "the child's write is not the parent's");
+            libc::munmap(sb.cast(), total as usize);
+            libc::munmap(db.cast(), total as usize);
+        }
+    }
+
+    #[test]
+    fn an_untouched_memfd_copies_nothing() {
+        let total = 16 * PAGE;
+        let (src, sb) = new_memfd(total).expect("memfd");
+        let (_dst, db) = new_memfd(total).expect("memfd");
+        // SAFETY: as above.
+        assert_eq!(unsafe { copy_touched(&src, sb, db, total) }.expect("copy"), 0);
+        // SAFETY: our mappings.
+        unsafe {
+            libc::munmap(sb.cast(), total as usize);
+            libc::munmap(db.cast(), total as usize);
+        }
+    }
+
+    #[test]
+    fn a_fork_copy_resets_every_ring_and_keeps_the_rest() {
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let ring = MapRange { guest: RING_ADDR, len: RING_SIZE, prot: rw, offset: 0, kind: RegionKind::Ring };
+        let data =
+            MapRange { guest: STACK_BASE, len: PAGE, prot: rw, offset: RING_SIZE, kind: RegionKind::Stack };
+        let total = RING_SIZE + PAGE;
+        let (memfd, host_base) = new_memfd(total).expect("memfd");
+        let parent = DomainMemory {
+            memfd,
+            host_base,
+            total,
+            ranges: vec![ring, data],
+            entry: 0x40_1000,
+            sp: STACK_BASE + 64,
+            brk_len: 0,
+            arena_len: 0,
+            bound: MemoryBound::new(0, None, "test"),
+            protectable: [[0, 0]; PROTECTABLE_RANGES],
+            arena_file_offset: 0,
+        };
+        parent.reset_rings();
+        let last = cabin_abi::thread::MAX_THREADS - 1;
+        // SAFETY: ring `last` of the parent's region (see reset_rings).
+        let r = unsafe { RingPtr::new(parent.ring().base().add(cabin_abi::thread::ring_offset(last))) };
+        r.publish_submission(0, 0, 57, &[1, 2, 3, 4, 5, 6]);
+        r.sq_tail().store(1, std::sync::atomic::Ordering::SeqCst);
+        parent.ring().cq_head().store(5, std::sync::atomic::Ordering::SeqCst);
+        let stack = parent.host(STACK_BASE).expect("stack");
+        // SAFETY: a byte of the parent's stack range.
+        unsafe { stack.add(100).write(42) };
+
+        let child = parent.fork_copy().expect("fork copy");
+        // SAFETY: as for `r`, in the child's region.
+        let cr = unsafe { RingPtr::new(child.ring().base().add(cabin_abi::thread::ring_offset(last))) };
+        assert!(cr.check_header().is_ok());
+        assert_eq!(cr.sq_tail().load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(!cr.submission_ready(0), "the parent's request is not the child's");
+        assert_eq!(child.ring().cq_head().load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(r.sq_tail().load(std::sync::atomic::Ordering::SeqCst), 1, "the parent's ring untouched");
+        // SAFETY: the same byte in the child's stack.
+        assert_eq!(unsafe { child.host(STACK_BASE).expect("stack").add(100).read() }, 42);
+        assert_eq!(
+            (child.entry, child.sp, child.ranges.clone()),
+            (parent.entry, parent.sp, parent.ranges.clone())
+        );
+        assert_ne!(child.host_base, parent.host_base);
+    }
 }

@@ -772,6 +772,27 @@ pub(super) fn init_reserve(start: u64, len: u64, file_offset: u64) {
     }
 }
 
+/// A new child process (docs/processes.md; process backend): its memory
+/// is a copy, but its mappings are the fresh ones the monitor made (every
+/// range read-write). Maps the committed parts of the reservation space
+/// again (the monitor of the child records them again) and gives every
+/// page whose protection is not read-write its protection again (guard
+/// pages, RELRO). `false` if the backend refuses one.
+pub(super) fn after_fork() -> bool {
+    let s = STATE.lock();
+    if s.prot.kvm {
+        return true;
+    }
+    let mut ok = true;
+    for &(va, len, phys) in s.resv.commits.extents() {
+        ok &= backend_commit(&s, va, len, PROT_RW, phys) == 0;
+    }
+    for &(addr, len, prot) in s.prot.prots.extents() {
+        ok &= apply(&s, addr, len, u64::from(prot)) == 0;
+    }
+    ok
+}
+
 /// Whether `[addr, addr+len)` lies in the reservation space.
 fn in_reserve(s: &State, addr: u64, len: u64) -> bool {
     s.resv.va.end != 0 && s.resv.va.contains(addr, len)

@@ -279,6 +279,15 @@ pub(super) fn init(b: *mut BootInfo, pid: u32, uid: u32, process: bool) -> bool 
     true
 }
 
+/// A new child process (docs/processes.md): its own pid for the signals
+/// it sends itself, and (process backend) the libos's kernel handlers
+/// again, which a new process lacks. `false` if the kernel refused.
+pub(super) fn after_fork(pid: u32) -> bool {
+    let uid = IDS.load(Ordering::Relaxed) >> 32;
+    IDS.store(u64::from(pid) | uid << 32, Ordering::Relaxed);
+    install()
+}
+
 fn fp_init() {
     // CPUID.1:ECX.XSAVE (bit 26). OSXSAVE is not trusted: some hosts hide
     // it from the guest although XCR0 is set (docs/architecture.md).

@@ -337,6 +337,12 @@ pub(crate) unsafe extern "C" fn cabin_clone(f: *mut CloneFrame) -> i64 {
     // SAFETY: the entry's frame on the program's stack, ours for this call.
     let f = unsafe { &mut *f };
     let args = [f.regs[0], f.regs[1], f.regs[2], f.regs[3], f.regs[4], f.regs[5]];
+    // A child process (issue 14): `fork`, `vfork`, a process `clone`.
+    match super::fork::request(f.nr, &args) {
+        Ok(Some(p)) => return super::fork::fork(f, &p),
+        Err(e) => return e,
+        Ok(None) => {}
+    }
     let req = if f.nr == nr::clone {
         let [flags, stack, ptid, ctid, tls, _] = args;
         if is_thread_flags(flags) {
@@ -704,6 +710,47 @@ pub(super) fn set_tid_address(addr: u64, pid: u32) -> i64 {
         unsafe { syscall6(nr::set_tid_address, &[addr, 0, 0, 0, 0, 0]) };
     }
     gettid(pid)
+}
+
+/// A new child process (docs/processes.md): the calling thread (slot 0,
+/// its block kept) is the only one; its tid is the child's `pid`; the
+/// kernel learns its clear-tid word and robust list again (process
+/// backend: a new process knows neither).
+pub(super) fn after_fork(pid: u32) {
+    USED.store(1, Ordering::Relaxed);
+    EXITING.store(0, Ordering::Relaxed);
+    LIVE.store(1, Ordering::Relaxed);
+    let b = current();
+    b.tid.store(pid, Ordering::Relaxed);
+    b.sq_head_seen.store(0, Ordering::Relaxed);
+    b.posted.store(0, Ordering::Relaxed);
+    b.forced_site.store(0, Ordering::Relaxed);
+    if PROCESS.load(Ordering::Relaxed) {
+        let (clear, robust) = (b.clear_tid.load(Ordering::Relaxed), b.robust_head.load(Ordering::Relaxed));
+        // SAFETY: the kernel only stores these pointers (the program gave
+        // them before the fork; they are its own in the child's copy).
+        unsafe {
+            if clear != 0 {
+                syscall6(nr::set_tid_address, &[clear, 0, 0, 0, 0, 0]);
+            }
+            if robust != 0 {
+                syscall6(nr::set_robust_list, &[robust, ROBUST_HEAD_SIZE, 0, 0, 0, 0]);
+            }
+        }
+    }
+}
+
+/// Process backend: sets the calling thread's FS base again from its block
+/// (a new child process starts with none). `false` if the kernel refuses.
+pub(super) fn restore_fs() -> bool {
+    const ARCH_SET_FS: u64 = 0x1002;
+    let fs = current().fs_base.load(Ordering::Relaxed);
+    if !PROCESS.load(Ordering::Relaxed) || fs == 0 {
+        return true;
+    }
+    // SAFETY: sets this thread's TLS pointer to the value the program set
+    // before the fork; the filter allows it.
+    unsafe { syscall6(nr::arch_prctl, &[ARCH_SET_FS, fs, 0, 0, 0, 0]) == 0 }
 }
 
 /// Size of `struct robust_list_head`.

@@ -130,6 +130,26 @@ impl Default for FdTable {
 }
 
 impl FdTable {
+    /// A child process's table (fork, docs/processes.md): the same numbers
+    /// naming the same host descriptors (shared open file descriptions:
+    /// one offset, one set of status flags), each with its own
+    /// `FD_CLOEXEC` bit from now on.
+    pub fn fork(&self) -> FdTable {
+        let slots = self
+            .slots
+            .iter()
+            .map(|e| {
+                e.as_ref().map(|e| Entry {
+                    fd: e.fd.clone(),
+                    cloexec: e.cloexec,
+                    path: e.path.clone(),
+                    change: e.change,
+                })
+            })
+            .collect();
+        FdTable { slots, max: self.max }
+    }
+
     /// Descriptor numbers are below this: the program's `RLIMIT_NOFILE`.
     pub fn max(&self) -> usize {
         self.max
@@ -243,6 +263,23 @@ mod tests {
             path: None,
             change: None,
         }
+    }
+
+    #[test]
+    fn a_forked_table_shares_descriptions_but_not_numbers() {
+        let mut t = FdTable::default();
+        let a = t.insert(entry(), 0).expect("room");
+        let b = t.insert(entry(), 0).expect("room");
+        let mut child = t.fork();
+        assert_eq!(child.host(a), t.host(a), "the same host descriptor");
+        assert!(child.remove(b).is_some());
+        assert!(t.get(b).is_some(), "the child's close is not the parent's");
+        child.get_mut(a).expect("a").cloexec = true;
+        assert!(!t.get(a).expect("a").cloexec, "FD_CLOEXEC is per table");
+        let fd = t.hold(a).expect("a");
+        assert_eq!(Arc::strong_count(&fd), 3, "held by both tables and this test");
+        drop(t);
+        assert_eq!(Arc::strong_count(&fd), 2, "the child keeps it open");
     }
 
     #[test]

@@ -141,7 +141,8 @@ impl ProgramCpu {
 #[derive(Debug)]
 pub struct Service {
     fds: FdTable,
-    policy: FsPolicy,
+    /// Shared by the processes of the tree (set up once, before the run).
+    policy: std::sync::Arc<FsPolicy>,
     cwd: Vec<u8>,
     umask: u32,
     pid: u32,
@@ -231,7 +232,7 @@ impl Service {
         };
         Service {
             fds,
-            policy,
+            policy: std::sync::Arc::new(policy),
             cwd,
             umask,
             pid,
@@ -260,6 +261,32 @@ impl Service {
     /// [`fdtable::program_capacity`].
     pub fn set_fd_capacity(&mut self, n: usize) {
         self.fds.set_max(n);
+    }
+
+    /// A child process's service (fork, docs/processes.md): its parent's
+    /// descriptor table (the same host descriptors: shared open file
+    /// descriptions), working directory, umask, CPUs, name, policy and
+    /// write limits; its own counters and reports; no timers (POSIX: a
+    /// child inherits none); `pid` its pid.
+    pub fn fork(&self, pid: u32) -> Service {
+        Service {
+            fds: self.fds.fork(),
+            policy: self.policy.clone(),
+            cwd: self.cwd.clone(),
+            umask: self.umask,
+            pid,
+            cpus: self.cpus.clone(),
+            comm: self.comm.clone(),
+            reported: self.reported.clone(),
+            other_numbers: Distinct::default(),
+            record_paths: self.record_paths,
+            note: CallNote::default(),
+            write_limits: self.write_limits.clone(),
+            stats: ServiceStats::default(),
+            reports: Vec::new(),
+            print_reports: self.print_reports,
+            timers: None,
+        }
     }
 
     /// How many descriptors the program holds (for `[limits] open-files`).

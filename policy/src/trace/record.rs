@@ -143,6 +143,8 @@ pub enum LimitKind {
     BytesWritten,
     /// `[limits] file-size`.
     FileSize,
+    /// `[limits] processes` (docs/processes.md).
+    Processes,
 }
 
 impl LimitKind {
@@ -155,6 +157,7 @@ impl LimitKind {
             LimitKind::WallTime => "wall-time",
             LimitKind::BytesWritten => "bytes-written",
             LimitKind::FileSize => "file-size",
+            LimitKind::Processes => "processes",
         }
     }
 }

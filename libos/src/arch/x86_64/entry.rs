@@ -165,10 +165,11 @@ pub unsafe extern "C" fn cabin_start() -> ! {
 ///   back `rsi` (without touching flags) and `ret` — the parent from its
 ///   unchanged stack, the child from the slot on its new one.
 ///
-/// Confined, `clone` and `clone3` take the thread path: every register of
-/// the site is saved ([`CloneFrame`]) and `cabin_clone` starts a thread whose
-/// trampoline restores them (docs/threads.md), or serves the call as any
-/// other.
+/// Confined, `clone`, `clone3`, `fork` and `vfork` take the thread path:
+/// every register of the site is saved ([`CloneFrame`]) and `cabin_clone`
+/// starts a thread whose trampoline restores them (docs/threads.md), asks
+/// the monitor for a child process that starts from the same frame
+/// (docs/processes.md), or serves the call as any other.
 ///
 /// # Safety
 ///
@@ -195,6 +196,11 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "cmp rax, {nr_clone}",
         "je 9f",
         "cmp rax, {nr_clone3}",
+        "je 9f",
+        // fork and vfork too (a child process starts from this frame).
+        "cmp rax, {nr_fork}",
+        "je 9f",
+        "cmp rax, {nr_vfork}",
         "je 9f",
         // Generic path: save, call Rust with the frame, restore.
         "2:",
@@ -326,6 +332,8 @@ pub unsafe extern "C" fn cabin_syscall_entry() {
         "ret",
         confined = sym CONFINED,
         nr_clone3 = const nr::clone3,
+        nr_fork = const nr::fork,
+        nr_vfork = const nr::vfork,
         clone = sym cabin_clone,
         nr_sigreturn = const nr::rt_sigreturn,
         nr_clone = const nr::clone,

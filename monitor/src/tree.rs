@@ -1,0 +1,445 @@
+//! The running process tree (issue 14, docs/processes.md): the table of
+//! [`crate::procs`] behind a mutex, the live processes' stoppers and signal
+//! words, `wait4`/`waitid` served from it, `SIGCHLD` to a parent whose child
+//! ended, and the end of the run (every process stopped).
+//!
+//! The session makes one [`Tree`] per run once the root process exists; a
+//! worker's fork submission ([`crate::ring::ThreadHost::fork`]) allocates
+//! the child's pid here, and the child's run thread reports its end here
+//! ([`Tree::ended`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cabin_policy::trace::record::{LimitHit, LimitKind};
+
+use cabin_abi::boot::SigPosted;
+use cabin_abi::syscalls::nr;
+
+use crate::boot::SignalBox;
+use crate::domain::{DomainEnd, StopCause, Stopper};
+use crate::gate::Stop;
+use crate::memory::GuestMemory;
+use crate::procs::{Ended, ForkError, ProcessTree, Select};
+use crate::ring::{Shared, StopHandle};
+use crate::service::Violation;
+
+/// How often a blocked wait looks at its worker's stop flag.
+const WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// A live process: how to stop it and where its signals go.
+struct Member {
+    stopper: Arc<dyn Stopper>,
+    signals: SignalBox,
+    /// Interrupts its main worker out of a blocking host call (a posted
+    /// signal must reach a program blocked in `pause`, `read`...).
+    interrupt: Option<StopHandle>,
+}
+
+/// The run's process tree.
+pub struct Tree {
+    table: Mutex<ProcessTree>,
+    /// Signalled at every end (blocked waits look again).
+    changed: Condvar,
+    members: Mutex<BTreeMap<u32, Member>>,
+    /// The first policy or limit stop of a child process (the whole tree
+    /// ends with it, as the root's would).
+    stop: Mutex<Option<Stop>>,
+    /// The run is ending: no process starts any more.
+    ending: AtomicBool,
+    uid: u32,
+    /// When the run started (limit records' time).
+    t0: Instant,
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree").field("table", &self.table).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a domain's end reads in its parent's `wait`.
+pub fn ended_of(end: &Result<DomainEnd, crate::config::RunError>) -> Ended {
+    match end {
+        Ok(DomainEnd::Exited(code)) => Ended::Exited(*code as u8),
+        Ok(DomainEnd::Fault { signo, .. }) => Ended::Killed(*signo),
+        _ => Ended::Killed(libc::SIGKILL),
+    }
+}
+
+impl Tree {
+    /// A tree whose root process has pid `root` (parent outside:
+    /// `outside_ppid`), at most `limit` processes, run by user `uid`.
+    pub fn new(root: u32, outside_ppid: u32, limit: usize, uid: u32, t0: Instant) -> Tree {
+        Tree {
+            table: Mutex::new(ProcessTree::new(root, outside_ppid, limit)),
+            changed: Condvar::new(),
+            members: Mutex::default(),
+            stop: Mutex::default(),
+            ending: AtomicBool::new(false),
+            uid,
+            t0,
+        }
+    }
+
+    /// The root's pid.
+    pub fn root(&self) -> u32 {
+        lock(&self.table).root()
+    }
+
+    /// `getppid` of `pid`.
+    pub fn ppid(&self, pid: u32) -> Option<u32> {
+        lock(&self.table).ppid(pid)
+    }
+
+    /// A new child of `parent`: its pid.
+    pub fn fork_pid(&self, parent: u32) -> Result<u32, ForkError> {
+        if self.ending.load(Ordering::SeqCst) {
+            return Err(ForkError::NoCaller);
+        }
+        lock(&self.table).fork(parent)
+    }
+
+    /// A child whose domain could not be made: forgotten (no `SIGCHLD`, no
+    /// zombie).
+    pub fn discard(&self, pid: u32) {
+        lock(&self.table).ended(pid, Ended::Killed(libc::SIGKILL), true);
+        self.changed.notify_all();
+    }
+
+    /// Process `pid` runs: how to stop it and post it signals. `false`
+    /// when the run is ending (it must not start; call [`Tree::ended`]).
+    pub fn join(&self, pid: u32, stopper: Arc<dyn Stopper>, signals: SignalBox) -> bool {
+        let mut m = lock(&self.members);
+        if self.ending.load(Ordering::SeqCst) {
+            return false;
+        }
+        m.insert(pid, Member { stopper, signals, interrupt: None });
+        true
+    }
+
+    /// How to interrupt process `pid`'s main worker (once it runs).
+    pub fn set_interrupt(&self, pid: u32, handle: StopHandle) {
+        if let Some(m) = lock(&self.members).get_mut(&pid) {
+            m.interrupt = Some(handle);
+        }
+    }
+
+    /// Process `pid` ended `how`: a zombie for its parent (or reaped by the
+    /// monitor), blocked waits look again, and the parent gets `SIGCHLD`.
+    pub fn ended(&self, pid: u32, how: Ended) {
+        lock(&self.members).remove(&pid);
+        let parent = lock(&self.table).ended(pid, how, false);
+        self.changed.notify_all();
+        let Some(ppid) = parent else { return };
+        if self.ending.load(Ordering::SeqCst) {
+            return;
+        }
+        let target = {
+            let members = lock(&self.members);
+            let Some(m) = members.get(&ppid) else { return };
+            let (code, status) = how.siginfo();
+            let words = SigPosted { code, pid, uid: self.uid, pad: 0, value: u64::from(status as u32) };
+            let fresh = !m.signals.waiting(libc::SIGCHLD as u32);
+            m.signals.post(libc::SIGCHLD as u32, words);
+            if fresh {
+                m.stopper.wake_for_signal(libc::SIGCHLD);
+            } else {
+                m.stopper.rewake();
+            }
+            (m.stopper.clone(), m.signals, m.interrupt.clone())
+        };
+        // As the session's signal poster does: interrupt the parent's
+        // worker out of a blocking call and wake it again until its libos
+        // has taken the signal (at most 2 s; this is the child's thread).
+        let (stopper, signals, interrupt) = target;
+        for _ in 0..200 {
+            if let Some(h) = &interrupt {
+                h.interrupt();
+            }
+            if !signals.waiting(libc::SIGCHLD as u32) && !signals.attention() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            stopper.rewake();
+        }
+    }
+
+    /// `kill(target, sig)` from `caller` (`ProcessTree::kill_targets`):
+    /// `SIGKILL` stops a process, signal 0 only checks, any other is posted
+    /// to it as a signal sent by `caller` (`SI_USER`); `EINVAL` for a number
+    /// that is no signal, `ESRCH` when no process of the tree matches.
+    pub fn kill(&self, caller: u32, target: i32, sig: u64) -> i64 {
+        if sig > 64 {
+            return -i64::from(libc::EINVAL);
+        }
+        let targets = match lock(&self.table).kill_targets(caller, target) {
+            Ok(t) => t,
+            Err(e) => return -i64::from(e),
+        };
+        if sig == 0 {
+            return 0;
+        }
+        let members = lock(&self.members);
+        for pid in targets {
+            let Some(m) = members.get(&pid) else { continue };
+            if sig == libc::SIGKILL as u64 {
+                m.stopper.stop(StopCause::Policy("killed by another process of the tree".into()));
+                continue;
+            }
+            let words = SigPosted { code: 0, pid: caller, uid: self.uid, pad: 0, value: 0 };
+            let fresh = !m.signals.waiting(sig as u32);
+            m.signals.post(sig as u32, words);
+            if fresh {
+                m.stopper.wake_for_signal(sig as i32);
+            } else {
+                m.stopper.rewake();
+            }
+            if let Some(h) = &m.interrupt {
+                h.interrupt();
+            }
+        }
+        0
+    }
+
+    /// A child process was stopped by the policy or a limit: the whole tree
+    /// ends (the first stop is the run's).
+    pub fn stopped_by(&self, stop: Stop) {
+        lock(&self.stop).get_or_insert(stop.clone());
+        let root = self.root();
+        if let Some(m) = lock(&self.members).get(&root) {
+            m.stopper.stop(StopCause::Policy(stop.message));
+        }
+    }
+
+    /// A fork past the `processes` limit: the tree's gate records the hit
+    /// and says so, and the whole tree stops with it.
+    pub fn limit_hit(&self, root: &Shared, limit: usize) {
+        let hit = LimitHit {
+            time_ns: self.t0.elapsed().as_nanos() as u64,
+            limit: LimitKind::Processes,
+            value: limit as u64 + 1,
+            max: limit as u64,
+            action: "stopped the program and every process it started".into(),
+        };
+        let stop = root.lock().gate.as_mut().map(|g| g.limit_hit(&hit));
+        let stop = stop.unwrap_or_else(|| {
+            let message = cabin_policy::limits::message(&hit);
+            eprintln!("{message}");
+            Stop { exit_code: 137, reason: "limit", message }
+        });
+        self.stopped_by(stop);
+    }
+
+    /// The child's stop that ended the tree, if any.
+    pub fn take_stop(&self) -> Option<Stop> {
+        lock(&self.stop).take()
+    }
+
+    /// The run ends: every live process is stopped and none starts.
+    pub fn stop_all(&self) {
+        let members = {
+            let m = lock(&self.members);
+            self.ending.store(true, Ordering::SeqCst);
+            m.values().map(|m| m.stopper.clone()).collect::<Vec<_>>()
+        };
+        for s in members {
+            s.stop(StopCause::Policy("the program ended".into()));
+        }
+        self.changed.notify_all();
+    }
+
+    /// `wait4` (`nr`) or `waitid` of process `caller`; a blocked wait ends
+    /// with `EINTR` when `stop` is set (its worker is stopping).
+    pub fn wait(
+        &self,
+        mem: &GuestMemory,
+        caller: u32,
+        nr_: u64,
+        a: &[u64; 6],
+        stop: &AtomicBool,
+    ) -> Result<i64, Violation> {
+        let req = match parse_wait(nr_, a) {
+            Ok(r) => r,
+            Err(e) => return Ok(-i64::from(e)),
+        };
+        let mut table = lock(&self.table);
+        loop {
+            let which = match req.which {
+                Which::Wait4(pid) => match Select::from_wait4(&table, caller, pid) {
+                    Some(w) => w,
+                    None => return Ok(-i64::from(libc::ECHILD)),
+                },
+                Which::Select(w) => w,
+            };
+            match table.wait(caller, which) {
+                Err(e) => return Ok(-i64::from(e)),
+                Ok(Some((pid, how))) => {
+                    if !req.nowait {
+                        table.reap(caller, pid);
+                    }
+                    drop(table);
+                    self.report(mem, &req, Some((pid, how)))?;
+                    return Ok(if nr_ == nr::waitid { 0 } else { i64::from(pid) });
+                }
+                Ok(None) if req.nohang => {
+                    drop(table);
+                    self.report(mem, &req, None)?;
+                    return Ok(0);
+                }
+                Ok(None) => {
+                    if stop.load(Ordering::SeqCst) || self.ending.load(Ordering::SeqCst) {
+                        return Ok(-i64::from(libc::EINTR));
+                    }
+                    table =
+                        self.changed.wait_timeout(table, WAIT_STEP).unwrap_or_else(PoisonError::into_inner).0;
+                }
+            }
+        }
+    }
+
+    /// Writes what a wait found: `wait4`'s status word and zeroed
+    /// `rusage`; `waitid`'s `siginfo_t` (zeroed `si_pid` when nothing was
+    /// found, as Linux leaves it for `WNOHANG`).
+    fn report(&self, mem: &GuestMemory, req: &WaitReq, found: Option<(u32, Ended)>) -> Result<(), Violation> {
+        let fault = |e: crate::memory::MemError| Violation(format!("wait: {e}"));
+        match req.out {
+            Out::Wait4 { status, rusage } => {
+                if let (Some((_, how)), true) = (found, status != 0) {
+                    mem.write(status, &how.wait_status().to_le_bytes()).map_err(fault)?;
+                }
+                if rusage != 0 {
+                    mem.write(rusage, &[0u8; RUSAGE_SIZE]).map_err(fault)?;
+                }
+            }
+            Out::Waitid { info, rusage } => {
+                if info != 0 {
+                    let mut b = [0u8; 128];
+                    if let Some((pid, how)) = found {
+                        let (code, status) = how.siginfo();
+                        b[0..4].copy_from_slice(&libc::SIGCHLD.to_le_bytes());
+                        b[8..12].copy_from_slice(&code.to_le_bytes());
+                        b[16..20].copy_from_slice(&pid.to_le_bytes());
+                        b[20..24].copy_from_slice(&self.uid.to_le_bytes());
+                        b[24..28].copy_from_slice(&status.to_le_bytes());
+                    }
+                    mem.write(info, &b).map_err(fault)?;
+                }
+                if rusage != 0 {
+                    mem.write(rusage, &[0u8; RUSAGE_SIZE]).map_err(fault)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `sizeof(struct rusage)` on x86-64.
+const RUSAGE_SIZE: usize = 144;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// `wait4`'s pid argument (resolved against the caller's group).
+    Wait4(i32),
+    Select(Select),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    Wait4 { status: u64, rusage: u64 },
+    Waitid { info: u64, rusage: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WaitReq {
+    which: Which,
+    nohang: bool,
+    nowait: bool,
+    out: Out,
+}
+
+const WNOHANG: u64 = 1;
+const WUNTRACED: u64 = 2;
+const WEXITED: u64 = 4;
+const WCONTINUED: u64 = 8;
+const WNOWAIT: u64 = 0x0100_0000;
+const WNOTHREAD: u64 = 0x2000_0000;
+const WALL: u64 = 0x4000_0000;
+const WCLONE: u64 = 0x8000_0000;
+const P_ALL: u64 = 0;
+const P_PID: u64 = 1;
+const P_PGID: u64 = 2;
+
+/// The checked arguments of a wait; `Err(errno)` as Linux answers them.
+/// Stopped and continued children are never reported (nothing stops a
+/// process of the tree yet), so `WUNTRACED`/`WCONTINUED` are accepted and
+/// change nothing.
+fn parse_wait(nr_: u64, a: &[u64; 6]) -> Result<WaitReq, i32> {
+    if nr_ == nr::wait4 {
+        let options = a[2] & 0xffff_ffff;
+        if options & !(WNOHANG | WUNTRACED | WCONTINUED | WNOTHREAD | WALL | WCLONE) != 0 {
+            return Err(libc::EINVAL);
+        }
+        return Ok(WaitReq {
+            which: Which::Wait4(a[0] as i32),
+            nohang: options & WNOHANG != 0,
+            nowait: false,
+            out: Out::Wait4 { status: a[1], rusage: a[3] },
+        });
+    }
+    let options = a[3] & 0xffff_ffff;
+    if options & !(WNOHANG | WUNTRACED | WEXITED | WCONTINUED | WNOWAIT | WNOTHREAD | WALL | WCLONE) != 0
+        || options & (WEXITED | WUNTRACED | WCONTINUED) == 0
+    {
+        return Err(libc::EINVAL);
+    }
+    let id = a[1] as u32;
+    let which = match a[0] & 0xffff_ffff {
+        P_ALL => Which::Select(Select::Any),
+        P_PID if (id as i32) > 0 => Which::Select(Select::Pid(id)),
+        // The caller's own group (Linux 5.4).
+        P_PGID if id == 0 => Which::Wait4(0),
+        P_PGID if (id as i32) > 0 => Which::Select(Select::Group(id)),
+        _ => return Err(libc::EINVAL),
+    };
+    if options & WEXITED == 0 {
+        // Only stop/continue events asked for: there are none to report.
+        return Ok(WaitReq {
+            which: Which::Select(Select::Pid(0)),
+            nohang: true,
+            nowait: true,
+            out: Out::Waitid { info: a[2], rusage: a[4] },
+        });
+    }
+    Ok(WaitReq {
+        which,
+        nohang: options & WNOHANG != 0,
+        nowait: options & WNOWAIT != 0,
+        out: Out::Waitid { info: a[2], rusage: a[4] },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_arguments_as_linux_checks_them() {
+        let w = parse_wait(nr::wait4, &[u64::MAX, 0x1000, 1, 0, 0, 0]).expect("valid");
+        assert_eq!((w.which, w.nohang), (Which::Wait4(-1), true));
+        assert_eq!(parse_wait(nr::wait4, &[1, 0, 0x10, 0, 0, 0]), Err(libc::EINVAL));
+        let w = parse_wait(nr::waitid, &[P_PID, 7, 0, WEXITED | WNOWAIT, 0, 0]).expect("valid");
+        assert_eq!((w.which, w.nowait), (Which::Select(Select::Pid(7)), true));
+        assert_eq!(parse_wait(nr::waitid, &[P_PID, 0, 0, WEXITED, 0, 0]), Err(libc::EINVAL));
+        assert_eq!(parse_wait(nr::waitid, &[P_ALL, 0, 0, 0, 0, 0]), Err(libc::EINVAL), "no event asked");
+        assert_eq!(parse_wait(nr::waitid, &[9, 0, 0, WEXITED, 0, 0]), Err(libc::EINVAL), "P_PIDFD not yet");
+        let w = parse_wait(nr::waitid, &[P_PGID, 0, 0, WEXITED, 0, 0]).expect("valid");
+        assert_eq!(w.which, Which::Wait4(0), "the caller's own group");
+    }
+}
