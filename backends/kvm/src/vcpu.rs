@@ -489,7 +489,7 @@ pub fn cpu_state(f: &CpuFeatures, d: &Guest, slot: usize, start: &VcpuStart) -> 
             selector: tss_selector(slot),
             base: kernel_va(tss_gpa(slot)),
             limit: (TSS_BYTES - 1) as u32,
-            type_: 11,
+            type_: super::descriptors::tr_type(),
             present: true,
             ..Segment::default()
         },
