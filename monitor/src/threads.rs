@@ -494,6 +494,12 @@ fn run_child<D: Domain + Sync>(
         return;
     }
     let _ = reply.send(i64::from(at.pid));
+    // The child's own CPU time (`clock()`, `getrusage`, `times`): its host
+    // process's, as the root's is (docs/syscalls.md, "CPU time").
+    let mut service = service;
+    if let crate::domain::CpuClock::Process(pid) = domain.cpu_clock() {
+        service.set_program_cpu(crate::service::ProgramCpu::Process(pid));
+    }
     let shared = Shared::child(service, procs.root.clone());
     shared.set_threaded();
     let worker = Worker::new(domain.ring());

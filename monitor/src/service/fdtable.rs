@@ -147,7 +147,9 @@ impl FdTable {
                 })
             })
             .collect();
-        FdTable { slots, max: self.max }
+        // Record locks are not inherited (POSIX): the child starts with no
+        // lock descriptions of its own (super::locks).
+        FdTable { slots, locks: LockOwners::default(), max: self.max }
     }
 
     /// Descriptor numbers are below this: the program's `RLIMIT_NOFILE`.

@@ -286,6 +286,8 @@ impl Service {
             reports: Vec::new(),
             print_reports: self.print_reports,
             timers: None,
+            // Set by the child's run once its host process exists.
+            program_cpu: None,
         }
     }
 
