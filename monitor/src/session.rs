@@ -182,14 +182,15 @@ impl<'a> Session<'a> {
             interrupt: &interrupt_workers,
         };
         let poster = &poster;
+        let end_wake = crate::signals::EndWake::new();
         let ran = std::thread::scope(|s| {
             threads.start_main(s, worker);
             if let Some(h) = threads.main_stop_handle() {
                 tree.set_interrupt(tree.root(), h);
             }
             if cfg.forward_signals {
-                let done = &forwarding_done;
-                s.spawn(move || crate::signals::forward_until(done, poster));
+                let (done, end) = (&forwarding_done, &end_wake);
+                s.spawn(move || crate::signals::forward_until(done, end, poster));
             }
             {
                 let (done, timers) = (&forwarding_done, &*timers);
@@ -207,6 +208,7 @@ impl<'a> Session<'a> {
             tree.ended(tree.root(), crate::tree::ended_of(&ran));
             tree.stop_all();
             forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            end_wake.wake();
             // Wake the timer thread (it waits up to 100 ms for a change):
             // the run ends when the program does, not at its next tick.
             timers.with(|_| ());

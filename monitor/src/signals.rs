@@ -5,6 +5,7 @@
 //! ([`Poster::post`]). The libos then does what Linux would: the program's
 //! handler, or the default action (128 + signal, or nothing).
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,9 +109,88 @@ impl Poster<'_> {
     }
 }
 
+/// Wakes [`forward_until`] when the run ends, so that `cabinc run` ends
+/// when the program does (it waited up to 50 ms for a `sigtimedwait`
+/// slice to run out).
+#[derive(Debug)]
+pub struct EndWake(Option<OwnedFd>);
+
+impl EndWake {
+    /// An eventfd to write at the end (none if the host has none left:
+    /// then [`forward_until`] falls back to its 50 ms slices).
+    pub fn new() -> EndWake {
+        // SAFETY: eventfd takes no pointers; a valid result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        // SAFETY: `fd`, when valid, is ours alone.
+        EndWake((fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Wakes the forwarder (after `done` was set).
+    pub fn wake(&self) {
+        if let Some(fd) = &self.0 {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a local to our eventfd.
+            let _ = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+}
+
+impl Default for EndWake {
+    fn default() -> Self {
+        EndWake::new()
+    }
+}
+
 /// Waits for the [`FORWARDED`] signals (blocked by [`block`]) and posts
-/// each to the program, until `done`.
-pub fn forward_until(done: &AtomicBool, poster: &Poster) {
+/// each to the program, until `done` (and `end` woken).
+///
+/// The signals are read from a signalfd of the blocked set, polled with
+/// `end`'s eventfd: a signalfd reads what `sigtimedwait` would take (the
+/// signals pending for this thread or the process), and the poll ends at
+/// once when the run does. Without a signalfd or an eventfd it waits in
+/// 50 ms `sigtimedwait` slices instead.
+pub fn forward_until(done: &AtomicBool, end: &EndWake, poster: &Poster) {
+    let set = forwarded_set();
+    // SAFETY: signalfd reads `set` (a local) and returns a new fd or -1.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    let (Some(end_fd), true) = (&end.0, sfd >= 0) else {
+        if sfd >= 0 {
+            // SAFETY: our own fd, closed once.
+            unsafe { libc::close(sfd) };
+        }
+        return forward_in_slices(done, poster);
+    };
+    // SAFETY: `sfd` is a new fd we own.
+    let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
+    while !done.load(Ordering::SeqCst) {
+        let mut fds = [
+            libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: end_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: polls two descriptors of ours described by a local
+        // array; the timeout bounds a missed wake to a second.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+        if n <= 0 || fds[0].revents & libc::POLLIN == 0 {
+            continue;
+        }
+        loop {
+            // SAFETY: a zeroed signalfd_siginfo is a valid output buffer.
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let want = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: reads at most one record into the local.
+            let got = unsafe { libc::read(sfd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), want) };
+            if got != want as isize {
+                break;
+            }
+            if !done.load(Ordering::SeqCst) {
+                poster.post(info.ssi_signo as i32, info.ssi_uid);
+            }
+        }
+    }
+}
+
+/// [`forward_until`] without a signalfd: 50 ms `sigtimedwait` slices.
+fn forward_in_slices(done: &AtomicBool, poster: &Poster) {
     let set = forwarded_set();
     let timeout = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
     while !done.load(Ordering::SeqCst) {
