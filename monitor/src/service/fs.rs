@@ -603,7 +603,9 @@ impl FsPolicy {
         abs: &[u8],
         access: Access,
     ) -> Result<(OwnedFd, libc::stat), PathError> {
-        if abs.last() == Some(&b'/') {
+        // `f/`, `f/.`, `f/./` name the file as a directory (the `.` were
+        // dropped when matching): natively ENOTDIR, never the file.
+        if abs.last() == Some(&b'/') || abs.ends_with(b"/.") {
             return Err(PathError::Errno(libc::ENOTDIR));
         }
         if matches!(access, Access::Write | Access::Alter) && !f.write {
@@ -1145,12 +1147,12 @@ mod tests {
         assert!(p.open(&b(&f), libc::O_RDONLY, 0).is_ok());
         assert_eq!(p.open(&b(&w.join("sib")), libc::O_RDONLY, 0).unwrap_err(), outside);
         assert_eq!(p.open(&b(&w), libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap_err(), outside);
-        for path in ["f/..", "f/../sib", "f/../sub/x", "f/.", "sub/../f/.."] {
+        for path in ["f/.", "f/./", "f/./."] {
+            let e = p.open(&[b(&w), b"/".to_vec(), path.as_bytes().to_vec()].concat(), libc::O_RDONLY, 0);
+            assert_eq!(e.unwrap_err(), PathError::Errno(libc::ENOTDIR), "{path}");
+        }
+        for path in ["f/..", "f/../sib", "f/../sub/x", "sub/../f/.."] {
             let abs = b(&w.join(path));
-            if path == "f/." {
-                // `.` is dropped: the same name, but ENOTDIR natively.
-                continue;
-            }
             assert!(p.open(&abs, libc::O_RDONLY, 0).is_err(), "{path}");
             assert!(p.open(&abs, libc::O_PATH, 0).is_err(), "{path}");
             assert!(p.inspect(&abs, true).is_err() || path == "f/..", "{path}");
