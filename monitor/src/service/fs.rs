@@ -12,6 +12,17 @@
 //! out, and `/proc/.../root`-style magic links — atomically, so a symlink
 //! swapped during the call cannot win a race.
 //!
+//! **File grants.** A non-directory in `--allow-read`/`--allow-write` is a
+//! file grant ([`AllowedFile`]): a path whose components are exactly the
+//! file's (canonical, resolved once at start) reaches it by looking its
+//! name up `O_NOFOLLOW` in its directory (held `O_PATH` from start) and
+//! only when that is still the object granted at start (device, inode; the
+//! object is held `O_PATH` so its inode cannot be reused): a swapped name
+//! is [`Refusal::Replaced`]. Nothing else in the directory is granted, no
+//! name is ever created or removed through a file grant, and its strict
+//! ancestors serve metadata reads like a tree's. A writable tree that
+//! covers the same path decides instead.
+//!
 //! **What was reached decides, not the spelling.** Every object is first
 //! opened `O_PATH` (which opens no device and has no side effect) and
 //! looked at ([`FsPolicy::check_object`]) before anything else happens:
@@ -176,7 +187,7 @@ struct ProcView {
 #[derive(Debug, Default)]
 pub struct FsPolicy {
     dirs: Vec<AllowedDir>,
-    /// File grants (module docs), longest path first.
+    /// File grants (module docs), one per canonical path.
     files: Vec<AllowedFile>,
     /// (st_dev, st_ino) of each tree root and whether it is writable (a
     /// directory given both ways is writable).
@@ -481,7 +492,6 @@ impl FsPolicy {
                 }
             }
         }
-        files.sort_by(|a, b| b.comps.len().cmp(&a.comps.len()));
         // Longest first, so the most specific dir decides; on equal paths a
         // write grant wins over a read grant.
         dirs.sort_by(|a, b| b.comps.len().cmp(&a.comps.len()).then(b.write.cmp(&a.write)));
