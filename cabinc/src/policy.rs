@@ -276,7 +276,12 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
         parts.push(format!("{n} locally served calls checked by the monitor"));
     }
     if !(p.paths.read.is_empty() && p.paths.write.is_empty()) {
-        parts.push(format!("{} read and {} write trees", p.paths.read.len(), p.paths.write.len()));
+        let file = |d: &&PathBuf| std::fs::metadata(d).is_ok_and(|m| !m.is_dir());
+        let (rf, wf) = (p.paths.read.iter().filter(file).count(), p.paths.write.iter().filter(file).count());
+        parts.push(format!("{} read and {} write trees", p.paths.read.len() - rf, p.paths.write.len() - wf));
+        if rf + wf > 0 {
+            parts.push(format!("{rf} read and {wf} write files (file grants: those objects only)"));
+        }
     }
     if !p.limits.is_empty() {
         parts.push("limits set".into());
@@ -319,6 +324,13 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
                 "argument_rules": p.rules.len(),
                 "read_trees": p.paths.read,
                 "write_trees": p.paths.write,
+                "file_grants": p
+                    .paths
+                    .read
+                    .iter()
+                    .chain(&p.paths.write)
+                    .filter(|d| std::fs::metadata(d).is_ok_and(|m| !m.is_dir()))
+                    .collect::<Vec<_>>(),
                 "probes": with_probes.then(|| probe::probes(&p).len()),
                 "warnings": p.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "summary": parts.join(", "),

@@ -28,11 +28,14 @@ pub struct RunArgs {
     /// whichever is available (kvm where /dev/kvm is usable).
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
-    /// A directory the program may read (repeatable).
-    #[arg(long, value_name = "DIR")]
+    /// A directory (everything below it) or a file (that object only) the
+    /// program may read (repeatable).
+    #[arg(long, value_name = "PATH")]
     pub allow_read: Vec<PathBuf>,
-    /// A directory the program may read and write (repeatable).
-    #[arg(long, value_name = "DIR")]
+    /// A directory the program may read and write, creating and removing
+    /// names; or a file it may read and write, never rename or remove
+    /// (repeatable).
+    #[arg(long, value_name = "PATH")]
     pub allow_write: Vec<PathBuf>,
     /// Add KEY=VALUE to the program's (otherwise empty) environment (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]

@@ -426,8 +426,8 @@ fn notices_only_with_verbose() {
 }
 
 /// A policy generated from a trace grants no `.` for an empty-path
-/// `newfstatat`, no `/proc/self` for a failed readlink, and directories only
-/// where the run used them.
+/// `newfstatat`, no `/proc/self` for a failed readlink, the file read (not
+/// its directory), and directories only where the run used them.
 #[test]
 fn policy_generate_grants_only_what_was_used() {
     let t = tempdir();
@@ -472,9 +472,16 @@ int main(void) {{
     assert!(o.status.success(), "{}", describe(&o));
     let policy = text(&o).0;
     let read_line = policy.lines().find(|l| l.starts_with("read = ")).unwrap_or_else(|| panic!("{policy}"));
-    assert_eq!(read_line, format!("read = [\"{}\"]", data.display()), "{policy}");
+    // The file the run read is granted alone, not its directory (issue 18).
+    assert_eq!(read_line, format!("read = [\"{}\"]", data.join("in.txt").display()), "{policy}");
     assert!(!policy.contains("\".\"") && !policy.contains("/proc/self\""), "{policy}");
-    assert!(text(&o).1.contains("in.txt"), "the report names the file behind the grant: {}", describe(&o));
+    assert!(text(&o).1.contains("in.txt"), "the report names the file grant: {}", describe(&o));
+    // And the generated policy runs the program as before.
+    let p = t.path().join("gen.toml");
+    std::fs::write(&p, &policy).expect("write policy");
+    let o =
+        cabinc().args(["run", "--backend", "process", "--policy"]).arg(&p).arg(&img).output().expect("run");
+    assert_eq!(text(&o).0, "6\n", "{}", describe(&o));
 }
 
 /// `cabinc completions SHELL` and `cabinc man DIR`.
@@ -553,4 +560,62 @@ fn bench_warns_about_one_run() {
         .expect("bench");
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     assert!(text(&o).1.contains("--runs 1: one run per side"), "{}", describe(&o));
+}
+
+/// Reads the file argv[1] (prints it), then tries argv[2] (a sibling) and
+/// lists argv[3] (the directory): prints each errno.
+const ONE_FILE: &str = r#"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 4) return 2;
+    char b[256];
+    int fd = open(argv[1], O_RDONLY);
+    if (fd < 0) { printf("granted: errno %d\n", errno); return 1; }
+    ssize_t n = read(fd, b, sizeof b - 1);
+    close(fd);
+    b[n > 0 ? n : 0] = 0;
+    printf("granted: %s", b);
+    fd = open(argv[2], O_RDONLY);
+    printf("sibling: %s\n", fd < 0 ? "refused" : "READ");
+    DIR *d = opendir(argv[3]);
+    printf("listing: %s\n", d ? "LISTED" : "refused");
+    return 0;
+}
+"#;
+
+/// `--allow-read FILE` grants that file alone (issue 18): the program reads
+/// it and is refused its sibling and its directory's listing, on both
+/// backends; `policy check` and `explain` show the grant as a file.
+#[test]
+fn allow_read_one_file() {
+    let t = tempdir();
+    let (_, img) = image(t.path(), "onefile", ONE_FILE);
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    std::fs::write(data.join("f.txt"), "hello\n").expect("f.txt");
+    std::fs::write(data.join("secret.txt"), "secret\n").expect("secret.txt");
+    let (f, s) = (data.join("f.txt"), data.join("secret.txt"));
+    for backend in backends() {
+        let o = cabinc()
+            .args(["run", "-q", "--backend", backend, "--allow-read"])
+            .arg(&f)
+            .arg(&img)
+            .arg("--")
+            .args([&f, &s, &data])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", describe(&o));
+        assert_eq!(text(&o).0, "granted: hello\nsibling: refused\nlisting: refused\n", "{backend}");
+    }
+    let p = t.path().join("p.toml");
+    let toml = format!("version = 1\n[default]\naction = \"allow\"\n[paths]\nread = [{:?}]\n", f.display());
+    std::fs::write(&p, toml).expect("policy");
+    let o = cabinc().args(["policy", "check"]).arg(&p).output().expect("check");
+    assert!(text(&o).0.contains("0 read and 0 write trees, 1 read and 0 write files"), "{}", describe(&o));
+    let o = cabinc().args(["policy", "explain"]).arg(&p).output().expect("explain");
+    assert!(text(&o).0.contains("(file: only this object"), "{}", describe(&o));
 }

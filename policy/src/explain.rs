@@ -200,12 +200,15 @@ pub fn explain(p: &Policy) -> String {
         let _ =
             writeln!(o, "Files: none are visible (add [paths] read/write, or --allow-read/--allow-write).");
     } else {
-        let _ = writeln!(o, "Files (each directory and everything below it; nothing else is visible):");
+        let _ = writeln!(
+            o,
+            "Files (each directory and everything below it, each file that object only; nothing else is visible):"
+        );
         for d in &p.paths.read {
-            let _ = writeln!(o, "  read only:      {}", d.display());
+            let _ = writeln!(o, "  read only:      {}{}", d.display(), grant_kind(d));
         }
         for d in &p.paths.write {
-            let _ = writeln!(o, "  read and write: {}", d.display());
+            let _ = writeln!(o, "  read and write: {}{}", d.display(), grant_kind(d));
         }
     }
     if p.paths.set_id {
@@ -310,5 +313,15 @@ impl Policy {
             Decision::Kill => Action::Kill,
             Decision::Complain(a) => a,
         }
+    }
+}
+
+/// How a `[paths]` entry is granted, by what it names now: a directory is
+/// a tree (no mark), anything else exactly that object (a file grant).
+fn grant_kind(p: &std::path::Path) -> &'static str {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => "",
+        Ok(_) => "  (file: only this object, no other name in its directory)",
+        Err(_) => "",
     }
 }

@@ -9,12 +9,18 @@
 //! are included (the point is a policy under which the run is not refused)
 //! and listed in the report.
 //!
-//! Paths are granted as narrowly as `[paths]` trees allow: only paths of
-//! calls that succeeded (a failed `readlink("/proc/self/exe")` or an `open`
-//! of a missing file used nothing), never an empty path (`newfstatat(fd, "",
-//! AT_EMPTY_PATH)` names the descriptor, not `.`), a directory the run used
-//! as a directory itself, and for a file its own directory (trees are
-//! directories: the report names the files behind each such grant).
+//! Paths are granted as narrowly as `[paths]` allows: only paths of calls
+//! that succeeded (a failed `readlink("/proc/self/exe")` or an `open` of a
+//! missing file used nothing), never an empty path (`newfstatat(fd, "",
+//! AT_EMPTY_PATH)` names the descriptor, not `.`); a directory the run used
+//! as a directory (listed it, made it its cwd) is granted itself, a
+//! directory the run created, removed, renamed or linked names in (or
+//! opened a file with `O_CREAT` in) is granted as a directory, read-write;
+//! every other file the run read or wrote is granted as that file alone (a
+//! file grant: that object, nothing else in its directory). A file that
+//! cannot be granted alone (a relative path, a symlink, gone since the run)
+//! falls back to its directory, and the report names the files behind each
+//! such grant.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -66,8 +72,41 @@ pub struct GenerateReport {
     pub out_of_range: BTreeSet<u64>,
     /// Paths of calls that failed in the recorded run: not granted.
     pub not_granted: BTreeSet<String>,
-    /// Granted directory -> the files read or written in it that made it granted.
+    /// Granted directory -> the files read or written in it that made it
+    /// granted (they could not be granted alone).
     pub files: BTreeMap<PathBuf, BTreeSet<String>>,
+    /// Files granted alone (read or write), not their directory.
+    pub file_grants: BTreeSet<PathBuf>,
+}
+
+/// What a path names on the host, for [`from_trace_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// A directory.
+    Dir,
+    /// Anything else that is not a symlink (granted alone).
+    File,
+    /// A symlink, a missing path, or a relative one: its directory is granted.
+    Other,
+}
+
+/// What absolute `p` names on the host, not following a final symlink.
+pub fn host_kind(p: &Path) -> PathKind {
+    if !p.is_absolute() {
+        return PathKind::Other;
+    }
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => PathKind::Dir,
+        Ok(m) if m.file_type().is_symlink() => {
+            if p.is_dir() {
+                PathKind::Dir
+            } else {
+                PathKind::Other
+            }
+        }
+        Ok(_) => PathKind::File,
+        Err(_) => PathKind::Other,
+    }
 }
 
 impl GenerateReport {
@@ -90,9 +129,15 @@ impl GenerateReport {
                 self.local.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
+        if !self.file_grants.is_empty() {
+            s.push_str(&format!(
+                "granted as files (only those objects, not their directories): {}\n",
+                self.file_grants.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
         for (dir, files) in &self.files {
             s.push_str(&format!(
-                "{} is granted for the files {} (trees are directories: review it)\n",
+                "{} is granted as a directory for the files {} (they could not be granted alone: review it)\n",
                 dir.display(),
                 files.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
@@ -136,6 +181,22 @@ fn parse_hex(v: &Value) -> Option<u64> {
     }
 }
 
+/// Whether the call creates, removes, renames or links a name (its
+/// directory must be granted as a directory): `O_CREAT` opens included, as
+/// the trace cannot tell whether the file existed.
+fn changes_names(name: &str, args: &[u64]) -> bool {
+    const O_CREAT: u64 = 0o100;
+    const O_TMPFILE: u64 = 0o20000000;
+    let flags = |i: usize| args.get(i).copied().unwrap_or(0);
+    match name {
+        "openat" => flags(2) & (O_CREAT | O_TMPFILE) != 0,
+        "open" => flags(1) & (O_CREAT | O_TMPFILE) != 0,
+        "creat" | "mkdir" | "mkdirat" | "unlink" | "unlinkat" | "rmdir" | "rename" | "renameat"
+        | "renameat2" | "link" | "linkat" | "symlink" | "symlinkat" | "mknod" | "mknodat" => true,
+        _ => false,
+    }
+}
+
 /// Removes directories that lie inside another directory of the list.
 fn minimise(dirs: BTreeSet<PathBuf>, covered_by: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
     dirs.iter()
@@ -161,21 +222,23 @@ fn uses_as_directory(name: &str, args: &[u64]) -> bool {
 }
 
 /// Builds the least policy allowing the run in `jsonl`, asking the host
-/// which absolute paths are directories.
+/// what each absolute path names ([`host_kind`]).
 pub fn from_trace(source: &str, jsonl: &str) -> Result<(Policy, GenerateReport), GenerateError> {
-    from_trace_with(source, jsonl, &|p: &Path| p.is_absolute() && p.is_dir())
+    from_trace_with(source, jsonl, &host_kind)
 }
 
-/// [`from_trace`] with `is_dir` telling which paths name directories.
+/// [`from_trace`] with `kind` telling what each path names.
 pub fn from_trace_with(
     source: &str,
     jsonl: &str,
-    is_dir: &dyn Fn(&Path) -> bool,
+    kind: &dyn Fn(&Path) -> PathKind,
 ) -> Result<(Policy, GenerateReport), GenerateError> {
     let mut rep = GenerateReport::default();
     let mut nrs: BTreeSet<u64> = BTreeSet::new();
     let mut read_dirs = BTreeSet::new();
     let mut write_dirs = BTreeSet::new();
+    let mut read_files = BTreeSet::new();
+    let mut write_files = BTreeSet::new();
     for (i, line) in jsonl.lines().enumerate() {
         let line_no = i + 1;
         if line.trim().is_empty() {
@@ -253,21 +316,27 @@ pub fn from_trace_with(
             }
             let path = Path::new(p);
             let writes = is_write_use(&name, &args);
-            let dir = if uses_as_directory(&name, &args) || (!writes && is_dir(path)) {
-                path.to_path_buf()
-            } else {
-                let d = match path.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                rep.files.entry(d.clone()).or_default().insert(p.to_string());
-                d
+            let parent = || match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
             };
-            if writes {
-                write_dirs.insert(dir);
+            let k = kind(path);
+            let (set, granted) = if uses_as_directory(&name, &args) || (!writes && k == PathKind::Dir) {
+                (if writes { &mut write_dirs } else { &mut read_dirs }, path.to_path_buf())
+            } else if changes_names(&name, &args) {
+                // A name made or removed in its directory: a directory grant.
+                (&mut write_dirs, parent())
+            } else if k == PathKind::File {
+                (if writes { &mut write_files } else { &mut read_files }, path.to_path_buf())
+            } else if k == PathKind::Dir {
+                // chmod/utimes/truncate of a directory: the directory itself.
+                (&mut write_dirs, path.to_path_buf())
             } else {
-                read_dirs.insert(dir);
-            }
+                let d = parent();
+                rep.files.entry(d.clone()).or_default().insert(p.to_string());
+                (if writes { &mut write_dirs } else { &mut read_dirs }, d)
+            };
+            set.insert(granted);
         }
     }
     if rep.records == 0 {
@@ -278,6 +347,19 @@ pub fn from_trace_with(
     let read = minimise(read_dirs, &write_set);
     let granted: BTreeSet<&PathBuf> = read.iter().chain(&write).collect();
     rep.files.retain(|d, _| granted.contains(d));
+    // A file is granted alone only where no directory grant already covers
+    // it (a written file inside a read-only directory stays a write grant).
+    let under = |f: &PathBuf, dirs: &[PathBuf]| dirs.iter().any(|d| f.starts_with(d));
+    let write_files: Vec<PathBuf> = write_files.into_iter().filter(|f| !under(f, &write)).collect();
+    let read_files: Vec<PathBuf> = read_files
+        .into_iter()
+        .filter(|f| !under(f, &write) && !under(f, &read) && !write_files.contains(f))
+        .collect();
+    rep.file_grants = read_files.iter().chain(&write_files).cloned().collect();
+    let mut read = read;
+    read.extend(read_files);
+    let mut write = write;
+    write.extend(write_files);
     let p = Policy {
         source: source.to_string(),
         allow: nrs
@@ -323,12 +405,18 @@ mod tests {
             rec("newfstatat", &[AT_FDCWD, 0x1000, 0x2000, 0], 0, "/data/in"),
             rec("openat", &[AT_FDCWD, 0x1000, 0o1101], 5, "/out/b.txt"),
         ];
-        let is_dir = |p: &Path| p == Path::new("/data/in");
-        let (p, rep) = from_trace_with("t", &lines.join("\n"), &is_dir).expect("generates");
+        let kind = |p: &Path| match p.to_str() {
+            Some("/data/in" | "/srv/tree") => PathKind::Dir,
+            _ => PathKind::File,
+        };
+        let (p, rep) = from_trace_with("t", &lines.join("\n"), &kind).expect("generates");
         assert_eq!(p.paths.read, vec![PathBuf::from("/data/in"), PathBuf::from("/srv/tree")]);
+        // O_CREAT makes a name: the directory is granted.
         assert_eq!(p.paths.write, vec![PathBuf::from("/out")]);
         assert!(rep.not_granted.contains("/proc/self/exe") && rep.not_granted.contains("/etc/missing.conf"));
-        assert!(rep.files[Path::new("/data/in")].contains("/data/in/a.txt"));
+        // a.txt lies in /data/in, granted as a directory (the run stat'ed it
+        // as one): no file grant on top.
+        assert!(rep.file_grants.is_empty(), "{:?}", rep.file_grants);
         let text = rep.to_text();
         assert!(
             text.contains("not granted: the calls on /etc/missing.conf, /proc/self/exe failed"),
@@ -336,5 +424,44 @@ mod tests {
         );
         // The calls themselves are still allowed (the run made them).
         assert!(rep.calls.contains_key("readlink") && rep.calls.contains_key("newfstatat"));
+    }
+
+    /// Files the run only read or wrote are granted alone, not their
+    /// directory; a directory the run listed or made names in stays a
+    /// directory grant; a symlink or missing file falls back to its
+    /// directory (named in the report).
+    #[test]
+    fn grants_files_not_their_directories() {
+        const AT_FDCWD: u64 = (-100i64) as u64;
+        const O_WRONLY_TRUNC: u64 = 0o1001;
+        let lines = [
+            rec("openat", &[AT_FDCWD, 0x1000, 0], 3, "/etc/app.conf"),
+            rec("newfstatat", &[AT_FDCWD, 0x1000, 0x2000, 0], 0, "/etc/app.conf"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0], 3, "/data/in.txt"),
+            rec("openat", &[AT_FDCWD, 0x1000, O_WRONLY_TRUNC], 4, "/data/out.txt"),
+            rec("openat", &[AT_FDCWD, 0x1000, O_WRONLY_TRUNC], 4, "/var/log/app.log"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0], 4, "/var/log/app.log"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0o200000], 5, "/srv/list"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0], 6, "/srv/list/x"),
+            rec("unlinkat", &[AT_FDCWD, 0x1000, 0], 0, "/tmp/work/old"),
+            rec("openat", &[AT_FDCWD, 0x1000, 0], 7, "/tmp/work/keep"),
+            rec("readlink", &[0x1000, 0x2000, 4096], 5, "/etc/localtime"),
+        ];
+        let kind = |p: &Path| match p.to_str() {
+            Some("/srv/list") => PathKind::Dir,
+            Some("/etc/localtime") => PathKind::Other,
+            _ => PathKind::File,
+        };
+        let (p, rep) = from_trace_with("t", &lines.join("\n"), &kind).expect("generates");
+        let v = |a: &[&str]| a.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(p.paths.read, v(&["/etc", "/srv/list", "/data/in.txt"]));
+        assert_eq!(p.paths.write, v(&["/tmp/work", "/data/out.txt", "/var/log/app.log"]));
+        let files: Vec<_> = rep.file_grants.iter().cloned().collect();
+        assert_eq!(files, v(&["/data/in.txt", "/data/out.txt", "/var/log/app.log"]));
+        // /etc is a directory grant only because of the symlink; app.conf
+        // lies in it, so it is not granted a second time.
+        assert!(rep.files[Path::new("/etc")].contains("/etc/localtime"));
+        let text = rep.to_text();
+        assert!(text.contains("granted as files (only those objects"), "{text}");
     }
 }

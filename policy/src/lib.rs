@@ -257,12 +257,14 @@ pub struct Rule {
     pub loc: Loc,
 }
 
-/// Filesystem trees the program may see.
+/// Filesystem trees and files the program may see: a directory is a tree
+/// (everything below it), anything else a file grant (that object only;
+/// decided by the monitor at start from what the path names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Paths {
-    /// Read-only trees (`--allow-read`).
+    /// Read-only trees and files (`--allow-read`).
     pub read: Vec<PathBuf>,
-    /// Read-write trees (`--allow-write`).
+    /// Read-write trees and files (`--allow-write`).
     pub write: Vec<PathBuf>,
     /// `set-id = true`: the program may make set-uid/set-gid files and
     /// `chown` to any owner the monitor's user may (default: never; owners

@@ -36,6 +36,10 @@ pub enum Refusal {
     /// `chown` to an owner or group other than the program's own (`[paths]
     /// set-id` allows it).
     Owner,
+    /// The name of a file grant now names another object than the one
+    /// granted at start (replaced, renamed over, swapped for a symlink):
+    /// grants are objects, not names.
+    Replaced,
 }
 
 impl Refusal {
@@ -51,6 +55,7 @@ impl Refusal {
             Refusal::Proc => "a process's /proc entry (the monitor's or another's) or /proc outside its system-wide files",
             Refusal::Pseudo => "a kernel pseudo filesystem (/proc, /sys, cgroup: never writable; debugfs, bpf, ...: not served)",
             Refusal::Owner => "chown to another owner or group than the program's own ([paths] set-id allows it)",
+            Refusal::Replaced => "the granted file's name now names another object than the one granted at start",
         }
     }
 

@@ -12,6 +12,17 @@
 //! out, and `/proc/.../root`-style magic links — atomically, so a symlink
 //! swapped during the call cannot win a race.
 //!
+//! **File grants.** A non-directory in `--allow-read`/`--allow-write` is a
+//! file grant ([`AllowedFile`]): a path whose components are exactly the
+//! file's (canonical, resolved once at start) reaches it by looking its
+//! name up `O_NOFOLLOW` in its directory (held `O_PATH` from start) and
+//! only when that is still the object granted at start (device, inode; the
+//! object is held `O_PATH` so its inode cannot be reused): a swapped name
+//! is [`Refusal::Replaced`]. Nothing else in the directory is granted, no
+//! name is ever created or removed through a file grant, and its strict
+//! ancestors serve metadata reads like a tree's. A writable tree that
+//! covers the same path decides instead.
+//!
 //! **What was reached decides, not the spelling.** Every object is first
 //! opened `O_PATH` (which opens no device and has no side effect) and
 //! looked at ([`FsPolicy::check_object`]) before anything else happens:
@@ -105,6 +116,27 @@ pub struct AllowedDir {
     write: bool,
 }
 
+/// One allowed non-directory (a *file grant*): exactly that object, by
+/// its name, for reading (and writing when `write`).
+#[derive(Debug)]
+pub struct AllowedFile {
+    /// Canonical absolute path of the file, components only.
+    comps: Vec<Vec<u8>>,
+    /// `O_PATH | O_DIRECTORY` descriptor of its directory (held from start:
+    /// the name is looked up there, never through the program's spelling).
+    dir: OwnedFd,
+    /// Its final name in `dir`.
+    name: CString,
+    /// `O_PATH | O_NOFOLLOW` descriptor of the granted object, held so that
+    /// its (device, inode) cannot be reused by another file while the run
+    /// lasts.
+    obj: OwnedFd,
+    /// (st_dev, st_ino) of the granted object.
+    id: (u64, u64),
+    /// Whether the program may write (not create, remove or rename) it.
+    write: bool,
+}
+
 /// What an operation does with the object it reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -155,6 +187,8 @@ struct ProcView {
 #[derive(Debug, Default)]
 pub struct FsPolicy {
     dirs: Vec<AllowedDir>,
+    /// File grants (module docs), one per canonical path.
+    files: Vec<AllowedFile>,
     /// (st_dev, st_ino) of each tree root and whether it is writable (a
     /// directory given both ways is writable).
     roots: Vec<(u64, u64, bool)>,
@@ -405,6 +439,7 @@ impl FsPolicy {
     /// in no tree, and the monitor's `/proc`. Write dirs are readable too.
     pub fn new(read: &[PathBuf], write: &[PathBuf]) -> Result<FsPolicy, FsError> {
         let mut dirs = Vec::new();
+        let mut files: Vec<AllowedFile> = Vec::new();
         for (list, w) in [(read, false), (write, true)] {
             for p in list {
                 let err = |source| FsError::AllowedDir { path: p.clone(), source };
@@ -412,14 +447,49 @@ impl FsPolicy {
                 let c = CString::new(canon.as_os_str().as_encoded_bytes().to_vec())
                     .map_err(|_| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
                 // SAFETY: open reads the NUL-terminated path.
-                let fd =
-                    unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+                let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
                 if fd < 0 {
                     return Err(err(std::io::Error::last_os_error()));
                 }
                 // SAFETY: a fresh descriptor we own.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                dirs.push(AllowedDir { comps: components(c.as_bytes()), fd, write: w });
+                let st = fstat(fd.as_raw_fd()).map_err(|_| err(std::io::Error::last_os_error()))?;
+                let comps = components(c.as_bytes());
+                if is(&st, libc::S_IFDIR) {
+                    dirs.push(AllowedDir { comps, fd, write: w });
+                    continue;
+                }
+                // A file grant: the canonical path has a final name (`/` is
+                // a directory) and no symlink, so its directory is opened
+                // from `/` and the name looked up there once.
+                let Some((name, parent)) = comps.split_last() else {
+                    return Err(err(std::io::Error::from_raw_os_error(libc::EINVAL)));
+                };
+                let mut parent_path = Vec::new();
+                for comp in parent {
+                    parent_path.push(b'/');
+                    parent_path.extend_from_slice(comp);
+                }
+                if parent_path.is_empty() {
+                    parent_path.push(b'/');
+                }
+                let einval = || err(std::io::Error::from_raw_os_error(libc::EINVAL));
+                let pc = CString::new(parent_path).map_err(|_| einval())?;
+                let name = CString::new(name.clone()).map_err(|_| einval())?;
+                let dir = openat(libc::AT_FDCWD, &pc, libc::O_PATH | libc::O_DIRECTORY, 0)
+                    .map_err(|_| err(std::io::Error::last_os_error()))?;
+                let obj = openat(dir.as_raw_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)
+                    .map_err(|_| err(std::io::Error::last_os_error()))?;
+                let ost = fstat(obj.as_raw_fd()).map_err(|_| err(std::io::Error::last_os_error()))?;
+                if (ost.st_dev, ost.st_ino) != (st.st_dev, st.st_ino) {
+                    // Renamed between the two looks: refuse to guess.
+                    return Err(err(std::io::Error::from_raw_os_error(libc::EAGAIN)));
+                }
+                let id = (st.st_dev, st.st_ino);
+                match files.iter_mut().find(|f: &&mut AllowedFile| f.comps == comps) {
+                    Some(f) => f.write |= w,
+                    None => files.push(AllowedFile { comps, dir, name, obj, id, write: w }),
+                }
             }
         }
         // Longest first, so the most specific dir decides; on equal paths a
@@ -436,6 +506,7 @@ impl FsPolicy {
         let mixed = roots.iter().any(|r| r.2) && roots.iter().any(|r| !r.2);
         let mut p = FsPolicy {
             dirs,
+            files,
             roots,
             mixed,
             ancestors: Vec::new(),
@@ -452,13 +523,14 @@ impl FsPolicy {
     /// symlinks (before the program runs; the canonical paths hold none).
     fn open_ancestors(&self) -> Vec<(Vec<Vec<u8>>, OwnedFd)> {
         let mut out: Vec<(Vec<Vec<u8>>, OwnedFd)> = Vec::new();
-        for d in &self.dirs {
+        let granted = self.dirs.iter().map(|d| &d.comps).chain(self.files.iter().map(|f| &f.comps));
+        for comps in granted {
             let mut fd = match openat(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0) {
                 Ok(fd) => fd,
                 Err(_) => return out,
             };
-            for k in 0..d.comps.len() {
-                let prefix = &d.comps[..k];
+            for k in 0..comps.len() {
+                let prefix = &comps[..k];
                 let in_tree = self
                     .dirs
                     .iter()
@@ -470,7 +542,7 @@ impl FsPolicy {
                     let Ok(dup) = fd.try_clone() else { break };
                     out.push((prefix.to_vec(), dup));
                 }
-                let Ok(name) = CString::new(d.comps[k].clone()) else { break };
+                let Ok(name) = CString::new(comps[k].clone()) else { break };
                 match openat(fd.as_raw_fd(), &name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
                     Ok(next) => fd = next,
                     Err(_) => break,
@@ -514,6 +586,81 @@ impl FsPolicy {
             }
         }
         None
+    }
+
+    /// The file grant `abs` names (by its components, exactly: `f/..`,
+    /// `f/x` or any other spelling is not it), unless a writable tree
+    /// already serves that path (the wider grant decides).
+    fn file_grant(&self, abs: &[u8]) -> Option<&AllowedFile> {
+        if self.files.is_empty() {
+            return None;
+        }
+        if self.locate(abs).is_some_and(|(d, _)| d.write) {
+            return None;
+        }
+        let comps = components(abs);
+        self.files.iter().find(|f| f.comps == comps)
+    }
+
+    /// The granted object of `f`, reached by its name from its directory
+    /// (held since start, never resolved from the program's spelling) and
+    /// `O_PATH | O_NOFOLLOW`: it must still be the object granted at start
+    /// (same device and inode); a name swapped for a symlink or another
+    /// file is refused. A trailing `/` asks for a directory: `ENOTDIR`.
+    fn reach_file(
+        &self,
+        f: &AllowedFile,
+        abs: &[u8],
+        access: Access,
+    ) -> Result<(OwnedFd, libc::stat), PathError> {
+        // `f/`, `f/.`, `f/./` name the file as a directory (the `.` were
+        // dropped when matching): natively ENOTDIR, never the file.
+        if abs.last() == Some(&b'/') || abs.ends_with(b"/.") {
+            return Err(PathError::Errno(libc::ENOTDIR));
+        }
+        if matches!(access, Access::Write | Access::Alter) && !f.write {
+            return Err(PathError::Denied(Refusal::ReadOnly));
+        }
+        let obj = openat(f.dir.as_raw_fd(), &f.name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = fstat(obj.as_raw_fd())?;
+        if (st.st_dev, st.st_ino) != f.id {
+            return Err(PathError::Denied(Refusal::Replaced));
+        }
+        debug_assert!(fstat(f.obj.as_raw_fd()).is_ok_and(|o| (o.st_dev, o.st_ino) == f.id));
+        self.check_object(obj.as_raw_fd(), &st, access)?;
+        Ok((obj, st))
+    }
+
+    /// Opens the file grant `f` (named `abs`) with `flags`: never creates
+    /// (an existing name with `O_CREAT` and no `O_EXCL` opens, as natively;
+    /// with `O_EXCL`, `EEXIST`), never `O_TMPFILE` (a file is no directory).
+    fn open_file(&self, f: &AllowedFile, abs: &[u8], flags: i32) -> Result<Opened, PathError> {
+        let write = wants_write(flags);
+        if flags & libc::O_TMPFILE & !libc::O_DIRECTORY != 0 || flags & libc::O_DIRECTORY != 0 {
+            // Natively ENOTDIR (after the policy: ask the object first).
+            self.reach_file(f, abs, Access::Look)?;
+            return Err(PathError::Errno(libc::ENOTDIR));
+        }
+        let access = if flags & libc::O_PATH != 0 {
+            Access::Look
+        } else if write {
+            Access::Write
+        } else {
+            Access::Read
+        };
+        let (obj, st) = self.reach_file(f, abs, access)?;
+        if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
+            return Err(PathError::Errno(libc::EEXIST));
+        }
+        let change = Some(f.write);
+        if flags & libc::O_PATH != 0 {
+            return Ok(Opened { fd: obj, change });
+        }
+        let fd = self.reopen(&obj, flags)?;
+        if write {
+            self.clear_set_id(fd.as_raw_fd(), &st);
+        }
+        Ok(Opened { fd, change })
     }
 
     /// Whether `abs` names (by its components, exactly) a directory above
@@ -639,6 +786,9 @@ impl FsPolicy {
     /// Opens `abs` with `flags`/`mode` (`O_CLOEXEC` is always added): the
     /// object is looked at before it is opened (see the module docs).
     pub fn open(&self, abs: &[u8], flags: i32, mode: u32) -> Result<Opened, PathError> {
+        if let Some(f) = self.file_grant(abs) {
+            return self.open_file(f, abs, flags);
+        }
         if wants_write(flags) {
             return self.open_for_change(abs, flags, mode);
         }
@@ -746,6 +896,11 @@ impl FsPolicy {
     pub fn reach_for_change(&self, abs: &[u8], follow: bool) -> Result<Reached, PathError> {
         let mut spelled = abs.to_vec();
         for _ in 0..=MAX_SYMLINKS {
+            if let Some(f) = self.file_grant(&spelled) {
+                // A file grant changes the object, never a name: no parent.
+                let (obj, st) = self.reach_file(f, &spelled, Access::Write)?;
+                return Ok(Reached { obj: Some((obj, st)), parent: None });
+            }
             let (d, rel) = self.locate(&spelled).ok_or(PathError::Denied(Refusal::Outside))?;
             if !d.write {
                 return Err(PathError::Denied(Refusal::ReadOnly));
@@ -831,6 +986,10 @@ impl FsPolicy {
     /// a tree but the refused `/proc` and pseudo entries, or one of the
     /// directories above the trees.
     pub fn inspect(&self, abs: &[u8], follow: bool) -> Result<(OwnedFd, libc::stat), PathError> {
+        if let Some(f) = self.file_grant(abs) {
+            // The granted name is never a symlink (resolved at start).
+            return self.reach_file(f, abs, Access::Look);
+        }
         let Some((d, rel)) = self.locate(abs) else {
             let comps = components(abs);
             let (_, fd) = self
@@ -979,6 +1138,108 @@ mod tests {
         assert!(p.open(&b(&w.join("mine")), libc::O_WRONLY, 0).is_ok());
         assert_eq!(spelled_parent(b"/a/b/"), b"/a");
         assert_eq!(spelled_parent(b"/a"), b"/");
+    }
+
+    #[test]
+    fn file_grant_is_that_object_only() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        std::fs::create_dir(w.join("sub")).unwrap();
+        std::fs::write(w.join("f"), b"granted").unwrap();
+        std::fs::write(w.join("sib"), b"secret").unwrap();
+        std::fs::write(w.join("sub/x"), b"secret").unwrap();
+        std::fs::write(w.join("g"), b"writable").unwrap();
+        let f = w.join("f");
+        let p = policy(std::slice::from_ref(&f), &[w.join("g")]);
+        let outside = PathError::Denied(Refusal::Outside);
+        let ro = PathError::Denied(Refusal::ReadOnly);
+        // The file reads; its sibling, its directory and `..` from it do not.
+        assert!(p.open(&b(&f), libc::O_RDONLY, 0).is_ok());
+        assert_eq!(p.open(&b(&w.join("sib")), libc::O_RDONLY, 0).unwrap_err(), outside);
+        assert_eq!(p.open(&b(&w), libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap_err(), outside);
+        for path in ["f/.", "f/./", "f/./."] {
+            let e = p.open(&[b(&w), b"/".to_vec(), path.as_bytes().to_vec()].concat(), libc::O_RDONLY, 0);
+            assert_eq!(e.unwrap_err(), PathError::Errno(libc::ENOTDIR), "{path}");
+        }
+        for path in ["f/..", "f/../sib", "f/../sub/x", "sub/../f/.."] {
+            let abs = b(&w.join(path));
+            assert!(p.open(&abs, libc::O_RDONLY, 0).is_err(), "{path}");
+            assert!(p.open(&abs, libc::O_PATH, 0).is_err(), "{path}");
+            assert!(p.inspect(&abs, true).is_err() || path == "f/..", "{path}");
+        }
+        assert_eq!(p.open(&b(&w.join("sub/../f")), libc::O_RDONLY, 0).unwrap_err(), outside);
+        assert_eq!(
+            p.open(&[b(&f), b"/".to_vec()].concat(), libc::O_RDONLY, 0).unwrap_err(),
+            PathError::Errno(libc::ENOTDIR)
+        );
+        // Read-only: no write, no truncate, no change, no name operation.
+        assert_eq!(p.open(&b(&f), libc::O_WRONLY, 0).unwrap_err(), ro);
+        assert_eq!(p.open(&b(&f), libc::O_RDONLY | libc::O_TRUNC, 0).unwrap_err(), ro);
+        assert_eq!(p.reach_for_change(&b(&f), true).unwrap_err(), ro);
+        assert_eq!(p.parent(&b(&f), true).unwrap_err(), outside);
+        // O_PATH opens the object and nothing more; O_DIRECTORY is ENOTDIR.
+        let o = p.open(&b(&f), libc::O_PATH, 0).unwrap();
+        assert_eq!(o.change, Some(false));
+        let e = p.open(&b(&f), libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap_err();
+        assert_eq!(e, PathError::Errno(libc::ENOTDIR));
+        // The write grant writes and truncates the object, never creates or
+        // removes a name.
+        let g = b(&w.join("g"));
+        assert!(p.open(&g, libc::O_WRONLY | libc::O_TRUNC, 0).is_ok());
+        assert!(p.open(&g, libc::O_WRONLY | libc::O_CREAT, 0o644).is_ok());
+        let e = p.open(&g, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o644).unwrap_err();
+        assert_eq!(e, PathError::Errno(libc::EEXIST));
+        assert_eq!(p.parent(&g, true).unwrap_err(), outside);
+        let o = p.reach_for_change(&g, true).unwrap();
+        assert!(o.parent.is_none());
+        let new = b(&w.join("new"));
+        assert_eq!(p.open(&new, libc::O_WRONLY | libc::O_CREAT, 0o644).unwrap_err(), outside);
+        // The directory above is looked at (stat) like a tree's ancestors.
+        assert!(p.inspect(&b(&w), true).is_ok());
+        assert!(p.is_ancestor(&b(&w)));
+    }
+
+    #[test]
+    fn file_grant_follows_the_object_not_the_name() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        std::fs::write(w.join("f"), b"granted").unwrap();
+        std::fs::write(w.join("sib"), b"secret").unwrap();
+        let f = w.join("f");
+        let p = policy(std::slice::from_ref(&f), &[]);
+        let replaced = PathError::Denied(Refusal::Replaced);
+        // A hard link elsewhere is the same object, but not a granted name.
+        std::fs::hard_link(&f, w.join("hl")).unwrap();
+        let outside = PathError::Denied(Refusal::Outside);
+        assert_eq!(p.open(&b(&w.join("hl")), libc::O_RDONLY, 0).unwrap_err(), outside);
+        // Swap the name for a symlink to the sibling after start.
+        std::fs::rename(&f, w.join("old")).unwrap();
+        symlink("sib", &f).unwrap();
+        assert_eq!(p.open(&b(&f), libc::O_RDONLY, 0).unwrap_err(), replaced);
+        assert_eq!(p.open(&b(&f), libc::O_PATH, 0).unwrap_err(), replaced);
+        assert_eq!(p.inspect(&b(&f), false).unwrap_err(), replaced);
+        // Swap it for another regular file.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::hard_link(w.join("sib"), &f).unwrap();
+        assert_eq!(p.open(&b(&f), libc::O_RDONLY, 0).unwrap_err(), replaced);
+        // Gone: what the program would see natively.
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(p.open(&b(&f), libc::O_RDONLY, 0).unwrap_err(), PathError::Errno(libc::ENOENT));
+        // Put back: the granted object again.
+        std::fs::rename(w.join("old"), &f).unwrap();
+        assert!(p.open(&b(&f), libc::O_RDONLY, 0).is_ok());
+    }
+
+    #[test]
+    fn file_grant_given_as_a_symlink_is_its_target_once() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        std::fs::write(w.join("f"), b"granted").unwrap();
+        symlink("f", w.join("l")).unwrap();
+        let p = policy(&[w.join("l")], &[]);
+        assert!(p.open(&b(&w.join("f")), libc::O_RDONLY, 0).is_ok());
+        let outside = PathError::Denied(Refusal::Outside);
+        assert_eq!(p.open(&b(&w.join("l")), libc::O_RDONLY, 0).unwrap_err(), outside);
     }
 
     #[test]

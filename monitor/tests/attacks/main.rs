@@ -19,6 +19,7 @@ mod common;
 
 mod events;
 mod fake_failure;
+mod file_grant;
 mod limits;
 mod locks;
 mod memprot;

@@ -161,6 +161,16 @@ static int step(char **a, int n)
             dump(openat(d, arg(a[2], 1), O_RDONLY));
         return 2;
     }
+    if (!strcmp(op, "opathat")) {
+        /* opathat PATH REL: open(PATH, O_PATH), then openat(that, REL) and read */
+        NEED(2);
+        int d = open(arg(a[1], 0), O_PATH);
+        if (d < 0)
+            fail();
+        else
+            dump(openat(d, arg(a[2], 1), O_RDONLY));
+        return 2;
+    }
     if (!strcmp(op, "opendir")) {
         NEED(1);
         int fd = open(arg(a[1], 0), O_RDONLY | O_DIRECTORY);
