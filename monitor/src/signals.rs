@@ -178,7 +178,9 @@ pub fn forward_until(done: &AtomicBool, end: &EndWake, poster: &Poster) {
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let want = std::mem::size_of::<libc::signalfd_siginfo>();
             // SAFETY: reads at most one record into the local.
-            let got = unsafe { libc::read(sfd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), want) };
+            let got = unsafe {
+                libc::read(sfd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), want)
+            };
             if got != want as isize {
                 break;
             }
