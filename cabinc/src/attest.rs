@@ -32,12 +32,15 @@ enum AttestCommand {
         /// The Cabin image the report must bind (MEASUREMENT or REPORT_DATA).
         #[arg(long, value_name = "IMAGE")]
         image: Option<PathBuf>,
+        /// Output format (`json`: one object on stdout).
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::Format,
     },
     /// Ask the firmware for a report binding an image (inside an SEV-SNP guest).
     Request {
         /// The Cabin image.
         image: PathBuf,
-        /// Where to write the report.
+        /// Where to write the report (`-`: stdout).
         #[arg(short, long, value_name = "REPORT")]
         output: PathBuf,
     },
@@ -46,21 +49,32 @@ enum AttestCommand {
 /// Runs `cabinc attest`.
 pub fn run(a: &AttestArgs) -> Result<ExitCode> {
     match &a.command {
-        AttestCommand::Verify { report, certs, image } => {
+        AttestCommand::Verify { report, certs, image, format } => {
             let v = cabin_snp::attest::verify(report, certs, image.as_deref())?;
+            let bound_by = v.binding.map(|b| match b {
+                cabin_snp::attest::Binding::Measurement => "MEASUREMENT",
+                cabin_snp::attest::Binding::ReportData => "REPORT_DATA",
+            });
+            if *format == crate::Format::Json {
+                let j = serde_json::json!({
+                    "verified": true,
+                    "report": report.display().to_string(),
+                    "product": v.product.to_string(),
+                    "measurement": hex::encode(v.report.measurement),
+                    "report_data": hex::encode(v.report.report_data),
+                    "vmpl": v.report.vmpl,
+                    "image": image.as_ref().map(|i| i.display().to_string()),
+                    "bound_by": bound_by,
+                });
+                println!("{j}");
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("verified: {} signed by a VCEK of AMD's {} chain", report.display(), v.product);
             println!("measurement: {}", hex::encode(v.report.measurement));
             println!("report_data: {}", hex::encode(v.report.report_data));
             println!("vmpl:        {}", v.report.vmpl);
-            match (v.binding, image) {
-                (Some(b), Some(i)) => println!(
-                    "image:       {} bound by {}",
-                    i.display(),
-                    match b {
-                        cabin_snp::attest::Binding::Measurement => "MEASUREMENT",
-                        cabin_snp::attest::Binding::ReportData => "REPORT_DATA",
-                    }
-                ),
+            match (bound_by, image) {
+                (Some(b), Some(i)) => println!("image:       {} bound by {b}", i.display()),
                 _ => println!("image:       not checked (pass --image)"),
             }
             Ok(ExitCode::SUCCESS)
@@ -72,8 +86,13 @@ pub fn run(a: &AttestArgs) -> Result<ExitCode> {
             let digest = img.verify_measurement().with_context(|| image.display().to_string())?;
             let report =
                 cabin_snp::attest::request(std::path::Path::new(cabin_snp::attest::SEV_GUEST), &digest)?;
-            std::fs::write(output, &report).with_context(|| format!("cannot write {}", output.display()))?;
-            println!("{}", output.display());
+            if crate::output::is_stdout(output) {
+                crate::output::to_stdout(&report)?;
+            } else {
+                std::fs::write(output, &report)
+                    .with_context(|| format!("cannot write {}", output.display()))?;
+                println!("{}", output.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -55,6 +55,16 @@ fn attest_verify_accepts_the_real_report_and_refuses_tampered_ones() {
     let out = cabinc(&[&["attest".as_ref(), "verify".as_ref(), report.as_os_str()][..], &certs[..]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("verified:"));
+    // The same for scripts: one JSON object.
+    let fmt = ["--format".as_ref(), "json".as_ref()];
+    let out = cabinc(
+        &[&["attest".as_ref(), "verify".as_ref(), report.as_os_str()][..], &certs[..], &fmt[..]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(j["verified"], true);
+    assert_eq!(j["measurement"].as_str().map(str::len), Some(96), "{j}");
+    assert!(j["bound_by"].is_null(), "{j}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut bytes = std::fs::read(&report).expect("read");
