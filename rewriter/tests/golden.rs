@@ -22,10 +22,18 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
+/// A number no other call in this process gets (for temporary file names).
+fn unique() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Assembles and links `NAME.S`; `None` (with a loud message) without gcc.
 fn build(name: &str) -> Option<Vec<u8>> {
     let src = golden_dir().join(format!("{name}.S"));
-    let out = std::env::temp_dir().join(format!("cabin-golden-{}-{name}", std::process::id()));
+    // One path per call: tests run in parallel threads and several build
+    // the same program (a shared path let one test delete another's output).
+    let out = std::env::temp_dir().join(format!("cabin-golden-{}-{}-{name}", std::process::id(), unique()));
     let status = Command::new("gcc")
         .args(["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-o"])
         .arg(&out)
@@ -46,7 +54,8 @@ fn build(name: &str) -> Option<Vec<u8>> {
 
 /// Symbol value by name from `.symtab` (test programs are not stripped).
 fn symbol(elf: &[u8], name: &str) -> u64 {
-    let path = std::env::temp_dir().join(format!("cabin-golden-nm-{}-{name}", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("cabin-golden-nm-{}-{}-{name}", std::process::id(), unique()));
     std::fs::write(&path, elf).expect("write temp");
     let out = Command::new("nm").arg(&path).output().expect("nm");
     let _ = std::fs::remove_file(&path);
