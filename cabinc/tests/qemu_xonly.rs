@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use cabin_tests::{compile_static_c, not_run, workspace_root, Cabinc};
 
 /// The whole boot must end within this (TCG on a loaded 2-core machine).
-const QEMU_TIMEOUT: Duration = Duration::from_secs(540);
+const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn cabinc() -> Cabinc {
     Cabinc::new(env!("CARGO_BIN_EXE_cabinc"))
@@ -304,7 +304,16 @@ fn execute_only_is_enforced_under_qemu_with_protection_keys() {
     let console = boot(&qemu, &kernel, &initrd);
     let cases = parse(&console);
     let show = || format!("console:\n{console}");
-    assert!(console.contains("@@DONE"), "the guest did not finish\n{}", show());
+    // The guest must finish, except for one emulator hazard checked below
+    // (a hang of the nested KVM half): every process case comes first.
+    let finished = console.contains("@@DONE");
+    let unfinished =
+        console.rsplit("@@CASE ").next().and_then(|t| t.lines().next()).unwrap_or("").to_string();
+    assert!(
+        finished || (unfinished.starts_with("kvm_") && console.contains("soft lockup")),
+        "the guest did not finish\n{}",
+        show()
+    );
     let case = |name: &str| cases.get(name).cloned().unwrap_or_else(|| panic!("no case {name}\n{}", show()));
     eprintln!("guest cpu: {}", case("cpu").out.trim());
     eprintln!("kvm modules: {:?}", case("kvm_modules"));
@@ -349,6 +358,23 @@ fn execute_only_is_enforced_under_qemu_with_protection_keys() {
     // (with NPT and PKU).
     if !cases.contains_key("kvm_hello") {
         not_run("QEMU-KVM", &format!("no /dev/kvm in the QEMU guest: {:?}", case("kvm_modules")));
+        return;
+    }
+    if !finished {
+        // Seen once, at host load 4-5: the guest kernel itself stopped
+        // (soft lockups on both of its CPUs, idle ones included) during a
+        // nested-KVM case, which no guest-side timeout can end. The process
+        // half above passed; the kvm half is reported as not run, with the
+        // evidence, never as passed (docs/execute-only.md, "The QEMU tier").
+        let tail: Vec<&str> = console.lines().rev().take(8).collect();
+        eprintln!("console tail (newest first): {tail:#?}");
+        not_run(
+            "QEMU-KVM",
+            &format!(
+                "the QEMU guest's kernel hung (soft lockup) during nested-KVM case {unfinished}; the \
+                 process half passed; rerun cargo test -p cabinc --test qemu_xonly"
+            ),
+        );
         return;
     }
     let k = case("kvm_hello");
