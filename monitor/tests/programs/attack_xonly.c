@@ -157,7 +157,11 @@ static void resumed(void) {
 }
 
 static void attack_native_sigreturn(void) {
-    static ucontext_t uc __attribute__((aligned(64)));
+    // The frame at the top of a stack of its own, as a kernel-built one
+    // would be: whoever serves the call may use the stack below it.
+    static unsigned char frame_stack[65536] __attribute__((aligned(64)));
+    uintptr_t top = (uintptr_t)(frame_stack + sizeof frame_stack - sizeof(ucontext_t));
+    ucontext_t *uc = (ucontext_t *)(top & ~(uintptr_t)63);
     unsigned r[4];
     prepare_area();
     // The software-reserved bytes Linux checks (fpx_sw_bytes): magic1,
@@ -180,18 +184,18 @@ static void attack_native_sigreturn(void) {
         memcpy(area + 480, &size, 4);
         memcpy(area + size, &magic2, 4);
     }
-    memset(&uc, 0, sizeof uc);
-    uc.uc_flags = 1; // UC_FP_XSTATE
-    uc.uc_mcontext.gregs[16 /* REG_RIP */] = (long)(uintptr_t)resumed;
-    uc.uc_mcontext.gregs[15 /* REG_RSP */] = (long)(uintptr_t)(resume_stack + sizeof resume_stack - 8);
-    uc.uc_mcontext.gregs[17 /* REG_EFL */] = 0x202;
+    memset(uc, 0, sizeof *uc);
+    uc->uc_flags = 1; // UC_FP_XSTATE
+    uc->uc_mcontext.gregs[16 /* REG_RIP */] = (long)(uintptr_t)resumed;
+    uc->uc_mcontext.gregs[15 /* REG_RSP */] = (long)(uintptr_t)(resume_stack + sizeof resume_stack - 8);
+    uc->uc_mcontext.gregs[17 /* REG_EFL */] = 0x202;
     unsigned long cs;
     __asm__ volatile("mov %%cs, %0" : "=r"(cs));
-    uc.uc_mcontext.gregs[18 /* REG_CSGSFS */] = (long)(cs & 0xffff);
-    uc.uc_mcontext.fpregs = (fpregset_t)area;
+    uc->uc_mcontext.gregs[18 /* REG_CSGSFS */] = (long)(cs & 0xffff);
+    uc->uc_mcontext.fpregs = (fpregset_t)area;
     printf("native-sigreturn: jumping\n");
     fflush(stdout);
-    __asm__ volatile("mov %0, %%rsp\n jmp *%1" ::"r"(&uc), "r"(hidden_syscall), "a"(15L) : "memory");
+    __asm__ volatile("mov %0, %%rsp\n jmp *%1" ::"r"(uc), "r"(hidden_syscall), "a"(15L) : "memory");
     __builtin_unreachable();
 }
 
