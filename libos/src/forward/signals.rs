@@ -1673,7 +1673,25 @@ pub(crate) extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
         post(sig, &kinfo);
     }
     // SAFETY: as for `on_sigsys`.
-    let rip = unsafe { greg(uc, REG_RIP).read() };
+    let mut rip = unsafe { greg(uc, REG_RIP).read() };
+    // SAFETY: as above.
+    let rsp = unsafe { greg(uc, REG_RSP).read() };
+    if let Some(at) = crate::arch::x86_64::entry::resume_window_ctx(rip, rsp) {
+        // A kernel handler's return had put the mask back and was resuming
+        // the context in the `Ctx` at `at` (FP state and mask already
+        // live): this signal interrupted that context, not the window.
+        // The outer return is abandoned; what follows decides on the
+        // context's own `rip` (program code, the exit window, the libos).
+        // SAFETY: `at` is the `Ctx` of `cabin_kernel_return` on this
+        // thread's stack, above this handler's frame (only read).
+        unsafe {
+            let c = (at as *const Ctx).read_volatile();
+            ctx_to_kernel(uc, &c);
+            let csgsfs = greg(uc, REG_CSGSFS);
+            csgsfs.write((csgsfs.read() & !0xffff) | (c.cs & 0xffff));
+            rip = c.rip;
+        }
+    }
     if crate::arch::x86_64::entry::in_exit_window(rip) {
         // Between the libos's last check and its `ret`: every register is
         // the program's (but rcx and r11, which the call clobbers anyway)
@@ -1683,23 +1701,6 @@ pub(crate) extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
             let rsp = greg(uc, REG_RSP).read();
             greg(uc, REG_RIP).write((rsp as *const u64).read());
             greg(uc, REG_RSP).write(rsp + 8);
-        }
-    } else if let Some(at) = {
-        // SAFETY: as above.
-        let rsp = unsafe { greg(uc, REG_RSP).read() };
-        crate::arch::x86_64::entry::resume_window_ctx(rip, rsp)
-    } {
-        // A kernel handler's return had put the mask back and was resuming
-        // the program from the `Ctx` at `at`: the program's context is that
-        // one (its FP state and mask already live). Taken as the program's;
-        // the outer return is abandoned (its frame is below nothing).
-        // SAFETY: `at` is the `Ctx` of `cabin_kernel_return` on this
-        // thread's private stack, above this handler's frame.
-        unsafe {
-            let c = (at as *const Ctx).read_volatile();
-            ctx_to_kernel(uc, &c);
-            let csgsfs = greg(uc, REG_CSGSFS);
-            csgsfs.write((csgsfs.read() & !0xffff) | (c.cs & 0xffff));
         }
     } else if in_libos(rip) {
         // The libos looks at the attention word on its way out.
