@@ -473,6 +473,13 @@ mod tests {
     fn policy() {
         assert_eq!(run(libc::SYS_exit_group, [0; 6]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_rt_sigreturn, [0; 6]), SECCOMP_RET_KILL_PROCESS);
+        // The other ABIs' sigreturns never reach the kernel either: x32's
+        // rt_sigreturn (513) and i386's sigreturn (119) and rt_sigreturn
+        // (173) are trapped (the libos answers ENOSYS).
+        assert_eq!(run(0x4000_0000 | 513, [0; 6]), SECCOMP_RET_TRAP, "x32 rt_sigreturn");
+        for nr in [119, 173] {
+            assert_eq!(evaluate(&filter(SQ, CQ, &CallSet::EMPTY), nr, 0x4000_0003, [0; 6]), SECCOMP_RET_TRAP);
+        }
         let magic = cabin_abi::boot::KERNEL_MASK_MAGIC;
         assert_eq!(run(libc::SYS_rt_sigprocmask, [2, 0x1000, 0, 8, magic, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_rt_sigprocmask, [2, 0x1000, 0, 8, 0, 0]), SECCOMP_RET_TRAP, "program's own");
