@@ -340,6 +340,18 @@ pub struct SigPosted {
 /// as a signal of the program's own).
 pub const WAKE_SIGNAL: i32 = 64;
 
+/// Process backend: the value in `r8` (the unused fifth argument) of the
+/// libos's own `rt_sigprocmask(SIG_SETMASK, set, NULL, 8)`, the one call
+/// that puts back the signal mask of an interrupted context when a libos
+/// kernel handler returns (the host's `rt_sigreturn` is refused). The
+/// seccomp filter allows `rt_sigprocmask` natively only in exactly that
+/// form; every other one is trapped and served on the program's virtual
+/// mask, as before. A program that uses the form itself only changes its
+/// own native mask: a blocked SIGSYS or fault signal makes the kernel end
+/// it at the next trap or fault, a blocked wake signal only delays its own
+/// signals.
+pub const KERNEL_MASK_MAGIC: u64 = 0x4341_4249_4e4d_534b;
+
 /// `si_code` values.
 pub mod si_code {
     /// Sent by `kill`.

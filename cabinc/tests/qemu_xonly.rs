@@ -13,6 +13,10 @@
 //! - the XRSTOR, forged-sigreturn and pkey attacks of
 //!   monitor/tests/programs/attack_xonly.c do not make code readable, and a
 //!   jump straight to a checked `xrstor` (past the mask) ends the program;
+//! - a forged frame given to the host's `rt_sigreturn` through a hidden
+//!   `syscall` (`native-sigreturn`) resumes at its `rip` and reads code
+//!   natively, and on the process backend is killed by the seccomp filter
+//!   (SIGSYS) before anything is restored;
 //! - a sample program prints and exits as it does natively in the guest.
 //!
 //! The kvm backend runs there too, nested: the guest loads kvm_amd on TCG's
@@ -112,7 +116,7 @@ case_ hello_native /t/hello
 case_ hello_process /cabinc run -v --backend process --stats /tmp/stats.json /t/hello.cabin
 case_ stats cat /tmp/stats.json
 case_ hello_require /cabinc run --backend process --require-execute-only -q /t/hello.cabin
-for m in read xrstor sigreturn pkey; do
+for m in read xrstor sigreturn pkey native-sigreturn; do
     case_ native_$m /t/attack_xonly $m
     case_ process_$m /cabinc run --backend process -q /t/attack_xonly.cabin -- $m
 done
@@ -123,7 +127,7 @@ if [ -c /dev/kvm ]; then
     case_ kvm_hello timeout 120 /cabinc run -v --backend kvm --stats /tmp/kstats.json /t/hello.cabin
     case_ kvm_stats cat /tmp/kstats.json
     case_ kvm_require timeout 120 /cabinc run --backend kvm --require-execute-only -q /t/hello.cabin
-    for m in read xrstor sigreturn pkey; do
+    for m in read xrstor sigreturn pkey native-sigreturn; do
         case_ kvm_$m timeout 120 /cabinc run --backend kvm -q /t/attack_xonly.cabin -- $m
     done
     case_ kvm_jump timeout 120 /cabinc run --backend kvm -q /t/attack_xonly.cabin -- jump @JUMP@
@@ -339,6 +343,16 @@ fn execute_only_is_enforced_under_qemu_with_protection_keys() {
         assert_eq!(c.rc, Some(128 + 11), "process {m}: {c:?}");
         assert!(c.err.contains("SIGSEGV") && c.err.contains("SEGV_PKUERR"), "process {m}: {c:?}");
     }
+    // The host's rt_sigreturn with a forged frame (PKRU = 0): natively
+    // Linux restores it and the program reads its code; confined, the
+    // filter kills the call (SIGSYS) before anything is restored.
+    let n = case("native_native-sigreturn");
+    assert!(n.out.contains("resumed at the forged rip") && n.out.contains("read code:"), "native: {n:?}");
+    let c = case("process_native-sigreturn");
+    eprintln!("process native-sigreturn: {c:?}");
+    assert_eq!(c.out, "native-sigreturn: jumping\n", "process native-sigreturn: {c:?}");
+    assert_eq!(c.rc, Some(128 + 31), "process native-sigreturn: {c:?}");
+    assert!(c.err.contains("SIGSYS"), "process native-sigreturn: {c:?}");
     // A jump straight to a checked xrstor with PKRU = 0 in the area: the
     // check ends the program (exit_group(139)) before any read.
     let j = case("process_jump");
@@ -395,6 +409,11 @@ fn execute_only_is_enforced_under_qemu_with_protection_keys() {
             assert!(c.err.contains("protection key") && c.err.contains("SEGV_PKUERR"), "kvm {m}: {c:?}");
         }
     }
+    // kvm: the libos serves the forged frame as the program's own
+    // rt_sigreturn (never PKRU): whatever it resumes, code stays unreadable.
+    let c = case("kvm_native-sigreturn");
+    eprintln!("kvm native-sigreturn: {c:?}");
+    assert!(!c.out.contains("read code:"), "kvm native-sigreturn read its code: {c:?}");
     // kvm: XCR0 has no PKRU, so the area naming it faults (#GP).
     let j = case("kvm_jump");
     assert!(

@@ -2,7 +2,12 @@
 //!
 //! Allowed (everything the libos itself needs, nothing that reaches
 //! outside the domain):
-//! - `exit`, `exit_group`, `rt_sigreturn` (return from the libos's handlers);
+//! - `exit`, `exit_group`;
+//! - `rt_sigprocmask(SIG_SETMASK, set, NULL, 8)` with
+//!   [`cabin_abi::boot::KERNEL_MASK_MAGIC`] in the fifth argument, and
+//!   only so: the libos's kernel handlers put back the interrupted mask
+//!   with it when they return (every other `rt_sigprocmask` is trapped and
+//!   served on the program's virtual mask);
 //! - `futex`, any operation (the program's futexes are served natively:
 //!   they only ever reach the process's own memory; the monitor's waits on
 //!   the ring doorbells have timeouts, so a program that requeues or wakes
@@ -34,6 +39,13 @@
 //!   (the image's data is followed by the libos's code, so the length
 //!   matters there). Code, the boot page, the ring, the loader scratch and
 //!   the stub are never reachable;
+//!
+//! `rt_sigreturn` kills the process (`SECCOMP_RET_KILL_PROCESS`, checked
+//! before everything else): Linux restores PKRU from the frame's XSAVE
+//! area, so a forged frame would lift execute-only code
+//! (docs/execute-only.md). The libos's kernel handlers return without it
+//! (`libos::arch::x86_64::entry::cabin_kernel_return`), and the program's
+//! own `rt_sigreturn` is the libos's, served in ring 3.
 //!
 //! Every other call, and every call from another ABI (`int 0x80` i386
 //! calls, x32), is answered with `SECCOMP_RET_TRAP`: the kernel delivers
@@ -82,6 +94,10 @@ const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// Offset of `seccomp_data.arch`.
 const OFF_ARCH: u32 = 4;
+/// `seccomp_data.nr`.
+const OFF_NR: u32 = 0;
+/// `SIG_SETMASK`.
+const SIG_SETMASK: u64 = 2;
 
 /// `arch_prctl` code that sets the FS base.
 const ARCH_SET_FS: u64 = 0x1002;
@@ -209,7 +225,6 @@ pub fn rules(
     for nr in [
         libc::SYS_exit,
         libc::SYS_exit_group,
-        libc::SYS_rt_sigreturn,
         // The libos's handlers run on its private stack.
         libc::SYS_sigaltstack,
         libc::SYS_futex,
@@ -220,6 +235,17 @@ pub fn rules(
     ] {
         rules.insert(nr, Vec::new());
     }
+    // The libos's kernel handlers put back the interrupted mask with this
+    // exact form when they return (`rt_sigreturn` is killed: compile).
+    rules.insert(
+        libc::SYS_rt_sigprocmask,
+        vec![SeccompRule::new(vec![
+            eq32(0, SIG_SETMASK)?,
+            eq64(2, 0)?,
+            eq64(3, 8)?,
+            eq64(4, cabin_abi::boot::KERNEL_MASK_MAGIC)?,
+        ])?],
+    );
     let clone = thread_flag_sets().into_iter().map(|f| Ok(SeccompRule::new(vec![eq64(0, f)?])?));
     rules.insert(libc::SYS_clone, clone.collect::<Result<_, FilterError>>()?);
     for nr in CLOCK_READS.into_iter().filter(|&n| !checked.contains(n as u64)) {
@@ -275,11 +301,16 @@ pub fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<Vec<SockFilter>
     let program: BpfProgram = allowed.try_into()?;
     // seccompiler's program starts by killing the process on a foreign
     // `seccomp_data.arch` (i386 `int 0x80` calls); trap those instead, so
-    // the libos can translate them. Straight-line: no offset to get wrong.
+    // the libos can translate them. Then kill every x86-64 `rt_sigreturn`
+    // (Linux would load PKRU from the frame: docs/execute-only.md).
+    // Straight-line: no offset to get wrong.
     let mut out = vec![
         SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: OFF_ARCH },
         SockFilter { code: BPF_JEQ_K, jt: 1, jf: 0, k: AUDIT_ARCH_X86_64 },
         SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_TRAP },
+        SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: OFF_NR },
+        SockFilter { code: BPF_JEQ_K, jt: 0, jf: 1, k: libc::SYS_rt_sigreturn as u32 },
+        SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_KILL_PROCESS },
     ];
     out.extend(program);
     Ok(out)
@@ -441,7 +472,24 @@ mod tests {
     #[test]
     fn policy() {
         assert_eq!(run(libc::SYS_exit_group, [0; 6]), SECCOMP_RET_ALLOW);
-        assert_eq!(run(libc::SYS_rt_sigreturn, [0; 6]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_rt_sigreturn, [0; 6]), SECCOMP_RET_KILL_PROCESS);
+        // The other ABIs' sigreturns never reach the kernel either: x32's
+        // rt_sigreturn (513) and i386's sigreturn (119) and rt_sigreturn
+        // (173) are trapped (the libos answers ENOSYS).
+        assert_eq!(run(0x4000_0000 | 513, [0; 6]), SECCOMP_RET_TRAP, "x32 rt_sigreturn");
+        for nr in [119, 173] {
+            assert_eq!(evaluate(&filter(SQ, CQ, &CallSet::EMPTY), nr, 0x4000_0003, [0; 6]), SECCOMP_RET_TRAP);
+        }
+        let magic = cabin_abi::boot::KERNEL_MASK_MAGIC;
+        assert_eq!(run(libc::SYS_rt_sigprocmask, [2, 0x1000, 0, 8, magic, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(libc::SYS_rt_sigprocmask, [2, 0x1000, 0, 8, 0, 0]), SECCOMP_RET_TRAP, "program's own");
+        assert_eq!(run(libc::SYS_rt_sigprocmask, [0, 0x1000, 0, 8, magic, 0]), SECCOMP_RET_TRAP, "SIG_BLOCK");
+        assert_eq!(
+            run(libc::SYS_rt_sigprocmask, [2, 0x1000, 0x2000, 8, magic, 0]),
+            SECCOMP_RET_TRAP,
+            "oldset"
+        );
+        assert_eq!(run(libc::SYS_rt_sigprocmask, [2, 0x1000, 0, 16, magic, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(libc::SYS_clock_gettime, [0; 6]), SECCOMP_RET_ALLOW);
         assert_eq!(run(libc::SYS_write, [1, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(run(libc::SYS_openat, [0; 6]), SECCOMP_RET_TRAP);
@@ -503,10 +551,12 @@ mod tests {
             return SECCOMP_RET_TRAP;
         }
         let n = i64::from(nr);
+        if n == libc::SYS_rt_sigreturn {
+            return SECCOMP_RET_KILL_PROCESS;
+        }
         let allowed = match n {
             libc::SYS_exit
             | libc::SYS_exit_group
-            | libc::SYS_rt_sigreturn
             | libc::SYS_sigaltstack
             | libc::SYS_futex
             | libc::SYS_set_robust_list
@@ -516,6 +566,9 @@ mod tests {
             _ if CLOCK_READS.contains(&n) => !checked.contains(n as u64),
             libc::SYS_arch_prctl => a[0] == ARCH_SET_FS || a[0] == ARCH_SET_GS,
             libc::SYS_clone => cabin_abi::thread::is_thread_flags(a[0]),
+            libc::SYS_rt_sigprocmask => {
+                a[0] as u32 == 2 && a[2] == 0 && a[3] == 8 && a[4] == cabin_abi::boot::KERNEL_MASK_MAGIC
+            }
             libc::SYS_rt_sigaction => LIBOS_SIGNALS.contains(&(a[0] as u32 as i32)),
             libc::SYS_mprotect => {
                 let in_range = PROT.ranges.iter().any(|&[s, l]| a[0] >= s && a[0] < s + l);

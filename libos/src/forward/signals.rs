@@ -225,6 +225,9 @@ static IDS: AtomicU64 = AtomicU64::new(0);
 static FP_INFO: AtomicU64 = AtomicU64::new(FX_SIZE as u64);
 /// XCR0 (the features XSAVE saves).
 static FP_FEATURES: AtomicU64 = AtomicU64::new(0);
+/// XCR0 without PKRU, whatever the frame size: the features restored from
+/// a kernel signal frame's `fpstate` (0: no XSAVE, `fxrstor`).
+static KERNEL_FP_FEATURES: AtomicU64 = AtomicU64::new(0);
 /// The last forwarded call that returned `EINTR` because the monitor
 /// interrupted it for a signal: its number + 1 (0: none). See [`Restart`].
 static INTERRUPTED_CALL: AtomicU64 = AtomicU64::new(0);
@@ -301,6 +304,7 @@ fn fp_init() {
     // restoring a PKRU from it would let a forged frame lift execute-only
     // (docs/execute-only.md). PKRU is not the program's to save or restore.
     let xcr0 = xcr0 & !u64::from(cabin_abi::pkru::XCR0_PKRU);
+    KERNEL_FP_FEATURES.store(xcr0, Ordering::Relaxed);
     // The standard-format size for the features XCR0 enables, from each
     // component's offset and size (CPUID.0xD.i): CPUID.0xD.0:EBX is not
     // trusted, some hosts report it for another XCR0 than the guest's.
@@ -1327,22 +1331,23 @@ fn install() -> bool {
     if unsafe { syscall6(NR_SIGALTSTACK, &[&ss as *const [u64; 3] as u64, 0, 0, 0, 0, 0]) } != 0 {
         return false;
     }
+    use crate::arch::x86_64::entry::{cabin_kernel_async, cabin_kernel_fault, cabin_kernel_sigsys};
     let restorer = restore_rt as extern "C" fn() as usize as u64;
     let flags = SA_SIGINFO | SA_RESTORER | SA_ONSTACK;
     let sys = KSigaction {
-        handler: on_sigsys as extern "C" fn(i32, *mut u8, *mut u8) as usize as u64,
+        handler: cabin_kernel_sigsys as unsafe extern "C" fn() as usize as u64,
         flags: flags | SA_NODEFER,
         restorer,
         mask: 0,
     };
     let fault = KSigaction {
-        handler: on_fault as extern "C" fn(i32, *mut u8, *mut u8) as usize as u64,
+        handler: cabin_kernel_fault as unsafe extern "C" fn() as usize as u64,
         flags,
         restorer,
         mask: 0,
     };
     let asynchronous = KSigaction {
-        handler: on_async as extern "C" fn(i32, *mut u8, *mut u8) as usize as u64,
+        handler: cabin_kernel_async as unsafe extern "C" fn() as usize as u64,
         flags,
         restorer,
         mask: 0,
@@ -1363,10 +1368,87 @@ fn set(sig: u64, act: &KSigaction) -> bool {
     unsafe { syscall6(NR_RT_SIGACTION, &args) == 0 }
 }
 
-/// Returns from one of the libos's kernel handlers (the `sa_restorer`).
+/// The `sa_restorer` of the libos's kernel handlers, which x86-64 Linux
+/// requires but which is never reached: every handler returns through
+/// `arch::x86_64::entry::cabin_kernel_return`, never the host's
+/// `rt_sigreturn` (the seccomp filter kills it).
 #[unsafe(naked)]
 extern "C" fn restore_rt() {
-    core::arch::naked_asm!("mov eax, {nr}", "syscall", "ud2", nr = const nr::rt_sigreturn)
+    core::arch::naked_asm!("ud2")
+}
+
+/// What `cabin_kernel_return` resumes from, below the kernel's frame: the
+/// interrupted context and the signal mask to put back.
+#[repr(C)]
+pub struct KernelReturn {
+    /// The context, as the `iretq` path pops it.
+    pub ctx: Ctx,
+    /// The frame's `uc_sigmask`.
+    pub mask: u64,
+    /// Keeps the size a multiple of 16.
+    pub pad: u64,
+}
+
+/// Prepares the return from a kernel handler (called by
+/// `cabin_kernel_return`, which then restores the mask and resumes `out`):
+/// copies the context and mask of the kernel's `ucontext` once, and
+/// restores the FP state from its `fpstate`.
+///
+/// # Safety
+///
+/// `uc` must be the kernel's `ucontext` of the handler that is returning;
+/// `out` writable. The frame is on the thread's private stack, which other
+/// threads of the program can write: whatever it holds is only ever
+/// resumed in ring 3, and the FP restore cannot load PKRU.
+pub(crate) unsafe extern "C" fn cabin_kernel_prepare(uc: *mut u8, out: &mut KernelReturn) {
+    // SAFETY: by the contract.
+    let (mut ctx, mask, fp) = unsafe {
+        (
+            ctx_from_kernel(uc),
+            uc.add(UC_SIGMASK).cast::<u64>().read_volatile(),
+            uc.add(UC_FPSTATE).cast::<u64>().read_volatile(),
+        )
+    };
+    ctx.rflags = (ctx.rflags & USER_RFLAGS) | 0x202;
+    // The interrupted code segment (a program may run 32-bit code: `int
+    // 0x80` from compat mode comes back to compat mode), if it is a ring-3
+    // selector: an `iretq` in ring 3 can only ever reach ring 3, and a
+    // selector that is not a code segment faults there (the program ends).
+    let frame_cs = ctx.cs;
+    own_segments(&mut ctx);
+    if frame_cs & 3 == 3 {
+        ctx.cs = frame_cs;
+    }
+    out.ctx = ctx;
+    out.mask = mask;
+    out.pad = 0;
+    kernel_fp_restore(fp);
+}
+
+/// Restores the FP/SSE/AVX state from a kernel frame's `fpstate` (Linux's
+/// layout, written by the kernel for this handler), in place: an `xrstor`
+/// of XCR0's features without PKRU, followed by the PKRU check, when the
+/// frame says it is an XSAVE area, else `fxrstor`. A frame another thread
+/// scribbled on can at worst fault here (the program ends: a fault in the
+/// libos), never load PKRU.
+fn kernel_fp_restore(fp: u64) {
+    if fp == 0 {
+        return;
+    }
+    if !fp.is_multiple_of(64) {
+        crate::die(b"cabin: kernel signal frame with a misaligned FP state\n");
+    }
+    let p = fp as *const u8;
+    let features = KERNEL_FP_FEATURES.load(Ordering::Relaxed);
+    // SAFETY: the kernel's fpstate of this handler's frame (at least the
+    // 512-byte legacy area; an XSAVE area when magic1 is there).
+    unsafe {
+        if features != 0 && p.add(SW_BYTES).cast::<u32>().read_volatile() == FP_XSTATE_MAGIC1 {
+            crate::arch::x86_64::fpu::xrstor(p, features);
+        } else {
+            crate::arch::x86_64::fpu::fxrstor(p);
+        }
+    }
 }
 
 fn greg(uc: *mut u8, r: usize) -> *mut u64 {
@@ -1466,7 +1548,7 @@ unsafe fn deliver_on_kernel_frame(uc: *mut u8, restart: Option<Restart>, fault: 
 }
 
 /// SIGSYS: a system call the seccomp filter trapped.
-extern "C" fn on_sigsys(_sig: i32, info: *mut u8, uc: *mut u8) {
+pub(crate) extern "C" fn on_sigsys(_sig: i32, info: *mut u8, uc: *mut u8) {
     // SAFETY: the kernel passes a valid siginfo and ucontext for an
     // SA_SIGINFO handler; offsets are the x86-64 Linux ABI.
     unsafe {
@@ -1485,8 +1567,8 @@ extern "C" fn on_sigsys(_sig: i32, info: *mut u8, uc: *mut u8) {
             return;
         }
         if nr == nr::rt_sigreturn && !in_libos(rip) {
-            // A trapped `rt_sigreturn` (never reached: the filter lets the
-            // kernel's through); kept for completeness.
+            // A trapped `rt_sigreturn` (never reached: the filter kills the
+            // process for a native one); kept for completeness.
             return;
         }
         let args = [
@@ -1546,7 +1628,7 @@ fn i386_to_x86_64(nr: u64) -> Option<u64> {
 
 /// A fault: the program's handler if it has one (and the signal is not
 /// blocked), else the end of the program with 128 + signal.
-extern "C" fn on_fault(sig: i32, info: *mut u8, uc: *mut u8) {
+pub(crate) extern "C" fn on_fault(sig: i32, info: *mut u8, uc: *mut u8) {
     let sig = sig as u64;
     // SAFETY: as for `on_sigsys`.
     let (addr, rip) = unsafe { (info.add(SI_ADDR).cast::<u64>().read(), greg(uc, REG_RIP).read()) };
@@ -1575,7 +1657,7 @@ extern "C" fn on_fault(sig: i32, info: *mut u8, uc: *mut u8) {
 /// A signal from outside the child (the monitor forwards the ones sent to
 /// `cabinc`; it posted their words in the boot page first) or from another
 /// host process: posted, and delivered now unless the libos was running.
-extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
+pub(crate) extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
     let sig = sig as u64;
     let b = boot();
     // SAFETY: the validated boot page; an atomic view of an aligned word.
@@ -1591,7 +1673,25 @@ extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
         post(sig, &kinfo);
     }
     // SAFETY: as for `on_sigsys`.
-    let rip = unsafe { greg(uc, REG_RIP).read() };
+    let mut rip = unsafe { greg(uc, REG_RIP).read() };
+    // SAFETY: as above.
+    let rsp = unsafe { greg(uc, REG_RSP).read() };
+    if let Some(at) = crate::arch::x86_64::entry::resume_window_ctx(rip, rsp) {
+        // A kernel handler's return had put the mask back and was resuming
+        // the context in the `Ctx` at `at` (FP state and mask already
+        // live): this signal interrupted that context, not the window.
+        // The outer return is abandoned; what follows decides on the
+        // context's own `rip` (program code, the exit window, the libos).
+        // SAFETY: `at` is the `Ctx` of `cabin_kernel_return` on this
+        // thread's stack, above this handler's frame (only read).
+        unsafe {
+            let c = (at as *const Ctx).read_volatile();
+            ctx_to_kernel(uc, &c);
+            let csgsfs = greg(uc, REG_CSGSFS);
+            csgsfs.write((csgsfs.read() & !0xffff) | (c.cs & 0xffff));
+            rip = c.rip;
+        }
+    }
     if crate::arch::x86_64::entry::in_exit_window(rip) {
         // Between the libos's last check and its `ret`: every register is
         // the program's (but rcx and r11, which the call clobbers anyway)

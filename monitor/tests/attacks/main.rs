@@ -37,3 +37,4 @@ mod sigreturn;
 mod sockets;
 mod threads;
 mod vcpu_threads;
+mod xonly_sigreturn;

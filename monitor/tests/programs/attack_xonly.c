@@ -10,6 +10,14 @@
 //              readable), with every feature requested, then read
 //   sigreturn  return from a signal handler whose frame's XSAVE area holds
 //              PKRU = 0, then read
+//   native-sigreturn
+//              jump to a `syscall` hidden in an immediate (which no
+//              rewriter sees) with rax = 15 and rsp at a forged ucontext
+//              whose XSAVE area holds PKRU = 0 and whose rip is `resumed`,
+//              which says so and reads code: natively Linux restores the
+//              frame (PKRU included); on the process backend the seccomp
+//              filter must kill the call; on kvm the libos serves it as
+//              the program's own rt_sigreturn (PKRU untouched)
 //   pkey       pkey_alloc / pkey_mprotect / mprotect(PROT_READ) of code,
 //              then read
 //   jump ADDR  jump straight to an `xrstor [rdi]` at ADDR (one Cabin
@@ -130,6 +138,67 @@ static void attack_sigreturn(void) {
     read_code("sigreturn");
 }
 
+// `syscall` hidden in `mov ecx, imm32` (b9 0f 05 0f 0b): jumped to at
+// `hidden_syscall`, it is a `syscall` followed by `ud2`.
+extern char hidden_syscall[];
+__asm__(".text\n"
+        "  .byte 0xb9\n"
+        ".globl hidden_syscall\n"
+        "hidden_syscall:\n"
+        "  .byte 0x0f, 0x05, 0x0f, 0x0b\n");
+
+static unsigned char resume_stack[65536] __attribute__((aligned(16)));
+
+static void resumed(void) {
+    printf("native-sigreturn: resumed at the forged rip\n");
+    fflush(stdout);
+    read_code("native-sigreturn");
+    exit(0);
+}
+
+static void attack_native_sigreturn(void) {
+    // The frame at the top of a stack of its own, as a kernel-built one
+    // would be: whoever serves the call may use the stack below it.
+    static unsigned char frame_stack[65536] __attribute__((aligned(64)));
+    uintptr_t top = (uintptr_t)(frame_stack + sizeof frame_stack - sizeof(ucontext_t));
+    ucontext_t *uc = (ucontext_t *)(top & ~(uintptr_t)63);
+    unsigned r[4];
+    prepare_area();
+    // The software-reserved bytes Linux checks (fpx_sw_bytes): magic1,
+    // extended size, features (PKRU too), XSAVE size; magic2 after it.
+    cpuid2(0xd, 0, r);
+    unsigned size = r[1];
+    unsigned long long feat = xcr0();
+    if (!(feat & 1ull << 9)) {
+        // No PKRU in XCR0 (no PKU): a header naming it would fault.
+        unsigned long long bv;
+        memcpy(&bv, area + 512, 8);
+        bv &= ~(1ull << 9);
+        memcpy(area + 512, &bv, 8);
+    }
+    unsigned magic1 = 0x46505853, magic2 = 0x46505845, ext = size + 4;
+    if (size + 4 <= sizeof area) {
+        memcpy(area + 464, &magic1, 4);
+        memcpy(area + 468, &ext, 4);
+        memcpy(area + 472, &feat, 8);
+        memcpy(area + 480, &size, 4);
+        memcpy(area + size, &magic2, 4);
+    }
+    memset(uc, 0, sizeof *uc);
+    uc->uc_flags = 1; // UC_FP_XSTATE
+    uc->uc_mcontext.gregs[16 /* REG_RIP */] = (long)(uintptr_t)resumed;
+    uc->uc_mcontext.gregs[15 /* REG_RSP */] = (long)(uintptr_t)(resume_stack + sizeof resume_stack - 8);
+    uc->uc_mcontext.gregs[17 /* REG_EFL */] = 0x202;
+    unsigned long cs;
+    __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+    uc->uc_mcontext.gregs[18 /* REG_CSGSFS */] = (long)(cs & 0xffff);
+    uc->uc_mcontext.fpregs = (fpregset_t)area;
+    printf("native-sigreturn: jumping\n");
+    fflush(stdout);
+    __asm__ volatile("mov %0, %%rsp\n jmp *%1" ::"r"(uc), "r"(hidden_syscall), "a"(15L) : "memory");
+    __builtin_unreachable();
+}
+
 static void attack_pkey(void) {
     uintptr_t page = code_addr & ~(uintptr_t)4095;
     long k = syscall(SYS_pkey_alloc, 0, 0);
@@ -149,6 +218,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "xrstor")) attack_xrstor();
     else if (!strcmp(mode, "sigreturn")) attack_sigreturn();
     else if (!strcmp(mode, "pkey")) attack_pkey();
+    else if (!strcmp(mode, "native-sigreturn")) attack_native_sigreturn();
     else if (!strcmp(mode, "jump") && argc > 2) attack_jump(argv[2]);
     else return 2;
     return 0;

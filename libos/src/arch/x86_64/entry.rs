@@ -16,7 +16,8 @@ use cabin_abi::link::trampoline::ENTRY_RSP_OFFSET;
 
 use crate::dispatch::{cabin_dispatch, SyscallFrame, CONFINED};
 use crate::forward::signals::{
-    cabin_signal_exit, cabin_signal_kvm, cabin_signal_late, cabin_signal_return, Ctx, ATTENTION, CTX_SIZE,
+    cabin_kernel_prepare, cabin_signal_exit, cabin_signal_kvm, cabin_signal_late, cabin_signal_return, Ctx,
+    KernelReturn, ATTENTION, CTX_SIZE,
 };
 use crate::forward::thread::{cabin_clone, CloneFrame};
 use crate::rt::{cabin_relocate, cabin_rust_start};
@@ -35,6 +36,12 @@ unsafe extern "C" {
     static cabin_exit_window_start: u8;
     /// Past the last instruction of the exit window.
     static cabin_exit_window_end: u8;
+    /// First instruction of the resume window of `cabin_kernel_return`.
+    static cabin_resume_window_start: u8;
+    /// The `iretq` that ends the resume window.
+    static cabin_resume_window_iretq: u8;
+    /// Past the `iretq`.
+    static cabin_resume_window_end: u8;
 }
 
 /// The libos's code, `[start, end)`.
@@ -52,6 +59,33 @@ pub fn in_exit_window(rip: u64) -> bool {
     let (start, end) =
         unsafe { (&raw const cabin_exit_window_start as u64, &raw const cabin_exit_window_end as u64) };
     (start..end).contains(&rip)
+}
+
+/// Bytes `cabin_kernel_return` adds to `rsp` before its `iretq` (the
+/// general registers of the [`Ctx`]).
+const RESUME_GPRS: u64 = 15 * 8;
+
+/// If `rip` is in the resume window of [`cabin_kernel_return`] (after the
+/// signal mask is back, before the `iretq` has resumed the program), the
+/// address of the [`Ctx`] it is resuming, found from that `rsp`: a signal
+/// taken there is the program's at that context, and the caller treats it
+/// so (the window only reads the `Ctx`, never changes it).
+pub fn resume_window_ctx(rip: u64, rsp: u64) -> Option<u64> {
+    // SAFETY: only the addresses of three labels are taken.
+    let (start, iretq, end) = unsafe {
+        (
+            &raw const cabin_resume_window_start as u64,
+            &raw const cabin_resume_window_iretq as u64,
+            &raw const cabin_resume_window_end as u64,
+        )
+    };
+    if (start..iretq).contains(&rip) {
+        Some(rsp)
+    } else if (iretq..end).contains(&rip) {
+        Some(rsp.wrapping_sub(RESUME_GPRS))
+    } else {
+        None
+    }
 }
 
 /// The KVM signal entry's address (published in the boot page).
@@ -448,6 +482,131 @@ pub unsafe extern "C" fn cabin_late_signal_entry() {
 pub unsafe extern "C" fn cabin_kvm_signal_entry() {
     signal_entry_body!(cabin_signal_kvm)
 }
+
+/// Defines a process-backend kernel signal handler (`sa_handler` with
+/// `SA_SIGINFO`): calls `$rust(sig, info, uc)` on the private stack, then
+/// resumes the (possibly edited) context of the kernel's `ucontext` with
+/// [`cabin_kernel_return`], never with the host's `rt_sigreturn`.
+macro_rules! kernel_handler {
+    ($(#[$m:meta])* $name:ident => $rust:path) => {
+        $(#[$m])*
+        ///
+        /// # Safety
+        ///
+        /// Only the host kernel enters here, as a signal handler.
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name() {
+            naked_asm!(
+                // The kernel enters with rsp + 8 16-byte aligned (as after
+                // a call): keep `uc` and call with the stack aligned.
+                "push rdx",
+                "cld",
+                "call {rust}",
+                "pop rdi",
+                "jmp {ret}",
+                rust = sym $rust,
+                ret = sym cabin_kernel_return,
+            )
+        }
+    };
+}
+
+kernel_handler!(
+    /// SIGSYS (the seccomp filter's trap path).
+    cabin_kernel_sigsys => crate::forward::signals::on_sigsys
+);
+kernel_handler!(
+    /// SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP.
+    cabin_kernel_fault => crate::forward::signals::on_fault
+);
+kernel_handler!(
+    /// The signals the monitor forwards and its wake signal.
+    cabin_kernel_async => crate::forward::signals::on_async
+);
+
+/// Returns from a kernel signal handler to the context in the kernel's
+/// `ucontext` at `rdi`, without the host's `rt_sigreturn` (which the
+/// seccomp filter refuses: Linux would load PKRU from the frame's XSAVE
+/// area, docs/execute-only.md):
+///
+/// 1. `cabin_kernel_prepare` copies the context into a [`Ctx`] below the
+///    frame (RFLAGS reduced to what ring 3 may set, the current CS/SS),
+///    copies `uc_sigmask`, and restores the FP/SSE/AVX state from the
+///    frame's `fpstate` with an `xrstor` whose feature mask never has PKRU,
+///    followed by the PKRU check (or `fxrstor`);
+/// 2. `rt_sigprocmask(SIG_SETMASK, &mask, NULL, 8)` with
+///    [`cabin_abi::boot::KERNEL_MASK_MAGIC`] in `r8` (the only form the
+///    filter lets through);
+/// 3. the resume window: the general registers from the `Ctx` (loads only:
+///    `rsp` stays at the `Ctx` until one `lea`), then `iretq` in ring 3.
+///
+/// A signal the restored mask lets in is taken by the kernel in the resume
+/// window, on the private stack below the `Ctx` (the thread is still on its
+/// alternate stack); the handler sees the window's `rip` and takes the
+/// signal as the program's at the `Ctx` ([`resume_window_ctx`]), so no
+/// signal waits for the program's next call. The FP state is the program's
+/// already there. Flags are never touched by the window's instructions.
+///
+/// A program that jumps into any of this with registers of its choosing
+/// gets what ring 3 can do anyway: an `iretq` to ring 3 with the current
+/// CS/SS, an `xrstor` that cannot load PKRU (and the check after it), a
+/// native signal mask of its own (see `KERNEL_MASK_MAGIC`).
+///
+/// # Safety
+///
+/// Only the kernel handlers above jump here, `rdi` their `ucontext`.
+#[unsafe(naked)]
+pub unsafe extern "C" fn cabin_kernel_return() -> ! {
+    naked_asm!(
+        "and rsp, -16",
+        "sub rsp, {space}",
+        "mov rsi, rsp",
+        "call {prepare}",
+        "mov eax, {nr_mask}",
+        "mov edi, 2",
+        "lea rsi, [rsp + {mask}]",
+        "xor edx, edx",
+        "mov r10d, 8",
+        "mov r8, {magic}",
+        "syscall",
+        ".globl cabin_resume_window_start",
+        ".hidden cabin_resume_window_start",
+        "cabin_resume_window_start:",
+        "mov r15, [rsp]",
+        "mov r14, [rsp + 8]",
+        "mov r13, [rsp + 16]",
+        "mov r12, [rsp + 24]",
+        "mov r11, [rsp + 32]",
+        "mov r10, [rsp + 40]",
+        "mov r9, [rsp + 48]",
+        "mov r8, [rsp + 56]",
+        "mov rbp, [rsp + 64]",
+        "mov rdi, [rsp + 72]",
+        "mov rsi, [rsp + 80]",
+        "mov rdx, [rsp + 88]",
+        "mov rcx, [rsp + 96]",
+        "mov rbx, [rsp + 104]",
+        "mov rax, [rsp + 112]",
+        "lea rsp, [rsp + {gprs}]",
+        ".globl cabin_resume_window_iretq",
+        ".hidden cabin_resume_window_iretq",
+        "cabin_resume_window_iretq:",
+        "iretq",
+        ".globl cabin_resume_window_end",
+        ".hidden cabin_resume_window_end",
+        "cabin_resume_window_end:",
+        "ud2",
+        space = const size_of::<KernelReturn>(),
+        prepare = sym cabin_kernel_prepare,
+        nr_mask = const nr::rt_sigprocmask,
+        mask = const offset_of!(KernelReturn, mask),
+        magic = const cabin_abi::boot::KERNEL_MASK_MAGIC,
+        gprs = const RESUME_GPRS,
+    )
+}
+
+const _: () = assert!(offset_of!(KernelReturn, ctx) == 0 && size_of::<KernelReturn>() % 16 == 0);
+const _: () = assert!(offset_of!(Ctx, rip) as u64 == RESUME_GPRS && offset_of!(Ctx, rax) == 112);
 
 /// Resumes the program from the [`Ctx`] at `rdi` with `iretq`, in ring 3:
 /// the CPU itself keeps CS/SS at ring 3 and IOPL/IF as they are.

@@ -23,4 +23,26 @@ pub(crate) mod entry {
     pub fn in_exit_window(_rip: u64) -> bool {
         false
     }
+    /// No resume window on the host.
+    pub fn resume_window_ctx(_rip: u64, _rsp: u64) -> Option<u64> {
+        None
+    }
+    /// No kernel handlers on the host (never installed there).
+    ///
+    /// # Safety
+    ///
+    /// Inert.
+    pub unsafe extern "C" fn cabin_kernel_sigsys() {}
+    /// As [`cabin_kernel_sigsys`].
+    ///
+    /// # Safety
+    ///
+    /// Inert.
+    pub unsafe extern "C" fn cabin_kernel_fault() {}
+    /// As [`cabin_kernel_sigsys`].
+    ///
+    /// # Safety
+    ///
+    /// Inert.
+    pub unsafe extern "C" fn cabin_kernel_async() {}
 }
