@@ -229,6 +229,13 @@ pub trait ThreadHost {
     fn fork(&self, _from: usize, _pid: u32, _args: &[u64; 6]) -> i64 {
         -i64::from(libc::ENOSYS)
     }
+    /// `execve`/`execveat` (`nr`) from the thread of slot `from` of process
+    /// `pid` (docs/processes.md): on success the process's domain is
+    /// replaced and the answer is never seen; otherwise `-errno`. Without
+    /// a process tree, or on a backend that cannot exec: `ENOSYS`.
+    fn exec(&self, _mem: &GuestMemory, _from: usize, _pid: u32, _nr: u64, _args: &[u64; 6]) -> i64 {
+        -i64::from(libc::ENOSYS)
+    }
     /// `kill(target, sig)` from process `pid` to other processes of its
     /// tree: 0 or `-errno` (no process of the tree: `ESRCH`).
     fn kill(&self, _pid: u32, _target: i32, _sig: u64) -> i64 {
@@ -604,6 +611,18 @@ impl Worker {
             drop(guard);
             let ret = match threads {
                 Some(t) => t.fork(self.slot, pid, &s.args),
+                None => -i64::from(libc::ENOSYS),
+            };
+            guard = shared.lock();
+            ret
+        } else if matches!(s.nr, nr::execve | nr::execveat) {
+            // An exec reads the image and builds a domain: not under the
+            // service lock (the host takes it for the path and the table).
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(s.nr, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.exec(mem, self.slot, pid, s.nr, &s.args),
                 None => -i64::from(libc::ENOSYS),
             };
             guard = shared.lock();

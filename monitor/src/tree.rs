@@ -124,6 +124,16 @@ impl Tree {
         true
     }
 
+    /// Process `pid` runs a new domain (an `execve`): how to stop it and
+    /// post it signals from now on.
+    pub fn set_signals(&self, pid: u32, stopper: Arc<dyn Stopper>, signals: SignalBox) {
+        if let Some(m) = lock(&self.members).get_mut(&pid) {
+            m.stopper = stopper;
+            m.signals = signals;
+            m.interrupt = None;
+        }
+    }
+
     /// How to interrupt process `pid`'s main worker (once it runs).
     pub fn set_interrupt(&self, pid: u32, handle: StopHandle) {
         if let Some(m) = lock(&self.members).get_mut(&pid) {
