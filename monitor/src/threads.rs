@@ -87,6 +87,8 @@ pub struct Execed {
     pub spec: crate::domain::DomainSpec,
     /// The path as the program gave it (messages).
     pub path: Vec<u8>,
+    /// The signals the old image ignored (they stay ignored).
+    pub sig_ignored: u64,
 }
 
 /// At most one accepted `execve` per domain.
@@ -470,7 +472,8 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
                 // Another thread's exec won: this process is being replaced.
                 return errno(libc::EAGAIN);
             }
-            *s = Some(Execed { image: req.image, spec, path: req.path });
+            let sig_ignored = BootPage::of(t.mem).map_or(0, |b| b.sig_ignored());
+            *s = Some(Execed { image: req.image, spec, path: req.path, sig_ignored });
         }
         // The point of no return, as Linux's: descriptors marked
         // FD_CLOEXEC close, and the old domain (every thread of it) ends.
@@ -643,6 +646,7 @@ fn run_child<D: Domain + Sync>(
                 };
                 boot.set_spin_ns(crate::placement::spin_ns(None));
                 boot.set_check_local(&procs.spec.check_local);
+                boot.set_sig_ignored(next.sig_ignored);
                 tree.set_signals(at.pid, domain.stopper(), boot.signal_box());
                 if let Err(e) = domain.start() {
                     eprintln!("cabin: starting the image of an execve failed: {e}");

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +24,13 @@ static int hello(int argc, char **argv) {
     printf("hello argc=%d", argc);
     for (int i = 1; i < argc; i++) printf(" [%s]", argv[i]);
     const char *t = getenv("CABIN_T");
-    printf(" CABIN_T=%s fd5=%s fd6=%s\n", t ? t : "(none)", fcntl(5, F_GETFD) >= 0 ? "open" : "closed",
-           fcntl(6, F_GETFD) >= 0 ? "open" : "closed");
+    struct sigaction u1, u2;
+    sigaction(SIGUSR1, NULL, &u1);
+    sigaction(SIGUSR2, NULL, &u2);
+    printf(" CABIN_T=%s fd5=%s fd6=%s usr1=%s usr2=%s\n", t ? t : "(none)",
+           fcntl(5, F_GETFD) >= 0 ? "open" : "closed", fcntl(6, F_GETFD) >= 0 ? "open" : "closed",
+           u1.sa_handler == SIG_IGN ? "ignored" : u1.sa_handler == SIG_DFL ? "default" : "handler",
+           u2.sa_handler == SIG_IGN ? "ignored" : u2.sa_handler == SIG_DFL ? "default" : "handler");
     fflush(stdout);
     return 7;
 }
@@ -74,8 +80,13 @@ static void *exec_thread(void *arg) {
     _exit(1);
 }
 
+static void on_usr2(int sig) { (void)sig; }
+
 static int run(const char *target, const char *dir) {
     char path[4096];
+    // Ignored dispositions survive an exec, handlers become default.
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, on_usr2);
     // fork + exec + wait, with one descriptor kept and one O_CLOEXEC.
     int keep = open("/dev/null", O_RDONLY), gone = open("/dev/null", O_RDONLY | O_CLOEXEC);
     dup2(keep, 5);
