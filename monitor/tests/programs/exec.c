@@ -216,6 +216,24 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "hello")) return hello(argc, argv);
     if (argc == 4 && !strcmp(argv[1], "run")) return run(argv[2], argv[3]);
     if (argc == 4 && !strcmp(argv[1], "attack")) return attack(argv[2], argv[3]);
+    if (argc == 3 && !strcmp(argv[1], "root")) {
+        // Confined only: the root process's own exec (not built yet) and
+        // any exec on the KVM backend are ENOSYS; the process goes on.
+        char *av[] = {"exec", "hello", NULL};
+        execve(argv[2], av, environ);
+        printf("root exec: %s\n", name(errno));
+        fflush(stdout);
+        pid_t p = fork();
+        if (p == 0) {
+            execve(argv[2], av, environ);
+            printf("child exec: %s\n", name(errno));
+            fflush(stdout);
+            _exit(0);
+        }
+        if (p < 0) printf("fork: %s\n", name(errno));
+        else waitpid(p, NULL, 0);
+        return 0;
+    }
     fprintf(stderr, "usage: exec hello|run TARGET DIR|attack TARGET DIR\n");
     return 2;
 }
