@@ -802,9 +802,13 @@ mod tests {
         r.publish_submission(0, SUB_FORK, libc::SYS_clone as u64, &[0x40_1000, 0x1000, 17, 0, 0, 0]);
         r.sq_tail().store(1, Ordering::SeqCst);
         submit(&r, libc::SYS_wait4, [u64::MAX, 0, 0, 0, 0, 0]);
-        assert_eq!(w.serve_available(&m, &s, None), Ok(2));
+        // An exec without a process tree (or a backend that cannot) is
+        // ENOSYS, whatever its pointers.
+        submit(&r, libc::SYS_execve, [0xdead_0000, u64::MAX, 8, 0, 0, 0]);
+        assert_eq!(w.serve_available(&m, &s, None), Ok(3));
         assert_eq!(r.read_completion(0).result, -(libc::ENOSYS as i64));
         assert_eq!(r.read_completion(1).result, -(libc::ECHILD as i64));
+        assert_eq!(r.read_completion(2).result, -(libc::ENOSYS as i64));
     }
 
     #[test]
