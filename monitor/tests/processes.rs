@@ -1,8 +1,9 @@
 //! Child processes (issue 14, docs/processes.md): C programs that fork,
 //! wait, pipe and signal, run natively and confined; output and exit status
 //! must be equal. Process backend only for now: the KVM backend cannot make
-//! child processes yet (its fork is `ENOSYS`), so its tests are owed, not
-//! here (docs/processes.md, "Status").
+//! child processes yet (its fork and exec are `ENOSYS`, which
+//! `exec_not_yet` checks), so its tests are owed, not here
+//! (docs/processes.md, "Status").
 //!
 //! All cases run one after the other in one test, so that the check "no
 //! host process of the run is left" (every confined process is a child of
