@@ -25,7 +25,14 @@ pub const MAX_ARG_STRLEN: usize = 32 * 4096;
 /// more is `E2BIG`.
 pub const MAX_ARG_TOTAL: usize = 2 << 20;
 /// The largest file `execve` reads (a bigger one is `ENOMEM`).
-pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// Held while an image is read and checked: however many threads and
+/// processes of however many runs of this monitor exec at once, the
+/// monitor holds at most one image being read (a hostile tree cannot make
+/// it read hundreds of large files at the same time); an accepted image is
+/// handed on at once.
+static READING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// An `execve` the service accepted: the checked image and the new
 /// program's arguments.
@@ -169,6 +176,7 @@ impl Service {
         {
             return Err(ExecFail::errno(libc::EACCES));
         }
+        let _reading = READING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if st.st_size as u64 > MAX_IMAGE_BYTES {
             return Err(ExecFail::errno(libc::ENOMEM));
         }
