@@ -131,6 +131,16 @@ static int run(const char *target, const char *dir) {
     }
     waitpid(p, &st, 0);
     report("thread exec", st);
+    // An exec chain: four images, one process.
+    fflush(stdout);
+    p = fork();
+    if (p == 0) {
+        char *av[] = {"exec", "chain", "3", (char *)target, NULL};
+        execve(target, av, environ);
+        _exit(97);
+    }
+    waitpid(p, &st, 0);
+    report("exec chain", st);
     // Failures.
     char *av[] = {"exec", "hello", NULL};
     snprintf(path, sizeof path, "%s/no-such-file", dir);
@@ -214,6 +224,20 @@ static int attack(const char *target, const char *dir) {
 
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "hello")) return hello(argc, argv);
+    if (argc == 4 && !strcmp(argv[1], "chain")) {
+        // Execs itself N more times, then says hello: one process, many
+        // images, the same pid throughout.
+        int n = atoi(argv[2]);
+        printf("chain %d pid-same=%d\n", n, getpid() == (pid_t)atoi(getenv("CHAIN_PID") ? getenv("CHAIN_PID") : "0"));
+        fflush(stdout);
+        char num[16], pidv[32];
+        snprintf(num, sizeof num, "%d", n - 1);
+        snprintf(pidv, sizeof pidv, "CHAIN_PID=%d", (int)getpid());
+        char *ev[] = {pidv, NULL};
+        char *av[] = {"exec", n > 0 ? "chain" : "hello", num, n > 0 ? argv[3] : NULL, NULL};
+        execve(argv[3], av, ev);
+        return 1;
+    }
     if (argc == 4 && !strcmp(argv[1], "run")) return run(argv[2], argv[3]);
     if (argc == 4 && !strcmp(argv[1], "attack")) return attack(argv[2], argv[3]);
     if (argc == 3 && !strcmp(argv[1], "root")) {
