@@ -647,7 +647,11 @@ fn run_child<D: Domain + Sync>(
                 boot.set_spin_ns(crate::placement::spin_ns(None));
                 boot.set_check_local(&procs.spec.check_local);
                 boot.set_sig_ignored(next.sig_ignored);
-                tree.set_signals(at.pid, domain.stopper(), boot.signal_box());
+                if !tree.set_signals(at.pid, domain.stopper(), boot.signal_box()) {
+                    // Killed (or the run ended) while it exec'd.
+                    tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
+                    break;
+                }
                 if let Err(e) = domain.start() {
                     eprintln!("cabin: starting the image of an execve failed: {e}");
                     tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
