@@ -204,8 +204,14 @@ pub struct BootInfo {
     /// nothing mapped there; `SEGV_ACCERR` 2: mapped, but the access is
     /// not allowed, e.g. a guard page or a read-only page); 0 = not known.
     pub fault_code: u64,
-    /// Reserved, zero.
-    pub reserved: [u64; 1],
+    /// The signals the program ignores (`SIG_IGN`; bit `n - 1` for signal
+    /// `n`), written by the libos at every `rt_sigaction`. At an `execve`
+    /// the monitor copies the old image's word into the new image's boot
+    /// page, whose libos starts with those signals ignored (POSIX: ignored
+    /// dispositions survive an exec, handlers become default;
+    /// docs/processes.md). Untrusted: a lie only changes the program's own
+    /// dispositions.
+    pub sig_ignored: u64,
     /// KVM backend, written by the libos at start-up: the address of its
     /// trap entry (where the monitor redirects a system call that reached
     /// the slow-path gate from a trap site, so the libos serves it as it
@@ -432,7 +438,7 @@ const _: () = {
     assert!(offset_of!(BootInfo, ring_count) == offset_of!(BootInfo, abort) + 32);
     assert!(offset_of!(BootInfo, thread_limit) == offset_of!(BootInfo, abort) + 36);
     assert!(offset_of!(BootInfo, fault_code) == offset_of!(BootInfo, abort) + 40);
-    assert!(offset_of!(BootInfo, reserved) == offset_of!(BootInfo, abort) + 48);
+    assert!(offset_of!(BootInfo, sig_ignored) == offset_of!(BootInfo, abort) + 48);
     assert!(offset_of!(BootInfo, kvm_trap_entry) == offset_of!(BootInfo, abort) + 56);
     assert!(offset_of!(BootInfo, local_counts) == offset_of!(BootInfo, abort) + 64);
 };

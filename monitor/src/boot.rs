@@ -83,6 +83,20 @@ impl<'a> BootPage<'a> {
         (entry != 0 && entry < 0x0000_8000_0000_0000).then_some((entry, text))
     }
 
+    /// The signals the program ignores, as its libos published them
+    /// (untrusted: an `execve` hands them to the next image).
+    pub fn sig_ignored(&self) -> u64 {
+        // SAFETY: as in `set_spin_ns`; a volatile load of one word.
+        unsafe { addr_of_mut!((*self.info).sig_ignored).read_volatile() }
+    }
+
+    /// Hands the next image the signals to ignore from its start (written
+    /// before it runs).
+    pub fn set_sig_ignored(&self, set: u64) {
+        // SAFETY: as in `set_spin_ns`; a volatile store of one word.
+        unsafe { addr_of_mut!((*self.info).sig_ignored).write_volatile(set) }
+    }
+
     /// Whether the program has a handler for `sig` that it does not block
     /// (as the libos published it; untrusted).
     pub fn handles(&self, sig: u64) -> bool {

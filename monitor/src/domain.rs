@@ -263,6 +263,27 @@ pub trait Domain: Sized {
         Ok(None)
     }
 
+    /// Whether [`Domain::exec_image`] builds domains (else `execve` is
+    /// `ENOSYS`, checked before the caller's process is touched).
+    const CAN_EXEC: bool = false;
+
+    /// A new domain for an `execve` of `image` by process `pid` (parent
+    /// `ppid`) of a tree (docs/processes.md): built from `spec` as
+    /// [`Domain::build`] does, its boot page naming the same virtual pid and
+    /// parent; not started. `None`: this backend cannot exec yet (the
+    /// program gets `ENOSYS`).
+    fn exec_image(
+        _image: &ElfFile<'_>,
+        _spec: &DomainSpec,
+        _pid: u32,
+        _ppid: u32,
+    ) -> Result<Option<Self>, RunError>
+    where
+        Self: Sized,
+    {
+        Ok(None)
+    }
+
     /// The program's entry point in the domain (the libos's `cabin_start`).
     fn entry(&self) -> u64;
 

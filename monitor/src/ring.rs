@@ -229,6 +229,13 @@ pub trait ThreadHost {
     fn fork(&self, _from: usize, _pid: u32, _args: &[u64; 6]) -> i64 {
         -i64::from(libc::ENOSYS)
     }
+    /// `execve`/`execveat` (`nr`) from the thread of slot `from` of process
+    /// `pid` (docs/processes.md): on success the process's domain is
+    /// replaced and the answer is never seen; otherwise `-errno`. Without
+    /// a process tree, or on a backend that cannot exec: `ENOSYS`.
+    fn exec(&self, _mem: &GuestMemory, _from: usize, _pid: u32, _nr: u64, _args: &[u64; 6]) -> i64 {
+        -i64::from(libc::ENOSYS)
+    }
     /// `kill(target, sig)` from process `pid` to other processes of its
     /// tree: 0 or `-errno` (no process of the tree: `ESRCH`).
     fn kill(&self, _pid: u32, _target: i32, _sig: u64) -> i64 {
@@ -608,6 +615,18 @@ impl Worker {
             };
             guard = shared.lock();
             ret
+        } else if matches!(s.nr, nr::execve | nr::execveat) {
+            // An exec reads the image and builds a domain: not under the
+            // service lock (the host takes it for the path and the table).
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(s.nr, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.exec(mem, self.slot, pid, s.nr, &s.args),
+                None => -i64::from(libc::ENOSYS),
+            };
+            guard = shared.lock();
+            ret
         } else if s.nr == nr::kill {
             // A signal to another process of the tree (the libos serves its
             // own): never a host pid.
@@ -783,9 +802,13 @@ mod tests {
         r.publish_submission(0, SUB_FORK, libc::SYS_clone as u64, &[0x40_1000, 0x1000, 17, 0, 0, 0]);
         r.sq_tail().store(1, Ordering::SeqCst);
         submit(&r, libc::SYS_wait4, [u64::MAX, 0, 0, 0, 0, 0]);
-        assert_eq!(w.serve_available(&m, &s, None), Ok(2));
+        // An exec without a process tree (or a backend that cannot) is
+        // ENOSYS, whatever its pointers.
+        submit(&r, libc::SYS_execve, [0xdead_0000, u64::MAX, 8, 0, 0, 0]);
+        assert_eq!(w.serve_available(&m, &s, None), Ok(3));
         assert_eq!(r.read_completion(0).result, -(libc::ENOSYS as i64));
         assert_eq!(r.read_completion(1).result, -(libc::ECHILD as i64));
+        assert_eq!(r.read_completion(2).result, -(libc::ENOSYS as i64));
     }
 
     #[test]

@@ -174,7 +174,11 @@ impl<'a> Session<'a> {
             sites,
             spec.threads as usize,
         );
-        threads.set_procs(Procs { tree: &tree, root: shared.clone() });
+        threads.set_procs(Procs {
+            tree: &tree,
+            root: shared.clone(),
+            spec: std::sync::Arc::new(spec.clone()),
+        });
         let interrupt_workers = || threads.interrupt_all();
         let poster = crate::signals::Poster {
             signals: signal_box,

@@ -71,7 +71,28 @@ pub struct Threads<'a, D: Domain> {
     /// The process tree this program is a process of (none: forks are
     /// `ENOSYS`, waits `ECHILD`).
     procs: Option<Procs<'a>>,
+    /// Where an accepted `execve` leaves the process's new domain for its
+    /// run thread (none: the root, whose exec is not built yet: `ENOSYS`).
+    exec: Option<&'a ExecSlot>,
 }
+
+/// The new image of a process whose `execve` was accepted, left by the
+/// worker that served it for the process's run thread, which builds and
+/// runs its domain in place of the old one (stopped).
+#[derive(Debug)]
+pub struct Execed {
+    /// The image (checked: an intact Cabin image).
+    pub image: Vec<u8>,
+    /// How to build its domain (the new argv and envp).
+    pub spec: crate::domain::DomainSpec,
+    /// The path as the program gave it (messages).
+    pub path: Vec<u8>,
+    /// The signals the old image ignored (they stay ignored).
+    pub sig_ignored: u64,
+}
+
+/// At most one accepted `execve` per domain.
+pub type ExecSlot = Mutex<Option<Execed>>;
 
 /// What a process needs to make children (docs/processes.md).
 #[derive(Debug, Clone)]
@@ -80,6 +101,9 @@ pub struct Procs<'a> {
     pub tree: &'a Tree,
     /// The root process's service and the tree's gate.
     pub root: Arc<Shared>,
+    /// How the root's domain was built: an `execve`'s new domain is built
+    /// the same way with the new arguments.
+    pub spec: Arc<crate::domain::DomainSpec>,
 }
 
 impl<D: Domain> std::fmt::Debug for Threads<'_, D> {
@@ -129,6 +153,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             panicked: Mutex::default(),
             failed: AtomicBool::new(false),
             procs: None,
+            exec: None,
         }
     }
 
@@ -136,6 +161,11 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
     /// waits ([`ThreadHost::fork`], [`ThreadHost::wait`]).
     pub fn set_procs(&mut self, procs: Procs<'a>) {
         self.procs = Some(procs);
+    }
+
+    /// An accepted `execve` leaves the new domain in `slot`.
+    pub fn set_exec(&mut self, slot: &'a ExecSlot) {
+        self.exec = Some(slot);
     }
 
     /// Starts the main thread's worker (slot 0) on `worker`, in `scope`.
@@ -413,6 +443,45 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         answer
     }
 
+    fn exec(&self, mem: &GuestMemory, _from: usize, _pid: u32, nr: u64, args: &[u64; 6]) -> i64 {
+        let t = self.threads;
+        let (Some(procs), Some(slot)) = (t.procs.clone(), t.exec) else { return errno(libc::ENOSYS) };
+        // Path, permission, image and measurement, argv and envp: checked
+        // and copied once, under the service lock (the cwd, the table).
+        let prepared = t.shared.lock().service.exec_prepare(mem, nr, args);
+        let req = match prepared {
+            Ok(r) => r,
+            Err(f) => {
+                if let Some(m) = f.message {
+                    eprintln!("{m}");
+                }
+                return errno(f.errno);
+            }
+        };
+        if !D::CAN_EXEC {
+            return errno(libc::ENOSYS);
+        }
+        let mut spec = (*procs.spec).clone();
+        // Linux (5.18+) gives a program exec'd with no argv an empty argv[0].
+        spec.args = if req.args.is_empty() { vec![String::new()] } else { req.args };
+        spec.env = req.env;
+        spec.program_cpus = spec.all_cpus;
+        {
+            let mut s = lock(slot);
+            if s.is_some() {
+                // Another thread's exec won: this process is being replaced.
+                return errno(libc::EAGAIN);
+            }
+            let sig_ignored = BootPage::of(t.mem).map_or(0, |b| b.sig_ignored());
+            *s = Some(Execed { image: req.image, spec, path: req.path, sig_ignored });
+        }
+        // The point of no return, as Linux's: descriptors marked
+        // FD_CLOEXEC close, and the old domain (every thread of it) ends.
+        t.shared.lock().service.exec_done();
+        t.stopper.stop(StopCause::Policy("replaced by execve".into()));
+        0
+    }
+
     fn kill(&self, pid: u32, target: i32, sig: u64) -> i64 {
         match &self.threads.procs {
             Some(p) => p.tree.kill(pid, target, sig),
@@ -494,34 +563,112 @@ fn run_child<D: Domain + Sync>(
         return;
     }
     let _ = reply.send(i64::from(at.pid));
-    // The child's own CPU time (`clock()`, `getrusage`, `times`): its host
-    // process's, as the root's is (docs/syscalls.md, "CPU time").
-    let mut service = service;
-    if let crate::domain::CpuClock::Process(pid) = domain.cpu_clock() {
-        service.set_program_cpu(crate::service::ProgramCpu::Process(pid));
-    }
     let shared = Shared::child(service, procs.root.clone());
     shared.set_threaded();
-    let worker = Worker::new(domain.ring());
-    let mut threads =
-        Threads::new(&domain, domain.memory(), &shared, stopper, None, ThreadClocks::default(), sites, limit);
-    threads.set_procs(procs.clone());
-    std::thread::scope(|s| {
-        threads.start_main(s, worker);
-        if let Some(h) = threads.main_stop_handle() {
-            tree.set_interrupt(at.pid, h);
+    // A vfork parent waits for this to drop: at the end, or at an exec.
+    let mut done = Some(done);
+    let mut sites = sites;
+    // Each turn runs one image of the process: the forked copy, then each
+    // image an `execve` replaced it with (docs/processes.md, "execve").
+    loop {
+        // The process's own CPU time (`clock()`, `getrusage`, `times`): its
+        // host process's, as the root's is (docs/syscalls.md, "CPU time").
+        if let crate::domain::CpuClock::Process(pid) = domain.cpu_clock() {
+            shared.lock().service.set_program_cpu(crate::service::ProgramCpu::Process(pid));
         }
-        let ran = domain.run();
-        threads.stop_all();
-        if let Err(e) = &ran {
-            eprintln!("cabin: a child process failed: {e}");
+        let stopper = domain.stopper();
+        let exec_slot: ExecSlot = Mutex::new(None);
+        let worker = Worker::new(domain.ring());
+        let mut threads = Threads::new(
+            &domain,
+            domain.memory(),
+            &shared,
+            stopper,
+            None,
+            ThreadClocks::default(),
+            sites.clone(),
+            limit,
+        );
+        threads.set_procs(procs.clone());
+        threads.set_exec(&exec_slot);
+        let ran = std::thread::scope(|s| {
+            threads.start_main(s, worker);
+            if let Some(h) = threads.main_stop_handle() {
+                tree.set_interrupt(at.pid, h);
+            }
+            let ran = domain.run();
+            threads.stop_all();
+            if lock(&exec_slot).is_none() {
+                if let Err(e) = &ran {
+                    eprintln!("cabin: a child process failed: {e}");
+                }
+                // Recorded before this scope waits for the process's own
+                // children (their run threads live in it).
+                tree.ended(at.pid, tree::ended_of(&ran));
+                drop(done.take());
+            }
+            ran
+        });
+        let end = threads.finish().0;
+        drop(threads);
+        let execed = exec_slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let policy_stop = matches!(end, WorkerEnd::Policy(_));
+        match execed {
+            Some(next) if !policy_stop => {
+                // The old image is gone (its host process reaped by `run`);
+                // the new one starts with the same pid, parent and service.
+                // Past the point of no return a failure ends the process
+                // (killed by SIGKILL), as Linux's late exec failures do.
+                drop(done.take());
+                let ppid = tree.ppid(at.pid).unwrap_or(0);
+                let built = cabin_image::image::Image::parse(&next.image)
+                    .map_err(crate::config::RunError::ImageRejected)
+                    .and_then(|i| D::exec_image(&i.elf, &next.spec, at.pid, ppid));
+                match built {
+                    Ok(Some(d)) => domain = d,
+                    Ok(None) => {
+                        tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
+                        break;
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "cabin: execve {}: building the new domain failed: {e}",
+                            String::from_utf8_lossy(&next.path)
+                        );
+                        tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
+                        break;
+                    }
+                }
+                sites = SiteMap::for_image(&next.image, domain.entry());
+                let Ok(boot) = BootPage::of(domain.memory()) else {
+                    tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
+                    break;
+                };
+                boot.set_spin_ns(crate::placement::spin_ns(None));
+                boot.set_check_local(&procs.spec.check_local);
+                boot.set_sig_ignored(next.sig_ignored);
+                if !tree.set_signals(at.pid, domain.stopper(), boot.signal_box()) {
+                    // Killed (or the run ended) while it exec'd.
+                    tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
+                    break;
+                }
+                if let Err(e) = domain.start() {
+                    eprintln!("cabin: starting the image of an execve failed: {e}");
+                    tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
+                    break;
+                }
+                continue;
+            }
+            Some(_) => {
+                // Stopped by the policy while it exec'd: it ends here.
+                tree.ended(at.pid, tree::ended_of(&ran));
+                drop(done.take());
+            }
+            None => {}
         }
-        // Recorded before this scope waits for the process's own children
-        // (their run threads live in it).
-        tree.ended(at.pid, tree::ended_of(&ran));
-        drop(done);
-    });
-    if let (WorkerEnd::Policy(stop), ..) = threads.finish() {
-        tree.stopped_by(stop);
+        if let WorkerEnd::Policy(stop) = end {
+            tree.stopped_by(stop);
+        }
+        break;
     }
 }

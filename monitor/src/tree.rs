@@ -36,6 +36,9 @@ struct Member {
     /// Interrupts its main worker out of a blocking host call (a posted
     /// signal must reach a program blocked in `pause`, `read`...).
     interrupt: Option<StopHandle>,
+    /// Another process sent it `SIGKILL`: an image an `execve` left
+    /// waiting must not start.
+    killed: bool,
 }
 
 /// The run's process tree.
@@ -120,8 +123,27 @@ impl Tree {
         if self.ending.load(Ordering::SeqCst) {
             return false;
         }
-        m.insert(pid, Member { stopper, signals, interrupt: None });
+        m.insert(pid, Member { stopper, signals, interrupt: None, killed: false });
         true
+    }
+
+    /// Process `pid` runs a new domain (an `execve`): how to stop it and
+    /// post it signals from now on. `false`: it was killed meanwhile (or
+    /// the run is ending), the new domain must not start.
+    pub fn set_signals(&self, pid: u32, stopper: Arc<dyn Stopper>, signals: SignalBox) -> bool {
+        let mut members = lock(&self.members);
+        if self.ending.load(Ordering::SeqCst) {
+            return false;
+        }
+        match members.get_mut(&pid) {
+            Some(m) if !m.killed => {
+                m.stopper = stopper;
+                m.signals = signals;
+                m.interrupt = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// How to interrupt process `pid`'s main worker (once it runs).
@@ -186,10 +208,11 @@ impl Tree {
         if sig == 0 {
             return 0;
         }
-        let members = lock(&self.members);
+        let mut members = lock(&self.members);
         for pid in targets {
-            let Some(m) = members.get(&pid) else { continue };
+            let Some(m) = members.get_mut(&pid) else { continue };
             if sig == libc::SIGKILL as u64 {
+                m.killed = true;
                 m.stopper.stop(StopCause::Policy("killed by another process of the tree".into()));
                 continue;
             }

@@ -139,6 +139,7 @@ impl Stopper for Child {
 
 impl Domain for ProcessDomain {
     const BACKEND: &'static str = "process";
+    const CAN_EXEC: bool = true;
 
     fn execute_only(image: &ElfFile<'_>) -> ExecuteOnly {
         // Execute-only needs the hardware (protection keys) and an image
@@ -209,6 +210,29 @@ impl Domain for ProcessDomain {
             child: Arc::default(),
             tree_pid: Some(pid),
         }))
+    }
+
+    /// A fresh domain for the new image, as `build` makes one, its boot page
+    /// naming the process's virtual pid and parent (docs/processes.md).
+    fn exec_image(
+        image: &ElfFile<'_>,
+        spec: &DomainSpec,
+        pid: u32,
+        ppid: u32,
+    ) -> Result<Option<Self>, RunError> {
+        let mut domain = Self::build(image, spec)?;
+        let boot = domain.memory.boot();
+        if boot.is_null() {
+            return Err(RunError::Layout("the new image's boot page".into()));
+        }
+        // SAFETY: the boot page of the new domain's own mapping (nothing
+        // runs in it yet); two aligned u32 fields.
+        unsafe {
+            std::ptr::addr_of_mut!((*boot).pid).write_volatile(pid);
+            std::ptr::addr_of_mut!((*boot).ppid).write_volatile(ppid);
+        }
+        domain.tree_pid = Some(pid);
+        Ok(Some(domain))
     }
 
     fn memory(&self) -> &GuestMemory {

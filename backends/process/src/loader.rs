@@ -490,7 +490,7 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             spin_ns: 0,
             ring_count: cabin_abi::thread::MAX_THREADS as u32,
             thread_limit: spec.threads,
-            reserved: [0; 1],
+            sig_ignored: 0,
             kvm_trap_entry: 0,
             local_counts: [0; cabin_abi::boot::LOCAL_COUNT_SLOTS],
             check_local: cabin_abi::syscalls::CallSet::EMPTY,

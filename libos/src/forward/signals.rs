@@ -271,6 +271,20 @@ pub(super) fn init(b: *mut BootInfo, pid: u32, uid: u32, process: bool) -> bool 
     // aligned u64 in it, accessed only atomically from here on.
     ATTENTION.store(unsafe { addr_of_mut!((*b).sig_attention) }.cast::<AtomicU64>(), Ordering::Relaxed);
     fp_init();
+    // An image started by an execve keeps the signals its predecessor
+    // ignored (the monitor copied the word); anything else starts default.
+    // SAFETY: the validated boot page; one aligned word.
+    let ignored = unsafe { addr_of_mut!((*b).sig_ignored).read_volatile() } & !UNBLOCKABLE;
+    if ignored != 0 {
+        // SAFETY: see `Book`; nothing else runs yet (start-up).
+        let book = unsafe { BOOK.get() };
+        for (i, a) in book.actions.iter_mut().enumerate() {
+            if ignored & (1 << i) != 0 {
+                a.handler = SIG_IGN;
+            }
+        }
+    }
+    publish_handled();
     // SAFETY: the boot page is validated; these slots are the libos's.
     unsafe {
         addr_of_mut!((*b).libos_text).write_volatile(crate::arch::x86_64::entry::libos_text());
@@ -620,12 +634,18 @@ fn publish_handled() {
     }
     // SAFETY: see `Book`; a copy of the dispositions' handlers.
     let book = unsafe { BOOK.get() };
-    let mut handled = 0u64;
+    let (mut handled, mut ignoring) = (0u64, 0u64);
     for (i, a) in book.actions.iter().enumerate() {
         if a.handler != SIG_DFL && a.handler != SIG_IGN {
             handled |= 1 << i;
         }
+        if a.handler == SIG_IGN {
+            ignoring |= 1 << i;
+        }
     }
+    // SAFETY: the validated boot page; the libos's own word (what an
+    // execve keeps: the monitor hands it to the next image).
+    unsafe { addr_of_mut!((*b).sig_ignored).write_volatile(ignoring) };
     // Not masked here: the mask is per thread and this word is shared by
     // every vCPU; the libos's signal entry checks the faulting thread's
     // own mask (blocked: the program ends with the signal, as Linux).

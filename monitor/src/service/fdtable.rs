@@ -101,7 +101,7 @@ pub struct Entry {
     /// during the wait then closes it when the wait ends, as Linux keeps
     /// the file of a descriptor closed under a waiter.
     pub fd: Arc<OwnedFd>,
-    /// The program's `FD_CLOEXEC` bit (bookkeeping: there is no exec).
+    /// The program's `FD_CLOEXEC` bit (closed at a successful `execve`).
     pub cloexec: bool,
     /// The absolute program path it was opened with, when known (used for
     /// `*at` calls relative to it and for `fchdir`).
@@ -242,6 +242,21 @@ impl FdTable {
                 && fl & (libc::O_ACCMODE | libc::O_PATH) == libc::O_RDWR
                 && super::fs::fstat(fd).is_ok_and(|st| (st.st_dev, st.st_ino) == (dev, ino))
         })
+    }
+
+    /// `execve` succeeded: closes every descriptor whose `FD_CLOEXEC` bit is
+    /// set (releasing their POSIX locks as `close` does).
+    pub fn close_on_exec(&mut self) {
+        let marked: Vec<u64> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.as_ref().is_some_and(|e| e.cloexec))
+            .map(|(i, _)| i as u64)
+            .collect();
+        for vfd in marked {
+            self.remove(vfd);
+        }
     }
 
     /// Removes (and closes) `vfd`.

@@ -29,6 +29,7 @@ pub mod fdtable;
 pub mod fs;
 
 mod events;
+pub mod exec;
 mod fds;
 mod files;
 mod io;

@@ -322,3 +322,56 @@ fn distinct_unknown_numbers_are_reported_once_in_all_and_counted() {
         s.reports[3]
     );
 }
+
+/// `execve`'s copy of argv/envp from hostile memory: wild pointers are the
+/// program's `EFAULT`, a string running off memory too, the total past
+/// Linux's bound `E2BIG`, a path outside the trees `EACCES`; nothing
+/// panics and nothing is left open.
+#[test]
+fn exec_arguments_are_bounded_and_checked() {
+    use crate::memory::tests::poke;
+    let m = test_memory();
+    let mut s = service();
+    let exec = |s: &mut Service, args: [u64; 6]| {
+        s.exec_prepare(&m, libc::SYS_execve as u64, &args).map(|r| r.args.len()).map_err(|f| f.errno)
+    };
+    m.write(0x1000, b"/etc/passwd\0").unwrap();
+    // A wild argv, a wild string, a wild envp.
+    assert_eq!(exec(&mut s, [0x1000, 0xdead_0000, 0, 0, 0, 0]), Err(libc::EFAULT));
+    m.write_u64(0x1100, 0xdead_0000).unwrap();
+    m.write_u64(0x1108, 0).unwrap();
+    assert_eq!(exec(&mut s, [0x1000, 0x1100, 0, 0, 0, 0]), Err(libc::EFAULT));
+    assert_eq!(exec(&mut s, [0x1000, 0, 0x1100, 0, 0, 0]), Err(libc::EFAULT));
+    // An array without its NULL running off memory.
+    for a in (0x1800..0x2000).step_by(8) {
+        m.write_u64(a, 0x1000).unwrap();
+    }
+    assert_eq!(exec(&mut s, [0x1000, 0x1800, 0, 0, 0, 0]), Err(libc::EFAULT));
+    // A string without its NUL before memory ends.
+    poke(&m, 0x10000, &[b'x'; 4096]);
+    m.write_u64(0x1100, 0x10000).unwrap();
+    assert_eq!(exec(&mut s, [0x1000, 0x1100, 0, 0, 0, 0]), Err(libc::EFAULT));
+    // 2 × 511 strings of 4 KiB: past the 2 MiB total.
+    let mut big = vec![b'y'; 4095];
+    big.push(0);
+    poke(&m, 0x10000, &big);
+    for a in (0x1000..0x1ff8).step_by(8) {
+        m.write_u64(a, 0x10000).unwrap();
+    }
+    m.write_u64(0x1ff8, 0).unwrap();
+    poke(&m, 0x10ff0, b"/etc/passwd\0");
+    let path = 0x10ff0;
+    assert_eq!(exec(&mut s, [path, 0x1000, 0x1000, 0, 0, 0]), Err(libc::E2BIG));
+    // Within the bound the path decides: outside the trees.
+    assert_eq!(exec(&mut s, [path, 0x1000, 0, 0, 0, 0]), Err(libc::EACCES));
+    assert_eq!(exec(&mut s, [path, 0, 0, 0, 0, 0]), Err(libc::EACCES));
+    // execveat: unknown flags, an empty path.
+    let at = |s: &mut Service, p: u64, flags: u64| {
+        s.exec_prepare(&m, libc::SYS_execveat as u64, &[AT_FDCWD as u64, p, 0, 0, flags, 0])
+            .map(|_| ())
+            .map_err(|f| f.errno)
+    };
+    assert_eq!(at(&mut s, path, 0x8000_0000), Err(libc::EINVAL));
+    assert_eq!(at(&mut s, 0x10fff, 0), Err(libc::ENOENT));
+    assert_eq!(s.open_fds(), 3);
+}
