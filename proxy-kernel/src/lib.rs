@@ -23,6 +23,7 @@
 
 pub mod header;
 pub mod trap;
+pub mod vc;
 
 #[cfg(target_os = "none")]
 mod arch;
