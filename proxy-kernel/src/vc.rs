@@ -167,15 +167,31 @@ pub struct GhcbView<'a> {
     page: &'a [u8; ghcb::SIZE],
 }
 
-fn get_u64(page: &[u8; ghcb::SIZE], off: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&page[off..off + 8]);
-    u64::from_le_bytes(w)
+// Every access below is panic-free (`get`/`get_mut`, constants): this code
+// runs in the proxy-kernel, whose blob must hold no panic locations (they
+// are writable data) and must never panic in a trap handler.
+
+fn get_u64(page: &[u8; ghcb::SIZE], off: usize) -> Option<u64> {
+    let b: &[u8; 8] = page.get(off..off.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(*b))
+}
+
+fn put(page: &mut [u8; ghcb::SIZE], off: usize, bytes: &[u8]) {
+    if let Some(d) = off.checked_add(bytes.len()).and_then(|end| page.get_mut(off..end)) {
+        // Not copy_from_slice: its length check would bring a panic location.
+        for (d, s) in d.iter_mut().zip(bytes) {
+            *d = *s;
+        }
+    }
+}
+
+fn bitmap_byte(page: &mut [u8; ghcb::SIZE], off: usize) -> Option<&mut u8> {
+    page.get_mut(ghcb::VALID_BITMAP.wrapping_add(valid_bit(off) / 8))
 }
 
 fn is_valid(page: &[u8; ghcb::SIZE], off: usize) -> bool {
     let bit = valid_bit(off);
-    bit < 128 && page[ghcb::VALID_BITMAP + bit / 8] & (1 << (bit % 8)) != 0
+    bit < 128 && page.get(ghcb::VALID_BITMAP.wrapping_add(bit / 8)).is_some_and(|b| b & (1 << (bit % 8)) != 0)
 }
 
 impl<'a> Ghcb<'a> {
@@ -187,31 +203,32 @@ impl<'a> Ghcb<'a> {
     /// Starts a new message: clears the valid bitmap and the exit fields,
     /// writes the protocol version and usage 0.
     pub fn begin(&mut self) {
-        self.page[ghcb::VALID_BITMAP..ghcb::VALID_BITMAP + 16].fill(0);
+        put(self.page, ghcb::VALID_BITMAP, &[0; 16]);
         for off in [ghcb::SW_EXIT_CODE, ghcb::SW_EXIT_INFO_1, ghcb::SW_EXIT_INFO_2] {
-            self.page[off..off + 8].fill(0);
+            put(self.page, off, &[0; 8]);
         }
-        self.page[ghcb::PROTOCOL_VERSION..ghcb::PROTOCOL_VERSION + 2]
-            .copy_from_slice(&ghcb::VERSION.to_le_bytes());
-        self.page[ghcb::USAGE..ghcb::USAGE + 4].fill(0);
+        put(self.page, ghcb::PROTOCOL_VERSION, &ghcb::VERSION.to_le_bytes());
+        put(self.page, ghcb::USAGE, &[0; 4]);
     }
 
     /// Writes the quad-word at `off` (a save-area offset below 0x3f0) and
     /// marks it valid. Offsets at or above the bitmap are ignored.
     pub fn set(&mut self, off: usize, v: u64) {
-        if off + 8 > ghcb::VALID_BITMAP || off % 8 != 0 {
+        if off > ghcb::VALID_BITMAP - 8 || off % 8 != 0 {
             return;
         }
-        self.page[off..off + 8].copy_from_slice(&v.to_le_bytes());
-        let bit = valid_bit(off);
-        self.page[ghcb::VALID_BITMAP + bit / 8] |= 1 << (bit % 8);
+        put(self.page, off, &v.to_le_bytes());
+        if let Some(b) = bitmap_byte(self.page, off) {
+            *b |= 1 << (valid_bit(off) % 8);
+        }
     }
 
     /// Writes the CPL byte and marks its quad-word valid.
     pub fn set_cpl(&mut self, cpl: u8) {
-        self.page[ghcb::CPL] = cpl;
-        let bit = valid_bit(ghcb::CPL);
-        self.page[ghcb::VALID_BITMAP + bit / 8] |= 1 << (bit % 8);
+        put(self.page, ghcb::CPL, &[cpl]);
+        if let Some(b) = bitmap_byte(self.page, ghcb::CPL) {
+            *b |= 1 << (valid_bit(ghcb::CPL) % 8);
+        }
     }
 
     /// A read-only view.
@@ -228,18 +245,24 @@ impl<'a> GhcbView<'a> {
 
     /// The quad-word at `off` if its valid bit is set.
     pub fn get(&self, off: usize) -> Option<u64> {
-        (off % 8 == 0 && off + 8 <= ghcb::VALID_BITMAP && is_valid(self.page, off))
-            .then(|| get_u64(self.page, off))
+        if off % 8 != 0 || off > ghcb::VALID_BITMAP - 8 || !is_valid(self.page, off) {
+            return None;
+        }
+        get_u64(self.page, off)
     }
 
     /// The CPL byte if valid.
     pub fn cpl(&self) -> Option<u8> {
-        is_valid(self.page, ghcb::CPL).then_some(self.page[ghcb::CPL])
+        if is_valid(self.page, ghcb::CPL) {
+            self.page.get(ghcb::CPL).copied()
+        } else {
+            None
+        }
     }
 
     /// Whether no field is marked valid (no message).
     pub fn is_empty(&self) -> bool {
-        self.page[ghcb::VALID_BITMAP..ghcb::VALID_BITMAP + 16].iter().all(|&b| b == 0)
+        self.page.get(ghcb::VALID_BITMAP..ghcb::VALID_BITMAP + 16).is_none_or(|b| b.iter().all(|&x| x == 0))
     }
 }
 
@@ -275,11 +298,18 @@ pub fn write_request(g: &mut Ghcb<'_>, f: &crate::trap::TrapFrame) {
     g.set_cpl((f.cs & 3) as u8);
     g.set(ghcb::RIP, f.rip);
     g.set(ghcb::RFLAGS, f.rflags);
-    for (off, v) in
-        REQUEST_REGS.iter().zip([f.rax, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.rsp])
-    {
-        g.set(*off, v);
-    }
+    // REQUEST_REGS, one by one (no table of pointers: the blob keeps no data).
+    g.set(ghcb::RAX, f.rax);
+    g.set(ghcb::RBX, f.rbx);
+    g.set(ghcb::RCX, f.rcx);
+    g.set(ghcb::RDX, f.rdx);
+    g.set(ghcb::RSI, f.rsi);
+    g.set(ghcb::RDI, f.rdi);
+    g.set(ghcb::R8, f.r8);
+    g.set(ghcb::R9, f.r9);
+    g.set(ghcb::R10, f.r10);
+    g.set(ghcb::R11, f.r11);
+    g.set(ghcb::RSP, f.rsp);
 }
 
 /// Applies VMPL0's response in `g` to trap frame `f`: every register of
@@ -289,18 +319,17 @@ pub fn write_request(g: &mut Ghcb<'_>, f: &crate::trap::TrapFrame) {
 /// proxy-kernel asks again instead of returning into the instruction).
 pub fn apply_response(g: &GhcbView<'_>, f: &mut crate::trap::TrapFrame) -> bool {
     let mut any = false;
-    for off in RESPONSE_REGS {
+    let mut take = |off: usize, r: &mut u64| {
         if let Some(v) = g.get(off) {
+            *r = v;
             any = true;
-            match off {
-                ghcb::RAX => f.rax = v,
-                ghcb::RBX => f.rbx = v,
-                ghcb::RCX => f.rcx = v,
-                ghcb::RDX => f.rdx = v,
-                _ => f.rip = v,
-            }
         }
-    }
+    };
+    take(ghcb::RAX, &mut f.rax);
+    take(ghcb::RBX, &mut f.rbx);
+    take(ghcb::RCX, &mut f.rcx);
+    take(ghcb::RDX, &mut f.rdx);
+    take(ghcb::RIP, &mut f.rip);
     any
 }
 
@@ -681,6 +710,9 @@ mod tests {
 
     #[test]
     fn request_and_response_round_trip() {
+        // The lists the two functions follow, spelled out there.
+        assert_eq!(REQUEST_REGS.len(), 11);
+        assert_eq!(RESPONSE_REGS, [ghcb::RAX, ghcb::RBX, ghcb::RCX, ghcb::RDX, ghcb::RIP]);
         use crate::trap::TrapFrame;
         let f = TrapFrame {
             rax: 2,

@@ -114,7 +114,14 @@ fn vmpl1_permissions_hold_their_invariants_on_every_page() {
             }
             Some(Role::ProxyKernel) => assert!(r && xs && !w && !xu, "proxy-kernel {gpa:#x}"),
             Some(Role::ImageRodata) => assert!(r && !w && !xu && !xs, "rodata {gpa:#x}"),
-            Some(Role::ImageData | Role::UserData | Role::BootPage | Role::Ring | Role::KernelStack) => {
+            Some(
+                Role::ImageData
+                | Role::UserData
+                | Role::BootPage
+                | Role::Ring
+                | Role::KernelStack
+                | Role::VcArea,
+            ) => {
                 assert!(r && w && !xu && !xs, "data {gpa:#x}")
             }
             None if manifest(gpa) => assert!(r && !w && !xu && !xs, "manifest {gpa:#x}"),
