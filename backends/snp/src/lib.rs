@@ -31,6 +31,7 @@ pub mod ghcb;
 pub mod launch;
 pub mod plan;
 pub mod rmp;
+pub mod vc;
 pub mod vmsa;
 
 pub use backend::{available, available_in, SnpDomain, Unavailable};

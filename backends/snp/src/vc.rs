@@ -1,0 +1,405 @@
+//! VMPL0's side of the `#VC` protocol (`cabin_proxy_kernel::vc`): what the
+//! monitor does when VMPL1 hands it the vCPU with a request in the calling
+//! area. Pure (guest memory through closures and a copied page), so the
+//! decisions are tested on any host; `backend.rs` applies them.
+//!
+//! Every request is copied once out of the calling area and validated
+//! ([`read_request`]); the instruction at `rip` is read once (at most 15
+//! bytes) and decoded here, at VMPL0, which may read the program's
+//! execute-only code. A port instruction becomes exactly the I/O exit the
+//! KVM backend decodes (`cabin_kvm::exit::decode_out` / `decode_in`), so the
+//! doorbell, the slow-path gate and the fault report are served by the same
+//! rules on both backends; `cpuid` is answered from the SNP CPUID table
+//! with the domain's XCR0; `rdtsc`/`rdtscp` with VMPL0's TSC (the same
+//! vCPU's). Anything else from ring 3 ends the program with a one-line
+//! reason; from ring 0 it is a Cabin bug.
+
+use cabin_kvm::exit::Regs;
+use cabin_proxy_kernel::vc::{
+    decode_io, decode_len, exit, exit_name, ghcb, CpuidTable, DecodeError, Ghcb, GhcbView, MAX_INSN,
+};
+
+/// One request, copied out of the calling area and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The `#VC` error code: the SVM exit code.
+    pub exit_code: u64,
+    /// The interrupted `cs`.
+    pub cs: u64,
+    /// `rip` of the instruction that raised the `#VC`.
+    pub rip: u64,
+    /// The general registers (as the KVM backend's exit decoders take them).
+    pub regs: Regs,
+    /// `rbx`.
+    pub rbx: u64,
+    /// The interrupted `rsp`.
+    pub rsp: u64,
+}
+
+impl Request {
+    /// Whether ring 3 raised the `#VC`.
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// Why a calling area holds no usable request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// Nothing is marked valid: VMPL1 exited without a request (only the
+    /// proxy-kernel writes requests; ring 3 cannot reach the area).
+    Empty,
+    /// A field the proxy-kernel always writes is missing.
+    Missing(usize),
+}
+
+/// Reads the request in a copy of the calling area.
+pub fn read_request(page: &[u8; ghcb::SIZE]) -> Result<Request, RequestError> {
+    let v = GhcbView::new(page);
+    if v.is_empty() {
+        return Err(RequestError::Empty);
+    }
+    let get = |off| v.get(off).ok_or(RequestError::Missing(off));
+    let regs = Regs {
+        rax: get(ghcb::RAX)?,
+        rdi: get(ghcb::RDI)?,
+        rsi: get(ghcb::RSI)?,
+        rdx: get(ghcb::RDX)?,
+        rcx: get(ghcb::RCX)?,
+        r8: get(ghcb::R8)?,
+        r9: get(ghcb::R9)?,
+        r10: get(ghcb::R10)?,
+        r11: get(ghcb::R11)?,
+        rip: get(ghcb::RIP)?,
+    };
+    Ok(Request {
+        exit_code: get(ghcb::SW_EXIT_CODE)?,
+        cs: get(ghcb::SW_EXIT_INFO_1)?,
+        rip: regs.rip,
+        regs,
+        rbx: get(ghcb::RBX)?,
+        rsp: get(ghcb::RSP)?,
+    })
+}
+
+/// Writes VMPL0's response into the calling area: the registers that change
+/// (`cabin_proxy_kernel::vc::RESPONSE_REGS`), each marked valid, nothing
+/// else.
+pub fn write_response(page: &mut [u8; ghcb::SIZE], set: &[(usize, u64)]) {
+    let mut g = Ghcb::new(page);
+    g.begin();
+    for &(off, v) in set {
+        g.set(off, v);
+    }
+}
+
+/// What the monitor does with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A port instruction: serve it as the KVM backend serves this I/O
+    /// exit, then resume at `next_rip` (unless serving ends the program).
+    Io {
+        /// The port.
+        port: u16,
+        /// `in` (else `out`).
+        is_in: bool,
+        /// The bytes written (`out`), `size` of them.
+        data: [u8; 4],
+        /// Operand size.
+        size: u8,
+        /// The instruction's end.
+        next_rip: u64,
+    },
+    /// `cpuid`: resume at `next_rip` with `rax`/`rbx`/`rcx`/`rdx` = `out`.
+    Cpuid {
+        /// eax, ebx, ecx, edx.
+        out: [u32; 4],
+        /// The instruction's end.
+        next_rip: u64,
+    },
+    /// `rdtsc` (`rdtscp`: also `rcx` = TSC_AUX): resume at `next_rip`.
+    Rdtsc {
+        /// `rdtscp`.
+        aux: bool,
+        /// The instruction's end.
+        next_rip: u64,
+    },
+    /// The proxy-kernel halted (`hlt` after a report the monitor did not
+    /// resume from): the vCPU is done.
+    Halted,
+    /// The program broke the rules: it ends with this report.
+    Violation(String),
+    /// The proxy-kernel did what only a Cabin bug explains.
+    Invalid(String),
+}
+
+/// What the monitor knows when deciding: how to read the instruction at
+/// an address (returns the bytes read), the CPUID table, the domain's XCR0
+/// and CR4.OSXSAVE.
+pub struct Context<'a> {
+    /// Reads up to `buf.len()` bytes of the instruction at `rip` (the
+    /// program's view, or the proxy-kernel's text), returning how many.
+    pub read_code: &'a dyn Fn(u64, &mut [u8]) -> usize,
+    /// The SNP CPUID table (the launch's, copied), if the monitor has one.
+    pub cpuid: Option<CpuidTable<'a>>,
+    /// The vCPU's XCR0.
+    pub xcr0: u64,
+    /// The vCPU's CR4.OSXSAVE.
+    pub osxsave: bool,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("cpuid", &self.cpuid.is_some())
+            .field("xcr0", &self.xcr0)
+            .field("osxsave", &self.osxsave)
+            .finish_non_exhaustive()
+    }
+}
+
+fn blame(req: &Request, what: String) -> Decision {
+    if req.from_user() {
+        Decision::Violation(what)
+    } else {
+        Decision::Invalid(what)
+    }
+}
+
+fn decode_error(e: DecodeError) -> &'static str {
+    match e {
+        DecodeError::Truncated => "an instruction that cannot be read whole",
+        DecodeError::Rep => "a rep/lock-prefixed instruction",
+        DecodeError::String => "string port I/O (ins/outs)",
+        DecodeError::Mismatch => "an instruction that does not match the exit",
+    }
+}
+
+/// Decides what to do with `req`.
+pub fn decide(req: &Request, cx: &Context<'_>) -> Decision {
+    let mut code = [0u8; MAX_INSN];
+    let n = (cx.read_code)(req.rip, &mut code).min(MAX_INSN);
+    let code = &code[..n];
+    let name = exit_name(req.exit_code);
+    let bad = |e: DecodeError| {
+        blame(
+            req,
+            format!(
+                "program killed: #VC for {name} (exit code {:#x}) at rip {:#x}: {}",
+                req.exit_code,
+                req.rip,
+                decode_error(e)
+            ),
+        )
+    };
+    let next = |len: u8| req.rip.wrapping_add(u64::from(len));
+    match req.exit_code {
+        exit::IOIO => match decode_io(code) {
+            Ok(io) => {
+                let mut data = [0u8; 4];
+                if io.out {
+                    data.copy_from_slice(&(req.regs.rax as u32).to_le_bytes());
+                }
+                Decision::Io {
+                    port: io.port(req.regs.rdx),
+                    is_in: !io.out,
+                    data,
+                    size: io.size,
+                    next_rip: next(io.len),
+                }
+            }
+            Err(e) => bad(e),
+        },
+        exit::CPUID => match decode_len(exit::CPUID, code) {
+            Ok(len) => {
+                let (leaf, sub) = (req.regs.rax as u32, req.regs.rcx as u32);
+                match cx.cpuid.and_then(|t| t.lookup(leaf, sub, cx.xcr0, 0, cx.osxsave)) {
+                    Some(out) => Decision::Cpuid { out, next_rip: next(len) },
+                    None => blame(
+                        req,
+                        format!(
+                            "program killed: cpuid leaf {leaf:#x} sub-leaf {sub:#x} cannot be answered from \
+                             the SNP CPUID table (rip {:#x})",
+                            req.rip
+                        ),
+                    ),
+                }
+            }
+            Err(e) => bad(e),
+        },
+        exit::RDTSC | exit::RDTSCP => match decode_len(req.exit_code, code) {
+            Ok(len) => Decision::Rdtsc { aux: req.exit_code == exit::RDTSCP, next_rip: next(len) },
+            Err(e) => bad(e),
+        },
+        exit::HLT if !req.from_user() => Decision::Halted,
+        c => blame(
+            req,
+            format!(
+                "program killed: #VC for {name} (exit code {c:#x}) at rip {:#x} is not served on SEV-SNP",
+                req.rip
+            ),
+        ),
+    }
+}
+
+/// The response registers for a served `cpuid`.
+pub fn cpuid_response(out: [u32; 4], next_rip: u64) -> [(usize, u64); 5] {
+    [
+        (ghcb::RAX, u64::from(out[0])),
+        (ghcb::RBX, u64::from(out[1])),
+        (ghcb::RCX, u64::from(out[2])),
+        (ghcb::RDX, u64::from(out[3])),
+        (ghcb::RIP, next_rip),
+    ]
+}
+
+/// The response registers for `rdtsc`/`rdtscp` reading `tsc` (TSC_AUX 0:
+/// one vCPU).
+pub fn rdtsc_response(tsc: u64, aux: bool, next_rip: u64) -> Vec<(usize, u64)> {
+    let mut r = vec![(ghcb::RAX, tsc & 0xffff_ffff), (ghcb::RDX, tsc >> 32), (ghcb::RIP, next_rip)];
+    if aux {
+        r.push((ghcb::RCX, 0));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cabin_proxy_kernel::trap::TrapFrame;
+    use cabin_proxy_kernel::vc::{cpuid as cp, write_cpuid_page, write_request, CpuidEntry};
+
+    const USER_RIP: u64 = 0x40_1000;
+    const KERNEL_RIP: u64 = 0xffff_fffe_0000_1234;
+
+    fn request(exit_code: u64, cs: u64, rip: u64, rax: u64) -> [u8; ghcb::SIZE] {
+        let f = TrapFrame { error: exit_code, cs, rip, rax, rdx: 0xe1, rcx: 0xd, ..TrapFrame::default() };
+        let mut page = [0u8; ghcb::SIZE];
+        write_request(&mut Ghcb::new(&mut page), &f);
+        page
+    }
+
+    fn code_at(bytes: &'static [u8]) -> impl Fn(u64, &mut [u8]) -> usize {
+        move |_, buf: &mut [u8]| {
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            n
+        }
+    }
+
+    fn cx<'a>(read: &'a dyn Fn(u64, &mut [u8]) -> usize, t: Option<CpuidTable<'a>>) -> Context<'a> {
+        Context { read_code: read, cpuid: t, xcr0: 3, osxsave: true }
+    }
+
+    fn decide_on(page: &[u8; ghcb::SIZE], code: &'static [u8]) -> Decision {
+        let read = code_at(code);
+        decide(&read_request(page).expect("request"), &cx(&read, None))
+    }
+
+    #[test]
+    fn the_doorbell_out_becomes_the_kvm_io_exit() {
+        // `out 0xe0, al` with al = DOORBELL_WAIT from ring 3.
+        let d = decide_on(&request(exit::IOIO, 0x33, USER_RIP, 2), &[0xe6, 0xe0]);
+        assert_eq!(
+            d,
+            Decision::Io { port: 0xe0, is_in: false, data: [2, 0, 0, 0], size: 1, next_rip: USER_RIP + 2 }
+        );
+        // `out dx, al` (dx = 0xe1, the syscall port) from ring 0: 1 byte.
+        let d = decide_on(&request(exit::IOIO, 0x10, KERNEL_RIP, 60), &[0xee]);
+        assert_eq!(
+            d,
+            Decision::Io { port: 0xe1, is_in: false, data: [60, 0, 0, 0], size: 1, next_rip: KERNEL_RIP + 1 }
+        );
+        // `in al, 0xe0`: an `in` (the KVM decoder refuses it as on KVM).
+        let d = decide_on(&request(exit::IOIO, 0x33, USER_RIP, 0), &[0xe4, 0xe0]);
+        assert!(matches!(d, Decision::Io { is_in: true, port: 0xe0, .. }), "{d:?}");
+    }
+
+    #[test]
+    fn hostile_port_instructions_end_the_program() {
+        for code in [&[0xf3u8, 0x6e][..], &[0x6e], &[0xf3, 0xe6, 0xe0], &[0x90], &[0xe6], &[]] {
+            let page = request(exit::IOIO, 0x33, USER_RIP, 2);
+            let read = move |_: u64, buf: &mut [u8]| {
+                buf[..code.len()].copy_from_slice(code);
+                code.len()
+            };
+            let d = decide(&read_request(&page).expect("request"), &cx(&read, None));
+            assert!(matches!(&d, Decision::Violation(m) if m.contains("port I/O")), "{code:x?}: {d:?}");
+        }
+        // The same from ring 0 is a Cabin bug, not the program's doing.
+        let d = decide_on(&request(exit::IOIO, 0x10, KERNEL_RIP, 0), &[0x90]);
+        assert!(matches!(d, Decision::Invalid(_)), "{d:?}");
+    }
+
+    #[test]
+    fn unexpected_exit_codes_end_the_program_never_loop() {
+        for code in [exit::MSR, exit::VMMCALL, exit::NPF, exit::WBINVD, exit::HLT, 0, u64::MAX, 0x8000_0018] {
+            let d = decide_on(&request(code, 0x33, USER_RIP, 0), &[0x0f, 0x01, 0xd9]);
+            let Decision::Violation(m) = d else { panic!("exit {code:#x}: {d:?}") };
+            assert!(m.starts_with("program killed: #VC for ") && !m.contains('\n'), "{m}");
+        }
+        assert_eq!(decide_on(&request(exit::HLT, 0x10, KERNEL_RIP, 0), &[0xf4]), Decision::Halted);
+        assert!(matches!(decide_on(&request(exit::MSR, 0x10, KERNEL_RIP, 0), &[]), Decision::Invalid(_)));
+    }
+
+    #[test]
+    fn cpuid_and_rdtsc_are_served_by_value() {
+        let mut page = [0u8; 4096];
+        let e = |eax_in, ecx_in, xcr0_in, out| CpuidEntry { eax_in, ecx_in, xcr0_in, xss_in: 0, out };
+        assert!(write_cpuid_page(
+            &mut page,
+            &[
+                e(0xd, 0, 1, [3, 0x240, 0x240, 0]),
+                e(0xd, 2, 0, [0x100, 0x240, 0, 0]),
+                e(1, 0, 0, [1, 2, 0, 4])
+            ]
+        ));
+        let t = CpuidTable::parse(&page);
+        let read = code_at(&[0x0f, 0xa2]);
+        let mut req = read_request(&request(exit::CPUID, 0x33, USER_RIP, 1)).expect("request");
+        assert_eq!(
+            decide(&req, &cx(&read, t)),
+            Decision::Cpuid { out: [1, 2, cp::OSXSAVE, 4], next_rip: USER_RIP + 2 }
+        );
+        // Leaf 0xD sized for the domain's XCR0 (x87|SSE|AVX).
+        req.regs.rax = 0xd;
+        req.regs.rcx = 0;
+        let c = Context { xcr0: 7, ..cx(&read, t) };
+        assert_eq!(decide(&req, &c), Decision::Cpuid { out: [3, 0x340, 0x240, 0], next_rip: USER_RIP + 2 });
+        // An XCR0 feature the table cannot size, or no table: the program ends.
+        let c = Context { xcr0: 0x207, ..cx(&read, t) };
+        assert!(matches!(decide(&req, &c), Decision::Violation(m) if m.contains("CPUID table")));
+        assert!(matches!(decide(&req, &cx(&read, None)), Decision::Violation(_)));
+        assert_eq!(cpuid_response([1, 2, 3, 4], 9)[4], (ghcb::RIP, 9));
+        // rdtsc / rdtscp.
+        let d = decide_on(&request(exit::RDTSC, 0x33, USER_RIP, 0), &[0x0f, 0x31]);
+        assert_eq!(d, Decision::Rdtsc { aux: false, next_rip: USER_RIP + 2 });
+        let d = decide_on(&request(exit::RDTSCP, 0x33, USER_RIP, 0), &[0x0f, 0x01, 0xf9]);
+        assert_eq!(d, Decision::Rdtsc { aux: true, next_rip: USER_RIP + 3 });
+        assert!(matches!(
+            decide_on(&request(exit::RDTSC, 0x33, USER_RIP, 0), &[0x0f, 0xa2]),
+            Decision::Violation(_)
+        ));
+        assert_eq!(
+            rdtsc_response(0x1_2345_6789, true, 7),
+            vec![(ghcb::RAX, 0x2345_6789), (ghcb::RDX, 1), (ghcb::RIP, 7), (ghcb::RCX, 0)]
+        );
+    }
+
+    #[test]
+    fn requests_are_checked_and_responses_marked() {
+        // No request (VMPL1 exited without one), or a partial one.
+        assert_eq!(read_request(&[0u8; ghcb::SIZE]), Err(RequestError::Empty));
+        let mut page = request(exit::IOIO, 0x33, USER_RIP, 2);
+        page[ghcb::VALID_BITMAP + ghcb::RIP / 64] &= !(1 << ((ghcb::RIP / 8) % 8));
+        assert_eq!(read_request(&page), Err(RequestError::Missing(ghcb::RIP)));
+        // A response carries only what it sets; the request is gone.
+        let mut page = request(exit::IOIO, 0x33, USER_RIP, 2);
+        write_response(&mut page, &[(ghcb::RIP, USER_RIP + 2)]);
+        let v = GhcbView::new(&page);
+        assert_eq!(v.get(ghcb::RIP), Some(USER_RIP + 2));
+        assert_eq!(v.get(ghcb::RAX), None);
+        assert_eq!(v.get(ghcb::SW_EXIT_CODE), None);
+        assert!(read_request(&page).is_err(), "a response is not a request");
+    }
+}
