@@ -14,9 +14,12 @@
 //! vCPU's). Anything else from ring 3 ends the program with a one-line
 //! reason; from ring 0 it is a Cabin bug.
 
-use cabin_kvm::exit::Regs;
+use cabin_kvm::domain::Guest;
+use cabin_kvm::exit::{decode_in, decode_out, IoAction, Regs};
+use cabin_kvm::{LoopEnd, ProgramMemory, Served, SyscallService};
 use cabin_proxy_kernel::vc::{
-    decode_io, decode_len, exit, exit_name, ghcb, CpuidTable, DecodeError, Ghcb, GhcbView, MAX_INSN,
+    cpuid as cp, decode_io, decode_len, exit, exit_name, ghcb, write_cpuid_page, CpuidEntry, CpuidTable,
+    DecodeError, Ghcb, GhcbView, MAX_INSN,
 };
 
 /// One request, copied out of the calling area and checked.
@@ -263,11 +266,186 @@ pub fn rdtsc_response(tsc: u64, aux: bool, next_rip: u64) -> Vec<(usize, u64)> {
     r
 }
 
+/// What serving one request comes to.
+#[derive(Debug)]
+pub enum Step {
+    /// Resume VMPL1 with these registers changed.
+    Resume(Vec<(usize, u64)>),
+    /// The program (its only thread) ends.
+    End(LoopEnd),
+    /// A Cabin bug (the proxy-kernel misbehaved): the run fails.
+    Bug(String),
+}
+
+const ENOSYS: i64 = 38;
+
+/// Serves `req` as decided, through `service` (the ring gate of the vCPU's
+/// thread) exactly as the KVM backend's run loop serves the same I/O exit
+/// (`cabin_kvm::exit::decode_out`): the slow-path gate, the fault report,
+/// the doorbell and the thread-exit doorbell. `tsc` reads the TSC.
+///
+/// Not served yet on SNP: `DOORBELL_PROTECT`/`DOORBELL_COMMIT` answer
+/// `-ENOSYS` (the page tables are relocated: docs/snp.md, "Not done"), and
+/// a program fault always ends the program (no redirect to the libos's
+/// signal entry).
+pub fn serve(
+    req: &Request,
+    decision: Decision,
+    guest: &Guest,
+    service: &mut dyn SyscallService,
+    tsc: &dyn Fn() -> u64,
+) -> Step {
+    let (port, is_in, data, size, next_rip) = match decision {
+        Decision::Io { port, is_in, data, size, next_rip } => (port, is_in, data, size, next_rip),
+        Decision::Cpuid { out, next_rip } => return Step::Resume(cpuid_response(out, next_rip).to_vec()),
+        Decision::Rdtsc { aux, next_rip } => return Step::Resume(rdtsc_response(tsc(), aux, next_rip)),
+        Decision::Halted => return Step::Bug("the proxy-kernel halted".into()),
+        Decision::Violation(m) => return Step::End(LoopEnd::Violation(m)),
+        Decision::Invalid(m) => return Step::Bug(m),
+    };
+    let regs = &req.regs;
+    let action = if is_in {
+        decode_in(port, regs, guest.kernel_text)
+    } else {
+        decode_out(port, &data[..usize::from(size).min(4)], regs, guest.kernel_text)
+    };
+    let resume = |set: &[(usize, u64)]| {
+        let mut v = set.to_vec();
+        v.push((ghcb::RIP, next_rip));
+        Step::Resume(v)
+    };
+    match action {
+        IoAction::Syscall { nr, args } => {
+            // The `syscall` entry stub cannot redirect (as on KVM).
+            let can_redirect = !(guest.lstar..guest.lstar + 16).contains(&regs.rip);
+            let pm = ProgramMemory { mem: &guest.view, can_redirect };
+            match service.serve(nr, args, &pm) {
+                Served::Return(v) => resume(&[(ghcb::RAX, v as u64)]),
+                Served::Redirect(t) if can_redirect => resume(&[(ghcb::RCX, t)]),
+                Served::Redirect(_) => {
+                    Step::End(LoopEnd::Violation("redirect of a non-redirectable call".into()))
+                }
+                Served::Exit(c) => Step::End(LoopEnd::Exited(c)),
+                Served::ThreadExit(c) => Step::End(LoopEnd::ThreadExit(c)),
+                Served::Violation(m) => Step::End(LoopEnd::Violation(m)),
+            }
+        }
+        IoAction::Fault(f) => {
+            if f.in_kernel() {
+                return Step::Bug(f.message(None));
+            }
+            let status = 128 + f.signal() as i32;
+            Step::End(LoopEnd::Fault { status, fault: f, report: f.message(None), code: None })
+        }
+        IoAction::Doorbell { wait } => match service.doorbell(wait) {
+            Served::Violation(m) => Step::End(LoopEnd::Violation(m)),
+            Served::Exit(c) => Step::End(LoopEnd::Exited(c)),
+            Served::ThreadExit(c) => Step::End(LoopEnd::ThreadExit(c)),
+            Served::Return(_) | Served::Redirect(_) => resume(&[]),
+        },
+        IoAction::ThreadExit { code } => match service.doorbell(false) {
+            Served::Violation(m) => Step::End(LoopEnd::Violation(m)),
+            Served::Exit(c) => Step::End(LoopEnd::Exited(c)),
+            _ => Step::End(LoopEnd::ThreadExit(code)),
+        },
+        IoAction::Protect { .. } | IoAction::Commit { .. } => resume(&[(ghcb::RAX, (-ENOSYS) as u64)]),
+        IoAction::Violation(why) => {
+            Step::End(LoopEnd::Violation(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)))
+        }
+        IoAction::Invalid(why) => Step::Bug(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)),
+    }
+}
+
+/// Reads up to `buf.len()` bytes of the instruction at `rip` in `guest`:
+/// from the proxy-kernel's text (at its guest-physical copy) or the
+/// program's memory (the monitor's view, which reads execute-only code
+/// too), stopping at the first byte that is not there. Returns how many.
+pub fn read_code(guest: &Guest, rip: u64, buf: &mut [u8]) -> usize {
+    let (ks, ke) = guest.kernel_text;
+    for (i, b) in buf.iter_mut().enumerate() {
+        let Some(at) = rip.checked_add(i as u64) else { return i };
+        let mut one = [0u8; 1];
+        let ok = if (ks..ke).contains(&at) {
+            guest.phys.read(cabin_kvm::layout::PK_GPA + (at - ks), &mut one).is_ok()
+        } else {
+            // `peek`: code included (execute-only to VMPL1, not to VMPL0).
+            guest.view.peek(at, 1).map(|v| one[0] = v[0]).is_ok()
+        };
+        if !ok {
+            return i;
+        }
+        *b = one[0];
+    }
+    buf.len()
+}
+
+/// A CPUID table in the SNP CPUID page format built from `cpuid(leaf,
+/// sub)` as VMPL0 sees it (inside an SNP guest the guest kernel answers
+/// from the firmware-checked CPUID page), for the leaves a program asks
+/// at start: the basic leaves up to 0x1f (sub-leaves of 4, 7, 0xB, 0xD
+/// as they exist), and the extended ones up to 0x8000_0021. Sub-leaves 0 and
+/// 1 of 0xD are recorded for XCR0 = x87|SSE ([`CpuidTable::lookup`]
+/// recomputes their sizes for the domain's XCR0). At most 64 entries (the
+/// page's limit): later leaves are left out (their answer is zeros).
+pub fn cpuid_table_from(cpuid: &dyn Fn(u32, u32) -> [u32; 4]) -> Vec<u8> {
+    let mut entries: Vec<CpuidEntry> = Vec::new();
+    let mut add = |leaf: u32, sub: u32, xcr0_in: u64| {
+        if entries.len() < cp::MAX_ENTRIES {
+            entries.push(CpuidEntry { eax_in: leaf, ecx_in: sub, xcr0_in, xss_in: 0, out: cpuid(leaf, sub) });
+        }
+    };
+    let max = cpuid(0, 0)[0].min(0x1f);
+    for leaf in 0..=max {
+        match leaf {
+            0x4 => {
+                for sub in 0..8 {
+                    add(leaf, sub, 0);
+                    if cpuid(leaf, sub)[0] & 0x1f == 0 {
+                        break;
+                    }
+                }
+            }
+            0x7 => {
+                for sub in 0..=cpuid(7, 0)[0].min(2) {
+                    add(leaf, sub, 0);
+                }
+            }
+            0xb | 0x1f => {
+                for sub in 0..4 {
+                    add(leaf, sub, 0);
+                }
+            }
+            0xd => {
+                add(leaf, 0, 3);
+                add(leaf, 1, 3);
+                let d0 = cpuid(0xd, 0);
+                let d1 = cpuid(0xd, 1);
+                let supported =
+                    u64::from(d0[0]) | u64::from(d0[3]) << 32 | u64::from(d1[2]) | u64::from(d1[3]) << 32;
+                for sub in 2..63 {
+                    if supported & (1u64 << sub) != 0 {
+                        add(leaf, sub, 0);
+                    }
+                }
+            }
+            _ => add(leaf, 0, 0),
+        }
+    }
+    let max_ext = cpuid(0x8000_0000, 0)[0].clamp(0x8000_0000, 0x8000_0021);
+    for leaf in 0x8000_0000..=max_ext {
+        add(leaf, 0, 0);
+    }
+    let mut page = vec![0u8; ghcb::SIZE];
+    // At most 64 entries of 48 bytes after the 16-byte header: fits.
+    write_cpuid_page(&mut page, &entries);
+    page
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cabin_proxy_kernel::trap::TrapFrame;
-    use cabin_proxy_kernel::vc::{cpuid as cp, write_cpuid_page, write_request, CpuidEntry};
+    use cabin_proxy_kernel::vc::write_request;
 
     const USER_RIP: u64 = 0x40_1000;
     const KERNEL_RIP: u64 = 0xffff_fffe_0000_1234;
@@ -384,6 +562,30 @@ mod tests {
             rdtsc_response(0x1_2345_6789, true, 7),
             vec![(ghcb::RAX, 0x2345_6789), (ghcb::RDX, 1), (ghcb::RIP, 7), (ghcb::RCX, 0)]
         );
+    }
+
+    #[test]
+    fn the_cpuid_table_of_this_host_answers_as_cpuid() {
+        let host = |leaf: u32, sub: u32| {
+            let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        };
+        let page = cpuid_table_from(&host);
+        let t = CpuidTable::parse(&page).expect("a table");
+        assert!(t.entry(0).is_some());
+        assert_eq!(t.lookup(0, 0, 3, 0, true), Some(host(0, 0)));
+        assert_eq!(t.lookup(0x8000_0000, 0, 3, 0, true), Some(host(0x8000_0000, 0)));
+        assert_eq!(t.lookup(7, 0, 3, 0, true), Some(host(7, 0)));
+        // 0xD sub-leaf 0 for XCR0 = x87|SSE is the legacy area's size.
+        assert_eq!(t.lookup(0xd, 0, 3, 0, true).map(|o| o[1]), Some(cp::XSAVE_LEGACY));
+        // With AVX (where the host has it), as the host's table says for AVX.
+        if host(0xd, 0)[0] & 4 != 0 {
+            let avx = host(0xd, 2);
+            assert_eq!(
+                t.lookup(0xd, 0, 7, 0, true).map(|o| o[1]),
+                Some(cp::XSAVE_LEGACY.max(avx[0] + avx[1]))
+            );
+        }
     }
 
     #[test]
