@@ -333,6 +333,16 @@ pub fn apply_response(g: &GhcbView<'_>, f: &mut crate::trap::TrapFrame) -> bool 
     any
 }
 
+/// `SW_EXITINFO2` bit of a response: the monitor changed the page tables
+/// (`mprotect`, `munmap`, a commit): the proxy-kernel reloads CR3 before it
+/// returns, so VMPL1 forgets every cached user translation.
+pub const RESPONSE_FLUSH_TLB: u64 = 1;
+
+/// Whether the response in `g` asks for a TLB flush.
+pub fn response_flushes(g: &GhcbView<'_>) -> bool {
+    g.get(ghcb::SW_EXIT_INFO_2).is_some_and(|v| v & RESPONSE_FLUSH_TLB != 0)
+}
+
 /// IOIO `EXITINFO1` bits (APM vol. 2 §15.10.2).
 pub mod ioio {
     /// Direction: 1 = `in`.
@@ -749,6 +759,9 @@ mod tests {
         g.set(ghcb::RDI, 99); // not a response register: ignored
         assert!(apply_response(&g.view(), &mut back));
         assert_eq!(back, TrapFrame { rip: 0x40_1002, rax: 0, ..f });
+        assert!(!response_flushes(&g.view()));
+        g.set(ghcb::SW_EXIT_INFO_2, RESPONSE_FLUSH_TLB);
+        assert!(response_flushes(&g.view()));
     }
 
     #[test]

@@ -185,6 +185,8 @@ impl SnpDomain {
         let phys: &PhysMemory = &snp.guest.phys;
         let cr3 =
             relocate_page_tables(phys, snp.guest.cr3, &reloc).map_err(snp_error("relocating page tables"))?;
+        // From here every page-table edit goes through the relocation.
+        snp.guest.pt.lock().unwrap_or_else(|e| e.into_inner()).relocated(Arc::new(reloc));
         let len = mem_size as usize;
         // SAFETY: a new shared mapping of the device's pages at an address
         // the kernel picks; nothing else is affected.

@@ -19,7 +19,7 @@ use cabin_kvm::exit::{decode_in, decode_out, IoAction, Regs};
 use cabin_kvm::{LoopEnd, ProgramMemory, Served, SyscallService};
 use cabin_proxy_kernel::vc::{
     cpuid as cp, decode_io, decode_len, exit, exit_name, ghcb, write_cpuid_page, CpuidEntry, CpuidTable,
-    DecodeError, Ghcb, GhcbView, MAX_INSN,
+    DecodeError, Ghcb, GhcbView, MAX_INSN, RESPONSE_FLUSH_TLB,
 };
 
 /// One request, copied out of the calling area and checked.
@@ -277,17 +277,18 @@ pub enum Step {
     Bug(String),
 }
 
-const ENOSYS: i64 = 38;
-
 /// Serves `req` as decided, through `service` (the ring gate of the vCPU's
 /// thread) exactly as the KVM backend's run loop serves the same I/O exit
 /// (`cabin_kvm::exit::decode_out`): the slow-path gate, the fault report,
 /// the doorbell and the thread-exit doorbell. `tsc` reads the TSC.
 ///
-/// Not served yet on SNP: `DOORBELL_PROTECT`/`DOORBELL_COMMIT` answer
-/// `-ENOSYS` (the page tables are relocated: docs/snp.md, "Not done"), and
-/// a program fault always ends the program (no redirect to the libos's
-/// signal entry).
+/// `DOORBELL_PROTECT`/`DOORBELL_COMMIT` edit the page tables with the KVM
+/// backend's own checks (`cabin_kvm::protect`/`commit`) through the
+/// relocation the tables carry (`PageTables::relocated`), and ask the
+/// proxy-kernel to flush its TLB; the RMP is never touched, so a data page
+/// stays non-executable at VMPL1 whatever the tables say. Not served yet on
+/// SNP: a program fault always ends the program (no redirect to the
+/// libos's signal entry).
 pub fn serve(
     req: &Request,
     decision: Decision,
@@ -348,7 +349,20 @@ pub fn serve(
             Served::Exit(c) => Step::End(LoopEnd::Exited(c)),
             _ => Step::End(LoopEnd::ThreadExit(code)),
         },
-        IoAction::Protect { .. } | IoAction::Commit { .. } => resume(&[(ghcb::RAX, (-ENOSYS) as u64)]),
+        IoAction::Protect { addr, len, prot } => {
+            let r = cabin_kvm::protect(guest, addr, len, prot);
+            resume(&[
+                (ghcb::RAX, r as u64),
+                (ghcb::SW_EXIT_INFO_2, if r == 0 { RESPONSE_FLUSH_TLB } else { 0 }),
+            ])
+        }
+        IoAction::Commit { addr, len, prot, target } => {
+            let (r, flush) = cabin_kvm::commit(guest, addr, len, prot, target);
+            resume(&[
+                (ghcb::RAX, r as u64),
+                (ghcb::SW_EXIT_INFO_2, if flush { RESPONSE_FLUSH_TLB } else { 0 }),
+            ])
+        }
         IoAction::Violation(why) => {
             Step::End(LoopEnd::Violation(format!("{why} (port {port:#x}, rip {:#x})", regs.rip)))
         }

@@ -289,23 +289,43 @@ fn vmsa_starts_the_same_cpu_as_the_kvm_backend() {
 /// a walk of the whole tree from `cr3`, a leaf counting as user-accessible
 /// only if every level has U/S set (the CPU's rule).
 fn user_reachable(g: &cabin_kvm::domain::Guest) -> Vec<(u64, u64)> {
+    user_leaves(g, g.cr3 & cabin_kvm::paging::PTE_ADDR, &|a| Some(a))
+        .into_iter()
+        .map(|(a, l, _)| (a, l))
+        .collect()
+}
+
+/// Every user-accessible leaf of the tables rooted at domain address
+/// `root`, as (domain GPA, bytes, entry), entry addresses mapped back to
+/// domain addresses by `to_domain` (the relocation's inverse, or identity).
+fn user_leaves(
+    g: &cabin_kvm::domain::Guest,
+    root: u64,
+    to_domain: &dyn Fn(u64) -> Option<u64>,
+) -> Vec<(u64, u64, u64)> {
     use cabin_kvm::paging::{PTE_ADDR, PTE_P, PTE_PS, PTE_U};
-    fn walk(g: &cabin_kvm::domain::Guest, table: u64, level: u32, out: &mut Vec<(u64, u64)>) {
+    fn walk(
+        g: &cabin_kvm::domain::Guest,
+        table: u64,
+        level: u32,
+        to_domain: &dyn Fn(u64) -> Option<u64>,
+        out: &mut Vec<(u64, u64, u64)>,
+    ) {
         for i in 0..512 {
             let e = g.phys.read_u64(table + i * 8).expect("entry");
             if e & PTE_P == 0 || e & PTE_U == 0 {
                 continue;
             }
-            let addr = e & PTE_ADDR;
+            let addr = to_domain(e & PTE_ADDR).expect("an entry outside the domain");
             if level == 1 || e & PTE_PS != 0 {
-                out.push((addr, 1 << (12 + 9 * (level - 1))));
+                out.push((addr, 1 << (12 + 9 * (level - 1)), e));
             } else {
-                walk(g, addr, level - 1, out);
+                walk(g, addr, level - 1, to_domain, out);
             }
         }
     }
     let mut out = Vec::new();
-    walk(g, g.cr3 & PTE_ADDR, 4, &mut out);
+    walk(g, root, 4, to_domain, &mut out);
     out
 }
 
@@ -416,9 +436,10 @@ fn vmpl0_serves_the_vc_requests_as_the_kvm_backend_serves_its_exits() {
     // DOORBELL_EXIT: the worker is woken, the thread ends with rdi's low byte.
     let s = run(user(5), &[0xe6, 0xe0], &mut svc);
     assert!(matches!(s, Step::End(LoopEnd::ThreadExit(42))), "{s:?}");
-    // DOORBELL_PROTECT: not yet on SNP, -ENOSYS, the program goes on.
+    // DOORBELL_PROTECT with a bad range (rdi = 42): -EINVAL, no flush, the
+    // program goes on (valid ones: the relocated-editor test below).
     let Step::Resume(set) = run(user(3), &[0xe6, 0xe0], &mut svc) else { panic!("protect") };
-    assert_eq!(set, vec![(ghcb::RAX, (-38i64) as u64), (ghcb::RIP, user_rip + 2)]);
+    assert_eq!(set, vec![(ghcb::RAX, (-22i64) as u64), (ghcb::SW_EXIT_INFO_2, 0), (ghcb::RIP, user_rip + 2)]);
     // A malformed doorbell value, `in` from the doorbell, the kernel's
     // ports from ring 3: the program ends, as on KVM.
     for (f, code) in [
@@ -480,4 +501,72 @@ fn vmpl0_reads_instructions_where_vmpl1_cannot() {
     assert_eq!(&buf[..8], b"CABINPK\0");
     assert_eq!(cabin_snp::vc::read_code(g, 0, &mut buf), 0, "nothing mapped at 0");
     assert_eq!(cabin_snp::vc::read_code(g, u64::MAX - 3, &mut buf), 0, "no wrap-around");
+}
+
+#[test]
+fn mprotect_and_commits_edit_the_relocated_tables_and_never_make_data_executable() {
+    use cabin_kvm::layout::{ARENA_VA, RESERVE_VA};
+    use cabin_kvm::paging::{PTE_NX, PTE_P, PTE_SOFT_NONE, PTE_W};
+    let Some((_, snp)) = built() else { return };
+    let g = &snp.guest;
+    // Relocate as the backend does: chunks in reverse order, far up, C-bit 51.
+    let n = MEM / LARGE_PAGE;
+    let chunks: Vec<u64> = (0..n).map(|i| 0x80_0000_0000 + (n - 1 - i) * LARGE_PAGE).collect();
+    let r = Relocation::new(chunks, MEM, 51).expect("relocation");
+    let root = g.cr3 & cabin_kvm::paging::PTE_ADDR;
+    relocate_page_tables(&g.phys, g.cr3, &r).expect("relocate");
+    g.pt.lock().expect("pt").relocated(std::sync::Arc::new(r.clone()));
+    let leaf = |va: u64| {
+        let pt = g.pt.lock().expect("pt");
+        pt.entry(&g.phys, va).expect("walk through the relocation")
+    };
+    let domain_of = |e: u64| r.domain(e & cabin_kvm::paging::PTE_ADDR).expect("relocated entry");
+    // mprotect(PROT_READ) of 3 pages inside the arena's first 2 MiB page:
+    // it is split, the three lose W, the neighbours keep it, every address
+    // stays where it was (relocated, with the C-bit).
+    let a = ARENA_VA + 0x1000;
+    assert_eq!(cabin_kvm::protect(g, a, 0x3000, 1), 0);
+    for (va, writable) in [(ARENA_VA, true), (a, false), (a + 0x2000, false), (a + 0x3000, true)] {
+        let e = leaf(va).expect("mapped");
+        assert_eq!(e & PTE_W != 0, writable, "{va:#x}");
+        assert_ne!(e & PTE_NX, 0, "{va:#x} executable");
+        assert_ne!(e & r.c_bit(), 0, "{va:#x} lost the C-bit");
+        assert_eq!(domain_of(e), g.arena_gpa + (va - ARENA_VA), "{va:#x} moved");
+    }
+    // PROT_NONE, then back to read-write.
+    assert_eq!(cabin_kvm::protect(g, a, 0x1000, 0), 0);
+    let e = leaf(a).expect("entry");
+    assert_eq!((e & PTE_P, e & PTE_SOFT_NONE), (0, PTE_SOFT_NONE));
+    assert_eq!(cabin_kvm::protect(g, a, 0x1000, 3), 0);
+    assert_ne!(leaf(a).expect("entry") & PTE_W, 0);
+    // PROT_EXEC, code, or anything outside the protectable ranges: refused.
+    assert_eq!(cabin_kvm::protect(g, a, 0x1000, 4), -13);
+    assert_eq!(cabin_kvm::protect(g, g.entry & !(PAGE - 1), PAGE, 3), -13);
+    assert_eq!(cabin_kvm::protect(g, g.kernel_text.0, PAGE, 3), -13);
+    // A commit maps arena pages into the reservation space through the
+    // relocation; a release removes them.
+    let (res, _) = cabin_kvm::commit(g, RESERVE_VA, 0x2000, 3, ARENA_VA + 0x10_0000);
+    assert_eq!(res, 0);
+    let e = leaf(RESERVE_VA + 0x1000).expect("committed");
+    assert_eq!(domain_of(e), g.arena_gpa + 0x10_1000);
+    assert_ne!(e & PTE_NX, 0);
+    assert_eq!(cabin_kvm::commit(g, RESERVE_VA, 0x1000, 0, 0), (0, true));
+    assert_eq!(leaf(RESERVE_VA), None);
+    // Whatever the program asked: no user page is both writable and
+    // executable at VMPL1 (page tables and RMP together), and only program
+    // code is executable at all.
+    let rmp = rmp_of(&snp);
+    let leaves = user_leaves(g, root, &|a| r.domain(a));
+    assert!(leaves.len() > 10);
+    for (gpa, len, e) in leaves {
+        for p in (gpa..gpa + len).step_by(PAGE as usize) {
+            let w = e & PTE_W != 0 && rmp.allows(DOMAIN_VMPL, p, Access::Write);
+            let x = e & PTE_NX == 0 && rmp.allows(DOMAIN_VMPL, p, Access::Execute { cpl: 3 });
+            assert!(!(w && x), "{p:#x} writable and executable");
+            if x {
+                let role = g.placed.iter().find(|q| (q.gpa..q.gpa + q.len).contains(&p)).map(|q| q.role);
+                assert_eq!(role, Some(Role::ImageCode), "{p:#x} executable but not code");
+            }
+        }
+    }
 }

@@ -323,6 +323,14 @@ unsafe extern "C" fn pk_vc(frame: *mut TrapFrame) {
     loop {
         hypercall::run_vmpl0();
         if crate::vc::apply_response(&g.view(), f) {
+            if crate::vc::response_flushes(&g.view()) {
+                // SAFETY: rewriting CR3 with its own value only drops this
+                // vCPU's cached non-global (user) translations: the monitor
+                // edited the page tables.
+                unsafe {
+                    asm!("mov {t}, cr3", "mov cr3, {t}", t = out(reg) _, options(nostack, preserves_flags))
+                };
+            }
             return;
         }
     }
