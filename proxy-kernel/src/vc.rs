@@ -214,7 +214,7 @@ impl<'a> Ghcb<'a> {
     /// Writes the quad-word at `off` (a save-area offset below 0x3f0) and
     /// marks it valid. Offsets at or above the bitmap are ignored.
     pub fn set(&mut self, off: usize, v: u64) {
-        if off > ghcb::VALID_BITMAP - 8 || off % 8 != 0 {
+        if off > ghcb::VALID_BITMAP - 8 || !off.is_multiple_of(8) {
             return;
         }
         put(self.page, off, &v.to_le_bytes());
@@ -245,7 +245,7 @@ impl<'a> GhcbView<'a> {
 
     /// The quad-word at `off` if its valid bit is set.
     pub fn get(&self, off: usize) -> Option<u64> {
-        if off % 8 != 0 || off > ghcb::VALID_BITMAP - 8 || !is_valid(self.page, off) {
+        if !off.is_multiple_of(8) || off > ghcb::VALID_BITMAP - 8 || !is_valid(self.page, off) {
             return None;
         }
         get_u64(self.page, off)
