@@ -12,17 +12,23 @@
 //!   hypercall and returns to the instruction after it, both where `syscall`
 //!   enters ring 0 normally and where, as on the nested KVM this project is
 //!   tested on, it arrives as a page fault at the `LSTAR` address;
-//! - reports every other exception to the monitor, which ends the program.
+//! - reports every other exception to the monitor, which ends the program;
+//! - on SEV-SNP (VMPL1), hands every `#VC` to VMPL0 as a request in the
+//!   vCPU's calling area ([`vc`]; KVM never raises `#VC`, so the same blob
+//!   serves both backends and the KVM path is unchanged).
 //!
 //! It must never contain an instruction that KVM's ring-0 emulator cannot
 //! run here (`xsave`, `xgetbv`, `xsetbv`, `rdtscp`, `rdpkru`, SSE/AVX): it is
-//! compiled soft-float and the build disassembles it to prove it. The pure
-//! logic ([`trap`], [`header`]) builds and unit-tests on the host, where the
-//! monitor also uses it to read the blob and describe faults.
+//! compiled soft-float and the build disassembles it to prove it (the `#VC`
+//! handler's `wrmsr`, `VMGEXIT` and CR3 reload run only on SNP, where ring
+//! 0 is not emulated). The pure logic ([`trap`], [`header`], [`vc`])
+//! builds and unit-tests on the host, where the monitor also uses it to
+//! read the blob and describe faults (and the SNP backend to serve `#VC`).
 #![cfg_attr(not(test), no_std)]
 
 pub mod header;
 pub mod trap;
+pub mod vc;
 
 #[cfg(target_os = "none")]
 mod arch;

@@ -51,6 +51,8 @@ pub mod vector {
     pub const VE: u64 = 20;
     /// Control-protection exception.
     pub const CP: u64 = 21;
+    /// VMM communication exception (`#VC`, SEV-ES/SNP).
+    pub const VC_EXCEPTION: u64 = 29;
 }
 
 /// Page-fault error-code bits.
@@ -274,6 +276,7 @@ pub fn vector_name(vector: u64) -> &'static str {
         vector::XM => "SIMD floating-point exception (#XM)",
         vector::VE => "virtualisation exception (#VE)",
         vector::CP => "control-protection exception (#CP)",
+        vector::VC_EXCEPTION => "VMM communication exception (#VC)",
         32..=255 => "unexpected interrupt",
         _ => "reserved exception",
     }

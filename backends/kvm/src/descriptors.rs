@@ -114,13 +114,14 @@ pub fn gdt(tss_base: impl Fn(usize) -> u64) -> Vec<u8> {
 }
 
 /// The TSS: `RSP0` (traps from ring 3), `IST1` (double fault, NMI, machine
-/// check), `IST2` (page faults) and an I/O bitmap that allows ring 3 only
+/// check), `IST2` (page faults), `IST3` (`#VC`, SEV-SNP) and an I/O bitmap that allows ring 3 only
 /// `doorbell_port`.
-pub fn tss(rsp0: u64, ist1: u64, ist2: u64, doorbell_port: u16) -> [u8; TSS_BYTES] {
+pub fn tss(rsp0: u64, ist1: u64, ist2: u64, ist3: u64, doorbell_port: u16) -> [u8; TSS_BYTES] {
     let mut t = [0u8; TSS_BYTES];
     t[4..12].copy_from_slice(&rsp0.to_le_bytes());
     t[0x24..0x2c].copy_from_slice(&ist1.to_le_bytes());
     t[0x2c..0x34].copy_from_slice(&ist2.to_le_bytes());
+    t[0x34..0x3c].copy_from_slice(&ist3.to_le_bytes());
     t[0x66..0x68].copy_from_slice(&(IOPB_OFFSET as u16).to_le_bytes());
     for b in &mut t[IOPB_OFFSET..] {
         *b = 0xff;
@@ -144,6 +145,7 @@ pub fn ist_for(vector: u8) -> u8 {
     match vector {
         2 | 8 | 18 => 1, // NMI, #DF, #MC
         14 => 2,         // #PF
+        29 => 3,         // #VC (SEV-ES/SNP only): `cabin_kvm::layout::VC_GPA`
         _ => 0,
     }
 }
@@ -232,8 +234,9 @@ mod tests {
 
     #[test]
     fn tss_allows_only_the_doorbell() {
-        let t = tss(0x1000, 0x2000, 0x3000, 0xe0);
+        let t = tss(0x1000, 0x2000, 0x3000, 0x4000, 0xe0);
         assert_eq!(u64::from_le_bytes(t[4..12].try_into().expect("8")), 0x1000);
+        assert_eq!(u64::from_le_bytes(t[0x34..0x3c].try_into().expect("8")), 0x4000, "IST3: #VC");
         assert_eq!(u64::from_le_bytes(t[0x24..0x2c].try_into().expect("8")), 0x2000);
         assert_eq!(u64::from_le_bytes(t[0x2c..0x34].try_into().expect("8")), 0x3000);
         let allowed: Vec<usize> =
@@ -255,6 +258,7 @@ mod tests {
         assert_eq!((gate(0x80).0 >> 40) & 0xff, 0x8e, "int 0x80 is not a gate");
         assert_eq!((gate(8).0 >> 32) & 7, 1, "#DF on IST1");
         assert_eq!((gate(14).0 >> 32) & 7, 2, "#PF on IST2");
+        assert_eq!((gate(29).0 >> 32) & 7, 3, "#VC on IST3");
         assert_eq!((gate(13).0 >> 32) & 7, 0, "#GP on RSP0");
         // Only int3 is open to ring 3: not int1/icebp's #DB, not into's #OF, not int 0x80.
         let open: Vec<usize> = (0..256).filter(|&v| (gate(v).0 >> 45) & 3 != 0).collect();

@@ -128,6 +128,9 @@ pub enum Role {
     ProxyKernel,
     /// The page-table pool (not mapped in the guest; the monitor edits it).
     PageTables,
+    /// A vCPU's `#VC` calling area (supervisor read-write; SEV-SNP: the
+    /// proxy-kernel's requests to VMPL0, `cabin_proxy_kernel::vc`).
+    VcArea,
 }
 
 /// One guest-physical range of a domain and what it holds
@@ -345,7 +348,13 @@ pub fn build(
     // written and mapped now (starting a thread never runs ring 0).
     mem.write(GDT_GPA, &descriptors::gdt(|k| kernel_va(tss_gpa(k))))?;
     for k in 0..MAX_VCPUS {
-        let tss = descriptors::tss(kernel_stack_top(k), ist_stack_top(k), pf_stack_top(k), PORT_DOORBELL);
+        let tss = descriptors::tss(
+            kernel_stack_top(k),
+            ist_stack_top(k),
+            pf_stack_top(k),
+            vc_stack_top(k),
+            PORT_DOORBELL,
+        );
         mem.write(tss_gpa(k), &tss)?;
     }
     // Every proxy-kernel address cut to 32 bits must lie below the lowest
@@ -369,6 +378,11 @@ pub fn build(
             pt.map(&mem, kernel_va(gpa), gpa, len, KERNEL_RW)?;
             placed.push(Placed { gpa, len, role: Role::KernelStack });
         }
+        // The #VC stack and, above its top, the calling area (SEV-SNP).
+        pt.map(&mem, kernel_va(vc_stack_gpa(k)), vc_stack_gpa(k), PAGE, KERNEL_RW)?;
+        placed.push(Placed { gpa: vc_stack_gpa(k), len: PAGE, role: Role::KernelStack });
+        pt.map(&mem, kernel_va(vc_area_gpa(k)), vc_area_gpa(k), PAGE, KERNEL_RW)?;
+        placed.push(Placed { gpa: vc_area_gpa(k), len: PAGE, role: Role::VcArea });
     }
     pt.map(&mem, pk_va, PK_GPA, pk_len, KERNEL_RX)?;
     placed.push(Placed { gpa: PK_GPA, len: pk_len, role: Role::ProxyKernel });

@@ -16,6 +16,9 @@
 //! 0x0000_2000  IDT_GPA     IDT, 256 gates (all vCPUs)       KERNEL_VA_BASE + GPA   supervisor RW NX
 //! 0x0000_4000  TSS_GPA     TSS k + I/O bitmap at            KERNEL_VA_BASE + GPA   supervisor RW NX
 //!                          TSS_GPA + k * TSS_STRIDE
+//! 0x0004_0000  VC_GPA      per-vCPU #VC blocks (SEV-SNP;     KERNEL_VA_BASE + GPA   supervisor RW NX
+//!                          mapped on KVM too, never used there): vCPU k's at + k * VC_STRIDE:
+//!                          guard page, #VC stack (TSS.IST3), calling area (GHCB layout)
 //! 0x0010_0000  PK_GPA      proxy-kernel blob                PK_VA                  supervisor RX
 //! 0x0020_0000  BOOT_GPA    boot-information page            BOOT_VA                user RW NX
 //! 0x0020_1000  RING_GPA    the ring                         RING_VA                user RW NX
@@ -82,6 +85,21 @@ pub const PF_IST_SIZE: u64 = 0x1000;
 pub const KSTACK_OFFSET: u64 = 0x5000;
 /// Size of the kernel stack.
 pub const KSTACK_SIZE: u64 = 0x3000;
+/// Per-vCPU `#VC` blocks (SEV-SNP, `cabin_proxy_kernel::vc`): vCPU k's at
+/// `VC_GPA + k * VC_STRIDE`: a guard page (unmapped), the `#VC` stack
+/// (`TSS.IST3`: a `#VC` can arrive in ring 0 on the program's stack, at
+/// the `syscall` entry's `out`, and inside another trap's handler) and,
+/// right above the stack's top, the vCPU's calling area: the page the
+/// proxy-kernel's `#VC` handler writes its request to VMPL0 into. Both are
+/// supervisor-only: ring 3 can neither read nor forge a request. KVM maps
+/// them too (one layout for both backends); no `#VC` ever happens there.
+pub const VC_GPA: u64 = 0x4_0000;
+/// Size of one vCPU's `#VC` block.
+pub const VC_STRIDE: u64 = 3 * PAGE;
+/// Offset in a block of the `#VC` stack (one page; its top is the calling area).
+pub const VC_STACK_OFFSET: u64 = PAGE;
+/// Offset in a block of the calling area.
+pub const VC_AREA_OFFSET: u64 = 2 * PAGE;
 /// The proxy-kernel blob.
 pub const PK_GPA: u64 = 0x10_0000;
 /// Largest proxy-kernel blob (guest-physical room; see also [`PK_VA`]).
@@ -169,6 +187,22 @@ pub const fn vcpu_stacks(k: usize) -> [(u64, u64); 3] {
     [(b + IST_OFFSET, IST_SIZE), (b + PF_IST_OFFSET, PF_IST_SIZE), (b + KSTACK_OFFSET, KSTACK_SIZE)]
 }
 
+/// Guest-physical address of vCPU `k`'s `#VC` stack (one page).
+pub const fn vc_stack_gpa(k: usize) -> u64 {
+    VC_GPA + k as u64 * VC_STRIDE + VC_STACK_OFFSET
+}
+
+/// Guest-physical address of vCPU `k`'s calling area (one page).
+pub const fn vc_area_gpa(k: usize) -> u64 {
+    VC_GPA + k as u64 * VC_STRIDE + VC_AREA_OFFSET
+}
+
+/// `TSS.IST3` of vCPU `k`: top of its `#VC` stack = its calling area's
+/// ring-0 address (the handler finds the area from its frame).
+pub const fn vc_stack_top(k: usize) -> u64 {
+    KERNEL_VA_BASE + vc_stack_gpa(k) + PAGE
+}
+
 /// Ring-0 address of a system-area guest-physical address.
 pub const fn kernel_va(gpa: u64) -> u64 {
     KERNEL_VA_BASE + gpa
@@ -187,6 +221,8 @@ const _: () = {
     assert!(KSTACK_OFFSET + KSTACK_SIZE <= VCPU_STACKS_STRIDE);
     assert!(VCPU_STACKS_STRIDE.is_multiple_of(PAGE));
     assert!(vcpu_stacks_gpa(MAX_VCPUS) <= MANIFEST_GPA);
+    assert!(tss_gpa(MAX_VCPUS) <= VC_GPA && VC_GPA + MAX_VCPUS as u64 * VC_STRIDE <= PK_GPA);
+    assert!(vc_stack_top(0) == KERNEL_VA_BASE + vc_area_gpa(0));
     assert!(PK_VA as u32 == 0 && PK_VA >= KERNEL_VA_BASE - (1 << 33));
     assert!(PT_END <= IMAGE_GPA);
     assert!(ARENA_VA.is_multiple_of(LARGE_PAGE));

@@ -784,7 +784,7 @@ fn segv_code(d: &Guest, f: &FaultReport, status: i32) -> Option<i32> {
 /// against the monitor's own list of protectable ranges (not the boot
 /// page's, which the program can write) and by [`paging::PageTables::protect`]
 /// (user, non-executable leaves only). Returns 0 or `-errno`.
-fn protect(d: &Guest, addr: u64, len: u64, prot: u64) -> i64 {
+pub fn protect(d: &Guest, addr: u64, len: u64, prot: u64) -> i64 {
     const EINVAL: i64 = 22;
     const EACCES: i64 = 13;
     const ENOMEM: i64 = 12;
@@ -815,7 +815,7 @@ fn protect(d: &Guest, addr: u64, len: u64, prot: u64) -> i64 {
 /// ever map its own arena pages, never executable, never anywhere but the
 /// reservation space. Returns the result for `rax` and whether the TLB
 /// must be flushed (an entry was replaced or removed).
-fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, bool) {
+pub fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, bool) {
     const EINVAL: i64 = 22;
     const EACCES: i64 = 13;
     const ENOMEM: i64 = 12;

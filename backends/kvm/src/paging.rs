@@ -58,6 +58,9 @@ pub enum PagingError {
     /// A page is mapped twice.
     #[error("{0:#x} is already mapped")]
     AlreadyMapped(u64),
+    /// An entry or a new mapping lies outside the relocated domain.
+    #[error("address {0:#x} is not in the relocated domain")]
+    Unrelocatable(u64),
     /// Guest memory access failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
@@ -95,12 +98,28 @@ impl Perms {
     }
 }
 
+/// Where the tables' entries point when they do not hold domain addresses
+/// (the SEV-SNP backend relocates the domain to the pages its guest kernel
+/// module took, with the C-bit: `cabin_snp::domain::Relocation`). Both
+/// directions: the entry address of a domain address, and back.
+pub trait Relocate: std::fmt::Debug + Send + Sync {
+    /// The address an entry holds for domain address `gpa` (`None`: not in
+    /// the domain).
+    fn to_entry(&self, gpa: u64) -> Option<u64>;
+    /// The domain address of an entry's address `addr` (`None`: not one of
+    /// the domain's).
+    fn to_domain(&self, addr: u64) -> Option<u64>;
+}
+
 /// A page-table builder over a pool `[pool, pool_end)` of guest memory.
 #[derive(Debug)]
 pub struct PageTables {
     root: u64,
     next: u64,
     end: u64,
+    /// `None`: entries hold domain addresses (the KVM backend, and every
+    /// domain while it is built).
+    reloc: Option<std::sync::Arc<dyn Relocate>>,
     /// 4 KiB leaf entries written.
     pub small: u64,
     /// 2 MiB leaf entries written.
@@ -118,7 +137,32 @@ impl PageTables {
         if !pool.is_multiple_of(PAGE) || pool_end <= pool {
             return Err(PagingError::PoolExhausted(0));
         }
-        Ok(PageTables { root: pool, next: pool + PAGE, end: pool_end, small: 0, large: 0 })
+        Ok(PageTables { root: pool, next: pool + PAGE, end: pool_end, reloc: None, small: 0, large: 0 })
+    }
+
+    /// From now on the tables' entries hold addresses relocated by `r`
+    /// (they were rewritten so: `cabin_snp::domain::relocate_page_tables`);
+    /// every later edit reads and writes them through it. The tables
+    /// themselves stay at their domain addresses in the pool.
+    pub fn relocated(&mut self, r: std::sync::Arc<dyn Relocate>) {
+        self.reloc = Some(r);
+    }
+
+    /// The address to write into an entry for domain address `gpa`.
+    fn out(&self, gpa: u64) -> Result<u64, PagingError> {
+        match &self.reloc {
+            None => Ok(gpa),
+            Some(r) => r.to_entry(gpa).ok_or(PagingError::Unrelocatable(gpa)),
+        }
+    }
+
+    /// The domain address an entry `e` points at.
+    fn target(&self, e: u64) -> Result<u64, PagingError> {
+        let a = e & PTE_ADDR;
+        match &self.reloc {
+            None => Ok(a),
+            Some(r) => r.to_domain(a).ok_or(PagingError::Unrelocatable(a)),
+        }
     }
 
     /// Guest-physical address of the PML4 (the value for CR3).
@@ -148,10 +192,10 @@ impl PageTables {
             if e & PTE_PS != 0 {
                 return Err(PagingError::AlreadyMapped(va));
             }
-            return Ok(e & PTE_ADDR);
+            return self.target(e);
         }
         let t = self.alloc()?;
-        mem.write_u64(slot, t | PTE_P | PTE_W | PTE_U | PTE_A)?;
+        mem.write_u64(slot, self.out(t)? | PTE_P | PTE_W | PTE_U | PTE_A)?;
         Ok(t)
     }
 
@@ -186,7 +230,7 @@ impl PageTables {
                 if mem.read_u64(slot)? & PTE_P != 0 {
                     return Err(PagingError::AlreadyMapped(v));
                 }
-                mem.write_u64(slot, p | flags | PTE_PS)?;
+                mem.write_u64(slot, self.out(p)? | flags | PTE_PS)?;
                 self.large += 1;
                 off += LARGE_PAGE;
                 continue;
@@ -196,7 +240,7 @@ impl PageTables {
             if mem.read_u64(slot)? & PTE_P != 0 {
                 return Err(PagingError::AlreadyMapped(v));
             }
-            mem.write_u64(slot, p | flags)?;
+            mem.write_u64(slot, self.out(p)? | flags)?;
             self.small += 1;
             off += PAGE;
         }
@@ -291,7 +335,7 @@ impl PageTables {
             let pt = self.child(mem, pd, v, 2)?;
             let slot = pt + index(v, 1) * 8;
             replaced |= mem.read_u64(slot)? & PTE_P != 0;
-            mem.write_u64(slot, (gpa + off) | flags)?;
+            mem.write_u64(slot, self.out(gpa + off)? | flags)?;
             self.small += 1;
             off += PAGE;
         }
@@ -330,7 +374,7 @@ impl PageTables {
             if e & PTE_P == 0 {
                 return Ok(None);
             }
-            table = e & PTE_ADDR;
+            table = self.target(e)?;
         }
         Ok(Some((table + index(va, 1) * 8, false)))
     }
@@ -341,11 +385,13 @@ impl PageTables {
         let e = mem.read_u64(slot)?;
         let t = self.alloc()?;
         let flags = e & !PTE_ADDR & !PTE_PS;
+        // Relocated or not, a 2 MiB page's 512 small pages are contiguous
+        // (chunks are 2 MiB), so the entry addresses follow from its own.
         let base = e & PTE_ADDR & !(LARGE_PAGE - 1);
         for i in 0..512 {
             mem.write_u64(t + i * 8, (base + i * PAGE) | flags)?;
         }
-        mem.write_u64(slot, t | PTE_P | PTE_W | PTE_U | PTE_A)?;
+        mem.write_u64(slot, self.out(t)? | PTE_P | PTE_W | PTE_U | PTE_A)?;
         self.large -= 1;
         self.small += 512;
         Ok(())
@@ -375,7 +421,7 @@ impl PageTables {
             if level == 1 || (level == 2 && e & PTE_PS != 0) {
                 return Ok(Some((e, level == 2)));
             }
-            table = e & PTE_ADDR;
+            table = self.target(e)?;
         }
         Ok(None)
     }

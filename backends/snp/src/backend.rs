@@ -31,6 +31,11 @@ use crate::abi;
 use crate::domain::{build, relocate_page_tables, Relocation, SnpError, SnpGuest};
 use crate::ghcb;
 use crate::rmp::PAGE;
+use crate::vc;
+use cabin_kvm::layout::vc_area_gpa;
+use cabin_kvm::ring::{RingGate, Shared};
+use cabin_kvm::{Served, SyscallService};
+use cabin_proxy_kernel::vc::CpuidTable;
 
 /// Why the SNP backend cannot run here.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -113,18 +118,26 @@ pub struct SnpDomain {
     snp: SnpGuest,
     mem_size: u64,
     stop: Arc<SnpStopper>,
+    /// The CPUID table `cpuid` at VMPL1 is answered from (SNP CPUID page
+    /// format).
+    cpuid: Vec<u8>,
 }
 
+/// Stops the program: records why, ends the ring gate's waits and kicks
+/// the run thread out of `RUN` (the module returns `SIGNAL`).
 #[derive(Debug, Default)]
 struct SnpStopper {
     stopped: AtomicBool,
     cause: std::sync::Mutex<Option<String>>,
+    shared: Arc<Shared>,
 }
 
 impl Stopper for SnpStopper {
     fn stop(&self, cause: StopCause) {
-        *self.cause.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.message());
+        let msg = cause.message();
+        *self.cause.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
         self.stopped.store(true, Ordering::SeqCst);
+        self.shared.worker_ended(Some(msg));
     }
 }
 
@@ -154,7 +167,12 @@ impl SnpDomain {
     /// Moves the built domain into the module's pages: the module's mapping
     /// replaces the builder's anonymous one at the same host address, so
     /// every host pointer (the program's view, the ring) stays valid.
-    fn move_into_module(dev: &File, snp: &mut SnpGuest, mem_size: u64) -> Result<(), RunError> {
+    fn move_into_module(
+        dev: &File,
+        snp: &mut SnpGuest,
+        mem_size: u64,
+        sev_features: u64,
+    ) -> Result<(), RunError> {
         let mut setup = abi::Setup { mem_size, flags: 0 };
         // SAFETY: SETUP takes a Setup.
         unsafe { ioctl(dev, abi::SETUP, &mut setup, "CABIN_VMPL_SETUP")? };
@@ -167,6 +185,8 @@ impl SnpDomain {
         let phys: &PhysMemory = &snp.guest.phys;
         let cr3 =
             relocate_page_tables(phys, snp.guest.cr3, &reloc).map_err(snp_error("relocating page tables"))?;
+        // From here every page-table edit goes through the relocation.
+        snp.guest.pt.lock().unwrap_or_else(|e| e.into_inner()).relocated(Arc::new(reloc));
         let len = mem_size as usize;
         // SAFETY: a new shared mapping of the device's pages at an address
         // the kernel picks; nothing else is affected.
@@ -223,11 +243,109 @@ impl SnpDomain {
             // SAFETY: GRANT takes a Grant.
             unsafe { ioctl(dev, abi::GRANT, &mut grant, "CABIN_VMPL_GRANT")? };
         }
-        let vmsa = snp.vmsa(cr3, 0).to_page();
+        let vmsa = snp.vmsa(cr3, sev_features).to_page();
         let mut vcpu = abi::Vcpu { vmsa_uaddr: vmsa.as_ptr() as u64, vcpu: 0, pad: 0 };
         // SAFETY: CREATE_VCPU takes a Vcpu whose vmsa_uaddr holds 4096 bytes.
         unsafe { ioctl(dev, abi::CREATE_VCPU, &mut vcpu, "CABIN_VMPL_CREATE_VCPU")? };
         Ok(())
+    }
+}
+
+impl SnpDomain {
+    /// Runs vCPU 0 at VMPL1 until the program ends, serving each request
+    /// VMPL1's proxy-kernel hands over in the calling area
+    /// (`cabin_proxy_kernel::vc`, [`crate::vc`]).
+    fn run_loop(&self, gate: &mut RingGate) -> Result<DomainEnd, RunError> {
+        let g = &self.snp.guest;
+        let area = vc_area_gpa(0);
+        let table = CpuidTable::parse(&self.cpuid);
+        let read = |rip: u64, buf: &mut [u8]| vc::read_code(g, rip, buf);
+        let cx = vc::Context {
+            read_code: &read,
+            cpuid: table,
+            xcr0: self.snp.cpu.xcr0.unwrap_or(1),
+            osxsave: self.snp.cpu.cr4 & (1 << 18) != 0,
+        };
+        let tsc = || {
+            // SAFETY: rdtsc reads the time-stamp counter; no memory access.
+            unsafe { core::arch::x86_64::_rdtsc() }
+        };
+        loop {
+            if self.stop.stopped.load(Ordering::SeqCst) {
+                let why = self.stop.cause.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                return Ok(DomainEnd::Violation(why.unwrap_or_else(|| "stopped".into())));
+            }
+            if let Some(s) = gate.interrupted() {
+                return Ok(match s {
+                    Served::Exit(c) => DomainEnd::Exited(c),
+                    Served::Violation(m) => DomainEnd::Violation(m),
+                    _ => DomainEnd::Violation("stopped".into()),
+                });
+            }
+            let mut run = abi::Run { vcpu: 0, ..abi::Run::default() };
+            // SAFETY: RUN takes a Run.
+            unsafe { ioctl(&self.dev, abi::RUN, &mut run, "CABIN_VMPL_RUN")? };
+            match run.reason {
+                abi::exit_reason::SIGNAL => continue,
+                abi::exit_reason::FAULT => {
+                    return Ok(DomainEnd::Fault {
+                        signo: libc::SIGSEGV,
+                        addr: Some(run.exit_info2),
+                        rip: Some(run.rip),
+                        code: None,
+                        report: Some(format!(
+                            "VMPL1 fault (exit code {:#x}) at rip {:#x}",
+                            run.exit_code, run.rip
+                        )),
+                    });
+                }
+                abi::exit_reason::VMGEXIT if run.exit_code == ghcb::exit::TERM_REQUEST => {
+                    return Ok(DomainEnd::Exited((run.rdi & 0xff) as i32));
+                }
+                abi::exit_reason::VMGEXIT => {
+                    // Copy the request once; ring 3 cannot reach the area,
+                    // but nothing in it is trusted beyond its checks.
+                    let mut page = [0u8; PAGE as usize];
+                    g.phys
+                        .read(area, &mut page)
+                        .map_err(|e| snp_error("reading the calling area")(e.into()))?;
+                    let req = match vc::read_request(&page) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return Ok(DomainEnd::Violation(format!(
+                                "VMPL1 exited to VMPL0 without a request ({e:?}, exit code {:#x}, rip {:#x})",
+                                run.exit_code, run.rip
+                            )))
+                        }
+                    };
+                    match vc::serve(&req, vc::decide(&req, &cx), g, gate, &tsc) {
+                        vc::Step::Resume(set) => {
+                            vc::write_response(&mut page, &set);
+                            g.phys
+                                .write(area, &page)
+                                .map_err(|e| snp_error("writing the calling area")(e.into()))?;
+                        }
+                        vc::Step::End(end) => return Ok(end.into()),
+                        vc::Step::Bug(m) => {
+                            return Err(RunError::Backend {
+                                what: "running the VMPL1 domain",
+                                source: m.into(),
+                            })
+                        }
+                    }
+                }
+                _ => {
+                    return Err(RunError::Backend {
+                        what: "running the VMPL1 domain",
+                        source: format!(
+                            "VMPL1 halted or shut down (exit code {:#x}, rip {:#x})",
+                            run.exit_code, run.rip
+                        )
+                        .into(),
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -263,6 +381,8 @@ impl Domain for SnpDomain {
                 format!("ABI version {} at VMPL{} (want {} at VMPL0)", info.version, info.vmpl, abi::VERSION);
             return Err(unavailable(Unavailable::Module(why)));
         }
+        let sev_features = crate::vmsa::sev_features_from_status(info.sev_status)
+            .map_err(|e| unavailable(Unavailable::Module(e.to_string())))?;
         if info.hv_features & ghcb::hv_features::AP_CREATION == 0 {
             return Err(unavailable(Unavailable::Module("the hypervisor offers no AP creation".into())));
         }
@@ -276,8 +396,12 @@ impl Domain for SnpDomain {
         let f = host_cpu_features();
         let mut snp = build(image.data, cfg.mem_size, &cfg.program, random, &f)
             .map_err(snp_error("building the domain"))?;
-        SnpDomain::move_into_module(&dev, &mut snp, cfg.mem_size)?;
-        Ok(SnpDomain { dev, snp, mem_size: cfg.mem_size, stop: Arc::default() })
+        SnpDomain::move_into_module(&dev, &mut snp, cfg.mem_size, sev_features)?;
+        let cpuid = crate::vc::cpuid_table_from(&|leaf, sub| {
+            let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        });
+        Ok(SnpDomain { dev, snp, mem_size: cfg.mem_size, stop: Arc::default(), cpuid })
     }
 
     fn memory(&self) -> &GuestMemory {
@@ -314,42 +438,11 @@ impl Domain for SnpDomain {
     }
 
     fn run(&self) -> Result<DomainEnd, RunError> {
-        loop {
-            if self.stop.stopped.load(Ordering::SeqCst) {
-                let why = self.stop.cause.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                return Ok(DomainEnd::Violation(why.unwrap_or_else(|| "stopped".into())));
-            }
-            let mut run = abi::Run { vcpu: 0, ..abi::Run::default() };
-            // SAFETY: RUN takes a Run.
-            unsafe { ioctl(&self.dev, abi::RUN, &mut run, "CABIN_VMPL_RUN")? };
-            match run.reason {
-                abi::exit_reason::SIGNAL => continue,
-                abi::exit_reason::FAULT => {
-                    return Ok(DomainEnd::Fault {
-                        signo: libc::SIGSEGV,
-                        addr: Some(run.exit_info2),
-                        rip: Some(run.rip),
-                        code: None,
-                        report: Some(format!(
-                            "VMPL1 fault (exit code {:#x}) at rip {:#x}",
-                            run.exit_code, run.rip
-                        )),
-                    });
-                }
-                abi::exit_reason::VMGEXIT if run.exit_code == ghcb::exit::TERM_REQUEST => {
-                    return Ok(DomainEnd::Exited((run.rdi & 0xff) as i32));
-                }
-                _ => {
-                    // The doorbell and the slow-path gate need the
-                    // proxy-kernel's #VC handler (docs/snp.md, "Not done").
-                    return Err(RunError::Backend {
-                        what: "running the VMPL1 domain",
-                        source: format!("exit {} (code {:#x}) is not served yet", run.reason, run.exit_code)
-                            .into(),
-                    });
-                }
-            }
-        }
+        let shared = &self.stop.shared;
+        shared.enter_vcpu(0);
+        let end = self.run_loop(&mut RingGate::new(self.snp.guest.ring, shared.clone()));
+        shared.leave_vcpu(0);
+        end
     }
 
     fn fixed_bytes(&self) -> u64 {

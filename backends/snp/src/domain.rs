@@ -129,6 +129,30 @@ impl Relocation {
     pub fn c_bit(&self) -> u64 {
         self.c_bit
     }
+
+    /// The domain address of a relocated address `addr` (with the C-bit):
+    /// the inverse of [`Relocation::gpa`]. `None` for an address without the
+    /// C-bit or outside every chunk.
+    pub fn domain(&self, addr: u64) -> Option<u64> {
+        if addr & self.c_bit == 0 {
+            return None;
+        }
+        let a = addr & !self.c_bit;
+        let i = self.chunks.iter().position(|&c| c == a & !(LARGE_PAGE - 1))?;
+        Some(i as u64 * LARGE_PAGE + a % LARGE_PAGE)
+    }
+}
+
+/// Page-table edits after the relocation (`mprotect`, `munmap`, commits:
+/// `cabin_kvm::protect`/`commit`) go through it.
+impl cabin_kvm::paging::Relocate for Relocation {
+    fn to_entry(&self, gpa: u64) -> Option<u64> {
+        self.gpa(gpa)
+    }
+
+    fn to_domain(&self, addr: u64) -> Option<u64> {
+        self.domain(addr)
+    }
 }
 
 /// Rewrites the page tables rooted at `cr3` (domain addresses, tables in

@@ -13,6 +13,8 @@
 //! - [`launch`]: the launch digest of a built domain (= `cabinc measure`);
 //! - [`vmsa`]: the VMPL1 save area from the KVM backend's vCPU state;
 //! - [`ghcb`]: the GHCB MSR protocol values and `VMGEXIT` exit codes;
+//! - [`vc`]: VMPL0's side of the proxy-kernel's `#VC` requests (decode,
+//!   serve through the KVM backend's exit decoder and ring gate);
 //! - [`abi`]: the ioctl ABI of the guest kernel module (`module/`);
 //! - [`domain`]: building, relocating to the module's pages;
 //! - [`attest`]: attestation reports: verification (ARK → ASK → VCEK, the
@@ -31,6 +33,7 @@ pub mod ghcb;
 pub mod launch;
 pub mod plan;
 pub mod rmp;
+pub mod vc;
 pub mod vmsa;
 
 pub use backend::{available, available_in, SnpDomain, Unavailable};

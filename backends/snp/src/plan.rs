@@ -11,7 +11,8 @@
 //! | stack, `brk`, arena, boot page, ring | read+write | the program's memory and the ring it shares with VMPL0 |
 //! | manifest | read | measured read-only |
 //! | GDT, IDT, TSS | read | the CPU reads them; accessed bits are preset, nothing writes them |
-//! | ring-0 stacks | read+write | the proxy-kernel's stacks (user code is kept out by the page tables' U/S bit) |
+//! | ring-0 stacks (`#VC` stack included) | read+write | the proxy-kernel's stacks (user code is kept out by the page tables' U/S bit) |
+//! | `#VC` calling areas | read+write | the proxy-kernel's requests to VMPL0; supervisor-only in the page tables, so ring 3 can neither read nor forge one |
 //! | proxy-kernel | read + execute-supervisor | its code and constants; never user-executable, never writable |
 //! | page tables | read | the CPU walks them (A/D bits preset); only VMPL0 edits them |
 //! | anything else (VMPL0's own pages, the VMSA) | nothing | |
@@ -60,7 +61,9 @@ const XS: u8 = VmplPerms::EXEC_SUPERVISOR;
 pub fn role_perms(role: Role) -> VmplPerms {
     VmplPerms(match role {
         Role::ImageCode => VmplPerms::EXEC_USER,
-        Role::ImageData | Role::UserData | Role::BootPage | Role::Ring | Role::KernelStack => R | W,
+        Role::ImageData | Role::UserData | Role::BootPage | Role::Ring | Role::KernelStack | Role::VcArea => {
+            R | W
+        }
         Role::ImageRodata | Role::Gdt | Role::Idt | Role::Tss | Role::PageTables => R,
         Role::ProxyKernel => R | XS,
     })

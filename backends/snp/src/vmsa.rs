@@ -102,6 +102,39 @@ pub mod off {
 
 /// `SEV_FEATURES` bit 0: SNP active (required in every SNP VMSA).
 pub const SEV_FEATURE_SNP_ACTIVE: u64 = 1 << 0;
+/// `SEV_FEATURES` bit 2: ReflectVC (a `#VC` exits to the hypervisor
+/// instead of reaching the guest's handler).
+pub const SEV_FEATURE_REFLECT_VC: u64 = 1 << 2;
+/// `SEV_FEATURES` bit 9: SecureTSC (`rdtsc` is not intercepted: no `#VC`).
+pub const SEV_FEATURE_SECURE_TSC: u64 = 1 << 9;
+/// `SEV_STATUS` (MSR `0xC001_0131`) bit 2: SEV-SNP active.
+pub const SEV_STATUS_SNP: u64 = 1 << 2;
+
+/// Why VMPL0's `SEV_STATUS` cannot give the VMPL1 VMSA its features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SevFeaturesError {
+    /// `SEV_STATUS` does not say SNP is active (bit 2).
+    #[error("SEV_STATUS {0:#x} does not have SEV-SNP active (bit 2)")]
+    NotSnp(u64),
+}
+
+/// `SEV_FEATURES` of the VMPL1 VMSA from VMPL0's `SEV_STATUS` (bring-up
+/// checklist 5). `SEV_STATUS` bits 63:2 are the running guest's own
+/// `SEV_FEATURES` bits 61:0 (APM vol. 2 §15.34.10, "SEV_STATUS MSR"; Linux
+/// starts its APs with `vmsa->sev_features = sev_status >> 2`), and a
+/// hypervisor may refuse a VMSA whose features differ from the ones it
+/// launched the guest with (restricted/alternate injection, DebugSwap,
+/// SecureTSC, ...), so VMPL1 gets VMPL0's, with two exceptions: SNPActive
+/// is always set, and ReflectVC is always clear: the proxy-kernel handles
+/// its own `#VC`s (`cabin_proxy_kernel::vc`); reflected, they would reach
+/// the hypervisor, which cannot serve VMPL1's doorbell.
+pub fn sev_features_from_status(sev_status: u64) -> Result<u64, SevFeaturesError> {
+    if sev_status & SEV_STATUS_SNP == 0 {
+        return Err(SevFeaturesError::NotSnp(sev_status));
+    }
+    Ok(((sev_status >> 2) | SEV_FEATURE_SNP_ACTIVE) & !SEV_FEATURE_REFLECT_VC)
+}
+
 /// DR6 and DR7 at reset.
 pub const DR6_RESET: u64 = 0xffff_0ff0;
 /// DR7 at reset.
@@ -366,6 +399,30 @@ mod tests {
         );
         assert_eq!((off::G_PAT, off::RCX, off::RDX, off::RSI, off::RDI), (0x268, 0x308, 0x310, 0x330, 0x338));
         assert_eq!((off::SEV_FEATURES, off::XCR0, off::MXCSR, off::X87_FCW), (0x3b0, 0x3e8, 0x408, 0x410));
+    }
+
+    #[test]
+    fn sev_features_come_from_sev_status() {
+        // SEV | SEV-ES | SNP only: SNPActive only.
+        assert_eq!(sev_features_from_status(0x7), Ok(SEV_FEATURE_SNP_ACTIVE));
+        // + DebugSwap (status bit 7 = feature bit 5) and SecureTSC (status
+        // bit 11 = feature bit 9) pass through.
+        assert_eq!(
+            sev_features_from_status(0x7 | (1 << 7) | (1 << 11)),
+            Ok(1 | (1 << 5) | SEV_FEATURE_SECURE_TSC)
+        );
+        // RestrictedInjection (status bit 5 = feature bit 3) passes; ReflectVC
+        // (status bit 4 = feature bit 2) never does.
+        assert_eq!(sev_features_from_status(0x7 | (1 << 5) | (1 << 4)), Ok(1 | (1 << 3)));
+        // Not an SNP guest (SEV-ES only, or nothing): refused.
+        assert_eq!(sev_features_from_status(0x3), Err(SevFeaturesError::NotSnp(0x3)));
+        assert_eq!(sev_features_from_status(0), Err(SevFeaturesError::NotSnp(0)));
+        // Every bit above: shifted, nothing lost but ReflectVC.
+        assert_eq!(sev_features_from_status(u64::MAX), Ok((u64::MAX >> 2) & !SEV_FEATURE_REFLECT_VC));
+        // And the VMSA page carries them.
+        let f = VmsaFields::default();
+        let page = VmsaFields { sev_features: sev_features_from_status(0x87).expect("snp"), ..f }.to_page();
+        assert_eq!(page[off::SEV_FEATURES..off::SEV_FEATURES + 8], 0x21u64.to_le_bytes());
     }
 
     #[test]

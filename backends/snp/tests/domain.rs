@@ -114,7 +114,14 @@ fn vmpl1_permissions_hold_their_invariants_on_every_page() {
             }
             Some(Role::ProxyKernel) => assert!(r && xs && !w && !xu, "proxy-kernel {gpa:#x}"),
             Some(Role::ImageRodata) => assert!(r && !w && !xu && !xs, "rodata {gpa:#x}"),
-            Some(Role::ImageData | Role::UserData | Role::BootPage | Role::Ring | Role::KernelStack) => {
+            Some(
+                Role::ImageData
+                | Role::UserData
+                | Role::BootPage
+                | Role::Ring
+                | Role::KernelStack
+                | Role::VcArea,
+            ) => {
                 assert!(r && w && !xu && !xs, "data {gpa:#x}")
             }
             None if manifest(gpa) => assert!(r && !w && !xu && !xs, "manifest {gpa:#x}"),
@@ -276,4 +283,290 @@ fn vmsa_starts_the_same_cpu_as_the_kvm_backend() {
     assert_eq!(u16::from_le_bytes([page[off::CS], page[off::CS + 1]]), kvm.cs.selector);
     assert_eq!(u16::from_le_bytes([page[off::CS + 2], page[off::CS + 3]]), 0xafb);
     assert_eq!(VmsaFields::from_cpu(&kvm, 1, 0).to_page(), snp.vmsa(kvm.cr3, 0).to_page());
+}
+
+/// Every page the page tables let ring 3 reach, as (domain GPA, bytes):
+/// a walk of the whole tree from `cr3`, a leaf counting as user-accessible
+/// only if every level has U/S set (the CPU's rule).
+fn user_reachable(g: &cabin_kvm::domain::Guest) -> Vec<(u64, u64)> {
+    user_leaves(g, g.cr3 & cabin_kvm::paging::PTE_ADDR, &|a| Some(a))
+        .into_iter()
+        .map(|(a, l, _)| (a, l))
+        .collect()
+}
+
+/// Every user-accessible leaf of the tables rooted at domain address
+/// `root`, as (domain GPA, bytes, entry), entry addresses mapped back to
+/// domain addresses by `to_domain` (the relocation's inverse, or identity).
+fn user_leaves(
+    g: &cabin_kvm::domain::Guest,
+    root: u64,
+    to_domain: &dyn Fn(u64) -> Option<u64>,
+) -> Vec<(u64, u64, u64)> {
+    use cabin_kvm::paging::{PTE_ADDR, PTE_P, PTE_PS, PTE_U};
+    fn walk(
+        g: &cabin_kvm::domain::Guest,
+        table: u64,
+        level: u32,
+        to_domain: &dyn Fn(u64) -> Option<u64>,
+        out: &mut Vec<(u64, u64, u64)>,
+    ) {
+        for i in 0..512 {
+            let e = g.phys.read_u64(table + i * 8).expect("entry");
+            if e & PTE_P == 0 || e & PTE_U == 0 {
+                continue;
+            }
+            let addr = to_domain(e & PTE_ADDR).expect("an entry outside the domain");
+            if level == 1 || e & PTE_PS != 0 {
+                out.push((addr, 1 << (12 + 9 * (level - 1)), e));
+            } else {
+                walk(g, addr, level - 1, to_domain, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(g, root, 4, to_domain, &mut out);
+    out
+}
+
+#[test]
+fn the_vc_calling_areas_are_not_reachable_from_ring_3() {
+    // A #VC request is trusted by VMPL0 as far as its checks go; ring 3 must
+    // not be able to write (or read) one: the calling areas (and the #VC
+    // stacks below them) are mapped supervisor-only, and the RMP gives
+    // VMPL1 no execute on them.
+    let Some((_, snp)) = built() else { return };
+    let g = &snp.guest;
+    let user = user_reachable(g);
+    assert!(!user.is_empty(), "the program has user pages");
+    let vc_end =
+        cabin_kvm::layout::VC_GPA + cabin_kvm::layout::MAX_VCPUS as u64 * cabin_kvm::layout::VC_STRIDE;
+    for &(pa, len) in &user {
+        assert!(
+            pa + len <= cabin_kvm::layout::VC_GPA || pa >= vc_end,
+            "user page {pa:#x}+{len:#x} in the #VC blocks"
+        );
+    }
+    let rmp = rmp_of(&snp);
+    let pt = g.pt.lock().expect("pt");
+    for k in [0, 1, cabin_kvm::layout::MAX_VCPUS - 1] {
+        for gpa in [cabin_kvm::layout::vc_area_gpa(k), cabin_kvm::layout::vc_stack_gpa(k)] {
+            let e = pt.entry(&g.phys, cabin_kvm::layout::kernel_va(gpa)).expect("walk").expect("mapped");
+            assert_eq!(e & cabin_kvm::paging::PTE_ADDR, gpa);
+            assert_eq!(e & cabin_kvm::paging::PTE_U, 0, "{gpa:#x} is user-accessible");
+            assert_ne!(e & cabin_kvm::paging::PTE_NX, 0, "{gpa:#x} is executable");
+            assert!(rmp.allows(DOMAIN_VMPL, gpa, Access::Write));
+            assert!(!rmp.allows(DOMAIN_VMPL, gpa, Access::Execute { cpl: 0 }));
+            assert!(!rmp.allows(DOMAIN_VMPL, gpa, Access::Execute { cpl: 3 }));
+        }
+        // The #VC stack's top is the calling area (the handler finds it there),
+        // and the guard page below the stack is not mapped.
+        assert_eq!(
+            cabin_kvm::layout::vc_stack_top(k),
+            cabin_kvm::layout::kernel_va(cabin_kvm::layout::vc_area_gpa(k))
+        );
+        let guard = cabin_kvm::layout::vc_stack_gpa(k) - PAGE;
+        assert_eq!(pt.entry(&g.phys, cabin_kvm::layout::kernel_va(guard)).expect("walk"), None);
+    }
+}
+
+/// A service that records what the run loop asked of it.
+#[derive(Default)]
+struct Recorder {
+    doorbells: Vec<bool>,
+    calls: Vec<(u64, [u64; 6], bool)>,
+}
+
+impl cabin_kvm::SyscallService for Recorder {
+    fn serve(&mut self, nr: u64, args: [u64; 6], mem: &cabin_kvm::ProgramMemory<'_>) -> cabin_kvm::Served {
+        self.calls.push((nr, args, mem.can_redirect));
+        if nr == 231 {
+            cabin_kvm::Served::Exit(args[0] as i32)
+        } else {
+            cabin_kvm::Served::Return(1234)
+        }
+    }
+
+    fn doorbell(&mut self, wait: bool) -> cabin_kvm::Served {
+        self.doorbells.push(wait);
+        cabin_kvm::Served::Return(0)
+    }
+}
+
+fn vc_request(f: cabin_proxy_kernel::trap::TrapFrame) -> cabin_snp::vc::Request {
+    use cabin_proxy_kernel::vc::{ghcb, write_request, Ghcb};
+    let mut page = [0u8; ghcb::SIZE];
+    write_request(&mut Ghcb::new(&mut page), &f);
+    cabin_snp::vc::read_request(&page).expect("request")
+}
+
+#[test]
+fn vmpl0_serves_the_vc_requests_as_the_kvm_backend_serves_its_exits() {
+    use cabin_kvm::LoopEnd;
+    use cabin_proxy_kernel::trap::TrapFrame;
+    use cabin_proxy_kernel::vc::{exit, ghcb};
+    use cabin_snp::vc::{decide, serve, Context, Step};
+    let Some((_, snp)) = built() else { return };
+    let g = &snp.guest;
+    let user_rip = g.entry;
+    let pk_rip = g.kernel_text.0 + 0x200;
+    let run = |f: TrapFrame, code: &'static [u8], svc: &mut Recorder| {
+        let read = move |_: u64, buf: &mut [u8]| {
+            buf[..code.len()].copy_from_slice(code);
+            code.len()
+        };
+        let cx = Context { read_code: &read, cpuid: None, xcr0: 3, osxsave: true };
+        let req = vc_request(f);
+        serve(&req, decide(&req, &cx), g, svc, &|| 0x5_0000_0001)
+    };
+    let user = |rax: u64| TrapFrame {
+        error: exit::IOIO,
+        cs: 0x33,
+        rip: user_rip,
+        rax,
+        rdi: 42,
+        ..TrapFrame::default()
+    };
+    let mut svc = Recorder::default();
+    // The ring doorbell: `out 0xe0, al` from ring 3, wait and wake.
+    let Step::Resume(set) = run(user(2), &[0xe6, 0xe0], &mut svc) else { panic!("doorbell wait") };
+    assert_eq!(set, vec![(ghcb::RIP, user_rip + 2)], "only rip changes");
+    let Step::Resume(_) = run(user(1), &[0xe6, 0xe0], &mut svc) else { panic!("doorbell wake") };
+    assert_eq!(svc.doorbells, vec![true, false]);
+    // DOORBELL_EXIT: the worker is woken, the thread ends with rdi's low byte.
+    let s = run(user(5), &[0xe6, 0xe0], &mut svc);
+    assert!(matches!(s, Step::End(LoopEnd::ThreadExit(42))), "{s:?}");
+    // DOORBELL_PROTECT with a bad range (rdi = 42): -EINVAL, no flush, the
+    // program goes on (valid ones: the relocated-editor test below).
+    let Step::Resume(set) = run(user(3), &[0xe6, 0xe0], &mut svc) else { panic!("protect") };
+    assert_eq!(set, vec![(ghcb::RAX, (-22i64) as u64), (ghcb::SW_EXIT_INFO_2, 0), (ghcb::RIP, user_rip + 2)]);
+    // A malformed doorbell value, `in` from the doorbell, the kernel's
+    // ports from ring 3: the program ends, as on KVM.
+    for (f, code) in [
+        (user(9), &[0xe6u8, 0xe0][..]),
+        (user(2), &[0xe4, 0xe0]),
+        (TrapFrame { rdx: 0xe1, ..user(39) }, &[0xee]),
+        (TrapFrame { error: exit::VMMCALL, ..user(0) }, &[0x0f, 0x01, 0xd9]),
+    ] {
+        let code: &'static [u8] = Box::leak(code.to_vec().into_boxed_slice());
+        let s = run(f, code, &mut svc);
+        assert!(matches!(&s, Step::End(LoopEnd::Violation(m)) if !m.contains('\n')), "{f:?}: {s:?}");
+    }
+    // The slow-path gate from the proxy-kernel (`out 0xe1, al` in its text).
+    let gate = TrapFrame {
+        error: exit::IOIO,
+        cs: 0x10,
+        rip: pk_rip,
+        rax: 39,
+        rdi: 1,
+        rsi: 2,
+        rdx: 3,
+        r10: 4,
+        r8: 5,
+        r9: 6,
+        ..TrapFrame::default()
+    };
+    let Step::Resume(set) = run(gate, &[0xe6, 0xe1], &mut svc) else { panic!("gate") };
+    assert_eq!(set, vec![(ghcb::RAX, 1234), (ghcb::RIP, pk_rip + 2)]);
+    assert_eq!(svc.calls, vec![(39, [1, 2, 3, 4, 5, 6], true)]);
+    // exit_group through the gate ends the program.
+    let s = run(TrapFrame { rax: 231, rdi: 7, ..gate }, &[0xe6, 0xe1], &mut svc);
+    assert!(matches!(s, Step::End(LoopEnd::Exited(7))), "{s:?}");
+    // The proxy-kernel's fault report: a ring-3 page fault ends it with SIGSEGV.
+    let fault = TrapFrame { rdi: 14, rsi: 4, rdx: user_rip, rcx: 0x10, r8: 0x33, r11: 0, ..gate };
+    let s = run(fault, &[0xe6, 0xe2], &mut svc);
+    assert!(matches!(&s, Step::End(LoopEnd::Fault { status: 139, .. })), "{s:?}");
+    // The proxy-kernel halting, or faulting itself: a Cabin bug, not an end.
+    assert!(matches!(run(TrapFrame { error: exit::HLT, ..gate }, &[0xf4], &mut svc), Step::Bug(_)));
+    let kfault = TrapFrame { r8: 0x10, ..fault };
+    assert!(matches!(run(kfault, &[0xe6, 0xe2], &mut svc), Step::Bug(_)));
+    // rdtsc from ring 3: the TSC in edx:eax.
+    let Step::Resume(set) = run(TrapFrame { error: exit::RDTSC, ..user(0) }, &[0x0f, 0x31], &mut svc) else {
+        panic!("rdtsc")
+    };
+    assert_eq!(set, vec![(ghcb::RAX, 1), (ghcb::RDX, 5), (ghcb::RIP, user_rip + 2)]);
+}
+
+#[test]
+fn vmpl0_reads_instructions_where_vmpl1_cannot() {
+    // The program's code is execute-only at VMPL1 (the proxy-kernel cannot
+    // read it); VMPL0 reads it to decode a #VC, and the proxy-kernel's text.
+    let Some((_, snp)) = built() else { return };
+    let g = &snp.guest;
+    let mut buf = [0u8; 15];
+    assert_eq!(cabin_snp::vc::read_code(g, g.entry, &mut buf), 15);
+    assert_eq!(buf.to_vec(), g.view.peek(g.entry, 15).expect("the monitor's view"));
+    assert!(g.view.read_into(g.entry, &mut [0u8; 15]).is_err(), "code is not a system call's buffer");
+    assert_eq!(cabin_snp::vc::read_code(g, g.kernel_text.0, &mut buf), 15);
+    assert_eq!(&buf[..8], b"CABINPK\0");
+    assert_eq!(cabin_snp::vc::read_code(g, 0, &mut buf), 0, "nothing mapped at 0");
+    assert_eq!(cabin_snp::vc::read_code(g, u64::MAX - 3, &mut buf), 0, "no wrap-around");
+}
+
+#[test]
+fn mprotect_and_commits_edit_the_relocated_tables_and_never_make_data_executable() {
+    use cabin_kvm::layout::{ARENA_VA, RESERVE_VA};
+    use cabin_kvm::paging::{PTE_NX, PTE_P, PTE_SOFT_NONE, PTE_W};
+    let Some((_, snp)) = built() else { return };
+    let g = &snp.guest;
+    // Relocate as the backend does: chunks in reverse order, far up, C-bit 51.
+    let n = MEM / LARGE_PAGE;
+    let chunks: Vec<u64> = (0..n).map(|i| 0x80_0000_0000 + (n - 1 - i) * LARGE_PAGE).collect();
+    let r = Relocation::new(chunks, MEM, 51).expect("relocation");
+    let root = g.cr3 & cabin_kvm::paging::PTE_ADDR;
+    relocate_page_tables(&g.phys, g.cr3, &r).expect("relocate");
+    g.pt.lock().expect("pt").relocated(std::sync::Arc::new(r.clone()));
+    let leaf = |va: u64| {
+        let pt = g.pt.lock().expect("pt");
+        pt.entry(&g.phys, va).expect("walk through the relocation")
+    };
+    let domain_of = |e: u64| r.domain(e & cabin_kvm::paging::PTE_ADDR).expect("relocated entry");
+    // mprotect(PROT_READ) of 3 pages inside the arena's first 2 MiB page:
+    // it is split, the three lose W, the neighbours keep it, every address
+    // stays where it was (relocated, with the C-bit).
+    let a = ARENA_VA + 0x1000;
+    assert_eq!(cabin_kvm::protect(g, a, 0x3000, 1), 0);
+    for (va, writable) in [(ARENA_VA, true), (a, false), (a + 0x2000, false), (a + 0x3000, true)] {
+        let e = leaf(va).expect("mapped");
+        assert_eq!(e & PTE_W != 0, writable, "{va:#x}");
+        assert_ne!(e & PTE_NX, 0, "{va:#x} executable");
+        assert_ne!(e & r.c_bit(), 0, "{va:#x} lost the C-bit");
+        assert_eq!(domain_of(e), g.arena_gpa + (va - ARENA_VA), "{va:#x} moved");
+    }
+    // PROT_NONE, then back to read-write.
+    assert_eq!(cabin_kvm::protect(g, a, 0x1000, 0), 0);
+    let e = leaf(a).expect("entry");
+    assert_eq!((e & PTE_P, e & PTE_SOFT_NONE), (0, PTE_SOFT_NONE));
+    assert_eq!(cabin_kvm::protect(g, a, 0x1000, 3), 0);
+    assert_ne!(leaf(a).expect("entry") & PTE_W, 0);
+    // PROT_EXEC, code, or anything outside the protectable ranges: refused.
+    assert_eq!(cabin_kvm::protect(g, a, 0x1000, 4), -13);
+    assert_eq!(cabin_kvm::protect(g, g.entry & !(PAGE - 1), PAGE, 3), -13);
+    assert_eq!(cabin_kvm::protect(g, g.kernel_text.0, PAGE, 3), -13);
+    // A commit maps arena pages into the reservation space through the
+    // relocation; a release removes them.
+    let (res, _) = cabin_kvm::commit(g, RESERVE_VA, 0x2000, 3, ARENA_VA + 0x10_0000);
+    assert_eq!(res, 0);
+    let e = leaf(RESERVE_VA + 0x1000).expect("committed");
+    assert_eq!(domain_of(e), g.arena_gpa + 0x10_1000);
+    assert_ne!(e & PTE_NX, 0);
+    assert_eq!(cabin_kvm::commit(g, RESERVE_VA, 0x1000, 0, 0), (0, true));
+    assert_eq!(leaf(RESERVE_VA), None);
+    // Whatever the program asked: no user page is both writable and
+    // executable at VMPL1 (page tables and RMP together), and only program
+    // code is executable at all.
+    let rmp = rmp_of(&snp);
+    let leaves = user_leaves(g, root, &|a| r.domain(a));
+    assert!(leaves.len() > 10);
+    for (gpa, len, e) in leaves {
+        for p in (gpa..gpa + len).step_by(PAGE as usize) {
+            let w = e & PTE_W != 0 && rmp.allows(DOMAIN_VMPL, p, Access::Write);
+            let x = e & PTE_NX == 0 && rmp.allows(DOMAIN_VMPL, p, Access::Execute { cpl: 3 });
+            assert!(!(w && x), "{p:#x} writable and executable");
+            if x {
+                let role = g.placed.iter().find(|q| (q.gpa..q.gpa + q.len).contains(&p)).map(|q| q.role);
+                assert_eq!(role, Some(Role::ImageCode), "{p:#x} executable but not code");
+            }
+        }
+    }
 }

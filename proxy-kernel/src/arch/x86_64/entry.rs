@@ -75,7 +75,11 @@ global_asm!(
     "push 0",
     ".endif",
     "push pk_vec",
+    ".if pk_vec == {vc}",
+    "jmp pk_vc_common",
+    ".else",
     "jmp pk_common",
+    ".endif",
     ".set pk_vec, pk_vec + 1",
     ".endr",
     ".p2align 4",
@@ -120,6 +124,45 @@ global_asm!(
     "pk_syscall_entry:",
     "out {port_syscall}, al",
     "sysretq",
+    // #VC (SEV-ES/SNP only; never on KVM): the same frame as pk_common, on
+    // the vCPU's #VC stack (TSS.IST3), handled by pk_vc.
+    ".p2align 4",
+    "pk_vc_common:",
+    "push rax",
+    "push rbx",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rbp",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rdi, rsp",
+    "cld",
+    "call {vc_trap}",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rbp",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rbx",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
     // `syscall` from 32-bit code: report (vector #GP, rip = the return
     // address in rcx, rflags from r11, the program's rsp) and stop.
     ".p2align 4",
@@ -159,6 +202,8 @@ global_asm!(
     legacy_cs = const LEGACY_ENTRY_CS,
     gp = const crate::trap::vector::GP,
     trap = sym pk_trap,
+    vc_trap = sym pk_vc,
+    vc = const crate::trap::vector::VC_EXCEPTION,
 );
 
 fn read_cr2() -> u64 {
@@ -244,6 +289,50 @@ unsafe extern "C" fn pk_trap(frame: *mut TrapFrame) {
             }
         }
         Trap::Exception => hypercall::fault(f, cr2, REASON_EXCEPTION),
+    }
+}
+
+/// The Rust half of a `#VC` (SEV-ES/SNP: vector 29, error code = the exit
+/// code; see [`crate::vc`]). Nothing is served here: the trap goes to VMPL0
+/// as a request in this vCPU's calling area, and the registers VMPL0 sends
+/// back (results, `rip` past the instruction) are applied to the frame.
+/// VMPL0 ends the program instead of answering when it must not go on.
+///
+/// # Safety
+///
+/// Called only by `pk_vc_common`, with `frame` pointing at the
+/// [`TrapFrame`] it built on the vCPU's `#VC` stack (`TSS.IST3`), whose top
+/// is the vCPU's calling area (`cabin_kvm::layout::vc_stack_top`).
+unsafe extern "C" fn pk_vc(frame: *mut TrapFrame) {
+    let area = (frame as usize).wrapping_add(core::mem::size_of::<TrapFrame>());
+    if area % crate::vc::ghcb::SIZE != 0 {
+        // Not on the #VC stack (cannot happen: the gate has an IST). No
+        // request to write: VMPL0 finds none and ends the program.
+        loop {
+            hypercall::run_vmpl0();
+        }
+    }
+    // SAFETY: by this function's contract the frame is valid and exclusive;
+    // `area` is the page right above the #VC stack, mapped supervisor
+    // read-write for this vCPU alone (its calling area) and not otherwise
+    // referenced while the handler runs (a nested #VC would reuse the
+    // stack and area, but nothing here raises one).
+    let (f, page) = unsafe { (&mut *frame, &mut *(area as *mut [u8; crate::vc::ghcb::SIZE])) };
+    let mut g = crate::vc::Ghcb::new(page);
+    crate::vc::write_request(&mut g, f);
+    loop {
+        hypercall::run_vmpl0();
+        if crate::vc::apply_response(&g.view(), f) {
+            if crate::vc::response_flushes(&g.view()) {
+                // SAFETY: rewriting CR3 with its own value only drops this
+                // vCPU's cached non-global (user) translations: the monitor
+                // edited the page tables.
+                unsafe {
+                    asm!("mov {t}, cr3", "mov cr3, {t}", t = out(reg) _, options(nostack, preserves_flags))
+                };
+            }
+            return;
+        }
     }
 }
 

@@ -91,3 +91,23 @@ pub fn halt_forever() -> ! {
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+/// SEV-SNP: hands this vCPU to VMPL0 (GHCB MSR protocol "run VMPL"
+/// request for VMPL 0, then `VMGEXIT`); returns when VMPL0 runs VMPL1
+/// again. Only the `#VC` handler calls it (never reached on KVM).
+pub fn run_vmpl0() {
+    let req = crate::vc::RUN_VMPL0;
+    // SAFETY: `wrmsr` of the GHCB MSR (not intercepted under SEV-ES/SNP)
+    // and `VMGEXIT` (`rep vmmcall`, as bytes) only leave the guest; VMPL0
+    // reads and writes the calling area meanwhile (hence no `nomem`).
+    unsafe {
+        asm!(
+            "wrmsr",
+            ".byte 0xf3, 0x0f, 0x01, 0xd9",
+            in("ecx") crate::vc::MSR_SEV_GHCB,
+            in("eax") req as u32,
+            in("edx") (req >> 32) as u32,
+            options(nostack),
+        );
+    }
+}
