@@ -311,6 +311,19 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
     if !p.limits.is_empty() {
         parts.push("limits set".into());
     }
+    let n = &p.network;
+    parts.push(if n.is_empty() {
+        "no network".into()
+    } else {
+        format!(
+            "network: {} connect, {} listen, {} unix, {} abstract rules{}",
+            n.connect.len(),
+            n.listen.len(),
+            n.unix.len(),
+            n.abstract_names.len(),
+            n.resolver.map(|r| format!(", resolver {r}")).unwrap_or_default()
+        )
+    });
     if with_probes {
         let probes = probe::probes(&p);
         let mut failed = 0;
@@ -356,6 +369,7 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
                     .chain(&p.paths.write)
                     .filter(|d| std::fs::metadata(d).is_ok_and(|m| !m.is_dir()))
                     .collect::<Vec<_>>(),
+                "network": network_json(&p.network),
                 "probes": with_probes.then(|| probe::probes(&p).len()),
                 "warnings": p.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "summary": parts.join(", "),
@@ -363,6 +377,18 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[network]` as JSON: the same strings as the policy file.
+fn network_json(n: &NetPolicy) -> serde_json::Value {
+    let rules = |v: &[NetRule]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    serde_json::json!({
+        "connect": rules(&n.connect),
+        "listen": rules(&n.listen),
+        "unix": n.unix,
+        "abstract": n.abstract_names.iter().map(|a| policy::net::abstract_text(a)).collect::<Vec<_>>(),
+        "resolver": n.resolver.map(|r| r.to_string()),
+    })
 }
 
 /// Writes `text` to `out` atomically (or to stdout for `-`).
