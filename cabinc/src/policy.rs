@@ -463,3 +463,51 @@ fn generate(trace: &Path, out: &Path) -> Result<ExitCode> {
     ];
     emit_with_report(&p, header, &report.to_text(), out)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: RunPolicyArgs,
+    }
+
+    fn prepare(args: &[&str]) -> RunPolicy {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).expect("flags parse");
+        t.a.prepare(Path::new("x.cabin"), &[], &[], &[], crate::Format::Text).expect("prepare")
+    }
+
+    /// `--allow-connect`/`--allow-listen` reach the monitor's
+    /// `RunConfig::network` with no policy, and add to the policy's
+    /// `[network]` with one (like `--allow-read` adds to `[paths]`).
+    #[test]
+    fn network_flags_merge_with_the_policy_file() {
+        let none = prepare(&[]);
+        assert!(none.network.is_empty(), "default: no network");
+        let flags = prepare(&["--allow-connect", "127.0.0.1:8080", "--allow-listen", "[::1]:*"]);
+        assert!(flags.network.connect_allowed(&"127.0.0.1:8080".parse().expect("addr")));
+        assert!(flags.network.listen_allowed(&"[::1]:0".parse().expect("addr")));
+        assert!(!flags.network.connect_allowed(&"127.0.0.1:8081".parse().expect("addr")));
+
+        let dir = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "version = 1\n[network]\nconnect = [\"10.0.0.0/8:443\"]\nunix = [\"/run/a.sock\"]\nresolver = \"127.0.0.53\"\n",
+        )
+        .expect("policy");
+        let f = file.to_str().expect("utf-8");
+        let both = prepare(&["--policy", f, "--allow-connect", "127.0.0.1:8080"]);
+        let n = &both.network;
+        for a in ["10.1.1.1:443", "127.0.0.1:8080", "127.0.0.53:53"] {
+            assert!(n.connect_allowed(&a.parse().expect("addr")), "{a}");
+        }
+        assert!(n.unix_path_allowed(Path::new("/run/a.sock")));
+        assert_eq!(both.gate.policy.as_ref().map(|p| &p.network), Some(n), "the gate sees the same rules");
+        assert!(T::try_parse_from(["t", "--allow-connect", "example.com:80"]).is_err());
+    }
+}
