@@ -435,8 +435,14 @@ fn import(profile: &Path, out: &Path) -> Result<ExitCode> {
             name
         )
     })?;
-    let header =
-        vec![format!("Imported by `cabinc policy import --from oci-seccomp` from {name}."), String::new()];
+    let header = vec![
+        format!("Imported by `cabinc policy import --from oci-seccomp` from {name}."),
+        "No [network]: an OCI seccomp profile has no network allow-list, so this policy allows no network;"
+            .to_string(),
+        "add a [network] section or run with --allow-connect/--allow-listen (docs/networking.md)."
+            .to_string(),
+        String::new(),
+    ];
     emit_with_report(&p, header, &report.to_text(), out)
 }
 

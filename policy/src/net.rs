@@ -552,7 +552,7 @@ impl NetPolicy {
     /// resolved by the monitor)? Exact match after lexical normalisation.
     pub fn unix_path_allowed(&self, path: &Path) -> bool {
         match normalize_unix_path(path) {
-            Some(p) => self.unix.iter().any(|u| *u == p),
+            Some(p) => self.unix.contains(&p),
             None => false,
         }
     }
