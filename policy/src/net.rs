@@ -892,4 +892,91 @@ resolver = "127.0.0.53"
             .expect("ok");
         assert!(p.warnings.iter().any(|w| w.contains("every IPv4 address")), "{:?}", p.warnings);
     }
+
+    /// A small deterministic generator (no timing, no external crate).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Hostile text never panics any parser: byte soup built from the
+    /// characters the syntax uses, and mutations of valid rules.
+    #[test]
+    fn parsers_never_panic_on_hostile_text() {
+        let alphabet: Vec<char> = "0123456789abcdefABCDEFxX:.[]/-*%@\\ \u{0}é\u{660}ffff".chars().collect();
+        let seeds = ["127.0.0.1:80", "[::ffff:10.0.0.1]/128:1-2", "10.0.0.0/8:*", "\\x00ab", "/run/a.sock"];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..20_000 {
+            let text: String = if i % 2 == 0 {
+                let n = (rng.next() % 40) as usize;
+                (0..n).map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize]).collect()
+            } else {
+                let mut t: Vec<char> = seeds[i % seeds.len()].chars().collect();
+                for _ in 0..1 + rng.next() % 3 {
+                    let at = (rng.next() % (t.len() as u64 + 1)) as usize;
+                    let c = alphabet[(rng.next() % alphabet.len() as u64) as usize];
+                    match rng.next() % 3 {
+                        0 if at < t.len() => t[at] = c,
+                        1 if at < t.len() => {
+                            t.remove(at);
+                        }
+                        _ => t.insert(at, c),
+                    }
+                }
+                t.into_iter().collect()
+            };
+            if let Ok(r) = parse_rule(&text) {
+                // What parses prints back to itself, and is never in an
+                // IPv4-carrying range.
+                assert_eq!(parse_rule(&r.to_string()), Ok(r), "{text:?}");
+                if let IpAddr::V6(a) = r.net.addr {
+                    assert!(r.net.prefix < 96 || embeds_ipv4(&a).is_none(), "{text:?}");
+                }
+            }
+            let _ = parse_resolver(&text);
+            if let Ok(n) = parse_abstract(&text) {
+                assert_eq!(parse_abstract(&abstract_text(&n)), Ok(n), "{text:?}");
+            }
+            if let Ok(p) = parse_unix_path(&text) {
+                assert_eq!(normalize_unix_path(&p), Some(p.clone()), "{text:?}");
+            }
+        }
+    }
+
+    /// For every IPv4 address and rule, its three IPv6 spellings match
+    /// exactly when the IPv4 address does, and no IPv6 rule matches any of them.
+    #[test]
+    fn ipv4_in_ipv6_matches_exactly_as_ipv4() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let v6_rules = policy(&["[::]/0:*", "[::fffe:0:0]/95:*", "[64:ff9b::]/95:*"], &[]);
+        for _ in 0..5_000 {
+            let a = Ipv4Addr::from(rng.next() as u32);
+            let prefix = (rng.next() % 33) as u8;
+            let net = masked(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)), prefix);
+            let rule = format!("{}/{prefix}:1-1000", net);
+            let p = policy(&[&rule], &[]);
+            let port = (rng.next() % 2000) as u16;
+            let want = p.connect_allowed(&SocketAddr::new(IpAddr::V4(a), port));
+            let [b0, b1, b2, b3] = a.octets();
+            let (hi, lo) = (u16::from_be_bytes([b0, b1]), u16::from_be_bytes([b2, b3]));
+            let mut forms = vec![
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, hi, lo),
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+            ];
+            if u32::from(a) > 1 {
+                forms.push(Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo));
+            }
+            for v6 in forms {
+                let sa = SocketAddr::new(IpAddr::V6(v6), port);
+                assert_eq!(p.connect_allowed(&sa), want, "{sa} against {rule}");
+                assert!(!v6_rules.connect_allowed(&sa), "{sa} matched an IPv6 rule");
+            }
+        }
+    }
 }
