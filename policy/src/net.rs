@@ -227,6 +227,12 @@ pub fn parse_rule(text: &str) -> Result<NetRule, RuleError> {
     let addr: IpAddr = match addr_part.parse() {
         Ok(a) => a,
         Err(_) if looks_like_host(addr_part) => return Err(host_err(&shown, addr_part)),
+        Err(_) if addr_part == "*" => return Err(e(
+            "`*` is not an address",
+            Some(
+                "write 0.0.0.0/0 for every IPv4 address or [::]/0 for every IPv6 one, e.g. \"0.0.0.0/0:443\"",
+            ),
+        )),
         Err(_) => return Err(e(&format!("`{addr_part}` is not an IP address"), Some(SYNTAX_HELP))),
     };
     let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -747,7 +753,9 @@ mod tests {
             ("[::1]/8:80", "bits set"),
             ("", "empty"),
             ("1.2.3.4/8/8:80", "not a number"),
-            ("*:80", "not an IP address"),
+            ("*:80", "`*` is not an address"),
+            ("127.1:80", "not an IP address"),
+            ("010.0.0.1:80", "not an IP address"),
         ] {
             let e = err(rule);
             assert!(e.contains(says), "`{rule}`: {e}");
