@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use cabin_monitor::trace::{StartInfo, TraceFormat, TraceOptions, DEFAULT_AUDIT_CAP};
 use cabin_monitor::GateConfig;
+use cabin_policy::net::{NetPolicy, NetRule};
 use cabin_policy::{self as policy, explain, generate, groups, oci, probe, render, Policy};
 use clap::{Subcommand, ValueEnum};
 
@@ -35,6 +36,20 @@ pub struct RunPolicyArgs {
     /// Size cap of the audit log (reaching it is recorded), e.g. 64K or 1M.
     #[arg(long, value_name = "SIZE", default_value_t = DEFAULT_AUDIT_CAP, value_parser = crate::run::parse_size)]
     pub audit_max_bytes: u64,
+    /// Let the program connect (or send datagrams) to ADDR[/PREFIX]:PORTS, e.g. 127.0.0.1:8080,
+    /// 10.0.0.0/8:443, [::1]:1000-2000, 127.0.0.1:* (repeatable; addresses only, no host names).
+    /// Added to the policy's [network] connect. Default: no network.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_net_rule)]
+    pub allow_connect: Vec<NetRule>,
+    /// Let the program bind (listen, or receive datagrams) on ADDR[/PREFIX]:PORTS, same syntax;
+    /// `*` as the port also allows port 0 (the kernel picks). Added to [network] listen.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_net_rule)]
+    pub allow_listen: Vec<NetRule>,
+}
+
+/// clap's parser for `--allow-connect` / `--allow-listen`.
+fn parse_net_rule(s: &str) -> Result<NetRule, String> {
+    policy::net::parse_rule(s).map_err(|e| e.to_string())
 }
 
 /// `--trace-format` values.
@@ -61,6 +76,8 @@ pub struct RunPolicy {
     pub allow_write: Vec<PathBuf>,
     /// `[paths] set-id`.
     pub allow_set_id: bool,
+    /// The policy's `[network]` plus `--allow-connect` / `--allow-listen`.
+    pub network: NetPolicy,
 }
 
 impl RunPolicyArgs {
@@ -81,14 +98,21 @@ impl RunPolicyArgs {
                  stderr: write e.g. --trace=run.jsonl (or --trace=- for stdout)"
             ));
         }
+        let flags = NetPolicy {
+            connect: self.allow_connect.clone(),
+            listen: self.allow_listen.clone(),
+            ..NetPolicy::default()
+        };
         let policy = match &self.policy {
             Some(f) => {
                 let mut p = load(f)?;
                 p.add_paths(allow_read, allow_write);
+                p.network.merge(&flags);
                 Some(p)
             }
             None => None,
         };
+        let network = policy.as_ref().map_or(flags, |p| p.network.clone());
         let env = policy.as_ref().map(|p| p.env.resolve(|k| std::env::var(k).ok())).unwrap_or_default();
         let memory = policy.as_ref().and_then(|p| p.limits.memory);
         let (allow_read, allow_write) = match &policy {
@@ -119,6 +143,7 @@ impl RunPolicyArgs {
             allow_read,
             allow_write,
             allow_set_id,
+            network,
         })
     }
 }

@@ -19,6 +19,11 @@ pub struct RunConfig {
     /// `[paths] set-id`: let the program make set-uid/set-gid files and
     /// `chown` to other owners (default: never).
     pub allow_set_id: bool,
+    /// The network the program may use: the policy's `[network]` plus
+    /// `--allow-connect`/`--allow-listen` (default: none). The socket
+    /// calls ask it (`connect_allowed`, `listen_allowed`,
+    /// `unix_path_allowed`, `abstract_allowed`); see docs/networking.md.
+    pub network: cabin_policy::net::NetPolicy,
     /// Where to write the statistics JSON (`--stats FILE`), if anywhere.
     pub stats: Option<PathBuf>,
     /// Refuse to run where execute-only code cannot be enforced.

@@ -26,6 +26,8 @@
 //! - [`limits`]: what `[limits]` means (open files, bytes written, file size,
 //!   the memory bound, the words of a hit); [`per_call`]: state kept per
 //!   call number, bounded.
+//! - [`net`]: `[network]`: the addresses, unix socket paths and abstract
+//!   names a program may connect to or listen on (default: none).
 //! - [`trace`]: trace and audit records and their decoder; [`note`]: what the
 //!   syscall service tells the gate about a call (path refusals, limit hits).
 
@@ -38,6 +40,7 @@ pub mod generate;
 pub mod groups;
 pub mod limits;
 pub mod names;
+pub mod net;
 pub mod note;
 pub mod oci;
 pub mod per_call;
@@ -356,6 +359,10 @@ pub struct Policy {
     pub paths: Paths,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[network]` (default: no network). `cabinc run` merges
+    /// `--allow-connect`/`--allow-listen` into it and hands the result to
+    /// the monitor as `RunConfig::network` (docs/networking.md).
+    pub network: net::NetPolicy,
     /// `[env]`.
     pub env: Env,
     /// Things that are allowed but probably not meant (shown by `check`).
@@ -376,6 +383,7 @@ impl Default for Policy {
             rules: Vec::new(),
             paths: Paths::default(),
             limits: Limits::default(),
+            network: net::NetPolicy::default(),
             env: Env::default(),
             warnings: Vec::new(),
         }

@@ -99,6 +99,10 @@ pub struct CallNote {
     pub path: Option<Vec<u8>>,
     /// Set when the path rules refused the call (it returned `EACCES`).
     pub refusal: Option<PathRefusal>,
+    /// Set when the network rules refused the call (it returned `EACCES`):
+    /// the rule as the trace and audit log show it, naming the address
+    /// (`[network] connect 10.0.0.1:80: ...`).
+    pub network: Option<String>,
     /// Set when a write limit stopped the call before it ran (it returned
     /// `EFBIG`, which the program never sees: the gate stops it).
     pub limit: Option<LimitHit>,
