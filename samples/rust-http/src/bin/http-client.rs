@@ -66,7 +66,8 @@ fn main() {
     let Some((auth, path)) = parse_url(&args[1]) else {
         fail(2, &format!("`{}` is not an http:// URL", args[1]));
     };
-    let mut s = TcpStream::connect(auth.as_str()).unwrap_or_else(|e| fail(3, &format!("connect {auth}: {e}")));
+    let mut s =
+        TcpStream::connect(auth.as_str()).unwrap_or_else(|e| fail(3, &format!("connect {auth}: {e}")));
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {auth}\r\nUser-Agent: cabin-http-client\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
