@@ -172,6 +172,7 @@ pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bo
     } as i64)?;
     if let Some(want) = want {
         let mut alen = alen as usize;
+        bound.note_sender(&addr, alen);
         bound.program_name(&mut addr, &mut alen);
         addr_out(mem, a[4], a[5], &addr, alen, want)?;
     }
@@ -312,6 +313,7 @@ pub(super) fn recvmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bou
     let n = host(unsafe { libc::recvmsg(fd, &mut h, flags) } as i64)?;
     let mut alen = if m.name != 0 { h.msg_namelen as usize } else { 0 };
     if m.name != 0 {
+        bound.note_sender(&addr, alen);
         bound.program_name(&mut addr, &mut alen);
         let keep = alen.min(m.namelen as usize).min(ADDR_MAX);
         mem.write(m.name, &addr[..keep])?;

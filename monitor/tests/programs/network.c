@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,7 @@ static void nonblock(void)
     SHOW("accepted FD_CLOEXEC", fcntl(c, F_GETFD));
     char b;
     SHOW("recv nothing yet", recv(c, &b, 1, 0));
+    fcntl(l, F_SETFL, O_NONBLOCK);
     SHOW("accept4 nothing pending", accept4(l, NULL, NULL, SOCK_NONBLOCK));
     close(c);
     close(s);
@@ -323,7 +325,7 @@ static void ipv6(void)
 
 static void unix_kind(int type, const char *name)
 {
-    char path[200];
+    char path[100];
     snprintf(path, sizeof path, "%s/%s.sock", dir, name);
     unlink(path);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
