@@ -24,7 +24,17 @@ use cabin_monitor::RunConfig;
 use cabin_policy::net::{parse_rule, NetPolicy};
 use common::Backend;
 
-on_both_backends!(tcp, nonblocking_connect, epoll_accept_loop, udp, ipv6, unix_sockets, socket_options, not_sockets);
+on_both_backends!(
+    tcp,
+    nonblocking_connect,
+    epoll_accept_loop,
+    udp,
+    ipv6,
+    unix_sockets,
+    socket_options,
+    not_sockets,
+    threads_blocked_in_accept_and_recv_stall_nothing
+);
 
 /// The compiled program and its image, built once.
 fn built() -> Option<&'static (PathBuf, Vec<u8>)> {
@@ -55,8 +65,8 @@ fn has_ipv6() -> bool {
     std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
-/// The policy the confined runs get: connect to both ports, listen on the
-/// first, on 127.0.0.1 and ::1 only.
+/// The policy the confined runs get: connect to both ports, listen on
+/// both, on 127.0.0.1 and ::1 only.
 fn policy(port: u16, other: u16) -> NetPolicy {
     let rule = |s: String| parse_rule(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
     NetPolicy {
@@ -66,7 +76,11 @@ fn policy(port: u16, other: u16) -> NetPolicy {
             rule(format!("[::1]:{port}")),
             rule(format!("[::1]:{other}")),
         ],
-        listen: vec![rule(format!("127.0.0.1:{port}")), rule(format!("[::1]:{port}"))],
+        listen: vec![
+            rule(format!("127.0.0.1:{port}")),
+            rule(format!("[::1]:{port}")),
+            rule(format!("127.0.0.1:{other}")),
+        ],
         ..NetPolicy::default()
     }
 }
@@ -151,4 +165,11 @@ fn socket_options(b: Backend) {
 
 fn not_sockets(b: Backend) {
     matches_native(b, "notsock");
+}
+
+/// One thread blocked in `accept` and one in `recv` (served without the
+/// service lock) while the main thread makes a UDP exchange and ends the
+/// run with `exit`: nothing waits for them.
+fn threads_blocked_in_accept_and_recv_stall_nothing(b: Backend) {
+    matches_native(b, "blocked");
 }
