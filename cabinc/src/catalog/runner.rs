@@ -205,6 +205,12 @@ pub fn run_once(built: &Built, backend: Backend, args: Option<&[String]>, echo: 
             for d in &m.run.allow_write {
                 c.arg("--allow-write").arg(expand(d, &vars, false)?);
             }
+            for r in &m.run.allow_connect {
+                c.arg("--allow-connect").arg(r);
+            }
+            for r in &m.run.allow_listen {
+                c.arg("--allow-listen").arg(r);
+            }
             for e in &env {
                 c.arg("--env").arg(e);
             }
