@@ -259,15 +259,18 @@ impl Addr {
         }
     }
 
-    /// How the address is shown in a refusal, the trace and the audit log.
+    /// How the address is shown in a refusal, the trace and the audit log
+    /// (`trace::record::addr_text`: `127.0.0.1:80`, `unix:/p`, `unix:@name`).
     pub(super) fn describe(&self) -> String {
-        match self {
-            Addr::Inet(sa) => sa.to_string(),
-            Addr::UnixPath(p) => format!("unix:{}", String::from_utf8_lossy(p)),
-            Addr::Abstract(n) => format!("unix:@{}", n.escape_ascii()),
-            Addr::UnixUnnamed => "unix:(unnamed)".into(),
-            Addr::Unspec => "AF_UNSPEC".into(),
-        }
+        use cabin_policy::trace::record::{addr_text, TraceAddr};
+        let t = match self {
+            Addr::Inet(sa) => TraceAddr::Inet(*sa),
+            Addr::UnixPath(p) => TraceAddr::Unix(p.clone()),
+            Addr::Abstract(n) => TraceAddr::Abstract(n.clone()),
+            Addr::UnixUnnamed => TraceAddr::Unnamed,
+            Addr::Unspec => TraceAddr::Family(libc::AF_UNSPEC as u16),
+        };
+        addr_text(&t)
     }
 }
 
@@ -591,7 +594,7 @@ fn listen_key(sa: &SocketAddr) -> SocketAddr {
 /// `listen`: a socket bound to a port the listen rules allow (at `bind`),
 /// or to an ephemeral port (bound with port 0, or not bound: the kernel
 /// picks one now) when the rules allow port 0 on its address.
-pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<String>, Fail> {
+pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<(String, String)>, Fail> {
     match local_name(fd) {
         Some(Addr::Inet(sa)) => {
             let key = listen_key(&sa);
@@ -599,7 +602,8 @@ pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<String>,
             if net.rules.listen_allowed(&key) || net.rules.listen_allowed(&eph) {
                 Ok(None)
             } else {
-                Ok(Some(refusal_rule("listen", &Addr::Inet(sa), "not allowed by the policy's listen rules")))
+                let addr = Addr::Inet(sa);
+                Ok(Some((refusal_rule("listen", &addr, "not allowed by the policy's listen rules"), addr.describe())))
             }
         }
         _ => Ok(None),

@@ -191,13 +191,17 @@ fn every_way_around_the_network_rules_is_refused_and_audited(b: Backend) {
     host.untouched("refused");
     // One `denied` audit record per refusal, each naming the address.
     let log = std::fs::read_to_string(&audit).expect("audit log written");
-    let rules: Vec<String> = log
+    let denied: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
         .filter(|r| r["type"] == "syscall" && r["served"] == "denied")
-        .filter_map(|r| r["rule"].as_str().map(str::to_string))
-        .filter(|r| r.starts_with("[network]"))
+        .filter(|r| r["rule"].as_str().is_some_and(|t| t.starts_with("[network]")))
         .collect();
+    let rules: Vec<String> = denied.iter().filter_map(|r| r["rule"].as_str().map(str::to_string)).collect();
+    // Each record carries the address as its `addr` field too.
+    let first = &denied[0];
+    assert_eq!(first["addr"], format!("127.0.0.1:{}", host.denied), "{first}");
+    assert!(denied.iter().all(|r| r["addr"].is_string()), "{b:?}: a record without addr");
     let refusals = out.lines().filter(|l| l.ends_with("EACCES")).count();
     assert_eq!(rules.len(), refusals, "{b:?}: one record per refusal:\n{}", rules.join("\n"));
     let d = host.denied;
