@@ -311,6 +311,19 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
     if !p.limits.is_empty() {
         parts.push("limits set".into());
     }
+    let n = &p.network;
+    parts.push(if n.is_empty() {
+        "no network".into()
+    } else {
+        format!(
+            "network: {} connect, {} listen, {} unix, {} abstract rules{}",
+            n.connect.len(),
+            n.listen.len(),
+            n.unix.len(),
+            n.abstract_names.len(),
+            n.resolver.map(|r| format!(", resolver {r}")).unwrap_or_default()
+        )
+    });
     if with_probes {
         let probes = probe::probes(&p);
         let mut failed = 0;
@@ -356,6 +369,7 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
                     .chain(&p.paths.write)
                     .filter(|d| std::fs::metadata(d).is_ok_and(|m| !m.is_dir()))
                     .collect::<Vec<_>>(),
+                "network": network_json(&p.network),
                 "probes": with_probes.then(|| probe::probes(&p).len()),
                 "warnings": p.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "summary": parts.join(", "),
@@ -363,6 +377,18 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[network]` as JSON: the same strings as the policy file.
+fn network_json(n: &NetPolicy) -> serde_json::Value {
+    let rules = |v: &[NetRule]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    serde_json::json!({
+        "connect": rules(&n.connect),
+        "listen": rules(&n.listen),
+        "unix": n.unix,
+        "abstract": n.abstract_names.iter().map(|a| policy::net::abstract_text(a)).collect::<Vec<_>>(),
+        "resolver": n.resolver.map(|r| r.to_string()),
+    })
 }
 
 /// Writes `text` to `out` atomically (or to stdout for `-`).
@@ -409,8 +435,14 @@ fn import(profile: &Path, out: &Path) -> Result<ExitCode> {
             name
         )
     })?;
-    let header =
-        vec![format!("Imported by `cabinc policy import --from oci-seccomp` from {name}."), String::new()];
+    let header = vec![
+        format!("Imported by `cabinc policy import --from oci-seccomp` from {name}."),
+        "No [network]: an OCI seccomp profile has no network allow-list, so this policy allows no network;"
+            .to_string(),
+        "add a [network] section or run with --allow-connect/--allow-listen (docs/networking.md)."
+            .to_string(),
+        String::new(),
+    ];
     emit_with_report(&p, header, &report.to_text(), out)
 }
 
@@ -436,4 +468,52 @@ fn generate(trace: &Path, out: &Path) -> Result<ExitCode> {
         String::new(),
     ];
     emit_with_report(&p, header, &report.to_text(), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: RunPolicyArgs,
+    }
+
+    fn prepare(args: &[&str]) -> RunPolicy {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).expect("flags parse");
+        t.a.prepare(Path::new("x.cabin"), &[], &[], &[], crate::Format::Text).expect("prepare")
+    }
+
+    /// `--allow-connect`/`--allow-listen` reach the monitor's
+    /// `RunConfig::network` with no policy, and add to the policy's
+    /// `[network]` with one (like `--allow-read` adds to `[paths]`).
+    #[test]
+    fn network_flags_merge_with_the_policy_file() {
+        let none = prepare(&[]);
+        assert!(none.network.is_empty(), "default: no network");
+        let flags = prepare(&["--allow-connect", "127.0.0.1:8080", "--allow-listen", "[::1]:*"]);
+        assert!(flags.network.connect_allowed(&"127.0.0.1:8080".parse().expect("addr")));
+        assert!(flags.network.listen_allowed(&"[::1]:0".parse().expect("addr")));
+        assert!(!flags.network.connect_allowed(&"127.0.0.1:8081".parse().expect("addr")));
+
+        let dir = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "version = 1\n[network]\nconnect = [\"10.0.0.0/8:443\"]\nunix = [\"/run/a.sock\"]\nresolver = \"127.0.0.53\"\n",
+        )
+        .expect("policy");
+        let f = file.to_str().expect("utf-8");
+        let both = prepare(&["--policy", f, "--allow-connect", "127.0.0.1:8080"]);
+        let n = &both.network;
+        for a in ["10.1.1.1:443", "127.0.0.1:8080", "127.0.0.53:53"] {
+            assert!(n.connect_allowed(&a.parse().expect("addr")), "{a}");
+        }
+        assert!(n.unix_path_allowed(Path::new("/run/a.sock")));
+        assert_eq!(both.gate.policy.as_ref().map(|p| &p.network), Some(n), "the gate sees the same rules");
+        assert!(T::try_parse_from(["t", "--allow-connect", "example.com:80"]).is_err());
+    }
 }

@@ -364,6 +364,7 @@ impl Gate {
             rec.time_ns = self.now().saturating_sub(rec.duration_ns);
             rec.site = t.site;
             rec.path = note.path.as_deref().map(path_text);
+            rec.addr = note.addr;
             if self.path_hint {
                 self.path_hint = false;
                 self.say(format!(
@@ -389,6 +390,7 @@ impl Gate {
             rec.complain = t.complain.is_some();
             rec.rule = t.complain;
             rec.path = note.path.as_deref().map(path_text);
+            rec.addr = note.addr;
             self.tracer.syscall(&rec);
         }
         None

@@ -38,6 +38,9 @@ fn test_policy_parses_with_every_section() {
     assert_eq!(p.limits.memory, Some(256 << 20));
     assert_eq!(p.limits.open_files, Some(64));
     assert_eq!(p.limits.cpu_time, Some(std::time::Duration::from_secs(10)));
+    assert_eq!((p.network.connect.len(), p.network.listen.len()), (3, 2));
+    assert!(p.network.connect_allowed(&"[::ffff:10.9.8.7]:443".parse().expect("address")));
+    assert_eq!(p.network.resolver(), Some("127.0.0.53:53".parse().expect("address")));
     assert_eq!(p.limits.wall_time, Some(std::time::Duration::from_secs(60)));
     assert_eq!(p.limits.bytes_written, Some(1 << 30));
     assert_eq!(p.limits.file_size, Some(1 << 20));

@@ -217,6 +217,7 @@ pub fn explain(p: &Policy) -> String {
             "Set-id: the program may make set-uid/set-gid files and give files to other owners ([paths] set-id)."
         );
     }
+    network(&mut o, &p.network);
     let l = &p.limits;
     if l.is_empty() {
         let _ = writeln!(
@@ -313,6 +314,41 @@ impl Policy {
             Decision::Kill => Action::Kill,
             Decision::Complain(a) => a,
         }
+    }
+}
+
+/// The `Network:` paragraph.
+fn network(o: &mut String, n: &crate::net::NetPolicy) {
+    if n.is_empty() {
+        let _ = writeln!(
+            o,
+            "Network: none (add [network] connect/listen/unix/abstract/resolver, or --allow-connect/--allow-listen)."
+        );
+        return;
+    }
+    let _ =
+        writeln!(o, "Network (nothing else; IPv4 written as IPv6, e.g. ::ffff:a.b.c.d, is matched as IPv4):");
+    let at = |l: crate::Loc| {
+        if l.line == 0 {
+            " (command line)".to_string()
+        } else {
+            format!(" (line {})", l.line)
+        }
+    };
+    for r in &n.connect {
+        let _ = writeln!(o, "  connect to:        {r}{}", at(r.loc));
+    }
+    if let Some(r) = n.resolver {
+        let _ = writeln!(o, "  DNS resolver:      {r} (connect over UDP and TCP)");
+    }
+    for r in &n.listen {
+        let _ = writeln!(o, "  listen on:         {r}{}", at(r.loc));
+    }
+    for u in &n.unix {
+        let _ = writeln!(o, "  unix socket:       {}", u.display());
+    }
+    for a in &n.abstract_names {
+        let _ = writeln!(o, "  abstract socket:   @{}", crate::net::abstract_text(a));
     }
 }
 

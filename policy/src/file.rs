@@ -15,6 +15,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
+use super::net::{self, NetPolicy};
 use super::{
     errno, groups, names, Action, Cond, Entry, Env, Limits, ListEntry, Loc, Mode, Op, Paths, Policy, Rule,
     DEFAULT_DENY_ERRNO, DEFAULT_ERRNO, VERSION,
@@ -111,6 +112,7 @@ struct RawPolicy {
     rule: Vec<Spanned<RawRule>>,
     paths: Option<RawPaths>,
     limits: Option<RawLimits>,
+    network: Option<RawNetwork>,
     env: Option<RawEnv>,
 }
 
@@ -219,6 +221,20 @@ struct RawLimits {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNetwork {
+    #[serde(default)]
+    connect: Vec<Spanned<String>>,
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    unix: Vec<Spanned<String>>,
+    #[serde(default, rename = "abstract")]
+    abstract_names: Vec<Spanned<String>>,
+    resolver: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawEnv {
     #[serde(default)]
     set: BTreeMap<String, Spanned<String>>,
@@ -320,6 +336,9 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
             bytes_written: opt(&l.bytes_written, |v| check_size(&cx, v))?,
             file_size: opt(&l.file_size, |v| check_size(&cx, v))?,
         };
+    }
+    if let Some(n) = raw.network {
+        p.network = check_network(&cx, &n)?;
     }
     if let Some(env) = raw.env {
         let mut e = Env::default();
@@ -613,6 +632,31 @@ fn check_paths(cx: &Ctx<'_>, list: &[Spanned<String>]) -> Result<Vec<PathBuf>, P
         .collect()
 }
 
+fn check_network(cx: &Ctx<'_>, n: &RawNetwork) -> Result<NetPolicy, PolicyError> {
+    let rule_err = |span: &Range<usize>, e: net::RuleError| cx.err(span, e.message, e.help);
+    let rules = |list: &[Spanned<String>]| -> Result<Vec<net::NetRule>, PolicyError> {
+        list.iter()
+            .map(|r| {
+                let mut rule = net::parse_rule(r.get_ref()).map_err(|e| rule_err(&r.span(), e))?;
+                rule.loc = cx.loc(&r.span());
+                Ok(rule)
+            })
+            .collect()
+    };
+    let mut out =
+        NetPolicy { connect: rules(&n.connect)?, listen: rules(&n.listen)?, ..NetPolicy::default() };
+    for u in &n.unix {
+        out.unix.push(net::parse_unix_path(u.get_ref()).map_err(|e| rule_err(&u.span(), e))?);
+    }
+    for a in &n.abstract_names {
+        out.abstract_names.push(net::parse_abstract(a.get_ref()).map_err(|e| rule_err(&a.span(), e))?);
+    }
+    if let Some(r) = &n.resolver {
+        out.resolver = Some(net::parse_resolver(r.get_ref()).map_err(|e| rule_err(&r.span(), e))?);
+    }
+    Ok(out)
+}
+
 /// `"512M"`, `"2GiB"`, `"4096"`, `1048576` → bytes.
 pub fn parse_size(t: &str) -> Option<u64> {
     let t = t.trim();
@@ -710,6 +754,17 @@ fn warnings(p: &Policy) -> Vec<String> {
                 names::display(r.nr),
                 earlier.loc.line
             ));
+        }
+    }
+    for (what, rules) in [("connect", &p.network.connect), ("listen", &p.network.listen)] {
+        for r in rules.iter() {
+            if r.net.prefix == 0 {
+                w.push(format!(
+                    "line {}: [network] {what} `{r}` allows every {} address",
+                    r.loc.line,
+                    if r.net.addr.is_ipv4() { "IPv4" } else { "IPv6" }
+                ));
+            }
         }
     }
     w

@@ -21,6 +21,11 @@
 //! cannot be granted alone (a relative path, a symlink, gone since the run)
 //! falls back to its directory, and the report names the files behind each
 //! such grant.
+//!
+//! `[network]` comes from the `addr` field of socket-call records
+//! (`NetUse::add` says which calls grant what): exact addresses and
+//! ports, never a block, and no resolver (the resolver's address is a
+//! `connect` rule like any other).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -77,6 +82,11 @@ pub struct GenerateReport {
     pub files: BTreeMap<PathBuf, BTreeSet<String>>,
     /// Files granted alone (read or write), not their directory.
     pub file_grants: BTreeSet<PathBuf>,
+    /// `[network]` entries granted although the recorded run was refused
+    /// them (`connect 10.0.0.1:80`).
+    pub net_were_refused: BTreeSet<String>,
+    /// Socket addresses not granted, with why.
+    pub net_not_granted: BTreeSet<String>,
 }
 
 /// What a path names on the host, for [`from_trace_with`].
@@ -147,6 +157,15 @@ impl GenerateReport {
                 "not granted: the calls on {} failed in the recorded run\n",
                 self.not_granted.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
+        }
+        if !self.net_were_refused.is_empty() {
+            s.push_str(&format!(
+                "[network] granted although refused in the recorded run: {}\n",
+                self.net_were_refused.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for n in &self.net_not_granted {
+            s.push_str(&format!("[network] not granted: {n}\n"));
         }
         if !self.out_of_range.is_empty() {
             s.push_str(&format!(
@@ -239,6 +258,7 @@ pub fn from_trace_with(
     let mut write_dirs = BTreeSet::new();
     let mut read_files = BTreeSet::new();
     let mut write_files = BTreeSet::new();
+    let mut net = NetUse::default();
     for (i, line) in jsonl.lines().enumerate() {
         let line_no = i + 1;
         if line.trim().is_empty() {
@@ -297,6 +317,9 @@ pub fn from_trace_with(
         }
         if v.get("complain").and_then(Value::as_bool) == Some(true) {
             rep.were_refused.insert(name.clone());
+        }
+        if let Some(a) = v.get("addr").and_then(Value::as_str) {
+            net.add(&name, a, &v, &mut rep);
         }
         // An empty path names the descriptor (AT_EMPTY_PATH), not a place.
         if let Some(p) = v.get("path").and_then(Value::as_str).filter(|p| !p.is_empty()) {
@@ -367,9 +390,124 @@ pub fn from_trace_with(
             .map(|nr| ListEntry { entry: Entry::Syscall(nr), loc: Loc::default() })
             .collect(),
         paths: Paths { read, write, set_id: false },
+        network: net.finish(),
         ..Policy::default()
     };
     Ok((p, rep))
+}
+
+/// The socket addresses a run used (`addr` of its socket-call records).
+#[derive(Default)]
+struct NetUse {
+    connect: BTreeSet<String>,
+    listen: BTreeSet<String>,
+    unix: BTreeSet<PathBuf>,
+    abstract_names: BTreeSet<Vec<u8>>,
+}
+
+impl NetUse {
+    /// Records the address of one socket call. Calls that send or connect
+    /// grant `connect`, `bind` grants `listen` (port 0: `ADDR:*`); peers
+    /// that `accept`/`recvfrom` returned grant nothing. Calls refused by
+    /// the policy (the usual first trace: no network by default) and calls
+    /// that failed after using the address (ECONNREFUSED, EINPROGRESS, …)
+    /// are granted; calls whose address itself was bad are not.
+    fn add(&mut self, call: &str, text: &str, v: &Value, rep: &mut GenerateReport) {
+        use crate::net::{self, normalize_ip};
+        use crate::trace::record::{parse_addr_text, TraceAddr};
+        let listen = match call {
+            "connect" | "sendto" | "sendmsg" | "sendmmsg" => false,
+            "bind" => true,
+            _ => return,
+        };
+        let ret = v.get("ret").and_then(parse_hex).map(|r| r as i64).unwrap_or(0);
+        // EBADF, EFAULT, EINVAL, ENOTSOCK, EAFNOSUPPORT: the address was not used.
+        if matches!(-ret, 9 | 14 | 22 | 88 | 97) {
+            rep.net_not_granted.insert(format!("{call} {text}: the call failed before using the address"));
+            return;
+        }
+        let refused = matches!(v.get("served").and_then(Value::as_str), Some("denied" | "killed"))
+            || v.get("complain").and_then(Value::as_bool) == Some(true);
+        let key = match parse_addr_text(text) {
+            Some(TraceAddr::Inet(sa)) => {
+                if let std::net::SocketAddr::V6(v6) = sa {
+                    if v6.scope_id() != 0 {
+                        rep.net_not_granted.insert(format!(
+                            "{call} {text}: an IPv6 zone id cannot be granted (docs/networking.md)"
+                        ));
+                        return;
+                    }
+                }
+                let ip = normalize_ip(sa.ip());
+                let host = if ip.is_ipv4() { ip.to_string() } else { format!("[{ip}]") };
+                let rule = match sa.port() {
+                    0 if listen => format!("{host}:*"),
+                    0 => {
+                        rep.net_not_granted.insert(format!("{call} {text}: port 0"));
+                        return;
+                    }
+                    p => format!("{host}:{p}"),
+                };
+                if listen {
+                    self.listen.insert(rule.clone());
+                } else {
+                    self.connect.insert(rule.clone());
+                }
+                rule
+            }
+            Some(TraceAddr::Unix(p)) => {
+                let p = String::from_utf8_lossy(&p).into_owned();
+                if p.contains('\\') {
+                    rep.net_not_granted
+                        .insert(format!("{call} {text}: an escaped or cut name (name it yourself)"));
+                    return;
+                }
+                match net::parse_unix_path(&p) {
+                    Ok(path) => {
+                        self.unix.insert(path);
+                    }
+                    Err(e) => {
+                        rep.net_not_granted.insert(format!("{call} {text}: {}", e.message));
+                        return;
+                    }
+                }
+                text.to_string()
+            }
+            Some(TraceAddr::Abstract(n)) => {
+                let n = String::from_utf8_lossy(&n).into_owned();
+                match net::parse_abstract(&n) {
+                    Ok(name) if !n.contains("...(+") => {
+                        self.abstract_names.insert(name);
+                    }
+                    _ => {
+                        rep.net_not_granted.insert(format!("{call} {text}: a cut or malformed name"));
+                        return;
+                    }
+                }
+                text.to_string()
+            }
+            Some(TraceAddr::Unnamed) => return,
+            Some(TraceAddr::Family(_)) | None => {
+                rep.net_not_granted.insert(format!("{call} {text}: not an address [network] can name"));
+                return;
+            }
+        };
+        if refused {
+            rep.net_were_refused.insert(format!("{} {key}", if listen { "listen" } else { "connect" }));
+        }
+    }
+
+    fn finish(self) -> crate::net::NetPolicy {
+        let rules =
+            |set: BTreeSet<String>| set.iter().filter_map(|r| crate::net::parse_rule(r).ok()).collect();
+        crate::net::NetPolicy {
+            connect: rules(self.connect),
+            listen: rules(self.listen),
+            unix: self.unix.into_iter().collect(),
+            abstract_names: self.abstract_names.into_iter().collect(),
+            resolver: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -463,5 +601,57 @@ mod tests {
         assert!(rep.files[Path::new("/etc")].contains("/etc/localtime"));
         let text = rep.to_text();
         assert!(text.contains("granted as files (only those objects"), "{text}");
+    }
+
+    fn net_rec(name: &str, ret: i64, served: &str, addr: &str) -> String {
+        let nr = names::number(name).expect("known call");
+        format!(
+            "{{\"type\":\"syscall\",\"nr\":{nr},\"name\":\"{name}\",\"args\":[\"0x3\",\"0x1000\",\"0x10\"],\
+             \"ret\":\"{:#x}\",\"served\":\"{served}\",\"addr\":{}}}",
+            ret as u64,
+            serde_json::Value::String(addr.into())
+        )
+    }
+
+    /// `[network]` from the `addr` of socket calls: connects and sends grant
+    /// `connect` (IPv4-mapped written as IPv4, refused ones too: the first
+    /// trace runs with no network), binds grant `listen` (port 0: `*`),
+    /// accepted peers and bad addresses nothing.
+    #[test]
+    fn network_from_socket_addresses() {
+        let lines = [
+            net_rec("connect", -13, "denied", "127.0.0.1:8080"),
+            net_rec("connect", -115, "forwarded", "[::ffff:10.0.0.1]:443"),
+            net_rec("sendto", 12, "forwarded", "[::1]:53"),
+            net_rec("connect", -111, "forwarded", "127.0.0.1:8080"),
+            net_rec("bind", 0, "forwarded", "0.0.0.0:0"),
+            net_rec("bind", 0, "forwarded", "[::]:9000"),
+            net_rec("accept4", 5, "forwarded", "127.0.0.1:40000"),
+            net_rec("connect", -22, "forwarded", "127.0.0.9:1"),
+            net_rec("connect", 0, "forwarded", "[fe80::1%2]:80"),
+            net_rec("connect", 0, "forwarded", "unix:/run/app.sock"),
+            net_rec("connect", 0, "forwarded", "unix:relative.sock"),
+            net_rec("bind", 0, "forwarded", "unix:@bus\\x00x"),
+            net_rec("bind", 0, "forwarded", "unix:"),
+            net_rec("sendto", 0, "forwarded", "family:16"),
+        ];
+        let (p, rep) = from_trace_with("t", &lines.join("\n"), &|_| PathKind::Other).expect("generates");
+        let n = &p.network;
+        let shown = |v: &[crate::net::NetRule]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(&n.connect), ["10.0.0.1:443", "127.0.0.1:8080", "[::1]:53"]);
+        assert_eq!(shown(&n.listen), ["0.0.0.0:*", "[::]:9000"]);
+        assert_eq!(n.unix, [PathBuf::from("/run/app.sock")]);
+        assert_eq!(n.abstract_names, [b"bus\0x".to_vec()]);
+        assert!(rep.net_were_refused.contains("connect 127.0.0.1:8080"), "{rep:?}");
+        let not = rep.net_not_granted.iter().cloned().collect::<Vec<_>>().join("\n");
+        for s in ["127.0.0.9:1", "fe80::1%2", "relative.sock", "family:16"] {
+            assert!(not.contains(s), "{s}: {not}");
+        }
+        assert!(!not.contains("40000"), "{not}");
+        // The written policy reads back with the same network.
+        let text = crate::render::to_toml(&p, &[]);
+        let again = Policy::parse("g.toml", &text).expect("parses back");
+        assert_eq!(shown(&again.network.connect), shown(&n.connect), "{text}");
+        assert_eq!(again.network.abstract_names, n.abstract_names, "{text}");
     }
 }

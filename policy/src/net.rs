@@ -227,6 +227,12 @@ pub fn parse_rule(text: &str) -> Result<NetRule, RuleError> {
     let addr: IpAddr = match addr_part.parse() {
         Ok(a) => a,
         Err(_) if looks_like_host(addr_part) => return Err(host_err(&shown, addr_part)),
+        Err(_) if addr_part == "*" => return Err(e(
+            "`*` is not an address",
+            Some(
+                "write 0.0.0.0/0 for every IPv4 address or [::]/0 for every IPv6 one, e.g. \"0.0.0.0/0:443\"",
+            ),
+        )),
         Err(_) => return Err(e(&format!("`{addr_part}` is not an IP address"), Some(SYNTAX_HELP))),
     };
     let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -409,6 +415,102 @@ pub fn normalize_unix_path(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+const UNIX_HELP: &str = "write the socket's absolute path, e.g. \"/run/app/app.sock\"";
+
+/// Checks one `[network] unix` entry: an absolute path of at most
+/// [`SUN_PATH_MAX`] bytes without `..` or NUL, returned normalised.
+pub fn parse_unix_path(text: &str) -> Result<PathBuf, RuleError> {
+    let shown: String = text.chars().take(RULE_MAX).collect();
+    let e = |what: &str| RuleError {
+        message: format!("bad unix socket path `{shown}`: {what}"),
+        help: Some(UNIX_HELP.to_string()),
+    };
+    if text.contains('\0') {
+        return Err(e("a NUL byte (abstract names go in `abstract`)"));
+    }
+    if text.len() > SUN_PATH_MAX {
+        return Err(e(&format!("longer than a socket address can hold ({SUN_PATH_MAX} bytes)")));
+    }
+    let p = Path::new(text);
+    if !p.is_absolute() {
+        return Err(e("not absolute"));
+    }
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(e("`..` (name the socket itself: paths are matched exactly)"));
+    }
+    if text.ends_with('/') {
+        return Err(e("ends with `/`: a socket is not a directory"));
+    }
+    normalize_unix_path(p).ok_or_else(|| e("not a socket path"))
+}
+
+/// Checks one `[network] abstract` entry: the name without the leading
+/// NUL, 1 to [`SUN_PATH_MAX`] bytes; `\\` is a backslash and `\xNN` any
+/// byte (NUL included).
+pub fn parse_abstract(text: &str) -> Result<Vec<u8>, RuleError> {
+    let shown: String = text.chars().take(RULE_MAX).collect();
+    let e = |what: &str| RuleError {
+        message: format!("bad abstract socket name `{shown}`: {what}"),
+        help: Some(
+            "write the name without its leading NUL (and without ss's `@`); `\\xNN` for other bytes"
+                .to_string(),
+        ),
+    };
+    let mut out = Vec::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if out.len() > SUN_PATH_MAX {
+            break;
+        }
+        if b[i] == b'\\' {
+            match b.get(i + 1) {
+                Some(b'\\') => {
+                    out.push(b'\\');
+                    i += 2;
+                }
+                Some(b'x') => {
+                    let hex = b.get(i + 2..i + 4).and_then(|h| std::str::from_utf8(h).ok());
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(v) => out.push(v),
+                        None => return Err(e("`\\x` needs two hex digits")),
+                    }
+                    i += 4;
+                }
+                _ => return Err(e("unknown escape (use `\\\\` or `\\xNN`)")),
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    if out.is_empty() {
+        return Err(e("empty (autobind names cannot be allowed in advance)"));
+    }
+    if out.len() > SUN_PATH_MAX {
+        return Err(e(&format!("longer than a socket address can hold ({SUN_PATH_MAX} bytes)")));
+    }
+    Ok(out)
+}
+
+/// An abstract name as a policy file writes it (the inverse of [`parse_abstract`]).
+pub fn abstract_text(name: &[u8]) -> String {
+    let mut s = String::new();
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => s.push_str(&format!("\\x{:02x}", c as u32)),
+                c => s.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
+}
+
 /// The network a confined program may use. `Default`: none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetPolicy {
@@ -456,7 +558,7 @@ impl NetPolicy {
     /// resolved by the monitor)? Exact match after lexical normalisation.
     pub fn unix_path_allowed(&self, path: &Path) -> bool {
         match normalize_unix_path(path) {
-            Some(p) => self.unix.iter().any(|u| *u == p),
+            Some(p) => self.unix.contains(&p),
             None => false,
         }
     }
@@ -596,5 +698,293 @@ mod tests {
         assert!(!p.listen_allowed(&sa("127.0.0.53:53")));
         p.resolver = Some(parse_resolver("[::1]:5353").expect("resolver"));
         assert!(p.connect_allowed(&sa("[::1]:5353")));
+    }
+
+    fn err(rule: &str) -> String {
+        match parse_rule(rule) {
+            Ok(r) => panic!("`{rule}` parsed as {r}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn rules_parse_and_print_back() {
+        for (text, shown) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("10.0.0.0/8:443", "10.0.0.0/8:443"),
+            ("[::1]:1000-2000", "[::1]:1000-2000"),
+            ("[fd00::]/8:*", "[fd00::]/8:*"),
+            ("[fd00::/8]:53", "[fd00::]/8:53"),
+            ("0.0.0.0/0:1-65535", "0.0.0.0/0:1-65535"),
+            (" 127.0.0.1:80 ", "127.0.0.1:80"),
+            ("[::]/80:1", "[::]/80:1"),
+        ] {
+            let r = parse_rule(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(r.to_string(), shown);
+            assert_eq!(parse_rule(&r.to_string()), Ok(r), "round trip of {text}");
+        }
+    }
+
+    #[test]
+    fn hostile_rules_are_refused_with_the_entry_named() {
+        for (rule, says) in [
+            ("example.com:80", "host name"),
+            ("localhost:80", "host name"),
+            ("127.0.0.1:0", "port 0"),
+            ("127.0.0.1:65536", "above 65535"),
+            ("127.0.0.1:99999999999999999999", "not a number"),
+            ("127.0.0.1:2000-1000", "reversed"),
+            ("127.0.0.1:-", "not a number"),
+            ("127.0.0.1", "no port"),
+            ("10.0.0.0/33:80", "longer than the address"),
+            ("10.0.0.0/255:80", "longer than the address"),
+            ("10.0.0.0/99999999999999:80", "not a number"),
+            ("[::]/129:80", "longer than the address"),
+            ("10.0.0.1/8:80", "bits set after the prefix"),
+            ("::1:80", "needs brackets"),
+            ("[::1]", "no port"),
+            ("[::1:80", "without `]`"),
+            ("[fe80::1%eth0]:80", "zone"),
+            ("[fe80::1%2]:80", "zone"),
+            ("[::ffff:127.0.0.1]:80", "write the IPv4 address"),
+            ("[::ffff:0:0]/96:80", "write the IPv4 address"),
+            ("[64:ff9b::10.0.0.1]:80", "write the IPv4 address"),
+            ("[::10.0.0.1]:80", "write the IPv4 address"),
+            ("[::1]/8:80", "bits set"),
+            ("", "empty"),
+            ("1.2.3.4/8/8:80", "not a number"),
+            ("*:80", "`*` is not an address"),
+            ("127.1:80", "not an IP address"),
+            ("010.0.0.1:80", "not an IP address"),
+        ] {
+            let e = err(rule);
+            assert!(e.contains(says), "`{rule}`: {e}");
+            assert!(e.contains("bad network rule"), "`{rule}`: {e}");
+        }
+        let long = format!("{}:80", "1".repeat(100_000));
+        assert!(err(&long).contains("too long"));
+        assert!(err(&long).len() < 1000, "the message stays short");
+        // Any byte soup is an error, never a panic.
+        for s in ["[", "]", "[]:", ":", "/:", "[/]:1", "[::]/:1", "\u{0}:1", "é:1", "1.2.3.4:\u{660}"] {
+            let _ = parse_rule(s);
+        }
+    }
+
+    #[test]
+    fn resolver_forms() {
+        assert_eq!(parse_resolver("10.0.0.2:5353"), Ok(sa("10.0.0.2:5353")));
+        assert_eq!(parse_resolver("[::1]"), Ok(sa("[::1]:53")));
+        assert_eq!(parse_resolver("::1"), Ok(sa("[::1]:53")));
+        for (bad, says) in [
+            ("dns.google", "host name"),
+            ("dns.google:53", "host name"),
+            ("10.0.0.0/8", "not a block"),
+            ("1.1.1.1:0", "port 0"),
+            ("[fe80::1%2]:53", "zone"),
+            ("", "not an address"),
+        ] {
+            let e = parse_resolver(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "`{bad}`: {e}");
+        }
+    }
+
+    #[test]
+    fn unix_paths_match_exactly() {
+        let p = NetPolicy {
+            unix: vec![parse_unix_path("/run//app/./app.sock").expect("path")],
+            ..NetPolicy::default()
+        };
+        assert_eq!(p.unix, vec![PathBuf::from("/run/app/app.sock")]);
+        assert!(p.unix_path_allowed(Path::new("/run/app/app.sock")));
+        assert!(p.unix_path_allowed(Path::new("//run/app/./app.sock")));
+        assert!(!p.unix_path_allowed(Path::new("/run/app")));
+        assert!(!p.unix_path_allowed(Path::new("/run/app/other.sock")));
+        assert!(!p.unix_path_allowed(Path::new("/run/docker.sock")));
+        assert!(
+            !p.unix_path_allowed(Path::new("/run/app/x/../app.sock")),
+            ".. is for the monitor to resolve"
+        );
+        assert!(!p.unix_path_allowed(Path::new("run/app/app.sock")), "relative");
+        assert!(!p.unix_path_allowed(Path::new("/run/app/app.sock\0")));
+        for (bad, says) in [
+            ("run/x.sock", "not absolute"),
+            ("/run/../x.sock", "`..`"),
+            ("/run/x/", "ends with"),
+            ("/run/\0x", "NUL"),
+            ("", "not absolute"),
+        ] {
+            let e = parse_unix_path(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "`{bad}`: {e}");
+        }
+        let long = format!("/{}", "a".repeat(200));
+        assert!(parse_unix_path(&long).expect_err("long").to_string().contains("longer"));
+    }
+
+    #[test]
+    fn abstract_names_match_byte_for_byte() {
+        let name = parse_abstract("app\\x00x\\\\y").expect("name");
+        assert_eq!(name, b"app\0x\\y");
+        assert_eq!(abstract_text(&name), "app\\x00x\\\\y");
+        let p = NetPolicy { abstract_names: vec![name.clone()], ..NetPolicy::default() };
+        assert!(p.abstract_allowed(&name));
+        assert!(!p.abstract_allowed(b"app"));
+        assert!(!p.abstract_allowed(b"app\0x\\y\0"));
+        assert!(!p.abstract_allowed(b""));
+        for (bad, says) in
+            [("", "empty"), ("a\\q", "unknown escape"), ("a\\x4", "two hex"), ("a\\xzz", "two hex")]
+        {
+            let e = parse_abstract(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "`{bad}`: {e}");
+        }
+        assert!(parse_abstract(&"a".repeat(108)).is_err());
+        assert!(parse_abstract(&"a".repeat(107)).is_ok());
+        assert!(parse_abstract(&"é".repeat(100_000)).is_err());
+    }
+
+    #[test]
+    fn policy_file_network_section() {
+        let text = r#"version = 1
+
+[network]
+connect = ["127.0.0.1:8080", "10.0.0.0/8:443", "[::1]:1000-2000"]
+listen = ["0.0.0.0:8080"]
+unix = ["/run/app.sock"]
+abstract = ["app-bus"]
+resolver = "127.0.0.53"
+"#;
+        let p = crate::Policy::parse("t.toml", text).expect("parses");
+        let n = &p.network;
+        assert_eq!(n.connect.len(), 3);
+        assert_eq!(n.connect[1].loc.line, 4);
+        assert!(n.connect_allowed(&sa("10.1.2.3:443")));
+        assert!(n.connect_allowed(&sa("[::ffff:10.1.2.3]:443")));
+        assert!(n.listen_allowed(&sa("0.0.0.0:8080")));
+        assert!(n.unix_path_allowed(Path::new("/run/app.sock")));
+        assert!(n.abstract_allowed(b"app-bus"));
+        assert_eq!(n.resolver(), Some(sa("127.0.0.53:53")));
+        // Written back, it reads the same.
+        let again = crate::Policy::parse("t2.toml", &crate::render::to_toml(&p, &[])).expect("round trip");
+        assert_eq!(
+            again.network.connect.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            n.connect.iter().map(|r| r.to_string()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            (&again.network.unix, &again.network.abstract_names, again.network.resolver),
+            (&n.unix, &n.abstract_names, n.resolver)
+        );
+    }
+
+    #[test]
+    fn policy_file_errors_name_the_line_and_entry() {
+        for (body, line, says) in [
+            ("connect = [\n  \"127.0.0.1:80\",\n  \"example.com:443\",\n]", 5, "`example.com:443`"),
+            ("listen = [\"10.0.0.0/33:80\"]", 3, "`10.0.0.0/33:80`"),
+            ("connect = [\"127.0.0.1:0\"]", 3, "port 0"),
+            ("unix = [\"relative.sock\"]", 3, "not absolute"),
+            ("abstract = [\"\"]", 3, "empty"),
+            ("resolver = \"dns.example\"", 3, "host name"),
+            ("bogus = 1", 3, "unknown field"),
+        ] {
+            let text = format!("version = 1\n[network]\n{body}\n");
+            let e = crate::Policy::parse("p.toml", &text).expect_err(body);
+            let msg = e.to_string();
+            assert_eq!(e.position().map(|p| p.0), Some(line), "{body}: {msg}");
+            assert!(msg.starts_with(&format!("p.toml:{line}:")), "{msg}");
+            assert!(msg.contains(says), "{body}: {msg}");
+        }
+    }
+
+    #[test]
+    fn everywhere_is_warned_about() {
+        let p = crate::Policy::parse("p.toml", "version = 1\n[network]\nconnect = [\"0.0.0.0/0:*\"]\n")
+            .expect("ok");
+        assert!(p.warnings.iter().any(|w| w.contains("every IPv4 address")), "{:?}", p.warnings);
+    }
+
+    /// A small deterministic generator (no timing, no external crate).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Hostile text never panics any parser: byte soup built from the
+    /// characters the syntax uses, and mutations of valid rules.
+    #[test]
+    fn parsers_never_panic_on_hostile_text() {
+        let alphabet: Vec<char> = "0123456789abcdefABCDEFxX:.[]/-*%@\\ \u{0}é\u{660}ffff".chars().collect();
+        let seeds = ["127.0.0.1:80", "[::ffff:10.0.0.1]/128:1-2", "10.0.0.0/8:*", "\\x00ab", "/run/a.sock"];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..20_000 {
+            let text: String = if i % 2 == 0 {
+                let n = (rng.next() % 40) as usize;
+                (0..n).map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize]).collect()
+            } else {
+                let mut t: Vec<char> = seeds[i % seeds.len()].chars().collect();
+                for _ in 0..1 + rng.next() % 3 {
+                    let at = (rng.next() % (t.len() as u64 + 1)) as usize;
+                    let c = alphabet[(rng.next() % alphabet.len() as u64) as usize];
+                    match rng.next() % 3 {
+                        0 if at < t.len() => t[at] = c,
+                        1 if at < t.len() => {
+                            t.remove(at);
+                        }
+                        _ => t.insert(at, c),
+                    }
+                }
+                t.into_iter().collect()
+            };
+            if let Ok(r) = parse_rule(&text) {
+                // What parses prints back to itself, and is never in an
+                // IPv4-carrying range.
+                assert_eq!(parse_rule(&r.to_string()), Ok(r), "{text:?}");
+                if let IpAddr::V6(a) = r.net.addr {
+                    assert!(r.net.prefix < 96 || embeds_ipv4(&a).is_none(), "{text:?}");
+                }
+            }
+            let _ = parse_resolver(&text);
+            if let Ok(n) = parse_abstract(&text) {
+                assert_eq!(parse_abstract(&abstract_text(&n)), Ok(n), "{text:?}");
+            }
+            if let Ok(p) = parse_unix_path(&text) {
+                assert_eq!(normalize_unix_path(&p), Some(p.clone()), "{text:?}");
+            }
+        }
+    }
+
+    /// For every IPv4 address and rule, its three IPv6 spellings match
+    /// exactly when the IPv4 address does, and no IPv6 rule matches any of them.
+    #[test]
+    fn ipv4_in_ipv6_matches_exactly_as_ipv4() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let v6_rules = policy(&["[::]/0:*", "[::fffe:0:0]/95:*", "[64:ff9b::]/95:*"], &[]);
+        for _ in 0..5_000 {
+            let a = Ipv4Addr::from(rng.next() as u32);
+            let prefix = (rng.next() % 33) as u8;
+            let net = masked(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)), prefix);
+            let rule = format!("{}/{prefix}:1-1000", net);
+            let p = policy(&[&rule], &[]);
+            let port = (rng.next() % 2000) as u16;
+            let want = p.connect_allowed(&SocketAddr::new(IpAddr::V4(a), port));
+            let [b0, b1, b2, b3] = a.octets();
+            let (hi, lo) = (u16::from_be_bytes([b0, b1]), u16::from_be_bytes([b2, b3]));
+            let mut forms = vec![
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, hi, lo),
+                Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo),
+            ];
+            if u32::from(a) > 1 {
+                forms.push(Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo));
+            }
+            for v6 in forms {
+                let sa = SocketAddr::new(IpAddr::V6(v6), port);
+                assert_eq!(p.connect_allowed(&sa), want, "{sa} against {rule}");
+                assert!(!v6_rules.connect_allowed(&sa), "{sa} matched an IPv6 rule");
+            }
+        }
     }
 }

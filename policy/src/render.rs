@@ -147,6 +147,28 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
             }
         }
     }
+    if !p.network.is_empty() {
+        let n = &p.network;
+        let _ = writeln!(o, "\n[network]");
+        for (k, v) in [("connect", &n.connect), ("listen", &n.listen)] {
+            if !v.is_empty() {
+                let items: Vec<String> = v.iter().map(|r| quote(&r.to_string())).collect();
+                let _ = writeln!(o, "{k} = [{}]", items.join(", "));
+            }
+        }
+        if !n.unix.is_empty() {
+            let items: Vec<String> = n.unix.iter().map(|u| quote(&u.to_string_lossy())).collect();
+            let _ = writeln!(o, "unix = [{}]", items.join(", "));
+        }
+        if !n.abstract_names.is_empty() {
+            let items: Vec<String> =
+                n.abstract_names.iter().map(|a| quote(&crate::net::abstract_text(a))).collect();
+            let _ = writeln!(o, "abstract = [{}]", items.join(", "));
+        }
+        if let Some(r) = n.resolver {
+            let _ = writeln!(o, "resolver = {}", quote(&r.to_string()));
+        }
+    }
     if !(p.env.set.is_empty() && p.env.pass.is_empty()) {
         let _ = writeln!(o, "\n[env]");
         if !p.env.pass.is_empty() {

@@ -193,6 +193,12 @@ pub struct RunSpec {
     /// Directories a confined run may write (`--allow-write`).
     #[serde(default)]
     pub allow_write: Vec<String>,
+    /// Addresses a confined run may connect to (`--allow-connect`, `ADDR[/PREFIX]:PORTS`).
+    #[serde(default)]
+    pub allow_connect: Vec<String>,
+    /// Addresses a confined run may bind (`--allow-listen`, same syntax).
+    #[serde(default)]
+    pub allow_listen: Vec<String>,
     /// The exit status that means success (default 0).
     #[serde(default)]
     pub expect_exit: i32,
@@ -443,6 +449,10 @@ impl Manifest {
                 return Err(bad("server timeouts must be at least 1 second".into()));
             }
         }
+        for r in self.run.allow_connect.iter().chain(&self.run.allow_listen) {
+            cabin_policy::net::parse_rule(r)
+                .map_err(|e| bad(format!("run.allow_connect/allow_listen: {e}")))?;
+        }
         if let Some(r) = &self.run.expect_output {
             Regex::new(r).map_err(|e| bad(format!("run.expect_output `{r}` does not compile: {e}")))?;
         }
@@ -625,6 +635,21 @@ name = "wall"
         assert!(e.to_string().contains("argz"), "{e}");
         let t = format!("colour = \"red\"\n{GOOD}");
         assert!(parse(&t).is_err());
+    }
+
+    /// `allow_connect` / `allow_listen` are checked at load, naming the bad rule.
+    #[test]
+    fn network_rules_are_checked() {
+        let m =
+            parse(&GOOD.replace(
+                "[run]",
+                "[run]\nallow_listen = [\"127.0.0.1:8080\"]\nallow_connect = [\"[::1]:*\"]",
+            ))
+            .expect("good rules");
+        assert_eq!(m.run.allow_listen, ["127.0.0.1:8080"]);
+        let e =
+            parse(&GOOD.replace("[run]", "[run]\nallow_connect = [\"example.com:80\"]")).expect_err("host");
+        assert!(e.to_string().contains("example.com") && e.to_string().contains("host name"), "{e}");
     }
 
     #[test]

@@ -259,6 +259,12 @@ fn program_command(
             for a in m.server.iter().flat_map(|s| s.allow_listen.iter()) {
                 c.arg("--allow-listen").arg(expand(a, vars, false)?);
             }
+            for r in &m.run.allow_connect {
+                c.arg("--allow-connect").arg(r);
+            }
+            for r in &m.run.allow_listen {
+                c.arg("--allow-listen").arg(r);
+            }
             for e in &env {
                 c.arg("--env").arg(e);
             }

@@ -369,6 +369,7 @@ impl Service {
             || self.note.refusal.is_some()
             || self.note.limit.is_some()
             || self.note.network.is_some()
+            || self.note.addr.is_some()
         {
             self.note = CallNote::default();
         }
@@ -407,9 +408,10 @@ impl Service {
 
     /// A refusal by the network rules (`rule` names the address): counted,
     /// noted for the gate (a `denied` record), `EACCES` for the program.
-    fn deny_net(&mut self, rule: String) -> Fail {
+    fn deny_net(&mut self, rule: String, addr: String) -> Fail {
         self.stats.denied += 1;
         self.note.network = Some(rule);
+        self.note.addr = Some(addr);
         Fail::Errno(libc::EACCES)
     }
 

@@ -21,7 +21,7 @@
 //!   squat a name a host daemon's clients connect to); autobind (the kernel
 //!   picks a name) is allowed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -50,6 +50,21 @@ pub trait NetRules: std::fmt::Debug + Send + Sync {
     fn unix_path_allowed(&self, path: &Path) -> bool;
     /// May the program use the abstract unix name `name` (without its NUL)?
     fn abstract_allowed(&self, name: &[u8]) -> bool;
+}
+
+impl NetRules for cabin_policy::net::NetPolicy {
+    fn connect_allowed(&self, addr: &SocketAddr) -> bool {
+        cabin_policy::net::NetPolicy::connect_allowed(self, addr)
+    }
+    fn listen_allowed(&self, addr: &SocketAddr) -> bool {
+        cabin_policy::net::NetPolicy::listen_allowed(self, addr)
+    }
+    fn unix_path_allowed(&self, path: &Path) -> bool {
+        cabin_policy::net::NetPolicy::unix_path_allowed(self, path)
+    }
+    fn abstract_allowed(&self, name: &[u8]) -> bool {
+        cabin_policy::net::NetPolicy::abstract_allowed(self, name)
+    }
 }
 
 /// No network at all (the default).
@@ -85,6 +100,11 @@ struct BoundInner {
     files: HashSet<(u64, u64)>,
     abstract_names: HashSet<Vec<u8>>,
     host_names: HashMap<Vec<u8>, Vec<u8>>,
+    /// IP addresses datagrams came from (as the program was told), oldest
+    /// first: the program may answer them (`sendto`, `sendmsg`), as it may
+    /// answer on a TCP connection it accepted.
+    peers: VecDeque<SocketAddr>,
+    peer_set: HashSet<SocketAddr>,
 }
 
 /// Most names [`Bound`] remembers of each kind (a program binding without
@@ -119,6 +139,29 @@ impl Bound {
 
     fn add_abstract(&self, name: Vec<u8>) {
         self.lock().abstract_names.insert(name);
+    }
+
+    /// A datagram came from the IP address in `addr[..alen]` and the
+    /// program was told: it may answer it. The [`BOUND_MAX`] most recent
+    /// senders are remembered.
+    pub(super) fn note_sender(&self, addr: &[u8; ADDR_MAX], alen: usize) {
+        let Ok(Addr::Inet(sa)) = Addr::parse(&addr[..alen.min(ADDR_MAX)]) else { return };
+        let key = destination(&sa);
+        let mut b = self.lock();
+        if b.peer_set.contains(&key) {
+            return;
+        }
+        if b.peers.len() >= BOUND_MAX {
+            if let Some(old) = b.peers.pop_front() {
+                b.peer_set.remove(&old);
+            }
+        }
+        b.peers.push_back(key);
+        b.peer_set.insert(key);
+    }
+
+    fn has_sender(&self, key: &SocketAddr) -> bool {
+        self.lock().peer_set.contains(key)
     }
 
     /// The program's name for an address the host reports: a path socket
@@ -216,15 +259,18 @@ impl Addr {
         }
     }
 
-    /// How the address is shown in a refusal, the trace and the audit log.
+    /// How the address is shown in a refusal, the trace and the audit log
+    /// (`trace::record::addr_text`: `127.0.0.1:80`, `unix:/p`, `unix:@name`).
     pub(super) fn describe(&self) -> String {
-        match self {
-            Addr::Inet(sa) => sa.to_string(),
-            Addr::UnixPath(p) => format!("unix:{}", String::from_utf8_lossy(p)),
-            Addr::Abstract(n) => format!("unix:@{}", n.escape_ascii()),
-            Addr::UnixUnnamed => "unix:(unnamed)".into(),
-            Addr::Unspec => "AF_UNSPEC".into(),
-        }
+        use cabin_policy::trace::record::{addr_text, TraceAddr};
+        let t = match self {
+            Addr::Inet(sa) => TraceAddr::Inet(*sa),
+            Addr::UnixPath(p) => TraceAddr::Unix(p.clone()),
+            Addr::Abstract(n) => TraceAddr::Abstract(n.clone()),
+            Addr::UnixUnnamed => TraceAddr::Unnamed,
+            Addr::Unspec => TraceAddr::Family(libc::AF_UNSPEC as u16),
+        };
+        addr_text(&t)
     }
 }
 
@@ -406,7 +452,10 @@ impl Network {
         let refuse = |why: &str| Ok(Checked::Refused(refusal_rule(call, addr, why)));
         match addr {
             Addr::Inet(sa) => {
-                if self.rules.connect_allowed(&destination(sa)) {
+                let key = destination(sa);
+                // A send may answer a datagram's sender (`connect` may not).
+                let answer = call != "connect" && self.bound.has_sender(&key);
+                if answer || self.rules.connect_allowed(&key) {
                     Ok(Checked::Host(HostAddr::inet(sa)))
                 } else {
                     refuse("not allowed by the policy's connect rules")
@@ -545,7 +594,7 @@ fn listen_key(sa: &SocketAddr) -> SocketAddr {
 /// `listen`: a socket bound to a port the listen rules allow (at `bind`),
 /// or to an ephemeral port (bound with port 0, or not bound: the kernel
 /// picks one now) when the rules allow port 0 on its address.
-pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<String>, Fail> {
+pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<(String, String)>, Fail> {
     match local_name(fd) {
         Some(Addr::Inet(sa)) => {
             let key = listen_key(&sa);
@@ -553,7 +602,8 @@ pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<String>,
             if net.rules.listen_allowed(&key) || net.rules.listen_allowed(&eph) {
                 Ok(None)
             } else {
-                Ok(Some(refusal_rule("listen", &Addr::Inet(sa), "not allowed by the policy's listen rules")))
+                let addr = Addr::Inet(sa);
+                Ok(Some((refusal_rule("listen", &addr, "not allowed by the policy's listen rules"), addr.describe())))
             }
         }
         _ => Ok(None),

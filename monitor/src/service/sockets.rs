@@ -172,6 +172,7 @@ pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bo
     } as i64)?;
     if let Some(want) = want {
         let mut alen = alen as usize;
+        bound.note_sender(&addr, alen);
         bound.program_name(&mut addr, &mut alen);
         addr_out(mem, a[4], a[5], &addr, alen, want)?;
     }
@@ -312,6 +313,7 @@ pub(super) fn recvmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bou
     let n = host(unsafe { libc::recvmsg(fd, &mut h, flags) } as i64)?;
     let mut alen = if m.name != 0 { h.msg_namelen as usize } else { 0 };
     if m.name != 0 {
+        bound.note_sender(&addr, alen);
         bound.program_name(&mut addr, &mut alen);
         let keep = alen.min(m.namelen as usize).min(ADDR_MAX);
         mem.write(m.name, &addr[..keep])?;
@@ -396,10 +398,18 @@ impl Service {
     /// refusal is noted (`EACCES`).
     pub(super) fn destination(&mut self, call: &str, mem: &GuestMemory, at: u64, len: u64) -> Result<HostAddr, Fail> {
         let addr = Addr::read(mem, at, len)?;
+        self.note_addr(&addr);
         let abs = self.unix_abs(&addr)?;
         match self.net.destination(call, &addr, abs.as_deref(), &self.policy)? {
             Checked::Host(h) => Ok(h),
-            Checked::Refused(rule) => Err(self.deny_net(rule)),
+            Checked::Refused(rule) => Err(self.deny_net(rule, addr.describe())),
+        }
+    }
+
+    /// Notes the address for the trace, when a tracer wants it.
+    fn note_addr(&mut self, addr: &Addr) {
+        if self.record_paths && self.note.addr.is_none() {
+            self.note.addr = Some(addr.describe());
         }
     }
 
@@ -464,18 +474,19 @@ pub(super) fn socket(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 pub(super) fn bind(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.socket_fd(a[0])?;
     let addr = Addr::read(mem, a[1], a[2])?;
+    s.note_addr(&addr);
     let abs = s.unix_abs(&addr)?;
     match net::bind(&s.net, &s.policy, fd, &addr, abs.as_deref())? {
         None => Ok(0),
-        Some(rule) => Err(s.deny_net(rule)),
+        Some(rule) => Err(s.deny_net(rule, addr.describe())),
     }
 }
 
 /// `listen(fd, backlog)`: on an address the listen rules allow.
 pub(super) fn listen(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.socket_fd(a[0])?;
-    if let Some(rule) = net::listen_allowed(&s.net, fd)? {
-        return Err(s.deny_net(rule));
+    if let Some((rule, addr)) = net::listen_allowed(&s.net, fd)? {
+        return Err(s.deny_net(rule, addr));
     }
     // SAFETY: touches no memory.
     host(unsafe { libc::listen(fd, a[1] as i32) } as i64)
@@ -547,6 +558,9 @@ pub(super) fn accept_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], flags: i32) 
 /// peer's address.
 pub(super) fn accepted(s: &mut Service, mem: &GuestMemory, a: &[u64; 6], mut got: Accepted) -> Sys {
     s.net.bound.program_name(&mut got.addr, &mut got.alen);
+    if let Ok(peer) = Addr::parse(&got.addr[..got.alen.min(ADDR_MAX)]) {
+        s.note_addr(&peer);
+    }
     let e = Entry { fd: got.fd.into(), cloexec: got.cloexec, path: None, change: None };
     let v = s.fds.insert(e, 0).ok_or(Fail::Errno(libc::EMFILE))?;
     if let Some(want) = got.want {

@@ -7,7 +7,7 @@
  * confined run can be compared with a native one (monitor/tests/network.rs).
  *
  * usage: network MODE PORT OTHER_PORT DIR
- *   MODE: tcp | udp | ipv6 | unix | options | nonblock | epoll | notsock */
+ *   MODE: tcp | udp | ipv6 | unix | options | nonblock | epoll | notsock | blocked */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,7 @@ static void nonblock(void)
     SHOW("accepted FD_CLOEXEC", fcntl(c, F_GETFD));
     char b;
     SHOW("recv nothing yet", recv(c, &b, 1, 0));
+    fcntl(l, F_SETFL, O_NONBLOCK);
     SHOW("accept4 nothing pending", accept4(l, NULL, NULL, SOCK_NONBLOCK));
     close(c);
     close(s);
@@ -323,7 +325,7 @@ static void ipv6(void)
 
 static void unix_kind(int type, const char *name)
 {
-    char path[200];
+    char path[100];
     snprintf(path, sizeof path, "%s/%s.sock", dir, name);
     unlink(path);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -465,6 +467,51 @@ static void notsock(void)
     SHOW("socketpair inet", socketpair(AF_INET, SOCK_STREAM, 0, p));
 }
 
+/* A thread blocked in accept (nobody connects) and one blocked in recv
+ * must not stall the main thread's calls, nor the end of the run. */
+static void *block_accept(void *arg)
+{
+    (void)arg;
+    accept(listener_fd, NULL, NULL);
+    return NULL;
+}
+
+static int blocked_udp;
+static void *block_recv(void *arg)
+{
+    (void)arg;
+    char b;
+    recv(blocked_udp, &b, 1, 0);
+    return NULL;
+}
+
+static void blocked(void)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = v4("127.0.0.1", port);
+    SHOW("bind", bind(l, (struct sockaddr *)&a, sizeof a));
+    SHOW("listen", listen(l, 1));
+    listener_fd = l;
+    blocked_udp = socket(AF_INET, SOCK_DGRAM, 0);
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, block_accept, NULL);
+    pthread_create(&t2, NULL, block_recv, NULL);
+    usleep(100000);
+    /* Meanwhile: a whole UDP exchange and socket calls on this thread. */
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in ua = v4("127.0.0.1", other_port);
+    SHOW("udp bind OTHER", bind(u, (struct sockaddr *)&ua, sizeof ua));
+    int c = socket(AF_INET, SOCK_DGRAM, 0);
+    SHOW("sendto", sendto(c, "z", 1, 0, (struct sockaddr *)&ua, sizeof ua));
+    char b;
+    SHOW("recv", recv(u, &b, 1, 0));
+    printf("main thread done; exiting with two threads blocked\n");
+    fflush(stdout);
+    exit(0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -491,6 +538,8 @@ int main(int argc, char **argv)
         options();
     else if (!strcmp(m, "notsock"))
         notsock();
+    else if (!strcmp(m, "blocked"))
+        blocked();
     else
         return 2;
     return 0;

@@ -6,4 +6,4 @@
 pub mod decode;
 pub mod record;
 
-pub use record::{ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord};
+pub use record::{ExitInfo, LimitHit, LimitKind, Served, StartInfo, SyscallRecord, TraceAddr};

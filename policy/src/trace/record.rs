@@ -68,6 +68,12 @@ pub struct SyscallRecord {
     /// The path argument as the program passed it, when the service read
     /// one and a tracer wanted it, or the call was refused ([`path_text`]).
     pub path: Option<String>,
+    /// The socket address of a socket call, as [`addr_text`] writes it:
+    /// the address `connect`, `bind`, `sendto`/`sendmsg`/`sendmmsg` were
+    /// given (the first, for `sendmmsg`), or the peer `accept`/`recvfrom`
+    /// returned. Filled by the monitor's socket service when a tracer or
+    /// the audit log wants it, and always for a refusal.
+    pub addr: Option<String>,
 }
 
 impl SyscallRecord {
@@ -85,6 +91,7 @@ impl SyscallRecord {
             rule: None,
             complain: false,
             path: None,
+            addr: None,
         }
     }
 
@@ -207,6 +214,54 @@ pub fn path_text(p: &[u8]) -> String {
     out
 }
 
+/// A socket address as a trace records it ([`addr_text`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceAddr {
+    /// `AF_INET` / `AF_INET6`, as the program gave it (not normalised).
+    Inet(std::net::SocketAddr),
+    /// `AF_UNIX`, a named socket: the path as the program gave it.
+    Unix(Vec<u8>),
+    /// `AF_UNIX`, abstract: the name after the leading NUL.
+    Abstract(Vec<u8>),
+    /// `AF_UNIX` with no name (autobind, or an unnamed peer).
+    Unnamed,
+    /// Any other family, by number.
+    Family(u16),
+}
+
+/// The text of a socket address in a record: `127.0.0.1:80`, `[::1]:80`
+/// (`[fe80::1%2]:80` with a scope id), `unix:/run/a.sock`, `unix:@name`
+/// (abstract), `unix:` (unnamed), `family:16`. Unix names are escaped and
+/// bounded as [`path_text`] does.
+pub fn addr_text(a: &TraceAddr) -> String {
+    match a {
+        TraceAddr::Inet(sa) => sa.to_string(),
+        TraceAddr::Unix(p) => format!("unix:{}", path_text(p)),
+        TraceAddr::Abstract(n) => format!("unix:@{}", path_text(n)),
+        TraceAddr::Unnamed => "unix:".into(),
+        TraceAddr::Family(f) => format!("family:{f}"),
+    }
+}
+
+/// Reads back [`addr_text`]'s output (unix names stay escaped text: a
+/// name cut by [`path_text`] or holding `\xNN` escapes is returned as
+/// written). `None` for anything else.
+pub fn parse_addr_text(t: &str) -> Option<TraceAddr> {
+    if let Some(rest) = t.strip_prefix("unix:") {
+        return Some(if rest.is_empty() {
+            TraceAddr::Unnamed
+        } else if let Some(name) = rest.strip_prefix('@') {
+            TraceAddr::Abstract(name.as_bytes().to_vec())
+        } else {
+            TraceAddr::Unix(rest.as_bytes().to_vec())
+        });
+    }
+    if let Some(f) = t.strip_prefix("family:") {
+        return f.parse().ok().map(TraceAddr::Family);
+    }
+    t.parse().ok().map(TraceAddr::Inet)
+}
+
 /// `"0x…"`.
 pub fn hex(v: u64) -> Value {
     Value::String(format!("{v:#x}"))
@@ -241,6 +296,9 @@ pub fn syscall_json(seq: u64, r: &SyscallRecord) -> Value {
     }
     if let Some(p) = &r.path {
         m.insert("path".into(), json!(p));
+    }
+    if let Some(a) = &r.addr {
+        m.insert("addr".into(), json!(a));
     }
     Value::Object(m)
 }
@@ -302,8 +360,9 @@ pub fn syscall_text(r: &SyscallRecord) -> String {
         how.push_str(", allowed in complain mode");
     }
     let site = r.site.map(|s| format!(" @{s:#x}")).unwrap_or_default();
+    let addr = r.addr.as_ref().map(|a| format!(" addr={a}")).unwrap_or_default();
     format!(
-        "[{}] {secs}.{micros:06} {name}({args}) = {result} <{how} {}>{site}",
+        "[{}] {secs}.{micros:06} {name}({args}){addr} = {result} <{how} {}>{site}",
         r.tid,
         duration(r.duration_ns)
     )
@@ -334,5 +393,31 @@ mod tests {
         let long = vec![b'a'; 4000];
         let t = path_text(&long);
         assert_eq!(t, format!("{}...(+3744 bytes)", "a".repeat(256)));
+    }
+
+    #[test]
+    fn addr_text_round_trips() {
+        let cases = [
+            TraceAddr::Inet("127.0.0.1:80".parse().expect("addr")),
+            TraceAddr::Inet("[::ffff:10.0.0.1]:443".parse().expect("addr")),
+            TraceAddr::Inet("[fe80::1%2]:80".parse().expect("addr")),
+            TraceAddr::Unix(b"/run/app.sock".to_vec()),
+            TraceAddr::Abstract(b"my-name".to_vec()),
+            TraceAddr::Unnamed,
+            TraceAddr::Family(16),
+        ];
+        for a in cases {
+            assert_eq!(parse_addr_text(&addr_text(&a)), Some(a.clone()), "{}", addr_text(&a));
+        }
+        assert_eq!(addr_text(&TraceAddr::Abstract(b"a\0b".to_vec())), "unix:@a\\x00b");
+        assert_eq!(parse_addr_text("example.com:80"), None);
+    }
+
+    #[test]
+    fn records_carry_the_address() {
+        let mut r = SyscallRecord::new(42, [3, 0x1000, 16, 0, 0, 0], -13, Served::Denied);
+        r.addr = Some(addr_text(&TraceAddr::Inet("10.0.0.1:80".parse().expect("addr"))));
+        assert_eq!(syscall_json(1, &r)["addr"], "10.0.0.1:80");
+        assert!(syscall_text(&r).contains(" addr=10.0.0.1:80 = -1 EACCES"), "{}", syscall_text(&r));
     }
 }
