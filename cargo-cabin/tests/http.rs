@@ -5,12 +5,13 @@
 //!
 //! - the confined server answers a native client (curl when installed, else
 //!   the sample's client run natively) with the same status and bytes as the
-//!   native server, stays up under `wrk` (when installed) and stops on SIGTERM
-//!   as natively;
+//!   native server (the raw answers too, headers included, the date masked),
+//!   stays up under `wrk` (when installed) and stops on SIGTERM as natively;
 //! - the confined client fetches from a native server (a tiny one in this
 //!   test) and prints what the native client prints, with the same status;
 //! - without a network policy the server's bind fails with EACCES and the
-//!   refusal is printed as an audit line; the client's connect likewise.
+//!   refusal is in the audit log (`--audit`) with the address; the client's
+//!   connect likewise.
 //!
 //! The sample is built once per test binary into `CARGO_TARGET_TMPDIR`.
 
@@ -162,6 +163,23 @@ fn fetch(dir: &Path, url: &str) -> (Vec<u8>, String) {
 
 const PATHS: [&str; 4] = ["/", "/bytes/100000", "/bytes/0", "/nope"];
 
+/// The whole answer to a raw `GET path` (`Connection: close`), status line,
+/// headers and body, with the `date` header's value masked (it differs
+/// from second to second).
+fn raw(port: u16, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    let mut a = Vec::new();
+    s.read_to_end(&mut a).expect("receive");
+    if let Some(i) = a.windows(8).position(|w| w.eq_ignore_ascii_case(b"\r\ndate: ")) {
+        if let Some(n) = a[i + 8..].windows(2).position(|w| w == b"\r\n") {
+            a.splice(i + 8..i + 8 + n, *b"(masked)");
+        }
+    }
+    a
+}
+
 /// The confined server answers curl (or the native client) as the native
 /// server does on both backends, survives wrk's 32 connections, and stops
 /// on SIGTERM with status 0 like the native one.
@@ -176,6 +194,9 @@ fn confined_server_answers_as_the_native_one() {
     }
     let mut srv = Server::start(native, port).expect("native server");
     let want: Vec<_> = PATHS.iter().map(|p| fetch(dir, &format!("http://127.0.0.1:{port}{p}"))).collect();
+    let want_raw: Vec<_> = PATHS.iter().map(|p| raw(port, p)).collect();
+    assert!(want_raw[0].starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", String::from_utf8_lossy(&want_raw[0]));
+    assert!(want_raw[0].ends_with(b"\r\n\r\nHello, world!"), "{}", String::from_utf8_lossy(&want_raw[0]));
     let (code, out, err) = srv.stop();
     assert_eq!(code, Some(0), "native server: {out}{err}");
     assert_eq!(want[0], (b"Hello, world!".to_vec(), want[0].1.clone()));
@@ -195,6 +216,10 @@ fn confined_server_answers_as_the_native_one() {
         for (p, w) in PATHS.iter().zip(&want) {
             let got = fetch(dir, &format!("http://{addr}{p}"));
             assert!(got == *w, "{backend} {p}: {:?} != {:?}", got.1, w.1);
+        }
+        for (p, w) in PATHS.iter().zip(&want_raw) {
+            let got = raw(port, p);
+            assert!(got == *w, "{backend} {p}: the raw answers differ");
         }
         if wrk {
             let o = Command::new("wrk")
