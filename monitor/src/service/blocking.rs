@@ -20,8 +20,8 @@ use super::io::{read_on, vectored_on, write_on, Vectored};
 use super::locks::{self, LockOn};
 use super::net::{Bound, HostAddr};
 use super::sockets::{
-    accept_on, accepted, connect_on, recvfrom_on, recvmsg_on, sendmsg_dest_at, sendmsg_on, sendto_dest, sendto_on,
-    Accepted,
+    accept_on, accepted, connect_on, recvfrom_on, recvmsg_on, sendmsg_dest_at, sendmsg_on, sendto_dest,
+    sendto_on, Accepted,
 };
 use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
 use super::{dup_cloexec, Fail, Service, Sys, Violation};
@@ -63,7 +63,7 @@ pub enum Begin {
     /// Answered already (a bad descriptor).
     Done(i64),
     /// Run it without the lock.
-    Run(Blocking),
+    Run(Box<Blocking>),
 }
 
 impl Service {
@@ -124,7 +124,7 @@ impl Service {
         } else {
             None
         };
-        Begin::Run(Blocking { nr, a, fd, lock, dest, bound })
+        Begin::Run(Box::new(Blocking { nr, a, fd, lock, dest, bound }))
     }
 
     /// Under the lock again: finishes what [`Blocking::run`] did (an

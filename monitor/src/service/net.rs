@@ -291,7 +291,9 @@ pub(super) fn destination(sa: &SocketAddr) -> SocketAddr {
         other => other,
     };
     match (sa, ip) {
-        (SocketAddr::V6(s6), IpAddr::V6(v6)) => SocketAddr::V6(SocketAddrV6::new(v6, s6.port(), 0, s6.scope_id())),
+        (SocketAddr::V6(s6), IpAddr::V6(v6)) => {
+            SocketAddr::V6(SocketAddrV6::new(v6, s6.port(), 0, s6.scope_id()))
+        }
         (_, ip) => SocketAddr::new(ip, sa.port()),
     }
 }
@@ -554,8 +556,10 @@ pub(super) fn bind(
             let (dir, name) = if net.rules.unix_path_allowed(as_path(abs)) {
                 // Named by the policy: its parent as the host resolves it.
                 let p = as_path(abs);
-                let parent = p.parent().map(|p| p.as_os_str().as_encoded_bytes().to_vec()).unwrap_or(b"/".to_vec());
-                let file = p.file_name().map(|n| n.as_encoded_bytes().to_vec()).ok_or(Fail::Errno(libc::EINVAL))?;
+                let parent =
+                    p.parent().map(|p| p.as_os_str().as_encoded_bytes().to_vec()).unwrap_or(b"/".to_vec());
+                let file =
+                    p.file_name().map(|n| n.as_encoded_bytes().to_vec()).ok_or(Fail::Errno(libc::EINVAL))?;
                 let pc = CString::new(parent).map_err(|_| Fail::Errno(libc::EINVAL))?;
                 let nc = CString::new(file).map_err(|_| Fail::Errno(libc::EINVAL))?;
                 (open_path(None, &pc, true)?, nc)
@@ -603,7 +607,10 @@ pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<(String,
                 Ok(None)
             } else {
                 let addr = Addr::Inet(sa);
-                Ok(Some((refusal_rule("listen", &addr, "not allowed by the policy's listen rules"), addr.describe())))
+                Ok(Some((
+                    refusal_rule("listen", &addr, "not allowed by the policy's listen rules"),
+                    addr.describe(),
+                )))
             }
         }
         _ => Ok(None),
@@ -641,7 +648,11 @@ mod tests {
         let mut u = [0u8; 110];
         u[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
         u[2..].fill(b'a');
-        assert_eq!(Addr::parse(&u).ok(), Some(Addr::UnixPath(vec![b'a'; 108])), "unterminated: up to the length");
+        assert_eq!(
+            Addr::parse(&u).ok(),
+            Some(Addr::UnixPath(vec![b'a'; 108])),
+            "unterminated: up to the length"
+        );
         let mut big = [0u8; 111];
         big[..110].copy_from_slice(&u);
         assert!(matches!(Addr::parse(&big), Err(Fail::Errno(libc::EINVAL))));

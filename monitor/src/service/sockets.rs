@@ -114,7 +114,11 @@ pub(super) fn sendto(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 }
 
 /// The checked destination of a `sendto` (`None`: none given).
-pub(super) fn sendto_dest(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Result<Option<HostAddr>, Fail> {
+pub(super) fn sendto_dest(
+    s: &mut Service,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+) -> Result<Option<HostAddr>, Fail> {
     // A null address or a zero length names no destination (as Linux
     // takes them for unix sockets; UDP would say EINVAL).
     if a[4] == 0 || a[5] == 0 {
@@ -396,7 +400,13 @@ impl Service {
     /// The program's address at `at` (`len` bytes), copied once, checked
     /// against the network rules for `call` and rebuilt for the host; a
     /// refusal is noted (`EACCES`).
-    pub(super) fn destination(&mut self, call: &str, mem: &GuestMemory, at: u64, len: u64) -> Result<HostAddr, Fail> {
+    pub(super) fn destination(
+        &mut self,
+        call: &str,
+        mem: &GuestMemory,
+        at: u64,
+        len: u64,
+    ) -> Result<HostAddr, Fail> {
         let addr = Addr::read(mem, at, len)?;
         self.note_addr(&addr);
         let abs = self.unix_abs(&addr)?;
@@ -461,8 +471,9 @@ pub(super) fn socket(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
         _ => return Err(Fail::Errno(libc::EAFNOSUPPORT)),
     }
     // SAFETY: touches no memory.
-    let r = host(unsafe { libc::socket(domain, kind | (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC, protocol) }
-        as i64)?;
+    let r = host(unsafe {
+        libc::socket(domain, kind | (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC, protocol)
+    } as i64)?;
     // SAFETY: a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
     let e = Entry { fd: fd.into(), cloexec: flags & libc::SOCK_CLOEXEC != 0, path: None, change: None };
@@ -544,7 +555,12 @@ pub(super) fn accept_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], flags: i32) 
     let mut alen = ADDR_MAX as libc::socklen_t;
     // SAFETY: `addr` holds `alen` bytes.
     let r = unsafe {
-        libc::accept4(fd, addr.as_mut_ptr().cast(), &mut alen, (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC)
+        libc::accept4(
+            fd,
+            addr.as_mut_ptr().cast(),
+            &mut alen,
+            (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC,
+        )
     };
     if r < 0 {
         return Err(Fail::Errno(errno()));
@@ -595,29 +611,37 @@ fn option_allowed(level: i32, name: i32, set: bool) -> bool {
             | SO_RCVTIMEO_NEW
             | SO_SNDTIMEO_NEW
             | libc::SO_PRIORITY => true,
-            libc::SO_ERROR | libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ACCEPTCONN => !set,
+            libc::SO_ERROR | libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ACCEPTCONN => {
+                !set
+            }
             _ => false,
         },
-        libc::IPPROTO_TCP => matches!(
-            name,
-            libc::TCP_NODELAY
-                | libc::TCP_MAXSEG
-                | libc::TCP_CORK
-                | libc::TCP_KEEPIDLE
-                | libc::TCP_KEEPINTVL
-                | libc::TCP_KEEPCNT
-                | libc::TCP_SYNCNT
-                | libc::TCP_LINGER2
-                | libc::TCP_DEFER_ACCEPT
-                | libc::TCP_QUICKACK
-                | libc::TCP_USER_TIMEOUT
-                | libc::TCP_NOTSENT_LOWAT
-        ) || (name == libc::TCP_INFO && !set),
+        libc::IPPROTO_TCP => {
+            matches!(
+                name,
+                libc::TCP_NODELAY
+                    | libc::TCP_MAXSEG
+                    | libc::TCP_CORK
+                    | libc::TCP_KEEPIDLE
+                    | libc::TCP_KEEPINTVL
+                    | libc::TCP_KEEPCNT
+                    | libc::TCP_SYNCNT
+                    | libc::TCP_LINGER2
+                    | libc::TCP_DEFER_ACCEPT
+                    | libc::TCP_QUICKACK
+                    | libc::TCP_USER_TIMEOUT
+                    | libc::TCP_NOTSENT_LOWAT
+            ) || (name == libc::TCP_INFO && !set)
+        }
         libc::IPPROTO_IP => {
-            matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER) || (name == libc::IP_MTU && !set)
+            matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER)
+                || (name == libc::IP_MTU && !set)
         }
         libc::IPPROTO_IPV6 => {
-            matches!(name, libc::IPV6_V6ONLY | libc::IPV6_UNICAST_HOPS | libc::IPV6_TCLASS | libc::IPV6_MTU_DISCOVER)
+            matches!(
+                name,
+                libc::IPV6_V6ONLY | libc::IPV6_UNICAST_HOPS | libc::IPV6_TCLASS | libc::IPV6_MTU_DISCOVER
+            )
         }
         _ => false,
     }
