@@ -95,7 +95,7 @@ impl Service {
         let dest = match nr {
             nr::connect => self.destination("connect", mem, a[1], a[2]).map(Some),
             nr::sendto => sendto_dest(self, mem, &a),
-            nr::sendmsg => sendmsg_dest_at(self, mem, a[1]),
+            nr::sendmsg => sendmsg_dest_at(self, mem, &a),
             _ => Ok(None),
         };
         let dest = match dest {

@@ -124,7 +124,42 @@ pub(super) fn sendto_dest(
     if a[4] == 0 || a[5] == 0 {
         return Ok(None);
     }
-    s.destination("sendto", mem, a[4], a[5]).map(Some)
+    let fd = s.vfd(a[0])?;
+    send_dest(s, "sendto", fd, mem, a[4], a[5])
+}
+
+/// The destination of a send on `fd`, checked: on a stream or seqpacket
+/// socket Linux never uses one (a unix stream socket says `EISCONN`, or
+/// `EOPNOTSUPP` unconnected; TCP and unix seqpacket ignore it), so it is
+/// dropped unread, as there; on a datagram socket it is checked.
+fn send_dest(
+    s: &mut Service,
+    call: &str,
+    fd: RawFd,
+    mem: &GuestMemory,
+    at: u64,
+    len: u64,
+) -> Result<Option<HostAddr>, Fail> {
+    match (sock_int(fd, libc::SO_TYPE), sock_int(fd, libc::SO_DOMAIN)) {
+        (Some(libc::SOCK_STREAM), Some(libc::AF_UNIX)) => {
+            let mut addr = [0u8; ADDR_MAX];
+            let mut alen = ADDR_MAX as libc::socklen_t;
+            // SAFETY: `addr` holds `alen` bytes.
+            let connected = unsafe { libc::getpeername(fd, addr.as_mut_ptr().cast(), &mut alen) } == 0;
+            Err(Fail::Errno(if connected { libc::EISCONN } else { libc::EOPNOTSUPP }))
+        }
+        (Some(libc::SOCK_STREAM | libc::SOCK_SEQPACKET), _) => Ok(None),
+        _ => s.destination(call, mem, at, len).map(Some),
+    }
+}
+
+/// An `int` socket option of host socket `fd`.
+fn sock_int(fd: RawFd, name: i32) -> Option<i32> {
+    let mut v = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `v` holds `len` bytes.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&mut v as *mut i32).cast(), &mut len) };
+    (r == 0).then_some(v)
 }
 
 /// `sendto` on host descriptor `fd` to an already checked destination,
@@ -239,7 +274,7 @@ fn host_msghdr(iov: &mut [libc::iovec], name: Option<&mut [u8; ADDR_MAX]>) -> li
 pub(super) fn sendmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     let (m, mut iov) = sendmsg_args(mem, a[1], a[2] as i32)?;
-    let dest = sendmsg_dest(s, mem, &m)?;
+    let dest = sendmsg_dest(s, fd, mem, &m)?;
     let total = iov.iter().map(|v| v.iov_len as u64).sum();
     let len = s.write_allowance("sendmsg", fd, total, None)?;
     clip_iovecs(&mut iov, len);
@@ -249,16 +284,21 @@ pub(super) fn sendmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 
 /// The checked destination of a `sendmsg` (`None`: none given), from the
 /// program's `msghdr` at `at`, copied once.
-pub(super) fn sendmsg_dest_at(s: &mut Service, mem: &GuestMemory, at: u64) -> Result<Option<HostAddr>, Fail> {
-    let m = MsgHdr::read(mem, at)?;
-    sendmsg_dest(s, mem, &m)
+pub(super) fn sendmsg_dest_at(
+    s: &mut Service,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+) -> Result<Option<HostAddr>, Fail> {
+    let fd = s.vfd(a[0])?;
+    let m = MsgHdr::read(mem, a[1])?;
+    sendmsg_dest(s, fd, mem, &m)
 }
 
-fn sendmsg_dest(s: &mut Service, mem: &GuestMemory, m: &MsgHdr) -> Result<Option<HostAddr>, Fail> {
+fn sendmsg_dest(s: &mut Service, fd: RawFd, mem: &GuestMemory, m: &MsgHdr) -> Result<Option<HostAddr>, Fail> {
     if m.name == 0 || m.namelen == 0 {
         return Ok(None);
     }
-    s.destination("sendmsg", mem, m.name, u64::from(m.namelen)).map(Some)
+    send_dest(s, "sendmsg", fd, mem, m.name, u64::from(m.namelen))
 }
 
 /// `sendmsg` on host descriptor `fd` to an already checked destination
