@@ -1,6 +1,6 @@
 //! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
-//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg` of a socket
-//! pair, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
+//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg`, `accept`,
+//! `accept4`, `connect` of a socket, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
 //! signal, a lock wait: `fcntl` `F_SETLKW`/`F_OFD_SETLKW`, `flock` without
 //! `LOCK_NB`), served without the
 //! service lock once the program has threads, so that one thread blocked in
@@ -10,8 +10,12 @@
 //! [`Service::begin_blocking`] runs under the lock: it counts the call and
 //! takes a duplicate of the host descriptor (so a `close` by another thread
 //! meanwhile cannot make the call act on a reused descriptor number that
-//! now names something else); [`Blocking::run`] then runs without the lock
-//! and touches only the duplicate and checked program memory.
+//! now names something else) and, for `connect` and a send with a
+//! destination, checks the address and keeps the monitor's copy;
+//! [`Blocking::run`] then runs without the lock and touches only the
+//! duplicate, that copy and checked program memory. What it returns is
+//! finished under the lock by [`Service::finish_blocking`] (an accepted
+//! connection enters the table there).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;

@@ -1,25 +1,25 @@
-//! Sockets: `socketpair` for `AF_UNIX` (stream, datagram, seqpacket;
-//! `SOCK_NONBLOCK`, `SOCK_CLOEXEC`), and the calls that use a connected
-//! socket: `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `shutdown`,
-//! `getsockname`, `getpeername`. `socket`, `bind`, `connect`, `listen`,
-//! `accept` and socket options are the networking issue's (issue 19): this
-//! module is its base.
+//! Sockets: `socket` (`AF_UNIX`, `AF_INET`, `AF_INET6`), `socketpair`
+//! (`AF_UNIX`), `bind`, `listen`, `accept`/`accept4`, `connect`,
+//! `shutdown`, the sends and receives (`sendmmsg`/`recvmmsg` included),
+//! `getsockname`/`getpeername` and the socket options of a list
+//! ([`option_allowed`]). Every address a program names is checked by
+//! [`super::net`] against the run's network rules (docs/networking.md).
 //!
-//! A socket pair is two host sockets the monitor creates (`O_CLOEXEC`, like
-//! every descriptor it holds) and keeps in the program's table like the two
-//! ends of a pipe ([`super::fds`]): `read`, `write`, `poll`, `select`,
-//! `epoll`, `fcntl`, `dup`, `close` work on them unchanged, because they act
-//! on the host descriptor behind a virtual one.
+//! Host sockets are the monitor's (`O_CLOEXEC`, like every descriptor it
+//! holds), kept in the program's table like the two ends of a pipe
+//! ([`super::fds`]): `read`, `write`, `poll`, `select`, `epoll`, `fcntl`,
+//! `dup`, `close` work on them unchanged, because they act on the host
+//! descriptor behind a virtual one.
 //!
 //! # What the program cannot do through them
 //!
-//! - Name an address. A pair is connected: `sendto`/`sendmsg` with a
-//!   destination address get `EISCONN` (Linux's answer on a connected stream
-//!   socket; on a datagram pair Linux would send to that address, which
-//!   needs the names of issue 19). Addresses the host reports
-//!   (`recvfrom`, `recvmsg`, `getsockname`, `getpeername`: an unnamed
-//!   `AF_UNIX` socket) are copied out through a buffer of the monitor's,
-//!   truncated to the program's length as Linux truncates.
+//! - Name an address the rules do not allow (`EACCES`, noted for the
+//!   gate's `denied` record). A destination on a stream or seqpacket
+//!   socket is never read (Linux never uses one: a unix stream socket says
+//!   `EISCONN`). Addresses the host reports (`accept`, `recvfrom`,
+//!   `recvmsg`, `getsockname`, `getpeername`) are copied out through a
+//!   buffer of the monitor's, truncated to the program's length as Linux
+//!   truncates, a path socket the run bound shown by the program's path.
 //! - Pass control messages. `sendmsg` with `msg_controllen` other than 0 is
 //!   `EINVAL` (refused, not stripped: a program sending `SCM_RIGHTS` would
 //!   otherwise wait forever for a descriptor that never arrives, and the
@@ -27,15 +27,17 @@
 //!   see). `recvmsg` never gives the host a control buffer (none can have
 //!   been sent) and reports `msg_controllen` 0.
 //! - Use flags beyond the ones listed in [`SEND_FLAGS`] and [`RECV_FLAGS`]
-//!   (`EOPNOTSUPP`: `MSG_OOB`, `MSG_ERRQUEUE`, ...).
+//!   (`EOPNOTSUPP`: `MSG_OOB`, `MSG_ERRQUEUE`, ...), or options beyond the
+//!   list (`ENOPROTOOPT`).
 //!
 //! Every send carries `MSG_NOSIGNAL` to the host (the monitor must not get
 //! SIGPIPE); the libos posts SIGPIPE to the program for `EPIPE` when the
 //! program did not ask for `MSG_NOSIGNAL`, as the kernel would.
 //!
-//! The `*_on` forms run on a host descriptor without the service: sends and
-//! receives can block (a blocking socket pair), so
-//! [`super::Service::begin_blocking`] serves them like `read` of a pipe.
+//! The `*_on` forms run on a host descriptor without the service: sends,
+//! receives, `accept` and `connect` can block, so
+//! [`super::Service::begin_blocking`] serves them like `read` of a pipe
+//! (a destination checked under the lock and carried over).
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
