@@ -119,7 +119,12 @@ fn matches_native(b: Backend, mode: &str) {
     if got != native {
         for (i, (a, c)) in native.lines().zip(got.lines()).enumerate() {
             if a != c {
-                panic!("{b:?} {mode}: line {} differs:\n native: {a}\n cabin:  {c}\n(exit {} {:?})\n{got}", i + 1, r.exit_code, r.reason);
+                panic!(
+                    "{b:?} {mode}: line {} differs:\n native: {a}\n cabin:  {c}\n(exit {} {:?})\n{got}",
+                    i + 1,
+                    r.exit_code,
+                    r.reason
+                );
             }
         }
         panic!("{b:?} {mode}: outputs differ in length:\n{got}\n--- native:\n{native}\n{:?}", r.reason);

@@ -304,7 +304,13 @@ fn path_refusals_are_denials_in_trace_and_audit() {
     };
     assert!(g.served_with(t, -13, note).is_none());
     let Admit::Serve(t) = g.admit(nr("openat"), &args, false, Some(0x401000), None) else { panic!("serve") };
-    let note = CallNote { path: Some(b"/data/in/a".to_vec()), refusal: None, network: None, addr: None, limit: None };
+    let note = CallNote {
+        path: Some(b"/data/in/a".to_vec()),
+        refusal: None,
+        network: None,
+        addr: None,
+        limit: None,
+    };
     assert!(g.served_with(t, 3, note).is_none());
     g.finish(0, "exited", None);
 

@@ -1,6 +1,6 @@
 //! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
-//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg` of a socket
-//! pair, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
+//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg`, `accept`,
+//! `accept4`, `connect` of a socket, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
 //! signal, a lock wait: `fcntl` `F_SETLKW`/`F_OFD_SETLKW`, `flock` without
 //! `LOCK_NB`), served without the
 //! service lock once the program has threads, so that one thread blocked in
@@ -10,8 +10,12 @@
 //! [`Service::begin_blocking`] runs under the lock: it counts the call and
 //! takes a duplicate of the host descriptor (so a `close` by another thread
 //! meanwhile cannot make the call act on a reused descriptor number that
-//! now names something else); [`Blocking::run`] then runs without the lock
-//! and touches only the duplicate and checked program memory.
+//! now names something else) and, for `connect` and a send with a
+//! destination, checks the address and keeps the monitor's copy;
+//! [`Blocking::run`] then runs without the lock and touches only the
+//! duplicate, that copy and checked program memory. What it returns is
+//! finished under the lock by [`Service::finish_blocking`] (an accepted
+//! connection enters the table there).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -20,8 +24,8 @@ use super::io::{read_on, vectored_on, write_on, Vectored};
 use super::locks::{self, LockOn};
 use super::net::{Bound, HostAddr};
 use super::sockets::{
-    accept_on, accepted, connect_on, recvfrom_on, recvmsg_on, sendmsg_dest_at, sendmsg_on, sendto_dest, sendto_on,
-    Accepted,
+    accept_on, accepted, connect_on, recvfrom_on, recvmsg_on, sendmsg_dest_at, sendmsg_on, sendto_dest,
+    sendto_on, Accepted,
 };
 use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
 use super::{dup_cloexec, Fail, Service, Sys, Violation};
@@ -63,7 +67,7 @@ pub enum Begin {
     /// Answered already (a bad descriptor).
     Done(i64),
     /// Run it without the lock.
-    Run(Blocking),
+    Run(Box<Blocking>),
 }
 
 impl Service {
@@ -95,7 +99,7 @@ impl Service {
         let dest = match nr {
             nr::connect => self.destination("connect", mem, a[1], a[2]).map(Some),
             nr::sendto => sendto_dest(self, mem, &a),
-            nr::sendmsg => sendmsg_dest_at(self, mem, a[1]),
+            nr::sendmsg => sendmsg_dest_at(self, mem, &a),
             _ => Ok(None),
         };
         let dest = match dest {
@@ -124,7 +128,7 @@ impl Service {
         } else {
             None
         };
-        Begin::Run(Blocking { nr, a, fd, lock, dest, bound })
+        Begin::Run(Box::new(Blocking { nr, a, fd, lock, dest, bound }))
     }
 
     /// Under the lock again: finishes what [`Blocking::run`] did (an

@@ -108,9 +108,10 @@ struct BoundInner {
 }
 
 /// Most names [`Bound`] remembers of each kind (a program binding without
-/// end must not grow the monitor without bound): past it, new binds are
-/// still served but the oldest are not forgotten, so new ones are refused
-/// `ENOBUFS`.
+/// end must not grow the monitor without bound): past it, binds of named
+/// paths and abstract names are refused `ENOBUFS` (the oldest are not
+/// forgotten: the run may still be using them), autobinds are served but
+/// not remembered, and the oldest datagram senders are forgotten.
 const BOUND_MAX: usize = 4096;
 
 impl Bound {
@@ -133,12 +134,20 @@ impl Bound {
 
     fn add_file(&self, dev: u64, ino: u64, host: Vec<u8>, prog: Vec<u8>) {
         let mut b = self.lock();
-        b.files.insert((dev, ino));
-        b.host_names.insert(host, prog);
+        if b.files.len() < BOUND_MAX && b.host_names.len() < BOUND_MAX {
+            b.files.insert((dev, ino));
+            b.host_names.insert(host, prog);
+        }
     }
 
+    /// Remembers an abstract name the run bound (not past [`BOUND_MAX`]:
+    /// an autobound name then stays unknown, so the run cannot connect to
+    /// it by name; nothing else is lost).
     fn add_abstract(&self, name: Vec<u8>) {
-        self.lock().abstract_names.insert(name);
+        let mut b = self.lock();
+        if b.abstract_names.len() < BOUND_MAX {
+            b.abstract_names.insert(name);
+        }
     }
 
     /// A datagram came from the IP address in `addr[..alen]` and the
@@ -291,7 +300,9 @@ pub(super) fn destination(sa: &SocketAddr) -> SocketAddr {
         other => other,
     };
     match (sa, ip) {
-        (SocketAddr::V6(s6), IpAddr::V6(v6)) => SocketAddr::V6(SocketAddrV6::new(v6, s6.port(), 0, s6.scope_id())),
+        (SocketAddr::V6(s6), IpAddr::V6(v6)) => {
+            SocketAddr::V6(SocketAddrV6::new(v6, s6.port(), 0, s6.scope_id()))
+        }
         (_, ip) => SocketAddr::new(ip, sa.port()),
     }
 }
@@ -554,8 +565,10 @@ pub(super) fn bind(
             let (dir, name) = if net.rules.unix_path_allowed(as_path(abs)) {
                 // Named by the policy: its parent as the host resolves it.
                 let p = as_path(abs);
-                let parent = p.parent().map(|p| p.as_os_str().as_encoded_bytes().to_vec()).unwrap_or(b"/".to_vec());
-                let file = p.file_name().map(|n| n.as_encoded_bytes().to_vec()).ok_or(Fail::Errno(libc::EINVAL))?;
+                let parent =
+                    p.parent().map(|p| p.as_os_str().as_encoded_bytes().to_vec()).unwrap_or(b"/".to_vec());
+                let file =
+                    p.file_name().map(|n| n.as_encoded_bytes().to_vec()).ok_or(Fail::Errno(libc::EINVAL))?;
                 let pc = CString::new(parent).map_err(|_| Fail::Errno(libc::EINVAL))?;
                 let nc = CString::new(file).map_err(|_| Fail::Errno(libc::EINVAL))?;
                 (open_path(None, &pc, true)?, nc)
@@ -603,7 +616,10 @@ pub(super) fn listen_allowed(net: &Network, fd: RawFd) -> Result<Option<(String,
                 Ok(None)
             } else {
                 let addr = Addr::Inet(sa);
-                Ok(Some((refusal_rule("listen", &addr, "not allowed by the policy's listen rules"), addr.describe())))
+                Ok(Some((
+                    refusal_rule("listen", &addr, "not allowed by the policy's listen rules"),
+                    addr.describe(),
+                )))
             }
         }
         _ => Ok(None),
@@ -641,7 +657,11 @@ mod tests {
         let mut u = [0u8; 110];
         u[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
         u[2..].fill(b'a');
-        assert_eq!(Addr::parse(&u).ok(), Some(Addr::UnixPath(vec![b'a'; 108])), "unterminated: up to the length");
+        assert_eq!(
+            Addr::parse(&u).ok(),
+            Some(Addr::UnixPath(vec![b'a'; 108])),
+            "unterminated: up to the length"
+        );
         let mut big = [0u8; 111];
         big[..110].copy_from_slice(&u);
         assert!(matches!(Addr::parse(&big), Err(Fail::Errno(libc::EINVAL))));
@@ -664,6 +684,25 @@ mod tests {
         assert_eq!(d("[::ffff:0.0.0.0]:80"), "127.0.0.1:80");
         assert_eq!(d("[::1]:80"), "[::1]:80");
         assert_eq!(d("[2001:db8::1]:80"), "[2001:db8::1]:80");
+    }
+
+    #[test]
+    fn what_the_run_bound_stays_bounded() {
+        let b = Bound::default();
+        for i in 0..(BOUND_MAX as u32 + 100) {
+            b.add_abstract(i.to_le_bytes().to_vec());
+            let sa: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(i)), 9);
+            let h = HostAddr::inet(&sa);
+            b.note_sender(&h.bytes, h.len);
+        }
+        let inner = b.lock();
+        assert_eq!(inner.abstract_names.len(), BOUND_MAX);
+        assert_eq!((inner.peers.len(), inner.peer_set.len()), (BOUND_MAX, BOUND_MAX));
+        drop(inner);
+        let last = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(BOUND_MAX as u32 + 99)), 9);
+        assert!(b.has_sender(&last), "the most recent sender is kept");
+        assert!(!b.has_sender(&SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0)), 9)), "the oldest is forgotten");
+        assert!(!b.room());
     }
 
     #[test]

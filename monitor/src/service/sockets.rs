@@ -1,25 +1,25 @@
-//! Sockets: `socketpair` for `AF_UNIX` (stream, datagram, seqpacket;
-//! `SOCK_NONBLOCK`, `SOCK_CLOEXEC`), and the calls that use a connected
-//! socket: `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `shutdown`,
-//! `getsockname`, `getpeername`. `socket`, `bind`, `connect`, `listen`,
-//! `accept` and socket options are the networking issue's (issue 19): this
-//! module is its base.
+//! Sockets: `socket` (`AF_UNIX`, `AF_INET`, `AF_INET6`), `socketpair`
+//! (`AF_UNIX`), `bind`, `listen`, `accept`/`accept4`, `connect`,
+//! `shutdown`, the sends and receives (`sendmmsg`/`recvmmsg` included),
+//! `getsockname`/`getpeername` and the socket options of a list
+//! ([`option_allowed`]). Every address a program names is checked by
+//! [`super::net`] against the run's network rules (docs/networking.md).
 //!
-//! A socket pair is two host sockets the monitor creates (`O_CLOEXEC`, like
-//! every descriptor it holds) and keeps in the program's table like the two
-//! ends of a pipe ([`super::fds`]): `read`, `write`, `poll`, `select`,
-//! `epoll`, `fcntl`, `dup`, `close` work on them unchanged, because they act
-//! on the host descriptor behind a virtual one.
+//! Host sockets are the monitor's (`O_CLOEXEC`, like every descriptor it
+//! holds), kept in the program's table like the two ends of a pipe
+//! ([`super::fds`]): `read`, `write`, `poll`, `select`, `epoll`, `fcntl`,
+//! `dup`, `close` work on them unchanged, because they act on the host
+//! descriptor behind a virtual one.
 //!
 //! # What the program cannot do through them
 //!
-//! - Name an address. A pair is connected: `sendto`/`sendmsg` with a
-//!   destination address get `EISCONN` (Linux's answer on a connected stream
-//!   socket; on a datagram pair Linux would send to that address, which
-//!   needs the names of issue 19). Addresses the host reports
-//!   (`recvfrom`, `recvmsg`, `getsockname`, `getpeername`: an unnamed
-//!   `AF_UNIX` socket) are copied out through a buffer of the monitor's,
-//!   truncated to the program's length as Linux truncates.
+//! - Name an address the rules do not allow (`EACCES`, noted for the
+//!   gate's `denied` record). A destination on a stream or seqpacket
+//!   socket is never read (Linux never uses one: a unix stream socket says
+//!   `EISCONN`). Addresses the host reports (`accept`, `recvfrom`,
+//!   `recvmsg`, `getsockname`, `getpeername`) are copied out through a
+//!   buffer of the monitor's, truncated to the program's length as Linux
+//!   truncates, a path socket the run bound shown by the program's path.
 //! - Pass control messages. `sendmsg` with `msg_controllen` other than 0 is
 //!   `EINVAL` (refused, not stripped: a program sending `SCM_RIGHTS` would
 //!   otherwise wait forever for a descriptor that never arrives, and the
@@ -27,15 +27,17 @@
 //!   see). `recvmsg` never gives the host a control buffer (none can have
 //!   been sent) and reports `msg_controllen` 0.
 //! - Use flags beyond the ones listed in [`SEND_FLAGS`] and [`RECV_FLAGS`]
-//!   (`EOPNOTSUPP`: `MSG_OOB`, `MSG_ERRQUEUE`, ...).
+//!   (`EOPNOTSUPP`: `MSG_OOB`, `MSG_ERRQUEUE`, ...), or options beyond the
+//!   list (`ENOPROTOOPT`).
 //!
 //! Every send carries `MSG_NOSIGNAL` to the host (the monitor must not get
 //! SIGPIPE); the libos posts SIGPIPE to the program for `EPIPE` when the
 //! program did not ask for `MSG_NOSIGNAL`, as the kernel would.
 //!
-//! The `*_on` forms run on a host descriptor without the service: sends and
-//! receives can block (a blocking socket pair), so
-//! [`super::Service::begin_blocking`] serves them like `read` of a pipe.
+//! The `*_on` forms run on a host descriptor without the service: sends,
+//! receives, `accept` and `connect` can block, so
+//! [`super::Service::begin_blocking`] serves them like `read` of a pipe
+//! (a destination checked under the lock and carried over).
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -114,13 +116,52 @@ pub(super) fn sendto(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 }
 
 /// The checked destination of a `sendto` (`None`: none given).
-pub(super) fn sendto_dest(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Result<Option<HostAddr>, Fail> {
+pub(super) fn sendto_dest(
+    s: &mut Service,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+) -> Result<Option<HostAddr>, Fail> {
     // A null address or a zero length names no destination (as Linux
     // takes them for unix sockets; UDP would say EINVAL).
     if a[4] == 0 || a[5] == 0 {
         return Ok(None);
     }
-    s.destination("sendto", mem, a[4], a[5]).map(Some)
+    let fd = s.vfd(a[0])?;
+    send_dest(s, "sendto", fd, mem, a[4], a[5])
+}
+
+/// The destination of a send on `fd`, checked: on a stream or seqpacket
+/// socket Linux never uses one (a unix stream socket says `EISCONN`, or
+/// `EOPNOTSUPP` unconnected; TCP and unix seqpacket ignore it), so it is
+/// dropped unread, as there; on a datagram socket it is checked.
+fn send_dest(
+    s: &mut Service,
+    call: &str,
+    fd: RawFd,
+    mem: &GuestMemory,
+    at: u64,
+    len: u64,
+) -> Result<Option<HostAddr>, Fail> {
+    match (sock_int(fd, libc::SO_TYPE), sock_int(fd, libc::SO_DOMAIN)) {
+        (Some(libc::SOCK_STREAM), Some(libc::AF_UNIX)) => {
+            let mut addr = [0u8; ADDR_MAX];
+            let mut alen = ADDR_MAX as libc::socklen_t;
+            // SAFETY: `addr` holds `alen` bytes.
+            let connected = unsafe { libc::getpeername(fd, addr.as_mut_ptr().cast(), &mut alen) } == 0;
+            Err(Fail::Errno(if connected { libc::EISCONN } else { libc::EOPNOTSUPP }))
+        }
+        (Some(libc::SOCK_STREAM | libc::SOCK_SEQPACKET), _) => Ok(None),
+        _ => s.destination(call, mem, at, len).map(Some),
+    }
+}
+
+/// An `int` socket option of host socket `fd`.
+fn sock_int(fd: RawFd, name: i32) -> Option<i32> {
+    let mut v = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `v` holds `len` bytes.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&mut v as *mut i32).cast(), &mut len) };
+    (r == 0).then_some(v)
 }
 
 /// `sendto` on host descriptor `fd` to an already checked destination,
@@ -235,7 +276,7 @@ fn host_msghdr(iov: &mut [libc::iovec], name: Option<&mut [u8; ADDR_MAX]>) -> li
 pub(super) fn sendmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     let (m, mut iov) = sendmsg_args(mem, a[1], a[2] as i32)?;
-    let dest = sendmsg_dest(s, mem, &m)?;
+    let dest = sendmsg_dest(s, fd, mem, &m)?;
     let total = iov.iter().map(|v| v.iov_len as u64).sum();
     let len = s.write_allowance("sendmsg", fd, total, None)?;
     clip_iovecs(&mut iov, len);
@@ -245,16 +286,21 @@ pub(super) fn sendmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 
 /// The checked destination of a `sendmsg` (`None`: none given), from the
 /// program's `msghdr` at `at`, copied once.
-pub(super) fn sendmsg_dest_at(s: &mut Service, mem: &GuestMemory, at: u64) -> Result<Option<HostAddr>, Fail> {
-    let m = MsgHdr::read(mem, at)?;
-    sendmsg_dest(s, mem, &m)
+pub(super) fn sendmsg_dest_at(
+    s: &mut Service,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+) -> Result<Option<HostAddr>, Fail> {
+    let fd = s.vfd(a[0])?;
+    let m = MsgHdr::read(mem, a[1])?;
+    sendmsg_dest(s, fd, mem, &m)
 }
 
-fn sendmsg_dest(s: &mut Service, mem: &GuestMemory, m: &MsgHdr) -> Result<Option<HostAddr>, Fail> {
+fn sendmsg_dest(s: &mut Service, fd: RawFd, mem: &GuestMemory, m: &MsgHdr) -> Result<Option<HostAddr>, Fail> {
     if m.name == 0 || m.namelen == 0 {
         return Ok(None);
     }
-    s.destination("sendmsg", mem, m.name, u64::from(m.namelen)).map(Some)
+    send_dest(s, "sendmsg", fd, mem, m.name, u64::from(m.namelen))
 }
 
 /// `sendmsg` on host descriptor `fd` to an already checked destination
@@ -396,7 +442,13 @@ impl Service {
     /// The program's address at `at` (`len` bytes), copied once, checked
     /// against the network rules for `call` and rebuilt for the host; a
     /// refusal is noted (`EACCES`).
-    pub(super) fn destination(&mut self, call: &str, mem: &GuestMemory, at: u64, len: u64) -> Result<HostAddr, Fail> {
+    pub(super) fn destination(
+        &mut self,
+        call: &str,
+        mem: &GuestMemory,
+        at: u64,
+        len: u64,
+    ) -> Result<HostAddr, Fail> {
         let addr = Addr::read(mem, at, len)?;
         self.note_addr(&addr);
         let abs = self.unix_abs(&addr)?;
@@ -461,8 +513,9 @@ pub(super) fn socket(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
         _ => return Err(Fail::Errno(libc::EAFNOSUPPORT)),
     }
     // SAFETY: touches no memory.
-    let r = host(unsafe { libc::socket(domain, kind | (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC, protocol) }
-        as i64)?;
+    let r = host(unsafe {
+        libc::socket(domain, kind | (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC, protocol)
+    } as i64)?;
     // SAFETY: a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
     let e = Entry { fd: fd.into(), cloexec: flags & libc::SOCK_CLOEXEC != 0, path: None, change: None };
@@ -544,7 +597,12 @@ pub(super) fn accept_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], flags: i32) 
     let mut alen = ADDR_MAX as libc::socklen_t;
     // SAFETY: `addr` holds `alen` bytes.
     let r = unsafe {
-        libc::accept4(fd, addr.as_mut_ptr().cast(), &mut alen, (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC)
+        libc::accept4(
+            fd,
+            addr.as_mut_ptr().cast(),
+            &mut alen,
+            (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC,
+        )
     };
     if r < 0 {
         return Err(Fail::Errno(errno()));
@@ -595,29 +653,37 @@ fn option_allowed(level: i32, name: i32, set: bool) -> bool {
             | SO_RCVTIMEO_NEW
             | SO_SNDTIMEO_NEW
             | libc::SO_PRIORITY => true,
-            libc::SO_ERROR | libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ACCEPTCONN => !set,
+            libc::SO_ERROR | libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ACCEPTCONN => {
+                !set
+            }
             _ => false,
         },
-        libc::IPPROTO_TCP => matches!(
-            name,
-            libc::TCP_NODELAY
-                | libc::TCP_MAXSEG
-                | libc::TCP_CORK
-                | libc::TCP_KEEPIDLE
-                | libc::TCP_KEEPINTVL
-                | libc::TCP_KEEPCNT
-                | libc::TCP_SYNCNT
-                | libc::TCP_LINGER2
-                | libc::TCP_DEFER_ACCEPT
-                | libc::TCP_QUICKACK
-                | libc::TCP_USER_TIMEOUT
-                | libc::TCP_NOTSENT_LOWAT
-        ) || (name == libc::TCP_INFO && !set),
+        libc::IPPROTO_TCP => {
+            matches!(
+                name,
+                libc::TCP_NODELAY
+                    | libc::TCP_MAXSEG
+                    | libc::TCP_CORK
+                    | libc::TCP_KEEPIDLE
+                    | libc::TCP_KEEPINTVL
+                    | libc::TCP_KEEPCNT
+                    | libc::TCP_SYNCNT
+                    | libc::TCP_LINGER2
+                    | libc::TCP_DEFER_ACCEPT
+                    | libc::TCP_QUICKACK
+                    | libc::TCP_USER_TIMEOUT
+                    | libc::TCP_NOTSENT_LOWAT
+            ) || (name == libc::TCP_INFO && !set)
+        }
         libc::IPPROTO_IP => {
-            matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER) || (name == libc::IP_MTU && !set)
+            matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER)
+                || (name == libc::IP_MTU && !set)
         }
         libc::IPPROTO_IPV6 => {
-            matches!(name, libc::IPV6_V6ONLY | libc::IPV6_UNICAST_HOPS | libc::IPV6_TCLASS | libc::IPV6_MTU_DISCOVER)
+            matches!(
+                name,
+                libc::IPV6_V6ONLY | libc::IPV6_UNICAST_HOPS | libc::IPV6_TCLASS | libc::IPV6_MTU_DISCOVER
+            )
         }
         _ => false,
     }

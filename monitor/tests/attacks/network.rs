@@ -68,7 +68,8 @@ impl Host {
         .expect("abstract");
         // The program names "cabin-host-daemon" exactly: bind that too when
         // free (another run of this test may hold it: then the pid one).
-        let exact = std::os::unix::net::SocketAddr::from_abstract_name(b"cabin-host-daemon").expect("abstract");
+        let exact =
+            std::os::unix::net::SocketAddr::from_abstract_name(b"cabin-host-daemon").expect("abstract");
         let abs = std::os::unix::net::UnixListener::bind_addr(&exact)
             .or_else(|_| std::os::unix::net::UnixListener::bind_addr(&name))
             .expect("abstract listener");
@@ -90,7 +91,13 @@ fn run(b: Backend, mode: &str, dir: &Path, host: &Host, audit: Option<&Path>) ->
     let rule = |s: String| parse_rule(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
     let (a, d) = (host.allowed, host.denied);
     let cfg = RunConfig {
-        args: vec!["attack_network".into(), mode.into(), a.to_string(), d.to_string(), dir.display().to_string()],
+        args: vec![
+            "attack_network".into(),
+            mode.into(),
+            a.to_string(),
+            d.to_string(),
+            dir.display().to_string(),
+        ],
         quiet: true,
         stdio: Some([0, out.as_raw_fd(), 2]),
         allow_write: vec![dir.to_path_buf()],
@@ -223,7 +230,11 @@ fn every_way_around_the_network_rules_is_refused_and_audited(b: Backend) {
         "[network] connect unix:@cabin-host-daemon:".into(),
         "[network] bind unix:@cabin-squat:".into(),
     ] {
-        assert!(rules.iter().any(|r| r.starts_with(&want)), "{b:?}: no record {want:?} in:\n{}", rules.join("\n"));
+        assert!(
+            rules.iter().any(|r| r.starts_with(&want)),
+            "{b:?}: no record {want:?} in:\n{}",
+            rules.join("\n")
+        );
     }
 }
 
