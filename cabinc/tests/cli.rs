@@ -619,3 +619,82 @@ fn allow_read_one_file() {
     let o = cabinc().args(["policy", "explain"]).arg(&p).output().expect("explain");
     assert!(text(&o).0.contains("(file: only this object"), "{}", describe(&o));
 }
+
+/// A server workload (`[server]`, issue 19) end to end: busybox httpd is the
+/// server on a free `{port}`, busybox wget the client; the score (with its
+/// own duration unit) comes from the client's output on native and
+/// passthrough runs, and the server is stopped after each run. A client that
+/// is not installed is one error naming the package.
+#[test]
+fn bench_server_workload() {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        cabin_tests::not_run(
+            "bench server workload",
+            "/bin/busybox is missing (apt-get install busybox-static)",
+        );
+        return;
+    }
+    let t = tempdir();
+    let cat = t.path().join("catalog");
+    let www = t.path().join("www");
+    std::fs::create_dir_all(&cat).expect("catalog dir");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("score.txt"), "answer 1.5s\n").expect("score.txt");
+    let manifest = |client: &str| {
+        format!(
+            r#"format = 1
+name = "busybox-httpd"
+description = "busybox httpd under busybox wget"
+source = {{ path = "/bin" }}
+build = {{ commands = ["cp {{source}}/busybox {{out}}"] }}
+[run]
+args = ["httpd", "-f", "-p", "127.0.0.1:{{port}}", "-h", {www:?}]
+timeout_secs = 60
+[server]
+client = [{client}, "wget", "-q", "-O", "-", "http://127.0.0.1:{{port}}/score.txt"]
+client_package = "busybox-static"
+stop_timeout_secs = 5
+[[scores]]
+kind = "regex"
+name = "answer"
+regex = '^answer (?P<value>[0-9.]+)(?P<unit>ms|s)$'
+unit = "ms"
+higher_is_better = false
+"#,
+            www = www.display().to_string()
+        )
+    };
+    std::fs::write(cat.join("busybox-httpd.toml"), manifest("\"/bin/busybox\"")).expect("manifest");
+    let bench = |out: &str| {
+        cabinc()
+            .args(["bench", "busybox-httpd", "--runs", "2", "--backend", "passthrough", "--catalog"])
+            .arg(&cat)
+            .arg("--out")
+            .arg(t.path().join(out))
+            .env("CABIN_CACHE_DIR", t.path().join("cache"))
+            .output()
+            .expect("bench")
+    };
+    let o = bench("out");
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("out/bench.json")).expect("bench.json"))
+            .expect("json");
+    let item = &report["items"][0];
+    assert_eq!(item["score"], "answer", "{report}");
+    assert_eq!(
+        (item["native"].as_f64(), item["confined"].as_f64()),
+        (Some(1500.0), Some(1500.0)),
+        "{report}"
+    );
+    assert_eq!(item["runs"], 2, "{report}");
+
+    std::fs::write(cat.join("busybox-httpd.toml"), manifest("\"cabin-no-such-load-generator\""))
+        .expect("manifest");
+    let o = bench("out2");
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let line = "error: the load generator `cabin-no-such-load-generator` of busybox-httpd is not installed\nhelp: apt-get install busybox-static\n";
+    assert_eq!(text(&o).1.matches(line).count(), 1, "{}", describe(&o));
+    assert!(!text(&o).1.contains("Running"), "no run starts: {}", describe(&o));
+}

@@ -356,6 +356,23 @@ impl Gate {
                 let hint = path_hint(refusal, writes(t.nr, &t.args));
                 self.say(hint);
             }
+        } else if let Some(rule) = note.network {
+            // A network refusal: a `denied` record naming the address (and
+            // so an audit event), and once per run a hint on stderr.
+            let mut rec = SyscallRecord::new(t.nr, t.args, ret, Served::Denied);
+            rec.duration_ns = t.start.map_or(0, |s| s.elapsed().as_nanos() as u64);
+            rec.time_ns = self.now().saturating_sub(rec.duration_ns);
+            rec.site = t.site;
+            rec.path = note.path.as_deref().map(path_text);
+            rec.addr = note.addr;
+            if self.path_hint {
+                self.path_hint = false;
+                self.say(format!(
+                    "cabin: denied {rule}; help: allow it with --allow-connect/--allow-listen or the policy's [network] section"
+                ));
+            }
+            rec.rule = Some(rule);
+            self.tracer.syscall(&rec);
         } else if let Some(hit) = note.limit {
             // A write limit the service applied before the call: not served.
             let mut rec = SyscallRecord::new(t.nr, t.args, ret, Served::Denied);
@@ -373,6 +390,7 @@ impl Gate {
             rec.complain = t.complain.is_some();
             rec.rule = t.complain;
             rec.path = note.path.as_deref().map(path_text);
+            rec.addr = note.addr;
             self.tracer.syscall(&rec);
         }
         None

@@ -685,9 +685,9 @@ impl Worker {
                 Begin::Done(ret) => ret,
                 Begin::Run(call) => {
                     drop(guard);
-                    let ret = call.run(mem).map_err(RingViolation::from)?;
+                    let ran = call.run(mem).map_err(RingViolation::from)?;
                     guard = shared.lock();
-                    ret
+                    guard.service.finish_blocking(mem, ran).map_err(RingViolation::from)?
                 }
             }
         } else {

@@ -24,6 +24,7 @@ use crate::gate::{exit_words, Gate, Stop};
 use crate::placement::Placement;
 use crate::ring::{Served, Shared, Worker, WorkerEnd};
 use crate::service::fs::FsPolicy;
+use crate::service::net::Network;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
@@ -82,6 +83,7 @@ impl<'a> Session<'a> {
         let cwd =
             std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
+        service.set_network(Network::new(std::sync::Arc::new(cfg.network.clone())));
         let timers = std::sync::Arc::new(crate::timers::Timers::default());
         service.timers = Some(timers.clone());
         // Policy, limits, trace and audit (crate::gate): the worker passes

@@ -298,11 +298,19 @@ fn path_refusals_are_denials_in_trace_and_audit() {
     let note = CallNote {
         path: Some(b"../secret\xff".to_vec()),
         refusal: Some(PathRefusal { why: Refusal::Escape, resolved: b"/data/in/../secret\xff".to_vec() }),
+        network: None,
+        addr: None,
         limit: None,
     };
     assert!(g.served_with(t, -13, note).is_none());
     let Admit::Serve(t) = g.admit(nr("openat"), &args, false, Some(0x401000), None) else { panic!("serve") };
-    let note = CallNote { path: Some(b"/data/in/a".to_vec()), refusal: None, limit: None };
+    let note = CallNote {
+        path: Some(b"/data/in/a".to_vec()),
+        refusal: None,
+        network: None,
+        addr: None,
+        limit: None,
+    };
     assert!(g.served_with(t, 3, note).is_none());
     g.finish(0, "exited", None);
 

@@ -99,6 +99,14 @@ pub struct CallNote {
     pub path: Option<Vec<u8>>,
     /// Set when the path rules refused the call (it returned `EACCES`).
     pub refusal: Option<PathRefusal>,
+    /// Set when the network rules refused the call (it returned `EACCES`):
+    /// the rule as the trace and audit log show it, naming the address
+    /// (`[network] connect 10.0.0.1:80: ...`).
+    pub network: Option<String>,
+    /// The socket address the call named or got (`trace::record::addr_text`):
+    /// set for a network refusal, and for allowed socket calls while paths
+    /// are recorded (a tracer wants them); the record's `addr`.
+    pub addr: Option<String>,
     /// Set when a write limit stopped the call before it ran (it returned
     /// `EFBIG`, which the program never sees: the gate stops it).
     pub limit: Option<LimitHit>,

@@ -171,6 +171,17 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 continue;
             }
         };
+        // A server workload's client must be installed: one error, before any run.
+        if let Some(srv) = &item.manifest.server {
+            let mut vars = built.vars.clone();
+            vars.insert("port".into(), "0".into());
+            vars.insert("scratch".into(), String::new());
+            if let Err(e) = runner::client_command(srv, &vars, &item.id()) {
+                crate::output::error(&e);
+                failures.push(format!("{e:#}"));
+                continue;
+            }
+        }
         let sides: Vec<Backend> = std::iter::once(Backend::Native).chain(backends.iter().cloned()).collect();
         // The hogs run through every run of this item (both sides, warm-ups included) and stop
         // at the end of this loop iteration.

@@ -79,6 +79,10 @@ pub struct Manifest {
     /// How to read scores from a run.
     #[serde(default)]
     pub scores: Vec<ScoreSpec>,
+    /// A server workload: the program is a server, a native client loads it and the scores come
+    /// from the client's output (docs/catalog.md, "Server workloads").
+    #[serde(default)]
+    pub server: Option<ServerSpec>,
     /// The directory that relative paths and `{manifest_dir}` refer to; `cabinc catalog add`
     /// sets it to the original manifest's directory (default: the manifest's own directory).
     #[serde(default)]
@@ -210,6 +214,52 @@ fn default_timeout() -> u64 {
     900
 }
 
+/// A server workload: `run` starts the server (natively or confined), `{port}` is a free loopback
+/// port chosen per run, and once `ready` accepts a connection the `client` command runs natively;
+/// its exit status and output are what `run.expect_exit`, `run.expect_output` and the scores read.
+/// Then the server gets SIGTERM, and SIGKILL after `stop_timeout_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// The TCP address that says the server is ready when it accepts a connection
+    /// (default `127.0.0.1:{port}`).
+    #[serde(default = "default_ready")]
+    pub ready: String,
+    /// Seconds to wait for `ready` before the run fails (default 60).
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_secs: u64,
+    /// The client command (argv, run natively, no shell); placeholders allowed. Its first word
+    /// must be on PATH.
+    pub client: Vec<String>,
+    /// The Debian package that has the client, for the error when it is missing (default: the
+    /// client's first word).
+    #[serde(default)]
+    pub client_package: Option<String>,
+    /// Addresses a confined server may listen on (`cabinc run --allow-listen`, default
+    /// `["127.0.0.1:{port}"]`).
+    #[serde(default = "default_listen")]
+    pub allow_listen: Vec<String>,
+    /// Seconds between SIGTERM and SIGKILL when the server is stopped (default 5).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_secs: u64,
+}
+
+fn default_ready() -> String {
+    "127.0.0.1:{port}".into()
+}
+
+fn default_ready_timeout() -> u64 {
+    60
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:{port}".into()]
+}
+
+fn default_stop_timeout() -> u64 {
+    5
+}
+
 /// How a score is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -240,7 +290,9 @@ pub struct ScoreSpec {
     /// Score name; with a `(?P<name>…)` group in the regex, a prefix for each match's name.
     #[serde(default)]
     pub name: Option<String>,
-    /// Regex (multi-line mode) with a `(?P<value>…)` group and optionally `(?P<name>…)`.
+    /// Regex (multi-line mode) with a `(?P<value>…)` group and optionally `(?P<name>…)`; a
+    /// `(?P<unit>…)` group (`ns`, `us`, `ms` or `s`) converts a duration to the score's `unit`,
+    /// which must then be one of those.
     #[serde(default)]
     pub regex: Option<String>,
     /// Stream the regex reads.
@@ -376,12 +428,25 @@ impl Manifest {
                             "score regex `{r}` needs a `(?P<name>...)` group or a `name` key"
                         )));
                     }
+                    if groups.contains(&"unit") && duration_scale(s.unit()).is_none() {
+                        return Err(bad(format!(
+                            "score regex `{r}` has a `unit` group: its `unit` must be ns, us, ms or s"
+                        )));
+                    }
                 }
                 ScoreKind::WallTime => {
                     if s.regex.is_some() {
                         return Err(bad("a `wall_time` score takes no regex".into()));
                     }
                 }
+            }
+        }
+        if let Some(srv) = &self.server {
+            if srv.client.is_empty() || srv.client[0].trim().is_empty() {
+                return Err(bad("server.client needs a command".into()));
+            }
+            if srv.ready_timeout_secs == 0 || srv.stop_timeout_secs == 0 {
+                return Err(bad("server timeouts must be at least 1 second".into()));
             }
         }
         for r in self.run.allow_connect.iter().chain(&self.run.allow_listen) {
@@ -400,6 +465,11 @@ impl Manifest {
             texts.extend(self.run.env.iter());
             texts.extend(self.run.allow_read.iter());
             texts.extend(self.run.allow_write.iter());
+            if let Some(srv) = &self.server {
+                texts.push(&srv.ready);
+                texts.extend(srv.client.iter());
+                texts.extend(srv.allow_listen.iter());
+            }
             for t in texts {
                 for p in placeholders(t).map_err(&bad)? {
                     if !vars.iter().any(|v| v == p) {
@@ -434,7 +504,21 @@ impl Manifest {
         let mut v: Vec<String> = STANDARD_PLACEHOLDERS.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         v.extend(self.inputs.iter().map(|i| format!("input.{}", i.name)));
         v.extend(self.variant_vars(variant).into_keys());
+        if self.server.is_some() {
+            v.push("port".into());
+        }
         v
+    }
+}
+
+/// Seconds per unit of a duration unit name (`ns`, `us`, `ms`, `s`).
+pub fn duration_scale(unit: &str) -> Option<f64> {
+    match unit {
+        "ns" => Some(1e-9),
+        "us" | "µs" => Some(1e-6),
+        "ms" => Some(1e-3),
+        "s" => Some(1.0),
+        _ => None,
     }
 }
 

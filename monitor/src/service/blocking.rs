@@ -1,6 +1,6 @@
 //! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
-//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg` of a socket
-//! pair, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
+//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg`, `accept`,
+//! `accept4`, `connect` of a socket, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
 //! signal, a lock wait: `fcntl` `F_SETLKW`/`F_OFD_SETLKW`, `flock` without
 //! `LOCK_NB`), served without the
 //! service lock once the program has threads, so that one thread blocked in
@@ -10,14 +10,23 @@
 //! [`Service::begin_blocking`] runs under the lock: it counts the call and
 //! takes a duplicate of the host descriptor (so a `close` by another thread
 //! meanwhile cannot make the call act on a reused descriptor number that
-//! now names something else); [`Blocking::run`] then runs without the lock
-//! and touches only the duplicate and checked program memory.
+//! now names something else) and, for `connect` and a send with a
+//! destination, checks the address and keeps the monitor's copy;
+//! [`Blocking::run`] then runs without the lock and touches only the
+//! duplicate, that copy and checked program memory. What it returns is
+//! finished under the lock by [`Service::finish_blocking`] (an accepted
+//! connection enters the table there).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use super::io::{read_on, vectored_on, write_on, Vectored};
 use super::locks::{self, LockOn};
-use super::sockets::{recvfrom_on, recvmsg_on, sendmsg_on, sendto_on};
+use super::net::{Bound, HostAddr};
+use super::sockets::{
+    accept_on, accepted, connect_on, recvfrom_on, recvmsg_on, sendmsg_dest_at, sendmsg_on, sendto_dest,
+    sendto_on, Accepted,
+};
 use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
 use super::{dup_cloexec, Fail, Service, Sys, Violation};
 use crate::memory::GuestMemory;
@@ -33,6 +42,21 @@ pub struct Blocking {
     /// For a POSIX `F_SETLKW`: the program's lock description of the file
     /// (kept open for the wait).
     lock: Option<LockOn>,
+    /// For `connect`, `sendto`, `sendmsg`: the destination, checked under
+    /// the lock (what the program's memory says now is not looked at again).
+    dest: Option<HostAddr>,
+    /// For receives: what the run has bound (to show unix names).
+    bound: Option<Arc<Bound>>,
+}
+
+/// What a [`Blocking`] call did, to be finished under the lock by
+/// [`Service::finish_blocking`].
+#[derive(Debug)]
+pub enum Ran {
+    /// The value for `rax`.
+    Value(i64),
+    /// `accept`/`accept4` got a connection: it enters the table under the lock.
+    Accepted(Accepted, [u64; 6]),
 }
 
 /// What [`Service::begin_blocking`] decided.
@@ -43,7 +67,7 @@ pub enum Begin {
     /// Answered already (a bad descriptor).
     Done(i64),
     /// Run it without the lock.
-    Run(Blocking),
+    Run(Box<Blocking>),
 }
 
 impl Service {
@@ -53,6 +77,7 @@ impl Service {
     pub fn begin_blocking(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Begin {
         let needs_fd = match nr {
             nr::read | nr::readv | nr::recvfrom | nr::recvmsg => true,
+            nr::accept | nr::accept4 | nr::connect => true,
             nr::fcntl if matches!(a[1] as i32, libc::F_SETLKW | libc::F_OFD_SETLKW) => true,
             nr::flock if locks::flock_blocks(a[1]) => true,
             nr::write | nr::writev | nr::sendto | nr::sendmsg if self.write_limits.is_none() => true,
@@ -65,6 +90,23 @@ impl Service {
         }
         self.stats.per_nr.add(nr, 1);
         self.note = Default::default();
+        if matches!(nr, nr::accept | nr::accept4 | nr::connect) {
+            if let Err(e) = self.socket_fd(a[0]) {
+                return fail_now(e);
+            }
+        }
+        // The destination is checked now, under the lock, from one copy.
+        let dest = match nr {
+            nr::connect => self.destination("connect", mem, a[1], a[2]).map(Some),
+            nr::sendto => sendto_dest(self, mem, &a),
+            nr::sendmsg => sendmsg_dest_at(self, mem, &a),
+            _ => Ok(None),
+        };
+        let dest = match dest {
+            Ok(d) => d,
+            Err(e) => return fail_now(e),
+        };
+        let bound = matches!(nr, nr::recvfrom | nr::recvmsg).then(|| self.bound());
         let mut lock = None;
         let fd = if needs_fd {
             let host = match self.vfd(a[0]) {
@@ -86,25 +128,60 @@ impl Service {
         } else {
             None
         };
-        Begin::Run(Blocking { nr, a, fd, lock })
+        Begin::Run(Box::new(Blocking { nr, a, fd, lock, dest, bound }))
+    }
+
+    /// Under the lock again: finishes what [`Blocking::run`] did (an
+    /// accepted connection enters the program's table).
+    pub fn finish_blocking(&mut self, mem: &GuestMemory, ran: Ran) -> Result<i64, Violation> {
+        match ran {
+            Ran::Value(v) => Ok(v),
+            Ran::Accepted(got, a) => {
+                let r = accepted(self, mem, &a, got);
+                super::conclude(nr::accept4, r, &mut self.note)
+            }
+        }
+    }
+}
+
+/// A failure found under the lock: the errno now; anything else (a bad
+/// pointer, which ends the program) is reported by the ordinary call.
+fn fail_now(e: Fail) -> Begin {
+    match e {
+        Fail::Errno(e) => Begin::Done(-i64::from(e)),
+        _ => Begin::Handle,
     }
 }
 
 impl Blocking {
-    /// Runs the call (without the service lock).
-    pub fn run(self, mem: &GuestMemory) -> Result<i64, Violation> {
+    /// Runs the call (without the service lock); finish it with
+    /// [`Service::finish_blocking`].
+    pub fn run(self, mem: &GuestMemory) -> Result<Ran, Violation> {
         let fd = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         let a = &self.a;
+        let dest = self.dest.as_ref();
+        let bound = self.bound.clone().unwrap_or_default();
         let r: Sys = match self.nr {
+            nr::accept | nr::accept4 => {
+                let flags = if self.nr == nr::accept4 { a[3] as i32 } else { 0 };
+                match accept_on(fd, mem, a, flags) {
+                    Ok(got) => return Ok(Ran::Accepted(got, *a)),
+                    Err(e) => Err(e),
+                }
+            }
+            nr::connect => match dest {
+                Some(d) => connect_on(fd, d),
+                None => Err(Fail::Errno(libc::EINVAL)),
+            },
             nr::read => read_on(fd, mem, a),
             nr::readv => vectored_on(fd, mem, a, Vectored::Readv),
             nr::write => write_on(fd, mem, a),
             nr::writev => vectored_on(fd, mem, a, Vectored::Writev),
             nr::nanosleep => nanosleep_on(mem, a),
-            nr::recvfrom => recvfrom_on(fd, mem, a),
-            nr::recvmsg => recvmsg_on(fd, mem, a),
-            nr::sendto => sendto_on(fd, mem, a),
-            nr::sendmsg => sendmsg_on(fd, mem, a),
+            nr::recvfrom => recvfrom_on(fd, mem, a, &bound),
+            nr::recvmsg => recvmsg_on(fd, mem, a, &bound),
+            nr::sendto => sendto_on(fd, mem, a, dest),
+            nr::sendmsg => sendmsg_on(fd, mem, a, dest),
             nr::pause => pause_on(),
             nr::fcntl => {
                 let on = self.lock.as_ref().map_or(fd, |l| locks::raw(l, fd));
@@ -114,9 +191,9 @@ impl Blocking {
             _ => clock_nanosleep_on(mem, a),
         };
         match r {
-            Ok(v) => Ok(v),
-            Err(Fail::Errno(e)) => Ok(-i64::from(e)),
-            Err(Fail::Limit(_)) => Ok(-i64::from(libc::EFBIG)),
+            Ok(v) => Ok(Ran::Value(v)),
+            Err(Fail::Errno(e)) => Ok(Ran::Value(-i64::from(e))),
+            Err(Fail::Limit(_)) => Ok(Ran::Value(-i64::from(libc::EFBIG))),
             Err(Fail::Violation(msg)) => {
                 let name = sysnames::name(self.nr).unwrap_or("unknown");
                 Err(Violation(format!("{name} (system call {}): {msg}", self.nr)))

@@ -35,6 +35,7 @@ mod files;
 mod io;
 mod locks;
 mod names;
+pub mod net;
 mod process;
 mod sockets;
 mod table;
@@ -176,6 +177,8 @@ pub struct Service {
     /// Where the program's own CPU time is read (`None`: not known yet,
     /// CPU-time clocks read 0).
     program_cpu: Option<ProgramCpu>,
+    /// The network rules and what the run has bound (shared by the tree).
+    net: net::Network,
 }
 
 fn errno() -> i32 {
@@ -249,7 +252,13 @@ impl Service {
             print_reports: true,
             timers: None,
             program_cpu: None,
+            net: net::Network::default(),
         }
+    }
+
+    /// The network the program may use (default: none; docs/networking.md).
+    pub fn set_network(&mut self, net: net::Network) {
+        self.net = net;
     }
 
     /// Where the program's CPU-time clocks, `getrusage` and `times` are
@@ -289,6 +298,7 @@ impl Service {
             timers: None,
             // Set by the child's run once its host process exists.
             program_cpu: None,
+            net: self.net.clone(),
         }
     }
 
@@ -355,7 +365,12 @@ impl Service {
     /// service across the host wait. Everything else is done here.
     pub fn begin(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Begun {
         self.stats.per_nr.add(nr, 1);
-        if self.note.path.is_some() || self.note.refusal.is_some() || self.note.limit.is_some() {
+        if self.note.path.is_some()
+            || self.note.refusal.is_some()
+            || self.note.limit.is_some()
+            || self.note.network.is_some()
+            || self.note.addr.is_some()
+        {
             self.note = CallNote::default();
         }
         let r = match events::prepare(self, mem, nr, &a) {
@@ -389,6 +404,15 @@ impl Service {
         }
         self.note.refusal = Some(PathRefusal { why, resolved: resolved.to_vec() });
         Fail::Errno(why.errno())
+    }
+
+    /// A refusal by the network rules (`rule` names the address): counted,
+    /// noted for the gate (a `denied` record), `EACCES` for the program.
+    fn deny_net(&mut self, rule: String, addr: String) -> Fail {
+        self.stats.denied += 1;
+        self.note.network = Some(rule);
+        self.note.addr = Some(addr);
+        Fail::Errno(libc::EACCES)
     }
 
     /// The host descriptor of `vfd` when the program may change the

@@ -1,25 +1,25 @@
-//! Sockets: `socketpair` for `AF_UNIX` (stream, datagram, seqpacket;
-//! `SOCK_NONBLOCK`, `SOCK_CLOEXEC`), and the calls that use a connected
-//! socket: `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `shutdown`,
-//! `getsockname`, `getpeername`. `socket`, `bind`, `connect`, `listen`,
-//! `accept` and socket options are the networking issue's (issue 19): this
-//! module is its base.
+//! Sockets: `socket` (`AF_UNIX`, `AF_INET`, `AF_INET6`), `socketpair`
+//! (`AF_UNIX`), `bind`, `listen`, `accept`/`accept4`, `connect`,
+//! `shutdown`, the sends and receives (`sendmmsg`/`recvmmsg` included),
+//! `getsockname`/`getpeername` and the socket options of a list
+//! ([`option_allowed`]). Every address a program names is checked by
+//! [`super::net`] against the run's network rules (docs/networking.md).
 //!
-//! A socket pair is two host sockets the monitor creates (`O_CLOEXEC`, like
-//! every descriptor it holds) and keeps in the program's table like the two
-//! ends of a pipe ([`super::fds`]): `read`, `write`, `poll`, `select`,
-//! `epoll`, `fcntl`, `dup`, `close` work on them unchanged, because they act
-//! on the host descriptor behind a virtual one.
+//! Host sockets are the monitor's (`O_CLOEXEC`, like every descriptor it
+//! holds), kept in the program's table like the two ends of a pipe
+//! ([`super::fds`]): `read`, `write`, `poll`, `select`, `epoll`, `fcntl`,
+//! `dup`, `close` work on them unchanged, because they act on the host
+//! descriptor behind a virtual one.
 //!
 //! # What the program cannot do through them
 //!
-//! - Name an address. A pair is connected: `sendto`/`sendmsg` with a
-//!   destination address get `EISCONN` (Linux's answer on a connected stream
-//!   socket; on a datagram pair Linux would send to that address, which
-//!   needs the names of issue 19). Addresses the host reports
-//!   (`recvfrom`, `recvmsg`, `getsockname`, `getpeername`: an unnamed
-//!   `AF_UNIX` socket) are copied out through a buffer of the monitor's,
-//!   truncated to the program's length as Linux truncates.
+//! - Name an address the rules do not allow (`EACCES`, noted for the
+//!   gate's `denied` record). A destination on a stream or seqpacket
+//!   socket is never read (Linux never uses one: a unix stream socket says
+//!   `EISCONN`). Addresses the host reports (`accept`, `recvfrom`,
+//!   `recvmsg`, `getsockname`, `getpeername`) are copied out through a
+//!   buffer of the monitor's, truncated to the program's length as Linux
+//!   truncates, a path socket the run bound shown by the program's path.
 //! - Pass control messages. `sendmsg` with `msg_controllen` other than 0 is
 //!   `EINVAL` (refused, not stripped: a program sending `SCM_RIGHTS` would
 //!   otherwise wait forever for a descriptor that never arrives, and the
@@ -27,21 +27,24 @@
 //!   see). `recvmsg` never gives the host a control buffer (none can have
 //!   been sent) and reports `msg_controllen` 0.
 //! - Use flags beyond the ones listed in [`SEND_FLAGS`] and [`RECV_FLAGS`]
-//!   (`EOPNOTSUPP`: `MSG_OOB`, `MSG_ERRQUEUE`, ...).
+//!   (`EOPNOTSUPP`: `MSG_OOB`, `MSG_ERRQUEUE`, ...), or options beyond the
+//!   list (`ENOPROTOOPT`).
 //!
 //! Every send carries `MSG_NOSIGNAL` to the host (the monitor must not get
 //! SIGPIPE); the libos posts SIGPIPE to the program for `EPIPE` when the
 //! program did not ask for `MSG_NOSIGNAL`, as the kernel would.
 //!
-//! The `*_on` forms run on a host descriptor without the service: sends and
-//! receives can block (a blocking socket pair), so
-//! [`super::Service::begin_blocking`] serves them like `read` of a pipe.
+//! The `*_on` forms run on a host descriptor without the service: sends,
+//! receives, `accept` and `connect` can block, so
+//! [`super::Service::begin_blocking`] serves them like `read` of a pipe
+//! (a destination checked under the lock and carried over).
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use super::fdtable::Entry;
 use super::io::{clip_iovecs, iovecs};
-use super::{host, Fail, Service, Sys, IOV_MAX};
+use super::net::{self, Addr, Bound, Checked, HostAddr, ADDR_MAX};
+use super::{errno, host, Fail, Service, Sys, IOV_MAX};
 use crate::memory::GuestMemory;
 
 /// Flags a send may carry.
@@ -56,8 +59,6 @@ pub const RECV_FLAGS: i32 = libc::MSG_DONTWAIT
 
 /// `struct msghdr` as x86-64 Linux lays it out: 56 bytes.
 const MSGHDR_LEN: usize = 56;
-/// `sizeof(struct sockaddr_storage)`: the longest address the host reports.
-const ADDR_MAX: usize = 128;
 
 pub(super) fn socketpair(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let (domain, ty, protocol) = (a[0] as i32, a[1] as i32, a[2] as i32);
@@ -103,41 +104,98 @@ pub(super) fn socketpair(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sy
     Ok(0)
 }
 
-/// `sendto(fd, buf, len, flags, dest, destlen)` with the write limits.
+/// `sendto(fd, buf, len, flags, dest, destlen)` with the write limits; a
+/// destination is checked against the network rules first.
 pub(super) fn sendto(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
+    check_send_flags(a[3] as i32)?;
+    let dest = sendto_dest(s, mem, a)?;
     let len = s.write_allowance("sendto", fd, a[2], None)?;
-    let r = send_on(fd, mem, a, len);
+    let r = send_on(fd, mem, a, len, dest.as_ref());
     s.count_written(r)
 }
 
-/// `sendto` on host descriptor `fd` without write limits (the service lock
-/// may be dropped).
-pub(super) fn sendto_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    send_on(fd, mem, a, a[2])
+/// The checked destination of a `sendto` (`None`: none given).
+pub(super) fn sendto_dest(
+    s: &mut Service,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+) -> Result<Option<HostAddr>, Fail> {
+    // A null address or a zero length names no destination (as Linux
+    // takes them for unix sockets; UDP would say EINVAL).
+    if a[4] == 0 || a[5] == 0 {
+        return Ok(None);
+    }
+    let fd = s.vfd(a[0])?;
+    send_dest(s, "sendto", fd, mem, a[4], a[5])
 }
 
-/// `sendto` of the first `len` of the `a[2]` bytes at `a[1]`.
-fn send_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], len: u64) -> Sys {
-    let flags = a[3] as i32;
+/// The destination of a send on `fd`, checked: on a stream or seqpacket
+/// socket Linux never uses one (a unix stream socket says `EISCONN`, or
+/// `EOPNOTSUPP` unconnected; TCP and unix seqpacket ignore it), so it is
+/// dropped unread, as there; on a datagram socket it is checked.
+fn send_dest(
+    s: &mut Service,
+    call: &str,
+    fd: RawFd,
+    mem: &GuestMemory,
+    at: u64,
+    len: u64,
+) -> Result<Option<HostAddr>, Fail> {
+    match (sock_int(fd, libc::SO_TYPE), sock_int(fd, libc::SO_DOMAIN)) {
+        (Some(libc::SOCK_STREAM), Some(libc::AF_UNIX)) => {
+            let mut addr = [0u8; ADDR_MAX];
+            let mut alen = ADDR_MAX as libc::socklen_t;
+            // SAFETY: `addr` holds `alen` bytes.
+            let connected = unsafe { libc::getpeername(fd, addr.as_mut_ptr().cast(), &mut alen) } == 0;
+            Err(Fail::Errno(if connected { libc::EISCONN } else { libc::EOPNOTSUPP }))
+        }
+        (Some(libc::SOCK_STREAM | libc::SOCK_SEQPACKET), _) => Ok(None),
+        _ => s.destination(call, mem, at, len).map(Some),
+    }
+}
+
+/// An `int` socket option of host socket `fd`.
+fn sock_int(fd: RawFd, name: i32) -> Option<i32> {
+    let mut v = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `v` holds `len` bytes.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&mut v as *mut i32).cast(), &mut len) };
+    (r == 0).then_some(v)
+}
+
+/// `sendto` on host descriptor `fd` to an already checked destination,
+/// without write limits (the service lock may be dropped).
+pub(super) fn sendto_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], dest: Option<&HostAddr>) -> Sys {
+    send_on(fd, mem, a, a[2], dest)
+}
+
+fn check_send_flags(flags: i32) -> Result<(), Fail> {
     if flags & !SEND_FLAGS != 0 {
         return Err(Fail::Errno(libc::EOPNOTSUPP));
     }
-    if a[4] != 0 && a[5] != 0 {
-        return Err(Fail::Errno(libc::EISCONN));
-    }
+    Ok(())
+}
+
+/// `sendto` of the first `len` of the `a[2]` bytes at `a[1]`.
+fn send_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], len: u64, dest: Option<&HostAddr>) -> Sys {
+    let flags = a[3] as i32;
+    check_send_flags(flags)?;
     let p = mem.host_range(a[1], a[2], false)?;
-    // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2].
-    host(unsafe { libc::send(fd, p.cast(), len as usize, flags | libc::MSG_NOSIGNAL) } as i64)
+    let (to, tolen) = dest.map_or((std::ptr::null(), 0), |d| (d.ptr(), d.len()));
+    // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2];
+    // `to` is null or an address the monitor built, live across the call.
+    host(unsafe { libc::sendto(fd, p.cast(), len as usize, flags | libc::MSG_NOSIGNAL, to, tolen) } as i64)
 }
 
 pub(super) fn recvfrom(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    recvfrom_on(s.vfd(a[0])?, mem, a)
+    let bound = s.bound();
+    recvfrom_on(s.vfd(a[0])?, mem, a, &bound)
 }
 
 /// `recvfrom(fd, buf, len, flags, src, srclen)` on host descriptor `fd`
 /// (the service lock may be dropped).
-pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bound) -> Sys {
     let flags = a[3] as i32;
     if flags & !RECV_FLAGS != 0 {
         return Err(Fail::Errno(libc::EOPNOTSUPP));
@@ -154,7 +212,10 @@ pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
         libc::recvfrom(fd, p.cast(), a[2] as usize, flags, addr.as_mut_ptr().cast(), &mut alen)
     } as i64)?;
     if let Some(want) = want {
-        addr_out(mem, a[4], a[5], &addr, alen as usize, want)?;
+        let mut alen = alen as usize;
+        bound.note_sender(&addr, alen);
+        bound.program_name(&mut addr, &mut alen);
+        addr_out(mem, a[4], a[5], &addr, alen, want)?;
     }
     Ok(n)
 }
@@ -210,54 +271,78 @@ fn host_msghdr(iov: &mut [libc::iovec], name: Option<&mut [u8; ADDR_MAX]>) -> li
     h
 }
 
-/// `sendmsg(fd, msg, flags)` with the write limits.
+/// `sendmsg(fd, msg, flags)` with the write limits; a destination
+/// (`msg_name`) is checked against the network rules first.
 pub(super) fn sendmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
-    let mut iov = sendmsg_args(mem, a)?;
+    let (m, mut iov) = sendmsg_args(mem, a[1], a[2] as i32)?;
+    let dest = sendmsg_dest(s, fd, mem, &m)?;
     let total = iov.iter().map(|v| v.iov_len as u64).sum();
     let len = s.write_allowance("sendmsg", fd, total, None)?;
     clip_iovecs(&mut iov, len);
-    let r = sendmsg_host(fd, &mut iov, a[2] as i32);
+    let r = sendmsg_host(fd, &mut iov, dest.as_ref(), a[2] as i32);
     s.count_written(r)
 }
 
-/// `sendmsg` on host descriptor `fd` without write limits (the service lock
-/// may be dropped).
-pub(super) fn sendmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let mut iov = sendmsg_args(mem, a)?;
-    sendmsg_host(fd, &mut iov, a[2] as i32)
+/// The checked destination of a `sendmsg` (`None`: none given), from the
+/// program's `msghdr` at `at`, copied once.
+pub(super) fn sendmsg_dest_at(
+    s: &mut Service,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+) -> Result<Option<HostAddr>, Fail> {
+    let fd = s.vfd(a[0])?;
+    let m = MsgHdr::read(mem, a[1])?;
+    sendmsg_dest(s, fd, mem, &m)
 }
 
-/// The checked arguments of a `sendmsg`.
-fn sendmsg_args(mem: &GuestMemory, a: &[u64; 6]) -> Result<Vec<libc::iovec>, Fail> {
-    if a[2] as i32 & !SEND_FLAGS != 0 {
-        return Err(Fail::Errno(libc::EOPNOTSUPP));
+fn sendmsg_dest(s: &mut Service, fd: RawFd, mem: &GuestMemory, m: &MsgHdr) -> Result<Option<HostAddr>, Fail> {
+    if m.name == 0 || m.namelen == 0 {
+        return Ok(None);
     }
-    let m = MsgHdr::read(mem, a[1])?;
-    if m.name != 0 && m.namelen != 0 {
-        return Err(Fail::Errno(libc::EISCONN));
-    }
+    send_dest(s, "sendmsg", fd, mem, m.name, u64::from(m.namelen))
+}
+
+/// `sendmsg` on host descriptor `fd` to an already checked destination
+/// (the `msg_name` read now is ignored), without write limits (the service
+/// lock may be dropped).
+pub(super) fn sendmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], dest: Option<&HostAddr>) -> Sys {
+    let (_, mut iov) = sendmsg_args(mem, a[1], a[2] as i32)?;
+    sendmsg_host(fd, &mut iov, dest, a[2] as i32)
+}
+
+/// The checked arguments of a `sendmsg`: its header and iovecs.
+fn sendmsg_args(mem: &GuestMemory, at: u64, flags: i32) -> Result<(MsgHdr, Vec<libc::iovec>), Fail> {
+    check_send_flags(flags)?;
+    let m = MsgHdr::read(mem, at)?;
     if m.controllen != 0 {
         return Err(Fail::Errno(libc::EINVAL));
     }
-    m.iovecs(mem, false)
+    let iov = m.iovecs(mem, false)?;
+    Ok((m, iov))
 }
 
-fn sendmsg_host(fd: RawFd, iov: &mut [libc::iovec], flags: i32) -> Sys {
-    let h = host_msghdr(iov, None);
+fn sendmsg_host(fd: RawFd, iov: &mut [libc::iovec], dest: Option<&HostAddr>, flags: i32) -> Sys {
+    let mut h = host_msghdr(iov, None);
+    if let Some(d) = dest {
+        h.msg_name = d.ptr() as *mut libc::c_void;
+        h.msg_namelen = d.len();
+    }
     // SAFETY: `h` names only `iov`, whose entries point into checked
-    // readable program memory; both live across the call.
+    // readable program memory, and an address the monitor built (read
+    // only); all live across the call.
     host(unsafe { libc::sendmsg(fd, &h, flags | libc::MSG_NOSIGNAL) } as i64)
 }
 
 pub(super) fn recvmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    recvmsg_on(s.vfd(a[0])?, mem, a)
+    let bound = s.bound();
+    recvmsg_on(s.vfd(a[0])?, mem, a, &bound)
 }
 
 /// `recvmsg(fd, msg, flags)` on host descriptor `fd` (the service lock may
 /// be dropped). Writes back `msg_namelen`, `msg_controllen` (0) and
 /// `msg_flags`, and the address when `msg_name` is set.
-pub(super) fn recvmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+pub(super) fn recvmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bound) -> Sys {
     let flags = a[2] as i32;
     if flags & !RECV_FLAGS != 0 {
         return Err(Fail::Errno(libc::EOPNOTSUPP));
@@ -272,8 +357,10 @@ pub(super) fn recvmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     // SAFETY: `h` names `iov` (checked writable program memory) and `addr`,
     // both live across the call; no control buffer.
     let n = host(unsafe { libc::recvmsg(fd, &mut h, flags) } as i64)?;
-    let alen = if m.name != 0 { h.msg_namelen as usize } else { 0 };
+    let mut alen = if m.name != 0 { h.msg_namelen as usize } else { 0 };
     if m.name != 0 {
+        bound.note_sender(&addr, alen);
+        bound.program_name(&mut addr, &mut alen);
         let keep = alen.min(m.namelen as usize).min(ADDR_MAX);
         mem.write(m.name, &addr[..keep])?;
     }
@@ -316,7 +403,9 @@ fn sock_name(s: &mut Service, mem: &GuestMemory, a: &[u64; 6], peer: bool) -> Sy
         }
     } as i64)?;
     let want = addr_len_in(mem, a[2])?;
-    addr_out(mem, a[1], a[2], &addr, alen as usize, want)?;
+    let mut alen = alen as usize;
+    s.net.bound.program_name(&mut addr, &mut alen);
+    addr_out(mem, a[1], a[2], &addr, alen, want)?;
     Ok(0)
 }
 
@@ -348,3 +437,360 @@ fn addr_out(
     mem.write(len_at, &(alen as u32).to_le_bytes())?;
     Ok(())
 }
+
+impl Service {
+    /// The program's address at `at` (`len` bytes), copied once, checked
+    /// against the network rules for `call` and rebuilt for the host; a
+    /// refusal is noted (`EACCES`).
+    pub(super) fn destination(
+        &mut self,
+        call: &str,
+        mem: &GuestMemory,
+        at: u64,
+        len: u64,
+    ) -> Result<HostAddr, Fail> {
+        let addr = Addr::read(mem, at, len)?;
+        self.note_addr(&addr);
+        let abs = self.unix_abs(&addr)?;
+        match self.net.destination(call, &addr, abs.as_deref(), &self.policy)? {
+            Checked::Host(h) => Ok(h),
+            Checked::Refused(rule) => Err(self.deny_net(rule, addr.describe())),
+        }
+    }
+
+    /// Notes the address for the trace, when a tracer wants it.
+    fn note_addr(&mut self, addr: &Addr) {
+        if self.record_paths && self.note.addr.is_none() {
+            self.note.addr = Some(addr.describe());
+        }
+    }
+
+    /// A unix path address made absolute against the working directory.
+    fn unix_abs(&self, addr: &Addr) -> Result<Option<Vec<u8>>, Fail> {
+        match addr {
+            Addr::UnixPath(p) => Ok(Some(super::fs::normalize(&self.absolute(AT_FDCWD_ARG, p)?))),
+            _ => Ok(None),
+        }
+    }
+
+    /// The host descriptor of `vfd` when it is a socket (`ENOTSOCK`
+    /// otherwise, before any address is looked at, as Linux).
+    pub(super) fn socket_fd(&self, vfd: u64) -> Result<RawFd, Fail> {
+        let fd = self.vfd(vfd)?;
+        let st = super::fs::fstat(fd).map_err(|_| Fail::Errno(libc::EBADF))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(Fail::Errno(libc::ENOTSOCK));
+        }
+        Ok(fd)
+    }
+
+    /// What the run has bound (to show the program its own unix names).
+    pub(super) fn bound(&self) -> std::sync::Arc<Bound> {
+        self.net.bound.clone()
+    }
+}
+
+/// `AT_FDCWD` as a call argument.
+const AT_FDCWD_ARG: u64 = libc::AT_FDCWD as i64 as u64;
+
+/// `socket(domain, type, protocol)`: `AF_UNIX`, `AF_INET`, `AF_INET6`;
+/// stream, datagram, seqpacket (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`). Raw and
+/// packet sockets, other families and protocols other than TCP and UDP
+/// for IP are refused with what an unprivileged program gets natively.
+pub(super) fn socket(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let (domain, ty, protocol) = (a[0] as i32, a[1] as i32, a[2] as i32);
+    let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    let kind = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    match domain {
+        libc::AF_UNIX => {}
+        libc::AF_INET | libc::AF_INET6 => match (kind, protocol) {
+            (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) | (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => {}
+            (libc::SOCK_RAW | SOCK_PACKET, _) => return Err(Fail::Errno(libc::EPERM)),
+            (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => return Err(Fail::Errno(libc::EPROTONOSUPPORT)),
+            (k, _) if !(0..SOCK_MAX).contains(&k) => return Err(Fail::Errno(libc::EINVAL)),
+            _ => return Err(Fail::Errno(libc::ESOCKTNOSUPPORT)),
+        },
+        _ => return Err(Fail::Errno(libc::EAFNOSUPPORT)),
+    }
+    // SAFETY: touches no memory.
+    let r = host(unsafe {
+        libc::socket(domain, kind | (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC, protocol)
+    } as i64)?;
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
+    let e = Entry { fd: fd.into(), cloexec: flags & libc::SOCK_CLOEXEC != 0, path: None, change: None };
+    s.fds.insert(e, 0).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
+}
+
+/// `bind(fd, addr, len)` under the listen rules and, for unix paths, the
+/// path trees (docs/networking.md).
+pub(super) fn bind(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.socket_fd(a[0])?;
+    let addr = Addr::read(mem, a[1], a[2])?;
+    s.note_addr(&addr);
+    let abs = s.unix_abs(&addr)?;
+    match net::bind(&s.net, &s.policy, fd, &addr, abs.as_deref())? {
+        None => Ok(0),
+        Some(rule) => Err(s.deny_net(rule, addr.describe())),
+    }
+}
+
+/// `listen(fd, backlog)`: on an address the listen rules allow.
+pub(super) fn listen(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.socket_fd(a[0])?;
+    if let Some((rule, addr)) = net::listen_allowed(&s.net, fd)? {
+        return Err(s.deny_net(rule, addr));
+    }
+    // SAFETY: touches no memory.
+    host(unsafe { libc::listen(fd, a[1] as i32) } as i64)
+}
+
+/// `connect(fd, addr, len)` to an address the connect rules allow (stream
+/// and datagram sockets alike).
+pub(super) fn connect(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.socket_fd(a[0])?;
+    let dest = s.destination("connect", mem, a[1], a[2])?;
+    connect_on(fd, &dest)
+}
+
+/// `connect` of host socket `fd` to a checked address (the service lock
+/// may be dropped: it can block).
+pub(super) fn connect_on(fd: RawFd, dest: &HostAddr) -> Sys {
+    // SAFETY: `dest` is an address the monitor built, live across the call.
+    host(unsafe { libc::connect(fd, dest.ptr(), dest.len()) } as i64)
+}
+
+/// The flags `accept4` takes.
+const ACCEPT_FLAGS: i32 = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+
+pub(super) fn accept(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.socket_fd(a[0])?;
+    let got = accept_on(fd, mem, a, 0)?;
+    accepted(s, mem, a, got)
+}
+
+pub(super) fn accept4(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.socket_fd(a[0])?;
+    let got = accept_on(fd, mem, a, a[3] as i32)?;
+    accepted(s, mem, a, got)
+}
+
+/// A connection the host accepted, not yet in the program's table.
+#[derive(Debug)]
+pub struct Accepted {
+    fd: OwnedFd,
+    cloexec: bool,
+    addr: [u8; ADDR_MAX],
+    alen: usize,
+    want: Option<usize>,
+}
+
+/// The host `accept4` on `fd` (the service lock may be dropped: it
+/// blocks). The program's address length is read first, so a bad one
+/// loses no connection.
+pub(super) fn accept_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], flags: i32) -> Result<Accepted, Fail> {
+    if flags & !ACCEPT_FLAGS != 0 {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let want = if a[1] != 0 { Some(addr_len_in(mem, a[2])?) } else { None };
+    let mut addr = [0u8; ADDR_MAX];
+    let mut alen = ADDR_MAX as libc::socklen_t;
+    // SAFETY: `addr` holds `alen` bytes.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            addr.as_mut_ptr().cast(),
+            &mut alen,
+            (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(Fail::Errno(errno()));
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(r) };
+    Ok(Accepted { fd, cloexec: flags & libc::SOCK_CLOEXEC != 0, addr, alen: alen as usize, want })
+}
+
+/// Puts an accepted connection in the program's table and reports its
+/// peer's address.
+pub(super) fn accepted(s: &mut Service, mem: &GuestMemory, a: &[u64; 6], mut got: Accepted) -> Sys {
+    s.net.bound.program_name(&mut got.addr, &mut got.alen);
+    if let Ok(peer) = Addr::parse(&got.addr[..got.alen.min(ADDR_MAX)]) {
+        s.note_addr(&peer);
+    }
+    let e = Entry { fd: got.fd.into(), cloexec: got.cloexec, path: None, change: None };
+    let v = s.fds.insert(e, 0).ok_or(Fail::Errno(libc::EMFILE))?;
+    if let Some(want) = got.want {
+        if let Err(e) = addr_out(mem, a[1], a[2], &got.addr, got.alen, want) {
+            s.fds.remove(v);
+            return Err(e);
+        }
+    }
+    Ok(v as i64)
+}
+
+/// Whether the program may get (`set` false) or set socket option
+/// `(level, name)`: the common options of stream and datagram sockets.
+/// Anything else is `ENOPROTOOPT`, never passed through: options that
+/// reach past the socket (`SO_BINDTODEVICE`, `SO_ATTACH_FILTER`,
+/// `IP_HDRINCL`, `TCP_ULP`, `TCP_REPAIR`, `SO_MARK`, ...) or report host
+/// identities (`SO_PEERCRED`) are not served.
+fn option_allowed(level: i32, name: i32, set: bool) -> bool {
+    match level {
+        libc::SOL_SOCKET => match name {
+            libc::SO_REUSEADDR
+            | libc::SO_REUSEPORT
+            | libc::SO_KEEPALIVE
+            | libc::SO_RCVBUF
+            | libc::SO_SNDBUF
+            | libc::SO_LINGER
+            | libc::SO_BROADCAST
+            | libc::SO_OOBINLINE
+            | libc::SO_RCVLOWAT
+            | libc::SO_RCVTIMEO
+            | libc::SO_SNDTIMEO
+            | SO_RCVTIMEO_NEW
+            | SO_SNDTIMEO_NEW
+            | libc::SO_PRIORITY => true,
+            libc::SO_ERROR | libc::SO_TYPE | libc::SO_DOMAIN | libc::SO_PROTOCOL | libc::SO_ACCEPTCONN => {
+                !set
+            }
+            _ => false,
+        },
+        libc::IPPROTO_TCP => {
+            matches!(
+                name,
+                libc::TCP_NODELAY
+                    | libc::TCP_MAXSEG
+                    | libc::TCP_CORK
+                    | libc::TCP_KEEPIDLE
+                    | libc::TCP_KEEPINTVL
+                    | libc::TCP_KEEPCNT
+                    | libc::TCP_SYNCNT
+                    | libc::TCP_LINGER2
+                    | libc::TCP_DEFER_ACCEPT
+                    | libc::TCP_QUICKACK
+                    | libc::TCP_USER_TIMEOUT
+                    | libc::TCP_NOTSENT_LOWAT
+            ) || (name == libc::TCP_INFO && !set)
+        }
+        libc::IPPROTO_IP => {
+            matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER)
+                || (name == libc::IP_MTU && !set)
+        }
+        libc::IPPROTO_IPV6 => {
+            matches!(
+                name,
+                libc::IPV6_V6ONLY | libc::IPV6_UNICAST_HOPS | libc::IPV6_TCLASS | libc::IPV6_MTU_DISCOVER
+            )
+        }
+        _ => false,
+    }
+}
+
+/// `SO_RCVTIMEO_NEW`, `SO_SNDTIMEO_NEW` (the same layout as the old ones on x86-64).
+const SO_RCVTIMEO_NEW: i32 = 66;
+const SO_SNDTIMEO_NEW: i32 = 67;
+/// The longest option value served (`struct tcp_info` is the largest).
+const OPT_MAX: usize = 512;
+
+/// `setsockopt(fd, level, name, value, len)` for the options of
+/// [`option_allowed`]. `SO_RCVTIMEO`/`SO_SNDTIMEO` are set on the host
+/// socket, which every blocking call the monitor makes on the program's
+/// behalf uses, so they are honoured there (docs/networking.md).
+pub(super) fn setsockopt(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.socket_fd(a[0])?;
+    let (level, name) = (a[1] as i32, a[2] as i32);
+    if !option_allowed(level, name, true) {
+        return Err(Fail::Errno(libc::ENOPROTOOPT));
+    }
+    let Ok(len) = usize::try_from(a[4] as u32 as i32) else { return Err(Fail::Errno(libc::EINVAL)) };
+    let len = len.min(OPT_MAX);
+    let mut v = [0u8; OPT_MAX];
+    mem.read_into(a[3], &mut v[..len])?;
+    // SAFETY: `v` holds `len` bytes copied from the program.
+    host(unsafe { libc::setsockopt(fd, level, name, v.as_ptr().cast(), len as libc::socklen_t) } as i64)
+}
+
+/// `getsockopt(fd, level, name, value, len)` for the options of
+/// [`option_allowed`], through a buffer of the monitor's.
+pub(super) fn getsockopt(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let fd = s.socket_fd(a[0])?;
+    let (level, name) = (a[1] as i32, a[2] as i32);
+    if !option_allowed(level, name, false) {
+        return Err(Fail::Errno(libc::ENOPROTOOPT));
+    }
+    let want = addr_len_in(mem, a[4])?.min(OPT_MAX);
+    let mut v = [0u8; OPT_MAX];
+    let mut len = want as libc::socklen_t;
+    // SAFETY: `v` holds `len` bytes.
+    host(unsafe { libc::getsockopt(fd, level, name, v.as_mut_ptr().cast(), &mut len) } as i64)?;
+    let len = (len as usize).min(want);
+    mem.write(a[3], &v[..len])?;
+    mem.write(a[4], &(len as u32).to_le_bytes())?;
+    Ok(0)
+}
+
+/// `struct mmsghdr`: a `msghdr` and the count of one message (64 bytes).
+const MMSGHDR_LEN: u64 = 64;
+/// Most messages one `sendmmsg`/`recvmmsg` handles (`UIO_MAXIOV`, as Linux).
+const MMSG_MAX: u64 = 1024;
+
+/// `sendmmsg(fd, msgvec, vlen, flags)`: each message as `sendmsg` (its
+/// destination checked), until one fails; the count sent, or the first
+/// error when none was.
+pub(super) fn sendmmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let vlen = a[2].min(MMSG_MAX);
+    let mut sent = 0u64;
+    for i in 0..vlen {
+        let at = a[1].checked_add(i * MMSGHDR_LEN).ok_or(Fail::Errno(libc::EFAULT))?;
+        let r = sendmsg(s, mem, &[a[0], at, a[3], 0, 0, 0]);
+        match r {
+            Ok(n) => {
+                mem.write(at + 56, &(n as u32).to_le_bytes())?;
+                sent += 1;
+            }
+            Err(e) if sent == 0 => return Err(e),
+            Err(Fail::Errno(_)) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent as i64)
+}
+
+/// `recvmmsg(fd, msgvec, vlen, flags, timeout)`: each message as
+/// `recvmsg`; after the first, the rest without waiting (`MSG_WAITFORONE`
+/// behaviour; the timeout is not served: `EINVAL` when given).
+pub(super) fn recvmmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if a[4] != 0 {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let fd = s.vfd(a[0])?;
+    let bound = s.bound();
+    let flags = a[3] as i32 & !MSG_WAITFORONE;
+    let vlen = a[2].min(MMSG_MAX);
+    let mut got = 0u64;
+    for i in 0..vlen {
+        let at = a[1].checked_add(i * MMSGHDR_LEN).ok_or(Fail::Errno(libc::EFAULT))?;
+        let f = if got > 0 { flags | libc::MSG_DONTWAIT } else { flags };
+        match recvmsg_on(fd, mem, &[a[0], at, f as u64, 0, 0, 0], &bound) {
+            Ok(n) => {
+                mem.write(at + 56, &(n as u32).to_le_bytes())?;
+                got += 1;
+            }
+            Err(e) if got == 0 => return Err(e),
+            Err(Fail::Errno(_)) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got as i64)
+}
+
+/// `MSG_WAITFORONE` (`recvmmsg` only).
+const MSG_WAITFORONE: i32 = 0x10000;
+
+/// `SOCK_PACKET` (obsolete packet sockets; refused like raw ones).
+const SOCK_PACKET: i32 = 10;
+/// Socket types are below this (Linux's `SOCK_MAX`): `EINVAL` past it.
+const SOCK_MAX: i32 = 11;

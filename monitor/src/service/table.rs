@@ -39,7 +39,17 @@ const REGISTERED: &[(u64, Handler)] = &[
     (nr::ioctl, fds::ioctl),
     (nr::flock, fds::flock),
     (nr::memfd_create, fds::memfd_create),
-    // Socket pairs and the calls on connected sockets (sockets.rs).
+    // Sockets under the network rules (sockets.rs, net.rs).
+    (nr::socket, sockets::socket),
+    (nr::bind, sockets::bind),
+    (nr::listen, sockets::listen),
+    (nr::connect, sockets::connect),
+    (nr::accept, sockets::accept),
+    (nr::accept4, sockets::accept4),
+    (nr::setsockopt, sockets::setsockopt),
+    (nr::getsockopt, sockets::getsockopt),
+    (nr::sendmmsg, sockets::sendmmsg),
+    (nr::recvmmsg, sockets::recvmmsg),
     (nr::socketpair, sockets::socketpair),
     (nr::sendto, sockets::sendto),
     (nr::recvfrom, sockets::recvfrom),
@@ -211,6 +221,6 @@ mod tests {
             assert!(serves(u64::from(s.nr)), "{} may be forwarded but has no handler", s.name);
         }
         assert_eq!(served().count(), REGISTERED.len());
-        assert_eq!(REGISTERED.len(), 125);
+        assert_eq!(REGISTERED.len(), 135);
     }
 }

@@ -23,6 +23,7 @@ mod file_grant;
 mod limits;
 mod locks;
 mod memprot;
+mod network;
 mod pathprobe;
 mod paths_nested;
 mod policy_local;

@@ -2,7 +2,8 @@
 //! `recvfrom`, `sendmsg`, `recvmsg`, `shutdown`, `getsockname`,
 //! `getpeername`): control messages and `SCM_RIGHTS` (refused with
 //! `EINVAL`: no descriptor, virtual or host, crosses), destination
-//! addresses (`EISCONN`), unsupported flags (`EOPNOTSUPP`), huge and
+//! addresses (`EACCES`: checked by the network rules, which name none
+//! here; tests/attacks/network.rs), unsupported flags (`EOPNOTSUPP`), huge and
 //! overflowing lengths and negative address lengths (Linux's errnos); pairs
 //! count against the descriptor table (`EMFILE`, no unbounded host
 //! resource); a thread rewriting a `msghdr` while another uses it cannot
@@ -53,15 +54,16 @@ fn run(b: Backend, img: &[u8], mode: &str, dir: &Path) -> (RunOutcome, String) {
 }
 
 /// The confined answers. Where they differ from Linux's on purpose
-/// (monitor/src/service/sockets.rs): control data, addresses and flags
-/// outside the supported set are refused; a negative address length in
-/// `recvfrom` is refused before anything is received (Linux receives the
-/// byte, then fails), so the next `recv` still finds it.
+/// (monitor/src/service/sockets.rs): control data and flags outside the
+/// supported set are refused, and addresses the network rules do not name;
+/// a negative address length in `recvfrom` is refused before anything is
+/// received (Linux receives the byte, then fails), so the next `recv` still
+/// finds it.
 const REFUSED: &str = "\
 sendmsg SCM_RIGHTS                       -1 EINVAL
 sendmsg controllen without buffer        -1 EINVAL
-sendto dgram with an address             -1 EISCONN
-sendmsg dgram with an address            -1 EISCONN
+sendto dgram with an address             -1 EACCES
+sendmsg dgram with an address            -1 EACCES
 send MSG_OOB                             -1 EOPNOTSUPP
 recv MSG_OOB                             -1 EOPNOTSUPP
 recv MSG_ERRQUEUE                        -1 EOPNOTSUPP
