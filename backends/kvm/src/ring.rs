@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
-use cabin_abi::syscalls::{self, nr, Serve};
+use cabin_abi::syscalls::nr;
 
 use super::layout::MAX_VCPUS;
 use super::{ProgramMemory, Served, SyscallService};
@@ -246,8 +246,12 @@ impl SyscallService for RingGate {
             // `exit` ends the calling thread (its vCPU); the last thread's
             // ends the program.
             nr::exit => Served::ThreadExit((args[0] & 0xff) as i32),
-            // `exit_group`: the other call the table always serves.
-            n if syscalls::serve(n) == Serve::Always => Served::Exit((args[0] & 0xff) as i32),
+            // `exit_group`: the other call that ends something here.
+            nr::exit_group => Served::Exit((args[0] & 0xff) as i32),
+            // `rt_sigreturn` (also always served) is the libos's, as any
+            // trapped call: redirected below, where the trap entry hands it
+            // the frame at the site's rsp. (It once fell in with
+            // `exit_group` here and ended the program with status `rdi`.)
             // The libos's own raw calls are exit_group and, in `die`, write:
             // never redirect those (a broken ring would loop).
             nr::write => self.forward(nr, args),

@@ -69,8 +69,7 @@ pub struct Arena {
     /// Highest value `bump` ever had: pages below it may have been touched.
     high: u64,
     /// Free extents below `bump`, sorted by address, non-adjacent.
-    free: [(u64, u64); MAX_FREE],
-    nfree: usize,
+    free: Extents<(), MAX_FREE>,
 }
 
 fn page_up(x: u64) -> Option<u64> {
@@ -79,7 +78,7 @@ fn page_up(x: u64) -> Option<u64> {
 
 impl Arena {
     /// An empty arena (no memory).
-    pub const EMPTY: Arena = Arena { start: 0, end: 0, bump: 0, high: 0, free: [(0, 0); MAX_FREE], nfree: 0 };
+    pub const EMPTY: Arena = Arena { start: 0, end: 0, bump: 0, high: 0, free: Extents::empty(()) };
 
     /// An arena over `[start, start + len)`; both page aligned.
     pub fn new(start: u64, len: u64) -> Option<Arena> {
@@ -87,7 +86,7 @@ impl Arena {
             return None;
         }
         let end = start.checked_add(len)?;
-        Some(Arena { start, end, bump: start, high: start, free: [(0, 0); MAX_FREE], nfree: 0 })
+        Some(Arena { start, end, bump: start, high: start, free: Extents::empty(()) })
     }
 
     /// Bytes of the arena ever handed out (its high-water mark): what the
@@ -101,7 +100,7 @@ impl Arena {
         if len == 0 || !len.is_multiple_of(PAGE) {
             return false;
         }
-        self.free[..self.nfree].iter().any(|&(_, l)| l >= len)
+        self.free.extents().iter().any(|&(_, l, ())| l >= len)
             || self.bump.checked_add(len).is_some_and(|e| e <= self.end)
     }
 
@@ -124,16 +123,10 @@ impl Arena {
         if len == 0 || !len.is_multiple_of(PAGE) {
             return None;
         }
-        for i in 0..self.nfree {
-            let (a, l) = self.free[i];
-            if l >= len {
-                if l == len {
-                    self.remove(i);
-                } else {
-                    self.free[i] = (a + len, l - len);
-                }
-                return Some((a, true));
-            }
+        if let Some(i) = self.free.extents().iter().position(|&(_, l, ())| l >= len) {
+            let (a, _, ()) = self.free.extents()[i];
+            self.free.take_front(i, len);
+            return Some((a, true));
         }
         let a = self.bump;
         let e = a.checked_add(len)?;
@@ -147,11 +140,6 @@ impl Arena {
         Some((a, dirty))
     }
 
-    fn remove(&mut self, i: usize) {
-        self.free.copy_within(i + 1..self.nfree, i);
-        self.nfree -= 1;
-    }
-
     /// Returns `[addr, addr+len)` (page multiples, inside the arena) to the
     /// allocator. Parts that were not allocated are tolerated.
     pub fn free(&mut self, addr: u64, len: u64) {
@@ -161,71 +149,28 @@ impl Arena {
         // Cut the range out of any overlapping free extent first, so that
         // the list never holds overlapping extents.
         self.take(addr, len);
-        let end = addr + len;
         if addr >= self.bump {
             return;
         }
-        let end = end.min(self.bump);
-        // Insert sorted.
-        let mut i = 0;
-        while i < self.nfree && self.free[i].0 < addr {
-            i += 1;
+        let end = (addr + len).min(self.bump);
+        // A full list leaks the range rather than corrupt anything.
+        if !self.free.insert(addr, end - addr, ()) {
+            return;
         }
-        if self.nfree == MAX_FREE {
-            return; // leak rather than corrupt
-        }
-        self.free.copy_within(i..self.nfree, i + 1);
-        self.free[i] = (addr, end - addr);
-        self.nfree += 1;
-        // Coalesce with the next and the previous extent.
-        if i + 1 < self.nfree && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
-            self.free[i].1 += self.free[i + 1].1;
-            self.remove(i + 1);
-        }
-        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
-            self.free[i - 1].1 += self.free[i].1;
-            self.remove(i);
-            i -= 1;
-        }
-        // An extent ending at the bump pointer gives its pages back to it.
-        if self.free[i].0 + self.free[i].1 == self.bump {
-            self.bump = self.free[i].0;
-            self.remove(i);
+        // An extent ending at the bump pointer (merged with its
+        // neighbours) gives its pages back to it.
+        if let Some(&(a, l, ())) = self.free.extents().last() {
+            if a + l == self.bump {
+                self.bump = a;
+                self.free.cut(a, l);
+            }
         }
     }
 
     /// Removes `[addr, addr+len)` from the free list (it becomes allocated),
-    /// splitting extents as needed. Moves the bump pointer past the range.
+    /// splitting extents as needed.
     pub fn take(&mut self, addr: u64, len: u64) {
-        let end = addr.saturating_add(len);
-        let mut i = 0;
-        while i < self.nfree {
-            let (a, l) = self.free[i];
-            let e = a + l;
-            if e <= addr || a >= end {
-                i += 1;
-                continue;
-            }
-            // Overlap: keep the parts outside [addr, end).
-            let left = (a < addr).then(|| (a, addr - a));
-            let right = (e > end).then(|| (end, e - end));
-            match (left, right) {
-                (Some(lf), Some(rt)) => {
-                    self.free[i] = lf;
-                    if self.nfree < MAX_FREE {
-                        self.free.copy_within(i + 1..self.nfree, i + 2);
-                        self.free[i + 1] = rt;
-                        self.nfree += 1;
-                    }
-                    i += 2;
-                }
-                (Some(x), None) | (None, Some(x)) => {
-                    self.free[i] = x;
-                    i += 1;
-                }
-                (None, None) => self.remove(i),
-            }
-        }
+        self.free.cut(addr, len);
     }
 
     /// Marks `[addr, addr+len)` allocated for `MAP_FIXED` and reports
@@ -258,18 +203,13 @@ impl Arena {
             }
             return false;
         }
-        for i in 0..self.nfree {
-            let (a, l) = self.free[i];
-            if a == end && l >= extra {
-                if l == extra {
-                    self.remove(i);
-                } else {
-                    self.free[i] = (a + extra, l - extra);
-                }
-                return true;
+        match self.free.extents().iter().position(|&(a, l, ())| a == end && l >= extra) {
+            Some(i) => {
+                self.free.take_front(i, extra);
+                true
             }
+            None => false,
         }
-        false
     }
 }
 
@@ -286,6 +226,11 @@ impl ExtentValue for u8 {
     fn at(self, _off: u64) -> u8 {
         self
     }
+}
+
+/// Nothing (the arena's free extents): every extent continues its neighbour.
+impl ExtentValue for () {
+    fn at(self, _off: u64) {}
 }
 
 /// An address (of the arena pages behind a commit): moves with the offset.
@@ -327,6 +272,18 @@ impl<V: ExtentValue, const N: usize> Extents<V, N> {
             let s = a.max(addr);
             (s, (a + l).min(end) - s, v.at(s - a))
         })
+    }
+
+    /// Takes `len` bytes (at most its length) off the front of extent `i`,
+    /// removing it when nothing is left.
+    fn take_front(&mut self, i: usize, len: u64) {
+        let (a, l, v) = self.ext[i];
+        if len >= l {
+            self.ext.copy_within(i + 1..self.n, i);
+            self.n -= 1;
+        } else {
+            self.ext[i] = (a + len, l - len, v.at(len));
+        }
     }
 
     /// Forgets `[addr, addr+len)`: cuts it out of every extent it overlaps
@@ -1368,11 +1325,11 @@ mod tests {
         assert_eq!((y, z), (B + 2 * PAGE, B + 3 * PAGE));
         a.free(x, 2 * PAGE);
         a.free(y, PAGE);
-        assert_eq!(a.nfree, 1);
-        assert_eq!(a.free[0], (B, 3 * PAGE));
+        assert_eq!(a.free.extents().len(), 1);
+        assert_eq!(a.free.extents()[0], (B, 3 * PAGE, ()));
         // Freeing the last allocation returns everything to the bump pointer.
         a.free(z, PAGE);
-        assert_eq!(a.nfree, 0);
+        assert_eq!(a.free.extents().len(), 0);
         assert_eq!(a.bump, B);
         // Reuse below the bump pointer is reported dirty.
         assert_eq!(a.alloc(4 * PAGE), Some((B, true)), "pages given back to the bump pointer were used");
@@ -1574,6 +1531,6 @@ mod tests {
         // Partial free in the middle splits correctly.
         a.free(B + PAGE, PAGE);
         a.take(B + PAGE, PAGE);
-        assert_eq!(a.nfree, 0);
+        assert_eq!(a.free.extents().len(), 0);
     }
 }
