@@ -247,12 +247,11 @@ pub(super) fn forward(a: &[u64; 6], flags: u32, site: u64) -> i64 {
             None => super::forward_from(nr::futex, a, flags, site),
         },
         // These neither move sleepers nor sleep on a word a plain wake
-        // targets (PI waiters are woken by UNLOCK_PI, always forwarded);
-        // WAKE_OP wakes (always forwarded) but moves nobody.
-        FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_WAKE | FUTEX_WAKE_BITSET | FUTEX_WAKE_OP | FUTEX_LOCK_PI
-        | FUTEX_LOCK_PI2 | FUTEX_UNLOCK_PI | FUTEX_TRYLOCK_PI => {
-            super::forward_from(nr::futex, a, flags, site)
-        }
+        // targets (PI waiters are woken by UNLOCK_PI, always forwarded;
+        // a wait on a word the fast path may not read is the monitor's
+        // EINVAL/EFAULT); WAKE_OP wakes (always forwarded) but moves nobody.
+        FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_WAKE_OP | FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_UNLOCK_PI
+        | FUTEX_TRYLOCK_PI => super::forward_from(nr::futex, a, flags, site),
         _ => {
             // REQUEUE, CMP_REQUEUE, the requeue-PI pair, unknown numbers:
             // from now on every wake goes to the monitor.
