@@ -11,6 +11,7 @@
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_WAIT`] or [`DOORBELL_WAKE`] | none |
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_PROTECT`], `rdi, rsi, rdx` = address, length, `PROT_*` | `rax` = 0 or `-errno` |
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_EXIT`], `rdi` = exit status | never resumed |
+//! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_FUTEX`], `rdi, rsi, rdx, r10, r8, r9` = `futex` arguments | `rax` = result or `-errno` |
 //! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments, `rcx` = return address | `rax` = result; or `rcx` changed: redirect (below) |
 //! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed; or, for a ring-3 exception, `rax` = where ring 3 resumes (the libos's signal entry) |
 //!
@@ -67,6 +68,18 @@ pub const DOORBELL_COMMIT: u32 = 4;
 /// without ringing: docs/threads.md) and never resumes the vCPU; the last
 /// thread's end is the program's, as with `exit`.
 pub const DOORBELL_EXIT: u32 = 5;
+/// [`PORT_DOORBELL`] value: a `futex` call of the calling thread served by
+/// its vCPU's own host thread, without the ring (docs/threads.md, "Futex
+/// fast path"): `rdi, rsi, rdx, r10, r8, r9` = `uaddr, op, val, timeout,
+/// uaddr2, val3` as the system call takes them; `rax` = its result.
+/// Served: `FUTEX_WAIT`, `FUTEX_WAIT_BITSET` with the bit set matching
+/// every waker (the vCPU thread sleeps on the host futex of the word, and
+/// wakes for a wake on it, its timeout, or a kick of the vCPU: then
+/// `-EINTR`), `FUTEX_WAKE`, `FUTEX_WAKE_BITSET`; any other operation is
+/// `-ENOSYS` (the libos sends it on the ring). The word is checked as the
+/// ring's `futex` checks it (the program's data, 4-aligned: `EFAULT`,
+/// `EINVAL`).
+pub const DOORBELL_FUTEX: u32 = 6;
 
 pub mod fault {
     //! Register convention of [`super::PORT_FAULT`]: `rdi` = vector, `rsi` = error code (0 when the vector has none),

@@ -474,7 +474,14 @@ pub(crate) fn forward_wait(nr: u64, args: &[u64; 6]) -> i64 {
 
 /// Sends a call to the monitor and checks the reply (no read-ahead hooks).
 pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    let mut r = ring_client::call(nr, args, flags, site);
+    checked(nr, args, &mut || ring_client::call(nr, args, flags, site))
+}
+
+/// Makes call `nr` with `call` (one request to the monitor, on the ring or
+/// through a doorbell), again after an `EINTR` for which no signal is there
+/// to be taken, and checks the reply.
+pub(crate) fn checked(nr: u64, args: &[u64; 6], call: &mut dyn FnMut() -> i64) -> i64 {
+    let mut r = call();
     // EINTR: the monitor interrupted the call because it posted a signal
     // (its host threads see no other signal). If the signal is there to be
     // taken, the way out decides between EINTR and a restart; if not (a
@@ -490,7 +497,7 @@ pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -
             // have become ready.
             signals::signalfd_sync();
         }
-        r = ring_client::call(nr, args, flags, site);
+        r = call();
     }
     if !reply_is_valid(nr, args, r) {
         crate::die(b"cabin: the monitor's reply breaks the system-call contract; stopping\n");

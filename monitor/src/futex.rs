@@ -254,6 +254,133 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
     }
 }
 
+/// `struct futex_waitv` (Linux 5.16+, `futex_waitv(2)`).
+#[repr(C)]
+struct WaitV {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `futex_waitv` flags of one word: 32 bits, private to this process (the
+/// monitor's own futexes on the program's words are all private, so its
+/// wakes match: [`serve`]).
+const FUTEX2_U32_PRIVATE: u32 = 0x02 | op::PRIVATE_FLAG as u32;
+
+/// A futex operation the vCPU thread itself serves for its own thread
+/// (KVM's `DOORBELL_FUTEX`, docs/threads.md "Futex fast path"), with the
+/// same arguments as [`futex`]:
+///
+/// - `FUTEX_WAIT`, and `FUTEX_WAIT_BITSET` with the bit set that matches
+///   every waker: the calling (vCPU) thread sleeps in one host
+///   `futex_waitv` over the program's word and `interrupt`, its own wake
+///   word, which every kick of the vCPU (a signal posted for the program,
+///   its end, a stop) changes and wakes. `seen` is `interrupt`'s value read
+///   before the caller last looked at why it could be kicked, so a kick
+///   after that look is never lost. Timeouts as `futex(2)`: relative on
+///   `CLOCK_MONOTONIC` for `WAIT`, absolute on the flag's clock for
+///   `WAIT_BITSET`. A woken sleeper answers 0, an interrupted one `EINTR`
+///   (the libos makes the call again unless a signal is there to take).
+/// - `FUTEX_WAKE`, `FUTEX_WAKE_BITSET`: as [`futex`] (they never block).
+/// - Anything else: `ENOSYS` (the libos sends those on the ring).
+///
+/// Wakes from the ring's workers (`futex`), the monitor's
+/// `CLONE_CHILD_CLEARTID` wake and requeues reach these sleepers: all are
+/// private host futexes on the same host address.
+pub fn direct(mem: &GuestMemory, a: [u64; 6], interrupt: &AtomicU32, seen: u32) -> i64 {
+    match serve_direct(mem, a, interrupt, seen) {
+        Ok(v) | Err(v) => v,
+    }
+}
+
+fn serve_direct(mem: &GuestMemory, a: [u64; 6], interrupt: &AtomicU32, seen: u32) -> Result<i64, i64> {
+    let full = a[1] as i32;
+    let realtime = full & op::CLOCK_REALTIME != 0;
+    let cmd = full & !(op::PRIVATE_FLAG | op::CLOCK_REALTIME);
+    let (uaddr, val, val3) = (a[0], a[2] as u32, a[5] as u32);
+    match cmd {
+        op::WAKE | op::WAKE_BITSET => Ok(futex(mem, 0, a)),
+        op::WAIT | op::WAIT_BITSET => {
+            if cmd == op::WAIT_BITSET && val3 != op::BITSET_MATCH_ANY {
+                // futex_waitv has no bit sets: the ring serves those.
+                return Err(neg(libc::ENOSYS));
+            }
+            let w = word(mem, uaddr, false)?;
+            let ts = timespec(mem, a[3])?;
+            let (deadline, clock) = match (ts, cmd) {
+                (None, _) => (None, libc::CLOCK_MONOTONIC),
+                // Relative, on the monotonic clock whatever the flag says
+                // (as Linux): made absolute for futex_waitv.
+                (Some(rel), op::WAIT) => (Some(add(now(libc::CLOCK_MONOTONIC), rel)), libc::CLOCK_MONOTONIC),
+                (Some(abs), _) => {
+                    (Some(abs), if realtime { libc::CLOCK_REALTIME } else { libc::CLOCK_MONOTONIC })
+                }
+            };
+            Ok(wait_or_interrupt(w, val, interrupt, seen, deadline, clock))
+        }
+        _ => Err(neg(libc::ENOSYS)),
+    }
+}
+
+fn now(clock: libc::clockid_t) -> libc::timespec {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a local timespec; the clocks used here always exist.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t
+}
+
+/// `a + b`, both valid timespecs (saturating: a far deadline is no deadline).
+fn add(a: libc::timespec, b: libc::timespec) -> libc::timespec {
+    let mut sec = a.tv_sec.saturating_add(b.tv_sec);
+    let mut nsec = a.tv_nsec + b.tv_nsec;
+    if nsec >= NS_PER_SEC {
+        nsec -= NS_PER_SEC;
+        sec = sec.saturating_add(1);
+    }
+    libc::timespec { tv_sec: sec, tv_nsec: nsec }
+}
+
+/// Sleeps on the host word `w` while it holds `val` and `interrupt` holds
+/// `seen`, until a wake on either, the absolute `deadline` on `clock`, or a
+/// signal to the calling thread: 0 (woken on `w`), `EAGAIN` (`w` differed),
+/// `ETIMEDOUT`, `EINTR` (interrupted: `interrupt` changed or a signal).
+fn wait_or_interrupt(
+    w: *mut u32,
+    val: u32,
+    interrupt: &AtomicU32,
+    seen: u32,
+    deadline: Option<libc::timespec>,
+    clock: libc::clockid_t,
+) -> i64 {
+    let waiters = [
+        WaitV { val: u64::from(val), uaddr: w as u64, flags: FUTEX2_U32_PRIVATE, reserved: 0 },
+        WaitV {
+            val: u64::from(seen),
+            uaddr: interrupt.as_ptr() as u64,
+            flags: FUTEX2_U32_PRIVATE,
+            reserved: 0,
+        },
+    ];
+    let tsp = deadline.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: two live, 4-aligned words of our own address space (the
+    // program's word from `word`, alive for this call; `interrupt` borrowed),
+    // a local array of the count passed, a local timespec or null; the
+    // kernel only reads them.
+    let r = unsafe { libc::syscall(libc::SYS_futex_waitv, waiters.as_ptr(), 2u32, 0u32, tsp, clock) };
+    if r == 0 {
+        return 0;
+    }
+    if r > 0 {
+        return neg(libc::EINTR);
+    }
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    if errno == libc::EAGAIN && interrupt.load(Ordering::SeqCst) != seen {
+        return neg(libc::EINTR);
+    }
+    neg(errno)
+}
+
 /// `LOCK_PI`: take the lock word for `tid`, or mark it `FUTEX_WAITERS` and
 /// wait on it until it is released (or the absolute `deadline` passes).
 fn lock_pi(w: *mut u32, tid: u32, deadline: Option<libc::timespec>, clock: i32) -> Result<i64, i64> {
@@ -477,6 +604,75 @@ mod tests {
         let wake_op6 = (6u64 << 12) | 6;
         wake_until(&m, [a, op::WAKE_OP as u64 | P, 1, 1, b, wake_op6], 1);
         assert_eq!(h.join().expect("join"), 0);
+    }
+
+    /// Wakes the interrupt word as a kick does.
+    fn kick(w: &AtomicU32) {
+        w.fetch_add(1, Ordering::SeqCst);
+        host(w.as_ptr(), libc::FUTEX_WAKE | op::PRIVATE_FLAG, i32::MAX as u32, 0, std::ptr::null_mut(), 0);
+    }
+
+    #[test]
+    fn direct_wait_is_woken_by_a_ring_wake_or_a_kick() {
+        let m = mem();
+        let irq = Arc::new(AtomicU32::new(7));
+        // Woken by a wake served as the ring's worker serves it.
+        let (m2, i2) = (m.clone(), irq.clone());
+        let h = std::thread::spawn(move || direct(&m2.mem, [DATA, op::WAIT as u64 | P, 0, 0, 0, 0], &i2, 7));
+        wake_until(&m, [DATA, op::WAKE as u64 | P, 1, 0, 0, 0], 1);
+        assert_eq!(h.join().expect("join"), 0);
+        // A WAIT_BITSET matching every waker, woken by a WAKE_BITSET.
+        let any = u64::from(op::BITSET_MATCH_ANY);
+        let (m2, i2) = (m.clone(), irq.clone());
+        let h = std::thread::spawn(move || {
+            direct(&m2.mem, [DATA, op::WAIT_BITSET as u64 | P, 0, 0, 0, any], &i2, 7)
+        });
+        wake_until(&m, [DATA, op::WAKE_BITSET as u64 | P, 1, 0, 0, 2], 1);
+        assert_eq!(h.join().expect("join"), 0);
+        // A kick of the sleeper: EINTR, the word untouched.
+        let (m2, i2) = (m.clone(), irq.clone());
+        let h = std::thread::spawn(move || direct(&m2.mem, [DATA, op::WAIT as u64 | P, 0, 0, 0, 0], &i2, 7));
+        std::thread::sleep(Duration::from_millis(20));
+        kick(&irq);
+        assert_eq!(h.join().expect("join"), neg(libc::EINTR));
+        // A kick that came before the wait (the value seen is stale): the
+        // wait does not sleep.
+        assert_eq!(direct(&m.mem, [DATA, op::WAIT as u64 | P, 0, 0, 0, 0], &irq, 7), neg(libc::EINTR));
+        // A changed word: EAGAIN, as the kernel answers.
+        at(&m, DATA).store(3, Ordering::SeqCst);
+        assert_eq!(direct(&m.mem, [DATA, op::WAIT as u64 | P, 0, 0, 0, 0], &irq, 8), neg(libc::EAGAIN));
+    }
+
+    #[test]
+    fn direct_wait_times_out_and_refuses_what_it_does_not_serve() {
+        let m = mem();
+        let irq = AtomicU32::new(0);
+        let d = |a: [u64; 6]| direct(&m.mem, a, &irq, 0);
+        let ts = put_timeout(&m, DATA + 0x100, 0, 2_000_000);
+        assert_eq!(d([DATA, op::WAIT as u64 | P, 0, ts, 0, 0]), neg(libc::ETIMEDOUT), "relative");
+        let (s, n) = now(libc::CLOCK_MONOTONIC);
+        let ts = put_timeout(&m, DATA + 0x100, s, n);
+        let any = u64::from(op::BITSET_MATCH_ANY);
+        assert_eq!(d([DATA, op::WAIT_BITSET as u64 | P, 0, ts, 0, any]), neg(libc::ETIMEDOUT), "absolute");
+        let (s, n) = now(libc::CLOCK_REALTIME);
+        let ts = put_timeout(&m, DATA + 0x100, s, n);
+        let rt = (op::WAIT_BITSET | op::CLOCK_REALTIME) as u64 | P;
+        assert_eq!(d([DATA, rt, 0, ts, 0, any]), neg(libc::ETIMEDOUT), "realtime");
+        // Hostile arguments: errors, never a sleep on a monitor word.
+        assert_eq!(d([DATA, op::WAIT_BITSET as u64, 0, 0, 0, 1]), neg(libc::ENOSYS), "a bit set: the ring's");
+        assert_eq!(d([DATA, op::CMP_REQUEUE as u64, 0, 1, DATA + 4, 0]), neg(libc::ENOSYS));
+        assert_eq!(d([DATA, op::LOCK_PI as u64, 0, 0, 0, 0]), neg(libc::ENOSYS));
+        assert_eq!(d([DATA + 1, op::WAIT as u64, 0, 0, 0, 0]), neg(libc::EINVAL), "misaligned");
+        assert_eq!(d([RING, op::WAIT as u64, 0, 0, 0, 0]), neg(libc::EFAULT), "the ring is not a futex");
+        assert_eq!(d([0x5000, op::WAIT as u64, 0, 0, 0, 0]), neg(libc::EFAULT), "unmapped");
+        assert_eq!(d([u64::MAX - 3, op::WAKE as u64, 1, 0, 0, 0]), neg(libc::EFAULT), "wraps");
+        assert_eq!(d([DATA, op::WAIT as u64, 0, 0x5000, 0, 0]), neg(libc::EFAULT), "timeout pointer");
+        let ts = put_timeout(&m, DATA + 0x100, 0, NS_PER_SEC);
+        assert_eq!(d([DATA, op::WAIT as u64, 0, ts, 0, 0]), neg(libc::EINVAL), "tv_nsec too large");
+        // A huge relative timeout saturates instead of wrapping into the past.
+        let ts = put_timeout(&m, DATA + 0x100, i64::MAX, 999_999_999);
+        at(&m, DATA).store(1, Ordering::SeqCst);
+        assert_eq!(d([DATA, op::WAIT as u64, 0, ts, 0, 0]), neg(libc::EAGAIN));
     }
 
     #[test]

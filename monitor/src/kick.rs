@@ -18,7 +18,7 @@
 
 use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -35,6 +35,13 @@ thread_local! {
     /// with no destructor: reading it is a plain TLS access, safe in a
     /// signal handler.
     static IMMEDIATE_EXIT: AtomicPtr<u8> = const { AtomicPtr::new(std::ptr::null_mut()) };
+    /// The wake word of the vCPU the calling thread runs (the one its
+    /// program-futex sleeps also wait on: `crate::futex::direct`), while a
+    /// [`VcpuKickTarget`] is alive on it (null otherwise). The handler
+    /// changes it, so a kick that lands between the sleeper's last look
+    /// at `immediate_exit` and its `futex_waitv` makes that wait return at
+    /// once instead of being lost.
+    static WAKE_WORD: AtomicPtr<AtomicU32> = const { AtomicPtr::new(std::ptr::null_mut()) };
 }
 
 extern "C" fn on_kick(_: c_int, _: *mut libc::siginfo_t, _: *mut c_void) {
@@ -45,6 +52,14 @@ extern "C" fn on_kick(_: c_int, _: *mut libc::siginfo_t, _: *mut c_void) {
         // keeps the kvm_run mapping alive until the target is dropped, which
         // clears the pointer first. The kernel reads the byte at KVM_RUN entry.
         unsafe { flag.write_volatile(1) };
+    }
+    let word = WAKE_WORD.with(|p| p.load(Ordering::Relaxed));
+    if !word.is_null() {
+        // SAFETY: set by `VcpuKickTarget::set_wake_word` on this thread,
+        // whose caller keeps the word alive until the target is dropped,
+        // which clears the pointer first. An atomic add is
+        // async-signal-safe.
+        unsafe { (*word).fetch_add(1, Ordering::SeqCst) };
     }
 }
 
@@ -110,9 +125,22 @@ impl VcpuKickTarget {
     }
 }
 
+impl VcpuKickTarget {
+    /// From now on (until this target is dropped) a kick of the calling
+    /// thread also adds one to `word`, the vCPU's wake word.
+    ///
+    /// # Safety
+    ///
+    /// `word` must stay alive until the returned value is dropped.
+    pub unsafe fn set_wake_word(&self, word: *const AtomicU32) {
+        WAKE_WORD.with(|p| p.store(word.cast_mut(), Ordering::SeqCst));
+    }
+}
+
 impl Drop for VcpuKickTarget {
     fn drop(&mut self) {
         IMMEDIATE_EXIT.with(|p| p.store(std::ptr::null_mut(), Ordering::SeqCst));
+        WAKE_WORD.with(|p| p.store(std::ptr::null_mut(), Ordering::SeqCst));
     }
 }
 

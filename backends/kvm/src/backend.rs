@@ -93,7 +93,7 @@ impl ServiceFactory for RingGates {
         // as the guest, which this factory holds; RING_BYTES keeps the
         // 64-byte alignment.
         let ring = unsafe { RingPtr::new(self.guest.ring.base().add(ring_offset(slot))) };
-        Ok(Box::new(RingGate::new(ring, self.shared.clone())))
+        Ok(Box::new(RingGate::new(ring, self.shared.clone(), slot)))
     }
 }
 

@@ -2,8 +2,8 @@
 //! registers) to an action, so tests can feed made-up exits without a VM.
 
 use cabin_abi::hypercall::{
-    fault, DOORBELL_COMMIT, DOORBELL_EXIT, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE, PORT_DOORBELL,
-    PORT_FAULT, PORT_SYSCALL,
+    fault, DOORBELL_COMMIT, DOORBELL_EXIT, DOORBELL_FUTEX, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE,
+    PORT_DOORBELL, PORT_FAULT, PORT_SYSCALL,
 };
 use cabin_proxy_kernel::trap::{page_fault_access, signal_for, vector, vector_name};
 
@@ -251,6 +251,12 @@ pub enum IoAction {
         /// The low 8 bits of `rdi`.
         code: i32,
     },
+    /// A `futex` call served by the vCPU thread (`DOORBELL_FUTEX`): the
+    /// registers as the system call's arguments, untrusted.
+    Futex {
+        /// `rdi, rsi, rdx, r10, r8, r9`.
+        args: [u64; 6],
+    },
     /// The program used the doorbell port in a way Cabin does not define
     /// (any other value, width or direction): a protocol violation that
     /// ends it (exit 137), never a Cabin error.
@@ -294,7 +300,10 @@ pub fn decode_out(port: u16, data: &[u8], r: &Regs, kernel_text: (u64, u64)) -> 
                 IoAction::Commit { addr: r.rdi, len: r.rsi, prot: r.rdx, target: r.r10 }
             }
             [v] if u32::from(*v) == DOORBELL_EXIT => IoAction::ThreadExit { code: (r.rdi & 0xff) as i32 },
-            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 5)"),
+            [v] if u32::from(*v) == DOORBELL_FUTEX => {
+                IoAction::Futex { args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] }
+            }
+            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 6)"),
         },
         _ => misuse(r, kernel_text, "write to an unknown I/O port"),
     }

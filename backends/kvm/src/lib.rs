@@ -189,6 +189,8 @@ pub struct KvmStats {
     /// Faults and posted signals sent to the libos's signal entry
     /// (docs/signals.md).
     pub signal_redirects: u64,
+    /// `futex` calls served by the vCPU threads (`DOORBELL_FUTEX`).
+    pub futex_exits: u64,
 }
 
 impl KvmStats {
@@ -203,6 +205,7 @@ impl KvmStats {
             "gate_redirects": self.gate_redirects,
             "doorbell_waits": self.doorbell_waits,
             "signal_redirects": self.signal_redirects,
+            "futex_exits": self.futex_exits,
             "ring_forwarded": ring_forwarded,
             "boot_ns": self.boot_ns,
             "mem_bytes": mem_bytes,
@@ -223,6 +226,7 @@ impl KvmStats {
         self.gate_redirects += other.gate_redirects;
         self.doorbell_waits += other.doorbell_waits;
         self.signal_redirects += other.signal_redirects;
+        self.futex_exits += other.futex_exits;
     }
 }
 
@@ -345,6 +349,23 @@ pub trait SyscallService {
     fn doorbell(&mut self, wait: bool) -> Served {
         let _ = wait;
         Served::Return(0)
+    }
+
+    /// A `futex` call of the program's thread (`DOORBELL_FUTEX`): the vCPU
+    /// thread serves it itself, sleeping in the host futex of a wait;
+    /// `kicked` says whether a kick has landed since the last `KVM_RUN`
+    /// (look at it after reading the wake word, see
+    /// [`SyscallService::wake_word`]). Without one: `ENOSYS` (the libos
+    /// then sends its futex calls on the ring).
+    fn futex(&mut self, args: [u64; 6], mem: &ProgramMemory<'_>, kicked: &dyn Fn() -> bool) -> Served {
+        let _ = (args, mem, kicked);
+        Served::Return(-i64::from(libc::ENOSYS))
+    }
+
+    /// The vCPU's wake word, which every kick changes (and the kick handler
+    /// too, on the kicked thread); `None` without one.
+    fn wake_word(&self) -> Option<*const std::sync::atomic::AtomicU32> {
+        None
     }
 
     /// `KVM_RUN` was interrupted by a signal: `Some` ends the program.
@@ -521,7 +542,12 @@ fn run_loop(
     let immediate_exit: *mut u8 = &mut vcpu.get_kvm_run().immediate_exit;
     // SAFETY: the kvm_run mapping belongs to `vcpu`, which outlives this
     // function, and the target is dropped when it returns.
-    let _kick_target = unsafe { cabin_monitor::kick::VcpuKickTarget::enter(immediate_exit) };
+    let kick_target = unsafe { cabin_monitor::kick::VcpuKickTarget::enter(immediate_exit) };
+    if let Some(w) = service.wake_word() {
+        // SAFETY: the word lives as long as the service, which outlives
+        // this function (and so the target).
+        unsafe { kick_target.set_wake_word(w) };
+    }
     if ending.load(Ordering::SeqCst) {
         return Ok(LoopEnd::Stopped);
     }
@@ -657,6 +683,30 @@ fn run_loop(
                     Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
                     Served::ThreadExit(code) => return Ok(LoopEnd::ThreadExit(code)),
                     Served::Return(_) | Served::Redirect(_) => {}
+                }
+            }
+            IoAction::Futex { args } => {
+                stats.futex_exits += 1;
+                let pm = ProgramMemory { mem: &d.view, can_redirect: false };
+                // SAFETY: the byte of this vCPU's kvm_run mapping (above);
+                // the kick handler writes it, hence volatile.
+                let kicked = || unsafe { immediate_exit.read_volatile() } != 0;
+                match service.futex(args, &pm, &kicked) {
+                    Served::Return(v) => {
+                        let mut k = kregs;
+                        k.rax = v as u64;
+                        vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
+                    }
+                    Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
+                    Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
+                    Served::ThreadExit(code) => return Ok(LoopEnd::ThreadExit(code)),
+                    Served::Redirect(_) => {
+                        return Ok(LoopEnd::Violation("redirect of a futex doorbell".into()))
+                    }
+                }
+                // Woken for the program's end: leave without one more entry.
+                if ending.load(Ordering::SeqCst) {
+                    return Ok(LoopEnd::Stopped);
                 }
             }
             IoAction::ThreadExit { code } => {

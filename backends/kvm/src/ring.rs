@@ -11,7 +11,7 @@
 //! vCPU thread then sleeps on the completion doorbell with `futex`, exactly
 //! where the process backend's libos would.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,10 @@ pub struct Shared {
     /// none). Kicks are sent under this lock, and a thread clears its entry
     /// under it before it leaves, so a kicked thread is always alive.
     threads: Mutex<Vec<u64>>,
+    /// Each vCPU's wake word: every kick changes it and wakes it, so a vCPU
+    /// thread sleeping in a program futex (`DOORBELL_FUTEX`, in a host
+    /// `futex_waitv` over the program's word and this one) always wakes.
+    wake_words: Box<[AtomicU32]>,
 }
 
 impl Default for Shared {
@@ -63,6 +67,7 @@ impl Default for Shared {
             violation: Mutex::new(None),
             ending: AtomicBool::new(false),
             threads: Mutex::new(vec![0; MAX_VCPUS]),
+            wake_words: (0..MAX_VCPUS).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 }
@@ -118,11 +123,22 @@ impl Shared {
     /// earlier).
     pub fn kick_all(&self) {
         let threads = self.threads();
-        for &t in threads.iter().filter(|&&t| t != 0) {
+        for (slot, &t) in threads.iter().enumerate().filter(|(_, &t)| t != 0) {
+            if let Some(w) = self.wake_words.get(slot) {
+                // Before the signal: a sleeper that read the word earlier
+                // finds it changed (or is woken), whenever it blocks.
+                w.fetch_add(1, Ordering::SeqCst);
+                futex(w.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, u32::MAX >> 1, None);
+            }
             // SAFETY: `t` is inside its run loop: it clears its entry under
             // this lock before it leaves, so it has not exited.
             unsafe { cabin_monitor::kick::kick(t) };
         }
+    }
+
+    /// vCPU `slot`'s wake word (see the field), if the slot exists.
+    pub fn wake_word(&self, slot: usize) -> Option<&AtomicU32> {
+        self.wake_words.get(slot)
     }
 
     fn violation(&self) -> String {
@@ -144,6 +160,8 @@ impl Shared {
 pub struct RingGate {
     ring: RingPtr,
     shared: Arc<Shared>,
+    /// The vCPU slot whose ring this is.
+    slot: usize,
     /// Gate calls redirected into the libos.
     pub redirects: u64,
     /// Doorbell exits that asked to wait for a completion.
@@ -151,9 +169,9 @@ pub struct RingGate {
 }
 
 impl RingGate {
-    /// A gate over `ring`.
-    pub fn new(ring: RingPtr, shared: Arc<Shared>) -> RingGate {
-        RingGate { ring, shared, redirects: 0, doorbell_waits: 0 }
+    /// A gate over `ring`, the ring of vCPU `slot`.
+    pub fn new(ring: RingPtr, shared: Arc<Shared>, slot: usize) -> RingGate {
+        RingGate { ring, shared, slot, redirects: 0, doorbell_waits: 0 }
     }
 
     fn wake_worker(&self) {
@@ -257,6 +275,25 @@ impl SyscallService for RingGate {
             }
         }
         Served::Return(0)
+    }
+
+    fn futex(&mut self, args: [u64; 6], mem: &ProgramMemory<'_>, kicked: &dyn Fn() -> bool) -> Served {
+        let Some(wake) = self.shared.wake_word(self.slot) else {
+            return Served::Return(-i64::from(libc::ENOSYS));
+        };
+        // The wake word first, then why a kick may have come: a kick (or a
+        // kick handler run on this thread) after this read changes the
+        // word, so the sleep below cannot miss it; one before it set the
+        // flags looked at here.
+        let seen = wake.load(Ordering::SeqCst);
+        if self.shared.stopped() || kicked() {
+            return Served::Return(-i64::from(libc::EINTR));
+        }
+        Served::Return(cabin_monitor::futex::direct(mem.mem, args, wake, seen))
+    }
+
+    fn wake_word(&self) -> Option<*const AtomicU32> {
+        self.shared.wake_word(self.slot).map(|w| w as *const AtomicU32)
     }
 
     fn interrupted(&mut self) -> Option<Served> {

@@ -97,6 +97,12 @@ static SPIN_TICKS: AtomicU64 = AtomicU64::new(0);
 /// Whether wakes may be skipped (KVM). Set once by [`init`].
 static SKIP_WAKES: AtomicBool = AtomicBool::new(false);
 
+/// Whether forwarded waits and wakes go to the vCPU's own host thread
+/// through the doorbell port (`DOORBELL_FUTEX`, KVM) instead of the ring.
+/// Set by [`init`]; cleared for good when the monitor answers `ENOSYS`
+/// (a host without `futex_waitv`).
+static DIRECT: AtomicBool = AtomicBool::new(false);
+
 const FUTEX_WAIT: u64 = 0;
 const FUTEX_WAKE: u64 = 1;
 const FUTEX_WAKE_OP: u64 = 5;
@@ -124,6 +130,7 @@ pub(super) fn init(tsc_khz: u64, kvm: bool) {
     let ns = if kvm { SPIN_NS } else { 0 };
     SPIN_TICKS.store((ns / 1_000).saturating_mul(per_us), Ordering::Relaxed);
     SKIP_WAKES.store(kvm, Ordering::Relaxed);
+    DIRECT.store(kvm, Ordering::Relaxed);
 }
 
 /// The bucket of the word at `addr`.
@@ -228,17 +235,23 @@ pub(super) fn forward(a: &[u64; 6], flags: u32, site: u64) -> i64 {
         FUTEX_WAIT | FUTEX_WAIT_BITSET if readable(a[0]) => {
             let b = bucket(a[0]);
             b.fetch_add(1, Ordering::SeqCst);
-            let r = super::forward_from(nr::futex, a, flags, site);
+            let r = match direct(a) {
+                Some(r) => r,
+                None => super::forward_from(nr::futex, a, flags, site),
+            };
             b.fetch_sub(1, Ordering::SeqCst);
             r
         }
+        FUTEX_WAKE | FUTEX_WAKE_BITSET => match direct(a) {
+            Some(r) => r,
+            None => super::forward_from(nr::futex, a, flags, site),
+        },
         // These neither move sleepers nor sleep on a word a plain wake
-        // targets (PI waiters are woken by UNLOCK_PI, always forwarded);
-        // WAKE_OP wakes (always forwarded) but moves nobody.
-        FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_WAKE | FUTEX_WAKE_BITSET | FUTEX_WAKE_OP | FUTEX_LOCK_PI
-        | FUTEX_LOCK_PI2 | FUTEX_UNLOCK_PI | FUTEX_TRYLOCK_PI => {
-            super::forward_from(nr::futex, a, flags, site)
-        }
+        // targets (PI waiters are woken by UNLOCK_PI, always forwarded;
+        // a wait on a word the fast path may not read is the monitor's
+        // EINVAL/EFAULT); WAKE_OP wakes (always forwarded) but moves nobody.
+        FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_WAKE_OP | FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_UNLOCK_PI
+        | FUTEX_TRYLOCK_PI => super::forward_from(nr::futex, a, flags, site),
         _ => {
             // REQUEUE, CMP_REQUEUE, the requeue-PI pair, unknown numbers:
             // from now on every wake goes to the monitor.
@@ -246,6 +259,58 @@ pub(super) fn forward(a: &[u64; 6], flags: u32, site: u64) -> i64 {
             super::forward_from(nr::futex, a, flags, site)
         }
     }
+}
+
+/// KVM: `futex(a)` served by this thread's vCPU thread through the
+/// doorbell port (`DOORBELL_FUTEX`): a wait sleeps there on the host futex
+/// of the word (one wake hop: the waker's wake reaches that thread
+/// directly), a wake is made there (no ring worker to wake). `None` for
+/// what it does not serve (bit-set waits other than "any", other
+/// operations, the process backend, a monitor without it): the ring's.
+/// An `EINTR` (a kick of the vCPU) is made again unless a signal is there
+/// to be taken, as for the ring's calls.
+fn direct(a: &[u64; 6]) -> Option<i64> {
+    if !DIRECT.load(Ordering::Relaxed) {
+        return None;
+    }
+    let cmd = a[1] & FUTEX_CMD_MASK;
+    let any = cmd == FUTEX_WAIT || cmd == FUTEX_WAKE || a[5] as u32 == u32::MAX;
+    if !matches!(cmd, FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_WAKE | FUTEX_WAKE_BITSET)
+        || (cmd == FUTEX_WAIT_BITSET && !any)
+    {
+        return None;
+    }
+    let r = super::checked(nr::futex, a, &mut || port_futex(a));
+    if r == -errno::ENOSYS {
+        DIRECT.store(false, Ordering::Relaxed);
+        return None;
+    }
+    Some(r)
+}
+
+/// `out` to the doorbell port with `DOORBELL_FUTEX` and the futex
+/// arguments in the system call's registers; the monitor's result.
+fn port_futex(a: &[u64; 6]) -> i64 {
+    let r: u64;
+    // SAFETY: an `out` to the one port the domain's I/O bitmap allows ring
+    // 3; the monitor reads the argument registers, serves the call on its
+    // own mapping of the program's memory (the kernel's `futex` reads the
+    // word and the timeout, as here) and writes only `rax`.
+    unsafe {
+        core::arch::asm!(
+            "out {port}, al",
+            port = const cabin_abi::hypercall::PORT_DOORBELL,
+            inout("rax") u64::from(cabin_abi::hypercall::DOORBELL_FUTEX) => r,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            options(nostack, preserves_flags),
+        );
+    }
+    r as i64
 }
 
 fn rdtsc() -> u64 {

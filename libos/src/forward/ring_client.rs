@@ -66,8 +66,13 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     // the vCPU at once, and the park's doorbell exit wakes the worker too
     // (`DOORBELL_WAIT`), so it saves the separate wake exit.
     let futex_wait = nr == NR_FUTEX && super::futex_path::is_wait(args);
-    let wake = !(futex_wait && PORT_DOORBELL.load(Ordering::Relaxed));
-    let Some((r, tail)) = submit(nr, args, flags, site, wake) else {
+    // KVM: a thread start (`clone`) is answered only once the monitor has
+    // set the new vCPU up and started its host thread, longer than a spin
+    // lasts; a spin would only keep the program's CPU from the new thread.
+    // It parks at once, and its doorbell exit wakes the worker: one exit.
+    let thread_start = nr == super::nr::clone && flags & cabin_abi::ring::SUB_THREAD != 0;
+    let park = (futex_wait || thread_start) && PORT_DOORBELL.load(Ordering::Relaxed);
+    let Some((r, tail)) = submit(nr, args, flags, site, !park) else {
         return -super::errno::ENOSYS;
     };
     // Every earlier completion was consumed, so ours is the next one, and
@@ -76,7 +81,7 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     if cq_head != tail {
         ring_broken();
     }
-    wait_completion(&r, cq_head, if futex_wait { 0 } else { SPIN_TICKS.load(Ordering::Relaxed) });
+    wait_completion(&r, cq_head, if futex_wait || park { 0 } else { SPIN_TICKS.load(Ordering::Relaxed) });
     let c = r.read_completion(cq_head);
     r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
     if c.tag != tail.wrapping_add(1) {

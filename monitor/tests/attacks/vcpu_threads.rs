@@ -126,7 +126,53 @@ fn thread_exit_doorbell_without_a_posted_exit_ends_only_that_thread() {
     assert_eq!((out.as_str(), code), ("joined\nsecond thread ran\n", 3));
 }
 
+/// Every thread of the program asleep in futex for ever (KVM: plain and
+/// any-bit waits sleep in their vCPU threads' host futex, a one-bit wait in
+/// its ring worker's): the run's wall-time limit ends it, the monitor wakes
+/// every sleeper and reports, nothing hangs.
+fn threads_asleep_in_futex_for_ever_end_at_the_wall_time_limit(b: Backend) {
+    let Some((_, img)) = program() else { return };
+    let t = tempfile::tempdir().expect("tempdir");
+    let audit = t.path().join("audit.jsonl");
+    let text = "version = 1\n[default]\naction = \"allow\"\n[limits]\nwall-time = \"1s\"\n";
+    let cfg = RunConfig {
+        args: vec!["attack_vcpu_threads".into(), "futex_forever".into()],
+        quiet: true,
+        gate: cabin_monitor::GateConfig {
+            policy: Some(cabin_policy::Policy::parse("limits.toml", text).expect("policy")),
+            trace: cabin_monitor::trace::TraceOptions { audit: Some(audit.clone()), ..Default::default() },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let o = b.run(img, &cfg).expect("the run ends and the monitor reports");
+    let recs = std::fs::read_to_string(&audit).unwrap_or_default();
+    let limits: Vec<String> = recs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "limit")
+        .map(|r| r["limit"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(limits, ["wall-time"], "{:?}", o.reason);
+    assert_eq!(o.exit_code, 137);
+}
+
+/// KVM: the futex doorbell (`DOORBELL_FUTEX`, which the vCPU thread serves
+/// itself) with hostile arguments: a word off the program's data (zero
+/// page, kernel half, code), misaligned, a bad or out-of-range timeout, the
+/// operations it does not serve: each one an error for the program only,
+/// never a sleep on someone else's word nor a monitor failure.
+#[test]
+fn futex_doorbell_with_hostile_arguments_is_only_errors() {
+    if !Backend::Kvm.available("futex_doorbell") {
+        return;
+    }
+    let Some((out, code)) = run(Backend::Kvm, "futex_doorbell") else { return };
+    assert_eq!((out.as_str(), code), ("-11 -110 -22 -14 -14 -14 -14 -22 -38 -38 -38 -38 0 -22 \n", 0));
+}
+
 on_both_backends!(
+    threads_asleep_in_futex_for_ever_end_at_the_wall_time_limit,
     cpu_time_counts_every_thread,
     a_thread_fault_ends_the_program,
     exit_group_stops_threads_spinning_in_ring_3,

@@ -3,9 +3,12 @@
  * in ring 3 without ever making a call; the main thread exits first; more
  * threads than the domain has rings; a thread that spins while main waits
  * (its CPU time counts for [limits] cpu-time); a thread that ends its vCPU
- * with the exit doorbell without telling its ring. On KVM each thread is a vCPU. */
+ * with the exit doorbell without telling its ring; every thread asleep in futex
+ * for ever (the run's wall-time limit must end it); the futex doorbell with
+ * hostile arguments. On KVM each thread is a vCPU. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +67,35 @@ static void *doorbell_exit(void *arg) {
     return NULL;
 }
 
+static unsigned never; /* nobody ever changes or wakes it */
+
+/* Sleeps in futex on `never` for ever: op in arg. */
+static void *sleep_forever(void *arg) {
+    long op = (long)arg;
+    unsigned bits = op == FUTEX_WAIT_BITSET_PRIVATE + 1 ? 1u : FUTEX_BITSET_MATCH_ANY;
+    if (op == FUTEX_WAIT_BITSET_PRIVATE + 1)
+        op = FUTEX_WAIT_BITSET_PRIVATE;
+    for (;;)
+        syscall(SYS_futex, &never, op, 0, NULL, NULL, bits);
+    return NULL;
+}
+
+/* KVM only: the futex doorbell (6) with the system call's registers. */
+static long doorbell_futex(unsigned long addr, long op, long val, unsigned long timeout, unsigned long addr2,
+                           unsigned long val3) {
+    long r;
+    register unsigned long r10 __asm__("r10") = timeout;
+    register unsigned long r8 __asm__("r8") = addr2;
+    register unsigned long r9 __asm__("r9") = val3;
+    __asm__ volatile("out %%al, $0xe0"
+                     : "=a"(r)
+                     : "a"(6L), "D"(addr), "S"(op), "d"(val), "r"(r10), "r"(r8), "r"(r9)
+                     : "memory");
+    return r;
+}
+
+static unsigned word_a[4] __attribute__((aligned(16)));
+
 static void *hello(void *arg) {
     (void)arg;
     write(1, "second thread ran\n", 18);
@@ -114,6 +146,41 @@ int main(int argc, char **argv) {
         printf("created %d: %s\n", n, e ? strerror(e) : "no error");
         fflush(stdout);
         syscall(SYS_exit_group, 0);
+    }
+    if (!strcmp(c, "futex_forever")) {
+        /* Plain, bit-set (any) and bit-set (one bit: the ring's path)
+         * waits, and main's own: only the run's end stops them. */
+        pthread_create(&t[0], NULL, sleep_forever, (void *)(long)FUTEX_WAIT_PRIVATE);
+        pthread_create(&t[1], NULL, sleep_forever, (void *)(long)FUTEX_WAIT_BITSET_PRIVATE);
+        pthread_create(&t[2], NULL, sleep_forever, (void *)(long)(FUTEX_WAIT_BITSET_PRIVATE + 1));
+        printf("sleeping\n");
+        fflush(stdout);
+        sleep_forever((void *)(long)FUTEX_WAIT_PRIVATE);
+    }
+    if (!strcmp(c, "futex_doorbell")) {
+        unsigned long w = (unsigned long)&word_a[0];
+        struct timespec ms = {0, 1000 * 1000}, bad_ns = {0, 1000 * 1000 * 1000};
+        word_a[0] = 5;
+        long r[] = {
+            doorbell_futex(w, FUTEX_WAIT_PRIVATE, 4, 0, 0, 0),                     /* EAGAIN */
+            doorbell_futex(w, FUTEX_WAIT_PRIVATE, 5, (unsigned long)&ms, 0, 0),    /* ETIMEDOUT */
+            doorbell_futex(w + 2, FUTEX_WAIT_PRIVATE, 5, 0, 0, 0),                 /* EINVAL */
+            doorbell_futex(8, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0),                     /* EFAULT: zero page */
+            doorbell_futex(0xffffffff80000000ul, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0),  /* EFAULT: kernel */
+            doorbell_futex(((unsigned long)&main + 3) & ~3ul, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0), /* EFAULT: code */
+            doorbell_futex(w, FUTEX_WAIT_PRIVATE, 5, 8, 0, 0),                     /* EFAULT: timeout */
+            doorbell_futex(w, FUTEX_WAIT_PRIVATE, 5, (unsigned long)&bad_ns, 0, 0), /* EINVAL */
+            doorbell_futex(w, FUTEX_WAIT_BITSET_PRIVATE, 5, 0, 0, 1),              /* ENOSYS: one bit */
+            doorbell_futex(w, FUTEX_LOCK_PI_PRIVATE, 0, 0, 0, 0),                  /* ENOSYS */
+            doorbell_futex(w, FUTEX_CMP_REQUEUE_PRIVATE, 0, 1, w + 4, 5),          /* ENOSYS */
+            doorbell_futex(w, 99, 0, 0, 0, 0),                                     /* ENOSYS */
+            doorbell_futex(w, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0),                     /* 0 */
+            doorbell_futex(w, FUTEX_WAKE_BITSET_PRIVATE, 1, 0, 0, 0),              /* EINVAL */
+        };
+        for (unsigned i = 0; i < sizeof r / sizeof r[0]; i++)
+            printf("%ld ", r[i]);
+        printf("\n");
+        return 0;
     }
     if (!strcmp(c, "doorbell_exit")) {
         pthread_create(&t[0], NULL, doorbell_exit, NULL);

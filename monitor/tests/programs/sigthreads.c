@@ -11,11 +11,15 @@
  *    in sigsuspend, and to a thread that blocks the signal (it stays
  *    pending for that thread only, never the sender's; taken when the
  *    target unblocks it);
+ *  - pthread_kill to a thread blocked in FUTEX_WAIT (EINTR, the handler ran
+ *    on that thread; on KVM that thread's vCPU sleeps in the host futex
+ *    itself), which then waits again and is woken by FUTEX_WAKE;
  *  - kill to the process while the sender blocks the signal: a thread
  *    that does not block it runs the handler;
  *  - sigqueue to a thread (pthread_sigqueue) carries its value. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -190,6 +194,23 @@ static void *waiter(void *arg)
     return NULL;
 }
 
+static unsigned futex_word;
+
+static void *futexer(void *arg)
+{
+    (void)arg;
+    worker_tid = tid();
+    phase = 1;
+    long r = syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    printf("futexer: wait %ld %s, handler on this thread %d\n", r, r < 0 ? strerrorname_np(errno) : "",
+           handled_on == worker_tid);
+    phase = 2;
+    while (__atomic_load_n(&futex_word, __ATOMIC_SEQ_CST) == 0)
+        syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+    printf("futexer: woken, word %u\n", futex_word);
+    return NULL;
+}
+
 static void wait_phase(void)
 {
     while (phase == 0)
@@ -214,6 +235,20 @@ static void directed(void)
     int r = pthread_kill(t, SIGUSR1);
     pthread_join(t, NULL);
     printf("pthread_kill reader: %d\n", r);
+
+    /* A thread blocked in FUTEX_WAIT, then woken by FUTEX_WAKE. */
+    handled_on = 0;
+    phase = 0;
+    pthread_create(&t, NULL, futexer, NULL);
+    wait_phase();
+    r = pthread_kill(t, SIGUSR1);
+    while (phase != 2)
+        usleep(1000);
+    usleep(20000);
+    __atomic_store_n(&futex_word, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &futex_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    pthread_join(t, NULL);
+    printf("pthread_kill futexer: %d\n", r);
 
     /* A thread spinning in program code. */
     signal(SIGUSR2, on_spin);
