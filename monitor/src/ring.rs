@@ -237,9 +237,25 @@ pub trait ThreadHost {
         -i64::from(libc::ENOSYS)
     }
     /// `kill(target, sig)` from process `pid` to other processes of its
-    /// tree: 0 or `-errno` (no process of the tree: `ESRCH`).
-    fn kill(&self, _pid: u32, _target: i32, _sig: u64) -> i64 {
-        -i64::from(libc::ESRCH)
+    /// tree: 0 or `-errno` (no process of the tree: `ESRCH`); 1 when the
+    /// caller is among the targets (`kill(0)`, its own group): its libos
+    /// then raises the signal itself, before the call returns.
+    fn kill(&self, pid: u32, target: i32, _sig: u64) -> i64 {
+        lone_kill(pid, target)
+    }
+    /// A process-group, session or parent-death call (`getpgrp`,
+    /// `getpgid`, `getsid`, `setpgid`, `setsid`, `prctl`'s
+    /// `PR_SET_PDEATHSIG`/`PR_GET_PDEATHSIG`) of process `pid`, served from
+    /// its process tree; `None`: the service serves it (no tree: one
+    /// process; another `prctl`).
+    fn group_call(
+        &self,
+        _mem: &GuestMemory,
+        _pid: u32,
+        _nr: u64,
+        _args: &[u64; 6],
+    ) -> Option<Result<i64, Violation>> {
+        None
     }
     /// `wait4` or `waitid` (`nr`) of process `pid`, served outside the
     /// service lock; `stop` ends a blocking wait (`EINTR`). Without a
@@ -253,6 +269,18 @@ pub trait ThreadHost {
         _stop: &AtomicBool,
     ) -> Result<i64, Violation> {
         Ok(-i64::from(libc::ECHILD))
+    }
+}
+
+/// `kill(target, _)` from process `pid` of a program without a process
+/// tree: its own group (`0`, `-pid`) and "every process" (`-1`) reach only
+/// itself, which its libos signals (the answer 1, see [`ThreadHost::kill`]
+/// and `Tree::kill`); any other target is `ESRCH`.
+pub fn lone_kill(pid: u32, target: i32) -> i64 {
+    if target == 0 || target == -1 || i64::from(target) == -i64::from(pid) {
+        1
+    } else {
+        -i64::from(libc::ESRCH)
     }
 }
 
@@ -635,7 +663,7 @@ impl Worker {
             drop(guard);
             let ret = match threads {
                 Some(t) => t.kill(pid, s.args[0] as i32, s.args[1]),
-                None => -i64::from(libc::ESRCH),
+                None => lone_kill(pid, s.args[0] as i32),
             };
             guard = shared.lock();
             ret
@@ -650,6 +678,21 @@ impl Worker {
             };
             guard = shared.lock();
             ret
+        } else if let Some(r) = match threads {
+            // Groups and sessions are the tree's (its table lock only: the
+            // tree never takes a service lock under it).
+            Some(t)
+                if matches!(
+                    s.nr,
+                    nr::getpgrp | nr::getpgid | nr::getsid | nr::setpgid | nr::setsid | nr::prctl
+                ) =>
+            {
+                t.group_call(mem, guard.service.pid(), s.nr, &s.args)
+            }
+            _ => None,
+        } {
+            guard.service.stats.per_nr.add(s.nr, 1);
+            r.map_err(RingViolation::from)?
         } else if kind == Kind::Thread {
             // Thread operations take the session's own locks (and may start
             // a vCPU): not under the service lock.

@@ -443,7 +443,7 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         answer
     }
 
-    fn exec(&self, mem: &GuestMemory, _from: usize, _pid: u32, nr: u64, args: &[u64; 6]) -> i64 {
+    fn exec(&self, mem: &GuestMemory, _from: usize, pid: u32, nr: u64, args: &[u64; 6]) -> i64 {
         let t = self.threads;
         let (Some(procs), Some(slot)) = (t.procs.clone(), t.exec) else { return errno(libc::ENOSYS) };
         // Path, permission, image and measurement, argv and envp: checked
@@ -472,12 +472,16 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
                 // Another thread's exec won: this process is being replaced.
                 return errno(libc::EAGAIN);
             }
-            let sig_ignored = BootPage::of(t.mem).map_or(0, |b| b.sig_ignored());
+            // SA_NOCLDWAIT does not survive an exec (Linux clears every
+            // disposition's flags).
+            let sig_ignored =
+                BootPage::of(t.mem).map_or(0, |b| b.sig_ignored()) & !cabin_abi::boot::SIG_IGNORED_NOCLDWAIT;
             *s = Some(Execed { image: req.image, spec, path: req.path, sig_ignored });
         }
         // The point of no return, as Linux's: descriptors marked
         // FD_CLOEXEC close, and the old domain (every thread of it) ends.
         t.shared.lock().service.exec_done();
+        procs.tree.execed(pid);
         t.stopper.stop(StopCause::Policy("replaced by execve".into()));
         0
     }
@@ -485,8 +489,18 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
     fn kill(&self, pid: u32, target: i32, sig: u64) -> i64 {
         match &self.threads.procs {
             Some(p) => p.tree.kill(pid, target, sig),
-            None => errno(libc::ESRCH),
+            None => crate::ring::lone_kill(pid, target),
         }
+    }
+
+    fn group_call(
+        &self,
+        mem: &GuestMemory,
+        pid: u32,
+        nr: u64,
+        args: &[u64; 6],
+    ) -> Option<Result<i64, crate::service::Violation>> {
+        self.threads.procs.as_ref()?.tree.group_call(mem, pid, nr, args)
     }
 
     fn wait(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cabin_policy::trace::record::{LimitHit, LimitKind};
 
-use cabin_abi::boot::SigPosted;
+use cabin_abi::boot::{SigPosted, SIG_IGNORED_NOCLDWAIT};
 use cabin_abi::syscalls::nr;
 
 use crate::boot::SignalBox;
@@ -156,16 +156,43 @@ impl Tree {
     /// Process `pid` ended `how`: a zombie for its parent (or reaped by the
     /// monitor), blocked waits look again, and the parent gets `SIGCHLD`.
     pub fn ended(&self, pid: u32, how: Ended) {
+        let parent_reaps = |ppid: u32| {
+            lock(&self.members).get(&ppid).map(|m| {
+                let ignored = m.signals.ignored();
+                ignored & (SIG_IGNORED_NOCLDWAIT | 1 << (libc::SIGCHLD - 1)) != 0
+            })
+        };
         lock(&self.members).remove(&pid);
-        let parent = lock(&self.table).ended(pid, how, false);
+        let (parent, orphans, outside) = {
+            let mut table = lock(&self.table);
+            let orphans = table.live_children(pid);
+            // SIGCHLD ignored or SA_NOCLDWAIT: no zombie (as Linux); the
+            // parent's word is the libos's, a lie changes only its own.
+            let auto = table.ppid_of(pid).and_then(parent_reaps).unwrap_or(false);
+            (table.ended(pid, how, auto), orphans, table.ppid(table.root()).unwrap_or(0))
+        };
         self.changed.notify_all();
+        // Its children are the monitor's now: their getppid says so, and
+        // those that asked get their parent-death signal.
+        for (child, deathsig) in orphans {
+            if let Some(m) = lock(&self.members).get(&child) {
+                m.signals.set_ppid(outside);
+            }
+            if deathsig != 0 && !self.ending.load(Ordering::SeqCst) {
+                self.post(pid, child, u64::from(deathsig), libc::SI_USER);
+            }
+        }
         let Some(ppid) = parent else { return };
         if self.ending.load(Ordering::SeqCst) {
             return;
         }
-        let target = {
+        {
             let members = lock(&self.members);
             let Some(m) = members.get(&ppid) else { return };
+            if m.signals.ignored() & 1 << (libc::SIGCHLD - 1) != 0 {
+                // Ignored: nothing to post (nor to wait for).
+                return;
+            }
             let (code, status) = how.siginfo();
             let words = SigPosted { code, pid, uid: self.uid, pad: 0, value: u64::from(status as u32) };
             let fresh = !m.signals.waiting(libc::SIGCHLD as u32);
@@ -175,21 +202,34 @@ impl Tree {
             } else {
                 m.stopper.rewake();
             }
-            (m.stopper.clone(), m.signals, m.interrupt.clone())
-        };
-        // As the session's signal poster does: interrupt the parent's
-        // worker out of a blocking call and wake it again until its libos
-        // has taken the signal (at most 2 s; this is the child's thread).
-        let (stopper, signals, interrupt) = target;
-        for _ in 0..200 {
-            if let Some(h) = &interrupt {
-                h.interrupt();
+        }
+        self.changed.notify_all();
+        self.rewake_until_taken(ppid, libc::SIGCHLD as u32);
+    }
+
+    /// As the session's signal poster does: interrupts process `pid`'s
+    /// worker out of a blocking call and wakes it again until its libos has
+    /// taken signal `sig` (at most 2 s, on the sender's thread). Once is not
+    /// enough: a kick that lands just before the worker blocks (in `pause`,
+    /// a `read`) is lost, and the target would sleep on with the signal
+    /// posted (the "SIGTERM reported as SIGKILL" hang of docs/processes.md:
+    /// the killed child never ended, and the run's end stopped it). The
+    /// member is looked up again at every step: its boot page is used only
+    /// while it is a member (a domain leaves before it is dropped).
+    fn rewake_until_taken(&self, pid: u32, sig: u32) {
+        for _ in 0..400 {
+            {
+                let members = lock(&self.members);
+                let Some(m) = members.get(&pid) else { return };
+                if !m.signals.waiting(sig) && !m.signals.attention() {
+                    return;
+                }
+                if let Some(h) = &m.interrupt {
+                    h.interrupt();
+                }
+                m.stopper.rewake();
             }
-            if !signals.waiting(libc::SIGCHLD as u32) && !signals.attention() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-            stopper.rewake();
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -208,15 +248,31 @@ impl Tree {
         if sig == 0 {
             return 0;
         }
-        let mut members = lock(&self.members);
+        let mut me = false;
         for pid in targets {
-            let Some(m) = members.get_mut(&pid) else { continue };
+            if pid == caller {
+                // The caller's own libos raises it (synchronously, before
+                // the call returns: `libos::forward::serve`).
+                me = true;
+                continue;
+            }
+            self.post(caller, pid, sig, libc::SI_USER);
+        }
+        i64::from(me)
+    }
+
+    /// Posts `sig` from `from` to process `pid` (`SIGKILL`: stops it), and
+    /// interrupts its blocking call or wait.
+    fn post(&self, from: u32, pid: u32, sig: u64, code: i32) {
+        {
+            let mut members = lock(&self.members);
+            let Some(m) = members.get_mut(&pid) else { return };
             if sig == libc::SIGKILL as u64 {
                 m.killed = true;
                 m.stopper.stop(StopCause::Policy("killed by another process of the tree".into()));
-                continue;
+                return;
             }
-            let words = SigPosted { code: 0, pid: caller, uid: self.uid, pad: 0, value: 0 };
+            let words = SigPosted { code, pid: from, uid: self.uid, pad: 0, value: 0 };
             let fresh = !m.signals.waiting(sig as u32);
             m.signals.post(sig as u32, words);
             if fresh {
@@ -228,7 +284,57 @@ impl Tree {
                 h.interrupt();
             }
         }
-        0
+        // A wait4 it is blocked in looks at its signals now.
+        self.changed.notify_all();
+        self.rewake_until_taken(pid, sig as u32);
+    }
+
+    /// Process `pid` replaced its image (`execve`): its parent's `setpgid`
+    /// on it is `EACCES` from now on.
+    pub fn execed(&self, pid: u32) {
+        lock(&self.table).execed(pid);
+    }
+
+    /// The process-group, session and parent-death calls of `caller`,
+    /// served from the tree: `getpgrp`, `getpgid`, `getsid`, `setpgid`,
+    /// `setsid`, and `prctl`'s `PR_SET_PDEATHSIG`/`PR_GET_PDEATHSIG`
+    /// (`None`: another `prctl`, which the service serves).
+    pub fn group_call(
+        &self,
+        mem: &GuestMemory,
+        caller: u32,
+        nr_: u64,
+        a: &[u64; 6],
+    ) -> Option<Result<i64, Violation>> {
+        let answer = |r: Result<u32, i32>| Some(Ok(r.map_or_else(|e| -i64::from(e), i64::from)));
+        let mut table = lock(&self.table);
+        match nr_ {
+            n if n == nr::getpgrp => answer(table.pgid(caller, 0)),
+            n if n == nr::getpgid => answer(pid_arg(a[0]).and_then(|p| table.pgid(caller, p))),
+            n if n == nr::getsid => answer(pid_arg(a[0]).and_then(|p| table.sid(caller, p))),
+            n if n == nr::setpgid => answer(table.setpgid(caller, a[0] as i32, a[1] as i32).map(|()| 0)),
+            n if n == nr::setsid => answer(table.setsid(caller)),
+            n if n == nr::prctl => match a[0] as i32 {
+                libc::PR_SET_PDEATHSIG => {
+                    if a[1] > 64 {
+                        return answer(Err(libc::EINVAL));
+                    }
+                    table.set_pdeathsig(caller, a[1] as u8);
+                    answer(Ok(0))
+                }
+                libc::PR_GET_PDEATHSIG => {
+                    let sig = i32::from(table.pdeathsig(caller));
+                    drop(table);
+                    let wrote = mem.write(a[1], &sig.to_le_bytes());
+                    Some(match wrote {
+                        Ok(()) => Ok(0),
+                        Err(_) => Ok(-i64::from(libc::EFAULT)),
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// A child process was stopped by the policy or a limit: the whole tree
@@ -320,6 +426,14 @@ impl Tree {
                     if stop.load(Ordering::SeqCst) || self.ending.load(Ordering::SeqCst) {
                         return Ok(-i64::from(libc::EINTR));
                     }
+                    // A signal for the caller (posted by the tree, the
+                    // session or a timer) ends the wait: the libos then
+                    // runs the handler and restarts it or returns EINTR
+                    // (SA_RESTART), or makes it again when the signal is
+                    // ignored or blocked (docs/signals.md).
+                    if lock(&self.members).get(&caller).is_some_and(|m| m.signals.attention()) {
+                        return Ok(-i64::from(libc::EINTR));
+                    }
                     table =
                         self.changed.wait_timeout(table, WAIT_STEP).unwrap_or_else(PoisonError::into_inner).0;
                 }
@@ -360,6 +474,16 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+/// A pid argument (`getpgid`, `getsid`): a negative one names no process.
+fn pid_arg(a: u64) -> Result<u32, i32> {
+    let p = a as i32;
+    if p < 0 {
+        Err(libc::ESRCH)
+    } else {
+        Ok(p as u32)
     }
 }
 
