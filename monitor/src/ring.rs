@@ -257,6 +257,20 @@ pub trait ThreadHost {
     ) -> Option<Result<i64, Violation>> {
         None
     }
+    /// System V IPC (`semget`, `semop`, `semtimedop`, `semctl`, `msgget`,
+    /// `msgsnd`, `msgrcv`, `msgctl`, `shm*`) of process `pid`, served from
+    /// its tree outside the service lock; `stop` ends a blocking one
+    /// (`EINTR`). Without a process tree: `ENOSYS`.
+    fn sysv(
+        &self,
+        _mem: &GuestMemory,
+        _pid: u32,
+        _nr: u64,
+        _args: &[u64; 6],
+        _stop: &AtomicBool,
+    ) -> Result<i64, Violation> {
+        Ok(-i64::from(libc::ENOSYS))
+    }
     /// `wait4` or `waitid` (`nr`) of process `pid`, served outside the
     /// service lock; `stop` ends a blocking wait (`EINTR`). Without a
     /// process tree there is no child: `ECHILD`.
@@ -675,6 +689,32 @@ impl Worker {
             let ret = match threads {
                 Some(t) => t.wait(mem, pid, s.nr, &s.args, &self.stop).map_err(RingViolation::from)?,
                 None => -i64::from(libc::ECHILD),
+            };
+            guard = shared.lock();
+            ret
+        } else if matches!(
+            s.nr,
+            nr::semget
+                | nr::semop
+                | nr::semtimedop
+                | nr::semctl
+                | nr::msgget
+                | nr::msgsnd
+                | nr::msgrcv
+                | nr::msgctl
+                | nr::shmget
+                | nr::shmat
+                | nr::shmdt
+                | nr::shmctl
+        ) {
+            // The tree's own SysV objects (never the host's); a blocking
+            // operation waits without the service lock.
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(s.nr, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.sysv(mem, pid, s.nr, &s.args, &self.stop).map_err(RingViolation::from)?,
+                None => -i64::from(libc::ENOSYS),
             };
             guard = shared.lock();
             ret

@@ -493,6 +493,20 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         }
     }
 
+    fn sysv(
+        &self,
+        mem: &GuestMemory,
+        pid: u32,
+        nr: u64,
+        args: &[u64; 6],
+        stop: &AtomicBool,
+    ) -> Result<i64, crate::service::Violation> {
+        match &self.threads.procs {
+            Some(p) => p.tree.sysv(mem, pid, nr, args, stop),
+            None => Ok(errno(libc::ENOSYS)),
+        }
+    }
+
     fn group_call(
         &self,
         mem: &GuestMemory,

@@ -25,6 +25,7 @@ use crate::memory::GuestMemory;
 use crate::procs::{Ended, ForkError, ProcessTree, Select};
 use crate::ring::{Shared, StopHandle};
 use crate::service::Violation;
+use crate::sysv::{Ipc, SemOp, Step};
 
 /// How often a blocked wait looks at its worker's stop flag.
 const WAIT_STEP: Duration = Duration::from_millis(20);
@@ -55,6 +56,11 @@ pub struct Tree {
     uid: u32,
     /// When the run started (limit records' time).
     t0: Instant,
+    /// The tree's System V semaphores and message queues.
+    ipc: Mutex<Ipc>,
+    /// Signalled when `ipc` changed or a process got a signal (blocked
+    /// `semop`, `msgsnd`, `msgrcv` look again).
+    ipc_changed: Condvar,
 }
 
 impl std::fmt::Debug for Tree {
@@ -88,6 +94,8 @@ impl Tree {
             ending: AtomicBool::new(false),
             uid,
             t0,
+            ipc: Mutex::default(),
+            ipc_changed: Condvar::new(),
         }
     }
 
@@ -163,6 +171,10 @@ impl Tree {
             })
         };
         lock(&self.members).remove(&pid);
+        // SEM_UNDO: its adjustments are applied at its end.
+        if lock(&self.ipc).exited(pid) {
+            self.ipc_changed.notify_all();
+        }
         let (parent, orphans, outside) = {
             let mut table = lock(&self.table);
             let orphans = table.live_children(pid);
@@ -217,19 +229,22 @@ impl Tree {
     /// member is looked up again at every step: its boot page is used only
     /// while it is a member (a domain leaves before it is dropped).
     fn rewake_until_taken(&self, pid: u32, sig: u32) {
-        for _ in 0..400 {
+        for step in 0..200 {
             {
                 let members = lock(&self.members);
                 let Some(m) = members.get(&pid) else { return };
-                if !m.signals.waiting(sig) && !m.signals.attention() {
-                    return;
+                if step > 0 {
+                    // Not at once: the first wake was the poster's own.
+                    m.stopper.rewake();
                 }
                 if let Some(h) = &m.interrupt {
                     h.interrupt();
                 }
-                m.stopper.rewake();
+                if !m.signals.waiting(sig) && !m.signals.attention() {
+                    return;
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -284,8 +299,9 @@ impl Tree {
                 h.interrupt();
             }
         }
-        // A wait4 it is blocked in looks at its signals now.
+        // A wait4 or semop it is blocked in looks at its signals now.
         self.changed.notify_all();
+        self.ipc_changed.notify_all();
         self.rewake_until_taken(pid, sig as u32);
     }
 
@@ -382,6 +398,7 @@ impl Tree {
             s.stop(StopCause::Policy("the program ended".into()));
         }
         self.changed.notify_all();
+        self.ipc_changed.notify_all();
     }
 
     /// `wait4` (`nr`) or `waitid` of process `caller`; a blocked wait ends
@@ -474,6 +491,216 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+impl Tree {
+    /// Whether a blocked call of `caller` must end now: its worker stops,
+    /// the run ends (`EINTR`), or a signal was posted for it (`EINTR`,
+    /// which its libos turns into a handler and `EINTR`, or makes the call
+    /// again when the signal is ignored or blocked: docs/signals.md).
+    fn interrupted(&self, caller: u32, stop: &AtomicBool) -> bool {
+        stop.load(Ordering::SeqCst)
+            || self.ending.load(Ordering::SeqCst)
+            || lock(&self.members).get(&caller).is_some_and(|m| m.signals.attention())
+    }
+
+    /// Runs `f` on the IPC table until it is done, blocking (without any
+    /// lock) while it says [`Step::Block`]: `Err(EINTR)` when interrupted,
+    /// `Err(EAGAIN)` past `deadline`, `Err(EIDRM)` when `exists` says the
+    /// object went away meanwhile.
+    fn ipc_blocking<T>(
+        &self,
+        caller: u32,
+        stop: &AtomicBool,
+        deadline: Option<Instant>,
+        exists: impl Fn(&Ipc) -> bool,
+        mut f: impl FnMut(&mut Ipc) -> Step<T>,
+        mut waiting: impl FnMut(&mut Ipc, bool),
+    ) -> Result<T, i32> {
+        let mut ipc = lock(&self.ipc);
+        let mut blocked = false;
+        let out = loop {
+            if blocked && !exists(&ipc) {
+                break Err(libc::EIDRM);
+            }
+            match f(&mut ipc) {
+                Step::Done(v) => break Ok(v),
+                Step::Block => {}
+            }
+            if !blocked {
+                blocked = true;
+                waiting(&mut ipc, true);
+            }
+            drop(ipc);
+            if self.interrupted(caller, stop) {
+                ipc = lock(&self.ipc);
+                break Err(libc::EINTR);
+            }
+            ipc = lock(&self.ipc);
+            let step = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(WAIT_STEP),
+                    _ => break Err(libc::EAGAIN),
+                },
+                None => WAIT_STEP,
+            };
+            ipc = self.ipc_changed.wait_timeout(ipc, step).unwrap_or_else(PoisonError::into_inner).0;
+        };
+        if blocked {
+            waiting(&mut ipc, false);
+        }
+        drop(ipc);
+        if out.is_ok() {
+            // What it changed may let others go on.
+            self.ipc_changed.notify_all();
+        }
+        out
+    }
+
+    /// System V IPC of `caller` (`semget`, `semop`, `semtimedop`,
+    /// `semctl`, `msgget`, `msgsnd`, `msgrcv`, `msgctl`; shared memory:
+    /// `ENOSYS`), served from the tree's private table ([`crate::sysv`]):
+    /// arguments copied once, blocking without any lock (ended by a signal,
+    /// the worker's stop or the run's end with `EINTR`, by `IPC_RMID` with
+    /// `EIDRM`).
+    pub fn sysv(
+        &self,
+        mem: &GuestMemory,
+        caller: u32,
+        nr_: u64,
+        a: &[u64; 6],
+        stop: &AtomicBool,
+    ) -> Result<i64, Violation> {
+        let err = |e: i32| Ok(-i64::from(e));
+        // SAFETY: getgid has no preconditions and touches no memory.
+        let gid = unsafe { libc::getgid() };
+        let id = a[0] as i32;
+        match nr_ {
+            n if n == nr::semget => {
+                Ok(lock(&self.ipc).semget(a[0] as i32, a[1] as i32, a[2] as u32, self.uid, gid))
+            }
+            n if n == nr::msgget => Ok(lock(&self.ipc).msgget(a[0] as i32, a[1] as u32, self.uid, gid)),
+            n if n == nr::semop || n == nr::semtimedop => {
+                let count = a[2];
+                if count == 0 {
+                    return err(libc::EINVAL);
+                }
+                if count > crate::sysv::MAX_SEMOPS as u64 {
+                    return err(libc::E2BIG);
+                }
+                let Ok(raw) = mem.read(a[1], count as usize * 6) else { return err(libc::EFAULT) };
+                let ops = SemOp::parse(&raw);
+                let deadline = if n == nr::semtimedop && a[3] != 0 {
+                    let Ok(ts) = mem.read(a[3], 16) else { return err(libc::EFAULT) };
+                    let sec = i64::from_le_bytes(ts[0..8].try_into().unwrap_or([0; 8]));
+                    let nsec = i64::from_le_bytes(ts[8..16].try_into().unwrap_or([0; 8]));
+                    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                        return err(libc::EINVAL);
+                    }
+                    let d = Duration::from_secs(sec as u64) + Duration::from_nanos(nsec as u64);
+                    Some(
+                        Instant::now()
+                            .checked_add(d)
+                            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)),
+                    )
+                } else {
+                    None
+                };
+                let r = self.ipc_blocking(
+                    caller,
+                    stop,
+                    deadline,
+                    |ipc| ipc.has_set(id),
+                    |ipc| ipc.try_semop(caller, id, &ops),
+                    |ipc, add| ipc.semop_waiting(id, &ops, add),
+                );
+                Ok(r.unwrap_or_else(|e| -i64::from(e)))
+            }
+            n if n == nr::semctl => {
+                let cmd = (a[2] as i32) & !0x100; // IPC_64
+                let reads = lock(&self.ipc).semctl_reads(id, cmd);
+                let input = if reads > 0 {
+                    match mem.read(a[3], reads) {
+                        Ok(b) => b,
+                        Err(_) => return err(libc::EFAULT),
+                    }
+                } else {
+                    Vec::new()
+                };
+                let (r, out) = lock(&self.ipc).semctl(caller, id, a[1] as i32, cmd, a[3], &input);
+                self.ipc_changed.notify_all();
+                if r >= 0 && !out.is_empty() && mem.write(a[3], &out).is_err() {
+                    return err(libc::EFAULT);
+                }
+                Ok(r)
+            }
+            n if n == nr::msgsnd => {
+                let size = a[2];
+                if size > crate::sysv::MSGMAX as u64 {
+                    return err(libc::EINVAL);
+                }
+                let Ok(m) = mem.read(a[1], 8 + size as usize) else { return err(libc::EFAULT) };
+                let mtype = i64::from_le_bytes(m[0..8].try_into().unwrap_or([0; 8]));
+                let flags = a[3] as u32;
+                let r = self.ipc_blocking(
+                    caller,
+                    stop,
+                    None,
+                    |ipc| ipc.has_queue(id),
+                    |ipc| ipc.try_msgsnd(caller, id, mtype, &m[8..], flags),
+                    |_, _| {},
+                );
+                Ok(r.unwrap_or_else(|e| -i64::from(e)))
+            }
+            n if n == nr::msgrcv => {
+                if (a[2] as i64) < 0 {
+                    return err(libc::EINVAL);
+                }
+                let size = (a[2] as usize).min(crate::sysv::MSGMAX);
+                let (typ, flags) = (a[3] as i64, a[4] as u32);
+                let r = self.ipc_blocking(
+                    caller,
+                    stop,
+                    None,
+                    |ipc| ipc.has_queue(id),
+                    |ipc| match ipc.try_msgrcv(caller, id, size, typ, flags) {
+                        Step::Done(Err(e)) => Step::Done(Err(e)),
+                        other => other,
+                    },
+                    |_, _| {},
+                );
+                match r {
+                    Err(e) | Ok(Err(e)) => err(e),
+                    Ok(Ok((t, text))) => {
+                        let mut out = t.to_le_bytes().to_vec();
+                        out.extend_from_slice(&text);
+                        if mem.write(a[1], &out).is_err() {
+                            return err(libc::EFAULT);
+                        }
+                        Ok(text.len() as i64)
+                    }
+                }
+            }
+            n if n == nr::msgctl => {
+                let cmd = (a[1] as i32) & !0x100;
+                let input = if cmd == crate::sysv::IPC_SET {
+                    match mem.read(a[2], crate::sysv::MSQID_DS) {
+                        Ok(b) => b,
+                        Err(_) => return err(libc::EFAULT),
+                    }
+                } else {
+                    Vec::new()
+                };
+                let (r, out) = lock(&self.ipc).msgctl(id, cmd, &input);
+                self.ipc_changed.notify_all();
+                if r >= 0 && !out.is_empty() && mem.write(a[2], &out).is_err() {
+                    return err(libc::EFAULT);
+                }
+                Ok(r)
+            }
+            _ => err(libc::ENOSYS),
+        }
     }
 }
 
