@@ -632,6 +632,7 @@ impl Worker {
         let check = kind == Kind::Check;
         let mut guard = shared.lock();
         let admitted = shared.with_gate(&mut guard, |g, service| {
+            g.set_caller(service.pid());
             // The site hint is read only if the gate needs it.
             let site = || sites.site(r.read_site_hint(slot));
             let fds = g.counts_fds().then(|| service.open_fds());
@@ -779,12 +780,15 @@ impl Worker {
         if let Some(t) = ticket {
             let note = if check { None } else { Some(guard.service.take_note()) };
             let stop = shared
-                .with_gate(&mut guard, |g, _| match note {
-                    None => {
-                        g.checked(t);
-                        None
+                .with_gate(&mut guard, |g, service| {
+                    g.set_caller(service.pid());
+                    match note {
+                        None => {
+                            g.checked(t);
+                            None
+                        }
+                        Some(note) => g.served_with(t, ret, note),
                     }
-                    Some(note) => g.served_with(t, ret, note),
                 })
                 .flatten();
             if let Some(stop) = stop {

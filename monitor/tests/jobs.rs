@@ -86,9 +86,58 @@ fn cases_equal_native(b: Backend) {
     assert_eq!(live_children(), Vec::<String>::new(), "kill(-1) left processes behind");
 }
 
+/// Trace records carry the (virtual) pid of the process that made the
+/// call (in `tid`): a run whose child calls `setpgid` shows the root's pid
+/// and the child's, and the child's `setpgid(0, 0)` under the child's.
+fn trace_records_carry_the_pid(b: Backend) {
+    if !b.available("jobs") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(exe) = common::compile("jobs", t.path()) else { return };
+    let img = common::rewrite(&std::fs::read(&exe).expect("read the program"));
+    let trace = t.path().join("trace.jsonl");
+    let out = std::fs::File::create(t.path().join("out")).expect("output file");
+    let cfg = cabin_monitor::RunConfig {
+        args: vec!["jobs".into(), "groups".into()],
+        quiet: true,
+        stdio: Some([0, out.as_raw_fd(), 2]),
+        gate: cabin_monitor::GateConfig {
+            trace: cabin_monitor::trace::TraceOptions {
+                trace: Some(Some(trace.clone())),
+                format: cabin_monitor::trace::TraceFormat::Jsonl,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let o = b.run(&img, &cfg).expect("the monitor runs the program");
+    assert_eq!(o.exit_code, 0);
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    let calls: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "syscall")
+        .collect();
+    let tid = |r: &serde_json::Value| r["tid"].as_u64().unwrap_or(0);
+    let fork = calls.iter().find(|r| r["name"] == "clone" || r["name"] == "fork").expect("a fork record");
+    let root = tid(fork);
+    // The child's own setpgid(0, 0) (the parent's names the child).
+    let child_setpgid = calls
+        .iter()
+        .find(|r| r["name"] == "setpgid" && r["args"][0] == "0x0")
+        .unwrap_or_else(|| panic!("no setpgid(0, 0) in {text}"));
+    let child = tid(child_setpgid);
+    assert!(root > 1 && child > 1 && root != child, "root {root}, child {child}");
+    let tids: std::collections::BTreeSet<u64> = calls.iter().map(tid).collect();
+    assert!(tids.len() >= 3, "root, child and grandchild: {tids:?}");
+}
+
 #[test]
 fn process() {
     cases_equal_native(Backend::Process);
+    trace_records_carry_the_pid(Backend::Process);
 }
 
 /// KVM: NOT RUN until the KVM backend makes child processes (branch
