@@ -596,6 +596,8 @@ fn run_child<D: Domain + Sync>(
     // A vfork parent waits for this to drop: at the end, or at an exec.
     let mut done = Some(done);
     let mut sites = sites;
+    // The calls its libos served, over every image it runs (`--stats`).
+    let mut local: Vec<u64> = Vec::new();
     // Each turn runs one image of the process: the forked copy, then each
     // image an `execve` replaced it with (docs/processes.md, "execve").
     loop {
@@ -639,6 +641,13 @@ fn run_child<D: Domain + Sync>(
         });
         let end = threads.finish().0;
         drop(threads);
+        if let Ok(b) = BootPage::of(domain.memory()) {
+            let words = b.end_words();
+            local.resize(words.local_counts.len(), 0);
+            for (a, &c) in local.iter_mut().zip(words.local_counts.iter()) {
+                *a = a.saturating_add(u64::from(c));
+            }
+        }
         let execed = exec_slot.into_inner().unwrap_or_else(PoisonError::into_inner);
         let policy_stop = matches!(end, WorkerEnd::Policy(_));
         match execed {
@@ -699,4 +708,6 @@ fn run_child<D: Domain + Sync>(
         }
         break;
     }
+    let served = shared.lock();
+    tree.add_totals(at.pid, &served.service.stats.per_nr, &local, served.service.stats.denied);
 }

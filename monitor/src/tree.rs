@@ -61,6 +61,21 @@ pub struct Tree {
     /// Signalled when `ipc` changed or a process got a signal (blocked
     /// `semop`, `msgsnd`, `msgrcv` look again).
     ipc_changed: Condvar,
+    /// What the child processes' calls add to the run's statistics.
+    totals: Mutex<Totals>,
+}
+
+/// The calls of the tree's child processes (`--stats` totals the tree).
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Forwarded calls per number.
+    pub forwarded: cabin_policy::per_call::CallCounts,
+    /// Calls the libos served, per number (every image of every child).
+    pub local: Vec<u64>,
+    /// Calls refused.
+    pub denied: u64,
+    /// Each child: its pid, forwarded and local calls.
+    pub processes: Vec<(u32, u64, u64)>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -96,6 +111,7 @@ impl Tree {
             t0,
             ipc: Mutex::default(),
             ipc_changed: Condvar::new(),
+            totals: Mutex::default(),
         }
     }
 
@@ -380,6 +396,36 @@ impl Tree {
             Stop { exit_code: 137, reason: "limit", message }
         });
         self.stopped_by(stop);
+    }
+
+    /// Child process `pid` served `forwarded` calls (`denied` refused) and
+    /// its libos `local` ones (per number; every image it ran): added to
+    /// the run's totals.
+    pub fn add_totals(
+        &self,
+        pid: u32,
+        forwarded: &cabin_policy::per_call::CallCounts,
+        local: &[u64],
+        denied: u64,
+    ) {
+        let mut t = lock(&self.totals);
+        for (nr, n) in forwarded.known() {
+            t.forwarded.add(nr, n);
+        }
+        t.forwarded.add(u64::MAX, forwarded.other());
+        if t.local.len() < local.len() {
+            t.local.resize(local.len(), 0);
+        }
+        for (a, b) in t.local.iter_mut().zip(local) {
+            *a = a.saturating_add(*b);
+        }
+        t.denied = t.denied.saturating_add(denied);
+        t.processes.push((pid, forwarded.total(), local.iter().sum()));
+    }
+
+    /// The children's totals (once, at the end of the run).
+    pub fn take_totals(&self) -> Totals {
+        std::mem::take(&mut *lock(&self.totals))
     }
 
     /// The child's stop that ended the tree, if any.

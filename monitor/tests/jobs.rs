@@ -88,7 +88,8 @@ fn cases_equal_native(b: Backend) {
 
 /// Trace records carry the (virtual) pid of the process that made the
 /// call (in `tid`): a run whose child calls `setpgid` shows the root's pid
-/// and the child's, and the child's `setpgid(0, 0)` under the child's.
+/// and the child's, and the child's `setpgid(0, 0)` under the child's; the
+/// statistics total the tree and list each process.
 fn trace_records_carry_the_pid(b: Backend) {
     if !b.available("jobs") {
         return;
@@ -114,6 +115,13 @@ fn trace_records_carry_the_pid(b: Backend) {
     };
     let o = b.run(&img, &cfg).expect("the monitor runs the program");
     assert_eq!(o.exit_code, 0);
+    // `--stats` totals the tree and lists each process: the child's own
+    // setpgid(0, 0) is counted with the parent's setpgid(child, child).
+    let procs = o.stats["processes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(procs.len(), 3, "root, child and grandchild: {}", o.stats);
+    assert_eq!(o.stats["per_syscall"]["setpgid"]["forwarded"], 2, "{}", o.stats);
+    let listed: u64 = procs.iter().map(|p| p["forwarded"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(o.stats["syscalls"]["forwarded"].as_u64(), Some(listed), "{}", o.stats);
     let text = std::fs::read_to_string(&trace).expect("the trace");
     let calls: Vec<serde_json::Value> = text
         .lines()
