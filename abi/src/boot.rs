@@ -210,7 +210,10 @@ pub struct BootInfo {
     /// page, whose libos starts with those signals ignored (POSIX: ignored
     /// dispositions survive an exec, handlers become default;
     /// docs/processes.md). Untrusted: a lie only changes the program's own
-    /// dispositions.
+    /// dispositions. The bit of `SIGKILL`, which no program can ignore,
+    /// says `SA_NOCLDWAIT` instead ([`SIG_IGNORED_NOCLDWAIT`]); with the
+    /// bit of `SIGCHLD` the monitor reaps the process's children itself
+    /// (no zombies), as Linux.
     pub sig_ignored: u64,
     /// KVM backend, written by the libos at start-up: the address of its
     /// trap entry (where the monitor redirects a system call that reached
@@ -339,6 +342,11 @@ pub struct SigPosted {
     /// `si_value` (timers).
     pub value: u64,
 }
+
+/// [`BootInfo::sig_ignored`]'s bit for `SA_NOCLDWAIT` on `SIGCHLD` (the
+/// bit of `SIGKILL`, 9, which is never ignored). Cleared at an exec (Linux
+/// resets the flags of every disposition then).
+pub const SIG_IGNORED_NOCLDWAIT: u64 = 1 << (9 - 1);
 
 /// The host signal the monitor sends a process-backend child after it
 /// posted signals in the boot page: the libos's handler for it takes

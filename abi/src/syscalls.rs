@@ -327,9 +327,9 @@ table! {
     106 setgid(Int) Forwarded;
     107 geteuid() Local;
     108 getegid() Local;
-    109 setpgid(Int, Int) Local;
+    109 setpgid(Int, Int) Forwarded;
     110 getppid() Local;
-    111 getpgrp() Local;
+    111 getpgrp() Forwarded;
     112 setsid() Forwarded;
     113 setreuid(Int, Int) Forwarded;
     114 setregid(Int, Int) Forwarded;
@@ -339,10 +339,10 @@ table! {
     118 getresuid(Out, Out, Out) Local;
     119 setresgid(Int, Int, Int) Forwarded;
     120 getresgid(Out, Out, Out) Local;
-    121 getpgid(Int) Local;
+    121 getpgid(Int) Forwarded;
     122 setfsuid(Int) Forwarded;
     123 setfsgid(Int) Forwarded;
-    124 getsid(Int) Local;
+    124 getsid(Int) Forwarded;
     125 capget(InOut, Out) Forwarded;
     126 capset(In, In) Forwarded;
     127 rt_sigpending(Out, Len) Local;
@@ -769,7 +769,7 @@ mod tests {
         assert_eq!(class("get_robust_list"), Some(Local));
         assert_eq!(class("rt_sigreturn"), Some(Always), "the libos serves it, in ring 3");
         assert_eq!(class("rt_sigsuspend"), Some(Local));
-        assert_eq!(served_locally().count(), 45);
+        assert_eq!(served_locally().count(), 41);
     }
 
     /// The packed byte the libos reads says what the row says.

@@ -42,7 +42,7 @@ mod sigqueue;
 pub(crate) mod thread;
 
 use core::cell::UnsafeCell;
-use core::ptr::addr_of_mut;
+use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cabin_abi::boot::{
@@ -435,6 +435,15 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
         None if nr == nr::futex => futex_path::forward(args, flags, site),
         // A local call this backend cannot serve here (a clock the TSC does
         // not cover, `clock_getres` on KVM): the monitor serves it.
+        None if nr == nr::kill => {
+            let r = forward_from(nr, args, flags, site);
+            // 1: the caller is among the targets (its group, kill(0)):
+            // delivered here, before the call returns, as Linux does.
+            if r == 1 {
+                return signals::raise(args[1], cabin_abi::boot::si_code::SI_USER);
+            }
+            r
+        }
         None => forward_from(nr, args, flags, site),
     }
 }
@@ -587,16 +596,10 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         nr::getpid => st.pid as i64,
         nr::gettid => thread::gettid(st.pid),
         nr::set_tid_address => thread::set_tid_address(a[0], st.pid),
-        nr::getppid => st.ppid as i64,
-        nr::getpgrp | nr::getsid => st.pid as i64,
-        nr::getpgid => {
-            if a[0] == 0 || a[0] == st.pid as u64 {
-                st.pid as i64
-            } else {
-                -errno::ESRCH
-            }
-        }
-        nr::setpgid => 0,
+        // The monitor rewrites the word when the parent ends (the orphan
+        // is re-parented: docs/processes.md); groups and sessions are the
+        // tree's, served by the monitor (forwarded).
+        nr::getppid => getppid(st),
         nr::getuid | nr::geteuid => st.uid as i64,
         nr::getgid | nr::getegid => st.gid as i64,
         nr::getresuid | nr::getresgid => {
@@ -655,11 +658,14 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         nr::rt_sigtimedwait => signals::sigtimedwait(a[0], a[1], a[2], a[3]),
         nr::kill => {
             let pid = a[0] as i64;
-            if pid == st.pid as i64 || pid == 0 || pid == -(st.pid as i64) || pid == -1 {
+            if pid == st.pid as i64 {
                 signals::raise(a[1], cabin_abi::boot::si_code::SI_USER)
             } else {
-                // Another process: the monitor looks it up in the tree
-                // (docs/processes.md; outside it: ESRCH).
+                // Another process or a group (kill(0), kill(-1),
+                // kill(-pgid)): the monitor looks it up in the tree
+                // (docs/processes.md; outside it: ESRCH) and signals the
+                // others; its answer 1 means "and the caller too", which
+                // the libos raises here, synchronously (`kill_reply`).
                 return None;
             }
         }
@@ -713,6 +719,17 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         _ => return None,
     };
     Some(v)
+}
+
+/// `getppid`: the boot page's word, which the monitor rewrites when the
+/// process is re-parented (its parent ended).
+fn getppid(st: &State) -> i64 {
+    if st.boot == 0 {
+        return i64::from(st.ppid);
+    }
+    // SAFETY: `st.boot` is the validated boot page, mapped for the whole
+    // run; a volatile read of one aligned word.
+    i64::from(unsafe { addr_of!((*(st.boot as *const BootInfo)).ppid).read_volatile() })
 }
 
 /// `arch_prctl`: `ARCH_SET_FS` and `ARCH_GET_FS`; everything else `EINVAL`

@@ -193,7 +193,19 @@ impl SignalBox {
         }
     }
 
-    /// Whether signal `sig` is still waiting for the libos to take it.
+    /// The libos's `sig_ignored` word (untrusted: a lie only changes how
+    /// the program's own children are reaped).
+    pub fn ignored(&self) -> u64 {
+        // SAFETY: as in `post`; a volatile read of an aligned word.
+        unsafe { addr_of_mut!((*self.info).sig_ignored).read_volatile() }
+    }
+
+    /// Writes the `ppid` word `getppid` answers from (a re-parented orphan).
+    pub fn set_ppid(&self, ppid: u32) {
+        // SAFETY: as in `post`; a volatile store of an aligned word.
+        unsafe { addr_of_mut!((*self.info).ppid).write_volatile(ppid) };
+    }
+
     /// Whether the attention word is set: a posted or pending signal some
     /// thread of the program can still take.
     pub fn attention(&self) -> bool {
@@ -202,6 +214,7 @@ impl SignalBox {
         w.load(Ordering::SeqCst) != 0
     }
 
+    /// Whether signal `sig` is still waiting for the libos to take it.
     pub fn waiting(&self, sig: u32) -> bool {
         if !(1..=64).contains(&sig) {
             return false;

@@ -109,6 +109,9 @@ pub struct Gate {
     /// Messages printed (or, with printing off, that would have been):
     /// bounded, as the messages are (once per call number).
     pub messages: Vec<String>,
+    /// The (virtual) pid of the process whose call is being decided: the
+    /// records' `tid` (its main thread's id; 0: not known, `tid` 1).
+    caller: u32,
 }
 
 impl Gate {
@@ -126,6 +129,23 @@ impl Gate {
             print: true,
             path_hint: false,
             messages: Vec::new(),
+            caller: 0,
+        }
+    }
+
+    /// The process whose call is decided next (the tree shares one gate):
+    /// its pid goes into the records (`tid`). Set under the same lock as
+    /// the decision it names.
+    pub fn set_caller(&mut self, pid: u32) {
+        self.caller = pid;
+    }
+
+    /// The `tid` of a record: the caller's pid, 1 when not known.
+    fn tid(&self) -> u32 {
+        if self.caller == 0 {
+            1
+        } else {
+            self.caller
         }
     }
 
@@ -255,6 +275,7 @@ impl Gate {
                 self.say(m);
             }
             let mut rec = SyscallRecord::new(nr, *args, 0, served);
+            rec.tid = self.tid();
             rec.time_ns = self.now();
             rec.site = site.get();
             rec.rule = Some(rule.clone());
@@ -308,6 +329,7 @@ impl Gate {
     pub fn checked(&mut self, t: Ticket) {
         if let Some(start) = t.start {
             let mut rec = SyscallRecord::new(t.nr, t.args, 0, Served::Local);
+            rec.tid = self.tid();
             rec.ret = None;
             rec.duration_ns = start.elapsed().as_nanos() as u64;
             rec.time_ns = self.now().saturating_sub(rec.duration_ns);
@@ -343,6 +365,7 @@ impl Gate {
             // ordinary error (probing for optional files), so a message would
             // be noise; the trace, audit log and stats keep it.
             let mut rec = SyscallRecord::new(t.nr, t.args, ret, Served::Denied);
+            rec.tid = self.tid();
             rec.duration_ns = t.start.map_or(0, |s| s.elapsed().as_nanos() as u64);
             rec.time_ns = self.now().saturating_sub(rec.duration_ns);
             rec.site = t.site;
@@ -376,6 +399,7 @@ impl Gate {
         } else if let Some(hit) = note.limit {
             // A write limit the service applied before the call: not served.
             let mut rec = SyscallRecord::new(t.nr, t.args, ret, Served::Denied);
+            rec.tid = self.tid();
             rec.time_ns = self.now();
             rec.site = t.site;
             rec.rule = Some(format!("[limits] {}", hit.limit.as_str()));
@@ -384,6 +408,7 @@ impl Gate {
             return Some(self.limit_stop(LimitHit { time_ns: rec.time_ns, ..hit }));
         } else if let Some(start) = t.start {
             let mut rec = SyscallRecord::new(t.nr, t.args, ret, t.served);
+            rec.tid = self.tid();
             rec.duration_ns = start.elapsed().as_nanos() as u64;
             rec.time_ns = self.now().saturating_sub(rec.duration_ns);
             rec.site = t.site;

@@ -51,6 +51,7 @@ pub mod signals;
 pub mod site_map;
 pub mod stats;
 pub mod sysnames;
+pub mod sysv;
 pub mod threads;
 pub mod timers;
 pub mod trace;

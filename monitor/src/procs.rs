@@ -30,6 +30,7 @@ const ESRCH: i32 = libc::ESRCH;
 const ECHILD: i32 = libc::ECHILD;
 const EPERM: i32 = libc::EPERM;
 const EINVAL: i32 = libc::EINVAL;
+const EACCES: i32 = libc::EACCES;
 
 /// How a process ended, as its parent's `wait` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +116,18 @@ struct Proc {
     sid: u32,
     /// `Some` once it ended and until it is reaped.
     zombie: Option<Ended>,
+    /// It called `execve` since its fork (its parent's `setpgid` on it is
+    /// then `EACCES`, as Linux).
+    execed: bool,
+    /// `PR_SET_PDEATHSIG`: the signal it gets when its parent ends (0:
+    /// none). Cleared at a fork (the child's is 0), kept across `execve`.
+    pdeathsig: u8,
+}
+
+impl Proc {
+    fn new(ppid: u32, pgid: u32, sid: u32) -> Proc {
+        Proc { ppid, pgid, sid, zombie: None, execed: false, pdeathsig: 0 }
+    }
 }
 
 /// The tree: at most `limit` processes, live or zombie.
@@ -131,13 +144,19 @@ pub struct ProcessTree {
 
 impl ProcessTree {
     /// A tree of one process, the root, with pid `root` (the pid the domain
-    /// gives it today), whose parent is outside (`outside_ppid`), its own
-    /// process group and session; at most `limit` processes
-    /// (clamped to 1..=[`MAX_PROCESSES`]).
+    /// gives it today), whose parent is outside (`outside_ppid`); at most
+    /// `limit` processes (clamped to 1..=[`MAX_PROCESSES`]).
+    ///
+    /// The root leads its own process group, as a shell's job does, in a
+    /// session it does not lead, whose id is `outside_ppid` (the session of
+    /// the shell that started `cabinc`, as seen from the tree; the root
+    /// itself when that is 0). So the root can `setpgid(0, 0)` as natively,
+    /// and its `setsid` is `EPERM` (a group leader), as a shell job's is.
     pub fn new(root: u32, outside_ppid: u32, limit: usize) -> ProcessTree {
         let root = if root == 0 || root >= PID_MAX { 1 } else { root };
+        let sid = if outside_ppid == 0 || outside_ppid >= PID_MAX { root } else { outside_ppid };
         let mut procs = BTreeMap::new();
-        procs.insert(root, Proc { ppid: 0, pgid: root, sid: root, zombie: None });
+        procs.insert(root, Proc::new(0, root, sid));
         ProcessTree { procs, root, outside_ppid, next: root + 1, limit: limit.clamp(1, MAX_PROCESSES) }
     }
 
@@ -178,6 +197,11 @@ impl ProcessTree {
         self.procs.get(&pid).map(|p| if p.ppid == 0 { self.outside_ppid } else { p.ppid })
     }
 
+    /// The parent of `pid` in the tree (0: the monitor), if it is held.
+    pub fn ppid_of(&self, pid: u32) -> Option<u32> {
+        self.procs.get(&pid).map(|p| p.ppid).filter(|&p| p != 0)
+    }
+
     /// `getpgid(pid)` from `caller` (`pid` 0: the caller).
     pub fn pgid(&self, caller: u32, pid: u32) -> Result<u32, i32> {
         let pid = if pid == 0 { caller } else { pid };
@@ -216,7 +240,7 @@ impl ProcessTree {
             n += 1;
         }
         self.next = n + 1;
-        self.procs.insert(n, Proc { ppid: parent, pgid, sid, zombie: None });
+        self.procs.insert(n, Proc::new(parent, pgid, sid));
         Ok(n)
     }
 
@@ -342,11 +366,19 @@ impl ProcessTree {
         let target = if pid == 0 { caller } else { pid as u32 };
         let group = if pgid == 0 { target } else { pgid as u32 };
         let me = self.procs.get(&caller).ok_or(ESRCH)?.clone();
-        let t = self.procs.get(&target).ok_or(ESRCH)?;
-        if target != caller && t.ppid != caller {
-            return Err(ESRCH);
+        let t = self.procs.get(&target).filter(|t| t.zombie.is_none()).ok_or(ESRCH)?;
+        if target != caller {
+            if t.ppid != caller {
+                return Err(ESRCH);
+            }
+            if t.sid != me.sid {
+                return Err(EPERM);
+            }
+            if t.execed {
+                return Err(EACCES);
+            }
         }
-        if t.sid != me.sid || t.sid == target {
+        if t.sid == target {
             return Err(EPERM);
         }
         if group != target && !self.procs.values().any(|p| p.pgid == group && p.sid == me.sid) {
@@ -356,6 +388,35 @@ impl ProcessTree {
             t.pgid = group;
         }
         Ok(())
+    }
+
+    /// `pid` replaced its image (`execve`).
+    pub fn execed(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.execed = true;
+        }
+    }
+
+    /// `PR_SET_PDEATHSIG` of `pid` (`sig` 0..=64, checked by the caller).
+    pub fn set_pdeathsig(&mut self, pid: u32, sig: u8) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.pdeathsig = sig;
+        }
+    }
+
+    /// `PR_GET_PDEATHSIG` of `pid`.
+    pub fn pdeathsig(&self, pid: u32) -> u8 {
+        self.procs.get(&pid).map_or(0, |p| p.pdeathsig)
+    }
+
+    /// The live children of `pid` with their parent-death signals (what
+    /// its end re-parents, and signals).
+    pub fn live_children(&self, pid: u32) -> Vec<(u32, u8)> {
+        self.procs
+            .iter()
+            .filter(|(_, c)| c.ppid == pid && pid != 0 && c.zombie.is_none())
+            .map(|(&k, c)| (k, c.pdeathsig))
+            .collect()
     }
 
     /// `setsid()` from `caller`: a new session and group led by it, unless
@@ -388,7 +449,7 @@ mod tests {
         assert_eq!(t.ppid(b), Some(a));
         assert_eq!(t.ppid(1000), Some(77), "the root's parent is outside");
         assert_eq!(t.pgid(b, 0), Ok(1000));
-        assert_eq!(t.sid(b, b), Ok(1000));
+        assert_eq!(t.sid(b, b), Ok(77), "the session cabinc runs in");
         assert_eq!(t.pgid(b, 5), Err(ESRCH), "outside the tree");
     }
 
@@ -530,11 +591,18 @@ mod tests {
         assert_eq!(t.setpgid(1000, b as i32, a as i32), Ok(()), "into an existing group");
         assert_eq!(t.setpgid(1000, g as i32, 0), Err(ESRCH), "a grandchild");
         assert_eq!(t.setpgid(1000, b as i32, 31337), Err(EPERM), "no such group");
-        assert_eq!(t.setpgid(1000, 0, 0), Err(EPERM), "the root leads its session");
+        assert_eq!(t.setpgid(1000, 0, 0), Ok(()), "the root leads its group, not its session");
+        assert_eq!(t.sid(0, 1000), Ok(77), "the session is the one cabinc runs in");
+        t.execed(b);
+        assert_eq!(t.setpgid(1000, b as i32, 0), Err(EACCES), "a child that exec'd");
+        assert_eq!(t.setpgid(b, 0, 0), Ok(()), "but it may itself");
+        assert_eq!(t.setpgid(b, 0, a as i32), Ok(()), "and back");
         assert_eq!(t.setpgid(1000, -1, 0), Err(EINVAL));
         assert_eq!(t.setsid(a), Err(EPERM), "a group leader");
         assert_eq!(t.setsid(g), Ok(g));
         assert_eq!((t.sid(0, g), t.pgid(0, g)), (Ok(g), Ok(g)));
+        assert_eq!(t.setpgid(g, 0, 0), Err(EPERM), "a session leader");
+        assert_eq!(t.setsid(1000), Err(EPERM), "the root leads its group");
         assert_eq!(t.setpgid(a, g as i32, a as i32), Err(EPERM), "another session");
         assert_eq!(t.kill_targets(1000, -(a as i32)), Ok(vec![a, b]));
     }

@@ -237,9 +237,39 @@ pub trait ThreadHost {
         -i64::from(libc::ENOSYS)
     }
     /// `kill(target, sig)` from process `pid` to other processes of its
-    /// tree: 0 or `-errno` (no process of the tree: `ESRCH`).
-    fn kill(&self, _pid: u32, _target: i32, _sig: u64) -> i64 {
-        -i64::from(libc::ESRCH)
+    /// tree: 0 or `-errno` (no process of the tree: `ESRCH`); 1 when the
+    /// caller is among the targets (`kill(0)`, its own group): its libos
+    /// then raises the signal itself, before the call returns.
+    fn kill(&self, pid: u32, target: i32, _sig: u64) -> i64 {
+        lone_kill(pid, target)
+    }
+    /// A process-group, session or parent-death call (`getpgrp`,
+    /// `getpgid`, `getsid`, `setpgid`, `setsid`, `prctl`'s
+    /// `PR_SET_PDEATHSIG`/`PR_GET_PDEATHSIG`) of process `pid`, served from
+    /// its process tree; `None`: the service serves it (no tree: one
+    /// process; another `prctl`).
+    fn group_call(
+        &self,
+        _mem: &GuestMemory,
+        _pid: u32,
+        _nr: u64,
+        _args: &[u64; 6],
+    ) -> Option<Result<i64, Violation>> {
+        None
+    }
+    /// System V IPC (`semget`, `semop`, `semtimedop`, `semctl`, `msgget`,
+    /// `msgsnd`, `msgrcv`, `msgctl`, `shm*`) of process `pid`, served from
+    /// its tree outside the service lock; `stop` ends a blocking one
+    /// (`EINTR`). Without a process tree: `ENOSYS`.
+    fn sysv(
+        &self,
+        _mem: &GuestMemory,
+        _pid: u32,
+        _nr: u64,
+        _args: &[u64; 6],
+        _stop: &AtomicBool,
+    ) -> Result<i64, Violation> {
+        Ok(-i64::from(libc::ENOSYS))
     }
     /// `wait4` or `waitid` (`nr`) of process `pid`, served outside the
     /// service lock; `stop` ends a blocking wait (`EINTR`). Without a
@@ -253,6 +283,18 @@ pub trait ThreadHost {
         _stop: &AtomicBool,
     ) -> Result<i64, Violation> {
         Ok(-i64::from(libc::ECHILD))
+    }
+}
+
+/// `kill(target, _)` from process `pid` of a program without a process
+/// tree: its own group (`0`, `-pid`) and "every process" (`-1`) reach only
+/// itself, which its libos signals (the answer 1, see [`ThreadHost::kill`]
+/// and `Tree::kill`); any other target is `ESRCH`.
+pub fn lone_kill(pid: u32, target: i32) -> i64 {
+    if target == 0 || target == -1 || i64::from(target) == -i64::from(pid) {
+        1
+    } else {
+        -i64::from(libc::ESRCH)
     }
 }
 
@@ -590,6 +632,7 @@ impl Worker {
         let check = kind == Kind::Check;
         let mut guard = shared.lock();
         let admitted = shared.with_gate(&mut guard, |g, service| {
+            g.set_caller(service.pid());
             // The site hint is read only if the gate needs it.
             let site = || sites.site(r.read_site_hint(slot));
             let fds = g.counts_fds().then(|| service.open_fds());
@@ -635,7 +678,7 @@ impl Worker {
             drop(guard);
             let ret = match threads {
                 Some(t) => t.kill(pid, s.args[0] as i32, s.args[1]),
-                None => -i64::from(libc::ESRCH),
+                None => lone_kill(pid, s.args[0] as i32),
             };
             guard = shared.lock();
             ret
@@ -650,6 +693,47 @@ impl Worker {
             };
             guard = shared.lock();
             ret
+        } else if matches!(
+            s.nr,
+            nr::semget
+                | nr::semop
+                | nr::semtimedop
+                | nr::semctl
+                | nr::msgget
+                | nr::msgsnd
+                | nr::msgrcv
+                | nr::msgctl
+                | nr::shmget
+                | nr::shmat
+                | nr::shmdt
+                | nr::shmctl
+        ) {
+            // The tree's own SysV objects (never the host's); a blocking
+            // operation waits without the service lock.
+            let pid = guard.service.pid();
+            guard.service.stats.per_nr.add(s.nr, 1);
+            drop(guard);
+            let ret = match threads {
+                Some(t) => t.sysv(mem, pid, s.nr, &s.args, &self.stop).map_err(RingViolation::from)?,
+                None => -i64::from(libc::ENOSYS),
+            };
+            guard = shared.lock();
+            ret
+        } else if let Some(r) = match threads {
+            // Groups and sessions are the tree's (its table lock only: the
+            // tree never takes a service lock under it).
+            Some(t)
+                if matches!(
+                    s.nr,
+                    nr::getpgrp | nr::getpgid | nr::getsid | nr::setpgid | nr::setsid | nr::prctl
+                ) =>
+            {
+                t.group_call(mem, guard.service.pid(), s.nr, &s.args)
+            }
+            _ => None,
+        } {
+            guard.service.stats.per_nr.add(s.nr, 1);
+            r.map_err(RingViolation::from)?
         } else if kind == Kind::Thread {
             // Thread operations take the session's own locks (and may start
             // a vCPU): not under the service lock.
@@ -696,12 +780,15 @@ impl Worker {
         if let Some(t) = ticket {
             let note = if check { None } else { Some(guard.service.take_note()) };
             let stop = shared
-                .with_gate(&mut guard, |g, _| match note {
-                    None => {
-                        g.checked(t);
-                        None
+                .with_gate(&mut guard, |g, service| {
+                    g.set_caller(service.pid());
+                    match note {
+                        None => {
+                            g.checked(t);
+                            None
+                        }
+                        Some(note) => g.served_with(t, ret, note),
                     }
-                    Some(note) => g.served_with(t, ret, note),
                 })
                 .flatten();
             if let Some(stop) = stop {

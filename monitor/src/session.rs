@@ -258,7 +258,26 @@ impl<'a> Session<'a> {
         }
         let (exit_code, reason) = outcome(&end, &ended, &words, stopped.as_ref());
 
-        let local: Vec<u64> = words.local_counts.iter().map(|&c| u64::from(c)).collect();
+        let mut local: Vec<u64> = words.local_counts.iter().map(|&c| u64::from(c)).collect();
+        // `--stats` and the exit record total the tree: every child
+        // process's calls are added to the root's, and each is listed.
+        let children = tree.take_totals();
+        let mut processes = vec![serde_json::json!({
+            "pid": tree.root(),
+            "forwarded": service.stats.per_nr.total(),
+            "local": local.iter().sum::<u64>(),
+        })];
+        for &(pid, forwarded, local) in &children.processes {
+            processes.push(serde_json::json!({ "pid": pid, "forwarded": forwarded, "local": local }));
+        }
+        for (nr, n) in children.forwarded.known() {
+            service.stats.per_nr.add(nr, n);
+        }
+        service.stats.per_nr.add(u64::MAX, children.forwarded.other());
+        service.stats.denied = service.stats.denied.saturating_add(children.denied);
+        for (a, b) in local.iter_mut().zip(&children.local) {
+            *a = a.saturating_add(*b);
+        }
         if let Some(g) = gate.as_mut() {
             g.local_counts(local.iter().enumerate().map(|(nr, &c)| (nr as u64, c)));
             let (why, msg) = exit_words(&reason, stopped.as_ref());
@@ -284,6 +303,7 @@ impl<'a> Session<'a> {
                 o.insert(key.into(), value);
             }
             o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));
+            o.insert("processes".into(), serde_json::Value::Array(processes));
         }
         if let Some(path) = &cfg.stats {
             let text = serde_json::to_string_pretty(&json).unwrap_or_default();

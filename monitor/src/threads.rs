@@ -443,7 +443,7 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         answer
     }
 
-    fn exec(&self, mem: &GuestMemory, _from: usize, _pid: u32, nr: u64, args: &[u64; 6]) -> i64 {
+    fn exec(&self, mem: &GuestMemory, _from: usize, pid: u32, nr: u64, args: &[u64; 6]) -> i64 {
         let t = self.threads;
         let (Some(procs), Some(slot)) = (t.procs.clone(), t.exec) else { return errno(libc::ENOSYS) };
         // Path, permission, image and measurement, argv and envp: checked
@@ -472,12 +472,16 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
                 // Another thread's exec won: this process is being replaced.
                 return errno(libc::EAGAIN);
             }
-            let sig_ignored = BootPage::of(t.mem).map_or(0, |b| b.sig_ignored());
+            // SA_NOCLDWAIT does not survive an exec (Linux clears every
+            // disposition's flags).
+            let sig_ignored =
+                BootPage::of(t.mem).map_or(0, |b| b.sig_ignored()) & !cabin_abi::boot::SIG_IGNORED_NOCLDWAIT;
             *s = Some(Execed { image: req.image, spec, path: req.path, sig_ignored });
         }
         // The point of no return, as Linux's: descriptors marked
         // FD_CLOEXEC close, and the old domain (every thread of it) ends.
         t.shared.lock().service.exec_done();
+        procs.tree.execed(pid);
         t.stopper.stop(StopCause::Policy("replaced by execve".into()));
         0
     }
@@ -485,8 +489,32 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
     fn kill(&self, pid: u32, target: i32, sig: u64) -> i64 {
         match &self.threads.procs {
             Some(p) => p.tree.kill(pid, target, sig),
-            None => errno(libc::ESRCH),
+            None => crate::ring::lone_kill(pid, target),
         }
+    }
+
+    fn sysv(
+        &self,
+        mem: &GuestMemory,
+        pid: u32,
+        nr: u64,
+        args: &[u64; 6],
+        stop: &AtomicBool,
+    ) -> Result<i64, crate::service::Violation> {
+        match &self.threads.procs {
+            Some(p) => p.tree.sysv(mem, pid, nr, args, stop),
+            None => Ok(errno(libc::ENOSYS)),
+        }
+    }
+
+    fn group_call(
+        &self,
+        mem: &GuestMemory,
+        pid: u32,
+        nr: u64,
+        args: &[u64; 6],
+    ) -> Option<Result<i64, crate::service::Violation>> {
+        self.threads.procs.as_ref()?.tree.group_call(mem, pid, nr, args)
     }
 
     fn wait(
@@ -568,6 +596,8 @@ fn run_child<D: Domain + Sync>(
     // A vfork parent waits for this to drop: at the end, or at an exec.
     let mut done = Some(done);
     let mut sites = sites;
+    // The calls its libos served, over every image it runs (`--stats`).
+    let mut local: Vec<u64> = Vec::new();
     // Each turn runs one image of the process: the forked copy, then each
     // image an `execve` replaced it with (docs/processes.md, "execve").
     loop {
@@ -611,6 +641,13 @@ fn run_child<D: Domain + Sync>(
         });
         let end = threads.finish().0;
         drop(threads);
+        if let Ok(b) = BootPage::of(domain.memory()) {
+            let words = b.end_words();
+            local.resize(words.local_counts.len(), 0);
+            for (a, &c) in local.iter_mut().zip(words.local_counts.iter()) {
+                *a = a.saturating_add(u64::from(c));
+            }
+        }
         let execed = exec_slot.into_inner().unwrap_or_else(PoisonError::into_inner);
         let policy_stop = matches!(end, WorkerEnd::Policy(_));
         match execed {
@@ -671,4 +708,6 @@ fn run_child<D: Domain + Sync>(
         }
         break;
     }
+    let served = shared.lock();
+    tree.add_totals(at.pid, &served.service.stats.per_nr, &local, served.service.stats.denied);
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cabin_policy::trace::record::{LimitHit, LimitKind};
 
-use cabin_abi::boot::SigPosted;
+use cabin_abi::boot::{SigPosted, SIG_IGNORED_NOCLDWAIT};
 use cabin_abi::syscalls::nr;
 
 use crate::boot::SignalBox;
@@ -25,6 +25,7 @@ use crate::memory::GuestMemory;
 use crate::procs::{Ended, ForkError, ProcessTree, Select};
 use crate::ring::{Shared, StopHandle};
 use crate::service::Violation;
+use crate::sysv::{Ipc, SemOp, Step};
 
 /// How often a blocked wait looks at its worker's stop flag.
 const WAIT_STEP: Duration = Duration::from_millis(20);
@@ -55,6 +56,26 @@ pub struct Tree {
     uid: u32,
     /// When the run started (limit records' time).
     t0: Instant,
+    /// The tree's System V semaphores and message queues.
+    ipc: Mutex<Ipc>,
+    /// Signalled when `ipc` changed or a process got a signal (blocked
+    /// `semop`, `msgsnd`, `msgrcv` look again).
+    ipc_changed: Condvar,
+    /// What the child processes' calls add to the run's statistics.
+    totals: Mutex<Totals>,
+}
+
+/// The calls of the tree's child processes (`--stats` totals the tree).
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Forwarded calls per number.
+    pub forwarded: cabin_policy::per_call::CallCounts,
+    /// Calls the libos served, per number (every image of every child).
+    pub local: Vec<u64>,
+    /// Calls refused.
+    pub denied: u64,
+    /// Each child: its pid, forwarded and local calls.
+    pub processes: Vec<(u32, u64, u64)>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -88,6 +109,9 @@ impl Tree {
             ending: AtomicBool::new(false),
             uid,
             t0,
+            ipc: Mutex::default(),
+            ipc_changed: Condvar::new(),
+            totals: Mutex::default(),
         }
     }
 
@@ -156,16 +180,47 @@ impl Tree {
     /// Process `pid` ended `how`: a zombie for its parent (or reaped by the
     /// monitor), blocked waits look again, and the parent gets `SIGCHLD`.
     pub fn ended(&self, pid: u32, how: Ended) {
+        let parent_reaps = |ppid: u32| {
+            lock(&self.members).get(&ppid).map(|m| {
+                let ignored = m.signals.ignored();
+                ignored & (SIG_IGNORED_NOCLDWAIT | 1 << (libc::SIGCHLD - 1)) != 0
+            })
+        };
         lock(&self.members).remove(&pid);
-        let parent = lock(&self.table).ended(pid, how, false);
+        // SEM_UNDO: its adjustments are applied at its end.
+        if lock(&self.ipc).exited(pid) {
+            self.ipc_changed.notify_all();
+        }
+        let (parent, orphans, outside) = {
+            let mut table = lock(&self.table);
+            let orphans = table.live_children(pid);
+            // SIGCHLD ignored or SA_NOCLDWAIT: no zombie (as Linux); the
+            // parent's word is the libos's, a lie changes only its own.
+            let auto = table.ppid_of(pid).and_then(parent_reaps).unwrap_or(false);
+            (table.ended(pid, how, auto), orphans, table.ppid(table.root()).unwrap_or(0))
+        };
         self.changed.notify_all();
+        // Its children are the monitor's now: their getppid says so, and
+        // those that asked get their parent-death signal.
+        for (child, deathsig) in orphans {
+            if let Some(m) = lock(&self.members).get(&child) {
+                m.signals.set_ppid(outside);
+            }
+            if deathsig != 0 && !self.ending.load(Ordering::SeqCst) {
+                self.post(pid, child, u64::from(deathsig), libc::SI_USER);
+            }
+        }
         let Some(ppid) = parent else { return };
         if self.ending.load(Ordering::SeqCst) {
             return;
         }
-        let target = {
+        {
             let members = lock(&self.members);
             let Some(m) = members.get(&ppid) else { return };
+            if m.signals.ignored() & 1 << (libc::SIGCHLD - 1) != 0 {
+                // Ignored: nothing to post (nor to wait for).
+                return;
+            }
             let (code, status) = how.siginfo();
             let words = SigPosted { code, pid, uid: self.uid, pad: 0, value: u64::from(status as u32) };
             let fresh = !m.signals.waiting(libc::SIGCHLD as u32);
@@ -175,21 +230,37 @@ impl Tree {
             } else {
                 m.stopper.rewake();
             }
-            (m.stopper.clone(), m.signals, m.interrupt.clone())
-        };
-        // As the session's signal poster does: interrupt the parent's
-        // worker out of a blocking call and wake it again until its libos
-        // has taken the signal (at most 2 s; this is the child's thread).
-        let (stopper, signals, interrupt) = target;
-        for _ in 0..200 {
-            if let Some(h) = &interrupt {
-                h.interrupt();
-            }
-            if !signals.waiting(libc::SIGCHLD as u32) && !signals.attention() {
-                break;
+        }
+        self.changed.notify_all();
+        self.rewake_until_taken(ppid, libc::SIGCHLD as u32);
+    }
+
+    /// As the session's signal poster does: interrupts process `pid`'s
+    /// worker out of a blocking call and wakes it again until its libos has
+    /// taken signal `sig` (at most 2 s, on the sender's thread). Once is not
+    /// enough: a kick that lands just before the worker blocks (in `pause`,
+    /// a `read`) is lost, and the target would sleep on with the signal
+    /// posted (the "SIGTERM reported as SIGKILL" hang of docs/processes.md:
+    /// the killed child never ended, and the run's end stopped it). The
+    /// member is looked up again at every step: its boot page is used only
+    /// while it is a member (a domain leaves before it is dropped).
+    fn rewake_until_taken(&self, pid: u32, sig: u32) {
+        for step in 0..200 {
+            {
+                let members = lock(&self.members);
+                let Some(m) = members.get(&pid) else { return };
+                if step > 0 {
+                    // Not at once: the first wake was the poster's own.
+                    m.stopper.rewake();
+                }
+                if let Some(h) = &m.interrupt {
+                    h.interrupt();
+                }
+                if !m.signals.waiting(sig) && !m.signals.attention() {
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(10));
-            stopper.rewake();
         }
     }
 
@@ -208,15 +279,31 @@ impl Tree {
         if sig == 0 {
             return 0;
         }
-        let mut members = lock(&self.members);
+        let mut me = false;
         for pid in targets {
-            let Some(m) = members.get_mut(&pid) else { continue };
+            if pid == caller {
+                // The caller's own libos raises it (synchronously, before
+                // the call returns: `libos::forward::serve`).
+                me = true;
+                continue;
+            }
+            self.post(caller, pid, sig, libc::SI_USER);
+        }
+        i64::from(me)
+    }
+
+    /// Posts `sig` from `from` to process `pid` (`SIGKILL`: stops it), and
+    /// interrupts its blocking call or wait.
+    fn post(&self, from: u32, pid: u32, sig: u64, code: i32) {
+        {
+            let mut members = lock(&self.members);
+            let Some(m) = members.get_mut(&pid) else { return };
             if sig == libc::SIGKILL as u64 {
                 m.killed = true;
                 m.stopper.stop(StopCause::Policy("killed by another process of the tree".into()));
-                continue;
+                return;
             }
-            let words = SigPosted { code: 0, pid: caller, uid: self.uid, pad: 0, value: 0 };
+            let words = SigPosted { code, pid: from, uid: self.uid, pad: 0, value: 0 };
             let fresh = !m.signals.waiting(sig as u32);
             m.signals.post(sig as u32, words);
             if fresh {
@@ -228,7 +315,58 @@ impl Tree {
                 h.interrupt();
             }
         }
-        0
+        // A wait4 or semop it is blocked in looks at its signals now.
+        self.changed.notify_all();
+        self.ipc_changed.notify_all();
+        self.rewake_until_taken(pid, sig as u32);
+    }
+
+    /// Process `pid` replaced its image (`execve`): its parent's `setpgid`
+    /// on it is `EACCES` from now on.
+    pub fn execed(&self, pid: u32) {
+        lock(&self.table).execed(pid);
+    }
+
+    /// The process-group, session and parent-death calls of `caller`,
+    /// served from the tree: `getpgrp`, `getpgid`, `getsid`, `setpgid`,
+    /// `setsid`, and `prctl`'s `PR_SET_PDEATHSIG`/`PR_GET_PDEATHSIG`
+    /// (`None`: another `prctl`, which the service serves).
+    pub fn group_call(
+        &self,
+        mem: &GuestMemory,
+        caller: u32,
+        nr_: u64,
+        a: &[u64; 6],
+    ) -> Option<Result<i64, Violation>> {
+        let answer = |r: Result<u32, i32>| Some(Ok(r.map_or_else(|e| -i64::from(e), i64::from)));
+        let mut table = lock(&self.table);
+        match nr_ {
+            n if n == nr::getpgrp => answer(table.pgid(caller, 0)),
+            n if n == nr::getpgid => answer(pid_arg(a[0]).and_then(|p| table.pgid(caller, p))),
+            n if n == nr::getsid => answer(pid_arg(a[0]).and_then(|p| table.sid(caller, p))),
+            n if n == nr::setpgid => answer(table.setpgid(caller, a[0] as i32, a[1] as i32).map(|()| 0)),
+            n if n == nr::setsid => answer(table.setsid(caller)),
+            n if n == nr::prctl => match a[0] as i32 {
+                libc::PR_SET_PDEATHSIG => {
+                    if a[1] > 64 {
+                        return answer(Err(libc::EINVAL));
+                    }
+                    table.set_pdeathsig(caller, a[1] as u8);
+                    answer(Ok(0))
+                }
+                libc::PR_GET_PDEATHSIG => {
+                    let sig = i32::from(table.pdeathsig(caller));
+                    drop(table);
+                    let wrote = mem.write(a[1], &sig.to_le_bytes());
+                    Some(match wrote {
+                        Ok(()) => Ok(0),
+                        Err(_) => Ok(-i64::from(libc::EFAULT)),
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// A child process was stopped by the policy or a limit: the whole tree
@@ -260,6 +398,36 @@ impl Tree {
         self.stopped_by(stop);
     }
 
+    /// Child process `pid` served `forwarded` calls (`denied` refused) and
+    /// its libos `local` ones (per number; every image it ran): added to
+    /// the run's totals.
+    pub fn add_totals(
+        &self,
+        pid: u32,
+        forwarded: &cabin_policy::per_call::CallCounts,
+        local: &[u64],
+        denied: u64,
+    ) {
+        let mut t = lock(&self.totals);
+        for (nr, n) in forwarded.known() {
+            t.forwarded.add(nr, n);
+        }
+        t.forwarded.add(u64::MAX, forwarded.other());
+        if t.local.len() < local.len() {
+            t.local.resize(local.len(), 0);
+        }
+        for (a, b) in t.local.iter_mut().zip(local) {
+            *a = a.saturating_add(*b);
+        }
+        t.denied = t.denied.saturating_add(denied);
+        t.processes.push((pid, forwarded.total(), local.iter().sum()));
+    }
+
+    /// The children's totals (once, at the end of the run).
+    pub fn take_totals(&self) -> Totals {
+        std::mem::take(&mut *lock(&self.totals))
+    }
+
     /// The child's stop that ended the tree, if any.
     pub fn take_stop(&self) -> Option<Stop> {
         lock(&self.stop).take()
@@ -276,6 +444,7 @@ impl Tree {
             s.stop(StopCause::Policy("the program ended".into()));
         }
         self.changed.notify_all();
+        self.ipc_changed.notify_all();
     }
 
     /// `wait4` (`nr`) or `waitid` of process `caller`; a blocked wait ends
@@ -320,6 +489,14 @@ impl Tree {
                     if stop.load(Ordering::SeqCst) || self.ending.load(Ordering::SeqCst) {
                         return Ok(-i64::from(libc::EINTR));
                     }
+                    // A signal for the caller (posted by the tree, the
+                    // session or a timer) ends the wait: the libos then
+                    // runs the handler and restarts it or returns EINTR
+                    // (SA_RESTART), or makes it again when the signal is
+                    // ignored or blocked (docs/signals.md).
+                    if lock(&self.members).get(&caller).is_some_and(|m| m.signals.attention()) {
+                        return Ok(-i64::from(libc::EINTR));
+                    }
                     table =
                         self.changed.wait_timeout(table, WAIT_STEP).unwrap_or_else(PoisonError::into_inner).0;
                 }
@@ -360,6 +537,226 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+impl Tree {
+    /// Whether a blocked call of `caller` must end now: its worker stops,
+    /// the run ends (`EINTR`), or a signal was posted for it (`EINTR`,
+    /// which its libos turns into a handler and `EINTR`, or makes the call
+    /// again when the signal is ignored or blocked: docs/signals.md).
+    fn interrupted(&self, caller: u32, stop: &AtomicBool) -> bool {
+        stop.load(Ordering::SeqCst)
+            || self.ending.load(Ordering::SeqCst)
+            || lock(&self.members).get(&caller).is_some_and(|m| m.signals.attention())
+    }
+
+    /// Runs `f` on the IPC table until it is done, blocking (without any
+    /// lock) while it says [`Step::Block`]: `Err(EINTR)` when interrupted,
+    /// `Err(EAGAIN)` past `deadline`, `Err(EIDRM)` when `exists` says the
+    /// object went away meanwhile.
+    fn ipc_blocking<T>(
+        &self,
+        caller: u32,
+        stop: &AtomicBool,
+        deadline: Option<Instant>,
+        exists: impl Fn(&Ipc) -> bool,
+        mut f: impl FnMut(&mut Ipc) -> Step<T>,
+        mut waiting: impl FnMut(&mut Ipc, bool),
+    ) -> Result<T, i32> {
+        let mut ipc = lock(&self.ipc);
+        let mut blocked = false;
+        let out = loop {
+            if blocked && !exists(&ipc) {
+                break Err(libc::EIDRM);
+            }
+            match f(&mut ipc) {
+                Step::Done(v) => break Ok(v),
+                Step::Block => {}
+            }
+            if !blocked {
+                blocked = true;
+                waiting(&mut ipc, true);
+            }
+            drop(ipc);
+            if self.interrupted(caller, stop) {
+                ipc = lock(&self.ipc);
+                break Err(libc::EINTR);
+            }
+            ipc = lock(&self.ipc);
+            let step = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(WAIT_STEP),
+                    _ => break Err(libc::EAGAIN),
+                },
+                None => WAIT_STEP,
+            };
+            ipc = self.ipc_changed.wait_timeout(ipc, step).unwrap_or_else(PoisonError::into_inner).0;
+        };
+        if blocked {
+            waiting(&mut ipc, false);
+        }
+        drop(ipc);
+        if out.is_ok() {
+            // What it changed may let others go on.
+            self.ipc_changed.notify_all();
+        }
+        out
+    }
+
+    /// System V IPC of `caller` (`semget`, `semop`, `semtimedop`,
+    /// `semctl`, `msgget`, `msgsnd`, `msgrcv`, `msgctl`; shared memory:
+    /// `ENOSYS`), served from the tree's private table ([`crate::sysv`]):
+    /// arguments copied once, blocking without any lock (ended by a signal,
+    /// the worker's stop or the run's end with `EINTR`, by `IPC_RMID` with
+    /// `EIDRM`).
+    pub fn sysv(
+        &self,
+        mem: &GuestMemory,
+        caller: u32,
+        nr_: u64,
+        a: &[u64; 6],
+        stop: &AtomicBool,
+    ) -> Result<i64, Violation> {
+        let err = |e: i32| Ok(-i64::from(e));
+        // SAFETY: getgid has no preconditions and touches no memory.
+        let gid = unsafe { libc::getgid() };
+        let id = a[0] as i32;
+        match nr_ {
+            n if n == nr::semget => {
+                Ok(lock(&self.ipc).semget(a[0] as i32, a[1] as i32, a[2] as u32, self.uid, gid))
+            }
+            n if n == nr::msgget => Ok(lock(&self.ipc).msgget(a[0] as i32, a[1] as u32, self.uid, gid)),
+            n if n == nr::semop || n == nr::semtimedop => {
+                let count = a[2];
+                if count == 0 {
+                    return err(libc::EINVAL);
+                }
+                if count > crate::sysv::MAX_SEMOPS as u64 {
+                    return err(libc::E2BIG);
+                }
+                let Ok(raw) = mem.read(a[1], count as usize * 6) else { return err(libc::EFAULT) };
+                let ops = SemOp::parse(&raw);
+                let deadline = if n == nr::semtimedop && a[3] != 0 {
+                    let Ok(ts) = mem.read(a[3], 16) else { return err(libc::EFAULT) };
+                    let sec = i64::from_le_bytes(ts[0..8].try_into().unwrap_or([0; 8]));
+                    let nsec = i64::from_le_bytes(ts[8..16].try_into().unwrap_or([0; 8]));
+                    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                        return err(libc::EINVAL);
+                    }
+                    let d = Duration::from_secs(sec as u64) + Duration::from_nanos(nsec as u64);
+                    Some(
+                        Instant::now()
+                            .checked_add(d)
+                            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)),
+                    )
+                } else {
+                    None
+                };
+                let r = self.ipc_blocking(
+                    caller,
+                    stop,
+                    deadline,
+                    |ipc| ipc.has_set(id),
+                    |ipc| ipc.try_semop(caller, id, &ops),
+                    |ipc, add| ipc.semop_waiting(id, &ops, add),
+                );
+                Ok(r.unwrap_or_else(|e| -i64::from(e)))
+            }
+            n if n == nr::semctl => {
+                let cmd = (a[2] as i32) & !0x100; // IPC_64
+                let reads = lock(&self.ipc).semctl_reads(id, cmd);
+                let input = if reads > 0 {
+                    match mem.read(a[3], reads) {
+                        Ok(b) => b,
+                        Err(_) => return err(libc::EFAULT),
+                    }
+                } else {
+                    Vec::new()
+                };
+                let (r, out) = lock(&self.ipc).semctl(caller, id, a[1] as i32, cmd, a[3], &input);
+                self.ipc_changed.notify_all();
+                if r >= 0 && !out.is_empty() && mem.write(a[3], &out).is_err() {
+                    return err(libc::EFAULT);
+                }
+                Ok(r)
+            }
+            n if n == nr::msgsnd => {
+                let size = a[2];
+                if size > crate::sysv::MSGMAX as u64 {
+                    return err(libc::EINVAL);
+                }
+                let Ok(m) = mem.read(a[1], 8 + size as usize) else { return err(libc::EFAULT) };
+                let mtype = i64::from_le_bytes(m[0..8].try_into().unwrap_or([0; 8]));
+                let flags = a[3] as u32;
+                let r = self.ipc_blocking(
+                    caller,
+                    stop,
+                    None,
+                    |ipc| ipc.has_queue(id),
+                    |ipc| ipc.try_msgsnd(caller, id, mtype, &m[8..], flags),
+                    |_, _| {},
+                );
+                Ok(r.unwrap_or_else(|e| -i64::from(e)))
+            }
+            n if n == nr::msgrcv => {
+                if (a[2] as i64) < 0 {
+                    return err(libc::EINVAL);
+                }
+                let size = (a[2] as usize).min(crate::sysv::MSGMAX);
+                let (typ, flags) = (a[3] as i64, a[4] as u32);
+                let r = self.ipc_blocking(
+                    caller,
+                    stop,
+                    None,
+                    |ipc| ipc.has_queue(id),
+                    |ipc| match ipc.try_msgrcv(caller, id, size, typ, flags) {
+                        Step::Done(Err(e)) => Step::Done(Err(e)),
+                        other => other,
+                    },
+                    |_, _| {},
+                );
+                match r {
+                    Err(e) | Ok(Err(e)) => err(e),
+                    Ok(Ok((t, text))) => {
+                        let mut out = t.to_le_bytes().to_vec();
+                        out.extend_from_slice(&text);
+                        if mem.write(a[1], &out).is_err() {
+                            return err(libc::EFAULT);
+                        }
+                        Ok(text.len() as i64)
+                    }
+                }
+            }
+            n if n == nr::msgctl => {
+                let cmd = (a[1] as i32) & !0x100;
+                let input = if cmd == crate::sysv::IPC_SET {
+                    match mem.read(a[2], crate::sysv::MSQID_DS) {
+                        Ok(b) => b,
+                        Err(_) => return err(libc::EFAULT),
+                    }
+                } else {
+                    Vec::new()
+                };
+                let (r, out) = lock(&self.ipc).msgctl(id, cmd, &input);
+                self.ipc_changed.notify_all();
+                if r >= 0 && !out.is_empty() && mem.write(a[2], &out).is_err() {
+                    return err(libc::EFAULT);
+                }
+                Ok(r)
+            }
+            _ => err(libc::ENOSYS),
+        }
+    }
+}
+
+/// A pid argument (`getpgid`, `getsid`): a negative one names no process.
+fn pid_arg(a: u64) -> Result<u32, i32> {
+    let p = a as i32;
+    if p < 0 {
+        Err(libc::ESRCH)
+    } else {
+        Ok(p as u32)
     }
 }
 

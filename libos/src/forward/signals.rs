@@ -58,6 +58,7 @@ pub(crate) const SIGRTMIN: u64 = 32;
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTART: u64 = 0x1000_0000;
+const SA_NOCLDWAIT: u64 = 2;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 const SA_RESTORER: u64 = 0x0400_0000;
@@ -642,6 +643,11 @@ fn publish_handled() {
         if a.handler == SIG_IGN {
             ignoring |= 1 << i;
         }
+    }
+    // SA_NOCLDWAIT on SIGCHLD: the monitor reaps this process's children
+    // itself (the bit of SIGKILL, which is never ignored, says so).
+    if book.actions[(SIGCHLD - 1) as usize].flags & SA_NOCLDWAIT != 0 {
+        ignoring |= cabin_abi::boot::SIG_IGNORED_NOCLDWAIT;
     }
     // SAFETY: the validated boot page; the libos's own word (what an
     // execve keeps: the monitor hands it to the next image).

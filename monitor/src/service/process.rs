@@ -169,6 +169,45 @@ pub(super) fn getrandom(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sy
     host(unsafe { libc::getrandom(p.cast(), a[1] as usize, flags) } as i64)
 }
 
+/// `getpgrp`, `getpgid`, `getsid`, `setpgid`, `setsid` of a program
+/// without a process tree (a backend that cannot fork yet): the caller is
+/// the only process there is and leads its own group and session (with a
+/// tree, `crate::tree::Tree::group_call` serves them). `getpgrp`.
+pub(super) fn lone_getpgrp(s: &mut Service, _mem: &GuestMemory, _a: &[u64; 6]) -> Sys {
+    Ok(i64::from(s.pid))
+}
+
+/// `getpgid`, `getsid` of a lone process (see [`lone_getpgrp`]).
+pub(super) fn lone_getpgid(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let p = a[0] as u32;
+    if p == 0 || p == s.pid {
+        Ok(i64::from(s.pid))
+    } else {
+        Err(Fail::Errno(libc::ESRCH))
+    }
+}
+
+/// `setpgid` of a lone process (see [`lone_getpgrp`]): only into its own
+/// group, where it is already.
+pub(super) fn lone_setpgid(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let (pid, pgid) = (a[0] as i32, a[1] as i32);
+    let me = s.pid as i32;
+    if pid < 0 || pgid < 0 {
+        Err(Fail::Errno(libc::EINVAL))
+    } else if pid != 0 && pid != me {
+        Err(Fail::Errno(libc::ESRCH))
+    } else if pgid != 0 && pgid != me {
+        Err(Fail::Errno(libc::EPERM))
+    } else {
+        Ok(0)
+    }
+}
+
+/// `setsid` of a lone process: it leads its group, `EPERM` as Linux.
+pub(super) fn lone_setsid(_s: &mut Service, _mem: &GuestMemory, _a: &[u64; 6]) -> Sys {
+    Err(Fail::Errno(libc::EPERM))
+}
+
 /// `wait4`, `waitid`: the program has no children.
 pub(super) fn no_children(_s: &mut Service, _mem: &GuestMemory, _a: &[u64; 6]) -> Sys {
     Err(Fail::Errno(libc::ECHILD))

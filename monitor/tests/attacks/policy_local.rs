@@ -217,9 +217,11 @@ fn every_local_call_is_enforced_or_rejected_by_check(b: Backend) {
     // time a branch made another call local (36 on main while the table
     // had 37, then get_robust_list and the signal calls). The program must
     // still try each one: a call it does not make fails the output check
-    // above, and a row the loop skipped would change this count.
+    // above, and a row the loop skipped would change this count. 38 since
+    // getpgrp, getpgid, getsid and setpgid became the process tree's
+    // (forwarded, docs/processes.md "Process groups and sessions").
     let tried = TABLE.iter().filter(|s| !matches!(s.serve, Serve::Forwarded | Serve::Always)).count();
-    assert!(tried >= 40, "the table lost locally served calls: {tried}");
+    assert!(tried >= 38, "the table lost locally served calls: {tried}");
     assert_eq!(
         enforced, tried,
         "every locally served call but the Always ones (exit, exit_group, rt_sigreturn) was tried"

@@ -44,7 +44,8 @@ impl Served {
 /// One system call as the monitor saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyscallRecord {
-    /// Thread id as the program sees it.
+    /// The pid, as the program sees it, of the process that made the call
+    /// (its main thread's id; the monitor's gate fills it in).
     pub tid: u32,
     /// Nanoseconds since the program started.
     pub time_ns: u64,

@@ -1,0 +1,385 @@
+/* Process groups, sessions, group signals and waits, SIGCHLD auto-reap, a
+ * wait interrupted by a signal, the parent-death signal (issue 14,
+ * docs/processes.md). Every case prints only what is equal natively and
+ * confined: relations between pids, never pids themselves.
+ *
+ * Usage: jobs CASE. Cases run natively must never signal outside the
+ * program's own processes (no kill(-1), no kill(0) from the root, which
+ * natively shares its group with the test harness). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *en(int e) {
+    switch (e) {
+    case 0: return "ok";
+    case EPERM: return "EPERM";
+    case ESRCH: return "ESRCH";
+    case EINVAL: return "EINVAL";
+    case ECHILD: return "ECHILD";
+    case EINTR: return "EINTR";
+    case EACCES: return "EACCES";
+    default: return "other";
+    }
+}
+
+static void status(const char *what, int st) {
+    if (WIFEXITED(st))
+        printf("%s: exited %d\n", what, WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        printf("%s: killed by %d\n", what, WTERMSIG(st));
+    else
+        printf("%s: status %#x\n", what, st);
+    fflush(stdout);
+}
+
+static volatile sig_atomic_t got;
+static void on_usr1(int sig) { (void)sig; got++; }
+
+static void handle(int sig, void (*f)(int), int flags) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = f;
+    sa.sa_flags = flags;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
+
+/* Reads one byte from `fd` (a child says it is ready). */
+static void await(int fd) {
+    char c;
+    while (read(fd, &c, 1) < 0 && errno == EINTR) {
+    }
+}
+
+/* setpgid of a child from both sides, getpgid/getsid from both sides,
+ * kill(-pgid) of a group of two, waitpid(-pgid). */
+static int groups(void) {
+    int ready[2];
+    if (pipe(ready) != 0) return 1;
+    pid_t me = getpid();
+    pid_t a = fork();
+    if (a == 0) {
+        if (setpgid(0, 0) != 0) _exit(10);
+        pid_t b = fork();
+        if (b == 0) {
+            /* In its parent's new group. */
+            write(ready[1], "b", 1);
+            pause();
+            _exit(20);
+        }
+        write(ready[1], "a", 1);
+        pause();
+        _exit(21);
+    }
+    /* The usual race, closed from both sides as shells do. */
+    int r = setpgid(a, a);
+    printf("parent setpgid(child): %s\n", r == 0 || errno == EACCES ? "ok" : en(errno));
+    await(ready[0]);
+    await(ready[0]);
+    printf("child leads its group: %d\n", getpgid(a) == a);
+    printf("child in the parent's session: %d\n", getsid(a) == getsid(0));
+    printf("parent's group unchanged: %d\n", getpgid(0) == getpgrp() && getpgrp() != a);
+    printf("getpgid(0) == getpgid(me): %d\n", getpgid(0) == getpgid(me));
+    /* Group a holds a and its child; waitpid(-a) sees only a (its child
+     * is not ours). */
+    printf("waitpid(-a, WNOHANG): %d\n", waitpid(-a, NULL, WNOHANG));
+    printf("kill(-a, SIGTERM): %s\n", kill(-a, SIGTERM) == 0 ? "ok" : en(errno));
+    int st = 0;
+    pid_t w = waitpid(-a, &st, 0);
+    printf("waitpid(-a) found the child: %d\n", w == a);
+    status("child", st);
+    errno = 0;
+    w = waitpid(-a, NULL, 0);
+    printf("waitpid(-a) again: %d %s\n", (int)w, en(errno));
+    return 0;
+}
+
+/* setsid in a child: a new session and group; then the rules. */
+static int session(void) {
+    int p[2];
+    if (pipe(p) != 0) return 1;
+    pid_t a = fork();
+    if (a == 0) {
+        pid_t s = setsid();
+        char line[256];
+        int n = snprintf(line, sizeof line,
+                         "setsid: %d\nsid and group are its pid: %d %d\n"
+                         "setsid again: %s\n",
+                         s == getpid(), getsid(0) == getpid(), getpgrp() == getpid(),
+                         setsid() < 0 ? en(errno) : "ok");
+        errno = 0;
+        int r = setpgid(0, 0);
+        n += snprintf(line + n, sizeof line - n, "setpgid as session leader: %s\n",
+                      r < 0 ? en(errno) : "ok");
+        write(p[1], line, n);
+        write(p[1], "", 1);
+        pause();
+        _exit(0);
+    }
+    char buf[512];
+    size_t got_n = 0;
+    for (;;) {
+        ssize_t n = read(p[0], buf + got_n, sizeof buf - 1 - got_n);
+        if (n <= 0) break;
+        got_n += n;
+        if (memchr(buf, 0, got_n)) break;
+    }
+    buf[got_n] = 0;
+    fputs(buf, stdout);
+    printf("parent sees its session: %d\n", getsid(a) == a);
+    errno = 0;
+    int r = setpgid(a, getpgrp());
+    printf("setpgid of a child in another session: %s\n", r < 0 ? en(errno) : "ok");
+    errno = 0;
+    printf("getpgid(-5): %s\n", getpgid(-5) < 0 ? en(errno) : "ok");
+    errno = 0;
+    printf("setpgid(0, -1): %s\n", setpgid(0, -1) < 0 ? en(errno) : "ok");
+    errno = 0;
+    printf("getsid(far): %s\n", getsid(4000000) < 0 ? en(errno) : "ok");
+    kill(a, SIGKILL);
+    int st;
+    waitpid(a, &st, 0);
+    status("session child", st);
+    return 0;
+}
+
+/* kill(0) from a child that leads a group: itself (before kill returns)
+ * and its own child, nobody else. */
+static int kill0(void) {
+    int ready[2];
+    if (pipe(ready) != 0) return 1;
+    pid_t a = fork();
+    if (a == 0) {
+        handle(SIGUSR1, on_usr1, 0);
+        setpgid(0, 0);
+        pid_t b = fork();
+        if (b == 0) {
+            write(ready[1], "b", 1);
+            while (!got) pause();
+            _exit(7);
+        }
+        await(ready[0]);
+        int r = kill(0, SIGUSR1);
+        /* Delivered to the caller before kill returns. */
+        int mine = got;
+        int st;
+        waitpid(b, &st, 0);
+        _exit(r == 0 && mine == 1 && WIFEXITED(st) && WEXITSTATUS(st) == 7 ? 0 : 1);
+    }
+    int st;
+    waitpid(a, &st, 0);
+    status("kill(0) in a group of two", st);
+    /* kill of the caller's own group, by number. */
+    a = fork();
+    if (a == 0) {
+        handle(SIGUSR1, on_usr1, 0);
+        setpgid(0, 0);
+        int r = kill(-getpid(), SIGUSR1);
+        _exit(r == 0 && got == 1 ? 0 : 1);
+    }
+    waitpid(a, &st, 0);
+    status("kill(-own group)", st);
+    return 0;
+}
+
+/* SIGCHLD ignored, then SA_NOCLDWAIT: children leave no zombie and a
+ * blocked wait ends with ECHILD once they are gone. */
+static int autoreap(void) {
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode == 0)
+            signal(SIGCHLD, SIG_IGN);
+        else
+            handle(SIGCHLD, SIG_DFL, SA_NOCLDWAIT);
+        for (int i = 0; i < 3; i++) {
+            if (fork() == 0) {
+                usleep(20000 * i);
+                _exit(i);
+            }
+        }
+        errno = 0;
+        pid_t w = wait(NULL);
+        printf("%s: wait: %d %s\n", mode == 0 ? "SIG_IGN" : "SA_NOCLDWAIT", (int)w, en(errno));
+        signal(SIGCHLD, SIG_DFL);
+    }
+    /* Back to the default: a zombie again. */
+    pid_t a = fork();
+    if (a == 0) _exit(5);
+    int st;
+    printf("default again: %d\n", waitpid(a, &st, 0) == a);
+    status("it", st);
+    return 0;
+}
+
+/* A signal interrupts a blocked wait: EINTR without SA_RESTART, restarted
+ * with it. */
+static int waitintr(void) {
+    for (int restart = 0; restart < 2; restart++) {
+        got = 0;
+        handle(SIGUSR1, on_usr1, restart ? SA_RESTART : 0);
+        pid_t parent = getpid();
+        int go[2];
+        if (pipe(go) != 0) return 1;
+        pid_t a = fork();
+        if (a == 0) {
+            usleep(100000);
+            kill(parent, SIGUSR1);
+            await(go[0]);
+            _exit(3);
+        }
+        int st = 0;
+        errno = 0;
+        pid_t w;
+        if (!restart) {
+            w = waitpid(a, &st, 0);
+            printf("no SA_RESTART: %d %s handler ran %d\n", (int)w, en(errno), (int)got);
+            write(go[1], "g", 1);
+            w = waitpid(a, &st, 0);
+        } else {
+            /* The child exits only after the handler ran (on a restarted
+             * wait): a second process tells it to. */
+            pid_t helper = fork();
+            if (helper == 0) {
+                usleep(300000);
+                write(go[1], "g", 1);
+                _exit(0);
+            }
+            w = waitpid(a, &st, 0);
+            printf("SA_RESTART: found the child %d, handler ran %d\n", w == a, (int)got);
+            waitpid(helper, NULL, 0);
+        }
+        status("child", st);
+        close(go[0]);
+        close(go[1]);
+    }
+    return 0;
+}
+
+/* PR_SET_PDEATHSIG: a grandchild gets its signal when its parent (the
+ * child) exits, and its getppid changes. */
+static int pdeath(void) {
+    int p[2];
+    if (pipe(p) != 0) return 1;
+    pid_t a = fork();
+    if (a == 0) {
+        int ready[2];
+        if (pipe(ready) != 0) _exit(1);
+        pid_t b = fork();
+        if (b == 0) {
+            handle(SIGUSR1, on_usr1, 0);
+            prctl(PR_SET_PDEATHSIG, SIGUSR1);
+            int sig = -1;
+            prctl(PR_GET_PDEATHSIG, &sig);
+            pid_t before = getppid();
+            write(ready[1], "r", 1);
+            while (!got) pause();
+            char line[128];
+            int n = snprintf(line, sizeof line, "PR_GET_PDEATHSIG: %d\ngot it: %d\ngetppid changed: %d\n",
+                             sig, (int)got, getppid() != before);
+            write(p[1], line, n);
+            _exit(0);
+        }
+        await(ready[0]);
+        _exit(0);
+    }
+    close(p[1]);
+    int st;
+    waitpid(a, &st, 0);
+    status("the parent", st);
+    char buf[256];
+    ssize_t n, total = 0;
+    while ((n = read(p[0], buf + total, sizeof buf - 1 - total)) > 0) total += n;
+    buf[total] = 0;
+    fputs(buf, stdout);
+    /* A fork clears it. */
+    prctl(PR_SET_PDEATHSIG, SIGUSR2);
+    a = fork();
+    if (a == 0) {
+        int sig = -1;
+        prctl(PR_GET_PDEATHSIG, &sig);
+        _exit(sig);
+    }
+    waitpid(a, &st, 0);
+    status("a forked child's own", st);
+    prctl(PR_SET_PDEATHSIG, 0);
+    errno = 0;
+    printf("PR_SET_PDEATHSIG 99: %s\n", prctl(PR_SET_PDEATHSIG, 99) < 0 ? en(errno) : "ok");
+    return 0;
+}
+
+/* A child killed by SIGTERM while blocked in pause, several times. */
+static int sigterm(void) {
+    int bad = 0;
+    for (int i = 0; i < 10; i++) {
+        int ready[2];
+        if (pipe(ready) != 0) return 1;
+        pid_t a = fork();
+        if (a == 0) {
+            write(ready[1], "r", 1);
+            for (;;) pause();
+        }
+        await(ready[0]);
+        if (i % 2) usleep(10000);
+        kill(a, SIGTERM);
+        int st;
+        waitpid(a, &st, 0);
+        if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGTERM) {
+            status("wrong", st);
+            bad++;
+        }
+        close(ready[0]);
+        close(ready[1]);
+    }
+    printf("killed by SIGTERM, reported otherwise: %d of 10\n", bad);
+    return 0;
+}
+
+/* Confined only (natively it would reach every process of the user):
+ * kill(-1) from a child reaches the root and its sibling, not itself. */
+static int killall(void) {
+    handle(SIGUSR1, on_usr1, SA_RESTART);
+    int ready[2];
+    if (pipe(ready) != 0) return 1;
+    pid_t sib = fork();
+    if (sib == 0) {
+        write(ready[1], "s", 1);
+        while (!got) pause();
+        _exit(9);
+    }
+    await(ready[0]);
+    pid_t a = fork();
+    if (a == 0) {
+        int r = kill(-1, SIGUSR1);
+        usleep(50000);
+        _exit(r == 0 && got == 0 ? 0 : 1);
+    }
+    int st;
+    waitpid(a, &st, 0);
+    status("the caller", st);
+    waitpid(sib, &st, 0);
+    status("its sibling", st);
+    while (!got) pause();
+    printf("the root got it: %d\n", (int)got);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) return 2;
+    const char *c = argv[1];
+    if (!strcmp(c, "groups")) return groups();
+    if (!strcmp(c, "session")) return session();
+    if (!strcmp(c, "kill0")) return kill0();
+    if (!strcmp(c, "autoreap")) return autoreap();
+    if (!strcmp(c, "waitintr")) return waitintr();
+    if (!strcmp(c, "pdeath")) return pdeath();
+    if (!strcmp(c, "sigterm")) return sigterm();
+    if (!strcmp(c, "killall")) return killall();
+    return 2;
+}
