@@ -440,7 +440,7 @@ impl Domain for SnpDomain {
     fn run(&self) -> Result<DomainEnd, RunError> {
         let shared = &self.stop.shared;
         shared.enter_vcpu(0);
-        let end = self.run_loop(&mut RingGate::new(self.snp.guest.ring, shared.clone()));
+        let end = self.run_loop(&mut RingGate::new(self.snp.guest.ring, shared.clone(), 0));
         shared.leave_vcpu(0);
         end
     }

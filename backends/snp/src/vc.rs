@@ -344,6 +344,19 @@ pub fn serve(
             Served::ThreadExit(c) => Step::End(LoopEnd::ThreadExit(c)),
             Served::Return(_) | Served::Redirect(_) => resume(&[]),
         },
+        IoAction::Futex { args } => {
+            // The futex doorbell (docs/kvm.md "Futex doorbell"): served on
+            // this thread as on KVM; one vCPU, so nothing kicks it but the
+            // program's end (its wait then ends with the run).
+            let pm = ProgramMemory { mem: &guest.view, can_redirect: false };
+            match service.futex(args, &pm, &|| false) {
+                Served::Return(v) => resume(&[(ghcb::RAX, v as u64)]),
+                Served::Exit(c) => Step::End(LoopEnd::Exited(c)),
+                Served::ThreadExit(c) => Step::End(LoopEnd::ThreadExit(c)),
+                Served::Violation(m) => Step::End(LoopEnd::Violation(m)),
+                Served::Redirect(_) => Step::End(LoopEnd::Violation("redirect of a futex doorbell".into())),
+            }
+        }
         IoAction::ThreadExit { code } => match service.doorbell(false) {
             Served::Violation(m) => Step::End(LoopEnd::Violation(m)),
             Served::Exit(c) => Step::End(LoopEnd::Exited(c)),
