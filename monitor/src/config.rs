@@ -19,6 +19,12 @@ pub struct RunConfig {
     /// `[paths] set-id`: let the program make set-uid/set-gid files and
     /// `chown` to other owners (default: never).
     pub allow_set_id: bool,
+    /// `[paths] exec = "images"`: `execve` of a plain static executable is
+    /// `ENOEXEC` (by default it runs through the image cache).
+    pub exec_images_only: bool,
+    /// The image cache `execve` of a plain executable uses (`None`: the
+    /// default, `$XDG_CACHE_HOME/cabin/images`; tests name their own).
+    pub image_cache: Option<PathBuf>,
     /// Where to write the statistics JSON (`--stats FILE`), if anywhere.
     pub stats: Option<PathBuf>,
     /// Refuse to run where execute-only code cannot be enforced.

@@ -449,6 +449,15 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         // Path, permission, image and measurement, argv and envp: checked
         // and copied once, under the service lock (the cwd, the table).
         let prepared = t.shared.lock().service.exec_prepare(mem, nr, args);
+        // A plain static executable: its image from the image cache, built
+        // there the first time (without the service lock: a build takes
+        // up to seconds, and the process's other threads go on).
+        let prepared = prepared.and_then(|mut r| {
+            if r.kind == crate::service::exec::ExecKind::Plain && D::CAN_EXEC {
+                crate::service::exec::build_plain(&mut r)?;
+            }
+            Ok(r)
+        });
         let req = match prepared {
             Ok(r) => r,
             Err(f) => {

@@ -136,6 +136,7 @@ fn confined_in(b: Backend, img: &[u8], args: &[&str], dir: &Path) -> (String, St
         allow_read: vec![dir.to_path_buf()],
         allow_write: vec![dir.join("w")],
         stdio: Some([0, out.as_raw_fd(), err.as_raw_fd()]),
+        image_cache: Some(dir.join("cache")),
         ..Default::default()
     };
     let o = b.run(img, &cfg).expect("the monitor runs the program");
@@ -206,7 +207,8 @@ fn exec_attacks(b: Backend) {
         (out.as_str(), code),
         (
             "outside the trees: EACCES\nescape with ..: EACCES\nmodified image: ENOEXEC\ndynamic ELF: ENOEXEC\n\
-             plain static ELF: ENOEXEC\nattack done\n",
+             hello argc=2 [hello] CABIN_T=(none) fd5=closed fd6=closed usr1=default usr2=default\n\
+             plain static ELF: exited 7\nattack done\n",
             0
         ),
         "stderr: {err}"
@@ -215,6 +217,74 @@ fn exec_attacks(b: Backend) {
     // to the monitor's stderr (as `cabinc run`'s own lines), not the
     // program's: seen in this test's output.
     assert_eq!(live_children(), Vec::<String>::new(), "the exec attacks left processes behind");
+}
+
+/// `execve` of a plain static executable (through the image cache) and of
+/// `#!` scripts (Linux's argv, nesting, `ELOOP`, the failures), equal to
+/// native; the cache: the second run builds nothing (its entry's mtime is
+/// unchanged), a corrupted entry and a forged one (the valid image of
+/// another input under the key) are refused and rebuilt; under
+/// `exec = "images"` a plain executable is `ENOEXEC`.
+fn exec_plain_equal_native(b: Backend) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(exe) = common::compile("exec", t.path()) else { return };
+    let img = common::rewrite(&std::fs::read(&exe).expect("read the program"));
+    let d = t.path().join("w");
+    std::fs::create_dir(&d).expect("mkdir");
+    // The plain target: the program with one byte more (another input than
+    // the one `img` was built from, the same behaviour).
+    let mut bytes = std::fs::read(&exe).expect("read");
+    bytes.push(0);
+    let target = t.path().join("plain");
+    executable(&target, &bytes);
+    let dir = d.to_str().expect("utf-8");
+    let target_s = target.to_str().expect("utf-8");
+    let args = ["exec", "plain", target_s, dir];
+    let want = native(&target, &args);
+    let (out, err, code) = confined_in(b, &img, &args, t.path());
+    assert_eq!((out, code), want.clone(), "confined vs native; stderr: {err}");
+    let cache = t.path().join("cache");
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> =
+            std::fs::read_dir(&cache).expect("the cache").map(|e| e.expect("entry").path()).collect();
+        v.sort();
+        v
+    };
+    let list = entries();
+    assert_eq!(list.len(), 1, "one entry (the second exec was a hit): {list:?}");
+    let entry = list[0].clone();
+    let name = entry.file_name().expect("name").to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(
+            &cabin_rewriter::pipeline::input_sha256(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        "keyed by the input's hash: {name}"
+    );
+    let mtime = || std::fs::metadata(&entry).and_then(|m| m.modified()).expect("mtime");
+    let before = mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (out, err, code) = confined_in(b, &img, &args, t.path());
+    assert_eq!((out, code), want.clone(), "second run; stderr: {err}");
+    assert_eq!(mtime(), before, "the second run rebuilt the entry");
+    // A corrupted entry: refused, said, rebuilt.
+    let mut bad = std::fs::read(&entry).expect("entry");
+    let at = bad.len() / 2;
+    bad[at] ^= 0x5a;
+    std::fs::write(&entry, &bad).expect("corrupt");
+    let (out, err, code) = confined_in(b, &img, &args, t.path());
+    assert_eq!((out, code), want.clone(), "corrupted entry; stderr: {err}");
+    // (The `cabin: warning: ... refused` line goes to the monitor's own
+    // stderr, this test's output; cabinc's tests check its words.)
+    assert_ne!(std::fs::read(&entry).expect("entry"), bad, "the corrupted entry is replaced");
+    // A forged entry: a valid image, of another input, under the key.
+    std::fs::write(&entry, &img).expect("forge");
+    let (out, err, code) = confined_in(b, &img, &args, t.path());
+    assert_eq!((out, code), want, "forged entry; stderr: {err}");
+    assert_ne!(std::fs::read(&entry).expect("entry"), img, "the forged entry is replaced");
+    assert_eq!(live_children(), Vec::<String>::new(), "left processes behind");
 }
 
 /// The root process's exec is not built yet: `ENOSYS`, and the root goes
@@ -246,6 +316,7 @@ fn process() {
     cases_equal_native(Backend::Process);
     exec_equal_native(Backend::Process);
     exec_attacks(Backend::Process);
+    exec_plain_equal_native(Backend::Process);
     exec_not_yet(Backend::Process);
     // KVM (in this one test: a test running beside it would make host
     // processes, gcc's, that the checks above would count): exec and fork
