@@ -257,6 +257,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         allow_read: rp.allow_read,
         allow_write: rp.allow_write,
         allow_set_id: rp.allow_set_id,
+        exec_images_only: rp.exec_images_only,
         gate: rp.gate,
         stats: a.stats.clone().filter(|_| !stats_to_stdout),
         require_execute_only: a.require_execute_only,

@@ -126,6 +126,17 @@ fn a_child_cannot_reach_its_parents_ring(b: Backend) {
 /// Runs `img` confined with `args`, reading (and executing from) `dir`;
 /// (stdout, stderr, exit status).
 fn confined_in(b: Backend, img: &[u8], args: &[&str], dir: &Path) -> (String, String, i32) {
+    confined_with(b, img, args, dir, false)
+}
+
+/// [`confined_in`], with `[paths] exec = "images"` when `images_only`.
+fn confined_with(
+    b: Backend,
+    img: &[u8],
+    args: &[&str],
+    dir: &Path,
+    images_only: bool,
+) -> (String, String, i32) {
     let out_path = dir.join("stdout");
     let err_path = dir.join("stderr");
     let out = std::fs::File::create(&out_path).expect("output file");
@@ -137,6 +148,7 @@ fn confined_in(b: Backend, img: &[u8], args: &[&str], dir: &Path) -> (String, St
         allow_write: vec![dir.join("w")],
         stdio: Some([0, out.as_raw_fd(), err.as_raw_fd()]),
         image_cache: Some(dir.join("cache")),
+        exec_images_only: images_only,
         ..Default::default()
     };
     let o = b.run(img, &cfg).expect("the monitor runs the program");
@@ -284,6 +296,16 @@ fn exec_plain_equal_native(b: Backend) {
     let (out, err, code) = confined_in(b, &img, &args, t.path());
     assert_eq!((out, code), want, "forged entry; stderr: {err}");
     assert_ne!(std::fs::read(&entry).expect("entry"), img, "the forged entry is replaced");
+    // `exec = "images"`: the plain executable (and a script whose
+    // interpreter it is) is ENOEXEC.
+    let (out, err, code) = confined_with(b, &img, &args, t.path(), true);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(
+        out.starts_with("plain ELF: ENOEXEC\nplain ELF: exited 0\nplain ELF again: ENOEXEC\n")
+            && out.contains("\nscript: ENOEXEC\n")
+            && out.contains("\nscript loop: ELOOP\n"),
+        "{out}"
+    );
     assert_eq!(live_children(), Vec::<String>::new(), "left processes behind");
 }
 

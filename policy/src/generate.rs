@@ -366,7 +366,7 @@ pub fn from_trace_with(
             .into_iter()
             .map(|nr| ListEntry { entry: Entry::Syscall(nr), loc: Loc::default() })
             .collect(),
-        paths: Paths { read, write, set_id: false },
+        paths: Paths { read, write, set_id: false, exec_images_only: false },
         ..Policy::default()
     };
     Ok((p, rep))
