@@ -86,6 +86,7 @@ impl<'a> Session<'a> {
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
         let timers = std::sync::Arc::new(crate::timers::Timers::default());
         service.timers = Some(timers.clone());
+        service.set_exe(std::sync::Arc::new(image.to_vec()));
         // Policy, limits, trace and audit (crate::gate): the worker passes
         // every call through it, fast-path and trapped alike.
         let gate = Gate::open(&cfg.gate, D::BACKEND)

@@ -82,7 +82,7 @@ pub struct Threads<'a, D: Domain> {
 #[derive(Debug)]
 pub struct Execed {
     /// The image (checked: an intact Cabin image).
-    pub image: Vec<u8>,
+    pub image: Arc<Vec<u8>>,
     /// How to build its domain (the new argv and envp).
     pub spec: crate::domain::DomainSpec,
     /// The path as the program gave it (messages).
@@ -470,6 +470,7 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         if !D::CAN_EXEC {
             return errno(libc::ENOSYS);
         }
+        let image = Arc::new(req.image);
         let mut spec = (*procs.spec).clone();
         // Linux (5.18+) gives a program exec'd with no argv an empty argv[0].
         spec.args = if req.args.is_empty() { vec![String::new()] } else { req.args };
@@ -482,11 +483,15 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
                 return errno(libc::EAGAIN);
             }
             let sig_ignored = BootPage::of(t.mem).map_or(0, |b| b.sig_ignored());
-            *s = Some(Execed { image: req.image, spec, path: req.path, sig_ignored });
+            *s = Some(Execed { image: image.clone(), spec, path: req.path, sig_ignored });
         }
         // The point of no return, as Linux's: descriptors marked
         // FD_CLOEXEC close, and the old domain (every thread of it) ends.
-        t.shared.lock().service.exec_done();
+        {
+            let mut shared = t.shared.lock();
+            shared.service.exec_done();
+            shared.service.set_exe(image);
+        }
         t.stopper.stop(StopCause::Policy("replaced by execve".into()));
         0
     }

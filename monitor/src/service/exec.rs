@@ -162,6 +162,16 @@ impl Service {
         let mut total = 0;
         let mut args = copy_strings(mem, argv, &mut total)?;
         let env = copy_strings(mem, envp, &mut total)?;
+        if flags == 0 && is_own_exe(&path, self.pid) {
+            // The process's own program again (busybox's applets, re-exec
+            // of self): the image it runs, already checked; no path rule
+            // is involved (the monitor's /proc is never the program's).
+            if let Some(exe) = &self.exe {
+                let image = exe.as_ref().clone();
+                let cache = None;
+                return Ok(ExecRequest { image, kind: ExecKind::Image, cache, args, env, path });
+            }
+        }
         let mut dirfd = dirfd;
         let mut nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
         let mut shown = path.clone();
@@ -238,10 +248,22 @@ impl Service {
         Ok(image)
     }
 
+    /// The image the process runs (for `execve("/proc/self/exe")`).
+    pub fn set_exe(&mut self, image: std::sync::Arc<Vec<u8>>) {
+        self.exe = Some(image);
+    }
+
     /// The new image runs: the `FD_CLOEXEC` descriptors are closed.
     pub fn exec_done(&mut self) {
         self.fds.close_on_exec();
     }
+}
+
+/// Whether `path` names the calling process's own executable:
+/// `/proc/self/exe`, `/proc/thread-self/exe` or `/proc/PID/exe` of its own pid.
+fn is_own_exe(path: &[u8], pid: u32) -> bool {
+    let Some(rest) = path.strip_prefix(b"/proc/").and_then(|r| r.strip_suffix(b"/exe")) else { return false };
+    rest == b"self" || rest == b"thread-self" || rest == pid.to_string().as_bytes()
 }
 
 /// What `execve` found at the end of its `#!` chain.

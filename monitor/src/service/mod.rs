@@ -176,6 +176,9 @@ pub struct Service {
     /// Where the program's own CPU time is read (`None`: not known yet,
     /// CPU-time clocks read 0).
     program_cpu: Option<ProgramCpu>,
+    /// The image the process runs (what `execve("/proc/self/exe")` runs
+    /// again; `None` in tests and before the run sets it).
+    pub(crate) exe: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 fn errno() -> i32 {
@@ -249,6 +252,7 @@ impl Service {
             print_reports: true,
             timers: None,
             program_cpu: None,
+            exe: None,
         }
     }
 
@@ -289,6 +293,7 @@ impl Service {
             timers: None,
             // Set by the child's run once its host process exists.
             program_cpu: None,
+            exe: self.exe.clone(),
         }
     }
 
