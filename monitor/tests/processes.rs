@@ -220,7 +220,7 @@ fn exec_attacks(b: Backend) {
         (
             "outside the trees: EACCES\nescape with ..: EACCES\nmodified image: ENOEXEC\ndynamic ELF: ENOEXEC\n\
              hello argc=2 [hello] CABIN_T=(none) fd5=closed fd6=closed usr1=default usr2=default\n\
-             plain static ELF: exited 7\nattack done\n",
+             plain static ELF: exited 7\nanother process's exe: EACCES\nthe parent's exe: EACCES\nattack done\n",
             0
         ),
         "stderr: {err}"

@@ -206,6 +206,9 @@ static int plain(const char *target, const char *dir) {
     char *av[] = {"exec", "hello", "plain", NULL};
     exec_report("plain ELF", target, av);
     exec_report("plain ELF again", target, av);
+    // The process's own program again (busybox sh runs applets so).
+    char *own[] = {"exec", "hello", "own exe", NULL};
+    exec_report("own exe", "/proc/self/exe", own);
     char s1[4096], s2[4096], s3[4096], loop[4096], path[4096], text[8192];
     char *sv[] = {"script", "x", "y z", NULL};
     // interp optarg script args[1..]
@@ -276,6 +279,10 @@ static int attack(const char *target, const char *dir) {
     must_fail("dynamic ELF", path, av, environ);
     snprintf(path, sizeof path, "%s/plain", dir);
     must_fail("plain static ELF", path, av, environ);
+    // Only the caller's own exe: another process's is a /proc path.
+    must_fail("another process's exe", "/proc/1/exe", av, environ);
+    snprintf(path, sizeof path, "/proc/%d/exe", (int)getppid());
+    must_fail("the parent's exe", path, av, environ);
     // argv changing under another thread, many times.
     for (int i = 0; i < 5; i++) {
         fflush(stdout);
