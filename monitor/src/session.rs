@@ -380,6 +380,8 @@ fn root_exec_domain<D: Domain>(next: &Execed, tree: &Tree) -> Option<D> {
 struct RootNow {
     clock: std::sync::Mutex<CpuClock>,
     prior_ns: std::sync::atomic::AtomicU64,
+    /// The monitor's reaped children's CPU time when the run started.
+    children_at_start: u64,
     stopper: std::sync::Mutex<std::sync::Arc<dyn crate::domain::Stopper>>,
     time_hit: std::sync::atomic::AtomicBool,
 }
@@ -389,6 +391,7 @@ impl RootNow {
         RootNow {
             clock: std::sync::Mutex::new(clock),
             prior_ns: std::sync::atomic::AtomicU64::new(0),
+            children_at_start: children_cpu_ns(),
             stopper: std::sync::Mutex::new(stopper),
             time_hit: std::sync::atomic::AtomicBool::new(false),
         }
@@ -412,9 +415,12 @@ impl RootNow {
     /// meanwhile); the CPU time of the reaped images is taken now.
     fn exec_gap_over(&self) -> bool {
         // The replaced image's host process has been reaped: its CPU time
-        // is in the monitor's children's (with any other reaped process of
-        // the run: a run's tree is the monitor's only children).
-        self.prior_ns.store(children_cpu_ns(), std::sync::atomic::Ordering::SeqCst);
+        // is in the monitor's children's since the run started (with the
+        // run's other reaped processes: under `cabinc run` the tree is the
+        // monitor's only children; a test process's other children count
+        // too).
+        let since = children_cpu_ns().saturating_sub(self.children_at_start);
+        self.prior_ns.store(since, std::sync::atomic::Ordering::SeqCst);
         !self.time_hit.load(std::sync::atomic::Ordering::SeqCst)
     }
 

@@ -332,6 +332,19 @@ fn root_exec(b: Backend) {
             assert_eq!((out.as_str(), code), ("root exec: ENOSYS\nfork: ENOSYS\n", 0), "stderr: {err}")
         }
     }
+    if b == Backend::Process {
+        // A chain of 30 images in the root, one pid: equal to native, and
+        // the monitor keeps no descriptor or thread of the replaced ones.
+        let fds = || std::fs::read_dir("/proc/self/fd").expect("fds").count();
+        let threads = || std::fs::read_dir("/proc/self/task").expect("tasks").count();
+        let (fds0, threads0) = (fds(), threads());
+        let want = native(&exe, &["exec", "chain", "30", exe.to_str().expect("utf-8")]);
+        let (out, err, code) =
+            confined_in(b, &img, &["exec", "chain", "30", image.to_str().expect("utf-8")], t.path());
+        assert_eq!((out, code), want, "stderr: {err}");
+        assert!(fds() <= fds0, "descriptors left: {} > {fds0}", fds());
+        assert!(threads() <= threads0 + 1, "threads left: {} > {threads0}", threads());
+    }
     assert_eq!(live_children(), Vec::<String>::new(), "left processes behind");
 }
 
