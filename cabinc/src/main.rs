@@ -178,7 +178,10 @@ fn main() -> ExitCode {
         Command::Build(a) => build::run(&a),
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Measure(a) => inspect::measure(&a),
-        Command::Run(a) => return run::run(&a),
+        Command::Run(mut a) => {
+            a.split_command();
+            return run::run(&a);
+        }
         Command::Policy(a) => policy::run(&a),
         Command::Catalog(a) => catalog::run_catalog(&a),
         Command::Bench(a) => bench::run(&a),

@@ -24,8 +24,19 @@ pub const EXIT_CABINC_ERROR: u8 = 125;
 pub struct RunArgs {
     /// The Cabin image to run, or a plain static executable (built once
     /// into the image cache, $XDG_CACHE_HOME/cabin/images, and run from
-    /// there). cabinc's own options come before it; everything after it
-    /// goes to the program.
+    /// there), then the program's arguments: everything after the image
+    /// goes to the program, options too (cabinc's own come before the
+    /// image); a `--` right after the image is dropped (the older form
+    /// `cabinc run IMAGE -- ARGS`). argv[0] is the image's file name.
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        value_name = "IMAGE [ARGS]"
+    )]
+    command: Vec<String>,
+    /// The image (the first word of the command).
+    #[arg(skip)]
     pub image: PathBuf,
     /// Where to run it: a KVM micro-VM, a seccomp-confined process, or
     /// whichever is available (kvm where /dev/kvm is usable).
@@ -83,10 +94,8 @@ pub struct RunArgs {
     /// argv[0] the program sees [default: the image's file name].
     #[arg(long, value_name = "NAME")]
     pub arg0: Option<String>,
-    /// Arguments passed to the program: everything after the image (options
-    /// too); a `--` right after the image is dropped (the older form
-    /// `cabinc run IMAGE -- ARGS`). argv[0] is the image's file name.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    /// The program's arguments (the rest of the command).
+    #[arg(skip)]
     pub args: Vec<String>,
 }
 
@@ -213,6 +222,20 @@ fn image_of(a: &RunArgs, bytes: Vec<u8>) -> Result<Vec<u8>, ExitCode> {
     }
 }
 
+impl RunArgs {
+    /// Splits the command into the image and the program's arguments (a
+    /// `--` right after the image is cabinc's).
+    pub fn split_command(&mut self) {
+        let mut words = std::mem::take(&mut self.command).into_iter();
+        self.image = words.next().map(PathBuf::from).unwrap_or_default();
+        let rest: Vec<String> = words.collect();
+        self.args = match rest.first() {
+            Some(d) if d == "--" => rest[1..].to_vec(),
+            _ => rest,
+        };
+    }
+}
+
 pub fn run(a: &RunArgs) -> ExitCode {
     let bytes = match std::fs::read(&a.image) {
         Ok(b) => b,
@@ -230,12 +253,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         a.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
     });
     let mut args = vec![argv0];
-    // `cabinc run IMAGE -- ARGS` (the older form): the `--` is cabinc's.
-    let given = match a.args.first() {
-        Some(d) if d == "--" => &a.args[1..],
-        _ => &a.args[..],
-    };
-    args.extend(given.iter().cloned());
+    args.extend(a.args.iter().cloned());
     for kv in &a.env {
         if !kv.contains('=') {
             output::error(&anyhow::anyhow!("--env {kv:?} is not KEY=VALUE; help: write --env {kv}=value"));

@@ -667,6 +667,11 @@ fn run_plain_executables_through_the_cache() {
     let o = run(&["-q"], &["a", "-v", "--", "b c"]);
     assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
     assert_eq!(text(&o), ("[args][a][-v][--][b c]\n".into(), String::new()), "quiet: no building message");
+    // cabinc's own options end at the image: right after it they are the program's.
+    let o = run(&["-q"], &["-v", "--backend", "x"]);
+    assert_eq!(text(&o).0, "[args][-v][--backend][x]\n", "{}", describe(&o));
+    let o = run(&["-q"], &["--", "--", "x"]);
+    assert_eq!(text(&o).0, "[args][--][x]\n", "{}", describe(&o));
     assert_eq!(entries_check(&images), 1);
     let entry = std::fs::read_dir(&images).expect("dir").next().expect("entry").expect("entry").path();
     let mtime = || std::fs::metadata(&entry).and_then(|m| m.modified()).expect("mtime");
