@@ -163,8 +163,11 @@ impl<'a> Session<'a> {
         let now = std::sync::Arc::new(RootNow::new(program_clock, stopper.clone()));
         let cpu_now = now.clone();
         let cpu_used = move || match cpu_now.clock() {
+            // The image's process gone (reaped at an exec, or at the end):
+            // what the earlier images and the workers used, never `None`
+            // (which ends the cpu-time watch: an exec would escape it).
             CpuClock::Process(pid) => {
-                process_cpu_time(pid).map(|program| program + used.used() + cpu_now.prior())
+                Some(process_cpu_time(pid).unwrap_or_default() + used.used() + cpu_now.prior())
             }
             CpuClock::RunThread => Some(used.used()),
         };
