@@ -105,7 +105,10 @@ fn check(shell: &str, shell_args: &[&str]) {
         show(&native),
         show(&confined)
     );
-    println!("NOT RUN kvm: {shell} needs fork and exec on the kvm backend (built on s25-kvmfork)");
+    cabin_tests::not_run(
+        "KVM",
+        &format!("{shell} needs fork and exec on the kvm backend (built on s25-kvmfork)"),
+    );
 }
 
 #[test]
@@ -171,5 +174,5 @@ fn root_exec_keeps_the_runs_limits() {
         run_busybox(&cpu, &format!("{spin}; echo first; exec BB sh -c '{spin}; echo survived'"));
     assert_eq!((out.as_str(), code), ("first\n", Some(137)), "{err}");
     assert!(audit.contains("\"limit\":\"cpu-time\""), "{audit}");
-    println!("NOT RUN kvm: the root's exec needs exec on the kvm backend (built on s25-kvmfork)");
+    cabin_tests::not_run("KVM", "the root's exec needs exec on the kvm backend (built on s25-kvmfork)");
 }
