@@ -6,7 +6,12 @@
 //! the measurement note is not (it is the result).
 //!
 //! Encoding: little-endian, a fixed [`ManifestHeader`] followed by
-//! `site_count` [`SiteRecord`]s and `forbidden_count` [`ForbiddenRecord`]s.
+//! `site_count` [`SiteRecord`]s and `forbidden_count` [`ForbiddenRecord`]s,
+//! then (images built since the image cache, issue 20) an optional
+//! input-digest trailer: [`INPUT_DIGEST_MAGIC`] and the SHA-256 of the
+//! executable the image was built from. The trailer is inside the measured
+//! manifest, so it cannot be changed without the measurement changing;
+//! readers that predate it ignore bytes after the records.
 
 /// ELF note owner name (without the terminating NUL).
 pub const NOTE_OWNER: &[u8] = b"CABIN";
@@ -21,6 +26,19 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MF_EXECUTE_ONLY: u32 = 1 << 0;
 /// Manifest flag: the program is static-PIE.
 pub const MF_PIE: u32 = 1 << 1;
+
+/// The 8 bytes that open the input-digest trailer.
+pub const INPUT_DIGEST_MAGIC: [u8; 8] = *b"CABINSRC";
+/// Encoded size of the input-digest trailer (magic and SHA-256).
+pub const INPUT_DIGEST_TRAILER: usize = 8 + 32;
+
+/// Encodes the input-digest trailer for `sha256` (the input's SHA-256).
+pub fn input_digest_trailer(sha256: &[u8; 32]) -> [u8; INPUT_DIGEST_TRAILER] {
+    let mut b = [0u8; INPUT_DIGEST_TRAILER];
+    b[..8].copy_from_slice(&INPUT_DIGEST_MAGIC);
+    b[8..].copy_from_slice(sha256);
+    b
+}
 
 /// Why a manifest could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,6 +349,9 @@ pub struct Manifest<'a> {
     pub header: ManifestHeader,
     sites: &'a [u8],
     forbidden: &'a [u8],
+    /// The SHA-256 of the executable the image was built from, when the
+    /// manifest carries the trailer.
+    pub input_digest: Option<[u8; 32]>,
 }
 
 impl<'a> Manifest<'a> {
@@ -346,7 +367,17 @@ impl<'a> Manifest<'a> {
         if rest.len() < sites_len.checked_add(forb_len).ok_or(NoteError::Truncated)? {
             return Err(NoteError::Truncated);
         }
-        let m = Self { header, sites: &rest[..sites_len], forbidden: &rest[sites_len..sites_len + forb_len] };
+        let after = &rest[sites_len + forb_len..];
+        let input_digest = match after.get(..INPUT_DIGEST_TRAILER) {
+            Some(t) if t[..8] == INPUT_DIGEST_MAGIC => <[u8; 32]>::try_from(&t[8..]).ok(),
+            _ => None,
+        };
+        let m = Self {
+            header,
+            sites: &rest[..sites_len],
+            forbidden: &rest[sites_len..sites_len + forb_len],
+            input_digest,
+        };
         // Validate every record once so that iteration cannot fail later.
         for c in m.sites.chunks_exact(SiteRecord::SIZE) {
             SiteRecord::from_bytes(c)?;

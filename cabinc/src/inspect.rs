@@ -71,6 +71,7 @@ pub fn report(img: &Image<'_>) -> serde_json::Value {
         "libos_version": h.libos_version,
         "measurement": hex::encode(img.measurement),
         "measurement_valid": computed.map(|c| c == img.measurement),
+        "input_sha256": img.manifest.input_digest.map(hex::encode),
         "kind": match img.elf.kind { ElfKind::Exec => "exec", ElfKind::StaticPie => "static-pie" },
         "entry": format!("{:#x}", h.entry),
         "original_entry": format!("{:#x}", h.original_entry),
@@ -116,6 +117,7 @@ fn print_text(path: &std::path::Path, r: &serde_json::Value) {
         None => "could not be recomputed",
     };
     println!("measurement:     {} ({valid})", r["measurement"].as_str().unwrap_or("?"));
+    println!("built from:      sha256 {}", r["input_sha256"].as_str().unwrap_or("(not recorded)"));
     let s = &r["sites"];
     println!("sites:           {} total, {} rewritten, {} trap", s["total"], s["rewritten"], s["trap"]);
     for site in s["list"].as_array().into_iter().flatten().filter(|x| x["tactic"] == "trap") {

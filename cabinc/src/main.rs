@@ -15,6 +15,7 @@
 mod attest;
 mod bench;
 mod build;
+mod cache;
 mod catalog;
 mod docs;
 mod inspect;
@@ -69,6 +70,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Verify or request SEV-SNP attestation reports that bind an image.
     Attest(attest::AttestArgs),
+    /// List or empty the image cache of plain executables ($XDG_CACHE_HOME/cabin/images).
+    Cache(cache::CacheArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Write the manual pages (cabinc.1 and one per subcommand).
@@ -175,12 +178,16 @@ fn main() -> ExitCode {
         Command::Build(a) => build::run(&a),
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Measure(a) => inspect::measure(&a),
-        Command::Run(a) => return run::run(&a),
+        Command::Run(mut a) => {
+            a.split_command();
+            return run::run(&a);
+        }
         Command::Policy(a) => policy::run(&a),
         Command::Catalog(a) => catalog::run_catalog(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Attest(a) => attest::run(&a),
         Command::Syscalls(a) => syscalls::run(&a),
+        Command::Cache(a) => cache::run(&a),
         Command::Completions(a) => docs::completions(&a),
         Command::Man(a) => docs::man(&a),
     };

@@ -78,6 +78,8 @@ pub struct RunPolicy {
     pub allow_set_id: bool,
     /// The policy's `[network]` plus `--allow-connect` / `--allow-listen`.
     pub network: NetPolicy,
+    /// `[paths] exec = "images"`.
+    pub exec_images_only: bool,
 }
 
 impl RunPolicyArgs {
@@ -120,6 +122,7 @@ impl RunPolicyArgs {
             None => (allow_read.to_vec(), allow_write.to_vec()),
         };
         let allow_set_id = policy.as_ref().is_some_and(|p| p.paths.set_id);
+        let exec_images_only = policy.as_ref().is_some_and(|p| p.paths.exec_images_only);
         let start = StartInfo {
             image: image.display().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -144,6 +147,7 @@ impl RunPolicyArgs {
             allow_write,
             allow_set_id,
             network,
+            exec_images_only,
         })
     }
 }

@@ -22,7 +22,21 @@ pub const EXIT_CABINC_ERROR: u8 = 125;
 /// Arguments of `cabinc run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The Cabin image to run.
+    /// The Cabin image to run, or a plain static executable (built once
+    /// into the image cache, $XDG_CACHE_HOME/cabin/images, and run from
+    /// there), then the program's arguments: everything after the image
+    /// goes to the program, options too (cabinc's own come before the
+    /// image); a `--` right after the image is dropped (the older form
+    /// `cabinc run IMAGE -- ARGS`). argv[0] is the image's file name.
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        value_name = "IMAGE [ARGS]"
+    )]
+    command: Vec<String>,
+    /// The image (the first word of the command).
+    #[arg(skip)]
     pub image: PathBuf,
     /// Where to run it: a KVM micro-VM, a seccomp-confined process, or
     /// whichever is available (kvm where /dev/kvm is usable).
@@ -80,8 +94,8 @@ pub struct RunArgs {
     /// argv[0] the program sees [default: the image's file name].
     #[arg(long, value_name = "NAME")]
     pub arg0: Option<String>,
-    /// Arguments passed to the program (after `--`); argv[0] is the image's file name.
-    #[arg(last = true)]
+    /// The program's arguments (the rest of the command).
+    #[arg(skip)]
     pub args: Vec<String>,
 }
 
@@ -149,14 +163,91 @@ fn merge_env<'a>(entries: impl Iterator<Item = &'a String>) -> Vec<String> {
     out
 }
 
+/// The image to run: `bytes` itself when it is a Cabin image (the session
+/// checks it), else (a plain static ELF) its image from the cache, built
+/// there the first time. `Err` is the exit status, the error printed.
+fn image_of(a: &RunArgs, bytes: Vec<u8>) -> Result<Vec<u8>, ExitCode> {
+    use cabin_image::elf::ElfError;
+    use cabin_image::image::{Image, ImageError};
+    match Image::parse(&bytes) {
+        Err(ImageError::NoManifest) => {}
+        Err(ImageError::Elf(ElfError::Dynamic)) => {
+            // The words of `cabinc build`.
+            output::error(&anyhow::anyhow!("cannot build {}: {}", a.image.display(), ElfError::Dynamic));
+            return Err(ExitCode::from(126));
+        }
+        // An image (the session checks its measurement), or not an ELF
+        // the session would run: its message.
+        _ => return Ok(bytes),
+    }
+    let cache = match cabin_rewriter::cache::ImageCache::open_default() {
+        Ok(c) => c,
+        Err(e) => {
+            output::error(&anyhow::Error::new(e).context(format!("cannot run {}", a.image.display())));
+            return Err(ExitCode::from(EXIT_CABINC_ERROR));
+        }
+    };
+    let started = std::time::Instant::now();
+    match cache.get_or_build(&bytes) {
+        Ok(c) => {
+            if let Some(why) = &c.refused {
+                // Always said: someone or something wrote the cache.
+                eprintln!(
+                    "cabin: warning: the cached image {} was refused ({why}); rebuilt",
+                    c.path.display()
+                );
+            }
+            if a.verbose {
+                if c.built {
+                    eprintln!(
+                        "cabin: building {} (cached for next time: {}, {:.2}s)",
+                        a.image.display(),
+                        c.path.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                } else {
+                    eprintln!("cabin: image of {} from the cache: {}", a.image.display(), c.path.display());
+                }
+            }
+            Ok(c.image)
+        }
+        Err(cabin_rewriter::cache::CacheError::Build(e)) => {
+            output::error(&anyhow::anyhow!("cannot build {}: {e}", a.image.display()));
+            Err(ExitCode::from(126))
+        }
+        Err(e) => {
+            output::error(&anyhow::Error::new(e).context(format!("cannot run {}", a.image.display())));
+            Err(ExitCode::from(EXIT_CABINC_ERROR))
+        }
+    }
+}
+
+impl RunArgs {
+    /// Splits the command into the image and the program's arguments (a
+    /// `--` right after the image is cabinc's).
+    pub fn split_command(&mut self) {
+        let mut words = std::mem::take(&mut self.command).into_iter();
+        self.image = words.next().map(PathBuf::from).unwrap_or_default();
+        let rest: Vec<String> = words.collect();
+        self.args = match rest.first() {
+            Some(d) if d == "--" => rest[1..].to_vec(),
+            _ => rest,
+        };
+    }
+}
+
 pub fn run(a: &RunArgs) -> ExitCode {
-    let image = match std::fs::read(&a.image) {
+    let bytes = match std::fs::read(&a.image) {
         Ok(b) => b,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 125 };
             output::error(&anyhow::anyhow!("cannot read image {}: {e}", a.image.display()));
             return ExitCode::from(code);
         }
+    };
+    let image = match image_of(a, bytes) {
+        Ok(i) => i,
+        Err(code) => return code,
     };
     let argv0 = a.arg0.clone().unwrap_or_else(|| {
         a.image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "app".into())
@@ -185,6 +276,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         allow_write: rp.allow_write,
         allow_set_id: rp.allow_set_id,
         network: rp.network,
+        exec_images_only: rp.exec_images_only,
         gate: rp.gate,
         stats: a.stats.clone().filter(|_| !stats_to_stdout),
         require_execute_only: a.require_execute_only,

@@ -698,3 +698,192 @@ higher_is_better = false
     assert_eq!(text(&o).1.matches(line).count(), 1, "{}", describe(&o));
     assert!(!text(&o).1.contains("Running"), "no run starts: {}", describe(&o));
 }
+
+const ARGS: &str = r#"
+#include <stdio.h>
+int main(int argc, char **argv) { for (int i = 0; i < argc; i++) printf("[%s]", argv[i]); printf("\n"); return 3; }
+"#;
+
+/// Whether every entry in `dir` is a valid image of the input its name's
+/// hash names (what an attack on the build must never break).
+fn entries_check(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("cache dir") {
+        let p = e.expect("entry").path();
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        assert!(!name.starts_with(".tmp-"), "a temporary file was left: {name}");
+        let digest: [u8; 32] = hex::decode(&name[..64]).expect("hex").try_into().expect("32 bytes");
+        let image = std::fs::read(&p).expect("read");
+        cabin_rewriter::cache::check_entry(&image, &digest).unwrap_or_else(|e| panic!("{name}: {e}"));
+        n += 1;
+    }
+    n
+}
+
+/// `cabinc run ./prog a b` (issue 20): a plain static ELF runs through the
+/// image cache on both backends, arguments after it (options too) go to
+/// the program, a `--` after the image is dropped; `-v` says "building"
+/// the first time and "from the cache" after (the entry's mtime
+/// unchanged); a dynamic ELF is refused with `cabinc build`'s words;
+/// `cabinc cache list|clean`.
+#[test]
+fn run_plain_executables_through_the_cache() {
+    let t = tempdir();
+    let prog = compile(t.path(), "args", ARGS);
+    let cache = t.path().join("cache");
+    let images = cache.join("cabin").join("images");
+    let run = |extra: &[&str], args: &[&str]| {
+        cabinc()
+            .env("XDG_CACHE_HOME", &cache)
+            .current_dir(t.path())
+            .arg("run")
+            .args(extra)
+            .arg("./args")
+            .args(args)
+            .output()
+            .expect("cabinc run")
+    };
+    let o = run(&["-q"], &["a", "-v", "--", "b c"]);
+    assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+    assert_eq!(text(&o), ("[args][a][-v][--][b c]\n".into(), String::new()), "quiet: no building message");
+    // cabinc's own options end at the image: right after it they are the program's.
+    let o = run(&["-q"], &["-v", "--backend", "x"]);
+    assert_eq!(text(&o).0, "[args][-v][--backend][x]\n", "{}", describe(&o));
+    let o = run(&["-q"], &["--", "--", "x"]);
+    assert_eq!(text(&o).0, "[args][--][x]\n", "{}", describe(&o));
+    assert_eq!(entries_check(&images), 1);
+    let entry = std::fs::read_dir(&images).expect("dir").next().expect("entry").expect("entry").path();
+    let mtime = || std::fs::metadata(&entry).and_then(|m| m.modified()).expect("mtime");
+    let before = mtime();
+    std::fs::remove_dir_all(&cache).expect("rm");
+    for (i, backend) in backends().into_iter().enumerate() {
+        let o = run(&["-v", "--backend", backend], &["--", "x"]);
+        assert_eq!(o.status.code(), Some(3), "{backend}: {}", describe(&o));
+        let (out, err) = text(&o);
+        assert_eq!(out, "[args][x]\n", "{backend}");
+        if i == 0 {
+            assert!(err.contains("cabin: building ./args (cached for next time"), "{backend}: {err}");
+        } else {
+            assert!(err.contains("from the cache") && !err.contains("building"), "{backend}: {err}");
+        }
+    }
+    let _ = before;
+    let before = mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let o = run(&["-v", "--backend", "process"], &[]);
+    assert!(text(&o).1.contains("from the cache"), "{}", describe(&o));
+    assert_eq!(mtime(), before, "a hit does not rewrite the entry");
+    // An image still runs as it is (with or without `--`).
+    let img = t.path().join("args.cabin");
+    let b = cabinc().arg("build").arg(&prog).arg("-o").arg(&img).output().expect("build");
+    assert!(b.status.success(), "{}", describe(&b));
+    let o = cabinc()
+        .args(["run", "-q", "--backend", "process"])
+        .arg(&img)
+        .args(["--", "-q"])
+        .output()
+        .expect("run");
+    assert_eq!(text(&o).0, "[args.cabin][-q]\n", "{}", describe(&o));
+    // A dynamic ELF: `cabinc build`'s error line, exit 126.
+    let dynamic = t.path().join("dyn");
+    let c = t.path().join("args.c");
+    let g = Command::new("gcc").arg("-o").arg(&dynamic).arg(&c).output().expect("gcc");
+    assert!(g.status.success(), "{}", describe(&g));
+    let o = cabinc().env("XDG_CACHE_HOME", &cache).arg("run").arg(&dynamic).output().expect("run");
+    assert_eq!(o.status.code(), Some(126), "{}", describe(&o));
+    let b = cabinc()
+        .arg("build")
+        .arg(&dynamic)
+        .arg("-o")
+        .arg(t.path().join("dyn.cabin"))
+        .output()
+        .expect("build");
+    let error_line = |o: &Output| text(o).1.lines().find(|l| l.starts_with("error:")).map(str::to_owned);
+    assert!(error_line(&o).is_some_and(|l| l.contains("dynamically linked")), "{}", describe(&o));
+    assert_eq!(error_line(&o), error_line(&b), "the same words as cabinc build");
+    // list and clean.
+    let l = cabinc()
+        .env("XDG_CACHE_HOME", &cache)
+        .args(["cache", "list", "--format", "json"])
+        .output()
+        .expect("list");
+    let v = json(&l);
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(1), "{v}");
+    let c = cabinc().env("XDG_CACHE_HOME", &cache).args(["cache", "clean"]).output().expect("clean");
+    assert!(c.status.success() && text(&c).0.contains("removed 1 file"), "{}", describe(&c));
+    assert_eq!(entries_check(&images), 0);
+}
+
+/// Two `cabinc run`s of one new input at once: both run, one entry is
+/// left, no temporary file; a cache directory others may write to is
+/// refused (125, the reason), never used.
+#[test]
+fn plain_runs_race_and_unsafe_cache_dirs() {
+    let t = tempdir();
+    let prog = compile(t.path(), "args", ARGS);
+    let cache = t.path().join("cache");
+    let spawn = || {
+        cabinc()
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["run", "-q", "--backend", "process"])
+            .arg(&prog)
+            .arg("race")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    for o in [a.wait_with_output().expect("a"), b.wait_with_output().expect("b")] {
+        assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+        assert!(text(&o).0.ends_with("[race]\n"), "{}", describe(&o));
+    }
+    let images = cache.join("cabin").join("images");
+    assert_eq!(entries_check(&images), 1);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let o = spawn().wait_with_output().expect("run");
+    assert_eq!(o.status.code(), Some(125), "{}", describe(&o));
+    assert!(text(&o).1.contains("is not safe to use: others may write to it"), "{}", describe(&o));
+}
+
+/// The program named is a symbolic link swapped between two programs
+/// while runs build them: each run runs one program or the other, whole,
+/// and every cache entry is the image of the input its name says (the
+/// input is read once; the hash and the build are of the same bytes).
+#[test]
+fn a_symlink_swapped_during_the_build() {
+    let t = tempdir();
+    let a = compile(t.path(), "args", ARGS);
+    let b = compile(t.path(), "exit3", EXIT3);
+    let cache = t.path().join("cache");
+    let link = t.path().join("prog");
+    std::os::unix::fs::symlink(&a, &link).expect("symlink");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let tmp = t.path().join("prog.new");
+            let mut flip = false;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(if flip { &a } else { &b }, &tmp).expect("symlink");
+                std::fs::rename(&tmp, &link).expect("swap");
+                flip = !flip;
+            }
+        });
+        for _ in 0..4 {
+            let o = cabinc()
+                .env("XDG_CACHE_HOME", &cache)
+                .args(["run", "-q", "--backend", "process"])
+                .arg(&link)
+                .output()
+                .expect("run");
+            let out = text(&o).0;
+            assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+            assert!(out == "[prog]\n" || out == "argc=1 argv0=prog\n", "{}", describe(&o));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let n = entries_check(&cache.join("cabin").join("images"));
+    assert!((1..=2).contains(&n), "{n} entries");
+}

@@ -288,22 +288,32 @@ differential_tests! {
 }
 
 /// `cabinc run` exit statuses for images it must not run: 127 missing,
-/// 126 not a Cabin image or modified after the build (measurement mismatch).
+/// 126 not an ELF at all or modified after the build (measurement
+/// mismatch). (A plain static ELF runs through the image cache: cli.rs.)
 #[test]
 fn run_refuses_missing_plain_and_modified_images() {
     let dir = tempdir();
     let sample = Samples::get().flavours_of("hello")[0];
     let image = dir.path().join("hello.cabin");
     Cabinc::new(cabinc_path()).build_ok(&sample.path, &image, &[]);
-    let run_img =
-        |p: &Path| run(&cabinc_path(), &Invocation::new().args(["run", "-q", "--backend", "process"]).arg(p));
+    let run_img = |p: &Path| {
+        run(
+            &cabinc_path(),
+            &Invocation::new()
+                .args(["run", "-q", "--backend", "process"])
+                .arg(p)
+                .env("XDG_CACHE_HOME", dir.path().join("cache")),
+        )
+    };
 
     let missing = run_img(&dir.path().join("nope.cabin"));
     assert_eq!(missing.code(), Some(127), "{}", missing.describe());
 
-    let plain = run_img(&sample.path);
+    let text = dir.path().join("text");
+    std::fs::write(&text, "not a program\n").expect("write");
+    let plain = run_img(&text);
     assert_eq!(plain.code(), Some(126), "{}", plain.describe());
-    assert!(plain.stderr_str().contains("not a Cabin image"), "{}", plain.stderr_str());
+    assert!(plain.stderr_str().contains("not a runnable Cabin image"), "{}", plain.stderr_str());
 
     let mut bytes = std::fs::read(&image).expect("image");
     let modified = dir.path().join("modified.cabin");

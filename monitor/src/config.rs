@@ -24,6 +24,12 @@ pub struct RunConfig {
     /// calls ask it (`connect_allowed`, `listen_allowed`,
     /// `unix_path_allowed`, `abstract_allowed`); see docs/networking.md.
     pub network: cabin_policy::net::NetPolicy,
+    /// `[paths] exec = "images"`: `execve` of a plain static executable is
+    /// `ENOEXEC` (by default it runs through the image cache).
+    pub exec_images_only: bool,
+    /// The image cache `execve` of a plain executable uses (`None`: the
+    /// default, `$XDG_CACHE_HOME/cabin/images`; tests name their own).
+    pub image_cache: Option<PathBuf>,
     /// Where to write the statistics JSON (`--stats FILE`), if anywhere.
     pub stats: Option<PathBuf>,
     /// Refuse to run where execute-only code cannot be enforced.

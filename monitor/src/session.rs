@@ -28,7 +28,7 @@ use crate::service::net::Network;
 use crate::service::Service;
 use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
-use crate::threads::{Procs, Threads};
+use crate::threads::{ExecSlot, Execed, Procs, Threads};
 use crate::tree::Tree;
 use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
 
@@ -80,12 +80,15 @@ impl<'a> Session<'a> {
         }
         let mut policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
         policy.set_allow_set_id(cfg.allow_set_id);
+        policy.set_exec_images_only(cfg.exec_images_only);
+        policy.set_image_cache(cfg.image_cache.clone());
         let cwd =
             std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
         service.set_network(Network::new(std::sync::Arc::new(cfg.network.clone())));
         let timers = std::sync::Arc::new(crate::timers::Timers::default());
         service.timers = Some(timers.clone());
+        service.set_exe(std::sync::Arc::new(image.to_vec()));
         // Policy, limits, trace and audit (crate::gate): the worker passes
         // every call through it, fast-path and trapped alike.
         let gate = Gate::open(&cfg.gate, D::BACKEND)
@@ -126,9 +129,9 @@ impl<'a> Session<'a> {
             boot.set_check_local(&spec.check_local);
         }
 
-        let worker = Worker::new(domain.ring());
-        let sites = SiteMap::for_image(image, domain.entry());
-        let stopper = domain.stopper();
+        let mut worker = Worker::new(domain.ring());
+        let mut sites = SiteMap::for_image(image, domain.entry());
+        let mut stopper = domain.stopper();
         domain.start()?;
         service.set_pid(domain.program_pid());
         // What the program may use: all of the run's CPUs (a single-threaded
@@ -156,79 +159,135 @@ impl<'a> Session<'a> {
         });
         let shared = std::sync::Arc::new(Shared::new(service, Some(gate)));
 
-        let cpu_used = move || match program_clock {
-            CpuClock::Process(pid) => process_cpu_time(pid).map(|program| program + used.used()),
+        // The root's current image (an `execve` of the root replaces it):
+        // its host process, the CPU time of the images before it, and how
+        // to stop it.
+        let now = std::sync::Arc::new(RootNow::new(program_clock, stopper.clone()));
+        let cpu_now = now.clone();
+        let cpu_used = move || match cpu_now.clock() {
+            // The image's process gone (reaped at an exec, or at the end):
+            // what the earlier images and the workers used, never `None`
+            // (which ends the cpu-time watch: an exec would escape it).
+            CpuClock::Process(pid) => {
+                Some(process_cpu_time(pid).unwrap_or_default() + used.used() + cpu_now.prior())
+            }
             CpuClock::RunThread => Some(used.used()),
         };
-        let time_stop = stopper.clone();
-        let times = TimeLimits::start(&limits, t0, cpu_used, move || time_stop.stop(StopCause::TimeLimit));
+        let time_now = now.clone();
+        let times = TimeLimits::start(&limits, t0, cpu_used, move || time_now.stop_time());
 
-        let signal_box = BootPage::of(domain.memory())?.signal_box();
+        let mut signal_box = BootPage::of(domain.memory())?.signal_box();
         tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box());
-        let forwarding_done = std::sync::atomic::AtomicBool::new(false);
-        let mut threads = Threads::new(
-            &domain,
-            domain.memory(),
-            &shared,
-            stopper.clone(),
-            placement.as_ref(),
-            clocks.clone(),
-            sites,
-            spec.threads as usize,
-        );
-        threads.set_procs(Procs {
-            tree: &tree,
-            root: shared.clone(),
-            spec: std::sync::Arc::new(spec.clone()),
-        });
-        let interrupt_workers = || threads.interrupt_all();
-        let poster = crate::signals::Poster {
-            signals: signal_box,
-            stopper: stopper.clone(),
-            interrupt: &interrupt_workers,
+        let procs_spec = std::sync::Arc::new(spec.clone());
+        // Each turn runs one image of the root: the first, then each image
+        // an `execve` of the root replaced it with (docs/processes.md,
+        // "execve"), with the same service, gate, tree, limits and timers.
+        let (ran, end, worker_stats) = loop {
+            let exec_slot: ExecSlot = std::sync::Mutex::new(None);
+            let forwarding_done = std::sync::atomic::AtomicBool::new(false);
+            let mut threads = Threads::new(
+                &domain,
+                domain.memory(),
+                &shared,
+                stopper.clone(),
+                placement.as_ref(),
+                clocks.clone(),
+                sites.clone(),
+                spec.threads as usize,
+            );
+            threads.set_procs(Procs { tree: &tree, root: shared.clone(), spec: procs_spec.clone() });
+            if D::CAN_EXEC {
+                threads.set_exec(&exec_slot);
+            }
+            let interrupt_workers = || threads.interrupt_all();
+            let poster = crate::signals::Poster {
+                signals: signal_box,
+                stopper: stopper.clone(),
+                interrupt: &interrupt_workers,
+            };
+            let poster = &poster;
+            let end_wake = crate::signals::EndWake::new();
+            let ran = std::thread::scope(|s| {
+                threads.start_main(s, worker);
+                if let Some(h) = threads.main_stop_handle() {
+                    tree.set_interrupt(tree.root(), h);
+                }
+                if cfg.forward_signals {
+                    let (done, end) = (&forwarding_done, &end_wake);
+                    s.spawn(move || crate::signals::forward_until(done, end, poster));
+                }
+                {
+                    let (done, timers) = (&forwarding_done, &*timers);
+                    s.spawn(move || crate::timers::run_until(done, timers, poster));
+                }
+                let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_as_program_thread(0));
+                // This thread runs the program (a vCPU) or waits for it, on the
+                // program's CPUs for the run.
+                if let Some(p) = &placement {
+                    p.program.apply(0);
+                }
+                let ran = domain.run();
+                if exec_slot.lock().map_or(true, |e| e.is_none()) {
+                    // The run ends with its root: every other process goes too
+                    // (orphans now: nobody is sent their SIGCHLD).
+                    tree.ended(tree.root(), crate::tree::ended_of(&ran));
+                    tree.stop_all();
+                }
+                forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
+                end_wake.wake();
+                // Wake the timer thread (it waits up to 100 ms for a change):
+                // the run ends when the program does, not at its next tick.
+                timers.with(|_| ());
+                if let Some(p) = &placement {
+                    p.restore();
+                }
+                threads.stop_all();
+                ran
+            });
+            let (end, worker_stats, panicked, _failed) = threads.finish();
+            drop(threads);
+            if let Some(why) = panicked {
+                return Err(RunError::Internal(format!("the ring worker panicked ({why})")));
+            }
+            let execed = exec_slot.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(next) = execed else { break (ran, end, worker_stats) };
+            let next_domain = match &end {
+                // Stopped by the policy (or a limit) while it exec'd: it ends here.
+                WorkerEnd::Policy(_) => None,
+                _ => now.exec_gap_over().then(|| root_exec_domain::<D>(&next, &tree)).flatten(),
+            };
+            let Some(d) = next_domain else {
+                let killed = if matches!(end, WorkerEnd::Policy(_)) { ran } else { Ok(killed_by_sigkill()) };
+                tree.ended(tree.root(), crate::tree::ended_of(&killed));
+                tree.stop_all();
+                break (killed, end, worker_stats);
+            };
+            // The old image is gone (its host process reaped by `run`); the
+            // new one runs with the same pid, parent, service and gate.
+            domain = d;
+            let boot = BootPage::of(domain.memory())?;
+            boot.set_spin_ns(crate::placement::spin_ns(placement.as_ref()));
+            boot.set_check_local(&spec.check_local);
+            boot.set_sig_ignored(next.sig_ignored);
+            signal_box = boot.signal_box();
+            stopper = domain.stopper();
+            worker = Worker::new(domain.ring());
+            sites = SiteMap::for_image(&next.image, domain.entry());
+            if !tree.set_signals(tree.root(), stopper.clone(), signal_box) {
+                // Killed (or the run ended) while it exec'd.
+                let killed = Ok(killed_by_sigkill());
+                tree.ended(tree.root(), crate::tree::ended_of(&killed));
+                tree.stop_all();
+                break (killed, end, worker_stats);
+            }
+            domain.join_clocks(&clocks);
+            domain.start()?;
+            let clock = domain.cpu_clock();
+            if let CpuClock::Process(pid) = clock {
+                shared.lock().service.set_program_cpu(crate::service::ProgramCpu::Process(pid));
+            }
+            now.swap(clock, stopper.clone());
         };
-        let poster = &poster;
-        let end_wake = crate::signals::EndWake::new();
-        let ran = std::thread::scope(|s| {
-            threads.start_main(s, worker);
-            if let Some(h) = threads.main_stop_handle() {
-                tree.set_interrupt(tree.root(), h);
-            }
-            if cfg.forward_signals {
-                let (done, end) = (&forwarding_done, &end_wake);
-                s.spawn(move || crate::signals::forward_until(done, end, poster));
-            }
-            {
-                let (done, timers) = (&forwarding_done, &*timers);
-                s.spawn(move || crate::timers::run_until(done, timers, poster));
-            }
-            let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_as_program_thread(0));
-            // This thread runs the program (a vCPU) or waits for it, on the
-            // program's CPUs for the run.
-            if let Some(p) = &placement {
-                p.program.apply(0);
-            }
-            let ran = domain.run();
-            // The run ends with its root: every other process goes too
-            // (orphans now: nobody is sent their SIGCHLD).
-            tree.ended(tree.root(), crate::tree::ended_of(&ran));
-            tree.stop_all();
-            forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
-            end_wake.wake();
-            // Wake the timer thread (it waits up to 100 ms for a change):
-            // the run ends when the program does, not at its next tick.
-            timers.with(|_| ());
-            if let Some(p) = &placement {
-                p.restore();
-            }
-            threads.stop_all();
-            ran
-        });
-        let (end, worker_stats, panicked, _failed) = threads.finish();
-        drop(threads);
-        if let Some(why) = panicked {
-            return Err(RunError::Internal(format!("the ring worker panicked ({why})")));
-        }
         let shared = std::sync::Arc::try_unwrap(shared)
             .map_err(|_| RunError::Internal("a child process's service outlived the run".into()))?;
         let Served { mut service, gate } = shared.into_inner();
@@ -313,6 +372,102 @@ impl<'a> Session<'a> {
         drop(domain);
         Ok(RunOutcome { exit_code, reason, stats: json })
     }
+}
+
+/// How a root killed between its exec's point of no return and its new
+/// image's start ended (as Linux's late exec failures: `SIGKILL`).
+fn killed_by_sigkill() -> DomainEnd {
+    DomainEnd::Fault { signo: libc::SIGKILL, addr: None, rip: None, code: None, report: None }
+}
+
+/// The new domain of an `execve` of the root (`None`, said on stderr: it
+/// could not be built, and the root ends killed by `SIGKILL`).
+fn root_exec_domain<D: Domain>(next: &Execed, tree: &Tree) -> Option<D> {
+    let built = Image::parse(&next.image)
+        .map_err(RunError::ImageRejected)
+        .and_then(|i| D::exec_image(&i.elf, &next.spec, tree.root(), std::process::id()));
+    match built {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "cabin: execve {}: building the new domain failed: {e}",
+                String::from_utf8_lossy(&next.path)
+            );
+            None
+        }
+    }
+}
+
+/// The root process's current image, for the time limits: its CPU clock,
+/// the CPU time of the images an `execve` of the root replaced, and how to
+/// stop it. A time limit that fires between two images is kept and stops
+/// the next one as it starts.
+struct RootNow {
+    clock: std::sync::Mutex<CpuClock>,
+    prior_ns: std::sync::atomic::AtomicU64,
+    /// The monitor's reaped children's CPU time when the run started.
+    children_at_start: u64,
+    stopper: std::sync::Mutex<std::sync::Arc<dyn crate::domain::Stopper>>,
+    time_hit: std::sync::atomic::AtomicBool,
+}
+
+impl RootNow {
+    fn new(clock: CpuClock, stopper: std::sync::Arc<dyn crate::domain::Stopper>) -> RootNow {
+        RootNow {
+            clock: std::sync::Mutex::new(clock),
+            prior_ns: std::sync::atomic::AtomicU64::new(0),
+            children_at_start: children_cpu_ns(),
+            stopper: std::sync::Mutex::new(stopper),
+            time_hit: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn clock(&self) -> CpuClock {
+        *self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn prior(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.prior_ns.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// A time limit fired: stop the current image (and any next one).
+    fn stop_time(&self) {
+        self.time_hit.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopper.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stop(StopCause::TimeLimit);
+    }
+
+    /// Whether the root may start its next image (no time limit fired
+    /// meanwhile); the CPU time of the reaped images is taken now.
+    fn exec_gap_over(&self) -> bool {
+        // The replaced image's host process has been reaped: its CPU time
+        // is in the monitor's children's since the run started (with the
+        // run's other reaped processes: under `cabinc run` the tree is the
+        // monitor's only children; a test process's other children count
+        // too).
+        let since = children_cpu_ns().saturating_sub(self.children_at_start);
+        self.prior_ns.store(since, std::sync::atomic::Ordering::SeqCst);
+        !self.time_hit.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn swap(&self, clock: CpuClock, stopper: std::sync::Arc<dyn crate::domain::Stopper>) {
+        *self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = clock;
+        *self.stopper.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stopper;
+        if self.time_hit.load(std::sync::atomic::Ordering::SeqCst) {
+            self.stop_time();
+        }
+    }
+}
+
+/// The CPU time of the monitor's reaped children, in ns.
+fn children_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain data; zeroed is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes `ru` only.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(ru.ru_utime) + ns(ru.ru_stime)
 }
 
 /// The exit status and reason of a run, from how the worker and the domain

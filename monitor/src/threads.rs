@@ -82,7 +82,7 @@ pub struct Threads<'a, D: Domain> {
 #[derive(Debug)]
 pub struct Execed {
     /// The image (checked: an intact Cabin image).
-    pub image: Vec<u8>,
+    pub image: Arc<Vec<u8>>,
     /// How to build its domain (the new argv and envp).
     pub spec: crate::domain::DomainSpec,
     /// The path as the program gave it (messages).
@@ -449,6 +449,15 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         // Path, permission, image and measurement, argv and envp: checked
         // and copied once, under the service lock (the cwd, the table).
         let prepared = t.shared.lock().service.exec_prepare(mem, nr, args);
+        // A plain static executable: its image from the image cache, built
+        // there the first time (without the service lock: a build takes
+        // up to seconds, and the process's other threads go on).
+        let prepared = prepared.and_then(|mut r| {
+            if r.kind == crate::service::exec::ExecKind::Plain && D::CAN_EXEC {
+                crate::service::exec::build_plain(&mut r)?;
+            }
+            Ok(r)
+        });
         let req = match prepared {
             Ok(r) => r,
             Err(f) => {
@@ -461,6 +470,7 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         if !D::CAN_EXEC {
             return errno(libc::ENOSYS);
         }
+        let image = Arc::new(req.image);
         let mut spec = (*procs.spec).clone();
         // Linux (5.18+) gives a program exec'd with no argv an empty argv[0].
         spec.args = if req.args.is_empty() { vec![String::new()] } else { req.args };
@@ -476,11 +486,15 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             // disposition's flags).
             let sig_ignored =
                 BootPage::of(t.mem).map_or(0, |b| b.sig_ignored()) & !cabin_abi::boot::SIG_IGNORED_NOCLDWAIT;
-            *s = Some(Execed { image: req.image, spec, path: req.path, sig_ignored });
+            *s = Some(Execed { image: image.clone(), spec, path: req.path, sig_ignored });
         }
         // The point of no return, as Linux's: descriptors marked
         // FD_CLOEXEC close, and the old domain (every thread of it) ends.
-        t.shared.lock().service.exec_done();
+        {
+            let mut shared = t.shared.lock();
+            shared.service.exec_done();
+            shared.service.set_exe(image);
+        }
         procs.tree.execed(pid);
         t.stopper.stop(StopCause::Policy("replaced by execve".into()));
         0

@@ -211,6 +211,12 @@ pub fn explain(p: &Policy) -> String {
             let _ = writeln!(o, "  read and write: {}{}", d.display(), grant_kind(d));
         }
     }
+    if p.paths.exec_images_only {
+        let _ = writeln!(
+            o,
+            "Exec: Cabin images only; a plain static executable is ENOEXEC ([paths] exec = \"images\")."
+        );
+    }
     if p.paths.set_id {
         let _ = writeln!(
             o,

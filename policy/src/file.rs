@@ -204,6 +204,7 @@ struct RawPaths {
     write: Vec<Spanned<String>>,
     #[serde(default)]
     set_id: bool,
+    exec: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -319,11 +320,28 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
         p.rules.push(check_rule(&cx, r)?);
     }
     if let Some(paths) = raw.paths {
-        p.paths = Paths {
-            read: check_paths(&cx, &paths.read)?,
-            write: check_paths(&cx, &paths.write)?,
-            set_id: paths.set_id,
-        };
+        p.paths =
+            Paths {
+                read: check_paths(&cx, &paths.read)?,
+                write: check_paths(&cx, &paths.write)?,
+                set_id: paths.set_id,
+                exec_images_only: match &paths.exec {
+                    None => false,
+                    Some(v) => match v.get_ref().as_str() {
+                        "any" => false,
+                        "images" => true,
+                        other => return Err(cx.err(
+                            &v.span(),
+                            format!("unknown exec setting `{other}`"),
+                            Some(
+                                "use \"images\" (execve runs Cabin images only) or \"any\" (plain static \
+                                 executables too, through the image cache: the default)"
+                                    .into(),
+                            ),
+                        )),
+                    },
+                },
+            };
     }
     if let Some(l) = raw.limits {
         p.limits = Limits {
@@ -768,4 +786,24 @@ fn warnings(p: &Policy) -> Vec<String> {
         }
     }
     w
+}
+
+#[cfg(test)]
+mod tests {
+    /// `[paths] exec`: "images" or "any" (the default), anything else
+    /// refused with the choices; rendered back as written.
+    #[test]
+    fn paths_exec_images_or_any() {
+        let p = |t: &str| super::parse("t.toml", t);
+        assert!(!p("version = 1\n").expect("default").paths.exec_images_only);
+        assert!(!p("version = 1\n[paths]\nexec = \"any\"\n").expect("any").paths.exec_images_only);
+        let images = p("version = 1\n[paths]\nexec = \"images\"\n").expect("images");
+        assert!(images.paths.exec_images_only);
+        let text = crate::render::to_toml(&images, &[]);
+        assert!(text.contains("exec = \"images\""), "{text}");
+        assert!(p(&text).expect("rendered parses").paths.exec_images_only);
+        let e = p("version = 1\n[paths]\nexec = \"plain\"\n").expect_err("unknown");
+        let e = format!("{e:?}");
+        assert!(e.contains("unknown exec setting `plain`") && e.contains("images"), "{e}");
+    }
 }

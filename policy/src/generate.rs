@@ -389,7 +389,7 @@ pub fn from_trace_with(
             .into_iter()
             .map(|nr| ListEntry { entry: Entry::Syscall(nr), loc: Loc::default() })
             .collect(),
-        paths: Paths { read, write, set_id: false },
+        paths: Paths { read, write, set_id: false, exec_images_only: false },
         network: net.finish(),
         ..Policy::default()
     };

@@ -273,6 +273,10 @@ pub struct Paths {
     /// `chown` to any owner the monitor's user may (default: never; owners
     /// only its own; docs/policy.md).
     pub set_id: bool,
+    /// `exec = "images"`: `execve` runs Cabin images only; a plain static
+    /// executable is `ENOEXEC` (default `"any"`: built through the image
+    /// cache; docs/processes.md).
+    pub exec_images_only: bool,
 }
 
 /// Resource limits; `None` means no limit beyond the backend's own.

@@ -111,10 +111,13 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
             let _ = writeln!(o, "comment = {}", quote(c));
         }
     }
-    if !(p.paths.read.is_empty() && p.paths.write.is_empty() && !p.paths.set_id) {
+    if !p.paths.read.is_empty() || !p.paths.write.is_empty() || p.paths.set_id || p.paths.exec_images_only {
         let _ = writeln!(o, "\n[paths]");
         if p.paths.set_id {
             let _ = writeln!(o, "set-id = true");
+        }
+        if p.paths.exec_images_only {
+            let _ = writeln!(o, "exec = \"images\"");
         }
         for (k, v) in [("read", &p.paths.read), ("write", &p.paths.write)] {
             if !v.is_empty() {

@@ -94,6 +94,9 @@ pub struct EmitRequest<'a> {
     pub forbidden: &'a [ForbiddenRecord],
     /// Whether code segments become execute-only.
     pub execute_only: bool,
+    /// The SHA-256 of the input, recorded in the manifest's trailer
+    /// (the image cache checks it; `cabinc inspect` shows it).
+    pub input_digest: Option<[u8; 32]>,
 }
 
 /// A written image.
@@ -174,7 +177,10 @@ pub fn emit(req: &EmitRequest<'_>) -> Result<Emitted, EmitError> {
         cabin_vaddr: lay.libos_base,
         cabin_size: cabin_end - lay.libos_base,
     };
-    let manifest = encode_manifest(&header, req.sites, req.forbidden);
+    let mut manifest = encode_manifest(&header, req.sites, req.forbidden);
+    if let Some(d) = &req.input_digest {
+        manifest.extend_from_slice(&cabin_abi::note::input_digest_trailer(d));
+    }
 
     // New loadable segments, in address order, each with its contents.
     let mut added: Vec<(Segment, Vec<u8>)> = Vec::new();

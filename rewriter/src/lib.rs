@@ -15,6 +15,7 @@
 //! bytes give errors, never panics.
 
 pub mod analysis;
+pub mod cache;
 pub mod emit;
 pub mod libos_blob;
 pub mod pipeline;

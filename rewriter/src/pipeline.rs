@@ -107,6 +107,13 @@ pub struct BuildOutput {
     pub summary: Summary,
 }
 
+/// The SHA-256 of an input executable: what its image records and what
+/// the image cache is keyed by.
+pub fn input_sha256(input: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(input).into()
+}
+
 /// Builds an image from input bytes.
 pub fn build_image(
     input: &[u8],
@@ -152,6 +159,7 @@ pub fn build_image(
         sites: &sites,
         forbidden: &forbidden,
         execute_only,
+        input_digest: Some(input_sha256(input)),
     };
     progress(Stage::Measuring);
     let out = emit::emit(&req)?;

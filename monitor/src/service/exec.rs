@@ -38,13 +38,19 @@ static READING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// program's arguments.
 #[derive(Debug)]
 pub struct ExecRequest {
-    /// The whole file (an intact Cabin image: its measurement checked).
+    /// The whole file: an intact Cabin image (its measurement checked), or
+    /// for [`ExecKind::Plain`] the executable to build.
     pub image: Vec<u8>,
+    /// Which of the two.
+    pub kind: ExecKind,
+    /// The image cache's directory (`None`: the default).
+    pub cache: Option<std::path::PathBuf>,
     /// `argv` (may be empty, as Linux allows).
     pub args: Vec<String>,
     /// `envp`.
     pub env: Vec<String>,
-    /// The path as the program gave it.
+    /// The path as the program gave it (of the interpreter, for a `#!`
+    /// script).
     pub path: Vec<u8>,
 }
 
@@ -127,7 +133,10 @@ fn may_execute(st: &libc::stat) -> bool {
 
 impl Service {
     /// Checks an `execve` (`nr` `execve` or `execveat`, `a` its arguments)
-    /// and reads the image; the caller's process is not changed.
+    /// and reads the file to run, following `#!` lines to their
+    /// interpreter; the caller's process is not changed. A plain static
+    /// executable comes back as [`ExecKind::Plain`]: the caller builds its
+    /// image ([`build_plain`]) outside the service lock.
     pub fn exec_prepare(
         &mut self,
         mem: &GuestMemory,
@@ -151,18 +160,69 @@ impl Service {
         // Arguments first, as the kernel copies them before it opens: a
         // wild pointer is EFAULT whatever the path.
         let mut total = 0;
-        let args = copy_strings(mem, argv, &mut total)?;
+        let mut args = copy_strings(mem, argv, &mut total)?;
         let env = copy_strings(mem, envp, &mut total)?;
-        let abs = self.absolute(dirfd, &path)?;
+        if flags == 0 && is_own_exe(&path, self.pid) {
+            // The process's own program again (busybox's applets, re-exec
+            // of self): the image it runs, already checked; no path rule
+            // is involved (the monitor's /proc is never the program's).
+            if let Some(exe) = &self.exe {
+                let image = exe.as_ref().clone();
+                let cache = None;
+                return Ok(ExecRequest { image, kind: ExecKind::Image, cache, args, env, path });
+            }
+        }
+        let mut dirfd = dirfd;
+        let mut nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
+        let mut shown = path.clone();
+        let mut current = path.clone();
+        for depth in 0.. {
+            let file = self.exec_read(dirfd, &current, nofollow)?;
+            if file.starts_with(b"#!") {
+                // Linux allows 4 levels of interpreters (BINPRM_MAX_RECURSION).
+                if depth >= MAX_INTERPRETER_DEPTH {
+                    return Err(ExecFail::errno(libc::ELOOP));
+                }
+                let (interp, optarg) = shebang(&file)?;
+                // Linux's argv: interp [optarg] script args[1..].
+                let mut new_args = vec![String::from_utf8_lossy(&interp).into_owned()];
+                new_args.extend(optarg.map(|o| String::from_utf8_lossy(&o).into_owned()));
+                new_args.push(String::from_utf8_lossy(&current).into_owned());
+                new_args.extend(args.into_iter().skip(1));
+                total = new_args.iter().map(|s| s.len() + 9).sum::<usize>()
+                    + env.iter().map(|s| s.len() + 9).sum::<usize>();
+                if total > MAX_ARG_TOTAL {
+                    return Err(ExecFail::errno(libc::E2BIG));
+                }
+                args = new_args;
+                // The interpreter is found from the cwd, followed through
+                // symbolic links, under the same path rules.
+                dirfd = libc::AT_FDCWD as u32 as u64;
+                nofollow = false;
+                current = interp;
+                shown = current.clone();
+                continue;
+            }
+            let kind = classify(&file, &shown, self.policy.exec_images_only())?;
+            let cache = self.policy.image_cache().map(|p| p.to_path_buf());
+            return Ok(ExecRequest { image: file, kind, cache, args, env, path: shown });
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Opens `path` (from `dirfd`) as `execve` does, checks that it may be
+    /// executed and reads it once, bounded.
+    fn exec_read(&mut self, dirfd: u64, path: &[u8], nofollow: bool) -> Result<Vec<u8>, ExecFail> {
+        let abs = self.absolute(dirfd, path)?;
         let mut oflags = libc::O_RDONLY;
-        if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+        if nofollow {
             oflags |= libc::O_NOFOLLOW;
         }
         let opened = match self.policy.open(&abs, oflags, 0) {
             Ok(o) => o,
             // A directory (EISDIR from the open for reading) is EACCES.
             Err(super::fs::PathError::Errno(libc::EISDIR)) => return Err(ExecFail::errno(libc::EACCES)),
-            Err(e) => return Err(self.path_fail(e, Some(&path), &abs).into()),
+            Err(e) => return Err(self.path_fail(e, Some(path), &abs).into()),
         };
         let st = super::fs::fstat(opened.fd.as_raw_fd()).map_err(|_| ExecFail::errno(libc::EACCES))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || !may_execute(&st) {
@@ -185,8 +245,12 @@ impl Service {
             .take(MAX_IMAGE_BYTES)
             .read_to_end(&mut image)
             .map_err(|e| ExecFail::errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        check_image(&image, &path)?;
-        Ok(ExecRequest { image, args, env, path })
+        Ok(image)
+    }
+
+    /// The image the process runs (for `execve("/proc/self/exe")`).
+    pub fn set_exe(&mut self, image: std::sync::Arc<Vec<u8>>) {
+        self.exe = Some(image);
     }
 
     /// The new image runs: the `FD_CLOEXEC` descriptors are closed.
@@ -195,27 +259,159 @@ impl Service {
     }
 }
 
-/// `ENOEXEC` unless `image` is an intact Cabin image; a dynamic ELF and a
-/// modified image say why on stderr.
-fn check_image(image: &[u8], path: &[u8]) -> Result<(), ExecFail> {
+/// Whether `path` names the calling process's own executable:
+/// `/proc/self/exe`, `/proc/thread-self/exe` or `/proc/PID/exe` of its own pid.
+fn is_own_exe(path: &[u8], pid: u32) -> bool {
+    let Some(rest) = path.strip_prefix(b"/proc/").and_then(|r| r.strip_suffix(b"/exe")) else { return false };
+    rest == b"self" || rest == b"thread-self" || rest == pid.to_string().as_bytes()
+}
+
+/// What `execve` found at the end of its `#!` chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecKind {
+    /// An intact Cabin image (its measurement checked): run as it is.
+    Image,
+    /// A plain static executable: its image comes from the image cache.
+    Plain,
+}
+
+/// Linux's `BINPRM_MAX_RECURSION`: an interpreter of an interpreter ... at
+/// most this deep; deeper is `ELOOP`.
+pub const MAX_INTERPRETER_DEPTH: usize = 4;
+/// Linux's `BINPRM_BUF_SIZE`: the bytes of a `#!` line looked at.
+pub const SHEBANG_BYTES: usize = 256;
+
+/// The interpreter and its optional argument of a `#!` file, as Linux
+/// (fs/binfmt_script.c) reads them: the first line, within
+/// [`SHEBANG_BYTES`]; blanks around the interpreter skipped; the rest of
+/// the line, trailing blanks dropped, one argument. No interpreter, or one
+/// cut by the bound, is `ENOEXEC`.
+pub fn shebang(file: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ExecFail> {
+    let buf = &file[2.min(file.len())..file.len().min(SHEBANG_BYTES)];
+    let (line, complete) = match buf.iter().position(|&b| b == b'\n') {
+        Some(n) => (&buf[..n], true),
+        None => (buf, file.len() < SHEBANG_BYTES || buf.contains(&0)),
+    };
+    // A NUL ends the line, as the kernel's C strings do.
+    let line = line.iter().position(|&b| b == 0).map_or(line, |n| &line[..n]);
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = line.iter().position(|b| !blank(b)).unwrap_or(line.len());
+    let line = &line[start..];
+    let end = line.iter().rposition(|b| !blank(b)).map_or(0, |i| i + 1);
+    let line = &line[..end];
+    if line.is_empty() {
+        return Err(ExecFail::errno(libc::ENOEXEC));
+    }
+    let name_end = line.iter().position(blank).unwrap_or(line.len());
+    if !complete && name_end == line.len() {
+        // The interpreter's name runs past the bound: Linux refuses it.
+        return Err(ExecFail::errno(libc::ENOEXEC));
+    }
+    let interp = line[..name_end].to_vec();
+    let rest = &line[name_end..];
+    let arg_start = rest.iter().position(|b| !blank(b));
+    let optarg = arg_start.map(|i| rest[i..].to_vec());
+    Ok((interp, optarg))
+}
+
+/// Whether `file` is an intact Cabin image or a plain static executable;
+/// `ENOEXEC` otherwise, a dynamic ELF, a modified image and a plain one
+/// under `exec = "images"` saying why on stderr.
+fn classify(file: &[u8], path: &[u8], images_only: bool) -> Result<ExecKind, ExecFail> {
     use cabin_image::elf::ElfError;
     use cabin_image::image::{Image, ImageError};
     let shown = String::from_utf8_lossy(path);
-    let parsed = Image::parse(image).and_then(|i| i.verify_measurement().map(|_| ()));
+    let parsed = Image::parse(file).and_then(|i| i.verify_measurement().map(|_| ()));
     match parsed {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(ExecKind::Image),
         Err(ImageError::Elf(ElfError::Dynamic)) => Err(ExecFail {
             errno: libc::ENOEXEC,
+            message: Some(format!("cabin: execve {shown}: cannot build it: {}", ElfError::Dynamic)),
+        }),
+        Err(ImageError::NoManifest) if images_only => Err(ExecFail {
+            errno: libc::ENOEXEC,
             message: Some(format!(
-                "cabin: execve {shown}: a dynamically linked executable; Cabin runs static executables only"
+                "cabin: execve {shown}: a plain executable, and the policy runs Cabin images only \
+                 ([paths] exec = \"images\")"
             )),
         }),
-        // A plain static ELF (the content-addressed image cache is a later
-        // step) or not an executable at all: Linux's ENOEXEC, no message.
-        Err(ImageError::Elf(_) | ImageError::NoManifest) => Err(ExecFail::errno(libc::ENOEXEC)),
+        Err(ImageError::NoManifest) => Ok(ExecKind::Plain),
+        // Not an executable at all: Linux's ENOEXEC, no message.
+        Err(ImageError::Elf(_)) => Err(ExecFail::errno(libc::ENOEXEC)),
         Err(e) => Err(ExecFail {
             errno: libc::ENOEXEC,
             message: Some(format!("cabin: execve {shown}: the image was refused: {e}")),
         }),
+    }
+}
+
+/// Held while a plain executable is built: at most one build at a time in
+/// this monitor (a build takes memory and a CPU for up to seconds).
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The image of a plain static executable (`req.image` holds its bytes, as
+/// read once): from the image cache, built there the first time. Called
+/// without the service lock.
+pub fn build_plain(req: &mut ExecRequest) -> Result<(), ExecFail> {
+    use cabin_rewriter::cache::{CacheError, ImageCache};
+    let shown = String::from_utf8_lossy(&req.path).into_owned();
+    let fail = |what: String| ExecFail {
+        errno: libc::ENOEXEC,
+        message: Some(format!("cabin: execve {shown}: {what}")),
+    };
+    let _building = BUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cache = match &req.cache {
+        Some(dir) => ImageCache::open(dir),
+        None => ImageCache::open_default(),
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    match cache.get_or_build(&req.image) {
+        Ok(c) => {
+            if let Some(why) = c.refused {
+                eprintln!(
+                    "cabin: warning: the cached image {} was refused ({why}); rebuilt",
+                    c.path.display()
+                );
+            }
+            req.image = c.image;
+            req.kind = ExecKind::Image;
+            Ok(())
+        }
+        Err(CacheError::Build(e)) => Err(fail(format!("cannot build it: {e}"))),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shebang;
+
+    fn sb(s: &[u8]) -> Result<(String, Option<String>), i32> {
+        shebang(s)
+            .map(|(i, o)| (String::from_utf8(i).unwrap(), o.map(|o| String::from_utf8(o).unwrap())))
+            .map_err(|f| f.errno)
+    }
+
+    /// Linux's reading of a `#!` line (fs/binfmt_script.c).
+    #[test]
+    fn shebang_lines_read_as_linux() {
+        assert_eq!(sb(b"#!/bin/sh\necho"), Ok(("/bin/sh".into(), None)));
+        assert_eq!(sb(b"#! \t/bin/sh  -e  -x \t\nrest"), Ok(("/bin/sh".into(), Some("-e  -x".into()))));
+        assert_eq!(sb(b"#!/bin/sh"), Ok(("/bin/sh".into(), None)));
+        assert_eq!(sb(b"#!\n"), Err(libc::ENOEXEC));
+        assert_eq!(sb(b"#!   \n/bin/sh"), Err(libc::ENOEXEC));
+        assert_eq!(sb(b"#!"), Err(libc::ENOEXEC));
+        // An interpreter name cut by the 256-byte bound: ENOEXEC; an
+        // argument cut by it: truncated.
+        let mut long = b"#!/".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 400));
+        assert_eq!(sb(&long), Err(libc::ENOEXEC));
+        let mut cut = b"#!/bin/sh ".to_vec();
+        cut.extend(std::iter::repeat_n(b'b', 400));
+        let (i, o) = sb(&cut).expect("an argument may be cut");
+        assert_eq!((i.as_str(), o.map(|o| o.len())), ("/bin/sh", Some(256 - 10)));
+        // A NUL ends the line.
+        assert_eq!(sb(b"#!/bin/s\0h -x\n"), Ok(("/bin/s".into(), None)));
+        assert_eq!(sb(b"#!/bin/sh -x\0y\n"), Ok(("/bin/sh".into(), Some("-x".into()))));
     }
 }

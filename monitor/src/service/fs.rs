@@ -203,6 +203,11 @@ pub struct FsPolicy {
     proc: Option<ProcView>,
     /// `[paths] set-id`: set-uid/set-gid bits and other owners allowed.
     set_id: bool,
+    /// `[paths] exec = "images"`: `execve` runs Cabin images only, never a
+    /// plain static executable through the image cache.
+    exec_images_only: bool,
+    /// The image cache's directory (`None`: the default).
+    image_cache: Option<std::path::PathBuf>,
 }
 
 /// The `/proc` entries (first component below `/proc`) served for
@@ -513,6 +518,8 @@ impl FsPolicy {
             safe_devices: SAFE_DEVICES.iter().map(|&(a, b)| libc::makedev(a, b)).collect(),
             proc: open_proc(),
             set_id: false,
+            exec_images_only: false,
+            image_cache: None,
         };
         p.ancestors = p.open_ancestors();
         Ok(p)
@@ -562,6 +569,26 @@ impl FsPolicy {
     /// `[paths] set-id`: allow set-uid/set-gid bits and other owners.
     pub fn set_allow_set_id(&mut self, on: bool) {
         self.set_id = on;
+    }
+
+    /// `[paths] exec = "images"`: exec of plain executables refused.
+    pub fn set_exec_images_only(&mut self, on: bool) {
+        self.exec_images_only = on;
+    }
+
+    /// The image cache's directory for `execve` of plain executables.
+    pub fn set_image_cache(&mut self, dir: Option<std::path::PathBuf>) {
+        self.image_cache = dir;
+    }
+
+    /// The image cache's directory (`None`: the default).
+    pub fn image_cache(&self) -> Option<&std::path::Path> {
+        self.image_cache.as_deref()
+    }
+
+    /// Whether `execve` runs Cabin images only.
+    pub fn exec_images_only(&self) -> bool {
+        self.exec_images_only
     }
 
     /// Whether set-uid/set-gid bits and other owners are allowed.

@@ -179,6 +179,9 @@ pub struct Service {
     program_cpu: Option<ProgramCpu>,
     /// The network rules and what the run has bound (shared by the tree).
     net: net::Network,
+    /// The image the process runs (what `execve("/proc/self/exe")` runs
+    /// again; `None` in tests and before the run sets it).
+    pub(crate) exe: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 fn errno() -> i32 {
@@ -253,6 +256,7 @@ impl Service {
             timers: None,
             program_cpu: None,
             net: net::Network::default(),
+            exe: None,
         }
     }
 
@@ -299,6 +303,7 @@ impl Service {
             // Set by the child's run once its host process exists.
             program_cpu: None,
             net: self.net.clone(),
+            exe: self.exe.clone(),
         }
     }
 
