@@ -151,6 +151,8 @@ fn send_dest(
             Err(Fail::Errno(if connected { libc::EISCONN } else { libc::EOPNOTSUPP }))
         }
         (Some(libc::SOCK_STREAM | libc::SOCK_SEQPACKET), _) => Ok(None),
+        // Not a socket: Linux's answer before it looks at the address.
+        (None, _) => Err(Fail::Errno(libc::ENOTSOCK)),
         _ => s.destination(call, mem, at, len).map(Some),
     }
 }

@@ -462,6 +462,7 @@ static void notsock(void)
     SHOW("getsockopt on a pipe", getsockopt(p[0], SOL_SOCKET, SO_TYPE, &v, &vl));
     SHOW("setsockopt on a pipe", setsockopt(p[0], SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v));
     SHOW("getpeername on a pipe", getpeername(p[0], (struct sockaddr *)&a, &al));
+    SHOW("sendto with an address on a pipe", sendto(p[1], "x", 1, 0, (struct sockaddr *)&a, sizeof a));
     SHOW("getsockname on stdin-less fd 99", getsockname(99, (struct sockaddr *)&a, &al));
     SHOW("socket bad type", socket(AF_INET, 77, 0));
     SHOW("socketpair inet", socketpair(AF_INET, SOCK_STREAM, 0, p));
