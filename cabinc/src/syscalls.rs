@@ -173,6 +173,6 @@ mod tests {
                 && l.ends_with(" libos, always (ends the program)")));
         assert!(t.lines().any(|l| l.starts_with("  15  rt_sigreturn(")
             && l.ends_with(" libos, always (returns from a handler)")));
-        assert!(t.contains("47 served by the libos, 129 by the monitor"), "{t}");
+        assert!(t.contains("43 served by the libos, 134 by the monitor"), "{t}");
     }
 }
