@@ -239,6 +239,16 @@ fn exec_not_yet(b: Backend) {
     assert_eq!(live_children(), Vec::<String>::new(), "left processes behind");
 }
 
+/// KVM: every case, each child a new VM (in one test, as the process
+/// backend's: the checks of what is left count this process's threads).
+#[test]
+fn kvm() {
+    if !Backend::Kvm.available("processes::kvm") {
+        return;
+    }
+    cases_equal_native(Backend::Kvm);
+}
+
 /// Process backend: every case, then the fork bomb; then KVM's exec. (KVM: owed, see the
 /// module docs.)
 #[test]
