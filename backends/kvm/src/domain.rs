@@ -219,10 +219,8 @@ impl Guest {
         let pt = self.pt.lock().unwrap_or_else(|e| e.into_inner());
         let (phys, copied) = PhysMemory::copy_of(&self.phys)?;
         let pt = pt.clone();
-        let size = usize::try_from(phys.size()).map_err(|_| DomainError::Memory(MemoryError::OutOfRange {
-            gpa: 0,
-            len: phys.size(),
-        }))?;
+        let size = usize::try_from(phys.size())
+            .map_err(|_| DomainError::Memory(MemoryError::OutOfRange { gpa: 0, len: phys.size() }))?;
         // SAFETY: `phys` maps `size` bytes read-write and is moved into the
         // returned Guest next to the view, which is declared (so dropped)
         // before it; every region of our view lies in our `phys` mapping of

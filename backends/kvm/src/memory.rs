@@ -196,7 +196,8 @@ impl PhysMemory {
     /// the bytes copied.
     pub fn copy_of(src: &PhysMemory) -> Result<(PhysMemory, u64), MemoryError> {
         let dst = PhysMemory::new(src.size)?;
-        let map_err = |e: std::io::Error| MemoryError::Map { size: src.size, errno: e.raw_os_error().unwrap_or(0) };
+        let map_err =
+            |e: std::io::Error| MemoryError::Map { size: src.size, errno: e.raw_os_error().unwrap_or(0) };
         let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(map_err)?;
         let pages = src.size / HOST_PAGE;
         let first = src.host_base() / HOST_PAGE;
@@ -229,7 +230,9 @@ impl PhysMemory {
                 // distinct mappings. The guest may write the source
                 // meanwhile (another vCPU of the parent): the bytes copied
                 // are then whatever was there, as for any plain u8 copy.
-                unsafe { std::ptr::copy_nonoverlapping(src.base.as_ptr().add(off), dst.base.as_ptr().add(off), len) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.base.as_ptr().add(off), dst.base.as_ptr().add(off), len)
+                };
                 copied += len as u64;
             }
             at += n as u64;
