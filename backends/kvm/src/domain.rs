@@ -70,6 +70,10 @@ pub enum DomainError {
     /// Guest memory access failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The monitor's view of a guest does not lie in its memory (a Cabin
+    /// bug): a child process cannot be made from it.
+    #[error("the program's memory view does not fit its guest memory; no child process made")]
+    ViewOutsideMemory,
 }
 
 /// What the program runs with (argument vector, environment, identity).
@@ -219,8 +223,7 @@ impl Guest {
         let pt = self.pt.lock().unwrap_or_else(|e| e.into_inner());
         let (phys, copied) = PhysMemory::copy_of(&self.phys)?;
         let pt = pt.clone();
-        let size = usize::try_from(phys.size())
-            .map_err(|_| DomainError::Memory(MemoryError::OutOfRange { gpa: 0, len: phys.size() }))?;
+        let size = usize::try_from(phys.size()).map_err(|_| DomainError::ViewOutsideMemory)?;
         // SAFETY: `phys` maps `size` bytes read-write and is moved into the
         // returned Guest next to the view, which is declared (so dropped)
         // before it; every region of our view lies in our `phys` mapping of
@@ -228,7 +231,7 @@ impl Guest {
         let view = unsafe {
             self.view.rebased(self.phys.host_base() as *const u8, size, phys.host_base() as *mut u8)
         }
-        .ok_or(DomainError::Paging(PagingError::AlreadyMapped(0)))?;
+        .ok_or(DomainError::ViewOutsideMemory)?;
         let ring_len = page_up(RING_REGION_BYTES as u64);
         // SAFETY: RING_GPA..+ring_len lies inside the child's guest memory
         // (checked by host_ptr), page aligned, alive as long as `phys`,

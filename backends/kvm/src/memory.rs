@@ -202,25 +202,26 @@ impl PhysMemory {
         let pages = src.size / HOST_PAGE;
         let first = src.host_base() / HOST_PAGE;
         let mut entries = vec![0u8; PAGEMAP_CHUNK * 8];
+        let mut touched = vec![false; PAGEMAP_CHUNK];
         let mut copied = 0u64;
         let mut at = 0u64;
         while at < pages {
             let n = (pages - at).min(PAGEMAP_CHUNK as u64) as usize;
             let buf = &mut entries[..n * 8];
             std::os::unix::fs::FileExt::read_exact_at(&pagemap, buf, (first + at) * 8).map_err(map_err)?;
+            for (t, e) in touched.iter_mut().zip(buf.chunks_exact(8)) {
+                let e = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+                *t = e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
+            }
             // Runs of touched pages, one copy each.
             let mut i = 0usize;
             while i < n {
-                let touched = |k: usize| {
-                    let e = u64::from_le_bytes(buf[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
-                    e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0
-                };
-                if !touched(i) {
+                if !touched[i] {
                     i += 1;
                     continue;
                 }
                 let start = i;
-                while i < n && touched(i) {
+                while i < n && touched[i] {
                     i += 1;
                 }
                 let off = ((at + start as u64) * HOST_PAGE) as usize;
