@@ -83,6 +83,13 @@ impl<'a> BootPage<'a> {
         (entry != 0 && entry < 0x0000_8000_0000_0000).then_some((entry, text))
     }
 
+    /// The parent pid the backend wrote for the program (read before the
+    /// program runs: afterwards the program could have changed it).
+    pub fn ppid(&self) -> u32 {
+        // SAFETY: as in `set_spin_ns`; a volatile load of one aligned u32.
+        unsafe { addr_of_mut!((*self.info).ppid).read_volatile() }
+    }
+
     /// The signals the program ignores, as its libos published them
     /// (untrusted: an `execve` hands them to the next image).
     pub fn sig_ignored(&self) -> u64 {

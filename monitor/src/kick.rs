@@ -174,12 +174,15 @@ impl Kickable {
         }
     }
 
-    /// Kicks the thread in the section every 5 ms until it leaves (at most
-    /// `max`); returns whether it left. The caller must be the one that
-    /// joins that thread (or the thread must outlive this call), so the id
-    /// stays valid while it is kicked.
+    /// Kicks the thread in the section until it leaves (at most `max`),
+    /// looking again after 20 µs, then twice as long each time up to every
+    /// 5 ms (a kicked thread normally leaves within microseconds: a fixed
+    /// 5 ms first step cost every process end 5 ms, measured on the KVM
+    /// fork benchmark); returns whether it left. The caller must be the one
+    /// that joins that thread (or the thread must outlive this call), so
+    /// the id stays valid while it is kicked.
     pub fn kick_until_left(&self, max: Duration) -> bool {
-        let step = Duration::from_millis(5);
+        let mut step = Duration::from_micros(20);
         let mut waited = Duration::ZERO;
         loop {
             let t = self.thread.load(Ordering::SeqCst);
@@ -194,6 +197,7 @@ impl Kickable {
             unsafe { kick(t) };
             std::thread::sleep(step);
             waited += step;
+            step = (step * 2).min(Duration::from_millis(5));
         }
     }
 }

@@ -242,6 +242,32 @@ impl GuestMemory {
         (end <= r.start + r.len).then(|| unsafe { r.host.add((addr - r.start) as usize) })
     }
 
+    /// The same view over a copy of its backing memory (a KVM child
+    /// process, docs/processes.md): every region and alias whose host range
+    /// lies in `[from, from+len)` moved to the same offset from `to`.
+    /// `None` when a region or alias (other than a [`RegionKind::Reserve`]
+    /// region, whose host is never used) lies outside `[from, from+len)`.
+    ///
+    /// # Safety
+    ///
+    /// `to .. to+len` must be mapped readable and writable in this process
+    /// for the whole life of the returned value (as [`GuestMemory::new`]).
+    pub unsafe fn rebased(&self, from: *const u8, len: usize, to: *mut u8) -> Option<GuestMemory> {
+        let (from, to) = (from as usize, to as usize);
+        let move_one = |r: &Region| -> Option<Region> {
+            if r.kind == RegionKind::Reserve {
+                return Some(*r);
+            }
+            let off = (r.host as usize).checked_sub(from)?;
+            let end = off.checked_add(usize::try_from(r.len).ok()?)?;
+            (end <= len).then(|| Region { host: (to + off) as *mut u8, ..*r })
+        };
+        let regions = self.regions.iter().map(move_one).collect::<Option<Vec<_>>>()?;
+        let aliases = self.aliases.read().unwrap_or_else(|e| e.into_inner());
+        let aliases = aliases.iter().map(move_one).collect::<Option<Vec<_>>>()?;
+        Some(GuestMemory { regions, aliases: std::sync::RwLock::new(aliases) })
+    }
+
     /// Regions, sorted by guest address.
     pub fn regions(&self) -> &[Region] {
         &self.regions

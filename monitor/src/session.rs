@@ -128,6 +128,10 @@ impl<'a> Session<'a> {
             boot.set_spin_ns(crate::placement::spin_ns(placement.as_ref()));
             boot.set_check_local(&spec.check_local);
         }
+        // The root's parent, outside the tree, as the backend wrote it
+        // (process backend: the monitor; KVM: the monitor's parent, since
+        // the root answers the monitor's own pid).
+        let outside_ppid = BootPage::of(domain.memory())?.ppid();
 
         let mut worker = Worker::new(domain.ring());
         let mut sites = SiteMap::for_image(image, domain.entry());
@@ -142,7 +146,7 @@ impl<'a> Session<'a> {
         let processes = limits
             .processes
             .map_or(crate::procs::DEFAULT_PROCESSES, |p| p.min(crate::procs::MAX_PROCESSES as u64) as usize);
-        let tree = Tree::new(domain.program_pid(), std::process::id(), processes, ids.0, t0);
+        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0);
 
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.

@@ -56,6 +56,47 @@ fn to_run_error(e: KvmError) -> RunError {
     }
 }
 
+/// How a child process of the tree ended that called `exit_group(code)`:
+/// the libos ends a program killed by a signal's default action with 128 +
+/// signal after recording the signal in the boot page (untrusted: it only
+/// decides which of the program's own ends its parent's `wait` sees), so
+/// that end is a death by that signal, as on the process backend (whose
+/// host process dies natively). The root's end is left as it was (its exit
+/// status is the same either way).
+fn child_end(code: i32, view: &GuestMemory) -> DomainEnd {
+    let Ok(words) = cabin_monitor::boot::BootPage::of(view).map(|b| b.end_words()) else {
+        return DomainEnd::Exited(code);
+    };
+    let signo = words.fault_signo;
+    if signo > 0 && signo < 65 && code == 128 + signo as i32 {
+        let known = words.fault_addr != 0 || words.fault_rip != 0;
+        return DomainEnd::Fault {
+            signo: signo as i32,
+            addr: known.then_some(words.fault_addr),
+            rip: known.then_some(words.fault_rip),
+            code: None,
+            report: None,
+        };
+    }
+    DomainEnd::Exited(code)
+}
+
+/// Another handle on `/dev/kvm` for a child process's VM (a `dup` of the
+/// parent's: no second open, no second CPUID query).
+fn dup_kvm(kvm: &kvm_ioctls::Kvm) -> Result<kvm_ioctls::Kvm, RunError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of a descriptor we own; the result is checked.
+    let fd = unsafe { libc::fcntl(kvm.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(RunError::Backend {
+            what: "duplicating the /dev/kvm descriptor",
+            source: Box::new(std::io::Error::last_os_error()),
+        });
+    }
+    // SAFETY: `fd` is a fresh descriptor of /dev/kvm that nothing else owns.
+    Ok(unsafe { kvm_ioctls::Kvm::from_raw_fd(fd) })
+}
+
 /// A KVM guest: ring 0 the proxy-kernel, ring 3 the program and its libos,
 /// one vCPU per program thread.
 #[derive(Debug)]
@@ -68,6 +109,10 @@ pub struct KvmDomain {
     /// The counters fixed at boot (pages, CR4, `boot_ns`), then the run's.
     stats: Mutex<KvmStats>,
     mem_size: u64,
+    /// The virtual pid of a child process of the tree or of an image an
+    /// `execve` started (docs/processes.md); `None`: the root, which
+    /// answers the monitor's pid.
+    tree_pid: Option<u32>,
 }
 
 // The session calls `spawn_thread` from ring workers while `run` runs.
@@ -183,7 +228,66 @@ impl Domain for KvmDomain {
         let prepared = prepare(image.data, &cfg).map_err(to_run_error)?;
         install_kick_handler();
         let shared = Arc::new(Shared::default());
-        Ok(KvmDomain { vcpus: None, prepared, shared, stats: Mutex::default(), mem_size: cfg.mem_size })
+        Ok(KvmDomain {
+            vcpus: None,
+            prepared,
+            shared,
+            stats: Mutex::default(),
+            mem_size: cfg.mem_size,
+            tree_pid: None,
+        })
+    }
+
+    /// A child process's VM (issue 14, docs/processes.md, docs/kvm.md): a
+    /// new VM over a copy of this guest's memory (`Guest::fork_copy`:
+    /// touched pages, page tables and system area included, every ring
+    /// reset, `pid`/`ppid` in its boot page) whose one vCPU will start in
+    /// ring 3 at `entry` (the libos's child start) on `sp` (the frame the
+    /// libos left; both checked by the monitor). Nothing is shared with
+    /// this VM: a child reaches only its own memory and rings.
+    fn fork_child(&self, entry: u64, sp: u64, pid: u32, ppid: u32) -> Result<Option<Self>, RunError> {
+        let p = &self.prepared;
+        let (guest, _copied) =
+            p.guest.fork_copy(entry, sp, pid, ppid).map_err(|e| to_run_error(KvmError::Domain(e)))?;
+        let kvm = dup_kvm(&p.kvm)?;
+        let prepared = Prepared {
+            guest: Arc::new(guest),
+            kvm,
+            cpuid: p.cpuid.clone(),
+            features: p.features,
+            eo: p.eo,
+            start: std::time::Instant::now(),
+        };
+        Ok(Some(KvmDomain {
+            vcpus: None,
+            prepared,
+            shared: Arc::new(Shared::default()),
+            stats: Mutex::default(),
+            mem_size: self.mem_size,
+            tree_pid: Some(pid),
+        }))
+    }
+
+    const CAN_EXEC: bool = true;
+
+    /// A fresh VM for the new image, as `build` makes one, its boot page
+    /// naming the process's virtual pid and parent (docs/processes.md).
+    fn exec_image(
+        image: &ElfFile<'_>,
+        spec: &DomainSpec,
+        pid: u32,
+        ppid: u32,
+    ) -> Result<Option<Self>, RunError> {
+        let mut domain = Self::build(image, spec)?;
+        let phys = &domain.prepared.guest.phys;
+        let at = |off: usize| super::layout::BOOT_GPA + off as u64;
+        let boot_err = |e| to_run_error(KvmError::Guest(super::GuestError::BootPage(e)));
+        phys.write(at(std::mem::offset_of!(cabin_abi::boot::BootInfo, pid)), &pid.to_le_bytes())
+            .map_err(boot_err)?;
+        phys.write(at(std::mem::offset_of!(cabin_abi::boot::BootInfo, ppid)), &ppid.to_le_bytes())
+            .map_err(boot_err)?;
+        domain.tree_pid = Some(pid);
+        Ok(Some(domain))
     }
 
     fn memory(&self) -> &GuestMemory {
@@ -277,7 +381,7 @@ impl Domain for KvmDomain {
     }
 
     fn program_pid(&self) -> u32 {
-        std::process::id()
+        self.tree_pid.unwrap_or_else(std::process::id)
     }
 
     fn cpu_clock(&self) -> CpuClock {
@@ -293,7 +397,11 @@ impl Domain for KvmDomain {
             }
         };
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).wall_ns = p.start.elapsed().as_nanos() as u64;
-        Ok(result.map_err(to_run_error)?.into())
+        let end: DomainEnd = result.map_err(to_run_error)?.into();
+        Ok(match (self.tree_pid, end) {
+            (Some(_), DomainEnd::Exited(code)) => child_end(code, &p.guest.view),
+            (_, end) => end,
+        })
     }
 
     fn fixed_bytes(&self) -> u64 {

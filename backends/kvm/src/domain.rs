@@ -70,6 +70,10 @@ pub enum DomainError {
     /// Guest memory access failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The monitor's view of a guest does not lie in its memory (a Cabin
+    /// bug): a child process cannot be made from it.
+    #[error("the program's memory view does not fit its guest memory; no child process made")]
+    ViewOutsideMemory,
 }
 
 /// What the program runs with (argument vector, environment, identity).
@@ -200,6 +204,77 @@ pub struct Guest {
 // a shared reference to it only ever yields a copy another thread could
 // have been sent; all accesses through it are atomic or volatile copies.
 unsafe impl Sync for Guest {}
+
+impl Guest {
+    /// A child process's guest (issue 14, docs/processes.md): a copy of
+    /// this guest's memory as it is now (its touched pages: image, stack,
+    /// heap, arena, boot page, and the system area: page tables, GDT, IDT,
+    /// TSSs, ring-0 stacks, proxy-kernel), the same page-table bookkeeping
+    /// and committed reservation pages, every ring of the ring region reset,
+    /// the boot page's `pid`/`ppid` set to `pid`/`ppid` and its signal
+    /// mailbox free (the parent's other threads do not exist in the child).
+    /// It starts (vCPU 0) at `entry` with `rsp = sp`: the libos's child start
+    /// and the frame it left, which the monitor checked to be this guest's
+    /// code and writable memory.
+    ///
+    /// The parent's page tables are locked for the copy, so no `mprotect`
+    /// or commit of another parent thread lands half in it; its other
+    /// threads' plain writes may (a multithreaded fork, docs/processes.md).
+    /// The copy is the child's own memory: nothing of the parent is shared
+    /// (snapshot semantics, unlike a private mapping of shared pages).
+    pub fn fork_copy(&self, entry: u64, sp: u64, pid: u32, ppid: u32) -> Result<(Guest, u64), DomainError> {
+        let pt = self.pt.lock().unwrap_or_else(|e| e.into_inner());
+        let (phys, copied) = PhysMemory::copy_of(&self.phys)?;
+        let pt = pt.clone();
+        let size = usize::try_from(phys.size()).map_err(|_| DomainError::ViewOutsideMemory)?;
+        // SAFETY: `phys` maps `size` bytes read-write and is moved into the
+        // returned Guest next to the view, which is declared (so dropped)
+        // before it; every region of our view lies in our `phys` mapping of
+        // the same size (program_view built it so).
+        let view = unsafe {
+            self.view.rebased(self.phys.host_base() as *const u8, size, phys.host_base() as *mut u8)
+        }
+        .ok_or(DomainError::ViewOutsideMemory)?;
+        let ring_len = page_up(RING_REGION_BYTES as u64);
+        // SAFETY: RING_GPA..+ring_len lies inside the child's guest memory
+        // (checked by host_ptr), page aligned, alive as long as `phys`,
+        // which the child's Guest owns together with the RingPtr.
+        let ring = unsafe { RingPtr::new(phys.host_ptr(RING_GPA, ring_len)?) };
+        for k in 0..MAX_THREADS {
+            // SAFETY: ring k of the region (MAX_THREADS rings of RING_BYTES
+            // from `ring`), inside the mapping just checked; nothing runs in
+            // the child yet.
+            unsafe { RingPtr::new(ring.base().add(cabin_abi::thread::ring_offset(k))) }.init();
+        }
+        let at = |off: usize| BOOT_GPA + off as u64;
+        phys.write(at(offset_of!(BootInfo, pid)), &pid.to_le_bytes())?;
+        phys.write(at(offset_of!(BootInfo, ppid)), &ppid.to_le_bytes())?;
+        if let Ok(boot) = cabin_monitor::boot::BootPage::of(&view) {
+            boot.release_mailbox();
+        }
+        let guest = Guest {
+            view,
+            phys,
+            cr3: self.cr3,
+            entry,
+            rsp: sp,
+            lstar: self.lstar,
+            cstar: self.cstar,
+            sysenter_eip: self.sysenter_eip,
+            kernel_text: self.kernel_text,
+            ring,
+            leaves: self.leaves,
+            brk_len: self.brk_len,
+            arena_len: self.arena_len,
+            pt: std::sync::Mutex::new(pt),
+            protectable: self.protectable,
+            arena_gpa: self.arena_gpa,
+            placed: self.placed.clone(),
+            code_pkey: self.code_pkey,
+        };
+        Ok((guest, copied))
+    }
+}
 
 fn page_down(x: u64) -> u64 {
     x & !(PAGE - 1)

@@ -136,16 +136,21 @@ pub struct KvmConfig {
 impl KvmConfig {
     /// The guest a session's spec asks for: its memory (with `[limits]
     /// memory` the guest is the limit, rounded down to 2 MiB), arguments,
-    /// environment and ids; the program sees the monitor's pid.
+    /// environment and ids; the program sees the monitor's pid, and its
+    /// parent is the monitor's parent (as a native program's is the shell
+    /// that started it; never its own pid, which `kill(getppid())` would
+    /// then reach).
     pub fn for_spec(spec: &cabin_monitor::domain::DomainSpec) -> KvmConfig {
         let pid = std::process::id();
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() } as u32;
         KvmConfig {
             mem_size: layout::guest_memory(spec.mem_arg, spec.memory_limit),
             program: ProgramSpec {
                 args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
                 env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
                 pid,
-                ppid: pid,
+                ppid,
                 uid: spec.ids.0,
                 gid: spec.ids.1,
                 force_trap: spec.force_trap,

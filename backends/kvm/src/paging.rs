@@ -112,7 +112,9 @@ pub trait Relocate: std::fmt::Debug + Send + Sync {
 }
 
 /// A page-table builder over a pool `[pool, pool_end)` of guest memory.
-#[derive(Debug)]
+/// `Clone` for a child process's VM: the tables themselves are guest
+/// memory, copied with it; this is the pool's bookkeeping.
+#[derive(Debug, Clone)]
 pub struct PageTables {
     root: u64,
     next: u64,

@@ -12,8 +12,9 @@
 //! call site with `rax` = 0. The parent gets the child's pid.
 //!
 //! Served on the main thread only (another thread: `ENOSYS`, see
-//! docs/processes.md) and on the process backend only for now (the monitor
-//! answers `ENOSYS` where its backend cannot fork).
+//! docs/processes.md), on both backends (KVM: the child is a new VM with a
+//! copy of the guest memory; its vCPU starts with FS and GS base 0, which
+//! the child sets itself with `wrgsbase`/`wrfsbase`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -159,8 +160,9 @@ extern "C" fn child_init() {
 
 /// Where a child process starts (the monitor's entry for it), `rsp` at
 /// the frame [`fork`] left: sets the GS base to the block in the frame's
-/// first word, runs [`child_init`] below the frame, restores the program's
-/// registers and RFLAGS and returns to the call site with `rax` = 0.
+/// first word (process backend: `arch_prctl`; KVM: `wrgsbase`), runs
+/// [`child_init`] below the frame, restores the program's registers and
+/// RFLAGS and returns to the call site with `rax` = 0.
 ///
 /// # Safety
 ///
@@ -169,12 +171,20 @@ extern "C" fn child_init() {
 #[unsafe(naked)]
 unsafe extern "C" fn cabin_fork_child_start() -> ! {
     core::arch::naked_asm!(
+        "cmp byte ptr [rip + {process}], 0",
+        "je 1f",
         "mov eax, {nr_arch_prctl}",
         "mov edi, 0x1001",
         "mov rsi, [rsp]",
         "syscall",
         "test rax, rax",
         "jnz 3f",
+        "jmp 2f",
+        // KVM: ring 3 with CR4.FSGSBASE, as a new thread's start.
+        "1:",
+        "mov rax, [rsp]",
+        "wrgsbase rax",
+        "2:",
         "mov rbx, rsp",
         "and rsp, -16",
         "call {init}",
@@ -199,6 +209,7 @@ unsafe extern "C" fn cabin_fork_child_start() -> ! {
         "and rsp, -16",
         "call {failed}",
         "ud2",
+        process = sym thread::PROCESS,
         nr_arch_prctl = const nr::arch_prctl,
         init = sym child_init,
         failed = sym child_start_failed,

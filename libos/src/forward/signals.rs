@@ -303,6 +303,12 @@ pub(super) fn init(b: *mut BootInfo, pid: u32, uid: u32, process: bool) -> bool 
 pub(super) fn after_fork(pid: u32) -> bool {
     let uid = IDS.load(Ordering::Relaxed) >> 32;
     IDS.store(u64::from(pid) | uid << 32, Ordering::Relaxed);
+    // KVM: no kernel handlers (faults and posted signals come through the
+    // monitor's redirect to the signal entry, whose address the copied
+    // boot page still holds).
+    if !super::thread::PROCESS.load(Ordering::Relaxed) {
+        return true;
+    }
     install()
 }
 

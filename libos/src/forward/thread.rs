@@ -109,7 +109,7 @@ static RING_BASE: AtomicU64 = AtomicU64::new(0);
 static RING_COUNT: AtomicU32 = AtomicU32::new(1);
 static LIMIT: AtomicU32 = AtomicU32::new(1);
 /// Process backend: native `futex`, `arch_prctl(ARCH_SET_GS)` and `clone`.
-static PROCESS: AtomicBool = AtomicBool::new(false);
+pub(super) static PROCESS: AtomicBool = AtomicBool::new(false);
 
 /// The calling thread's block.
 #[inline(always)]
@@ -740,12 +740,26 @@ pub(super) fn after_fork(pid: u32) {
     }
 }
 
-/// Process backend: sets the calling thread's FS base again from its block
-/// (a new child process starts with none). `false` if the kernel refuses.
+/// Sets the calling thread's FS base again from its block (a new child
+/// process starts with none: a new host process, or a new VM whose vCPU
+/// starts with FS base 0). `false` if the kernel refuses.
 pub(super) fn restore_fs() -> bool {
     const ARCH_SET_FS: u64 = 0x1002;
     let fs = current().fs_base.load(Ordering::Relaxed);
-    if !PROCESS.load(Ordering::Relaxed) || fs == 0 {
+    if fs == 0 {
+        return true;
+    }
+    if !PROCESS.load(Ordering::Relaxed) {
+        if fs >= 0x0000_8000_0000_0000 {
+            return false;
+        }
+        #[cfg(target_os = "none")]
+        // SAFETY: KVM ring 3 with CR4.FSGSBASE (the monitor enables it);
+        // sets only this thread's FS base to the canonical user address the
+        // program set before the fork (`arch_prctl` checked it then).
+        unsafe {
+            core::arch::asm!("wrfsbase {}", in(reg) fs, options(nostack, preserves_flags));
+        }
         return true;
     }
     // SAFETY: sets this thread's TLS pointer to the value the program set

@@ -20,6 +20,7 @@ mod common;
 mod events;
 mod fake_failure;
 mod file_grant;
+mod fork_frames;
 mod limits;
 mod locks;
 mod memprot;

@@ -5,6 +5,7 @@
  * ended, so the output order is fixed. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -248,6 +249,71 @@ static int t_orphan(void) {
     return 0;
 }
 
+/* Snapshot semantics: the child's memory is its parent's at the fork.
+ * After the fork the parent writes pages it had touched before and pages
+ * it had never touched, and only then lets the child look: the child sees
+ * none of it (a lazily shared copy would show the parent's later writes
+ * in pages the child had not touched yet). */
+static char snap_big[4 << 20];
+static int t_snapshot(void) {
+    memset(snap_big, 'a', 1 << 20); /* touched before the fork */
+    int go[2];
+    if (pipe(go)) { perror("pipe"); return 1; }
+    pid_t c = fork();
+    if (c == 0) {
+        char b;
+        close(go[1]);
+        if (read(go[0], &b, 1) != 1) _exit(9);
+        int old = 0, fresh = 0;
+        for (int i = 0; i < 1 << 20; i += 4096) old += snap_big[i] == 'a';
+        for (int i = 1 << 20; i < 4 << 20; i += 4096) fresh += snap_big[i] == 0;
+        printf("child: touched pages as at the fork: %d of 256; untouched still zero: %d of 768\n", old, fresh);
+        _exit(0);
+    }
+    close(go[0]);
+    memset(snap_big, 'P', sizeof snap_big); /* after the fork, every page */
+    write(go[1], "g", 1);
+    int st;
+    waitpid(c, &st, 0);
+    show("snapshot child", st);
+    printf("parent sees its own: %c %c\n", snap_big[0], snap_big[(4 << 20) - 1]);
+    return 0;
+}
+
+/* A fork while another thread of the parent is blocked in a call: the
+ * child is a one-thread copy that works; the parent's thread is then
+ * released and joined. */
+static int tf_pipe[2];
+static void *tf_reader(void *arg) {
+    (void)arg;
+    char c;
+    return (void *)(long)read(tf_pipe[0], &c, 1);
+}
+static int t_threadfork(void) {
+    if (pipe(tf_pipe)) { perror("pipe"); return 1; }
+    pthread_t t;
+    if (pthread_create(&t, NULL, tf_reader, NULL)) { printf("pthread_create failed\n"); return 1; }
+    usleep(50000); /* let the reader block */
+    pid_t c = fork();
+    if (c == 0) {
+        int p[2];
+        pipe(p);
+        write(p[1], "ok", 2);
+        char b[3] = {0};
+        read(p[0], b, 2);
+        printf("child of a threaded parent: %s\n", b);
+        _exit(4);
+    }
+    int st;
+    waitpid(c, &st, 0);
+    show("threadfork child", st);
+    write(tf_pipe[1], "x", 1);
+    void *r;
+    pthread_join(t, &r);
+    printf("reader got %ld\n", (long)r);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     const char *t = argc > 1 ? argv[1] : "fork";
@@ -262,6 +328,8 @@ int main(int argc, char **argv) {
     if (!strcmp(t, "sigchld")) return t_sigchld();
     if (!strcmp(t, "orphan")) return t_orphan();
     if (!strcmp(t, "kill")) return t_kill();
+    if (!strcmp(t, "snapshot")) return t_snapshot();
+    if (!strcmp(t, "threadfork")) return t_threadfork();
     printf("unknown case %s\n", t);
     return 2;
 }
