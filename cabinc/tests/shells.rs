@@ -95,20 +95,20 @@ fn both(shell: &str, shell_args: &[&str], backend: &str) -> (Output, Output) {
 }
 
 fn check(shell: &str, shell_args: &[&str]) {
-    let (native, confined) = both(shell, shell_args, "process");
-    assert!(native.status.success(), "native: {}", show(&native));
-    assert!(String::from_utf8_lossy(&native.stdout).ends_with("end\n"), "native: {}", show(&native));
-    assert_eq!(
-        (&confined.stdout, confined.status.code()),
-        (&native.stdout, native.status.code()),
-        "confined vs native\nnative: {}\nconfined: {}",
-        show(&native),
-        show(&confined)
-    );
-    cabin_tests::not_run(
-        "KVM",
-        &format!("{shell} needs fork and exec on the kvm backend (built on s25-kvmfork)"),
-    );
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    for backend in backends {
+        let (native, confined) = both(shell, shell_args, backend);
+        assert!(native.status.success(), "native: {}", show(&native));
+        assert!(String::from_utf8_lossy(&native.stdout).ends_with("end\n"), "native: {}", show(&native));
+        assert_eq!(
+            (&confined.stdout, confined.status.code()),
+            (&native.stdout, native.status.code()),
+            "{backend}: confined vs native\nnative: {}\nconfined: {}",
+            show(&native),
+            show(&confined)
+        );
+    }
 }
 
 #[test]
