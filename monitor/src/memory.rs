@@ -592,7 +592,12 @@ pub(crate) mod tests {
             // SAFETY: inside the leaked buffer.
             Region { start: ARENA, len: 4 * 4096, host: unsafe { p.add(4096) }, kind: RegionKind::Arena },
             // SAFETY: inside the leaked buffer.
-            Region { start: ARENA + 4 * 4096, len: 4096, host: unsafe { p.add(5 * 4096) }, kind: RegionKind::Rodata },
+            Region {
+                start: ARENA + 4 * 4096,
+                len: 4096,
+                host: unsafe { p.add(5 * 4096) },
+                kind: RegionKind::Rodata,
+            },
             Region { start: RESV, len: 1 << 30, host: std::ptr::null_mut(), kind: RegionKind::Reserve },
         ];
         // SAFETY: the buffer is leaked (lives forever); Reserve has no host.
