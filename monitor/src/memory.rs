@@ -591,10 +591,10 @@ pub(crate) mod tests {
             Region { start: ARENA - 4096, len: 4096, host: p, kind: RegionKind::Data },
             // SAFETY: inside the leaked buffer.
             Region { start: ARENA, len: 4 * 4096, host: unsafe { p.add(4096) }, kind: RegionKind::Arena },
-            // SAFETY: inside the leaked buffer.
             Region {
                 start: ARENA + 4 * 4096,
                 len: 4096,
+                // SAFETY: inside the leaked buffer.
                 host: unsafe { p.add(5 * 4096) },
                 kind: RegionKind::Rodata,
             },

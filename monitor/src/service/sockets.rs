@@ -127,8 +127,8 @@ fn send_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], len: u64) -> Sys {
         return Err(Fail::Errno(libc::EISCONN));
     }
     match super::io::buffer(mem, a[1], a[2], false)? {
-        // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2].
         super::io::Buf::One(p) => {
+            // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2].
             host(unsafe { libc::send(fd, p.cast(), len as usize, flags | libc::MSG_NOSIGNAL) } as i64)
         }
         // Several pieces: sendmsg over them (at most IOV_MAX: short is legal).
