@@ -305,9 +305,65 @@ impl GuestMemory {
         Ok(unsafe { r.host.add(off) })
     }
 
+    /// The host pieces of `[addr, addr+len)`, in guest order, when every
+    /// byte of it is program memory with the needed access, whatever its
+    /// layout: across adjacent regions and across committed runs of the
+    /// reservation space that are not contiguous in the arena. Pieces that
+    /// continue each other in host memory are merged; a zero-length range
+    /// has no piece. Every piece lies inside a static region's host mapping
+    /// (an alias's host is inside an arena region), which stays mapped for
+    /// the life of `self`: a later `unalias` (the program unmapping) only
+    /// makes the pieces point at arena pages the program no longer uses,
+    /// never at memory the monitor lost. At most one piece per region and
+    /// per alias ([`MAX_ALIASES`]): bounded.
+    pub fn host_pieces(&self, addr: u64, len: u64, write: bool) -> Result<HostPieces, MemError> {
+        let what = if write { "writable" } else { "readable" };
+        let fault = MemError::Fault { addr, len, what };
+        let end = addr.checked_add(len).ok_or(fault.clone())?;
+        let mut out: Vec<(*mut u8, usize)> = Vec::new();
+        let aliases = self.aliases.read().unwrap_or_else(|e| e.into_inner());
+        let mut a = addr;
+        while a < end {
+            let r = self.region_of(a).ok_or(fault.clone())?;
+            let (host, avail) = if r.kind == RegionKind::Reserve {
+                let i = aliases.partition_point(|x| x.start <= a).checked_sub(1).ok_or(fault.clone())?;
+                let x = aliases.get(i).filter(|x| a - x.start < x.len).ok_or(fault.clone())?;
+                // SAFETY: a - x.start < x.len: inside the alias's arena range.
+                (unsafe { x.host.add((a - x.start) as usize) }, x.len - (a - x.start))
+            } else {
+                let ok = match r.kind.access() {
+                    Access::ReadWrite => true,
+                    Access::ReadOnly => !write,
+                    Access::Nothing => false,
+                };
+                if !ok {
+                    return Err(fault);
+                }
+                // SAFETY: a - r.start < r.len: inside the region's mapping.
+                (unsafe { r.host.add((a - r.start) as usize) }, r.len - (a - r.start))
+            };
+            let n = avail.min(end - a);
+            let n_us = usize::try_from(n).map_err(|_| fault.clone())?;
+            match out.last_mut() {
+                Some(last) if (last.0 as usize).wrapping_add(last.1) == host as usize => last.1 += n_us,
+                _ => out.push((host, n_us)),
+            }
+            a += n;
+        }
+        Ok(HostPieces(out))
+    }
+
     /// Copies `out.len()` bytes from guest `addr`.
     pub fn read_into(&self, addr: u64, out: &mut [u8]) -> Result<(), MemError> {
-        let p = self.host_range(addr, out.len() as u64, false)?;
+        let p = match self.host_range(addr, out.len() as u64, false) {
+            Ok(p) => p,
+            Err(e) => {
+                // Several pieces (or none valid: the first error stands).
+                let pieces = self.host_pieces(addr, out.len() as u64, false).map_err(|_| e)?;
+                pieces.copy_in(out);
+                return Ok(());
+            }
+        };
         // SAFETY: host_range checked that the source lies in a mapped
         // region; `out` is a distinct host buffer.
         unsafe { volatile_copy(p, out.as_mut_ptr(), out.len()) };
@@ -323,7 +379,14 @@ impl GuestMemory {
 
     /// Copies `data` to guest `addr`.
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-        let p = self.host_range(addr, data.len() as u64, true)?;
+        let p = match self.host_range(addr, data.len() as u64, true) {
+            Ok(p) => p,
+            Err(e) => {
+                let pieces = self.host_pieces(addr, data.len() as u64, true).map_err(|_| e)?;
+                pieces.copy_out(data);
+                return Ok(());
+            }
+        };
         // SAFETY: host_range checked that the destination lies in a mapped,
         // writable region; `data` is a distinct host buffer.
         unsafe { volatile_copy(data.as_ptr(), p, data.len()) };
@@ -411,6 +474,73 @@ impl GuestMemory {
     }
 }
 
+/// The host pieces of a checked guest range ([`GuestMemory::host_pieces`]):
+/// `(host address, length)` in guest order, each inside a mapping that
+/// outlives the [`GuestMemory`] that made it. Only `GuestMemory` makes one,
+/// so holding one is proof of the check.
+#[derive(Debug, Default)]
+pub struct HostPieces(Vec<(*mut u8, usize)>);
+
+// SAFETY: the pieces are addresses in mappings that outlive the memory
+// (see `host_pieces`); copies through them are volatile-safe from any thread.
+unsafe impl Send for HostPieces {}
+
+impl HostPieces {
+    /// The pieces.
+    pub fn as_slice(&self) -> &[(*mut u8, usize)] {
+        &self.0
+    }
+
+    /// Total bytes.
+    pub fn total(&self) -> usize {
+        self.0.iter().map(|p| p.1).sum()
+    }
+
+    /// The pieces as host iovecs for the first `limit` bytes and at most
+    /// `max` iovecs (a prefix: a short transfer is legal).
+    pub fn iovecs(&self, limit: usize, max: usize) -> Vec<libc::iovec> {
+        let mut left = limit;
+        let mut v = Vec::with_capacity(self.0.len().min(max));
+        for &(p, n) in self.0.iter().take(max) {
+            if left == 0 {
+                break;
+            }
+            let n = n.min(left);
+            v.push(libc::iovec { iov_base: p.cast(), iov_len: n });
+            left -= n;
+        }
+        v
+    }
+
+    /// Copies `data` (at most the pieces' total) into the pieces, in order.
+    pub fn copy_out(&self, mut data: &[u8]) {
+        for &(p, n) in &self.0 {
+            let k = n.min(data.len());
+            // SAFETY: the piece is `n >= k` bytes of checked, mapped
+            // program memory (see `host_pieces`); `data` is a host buffer.
+            unsafe { volatile_copy(data.as_ptr(), p, k) };
+            data = &data[k..];
+            if data.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// Fills `out` (at most the pieces' total) from the pieces, in order.
+    pub fn copy_in(&self, mut out: &mut [u8]) {
+        for &(p, n) in &self.0 {
+            let k = n.min(out.len());
+            let (head, tail) = std::mem::take(&mut out).split_at_mut(k);
+            // SAFETY: as for copy_out, the other way.
+            unsafe { volatile_copy(p, head.as_mut_ptr(), k) };
+            out = tail;
+            if out.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
 /// Byte copy that the compiler may not merge with other accesses (one side
 /// is memory the program can change at any time).
 ///
@@ -471,6 +601,69 @@ pub(crate) mod tests {
         // (a thread's malloc arena) is read like any other string.
         m.write(RESV + 4200, b"in a commit\0").expect("a committed page is writable");
         assert_eq!(m.read_cstr(RESV + 4200, 64).expect("a string in a commit"), b"in a commit");
+    }
+
+    /// A buffer across two commits that are adjacent in the reservation
+    /// space but not in the arena, and across adjacent plain regions: one
+    /// host piece per run, every piece checked; the single-range check
+    /// refuses it (what killed the HTTP server), the pieces serve it.
+    #[test]
+    fn host_pieces_cross_non_contiguous_commits_and_regions() {
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; 8 * 4096].into_boxed_slice());
+        let p = buf.as_mut_ptr();
+        const ARENA: u64 = 0x100_0000;
+        const RESV: u64 = 0x1000_0000;
+        let regions = vec![
+            Region { start: ARENA - 4096, len: 4096, host: p, kind: RegionKind::Data },
+            // SAFETY: inside the leaked buffer.
+            Region { start: ARENA, len: 4 * 4096, host: unsafe { p.add(4096) }, kind: RegionKind::Arena },
+            Region {
+                start: ARENA + 4 * 4096,
+                len: 4096,
+                // SAFETY: inside the leaked buffer.
+                host: unsafe { p.add(5 * 4096) },
+                kind: RegionKind::Rodata,
+            },
+            Region { start: RESV, len: 1 << 30, host: std::ptr::null_mut(), kind: RegionKind::Reserve },
+        ];
+        // SAFETY: the buffer is leaked (lives forever); Reserve has no host.
+        let m = unsafe { GuestMemory::new(regions) };
+        // Guest RESV | RESV+4096 backed by arena pages 3 then 1: adjacent
+        // in the guest, apart (and out of order) in the arena.
+        m.alias(RESV, 4096, ARENA + 3 * 4096).expect("commit");
+        m.alias(RESV + 4096, 4096, ARENA + 4096).expect("commit");
+        assert_eq!(m.aliases().len(), 2, "not contiguous in the arena: two aliases");
+        assert!(m.host_range(RESV + 4000, 200, true).is_err(), "one alias cannot cover it");
+        let pc = m.host_pieces(RESV + 4000, 200, true).expect("two valid pieces");
+        assert_eq!(pc.as_slice().len(), 2);
+        assert_eq!(pc.as_slice()[0].1, 96);
+        assert_eq!(pc.as_slice()[1].1, 104);
+        assert_eq!(pc.total(), 200);
+        // SAFETY: inside the leaked buffer.
+        assert_eq!(pc.as_slice()[1].0, unsafe { p.add(2 * 4096) }, "second piece: arena page 1");
+        let data: Vec<u8> = (0..200u8).collect();
+        m.write(RESV + 4000, &data).expect("write through the pieces");
+        assert_eq!(m.read(RESV + 4000, 200).expect("read through the pieces"), data);
+        assert_eq!(m.read(ARENA + 3 * 4096 + 4000, 96).expect("arena page 3"), &data[..96]);
+        assert_eq!(m.read(ARENA + 4096, 104).expect("arena page 1"), &data[96..]);
+        // iovecs: a prefix by bytes and by count.
+        let v = pc.iovecs(150, 1024);
+        assert_eq!((v.len(), v[1].iov_len), (2, 54));
+        assert_eq!(pc.iovecs(200, 1).len(), 1, "at most max iovecs");
+        // Past the commit: the whole range fails, not a prefix.
+        assert!(m.host_pieces(RESV + 4096, 4097, false).is_err(), "uncommitted tail");
+        m.unalias(RESV + 4096, 4096);
+        assert!(m.host_pieces(RESV + 4000, 200, true).is_err(), "a piece gone");
+        // Plain regions: data | arena are one host run (merged); rodata
+        // after the arena is readable, never writable.
+        let pc = m.host_pieces(ARENA - 8, 4 * 4096 + 16, false).expect("three regions readable");
+        assert_eq!(pc.as_slice().len(), 1, "host-contiguous pieces merge");
+        assert!(m.host_pieces(ARENA - 8, 4 * 4096 + 16, true).is_err(), "rodata is not writable");
+        // Zero length: no piece; lengths near u64::MAX: a fault, no loop.
+        assert_eq!(m.host_pieces(0, 0, true).expect("empty").as_slice().len(), 0);
+        assert!(m.host_pieces(ARENA, u64::MAX, false).is_err());
+        assert!(m.host_pieces(u64::MAX - 2, 3, false).is_err());
+        assert!(m.host_pieces(ARENA, u64::MAX - ARENA, false).is_err());
     }
 
     /// A memory of two regions backed by a leaked host buffer (tests only).

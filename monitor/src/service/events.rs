@@ -66,12 +66,15 @@ use std::sync::Arc;
 
 use super::fdtable::Entry;
 use super::{host, Fail, Service, Sys};
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, HostPieces};
 
 /// `sizeof(struct epoll_event)` on x86-64 (packed: `u32 events`, `u64 data`).
 const EPOLL_EVENT: u64 = 12;
 /// Linux's `EP_MAX_EVENTS`: more is `EINVAL`.
 const EP_MAX_EVENTS: i32 = i32::MAX / EPOLL_EVENT as i32;
+/// Most events one `epoll_wait` whose array is in several host pieces
+/// returns (its bounce buffer: 48 KiB).
+const BOUNCE_EVENTS: i32 = 4096;
 /// `sizeof(sigset_t)` as the kernel has it.
 const SIGSET: u64 = 8;
 /// `select`: the bits that make a descriptor readable, writable or
@@ -154,15 +157,20 @@ struct SelectWait {
 #[derive(Debug)]
 struct EpollWait {
     ep: Arc<OwnedFd>,
-    /// The program's event array, checked writable for `max` events.
+    /// The program's event array, checked writable for `max` events; or,
+    /// when that array is in several host pieces, `bounce`'s buffer.
     events: *mut u8,
+    /// A bounce buffer for `max` events and the array's pieces the events
+    /// are copied out through (None: the kernel writes `events` directly).
+    bounce: Option<(Vec<u8>, HostPieces)>,
     max: i32,
     timeout: Timeout,
 }
 
 // SAFETY: `events` points into the program memory mapping, which outlives
-// every call served on it (the service never outlives the domain's memory);
-// the pointer is only handed to the host kernel.
+// every call served on it (the service never outlives the domain's memory),
+// or into `bounce`'s own heap buffer (moves with it); the pointer is only
+// handed to the host kernel.
 unsafe impl Send for EpollWait {}
 
 fn timespec(sec: i64, nsec: i64) -> libc::timespec {
@@ -400,15 +408,26 @@ fn prepare_epoll(
     timeout: Timeout,
     sigmask: Option<u64>,
 ) -> Result<Pending, Fail> {
-    let max = a[2] as i32;
+    let mut max = a[2] as i32;
     if max <= 0 || max > EP_MAX_EVENTS {
         return Err(bad(libc::EINVAL));
     }
     // The host kernel writes the events straight into the program's array
     // (the monitor never reads them): checked writable for all of them.
-    let events = mem.host_range(a[1], max as u64 * EPOLL_EVENT, true)?;
+    let bytes = max as u64 * EPOLL_EVENT;
+    let (events, bounce) = match super::io::buffer(mem, a[1], bytes, true)? {
+        super::io::Buf::One(p) => (p, None),
+        // In pieces: the kernel fills a bounce buffer of at most
+        // BOUNCE_EVENTS events (fewer than asked is legal), copied out
+        // after the wait.
+        super::io::Buf::Many(pc) => {
+            max = max.min(BOUNCE_EVENTS);
+            let mut v = vec![0u8; max as usize * EPOLL_EVENT as usize];
+            (v.as_mut_ptr(), Some((v, pc)))
+        }
+    };
     let ep = hold(s, a[0] as i32).ok_or(bad(libc::EBADF))?;
-    Ok(Pending { sigmask, kind: Kind::Epoll(EpollWait { ep, events, max, timeout }) })
+    Ok(Pending { sigmask, kind: Kind::Epoll(EpollWait { ep, events, bounce, max, timeout }) })
 }
 
 /// Host `ppoll` on `pfds` with `ts` (None: forever), which the host updates
@@ -569,6 +588,9 @@ impl EpollWait {
         // host bug the program must not see.
         if r > i64::from(self.max) {
             return Err(Fail::Errno(libc::EIO));
+        }
+        if let Some((v, pc)) = &self.bounce {
+            pc.copy_out(v.get(..r as usize * EPOLL_EVENT as usize).ok_or(Fail::Errno(libc::EIO))?);
         }
         Ok(r)
     }

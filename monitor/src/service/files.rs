@@ -73,11 +73,25 @@ fn write_statfs(mem: &GuestMemory, t: &Target, out: u64) -> Sys {
     Ok(0)
 }
 
+/// Largest bounce buffer of a `getdents64` whose buffer is in pieces.
+const BOUNCE_MAX: usize = 64 << 10;
+
 pub(super) fn getdents64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
-    let p = mem.host_range(a[1], a[2], true)?;
-    // SAFETY: getdents64 writes at most a[2] bytes at p, checked.
-    host(unsafe { libc::syscall(libc::SYS_getdents64, fd, p, a[2] as usize) })
+    match super::io::buffer(mem, a[1], a[2], true)? {
+        // SAFETY: getdents64 writes at most a[2] bytes at p, checked.
+        super::io::Buf::One(p) => host(unsafe { libc::syscall(libc::SYS_getdents64, fd, p, a[2] as usize) }),
+        super::io::Buf::Many(pc) => {
+            // Several pieces: a bounded bounce buffer (fewer entries is
+            // legal), copied out through the pieces.
+            let mut bounce = vec![0u8; pc.total().min(BOUNCE_MAX)];
+            // SAFETY: writes at most bounce.len() bytes into our buffer.
+            let n =
+                host(unsafe { libc::syscall(libc::SYS_getdents64, fd, bounce.as_mut_ptr(), bounce.len()) })?;
+            pc.copy_out(bounce.get(..n as usize).ok_or(Fail::Errno(libc::EIO))?);
+            Ok(n)
+        }
+    }
 }
 
 pub(super) fn ftruncate(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {

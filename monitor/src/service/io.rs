@@ -10,7 +10,59 @@
 use std::os::fd::RawFd;
 
 use super::{host, Fail, Service, Sys, IOV_MAX, MAX_COPY};
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, HostPieces};
+
+/// A checked data buffer: one host range (the fast path, as before) or the
+/// host pieces of a range that straddles non-contiguous commits of the
+/// reservation space or adjacent regions ([`GuestMemory::host_pieces`]).
+pub(super) enum Buf {
+    One(*mut u8),
+    Many(HostPieces),
+}
+
+/// `[addr, addr+len)` checked as a buffer the call reads (`write` false)
+/// or fills (`write` true), whatever its layout.
+pub(super) fn buffer(mem: &GuestMemory, addr: u64, len: u64, write: bool) -> Result<Buf, Fail> {
+    match mem.host_range(addr, len, write) {
+        Ok(p) => Ok(Buf::One(p)),
+        // The single-range error stands when the pieces fail too.
+        Err(e) => mem.host_pieces(addr, len, write).map(Buf::Many).map_err(|_| Fail::from(e)),
+    }
+}
+
+/// The first `len` bytes of `b` through host descriptor `fd`: `op` says
+/// which way (and `off` the position for the positioned ones). One piece:
+/// the plain call; several: its vectored form over the pieces (at most
+/// `IOV_MAX` of them: beyond, a short transfer, which is legal).
+pub(super) fn transfer(fd: RawFd, b: &Buf, len: usize, op: Vectored, off: i64) -> Sys {
+    let r = match b {
+        // SAFETY: [p, p+len) is checked program memory with the access
+        // `op` needs (len <= the checked length).
+        Buf::One(p) => unsafe {
+            match op {
+                Vectored::Readv => libc::read(fd, p.cast(), len),
+                Vectored::Writev => libc::write(fd, p.cast(), len),
+                Vectored::Preadv => libc::pread(fd, p.cast(), len, off),
+                Vectored::Pwritev => libc::pwrite(fd, p.cast(), len, off),
+            }
+        },
+        Buf::Many(pc) => {
+            let iov = pc.iovecs(len, IOV_MAX as usize);
+            let cnt = iov.len() as i32;
+            // SAFETY: every iovec is a checked piece of program memory with
+            // the access `op` needs; the array lives across the call.
+            unsafe {
+                match op {
+                    Vectored::Readv => libc::readv(fd, iov.as_ptr(), cnt),
+                    Vectored::Writev => libc::writev(fd, iov.as_ptr(), cnt),
+                    Vectored::Preadv => libc::preadv(fd, iov.as_ptr(), cnt, off),
+                    Vectored::Pwritev => libc::pwritev(fd, iov.as_ptr(), cnt, off),
+                }
+            }
+        }
+    };
+    host(r as i64)
+}
 
 pub(super) fn read(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     read_on(s.vfd(a[0])?, mem, a)
@@ -18,41 +70,36 @@ pub(super) fn read(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 
 /// `read` on host descriptor `fd` (the service lock may be dropped).
 pub(super) fn read_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let p = mem.host_range(a[1], a[2], true)?;
-    // SAFETY: [p, p+a[2]) is checked writable program memory.
-    host(unsafe { libc::read(fd, p.cast(), a[2] as usize) } as i64)
+    let b = buffer(mem, a[1], a[2], true)?;
+    transfer(fd, &b, a[2] as usize, Vectored::Readv, 0)
 }
 
 /// `write` on host descriptor `fd` without write limits (the service lock
 /// may be dropped).
 pub(super) fn write_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let p = mem.host_range(a[1], a[2], false)?;
-    // SAFETY: [p, p+a[2]) is checked readable program memory.
-    host(unsafe { libc::write(fd, p.cast(), a[2] as usize) } as i64)
+    let b = buffer(mem, a[1], a[2], false)?;
+    transfer(fd, &b, a[2] as usize, Vectored::Writev, 0)
 }
 
 pub(super) fn write(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
-    let p = mem.host_range(a[1], a[2], false)?;
+    let b = buffer(mem, a[1], a[2], false)?;
     let len = s.write_allowance("write", fd, a[2], None)?;
-    // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2].
-    let r = host(unsafe { libc::write(fd, p.cast(), len as usize) } as i64);
+    let r = transfer(fd, &b, len as usize, Vectored::Writev, 0);
     s.count_written(r)
 }
 
 pub(super) fn pread64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
-    let p = mem.host_range(a[1], a[2], true)?;
-    // SAFETY: as for read.
-    host(unsafe { libc::pread(fd, p.cast(), a[2] as usize, a[3] as i64) } as i64)
+    let b = buffer(mem, a[1], a[2], true)?;
+    transfer(fd, &b, a[2] as usize, Vectored::Preadv, a[3] as i64)
 }
 
 pub(super) fn pwrite64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
-    let p = mem.host_range(a[1], a[2], false)?;
+    let b = buffer(mem, a[1], a[2], false)?;
     let len = s.write_allowance("pwrite64", fd, a[2], Some(a[3] as i64))?;
-    // SAFETY: as for write.
-    let r = host(unsafe { libc::pwrite(fd, p.cast(), len as usize, a[3] as i64) } as i64);
+    let r = transfer(fd, &b, len as usize, Vectored::Pwritev, a[3] as i64);
     s.count_written(r)
 }
 
@@ -190,8 +237,19 @@ pub(super) fn iovecs(mem: &GuestMemory, addr: u64, cnt: u64, write: bool) -> Res
         if total > isize::MAX as u64 {
             return Err(Fail::Errno(libc::EINVAL));
         }
-        let p = mem.host_range(base, len, write)?;
-        out.push(libc::iovec { iov_base: p.cast(), iov_len: len as usize });
+        // Every iovec is checked whole; only the first IOV_MAX host pieces
+        // are used (a short transfer, legal).
+        match buffer(mem, base, len, write)? {
+            Buf::One(p) => {
+                if out.len() < IOV_MAX as usize {
+                    out.push(libc::iovec { iov_base: p.cast(), iov_len: len as usize });
+                }
+            }
+            Buf::Many(pc) => {
+                let room = IOV_MAX as usize - out.len().min(IOV_MAX as usize);
+                out.extend(pc.iovecs(usize::MAX, room));
+            }
+        }
     }
     Ok(out)
 }

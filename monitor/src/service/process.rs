@@ -163,10 +163,20 @@ pub(super) fn getgroups(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sy
 }
 
 pub(super) fn getrandom(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let p = mem.host_range(a[0], a[1], true)?;
     let flags = a[2] as u32 & (libc::GRND_NONBLOCK | libc::GRND_RANDOM);
-    // SAFETY: writes at most a[1] bytes at p, checked.
-    host(unsafe { libc::getrandom(p.cast(), a[1] as usize, flags) } as i64)
+    match super::io::buffer(mem, a[0], a[1], true)? {
+        // SAFETY: writes at most a[1] bytes at p, checked.
+        super::io::Buf::One(p) => host(unsafe { libc::getrandom(p.cast(), a[1] as usize, flags) } as i64),
+        super::io::Buf::Many(pc) => {
+            // Several pieces: a bounded bounce buffer (a short count is
+            // legal), copied out through the pieces.
+            let mut bounce = vec![0u8; pc.total().min(64 << 10)];
+            // SAFETY: writes at most bounce.len() bytes into our buffer.
+            let n = host(unsafe { libc::getrandom(bounce.as_mut_ptr().cast(), bounce.len(), flags) } as i64)?;
+            pc.copy_out(bounce.get(..n as usize).ok_or(Fail::Errno(libc::EIO))?);
+            Ok(n)
+        }
+    }
 }
 
 /// `getpgrp`, `getpgid`, `getsid`, `setpgid`, `setsid` of a program

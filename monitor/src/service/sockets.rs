@@ -183,11 +183,16 @@ fn check_send_flags(flags: i32) -> Result<(), Fail> {
 fn send_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], len: u64, dest: Option<&HostAddr>) -> Sys {
     let flags = a[3] as i32;
     check_send_flags(flags)?;
-    let p = mem.host_range(a[1], a[2], false)?;
-    let (to, tolen) = dest.map_or((std::ptr::null(), 0), |d| (d.ptr(), d.len()));
-    // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2];
-    // `to` is null or an address the monitor built, live across the call.
-    host(unsafe { libc::sendto(fd, p.cast(), len as usize, flags | libc::MSG_NOSIGNAL, to, tolen) } as i64)
+    match super::io::buffer(mem, a[1], a[2], false)? {
+        super::io::Buf::One(p) => {
+            let (to, tolen) = dest.map_or((std::ptr::null(), 0), |d| (d.ptr(), d.len()));
+            // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2];
+            // `to` is null or an address the monitor built, live across the call.
+            host(unsafe { libc::sendto(fd, p.cast(), len as usize, flags | libc::MSG_NOSIGNAL, to, tolen) } as i64)
+        }
+        // Several pieces: sendmsg over them (at most IOV_MAX: short is legal).
+        super::io::Buf::Many(pc) => sendmsg_host(fd, &mut pc.iovecs(len as usize, IOV_MAX as usize), dest, flags),
+    }
 }
 
 pub(super) fn recvfrom(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
@@ -202,17 +207,29 @@ pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bo
     if flags & !RECV_FLAGS != 0 {
         return Err(Fail::Errno(libc::EOPNOTSUPP));
     }
-    let p = mem.host_range(a[1], a[2], true)?;
+    let b = super::io::buffer(mem, a[1], a[2], true)?;
     // The address length is read before anything is received, so a bad one
     // consumes no data.
     let want = if a[4] != 0 { Some(addr_len_in(mem, a[5])?) } else { None };
     let mut addr = [0u8; ADDR_MAX];
     let mut alen = ADDR_MAX as libc::socklen_t;
-    // SAFETY: [p, p+a[2]) is checked writable program memory; `addr` holds
-    // `alen` bytes.
-    let n = host(unsafe {
-        libc::recvfrom(fd, p.cast(), a[2] as usize, flags, addr.as_mut_ptr().cast(), &mut alen)
-    } as i64)?;
+    let n = match &b {
+        // SAFETY: [p, p+a[2]) is checked writable program memory; `addr`
+        // holds `alen` bytes.
+        super::io::Buf::One(p) => host(unsafe {
+            libc::recvfrom(fd, p.cast(), a[2] as usize, flags, addr.as_mut_ptr().cast(), &mut alen)
+        } as i64)?,
+        // Several pieces: recvmsg over them (at most IOV_MAX: short is legal).
+        super::io::Buf::Many(pc) => {
+            let mut iov = pc.iovecs(a[2] as usize, IOV_MAX as usize);
+            let mut h = host_msghdr(&mut iov, Some(&mut addr));
+            // SAFETY: `h` names `iov` (checked writable program memory) and
+            // `addr`, both live across the call; no control buffer.
+            let n = host(unsafe { libc::recvmsg(fd, &mut h, flags) } as i64)?;
+            alen = h.msg_namelen;
+            n
+        }
+    };
     if let Some(want) = want {
         let mut alen = alen as usize;
         bound.note_sender(&addr, alen);

@@ -31,6 +31,7 @@ mod policy_local;
 mod process_child;
 mod procfs;
 mod ring0;
+mod scatter;
 mod service_input;
 mod setid;
 mod shared;
