@@ -22,13 +22,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// glibc's malloc gives each worker thread an arena of its own in the
-/// domain's reservation space, committed page run by page run; a receive
-/// buffer that straddles two commits whose arena pages are not contiguous
-/// is refused by the monitor (see `default_arenas_under_concurrent_load`).
-/// One arena (the main heap) avoids it; native runs get the same setting.
-const ONE_ARENA: &str = "GLIBC_TUNABLES=glibc.malloc.arena_max=1";
-
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
@@ -189,9 +182,6 @@ fn confined_server_answers_as_the_native_one() {
     let port = free_port();
     let mut native = Command::new(dir.join("http-server"));
     native.args([format!("127.0.0.1:{port}"), "2".into()]).env_clear();
-    if let Some((k, v)) = ONE_ARENA.split_once('=') {
-        native.env(k, v);
-    }
     let mut srv = Server::start(native, port).expect("native server");
     let want: Vec<_> = PATHS.iter().map(|p| fetch(dir, &format!("http://127.0.0.1:{port}{p}"))).collect();
     let want_raw: Vec<_> = PATHS.iter().map(|p| raw(port, p)).collect();
@@ -209,7 +199,7 @@ fn confined_server_answers_as_the_native_one() {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut c = Command::new(&cabinc);
-        c.args(["run", "-q", "--backend", backend, "--allow-listen", &addr, "--env", ONE_ARENA])
+        c.args(["run", "-q", "--backend", backend, "--allow-listen", &addr])
             .arg(dir.join("http-server.cabin"))
             .args(["--", &addr, "2"]);
         let mut srv = Server::start(c, port).unwrap_or_else(|e| panic!("{backend}: server ended: {e:?}"));
@@ -346,14 +336,13 @@ fn without_a_policy_bind_and_connect_are_refused_and_audited() {
     }
 }
 
-/// Known gap (reported with issue 19): with glibc's default arenas, each
-/// tokio worker mallocs from its own arena in the reservation space, and a
-/// hyper read buffer that straddles two committed page runs whose arena
-/// pages are not contiguous fails the monitor's one-range buffer check:
-/// `ring protocol violation: recvfrom ... outside the program's writable
-/// memory` ends the server under wrk's 32 connections.
+/// With glibc's default arenas each tokio worker mallocs from its own arena
+/// in the reservation space, so hyper's read buffers straddle committed page
+/// runs whose arena pages are not contiguous: the monitor passes such a
+/// buffer in pieces (`GuestMemory::host_pieces`); before, `recvfrom` of one
+/// was a ring protocol violation that ended the server under wrk's 32
+/// connections.
 #[test]
-#[ignore = "monitor gap: a syscall buffer across two non-contiguous reservation commits (issue 19 report)"]
 fn default_arenas_under_concurrent_load() {
     let (Some(cabinc), Some(dir)) = (cabinc(), built()) else { return };
     for backend in backends() {

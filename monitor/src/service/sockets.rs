@@ -188,10 +188,13 @@ fn send_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], len: u64, dest: Option<&H
             let (to, tolen) = dest.map_or((std::ptr::null(), 0), |d| (d.ptr(), d.len()));
             // SAFETY: [p, p+a[2]) is checked readable program memory; len <= a[2];
             // `to` is null or an address the monitor built, live across the call.
-            host(unsafe { libc::sendto(fd, p.cast(), len as usize, flags | libc::MSG_NOSIGNAL, to, tolen) } as i64)
+            host(unsafe { libc::sendto(fd, p.cast(), len as usize, flags | libc::MSG_NOSIGNAL, to, tolen) }
+                as i64)
         }
         // Several pieces: sendmsg over them (at most IOV_MAX: short is legal).
-        super::io::Buf::Many(pc) => sendmsg_host(fd, &mut pc.iovecs(len as usize, IOV_MAX as usize), dest, flags),
+        super::io::Buf::Many(pc) => {
+            sendmsg_host(fd, &mut pc.iovecs(len as usize, IOV_MAX as usize), dest, flags)
+        }
     }
 }
 
