@@ -2026,3 +2026,25 @@ fn signalfd_siginfo(info: &[u64; 16]) -> [u8; 128] {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The place a nested handler's return reuses: only an aligned one
+    /// above its own frame and near it; anything a program could make of
+    /// the window's `rsp` otherwise gets a new place (0).
+    #[test]
+    fn a_resume_window_place_is_reused_only_above_the_frame_and_near_it() {
+        let uc = 0x7000_0000u64;
+        assert_eq!(reusable_return(uc + 0x1000, uc), uc + 0x1000);
+        assert_eq!(reusable_return(uc + PRIVATE_STACK as u64 - 16, uc), uc + PRIVATE_STACK as u64 - 16);
+        // Misaligned, at or below the frame, too far, or wrapping.
+        assert_eq!(reusable_return(uc + 0x1008, uc), 0);
+        assert_eq!(reusable_return(uc, uc), 0);
+        assert_eq!(reusable_return(uc - 0x100, uc), 0);
+        assert_eq!(reusable_return(uc + PRIVATE_STACK as u64, uc), 0);
+        assert_eq!(reusable_return(u64::MAX - 15, u64::MAX - 0x1000), 0);
+        assert_eq!(reusable_return(0, uc), 0);
+    }
+}
