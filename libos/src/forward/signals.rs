@@ -1689,7 +1689,14 @@ pub(crate) extern "C" fn on_fault(sig: i32, info: *mut u8, uc: *mut u8) {
 /// A signal from outside the child (the monitor forwards the ones sent to
 /// `cabinc`; it posted their words in the boot page first) or from another
 /// host process: posted, and delivered now unless the libos was running.
-pub(crate) extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
+///
+/// Returns the address of the resume window's [`KernelReturn`] when this
+/// signal came in the resume window of an outer handler's return (that
+/// return is abandoned): `cabin_kernel_return` resumes from that place
+/// again rather than from a new one below this frame, so queued wake
+/// signals taken one in the window of another cannot nest down the
+/// alternate stack until it overflows. 0 otherwise.
+pub(crate) extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) -> u64 {
     let sig = sig as u64;
     let b = boot();
     // SAFETY: the validated boot page; an atomic view of an aligned word.
@@ -1708,7 +1715,9 @@ pub(crate) extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
     let mut rip = unsafe { greg(uc, REG_RIP).read() };
     // SAFETY: as above.
     let rsp = unsafe { greg(uc, REG_RSP).read() };
+    let mut reuse = 0;
     if let Some(at) = crate::arch::x86_64::entry::resume_window_ctx(rip, rsp) {
+        reuse = reusable_return(at, uc as u64);
         // A kernel handler's return had put the mask back and was resuming
         // the context in the `Ctx` at `at` (FP state and mask already
         // live): this signal interrupted that context, not the window.
@@ -1737,10 +1746,31 @@ pub(crate) extern "C" fn on_async(sig: i32, info: *mut u8, uc: *mut u8) {
     } else if in_libos(rip) {
         // The libos looks at the attention word on its way out.
         refresh_attention();
-        return;
+        return reuse;
     }
     // SAFETY: the kernel's frame for this handler.
     unsafe { deliver_on_kernel_frame(uc, None, None) };
+    reuse
+}
+
+/// `at` (a resume window's [`Ctx`]) as the place for this handler's
+/// [`KernelReturn`] when it is one a kernel handler's return left there:
+/// 16-aligned and above this handler's kernel frame `uc` on the same
+/// stack (within [`PRIVATE_STACK`] of it), so the copy there neither
+/// overlaps the return's own copy below the frame nor reaches far. A
+/// program that jumped into the window with an `rsp` of its choosing gets
+/// at most a write of its own context into its own domain's memory near
+/// the libos stack, which it can write anyway; else 0 (a new place).
+fn reusable_return(at: u64, uc: u64) -> u64 {
+    let fits = at.is_multiple_of(16)
+        && at > uc
+        && at - uc < PRIVATE_STACK as u64
+        && at.checked_add(core::mem::size_of::<KernelReturn>() as u64).is_some();
+    if fits {
+        at
+    } else {
+        0
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -2007,4 +2037,26 @@ fn signalfd_siginfo(info: &[u64; 16]) -> [u8; 128] {
         o[72..80].copy_from_slice(&info[2].to_le_bytes()); // ssi_addr
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The place a nested handler's return reuses: only an aligned one
+    /// above its own frame and near it; anything a program could make of
+    /// the window's `rsp` otherwise gets a new place (0).
+    #[test]
+    fn a_resume_window_place_is_reused_only_above_the_frame_and_near_it() {
+        let uc = 0x7000_0000u64;
+        assert_eq!(reusable_return(uc + 0x1000, uc), uc + 0x1000);
+        assert_eq!(reusable_return(uc + PRIVATE_STACK as u64 - 16, uc), uc + PRIVATE_STACK as u64 - 16);
+        // Misaligned, at or below the frame, too far, or wrapping.
+        assert_eq!(reusable_return(uc + 0x1008, uc), 0);
+        assert_eq!(reusable_return(uc, uc), 0);
+        assert_eq!(reusable_return(uc - 0x100, uc), 0);
+        assert_eq!(reusable_return(uc + PRIVATE_STACK as u64, uc), 0);
+        assert_eq!(reusable_return(u64::MAX - 15, u64::MAX - 0x1000), 0);
+        assert_eq!(reusable_return(0, uc), 0);
+    }
 }

@@ -486,9 +486,18 @@ pub unsafe extern "C" fn cabin_kvm_signal_entry() {
 /// Defines a process-backend kernel signal handler (`sa_handler` with
 /// `SA_SIGINFO`): calls `$rust(sig, info, uc)` on the private stack, then
 /// resumes the (possibly edited) context of the kernel's `ucontext` with
-/// [`cabin_kernel_return`], never with the host's `rt_sigreturn`.
+/// [`cabin_kernel_return`], never with the host's `rt_sigreturn`. With
+/// `reuse`, `$rust` returns the address of an abandoned resume-window
+/// [`KernelReturn`] for the return to resume from (0: none; see
+/// [`cabin_kernel_return`]); without it, the return uses no such place.
 macro_rules! kernel_handler {
     ($(#[$m:meta])* $name:ident => $rust:path) => {
+        kernel_handler!($(#[$m])* $name => $rust, "xor esi, esi");
+    };
+    ($(#[$m:meta])* $name:ident => $rust:path, reuse) => {
+        kernel_handler!($(#[$m])* $name => $rust, "mov rsi, rax");
+    };
+    ($(#[$m:meta])* $name:ident => $rust:path, $reuse:literal) => {
         $(#[$m])*
         ///
         /// # Safety
@@ -503,6 +512,7 @@ macro_rules! kernel_handler {
                 "cld",
                 "call {rust}",
                 "pop rdi",
+                $reuse,
                 "jmp {ret}",
                 rust = sym $rust,
                 ret = sym cabin_kernel_return,
@@ -521,7 +531,7 @@ kernel_handler!(
 );
 kernel_handler!(
     /// The signals the monitor forwards and its wake signal.
-    cabin_kernel_async => crate::forward::signals::on_async
+    cabin_kernel_async => crate::forward::signals::on_async, reuse
 );
 
 /// Returns from a kernel signal handler to the context in the kernel's
@@ -547,6 +557,17 @@ kernel_handler!(
 /// signal waits for the program's next call. The FP state is the program's
 /// already there. Flags are never touched by the window's instructions.
 ///
+/// Such a nested handler abandons the outer return: its [`KernelReturn`]
+/// is never resumed. So that a stream of signals (the wake signal is a
+/// real-time one: every `kill` of it is queued, and each is taken in the
+/// resume window of the previous one's return) does not nest frame below
+/// frame until the alternate stack overflows (the kernel then kills the
+/// thread with a SIGSEGV no handler sees), the nested handler's return
+/// gets the abandoned [`KernelReturn`]'s address in `rsi` and, once
+/// `cabin_kernel_prepare` has read the kernel's frame, copies its own
+/// [`KernelReturn`] there and resumes from it: every level of nesting
+/// resumes from the same place, and the depth stays one frame.
+///
 /// A program that jumps into any of this with registers of its choosing
 /// gets what ring 3 can do anyway: an `iretq` to ring 3 with the current
 /// CS/SS, an `xrstor` that cannot load PKRU (and the check after it), a
@@ -554,14 +575,28 @@ kernel_handler!(
 ///
 /// # Safety
 ///
-/// Only the kernel handlers above jump here, `rdi` their `ucontext`.
+/// Only the kernel handlers above jump here, `rdi` their `ucontext`,
+/// `rsi` 0 or a 16-aligned place for the [`KernelReturn`] above the
+/// kernel's frame (`signals::on_async` checks it).
 #[unsafe(naked)]
 pub unsafe extern "C" fn cabin_kernel_return() -> ! {
     naked_asm!(
+        "mov rbx, rsi",
         "and rsp, -16",
         "sub rsp, {space}",
         "mov rsi, rsp",
         "call {prepare}",
+        "test rbx, rbx",
+        "jz 2f",
+        // The abandoned outer return's place: copy the KernelReturn up
+        // (source below this frame, destination above it: disjoint; DF
+        // is clear, as the Rust ABI leaves it) and resume from there.
+        "mov rsi, rsp",
+        "mov rdi, rbx",
+        "mov ecx, {space_words}",
+        "rep movsq",
+        "mov rsp, rbx",
+        "2:",
         "mov eax, {nr_mask}",
         "mov edi, 2",
         "lea rsi, [rsp + {mask}]",
@@ -597,6 +632,7 @@ pub unsafe extern "C" fn cabin_kernel_return() -> ! {
         "cabin_resume_window_end:",
         "ud2",
         space = const size_of::<KernelReturn>(),
+        space_words = const size_of::<KernelReturn>() / 8,
         prepare = sym cabin_kernel_prepare,
         nr_mask = const nr::rt_sigprocmask,
         mask = const offset_of!(KernelReturn, mask),
