@@ -484,7 +484,8 @@ fn docs_list_every_call_the_monitor_serves() {
     listed.dedup();
     // System V semaphores and queues are served by the ring worker through
     // the process tree (outside the service table).
-    const BY_THE_TREE: [&str; 8] = ["semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv", "msgctl"];
+    const BY_THE_TREE: [&str; 8] =
+        ["semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv", "msgctl"];
     let mut served: Vec<&str> = cabin_monitor::service::served()
         .filter(|&n| syscalls::serve(n) == Serve::Forwarded)
         .filter_map(syscalls::name)
