@@ -1633,6 +1633,16 @@ pub(crate) fn take_interrupted(nr: u64, r: i64) -> Option<u64> {
 /// out, which then decides between `EINTR` and a restart (recorded for
 /// [`take_interrupted`]); `false` when there is none (blocked or ignored):
 /// the caller makes the call again.
+/// Whether the monitor has posted a signal the libos has not taken yet.
+pub(crate) fn incoming_waiting() -> bool {
+    let b = boot();
+    if b.is_null() {
+        return false;
+    }
+    // SAFETY: the validated boot page; an atomic view of an aligned word.
+    unsafe { (*addr_of_mut!((*b).sig_incoming).cast::<AtomicU64>()).load(Ordering::SeqCst) != 0 }
+}
+
 pub(crate) fn interrupted(nr: u64) -> bool {
     take_incoming();
     if attention().load(Ordering::SeqCst) == 0 {
