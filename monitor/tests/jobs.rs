@@ -12,51 +12,8 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::Command;
 
-use common::Backend;
-
-/// Runs `img` confined with `args`; (stdout, exit status).
-fn confined(b: Backend, img: &[u8], args: &[&str]) -> (String, i32) {
-    let t = tempfile::tempdir().expect("tempdir");
-    let path = t.path().join("out");
-    let out = std::fs::File::create(&path).expect("output file");
-    let cfg = cabin_monitor::RunConfig {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        quiet: true,
-        stdio: Some([0, out.as_raw_fd(), 2]),
-        ..Default::default()
-    };
-    let o = b.run(img, &cfg).expect("the monitor runs the program");
-    (std::fs::read_to_string(&path).expect("read the output"), o.exit_code)
-}
-
-fn native(exe: &Path, args: &[&str]) -> (String, i32) {
-    let o = Command::new(exe).args(&args[1..]).output().expect("run natively");
-    (String::from_utf8_lossy(&o.stdout).into_owned(), o.status.code().unwrap_or(-1))
-}
-
-/// Host processes whose parent is this test process and that are not
-/// zombies (each confined process is one).
-fn live_children() -> Vec<String> {
-    let me = std::process::id().to_string();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else { continue };
-        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
-        if field("PPid:").as_deref() == Some(me.as_str())
-            && !field("State:").unwrap_or_default().starts_with('Z')
-        {
-            found.push(format!(
-                "{} {}",
-                e.file_name().to_string_lossy(),
-                field("State:").unwrap_or_default()
-            ));
-        }
-    }
-    found
-}
+use common::{confined, live_children, native, Backend};
 
 const CASES: &[&str] = &["groups", "session", "kill0", "autoreap", "waitintr", "pdeath", "sigterm"];
 

@@ -9,30 +9,7 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::Command;
-
-use common::Backend;
-
-fn confined(b: Backend, img: &[u8], args: &[&str]) -> (String, i32) {
-    let t = tempfile::tempdir().expect("tempdir");
-    let path = t.path().join("out");
-    let out = std::fs::File::create(&path).expect("output file");
-    let cfg = cabin_monitor::RunConfig {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        quiet: true,
-        stdio: Some([0, out.as_raw_fd(), 2]),
-        ..Default::default()
-    };
-    let o = b.run(img, &cfg).expect("the monitor runs the program");
-    (std::fs::read_to_string(&path).expect("read the output"), o.exit_code)
-}
-
-fn native(exe: &Path, args: &[&str]) -> (String, i32) {
-    let o = Command::new(exe).args(&args[1..]).output().expect("run natively");
-    (String::from_utf8_lossy(&o.stdout).into_owned(), o.status.code().unwrap_or(-1))
-}
+use common::{confined, native, Backend};
 
 fn sysv(b: Backend) {
     let t = tempfile::tempdir().expect("tempdir");
