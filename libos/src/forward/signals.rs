@@ -66,7 +66,7 @@ const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
 
 const SS_ONSTACK: u64 = 1;
-const SS_DISABLE: u64 = 2;
+pub(super) const SS_DISABLE: u64 = 2;
 const SS_AUTODISARM: u64 = 1 << 31;
 const MINSIGSTKSZ: u64 = 2048;
 
@@ -178,23 +178,18 @@ struct KSigaction {
 
 const DFL: KSigaction = KSigaction { handler: SIG_DFL, flags: 0, restorer: 0, mask: 0 };
 
-/// The program's dispositions and alternate stack. Changed only by the
+/// The program's dispositions. Changed only by the
 /// program's own calls (inside the libos); read by deliveries, which never
 /// run while the libos is inside one of those calls (a kernel signal that
 /// interrupts libos code only marks the signal pending).
 struct Book {
     actions: [KSigaction; NSIG as usize],
-    /// `stack_t`: `ss_sp`, `ss_flags`, `ss_size`.
-    altstack: [u64; 3],
     /// One `siginfo_t` per pending signal.
     info: [[u64; 16]; NSIG as usize],
 }
 
-static BOOK: Global<Book> = Global::new(Book {
-    actions: [DFL; NSIG as usize],
-    altstack: [0, SS_DISABLE, 0],
-    info: [[0; 16]; NSIG as usize],
-});
+static BOOK: Global<Book> =
+    Global::new(Book { actions: [DFL; NSIG as usize], info: [[0; 16]; NSIG as usize] });
 
 /// The calling thread's blocked mask (bit `n - 1` for signal `n`), in its
 /// thread block (GS): each thread has its own, as on Linux.
@@ -864,36 +859,51 @@ fn terminate(sig: u64, info: &[u64; 16], ctx: &Ctx) -> ! {
     crate::sys::exit_group(128 + sig)
 }
 
-/// Whether `sp` is on the program's alternate stack.
-fn on_altstack(book: &Book, sp: u64) -> bool {
-    let [base, flags, size] = book.altstack;
+/// The calling thread's alternate stack (`ss_sp`, `ss_flags`, `ss_size`).
+fn altstack() -> [u64; 3] {
+    let b = &super::thread::current().altstack;
+    [b[0].load(Ordering::Relaxed), b[1].load(Ordering::Relaxed), b[2].load(Ordering::Relaxed)]
+}
+
+fn store_altstack(s: [u64; 3]) {
+    for (w, v) in super::thread::current().altstack.iter().zip(s) {
+        w.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Whether `sp` is on the calling thread's alternate stack.
+fn on_altstack(sp: u64) -> bool {
+    let [base, flags, size] = altstack();
     flags & SS_DISABLE == 0 && sp > base && sp - base <= size
 }
 
 /// Builds the `rt_sigframe` for `sig` and points `ctx` at the handler.
 /// `false` when the stack cannot hold it.
 fn build_frame(ctx: &mut Ctx, sig: u64, act: &KSigaction, info: &[u64; 16], fp: Fp, f: &FaultInfo) -> bool {
-    // SAFETY: see `Book`.
-    let book = unsafe { BOOK.get() };
-    let on_alt = on_altstack(book, ctx.rsp);
+    let alt = altstack();
+    let on_alt = on_altstack(ctx.rsp);
     let mut sp = ctx.rsp;
-    let mut stack = book.altstack;
+    let mut stack = alt;
     stack[1] = if on_alt { SS_ONSTACK } else { stack[1] & (SS_DISABLE | SS_AUTODISARM) };
-    if act.flags & SA_ONSTACK != 0 && book.altstack[1] & SS_DISABLE == 0 && !on_alt {
-        sp = book.altstack[0].wrapping_add(book.altstack[2]);
-        if book.altstack[1] & SS_AUTODISARM != 0 {
-            book.altstack = [0, SS_DISABLE, 0];
+    let switch = act.flags & SA_ONSTACK != 0 && alt[1] & SS_DISABLE == 0 && !on_alt;
+    if switch {
+        sp = alt[0].wrapping_add(alt[2]);
+        if alt[1] & SS_AUTODISARM != 0 {
+            store_altstack([0, SS_DISABLE, 0]);
         }
     } else {
         sp = sp.wrapping_sub(128);
     }
     // The libos may be running on this very stack (the entry paths, and a
     // kernel handler of a thread without the private stack): then the
-    // frame goes well below the code building it.
+    // frame goes well below the code building it. Never on a switch to the
+    // alternate stack: the libos is not running there (the program was
+    // not), and an alternate stack just above the program's stack (Go's
+    // heap-allocated ones) would otherwise move the frame off it.
     let here = current_sp();
     let private = core::ptr::addr_of!(CABIN_PRIVATE_STACK) as u64;
     let on_private = (private..private + PRIVATE_STACK as u64).contains(&here);
-    if !on_private && here < sp && sp - here < 1 << 20 {
+    if !switch && !on_private && here < sp && sp - here < 1 << 20 {
         sp = here - FRAME_GAP;
     }
     let fp_size = match fp {
@@ -1027,10 +1037,8 @@ pub(crate) fn sigreturn(uc: u64, ctx: &mut Ctx) {
     ctx.rflags = (g(REG_EFL) & USER_RFLAGS) | 0x202;
     let stack = [raw[UC_STACK / 8], raw[UC_STACK / 8 + 1], raw[UC_STACK / 8 + 2]];
     let sp_now = uc;
-    // SAFETY: see `Book`.
-    let book = unsafe { BOOK.get() };
-    if !on_altstack(book, sp_now) {
-        let _ = set_altstack(book, &stack);
+    if !on_altstack(sp_now) {
+        let _ = set_altstack(&stack);
     }
     MASK.store(raw[UC_SIGMASK / 8] & !UNBLOCKABLE, Ordering::SeqCst);
     // What Linux refuses ends the program with SIGSEGV here too: another
@@ -1137,29 +1145,27 @@ pub(super) fn sigpending(set: u64, size: u64) -> i64 {
     0
 }
 
-fn set_altstack(book: &mut Book, ss: &[u64; 3]) -> i64 {
+fn set_altstack(ss: &[u64; 3]) -> i64 {
     // `ss_flags` is an `int`: the padding after it is not the program's word.
     let flags = ss[1] & 0xffff_ffff;
     if flags & !(SS_DISABLE | SS_ONSTACK | SS_AUTODISARM) != 0 {
         return -errno::EINVAL;
     }
     if flags & SS_DISABLE != 0 {
-        book.altstack = [0, SS_DISABLE, 0];
+        store_altstack([0, SS_DISABLE, 0]);
         return 0;
     }
     if ss[2] < MINSIGSTKSZ {
         return -errno::ENOMEM;
     }
-    book.altstack = [ss[0], flags & SS_AUTODISARM, ss[2]];
+    store_altstack([ss[0], flags & SS_AUTODISARM, ss[2]]);
     0
 }
 
 /// `sigaltstack`; `sp` is the program's stack pointer at the call.
 pub(super) fn sigaltstack(ss: u64, old: u64, sp: u64) -> i64 {
-    // SAFETY: see `Book`.
-    let book = unsafe { BOOK.get() };
-    let on = on_altstack(book, sp);
-    let mut prev = book.altstack;
+    let on = on_altstack(sp);
+    let mut prev = altstack();
     prev[1] = if on { SS_ONSTACK } else { prev[1] };
     if ss != 0 {
         // SAFETY: the program's own pointer (see `sigaction`).
@@ -1167,7 +1173,7 @@ pub(super) fn sigaltstack(ss: u64, old: u64, sp: u64) -> i64 {
         if on {
             return -errno::EPERM;
         }
-        let r = set_altstack(book, &new);
+        let r = set_altstack(&new);
         if r != 0 {
             return r;
         }

@@ -65,6 +65,11 @@ pub(crate) struct Block {
     /// The thread's futex waits since its last spin that saw its word
     /// change (`futex_path`: the spin is left out while it does not pay).
     pub(crate) futex_misses: AtomicU32,
+    /// The thread's alternate signal stack (`stack_t`: `ss_sp`, `ss_flags`,
+    /// `ss_size`): per thread, as on Linux. A new thread starts without one
+    /// (Go gives every thread its own and takes a signal on any other stack
+    /// for a foreign thread's); a fork child keeps its parent's (same block).
+    pub(crate) altstack: [AtomicU64; 3],
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -92,6 +97,7 @@ const EMPTY: Block = Block {
     start: [const { AtomicU64::new(0) }; ThreadStart::SIZE / 8],
     sigmask: AtomicU64::new(0),
     futex_misses: AtomicU32::new(0),
+    altstack: [AtomicU64::new(0), AtomicU64::new(super::signals::SS_DISABLE), AtomicU64::new(0)],
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -164,6 +170,9 @@ impl Block {
         self.exit_index.store(0, Ordering::Relaxed);
         self.posted.store(0, Ordering::Relaxed);
         self.futex_misses.store(0, Ordering::Relaxed);
+        for (w, v) in self.altstack.iter().zip([0, super::signals::SS_DISABLE, 0]) {
+            w.store(v, Ordering::Relaxed);
+        }
         // Slot 0 is set up before GS points anywhere; others by their creator.
         let mask = if slot == 0 { 0 } else { current().sigmask.load(Ordering::SeqCst) };
         self.sigmask.store(mask, Ordering::SeqCst);

@@ -48,6 +48,7 @@ impl Backend {
         img: &[u8],
         cfg: &cabin_monitor::RunConfig,
     ) -> Result<cabin_monitor::RunOutcome, cabin_monitor::RunError> {
+        let _watch = Watchdog::start(self);
         match self {
             Backend::Process => cabin_process::run(img, cfg),
             Backend::Kvm => cabin_kvm::run(img, cfg),
@@ -61,6 +62,42 @@ impl Backend {
     /// instead.
     pub fn available(self, _test: &str) -> bool {
         self == Backend::Process || cabin_tests::kvm_available(cabin_kvm::usable)
+    }
+}
+
+/// How long one confined run of a test may take before the test binary
+/// ends itself (CABIN_TEST_RUN_LIMIT seconds, default 300): a run that hangs
+/// (a lost wake-up, a livelock) then fails the suite with the test's name
+/// instead of stalling CI until its own limit.
+struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+impl Watchdog {
+    fn start(b: Backend) -> Watchdog {
+        let secs = std::env::var("CABIN_TEST_RUN_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(300u64);
+        let name = std::thread::current().name().unwrap_or("a test").to_string();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(std::time::Duration::from_secs(secs))
+            {
+                let msg = format!(
+                    "error: {name}: a confined run on {b:?} did not end within {secs} s \
+                     (CABIN_TEST_RUN_LIMIT); ending the test binary so the suite fails instead of hanging\n"
+                );
+                // Straight to fd 2: libtest captures this thread's eprintln.
+                // SAFETY: writes a live buffer of its length to stderr.
+                unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+                std::process::exit(124);
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the watchdog thread, which then ends.
+        self.0.take();
     }
 }
 

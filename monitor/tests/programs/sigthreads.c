@@ -16,7 +16,12 @@
  *    itself), which then waits again and is woken by FUTEX_WAKE;
  *  - kill to the process while the sender blocks the signal: a thread
  *    that does not block it runs the handler;
- *  - sigqueue to a thread (pthread_sigqueue) carries its value. */
+ *  - sigqueue to a thread (pthread_sigqueue) carries its value;
+ *  - alternate stacks are per thread: a new thread starts without one,
+ *    each thread's SA_ONSTACK handler runs on its own (not on the one the
+ *    last sigaltstack call of any thread set), also when that stack lies
+ *    just above the thread's own stack (Go allocates both from its heap;
+ *    a Go program hung when its runtime found a handler on neither). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -24,6 +29,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -313,10 +320,85 @@ static void directed(void)
     printf("main handled none of them: %d\n", handled_on != tid());
 }
 
+#define ALT_SIZE (64 * 1024)
+#define THREAD_STACK (256 * 1024)
+static volatile uintptr_t seen_sp;
+static char *thread_alt;
+static volatile int alt_phase;
+
+static void on_alt(int sig)
+{
+    char here;
+    (void)sig;
+    seen_sp = (uintptr_t)&here;
+}
+
+static int within(uintptr_t sp, const char *lo)
+{
+    return sp > (uintptr_t)lo && sp <= (uintptr_t)lo + ALT_SIZE;
+}
+
+static void *alt_thread(void *arg)
+{
+    (void)arg;
+    stack_t old;
+    sigaltstack(NULL, &old);
+    printf("altstack: a new thread starts without one: %d\n", (old.ss_flags & SS_DISABLE) != 0);
+    stack_t ss = {.ss_sp = thread_alt, .ss_flags = 0, .ss_size = ALT_SIZE};
+    int r = sigaltstack(&ss, NULL);
+    seen_sp = 0;
+    pthread_kill(pthread_self(), SIGUSR2);
+    printf("altstack: set %d, the thread's handler ran on its own: %d\n", r, within(seen_sp, thread_alt));
+    seen_sp = 0;
+    alt_phase = 1;
+    while (seen_sp == 0)
+        ;
+    printf("altstack: signalled while spinning, on its own: %d\n", within(seen_sp, thread_alt));
+    return NULL;
+}
+
+static void altstacks(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alt;
+    sa.sa_flags = SA_ONSTACK;
+    sigaction(SIGUSR2, &sa, NULL);
+    block(SIGUSR2, SIG_UNBLOCK);
+    static char main_alt[ALT_SIZE];
+    stack_t ss = {.ss_sp = main_alt, .ss_flags = 0, .ss_size = ALT_SIZE};
+    sigaltstack(&ss, NULL);
+    /* The thread's stack and, just above it, its alternate stack: one
+     * mapping. */
+    char *region = mmap(NULL, THREAD_STACK + ALT_SIZE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (region == MAP_FAILED) {
+        printf("altstack: mmap failed\n");
+        return;
+    }
+    thread_alt = region + THREAD_STACK;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstack(&attr, region, THREAD_STACK);
+    pthread_t t;
+    if (pthread_create(&t, &attr, alt_thread, NULL) != 0) {
+        printf("altstack: pthread_create failed\n");
+        return;
+    }
+    while (alt_phase == 0)
+        ;
+    pthread_kill(t, SIGUSR2);
+    pthread_join(t, NULL);
+    seen_sp = 0;
+    raise(SIGUSR2);
+    printf("altstack: main's handler ran on main's own: %d\n", within(seen_sp, main_alt));
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     queued();
     directed();
+    altstacks();
     return 5;
 }
