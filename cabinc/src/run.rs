@@ -74,9 +74,10 @@ pub struct RunArgs {
     pub forwarding: Forwarding,
     /// Where the program and the monitor's ring worker run: `split` (the worker on one CPU,
     /// the program on the others, when at least two are allowed: a forwarded call is a
-    /// round trip between the two, and the worker spins between calls) or `shared` (leave
-    /// it to the scheduler).
-    #[arg(long, value_enum, default_value_t = Cpus::Split)]
+    /// round trip between the two, and the worker spins between calls), `shared` (leave
+    /// it to the scheduler; the worker spins only briefly), or `auto`: split when the
+    /// machine is idle at the start, shared when other work wants the CPUs.
+    #[arg(long, value_enum, default_value_t = Cpus::Auto)]
     pub cpus: Cpus,
     /// Print the backend and execute-only notices (`cabin: …`) too.
     #[arg(long, short, conflicts_with = "quiet")]
@@ -124,6 +125,8 @@ pub enum Forwarding {
 /// CPU placement (`--cpus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Cpus {
+    /// Split on an idle machine, shared on a busy one (looked at once, at the start).
+    Auto,
     /// The worker on one CPU, the program on the others.
     Split,
     /// Left to the scheduler.
@@ -286,6 +289,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         force_trap_path: a.forwarding == Forwarding::Sync,
         forward_signals: true,
         cpu_placement: match a.cpus {
+            Cpus::Auto => CpuPlacement::Auto,
             Cpus::Split => CpuPlacement::Split,
             Cpus::Shared => CpuPlacement::Shared,
         },

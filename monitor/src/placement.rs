@@ -15,17 +15,65 @@
 //! several confined programs started at once spread their workers over the
 //! machine instead of piling them onto one CPU. With fewer than two allowed
 //! CPUs nothing is pinned.
+//!
+//! That is right for an idle machine only. When other work wants the CPUs,
+//! the worker's spin takes CPU time from it (a spinning worker doubles the
+//! run's CPU time: `busybox sha256sum` of 100 MB used 1.05-1.12 s of CPU for
+//! 0.56 s of wall time), the load balancer then sees the worker's CPU full
+//! and moves the other work onto the program's one CPU, and a pinned program
+//! cannot move away from it: under two CPU hogs the same run took 1.20-1.38 s
+//! against 0.76-0.90 s natively. So the default, [`CpuPlacement::Auto`],
+//! splits only when the machine is idle at the start ([`busy`]), and otherwise
+//! pins nothing and has the worker spin briefly only ([`crate::ring::THREAD_SPIN`],
+//! the libos not at all): 0.98-1.07 s under the same two hogs. The worker
+//! also drops to the brief spin for the rest of the run as soon as it is
+//! preempted while spinning (load that came after the start; `crate::ring`).
 
 use std::mem::size_of;
 
 /// How the program and the worker are placed on CPUs (`cabinc run --cpus`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CpuPlacement {
-    /// Worker on one CPU, program on the rest (when at least two are allowed).
+    /// [`CpuPlacement::Split`] on an idle machine, [`CpuPlacement::Shared`]
+    /// on a busy one ([`busy`], looked at once, at the start).
     #[default]
+    Auto,
+    /// Worker on one CPU, program on the rest (when at least two are allowed).
     Split,
-    /// Leave it to the scheduler.
+    /// Leave it to the scheduler (and spin briefly only).
     Shared,
+}
+
+/// Whether other work wants the CPUs this process may use: the machine's
+/// runnable tasks (the `running` count of `/proc/loadavg`, this thread
+/// included), sampled a few times 200 µs apart, leave fewer than two of the
+/// allowed CPUs for the program and its worker even at the quietest sample.
+/// `false` when it cannot be read.
+pub fn busy() -> bool {
+    let Some(cpus) = CpuSet::current().map(|s| s.cpus().len()) else { return false };
+    let mut quietest = usize::MAX;
+    for i in 0..5 {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let Some(running) = std::fs::read_to_string("/proc/loadavg").ok().as_deref().and_then(runnable)
+        else {
+            return false;
+        };
+        quietest = quietest.min(running.saturating_sub(1));
+    }
+    others_leave_too_little(quietest, cpus)
+}
+
+/// The runnable count of a `/proc/loadavg` line (`0.50 0.40 0.30 3/412 9999`).
+fn runnable(loadavg: &str) -> Option<usize> {
+    loadavg.split_whitespace().nth(3)?.split('/').next()?.parse().ok()
+}
+
+/// With `others` runnable tasks besides ours, are fewer than two of `cpus`
+/// left for the program and its worker?
+fn others_leave_too_little(others: usize, cpus: usize) -> bool {
+    cpus < others + 2
 }
 
 /// A set of CPUs (the kernel's `cpu_set_t`).
@@ -108,7 +156,7 @@ impl Placement {
     /// The split for this run, or `None` when `how` is `Shared` or fewer
     /// than two CPUs are allowed.
     pub fn choose(how: CpuPlacement) -> Option<Placement> {
-        if how == CpuPlacement::Shared {
+        if how == CpuPlacement::Shared || (how == CpuPlacement::Auto && busy()) {
             return None;
         }
         let original = CpuSet::current()?;
@@ -156,6 +204,21 @@ mod tests {
             }
         }
         assert!(Placement::choose(CpuPlacement::Shared).is_none());
+    }
+
+    #[test]
+    fn busy_reads_the_runnable_count_and_compares_it_with_the_cpus() {
+        assert_eq!(runnable("0.50 0.40 0.30 3/412 9999\n"), Some(3));
+        assert_eq!(runnable("garbage"), None);
+        assert_eq!(runnable("1 2 3 x/4 5"), None);
+        // Two CPUs: any other runnable task leaves less than both.
+        assert!(!others_leave_too_little(0, 2));
+        assert!(others_leave_too_little(1, 2));
+        // Eight CPUs: six others still leave two.
+        assert!(!others_leave_too_little(6, 8));
+        assert!(others_leave_too_little(7, 8));
+        // One CPU is never split anyway.
+        assert!(others_leave_too_little(0, 1));
     }
 
     #[test]

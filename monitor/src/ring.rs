@@ -126,6 +126,9 @@ pub struct WorkerStats {
     pub forwarded: u64,
     /// Of which arrived through the trap path.
     pub trapped: u64,
+    /// Times the worker was preempted while spinning and went on with the
+    /// brief spin only (0 or 1 per worker; `--stats`: `spin_preempted`).
+    pub spin_preempted: u64,
 }
 
 /// The service and the gate (policy, limits, trace), shared by the
@@ -366,6 +369,50 @@ pub struct Worker {
     sites: SiteMap,
 }
 
+/// Whether the calling thread was preempted during a spin: its involuntary
+/// context switches (`getrusage(RUSAGE_THREAD)`), read when a spin starts and
+/// then every [`Preemption::EVERY`] of spinning (a read is a system call).
+#[derive(Default)]
+struct Preemption {
+    /// Involuntary switches at the spin's start (`None`: not read yet).
+    at_start: Option<i64>,
+    /// How far into the spin the next read is due.
+    next: Duration,
+}
+
+impl Preemption {
+    const EVERY: Duration = Duration::from_micros(100);
+
+    fn involuntary() -> Option<i64> {
+        // SAFETY: an all-zero rusage is valid; getrusage fills the local.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: writes only `u`.
+        (unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) } == 0).then_some(u.ru_nivcsw)
+    }
+
+    /// A spin starts.
+    fn start(&mut self) {
+        self.at_start = None;
+        self.next = Self::EVERY;
+    }
+
+    /// `spun` into the spin: was the thread preempted since it started?
+    fn check(&mut self, spun: Duration) -> bool {
+        if spun < self.next {
+            return false;
+        }
+        self.next = spun + Self::EVERY;
+        let Some(now) = Self::involuntary() else { return false };
+        match self.at_start {
+            None => {
+                self.at_start = Some(now);
+                false
+            }
+            Some(before) => now > before,
+        }
+    }
+}
+
 fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 });
     let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
@@ -378,6 +425,16 @@ fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
 }
 
 impl Worker {
+    /// The worker of a run placed on CPUs of their own (`true`: it spins for
+    /// [`SPIN`] after a call) or not (`false`: [`THREAD_SPIN`] only, since
+    /// its spin takes a CPU the program or other work may need).
+    pub fn placed(mut self, own_cpu: bool) -> Worker {
+        if !own_cpu {
+            self.spin = self.spin.min(THREAD_SPIN);
+        }
+        self
+    }
+
     /// A worker for `ring`, which the monitor initialised.
     pub fn new(ring: RingPtr) -> Worker {
         Worker {
@@ -439,6 +496,7 @@ impl Worker {
         let r = self.ring;
         let mut idle_since: Option<Instant> = None;
         let mut idle_spins: u32 = 0;
+        let mut preempted = Preemption::default();
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return WorkerEnd::Stopped;
@@ -459,12 +517,23 @@ impl Worker {
                 std::hint::spin_loop();
                 continue;
             }
-            let since = *idle_since.get_or_insert_with(Instant::now);
+            let since = *idle_since.get_or_insert_with(|| {
+                preempted.start();
+                Instant::now()
+            });
             // Once the program has threads, they may run on every CPU, this
             // worker's too: every worker then polls briefly only.
             let spin =
                 if shared.threaded.load(Ordering::Relaxed) { self.spin.min(THREAD_SPIN) } else { self.spin };
-            if since.elapsed() < spin {
+            let spun = since.elapsed();
+            if spun < spin {
+                // Preempted while spinning: other work wants this CPU, and the
+                // spin takes time from it (and makes the load balancer crowd
+                // the program's CPU). Poll briefly only from now on.
+                if self.spin > THREAD_SPIN && preempted.check(spun) {
+                    self.spin = THREAD_SPIN;
+                    self.stats.spin_preempted += 1;
+                }
                 std::hint::spin_loop();
                 continue;
             }

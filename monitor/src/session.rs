@@ -133,7 +133,7 @@ impl<'a> Session<'a> {
         // the root answers the monitor's own pid).
         let outside_ppid = BootPage::of(domain.memory())?.ppid();
 
-        let mut worker = Worker::new(domain.ring());
+        let mut worker = Worker::new(domain.ring()).placed(placement.is_some());
         let mut sites = SiteMap::for_image(image, domain.entry());
         let mut stopper = domain.stopper();
         domain.start()?;
@@ -275,7 +275,7 @@ impl<'a> Session<'a> {
             boot.set_sig_ignored(next.sig_ignored);
             signal_box = boot.signal_box();
             stopper = domain.stopper();
-            worker = Worker::new(domain.ring());
+            worker = Worker::new(domain.ring()).placed(placement.is_some());
             sites = SiteMap::for_image(&next.image, domain.entry());
             if !tree.set_signals(tree.root(), stopper.clone(), signal_box) {
                 // Killed (or the run ended) while it exec'd.
@@ -366,6 +366,7 @@ impl<'a> Session<'a> {
                 o.insert(key.into(), value);
             }
             o.insert("cpus".into(), placement.map_or(serde_json::Value::Null, |p| p.to_json()));
+            o.insert("spin_preempted".into(), worker_stats.spin_preempted.into());
             o.insert("processes".into(), serde_json::Value::Array(processes));
         }
         if let Some(path) = &cfg.stats {

@@ -214,6 +214,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
                 let mut st = lock(&self.stats);
                 st.forwarded += worker.stats.forwarded;
                 st.trapped += worker.stats.trapped;
+                st.spin_preempted += worker.stats.spin_preempted;
             }
             if end != WorkerEnd::Stopped {
                 lock(&self.ends).push(end);
@@ -622,7 +623,8 @@ fn run_child<D: Domain + Sync>(
         }
         let stopper = domain.stopper();
         let exec_slot: ExecSlot = Mutex::new(None);
-        let worker = Worker::new(domain.ring());
+        // A child's worker has no CPU of its own: it spins briefly only.
+        let worker = Worker::new(domain.ring()).placed(false);
         let mut threads = Threads::new(
             &domain,
             domain.memory(),

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -22,6 +24,22 @@ func main() {
 	sum := 0
 	for v := range ch {
 		sum += v
+	}
+	// os/signal: the runtime's signal thread hands SIGUSR1 to a channel
+	// (its handler runs on the receiving thread's own signal stack).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR1)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		fmt.Println("kill:", err)
+		os.Exit(1)
+	}
+	select {
+	case s := <-sigs:
+		sum += 1000
+		fmt.Println("signal:", s)
+	case <-time.After(10 * time.Second):
+		fmt.Println("no signal within 10 s")
+		os.Exit(1)
 	}
 	dir := os.Getenv("OUT")
 	if dir == "" {
