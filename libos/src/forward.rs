@@ -314,13 +314,10 @@ pub(crate) fn trap_site(after: u64) -> u64 {
 #[cfg(not(target_os = "none"))]
 pub unsafe extern "C" fn cabin_kvm_trap_entry() {}
 
-/// The program's stack pointer at the call being served (for `sigaltstack`'s
-/// `SS_ONSTACK`).
-static SITE_RSP: AtomicU64 = AtomicU64::new(0);
-
-/// Records the program's stack pointer at the call being served.
+/// Records the program's stack pointer at the call the calling thread is
+/// making (for `sigaltstack`'s `SS_ONSTACK`: per thread, as the stack is).
 pub fn set_site_rsp(rsp: u64) {
-    SITE_RSP.store(rsp, Ordering::Relaxed);
+    thread::current().site_rsp.store(rsp, Ordering::Relaxed);
 }
 
 /// Serves system call `nr` in confined mode; returns the value for `rax`.
@@ -332,7 +329,7 @@ pub fn dispatch(nr: u64, args: &[u64; 6], site: u64) -> i64 {
         // Came through `cabin_kvm_trap_entry`: the trap path of a KVM domain.
         // (Cleared here: a handler that runs on the way out makes calls of
         // its own.) The trap entry pushed one word more.
-        SITE_RSP.fetch_add(8, Ordering::Relaxed);
+        me.site_rsp.fetch_add(8, Ordering::Relaxed);
         return serve(nr, args, true, trap_site(me.kvm_trap_after.load(Ordering::Relaxed)));
     }
     let force_trap = state().flags & BOOT_FLAG_FORCE_TRAP != 0;
@@ -649,7 +646,9 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         }
         nr::rt_sigaction => signals::sigaction(a[0], a[1], a[2], a[3]),
         nr::rt_sigprocmask => signals::sigprocmask(a[0], a[1], a[2], a[3]),
-        nr::sigaltstack => signals::sigaltstack(a[0], a[1], SITE_RSP.load(Ordering::Relaxed)),
+        nr::sigaltstack => {
+            signals::sigaltstack(a[0], a[1], thread::current().site_rsp.load(Ordering::Relaxed))
+        }
         nr::rt_sigpending => signals::sigpending(a[0], a[1]),
         nr::rt_sigsuspend => {
             if a[1] != 8 {

@@ -224,9 +224,6 @@ static FP_FEATURES: AtomicU64 = AtomicU64::new(0);
 /// XCR0 without PKRU, whatever the frame size: the features restored from
 /// a kernel signal frame's `fpstate` (0: no XSAVE, `fxrstor`).
 static KERNEL_FP_FEATURES: AtomicU64 = AtomicU64::new(0);
-/// The last forwarded call that returned `EINTR` because the monitor
-/// interrupted it for a signal: its number + 1 (0: none). See [`Restart`].
-static INTERRUPTED_CALL: AtomicU64 = AtomicU64::new(0);
 
 /// The libos's private stack for its kernel handlers (process backend: the
 /// kernel `sigaltstack` of the main thread), so that a fault on an
@@ -1207,7 +1204,7 @@ pub(super) fn suspend(mask: Option<u64>) -> i64 {
         }
     }
     if mask.is_some() {
-        SUSPEND_RESTORE.store(old | 1 << 63, Ordering::SeqCst);
+        super::thread::current().suspend_restore.store(old | 1 << 63, Ordering::SeqCst);
     }
     refresh_attention();
     -errno::EINTR
@@ -1252,7 +1249,7 @@ pub(super) fn wait_with_mask(nr: u64, a: &[u64; 6], flags: u32, site: u64) -> Op
     let r = if pending_here() & !new != 0 { -errno::EINTR } else { super::forward_from(nr, a, flags, site) };
     if r == -errno::EINTR && pending_here() & !MASK.load(Ordering::SeqCst) != 0 {
         // Delivered on the way out under `new`; the first frame restores `old`.
-        SUSPEND_RESTORE.store(old | 1 << 63, Ordering::SeqCst);
+        super::thread::current().suspend_restore.store(old | 1 << 63, Ordering::SeqCst);
         refresh_attention();
         return Some(-errno::EINTR);
     }
@@ -1261,15 +1258,11 @@ pub(super) fn wait_with_mask(nr: u64, a: &[u64; 6], flags: u32, site: u64) -> Op
     Some(r)
 }
 
-/// Set by `rt_sigsuspend`: the mask to put back once its signal's handler
-/// frame is built (bit 63 = valid).
-static SUSPEND_RESTORE: AtomicU64 = AtomicU64::new(0);
-
 /// Delivers onto `ctx`; after a `rt_sigsuspend`, the program's own mask
 /// comes back: it is what the first handler frame's `uc_sigmask` holds (as
 /// Linux's `saved_sigmask`), or the mask again if no handler ran.
 pub(crate) fn suspend_epilogue(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>) {
-    let saved = SUSPEND_RESTORE.swap(0, Ordering::SeqCst);
+    let saved = super::thread::current().suspend_restore.swap(0, Ordering::SeqCst);
     let first = deliver(ctx, fp, restart, FaultInfo::default());
     if saved >> 63 == 0 {
         return;
@@ -1630,7 +1623,7 @@ pub(crate) extern "C" fn on_sigsys(_sig: i32, info: *mut u8, uc: *mut u8) {
 /// The call the monitor interrupted, if `r` is its `EINTR` and it came from
 /// `ret` (cleared either way).
 pub(crate) fn take_interrupted(nr: u64, r: i64) -> Option<u64> {
-    let inr = INTERRUPTED_CALL.swap(0, Ordering::SeqCst);
+    let inr = super::thread::current().interrupted_call.swap(0, Ordering::SeqCst);
     (r == -errno::EINTR && inr == nr + 1).then_some(nr)
 }
 
@@ -1654,7 +1647,7 @@ pub(crate) fn interrupted(nr: u64) -> bool {
     if attention().load(Ordering::SeqCst) == 0 {
         return false;
     }
-    INTERRUPTED_CALL.store(nr + 1, Ordering::SeqCst);
+    super::thread::current().interrupted_call.store(nr + 1, Ordering::SeqCst);
     true
 }
 
@@ -1822,7 +1815,7 @@ pub(crate) extern "C" fn cabin_signal_late(ctx: &mut Ctx) {
     ctx.rip = unsafe { (rsp as *const u64).read() };
     ctx.rsp = rsp + 8;
     own_segments(ctx);
-    let inr = INTERRUPTED_CALL.swap(0, Ordering::SeqCst);
+    let inr = super::thread::current().interrupted_call.swap(0, Ordering::SeqCst);
     let restart = (inr != 0 && ctx.rax as i64 == -errno::EINTR).then(|| Restart { nr: inr - 1, back: 5 });
     suspend_epilogue(ctx, Fp::Live, restart);
     own_segments(ctx);

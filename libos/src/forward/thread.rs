@@ -70,6 +70,15 @@ pub(crate) struct Block {
     /// (Go gives every thread its own and takes a signal on any other stack
     /// for a foreign thread's); a fork child keeps its parent's (same block).
     pub(crate) altstack: [AtomicU64; 3],
+    /// The program's stack pointer at the call being served (`sigaltstack`'s
+    /// `SS_ONSTACK` test).
+    pub(crate) site_rsp: AtomicU64,
+    /// The last forwarded call of this thread that the monitor interrupted
+    /// for a signal: its number + 1 (0: none; `signals::take_interrupted`).
+    pub(crate) interrupted_call: AtomicU64,
+    /// The mask an `rt_sigsuspend` of this thread puts back once its
+    /// signal's frame is built (bit 63 = valid; `signals::suspend_epilogue`).
+    pub(crate) suspend_restore: AtomicU64,
 }
 
 /// Offset of [`Block::kvm_trapped`] from GS.
@@ -98,6 +107,9 @@ const EMPTY: Block = Block {
     sigmask: AtomicU64::new(0),
     futex_misses: AtomicU32::new(0),
     altstack: [AtomicU64::new(0), AtomicU64::new(super::signals::SS_DISABLE), AtomicU64::new(0)],
+    site_rsp: AtomicU64::new(0),
+    interrupted_call: AtomicU64::new(0),
+    suspend_restore: AtomicU64::new(0),
 };
 
 static BLOCKS: [Block; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -173,6 +185,9 @@ impl Block {
         for (w, v) in self.altstack.iter().zip([0, super::signals::SS_DISABLE, 0]) {
             w.store(v, Ordering::Relaxed);
         }
+        self.site_rsp.store(0, Ordering::Relaxed);
+        self.interrupted_call.store(0, Ordering::Relaxed);
+        self.suspend_restore.store(0, Ordering::Relaxed);
         // Slot 0 is set up before GS points anywhere; others by their creator.
         let mask = if slot == 0 { 0 } else { current().sigmask.load(Ordering::SeqCst) };
         self.sigmask.store(mask, Ordering::SeqCst);

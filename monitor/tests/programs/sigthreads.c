@@ -21,7 +21,10 @@
  *    each thread's SA_ONSTACK handler runs on its own (not on the one the
  *    last sigaltstack call of any thread set), also when that stack lies
  *    just above the thread's own stack (Go allocates both from its heap;
- *    a Go program hung when its runtime found a handler on neither). */
+ *    a Go program hung when its runtime found a handler on neither);
+ *  - rt_sigsuspend's saved mask is per thread: a signal another thread
+ *    takes while one thread is suspended leaves that thread's mask alone,
+ *    and the suspended thread gets its own mask back. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -394,11 +397,61 @@ static void altstacks(void)
     printf("altstack: main's handler ran on main's own: %d\n", within(seen_sp, main_alt));
 }
 
+static volatile int susp_ready;
+
+static void on_plain(int sig) { (void)sig; }
+
+static void *suspending(void *arg)
+{
+    (void)arg;
+    sigset_t own, waitmask, after;
+    sigemptyset(&own);
+    sigaddset(&own, SIGUSR1);
+    sigaddset(&own, SIGUSR2);
+    pthread_sigmask(SIG_SETMASK, &own, NULL);
+    sigfillset(&waitmask);
+    sigdelset(&waitmask, SIGUSR2);
+    susp_ready = 1;
+    int r = sigsuspend(&waitmask);
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, NULL, &after);
+    printf("suspender: sigsuspend %d %s, its own mask back %d\n", r, e == EINTR ? "EINTR" : "?",
+           sigismember(&after, SIGUSR1) && sigismember(&after, SIGUSR2) && !sigismember(&after, SIGTERM));
+    return NULL;
+}
+
+static void suspend_masks(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_plain;
+    sigaction(SIGUSR2, &sa, NULL);
+    sigset_t none, cur;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    pthread_t t;
+    if (pthread_create(&t, NULL, suspending, NULL) != 0) {
+        printf("suspend masks: pthread_create failed\n");
+        return;
+    }
+    while (!susp_ready)
+        ;
+    /* Very likely inside sigsuspend by now; the lines are the same either
+     * way on a correct system. */
+    usleep(50 * 1000);
+    raise(SIGUSR2);
+    pthread_sigmask(SIG_SETMASK, NULL, &cur);
+    printf("main's mask after its handler, untouched: %d\n", !sigismember(&cur, SIGUSR1) && !sigismember(&cur, SIGUSR2));
+    pthread_kill(t, SIGUSR2);
+    pthread_join(t, NULL);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     queued();
     directed();
     altstacks();
+    suspend_masks();
     return 5;
 }
