@@ -46,23 +46,25 @@ pub enum CpuPlacement {
 
 /// Whether other work wants the CPUs this process may use: the machine's
 /// runnable tasks (the `running` count of `/proc/loadavg`, this thread
-/// included), sampled a few times 200 µs apart, leave fewer than two of the
-/// allowed CPUs for the program and its worker even at the quietest sample.
-/// `false` when it cannot be read.
+/// included) leave fewer than two of the allowed CPUs for the program and its
+/// worker, at each of three samples 100 µs apart (one quiet sample is enough
+/// to call the machine idle, so an idle start costs one read of a small
+/// file). `false` when it cannot be read.
 pub fn busy() -> bool {
     let Some(cpus) = CpuSet::current().map(|s| s.cpus().len()) else { return false };
-    let mut quietest = usize::MAX;
-    for i in 0..5 {
+    for i in 0..3 {
         if i > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            std::thread::sleep(std::time::Duration::from_micros(100));
         }
         let Some(running) = std::fs::read_to_string("/proc/loadavg").ok().as_deref().and_then(runnable)
         else {
             return false;
         };
-        quietest = quietest.min(running.saturating_sub(1));
+        if !others_leave_too_little(running.saturating_sub(1), cpus) {
+            return false;
+        }
     }
-    others_leave_too_little(quietest, cpus)
+    true
 }
 
 /// The runnable count of a `/proc/loadavg` line (`0.50 0.40 0.30 3/412 9999`).
