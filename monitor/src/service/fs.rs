@@ -664,6 +664,11 @@ impl FsPolicy {
         self.view
     }
 
+    /// Whether this is a view that shows the host's `/proc` at `/proc`.
+    pub fn proc_in_view(&self) -> bool {
+        self.view && self.dirs.iter().any(|d| d.comps == [b"proc".to_vec()] && d.host == b"/proc")
+    }
+
     /// Where program path `abs` lies on the host, by its spelling (for the
     /// trace; `None` outside every tree).
     pub fn host_path(&self, abs: &[u8]) -> Option<Vec<u8>> {
