@@ -1398,6 +1398,24 @@ fn tmpfs_here(size: u64) -> Result<OwnedFd, std::io::Error> {
     if r < 0 {
         return Err(err());
     }
+    // Inodes are kernel memory that `size` does not count: one per 4 KiB of
+    // it (at least 1024), so that empty files cannot fill the host.
+    let mut inodes = [0u8; 24];
+    let inodes = decimal((size / 4096).max(1024), &mut inodes);
+    // SAFETY: fsconfig reads the two NUL-terminated strings.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd() as usize,
+            FSCONFIG_SET_STRING as usize,
+            c"nr_inodes".as_ptr(),
+            inodes.as_ptr(),
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(err());
+    }
     // SAFETY: no pointers are passed.
     let r = unsafe {
         libc::syscall(
@@ -1784,6 +1802,16 @@ mod tests {
         };
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert!(p.host_path(b"/tmp/f").unwrap().starts_with(b"tmpfs:"));
+        // Empty files are bounded too (inodes: 1024 for a small tmpfs).
+        let mut made = 0;
+        let e = loop {
+            match p.open(format!("/tmp/e{made}").as_bytes(), libc::O_WRONLY | libc::O_CREAT, 0o644) {
+                Ok(_) => made += 1,
+                Err(e) => break e,
+            }
+            assert!(made <= 1024, "more inodes than the bound");
+        };
+        assert_eq!(e, PathError::Errno(libc::ENOSPC));
     }
 
     #[test]
