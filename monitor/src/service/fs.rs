@@ -1499,7 +1499,23 @@ fn tmpfs_in_userns(size: u64) -> Result<OwnedFd, std::io::Error> {
         unsafe { libc::_exit(code) };
     }
     drop(theirs);
+    // The child makes a handful of calls; never wait for it for ever.
+    let limit = libc::timeval { tv_sec: 10, tv_usec: 0 };
+    // SAFETY: setsockopt reads the timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            mine.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&limit as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
     let got = recv_fd(mine.as_raw_fd());
+    if got.is_err() {
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
     let mut status = 0;
     // SAFETY: waits for our own child; writes `status`.
     unsafe { libc::waitpid(pid as i32, &mut status, libc::__WALL) };
