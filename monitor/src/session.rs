@@ -126,8 +126,10 @@ impl<'a> Session<'a> {
             args: if cfg.args.is_empty() { vec!["program".into()] } else { cfg.args.clone() },
             env: cfg.env.clone(),
             memory: memory.clone(),
-            mem_arg: cfg.arena_bytes,
-            memory_limit: limits.memory,
+            // With tmpfs, the reduced bound (KVM sizes its guest from these
+            // two, the process backend from `memory`).
+            mem_arg: if tmpfs > 0 { memory.bytes } else { cfg.arena_bytes },
+            memory_limit: limits.memory.map(|l| l.saturating_sub(tmpfs)),
             force_trap: cfg.force_trap_path,
             read_ahead: cfg.read_ahead(),
             // The locally served calls the policy does not plainly allow:
