@@ -129,4 +129,57 @@ fn escape(b: Backend) {
     }
 }
 
-on_both_backends!(escape);
+/// A host thread swaps (RENAME_EXCHANGE) a directory of a bind, and one of
+/// the root, with a symlink pointing out, while the program reads through
+/// it in a loop: no read ever returns the secret outside (the kernel
+/// resolves each open in one piece, `RESOLVE_BENEATH` / `RESOLVE_IN_ROOT`).
+fn swap_race(b: Backend) {
+    if pathprobe::image().is_none() {
+        cabin_tests::not_run("gcc", "no static gcc");
+        return;
+    }
+    for (tree, steps) in [("data", "race /data/d/f 3000 SECRET"), ("root", "race /d/f 3000 SECRET")] {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = t.path().canonicalize().expect("canonical");
+        fixture(&r);
+        std::fs::create_dir_all(r.join("outd")).expect("outd");
+        std::fs::write(r.join("outd/f"), "SECRET-OUT").expect("outd/f");
+        std::fs::create_dir_all(r.join(tree).join("d")).expect("d");
+        std::fs::write(r.join(tree).join("d/f"), "good").expect("d/f");
+        symlink("../../../../../../../../outd", r.join(tree).join("evil")).expect("evil");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (a, b, stop) = (r.join(tree).join("d"), r.join(tree).join("evil"), stop.clone());
+            std::thread::spawn(move || {
+                let ca = std::ffi::CString::new(a.as_os_str().as_encoded_bytes()).expect("no NUL");
+                let cb = std::ffi::CString::new(b.as_os_str().as_encoded_bytes()).expect("no NUL");
+                let mut swaps = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: renameat2 reads the two NUL-terminated paths.
+                    let r = unsafe {
+                        libc::syscall(
+                            libc::SYS_renameat2,
+                            libc::AT_FDCWD,
+                            ca.as_ptr(),
+                            libc::AT_FDCWD,
+                            cb.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    assert_eq!(r, 0, "RENAME_EXCHANGE: {}", std::io::Error::last_os_error());
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let o = pathprobe::run(b, steps, config(&r));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().expect("swapper");
+        assert!(swaps > 0, "{tree}: the swapper ran");
+        assert_eq!(o.exit, 0, "{tree}: {:?}", o.lines);
+        assert!(o.last().ends_with("escapes 0"), "{tree}: {:?}", o.lines);
+        assert!(o.lines.iter().all(|l| !l.contains("SECRET-OUT")), "{tree}: {:?}", o.lines);
+    }
+}
+
+on_both_backends!(escape, swap_race);
