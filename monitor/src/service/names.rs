@@ -165,8 +165,7 @@ impl Service {
     }
 
     fn renameat2(&mut self, mem: &GuestMemory, a: [u64; 5]) -> Sys {
-        let (od, on) = self.parent(mem, a[0], a[1], true)?;
-        let (nd, nn) = self.parent(mem, a[2], a[3], true)?;
+        let [(od, on), (nd, nn)] = self.two_parents(mem, [a[0], a[1], a[2], a[3]])?;
         let flags = a[4] as u32 & (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE);
         // SAFETY: reads the two names; the fds are ours.
         host(unsafe {
@@ -181,13 +180,33 @@ impl Service {
         })
     }
 
+    /// The directories and final names of the two names of a `rename` or
+    /// `link` (`[olddirfd, oldpath, newdirfd, newpath]`), both writable. In
+    /// a view two names in different trees (mounts) are `EXDEV`, as
+    /// natively across mounts, whatever the host file systems.
+    fn two_parents(
+        &mut self,
+        mem: &GuestMemory,
+        a: [u64; 4],
+    ) -> Result<[(std::os::fd::OwnedFd, std::ffi::CString); 2], Fail> {
+        let old = self.read_path(mem, a[1])?;
+        let new = self.read_path(mem, a[3])?;
+        let old_abs = self.absolute(a[0], &old)?;
+        let new_abs = self.absolute(a[2], &new)?;
+        let o = self.policy.parent(&old_abs, true).map_err(|e| self.path_fail(e, Some(&old), &old_abs))?;
+        let n = self.policy.parent(&new_abs, true).map_err(|e| self.path_fail(e, Some(&new), &new_abs))?;
+        if !self.policy.same_tree(&old_abs, &new_abs) {
+            return Err(Fail::Errno(libc::EXDEV));
+        }
+        Ok([o, n])
+    }
+
     fn linkat(&mut self, mem: &GuestMemory, a: [u64; 4]) -> Sys {
         // Both names need a writable dir (a link into a writable dir to a
         // file of a read-only dir would make that file writable). The old
         // name's final symlink is never followed (AT_SYMLINK_FOLLOW is
         // ignored): following it could link a file from outside.
-        let (od, on) = self.parent(mem, a[0], a[1], true)?;
-        let (nd, nn) = self.parent(mem, a[2], a[3], true)?;
+        let [(od, on), (nd, nn)] = self.two_parents(mem, a)?;
         // SAFETY: reads the two names; the fds are ours.
         host(unsafe { libc::linkat(od.as_raw_fd(), on.as_ptr(), nd.as_raw_fd(), nn.as_ptr(), 0) } as i64)
     }
@@ -207,6 +226,13 @@ impl Service {
             if n == b"/proc/self/exe" || n == b"/proc/thread-self/exe" {
                 return Err(Fail::Errno(libc::ENOENT));
             }
+            if let Some(text) = self.view_proc_link(&n) {
+                // What the program's own /proc would say: view paths.
+                let text = text.map_err(Fail::Errno)?;
+                let text = &text[..text.len().min(size as usize)];
+                mem.write(buf, text)?;
+                return Ok(text.len() as i64);
+            }
         }
         let t = self.target_path(dirfd, &path, libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH)?;
         let mut out = vec![0u8; (size as usize).min(PATH_MAX)];
@@ -216,6 +242,29 @@ impl Service {
         )?;
         mem.write(buf, &out[..r as usize])?;
         Ok(r)
+    }
+
+    /// In a view with `/proc` bound (`--bind /proc:/proc`), the text of the
+    /// program's own `/proc/self/cwd` and `/proc/self/fd/N` (and
+    /// `thread-self`) links, `n` normalised: its working directory and the
+    /// descriptor's path, both view paths (the monitor's `/proc/self` is
+    /// never served); `ENOENT` for a descriptor that is not open. `None`
+    /// for every other path, or a descriptor opened without a path (pipes,
+    /// sockets: refused as before).
+    fn view_proc_link(&self, n: &[u8]) -> Option<Result<Vec<u8>, i32>> {
+        if !self.policy.proc_in_view() {
+            return None;
+        }
+        let rest = n.strip_prefix(b"/proc/self/").or_else(|| n.strip_prefix(b"/proc/thread-self/"))?;
+        if rest == b"cwd" {
+            return Some(Ok(self.cwd.clone()));
+        }
+        let num = rest.strip_prefix(b"fd/")?;
+        let vfd: u64 = std::str::from_utf8(num).ok()?.parse().ok()?;
+        match self.fds.get(vfd) {
+            None => Some(Err(libc::ENOENT)),
+            Some(e) => e.path.clone().map(Ok),
+        }
     }
 
     fn faccessat(&mut self, mem: &GuestMemory, dirfd: u64, paddr: u64, mode: u64, flags: u64) -> Sys {
