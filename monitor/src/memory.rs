@@ -79,13 +79,20 @@ pub enum RegionKind {
     /// the parts the program commits are arena pages mapped there
     /// ([`GuestMemory::alias`]), and only those are buffers.
     Reserve,
+    /// The tree's shared window (docs/processes.md, "Shared memory"): the
+    /// same memfd in every process of the tree, at the same address.
+    Shared,
 }
 
 impl RegionKind {
     /// What system calls may do with the region's bytes.
     pub const fn access(self) -> Access {
         match self {
-            RegionKind::Data | RegionKind::Stack | RegionKind::Brk | RegionKind::Arena => Access::ReadWrite,
+            RegionKind::Data
+            | RegionKind::Stack
+            | RegionKind::Brk
+            | RegionKind::Arena
+            | RegionKind::Shared => Access::ReadWrite,
             RegionKind::Rodata => Access::ReadOnly,
             RegionKind::Code
             | RegionKind::Ring
