@@ -205,9 +205,7 @@ pub fn init(boot: u64) -> bool {
             addr_of_mut!((*b).shared_len).read_volatile(),
         )
     };
-    if flags & BOOT_FLAG_PROCESS != 0 {
-        shm::init(shared_start, shared_len);
-    }
+    shm::init(shared_start, shared_len, flags & BOOT_FLAG_KVM != 0);
     mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
     mem::init_reserve(reserve, reserve_len, file_offset);
     // SAFETY: as for the reads above.

@@ -249,11 +249,27 @@ impl GuestMemory {
         (end <= r.start + r.len).then(|| unsafe { r.host.add((addr - r.start) as usize) })
     }
 
+    /// The same view with one more region (the tree's shared window, added
+    /// to a KVM guest's view once it is built).
+    ///
+    /// # Safety
+    ///
+    /// As for [`GuestMemory::new`]: `r`'s host range must stay mapped as
+    /// long as the returned value, and must not overlap another region.
+    pub unsafe fn with_region(self, r: Region) -> GuestMemory {
+        let GuestMemory { mut regions, aliases } = self;
+        regions.push(r);
+        regions.sort_by_key(|r| r.start);
+        GuestMemory { regions, aliases }
+    }
+
     /// The same view over a copy of its backing memory (a KVM child
     /// process, docs/processes.md): every region and alias whose host range
     /// lies in `[from, from+len)` moved to the same offset from `to`.
     /// `None` when a region or alias (other than a [`RegionKind::Reserve`]
-    /// region, whose host is never used) lies outside `[from, from+len)`.
+    /// region, whose host is never used, and the [`RegionKind::Shared`]
+    /// window, which is the tree's and not copied) lies outside
+    /// `[from, from+len)`.
     ///
     /// # Safety
     ///
@@ -262,7 +278,7 @@ impl GuestMemory {
     pub unsafe fn rebased(&self, from: *const u8, len: usize, to: *mut u8) -> Option<GuestMemory> {
         let (from, to) = (from as usize, to as usize);
         let move_one = |r: &Region| -> Option<Region> {
-            if r.kind == RegionKind::Reserve {
+            if matches!(r.kind, RegionKind::Reserve | RegionKind::Shared) {
                 return Some(*r);
             }
             let off = (r.host as usize).checked_sub(from)?;

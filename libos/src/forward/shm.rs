@@ -48,21 +48,34 @@ struct Att {
 struct Table {
     start: u64,
     len: u64,
+    /// KVM: the monitor mapped the whole window in the page tables before
+    /// boot; nothing is mapped or unmapped here.
+    premapped: bool,
     atts: [Att; MAX],
     n: usize,
 }
 
-static TABLE: Lock<Table> =
-    Lock::new(Table { start: 0, len: 0, atts: [Att { addr: 0, len: 0, prot: 0 }; MAX], n: 0 });
+static TABLE: Lock<Table> = Lock::new(Table {
+    start: 0,
+    len: 0,
+    premapped: false,
+    atts: [Att { addr: 0, len: 0, prot: 0 }; MAX],
+    n: 0,
+});
 
 /// The window from the boot page (`len` 0: none).
-pub(super) fn init(start: u64, len: u64) {
+pub(super) fn init(start: u64, len: u64, premapped: bool) {
     let ok = start.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && start.checked_add(len).is_some();
     if ok && len != 0 {
         let mut t = TABLE.lock();
         t.start = start;
         t.len = len;
+        t.premapped = premapped;
     }
+}
+
+fn premapped() -> bool {
+    TABLE.lock().premapped
 }
 
 /// Whether there is a window.
@@ -126,7 +139,7 @@ pub(super) fn shmat(args: &[u64; 6], flags: u32, site: u64) -> i64 {
     // Every attachment of a segment has its one address: the mapping
     // there allows what any of them allows.
     let union = t.atts[..t.n].iter().filter(|a| a.addr == addr).fold(prot, |p, a| p | a.prot);
-    let m = map(start, addr, len, union);
+    let m = if t.premapped { 0 } else { map(start, addr, len, union) };
     if m < 0 {
         drop(t);
         super::forward(nr::shmdt, &[addr, 0, 0, 0, 0, 0], 0);
@@ -157,7 +170,9 @@ pub(super) fn shmdt(args: &[u64; 6], flags: u32, site: u64) -> i64 {
         // Another attachment of the same segment keeps it mapped, with
         // what the remaining ones allow.
         let rest = t.atts[..t.n].iter().filter(|a| a.addr == addr).fold(0, |p, a| p | a.prot);
-        if rest == 0 {
+        if t.premapped {
+            // KVM: the window stays mapped (docs/processes.md).
+        } else if rest == 0 {
             unmap(addr, len);
         } else {
             map(start, addr, len, rest);
@@ -213,7 +228,9 @@ pub(super) fn munmap(addr: u64, len: u64) -> i64 {
             }
         }
     }
-    unmap(addr, len);
+    if !premapped() {
+        unmap(addr, len);
+    }
     0
 }
 
@@ -222,6 +239,9 @@ pub(super) fn munmap(addr: u64, len: u64) -> i64 {
 pub(super) fn after_fork() -> bool {
     let t = TABLE.lock();
     let mut ok = true;
+    if t.premapped {
+        return true;
+    }
     for a in &t.atts[..t.n] {
         ok &= map(t.start, a.addr, a.len, a.prot) >= 0;
     }
