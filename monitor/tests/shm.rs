@@ -121,7 +121,8 @@ fn attacks_stop_at_the_bounds_and_the_monitor_survives(b: Backend) {
          shmdt: 0 0\n\
          rmid: 0 0\n\
          child: 0, sees from the child\n\
-         shmdt: 0\n"
+         shmdt: 0\n\
+         shmdt again: -1 EINVAL\n"
     );
     assert_eq!(got, (want, 0), "{b:?} attacks");
     assert!(window_memfds().is_empty(), "a shared-window memfd outlived the run: {:?}", window_memfds());

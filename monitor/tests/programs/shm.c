@@ -280,10 +280,19 @@ static void attack_case(void) {
     pid_t p = fork();
     if (p == 0) {
         strcpy(mc, "from the child");
-        _exit(0);
+        /* The child forges: its segment mapped natively at another offset
+         * of the window and past the memfd's end, a detach of a window
+         * address it never attached, a detach twice, then it ends with its
+         * attachment. */
+        forge6(9, (long)mc, PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 8 * PG);
+        forge6(9, (long)mc, PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 1L << 40);
+        int bad = shmdt(mc + 64 * PG) != -1 || errno != EINVAL;
+        bad |= shmdt(mc + 1) != -1;
+        _exit(bad);
     }
     printf("child: %d, sees %s\n", wait_child(p), mc);
     printf("shmdt: %d\n", shmdt(mc));
+    say("shmdt again", shmdt(mc));
 }
 
 int main(int argc, char **argv) {
