@@ -11,6 +11,7 @@
  *   shm futex        a MAP_SHARED|MAP_ANONYMOUS counter two processes
  *                    increment with atomics, and a futex wait/wake between
  *                    them (no FUTEX_PRIVATE)
+ *   shm bench        what sharing costs (a measurement, not compared)
  *   shm attack       the tree's bounds and the window's rules (confined
  *                    only: huge segments, segment floods, chosen
  *                    addresses, executable mappings, forged native mmaps
@@ -28,6 +29,7 @@
 #include <sys/shm.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PG 4096UL
@@ -295,6 +297,56 @@ static void attack_case(void) {
     say("shmdt again", shmdt(mc));
 }
 
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+/* bench: what sharing costs (not a test; output varies). */
+static void bench_case(void) {
+    enum { PAIRS = 2000, TRIPS = 2000, INCS = 1000000 };
+    int id = shmget(IPC_PRIVATE, 64 * 1024, 0600);
+    double t0 = now_ns();
+    for (int i = 0; i < PAIRS; i++) {
+        void *m = shmat(id, NULL, 0);
+        shmdt(m);
+    }
+    double t1 = now_ns();
+    shmctl(id, IPC_RMID, NULL);
+    struct {
+        long counter;
+        uint32_t ball;
+    } *s = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        for (int i = 0; i < INCS; i++)
+            __atomic_fetch_add(&s->counter, 1, __ATOMIC_SEQ_CST);
+        for (int i = 0; i < TRIPS; i++) {
+            while (__atomic_load_n(&s->ball, __ATOMIC_SEQ_CST) != 1)
+                syscall(SYS_futex, &s->ball, FUTEX_WAIT, 0, NULL, NULL, 0);
+            __atomic_store_n(&s->ball, 0, __ATOMIC_SEQ_CST);
+            syscall(SYS_futex, &s->ball, FUTEX_WAKE, 1, NULL, NULL, 0);
+        }
+        _exit(0);
+    }
+    double t2 = now_ns();
+    for (int i = 0; i < INCS; i++)
+        __atomic_fetch_add(&s->counter, 1, __ATOMIC_SEQ_CST);
+    double t3 = now_ns();
+    for (int i = 0; i < TRIPS; i++) {
+        __atomic_store_n(&s->ball, 1, __ATOMIC_SEQ_CST);
+        syscall(SYS_futex, &s->ball, FUTEX_WAKE, 1, NULL, NULL, 0);
+        while (__atomic_load_n(&s->ball, __ATOMIC_SEQ_CST) != 0)
+            syscall(SYS_futex, &s->ball, FUTEX_WAIT, 1, NULL, NULL, 0);
+    }
+    double t4 = now_ns();
+    wait_child(p);
+    printf("shmat+shmdt: %.2f us; shared atomic increment (two processes): %.1f ns; futex ping-pong round trip: %.1f us; counter %ld\n",
+           (t1 - t0) / PAIRS / 1e3, (t3 - t2) / INCS, (t4 - t3) / TRIPS / 1e3, s->counter);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2)
@@ -310,6 +362,8 @@ int main(int argc, char **argv) {
         futex_case();
     else if (!strcmp(argv[1], "attack"))
         attack_case();
+    else if (!strcmp(argv[1], "bench"))
+        bench_case();
     else
         return 2;
     return 0;
