@@ -842,6 +842,29 @@ impl Tree {
     }
 }
 
+/// The System V calls the tree serves ([`Tree::sysv`]; the ring worker
+/// hands them over outside the service table): semaphores, message queues
+/// and shared memory.
+pub const SYSV_CALLS: [u64; 12] = [
+    nr::semget,
+    nr::semop,
+    nr::semtimedop,
+    nr::semctl,
+    nr::msgget,
+    nr::msgsnd,
+    nr::msgrcv,
+    nr::msgctl,
+    nr::shmget,
+    nr::shmat,
+    nr::shmdt,
+    nr::shmctl,
+];
+
+/// Whether call `nr` is one of [`SYSV_CALLS`].
+pub fn serves(nr: u64) -> bool {
+    SYSV_CALLS.contains(&nr)
+}
+
 /// A pid argument (`getpgid`, `getsid`): a negative one names no process.
 fn pid_arg(a: u64) -> Result<u32, i32> {
     let p = a as i32;
