@@ -303,6 +303,19 @@ pub struct BootInfo {
     pub reserve_len: u64,
     /// Process backend: offset of `arena_start` in the domain memfd.
     pub arena_file_offset: u64,
+    /// Written by the monitor: the tree's shared window (docs/processes.md,
+    /// "Shared memory"), the same address range in every process of the
+    /// tree, backed by one memfd the monitor made for the run (first byte,
+    /// length; page aligned; 0 = none: SysV shared memory is `ENOSYS` and
+    /// `MAP_SHARED | MAP_ANONYMOUS` memory comes from the arena). Window
+    /// offset `o` is address `shared_start + o` in every process. The
+    /// process backend's libos maps the ranges the monitor hands out
+    /// (`shmat`) with a native `mmap(shared_start + o, len, prot,
+    /// MAP_SHARED | MAP_FIXED, SHARED_FD, o)`, which the seccomp filter
+    /// allows only inside the window and never with `PROT_EXEC`.
+    pub shared_start: u64,
+    /// Length of the shared window (the memfd's sealed size).
+    pub shared_len: u64,
 }
 
 /// [`BootInfo::sig_mailbox`]: the state a redirected vCPU was stopped in.
@@ -385,6 +398,12 @@ pub mod si_code {
 /// address)` and each release as `munmap(va, len)`, so that the monitor
 /// can reach committed pages (`GuestMemory::alias`).
 pub const RESERVE_FD: u64 = 1000;
+
+/// Process backend: the descriptor number of the tree's shared-window
+/// memfd in every confined child ([`BootInfo::shared_start`]), given to it
+/// by the monitor before its filter is installed. The filter allows only
+/// `mmap` of it inside the window, shared, fixed, without `PROT_EXEC`.
+pub const SHARED_FD: u64 = 1001;
 
 /// Entries of [`BootInfo::protectable`].
 pub const PROTECTABLE_RANGES: usize = 5;

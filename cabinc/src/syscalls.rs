@@ -29,8 +29,14 @@ pub struct SyscallsArgs {
 pub fn refused(nr: u64) -> bool {
     match TABLE.iter().find(|s| u64::from(s.nr) == nr) {
         None => true,
-        Some(s) => s.serve == Serve::Forwarded && !service::serves(nr) && !is_clone(nr),
+        Some(s) => s.serve == Serve::Forwarded && !monitor_serves(nr) && !is_clone(nr),
     }
+}
+
+/// Whether the monitor serves forwarded call `nr`: its service table, or
+/// the process tree (System V IPC).
+fn monitor_serves(nr: u64) -> bool {
+    service::serves(nr) || cabin_monitor::tree::serves(nr)
 }
 
 /// The name of call `nr`, or `syscall_N`.
@@ -68,7 +74,7 @@ fn served_by(nr: u64, serve: Serve) -> &'static str {
         Serve::Always => "libos, always (ends the program)",
         Serve::Local => "libos",
         Serve::LocalOrForwarded => "libos, or the monitor",
-        Serve::Forwarded if service::serves(nr) => "monitor",
+        Serve::Forwarded if monitor_serves(nr) => "monitor",
         // The libos's entry takes these before the table (docs/threads.md).
         Serve::Forwarded if is_clone(nr) => "libos: threads (process backend); others not served: ENOSYS",
         Serve::Forwarded => "not served: ENOSYS",
@@ -119,7 +125,7 @@ pub fn render() -> String {
             Some(args) => format!("{}({})", s.name, args.iter().map(kind).collect::<Vec<_>>().join(", ")),
             None => format!("{}(..)", s.name),
         };
-        match (s.serve, service::serves(nr)) {
+        match (s.serve, monitor_serves(nr)) {
             (Serve::Forwarded, true) => monitor += 1,
             (Serve::Forwarded, false) if is_clone(nr) => libos += 1,
             (Serve::Forwarded, false) => refused += 1,
@@ -164,6 +170,8 @@ mod tests {
         assert!(t.lines().any(|l| l.starts_with("   9  mmap(") && l.ends_with(" libos")));
         assert!(t.lines().any(|l| l.starts_with("  56  clone(") && l.contains(" libos: threads")));
         assert!(t.lines().any(|l| l.starts_with("  57  fork(") && l.ends_with(" not served: ENOSYS")));
+        assert!(t.lines().any(|l| l.starts_with("  30  shmat(") && l.ends_with(" monitor")), "{t}");
+        assert!(t.lines().any(|l| l.starts_with("  64  semget(") && l.ends_with(" monitor")), "{t}");
         assert!(t
             .lines()
             .any(|l| l.starts_with(" 228  clock_gettime(") && l.ends_with(" libos, or the monitor")));
@@ -173,6 +181,6 @@ mod tests {
                 && l.ends_with(" libos, always (ends the program)")));
         assert!(t.lines().any(|l| l.starts_with("  15  rt_sigreturn(")
             && l.ends_with(" libos, always (returns from a handler)")));
-        assert!(t.contains("43 served by the libos, 134 by the monitor"), "{t}");
+        assert!(t.contains("43 served by the libos, 146 by the monitor"), "{t}");
     }
 }

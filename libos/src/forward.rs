@@ -37,6 +37,7 @@ mod mem;
 mod readahead;
 mod ring_client;
 mod shared;
+mod shm;
 pub(crate) mod signals;
 mod sigqueue;
 pub(crate) mod thread;
@@ -194,14 +195,17 @@ pub fn init(boot: u64) -> bool {
         return false;
     }
     // SAFETY: as for the reads above.
-    let (protectable, reserve, reserve_len, file_offset) = unsafe {
+    let (protectable, reserve, reserve_len, file_offset, shared_start, shared_len) = unsafe {
         (
             addr_of_mut!((*b).protectable).read_volatile(),
             addr_of_mut!((*b).reserve_start).read_volatile(),
             addr_of_mut!((*b).reserve_len).read_volatile(),
             addr_of_mut!((*b).arena_file_offset).read_volatile(),
+            addr_of_mut!((*b).shared_start).read_volatile(),
+            addr_of_mut!((*b).shared_len).read_volatile(),
         )
     };
+    shm::init(shared_start, shared_len, flags & BOOT_FLAG_KVM != 0);
     mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
     mem::init_reserve(reserve, reserve_len, file_offset);
     // SAFETY: as for the reads above.
@@ -396,6 +400,10 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
             }
         }
         nr::close => signals::signalfd_close(args[0]),
+        // SysV shared memory in the tree's window: the monitor decides, the
+        // libos maps (process backend).
+        nr::shmat => return shm::shmat(args, flags, site),
+        nr::shmdt => return shm::shmdt(args, flags, site),
         // A wait with a signal mask: the mask is in force for the wait.
         nr::ppoll | nr::pselect6 | nr::epoll_pwait | nr::epoll_pwait2 => {
             signals::signalfd_sync();

@@ -76,6 +76,10 @@ pub struct DomainSpec {
     /// The most threads the program may have at once (`[limits] threads`,
     /// default and at most [`MAX_THREADS`]); the boot page's `thread_limit`.
     pub threads: u32,
+    /// The tree's shared window (docs/processes.md, "Shared memory"), made
+    /// by the session when the backend has one ([`Domain::SHARED_WINDOW`]):
+    /// every domain of the tree maps it at the same address.
+    pub shared: Option<Arc<crate::shm::SharedWindow>>,
 }
 
 /// Who starts a thread the monitor accepted ([`Domain::spawn_thread`]).
@@ -198,6 +202,11 @@ pub enum DomainEnd {
 pub trait Domain: Sized {
     /// The backend's name (`--stats`, the trace's `start` record).
     const BACKEND: &'static str;
+
+    /// Where the tree's shared window lies in every domain of this backend
+    /// (`None`: the backend has none yet; SysV shared memory is then
+    /// `ENOSYS` and shared anonymous memory is private to a process).
+    const SHARED_WINDOW: Option<u64> = None;
 
     /// Whether the backend can run on this machine (`Err` says why).
     fn available() -> Result<(), RunError> {

@@ -47,6 +47,7 @@ pub mod procs;
 pub mod ring;
 pub mod service;
 pub mod session;
+pub mod shm;
 pub mod signals;
 pub mod site_map;
 pub mod stats;

@@ -79,13 +79,20 @@ pub enum RegionKind {
     /// the parts the program commits are arena pages mapped there
     /// ([`GuestMemory::alias`]), and only those are buffers.
     Reserve,
+    /// The tree's shared window (docs/processes.md, "Shared memory"): the
+    /// same memfd in every process of the tree, at the same address.
+    Shared,
 }
 
 impl RegionKind {
     /// What system calls may do with the region's bytes.
     pub const fn access(self) -> Access {
         match self {
-            RegionKind::Data | RegionKind::Stack | RegionKind::Brk | RegionKind::Arena => Access::ReadWrite,
+            RegionKind::Data
+            | RegionKind::Stack
+            | RegionKind::Brk
+            | RegionKind::Arena
+            | RegionKind::Shared => Access::ReadWrite,
             RegionKind::Rodata => Access::ReadOnly,
             RegionKind::Code
             | RegionKind::Ring
@@ -242,11 +249,27 @@ impl GuestMemory {
         (end <= r.start + r.len).then(|| unsafe { r.host.add((addr - r.start) as usize) })
     }
 
+    /// The same view with one more region (the tree's shared window, added
+    /// to a KVM guest's view once it is built).
+    ///
+    /// # Safety
+    ///
+    /// As for [`GuestMemory::new`]: `r`'s host range must stay mapped as
+    /// long as the returned value, and must not overlap another region.
+    pub unsafe fn with_region(self, r: Region) -> GuestMemory {
+        let GuestMemory { mut regions, aliases } = self;
+        regions.push(r);
+        regions.sort_by_key(|r| r.start);
+        GuestMemory { regions, aliases }
+    }
+
     /// The same view over a copy of its backing memory (a KVM child
     /// process, docs/processes.md): every region and alias whose host range
     /// lies in `[from, from+len)` moved to the same offset from `to`.
     /// `None` when a region or alias (other than a [`RegionKind::Reserve`]
-    /// region, whose host is never used) lies outside `[from, from+len)`.
+    /// region, whose host is never used, and the [`RegionKind::Shared`]
+    /// window, which is the tree's and not copied) lies outside
+    /// `[from, from+len)`.
     ///
     /// # Safety
     ///
@@ -255,7 +278,7 @@ impl GuestMemory {
     pub unsafe fn rebased(&self, from: *const u8, len: usize, to: *mut u8) -> Option<GuestMemory> {
         let (from, to) = (from as usize, to as usize);
         let move_one = |r: &Region| -> Option<Region> {
-            if r.kind == RegionKind::Reserve {
+            if matches!(r.kind, RegionKind::Reserve | RegionKind::Shared) {
                 return Some(*r);
             }
             let off = (r.host as usize).checked_sub(from)?;

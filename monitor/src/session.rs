@@ -122,6 +122,12 @@ impl<'a> Session<'a> {
         let placement = Placement::choose(cfg.cpu_placement);
         // SAFETY: getuid/getgid have no preconditions.
         let ids = unsafe { (libc::getuid(), libc::getgid()) };
+        // The tree's shared memory: as large as one process's memory bound
+        // (docs/processes.md, "Shared memory").
+        let shared = match D::SHARED_WINDOW {
+            Some(at) => Some(std::sync::Arc::new(crate::shm::SharedWindow::new(at, memory.bytes)?)),
+            None => None,
+        };
         let spec = DomainSpec {
             args: if cfg.args.is_empty() { vec!["program".into()] } else { cfg.args.clone() },
             env: cfg.env.clone(),
@@ -139,6 +145,7 @@ impl<'a> Session<'a> {
             all_cpus,
             ids,
             threads: limits.threads.map_or(MAX_THREADS as u32, |t| t.clamp(1, MAX_THREADS as u64) as u32),
+            shared: shared.clone(),
         };
         let mut domain = D::build(&elf, &spec)?;
         // The program's descriptors are the monitor's: size its table so the
@@ -167,7 +174,7 @@ impl<'a> Session<'a> {
         let processes = limits
             .processes
             .map_or(crate::procs::DEFAULT_PROCESSES, |p| p.min(crate::procs::MAX_PROCESSES as u64) as usize);
-        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0);
+        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0).with_window(shared);
 
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.

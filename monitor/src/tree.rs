@@ -25,6 +25,7 @@ use crate::memory::GuestMemory;
 use crate::procs::{Ended, ForkError, ProcessTree, Select};
 use crate::ring::{Shared, StopHandle};
 use crate::service::Violation;
+use crate::shm::{SharedWindow, Shm};
 use crate::sysv::{Ipc, SemOp, Step};
 
 /// How often a blocked wait looks at its worker's stop flag.
@@ -63,6 +64,10 @@ pub struct Tree {
     ipc_changed: Condvar,
     /// What the child processes' calls add to the run's statistics.
     totals: Mutex<Totals>,
+    /// The tree's shared window (`None`: the backend has none, SysV shared
+    /// memory is `ENOSYS`) and the segments in it.
+    window: Option<Arc<SharedWindow>>,
+    shm: Mutex<Shm>,
 }
 
 /// The calls of the tree's child processes (`--stats` totals the tree).
@@ -112,6 +117,27 @@ impl Tree {
             ipc: Mutex::default(),
             ipc_changed: Condvar::new(),
             totals: Mutex::default(),
+            window: None,
+            shm: Mutex::new(Shm::new(0)),
+        }
+    }
+
+    /// The tree's shared window (docs/processes.md, "Shared memory"):
+    /// System V segments are ranges of it.
+    pub fn with_window(mut self, window: Option<Arc<SharedWindow>>) -> Tree {
+        self.shm = Mutex::new(Shm::new(window.as_ref().map_or(0, |w| w.len())));
+        self.window = window;
+        self
+    }
+
+    /// Process `pid` holds no segment any more (it ended or exec'd):
+    /// removed segments nobody holds go back to the host.
+    fn shm_detach_all(&self, pid: u32) {
+        let freed = lock(&self.shm).detach_all(pid);
+        if let Some(w) = &self.window {
+            for (off, len) in freed {
+                w.release(off, len);
+            }
         }
     }
 
@@ -130,12 +156,16 @@ impl Tree {
         if self.ending.load(Ordering::SeqCst) {
             return Err(ForkError::NoCaller);
         }
-        lock(&self.table).fork(parent)
+        let child = lock(&self.table).fork(parent)?;
+        // The child holds its parent's shared-memory attachments.
+        lock(&self.shm).forked(parent, child);
+        Ok(child)
     }
 
     /// A child whose domain could not be made: forgotten (no `SIGCHLD`, no
     /// zombie).
     pub fn discard(&self, pid: u32) {
+        self.shm_detach_all(pid);
         lock(&self.table).ended(pid, Ended::Killed(libc::SIGKILL), true);
         self.changed.notify_all();
     }
@@ -187,6 +217,7 @@ impl Tree {
             })
         };
         lock(&self.members).remove(&pid);
+        self.shm_detach_all(pid);
         // SEM_UNDO: its adjustments are applied at its end.
         if lock(&self.ipc).exited(pid) {
             self.ipc_changed.notify_all();
@@ -325,6 +356,8 @@ impl Tree {
     /// on it is `EACCES` from now on.
     pub fn execed(&self, pid: u32) {
         lock(&self.table).execed(pid);
+        // Its segments are detached (the new image starts without them).
+        self.shm_detach_all(pid);
     }
 
     /// The process-group, session and parent-death calls of `caller`,
@@ -606,7 +639,7 @@ impl Tree {
 
     /// System V IPC of `caller` (`semget`, `semop`, `semtimedop`,
     /// `semctl`, `msgget`, `msgsnd`, `msgrcv`, `msgctl`; shared memory:
-    /// `ENOSYS`), served from the tree's private table ([`crate::sysv`]):
+    /// [`Tree::shm`]), served from the tree's private table ([`crate::sysv`]):
     /// arguments copied once, blocking without any lock (ended by a signal,
     /// the worker's stop or the run's end with `EINTR`, by `IPC_RMID` with
     /// `EIDRM`).
@@ -745,9 +778,91 @@ impl Tree {
                 }
                 Ok(r)
             }
+            n if matches!(n, nr::shmget | nr::shmat | nr::shmdt | nr::shmctl) => {
+                self.shm(mem, caller, n, a, gid)
+            }
             _ => err(libc::ENOSYS),
         }
     }
+
+    /// `shmget`, `shmat`, `shmdt`, `shmctl` of `caller` on the tree's
+    /// window (`ENOSYS` without one). `shmat` answers the segment's window
+    /// address, which the caller's libos then maps (process backend:
+    /// natively, `SHARED_FD`); `shmdt` answers the bytes the libos unmaps
+    /// there (the libos answers the program 0). Nothing a process says
+    /// reaches beyond the window: the window range of a segment comes from
+    /// the table, never from the program.
+    fn shm(&self, mem: &GuestMemory, caller: u32, n: u64, a: &[u64; 6], gid: u32) -> Result<i64, Violation> {
+        let err = |e: i32| Ok(-i64::from(e));
+        let Some(w) = &self.window else { return err(libc::ENOSYS) };
+        let id = a[0] as i32;
+        match n {
+            n if n == nr::shmget => {
+                Ok(lock(&self.shm).shmget(a[0] as i32, a[1], a[2] as u32, caller, self.uid, gid))
+            }
+            n if n == nr::shmat => match lock(&self.shm).shmat(caller, id, a[1], a[2] as u32, w.start()) {
+                Ok(at) => Ok((w.start() + at.off) as i64),
+                Err(e) => err(e),
+            },
+            n if n == nr::shmdt => {
+                let Some(off) = a[0].checked_sub(w.start()).filter(|&o| o < w.len()) else {
+                    return err(libc::EINVAL);
+                };
+                let r = lock(&self.shm).shmdt(caller, off);
+                match r {
+                    Ok((len, freed)) => {
+                        if let Some((o, l)) = freed {
+                            w.release(o, l);
+                        }
+                        Ok(len as i64)
+                    }
+                    Err(e) => err(e),
+                }
+            }
+            _ => {
+                let cmd = (a[1] as i32) & !0x100; // IPC_64
+                let input = if cmd == crate::shm::IPC_SET {
+                    match mem.read(a[2], 48) {
+                        Ok(b) => b,
+                        Err(_) => return err(libc::EFAULT),
+                    }
+                } else {
+                    Vec::new()
+                };
+                let (r, out, freed) = lock(&self.shm).shmctl(id, cmd, &input);
+                if let Some((o, l)) = freed {
+                    w.release(o, l);
+                }
+                if r >= 0 && !out.is_empty() && mem.write(a[2], &out).is_err() {
+                    return err(libc::EFAULT);
+                }
+                Ok(r)
+            }
+        }
+    }
+}
+
+/// The System V calls the tree serves ([`Tree::sysv`]; the ring worker
+/// hands them over outside the service table): semaphores, message queues
+/// and shared memory.
+pub const SYSV_CALLS: [u64; 12] = [
+    nr::semget,
+    nr::semop,
+    nr::semtimedop,
+    nr::semctl,
+    nr::msgget,
+    nr::msgsnd,
+    nr::msgrcv,
+    nr::msgctl,
+    nr::shmget,
+    nr::shmat,
+    nr::shmdt,
+    nr::shmctl,
+];
+
+/// Whether call `nr` is one of [`SYSV_CALLS`].
+pub fn serves(nr: u64) -> bool {
+    SYSV_CALLS.contains(&nr)
 }
 
 /// A pid argument (`getpgid`, `getsid`): a negative one names no process.

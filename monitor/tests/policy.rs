@@ -482,10 +482,22 @@ fn docs_list_every_call_the_monitor_serves() {
         .collect();
     listed.sort_unstable();
     listed.dedup();
-    // System V semaphores and queues are served by the ring worker through
-    // the process tree (outside the service table).
-    const BY_THE_TREE: [&str; 8] =
-        ["semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv", "msgctl"];
+    // System V semaphores, queues and shared memory are served by the ring
+    // worker through the process tree (outside the service table).
+    const BY_THE_TREE: [&str; 12] = [
+        "semget",
+        "semop",
+        "semtimedop",
+        "semctl",
+        "msgget",
+        "msgsnd",
+        "msgrcv",
+        "msgctl",
+        "shmget",
+        "shmat",
+        "shmdt",
+        "shmctl",
+    ];
     let mut served: Vec<&str> = cabin_monitor::service::served()
         .filter(|&n| syscalls::serve(n) == Serve::Forwarded)
         .filter_map(syscalls::name)

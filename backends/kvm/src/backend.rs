@@ -269,6 +269,7 @@ impl Domain for KvmDomain {
     }
 
     const CAN_EXEC: bool = true;
+    const SHARED_WINDOW: Option<u64> = Some(crate::layout::SHARED_VA);
 
     /// A fresh VM for the new image, as `build` makes one, its boot page
     /// naming the process's virtual pid and parent (docs/processes.md).

@@ -198,6 +198,10 @@ pub struct Guest {
     /// `vcpu::setup` sets CR4.PKE and loads PKRU when it is not 0
     /// (`crate::pku`).
     pub code_pkey: u8,
+    /// The tree's shared window (docs/processes.md, "Shared memory"): one
+    /// more memory slot of the VM ([`SHARED_SLOT`] at [`SHARED_GPA`]),
+    /// mapped at [`SHARED_VA`]; every VM of the tree holds the same one.
+    pub shared: Option<std::sync::Arc<cabin_monitor::shm::SharedWindow>>,
 }
 
 // SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
@@ -271,8 +275,43 @@ impl Guest {
             arena_gpa: self.arena_gpa,
             placed: self.placed.clone(),
             code_pkey: self.code_pkey,
+            shared: self.shared.clone(),
         };
         Ok((guest, copied))
+    }
+
+    /// Maps the tree's shared window `w` into this guest before it boots:
+    /// user read-write, never executable, at [`SHARED_VA`] over the slot
+    /// at [`SHARED_GPA`] (which `vcpu::create_vm` registers); the view gets
+    /// it as a [`RegionKind::Shared`] region and the boot page says where
+    /// it is. The whole window is mapped: `shmat` needs no exit, and a
+    /// detached segment stays reachable by the process until it ends
+    /// (docs/processes.md).
+    pub fn attach_window(
+        &mut self,
+        w: std::sync::Arc<cabin_monitor::shm::SharedWindow>,
+    ) -> Result<(), DomainError> {
+        if w.start() != SHARED_VA {
+            return Err(DomainError::Paging(PagingError::BadRange { va: w.start(), len: w.len() }));
+        }
+        {
+            let pt = self.pt.get_mut().unwrap_or_else(|e| e.into_inner());
+            pt.map(&self.phys, SHARED_VA, SHARED_GPA, w.len(), USER_RW)?;
+            self.leaves = (pt.small, pt.large);
+        }
+        self.phys.write_u64(BOOT_GPA + offset_of!(BootInfo, shared_start) as u64, SHARED_VA)?;
+        self.phys.write_u64(BOOT_GPA + offset_of!(BootInfo, shared_len) as u64, w.len())?;
+        let view = std::mem::replace(&mut self.view, {
+            // SAFETY: an empty view holds nothing.
+            unsafe { GuestMemory::new(Vec::new()) }
+        });
+        let r = Region { start: SHARED_VA, len: w.len(), host: w.host(), kind: RegionKind::Shared };
+        // SAFETY: the window's mapping lives as long as `w`, which this
+        // Guest holds (field `shared`) as long as its view; SHARED_VA lies
+        // apart from every other region (layout).
+        self.view = unsafe { view.with_region(r) };
+        self.shared = Some(w);
+        Ok(())
     }
 }
 
@@ -518,6 +557,7 @@ pub fn build(
         arena_gpa,
         placed,
         code_pkey,
+        shared: None,
     })
 }
 

@@ -143,6 +143,19 @@ pub const ARENA_VA: u64 = 0x0000_7e00_0000_0000;
 pub const RESERVE_VA: u64 = 0x0000_6000_0000_0000;
 /// Its length (as on the process backend).
 pub const RESERVE_LEN: u64 = 68 << 30;
+/// The tree's shared window (docs/processes.md, "Shared memory"): the
+/// same memfd in every VM of the tree, one more memory slot at
+/// [`SHARED_GPA`], mapped user read-write (never executable) at this
+/// address in the page tables before boot.
+pub const SHARED_VA: u64 = 0x0000_5000_0000_0000;
+/// Guest-physical address of the shared window's slot: above any guest
+/// memory ([`MAX_MEM`]) and below the TLB-flush page (256 GiB).
+pub const SHARED_GPA: u64 = 1 << 37;
+/// The slot of the shared window.
+pub const SHARED_SLOT: u32 = 1;
+const _: () = assert!(SHARED_GPA >= MAX_MEM && SHARED_GPA + cabin_monitor::shm::MAX_WINDOW <= 1 << 38);
+const _: () = assert!(SHARED_VA + cabin_monitor::shm::MAX_WINDOW <= PIE_BASE);
+
 /// One past the highest byte of the program's stack.
 pub const STACK_TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
 /// Size of the program's stack (mapped up front).

@@ -131,6 +131,8 @@ pub struct KvmConfig {
     pub program: ProgramSpec,
     /// Give up after this long (tests); `None` = no limit.
     pub timeout: Option<Duration>,
+    /// The tree's shared window (docs/processes.md, "Shared memory").
+    pub shared: Option<Arc<cabin_monitor::shm::SharedWindow>>,
 }
 
 impl KvmConfig {
@@ -159,6 +161,7 @@ impl KvmConfig {
                 memory_limit: true,
             },
             timeout: None,
+            shared: spec.shared.clone(),
         }
     }
 }
@@ -510,7 +513,10 @@ fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
     let mut random = [0u8; 16];
     getrandom(&mut random);
     let hwcap = (u64::from(features.leaf1_edx), features.hwcap2());
-    let guest = domain::build(image, cfg.mem_size, &cfg.program, random, hwcap, eo.code_pkey())?;
+    let mut guest = domain::build(image, cfg.mem_size, &cfg.program, random, hwcap, eo.code_pkey())?;
+    if let Some(w) = &cfg.shared {
+        guest.attach_window(w.clone())?;
+    }
     Ok(Prepared { guest: Arc::new(guest), kvm, cpuid, features, eo, start })
 }
 

@@ -110,6 +110,7 @@ impl SyscallService for Recorder {
 
 pub(crate) fn config() -> KvmConfig {
     KvmConfig {
+        shared: None,
         mem_size: layout::DEFAULT_MEM,
         program: ProgramSpec {
             args: vec![b"tiny".to_vec()],

@@ -581,6 +581,19 @@ pub fn create_vm(kvm: &Kvm, d: &Guest) -> Result<VmFd, VcpuError> {
     // `Vcpus` that owns the VM holds the Guest, and every vCPU thread has
     // ended before either is dropped).
     unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("SET_USER_MEMORY_REGION"))?;
+    if let Some(w) = &d.shared {
+        let region = kvm_userspace_memory_region {
+            slot: crate::layout::SHARED_SLOT,
+            flags: 0,
+            guest_phys_addr: crate::layout::SHARED_GPA,
+            memory_size: w.len(),
+            userspace_addr: w.host() as u64,
+        };
+        // SAFETY: the tree's shared window, mapped by the monitor for as
+        // long as `w` lives; the Guest holds `w` as long as the VM (as for
+        // slot 0); SHARED_GPA lies above guest memory (layout).
+        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("SET_USER_MEMORY_REGION"))?;
+    }
     Ok(vm)
 }
 

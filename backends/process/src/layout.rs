@@ -9,7 +9,8 @@
 //! STACK_TOP       8 MiB stack below it, guard gap under it
 //! BRK_BASE        brk heap
 //! ARENA_BASE      anonymous-memory arena
-//! RESERVE_BASE    reservation space (address space only; nothing above it)
+//! RESERVE_BASE    reservation space (address space only)
+//! SHARED_BASE     the tree's shared window (SysV segments; nothing above it)
 //! ```
 //!
 //! All of it lies far from where Linux places a PIE monitor (0x55.., 0x56..)
@@ -62,3 +63,14 @@ pub const RESERVE_BASE: u64 = DOMAIN_BASE + (1 << 40);
 pub const RESERVE_LEN: u64 = 68 << 30;
 
 const _: () = assert!(RESERVE_BASE + 2 * RESERVE_LEN <= USER_TOP_47);
+
+/// The tree's shared window (docs/processes.md, "Shared memory"): the same
+/// memfd at the same address in every process of the tree, mapped piece by
+/// piece by the libos (`shmat`). Above the reservation space and the twice
+/// its length the filter's reservation rules can reach; nothing lies above
+/// it either, up to twice its largest length (the filter's window rules
+/// allow a mapping that starts in it to be as long as it).
+pub const SHARED_BASE: u64 = DOMAIN_BASE + (2 << 40);
+
+const _: () = assert!(SHARED_BASE >= RESERVE_BASE + 2 * RESERVE_LEN);
+const _: () = assert!(SHARED_BASE + 2 * cabin_monitor::shm::MAX_WINDOW <= USER_TOP_47);

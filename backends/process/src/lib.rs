@@ -40,6 +40,7 @@ use cabin_monitor::domain::{
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::placement::CpuSet;
 use cabin_monitor::ring::WorkerStats;
+use cabin_monitor::shm::SharedWindow;
 use loader::DomainMemory;
 
 /// Loader scratch layout (offsets from [`LOADER_ADDR`]).
@@ -83,6 +84,9 @@ pub struct ProcessDomain {
     /// A child process of the tree (docs/processes.md): its virtual pid,
     /// which its boot page says (the root's is its host pid).
     tree_pid: Option<u32>,
+    /// The tree's shared window (docs/processes.md, "Shared memory"),
+    /// handed to the child as `SHARED_FD`; kept alive as long as `view`.
+    shared: Option<Arc<SharedWindow>>,
 }
 
 /// The child process, as far as other threads need it: its pid (0 until
@@ -140,6 +144,7 @@ impl Stopper for Child {
 impl Domain for ProcessDomain {
     const BACKEND: &'static str = "process";
     const CAN_EXEC: bool = true;
+    const SHARED_WINDOW: Option<u64> = Some(crate::layout::SHARED_BASE);
 
     fn execute_only(image: &ElfFile<'_>) -> ExecuteOnly {
         // Execute-only needs the hardware (protection keys) and an image
@@ -168,7 +173,7 @@ impl Domain for ProcessDomain {
 
     fn build(image: &ElfFile<'_>, spec: &DomainSpec) -> Result<ProcessDomain, RunError> {
         let memory = loader::build(image, spec)?;
-        let view = memory.guest_memory();
+        let view = memory.guest_memory_with(spec.shared.as_ref());
         Ok(ProcessDomain {
             view,
             memory,
@@ -178,6 +183,7 @@ impl Domain for ProcessDomain {
             widened: AtomicBool::new(false),
             child: Arc::default(),
             tree_pid: None,
+            shared: spec.shared.clone(),
         })
     }
 
@@ -199,7 +205,7 @@ impl Domain for ProcessDomain {
             std::ptr::addr_of_mut!((*boot).pid).write_volatile(pid);
             std::ptr::addr_of_mut!((*boot).ppid).write_volatile(ppid);
         }
-        let view = memory.guest_memory();
+        let view = memory.guest_memory_with(self.shared.as_ref());
         Ok(Some(ProcessDomain {
             view,
             memory,
@@ -209,6 +215,7 @@ impl Domain for ProcessDomain {
             widened: AtomicBool::new(false),
             child: Arc::default(),
             tree_pid: Some(pid),
+            shared: self.shared.clone(),
         }))
     }
 
@@ -273,7 +280,8 @@ impl Domain for ProcessDomain {
     }
 
     fn start(&mut self) -> Result<(), RunError> {
-        let mut plan = prepare_child(&self.memory, self.program_cpus, &self.check_local)?;
+        let mut plan =
+            prepare_child(&self.memory, self.program_cpus, &self.check_local, self.shared.as_deref())?;
         plan.boot_pid = self.tree_pid;
         // SAFETY: fork has no memory-safety preconditions; the child only
         // runs `child_main`, which uses async-signal-safe calls and no
@@ -547,6 +555,8 @@ struct ChildPlan {
     /// Empty the capability bounding set too (the monitor has CAP_SETPCAP).
     drop_bounding: bool,
     memfd: i32,
+    /// The tree's shared-window memfd (-1: none), kept as `SHARED_FD`.
+    shared_fd: i32,
     parent: i32,
     ranges: Vec<loader::MapRange>,
     /// Host pointer (valid in the child too: inherited mapping) of the
@@ -568,6 +578,7 @@ fn prepare_child(
     d: &DomainMemory,
     cpus: Option<CpuSet>,
     check_local: &CallSet,
+    shared: Option<&SharedWindow>,
 ) -> Result<ChildPlan, RunError> {
     let sq = RING_ADDR + SQ_DOORBELL_OFFSET as u64;
     let cq = RING_ADDR + CQ_DOORBELL_OFFSET as u64;
@@ -577,6 +588,7 @@ fn prepare_child(
         pages: p[3],
         reserve: p[4],
         arena_file_offset: d.arena_file_offset,
+        shared: shared.map_or([0, 0], |w| [w.start(), w.len()]),
     };
     let filter =
         seccomp::filter(sq, cq, check_local, &protectable).map_err(|e| RunError::Internal(e.to_string()))?;
@@ -627,6 +639,7 @@ fn prepare_child(
     Ok(ChildPlan {
         drop_bounding: has_cap_setpcap(),
         memfd: std::os::fd::AsRawFd::as_raw_fd(&d.memfd),
+        shared_fd: shared.map_or(-1, |w| w.fd()),
         // SAFETY: no preconditions.
         parent: unsafe { libc::getpid() },
         ranges: d.ranges.clone(),
@@ -785,11 +798,26 @@ fn child_main(plan: &ChildPlan) -> ! {
         // (commits of the reservation space; the filter allows nothing
         // else on it).
         let keep = cabin_abi::boot::RESERVE_FD as i32;
+        let shared = cabin_abi::boot::SHARED_FD as i32;
+        const _: () = assert!(cabin_abi::boot::SHARED_FD == cabin_abi::boot::RESERVE_FD + 1);
+        // The window's descriptor out of the way first (it may be number
+        // RESERVE_FD itself); the copy above SHARED_FD is closed below.
+        let moved =
+            if plan.shared_fd >= 0 { libc::fcntl(plan.shared_fd, libc::F_DUPFD, shared + 1) } else { -1 };
+        if plan.shared_fd >= 0 && moved < 0 {
+            child_fail(plan, STAGE_MAP);
+        }
         if libc::dup2(plan.memfd, keep) != keep {
             child_fail(plan, STAGE_MAP);
         }
+        // The tree's shared window as SHARED_FD, right after it (the
+        // filter allows only its window mappings).
+        if moved >= 0 && libc::dup2(moved, shared) != shared {
+            child_fail(plan, STAGE_MAP);
+        }
+        let last = if plan.shared_fd >= 0 { shared } else { keep };
         libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0u32);
-        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, (last + 1) as u32, u32::MAX, 0u32);
         // The C library registered an rseq area in this thread's TLS, which
         // is about to be unmapped: the kernel would then fault the process
         // on its next preemption. Unregister it.
@@ -967,6 +995,7 @@ mod tests {
             reserve: [4 << 40, 1 << 30],
             arena_file_offset: 1 << 30,
             pages: [0x40_0000, loader::MAX_RELRO_PAGES * PAGE],
+            shared: [5 << 40, 1 << 30],
         };
         let f = seccomp::filter(sq, cq, &CallSet::EMPTY, &p).expect("the filter builds");
         assert!(f.len() <= SCRATCH_FILTER_MAX, "{} instructions", f.len());

@@ -33,6 +33,7 @@ use crate::layout::*;
 use cabin_monitor::config::RunError;
 use cabin_monitor::domain::DomainSpec;
 use cabin_monitor::memory::{GuestMemory, Region, RegionKind};
+use cabin_monitor::shm::SharedWindow;
 
 /// One range of the domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +108,13 @@ impl DomainMemory {
 
     /// Checked access to program memory for the service.
     pub fn guest_memory(&self) -> GuestMemory {
+        self.guest_memory_with(None)
+    }
+
+    /// The monitor's view, with the tree's shared window (docs/processes.md,
+    /// "Shared memory") at its address when there is one: a buffer there is
+    /// the window's bytes at the same offset, whatever the process mapped.
+    pub fn guest_memory_with(&self, shared: Option<&std::sync::Arc<SharedWindow>>) -> GuestMemory {
         let mut regions: Vec<Region> = self
             .ranges
             .iter()
@@ -126,9 +134,14 @@ impl DomainMemory {
             host: std::ptr::null_mut(),
             kind: RegionKind::Reserve,
         });
+        if let Some(w) = shared {
+            regions.push(Region { start: w.start(), len: w.len(), host: w.host(), kind: RegionKind::Shared });
+        }
         // SAFETY: the mapping lives as long as the DomainMemory, which its
         // ProcessDomain keeps alive longer than the GuestMemory (declared
-        // before it, so dropped first); ranges do not overlap (laid out one after the other).
+        // before it, so dropped first), and so does the shared window (an
+        // Arc the ProcessDomain holds); ranges do not overlap (laid out one
+        // after the other; the window lies above the reservation space).
         unsafe { GuestMemory::new(regions) }
     }
 
@@ -507,6 +520,8 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             reserve_start: RESERVE_BASE,
             reserve_len: RESERVE_LEN,
             arena_file_offset: d.arena_file_offset,
+            shared_start: spec.shared.as_ref().map_or(0, |w| w.start()),
+            shared_len: spec.shared.as_ref().map_or(0, |w| w.len()),
         })
     };
 }

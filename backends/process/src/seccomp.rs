@@ -182,6 +182,13 @@ pub struct Protectable {
     pub reserve: [u64; 2],
     /// Offset of the arena in the memfd.
     pub arena_file_offset: u64,
+    /// The tree's shared window `[start, len]` (`[0, 0]`: none; nothing
+    /// mapped above it up to `start + 2 * len`): `mmap` of descriptor
+    /// `SHARED_FD` there (shared, fixed, no `PROT_EXEC`, any offset: the
+    /// memfd holds only the tree's shared memory and is sealed at its size,
+    /// so an offset past it gives pages that fault), and `munmap` there,
+    /// are allowed natively.
+    pub shared: [u64; 2],
 }
 
 /// `mprotect` rules for `p` (the `prot` condition in each).
@@ -279,6 +286,22 @@ pub fn rules(
         rules.insert(libc::SYS_mmap, vec![SeccompRule::new(mmap)?]);
         rules.insert(libc::SYS_munmap, vec![SeccompRule::new(in_reserve()?)?]);
     }
+    let [start, len] = protectable.shared;
+    if len != 0 {
+        let in_window = || -> Result<Vec<SeccompCondition>, FilterError> {
+            Ok(vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Ge, start)?,
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Lt, start + len)?,
+                SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Le, len)?,
+            ])
+        };
+        let mut mmap = in_window()?;
+        mmap.push(SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(!3u64), 0)?);
+        mmap.push(eq32(3, (libc::MAP_SHARED | libc::MAP_FIXED) as u64)?);
+        mmap.push(eq32(4, cabin_abi::boot::SHARED_FD)?);
+        rules.entry(libc::SYS_mmap).or_default().push(SeccompRule::new(mmap)?);
+        rules.entry(libc::SYS_munmap).or_default().push(SeccompRule::new(in_window()?)?);
+    }
     Ok(rules)
 }
 
@@ -373,7 +396,10 @@ mod tests {
         pages: [0x4c_0000, 0x3000],
         reserve: [RESV, RESV_LEN],
         arena_file_offset: ARENA_OFF,
+        shared: [WIN, WIN_LEN],
     };
+    const WIN: u64 = 0x4000_0000_0000;
+    const WIN_LEN: u64 = 1 << 30;
     const RESV: u64 = 0x3000_0000_0000;
     const RESV_LEN: u64 = 68 << 30;
     const ARENA_OFF: u64 = 0x900_0000;
@@ -415,6 +441,42 @@ mod tests {
         assert_eq!(munmap(RESV - 4096, 4096), SECCOMP_RET_TRAP);
         assert_eq!(munmap(0x40_1000, 4096), SECCOMP_RET_TRAP);
         assert_eq!(munmap(RESV, RESV_LEN + 1), SECCOMP_RET_TRAP);
+    }
+
+    #[test]
+    fn the_shared_window_is_mapped_only_inside_it_shared_and_never_executable() {
+        let f = filter(SQ, CQ, &CallSet::EMPTY);
+        let mmap = |a: [u64; 6]| evaluate(&f, libc::SYS_mmap as u32, AUDIT_ARCH_X86_64, a);
+        let sf = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+        let fd = cabin_abi::boot::SHARED_FD;
+        assert_eq!(mmap([WIN, 4096, 3, sf, fd, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(mmap([WIN + WIN_LEN - 4096, 4096, 1, sf, fd, WIN_LEN - 4096]), SECCOMP_RET_ALLOW);
+        for (what, a) in [
+            ("exec", [WIN, 4096, 7, sf, fd, 0]),
+            ("exec only", [WIN, 4096, 4, sf, fd, 0]),
+            ("high prot bits", [WIN, 4096, (1 << 32) | 3, sf, fd, 0]),
+            ("private", [WIN, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64, fd, 0]),
+            ("not fixed", [WIN, 4096, 3, libc::MAP_SHARED as u64, fd, 0]),
+            ("below the window", [WIN - 4096, 4096, 3, sf, fd, 0]),
+            ("past the window", [WIN + WIN_LEN, 4096, 3, sf, fd, 0]),
+            ("too long", [WIN, WIN_LEN + 4096, 3, sf, fd, 0]),
+            ("over the code", [0x40_1000, 4096, 3, sf, fd, 0]),
+            ("in the reservation space", [RESV, 4096, 3, sf, fd, ARENA_OFF]),
+            ("the domain memfd in the window", [WIN, 4096, 3, sf, cabin_abi::boot::RESERVE_FD, ARENA_OFF]),
+            ("anonymous", [WIN, 4096, 3, sf | libc::MAP_ANONYMOUS as u64, u64::MAX, 0]),
+        ] {
+            assert_eq!(mmap(a), SECCOMP_RET_TRAP, "{what}");
+        }
+        let munmap =
+            |a: u64, l: u64| evaluate(&f, libc::SYS_munmap as u32, AUDIT_ARCH_X86_64, [a, l, 0, 0, 0, 0]);
+        assert_eq!(munmap(WIN, 4096), SECCOMP_RET_ALLOW);
+        assert_eq!(munmap(WIN - 4096, 4096), SECCOMP_RET_TRAP);
+        assert_eq!(munmap(WIN, WIN_LEN + 1), SECCOMP_RET_TRAP);
+        let mprotect = |a: u64, p: u64| {
+            evaluate(&f, libc::SYS_mprotect as u32, AUDIT_ARCH_X86_64, [a, 4096, p, 0, 0, 0])
+        };
+        assert_eq!(mprotect(WIN, 7), SECCOMP_RET_TRAP, "the window is never made executable natively");
+        assert_eq!(mprotect(WIN, 3), SECCOMP_RET_TRAP, "nor re-protected natively at all");
     }
 
     fn filter(sq: u64, cq: u64, checked: &CallSet) -> Vec<SockFilter> {

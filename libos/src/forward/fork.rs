@@ -141,7 +141,11 @@ fn child_entry() -> u64 {
 extern "C" fn child_init() {
     let (pid, ppid) = super::reload_ids();
     thread::after_fork(pid);
-    if !thread::restore_fs() || !super::signals::after_fork(pid) || !super::mem::after_fork() {
+    if !thread::restore_fs()
+        || !super::signals::after_fork(pid)
+        || !super::mem::after_fork()
+        || !super::shm::after_fork()
+    {
         crate::die(b"cabin: a new child process could not set itself up; stopping\n");
     }
     let _ = ppid;

@@ -1023,6 +1023,17 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
         return -errno::EINVAL;
     }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+    if flags & (MAP_SHARED | MAP_ANONYMOUS) == MAP_SHARED | MAP_ANONYMOUS
+        && !fixed
+        && prot & PROT_EXEC == 0
+        && page_up(len).is_some_and(|l| l != 0)
+    {
+        // Shared with the children it forks: a segment of the tree's
+        // window when there is one (else arena memory, as before).
+        if let Some(r) = super::shm::anonymous(len, prot) {
+            return r;
+        }
+    }
     let shared_file = flags & MAP_ANONYMOUS == 0 && flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0;
     // A writable shared file mapping (shared.rs): a duplicate of the
     // descriptor, checked as Linux checks it, for the write-back.
@@ -1161,6 +1172,9 @@ fn protect_new(s: &mut State, start: u64, len: u64, prot: u64) -> i64 {
 /// `munmap`.
 pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     super::readahead::memory_changed();
+    if super::shm::overlaps(addr, len) {
+        return super::shm::munmap(addr, len);
+    }
     if addr.is_multiple_of(PAGE) && page_up(len).is_some_and(|l| l != 0) && shared::overlaps(addr, len) {
         // Unmapped pages of a writable shared file mapping reach the file.
         shared::write_back(addr, len);
