@@ -82,6 +82,8 @@ impl<'a> Session<'a> {
         policy.set_allow_set_id(cfg.allow_set_id);
         policy.set_exec_images_only(cfg.exec_images_only);
         policy.set_image_cache(cfg.image_cache.clone());
+        // The image cache is never the program's, even inside its trees.
+        policy.hide_image_cache();
         let cwd =
             std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));

@@ -40,6 +40,11 @@ pub enum Refusal {
     /// granted at start (replaced, renamed over, swapped for a symlink):
     /// grants are objects, not names.
     Replaced,
+    /// Cabin's own image cache (`$XDG_CACHE_HOME/cabin/images`), or a name
+    /// on the way to it: hidden from the program even inside an allowed
+    /// tree, so that it can neither read an entry nor forge one for the
+    /// next run.
+    ImageCache,
 }
 
 impl Refusal {
@@ -56,6 +61,7 @@ impl Refusal {
             Refusal::Pseudo => "a kernel pseudo filesystem (/proc, /sys, cgroup: never writable; debugfs, bpf, ...: not served)",
             Refusal::Owner => "chown to another owner or group than the program's own ([paths] set-id allows it)",
             Refusal::Replaced => "the granted file's name now names another object than the one granted at start",
+            Refusal::ImageCache => "Cabin's image cache (or a directory on the way to it), hidden from the program",
         }
     }
 

@@ -14,7 +14,9 @@
 //!
 //! **File grants.** A non-directory in `--allow-read`/`--allow-write` is a
 //! file grant ([`AllowedFile`]): a path whose components are exactly the
-//! file's (canonical, resolved once at start) reaches it by looking its
+//! file's (canonical, resolved once at start), or exactly the path the
+//! grant was given as (`--allow-read /bin/sh` reaches `/usr/bin/dash` as
+//! `/bin/sh` too: a spelling without `..`, never resolved again), reaches it by looking its
 //! name up `O_NOFOLLOW` in its directory (held `O_PATH` from start) and
 //! only when that is still the object granted at start (device, inode; the
 //! object is held `O_PATH` so its inode cannot be reused): a swapped name
@@ -135,6 +137,12 @@ pub struct AllowedFile {
     id: (u64, u64),
     /// Whether the program may write (not create, remove or rename) it.
     write: bool,
+    /// The paths the grant was given as (absolute, without `.`), when they
+    /// differ from `comps` (a symbolic link on the way, as `/bin/sh` →
+    /// `/usr/bin/dash`): the program reaches the object by those names
+    /// too (glibc's `popen` and `system` exec `/bin/sh` by that name).
+    /// Only a spelling without `..` becomes such an alias.
+    aliases: Vec<Vec<Vec<u8>>>,
 }
 
 /// What an operation does with the object it reaches.
@@ -208,6 +216,45 @@ pub struct FsPolicy {
     exec_images_only: bool,
     /// The image cache's directory (`None`: the default).
     image_cache: Option<std::path::PathBuf>,
+    /// The image cache's directory when an allowed tree reaches it:
+    /// hidden from the program ([`FsPolicy::hide_image_cache`]).
+    hidden: Option<Hidden>,
+}
+
+/// The image cache's directory, hidden from the program even inside an
+/// allowed tree (docs/processes.md, "The image cache"): a program must not
+/// read its entries, nor forge one for the next run.
+#[derive(Debug)]
+struct Hidden {
+    /// Its canonical path: an object whose kernel path (the monitor's
+    /// `/proc/self/fd/N` link) is this or lies below it is refused.
+    path: Vec<u8>,
+    /// Its (st_dev, st_ino): refused under any name.
+    id: (u64, u64),
+    /// (st_dev, st_ino) of every directory and symbolic link on the way to
+    /// it (the spelled path's and the canonical one's): a name that is one
+    /// of them is never removed, renamed, replaced or linked, so the
+    /// cache's path keeps naming the directory checked at start.
+    above: Vec<(u64, u64)>,
+    /// Its path as spelled and canonical, in components: a program path
+    /// that starts with either is refused before anything is resolved (so
+    /// a missing entry is refused too, not `ENOENT`).
+    spellings: Vec<Vec<Vec<u8>>>,
+    /// Held so that its inode cannot be reused while the run lasts.
+    _fd: OwnedFd,
+}
+
+impl Hidden {
+    /// Whether the object `fd` (with its stat) is the cache or lies in it.
+    fn covers(&self, fd: RawFd, st: &libc::stat) -> bool {
+        if (st.st_dev, st.st_ino) == self.id {
+            return true;
+        }
+        // Entries have short names: a path too long for fd_link is not one.
+        fd_link(fd).is_some_and(|l| {
+            l.strip_prefix(&self.path[..]).is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
+        })
+    }
 }
 
 /// The `/proc` entries (first component below `/proc`) served for
@@ -308,6 +355,16 @@ pub fn normalize(abs: &[u8]) -> Vec<u8> {
         v.push(b'/');
     }
     v
+}
+
+/// The components of a file grant's path as given (made absolute against
+/// the monitor's cwd), or `None` when it holds a `..` (whose meaning
+/// depends on the symbolic links before it).
+fn spelled_alias(p: &std::path::Path) -> Option<Vec<Vec<u8>>> {
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().ok()?.join(p) };
+    let bytes = abs.as_os_str().as_encoded_bytes();
+    let comps = components(bytes);
+    (!comps.iter().any(|c| c == b"..")).then_some(comps)
 }
 
 /// `abs` without its last component (`/` for a top-level name): the
@@ -491,9 +548,25 @@ impl FsPolicy {
                     return Err(err(std::io::Error::from_raw_os_error(libc::EAGAIN)));
                 }
                 let id = (st.st_dev, st.st_ino);
+                let alias = spelled_alias(p).filter(|a| *a != comps);
                 match files.iter_mut().find(|f: &&mut AllowedFile| f.comps == comps) {
-                    Some(f) => f.write |= w,
-                    None => files.push(AllowedFile { comps, dir, name, obj, id, write: w }),
+                    Some(f) => {
+                        f.write |= w;
+                        if let Some(a) = alias {
+                            if !f.aliases.contains(&a) {
+                                f.aliases.push(a);
+                            }
+                        }
+                    }
+                    None => files.push(AllowedFile {
+                        comps,
+                        dir,
+                        name,
+                        obj,
+                        id,
+                        write: w,
+                        aliases: alias.into_iter().collect(),
+                    }),
                 }
             }
         }
@@ -520,6 +593,7 @@ impl FsPolicy {
             set_id: false,
             exec_images_only: false,
             image_cache: None,
+            hidden: None,
         };
         p.ancestors = p.open_ancestors();
         Ok(p)
@@ -581,6 +655,130 @@ impl FsPolicy {
         self.image_cache = dir;
     }
 
+    /// Hides the image cache's directory (the one set, else the default)
+    /// from the program when an allowed tree reaches it: every object in it
+    /// (and it) is refused whatever the spelling ([`Refusal::ImageCache`]),
+    /// and it and the directories and links above it cannot be removed,
+    /// renamed, replaced or linked. It is created first when missing (as
+    /// `cabinc` would, 0700), so that the program cannot make it itself,
+    /// full of forged entries, before the next run. Called once, before
+    /// the program runs.
+    pub fn hide_image_cache(&mut self) {
+        let dir = match self.image_cache.clone() {
+            Some(d) => d,
+            None => match cabin_rewriter::cache::default_dir() {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+        };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            match std::env::current_dir() {
+                Ok(c) => c.join(dir),
+                Err(_) => return,
+            }
+        };
+        // Where the directory is (or would be): its nearest existing
+        // ancestor, canonical, and the rest as spelled.
+        let mut existing = dir.as_path();
+        let mut rest = Vec::new();
+        while std::fs::symlink_metadata(existing).is_err() {
+            match (existing.parent(), existing.file_name()) {
+                (Some(up), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = up;
+                }
+                _ => return,
+            }
+        }
+        let Ok(mut canon) = std::fs::canonicalize(existing) else { return };
+        for name in rest.iter().rev() {
+            canon.push(name);
+        }
+        let bytes = canon.as_os_str().as_encoded_bytes().to_vec();
+        let comps = components(&bytes);
+        let under = |t: &Vec<Vec<u8>>| comps.len() >= t.len() && comps[..t.len()] == t[..];
+        let reached = self
+            .dirs
+            .iter()
+            .any(|d| under(&d.comps) || (d.comps.len() > comps.len() && d.comps.starts_with(&comps)))
+            || self.files.iter().any(|f| f.comps.starts_with(&comps));
+        if !reached {
+            return;
+        }
+        // Made as cabinc makes it (it would, at the first plain exec), so
+        // that there is a directory to hide; one the cache refuses (another
+        // owner, writable by others) is still hidden below if it exists.
+        let _ = cabin_rewriter::cache::ImageCache::open(&dir);
+        let Ok(canon) = std::fs::canonicalize(&dir) else { return };
+        let Ok(c) = CString::new(canon.as_os_str().as_encoded_bytes().to_vec()) else { return };
+        // SAFETY: open reads the NUL-terminated path.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let Ok(fd) = owned(fd) else { return };
+        let Ok(st) = fstat(fd.as_raw_fd()) else { return };
+        let mut above = Vec::new();
+        for path in [dir.as_path(), canon.as_path()] {
+            for a in path.ancestors().skip(1) {
+                if let Ok(m) = std::fs::symlink_metadata(a) {
+                    use std::os::unix::fs::MetadataExt;
+                    if !above.contains(&(m.dev(), m.ino())) {
+                        above.push((m.dev(), m.ino()));
+                    }
+                }
+            }
+            // The spelled path's own final name (a symbolic link to the
+            // cache, say) is protected as the cache is.
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::MetadataExt;
+                if !above.contains(&(m.dev(), m.ino())) {
+                    above.push((m.dev(), m.ino()));
+                }
+            }
+        }
+        let mut spellings = vec![components(c.as_bytes())];
+        let spelled = components(dir.as_os_str().as_encoded_bytes());
+        if !spelled.iter().any(|c| c == b"..") && !spellings.contains(&spelled) {
+            spellings.push(spelled);
+        }
+        self.hidden = Some(Hidden {
+            path: c.as_bytes().to_vec(),
+            id: (st.st_dev, st.st_ino),
+            above,
+            spellings,
+            _fd: fd,
+        });
+    }
+
+    /// A name that does not exist (`e` is `ENOENT`) in the hidden image
+    /// cache, reached by another spelling (a symbolic link): refused as an
+    /// existing one is, so that the program cannot tell which entries
+    /// exist. Any other error is `e`.
+    fn missing_in_hidden(&self, d: &AllowedDir, rel: &CString, e: PathError) -> PathError {
+        if self.hidden.is_none() || e != PathError::Errno(libc::ENOENT) {
+            return e;
+        }
+        let bytes = rel.as_bytes();
+        let Some(cut) = bytes.iter().rposition(|&b| b == b'/') else { return e };
+        let Ok(up) = cstring(&bytes[..cut.max(1)]) else { return e };
+        let Ok(dir) = openat2_beneath(d.fd.as_raw_fd(), &up, libc::O_PATH | libc::O_DIRECTORY, 0) else {
+            return e;
+        };
+        match fstat(dir.as_raw_fd()) {
+            Ok(st) => self.check_hidden(dir.as_raw_fd(), &st).err().unwrap_or(e),
+            Err(_) => e,
+        }
+    }
+
+    /// Refuses the hidden image cache ([`FsPolicy::hide_image_cache`]):
+    /// the object `fd` (with its stat) must not be it nor lie in it.
+    fn check_hidden(&self, fd: RawFd, st: &libc::stat) -> Result<(), PathError> {
+        match &self.hidden {
+            Some(h) if h.covers(fd, st) => Err(PathError::Denied(Refusal::ImageCache)),
+            _ => Ok(()),
+        }
+    }
+
     /// The image cache's directory (`None`: the default).
     pub fn image_cache(&self) -> Option<&std::path::Path> {
         self.image_cache.as_deref()
@@ -597,9 +795,15 @@ impl FsPolicy {
     }
 
     /// The allowed dir containing absolute `abs`, and the path relative to
-    /// it (`.` for the dir itself; a trailing `/` is kept).
+    /// it (`.` for the dir itself; a trailing `/` is kept). A path spelled
+    /// into the hidden image cache is in none.
     pub fn locate(&self, abs: &[u8]) -> Option<(&AllowedDir, Vec<u8>)> {
         let comps = components(abs);
+        if let Some(h) = &self.hidden {
+            if h.spellings.iter().any(|sp| comps.len() >= sp.len() && comps[..sp.len()] == sp[..]) {
+                return None;
+            }
+        }
         for d in &self.dirs {
             if comps.len() >= d.comps.len() && comps[..d.comps.len()] == d.comps[..] {
                 let rest = &comps[d.comps.len()..];
@@ -626,7 +830,7 @@ impl FsPolicy {
             return None;
         }
         let comps = components(abs);
-        self.files.iter().find(|f| f.comps == comps)
+        self.files.iter().find(|f| f.comps == comps || f.aliases.contains(&comps))
     }
 
     /// The granted object of `f`, reached by its name from its directory
@@ -735,6 +939,7 @@ impl FsPolicy {
     /// Whether the object `fd` (with its stat) may be used for `access`:
     /// devices, `/proc` and the other pseudo filesystems (module docs).
     pub fn check_object(&self, fd: RawFd, st: &libc::stat, access: Access) -> Result<(), PathError> {
+        self.check_hidden(fd, st)?;
         let device = is(st, libc::S_IFCHR) || is(st, libc::S_IFBLK);
         if device {
             let safe = is(st, libc::S_IFCHR) && self.safe_devices.contains(&st.st_rdev);
@@ -837,7 +1042,8 @@ impl FsPolicy {
             self.check_object(fd.as_raw_fd(), &st, access)?;
             return Ok(Opened { fd, change });
         }
-        let probe = openat2_beneath(d.fd.as_raw_fd(), &rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)?;
+        let probe = openat2_beneath(d.fd.as_raw_fd(), &rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)
+            .map_err(|e| self.missing_in_hidden(d, &rel, e))?;
         let st = fstat(probe.as_raw_fd())?;
         self.check_object(probe.as_raw_fd(), &st, Access::Read)?;
         if is(&st, libc::S_IFLNK) {
@@ -1029,7 +1235,9 @@ impl FsPolicy {
             return Ok((fd, st));
         };
         let flags = libc::O_PATH | if follow { 0 } else { libc::O_NOFOLLOW };
-        let fd = openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, flags, 0)?;
+        let rel = cstring(&rel)?;
+        let fd = openat2_beneath(d.fd.as_raw_fd(), &rel, flags, 0)
+            .map_err(|e| self.missing_in_hidden(d, &rel, e))?;
         let st = fstat(fd.as_raw_fd())?;
         self.check_object(fd.as_raw_fd(), &st, Access::Look)?;
         Ok((fd, st))
@@ -1072,6 +1280,22 @@ impl FsPolicy {
         }
         let fd = openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let cname = cstring(&name)?;
+        if let Some(h) = &self.hidden {
+            // Nothing is named in the image cache, and the cache and the
+            // directories above it keep their names.
+            let st = fstat(fd.as_raw_fd())?;
+            if h.covers(fd.as_raw_fd(), &st) {
+                return Err(PathError::Denied(Refusal::ImageCache));
+            }
+            // SAFETY: stat is plain data; zeroed is a valid value.
+            let mut nst: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstatat reads the name and writes `nst`.
+            let r =
+                unsafe { libc::fstatat(fd.as_raw_fd(), cname.as_ptr(), &mut nst, libc::AT_SYMLINK_NOFOLLOW) };
+            if r == 0 && (h.id == (nst.st_dev, nst.st_ino) || h.above.contains(&(nst.st_dev, nst.st_ino))) {
+                return Err(PathError::Denied(Refusal::ImageCache));
+            }
+        }
         if need_write {
             let st = fstat(fd.as_raw_fd())?;
             self.check_object(fd.as_raw_fd(), &st, Access::Write)?;
@@ -1263,10 +1487,29 @@ mod tests {
         let w = t.path().canonicalize().unwrap();
         std::fs::write(w.join("f"), b"granted").unwrap();
         symlink("f", w.join("l")).unwrap();
+        std::fs::write(w.join("g"), b"other").unwrap();
         let p = policy(&[w.join("l")], &[]);
         assert!(p.open(&b(&w.join("f")), libc::O_RDONLY, 0).is_ok());
+        // The name it was given reaches the same object (glibc's popen
+        // execs /bin/sh, a link to dash), never by resolving the link
+        // again: a link pointed elsewhere after start still gives `f`.
+        let read = |path: &std::path::Path| {
+            let o = p.open(&b(path), libc::O_RDONLY, 0).expect("open");
+            let mut buf = [0u8; 16];
+            // SAFETY: reads at most 16 bytes into `buf`.
+            let n = unsafe { libc::read(o.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            buf[..n.max(0) as usize].to_vec()
+        };
+        assert_eq!(read(&w.join("l")), b"granted");
+        std::fs::remove_file(w.join("l")).unwrap();
+        symlink("g", w.join("l")).unwrap();
+        assert_eq!(read(&w.join("l")), b"granted", "the object recorded at start");
         let outside = PathError::Denied(Refusal::Outside);
-        assert_eq!(p.open(&b(&w.join("l")), libc::O_RDONLY, 0).unwrap_err(), outside);
+        assert_eq!(p.open(&b(&w.join("g")), libc::O_RDONLY, 0).unwrap_err(), outside);
+        // A spelling with `..` is no second name.
+        std::fs::create_dir(w.join("x")).unwrap();
+        let p = policy(&[w.join("x/../l")], &[]);
+        assert_eq!(p.open(&b(&w.join("x/../l")), libc::O_RDONLY, 0).unwrap_err(), outside);
     }
 
     #[test]
