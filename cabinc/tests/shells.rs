@@ -290,8 +290,19 @@ fn popen_and_system() {
 /// and stdout; stderr to a file), the terminal its controlling one, as a
 /// login shell's is: (what it wrote to the terminal, with `\r\n` as `\n`,
 /// its status, its stderr).
-fn on_a_terminal(mut cmd: Command, dir: &Path) -> (String, Option<i32>, String) {
+fn on_a_terminal(cmd: Command, dir: &Path) -> (String, Option<i32>, String) {
+    on_a_terminal_typing(cmd, dir, None)
+}
+
+/// [`on_a_terminal`], typing Ctrl-C on the terminal once the output holds
+/// `interrupt_after`.
+fn on_a_terminal_typing(
+    mut cmd: Command,
+    dir: &Path,
+    interrupt_after: Option<&str>,
+) -> (String, Option<i32>, String) {
     use std::io::Read;
+    use std::io::Write;
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     let (mut m, mut s) = (-1, -1);
@@ -319,12 +330,17 @@ fn on_a_terminal(mut cmd: Command, dir: &Path) -> (String, Option<i32>, String) 
     let mut out = Vec::new();
     let mut master = std::fs::File::from(master);
     let mut buf = [0u8; 4096];
+    let mut typed = interrupt_after.is_none();
     // EIO once every descriptor of the terminal's other side is closed.
     while let Ok(n) = master.read(&mut buf) {
         if n == 0 {
             break;
         }
         out.extend_from_slice(&buf[..n]);
+        if !typed && interrupt_after.is_some_and(|w| String::from_utf8_lossy(&out).contains(w)) {
+            master.write_all(b"\x03").expect("type Ctrl-C");
+            typed = true;
+        }
     }
     let status = child.wait().expect("wait");
     let text = String::from_utf8_lossy(&out).replace("\r\n", "\n");
@@ -362,5 +378,27 @@ fn job_control_on_a_terminal() {
             .arg("tty");
         let got = on_a_terminal(c, t.path());
         assert_eq!((&got.0, got.1), (&want.0, want.1), "{backend}: confined vs native; stderr: {}", got.2);
+    }
+    // Ctrl-C while a job is in the foreground reaches the job, not the
+    // program that put it there (`jobs.c ctrlc`; before, `cabinc`
+    // forwarded it to the root, which died of it).
+    let mut native = Command::new(&exe);
+    native.arg("ctrlc");
+    let want = on_a_terminal_typing(native, t.path(), Some("ready"));
+    assert_eq!(want.1, Some(0), "native: {want:?}");
+    assert!(want.0.contains("the foreground job: killed by 2\n"), "native: {want:?}");
+    for backend in backends {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
+        c.env("XDG_CACHE_HOME", t.path().join("cache"))
+            .args(["run", "-q", "--backend", backend])
+            .arg(&exe)
+            .arg("ctrlc");
+        let got = on_a_terminal_typing(c, t.path(), Some("ready"));
+        assert_eq!(
+            (&got.0, got.1),
+            (&want.0, want.1),
+            "{backend}: Ctrl-C, confined vs native; stderr: {}",
+            got.2
+        );
     }
 }

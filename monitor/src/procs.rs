@@ -209,6 +209,24 @@ impl ProcessTree {
         Ok(())
     }
 
+    /// The live members of the terminal's foreground group when it is not
+    /// the root's own group (a job the program put in the foreground), in
+    /// pid order: where a signal from the terminal goes (`None`: to the
+    /// root, as before any `tcsetpgrp`).
+    pub fn foreground_job(&self) -> Option<Vec<u32>> {
+        let root_group = self.procs.get(&self.root)?.pgid;
+        if self.tty_pgrp == root_group {
+            return None;
+        }
+        let live: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.pgid == self.tty_pgrp && p.zombie.is_none())
+            .map(|(&k, _)| k)
+            .collect();
+        (!live.is_empty()).then_some(live)
+    }
+
     fn in_tty_session(&self, caller: u32) -> Result<(), i32> {
         match self.procs.get(&caller) {
             Some(p) if p.sid == self.tty_sid => Ok(()),
@@ -681,6 +699,9 @@ mod tests {
         assert_eq!(t.set_tty_pgrp(1000, d), Err(EPERM), "a group of another session");
         assert_eq!(t.tty_pgrp(1000), Ok(c), "unchanged by the refusals");
         assert_eq!(t.tty_pgrp(9999), Err(ENOTTY), "not a process of the tree");
+        assert_eq!(t.foreground_job(), Some(vec![c]), "the terminal's signals go to the child's group");
+        t.set_tty_pgrp(1000, 1000).expect("back");
+        assert_eq!(t.foreground_job(), None, "the root's group: to the root");
     }
 
     #[test]

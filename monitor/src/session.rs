@@ -220,7 +220,13 @@ impl<'a> Session<'a> {
                 }
                 if cfg.forward_signals {
                     let (done, end) = (&forwarding_done, &end_wake);
-                    s.spawn(move || crate::signals::forward_until(done, end, poster));
+                    // Ctrl-C (sent by the terminal: SI_KERNEL) goes to the
+                    // job the program put in the foreground.
+                    let tree = &tree;
+                    let route = move |sig: i32, code: i32| {
+                        code == libc::SI_KERNEL && sig == libc::SIGINT && tree.terminal_signal(sig)
+                    };
+                    s.spawn(move || crate::signals::forward_until(done, end, poster, &route));
                 }
                 {
                     let (done, timers) = (&forwarding_done, &*timers);

@@ -423,6 +423,20 @@ impl Tree {
         }
     }
 
+    /// A signal the terminal sent `cabinc` (Ctrl-C: `SI_KERNEL`)
+    /// while the program had put another process group than the root's in
+    /// the terminal's foreground (`tcsetpgrp`): it goes to that group's
+    /// live members instead of the root, as the kernel sends it to the
+    /// terminal's foreground group. `false`: no such job, the caller posts
+    /// it to the root as before.
+    pub fn terminal_signal(&self, sig: i32) -> bool {
+        let Some(job) = lock(&self.table).foreground_job() else { return false };
+        for pid in job {
+            self.post(0, pid, sig as u64, libc::SI_KERNEL);
+        }
+        true
+    }
+
     /// A child process was stopped by the policy or a limit: the whole tree
     /// ends (the first stop is the run's).
     pub fn stopped_by(&self, stop: Stop) {

@@ -455,6 +455,32 @@ static int tty(void) {
     return 0;
 }
 
+/* Ctrl-C on the controlling terminal while a job of ours is in the
+ * foreground: the job gets SIGINT, we do not (the test types Ctrl-C once
+ * the job says "ready"). */
+static int ctrlc(void) {
+    signal(SIGTTOU, SIG_IGN);
+    int fd = 0, st, go[2];
+    pid_t g = getpgrp();
+    if (pipe(go)) return 1;
+    pid_t c = fork();
+    if (c == 0) {
+        setpgid(0, 0);
+        await(go[0]);
+        printf("ready\n");
+        fflush(stdout);
+        for (;;) pause();
+    }
+    setpgid(c, c);
+    tcsetpgrp(fd, c);
+    write(go[1], "x", 1);
+    waitpid(c, &st, 0);
+    tcsetpgrp(fd, g);
+    status("the foreground job", st);
+    printf("we were not interrupted\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -469,5 +495,6 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "killall")) return killall();
     if (!strcmp(c, "notty")) return notty();
     if (!strcmp(c, "tty")) return tty();
+    if (!strcmp(c, "ctrlc")) return ctrlc();
     return 2;
 }
