@@ -250,6 +250,12 @@ impl Hidden {
         if (st.st_dev, st.st_ino) == self.id {
             return true;
         }
+        // An object of another file system than the cache's is not in it
+        // (the cache's entries are its own files; a mount inside it is not
+        // the cache's doing): most objects cost no readlink.
+        if st.st_dev != self.id.0 {
+            return false;
+        }
         // Entries have short names: a path too long for fd_link is not one.
         fd_link(fd).is_some_and(|l| {
             l.strip_prefix(&self.path[..]).is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
