@@ -245,6 +245,11 @@ struct Hidden {
 }
 
 impl Hidden {
+    /// Whether the path `comps` is spelled into the cache (or is it).
+    fn spelled_into(&self, comps: &[Vec<u8>]) -> bool {
+        self.spellings.iter().any(|sp| comps.len() >= sp.len() && comps[..sp.len()] == sp[..])
+    }
+
     /// Whether the object `fd` (with its stat) is the cache or lies in it.
     fn covers(&self, fd: RawFd, st: &libc::stat) -> bool {
         if (st.st_dev, st.st_ino) == self.id {
@@ -756,6 +761,16 @@ impl FsPolicy {
         });
     }
 
+    /// The refusal of `abs`, which no tree holds: the image cache's when it
+    /// is spelled into the hidden cache (so the hint does not suggest a
+    /// grant that would not help), else "outside the trees".
+    fn outside(&self, abs: &[u8]) -> PathError {
+        match &self.hidden {
+            Some(h) if h.spelled_into(&components(abs)) => PathError::Denied(Refusal::ImageCache),
+            _ => PathError::Denied(Refusal::Outside),
+        }
+    }
+
     /// A name that does not exist (`e` is `ENOENT`) in the hidden image
     /// cache, reached by another spelling (a symbolic link): refused as an
     /// existing one is, so that the program cannot tell which entries
@@ -805,10 +820,8 @@ impl FsPolicy {
     /// into the hidden image cache is in none.
     pub fn locate(&self, abs: &[u8]) -> Option<(&AllowedDir, Vec<u8>)> {
         let comps = components(abs);
-        if let Some(h) = &self.hidden {
-            if h.spellings.iter().any(|sp| comps.len() >= sp.len() && comps[..sp.len()] == sp[..]) {
-                return None;
-            }
+        if self.hidden.as_ref().is_some_and(|h| h.spelled_into(&comps)) {
+            return None;
         }
         for d in &self.dirs {
             if comps.len() >= d.comps.len() && comps[..d.comps.len()] == d.comps[..] {
@@ -1030,7 +1043,7 @@ impl FsPolicy {
         if wants_write(flags) {
             return self.open_for_change(abs, flags, mode);
         }
-        let (d, rel) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
+        let (d, rel) = self.locate(abs).ok_or_else(|| self.outside(abs))?;
         let change = if !d.write {
             Some(false)
         } else if self.mixed {
@@ -1140,7 +1153,7 @@ impl FsPolicy {
                 let (obj, st) = self.reach_file(f, &spelled, Access::Write)?;
                 return Ok(Reached { obj: Some((obj, st)), parent: None });
             }
-            let (d, rel) = self.locate(&spelled).ok_or(PathError::Denied(Refusal::Outside))?;
+            let (d, rel) = self.locate(&spelled).ok_or_else(|| self.outside(&spelled))?;
             if !d.write {
                 return Err(PathError::Denied(Refusal::ReadOnly));
             }
@@ -1231,11 +1244,8 @@ impl FsPolicy {
         }
         let Some((d, rel)) = self.locate(abs) else {
             let comps = components(abs);
-            let (_, fd) = self
-                .ancestors
-                .iter()
-                .find(|(c, _)| *c == comps)
-                .ok_or(PathError::Denied(Refusal::Outside))?;
+            let (_, fd) =
+                self.ancestors.iter().find(|(c, _)| *c == comps).ok_or_else(|| self.outside(abs))?;
             let fd = fd.try_clone().map_err(|e| PathError::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
             let st = fstat(fd.as_raw_fd())?;
             return Ok((fd, st));
@@ -1276,7 +1286,7 @@ impl FsPolicy {
         }
         // The name itself must also be inside the allowed dir (the dir
         // itself cannot be removed or renamed through its parent).
-        let (d2, _) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
+        let (d2, _) = self.locate(abs).ok_or_else(|| self.outside(abs))?;
         let (d, rel) = self.locate(&parent).ok_or(PathError::Denied(Refusal::TreeItself))?;
         if !std::ptr::eq(d, d2) || rel.is_empty() {
             return Err(PathError::Denied(Refusal::TreeItself));
@@ -1516,6 +1526,36 @@ mod tests {
         std::fs::create_dir(w.join("x")).unwrap();
         let p = policy(&[w.join("x/../l")], &[]);
         assert_eq!(p.open(&b(&w.join("x/../l")), libc::O_RDONLY, 0).unwrap_err(), outside);
+    }
+
+    #[test]
+    fn the_image_cache_is_hidden_inside_a_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        let cache = w.join("xdg/cabin/images");
+        let mut p = FsPolicy::new(&[], std::slice::from_ref(&w)).unwrap();
+        p.set_image_cache(Some(cache.clone()));
+        p.hide_image_cache();
+        assert!(cache.is_dir(), "made before the program runs");
+        std::fs::write(cache.join("e.cabin"), b"entry").unwrap();
+        let refused = PathError::Denied(Refusal::ImageCache);
+        // Spelled into it (an entry that exists and one that does not),
+        // by its parent, by a symlink: the cache's refusal, never
+        // "outside" (whose hint would suggest a grant that cannot help).
+        for path in ["xdg/cabin/images/e.cabin", "xdg/cabin/images/none", "xdg/cabin/images"] {
+            assert_eq!(p.open(&b(&w.join(path)), libc::O_RDONLY, 0).unwrap_err(), refused, "{path}");
+            assert_eq!(p.inspect(&b(&w.join(path)), true).unwrap_err(), refused, "{path}");
+        }
+        symlink("xdg/cabin/images", w.join("l")).unwrap();
+        for path in ["l/e.cabin", "l/none"] {
+            assert_eq!(p.open(&b(&w.join(path)), libc::O_RDONLY, 0).unwrap_err(), refused, "{path}");
+        }
+        assert_eq!(
+            p.parent(&b(&w.join("xdg/cabin")), true).unwrap_err(),
+            refused,
+            "its parent keeps its name"
+        );
+        assert!(p.open(&b(&w.join("xdg/cabin")), libc::O_RDONLY | libc::O_DIRECTORY, 0).is_ok());
     }
 
     #[test]
