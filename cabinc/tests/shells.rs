@@ -3,8 +3,10 @@
 //! busybox `sh` runs them through `/proc/self/exe`, bash through `PATH`
 //! (links to a copy of /bin/busybox, a plain static executable built
 //! through the image cache), pipelines, `$(...)`, subshells, here-docs, a background
-//! job and `wait`: stdout and exit status identical to native, on the
-//! process backend. KVM: NOT RUN until KVM has fork and exec (printed).
+//! job and `wait`: stdout and exit status identical to native, on both
+//! backends (KVM: NOT RUN, printed, only where /dev/kvm is not usable).
+//! Also `popen`/`system` with a static `/bin/sh`, and job control on a
+//! terminal the run was given.
 //!
 //! The script's last command is external: the shell execs it in its own
 //! process, the root (the root process's exec, docs/processes.md).
@@ -186,5 +188,217 @@ fn root_exec_keeps_the_runs_limits() {
             run_busybox(backend, &cpu, &format!("{spin}; echo first; exec BB sh -c '{spin}; echo survived'"));
         assert_eq!((out.as_str(), code), ("first\n", Some(137)), "{err}");
         assert!(audit.contains("\"limit\":\"cpu-time\""), "{audit}");
+    }
+}
+
+/// `popen`/`pclose` (read and write modes, `O_CLOEXEC`, statuses) and
+/// `system()` (a status, `system(NULL)`, a pipeline, a shell killed by a
+/// signal) from a static C program (`monitor/tests/programs/spawn.c`),
+/// equal to native on both backends. glibc execs `/bin/sh` at that fixed
+/// path; on this host it is dash, a dynamic executable Cabin refuses. So
+/// both runs happen in a private mount namespace (`unshare -m`, whose
+/// mounts never reach the host) in which busybox-static is bind-mounted
+/// over `/bin/sh`, and the confined run is given `--allow-read /bin/sh`
+/// (a file grant, reached by the name it was given: docs/processes.md,
+/// "popen and system"). Then, outside the namespace, what a user with a
+/// dynamic `/bin/sh` sees: the shell's exec fails and `pclose` says 127.
+#[test]
+fn popen_and_system() {
+    require(BUSYBOX, "busybox-static");
+    let probe = Command::new("unshare").args(["-m", "--propagation", "private", "true"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        cabin_tests::not_run(
+            "namespace",
+            "unshare -m (a private mount namespace) is not available here: /bin/sh cannot be made a static shell",
+        );
+        return;
+    }
+    let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor/tests/programs/spawn.c");
+    let exe = t.path().join("spawn");
+    if cabin_tests::compile_static_c("gcc", "gcc", &src, &exe).is_none() {
+        return;
+    }
+    let cache = t.path().join("cache");
+    // `unshare -m` makes every mount private (its default propagation);
+    // the bind mount lives as long as the command.
+    let with_static_sh = |args: &[&std::ffi::OsStr]| -> Output {
+        Command::new("unshare")
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount --bind \"$0\" /bin/sh && exec \"$@\"",
+                BUSYBOX,
+            ])
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache)
+            .output()
+            .expect("unshare")
+    };
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    let cabinc = Path::new(env!("CARGO_BIN_EXE_cabinc"));
+    for case in ["popen", "system"] {
+        let native = with_static_sh(&[exe.as_os_str(), case.as_ref()]);
+        assert_eq!(native.status.code(), Some(0), "native: {}", show(&native));
+        for backend in backends {
+            let confined = with_static_sh(&[
+                cabinc.as_os_str(),
+                "run".as_ref(),
+                "-q".as_ref(),
+                "--backend".as_ref(),
+                backend.as_ref(),
+                "--allow-read".as_ref(),
+                "/bin/sh".as_ref(),
+                exe.as_os_str(),
+                case.as_ref(),
+            ]);
+            assert_eq!(
+                (&confined.stdout, confined.status.code()),
+                (&native.stdout, native.status.code()),
+                "{case} on {backend}: confined vs native\nnative: {}\nconfined: {}",
+                show(&native),
+                show(&confined)
+            );
+        }
+    }
+    // The host's own /bin/sh (dash here: dynamic): the exec is refused
+    // (ENOEXEC, a `cabin:` line on stderr), glibc's vfork child ends with
+    // 127 and `system` says so; the program goes on.
+    if std::fs::read("/bin/sh").is_ok_and(|b| b.len() > 20 && b.windows(12).any(|w| w == b"/ld-linux-x8")) {
+        let o = Command::new(cabinc)
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["run", "-q", "--backend", "process", "--allow-read", "/bin/sh"])
+            .arg(&exe)
+            .arg("system")
+            .output()
+            .expect("cabinc run");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.starts_with("system: exited 127\na shell is available: 0\n"),
+            "a dynamic /bin/sh: {}",
+            show(&o)
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    }
+}
+
+/// Runs `cmd` as the session leader of a new pseudo-terminal (its stdin
+/// and stdout; stderr to a file), the terminal its controlling one, as a
+/// login shell's is: (what it wrote to the terminal, with `\r\n` as `\n`,
+/// its status, its stderr).
+fn on_a_terminal(cmd: Command, dir: &Path) -> (String, Option<i32>, String) {
+    on_a_terminal_typing(cmd, dir, None)
+}
+
+/// [`on_a_terminal`], typing Ctrl-C on the terminal once the output holds
+/// `interrupt_after`.
+fn on_a_terminal_typing(
+    mut cmd: Command,
+    dir: &Path,
+    interrupt_after: Option<&str>,
+) -> (String, Option<i32>, String) {
+    use std::io::Read;
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut m, mut s) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors; no name, termios or size.
+    let r =
+        unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: two fresh descriptors we own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    let err_path = dir.join("terminal-stderr");
+    cmd.stdin(slave.try_clone().expect("dup"))
+        .stdout(slave)
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    // SAFETY: between fork and exec: setsid and ioctl only (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn on the terminal");
+    drop(cmd);
+    let mut out = Vec::new();
+    let mut master = std::fs::File::from(master);
+    let mut buf = [0u8; 4096];
+    let mut typed = interrupt_after.is_none();
+    // EIO once every descriptor of the terminal's other side is closed.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if !typed && interrupt_after.is_some_and(|w| String::from_utf8_lossy(&out).contains(w)) {
+            master.write_all(b"\x03").expect("type Ctrl-C");
+            typed = true;
+        }
+    }
+    let status = child.wait().expect("wait");
+    let text = String::from_utf8_lossy(&out).replace("\r\n", "\n");
+    (text, status.code(), std::fs::read_to_string(&err_path).unwrap_or_default())
+}
+
+/// Job control on the terminal the run was given (`jobs.c tty`): the
+/// foreground group moves to a child's group and back with `tcsetpgrp`,
+/// `tcgetpgrp`/`tcgetsid` see it, and the refusals are Linux's (a negative
+/// group `EINVAL`, a wild pointer `EFAULT`, a process of another session
+/// `ENOTTY`, a group of another session `EPERM`); equal to native, both
+/// backends. Natively the program leads the terminal's session; confined,
+/// `cabinc` does and the tree keeps the foreground group (the host
+/// terminal's own foreground group is never changed by the program).
+#[test]
+fn job_control_on_a_terminal() {
+    let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor/tests/programs/jobs.c");
+    let exe = t.path().join("jobs");
+    if cabin_tests::compile_static_c("gcc", "gcc", &src, &exe).is_none() {
+        return;
+    }
+    let mut native = Command::new(&exe);
+    native.arg("tty");
+    let want = on_a_terminal(native, t.path());
+    assert_eq!(want.1, Some(0), "native: {want:?}");
+    assert!(want.0.ends_with("the foreground is still ours: 1\n"), "native: {want:?}");
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    for backend in backends {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
+        c.env("XDG_CACHE_HOME", t.path().join("cache"))
+            .args(["run", "-q", "--backend", backend])
+            .arg(&exe)
+            .arg("tty");
+        let got = on_a_terminal(c, t.path());
+        assert_eq!((&got.0, got.1), (&want.0, want.1), "{backend}: confined vs native; stderr: {}", got.2);
+    }
+    // Ctrl-C while a job is in the foreground reaches the job, not the
+    // program that put it there (`jobs.c ctrlc`; before, `cabinc`
+    // forwarded it to the root, which died of it).
+    let mut native = Command::new(&exe);
+    native.arg("ctrlc");
+    let want = on_a_terminal_typing(native, t.path(), Some("ready"));
+    assert_eq!(want.1, Some(0), "native: {want:?}");
+    assert!(want.0.contains("the foreground job: killed by 2\n"), "native: {want:?}");
+    for backend in backends {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
+        c.env("XDG_CACHE_HOME", t.path().join("cache"))
+            .args(["run", "-q", "--backend", backend])
+            .arg(&exe)
+            .arg("ctrlc");
+        let got = on_a_terminal_typing(c, t.path(), Some("ready"));
+        assert_eq!(
+            (&got.0, got.1),
+            (&want.0, want.1),
+            "{backend}: Ctrl-C, confined vs native; stderr: {}",
+            got.2
+        );
     }
 }

@@ -31,6 +31,7 @@ const ECHILD: i32 = libc::ECHILD;
 const EPERM: i32 = libc::EPERM;
 const EINVAL: i32 = libc::EINVAL;
 const EACCES: i32 = libc::EACCES;
+const ENOTTY: i32 = libc::ENOTTY;
 
 /// How a process ended, as its parent's `wait` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +141,13 @@ pub struct ProcessTree {
     /// The next pid to try.
     next: u32,
     limit: usize,
+    /// The session of the terminal the run was given (the root's first
+    /// session): only its processes have it as their controlling terminal.
+    tty_sid: u32,
+    /// The terminal's foreground process group as the tree sees it
+    /// (`tcsetpgrp`; the root's group at first, as a shell makes a job's):
+    /// the host terminal's own foreground group is never changed.
+    tty_pgrp: u32,
 }
 
 impl ProcessTree {
@@ -157,7 +165,73 @@ impl ProcessTree {
         let sid = if outside_ppid == 0 || outside_ppid >= PID_MAX { root } else { outside_ppid };
         let mut procs = BTreeMap::new();
         procs.insert(root, Proc::new(0, root, sid));
-        ProcessTree { procs, root, outside_ppid, next: root + 1, limit: limit.clamp(1, MAX_PROCESSES) }
+        ProcessTree {
+            procs,
+            root,
+            outside_ppid,
+            next: root + 1,
+            limit: limit.clamp(1, MAX_PROCESSES),
+            tty_sid: sid,
+            tty_pgrp: root,
+        }
+    }
+
+    /// `tcgetpgrp` (`TIOCGPGRP`) of the run's controlling terminal from
+    /// `caller`: the foreground group; `ENOTTY` for a process of another
+    /// session (it has no controlling terminal), as Linux.
+    pub fn tty_pgrp(&self, caller: u32) -> Result<u32, i32> {
+        self.in_tty_session(caller)?;
+        Ok(self.tty_pgrp)
+    }
+
+    /// `tcgetsid` (`TIOCGSID`) of the run's controlling terminal from
+    /// `caller`: its session; `ENOTTY` from another session.
+    pub fn tty_sid(&self, caller: u32) -> Result<u32, i32> {
+        self.in_tty_session(caller)?;
+        Ok(self.tty_sid)
+    }
+
+    /// `tcsetpgrp` (`TIOCSPGRP`) of the run's controlling terminal from
+    /// `caller`, with Linux's rules: `ENOTTY` from another session, `ESRCH`
+    /// when no process group (nor process) has that number, `EPERM` when
+    /// it is of another session (a negative group is the caller's
+    /// `EINVAL`, checked before).
+    pub fn set_tty_pgrp(&mut self, caller: u32, pgrp: u32) -> Result<(), i32> {
+        self.in_tty_session(caller)?;
+        // As the kernel's session_of_pgrp: a member of the group, else the
+        // process with that pid.
+        let found =
+            self.procs.values().find(|p| p.pgid == pgrp).or_else(|| self.procs.get(&pgrp)).ok_or(ESRCH)?;
+        if found.sid != self.tty_sid {
+            return Err(EPERM);
+        }
+        self.tty_pgrp = pgrp;
+        Ok(())
+    }
+
+    /// The live members of the terminal's foreground group when it is not
+    /// the root's own group (a job the program put in the foreground), in
+    /// pid order: where a signal from the terminal goes (`None`: to the
+    /// root, as before any `tcsetpgrp`).
+    pub fn foreground_job(&self) -> Option<Vec<u32>> {
+        let root_group = self.procs.get(&self.root)?.pgid;
+        if self.tty_pgrp == root_group {
+            return None;
+        }
+        let live: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.pgid == self.tty_pgrp && p.zombie.is_none())
+            .map(|(&k, _)| k)
+            .collect();
+        (!live.is_empty()).then_some(live)
+    }
+
+    fn in_tty_session(&self, caller: u32) -> Result<(), i32> {
+        match self.procs.get(&caller) {
+            Some(p) if p.sid == self.tty_sid => Ok(()),
+            _ => Err(ENOTTY),
+        }
     }
 
     /// The root's pid.
@@ -605,6 +679,29 @@ mod tests {
         assert_eq!(t.setsid(1000), Err(EPERM), "the root leads its group");
         assert_eq!(t.setpgid(a, g as i32, a as i32), Err(EPERM), "another session");
         assert_eq!(t.kill_targets(1000, -(a as i32)), Ok(vec![a, b]));
+    }
+
+    #[test]
+    fn the_terminals_foreground_group_follows_linux() {
+        let mut t = tree();
+        assert_eq!(t.tty_pgrp(1000), Ok(1000), "the root's group is in the foreground");
+        assert_eq!(t.tty_sid(1000), Ok(77));
+        let c = t.fork(1000).expect("fork");
+        t.setpgid(1000, c as i32, c as i32).expect("setpgid");
+        assert_eq!(t.set_tty_pgrp(1000, c), Ok(()));
+        assert_eq!(t.tty_pgrp(c), Ok(c), "the child sees itself in the foreground");
+        assert_eq!(t.set_tty_pgrp(1000, 4242), Err(ESRCH), "no such group");
+        assert_eq!(t.set_tty_pgrp(1000, 0), Err(ESRCH));
+        let d = t.fork(1000).expect("fork");
+        t.setsid(d).expect("setsid");
+        assert_eq!(t.tty_pgrp(d), Err(ENOTTY), "another session has no controlling terminal");
+        assert_eq!(t.set_tty_pgrp(d, d), Err(ENOTTY));
+        assert_eq!(t.set_tty_pgrp(1000, d), Err(EPERM), "a group of another session");
+        assert_eq!(t.tty_pgrp(1000), Ok(c), "unchanged by the refusals");
+        assert_eq!(t.tty_pgrp(9999), Err(ENOTTY), "not a process of the tree");
+        assert_eq!(t.foreground_job(), Some(vec![c]), "the terminal's signals go to the child's group");
+        t.set_tty_pgrp(1000, 1000).expect("back");
+        assert_eq!(t.foreground_job(), None, "the root's group: to the root");
     }
 
     #[test]

@@ -260,6 +260,19 @@ pub trait ThreadHost {
     ) -> Option<Result<i64, Violation>> {
         None
     }
+    /// Job control on the run's terminal (`ioctl` `TIOCGPGRP`/`TIOCSPGRP`/
+    /// `TIOCGSID`) of process `pid`, served from its tree; `ctty`: whether
+    /// the descriptor is the monitor's controlling terminal (else its
+    /// errno). `None`: the service serves it (no tree; another request).
+    fn terminal(
+        &self,
+        _mem: &GuestMemory,
+        _pid: u32,
+        _args: &[u64; 6],
+        _ctty: Result<(), i32>,
+    ) -> Option<Result<i64, Violation>> {
+        None
+    }
     /// System V IPC (`semget`, `semop`, `semtimedop`, `semctl`, `msgget`,
     /// `msgsnd`, `msgrcv`, `msgctl`, `shm*`) of process `pid`, served from
     /// its tree outside the service lock; `stop` ends a blocking one
@@ -798,6 +811,17 @@ impl Worker {
                 ) =>
             {
                 t.group_call(mem, guard.service.pid(), s.nr, &s.args)
+            }
+            // The terminal's foreground group is the tree's too.
+            Some(t)
+                if s.nr == nr::ioctl
+                    && matches!(
+                        s.args[1] as u32 as u64,
+                        libc::TIOCGPGRP | libc::TIOCSPGRP | libc::TIOCGSID
+                    ) =>
+            {
+                let ctty = guard.service.controlling_tty(s.args[0]);
+                t.terminal(mem, guard.service.pid(), &s.args, ctty)
             }
             _ => None,
         } {

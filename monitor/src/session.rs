@@ -90,6 +90,8 @@ impl<'a> Session<'a> {
         policy.set_allow_set_id(cfg.allow_set_id);
         policy.set_exec_images_only(cfg.exec_images_only);
         policy.set_image_cache(cfg.image_cache.clone());
+        // The image cache is never the program's, even inside its trees.
+        policy.hide_image_cache();
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
         service.set_network(Network::new(std::sync::Arc::new(cfg.network.clone())));
         let timers = std::sync::Arc::new(crate::timers::Timers::default());
@@ -246,7 +248,13 @@ impl<'a> Session<'a> {
                 }
                 if cfg.forward_signals {
                     let (done, end) = (&forwarding_done, &end_wake);
-                    s.spawn(move || crate::signals::forward_until(done, end, poster));
+                    // Ctrl-C (sent by the terminal: SI_KERNEL) goes to the
+                    // job the program put in the foreground.
+                    let tree = &tree;
+                    let route = move |sig: i32, code: i32| {
+                        code == libc::SI_KERNEL && sig == libc::SIGINT && tree.terminal_signal(sig)
+                    };
+                    s.spawn(move || crate::signals::forward_until(done, end, poster, &route));
                 }
                 {
                     let (done, timers) = (&forwarding_done, &*timers);

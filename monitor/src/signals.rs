@@ -149,7 +149,16 @@ impl Default for EndWake {
 /// signals pending for this thread or the process), and the poll ends at
 /// once when the run does. Without a signalfd or an eventfd it waits in
 /// 50 ms `sigtimedwait` slices instead.
-pub fn forward_until(done: &AtomicBool, end: &EndWake, poster: &Poster) {
+///
+/// `route(sig, code)` may deliver a signal elsewhere first (a signal from
+/// the terminal to the tree's foreground job: `Tree::terminal_signal`);
+/// when it answers `false` the signal is posted to the root.
+pub fn forward_until(
+    done: &AtomicBool,
+    end: &EndWake,
+    poster: &Poster,
+    route: &(dyn Fn(i32, i32) -> bool + Sync),
+) {
     let set = forwarded_set();
     // SAFETY: signalfd reads `set` (a local) and returns a new fd or -1.
     let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
@@ -158,7 +167,7 @@ pub fn forward_until(done: &AtomicBool, end: &EndWake, poster: &Poster) {
             // SAFETY: our own fd, closed once.
             unsafe { libc::close(sfd) };
         }
-        return forward_in_slices(done, poster);
+        return forward_in_slices(done, poster, route);
     };
     // SAFETY: `sfd` is a new fd we own.
     let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
@@ -184,7 +193,7 @@ pub fn forward_until(done: &AtomicBool, end: &EndWake, poster: &Poster) {
             if got != want as isize {
                 break;
             }
-            if !done.load(Ordering::SeqCst) {
+            if !done.load(Ordering::SeqCst) && !route(info.ssi_signo as i32, info.ssi_code) {
                 poster.post(info.ssi_signo as i32, info.ssi_uid);
             }
         }
@@ -192,7 +201,7 @@ pub fn forward_until(done: &AtomicBool, end: &EndWake, poster: &Poster) {
 }
 
 /// [`forward_until`] without a signalfd: 50 ms `sigtimedwait` slices.
-fn forward_in_slices(done: &AtomicBool, poster: &Poster) {
+fn forward_in_slices(done: &AtomicBool, poster: &Poster, route: &(dyn Fn(i32, i32) -> bool + Sync)) {
     let set = forwarded_set();
     let timeout = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
     while !done.load(Ordering::SeqCst) {
@@ -201,7 +210,7 @@ fn forward_in_slices(done: &AtomicBool, poster: &Poster) {
         // SAFETY: waits for signals of `set` (blocked in this thread);
         // writes `info`.
         let sig = unsafe { libc::sigtimedwait(&set, &mut info, &timeout) };
-        if sig > 0 && !done.load(Ordering::SeqCst) {
+        if sig > 0 && !done.load(Ordering::SeqCst) && !route(sig, info.si_code) {
             // SAFETY: si_uid of a kill-style siginfo.
             let uid = unsafe { info.si_uid() };
             poster.post(sig, uid);

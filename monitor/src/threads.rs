@@ -532,6 +532,16 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         self.threads.procs.as_ref()?.tree.group_call(mem, pid, nr, args)
     }
 
+    fn terminal(
+        &self,
+        mem: &GuestMemory,
+        pid: u32,
+        args: &[u64; 6],
+        ctty: Result<(), i32>,
+    ) -> Option<Result<i64, crate::service::Violation>> {
+        self.threads.procs.as_ref()?.tree.terminal(mem, pid, args, ctty)
+    }
+
     fn wait(
         &self,
         mem: &GuestMemory,

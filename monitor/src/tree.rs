@@ -402,6 +402,74 @@ impl Tree {
         }
     }
 
+    /// Job control on the run's terminal (`ioctl` `TIOCGPGRP`, `TIOCSPGRP`,
+    /// `TIOCGSID`: `tcgetpgrp`, `tcsetpgrp`, `tcgetsid`) from `caller`,
+    /// served from the tree (docs/processes.md, "Terminals"): `ctty` says
+    /// whether the descriptor is the monitor's controlling terminal (else
+    /// its errno: `EBADF`, `ENOTTY`). The host terminal's foreground group
+    /// is never changed. `None`: another request, which the service serves.
+    pub fn terminal(
+        &self,
+        mem: &GuestMemory,
+        caller: u32,
+        a: &[u64; 6],
+        ctty: Result<(), i32>,
+    ) -> Option<Result<i64, Violation>> {
+        let req = a[1] as u32 as u64;
+        if req != libc::TIOCGPGRP && req != libc::TIOCSPGRP && req != libc::TIOCGSID {
+            return None;
+        }
+        let fail = |e: i32| Some(Ok(-i64::from(e)));
+        if let Err(e) = ctty {
+            return fail(e);
+        }
+        if req == libc::TIOCSPGRP {
+            // Copied once; the kernel's order: EFAULT, EINVAL, then the
+            // session and group checks.
+            let mut b = [0u8; 4];
+            if mem.read_into(a[2], &mut b).is_err() {
+                return fail(libc::EFAULT);
+            }
+            let pgrp = i32::from_le_bytes(b);
+            if pgrp < 0 {
+                return fail(libc::EINVAL);
+            }
+            return match lock(&self.table).set_tty_pgrp(caller, pgrp as u32) {
+                Ok(()) => Some(Ok(0)),
+                Err(e) => fail(e),
+            };
+        }
+        let v = {
+            let table = lock(&self.table);
+            if req == libc::TIOCGPGRP {
+                table.tty_pgrp(caller)
+            } else {
+                table.tty_sid(caller)
+            }
+        };
+        match v {
+            Ok(v) => match mem.write(a[2], &(v as i32).to_le_bytes()) {
+                Ok(()) => Some(Ok(0)),
+                Err(_) => fail(libc::EFAULT),
+            },
+            Err(e) => fail(e),
+        }
+    }
+
+    /// A signal the terminal sent `cabinc` (Ctrl-C: `SI_KERNEL`)
+    /// while the program had put another process group than the root's in
+    /// the terminal's foreground (`tcsetpgrp`): it goes to that group's
+    /// live members instead of the root, as the kernel sends it to the
+    /// terminal's foreground group. `false`: no such job, the caller posts
+    /// it to the root as before.
+    pub fn terminal_signal(&self, sig: i32) -> bool {
+        let Some(job) = lock(&self.table).foreground_job() else { return false };
+        for pid in job {
+            self.post(0, pid, sig as u64, libc::SI_KERNEL);
+        }
+        true
+    }
+
     /// A child process was stopped by the policy or a limit: the whole tree
     /// ends (the first stop is the run's).
     pub fn stopped_by(&self, stop: Stop) {

@@ -1,10 +1,11 @@
 //! Job control in the confined tree (issue 14, docs/processes.md, "Process
 //! groups and sessions"): process groups and sessions served from the
 //! tree, `kill` of groups, waits for groups, `SIGCHLD` auto-reap, a wait
-//! interrupted by a signal, the parent-death signal. C cases run natively
-//! and confined; output and exit status must be equal. Process backend:
-//! the KVM backend cannot make child processes yet (its fork is `ENOSYS`),
-//! so its half says NOT RUN until KVM fork lands.
+//! interrupted by a signal, the parent-death signal, `tcgetpgrp`/
+//! `tcsetpgrp`/`tcgetsid` without a controlling terminal (`ENOTTY`, as
+//! Linux; with one: `cabinc/tests/shells.rs` `job_control_on_a_terminal`).
+//! C cases run natively and confined; output and exit status must be
+//! equal, on both backends (on KVM each child is a VM of its own).
 //!
 //! One test runs every case in turn, so that "no host process of the run
 //! is left" sees no other test's processes.
@@ -15,7 +16,7 @@ use std::os::fd::AsRawFd;
 
 use common::{confined, live_children, native, Backend};
 
-const CASES: &[&str] = &["groups", "session", "kill0", "autoreap", "waitintr", "pdeath", "sigterm"];
+const CASES: &[&str] = &["groups", "session", "kill0", "autoreap", "waitintr", "pdeath", "sigterm", "notty"];
 
 fn cases_equal_native(b: Backend) {
     if !b.available("jobs") {

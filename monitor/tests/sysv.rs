@@ -3,9 +3,8 @@
 //! child equal to native; keys private to the tree (a host object with the
 //! same key, made natively by this test, is not seen); attacks (huge
 //! `nsops`, huge message sizes, wild pointers, floods and a fork bomb of
-//! IPC objects stop at the tree's bounds). Process backend; the KVM half
-//! says NOT RUN until the KVM backend can fork (its SysV calls are
-//! `ENOSYS` without a tree).
+//! IPC objects stop at the tree's bounds). Both backends (on KVM each
+//! child is a VM of its own; the objects are the tree's, in the monitor).
 
 mod common;
 

@@ -44,6 +44,11 @@ pub enum Refusal {
     /// A change under a read-only part of a view (a `--bind SRC:DST:ro`, a
     /// read-only root): `EROFS`, as Linux answers for a read-only mount.
     ReadOnlyView,
+    /// Cabin's own image cache (`$XDG_CACHE_HOME/cabin/images`), or a name
+    /// on the way to it: hidden from the program even inside an allowed
+    /// tree, so that it can neither read an entry nor forge one for the
+    /// next run.
+    ImageCache,
 }
 
 impl Refusal {
@@ -61,6 +66,7 @@ impl Refusal {
             Refusal::Owner => "chown to another owner or group than the program's own ([paths] set-id allows it)",
             Refusal::Replaced => "the granted file's name now names another object than the one granted at start",
             Refusal::ReadOnlyView => "under a read-only part of the view (a read-only bind or root)",
+            Refusal::ImageCache => "Cabin's image cache (or a directory on the way to it), hidden from the program",
         }
     }
 

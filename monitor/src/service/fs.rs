@@ -14,7 +14,9 @@
 //!
 //! **File grants.** A non-directory in `--allow-read`/`--allow-write` is a
 //! file grant ([`AllowedFile`]): a path whose components are exactly the
-//! file's (canonical, resolved once at start) reaches it by looking its
+//! file's (canonical, resolved once at start), or exactly the path the
+//! grant was given as (`--allow-read /bin/sh` reaches `/usr/bin/dash` as
+//! `/bin/sh` too: a spelling without `..`, never resolved again), reaches it by looking its
 //! name up `O_NOFOLLOW` in its directory (held `O_PATH` from start) and
 //! only when that is still the object granted at start (device, inode; the
 //! object is held `O_PATH` so its inode cannot be reused): a swapped name
@@ -173,6 +175,12 @@ pub struct AllowedFile {
     id: (u64, u64),
     /// Whether the program may write (not create, remove or rename) it.
     write: bool,
+    /// The paths the grant was given as (absolute, without `.`), when they
+    /// differ from `comps` (a symbolic link on the way, as `/bin/sh` →
+    /// `/usr/bin/dash`): the program reaches the object by those names
+    /// too (glibc's `popen` and `system` exec `/bin/sh` by that name).
+    /// Only a spelling without `..` becomes such an alias.
+    aliases: Vec<Vec<Vec<u8>>>,
 }
 
 /// What an operation does with the object it reaches.
@@ -251,6 +259,56 @@ pub struct FsPolicy {
     /// `EBUSY` for a name operation, a rename or link across two trees is
     /// `EXDEV`.
     view: bool,
+    /// The image cache's directory when an allowed tree reaches it:
+    /// hidden from the program ([`FsPolicy::hide_image_cache`]).
+    hidden: Option<Hidden>,
+}
+
+/// The image cache's directory, hidden from the program even inside an
+/// allowed tree (docs/processes.md, "The image cache"): a program must not
+/// read its entries, nor forge one for the next run.
+#[derive(Debug)]
+struct Hidden {
+    /// Its canonical path: an object whose kernel path (the monitor's
+    /// `/proc/self/fd/N` link) is this or lies below it is refused.
+    path: Vec<u8>,
+    /// Its (st_dev, st_ino): refused under any name.
+    id: (u64, u64),
+    /// (st_dev, st_ino) of every directory and symbolic link on the way to
+    /// it (the spelled path's and the canonical one's): a name that is one
+    /// of them is never removed, renamed, replaced or linked, so the
+    /// cache's path keeps naming the directory checked at start.
+    above: Vec<(u64, u64)>,
+    /// Its path as spelled and canonical, in components: a program path
+    /// that starts with either is refused before anything is resolved (so
+    /// a missing entry is refused too, not `ENOENT`).
+    spellings: Vec<Vec<Vec<u8>>>,
+    /// Held so that its inode cannot be reused while the run lasts.
+    _fd: OwnedFd,
+}
+
+impl Hidden {
+    /// Whether the path `comps` is spelled into the cache (or is it).
+    fn spelled_into(&self, comps: &[Vec<u8>]) -> bool {
+        self.spellings.iter().any(|sp| comps.len() >= sp.len() && comps[..sp.len()] == sp[..])
+    }
+
+    /// Whether the object `fd` (with its stat) is the cache or lies in it.
+    fn covers(&self, fd: RawFd, st: &libc::stat) -> bool {
+        if (st.st_dev, st.st_ino) == self.id {
+            return true;
+        }
+        // An object of another file system than the cache's is not in it
+        // (the cache's entries are its own files; a mount inside it is not
+        // the cache's doing): most objects cost no readlink.
+        if st.st_dev != self.id.0 {
+            return false;
+        }
+        // Entries have short names: a path too long for fd_link is not one.
+        fd_link(fd).is_some_and(|l| {
+            l.strip_prefix(&self.path[..]).is_some_and(|rest| rest.is_empty() || rest.first() == Some(&b'/'))
+        })
+    }
 }
 
 /// The `/proc` entries (first component below `/proc`) served for
@@ -351,6 +409,16 @@ pub fn normalize(abs: &[u8]) -> Vec<u8> {
         v.push(b'/');
     }
     v
+}
+
+/// The components of a file grant's path as given (made absolute against
+/// the monitor's cwd), or `None` when it holds a `..` (whose meaning
+/// depends on the symbolic links before it).
+fn spelled_alias(p: &std::path::Path) -> Option<Vec<Vec<u8>>> {
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().ok()?.join(p) };
+    let bytes = abs.as_os_str().as_encoded_bytes();
+    let comps = components(bytes);
+    (!comps.iter().any(|c| c == b"..")).then_some(comps)
 }
 
 /// `abs` without its last component (`/` for a top-level name): the
@@ -514,9 +582,17 @@ impl FsPolicy {
                     continue;
                 }
                 let f = grant_file(&c, &st, comps.clone(), w).map_err(err)?;
+                let alias = spelled_alias(p).filter(|a| *a != comps);
                 match files.iter_mut().find(|f: &&mut AllowedFile| f.comps == comps) {
-                    Some(f) => f.write |= w,
-                    None => files.push(f),
+                    Some(f) => {
+                        f.write |= w;
+                        if let Some(a) = alias {
+                            if !f.aliases.contains(&a) {
+                                f.aliases.push(a);
+                            }
+                        }
+                    }
+                    None => files.push(AllowedFile { aliases: alias.into_iter().collect(), ..f }),
                 }
             }
         }
@@ -650,6 +726,7 @@ impl FsPolicy {
             exec_images_only: false,
             image_cache: None,
             view,
+            hidden: None,
         })
     }
 
@@ -755,6 +832,140 @@ impl FsPolicy {
         self.image_cache = dir;
     }
 
+    /// Hides the image cache's directory (the one set, else the default)
+    /// from the program when an allowed tree reaches it: every object in it
+    /// (and it) is refused whatever the spelling ([`Refusal::ImageCache`]),
+    /// and it and the directories and links above it cannot be removed,
+    /// renamed, replaced or linked. It is created first when missing (as
+    /// `cabinc` would, 0700), so that the program cannot make it itself,
+    /// full of forged entries, before the next run. Called once, before
+    /// the program runs.
+    pub fn hide_image_cache(&mut self) {
+        let dir = match self.image_cache.clone() {
+            Some(d) => d,
+            None => match cabin_rewriter::cache::default_dir() {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+        };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            match std::env::current_dir() {
+                Ok(c) => c.join(dir),
+                Err(_) => return,
+            }
+        };
+        // Where the directory is (or would be): its nearest existing
+        // ancestor, canonical, and the rest as spelled.
+        let mut existing = dir.as_path();
+        let mut rest = Vec::new();
+        while std::fs::symlink_metadata(existing).is_err() {
+            match (existing.parent(), existing.file_name()) {
+                (Some(up), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = up;
+                }
+                _ => return,
+            }
+        }
+        let Ok(mut canon) = std::fs::canonicalize(existing) else { return };
+        for name in rest.iter().rev() {
+            canon.push(name);
+        }
+        let bytes = canon.as_os_str().as_encoded_bytes().to_vec();
+        let comps = components(&bytes);
+        let under = |t: &Vec<Vec<u8>>| comps.len() >= t.len() && comps[..t.len()] == t[..];
+        let reached = self
+            .dirs
+            .iter()
+            .any(|d| under(&d.comps) || (d.comps.len() > comps.len() && d.comps.starts_with(&comps)))
+            || self.files.iter().any(|f| f.comps.starts_with(&comps));
+        if !reached {
+            return;
+        }
+        // Made as cabinc makes it (it would, at the first plain exec), so
+        // that there is a directory to hide; one the cache refuses (another
+        // owner, writable by others) is still hidden below if it exists.
+        let _ = cabin_rewriter::cache::ImageCache::open(&dir);
+        let Ok(canon) = std::fs::canonicalize(&dir) else { return };
+        let Ok(c) = CString::new(canon.as_os_str().as_encoded_bytes().to_vec()) else { return };
+        // SAFETY: open reads the NUL-terminated path.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let Ok(fd) = owned(fd) else { return };
+        let Ok(st) = fstat(fd.as_raw_fd()) else { return };
+        let mut above = Vec::new();
+        for path in [dir.as_path(), canon.as_path()] {
+            for a in path.ancestors().skip(1) {
+                if let Ok(m) = std::fs::symlink_metadata(a) {
+                    use std::os::unix::fs::MetadataExt;
+                    if !above.contains(&(m.dev(), m.ino())) {
+                        above.push((m.dev(), m.ino()));
+                    }
+                }
+            }
+            // The spelled path's own final name (a symbolic link to the
+            // cache, say) is protected as the cache is.
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::MetadataExt;
+                if !above.contains(&(m.dev(), m.ino())) {
+                    above.push((m.dev(), m.ino()));
+                }
+            }
+        }
+        let mut spellings = vec![components(c.as_bytes())];
+        let spelled = components(dir.as_os_str().as_encoded_bytes());
+        if !spelled.iter().any(|c| c == b"..") && !spellings.contains(&spelled) {
+            spellings.push(spelled);
+        }
+        self.hidden = Some(Hidden {
+            path: c.as_bytes().to_vec(),
+            id: (st.st_dev, st.st_ino),
+            above,
+            spellings,
+            _fd: fd,
+        });
+    }
+
+    /// The refusal of `abs`, which no tree holds: the image cache's when it
+    /// is spelled into the hidden cache (so the hint does not suggest a
+    /// grant that would not help), else "outside the trees".
+    fn outside(&self, abs: &[u8]) -> PathError {
+        match &self.hidden {
+            Some(h) if h.spelled_into(&components(abs)) => PathError::Denied(Refusal::ImageCache),
+            _ => PathError::Denied(Refusal::Outside),
+        }
+    }
+
+    /// A name that does not exist (`e` is `ENOENT`) in the hidden image
+    /// cache, reached by another spelling (a symbolic link): refused as an
+    /// existing one is, so that the program cannot tell which entries
+    /// exist. Any other error is `e`.
+    fn missing_in_hidden(&self, d: &AllowedDir, rel: &CString, e: PathError) -> PathError {
+        if self.hidden.is_none() || e != PathError::Errno(libc::ENOENT) {
+            return e;
+        }
+        let bytes = rel.as_bytes();
+        let Some(cut) = bytes.iter().rposition(|&b| b == b'/') else { return e };
+        let Ok(up) = cstring(&bytes[..cut.max(1)]) else { return e };
+        let Ok(dir) = d.open2(&up, libc::O_PATH | libc::O_DIRECTORY, 0) else {
+            return e;
+        };
+        match fstat(dir.as_raw_fd()) {
+            Ok(st) => self.check_hidden(dir.as_raw_fd(), &st).err().unwrap_or(e),
+            Err(_) => e,
+        }
+    }
+
+    /// Refuses the hidden image cache ([`FsPolicy::hide_image_cache`]):
+    /// the object `fd` (with its stat) must not be it nor lie in it.
+    fn check_hidden(&self, fd: RawFd, st: &libc::stat) -> Result<(), PathError> {
+        match &self.hidden {
+            Some(h) if h.covers(fd, st) => Err(PathError::Denied(Refusal::ImageCache)),
+            _ => Ok(()),
+        }
+    }
+
     /// The image cache's directory (`None`: the default).
     pub fn image_cache(&self) -> Option<&std::path::Path> {
         self.image_cache.as_deref()
@@ -771,12 +982,17 @@ impl FsPolicy {
     }
 
     /// The allowed dir containing absolute `abs`, and the path relative to
-    /// it (`.` for the dir itself; a trailing `/` is kept).
+    /// it (`.` for the dir itself; a trailing `/` is kept). A path spelled
+    /// into the hidden image cache is in none.
     ///
     /// In a view, `..` right below a bind or tmpfs is its parent in the
     /// view (as `..` at a mount point is): `/data/../etc` is `/etc`.
     pub fn locate(&self, abs: &[u8]) -> Option<(&AllowedDir, Vec<u8>)> {
-        self.locate_comps(components(abs), abs.last() == Some(&b'/'))
+        let comps = components(abs);
+        if self.hidden.as_ref().is_some_and(|h| h.spelled_into(&comps)) {
+            return None;
+        }
+        self.locate_comps(comps, abs.last() == Some(&b'/'))
     }
 
     fn locate_comps(&self, mut comps: Vec<Vec<u8>>, trailing: bool) -> Option<(&AllowedDir, Vec<u8>)> {
@@ -817,7 +1033,7 @@ impl FsPolicy {
             return None;
         }
         let comps = components(abs);
-        self.files.iter().find(|f| f.comps == comps)
+        self.files.iter().find(|f| f.comps == comps || f.aliases.contains(&comps))
     }
 
     /// The granted object of `f`, reached by its name from its directory
@@ -926,6 +1142,7 @@ impl FsPolicy {
     /// Whether the object `fd` (with its stat) may be used for `access`:
     /// devices, `/proc` and the other pseudo filesystems (module docs).
     pub fn check_object(&self, fd: RawFd, st: &libc::stat, access: Access) -> Result<(), PathError> {
+        self.check_hidden(fd, st)?;
         let device = is(st, libc::S_IFCHR) || is(st, libc::S_IFBLK);
         if device {
             let safe = is(st, libc::S_IFCHR) && self.safe_devices.contains(&st.st_rdev);
@@ -1010,7 +1227,7 @@ impl FsPolicy {
         if wants_write(flags) {
             return self.open_for_change(abs, flags, mode);
         }
-        let (d, rel) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
+        let (d, rel) = self.locate(abs).ok_or_else(|| self.outside(abs))?;
         let change = if !d.write {
             Some(false)
         } else if self.mixed {
@@ -1028,7 +1245,9 @@ impl FsPolicy {
             self.check_object(fd.as_raw_fd(), &st, access)?;
             return Ok(Opened { fd, change });
         }
-        let probe = d.open2(&rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)?;
+        let probe = d
+            .open2(&rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)
+            .map_err(|e| self.missing_in_hidden(d, &rel, e))?;
         let st = fstat(probe.as_raw_fd())?;
         self.check_object(probe.as_raw_fd(), &st, Access::Read)?;
         if is(&st, libc::S_IFLNK) {
@@ -1119,7 +1338,7 @@ impl FsPolicy {
                 let (obj, st) = self.reach_file(f, &spelled, Access::Write)?;
                 return Ok(Reached { obj: Some((obj, st)), parent: None });
             }
-            let (d, rel) = self.locate(&spelled).ok_or(PathError::Denied(Refusal::Outside))?;
+            let (d, rel) = self.locate(&spelled).ok_or_else(|| self.outside(&spelled))?;
             if !d.write {
                 return Err(self.read_only());
             }
@@ -1203,17 +1422,15 @@ impl FsPolicy {
         }
         let Some((d, rel)) = self.locate(abs) else {
             let comps = components(abs);
-            let (_, fd) = self
-                .ancestors
-                .iter()
-                .find(|(c, _)| *c == comps)
-                .ok_or(PathError::Denied(Refusal::Outside))?;
+            let (_, fd) =
+                self.ancestors.iter().find(|(c, _)| *c == comps).ok_or_else(|| self.outside(abs))?;
             let fd = fd.try_clone().map_err(|e| PathError::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
             let st = fstat(fd.as_raw_fd())?;
             return Ok((fd, st));
         };
         let flags = libc::O_PATH | if follow { 0 } else { libc::O_NOFOLLOW };
-        let fd = d.open2(&cstring(&rel)?, flags, 0)?;
+        let rel = cstring(&rel)?;
+        let fd = d.open2(&rel, flags, 0).map_err(|e| self.missing_in_hidden(d, &rel, e))?;
         let st = fstat(fd.as_raw_fd())?;
         self.check_object(fd.as_raw_fd(), &st, Access::Look)?;
         Ok((fd, st))
@@ -1255,7 +1472,7 @@ impl FsPolicy {
         }
         // The name itself must also be inside the allowed dir (the dir
         // itself cannot be removed or renamed through its parent).
-        let (d2, _) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
+        let (d2, _) = self.locate(abs).ok_or_else(|| self.outside(abs))?;
         let (d, rel) = self.locate(&parent).ok_or(PathError::Denied(Refusal::TreeItself))?;
         if !std::ptr::eq(d, d2) || rel.is_empty() {
             // In a view the tree is a mount point: busy, as natively.
@@ -1270,6 +1487,22 @@ impl FsPolicy {
         }
         let fd = d.open2(&cstring(&rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let cname = cstring(&name)?;
+        if let Some(h) = &self.hidden {
+            // Nothing is named in the image cache, and the cache and the
+            // directories above it keep their names.
+            let st = fstat(fd.as_raw_fd())?;
+            if h.covers(fd.as_raw_fd(), &st) {
+                return Err(PathError::Denied(Refusal::ImageCache));
+            }
+            // SAFETY: stat is plain data; zeroed is a valid value.
+            let mut nst: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstatat reads the name and writes `nst`.
+            let r =
+                unsafe { libc::fstatat(fd.as_raw_fd(), cname.as_ptr(), &mut nst, libc::AT_SYMLINK_NOFOLLOW) };
+            if r == 0 && (h.id == (nst.st_dev, nst.st_ino) || h.above.contains(&(nst.st_dev, nst.st_ino))) {
+                return Err(PathError::Denied(Refusal::ImageCache));
+            }
+        }
         if need_write {
             let st = fstat(fd.as_raw_fd())?;
             self.check_object(fd.as_raw_fd(), &st, Access::Write)?;
@@ -1348,7 +1581,7 @@ fn grant_file(
         // Renamed between the two looks: refuse to guess.
         return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
     }
-    Ok(AllowedFile { comps, dir, name, obj, id: (st.st_dev, st.st_ino), write })
+    Ok(AllowedFile { comps, dir, name, obj, id: (st.st_dev, st.st_ino), write, aliases: Vec::new() })
 }
 
 const FSOPEN_CLOEXEC: u32 = 1;
@@ -1988,10 +2221,59 @@ mod tests {
         let w = t.path().canonicalize().unwrap();
         std::fs::write(w.join("f"), b"granted").unwrap();
         symlink("f", w.join("l")).unwrap();
+        std::fs::write(w.join("g"), b"other").unwrap();
         let p = policy(&[w.join("l")], &[]);
         assert!(p.open(&b(&w.join("f")), libc::O_RDONLY, 0).is_ok());
+        // The name it was given reaches the same object (glibc's popen
+        // execs /bin/sh, a link to dash), never by resolving the link
+        // again: a link pointed elsewhere after start still gives `f`.
+        let read = |path: &std::path::Path| {
+            let o = p.open(&b(path), libc::O_RDONLY, 0).expect("open");
+            let mut buf = [0u8; 16];
+            // SAFETY: reads at most 16 bytes into `buf`.
+            let n = unsafe { libc::read(o.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            buf[..n.max(0) as usize].to_vec()
+        };
+        assert_eq!(read(&w.join("l")), b"granted");
+        std::fs::remove_file(w.join("l")).unwrap();
+        symlink("g", w.join("l")).unwrap();
+        assert_eq!(read(&w.join("l")), b"granted", "the object recorded at start");
         let outside = PathError::Denied(Refusal::Outside);
-        assert_eq!(p.open(&b(&w.join("l")), libc::O_RDONLY, 0).unwrap_err(), outside);
+        assert_eq!(p.open(&b(&w.join("g")), libc::O_RDONLY, 0).unwrap_err(), outside);
+        // A spelling with `..` is no second name.
+        std::fs::create_dir(w.join("x")).unwrap();
+        let p = policy(&[w.join("x/../l")], &[]);
+        assert_eq!(p.open(&b(&w.join("x/../l")), libc::O_RDONLY, 0).unwrap_err(), outside);
+    }
+
+    #[test]
+    fn the_image_cache_is_hidden_inside_a_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        let cache = w.join("xdg/cabin/images");
+        let mut p = FsPolicy::new(&[], std::slice::from_ref(&w)).unwrap();
+        p.set_image_cache(Some(cache.clone()));
+        p.hide_image_cache();
+        assert!(cache.is_dir(), "made before the program runs");
+        std::fs::write(cache.join("e.cabin"), b"entry").unwrap();
+        let refused = PathError::Denied(Refusal::ImageCache);
+        // Spelled into it (an entry that exists and one that does not),
+        // by its parent, by a symlink: the cache's refusal, never
+        // "outside" (whose hint would suggest a grant that cannot help).
+        for path in ["xdg/cabin/images/e.cabin", "xdg/cabin/images/none", "xdg/cabin/images"] {
+            assert_eq!(p.open(&b(&w.join(path)), libc::O_RDONLY, 0).unwrap_err(), refused, "{path}");
+            assert_eq!(p.inspect(&b(&w.join(path)), true).unwrap_err(), refused, "{path}");
+        }
+        symlink("xdg/cabin/images", w.join("l")).unwrap();
+        for path in ["l/e.cabin", "l/none"] {
+            assert_eq!(p.open(&b(&w.join(path)), libc::O_RDONLY, 0).unwrap_err(), refused, "{path}");
+        }
+        assert_eq!(
+            p.parent(&b(&w.join("xdg/cabin")), true).unwrap_err(),
+            refused,
+            "its parent keeps its name"
+        );
+        assert!(p.open(&b(&w.join("xdg/cabin")), libc::O_RDONLY | libc::O_DIRECTORY, 0).is_ok());
     }
 
     #[test]

@@ -322,6 +322,26 @@ impl Service {
         self.pid
     }
 
+    /// Whether descriptor `vfd` of the program is the monitor's controlling
+    /// terminal (the terminal the run was given): `EBADF` for no
+    /// descriptor, `ENOTTY` for anything else (a file, a pipe, a terminal
+    /// that is not the controlling one), as Linux answers job-control
+    /// requests on it.
+    pub fn controlling_tty(&self, vfd: u64) -> Result<(), i32> {
+        let fd = self.fds.host(vfd).ok_or(libc::EBADF)?;
+        // SAFETY: isatty touches no memory.
+        if unsafe { libc::isatty(fd) } != 1 {
+            return Err(libc::ENOTTY);
+        }
+        let mut pgrp: libc::pid_t = 0;
+        // SAFETY: TIOCGPGRP writes one pid_t into `pgrp`; it fails with
+        // ENOTTY unless `fd` is the caller's controlling terminal.
+        if unsafe { libc::ioctl(fd, libc::TIOCGPGRP, &mut pgrp) } < 0 {
+            return Err(libc::ENOTTY);
+        }
+        Ok(())
+    }
+
     /// The CPUs the program may use (the session's placement, or the
     /// monitor's own affinity); ignored when empty.
     pub fn set_cpus(&mut self, cpus: Vec<usize>) {

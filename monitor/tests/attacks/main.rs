@@ -21,6 +21,7 @@ mod events;
 mod fake_failure;
 mod file_grant;
 mod fork_frames;
+mod image_cache;
 mod limits;
 mod locks;
 mod memprot;

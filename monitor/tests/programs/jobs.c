@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 static const char *en(int e) {
@@ -25,6 +27,8 @@ static const char *en(int e) {
     case ECHILD: return "ECHILD";
     case EINTR: return "EINTR";
     case EACCES: return "EACCES";
+    case ENOTTY: return "ENOTTY";
+    case EBADF: return "EBADF";
     default: return "other";
     }
 }
@@ -369,6 +373,114 @@ static int killall(void) {
     return 0;
 }
 
+/* Without a controlling terminal (stdout a file, stdin whatever the test
+ * gives): tcgetpgrp, tcsetpgrp and tcgetsid are ENOTTY, EBADF on no
+ * descriptor. */
+static int notty(void) {
+    errno = 0;
+    printf("tcgetpgrp of a file: %s\n", tcgetpgrp(1) < 0 ? en(errno) : "ok");
+    errno = 0;
+    printf("tcsetpgrp of a file: %s\n", tcsetpgrp(1, getpgrp()) < 0 ? en(errno) : "ok");
+    errno = 0;
+    printf("tcgetsid of a file: %s\n", tcgetsid(1) < 0 ? en(errno) : "ok");
+    errno = 0;
+    printf("tcgetpgrp of no descriptor: %s\n", tcgetpgrp(77) < 0 ? en(errno) : "ok");
+    int p[2];
+    if (pipe(p)) return 1;
+    errno = 0;
+    printf("tcsetpgrp of a pipe: %s\n", tcsetpgrp(p[0], getpgrp()) < 0 ? en(errno) : "ok");
+    return 0;
+}
+
+/* Job control on the controlling terminal (stdin and stdout: the test
+ * runs this as the session leader of a pseudo-terminal, natively, and
+ * `cabinc run` so): the foreground group moves to a child's group and
+ * back, as a shell does for a foreground job; the refusals as Linux's.
+ * SIGTTOU is ignored, as by a shell (a background tcsetpgrp). */
+static int tty(void) {
+    signal(SIGTTOU, SIG_IGN);
+    int fd = 0, st, go[2], ready[2];
+    pid_t g = getpgrp();
+    printf("a terminal: %d\n", isatty(fd));
+    printf("the foreground is our group: %d\n", tcgetpgrp(fd) == g);
+    printf("the terminal's session is ours: %d\n", tcgetsid(fd) == getsid(0));
+    fflush(stdout);
+    if (pipe(go) || pipe(ready)) return 1;
+    pid_t c = fork();
+    if (c == 0) {
+        setpgid(0, 0);
+        await(go[0]);
+        printf("child: in the foreground: %d\n", tcgetpgrp(fd) == getpgrp());
+        errno = 0;
+        printf("child: gives it back: %s\n", tcsetpgrp(fd, g) ? en(errno) : "ok");
+        fflush(stdout);
+        _exit(0);
+    }
+    setpgid(c, c);
+    errno = 0;
+    printf("the foreground to the child's group: %s\n", tcsetpgrp(fd, c) ? en(errno) : "ok");
+    printf("we are in the background: %d\n", tcgetpgrp(fd) == c && c != g);
+    fflush(stdout);
+    write(go[1], "x", 1);
+    waitpid(c, &st, 0);
+    status("child", st);
+    printf("the foreground is ours again: %d\n", tcgetpgrp(fd) == g);
+    errno = 0;
+    printf("a negative group: %s\n", tcsetpgrp(fd, -5) ? en(errno) : "ok");
+    errno = 0;
+    printf("from a wild pointer: %s\n", ioctl(fd, TIOCSPGRP, (void *)8) ? (errno == EFAULT ? "EFAULT" : en(errno)) : "ok");
+    fflush(stdout);
+    /* A child in a session of its own: no controlling terminal; its group
+     * is of another session. */
+    c = fork();
+    if (c == 0) {
+        setsid();
+        errno = 0;
+        printf("after setsid: tcgetpgrp %s\n", tcgetpgrp(fd) < 0 ? en(errno) : "ok");
+        errno = 0;
+        printf("after setsid: tcsetpgrp %s\n", tcsetpgrp(fd, getpgrp()) ? en(errno) : "ok");
+        fflush(stdout);
+        write(ready[1], "x", 1);
+        await(go[0]);
+        _exit(0);
+    }
+    await(ready[0]);
+    errno = 0;
+    printf("a group of another session: %s\n", tcsetpgrp(fd, c) ? en(errno) : "ok");
+    fflush(stdout);
+    write(go[1], "x", 1);
+    waitpid(c, &st, 0);
+    status("setsid child", st);
+    printf("the foreground is still ours: %d\n", tcgetpgrp(fd) == g);
+    return 0;
+}
+
+/* Ctrl-C on the controlling terminal while a job of ours is in the
+ * foreground: the job gets SIGINT, we do not (the test types Ctrl-C once
+ * the job says "ready"). */
+static int ctrlc(void) {
+    signal(SIGTTOU, SIG_IGN);
+    int fd = 0, st, go[2];
+    pid_t g = getpgrp();
+    if (pipe(go)) return 1;
+    pid_t c = fork();
+    if (c == 0) {
+        setpgid(0, 0);
+        await(go[0]);
+        printf("ready\n");
+        fflush(stdout);
+        for (;;) pause();
+    }
+    setpgid(c, c);
+    tcsetpgrp(fd, c);
+    write(go[1], "x", 1);
+    waitpid(c, &st, 0);
+    tcsetpgrp(fd, g);
+    status("the foreground job", st);
+    printf("we were not interrupted\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -381,5 +493,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "pdeath")) return pdeath();
     if (!strcmp(c, "sigterm")) return sigterm();
     if (!strcmp(c, "killall")) return killall();
+    if (!strcmp(c, "notty")) return notty();
+    if (!strcmp(c, "tty")) return tty();
+    if (!strcmp(c, "ctrlc")) return ctrlc();
     return 2;
 }
