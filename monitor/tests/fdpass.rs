@@ -6,8 +6,10 @@
 //! outside the run's path trees) and sends one back; the confined run on
 //! each backend must print the same lines and exit as the native run.
 //!
-//! `blocked_receives_hold_nothing_up`: one thread blocked in `recvmsg` and
-//! one in `recvmmsg` (served without the service lock) while the main thread
+//! `blocked_receives_hold_nothing_up`: one thread blocked in `recvmsg`, one
+//! in `recvmmsg` and one in `accept` (served without the service lock; a
+//! `recvmmsg` under it stopped the run at the wall-time limit before
+//! 67367fc) while the main thread
 //! does file I/O and passes a descriptor; a `[limits] wall-time` ends the
 //! run if anything waits for the blocked threads, so it can never hang.
 //!

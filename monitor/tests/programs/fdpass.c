@@ -246,8 +246,9 @@ static void outside(const char *path)
     SHOW("peer done", read(s, &c, 1));
 }
 
-/* A thread blocked in recvmsg (nobody sends) while the main thread passes
- * descriptors and does file I/O: the blocked call holds nothing up. */
+/* Threads blocked in recvmsg, recvmmsg (nobody sends) and accept (nobody
+ * connects) while the main thread passes descriptors and does file I/O:
+ * the blocked calls hold nothing up. */
 static int blocked_sock;
 static void *block_recv(void *arg)
 {
@@ -268,22 +269,37 @@ static void *block_recvmmsg(void *arg)
     return NULL;
 }
 
+static int blocked_listener;
+static void *block_accept(void *arg)
+{
+    (void)arg;
+    accept(blocked_listener, NULL, NULL);
+    return NULL;
+}
+
 static void blocked(void)
 {
     int sv[2], other[2];
     socketpair(AF_UNIX, SOCK_DGRAM, 0, sv);
     socketpair(AF_UNIX, SOCK_DGRAM, 0, other);
     blocked_sock = sv[1];
-    pthread_t t1, t2;
+    /* A listener nobody connects to, on a path in DIR. */
+    blocked_listener = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s/listen.sock", dir);
+    SHOW("bind DIR/listen.sock", bind(blocked_listener, (struct sockaddr *)&a, sizeof a));
+    SHOW("listen", listen(blocked_listener, 1));
+    pthread_t t1, t2, t3;
     pthread_create(&t1, NULL, block_recv, NULL);
     pthread_create(&t2, NULL, block_recvmmsg, NULL);
+    pthread_create(&t3, NULL, block_accept, NULL);
     usleep(100000);
     int f = data_file("io", "file I/O while two threads are blocked\n");
     show_contents("file I/O", f);
     SHOW("pass a descriptor meanwhile", send_fds(other[0], &f, 1));
     int g = recv_fds(other[1], 1, "receive it");
     show_contents("read it", g);
-    printf("main thread done; exiting with two threads blocked\n");
+    printf("main thread done; exiting with three threads blocked\n");
     fflush(stdout);
     exit(0);
 }
