@@ -7,7 +7,8 @@
 //! and within the buffer, `EINVAL`; at most [`SCM_MAX_FD`] descriptors in
 //! all, `EINVAL`; a number that is not one of the program's descriptors,
 //! `EBADF`; credentials other than the program's own, `EPERM`; a buffer
-//! past the host's `optmem_max`, `ENOBUFS`) and rebuilt by the monitor with
+//! past the host's `optmem_max`, `ENOBUFS`; one that is not readable,
+//! `EFAULT`) and rebuilt by the monitor with
 //! the host descriptors behind the program's numbers ([`SendControl`],
 //! which holds them open until the send is done). The host kernel never
 //! sees a number the program wrote.
@@ -128,7 +129,9 @@ pub(super) fn send_control(
         return Err(Fail::Errno(libc::ENOBUFS));
     }
     let domain = sock_int(sock, libc::SO_DOMAIN).ok_or(Fail::Errno(libc::ENOTSOCK))?;
-    let b = mem.read(at, len as usize)?;
+    // An unreadable control buffer is Linux's EFAULT (a null one with a
+    // length is a plausible slip, not an attack on the monitor).
+    let b = mem.read(at, len as usize).map_err(|_| Fail::Errno(libc::EFAULT))?;
     let unix = domain == libc::AF_UNIX;
     let stream_ip = !unix && sock_int(sock, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
     let mut out = Vec::new();

@@ -476,7 +476,9 @@ pub(super) fn recvmsg_on(
         control_at: m.control,
         control_room: m.controllen,
         control: rc,
-        flags: h.msg_flags,
+        // The host reports the MSG_CMSG_CLOEXEC the monitor always asks
+        // for; the program sees it only when it asked.
+        flags: (h.msg_flags & !libc::MSG_CMSG_CLOEXEC) | (flags & libc::MSG_CMSG_CLOEXEC),
         peer: peer_text,
     })
 }
