@@ -33,7 +33,8 @@ on_both_backends!(
     unix_sockets,
     socket_options,
     not_sockets,
-    threads_blocked_in_accept_and_recv_stall_nothing
+    threads_blocked_in_accept_and_recv_stall_nothing,
+    receives_show_the_peer_in_the_trace
 );
 
 /// The compiled program and its image, built once.
@@ -177,4 +178,50 @@ fn not_sockets(b: Backend) {
 /// run with `exit`: nothing waits for them.
 fn threads_blocked_in_accept_and_recv_stall_nothing(b: Backend) {
     matches_native(b, "blocked");
+}
+
+/// The UDP exchange with a JSON trace: `recvfrom`, `recvmsg` and
+/// `recvmmsg` records carry the peer the host reported (`addr`), as
+/// `connect` and `sendto` carry the address the program named.
+fn receives_show_the_peer_in_the_trace(b: Backend) {
+    let Some((_, img)) = built() else { return };
+    let t = tempfile::tempdir().expect("tempdir");
+    let (p, o) = (free_port(), free_port());
+    let out = std::fs::File::create(t.path().join("stdout")).expect("stdout file");
+    let trace = t.path().join("trace.jsonl");
+    let cfg = RunConfig {
+        args: vec!["network".into(), "udp".into(), p.to_string(), o.to_string(), path_str(t.path()).into()],
+        quiet: true,
+        stdio: Some([0, out.as_raw_fd(), 2]),
+        network: policy(p, o),
+        gate: cabin_monitor::GateConfig {
+            trace: cabin_monitor::trace::TraceOptions {
+                trace: Some(Some(trace.clone())),
+                format: cabin_monitor::trace::TraceFormat::Jsonl,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..RunConfig::default()
+    };
+    let r = b.run(img, &cfg).expect("the run happens");
+    assert_eq!(r.exit_code, 0, "{b:?}: {:?}", r.reason);
+    let text = std::fs::read_to_string(&trace).expect("trace written");
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|r: &serde_json::Value| r["type"] == "syscall")
+        .collect();
+    let addr_of = |name: &str| -> Vec<String> {
+        recs.iter()
+            .filter(|r| r["name"] == name)
+            .filter_map(|r| r["addr"].as_str().map(str::to_string))
+            .collect()
+    };
+    // The client's ephemeral port is the kernel's: the address is 127.0.0.1.
+    for call in ["recvfrom", "recvmsg"] {
+        let got = addr_of(call);
+        assert!(got.iter().any(|a| a.starts_with("127.0.0.1:")), "{b:?}: no peer on {call}: {got:?}\n{text}");
+    }
+    assert!(addr_of("sendto").contains(&format!("127.0.0.1:{p}")), "{b:?}: sendto shows the destination");
 }

@@ -1,5 +1,6 @@
 //! Calls that can block for long (`read`, `readv`, `write`, `writev` of a
-//! pipe or terminal, `recvfrom`, `recvmsg`, `sendto`, `sendmsg`, `accept`,
+//! pipe or terminal, `recvfrom`, `recvmsg`, `recvmmsg`, `sendto`,
+//! `sendmsg`, `sendmmsg`, `accept`,
 //! `accept4`, `connect` of a socket, `nanosleep`, `clock_nanosleep`, the libos's `pause` wait for a
 //! signal, a lock wait: `fcntl` `F_SETLKW`/`F_OFD_SETLKW`, `flock` without
 //! `LOCK_NB`), served without the
@@ -11,11 +12,12 @@
 //! takes a duplicate of the host descriptor (so a `close` by another thread
 //! meanwhile cannot make the call act on a reused descriptor number that
 //! now names something else) and, for `connect` and a send with a
-//! destination, checks the address and keeps the monitor's copy;
+//! destination or control data, checks them and keeps the monitor's copy
+//! (with the host descriptors a `SCM_RIGHTS` message names, held open);
 //! [`Blocking::run`] then runs without the lock and touches only the
 //! duplicate, that copy and checked program memory. What it returns is
 //! finished under the lock by [`Service::finish_blocking`] (an accepted
-//! connection enters the table there).
+//! connection, and descriptors a receive got, enter the table there).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -24,8 +26,8 @@ use super::io::{read_on, vectored_on, write_on, Vectored};
 use super::locks::{self, LockOn};
 use super::net::{Bound, HostAddr};
 use super::sockets::{
-    accept_on, accepted, connect_on, recvfrom_on, recvmsg_on, sendmsg_dest_at, sendmsg_on, sendto_dest,
-    sendto_on, Accepted,
+    accept_on, accepted, connect_on, received, recvfrom_on, recvmmsg_on, recvmsg_on, sendmmsg_on,
+    sendmmsg_prepare, sendmsg_on, sendmsg_prepare, sendto_dest, sendto_on, Accepted, Received, SendPrep,
 };
 use super::time::{clock_nanosleep_on, nanosleep_on, pause_on};
 use super::{dup_cloexec, Fail, Service, Sys, Violation};
@@ -42,11 +44,16 @@ pub struct Blocking {
     /// For a POSIX `F_SETLKW`: the program's lock description of the file
     /// (kept open for the wait).
     lock: Option<LockOn>,
-    /// For `connect`, `sendto`, `sendmsg`: the destination, checked under
-    /// the lock (what the program's memory says now is not looked at again).
+    /// For `connect`, `sendto`: the destination, checked under the lock
+    /// (what the program's memory says now is not looked at again).
     dest: Option<HostAddr>,
+    /// For `sendmsg` (one) and `sendmmsg` (each message): destination and
+    /// control data, checked under the lock.
+    sends: Vec<SendPrep>,
     /// For receives: what the run has bound (to show unix names).
     bound: Option<Arc<Bound>>,
+    /// For receives: the peer's address is wanted for the trace.
+    peer: bool,
 }
 
 /// What a [`Blocking`] call did, to be finished under the lock by
@@ -57,6 +64,11 @@ pub enum Ran {
     Value(i64),
     /// `accept`/`accept4` got a connection: it enters the table under the lock.
     Accepted(Accepted, [u64; 6]),
+    /// `recvfrom` got data from this peer (for the trace).
+    From(i64, Option<String>),
+    /// `recvmsg` (one message) or `recvmmsg` (`true`: the count is the
+    /// value): control data and descriptors enter the program under the lock.
+    Received(Vec<Received>, bool),
 }
 
 /// What [`Service::begin_blocking`] decided.
@@ -77,10 +89,16 @@ impl Service {
     pub fn begin_blocking(&mut self, mem: &GuestMemory, nr: u64, a: [u64; 6]) -> Begin {
         let needs_fd = match nr {
             nr::read | nr::readv | nr::recvfrom | nr::recvmsg => true,
+            // With a timeout: not served (EINVAL from the ordinary call).
+            nr::recvmmsg if a[4] == 0 => true,
             nr::accept | nr::accept4 | nr::connect => true,
             nr::fcntl if matches!(a[1] as i32, libc::F_SETLKW | libc::F_OFD_SETLKW) => true,
             nr::flock if locks::flock_blocks(a[1]) => true,
-            nr::write | nr::writev | nr::sendto | nr::sendmsg if self.write_limits.is_none() => true,
+            nr::write | nr::writev | nr::sendto | nr::sendmsg | nr::sendmmsg
+                if self.write_limits.is_none() =>
+            {
+                true
+            }
             nr::nanosleep | nr::clock_nanosleep | nr::pause => false,
             _ => return Begin::Handle,
         };
@@ -95,18 +113,29 @@ impl Service {
                 return fail_now(e);
             }
         }
-        // The destination is checked now, under the lock, from one copy.
+        // The destination and control data are checked now, under the
+        // lock, from one copy.
         let dest = match nr {
             nr::connect => self.destination("connect", mem, a[1], a[2]).map(Some),
             nr::sendto => sendto_dest(self, mem, &a),
-            nr::sendmsg => sendmsg_dest_at(self, mem, &a),
             _ => Ok(None),
         };
         let dest = match dest {
             Ok(d) => d,
             Err(e) => return fail_now(e),
         };
-        let bound = matches!(nr, nr::recvfrom | nr::recvmsg).then(|| self.bound());
+        let sends = match nr {
+            nr::sendmsg => sendmsg_prepare(self, mem, &a).map(|p| vec![p]),
+            nr::sendmmsg => sendmmsg_prepare(self, mem, &a),
+            _ => Ok(Vec::new()),
+        };
+        let sends = match sends {
+            Ok(s) => s,
+            Err(e) => return fail_now(e),
+        };
+        let receive = matches!(nr, nr::recvfrom | nr::recvmsg | nr::recvmmsg);
+        let bound = receive.then(|| self.bound());
+        let peer = receive && self.wants_addr();
         let mut lock = None;
         let fd = if needs_fd {
             let host = match self.vfd(a[0]) {
@@ -128,7 +157,7 @@ impl Service {
         } else {
             None
         };
-        Begin::Run(Box::new(Blocking { nr, a, fd, lock, dest, bound }))
+        Begin::Run(Box::new(Blocking { nr, a, fd, lock, dest, sends, bound, peer }))
     }
 
     /// Under the lock again: finishes what [`Blocking::run`] did (an
@@ -139,6 +168,23 @@ impl Service {
             Ran::Accepted(got, a) => {
                 let r = accepted(self, mem, &a, got);
                 super::conclude(nr::accept4, r, &mut self.note)
+            }
+            Ran::From(v, peer) => {
+                self.note_peer(peer);
+                Ok(v)
+            }
+            Ran::Received(got, mmsg) => {
+                let count = got.len() as i64;
+                let mut last = Ok(0);
+                for r in got {
+                    self.note_peer(r.peer.clone());
+                    last = received(self, mem, r);
+                    if last.is_err() {
+                        break;
+                    }
+                }
+                let r = if mmsg { last.map(|_| count) } else { last };
+                super::conclude(if mmsg { nr::recvmmsg } else { nr::recvmsg }, r, &mut self.note)
             }
         }
     }
@@ -156,7 +202,7 @@ fn fail_now(e: Fail) -> Begin {
 impl Blocking {
     /// Runs the call (without the service lock); finish it with
     /// [`Service::finish_blocking`].
-    pub fn run(self, mem: &GuestMemory) -> Result<Ran, Violation> {
+    pub fn run(mut self, mem: &GuestMemory) -> Result<Ran, Violation> {
         let fd = self.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         let a = &self.a;
         let dest = self.dest.as_ref();
@@ -178,10 +224,24 @@ impl Blocking {
             nr::write => write_on(fd, mem, a),
             nr::writev => vectored_on(fd, mem, a, Vectored::Writev),
             nr::nanosleep => nanosleep_on(mem, a),
-            nr::recvfrom => recvfrom_on(fd, mem, a, &bound),
-            nr::recvmsg => recvmsg_on(fd, mem, a, &bound),
+            nr::recvfrom => match recvfrom_on(fd, mem, a, &bound, self.peer) {
+                Ok((v, peer)) => return Ok(Ran::From(v, peer)),
+                Err(e) => Err(e),
+            },
+            nr::recvmsg => match recvmsg_on(fd, mem, a, &bound, self.peer) {
+                Ok(r) => return Ok(Ran::Received(vec![r], false)),
+                Err(e) => Err(e),
+            },
+            nr::recvmmsg => match recvmmsg_on(fd, mem, a, &bound, self.peer) {
+                Ok(got) => return Ok(Ran::Received(got, true)),
+                Err(e) => Err(e),
+            },
             nr::sendto => sendto_on(fd, mem, a, dest),
-            nr::sendmsg => sendmsg_on(fd, mem, a, dest),
+            nr::sendmsg => match self.sends.first_mut() {
+                Some(p) => sendmsg_on(fd, mem, a[2] as i32, p),
+                None => Err(Fail::Errno(libc::EINVAL)),
+            },
+            nr::sendmmsg => sendmmsg_on(fd, mem, a[3] as i32, &mut self.sends),
             nr::pause => pause_on(),
             nr::fcntl => {
                 let on = self.lock.as_ref().map_or(fd, |l| locks::raw(l, fd));

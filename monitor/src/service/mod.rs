@@ -28,6 +28,7 @@ pub mod blocking;
 pub mod fdtable;
 pub mod fs;
 
+mod cmsg;
 mod events;
 pub mod exec;
 mod fds;

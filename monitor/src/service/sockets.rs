@@ -20,12 +20,14 @@
 //!   `recvmsg`, `getsockname`, `getpeername`) are copied out through a
 //!   buffer of the monitor's, truncated to the program's length as Linux
 //!   truncates, a path socket the run bound shown by the program's path.
-//! - Pass control messages. `sendmsg` with `msg_controllen` other than 0 is
-//!   `EINVAL` (refused, not stripped: a program sending `SCM_RIGHTS` would
-//!   otherwise wait forever for a descriptor that never arrives, and the
-//!   descriptors it names are virtual numbers the host kernel must never
-//!   see). `recvmsg` never gives the host a control buffer (none can have
-//!   been sent) and reports `msg_controllen` 0.
+//! - Pass control messages other than `SCM_RIGHTS` and `SCM_CREDENTIALS`
+//!   on unix sockets ([`super::cmsg`]): a send's control data is copied
+//!   once, checked as Linux checks it and rebuilt with the host
+//!   descriptors behind the program's numbers (a number that is not the
+//!   program's is `EBADF`; credentials other than its own `EPERM`); a
+//!   receive's descriptors become the monitor's the moment the host call
+//!   returns and enter the program's table under the lock, so the program
+//!   only ever sees its own numbers and nothing leaks.
 //! - Use flags beyond the ones listed in [`SEND_FLAGS`] and [`RECV_FLAGS`]
 //!   (`EOPNOTSUPP`: `MSG_OOB`, `MSG_ERRQUEUE`, ...), or options beyond the
 //!   list (`ENOPROTOOPT`).
@@ -41,6 +43,7 @@
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+use super::cmsg::{self, RecvControl, SendControl};
 use super::fdtable::Entry;
 use super::io::{clip_iovecs, iovecs};
 use super::net::{self, Addr, Bound, Checked, HostAddr, ADDR_MAX};
@@ -193,19 +196,28 @@ fn send_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], len: u64, dest: Option<&H
         }
         // Several pieces: sendmsg over them (at most IOV_MAX: short is legal).
         super::io::Buf::Many(pc) => {
-            sendmsg_host(fd, &mut pc.iovecs(len as usize, IOV_MAX as usize), dest, flags)
+            sendmsg_host(fd, &mut pc.iovecs(len as usize, IOV_MAX as usize), dest, None, flags)
         }
     }
 }
 
 pub(super) fn recvfrom(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let bound = s.bound();
-    recvfrom_on(s.vfd(a[0])?, mem, a, &bound)
+    let (n, peer) = recvfrom_on(s.vfd(a[0])?, mem, a, &bound, s.wants_addr())?;
+    s.note_peer(peer);
+    Ok(n)
 }
 
 /// `recvfrom(fd, buf, len, flags, src, srclen)` on host descriptor `fd`
-/// (the service lock may be dropped).
-pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bound) -> Sys {
+/// (the service lock may be dropped); with the peer's address for the
+/// trace when `peer` (and the program asked for it).
+pub(super) fn recvfrom_on(
+    fd: RawFd,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+    bound: &Bound,
+    peer: bool,
+) -> Result<(i64, Option<String>), Fail> {
     let flags = a[3] as i32;
     if flags & !RECV_FLAGS != 0 {
         return Err(Fail::Errno(libc::EOPNOTSUPP));
@@ -233,13 +245,17 @@ pub(super) fn recvfrom_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bo
             n
         }
     };
+    let mut peer_text = None;
     if let Some(want) = want {
         let mut alen = alen as usize;
         bound.note_sender(&addr, alen);
         bound.program_name(&mut addr, &mut alen);
+        if peer {
+            peer_text = Addr::parse(&addr[..alen.min(ADDR_MAX)]).ok().map(|p| p.describe());
+        }
         addr_out(mem, a[4], a[5], &addr, alen, want)?;
     }
-    Ok(n)
+    Ok((n, peer_text))
 }
 
 /// The program's `struct msghdr`, copied once.
@@ -248,6 +264,7 @@ struct MsgHdr {
     namelen: u32,
     iov: u64,
     iovlen: u64,
+    control: u64,
     controllen: u64,
 }
 
@@ -267,6 +284,7 @@ impl MsgHdr {
             namelen: u32::from_le_bytes(n),
             iov: u64_at(16),
             iovlen: u64_at(24),
+            control: u64_at(32),
             controllen: u64_at(40),
         })
     }
@@ -298,24 +316,34 @@ fn host_msghdr(iov: &mut [libc::iovec], name: Option<&mut [u8; ADDR_MAX]>) -> li
 pub(super) fn sendmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     let (m, mut iov) = sendmsg_args(mem, a[1], a[2] as i32)?;
+    let mut control = s.send_control(fd, mem, &m)?;
     let dest = sendmsg_dest(s, fd, mem, &m)?;
     let total = iov.iter().map(|v| v.iov_len as u64).sum();
     let len = s.write_allowance("sendmsg", fd, total, None)?;
     clip_iovecs(&mut iov, len);
-    let r = sendmsg_host(fd, &mut iov, dest.as_ref(), a[2] as i32);
+    let r = sendmsg_host(fd, &mut iov, dest.as_ref(), control.as_mut(), a[2] as i32);
     s.count_written(r)
 }
 
-/// The checked destination of a `sendmsg` (`None`: none given), from the
-/// program's `msghdr` at `at`, copied once.
-pub(super) fn sendmsg_dest_at(
-    s: &mut Service,
-    mem: &GuestMemory,
-    a: &[u64; 6],
-) -> Result<Option<HostAddr>, Fail> {
+/// What a `sendmsg` sends besides data, checked under the lock from one
+/// copy of the program's `msghdr`: the destination (`None`: none given)
+/// and the control data rebuilt for the host.
+#[derive(Debug)]
+pub struct SendPrep {
+    /// The `msghdr` (for `sendmmsg`: of this message).
+    at: u64,
+    dest: Option<HostAddr>,
+    control: Option<SendControl>,
+}
+
+/// Prepares the `sendmsg` of the program's `msghdr` at `a[1]` on `a[0]`.
+pub(super) fn sendmsg_prepare(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Result<SendPrep, Fail> {
     let fd = s.vfd(a[0])?;
+    check_send_flags(a[2] as i32)?;
     let m = MsgHdr::read(mem, a[1])?;
-    sendmsg_dest(s, fd, mem, &m)
+    let control = s.send_control(fd, mem, &m)?;
+    let dest = sendmsg_dest(s, fd, mem, &m)?;
+    Ok(SendPrep { at: a[1], dest, control })
 }
 
 fn sendmsg_dest(s: &mut Service, fd: RawFd, mem: &GuestMemory, m: &MsgHdr) -> Result<Option<HostAddr>, Fail> {
@@ -325,46 +353,83 @@ fn sendmsg_dest(s: &mut Service, fd: RawFd, mem: &GuestMemory, m: &MsgHdr) -> Re
     send_dest(s, "sendmsg", fd, mem, m.name, u64::from(m.namelen))
 }
 
-/// `sendmsg` on host descriptor `fd` to an already checked destination
-/// (the `msg_name` read now is ignored), without write limits (the service
-/// lock may be dropped).
-pub(super) fn sendmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], dest: Option<&HostAddr>) -> Sys {
-    let (_, mut iov) = sendmsg_args(mem, a[1], a[2] as i32)?;
-    sendmsg_host(fd, &mut iov, dest, a[2] as i32)
+/// `sendmsg` on host descriptor `fd` with what [`sendmsg_prepare`] checked
+/// (the `msg_name` and `msg_control` read now are ignored), without write
+/// limits (the service lock may be dropped).
+pub(super) fn sendmsg_on(fd: RawFd, mem: &GuestMemory, flags: i32, prep: &mut SendPrep) -> Sys {
+    let (_, mut iov) = sendmsg_args(mem, prep.at, flags)?;
+    sendmsg_host(fd, &mut iov, prep.dest.as_ref(), prep.control.as_mut(), flags)
 }
 
 /// The checked arguments of a `sendmsg`: its header and iovecs.
 fn sendmsg_args(mem: &GuestMemory, at: u64, flags: i32) -> Result<(MsgHdr, Vec<libc::iovec>), Fail> {
     check_send_flags(flags)?;
     let m = MsgHdr::read(mem, at)?;
-    if m.controllen != 0 {
-        return Err(Fail::Errno(libc::EINVAL));
-    }
     let iov = m.iovecs(mem, false)?;
     Ok((m, iov))
 }
 
-fn sendmsg_host(fd: RawFd, iov: &mut [libc::iovec], dest: Option<&HostAddr>, flags: i32) -> Sys {
+fn sendmsg_host(
+    fd: RawFd,
+    iov: &mut [libc::iovec],
+    dest: Option<&HostAddr>,
+    control: Option<&mut SendControl>,
+    flags: i32,
+) -> Sys {
     let mut h = host_msghdr(iov, None);
     if let Some(d) = dest {
         h.msg_name = d.ptr() as *mut libc::c_void;
         h.msg_namelen = d.len();
     }
+    if let Some(c) = control {
+        (h.msg_control, h.msg_controllen) = c.host();
+    }
     // SAFETY: `h` names only `iov`, whose entries point into checked
-    // readable program memory, and an address the monitor built (read
-    // only); all live across the call.
+    // readable program memory, an address and control data the monitor
+    // built (read only; the descriptors it names held open); all live
+    // across the call.
     host(unsafe { libc::sendmsg(fd, &h, flags | libc::MSG_NOSIGNAL) } as i64)
 }
 
 pub(super) fn recvmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let bound = s.bound();
-    recvmsg_on(s.vfd(a[0])?, mem, a, &bound)
+    let r = recvmsg_on(s.vfd(a[0])?, mem, a, &bound, s.wants_addr())?;
+    s.note_peer(r.peer.clone());
+    received(s, mem, r)
+}
+
+/// A message the host delivered into program memory, whose control data
+/// (descriptors: the monitor's until then), `msg_controllen` and
+/// `msg_flags` are yet to be given to the program, under the lock
+/// ([`received`]).
+#[derive(Debug)]
+pub struct Received {
+    /// The byte count.
+    n: i64,
+    /// The program's `msghdr`.
+    at: u64,
+    /// `recvmmsg`: write the count to the `mmsghdr`'s `msg_len` too.
+    mmsg: bool,
+    /// Where the program wants control data, and how much room it has.
+    control_at: u64,
+    control_room: u64,
+    control: Option<RecvControl>,
+    /// `msg_flags` as the host set them.
+    flags: i32,
+    /// The peer's address for the trace (only when a tracer wants it).
+    pub(super) peer: Option<String>,
 }
 
 /// `recvmsg(fd, msg, flags)` on host descriptor `fd` (the service lock may
-/// be dropped). Writes back `msg_namelen`, `msg_controllen` (0) and
-/// `msg_flags`, and the address when `msg_name` is set.
-pub(super) fn recvmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bound) -> Sys {
+/// be dropped). Writes back the address when `msg_name` is set and
+/// `msg_namelen`; the rest is [`received`]'s.
+pub(super) fn recvmsg_on(
+    fd: RawFd,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+    bound: &Bound,
+    peer: bool,
+) -> Result<Received, Fail> {
     let flags = a[2] as i32;
     if flags & !RECV_FLAGS != 0 {
         return Err(Fail::Errno(libc::EOPNOTSUPP));
@@ -376,23 +441,69 @@ pub(super) fn recvmsg_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6], bound: &Bou
     let mut iov = m.iovecs(mem, true)?;
     let mut addr = [0u8; ADDR_MAX];
     let mut h = host_msghdr(&mut iov, (m.name != 0).then_some(&mut addr));
-    // SAFETY: `h` names `iov` (checked writable program memory) and `addr`,
-    // both live across the call; no control buffer.
-    let n = host(unsafe { libc::recvmsg(fd, &mut h, flags) } as i64)?;
+    // The monitor's own control buffer, as long as the program's (at most
+    // RECV_MAX): the host truncates it exactly as it would the program's.
+    let mut control = vec![0u8; m.controllen.min(cmsg::RECV_MAX as u64) as usize];
+    if !control.is_empty() {
+        h.msg_control = control.as_mut_ptr().cast();
+        h.msg_controllen = control.len();
+    }
+    // Received descriptors are always the monitor's O_CLOEXEC ones.
+    let host_flags = flags | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: `h` names `iov` (checked writable program memory), `addr`
+    // and `control` (the monitor's), all live across the call.
+    let n = host(unsafe { libc::recvmsg(fd, &mut h, host_flags) } as i64)?;
+    // Every descriptor delivered is owned from here on (closed on any
+    // early return below).
+    let rc = (!control.is_empty())
+        .then(|| RecvControl::take(&control, h.msg_controllen, flags & libc::MSG_CMSG_CLOEXEC != 0));
     let mut alen = if m.name != 0 { h.msg_namelen as usize } else { 0 };
+    let mut peer_text = None;
     if m.name != 0 {
         bound.note_sender(&addr, alen);
         bound.program_name(&mut addr, &mut alen);
+        if peer {
+            peer_text = Addr::parse(&addr[..alen.min(ADDR_MAX)]).ok().map(|p| p.describe());
+        }
         let keep = alen.min(m.namelen as usize).min(ADDR_MAX);
         mem.write(m.name, &addr[..keep])?;
     }
-    let at = a[1];
-    mem.write(at + 8, &(alen as u32).to_le_bytes())?;
-    mem.write(at + 40, &0u64.to_le_bytes())?;
-    // Nothing the host could set about control data applies.
-    let mflags = h.msg_flags & !libc::MSG_CTRUNC;
-    mem.write(at + 48, &mflags.to_le_bytes())?;
-    Ok(n)
+    mem.write(a[1] + 8, &(alen as u32).to_le_bytes())?;
+    Ok(Received {
+        n,
+        at: a[1],
+        mmsg: false,
+        control_at: m.control,
+        control_room: m.controllen,
+        control: rc,
+        // The host reports the MSG_CMSG_CLOEXEC the monitor always asks
+        // for; the program sees it only when it asked.
+        flags: (h.msg_flags & !libc::MSG_CMSG_CLOEXEC) | (flags & libc::MSG_CMSG_CLOEXEC),
+        peer: peer_text,
+    })
+}
+
+/// Finishes a [`Received`] message under the lock: its descriptors enter
+/// the program's table, the control data (the program's numbers) goes to
+/// `msg_control`, with `msg_controllen` and `msg_flags` (`MSG_CTRUNC` when
+/// the host truncated or the table filled up).
+pub(super) fn received(s: &mut Service, mem: &GuestMemory, r: Received) -> Sys {
+    let (bytes, full) = match r.control {
+        Some(c) => c.install(&mut s.fds),
+        None => (Vec::new(), false),
+    };
+    // Never longer than the host wrote, which fit the program's room.
+    let len = (bytes.len() as u64).min(r.control_room);
+    if len > 0 {
+        mem.write(r.control_at, &bytes[..len as usize])?;
+    }
+    mem.write(r.at + 40, &len.to_le_bytes())?;
+    let mflags = if full { r.flags | libc::MSG_CTRUNC } else { r.flags };
+    mem.write(r.at + 48, &mflags.to_le_bytes())?;
+    if r.mmsg {
+        mem.write(r.at + 56, &(r.n as u32).to_le_bytes())?;
+    }
+    Ok(r.n)
 }
 
 pub(super) fn shutdown(s: &mut Service, _mem: &GuestMemory, a: &[u64; 6]) -> Sys {
@@ -504,6 +615,27 @@ impl Service {
             return Err(Fail::Errno(libc::ENOTSOCK));
         }
         Ok(fd)
+    }
+
+    /// The control data of a `sendmsg` on host socket `fd`, checked and
+    /// rebuilt for the host ([`cmsg::send_control`]).
+    fn send_control(&self, fd: RawFd, mem: &GuestMemory, m: &MsgHdr) -> Result<Option<SendControl>, Fail> {
+        cmsg::send_control(&self.fds, &cmsg::Sender { pid: self.pid }, fd, mem, m.control, m.controllen)
+    }
+
+    /// Notes a peer's address the host reported (`recvfrom`, `recvmsg`)
+    /// for the trace, when a tracer wants it.
+    pub(super) fn note_peer(&mut self, peer: Option<String>) {
+        if let Some(p) = peer {
+            if self.record_paths && self.note.addr.is_none() {
+                self.note.addr = Some(p);
+            }
+        }
+    }
+
+    /// Whether peer addresses are wanted for the trace.
+    pub(super) fn wants_addr(&self) -> bool {
+        self.record_paths
     }
 
     /// What the run has bound (to show the program its own unix names).
@@ -698,13 +830,20 @@ fn option_allowed(level: i32, name: i32, set: bool) -> bool {
             ) || (name == libc::TCP_INFO && !set)
         }
         libc::IPPROTO_IP => {
-            matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER)
+            // IP_RECVERR: glibc's resolver sets it on its DNS socket and
+            // gives up when it fails; its only other effect is the error
+            // queue, which only MSG_ERRQUEUE (not served) reads.
+            matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER | libc::IP_RECVERR)
                 || (name == libc::IP_MTU && !set)
         }
         libc::IPPROTO_IPV6 => {
             matches!(
                 name,
-                libc::IPV6_V6ONLY | libc::IPV6_UNICAST_HOPS | libc::IPV6_TCLASS | libc::IPV6_MTU_DISCOVER
+                libc::IPV6_V6ONLY
+                    | libc::IPV6_UNICAST_HOPS
+                    | libc::IPV6_TCLASS
+                    | libc::IPV6_MTU_DISCOVER
+                    | libc::IPV6_RECVERR
             )
         }
         _ => false,
@@ -760,8 +899,8 @@ const MMSGHDR_LEN: u64 = 64;
 const MMSG_MAX: u64 = 1024;
 
 /// `sendmmsg(fd, msgvec, vlen, flags)`: each message as `sendmsg` (its
-/// destination checked), until one fails; the count sent, or the first
-/// error when none was.
+/// destination and control data checked), until one fails; the count
+/// sent, or the first error when none was.
 pub(super) fn sendmmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let vlen = a[2].min(MMSG_MAX);
     let mut sent = 0u64;
@@ -781,6 +920,47 @@ pub(super) fn sendmmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys 
     Ok(sent as i64)
 }
 
+/// Prepares a `sendmmsg` to run without the lock (no write limits): each
+/// message's destination and control data checked now, from one copy of
+/// its header; stops at the first message that fails (its error when it
+/// is the first).
+pub(super) fn sendmmsg_prepare(
+    s: &mut Service,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+) -> Result<Vec<SendPrep>, Fail> {
+    let vlen = a[2].min(MMSG_MAX);
+    let mut preps = Vec::new();
+    for i in 0..vlen {
+        let at = a[1].checked_add(i * MMSGHDR_LEN).ok_or(Fail::Errno(libc::EFAULT))?;
+        match sendmsg_prepare(s, mem, &[a[0], at, a[3], 0, 0, 0]) {
+            Ok(p) => preps.push(p),
+            Err(e) if i == 0 => return Err(e),
+            Err(Fail::Errno(_)) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(preps)
+}
+
+/// `sendmmsg` on host descriptor `fd` of what [`sendmmsg_prepare`] checked
+/// (the service lock may be dropped).
+pub(super) fn sendmmsg_on(fd: RawFd, mem: &GuestMemory, flags: i32, preps: &mut [SendPrep]) -> Sys {
+    let mut sent = 0u64;
+    for p in preps.iter_mut() {
+        match sendmsg_on(fd, mem, flags, p) {
+            Ok(n) => {
+                mem.write(p.at + 56, &(n as u32).to_le_bytes())?;
+                sent += 1;
+            }
+            Err(e) if sent == 0 => return Err(e),
+            Err(Fail::Errno(_)) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent as i64)
+}
+
 /// `recvmmsg(fd, msgvec, vlen, flags, timeout)`: each message as
 /// `recvmsg`; after the first, the rest without waiting (`MSG_WAITFORONE`
 /// behaviour; the timeout is not served: `EINVAL` when given).
@@ -790,23 +970,42 @@ pub(super) fn recvmmsg(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys 
     }
     let fd = s.vfd(a[0])?;
     let bound = s.bound();
+    let got = recvmmsg_on(fd, mem, a, &bound, s.wants_addr())?;
+    let n = got.len() as i64;
+    for r in got {
+        s.note_peer(r.peer.clone());
+        received(s, mem, r)?;
+    }
+    Ok(n)
+}
+
+/// The receives of a `recvmmsg` on host descriptor `fd` (the service lock
+/// may be dropped): at least one message, or the error of the first. Each
+/// is finished by [`received`] under the lock.
+pub(super) fn recvmmsg_on(
+    fd: RawFd,
+    mem: &GuestMemory,
+    a: &[u64; 6],
+    bound: &Bound,
+    peer: bool,
+) -> Result<Vec<Received>, Fail> {
     let flags = a[3] as i32 & !MSG_WAITFORONE;
     let vlen = a[2].min(MMSG_MAX);
-    let mut got = 0u64;
+    let mut got = Vec::new();
     for i in 0..vlen {
         let at = a[1].checked_add(i * MMSGHDR_LEN).ok_or(Fail::Errno(libc::EFAULT))?;
-        let f = if got > 0 { flags | libc::MSG_DONTWAIT } else { flags };
-        match recvmsg_on(fd, mem, &[a[0], at, f as u64, 0, 0, 0], &bound) {
-            Ok(n) => {
-                mem.write(at + 56, &(n as u32).to_le_bytes())?;
-                got += 1;
+        let f = if got.is_empty() { flags } else { flags | libc::MSG_DONTWAIT };
+        match recvmsg_on(fd, mem, &[a[0], at, f as u64, 0, 0, 0], bound, peer && got.is_empty()) {
+            Ok(mut r) => {
+                r.mmsg = true;
+                got.push(r);
             }
-            Err(e) if got == 0 => return Err(e),
+            Err(e) if got.is_empty() => return Err(e),
             Err(Fail::Errno(_)) => break,
             Err(e) => return Err(e),
         }
     }
-    Ok(got as i64)
+    Ok(got)
 }
 
 /// `MSG_WAITFORONE` (`recvmmsg` only).

@@ -375,3 +375,72 @@ fn exec_arguments_are_bounded_and_checked() {
     assert_eq!(at(&mut s, 0x10fff, 0), Err(libc::ENOENT));
     assert_eq!(s.open_fds(), 3);
 }
+
+/// `sendmsg` control data through the service alone: the checks of
+/// `cmsg::send_control` (EINVAL, EBADF, EPERM, ENOBUFS, EFAULT) and a
+/// descriptor that arrives under the program's lowest free number.
+#[test]
+fn control_messages_are_checked_and_descriptors_translated() {
+    use crate::memory::tests::poke;
+    let m = test_memory();
+    let mut s = service();
+    let nr = |n: i64| n as u64;
+    assert_eq!(s.handle(&m, nr(libc::SYS_socketpair), [1, 2, 0, 0x1000, 0, 0]), Ok(0)); // AF_UNIX, DGRAM
+    let (a, b) = (3u64, 4u64);
+    // msghdr at 0x1100: iov at 0x1200 (one byte at 0x1300), control at 0x1400.
+    let msghdr = |control: u64, len: u64| {
+        let mut h = [0u8; 56];
+        h[16..24].copy_from_slice(&0x1200u64.to_le_bytes());
+        h[24..32].copy_from_slice(&1u64.to_le_bytes());
+        h[32..40].copy_from_slice(&control.to_le_bytes());
+        h[40..48].copy_from_slice(&len.to_le_bytes());
+        h
+    };
+    let mut iov = [0u8; 16];
+    iov[..8].copy_from_slice(&0x1300u64.to_le_bytes());
+    iov[8..].copy_from_slice(&1u64.to_le_bytes());
+    poke(&m, 0x1200, &iov);
+    poke(&m, 0x1300, b"x");
+    let cmsg = |len: u64, ty: i32, data: &[u8]| {
+        let mut c = Vec::new();
+        c.extend_from_slice(&len.to_le_bytes());
+        c.extend_from_slice(&libc::SOL_SOCKET.to_le_bytes());
+        c.extend_from_slice(&ty.to_le_bytes());
+        c.extend_from_slice(data);
+        c.resize(c.len().div_ceil(8) * 8, 0);
+        c
+    };
+    let send = |s: &mut Service, c: &[u8], len: u64| {
+        poke(&m, 0x1400, c);
+        poke(&m, 0x1100, &msghdr(0x1400, len));
+        s.handle(&m, nr(libc::SYS_sendmsg), [a, 0x1100, 0, 0, 0, 0]).expect("no violation")
+    };
+    let e = |n: i32| -(n as i64);
+    assert_eq!(send(&mut s, &cmsg(8, libc::SCM_RIGHTS, &[]), 24), e(libc::EINVAL), "cmsg_len below a header");
+    assert_eq!(send(&mut s, &cmsg(64, libc::SCM_RIGHTS, &[0; 8]), 24), e(libc::EINVAL), "past the buffer");
+    assert_eq!(send(&mut s, &cmsg(20, libc::SCM_RIGHTS, &99i32.to_le_bytes()), 24), e(libc::EBADF));
+    assert_eq!(send(&mut s, &cmsg(20, libc::SCM_RIGHTS, &(-1i32).to_le_bytes()), 24), e(libc::EBADF));
+    let cred = |pid: i32| {
+        // SAFETY: no preconditions.
+        let (u, g) = unsafe { (libc::getuid(), libc::getgid()) };
+        [pid.to_le_bytes(), u.to_le_bytes(), g.to_le_bytes()].concat()
+    };
+    assert_eq!(send(&mut s, &cmsg(28, libc::SCM_CREDENTIALS, &cred(1)), 32), e(libc::EPERM));
+    assert_eq!(send(&mut s, &cmsg(28, libc::SCM_CREDENTIALS, &cred(42)), 32), 1, "its own identity");
+    assert_eq!(send(&mut s, &cmsg(20, 29, &[0; 4]), 24), e(libc::EINVAL), "SCM_TIMESTAMP");
+    assert_eq!(send(&mut s, &[], 1 << 40), e(libc::ENOBUFS));
+    poke(&m, 0x1100, &msghdr(0, 16));
+    assert_eq!(s.handle(&m, nr(libc::SYS_sendmsg), [a, 0x1100, 0, 0, 0, 0]), Ok(e(libc::EFAULT)));
+    // Drain the credentials message, then pass fd 1 (stdout).
+    poke(&m, 0x1100, &msghdr(0, 0));
+    assert_eq!(s.handle(&m, nr(libc::SYS_recvmsg), [b, 0x1100, 0, 0, 0, 0]), Ok(1));
+    assert_eq!(send(&mut s, &cmsg(20, libc::SCM_RIGHTS, &1i32.to_le_bytes()), 24), 1);
+    poke(&m, 0x1400, &[0xff; 64]);
+    poke(&m, 0x1100, &msghdr(0x1400, 64));
+    assert_eq!(s.handle(&m, nr(libc::SYS_recvmsg), [b, 0x1100, 0, 0, 0, 0]), Ok(1));
+    let h = m.read(0x1100, 56).expect("msghdr");
+    assert_eq!(u64::from_le_bytes(h[40..48].try_into().expect("8")), 24, "msg_controllen");
+    let c = m.read(0x1400, 24).expect("control");
+    assert_eq!(i32::from_le_bytes(c[16..20].try_into().expect("4")), 5, "the lowest free number");
+    assert!(s.fds.get(5).is_some());
+}

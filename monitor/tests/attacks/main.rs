@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cmsg;
 mod events;
 mod fake_failure;
 mod file_grant;

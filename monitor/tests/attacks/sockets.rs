@@ -1,7 +1,8 @@
 //! Hostile arguments to the socket-pair calls (`socketpair`, `sendto`,
 //! `recvfrom`, `sendmsg`, `recvmsg`, `shutdown`, `getsockname`,
-//! `getpeername`): control messages and `SCM_RIGHTS` (refused with
-//! `EINVAL`: no descriptor, virtual or host, crosses), destination
+//! `getpeername`): control data (`SCM_RIGHTS` of the pair's own
+//! descriptor passes, as on Linux; a length without a buffer is `EFAULT`;
+//! hostile control data: tests/attacks/cmsg.rs), destination
 //! addresses (`EACCES`: checked by the network rules, which name none
 //! here; tests/attacks/network.rs), unsupported flags (`EOPNOTSUPP`), huge and
 //! overflowing lengths and negative address lengths (Linux's errnos); pairs
@@ -54,14 +55,14 @@ fn run(b: Backend, img: &[u8], mode: &str, dir: &Path) -> (RunOutcome, String) {
 }
 
 /// The confined answers. Where they differ from Linux's on purpose
-/// (monitor/src/service/sockets.rs): control data and flags outside the
+/// (monitor/src/service/sockets.rs): flags outside the
 /// supported set are refused, and addresses the network rules do not name;
 /// a negative address length in `recvfrom` is refused before anything is
 /// received (Linux receives the byte, then fails), so the next `recv` still
 /// finds it.
 const REFUSED: &str = "\
-sendmsg SCM_RIGHTS                       -1 EINVAL
-sendmsg controllen without buffer        -1 EINVAL
+sendmsg SCM_RIGHTS                       1
+sendmsg controllen without buffer        -1 EFAULT
 sendto dgram with an address             -1 EACCES
 sendmsg dgram with an address            -1 EACCES
 send MSG_OOB                             -1 EOPNOTSUPP

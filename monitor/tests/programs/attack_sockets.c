@@ -2,9 +2,9 @@
  * sendto, recvfrom, sendmsg, recvmsg, shutdown, getsockname, getpeername).
  *
  * argv[1]:
- *   refused  what Cabin refuses where Linux would act (control messages,
- *            SCM_RIGHTS, destination addresses on a datagram pair, flags
- *            outside the supported set) and Linux's own answers to bad
+ *   refused  what Cabin refuses where Linux would act (destination
+ *            addresses on a datagram pair, flags outside the supported
+ *            set; SCM_RIGHTS of the pair's own descriptor passes) and Linux's own answers to bad
  *            lengths: prints each result (the test knows the expected
  *            lines; some differ from native on purpose).
  *   many     socket pairs until EMFILE: they count against the table.
@@ -56,7 +56,7 @@ static int refused(void)
     h->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(h), &sv[1], sizeof(int));
     SHOW("sendmsg SCM_RIGHTS", sendmsg(sv[0], &m, 0));
-    /* Any control data, even a length with no buffer. */
+    /* A control length with no buffer (EFAULT, as Linux). */
     m.msg_control = NULL;
     m.msg_controllen = 16;
     SHOW("sendmsg controllen without buffer", sendmsg(sv[0], &m, 0));
