@@ -93,9 +93,10 @@ pub struct RunArgs {
     /// Where the program and the monitor's ring worker run: `split` (the worker on one CPU,
     /// the program on the others, when at least two are allowed: a forwarded call is a
     /// round trip between the two, and the worker spins between calls), `shared` (leave
-    /// it to the scheduler; the worker spins only briefly), or `auto`: split when the
-    /// machine is idle at the start, shared when other work wants the CPUs.
-    #[arg(long, value_enum, default_value_t = Cpus::Auto)]
+    /// it to the scheduler), or `auto`: split when the machine is idle at the start;
+    /// when other work wants the CPUs, nothing pinned and brief spins only (better for
+    /// programs streaming data on a busy machine, worse for calls made back to back).
+    #[arg(long, value_enum, default_value_t = Cpus::Split)]
     pub cpus: Cpus,
     /// Print the backend and execute-only notices (`cabin: …`) too.
     #[arg(long, short, conflicts_with = "quiet")]
@@ -143,7 +144,7 @@ pub enum Forwarding {
 /// CPU placement (`--cpus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Cpus {
-    /// Split on an idle machine, shared on a busy one (looked at once, at the start).
+    /// Split on an idle machine; unpinned with brief spins on a busy one (looked at once, at the start).
     Auto,
     /// The worker on one CPU, the program on the others.
     Split,

@@ -22,23 +22,26 @@
 //! 0.56 s of wall time), the load balancer then sees the worker's CPU full
 //! and moves the other work onto the program's one CPU, and a pinned program
 //! cannot move away from it: under two CPU hogs the same run took 1.20-1.38 s
-//! against 0.76-0.90 s natively. So the default, [`CpuPlacement::Auto`],
-//! splits only when the machine is idle at the start ([`busy`]), and otherwise
-//! pins nothing and has the worker spin briefly only ([`crate::ring::THREAD_SPIN`],
-//! the libos not at all): 0.98-1.07 s under the same two hogs. The worker
-//! also drops to the brief spin for the rest of the run as soon as it is
-//! preempted while spinning (load that came after the start; `crate::ring`).
+//! against 0.76-0.90 s natively. [`CpuPlacement::Auto`] (`--cpus auto`,
+//! opt-in) splits only when the machine is idle at the start ([`busy`]),
+//! and otherwise pins nothing and has the worker spin briefly only
+//! ([`crate::ring::THREAD_SPIN`], the libos not at all): 0.98-1.07 s under
+//! the same two hogs; its worker also drops to the brief spin for the rest
+//! of the run as soon as it is preempted while spinning. It is not the
+//! default because the brief spins cost programs that make calls back to
+//! back: under `--load 2` a call with no gap took 27-47 µs instead of
+//! 0.8-1.0 µs (docs/performance.md, "A busy machine").
 
 use std::mem::size_of;
 
 /// How the program and the worker are placed on CPUs (`cabinc run --cpus`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CpuPlacement {
-    /// [`CpuPlacement::Split`] on an idle machine, [`CpuPlacement::Shared`]
-    /// on a busy one ([`busy`], looked at once, at the start).
-    #[default]
+    /// [`CpuPlacement::Split`] on an idle machine; on a busy one ([`busy`],
+    /// looked at once, at the start) nothing pinned and brief spins only.
     Auto,
     /// Worker on one CPU, program on the rest (when at least two are allowed).
+    #[default]
     Split,
     /// Leave it to the scheduler (and spin briefly only).
     Shared,

@@ -375,6 +375,8 @@ pub struct Worker {
     pub slot: usize,
     /// How long to poll an empty ring before sleeping ([`SPIN`] unless set).
     pub spin: Duration,
+    /// Whether a preemption during the spin shortens it ([`Worker::adaptive`]).
+    adaptive: bool,
     /// The thread inside [`Worker::run`], for [`StopHandle::stop`].
     serving: Arc<Kickable>,
     /// Turns a slot's site hint into the call site (read only when the gate
@@ -448,6 +450,13 @@ impl Worker {
         self
     }
 
+    /// With `on` (`--cpus auto`), a worker preempted while it spins drops
+    /// to the [`THREAD_SPIN`] spin for the rest of the run.
+    pub fn adaptive(mut self, on: bool) -> Worker {
+        self.adaptive = on;
+        self
+    }
+
     /// A worker for `ring`, which the monitor initialised.
     pub fn new(ring: RingPtr) -> Worker {
         Worker {
@@ -459,6 +468,7 @@ impl Worker {
             stats: WorkerStats::default(),
             slot: 0,
             spin: SPIN,
+            adaptive: false,
             serving: Arc::default(),
             sites: SiteMap::default(),
         }
@@ -543,7 +553,7 @@ impl Worker {
                 // Preempted while spinning: other work wants this CPU, and the
                 // spin takes time from it (and makes the load balancer crowd
                 // the program's CPU). Poll briefly only from now on.
-                if self.spin > THREAD_SPIN && preempted.check(spun) {
+                if self.adaptive && self.spin > THREAD_SPIN && preempted.check(spun) {
                     self.spin = THREAD_SPIN;
                     self.stats.spin_preempted += 1;
                 }

@@ -122,6 +122,9 @@ impl<'a> Session<'a> {
         // how long it may spin.
         let all_cpus = crate::placement::CpuSet::current();
         let placement = Placement::choose(cfg.cpu_placement);
+        // `--cpus auto` (opt-in): a busy start spins briefly, unpinned, and a
+        // preempted spin shortens (docs/ring.md, "CPU placement").
+        let auto = cfg.cpu_placement == crate::placement::CpuPlacement::Auto;
         // SAFETY: getuid/getgid have no preconditions.
         let ids = unsafe { (libc::getuid(), libc::getgid()) };
         // The tree's shared memory: as large as one process's memory bound
@@ -163,7 +166,7 @@ impl<'a> Session<'a> {
         // the root answers the monitor's own pid).
         let outside_ppid = BootPage::of(domain.memory())?.ppid();
 
-        let mut worker = Worker::new(domain.ring()).placed(placement.is_some());
+        let mut worker = Worker::new(domain.ring()).placed(placement.is_some() || !auto).adaptive(auto);
         let mut sites = SiteMap::for_image(image, domain.entry());
         let mut stopper = domain.stopper();
         domain.start()?;
@@ -311,7 +314,7 @@ impl<'a> Session<'a> {
             boot.set_sig_ignored(next.sig_ignored);
             signal_box = boot.signal_box();
             stopper = domain.stopper();
-            worker = Worker::new(domain.ring()).placed(placement.is_some());
+            worker = Worker::new(domain.ring()).placed(placement.is_some() || !auto).adaptive(auto);
             sites = SiteMap::for_image(&next.image, domain.entry());
             if !tree.set_signals(tree.root(), stopper.clone(), signal_box) {
                 // Killed (or the run ended) while it exec'd.

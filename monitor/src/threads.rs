@@ -633,8 +633,7 @@ fn run_child<D: Domain + Sync>(
         }
         let stopper = domain.stopper();
         let exec_slot: ExecSlot = Mutex::new(None);
-        // A child's worker has no CPU of its own: it spins briefly only.
-        let worker = Worker::new(domain.ring()).placed(false);
+        let worker = Worker::new(domain.ring());
         let mut threads = Threads::new(
             &domain,
             domain.memory(),
