@@ -1,0 +1,491 @@
+//! A bundle's `config.json` (OCI runtime spec), the fields Cabin uses, and
+//! the [`Plan`] it turns into: what the container's init runs and how.
+//!
+//! Unknown fields are ignored (serde's default); fields Cabin cannot honour
+//! are refused with a one-line error naming the field (`process.terminal:
+//! …`). The mapping of `root` and `mounts` onto what the monitor offers
+//! lives in one function, [`Plan::view`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The top of `config.json`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    pub process: Option<Process>,
+    pub root: Option<Root>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub linux: Option<Linux>,
+    #[serde(default)]
+    pub hooks: Option<serde_json::Value>,
+}
+
+/// `process`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    #[serde(default)]
+    pub terminal: bool,
+    #[serde(default)]
+    pub user: User,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: String,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    // `noNewPrivileges` is accepted and not read: a confined program never
+    // gains privileges (no set-id execution, no capabilities).
+}
+
+/// `process.user`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// One of `process.rlimits`.
+#[derive(Debug, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The soft limit is the bound the program meets (`hard` is not read).
+    pub soft: u64,
+}
+
+/// `root`.
+#[derive(Debug, Deserialize)]
+pub struct Root {
+    pub path: String,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// One of `mounts`.
+#[derive(Debug, Deserialize)]
+pub struct Mount {
+    pub destination: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// `linux` (the parts Cabin reads).
+#[derive(Debug, Default, Deserialize)]
+pub struct Linux {
+    #[serde(default)]
+    pub seccomp: Option<serde_json::Value>,
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+/// `linux.resources`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Resources {
+    #[serde(default)]
+    pub memory: Option<MemoryResources>,
+}
+
+/// `linux.resources.memory`.
+#[derive(Debug, Default, Deserialize)]
+pub struct MemoryResources {
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// The annotation naming a Cabin policy file (TOML, docs/policy.md).
+pub const ANNOTATION_POLICY: &str = "dev.cabin.policy";
+/// The annotation choosing the backend: `kvm`, `process` or `auto`.
+pub const ANNOTATION_BACKEND: &str = "dev.cabin.backend";
+
+/// The backend a container runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// kvm where /dev/kvm is usable, else process.
+    Auto,
+    /// A KVM micro-VM.
+    Kvm,
+    /// A seccomp-confined child process.
+    Process,
+}
+
+/// Where the policy comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicySource {
+    /// No policy: the monitor's defaults (path rules only).
+    None,
+    /// `dev.cabin.policy`: a policy file on the host.
+    File(PathBuf),
+    /// `linux.seccomp`, imported as `cabinc policy import --from oci-seccomp` does.
+    Seccomp(serde_json::Value),
+}
+
+/// A bind mount the spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// The host path.
+    pub source: PathBuf,
+    /// Where the container sees it.
+    pub destination: String,
+    /// `ro` among the options.
+    pub readonly: bool,
+}
+
+/// Everything the container's init needs, checked: written by `create`
+/// into the state directory (plan.json), read by the init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The rootfs on the host (absolute).
+    pub rootfs: PathBuf,
+    /// `root.readonly`.
+    pub readonly: bool,
+    /// `process.args` (args[0] as the spec gives it: argv[0] of the program).
+    pub args: Vec<String>,
+    /// The entrypoint, a path in the rootfs (args[0], or found along PATH).
+    pub entrypoint: String,
+    /// `process.env`.
+    pub env: Vec<String>,
+    /// `process.cwd`.
+    pub cwd: String,
+    /// The memory bound in bytes (0: the default), the smallest of
+    /// RLIMIT_AS, RLIMIT_DATA and linux.resources.memory.limit.
+    pub memory: u64,
+    /// RLIMIT_NOFILE, carried into the policy's `[limits] open-files` when there is a policy.
+    pub open_files: Option<u64>,
+    /// RLIMIT_NPROC, carried into `[limits] processes` when there is a policy.
+    pub processes: Option<u64>,
+    /// Bind mounts.
+    pub binds: Vec<Bind>,
+    /// The policy.
+    pub policy: PolicySource,
+    /// The backend.
+    pub backend: BackendChoice,
+}
+
+/// Mount destinations containerd's runc shim (and Kubernetes) always add
+/// for a Linux container, with the types they come with: Cabin's program
+/// gets its /proc answers, devices and IPC from the monitor, so these are
+/// ignored silently.
+const STANDARD_MOUNTS: &[(&str, &[&str])] = &[
+    ("/proc", &["proc"]),
+    ("/dev", &["tmpfs"]),
+    ("/dev/pts", &["devpts"]),
+    ("/dev/shm", &["tmpfs", "bind"]),
+    ("/dev/mqueue", &["mqueue"]),
+    ("/sys", &["sysfs"]),
+    ("/sys/fs/cgroup", &["cgroup", "cgroup2"]),
+    ("/run", &["tmpfs"]),
+];
+
+/// The default PATH to find a bare entrypoint name (runc's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Reads and checks `bundle/config.json` into a [`Plan`]. Errors are one
+/// line and name the field.
+pub fn load(bundle: &Path) -> anyhow::Result<(Plan, BTreeMap<String, String>)> {
+    let file = bundle.join("config.json");
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let spec: Spec = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("{}: {e}; help: the bundle's config.json must be an OCI runtime spec", file.display())
+    })?;
+    let plan = plan_of(bundle, &spec)?;
+    Ok((plan, spec.annotations))
+}
+
+/// Checks a parsed spec; `bundle` resolves a relative `root.path`.
+pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
+    use anyhow::bail;
+    let p = spec.process.as_ref().ok_or_else(|| anyhow::anyhow!("process: missing"))?;
+    if p.terminal {
+        bail!("process.terminal: Cabin does not give containers a terminal yet; help: run without -t/--tty");
+    }
+    if p.user.uid != 0 || p.user.gid != 0 {
+        bail!(
+            "process.user: uid {} gid {}: the program runs as the runtime's own user; only uid 0 and gid 0 \
+             are accepted",
+            p.user.uid,
+            p.user.gid
+        );
+    }
+    if p.args.is_empty() || p.args[0].is_empty() {
+        bail!("process.args: empty; help: the image needs an entrypoint or a command");
+    }
+    if !p.cwd.is_empty() && !p.cwd.starts_with('/') {
+        bail!("process.cwd: {:?} is not an absolute path", p.cwd);
+    }
+    for kv in &p.env {
+        if !kv.contains('=') {
+            bail!("process.env: {kv:?} is not KEY=VALUE");
+        }
+    }
+    let mut memory = 0u64;
+    let mut shrink = |v: u64| {
+        if v > 0 && (memory == 0 || v < memory) {
+            memory = v;
+        }
+    };
+    let (mut open_files, mut processes) = (None, None);
+    for r in &p.rlimits {
+        match r.kind.as_str() {
+            // RLIM_INFINITY is u64::MAX: no bound.
+            "RLIMIT_AS" | "RLIMIT_DATA" if r.soft != u64::MAX => shrink(r.soft),
+            "RLIMIT_NOFILE" if r.soft != u64::MAX => open_files = Some(r.soft),
+            "RLIMIT_NPROC" if r.soft != u64::MAX => processes = Some(r.soft),
+            "RLIMIT_AS" | "RLIMIT_DATA" | "RLIMIT_NOFILE" | "RLIMIT_NPROC" => {}
+            // Resource limits Cabin has no bound for are the host's own
+            // business (core dumps, locked memory, …): carried by nothing.
+            k if k.starts_with("RLIMIT_") => {}
+            k => bail!("process.rlimits: unknown type {k:?}"),
+        }
+    }
+    if let Some(l) = spec.linux.as_ref().and_then(|l| l.resources.as_ref()).and_then(|r| r.memory.as_ref()) {
+        if let Some(limit) = l.limit.filter(|&v| v > 0) {
+            shrink(limit as u64);
+        }
+    }
+    let root = spec.root.as_ref().ok_or_else(|| anyhow::anyhow!("root: missing"))?;
+    if root.path.is_empty() {
+        bail!("root.path: empty");
+    }
+    let rootfs = bundle.join(&root.path);
+    let rootfs = std::fs::canonicalize(&rootfs)
+        .map_err(|e| anyhow::anyhow!("root.path: {}: {e}", rootfs.display()))?;
+    if !rootfs.is_dir() {
+        bail!("root.path: {} is not a directory", rootfs.display());
+    }
+    let mut binds = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        let standard = STANDARD_MOUNTS
+            .iter()
+            .any(|(dst, kinds)| *dst == m.destination && (kinds.contains(&m.kind.as_str()) || is_bind));
+        if standard {
+            continue;
+        }
+        if !m.destination.starts_with('/') {
+            bail!("mounts[{i}].destination: {:?} is not an absolute path", m.destination);
+        }
+        if is_bind {
+            if !Path::new(&m.source).is_absolute() {
+                bail!("mounts[{i}].source: {:?} is not an absolute host path", m.source);
+            }
+            let source = std::fs::canonicalize(&m.source)
+                .map_err(|e| anyhow::anyhow!("mounts[{i}].source: {}: {e}", m.source))?;
+            binds.push(Bind {
+                source,
+                destination: m.destination.clone(),
+                readonly: m.options.iter().any(|o| o == "ro"),
+            });
+            continue;
+        }
+        bail!(
+            "mounts[{i}]: type {:?} at {} is not supported; help: Cabin serves bind mounts only (and ignores \
+             the standard /proc, /dev, /sys mounts)",
+            m.kind,
+            m.destination
+        );
+    }
+    let has_hooks = spec
+        .hooks
+        .as_ref()
+        .and_then(|h| h.as_object())
+        .is_some_and(|o| o.values().any(|v| v.as_array().is_some_and(|a| !a.is_empty())));
+    if has_hooks {
+        bail!("hooks: not supported; help: Cabin runs no host hooks for a container");
+    }
+    let policy = match spec.annotations.get(ANNOTATION_POLICY) {
+        Some(f) if !f.is_empty() => PolicySource::File(PathBuf::from(f)),
+        _ => match spec.linux.as_ref().and_then(|l| l.seccomp.clone()) {
+            Some(s) if !s.is_null() => {
+                // Checked now, so a bad profile fails `create`, not the init.
+                cabin_policy::oci::import("linux.seccomp", &s.to_string())
+                    .map_err(|e| anyhow::anyhow!("linux.seccomp: {e}"))?;
+                PolicySource::Seccomp(s)
+            }
+            _ => PolicySource::None,
+        },
+    };
+    if let PolicySource::File(f) = &policy {
+        crate::policy::load(f).map_err(|e| anyhow::anyhow!("annotations.{ANNOTATION_POLICY}: {e}"))?;
+    }
+    let backend = match spec.annotations.get(ANNOTATION_BACKEND).map(String::as_str) {
+        None | Some("") | Some("auto") => BackendChoice::Auto,
+        Some("kvm") => BackendChoice::Kvm,
+        Some("process") => BackendChoice::Process,
+        Some(other) => bail!("annotations.{ANNOTATION_BACKEND}: {other:?} is not kvm, process or auto"),
+    };
+    let path = p.env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+    let entrypoint = find_entrypoint(&rootfs, &p.args[0], &path)?;
+    Ok(Plan {
+        rootfs,
+        readonly: root.readonly,
+        args: p.args.clone(),
+        entrypoint,
+        env: p.env.clone(),
+        cwd: if p.cwd.is_empty() { "/".into() } else { p.cwd.clone() },
+        memory,
+        open_files,
+        processes,
+        binds,
+        policy,
+        backend,
+    })
+}
+
+/// The entrypoint as a path in the rootfs: `name` itself when it has a
+/// slash, else the first PATH entry where the rootfs has it.
+fn find_entrypoint(rootfs: &Path, name: &str, path: &str) -> anyhow::Result<String> {
+    if name.contains('/') {
+        let abs = if name.starts_with('/') { name.to_string() } else { format!("/{name}") };
+        return Ok(abs);
+    }
+    for dir in path.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = format!("{}/{name}", dir.trim_end_matches('/'));
+        if super::rootfs::open_in_root(rootfs, &candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("process.args[0]: {name:?} is not in the rootfs along PATH {path}")
+}
+
+impl Plan {
+    /// The one place where `root` and `mounts` become what the monitor
+    /// offers: until the monitor has views of the file system, the program
+    /// sees host paths, so the rootfs and each bind's source are allowed
+    /// trees (the rootfs read-only with `root.readonly`, a bind read-only
+    /// with `ro`); the destinations are not applied.
+    pub fn view(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let (mut read, mut write) = (Vec::new(), Vec::new());
+        if self.readonly {
+            read.push(self.rootfs.clone());
+        } else {
+            write.push(self.rootfs.clone());
+        }
+        for b in &self.binds {
+            if b.readonly {
+                read.push(b.source.clone());
+            } else {
+                write.push(b.source.clone());
+            }
+        }
+        (read, write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).expect("spec")
+    }
+
+    fn bundle_with(prog: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("rootfs/bin")).expect("mkdir");
+        std::fs::write(d.path().join("rootfs/bin").join(prog), b"x").expect("write");
+        d
+    }
+
+    fn err(json: &str) -> String {
+        let d = bundle_with("app");
+        plan_of(d.path(), &spec(json)).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_minimal_spec_plans() {
+        let d = bundle_with("app");
+        let p = plan_of(
+            d.path(),
+            &spec(
+                r#"{"process":{"args":["app","x"],"cwd":"/","env":["PATH=/bin"]},"root":{"path":"rootfs"},
+                "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
+                          {"destination":"/dev","type":"tmpfs","source":"tmpfs"}],
+                "unknownField":{"a":1}}"#,
+            ),
+        )
+        .expect("plan");
+        assert_eq!(p.entrypoint, "/bin/app");
+        assert_eq!(p.args, vec!["app", "x"]);
+        assert_eq!(p.backend, BackendChoice::Auto);
+        assert_eq!(p.policy, PolicySource::None);
+        assert!(p.binds.is_empty());
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let root = r#""root":{"path":"rootfs"}"#;
+        assert!(err(&format!(r#"{{"process":{{"args":["/bin/app"],"terminal":true}},{root}}}"#))
+            .starts_with("process.terminal:"));
+        assert!(err(&format!(r#"{{"process":{{"args":["/bin/app"],"user":{{"uid":1000}}}},{root}}}"#))
+            .starts_with("process.user:"));
+        assert!(err(&format!(r#"{{"process":{{"args":[]}},{root}}}"#)).starts_with("process.args:"));
+        assert!(err(&format!(r#"{{"process":{{"args":["nope"]}},{root}}}"#)).starts_with("process.args[0]:"));
+        assert!(err(r#"{"process":{"args":["/bin/app"]}}"#).starts_with("root:"));
+        assert!(
+            err(r#"{"process":{"args":["/bin/app"]},"root":{"path":"missing"}}"#).starts_with("root.path:")
+        );
+        assert!(err(&format!(
+            r#"{{"process":{{"args":["/bin/app"]}},{root},"mounts":[{{"destination":"/x","type":"nfs","source":"h:/x"}}]}}"#
+        ))
+        .starts_with("mounts[0]:"));
+        assert!(err(&format!(
+            r#"{{"process":{{"args":["/bin/app"]}},{root},"annotations":{{"dev.cabin.backend":"qemu"}}}}"#
+        ))
+        .starts_with("annotations.dev.cabin.backend:"));
+        assert!(err(&format!(
+            r#"{{"process":{{"args":["/bin/app"]}},{root},"linux":{{"seccomp":{{"defaultAction":"SCMP_ACT_WHAT"}}}}}}"#
+        ))
+        .starts_with("linux.seccomp:"));
+        assert!(err(&format!(
+            r#"{{"process":{{"args":["/bin/app"]}},{root},"hooks":{{"prestart":[{{"path":"/bin/true"}}]}}}}"#
+        ))
+        .starts_with("hooks:"));
+        // No line breaks: one line each.
+        assert!(!err(r#"{"process":{"args":["/bin/app"],"terminal":true},"root":{"path":"rootfs"}}"#)
+            .contains('\n'));
+    }
+
+    #[test]
+    fn limits_binds_and_annotations_are_carried() {
+        let d = bundle_with("app");
+        let src = tempfile::tempdir().expect("tempdir");
+        let json = format!(
+            r#"{{"process":{{"args":["/bin/app"],"rlimits":[{{"type":"RLIMIT_AS","hard":1073741824,"soft":536870912}},
+               {{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}},{{"type":"RLIMIT_CORE","hard":0,"soft":0}}]}},
+               "root":{{"path":"rootfs","readonly":true}},
+               "mounts":[{{"destination":"/data","type":"bind","source":"{}","options":["rbind","ro"]}}],
+               "linux":{{"resources":{{"memory":{{"limit":268435456}}}}}},
+               "annotations":{{"dev.cabin.backend":"process"}}}}"#,
+            src.path().display()
+        );
+        let p = plan_of(d.path(), &spec(&json)).expect("plan");
+        assert_eq!(p.memory, 256 << 20);
+        assert_eq!(p.open_files, Some(1024));
+        assert_eq!(p.backend, BackendChoice::Process);
+        assert_eq!(p.binds.len(), 1);
+        assert!(p.binds[0].readonly);
+        let (read, write) = p.view();
+        assert_eq!(read.len(), 2);
+        assert!(write.is_empty());
+    }
+}

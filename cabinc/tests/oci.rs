@@ -1,0 +1,615 @@
+//! The OCI runtime (`cabinc oci`, `cabin-runc`; issue 20): runc's command
+//! line driven directly (create / start / state / ps / kill / delete, the
+//! init's stdio and exit status, errors and clean-up) on both backends,
+//! and a real containerd (Debian's package) driving it through its runc
+//! shim: NOT RUN only where containerd cannot start.
+//!
+//! Needs gcc with a static libc (the program is compiled per test).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cabin_tests::tempfile::TempDir;
+
+/// A bound on every wait for a container (a hang fails, never stalls).
+const WAIT: Duration = Duration::from_secs(120);
+
+const PROGRAM: &str = r#"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static volatile sig_atomic_t got;
+static void on(int s) { got = s; }
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "hello") == 0) {
+        printf("hello from cabin, argc=%d\n", argc);
+        return 3;
+    }
+    if (argc > 2 && strcmp(argv[1], "cat") == 0) {
+        FILE *f = fopen(argv[2], "r");
+        if (!f) { printf("open %s: %s\n", argv[2], strerror(errno)); return 1; }
+        char b[256];
+        size_t n = fread(b, 1, sizeof b - 1, f);
+        b[n] = 0;
+        printf("%s", b);
+        return 0;
+    }
+    if (argc > 2 && strcmp(argv[1], "write") == 0) {
+        FILE *f = fopen(argv[2], "w");
+        if (!f) { printf("write %s: %s\n", argv[2], strerror(errno)); return 1; }
+        fputs("x", f);
+        fclose(f);
+        printf("wrote %s\n", argv[2]);
+        return 0;
+    }
+    if (argc > 2 && strcmp(argv[1], "mkdir") == 0) {
+        if (mkdir(argv[2], 0700) != 0) { printf("mkdir: %s\n", strerror(errno)); return 1; }
+        printf("made %s\n", argv[2]);
+        return 0;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on;
+    sigaction(SIGTERM, &sa, 0);
+    printf("ready\n");
+    fflush(stdout);
+    while (!got) pause();
+    printf("got signal %d\n", (int)got);
+    return 7;
+}
+"#;
+
+fn tempdir() -> TempDir {
+    cabin_tests::tempfile::tempdir().expect("tempdir")
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The backends to run on here (KVM only where usable; says NOT RUN otherwise).
+fn backends() -> Vec<&'static str> {
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    if cabin_tests::kvm_available(kvm) {
+        vec!["process", "kvm"]
+    } else {
+        vec!["process"]
+    }
+}
+
+/// Compiles the test program static into `path`.
+fn compile(dir: &Path, path: &Path, extra: &[&str]) {
+    let c = dir.join("app.c");
+    std::fs::write(&c, PROGRAM).expect("write the C source");
+    let o = Command::new("gcc").args(["-O1", "-o"]).arg(path).arg(&c).args(extra).output().expect("run gcc");
+    assert!(o.status.success(), "gcc failed: {}", describe(&o));
+}
+
+/// `cabinc` as `cabin-runc` (a symbolic link in `dir`), as the shim runs it.
+fn runc_link(dir: &Path) -> PathBuf {
+    let link = dir.join("cabin-runc");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cabinc"), &link).expect("symlink cabin-runc");
+    }
+    link
+}
+
+/// A runc command line with `--root` and a JSON `--log`.
+struct Runc {
+    exe: PathBuf,
+    root: PathBuf,
+    log: PathBuf,
+    cache: PathBuf,
+}
+
+impl Runc {
+    fn new(t: &Path) -> Runc {
+        Runc { exe: runc_link(t), root: t.join("state"), log: t.join("log.json"), cache: t.join("cache") }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("--root").arg(&self.root).arg("--log").arg(&self.log).args(["--log-format", "json"]);
+        c.args(args).env("XDG_CACHE_HOME", &self.cache);
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().expect("run cabin-runc")
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let o = self.out(args);
+        assert!(o.status.success(), "cabin-runc {args:?}: {}", describe(&o));
+        o
+    }
+
+    fn state(&self, id: &str) -> serde_json::Value {
+        let o = self.ok(&["state", id]);
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("state is not JSON ({e}): {}", describe(&o)))
+    }
+}
+
+/// A bundle: rootfs/bin/app (the program) and config.json.
+fn bundle(t: &Path, name: &str, args: &[&str], annotations: serde_json::Value) -> PathBuf {
+    let b = t.join(name);
+    std::fs::create_dir_all(b.join("rootfs/bin")).expect("mkdir rootfs");
+    compile(t, &b.join("rootfs/bin/app"), &["-static"]);
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": { "args": args, "env": ["PATH=/bin"], "cwd": "/", "user": { "uid": 0, "gid": 0 } },
+        "root": { "path": "rootfs" },
+        "mounts": [ { "destination": "/proc", "type": "proc", "source": "proc" } ],
+        "annotations": annotations,
+        "linux": { "namespaces": [ { "type": "pid" } ] }
+    });
+    std::fs::write(b.join("config.json"), serde_json::to_vec_pretty(&config).expect("json")).expect("config");
+    b
+}
+
+/// Waits (bounded) until `f` holds.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Makes this test process a child subreaper (as the shim is), so the
+/// init that `create` leaves behind is ours to reap: its status is the
+/// container's exit status.
+fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// Reaps `pid` (bounded); its exit status (128 + N for a signal N).
+fn reap(pid: i32) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+        }
+        assert!(r == 0, "waitpid({pid}): {}", std::io::Error::last_os_error());
+        assert!(Instant::now() < deadline, "the init {pid} did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// create → state created (pid = pid file, stdio = create's) → start →
+/// running, ps lists the init → kill TERM reaches the program's handler →
+/// stopped, exit status 7 → delete removes everything. On both backends.
+#[test]
+fn create_start_kill_delete_on_both_backends() {
+    become_subreaper();
+    for backend in backends() {
+        let t = tempdir();
+        let runc = Runc::new(t.path());
+        let b = bundle(t.path(), "bundle", &["app"], serde_json::json!({ "dev.cabin.backend": backend }));
+        let id = format!("c-{backend}");
+        let pid_file = t.path().join("init.pid");
+        let out_file = t.path().join("stdout");
+        let stdout = std::fs::File::create(&out_file).expect("stdout file");
+        let o = runc
+            .cmd(&["create", "--bundle", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(std::fs::File::create(t.path().join("stderr")).expect("stderr file"))
+            .status()
+            .expect("create");
+        // The init keeps create's stdio: files, so nothing waits for their end.
+        let err = || std::fs::read_to_string(t.path().join("stderr")).unwrap_or_default();
+        assert!(o.success(), "{backend}: create: {o:?}: {}", err());
+        let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("a pid");
+        let s = runc.state(&id);
+        assert_eq!(s["status"], "created", "{backend}: {s}");
+        assert_eq!(s["pid"], pid, "{backend}: {s}");
+        assert_eq!(s["id"], id.as_str());
+        assert_eq!(s["bundle"], b.to_str().unwrap());
+        assert_eq!(s["annotations"]["dev.cabin.backend"], backend);
+        assert!(s["ociVersion"].as_str().is_some());
+        // Not started: the program has not run.
+        assert_eq!(std::fs::read_to_string(&out_file).expect("read"), "");
+        let again = runc.out(&["create", "--bundle", b.to_str().unwrap(), &id]);
+        assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("exists"));
+
+        runc.ok(&["start", &id]);
+        wait_until("ready", || std::fs::read_to_string(&out_file).unwrap_or_default().contains("ready"));
+        assert_eq!(runc.state(&id)["status"], "running");
+        let twice = runc.out(&["start", &id]);
+        assert!(!twice.status.success(), "{backend}: a second start: {}", describe(&twice));
+        let ps = runc.ok(&["ps", "--format", "json", &id]);
+        let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).expect("ps json");
+        assert!(pids.contains(&pid), "{backend}: ps {pids:?} lacks {pid}");
+        let refused = runc.out(&["delete", &id]);
+        assert!(
+            !refused.status.success(),
+            "{backend}: delete of a running container: {}",
+            describe(&refused)
+        );
+
+        runc.ok(&["kill", &id, "15"]);
+        assert_eq!(reap(pid), 7, "{backend}: the exit status is the program's");
+        let out = std::fs::read_to_string(&out_file).expect("read");
+        assert_eq!(out, "ready\ngot signal 15\n", "{backend}");
+        assert_eq!(runc.state(&id)["status"], "stopped");
+        let k = runc.out(&["kill", &id, "TERM"]);
+        assert!(!k.status.success(), "{backend}: kill of a stopped container");
+        runc.ok(&["delete", &id]);
+        assert!(!runc.root.join(&id).exists(), "{backend}: delete leaves nothing");
+        let gone = runc.out(&["state", &id]);
+        assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"), "{}", describe(&gone));
+    }
+}
+
+/// `run` (no --detach) passes stdout and the status through and deletes
+/// the container; `delete` of a created container ends its init; a
+/// running one goes with --force.
+#[test]
+fn run_and_forced_delete() {
+    become_subreaper();
+    let t = tempdir();
+    let runc = Runc::new(t.path());
+    let b = bundle(t.path(), "bundle", &["/bin/app", "hello", "x"], serde_json::json!({}));
+    let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), "r1"]);
+    assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from cabin, argc=3\n");
+    assert!(!runc.root.join("r1").exists());
+
+    // Created, never started: delete ends the waiting init.
+    runc.cmd(&["create", "--bundle", b.to_str().unwrap(), "r2"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("create");
+    let pid = runc.state("r2")["pid"].as_i64().expect("pid") as i32;
+    runc.ok(&["delete", "r2"]);
+    assert!(reap(pid) >= 128, "the init was killed");
+    assert!(!runc.root.join("r2").exists());
+
+    // Running: --force.
+    let b2 = bundle(t.path(), "bundle2", &["/bin/app"], serde_json::json!({}));
+    runc.cmd(&["create", "--bundle", b2.to_str().unwrap(), "r3"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("create");
+    let pid = runc.state("r3")["pid"].as_i64().expect("pid") as i32;
+    runc.ok(&["start", "r3"]);
+    runc.ok(&["delete", "--force", "r3"]);
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    assert!(!runc.root.join("r3").exists());
+}
+
+/// Bad bundles: one-line errors naming the field, on stderr and as a JSON
+/// line in --log; nothing left in the state root; a dynamic entrypoint
+/// refused; ids that would leave the root refused.
+#[test]
+fn bad_bundles_are_refused_with_the_field_and_leave_nothing() {
+    let t = tempdir();
+    let runc = Runc::new(t.path());
+    let b = bundle(t.path(), "bundle", &["/bin/app"], serde_json::json!({}));
+    let config = std::fs::read_to_string(b.join("config.json")).expect("config");
+    let cases: &[(&str, &str)] = &[
+        (r#""cwd": "/""#, r#""cwd": "/", "terminal": true"#),
+        (r#""uid": 0"#, r#""uid": 1000"#),
+        (r#""path": "rootfs""#, r#""path": "nope""#),
+        (r#""type": "proc""#, r#""type": "nfs""#),
+        (r#""args": ["#, r#""args": ["/bin/missing", "#),
+    ];
+    let fields = ["process.terminal", "process.user", "root.path", "mounts[0]", "process.args[0]"];
+    for ((from, to), field) in cases.iter().zip(fields) {
+        assert!(config.contains(from), "{from}");
+        std::fs::write(b.join("config.json"), config.replacen(from, to, 1)).expect("config");
+        let _ = std::fs::remove_file(&runc.log);
+        let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "bad"]);
+        assert_eq!(o.status.code(), Some(1), "{field}: {}", describe(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{field}: {err}");
+        assert!(err.contains(field), "{field}: {err}");
+        let log = std::fs::read_to_string(&runc.log).expect("log");
+        let line: serde_json::Value =
+            serde_json::from_str(log.lines().next().expect("a line")).expect("JSON line");
+        assert_eq!(line["level"], "error");
+        assert!(line["msg"].as_str().is_some_and(|m| m.contains(field)), "{line}");
+        assert!(!runc.root.join("bad").exists(), "{field}: a refused create leaves nothing");
+    }
+    std::fs::write(b.join("config.json"), "{ not json").expect("config");
+    let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "bad"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"), "{}", describe(&o));
+
+    // A dynamic entrypoint.
+    std::fs::write(b.join("config.json"), &config).expect("config");
+    compile(t.path(), &b.join("rootfs/bin/app"), &[]);
+    let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "dyn"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dynamically linked"), "{}", describe(&o));
+    assert!(!runc.root.join("dyn").exists());
+
+    for id in ["..", "a/b", "../escape"] {
+        let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), id]);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("invalid container id"),
+            "{id}: {}",
+            describe(&o)
+        );
+    }
+    let o = runc.out(&["delete", "nothing-here"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"), "{}", describe(&o));
+}
+
+/// `cabin-runc --version`, `features`, and `cabinc oci` as the same thing.
+#[test]
+fn version_and_features() {
+    let t = tempdir();
+    let runc = Runc::new(t.path());
+    let o = runc.ok(&["--version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("cabin-runc version "));
+    let f: serde_json::Value = serde_json::from_slice(&runc.ok(&["features"]).stdout).expect("features JSON");
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_cabinc")).args(["oci", "features"]).output().expect("cabinc oci");
+    assert!(o.status.success(), "{}", describe(&o));
+}
+
+// ---------------------------------------------------------------------------
+// containerd: Debian's containerd with its own root, state, socket and
+// config under a temp dir; its runc shim drives `cabin-runc`.
+
+/// A containerd of this test's own; killed (by its pid) when dropped.
+struct Containerd {
+    child: std::process::Child,
+    dir: PathBuf,
+    address: PathBuf,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the containerd this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where `name` is on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
+        .unwrap_or(None)
+}
+
+impl Containerd {
+    /// Starts containerd; `None` (NOT RUN printed) where it cannot start.
+    fn start(t: &Path) -> Option<Containerd> {
+        let (Some(bin), Some(_)) = (which("containerd"), which("ctr")) else {
+            cabin_tests::not_run(
+                "containerd",
+                "containerd and ctr are not installed (apt-get install containerd)",
+            );
+            return None;
+        };
+        let dir = t.join("ctrd");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let address = dir.join("c.sock");
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{a}\"\n[ttrpc]\n  address = \"{a}.ttrpc\"\n\
+             [debug]\n  address = \"{d}/debug.sock\"\n",
+            d = dir.display(),
+            a = address.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).expect("config");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("XDG_CACHE_HOME", t.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let mut c = Containerd { child, dir, address };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if c.ctr(&["version"]).status.success() {
+                return Some(c);
+            }
+            let log = std::fs::read_to_string(c.dir.join("containerd.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+            if let Ok(Some(st)) = c.child.try_wait() {
+                cabin_tests::not_run("containerd", &format!("containerd could not start ({st}): {tail}"));
+                return None;
+            }
+            if Instant::now() > deadline {
+                cabin_tests::not_run("containerd", &format!("containerd did not answer within 60s: {tail}"));
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.address).args(["--namespace", "cabin"]).args(args);
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).stdin(Stdio::null()).output().expect("run ctr")
+    }
+}
+
+/// Writes `rootfs` as an OCI image layout tarball named `name` (one
+/// uncompressed layer); returns the tarball.
+fn image_tarball(t: &Path, rootfs: &Path, name: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let lay = t.join("layout");
+    let blobs = lay.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let layer = t.join("layer.tar");
+    let o = Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "tar: {}", describe(&o));
+    let blob = |bytes: &[u8]| -> (String, usize) {
+        let d = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&d), bytes).expect("blob");
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let (layer_digest, layer_size) = blob(&std::fs::read(&layer).expect("layer"));
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Entrypoint": ["/bin/app"], "Env": ["PATH=/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] }
+    });
+    let (config_digest, config_size) = blob(&serde_json::to_vec(&config).expect("json"));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size },
+        "layers": [ { "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size } ]
+    });
+    let (manifest_digest, manifest_size) = blob(&serde_json::to_vec(&manifest).expect("json"));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [ {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "platform": { "architecture": "amd64", "os": "linux" },
+            "annotations": { "io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest" }
+        } ]
+    });
+    std::fs::write(lay.join("index.json"), serde_json::to_vec(&index).expect("json")).expect("index");
+    std::fs::write(lay.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    let tarball = t.join("image.tar");
+    let o = Command::new("tar").arg("-C").arg(&lay).arg("-cf").arg(&tarball).arg(".").output().expect("tar");
+    assert!(o.status.success(), "tar: {}", describe(&o));
+    tarball
+}
+
+/// containerd's runc shim runs an image built here from a local tarball
+/// with `cabin-runc`: stdout and the exit code on both backends, `ctr task
+/// ps`, `ctr task kill` reaching the program's SIGTERM handler, a bind
+/// mount, a read-only rootfs refusing a write, a seccomp profile applied.
+#[test]
+fn containerd_runs_cabin_containers() {
+    let t = tempdir();
+    let Some(ctrd) = Containerd::start(t.path()) else { return };
+    let rootfs = t.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
+    compile(t.path(), &rootfs.join("bin/app"), &["-static"]);
+    let name = "docker.io/cabin/app:latest";
+    let tarball = image_tarball(t.path(), &rootfs, name);
+    let o = ctrd.ctr(&["image", "import", "--snapshotter", "native", tarball.to_str().unwrap()]);
+    assert!(o.status.success(), "ctr image import: {}", describe(&o));
+    let runc = runc_link(t.path());
+    let run_args = |id: &str, extra: &[&str], args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> =
+            ["run", "--rm", "--snapshotter", "native", "--runtime", "io.containerd.runc.v2"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        v.push("--runc-binary".into());
+        v.push(runc.display().to_string());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push(name.into());
+        v.push(id.into());
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let ctr_run = |id: &str, extra: &[&str], args: &[&str]| -> Output {
+        let a = run_args(id, extra, args);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ctrd.ctr(&a)
+    };
+
+    for backend in backends() {
+        let ann = format!("dev.cabin.backend={backend}");
+        let o = ctr_run(&format!("hello-{backend}"), &["--annotation", &ann], &["/bin/app", "hello"]);
+        assert_eq!(o.status.code(), Some(3), "{backend}: {}", describe(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from cabin, argc=2\n", "{backend}");
+    }
+
+    // kill: SIGTERM reaches the handler; ps lists the init.
+    let out_file = t.path().join("kill.out");
+    let a = run_args("killme", &[], &["/bin/app"]);
+    let mut child = ctrd
+        .ctr_cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_file).expect("out"))
+        .stderr(std::fs::File::create(t.path().join("kill.err")).expect("err"))
+        .spawn()
+        .expect("ctr run");
+    wait_until("ready", || std::fs::read_to_string(&out_file).unwrap_or_default().contains("ready"));
+    let ps = ctrd.ctr(&["task", "ps", "killme"]);
+    assert!(ps.status.success(), "ctr task ps: {}", describe(&ps));
+    let listed = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        listed.lines().skip(1).any(|l| l.split_whitespace().next().is_some_and(|p| p.parse::<u32>().is_ok())),
+        "{listed}"
+    );
+    let k = ctrd.ctr(&["task", "kill", "killme"]);
+    assert!(k.status.success(), "ctr task kill: {}", describe(&k));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait ctr") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ctr run did not end after kill");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(std::fs::read_to_string(&out_file).expect("out"), "ready\ngot signal 15\n");
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "{}",
+        std::fs::read_to_string(t.path().join("kill.err")).unwrap_or_default()
+    );
+
+    // seccomp: a profile denying mkdir with EPERM.
+    let profile = t.path().join("seccomp.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .expect("profile");
+    let target = t.path().join("made-by-the-container");
+    let prof = format!("--seccomp-profile={}", profile.display());
+    let o = ctr_run("seccomp", &["--seccomp", &prof], &["/bin/app", "mkdir", target.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "mkdir: Operation not permitted\n", "{}", describe(&o));
+    assert_eq!(o.status.code(), Some(1));
+}
