@@ -60,6 +60,78 @@ pub struct RunConfig {
     /// Whether the program and the ring worker get CPUs of their own
     /// (`--cpus`; default: split, see [`crate::placement`]).
     pub cpu_placement: crate::placement::CpuPlacement,
+    /// A view of the file system (`--root`, `--bind`, `--tmpfs`,
+    /// `--chdir`, or the policy file's `[view]`): the program sees only
+    /// what the view shows, under the view's paths. `None`: host paths
+    /// under [`RunConfig::allow_read`]/[`RunConfig::allow_write`], as
+    /// before. With a view, `allow_read`/`allow_write` must be empty (bind
+    /// the directories instead). See docs/views.md.
+    pub view: Option<View>,
+}
+
+/// What the program sees as its file system: `root` as `/`, each bind's
+/// host directory (or file) at its view path, a fresh memory-backed
+/// directory at each tmpfs path, and `chdir` as its starting directory.
+/// Everything else does not exist for the program (`ENOENT`, as in a
+/// container). Paths the program names and reports (`getcwd`, fd paths)
+/// are view paths; the trace records view and host path.
+///
+/// Resolution never leaves the view: the root is resolved with
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` (so `..` at `/`
+/// stays at `/` and absolute symlinks resolve inside the root), each bind
+/// and tmpfs with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` from its host
+/// directory (a symlink or `..` leaving it is refused, as for the allowed
+/// trees). Renaming or linking across two of them is `EXDEV`, a write
+/// under a read-only one `EROFS`, as Linux answers for mounts.
+///
+/// This API is stable: OCI `root` maps to `root`/`root_readonly`, OCI
+/// `mounts` of type bind to `binds` (option `ro` to `readonly`) and of
+/// type tmpfs to `tmpfs` (option `size=` to `size`), `process.cwd` to
+/// `chdir`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// The host directory the program sees as `/`. `None`: an empty
+    /// directory made by the monitor (read-only; holding only the mount
+    /// points of `binds` and `tmpfs`), removed at the end.
+    pub root: Option<PathBuf>,
+    /// Whether `/` itself (not the binds and tmpfs in it) is read-only
+    /// (`EROFS` for a change).
+    pub root_readonly: bool,
+    /// Host paths shown at view paths (later entries over earlier ones at
+    /// equal paths; a longer view path wins inside a shorter one).
+    pub binds: Vec<Bind>,
+    /// Memory-backed directories.
+    pub tmpfs: Vec<Tmpfs>,
+    /// The program's starting directory, a view path (absolute); `None`:
+    /// `/`.
+    pub chdir: Option<PathBuf>,
+}
+
+/// One `--bind SRC:DST[:ro]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// The host path (a directory or a file; resolved once at start).
+    pub src: PathBuf,
+    /// Where the program sees it: an absolute view path, not `/`.
+    pub dst: PathBuf,
+    /// A change under it is `EROFS`.
+    pub readonly: bool,
+}
+
+/// One `--tmpfs DST[:SIZE]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// Where the program sees it: an absolute view path, not `/`.
+    pub dst: PathBuf,
+    /// Its capacity in bytes (data and metadata, as the kernel's tmpfs
+    /// counts them); writes past it are `ENOSPC`. Counted against the
+    /// memory limit.
+    pub size: u64,
+}
+
+impl Tmpfs {
+    /// The size when none is given (`--tmpfs DST`): 64 MiB.
+    pub const DEFAULT_SIZE: u64 = 64 << 20;
 }
 
 impl RunConfig {
@@ -169,6 +241,10 @@ pub enum RunError {
          help: drop --require-execute-only or use a CPU with PKU"
     )]
     ExecuteOnlyUnavailable,
+    /// The view (`RunConfig::view`) cannot be set up: the message names
+    /// the path and the fix.
+    #[error("cannot set up the view: {0}")]
+    View(String),
     /// An `--allow-read`/`--allow-write` directory cannot be used.
     #[error(transparent)]
     AllowedDirs(#[from] crate::service::fs::FsError),

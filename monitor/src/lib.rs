@@ -58,4 +58,4 @@ pub mod trace;
 pub mod tree;
 pub mod watch;
 
-pub use config::{EndReason, GateConfig, RunConfig, RunError, RunOutcome};
+pub use config::{Bind, EndReason, GateConfig, RunConfig, RunError, RunOutcome, Tmpfs, View};

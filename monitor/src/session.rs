@@ -71,6 +71,13 @@ impl<'a> Session<'a> {
         // forwarder receives these signals (docs/signals.md).
         let _blocked = cfg.forward_signals.then(crate::signals::block);
         D::available()?;
+        if cfg.view.is_some() {
+            // The API lands first (the OCI runtime builds on it); the next
+            // commit implements it.
+            return Err(RunError::View(
+                "views are not implemented in this build yet; help: run without a view".into(),
+            ));
+        }
         let xo = D::execute_only(&elf);
         if cfg.require_execute_only && !xo.enforced {
             return Err(RunError::ExecuteOnlyUnavailable);
