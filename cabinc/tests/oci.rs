@@ -612,4 +612,34 @@ fn containerd_runs_cabin_containers() {
     let o = ctr_run("seccomp", &["--seccomp", &prof], &["/bin/app", "mkdir", target.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "mkdir: Operation not permitted\n", "{}", describe(&o));
     assert_eq!(o.status.code(), Some(1));
+
+    // A bind mount (read-only): its source is readable, a write under it
+    // refused; without the mount the same path is not the container's.
+    // (Until the monitor serves views the program sees host paths:
+    // docs/kubernetes.md.)
+    let shared = t.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    std::fs::write(shared.join("file"), "bound\n").expect("write");
+    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", shared.display());
+    let file = shared.join("file");
+    let o = ctr_run("bind", &["--mount", &mount], &["/bin/app", "cat", file.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "bound\n", "{}", describe(&o));
+    assert_eq!(o.status.code(), Some(0));
+    let o = ctr_run("nobind", &[], &["/bin/app", "cat", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "without the mount: {}", describe(&o));
+    let new = shared.join("new");
+    let o = ctr_run("bindro", &["--mount", &mount], &["/bin/app", "write", new.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "a write under a ro bind: {}", describe(&o));
+    assert!(!new.exists());
+
+    // A read-only rootfs refuses a write that a writable one takes.
+    let task_rootfs =
+        |id: &str| ctrd.dir.join("state/io.containerd.runtime.v2.task/cabin").join(id).join("rootfs");
+    let target = task_rootfs("ro").join("new-file");
+    let o = ctr_run("ro", &["--read-only"], &["/bin/app", "write", target.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "a write to a read-only rootfs: {}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("write "), "{}", describe(&o));
+    let target = task_rootfs("rw").join("new-file");
+    let o = ctr_run("rw", &[], &["/bin/app", "write", target.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "a write to a writable rootfs: {}", describe(&o));
 }

@@ -598,7 +598,8 @@ fn features() -> Result<ExitCode> {
 
 /// The RunConfig of a plan (policy loaded, limits and the view applied).
 fn run_config(plan: &Plan) -> Result<(RunConfig, BackendChoice)> {
-    let (read, write) = plan.view();
+    let (read, write) =
+        if spec::MONITOR_SERVES_VIEWS { (Vec::new(), Vec::new()) } else { plan.allowed_trees() };
     let mut policy = match &plan.policy {
         PolicySource::None => None,
         PolicySource::File(f) => Some(
@@ -645,6 +646,7 @@ fn run_config(plan: &Plan) -> Result<(RunConfig, BackendChoice)> {
         arena_bytes: memory.unwrap_or(0),
         forward_signals: true,
         gate: GateConfig { policy, trace: Default::default(), start },
+        view: spec::MONITOR_SERVES_VIEWS.then(|| plan.view()),
         ..RunConfig::default()
     };
     Ok((cfg, plan.backend))

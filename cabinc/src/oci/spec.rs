@@ -4,7 +4,8 @@
 //! Unknown fields are ignored (serde's default); fields Cabin cannot honour
 //! are refused with a one-line error naming the field (`process.terminal:
 //! …`). The mapping of `root` and `mounts` onto what the monitor offers
-//! lives in one function, [`Plan::view`].
+//! lives in [`Plan::view`] (a `cabin_monitor::View`) and, until the
+//! monitor serves views, [`Plan::allowed_trees`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -149,6 +150,21 @@ pub struct Bind {
     pub readonly: bool,
 }
 
+/// A tmpfs mount the spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    /// Where the container sees it.
+    pub destination: String,
+    /// `size=` among the options (bytes), else the monitor's default.
+    pub size: u64,
+}
+
+/// Whether the monitor serves a [`cabin_monitor::View`] yet: the view API
+/// landed before its implementation (s26-views), and until it is served
+/// the container runs on allowed trees ([`Plan::allowed_trees`]) and a
+/// tmpfs mount is refused. One switch, flipped when the monitor serves views.
+pub const MONITOR_SERVES_VIEWS: bool = false;
+
 /// Everything the container's init needs, checked: written by `create`
 /// into the state directory (plan.json), read by the init.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +190,8 @@ pub struct Plan {
     pub processes: Option<u64>,
     /// Bind mounts.
     pub binds: Vec<Bind>,
+    /// tmpfs mounts (not the standard ones).
+    pub tmpfs: Vec<TmpfsMount>,
     /// The policy.
     pub policy: PolicySource,
     /// The backend.
@@ -273,6 +291,7 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
         bail!("root.path: {} is not a directory", rootfs.display());
     }
     let mut binds = Vec::new();
+    let mut tmpfs = Vec::new();
     for (i, m) in spec.mounts.iter().enumerate() {
         let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
         let standard = STANDARD_MOUNTS
@@ -297,11 +316,16 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
             });
             continue;
         }
+        if m.kind == "tmpfs" && MONITOR_SERVES_VIEWS {
+            tmpfs.push(TmpfsMount { destination: m.destination.clone(), size: tmpfs_size(i, &m.options)? });
+            continue;
+        }
         bail!(
-            "mounts[{i}]: type {:?} at {} is not supported; help: Cabin serves bind mounts only (and ignores \
+            "mounts[{i}]: type {:?} at {} is not supported; help: Cabin serves bind mounts{} (and ignores \
              the standard /proc, /dev, /sys mounts)",
             m.kind,
-            m.destination
+            m.destination,
+            if MONITOR_SERVES_VIEWS { " and tmpfs" } else { "" }
         );
     }
     let has_hooks = spec
@@ -346,6 +370,7 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
         open_files,
         processes,
         binds,
+        tmpfs,
         policy,
         backend,
     })
@@ -367,13 +392,50 @@ fn find_entrypoint(rootfs: &Path, name: &str, path: &str) -> anyhow::Result<Stri
     anyhow::bail!("process.args[0]: {name:?} is not in the rootfs along PATH {path}")
 }
 
+/// A tmpfs mount's `size=` option (bytes, or with k/m/g), else the default.
+fn tmpfs_size(i: usize, options: &[String]) -> anyhow::Result<u64> {
+    match options.iter().find_map(|o| o.strip_prefix("size=")) {
+        None => Ok(cabin_monitor::Tmpfs::DEFAULT_SIZE),
+        Some(v) => {
+            crate::run::parse_size(v).map_err(|e| anyhow::anyhow!("mounts[{i}].options: size={v}: {e}"))
+        }
+    }
+}
+
 impl Plan {
-    /// The one place where `root` and `mounts` become what the monitor
-    /// offers: until the monitor has views of the file system, the program
-    /// sees host paths, so the rootfs and each bind's source are allowed
-    /// trees (the rootfs read-only with `root.readonly`, a bind read-only
-    /// with `ro`); the destinations are not applied.
-    pub fn view(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    /// The one place where `root`, `mounts` and `process.cwd` become a
+    /// view of the file system: the rootfs is `/` (read-only with
+    /// `root.readonly`), each bind shows its source at its destination
+    /// (`ro`: read-only), each tmpfs is a memory-backed directory, the cwd
+    /// is the starting directory.
+    pub fn view(&self) -> cabin_monitor::View {
+        cabin_monitor::View {
+            root: Some(self.rootfs.clone()),
+            root_readonly: self.readonly,
+            binds: self
+                .binds
+                .iter()
+                .map(|b| cabin_monitor::Bind {
+                    src: b.source.clone(),
+                    dst: PathBuf::from(&b.destination),
+                    readonly: b.readonly,
+                })
+                .collect(),
+            tmpfs: self
+                .tmpfs
+                .iter()
+                .map(|t| cabin_monitor::Tmpfs { dst: PathBuf::from(&t.destination), size: t.size })
+                .collect(),
+            chdir: Some(PathBuf::from(&self.cwd)),
+        }
+    }
+
+    /// Until the monitor serves views ([`MONITOR_SERVES_VIEWS`]): the
+    /// program sees host paths, so the rootfs and each bind's source are
+    /// allowed trees (read, write): the rootfs read-only with
+    /// `root.readonly`, a bind read-only with `ro`; destinations and the
+    /// cwd are not applied.
+    pub fn allowed_trees(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         let (mut read, mut write) = (Vec::new(), Vec::new());
         if self.readonly {
             read.push(self.rootfs.clone());
@@ -484,8 +546,16 @@ mod tests {
         assert_eq!(p.backend, BackendChoice::Process);
         assert_eq!(p.binds.len(), 1);
         assert!(p.binds[0].readonly);
-        let (read, write) = p.view();
+        let (read, write) = p.allowed_trees();
         assert_eq!(read.len(), 2);
         assert!(write.is_empty());
+        let v = p.view();
+        assert_eq!(v.root.as_deref(), Some(p.rootfs.as_path()));
+        assert!(v.root_readonly);
+        assert_eq!(v.binds.len(), 1);
+        assert_eq!(v.binds[0].dst, PathBuf::from("/data"));
+        assert_eq!(v.binds[0].src, std::fs::canonicalize(src.path()).expect("canonical"));
+        assert!(v.binds[0].readonly);
+        assert_eq!(v.chdir, Some(PathBuf::from("/")));
     }
 }
