@@ -355,6 +355,47 @@ fn bad_bundles_are_refused_with_the_field_and_leave_nothing() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"), "{}", describe(&o));
 }
 
+/// Attacks from inside: the container's program cannot read its bundle's
+/// config.json nor write its runtime state (both outside its rootfs); an
+/// image whose entrypoint is a symbolic link out of the rootfs (absolute,
+/// or through `..`) does not make the runtime read a host file.
+#[test]
+fn a_container_cannot_reach_its_bundle_state_or_host_files() {
+    let t = tempdir();
+    let runc = Runc::new(t.path());
+    let b = bundle(t.path(), "bundle", &["/bin/app"], serde_json::json!({}));
+    let config = std::fs::read_to_string(b.join("config.json")).expect("config");
+    let with_args = |args: &[&str]| {
+        let mut v: serde_json::Value = serde_json::from_str(&config).expect("json");
+        v["process"]["args"] = serde_json::json!(args);
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&v).expect("json")).expect("config");
+    };
+    let cfg = b.join("config.json");
+    with_args(&["/bin/app", "cat", cfg.to_str().unwrap()]);
+    let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), "a1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("open "), "{}", describe(&o));
+    let state = runc.root.join("a2/state.json");
+    with_args(&["/bin/app", "write", state.to_str().unwrap()]);
+    let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), "a2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("write "), "{}", describe(&o));
+
+    // Entrypoints that are links out of the rootfs: resolved inside it.
+    let outside = t.path().join("outside-app");
+    compile(t.path(), &outside, &["-static"]);
+    let link = b.join("rootfs/bin/link");
+    std::os::unix::fs::symlink(&outside, &link).expect("symlink");
+    std::os::unix::fs::symlink("../../../outside-app", b.join("rootfs/bin/up")).expect("symlink");
+    for entry in ["/bin/link", "/bin/up", "/../../outside-app"] {
+        with_args(&[entry, "hello"]);
+        let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "a3"]);
+        assert_eq!(o.status.code(), Some(1), "{entry}: {}", describe(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("process.args[0]"), "{entry}: {}", describe(&o));
+        assert!(!runc.root.join("a3").exists());
+    }
+}
+
 /// `cabin-runc --version`, `features`, and `cabinc oci` as the same thing.
 #[test]
 fn version_and_features() {
