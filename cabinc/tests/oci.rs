@@ -396,6 +396,55 @@ fn a_container_cannot_reach_its_bundle_state_or_host_files() {
     }
 }
 
+/// The annotations: `dev.cabin.policy` (a policy file: mkdir denied with
+/// EPERM) and `linux.seccomp` in the spec (mkdir denied with ENOSPC, as an
+/// imported profile); a bad policy file is refused at create, naming the
+/// annotation.
+#[test]
+fn policy_annotation_and_spec_seccomp_apply() {
+    let t = tempdir();
+    let runc = Runc::new(t.path());
+    let target = t.path().join("made");
+    let policy = t.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"mkdir\", \"mkdirat\"]\ndeny-errno = \"EPERM\"\n",
+    )
+    .expect("policy");
+    let b = bundle(
+        t.path(),
+        "b1",
+        &["/bin/app", "mkdir", target.to_str().unwrap()],
+        serde_json::json!({ "dev.cabin.policy": policy.to_str().unwrap() }),
+    );
+    let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), "p1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "mkdir: Operation not permitted\n", "{}", describe(&o));
+
+    let b = bundle(t.path(), "b2", &["/bin/app", "mkdir", target.to_str().unwrap()], serde_json::json!({}));
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).expect("config")).expect("json");
+    v["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [ { "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28 } ]
+    });
+    std::fs::write(b.join("config.json"), serde_json::to_vec(&v).expect("json")).expect("config");
+    let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), "p2"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "mkdir: No space left on device\n", "{}", describe(&o));
+    assert!(!target.exists());
+
+    std::fs::write(&policy, "version = 1\n[default]\naction = \"sometimes\"\n").expect("policy");
+    let b = bundle(
+        t.path(),
+        "b3",
+        &["/bin/app"],
+        serde_json::json!({ "dev.cabin.policy": policy.to_str().unwrap() }),
+    );
+    let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "p3"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("annotations.dev.cabin.policy"), "{}", describe(&o));
+    assert!(!runc.root.join("p3").exists());
+}
+
 /// `cabin-runc --version`, `features`, and `cabinc oci` as the same thing.
 #[test]
 fn version_and_features() {
