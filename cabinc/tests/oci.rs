@@ -94,6 +94,47 @@ fn compile(dir: &Path, path: &Path, extra: &[&str]) {
     assert!(o.status.success(), "gcc failed: {}", describe(&o));
 }
 
+/// Runs `cmd` to its end with stdout and stderr captured, bounded by
+/// [`WAIT`] (killed and failed past it: a hang fails, never stalls). The
+/// output is what arrived once the command ended and its pipes closed (a
+/// container's init may hold them a little longer).
+fn bounded_output(cmd: &mut Command) -> Output {
+    use std::io::Read;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("stdout")));
+    let err = reader(Box::new(child.stderr.take().expect("stderr")));
+    let status = bounded_wait(&mut child, &format!("{cmd:?}"));
+    let deadline = Instant::now() + WAIT;
+    while !(out.is_finished() && err.is_finished()) {
+        assert!(Instant::now() < deadline, "the output of {cmd:?} did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Output { status, stdout: out.join().expect("stdout"), stderr: err.join().expect("stderr") }
+}
+
+/// Waits for `child`, bounded by [`WAIT`] (killed and failed past it).
+fn bounded_wait(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {}s", WAIT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `cabinc` as `cabin-runc` (a symbolic link in `dir`), as the shim runs it.
 fn runc_link(dir: &Path) -> PathBuf {
     let link = dir.join("cabin-runc");
@@ -124,7 +165,7 @@ impl Runc {
     }
 
     fn out(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().expect("run cabin-runc")
+        bounded_output(self.cmd(args).stdin(Stdio::null()))
     }
 
     fn ok(&self, args: &[&str]) -> Output {
@@ -209,13 +250,14 @@ fn create_start_kill_delete_on_both_backends() {
         let pid_file = t.path().join("init.pid");
         let out_file = t.path().join("stdout");
         let stdout = std::fs::File::create(&out_file).expect("stdout file");
-        let o = runc
+        let mut o = runc
             .cmd(&["create", "--bundle", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id])
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(std::fs::File::create(t.path().join("stderr")).expect("stderr file"))
-            .status()
+            .spawn()
             .expect("create");
+        let o = bounded_wait(&mut o, "create");
         // The init keeps create's stdio: files, so nothing waits for their end.
         let err = || std::fs::read_to_string(t.path().join("stderr")).unwrap_or_default();
         assert!(o.success(), "{backend}: create: {o:?}: {}", err());
@@ -276,10 +318,12 @@ fn run_and_forced_delete() {
     assert!(!runc.root.join("r1").exists());
 
     // Created, never started: delete ends the waiting init.
-    runc.cmd(&["create", "--bundle", b.to_str().unwrap(), "r2"])
+    let mut c = runc
+        .cmd(&["create", "--bundle", b.to_str().unwrap(), "r2"])
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .expect("create");
+    assert!(bounded_wait(&mut c, "create").success());
     let pid = runc.state("r2")["pid"].as_i64().expect("pid") as i32;
     runc.ok(&["delete", "r2"]);
     assert!(reap(pid) >= 128, "the init was killed");
@@ -287,10 +331,12 @@ fn run_and_forced_delete() {
 
     // Running: --force.
     let b2 = bundle(t.path(), "bundle2", &["/bin/app"], serde_json::json!({}));
-    runc.cmd(&["create", "--bundle", b2.to_str().unwrap(), "r3"])
+    let mut c = runc
+        .cmd(&["create", "--bundle", b2.to_str().unwrap(), "r3"])
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .expect("create");
+    assert!(bounded_wait(&mut c, "create").success());
     let pid = runc.state("r3")["pid"].as_i64().expect("pid") as i32;
     runc.ok(&["start", "r3"]);
     runc.ok(&["delete", "--force", "r3"]);
@@ -454,8 +500,7 @@ fn version_and_features() {
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("cabin-runc version "));
     let f: serde_json::Value = serde_json::from_slice(&runc.ok(&["features"]).stdout).expect("features JSON");
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
-    let o =
-        Command::new(env!("CARGO_BIN_EXE_cabinc")).args(["oci", "features"]).output().expect("cabinc oci");
+    let o = bounded_output(Command::new(env!("CARGO_BIN_EXE_cabinc")).args(["oci", "features"]));
     assert!(o.status.success(), "{}", describe(&o));
 }
 
@@ -552,7 +597,7 @@ impl Containerd {
     }
 
     fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_cmd(args).stdin(Stdio::null()).output().expect("run ctr")
+        bounded_output(self.ctr_cmd(args).stdin(Stdio::null()))
     }
 }
 
@@ -674,14 +719,7 @@ fn containerd_runs_cabin_containers() {
     );
     let k = ctrd.ctr(&["task", "kill", "killme"]);
     assert!(k.status.success(), "ctr task kill: {}", describe(&k));
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait ctr") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "ctr run did not end after kill");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = bounded_wait(&mut child, "ctr run after ctr task kill");
     assert_eq!(std::fs::read_to_string(&out_file).expect("out"), "ready\ngot signal 15\n");
     assert_eq!(
         status.code(),
