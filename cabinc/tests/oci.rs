@@ -491,6 +491,94 @@ fn policy_annotation_and_spec_seccomp_apply() {
     assert!(!runc.root.join("p3").exists());
 }
 
+/// Receives one descriptor (SCM_RIGHTS) from the first connection to `listener`.
+fn receive_fd(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (stream, _) = listener.accept().expect("accept");
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    let mut control = [0u64; 8];
+    // SAFETY: an all-zero msghdr is valid; it then points at `iov` and
+    // `control`, alive for the recvmsg call, with their sizes.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: recvmsg writes into the buffers `msg` names.
+    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+    assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+    assert_eq!(&data[..n as usize], b"/dev/ptmx");
+    // SAFETY: the kernel filled `control` (msg_controllen says how much);
+    // CMSG_FIRSTHDR checks it holds a header.
+    let fd = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS, "no descriptor sent");
+        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>())
+    };
+    // SAFETY: the descriptor SCM_RIGHTS just gave this process.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
+/// `process.terminal` with `--console-socket`: the terminal's master
+/// arrives on the socket (SCM_RIGHTS, as runc sends it) and the program
+/// writes to the terminal (isatty true: `\n` becomes `\r\n`); without a
+/// console socket a terminal is refused naming the field. Both backends.
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    use std::io::Read;
+    become_subreaper();
+    for backend in backends() {
+        let t = tempdir();
+        let runc = Runc::new(t.path());
+        let b = bundle(
+            t.path(),
+            "bundle",
+            &["/bin/app", "hello"],
+            serde_json::json!({ "dev.cabin.backend": backend }),
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(b.join("config.json")).expect("config")).expect("json");
+        v["process"]["terminal"] = serde_json::json!(true);
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&v).expect("json")).expect("config");
+        let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "noconsole"]);
+        assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("process.terminal"), "{}", describe(&o));
+
+        let sock = t.path().join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let receiver = std::thread::spawn(move || receive_fd(&listener));
+        let pid_file = t.path().join("pid");
+        let o = runc.out(&[
+            "create",
+            "--bundle",
+            b.to_str().unwrap(),
+            "--console-socket",
+            sock.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "tty",
+        ]);
+        assert!(o.status.success(), "{backend}: {}", describe(&o));
+        let mut master = receiver.join().expect("the master");
+        let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid").parse().expect("pid");
+        runc.ok(&["start", "tty"]);
+        let status = reap(pid);
+        // The slave is closed with the init: reading ends (EIO) after the output.
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&out), "hello from cabin, argc=2\r\n", "{backend}");
+        assert_eq!(status, 3, "{backend}");
+        runc.ok(&["delete", "tty"]);
+    }
+}
+
 /// `cabin-runc --version`, `features`, and `cabinc oci` as the same thing.
 #[test]
 fn version_and_features() {

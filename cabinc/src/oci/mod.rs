@@ -22,6 +22,7 @@
 //!   monitor passes SIGTERM, SIGINT, SIGHUP, SIGUSR1/2 to the program.
 //! - `delete ID` removes `ROOT/ID` (`--force` kills a live init first).
 
+mod console;
 mod rootfs;
 pub mod spec;
 mod state;
@@ -82,7 +83,7 @@ struct CreateArgs {
     /// Write the init's pid to FILE.
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// A unix socket to send a terminal's master to (process.terminal, not supported yet).
+    /// A unix socket to send the terminal's master to (with process.terminal).
     #[arg(long, value_name = "PATH")]
     console_socket: Option<PathBuf>,
     /// Accepted (Cabin does not pivot_root).
@@ -309,6 +310,8 @@ fn create(root: &Path, a: &CreateArgs) -> Result<i32> {
     let bundle = std::fs::canonicalize(&bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let (plan, annotations) = spec::load(&bundle)?;
     image_for(&plan)?;
+    // The policy and limits too, so that their errors show here.
+    run_config(&plan)?;
     state::write_atomically(&d.join(state::PLAN), &serde_json::to_vec_pretty(&plan)?)?;
     let fifo = std::ffi::CString::new(d.join(state::FIFO).into_os_string().into_encoded_bytes())
         .map_err(|_| anyhow!("a NUL in the state path"))?;
@@ -317,13 +320,44 @@ fn create(root: &Path, a: &CreateArgs) -> Result<i32> {
         bail!("cannot make the fifo in {}: {}", d.display(), std::io::Error::last_os_error());
     }
     let exe = std::env::current_exe().context("cannot find this executable")?;
-    let child = std::process::Command::new(&exe)
-        .arg0(RUNC_NAME)
-        .arg("init")
-        .arg(&d)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start the container's init ({})", exe.display()))?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg0(RUNC_NAME).arg("init").arg(&d);
+    // A terminal: the slave is the init's stdio and controlling terminal
+    // (a session of its own, so also a process group of its own); the
+    // master goes to the console socket. Else the shim's stdio, and a
+    // process group of its own (`kill --all`).
+    let master = match (plan.terminal, &a.console_socket) {
+        (true, Some(socket)) => {
+            let (master, slave) = console::open_pty()?;
+            cmd.stdin(slave.try_clone()?).stdout(slave.try_clone()?).stderr(slave);
+            // SAFETY: between fork and exec the closure calls only setsid
+            // and ioctl, both async-signal-safe, and touches no memory of
+            // the parent's.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            Some((master, socket.clone()))
+        }
+        (true, None) => bail!("process.terminal: a terminal needs --console-socket"),
+        (false, _) => {
+            cmd.process_group(0);
+            None
+        }
+    };
+    let child =
+        cmd.spawn().with_context(|| format!("cannot start the container's init ({})", exe.display()))?;
+    if let Some((master, socket)) = master {
+        if let Err(e) = console::send_master(&socket, &master) {
+            // SAFETY: kill(2) of the init just started; no memory involved.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            return Err(e);
+        }
+    }
     let pid = child.id() as i32;
     let start_time = state::proc_start(pid).map(|(t, _)| t).unwrap_or(0);
     let rec = Record {
@@ -616,6 +650,13 @@ fn run_config(plan: &Plan) -> Result<(RunConfig, BackendChoice)> {
         (x, y) => x.or(y),
     };
     if let Some(p) = &mut policy {
+        if spec::MONITOR_SERVES_VIEWS && !(p.paths.read.is_empty() && p.paths.write.is_empty()) {
+            bail!(
+                "annotations.{}: the policy's [paths] read/write name host trees, and a container sees its \
+                 view only; help: drop them and bind-mount what the program needs",
+                spec::ANNOTATION_POLICY
+            );
+        }
         p.add_paths(&read, &write);
         p.limits.open_files = min(p.limits.open_files, plan.open_files);
         p.limits.processes = min(p.limits.processes, plan.processes);

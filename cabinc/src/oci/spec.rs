@@ -2,7 +2,7 @@
 //! the [`Plan`] it turns into: what the container's init runs and how.
 //!
 //! Unknown fields are ignored (serde's default); fields Cabin cannot honour
-//! are refused with a one-line error naming the field (`process.terminal:
+//! are refused with a one-line error naming the field (`process.user:
 //! …`). The mapping of `root` and `mounts` onto what the monitor offers
 //! lives in [`Plan::view`] (a `cabin_monitor::View`) and, until the
 //! monitor serves views, [`Plan::allowed_trees`].
@@ -179,6 +179,9 @@ pub struct Plan {
     pub entrypoint: String,
     /// `process.env`.
     pub env: Vec<String>,
+    /// `process.terminal`: the program's stdio is a new terminal whose
+    /// master goes to `--console-socket`.
+    pub terminal: bool,
     /// `process.cwd`.
     pub cwd: String,
     /// The memory bound in bytes (0: the default), the smallest of
@@ -233,9 +236,6 @@ pub fn load(bundle: &Path) -> anyhow::Result<(Plan, BTreeMap<String, String>)> {
 pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
     use anyhow::bail;
     let p = spec.process.as_ref().ok_or_else(|| anyhow::anyhow!("process: missing"))?;
-    if p.terminal {
-        bail!("process.terminal: Cabin does not give containers a terminal yet; help: run without -t/--tty");
-    }
     if p.user.uid != 0 || p.user.gid != 0 {
         bail!(
             "process.user: uid {} gid {}: the program runs as the runtime's own user; only uid 0 and gid 0 \
@@ -365,6 +365,7 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
         args: p.args.clone(),
         entrypoint,
         env: p.env.clone(),
+        terminal: p.terminal,
         cwd: if p.cwd.is_empty() { "/".into() } else { p.cwd.clone() },
         memory,
         open_files,
@@ -496,8 +497,6 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         let root = r#""root":{"path":"rootfs"}"#;
-        assert!(err(&format!(r#"{{"process":{{"args":["/bin/app"],"terminal":true}},{root}}}"#))
-            .starts_with("process.terminal:"));
         assert!(err(&format!(r#"{{"process":{{"args":["/bin/app"],"user":{{"uid":1000}}}},{root}}}"#))
             .starts_with("process.user:"));
         assert!(err(&format!(r#"{{"process":{{"args":[]}},{root}}}"#)).starts_with("process.args:"));
@@ -523,7 +522,7 @@ mod tests {
         ))
         .starts_with("hooks:"));
         // No line breaks: one line each.
-        assert!(!err(r#"{"process":{"args":["/bin/app"],"terminal":true},"root":{"path":"rootfs"}}"#)
+        assert!(!err(r#"{"process":{"args":["/bin/app"],"user":{"uid":7}},"root":{"path":"rootfs"}}"#)
             .contains('\n'));
     }
 
