@@ -859,3 +859,47 @@ fn containerd_runs_cabin_containers() {
     let o = ctr_run("rw", &[], &["/bin/app", "write", target.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "a write to a writable rootfs: {}", describe(&o));
 }
+
+/// podman (`--runtime cabin-runc`, its own root and runroot under a temp
+/// dir, vfs storage, no network) runs the same image from the tarball:
+/// stdout and the exit code on both backends, a seccomp profile applied.
+/// NOT RUN without podman.
+#[test]
+fn podman_runs_cabin_containers() {
+    let Some(podman) = which("podman") else {
+        cabin_tests::not_run("podman", "podman is not installed (apt-get install podman)");
+        return;
+    };
+    let t = tempdir();
+    let rootfs = t.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
+    compile(t.path(), &rootfs.join("bin/app"), &["-static"]);
+    let tarball = image_tarball(t.path(), &rootfs, "docker.io/cabin/app:latest");
+    let runc = runc_link(t.path());
+    let podman_run = |extra: &[&str], args: &[&str]| -> Output {
+        let mut c = Command::new(&podman);
+        c.arg("--root").arg(t.path().join("proot")).arg("--runroot").arg(t.path().join("prun"));
+        c.args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
+        c.arg("--runtime").arg(&runc).env("XDG_CACHE_HOME", t.path().join("cache"));
+        c.args(["run", "--rm", "--network", "none"]).args(extra);
+        c.arg(format!("oci-archive:{}", tarball.display())).args(args);
+        bounded_output(c.stdin(Stdio::null()))
+    };
+    for backend in backends() {
+        let ann = format!("dev.cabin.backend={backend}");
+        let o = podman_run(&["--annotation", &ann], &["hello"]);
+        assert_eq!(o.status.code(), Some(3), "{backend}: {}", describe(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from cabin, argc=2\n", "{backend}");
+    }
+    let profile = t.path().join("seccomp.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .expect("profile");
+    let target = t.path().join("made-by-the-container");
+    let opt = format!("seccomp={}", profile.display());
+    let o = podman_run(&["--security-opt", &opt], &["mkdir", target.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "mkdir: Operation not permitted\n", "{}", describe(&o));
+    assert_eq!(o.status.code(), Some(1));
+}
