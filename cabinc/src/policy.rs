@@ -80,6 +80,8 @@ pub struct RunPolicy {
     pub network: NetPolicy,
     /// `[paths] exec = "images"`.
     pub exec_images_only: bool,
+    /// The policy's `[view]` (empty without one).
+    pub view: cabin_policy::view::ViewSpec,
 }
 
 impl RunPolicyArgs {
@@ -123,6 +125,7 @@ impl RunPolicyArgs {
         };
         let allow_set_id = policy.as_ref().is_some_and(|p| p.paths.set_id);
         let exec_images_only = policy.as_ref().is_some_and(|p| p.paths.exec_images_only);
+        let view = policy.as_ref().map(|p| p.view.clone()).unwrap_or_default();
         let start = StartInfo {
             image: image.display().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -148,6 +151,7 @@ impl RunPolicyArgs {
             allow_set_id,
             network,
             exec_images_only,
+            view,
         })
     }
 }

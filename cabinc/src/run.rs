@@ -51,6 +51,24 @@ pub struct RunArgs {
     /// (repeatable).
     #[arg(long, value_name = "PATH")]
     pub allow_write: Vec<PathBuf>,
+    /// Show the program a view of the file system with DIR as `/`: what
+    /// lies outside the view does not exist for it (ENOENT), `..` and
+    /// absolute symlinks stay inside (docs/views.md).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Show host path SRC (a directory or a file) at DST in the view; `:ro`:
+    /// a change under it is EROFS (repeatable; makes a view).
+    #[arg(long, value_name = "SRC:DST[:ro]")]
+    pub bind: Vec<String>,
+    /// A fresh memory-backed directory at DST in the view, of SIZE bytes
+    /// (default 64M; writes past it are ENOSPC), counted against --mem and
+    /// gone at the end (repeatable; makes a view).
+    #[arg(long, value_name = "DST[:SIZE]")]
+    pub tmpfs: Vec<String>,
+    /// The program's starting directory, a path in the view (default `/`;
+    /// makes a view).
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
     /// Add KEY=VALUE to the program's (otherwise empty) environment (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -132,6 +150,51 @@ pub enum Cpus {
 
 /// Parses sizes like `256M`, `1G`, `65536`, `512K`, `1GiB`, `64KB`, `100B`:
 /// every unit is binary (K = KiB = KB = 1024), as `docker run --memory` reads them.
+/// The view of `--root`/`--bind`/`--tmpfs`/`--chdir` over the policy's
+/// `[view]` (a flag's root or chdir replaces the policy's; binds and tmpfs
+/// add to its): `None` when neither says anything.
+fn view_of(
+    a: &RunArgs,
+    policy: &cabin_policy::view::ViewSpec,
+) -> Result<Option<cabin_monitor::View>, String> {
+    let mut v = policy.clone();
+    if a.root.is_some() {
+        v.root = a.root.clone();
+    }
+    for b in &a.bind {
+        v.binds.push(cabin_policy::view::parse_bind(b).map_err(|e| format!("--{e}"))?);
+    }
+    for t in &a.tmpfs {
+        v.tmpfs.push(cabin_policy::view::parse_tmpfs(t).map_err(|e| format!("--{e}"))?);
+    }
+    if let Some(c) = &a.chdir {
+        let text = c.to_string_lossy();
+        v.chdir =
+            Some(cabin_policy::view::check_view_path("--chdir", &text, true).map_err(|e| e.to_string())?);
+    }
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(cabin_monitor::View {
+        root: v.root,
+        root_readonly: v.root_readonly,
+        binds: v
+            .binds
+            .into_iter()
+            .map(|b| cabin_monitor::Bind { src: b.src, dst: b.dst, readonly: b.readonly })
+            .collect(),
+        tmpfs: v
+            .tmpfs
+            .into_iter()
+            .map(|t| cabin_monitor::Tmpfs {
+                dst: t.dst,
+                size: t.size.unwrap_or(cabin_monitor::Tmpfs::DEFAULT_SIZE),
+            })
+            .collect(),
+        chdir: v.chdir,
+    }))
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -267,6 +330,13 @@ pub fn run(a: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CABINC_ERROR);
         }
     };
+    let view = match view_of(a, &rp.view) {
+        Ok(v) => v,
+        Err(e) => {
+            output::error(&anyhow::anyhow!("{e}"));
+            return ExitCode::from(EXIT_CABINC_ERROR);
+        }
+    };
     // `--stats -`: the monitor keeps the report, printed after the program's output.
     let stats_to_stdout = a.stats.as_deref().is_some_and(is_stdout);
     let cfg = RunConfig {
@@ -289,6 +359,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
             Cpus::Split => CpuPlacement::Split,
             Cpus::Shared => CpuPlacement::Shared,
         },
+        view,
         ..RunConfig::default()
     };
     let backend = match a.backend {

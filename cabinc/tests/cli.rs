@@ -887,3 +887,105 @@ fn a_symlink_swapped_during_the_build() {
     let n = entries_check(&cache.join("cabin").join("images"));
     assert!((1..=2).contains(&n), "{n} entries");
 }
+
+const VIEW_PROBE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char cwd[256];
+    printf("cwd=%s\n", getcwd(cwd, sizeof cwd) ? cwd : "?");
+    for (int i = 1; i < argc; i++) {
+        char b[64] = {0};
+        int fd = open(argv[i], O_RDONLY);
+        if (fd < 0) { printf("%s: errno %d\n", argv[i], errno); continue; }
+        ssize_t n = read(fd, b, sizeof b - 1);
+        close(fd);
+        printf("%s: %s\n", argv[i], n > 0 ? b : "");
+    }
+    int fd = open("/tmp/x", O_WRONLY | O_CREAT, 0644);
+    printf("tmp: %s\n", fd >= 0 ? "ok" : strerror(errno));
+    return 0;
+}
+"#;
+
+/// `--root`, `--bind`, `--tmpfs`, `--chdir` (issue 20; docs/views.md) on
+/// both backends, the same from a policy's `[view]`; bad values are one
+/// error line naming them (and a `help:` line with the fix) and exit 125,
+/// leaving nothing behind.
+#[test]
+fn views_from_flags_and_policy() {
+    let t = tempdir();
+    let (_, img) = image(t.path(), "viewprobe", VIEW_PROBE);
+    let root = t.path().join("root");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(root.join("etc")).expect("root");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::write(root.join("etc/motd"), "root-motd").expect("motd");
+    std::fs::write(data.join("d"), "bound").expect("d");
+    let want = "cwd=/data\n/etc/motd: root-motd\nd: bound\n/etc/hostname: errno 2\ntmp: ok\n";
+    for backend in backends() {
+        let o = cabinc()
+            .args(["run", "-q", "--backend", backend, "--root"])
+            .arg(&root)
+            .arg("--bind")
+            .arg(format!("{}:/data:ro", data.display()))
+            .args(["--tmpfs", "/tmp:1M", "--chdir", "/data"])
+            .arg(&img)
+            .args(["/etc/motd", "d", "/etc/hostname"])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{backend}: {}", describe(&o));
+        assert_eq!(text(&o).0, want, "{backend}");
+    }
+    let p = t.path().join("view.toml");
+    let toml = format!(
+        "version = 1\n[default]\naction = \"allow\"\n[view]\nroot = {:?}\nbind = [\"{}:/data:ro\"]\ntmpfs = [\"/tmp:1M\"]\nchdir = \"/data\"\n",
+        root.display(),
+        data.display()
+    );
+    std::fs::write(&p, toml).expect("policy");
+    let o = cabinc().args(["policy", "check"]).arg(&p).output().expect("check");
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let o = cabinc()
+        .args(["run", "-q", "--backend", "process", "--policy"])
+        .arg(&p)
+        .arg(&img)
+        .args(["/etc/motd", "d", "/etc/hostname"])
+        .output()
+        .expect("run");
+    assert_eq!(text(&o).0, want, "{}", describe(&o));
+    // Bad values: one line naming the value and the fix, exit 125.
+    let missing = t.path().join("no-such-root");
+    let before: Vec<_> = std::fs::read_dir(t.path()).expect("ls").flatten().map(|e| e.path()).collect();
+    for bad in [
+        vec!["--root".to_string(), missing.display().to_string()],
+        vec!["--bind".into(), "/etc".into()],
+        vec!["--bind".into(), "/etc:rel".into()],
+        vec!["--bind".into(), "/etc:/x:rx".into()],
+        vec!["--tmpfs".into(), "/t:12Q".into()],
+        vec!["--tmpfs".into(), "/".into()],
+        vec!["--chdir".into(), "rel".into()],
+        vec!["--root".to_string(), root.display().to_string(), "--chdir".into(), "/nowhere".into()],
+    ] {
+        let o =
+            cabinc().args(["run", "-q", "--backend", "process"]).args(&bad).arg(&img).output().expect("run");
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(125), "{bad:?}: {}", describe(&o));
+        // One error line (and cabinc's usual `help:` line with the fix).
+        let lines: Vec<&str> = err.trim_end().lines().collect();
+        assert!(lines.len() <= 2 && lines[0].starts_with("error: "), "{bad:?}: one line: {err}");
+        assert!(lines.last().is_some_and(|l| l.starts_with("help: ")), "{bad:?}: says the fix: {err}");
+    }
+    let o = cabinc().args(["run", "-q", "--root"]).arg(&missing).arg(&img).output().expect("run");
+    assert!(text(&o).1.contains("no-such-root"), "{}", describe(&o));
+    let after: Vec<_> = std::fs::read_dir(t.path()).expect("ls").flatten().map(|e| e.path()).collect();
+    assert_eq!(before, after, "nothing left behind");
+    let bad = "version = 1\n[view]\nbind = [\"/etc:relative\"]\n";
+    std::fs::write(&p, bad).expect("policy");
+    let o = cabinc().args(["policy", "check"]).arg(&p).output().expect("check");
+    assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(text(&o).1.contains("absolute"), "{}", describe(&o));
+}

@@ -371,6 +371,7 @@ impl Gate {
             rec.site = t.site;
             rec.rule = Some(refusal.rule());
             rec.path = note.path.as_deref().map(path_text);
+            rec.host_path = note.host_path.as_deref().map(path_text);
             self.tracer.syscall(&rec);
             if self.path_hint {
                 // Once per run: the first refusal is the one a user needs
@@ -387,6 +388,7 @@ impl Gate {
             rec.time_ns = self.now().saturating_sub(rec.duration_ns);
             rec.site = t.site;
             rec.path = note.path.as_deref().map(path_text);
+            rec.host_path = note.host_path.as_deref().map(path_text);
             rec.addr = note.addr;
             if self.path_hint {
                 self.path_hint = false;
@@ -404,6 +406,7 @@ impl Gate {
             rec.site = t.site;
             rec.rule = Some(format!("[limits] {}", hit.limit.as_str()));
             rec.path = note.path.as_deref().map(path_text);
+            rec.host_path = note.host_path.as_deref().map(path_text);
             self.tracer.syscall(&rec);
             return Some(self.limit_stop(LimitHit { time_ns: rec.time_ns, ..hit }));
         } else if let Some(start) = t.start {
@@ -415,6 +418,7 @@ impl Gate {
             rec.complain = t.complain.is_some();
             rec.rule = t.complain;
             rec.path = note.path.as_deref().map(path_text);
+            rec.host_path = note.host_path.as_deref().map(path_text);
             rec.addr = note.addr;
             self.tracer.syscall(&rec);
         }

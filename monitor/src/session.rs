@@ -71,13 +71,6 @@ impl<'a> Session<'a> {
         // forwarder receives these signals (docs/signals.md).
         let _blocked = cfg.forward_signals.then(crate::signals::block);
         D::available()?;
-        if cfg.view.is_some() {
-            // The API lands first (the OCI runtime builds on it); the next
-            // commit implements it.
-            return Err(RunError::View(
-                "views are not implemented in this build yet; help: run without a view".into(),
-            ));
-        }
         let xo = D::execute_only(&elf);
         if cfg.require_execute_only && !xo.enforced {
             return Err(RunError::ExecuteOnlyUnavailable);
@@ -85,12 +78,18 @@ impl<'a> Session<'a> {
         if !cfg.quiet {
             eprintln!("{}", xo.notice);
         }
-        let mut policy = FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?;
+        let (mut policy, cwd) = match &cfg.view {
+            None => {
+                let cwd = std::env::current_dir()
+                    .map(|p| p.into_os_string().into_encoded_bytes())
+                    .unwrap_or(b"/".to_vec());
+                (FsPolicy::new(&cfg.allow_read, &cfg.allow_write)?, cwd)
+            }
+            Some(view) => view_policy(cfg, view)?,
+        };
         policy.set_allow_set_id(cfg.allow_set_id);
         policy.set_exec_images_only(cfg.exec_images_only);
         policy.set_image_cache(cfg.image_cache.clone());
-        let cwd =
-            std::env::current_dir().map(|p| p.into_os_string().into_encoded_bytes()).unwrap_or(b"/".to_vec());
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
         service.set_network(Network::new(std::sync::Arc::new(cfg.network.clone())));
         let timers = std::sync::Arc::new(crate::timers::Timers::default());
@@ -103,7 +102,20 @@ impl<'a> Session<'a> {
             .with_path_hint(cfg.path_hint);
         let limits = gate.limits().clone();
         let policy_file = cfg.gate.policy.as_ref().map_or("the policy", |p| p.source.as_str());
-        let memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
+        let mut memory = MemoryBound::new(cfg.arena_bytes, limits.memory, policy_file);
+        // A view's tmpfs are memory: counted against the bound (docs/views.md).
+        let tmpfs: u64 = cfg.view.iter().flat_map(|v| &v.tmpfs).fold(0u64, |a, t| a.saturating_add(t.size));
+        if tmpfs > 0 {
+            if tmpfs >= memory.bytes {
+                return Err(RunError::View(format!(
+                    "the tmpfs sizes ({tmpfs} bytes) do not fit in the memory bound ({} bytes, {}), which \
+                     counts them; help: raise --mem or give the tmpfs a smaller size (--tmpfs DST:SIZE)",
+                    memory.bytes, memory.source
+                )));
+            }
+            memory.bytes -= tmpfs;
+            memory.source = format!("{} less {tmpfs} bytes of tmpfs", memory.source);
+        }
         // The program and the worker on CPUs of their own; the libos learns
         // how long it may spin.
         let all_cpus = crate::placement::CpuSet::current();
@@ -518,4 +530,43 @@ fn outcome(end: &WorkerEnd, ended: &DomainEnd, words: &EndWords, stopped: Option
         }
         DomainEnd::Exited(code) => (*code, EndReason::Exited(*code)),
     }
+}
+
+/// The trees of `view` and the program's starting directory (a view path
+/// that must be a directory in the view).
+fn view_policy(cfg: &RunConfig, view: &crate::config::View) -> Result<(FsPolicy, Vec<u8>), RunError> {
+    if let Some(p) = cfg.allow_read.iter().chain(&cfg.allow_write).next() {
+        return Err(RunError::View(format!(
+            "--allow-read/--allow-write {} names a host path, and a view shows only what it binds; \
+             help: bind it instead (--bind {}:{}:ro)",
+            p.display(),
+            p.display(),
+            p.display()
+        )));
+    }
+    let policy = FsPolicy::with_view(view)?;
+    let cwd = match &view.chdir {
+        None => b"/".to_vec(),
+        Some(d) => {
+            let b = d.as_os_str().as_encoded_bytes();
+            if b.first() != Some(&b'/') {
+                return Err(RunError::View(format!(
+                    "--chdir {}: a view path must be absolute; help: write /{}",
+                    d.display(),
+                    d.display()
+                )));
+            }
+            crate::service::fs::normalize(b)
+        }
+    };
+    match policy.inspect(&cwd, true) {
+        Ok((_, st)) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+        _ => {
+            return Err(RunError::View(format!(
+                "--chdir {}: not a directory in the view; help: name a directory under --root or a --bind",
+                String::from_utf8_lossy(&cwd)
+            )))
+        }
+    }
+    Ok((policy, cwd))
 }

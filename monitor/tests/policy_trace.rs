@@ -301,6 +301,7 @@ fn path_refusals_are_denials_in_trace_and_audit() {
         network: None,
         addr: None,
         limit: None,
+        host_path: None,
     };
     assert!(g.served_with(t, -13, note).is_none());
     let Admit::Serve(t) = g.admit(nr("openat"), &args, false, Some(0x401000), None) else { panic!("serve") };
@@ -310,6 +311,7 @@ fn path_refusals_are_denials_in_trace_and_audit() {
         network: None,
         addr: None,
         limit: None,
+        host_path: None,
     };
     assert!(g.served_with(t, 3, note).is_none());
     g.finish(0, "exited", None);

@@ -114,6 +114,20 @@ struct RawPolicy {
     limits: Option<RawLimits>,
     network: Option<RawNetwork>,
     env: Option<RawEnv>,
+    view: Option<RawView>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawView {
+    root: Option<Spanned<String>>,
+    #[serde(default)]
+    root_read_only: bool,
+    #[serde(default)]
+    bind: Vec<Spanned<String>>,
+    #[serde(default)]
+    tmpfs: Vec<Spanned<String>>,
+    chdir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -318,6 +332,9 @@ pub fn parse(source: &str, text: &str) -> Result<Policy, PolicyError> {
     }
     for r in &raw.rule {
         p.rules.push(check_rule(&cx, r)?);
+    }
+    if let Some(v) = &raw.view {
+        p.view = check_view(&cx, v)?;
     }
     if let Some(paths) = raw.paths {
         p.paths =
@@ -648,6 +665,33 @@ fn check_paths(cx: &Ctx<'_>, list: &[Spanned<String>]) -> Result<Vec<PathBuf>, P
             }
         })
         .collect()
+}
+
+fn check_view(cx: &Ctx<'_>, v: &RawView) -> Result<crate::view::ViewSpec, PolicyError> {
+    use crate::view;
+    let err = |span: &Range<usize>, e: view::ViewError| cx.err(span, e.message, Some(e.help));
+    let mut out = view::ViewSpec { root_readonly: v.root_read_only, ..view::ViewSpec::default() };
+    if let Some(r) = &v.root {
+        let s = r.get_ref();
+        if s.is_empty() || s.contains('\0') {
+            return Err(cx.err(
+                &r.span(),
+                "the root must be a host directory",
+                Some("write root = \"DIR\"".into()),
+            ));
+        }
+        out.root = Some(PathBuf::from(s));
+    }
+    for b in &v.bind {
+        out.binds.push(view::parse_bind(b.get_ref()).map_err(|e| err(&b.span(), e))?);
+    }
+    for t in &v.tmpfs {
+        out.tmpfs.push(view::parse_tmpfs(t.get_ref()).map_err(|e| err(&t.span(), e))?);
+    }
+    if let Some(c) = &v.chdir {
+        out.chdir = Some(view::check_view_path("chdir", c.get_ref(), true).map_err(|e| err(&c.span(), e))?);
+    }
+    Ok(out)
 }
 
 fn check_network(cx: &Ctx<'_>, n: &RawNetwork) -> Result<NetPolicy, PolicyError> {

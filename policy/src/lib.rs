@@ -48,6 +48,7 @@ pub mod probe;
 pub mod render;
 pub mod sites;
 pub mod trace;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -369,6 +370,9 @@ pub struct Policy {
     pub network: net::NetPolicy,
     /// `[env]`.
     pub env: Env,
+    /// `[view]`: a view of the file system (docs/views.md); empty when the
+    /// policy has none.
+    pub view: view::ViewSpec,
     /// Things that are allowed but probably not meant (shown by `check`).
     pub warnings: Vec<String>,
 }
@@ -389,6 +393,7 @@ impl Default for Policy {
             limits: Limits::default(),
             network: net::NetPolicy::default(),
             env: Env::default(),
+            view: view::ViewSpec::default(),
             warnings: Vec::new(),
         }
     }

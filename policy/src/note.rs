@@ -7,6 +7,7 @@ use crate::trace::LimitHit;
 
 const EPERM: i32 = 1;
 const EACCES: i32 = 13;
+const EROFS: i32 = 30;
 
 /// Why the path rules refused a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub enum Refusal {
     /// granted at start (replaced, renamed over, swapped for a symlink):
     /// grants are objects, not names.
     Replaced,
+    /// A change under a read-only part of a view (a `--bind SRC:DST:ro`, a
+    /// read-only root): `EROFS`, as Linux answers for a read-only mount.
+    ReadOnlyView,
 }
 
 impl Refusal {
@@ -56,14 +60,17 @@ impl Refusal {
             Refusal::Pseudo => "a kernel pseudo filesystem (/proc, /sys, cgroup: never writable; debugfs, bpf, ...: not served)",
             Refusal::Owner => "chown to another owner or group than the program's own ([paths] set-id allows it)",
             Refusal::Replaced => "the granted file's name now names another object than the one granted at start",
+            Refusal::ReadOnlyView => "under a read-only part of the view (a read-only bind or root)",
         }
     }
 
     /// The errno the program gets: `EPERM` for an owner change (what an
-    /// unprivileged `chown` gets natively), `EACCES` for the rest.
+    /// unprivileged `chown` gets natively), `EROFS` under a read-only part
+    /// of a view, `EACCES` for the rest.
     pub fn errno(self) -> i32 {
         match self {
             Refusal::Owner => EPERM,
+            Refusal::ReadOnlyView => EROFS,
             _ => EACCES,
         }
     }
@@ -97,6 +104,9 @@ pub struct CallNote {
     /// first one read when `Service::set_record_paths` is on; for a
     /// refused call, always the refused one.
     pub path: Option<Vec<u8>>,
+    /// In a view: where `path` lies on the host (by its spelling), for the
+    /// trace.
+    pub host_path: Option<Vec<u8>>,
     /// Set when the path rules refused the call (it returned `EACCES`).
     pub refusal: Option<PathRefusal>,
     /// Set when the network rules refused the call (it returned `EACCES`):

@@ -126,6 +126,41 @@ pub fn to_toml(p: &Policy, header: &[String]) -> String {
             }
         }
     }
+    if !p.view.is_empty() || p.view.root_readonly {
+        let v = &p.view;
+        let _ = writeln!(o, "\n[view]");
+        if let Some(r) = &v.root {
+            let _ = writeln!(o, "root = {}", quote(&r.to_string_lossy()));
+        }
+        if v.root_readonly {
+            let _ = writeln!(o, "root-read-only = true");
+        }
+        if !v.binds.is_empty() {
+            let items: Vec<String> = v
+                .binds
+                .iter()
+                .map(|b| {
+                    let ro = if b.readonly { ":ro" } else { "" };
+                    quote(&format!("{}:{}{ro}", b.src.to_string_lossy(), b.dst.to_string_lossy()))
+                })
+                .collect();
+            let _ = writeln!(o, "bind = [{}]", items.join(", "));
+        }
+        if !v.tmpfs.is_empty() {
+            let items: Vec<String> = v
+                .tmpfs
+                .iter()
+                .map(|t| {
+                    let size = t.size.map(|n| format!(":{n}")).unwrap_or_default();
+                    quote(&format!("{}{size}", t.dst.to_string_lossy()))
+                })
+                .collect();
+            let _ = writeln!(o, "tmpfs = [{}]", items.join(", "));
+        }
+        if let Some(c) = &v.chdir {
+            let _ = writeln!(o, "chdir = {}", quote(&c.to_string_lossy()));
+        }
+    }
     if !p.limits.is_empty() {
         let l = &p.limits;
         let _ = writeln!(o, "\n[limits]");

@@ -103,6 +103,30 @@ pub enum FsError {
     /// `fstat` of an allowed directory failed.
     #[error("fstat of an allowed directory failed: {0}")]
     Fstat(#[source] std::io::Error),
+    /// A host path of a view (its root, a bind's source) cannot be used.
+    #[error("cannot use {what} {path}: {source}; help: name an existing host path (create it, or fix the spelling)")]
+    ViewPath {
+        /// What it is (`the root directory`, `bind source`).
+        what: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A view is not well formed (the message says what and the fix).
+    #[error("{0}")]
+    ViewSpec(String),
+    /// A tmpfs of a view cannot be made.
+    #[error(
+        "cannot make the tmpfs at {path}: {source}; help: a tmpfs needs CAP_SYS_ADMIN \
+         (root) or unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+    )]
+    Tmpfs {
+        /// Its view path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// One allowed directory.
@@ -114,6 +138,20 @@ pub struct AllowedDir {
     fd: OwnedFd,
     /// Whether the program may create, change and remove files here.
     write: bool,
+    /// A view's root: resolved with `RESOLVE_IN_ROOT` (`..` at the top
+    /// stays there, absolute symlinks resolve inside), not
+    /// `RESOLVE_BENEATH`.
+    in_root: bool,
+    /// Where it lies on the host, for the trace (a view's tree lies at
+    /// another program path; a tmpfs is `tmpfs:SIZE`).
+    host: Vec<u8>,
+}
+
+impl AllowedDir {
+    /// `openat2` of `rel` from this tree's root, never leaving it.
+    fn open2(&self, rel: &CString, flags: i32, mode: u32) -> Result<OwnedFd, PathError> {
+        openat2_scoped(self.fd.as_raw_fd(), rel, flags, mode, self.in_root)
+    }
 }
 
 /// One allowed non-directory (a *file grant*): exactly that object, by
@@ -208,6 +246,11 @@ pub struct FsPolicy {
     exec_images_only: bool,
     /// The image cache's directory (`None`: the default).
     image_cache: Option<std::path::PathBuf>,
+    /// The trees are a view's (crate::config::View): program paths are
+    /// view paths, a read-only refusal is `EROFS`, a mount point is
+    /// `EBUSY` for a name operation, a rename or link across two trees is
+    /// `EXDEV`.
+    view: bool,
 }
 
 /// The `/proc` entries (first component below `/proc`) served for
@@ -371,10 +414,20 @@ struct OpenHow {
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_BENEATH: u64 = 0x08;
+const RESOLVE_IN_ROOT: u64 = 0x10;
 
-/// `openat2(dirfd, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`.
-fn openat2_beneath(dirfd: i32, path: &CString, flags: i32, mode: u32) -> Result<OwnedFd, PathError> {
-    match openat2(dirfd, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) {
+/// `openat2(dirfd, path, flags, mode, SCOPE | RESOLVE_NO_MAGICLINKS)`,
+/// where SCOPE is `RESOLVE_IN_ROOT` for a view's root (`in_root`) and
+/// `RESOLVE_BENEATH` for every other tree.
+fn openat2_scoped(
+    dirfd: i32,
+    path: &CString,
+    flags: i32,
+    mode: u32,
+    in_root: bool,
+) -> Result<OwnedFd, PathError> {
+    let scope = if in_root { RESOLVE_IN_ROOT } else { RESOLVE_BENEATH };
+    match openat2(dirfd, path, flags, mode, scope | RESOLVE_NO_MAGICLINKS) {
         // EXDEV: `..` or a symlink tried to leave the directory.
         Err(libc::EXDEV) => Err(PathError::Denied(Refusal::Escape)),
         // ELOOP is both a magic link refused by RESOLVE_NO_MAGICLINKS and a
@@ -384,7 +437,7 @@ fn openat2_beneath(dirfd: i32, path: &CString, flags: i32, mode: u32) -> Result<
         // is a refusal; this only names it.
         Err(libc::ELOOP) => {
             let probe = libc::O_PATH | (flags & (libc::O_NOFOLLOW | libc::O_DIRECTORY));
-            match openat2(dirfd, path, probe, 0, RESOLVE_BENEATH) {
+            match openat2(dirfd, path, probe, 0, scope) {
                 Err(libc::EXDEV) => Err(PathError::Denied(Refusal::MagicLink)),
                 _ => Err(PathError::Errno(libc::ELOOP)),
             }
@@ -448,55 +501,131 @@ impl FsPolicy {
         for (list, w) in [(read, false), (write, true)] {
             for p in list {
                 let err = |source| FsError::AllowedDir { path: p.clone(), source };
-                let canon = std::fs::canonicalize(p).map_err(err)?;
-                let c = CString::new(canon.as_os_str().as_encoded_bytes().to_vec())
-                    .map_err(|_| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
-                // SAFETY: open reads the NUL-terminated path.
-                let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-                if fd < 0 {
-                    return Err(err(std::io::Error::last_os_error()));
-                }
-                // SAFETY: a fresh descriptor we own.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                let st = fstat(fd.as_raw_fd()).map_err(|_| err(std::io::Error::last_os_error()))?;
+                let (c, fd, st) = open_host(p).map_err(err)?;
                 let comps = components(c.as_bytes());
                 if is(&st, libc::S_IFDIR) {
-                    dirs.push(AllowedDir { comps, fd, write: w });
+                    dirs.push(AllowedDir {
+                        comps,
+                        fd,
+                        write: w,
+                        in_root: false,
+                        host: c.as_bytes().to_vec(),
+                    });
                     continue;
                 }
-                // A file grant: the canonical path has a final name (`/` is
-                // a directory) and no symlink, so its directory is opened
-                // from `/` and the name looked up there once.
-                let Some((name, parent)) = comps.split_last() else {
-                    return Err(err(std::io::Error::from_raw_os_error(libc::EINVAL)));
-                };
-                let mut parent_path = Vec::new();
-                for comp in parent {
-                    parent_path.push(b'/');
-                    parent_path.extend_from_slice(comp);
-                }
-                if parent_path.is_empty() {
-                    parent_path.push(b'/');
-                }
-                let einval = || err(std::io::Error::from_raw_os_error(libc::EINVAL));
-                let pc = CString::new(parent_path).map_err(|_| einval())?;
-                let name = CString::new(name.clone()).map_err(|_| einval())?;
-                let dir = openat(libc::AT_FDCWD, &pc, libc::O_PATH | libc::O_DIRECTORY, 0)
-                    .map_err(|_| err(std::io::Error::last_os_error()))?;
-                let obj = openat(dir.as_raw_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-                    .map_err(|_| err(std::io::Error::last_os_error()))?;
-                let ost = fstat(obj.as_raw_fd()).map_err(|_| err(std::io::Error::last_os_error()))?;
-                if (ost.st_dev, ost.st_ino) != (st.st_dev, st.st_ino) {
-                    // Renamed between the two looks: refuse to guess.
-                    return Err(err(std::io::Error::from_raw_os_error(libc::EAGAIN)));
-                }
-                let id = (st.st_dev, st.st_ino);
+                let f = grant_file(&c, &st, comps.clone(), w).map_err(err)?;
                 match files.iter_mut().find(|f: &&mut AllowedFile| f.comps == comps) {
                     Some(f) => f.write |= w,
-                    None => files.push(AllowedFile { comps, dir, name, obj, id, write: w }),
+                    None => files.push(f),
                 }
             }
         }
+        let mut p = FsPolicy::of_trees(dirs, files, false)?;
+        p.ancestors = p.open_ancestors();
+        Ok(p)
+    }
+
+    /// The trees of a view (crate::config::View; docs/views.md): its root
+    /// (or an empty read-only one) at `/`, resolved `RESOLVE_IN_ROOT`; each
+    /// bind and tmpfs at its view path, resolved `RESOLVE_BENEATH`. No
+    /// directory above them exists: everything is in the root.
+    pub fn with_view(view: &crate::config::View) -> Result<FsPolicy, FsError> {
+        let spec = |m: String| FsError::ViewSpec(m);
+        let dst_comps = |flag: &str, p: &std::path::Path| -> Result<Vec<Vec<u8>>, FsError> {
+            let b = p.as_os_str().as_encoded_bytes();
+            let c = components(b);
+            if b.first() != Some(&b'/') {
+                return Err(spec(format!(
+                    "{flag} {}: the view path must be absolute; help: write /{}",
+                    p.display(),
+                    p.display()
+                )));
+            }
+            if c.is_empty() {
+                return Err(spec(format!(
+                    "{flag} {}: the view path cannot be /; help: use --root for /",
+                    p.display()
+                )));
+            }
+            if c.iter().any(|c| c == b"..") || b.contains(&0) {
+                return Err(spec(format!(
+                    "{flag} {}: the view path must not contain `..`; help: write it plainly",
+                    p.display()
+                )));
+            }
+            Ok(c)
+        };
+        let mut dirs: Vec<AllowedDir> = Vec::new();
+        let mut files: Vec<AllowedFile> = Vec::new();
+        // Later entries over earlier ones at an equal view path.
+        let put_dir = |dirs: &mut Vec<AllowedDir>, files: &mut Vec<AllowedFile>, d: AllowedDir| {
+            dirs.retain(|o| o.comps != d.comps);
+            files.retain(|o| o.comps != d.comps);
+            dirs.push(d);
+        };
+        let mut mount_points: Vec<(Vec<Vec<u8>>, bool)> = Vec::new();
+        for b in &view.binds {
+            let comps = dst_comps("--bind", &b.dst)?;
+            let err = |source| FsError::ViewPath { what: "bind source", path: b.src.clone(), source };
+            let (c, fd, st) = open_host(&b.src).map_err(err)?;
+            let dir = is(&st, libc::S_IFDIR);
+            mount_points.push((comps.clone(), dir));
+            if dir {
+                let d =
+                    AllowedDir { comps, fd, write: !b.readonly, in_root: false, host: c.as_bytes().to_vec() };
+                put_dir(&mut dirs, &mut files, d);
+            } else {
+                let f = grant_file(&c, &st, comps.clone(), !b.readonly).map_err(err)?;
+                dirs.retain(|o| o.comps != comps);
+                files.retain(|o| o.comps != comps);
+                files.push(f);
+            }
+        }
+        for t in &view.tmpfs {
+            let comps = dst_comps("--tmpfs", &t.dst)?;
+            let fd = make_tmpfs(t.size).map_err(|source| FsError::Tmpfs { path: t.dst.clone(), source })?;
+            mount_points.push((comps.clone(), true));
+            let host = format!("tmpfs:{}", t.size).into_bytes();
+            put_dir(&mut dirs, &mut files, AllowedDir { comps, fd, write: true, in_root: false, host });
+        }
+        let root = match &view.root {
+            Some(r) => {
+                let err = |source| FsError::ViewPath { what: "the root directory", path: r.clone(), source };
+                let (c, fd, st) = open_host(r).map_err(err)?;
+                if !is(&st, libc::S_IFDIR) {
+                    return Err(err(std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+                }
+                AllowedDir {
+                    comps: Vec::new(),
+                    fd,
+                    write: !view.root_readonly,
+                    in_root: true,
+                    host: c.as_bytes().to_vec(),
+                }
+            }
+            None => {
+                // An empty root in memory holding only the mount points, so
+                // that listing `/` shows them as a container's would.
+                let path = PathBuf::from("/");
+                let fd = make_tmpfs(1 << 20).map_err(|source| FsError::Tmpfs { path, source })?;
+                for (comps, dir) in &mount_points {
+                    make_mount_point(fd.as_raw_fd(), comps, *dir);
+                }
+                AllowedDir {
+                    comps: Vec::new(),
+                    fd,
+                    write: false,
+                    in_root: true,
+                    host: b"(empty root)".to_vec(),
+                }
+            }
+        };
+        dirs.push(root);
+        FsPolicy::of_trees(dirs, files, true)
+    }
+
+    /// The policy of these trees and file grants (no ancestors yet).
+    fn of_trees(mut dirs: Vec<AllowedDir>, files: Vec<AllowedFile>, view: bool) -> Result<FsPolicy, FsError> {
         // Longest first, so the most specific dir decides; on equal paths a
         // write grant wins over a read grant.
         dirs.sort_by(|a, b| b.comps.len().cmp(&a.comps.len()).then(b.write.cmp(&a.write)));
@@ -509,7 +638,7 @@ impl FsPolicy {
             }
         }
         let mixed = roots.iter().any(|r| r.2) && roots.iter().any(|r| !r.2);
-        let mut p = FsPolicy {
+        Ok(FsPolicy {
             dirs,
             files,
             roots,
@@ -520,9 +649,49 @@ impl FsPolicy {
             set_id: false,
             exec_images_only: false,
             image_cache: None,
-        };
-        p.ancestors = p.open_ancestors();
-        Ok(p)
+            view,
+        })
+    }
+
+    /// The refusal of a change under a read-only tree: `EROFS` in a view
+    /// (a read-only mount), `EACCES` for a read-only allowed tree.
+    fn read_only(&self) -> PathError {
+        PathError::Denied(if self.view { Refusal::ReadOnlyView } else { Refusal::ReadOnly })
+    }
+
+    /// Whether the trees are a view's.
+    pub fn is_view(&self) -> bool {
+        self.view
+    }
+
+    /// Where program path `abs` lies on the host, by its spelling (for the
+    /// trace; `None` outside every tree).
+    pub fn host_path(&self, abs: &[u8]) -> Option<Vec<u8>> {
+        if let Some(f) = self.file_grant(abs) {
+            return fd_link(f.obj.as_raw_fd());
+        }
+        let (d, rel) = self.locate(abs)?;
+        let mut h = d.host.clone();
+        if rel != b"." {
+            if h.last() != Some(&b'/') {
+                h.push(b'/');
+            }
+            h.extend_from_slice(&rel);
+        }
+        Some(h)
+    }
+
+    /// In a view, whether two program paths (the directories of the two
+    /// names of a `rename` or `link`) lie in the same tree (mount): else
+    /// the call is `EXDEV`. Always true outside a view.
+    pub fn same_tree(&self, a: &[u8], b: &[u8]) -> bool {
+        if !self.view {
+            return true;
+        }
+        match (self.locate(a), self.locate(b)) {
+            (Some((x, _)), Some((y, _))) => std::ptr::eq(x, y),
+            _ => false,
+        }
     }
 
     /// The strict ancestors of the trees that lie in no tree, each opened
@@ -598,19 +767,34 @@ impl FsPolicy {
 
     /// The allowed dir containing absolute `abs`, and the path relative to
     /// it (`.` for the dir itself; a trailing `/` is kept).
+    ///
+    /// In a view, `..` right below a bind or tmpfs is its parent in the
+    /// view (as `..` at a mount point is): `/data/../etc` is `/etc`.
     pub fn locate(&self, abs: &[u8]) -> Option<(&AllowedDir, Vec<u8>)> {
-        let comps = components(abs);
-        for d in &self.dirs {
-            if comps.len() >= d.comps.len() && comps[..d.comps.len()] == d.comps[..] {
-                let rest = &comps[d.comps.len()..];
-                let mut rel = rest.join(&b'/');
-                if rel.is_empty() {
-                    rel = b".".to_vec();
-                } else if abs.last() == Some(&b'/') {
-                    rel.push(b'/');
-                }
-                return Some((d, rel));
+        self.locate_comps(components(abs), abs.last() == Some(&b'/'))
+    }
+
+    fn locate_comps(&self, mut comps: Vec<Vec<u8>>, trailing: bool) -> Option<(&AllowedDir, Vec<u8>)> {
+        // Each round drops a component: at most as many rounds as there are.
+        for _ in 0..=comps.len() {
+            let d = self
+                .dirs
+                .iter()
+                .find(|d| comps.len() >= d.comps.len() && comps[..d.comps.len()] == d.comps[..])?;
+            let rest = &comps[d.comps.len()..];
+            if self.view && !d.comps.is_empty() && rest.first().is_some_and(|c| c == b"..") {
+                let mut up = d.comps[..d.comps.len() - 1].to_vec();
+                up.extend_from_slice(&rest[1..]);
+                comps = up;
+                continue;
             }
+            let mut rel = rest.join(&b'/');
+            if rel.is_empty() {
+                rel = b".".to_vec();
+            } else if trailing {
+                rel.push(b'/');
+            }
+            return Some((d, rel));
         }
         None
     }
@@ -646,7 +830,7 @@ impl FsPolicy {
             return Err(PathError::Errno(libc::ENOTDIR));
         }
         if matches!(access, Access::Write | Access::Alter) && !f.write {
-            return Err(PathError::Denied(Refusal::ReadOnly));
+            return Err(self.read_only());
         }
         let obj = openat(f.dir.as_raw_fd(), &f.name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let st = fstat(obj.as_raw_fd())?;
@@ -715,7 +899,7 @@ impl FsPolicy {
         let mut cur_st = *st;
         for _ in 0..MAX_DEPTH {
             if let Some(w) = self.root(&cur_st) {
-                return if w { Ok(()) } else { Err(PathError::Denied(Refusal::ReadOnly)) };
+                return if w { Ok(()) } else { Err(self.read_only()) };
             }
             let up = openat(cur, c"..", libc::O_PATH | libc::O_DIRECTORY, 0)?;
             let up_st = fstat(up.as_raw_fd())?;
@@ -729,7 +913,7 @@ impl FsPolicy {
             cur_st = up_st;
         }
         drop(held);
-        Err(PathError::Denied(Refusal::ReadOnly))
+        Err(self.read_only())
     }
 
     /// Whether the object `fd` (with its stat) may be used for `access`:
@@ -831,13 +1015,13 @@ impl FsPolicy {
         if flags & (libc::O_PATH | libc::O_DIRECTORY) != 0 {
             // O_PATH opens nothing, and O_DIRECTORY never opens a device
             // (the kernel checks it first): open directly, then look.
-            let fd = openat2_beneath(d.fd.as_raw_fd(), &rel, flags, 0)?;
+            let fd = d.open2(&rel, flags, 0)?;
             let st = fstat(fd.as_raw_fd())?;
             let access = if flags & libc::O_PATH != 0 { Access::Look } else { Access::Read };
             self.check_object(fd.as_raw_fd(), &st, access)?;
             return Ok(Opened { fd, change });
         }
-        let probe = openat2_beneath(d.fd.as_raw_fd(), &rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)?;
+        let probe = d.open2(&rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)?;
         let st = fstat(probe.as_raw_fd())?;
         self.check_object(probe.as_raw_fd(), &st, Access::Read)?;
         if is(&st, libc::S_IFLNK) {
@@ -930,7 +1114,7 @@ impl FsPolicy {
             }
             let (d, rel) = self.locate(&spelled).ok_or(PathError::Denied(Refusal::Outside))?;
             if !d.write {
-                return Err(PathError::Denied(Refusal::ReadOnly));
+                return Err(self.read_only());
             }
             let trailing = spelled.last() == Some(&b'/');
             let mut comps = components(&rel);
@@ -938,24 +1122,14 @@ impl FsPolicy {
                 Some(n) if n != b".." => n,
                 _ => {
                     // The tree itself, or a directory named by `..`.
-                    let dir = openat2_beneath(
-                        d.fd.as_raw_fd(),
-                        &cstring(&rel)?,
-                        libc::O_PATH | libc::O_DIRECTORY,
-                        0,
-                    )?;
+                    let dir = d.open2(&cstring(&rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
                     let st = fstat(dir.as_raw_fd())?;
                     self.governed_writable(dir.as_raw_fd(), &st)?;
                     return Ok(Reached { obj: Some((dir, st)), parent: None });
                 }
             };
             let parent_rel = if comps.is_empty() { b".".to_vec() } else { comps.join(&b'/') };
-            let dir = openat2_beneath(
-                d.fd.as_raw_fd(),
-                &cstring(&parent_rel)?,
-                libc::O_PATH | libc::O_DIRECTORY,
-                0,
-            )?;
+            let dir = d.open2(&cstring(&parent_rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
             let dst = fstat(dir.as_raw_fd())?;
             // Nothing in a pseudo filesystem is looked at for a change (not
             // even the text of a /proc magic link).
@@ -973,7 +1147,10 @@ impl FsPolicy {
             let st = fstat(obj.as_raw_fd())?;
             if is(&st, libc::S_IFLNK) && (follow || trailing) {
                 let text = read_link(obj.as_raw_fd())?;
-                if text.first() == Some(&b'/') {
+                // In a view's root an absolute link names a view path
+                // (resolved again from the top); in any other tree it
+                // leaves the tree, as `RESOLVE_BENEATH` says on reads.
+                if text.first() == Some(&b'/') && !d.in_root {
                     return Err(PathError::Denied(Refusal::Escape));
                 }
                 let mut next = join(spelled_parent(&spelled), &text);
@@ -1004,7 +1181,7 @@ impl FsPolicy {
         let r = self.reach_for_change(path, true)?;
         match r.obj {
             Some((_, o)) if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino) => Ok(()),
-            _ => Err(PathError::Denied(Refusal::ReadOnly)),
+            _ => Err(self.read_only()),
         }
     }
 
@@ -1029,7 +1206,7 @@ impl FsPolicy {
             return Ok((fd, st));
         };
         let flags = libc::O_PATH | if follow { 0 } else { libc::O_NOFOLLOW };
-        let fd = openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, flags, 0)?;
+        let fd = d.open2(&cstring(&rel)?, flags, 0)?;
         let st = fstat(fd.as_raw_fd())?;
         self.check_object(fd.as_raw_fd(), &st, Access::Look)?;
         Ok((fd, st))
@@ -1065,12 +1242,17 @@ impl FsPolicy {
         let (d2, _) = self.locate(abs).ok_or(PathError::Denied(Refusal::Outside))?;
         let (d, rel) = self.locate(&parent).ok_or(PathError::Denied(Refusal::TreeItself))?;
         if !std::ptr::eq(d, d2) || rel.is_empty() {
-            return Err(PathError::Denied(Refusal::TreeItself));
+            // In a view the tree is a mount point: busy, as natively.
+            return Err(if self.view {
+                PathError::Errno(libc::EBUSY)
+            } else {
+                PathError::Denied(Refusal::TreeItself)
+            });
         }
         if need_write && !d.write {
-            return Err(PathError::Denied(Refusal::ReadOnly));
+            return Err(self.read_only());
         }
-        let fd = openat2_beneath(d.fd.as_raw_fd(), &cstring(&rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        let fd = d.open2(&cstring(&rel)?, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let cname = cstring(&name)?;
         if need_write {
             let st = fstat(fd.as_raw_fd())?;
@@ -1086,11 +1268,334 @@ impl FsPolicy {
                     libc::fstatat(fd.as_raw_fd(), cname.as_ptr(), &mut nst, libc::AT_SYMLINK_NOFOLLOW)
                 };
                 if r == 0 && self.root(&nst).is_some() {
-                    return Err(PathError::Denied(Refusal::TreeItself));
+                    // In a view a tree root is a mount point: busy.
+                    return Err(if self.view {
+                        PathError::Errno(libc::EBUSY)
+                    } else {
+                        PathError::Denied(Refusal::TreeItself)
+                    });
                 }
             }
         }
         Ok((fd, cname))
+    }
+}
+
+/// Canonicalises a host path given at start and opens it `O_PATH`: its
+/// canonical path, descriptor and stat.
+fn open_host(p: &std::path::Path) -> Result<(CString, OwnedFd, libc::stat), std::io::Error> {
+    let canon = std::fs::canonicalize(p)?;
+    let c = CString::new(canon.as_os_str().as_encoded_bytes().to_vec())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let fd = openat(libc::AT_FDCWD, &c, libc::O_PATH, 0).map_err(io)?;
+    let st = fstat(fd.as_raw_fd()).map_err(io)?;
+    Ok((c, fd, st))
+}
+
+/// A path error as an I/O error (for set-up errors, before the run).
+fn io(e: PathError) -> std::io::Error {
+    match e {
+        PathError::Errno(e) => std::io::Error::from_raw_os_error(e),
+        PathError::Denied(_) => std::io::Error::from_raw_os_error(libc::EACCES),
+    }
+}
+
+/// A file grant of the non-directory at canonical path `c` (with its stat
+/// `st`), reached by the program at `comps`: its directory is opened from
+/// `/` (the canonical path holds no symlink) and the name looked up there
+/// once.
+fn grant_file(
+    c: &CString,
+    st: &libc::stat,
+    comps: Vec<Vec<u8>>,
+    write: bool,
+) -> Result<AllowedFile, std::io::Error> {
+    let einval = || std::io::Error::from_raw_os_error(libc::EINVAL);
+    let host = components(c.as_bytes());
+    let Some((name, parent)) = host.split_last() else {
+        return Err(einval());
+    };
+    let mut parent_path = Vec::new();
+    for comp in parent {
+        parent_path.push(b'/');
+        parent_path.extend_from_slice(comp);
+    }
+    if parent_path.is_empty() {
+        parent_path.push(b'/');
+    }
+    let pc = CString::new(parent_path).map_err(|_| einval())?;
+    let name = CString::new(name.clone()).map_err(|_| einval())?;
+    let dir = openat(libc::AT_FDCWD, &pc, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(io)?;
+    let obj = openat(dir.as_raw_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0).map_err(io)?;
+    let ost = fstat(obj.as_raw_fd()).map_err(io)?;
+    if (ost.st_dev, ost.st_ino) != (st.st_dev, st.st_ino) {
+        // Renamed between the two looks: refuse to guess.
+        return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+    }
+    Ok(AllowedFile { comps, dir, name, obj, id: (st.st_dev, st.st_ino), write })
+}
+
+const FSOPEN_CLOEXEC: u32 = 1;
+const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_CMD_CREATE: u32 = 6;
+const FSMOUNT_CLOEXEC: u32 = 1;
+const MOUNT_ATTR_NOSUID: u32 = 0x2;
+const MOUNT_ATTR_NODEV: u32 = 0x4;
+
+/// A fresh kernel tmpfs of `size` bytes as a detached mount (`fsopen`,
+/// `fsconfig`, `fsmount`): in no mount namespace and at no host path, so
+/// nothing is left behind; it is freed when the last descriptor of it
+/// closes. Writes past `size` are the kernel's `ENOSPC`. Needs
+/// CAP_SYS_ADMIN; without it, made in a child in a user namespace of its
+/// own ([`tmpfs_in_userns`]).
+fn make_tmpfs(size: u64) -> Result<OwnedFd, std::io::Error> {
+    match tmpfs_here(size) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => tmpfs_in_userns(size),
+        r => r,
+    }
+}
+
+/// [`make_tmpfs`] in this process (async-signal-safe: also run in a
+/// forked child).
+fn tmpfs_here(size: u64) -> Result<OwnedFd, std::io::Error> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: fsopen reads the NUL-terminated name.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC as usize) };
+    if fs < 0 {
+        return Err(err());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let mut digits = [0u8; 24];
+    let value = decimal(size.max(4096), &mut digits);
+    // SAFETY: fsconfig reads the two NUL-terminated strings.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd() as usize,
+            FSCONFIG_SET_STRING as usize,
+            c"size".as_ptr(),
+            value.as_ptr(),
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(err());
+    }
+    // SAFETY: no pointers are passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd() as usize,
+            FSCONFIG_CMD_CREATE as usize,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(err());
+    }
+    // SAFETY: touches no memory.
+    let m = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd() as usize,
+            FSMOUNT_CLOEXEC as usize,
+            (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) as usize,
+        )
+    };
+    if m < 0 {
+        return Err(err());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as i32) })
+}
+
+/// `n` in decimal, NUL-terminated, in `buf` (no allocation: used after
+/// fork).
+fn decimal(mut n: u64, buf: &mut [u8; 24]) -> &std::ffi::CStr {
+    let mut i = buf.len() - 1;
+    buf[i] = 0;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::ffi::CStr::from_bytes_with_nul(&buf[i..]).unwrap_or(c"4096")
+}
+
+/// [`make_tmpfs`] without CAP_SYS_ADMIN: a forked child enters a user and
+/// mount namespace of its own (mapping its uid and gid to themselves, so
+/// the monitor owns what it creates), makes the tmpfs there and passes
+/// the mount's descriptor back over a socket pair.
+fn tmpfs_in_userns(size: u64) -> Result<OwnedFd, std::io::Error> {
+    let err = std::io::Error::last_os_error;
+    let mut sv = [0i32; 2];
+    // SAFETY: socketpair writes two descriptors into `sv`.
+    if unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr())
+    } < 0
+    {
+        return Err(err());
+    }
+    // SAFETY: two fresh descriptors we own.
+    let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+    // Everything the child needs is made before the fork: it allocates
+    // nothing and makes only raw system calls.
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let uid_map = format!("0 {uid} 1\n");
+    let gid_map = format!("0 {gid} 1\n");
+    // A child without an exit signal (clone flags 0): no SIGCHLD, and no
+    // `wait4(-1)` of another run in this process reaps it; only the
+    // `__WALL` wait below does.
+    // SAFETY: a fork-like clone (no shared memory, no new stack); the child
+    // runs only async-signal-safe code and leaves with _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, 0usize, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        return Err(err());
+    }
+    if pid == 0 {
+        let code = userns_child(theirs.as_raw_fd(), size, uid_map.as_bytes(), gid_map.as_bytes());
+        // SAFETY: ends the child at once, running nothing of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    drop(theirs);
+    let got = recv_fd(mine.as_raw_fd());
+    let mut status = 0;
+    // SAFETY: waits for our own child; writes `status`.
+    unsafe { libc::waitpid(pid as i32, &mut status, libc::__WALL) };
+    got
+}
+
+/// The child of [`tmpfs_in_userns`]: a user and mount namespace of its own,
+/// the tmpfs, its descriptor sent over `sock` (or the errno as 4 bytes).
+/// The exit code is 0 on success. Only for a freshly cloned child (it
+/// changes the calling process's namespaces): makes raw system calls only.
+fn userns_child(sock: RawFd, size: u64, uid_map: &[u8], gid_map: &[u8]) -> i32 {
+    let send_errno = |e: i32| {
+        // SAFETY: send reads 4 bytes of `e`.
+        unsafe { libc::send(sock, (&e as *const i32).cast(), 4, 0) };
+        1
+    };
+    let write_file = |path: &std::ffi::CStr, text: &[u8]| -> bool {
+        // SAFETY: open reads the path; write reads `text`; close our fd.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return false;
+            }
+            let n = libc::write(fd, text.as_ptr().cast(), text.len());
+            libc::close(fd);
+            n == text.len() as isize
+        }
+    };
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM);
+    // SAFETY: unshare touches no memory.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } < 0 {
+        return send_errno(errno());
+    }
+    if !write_file(c"/proc/self/setgroups", b"deny")
+        || !write_file(c"/proc/self/uid_map", uid_map)
+        || !write_file(c"/proc/self/gid_map", gid_map)
+    {
+        return send_errno(errno());
+    }
+    let fd = match tmpfs_here(size) {
+        Ok(fd) => fd,
+        Err(e) => return send_errno(e.raw_os_error().unwrap_or(libc::EPERM)),
+    };
+    let raw = fd.as_raw_fd();
+    let mut byte = 0u8;
+    let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+    let mut space = [0u64; 4];
+    // SAFETY: msghdr is plain data; zeroed is valid, then filled in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: the control buffer holds one header and an fd (32 bytes).
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), raw);
+    }
+    // SAFETY: sendmsg reads the message built above.
+    if unsafe { libc::sendmsg(sock, &msg, 0) } < 0 {
+        return 1;
+    }
+    0
+}
+
+/// Receives the descriptor [`userns_child`] sends (or its errno).
+fn recv_fd(sock: RawFd) -> Result<OwnedFd, std::io::Error> {
+    let mut data = [0u8; 4];
+    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    let mut space = [0u64; 4];
+    // SAFETY: msghdr is plain data; zeroed is valid, then filled in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space);
+    // SAFETY: recvmsg writes into the buffers described by `msg`.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the control buffer; CMSG_FIRSTHDR checks
+    // its length.
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: `c` is checked non-null and lies in `space`.
+    if !c.is_null() && unsafe { (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS } {
+        // SAFETY: an SCM_RIGHTS message holds at least one descriptor.
+        let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>()) };
+        // SAFETY: the kernel installed this descriptor for us.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let e = if n == 4 { i32::from_ne_bytes(data) } else { libc::EPERM };
+    Err(std::io::Error::from_raw_os_error(e))
+}
+
+/// Creates the mount point `comps` (its directories, and the last as a
+/// directory when `dir`, else an empty file) in the fresh empty root
+/// `root`. Best effort: a mount point that cannot be made is only missing
+/// from listings, the tree is still reached by its path.
+fn make_mount_point(root: RawFd, comps: &[Vec<u8>], dir: bool) {
+    let Ok(mut cur) = openat(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0) else { return };
+    for (i, c) in comps.iter().enumerate() {
+        let Ok(name) = CString::new(c.clone()) else { return };
+        let last = i + 1 == comps.len();
+        if last && !dir {
+            // SAFETY: openat reads the name; the descriptor is closed at once.
+            let fd = unsafe {
+                libc::openat(
+                    cur.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    0o644,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: our own fresh descriptor.
+                unsafe { libc::close(fd) };
+            }
+            return;
+        }
+        // SAFETY: mkdirat reads the name.
+        unsafe { libc::mkdirat(cur.as_raw_fd(), name.as_ptr(), 0o755) };
+        match openat(cur.as_raw_fd(), &name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
+            Ok(next) => cur = next,
+            Err(_) => return,
+        }
     }
 }
 
@@ -1131,6 +1636,155 @@ mod tests {
 
     fn b(p: &std::path::Path) -> Vec<u8> {
         p.as_os_str().as_encoded_bytes().to_vec()
+    }
+
+    fn view(
+        root: Option<&std::path::Path>,
+        binds: &[(&std::path::Path, &str, bool)],
+        tmpfs: &[(&str, u64)],
+    ) -> FsPolicy {
+        let v = crate::config::View {
+            root: root.map(PathBuf::from),
+            root_readonly: false,
+            binds: binds
+                .iter()
+                .map(|(s, d, ro)| crate::config::Bind { src: s.to_path_buf(), dst: d.into(), readonly: *ro })
+                .collect(),
+            tmpfs: tmpfs.iter().map(|(d, n)| crate::config::Tmpfs { dst: d.into(), size: *n }).collect(),
+            chdir: None,
+        };
+        FsPolicy::with_view(&v).unwrap()
+    }
+
+    fn read_all(o: Opened) -> String {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(o.fd), &mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_view_root_keeps_dotdot_and_absolute_links_inside() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().canonicalize().unwrap().join("root");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), b"inside").unwrap();
+        symlink("/etc/passwd", r.join("abs")).unwrap();
+        symlink("../../../../../etc/passwd", r.join("etc/rel")).unwrap();
+        symlink("/proc/self/root/etc/passwd", r.join("magic")).unwrap();
+        let p = view(Some(&r), &[], &[]);
+        for path in ["/etc/passwd", "/../../etc/passwd", "/abs", "/etc/rel", "/etc/../../etc/passwd"] {
+            assert_eq!(read_all(p.open(path.as_bytes(), libc::O_RDONLY, 0).unwrap()), "inside", "{path}");
+        }
+        // Not in the view: it does not exist (the host has /etc/hostname).
+        assert_eq!(p.open(b"/etc/hostname", libc::O_RDONLY, 0).unwrap_err(), PathError::Errno(libc::ENOENT));
+        assert!(p.locate(b"/anything").is_some(), "everything is in the root");
+        assert!(p.open(b"/magic", libc::O_RDONLY, 0).is_err());
+        // A change through an absolute link stays in the view too.
+        let o = p.open(b"/abs", libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
+        drop(o);
+        assert_eq!(p.host_path(b"/etc/passwd").unwrap(), b(&r.join("etc/passwd")));
+    }
+
+    #[test]
+    fn binds_are_reached_at_their_view_path_and_read_only_is_erofs() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().canonicalize().unwrap();
+        let (r, data, ro) = (base.join("root"), base.join("data"), base.join("ro"));
+        for d in [&r, &data, &ro] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(data.join("f"), b"data").unwrap();
+        std::fs::write(ro.join("f"), b"ro").unwrap();
+        std::fs::write(base.join("secret"), b"no").unwrap();
+        symlink("/etc/passwd", data.join("abs")).unwrap();
+        symlink("../secret", data.join("rel")).unwrap();
+        let p = view(Some(&r), &[(&data, "/mnt/data", false), (&ro, "/ro", true)], &[]);
+        assert_eq!(read_all(p.open(b"/mnt/data/f", libc::O_RDONLY, 0).unwrap()), "data");
+        assert_eq!(read_all(p.open(b"/ro/f", libc::O_RDONLY, 0).unwrap()), "ro");
+        // `..` at the mount point is its parent in the view.
+        assert_eq!(read_all(p.open(b"/mnt/data/../data/f", libc::O_RDONLY, 0).unwrap()), "data");
+        let escape = PathError::Denied(Refusal::Escape);
+        assert_eq!(p.open(b"/mnt/data/abs", libc::O_RDONLY, 0).unwrap_err(), escape);
+        assert_eq!(p.open(b"/mnt/data/rel", libc::O_RDONLY, 0).unwrap_err(), escape);
+        let erofs = PathError::Denied(Refusal::ReadOnlyView);
+        assert_eq!(p.open(b"/ro/f", libc::O_WRONLY, 0).unwrap_err(), erofs);
+        assert_eq!(p.open(b"/ro/new", libc::O_WRONLY | libc::O_CREAT, 0o644).unwrap_err(), erofs);
+        assert_eq!(p.parent(b"/ro/f", true).unwrap_err(), erofs);
+        assert_eq!(Refusal::ReadOnlyView.errno(), libc::EROFS);
+        assert!(p.open(b"/mnt/data/new", libc::O_WRONLY | libc::O_CREAT, 0o644).is_ok());
+        assert!(data.join("new").exists());
+        // A mount point is busy; rename across binds is another tree.
+        assert_eq!(p.parent(b"/mnt/data", true).unwrap_err(), PathError::Errno(libc::EBUSY));
+        assert!(!p.same_tree(b"/mnt/data", b"/ro"));
+        assert!(!p.same_tree(b"/mnt/data", b"/"));
+        assert!(p.same_tree(b"/mnt/data/x", b"/mnt/data/y/.."));
+    }
+
+    #[test]
+    fn a_file_bind_is_that_file_at_its_view_path() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().canonicalize().unwrap();
+        std::fs::write(base.join("conf"), b"conf").unwrap();
+        std::fs::write(base.join("sib"), b"secret").unwrap();
+        let p = view(None, &[(&base.join("conf"), "/etc/app.conf", true)], &[]);
+        assert_eq!(read_all(p.open(b"/etc/app.conf", libc::O_RDONLY, 0).unwrap()), "conf");
+        assert_eq!(p.open(b"/etc/sib", libc::O_RDONLY, 0).unwrap_err(), PathError::Errno(libc::ENOENT));
+        assert_eq!(
+            p.open(b"/etc/app.conf", libc::O_WRONLY, 0).unwrap_err(),
+            PathError::Denied(Refusal::ReadOnlyView)
+        );
+        // The empty root shows the mount point, and is read-only.
+        assert!(p.inspect(b"/etc", true).is_ok());
+        assert_eq!(
+            p.open(b"/x", libc::O_WRONLY | libc::O_CREAT, 0o644).unwrap_err(),
+            PathError::Denied(Refusal::ReadOnlyView)
+        );
+    }
+
+    #[test]
+    fn a_tmpfs_is_bounded_and_leaves_nothing() {
+        let p = view(None, &[], &[("/tmp", 64 << 10)]);
+        let o = p.open(b"/tmp/f", libc::O_WRONLY | libc::O_CREAT, 0o644).unwrap();
+        let mut f = std::fs::File::from(o.fd);
+        let chunk = vec![7u8; 4096];
+        let mut total = 0usize;
+        let e = loop {
+            match std::io::Write::write(&mut f, &chunk) {
+                Ok(n) => total += n,
+                Err(e) => break e,
+            }
+            assert!(total <= 64 << 10, "wrote past the bound");
+        };
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert!(p.host_path(b"/tmp/f").unwrap().starts_with(b"tmpfs:"));
+    }
+
+    #[test]
+    fn a_tmpfs_is_made_in_a_user_namespace_without_cap_sys_admin() {
+        // The fallback, called directly (here it may run as root too).
+        match tmpfs_in_userns(1 << 20) {
+            Ok(fd) => {
+                let f = openat(fd.as_raw_fd(), c"x", libc::O_CREAT | libc::O_WRONLY, 0o600).unwrap();
+                assert!(fstat(f.as_raw_fd()).is_ok());
+            }
+            Err(e) => cabin_tests::not_run("user namespaces", &format!("{e}")),
+        }
+    }
+
+    #[test]
+    fn a_view_refuses_bad_paths_with_the_fix() {
+        let t = tempfile::tempdir().unwrap();
+        let mk = |root: Option<PathBuf>, dst: &str| crate::config::View {
+            root,
+            binds: vec![crate::config::Bind { src: t.path().into(), dst: dst.into(), readonly: false }],
+            ..Default::default()
+        };
+        for dst in ["rel", "/", "/a/../b"] {
+            let e = FsPolicy::with_view(&mk(None, dst)).unwrap_err().to_string();
+            assert!(e.contains("help:"), "{dst}: {e}");
+        }
+        let e = FsPolicy::with_view(&mk(Some(t.path().join("missing")), "/x")).unwrap_err().to_string();
+        assert!(e.contains("missing") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -394,6 +394,8 @@ impl Service {
     /// descriptor); `resolved`: what the monitor made of it.
     fn path_fail(&mut self, e: PathError, prog: Option<&[u8]>, resolved: &[u8]) -> Fail {
         match e {
+            // In a view what lies outside does not exist (as in a container).
+            PathError::Denied(Refusal::Outside) if self.policy.is_view() => Fail::Errno(libc::ENOENT),
             PathError::Denied(why) => self.deny(why, prog, resolved),
             PathError::Errno(e) => Fail::Errno(e),
         }
@@ -408,6 +410,9 @@ impl Service {
             self.note.path = Some(p.to_vec());
         }
         self.note.refusal = Some(PathRefusal { why, resolved: resolved.to_vec() });
+        if self.policy.is_view() {
+            self.note.host_path = self.policy.host_path(resolved);
+        }
         Fail::Errno(why.errno())
     }
 
@@ -435,7 +440,11 @@ impl Service {
             (_, None) => Err(self.deny(Refusal::Outside, None, &resolved)),
             (Some(true), _) => Ok(fd),
             (Some(false), Some(p)) => {
-                let why = if self.policy.locate(p).is_some() { Refusal::ReadOnly } else { Refusal::Outside };
+                let why = match self.policy.locate(p) {
+                    Some(_) if self.policy.is_view() => Refusal::ReadOnlyView,
+                    Some(_) => Refusal::ReadOnly,
+                    None => Refusal::Outside,
+                };
                 Err(self.deny(why, None, &resolved))
             }
             (None, Some(p)) => {
@@ -480,7 +489,16 @@ impl Service {
     }
 
     /// The absolute program path for `path` relative to `dirfd`.
-    fn absolute(&self, dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Fail> {
+    /// In a view, the host path of the first one is noted for the trace.
+    fn absolute(&mut self, dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Fail> {
+        let abs = self.absolute_of(dirfd, path)?;
+        if self.record_paths && self.note.host_path.is_none() && self.policy.is_view() {
+            self.note.host_path = self.policy.host_path(&abs);
+        }
+        Ok(abs)
+    }
+
+    fn absolute_of(&self, dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Fail> {
         if path.is_empty() {
             return Err(Fail::Errno(libc::ENOENT));
         }

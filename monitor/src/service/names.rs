@@ -165,8 +165,7 @@ impl Service {
     }
 
     fn renameat2(&mut self, mem: &GuestMemory, a: [u64; 5]) -> Sys {
-        let (od, on) = self.parent(mem, a[0], a[1], true)?;
-        let (nd, nn) = self.parent(mem, a[2], a[3], true)?;
+        let [(od, on), (nd, nn)] = self.two_parents(mem, [a[0], a[1], a[2], a[3]])?;
         let flags = a[4] as u32 & (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE);
         // SAFETY: reads the two names; the fds are ours.
         host(unsafe {
@@ -181,13 +180,33 @@ impl Service {
         })
     }
 
+    /// The directories and final names of the two names of a `rename` or
+    /// `link` (`[olddirfd, oldpath, newdirfd, newpath]`), both writable. In
+    /// a view two names in different trees (mounts) are `EXDEV`, as
+    /// natively across mounts, whatever the host file systems.
+    fn two_parents(
+        &mut self,
+        mem: &GuestMemory,
+        a: [u64; 4],
+    ) -> Result<[(std::os::fd::OwnedFd, std::ffi::CString); 2], Fail> {
+        let old = self.read_path(mem, a[1])?;
+        let new = self.read_path(mem, a[3])?;
+        let old_abs = self.absolute(a[0], &old)?;
+        let new_abs = self.absolute(a[2], &new)?;
+        let o = self.policy.parent(&old_abs, true).map_err(|e| self.path_fail(e, Some(&old), &old_abs))?;
+        let n = self.policy.parent(&new_abs, true).map_err(|e| self.path_fail(e, Some(&new), &new_abs))?;
+        if !self.policy.same_tree(&old_abs, &new_abs) {
+            return Err(Fail::Errno(libc::EXDEV));
+        }
+        Ok([o, n])
+    }
+
     fn linkat(&mut self, mem: &GuestMemory, a: [u64; 4]) -> Sys {
         // Both names need a writable dir (a link into a writable dir to a
         // file of a read-only dir would make that file writable). The old
         // name's final symlink is never followed (AT_SYMLINK_FOLLOW is
         // ignored): following it could link a file from outside.
-        let (od, on) = self.parent(mem, a[0], a[1], true)?;
-        let (nd, nn) = self.parent(mem, a[2], a[3], true)?;
+        let [(od, on), (nd, nn)] = self.two_parents(mem, a)?;
         // SAFETY: reads the two names; the fds are ours.
         host(unsafe { libc::linkat(od.as_raw_fd(), on.as_ptr(), nd.as_raw_fd(), nn.as_ptr(), 0) } as i64)
     }

@@ -490,7 +490,7 @@ impl Service {
     /// A unix path address made absolute against the working directory.
     fn unix_abs(&self, addr: &Addr) -> Result<Option<Vec<u8>>, Fail> {
         match addr {
-            Addr::UnixPath(p) => Ok(Some(super::fs::normalize(&self.absolute(AT_FDCWD_ARG, p)?))),
+            Addr::UnixPath(p) => Ok(Some(super::fs::normalize(&self.absolute_of(AT_FDCWD_ARG, p)?))),
             _ => Ok(None),
         }
     }

@@ -40,4 +40,5 @@ mod sigreturn;
 mod sockets;
 mod threads;
 mod vcpu_threads;
+mod views;
 mod xonly_sigreturn;

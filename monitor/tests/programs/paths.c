@@ -10,6 +10,9 @@
  * "race N good G denied D other O escapes E", an escape being a read whose
  * data starts with SECRET. Exits 0, or 3 when an escape happened.
  *
+ * `getcwd`: prints "ok CWD". `fill PATH N`: writes N bytes in 4 KiB chunks,
+ * "ok N" or "err ERRNO after WRITTEN".
+ *
  * `repeat N OP ARG...`: runs one step N times without printing it; prints
  * "repeat N ok K denied D other O" (D counts EACCES and EPERM). For races
  * against a host thread (monitor/tests/attacks/paths_nested.rs). */
@@ -387,6 +390,39 @@ static int step(char **a, int n)
             n_ok++;
         }
         return 1;
+    }
+    if (!strcmp(op, "getcwd")) {
+        char b[4096];
+        if (!getcwd(b, sizeof b))
+            fail();
+        else
+            quiet ? (void)n_ok++ : (void)printf("ok %s\n", b);
+        return 0;
+    }
+    if (!strcmp(op, "fill")) {
+        /* Writes PATH in 4 KiB chunks up to N bytes: "ok N", or
+         * "err ERRNO after WRITTEN" at the first failure. */
+        NEED(2);
+        long want = atol(a[2]), done = 0;
+        int fd = open(arg(a[1], 0), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) {
+            fail();
+            return 2;
+        }
+        static char chunk[4096];
+        memset(chunk, 'x', sizeof chunk);
+        while (done < want) {
+            ssize_t w = write(fd, chunk, sizeof chunk);
+            if (w <= 0) {
+                printf("err %d after %ld\n", w < 0 ? errno : 0, done);
+                close(fd);
+                return 2;
+            }
+            done += w;
+        }
+        close(fd);
+        printf("ok %ld\n", done);
+        return 2;
     }
     if (!strcmp(op, "repeat")) {
         NEED(2);

@@ -75,6 +75,9 @@ pub struct SyscallRecord {
     /// returned. Filled by the monitor's socket service when a tracer or
     /// the audit log wants it, and always for a refusal.
     pub addr: Option<String>,
+    /// In a view (docs/views.md): where `path` lies on the host, escaped
+    /// as `path` is (`tmpfs:SIZE/...` in a tmpfs).
+    pub host_path: Option<String>,
 }
 
 impl SyscallRecord {
@@ -93,6 +96,7 @@ impl SyscallRecord {
             complain: false,
             path: None,
             addr: None,
+            host_path: None,
         }
     }
 
@@ -301,6 +305,9 @@ pub fn syscall_json(seq: u64, r: &SyscallRecord) -> Value {
     if let Some(a) = &r.addr {
         m.insert("addr".into(), json!(a));
     }
+    if let Some(h) = &r.host_path {
+        m.insert("host_path".into(), json!(h));
+    }
     Value::Object(m)
 }
 
@@ -361,7 +368,10 @@ pub fn syscall_text(r: &SyscallRecord) -> String {
         how.push_str(", allowed in complain mode");
     }
     let site = r.site.map(|s| format!(" @{s:#x}")).unwrap_or_default();
-    let addr = r.addr.as_ref().map(|a| format!(" addr={a}")).unwrap_or_default();
+    let mut addr = r.addr.as_ref().map(|a| format!(" addr={a}")).unwrap_or_default();
+    if let Some(h) = &r.host_path {
+        addr.push_str(&format!(" host={h}"));
+    }
     format!(
         "[{}] {secs}.{micros:06} {name}({args}){addr} = {result} <{how} {}>{site}",
         r.tid,
