@@ -402,7 +402,8 @@ fn bad_bundles_are_refused_with_the_field_and_leave_nothing() {
 }
 
 /// Attacks from inside: the container's program cannot read its bundle's
-/// config.json nor write its runtime state (both outside its rootfs); an
+/// config.json nor write its runtime state (both outside its view: their
+/// host paths do not exist for it); an
 /// image whose entrypoint is a symbolic link out of the rootfs (absolute,
 /// or through `..`) does not make the runtime read a host file.
 #[test]
@@ -489,6 +490,49 @@ fn policy_annotation_and_spec_seccomp_apply() {
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("annotations.dev.cabin.policy"), "{}", describe(&o));
     assert!(!runc.root.join("p3").exists());
+}
+
+/// The spec's root, mounts and cwd are the program's view: a tmpfs mount
+/// takes a write (its size= bound is the monitor's, tested in views.rs), a
+/// bind shows its source, the
+/// cwd is the starting directory (a relative path resolves there), and the
+/// rootfs is `/`.
+#[test]
+fn root_mounts_and_cwd_make_the_view() {
+    let t = tempdir();
+    let runc = Runc::new(t.path());
+    let shared = t.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    std::fs::write(shared.join("file"), "from the bind\n").expect("write");
+    let b = bundle(t.path(), "bundle", &["/bin/app"], serde_json::json!({}));
+    std::fs::write(b.join("rootfs/motd"), "in the rootfs\n").expect("write");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).expect("config")).expect("json");
+    v["mounts"] = serde_json::json!([
+        { "destination": "/proc", "type": "proc", "source": "proc" },
+        { "destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=64k"] },
+        { "destination": "/data", "type": "bind", "source": shared, "options": ["rbind", "rw"] }
+    ]);
+    v["process"]["cwd"] = serde_json::json!("/data");
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&["/bin/app", "cat", "/motd"], "in the rootfs\n", 0),
+        (&["/bin/app", "cat", "file"], "from the bind\n", 0),
+        (&["/bin/app", "write", "/scratch/x"], "wrote /scratch/x\n", 0),
+        (&["/bin/app", "write", "/data/new"], "wrote /data/new\n", 0),
+    ];
+    for (i, (args, out, code)) in cases.iter().enumerate() {
+        v["process"]["args"] = serde_json::json!(args);
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&v).expect("json")).expect("config");
+        let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), &format!("v{i}")]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), *out, "{args:?}: {}", describe(&o));
+        assert_eq!(o.status.code(), Some(*code), "{args:?}");
+    }
+    assert!(shared.join("new").exists(), "a write through a rw bind lands in its source");
+    // A bad size names the field.
+    v["mounts"][1]["options"] = serde_json::json!(["size=lots"]);
+    std::fs::write(b.join("config.json"), serde_json::to_vec(&v).expect("json")).expect("config");
+    let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "badsize"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mounts[1].options"), "{}", describe(&o));
 }
 
 /// Receives one descriptor (SCM_RIGHTS) from the first connection to `listener`.
@@ -829,34 +873,46 @@ fn containerd_runs_cabin_containers() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "mkdir: Operation not permitted\n", "{}", describe(&o));
     assert_eq!(o.status.code(), Some(1));
 
-    // A bind mount (read-only): its source is readable, a write under it
-    // refused; without the mount the same path is not the container's.
-    // (Until the monitor serves views the program sees host paths:
-    // docs/kubernetes.md.)
+    // A bind mount (read-only) at /data: its file is readable there, a
+    // write under it is EROFS; without the mount /data does not exist.
     let shared = t.path().join("shared");
     std::fs::create_dir_all(&shared).expect("mkdir");
     std::fs::write(shared.join("file"), "bound\n").expect("write");
     let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", shared.display());
-    let file = shared.join("file");
-    let o = ctr_run("bind", &["--mount", &mount], &["/bin/app", "cat", file.to_str().unwrap()]);
+    let o = ctr_run("bind", &["--mount", &mount], &["/bin/app", "cat", "/data/file"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "bound\n", "{}", describe(&o));
     assert_eq!(o.status.code(), Some(0));
-    let o = ctr_run("nobind", &[], &["/bin/app", "cat", file.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "without the mount: {}", describe(&o));
-    let new = shared.join("new");
-    let o = ctr_run("bindro", &["--mount", &mount], &["/bin/app", "write", new.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "a write under a ro bind: {}", describe(&o));
-    assert!(!new.exists());
+    let o = ctr_run("nobind", &[], &["/bin/app", "cat", "/data/file"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "open /data/file: No such file or directory\n",
+        "{}",
+        describe(&o)
+    );
+    let o = ctr_run("bindro", &["--mount", &mount], &["/bin/app", "write", "/data/new"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "write /data/new: Read-only file system\n",
+        "{}",
+        describe(&o)
+    );
+    assert!(!shared.join("new").exists());
+    // The host path of the bind's source is not in the container's view.
+    let host = shared.join("file");
+    let o = ctr_run("hostpath", &["--mount", &mount], &["/bin/app", "cat", host.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No such file or directory"), "{}", describe(&o));
 
-    // A read-only rootfs refuses a write that a writable one takes.
-    let task_rootfs =
-        |id: &str| ctrd.dir.join("state/io.containerd.runtime.v2.task/cabin").join(id).join("rootfs");
-    let target = task_rootfs("ro").join("new-file");
-    let o = ctr_run("ro", &["--read-only"], &["/bin/app", "write", target.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "a write to a read-only rootfs: {}", describe(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("write "), "{}", describe(&o));
-    let target = task_rootfs("rw").join("new-file");
-    let o = ctr_run("rw", &[], &["/bin/app", "write", target.to_str().unwrap()]);
+    // A read-only rootfs refuses a write (EROFS) that a writable one takes.
+    let o = ctr_run("ro", &["--read-only"], &["/bin/app", "write", "/new-file"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "write /new-file: Read-only file system\n",
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let o = ctr_run("rw", &[], &["/bin/app", "write", "/new-file"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "wrote /new-file\n", "{}", describe(&o));
     assert_eq!(o.status.code(), Some(0), "a write to a writable rootfs: {}", describe(&o));
 }
 

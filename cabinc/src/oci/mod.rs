@@ -650,6 +650,13 @@ fn run_config(plan: &Plan) -> Result<(RunConfig, BackendChoice)> {
         (x, y) => x.or(y),
     };
     if let Some(p) = &mut policy {
+        if spec::MONITOR_SERVES_VIEWS && !p.view.is_empty() {
+            bail!(
+                "annotations.{}: the policy has a [view], and a container's view is its root and mounts; \
+                 help: drop [view] from the policy",
+                spec::ANNOTATION_POLICY
+            );
+        }
         if spec::MONITOR_SERVES_VIEWS && !(p.paths.read.is_empty() && p.paths.write.is_empty()) {
             bail!(
                 "annotations.{}: the policy's [paths] read/write name host trees, and a container sees its \

@@ -159,11 +159,12 @@ pub struct TmpfsMount {
     pub size: u64,
 }
 
-/// Whether the monitor serves a [`cabin_monitor::View`] yet: the view API
-/// landed before its implementation (s26-views), and until it is served
-/// the container runs on allowed trees ([`Plan::allowed_trees`]) and a
-/// tmpfs mount is refused. One switch, flipped when the monitor serves views.
-pub const MONITOR_SERVES_VIEWS: bool = false;
+/// Whether the container runs in a [`cabin_monitor::View`] (its rootfs as
+/// `/`, binds and tmpfs at their destinations): true since the monitor
+/// serves views (s26-views, 6155de8). `false` would run it on allowed
+/// trees instead ([`Plan::allowed_trees`], host paths; tmpfs refused), as
+/// before views existed.
+pub const MONITOR_SERVES_VIEWS: bool = true;
 
 /// Everything the container's init needs, checked: written by `create`
 /// into the state directory (plan.json), read by the init.
