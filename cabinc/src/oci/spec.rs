@@ -558,4 +558,26 @@ mod tests {
         assert!(v.binds[0].readonly);
         assert_eq!(v.chdir, Some(PathBuf::from("/")));
     }
+
+    #[test]
+    fn tmpfs_mounts_map_with_their_size() {
+        let d = bundle_with("app");
+        let p = plan_of(
+            d.path(),
+            &spec(
+                r#"{"process":{"args":["/bin/app"],"cwd":"/work"},"root":{"path":"rootfs"},
+                "mounts":[{"destination":"/tmp","type":"tmpfs","source":"tmpfs","options":["size=1m","mode=1777"]},
+                          {"destination":"/cache","type":"tmpfs","source":"tmpfs"},
+                          {"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["size=65536k"]}]}"#,
+            ),
+        )
+        .expect("plan");
+        let v = p.view();
+        assert_eq!(v.tmpfs.len(), 2, "the standard /dev/shm is not one");
+        assert_eq!(v.tmpfs[0].dst, PathBuf::from("/tmp"));
+        assert_eq!(v.tmpfs[0].size, 1 << 20);
+        assert_eq!(v.tmpfs[1].size, cabin_monitor::Tmpfs::DEFAULT_SIZE);
+        assert_eq!(v.chdir, Some(PathBuf::from("/work")));
+        assert!(!v.root_readonly);
+    }
 }
