@@ -60,7 +60,7 @@ enum Command {
     /// Print an image's SEV-SNP launch measurement (96 hex digits).
     Measure(MeasureArgs),
     /// Run an image confined (KVM micro-VM or seccomp-confined process).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List how each system call of a confined program is handled.
     Syscalls(syscalls::SyscallsArgs),
     /// Check, explain, import and generate syscall policies.
