@@ -634,6 +634,15 @@ fn version_and_features() {
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
     let o = bounded_output(Command::new(env!("CARGO_BIN_EXE_cabinc")).args(["oci", "features"]));
     assert!(o.status.success(), "{}", describe(&o));
+    // runc's commands Cabin does not serve: one clear line, exit 1, also in --log.
+    let o = runc.out(&["exec", "--pid-file", "x", "id"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("`exec` is not supported by cabin-runc"),
+        "{}",
+        describe(&o)
+    );
+    assert!(std::fs::read_to_string(&runc.log).expect("log").contains("not supported"));
 }
 
 // ---------------------------------------------------------------------------

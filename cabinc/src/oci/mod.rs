@@ -158,6 +158,9 @@ enum RuncCommand {
         /// The container's state directory.
         dir: PathBuf,
     },
+    /// runc's other commands (exec, pause, resume, update, checkpoint, …): refused.
+    #[command(external_subcommand)]
+    Other(Vec<String>),
 }
 
 /// Is this process `cabin-runc` (argv[0]'s file name)?
@@ -206,6 +209,11 @@ pub fn run(cli: &RuncCli) -> ExitCode {
         RuncCommand::Ps { format, id, .. } => ps(&root, id, format),
         RuncCommand::Features => features(),
         RuncCommand::Init { dir } => return init(dir),
+        RuncCommand::Other(words) => Err(anyhow!(
+            "`{}` is not supported by {RUNC_NAME}; help: it serves create, start, state, kill, delete, run, ps \
+             and features (docs/kubernetes.md)",
+            words.first().map_or("", String::as_str)
+        )),
     };
     match result {
         Ok(code) => code,
