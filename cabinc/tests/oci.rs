@@ -160,7 +160,9 @@ impl Runc {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.exe);
         c.arg("--root").arg(&self.root).arg("--log").arg(&self.log).args(["--log-format", "json"]);
-        c.args(args).env("XDG_CACHE_HOME", &self.cache);
+        c.args(args)
+            .env("XDG_CACHE_HOME", &self.cache)
+            .env("CABIN_OCI_POLICY_DIR", self.root.with_file_name("policies"));
         c
     }
 
@@ -443,8 +445,8 @@ fn a_container_cannot_reach_its_bundle_state_or_host_files() {
     }
 }
 
-/// The annotations: `dev.cabin.policy` (a policy file: mkdir denied with
-/// EPERM) and `linux.seccomp` in the spec (mkdir denied with ENOSPC, as an
+/// The annotations: `dev.cabin.policy` (a policy file of the node's
+/// policy directory, CABIN_OCI_POLICY_DIR: mkdir denied with EPERM) and `linux.seccomp` in the spec (mkdir denied with ENOSPC, as an
 /// imported profile); a bad policy file is refused at create, naming the
 /// annotation.
 #[test]
@@ -452,7 +454,8 @@ fn policy_annotation_and_spec_seccomp_apply() {
     let t = tempdir();
     let runc = Runc::new(t.path());
     let target = t.path().join("made");
-    let policy = t.path().join("policy.toml");
+    std::fs::create_dir_all(t.path().join("policies")).expect("mkdir");
+    let policy = t.path().join("policies/policy.toml");
     std::fs::write(
         &policy,
         "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"mkdir\", \"mkdirat\"]\ndeny-errno = \"EPERM\"\n",
@@ -480,16 +483,30 @@ fn policy_annotation_and_spec_seccomp_apply() {
     assert!(!target.exists());
 
     std::fs::write(&policy, "version = 1\n[default]\naction = \"sometimes\"\n").expect("policy");
-    let b = bundle(
-        t.path(),
-        "b3",
-        &["/bin/app"],
-        serde_json::json!({ "dev.cabin.policy": policy.to_str().unwrap() }),
-    );
+    let b = bundle(t.path(), "b3", &["/bin/app"], serde_json::json!({ "dev.cabin.policy": "policy.toml" }));
     let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "p3"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("annotations.dev.cabin.policy"), "{}", describe(&o));
     assert!(!runc.root.join("p3").exists());
+
+    // Attack from the pod's author: the annotation names a host file
+    // outside the node's policy directory (its content would come back in
+    // the parse error; /dev/zero would be read without end), directly,
+    // through `..` or through a link in the directory: refused without
+    // reading it, naming the annotation.
+    let secret = t.path().join("secret.txt");
+    std::fs::write(&secret, "TOPSECRET=1\n").expect("secret");
+    std::os::unix::fs::symlink(&secret, t.path().join("policies/link.toml")).expect("symlink");
+    let names = [secret.to_str().unwrap(), "/dev/zero", "../secret.txt", "link.toml", "/etc/shadow"];
+    for name in names {
+        let b = bundle(t.path(), "b4", &["/bin/app"], serde_json::json!({ "dev.cabin.policy": name }));
+        let o = runc.out(&["create", "--bundle", b.to_str().unwrap(), "p4"]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", describe(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("is not one of the node's policies"), "{name}: {err}");
+        assert!(!err.contains("TOPSECRET"), "{name}: {err}");
+        assert!(!runc.root.join("p4").exists());
+    }
 }
 
 /// The spec's root, mounts and cwd are the program's view: a tmpfs mount

@@ -217,6 +217,48 @@ const STANDARD_MOUNTS: &[(&str, &[&str])] = &[
     ("/run", &["tmpfs"]),
 ];
 
+/// Where the node's policies live (`dev.cabin.policy` picks one of them):
+/// `$CABIN_OCI_POLICY_DIR`, else this.
+pub const POLICY_DIR: &str = "/etc/cabin/policies";
+
+/// The largest policy file read.
+const MAX_POLICY_BYTES: u64 = 1 << 20;
+
+/// The policy file `dev.cabin.policy` names: a file name in the policy
+/// directory, or a path that lies in it once resolved. An annotation is
+/// written by whoever writes the pod, and the runtime runs as root: a free
+/// path would let a pod make the runtime read any host file (its content
+/// quoted back in a parse error, or /dev/zero read without end). So only
+/// the operator's directory is read, regular files up to 1 MiB.
+pub fn policy_file(name: &str) -> anyhow::Result<PathBuf> {
+    let field = format!("annotations.{ANNOTATION_POLICY}");
+    let dir = std::env::var_os("CABIN_OCI_POLICY_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(POLICY_DIR));
+    let dir = std::fs::canonicalize(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{field}: the policy directory {}: {e}; help: put the node's policies there (or set \
+             CABIN_OCI_POLICY_DIR for the runtime)",
+            dir.display()
+        )
+    })?;
+    let not_ours =
+        || anyhow::anyhow!("{field}: {name:?} is not one of the node's policies in {}", dir.display());
+    let candidate = if name.contains('/') { PathBuf::from(name) } else { dir.join(name) };
+    let real = std::fs::canonicalize(&candidate).map_err(|_| not_ours())?;
+    if !real.starts_with(&dir) {
+        return Err(not_ours());
+    }
+    let md = std::fs::metadata(&real).map_err(|_| not_ours())?;
+    if !md.is_file() {
+        anyhow::bail!("{field}: {} is not a regular file", real.display());
+    }
+    if md.len() > MAX_POLICY_BYTES {
+        anyhow::bail!("{field}: {} is larger than {MAX_POLICY_BYTES} bytes", real.display());
+    }
+    Ok(real)
+}
+
 /// The default PATH to find a bare entrypoint name (runc's).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -338,7 +380,7 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
         bail!("hooks: not supported; help: Cabin runs no host hooks for a container");
     }
     let policy = match spec.annotations.get(ANNOTATION_POLICY) {
-        Some(f) if !f.is_empty() => PolicySource::File(PathBuf::from(f)),
+        Some(f) if !f.is_empty() => PolicySource::File(policy_file(f)?),
         _ => match spec.linux.as_ref().and_then(|l| l.seccomp.clone()) {
             Some(s) if !s.is_null() => {
                 // Checked now, so a bad profile fails `create`, not the init.
