@@ -31,8 +31,11 @@ pub fn open_in_root(rootfs: &Path, path: &str) -> std::io::Result<File> {
     let root = File::open(rootfs)?;
     let rel = CString::new(path.trim_start_matches('/'))
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    // O_PATH first: opening a FIFO or a device node an image brought
+    // along would block or act on the device; only a regular file is then
+    // opened for reading (through its descriptor, so it is the same file).
     let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
@@ -51,11 +54,11 @@ pub fn open_in_root(rootfs: &Path, path: &str) -> std::io::Result<File> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` is a descriptor openat2 just returned, owned by no one else.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    if !file.metadata()?.is_file() {
+    let path_fd = File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    if !path_fd.metadata()?.is_file() {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
     }
-    Ok(file)
+    File::open(format!("/proc/self/fd/{}", path_fd.as_raw_fd()))
 }
 
 /// Reads the entrypoint `path` of `rootfs` (bounded by [`MAX_ENTRYPOINT_BYTES`]).
@@ -90,5 +93,12 @@ mod tests {
         std::os::unix::fs::symlink("/proc/self/exe", root.join("bin/magic")).expect("symlink");
         assert!(read_entrypoint(&root, "/bin/magic").is_err());
         assert!(read_entrypoint(&root, "/bin").is_err());
+        // A FIFO (no writer) is refused, not opened (which would block).
+        let fifo = std::ffi::CString::new(root.join("bin/fifo").into_os_string().into_encoded_bytes())
+            .expect("path");
+        // SAFETY: mkfifo reads the NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = read_entrypoint(&root, "/bin/fifo").expect_err("a fifo");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 }
