@@ -401,6 +401,14 @@ fn bad_bundles_are_refused_with_the_field_and_leave_nothing() {
     }
     let o = runc.out(&["delete", "nothing-here"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"), "{}", describe(&o));
+    // A damaged record: state says so, delete --force still cleans up.
+    std::fs::create_dir_all(runc.root.join("damaged")).expect("mkdir");
+    std::fs::write(runc.root.join("damaged/state.json"), "{ half").expect("write");
+    let o = runc.out(&["state", "damaged"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("damaged"), "{}", describe(&o));
+    assert!(!runc.out(&["delete", "damaged"]).status.success());
+    runc.ok(&["delete", "--force", "damaged"]);
+    assert!(!runc.root.join("damaged").exists());
 }
 
 /// Attacks from inside: the container's program cannot read its bundle's

@@ -367,7 +367,11 @@ fn create(root: &Path, a: &CreateArgs) -> Result<i32> {
         }
     }
     let pid = child.id() as i32;
-    let start_time = state::proc_start(pid).map(|(t, _)| t).unwrap_or(0);
+    let Some((start_time, _)) = state::proc_start(pid) else {
+        // SAFETY: kill(2) of the init just started; no memory involved.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        bail!("cannot read the start time of the container's init (pid {pid})");
+    };
     let rec = Record {
         id: a.id.clone(),
         bundle,
@@ -533,8 +537,10 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<ExitCode> {
     let d = state::dir(root, id)?;
     let (d, rec) = match state::load(root, id) {
         Ok(x) => x,
-        // A directory without a record: a `create` that died half-way.
-        Err(_) if d.is_dir() && !d.join(state::STATE).exists() => {
+        // A directory without a record: a `create` that died half-way;
+        // with --force, also one whose record is damaged (its init, if
+        // any, cannot be known: nothing is signalled).
+        Err(_) if d.is_dir() && (force || !d.join(state::STATE).exists()) => {
             std::fs::remove_dir_all(&d).with_context(|| format!("cannot remove {}", d.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
