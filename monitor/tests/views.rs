@@ -77,7 +77,11 @@ fn native_chroot(root: &Path, steps: &str, cwd: &str) -> Option<Vec<String>> {
         return None;
     }
     let exe = pathprobe_exe()?;
-    std::fs::copy(exe, root.join("probe")).expect("copy the probe into the root");
+    // A hard link opens nothing for writing: a fork in another test's
+    // thread cannot hold it open (ETXTBSY at exec); a copy is the fallback.
+    if std::fs::hard_link(exe, root.join("probe")).is_err() {
+        std::fs::copy(exe, root.join("probe")).expect("copy the probe into the root");
+    }
     let root_c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).expect("root path");
     let cwd_c = std::ffi::CString::new(cwd).expect("cwd");
     let mut cmd = std::process::Command::new("/probe");
@@ -92,7 +96,16 @@ fn native_chroot(root: &Path, steps: &str, cwd: &str) -> Option<Vec<String>> {
             Ok(())
         });
     }
-    let o = cmd.output().expect("run the probe in a chroot");
+    let mut tries = 0;
+    let o = loop {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r.expect("run the probe in a chroot"),
+        }
+    };
     std::fs::remove_file(root.join("probe")).expect("remove the probe");
     Some(String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
 }
@@ -217,6 +230,63 @@ fn tmpfs_and_chdir(b: Backend) {
     assert_eq!(o.lines, ["ok /data", "ok data"]);
 }
 
+/// The trace names both paths: `path` the program's (view) path, `host_path`
+/// where it lies on the host; records stay valid against the schema.
+fn trace_names_view_and_host_paths(b: Backend) {
+    if !ready() {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    fixture(t.path());
+    let trace = t.path().join("run.jsonl");
+    let out = t.path().join("out");
+    let fo = std::fs::File::create(&out).expect("stdout file");
+    let cfg = RunConfig {
+        args: ["paths", "read", "/data/f", "--", "write", "/ro/f", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        view: Some(view(t.path())),
+        quiet: true,
+        stdio: Some([0, std::os::fd::AsRawFd::as_raw_fd(&fo), 2]),
+        gate: cabin_monitor::GateConfig {
+            trace: cabin_monitor::trace::TraceOptions {
+                trace: Some(Some(trace.clone())),
+                format: cabin_monitor::trace::TraceFormat::Jsonl,
+                audit: None,
+                audit_cap: 0,
+            },
+            ..Default::default()
+        },
+        ..RunConfig::default()
+    };
+    let o = b.run(pathprobe::image().expect("image"), &cfg).expect("run");
+    assert_eq!(o.exit_code, 0);
+    assert_eq!(std::fs::read_to_string(&out).expect("out"), "ok data\nerr 30\n");
+    let schema = cabin_tests::json_schema::trace_schema();
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+        .expect("trace")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    for r in &recs {
+        assert!(schema.is_valid(r), "{r}");
+    }
+    let opens: Vec<_> = recs.iter().filter(|r| r["name"] == "openat").collect();
+    assert_eq!(opens.len(), 2, "{recs:?}");
+    let host = |p: &str| t.path().join(p).display().to_string();
+    assert_eq!(
+        (opens[0]["path"].as_str(), opens[0]["host_path"].as_str()),
+        (Some("/data/f"), Some(&*host("data/f")))
+    );
+    assert_eq!(
+        (opens[1]["path"].as_str(), opens[1]["host_path"].as_str()),
+        (Some("/ro/f"), Some(&*host("ro/f")))
+    );
+    assert_eq!(opens[1]["served"], "denied");
+    assert_eq!(opens[1]["errno"], "EROFS");
+}
+
 /// Bad views end before the program runs, with one line naming the path.
 #[test]
 fn bad_views_are_refused_before_the_run() {
@@ -241,4 +311,4 @@ fn bad_views_are_refused_before_the_run() {
     assert!(e.contains("--bind"), "{e}");
 }
 
-on_both_backends!(root_is_slash, binds, tmpfs_and_chdir);
+on_both_backends!(root_is_slash, binds, tmpfs_and_chdir, trace_names_view_and_host_paths);

@@ -664,6 +664,11 @@ impl FsPolicy {
         self.view
     }
 
+    /// Whether this is a view that shows the host's `/proc` at `/proc`.
+    pub fn proc_in_view(&self) -> bool {
+        self.view && self.dirs.iter().any(|d| d.comps == [b"proc".to_vec()] && d.host == b"/proc")
+    }
+
     /// Where program path `abs` lies on the host, by its spelling (for the
     /// trace; `None` outside every tree).
     pub fn host_path(&self, abs: &[u8]) -> Option<Vec<u8>> {
@@ -806,7 +811,9 @@ impl FsPolicy {
         if self.files.is_empty() {
             return None;
         }
-        if self.locate(abs).is_some_and(|(d, _)| d.write) {
+        // In a view a file bind is a mount over its path: it wins over the
+        // writable root (or bind) it lies in.
+        if !self.view && self.locate(abs).is_some_and(|(d, _)| d.write) {
             return None;
         }
         let comps = components(abs);
@@ -1236,6 +1243,15 @@ impl FsPolicy {
         }
         if parent.is_empty() {
             parent.push(b'/');
+        }
+        // In a view a file bind is a mount point: busy (by the lexically
+        // normalised spelling; another spelling reaches only the file
+        // under it in the root, which the view's rules govern).
+        if self.view && !self.files.is_empty() {
+            let spelled = components(&normalize(abs));
+            if self.files.iter().any(|f| f.comps == spelled) {
+                return Err(PathError::Errno(libc::EBUSY));
+            }
         }
         // The name itself must also be inside the allowed dir (the dir
         // itself cannot be removed or renamed through its parent).
@@ -1733,6 +1749,17 @@ mod tests {
             p.open(b"/etc/app.conf", libc::O_WRONLY, 0).unwrap_err(),
             PathError::Denied(Refusal::ReadOnlyView)
         );
+        // Over a writable root the file bind still wins, and is busy.
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/app.conf"), b"under").unwrap();
+        let q = view(Some(&root), &[(&base.join("conf"), "/etc/app.conf", true)], &[]);
+        assert_eq!(read_all(q.open(b"/etc/app.conf", libc::O_RDONLY, 0).unwrap()), "conf");
+        let erofs = PathError::Denied(Refusal::ReadOnlyView);
+        assert_eq!(q.open(b"/etc/app.conf", libc::O_WRONLY | libc::O_TRUNC, 0).unwrap_err(), erofs);
+        assert_eq!(q.parent(b"/etc/app.conf", true).unwrap_err(), PathError::Errno(libc::EBUSY));
+        assert_eq!(q.parent(b"/etc/../etc/app.conf", true).unwrap_err(), PathError::Errno(libc::EBUSY));
+        assert_eq!(std::fs::read(root.join("etc/app.conf")).unwrap(), b"under");
         // The empty root shows the mount point, and is read-only.
         assert!(p.inspect(b"/etc", true).is_ok());
         assert_eq!(

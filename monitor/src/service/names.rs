@@ -226,6 +226,13 @@ impl Service {
             if n == b"/proc/self/exe" || n == b"/proc/thread-self/exe" {
                 return Err(Fail::Errno(libc::ENOENT));
             }
+            if let Some(text) = self.view_proc_link(&n) {
+                // What the program's own /proc would say: view paths.
+                let text = text.map_err(Fail::Errno)?;
+                let text = &text[..text.len().min(size as usize)];
+                mem.write(buf, text)?;
+                return Ok(text.len() as i64);
+            }
         }
         let t = self.target_path(dirfd, &path, libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH)?;
         let mut out = vec![0u8; (size as usize).min(PATH_MAX)];
@@ -235,6 +242,29 @@ impl Service {
         )?;
         mem.write(buf, &out[..r as usize])?;
         Ok(r)
+    }
+
+    /// In a view with `/proc` bound (`--bind /proc:/proc`), the text of the
+    /// program's own `/proc/self/cwd` and `/proc/self/fd/N` (and
+    /// `thread-self`) links, `n` normalised: its working directory and the
+    /// descriptor's path, both view paths (the monitor's `/proc/self` is
+    /// never served); `ENOENT` for a descriptor that is not open. `None`
+    /// for every other path, or a descriptor opened without a path (pipes,
+    /// sockets: refused as before).
+    fn view_proc_link(&self, n: &[u8]) -> Option<Result<Vec<u8>, i32>> {
+        if !self.policy.proc_in_view() {
+            return None;
+        }
+        let rest = n.strip_prefix(b"/proc/self/").or_else(|| n.strip_prefix(b"/proc/thread-self/"))?;
+        if rest == b"cwd" {
+            return Some(Ok(self.cwd.clone()));
+        }
+        let num = rest.strip_prefix(b"fd/")?;
+        let vfd: u64 = std::str::from_utf8(num).ok()?.parse().ok()?;
+        match self.fds.get(vfd) {
+            None => Some(Err(libc::ENOENT)),
+            Some(e) => e.path.clone().map(Ok),
+        }
     }
 
     fn faccessat(&mut self, mem: &GuestMemory, dirfd: u64, paddr: u64, mode: u64, flags: u64) -> Sys {

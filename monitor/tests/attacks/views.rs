@@ -97,6 +97,14 @@ fn escape(b: Backend) {
         ("symlink /proc/self/root /data/pr -- read /data/pr/etc/passwd".into(), "err 13"),
         // In the root, links resolve inside it: its own /proc is not the bind.
         ("symlink /proc/self/cwd /pc -- read /pc/etc/passwd".into(), "err 2"),
+        // The program's own /proc links name view paths, never the host's.
+        ("chdir /data -- readlink /proc/self/cwd".into(), "ok /data"),
+        ("readlink /proc/thread-self/cwd".into(), "ok /"),
+        ("readlink /proc/self/fd/99".into(), "err 2"),
+        ("fdlink /data/f".into(), "ok /data/f"),
+        ("chdir /data -- fdlink ../data/./f".into(), "ok /data/f"),
+        ("readlink /proc/self/fd/../cwd".into(), "ok /"),
+        ("readlink /proc/1/cwd".into(), "err 13"),
         // Across binds: EXDEV, read-only: EROFS; nothing moves out.
         ("rename /data/f /ro/f".into(), "err 30"),
         ("rename /data/f /f".into(), "err 18"),

@@ -10,7 +10,8 @@
  * "race N good G denied D other O escapes E", an escape being a read whose
  * data starts with SECRET. Exits 0, or 3 when an escape happened.
  *
- * `getcwd`: prints "ok CWD". `fill PATH N`: writes N bytes in 4 KiB chunks,
+ * `getcwd`: prints "ok CWD". `fdlink PATH`: opens PATH, prints "ok LINK" of
+ * its /proc/self/fd/N. `fill PATH N`: writes N bytes in 4 KiB chunks,
  * "ok N" or "err ERRNO after WRITTEN".
  *
  * `repeat N OP ARG...`: runs one step N times without printing it; prints
@@ -398,6 +399,26 @@ static int step(char **a, int n)
         else
             quiet ? (void)n_ok++ : (void)printf("ok %s\n", b);
         return 0;
+    }
+    if (!strcmp(op, "fdlink")) {
+        /* Opens PATH and prints what /proc/self/fd/N says of it. */
+        NEED(1);
+        int fd = open(arg(a[1], 0), O_RDONLY);
+        if (fd < 0) {
+            fail();
+            return 1;
+        }
+        char l[64], b[4096];
+        snprintf(l, sizeof l, "/proc/self/fd/%d", fd);
+        ssize_t r = readlink(l, b, sizeof b - 1);
+        close(fd);
+        if (r < 0) {
+            fail();
+        } else {
+            b[r] = 0;
+            quiet ? (void)n_ok++ : (void)printf("ok %s\n", b);
+        }
+        return 1;
     }
     if (!strcmp(op, "fill")) {
         /* Writes PATH in 4 KiB chunks up to N bytes: "ok N", or
