@@ -823,9 +823,10 @@ fn image_tarball(t: &Path, rootfs: &Path, name: &str) -> PathBuf {
 }
 
 /// containerd's runc shim runs an image built here from a local tarball
-/// with `cabin-runc`: stdout and the exit code on both backends, `ctr task
-/// ps`, `ctr task kill` reaching the program's SIGTERM handler, a bind
-/// mount, a read-only rootfs refusing a write, a seccomp profile applied.
+/// with `cabin-runc`, each case on both backends: stdout and the exit
+/// code, `ctr task ps`, `ctr task kill` reaching the program's SIGTERM
+/// handler, a seccomp profile applied, a bind mount, a read-only rootfs
+/// refusing a write.
 #[test]
 fn containerd_runs_cabin_containers() {
     let t = tempdir();
@@ -865,89 +866,126 @@ fn containerd_runs_cabin_containers() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from cabin, argc=2\n", "{backend}");
     }
 
-    // kill: SIGTERM reaches the handler; ps lists the init.
-    let out_file = t.path().join("kill.out");
-    let a = run_args("killme", &[], &["/bin/app"]);
-    let mut child = ctrd
-        .ctr_cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_file).expect("out"))
-        .stderr(std::fs::File::create(t.path().join("kill.err")).expect("err"))
-        .spawn()
-        .expect("ctr run");
-    wait_until("ready", || std::fs::read_to_string(&out_file).unwrap_or_default().contains("ready"));
-    let ps = ctrd.ctr(&["task", "ps", "killme"]);
-    assert!(ps.status.success(), "ctr task ps: {}", describe(&ps));
-    let listed = String::from_utf8_lossy(&ps.stdout);
-    assert!(
-        listed.lines().skip(1).any(|l| l.split_whitespace().next().is_some_and(|p| p.parse::<u32>().is_ok())),
-        "{listed}"
-    );
-    let k = ctrd.ctr(&["task", "kill", "killme"]);
-    assert!(k.status.success(), "ctr task kill: {}", describe(&k));
-    let status = bounded_wait(&mut child, "ctr run after ctr task kill");
-    assert_eq!(std::fs::read_to_string(&out_file).expect("out"), "ready\ngot signal 15\n");
-    assert_eq!(
-        status.code(),
-        Some(7),
-        "{}",
-        std::fs::read_to_string(t.path().join("kill.err")).unwrap_or_default()
-    );
+    for backend in backends() {
+        let ann = format!("dev.cabin.backend={backend}");
+        // kill: SIGTERM reaches the handler; ps lists the init.
+        let out_file = t.path().join(format!("kill-{backend}.out"));
+        let a = run_args(&format!("killme-{backend}"), &["--annotation", &ann], &["/bin/app"]);
+        let mut child = ctrd
+            .ctr_cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_file).expect("out"))
+            .stderr(std::fs::File::create(t.path().join(format!("kill-{backend}.err"))).expect("err"))
+            .spawn()
+            .expect("ctr run");
+        wait_until("ready", || std::fs::read_to_string(&out_file).unwrap_or_default().contains("ready"));
+        let ps = ctrd.ctr(&["task", "ps", &format!("killme-{backend}")]);
+        assert!(ps.status.success(), "ctr task ps: {}", describe(&ps));
+        let listed = String::from_utf8_lossy(&ps.stdout);
+        assert!(
+            listed
+                .lines()
+                .skip(1)
+                .any(|l| l.split_whitespace().next().is_some_and(|p| p.parse::<u32>().is_ok())),
+            "{listed}"
+        );
+        let k = ctrd.ctr(&["task", "kill", &format!("killme-{backend}")]);
+        assert!(k.status.success(), "ctr task kill: {}", describe(&k));
+        let status = bounded_wait(&mut child, "ctr run after ctr task kill");
+        assert_eq!(std::fs::read_to_string(&out_file).expect("out"), "ready\ngot signal 15\n");
+        assert_eq!(
+            status.code(),
+            Some(7),
+            "{}",
+            std::fs::read_to_string(t.path().join(format!("kill-{backend}.err"))).unwrap_or_default()
+        );
 
-    // seccomp: a profile denying mkdir with EPERM.
-    let profile = t.path().join("seccomp.json");
-    std::fs::write(
-        &profile,
-        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
-    )
-    .expect("profile");
-    let target = t.path().join("made-by-the-container");
-    let prof = format!("--seccomp-profile={}", profile.display());
-    let o = ctr_run("seccomp", &["--seccomp", &prof], &["/bin/app", "mkdir", target.to_str().unwrap()]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "mkdir: Operation not permitted\n", "{}", describe(&o));
-    assert_eq!(o.status.code(), Some(1));
+        // seccomp: a profile denying mkdir with EPERM.
+        let profile = t.path().join("seccomp.json");
+        std::fs::write(
+            &profile,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+        )
+        .expect("profile");
+        let target = t.path().join("made-by-the-container");
+        let prof = format!("--seccomp-profile={}", profile.display());
+        let o = ctr_run(
+            &format!("seccomp-{backend}"),
+            &["--annotation", &ann, "--seccomp", &prof],
+            &["/bin/app", "mkdir", target.to_str().unwrap()],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "mkdir: Operation not permitted\n",
+            "{}",
+            describe(&o)
+        );
+        assert_eq!(o.status.code(), Some(1));
 
-    // A bind mount (read-only) at /data: its file is readable there, a
-    // write under it is EROFS; without the mount /data does not exist.
-    let shared = t.path().join("shared");
-    std::fs::create_dir_all(&shared).expect("mkdir");
-    std::fs::write(shared.join("file"), "bound\n").expect("write");
-    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", shared.display());
-    let o = ctr_run("bind", &["--mount", &mount], &["/bin/app", "cat", "/data/file"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "bound\n", "{}", describe(&o));
-    assert_eq!(o.status.code(), Some(0));
-    let o = ctr_run("nobind", &[], &["/bin/app", "cat", "/data/file"]);
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "open /data/file: No such file or directory\n",
-        "{}",
-        describe(&o)
-    );
-    let o = ctr_run("bindro", &["--mount", &mount], &["/bin/app", "write", "/data/new"]);
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "write /data/new: Read-only file system\n",
-        "{}",
-        describe(&o)
-    );
-    assert!(!shared.join("new").exists());
-    // The host path of the bind's source is not in the container's view.
-    let host = shared.join("file");
-    let o = ctr_run("hostpath", &["--mount", &mount], &["/bin/app", "cat", host.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("No such file or directory"), "{}", describe(&o));
+        // A bind mount (read-only) at /data: its file is readable there, a
+        // write under it is EROFS; without the mount /data does not exist.
+        let shared = t.path().join("shared");
+        std::fs::create_dir_all(&shared).expect("mkdir");
+        let _ = std::fs::remove_file(shared.join("new"));
+        std::fs::write(shared.join("file"), "bound\n").expect("write");
+        let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", shared.display());
+        let o = ctr_run(
+            &format!("bind-{backend}"),
+            &["--annotation", &ann, "--mount", &mount],
+            &["/bin/app", "cat", "/data/file"],
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "bound\n", "{}", describe(&o));
+        assert_eq!(o.status.code(), Some(0));
+        let o = ctr_run(
+            &format!("nobind-{backend}"),
+            &["--annotation", &ann],
+            &["/bin/app", "cat", "/data/file"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "open /data/file: No such file or directory\n",
+            "{}",
+            describe(&o)
+        );
+        let o = ctr_run(
+            &format!("bindro-{backend}"),
+            &["--annotation", &ann, "--mount", &mount],
+            &["/bin/app", "write", "/data/new"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "write /data/new: Read-only file system\n",
+            "{}",
+            describe(&o)
+        );
+        assert!(!shared.join("new").exists());
+        // The host path of the bind's source is not in the container's view.
+        let host = shared.join("file");
+        let o = ctr_run(
+            &format!("hostpath-{backend}"),
+            &["--annotation", &ann, "--mount", &mount],
+            &["/bin/app", "cat", host.to_str().unwrap()],
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("No such file or directory"), "{}", describe(&o));
 
-    // A read-only rootfs refuses a write (EROFS) that a writable one takes.
-    let o = ctr_run("ro", &["--read-only"], &["/bin/app", "write", "/new-file"]);
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "write /new-file: Read-only file system\n",
-        "{}",
-        describe(&o)
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let o = ctr_run("rw", &[], &["/bin/app", "write", "/new-file"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "wrote /new-file\n", "{}", describe(&o));
-    assert_eq!(o.status.code(), Some(0), "a write to a writable rootfs: {}", describe(&o));
+        // A read-only rootfs refuses a write (EROFS) that a writable one takes.
+        let o = ctr_run(
+            &format!("ro-{backend}"),
+            &["--annotation", &ann, "--read-only"],
+            &["/bin/app", "write", "/new-file"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "write /new-file: Read-only file system\n",
+            "{}",
+            describe(&o)
+        );
+        assert_eq!(o.status.code(), Some(1));
+        let o =
+            ctr_run(&format!("rw-{backend}"), &["--annotation", &ann], &["/bin/app", "write", "/new-file"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "wrote /new-file\n", "{}", describe(&o));
+        assert_eq!(o.status.code(), Some(0), "a write to a writable rootfs: {}", describe(&o));
+    }
 }
 
 /// podman (`--runtime cabin-runc`, its own root and runroot under a temp
