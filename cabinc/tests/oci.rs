@@ -521,7 +521,7 @@ fn policy_annotation_and_spec_seccomp_apply() {
 /// takes a write (its size= bound is the monitor's, tested in views.rs), a
 /// bind shows its source, the
 /// cwd is the starting directory (a relative path resolves there), and the
-/// rootfs is `/`.
+/// rootfs is `/`. Both backends.
 #[test]
 fn root_mounts_and_cwd_make_the_view() {
     let t = tempdir();
@@ -545,12 +545,16 @@ fn root_mounts_and_cwd_make_the_view() {
         (&["/bin/app", "write", "/scratch/x"], "wrote /scratch/x\n", 0),
         (&["/bin/app", "write", "/data/new"], "wrote /data/new\n", 0),
     ];
-    for (i, (args, out, code)) in cases.iter().enumerate() {
-        v["process"]["args"] = serde_json::json!(args);
-        std::fs::write(b.join("config.json"), serde_json::to_vec(&v).expect("json")).expect("config");
-        let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), &format!("v{i}")]);
-        assert_eq!(String::from_utf8_lossy(&o.stdout), *out, "{args:?}: {}", describe(&o));
-        assert_eq!(o.status.code(), Some(*code), "{args:?}");
+    for backend in backends() {
+        v["annotations"] = serde_json::json!({ "dev.cabin.backend": backend });
+        let _ = std::fs::remove_file(shared.join("new"));
+        for (i, (args, out, code)) in cases.iter().enumerate() {
+            v["process"]["args"] = serde_json::json!(args);
+            std::fs::write(b.join("config.json"), serde_json::to_vec(&v).expect("json")).expect("config");
+            let o = runc.out(&["run", "--bundle", b.to_str().unwrap(), &format!("v{i}-{backend}")]);
+            assert_eq!(String::from_utf8_lossy(&o.stdout), *out, "{backend} {args:?}: {}", describe(&o));
+            assert_eq!(o.status.code(), Some(*code), "{backend} {args:?}");
+        }
     }
     assert!(shared.join("new").exists(), "a write through a rw bind lands in its source");
     // A bad size names the field.
