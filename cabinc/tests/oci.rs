@@ -843,6 +843,7 @@ fn containerd_runs_cabin_containers() {
     let o = ctrd.ctr(&["image", "import", "--snapshotter", "native", tarball.to_str().unwrap()]);
     assert!(o.status.success(), "ctr image import: {}", describe(&o));
     let runc = runc_link(t.path());
+    let runc_root = t.path().join("runc-root");
     let run_args = |id: &str, extra: &[&str], args: &[&str]| -> Vec<String> {
         let mut v: Vec<String> =
             ["run", "--rm", "--snapshotter", "native", "--runtime", "io.containerd.runc.v2"]
@@ -851,6 +852,10 @@ fn containerd_runs_cabin_containers() {
                 .collect();
         v.push("--runc-binary".into());
         v.push(runc.display().to_string());
+        // The runtime's state under the temp dir too (the shim's default is
+        // /run/containerd/runc/NAMESPACE, shared with the host's containerd).
+        v.push("--runc-root".into());
+        v.push(runc_root.display().to_string());
         v.extend(extra.iter().map(|s| s.to_string()));
         v.push(name.into());
         v.push(id.into());
