@@ -218,6 +218,14 @@ fn become_subreaper() {
     assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER");
 }
 
+/// Is `pid` a live (not zombie) process?
+fn alive_pid(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| t.rfind(')').map(|i| t[i + 1..].split_whitespace().next() != Some("Z")))
+        .unwrap_or(false)
+}
+
 /// Reaps `pid` (bounded); its exit status (128 + N for a signal N).
 fn reap(pid: i32) -> i32 {
     let deadline = Instant::now() + WAIT;
@@ -344,6 +352,80 @@ fn run_and_forced_delete() {
     runc.ok(&["delete", "--force", "r3"]);
     assert_eq!(reap(pid), 128 + libc::SIGKILL);
     assert!(!runc.root.join("r3").exists());
+}
+
+/// `exec` runs another program in a running container (its view, policy
+/// and backend): waited for, its stdout and status passed through; with
+/// --detach and --pid-file its pid is given and it is reaped with its
+/// status; `kill --all` reaches it with the init; refused in a container
+/// that is not running; the exec'd plan file is gone once read. Both
+/// backends.
+#[test]
+fn exec_runs_another_program_in_a_running_container() {
+    become_subreaper();
+    for backend in backends() {
+        let t = tempdir();
+        let runc = Runc::new(t.path());
+        let b =
+            bundle(t.path(), "bundle", &["/bin/app"], serde_json::json!({ "dev.cabin.backend": backend }));
+        std::fs::write(b.join("rootfs/motd"), "in the rootfs\n").expect("write");
+        let mut c = runc
+            .cmd(&["create", "--bundle", b.to_str().unwrap(), "x"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("create");
+        assert!(bounded_wait(&mut c, "create").success());
+        let o = runc.out(&["exec", "x", "/bin/app", "hello"]);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("not running"), "{backend}: {}", describe(&o));
+        let init = runc.state("x")["pid"].as_i64().expect("pid") as i32;
+        runc.ok(&["start", "x"]);
+
+        let process = t.path().join("process.json");
+        std::fs::write(&process, r#"{"args":["/bin/app","cat","motd"],"env":["PATH=/bin"],"cwd":"/"}"#)
+            .expect("process");
+        let o = runc.out(&["exec", "--process", process.to_str().unwrap(), "x"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "in the rootfs\n", "{backend}: {}", describe(&o));
+        assert_eq!(o.status.code(), Some(0));
+        let o = runc.out(&["exec", "x", "/bin/app", "hello", "there"]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "hello from cabin, argc=3\n",
+            "{backend}: {}",
+            describe(&o)
+        );
+        assert_eq!(o.status.code(), Some(3));
+
+        // Detached: a waiting program, ended with the container by kill --all.
+        let pid_file = t.path().join("exec.pid");
+        std::fs::write(&process, r#"{"args":["/bin/app"],"env":["PATH=/bin"],"cwd":"/"}"#).expect("process");
+        let mut c = runc
+            .cmd(&[
+                "exec",
+                "--detach",
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "--process",
+                process.to_str().unwrap(),
+                "x",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("exec");
+        assert!(bounded_wait(&mut c, "exec --detach").success());
+        let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid").parse().expect("pid");
+        assert!(alive_pid(pid), "{backend}: the exec'd process runs");
+        runc.ok(&["kill", "--all", "x", "KILL"]);
+        assert_eq!(reap(pid), 128 + libc::SIGKILL, "{backend}: kill --all reached the exec'd process");
+        assert_eq!(reap(init), 128 + libc::SIGKILL, "{backend}");
+        let left: Vec<_> = std::fs::read_dir(runc.root.join("x"))
+            .expect("state dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("exec-"))
+            .collect();
+        assert!(left.is_empty(), "{backend}: exec plans left: {left:?}");
+        runc.ok(&["delete", "x"]);
+    }
 }
 
 /// Bad bundles: one-line errors naming the field, on stderr and as a JSON
@@ -664,10 +746,10 @@ fn version_and_features() {
     let o = bounded_output(Command::new(env!("CARGO_BIN_EXE_cabinc")).args(["oci", "features"]));
     assert!(o.status.success(), "{}", describe(&o));
     // runc's commands Cabin does not serve: one clear line, exit 1, also in --log.
-    let o = runc.out(&["exec", "--pid-file", "x", "id"]);
+    let o = runc.out(&["pause", "id"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("`exec` is not supported by cabin-runc"),
+        String::from_utf8_lossy(&o.stderr).contains("`pause` is not supported by cabin-runc"),
         "{}",
         describe(&o)
     );

@@ -99,6 +99,31 @@ struct CreateArgs {
     id: String,
 }
 
+/// The options of `exec`.
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// The process (OCI `process` JSON: args, env, cwd, terminal, user).
+    #[arg(long, short, value_name = "FILE")]
+    process: Option<PathBuf>,
+    /// Write the process's pid to FILE.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// A unix socket to send the terminal's master to.
+    #[arg(long, value_name = "PATH")]
+    console_socket: Option<PathBuf>,
+    /// Return once started instead of waiting.
+    #[arg(long, short)]
+    detach: bool,
+    /// The working directory (with a command).
+    #[arg(long)]
+    cwd: Option<String>,
+    /// The container id.
+    id: String,
+    /// The command (without --process).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum RuncCommand {
     /// Create a container: its init waits for `start`.
@@ -152,11 +177,16 @@ enum RuncCommand {
     },
     /// Print what this runtime supports (JSON, as `runc features`).
     Features,
+    /// Run another program in a running container.
+    Exec(ExecArgs),
     /// The container's init (started by `create`; not for direct use).
     #[command(hide = true)]
     Init {
         /// The container's state directory.
         dir: PathBuf,
+        /// An exec'd process's plan (runs at once, removed once read).
+        #[arg(long)]
+        exec: Option<PathBuf>,
     },
     /// runc's other commands (exec, pause, resume, update, checkpoint, …): refused.
     #[command(external_subcommand)]
@@ -208,10 +238,11 @@ pub fn run(cli: &RuncCli) -> ExitCode {
         RuncCommand::Run { create: a, detach } => run_container(&root, a, *detach),
         RuncCommand::Ps { format, id, .. } => ps(&root, id, format),
         RuncCommand::Features => features(),
-        RuncCommand::Init { dir } => return init(dir),
+        RuncCommand::Exec(a) => exec(&root, a),
+        RuncCommand::Init { dir, exec } => return init(dir, exec.as_deref()),
         RuncCommand::Other(words) => Err(anyhow!(
-            "`{}` is not supported by {RUNC_NAME}; help: it serves create, start, state, kill, delete, run, ps \
-             and features (docs/kubernetes.md)",
+            "`{}` is not supported by {RUNC_NAME}; help: it serves create, start, state, kill, delete, run, \
+             exec, ps and features (docs/kubernetes.md)",
             words.first().map_or("", String::as_str)
         )),
     };
@@ -327,45 +358,7 @@ fn create(root: &Path, a: &CreateArgs) -> Result<i32> {
     if unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) } != 0 {
         bail!("cannot make the fifo in {}: {}", d.display(), std::io::Error::last_os_error());
     }
-    let exe = std::env::current_exe().context("cannot find this executable")?;
-    let mut cmd = std::process::Command::new(&exe);
-    cmd.arg0(RUNC_NAME).arg("init").arg(&d);
-    // A terminal: the slave is the init's stdio and controlling terminal
-    // (a session of its own, so also a process group of its own); the
-    // master goes to the console socket. Else the shim's stdio, and a
-    // process group of its own (`kill --all`).
-    let master = match (plan.terminal, &a.console_socket) {
-        (true, Some(socket)) => {
-            let (master, slave) = console::open_pty()?;
-            cmd.stdin(slave.try_clone()?).stdout(slave.try_clone()?).stderr(slave);
-            // SAFETY: between fork and exec the closure calls only setsid
-            // and ioctl, both async-signal-safe, and touches no memory of
-            // the parent's.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            Some((master, socket.clone()))
-        }
-        (true, None) => bail!("process.terminal: a terminal needs --console-socket"),
-        (false, _) => {
-            cmd.process_group(0);
-            None
-        }
-    };
-    let child =
-        cmd.spawn().with_context(|| format!("cannot start the container's init ({})", exe.display()))?;
-    if let Some((master, socket)) = master {
-        if let Err(e) = console::send_master(&socket, &master) {
-            // SAFETY: kill(2) of the init just started; no memory involved.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            return Err(e);
-        }
-    }
+    let child = spawn_init(&d, None, &plan, a.console_socket.as_deref(), None)?;
     let pid = child.id() as i32;
     let Some((start_time, _)) = state::proc_start(pid) else {
         // SAFETY: kill(2) of the init just started; no memory involved.
@@ -395,6 +388,117 @@ fn create(root: &Path, a: &CreateArgs) -> Result<i32> {
     }
     cleanup.0 = None;
     Ok(pid)
+}
+
+/// Starts an init for `plan`: `oci init DIR` (the container's, which
+/// waits on the fifo) or `oci init DIR --exec PLAN` (an `exec`'d process,
+/// which runs at once). A terminal: the slave is its stdio and controlling
+/// terminal (a session of its own, so also a process group of its own),
+/// the master goes to the console socket. Else the caller's stdio (the
+/// shim's), and a process group: its own, or `join`'s (the container's
+/// init, so `kill --all` reaches an exec'd process too).
+fn spawn_init(
+    d: &Path,
+    exec_plan: Option<&Path>,
+    plan: &Plan,
+    console_socket: Option<&Path>,
+    join: Option<i32>,
+) -> Result<std::process::Child> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg0(RUNC_NAME).arg("init").arg(d);
+    if let Some(p) = exec_plan {
+        cmd.arg("--exec").arg(p);
+    }
+    let master = match (plan.terminal, console_socket) {
+        (true, Some(socket)) => {
+            let (master, slave) = console::open_pty()?;
+            cmd.stdin(slave.try_clone()?).stdout(slave.try_clone()?).stderr(slave);
+            // SAFETY: between fork and exec the closure calls only setsid
+            // and ioctl, both async-signal-safe, and touches no memory of
+            // the parent's.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            Some((master, socket.to_path_buf()))
+        }
+        (true, None) => bail!("process.terminal: a terminal needs --console-socket"),
+        (false, _) => {
+            cmd.process_group(join.unwrap_or(0));
+            None
+        }
+    };
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        // The container's group may be gone (or in another session): a group of its own.
+        Err(_) if join.is_some() && !plan.terminal => cmd.process_group(0).spawn()?,
+        Err(e) => return Err(anyhow!("cannot start the container's init ({}): {e}", exe.display())),
+    };
+    if let Some((master, socket)) = master {
+        if let Err(e) = console::send_master(&socket, &master) {
+            // SAFETY: kill(2) of the init just started; no memory involved.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            return Err(e);
+        }
+    }
+    Ok(child)
+}
+
+/// `exec`: runs another program in a running container: a new confined
+/// run in the container's view, with the container's policy and backend,
+/// and the process of `--process FILE` (or the command words): its args,
+/// env, cwd, terminal. Its pid goes to `--pid-file`; without `--detach`,
+/// `exec` waits and passes its status.
+fn exec(root: &Path, a: &ExecArgs) -> Result<ExitCode> {
+    let (d, rec) = state::load(root, &a.id)?;
+    if state::status(&d, &rec) != Status::Running {
+        bail!("cannot exec in a container that is not running");
+    }
+    let text = std::fs::read(d.join(state::PLAN)).context("the container's plan")?;
+    let mut plan: Plan = serde_json::from_slice(&text).context("the container's plan")?;
+    let process: spec::Process = match &a.process {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?
+        }
+        None if !a.command.is_empty() => spec::Process {
+            args: a.command.clone(),
+            env: plan.env.clone(),
+            cwd: a.cwd.clone().unwrap_or_else(|| plan.cwd.clone()),
+            ..Default::default()
+        },
+        None => bail!("exec: a command or --process FILE is needed"),
+    };
+    spec::apply_process(&mut plan, &process)?;
+    image_for(&plan)?;
+    run_config(&plan)?;
+    let name = format!("exec-{}.json", std::process::id());
+    let plan_file = d.join(&name);
+    state::write_atomically(&plan_file, &serde_json::to_vec_pretty(&plan)?)?;
+    let mut child = match spawn_init(&d, Some(&plan_file), &plan, a.console_socket.as_deref(), Some(rec.pid))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&plan_file);
+            return Err(e);
+        }
+    };
+    let pid = child.id() as i32;
+    if let Some(f) = &a.pid_file {
+        state::write_atomically(&absolute(f)?, pid.to_string().as_bytes())?;
+    }
+    if a.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = child.wait()?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 /// `path` made absolute against the current directory.
@@ -717,13 +821,18 @@ fn run_config(plan: &Plan) -> Result<(RunConfig, BackendChoice)> {
 /// The container's init: prepares the run, waits for `start` on the
 /// fifo, runs the program confined and exits with its status (125 for an
 /// error of its own, as `cabinc run`).
-fn init(dir: &Path) -> ExitCode {
+fn init(dir: &Path, exec_plan: Option<&Path>) -> ExitCode {
     let fail = |e: anyhow::Error| {
         crate::output::error(&e);
         ExitCode::from(crate::run::EXIT_CABINC_ERROR)
     };
     let prepared = (|| -> Result<(Vec<u8>, RunConfig, BackendChoice)> {
-        let text = std::fs::read(dir.join(state::PLAN)).context("the container's plan")?;
+        let file = exec_plan.map_or_else(|| dir.join(state::PLAN), Path::to_path_buf);
+        let text = std::fs::read(&file).context("the container's plan")?;
+        if exec_plan.is_some() {
+            // Read once: exec'd processes (probes) leave no file behind.
+            let _ = std::fs::remove_file(&file);
+        }
         let plan: Plan = serde_json::from_slice(&text).context("the container's plan")?;
         let image = image_for(&plan)?;
         let (cfg, backend) = run_config(&plan)?;
@@ -733,11 +842,15 @@ fn init(dir: &Path) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    // Blocks until `start` opens the fifo for reading.
-    let released = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join(state::FIFO))
-        .and_then(|mut f| f.write_all(b"0"));
+    // Blocks until `start` opens the fifo for reading (an exec'd process runs at once).
+    let released = if exec_plan.is_some() {
+        Ok(())
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(state::FIFO))
+            .and_then(|mut f| f.write_all(b"0"))
+    };
     if let Err(e) = released {
         return fail(anyhow!("waiting for start: {e}"));
     }

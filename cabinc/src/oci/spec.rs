@@ -29,7 +29,7 @@ pub struct Spec {
 }
 
 /// `process`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
     #[serde(default)]
@@ -418,6 +418,30 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
         policy,
         backend,
     })
+}
+
+/// Puts an `exec`'d process (its args, env, cwd, terminal; uid 0 only)
+/// in place of the container's own in `plan`.
+pub fn apply_process(plan: &mut Plan, p: &Process) -> anyhow::Result<()> {
+    use anyhow::bail;
+    if p.user.uid != 0 || p.user.gid != 0 {
+        bail!("process.user: uid {} gid {}: only uid 0 and gid 0 are accepted", p.user.uid, p.user.gid);
+    }
+    if p.args.is_empty() || p.args[0].is_empty() {
+        bail!("process.args: empty");
+    }
+    if !p.cwd.is_empty() && !p.cwd.starts_with('/') {
+        bail!("process.cwd: {:?} is not an absolute path", p.cwd);
+    }
+    let path = p.env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+    plan.entrypoint = find_entrypoint(&plan.rootfs, &p.args[0], &path)?;
+    plan.args = p.args.clone();
+    plan.env = p.env.clone();
+    plan.terminal = p.terminal;
+    if !p.cwd.is_empty() {
+        plan.cwd = p.cwd.clone();
+    }
+    Ok(())
 }
 
 /// The entrypoint as a path in the rootfs: `name` itself when it has a
