@@ -980,6 +980,16 @@ fn containerd_runs_cabin_containers() {
                 .any(|l| l.split_whitespace().next().is_some_and(|p| p.parse::<u32>().is_ok())),
             "{listed}"
         );
+        // ctr task exec: another program in the running container.
+        let e =
+            ctrd.ctr(&["task", "exec", "--exec-id", "e1", &format!("killme-{backend}"), "/bin/app", "hello"]);
+        assert_eq!(
+            String::from_utf8_lossy(&e.stdout),
+            "hello from cabin, argc=2\n",
+            "{backend}: {}",
+            describe(&e)
+        );
+        assert_eq!(e.status.code(), Some(3), "{backend}: {}", describe(&e));
         let k = ctrd.ctr(&["task", "kill", &format!("killme-{backend}")]);
         assert!(k.status.success(), "ctr task kill: {}", describe(&k));
         let status = bounded_wait(&mut child, "ctr run after ctr task kill");
