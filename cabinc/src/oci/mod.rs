@@ -20,6 +20,9 @@
 //!   the program confined (it is the monitor) and exits with its status.
 //! - `kill ID SIG` signals the init (`--all`: its process group); the
 //!   monitor passes SIGTERM, SIGINT, SIGHUP, SIGUSR1/2 to the program.
+//! - `exec ID CMD` (or `--process FILE`) starts another init for that
+//!   process (`oci init DIR --exec PLAN`, no fifo) in the container's view,
+//!   with its policy and backend, in the init's process group.
 //! - `delete ID` removes `ROOT/ID` (`--force` kills a live init first).
 
 mod console;
