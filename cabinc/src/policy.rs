@@ -316,6 +316,11 @@ fn check(file: &Path, with_probes: bool, format: crate::Format) -> Result<ExitCo
             parts.push(format!("{rf} read and {wf} write files (file grants: those objects only)"));
         }
     }
+    if !p.view.is_empty() {
+        let v = &p.view;
+        let root = if v.root.is_some() { "a root" } else { "an empty root" };
+        parts.push(format!("a view ({root}, {} binds, {} tmpfs)", v.binds.len(), v.tmpfs.len()));
+    }
     if !p.limits.is_empty() {
         parts.push("limits set".into());
     }

@@ -949,6 +949,7 @@ fn views_from_flags_and_policy() {
     std::fs::write(&p, toml).expect("policy");
     let o = cabinc().args(["policy", "check"]).arg(&p).output().expect("check");
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(text(&o).0.contains("a view (a root, 1 binds, 1 tmpfs)"), "{}", describe(&o));
     let o = cabinc()
         .args(["run", "-q", "--backend", "process", "--policy"])
         .arg(&p)

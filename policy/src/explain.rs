@@ -196,7 +196,29 @@ pub fn explain(p: &Policy) -> String {
     }
 
     o.push('\n');
-    if p.paths.read.is_empty() && p.paths.write.is_empty() {
+    if !p.view.is_empty() {
+        let v = &p.view;
+        let _ = writeln!(o, "View ([view]; outside it nothing exists for the program: ENOENT):");
+        let root =
+            v.root.as_ref().map_or("an empty read-only directory".to_string(), |r| r.display().to_string());
+        let ro = if v.root_readonly { " (read-only)" } else { "" };
+        let _ = writeln!(o, "  /: {root}{ro}");
+        for b in &v.binds {
+            let ro = if b.readonly { " (read-only)" } else { "" };
+            let _ = writeln!(o, "  {}: host {}{ro}", b.dst.display(), b.src.display());
+        }
+        for t in &v.tmpfs {
+            let size = t.size.map_or("64M".to_string(), size);
+            let _ = writeln!(
+                o,
+                "  {}: a fresh tmpfs of {size}, counted against the memory bound",
+                t.dst.display()
+            );
+        }
+        if let Some(c) = &v.chdir {
+            let _ = writeln!(o, "  starts in {}", c.display());
+        }
+    } else if p.paths.read.is_empty() && p.paths.write.is_empty() {
         let _ =
             writeln!(o, "Files: none are visible (add [paths] read/write, or --allow-read/--allow-write).");
     } else {

@@ -155,6 +155,11 @@ mod tests {
         let again =
             crate::Policy::parse("v.toml", &crate::render::to_toml(&p, &[])).expect("rendered parses");
         assert_eq!(again.view, p.view);
+        let words = crate::explain::explain(&p);
+        assert!(
+            words.contains("  /data: host data (read-only)") && words.contains("/tmp: a fresh tmpfs"),
+            "{words}"
+        );
         for (bad, needle) in [
             ("bind = [\"/a:rel\"]", "absolute"),
             ("tmpfs = [\"/t:lots\"]", "size"),

@@ -1398,6 +1398,24 @@ fn tmpfs_here(size: u64) -> Result<OwnedFd, std::io::Error> {
     if r < 0 {
         return Err(err());
     }
+    // Inodes are kernel memory that `size` does not count: one per 4 KiB of
+    // it (at least 1024), so that empty files cannot fill the host.
+    let mut inodes = [0u8; 24];
+    let inodes = decimal((size / 4096).max(1024), &mut inodes);
+    // SAFETY: fsconfig reads the two NUL-terminated strings.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd() as usize,
+            FSCONFIG_SET_STRING as usize,
+            c"nr_inodes".as_ptr(),
+            inodes.as_ptr(),
+            0usize,
+        )
+    };
+    if r < 0 {
+        return Err(err());
+    }
     // SAFETY: no pointers are passed.
     let r = unsafe {
         libc::syscall(
@@ -1481,7 +1499,23 @@ fn tmpfs_in_userns(size: u64) -> Result<OwnedFd, std::io::Error> {
         unsafe { libc::_exit(code) };
     }
     drop(theirs);
+    // The child makes a handful of calls; never wait for it for ever.
+    let limit = libc::timeval { tv_sec: 10, tv_usec: 0 };
+    // SAFETY: setsockopt reads the timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            mine.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&limit as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
     let got = recv_fd(mine.as_raw_fd());
+    if got.is_err() {
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
     let mut status = 0;
     // SAFETY: waits for our own child; writes `status`.
     unsafe { libc::waitpid(pid as i32, &mut status, libc::__WALL) };
@@ -1784,6 +1818,16 @@ mod tests {
         };
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert!(p.host_path(b"/tmp/f").unwrap().starts_with(b"tmpfs:"));
+        // Empty files are bounded too (inodes: 1024 for a small tmpfs).
+        let mut made = 0;
+        let e = loop {
+            match p.open(format!("/tmp/e{made}").as_bytes(), libc::O_WRONLY | libc::O_CREAT, 0o644) {
+                Ok(_) => made += 1,
+                Err(e) => break e,
+            }
+            assert!(made <= 1024, "more inodes than the bound");
+        };
+        assert_eq!(e, PathError::Errno(libc::ENOSPC));
     }
 
     #[test]

@@ -431,4 +431,13 @@ mod tests {
         assert_eq!(syscall_json(1, &r)["addr"], "10.0.0.1:80");
         assert!(syscall_text(&r).contains(" addr=10.0.0.1:80 = -1 EACCES"), "{}", syscall_text(&r));
     }
+
+    #[test]
+    fn records_in_a_view_carry_the_host_path() {
+        let mut r = SyscallRecord::new(257, [0; 6], -30, Served::Denied);
+        r.path = Some("/ro/f".into());
+        r.host_path = Some("/srv/ro/f".into());
+        assert_eq!(syscall_json(1, &r)["host_path"], "/srv/ro/f");
+        assert!(syscall_text(&r).contains(" host=/srv/ro/f = -1 EROFS"), "{}", syscall_text(&r));
+    }
 }
