@@ -788,6 +788,12 @@ fn run_config(plan: &Plan) -> Result<(RunConfig, BackendChoice)> {
         p.add_paths(&read, &write);
         p.limits.open_files = min(p.limits.open_files, plan.open_files);
         p.limits.processes = min(p.limits.processes, plan.processes);
+        p.limits.file_size = min(p.limits.file_size, plan.file_size);
+        let cpu = plan.cpu_seconds.map(std::time::Duration::from_secs);
+        p.limits.cpu_time = match (p.limits.cpu_time, cpu) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
     }
     let memory = min(Some(plan.memory).filter(|&m| m > 0), policy.as_ref().and_then(|p| p.limits.memory));
     let mut env = policy.as_ref().map(|p| p.env.resolve(|_| None)).unwrap_or_default();

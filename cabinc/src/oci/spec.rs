@@ -192,6 +192,12 @@ pub struct Plan {
     pub open_files: Option<u64>,
     /// RLIMIT_NPROC, carried into `[limits] processes` when there is a policy.
     pub processes: Option<u64>,
+    /// RLIMIT_CPU (seconds), carried into `[limits] cpu-time` when there is a policy.
+    #[serde(default)]
+    pub cpu_seconds: Option<u64>,
+    /// RLIMIT_FSIZE (bytes), carried into `[limits] file-size` when there is a policy.
+    #[serde(default)]
+    pub file_size: Option<u64>,
     /// Bind mounts.
     pub binds: Vec<Bind>,
     /// tmpfs mounts (not the standard ones).
@@ -304,14 +310,17 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
             memory = v;
         }
     };
-    let (mut open_files, mut processes) = (None, None);
+    let (mut open_files, mut processes, mut cpu_seconds, mut file_size) = (None, None, None, None);
     for r in &p.rlimits {
         match r.kind.as_str() {
             // RLIM_INFINITY is u64::MAX: no bound.
             "RLIMIT_AS" | "RLIMIT_DATA" if r.soft != u64::MAX => shrink(r.soft),
             "RLIMIT_NOFILE" if r.soft != u64::MAX => open_files = Some(r.soft),
             "RLIMIT_NPROC" if r.soft != u64::MAX => processes = Some(r.soft),
-            "RLIMIT_AS" | "RLIMIT_DATA" | "RLIMIT_NOFILE" | "RLIMIT_NPROC" => {}
+            "RLIMIT_CPU" if r.soft != u64::MAX => cpu_seconds = Some(r.soft),
+            "RLIMIT_FSIZE" if r.soft != u64::MAX => file_size = Some(r.soft),
+            "RLIMIT_AS" | "RLIMIT_DATA" | "RLIMIT_NOFILE" | "RLIMIT_NPROC" | "RLIMIT_CPU"
+            | "RLIMIT_FSIZE" => {}
             // Resource limits Cabin has no bound for are the host's own
             // business (core dumps, locked memory, …): carried by nothing.
             k if k.starts_with("RLIMIT_") => {}
@@ -413,6 +422,8 @@ pub fn plan_of(bundle: &Path, spec: &Spec) -> anyhow::Result<Plan> {
         memory,
         open_files,
         processes,
+        cpu_seconds,
+        file_size,
         binds,
         tmpfs,
         policy,
@@ -599,7 +610,8 @@ mod tests {
         let src = tempfile::tempdir().expect("tempdir");
         let json = format!(
             r#"{{"process":{{"args":["/bin/app"],"rlimits":[{{"type":"RLIMIT_AS","hard":1073741824,"soft":536870912}},
-               {{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}},{{"type":"RLIMIT_CORE","hard":0,"soft":0}}]}},
+               {{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}},{{"type":"RLIMIT_CORE","hard":0,"soft":0}},
+               {{"type":"RLIMIT_CPU","hard":10,"soft":5}},{{"type":"RLIMIT_FSIZE","hard":4096,"soft":4096}}]}},
                "root":{{"path":"rootfs","readonly":true}},
                "mounts":[{{"destination":"/data","type":"bind","source":"{}","options":["rbind","ro"]}}],
                "linux":{{"resources":{{"memory":{{"limit":268435456}}}}}},
@@ -609,6 +621,8 @@ mod tests {
         let p = plan_of(d.path(), &spec(&json)).expect("plan");
         assert_eq!(p.memory, 256 << 20);
         assert_eq!(p.open_files, Some(1024));
+        assert_eq!(p.cpu_seconds, Some(5));
+        assert_eq!(p.file_size, Some(4096));
         assert_eq!(p.backend, BackendChoice::Process);
         assert_eq!(p.binds.len(), 1);
         assert!(p.binds[0].readonly);
