@@ -2,7 +2,8 @@
 # Installs what Cabin's build and tests need on a fresh Debian machine.
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
-pkgs=(gcc binutils musl-tools busybox-static strace golang-go wrk curl)
+# containerd: cabinc/tests/oci.rs drives cabin-runc through containerd's runc shim.
+pkgs=(gcc binutils musl-tools busybox-static strace golang-go wrk curl containerd)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -19,6 +19,7 @@ mod cache;
 mod catalog;
 mod docs;
 mod inspect;
+mod oci;
 mod output;
 mod policy;
 mod run;
@@ -70,6 +71,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Verify or request SEV-SNP attestation reports that bind an image.
     Attest(attest::AttestArgs),
+    /// Act as an OCI runtime with runc's command line (containerd's runc shim drives it;
+    /// `cabinc` named `cabin-runc` through a symbolic link takes the same command line at top level).
+    Oci(oci::RuncCli),
     /// List or empty the image cache of plain executables ($XDG_CACHE_HOME/cabin/images).
     Cache(cache::CacheArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -161,15 +165,20 @@ fn parse() -> Result<Cli, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    if oci::invoked_as_runc() {
+        // containerd's shim runs `cabin-runc create …` (docs/kubernetes.md).
+        return oci::main_as_runc();
+    }
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Oci(_)) {
         // Report-printing commands end quietly when their reader goes away
         // (`cabinc inspect img | head`), as command-line tools do. `run`
         // keeps SIGPIPE ignored: the monitor must outlive a closed pipe and
-        // hand EPIPE to the confined program instead.
+        // hand EPIPE to the confined program instead; so does a container's
+        // init (`oci`).
         // SAFETY: restoring a signal's default disposition at start-up,
         // before any thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -188,6 +197,7 @@ fn main() -> ExitCode {
         Command::Attest(a) => attest::run(&a),
         Command::Syscalls(a) => syscalls::run(&a),
         Command::Cache(a) => cache::run(&a),
+        Command::Oci(a) => return oci::run(&a),
         Command::Completions(a) => docs::completions(&a),
         Command::Man(a) => docs::man(&a),
     };
