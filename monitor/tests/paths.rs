@@ -598,18 +598,7 @@ fn swapper(
         let ca = std::ffi::CString::new(a.as_os_str().as_bytes()).expect("no NUL");
         let cb = std::ffi::CString::new(b.as_os_str().as_bytes()).expect("no NUL");
         while !stop.load(Ordering::Relaxed) {
-            // SAFETY: renameat2 reads the two NUL-terminated paths.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_renameat2,
-                    libc::AT_FDCWD,
-                    ca.as_ptr(),
-                    libc::AT_FDCWD,
-                    cb.as_ptr(),
-                    libc::RENAME_EXCHANGE,
-                )
-            };
-            assert_eq!(r, 0, "RENAME_EXCHANGE: {}", std::io::Error::last_os_error());
+            common::exchange(&ca, &cb);
             swaps.fetch_add(1, Ordering::Relaxed);
         }
     })

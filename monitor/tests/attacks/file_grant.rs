@@ -152,18 +152,7 @@ fn swapper(
         let cb = std::ffi::CString::new(b.as_os_str().as_bytes()).expect("no NUL");
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
-            // SAFETY: renameat2 reads the two NUL-terminated paths.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_renameat2,
-                    libc::AT_FDCWD,
-                    ca.as_ptr(),
-                    libc::AT_FDCWD,
-                    cb.as_ptr(),
-                    libc::RENAME_EXCHANGE,
-                )
-            };
-            assert_eq!(r, 0, "RENAME_EXCHANGE: {}", std::io::Error::last_os_error());
+            crate::common::exchange(&ca, &cb);
             n += 1;
         }
         n

@@ -155,18 +155,7 @@ fn swap_race(b: Backend) {
                 let cb = std::ffi::CString::new(b.as_os_str().as_encoded_bytes()).expect("no NUL");
                 let mut swaps = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // SAFETY: renameat2 reads the two NUL-terminated paths.
-                    let r = unsafe {
-                        libc::syscall(
-                            libc::SYS_renameat2,
-                            libc::AT_FDCWD,
-                            ca.as_ptr(),
-                            libc::AT_FDCWD,
-                            cb.as_ptr(),
-                            libc::RENAME_EXCHANGE,
-                        )
-                    };
-                    assert_eq!(r, 0, "RENAME_EXCHANGE: {}", std::io::Error::last_os_error());
+                    crate::common::exchange(&ca, &cb);
                     swaps += 1;
                 }
                 swaps

@@ -166,3 +166,21 @@ pub fn live_children() -> Vec<String> {
     }
     found
 }
+
+/// Swaps the names `a` and `b` at once (`renameat2(RENAME_EXCHANGE)`): the
+/// host side of the rename races in the path tests. Panics if refused.
+#[allow(dead_code)]
+pub fn exchange(a: &std::ffi::CStr, b: &std::ffi::CStr) {
+    // SAFETY: renameat2 reads the two NUL-terminated paths.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "RENAME_EXCHANGE: {}", std::io::Error::last_os_error());
+}
