@@ -9,19 +9,10 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
+use cabin_monitor::service::fs::{openat2, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 
 /// The largest entrypoint read (a static executable or a Cabin image).
 pub const MAX_ENTRYPOINT_BYTES: u64 = 512 << 20;
@@ -34,27 +25,9 @@ pub fn open_in_root(rootfs: &Path, path: &str) -> std::io::Result<File> {
     // O_PATH first: opening a FIFO or a device node an image brought
     // along would block or act on the device; only a regular file is then
     // opened for reading (through its descriptor, so it is the same file).
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads `how` (size given) and the NUL-terminated
-    // `rel`, both alive for the call; it returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a descriptor openat2 just returned, owned by no one else.
-    let path_fd = File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    let fd = openat2(root.as_raw_fd(), &rel, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        .map_err(std::io::Error::from_raw_os_error)?;
+    let path_fd = File::from(fd);
     if !path_fd.metadata()?.is_file() {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
     }

@@ -480,9 +480,11 @@ struct OpenHow {
     resolve: u64,
 }
 
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// `openat2`'s `RESOLVE_NO_MAGICLINKS`.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_BENEATH: u64 = 0x08;
-const RESOLVE_IN_ROOT: u64 = 0x10;
+/// `openat2`'s `RESOLVE_IN_ROOT`.
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// `openat2(dirfd, path, flags, mode, SCOPE | RESOLVE_NO_MAGICLINKS)`,
 /// where SCOPE is `RESOLVE_IN_ROOT` for a view's root (`in_root`) and
@@ -516,7 +518,7 @@ fn openat2_scoped(
 }
 
 /// One `openat2` call (retried on `EAGAIN`/`EINTR`); the errno on failure.
-fn openat2(dirfd: i32, path: &CString, flags: i32, mode: u32, resolve: u64) -> Result<OwnedFd, i32> {
+pub fn openat2(dirfd: i32, path: &CString, flags: i32, mode: u32, resolve: u64) -> Result<OwnedFd, i32> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u32 as u64,
         mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { mode as u64 & 0o7777 } else { 0 },
