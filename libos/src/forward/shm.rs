@@ -22,6 +22,8 @@
 
 use super::errno;
 use super::nr;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use super::thread::Lock;
 
 /// Most attachments a process holds (the monitor's bound too).
@@ -45,49 +47,45 @@ struct Att {
     prot: u64,
 }
 
+/// The libos's attachments.
 struct Table {
-    start: u64,
-    len: u64,
-    /// KVM: the monitor mapped the whole window in the page tables before
-    /// boot; nothing is mapped or unmapped here.
-    premapped: bool,
     atts: [Att; MAX],
     n: usize,
 }
 
-static TABLE: Lock<Table> = Lock::new(Table {
-    start: 0,
-    len: 0,
-    premapped: false,
-    atts: [Att { addr: 0, len: 0, prot: 0 }; MAX],
-    n: 0,
-});
+static TABLE: Lock<Table> = Lock::new(Table { atts: [Att { addr: 0, len: 0, prot: 0 }; MAX], n: 0 });
+
+/// The window, set once at start-up (before the program runs) and read
+/// without the table's lock: `overlaps` is on the futex-wake path.
+static START: AtomicU64 = AtomicU64::new(0);
+static LEN: AtomicU64 = AtomicU64::new(0);
+/// KVM: the monitor mapped the whole window in the page tables before
+/// boot; nothing is mapped or unmapped here.
+static PREMAPPED: AtomicBool = AtomicBool::new(false);
 
 /// The window from the boot page (`len` 0: none).
 pub(super) fn init(start: u64, len: u64, premapped: bool) {
     let ok = start.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && start.checked_add(len).is_some();
     if ok && len != 0 {
-        let mut t = TABLE.lock();
-        t.start = start;
-        t.len = len;
-        t.premapped = premapped;
+        START.store(start, Ordering::Relaxed);
+        PREMAPPED.store(premapped, Ordering::Relaxed);
+        LEN.store(len, Ordering::Release);
     }
 }
 
 fn premapped() -> bool {
-    TABLE.lock().premapped
+    PREMAPPED.load(Ordering::Relaxed)
 }
 
 /// Whether there is a window.
 fn window() -> Option<(u64, u64)> {
-    let t = TABLE.lock();
-    (t.len != 0).then_some((t.start, t.len))
+    let len = LEN.load(Ordering::Acquire);
+    (len != 0).then(|| (START.load(Ordering::Relaxed), len))
 }
 
 /// Whether `[addr, addr+len)` touches the window.
 pub(super) fn overlaps(addr: u64, len: u64) -> bool {
-    let t = TABLE.lock();
-    t.len != 0 && addr < t.start + t.len && addr.saturating_add(len) > t.start
+    window().is_some_and(|(start, wlen)| addr < start + wlen && addr.saturating_add(len) > start)
 }
 
 /// Maps window range `[addr, addr+len)` natively.
@@ -139,7 +137,7 @@ pub(super) fn shmat(args: &[u64; 6], flags: u32, site: u64) -> i64 {
     // Every attachment of a segment has its one address: the mapping
     // there allows what any of them allows.
     let union = t.atts[..t.n].iter().filter(|a| a.addr == addr).fold(prot, |p, a| p | a.prot);
-    let m = if t.premapped { 0 } else { map(start, addr, len, union) };
+    let m = if premapped() { 0 } else { map(start, addr, len, union) };
     if m < 0 {
         drop(t);
         super::forward(nr::shmdt, &[addr, 0, 0, 0, 0, 0], 0);
@@ -170,7 +168,7 @@ pub(super) fn shmdt(args: &[u64; 6], flags: u32, site: u64) -> i64 {
         // Another attachment of the same segment keeps it mapped, with
         // what the remaining ones allow.
         let rest = t.atts[..t.n].iter().filter(|a| a.addr == addr).fold(0, |p, a| p | a.prot);
-        if t.premapped {
+        if premapped() {
             // KVM: the window stays mapped (docs/processes.md).
         } else if rest == 0 {
             unmap(addr, len);
@@ -239,11 +237,11 @@ pub(super) fn munmap(addr: u64, len: u64) -> i64 {
 pub(super) fn after_fork() -> bool {
     let t = TABLE.lock();
     let mut ok = true;
-    if t.premapped {
+    if premapped() {
         return true;
     }
     for a in &t.atts[..t.n] {
-        ok &= map(t.start, a.addr, a.len, a.prot) >= 0;
+        ok &= map(START.load(Ordering::Relaxed), a.addr, a.len, a.prot) >= 0;
     }
     ok
 }
