@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 
@@ -158,23 +157,16 @@ fn confined_with(
     dir: &Path,
     images_only: bool,
 ) -> (String, String, i32) {
-    let out_path = dir.join("stdout");
-    let err_path = dir.join("stderr");
-    let out = std::fs::File::create(&out_path).expect("output file");
-    let err = std::fs::File::create(&err_path).expect("error file");
     let cfg = cabin_monitor::RunConfig {
         args: args.iter().map(|s| s.to_string()).collect(),
         quiet: true,
         allow_read: vec![dir.to_path_buf()],
         allow_write: vec![dir.join("w")],
-        stdio: Some([0, out.as_raw_fd(), err.as_raw_fd()]),
         image_cache: Some(dir.join("cache")),
         exec_images_only: images_only,
         ..Default::default()
     };
-    let o = b.run(img, &cfg).expect("the monitor runs the program");
-    let read = |p: &Path| std::fs::read_to_string(p).expect("read the output");
-    (read(&out_path), read(&err_path), o.exit_code)
+    common::confined_captured(b, img, cfg, dir)
 }
 
 fn executable(path: &Path, bytes: &[u8]) {

@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use common::{live_children, native, Backend};
@@ -28,22 +27,15 @@ const BUSYBOX: &str = "/bin/busybox";
 /// Runs `img` confined with `args`, reading (and executing from) `dir`,
 /// writing `dir/w`, the image cache in `dir/cache`: (stdout, stderr, status).
 fn confined_in(b: Backend, img: &[u8], args: &[&str], dir: &Path) -> (String, String, i32) {
-    let out_path = dir.join("stdout");
-    let err_path = dir.join("stderr");
-    let out = std::fs::File::create(&out_path).expect("output file");
-    let err = std::fs::File::create(&err_path).expect("error file");
     let cfg = cabin_monitor::RunConfig {
         args: args.iter().map(|s| s.to_string()).collect(),
         quiet: true,
         allow_read: vec![dir.join("bin")],
         allow_write: vec![dir.join("w")],
-        stdio: Some([0, out.as_raw_fd(), err.as_raw_fd()]),
         image_cache: Some(dir.join("cache")),
         ..Default::default()
     };
-    let o = b.run(img, &cfg).expect("the monitor runs the program");
-    let read = |p: &Path| std::fs::read_to_string(p).expect("read the output");
-    (read(&out_path), read(&err_path), o.exit_code)
+    common::confined_captured(b, img, cfg, dir)
 }
 
 fn spawn_cases(b: Backend) {

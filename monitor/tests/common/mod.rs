@@ -184,3 +184,22 @@ pub fn exchange(a: &std::ffi::CStr, b: &std::ffi::CStr) {
     };
     assert_eq!(r, 0, "RENAME_EXCHANGE: {}", std::io::Error::last_os_error());
 }
+
+/// Runs `img` confined with `cfg`, its stdout and stderr in files of `dir`:
+/// (stdout, stderr, exit status).
+#[allow(dead_code)]
+pub fn confined_captured(
+    b: Backend,
+    img: &[u8],
+    mut cfg: cabin_monitor::RunConfig,
+    dir: &Path,
+) -> (String, String, i32) {
+    let out_path = dir.join("stdout");
+    let err_path = dir.join("stderr");
+    let out = std::fs::File::create(&out_path).expect("output file");
+    let err = std::fs::File::create(&err_path).expect("error file");
+    cfg.stdio = Some([0, out.as_raw_fd(), err.as_raw_fd()]);
+    let o = b.run(img, &cfg).expect("the monitor runs the program");
+    let read = |p: &Path| std::fs::read_to_string(p).expect("read the output");
+    (read(&out_path), read(&err_path), o.exit_code)
+}
