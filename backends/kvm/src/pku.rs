@@ -67,9 +67,7 @@ pub fn decide(cpuid7_ecx: u32, want: bool, allow_pkru_setup: bool) -> ExecuteOnl
     if !want || cpuid7_ecx & CPUID7_ECX_PKU == 0 || !allow_pkru_setup {
         return ExecuteOnly::NotEnforced;
     }
-    // PKRU: two bits per key, AD (access disable) is the low one.
-    let pkru = 1u32 << (2 * u32::from(CODE_PKEY));
-    ExecuteOnly::Pkey { pkey: CODE_PKEY, pkru, cr4: CR4_PKE }
+    ExecuteOnly::Pkey { pkey: CODE_PKEY, pkru: initial_pkru(CODE_PKEY), cr4: CR4_PKE }
 }
 
 /// XSAVE state component of PKRU (its XCR0 / XSTATE_BV bit).
@@ -94,13 +92,17 @@ pub fn guest_xcr0(xcr0: u64) -> u64 {
     xcr0 & !(1u64 << XFEATURE_PKRU)
 }
 
-/// The initial PKRU when code pages carry `code_pkey`: access-disable for
-/// that key (two bits per key, AD is the low one), every other key open.
-pub fn initial_pkru(code_pkey: u8) -> u32 {
-    if code_pkey == 0 || code_pkey > 15 {
-        return 0;
-    }
-    1u32 << (2 * u32::from(code_pkey))
+/// The initial PKRU of every vCPU: access-disable for every key but 0
+/// (`cabin_abi::pkru::PKRU_AD_ALL_BUT_0`, Linux's default), so the code key
+/// (`code_pkey`, when code pages carry one) is denied data access and every
+/// page of key 0 is open. The same value whether or not code carries a key:
+/// the PKRU check after every `xrstor` (`cabin_abi::pkru::PKRU_CHECK`) ends
+/// the program when XCR0 enables PKRU and PKRU lacks one of these bits, and
+/// on some hosts the guest's XCR0 does enable PKRU whatever the vCPU was
+/// given (a pagetable-based nested KVM runs the guest with the host's XCR0:
+/// docs/kvm.md, "PKRU on hosts whose XCR0 the guest shares").
+pub fn initial_pkru(_code_pkey: u8) -> u32 {
+    cabin_abi::pkru::PKRU_AD_ALL_BUT_0
 }
 
 /// Where PKRU lives in the standard XSAVE layout, from CPUID.(0xD, 9):
@@ -132,16 +134,24 @@ pub fn host_pkru_offset() -> Option<usize> {
     pkru_offset((c.eax, c.ebx))
 }
 
-/// Loads the initial PKRU for `code_pkey` into `vcpu` (nothing when 0).
+/// Loads the initial PKRU ([`initial_pkru`]) into `vcpu` wherever the
+/// host's XSAVE layout has the PKRU component. Required when code pages
+/// carry a key (`code_pkey` != 0: an error ends the start); otherwise done
+/// as well, so that a guest whose XCR0 enables PKRU regardless (see
+/// [`initial_pkru`]) starts with the PKRU the check expects. A host without
+/// the component has no PKRU to load.
 pub fn load_pkru(vcpu: &kvm_ioctls::VcpuFd, code_pkey: u8) -> Result<(), crate::vcpu::VcpuError> {
-    if code_pkey == 0 {
-        return Ok(());
-    }
     let err = |what: &'static str, errno: i32| crate::vcpu::VcpuError::Kvm {
         what,
         err: kvm_ioctls::Error::new(errno),
     };
-    let offset = host_pkru_offset().ok_or_else(|| err("locating PKRU in the XSAVE area", libc::EINVAL))?;
+    let Some(offset) = host_pkru_offset() else {
+        return if code_pkey == 0 {
+            Ok(())
+        } else {
+            Err(err("locating PKRU in the XSAVE area", libc::EINVAL))
+        };
+    };
     let mut xsave =
         vcpu.get_xsave().map_err(|e| crate::vcpu::VcpuError::Kvm { what: "GET_XSAVE", err: e })?;
     if !put_pkru(&mut xsave.region, offset, initial_pkru(code_pkey)) {
@@ -150,7 +160,13 @@ pub fn load_pkru(vcpu: &kvm_ioctls::VcpuFd, code_pkey: u8) -> Result<(), crate::
     // SAFETY: the area is the one KVM_GET_XSAVE returned for this vCPU
     // (every component it names fits in the 4096-byte region), plus PKRU,
     // whose offset was checked to lie inside the region.
-    unsafe { vcpu.set_xsave(&xsave) }.map_err(|e| crate::vcpu::VcpuError::Kvm { what: "SET_XSAVE", err: e })
+    match unsafe { vcpu.set_xsave(&xsave) } {
+        Ok(()) => Ok(()),
+        // Not enforcing: a KVM that refuses the component keeps PKRU from
+        // the guest, whose XCR0 then has no PKRU either.
+        Err(_) if code_pkey == 0 => Ok(()),
+        Err(e) => Err(crate::vcpu::VcpuError::Kvm { what: "SET_XSAVE", err: e }),
+    }
 }
 
 #[cfg(test)]
@@ -170,10 +186,12 @@ mod tests {
     }
 
     #[test]
-    fn initial_pkru_denies_only_the_code_key() {
-        assert_eq!(initial_pkru(1), 0b0100);
-        assert_eq!(initial_pkru(15), 1 << 30);
-        assert_eq!(initial_pkru(0), 0);
+    fn initial_pkru_denies_every_key_but_0() {
+        // The code key's access-disable bit is among them, and the PKRU
+        // check after every xrstor accepts the value.
+        assert_eq!(initial_pkru(1), 0x5555_5554);
+        assert_ne!(initial_pkru(CODE_PKEY) & (1 << (2 * u32::from(CODE_PKEY))), 0);
+        assert_eq!(initial_pkru(0), cabin_abi::pkru::PKRU_AD_ALL_BUT_0);
         // decide() agrees.
         let ExecuteOnly::Pkey { pkru, .. } = decide(CPUID7_ECX_PKU, true, true) else { panic!("enforced") };
         assert_eq!(pkru, initial_pkru(CODE_PKEY));
@@ -190,7 +208,7 @@ mod tests {
         let mut region = [0u32; XSAVE_REGION_BYTES / 4];
         region[128] = 0x3; // x87 | SSE present
         assert!(put_pkru(&mut region, 2688, initial_pkru(CODE_PKEY)));
-        assert_eq!(region[2688 / 4], 0b0100);
+        assert_eq!(region[2688 / 4], 0x5555_5554);
         assert_eq!(region[128], 0x3 | 1 << 9);
         assert!(!put_pkru(&mut region, 4094, 1));
     }
@@ -220,7 +238,7 @@ mod tests {
     #[test]
     fn pku_cpu_enforces_with_access_disabled_code_key() {
         let d = decide(CPUID7_ECX_PKU, true, true);
-        assert_eq!(d, ExecuteOnly::Pkey { pkey: 1, pkru: 0b0100, cr4: CR4_PKE });
+        assert_eq!(d, ExecuteOnly::Pkey { pkey: 1, pkru: 0x5555_5554, cr4: CR4_PKE });
         assert!(d.enforced());
         assert_eq!(d.code_pkey(), 1);
     }
