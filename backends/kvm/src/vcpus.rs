@@ -25,6 +25,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cabin_monitor::placement::CpuSet;
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuFd, VmFd};
 
@@ -90,8 +91,31 @@ struct State {
     started: u64,
     /// The CPUs of the thread that runs vCPU 0 (the program's placement),
     /// which every other vCPU thread takes.
-    affinity: Option<libc::cpu_set_t>,
+    affinity: Option<CpuSet>,
+    /// Every CPU of the run ([`Vcpus::set_all_cpus`]): at the program's
+    /// first thread, vCPU 0's thread and every later vCPU thread move there
+    /// (taken then: `None` once done).
+    widen: Option<CpuSet>,
+    /// The host thread id of the thread that runs vCPU 0.
+    main_tid: Option<libc::pid_t>,
+    /// Host threads whose vCPU's thread has ended, parked for the next
+    /// thread of the program (the pool, [`POOL_IDLE`]): each one's job
+    /// channel, under a number of its own.
+    idle: Vec<(u64, mpsc::Sender<Job>)>,
+    /// Numbers for [`State::idle`].
+    parks: u64,
+    /// Set once every vCPU has stopped: parked host threads leave, none parks.
+    closing: bool,
 }
+
+/// A program thread for a host thread of the pool: its slot, its set-up
+/// vCPU and its service.
+type Job = (usize, VcpuFd, Box<dyn SyscallService + Send>);
+
+/// How long a host thread whose program thread ended waits for the next
+/// one before it ends (a program that starts threads one after another
+/// reuses one host thread; an idle program keeps none for long).
+const POOL_IDLE: Duration = Duration::from_secs(2);
 
 /// The VM and its vCPUs.
 #[derive(Debug)]
@@ -130,6 +154,11 @@ impl Vcpus {
             stats: KvmStats::default(),
             started: 0,
             affinity: None,
+            widen: None,
+            main_tid: None,
+            idle: Vec::new(),
+            parks: 0,
+            closing: false,
         };
         let v = Vcpus {
             vm,
@@ -154,6 +183,20 @@ impl Vcpus {
     /// CPU time on `clocks` (`[limits] cpu-time`).
     pub fn join_clocks(&self, clocks: &cabin_monitor::watch::ThreadClocks) {
         *self.clocks.lock().unwrap_or_else(|e| e.into_inner()) = Some(clocks.clone());
+    }
+
+    /// Where the program's vCPU threads run once it has a second thread:
+    /// `all`, every CPU of the run. A single-threaded program stays on the
+    /// CPUs it was placed on (`--cpus split`: one CPU, the ring worker on
+    /// the other); a program with threads must not have them all share one
+    /// CPU: a futex hand-off between two threads of one CPU can never be
+    /// seen by the waiter's ring-3 spin (the waker is not running while the
+    /// waiter spins), so every hand-off paid a VM exit, a host sleep and a
+    /// wake-up, and every thread start waited for the parent to leave the
+    /// CPU (docs/threads.md, "CPU placement of threads"). The process
+    /// backend widens its process the same way.
+    pub fn set_all_cpus(&self, all: Option<CpuSet>) {
+        self.lock().widen = all;
     }
 
     /// vCPU 0 (the main thread's, before it runs), for set-up reads.
@@ -195,7 +238,9 @@ impl Vcpus {
     pub fn run_main(self: &Arc<Self>) -> Result<LoopEnd, KvmError> {
         let fd = {
             let mut st = self.lock();
-            st.affinity = current_affinity();
+            st.affinity = CpuSet::current();
+            // SAFETY: gettid has no preconditions.
+            st.main_tid = Some(unsafe { libc::gettid() });
             match st.slots[0].parked.take() {
                 Some(fd) if !st.slots[0].busy => {
                     st.slots[0].busy = true;
@@ -273,6 +318,14 @@ impl Vcpus {
                 }
                 st = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
             }
+            if let Some(all) = st.widen.take() {
+                // The program's first thread: vCPU 0's thread and every
+                // vCPU thread from now on run on all of the run's CPUs.
+                if let Some(tid) = st.main_tid {
+                    all.apply(tid);
+                }
+                st.affinity = Some(all);
+            }
             st.slots[slot].busy = true;
             st.slots[slot].clear_tid = clear_tid;
             st.live += 1;
@@ -298,32 +351,98 @@ impl Vcpus {
                 return Err(SpawnError::Setup { slot, why: e.to_string() });
             }
         };
-        let (tx, rx) = mpsc::channel::<VcpuFd>();
+        // A parked host thread of the pool takes it if there is one (no
+        // host thread created: docs/threads.md); else a new one.
+        let mut job: Job = (slot, fd, service);
+        loop {
+            let parked = self.lock().idle.pop();
+            let Some((_, tx)) = parked else { break };
+            match tx.send(job) {
+                Ok(()) => return Ok(()),
+                // That thread has gone (it ended meanwhile): try the next.
+                Err(mpsc::SendError(j)) => job = j,
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
         let this = self.clone();
-        let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
-            apply_affinity(this.lock().affinity.as_ref());
-            let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
-            cabin_monitor::watch::set_serving_slot(slot);
-            if let Ok(fd) = rx.recv() {
-                this.run_with_service(slot, fd, service);
+        let spawned = std::thread::Builder::new().name("cabin-vcpu".into()).spawn(move || {
+            let affinity = this.lock().affinity;
+            if let Some(set) = affinity {
+                // vCPU threads are started from a ring worker's thread,
+                // whose CPU they would otherwise inherit.
+                set.apply(0);
+            }
+            if let Ok(first) = rx.recv() {
+                this.serve_jobs(first);
             }
         });
         match spawned {
             Ok(h) => {
-                self.lock().threads.push(h);
-                // The thread is alive until it has received the vCPU (it
-                // only waits for it), so the send cannot fail.
-                if let Err(mpsc::SendError(fd)) = tx.send(fd) {
+                let mut st = self.lock();
+                st.threads.push(h);
+                st.stats.host_threads += 1;
+                drop(st);
+                // The thread is alive until it has received its first job
+                // (it only waits for it), so the send cannot fail.
+                if let Err(mpsc::SendError((_, fd, _))) = tx.send(job) {
                     self.unreserve(slot, Some(fd));
                     return Err(SpawnError::Setup { slot, why: "the vCPU thread died".into() });
                 }
                 Ok(())
             }
             Err(e) => {
-                self.unreserve(slot, Some(fd));
+                self.unreserve(slot, Some(job.1));
                 Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") })
             }
+        }
+    }
+
+    /// A host thread of the pool: runs `job`'s vCPU until its thread ends,
+    /// then parks for the next program thread (at most [`POOL_IDLE`], and
+    /// never once the run is closing). Nothing of the previous program
+    /// thread's host state carries over: the clock, the serving slot and
+    /// the kick registration are per job, the vCPU was reset by `prepare`.
+    fn serve_jobs(self: &Arc<Self>, first: Job) {
+        let mut job = first;
+        loop {
+            let (slot, fd, service) = job;
+            {
+                let clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
+                cabin_monitor::watch::set_serving_slot(slot);
+                self.run_with_service(slot, fd, service);
+            }
+            let (tx, rx) = mpsc::channel::<Job>();
+            let me = {
+                let mut st = self.lock();
+                if st.closing {
+                    return;
+                }
+                st.parks += 1;
+                let me = st.parks;
+                st.idle.push((me, tx));
+                me
+            };
+            job = match rx.recv_timeout(POOL_IDLE) {
+                Ok(j) => j,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Leave the pool, unless a spawn took our sender
+                    // meanwhile: then its job is on the way (or the run is
+                    // closing and the sender dropped).
+                    let mut st = self.lock();
+                    let before = st.idle.len();
+                    st.idle.retain(|(n, _)| *n != me);
+                    if st.idle.len() != before {
+                        return;
+                    }
+                    drop(st);
+                    match rx.recv() {
+                        Ok(j) => j,
+                        Err(_) => return,
+                    }
+                }
+            };
         }
     }
 
@@ -448,6 +567,10 @@ impl Vcpus {
         while st.live > 0 {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+        // Parked host threads leave (their channels close), and none parks
+        // from now on.
+        st.closing = true;
+        st.idle.clear();
         let threads = std::mem::take(&mut st.threads);
         let end = st.end.take();
         drop(st);
@@ -469,24 +592,6 @@ impl Vcpus {
     /// vCPUs running now (tests).
     pub fn live(&self) -> usize {
         self.lock().live
-    }
-}
-
-/// The calling thread's CPU set, if it can be read.
-fn current_affinity() -> Option<libc::cpu_set_t> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a local of the size passed.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    (r == 0).then_some(set)
-}
-
-/// Moves the calling thread onto `set` (vCPU threads are started from a
-/// ring worker's thread, whose CPUs they would otherwise inherit).
-fn apply_affinity(set: Option<&libc::cpu_set_t>) {
-    if let Some(set) = set {
-        // SAFETY: `set` points at a whole cpu_set_t of the size passed.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
     }
 }
 
