@@ -199,9 +199,6 @@ pub struct KvmStats {
     pub signal_redirects: u64,
     /// `futex` calls served by the vCPU threads (`DOORBELL_FUTEX`).
     pub futex_exits: u64,
-    /// Host threads created for vCPUs other than the main one (a thread
-    /// whose program thread ended runs the next one: docs/threads.md).
-    pub host_threads: u64,
 }
 
 impl KvmStats {
@@ -217,7 +214,6 @@ impl KvmStats {
             "doorbell_waits": self.doorbell_waits,
             "signal_redirects": self.signal_redirects,
             "futex_exits": self.futex_exits,
-            "host_threads": self.host_threads,
             "ring_forwarded": ring_forwarded,
             "boot_ns": self.boot_ns,
             "mem_bytes": mem_bytes,
@@ -239,7 +235,6 @@ impl KvmStats {
         self.doorbell_waits += other.doorbell_waits;
         self.signal_redirects += other.signal_redirects;
         self.futex_exits += other.futex_exits;
-        self.host_threads += other.host_threads;
     }
 }
 

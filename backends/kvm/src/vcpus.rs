@@ -98,24 +98,7 @@ struct State {
     widen: Option<CpuSet>,
     /// The host thread id of the thread that runs vCPU 0.
     main_tid: Option<libc::pid_t>,
-    /// Host threads whose vCPU's thread has ended, parked for the next
-    /// thread of the program (the pool, [`POOL_IDLE`]): each one's job
-    /// channel, under a number of its own.
-    idle: Vec<(u64, mpsc::Sender<Job>)>,
-    /// Numbers for [`State::idle`].
-    parks: u64,
-    /// Set once every vCPU has stopped: parked host threads leave, none parks.
-    closing: bool,
 }
-
-/// A program thread for a host thread of the pool: its slot, its set-up
-/// vCPU and its service.
-type Job = (usize, VcpuFd, Box<dyn SyscallService + Send>);
-
-/// How long a host thread whose program thread ended waits for the next
-/// one before it ends (a program that starts threads one after another
-/// reuses one host thread; an idle program keeps none for long).
-const POOL_IDLE: Duration = Duration::from_secs(2);
 
 /// The VM and its vCPUs.
 #[derive(Debug)]
@@ -156,9 +139,6 @@ impl Vcpus {
             affinity: None,
             widen: None,
             main_tid: None,
-            idle: Vec::new(),
-            parks: 0,
-            closing: false,
         };
         let v = Vcpus {
             vm,
@@ -351,98 +331,37 @@ impl Vcpus {
                 return Err(SpawnError::Setup { slot, why: e.to_string() });
             }
         };
-        // A parked host thread of the pool takes it if there is one (no
-        // host thread created: docs/threads.md); else a new one.
-        let mut job: Job = (slot, fd, service);
-        loop {
-            let parked = self.lock().idle.pop();
-            let Some((_, tx)) = parked else { break };
-            match tx.send(job) {
-                Ok(()) => return Ok(()),
-                // That thread has gone (it ended meanwhile): try the next.
-                Err(mpsc::SendError(j)) => job = j,
-            }
-        }
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<VcpuFd>();
         let this = self.clone();
-        let spawned = std::thread::Builder::new().name("cabin-vcpu".into()).spawn(move || {
+        let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
             let affinity = this.lock().affinity;
             if let Some(set) = affinity {
                 // vCPU threads are started from a ring worker's thread,
                 // whose CPU they would otherwise inherit.
                 set.apply(0);
             }
-            if let Ok(first) = rx.recv() {
-                this.serve_jobs(first);
+            let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
+            cabin_monitor::watch::set_serving_slot(slot);
+            if let Ok(fd) = rx.recv() {
+                this.run_with_service(slot, fd, service);
             }
         });
         match spawned {
             Ok(h) => {
-                let mut st = self.lock();
-                st.threads.push(h);
-                st.stats.host_threads += 1;
-                drop(st);
-                // The thread is alive until it has received its first job
-                // (it only waits for it), so the send cannot fail.
-                if let Err(mpsc::SendError((_, fd, _))) = tx.send(job) {
+                self.lock().threads.push(h);
+                // The thread is alive until it has received the vCPU (it
+                // only waits for it), so the send cannot fail.
+                if let Err(mpsc::SendError(fd)) = tx.send(fd) {
                     self.unreserve(slot, Some(fd));
                     return Err(SpawnError::Setup { slot, why: "the vCPU thread died".into() });
                 }
                 Ok(())
             }
             Err(e) => {
-                self.unreserve(slot, Some(job.1));
+                self.unreserve(slot, Some(fd));
                 Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") })
             }
-        }
-    }
-
-    /// A host thread of the pool: runs `job`'s vCPU until its thread ends,
-    /// then parks for the next program thread (at most [`POOL_IDLE`], and
-    /// never once the run is closing). Nothing of the previous program
-    /// thread's host state carries over: the clock, the serving slot and
-    /// the kick registration are per job, the vCPU was reset by `prepare`.
-    fn serve_jobs(self: &Arc<Self>, first: Job) {
-        let mut job = first;
-        loop {
-            let (slot, fd, service) = job;
-            {
-                let clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
-                cabin_monitor::watch::set_serving_slot(slot);
-                self.run_with_service(slot, fd, service);
-            }
-            let (tx, rx) = mpsc::channel::<Job>();
-            let me = {
-                let mut st = self.lock();
-                if st.closing {
-                    return;
-                }
-                st.parks += 1;
-                let me = st.parks;
-                st.idle.push((me, tx));
-                me
-            };
-            job = match rx.recv_timeout(POOL_IDLE) {
-                Ok(j) => j,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Leave the pool, unless a spawn took our sender
-                    // meanwhile: then its job is on the way (or the run is
-                    // closing and the sender dropped).
-                    let mut st = self.lock();
-                    let before = st.idle.len();
-                    st.idle.retain(|(n, _)| *n != me);
-                    if st.idle.len() != before {
-                        return;
-                    }
-                    drop(st);
-                    match rx.recv() {
-                        Ok(j) => j,
-                        Err(_) => return,
-                    }
-                }
-            };
         }
     }
 
@@ -567,10 +486,6 @@ impl Vcpus {
         while st.live > 0 {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        // Parked host threads leave (their channels close), and none parks
-        // from now on.
-        st.closing = true;
-        st.idle.clear();
         let threads = std::mem::take(&mut st.threads);
         let end = st.end.take();
         drop(st);

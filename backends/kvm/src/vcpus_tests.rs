@@ -461,9 +461,6 @@ fn kvm_64_threads_run_and_the_65th_is_refused() {
     let (out, _) = run(MANY_THREADS, &many(64, 5));
     assert_eq!(out.status, 0, "{out:?}");
     assert_eq!(out.stats.vcpus, 65, "64 slots, then slot 1 again");
-    // A host thread per vCPU at most (fewer when one whose thread ended
-    // took a later one).
-    assert!((1..=64).contains(&out.stats.host_threads), "{:?}", out.stats);
 }
 
 const CLEAR_TID: &str = r#"
