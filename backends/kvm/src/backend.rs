@@ -29,6 +29,7 @@ use cabin_monitor::domain::{
     CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
 };
 use cabin_monitor::memory::GuestMemory;
+use cabin_monitor::placement::CpuSet;
 use cabin_monitor::ring::WorkerStats;
 
 /// Runs `image` confined in a KVM guest (a [`cabin_monitor::session::Session`] over
@@ -113,6 +114,9 @@ pub struct KvmDomain {
     /// `execve` started (docs/processes.md); `None`: the root, which
     /// answers the monitor's pid.
     tree_pid: Option<u32>,
+    /// Every CPU of the run: where the vCPU threads go at the program's
+    /// first thread ([`Vcpus::set_all_cpus`]).
+    all_cpus: Option<CpuSet>,
 }
 
 // The session calls `spawn_thread` from ring workers while `run` runs.
@@ -235,6 +239,7 @@ impl Domain for KvmDomain {
             stats: Mutex::default(),
             mem_size: cfg.mem_size,
             tree_pid: None,
+            all_cpus: spec.all_cpus,
         })
     }
 
@@ -265,6 +270,7 @@ impl Domain for KvmDomain {
             stats: Mutex::default(),
             mem_size: self.mem_size,
             tree_pid: Some(pid),
+            all_cpus: self.all_cpus,
         }))
     }
 
@@ -369,6 +375,7 @@ impl Domain for KvmDomain {
         let p = &self.prepared;
         let factory = Box::new(RingGates { guest: p.guest.clone(), shared: self.shared.clone() });
         let vcpus = Vcpus::new(p, self.shared.clone(), factory, None).map_err(to_run_error)?;
+        vcpus.set_all_cpus(self.all_cpus);
         let boot = vcpus.with_main(|fd| p.stats(fd)).transpose().map_err(to_run_error)?;
         *self.stats.get_mut().unwrap_or_else(|e| e.into_inner()) = boot.unwrap_or_default();
         self.vcpus = Some(vcpus);

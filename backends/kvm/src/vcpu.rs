@@ -5,7 +5,7 @@
 //! image's entry).
 
 use kvm_bindings::{
-    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
+    kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
     KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -607,6 +607,24 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
     Ok(Machine { vcpu, vm })
 }
 
+/// `KVM_SET_XSAVE`'s image of a thread's first FPU state: x87 control word
+/// `fcw`, `mxcsr`, every register zero and every other component (AVX,
+/// AVX-512, ...) in its initial state. Layout (Intel SDM vol. 1, 13.4):
+/// the legacy region's FCW at byte 0, MXCSR at 24; the header's
+/// XSTATE_BV at byte 512 (x87 | SSE: the two components taken from the
+/// image; PKRU is left out, so KVM keeps it: `pku::load_pkru` sets it).
+pub(crate) fn xsave_image(fcw: u16, mxcsr: u32) -> kvm_bindings::kvm_xsave {
+    let mut x = kvm_bindings::kvm_xsave::default();
+    x.region[0] = u32::from(fcw);
+    x.region[24 / 4] = mxcsr;
+    x.region[512 / 4] = XSTATE_X87 | XSTATE_SSE;
+    x
+}
+
+/// XSTATE_BV bits of the x87 and SSE components.
+const XSTATE_X87: u32 = 1;
+const XSTATE_SSE: u32 = 2;
+
 /// Sets every register of vCPU `slot` (new, or reused after its thread
 /// ended) from the host: segments, descriptor tables and its own TSS,
 /// control registers (SMEP, SMAP, UMIP), XCR0, FPU, the entry MSRs, and the
@@ -658,8 +676,15 @@ pub fn setup(
         x.xcrs[0].value = xcr0;
         vcpu.set_xcrs(&x).map_err(kvm_err("SET_XCRS"))?;
     }
-    let fpu = kvm_fpu { fcw: c.fcw, mxcsr: c.mxcsr, ..Default::default() };
-    vcpu.set_fpu(&fpu).map_err(kvm_err("SET_FPU"))?;
+    // The whole extended state, not only the legacy x87/SSE part that
+    // KVM_SET_FPU writes: a reused vCPU (the slot's previous thread) would
+    // otherwise keep the upper halves of its vector registers (ymm, zmm,
+    // opmask) for the next thread. An XSAVE image whose header names only
+    // x87 and SSE puts every other component in its initial state (zero).
+    // SAFETY: `xsave_image` is a whole `kvm_xsave` (4096 bytes) and the VM
+    // enables no dynamically sized XSAVE feature (AMX), so KVM reads no
+    // more than that.
+    unsafe { vcpu.set_xsave(&xsave_image(c.fcw, c.mxcsr)) }.map_err(kvm_err("SET_XSAVE"))?;
     // Execute-only (crate::pku): PKRU denies data access to the code key.
     crate::pku::load_pkru(vcpu, d.code_pkey)?;
 

@@ -25,6 +25,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cabin_monitor::placement::CpuSet;
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuFd, VmFd};
 
@@ -90,7 +91,13 @@ struct State {
     started: u64,
     /// The CPUs of the thread that runs vCPU 0 (the program's placement),
     /// which every other vCPU thread takes.
-    affinity: Option<libc::cpu_set_t>,
+    affinity: Option<CpuSet>,
+    /// Every CPU of the run ([`Vcpus::set_all_cpus`]): at the program's
+    /// first thread, vCPU 0's thread and every later vCPU thread move there
+    /// (taken then: `None` once done).
+    widen: Option<CpuSet>,
+    /// The host thread id of the thread that runs vCPU 0.
+    main_tid: Option<libc::pid_t>,
 }
 
 /// The VM and its vCPUs.
@@ -130,6 +137,8 @@ impl Vcpus {
             stats: KvmStats::default(),
             started: 0,
             affinity: None,
+            widen: None,
+            main_tid: None,
         };
         let v = Vcpus {
             vm,
@@ -154,6 +163,20 @@ impl Vcpus {
     /// CPU time on `clocks` (`[limits] cpu-time`).
     pub fn join_clocks(&self, clocks: &cabin_monitor::watch::ThreadClocks) {
         *self.clocks.lock().unwrap_or_else(|e| e.into_inner()) = Some(clocks.clone());
+    }
+
+    /// Where the program's vCPU threads run once it has a second thread:
+    /// `all`, every CPU of the run. A single-threaded program stays on the
+    /// CPUs it was placed on (`--cpus split`: one CPU, the ring worker on
+    /// the other); a program with threads must not have them all share one
+    /// CPU: a futex hand-off between two threads of one CPU can never be
+    /// seen by the waiter's ring-3 spin (the waker is not running while the
+    /// waiter spins), so every hand-off paid a VM exit, a host sleep and a
+    /// wake-up, and every thread start waited for the parent to leave the
+    /// CPU (docs/threads.md, "CPU placement of threads"). The process
+    /// backend widens its process the same way.
+    pub fn set_all_cpus(&self, all: Option<CpuSet>) {
+        self.lock().widen = all;
     }
 
     /// vCPU 0 (the main thread's, before it runs), for set-up reads.
@@ -195,7 +218,9 @@ impl Vcpus {
     pub fn run_main(self: &Arc<Self>) -> Result<LoopEnd, KvmError> {
         let fd = {
             let mut st = self.lock();
-            st.affinity = current_affinity();
+            st.affinity = CpuSet::current();
+            // SAFETY: gettid has no preconditions.
+            st.main_tid = Some(unsafe { libc::gettid() });
             match st.slots[0].parked.take() {
                 Some(fd) if !st.slots[0].busy => {
                     st.slots[0].busy = true;
@@ -273,6 +298,14 @@ impl Vcpus {
                 }
                 st = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
             }
+            if let Some(all) = st.widen.take() {
+                // The program's first thread: vCPU 0's thread and every
+                // vCPU thread from now on run on all of the run's CPUs.
+                if let Some(tid) = st.main_tid {
+                    all.apply(tid);
+                }
+                st.affinity = Some(all);
+            }
             st.slots[slot].busy = true;
             st.slots[slot].clear_tid = clear_tid;
             st.live += 1;
@@ -301,7 +334,12 @@ impl Vcpus {
         let (tx, rx) = mpsc::channel::<VcpuFd>();
         let this = self.clone();
         let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
-            apply_affinity(this.lock().affinity.as_ref());
+            let affinity = this.lock().affinity;
+            if let Some(set) = affinity {
+                // vCPU threads are started from a ring worker's thread,
+                // whose CPU they would otherwise inherit.
+                set.apply(0);
+            }
             let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
             cabin_monitor::watch::set_serving_slot(slot);
@@ -469,24 +507,6 @@ impl Vcpus {
     /// vCPUs running now (tests).
     pub fn live(&self) -> usize {
         self.lock().live
-    }
-}
-
-/// The calling thread's CPU set, if it can be read.
-fn current_affinity() -> Option<libc::cpu_set_t> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a local of the size passed.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    (r == 0).then_some(set)
-}
-
-/// Moves the calling thread onto `set` (vCPU threads are started from a
-/// ring worker's thread, whose CPUs they would otherwise inherit).
-fn apply_affinity(set: Option<&libc::cpu_set_t>) {
-    if let Some(set) = set {
-        // SAFETY: `set` points at a whole cpu_set_t of the size passed.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
     }
 }
 

@@ -82,6 +82,8 @@ impl SyscallService for ThreadService {
                 }
             }
             110 => Served::Return(vcpus().map_or(-1, |v| v.live() as i64)),
+            // The CPUs the calling vCPU's host thread may run on.
+            204 => Served::Return(CpuSet::current().map_or(-1, |c| c.cpus().len() as i64)),
             60 => Served::ThreadExit((a[0] & 0xff) as i32),
             231 => Served::Exit((a[0] & 0xff) as i32),
             _ => Served::Return(-38),
@@ -91,10 +93,16 @@ impl SyscallService for ThreadService {
 
 /// Runs `src` with `data` at 0x402000 on as many vCPUs as it starts.
 fn run(src: &str, data: &[u8]) -> (KvmOutcome, Vec<u8>) {
+    run_on(src, data, None)
+}
+
+/// [`run`], with every CPU of the run `all` ([`Vcpus::set_all_cpus`]).
+fn run_on(src: &str, data: &[u8], all: Option<CpuSet>) -> (KvmOutcome, Vec<u8>) {
     let t = Arc::new(Threads::default());
     let image = tiny_elf(&assemble(src), data);
     let out = run_threads(&image, &config(), Box::new(Factory(t.clone())), |v| {
         t.vcpus.set(Arc::downgrade(v)).expect("set once");
+        v.set_all_cpus(all);
     })
     .expect("run");
     let printed = t.out.lock().expect("out").clone();
@@ -496,4 +504,230 @@ fn kvm_clear_child_tid_is_cleared_after_the_thread_has_left_its_vcpu() {
     }
     let (out, _) = run(CLEAR_TID, b"");
     assert_eq!(out.status, 1, "{out:?}");
+}
+
+/// Thread 1 fills every register it can reach (GPRs, FS base, the whole
+/// AVX state, x87, DF) with non-zero values and exits; main then starts a
+/// second thread on the same slot, which reuses the parked vCPU, and that
+/// thread stores what it finds: the OR of its GPRs (but `rsp`, and `rdi` =
+/// its slot), its FS base, the OR of all sixteen `ymm` registers, the
+/// x87 top-of-stack tag (FSTENV's tag word) and RFLAGS, then writes them.
+const REUSED_VCPU: &str = r#"
+_start:
+  mov edi, 1
+  lea rsi, [rip + dirty]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+2: pause
+  mov edi, 1
+  lea rsi, [rip + fresh]
+  mov edx, 0x402c00
+  xor r10d, r10d
+  mov eax, SPAWN
+  syscall
+  cmp rax, -16
+  je 2b
+  test rax, rax
+  jnz fail
+3: pause
+  cmp dword ptr [0x402300], 0
+  je 3b
+  mov edi, 1
+  mov esi, 0x402200
+  mov edx, 64
+  mov eax, 1
+  syscall
+  xor edi, edi
+  mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+dirty:
+  mov rax, 0x414141414000
+  wrfsbase rax
+  mov rax, 0x4141414141414141
+  vpcmpeqd ymm0, ymm0, ymm0
+  vpcmpeqd ymm1, ymm1, ymm1
+  vpcmpeqd ymm2, ymm2, ymm2
+  vpcmpeqd ymm3, ymm3, ymm3
+  vpcmpeqd ymm4, ymm4, ymm4
+  vpcmpeqd ymm5, ymm5, ymm5
+  vpcmpeqd ymm6, ymm6, ymm6
+  vpcmpeqd ymm7, ymm7, ymm7
+  vpcmpeqd ymm8, ymm8, ymm8
+  vpcmpeqd ymm9, ymm9, ymm9
+  vpcmpeqd ymm10, ymm10, ymm10
+  vpcmpeqd ymm11, ymm11, ymm11
+  vpcmpeqd ymm12, ymm12, ymm12
+  vpcmpeqd ymm13, ymm13, ymm13
+  vpcmpeqd ymm14, ymm14, ymm14
+  vpcmpeqd ymm15, ymm15, ymm15
+  fld1
+  fld1
+  std
+  mov rbx, rax
+  mov rcx, rax
+  mov rdx, rax
+  mov rsi, rax
+  mov rbp, rax
+  mov r8, rax
+  mov r9, rax
+  mov r10, rax
+  mov r11, rax
+  mov r12, rax
+  mov r13, rax
+  mov r14, rax
+  mov r15, rax
+  mov edi, 0
+  mov eax, EXIT
+  syscall
+  ud2
+fresh:
+  or rax, rbx
+  or rax, rcx
+  or rax, rdx
+  or rax, rsi
+  or rax, rbp
+  or rax, r8
+  or rax, r9
+  or rax, r10
+  or rax, r11
+  or rax, r12
+  or rax, r13
+  or rax, r14
+  or rax, r15
+  mov [0x402200], rax
+  rdfsbase rax
+  mov [0x402208], rax
+  vpor ymm0, ymm0, ymm1
+  vpor ymm0, ymm0, ymm2
+  vpor ymm0, ymm0, ymm3
+  vpor ymm0, ymm0, ymm4
+  vpor ymm0, ymm0, ymm5
+  vpor ymm0, ymm0, ymm6
+  vpor ymm0, ymm0, ymm7
+  vpor ymm0, ymm0, ymm8
+  vpor ymm0, ymm0, ymm9
+  vpor ymm0, ymm0, ymm10
+  vpor ymm0, ymm0, ymm11
+  vpor ymm0, ymm0, ymm12
+  vpor ymm0, ymm0, ymm13
+  vpor ymm0, ymm0, ymm14
+  vpor ymm0, ymm0, ymm15
+  vmovdqu [0x402210], ymm0
+  pushfq
+  pop rax
+  and eax, 0x400
+  mov [0x402230], rax
+  fnstenv [0x402400]
+  movzx eax, word ptr [0x402408]
+  xor eax, 0xffff
+  mov [0x402238], rax
+  mov dword ptr [0x402300], 1
+  mov edi, 0
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+#[test]
+fn kvm_a_reused_vcpu_shows_nothing_of_the_previous_thread() {
+    if !kvm_or_skip("kvm_a_reused_vcpu_shows_nothing_of_the_previous_thread") {
+        return;
+    }
+    let (out, printed) = run(REUSED_VCPU, b"");
+    assert_eq!(out.status, 0, "{out:?}");
+    assert_eq!(printed.len(), 64, "{out:?}");
+    let word = |i: usize| u64::from_le_bytes(printed[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    assert_eq!(word(0), 0, "general registers of the previous thread");
+    assert_eq!(word(1), 0, "FS base of the previous thread");
+    assert_eq!((word(2), word(3), word(4), word(5)), (0, 0, 0, 0), "ymm registers of the previous thread");
+    assert_eq!(word(6), 0, "RFLAGS.DF of the previous thread");
+    assert_eq!(word(7), 0, "x87 registers of the previous thread (tag word not all empty)");
+}
+
+const CPUS_OF_THREADS: &str = r#"
+# main reports its CPU count, starts a thread, which reports its own; main
+# then reports again: exit status = before + 10 * thread + 100 * after
+_start:
+  mov eax, 204
+  syscall
+  mov [0x402108], eax
+  mov edi, 1
+  lea rsi, [rip + child]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+1: pause
+  cmp dword ptr [0x402100], 0
+  je 1b
+  mov eax, 204
+  syscall
+  imul edi, eax, 100
+  imul eax, dword ptr [0x402104], 10
+  add edi, eax
+  add edi, [0x402108]
+  mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 255
+  mov eax, EXIT_GROUP
+  syscall
+child:
+  mov eax, 204
+  syscall
+  mov [0x402104], eax
+  mov dword ptr [0x402100], 1
+  mov edi, 0
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+/// `--cpus split` puts a program on one CPU (the ring worker on another);
+/// at its first thread every vCPU thread, vCPU 0's too, must move to all
+/// of the run's CPUs: two threads on one CPU can never hand a futex over
+/// in ring 3 (docs/threads.md, "CPU placement of threads").
+#[test]
+fn kvm_the_first_thread_moves_every_vcpu_thread_to_all_cpus() {
+    if !kvm_or_skip("kvm_the_first_thread_moves_every_vcpu_thread_to_all_cpus") {
+        return;
+    }
+    let Some(all) = CpuSet::current() else {
+        println!("NOT RUN: kvm_the_first_thread_moves_every_vcpu_thread_to_all_cpus (no CPU set)");
+        return;
+    };
+    let n = all.cpus().len() as i32;
+    if !(2..=2).contains(&n) {
+        // The status packs three counts in one byte: 2 CPUs exactly.
+        println!("NOT RUN: kvm_the_first_thread_moves_every_vcpu_thread_to_all_cpus (needs exactly 2 CPUs, has {n})");
+        return;
+    }
+    let first = all.cpus()[0];
+    // On a thread of its own (vCPU 0 runs on the calling thread), placed
+    // as the session places a program: on one CPU.
+    let out = std::thread::spawn(move || {
+        // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET writes one bit.
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `first` < CPU_SETSIZE (it came from the current set).
+        unsafe { libc::CPU_SET(first, &mut one) };
+        // SAFETY: `one` is a whole cpu_set_t.
+        let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) };
+        assert_eq!(r, 0, "pin to CPU {first}");
+        run_on(CPUS_OF_THREADS, b"", Some(all)).0
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert_eq!(
+        out.status,
+        1 + 10 * 2 + 100 * 2,
+        "main on 1 CPU before, thread and main on both after: {out:?}"
+    );
 }

@@ -5,7 +5,10 @@
  * (its CPU time counts for [limits] cpu-time); a thread that ends its vCPU
  * with the exit doorbell without telling its ring; every thread asleep in futex
  * for ever (the run's wall-time limit must end it); the futex doorbell with
- * hostile arguments. On KVM each thread is a vCPU. */
+ * hostile arguments; threads started and ended as fast as four threads can, joined,
+ * detached or ended with a raw exit, with futex wakes and requeues on their tid words,
+ * while the main thread ends everything with exit_group. On KVM each thread is a vCPU
+ * (a reused one, on a reused host thread). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -102,6 +105,39 @@ static void *hello(void *arg) {
     return NULL;
 }
 
+static volatile int churning = 1;
+static pthread_attr_t small;
+
+/* A short-lived thread: returns, or ends with a raw exit (no glibc clean-up), or
+ * wakes and requeues sleepers of its own tid word first (the monitor's
+ * CLONE_CHILD_CLEARTID word). */
+static void *quick(void *arg) {
+    long k = (long)arg;
+    if (k % 4 == 1) {
+        unsigned *tid = (unsigned *)((char *)pthread_self() + 720); /* glibc's tid word */
+        syscall(SYS_futex, tid, FUTEX_WAKE_PRIVATE, 1000, NULL, NULL, 0);
+        syscall(SYS_futex, &never, FUTEX_CMP_REQUEUE_PRIVATE, 0, 1000, tid, 0);
+    }
+    if (k % 4 == 2)
+        syscall(SYS_exit, 0);
+    return NULL;
+}
+
+/* Starts quick threads for ever, joining every other one and detaching the rest. */
+static void *churn(void *arg) {
+    (void)arg;
+    for (long i = 0; churning; i++) {
+        pthread_t t;
+        if (pthread_create(&t, &small, quick, (void *)i))
+            continue;
+        if (i % 2)
+            pthread_detach(t);
+        else if (i % 4 != 2)
+            pthread_join(t, NULL);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     const char *c = argc > 1 ? argv[1] : "";
     pthread_t t[80];
@@ -181,6 +217,15 @@ int main(int argc, char **argv) {
             printf("%ld ", r[i]);
         printf("\n");
         return 0;
+    }
+    if (!strcmp(c, "churn")) {
+        pthread_attr_init(&small);
+        pthread_attr_setstacksize(&small, 64 * 1024);
+        for (int i = 0; i < 4; i++)
+            pthread_create(&t[i], &small, churn, NULL);
+        struct timespec d = {0, 300 * 1000 * 1000};
+        nanosleep(&d, NULL);
+        syscall(SYS_exit_group, 7);
     }
     if (!strcmp(c, "doorbell_exit")) {
         pthread_create(&t[0], NULL, doorbell_exit, NULL);
