@@ -24,7 +24,7 @@
 //! Without a range (KVM, an older monitor) the caller keeps the copy
 //! semantics of `shared.rs`.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use cabin_abi::boot::{FileMapGrant, FILEMAP_CHANNEL_FD, FILEMAP_RESEND};
 
@@ -41,6 +41,10 @@ const SOL_SOCKET: i32 = 1;
 const SCM_RIGHTS: i32 = 1;
 /// Below this every descriptor of the child is one the monitor sent.
 const SENT_BELOW: u64 = cabin_abi::boot::RESERVE_FD;
+
+/// Whether this process (or the parent it was forked from) ever made one:
+/// a child with none asks for nothing at `fork`.
+static EVER: AtomicBool = AtomicBool::new(false);
 
 static START: AtomicU64 = AtomicU64::new(0);
 static LEN: AtomicU64 = AtomicU64::new(0);
@@ -155,13 +159,16 @@ pub(super) fn map(len: u64, prot: u64, fd: u64, off: u64) -> Option<i64> {
     range()?;
     let _one = CHANNEL.lock();
     let r = super::forward(nr::mmap, &[0, len, prot, MAP_SHARED, fd, off], 0);
-    if r == -errno::ENOSYS {
+    // No range on the monitor's side, or a policy that refuses the call:
+    // the copy (the monitor's own checks never answer these).
+    if r == -errno::ENOSYS || r == -errno::EPERM {
         return None;
     }
     if r < 0 {
         return Some(r);
     }
     let addr = r as u64;
+    EVER.store(true, Ordering::SeqCst);
     let plen = len.div_ceil(PAGE) * PAGE;
     let fail = |e: i64| {
         super::forward(nr::munmap, &[addr, plen, 0, 0, 0, 0], 0);
@@ -224,6 +231,9 @@ pub(super) fn msync(addr: u64, len: u64, flags: u64) -> i64 {
 /// monitor sends each inherited one again. `false` if one fails.
 pub(super) fn after_fork() -> bool {
     let Some((start, _)) = range() else { return true };
+    if !EVER.load(Ordering::SeqCst) {
+        return true;
+    }
     let _one = CHANNEL.lock();
     let mut at = start;
     loop {
