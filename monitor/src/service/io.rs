@@ -23,12 +23,11 @@ pub(super) enum Buf {
 /// `[addr, addr+len)` checked as a buffer the call reads (`write` false)
 /// or fills (`write` true), whatever its layout.
 pub(super) fn buffer(mem: &GuestMemory, addr: u64, len: u64, write: bool) -> Result<Buf, Fail> {
-    if len != 0
-        && mem.file_window().is_some_and(|w| addr.saturating_add(len) > w.start && addr < w.start + w.len)
-    {
-        // Shared file mappings: only `read`, `write`, `pread64` and
-        // `pwrite64` reach them ([`bounce`]); elsewhere the program's own
-        // EFAULT (docs/processes.md, "Shared file mappings").
+    if len != 0 && mem.file_window().is_some_and(|w| addr >= w.start && addr < w.start + w.len) {
+        // A buffer starting in the shared file mappings: only `read`,
+        // `write`, `pread64` and `pwrite64` reach them ([`bounce`]);
+        // elsewhere the program's own EFAULT (docs/processes.md, "Shared
+        // file mappings").
         return Err(Fail::Errno(libc::EFAULT));
     }
     match mem.host_range(addr, len, write) {
