@@ -316,6 +316,14 @@ pub struct BootInfo {
     pub shared_start: u64,
     /// Length of the shared window (the memfd's sealed size).
     pub shared_len: u64,
+    /// Written by the monitor (process backend; 0 = none, then shared file
+    /// mappings are the libos's copies): the process's file-mapping range
+    /// (docs/processes.md, "Shared file mappings"). A shared file mapping
+    /// the monitor accepts gets an address in it; the monitor hands the file
+    /// over [`FILEMAP_CHANNEL_FD`] and the libos maps it natively there.
+    pub filemap_start: u64,
+    /// Length of the file-mapping range (at most the memory bound).
+    pub filemap_len: u64,
 }
 
 /// [`BootInfo::sig_mailbox`]: the state a redirected vCPU was stopped in.
@@ -404,6 +412,37 @@ pub const RESERVE_FD: u64 = 1000;
 /// by the monitor before its filter is installed. The filter allows only
 /// `mmap` of it inside the window, shared, fixed, without `PROT_EXEC`.
 pub const SHARED_FD: u64 = 1001;
+
+/// Process backend: the descriptor number of the child's end of its
+/// file-mapping channel (an `AF_UNIX` `SOCK_SEQPACKET` socket), on which the
+/// monitor sends a file it accepted for a shared mapping: one message of
+/// [`FileMapGrant`] with the descriptor in `SCM_RIGHTS`. The filter allows
+/// only `recvmsg` on it. A received descriptor lands below
+/// [`RESERVE_FD`] (the child holds nothing else there): the filter allows
+/// `mmap` of descriptors below it only in the file-mapping range, shared,
+/// fixed, never executable, and `close` of them.
+pub const FILEMAP_CHANNEL_FD: u64 = 1002;
+
+/// The message on [`FILEMAP_CHANNEL_FD`]: map the descriptor that comes
+/// with it at `addr` (`len` bytes, `prot`, file offset `off`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileMapGrant {
+    /// Address in the file-mapping range.
+    pub addr: u64,
+    /// Bytes (page multiple).
+    pub len: u64,
+    /// `PROT_READ` / `PROT_WRITE` bits only.
+    pub prot: u64,
+    /// File offset (page multiple).
+    pub off: u64,
+}
+
+/// The `fd` argument of the libos's forwarded `mmap(addr, 0, 0,
+/// MAP_SHARED | MAP_FIXED, FILEMAP_RESEND, 0)`: send again the process's
+/// first shared file mapping at or above `addr` (a forked child maps its
+/// parent's mappings again; its host process starts with none).
+pub const FILEMAP_RESEND: u64 = 0xffff_fc00;
 
 /// Entries of [`BootInfo::protectable`].
 pub const PROTECTABLE_RANGES: usize = 5;

@@ -31,6 +31,7 @@
 //! `clone`).
 
 mod clock;
+mod filemap;
 mod fork;
 mod futex_path;
 mod mem;
@@ -59,6 +60,7 @@ use crate::sys::syscall6;
 #[allow(missing_docs)]
 pub(crate) mod errno {
     pub const EPERM: i64 = 1;
+    pub const ENOENT: i64 = 2;
     pub const ESRCH: i64 = 3;
     pub const EAGAIN: i64 = 11;
     pub const ENOMEM: i64 = 12;
@@ -206,6 +208,13 @@ pub fn init(boot: u64) -> bool {
         )
     };
     shm::init(shared_start, shared_len, flags & BOOT_FLAG_KVM != 0);
+    // SAFETY: as for the reads above.
+    let (filemap_start, filemap_len) = unsafe {
+        (addr_of_mut!((*b).filemap_start).read_volatile(), addr_of_mut!((*b).filemap_len).read_volatile())
+    };
+    if flags & BOOT_FLAG_PROCESS != 0 {
+        filemap::init(filemap_start, filemap_len);
+    }
     mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
     mem::init_reserve(reserve, reserve_len, file_offset);
     // SAFETY: as for the reads above.

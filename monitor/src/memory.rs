@@ -150,6 +150,36 @@ pub struct GuestMemory {
     /// whose bytes are arena pages (`host` inside an arena region), sorted,
     /// non-overlapping, adjacent ones merged when their hosts are too.
     aliases: std::sync::RwLock<Vec<Region>>,
+    /// Process backend: the process's file-mapping range and the monitor's
+    /// end of its file channel (docs/processes.md, "Shared file mappings";
+    /// `None`: shared file mappings are the libos's copies).
+    file_window: Option<FileWindow>,
+}
+
+/// Where a process maps shared files natively (the process backend): its
+/// file-mapping range `[start, start + len)` and the monitor's end of the
+/// channel on which the files are sent (`SCM_RIGHTS`).
+#[derive(Debug)]
+pub struct FileWindow {
+    /// First address of the range.
+    pub start: u64,
+    /// Its length (page multiple).
+    pub len: u64,
+    /// The monitor's end of the child's `FILEMAP_CHANNEL_FD` socket pair.
+    pub channel: std::os::fd::OwnedFd,
+    /// The child's host pid while it runs (0 before and once it is reaped,
+    /// so a late copy never reaches a reused pid): the monitor has no view
+    /// of the file pages, and copies a data buffer there with
+    /// `process_vm_readv`/`process_vm_writev` (a page past a file's end is
+    /// `EFAULT`, never a fault in the monitor).
+    pub pid: std::sync::Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl FileWindow {
+    /// Whether `[addr, addr+len)` lies wholly in the range.
+    pub fn holds(&self, addr: u64, len: u64) -> bool {
+        addr >= self.start && addr.checked_add(len).is_some_and(|e| e <= self.start + self.len)
+    }
 }
 
 // SAFETY: GuestMemory only holds addresses of mappings that outlive it (see
@@ -168,7 +198,17 @@ impl GuestMemory {
     /// regions must not overlap in guest addresses.
     pub unsafe fn new(mut regions: Vec<Region>) -> GuestMemory {
         regions.sort_by_key(|r| r.start);
-        GuestMemory { regions, aliases: std::sync::RwLock::new(Vec::new()) }
+        GuestMemory { regions, aliases: std::sync::RwLock::new(Vec::new()), file_window: None }
+    }
+
+    /// Gives the process a file-mapping range and channel ([`FileWindow`]).
+    pub fn set_file_window(&mut self, w: FileWindow) {
+        self.file_window = Some(w);
+    }
+
+    /// The process's file-mapping range and channel, if it has one.
+    pub fn file_window(&self) -> Option<&FileWindow> {
+        self.file_window.as_ref()
     }
 
     /// The static region containing `addr`.
@@ -257,10 +297,10 @@ impl GuestMemory {
     /// As for [`GuestMemory::new`]: `r`'s host range must stay mapped as
     /// long as the returned value, and must not overlap another region.
     pub unsafe fn with_region(self, r: Region) -> GuestMemory {
-        let GuestMemory { mut regions, aliases } = self;
+        let GuestMemory { mut regions, aliases, file_window } = self;
         regions.push(r);
         regions.sort_by_key(|r| r.start);
-        GuestMemory { regions, aliases }
+        GuestMemory { regions, aliases, file_window }
     }
 
     /// The same view over a copy of its backing memory (a KVM child
@@ -288,7 +328,8 @@ impl GuestMemory {
         let regions = self.regions.iter().map(move_one).collect::<Option<Vec<_>>>()?;
         let aliases = self.aliases.read().unwrap_or_else(|e| e.into_inner());
         let aliases = aliases.iter().map(move_one).collect::<Option<Vec<_>>>()?;
-        Some(GuestMemory { regions, aliases: std::sync::RwLock::new(aliases) })
+        // A copy (KVM) has no file channel of its own.
+        Some(GuestMemory { regions, aliases: std::sync::RwLock::new(aliases), file_window: None })
     }
 
     /// Regions, sorted by guest address.

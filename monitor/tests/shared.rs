@@ -65,6 +65,23 @@ fn same_as_native(b: Backend, case: &str) {
 fn writable_shared_file_mappings(b: Backend) {
     same_as_native(b, "file");
 }
+/// `MAP_FIXED` over a shared file mapping: the copy (KVM) writes the pages
+/// back first and is replaced, as Linux replaces the mapping; the process
+/// backend's live file mappings refuse it with `ENOMEM` and stay as they
+/// are (docs/syscalls.md, "Shared mappings": the one documented
+/// difference), the file keeping what was written.
+fn map_fixed_over_a_shared_file_mapping(b: Backend) {
+    match b {
+        Backend::Kvm => same_as_native(b, "fixedover"),
+        Backend::Process => {
+            let Some((_, img)) = built() else { return };
+            let c = tempfile::tempdir().expect("tempdir");
+            let got =
+                confined(b, img, &["fixedover", c.path().to_str().expect("utf-8")], c.path(), &[c.path()]);
+            assert_eq!(got, ("fixed over it: ENOMEM\nfile at 400: fixed\n".to_string(), 0));
+        }
+    }
+}
 fn what_may_not_be_mapped_shared_and_writable(b: Backend) {
     same_as_native(b, "errors");
 }
@@ -111,6 +128,7 @@ fn shm_open_and_sem_open_under_dev_shm(b: Backend) {
 
 on_both_backends!(
     writable_shared_file_mappings,
+    map_fixed_over_a_shared_file_mapping,
     what_may_not_be_mapped_shared_and_writable,
     shared_anonymous_memory,
     memfd_create_and_its_mappings,

@@ -11,6 +11,7 @@
 //! ARENA_BASE      anonymous-memory arena
 //! RESERVE_BASE    reservation space (address space only)
 //! SHARED_BASE     the tree's shared window (SysV segments; nothing above it)
+//! FILEMAP_BASE    shared file mappings, the files' own pages (nothing above it)
 //! ```
 //!
 //! All of it lies far from where Linux places a PIE monitor (0x55.., 0x56..)
@@ -74,3 +75,16 @@ pub const SHARED_BASE: u64 = DOMAIN_BASE + (2 << 40);
 
 const _: () = assert!(SHARED_BASE >= RESERVE_BASE + 2 * RESERVE_LEN);
 const _: () = assert!(SHARED_BASE + 2 * cabin_monitor::shm::MAX_WINDOW <= USER_TOP_47);
+
+/// The process's file-mapping range (docs/processes.md, "Shared file
+/// mappings"): shared file mappings the monitor accepted, each the file's
+/// own pages, mapped natively by the libos with the descriptor the monitor
+/// sends. Its length is the memory bound, at most [`FILEMAP_MAX`]; nothing
+/// lies above it up to twice that (the filter's rules allow a mapping that
+/// starts in it to be as long as it).
+pub const FILEMAP_BASE: u64 = DOMAIN_BASE + (3 << 40);
+/// Largest file-mapping range.
+pub const FILEMAP_MAX: u64 = 64 << 30;
+
+const _: () = assert!(FILEMAP_BASE >= SHARED_BASE + 2 * cabin_monitor::shm::MAX_WINDOW);
+const _: () = assert!(FILEMAP_BASE + 2 * FILEMAP_MAX <= USER_TOP_47);

@@ -23,6 +23,7 @@ pub mod layout;
 pub mod loader;
 pub mod seccomp;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ use cabin_monitor::config::{signal_name, RunConfig, RunError, RunOutcome};
 use cabin_monitor::domain::{
     CpuClock, Domain, DomainEnd, DomainSpec, ExecuteOnly, SpawnedBy, StopCause, Stopper,
 };
-use cabin_monitor::memory::GuestMemory;
+use cabin_monitor::memory::{FileWindow, GuestMemory};
 use cabin_monitor::placement::CpuSet;
 use cabin_monitor::ring::WorkerStats;
 use cabin_monitor::shm::SharedWindow;
@@ -87,6 +88,37 @@ pub struct ProcessDomain {
     /// The tree's shared window (docs/processes.md, "Shared memory"),
     /// handed to the child as `SHARED_FD`; kept alive as long as `view`.
     shared: Option<Arc<SharedWindow>>,
+    /// The child's end of its file channel (docs/processes.md, "Shared
+    /// file mappings"), given to it as `FILEMAP_CHANNEL_FD` and closed here
+    /// once it is forked; the monitor's end is in `view`.
+    channel: Option<OwnedFd>,
+}
+
+/// The service's view of `memory` with the process's file-mapping range and
+/// a fresh file channel (the monitor's end in the view; the child's end
+/// returned).
+fn view_with_channel(
+    memory: &DomainMemory,
+    shared: Option<&Arc<SharedWindow>>,
+) -> Result<(GuestMemory, OwnedFd), RunError> {
+    let mut view = memory.guest_memory_with(shared);
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`.
+    let r = unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    };
+    if r != 0 {
+        return Err(RunError::host("socketpair (file channel)"));
+    }
+    // SAFETY: two fresh descriptors we own.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    view.set_file_window(FileWindow {
+        start: crate::layout::FILEMAP_BASE,
+        len: memory.filemap_len(),
+        channel: ours,
+        pid: Arc::default(),
+    });
+    Ok((view, theirs))
 }
 
 /// The child process, as far as other threads need it: its pid (0 until
@@ -173,7 +205,7 @@ impl Domain for ProcessDomain {
 
     fn build(image: &ElfFile<'_>, spec: &DomainSpec) -> Result<ProcessDomain, RunError> {
         let memory = loader::build(image, spec)?;
-        let view = memory.guest_memory_with(spec.shared.as_ref());
+        let (view, channel) = view_with_channel(&memory, spec.shared.as_ref())?;
         Ok(ProcessDomain {
             view,
             memory,
@@ -184,6 +216,7 @@ impl Domain for ProcessDomain {
             child: Arc::default(),
             tree_pid: None,
             shared: spec.shared.clone(),
+            channel: Some(channel),
         })
     }
 
@@ -205,7 +238,7 @@ impl Domain for ProcessDomain {
             std::ptr::addr_of_mut!((*boot).pid).write_volatile(pid);
             std::ptr::addr_of_mut!((*boot).ppid).write_volatile(ppid);
         }
-        let view = memory.guest_memory_with(self.shared.as_ref());
+        let (view, channel) = view_with_channel(&memory, self.shared.as_ref())?;
         Ok(Some(ProcessDomain {
             view,
             memory,
@@ -216,6 +249,7 @@ impl Domain for ProcessDomain {
             child: Arc::default(),
             tree_pid: Some(pid),
             shared: self.shared.clone(),
+            channel: Some(channel),
         }))
     }
 
@@ -283,6 +317,9 @@ impl Domain for ProcessDomain {
         let mut plan =
             prepare_child(&self.memory, self.program_cpus, &self.check_local, self.shared.as_deref())?;
         plan.boot_pid = self.tree_pid;
+        let channel =
+            self.channel.take().ok_or_else(|| RunError::Internal("the domain started twice".into()))?;
+        plan.channel_fd = channel.as_raw_fd();
         // SAFETY: fork has no memory-safety preconditions; the child only
         // runs `child_main`, which uses async-signal-safe calls and no
         // allocation.
@@ -293,7 +330,12 @@ impl Domain for ProcessDomain {
         if pid == 0 {
             child_main(&plan);
         }
+        // The child holds its end now.
+        drop(channel);
         self.child.pid.store(pid, Ordering::SeqCst);
+        if let Some(w) = self.view.file_window() {
+            w.pid.store(pid, Ordering::SeqCst);
+        }
         if self.child.stop_asked.load(Ordering::SeqCst) {
             self.child.stop(StopCause::TimeLimit);
         }
@@ -315,6 +357,9 @@ impl Domain for ProcessDomain {
         // its pid any more, and it is reaped.
         let set_up = wait_exited(pid) && set_up_failed(pid, scratch_status(&self.memory));
         self.child.pid.store(0, Ordering::SeqCst);
+        if let Some(w) = self.view.file_window() {
+            w.pid.store(0, Ordering::SeqCst);
+        }
         let status = reap(pid);
         if set_up {
             let what = stage_name(scratch_status(&self.memory));
@@ -557,6 +602,8 @@ struct ChildPlan {
     memfd: i32,
     /// The tree's shared-window memfd (-1: none), kept as `SHARED_FD`.
     shared_fd: i32,
+    /// The child's end of its file channel, kept as `FILEMAP_CHANNEL_FD`.
+    channel_fd: i32,
     parent: i32,
     ranges: Vec<loader::MapRange>,
     /// Host pointer (valid in the child too: inherited mapping) of the
@@ -589,6 +636,7 @@ fn prepare_child(
         reserve: p[4],
         arena_file_offset: d.arena_file_offset,
         shared: shared.map_or([0, 0], |w| [w.start(), w.len()]),
+        filemap: [crate::layout::FILEMAP_BASE, d.filemap_len()],
     };
     let filter =
         seccomp::filter(sq, cq, check_local, &protectable).map_err(|e| RunError::Internal(e.to_string()))?;
@@ -640,6 +688,7 @@ fn prepare_child(
         drop_bounding: has_cap_setpcap(),
         memfd: std::os::fd::AsRawFd::as_raw_fd(&d.memfd),
         shared_fd: shared.map_or(-1, |w| w.fd()),
+        channel_fd: -1, // set by `start`
         // SAFETY: no preconditions.
         parent: unsafe { libc::getpid() },
         ranges: d.ranges.clone(),
@@ -794,30 +843,42 @@ fn child_main(plan: &ChildPlan) -> ! {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        // The memfd stays open as RESERVE_FD, the child's one descriptor
-        // (commits of the reservation space; the filter allows nothing
-        // else on it).
+        // The memfd stays open as RESERVE_FD (commits of the reservation
+        // space), the tree's window as SHARED_FD and the file channel as
+        // FILEMAP_CHANNEL_FD; the filter allows only their own forms on
+        // them, and nothing else stays open: a descriptor below RESERVE_FD
+        // is one the monitor sent later (a file to map).
         let keep = cabin_abi::boot::RESERVE_FD as i32;
         let shared = cabin_abi::boot::SHARED_FD as i32;
+        let channel = cabin_abi::boot::FILEMAP_CHANNEL_FD as i32;
         const _: () = assert!(cabin_abi::boot::SHARED_FD == cabin_abi::boot::RESERVE_FD + 1);
-        // The window's descriptor out of the way first (it may be number
-        // RESERVE_FD itself); the copy above SHARED_FD is closed below.
+        const _: () = assert!(cabin_abi::boot::FILEMAP_CHANNEL_FD == cabin_abi::boot::SHARED_FD + 1);
+        // The window's descriptor and the channel out of the way first
+        // (either may have one of the three numbers); the copies above
+        // FILEMAP_CHANNEL_FD are closed below.
         let moved =
-            if plan.shared_fd >= 0 { libc::fcntl(plan.shared_fd, libc::F_DUPFD, shared + 1) } else { -1 };
+            if plan.shared_fd >= 0 { libc::fcntl(plan.shared_fd, libc::F_DUPFD, channel + 1) } else { -1 };
         if plan.shared_fd >= 0 && moved < 0 {
+            child_fail(plan, STAGE_MAP);
+        }
+        let moved_channel = libc::fcntl(plan.channel_fd, libc::F_DUPFD, channel + 1);
+        if moved_channel < 0 {
             child_fail(plan, STAGE_MAP);
         }
         if libc::dup2(plan.memfd, keep) != keep {
             child_fail(plan, STAGE_MAP);
         }
-        // The tree's shared window as SHARED_FD, right after it (the
-        // filter allows only its window mappings).
         if moved >= 0 && libc::dup2(moved, shared) != shared {
             child_fail(plan, STAGE_MAP);
         }
-        let last = if plan.shared_fd >= 0 { shared } else { keep };
+        if libc::dup2(moved_channel, channel) != channel {
+            child_fail(plan, STAGE_MAP);
+        }
+        if plan.shared_fd < 0 {
+            libc::close(shared);
+        }
         libc::syscall(libc::SYS_close_range, 0u32, (keep - 1) as u32, 0u32);
-        libc::syscall(libc::SYS_close_range, (last + 1) as u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, (channel + 1) as u32, u32::MAX, 0u32);
         // The C library registered an rseq area in this thread's TLS, which
         // is about to be unmapped: the kernel would then fault the process
         // on its next preemption. Unregister it.
@@ -996,6 +1057,7 @@ mod tests {
             arena_file_offset: 1 << 30,
             pages: [0x40_0000, loader::MAX_RELRO_PAGES * PAGE],
             shared: [5 << 40, 1 << 30],
+            filemap: [6 << 40, 1 << 30],
         };
         let f = seccomp::filter(sq, cq, &CallSet::EMPTY, &p).expect("the filter builds");
         assert!(f.len() <= SCRATCH_FILTER_MAX, "{} instructions", f.len());

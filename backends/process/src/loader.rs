@@ -145,6 +145,13 @@ impl DomainMemory {
         unsafe { GuestMemory::new(regions) }
     }
 
+    /// Length of the process's file-mapping range (docs/processes.md,
+    /// "Shared file mappings"): the memory bound, at most
+    /// [`FILEMAP_MAX`], in pages.
+    pub fn filemap_len(&self) -> u64 {
+        page_down(self.bound.bytes).min(FILEMAP_MAX)
+    }
+
     /// The ring, through the monitor's view.
     pub fn ring(&self) -> RingPtr {
         let p = self.host(RING_ADDR).unwrap_or(std::ptr::null_mut());
@@ -522,6 +529,8 @@ fn write_boot(d: &DomainMemory, spec: &DomainSpec) {
             arena_file_offset: d.arena_file_offset,
             shared_start: spec.shared.as_ref().map_or(0, |w| w.start()),
             shared_len: spec.shared.as_ref().map_or(0, |w| w.len()),
+            filemap_start: FILEMAP_BASE,
+            filemap_len: d.filemap_len(),
         })
     };
 }

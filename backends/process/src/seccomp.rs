@@ -189,6 +189,15 @@ pub struct Protectable {
     /// so an offset past it gives pages that fault), and `munmap` there,
     /// are allowed natively.
     pub shared: [u64; 2],
+    /// The process's file-mapping range `[start, len]` (`[0, 0]`: none;
+    /// nothing mapped above it up to `start + 2 * len`; docs/processes.md,
+    /// "Shared file mappings"): `mmap` there of a descriptor below
+    /// `RESERVE_FD` (shared, fixed, no `PROT_EXEC`: the child holds no
+    /// descriptor there but the files the monitor sent it), `munmap`,
+    /// `mprotect` without `PROT_EXEC` and `msync` there, `close` of a
+    /// descriptor below `RESERVE_FD`, and `recvmsg` on
+    /// `FILEMAP_CHANNEL_FD` are allowed natively.
+    pub filemap: [u64; 2],
 }
 
 /// `mprotect` rules for `p` (the `prot` condition in each).
@@ -302,6 +311,34 @@ pub fn rules(
         rules.entry(libc::SYS_mmap).or_default().push(SeccompRule::new(mmap)?);
         rules.entry(libc::SYS_munmap).or_default().push(SeccompRule::new(in_window()?)?);
     }
+    let [start, len] = protectable.filemap;
+    if len != 0 {
+        let in_range = || -> Result<Vec<SeccompCondition>, FilterError> {
+            Ok(vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Ge, start)?,
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Lt, start + len)?,
+                SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Le, len)?,
+            ])
+        };
+        let no_exec = || SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(!3u64), 0);
+        // The kernel takes the low 32 bits of a descriptor argument.
+        let sent_fd = |arg: u8| {
+            SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Lt, cabin_abi::boot::RESERVE_FD)
+        };
+        let mut mmap = in_range()?;
+        mmap.push(no_exec()?);
+        mmap.push(eq32(3, (libc::MAP_SHARED | libc::MAP_FIXED) as u64)?);
+        mmap.push(sent_fd(4)?);
+        rules.entry(libc::SYS_mmap).or_default().push(SeccompRule::new(mmap)?);
+        rules.entry(libc::SYS_munmap).or_default().push(SeccompRule::new(in_range()?)?);
+        let mut mprotect = in_range()?;
+        mprotect.push(no_exec()?);
+        rules.entry(libc::SYS_mprotect).or_default().push(SeccompRule::new(mprotect)?);
+        rules.entry(libc::SYS_msync).or_default().push(SeccompRule::new(in_range()?)?);
+        rules.entry(libc::SYS_close).or_default().push(SeccompRule::new(vec![sent_fd(0)?])?);
+        let channel = eq32(0, cabin_abi::boot::FILEMAP_CHANNEL_FD)?;
+        rules.entry(libc::SYS_recvmsg).or_default().push(SeccompRule::new(vec![channel])?);
+    }
     Ok(rules)
 }
 
@@ -397,7 +434,10 @@ mod tests {
         reserve: [RESV, RESV_LEN],
         arena_file_offset: ARENA_OFF,
         shared: [WIN, WIN_LEN],
+        filemap: [FMAP, FMAP_LEN],
     };
+    const FMAP: u64 = 0x5000_0000_0000;
+    const FMAP_LEN: u64 = 1 << 30;
     const WIN: u64 = 0x4000_0000_0000;
     const WIN_LEN: u64 = 1 << 30;
     const RESV: u64 = 0x3000_0000_0000;
@@ -477,6 +517,68 @@ mod tests {
         };
         assert_eq!(mprotect(WIN, 7), SECCOMP_RET_TRAP, "the window is never made executable natively");
         assert_eq!(mprotect(WIN, 3), SECCOMP_RET_TRAP, "nor re-protected natively at all");
+    }
+
+    #[test]
+    fn sent_files_are_mapped_only_in_the_file_range_shared_and_never_executable() {
+        let f = filter(SQ, CQ, &CallSet::EMPTY);
+        let call = |nr: i64, a: [u64; 6]| evaluate(&f, nr as u32, AUDIT_ARCH_X86_64, a);
+        let mmap = |a: [u64; 6]| call(libc::SYS_mmap, a);
+        let sf = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+        assert_eq!(mmap([FMAP, 4096, 3, sf, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(mmap([FMAP + FMAP_LEN - 4096, 4096, 1, sf, 999, 1 << 40]), SECCOMP_RET_ALLOW);
+        assert_eq!(mmap([FMAP, 4096, 3, sf, (1 << 32) | 5, 0]), SECCOMP_RET_ALLOW, "the kernel reads fd 5");
+        for (what, a) in [
+            ("exec", [FMAP, 4096, 7, sf, 3, 0]),
+            ("exec only", [FMAP, 4096, 4, sf, 3, 0]),
+            ("high prot bits", [FMAP, 4096, (1 << 32) | 3, sf, 3, 0]),
+            ("private", [FMAP, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64, 3, 0]),
+            ("not fixed", [FMAP, 4096, 3, libc::MAP_SHARED as u64, 3, 0]),
+            ("below the range", [FMAP - 4096, 4096, 3, sf, 3, 0]),
+            ("past the range", [FMAP + FMAP_LEN, 4096, 3, sf, 3, 0]),
+            ("too long", [FMAP, FMAP_LEN + 4096, 3, sf, 3, 0]),
+            ("over the code", [0x40_1000, 4096, 3, sf, 3, 0]),
+            ("the domain memfd", [FMAP, 4096, 3, sf, cabin_abi::boot::RESERVE_FD, 0]),
+            ("the window memfd", [FMAP, 4096, 3, sf, cabin_abi::boot::SHARED_FD, 0]),
+            ("the channel", [FMAP, 4096, 3, sf, cabin_abi::boot::FILEMAP_CHANNEL_FD, 0]),
+            ("fd -1", [FMAP, 4096, 3, sf, u64::MAX, 0]),
+            ("anonymous", [FMAP, 4096, 3, sf | libc::MAP_ANONYMOUS as u64, 3, 0]),
+        ] {
+            assert_eq!(mmap(a), SECCOMP_RET_TRAP, "{what}");
+        }
+        assert_eq!(call(libc::SYS_munmap, [FMAP, 4096, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(call(libc::SYS_munmap, [FMAP - 4096, 4096, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(call(libc::SYS_munmap, [FMAP, FMAP_LEN + 1, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        for prot in [0, 1, 2, 3] {
+            assert_eq!(call(libc::SYS_mprotect, [FMAP, 4096, prot, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        }
+        for prot in [4, 5, 7, 1 << 32, u64::MAX] {
+            assert_eq!(call(libc::SYS_mprotect, [FMAP, 4096, prot, 0, 0, 0]), SECCOMP_RET_TRAP, "{prot:#x}");
+        }
+        assert_eq!(call(libc::SYS_mprotect, [FMAP, FMAP_LEN + 1, 3, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(call(libc::SYS_msync, [FMAP, 4096, 4, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(call(libc::SYS_msync, [WIN, 4096, 4, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(call(libc::SYS_close, [3, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        for fd in
+            [cabin_abi::boot::RESERVE_FD, cabin_abi::boot::SHARED_FD, cabin_abi::boot::FILEMAP_CHANNEL_FD]
+        {
+            assert_eq!(call(libc::SYS_close, [fd, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP, "close {fd}");
+        }
+        let channel = cabin_abi::boot::FILEMAP_CHANNEL_FD;
+        assert_eq!(call(libc::SYS_recvmsg, [channel, 0x1000, 0x40, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(call(libc::SYS_recvmsg, [3, 0x1000, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_ftruncate, libc::SYS_fchmod, libc::SYS_sendmsg]
+        {
+            assert_eq!(call(nr, [3, 0x1000, 16, 0, 0, 0]), SECCOMP_RET_TRAP, "{nr} on a sent file");
+            assert_eq!(call(nr, [channel, 0x1000, 16, 0, 0, 0]), SECCOMP_RET_TRAP, "{nr} on the channel");
+        }
+        // Without a range: none of it.
+        let none = super::filter(SQ, CQ, &CallSet::EMPTY, &Protectable { filemap: [0, 0], ..PROT })
+            .expect("the filter builds");
+        assert_eq!(
+            evaluate(&none, libc::SYS_close as u32, AUDIT_ARCH_X86_64, [3, 0, 0, 0, 0, 0]),
+            SECCOMP_RET_TRAP
+        );
     }
 
     fn filter(sq: u64, cq: u64, checked: &CallSet) -> Vec<SockFilter> {
@@ -606,6 +708,11 @@ mod tests {
         }
     }
 
+    /// A start in the file-mapping range and a length at most its own.
+    fn in_files(a: [u64; 6]) -> bool {
+        a[0] >= FMAP && a[0] < FMAP + FMAP_LEN && a[1] <= FMAP_LEN
+    }
+
     /// What the filter must decide, written out plainly (the behaviour of
     /// the hand-assembled filter this one replaced).
     fn expected(nr: u32, arch: u32, a: [u64; 6], checked: &CallSet) -> u32 {
@@ -637,8 +744,11 @@ mod tests {
                 let [ps, pl] = PROT.pages;
                 let in_pages =
                     a[0] >= ps && a[0] < ps + pl && a[0].is_multiple_of(4096) && a[1] <= ps + pl - a[0];
-                a[2] & !3 == 0 && (in_range || in_pages)
+                a[2] & !3 == 0 && (in_range || in_pages || in_files(a))
             }
+            libc::SYS_msync => in_files(a),
+            libc::SYS_close => (a[0] as u32 as u64) < cabin_abi::boot::RESERVE_FD,
+            libc::SYS_recvmsg => a[0] as u32 as u64 == cabin_abi::boot::FILEMAP_CHANNEL_FD,
             _ => false,
         };
         if allowed {
@@ -665,11 +775,20 @@ mod tests {
                 .chain([libc::SIGINT as u64, libc::SIGSYS as u64 | 1 << 32, 1 << 32, u64::MAX])
                 .chain([0x3d0f00, 0x50f00, 0x3d0f11, 0x1_003d_0f00, 0x7d0f00])
                 .chain([0x4c_0000, 0x4c_2000, 0x4c_3000, 0x3000, 0x2002_0000_0000, 0x2002_0000_0000 - 4096])
+                .chain([999, 1000, 1002, (1 << 32) | 5, FMAP, FMAP - 1, FMAP + FMAP_LEN - 4096, FMAP_LEN + 1])
                 .collect();
         let mut numbers: Vec<u32> = (0..=470).collect();
         numbers.extend([0x4000_0000, 0x4000_0000 | 60, 0x4000_0000 | 202, 0x7fff_ffff, u32::MAX]);
-        let with_args = [libc::SYS_arch_prctl, libc::SYS_clone, libc::SYS_rt_sigaction, libc::SYS_mprotect]
-            .map(|n| n as u32);
+        let with_args = [
+            libc::SYS_arch_prctl,
+            libc::SYS_clone,
+            libc::SYS_rt_sigaction,
+            libc::SYS_mprotect,
+            libc::SYS_msync,
+            libc::SYS_close,
+            libc::SYS_recvmsg,
+        ]
+        .map(|n| n as u32);
         let mut cases = 0u64;
         for checked in [CallSet::EMPTY, some_clocks, all_clocks] {
             let f = filter(SQ, CQ, &checked);

@@ -145,6 +145,7 @@ extern "C" fn child_init() {
         || !super::signals::after_fork(pid)
         || !super::mem::after_fork()
         || !super::shm::after_fork()
+        || !super::filemap::after_fork()
     {
         crate::die(b"cabin: a new child process could not set itself up; stopping\n");
     }

@@ -177,11 +177,13 @@ pub(super) fn fast(a: &[u64; 6]) -> Option<i64> {
         // before the count's load (the waiter's side is its SeqCst
         // increment, see the module's comment).
         fence(Ordering::SeqCst);
-        // A word of the tree's shared window may have sleepers in other
-        // processes, which this process's counts do not see: never skipped.
+        // A word of the tree's shared window or of a shared file mapping
+        // may have sleepers in other processes, which this process's
+        // counts do not see: never skipped.
         if !NO_SKIP.load(Ordering::SeqCst)
             && bucket(a[0]).load(Ordering::SeqCst) == 0
             && !super::shm::overlaps(a[0], 4)
+            && !super::filemap::overlaps(a[0], 4)
         {
             return Some(0);
         }

@@ -1034,6 +1034,19 @@ pub(super) fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64
             return r;
         }
     }
+    if flags & MAP_ANONYMOUS == 0
+        && flags & MAP_SHARED != 0
+        && !fixed
+        && prot & PROT_EXEC == 0
+        && page_up(len).is_some_and(|l| l != 0)
+        && off.is_multiple_of(PAGE)
+    {
+        // The file's own pages (filemap.rs), where the monitor serves them
+        // (else the copy below).
+        if let Some(r) = super::filemap::map(len, prot, fd, off) {
+            return r;
+        }
+    }
     let shared_file = flags & MAP_ANONYMOUS == 0 && flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0;
     // A writable shared file mapping (shared.rs): a duplicate of the
     // descriptor, checked as Linux checks it, for the write-back.
@@ -1143,6 +1156,9 @@ pub(super) fn msync(addr: u64, len: u64, flags: u64) -> i64 {
         return -errno::EINVAL;
     }
     let Some(len) = page_up(len) else { return -errno::ENOMEM };
+    if len != 0 && super::filemap::overlaps(addr, len) {
+        return super::filemap::msync(addr, len, flags);
+    }
     if len == 0 || !shared::overlaps(addr, len) {
         return 0;
     }
@@ -1175,6 +1191,9 @@ pub(super) fn munmap(addr: u64, len: u64) -> i64 {
     if super::shm::overlaps(addr, len) {
         return super::shm::munmap(addr, len);
     }
+    if super::filemap::overlaps(addr, len) {
+        return super::filemap::munmap(addr, len);
+    }
     if addr.is_multiple_of(PAGE) && page_up(len).is_some_and(|l| l != 0) && shared::overlaps(addr, len) {
         // Unmapped pages of a writable shared file mapping reach the file.
         shared::write_back(addr, len);
@@ -1205,8 +1224,8 @@ pub(super) fn munmap(addr: u64, len: u64) -> i64 {
 /// not known).
 pub(super) fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, _new_addr: u64) -> i64 {
     super::readahead::memory_changed();
-    if shared::overlaps(old, old_len.max(1)) {
-        // A writable shared file mapping does not move (docs/syscalls.md).
+    if shared::overlaps(old, old_len.max(1)) || super::filemap::overlaps(old, old_len.max(1)) {
+        // A shared file mapping does not move (docs/syscalls.md).
         return -errno::EINVAL;
     }
     let mut s = STATE.lock();
@@ -1238,6 +1257,9 @@ pub(super) fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
     }
     // PROT_WRITE alone is read-write on x86 (as Linux gives it).
     let prot = if prot == PROT_WRITE { PROT_RW } else { prot };
+    if super::filemap::overlaps(addr, len) {
+        return super::filemap::mprotect(addr, len, prot);
+    }
     let mut s = STATE.lock();
     if in_reserve(&s, addr, len) {
         return reserve_mprotect(&mut s, addr, len, prot);

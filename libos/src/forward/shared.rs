@@ -12,11 +12,10 @@
 //! [`DUP_FLOOR`] up so the numbers the program gets from `open` stay the
 //! native ones), closed with the mapping's last page.
 //!
-//! Why not the file's own pages: on the process backend the confined child
-//! holds no host descriptor (the monitor holds them all, and the seccomp
-//! filter lets it map only the domain memfd); on KVM the guest's memory is
-//! one fixed memory slot set up before boot. Both would need a way to put
-//! the file's pages into the domain that does not exist yet.
+//! This is the copy path: KVM's for every shared file mapping (the guest's
+//! memory is the memory slots set up before boot), and the process
+//! backend's for `MAP_FIXED` ones only. Other shared file mappings on the
+//! process backend are the file's own pages (`filemap.rs`).
 //!
 //! The table is small and fixed ([`MAX_SHARED`] mappings; `ENOMEM` past
 //! it, as Linux answers past `vm.max_map_count`).

@@ -256,6 +256,8 @@ impl Service {
     /// The new image runs: the `FD_CLOEXEC` descriptors are closed.
     pub fn exec_done(&mut self) {
         self.fds.close_on_exec();
+        // The new image's host process maps none of the old files.
+        self.filemaps.clear();
     }
 }
 

@@ -23,6 +23,13 @@ pub(super) enum Buf {
 /// `[addr, addr+len)` checked as a buffer the call reads (`write` false)
 /// or fills (`write` true), whatever its layout.
 pub(super) fn buffer(mem: &GuestMemory, addr: u64, len: u64, write: bool) -> Result<Buf, Fail> {
+    if len != 0 && mem.file_window().is_some_and(|w| addr >= w.start && addr < w.start + w.len) {
+        // A buffer starting in the shared file mappings: only `read`,
+        // `write`, `pread64` and `pwrite64` reach them ([`bounce`]);
+        // elsewhere the program's own EFAULT (docs/processes.md, "Shared
+        // file mappings").
+        return Err(Fail::Errno(libc::EFAULT));
+    }
     match mem.host_range(addr, len, write) {
         Ok(p) => Ok(Buf::One(p)),
         // The single-range error stands when the pieces fail too.
@@ -64,12 +71,83 @@ pub(super) fn transfer(fd: RawFd, b: &Buf, len: usize, op: Vectored, off: i64) -
     host(r as i64)
 }
 
+/// Whether `[addr, addr+len)` (not empty) lies wholly in the process's
+/// shared file mappings' range.
+fn in_files(mem: &GuestMemory, addr: u64, len: u64) -> bool {
+    len != 0 && mem.file_window().is_some_and(|w| w.holds(addr, len))
+}
+
+/// Most bytes one call moves through [`bounce`] (a short count beyond, as
+/// the kernel may give).
+const BOUNCE_MAX: usize = 1 << 20;
+
+/// A data buffer wholly in the process's shared file mappings (process
+/// backend, `filemap.rs`): the monitor has no view of those pages (they are
+/// the files', mapped in the child only), so the bytes go through a buffer
+/// of the monitor's, copied from or to the child with `process_vm_readv`/
+/// `process_vm_writev`: a page past a file's end (or not mapped) is a short
+/// count or `EFAULT`, never a fault in the monitor. `None`: not such a
+/// buffer (the caller checks it as usual).
+fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: i64) -> Option<Sys> {
+    let w = mem.file_window().filter(|w| len != 0 && w.holds(addr, len))?;
+    let pid = w.pid.load(std::sync::atomic::Ordering::SeqCst);
+    if pid <= 0 {
+        return Some(Err(Fail::Errno(libc::EFAULT)));
+    }
+    let mut tmp = vec![0u8; (len as usize).min(BOUNCE_MAX)];
+    let remote = |n: usize| libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: n };
+    let local = |b: &mut [u8], n: usize| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: n };
+    Some(match op {
+        Vectored::Readv | Vectored::Preadv => {
+            let r = match op {
+                // SAFETY: `tmp` is ours, `tmp.len()` bytes.
+                Vectored::Readv => unsafe { libc::read(fd, tmp.as_mut_ptr().cast(), tmp.len()) },
+                // SAFETY: as above.
+                _ => unsafe { libc::pread(fd, tmp.as_mut_ptr().cast(), tmp.len(), off) },
+            };
+            let Ok(n) = host(r as i64).map(|n| n as usize) else { return Some(host(r as i64)) };
+            if n == 0 {
+                return Some(Ok(0));
+            }
+            let (l, r) = (local(&mut tmp, n), remote(n));
+            // SAFETY: reads our buffer, writes the child's memory through
+            // the kernel (checked there).
+            let done = unsafe { libc::process_vm_writev(pid, &l, 1, &r, 1, 0) };
+            if done <= 0 {
+                Err(Fail::Errno(libc::EFAULT))
+            } else {
+                Ok(done as i64)
+            }
+        }
+        Vectored::Writev | Vectored::Pwritev => {
+            let n = tmp.len();
+            let (l, r) = (local(&mut tmp, n), remote(n));
+            // SAFETY: reads the child's memory through the kernel, writes
+            // our buffer.
+            let got = unsafe { libc::process_vm_readv(pid, &l, 1, &r, 1, 0) };
+            if got <= 0 {
+                return Some(Err(Fail::Errno(libc::EFAULT)));
+            }
+            let r = match op {
+                // SAFETY: the first `got` bytes of `tmp` are filled.
+                Vectored::Writev => unsafe { libc::write(fd, tmp.as_ptr().cast(), got as usize) },
+                // SAFETY: as above.
+                _ => unsafe { libc::pwrite(fd, tmp.as_ptr().cast(), got as usize, off) },
+            };
+            host(r as i64)
+        }
+    })
+}
+
 pub(super) fn read(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     read_on(s.vfd(a[0])?, mem, a)
 }
 
 /// `read` on host descriptor `fd` (the service lock may be dropped).
 pub(super) fn read_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if let Some(r) = bounce(fd, mem, a[1], a[2], Vectored::Readv, 0) {
+        return r;
+    }
     let b = buffer(mem, a[1], a[2], true)?;
     transfer(fd, &b, a[2] as usize, Vectored::Readv, 0)
 }
@@ -77,12 +155,20 @@ pub(super) fn read_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 /// `write` on host descriptor `fd` without write limits (the service lock
 /// may be dropped).
 pub(super) fn write_on(fd: RawFd, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if let Some(r) = bounce(fd, mem, a[1], a[2], Vectored::Writev, 0) {
+        return r;
+    }
     let b = buffer(mem, a[1], a[2], false)?;
     transfer(fd, &b, a[2] as usize, Vectored::Writev, 0)
 }
 
 pub(super) fn write(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
+    if in_files(mem, a[1], a[2]) {
+        let len = s.write_allowance("write", fd, a[2], None)?;
+        let r = bounce(fd, mem, a[1], len, Vectored::Writev, 0).unwrap_or(Ok(0));
+        return s.count_written(r);
+    }
     let b = buffer(mem, a[1], a[2], false)?;
     let len = s.write_allowance("write", fd, a[2], None)?;
     let r = transfer(fd, &b, len as usize, Vectored::Writev, 0);
@@ -91,12 +177,20 @@ pub(super) fn write(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 
 pub(super) fn pread64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
+    if let Some(r) = bounce(fd, mem, a[1], a[2], Vectored::Preadv, a[3] as i64) {
+        return r;
+    }
     let b = buffer(mem, a[1], a[2], true)?;
     transfer(fd, &b, a[2] as usize, Vectored::Preadv, a[3] as i64)
 }
 
 pub(super) fn pwrite64(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
+    if in_files(mem, a[1], a[2]) {
+        let len = s.write_allowance("pwrite64", fd, a[2], Some(a[3] as i64))?;
+        let r = bounce(fd, mem, a[1], len, Vectored::Pwritev, a[3] as i64).unwrap_or(Ok(0));
+        return s.count_written(r);
+    }
     let b = buffer(mem, a[1], a[2], false)?;
     let len = s.write_allowance("pwrite64", fd, a[2], Some(a[3] as i64))?;
     let r = transfer(fd, &b, len as usize, Vectored::Pwritev, a[3] as i64);

@@ -32,6 +32,7 @@ mod cmsg;
 mod events;
 pub mod exec;
 mod fds;
+mod filemap;
 mod files;
 mod io;
 mod locks;
@@ -183,6 +184,9 @@ pub struct Service {
     /// The image the process runs (what `execve("/proc/self/exe")` runs
     /// again; `None` in tests and before the run sets it).
     pub(crate) exe: Option<std::sync::Arc<Vec<u8>>>,
+    /// Shared file mappings that are the files' own pages (process
+    /// backend; inherited at fork, dropped at exec).
+    filemaps: filemap::FileMaps,
 }
 
 fn errno() -> i32 {
@@ -258,6 +262,7 @@ impl Service {
             program_cpu: None,
             net: net::Network::default(),
             exe: None,
+            filemaps: filemap::FileMaps::default(),
         }
     }
 
@@ -305,6 +310,7 @@ impl Service {
             program_cpu: None,
             net: self.net.clone(),
             exe: self.exe.clone(),
+            filemaps: self.filemaps.clone(),
         }
     }
 

@@ -253,10 +253,15 @@ fn rlimit(res: u64, nofile: usize) -> Result<[u8; 16], Fail> {
 /// `mmap(va, len, prot, MAP_SHARED | MAP_FIXED, RESERVE_FD, target)` from
 /// the libos: it mapped (or is about to map) the arena pages at `target`
 /// over `[va, va+len)` of the reservation space. Recorded so the monitor
-/// reaches those pages ([`GuestMemory::alias`], which checks both ranges);
-/// anything else is `ENODEV` (the libos serves `mmap` itself).
-pub(super) fn reserve_commit(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+/// reaches those pages ([`GuestMemory::alias`], which checks both ranges).
+/// With another descriptor it is a shared file mapping (`filemap.rs`;
+/// `ENOSYS` where the process has no file-mapping range).
+pub(super) fn reserve_commit(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     const SHARED_FIXED: u64 = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+    if a[4] & 0xffff_ffff != cabin_abi::boot::RESERVE_FD {
+        // A shared file mapping (filemap.rs).
+        return super::filemap::mmap(s, mem, a);
+    }
     if a[3] & 0xffff_ffff != SHARED_FIXED || a[4] & 0xffff_ffff != cabin_abi::boot::RESERVE_FD {
         return Err(Fail::Errno(libc::ENODEV));
     }
@@ -267,7 +272,10 @@ pub(super) fn reserve_commit(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) 
 
 /// `munmap(va, len)` from the libos: that part of the reservation space is
 /// no longer committed.
-pub(super) fn reserve_release(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+pub(super) fn reserve_release(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    if super::filemap::in_window(mem, a[0]) {
+        return super::filemap::munmap(s, a);
+    }
     let len = a[1].checked_next_multiple_of(4096).ok_or(Fail::Errno(libc::EINVAL))?;
     mem.unalias(a[0], len);
     Ok(0)

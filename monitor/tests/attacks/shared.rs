@@ -107,13 +107,13 @@ fn the_shared_mapping_table_is_bounded(b: Backend) {
     let t = tempfile::tempdir().expect("tempdir");
     let (o, out) = run(b, img, &["many", t.path().to_str().expect("utf-8")], t.path(), &[], &[t.path()]);
     assert_eq!(o.exit_code, 0, "{:?}: {out}", o.reason);
-    assert_eq!(
-        out,
-        format!(
-            "mapping 64: errno {}\nafter unmapping them all: ok\ndescriptors left: next is 4\n",
-            libc::ENOMEM
-        )
-    );
+    // The copy path's table (KVM) holds 64; the process backend's mappings
+    // are the files' own pages, bounded at 256 (filemap.rs tests that).
+    let bound = match b {
+        Backend::Kvm => format!("mapping 64: errno {}\n", libc::ENOMEM),
+        Backend::Process => String::new(),
+    };
+    assert_eq!(out, format!("{bound}after unmapping them all: ok\ndescriptors left: next is 4\n",));
 }
 
 fn replaced_duplicates_and_hostile_ranges(b: Backend) {

@@ -1,0 +1,222 @@
+//! Shared file mappings that are the files' own pages, between processes
+//! (issue 14; docs/processes.md, "Shared file mappings"), with
+//! `programs/filemap.c`: `sem_open` semaphores between a parent and its
+//! child both ways, a `shm_open` counter two processes increment 100,000
+//! times each with atomics, a memfd mapped before `fork` (writes and
+//! futexes across it), a confined and a native process on one file, and
+//! the semantics of `msync`, `munmap`, `mprotect`, `pwrite`, two mappings
+//! and truncation (`SIGBUS`) — each equal to native — and the attacks
+//! (executable mappings, a read-only file mapped writable, forged native
+//! `mmap`/`mprotect`/`close`/`recvmsg`/`sendmsg`/`munmap`, a flood of
+//! mappings, a huge one), after which the monitor still serves. After every
+//! run no host process of the run and no descriptor of the monitor's is
+//! left in this test process.
+//!
+//! The process backend only: KVM keeps the copy semantics of
+//! docs/syscalls.md "Shared mappings" (`shared.rs` runs those on both
+//! backends); each KVM case says NOT RUN with that reason.
+
+#[macro_use]
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use cabin_monitor::RunConfig;
+use common::Backend;
+
+fn built() -> Option<&'static (PathBuf, Vec<u8>)> {
+    static B: OnceLock<Option<(PathBuf, Vec<u8>)>> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = cabin_tests::target_dir().join("filemap-test");
+        std::fs::create_dir_all(&dir).ok()?;
+        let exe = common::compile("filemap", &dir)?;
+        let img = common::rewrite(&std::fs::read(&exe).ok()?);
+        Some((exe, img))
+    })
+    .as_ref()
+}
+
+/// One run at a time: the after-run checks look at the whole test process.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// KVM keeps copy semantics (docs/processes.md): says so.
+fn process_only(b: Backend, what: &str) -> bool {
+    if b == Backend::Kvm && std::env::var_os("FILEMAP_TRY_KVM").is_none() {
+        eprintln!(
+            "filemap {what} on KVM: NOT RUN: KVM keeps the copy semantics of shared file mappings \
+             (docs/processes.md, \"Shared file mappings\"); shared.rs covers them"
+        );
+        return false;
+    }
+    true
+}
+
+fn native(exe: &Path, args: &[&str]) -> (String, i32) {
+    let out = Command::new(exe).args(args).output().expect("run natively");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code().unwrap_or(-1))
+}
+
+fn confined(b: Backend, img: &[u8], args: &[&str], write: &[&Path]) -> (String, i32) {
+    confined_reading(b, img, args, write, &[])
+}
+
+fn confined_reading(b: Backend, img: &[u8], args: &[&str], write: &[&Path], read: &[&Path]) -> (String, i32) {
+    let fds = open_fds();
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("out");
+    let out = std::fs::File::create(&path).expect("stdout file");
+    let cfg = RunConfig {
+        args: std::iter::once("filemap").chain(args.iter().copied()).map(String::from).collect(),
+        quiet: true,
+        stdio: Some([0, out.as_raw_fd(), 2]),
+        allow_write: write.iter().map(|p| p.to_path_buf()).collect(),
+        allow_read: read.iter().map(|p| p.to_path_buf()).collect(),
+        ..RunConfig::default()
+    };
+    let o = b.run(img, &cfg).expect("confined run");
+    drop(out);
+    // Not more than before (the test harness may close one of its own
+    // meanwhile): a channel or a file the run kept open would add one.
+    let after = open_fds();
+    assert!(
+        after <= fds,
+        "{b:?} {args:?}: descriptors of the run left in the monitor's process: {fds} then {after}"
+    );
+    assert!(common::live_children().is_empty(), "host processes left: {:?}", common::live_children());
+    (std::fs::read_to_string(&path).unwrap_or_default(), o.exit_code)
+}
+
+fn same_as_native(b: Backend, args: &[&str], write: &[&Path]) {
+    let Some((exe, img)) = built() else { return };
+    let _one = serial();
+    let want = native(exe, args);
+    assert_eq!(want.1, 0, "native {args:?}: {}", want.0);
+    let got = confined(b, img, args, write);
+    assert_eq!(got, want, "{b:?} {args:?}: confined (left) vs native (right)");
+}
+
+fn dev_shm(b: Backend, what: &str) -> Option<String> {
+    if !Path::new("/dev/shm").is_dir() {
+        eprintln!("filemap {what}: NOT RUN: no /dev/shm");
+        return None;
+    }
+    Some(format!("/cabin-filemap-{}-{b:?}-{what}", std::process::id()))
+}
+
+fn sem_open_between_parent_and_child(b: Backend) {
+    if !process_only(b, "sem") {
+        return;
+    }
+    let Some(name) = dev_shm(b, "sem") else { return };
+    same_as_native(b, &["sem", &name], &[Path::new("/dev/shm")]);
+}
+
+fn shm_open_counter_with_atomics_across_fork(b: Backend) {
+    if !process_only(b, "counter") {
+        return;
+    }
+    let Some(name) = dev_shm(b, "counter") else { return };
+    same_as_native(b, &["counter", &name], &[Path::new("/dev/shm")]);
+}
+
+fn memfd_mapped_before_fork(b: Backend) {
+    if !process_only(b, "memfd") {
+        return;
+    }
+    same_as_native(b, &["memfd"], &[]);
+}
+
+fn msync_munmap_mprotect_and_truncation(b: Backend) {
+    if !process_only(b, "semantics") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let d = t.path().to_str().expect("utf-8");
+    same_as_native(b, &["semantics", d], &[t.path()]);
+}
+
+/// Runs `peer FILE b` natively beside `a` (native or confined).
+fn with_native_peer(exe: &Path, file: &Path, a: impl FnOnce() -> (String, i32)) -> ((String, i32), String) {
+    std::fs::write(file, vec![0u8; 4096]).expect("the shared file");
+    let peer = Command::new(exe)
+        .args(["peer", file.to_str().expect("utf-8"), "b"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the native peer");
+    let got = a();
+    let out = peer.wait_with_output().expect("the native peer ends");
+    (got, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn a_confined_and_a_native_process_share_a_file(b: Backend) {
+    if !process_only(b, "peer") {
+        return;
+    }
+    let Some((exe, img)) = built() else { return };
+    let _one = serial();
+    let t = tempfile::tempdir().expect("tempdir");
+    let file = t.path().join("peer.dat");
+    let f = file.to_str().expect("utf-8");
+    let want = with_native_peer(exe, &file, || native(exe, &["peer", f, "a"]));
+    assert_eq!(want, (("a sees: hello from b\n".into(), 0), "b sees: hello from a\n".into()));
+    let got = with_native_peer(exe, &file, || confined(b, img, &["peer", f, "a"], &[t.path()]));
+    assert_eq!(got, want, "{b:?}: confined a and native b (left) vs both native (right)");
+}
+
+fn attacks_are_refused_and_the_monitor_survives(b: Backend) {
+    if !process_only(b, "attack") {
+        return;
+    }
+    let Some((_, img)) = built() else { return };
+    let _one = serial();
+    let t = tempfile::tempdir().expect("tempdir");
+    let ro = tempfile::tempdir().expect("tempdir");
+    let ro_file = ro.path().join("read-only.dat");
+    std::fs::write(&ro_file, vec![b'r'; 4096]).expect("the read-only file");
+    let args = ["attack", t.path().to_str().expect("utf-8"), ro_file.to_str().expect("utf-8")];
+    let got = confined_reading(b, img, &args, &[t.path()], &[ro.path()]);
+    let want = "mmap PROT_EXEC: -1 EACCES\n\
+                mprotect exec: -1 EACCES\n\
+                mmap exec fixed over it: -1 EACCES\n\
+                open a read-only file writable: -1 EACCES\n\
+                map it shared writable: -1 EACCES\n\
+                map it shared read-only: ok\n\
+                forged mprotect of it writable: -1 EACCES\n\
+                forged mprotect of it exec: -1 EACCES\n\
+                forged mmap of descriptor 3 there: -1 EBADF\n\
+                forged mmap of the domain memfd there: -1 EBADF\n\
+                forged mmap of the window memfd there: -1 EBADF\n\
+                forged mmap of it executable: -1 EACCES\n\
+                forged close of the channel: -1 EBADF\n\
+                forged recvmsg on the channel: -1 EAGAIN\n\
+                forged sendmsg on the channel: -1 EBADF\n\
+                forged munmap of the boot page: -1 EINVAL\n\
+                munmap of the boot page: -1 EINVAL\n\
+                still mine: mine\n\
+                a flood of mappings: hundreds then ENOMEM\n\
+                one huge mapping: -1 ENOMEM\n\
+                after the flood: ok, sees mine\n\
+                child: 0, parent sees child\n\
+                mremap of it: -1 EINVAL\n";
+    assert_eq!(got, (want.to_string(), 0), "{b:?} attacks");
+    assert!(std::fs::read(&ro_file).expect("read").iter().all(|&c| c == b'r'), "the read-only file changed");
+}
+
+on_both_backends!(
+    sem_open_between_parent_and_child,
+    shm_open_counter_with_atomics_across_fork,
+    memfd_mapped_before_fork,
+    msync_munmap_mprotect_and_truncation,
+    a_confined_and_a_native_process_share_a_file,
+    attacks_are_refused_and_the_monitor_survives,
+);
