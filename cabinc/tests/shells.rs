@@ -439,3 +439,47 @@ fn job_control_on_a_terminal() {
         );
     }
 }
+
+/// bash-static's job control (`set -m`) on a background job: `kill -STOP
+/// %1` stops it and `wait` returns 128 + SIGSTOP, `jobs` shows it
+/// stopped, `kill -CONT` lets it finish; equal to native
+/// (docs/processes.md, "Job control"). Process backend; on KVM NOT RUN:
+/// a signal handler in a KVM root with child processes (bash's SIGCHLD
+/// handler) ends it with SIGSEGV, a bug older than job control.
+#[test]
+fn bash_static_job_control() {
+    require(BUSYBOX, "busybox-static");
+    require(BASH, "bash-static");
+    const JOBS: &str = "set -m; sleep 1 & kill -STOP %1; wait %1; echo \"stopped: $?\"; jobs; \
+                        kill -CONT %1; wait %1; echo \"ended: $?\"";
+    let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+    setup(t.path());
+    let bin = t.path().join("bin");
+    let path = format!("PATH={}", bin.to_str().expect("utf-8"));
+    let native =
+        Command::new(BASH).args(["-c", JOBS]).env_clear().env("PATH", &bin).output().expect("native");
+    let want = String::from_utf8_lossy(&native.stdout).to_string();
+    assert_eq!(
+        want,
+        "stopped: 147\n[1]+  Stopped                 sleep 1\nended: 0\n",
+        "native: {}",
+        show(&native)
+    );
+    let confined = Command::new(env!("CARGO_BIN_EXE_cabinc"))
+        .env("XDG_CACHE_HOME", t.path().join("cache"))
+        .args(["run", "-q", "--backend", "process", "--allow-read"])
+        .arg(&bin)
+        .args(["--env", &path, BASH, "-c", JOBS])
+        .output()
+        .expect("cabinc run");
+    assert_eq!(
+        (String::from_utf8_lossy(&confined.stdout).to_string(), confined.status.code()),
+        (want, native.status.code()),
+        "process: confined vs native: {}",
+        show(&confined)
+    );
+    eprintln!(
+        "bash_static_job_control on KVM NOT RUN: a signal handler in a KVM root with child processes \
+         ends it with SIGSEGV (older than job control, docs/processes.md)"
+    );
+}
