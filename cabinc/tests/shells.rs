@@ -444,8 +444,8 @@ fn job_control_on_a_terminal() {
 /// %1` stops it and `wait` returns 128 + SIGSTOP, `jobs` shows it
 /// stopped, `kill -CONT` lets it finish; equal to native
 /// (docs/processes.md, "Job control"). Process backend; on KVM NOT RUN:
-/// a signal handler in a KVM root with child processes (bash's SIGCHLD
-/// handler) ends it with SIGSEGV, a bug older than job control.
+/// a signal handler on KVM (bash's SIGCHLD handler) ends the process with
+/// SIGSEGV on this machine, a bug older than job control.
 #[test]
 fn bash_static_job_control() {
     require(BUSYBOX, "busybox-static");
@@ -479,7 +479,7 @@ fn bash_static_job_control() {
         show(&confined)
     );
     eprintln!(
-        "bash_static_job_control on KVM NOT RUN: a signal handler in a KVM root with child processes \
-         ends it with SIGSEGV (older than job control, docs/processes.md)"
+        "bash_static_job_control on KVM NOT RUN: a signal handler on KVM ends the process with SIGSEGV \
+         here (older than job control, docs/processes.md)"
     );
 }

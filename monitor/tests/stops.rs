@@ -26,11 +26,14 @@ fn cases_equal_native(b: Backend) {
     let img = common::rewrite(&std::fs::read(&exe).expect("read the program"));
     for case in CASES {
         if b == Backend::Kvm && *case == "handlers" {
-            // Found on this branch, older than it: any handler run in a
-            // forked KVM child (even for its own raise) ends it with
-            // SIGSEGV (exit 139), stops or not (docs/processes.md, "Job
-            // control", known gaps).
-            eprintln!("stops KVM case `handlers` NOT RUN: a signal handler in a forked KVM child ends it with SIGSEGV (a known bug older than job control)");
+            // Found on this branch, older than it: any program signal
+            // handler run on KVM ends the process with SIGSEGV (exit 139)
+            // on this machine, stops or not (docs/processes.md, "Job
+            // control", known gap).
+            eprintln!(
+                "stops KVM case `handlers` NOT RUN: a signal handler on KVM ends the process with \
+                 SIGSEGV here (a known bug older than job control)"
+            );
             continue;
         }
         let args = ["stops", case];
