@@ -369,6 +369,12 @@ pub struct SigPosted {
 /// resets the flags of every disposition then).
 pub const SIG_IGNORED_NOCLDWAIT: u64 = 1 << (9 - 1);
 
+/// [`BootInfo::sig_ignored`]'s bit for `SA_NOCLDSTOP` on `SIGCHLD` (the bit
+/// of `SIGSTOP`, 19, which is never ignored either): the monitor posts no
+/// `SIGCHLD` when a child of the process stops or continues. Cleared at an
+/// exec, as [`SIG_IGNORED_NOCLDWAIT`].
+pub const SIG_IGNORED_NOCLDSTOP: u64 = 1 << (19 - 1);
+
 /// The host signal the monitor sends a process-backend child after it
 /// posted signals in the boot page: the libos's handler for it takes
 /// [`BootInfo::sig_incoming`] (SIGRTMAX, which the monitor never forwards

@@ -221,6 +221,16 @@ impl SignalBox {
         w.load(Ordering::SeqCst) != 0
     }
 
+    /// Drops the signals of `mask` (bit `n - 1` for signal `n`) posted
+    /// and not taken yet (`SIGCONT` discards pending stop signals, and the
+    /// other way round).
+    pub fn discard(&self, mask: u64) {
+        // SAFETY: as in `post`; an atomic view of an aligned word.
+        unsafe {
+            (*addr_of_mut!((*self.info).sig_incoming).cast::<AtomicU64>()).fetch_and(!mask, Ordering::SeqCst)
+        };
+    }
+
     /// Whether signal `sig` is still waiting for the libos to take it.
     pub fn waiting(&self, sig: u32) -> bool {
         if !(1..=64).contains(&sig) {

@@ -157,6 +157,16 @@ pub trait Stopper: Send + Sync + std::fmt::Debug {
     /// (KVM: kicks every vCPU again; the process backend sends its wake
     /// signal to every thread of the child).
     fn rewake(&self) {}
+
+    /// Job control (docs/processes.md, "Job control"): `true` stops every
+    /// thread of the program until `pause(false)` continues it (the process
+    /// backend: `SIGSTOP`/`SIGCONT` to its host process; KVM: every vCPU
+    /// held outside `KVM_RUN`). A stopped program can still be ended with
+    /// [`Stopper::stop`]. A backend without it keeps running (the tree
+    /// still reports the stop).
+    fn pause(&self, on: bool) {
+        let _ = on;
+    }
 }
 
 /// Whose CPU clock is the program's (for `[limits] cpu-time`; the ring

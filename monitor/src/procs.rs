@@ -70,6 +70,56 @@ impl Ended {
     }
 }
 
+/// What a parent's `wait` reports about a child: its end, or a stop or
+/// continue (job control: `WUNTRACED`/`WSTOPPED`, `WCONTINUED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// It ended (a zombie).
+    Ended(Ended),
+    /// A stop signal's default action stopped it.
+    Stopped(i32),
+    /// `SIGCONT` continued it.
+    Continued,
+}
+
+impl Event {
+    /// The `wait4` status word: Linux's `(sig << 8) | 0x7f` for a stop,
+    /// `0xffff` for a continue.
+    pub fn wait_status(self) -> i32 {
+        match self {
+            Event::Ended(e) => e.wait_status(),
+            Event::Stopped(sig) => (sig & 0xff) << 8 | 0x7f,
+            Event::Continued => 0xffff,
+        }
+    }
+
+    /// `waitid`'s (and `SIGCHLD`'s) `si_code` and `si_status`.
+    pub fn siginfo(self) -> (i32, i32) {
+        match self {
+            Event::Ended(e) => e.siginfo(),
+            Event::Stopped(sig) => (libc::CLD_STOPPED, sig),
+            Event::Continued => (libc::CLD_CONTINUED, libc::SIGCONT),
+        }
+    }
+}
+
+/// Which kinds of [`Event`] a wait takes (`WEXITED`, `WUNTRACED`/`WSTOPPED`,
+/// `WCONTINUED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// Ends (zombies).
+    pub exited: bool,
+    /// Stops not reported yet.
+    pub stopped: bool,
+    /// Continues not reported yet.
+    pub continued: bool,
+}
+
+impl Want {
+    /// Ends only (`wait4` without options).
+    pub const EXITED: Want = Want { exited: true, stopped: false, continued: false };
+}
+
 /// Which children a `wait` looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Select {
@@ -123,11 +173,17 @@ struct Proc {
     /// `PR_SET_PDEATHSIG`: the signal it gets when its parent ends (0:
     /// none). Cleared at a fork (the child's is 0), kept across `execve`.
     pdeathsig: u8,
+    /// Stopped (job control) by this signal, until continued or ended.
+    stopped: Option<i32>,
+    /// The last stop or continue, until its parent's wait reports it
+    /// (Linux keeps one: a continue replaces an unreported stop and the
+    /// other way round).
+    change: Option<Event>,
 }
 
 impl Proc {
     fn new(ppid: u32, pgid: u32, sid: u32) -> Proc {
-        Proc { ppid, pgid, sid, zombie: None, execed: false, pdeathsig: 0 }
+        Proc { ppid, pgid, sid, zombie: None, execed: false, pdeathsig: 0, stopped: None, change: None }
     }
 }
 
@@ -331,6 +387,8 @@ impl ProcessTree {
             return None;
         }
         p.zombie = Some(how);
+        p.stopped = None;
+        p.change = None;
         let ppid = p.ppid;
         let orphans: Vec<u32> = self.procs.iter().filter(|(_, c)| c.ppid == pid).map(|(&k, _)| k).collect();
         for c in orphans {
@@ -354,11 +412,14 @@ impl ProcessTree {
         Some(ppid)
     }
 
-    /// What a `wait` by `caller` for `which` finds: `Ok(Some((pid, how)))`
-    /// a zombie child (not reaped: see [`ProcessTree::reap`]; `WNOWAIT`
-    /// leaves it), `Ok(None)` children match but none has ended (block, or
-    /// 0 with `WNOHANG`), `Err(ECHILD)` no child matches.
-    pub fn wait(&self, caller: u32, which: Select) -> Result<Option<(u32, Ended)>, i32> {
+    /// What a `wait` by `caller` for `which` finds, of the kinds `want`
+    /// takes: `Ok(Some((pid, event)))` the first matching child with such
+    /// an event (a zombie is not reaped: see [`ProcessTree::reap`]; a stop
+    /// or continue stays until [`ProcessTree::reported`]; `WNOWAIT` leaves
+    /// both), `Ok(None)` children match but none has one (block, or 0 with
+    /// `WNOHANG`), `Err(ECHILD)` no child matches. Per child, as Linux
+    /// looks: its end, then a stop, then a continue.
+    pub fn wait(&self, caller: u32, which: Select, want: Want) -> Result<Option<(u32, Event)>, i32> {
         let mut matched = false;
         for (&pid, p) in self.procs.iter().filter(|(_, p)| p.ppid == caller && caller != 0) {
             let hit = match which {
@@ -368,8 +429,15 @@ impl ProcessTree {
             };
             if hit {
                 matched = true;
-                if let Some(how) = p.zombie {
-                    return Ok(Some((pid, how)));
+                match (p.zombie, p.change) {
+                    (Some(how), _) if want.exited => return Ok(Some((pid, Event::Ended(how)))),
+                    (None, Some(Event::Stopped(sig))) if want.stopped => {
+                        return Ok(Some((pid, Event::Stopped(sig))))
+                    }
+                    (None, Some(Event::Continued)) if want.continued => {
+                        return Ok(Some((pid, Event::Continued)))
+                    }
+                    _ => {}
                 }
             }
         }
@@ -378,6 +446,61 @@ impl ProcessTree {
         } else {
             Err(ECHILD)
         }
+    }
+
+    /// A wait reported `pid`'s stop or continue (without `WNOWAIT`): it is
+    /// not reported again.
+    pub fn reported(&mut self, caller: u32, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid).filter(|p| p.ppid == caller && caller != 0) {
+            p.change = None;
+        }
+    }
+
+    /// `pid` stops by signal `sig` (the default action of a stop signal):
+    /// `true` when it was running (a stopped process does not stop again,
+    /// and its parent hears nothing new).
+    pub fn stop(&mut self, pid: u32, sig: i32) -> bool {
+        match self.procs.get_mut(&pid) {
+            Some(p) if p.zombie.is_none() && p.stopped.is_none() => {
+                p.stopped = Some(sig);
+                p.change = Some(Event::Stopped(sig));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `pid` is continued (`SIGCONT`): `true` when it was stopped.
+    pub fn cont(&mut self, pid: u32) -> bool {
+        match self.procs.get_mut(&pid) {
+            Some(p) if p.zombie.is_none() && p.stopped.is_some() => {
+                p.stopped = None;
+                p.change = Some(Event::Continued);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `pid`'s process group is orphaned, as Linux decides it: no
+    /// live member has a parent in another group of the same session. The
+    /// root's parent (outside: the shell that started `cabinc`) counts as
+    /// such a parent, as a shell's job's does; an adopted orphan's (the
+    /// monitor, standing in for init) does not. The stop signals but
+    /// `SIGSTOP` do nothing to an orphaned group.
+    pub fn orphaned_group(&self, pid: u32) -> bool {
+        let Some(g) = self.procs.get(&pid).map(|p| p.pgid) else { return true };
+        !self.procs.iter().filter(|(_, m)| m.pgid == g && m.zombie.is_none()).any(|(&k, m)| {
+            if k == self.root {
+                return true;
+            }
+            self.procs.get(&m.ppid).is_some_and(|p| m.ppid != 0 && p.pgid != g && p.sid == m.sid)
+        })
+    }
+
+    /// Whether `pid` is stopped (job control).
+    pub fn is_stopped(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.stopped.is_some())
     }
 
     /// Removes the zombie `pid`, a child of `caller` (after a `wait` found
@@ -571,22 +694,70 @@ mod tests {
     #[test]
     fn wait_finds_zombies_blocks_or_says_echild() {
         let mut t = tree();
-        assert_eq!(t.wait(1000, Select::Any), Err(ECHILD));
+        assert_eq!(t.wait(1000, Select::Any, Want::EXITED), Err(ECHILD));
         let a = t.fork(1000).unwrap();
         let b = t.fork(1000).unwrap();
-        assert_eq!(t.wait(1000, Select::Any), Ok(None));
+        assert_eq!(t.wait(1000, Select::Any, Want::EXITED), Ok(None));
         assert_eq!(t.ended(b, Ended::Killed(15), false), Some(1000));
-        assert_eq!(t.wait(1000, Select::Pid(a)), Ok(None));
-        assert_eq!(t.wait(1000, Select::Any), Ok(Some((b, Ended::Killed(15)))));
-        assert_eq!(t.wait(1000, Select::Pid(b)), Ok(Some((b, Ended::Killed(15)))), "WNOWAIT leaves it");
+        assert_eq!(t.wait(1000, Select::Pid(a), Want::EXITED), Ok(None));
+        assert_eq!(t.wait(1000, Select::Any, Want::EXITED), Ok(Some((b, Event::Ended(Ended::Killed(15))))));
+        assert_eq!(
+            t.wait(1000, Select::Pid(b), Want::EXITED),
+            Ok(Some((b, Event::Ended(Ended::Killed(15))))),
+            "WNOWAIT leaves it"
+        );
         assert!(t.reap(1000, b));
         assert!(!t.reap(1000, b));
-        assert_eq!(t.wait(1000, Select::Pid(b)), Err(ECHILD));
-        assert_eq!(t.wait(1000, Select::Pid(999_999)), Err(ECHILD));
-        assert_eq!(t.wait(a, Select::Any), Err(ECHILD), "a grandchild is not a child");
-        assert_eq!(t.wait(1000, Select::Group(1000)), Ok(None));
-        assert_eq!(t.wait(1000, Select::Group(4)), Err(ECHILD));
+        assert_eq!(t.wait(1000, Select::Pid(b), Want::EXITED), Err(ECHILD));
+        assert_eq!(t.wait(1000, Select::Pid(999_999), Want::EXITED), Err(ECHILD));
+        assert_eq!(t.wait(a, Select::Any, Want::EXITED), Err(ECHILD), "a grandchild is not a child");
+        assert_eq!(t.wait(1000, Select::Group(1000), Want::EXITED), Ok(None));
+        assert_eq!(t.wait(1000, Select::Group(4), Want::EXITED), Err(ECHILD));
         assert!(!t.reap(a, 1000), "no one reaps its parent");
+    }
+
+    #[test]
+    fn stops_and_continues_are_reported_once_as_linux_does() {
+        let mut t = tree();
+        let a = t.fork(1000).unwrap();
+        let all = Want { exited: true, stopped: true, continued: true };
+        assert!(t.stop(a, libc::SIGTSTP));
+        assert!(!t.stop(a, libc::SIGSTOP), "a stopped process does not stop again");
+        assert!(t.is_stopped(a));
+        assert_eq!(t.wait(1000, Select::Any, Want::EXITED), Ok(None), "no WUNTRACED: not seen");
+        assert_eq!(t.wait(1000, Select::Any, all), Ok(Some((a, Event::Stopped(libc::SIGTSTP)))));
+        t.reported(1000, a);
+        assert_eq!(t.wait(1000, Select::Any, all), Ok(None), "reported once");
+        assert!(t.cont(a));
+        assert!(!t.cont(a), "continued once");
+        assert_eq!(t.wait(1000, Select::Pid(a), Want { continued: false, ..all }), Ok(None));
+        assert_eq!(t.wait(1000, Select::Pid(a), all), Ok(Some((a, Event::Continued))));
+        // A continue replaces a stop not reported yet, and the other way round.
+        assert!(t.stop(a, libc::SIGSTOP));
+        assert!(t.cont(a));
+        assert_eq!(t.wait(1000, Select::Any, Want { continued: false, ..all }), Ok(None));
+        assert!(t.stop(a, libc::SIGTTIN));
+        assert_eq!(t.wait(1000, Select::Any, all), Ok(Some((a, Event::Stopped(libc::SIGTTIN)))));
+        // The end of a stopped process is its end only.
+        assert_eq!(t.ended(a, Ended::Killed(libc::SIGKILL), false), Some(1000));
+        assert!(!t.is_stopped(a) && !t.cont(a) && !t.stop(a, libc::SIGSTOP));
+        assert_eq!(t.wait(1000, Select::Any, Want { exited: false, ..all }), Ok(None));
+        assert_eq!(t.wait(1000, Select::Any, all), Ok(Some((a, Event::Ended(Ended::Killed(9))))));
+        assert!(!t.stop(4242, libc::SIGSTOP) && !t.cont(4242), "outside the tree");
+        // Orphaned groups: the root's is not (its parent is the shell).
+        let mut t = tree();
+        let a = t.fork(1000).unwrap();
+        assert!(!t.orphaned_group(a) && !t.orphaned_group(1000));
+        t.setpgid(a, 0, 0).unwrap();
+        let b = t.fork(a).unwrap();
+        assert!(!t.orphaned_group(b), "a's parent, the root, is in another group of the session");
+        t.ended(a, Ended::Exited(0), false);
+        // b alone in group a, adopted by the monitor: orphaned.
+        assert!(t.orphaned_group(b));
+        assert_eq!(Event::Stopped(libc::SIGTSTP).wait_status(), 0x147f);
+        assert_eq!(Event::Continued.wait_status(), 0xffff);
+        assert_eq!(Event::Stopped(19).siginfo(), (libc::CLD_STOPPED, 19));
+        assert_eq!(Event::Continued.siginfo(), (libc::CLD_CONTINUED, libc::SIGCONT));
     }
 
     #[test]
@@ -612,7 +783,7 @@ mod tests {
         assert!(!t.procs.contains_key(&c), "a zombie of an ended parent is reaped");
         assert_eq!(t.ended(b, Ended::Exited(0), false), None, "no SIGCHLD to anyone");
         assert!(!t.procs.contains_key(&b), "the monitor reaps an orphan");
-        assert_eq!(t.wait(1000, Select::Any), Ok(Some((a, Ended::Exited(2)))));
+        assert_eq!(t.wait(1000, Select::Any, Want::EXITED), Ok(Some((a, Event::Ended(Ended::Exited(2))))));
     }
 
     #[test]
@@ -620,7 +791,7 @@ mod tests {
         let mut t = tree();
         let a = t.fork(1000).unwrap();
         assert_eq!(t.ended(a, Ended::Exited(0), true), Some(1000));
-        assert_eq!(t.wait(1000, Select::Any), Err(ECHILD));
+        assert_eq!(t.wait(1000, Select::Any, Want::EXITED), Err(ECHILD));
         assert_eq!(t.ended(a, Ended::Exited(0), true), None, "twice is nothing");
     }
 

@@ -243,7 +243,7 @@ pub trait ThreadHost {
     /// tree: 0 or `-errno` (no process of the tree: `ESRCH`); 1 when the
     /// caller is among the targets (`kill(0)`, its own group): its libos
     /// then raises the signal itself, before the call returns.
-    fn kill(&self, pid: u32, target: i32, _sig: u64) -> i64 {
+    fn kill(&self, pid: u32, target: i32, _sig: u64, _stop: &AtomicBool) -> i64 {
         lone_kill(pid, target)
     }
     /// A process-group, session or parent-death call (`getpgrp`,
@@ -769,7 +769,7 @@ impl Worker {
             guard.service.stats.per_nr.add(s.nr, 1);
             drop(guard);
             let ret = match threads {
-                Some(t) => t.kill(pid, s.args[0] as i32, s.args[1]),
+                Some(t) => t.kill(pid, s.args[0] as i32, s.args[1], &self.stop),
                 None => lone_kill(pid, s.args[0] as i32),
             };
             guard = shared.lock();

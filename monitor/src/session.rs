@@ -251,12 +251,8 @@ impl<'a> Session<'a> {
                 }
                 if cfg.forward_signals {
                     let (done, end) = (&forwarding_done, &end_wake);
-                    // Ctrl-C (sent by the terminal: SI_KERNEL) goes to the
-                    // job the program put in the foreground.
                     let tree = &tree;
-                    let route = move |sig: i32, code: i32| {
-                        code == libc::SI_KERNEL && sig == libc::SIGINT && tree.terminal_signal(sig)
-                    };
+                    let route = move |sig: i32, code: i32| crate::signals::route(tree, sig, code);
                     s.spawn(move || crate::signals::forward_until(done, end, poster, &route));
                 }
                 {

@@ -14,9 +14,46 @@ use cabin_abi::boot::{si_code, SigPosted};
 
 use crate::boot::SignalBox;
 use crate::domain::Stopper;
+use crate::tree::Tree;
 
-/// The signals `cabinc run` forwards to the program.
-pub const FORWARDED: [i32; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+/// The signals `cabinc run` forwards to the program: those a user sends a
+/// command, and the terminal's job-control keys (Ctrl-C, Ctrl-\\, Ctrl-Z)
+/// with `SIGCONT` (docs/processes.md, "Job control").
+pub const FORWARDED: [i32; 8] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGCONT,
+];
+
+/// Where a signal `cabinc run` received goes before it is posted to the
+/// root (`true`: delivered already, not posted):
+/// - from the terminal (`SI_KERNEL`: Ctrl-C, Ctrl-\\, Ctrl-Z) while the
+///   program put another process group than the root's in the
+///   foreground (`tcsetpgrp`): to that job ([`Tree::terminal_signal`]), as
+///   the kernel sends it to the terminal's foreground group;
+/// - `SIGCONT` continues a stopped root (and is posted: its handler runs);
+/// - `SIGINT`, `SIGTERM`, `SIGHUP` and `SIGQUIT` continue a stopped root
+///   first, then are posted: a stopped root would keep them pending for
+///   ever (`cabinc` itself never stops: the shell sees it running, so
+///   nothing else could continue the root), and Ctrl-C must still end the
+///   run.
+pub fn route(tree: &Tree, sig: i32, code: i32) -> bool {
+    if code == libc::SI_KERNEL
+        && matches!(sig, libc::SIGINT | libc::SIGQUIT | libc::SIGTSTP)
+        && tree.terminal_signal(sig)
+    {
+        return true;
+    }
+    if matches!(sig, libc::SIGCONT | libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT) {
+        tree.continue_process(tree.root(), 0);
+    }
+    false
+}
 
 /// How long a posted signal may wait for the libos to take it before the
 /// poster stops waking the domain (the program may keep it blocked).

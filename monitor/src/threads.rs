@@ -483,10 +483,10 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
                 // Another thread's exec won: this process is being replaced.
                 return errno(libc::EAGAIN);
             }
-            // SA_NOCLDWAIT does not survive an exec (Linux clears every
-            // disposition's flags).
-            let sig_ignored =
-                BootPage::of(t.mem).map_or(0, |b| b.sig_ignored()) & !cabin_abi::boot::SIG_IGNORED_NOCLDWAIT;
+            // SA_NOCLDWAIT and SA_NOCLDSTOP do not survive an exec (Linux
+            // clears every disposition's flags).
+            let sig_ignored = BootPage::of(t.mem).map_or(0, |b| b.sig_ignored())
+                & !(cabin_abi::boot::SIG_IGNORED_NOCLDWAIT | cabin_abi::boot::SIG_IGNORED_NOCLDSTOP);
             *s = Some(Execed { image: image.clone(), spec, path: req.path, sig_ignored });
         }
         // The point of no return, as Linux's: descriptors marked
@@ -501,9 +501,9 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         0
     }
 
-    fn kill(&self, pid: u32, target: i32, sig: u64) -> i64 {
+    fn kill(&self, pid: u32, target: i32, sig: u64, stop: &AtomicBool) -> i64 {
         match &self.threads.procs {
-            Some(p) => p.tree.kill(pid, target, sig),
+            Some(p) => p.tree.kill(pid, target, sig, stop),
             None => crate::ring::lone_kill(pid, target),
         }
     }

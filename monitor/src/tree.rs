@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use cabin_policy::trace::record::{LimitHit, LimitKind};
 
-use cabin_abi::boot::{SigPosted, SIG_IGNORED_NOCLDWAIT};
+use cabin_abi::boot::{SigPosted, SIG_IGNORED_NOCLDSTOP, SIG_IGNORED_NOCLDWAIT};
 use cabin_abi::syscalls::nr;
 
 use crate::boot::SignalBox;
 use crate::domain::{DomainEnd, StopCause, Stopper};
 use crate::gate::Stop;
 use crate::memory::GuestMemory;
-use crate::procs::{Ended, ForkError, ProcessTree, Select};
+use crate::procs::{Ended, Event, ForkError, ProcessTree, Select, Want};
 use crate::ring::{Shared, StopHandle};
 use crate::service::Violation;
 use crate::shm::{SharedWindow, Shm};
@@ -238,32 +238,158 @@ impl Tree {
                 m.signals.set_ppid(outside);
             }
             if deathsig != 0 && !self.ending.load(Ordering::SeqCst) {
-                self.post(pid, child, u64::from(deathsig), libc::SI_USER);
+                self.signal(pid, child, u64::from(deathsig), libc::SI_USER);
             }
         }
         let Some(ppid) = parent else { return };
+        self.notify_parent(pid, ppid, Event::Ended(how), 0);
+    }
+
+    /// Posts `SIGCHLD` for `event` of child `pid` to its parent `ppid`
+    /// (`si_code` `CLD_*`, `si_status`), unless the parent ignores
+    /// `SIGCHLD`, or set `SA_NOCLDSTOP` and the event is a stop or a
+    /// continue; then wakes it until its libos has taken it, unless `by`
+    /// (the process whose call caused the event, 0: none) is set: a call
+    /// must not wait for another libos (two processes inside calls, each
+    /// waiting for the other to take a signal, would both wait the 2 s:
+    /// a parent continuing a child that stops itself again at once); the
+    /// parent's own libos looks on its way out of its call, and a stopped
+    /// process's wait wakes its parent again ([`Tree::stop_self`]). A `SIGCHLD` still waiting to be taken keeps its words
+    /// (standard signals do not queue: Linux keeps the first `siginfo`).
+    fn notify_parent(&self, pid: u32, ppid: u32, event: Event, by: u32) {
         if self.ending.load(Ordering::SeqCst) {
             return;
         }
         {
             let members = lock(&self.members);
             let Some(m) = members.get(&ppid) else { return };
-            if m.signals.ignored() & 1 << (libc::SIGCHLD - 1) != 0 {
+            let ignored = m.signals.ignored();
+            if ignored & 1 << (libc::SIGCHLD - 1) != 0 {
                 // Ignored: nothing to post (nor to wait for).
                 return;
             }
-            let (code, status) = how.siginfo();
+            if !matches!(event, Event::Ended(_)) && ignored & SIG_IGNORED_NOCLDSTOP != 0 {
+                return;
+            }
+            let (code, status) = event.siginfo();
             let words = SigPosted { code, pid, uid: self.uid, pad: 0, value: u64::from(status as u32) };
             let fresh = !m.signals.waiting(libc::SIGCHLD as u32);
-            m.signals.post(libc::SIGCHLD as u32, words);
+            if fresh {
+                m.signals.post(libc::SIGCHLD as u32, words);
+            }
             if fresh {
                 m.stopper.wake_for_signal(libc::SIGCHLD);
             } else {
                 m.stopper.rewake();
             }
+            if let Some(h) = &m.interrupt {
+                h.interrupt();
+            }
         }
         self.changed.notify_all();
-        self.rewake_until_taken(ppid, libc::SIGCHLD as u32);
+        if by == 0 {
+            self.rewake_until_taken(ppid, libc::SIGCHLD as u32);
+        }
+    }
+
+    /// Wakes process `pid` once more if signal `sig` (or anything) still
+    /// waits for its libos: what a caller that must not block in
+    /// [`Tree::rewake_until_taken`] does at each step of its own wait.
+    fn rewake_once(&self, pid: u32, sig: u32) {
+        if let Some(m) = lock(&self.members).get(&pid) {
+            if m.signals.waiting(sig) || m.signals.attention() {
+                m.stopper.rewake();
+                if let Some(h) = &m.interrupt {
+                    h.interrupt();
+                }
+            }
+        }
+    }
+
+    /// Job control: process `pid` stops (`sig`: the stop signal whose
+    /// default action it is). Every thread of it stops
+    /// ([`Stopper::pause`]), its parent's `wait` with `WUNTRACED` reports it
+    /// once and the parent gets `SIGCHLD` (`CLD_STOPPED`). A stopped
+    /// process does not stop again. `by`: the process whose call stops it
+    /// (0: none).
+    pub fn stop_process(&self, pid: u32, sig: i32, by: u32) {
+        let parent = {
+            let mut table = lock(&self.table);
+            if self.ending.load(Ordering::SeqCst) || !table.stop(pid, sig) {
+                return;
+            }
+            if let Some(m) = lock(&self.members).get(&pid) {
+                m.stopper.pause(true);
+            }
+            table.ppid_of(pid)
+        };
+        self.changed.notify_all();
+        if let Some(ppid) = parent {
+            self.notify_parent(pid, ppid, Event::Stopped(sig), by);
+        }
+    }
+
+    /// Job control: a stopped process `pid` continues (`SIGCONT`): its
+    /// threads run again, what was posted to it meanwhile is looked at, its
+    /// parent's `wait` with `WCONTINUED` reports it once and the parent
+    /// gets `SIGCHLD` (`CLD_CONTINUED`). `false`: it was not stopped.
+    /// `by`: the process whose call continues it (0: none).
+    pub fn continue_process(&self, pid: u32, by: u32) -> bool {
+        let parent = {
+            let mut table = lock(&self.table);
+            if !table.cont(pid) {
+                return false;
+            }
+            if let Some(m) = lock(&self.members).get(&pid) {
+                m.stopper.pause(false);
+                // Signals posted while it was stopped wait for it now.
+                m.stopper.rewake();
+                if let Some(h) = &m.interrupt {
+                    h.interrupt();
+                }
+            }
+            table.ppid_of(pid)
+        };
+        self.changed.notify_all();
+        if let Some(ppid) = parent {
+            self.notify_parent(pid, ppid, Event::Continued, by);
+        }
+        true
+    }
+
+    /// Whether process `pid` is stopped (job control).
+    pub fn is_stopped(&self, pid: u32) -> bool {
+        lock(&self.table).is_stopped(pid)
+    }
+
+    /// The libos of `caller` took a stop signal whose default action
+    /// applies (`kill(own pid, sig)`, which the libos otherwise serves
+    /// itself): the process stops, and this call returns once it is
+    /// continued (the calling thread resumes where the signal found it),
+    /// ended, or the run ends. A forged request stops only the caller.
+    /// As Linux, `SIGTSTP`, `SIGTTIN` and `SIGTTOU` do nothing to a process
+    /// of an orphaned group ([`ProcessTree::orphaned_group`]).
+    fn stop_self(&self, caller: u32, sig: i32, stop: &AtomicBool) -> i64 {
+        if sig != libc::SIGSTOP && lock(&self.table).orphaned_group(caller) {
+            return 0;
+        }
+        self.stop_process(caller, sig, caller);
+        let parent = lock(&self.table).ppid_of(caller);
+        let mut steps = 0u32;
+        let mut table = lock(&self.table);
+        while table.is_stopped(caller) && !stop.load(Ordering::SeqCst) && !self.ending.load(Ordering::SeqCst)
+        {
+            table = self.changed.wait_timeout(table, WAIT_STEP).unwrap_or_else(PoisonError::into_inner).0;
+            // Its parent's SIGCHLD, for at most 2 s (a lost wake-up: see
+            // `rewake_until_taken`).
+            if let Some(ppid) = parent.filter(|_| steps < 100) {
+                steps += 1;
+                drop(table);
+                self.rewake_once(ppid, libc::SIGCHLD as u32);
+                table = lock(&self.table);
+            }
+        }
+        0
     }
 
     /// As the session's signal poster does: interrupts process `pid`'s
@@ -275,8 +401,16 @@ impl Tree {
     /// the killed child never ended, and the run's end stopped it). The
     /// member is looked up again at every step: its boot page is used only
     /// while it is a member (a domain leaves before it is dropped).
+    ///
+    /// A stopped target takes nothing until it is continued, which wakes it
+    /// again ([`Tree::continue_process`]): the wait ends there (else a
+    /// parent continuing a child that stops itself again at once, each
+    /// waiting for the other's libos, would both wait the 2 s).
     fn rewake_until_taken(&self, pid: u32, sig: u32) {
         for step in 0..200 {
+            if self.is_stopped(pid) {
+                return;
+            }
             {
                 let members = lock(&self.members);
                 let Some(m) = members.get(&pid) else { return };
@@ -299,9 +433,18 @@ impl Tree {
     /// `SIGKILL` stops a process, signal 0 only checks, any other is posted
     /// to it as a signal sent by `caller` (`SI_USER`); `EINVAL` for a number
     /// that is no signal, `ESRCH` when no process of the tree matches.
-    pub fn kill(&self, caller: u32, target: i32, sig: u64) -> i64 {
+    /// Job control: `SIGSTOP` stops a process at once, `SIGCONT` continues
+    /// a stopped one (and is posted: a handler runs); `SIGTSTP`, `SIGTTIN`
+    /// and `SIGTTOU` are posted, and the target's libos asks for the stop
+    /// when their default action applies: `kill` of the caller's own pid
+    /// with a stop signal, which it otherwise serves itself, is that
+    /// request ([`Tree::stop_self`]; `stop`: the worker's stop flag).
+    pub fn kill(&self, caller: u32, target: i32, sig: u64, stop: &AtomicBool) -> i64 {
         if sig > 64 {
             return -i64::from(libc::EINVAL);
+        }
+        if target > 0 && target as u32 == caller && is_stop_signal(sig) {
+            return self.stop_self(caller, sig as i32, stop);
         }
         let targets = match lock(&self.table).kill_targets(caller, target) {
             Ok(t) => t,
@@ -318,9 +461,27 @@ impl Tree {
                 me = true;
                 continue;
             }
-            self.post(caller, pid, sig, libc::SI_USER);
+            self.signal(caller, pid, sig, libc::SI_USER);
         }
         i64::from(me)
+    }
+
+    /// Sends `sig` from `from` to process `pid` (`code`: `SI_USER`, or
+    /// `SI_KERNEL` from the terminal), posted as any other signal, with
+    /// job control: `SIGSTOP` stops it without its libos (and is not
+    /// posted: nothing catches it), `SIGCONT` continues it once posted.
+    fn signal(&self, from: u32, pid: u32, sig: u64, code: i32) {
+        if sig == libc::SIGSTOP as u64 {
+            self.stop_process(pid, libc::SIGSTOP, from);
+            return;
+        }
+        self.post(from, pid, sig, code);
+        if sig == libc::SIGCONT as u64 {
+            // After the post: the SIGCONT is there when the process
+            // resumes, and its handler runs before anything else (as Linux
+            // makes it pending with the continue).
+            self.continue_process(pid, from);
+        }
     }
 
     /// Posts `sig` from `from` to process `pid` (`SIGKILL`: stops it), and
@@ -335,6 +496,14 @@ impl Tree {
                 return;
             }
             let words = SigPosted { code, pid: from, uid: self.uid, pad: 0, value: 0 };
+            // As Linux: SIGCONT discards the stop signals not yet taken,
+            // a stop signal a SIGCONT not yet taken (the libos does the
+            // same with its own pending set).
+            if sig == libc::SIGCONT as u64 {
+                m.signals.discard(STOP_SIGNALS);
+            } else if is_stop_signal(sig) {
+                m.signals.discard(1 << (libc::SIGCONT - 1));
+            }
             let fresh = !m.signals.waiting(sig as u32);
             m.signals.post(sig as u32, words);
             if fresh {
@@ -349,6 +518,11 @@ impl Tree {
         // A wait4 or semop it is blocked in looks at its signals now.
         self.changed.notify_all();
         self.ipc_changed.notify_all();
+        if self.is_stopped(pid) {
+            // Taken once it is continued ([`Tree::continue_process`]
+            // wakes it then); the sender does not wait for that.
+            return;
+        }
         self.rewake_until_taken(pid, sig as u32);
     }
 
@@ -465,7 +639,7 @@ impl Tree {
     pub fn terminal_signal(&self, sig: i32) -> bool {
         let Some(job) = lock(&self.table).foreground_job() else { return false };
         for pid in job {
-            self.post(0, pid, sig as u64, libc::SI_KERNEL);
+            self.signal(0, pid, sig as u64, libc::SI_KERNEL);
         }
         true
     }
@@ -571,14 +745,19 @@ impl Tree {
                 },
                 Which::Select(w) => w,
             };
-            match table.wait(caller, which) {
+            match table.wait(caller, which, req.want) {
                 Err(e) => return Ok(-i64::from(e)),
-                Ok(Some((pid, how))) => {
+                Ok(Some((pid, event))) => {
                     if !req.nowait {
-                        table.reap(caller, pid);
+                        match event {
+                            Event::Ended(_) => {
+                                table.reap(caller, pid);
+                            }
+                            _ => table.reported(caller, pid),
+                        }
                     }
                     drop(table);
-                    self.report(mem, &req, Some((pid, how)))?;
+                    self.report(mem, &req, Some((pid, event)))?;
                     return Ok(if nr_ == nr::waitid { 0 } else { i64::from(pid) });
                 }
                 Ok(None) if req.nohang => {
@@ -608,7 +787,7 @@ impl Tree {
     /// Writes what a wait found: `wait4`'s status word and zeroed
     /// `rusage`; `waitid`'s `siginfo_t` (zeroed `si_pid` when nothing was
     /// found, as Linux leaves it for `WNOHANG`).
-    fn report(&self, mem: &GuestMemory, req: &WaitReq, found: Option<(u32, Ended)>) -> Result<(), Violation> {
+    fn report(&self, mem: &GuestMemory, req: &WaitReq, found: Option<(u32, Event)>) -> Result<(), Violation> {
         let fault = |e: crate::memory::MemError| Violation(format!("wait: {e}"));
         match req.out {
             Out::Wait4 { status, rusage } => {
@@ -933,6 +1112,16 @@ pub fn serves(nr: u64) -> bool {
     SYSV_CALLS.contains(&nr)
 }
 
+/// The stop signals (`SIGSTOP`, `SIGTSTP`, `SIGTTIN`, `SIGTTOU`), one bit
+/// each (bit `n - 1` for signal `n`).
+pub const STOP_SIGNALS: u64 =
+    1 << (libc::SIGSTOP - 1) | 1 << (libc::SIGTSTP - 1) | 1 << (libc::SIGTTIN - 1) | 1 << (libc::SIGTTOU - 1);
+
+/// Whether `sig` is a stop signal.
+pub fn is_stop_signal(sig: u64) -> bool {
+    (1..=64).contains(&sig) && STOP_SIGNALS & 1 << (sig - 1) != 0
+}
+
 /// A pid argument (`getpgid`, `getsid`): a negative one names no process.
 fn pid_arg(a: u64) -> Result<u32, i32> {
     let p = a as i32;
@@ -962,6 +1151,7 @@ enum Out {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct WaitReq {
     which: Which,
+    want: Want,
     nohang: bool,
     nowait: bool,
     out: Out,
@@ -980,9 +1170,9 @@ const P_PID: u64 = 1;
 const P_PGID: u64 = 2;
 
 /// The checked arguments of a wait; `Err(errno)` as Linux answers them.
-/// Stopped and continued children are never reported (nothing stops a
-/// process of the tree yet), so `WUNTRACED`/`WCONTINUED` are accepted and
-/// change nothing.
+/// `wait4` always takes ends, stops with `WUNTRACED`, continues with
+/// `WCONTINUED`; `waitid` takes what `WEXITED`, `WSTOPPED` (the same bit
+/// as `WUNTRACED`) and `WCONTINUED` ask for, at least one.
 fn parse_wait(nr_: u64, a: &[u64; 6]) -> Result<WaitReq, i32> {
     if nr_ == nr::wait4 {
         let options = a[2] & 0xffff_ffff;
@@ -991,6 +1181,11 @@ fn parse_wait(nr_: u64, a: &[u64; 6]) -> Result<WaitReq, i32> {
         }
         return Ok(WaitReq {
             which: Which::Wait4(a[0] as i32),
+            want: Want {
+                exited: true,
+                stopped: options & WUNTRACED != 0,
+                continued: options & WCONTINUED != 0,
+            },
             nohang: options & WNOHANG != 0,
             nowait: false,
             out: Out::Wait4 { status: a[1], rusage: a[3] },
@@ -1011,17 +1206,13 @@ fn parse_wait(nr_: u64, a: &[u64; 6]) -> Result<WaitReq, i32> {
         P_PGID if (id as i32) > 0 => Which::Select(Select::Group(id)),
         _ => return Err(libc::EINVAL),
     };
-    if options & WEXITED == 0 {
-        // Only stop/continue events asked for: there are none to report.
-        return Ok(WaitReq {
-            which: Which::Select(Select::Pid(0)),
-            nohang: true,
-            nowait: true,
-            out: Out::Waitid { info: a[2], rusage: a[4] },
-        });
-    }
     Ok(WaitReq {
         which,
+        want: Want {
+            exited: options & WEXITED != 0,
+            stopped: options & WUNTRACED != 0,
+            continued: options & WCONTINUED != 0,
+        },
         nohang: options & WNOHANG != 0,
         nowait: options & WNOWAIT != 0,
         out: Out::Waitid { info: a[2], rusage: a[4] },
@@ -1041,6 +1232,11 @@ mod tests {
         assert_eq!((w.which, w.nowait), (Which::Select(Select::Pid(7)), true));
         assert_eq!(parse_wait(nr::waitid, &[P_PID, 0, 0, WEXITED, 0, 0]), Err(libc::EINVAL));
         assert_eq!(parse_wait(nr::waitid, &[P_ALL, 0, 0, 0, 0, 0]), Err(libc::EINVAL), "no event asked");
+        let w = parse_wait(nr::waitid, &[P_ALL, 0, 0, WUNTRACED | WNOHANG, 0, 0]).expect("valid");
+        assert_eq!(w.want, Want { exited: false, stopped: true, continued: false }, "WSTOPPED only");
+        let w = parse_wait(nr::wait4, &[u64::MAX, 0, WUNTRACED | WCONTINUED, 0, 0, 0]).expect("valid");
+        assert_eq!(w.want, Want { exited: true, stopped: true, continued: true });
+        assert_eq!(parse_wait(nr::wait4, &[u64::MAX, 0, 0, 0, 0, 0]).map(|w| w.want), Ok(Want::EXITED));
         assert_eq!(parse_wait(nr::waitid, &[9, 0, 0, WEXITED, 0, 0]), Err(libc::EINVAL), "P_PIDFD not yet");
         let w = parse_wait(nr::waitid, &[P_PGID, 0, 0, WEXITED, 0, 0]).expect("valid");
         assert_eq!(w.which, Which::Wait4(0), "the caller's own group");

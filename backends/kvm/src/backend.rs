@@ -170,6 +170,10 @@ impl Stopper for VcpuStopper {
     fn rewake(&self) {
         self.0.kick_all();
     }
+
+    fn pause(&self, on: bool) {
+        self.0.pause(on);
+    }
 }
 
 impl KvmDomain {

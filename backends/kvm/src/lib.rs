@@ -381,6 +381,10 @@ pub trait SyscallService {
         None
     }
 
+    /// Called before every `KVM_RUN`: returns once the program may run
+    /// (job control holds a stopped program's vCPUs here).
+    fn hold(&mut self) {}
+
     /// Gate calls redirected into the libos, and doorbell waits (`--stats`).
     fn counters(&self) -> (u64, u64) {
         (0, 0)
@@ -573,6 +577,9 @@ fn run_loop(
                 return Err(GuestError::Timeout(t).into());
             }
         }
+        // A stopped program's vCPU waits here; a kick that stops the program
+        // meanwhile makes the KVM_RUN below return at once.
+        service.hold();
         let exit = vcpu.run();
         stats.vm_exits += 1;
         // `in` from ring 3 reaches the monitor only on the doorbell port

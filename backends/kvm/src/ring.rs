@@ -58,6 +58,9 @@ pub struct Shared {
     /// thread sleeping in a program futex (`DOORBELL_FUTEX`, in a host
     /// `futex_waitv` over the program's word and this one) always wakes.
     wake_words: Box<[AtomicU32]>,
+    /// Job control: 1 while the program is stopped (every vCPU waits on it
+    /// outside `KVM_RUN`, [`RingGate::hold`]), 0 while it runs.
+    paused: AtomicU32,
 }
 
 impl Default for Shared {
@@ -68,6 +71,7 @@ impl Default for Shared {
             ending: AtomicBool::new(false),
             threads: Mutex::new(vec![0; MAX_VCPUS]),
             wake_words: (0..MAX_VCPUS).map(|_| AtomicU32::new(0)).collect(),
+            paused: AtomicU32::new(0),
         }
     }
 }
@@ -133,6 +137,18 @@ impl Shared {
             // SAFETY: `t` is inside its run loop: it clears its entry under
             // this lock before it leaves, so it has not exited.
             unsafe { cabin_monitor::kick::kick(t) };
+        }
+    }
+
+    /// Job control: `true` stops the program (every vCPU leaves `KVM_RUN`
+    /// and waits in [`RingGate::hold`] before it enters again), `false`
+    /// continues it.
+    pub fn pause(&self, on: bool) {
+        self.paused.store(u32::from(on), Ordering::SeqCst);
+        if on {
+            self.kick_all();
+        } else {
+            futex(self.paused.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, u32::MAX >> 1, None);
         }
     }
 
@@ -294,6 +310,20 @@ impl SyscallService for RingGate {
 
     fn wake_word(&self) -> Option<*const AtomicU32> {
         self.shared.wake_word(self.slot).map(|w| w as *const AtomicU32)
+    }
+
+    /// While the program is stopped (job control), waits here, outside
+    /// `KVM_RUN`; a stop of the program (its end, `SIGKILL`) ends the wait
+    /// within 20 ms, and its kick then ends the loop.
+    fn hold(&mut self) {
+        while self.shared.paused.load(Ordering::SeqCst) != 0 && !self.shared.stopped() {
+            futex(
+                self.shared.paused.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                1,
+                Some(std::time::Duration::from_millis(20)),
+            );
+        }
     }
 
     fn interrupted(&mut self) -> Option<Served> {

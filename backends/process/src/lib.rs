@@ -151,6 +151,18 @@ impl Stopper for Child {
         }
     }
 
+    /// Job control: the kernel stops (and continues) every thread of the
+    /// child; the libos cannot catch either signal. A `SIGKILL` (`stop`)
+    /// still ends a stopped child.
+    fn pause(&self, on: bool) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: signals our own child (not yet reaped, as in `stop`).
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
     /// A posted signal not taken yet, or taken by a thread that blocks it
     /// while another does not (the attention word): the kernel gives a
     /// process-directed signal to the main thread whenever it can, so the

@@ -248,6 +248,12 @@ pub fn rules(
         libc::SYS_set_tid_address,
         libc::SYS_gettid,
         libc::SYS_sched_yield,
+        // Job control (docs/processes.md): a stop (SIGSTOP from the
+        // monitor) interrupts an allowed call the kernel then resumes with
+        // `restart_syscall` (a futex wait with a timeout, a clock sleep).
+        // It resumes only what the kernel interrupted; made by hand
+        // without one it answers EINTR.
+        libc::SYS_restart_syscall,
     ] {
         rules.insert(nr, Vec::new());
     }
@@ -731,7 +737,8 @@ mod tests {
             | libc::SYS_set_robust_list
             | libc::SYS_set_tid_address
             | libc::SYS_gettid
-            | libc::SYS_sched_yield => true,
+            | libc::SYS_sched_yield
+            | libc::SYS_restart_syscall => true,
             _ if CLOCK_READS.contains(&n) => !checked.contains(n as u64),
             libc::SYS_arch_prctl => a[0] == ARCH_SET_FS || a[0] == ARCH_SET_GS,
             libc::SYS_clone => cabin_abi::thread::is_thread_flags(a[0]),

@@ -47,6 +47,9 @@ pub(crate) const SIGPIPE: u64 = 13;
 pub(crate) const SIGCHLD: u64 = 17;
 pub(crate) const SIGCONT: u64 = 18;
 pub(crate) const SIGSTOP: u64 = 19;
+pub(crate) const SIGTSTP: u64 = 20;
+pub(crate) const SIGTTIN: u64 = 21;
+pub(crate) const SIGTTOU: u64 = 22;
 pub(crate) const SIGURG: u64 = 23;
 pub(crate) const SIGWINCH: u64 = 28;
 pub(crate) const SIGSYS: u64 = 31;
@@ -58,6 +61,7 @@ pub(crate) const SIGRTMIN: u64 = 32;
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTART: u64 = 0x1000_0000;
+const SA_NOCLDSTOP: u64 = 1;
 const SA_NOCLDWAIT: u64 = 2;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
@@ -434,11 +438,51 @@ fn default_ignores(sig: u64) -> bool {
     matches!(sig, SIGCHLD | SIGCONT | SIGURG | SIGWINCH)
 }
 
+/// The stop signals: their default action stops the whole process.
+const STOP_SIGNALS: u64 =
+    (1 << (SIGSTOP - 1)) | (1 << (SIGTSTP - 1)) | (1 << (SIGTTIN - 1)) | (1 << (SIGTTOU - 1));
+
+/// The default action of `sig` stops the process (job control).
+fn default_stops(sig: u64) -> bool {
+    (1..=NSIG).contains(&sig) && STOP_SIGNALS & bit(sig) != 0
+}
+
+/// The default action of a stop signal: the monitor stops the whole
+/// process (every thread) and this call returns once it is continued
+/// (docs/processes.md, "Job control"). The request is `kill` of the
+/// process's own pid with `sig`, which the libos otherwise serves itself;
+/// a monitor without a process tree answers otherwise and the signal is
+/// then discarded.
+fn stop_self(sig: u64) {
+    let pid = IDS.load(Ordering::Relaxed) & 0xffff_ffff;
+    let _ = super::forward_wait(nr::kill, &[pid, sig, 0, 0, 0, 0]);
+}
+
+/// As Linux when a signal is generated: `SIGCONT` discards the pending
+/// stop signals, a stop signal a pending `SIGCONT` (whatever their
+/// dispositions).
+fn discard_for(sig: u64) {
+    if sig == SIGCONT {
+        PENDING.fetch_and(!STOP_SIGNALS, Ordering::SeqCst);
+    } else if default_stops(sig) {
+        PENDING.fetch_and(!bit(SIGCONT), Ordering::SeqCst);
+    }
+}
+
 /// Whether `sig` is ignored now (a signal that is, is discarded when sent).
+/// As Linux, a signal whose default action is to ignore it is kept while
+/// it is blocked (by the calling thread or the main one, which Linux looks
+/// at for a signal to the process): `sigwaitinfo` can take it (a parent
+/// waiting for `SIGCHLD` with it blocked).
 fn ignored(sig: u64) -> bool {
     // SAFETY: a copy of one action (see `Book` for why reads do not race).
     let act = unsafe { BOOK.get() }.actions[(sig - 1) as usize];
-    sig != SIGKILL && (act.handler == SIG_IGN || (act.handler == SIG_DFL && default_ignores(sig)))
+    if sig == SIGKILL || act.handler == SIG_IGN {
+        return sig != SIGKILL;
+    }
+    let blocked = MASK.load(Ordering::SeqCst) & bit(sig) != 0
+        || super::thread::sigmask_of_slot(0).is_some_and(|m| m & bit(sig) != 0);
+    act.handler == SIG_DFL && default_ignores(sig) && !blocked
 }
 
 /// Marks `sig` pending for the process with `info` (unless it is ignored,
@@ -449,6 +493,7 @@ pub(crate) fn post(sig: u64, info: &[u64; 16]) -> bool {
     if sig == 0 || sig > NSIG {
         return true;
     }
+    discard_for(sig);
     if ignored(sig) {
         return true;
     }
@@ -647,6 +692,11 @@ fn publish_handled() {
     if book.actions[(SIGCHLD - 1) as usize].flags & SA_NOCLDWAIT != 0 {
         ignoring |= cabin_abi::boot::SIG_IGNORED_NOCLDWAIT;
     }
+    // SA_NOCLDSTOP: no SIGCHLD when a child stops or continues (the bit
+    // of SIGSTOP, never ignored either).
+    if book.actions[(SIGCHLD - 1) as usize].flags & SA_NOCLDSTOP != 0 {
+        ignoring |= cabin_abi::boot::SIG_IGNORED_NOCLDSTOP;
+    }
     // SAFETY: the validated boot page; the libos's own word (what an
     // execve keeps: the monitor hands it to the next image).
     unsafe { addr_of_mut!((*b).sig_ignored).write_volatile(ignoring) };
@@ -808,6 +858,13 @@ pub(crate) fn deliver(ctx: &mut Ctx, fp: Fp, restart: Option<Restart>, fault: Fa
         match act.handler {
             SIG_IGN => continue,
             SIG_DFL if default_ignores(sig) => continue,
+            SIG_DFL if default_stops(sig) => {
+                // Stopped until continued; then what came meanwhile (the
+                // SIGCONT, with its handler) is delivered here as well.
+                stop_self(sig);
+                take_incoming();
+                continue;
+            }
             SIG_DFL => terminate(sig, info, ctx),
             _ => {}
         }

@@ -481,6 +481,43 @@ static int ctrlc(void) {
     return 0;
 }
 
+/* Ctrl-Z, then Ctrl-\\, on the controlling terminal while a job of ours is
+ * in the foreground: the job stops (we see it with WUNTRACED), we continue
+ * it in the foreground again, and Ctrl-\\ ends it with SIGQUIT; we get
+ * neither (the test types each key once the output says so). */
+static int ctrlz(void) {
+    signal(SIGTTOU, SIG_IGN);
+    int fd = 0, st, go[2];
+    pid_t g = getpgrp();
+    if (pipe(go)) return 1;
+    pid_t c = fork();
+    if (c == 0) {
+        setpgid(0, 0);
+        await(go[0]);
+        printf("ready\n");
+        fflush(stdout);
+        for (;;) pause();
+    }
+    setpgid(c, c);
+    tcsetpgrp(fd, c);
+    write(go[1], "x", 1);
+    waitpid(c, &st, WUNTRACED);
+    tcsetpgrp(fd, g);
+    status("the foreground job", st);
+    if (WIFSTOPPED(st))
+        printf("stopped by %d\n", WSTOPSIG(st));
+    tcsetpgrp(fd, c);
+    kill(-c, SIGCONT);
+    waitpid(c, &st, WCONTINUED);
+    printf("continued: %d\n", WIFCONTINUED(st));
+    fflush(stdout);
+    waitpid(c, &st, 0);
+    tcsetpgrp(fd, g);
+    status("the foreground job", st);
+    printf("we were not stopped\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -496,5 +533,6 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "notty")) return notty();
     if (!strcmp(c, "tty")) return tty();
     if (!strcmp(c, "ctrlc")) return ctrlc();
+    if (!strcmp(c, "ctrlz")) return ctrlz();
     return 2;
 }
