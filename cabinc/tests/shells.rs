@@ -443,9 +443,7 @@ fn job_control_on_a_terminal() {
 /// bash-static's job control (`set -m`) on a background job: `kill -STOP
 /// %1` stops it and `wait` returns 128 + SIGSTOP, `jobs` shows it
 /// stopped, `kill -CONT` lets it finish; equal to native
-/// (docs/processes.md, "Job control"). Process backend; on KVM NOT RUN:
-/// a signal handler on KVM (bash's SIGCHLD handler) ends the process with
-/// SIGSEGV on this machine, a bug older than job control.
+/// (docs/processes.md, "Job control"), on both backends.
 #[test]
 fn bash_static_job_control() {
     require(BUSYBOX, "busybox-static");
@@ -465,21 +463,21 @@ fn bash_static_job_control() {
         "native: {}",
         show(&native)
     );
-    let confined = Command::new(env!("CARGO_BIN_EXE_cabinc"))
-        .env("XDG_CACHE_HOME", t.path().join("cache"))
-        .args(["run", "-q", "--backend", "process", "--allow-read"])
-        .arg(&bin)
-        .args(["--env", &path, BASH, "-c", JOBS])
-        .output()
-        .expect("cabinc run");
-    assert_eq!(
-        (String::from_utf8_lossy(&confined.stdout).to_string(), confined.status.code()),
-        (want, native.status.code()),
-        "process: confined vs native: {}",
-        show(&confined)
-    );
-    eprintln!(
-        "bash_static_job_control on KVM NOT RUN: a signal handler on KVM ends the process with SIGSEGV \
-         here (older than job control, docs/processes.md)"
-    );
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    for backend in backends {
+        let confined = Command::new(env!("CARGO_BIN_EXE_cabinc"))
+            .env("XDG_CACHE_HOME", t.path().join("cache"))
+            .args(["run", "-q", "--backend", backend, "--allow-read"])
+            .arg(&bin)
+            .args(["--env", &path, BASH, "-c", JOBS])
+            .output()
+            .expect("cabinc run");
+        assert_eq!(
+            (String::from_utf8_lossy(&confined.stdout).to_string(), confined.status.code()),
+            (want.clone(), native.status.code()),
+            "{backend}: confined vs native: {}",
+            show(&confined)
+        );
+    }
 }

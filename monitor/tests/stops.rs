@@ -25,17 +25,6 @@ fn cases_equal_native(b: Backend) {
     let Some(exe) = common::compile("stops", t.path()) else { return };
     let img = common::rewrite(&std::fs::read(&exe).expect("read the program"));
     for case in CASES {
-        if b == Backend::Kvm && *case == "handlers" {
-            // Found on this branch, older than it: any program signal
-            // handler run on KVM ends the process with SIGSEGV (exit 139)
-            // on this machine, stops or not (docs/processes.md, "Job
-            // control", known gap).
-            eprintln!(
-                "stops KVM case `handlers` NOT RUN: a signal handler on KVM ends the process with \
-                 SIGSEGV here (a known bug older than job control)"
-            );
-            continue;
-        }
         let args = ["stops", case];
         let got = confined(b, &img, &args);
         let want = native(&exe, &args);
