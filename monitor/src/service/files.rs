@@ -28,18 +28,15 @@ pub(super) fn fstat(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 }
 
 pub(super) fn stat(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let t = s.target(mem, AT_FDCWD as u64, a[0], 0)?;
-    s.stat_target(mem, &t, a[1])
+    s.stat_path(mem, AT_FDCWD as u64, a[0], 0, a[1])
 }
 
 pub(super) fn lstat(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let t = s.target(mem, AT_FDCWD as u64, a[0], libc::AT_SYMLINK_NOFOLLOW)?;
-    s.stat_target(mem, &t, a[1])
+    s.stat_path(mem, AT_FDCWD as u64, a[0], libc::AT_SYMLINK_NOFOLLOW, a[1])
 }
 
 pub(super) fn newfstatat(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let t = s.target(mem, a[0], a[1], a[3] as i32)?;
-    s.stat_target(mem, &t, a[2])
+    s.stat_path(mem, a[0], a[1], a[3] as i32, a[2])
 }
 
 pub(super) fn statx(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
@@ -167,6 +164,22 @@ impl Service {
         };
         let e = Entry { fd: fd.into(), cloexec, path: Some(fs::normalize(&abs)), change };
         self.fds.insert(e, 0).map(|v| v as i64).ok_or(Fail::Errno(libc::EMFILE))
+    }
+
+    /// `newfstatat(dirfd, path, out, flags)`: a path's stat needs no
+    /// descriptor ([`fs::FsPolicy::look`]); `AT_EMPTY_PATH` with an empty
+    /// path is the descriptor's (or the cwd's).
+    fn stat_path(&mut self, mem: &GuestMemory, dirfd: u64, paddr: u64, flags: i32, out: u64) -> Sys {
+        let path = self.read_path(mem, paddr)?;
+        if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+            let t = self.target_path(dirfd, &path, flags)?;
+            return self.stat_target(mem, &t, out);
+        }
+        let abs = self.absolute(dirfd, &path)?;
+        let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+        let st = self.policy.look(&abs, follow).map_err(|e| self.path_fail(e, Some(&path), &abs))?;
+        mem.write(out, pod_bytes(&st))?;
+        Ok(0)
     }
 
     /// Writes the stat of `t` (taken when it was looked up, or now).

@@ -64,6 +64,12 @@
 //! it like any path. Nothing ever resolves a program-influenced path
 //! without `RESOLVE_BENEATH`.
 //!
+//! A `stat` of a single name in a tree's root (the common case: a file
+//! in the allowed directory itself) takes one host call,
+//! `fstatat(root, name, AT_SYMLINK_NOFOLLOW)`, when the stat alone decides
+//! ([`FsPolicy::look`]); a link to follow, a pseudo filesystem or the
+//! hidden image cache's device take the general path.
+//!
 //! A refusal is a [`PathError::Denied`] with its [`Refusal`]; the service
 //! turns it into `EACCES` (`EPERM` for an owner the program may not give)
 //! and a note that the gate records as a `denied` syscall record with a
@@ -1438,6 +1444,53 @@ impl FsPolicy {
         Ok((fd, st))
     }
 
+    /// The stat of `abs` for a metadata read that needs nothing more
+    /// (`stat`, `lstat`, `newfstatat`): what [`FsPolicy::inspect`] gives,
+    /// in one host call when the name lies directly in a tree's root.
+    pub fn look(&self, abs: &[u8], follow: bool) -> Result<libc::stat, PathError> {
+        match self.look_in_root(abs, follow) {
+            Some(r) => r,
+            None => self.inspect(abs, follow).map(|(_, st)| st),
+        }
+    }
+
+    /// [`FsPolicy::look`]'s one-call case: `abs` is a tree's root and one
+    /// plain name (no `/`, `.` or `..`), looked up `AT_SYMLINK_NOFOLLOW` in
+    /// the root's own descriptor, which is held from start and whose place
+    /// is fixed (a tree root is never renamed or replaced). A single name
+    /// looked up without following it cannot leave the directory, so this
+    /// is what `openat2(RESOLVE_BENEATH)` + `fstat` would answer. `None`
+    /// (take the general path) for whatever needs more than the stat to
+    /// decide: a symbolic link to follow, an object on a pseudo file
+    /// system (major 0: `/proc`, `/sys`, ...), one on the hidden image
+    /// cache's device, a file grant, an error other than `ENOENT`.
+    fn look_in_root(&self, abs: &[u8], follow: bool) -> Option<Result<libc::stat, PathError>> {
+        if self.file_grant(abs).is_some() {
+            return None;
+        }
+        let (d, rel) = self.locate(abs)?;
+        if rel.contains(&b'/') || rel == b"." || rel == b".." || rel.is_empty() {
+            return None;
+        }
+        let name = cstring(&rel).ok()?;
+        // SAFETY: stat is plain data; zeroed is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatat reads the NUL-terminated name and writes `st`.
+        let r = unsafe { libc::fstatat(d.fd.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        if r < 0 {
+            return match last_errno() {
+                libc::ENOENT => Some(Err(PathError::Errno(libc::ENOENT))),
+                _ => None,
+            };
+        }
+        let pseudo = libc::major(st.st_dev) == 0;
+        let near_hidden = self.hidden.as_ref().is_some_and(|h| st.st_dev == h.id.0);
+        if (follow && is(&st, libc::S_IFLNK)) || pseudo || near_hidden {
+            return None;
+        }
+        Some(Ok(st))
+    }
+
     /// Whether `abs` lies under a writable allowed dir (by its spelling).
     pub fn writable(&self, abs: &[u8]) -> bool {
         self.locate(abs).is_some_and(|(d, _)| d.write)
@@ -2444,6 +2497,100 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         flipper.join().unwrap();
         assert!(good + refused == 3000);
+    }
+
+    /// What `look` must answer: `inspect`'s stat (or error), compared by
+    /// identity.
+    fn looked(p: &FsPolicy, abs: &[u8], follow: bool) -> Result<(u64, u64, u32), PathError> {
+        p.look(abs, follow).map(|st| (st.st_dev, st.st_ino, st.st_mode))
+    }
+
+    #[test]
+    fn look_answers_as_inspect_does() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let allowed = root.join("in");
+        std::fs::create_dir_all(allowed.join("d")).unwrap();
+        std::fs::write(root.join("secret"), b"SECRET").unwrap();
+        std::fs::write(allowed.join("f"), b"f").unwrap();
+        symlink("f", allowed.join("good")).unwrap();
+        symlink(root.join("secret"), allowed.join("abs")).unwrap();
+        symlink("../secret", allowed.join("up")).unwrap();
+        symlink("/proc/self/root", allowed.join("magic")).unwrap();
+        let p = policy(std::slice::from_ref(&allowed), &[]);
+        let names = ["f", "d", "good", "abs", "up", "magic", "missing", "f/", "d/", ".", "d/../f", "f/x"];
+        for name in names {
+            let abs = [b(&allowed), b"/".to_vec(), name.as_bytes().to_vec()].concat();
+            for follow in [true, false] {
+                let want = p.inspect(&abs, follow).map(|(_, st)| (st.st_dev, st.st_ino, st.st_mode));
+                assert_eq!(looked(&p, &abs, follow), want, "{name} follow {follow}");
+            }
+        }
+        // The escaping links are refused when followed, looked at when not.
+        let abs = b(&allowed.join("abs"));
+        assert!(matches!(p.look(&abs, true), Err(PathError::Denied(_))));
+        assert!(is(&p.look(&abs, false).unwrap(), libc::S_IFLNK));
+        assert!(matches!(p.look(&b(&allowed.join("up")), true), Err(PathError::Denied(_))));
+        assert_eq!(p.look(&b(&allowed.join("missing")), true).unwrap_err(), PathError::Errno(libc::ENOENT));
+        // A tree on a pseudo file system takes the general path: /proc/self
+        // right below /proc is still refused.
+        let pp = policy(&[PathBuf::from("/proc")], &[]);
+        assert_eq!(pp.look(b"/proc/self", false).unwrap_err(), PathError::Denied(Refusal::Proc));
+        assert!(pp.look(b"/proc/cpuinfo", true).is_ok());
+    }
+
+    #[test]
+    fn look_race_with_an_exchanged_name_never_escapes() {
+        // A racing process swaps (RENAME_EXCHANGE) a plain file in the tree's
+        // root with a symbolic link that points out: a followed look answers
+        // the file's stat or a refusal, never the outside file's.
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let allowed = root.join("in");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::write(root.join("secret"), b"SECRET").unwrap();
+        std::fs::write(allowed.join("x"), b"x").unwrap();
+        symlink(root.join("secret"), allowed.join("y")).unwrap();
+        let secret = std::fs::metadata(root.join("secret")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let x = CString::new(b(&allowed.join("x"))).unwrap();
+            let y = CString::new(b(&allowed.join("y"))).unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: renameat2 reads the two NUL-terminated paths.
+                    let r = unsafe {
+                        libc::syscall(
+                            libc::SYS_renameat2,
+                            libc::AT_FDCWD,
+                            x.as_ptr(),
+                            libc::AT_FDCWD,
+                            y.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    assert_eq!(r, 0);
+                }
+            })
+        };
+        let p = policy(std::slice::from_ref(&allowed), &[]);
+        let (mut file, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            match p.look(&b(&allowed.join("x")), true) {
+                Ok(st) => {
+                    use std::os::unix::fs::MetadataExt;
+                    assert_ne!((st.st_dev, st.st_ino), (secret.dev(), secret.ino()), "escaped");
+                    assert!(is(&st, libc::S_IFREG));
+                    file += 1;
+                }
+                Err(PathError::Denied(_)) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(file + refused, 20_000);
     }
 
     #[test]
