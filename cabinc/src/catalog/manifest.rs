@@ -438,6 +438,12 @@ impl Manifest {
                     if s.regex.is_some() {
                         return Err(bad("a `wall_time` score takes no regex".into()));
                     }
+                    if duration_scale(s.unit()).is_none() {
+                        return Err(bad(format!(
+                            "a `wall_time` score's unit must be ns, us, ms or s, not `{}`",
+                            s.unit()
+                        )));
+                    }
                 }
             }
         }

@@ -85,7 +85,8 @@ pub fn parse_scores(specs: &[ScoreSpec], stdout: &str, stderr: &str, wall: Durat
         match spec.kind {
             ScoreKind::WallTime => out.push(Score {
                 name: spec.name.clone().unwrap_or_else(|| "wall time".into()),
-                value: wall.as_secs_f64(),
+                // In the score's unit (checked to be ns, us, ms or s when loaded).
+                value: wall.as_secs_f64() / duration_scale(&unit).unwrap_or(1.0),
                 unit,
                 higher_is_better: hib,
             }),
@@ -548,6 +549,29 @@ kind = "wall_time"
         assert_eq!(s[4].value, 1.5);
         assert!(!s[4].higher_is_better);
         assert_eq!(s[4].unit, "s");
+    }
+
+    /// A wall time in its score's unit (catalog/startup.toml reports ms); a unit that is not a
+    /// duration is refused when the manifest is loaded.
+    #[test]
+    fn wall_time_in_its_unit() {
+        let manifest = |unit: &str| {
+            Manifest::parse(
+                &format!(
+                    "format = 1\nname = \"t\"\ndescription = \"d\"\nbuild = {{ commands = [\"true\"] }}\n\
+                     run = {{}}\n[[scores]]\nkind = \"wall_time\"\nunit = \"{unit}\"\n"
+                ),
+                "t.toml",
+                std::path::Path::new("/"),
+            )
+        };
+        let m = manifest("ms").expect("manifest");
+        let s = parse_scores(&m.scores, "", "", Duration::from_micros(4250));
+        assert!((s[0].value - 4.25).abs() < 1e-9 && s[0].unit == "ms", "{:?}", s[0]);
+        let m = manifest("us").expect("manifest");
+        let us = parse_scores(&m.scores, "", "", Duration::from_micros(4250))[0].value;
+        assert!((us - 4250.0).abs() < 1e-6, "{us}");
+        assert!(manifest("MB/s").is_err());
     }
 
     /// wrk's `--latency` output: the 99% line's unit varies (us, ms, s); the score is in ms.
