@@ -245,6 +245,9 @@ fn program_command(
                     let mut c = Command::new(exe);
                     let (name, sync) = b.strip_suffix("-sync").map_or((b.as_str(), false), |n| (n, true));
                     c.arg("run").arg("--quiet").arg("--backend").arg(name);
+                    if let Some(a0) = &m.run.arg0 {
+                        c.arg("--arg0").arg(a0);
+                    }
                     if sync {
                         c.arg("--forwarding").arg("sync");
                     }
@@ -277,6 +280,18 @@ fn program_command(
         }
     };
     cmd.args(&prog_args).current_dir(scratch).env_clear();
+    if let (Some(a0), false) = (&m.run.arg0, matches!(backend, Backend::Confined(_))) {
+        std::os::unix::process::CommandExt::arg0(&mut cmd, a0);
+    }
+    if matches!(backend, Backend::Confined(_)) {
+        // cabinc's own caches (the image cache and its verified measurements), as a user's
+        // `cabinc run` has them; the program's environment is still only `--env`.
+        for k in ["HOME", "XDG_CACHE_HOME"] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+    }
     if !matches!(backend, Backend::Confined(_)) {
         for e in &env {
             if let Some((k, v)) = e.split_once('=') {
