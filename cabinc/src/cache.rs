@@ -24,7 +24,8 @@ enum Action {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Remove every cached image (each is rebuilt when next needed).
+    /// Remove every cached image (each is rebuilt when next needed) and every verified
+    /// measurement (each image is hashed again at its next run).
     Clean,
 }
 
@@ -48,7 +49,10 @@ pub fn run(a: &CacheArgs) -> Result<ExitCode> {
             }
         }
         Action::Clean => {
-            let n = cache.clean()?;
+            let mut n = cache.clean()?;
+            if let Some(v) = cabin_rewriter::verified::VerifiedCache::open(Some(cache.dir())) {
+                n += v.clean()?;
+            }
             println!("removed {n} file(s) from {}", cache.dir().display());
         }
     }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use cabin_monitor::placement::CpuPlacement;
 use cabin_monitor::{RunConfig, RunError, RunOutcome};
+use cabin_rewriter::verified::Checked;
 use clap::ValueEnum;
 
 use crate::output::{self, is_stdout, Format};
@@ -233,6 +234,20 @@ fn merge_env<'a>(entries: impl Iterator<Item = &'a String>) -> Vec<String> {
 /// The image to run: `bytes` itself when it is a Cabin image (the session
 /// checks it), else (a plain static ELF) its image from the cache, built
 /// there the first time. `Err` is the exit status, the error printed.
+/// The measurement of a Cabin image the verified-measurement cache vouches
+/// for (this very file, checked before), else checked now and recorded
+/// when the file was stable; `None` when it is not a Cabin image or does
+/// not check (the session hashes it again and says why).
+fn cached_measurement(
+    bytes: &[u8],
+    key: Option<&cabin_rewriter::verified::FileKey>,
+) -> Option<([u8; cabin_image::measure::DIGEST_LEN], Checked)> {
+    use cabin_rewriter::verified::{check, VerifiedCache};
+    let image = cabin_image::image::Image::parse(bytes).ok()?;
+    let cache = key.and_then(|_| VerifiedCache::open(None));
+    check(cache.as_ref(), key, &image).ok()
+}
+
 fn image_of(a: &RunArgs, bytes: Vec<u8>) -> Result<Vec<u8>, ExitCode> {
     use cabin_image::elf::ElfError;
     use cabin_image::image::{Image, ImageError};
@@ -304,14 +319,28 @@ impl RunArgs {
 }
 
 pub fn run(a: &RunArgs) -> ExitCode {
-    let bytes = match std::fs::read(&a.image) {
-        Ok(b) => b,
+    // Read once into memory (the bytes checked are the bytes run), with the
+    // file's identity when it was stable, for the verified-measurement cache.
+    let read =
+        std::fs::File::open(&a.image).and_then(|mut f| cabin_rewriter::verified::read(&mut f, u64::MAX));
+    let (bytes, key) = match read {
+        Ok(r) => (r.bytes, r.key),
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 125 };
             output::error(&anyhow::anyhow!("cannot read image {}: {e}", a.image.display()));
             return ExitCode::from(code);
         }
     };
+    let measurement_checked = cached_measurement(&bytes, key.as_ref()).map(|(m, how)| {
+        if a.verbose {
+            let how = match how {
+                Checked::Cached => "taken from the verified-measurement cache",
+                Checked::Hashed => "checked against its pages",
+            };
+            eprintln!("cabin: measurement of {} {how}", a.image.display());
+        }
+        m
+    });
     let image = match image_of(a, bytes) {
         Ok(i) => i,
         Err(code) => return code,
@@ -365,6 +394,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
             Cpus::Shared => CpuPlacement::Shared,
         },
         view,
+        measurement_checked,
         ..RunConfig::default()
     };
     let backend = match a.backend {

@@ -30,6 +30,11 @@ pub struct RunConfig {
     /// The image cache `execve` of a plain executable uses (`None`: the
     /// default, `$XDG_CACHE_HOME/cabin/images`; tests name their own).
     pub image_cache: Option<PathBuf>,
+    /// The launch measurement the front end already found checked against
+    /// the image's pages (the verified-measurement cache,
+    /// `cabin_rewriter::verified`): the session then only checks that the
+    /// image records this one, and hashes its pages otherwise.
+    pub measurement_checked: Option<[u8; cabin_image::measure::DIGEST_LEN]>,
     /// Where to write the statistics JSON (`--stats FILE`), if anywhere.
     pub stats: Option<PathBuf>,
     /// Refuse to run where execute-only code cannot be enforced.

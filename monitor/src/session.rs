@@ -60,7 +60,9 @@ impl<'a> Session<'a> {
     pub fn new(image: &'a [u8], cfg: &'a RunConfig) -> Result<Session<'a>, RunError> {
         let t0 = Instant::now();
         let checked = Image::parse(image).map_err(RunError::ImageRejected)?;
-        checked.verify_measurement().map_err(RunError::ImageRejected)?;
+        if cfg.measurement_checked != Some(checked.measurement) {
+            checked.verify_measurement().map_err(RunError::ImageRejected)?;
+        }
         Ok(Session { image, elf: checked.elf, cfg, t0 })
     }
 

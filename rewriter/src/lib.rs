@@ -21,3 +21,4 @@ pub mod libos_blob;
 pub mod pipeline;
 pub mod plan;
 pub mod trampoline;
+pub mod verified;

@@ -178,6 +178,10 @@ pub struct RunSpec {
     /// Arguments (after argv[0]); placeholders allowed.
     #[serde(default)]
     pub args: Vec<String>,
+    /// argv[0] the program sees, native and confined (default: the executable's or image's
+    /// file name); busybox picks its applet by it.
+    #[serde(default)]
+    pub arg0: Option<String>,
     /// A file to connect to stdin (default: none, i.e. /dev/null).
     #[serde(default)]
     pub stdin: Option<String>,
@@ -437,6 +441,12 @@ impl Manifest {
                 ScoreKind::WallTime => {
                     if s.regex.is_some() {
                         return Err(bad("a `wall_time` score takes no regex".into()));
+                    }
+                    if duration_scale(s.unit()).is_none() {
+                        return Err(bad(format!(
+                            "a `wall_time` score's unit must be ns, us, ms or s, not `{}`",
+                            s.unit()
+                        )));
                     }
                 }
             }

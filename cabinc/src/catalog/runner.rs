@@ -85,7 +85,8 @@ pub fn parse_scores(specs: &[ScoreSpec], stdout: &str, stderr: &str, wall: Durat
         match spec.kind {
             ScoreKind::WallTime => out.push(Score {
                 name: spec.name.clone().unwrap_or_else(|| "wall time".into()),
-                value: wall.as_secs_f64(),
+                // In the score's unit (checked to be ns, us, ms or s when loaded).
+                value: wall.as_secs_f64() / duration_scale(&unit).unwrap_or(1.0),
                 unit,
                 higher_is_better: hib,
             }),
@@ -244,6 +245,9 @@ fn program_command(
                     let mut c = Command::new(exe);
                     let (name, sync) = b.strip_suffix("-sync").map_or((b.as_str(), false), |n| (n, true));
                     c.arg("run").arg("--quiet").arg("--backend").arg(name);
+                    if let Some(a0) = &m.run.arg0 {
+                        c.arg("--arg0").arg(a0);
+                    }
                     if sync {
                         c.arg("--forwarding").arg("sync");
                     }
@@ -276,6 +280,18 @@ fn program_command(
         }
     };
     cmd.args(&prog_args).current_dir(scratch).env_clear();
+    if let (Some(a0), false) = (&m.run.arg0, matches!(backend, Backend::Confined(_))) {
+        std::os::unix::process::CommandExt::arg0(&mut cmd, a0);
+    }
+    if matches!(backend, Backend::Confined(_)) {
+        // cabinc's own caches (the image cache and its verified measurements), as a user's
+        // `cabinc run` has them; the program's environment is still only `--env`.
+        for k in ["HOME", "XDG_CACHE_HOME"] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+    }
     if !matches!(backend, Backend::Confined(_)) {
         for e in &env {
             if let Some((k, v)) = e.split_once('=') {
@@ -548,6 +564,29 @@ kind = "wall_time"
         assert_eq!(s[4].value, 1.5);
         assert!(!s[4].higher_is_better);
         assert_eq!(s[4].unit, "s");
+    }
+
+    /// A wall time in its score's unit (catalog/startup.toml reports ms); a unit that is not a
+    /// duration is refused when the manifest is loaded.
+    #[test]
+    fn wall_time_in_its_unit() {
+        let manifest = |unit: &str| {
+            Manifest::parse(
+                &format!(
+                    "format = 1\nname = \"t\"\ndescription = \"d\"\nbuild = {{ commands = [\"true\"] }}\n\
+                     run = {{}}\n[[scores]]\nkind = \"wall_time\"\nunit = \"{unit}\"\n"
+                ),
+                "t.toml",
+                std::path::Path::new("/"),
+            )
+        };
+        let m = manifest("ms").expect("manifest");
+        let s = parse_scores(&m.scores, "", "", Duration::from_micros(4250));
+        assert!((s[0].value - 4.25).abs() < 1e-9 && s[0].unit == "ms", "{:?}", s[0]);
+        let m = manifest("us").expect("manifest");
+        let us = parse_scores(&m.scores, "", "", Duration::from_micros(4250))[0].value;
+        assert!((us - 4250.0).abs() < 1e-6, "{us}");
+        assert!(manifest("MB/s").is_err());
     }
 
     /// wrk's `--latency` output: the 99% line's unit varies (us, ms, s); the score is in ms.

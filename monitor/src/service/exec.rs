@@ -9,7 +9,6 @@
 //! once, every string once, each bounded, and a pointer that does not reach
 //! readable memory is `EFAULT` (the program's own error, never the monitor's).
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 
 use cabin_abi::syscalls::nr;
@@ -177,7 +176,8 @@ impl Service {
         let mut shown = path.clone();
         let mut current = path.clone();
         for depth in 0.. {
-            let file = self.exec_read(dirfd, &current, nofollow)?;
+            let cabin_rewriter::verified::ReadFile { bytes: file, key } =
+                self.exec_read(dirfd, &current, nofollow)?;
             if file.starts_with(b"#!") {
                 // Linux allows 4 levels of interpreters (BINPRM_MAX_RECURSION).
                 if depth >= MAX_INTERPRETER_DEPTH {
@@ -203,8 +203,8 @@ impl Service {
                 shown = current.clone();
                 continue;
             }
-            let kind = classify(&file, &shown, self.policy.exec_images_only())?;
             let cache = self.policy.image_cache().map(|p| p.to_path_buf());
+            let kind = classify(&file, &shown, self.policy.exec_images_only(), key, cache.as_deref())?;
             return Ok(ExecRequest { image: file, kind, cache, args, env, path: shown });
         }
         unreachable!("the loop returns")
@@ -212,7 +212,12 @@ impl Service {
 
     /// Opens `path` (from `dirfd`) as `execve` does, checks that it may be
     /// executed and reads it once, bounded.
-    fn exec_read(&mut self, dirfd: u64, path: &[u8], nofollow: bool) -> Result<Vec<u8>, ExecFail> {
+    fn exec_read(
+        &mut self,
+        dirfd: u64,
+        path: &[u8],
+        nofollow: bool,
+    ) -> Result<cabin_rewriter::verified::ReadFile, ExecFail> {
         let abs = self.absolute(dirfd, path)?;
         let mut oflags = libc::O_RDONLY;
         if nofollow {
@@ -240,12 +245,10 @@ impl Service {
         if st.st_size as u64 > MAX_IMAGE_BYTES {
             return Err(ExecFail::errno(libc::ENOMEM));
         }
-        let mut image = Vec::with_capacity(st.st_size as usize);
-        std::fs::File::from(opened.fd)
-            .take(MAX_IMAGE_BYTES)
-            .read_to_end(&mut image)
-            .map_err(|e| ExecFail::errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        Ok(image)
+        // Read once into memory, with the file's identity when it was
+        // stable (the verified-measurement cache, cabin_rewriter::verified).
+        cabin_rewriter::verified::read(&mut std::fs::File::from(opened.fd), MAX_IMAGE_BYTES)
+            .map_err(|e| ExecFail::errno(e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
     /// The image the process runs (for `execve("/proc/self/exe")`).
@@ -319,11 +322,23 @@ pub fn shebang(file: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ExecFail> {
 /// Whether `file` is an intact Cabin image or a plain static executable;
 /// `ENOEXEC` otherwise, a dynamic ELF, a modified image and a plain one
 /// under `exec = "images"` saying why on stderr.
-fn classify(file: &[u8], path: &[u8], images_only: bool) -> Result<ExecKind, ExecFail> {
+fn classify(
+    file: &[u8],
+    path: &[u8],
+    images_only: bool,
+    key: Option<cabin_rewriter::verified::FileKey>,
+    image_cache: Option<&std::path::Path>,
+) -> Result<ExecKind, ExecFail> {
     use cabin_image::elf::ElfError;
     use cabin_image::image::{Image, ImageError};
+    use cabin_rewriter::verified::{check, VerifiedCache};
     let shown = String::from_utf8_lossy(path);
-    let parsed = Image::parse(file).and_then(|i| i.verify_measurement().map(|_| ()));
+    // The measurement from the verified-measurement cache when it vouches
+    // for this very file, else hashed (and recorded when it was stable).
+    let parsed = Image::parse(file).and_then(|i| {
+        let cache = key.and_then(|_| VerifiedCache::open(image_cache));
+        check(cache.as_ref(), key.as_ref(), &i).map(|_| ())
+    });
     match parsed {
         Ok(()) => Ok(ExecKind::Image),
         Err(ImageError::Elf(ElfError::Dynamic)) => Err(ExecFail {

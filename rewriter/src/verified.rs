@@ -1,0 +1,485 @@
+//! The verified-measurement cache (issue 15, docs/measurement.md "The
+//! verified-measurement cache"): an image file whose recorded launch
+//! measurement was checked against its pages once is not hashed again
+//! while it is the same file with the same content.
+//!
+//! - Key: the file's [`FileKey`] (device, inode, size, mtime and ctime in
+//!   nanoseconds), taken with `fstat` of the descriptor the bytes were
+//!   read from, before and after the read. Any write to the file changes
+//!   its ctime, which no user can set (only the clock can: root); `touch
+//!   -d` restores the mtime but moves the ctime to now.
+//! - A file is *stable* (its key may be stored or used) only when the key
+//!   is the same before and after the read, its file system keeps a ctime
+//!   no user can set ([`trusted_fs`]: ext2/3/4, XFS, Btrfs, tmpfs,
+//!   overlayfs, F2FS; FAT's "ctime" follows its mtime and is not on the
+//!   list), and its ctime and mtime are at least [`RACY_NS`] older than the
+//!   clock before the read (Git's "racily clean" rule: a write within the
+//!   same timestamp tick as the stored key would not change it; 2 s covers
+//!   file systems that keep whole seconds).
+//! - Where: `verified/` in the image cache directory, which is 0700, this
+//!   user's, never writable by others, and hidden from the confined program
+//!   even inside its trees (`FsPolicy::hide_image_cache`). One entry per
+//!   (device, inode): `<sha256 of both, 32 hex digits>`, 0600, holding the
+//!   whole key, the measurement the check computed, the checker's version
+//!   ([`CHECKER`]) and a SHA-256 over all of it.
+//! - Use: the measurement is taken as checked only when the entry's
+//!   checksum, version and whole key match and the measurement the image
+//!   records is the entry's. Anything else (missing, corrupt, another
+//!   key) is a full check, after which the entry is rewritten.
+//! - A cache that cannot be used (the directory unsafe or not creatable,
+//!   an entry unreadable, a write that fails) is ignored with at most one
+//!   warning per process, never an error: it is only a shortcut.
+//!
+//! The content used is always the bytes read into memory, never a mapping
+//! of the file (its pages would follow later writes).
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use cabin_image::image::{Image, ImageError};
+use cabin_image::measure::DIGEST_LEN;
+use sha2::{Digest, Sha256};
+
+/// What checked the measurement: an entry of another checker is not used
+/// (the measurement's definition may differ between versions).
+pub const CHECKER: &str = concat!("cabin-image ", env!("CARGO_PKG_VERSION"), " measure 1");
+
+/// How much older than the clock before the read a file's ctime and mtime
+/// must be for its key to be stored or used.
+pub const RACY_NS: i128 = 2_000_000_000;
+
+const MAGIC: &[u8; 8] = b"CABINVM1";
+/// Magic, the key (5 × 8 bytes + 2 × 4 bytes of nanoseconds), the
+/// measurement, the checker's hash, the checksum.
+const ENTRY_LEN: usize = 8 + 56 + DIGEST_LEN + 32 + 32;
+
+/// A file's identity and version as the kernel reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKey {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime`, `st_mtime_nsec`.
+    pub mtime: (i64, u32),
+    /// `st_ctime`, `st_ctime_nsec`.
+    pub ctime: (i64, u32),
+}
+
+impl FileKey {
+    /// The key of an `fstat` result.
+    pub fn of(st: &libc::stat) -> FileKey {
+        FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+        }
+    }
+
+    fn bytes(&self) -> [u8; 56] {
+        let mut b = [0u8; 56];
+        b[0..8].copy_from_slice(&self.dev.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        b[16..24].copy_from_slice(&self.size.to_le_bytes());
+        b[24..32].copy_from_slice(&self.mtime.0.to_le_bytes());
+        b[32..36].copy_from_slice(&self.mtime.1.to_le_bytes());
+        b[36..44].copy_from_slice(&self.ctime.0.to_le_bytes());
+        b[44..48].copy_from_slice(&self.ctime.1.to_le_bytes());
+        b
+    }
+
+    fn ns(t: (i64, u32)) -> i128 {
+        i128::from(t.0) * 1_000_000_000 + i128::from(t.1)
+    }
+}
+
+/// A file read once into memory, with its key when it was stable.
+#[derive(Debug)]
+pub struct ReadFile {
+    /// Its bytes: the only content ever used.
+    pub bytes: Vec<u8>,
+    /// Its key, when the file did not change during the read, lies on a
+    /// file system with a trustworthy ctime and was not written within
+    /// [`RACY_NS`] of the read; `None` otherwise (always checked in full).
+    pub key: Option<FileKey>,
+}
+
+fn fstat(fd: i32) -> std::io::Result<libc::stat> {
+    // SAFETY: stat is plain data; fstat only writes it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: writes `st` only.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// Whether the file system of `fd` keeps a ctime that no user can set
+/// (the magic numbers of statfs(2)).
+pub fn trusted_fs(fd: i32) -> bool {
+    const EXT: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    const TMPFS: i64 = 0x0102_1994;
+    const OVERLAY: i64 = 0x794C_7630;
+    const F2FS: i64 = 0xF2F5_2010;
+    // SAFETY: statfs is plain data; fstatfs only writes it.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: writes `fs` only.
+    if unsafe { libc::fstatfs(fd, &mut fs) } != 0 {
+        return false;
+    }
+    matches!(fs.f_type as i64, EXT | XFS | BTRFS | TMPFS | OVERLAY | F2FS)
+}
+
+fn now_ns() -> i128 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    t.as_nanos() as i128
+}
+
+/// Reads `file` (at most `limit` bytes) into memory and says whether it was
+/// stable ([`ReadFile::key`]). `between` runs after the first `fstat` and
+/// before the read (tests change the file there).
+pub fn read_with(file: &mut std::fs::File, limit: u64, between: impl FnOnce()) -> std::io::Result<ReadFile> {
+    let fd = file.as_raw_fd();
+    let clock = now_ns();
+    let before = FileKey::of(&fstat(fd)?);
+    between();
+    let mut bytes = Vec::with_capacity(before.size.min(limit) as usize);
+    file.take(limit).read_to_end(&mut bytes)?;
+    let after = FileKey::of(&fstat(fd)?);
+    let old = |t: (i64, u32)| FileKey::ns(t) <= clock - RACY_NS;
+    let stable = before == after
+        && after.size == bytes.len() as u64
+        && old(after.ctime)
+        && old(after.mtime)
+        && trusted_fs(fd);
+    Ok(ReadFile { bytes, key: stable.then_some(after) })
+}
+
+/// [`read_with`] with nothing in between.
+pub fn read(file: &mut std::fs::File, limit: u64) -> std::io::Result<ReadFile> {
+    read_with(file, limit, || {})
+}
+
+/// Set once a warning about the cache was printed.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+fn warn(what: std::fmt::Arguments<'_>) {
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!("cabin: warning: the verified-measurement cache is not used: {what}; every image is checked in full");
+    }
+}
+
+/// A distinct name for each temporary file of this process.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// An opened verified-measurement cache (`verified/` of a checked image
+/// cache directory).
+#[derive(Debug, Clone)]
+pub struct VerifiedCache {
+    dir: PathBuf,
+}
+
+impl VerifiedCache {
+    /// The cache in the image cache directory `image_cache` (the default
+    /// one when `None`); `None`, with one warning, when it cannot be used.
+    pub fn open(image_cache: Option<&Path>) -> Option<VerifiedCache> {
+        let opened = match image_cache {
+            Some(d) => crate::cache::ImageCache::open(d),
+            None => crate::cache::ImageCache::open_default(),
+        };
+        let images = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                warn(format_args!("{e}"));
+                return None;
+            }
+        };
+        VerifiedCache::open_in(images.dir())
+    }
+
+    /// The cache `verified/` in `dir`, an image cache directory already
+    /// checked; made 0700 when missing, and checked like it.
+    fn open_in(dir: &Path) -> Option<VerifiedCache> {
+        let dir = dir.join("verified");
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                warn(format_args!("{}: {e}", dir.display()));
+                return None;
+            }
+        }
+        match crate::cache::ImageCache::open(&dir) {
+            Ok(_) => Some(VerifiedCache { dir }),
+            Err(e) => {
+                warn(format_args!("{e}"));
+                None
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn entry_path(&self, key: &FileKey) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(key.dev.to_le_bytes());
+        h.update(key.ino.to_le_bytes());
+        self.dir.join(hex::encode(&h.finalize()[..16]))
+    }
+
+    fn encode(key: &FileKey, measurement: &[u8; DIGEST_LEN]) -> [u8; ENTRY_LEN] {
+        let mut e = [0u8; ENTRY_LEN];
+        e[..8].copy_from_slice(MAGIC);
+        e[8..64].copy_from_slice(&key.bytes());
+        e[64..64 + DIGEST_LEN].copy_from_slice(measurement);
+        let checker: [u8; 32] = Sha256::digest(CHECKER.as_bytes()).into();
+        e[64 + DIGEST_LEN..96 + DIGEST_LEN].copy_from_slice(&checker);
+        let sum: [u8; 32] = Sha256::digest(&e[..96 + DIGEST_LEN]).into();
+        e[96 + DIGEST_LEN..].copy_from_slice(&sum);
+        e
+    }
+
+    /// The measurement recorded as checked for a file with `key`, if an
+    /// intact entry of this checker holds exactly this key.
+    pub fn lookup(&self, key: &FileKey) -> Option<[u8; DIGEST_LEN]> {
+        let path = self.entry_path(key);
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        let st = fstat(f.as_raw_fd()).ok()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != euid || st.st_mode & 0o022 != 0 {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(ENTRY_LEN);
+        Read::by_ref(&mut f).take(ENTRY_LEN as u64 + 1).read_to_end(&mut buf).ok()?;
+        if buf.len() != ENTRY_LEN {
+            return None;
+        }
+        let mut measurement = [0u8; DIGEST_LEN];
+        measurement.copy_from_slice(&buf[64..64 + DIGEST_LEN]);
+        (buf[..] == VerifiedCache::encode(key, &measurement)[..]).then_some(measurement)
+    }
+
+    /// Records that the file with `key` holds an image whose recorded
+    /// measurement `measurement` was checked against its pages. A failure
+    /// warns once and is otherwise ignored.
+    pub fn store(&self, key: &FileKey, measurement: &[u8; DIGEST_LEN]) {
+        let path = self.entry_path(key);
+        let nanos = now_ns() as u64;
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".tmp-{}-{nanos}-{seq}", std::process::id()));
+        let entry = VerifiedCache::encode(key, measurement);
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(&entry)?;
+            drop(f);
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            warn(format_args!("writing {}: {e}", path.display()));
+        }
+    }
+
+    /// Removes every entry and leftover temporary file; how many went.
+    pub fn clean(&self) -> std::io::Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                std::fs::remove_file(e.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// How [`check`] knew the measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// From the cache: the file is the one checked before.
+    Cached,
+    /// Hashed now (and recorded when the file was stable).
+    Hashed,
+}
+
+/// Checks `image` (parsed from `read.bytes`): its recorded measurement from
+/// the cache when an entry vouches for exactly this file, else computed
+/// from its pages (and recorded for next time when the file was stable).
+/// A mismatch is [`ImageError::MeasurementMismatch`], as
+/// [`Image::verify_measurement`] says it.
+pub fn check(
+    cache: Option<&VerifiedCache>,
+    key: Option<&FileKey>,
+    image: &Image<'_>,
+) -> Result<([u8; DIGEST_LEN], Checked), ImageError> {
+    if let (Some(c), Some(k)) = (cache, key) {
+        if c.lookup(k) == Some(image.measurement) {
+            return Ok((image.measurement, Checked::Cached));
+        }
+    }
+    let m = image.verify_measurement()?;
+    if let (Some(c), Some(k)) = (cache, key) {
+        c.store(k, &m);
+    }
+    Ok((m, Checked::Hashed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> FileKey {
+        FileKey { dev: 1, ino: 2, size: 3, mtime: (4, 5), ctime: (6, 7) }
+    }
+
+    fn cache() -> (cabin_tests::tempfile::TempDir, VerifiedCache) {
+        let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let c = VerifiedCache::open(Some(&t.path().join("images"))).expect("cache opens");
+        (t, c)
+    }
+
+    #[test]
+    fn an_entry_vouches_for_exactly_its_key() {
+        let (_t, c) = cache();
+        let m = [9u8; DIGEST_LEN];
+        assert_eq!(c.lookup(&key()), None);
+        c.store(&key(), &m);
+        assert_eq!(c.lookup(&key()), Some(m));
+        let others = [
+            FileKey { size: 4, ..key() },
+            FileKey { mtime: (4, 6), ..key() },
+            FileKey { ctime: (6, 8), ..key() },
+            FileKey { ctime: (7, 7), ..key() },
+        ];
+        for k in others {
+            // Same entry file (dev, ino), another version of the file.
+            assert_eq!(c.entry_path(&k), c.entry_path(&key()));
+            assert_eq!(c.lookup(&k), None, "{k:?}");
+        }
+        assert_eq!(c.lookup(&FileKey { ino: 3, ..key() }), None);
+    }
+
+    #[test]
+    fn an_edited_or_cut_entry_vouches_for_nothing() {
+        let (_t, c) = cache();
+        let m = [9u8; DIGEST_LEN];
+        c.store(&key(), &m);
+        let path = c.entry_path(&key());
+        let good = std::fs::read(&path).expect("entry");
+        for at in [0, 8, 40, 64, 64 + DIGEST_LEN, ENTRY_LEN - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            std::fs::write(&path, &bad).expect("edit");
+            assert_eq!(c.lookup(&key()), None, "byte {at} edited");
+        }
+        // The measurement changed and the checksum recomputed: still the
+        // entry of a measurement this image does not record.
+        let other = [8u8; DIGEST_LEN];
+        std::fs::write(&path, VerifiedCache::encode(&key(), &other)).expect("edit");
+        assert_eq!(c.lookup(&key()), Some(other));
+        std::fs::write(&path, &good[..ENTRY_LEN - 1]).expect("cut");
+        assert_eq!(c.lookup(&key()), None);
+        let mut long = good.clone();
+        long.push(0);
+        std::fs::write(&path, &long).expect("grow");
+        assert_eq!(c.lookup(&key()), None);
+    }
+
+    #[test]
+    fn an_entry_others_may_write_or_a_link_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let (t, c) = cache();
+        let m = [9u8; DIGEST_LEN];
+        c.store(&key(), &m);
+        let path = c.entry_path(&key());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert_eq!(c.lookup(&key()), None);
+        std::fs::remove_file(&path).expect("rm");
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::write(&elsewhere, VerifiedCache::encode(&key(), &m)).expect("write");
+        std::os::unix::fs::symlink(&elsewhere, &path).expect("symlink");
+        assert_eq!(c.lookup(&key()), None);
+    }
+
+    #[test]
+    fn an_unsafe_directory_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let images = t.path().join("images");
+        std::fs::create_dir(&images).expect("mkdir");
+        std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(VerifiedCache::open(Some(&images)).is_none(), "a world-writable image cache");
+        std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let verified = images.join("verified");
+        std::fs::create_dir(&verified).expect("mkdir");
+        std::fs::set_permissions(&verified, std::fs::Permissions::from_mode(0o757)).expect("chmod");
+        assert!(VerifiedCache::open(Some(&images)).is_none(), "a world-writable verified/");
+        std::fs::remove_dir(&verified).expect("rmdir");
+        std::os::unix::fs::symlink(t.path(), &verified).expect("symlink");
+        assert!(VerifiedCache::open(Some(&images)).is_none(), "verified/ a symbolic link");
+        std::fs::remove_file(&verified).expect("rm");
+        assert!(VerifiedCache::open(Some(&images)).is_some());
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&verified, Some(65534), None).expect("chown");
+            assert!(VerifiedCache::open(Some(&images)).is_none(), "verified/ of another user");
+        } else {
+            cabin_tests::not_run("verified/ of another user", "needs root to chown");
+        }
+    }
+
+    /// Writes `bytes` to `path` and makes its mtime and ctime old enough
+    /// is impossible (ctime is the clock's): waits out the racy window.
+    fn settled_file(path: &Path, bytes: &[u8]) {
+        std::fs::write(path, bytes).expect("write");
+        std::thread::sleep(std::time::Duration::from_nanos(RACY_NS as u64 + 50_000_000));
+    }
+
+    #[test]
+    fn a_file_is_stable_only_when_settled_and_unchanged_during_the_read() {
+        let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("f");
+        std::fs::write(&p, b"hello").expect("write");
+        let fresh = read(&mut std::fs::File::open(&p).expect("open"), 1 << 20).expect("read");
+        assert_eq!(fresh.bytes, b"hello");
+        assert!(fresh.key.is_none(), "written just now: racy");
+        settled_file(&p, b"hello");
+        let settled = read(&mut std::fs::File::open(&p).expect("open"), 1 << 20).expect("read");
+        if !trusted_fs(std::fs::File::open(&p).expect("open").as_raw_fd()) {
+            cabin_tests::not_run(
+                "a settled file is stable",
+                "the temporary directory's file system is not trusted",
+            );
+            return;
+        }
+        assert!(settled.key.is_some(), "settled");
+        // Changed between the first fstat and the read: the bytes read are
+        // the new ones, and the key is none (checked in full).
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&p).expect("open");
+        let mut w = std::fs::OpenOptions::new().write(true).open(&p).expect("open");
+        let changed = read_with(&mut f, 1 << 20, || w.write_all(b"HELLO").expect("write")).expect("read");
+        assert_eq!(changed.bytes, b"HELLO");
+        assert!(changed.key.is_none(), "changed during the read");
+    }
+}
