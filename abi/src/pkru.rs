@@ -129,9 +129,9 @@ fn operand_tail(modrm: u8, sib: Option<u8>) -> usize {
 pub fn unchecked_xrstor(code: &[u8], vaddr: u64) -> Option<PkruWriter> {
     let mut j = 0;
     while j + 3 <= code.len() {
-        if code[j] != 0x0f {
-            j += 1;
-            continue;
+        j = next_0f(code, j);
+        if j + 3 > code.len() {
+            break;
         }
         let (op, modrm) = (code[j + 1], code[j + 2]);
         let at = vaddr.wrapping_add(j as u64);
@@ -153,7 +153,40 @@ pub fn unchecked_xrstor(code: &[u8], vaddr: u64) -> Option<PkruWriter> {
 /// The first `wrpkru` (`0f 01 ef`) in `code` mapped at `vaddr`, at any
 /// byte offset.
 pub fn wrpkru_at(code: &[u8], vaddr: u64) -> Option<u64> {
-    code.windows(3).position(|w| w == [0x0f, 0x01, 0xef]).map(|i| vaddr.wrapping_add(i as u64))
+    let mut j = 0;
+    while j + 3 <= code.len() {
+        j = next_0f(code, j);
+        if j + 3 <= code.len() && code[j + 1] == 0x01 && code[j + 2] == 0xef {
+            return Some(vaddr.wrapping_add(j as u64));
+        }
+        j += 1;
+    }
+    None
+}
+
+/// The index of the first `0x0f` byte in `code` at or after `from`
+/// (`code.len()` when there is none). Both scans above look at every byte
+/// offset of a whole image's code at every start (and `execve`): eight
+/// bytes are tested at once (a word has a `0x0f` byte exactly when
+/// `x ^ 0x0f0f..` has a zero byte), and only a word that may hold one is
+/// looked at byte by byte.
+fn next_0f(code: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut j = from;
+    while j + 8 <= code.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&code[j..j + 8]);
+        let x = u64::from_le_bytes(w) ^ (0x0f * ONES);
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            break;
+        }
+        j += 8;
+    }
+    while j < code.len() && code[j] != 0x0f {
+        j += 1;
+    }
+    j
 }
 
 #[cfg(test)]
@@ -165,6 +198,32 @@ mod tests {
         b[..insn.len()].copy_from_slice(insn);
         b[insn.len()..insn.len() + PKRU_CHECK.len()].copy_from_slice(&PKRU_CHECK);
         b
+    }
+
+    #[test]
+    fn the_word_scan_finds_what_a_byte_scan_finds() {
+        // Every 0x0f position and alignment, and the bytes around it.
+        let mut code = [0x90u8; 40];
+        for at in 0..code.len() {
+            code = [0x90u8; 40];
+            code[at] = 0x0f;
+            for from in 0..=code.len() {
+                let want = code[from..].iter().position(|&b| b == 0x0f).map_or(code.len(), |i| from + i);
+                assert_eq!(next_0f(&code, from), want, "0x0f at {at}, from {from}");
+            }
+        }
+        // Bytes that differ from 0x0f in one bit never match.
+        let near: [u8; 16] =
+            [0x0e, 0x0d, 0x0b, 0x07, 0x1f, 0x2f, 0x4f, 0x8f, 0x8e, 0xf0, 0, 0xff, 0x0e, 0x0e, 0x0e, 0x0e];
+        assert_eq!(next_0f(&near, 0), near.len());
+        for at in 0..29 {
+            let mut c = [0xccu8; 32];
+            c[at..at + 3].copy_from_slice(&[0x0f, 0x01, 0xef]);
+            assert_eq!(wrpkru_at(&c, 0x1000), Some(0x1000 + at as u64));
+            assert_eq!(unchecked_xrstor(&c, 0x1000), Some(PkruWriter::Wrpkru(0x1000 + at as u64)));
+        }
+        assert_eq!(wrpkru_at(&[0x0f, 0x01], 0), None);
+        assert_eq!(wrpkru_at(&[], 0), None);
     }
 
     #[test]
