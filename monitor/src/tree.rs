@@ -161,18 +161,28 @@ impl Tree {
         self
     }
 
-    /// What the live processes' domains and the shared window hold now.
-    fn domains_resident(&self) -> (u64, usize) {
-        let meters: Vec<Arc<dyn Meter>> =
-            lock(&self.members).values().filter_map(|m| m.meter.clone()).collect();
-        let window = self.window.as_ref().map_or(0, |w| w.allocated());
-        (meters.iter().fold(window, |sum, m| sum.saturating_add(m.resident())), meters.len())
+    /// What the live processes' domains and the shared window hold now,
+    /// how many processes hold it, and what process `pid`'s domain holds
+    /// of it (each meter read once: a KVM meter walks its guest memory).
+    fn domains_resident(&self, pid: u32) -> (u64, usize, u64) {
+        let meters: Vec<(u32, Arc<dyn Meter>)> =
+            lock(&self.members).iter().filter_map(|(&p, m)| Some((p, m.meter.clone()?))).collect();
+        let mut sum = self.window.as_ref().map_or(0, |w| w.allocated());
+        let mut own = 0;
+        for (p, m) in &meters {
+            let r = m.resident();
+            sum = sum.saturating_add(r);
+            if *p == pid {
+                own = r;
+            }
+        }
+        (sum, meters.len(), own)
     }
 
     /// The tree's resident memory now (what its bound counts).
     pub fn resident(&self) -> u64 {
         let pending = *lock(&self.pending);
-        self.domains_resident().0.saturating_add(pending)
+        self.domains_resident(0).0.saturating_add(pending)
     }
 
     /// Room for a fork of `parent`: its copy (the parent's resident memory)
@@ -180,11 +190,9 @@ impl Tree {
     /// would take the tree past its memory bound (the fork is `ENOMEM`).
     pub fn fork_room(&self, parent: u32) -> Option<u64> {
         let Some(bound) = &self.memory else { return Some(0) };
-        let parent = lock(&self.members).get(&parent).and_then(|m| m.meter.clone());
-        let copy = parent.map_or(0, |m| m.resident());
         let mut pending = lock(&self.pending);
-        let now = self.domains_resident().0.saturating_add(*pending);
-        if now.saturating_add(copy) > bound.bytes {
+        let (now, _, copy) = self.domains_resident(parent);
+        if now.saturating_add(*pending).saturating_add(copy) > bound.bytes {
             return None;
         }
         *pending += copy;
@@ -204,8 +212,9 @@ impl Tree {
     /// changes).
     pub fn exec_fits(&self, pid: u32, image: u64) -> bool {
         let Some(bound) = &self.memory else { return true };
-        let own = lock(&self.members).get(&pid).and_then(|m| m.meter.clone()).map_or(0, |m| m.resident());
-        self.resident().saturating_sub(own).saturating_add(image) <= bound.bytes
+        let pending = *lock(&self.pending);
+        let (now, _, own) = self.domains_resident(pid);
+        now.saturating_add(pending).saturating_sub(own).saturating_add(image) <= bound.bytes
     }
 
     /// Watches the tree's memory until `done` (the calling thread is
@@ -215,7 +224,7 @@ impl Tree {
     pub fn watch_memory(&self, root: &Shared, done: &AtomicBool) {
         let Some(bound) = self.memory.clone() else { return };
         while !done.load(Ordering::SeqCst) && !self.ending.load(Ordering::SeqCst) {
-            let (domains, processes) = self.domains_resident();
+            let (domains, processes, _) = self.domains_resident(0);
             let resident = domains.saturating_add(*lock(&self.pending));
             if resident > bound.bytes {
                 let hit = tree_memory_hit(resident, processes, &bound, self.t0.elapsed().as_nanos() as u64);
