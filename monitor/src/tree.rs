@@ -235,6 +235,9 @@ impl Tree {
                     Stop { exit_code: 137, reason: "limit", message }
                 });
                 self.stopped_by(stop);
+                // Every process at once, not after the root's end: each
+                // one touching meanwhile would add to the overshoot.
+                self.stop_all();
                 return;
             }
             std::thread::park_timeout(crate::treemem::step(resident, bound.bytes));

@@ -32,7 +32,7 @@ const BOUND: u64 = 64 * MIB;
 /// 1 ms, both CPUs) and while the stop reaches every process, plus the
 /// monitor's own memory for 16 processes (workers' stacks, services)
 /// which the sampler counts and the bound does not.
-const OVERHEAD: u64 = 48 * MIB;
+const OVERHEAD: u64 = 64 * MIB;
 
 /// One test at a time: the sampler reads this process's memory.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
