@@ -393,6 +393,16 @@ pub const WAKE_SIGNAL: i32 = 64;
 /// signals.
 pub const KERNEL_MASK_MAGIC: u64 = 0x4341_4249_4e4d_534b;
 
+/// Marks the libos's own native `close` of a sent file and `recvmsg` on
+/// the file channel (process backend, docs/processes.md "Shared file
+/// mappings"): in an argument the call ignores (`close`'s second,
+/// `recvmsg`'s fourth). The seccomp filter lets those two calls through only
+/// with it, so a program's own `close` or `recvmsg` through the trap path
+/// (an unrewritten `syscall`) is still trapped and served on its virtual
+/// descriptors, whose numbers overlap the sent files'. A program that uses
+/// the mark itself only closes a file it was sent or reads its own channel.
+pub const FILEMAP_NATIVE_MAGIC: u64 = 0x4341_4249_4e46_4d41;
+
 /// `si_code` values.
 pub mod si_code {
     /// Sent by `kill`.

@@ -198,7 +198,8 @@ fn attacks_are_refused_and_the_monitor_survives(b: Backend) {
                 forged mmap of the window memfd there: -1 EBADF\n\
                 forged mmap of it executable: -1 EACCES\n\
                 forged close of the channel: -1 EBADF\n\
-                forged recvmsg on the channel: -1 EAGAIN\n\
+                forged recvmsg on the channel: -1 EBADF\n\
+                forged recvmsg on the channel, marked: -1 EAGAIN\n\
                 forged sendmsg on the channel: -1 EBADF\n\
                 forged munmap of the boot page: -1 EINVAL\n\
                 munmap of the boot page: -1 EINVAL\n\

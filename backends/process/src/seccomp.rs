@@ -341,9 +341,13 @@ pub fn rules(
         mprotect.push(no_exec()?);
         rules.entry(libc::SYS_mprotect).or_default().push(SeccompRule::new(mprotect)?);
         rules.entry(libc::SYS_msync).or_default().push(SeccompRule::new(in_range()?)?);
-        rules.entry(libc::SYS_close).or_default().push(SeccompRule::new(vec![sent_fd(0)?])?);
+        // The libos's own close and recvmsg carry FILEMAP_NATIVE_MAGIC in an
+        // argument the call ignores: the program's (trap path) are its
+        // virtual descriptors' and must reach the libos.
+        let magic = |arg: u8| eq64(arg, cabin_abi::boot::FILEMAP_NATIVE_MAGIC);
+        rules.entry(libc::SYS_close).or_default().push(SeccompRule::new(vec![sent_fd(0)?, magic(1)?])?);
         let channel = eq32(0, cabin_abi::boot::FILEMAP_CHANNEL_FD)?;
-        rules.entry(libc::SYS_recvmsg).or_default().push(SeccompRule::new(vec![channel])?);
+        rules.entry(libc::SYS_recvmsg).or_default().push(SeccompRule::new(vec![channel, magic(3)?])?);
     }
     Ok(rules)
 }
@@ -564,15 +568,19 @@ mod tests {
         assert_eq!(call(libc::SYS_mprotect, [FMAP, FMAP_LEN + 1, 3, 0, 0, 0]), SECCOMP_RET_TRAP);
         assert_eq!(call(libc::SYS_msync, [FMAP, 4096, 4, 0, 0, 0]), SECCOMP_RET_ALLOW);
         assert_eq!(call(libc::SYS_msync, [WIN, 4096, 4, 0, 0, 0]), SECCOMP_RET_TRAP);
-        assert_eq!(call(libc::SYS_close, [3, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        let magic = cabin_abi::boot::FILEMAP_NATIVE_MAGIC;
+        assert_eq!(call(libc::SYS_close, [3, magic, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        // The program's own close (trap path) is its virtual descriptor's.
+        assert_eq!(call(libc::SYS_close, [3, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP, "close without the mark");
         for fd in
             [cabin_abi::boot::RESERVE_FD, cabin_abi::boot::SHARED_FD, cabin_abi::boot::FILEMAP_CHANNEL_FD]
         {
-            assert_eq!(call(libc::SYS_close, [fd, 0, 0, 0, 0, 0]), SECCOMP_RET_TRAP, "close {fd}");
+            assert_eq!(call(libc::SYS_close, [fd, magic, 0, 0, 0, 0]), SECCOMP_RET_TRAP, "close {fd}");
         }
         let channel = cabin_abi::boot::FILEMAP_CHANNEL_FD;
-        assert_eq!(call(libc::SYS_recvmsg, [channel, 0x1000, 0x40, 0, 0, 0]), SECCOMP_RET_ALLOW);
-        assert_eq!(call(libc::SYS_recvmsg, [3, 0x1000, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+        assert_eq!(call(libc::SYS_recvmsg, [channel, 0x1000, 0x40, magic, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(call(libc::SYS_recvmsg, [channel, 0x1000, 0x40, 0, 0, 0]), SECCOMP_RET_TRAP, "no mark");
+        assert_eq!(call(libc::SYS_recvmsg, [3, 0x1000, 0, magic, 0, 0]), SECCOMP_RET_TRAP);
         for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_ftruncate, libc::SYS_fchmod, libc::SYS_sendmsg]
         {
             assert_eq!(call(nr, [3, 0x1000, 16, 0, 0, 0]), SECCOMP_RET_TRAP, "{nr} on a sent file");
@@ -754,8 +762,14 @@ mod tests {
                 a[2] & !3 == 0 && (in_range || in_pages || in_files(a))
             }
             libc::SYS_msync => in_files(a),
-            libc::SYS_close => (a[0] as u32 as u64) < cabin_abi::boot::RESERVE_FD,
-            libc::SYS_recvmsg => a[0] as u32 as u64 == cabin_abi::boot::FILEMAP_CHANNEL_FD,
+            libc::SYS_close => {
+                (a[0] as u32 as u64) < cabin_abi::boot::RESERVE_FD
+                    && a[1] == cabin_abi::boot::FILEMAP_NATIVE_MAGIC
+            }
+            libc::SYS_recvmsg => {
+                a[0] as u32 as u64 == cabin_abi::boot::FILEMAP_CHANNEL_FD
+                    && a[3] == cabin_abi::boot::FILEMAP_NATIVE_MAGIC
+            }
             _ => false,
         };
         if allowed {
@@ -782,7 +796,17 @@ mod tests {
                 .chain([libc::SIGINT as u64, libc::SIGSYS as u64 | 1 << 32, 1 << 32, u64::MAX])
                 .chain([0x3d0f00, 0x50f00, 0x3d0f11, 0x1_003d_0f00, 0x7d0f00])
                 .chain([0x4c_0000, 0x4c_2000, 0x4c_3000, 0x3000, 0x2002_0000_0000, 0x2002_0000_0000 - 4096])
-                .chain([999, 1000, 1002, (1 << 32) | 5, FMAP, FMAP - 1, FMAP + FMAP_LEN - 4096, FMAP_LEN + 1])
+                .chain([
+                    999,
+                    1000,
+                    1002,
+                    cabin_abi::boot::FILEMAP_NATIVE_MAGIC,
+                    (1 << 32) | 5,
+                    FMAP,
+                    FMAP - 1,
+                    FMAP + FMAP_LEN - 4096,
+                    FMAP_LEN + 1,
+                ])
                 .collect();
         let mut numbers: Vec<u32> = (0..=470).collect();
         numbers.extend([0x4000_0000, 0x4000_0000 | 60, 0x4000_0000 | 202, 0x7fff_ffff, u32::MAX]);

@@ -104,7 +104,14 @@ fn receive() -> Result<(FileMapGrant, u64), i64> {
         controllen: size_of_val(&control) as u64,
         flags: 0,
     };
-    let args = [FILEMAP_CHANNEL_FD, &raw mut msg as u64, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, 0, 0, 0];
+    let args = [
+        FILEMAP_CHANNEL_FD,
+        &raw mut msg as u64,
+        MSG_DONTWAIT | MSG_CMSG_CLOEXEC,
+        cabin_abi::boot::FILEMAP_NATIVE_MAGIC,
+        0,
+        0,
+    ];
     // SAFETY: `msg` and what it points at are this frame's, writable, as
     // long as the call says; the filter allows recvmsg on the channel.
     let n = unsafe { crate::sys::syscall6(nr::recvmsg, &args) };
@@ -127,7 +134,7 @@ fn receive() -> Result<(FileMapGrant, u64), i64> {
 fn close(fd: u64) {
     if fd < SENT_BELOW {
         // SAFETY: a descriptor the monitor sent (below RESERVE_FD).
-        unsafe { crate::sys::syscall6(nr::close, &[fd, 0, 0, 0, 0, 0]) };
+        unsafe { crate::sys::syscall6(nr::close, &[fd, cabin_abi::boot::FILEMAP_NATIVE_MAGIC, 0, 0, 0, 0]) };
     }
 }
 
