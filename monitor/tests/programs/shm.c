@@ -118,7 +118,10 @@ static void fork_case(key_t key) {
         w2[10] = 4242;
         _exit(k2 == k && w2 != (void *)-1 ? 0 : 3);
     }
-    printf("keyed child: %d, sees %d\n", wait_child(p), w[10]);
+    /* The wait first: the order in which a call's arguments are evaluated
+     * is unspecified, and reading w[10] before the child ran saw 0. */
+    int st = wait_child(p);
+    printf("keyed child: %d, sees %d\n", st, w[10]);
     printf("shmdt: %d %d\n", shmdt(w), shmdt(m));
     printf("rmid: %d %d\n", shmctl(k, IPC_RMID, NULL), shmctl(id, IPC_RMID, NULL));
     say("stat after removal", shmctl(id, IPC_STAT, &ds));
