@@ -403,6 +403,33 @@ pub const KERNEL_MASK_MAGIC: u64 = 0x4341_4249_4e4d_534b;
 /// the mark itself only closes a file it was sent or reads its own channel.
 pub const FILEMAP_NATIVE_MAGIC: u64 = 0x4341_4249_4e46_4d41;
 
+/// Job control on the run's terminal (docs/processes.md, "Job control"):
+/// what the monitor answers a process of a background group for a `read`
+/// of the terminal ([`TTY_BACKGROUND_READ`]: Linux's `SIGTTIN` case), a
+/// `write` of it with `TOSTOP` set or a `tcsetpgrp`/`tcsetattr` of it
+/// ([`TTY_BACKGROUND_WRITE`]: `SIGTTOU`; [`TTY_BACKGROUND_WRITE_ORPHANED`]
+/// when the caller's group is orphaned). These are negated like an errno
+/// and never reach the program: the libos decides with the calling thread's
+/// mask and its dispositions, as the kernel's `tty_check_change` does — a
+/// blocked or ignored `SIGTTIN` is `EIO`, a blocked or ignored `SIGTTOU`
+/// lets the call proceed (made again with [`TTY_PROCEED`]), an orphaned
+/// group `EIO`, otherwise the signal goes to the caller's group and the
+/// call is made again once the process is continued (or `EINTR` after a
+/// handler without `SA_RESTART`). A background `read` from an orphaned
+/// group is `EIO` from the monitor itself.
+pub const TTY_BACKGROUND_READ: i64 = 530;
+/// See [`TTY_BACKGROUND_READ`].
+pub const TTY_BACKGROUND_WRITE: i64 = 531;
+/// See [`TTY_BACKGROUND_READ`].
+pub const TTY_BACKGROUND_WRITE_ORPHANED: i64 = 532;
+/// In the sixth argument (which `read`, `readv`, `write`, `writev` and
+/// `ioctl` ignore) of a call the libos makes again after
+/// [`TTY_BACKGROUND_WRITE`] found `SIGTTOU` blocked or ignored: the monitor
+/// does not check the terminal's foreground group again. A program that
+/// uses it itself only writes the terminal from the background, as it
+/// could with `SIGTTOU` blocked.
+pub const TTY_PROCEED: u64 = 0x4341_4249_4e54_5459;
+
 /// `si_code` values.
 pub mod si_code {
     /// Sent by `kill`.

@@ -210,6 +210,7 @@ fn children_cpu_ms(f: impl FnOnce()) -> u64 {
     let used = || {
         // SAFETY: getrusage fills the zeroed struct it is given.
         let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: writes one rusage into `r`.
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
         let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
         ms(r.ru_utime) + ms(r.ru_stime)
@@ -465,6 +466,43 @@ fn job_control_on_a_terminal() {
             "{backend}: Ctrl-Z and Ctrl-\\, confined vs native; stderr: {}",
             got.2
         );
+    }
+}
+
+/// `SIGTTIN`/`SIGTTOU` for the background groups of the terminal the run
+/// was given (`jobs.c ttin`; docs/processes.md, "Job control"): a
+/// background read stops the reader (`WUNTRACED` sees 21) and, continued in
+/// the foreground, it reads what is typed; `SIGTTIN` ignored or blocked
+/// `EIO`, with a handler `EINTR`; with `TOSTOP` a background write stops the
+/// writer (22) or goes through with `SIGTTOU` ignored or blocked; a
+/// background `tcsetpgrp` stops the caller; an orphaned group's read `EIO`
+/// and `tcsetpgrp` `ENOTTY`. Equal to native, both backends. Before, each
+/// read or write went through and nothing stopped.
+#[test]
+fn background_jobs_stop_on_the_terminal() {
+    let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor/tests/programs/jobs.c");
+    let exe = t.path().join("jobs");
+    if cabin_tests::compile_static_c("gcc", "gcc", &src, &exe).is_none() {
+        return;
+    }
+    let keys: &[(&str, &[u8])] = &[("continued in the foreground", b"x\n")];
+    let mut native = Command::new(&exe);
+    native.arg("ttin");
+    let want = on_a_terminal_keys(native, t.path(), keys);
+    assert_eq!(want.1, Some(0), "native: {want:?}");
+    assert!(want.0.starts_with("a background reader: stopped by 21\n"), "native: {want:?}");
+    assert!(want.0.contains("a background writer: stopped by 22\n"), "native: {want:?}");
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    for backend in backends {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
+        c.env("XDG_CACHE_HOME", t.path().join("cache"))
+            .args(["run", "-q", "--backend", backend])
+            .arg(&exe)
+            .arg("ttin");
+        let got = on_a_terminal_keys(c, t.path(), keys);
+        assert_eq!((&got.0, got.1), (&want.0, want.1), "{backend}: confined vs native; stderr: {}", got.2);
     }
 }
 

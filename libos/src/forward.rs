@@ -73,6 +73,8 @@ pub(crate) mod errno {
     pub const EMFILE: i64 = 24;
     pub const ENODEV: i64 = 19;
     pub const ENOSYS: i64 = 38;
+    pub const EIO: i64 = 5;
+    pub const ENOTTY: i64 = 25;
 }
 
 /// A static written only while the program has one thread: [`STATE`] at
@@ -497,8 +499,58 @@ pub(crate) fn forward_wait(nr: u64, args: &[u64; 6]) -> i64 {
 
 /// Sends a call to the monitor and checks the reply (no read-ahead hooks).
 pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    checked(nr, args, &mut || ring_client::call(nr, args, flags, site))
+    let r = checked(nr, args, &mut || ring_client::call(nr, args, flags, site));
+    match -r {
+        code @ (cabin_abi::boot::TTY_BACKGROUND_READ
+        | cabin_abi::boot::TTY_BACKGROUND_WRITE
+        | cabin_abi::boot::TTY_BACKGROUND_WRITE_ORPHANED) => background_tty(nr, args, flags, site, code),
+        _ => r,
+    }
 }
+
+/// A terminal call from a background process group (the monitor's
+/// `TTY_BACKGROUND_*` answer; docs/processes.md, "Job control"), decided as
+/// Linux's `tty_check_change`: `SIGTTIN` blocked by this thread or ignored
+/// is `EIO`; `SIGTTOU` blocked or ignored lets the call go through (made
+/// again with `TTY_PROCEED`); an orphaned group `EIO`; otherwise the signal
+/// goes to the caller's group (the caller included) and the call ends
+/// `EINTR`, which the way out turns into a restart (the default action
+/// stops the process; once continued, the call is made again) or, after a
+/// handler without `SA_RESTART`, `EINTR`. `tcsetpgrp` says `ENOTTY` where
+/// the others say `EIO`, as Linux.
+fn background_tty(nr: u64, args: &[u64; 6], flags: u32, site: u64, code: i64) -> i64 {
+    use cabin_abi::boot::{TTY_BACKGROUND_READ, TTY_BACKGROUND_WRITE_ORPHANED, TTY_PROCEED};
+    let read = code == TTY_BACKGROUND_READ;
+    let sig = if read { signals::SIGTTIN } else { signals::SIGTTOU };
+    let r = if signals::blocked_or_ignored(sig) {
+        if !read {
+            let mut again = *args;
+            again[5] = TTY_PROCEED;
+            return checked(nr, &again, &mut || ring_client::call(nr, &again, flags, site));
+        }
+        -errno::EIO
+    } else if code == TTY_BACKGROUND_WRITE_ORPHANED {
+        -errno::EIO
+    } else {
+        // The other members of the group get it from the monitor; the
+        // caller posts it to itself (a refused `kill` still stops the
+        // caller, as the kernel's signal would).
+        forward(nr::kill, &[0, sig, 0, 0, 0, 0], 0);
+        signals::raise(sig, cabin_abi::boot::si_code::SI_KERNEL);
+        if signals::interrupted(nr) {
+            -errno::EINTR
+        } else {
+            -errno::EIO
+        }
+    };
+    if r == -errno::EIO && nr == nr::ioctl && args[1] as u32 == TIOCSPGRP {
+        return -errno::ENOTTY;
+    }
+    r
+}
+
+/// `ioctl` `TIOCSPGRP` (`tcsetpgrp`).
+const TIOCSPGRP: u32 = 0x5410;
 
 /// Makes call `nr` with `call` (one request to the monitor, on the ring or
 /// through a doorbell), again after an `EINTR` for which no signal is there

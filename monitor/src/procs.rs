@@ -283,6 +283,15 @@ impl ProcessTree {
         (!live.is_empty()).then_some(live)
     }
 
+    /// Whether `caller` is in a background process group of the run's
+    /// terminal (in its session, not in its foreground group): `Some`,
+    /// with whether that group is orphaned; `None` for a foreground process
+    /// or one without the terminal (docs/processes.md, "Job control").
+    pub fn background(&self, caller: u32) -> Option<bool> {
+        let p = self.procs.get(&caller)?;
+        (p.sid == self.tty_sid && p.pgid != self.tty_pgrp).then(|| self.orphaned_group(caller))
+    }
+
     fn in_tty_session(&self, caller: u32) -> Result<(), i32> {
         match self.procs.get(&caller) {
             Some(p) if p.sid == self.tty_sid => Ok(()),
@@ -873,6 +882,28 @@ mod tests {
         assert_eq!(t.foreground_job(), Some(vec![c]), "the terminal's signals go to the child's group");
         t.set_tty_pgrp(1000, 1000).expect("back");
         assert_eq!(t.foreground_job(), None, "the root's group: to the root");
+    }
+
+    #[test]
+    fn background_groups_of_the_terminal_and_whether_they_are_orphaned() {
+        let mut t = tree();
+        assert_eq!(t.background(1000), None, "the root's group is in the foreground");
+        let c = t.fork(1000).expect("fork");
+        assert_eq!(t.background(c), None, "a child in the root's group");
+        t.setpgid(c, 0, 0).expect("setpgid");
+        assert_eq!(t.background(c), Some(false), "its own group, its parent in another");
+        t.set_tty_pgrp(1000, c).expect("tcsetpgrp");
+        assert_eq!((t.background(c), t.background(1000)), (None, Some(false)), "the root in the background");
+        t.set_tty_pgrp(1000, 1000).expect("back");
+        let g = t.fork(c).expect("fork");
+        t.setpgid(g, 0, 0).expect("setpgid");
+        assert_eq!(t.background(g), Some(false));
+        t.ended(c, Ended::Exited(0), false);
+        assert_eq!(t.background(g), Some(true), "its parent ended: orphaned");
+        let d = t.fork(1000).expect("fork");
+        t.setsid(d).expect("setsid");
+        assert_eq!(t.background(d), None, "another session has no controlling terminal");
+        assert_eq!(t.background(9999), None, "not a process of the tree");
     }
 
     #[test]

@@ -260,6 +260,12 @@ pub trait ThreadHost {
     ) -> Option<Result<i64, Violation>> {
         None
     }
+    /// Whether process `pid` is in a background group of the run's
+    /// terminal: `Some(orphaned)`; `None` without a tree, in the foreground
+    /// or without the terminal.
+    fn background(&self, _pid: u32) -> Option<bool> {
+        None
+    }
     /// Job control on the run's terminal (`ioctl` `TIOCGPGRP`/`TIOCSPGRP`/
     /// `TIOCGSID`) of process `pid`, served from its tree; `ctty`: whether
     /// the descriptor is the monitor's controlling terminal (else its
@@ -738,6 +744,11 @@ impl Worker {
         };
         let ret = if check {
             0
+        } else if let Some(code) = threads.and_then(|t| background_tty(&guard.service, t, s)) {
+            // Job control: a background process's terminal call (the libos
+            // decides on the signal, `TTY_BACKGROUND_READ`).
+            guard.service.stats.per_nr.add(s.nr, 1);
+            code
         } else if kind == Kind::Fork {
             // The copy of the domain and the child's start: not under the
             // service lock (the tree takes it to fork the service).
@@ -929,6 +940,48 @@ impl Worker {
             _ => -i64::from(libc::EINVAL),
         }
     }
+}
+
+/// Linux's `tty_check_change` and `job_control` for the run's terminal
+/// (docs/processes.md, "Job control"): a `read`/`readv` of it from a
+/// process of a background group is answered
+/// [`cabin_abi::boot::TTY_BACKGROUND_READ`] (`EIO` when the group is
+/// orphaned), a `write`/`writev` of it with `TOSTOP` set, a `tcsetpgrp` or a
+/// `tcsetattr` [`cabin_abi::boot::TTY_BACKGROUND_WRITE`] (or `_ORPHANED`);
+/// the libos turns these into `SIGTTIN`/`SIGTTOU` for its group, `EIO` or
+/// the call made again. `None`: served as usual (the foreground, another
+/// descriptor, no terminal, or the libos's [`cabin_abi::boot::TTY_PROCEED`]).
+/// The cheap test first: the tree's table, then the descriptor.
+fn background_tty(service: &Service, t: &dyn ThreadHost, s: &cabin_abi::ring::Submission) -> Option<i64> {
+    use cabin_abi::boot::{
+        TTY_BACKGROUND_READ, TTY_BACKGROUND_WRITE, TTY_BACKGROUND_WRITE_ORPHANED, TTY_PROCEED,
+    };
+    let read = match s.nr {
+        nr::read | nr::readv => true,
+        nr::write | nr::writev => false,
+        nr::ioctl => {
+            let req = s.args[1] as u32 as u64;
+            if !matches!(req, libc::TIOCSPGRP | libc::TCSETS | libc::TCSETSW | libc::TCSETSF) {
+                return None;
+            }
+            false
+        }
+        _ => return None,
+    };
+    if s.args[5] == TTY_PROCEED {
+        return None;
+    }
+    let orphaned = t.background(service.pid())?;
+    service.controlling_tty(s.args[0]).ok()?;
+    if matches!(s.nr, nr::write | nr::writev) && !service.tty_tostop(s.args[0]) {
+        return None;
+    }
+    Some(-match (read, orphaned) {
+        (true, true) => i64::from(libc::EIO),
+        (true, false) => TTY_BACKGROUND_READ,
+        (false, false) => TTY_BACKGROUND_WRITE,
+        (false, true) => TTY_BACKGROUND_WRITE_ORPHANED,
+    })
 }
 
 #[cfg(test)]

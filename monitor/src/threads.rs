@@ -532,6 +532,10 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         self.threads.procs.as_ref()?.tree.group_call(mem, pid, nr, args)
     }
 
+    fn background(&self, pid: u32) -> Option<bool> {
+        self.threads.procs.as_ref()?.tree.background(pid)
+    }
+
     fn terminal(
         &self,
         mem: &GuestMemory,

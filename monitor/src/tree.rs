@@ -630,6 +630,13 @@ impl Tree {
         }
     }
 
+    /// Whether `caller` is in a background group of the run's terminal
+    /// (`Some(orphaned)`), for the `SIGTTIN`/`SIGTTOU` checks of its
+    /// terminal calls ([`crate::procs::ProcessTree::background`]).
+    pub fn background(&self, caller: u32) -> Option<bool> {
+        lock(&self.table).background(caller)
+    }
+
     /// A signal the terminal sent `cabinc` (Ctrl-C: `SI_KERNEL`)
     /// while the program had put another process group than the root's in
     /// the terminal's foreground (`tcsetpgrp`): it goes to that group's

@@ -485,6 +485,17 @@ fn ignored(sig: u64) -> bool {
     act.handler == SIG_DFL && default_ignores(sig) && !blocked
 }
 
+/// Whether `sig` is blocked by the calling thread or ignored (`SIG_IGN`):
+/// the kernel's `is_ignored` for the terminal's job-control checks.
+pub(crate) fn blocked_or_ignored(sig: u64) -> bool {
+    if sig == 0 || sig > NSIG {
+        return false;
+    }
+    // SAFETY: a copy of one action (see `Book` for why reads do not race).
+    let act = unsafe { BOOK.get() }.actions[(sig - 1) as usize];
+    MASK.load(Ordering::SeqCst) & bit(sig) != 0 || act.handler == SIG_IGN
+}
+
 /// Marks `sig` pending for the process with `info` (unless it is ignored,
 /// or already pending: standard signals do not queue; real-time ones do,
 /// [`super::sigqueue`]) and raises the attention word when it can be

@@ -349,6 +349,17 @@ impl Service {
         Ok(())
     }
 
+    /// Whether descriptor `vfd` is the monitor's controlling terminal with
+    /// `TOSTOP` set in its modes (then a background process's `write` of it
+    /// is Linux's `SIGTTOU` case; docs/processes.md, "Job control").
+    pub fn tty_tostop(&self, vfd: u64) -> bool {
+        let Some(fd) = self.fds.host(vfd) else { return false };
+        // SAFETY: a zeroed termios is valid; tcgetattr writes one.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: writes one termios into `t`.
+        unsafe { libc::tcgetattr(fd, &mut t) == 0 && t.c_lflag & libc::TOSTOP != 0 }
+    }
+
     /// The CPUs the program may use (the session's placement, or the
     /// monitor's own affinity); ignored when empty.
     pub fn set_cpus(&mut self, cpus: Vec<usize>) {

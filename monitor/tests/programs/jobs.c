@@ -29,6 +29,7 @@ static const char *en(int e) {
     case EACCES: return "EACCES";
     case ENOTTY: return "ENOTTY";
     case EBADF: return "EBADF";
+    case EIO: return "EIO";
     default: return "other";
     }
 }
@@ -518,6 +519,157 @@ static int ctrlz(void) {
     return 0;
 }
 
+/* A child stopped (or not) by a job-control signal: what waitpid says. */
+static void stopped(const char *what, pid_t c) {
+    int st;
+    if (waitpid(c, &st, WUNTRACED) != c) {
+        printf("%s: no wait\n", what);
+    } else if (WIFSTOPPED(st)) {
+        printf("%s: stopped by %d\n", what, WSTOPSIG(st));
+    } else {
+        status(what, st);
+    }
+    fflush(stdout);
+}
+
+/* Reads or writes the terminal and says how it ended. */
+static void try_io(const char *what, int fd, int rd) {
+    char b[4];
+    errno = 0;
+    ssize_t n = rd ? read(fd, b, 1) : write(fd, "w\n", 2);
+    int e = errno;
+    printf("%s: %s, handler ran %d\n", what, n < 0 ? en(e) : "ok", (int)got);
+    fflush(stdout);
+}
+
+/* SIGTTIN and SIGTTOU (Linux's tty job control) for the background groups
+ * of the controlling terminal: a background read stops the reader until
+ * it is continued in the foreground, where the read is made again (the
+ * test types "x" once it sees "continued in the foreground"); SIGTTIN
+ * ignored or blocked: EIO; with a handler (no SA_RESTART): EINTR after it
+ * ran; with TOSTOP a background write stops the writer, or goes through
+ * with SIGTTOU ignored or blocked; a background tcsetpgrp stops the caller;
+ * a group orphaned by its parent's end gets EIO for the read and ENOTTY for
+ * tcsetpgrp. Run natively as the terminal's session leader. */
+static int ttin(void) {
+    /* A reader that is never stopped would wait for input forever: end
+     * with SIGALRM instead (the test then sees the difference). */
+    alarm(60);
+    signal(SIGTTOU, SIG_IGN);
+    int fd = 0, st, done[2];
+    pid_t g = getpgrp();
+    struct termios t;
+    pid_t c = fork();
+    if (c == 0) {
+        signal(SIGTTOU, SIG_DFL);
+        setpgid(0, 0);
+        char b[8] = {0};
+        ssize_t n = read(fd, b, sizeof b);
+        printf("child: read %d '%c'\n", (int)n, n > 0 ? b[0] : '?');
+        fflush(stdout);
+        _exit(0);
+    }
+    setpgid(c, c);
+    stopped("a background reader", c);
+    tcsetpgrp(fd, c);
+    kill(c, SIGCONT);
+    printf("continued in the foreground\n");
+    fflush(stdout);
+    waitpid(c, &st, 0);
+    status("the reader", st);
+    errno = 0;
+    /* From the background, SIGTTOU ignored: it goes through. */
+    printf("the foreground back, from the background: %s\n", tcsetpgrp(fd, g) ? en(errno) : "ok");
+    printf("the foreground is ours again: %d\n", tcgetpgrp(fd) == g);
+    fflush(stdout);
+
+    c = fork();
+    if (c == 0) {
+        setpgid(0, 0);
+        signal(SIGTTIN, SIG_IGN);
+        try_io("read, SIGTTIN ignored", fd, 1);
+        signal(SIGTTIN, SIG_DFL);
+        sigset_t m;
+        sigemptyset(&m);
+        sigaddset(&m, SIGTTIN);
+        sigprocmask(SIG_BLOCK, &m, NULL);
+        try_io("read, SIGTTIN blocked", fd, 1);
+        sigprocmask(SIG_UNBLOCK, &m, NULL);
+        handle(SIGTTIN, on_usr1, 0);
+        try_io("read, a handler", fd, 1);
+        /* Without TOSTOP a background write goes through. */
+        try_io("write without TOSTOP", fd, 0);
+        _exit(0);
+    }
+    setpgid(c, c);
+    waitpid(c, &st, 0);
+    status("the child", st);
+
+    tcgetattr(fd, &t);
+    t.c_lflag |= TOSTOP;
+    tcsetattr(fd, TCSANOW, &t);
+    c = fork();
+    if (c == 0) {
+        setpgid(0, 0);
+        try_io("TOSTOP write, SIGTTOU ignored", fd, 0);
+        signal(SIGTTOU, SIG_DFL);
+        sigset_t m;
+        sigemptyset(&m);
+        sigaddset(&m, SIGTTOU);
+        sigprocmask(SIG_BLOCK, &m, NULL);
+        try_io("TOSTOP write, SIGTTOU blocked", fd, 0);
+        sigprocmask(SIG_UNBLOCK, &m, NULL);
+        try_io("TOSTOP write", fd, 0);
+        _exit(0);
+    }
+    setpgid(c, c);
+    stopped("a background writer", c);
+    kill(c, SIGKILL);
+    waitpid(c, &st, 0);
+    status("the writer", st);
+    t.c_lflag &= ~TOSTOP;
+    tcsetattr(fd, TCSANOW, &t);
+
+    c = fork();
+    if (c == 0) {
+        signal(SIGTTOU, SIG_DFL);
+        setpgid(0, 0);
+        tcsetpgrp(fd, getpgrp());
+        _exit(0);
+    }
+    setpgid(c, c);
+    stopped("a background tcsetpgrp", c);
+    kill(c, SIGKILL);
+    waitpid(c, &st, 0);
+    printf("the foreground is still ours: %d\n", tcgetpgrp(fd) == g);
+    fflush(stdout);
+
+    /* An orphaned group: the grandchild's parent ends. */
+    if (pipe(done)) return 1;
+    c = fork();
+    if (c == 0) {
+        pid_t p = getpid();
+        if (fork() == 0) {
+            close(done[0]);
+            signal(SIGTTOU, SIG_DFL);
+            setpgid(0, 0);
+            while (getppid() == p)
+                usleep(1000);
+            try_io("orphaned: read", fd, 1);
+            errno = 0;
+            printf("orphaned: tcsetpgrp %s\n", tcsetpgrp(fd, getpgrp()) ? en(errno) : "ok");
+            fflush(stdout);
+            _exit(0);
+        }
+        _exit(0);
+    }
+    close(done[1]);
+    waitpid(c, &st, 0);
+    await(done[0]);
+    printf("the foreground is still ours: %d\n", tcgetpgrp(fd) == g);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -534,5 +686,6 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "tty")) return tty();
     if (!strcmp(c, "ctrlc")) return ctrlc();
     if (!strcmp(c, "ctrlz")) return ctrlz();
+    if (!strcmp(c, "ttin")) return ttin();
     return 2;
 }
