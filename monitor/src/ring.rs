@@ -968,7 +968,9 @@ fn background_tty(service: &Service, t: &dyn ThreadHost, s: &cabin_abi::ring::Su
         }
         _ => return None,
     };
-    if s.args[5] == TTY_PROCEED {
+    // Only the libos's second try of a `SIGTTOU` call (a read is never
+    // made again with it: a forged mark on a read is checked as any read).
+    if !read && s.args[5] == TTY_PROCEED {
         return None;
     }
     let orphaned = t.background(service.pid())?;
