@@ -317,9 +317,14 @@ impl Vcpus {
             st.threads = running;
             (st.slots[slot].parked.take(), done)
         };
-        for h in finished {
-            let _ = h.join();
-        }
+        // The host threads of ended vCPUs are joined by the new vCPU's
+        // thread once its own loop has ended, not here: a thread whose loop
+        // has ended may still be tearing down (its signal stack, its stack's
+        // `madvise`, the exit), and the creator's `clone` waited for that
+        // (docs/threads.md, "Creating a thread"). Each handle is joined by
+        // exactly one later thread, and `wait_all` joins the last ones (a
+        // host thread that cannot be started, or a panic in one, drops the
+        // handles it carried: threads whose loop has ended, detached).
         // The vCPU is set up here, on the calling thread (KVM takes a vCPU's
         // ioctls from any thread), so the answer does not wait for the new
         // host thread to be scheduled: on a loaded host that wait was most
@@ -327,6 +332,7 @@ impl Vcpus {
         let fd = match self.prepare(slot, parked, &start) {
             Ok(fd) => fd,
             Err((e, fd)) => {
+                self.lock().threads.extend(finished);
                 self.unreserve(slot, fd);
                 return Err(SpawnError::Setup { slot, why: e.to_string() });
             }
@@ -345,6 +351,10 @@ impl Vcpus {
             cabin_monitor::watch::set_serving_slot(slot);
             if let Ok(fd) = rx.recv() {
                 this.run_with_service(slot, fd, service);
+            }
+            drop(this);
+            for h in finished {
+                let _ = h.join();
             }
         });
         match spawned {
