@@ -282,7 +282,7 @@ impl Vcpus {
         }
         start.check().map_err(|e| SpawnError::Setup { slot, why: e.to_string() })?;
         let service = self.factory.service(slot)?;
-        let (parked, finished) = {
+        let parked = {
             let mut st = self.lock();
             let deadline = Instant::now() + wait;
             loop {
@@ -310,21 +310,8 @@ impl Vcpus {
             st.slots[slot].clear_tid = clear_tid;
             st.live += 1;
             st.started += 1;
-            // Reap the host threads of vCPUs that have ended (bounded
-            // memory for a program that starts and joins threads forever).
-            let (done, running): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut st.threads).into_iter().partition(|h| h.is_finished());
-            st.threads = running;
-            (st.slots[slot].parked.take(), done)
+            st.slots[slot].parked.take()
         };
-        // The host threads of ended vCPUs are joined by the new vCPU's
-        // thread once its own loop has ended, not here: a thread whose loop
-        // has ended may still be tearing down (its signal stack, its stack's
-        // `madvise`, the exit), and the creator's `clone` waited for that
-        // (docs/threads.md, "Creating a thread"). Each handle is joined by
-        // exactly one later thread, and `wait_all` joins the last ones (a
-        // host thread that cannot be started, or a panic in one, drops the
-        // handles it carried: threads whose loop has ended, detached).
         // The vCPU is set up here, on the calling thread (KVM takes a vCPU's
         // ioctls from any thread), so the answer does not wait for the new
         // host thread to be scheduled: on a loaded host that wait was most
@@ -332,7 +319,6 @@ impl Vcpus {
         let fd = match self.prepare(slot, parked, &start) {
             Ok(fd) => fd,
             Err((e, fd)) => {
-                self.lock().threads.extend(finished);
                 self.unreserve(slot, fd);
                 return Err(SpawnError::Setup { slot, why: e.to_string() });
             }
@@ -352,10 +338,7 @@ impl Vcpus {
             if let Ok(fd) = rx.recv() {
                 this.run_with_service(slot, fd, service);
             }
-            drop(this);
-            for h in finished {
-                let _ = h.join();
-            }
+            this.reap();
         });
         match spawned {
             Ok(h) => {
@@ -372,6 +355,28 @@ impl Vcpus {
                 self.unreserve(slot, Some(fd));
                 Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") })
             }
+        }
+    }
+
+    /// Joins the host threads of vCPUs whose loop has ended. Called by a
+    /// vCPU thread once its own loop has ended, never on a thread's start:
+    /// a thread whose loop has ended may still be tearing down (its signal
+    /// stack, glibc's `madvise` of its stack, the exit), and the creator's
+    /// `clone` used to wait for that (docs/threads.md, "KVM: one vCPU per
+    /// thread"). Each handle is taken out under the lock, so it is joined
+    /// once; the caller's own is not finished yet; `wait_all` joins the
+    /// rest. Memory stays bounded for a program that starts and joins
+    /// threads forever: every thread's end reaps those ended before it.
+    fn reap(&self) {
+        let done: Vec<_> = {
+            let mut st = self.lock();
+            let (done, running): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut st.threads).into_iter().partition(|h| h.is_finished());
+            st.threads = running;
+            done
+        };
+        for h in done {
+            let _ = h.join();
         }
     }
 
