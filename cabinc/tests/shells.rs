@@ -208,9 +208,9 @@ fn root_exec_keeps_the_runs_limits() {
 /// waits for.
 fn children_cpu_ms(f: impl FnOnce()) -> u64 {
     let used = || {
-        // SAFETY: getrusage fills the zeroed struct it is given.
+        // SAFETY: an all-zero rusage is a valid value.
         let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: writes one rusage into `r`.
+        // SAFETY: getrusage writes only the struct it is given.
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
         let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
         ms(r.ru_utime) + ms(r.ru_stime)

@@ -388,6 +388,10 @@ pub struct Worker {
     /// Turns a slot's site hint into the call site (read only when the gate
     /// asks for a site: a refusal or a trace record).
     sites: SiteMap,
+    /// The last submission served was a thread's start or exit
+    /// (`SUB_THREAD`): the worker then sleeps without its idle spin
+    /// ([`Worker::run`]).
+    after_thread_op: bool,
 }
 
 /// Whether the calling thread was preempted during a spin: its involuntary
@@ -477,6 +481,7 @@ impl Worker {
             adaptive: false,
             serving: Arc::default(),
             sites: SiteMap::default(),
+            after_thread_op: false,
         }
     }
 
@@ -533,7 +538,15 @@ impl Worker {
             match self.serve_available(mem, shared, threads) {
                 Err(why) => return self.end_with(why, shared),
                 Ok(n) if n > 0 => {
-                    idle_since = None;
+                    // After a thread's exit its ring has no thread; after a
+                    // start the creator goes on (process backend: it did
+                    // not wait) or parks its next call anyway (KVM), and
+                    // the new thread wants a CPU: a spin here only takes
+                    // one from the program (on a 2-CPU host, create+join
+                    // paid two 20 µs spins per thread). Sleep at once: the
+                    // next submission rings the doorbell.
+                    idle_since =
+                        if self.after_thread_op { Instant::now().checked_sub(self.spin) } else { None };
                     idle_spins = 0;
                     continue;
                 }
@@ -675,6 +688,7 @@ impl Worker {
                 _ => Kind::Call,
             };
             let result = self.serve_one(mem, shared, threads, &s, kind, trapped)?;
+            self.after_thread_op = thread;
             self.stats.forwarded += 1;
             if trapped {
                 self.stats.trapped += 1;
@@ -1054,6 +1068,49 @@ mod tests {
         assert_eq!(r.read_completion(0).result, -(libc::ENOSYS as i64));
         assert_eq!(r.read_completion(1).result, -(libc::ECHILD as i64));
         assert_eq!(r.read_completion(2).result, -(libc::ENOSYS as i64));
+    }
+
+    /// After a thread's exit or start (`SUB_THREAD`) the worker sleeps at
+    /// once instead of polling for its spin (docs/threads.md, "Waiting"):
+    /// with a 30 s spin it must be asleep on its doorbell within 2 s of
+    /// serving either, while after an ordinary call it still polls.
+    #[test]
+    fn a_worker_sleeps_at_once_after_a_thread_exit_or_start() {
+        let asleep_within = |r: &RingPtr, d: Duration| {
+            let t0 = Instant::now();
+            while t0.elapsed() < d {
+                if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            false
+        };
+        for (nr, flags, sleeps) in [
+            (libc::SYS_exit, SUB_THREAD, true),
+            (libc::SYS_clone, SUB_THREAD, true),
+            (libc::SYS_getppid, 0, false),
+        ] {
+            let (_a, r, s) = setup();
+            let m = test_memory();
+            let mut w = Worker::new(r);
+            w.spin = Duration::from_secs(30);
+            let stop = w.stop_handle();
+            r.publish_submission(0, flags, nr as u64, &[0; 6]);
+            r.sq_tail().store(1, Ordering::SeqCst);
+            std::thread::scope(|scope| {
+                let h = scope.spawn(|| w.run(&m, &s, None));
+                while !r.completion_ready(0) {
+                    std::thread::yield_now();
+                }
+                let wait = if sleeps { Duration::from_secs(2) } else { Duration::from_millis(300) };
+                let asleep = asleep_within(&r, wait);
+                // Stopped either way (a spinning worker sees the flag).
+                stop.stop();
+                assert_eq!(h.join().ok(), Some(WorkerEnd::Stopped));
+                assert_eq!(asleep, sleeps, "nr {nr} flags {flags:#x}: asleep");
+            });
+        }
     }
 
     #[test]

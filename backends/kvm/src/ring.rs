@@ -37,6 +37,10 @@ fn futex(addr: *mut u32, op: i32, val: u32, timeout: Option<Duration>) {
     }
 }
 
+/// Polls of the completion queue before a gate call's vCPU thread sleeps:
+/// the call was put on the ring here, nobody spun for it yet.
+const GATE_SPINS: u32 = 2000;
+
 /// Shared between the vCPU threads and the threads that stop them (ring
 /// workers, the session's stopper, watchdogs).
 #[derive(Debug)]
@@ -199,10 +203,11 @@ impl RingGate {
     }
 
     /// Sleeps until the completion queue has an entry past `head`, the ring
-    /// is dead, or the worker ended. Returns false in the last two cases.
-    fn wait_completion(&self, head: u32) -> bool {
+    /// is dead, or the worker ended, after a spin of `spins` polls. Returns
+    /// false in the last two cases.
+    fn wait_completion(&self, head: u32, spins: u32) -> bool {
         let r = self.ring;
-        for _ in 0..2000 {
+        for _ in 0..spins {
             if r.completion_ready(head) {
                 return true;
             }
@@ -244,7 +249,7 @@ impl RingGate {
         r.publish_submission(tail, SUB_TRAPPED, nr, &args);
         r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
         self.wake_worker();
-        if !self.wait_completion(cq_head) {
+        if !self.wait_completion(cq_head, GATE_SPINS) {
             return Served::Violation(self.shared.violation());
         }
         let c = r.read_completion(cq_head);
@@ -286,7 +291,12 @@ impl SyscallService for RingGate {
         if wait {
             self.doorbell_waits += 1;
             let head = self.ring.cq_head().load(Ordering::SeqCst);
-            if !self.wait_completion(head) {
+            // No spin: the libos parks only after its own spin ran out, or
+            // at once for a call known to take longer than a spin (a
+            // thread start, a futex wait); a second spin here, ~50 µs of
+            // `pause` on this host, only kept the CPU from the worker that
+            // serves the call (docs/threads.md, "Waiting").
+            if !self.wait_completion(head, 0) {
                 return Served::Violation(self.shared.violation());
             }
         }

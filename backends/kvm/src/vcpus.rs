@@ -282,7 +282,7 @@ impl Vcpus {
         }
         start.check().map_err(|e| SpawnError::Setup { slot, why: e.to_string() })?;
         let service = self.factory.service(slot)?;
-        let (parked, finished) = {
+        let parked = {
             let mut st = self.lock();
             let deadline = Instant::now() + wait;
             loop {
@@ -310,16 +310,8 @@ impl Vcpus {
             st.slots[slot].clear_tid = clear_tid;
             st.live += 1;
             st.started += 1;
-            // Reap the host threads of vCPUs that have ended (bounded
-            // memory for a program that starts and joins threads forever).
-            let (done, running): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut st.threads).into_iter().partition(|h| h.is_finished());
-            st.threads = running;
-            (st.slots[slot].parked.take(), done)
+            st.slots[slot].parked.take()
         };
-        for h in finished {
-            let _ = h.join();
-        }
         // The vCPU is set up here, on the calling thread (KVM takes a vCPU's
         // ioctls from any thread), so the answer does not wait for the new
         // host thread to be scheduled: on a loaded host that wait was most
@@ -346,6 +338,7 @@ impl Vcpus {
             if let Ok(fd) = rx.recv() {
                 this.run_with_service(slot, fd, service);
             }
+            this.reap();
         });
         match spawned {
             Ok(h) => {
@@ -362,6 +355,28 @@ impl Vcpus {
                 self.unreserve(slot, Some(fd));
                 Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") })
             }
+        }
+    }
+
+    /// Joins the host threads of vCPUs whose loop has ended. Called by a
+    /// vCPU thread once its own loop has ended, never on a thread's start:
+    /// a thread whose loop has ended may still be tearing down (its signal
+    /// stack, glibc's `madvise` of its stack, the exit), and the creator's
+    /// `clone` used to wait for that (docs/threads.md, "KVM: one vCPU per
+    /// thread"). Each handle is taken out under the lock, so it is joined
+    /// once; the caller's own is not finished yet; `wait_all` joins the
+    /// rest. Memory stays bounded for a program that starts and joins
+    /// threads forever: every thread's end reaps those ended before it.
+    fn reap(&self) {
+        let done: Vec<_> = {
+            let mut st = self.lock();
+            let (done, running): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut st.threads).into_iter().partition(|h| h.is_finished());
+            st.threads = running;
+            done
+        };
+        for h in done {
+            let _ = h.join();
         }
     }
 
