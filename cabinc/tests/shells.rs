@@ -208,8 +208,9 @@ fn root_exec_keeps_the_runs_limits() {
 /// waits for.
 fn children_cpu_ms(f: impl FnOnce()) -> u64 {
     let used = || {
-        // SAFETY: getrusage fills the zeroed struct it is given.
+        // SAFETY: rusage is plain data; zeroed is a valid value.
         let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage fills the struct it is given.
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
         let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
         ms(r.ru_utime) + ms(r.ru_stime)
