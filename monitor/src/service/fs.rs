@@ -1552,14 +1552,7 @@ impl FsPolicy {
     /// system (major 0: `/proc`, `/sys`, ...), one on the hidden image
     /// cache's device, a file grant, an error other than `ENOENT`.
     fn look_in_root(&self, abs: &[u8], follow: bool) -> Option<Result<libc::stat, PathError>> {
-        if self.file_grant(abs).is_some() {
-            return None;
-        }
-        let (d, rel) = self.locate(abs)?;
-        if rel.contains(&b'/') || rel == b"." || rel == b".." || rel.is_empty() {
-            return None;
-        }
-        let name = cstring(&rel).ok()?;
+        let (d, name) = self.root_name(abs)?;
         // SAFETY: stat is plain data; zeroed is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstatat reads the NUL-terminated name and writes `st`.
@@ -1570,12 +1563,60 @@ impl FsPolicy {
                 _ => None,
             };
         }
-        let pseudo = libc::major(st.st_dev) == 0;
-        let near_hidden = self.hidden.as_ref().is_some_and(|h| st.st_dev == h.id.0);
-        if (follow && is(&st, libc::S_IFLNK)) || pseudo || near_hidden {
+        self.decides_alone(follow, st.st_mode, st.st_dev).then_some(Ok(st))
+    }
+
+    /// `statx` of `abs` in one host call when it is one plain name in a
+    /// tree's root, on the terms of [`FsPolicy::look`] (`None`: take the
+    /// general path). `sync` is the program's `AT_STATX_SYNC_TYPE` bits,
+    /// `mask` its mask (`STATX_TYPE` is added: the decision needs it, and
+    /// the kernel reports the basic fields whatever the mask).
+    pub fn statx_in_root(
+        &self,
+        abs: &[u8],
+        follow: bool,
+        sync: i32,
+        mask: u32,
+    ) -> Option<Result<libc::statx, PathError>> {
+        let (d, name) = self.root_name(abs)?;
+        // SAFETY: statx is plain data; zeroed is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let flags = libc::AT_SYMLINK_NOFOLLOW | (sync & libc::AT_STATX_SYNC_TYPE);
+        // SAFETY: statx reads the NUL-terminated name and writes `stx`.
+        let r =
+            unsafe { libc::statx(d.fd.as_raw_fd(), name.as_ptr(), flags, mask | libc::STATX_TYPE, &mut stx) };
+        if r < 0 {
+            return match last_errno() {
+                libc::ENOENT => Some(Err(PathError::Errno(libc::ENOENT))),
+                _ => None,
+            };
+        }
+        let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+        self.decides_alone(follow, stx.stx_mode as libc::mode_t, dev).then_some(Ok(stx))
+    }
+
+    /// `abs` as a tree's root and one plain name in it (no `/`, `.` or
+    /// `..`; not a file grant), for the one-call looks.
+    fn root_name(&self, abs: &[u8]) -> Option<(&AllowedDir, CString)> {
+        if self.file_grant(abs).is_some() {
             return None;
         }
-        Some(Ok(st))
+        let (d, rel) = self.locate(abs)?;
+        if rel.contains(&b'/') || rel == b"." || rel == b".." || rel.is_empty() {
+            return None;
+        }
+        Some((d, cstring(&rel).ok()?))
+    }
+
+    /// Whether a look taken without following, which found an object of
+    /// this mode on this device, decides alone: not a symbolic link to
+    /// follow, not on a pseudo file system (major 0: `/proc`, `/sys`, ...
+    /// need `fstatfs`), not on the hidden image cache's device.
+    fn decides_alone(&self, follow: bool, mode: libc::mode_t, dev: u64) -> bool {
+        let link = mode & libc::S_IFMT == libc::S_IFLNK;
+        let pseudo = libc::major(dev) == 0;
+        let near_hidden = self.hidden.as_ref().is_some_and(|h| dev == h.id.0);
+        !((follow && link) || pseudo || near_hidden)
     }
 
     /// Whether `abs` lies under a writable allowed dir (by its spelling).
@@ -3028,8 +3069,20 @@ mod tests {
             for follow in [true, false] {
                 let want = p.inspect(&abs, follow).map(|(_, st)| (st.st_dev, st.st_ino, st.st_mode));
                 assert_eq!(looked(&p, &abs, follow), want, "{name} follow {follow}");
+                if let Some(r) = p.statx_in_root(&abs, follow, 0, libc::STATX_BASIC_STATS) {
+                    let got = r.map(|x| {
+                        (libc::makedev(x.stx_dev_major, x.stx_dev_minor), x.stx_ino, x.stx_mode as u32)
+                    });
+                    assert_eq!(got, want, "statx {name} follow {follow}");
+                }
             }
         }
+        // statx of a plain name in the root is the one-call look.
+        let f = b(&allowed.join("f"));
+        assert!(p.statx_in_root(&f, true, 0, libc::STATX_BASIC_STATS).is_some_and(|r| r.is_ok()));
+        let missing = b(&allowed.join("missing"));
+        let r = p.statx_in_root(&missing, true, 0, libc::STATX_BASIC_STATS);
+        assert_eq!(r.map(|r| r.err()), Some(Some(PathError::Errno(libc::ENOENT))));
         // The escaping links are refused when followed, looked at when not.
         let abs = b(&allowed.join("abs"));
         assert!(matches!(p.look(&abs, true), Err(PathError::Denied(_))));

@@ -297,4 +297,44 @@ fn fifo_open(b: Backend) {
     assert_eq!(o.last(), "ok through the fifo", "{:?}", o.lines);
 }
 
-on_both_backends!(proc_self_is_not_the_monitor, devices_outside_the_safe_list, device_swap_race, fifo_open);
+/// `statx` of a name in a tree's root (one host call when the look alone
+/// decides) answers as `stat` does: links that leave the tree are refused
+/// when followed, `/proc/self` is refused in a `/proc` tree.
+fn statx_in_a_tree_root(b: Backend) {
+    if pathprobe::image().is_none() {
+        return;
+    }
+    let (_t, r) = pathprobe::tempdir();
+    let w = r.join("w");
+    std::fs::create_dir(&w).expect("w");
+    std::fs::write(w.join("f"), "abc").expect("f");
+    std::fs::write(r.join("secret"), "SECRET").expect("secret");
+    std::os::unix::fs::symlink(r.join("secret"), w.join("abs")).expect("abs");
+    std::os::unix::fs::symlink("../secret", w.join("up")).expect("up");
+    std::os::unix::fs::symlink("f", w.join("good")).expect("good");
+    std::os::unix::fs::symlink("/proc/self/root", w.join("magic")).expect("magic");
+    let wd = w.to_str().expect("utf-8");
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (format!("statx {wd}/f"), Some("ok size=3 ")),
+        (format!("statx {wd}/good"), Some("ok size=3 ")),
+        (format!("lstatx {wd}/abs"), Some("ok ")),
+        (format!("statx {wd}/abs"), None),
+        (format!("statx {wd}/up"), None),
+        (format!("statx {wd}/magic"), None),
+        (format!("statx {wd}/missing"), Some("err 2")),
+    ];
+    let mut problems = Vec::new();
+    table(b, &cfg(&[wd], &[]), &cases, &mut problems);
+    let procs: Vec<(String, Option<&str>)> =
+        vec![("statx /proc/self".into(), None), ("statx /proc/cpuinfo".into(), Some("ok "))];
+    table(b, &cfg(&["/proc"], &[]), &procs, &mut problems);
+    assert!(problems.is_empty(), "on {b:?}:\n{}", problems.join("\n"));
+}
+
+on_both_backends!(
+    proc_self_is_not_the_monitor,
+    devices_outside_the_safe_list,
+    device_swap_race,
+    fifo_open,
+    statx_in_a_tree_root
+);
