@@ -425,6 +425,37 @@ fn notices_only_with_verbose() {
     assert_eq!(text(&o).1.matches("cabin: backend").count(), 1, "{}", describe(&o));
 }
 
+/// `-v` says per tree how device opens are kept out: by the kernel (a
+/// nodev clone of the tree's mount, which root can always make) or by the
+/// monitor's probe (a pseudo file system such as `/proc`).
+#[test]
+fn verbose_says_how_device_opens_are_refused() {
+    let t = tempdir();
+    let (_, img) = image(t.path(), "exit3", EXIT3);
+    let data = t.path().canonicalize().expect("canonical").join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let o = cabinc()
+        .args(["run", "-v", "--backend", "process", "--allow-read"])
+        .arg(&data)
+        .args(["--allow-read", "/proc"])
+        .arg(&img)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+    let err = text(&o).1;
+    let tree = format!("cabin: device opens in {}: refused by the ", data.display());
+    assert!(err.contains(&tree), "{}", describe(&o));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(err.contains(&format!("{tree}kernel (")), "{}", describe(&o));
+    }
+    assert!(
+        err.contains("cabin: device opens in /proc: refused by the probe (a pseudo file system"),
+        "{}",
+        describe(&o)
+    );
+}
+
 /// A policy generated from a trace grants no `.` for an empty-path
 /// `newfstatat`, no `/proc/self` for a failed readlink, the file read (not
 /// its directory), and directories only where the run used them.

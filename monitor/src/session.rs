@@ -94,6 +94,12 @@ impl<'a> Session<'a> {
         policy.set_image_cache(cfg.image_cache.clone());
         // The image cache is never the program's, even inside its trees.
         policy.hide_image_cache();
+        if !cfg.quiet {
+            // Which way each tree's opens keep device nodes out (docs/policy.md).
+            for g in policy.guards() {
+                eprintln!("cabin: device opens in {g}");
+            }
+        }
         let mut service = Service::with_stdio(policy, cwd, 0, cfg.stdio.unwrap_or([0, 1, 2]));
         service.set_network(Network::new(std::sync::Arc::new(cfg.network.clone())));
         let timers = std::sync::Arc::new(crate::timers::Timers::default());

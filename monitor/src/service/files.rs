@@ -40,7 +40,19 @@ pub(super) fn newfstatat(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sy
 }
 
 pub(super) fn statx(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
-    let t = s.target(mem, a[0], a[1], a[2] as i32)?;
+    let path = s.read_path(mem, a[1])?;
+    let at = a[2] as i32;
+    if !path.is_empty() || at & libc::AT_EMPTY_PATH == 0 {
+        // A name in a tree's root: one host call (fs::FsPolicy::statx_in_root).
+        let abs = s.absolute(a[0], &path)?;
+        let follow = at & libc::AT_SYMLINK_NOFOLLOW == 0;
+        if let Some(r) = s.policy.statx_in_root(&abs, follow, at, a[3] as u32) {
+            let stx = r.map_err(|e| s.path_fail(e, Some(&path), &abs))?;
+            mem.write(a[4], pod_bytes(&stx))?;
+            return Ok(0);
+        }
+    }
+    let t = s.target_path(a[0], &path, at)?;
     // SAFETY: statx is plain data; zeroed is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     let flags = libc::AT_EMPTY_PATH | (a[2] as i32 & libc::AT_STATX_SYNC_TYPE);

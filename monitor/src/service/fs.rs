@@ -153,12 +153,39 @@ pub struct AllowedDir {
     /// Where it lies on the host, for the trace (a view's tree lies at
     /// another program path; a tmpfs is `tmpfs:SIZE`).
     host: Vec<u8>,
+    /// What keeps device nodes from being opened for a read-only open.
+    guard: DeviceGuard,
 }
 
 impl AllowedDir {
     /// `openat2` of `rel` from this tree's root, never leaving it.
     fn open2(&self, rel: &CString, flags: i32, mode: u32) -> Result<OwnedFd, PathError> {
         openat2_scoped(self.fd.as_raw_fd(), rel, flags, mode, self.in_root)
+    }
+}
+
+/// What keeps a read-only open in a tree from opening a device node
+/// other than the safe list (module docs, "Opens through a nodev mount").
+#[derive(Debug)]
+enum DeviceGuard {
+    /// The kernel: this is a descriptor of the tree's root on a mount
+    /// that refuses every device open (`nodev`: the tree's own mount, or
+    /// a detached clone of it made `MOUNT_ATTR_NODEV` at start), and the
+    /// tree's file system is no pseudo file system. An open resolved from
+    /// it with `RESOLVE_NO_XDEV` never leaves that mount, so it opens no
+    /// device and nothing on `/proc`, `/sys`, ...: one `openat2`.
+    Kernel(OwnedFd, &'static str),
+    /// The monitor's probe (`openat2(O_PATH)`, `fstat`, the check, the
+    /// re-open through `/proc/self/fd`), for this reason.
+    Probe(&'static str),
+}
+
+impl DeviceGuard {
+    /// How this tree's opens are guarded, for `cabinc run --verbose`.
+    fn describe(&self) -> &'static str {
+        match self {
+            DeviceGuard::Kernel(_, how) | DeviceGuard::Probe(how) => how,
+        }
     }
 }
 
@@ -489,6 +516,8 @@ struct OpenHow {
 /// `openat2`'s `RESOLVE_NO_MAGICLINKS`.
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_BENEATH: u64 = 0x08;
+/// `openat2`'s `RESOLVE_NO_XDEV`: no mount point is crossed.
+const RESOLVE_NO_XDEV: u64 = 0x01;
 /// `openat2`'s `RESOLVE_IN_ROOT`.
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
@@ -586,6 +615,7 @@ impl FsPolicy {
                         write: w,
                         in_root: false,
                         host: c.as_bytes().to_vec(),
+                        guard: UNSET,
                     });
                     continue;
                 }
@@ -655,8 +685,14 @@ impl FsPolicy {
             let dir = is(&st, libc::S_IFDIR);
             mount_points.push((comps.clone(), dir));
             if dir {
-                let d =
-                    AllowedDir { comps, fd, write: !b.readonly, in_root: false, host: c.as_bytes().to_vec() };
+                let d = AllowedDir {
+                    comps,
+                    fd,
+                    write: !b.readonly,
+                    in_root: false,
+                    host: c.as_bytes().to_vec(),
+                    guard: UNSET,
+                };
                 put_dir(&mut dirs, &mut files, d);
             } else {
                 let f = grant_file(&c, &st, comps.clone(), !b.readonly).map_err(err)?;
@@ -670,7 +706,11 @@ impl FsPolicy {
             let fd = make_tmpfs(t.size).map_err(|source| FsError::Tmpfs { path: t.dst.clone(), source })?;
             mount_points.push((comps.clone(), true));
             let host = format!("tmpfs:{}", t.size).into_bytes();
-            put_dir(&mut dirs, &mut files, AllowedDir { comps, fd, write: true, in_root: false, host });
+            put_dir(
+                &mut dirs,
+                &mut files,
+                AllowedDir { comps, fd, write: true, in_root: false, host, guard: UNSET },
+            );
         }
         let root = match &view.root {
             Some(r) => {
@@ -685,6 +725,7 @@ impl FsPolicy {
                     write: !view.root_readonly,
                     in_root: true,
                     host: c.as_bytes().to_vec(),
+                    guard: UNSET,
                 }
             }
             None => {
@@ -701,6 +742,7 @@ impl FsPolicy {
                     write: false,
                     in_root: true,
                     host: b"(empty root)".to_vec(),
+                    guard: UNSET,
                 }
             }
         };
@@ -713,6 +755,7 @@ impl FsPolicy {
         // Longest first, so the most specific dir decides; on equal paths a
         // write grant wins over a read grant.
         dirs.sort_by(|a, b| b.comps.len().cmp(&a.comps.len()).then(b.write.cmp(&a.write)));
+        device_guards(&mut dirs);
         let mut roots: Vec<(u64, u64, bool)> = Vec::new();
         for d in &dirs {
             let st = fstat(d.fd.as_raw_fd()).map_err(|_| FsError::Fstat(std::io::Error::last_os_error()))?;
@@ -925,6 +968,16 @@ impl FsPolicy {
         let spelled = components(dir.as_os_str().as_encoded_bytes());
         if !spelled.iter().any(|c| c == b"..") && !spellings.contains(&spelled) {
             spellings.push(spelled);
+        }
+        // Opens through a nodev clone look at nothing: a tree whose root
+        // holds the cache (or lies in it) keeps the probe, which does.
+        let cache = components(c.as_bytes());
+        for d in &mut self.dirs {
+            let host = components(&d.host);
+            let prefix = |a: &[Vec<u8>], b: &[Vec<u8>]| a.len() <= b.len() && b[..a.len()] == a[..];
+            if d.host.first() == Some(&b'/') && (prefix(&host, &cache) || prefix(&cache, &host)) {
+                d.guard = DeviceGuard::Probe("refused by the probe (the tree holds the hidden image cache)");
+            }
         }
         self.hidden = Some(Hidden {
             path: c.as_bytes().to_vec(),
@@ -1244,6 +1297,9 @@ impl FsPolicy {
             Some(true)
         };
         let rel = cstring(&rel)?;
+        if let Some(fd) = self.open_guarded(d, &rel, flags)? {
+            return Ok(Opened { fd, change });
+        }
         if flags & (libc::O_PATH | libc::O_DIRECTORY) != 0 {
             // O_PATH opens nothing, and O_DIRECTORY never opens a device
             // (the kernel checks it first): open directly, then look.
@@ -1263,6 +1319,37 @@ impl FsPolicy {
             return Err(PathError::Errno(libc::ELOOP));
         }
         Ok(Opened { fd: self.reopen(&probe, flags)?, change })
+    }
+
+    /// A read-only open of `rel` in tree `d` in one host call, where the
+    /// kernel keeps devices out ([`DeviceGuard::Kernel`]): `openat2` from
+    /// the tree's nodev root with the program's flags (and `O_NOCTTY`),
+    /// scoped like every other resolution and `RESOLVE_NO_XDEV`, so that
+    /// the object lies on the tree's own mount (no device opens there, no
+    /// pseudo file system, and the image cache is not below the root:
+    /// [`FsPolicy::hide_image_cache`]). `Ok(None)`: take the general path,
+    /// which then decides alone (and names a refusal): the tree has no
+    /// such guard, or the kernel said anything but `ENOENT`/`ENOTDIR`
+    /// (`EACCES` of a device node, `EXDEV` of a mount point or an escape,
+    /// `ELOOP`, `EINVAL` of a flag `openat2` refuses, ...).
+    fn open_guarded(&self, d: &AllowedDir, rel: &CString, flags: i32) -> Result<Option<OwnedFd>, PathError> {
+        let DeviceGuard::Kernel(root, _) = &d.guard else { return Ok(None) };
+        let scope = if d.in_root { RESOLVE_IN_ROOT } else { RESOLVE_BENEATH };
+        let resolve = scope | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+        match openat2(root.as_raw_fd(), rel, flags | libc::O_NOCTTY, 0, resolve) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e @ (libc::ENOENT | libc::ENOTDIR)) => Err(PathError::Errno(e)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// How each tree's read-only opens keep devices out (for `cabinc run
+    /// --verbose`): one line per tree, its host path and the guard.
+    pub fn guards(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .map(|d| format!("{}: {}", String::from_utf8_lossy(&d.host), d.guard.describe()))
+            .collect()
     }
 
     /// Opens `abs` for writing, creating or truncating: the object (or,
@@ -1465,14 +1552,7 @@ impl FsPolicy {
     /// system (major 0: `/proc`, `/sys`, ...), one on the hidden image
     /// cache's device, a file grant, an error other than `ENOENT`.
     fn look_in_root(&self, abs: &[u8], follow: bool) -> Option<Result<libc::stat, PathError>> {
-        if self.file_grant(abs).is_some() {
-            return None;
-        }
-        let (d, rel) = self.locate(abs)?;
-        if rel.contains(&b'/') || rel == b"." || rel == b".." || rel.is_empty() {
-            return None;
-        }
-        let name = cstring(&rel).ok()?;
+        let (d, name) = self.root_name(abs)?;
         // SAFETY: stat is plain data; zeroed is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstatat reads the NUL-terminated name and writes `st`.
@@ -1483,12 +1563,60 @@ impl FsPolicy {
                 _ => None,
             };
         }
-        let pseudo = libc::major(st.st_dev) == 0;
-        let near_hidden = self.hidden.as_ref().is_some_and(|h| st.st_dev == h.id.0);
-        if (follow && is(&st, libc::S_IFLNK)) || pseudo || near_hidden {
+        self.decides_alone(follow, st.st_mode, st.st_dev).then_some(Ok(st))
+    }
+
+    /// `statx` of `abs` in one host call when it is one plain name in a
+    /// tree's root, on the terms of [`FsPolicy::look`] (`None`: take the
+    /// general path). `sync` is the program's `AT_STATX_SYNC_TYPE` bits,
+    /// `mask` its mask (`STATX_TYPE` is added: the decision needs it, and
+    /// the kernel reports the basic fields whatever the mask).
+    pub fn statx_in_root(
+        &self,
+        abs: &[u8],
+        follow: bool,
+        sync: i32,
+        mask: u32,
+    ) -> Option<Result<libc::statx, PathError>> {
+        let (d, name) = self.root_name(abs)?;
+        // SAFETY: statx is plain data; zeroed is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let flags = libc::AT_SYMLINK_NOFOLLOW | (sync & libc::AT_STATX_SYNC_TYPE);
+        // SAFETY: statx reads the NUL-terminated name and writes `stx`.
+        let r =
+            unsafe { libc::statx(d.fd.as_raw_fd(), name.as_ptr(), flags, mask | libc::STATX_TYPE, &mut stx) };
+        if r < 0 {
+            return match last_errno() {
+                libc::ENOENT => Some(Err(PathError::Errno(libc::ENOENT))),
+                _ => None,
+            };
+        }
+        let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+        self.decides_alone(follow, stx.stx_mode as libc::mode_t, dev).then_some(Ok(stx))
+    }
+
+    /// `abs` as a tree's root and one plain name in it (no `/`, `.` or
+    /// `..`; not a file grant), for the one-call looks.
+    fn root_name(&self, abs: &[u8]) -> Option<(&AllowedDir, CString)> {
+        if self.file_grant(abs).is_some() {
             return None;
         }
-        Some(Ok(st))
+        let (d, rel) = self.locate(abs)?;
+        if rel.contains(&b'/') || rel == b"." || rel == b".." || rel.is_empty() {
+            return None;
+        }
+        Some((d, cstring(&rel).ok()?))
+    }
+
+    /// Whether a look taken without following, which found an object of
+    /// this mode on this device, decides alone: not a symbolic link to
+    /// follow, not on a pseudo file system (major 0: `/proc`, `/sys`, ...
+    /// need `fstatfs`), not on the hidden image cache's device.
+    fn decides_alone(&self, follow: bool, mode: libc::mode_t, dev: u64) -> bool {
+        let link = mode & libc::S_IFMT == libc::S_IFLNK;
+        let pseudo = libc::major(dev) == 0;
+        let near_hidden = self.hidden.as_ref().is_some_and(|h| dev == h.id.0);
+        !((follow && link) || pseudo || near_hidden)
     }
 
     /// Whether `abs` lies under a writable allowed dir (by its spelling).
@@ -1750,11 +1878,22 @@ fn decimal(mut n: u64, buf: &mut [u8; 24]) -> &std::ffi::CStr {
     std::ffi::CStr::from_bytes_with_nul(&buf[i..]).unwrap_or(c"4096")
 }
 
-/// [`make_tmpfs`] without CAP_SYS_ADMIN: a forked child enters a user and
-/// mount namespace of its own (mapping its uid and gid to themselves, so
-/// the monitor owns what it creates), makes the tmpfs there and passes
-/// the mount's descriptor back over a socket pair.
+/// [`make_tmpfs`] without CAP_SYS_ADMIN, made by [`in_userns`].
 fn tmpfs_in_userns(size: u64) -> Result<OwnedFd, std::io::Error> {
+    let job = |_| tmpfs_here(size).map_err(|e| e.raw_os_error().unwrap_or(libc::EPERM));
+    in_userns(1, &job).pop().unwrap_or_else(|| Err(std::io::Error::from_raw_os_error(libc::EPERM)))
+}
+
+/// Runs `job(0)`, ..., `job(count - 1)` in a forked child that has entered
+/// a user and mount namespace of its own (mapping its uid and gid to
+/// themselves, so the monitor owns what it creates: CAP_SYS_ADMIN there,
+/// none on the host), and returns the descriptors (or errnos) they made,
+/// passed back over a socket pair. `job` runs after `fork`: it must
+/// allocate nothing and make raw system calls only.
+fn in_userns(
+    count: usize,
+    job: &dyn Fn(usize) -> Result<OwnedFd, i32>,
+) -> Vec<Result<OwnedFd, std::io::Error>> {
     let err = std::io::Error::last_os_error;
     let mut sv = [0i32; 2];
     // SAFETY: socketpair writes two descriptors into `sv`.
@@ -1762,7 +1901,7 @@ fn tmpfs_in_userns(size: u64) -> Result<OwnedFd, std::io::Error> {
         libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr())
     } < 0
     {
-        return Err(err());
+        return (0..count).map(|_| Err(err())).collect();
     }
     // SAFETY: two fresh descriptors we own.
     let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
@@ -1779,10 +1918,10 @@ fn tmpfs_in_userns(size: u64) -> Result<OwnedFd, std::io::Error> {
     // runs only async-signal-safe code and leaves with _exit.
     let pid = unsafe { libc::syscall(libc::SYS_clone, 0usize, 0usize, 0usize, 0usize, 0usize) };
     if pid < 0 {
-        return Err(err());
+        return (0..count).map(|_| Err(err())).collect();
     }
     if pid == 0 {
-        let code = userns_child(theirs.as_raw_fd(), size, uid_map.as_bytes(), gid_map.as_bytes());
+        let code = userns_child(theirs.as_raw_fd(), count, job, uid_map.as_bytes(), gid_map.as_bytes());
         // SAFETY: ends the child at once, running nothing of the parent's.
         unsafe { libc::_exit(code) };
     }
@@ -1799,22 +1938,31 @@ fn tmpfs_in_userns(size: u64) -> Result<OwnedFd, std::io::Error> {
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
-    let got = recv_fd(mine.as_raw_fd());
-    if got.is_err() {
-        // SAFETY: our own child, not yet reaped.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let mut got = Vec::with_capacity(count);
+    for _ in 0..count {
+        got.push(recv_fd(mine.as_raw_fd()));
     }
+    // SAFETY: our own child, not yet reaped (it has sent everything, or
+    // failed: either way it has nothing more to do).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let mut status = 0;
     // SAFETY: waits for our own child; writes `status`.
     unsafe { libc::waitpid(pid as i32, &mut status, libc::__WALL) };
     got
 }
 
-/// The child of [`tmpfs_in_userns`]: a user and mount namespace of its own,
-/// the tmpfs, its descriptor sent over `sock` (or the errno as 4 bytes).
-/// The exit code is 0 on success. Only for a freshly cloned child (it
-/// changes the calling process's namespaces): makes raw system calls only.
-fn userns_child(sock: RawFd, size: u64, uid_map: &[u8], gid_map: &[u8]) -> i32 {
+/// The child of [`in_userns`]: a user and mount namespace of its own,
+/// then `count` messages on `sock`, each a descriptor `job` made or its
+/// errno as 4 bytes. The exit code is 0 on success. Only for a freshly
+/// cloned child (it changes the calling process's namespaces): makes raw
+/// system calls only.
+fn userns_child(
+    sock: RawFd,
+    count: usize,
+    job: &dyn Fn(usize) -> Result<OwnedFd, i32>,
+    uid_map: &[u8],
+    gid_map: &[u8],
+) -> i32 {
     let send_errno = |e: i32| {
         // SAFETY: send reads 4 bytes of `e`.
         unsafe { libc::send(sock, (&e as *const i32).cast(), 4, 0) };
@@ -1843,11 +1991,23 @@ fn userns_child(sock: RawFd, size: u64, uid_map: &[u8], gid_map: &[u8]) -> i32 {
     {
         return send_errno(errno());
     }
-    let fd = match tmpfs_here(size) {
-        Ok(fd) => fd,
-        Err(e) => return send_errno(e.raw_os_error().unwrap_or(libc::EPERM)),
-    };
-    let raw = fd.as_raw_fd();
+    for i in 0..count {
+        let fd = match job(i) {
+            Ok(fd) => fd,
+            Err(e) => {
+                send_errno(e);
+                continue;
+            }
+        };
+        if !send_fd(sock, fd.as_raw_fd()) {
+            return 1;
+        }
+    }
+    0
+}
+
+/// Sends descriptor `raw` (one byte of data) on `sock` (no allocation).
+fn send_fd(sock: RawFd, raw: RawFd) -> bool {
     let mut byte = 0u8;
     let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
     let mut space = [0u64; 4];
@@ -1867,10 +2027,138 @@ fn userns_child(sock: RawFd, size: u64, uid_map: &[u8], gid_map: &[u8]) -> i32 {
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), raw);
     }
     // SAFETY: sendmsg reads the message built above.
-    if unsafe { libc::sendmsg(sock, &msg, 0) } < 0 {
-        return 1;
+    unsafe { libc::sendmsg(sock, &msg, 0) >= 0 }
+}
+
+/// `mount_setattr`'s argument.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached clone of the mount at `dirfd`/`path` (`open_tree`'s
+/// `OPEN_TREE_CLONE | AT_RECURSIVE`: its submounts too, so that their
+/// mount points stay mount points) with `MOUNT_ATTR_NODEV` on all of it:
+/// the kernel refuses every device open through it. In no mount namespace
+/// and at no host path; freed when its last descriptor closes. It shows
+/// the same files (the same dentries: every later change in the tree),
+/// not the mounts made after it. The errno on failure (`EPERM` without
+/// CAP_SYS_ADMIN). No allocation: also run after fork ([`in_userns`]).
+fn nodev_clone(dirfd: RawFd, path: &std::ffi::CStr, at_flags: i32) -> Result<OwnedFd, i32> {
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM);
+    let flags = libc::OPEN_TREE_CLONE as i32 | libc::O_CLOEXEC | libc::AT_RECURSIVE | at_flags;
+    // SAFETY: open_tree reads the NUL-terminated path.
+    let t = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags as u32 as usize) };
+    if t < 0 {
+        return Err(errno());
     }
-    0
+    // SAFETY: a fresh descriptor we own.
+    let t = unsafe { OwnedFd::from_raw_fd(t as i32) };
+    let attr = MountAttr { attr_set: MOUNT_ATTR_NODEV as u64, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: mount_setattr reads the empty path and `attr` of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            t.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as usize,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok(t)
+}
+
+/// Placeholder until [`device_guards`] decides.
+const UNSET: DeviceGuard = DeviceGuard::Probe("refused by the probe");
+
+/// Decides each tree's [`DeviceGuard`]: the kernel where the tree's mount
+/// is `nodev` already or a nodev clone can be made (directly with
+/// CAP_SYS_ADMIN, else in a user namespace of its own, one helper child
+/// for all trees), the probe for a pseudo file system or where the kernel
+/// refuses. A clone must show the tree's own root (same device and
+/// inode), else it is not used.
+fn device_guards(dirs: &mut [AllowedDir]) {
+    let mut in_ns: Vec<(usize, CString)> = Vec::new();
+    for (i, d) in dirs.iter_mut().enumerate() {
+        let fd = d.fd.as_raw_fd();
+        // SAFETY: statfs is plain data; zeroed is a valid value.
+        let mut sf: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs writes `sf`.
+        if unsafe { libc::fstatfs(fd, &mut sf) } < 0 {
+            d.guard = DeviceGuard::Probe("refused by the probe (fstatfs of the tree failed)");
+            continue;
+        }
+        let magic = sf.f_type as i64;
+        if magic == PROC_SUPER_MAGIC || READ_ONLY_PSEUDO.contains(&magic) || CLOSED_PSEUDO.contains(&magic) {
+            d.guard =
+                DeviceGuard::Probe("refused by the probe (a pseudo file system: every object is looked at)");
+            continue;
+        }
+        // SAFETY: statvfs is plain data; zeroed is a valid value.
+        let mut vf: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatvfs writes `vf`.
+        let nodev = unsafe { libc::fstatvfs(fd, &mut vf) } == 0 && vf.f_flag & libc::ST_NODEV != 0;
+        if nodev {
+            d.guard = match fd_dup(&d.fd) {
+                Some(dup) => {
+                    DeviceGuard::Kernel(dup, "refused by the kernel (the tree's own mount is nodev)")
+                }
+                None => DeviceGuard::Probe("refused by the probe (dup failed)"),
+            };
+            continue;
+        }
+        d.guard = match nodev_clone(fd, c"", libc::AT_EMPTY_PATH) {
+            Ok(c) => same_root(c, &d.fd, "refused by the kernel (a nodev clone of the tree's mount)"),
+            Err(libc::EPERM) if d.host.first() == Some(&b'/') => match CString::new(d.host.clone()) {
+                Ok(p) => {
+                    in_ns.push((i, p));
+                    DeviceGuard::Probe(
+                        "refused by the probe (no nodev clone: not root, and no user namespace for it)",
+                    )
+                }
+                Err(_) => DeviceGuard::Probe("refused by the probe"),
+            },
+            Err(_) => DeviceGuard::Probe("refused by the probe (the kernel refused a nodev clone)"),
+        };
+    }
+    if in_ns.is_empty() {
+        return;
+    }
+    // The child re-resolves the canonical path in its own copy of the
+    // mounts (a descriptor of ours names a mount of another namespace,
+    // which open_tree refuses); the root it reaches is checked below.
+    let job = |k: usize| nodev_clone(libc::AT_FDCWD, &in_ns[k].1, 0);
+    for ((i, _), got) in in_ns.iter().zip(in_userns(in_ns.len(), &job)) {
+        let d = &mut dirs[*i];
+        if let Ok(c) = got {
+            d.guard = same_root(
+                c,
+                &d.fd,
+                "refused by the kernel (a nodev clone of the tree's mount, made in a user namespace)",
+            );
+        }
+    }
+}
+
+/// `Kernel(clone)` when the clone's root is the tree's root `fd` (same
+/// device and inode), else the probe.
+fn same_root(clone: OwnedFd, fd: &OwnedFd, how: &'static str) -> DeviceGuard {
+    match (fstat(clone.as_raw_fd()), fstat(fd.as_raw_fd())) {
+        (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) => DeviceGuard::Kernel(clone, how),
+        _ => DeviceGuard::Probe("refused by the probe (the clone is not the tree's root)"),
+    }
+}
+
+/// A duplicate of `fd` (close-on-exec).
+fn fd_dup(fd: &OwnedFd) -> Option<OwnedFd> {
+    fd.try_clone().ok()
 }
 
 /// Receives the descriptor [`userns_child`] sends (or its errno).
@@ -2375,6 +2663,263 @@ mod tests {
         assert!(p.open(&b(&w.join("null")), libc::O_RDWR, 0).is_ok());
     }
 
+    /// An inotify watch for opens of one object (it follows the inode
+    /// across renames); `opened` says whether one happened since.
+    struct OpenWatch(OwnedFd);
+
+    impl OpenWatch {
+        fn new(p: &std::path::Path) -> OpenWatch {
+            // SAFETY: a new inotify descriptor.
+            let fd = owned(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) }).unwrap();
+            let c = CString::new(b(p)).unwrap();
+            // SAFETY: reads the path.
+            let w = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_OPEN) };
+            assert!(w >= 0, "inotify_add_watch {}", std::io::Error::last_os_error());
+            OpenWatch(fd)
+        }
+
+        fn opened(&self) -> bool {
+            let mut buf = [0u8; 4096];
+            // SAFETY: reads into our buffer.
+            unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) > 0 }
+        }
+    }
+
+    /// `mknod` of a device with these numbers (root only).
+    fn mknod(p: &std::path::Path, kind: libc::mode_t, ma: u32, mi: u32) {
+        let c = CString::new(b(p)).unwrap();
+        // SAFETY: mknod reads the path.
+        let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o666, libc::makedev(ma, mi)) };
+        assert_eq!(r, 0, "mknod {}", std::io::Error::last_os_error());
+    }
+
+    /// A character device outside the safe list whose open succeeds (so
+    /// an inotify watch would see it) and has no effect: `/dev/kvm`'s
+    /// numbers where it exists, else `/dev/kmsg`'s.
+    fn harmless_device() -> (u32, u32) {
+        if std::path::Path::new("/dev/kvm").exists() {
+            (10, 232)
+        } else {
+            (1, 11)
+        }
+    }
+
+    fn kernel_guard(p: &FsPolicy) -> bool {
+        p.dirs.iter().all(|d| matches!(d.guard, DeviceGuard::Kernel(..)))
+    }
+
+    #[test]
+    fn a_nodev_clone_sees_later_files_and_refuses_devices() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            cabin_tests::not_run("root", "mknod needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        std::fs::write(w.join("f"), b"f").unwrap();
+        mknod(&w.join("null"), libc::S_IFCHR, 1, 3);
+        let dir = openat(libc::AT_FDCWD, &CString::new(b(&w)).unwrap(), libc::O_PATH, 0).unwrap();
+        let here = nodev_clone(dir.as_raw_fd(), c"", libc::AT_EMPTY_PATH).expect("clone as root");
+        // The way a monitor without CAP_SYS_ADMIN makes it.
+        let path = CString::new(b(&w)).unwrap();
+        let job = |_| nodev_clone(libc::AT_FDCWD, &path, 0);
+        let in_ns = in_userns(1, &job).pop().unwrap();
+        let in_ns = match in_ns {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                cabin_tests::not_run("user namespace", &format!("the clone in a user namespace: {e}"));
+                None
+            }
+        };
+        for clone in std::iter::once(&here).chain(in_ns.as_ref()) {
+            let resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+            let open = |name: &str| {
+                openat2(clone.as_raw_fd(), &CString::new(name).unwrap(), libc::O_RDONLY, 0, resolve)
+            };
+            assert!(open("f").is_ok());
+            // Written after the clone was made: the same files.
+            std::fs::write(w.join("later"), b"later").unwrap();
+            let mut s = String::new();
+            use std::io::Read;
+            std::fs::File::from(open("later").unwrap()).read_to_string(&mut s).unwrap();
+            assert_eq!(s, "later");
+            std::fs::remove_file(w.join("later")).unwrap();
+            assert_eq!(open("later").unwrap_err(), libc::ENOENT);
+            assert_eq!(open("null").unwrap_err(), libc::EACCES, "nodev refuses even a safe device");
+            assert_eq!(open("../f").unwrap_err(), libc::EXDEV);
+        }
+        // The policy uses it, and a safe device still opens (the probe).
+        let p = policy(&[], std::slice::from_ref(&w));
+        assert!(kernel_guard(&p), "{:?}", p.guards());
+        assert!(p.open(&b(&w.join("null")), libc::O_RDONLY, 0).is_ok());
+    }
+
+    #[test]
+    fn devices_are_never_opened_by_any_spelling() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            cabin_tests::not_run("root", "mknod needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        std::fs::create_dir(w.join("sub")).unwrap();
+        let (ma, mi) = harmless_device();
+        mknod(&w.join("chr"), libc::S_IFCHR, ma, mi);
+        mknod(&w.join("blk"), libc::S_IFBLK, 7, 0);
+        symlink("chr", w.join("rel")).unwrap();
+        symlink("../blk", w.join("sub/up")).unwrap();
+        symlink(w.join("chr"), w.join("abs")).unwrap();
+        symlink("/dev/zero", w.join("host")).unwrap();
+        let watches = [OpenWatch::new(&w.join("chr")), OpenWatch::new(&w.join("blk"))];
+        let dev = PathError::Denied(Refusal::Device);
+        let escape = PathError::Denied(Refusal::Escape);
+        let wd = String::from_utf8(b(&w)).unwrap();
+        let cases: Vec<(String, PathError)> = vec![
+            (format!("{wd}/chr"), dev),
+            (format!("{wd}/blk"), dev),
+            (format!("{wd}/./chr"), dev),
+            (format!("{wd}//chr"), dev),
+            (format!("{wd}/sub/../chr"), dev),
+            (format!("{wd}/sub/../sub/../blk"), dev),
+            (format!("{wd}/rel"), dev),
+            (format!("{wd}/sub/up"), dev),
+            (format!("{wd}/abs"), escape),
+            (format!("{wd}/host"), escape),
+            (format!("{wd}/sub/../../{}/chr", w.file_name().unwrap().to_str().unwrap()), escape),
+        ];
+        for (trees, write) in [(vec![w.clone()], false), (vec![w.clone()], true)] {
+            let p = if write { policy(&[], &trees) } else { policy(&trees, &[]) };
+            assert!(kernel_guard(&p), "{:?}", p.guards());
+            for (path, want) in &cases {
+                for flags in [
+                    libc::O_RDONLY,
+                    libc::O_RDONLY | libc::O_NONBLOCK,
+                    libc::O_RDONLY | libc::O_NOCTTY,
+                    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_LARGEFILE,
+                    libc::O_WRONLY,
+                    libc::O_RDWR | libc::O_APPEND,
+                ] {
+                    let got = p.open(path.as_bytes(), flags, 0);
+                    let want = if write || flags & libc::O_ACCMODE == libc::O_RDONLY {
+                        *want
+                    } else {
+                        PathError::Denied(Refusal::ReadOnly)
+                    };
+                    assert_eq!(got.unwrap_err(), want, "{path} flags {flags:#o} write {write}");
+                }
+            }
+        }
+        assert!(!watches.iter().any(OpenWatch::opened), "a device node was OPENED");
+    }
+
+    #[test]
+    fn a_device_swapped_in_by_rename_is_never_opened() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            cabin_tests::not_run("root", "mknod needs root");
+            return;
+        }
+        // A racing thread swaps (RENAME_EXCHANGE) a plain file with a
+        // device node, then with a symbolic link to it, while opens of the
+        // file's name run in a loop: each gives the file or a refusal, and
+        // the node is never opened.
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        std::fs::write(w.join("f"), b"GOOD").unwrap();
+        let (ma, mi) = harmless_device();
+        mknod(&w.join("d"), libc::S_IFCHR, ma, mi);
+        symlink("d", w.join("l")).unwrap();
+        let watch = OpenWatch::new(&w.join("d"));
+        let p = policy(std::slice::from_ref(&w), &[]);
+        assert!(kernel_guard(&p), "{:?}", p.guards());
+        for other in ["d", "l"] {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let swaps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let swapper = {
+                let x = CString::new(b(&w.join("f"))).unwrap();
+                let y = CString::new(b(&w.join(other))).unwrap();
+                let (stop, swaps) = (stop.clone(), swaps.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        // SAFETY: renameat2 reads the two NUL-terminated paths.
+                        let r = unsafe {
+                            libc::syscall(
+                                libc::SYS_renameat2,
+                                libc::AT_FDCWD,
+                                x.as_ptr(),
+                                libc::AT_FDCWD,
+                                y.as_ptr(),
+                                libc::RENAME_EXCHANGE,
+                            )
+                        };
+                        assert_eq!(r, 0);
+                        swaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            };
+            let (mut good, mut refused, mut n) = (0u64, 0u64, 0u64);
+            while swaps.load(std::sync::atomic::Ordering::Relaxed) < 20_000 || n < 20_000 {
+                n += 1;
+                match p.open(&b(&w.join("f")), libc::O_RDONLY, 0) {
+                    Ok(o) => {
+                        assert_eq!(read_all(o), "GOOD");
+                        good += 1;
+                    }
+                    Err(PathError::Denied(Refusal::Device)) => refused += 1,
+                    Err(e) => panic!("{other}: {e:?}"),
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            swapper.join().unwrap();
+            assert_eq!(good + refused, n);
+            assert!(
+                good > 0 && refused > 0,
+                "{other}: the race did not race ({good} good, {refused} refused)"
+            );
+            // Put the plain file back under its name for the next round.
+            // (Looked at, never read: reading would open the node.)
+            if !std::fs::symlink_metadata(w.join("f")).is_ok_and(|m| m.file_type().is_file()) {
+                let x = CString::new(b(&w.join("f"))).unwrap();
+                let y = CString::new(b(&w.join(other))).unwrap();
+                // SAFETY: renameat2 reads the two NUL-terminated paths.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        x.as_ptr(),
+                        libc::AT_FDCWD,
+                        y.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                assert_eq!(r, 0);
+            }
+        }
+        assert!(!watch.opened(), "the device node was OPENED");
+    }
+
+    #[test]
+    fn a_fifo_opens_through_the_nodev_clone() {
+        let t = tempfile::tempdir().unwrap();
+        let w = t.path().canonicalize().unwrap();
+        let c = CString::new(b(&w.join("fifo"))).unwrap();
+        // SAFETY: mkfifo reads the path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let p = policy(std::slice::from_ref(&w), &[]);
+        // Non-blocking: opens at once, no writer needed.
+        assert!(p.open(&b(&w.join("fifo")), libc::O_RDONLY | libc::O_NONBLOCK, 0).is_ok());
+        // Blocking: waits for the writer, as natively.
+        let writer = {
+            let path = w.join("fifo");
+            std::thread::spawn(move || std::fs::write(path, b"through the fifo").unwrap())
+        };
+        let o = p.open(&b(&w.join("fifo")), libc::O_RDONLY, 0).unwrap();
+        assert_eq!(read_all(o), "through the fifo");
+        writer.join().unwrap();
+    }
+
     #[test]
     fn path_helpers() {
         assert_eq!(components(b"//a/./b/"), vec![b"a".to_vec(), b"b".to_vec()]);
@@ -2524,8 +3069,20 @@ mod tests {
             for follow in [true, false] {
                 let want = p.inspect(&abs, follow).map(|(_, st)| (st.st_dev, st.st_ino, st.st_mode));
                 assert_eq!(looked(&p, &abs, follow), want, "{name} follow {follow}");
+                if let Some(r) = p.statx_in_root(&abs, follow, 0, libc::STATX_BASIC_STATS) {
+                    let got = r.map(|x| {
+                        (libc::makedev(x.stx_dev_major, x.stx_dev_minor), x.stx_ino, x.stx_mode as u32)
+                    });
+                    assert_eq!(got, want, "statx {name} follow {follow}");
+                }
             }
         }
+        // statx of a plain name in the root is the one-call look.
+        let f = b(&allowed.join("f"));
+        assert!(p.statx_in_root(&f, true, 0, libc::STATX_BASIC_STATS).is_some_and(|r| r.is_ok()));
+        let missing = b(&allowed.join("missing"));
+        let r = p.statx_in_root(&missing, true, 0, libc::STATX_BASIC_STATS);
+        assert_eq!(r.map(|r| r.err()), Some(Some(PathError::Errno(libc::ENOENT))));
         // The escaping links are refused when followed, looked at when not.
         let abs = b(&allowed.join("abs"));
         assert!(matches!(p.look(&abs, true), Err(PathError::Denied(_))));

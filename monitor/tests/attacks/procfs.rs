@@ -192,4 +192,149 @@ fn devices_outside_the_safe_list(b: Backend) {
     assert!(problems.is_empty(), "on {b:?}:\n{}", problems.join("\n"));
 }
 
-on_both_backends!(proc_self_is_not_the_monitor, devices_outside_the_safe_list);
+/// A plain file swapped (`RENAME_EXCHANGE`, from the host, at least
+/// 20,000 times) with a device node, then with a symbolic link to it,
+/// while the program opens and reads the file's name in a loop: each open
+/// gives the file or a refusal (with its audit record), and the node is
+/// never opened, whichever way the tree keeps devices out (a nodev clone,
+/// or the probe).
+fn device_swap_race(b: Backend) {
+    if pathprobe::image().is_none() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cabin_tests::not_run("root", "the device race: mknod needs root");
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (_t, r) = pathprobe::tempdir();
+    let w = r.join("w");
+    std::fs::create_dir(&w).expect("w");
+    std::fs::write(w.join("f"), "GOOD\n").expect("f");
+    let (ma, mi) = if Path::new("/dev/kvm").exists() { (10, 232) } else { (1, 11) };
+    assert!(mknod(&w.join("d"), libc::S_IFCHR, ma, mi), "mknod: {}", std::io::Error::last_os_error());
+    std::os::unix::fs::symlink("d", w.join("l")).expect("symlink");
+    let watch = OpenWatch::new(&w.join("d"));
+    let wd = w.to_str().expect("utf-8");
+    let mut problems = Vec::new();
+    for other in ["d", "l"] {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swaps = std::sync::Arc::new(AtomicU64::new(0));
+        let swapper = {
+            let x = CString::new(w.join("f").as_os_str().as_bytes()).expect("no NUL");
+            let y = CString::new(w.join(other).as_os_str().as_bytes()).expect("no NUL");
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    crate::common::exchange(&x, &y);
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let (mut ok, mut denied, mut runs) = (0u64, 0u64, 0);
+        while swaps.load(Ordering::Relaxed) < 20_000 && runs < 10 {
+            runs += 1;
+            let o = pathprobe::run(b, &format!("repeat 20000 read {wd}/f"), cfg(&[wd], &[]));
+            let nums: Vec<u64> = o.last().split(' ').filter_map(|x| x.parse().ok()).collect();
+            let [n, k, d, e] = nums[..] else {
+                problems.push(format!("{other}: output {:?} exit {}", o.lines, o.exit));
+                break;
+            };
+            if n != 20_000 || k + d != n || e != 0 {
+                problems.push(format!("{other}: {}", o.last()));
+            }
+            if o.denials.len() as u64 != d {
+                problems.push(format!("{other}: {d} denials but {} audit records", o.denials.len()));
+            }
+            ok += k;
+            denied += d;
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().expect("swapper");
+        let n = swaps.load(Ordering::Relaxed);
+        println!(
+            "device swap race ({other}) on {b:?}: {runs} runs, {ok} good reads, {denied} refusals, {n} swaps"
+        );
+        if n < 20_000 {
+            problems.push(format!("{other}: only {n} swaps"));
+        }
+        if ok == 0 || denied == 0 {
+            problems.push(format!("{other}: the race did not race ({ok} good, {denied} refused)"));
+        }
+        // The plain file back under its name for the next round.
+        // (Looked at, never read: reading would open the node.)
+        if !std::fs::symlink_metadata(w.join("f")).is_ok_and(|m| m.file_type().is_file()) {
+            let x = CString::new(w.join("f").as_os_str().as_bytes()).expect("no NUL");
+            let y = CString::new(w.join(other).as_os_str().as_bytes()).expect("no NUL");
+            crate::common::exchange(&x, &y);
+        }
+    }
+    if watch.opened() {
+        problems.push("the device node was OPENED".into());
+    }
+    assert!(problems.is_empty(), "on {b:?}:\n{}", problems.join("\n"));
+}
+
+/// A FIFO in a tree opens for reading (blocking, until the host writes),
+/// as natively.
+fn fifo_open(b: Backend) {
+    if pathprobe::image().is_none() {
+        return;
+    }
+    let (_t, r) = pathprobe::tempdir();
+    let fifo = r.join("fifo");
+    let c = CString::new(fifo.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: mkfifo reads the path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, "through the fifo").expect("write the fifo"))
+    };
+    let rd = r.to_str().expect("utf-8");
+    let o = pathprobe::run(b, &format!("read {rd}/fifo"), cfg(&[rd], &[]));
+    writer.join().expect("writer");
+    assert_eq!(o.last(), "ok through the fifo", "{:?}", o.lines);
+}
+
+/// `statx` of a name in a tree's root (one host call when the look alone
+/// decides) answers as `stat` does: links that leave the tree are refused
+/// when followed, `/proc/self` is refused in a `/proc` tree.
+fn statx_in_a_tree_root(b: Backend) {
+    if pathprobe::image().is_none() {
+        return;
+    }
+    let (_t, r) = pathprobe::tempdir();
+    let w = r.join("w");
+    std::fs::create_dir(&w).expect("w");
+    std::fs::write(w.join("f"), "abc").expect("f");
+    std::fs::write(r.join("secret"), "SECRET").expect("secret");
+    std::os::unix::fs::symlink(r.join("secret"), w.join("abs")).expect("abs");
+    std::os::unix::fs::symlink("../secret", w.join("up")).expect("up");
+    std::os::unix::fs::symlink("f", w.join("good")).expect("good");
+    std::os::unix::fs::symlink("/proc/self/root", w.join("magic")).expect("magic");
+    let wd = w.to_str().expect("utf-8");
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (format!("statx {wd}/f"), Some("ok size=3 ")),
+        (format!("statx {wd}/good"), Some("ok size=3 ")),
+        (format!("lstatx {wd}/abs"), Some("ok ")),
+        (format!("statx {wd}/abs"), None),
+        (format!("statx {wd}/up"), None),
+        (format!("statx {wd}/magic"), None),
+        (format!("statx {wd}/missing"), Some("err 2")),
+    ];
+    let mut problems = Vec::new();
+    table(b, &cfg(&[wd], &[]), &cases, &mut problems);
+    let procs: Vec<(String, Option<&str>)> =
+        vec![("statx /proc/self".into(), None), ("statx /proc/cpuinfo".into(), Some("ok "))];
+    table(b, &cfg(&["/proc"], &[]), &procs, &mut problems);
+    assert!(problems.is_empty(), "on {b:?}:\n{}", problems.join("\n"));
+}
+
+on_both_backends!(
+    proc_self_is_not_the_monitor,
+    devices_outside_the_safe_list,
+    device_swap_race,
+    fifo_open,
+    statx_in_a_tree_root
+);

@@ -227,6 +227,16 @@ static int step(char **a, int n)
             quiet ? (void)n_ok++ : (void)printf("ok size=%ld\n", (long)st.st_size);
         return 1;
     }
+    if (!strcmp(op, "statx") || !strcmp(op, "lstatx")) {
+        NEED(1);
+        struct statx stx;
+        int fl = op[0] == 's' ? 0 : AT_SYMLINK_NOFOLLOW;
+        if (statx(AT_FDCWD, arg(a[1], 0), fl, STATX_BASIC_STATS, &stx) < 0)
+            fail();
+        else
+            quiet ? (void)n_ok++ : (void)printf("ok size=%ld mode=%o\n", (long)stx.stx_size, (unsigned)stx.stx_mode);
+        return 1;
+    }
     if (!strcmp(op, "readlink")) {
         NEED(1);
         char b[4096];
