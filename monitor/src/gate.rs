@@ -346,6 +346,31 @@ impl Gate {
         self.served_with(t, ret, CallNote::default())
     }
 
+    /// Whether connected sockets may be used natively by the program
+    /// (docs/networking.md, "The direct data plane"): those calls never
+    /// reach the gate, so only when nothing would have been decided,
+    /// recorded or counted for them: no trace or audit stream, no limits,
+    /// and a policy (if any) that allows every call the libos makes
+    /// natively on them, whatever the arguments.
+    pub fn allows_native_sockets(&self) -> bool {
+        const NATIVE: [i64; 11] = [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_readv,
+            libc::SYS_writev,
+            libc::SYS_recvfrom,
+            libc::SYS_sendto,
+            libc::SYS_recvmsg,
+            libc::SYS_sendmsg,
+            libc::SYS_close,
+            libc::SYS_dup3,
+            libc::SYS_fcntl,
+        ];
+        !self.tracer.is_active()
+            && self.limits.limits().is_empty()
+            && self.policy.as_ref().is_none_or(|p| NATIVE.iter().all(|&nr| !p.may_refuse(nr as u64)))
+    }
+
     /// Whether the service should note every call's path argument
     /// ([`crate::service::Service::set_record_paths`]): only when a trace
     /// or audit stream is written.
