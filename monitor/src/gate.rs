@@ -350,21 +350,19 @@ impl Gate {
     /// (docs/networking.md, "The direct data plane"): those calls never
     /// reach the gate, so only when nothing would have been decided,
     /// recorded or counted for them: no trace or audit stream, no limits,
-    /// and a policy (if any) that allows every call the libos makes
-    /// natively on them, whatever the arguments.
+    /// and a policy (if any) that allows, whatever the arguments, every
+    /// call of the program's the libos then makes natively. (The libos's
+    /// own native `close`, `dup3` and `fcntl(F_GETFL)` on its copies are
+    /// no calls of the program's: its `close` and the `fcntl` that asks
+    /// for a socket are forwarded and decided as before.)
     pub fn allows_native_sockets(&self) -> bool {
-        const NATIVE: [i64; 11] = [
+        const NATIVE: [i64; 6] = [
             libc::SYS_read,
             libc::SYS_write,
             libc::SYS_readv,
             libc::SYS_writev,
             libc::SYS_recvfrom,
             libc::SYS_sendto,
-            libc::SYS_recvmsg,
-            libc::SYS_sendmsg,
-            libc::SYS_close,
-            libc::SYS_dup3,
-            libc::SYS_fcntl,
         ];
         !self.tracer.is_active()
             && self.limits.limits().is_empty()

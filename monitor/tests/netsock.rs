@@ -12,6 +12,9 @@
 //! - `data_calls_match_native_with_a_trace`: the same with a JSON trace
 //!   (process backend), where no socket is handed over and every read and
 //!   write on the accepted socket is in the trace;
+//! - `a_policy_that_refuses_a_data_call_still_binds` (process backend): a
+//!   policy that denies `sendto` refuses the program's `send` on a
+//!   connected socket, and no socket is handed over;
 //! - `forged_native_calls_reach_only_the_sockets_given` (process backend):
 //!   the native forms forged through an unrewritten `syscall` on numbers
 //!   outside the range, without the mark, with an address, `MSG_FASTOPEN`,
@@ -194,4 +197,18 @@ native copy after close: -1 EBADF
 still here
 ";
     assert_eq!(got, want);
+}
+
+#[test]
+fn a_policy_that_refuses_a_data_call_still_binds() {
+    let Some((_, img)) = built() else { return };
+    let port = free_port();
+    let text = format!(
+        "version = 1\n[default]\naction = \"allow\"\n[syscalls]\ndeny = [\"sendto\"]\n[network]\n\
+         connect = [\"127.0.0.1:{port}\"]\nlisten = [\"127.0.0.1:{port}\"]\n"
+    );
+    let policy = cabin_policy::Policy::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let gate = cabin_monitor::GateConfig { policy: Some(policy), ..Default::default() };
+    let (got, _) = confined(Backend::Process, img, &["deny".into(), port.to_string()], port, gate);
+    assert_eq!(got, "send: -1 EPERM\nwrite: 1\nread: 1\nnative copy: -1 EBADF\n");
 }

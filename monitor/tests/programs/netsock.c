@@ -7,6 +7,8 @@
  *                       dup, dup2 over a socket and onto stderr, close and
  *                       reuse of the number, fork, shutdown); the output is
  *                       compared with the native run.
+ * netsock deny PORT   - under a policy that denies `sendto`: the send is
+ *                       refused, nothing is handed over.
  * netsock attack PORT OTHER - process backend: the native forms forged
  *                       through an unrewritten `syscall` on numbers outside
  *                       the range, without the mark, with an address or
@@ -40,6 +42,7 @@
 
 static const char *en(int e) {
     switch (e) {
+    case EPERM: return "EPERM";
     case EBADF: return "EBADF";
     case EAGAIN: return "EAGAIN";
     case EPIPE: return "EPIPE";
@@ -407,7 +410,21 @@ static int attack(int port, int other) {
     return 0;
 }
 
+static int deny(int port) {
+    char b[8];
+    int l = listen_on(port);
+    int c = connect_to(port);
+    int s = accept(l, NULL, NULL);
+    show("send", send(c, "x", 1, 0));
+    show("write", write(c, "y", 1));
+    show("read", read(s, b, sizeof b));
+    forged("native copy", forge6(SYS_recvfrom, BASE + s, (long)b, sizeof b, MSG_DONTWAIT | MSG_PEEK, 0, MAGIC));
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "deny"))
+        return deny(atoi(argv[2]));
     if (argc >= 3 && !strcmp(argv[1], "data"))
         return data(atoi(argv[2]));
     if (argc >= 4 && !strcmp(argv[1], "attack"))
