@@ -398,6 +398,7 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
     // Connected sockets handed over by the monitor: their data calls are
     // native; a call that closes or replaces one drops its native copy.
     if let Some(r) = netsock::serve(nr, args) {
+        count_local(nr);
         return r;
     }
     netsock::before(nr, args);
