@@ -193,6 +193,9 @@ native copy after dup2 over it: -1 EBADF
 the dup still reads the socket: 3
 native copy of a new socket: 4
 a forked child has no native copy but reads the socket: yes
+native copy of a non-blocking connect before its first data call: -1 EBADF
+its first data call: 2
+native copy after it: 1
 native copy after close: -1 EBADF
 still here
 ";

@@ -2,7 +2,8 @@
 //! docs/networking.md, "The direct data plane").
 //!
 //! Right after an `accept`, `accept4` or `connect` gave the program a
-//! descriptor `v`, the libos asks the monitor for the host socket behind it
+//! descriptor `v` (after a non-blocking `connect`'s `EINPROGRESS`: at the
+//! first data call on `v`), the libos asks the monitor for the host socket behind it
 //! (a forwarded `fcntl(v, NET_GRANT_CMD)`). The monitor answers 0 and sends
 //! it on the file channel only for a connected TCP socket of a run that
 //! needs to see none of its data calls (no trace, no limits, a policy that
@@ -54,6 +55,7 @@ const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 const SOL_SOCKET: i32 = 1;
 const SCM_RIGHTS: i32 = 1;
 const EBADF: i64 = 9;
+const EINPROGRESS: i64 = 115;
 
 /// The program's flags a native receive keeps (others: forwarded).
 const RECV_FLAGS: u64 = MSG_PEEK | MSG_DONTWAIT;
@@ -69,6 +71,10 @@ static NATIVE: [AtomicBool; COUNT] = [const { AtomicBool::new(false) }; COUNT];
 /// returned) drops its copy instead of keeping a socket the number no longer
 /// names.
 static GEN: [AtomicU32; COUNT] = [const { AtomicU32::new(0) }; COUNT];
+/// `PENDING[v]`: a non-blocking `connect` on `v` answered `EINPROGRESS`; the
+/// socket is asked for at its first data call (by then the program has
+/// waited for the connection, as it must before using it).
+static PENDING: [AtomicBool; COUNT] = [const { AtomicBool::new(false) }; COUNT];
 /// The monitor hands out sockets (cleared at its first `EINVAL`: a run that
 /// must see every call, or a monitor without it).
 static ON: AtomicBool = AtomicBool::new(false);
@@ -88,6 +94,7 @@ fn native(v: u64) -> Option<u64> {
 fn forget(v: u64) {
     let Some(i) = usize::try_from(v).ok().filter(|&i| i < COUNT) else { return };
     GEN[i].fetch_add(1, Ordering::SeqCst);
+    PENDING[i].store(false, Ordering::Relaxed);
     if NATIVE[i].swap(false, Ordering::SeqCst) {
         // SAFETY: closes the libos's own copy in the range; touches no memory.
         unsafe { crate::sys::syscall6(nr::close, &[NET_NATIVE_BASE + v, NET_NATIVE_MAGIC, 0, 0, 0, 0]) };
@@ -96,7 +103,7 @@ fn forget(v: u64) {
 
 /// A forked child: its host process holds none of its parent's copies.
 pub(super) fn after_fork() {
-    for n in &NATIVE {
+    for n in NATIVE.iter().chain(&PENDING) {
         n.store(false, Ordering::Relaxed);
     }
 }
@@ -131,14 +138,25 @@ struct MsgHdr {
 /// After `accept`/`accept4`/`connect` gave `v` (`r` its result): asks for
 /// the socket and installs it.
 pub(super) fn after(nr_: u64, a: &[u64; 6], r: i64) {
-    if r < 0 || !ON.load(Ordering::Relaxed) {
+    if !ON.load(Ordering::Relaxed) {
         return;
     }
     let v = match nr_ {
-        nr::accept | nr::accept4 => r as u64,
-        nr::connect => a[0] as u32 as u64,
+        nr::accept | nr::accept4 if r >= 0 => r as u64,
+        nr::connect if r == 0 => a[0] as u32 as u64,
+        nr::connect if r == -EINPROGRESS => {
+            if let Some(p) = PENDING.get(a[0] as u32 as usize) {
+                p.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
         _ => return,
     };
+    grant(v);
+}
+
+/// Asks for the socket behind `v` and installs it.
+fn grant(v: u64) {
     if v >= NET_NATIVE_COUNT {
         return;
     }
@@ -212,7 +230,16 @@ fn nonblocking(h: u64) -> bool {
 /// Serves a data call on a native socket natively; `None`: not one (or a
 /// form that stays forwarded), forward it.
 pub(super) fn serve(nr_: u64, a: &[u64; 6]) -> Option<i64> {
-    let h = native(a[0] as u32 as u64)?;
+    if !matches!(nr_, nr::read | nr::write | nr::readv | nr::writev | nr::recvfrom | nr::sendto) {
+        return None;
+    }
+    let v = a[0] as u32 as u64;
+    if let Some(p) = PENDING.get(v as usize) {
+        if p.load(Ordering::Relaxed) && p.swap(false, Ordering::Relaxed) && ON.load(Ordering::Relaxed) {
+            grant(v);
+        }
+    }
+    let h = native(v)?;
     let (send, asked_nowait, raises_sigpipe) = match nr_ {
         nr::read | nr::readv => (false, false, false),
         nr::write | nr::writev => (true, false, true),

@@ -318,6 +318,24 @@ static int data(int port) {
     printf("  SIGPIPE seen %d\n", sigpipes);
     show("writev to a closed peer", writev(s2, w, 3));
     printf("  SIGPIPE seen %d\n", sigpipes);
+    /* a non-blocking connect: handed over at its first data call */
+    int cn = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in ad = at(port);
+    int cr = connect(cn, (void *)&ad, sizeof ad);
+    printf("non-blocking connect: %s\n", cr == 0 ? "0" : en(errno));
+    struct pollfd po = {cn, POLLOUT, 0};
+    poll(&po, 1, 1000);
+    int soerr = -1;
+    socklen_t sl = sizeof soerr;
+    getsockopt(cn, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    printf("  SO_ERROR %d\n", soerr);
+    int sn = accept(l, NULL, NULL);
+    show("  write", write(cn, "nb", 2));
+    show("  peer reads", read_all(sn, b, 2));
+    show("  read, nothing there", read(cn, b, sizeof b));
+    write(sn, "back", 4);
+    usleep(20000);
+    show("  read", read(cn, b, sizeof b));
     /* shutdown (forwarded) seen by the native peer */
     int c3 = connect_to(port);
     int s3 = accept(l, NULL, NULL);
@@ -404,6 +422,14 @@ static int attack(int port, int other) {
     int st = 0;
     waitpid(kid, &st, 0);
     printf("a forked child has no native copy but reads the socket: %s\n", WEXITSTATUS(st) == 0 ? "yes" : "no");
+    int cn = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in ad = at(port);
+    connect(cn, (void *)&ad, sizeof ad);
+    struct pollfd po = {cn, POLLOUT, 0};
+    poll(&po, 1, 1000);
+    forged("native copy of a non-blocking connect before its first data call", forge6(SYS_sendto, BASE + cn, (long)"n", 1, MSG_DONTWAIT, 0, MAGIC));
+    show("its first data call", write(cn, "nb", 2));
+    forged("native copy after it", forge6(SYS_sendto, BASE + cn, (long)"n", 1, MSG_DONTWAIT, 0, MAGIC));
     close(s5);
     forged("native copy after close", forge6(SYS_recvfrom, BASE + s5, (long)b, sizeof b, MSG_DONTWAIT | MSG_PEEK, 0, MAGIC));
     printf("still here\n");
