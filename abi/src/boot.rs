@@ -481,6 +481,48 @@ pub struct FileMapGrant {
     pub off: u64,
 }
 
+/// Process backend (docs/networking.md, "The direct data plane"): the
+/// first native descriptor number of the connected-socket range. The libos
+/// keeps the host socket behind the program's descriptor `v` at
+/// `NET_NATIVE_BASE + v` (`v` below [`NET_NATIVE_COUNT`]); the filter allows
+/// the data calls of a connected stream socket natively only on numbers in
+/// `[NET_NATIVE_BASE, NET_NATIVE_BASE + NET_NATIVE_COUNT)`, and only with
+/// [`NET_NATIVE_MAGIC`] in an argument the call ignores.
+pub const NET_NATIVE_BASE: u64 = 1024;
+
+/// How many numbers the connected-socket range holds: the program's
+/// descriptor table's size (`MAX_FDS` in the monitor).
+pub const NET_NATIVE_COUNT: u64 = 1024;
+
+/// Marks the libos's own native calls on the connected-socket range: in an
+/// argument the call ignores (`sendto`/`recvfrom`'s sixth, the address
+/// length, whose address is NULL; `sendmsg`/`recvmsg`'s and `dup3`'s
+/// fourth; `close`'s second; `fcntl(F_GETFL)`'s third). A program's own call
+/// through the trap path names its virtual descriptors and must reach the
+/// libos; one that uses the mark itself only reaches a connected socket it
+/// was given.
+pub const NET_NATIVE_MAGIC: u64 = 0x4341_4249_4e4e_4554;
+
+/// The `cmd` of the libos's forwarded `fcntl(v, NET_GRANT_CMD, 0)`, made
+/// right after an `accept`/`accept4`/`connect` returned `v`: the monitor
+/// answers 0 and sends one [`NetGrant`] with the host socket on
+/// [`FILEMAP_CHANNEL_FD`] when `v` is a connected TCP socket it lets the
+/// program use natively, or an error (`EINVAL`: not served, `ENOTCONN`,
+/// `EOPNOTSUPP`, ...) and sends nothing.
+pub const NET_GRANT_CMD: u64 = 0x4341_4e47;
+
+/// The message on [`FILEMAP_CHANNEL_FD`] that carries a connected socket
+/// (one descriptor in `SCM_RIGHTS`): the program's descriptor it stands
+/// behind. Told from a [`FileMapGrant`] by its length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetGrant {
+    /// The program's (virtual) descriptor.
+    pub vfd: u64,
+    /// [`NET_NATIVE_MAGIC`].
+    pub magic: u64,
+}
+
 /// The `fd` argument of the libos's forwarded `mmap(addr, 0, 0,
 /// MAP_SHARED | MAP_FIXED, FILEMAP_RESEND, 0)`: send again the process's
 /// first shared file mapping at or above `addr` (a forked child maps its

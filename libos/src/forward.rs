@@ -35,6 +35,7 @@ mod filemap;
 mod fork;
 mod futex_path;
 mod mem;
+mod netsock;
 mod readahead;
 mod ring_client;
 mod shared;
@@ -216,6 +217,8 @@ pub fn init(boot: u64) -> bool {
     };
     if flags & BOOT_FLAG_PROCESS != 0 {
         filemap::init(filemap_start, filemap_len);
+        // Connected sockets come on the file channel too.
+        netsock::init(filemap::range().is_some());
     }
     mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
     mem::init_reserve(reserve, reserve_len, file_offset);
@@ -394,6 +397,13 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
         boot_add_trapped();
     }
     let flags = if trapped { SUB_TRAPPED } else { 0 };
+    // Connected sockets handed over by the monitor: their data calls are
+    // native; a call that closes or replaces one drops its native copy.
+    if let Some(r) = netsock::serve(nr, args) {
+        count_local(nr);
+        return r;
+    }
+    netsock::before(nr, args);
     match nr {
         nr::pause => {
             // Pending signals first; the wait itself is forwarded (and so
@@ -428,7 +438,9 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
     }
     let class = syscalls::serve(nr);
     if class == Serve::Forwarded {
-        return forward_from(nr, args, flags, site);
+        let r = forward_from(nr, args, flags, site);
+        netsock::after(nr, args, r);
+        return r;
     }
     if class != Serve::Always && state().check.contains(nr) {
         if class == Serve::LocalOrForwarded {

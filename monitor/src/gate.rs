@@ -346,6 +346,29 @@ impl Gate {
         self.served_with(t, ret, CallNote::default())
     }
 
+    /// Whether connected sockets may be used natively by the program
+    /// (docs/networking.md, "The direct data plane"): those calls never
+    /// reach the gate, so only when nothing would have been decided,
+    /// recorded or counted for them: no trace or audit stream, no limits,
+    /// and a policy (if any) that allows, whatever the arguments, every
+    /// call of the program's the libos then makes natively. (The libos's
+    /// own native `close`, `dup3` and `fcntl(F_GETFL)` on its copies are
+    /// no calls of the program's: its `close` and the `fcntl` that asks
+    /// for a socket are forwarded and decided as before.)
+    pub fn allows_native_sockets(&self) -> bool {
+        const NATIVE: [i64; 6] = [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_readv,
+            libc::SYS_writev,
+            libc::SYS_recvfrom,
+            libc::SYS_sendto,
+        ];
+        !self.tracer.is_active()
+            && self.limits.limits().is_empty()
+            && self.policy.as_ref().is_none_or(|p| NATIVE.iter().all(|&nr| !p.may_refuse(nr as u64)))
+    }
+
     /// Whether the service should note every call's path argument
     /// ([`crate::service::Service::set_record_paths`]): only when a trace
     /// or audit stream is written.

@@ -162,6 +162,9 @@ impl Shared {
     pub fn new(mut service: Service, gate: Option<Gate>) -> Shared {
         service.set_record_paths(gate.as_ref().is_some_and(Gate::wants_paths));
         service.set_write_limits(gate.as_ref().and_then(|g| WriteLimits::new(g.limits())));
+        service.set_native_sockets(
+            native_sockets_wanted() && gate.as_ref().is_none_or(Gate::allows_native_sockets),
+        );
         Shared { inner: Mutex::new(Served { service, gate }), threaded: AtomicBool::new(false), root: None }
     }
 
@@ -172,6 +175,9 @@ impl Shared {
         {
             let r = root.lock();
             service.set_record_paths(r.gate.as_ref().is_some_and(Gate::wants_paths));
+            service.set_native_sockets(
+                native_sockets_wanted() && r.gate.as_ref().is_none_or(Gate::allows_native_sockets),
+            );
         }
         Shared {
             inner: Mutex::new(Served { service, gate: None }),
@@ -998,6 +1004,15 @@ fn background_tty(service: &Service, t: &dyn ThreadHost, s: &cabin_abi::ring::Su
         (false, false) => TTY_BACKGROUND_WRITE,
         (false, true) => TTY_BACKGROUND_WRITE_ORPHANED,
     })
+}
+
+/// `CABIN_NATIVE_SOCKETS=0` in the monitor's environment keeps every socket
+/// call forwarded (docs/networking.md, "The direct data plane": for
+/// measuring the two paths with one build, and a way out should the native
+/// path ever misbehave).
+fn native_sockets_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var_os("CABIN_NATIVE_SOCKETS").is_none_or(|v| v != "0"))
 }
 
 #[cfg(test)]

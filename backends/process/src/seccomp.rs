@@ -40,6 +40,14 @@
 //!   matters there). Code, the boot page, the ring, the loader scratch and
 //!   the stub are never reachable;
 //!
+//! - the direct data plane of connected TCP sockets ([`socket_rules`],
+//!   only with a file channel): `recvfrom`/`sendto` with a NULL address,
+//!   `recvmsg`/`sendmsg`, `close`, `fcntl(F_GETFL)` on the connected-socket
+//!   range `NET_NATIVE_BASE..+NET_NATIVE_COUNT`, and `dup3` of a sent
+//!   descriptor into it, each with `NET_NATIVE_MAGIC` in an ignored
+//!   argument and flags within a fixed set (docs/networking.md, "The
+//!   direct data plane");
+//!
 //! `rt_sigreturn` kills the process (`SECCOMP_RET_KILL_PROCESS`, checked
 //! before everything else): Linux restores PKRU from the frame's XSAVE
 //! area, so a forged frame would lift execute-only code
@@ -348,8 +356,65 @@ pub fn rules(
         rules.entry(libc::SYS_close).or_default().push(SeccompRule::new(vec![sent_fd(0)?, magic(1)?])?);
         let channel = eq32(0, cabin_abi::boot::FILEMAP_CHANNEL_FD)?;
         rules.entry(libc::SYS_recvmsg).or_default().push(SeccompRule::new(vec![channel, magic(3)?])?);
+        // Connected sockets arrive on the same channel.
+        socket_rules(&mut rules)?;
     }
     Ok(rules)
+}
+
+/// The flags the libos's native receives may carry (`MSG_DONTWAIT`, always
+/// set, and the program's `MSG_PEEK`).
+pub const NATIVE_RECV_FLAGS: u64 = (libc::MSG_DONTWAIT | libc::MSG_PEEK) as u64;
+/// The flags its native sends may carry (`MSG_DONTWAIT` and `MSG_NOSIGNAL`,
+/// always set, and the program's `MSG_MORE`): never `MSG_FASTOPEN`, the one
+/// flag with which a TCP send can connect.
+pub const NATIVE_SEND_FLAGS: u64 = (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_MORE) as u64;
+
+/// The direct data plane of connected sockets (docs/networking.md): the
+/// libos's own data calls on the connected-socket range
+/// `[NET_NATIVE_BASE, NET_NATIVE_BASE + NET_NATIVE_COUNT)`, each only with
+/// `NET_NATIVE_MAGIC` in an argument the call ignores: `recvfrom`/`sendto`
+/// with a NULL address (magic in the address length), `recvmsg`/`sendmsg`
+/// (magic in the fourth argument), flags within [`NATIVE_RECV_FLAGS`] /
+/// [`NATIVE_SEND_FLAGS`]; `close` and `fcntl(F_GETFL)` there; and `dup3`
+/// of a sent descriptor (below `RESERVE_FD`) into the range with
+/// `O_CLOEXEC`. Nothing here names an address or passes a descriptor on.
+fn socket_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), FilterError> {
+    use cabin_abi::boot::{NET_NATIVE_BASE, NET_NATIVE_COUNT, NET_NATIVE_MAGIC, RESERVE_FD};
+    // The kernel takes the low 32 bits of a descriptor or flags argument.
+    let in_range = |arg: u8| -> Result<[SeccompCondition; 2], FilterError> {
+        Ok([
+            SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ge, NET_NATIVE_BASE)?,
+            SeccompCondition::new(
+                arg,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Lt,
+                NET_NATIVE_BASE + NET_NATIVE_COUNT,
+            )?,
+        ])
+    };
+    let flags_within = |arg: u8, allowed: u64| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(!allowed & 0xffff_ffff), 0)
+    };
+    let magic = |arg: u8| eq64(arg, NET_NATIVE_MAGIC);
+    let mut rule = |nr: i64, extra: Vec<SeccompCondition>| -> Result<(), FilterError> {
+        let mut c = in_range(0)?.to_vec();
+        c.extend(extra);
+        rules.entry(nr).or_default().push(SeccompRule::new(c)?);
+        Ok(())
+    };
+    rule(libc::SYS_recvfrom, vec![flags_within(3, NATIVE_RECV_FLAGS)?, eq64(4, 0)?, magic(5)?])?;
+    rule(libc::SYS_sendto, vec![flags_within(3, NATIVE_SEND_FLAGS)?, eq64(4, 0)?, magic(5)?])?;
+    rule(libc::SYS_recvmsg, vec![flags_within(2, NATIVE_RECV_FLAGS)?, magic(3)?])?;
+    rule(libc::SYS_sendmsg, vec![flags_within(2, NATIVE_SEND_FLAGS)?, magic(3)?])?;
+    rule(libc::SYS_close, vec![magic(1)?])?;
+    rule(libc::SYS_fcntl, vec![eq32(1, libc::F_GETFL as u64)?, magic(2)?])?;
+    let mut dup3 = vec![SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Lt, RESERVE_FD)?];
+    dup3.extend(in_range(1)?);
+    dup3.push(eq32(2, libc::O_CLOEXEC as u64)?);
+    dup3.push(magic(3)?);
+    rules.entry(libc::SYS_dup3).or_default().push(SeccompRule::new(dup3)?);
+    Ok(())
 }
 
 /// Builds the filter for a domain whose ring doorbells are at `sq_doorbell`
@@ -591,6 +656,101 @@ mod tests {
             .expect("the filter builds");
         assert_eq!(
             evaluate(&none, libc::SYS_close as u32, AUDIT_ARCH_X86_64, [3, 0, 0, 0, 0, 0]),
+            SECCOMP_RET_TRAP
+        );
+    }
+
+    #[test]
+    fn connected_sockets_are_used_natively_only_in_their_range_with_the_mark() {
+        use cabin_abi::boot::{NET_NATIVE_BASE as B, NET_NATIVE_COUNT as N, NET_NATIVE_MAGIC as M};
+        let f = filter(SQ, CQ, &CallSet::EMPTY);
+        let run = |nr: i64, args: [u64; 6]| evaluate(&f, nr as u32, AUDIT_ARCH_X86_64, args);
+        let (dw, ns) = (libc::MSG_DONTWAIT as u64, libc::MSG_NOSIGNAL as u64);
+        let last = B + N - 1;
+        for fd in [B, B + 7, last, (1 << 32) | B] {
+            assert_eq!(run(libc::SYS_recvfrom, [fd, 0x1000, 64, dw, 0, M]), SECCOMP_RET_ALLOW, "{fd}");
+            assert_eq!(run(libc::SYS_recvfrom, [fd, 0x1000, 64, dw | 2, 0, M]), SECCOMP_RET_ALLOW, "peek");
+            assert_eq!(run(libc::SYS_sendto, [fd, 0x1000, 64, dw | ns, 0, M]), SECCOMP_RET_ALLOW);
+            assert_eq!(run(libc::SYS_sendto, [fd, 0x1000, 64, dw | ns | 0x8000, 0, M]), SECCOMP_RET_ALLOW);
+            assert_eq!(run(libc::SYS_recvmsg, [fd, 0x1000, dw, M, 0, 0]), SECCOMP_RET_ALLOW);
+            assert_eq!(run(libc::SYS_sendmsg, [fd, 0x1000, dw | ns, M, 0, 0]), SECCOMP_RET_ALLOW);
+            assert_eq!(run(libc::SYS_close, [fd, M, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+            assert_eq!(run(libc::SYS_fcntl, [fd, libc::F_GETFL as u64, M, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        }
+        let cloexec = libc::O_CLOEXEC as u64;
+        assert_eq!(run(libc::SYS_dup3, [5, B + 5, cloexec, M, 0, 0]), SECCOMP_RET_ALLOW);
+        // Outside the range: below (the program's own numbers, the reserved
+        // descriptors 1000-1002), past it.
+        for fd in [0, 1, 2, 3, 999, 1000, 1001, 1002, B - 1, B + N, u32::MAX as u64] {
+            assert_eq!(run(libc::SYS_recvfrom, [fd, 0x1000, 64, dw, 0, M]), SECCOMP_RET_TRAP, "{fd}");
+            assert_eq!(run(libc::SYS_sendto, [fd, 0x1000, 64, dw | ns, 0, M]), SECCOMP_RET_TRAP, "{fd}");
+            assert_eq!(run(libc::SYS_sendmsg, [fd, 0x1000, dw, M, 0, 0]), SECCOMP_RET_TRAP, "{fd}");
+            if fd >= 1000 {
+                assert_eq!(run(libc::SYS_close, [fd, M, 0, 0, 0, 0]), SECCOMP_RET_TRAP, "{fd}");
+            }
+            assert_eq!(
+                run(libc::SYS_fcntl, [fd, libc::F_GETFL as u64, M, 0, 0, 0]),
+                SECCOMP_RET_TRAP,
+                "{fd}"
+            );
+            assert_eq!(run(libc::SYS_dup3, [5, fd, cloexec, M, 0, 0]), SECCOMP_RET_TRAP, "dup3 to {fd}");
+        }
+        // Without the mark, or the filemap mark instead.
+        let fm = cabin_abi::boot::FILEMAP_NATIVE_MAGIC;
+        for m in [0, fm, M ^ 1, M | (1 << 63)] {
+            assert_eq!(run(libc::SYS_recvfrom, [B, 0x1000, 64, dw, 0, m]), SECCOMP_RET_TRAP);
+            assert_eq!(run(libc::SYS_sendto, [B, 0x1000, 64, dw, 0, m]), SECCOMP_RET_TRAP);
+            assert_eq!(run(libc::SYS_recvmsg, [B, 0x1000, dw, m, 0, 0]), SECCOMP_RET_TRAP);
+            assert_eq!(run(libc::SYS_sendmsg, [B, 0x1000, dw, m, 0, 0]), SECCOMP_RET_TRAP);
+            assert_eq!(run(libc::SYS_close, [B, m, 0, 0, 0, 0]), SECCOMP_RET_TRAP);
+            assert_eq!(run(libc::SYS_dup3, [5, B, cloexec, m, 0, 0]), SECCOMP_RET_TRAP);
+        }
+        // An address, MSG_FASTOPEN (a send that connects), MSG_ERRQUEUE,
+        // MSG_WAITALL, other fcntl commands, dup3 from the range or the
+        // reserved descriptors or without O_CLOEXEC: trapped.
+        assert_eq!(run(libc::SYS_sendto, [B, 0x1000, 64, dw, 0x2000, M]), SECCOMP_RET_TRAP);
+        assert_eq!(run(libc::SYS_recvfrom, [B, 0x1000, 64, dw, 0x2000, M]), SECCOMP_RET_TRAP);
+        for flags in [0x2000_0000u64, 0x2000, 0x100, 0x4000_0000, 1 << 31] {
+            assert_eq!(
+                run(libc::SYS_sendto, [B, 0x1000, 64, dw | flags, 0, M]),
+                SECCOMP_RET_TRAP,
+                "{flags:#x}"
+            );
+            assert_eq!(
+                run(libc::SYS_sendmsg, [B, 0x1000, dw | flags, M, 0, 0]),
+                SECCOMP_RET_TRAP,
+                "{flags:#x}"
+            );
+            assert_eq!(
+                run(libc::SYS_recvmsg, [B, 0x1000, dw | flags, M, 0, 0]),
+                SECCOMP_RET_TRAP,
+                "{flags:#x}"
+            );
+        }
+        for cmd in [libc::F_SETFL, libc::F_DUPFD, libc::F_DUPFD_CLOEXEC, libc::F_SETOWN] {
+            assert_eq!(run(libc::SYS_fcntl, [B, cmd as u64, M, 0, 0, 0]), SECCOMP_RET_TRAP, "{cmd}");
+        }
+        for old in [B, B + 1, 1000, 1001, 1002] {
+            assert_eq!(run(libc::SYS_dup3, [old, B + 3, cloexec, M, 0, 0]), SECCOMP_RET_TRAP, "{old}");
+        }
+        assert_eq!(run(libc::SYS_dup3, [5, B, 0, M, 0, 0]), SECCOMP_RET_TRAP);
+        for nr in [
+            libc::SYS_dup2,
+            libc::SYS_dup,
+            libc::SYS_connect,
+            libc::SYS_bind,
+            libc::SYS_setsockopt,
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_shutdown,
+        ] {
+            assert_eq!(run(nr, [B, 0x1000, 16, M, M, M]), SECCOMP_RET_TRAP, "{nr}");
+        }
+        // Without a file channel: none of it.
+        let none = super::filter(SQ, CQ, &CallSet::EMPTY, &Protectable { filemap: [0, 0], ..PROT })
+            .expect("the filter builds");
+        assert_eq!(
+            evaluate(&none, libc::SYS_sendto as u32, AUDIT_ARCH_X86_64, [B, 0x1000, 64, dw | ns, 0, M]),
             SECCOMP_RET_TRAP
         );
     }

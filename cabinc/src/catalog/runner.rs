@@ -285,8 +285,10 @@ fn program_command(
     }
     if matches!(backend, Backend::Confined(_)) {
         // cabinc's own caches (the image cache and its verified measurements), as a user's
-        // `cabinc run` has them; the program's environment is still only `--env`.
-        for k in ["HOME", "XDG_CACHE_HOME"] {
+        // `cabinc run` has them, and its switch for the sockets' direct data plane
+        // (docs/networking.md: `CABIN_NATIVE_SOCKETS=0` measures the forwarded path); the
+        // program's environment is still only `--env`.
+        for k in ["HOME", "XDG_CACHE_HOME", "CABIN_NATIVE_SOCKETS"] {
             if let Some(v) = std::env::var_os(k) {
                 cmd.env(k, v);
             }

@@ -50,7 +50,7 @@ static START: AtomicU64 = AtomicU64::new(0);
 static LEN: AtomicU64 = AtomicU64::new(0);
 
 /// One grant at a time: the monitor sends one message per request.
-static CHANNEL: Lock<()> = Lock::new(());
+pub(super) static CHANNEL: Lock<()> = Lock::new(());
 
 /// The range from the boot page (`len` 0: none).
 pub(super) fn init(start: u64, len: u64) {
@@ -61,7 +61,7 @@ pub(super) fn init(start: u64, len: u64) {
     }
 }
 
-fn range() -> Option<(u64, u64)> {
+pub(super) fn range() -> Option<(u64, u64)> {
     let len = LEN.load(Ordering::Acquire);
     (len != 0).then(|| (START.load(Ordering::Relaxed), len))
 }

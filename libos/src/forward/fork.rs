@@ -141,6 +141,7 @@ fn child_entry() -> u64 {
 extern "C" fn child_init() {
     let (pid, ppid) = super::reload_ids();
     thread::after_fork(pid);
+    super::netsock::after_fork();
     if !thread::restore_fs()
         || !super::signals::after_fork(pid)
         || !super::mem::after_fork()

@@ -90,6 +90,7 @@ fn make_pipe(s: &mut Service, mem: &GuestMemory, out: u64, flags: i32) -> Sys {
 pub(super) fn fcntl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     match a[1] as i32 {
+        cmd if cmd as u64 == cabin_abi::boot::NET_GRANT_CMD => super::sockets::net_grant(s, mem, a[0]),
         cmd if locks::is_lock_cmd(cmd) => {
             let lock = s.lock_target(fd, mem, cmd, a[2])?;
             locks::fcntl_lock(fd, locks::raw(&lock, fd), mem, cmd, a[2])

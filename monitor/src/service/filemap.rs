@@ -137,15 +137,24 @@ impl FileMaps {
 /// `false` when it cannot go now (a grant not yet taken, a full or closed
 /// channel).
 fn send(w: &FileWindow, m: &Map) -> bool {
+    let grant = FileMapGrant { addr: m.addr, len: m.len, prot: m.prot, off: m.off };
+    // SAFETY: FileMapGrant is plain `repr(C)` data of four u64s, no padding.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((&raw const grant).cast::<u8>(), size_of::<FileMapGrant>()) };
+    send_fd(w, bytes, m.file.as_raw_fd())
+}
+
+/// Sends `bytes` with descriptor `fd` in `SCM_RIGHTS` on the child's
+/// channel; `false` when a message is still in flight (at most one at a
+/// time: nothing piles up in the monitor's name) or the send failed.
+pub(super) fn send_fd(w: &FileWindow, bytes: &[u8], fd: std::os::fd::RawFd) -> bool {
     let ch = w.channel.as_raw_fd();
     let mut queued: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one int.
     if unsafe { libc::ioctl(ch, libc::TIOCOUTQ, &mut queued) } != 0 || queued != 0 {
         return false;
     }
-    let grant = FileMapGrant { addr: m.addr, len: m.len, prot: m.prot, off: m.off };
-    let mut iov =
-        libc::iovec { iov_base: (&raw const grant).cast_mut().cast(), iov_len: size_of::<FileMapGrant>() };
+    let mut iov = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
     // CMSG_SPACE(sizeof(int)): a header and one descriptor, 8-aligned.
     let mut control = [0u64; 3];
     // SAFETY: plain data; a zeroed msghdr is valid.
@@ -161,14 +170,14 @@ fn send(w: &FileWindow, m: &Map) -> bool {
         (*h).cmsg_level = libc::SOL_SOCKET;
         (*h).cmsg_type = libc::SCM_RIGHTS;
         (*h).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize;
-        libc::CMSG_DATA(h).cast::<libc::c_int>().write_unaligned(m.file.as_raw_fd());
+        libc::CMSG_DATA(h).cast::<libc::c_int>().write_unaligned(fd);
     }
-    // SAFETY: every pointer in `msg` is valid for the call.
+    // SAFETY: every pointer in `msg` is valid for the call (the kernel only
+    // reads `bytes`).
     let n = unsafe { libc::sendmsg(ch, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    n == size_of::<FileMapGrant>() as isize
+    n == bytes.len() as isize
 }
 
-/// Whether `addr` lies in the process's file-mapping range.
 pub(super) fn in_window(mem: &GuestMemory, addr: u64) -> bool {
     mem.file_window().is_some_and(|w| addr >= w.start && addr - w.start < w.len)
 }

@@ -187,6 +187,10 @@ pub struct Service {
     /// Shared file mappings that are the files' own pages (process
     /// backend; inherited at fork, dropped at exec).
     filemaps: filemap::FileMaps,
+    /// Connected TCP sockets may be handed to the process for native data
+    /// calls (`fcntl(v, NET_GRANT_CMD)`; docs/networking.md, "The direct
+    /// data plane").
+    native_sockets: bool,
 }
 
 fn errno() -> i32 {
@@ -263,6 +267,7 @@ impl Service {
             net: net::Network::default(),
             exe: None,
             filemaps: filemap::FileMaps::default(),
+            native_sockets: false,
         }
     }
 
@@ -311,6 +316,7 @@ impl Service {
             net: self.net.clone(),
             exe: self.exe.clone(),
             filemaps: self.filemaps.clone(),
+            native_sockets: self.native_sockets,
         }
     }
 
@@ -372,6 +378,14 @@ impl Service {
     /// [`CallNote`]); off by default, so an untraced run copies nothing.
     pub fn set_record_paths(&mut self, on: bool) {
         self.record_paths = on;
+    }
+
+    /// Whether connected TCP sockets may be handed to the process for
+    /// native data calls (docs/networking.md, "The direct data plane"):
+    /// only when no call of theirs must be seen (no trace or audit stream,
+    /// no limits, the data calls allowed plainly: [`crate::gate::Gate::allows_native_sockets`]).
+    pub fn set_native_sockets(&mut self, on: bool) {
+        self.native_sockets = on;
     }
 
     /// Applies `[limits] bytes-written` and `file-size` (see

@@ -41,7 +41,7 @@
 //! [`super::Service::begin_blocking`] serves them like `read` of a pipe
 //! (a destination checked under the lock and carried over).
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::cmsg::{self, RecvControl, SendControl};
 use super::fdtable::Entry;
@@ -1015,3 +1015,58 @@ const MSG_WAITFORONE: i32 = 0x10000;
 const SOCK_PACKET: i32 = 10;
 /// Socket types are below this (Linux's `SOCK_MAX`): `EINVAL` past it.
 const SOCK_MAX: i32 = 11;
+
+/// `fcntl(v, NET_GRANT_CMD)` (process backend; docs/networking.md, "The
+/// direct data plane"): the libos asks, right after an `accept`/`accept4`/
+/// `connect` returned `v`, for the host socket behind `v`, to make its data
+/// calls natively. Sent (one [`cabin_abi::boot::NetGrant`] with the socket in
+/// `SCM_RIGHTS` on the file channel, answer 0) only when the run lets the
+/// program use sockets natively ([`Service::set_native_sockets`]: no trace,
+/// no limits, the data calls allowed plainly), the domain has a channel,
+/// `v` fits the range and is a connected TCP socket (IPv4 or IPv6): its
+/// peer was checked at `connect`/`listen`, and nothing the filter lets the
+/// libos do natively on it names an address. Anything else: `EINVAL`,
+/// `EOPNOTSUPP` or `ENOTCONN`, nothing sent, and the libos keeps
+/// forwarding.
+pub(super) fn net_grant(s: &mut Service, mem: &GuestMemory, v: u64) -> Sys {
+    use cabin_abi::boot::{NetGrant, NET_NATIVE_COUNT, NET_NATIVE_MAGIC};
+    let Some(w) = mem.file_window().filter(|_| s.native_sockets) else {
+        return Err(Fail::Errno(libc::EINVAL));
+    };
+    let file = s.fds.hold(v).ok_or(Fail::Errno(libc::EBADF))?;
+    if v >= NET_NATIVE_COUNT {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let fd = file.as_raw_fd();
+    let opt = |level: i32, name: i32| -> Option<i32> {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: writes one int and its length into locals.
+        let r = unsafe { libc::getsockopt(fd, level, name, (&raw mut v).cast(), &mut len) };
+        (r == 0).then_some(v)
+    };
+    let domain = opt(libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or(Fail::Errno(libc::ENOTSOCK))?;
+    let tcp = matches!(domain, libc::AF_INET | libc::AF_INET6)
+        && opt(libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+        && opt(libc::SOL_SOCKET, libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP);
+    if !tcp {
+        return Err(Fail::Errno(libc::EOPNOTSUPP));
+    }
+    // Connected: a peer (a connect still in progress has none yet).
+    // SAFETY: writes a sockaddr_storage and its length into locals.
+    let connected = unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        libc::getpeername(fd, (&raw mut ss).cast(), &mut len) == 0
+    };
+    if !connected {
+        return Err(Fail::Errno(libc::ENOTCONN));
+    }
+    let g = NetGrant { vfd: v, magic: NET_NATIVE_MAGIC };
+    // SAFETY: NetGrant is plain `repr(C)` data of two u64s, no padding.
+    let bytes = unsafe { std::slice::from_raw_parts((&raw const g).cast::<u8>(), size_of::<NetGrant>()) };
+    if !super::filemap::send_fd(w, bytes, fd) {
+        return Err(Fail::Errno(libc::ENOMEM));
+    }
+    Ok(0)
+}
