@@ -282,6 +282,15 @@ pub trait Domain: Sized {
         Ok(None)
     }
 
+    /// How the tree's memory bound reads this domain's resident memory
+    /// (docs/processes.md, "One memory bound for the tree"): called once the
+    /// domain is built, on any thread; the meter may outlive the domain.
+    /// `None`: the domain is not counted (a backend without memory of its
+    /// own).
+    fn meter(&self) -> Option<Arc<dyn crate::treemem::Meter>> {
+        None
+    }
+
     /// Whether [`Domain::exec_image`] builds domains (else `execve` is
     /// `ENOSYS`, checked before the caller's process is touched).
     const CAN_EXEC: bool = false;

@@ -181,7 +181,9 @@ impl<'a> Session<'a> {
         let processes = limits
             .processes
             .map_or(crate::procs::DEFAULT_PROCESSES, |p| p.min(crate::procs::MAX_PROCESSES as u64) as usize);
-        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0).with_window(shared);
+        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0)
+            .with_window(shared)
+            .with_memory(memory.clone());
 
         // Time limits stop the program the way a violation does. CPU time:
         // the program's clock and the worker's.
@@ -216,7 +218,7 @@ impl<'a> Session<'a> {
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_now.stop_time());
 
         let mut signal_box = BootPage::of(domain.memory())?.signal_box();
-        tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box());
+        tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box(), domain.meter());
         let procs_spec = std::sync::Arc::new(spec.clone());
         // Each turn runs one image of the root: the first, then each image
         // an `execve` of the root replaced it with (docs/processes.md,
@@ -261,6 +263,12 @@ impl<'a> Session<'a> {
                     let (done, timers) = (&forwarding_done, &*timers);
                     s.spawn(move || crate::timers::run_until(done, timers, poster));
                 }
+                // The tree's memory bound (docs/processes.md, "One memory
+                // bound for the tree"): unparked at the end.
+                let memory_watch = {
+                    let (done, tree, root) = (&forwarding_done, &tree, &shared);
+                    s.spawn(move || tree.watch_memory(root, done))
+                };
                 let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_as_program_thread(0));
                 // This thread runs the program (a vCPU) or waits for it, on the
                 // program's CPUs for the run.
@@ -276,6 +284,7 @@ impl<'a> Session<'a> {
                 }
                 forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
                 end_wake.wake();
+                memory_watch.thread().unpark();
                 // Wake the timer thread (it waits up to 100 ms for a change):
                 // the run ends when the program does, not at its next tick.
                 timers.with(|_| ());
@@ -314,7 +323,7 @@ impl<'a> Session<'a> {
             stopper = domain.stopper();
             worker = Worker::new(domain.ring()).placed(placement.is_some() || !auto).adaptive(auto);
             sites = SiteMap::for_image(&next.image, domain.entry());
-            if !tree.set_signals(tree.root(), stopper.clone(), signal_box) {
+            if !tree.set_signals(tree.root(), stopper.clone(), signal_box, domain.meter()) {
                 // Killed (or the run ended) while it exec'd.
                 let killed = Ok(killed_by_sigkill());
                 tree.ended(tree.root(), crate::tree::ended_of(&killed));

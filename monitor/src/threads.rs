@@ -413,6 +413,13 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             }
             Err(ForkError::NoCaller) => return errno(libc::EAGAIN),
         };
+        // The tree's memory bound: the copy must fit (docs/processes.md,
+        // "One memory bound for the tree"), else ENOMEM as Linux's fork
+        // when it cannot allocate.
+        let Some(room) = procs.tree.fork_room(pid) else {
+            procs.tree.discard(child);
+            return errno(libc::ENOMEM);
+        };
         // From now on the tree's processes share the root's gate lock: no
         // process may hold its service lock across a blocking host call
         // (a parent reading a pipe its child is about to write).
@@ -423,6 +430,7 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         let (done, ended) = std::sync::mpsc::channel::<()>();
         let parent = t.domain;
         let (sites, limit) = (t.sites.clone(), t.limit);
+        let tree = procs.tree;
         self.scope.spawn(move || {
             run_child(
                 parent,
@@ -436,6 +444,8 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             )
         });
         let answer = answer.recv().unwrap_or(errno(libc::EAGAIN));
+        // The child's meter counts its copy now (or there is no child).
+        tree.fork_done(room);
         if answer > 0 && flags & CLONE_VFORK != 0 {
             // vfork: the parent goes on once the child has ended (it has
             // no exec yet); the child's thread drops `done` at its end.
@@ -470,6 +480,11 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         };
         if !D::CAN_EXEC {
             return errno(libc::ENOSYS);
+        }
+        // The new image must fit the tree's memory bound beside the other
+        // processes (its present domain goes).
+        if !procs.tree.exec_fits(pid, req.image.len() as u64) {
+            return errno(libc::ENOMEM);
         }
         let image = Arc::new(req.image);
         let mut spec = (*procs.spec).clone();
@@ -606,7 +621,7 @@ fn run_child<D: Domain + Sync>(
     let Ok(signals) = BootPage::of(domain.memory()).map(|b| b.signal_box()) else {
         return fail(libc::EAGAIN);
     };
-    if !tree.join(at.pid, stopper.clone(), signals) {
+    if !tree.join(at.pid, stopper.clone(), signals, domain.meter()) {
         return fail(libc::EAGAIN);
     }
     if let Err(e) = domain.start() {
@@ -709,7 +724,7 @@ fn run_child<D: Domain + Sync>(
                 boot.set_spin_ns(crate::placement::spin_ns(None));
                 boot.set_check_local(&procs.spec.check_local);
                 boot.set_sig_ignored(next.sig_ignored);
-                if !tree.set_signals(at.pid, domain.stopper(), boot.signal_box()) {
+                if !tree.set_signals(at.pid, domain.stopper(), boot.signal_box(), domain.meter()) {
                     // Killed (or the run ended) while it exec'd.
                     tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
                     break;

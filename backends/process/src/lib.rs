@@ -292,6 +292,14 @@ impl Domain for ProcessDomain {
         &self.view
     }
 
+    /// The domain's memfd: its allocated blocks are what the host holds
+    /// for the program (touched pages; the tree's memory bound).
+    fn meter(&self) -> Option<Arc<dyn cabin_monitor::treemem::Meter>> {
+        use std::os::fd::AsFd;
+        let m = cabin_monitor::treemem::FdMeter::new(self.memory.memfd.as_fd())?;
+        Some(Arc::new(m))
+    }
+
     fn ring(&self) -> RingPtr {
         self.memory.ring()
     }
