@@ -98,6 +98,10 @@ pub struct Tree {
     /// does); held while a fork's room is measured, so two forks never
     /// take the same room.
     pending: Mutex<u64>,
+    /// The thread in [`Tree::watch_memory`], woken by a fork: a lone
+    /// process with nothing in the shared window is bounded by its own
+    /// domain, so the watcher looks only rarely until the tree grows.
+    watcher: Mutex<Option<std::thread::Thread>>,
 }
 
 /// The calls of the tree's child processes (`--stats` totals the tree).
@@ -151,6 +155,7 @@ impl Tree {
             shm: Mutex::new(Shm::new(0)),
             memory: None,
             pending: Mutex::new(0),
+            watcher: Mutex::new(None),
         }
     }
 
@@ -196,6 +201,10 @@ impl Tree {
             return None;
         }
         *pending += copy;
+        // A second process: the watcher looks at its usual pace again.
+        if let Some(w) = lock(&self.watcher).as_ref() {
+            w.unpark();
+        }
         Some(copy)
     }
 
@@ -223,6 +232,7 @@ impl Tree {
     /// gate records it) once it passes the bound.
     pub fn watch_memory(&self, root: &Shared, done: &AtomicBool) {
         let Some(bound) = self.memory.clone() else { return };
+        *lock(&self.watcher) = Some(std::thread::current());
         while !done.load(Ordering::SeqCst) && !self.ending.load(Ordering::SeqCst) {
             let (domains, processes, _) = self.domains_resident(0);
             let resident = domains.saturating_add(*lock(&self.pending));
@@ -240,7 +250,10 @@ impl Tree {
                 self.stop_all();
                 return;
             }
-            std::thread::park_timeout(crate::treemem::step(resident, bound.bytes));
+            let alone = processes <= 1 && self.window.as_ref().is_none_or(|w| w.allocated() == 0);
+            let step =
+                if alone { crate::treemem::STEP_ALONE } else { crate::treemem::step(resident, bound.bytes) };
+            std::thread::park_timeout(step);
         }
     }
 

@@ -101,6 +101,13 @@ pub unsafe fn mapping_resident(base: *const u8, len: usize) -> u64 {
 pub const STEP_MAX: Duration = Duration::from_millis(20);
 /// See [`STEP_MAX`].
 pub const STEP_MIN: Duration = Duration::from_millis(1);
+/// How far the watcher sleeps while the tree is one process with nothing
+/// in the shared window: that process's domain is bounded on its own (its
+/// arena and reservations by the same bound), so the watcher only guards
+/// what it cannot see (a fork wakes it at once). Every read of a KVM meter
+/// walks the guest's memory (`mincore`, ~0.1-0.3 ms for 256 MiB): at
+/// [`STEP_MAX`] a lone idle program paid it 50 times a second.
+pub const STEP_ALONE: Duration = Duration::from_millis(200);
 /// How fast the watcher assumes a tree can touch fresh memory (both CPUs
 /// of this machine class writing fresh pages; measured about 3-6 GiB/s
 /// each, docs/processes.md): 16 MiB a millisecond.
