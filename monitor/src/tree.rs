@@ -238,13 +238,7 @@ impl Tree {
             let resident = domains.saturating_add(*lock(&self.pending));
             if resident > bound.bytes {
                 let hit = tree_memory_hit(resident, processes, &bound, self.t0.elapsed().as_nanos() as u64);
-                let stop = root.lock().gate.as_mut().map(|g| g.limit_hit(&hit));
-                let stop = stop.unwrap_or_else(|| {
-                    let message = cabin_policy::limits::message(&hit);
-                    eprintln!("{message}");
-                    Stop { exit_code: 137, reason: "limit", message }
-                });
-                self.stopped_by(stop);
+                self.stop_at_limit(root, &hit);
                 // Every process at once, not after the root's end: each
                 // one touching meanwhile would add to the overshoot.
                 self.stop_all();
@@ -812,9 +806,16 @@ impl Tree {
             max: limit as u64,
             action: "stopped the program and every process it started".into(),
         };
-        let stop = root.lock().gate.as_mut().map(|g| g.limit_hit(&hit));
+        self.stop_at_limit(root, &hit);
+    }
+
+    /// The tree passed a limit of its own (`hit`): the root's gate records
+    /// it (audit, trace, message) and the run ends with its stop; without a
+    /// gate the message is printed here. Every process is stopped.
+    fn stop_at_limit(&self, root: &Shared, hit: &LimitHit) {
+        let stop = root.lock().gate.as_mut().map(|g| g.limit_hit(hit));
         let stop = stop.unwrap_or_else(|| {
-            let message = cabin_policy::limits::message(&hit);
+            let message = cabin_policy::limits::message(hit);
             eprintln!("{message}");
             Stop { exit_code: 137, reason: "limit", message }
         });
