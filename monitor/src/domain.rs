@@ -337,6 +337,15 @@ pub trait Domain: Sized {
     /// [`Domain::start`] and before [`Domain::run`].
     fn join_clocks(&self, _clocks: &crate::watch::ThreadClocks) {}
 
+    /// The CPU time of this image's host process ([`CpuClock::Process`]),
+    /// live while it runs and final once [`Domain::run`] reaped it, for the
+    /// tree's `[limits] cpu-time` ([`crate::watch::TreeCpu`]). `None`: the
+    /// program runs on threads that join the clocks ([`Domain::join_clocks`]
+    /// and the thread calling [`Domain::run`]).
+    fn cpu_meter(&self) -> Option<Arc<dyn crate::watch::CpuMeter>> {
+        None
+    }
+
     /// Runs (or waits for) the program until it ends. Errors are the
     /// backend's own failures (a Cabin bug or a host failure), never the
     /// program's. Takes `&self`: the ring worker reads [`Domain::memory`]

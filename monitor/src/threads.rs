@@ -638,14 +638,27 @@ fn run_child<D: Domain + Sync>(
     let mut sites = sites;
     // The calls its libos served, over every image it runs (`--stats`).
     let mut local: Vec<u64> = Vec::new();
+    // The process's threads' CPU time over all its images: its ring
+    // workers, and on KVM its vCPU threads (this one included). The tree's
+    // `[limits] cpu-time` counts them, and each image's host process.
+    let clocks = ThreadClocks::default();
+    tree.cpu().add_threads(&clocks);
     // Each turn runs one image of the process: the forked copy, then each
     // image an `execve` replaced it with (docs/processes.md, "execve").
     loop {
-        // The process's own CPU time (`clock()`, `getrusage`, `times`): its
-        // host process's, as the root's is (docs/syscalls.md, "CPU time").
-        if let crate::domain::CpuClock::Process(pid) = domain.cpu_clock() {
-            shared.lock().service.set_program_cpu(crate::service::ProgramCpu::Process(pid));
+        domain.join_clocks(&clocks);
+        if let Some(m) = domain.cpu_meter() {
+            tree.cpu().add_image(m);
         }
+        let run_thread = domain.cpu_clock() == crate::domain::CpuClock::RunThread;
+        // The process's own CPU time (`clock()`, `getrusage`, `times`): its
+        // host process's, as the root's is, or its own vCPU threads'
+        // (docs/syscalls.md, "CPU time").
+        let own = match domain.cpu_clock() {
+            crate::domain::CpuClock::Process(pid) => crate::service::ProgramCpu::Process(pid),
+            crate::domain::CpuClock::RunThread => crate::service::ProgramCpu::Threads(clocks.clone()),
+        };
+        shared.lock().service.set_program_cpu(own);
         let stopper = domain.stopper();
         let exec_slot: ExecSlot = Mutex::new(None);
         let worker = Worker::new(domain.ring());
@@ -655,7 +668,7 @@ fn run_child<D: Domain + Sync>(
             &shared,
             stopper,
             None,
-            ThreadClocks::default(),
+            clocks.clone(),
             sites.clone(),
             limit,
         );
@@ -666,7 +679,11 @@ fn run_child<D: Domain + Sync>(
             if let Some(h) = threads.main_stop_handle() {
                 tree.set_interrupt(at.pid, h);
             }
-            let ran = domain.run();
+            let ran = {
+                // KVM: this thread runs the process's main vCPU.
+                let _clock = run_thread.then(|| clocks.join_as_program_thread(0));
+                domain.run()
+            };
             threads.stop_all();
             if lock(&exec_slot).is_none() {
                 if let Err(e) = &ran {

@@ -28,6 +28,7 @@ use crate::service::Violation;
 use crate::shm::{SharedWindow, Shm};
 use crate::sysv::{Ipc, SemOp, Step};
 use crate::treemem::Meter;
+use crate::watch::TreeCpu;
 use cabin_policy::limits::MemoryBound;
 
 /// The limit record of a tree past its memory bound: `resident` bytes in
@@ -102,6 +103,9 @@ pub struct Tree {
     /// process with nothing in the shared window is bounded by its own
     /// domain, so the watcher looks only rarely until the tree grows.
     watcher: Mutex<Option<std::thread::Thread>>,
+    /// The CPU time of every process of the tree (`[limits] cpu-time`
+    /// bounds the tree, docs/policy.md).
+    cpu: TreeCpu,
 }
 
 /// The calls of the tree's child processes (`--stats` totals the tree).
@@ -156,6 +160,7 @@ impl Tree {
             memory: None,
             pending: Mutex::new(0),
             watcher: Mutex::new(None),
+            cpu: TreeCpu::default(),
         }
     }
 
@@ -249,6 +254,12 @@ impl Tree {
                 if alone { crate::treemem::STEP_ALONE } else { crate::treemem::step(resident, bound.bytes) };
             std::thread::park_timeout(step);
         }
+    }
+
+    /// The CPU time of the tree's processes: each adds its images and
+    /// threads here as they start; `[limits] cpu-time` reads the sum.
+    pub fn cpu(&self) -> &TreeCpu {
+        &self.cpu
     }
 
     /// The tree's shared window (docs/processes.md, "Shared memory"):

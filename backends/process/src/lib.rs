@@ -128,6 +128,23 @@ fn view_with_channel(
 struct Child {
     pid: AtomicI32,
     stop_asked: AtomicBool,
+    /// Held while the pid is cleared and the child reaped, and while its
+    /// CPU clock is read: a reading sees the live clock or the final
+    /// figure, never a reaped (perhaps reused) pid.
+    reaping: std::sync::Mutex<()>,
+    /// The child's CPU time (user + system, ns) from its reaping `wait4`.
+    final_cpu_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The child's CPU time for the tree's `[limits] cpu-time`: its host
+/// process's clock (every thread) while it lives, then what `wait4` said.
+impl cabin_monitor::watch::CpuMeter for Child {
+    fn used(&self) -> std::time::Duration {
+        let _reaping = self.reaping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pid = self.pid.load(Ordering::SeqCst);
+        let live = if pid > 0 { cabin_monitor::watch::process_cpu_time(pid) } else { None };
+        live.unwrap_or_else(|| std::time::Duration::from_nanos(self.final_cpu_ns.load(Ordering::SeqCst)))
+    }
 }
 
 impl Stopper for Child {
@@ -370,17 +387,26 @@ impl Domain for ProcessDomain {
         CpuClock::Process(self.child.pid.load(Ordering::SeqCst))
     }
 
+    fn cpu_meter(&self) -> Option<Arc<dyn cabin_monitor::watch::CpuMeter>> {
+        Some(self.child.clone())
+    }
+
     fn run(&self) -> Result<DomainEnd, RunError> {
         let pid = self.child.pid.load(Ordering::SeqCst);
         // Whether a failed-looking set-up really failed, decided while the
         // child is a zombie (see `set_up_failed`); then no stop may reach
         // its pid any more, and it is reaped.
         let set_up = wait_exited(pid) && set_up_failed(pid, scratch_status(&self.memory));
-        self.child.pid.store(0, Ordering::SeqCst);
-        if let Some(w) = self.view.file_window() {
-            w.pid.store(0, Ordering::SeqCst);
-        }
-        let status = reap(pid);
+        let status = {
+            let _reaping = self.child.reaping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.child.pid.store(0, Ordering::SeqCst);
+            if let Some(w) = self.view.file_window() {
+                w.pid.store(0, Ordering::SeqCst);
+            }
+            let (status, cpu) = reap_with_cpu(pid);
+            self.child.final_cpu_ns.store(cpu, Ordering::SeqCst);
+            status
+        };
         if set_up {
             let what = stage_name(scratch_status(&self.memory));
             return Err(RunError::ChildSetup(format!("{what}; wait status {status:#x}")));
@@ -532,6 +558,25 @@ fn classify(status: i32, words: &EndWords) -> DomainEnd {
 
 /// Reaps the child `pid`; its wait status (0x7f00, an unknown failure, if
 /// waiting fails).
+/// As [`reap`], with the child's CPU time (user + system, ns) from `wait4`.
+fn reap_with_cpu(pid: libc::pid_t) -> (i32, u64) {
+    let mut status = 0i32;
+    loop {
+        // SAFETY: rusage is plain data; zeroed is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; writes `status` and `ru`.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut ru) };
+        if r == pid {
+            let ns =
+                |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000_000 + t.tv_usec.max(0) as u64 * 1000;
+            return (status, ns(ru.ru_utime) + ns(ru.ru_stime));
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return (0x7f00, 0);
+        }
+    }
+}
+
 fn reap(pid: libc::pid_t) -> i32 {
     let mut status = 0i32;
     loop {
