@@ -40,12 +40,23 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Runs `cpuhog args` under the cpu-time limit (and `--mem` when `mem` is
 /// given): exit code, the `limit` records' kinds, stdout.
 fn run(b: Backend, img: &[u8], args: &[&str], dir: &Path, mem: Option<u64>) -> (i32, Vec<String>, String) {
+    let limits = format!("processes = 16\ncpu-time = \"{LIMIT_MS}ms\"\nwall-time = \"20s\"\n");
+    run_with(b, img, args, dir, mem, &limits).expect("the monitor runs the program")
+}
+
+/// As [`run`], under the `[limits]` lines `limits`; the monitor's error as
+/// text.
+fn run_with(
+    b: Backend,
+    img: &[u8],
+    args: &[&str],
+    dir: &Path,
+    mem: Option<u64>,
+    limits: &str,
+) -> Result<(i32, Vec<String>, String), String> {
     let audit = dir.join("audit.jsonl");
     let _ = std::fs::remove_file(&audit);
-    let policy = format!(
-        "version = 1\n[default]\naction = \"allow\"\n[limits]\nprocesses = 16\ncpu-time = \"{LIMIT_MS}ms\"\n\
-         wall-time = \"20s\"\n"
-    );
+    let policy = format!("version = 1\n[default]\naction = \"allow\"\n[limits]\n{limits}");
     let out_path = dir.join("out");
     let out = std::fs::File::create(&out_path).expect("output file");
     let mut cfg = cabin_monitor::RunConfig {
@@ -64,7 +75,7 @@ fn run(b: Backend, img: &[u8], args: &[&str], dir: &Path, mem: Option<u64>) -> (
     if let Some(m) = mem {
         cfg.arena_bytes = m;
     }
-    let o = b.run(img, &cfg).expect("the monitor runs the program");
+    let o = b.run(img, &cfg).map_err(|e| e.to_string())?;
     drop(out);
     let text = std::fs::read_to_string(&audit).unwrap_or_default();
     let limits = text
@@ -73,7 +84,7 @@ fn run(b: Backend, img: &[u8], args: &[&str], dir: &Path, mem: Option<u64>) -> (
         .filter(|r| r["type"] == "limit")
         .map(|r| r["limit"].as_str().unwrap_or("").to_string())
         .collect();
-    (o.exit_code, limits, std::fs::read_to_string(&out_path).unwrap_or_default())
+    Ok((o.exit_code, limits, std::fs::read_to_string(&out_path).unwrap_or_default()))
 }
 
 fn nothing_left(what: &str) {
@@ -179,4 +190,39 @@ fn kvm() {
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     spread(Backend::Kvm);
+}
+
+/// A limit that stops a process before it entered the program (still in
+/// its set-up: a 1 ms wall-time limit, or a cpu-time limit reached while an
+/// exec'd image starts) ends the run with that limit, never with "the
+/// confined child failed during set-up" (exit 125: 11 of 20 such runs on
+/// the process backend before).
+fn stopped_in_set_up(b: Backend) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some(img) = common::image("cpuhog", t.path()) else {
+        cabin_tests::not_run("gcc", "gcc is not available to build cpuhog.c");
+        return;
+    };
+    for k in 0..20 {
+        let what = format!("{b:?} set-up run {k}");
+        let r = run_with(b, &img, &["cpuhog", "fork", "1", "100"], t.path(), None, "wall-time = \"1ms\"\n");
+        let (code, limits, _) = r.unwrap_or_else(|e| panic!("{what}: the run failed: {e}"));
+        assert_eq!((code, limits), (137, vec!["wall-time".to_string()]), "{what}");
+        nothing_left(&what);
+    }
+}
+
+#[test]
+fn process_stopped_in_set_up() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    stopped_in_set_up(Backend::Process);
+}
+
+#[test]
+fn kvm_stopped_in_set_up() {
+    if !Backend::Kvm.available("tree_cpu::kvm_stopped_in_set_up") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    stopped_in_set_up(Backend::Kvm);
 }

@@ -396,7 +396,13 @@ impl Domain for ProcessDomain {
         // Whether a failed-looking set-up really failed, decided while the
         // child is a zombie (see `set_up_failed`); then no stop may reach
         // its pid any more, and it is reaped.
-        let set_up = wait_exited(pid) && set_up_failed(pid, scratch_status(&self.memory));
+        // A child the monitor killed (a limit, the tree's end) before it
+        // entered the program did not fail its set-up: it was stopped, and
+        // the run ends as the stop says (a cpu-time limit reached while a
+        // new image started was reported as a set-up failure).
+        let set_up = wait_exited(pid)
+            && !self.child.stop_asked.load(Ordering::SeqCst)
+            && set_up_failed(pid, scratch_status(&self.memory));
         let status = {
             let _reaping = self.child.reaping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             self.child.pid.store(0, Ordering::SeqCst);
