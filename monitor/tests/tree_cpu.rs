@@ -94,6 +94,15 @@ fn nothing_left(what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(live_children(), Vec::<String>::new(), "{what} left processes behind");
+    // No domain memory (memfd) and no VM or vCPU descriptor of the run.
+    let held: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("/memfd:cabin-") || l.starts_with("anon_inode:kvm"))
+        .collect();
+    assert_eq!(held, Vec::<String>::new(), "{what} left descriptors behind");
 }
 
 fn spread(b: Backend) {

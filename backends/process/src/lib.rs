@@ -357,15 +357,32 @@ impl Domain for ProcessDomain {
         let channel =
             self.channel.take().ok_or_else(|| RunError::Internal("the domain started twice".into()))?;
         plan.channel_fd = channel.as_raw_fd();
+        // The wake signal is blocked across the fork, so the child starts
+        // with it blocked and ignores it (`child_main`) until the libos
+        // installs its handler: a signal posted to a process still in its
+        // set-up (bash's job control signals a job as it forks it) woke it
+        // with a signal whose default action ended it ("failed during
+        // set-up", wait status 0x40). The post stays in the boot page and
+        // the libos takes it at its next call (the attention word).
+        // SAFETY: sigset_t is plain data; zeroed is a valid value.
+        let (mut wake, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
+        // SAFETY: fills and applies sigsets on locals; this thread only.
+        unsafe {
+            libc::sigemptyset(&mut wake);
+            libc::sigaddset(&mut wake, cabin_abi::boot::WAKE_SIGNAL);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &wake, &mut old);
+        }
         // SAFETY: fork has no memory-safety preconditions; the child only
         // runs `child_main`, which uses async-signal-safe calls and no
         // allocation.
         let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(RunError::host("fork"));
-        }
         if pid == 0 {
             child_main(&plan);
+        }
+        // SAFETY: restores this thread's mask from a local.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        if pid < 0 {
+            return Err(RunError::host("fork"));
         }
         // The child holds its end now.
         drop(channel);
@@ -877,6 +894,9 @@ fn child_main(plan: &ChildPlan) -> ! {
     // values computed before fork. Mappings use MAP_FIXED_NOREPLACE, so they
     // can never replace anything the child still uses.
     unsafe {
+        // Ignored (a pending one discarded) until the libos installs its
+        // handler: see `start`, which blocked it across the fork.
+        libc::signal(cabin_abi::boot::WAKE_SIGNAL, libc::SIG_IGN);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // A process group of its own: a terminal's signals reach `cabinc`,
         // which forwards them (docs/signals.md), never the child twice.
@@ -905,9 +925,10 @@ fn child_main(plan: &ChildPlan) -> ! {
             None => libc::getpid() as u32,
         };
         (plan.boot_pid_guest as *mut u32).write_volatile(pid);
-        // Signal handling back to defaults, nothing blocked.
+        // Signal handling back to defaults (the wake signal stays ignored),
+        // nothing blocked.
         for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != cabin_abi::boot::WAKE_SIGNAL {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
