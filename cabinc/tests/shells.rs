@@ -152,10 +152,14 @@ fn run_busybox(backend: &str, policy: &str, script: &str) -> (String, String, Op
 
 /// The root process's own exec (a shell's `exec`, and the last command
 /// of `sh -c`): the same pid, the new image's status; the run's limits
-/// go on across it: a wall-time limit stops the new image, and the
-/// cpu-time limit counts the replaced images' CPU time too (an image of
-/// 3 units of spinning, then one of 5, under a limit of 6.5: stopped in
-/// the second, though each alone stays below it). Both backends.
+/// go on across it: a wall-time limit stops the new image. Both backends.
+/// That the cpu-time limit counts the replaced images' CPU time too is
+/// `monitor/tests/tree_cpu.rs` `chain`, on both backends, with spins
+/// measured by the program's own CPU clock: the shell spin of a fixed
+/// count this test used took 580-990 ms of CPU for the same count within
+/// minutes at load 7, so no split of it into two images could stay below
+/// a limit alone and pass it together every time (its misses were the
+/// spin's, not the watch's: docs/policy.md, "cpu-time").
 #[test]
 fn root_exec_keeps_the_runs_limits() {
     require(BUSYBOX, "busybox-static");
@@ -173,51 +177,7 @@ fn root_exec_keeps_the_runs_limits() {
         let (out, err, code, audit) = run_busybox(backend, &wall, "exec BB sleep 30");
         assert_eq!((out.as_str(), code), ("", Some(137)), "{err}");
         assert!(audit.contains("\"limit\":\"wall-time\""), "{audit}");
-        if backend == "kvm" {
-            // The spin below is sized for the process backend (~0.7 s per
-            // image); on KVM the first spin alone passes the 1 s limit.
-            cabin_tests::not_run(
-                "KVM",
-                "cpu-time across a root exec: the test's spin is sized for the process backend",
-            );
-            continue;
-        }
-        // The limit is sized from a spin's own CPU time here (natively; the
-        // shell's arithmetic runs in ring 3, as confined), in units `u` of
-        // 100,000 iterations: the first image spins 3u and prints, the
-        // second 5u, under a limit of 6.5u: each image alone stays below
-        // it, the two together pass it (before, each image started the
-        // count again and the second survived). A fixed count was ~0.7 s
-        // on one machine and over 1 s on another.
-        let spin = |n: u32| format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done");
-        let five = children_cpu_ms(|| {
-            let o = Command::new(BUSYBOX).args(["sh", "-c", &spin(500_000)]).output().expect("native spin");
-            assert!(o.status.success(), "native spin");
-        });
-        let limit = (five * 13 / 10).max(300);
-        let cpu = format!("{allow}[limits]\ncpu-time = \"{limit}ms\"\nwall-time = \"120s\"\n");
-        let script =
-            format!("{}; echo first; exec BB sh -c '{}; echo survived'", spin(300_000), spin(500_000));
-        let (out, err, code, audit) = run_busybox(backend, &cpu, &script);
-        assert_eq!((out.as_str(), code), ("first\n", Some(137)), "limit {limit} ms: {err}");
-        assert!(audit.contains("\"limit\":\"cpu-time\""), "{audit}");
     }
-}
-
-/// The CPU time (ms, user + system) of the child processes `f` runs and
-/// waits for.
-fn children_cpu_ms(f: impl FnOnce()) -> u64 {
-    let used = || {
-        // SAFETY: an all-zero rusage is a valid value.
-        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: getrusage writes only the struct it is given.
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
-        let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
-        ms(r.ru_utime) + ms(r.ru_stime)
-    };
-    let before = used();
-    f();
-    used() - before
 }
 
 /// `popen`/`pclose` (read and write modes, `O_CLOEXEC`, statuses) and

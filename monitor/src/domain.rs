@@ -282,6 +282,15 @@ pub trait Domain: Sized {
         Ok(None)
     }
 
+    /// How the tree's memory bound reads this domain's resident memory
+    /// (docs/processes.md, "One memory bound for the tree"): called once the
+    /// domain is built, on any thread; the meter may outlive the domain.
+    /// `None`: the domain is not counted (a backend without memory of its
+    /// own).
+    fn meter(&self) -> Option<Arc<dyn crate::treemem::Meter>> {
+        None
+    }
+
     /// Whether [`Domain::exec_image`] builds domains (else `execve` is
     /// `ENOSYS`, checked before the caller's process is touched).
     const CAN_EXEC: bool = false;
@@ -327,6 +336,15 @@ pub trait Domain: Sized {
     /// `[limits] cpu-time` counts them all. Called once, after
     /// [`Domain::start`] and before [`Domain::run`].
     fn join_clocks(&self, _clocks: &crate::watch::ThreadClocks) {}
+
+    /// The CPU time of this image's host process ([`CpuClock::Process`]),
+    /// live while it runs and final once [`Domain::run`] reaped it, for the
+    /// tree's `[limits] cpu-time` ([`crate::watch::TreeCpu`]). `None`: the
+    /// program runs on threads that join the clocks ([`Domain::join_clocks`]
+    /// and the thread calling [`Domain::run`]).
+    fn cpu_meter(&self) -> Option<Arc<dyn crate::watch::CpuMeter>> {
+        None
+    }
 
     /// Runs (or waits for) the program until it ends. Errors are the
     /// backend's own failures (a Cabin bug or a host failure), never the

@@ -57,6 +57,7 @@ pub mod threads;
 pub mod timers;
 pub mod trace;
 pub mod tree;
+pub mod treemem;
 pub mod watch;
 
 pub use config::{Bind, EndReason, GateConfig, RunConfig, RunError, RunOutcome, Tmpfs, View};

@@ -30,7 +30,7 @@ use crate::site_map::SiteMap;
 use crate::stats::{self, StatsInput};
 use crate::threads::{ExecSlot, Execed, Procs, Threads};
 use crate::tree::Tree;
-use crate::watch::{process_cpu_time, ThreadClocks, TimeLimits};
+use crate::watch::{ThreadClocks, TimeLimits};
 
 /// What the libos's `ABORT_RING` means, in the words of the record.
 const LIBOS_RING_ABORT: &str =
@@ -187,13 +187,14 @@ impl<'a> Session<'a> {
         let processes = limits
             .processes
             .map_or(crate::procs::DEFAULT_PROCESSES, |p| p.min(crate::procs::MAX_PROCESSES as u64) as usize);
-        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0).with_window(shared);
+        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0)
+            .with_window(shared)
+            .with_memory(memory.clone());
 
         // Time limits stop the program the way a violation does. CPU time:
-        // the program's clock and the worker's.
+        // the tree's (below).
         let clocks = ThreadClocks::default();
         domain.join_clocks(&clocks);
-        let used = clocks.clone();
         let program_clock = domain.cpu_clock();
         // The program's own CPU clocks (`clock()`, `getrusage`, `times`):
         // its threads' when they are the monitor's (KVM's vCPU threads),
@@ -204,25 +205,25 @@ impl<'a> Session<'a> {
         });
         let shared = std::sync::Arc::new(Shared::new(service, Some(gate)));
 
+        // The tree's CPU time (docs/policy.md, "cpu-time"): every image of
+        // every process, their threads, and the monitor threads serving
+        // them. The root adds its clocks (its workers; KVM: its vCPU
+        // threads) and its image's host process here; each child process
+        // and each exec'd image adds its own as it starts.
+        tree.cpu().add_threads(&clocks);
+        if let Some(m) = domain.cpu_meter() {
+            tree.cpu().add_image(m);
+        }
         // The root's current image (an `execve` of the root replaces it):
-        // its host process, the CPU time of the images before it, and how
-        // to stop it.
-        let now = std::sync::Arc::new(RootNow::new(program_clock, stopper.clone()));
-        let cpu_now = now.clone();
-        let cpu_used = move || match cpu_now.clock() {
-            // The image's process gone (reaped at an exec, or at the end):
-            // what the earlier images and the workers used, never `None`
-            // (which ends the cpu-time watch: an exec would escape it).
-            CpuClock::Process(pid) => {
-                Some(process_cpu_time(pid).unwrap_or_default() + used.used() + cpu_now.prior())
-            }
-            CpuClock::RunThread => Some(used.used()),
-        };
+        // how to stop it.
+        let now = std::sync::Arc::new(RootNow::new(stopper.clone()));
+        let tree_cpu = tree.cpu().clone();
+        let cpu_used = move || Some(tree_cpu.used());
         let time_now = now.clone();
         let times = TimeLimits::start(&limits, t0, cpu_used, move || time_now.stop_time());
 
         let mut signal_box = BootPage::of(domain.memory())?.signal_box();
-        tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box());
+        tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box(), domain.meter());
         let procs_spec = std::sync::Arc::new(spec.clone());
         // Each turn runs one image of the root: the first, then each image
         // an `execve` of the root replaced it with (docs/processes.md,
@@ -267,6 +268,12 @@ impl<'a> Session<'a> {
                     let (done, timers) = (&forwarding_done, &*timers);
                     s.spawn(move || crate::timers::run_until(done, timers, poster));
                 }
+                // The tree's memory bound (docs/processes.md, "One memory
+                // bound for the tree"): unparked at the end.
+                let memory_watch = {
+                    let (done, tree, root) = (&forwarding_done, &tree, &shared);
+                    s.spawn(move || tree.watch_memory(root, done))
+                };
                 let _clock = (program_clock == CpuClock::RunThread).then(|| clocks.join_as_program_thread(0));
                 // This thread runs the program (a vCPU) or waits for it, on the
                 // program's CPUs for the run.
@@ -282,6 +289,7 @@ impl<'a> Session<'a> {
                 }
                 forwarding_done.store(true, std::sync::atomic::Ordering::SeqCst);
                 end_wake.wake();
+                memory_watch.thread().unpark();
                 // Wake the timer thread (it waits up to 100 ms for a change):
                 // the run ends when the program does, not at its next tick.
                 timers.with(|_| ());
@@ -320,7 +328,7 @@ impl<'a> Session<'a> {
             stopper = domain.stopper();
             worker = Worker::new(domain.ring()).placed(placement.is_some() || !auto).adaptive(auto);
             sites = SiteMap::for_image(&next.image, domain.entry());
-            if !tree.set_signals(tree.root(), stopper.clone(), signal_box) {
+            if !tree.set_signals(tree.root(), stopper.clone(), signal_box, domain.meter()) {
                 // Killed (or the run ended) while it exec'd.
                 let killed = Ok(killed_by_sigkill());
                 tree.ended(tree.root(), crate::tree::ended_of(&killed));
@@ -329,11 +337,13 @@ impl<'a> Session<'a> {
             }
             domain.join_clocks(&clocks);
             domain.start()?;
-            let clock = domain.cpu_clock();
-            if let CpuClock::Process(pid) = clock {
+            if let Some(m) = domain.cpu_meter() {
+                tree.cpu().add_image(m);
+            }
+            if let CpuClock::Process(pid) = domain.cpu_clock() {
                 shared.lock().service.set_program_cpu(crate::service::ProgramCpu::Process(pid));
             }
-            now.swap(clock, stopper.clone());
+            now.swap(stopper.clone());
         };
         let shared = std::sync::Arc::try_unwrap(shared)
             .map_err(|_| RunError::Internal("a child process's service outlived the run".into()))?;
@@ -446,36 +456,21 @@ fn root_exec_domain<D: Domain>(next: &Execed, tree: &Tree) -> Option<D> {
     }
 }
 
-/// The root process's current image, for the time limits: its CPU clock,
-/// the CPU time of the images an `execve` of the root replaced, and how to
-/// stop it. A time limit that fires between two images is kept and stops
-/// the next one as it starts.
+/// The root process's current image, for the time limits: how to stop
+/// it. A time limit that fires between two images is kept and stops the
+/// next one as it starts. (The CPU time of the images an `execve` of the
+/// root replaced stays in the tree's [`crate::watch::TreeCpu`].)
 struct RootNow {
-    clock: std::sync::Mutex<CpuClock>,
-    prior_ns: std::sync::atomic::AtomicU64,
-    /// The monitor's reaped children's CPU time when the run started.
-    children_at_start: u64,
     stopper: std::sync::Mutex<std::sync::Arc<dyn crate::domain::Stopper>>,
     time_hit: std::sync::atomic::AtomicBool,
 }
 
 impl RootNow {
-    fn new(clock: CpuClock, stopper: std::sync::Arc<dyn crate::domain::Stopper>) -> RootNow {
+    fn new(stopper: std::sync::Arc<dyn crate::domain::Stopper>) -> RootNow {
         RootNow {
-            clock: std::sync::Mutex::new(clock),
-            prior_ns: std::sync::atomic::AtomicU64::new(0),
-            children_at_start: children_cpu_ns(),
             stopper: std::sync::Mutex::new(stopper),
             time_hit: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    fn clock(&self) -> CpuClock {
-        *self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn prior(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.prior_ns.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// A time limit fired: stop the current image (and any next one).
@@ -485,37 +480,17 @@ impl RootNow {
     }
 
     /// Whether the root may start its next image (no time limit fired
-    /// meanwhile); the CPU time of the reaped images is taken now.
+    /// meanwhile).
     fn exec_gap_over(&self) -> bool {
-        // The replaced image's host process has been reaped: its CPU time
-        // is in the monitor's children's since the run started (with the
-        // run's other reaped processes: under `cabinc run` the tree is the
-        // monitor's only children; a test process's other children count
-        // too).
-        let since = children_cpu_ns().saturating_sub(self.children_at_start);
-        self.prior_ns.store(since, std::sync::atomic::Ordering::SeqCst);
         !self.time_hit.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn swap(&self, clock: CpuClock, stopper: std::sync::Arc<dyn crate::domain::Stopper>) {
-        *self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = clock;
+    fn swap(&self, stopper: std::sync::Arc<dyn crate::domain::Stopper>) {
         *self.stopper.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stopper;
         if self.time_hit.load(std::sync::atomic::Ordering::SeqCst) {
             self.stop_time();
         }
     }
-}
-
-/// The CPU time of the monitor's reaped children, in ns.
-fn children_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain data; zeroed is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes `ru` only.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
-        return 0;
-    }
-    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    ns(ru.ru_utime) + ns(ru.ru_stime)
 }
 
 /// The exit status and reason of a run, from how the worker and the domain

@@ -136,6 +136,13 @@ impl SharedWindow {
         self.memfd.as_raw_fd()
     }
 
+    /// Bytes of it the host holds now (pages written and not given back):
+    /// counted against the tree's memory bound.
+    pub fn allocated(&self) -> u64 {
+        use std::os::fd::AsFd;
+        crate::treemem::fd_allocated(self.memfd.as_fd())
+    }
+
     /// Gives `[off, off+len)` back to the host (zeroed: a later segment
     /// there starts empty).
     pub fn release(&self, off: u64, len: u64) {

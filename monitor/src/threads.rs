@@ -413,6 +413,13 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             }
             Err(ForkError::NoCaller) => return errno(libc::EAGAIN),
         };
+        // The tree's memory bound: the copy must fit (docs/processes.md,
+        // "One memory bound for the tree"), else ENOMEM as Linux's fork
+        // when it cannot allocate.
+        let Some(room) = procs.tree.fork_room(pid) else {
+            procs.tree.discard(child);
+            return errno(libc::ENOMEM);
+        };
         // From now on the tree's processes share the root's gate lock: no
         // process may hold its service lock across a blocking host call
         // (a parent reading a pipe its child is about to write).
@@ -423,6 +430,7 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         let (done, ended) = std::sync::mpsc::channel::<()>();
         let parent = t.domain;
         let (sites, limit) = (t.sites.clone(), t.limit);
+        let tree = procs.tree;
         self.scope.spawn(move || {
             run_child(
                 parent,
@@ -436,6 +444,8 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
             )
         });
         let answer = answer.recv().unwrap_or(errno(libc::EAGAIN));
+        // The child's meter counts its copy now (or there is no child).
+        tree.fork_done(room);
         if answer > 0 && flags & CLONE_VFORK != 0 {
             // vfork: the parent goes on once the child has ended (it has
             // no exec yet); the child's thread drops `done` at its end.
@@ -470,6 +480,11 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         };
         if !D::CAN_EXEC {
             return errno(libc::ENOSYS);
+        }
+        // The new image must fit the tree's memory bound beside the other
+        // processes (its present domain goes).
+        if !procs.tree.exec_fits(pid, req.image.len() as u64) {
+            return errno(libc::ENOMEM);
         }
         let image = Arc::new(req.image);
         let mut spec = (*procs.spec).clone();
@@ -610,7 +625,7 @@ fn run_child<D: Domain + Sync>(
     let Ok(signals) = BootPage::of(domain.memory()).map(|b| b.signal_box()) else {
         return fail(libc::EAGAIN);
     };
-    if !tree.join(at.pid, stopper.clone(), signals) {
+    if !tree.join(at.pid, stopper.clone(), signals, domain.meter()) {
         return fail(libc::EAGAIN);
     }
     if let Err(e) = domain.start() {
@@ -627,14 +642,27 @@ fn run_child<D: Domain + Sync>(
     let mut sites = sites;
     // The calls its libos served, over every image it runs (`--stats`).
     let mut local: Vec<u64> = Vec::new();
+    // The process's threads' CPU time over all its images: its ring
+    // workers, and on KVM its vCPU threads (this one included). The tree's
+    // `[limits] cpu-time` counts them, and each image's host process.
+    let clocks = ThreadClocks::default();
+    tree.cpu().add_threads(&clocks);
     // Each turn runs one image of the process: the forked copy, then each
     // image an `execve` replaced it with (docs/processes.md, "execve").
     loop {
-        // The process's own CPU time (`clock()`, `getrusage`, `times`): its
-        // host process's, as the root's is (docs/syscalls.md, "CPU time").
-        if let crate::domain::CpuClock::Process(pid) = domain.cpu_clock() {
-            shared.lock().service.set_program_cpu(crate::service::ProgramCpu::Process(pid));
+        domain.join_clocks(&clocks);
+        if let Some(m) = domain.cpu_meter() {
+            tree.cpu().add_image(m);
         }
+        let run_thread = domain.cpu_clock() == crate::domain::CpuClock::RunThread;
+        // The process's own CPU time (`clock()`, `getrusage`, `times`): its
+        // host process's, as the root's is, or its own vCPU threads'
+        // (docs/syscalls.md, "CPU time").
+        let own = match domain.cpu_clock() {
+            crate::domain::CpuClock::Process(pid) => crate::service::ProgramCpu::Process(pid),
+            crate::domain::CpuClock::RunThread => crate::service::ProgramCpu::Threads(clocks.clone()),
+        };
+        shared.lock().service.set_program_cpu(own);
         let stopper = domain.stopper();
         let exec_slot: ExecSlot = Mutex::new(None);
         let worker = Worker::new(domain.ring());
@@ -644,7 +672,7 @@ fn run_child<D: Domain + Sync>(
             &shared,
             stopper,
             None,
-            ThreadClocks::default(),
+            clocks.clone(),
             sites.clone(),
             limit,
         );
@@ -655,7 +683,11 @@ fn run_child<D: Domain + Sync>(
             if let Some(h) = threads.main_stop_handle() {
                 tree.set_interrupt(at.pid, h);
             }
-            let ran = domain.run();
+            let ran = {
+                // KVM: this thread runs the process's main vCPU.
+                let _clock = run_thread.then(|| clocks.join_as_program_thread(0));
+                domain.run()
+            };
             threads.stop_all();
             if lock(&exec_slot).is_none() {
                 if let Err(e) = &ran {
@@ -713,7 +745,7 @@ fn run_child<D: Domain + Sync>(
                 boot.set_spin_ns(crate::placement::spin_ns(None));
                 boot.set_check_local(&procs.spec.check_local);
                 boot.set_sig_ignored(next.sig_ignored);
-                if !tree.set_signals(at.pid, domain.stopper(), boot.signal_box()) {
+                if !tree.set_signals(at.pid, domain.stopper(), boot.signal_box(), domain.meter()) {
                     // Killed (or the run ended) while it exec'd.
                     tree.ended(at.pid, Ended::Killed(libc::SIGKILL));
                     break;

@@ -27,6 +27,28 @@ use crate::ring::{Shared, StopHandle};
 use crate::service::Violation;
 use crate::shm::{SharedWindow, Shm};
 use crate::sysv::{Ipc, SemOp, Step};
+use crate::treemem::Meter;
+use crate::watch::TreeCpu;
+use cabin_policy::limits::MemoryBound;
+
+/// The limit record of a tree past its memory bound: `resident` bytes in
+/// `processes` processes.
+fn tree_memory_hit(resident: u64, processes: usize, bound: &MemoryBound, time_ns: u64) -> LimitHit {
+    use cabin_policy::limits::size;
+    LimitHit {
+        time_ns,
+        limit: LimitKind::Memory,
+        value: resident,
+        max: bound.bytes,
+        action: format!(
+            "the process tree holds {} of {} ({processes} processes and the shared memory); every \
+             process was stopped (limit set by {}, which bounds the whole tree)",
+            size(resident),
+            size(bound.bytes),
+            bound.source
+        ),
+    }
+}
 
 /// How often a blocked wait looks at its worker's stop flag.
 const WAIT_STEP: Duration = Duration::from_millis(20);
@@ -41,6 +63,8 @@ struct Member {
     /// Another process sent it `SIGKILL`: an image an `execve` left
     /// waiting must not start.
     killed: bool,
+    /// How much host memory its domain holds (the tree's memory bound).
+    meter: Option<Arc<dyn Meter>>,
 }
 
 /// The run's process tree.
@@ -68,6 +92,20 @@ pub struct Tree {
     /// memory is `ENOSYS`) and the segments in it.
     window: Option<Arc<SharedWindow>>,
     shm: Mutex<Shm>,
+    /// The tree's memory bound (docs/processes.md, "One memory bound for
+    /// the tree"); `None`: not bounded as a whole.
+    memory: Option<MemoryBound>,
+    /// Bytes of fork copies under way (counted until the child's own meter
+    /// does); held while a fork's room is measured, so two forks never
+    /// take the same room.
+    pending: Mutex<u64>,
+    /// The thread in [`Tree::watch_memory`], woken by a fork: a lone
+    /// process with nothing in the shared window is bounded by its own
+    /// domain, so the watcher looks only rarely until the tree grows.
+    watcher: Mutex<Option<std::thread::Thread>>,
+    /// The CPU time of every process of the tree (`[limits] cpu-time`
+    /// bounds the tree, docs/policy.md).
+    cpu: TreeCpu,
 }
 
 /// The calls of the tree's child processes (`--stats` totals the tree).
@@ -119,7 +157,109 @@ impl Tree {
             totals: Mutex::default(),
             window: None,
             shm: Mutex::new(Shm::new(0)),
+            memory: None,
+            pending: Mutex::new(0),
+            watcher: Mutex::new(None),
+            cpu: TreeCpu::default(),
         }
+    }
+
+    /// The tree's memory bound: every process's resident memory, the
+    /// shared window and the copies of forks under way, together.
+    pub fn with_memory(mut self, bound: MemoryBound) -> Tree {
+        self.memory = Some(bound);
+        self
+    }
+
+    /// What the live processes' domains and the shared window hold now,
+    /// how many processes hold it, and what process `pid`'s domain holds
+    /// of it (each meter read once: a KVM meter walks its guest memory).
+    fn domains_resident(&self, pid: u32) -> (u64, usize, u64) {
+        let meters: Vec<(u32, Arc<dyn Meter>)> =
+            lock(&self.members).iter().filter_map(|(&p, m)| Some((p, m.meter.clone()?))).collect();
+        let mut sum = self.window.as_ref().map_or(0, |w| w.allocated());
+        let mut own = 0;
+        for (p, m) in &meters {
+            let r = m.resident();
+            sum = sum.saturating_add(r);
+            if *p == pid {
+                own = r;
+            }
+        }
+        (sum, meters.len(), own)
+    }
+
+    /// The tree's resident memory now (what its bound counts).
+    pub fn resident(&self) -> u64 {
+        let pending = *lock(&self.pending);
+        self.domains_resident(0).0.saturating_add(pending)
+    }
+
+    /// Room for a fork of `parent`: its copy (the parent's resident memory)
+    /// is counted as the tree's until [`Tree::fork_done`]. `None`: the copy
+    /// would take the tree past its memory bound (the fork is `ENOMEM`).
+    pub fn fork_room(&self, parent: u32) -> Option<u64> {
+        let Some(bound) = &self.memory else { return Some(0) };
+        let mut pending = lock(&self.pending);
+        let (now, _, copy) = self.domains_resident(parent);
+        if now.saturating_add(*pending).saturating_add(copy) > bound.bytes {
+            return None;
+        }
+        *pending += copy;
+        // A second process: the watcher looks at its usual pace again.
+        if let Some(w) = lock(&self.watcher).as_ref() {
+            w.unpark();
+        }
+        Some(copy)
+    }
+
+    /// A fork's copy is the child's own now (its meter counts it), or
+    /// there is no child: the room [`Tree::fork_room`] took is given back.
+    pub fn fork_done(&self, room: u64) {
+        let mut pending = lock(&self.pending);
+        *pending = pending.saturating_sub(room);
+    }
+
+    /// Whether process `pid` may replace its image with one of `image`
+    /// bytes: the tree without its present domain, plus the new image,
+    /// must fit the bound (else its `execve` is `ENOMEM`, before anything
+    /// changes).
+    pub fn exec_fits(&self, pid: u32, image: u64) -> bool {
+        let Some(bound) = &self.memory else { return true };
+        let pending = *lock(&self.pending);
+        let (now, _, own) = self.domains_resident(pid);
+        now.saturating_add(pending).saturating_sub(own).saturating_add(image) <= bound.bytes
+    }
+
+    /// Watches the tree's memory until `done` (the calling thread is
+    /// unparked then): the sum is read every [`crate::treemem::step`] and
+    /// the whole tree is stopped with the memory limit's message (the root's
+    /// gate records it) once it passes the bound.
+    pub fn watch_memory(&self, root: &Shared, done: &AtomicBool) {
+        let Some(bound) = self.memory.clone() else { return };
+        *lock(&self.watcher) = Some(std::thread::current());
+        while !done.load(Ordering::SeqCst) && !self.ending.load(Ordering::SeqCst) {
+            let (domains, processes, _) = self.domains_resident(0);
+            let resident = domains.saturating_add(*lock(&self.pending));
+            if resident > bound.bytes {
+                let hit = tree_memory_hit(resident, processes, &bound, self.t0.elapsed().as_nanos() as u64);
+                self.stop_at_limit(root, &hit);
+                // Every process at once, not after the root's end: each
+                // one touching meanwhile would add to the overshoot.
+                self.stop_all();
+                return;
+            }
+            let alone = processes <= 1 && self.window.as_ref().is_none_or(|w| w.allocated() == 0);
+            let step =
+                if alone { crate::treemem::STEP_ALONE } else { crate::treemem::step(resident, bound.bytes) };
+            std::thread::park_timeout(step);
+        }
+    }
+
+    /// The CPU time of the tree's processes: each adds its images and
+    /// threads here as they start; `[limits] cpu-time` reads the sum.
+    pub fn cpu(&self) -> &TreeCpu {
+        &self.cpu
     }
 
     /// The tree's shared window (docs/processes.md, "Shared memory"):
@@ -172,19 +312,31 @@ impl Tree {
 
     /// Process `pid` runs: how to stop it and post it signals. `false`
     /// when the run is ending (it must not start; call [`Tree::ended`]).
-    pub fn join(&self, pid: u32, stopper: Arc<dyn Stopper>, signals: SignalBox) -> bool {
+    pub fn join(
+        &self,
+        pid: u32,
+        stopper: Arc<dyn Stopper>,
+        signals: SignalBox,
+        meter: Option<Arc<dyn Meter>>,
+    ) -> bool {
         let mut m = lock(&self.members);
         if self.ending.load(Ordering::SeqCst) {
             return false;
         }
-        m.insert(pid, Member { stopper, signals, interrupt: None, killed: false });
+        m.insert(pid, Member { stopper, signals, interrupt: None, killed: false, meter });
         true
     }
 
     /// Process `pid` runs a new domain (an `execve`): how to stop it and
     /// post it signals from now on. `false`: it was killed meanwhile (or
     /// the run is ending), the new domain must not start.
-    pub fn set_signals(&self, pid: u32, stopper: Arc<dyn Stopper>, signals: SignalBox) -> bool {
+    pub fn set_signals(
+        &self,
+        pid: u32,
+        stopper: Arc<dyn Stopper>,
+        signals: SignalBox,
+        meter: Option<Arc<dyn Meter>>,
+    ) -> bool {
         let mut members = lock(&self.members);
         if self.ending.load(Ordering::SeqCst) {
             return false;
@@ -194,6 +346,7 @@ impl Tree {
                 m.stopper = stopper;
                 m.signals = signals;
                 m.interrupt = None;
+                m.meter = meter;
                 true
             }
             _ => false,
@@ -671,9 +824,16 @@ impl Tree {
             max: limit as u64,
             action: "stopped the program and every process it started".into(),
         };
-        let stop = root.lock().gate.as_mut().map(|g| g.limit_hit(&hit));
+        self.stop_at_limit(root, &hit);
+    }
+
+    /// The tree passed a limit of its own (`hit`): the root's gate records
+    /// it (audit, trace, message) and the run ends with its stop; without a
+    /// gate the message is printed here. Every process is stopped.
+    fn stop_at_limit(&self, root: &Shared, hit: &LimitHit) {
+        let stop = root.lock().gate.as_mut().map(|g| g.limit_hit(hit));
         let stop = stop.unwrap_or_else(|| {
-            let message = cabin_policy::limits::message(&hit);
+            let message = cabin_policy::limits::message(hit);
             eprintln!("{message}");
             Stop { exit_code: 137, reason: "limit", message }
         });

@@ -257,6 +257,103 @@ impl Drop for ClockGuard {
     }
 }
 
+/// The CPU time one image of a process has used so far (the process
+/// backend: its host process's clock, every thread of it; the final figure
+/// once it ended and was reaped).
+pub trait CpuMeter: Send + Sync + std::fmt::Debug {
+    /// CPU time used so far (final once the image ended).
+    fn used(&self) -> Duration;
+}
+
+/// The CPU time of the whole confined tree, for `[limits] cpu-time`
+/// (docs/policy.md): every process, every image an `execve` replaced,
+/// every thread, and the monitor threads that serve them. Each process
+/// adds its [`ThreadClocks`] (its ring workers; on KVM its vCPU threads
+/// too) and each image its [`CpuMeter`] (process backend) as it starts;
+/// the ledger sums them. A meter nobody else holds any more (the image
+/// ended and its domain is gone, the process's threads all left) has its
+/// final figure folded into one sum, so the ledger holds at most the
+/// live processes' meters however many processes the run makes.
+#[derive(Debug, Clone, Default)]
+pub struct TreeCpu(Arc<Mutex<Ledger>>);
+
+#[derive(Debug, Default)]
+struct Ledger {
+    live: Vec<Counted>,
+    /// The final CPU time of the meters that were folded.
+    ended: Duration,
+}
+
+#[derive(Debug)]
+enum Counted {
+    Image(Arc<dyn CpuMeter>),
+    Threads(ThreadClocks),
+}
+
+impl Counted {
+    fn used(&self) -> Duration {
+        match self {
+            Counted::Image(m) => m.used(),
+            Counted::Threads(t) => t.used(),
+        }
+    }
+
+    /// Nobody but the ledger holds it: its figure cannot change any more.
+    fn finished(&self) -> bool {
+        match self {
+            Counted::Image(m) => Arc::strong_count(m) == 1,
+            Counted::Threads(t) => Arc::strong_count(&t.0) == 1,
+        }
+    }
+}
+
+impl Ledger {
+    fn sweep(&mut self) {
+        let mut ended = Duration::ZERO;
+        self.live.retain(|c| {
+            let done = c.finished();
+            if done {
+                ended += c.used();
+            }
+            !done
+        });
+        self.ended += ended;
+    }
+}
+
+impl TreeCpu {
+    /// Counts an image's CPU time from now on (and after it ended).
+    pub fn add_image(&self, meter: Arc<dyn CpuMeter>) {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        l.sweep();
+        l.live.push(Counted::Image(meter));
+    }
+
+    /// Counts a process's threads' CPU time (as [`ThreadClocks::used`]).
+    pub fn add_threads(&self, clocks: &ThreadClocks) {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        l.sweep();
+        l.live.push(Counted::Threads(clocks.clone()));
+    }
+
+    /// The tree's CPU time so far. Each meter is read once, in the order it
+    /// was added; an image that ends while this reads is counted by its
+    /// live clock or by its final figure, never both (the process backend
+    /// clears the live pid and stores the final figure under one lock).
+    pub fn used(&self) -> Duration {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        l.sweep();
+        l.ended + l.live.iter().map(Counted::used).sum::<Duration>()
+    }
+
+    /// How many meters are live (not yet folded).
+    pub fn live(&self) -> usize {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        l.sweep();
+        l.live.len()
+    }
+}
+
 /// Calls a function once a wall-clock duration has passed, unless cancelled
 /// first (dropping the watchdog cancels it). Backends use it for
 /// `[limits] wall-time`: the function stops the program.
@@ -457,6 +554,57 @@ mod tests {
         std::thread::spawn(move || drop(c.join_this_thread())).join().ok();
         assert!(clocks.program_used() >= program);
         assert_eq!(clocks.program_thread_used(3), None, "slot 3's thread has left");
+    }
+
+    /// A fixed CPU figure, as a reaped image's.
+    #[derive(Debug)]
+    struct Fixed(Duration);
+    impl CpuMeter for Fixed {
+        fn used(&self) -> Duration {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_tree_counts_every_image_and_thread_once_and_folds_the_finished() {
+        let tree = TreeCpu::default();
+        let ms = Duration::from_millis;
+        // Two images still held (running), one no longer held by anyone.
+        let a: Arc<dyn CpuMeter> = Arc::new(Fixed(ms(100)));
+        let b: Arc<dyn CpuMeter> = Arc::new(Fixed(ms(200)));
+        tree.add_image(a.clone());
+        tree.add_image(b.clone());
+        tree.add_image(Arc::new(Fixed(ms(300))));
+        assert_eq!(tree.used(), ms(600));
+        assert_eq!(tree.live(), 2, "the image nobody holds is folded");
+        drop(a);
+        assert_eq!((tree.used(), tree.live()), (ms(600), 1), "folded, not lost, not counted twice");
+        // A process's threads: live while a clone is held, folded after.
+        let clocks = ThreadClocks::default();
+        tree.add_threads(&clocks);
+        let c = clocks.clone();
+        std::thread::spawn(move || {
+            let _g = c.join_this_thread();
+            let t0 = Instant::now();
+            let mut x = 0u64;
+            while t0.elapsed() < ms(50) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        })
+        .join()
+        .ok();
+        let threads = clocks.used();
+        assert!(threads > Duration::ZERO);
+        assert_eq!(tree.used(), ms(600) + threads);
+        assert_eq!(tree.live(), 2);
+        drop(clocks);
+        assert_eq!((tree.used(), tree.live()), (ms(600) + threads, 1));
+        // Many short processes leave at most the live ones in the ledger.
+        for _ in 0..1000 {
+            tree.add_image(Arc::new(Fixed(ms(1))));
+        }
+        assert_eq!((tree.used(), tree.live()), (ms(1600) + threads, 1));
+        drop(b);
     }
 
     #[test]

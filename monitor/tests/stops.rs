@@ -4,7 +4,8 @@
 //! child, a group stopped and continued with `kill(-pgid)` (a `SIGCONT`
 //! handler runs), `wait4` with `WUNTRACED`/`WCONTINUED` and `waitid` with
 //! `WSTOPPED`/`WCONTINUED`/`WNOWAIT`, `SIGCHLD` codes and `SA_NOCLDSTOP`,
-//! `SIGCONT` discarding a pending stop signal, a stop/continue flood. C
+//! `SIGCONT` discarding a pending stop signal, a stop/continue flood, a
+//! signal sent to each of 50 children as it is forked (`early`). C
 //! cases (`programs/stops.c`) run natively and confined: output and exit
 //! status equal, on both backends, and no host process of the run left.
 //! Then the end of a run leaves no stopped process behind, a stopped root
@@ -18,7 +19,7 @@ mod common;
 use common::{confined, live_children, native, Backend};
 
 const CASES: &[&str] =
-    &["selfstop", "tstp", "killstopped", "group", "waitid", "nocldstop", "flood", "handlers"];
+    &["selfstop", "tstp", "killstopped", "group", "waitid", "nocldstop", "flood", "handlers", "early"];
 
 fn cases_equal_native(b: Backend) {
     let t = tempfile::tempdir().expect("tempdir");

@@ -125,6 +125,22 @@ const _: () = {
     sync::<KvmDomain>()
 };
 
+/// Reads how much of a guest's memory the host backs (it holds the guest,
+/// so the mapping outlives every reading).
+#[derive(Debug)]
+struct GuestMeter(Arc<Guest>);
+
+impl cabin_monitor::treemem::Meter for GuestMeter {
+    fn resident(&self) -> u64 {
+        let phys = &self.0.phys;
+        // SAFETY: the guest's one mapping of `size` bytes, page aligned,
+        // alive as long as the Arc held here.
+        unsafe {
+            cabin_monitor::treemem::mapping_resident(phys.host_base() as *const u8, phys.size() as usize)
+        }
+    }
+}
+
 /// Each vCPU's service: the gate of its thread's ring.
 #[derive(Debug)]
 struct RingGates {
@@ -303,6 +319,13 @@ impl Domain for KvmDomain {
 
     fn memory(&self) -> &GuestMemory {
         &self.prepared.guest.view
+    }
+
+    /// The guest memory's resident pages (`mincore`: what the host backs
+    /// now, 2 MiB at a time where transparent huge pages do): the tree's
+    /// memory bound.
+    fn meter(&self) -> Option<Arc<dyn cabin_monitor::treemem::Meter>> {
+        Some(Arc::new(GuestMeter(self.prepared.guest.clone())))
     }
 
     fn ring(&self) -> RingPtr {

@@ -128,6 +128,23 @@ fn view_with_channel(
 struct Child {
     pid: AtomicI32,
     stop_asked: AtomicBool,
+    /// Held while the pid is cleared and the child reaped, and while its
+    /// CPU clock is read: a reading sees the live clock or the final
+    /// figure, never a reaped (perhaps reused) pid.
+    reaping: std::sync::Mutex<()>,
+    /// The child's CPU time (user + system, ns) from its reaping `wait4`.
+    final_cpu_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The child's CPU time for the tree's `[limits] cpu-time`: its host
+/// process's clock (every thread) while it lives, then what `wait4` said.
+impl cabin_monitor::watch::CpuMeter for Child {
+    fn used(&self) -> std::time::Duration {
+        let _reaping = self.reaping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pid = self.pid.load(Ordering::SeqCst);
+        let live = if pid > 0 { cabin_monitor::watch::process_cpu_time(pid) } else { None };
+        live.unwrap_or_else(|| std::time::Duration::from_nanos(self.final_cpu_ns.load(Ordering::SeqCst)))
+    }
 }
 
 impl Stopper for Child {
@@ -292,6 +309,14 @@ impl Domain for ProcessDomain {
         &self.view
     }
 
+    /// The domain's memfd: its allocated blocks are what the host holds
+    /// for the program (touched pages; the tree's memory bound).
+    fn meter(&self) -> Option<Arc<dyn cabin_monitor::treemem::Meter>> {
+        use std::os::fd::AsFd;
+        let m = cabin_monitor::treemem::FdMeter::new(self.memory.memfd.as_fd())?;
+        Some(Arc::new(m))
+    }
+
     fn ring(&self) -> RingPtr {
         self.memory.ring()
     }
@@ -332,15 +357,32 @@ impl Domain for ProcessDomain {
         let channel =
             self.channel.take().ok_or_else(|| RunError::Internal("the domain started twice".into()))?;
         plan.channel_fd = channel.as_raw_fd();
+        // The wake signal is blocked across the fork, so the child starts
+        // with it blocked and ignores it (`child_main`) until the libos
+        // installs its handler: a signal posted to a process still in its
+        // set-up (bash's job control signals a job as it forks it) woke it
+        // with a signal whose default action ended it ("failed during
+        // set-up", wait status 0x40). The post stays in the boot page and
+        // the libos takes it at its next call (the attention word).
+        // SAFETY: sigset_t is plain data; zeroed is a valid value.
+        let (mut wake, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
+        // SAFETY: fills and applies sigsets on locals; this thread only.
+        unsafe {
+            libc::sigemptyset(&mut wake);
+            libc::sigaddset(&mut wake, cabin_abi::boot::WAKE_SIGNAL);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &wake, &mut old);
+        }
         // SAFETY: fork has no memory-safety preconditions; the child only
         // runs `child_main`, which uses async-signal-safe calls and no
         // allocation.
         let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(RunError::host("fork"));
-        }
         if pid == 0 {
             child_main(&plan);
+        }
+        // SAFETY: restores this thread's mask from a local.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        if pid < 0 {
+            return Err(RunError::host("fork"));
         }
         // The child holds its end now.
         drop(channel);
@@ -362,17 +404,32 @@ impl Domain for ProcessDomain {
         CpuClock::Process(self.child.pid.load(Ordering::SeqCst))
     }
 
+    fn cpu_meter(&self) -> Option<Arc<dyn cabin_monitor::watch::CpuMeter>> {
+        Some(self.child.clone())
+    }
+
     fn run(&self) -> Result<DomainEnd, RunError> {
         let pid = self.child.pid.load(Ordering::SeqCst);
         // Whether a failed-looking set-up really failed, decided while the
         // child is a zombie (see `set_up_failed`); then no stop may reach
         // its pid any more, and it is reaped.
-        let set_up = wait_exited(pid) && set_up_failed(pid, scratch_status(&self.memory));
-        self.child.pid.store(0, Ordering::SeqCst);
-        if let Some(w) = self.view.file_window() {
-            w.pid.store(0, Ordering::SeqCst);
-        }
-        let status = reap(pid);
+        // A child the monitor killed (a limit, the tree's end) before it
+        // entered the program did not fail its set-up: it was stopped, and
+        // the run ends as the stop says (a cpu-time limit reached while a
+        // new image started was reported as a set-up failure).
+        let set_up = wait_exited(pid)
+            && !self.child.stop_asked.load(Ordering::SeqCst)
+            && set_up_failed(pid, scratch_status(&self.memory));
+        let status = {
+            let _reaping = self.child.reaping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.child.pid.store(0, Ordering::SeqCst);
+            if let Some(w) = self.view.file_window() {
+                w.pid.store(0, Ordering::SeqCst);
+            }
+            let (status, cpu) = reap_with_cpu(pid);
+            self.child.final_cpu_ns.store(cpu, Ordering::SeqCst);
+            status
+        };
         if set_up {
             let what = stage_name(scratch_status(&self.memory));
             return Err(RunError::ChildSetup(format!("{what}; wait status {status:#x}")));
@@ -524,6 +581,25 @@ fn classify(status: i32, words: &EndWords) -> DomainEnd {
 
 /// Reaps the child `pid`; its wait status (0x7f00, an unknown failure, if
 /// waiting fails).
+/// As [`reap`], with the child's CPU time (user + system, ns) from `wait4`.
+fn reap_with_cpu(pid: libc::pid_t) -> (i32, u64) {
+    let mut status = 0i32;
+    loop {
+        // SAFETY: rusage is plain data; zeroed is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; writes `status` and `ru`.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut ru) };
+        if r == pid {
+            let ns =
+                |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000_000 + t.tv_usec.max(0) as u64 * 1000;
+            return (status, ns(ru.ru_utime) + ns(ru.ru_stime));
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return (0x7f00, 0);
+        }
+    }
+}
+
 fn reap(pid: libc::pid_t) -> i32 {
     let mut status = 0i32;
     loop {
@@ -818,6 +894,9 @@ fn child_main(plan: &ChildPlan) -> ! {
     // values computed before fork. Mappings use MAP_FIXED_NOREPLACE, so they
     // can never replace anything the child still uses.
     unsafe {
+        // Ignored (a pending one discarded) until the libos installs its
+        // handler: see `start`, which blocked it across the fork.
+        libc::signal(cabin_abi::boot::WAKE_SIGNAL, libc::SIG_IGN);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // A process group of its own: a terminal's signals reach `cabinc`,
         // which forwards them (docs/signals.md), never the child twice.
@@ -846,9 +925,10 @@ fn child_main(plan: &ChildPlan) -> ! {
             None => libc::getpid() as u32,
         };
         (plan.boot_pid_guest as *mut u32).write_volatile(pid);
-        // Signal handling back to defaults, nothing blocked.
+        // Signal handling back to defaults (the wake signal stays ignored),
+        // nothing blocked.
         for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != cabin_abi::boot::WAKE_SIGNAL {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
