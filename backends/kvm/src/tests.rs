@@ -719,3 +719,36 @@ fn code_pages_carry_the_protection_key_in_the_page_tables() {
         assert_eq!(key_of(g.rsp - 8), 0, "stack");
     }
 }
+
+/// `/dev/kvm` and the CPU tables are computed once per process: every
+/// `vcpu::open` after the first gives its own descriptor (a `dup`, so one
+/// VM's owner closing it leaves the others working) and the same tables as
+/// an uncached open; the VM `usable` made is handed to one `create_vm`
+/// only, and each later one gets a VM of its own.
+#[test]
+fn kvm_open_is_computed_once_and_each_caller_gets_its_own_descriptor() {
+    use std::os::fd::AsRawFd;
+    if !kvm_or_skip("kvm_open_is_computed_once_and_each_caller_gets_its_own_descriptor") {
+        return;
+    }
+    let (a, cpuid_a, f_a) = vcpu::open().expect("open");
+    let (b, cpuid_b, f_b) = vcpu::open().expect("open again");
+    let (_, cpuid_fresh, f_fresh) = vcpu::open_uncached().expect("uncached open");
+    assert_ne!(a.as_raw_fd(), b.as_raw_fd());
+    assert_eq!((f_a, f_b), (f_fresh, f_fresh));
+    assert_eq!(cpuid_a.as_slice(), cpuid_fresh.as_slice());
+    assert_eq!(cpuid_b.as_slice(), cpuid_fresh.as_slice());
+    drop(a);
+    // The other descriptor still works after one is closed.
+    assert!(b.create_vm().is_ok());
+    // Two guests, two VMs, whether or not a spare one was waiting.
+    usable().expect("usable");
+    let (image, cfg) = (tiny_elf(&exit_with(0), b"x"), config());
+    let guest = || domain::build(&image, cfg.mem_size, &cfg.program, [0; 16], (0, 0), 0).expect("guest");
+    let (g1, g2) = (guest(), guest());
+    let vm1 = vcpu::create_vm(&b, &g1).expect("vm 1");
+    let vm2 = vcpu::create_vm(&b, &g2).expect("vm 2");
+    assert_ne!(vm1.as_raw_fd(), vm2.as_raw_fd());
+    // Each VM has its own memory: a vCPU can be made in each.
+    assert!(vm1.create_vcpu(0).is_ok() && vm2.create_vcpu(0).is_ok());
+}

@@ -8,6 +8,8 @@ use kvm_bindings::{
     kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
     KVM_MAX_CPUID_ENTRIES,
 };
+use std::sync::{Mutex, OnceLock};
+
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 
@@ -183,7 +185,7 @@ impl CpuFeatures {
 }
 
 /// Why /dev/kvm cannot be used.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum Unusable {
     /// /dev/kvm cannot be opened.
     #[error("cannot open /dev/kvm: {0}")]
@@ -193,16 +195,64 @@ pub enum Unusable {
     CreateVm(#[source] kvm_ioctls::Error),
 }
 
-/// Whether /dev/kvm can be opened and a VM created.
+/// Whether /dev/kvm can be opened and a VM created: looked at once per
+/// process (`cabinc run --backend auto` and the session both ask), and the
+/// VM made to find out is not thrown away but kept for the first
+/// [`create_vm`] (a VM made and destroyed cost about 1 ms of every start,
+/// docs/performance.md "Start-up"). A failure is not kept: the next call
+/// tries again.
 pub fn kvm_usable() -> Result<(), Unusable> {
+    static USABLE: OnceLock<()> = OnceLock::new();
+    if USABLE.get().is_some() {
+        return Ok(());
+    }
     let kvm = Kvm::new().map_err(Unusable::Open)?;
-    kvm.create_vm().map_err(Unusable::CreateVm)?;
+    let vm = kvm.create_vm().map_err(Unusable::CreateVm)?;
+    if let Ok(mut spare) = SPARE_VM.lock() {
+        spare.get_or_insert(vm);
+    }
+    let _ = USABLE.set(());
     Ok(())
 }
 
+/// A VM [`kvm_usable`] made, still empty (no memory, no vCPU), for the next
+/// [`create_vm`] of this process.
+static SPARE_VM: Mutex<Option<VmFd>> = Mutex::new(None);
+
+/// `/dev/kvm` and the CPU tables [`open`] computed, once per process.
+static OPENED: OnceLock<(Kvm, CpuId, CpuFeatures)> = OnceLock::new();
+
 /// Opens KVM and reads the CPU features (before the domain is built, which
-/// needs `AT_HWCAP`).
+/// needs `AT_HWCAP`). The first call of a process opens `/dev/kvm` and
+/// queries KVM's and the host's CPUID (neither changes while the process
+/// lives); later ones (the execute-only decision, every domain, every
+/// `execve` of a tree) get a `dup` of that descriptor and a copy of the tables.
 pub fn open() -> Result<(Kvm, CpuId, CpuFeatures), VcpuError> {
+    if let Some((kvm, cpuid, f)) = OPENED.get() {
+        return Ok((dup(kvm)?, cpuid.clone(), *f));
+    }
+    let (kvm, cpuid, f) = open_uncached()?;
+    let _ = OPENED.set((dup(&kvm)?, cpuid.clone(), f));
+    Ok((kvm, cpuid, f))
+}
+
+/// Another descriptor of the same `/dev/kvm`.
+fn dup(kvm: &Kvm) -> Result<Kvm, VcpuError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of a descriptor we own; the result is checked.
+    let fd = unsafe { libc::fcntl(kvm.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(VcpuError::Kvm {
+            what: "dup of the /dev/kvm descriptor",
+            err: kvm_ioctls::Error::last(),
+        });
+    }
+    // SAFETY: `fd` is a fresh descriptor of /dev/kvm that nothing else owns.
+    Ok(unsafe { Kvm::from_raw_fd(fd) })
+}
+
+/// [`open`] without the cache.
+pub(crate) fn open_uncached() -> Result<(Kvm, CpuId, CpuFeatures), VcpuError> {
     let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
     let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
     offer_host_protections(&mut cpuid, core::arch::x86_64::__cpuid_count(7, 0).ebx);
@@ -568,7 +618,11 @@ impl VcpuStart {
 
 /// Creates the VM for `d`: its one memory slot is the guest's memory.
 pub fn create_vm(kvm: &Kvm, d: &Guest) -> Result<VmFd, VcpuError> {
-    let vm = kvm.create_vm().map_err(kvm_err("CREATE_VM"))?;
+    let spare = SPARE_VM.lock().ok().and_then(|mut s| s.take());
+    let vm = match spare {
+        Some(vm) => vm,
+        None => kvm.create_vm().map_err(kvm_err("CREATE_VM"))?,
+    };
     let region = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,

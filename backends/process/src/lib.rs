@@ -390,15 +390,65 @@ impl Domain for ProcessDomain {
 }
 
 /// Whether this machine enforces execute-only code for the process backend:
-/// measured once, not guessed from CPUID or /proc/cpuinfo. Linux gives
-/// `PROT_EXEC`-only mappings its execute-only protection key where the CPU
-/// has protection keys and the kernel uses them; elsewhere such a mapping is
-/// readable. [`probe_execute_only`] forks a child that reads a fresh
-/// `PROT_EXEC`-only page: execute-only holds only if that read faults with
-/// `SEGV_PKUERR`.
+/// measured once per process, not guessed from CPUID or /proc/cpuinfo, and
+/// never taken from a file (nothing stale or forged can claim it). Linux
+/// gives `PROT_EXEC`-only mappings its execute-only protection key where the
+/// CPU has protection keys and the kernel uses them; elsewhere such a
+/// mapping is readable. [`probe_execute_only_here`] has the kernel read a
+/// fresh `PROT_EXEC`-only page of this process: execute-only holds only if
+/// that read is refused.
 pub fn execute_only_enforced() -> bool {
     static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PROBED.get_or_init(|| probe_execute_only() == Probe::Enforced)
+    *PROBED.get_or_init(|| probe_execute_only_here() == Probe::Enforced)
+}
+
+/// The probe of [`execute_only_enforced`], in this process, without a
+/// fork (a fork of the monitor cost 1-1.5 ms of every start, a copy of its
+/// page tables included): maps one anonymous `PROT_EXEC`-only page and
+/// `write`s its first byte into a pipe. The kernel copies from user memory
+/// under the calling thread's PKRU (a not-present page faults, and the
+/// fault handler checks the page's protection key as for the thread's own
+/// read), so the write fails with `EFAULT` exactly when the page is
+/// execute-only; where it is readable the write succeeds. The page is fresh
+/// anonymous memory mapped just before (nothing else can make the copy
+/// fail), and this thread is the one that mapped it (Linux sets the
+/// execute-only key's access-disable bit in the PKRU of the thread that
+/// asks for the mapping). Agrees with [`probe_execute_only`], which reads
+/// the page in a forked child (tested).
+pub fn probe_execute_only_here() -> Probe {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Probe::Other(-1);
+    }
+    // SAFETY: both descriptors were just made and are ours alone.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Probe::Other(PROBE_NO_MMAP);
+    }
+    // SAFETY: the kernel reads one byte at `p` (the page just mapped), or
+    // refuses with EFAULT; this process never reads it itself.
+    let n = unsafe { libc::write(wr.as_raw_fd(), p, 1) };
+    let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: unmaps the page mapped above, which nothing else uses.
+    unsafe { libc::munmap(p, 4096) };
+    drop((rd, wr));
+    match n {
+        1 => Probe::Readable,
+        _ if err == libc::EFAULT => Probe::Enforced,
+        _ => Probe::Other(err),
+    }
 }
 
 /// The first instruction of `image`'s code that could change PKRU
@@ -436,7 +486,8 @@ extern "C" fn probe_segv(_sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc:
 }
 
 /// Reads a `PROT_EXEC`-only page in a forked child and reports what
-/// happened (see [`execute_only_enforced`]). The child only makes
+/// happened: the reference [`probe_execute_only_here`] is tested against
+/// (a read by the program itself, as a confined child would try). The child only makes
 /// async-signal-safe calls (sigaction, mmap, a volatile read, `_exit`).
 pub fn probe_execute_only() -> Probe {
     // SAFETY: fork has no memory-safety preconditions; the child runs only
@@ -1055,6 +1106,10 @@ mod tests {
         let probe = probe_execute_only();
         let want = if ospke { Probe::Enforced } else { Probe::Readable };
         assert_eq!(probe, want, "OSPKE {ospke}");
+        // The in-process probe (what a run uses) says what the forked read
+        // says, here and in a fresh thread (whose PKRU never saw the key).
+        assert_eq!(probe_execute_only_here(), want, "OSPKE {ospke}");
+        assert_eq!(std::thread::spawn(probe_execute_only_here).join().unwrap(), want);
         assert_eq!(execute_only_enforced(), ospke);
     }
 
