@@ -314,17 +314,7 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
         // against growing: a write past its end would fail).
         write_at(&d.memfd, bytes, off)?;
     }
-    // The pages the monitor writes next (boot page, every ring, the loader
-    // scratch and the entry stub, one run of the memfd; the top of the
-    // stack) are put in place by one call each instead of a fault each.
-    if let (Some(first), Some(stack)) = (
-        d.ranges.iter().find(|r| r.kind == RegionKind::BootPage),
-        d.ranges.iter().find(|r| r.kind == RegionKind::Stack),
-    ) {
-        let top = STACK_PREFAULT.min(stack.len);
-        populate(&d, first.offset, stack.offset - first.offset);
-        populate(&d, stack.offset + stack.len - top, top);
-    }
+    d.populate_system();
     // Every ring of the region, before anything runs: a thread may use its
     // ring before the monitor has seen its start (docs/threads.md).
     d.reset_rings();
@@ -413,18 +403,19 @@ fn new_memfd(total: u64) -> Result<(OwnedFd, *mut u8), RunError> {
 }
 
 /// Copies the pages of `src` (mapped at `src_base`, `total` bytes) that
-/// hold data into the same offsets of the mapping at `dst_base`; holes
+/// hold data into the same offsets of the memfd `dst` (written, not copied
+/// through a mapping of it, which would take a page fault per page); holes
 /// (pages never touched) are skipped, so an untouched arena costs nothing.
 /// The number of bytes copied.
 ///
 /// # Safety
 ///
-/// `src_base` and `dst_base` are two distinct mappings of at least `total`
-/// bytes each, alive for the call; `src_base` maps `src`.
+/// `src_base` is a mapping of `src` of at least `total` bytes, alive for
+/// the call; `dst` is at least `total` bytes long.
 unsafe fn copy_touched(
     src: &OwnedFd,
     src_base: *const u8,
-    dst_base: *mut u8,
+    dst: &OwnedFd,
     total: u64,
 ) -> Result<u64, RunError> {
     let fd = src.as_raw_fd();
@@ -447,11 +438,12 @@ unsafe fn copy_touched(
         }
         let end = (hole as u64).min(total);
         let len = end.saturating_sub(data as u64) as usize;
-        // SAFETY: [data, end) lies inside both mappings (end <= total), which
-        // do not overlap (the caller's contract).
-        unsafe {
-            std::ptr::copy_nonoverlapping(src_base.add(data as usize), dst_base.add(data as usize), len)
-        };
+        // SAFETY: [data, end) lies inside the source mapping (end <= total),
+        // alive for the call (the caller's contract); the program's other
+        // threads may write it meanwhile (a multithreaded fork), which only
+        // decides which bytes the kernel copies.
+        let from = unsafe { std::slice::from_raw_parts(src_base.add(data as usize), len) };
+        write_at(dst, from, data as u64)?;
         copied += len as u64;
         at = end as i64;
     }
@@ -482,11 +474,27 @@ impl DomainMemory {
             protectable: self.protectable,
             arena_file_offset: self.arena_file_offset,
         };
-        // SAFETY: two distinct live mappings of `total` bytes each; ours
-        // maps `self.memfd`.
-        unsafe { copy_touched(&self.memfd, self.host_base, d.host_base, self.total)? };
+        // SAFETY: our live mapping of `self.memfd`, `total` bytes; the new
+        // memfd is as long.
+        unsafe { copy_touched(&self.memfd, self.host_base, &d.memfd, self.total)? };
+        d.populate_system();
         d.reset_rings();
         Ok(d)
+    }
+
+    /// Puts the pages the monitor writes before the program runs in place
+    /// in its view with one call each instead of a page fault each: the boot
+    /// page, every ring, the loader scratch and the entry stub (one run of
+    /// the memfd) and the top of the stack.
+    fn populate_system(&self) {
+        if let (Some(first), Some(stack)) = (
+            self.ranges.iter().find(|r| r.kind == RegionKind::BootPage),
+            self.ranges.iter().find(|r| r.kind == RegionKind::Stack),
+        ) {
+            let top = STACK_PREFAULT.min(stack.len);
+            populate(self, first.offset, stack.offset.saturating_sub(first.offset));
+            populate(self, stack.offset + stack.len - top, top);
+        }
     }
 
     /// Writes every ring of the region fresh (before anything runs in it).
@@ -712,8 +720,8 @@ mod tests {
             page_of(sb, 4).add(4095).write(2);
             page_of(sb, 40).add(7).write(3);
         }
-        // SAFETY: two distinct mappings of `total` bytes; sb maps src.
-        let copied = unsafe { copy_touched(&src, sb, db, total) }.expect("copy");
+        // SAFETY: sb maps src, `total` bytes; dst is as long.
+        let copied = unsafe { copy_touched(&src, sb, &dst, total) }.expect("copy");
         assert_eq!(copied, 3 * PAGE);
         assert_eq!(committed(&dst), 3 * PAGE, "holes stay holes");
         // SAFETY: reads and writes inside the mappings.
@@ -735,9 +743,9 @@ mod tests {
     fn an_untouched_memfd_copies_nothing() {
         let total = 16 * PAGE;
         let (src, sb) = new_memfd(total).expect("memfd");
-        let (_dst, db) = new_memfd(total).expect("memfd");
+        let (dst, db) = new_memfd(total).expect("memfd");
         // SAFETY: as above.
-        assert_eq!(unsafe { copy_touched(&src, sb, db, total) }.expect("copy"), 0);
+        assert_eq!(unsafe { copy_touched(&src, sb, &dst, total) }.expect("copy"), 0);
         // SAFETY: our mappings.
         unsafe {
             libc::munmap(sb.cast(), total as usize);
