@@ -210,6 +210,7 @@ fn children_cpu_ms(f: impl FnOnce()) -> u64 {
     let used = || {
         // SAFETY: getrusage fills the zeroed struct it is given.
         let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: writes the struct only.
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
         let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
         ms(r.ru_utime) + ms(r.ru_stime)

@@ -43,7 +43,7 @@ pub const LARGE_PAGE: u64 = 2 << 20;
 /// (`memory::PhysMemory::new`); the system area below stays on 4 KiB pages.
 /// A multiple of [`LARGE_PAGE`].
 pub const HUGE_PAGES_FROM: u64 = IMAGE_GPA;
-const _: () = assert!(HUGE_PAGES_FROM % LARGE_PAGE == 0);
+const _: () = assert!(HUGE_PAGES_FROM.is_multiple_of(LARGE_PAGE));
 
 /// Base of the supervisor window: the system area's guest-physical address
 /// `gpa` is visible to ring 0 at `KERNEL_VA_BASE + gpa`.
