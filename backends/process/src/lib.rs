@@ -1130,6 +1130,58 @@ mod tests {
         assert!(f.len() <= SCRATCH_FILTER_MAX, "{} instructions", f.len());
     }
 
+    /// A filter handed out again is the one its inputs give: each input
+    /// changed alone gives the filter built fresh for it, whichever was
+    /// built (and kept) before, and more inputs than are kept still do.
+    #[test]
+    fn a_kept_filter_is_the_one_its_inputs_build() {
+        let fresh = |sq: u64, cq: u64, c: &CallSet, p: &seccomp::Protectable| {
+            seccomp::compile(seccomp::rules(sq, cq, c, p).expect("rules")).expect("compile")
+        };
+        let p = seccomp::Protectable {
+            ranges: [[1 << 40, 1 << 30], [2 << 40, 1 << 30], [3 << 40, 1 << 30], [0, 0]],
+            reserve: [4 << 40, 1 << 30],
+            arena_file_offset: 1 << 30,
+            pages: [0x40_0000, 2 * PAGE],
+            shared: [5 << 40, 1 << 30],
+            filemap: [6 << 40, 1 << 30],
+        };
+        let (sq, cq) = (RING_ADDR + SQ_DOORBELL_OFFSET as u64, RING_ADDR + CQ_DOORBELL_OFFSET as u64);
+        let mut clock = CallSet::EMPTY;
+        clock.insert(libc::SYS_clock_gettime as u64);
+        let mut p2 = p;
+        p2.pages = [0x40_0000, 3 * PAGE];
+        let mut p3 = p;
+        p3.arena_file_offset = 2 << 30;
+        let inputs = [
+            (sq, cq, CallSet::EMPTY, p),
+            (sq, cq, clock, p),
+            (sq, cq, CallSet::EMPTY, p2),
+            (sq, cq, CallSet::EMPTY, p3),
+            (sq + 8, cq, CallSet::EMPTY, p),
+            (sq, cq + 8, CallSet::EMPTY, p),
+        ];
+        for round in 0..3 {
+            for (sq, cq, c, p) in &inputs {
+                let got = seccomp::filter(*sq, *cq, c, p).expect("filter");
+                let want = fresh(*sq, *cq, c, p);
+                let same = got.len() == want.len()
+                    && got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k));
+                assert!(same, "round {round}: the filter for {sq:#x} {cq:#x} {c:?} {p:?} is another one's");
+            }
+        }
+        // More inputs than kept: the oldest are built again, still right.
+        for k in 0..12u64 {
+            let mut q = p;
+            q.reserve = [(8 + k) << 40, 1 << 30];
+            let got = seccomp::filter(sq, cq, &CallSet::EMPTY, &q).expect("filter");
+            assert_eq!(got.len(), fresh(sq, cq, &CallSet::EMPTY, &q).len());
+        }
+    }
+
     #[test]
     fn the_child_unmaps_everything_outside_the_domain() {
         let ranges = [range(0x40_1000, 0x1000), range(0x40_0000, 0x1000), range(0x2000_0000_0000, 0x5000)];
