@@ -8,7 +8,7 @@ use kvm_bindings::{
     kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
     KVM_MAX_CPUID_ENTRIES,
 };
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
@@ -196,28 +196,21 @@ pub enum Unusable {
 }
 
 /// Whether /dev/kvm can be opened and a VM created: looked at once per
-/// process (`cabinc run --backend auto` and the session both ask), and the
-/// VM made to find out is not thrown away but kept for the first
-/// [`create_vm`] (a VM made and destroyed cost about 1 ms of every start,
-/// docs/performance.md "Start-up"). A failure is not kept: the next call
-/// tries again.
+/// process (`cabinc run --backend auto` and the session both ask; each
+/// check made and destroyed a VM, about 1 ms). A failure is not kept: the
+/// next call tries again. (The VM made here was kept for the first
+/// [`create_vm`] for a while; a process that asks and then builds nothing,
+/// as a test harness does, then held an idle VM: not done.)
 pub fn kvm_usable() -> Result<(), Unusable> {
     static USABLE: OnceLock<()> = OnceLock::new();
     if USABLE.get().is_some() {
         return Ok(());
     }
     let kvm = Kvm::new().map_err(Unusable::Open)?;
-    let vm = kvm.create_vm().map_err(Unusable::CreateVm)?;
-    if let Ok(mut spare) = SPARE_VM.lock() {
-        spare.get_or_insert(vm);
-    }
+    kvm.create_vm().map_err(Unusable::CreateVm)?;
     let _ = USABLE.set(());
     Ok(())
 }
-
-/// A VM [`kvm_usable`] made, still empty (no memory, no vCPU), for the next
-/// [`create_vm`] of this process.
-static SPARE_VM: Mutex<Option<VmFd>> = Mutex::new(None);
 
 /// `/dev/kvm` and the CPU tables [`open`] computed, once per process.
 static OPENED: OnceLock<(Kvm, CpuId, CpuFeatures)> = OnceLock::new();
@@ -618,11 +611,7 @@ impl VcpuStart {
 
 /// Creates the VM for `d`: its one memory slot is the guest's memory.
 pub fn create_vm(kvm: &Kvm, d: &Guest) -> Result<VmFd, VcpuError> {
-    let spare = SPARE_VM.lock().ok().and_then(|mut s| s.take());
-    let vm = match spare {
-        Some(vm) => vm,
-        None => kvm.create_vm().map_err(kvm_err("CREATE_VM"))?,
-    };
+    let vm = kvm.create_vm().map_err(kvm_err("CREATE_VM"))?;
     let region = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
