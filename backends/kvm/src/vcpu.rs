@@ -4,12 +4,12 @@
 //! does no start-up work at all: the vCPU starts directly in ring 3 at the
 //! image's entry).
 
+use std::sync::OnceLock;
+
 use kvm_bindings::{
     kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
     KVM_MAX_CPUID_ENTRIES,
 };
-use std::sync::OnceLock;
-
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 

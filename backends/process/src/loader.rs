@@ -324,29 +324,44 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     Ok(d)
 }
 
-/// A new memfd of `total` bytes, sealed against growing and shrinking, and
-/// the monitor's read-write shared mapping of it.
 /// Bytes at the top of the stack the monitor writes (arguments,
 /// environment, auxiliary vector) that are put in place up front.
 const STACK_PREFAULT: u64 = 4 * PAGE;
 
 /// Writes `bytes` at `offset` of `memfd` (all of them).
-fn write_at(memfd: &OwnedFd, mut bytes: &[u8], mut offset: u64) -> Result<(), RunError> {
-    while !bytes.is_empty() {
-        // SAFETY: pwrite reads `bytes.len()` bytes of a live slice.
-        let n = unsafe {
-            libc::pwrite(memfd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), offset as libc::off_t)
-        };
+fn write_at(memfd: &OwnedFd, bytes: &[u8], offset: u64) -> Result<(), RunError> {
+    // SAFETY: a live slice.
+    unsafe { write_raw_at(memfd, bytes.as_ptr(), bytes.len(), offset) }
+}
+
+/// Writes the `len` bytes at `from` at `offset` of `memfd` (all of them),
+/// by `pwrite`: the kernel reads them, so memory that other threads (the
+/// program's) may write meanwhile is never seen as a Rust slice.
+///
+/// # Safety
+///
+/// `[from, from + len)` is mapped and readable for the call.
+unsafe fn write_raw_at(
+    memfd: &OwnedFd,
+    mut from: *const u8,
+    mut len: usize,
+    mut offset: u64,
+) -> Result<(), RunError> {
+    while len > 0 {
+        // SAFETY: the caller's contract: `len` readable bytes at `from`.
+        let n = unsafe { libc::pwrite(memfd.as_raw_fd(), from.cast(), len, offset as libc::off_t) };
         if n < 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return Err(RunError::host("writing the image into the domain memfd"));
+            return Err(RunError::host("writing into the domain memfd"));
         }
         if n == 0 {
             return Err(RunError::Layout("the domain memfd took no more bytes".into()));
         }
-        bytes = &bytes[n as usize..];
+        // SAFETY: n <= len: still inside the caller's range.
+        from = unsafe { from.add(n as usize) };
+        len -= n as usize;
         offset += n as u64;
     }
     Ok(())
@@ -371,6 +386,8 @@ fn populate(d: &DomainMemory, offset: u64, len: u64) {
     }
 }
 
+/// A new memfd of `total` bytes, sealed against growing and shrinking, and
+/// the monitor's read-write shared mapping of it.
 fn new_memfd(total: u64) -> Result<(OwnedFd, *mut u8), RunError> {
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     // SAFETY: memfd_create reads the NUL-terminated name.
@@ -442,8 +459,7 @@ unsafe fn copy_touched(
         // alive for the call (the caller's contract); the program's other
         // threads may write it meanwhile (a multithreaded fork), which only
         // decides which bytes the kernel copies.
-        let from = unsafe { std::slice::from_raw_parts(src_base.add(data as usize), len) };
-        write_at(dst, from, data as u64)?;
+        unsafe { write_raw_at(dst, src_base.add(data as usize), len, data as u64)? };
         copied += len as u64;
         at = end as i64;
     }
