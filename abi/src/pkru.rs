@@ -129,7 +129,7 @@ fn operand_tail(modrm: u8, sib: Option<u8>) -> usize {
 pub fn unchecked_xrstor(code: &[u8], vaddr: u64) -> Option<PkruWriter> {
     let mut j = 0;
     while j + 3 <= code.len() {
-        j = next_0f(code, j);
+        j = next_0f_pair(code, j, 0x01, 0xae);
         if j + 3 > code.len() {
             break;
         }
@@ -155,8 +155,8 @@ pub fn unchecked_xrstor(code: &[u8], vaddr: u64) -> Option<PkruWriter> {
 pub fn wrpkru_at(code: &[u8], vaddr: u64) -> Option<u64> {
     let mut j = 0;
     while j + 3 <= code.len() {
-        j = next_0f(code, j);
-        if j + 3 <= code.len() && code[j + 1] == 0x01 && code[j + 2] == 0xef {
+        j = next_0f_pair(code, j, 0x01, 0x01);
+        if j + 3 <= code.len() && code[j + 2] == 0xef {
             return Some(vaddr.wrapping_add(j as u64));
         }
         j += 1;
@@ -164,29 +164,36 @@ pub fn wrpkru_at(code: &[u8], vaddr: u64) -> Option<u64> {
     None
 }
 
-/// The index of the first `0x0f` byte in `code` at or after `from`
-/// (`code.len()` when there is none). Both scans above look at every byte
-/// offset of a whole image's code at every start (and `execve`): eight
-/// bytes are tested at once (a word has a `0x0f` byte exactly when
-/// `x ^ 0x0f0f..` has a zero byte), and only a word that may hold one is
-/// looked at byte by byte.
-fn next_0f(code: &[u8], from: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
+/// Bytes [`next_0f_pair`] tests at once.
+const BLOCK: usize = 32;
+
+/// The index of the first `0x0f` byte in `code` at or after `from` that is
+/// followed by `a` or `b` (`code.len()` when there is none). Both scans
+/// above look at every byte offset of a whole image's code at every start
+/// (and `execve`), and `0f` alone is common in x86 code (one byte in 20-30
+/// of a libc), while `0f 01` and `0f ae` are rare: a block of [`BLOCK`]
+/// offsets is tested with branch-free compares the compiler turns into
+/// vector instructions, and only a block that holds a pair is looked at
+/// offset by offset.
+fn next_0f_pair(code: &[u8], from: usize, a: u8, b: u8) -> usize {
     let mut j = from;
-    while j + 8 <= code.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&code[j..j + 8]);
-        let x = u64::from_le_bytes(w) ^ (0x0f * ONES);
-        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+    while let Some(w) = code.get(j..j + BLOCK + 1) {
+        let mut hit = false;
+        for i in 0..BLOCK {
+            hit |= (w[i] == 0x0f) & ((w[i + 1] == a) | (w[i + 1] == b));
+        }
+        if hit {
             break;
         }
-        j += 8;
+        j += BLOCK;
     }
-    while j < code.len() && code[j] != 0x0f {
+    while j + 1 < code.len() {
+        if code[j] == 0x0f && (code[j + 1] == a || code[j + 1] == b) {
+            return j;
+        }
         j += 1;
     }
-    j
+    code.len()
 }
 
 #[cfg(test)]
@@ -200,27 +207,69 @@ mod tests {
         b
     }
 
+    /// What [`next_0f_pair`] must find: the first `0f a` or `0f b` at or after `from`.
+    fn naive_pair(code: &[u8], from: usize, a: u8, b: u8) -> usize {
+        (from..code.len().saturating_sub(1))
+            .find(|&i| code[i] == 0x0f && (code[i + 1] == a || code[i + 1] == b))
+            .unwrap_or(code.len())
+    }
+
     #[test]
-    fn the_word_scan_finds_what_a_byte_scan_finds() {
-        // Every 0x0f position and alignment, and the bytes around it.
-        let mut code = [0x90u8; 40];
-        for at in 0..code.len() {
-            code = [0x90u8; 40];
-            code[at] = 0x0f;
-            for from in 0..=code.len() {
-                let want = code[from..].iter().position(|&b| b == 0x0f).map_or(code.len(), |i| from + i);
-                assert_eq!(next_0f(&code, from), want, "0x0f at {at}, from {from}");
+    fn the_block_scan_finds_what_a_byte_scan_finds() {
+        // Every position of a pair (across block edges and at the very
+        // end), every start, and lone 0x0f bytes around it.
+        const N: usize = 2 * BLOCK + 7;
+        let n = N;
+        for at in 0..n - 1 {
+            for second in [0x01u8, 0xae, 0x0f, 0x90] {
+                let mut code = [0x0fu8; N];
+                for (i, c) in code.iter_mut().enumerate() {
+                    if i % 3 == 1 {
+                        *c = 0x90;
+                    }
+                }
+                code[at] = 0x0f;
+                code[at + 1] = second;
+                for from in 0..=n {
+                    for (a, b) in [(0x01, 0xae), (0x01, 0x01)] {
+                        assert_eq!(
+                            next_0f_pair(&code, from, a, b),
+                            naive_pair(&code, from, a, b),
+                            "pair {second:#x} at {at}, from {from}"
+                        );
+                    }
+                }
             }
         }
-        // Bytes that differ from 0x0f in one bit never match.
-        let near: [u8; 16] =
-            [0x0e, 0x0d, 0x0b, 0x07, 0x1f, 0x2f, 0x4f, 0x8f, 0x8e, 0xf0, 0, 0xff, 0x0e, 0x0e, 0x0e, 0x0e];
-        assert_eq!(next_0f(&near, 0), near.len());
-        for at in 0..29 {
-            let mut c = [0xccu8; 32];
+        // Pseudo-random code (a fixed xorshift), dense in 0x0f, 0x01, 0xae, 0xef.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut code = [0u8; 4096];
+        for c in code.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *c = [0x0f, 0x01, 0xae, 0xef, 0x2f, 0x90, (x >> 32) as u8, 0x0f][(x % 8) as usize];
+        }
+        let mut from = 0;
+        while from < code.len() {
+            let want = naive_pair(&code, from, 0x01, 0xae);
+            assert_eq!(next_0f_pair(&code, from, 0x01, 0xae), want, "from {from}");
+            from = want + 1;
+        }
+        let naive_wrpkru =
+            |c: &[u8]| c.windows(3).position(|w| w == [0x0f, 0x01, 0xef]).map(|i| 0x1000 + i as u64);
+        for len in [0, 1, 2, 3, 31, 32, 33, 34, 64, 65, 100, 4096] {
+            assert_eq!(wrpkru_at(&code[..len], 0x1000), naive_wrpkru(&code[..len]), "len {len}");
+        }
+        for at in 0..(3 * BLOCK) {
+            let mut c = [0xccu8; 3 * BLOCK + 3];
             c[at..at + 3].copy_from_slice(&[0x0f, 0x01, 0xef]);
             assert_eq!(wrpkru_at(&c, 0x1000), Some(0x1000 + at as u64));
             assert_eq!(unchecked_xrstor(&c, 0x1000), Some(PkruWriter::Wrpkru(0x1000 + at as u64)));
+            let mut c = [0x90u8; 3 * BLOCK + 3];
+            c[at..at + 3].copy_from_slice(&[0x0f, 0xae, 0x2f]);
+            assert_eq!(unchecked_xrstor(&c, 0x1000), Some(PkruWriter::UncheckedXrstor(0x1000 + at as u64)));
+            assert_eq!(wrpkru_at(&c, 0x1000), None);
         }
         assert_eq!(wrpkru_at(&[0x0f, 0x01], 0), None);
         assert_eq!(wrpkru_at(&[], 0), None);

@@ -342,7 +342,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         m
     });
     let image = match image_of(a, bytes) {
-        Ok(i) => i,
+        Ok(i) => std::sync::Arc::new(i),
         Err(code) => return code,
     };
     let argv0 = a.arg0.clone().unwrap_or_else(|| {
@@ -395,6 +395,7 @@ pub fn run(a: &RunArgs) -> ExitCode {
         },
         view,
         measurement_checked,
+        image_shared: Some(image.clone()),
         ..RunConfig::default()
     };
     let backend = match a.backend {

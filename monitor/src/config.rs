@@ -35,6 +35,11 @@ pub struct RunConfig {
     /// `cabin_rewriter::verified`): the session then only checks that the
     /// image records this one, and hashes its pages otherwise.
     pub measurement_checked: Option<[u8; cabin_image::measure::DIGEST_LEN]>,
+    /// The image's bytes, shared, when the front end holds them in an
+    /// `Arc` (the very bytes it passes to the session; any others are
+    /// ignored): kept for `execve("/proc/self/exe")` without a copy of the
+    /// whole image at every start.
+    pub image_shared: Option<std::sync::Arc<Vec<u8>>>,
     /// Where to write the statistics JSON (`--stats FILE`), if anywhere.
     pub stats: Option<PathBuf>,
     /// Refuse to run where execute-only code cannot be enforced.

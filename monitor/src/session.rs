@@ -104,7 +104,10 @@ impl<'a> Session<'a> {
         service.set_network(Network::new(std::sync::Arc::new(cfg.network.clone())));
         let timers = std::sync::Arc::new(crate::timers::Timers::default());
         service.timers = Some(timers.clone());
-        service.set_exe(std::sync::Arc::new(image.to_vec()));
+        service.set_exe(match &cfg.image_shared {
+            Some(shared) if std::ptr::eq(shared.as_slice(), image) => shared.clone(),
+            _ => std::sync::Arc::new(image.to_vec()),
+        });
         // Policy, limits, trace and audit (crate::gate): the worker passes
         // every call through it, fast-path and trapped alike.
         let gate = Gate::open(&cfg.gate, D::BACKEND)

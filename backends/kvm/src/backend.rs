@@ -232,8 +232,11 @@ impl Domain for KvmDomain {
         let pku = crate::vcpu::open().is_ok_and(|(_, _, f)| {
             crate::pku::decide(f.leaf7_ecx, true, crate::pku::host_pkru_offset().is_some()).enforced()
         });
-        let wrpkru =
-            image.exec_segments().any(|s| cabin_abi::pkru::wrpkru_at(image.bytes(s), s.vaddr).is_some());
+        // Scanned only where it decides something: without PKU or with
+        // readable code nothing is enforced whatever the code holds.
+        let wrpkru = pku
+            && image_xo
+            && image.exec_segments().any(|s| cabin_abi::pkru::wrpkru_at(image.bytes(s), s.vaddr).is_some());
         let enforced = pku && image_xo && !wrpkru;
         let notice = if enforced {
             "cabin: execute-only code is enforced (protection keys)"

@@ -39,6 +39,12 @@ pub const PAGE: u64 = 4096;
 /// Size of a large (2 MiB) page.
 pub const LARGE_PAGE: u64 = 2 << 20;
 
+/// Guest memory from here on is asked to be backed by 2 MiB host pages
+/// (`memory::PhysMemory::new`); the system area below stays on 4 KiB pages.
+/// A multiple of [`LARGE_PAGE`].
+pub const HUGE_PAGES_FROM: u64 = IMAGE_GPA;
+const _: () = assert!(HUGE_PAGES_FROM.is_multiple_of(LARGE_PAGE));
+
 /// Base of the supervisor window: the system area's guest-physical address
 /// `gpa` is visible to ring 0 at `KERNEL_VA_BASE + gpa`.
 pub const KERNEL_VA_BASE: u64 = 0xffff_ffff_8000_0000;

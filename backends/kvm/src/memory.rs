@@ -12,6 +12,7 @@
 //! mapped for each user region (it built the page tables, so it knows the
 //! translation without walking them).
 
+use crate::layout::HUGE_PAGES_FROM;
 use std::ptr::NonNull;
 
 use thiserror::Error;
@@ -63,9 +64,14 @@ unsafe impl Sync for PhysMemory {}
 impl PhysMemory {
     /// Maps `size` bytes of zeroed anonymous memory (not reserved up front:
     /// pages the guest never touches cost nothing), 2 MiB aligned and asking
-    /// for transparent huge pages, so that KVM can back the guest's 2 MiB
-    /// pages with 2 MiB host pages: a streaming program then takes one
-    /// (two-dimensional, expensive) TLB miss per 2 MiB instead of per 4 KiB.
+    /// for transparent huge pages from [`HUGE_PAGES_FROM`] on, so that KVM
+    /// can back the guest's 2 MiB pages with 2 MiB host pages: a streaming
+    /// program then takes one (two-dimensional, expensive) TLB miss per
+    /// 2 MiB instead of per 4 KiB. The system area below it keeps 4 KiB
+    /// pages: it is touched sparsely (descriptor tables, a few rings, a few
+    /// page tables, stacks), and the kernel zeroes a whole 2 MiB page at its
+    /// first touch, 8-10 MiB per start for 4-5 such pages (docs/performance.md,
+    /// "Start-up").
     pub fn new(size: u64) -> Result<PhysMemory, MemoryError> {
         const HUGE: usize = 2 << 20;
         let len = usize::try_from(size).map_err(|_| MemoryError::BadSize { size, why: "too large" })?;
@@ -95,8 +101,8 @@ impl PhysMemory {
         let (head, tail) = (aligned - start, map_len - (aligned - start) - len);
         // SAFETY: both ranges lie inside the mapping just made and outside
         // [aligned, aligned + len), which is all that is kept; MADV_HUGEPAGE
-        // only changes how the kernel backs that range (a failure, e.g. THP
-        // off, leaves ordinary pages).
+        // only changes how the kernel backs a range inside it (a failure,
+        // e.g. THP off, leaves ordinary pages).
         unsafe {
             if head > 0 {
                 libc::munmap(p, head);
@@ -104,7 +110,10 @@ impl PhysMemory {
             if tail > 0 {
                 libc::munmap((aligned + len) as *mut libc::c_void, tail);
             }
-            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            let small = (HUGE_PAGES_FROM as usize).min(len);
+            if len > small {
+                libc::madvise((aligned + small) as *mut libc::c_void, len - small, libc::MADV_HUGEPAGE);
+            }
         }
         let base = NonNull::new(aligned as *mut u8)
             .ok_or(MemoryError::BadSize { size, why: "mmap returned null" })?;
@@ -268,6 +277,47 @@ mod tests {
         m.write_u64(0x200, 0x1122_3344_5566_7788).expect("u64");
         assert_eq!(m.read_u64(0x200), Ok(0x1122_3344_5566_7788));
         assert!(m.host_ptr(1 << 20, 1).is_err());
+    }
+
+    /// The `VmFlags` of the mapping of this process that holds `addr`.
+    fn vm_flags_at(addr: u64) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                        inside = (a..b).contains(&addr);
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.to_string();
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    /// The system area (below HUGE_PAGES_FROM) is not asked for 2 MiB host
+    /// pages, whose zeroing a start paid in full for a few sparse pages;
+    /// the image, stack, heap and arena are (the `hg` flag of
+    /// `madvise(MADV_HUGEPAGE)`).
+    #[test]
+    fn only_memory_above_the_system_area_asks_for_huge_pages() {
+        let m = PhysMemory::new(HUGE_PAGES_FROM + (8 << 20)).expect("map");
+        let hg = |gpa: u64| vm_flags_at(m.host_base() + gpa).split_whitespace().any(|f| f == "hg");
+        for gpa in [0, 0x20_1000, HUGE_PAGES_FROM - 1] {
+            assert!(!hg(gpa), "system area at {gpa:#x} asks for huge pages");
+        }
+        for gpa in [HUGE_PAGES_FROM, HUGE_PAGES_FROM + (8 << 20) - 1] {
+            assert!(hg(gpa), "{gpa:#x} does not ask for huge pages");
+        }
+        // Memory no larger than the system area asks for none.
+        let small = PhysMemory::new(4 << 20).expect("map");
+        assert!(!vm_flags_at(small.host_base()).split_whitespace().any(|f| f == "hg"));
     }
 
     #[test]

@@ -719,3 +719,45 @@ fn code_pages_carry_the_protection_key_in_the_page_tables() {
         assert_eq!(key_of(g.rsp - 8), 0, "stack");
     }
 }
+
+/// `/dev/kvm` and the CPU tables are computed once per process: every
+/// `vcpu::open` after the first gives its own descriptor (a `dup`, so one
+/// VM's owner closing it leaves the others working) and the same tables as
+/// an uncached open.
+#[test]
+fn kvm_open_is_computed_once_and_each_caller_gets_its_own_descriptor() {
+    use std::os::fd::AsRawFd;
+    if !kvm_or_skip("kvm_open_is_computed_once_and_each_caller_gets_its_own_descriptor") {
+        return;
+    }
+    let (a, cpuid_a, f_a) = vcpu::open().expect("open");
+    let (b, cpuid_b, f_b) = vcpu::open().expect("open again");
+    let (_, cpuid_fresh, f_fresh) = vcpu::open_uncached().expect("uncached open");
+    assert_ne!(a.as_raw_fd(), b.as_raw_fd());
+    assert_eq!((f_a, f_b), (f_fresh, f_fresh));
+    // Leaf 1's EBX[31:24] is the APIC id of the CPU the query ran on (KVM's
+    // table; two queries on two CPUs differ there, cached or not).
+    let table = |c: &kvm_bindings::CpuId| -> Vec<[u32; 6]> {
+        let apic =
+            |e: &kvm_bindings::kvm_cpuid_entry2| if e.function == 1 { e.ebx & 0x00ff_ffff } else { e.ebx };
+        c.as_slice().iter().map(|e| [e.function, e.index, e.eax, apic(e), e.ecx, e.edx]).collect()
+    };
+    assert_eq!(table(&cpuid_a), table(&cpuid_fresh));
+    assert_eq!(table(&cpuid_b), table(&cpuid_fresh));
+    drop(a);
+    // The other descriptor still works after one is closed.
+    assert!(b.create_vm().is_ok());
+    // (That a check leaves no VM open is counted by monitor/tests/processes.rs,
+    // whose tests run one at a time; here other tests open VMs meanwhile.)
+    usable().expect("usable");
+    usable().expect("usable again");
+    // Two guests, two VMs.
+    let (image, cfg) = (tiny_elf(&exit_with(0), b"x"), config());
+    let guest = || domain::build(&image, cfg.mem_size, &cfg.program, [0; 16], (0, 0), 0).expect("guest");
+    let (g1, g2) = (guest(), guest());
+    let vm1 = vcpu::create_vm(&b, &g1).expect("vm 1");
+    let vm2 = vcpu::create_vm(&b, &g2).expect("vm 2");
+    assert_ne!(vm1.as_raw_fd(), vm2.as_raw_fd());
+    // Each VM has its own memory: a vCPU can be made in each.
+    assert!(vm1.create_vcpu(0).is_ok() && vm2.create_vcpu(0).is_ok());
+}

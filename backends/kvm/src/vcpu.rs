@@ -4,6 +4,8 @@
 //! does no start-up work at all: the vCPU starts directly in ring 3 at the
 //! image's entry).
 
+use std::sync::OnceLock;
+
 use kvm_bindings::{
     kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
     KVM_MAX_CPUID_ENTRIES,
@@ -183,7 +185,7 @@ impl CpuFeatures {
 }
 
 /// Why /dev/kvm cannot be used.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum Unusable {
     /// /dev/kvm cannot be opened.
     #[error("cannot open /dev/kvm: {0}")]
@@ -193,16 +195,57 @@ pub enum Unusable {
     CreateVm(#[source] kvm_ioctls::Error),
 }
 
-/// Whether /dev/kvm can be opened and a VM created.
+/// Whether /dev/kvm can be opened and a VM created: looked at once per
+/// process (`cabinc run --backend auto` and the session both ask; each
+/// check made and destroyed a VM, about 1 ms). A failure is not kept: the
+/// next call tries again. (The VM made here was kept for the first
+/// [`create_vm`] for a while; a process that asks and then builds nothing,
+/// as a test harness does, then held an idle VM: not done.)
 pub fn kvm_usable() -> Result<(), Unusable> {
+    static USABLE: OnceLock<()> = OnceLock::new();
+    if USABLE.get().is_some() {
+        return Ok(());
+    }
     let kvm = Kvm::new().map_err(Unusable::Open)?;
     kvm.create_vm().map_err(Unusable::CreateVm)?;
+    let _ = USABLE.set(());
     Ok(())
 }
 
+/// `/dev/kvm` and the CPU tables [`open`] computed, once per process.
+static OPENED: OnceLock<(Kvm, CpuId, CpuFeatures)> = OnceLock::new();
+
 /// Opens KVM and reads the CPU features (before the domain is built, which
-/// needs `AT_HWCAP`).
+/// needs `AT_HWCAP`). The first call of a process opens `/dev/kvm` and
+/// queries KVM's and the host's CPUID (neither changes while the process
+/// lives); later ones (the execute-only decision, every domain, every
+/// `execve` of a tree) get a `dup` of that descriptor and a copy of the tables.
 pub fn open() -> Result<(Kvm, CpuId, CpuFeatures), VcpuError> {
+    if let Some((kvm, cpuid, f)) = OPENED.get() {
+        return Ok((dup(kvm)?, cpuid.clone(), *f));
+    }
+    let (kvm, cpuid, f) = open_uncached()?;
+    let _ = OPENED.set((dup(&kvm)?, cpuid.clone(), f));
+    Ok((kvm, cpuid, f))
+}
+
+/// Another descriptor of the same `/dev/kvm`.
+fn dup(kvm: &Kvm) -> Result<Kvm, VcpuError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of a descriptor we own; the result is checked.
+    let fd = unsafe { libc::fcntl(kvm.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(VcpuError::Kvm {
+            what: "dup of the /dev/kvm descriptor",
+            err: kvm_ioctls::Error::last(),
+        });
+    }
+    // SAFETY: `fd` is a fresh descriptor of /dev/kvm that nothing else owns.
+    Ok(unsafe { Kvm::from_raw_fd(fd) })
+}
+
+/// [`open`] without the cache.
+pub(crate) fn open_uncached() -> Result<(Kvm, CpuId, CpuFeatures), VcpuError> {
     let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
     let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
     offer_host_protections(&mut cpuid, core::arch::x86_64::__cpuid_count(7, 0).ebx);

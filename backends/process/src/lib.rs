@@ -447,15 +447,65 @@ impl Domain for ProcessDomain {
 }
 
 /// Whether this machine enforces execute-only code for the process backend:
-/// measured once, not guessed from CPUID or /proc/cpuinfo. Linux gives
-/// `PROT_EXEC`-only mappings its execute-only protection key where the CPU
-/// has protection keys and the kernel uses them; elsewhere such a mapping is
-/// readable. [`probe_execute_only`] forks a child that reads a fresh
-/// `PROT_EXEC`-only page: execute-only holds only if that read faults with
-/// `SEGV_PKUERR`.
+/// measured once per process, not guessed from CPUID or /proc/cpuinfo, and
+/// never taken from a file (nothing stale or forged can claim it). Linux
+/// gives `PROT_EXEC`-only mappings its execute-only protection key where the
+/// CPU has protection keys and the kernel uses them; elsewhere such a
+/// mapping is readable. [`probe_execute_only_here`] has the kernel read a
+/// fresh `PROT_EXEC`-only page of this process: execute-only holds only if
+/// that read is refused.
 pub fn execute_only_enforced() -> bool {
     static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PROBED.get_or_init(|| probe_execute_only() == Probe::Enforced)
+    *PROBED.get_or_init(|| probe_execute_only_here() == Probe::Enforced)
+}
+
+/// The probe of [`execute_only_enforced`], in this process, without a
+/// fork (a fork of the monitor cost 1-1.5 ms of every start, a copy of its
+/// page tables included): maps one anonymous `PROT_EXEC`-only page and
+/// `write`s its first byte into a pipe. The kernel copies from user memory
+/// under the calling thread's PKRU (a not-present page faults, and the
+/// fault handler checks the page's protection key as for the thread's own
+/// read), so the write fails with `EFAULT` exactly when the page is
+/// execute-only; where it is readable the write succeeds. The page is fresh
+/// anonymous memory mapped just before (nothing else can make the copy
+/// fail), and this thread is the one that mapped it (Linux sets the
+/// execute-only key's access-disable bit in the PKRU of the thread that
+/// asks for the mapping). Agrees with [`probe_execute_only`], which reads
+/// the page in a forked child (tested).
+pub fn probe_execute_only_here() -> Probe {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Probe::Other(-1);
+    }
+    // SAFETY: both descriptors were just made and are ours alone.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Probe::Other(PROBE_NO_MMAP);
+    }
+    // SAFETY: the kernel reads one byte at `p` (the page just mapped), or
+    // refuses with EFAULT; this process never reads it itself.
+    let n = unsafe { libc::write(wr.as_raw_fd(), p, 1) };
+    let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: unmaps the page mapped above, which nothing else uses.
+    unsafe { libc::munmap(p, 4096) };
+    drop((rd, wr));
+    match n {
+        1 => Probe::Readable,
+        _ if err == libc::EFAULT => Probe::Enforced,
+        _ => Probe::Other(err),
+    }
 }
 
 /// The first instruction of `image`'s code that could change PKRU
@@ -493,7 +543,8 @@ extern "C" fn probe_segv(_sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc:
 }
 
 /// Reads a `PROT_EXEC`-only page in a forked child and reports what
-/// happened (see [`execute_only_enforced`]). The child only makes
+/// happened: the reference [`probe_execute_only_here`] is tested against
+/// (a read by the program itself, as a confined child would try). The child only makes
 /// async-signal-safe calls (sigaction, mmap, a volatile read, `_exit`).
 pub fn probe_execute_only() -> Probe {
     // SAFETY: fork has no memory-safety preconditions; the child runs only
@@ -1135,6 +1186,10 @@ mod tests {
         let probe = probe_execute_only();
         let want = if ospke { Probe::Enforced } else { Probe::Readable };
         assert_eq!(probe, want, "OSPKE {ospke}");
+        // The in-process probe (what a run uses) says what the forked read
+        // says, here and in a fresh thread (whose PKRU never saw the key).
+        assert_eq!(probe_execute_only_here(), want, "OSPKE {ospke}");
+        assert_eq!(std::thread::spawn(probe_execute_only_here).join().unwrap(), want);
         assert_eq!(execute_only_enforced(), ospke);
     }
 
@@ -1153,6 +1208,58 @@ mod tests {
         };
         let f = seccomp::filter(sq, cq, &CallSet::EMPTY, &p).expect("the filter builds");
         assert!(f.len() <= SCRATCH_FILTER_MAX, "{} instructions", f.len());
+    }
+
+    /// A filter handed out again is the one its inputs give: each input
+    /// changed alone gives the filter built fresh for it, whichever was
+    /// built (and kept) before, and more inputs than are kept still do.
+    #[test]
+    fn a_kept_filter_is_the_one_its_inputs_build() {
+        let fresh = |sq: u64, cq: u64, c: &CallSet, p: &seccomp::Protectable| {
+            seccomp::compile(seccomp::rules(sq, cq, c, p).expect("rules")).expect("compile")
+        };
+        let p = seccomp::Protectable {
+            ranges: [[1 << 40, 1 << 30], [2 << 40, 1 << 30], [3 << 40, 1 << 30], [0, 0]],
+            reserve: [4 << 40, 1 << 30],
+            arena_file_offset: 1 << 30,
+            pages: [0x40_0000, 2 * PAGE],
+            shared: [5 << 40, 1 << 30],
+            filemap: [6 << 40, 1 << 30],
+        };
+        let (sq, cq) = (RING_ADDR + SQ_DOORBELL_OFFSET as u64, RING_ADDR + CQ_DOORBELL_OFFSET as u64);
+        let mut clock = CallSet::EMPTY;
+        clock.insert(libc::SYS_clock_gettime as u64);
+        let mut p2 = p;
+        p2.pages = [0x40_0000, 3 * PAGE];
+        let mut p3 = p;
+        p3.arena_file_offset = 2 << 30;
+        let inputs = [
+            (sq, cq, CallSet::EMPTY, p),
+            (sq, cq, clock, p),
+            (sq, cq, CallSet::EMPTY, p2),
+            (sq, cq, CallSet::EMPTY, p3),
+            (sq + 8, cq, CallSet::EMPTY, p),
+            (sq, cq + 8, CallSet::EMPTY, p),
+        ];
+        for round in 0..3 {
+            for (sq, cq, c, p) in &inputs {
+                let got = seccomp::filter(*sq, *cq, c, p).expect("filter");
+                let want = fresh(*sq, *cq, c, p);
+                let same = got.len() == want.len()
+                    && got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k));
+                assert!(same, "round {round}: the filter for {sq:#x} {cq:#x} {c:?} {p:?} is another one's");
+            }
+        }
+        // More inputs than kept: the oldest are built again, still right.
+        for k in 0..12u64 {
+            let mut q = p;
+            q.reserve = [(8 + k) << 40, 1 << 30];
+            let got = seccomp::filter(sq, cq, &CallSet::EMPTY, &q).expect("filter");
+            assert_eq!(got.len(), fresh(sq, cq, &CallSet::EMPTY, &q).len());
+        }
     }
 
     #[test]

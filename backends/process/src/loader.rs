@@ -305,10 +305,16 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     for (off, fs, fe) in copies {
         let bytes =
             elf.data.get(fs..fe).ok_or_else(|| RunError::InvalidImage("segment past end of file".into()))?;
-        // SAFETY: the destination lies inside the mapping (the segment's
-        // range is at least as long as its file bytes plus the lead).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), d.host_base.add(off as usize), bytes.len()) };
+        // Written into the memfd, not copied through the monitor's mapping:
+        // a copy would take a page fault per 4 KiB page of the monitor's
+        // view (about half of the process backend's start-up here,
+        // docs/performance.md "Start-up"), pages the monitor never reads
+        // again. The segment's range is at least as long as its file bytes
+        // plus the lead, so the write stays inside the memfd (sealed
+        // against growing: a write past its end would fail).
+        write_at(&d.memfd, bytes, off)?;
     }
+    d.populate_system();
     // Every ring of the region, before anything runs: a thread may use its
     // ring before the monitor has seen its start (docs/threads.md).
     d.reset_rings();
@@ -316,6 +322,68 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
     d.sp = build_stack(&d, spec, elf, phdr)?;
     Ok(d)
+}
+
+/// Bytes at the top of the stack the monitor writes (arguments,
+/// environment, auxiliary vector) that are put in place up front.
+const STACK_PREFAULT: u64 = 4 * PAGE;
+
+/// Writes `bytes` at `offset` of `memfd` (all of them).
+fn write_at(memfd: &OwnedFd, bytes: &[u8], offset: u64) -> Result<(), RunError> {
+    // SAFETY: a live slice.
+    unsafe { write_raw_at(memfd, bytes.as_ptr(), bytes.len(), offset) }
+}
+
+/// Writes the `len` bytes at `from` at `offset` of `memfd` (all of them),
+/// by `pwrite`: the kernel reads them, so memory that other threads (the
+/// program's) may write meanwhile is never seen as a Rust slice.
+///
+/// # Safety
+///
+/// `[from, from + len)` is mapped and readable for the call.
+unsafe fn write_raw_at(
+    memfd: &OwnedFd,
+    mut from: *const u8,
+    mut len: usize,
+    mut offset: u64,
+) -> Result<(), RunError> {
+    while len > 0 {
+        // SAFETY: the caller's contract: `len` readable bytes at `from`.
+        let n = unsafe { libc::pwrite(memfd.as_raw_fd(), from.cast(), len, offset as libc::off_t) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(RunError::host("writing into the domain memfd"));
+        }
+        if n == 0 {
+            return Err(RunError::Layout("the domain memfd took no more bytes".into()));
+        }
+        // SAFETY: n <= len: still inside the caller's range.
+        from = unsafe { from.add(n as usize) };
+        len -= n as usize;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Makes `[offset, offset + len)` of the monitor's view of the memfd present
+/// and writable with one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14) rather
+/// than a page fault per page. Only a hint: where the kernel refuses, the
+/// pages fault in as they are written.
+fn populate(d: &DomainMemory, offset: u64, len: u64) {
+    let (start, end) = (page_down(offset), page_up(offset + len).unwrap_or(d.total).min(d.total));
+    if end > start {
+        // SAFETY: a range of the monitor's own mapping of the memfd (inside
+        // `total`); populating changes no byte of it.
+        unsafe {
+            libc::madvise(
+                d.host_base.add(start as usize).cast(),
+                (end - start) as usize,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
 }
 
 /// A new memfd of `total` bytes, sealed against growing and shrinking, and
@@ -352,18 +420,19 @@ fn new_memfd(total: u64) -> Result<(OwnedFd, *mut u8), RunError> {
 }
 
 /// Copies the pages of `src` (mapped at `src_base`, `total` bytes) that
-/// hold data into the same offsets of the mapping at `dst_base`; holes
+/// hold data into the same offsets of the memfd `dst` (written, not copied
+/// through a mapping of it, which would take a page fault per page); holes
 /// (pages never touched) are skipped, so an untouched arena costs nothing.
 /// The number of bytes copied.
 ///
 /// # Safety
 ///
-/// `src_base` and `dst_base` are two distinct mappings of at least `total`
-/// bytes each, alive for the call; `src_base` maps `src`.
+/// `src_base` is a mapping of `src` of at least `total` bytes, alive for
+/// the call; `dst` is at least `total` bytes long.
 unsafe fn copy_touched(
     src: &OwnedFd,
     src_base: *const u8,
-    dst_base: *mut u8,
+    dst: &OwnedFd,
     total: u64,
 ) -> Result<u64, RunError> {
     let fd = src.as_raw_fd();
@@ -386,11 +455,11 @@ unsafe fn copy_touched(
         }
         let end = (hole as u64).min(total);
         let len = end.saturating_sub(data as u64) as usize;
-        // SAFETY: [data, end) lies inside both mappings (end <= total), which
-        // do not overlap (the caller's contract).
-        unsafe {
-            std::ptr::copy_nonoverlapping(src_base.add(data as usize), dst_base.add(data as usize), len)
-        };
+        // SAFETY: [data, end) lies inside the source mapping (end <= total),
+        // alive for the call (the caller's contract); the program's other
+        // threads may write it meanwhile (a multithreaded fork), which only
+        // decides which bytes the kernel copies.
+        unsafe { write_raw_at(dst, src_base.add(data as usize), len, data as u64)? };
         copied += len as u64;
         at = end as i64;
     }
@@ -421,11 +490,27 @@ impl DomainMemory {
             protectable: self.protectable,
             arena_file_offset: self.arena_file_offset,
         };
-        // SAFETY: two distinct live mappings of `total` bytes each; ours
-        // maps `self.memfd`.
-        unsafe { copy_touched(&self.memfd, self.host_base, d.host_base, self.total)? };
+        // SAFETY: our live mapping of `self.memfd`, `total` bytes; the new
+        // memfd is as long.
+        unsafe { copy_touched(&self.memfd, self.host_base, &d.memfd, self.total)? };
+        d.populate_system();
         d.reset_rings();
         Ok(d)
+    }
+
+    /// Puts the pages the monitor writes before the program runs in place
+    /// in its view with one call each instead of a page fault each: the boot
+    /// page, every ring, the loader scratch and the entry stub (one run of
+    /// the memfd) and the top of the stack.
+    fn populate_system(&self) {
+        if let (Some(first), Some(stack)) = (
+            self.ranges.iter().find(|r| r.kind == RegionKind::BootPage),
+            self.ranges.iter().find(|r| r.kind == RegionKind::Stack),
+        ) {
+            let top = STACK_PREFAULT.min(stack.len);
+            populate(self, first.offset, stack.offset.saturating_sub(first.offset));
+            populate(self, stack.offset + stack.len - top, top);
+        }
     }
 
     /// Writes every ring of the region fresh (before anything runs in it).
@@ -651,8 +736,8 @@ mod tests {
             page_of(sb, 4).add(4095).write(2);
             page_of(sb, 40).add(7).write(3);
         }
-        // SAFETY: two distinct mappings of `total` bytes; sb maps src.
-        let copied = unsafe { copy_touched(&src, sb, db, total) }.expect("copy");
+        // SAFETY: sb maps src, `total` bytes; dst is as long.
+        let copied = unsafe { copy_touched(&src, sb, &dst, total) }.expect("copy");
         assert_eq!(copied, 3 * PAGE);
         assert_eq!(committed(&dst), 3 * PAGE, "holes stay holes");
         // SAFETY: reads and writes inside the mappings.
@@ -674,9 +759,9 @@ mod tests {
     fn an_untouched_memfd_copies_nothing() {
         let total = 16 * PAGE;
         let (src, sb) = new_memfd(total).expect("memfd");
-        let (_dst, db) = new_memfd(total).expect("memfd");
+        let (dst, db) = new_memfd(total).expect("memfd");
         // SAFETY: as above.
-        assert_eq!(unsafe { copy_touched(&src, sb, db, total) }.expect("copy"), 0);
+        assert_eq!(unsafe { copy_touched(&src, sb, &dst, total) }.expect("copy"), 0);
         // SAFETY: our mappings.
         unsafe {
             libc::munmap(sb.cast(), total as usize);

@@ -419,15 +419,42 @@ fn socket_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), Filte
 
 /// Builds the filter for a domain whose ring doorbells are at `sq_doorbell`
 /// and `cq_doorbell` (domain addresses); clock reads in `checked` (the
-/// calls the policy does not plainly allow) are trapped.
+/// calls the policy does not plainly allow) are trapped. A filter is a
+/// function of these inputs alone, and a run builds the same one again and
+/// again (the root, every `execve` of an image, every child process): the
+/// last [`BUILT_KEPT`] built in this process are kept by their inputs (the
+/// whole of them: nothing else decides the filter) and handed out again.
+/// Kept in memory only, so nothing outside this process can change one.
 pub fn filter(
     sq_doorbell: u64,
     cq_doorbell: u64,
     checked: &CallSet,
     protectable: &Protectable,
 ) -> Result<Vec<SockFilter>, FilterError> {
-    compile(rules(sq_doorbell, cq_doorbell, checked, protectable)?)
+    let key = (sq_doorbell, cq_doorbell, *checked, *protectable);
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(i) = built.iter().position(|(k, _)| *k == key) {
+        let entry = built.remove(i);
+        let prog = entry.1.clone();
+        built.push(entry);
+        return Ok(prog);
+    }
+    let prog = compile(rules(sq_doorbell, cq_doorbell, checked, protectable)?)?;
+    if built.len() >= BUILT_KEPT {
+        built.remove(0);
+    }
+    built.push((key, prog.clone()));
+    Ok(prog)
 }
+
+/// What decides a filter: [`filter`]'s arguments.
+type FilterKey = (u64, u64, CallSet, Protectable);
+
+/// How many filters [`filter`] keeps.
+const BUILT_KEPT: usize = 8;
+
+/// The filters [`filter`] built, oldest first.
+static BUILT: std::sync::Mutex<Vec<(FilterKey, Vec<SockFilter>)>> = std::sync::Mutex::new(Vec::new());
 
 /// Compiles `rules` (a matching call is allowed, any other trapped) for
 /// x86-64, behind a check that traps calls of any other ABI.
