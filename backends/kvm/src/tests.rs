@@ -735,12 +735,19 @@ fn kvm_open_is_computed_once_and_each_caller_gets_its_own_descriptor() {
     let (_, cpuid_fresh, f_fresh) = vcpu::open_uncached().expect("uncached open");
     assert_ne!(a.as_raw_fd(), b.as_raw_fd());
     assert_eq!((f_a, f_b), (f_fresh, f_fresh));
-    // Leaf 1's EBX[31:24] is the APIC id of the CPU the query ran on (KVM's
-    // table; two queries on two CPUs differ there, cached or not).
+    // The APIC ids in KVM's table are those of the CPU the query ran on (two
+    // queries on two CPUs differ there, cached or not): leaf 1's EBX[31:24],
+    // the x2APIC id in EDX of leaves 0xB and 0x1F, leaf 0x8000001E's EAX.
     let table = |c: &kvm_bindings::CpuId| -> Vec<[u32; 6]> {
-        let apic =
-            |e: &kvm_bindings::kvm_cpuid_entry2| if e.function == 1 { e.ebx & 0x00ff_ffff } else { e.ebx };
-        c.as_slice().iter().map(|e| [e.function, e.index, e.eax, apic(e), e.ecx, e.edx]).collect()
+        c.as_slice()
+            .iter()
+            .map(|e| {
+                let ebx = if e.function == 1 { e.ebx & 0x00ff_ffff } else { e.ebx };
+                let edx = if matches!(e.function, 0xb | 0x1f) { 0 } else { e.edx };
+                let eax = if e.function == 0x8000_001e { 0 } else { e.eax };
+                [e.function, e.index, eax, ebx, e.ecx, edx]
+            })
+            .collect()
     };
     assert_eq!(table(&cpuid_a), table(&cpuid_fresh));
     assert_eq!(table(&cpuid_b), table(&cpuid_fresh));
