@@ -33,8 +33,11 @@ fn blob_parses_and_exports_the_three_symbols() {
     // A guard against unnoticed growth, raised from 256 KiB when issue 13
     // added per-thread blocks for 64 threads, the signal book and frames,
     // and the protection and reservation-commit tables (mostly zero-filled
-    // data: the blob measured 299,008 bytes then).
-    assert!(blob.size <= 320 * 1024, "the libos blob grew to {} bytes", blob.size);
+    // data: the blob measured 299,008 bytes then), then from 320 KiB when
+    // the direct socket data plane and terminal job control added 2.3 KB of
+    // code to a blob already at 320 KiB (335,872 bytes: code 57 KB, read-only
+    // data 8 KB, data 26 KB of which the rest to 264 KB is zero-filled).
+    assert!(blob.size <= 352 * 1024, "the libos blob grew to {} bytes", blob.size);
 }
 
 #[test]
