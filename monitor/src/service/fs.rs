@@ -2264,6 +2264,24 @@ mod tests {
         p.as_os_str().as_encoded_bytes().to_vec()
     }
 
+    /// Swaps the names `x` and `y` atomically (`RENAME_EXCHANGE`), as the
+    /// racing threads of the escape tests do.
+    fn exchange(x: &std::path::Path, y: &std::path::Path) {
+        let (x, y) = (CString::new(b(x)).unwrap(), CString::new(b(y)).unwrap());
+        // SAFETY: renameat2 reads the two NUL-terminated paths.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                x.as_ptr(),
+                libc::AT_FDCWD,
+                y.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+
     fn view(
         root: Option<&std::path::Path>,
         binds: &[(&std::path::Path, &str, bool)],
@@ -2838,23 +2856,11 @@ mod tests {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let swaps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
             let swapper = {
-                let x = CString::new(b(&w.join("f"))).unwrap();
-                let y = CString::new(b(&w.join(other))).unwrap();
+                let (x, y) = (w.join("f"), w.join(other));
                 let (stop, swaps) = (stop.clone(), swaps.clone());
                 std::thread::spawn(move || {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        // SAFETY: renameat2 reads the two NUL-terminated paths.
-                        let r = unsafe {
-                            libc::syscall(
-                                libc::SYS_renameat2,
-                                libc::AT_FDCWD,
-                                x.as_ptr(),
-                                libc::AT_FDCWD,
-                                y.as_ptr(),
-                                libc::RENAME_EXCHANGE,
-                            )
-                        };
-                        assert_eq!(r, 0);
+                        exchange(&x, &y);
                         swaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 })
@@ -2881,20 +2887,7 @@ mod tests {
             // Put the plain file back under its name for the next round.
             // (Looked at, never read: reading would open the node.)
             if !std::fs::symlink_metadata(w.join("f")).is_ok_and(|m| m.file_type().is_file()) {
-                let x = CString::new(b(&w.join("f"))).unwrap();
-                let y = CString::new(b(&w.join(other))).unwrap();
-                // SAFETY: renameat2 reads the two NUL-terminated paths.
-                let r = unsafe {
-                    libc::syscall(
-                        libc::SYS_renameat2,
-                        libc::AT_FDCWD,
-                        x.as_ptr(),
-                        libc::AT_FDCWD,
-                        y.as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                assert_eq!(r, 0);
+                exchange(&w.join("f"), &w.join(other));
             }
         }
         assert!(!watch.opened(), "the device node was OPENED");
@@ -3111,23 +3104,11 @@ mod tests {
         let secret = std::fs::metadata(root.join("secret")).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let swapper = {
-            let x = CString::new(b(&allowed.join("x"))).unwrap();
-            let y = CString::new(b(&allowed.join("y"))).unwrap();
+            let (x, y) = (allowed.join("x"), allowed.join("y"));
             let stop = stop.clone();
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // SAFETY: renameat2 reads the two NUL-terminated paths.
-                    let r = unsafe {
-                        libc::syscall(
-                            libc::SYS_renameat2,
-                            libc::AT_FDCWD,
-                            x.as_ptr(),
-                            libc::AT_FDCWD,
-                            y.as_ptr(),
-                            libc::RENAME_EXCHANGE,
-                        )
-                    };
-                    assert_eq!(r, 0);
+                    exchange(&x, &y);
                 }
             })
         };
