@@ -78,21 +78,25 @@ fn inside(addr: u64, len: u64) -> bool {
     })
 }
 
+/// Linux's `struct msghdr`.
 #[repr(C)]
-struct MsgHdr {
-    name: u64,
-    namelen: u32,
-    iov: u64,
-    iovlen: u64,
-    control: u64,
-    controllen: u64,
-    flags: i32,
+pub(super) struct MsgHdr {
+    pub(super) name: u64,
+    pub(super) namelen: u32,
+    pub(super) iov: u64,
+    pub(super) iovlen: u64,
+    pub(super) control: u64,
+    pub(super) controllen: u64,
+    pub(super) flags: i32,
 }
 
-/// Takes the grant the monitor just sent: the grant and the descriptor.
-fn receive() -> Result<(FileMapGrant, u64), i64> {
-    let mut grant = FileMapGrant::default();
-    let mut iov = [&raw mut grant as u64, size_of::<FileMapGrant>() as u64];
+/// Takes what the monitor just sent on the file channel: one `T` (a
+/// [`FileMapGrant`] or a [`cabin_abi::boot::NetGrant`]) and the descriptor
+/// with it. `ENOMEM` unless both came whole; a descriptor that came without
+/// its whole message is closed.
+pub(super) fn receive<T: Default>() -> Result<(T, u64), i64> {
+    let mut grant = T::default();
+    let mut iov = [&raw mut grant as u64, size_of::<T>() as u64];
     // A header (16 bytes) and one descriptor, 8-aligned.
     let mut control = [0u64; 3];
     let mut msg = MsgHdr {
@@ -122,7 +126,7 @@ fn receive() -> Result<(FileMapGrant, u64), i64> {
         (len == 20 && level == SOL_SOCKET && ty == SCM_RIGHTS).then_some(control[2] as u32 as u64)
     };
     match (n, fd) {
-        (n, Some(fd)) if n == size_of::<FileMapGrant>() as i64 && fd < SENT_BELOW => Ok((grant, fd)),
+        (n, Some(fd)) if n == size_of::<T>() as i64 && fd < SENT_BELOW => Ok((grant, fd)),
         (_, Some(fd)) => {
             close(fd);
             Err(-errno::ENOMEM)
@@ -131,7 +135,9 @@ fn receive() -> Result<(FileMapGrant, u64), i64> {
     }
 }
 
-fn close(fd: u64) {
+/// Closes a descriptor the monitor sent (below `RESERVE_FD`; others are
+/// not the program's to close natively).
+pub(super) fn close(fd: u64) {
     if fd < SENT_BELOW {
         // SAFETY: a descriptor the monitor sent (below RESERVE_FD).
         unsafe { crate::sys::syscall6(nr::close, &[fd, cabin_abi::boot::FILEMAP_NATIVE_MAGIC, 0, 0, 0, 0]) };
@@ -181,7 +187,7 @@ pub(super) fn map(len: u64, prot: u64, fd: u64, off: u64) -> Option<i64> {
         super::forward(nr::munmap, &[addr, plen, 0, 0, 0, 0], 0);
         Some(e)
     };
-    let (g, sent) = match receive() {
+    let (g, sent) = match receive::<FileMapGrant>() {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
@@ -251,7 +257,7 @@ pub(super) fn after_fork() -> bool {
         if r < 0 {
             return false;
         }
-        let Ok((g, fd)) = receive() else { return false };
+        let Ok((g, fd)) = receive::<FileMapGrant>() else { return false };
         if g.addr != r as u64 || g.addr < at {
             close(fd);
             return false;

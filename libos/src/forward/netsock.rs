@@ -36,10 +36,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use cabin_abi::boot::{
-    NetGrant, FILEMAP_CHANNEL_FD, FILEMAP_NATIVE_MAGIC, NET_GRANT_CMD, NET_NATIVE_BASE, NET_NATIVE_COUNT,
-    NET_NATIVE_MAGIC, RESERVE_FD,
-};
+use super::filemap::MsgHdr;
+use cabin_abi::boot::{NetGrant, NET_GRANT_CMD, NET_NATIVE_BASE, NET_NATIVE_COUNT, NET_NATIVE_MAGIC};
 
 use super::{errno, nr};
 
@@ -47,13 +45,10 @@ const MSG_PEEK: u64 = 0x2;
 const MSG_DONTWAIT: u64 = 0x40;
 const MSG_NOSIGNAL: u64 = 0x4000;
 const MSG_MORE: u64 = 0x8000;
-const MSG_CMSG_CLOEXEC: u64 = 0x4000_0000;
 const O_NONBLOCK: i64 = 0o4000;
 const O_CLOEXEC: u64 = 0o2000000;
 const F_GETFL: u64 = 3;
 const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
-const SOL_SOCKET: i32 = 1;
-const SCM_RIGHTS: i32 = 1;
 const EBADF: i64 = 9;
 const EINPROGRESS: i64 = 115;
 
@@ -124,17 +119,6 @@ pub(super) fn before(nr_: u64, a: &[u64; 6]) {
     }
 }
 
-#[repr(C)]
-struct MsgHdr {
-    name: u64,
-    namelen: u32,
-    iov: u64,
-    iovlen: u64,
-    control: u64,
-    controllen: u64,
-    flags: i32,
-}
-
 /// After `accept`/`accept4`/`connect` gave `v` (`r` its result): asks for
 /// the socket and installs it.
 pub(super) fn after(nr_: u64, a: &[u64; 6], r: i64) {
@@ -171,37 +155,8 @@ fn grant(v: u64) {
     if g != 0 {
         return;
     }
-    let mut grant = NetGrant::default();
-    let mut iov = [&raw mut grant as u64, size_of::<NetGrant>() as u64];
-    let mut control = [0u64; 3];
-    let mut msg = MsgHdr {
-        name: 0,
-        namelen: 0,
-        iov: iov.as_mut_ptr() as u64,
-        iovlen: 1,
-        control: control.as_mut_ptr() as u64,
-        controllen: size_of_val(&control) as u64,
-        flags: 0,
-    };
-    let args = [
-        FILEMAP_CHANNEL_FD,
-        &raw mut msg as u64,
-        MSG_DONTWAIT | MSG_CMSG_CLOEXEC,
-        FILEMAP_NATIVE_MAGIC,
-        0,
-        0,
-    ];
-    // SAFETY: `msg` and what it points at are this frame's, writable, as
-    // long as the call says; the filter allows recvmsg on the channel.
-    let n = unsafe { crate::sys::syscall6(nr::recvmsg, &args) };
-    let sent = {
-        let len = control[0];
-        let level = control[1] as u32 as i32;
-        let ty = (control[1] >> 32) as u32 as i32;
-        (len == 20 && level == SOL_SOCKET && ty == SCM_RIGHTS).then_some(control[2] as u32 as u64)
-    };
-    let Some(fd) = sent.filter(|&fd| fd < RESERVE_FD) else { return };
-    if n == size_of::<NetGrant>() as i64 && grant.vfd == v && grant.magic == NET_NATIVE_MAGIC {
+    let Ok((grant, fd)) = super::filemap::receive::<NetGrant>() else { return };
+    if grant.vfd == v && grant.magic == NET_NATIVE_MAGIC {
         // SAFETY: moves a descriptor the monitor sent into the range;
         // touches no memory; the filter allows exactly this form.
         let d = unsafe {
@@ -216,8 +171,7 @@ fn grant(v: u64) {
             }
         }
     }
-    // SAFETY: a descriptor the monitor sent (below RESERVE_FD).
-    unsafe { crate::sys::syscall6(nr::close, &[fd, FILEMAP_NATIVE_MAGIC, 0, 0, 0, 0]) };
+    super::filemap::close(fd);
 }
 
 /// Whether the socket at native `h` is non-blocking.
