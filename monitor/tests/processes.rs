@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{confined, live_children, native, Backend};
+use common::{confined, executable, live_children, native, Backend};
 
 /// What a KVM run could leave behind in this process: its threads (every
 /// vCPU and run thread) and its KVM descriptors (`anon_inode:kvm-vm`,
@@ -167,12 +167,6 @@ fn confined_with(
         ..Default::default()
     };
     common::confined_captured(b, img, cfg, dir)
-}
-
-fn executable(path: &Path, bytes: &[u8]) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, bytes).expect("write");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
 /// `execve` (docs/processes.md, "execve"): fork+exec+wait of a second

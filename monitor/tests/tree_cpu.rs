@@ -113,11 +113,7 @@ fn spread(b: Backend) {
     };
     let img = common::rewrite(&std::fs::read(&exe).expect("read the program"));
     let image = t.path().join("cpuhog.cabin");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&image, &img).expect("write");
-        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    common::executable(&image, &img);
     let image_arg = image.to_str().expect("utf-8").to_string();
     let exe_arg = exe.to_str().expect("utf-8").to_string();
     // (name, args, what natively prints): every piece below 500 ms, the

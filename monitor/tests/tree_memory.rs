@@ -167,11 +167,7 @@ fn bombs(b: Backend) {
     };
     let img = common::rewrite(&std::fs::read(&exe).expect("read the program"));
     let image = t.path().join("treebomb.cabin");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&image, &img).expect("write");
-        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    common::executable(&image, &img);
     let image_arg = image.to_str().expect("utf-8").to_string();
     let cases: [&[&str]; 4] = [
         &["treebomb", "touch", "15"],

@@ -26,6 +26,14 @@ pub fn rewrite(input: &[u8]) -> Vec<u8> {
     cabin_rewriter::pipeline::build_image(input, &opts, &mut |_| {}).expect("build image").image
 }
 
+/// Writes `bytes` to `path` as an executable file (0755): an image or a
+/// program a confined process will `execve`.
+pub fn executable(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
 /// Compiles `tests/programs/NAME.c` and builds its image; `None` when gcc is missing.
 pub fn image(name: &str, dir: &Path) -> Option<Vec<u8>> {
     let exe = compile(name, dir)?;
