@@ -97,8 +97,7 @@ fn both(shell: &str, shell_args: &[&str], backend: &str) -> (Output, Output) {
 }
 
 fn check(shell: &str, shell_args: &[&str]) {
-    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
-    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    let backends = backends();
     for backend in backends {
         let (native, confined) = both(shell, shell_args, backend);
         assert!(native.status.success(), "native: {}", show(&native));
@@ -164,8 +163,7 @@ fn run_busybox(backend: &str, policy: &str, script: &str) -> (String, String, Op
 fn root_exec_keeps_the_runs_limits() {
     require(BUSYBOX, "busybox-static");
     let allow = "version = 1\n[default]\naction = \"allow\"\n";
-    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
-    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    let backends = backends();
     for &backend in backends {
         let (out, err, code, _) = run_busybox(backend, allow, "echo $$; exec BB sh -c 'echo $$; exit 5'");
         let pids: Vec<&str> = out.lines().collect();
@@ -227,8 +225,7 @@ fn popen_and_system() {
             .output()
             .expect("unshare")
     };
-    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
-    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    let backends = backends();
     let cabinc = Path::new(env!("CARGO_BIN_EXE_cabinc"));
     for case in ["popen", "system"] {
         let native = with_static_sh(&[exe.as_os_str(), case.as_ref()]);
@@ -273,6 +270,27 @@ fn popen_and_system() {
         );
         assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     }
+}
+
+/// The backends to compare with native: the process backend, and KVM where
+/// `/dev/kvm` is usable (`cabin_tests::kvm_available` says NOT RUN, or
+/// fails under `CABIN_REQUIRE_KVM=1`, where it is not).
+fn backends() -> &'static [&'static str] {
+    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
+    if cabin_tests::kvm_available(kvm) {
+        &["process", "kvm"]
+    } else {
+        &["process"]
+    }
+}
+
+/// `monitor/tests/programs/jobs.c` compiled into `dir`; `None` (said as
+/// NOT RUN) without gcc.
+fn jobs_program(dir: &Path) -> Option<std::path::PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor/tests/programs/jobs.c");
+    let exe = dir.join("jobs");
+    cabin_tests::compile_static_c("gcc", "gcc", &src, &exe)?;
+    Some(exe)
 }
 
 /// Runs `cmd` as the session leader of a new pseudo-terminal (its stdin
@@ -359,18 +377,13 @@ fn on_a_terminal_keys(mut cmd: Command, dir: &Path, keys: &[(&str, &[u8])]) -> (
 #[test]
 fn job_control_on_a_terminal() {
     let t = cabin_tests::tempfile::tempdir().expect("tempdir");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor/tests/programs/jobs.c");
-    let exe = t.path().join("jobs");
-    if cabin_tests::compile_static_c("gcc", "gcc", &src, &exe).is_none() {
-        return;
-    }
+    let Some(exe) = jobs_program(t.path()) else { return };
     let mut native = Command::new(&exe);
     native.arg("tty");
     let want = on_a_terminal(native, t.path());
     assert_eq!(want.1, Some(0), "native: {want:?}");
     assert!(want.0.ends_with("the foreground is still ours: 1\n"), "native: {want:?}");
-    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
-    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    let backends = backends();
     for backend in backends {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
         c.env("XDG_CACHE_HOME", t.path().join("cache"))
@@ -441,11 +454,7 @@ fn job_control_on_a_terminal() {
 #[test]
 fn background_jobs_stop_on_the_terminal() {
     let t = cabin_tests::tempfile::tempdir().expect("tempdir");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor/tests/programs/jobs.c");
-    let exe = t.path().join("jobs");
-    if cabin_tests::compile_static_c("gcc", "gcc", &src, &exe).is_none() {
-        return;
-    }
+    let Some(exe) = jobs_program(t.path()) else { return };
     let keys: &[(&str, &[u8])] = &[("continued in the foreground", b"x\n")];
     let mut native = Command::new(&exe);
     native.arg("ttin");
@@ -453,8 +462,7 @@ fn background_jobs_stop_on_the_terminal() {
     assert_eq!(want.1, Some(0), "native: {want:?}");
     assert!(want.0.starts_with("a background reader: stopped by 21\n"), "native: {want:?}");
     assert!(want.0.contains("a background writer: stopped by 22\n"), "native: {want:?}");
-    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
-    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    let backends = backends();
     for backend in backends {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
         c.env("XDG_CACHE_HOME", t.path().join("cache"))
@@ -489,8 +497,7 @@ fn bash_static_job_control() {
         "native: {}",
         show(&native)
     );
-    let kvm = || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop);
-    let backends: &[&str] = if cabin_tests::kvm_available(kvm) { &["process", "kvm"] } else { &["process"] };
+    let backends = backends();
     for backend in backends {
         let confined = Command::new(env!("CARGO_BIN_EXE_cabinc"))
             .env("XDG_CACHE_HOME", t.path().join("cache"))
