@@ -78,6 +78,11 @@ pub struct Tree {
     stop: Mutex<Option<Stop>>,
     /// The run is ending: no process starts any more.
     ending: AtomicBool,
+    /// A `setpgid`, `setsid` or `tcsetpgrp` was asked for: until then every
+    /// process is in the root's group, the terminal's foreground, so
+    /// [`Tree::background`] answers without the table's lock (it runs
+    /// before every forwarded `read` and `write`).
+    groups_moved: AtomicBool,
     uid: u32,
     /// When the run started (limit records' time).
     t0: Instant,
@@ -150,6 +155,7 @@ impl Tree {
             members: Mutex::default(),
             stop: Mutex::default(),
             ending: AtomicBool::new(false),
+            groups_moved: AtomicBool::new(false),
             uid,
             t0,
             ipc: Mutex::default(),
@@ -704,8 +710,14 @@ impl Tree {
             n if n == nr::getpgrp => answer(table.pgid(caller, 0)),
             n if n == nr::getpgid => answer(pid_arg(a[0]).and_then(|p| table.pgid(caller, p))),
             n if n == nr::getsid => answer(pid_arg(a[0]).and_then(|p| table.sid(caller, p))),
-            n if n == nr::setpgid => answer(table.setpgid(caller, a[0] as i32, a[1] as i32).map(|()| 0)),
-            n if n == nr::setsid => answer(table.setsid(caller)),
+            n if n == nr::setpgid => {
+                self.groups_moved.store(true, Ordering::Release);
+                answer(table.setpgid(caller, a[0] as i32, a[1] as i32).map(|()| 0))
+            }
+            n if n == nr::setsid => {
+                self.groups_moved.store(true, Ordering::Release);
+                answer(table.setsid(caller))
+            }
             n if n == nr::prctl => match a[0] as i32 {
                 libc::PR_SET_PDEATHSIG => {
                     if a[1] > 64 {
@@ -761,6 +773,7 @@ impl Tree {
             if pgrp < 0 {
                 return fail(libc::EINVAL);
             }
+            self.groups_moved.store(true, Ordering::Release);
             return match lock(&self.table).set_tty_pgrp(caller, pgrp as u32) {
                 Ok(()) => Some(Ok(0)),
                 Err(e) => fail(e),
@@ -787,6 +800,9 @@ impl Tree {
     /// (`Some(orphaned)`), for the `SIGTTIN`/`SIGTTOU` checks of its
     /// terminal calls ([`crate::procs::ProcessTree::background`]).
     pub fn background(&self, caller: u32) -> Option<bool> {
+        if !self.groups_moved.load(Ordering::Acquire) {
+            return None;
+        }
         lock(&self.table).background(caller)
     }
 
