@@ -474,6 +474,54 @@ fn background_jobs_stop_on_the_terminal() {
     }
 }
 
+/// `tcflush`, `tcflow`, `tcdrain` and the old `TCSETA` stop a background
+/// group's caller with `SIGTTOU` (Linux's `tty_check_change`) and go
+/// through with it ignored or in the foreground; the window size is set
+/// from anywhere: equal to native on both backends (docs/processes.md,
+/// "Job control").
+#[test]
+fn background_terminal_controls_stop_as_natively() {
+    let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+    let Some(exe) = jobs_program(t.path()) else { return };
+    let mut native = Command::new(&exe);
+    native.arg("ttctl");
+    let want = on_a_terminal(native, t.path());
+    assert_eq!(want.1, Some(0), "native: {want:?}");
+    for call in ["tcflush", "tcflow", "tcdrain", "TCSETA"] {
+        assert!(want.0.contains(&format!("a background {call}: stopped by 22\n")), "native: {want:?}");
+        assert!(want.0.contains(&format!("background {call}, SIGTTOU ignored: ok\n")), "native: {want:?}");
+    }
+    assert!(want.0.ends_with("the size: 34 rows\n"), "native: {want:?}");
+    for backend in backends() {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
+        c.env("XDG_CACHE_HOME", t.path().join("cache"))
+            .args(["run", "-q", "--backend", backend])
+            .arg(&exe)
+            .arg("ttctl");
+        let got = on_a_terminal(c, t.path());
+        assert_eq!((&got.0, got.1), (&want.0, want.1), "{backend}: confined vs native; stderr: {}", got.2);
+    }
+}
+
+/// `TIOCSTI` (a byte pushed into the terminal's input queue, as if typed:
+/// the shell that started the run would read it) is refused with `EIO`, as
+/// Linux refuses it when `dev.tty.legacy_tiocsti` is off, whatever the
+/// host's setting.
+#[test]
+fn typing_into_the_terminal_is_refused() {
+    let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+    let Some(exe) = jobs_program(t.path()) else { return };
+    for backend in backends() {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cabinc"));
+        c.env("XDG_CACHE_HOME", t.path().join("cache"))
+            .args(["run", "-q", "--backend", backend])
+            .arg(&exe)
+            .arg("tiocsti");
+        let got = on_a_terminal(c, t.path());
+        assert_eq!((got.0.as_str(), got.1), ("TIOCSTI: EIO\n", Some(0)), "{backend}: stderr: {}", got.2);
+    }
+}
+
 /// bash-static's job control (`set -m`) on a background job: `kill -STOP
 /// %1` stops it and `wait` returns 128 + SIGSTOP, `jobs` shows it
 /// stopped, `kill -CONT` lets it finish; equal to native

@@ -966,8 +966,9 @@ impl Worker {
 /// (docs/processes.md, "Job control"): a `read`/`readv` of it from a
 /// process of a background group is answered
 /// [`cabin_abi::boot::TTY_BACKGROUND_READ`] (`EIO` when the group is
-/// orphaned), a `write`/`writev` of it with `TOSTOP` set, a `tcsetpgrp` or a
-/// `tcsetattr` [`cabin_abi::boot::TTY_BACKGROUND_WRITE`] (or `_ORPHANED`);
+/// orphaned), a `write`/`writev` of it with `TOSTOP` set, a `tcsetpgrp`,
+/// `tcsetattr`, `tcflush`, `tcflow`, `tcdrain` or a break
+/// [`cabin_abi::boot::TTY_BACKGROUND_WRITE`] (or `_ORPHANED`);
 /// the libos turns these into `SIGTTIN`/`SIGTTOU` for its group, `EIO` or
 /// the call made again. `None`: served as usual (the foreground, another
 /// descriptor, no terminal, or the libos's [`cabin_abi::boot::TTY_PROCEED`]).
@@ -981,7 +982,23 @@ fn background_tty(service: &Service, t: &dyn ThreadHost, s: &cabin_abi::ring::Su
         nr::write | nr::writev => false,
         nr::ioctl => {
             let req = s.args[1] as u32 as u64;
-            if !matches!(req, libc::TIOCSPGRP | libc::TCSETS | libc::TCSETSW | libc::TCSETSF) {
+            // Linux's `tty_check_change` callers.
+            if !matches!(
+                req,
+                libc::TIOCSPGRP
+                    | libc::TCSETS
+                    | libc::TCSETSW
+                    | libc::TCSETSF
+                    | libc::TCSETA
+                    | libc::TCSETAW
+                    | libc::TCSETAF
+                    | libc::TCFLSH
+                    | libc::TCXONC
+                    | libc::TCSBRK
+                    | libc::TCSBRKP
+                    | libc::TIOCSBRK
+                    | libc::TIOCCBRK
+            ) {
                 return None;
             }
             false

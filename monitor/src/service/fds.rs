@@ -125,6 +125,9 @@ pub(super) fn fcntl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     }
 }
 
+/// `sizeof(struct termio)` on x86-64.
+const TERMIO: usize = 18;
+
 pub(super) fn ioctl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     let fd = s.vfd(a[0])?;
     // SAFETY: isatty touches no memory.
@@ -149,6 +152,56 @@ pub(super) fn ioctl(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
             mem.read_into(a[2], &mut t[..36])?;
             // SAFETY: reads a 36-byte kernel termios from `t`.
             host(unsafe { libc::ioctl(fd, r as _, t.as_ptr()) } as i64)
+        }
+        // The old `struct termio` forms (18 bytes on x86-64).
+        r if r == libc::TCGETA => {
+            if !tty {
+                return Err(Fail::Errno(libc::ENOTTY));
+            }
+            let mut t = [0u8; TERMIO];
+            // SAFETY: TCGETA writes a struct termio into `t`.
+            host(unsafe { libc::ioctl(fd, libc::TCGETA, t.as_mut_ptr()) } as i64)?;
+            mem.write(a[2], &t)?;
+            Ok(0)
+        }
+        r if r == libc::TCSETA || r == libc::TCSETAW || r == libc::TCSETAF => {
+            if !tty {
+                return Err(Fail::Errno(libc::ENOTTY));
+            }
+            let mut t = [0u8; TERMIO];
+            mem.read_into(a[2], &mut t)?;
+            // SAFETY: reads a struct termio from `t`.
+            host(unsafe { libc::ioctl(fd, r as _, t.as_ptr()) } as i64)
+        }
+        // `tcflush`, `tcflow`, `tcdrain`/`tcsendbreak` and the break
+        // controls: integer arguments, no memory (a background group's are
+        // stopped first: `crate::ring`'s `background_tty`).
+        r if r == libc::TCFLSH
+            || r == libc::TCXONC
+            || r == libc::TCSBRK
+            || r == libc::TCSBRKP
+            || r == libc::TIOCSBRK
+            || r == libc::TIOCCBRK =>
+        {
+            if !tty {
+                return Err(Fail::Errno(libc::ENOTTY));
+            }
+            // SAFETY: these requests take an integer argument (or none).
+            host(unsafe { libc::ioctl(fd, r as _, a[2] as libc::c_ulong) } as i64)
+        }
+        // Typing into the terminal's input queue as if the user had:
+        // refused as Linux refuses it without `dev.tty.legacy_tiocsti`
+        // (a confined program must not run commands in the shell that
+        // started it).
+        r if r == libc::TIOCSTI => Err(Fail::Errno(if tty { libc::EIO } else { libc::ENOTTY })),
+        r if r == libc::TIOCSWINSZ => {
+            if !tty {
+                return Err(Fail::Errno(libc::ENOTTY));
+            }
+            let mut w = [0u8; 8];
+            mem.read_into(a[2], &mut w)?;
+            // SAFETY: reads a struct winsize (8 bytes) from `w`.
+            host(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, w.as_ptr()) } as i64)
         }
         r if r == libc::TIOCGWINSZ => {
             if !tty {

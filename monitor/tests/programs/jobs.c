@@ -679,6 +679,91 @@ static int ttin(void) {
     return 0;
 }
 
+/* The terminal calls Linux checks with tty_check_change besides tcsetpgrp
+ * and tcsetattr: tcflush, tcflow, tcdrain (TCSBRK) and the old TCSETA.
+ * In the foreground each works; from a background group with SIGTTOU at
+ * its default each stops the caller; with SIGTTOU ignored each goes
+ * through. The window size is not checked: TIOCSWINSZ from the background
+ * goes through whatever SIGTTOU's disposition. */
+static int tctl_call(int i, int fd) {
+    struct termio o;
+    switch (i) {
+    case 0: return tcflush(fd, TCIFLUSH);
+    case 1: return tcflow(fd, TCOON);
+    case 2: return tcdrain(fd);
+    default:
+        if (ioctl(fd, TCGETA, &o)) return -1;
+        return ioctl(fd, TCSETA, &o);
+    }
+}
+
+static int ttctl(void) {
+    static const char *names[] = {"tcflush", "tcflow", "tcdrain", "TCSETA"};
+    alarm(60);
+    int fd = 0, st;
+    for (int i = 0; i < 4; i++) {
+        errno = 0;
+        printf("foreground %s: %s\n", names[i], tctl_call(i, fd) ? en(errno) : "ok");
+    }
+    struct winsize w = {0};
+    ioctl(fd, TIOCGWINSZ, &w);
+    w.ws_row = 33;
+    w.ws_col = 101;
+    errno = 0;
+    printf("TIOCSWINSZ: %s\n", ioctl(fd, TIOCSWINSZ, &w) ? en(errno) : "ok");
+    memset(&w, 0, sizeof w);
+    ioctl(fd, TIOCGWINSZ, &w);
+    printf("the size: %d rows, %d columns\n", w.ws_row, w.ws_col);
+    fflush(stdout);
+    for (int i = 0; i < 4; i++) {
+        pid_t c = fork();
+        if (c == 0) {
+            signal(SIGTTOU, SIG_DFL);
+            setpgid(0, 0);
+            tctl_call(i, fd);
+            printf("%s from the background went through\n", names[i]);
+            fflush(stdout);
+            _exit(0);
+        }
+        setpgid(c, c);
+        char what[64];
+        snprintf(what, sizeof what, "a background %s", names[i]);
+        stopped(what, c);
+        kill(c, SIGKILL);
+        waitpid(c, &st, 0);
+    }
+    pid_t c = fork();
+    if (c == 0) {
+        signal(SIGTTOU, SIG_IGN);
+        setpgid(0, 0);
+        for (int i = 0; i < 4; i++) {
+            errno = 0;
+            printf("background %s, SIGTTOU ignored: %s\n", names[i], tctl_call(i, fd) ? en(errno) : "ok");
+        }
+        signal(SIGTTOU, SIG_DFL);
+        w.ws_row = 34;
+        errno = 0;
+        printf("background TIOCSWINSZ: %s\n", ioctl(fd, TIOCSWINSZ, &w) ? en(errno) : "ok");
+        fflush(stdout);
+        _exit(0);
+    }
+    setpgid(c, c);
+    waitpid(c, &st, 0);
+    status("the child", st);
+    memset(&w, 0, sizeof w);
+    ioctl(fd, TIOCGWINSZ, &w);
+    printf("the size: %d rows\n", w.ws_row);
+    return 0;
+}
+
+/* TIOCSTI: what pushing a byte into the terminal's input queue answers. */
+static int tiocsti(void) {
+    char ch = 'x';
+    errno = 0;
+    printf("TIOCSTI: %s\n", ioctl(0, TIOCSTI, &ch) ? en(errno) : "ok");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -696,5 +781,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "ctrlc")) return ctrlc();
     if (!strcmp(c, "ctrlz")) return ctrlz();
     if (!strcmp(c, "ttin")) return ttin();
+    if (!strcmp(c, "ttctl")) return ttctl();
+    if (!strcmp(c, "tiocsti")) return tiocsti();
     return 2;
 }
