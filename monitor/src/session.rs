@@ -190,9 +190,11 @@ impl<'a> Session<'a> {
         let processes = limits
             .processes
             .map_or(crate::procs::DEFAULT_PROCESSES, |p| p.min(crate::procs::MAX_PROCESSES as u64) as usize);
-        let tree = Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0)
-            .with_window(shared)
-            .with_memory(memory.clone());
+        let tree = std::sync::Arc::new(
+            Tree::new(domain.program_pid(), outside_ppid, processes, ids.0, t0)
+                .with_window(shared)
+                .with_memory(memory.clone()),
+        );
 
         // Time limits stop the program the way a violation does. CPU time:
         // the tree's (below).
@@ -223,7 +225,15 @@ impl<'a> Session<'a> {
         let tree_cpu = tree.cpu().clone();
         let cpu_used = move || Some(tree_cpu.used());
         let time_now = now.clone();
-        let times = TimeLimits::start(&limits, t0, cpu_used, move || time_now.stop_time());
+        // A time limit stops every process of the tree at once, as the
+        // memory bound does (the root first: its gate records the limit).
+        let time_tree = std::sync::Arc::downgrade(&tree);
+        let times = TimeLimits::start(&limits, t0, cpu_used, move || {
+            time_now.stop_time();
+            if let Some(t) = time_tree.upgrade() {
+                t.stop_all();
+            }
+        });
 
         let mut signal_box = BootPage::of(domain.memory())?.signal_box();
         tree.join(tree.root(), stopper.clone(), BootPage::of(domain.memory())?.signal_box(), domain.meter());
