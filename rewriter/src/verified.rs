@@ -152,8 +152,12 @@ pub fn read_with(file: &mut std::fs::File, limit: u64, between: impl FnOnce()) -
     let clock = now_ns();
     let before = FileKey::of(&fstat(fd)?);
     between();
-    let mut bytes = Vec::with_capacity(before.size.min(limit) as usize);
-    populate(&mut bytes);
+    let len = usize::try_from(before.size.min(limit)).unwrap_or(usize::MAX);
+    // A file of 2 MiB or more gets 2 MiB of spare capacity: room for its
+    // last 2 MiB page (`populate`).
+    let spare = if len >= HUGE { HUGE } else { 0 };
+    let mut bytes = Vec::with_capacity(len.saturating_add(spare));
+    populate(&mut bytes, len);
     file.take(limit).read_to_end(&mut bytes)?;
     let after = FileKey::of(&fstat(fd)?);
     let old = |t: (i64, u32)| FileKey::ns(t) <= clock - RACY_NS;
@@ -165,21 +169,41 @@ pub fn read_with(file: &mut std::fs::File, limit: u64, between: impl FnOnce()) -
     Ok(ReadFile { bytes, key: stable.then_some(after) })
 }
 
-/// Makes the whole pages of `v`'s spare capacity present with one
-/// `madvise(MADV_POPULATE_WRITE)` (Linux 5.14): the `read` that fills them
-/// would otherwise take a page fault per 4 KiB page, which cost more than
-/// the copy itself on the machines this is measured on (docs/performance.md,
-/// "Start-up"). Only a hint: nothing is written, and where the kernel
-/// refuses the pages fault in as before.
-fn populate(v: &mut Vec<u8>) {
+/// A transparent huge page (x86-64).
+const HUGE: usize = 2 << 20;
+
+/// Makes the pages of `v`'s spare capacity that `len` bytes will fill
+/// present with one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14): the `read`
+/// that fills them would otherwise take a page fault per 4 KiB page, which
+/// cost more than the copy itself on the machines this is measured on
+/// (docs/performance.md, "Start-up"). When `len` is 2 MiB or more (and the
+/// caller left 2 MiB of spare capacity beyond it), the whole 2 MiB pages
+/// from the first 2 MiB boundary on are asked for as transparent huge pages
+/// first (`MADV_HUGEPAGE`): one fault and one zeroing per 2 MiB instead of
+/// 512 faults, and fewer (nested, two-dimensional) TLB misses for the read's
+/// copy; a 20 MB image's read took 23 ms of CPU on 4 KiB pages (s29-kstart).
+/// Only hints: nothing is written, and where the kernel refuses, the pages
+/// fault in as before.
+fn populate(v: &mut Vec<u8>, len: usize) {
     const PAGE: usize = 4096;
     let spare = v.spare_capacity_mut();
-    let (start, end) = (spare.as_ptr() as usize, spare.as_ptr() as usize + spare.len());
-    let (start, end) = (start.next_multiple_of(PAGE), end & !(PAGE - 1));
-    if end > start {
+    let (start, cap_end) = (spare.as_ptr() as usize, spare.as_ptr() as usize + spare.len());
+    let data_end = start.saturating_add(len).min(cap_end);
+    let first = start.next_multiple_of(PAGE);
+    let mut end = data_end.next_multiple_of(PAGE).min(cap_end & !(PAGE - 1));
+    let huge_from = start.next_multiple_of(HUGE);
+    let huge_to = data_end.next_multiple_of(HUGE);
+    if len >= HUGE && huge_to <= cap_end && huge_to > huge_from {
+        // SAFETY: whole 2 MiB pages inside `v`'s own allocation (they lie
+        // within its capacity, checked above); the advice changes how the
+        // kernel backs them, no byte and no other allocation's memory.
+        unsafe { libc::madvise(huge_from as *mut libc::c_void, huge_to - huge_from, libc::MADV_HUGEPAGE) };
+        end = huge_to;
+    }
+    if end > first {
         // SAFETY: whole pages inside `v`'s own allocation; populating
         // changes no byte and no mapping.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
+        unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_POPULATE_WRITE) };
     }
 }
 
@@ -466,6 +490,44 @@ mod tests {
         } else {
             cabin_tests::not_run("verified/ of another user", "needs root to chown");
         }
+    }
+
+    /// `AnonHugePages` (kB) of the mapping of this process that holds `addr`.
+    fn anon_huge_kb_at(addr: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_once(' ').and_then(|(r, _)| r.split_once('-'));
+            if let Some((a, b)) = range {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+            }
+            if let Some(kb) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
+                return kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    /// A file of several MiB is read into 2 MiB pages (from the buffer's
+    /// first 2 MiB boundary on), and the bytes are the file's.
+    #[test]
+    fn a_large_file_is_read_into_huge_pages() {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        if !thp.contains("[always]") && !thp.contains("[madvise]") {
+            cabin_tests::not_run("a large file is read into huge pages", "transparent huge pages are off");
+            return;
+        }
+        let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("big");
+        let data: Vec<u8> = (0..(6 << 20) + 12345u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).expect("write");
+        let r = read(&mut std::fs::File::open(&p).expect("open"), u64::MAX).expect("read");
+        assert!(r.bytes == data, "the bytes read are not the file's");
+        let kb = anon_huge_kb_at(r.bytes.as_ptr() as usize + (4 << 20));
+        assert!(kb >= 2048, "the read buffer holds {kb} kB of huge pages");
     }
 
     /// Writes `bytes` to `path` and makes its mtime and ctime old enough

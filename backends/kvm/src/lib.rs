@@ -396,6 +396,12 @@ pub fn usable() -> Result<(), Unusable> {
     vcpu::kvm_usable()
 }
 
+/// How many VMs this process has made (each domain one, and [`usable`]'s
+/// check one the first time it is asked): for tests of the start-up.
+pub fn vms_made() -> u64 {
+    vcpu::vms_made()
+}
+
 /// Runs `image` to completion under KVM with `service` serving the calls
 /// that reach the vCPU thread (gate calls and doorbells): the vCPU loop
 /// alone, for tests of the guest's set-up. The full monitor (ring worker,

@@ -196,8 +196,9 @@ pub enum Unusable {
 }
 
 /// Whether /dev/kvm can be opened and a VM created: looked at once per
-/// process (`cabinc run --backend auto` and the session both ask; each
-/// check made and destroyed a VM, about 1 ms). A failure is not kept: the
+/// process (`cabinc run --backend auto` asks, to choose a backend; each
+/// check makes and destroys a VM, about 1 ms; the session's own check only
+/// opens /dev/kvm, `KvmDomain::available`). A failure is not kept: the
 /// next call tries again. (The VM made here was kept for the first
 /// [`create_vm`] for a while; a process that asks and then builds nothing,
 /// as a test harness does, then held an idle VM: not done.)
@@ -207,6 +208,7 @@ pub fn kvm_usable() -> Result<(), Unusable> {
         return Ok(());
     }
     let kvm = Kvm::new().map_err(Unusable::Open)?;
+    VMS_MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     kvm.create_vm().map_err(Unusable::CreateVm)?;
     let _ = USABLE.set(());
     Ok(())
@@ -609,8 +611,19 @@ impl VcpuStart {
     }
 }
 
+/// VMs this process asked KVM for (the domains' and [`kvm_usable`]'s):
+/// each costs about 0.5 ms to make and as much to destroy on the machines
+/// this is measured on (docs/performance.md, "Start-up").
+static VMS_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many VMs this process has asked KVM for (tests: a run makes one).
+pub fn vms_made() -> u64 {
+    VMS_MADE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Creates the VM for `d`: its one memory slot is the guest's memory.
 pub fn create_vm(kvm: &Kvm, d: &Guest) -> Result<VmFd, VcpuError> {
+    VMS_MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let vm = kvm.create_vm().map_err(kvm_err("CREATE_VM"))?;
     let region = kvm_userspace_memory_region {
         slot: 0,
