@@ -177,7 +177,10 @@ impl<'a> Session<'a> {
         // the root answers the monitor's own pid).
         let outside_ppid = BootPage::of(domain.memory())?.ppid();
 
-        let mut worker = Worker::new(domain.ring()).placed(placement.is_some() || !auto).adaptive(auto);
+        let mut worker = Worker::new(domain.ring())
+            .placed(placement.is_some() || !auto)
+            .adaptive(auto)
+            .asleep_until_first_call();
         let mut sites = SiteMap::for_image(image, domain.entry());
         let mut stopper = domain.stopper();
         domain.start()?;
@@ -329,7 +332,10 @@ impl<'a> Session<'a> {
             boot.set_sig_ignored(next.sig_ignored);
             signal_box = boot.signal_box();
             stopper = domain.stopper();
-            worker = Worker::new(domain.ring()).placed(placement.is_some() || !auto).adaptive(auto);
+            worker = Worker::new(domain.ring())
+                .placed(placement.is_some() || !auto)
+                .adaptive(auto)
+                .asleep_until_first_call();
             sites = SiteMap::for_image(&next.image, domain.entry());
             if !tree.set_signals(tree.root(), stopper.clone(), signal_box, domain.meter()) {
                 // Killed (or the run ended) while it exec'd.
