@@ -1143,6 +1143,47 @@ mod tests {
         }
     }
 
+    /// A worker made `asleep_until_first_call` sleeps on its doorbell
+    /// before any call (with a 30 s spin it must be asleep within 2 s),
+    /// one without it polls; the first call then wakes it (the libos's
+    /// doorbell ring) and is served.
+    #[test]
+    fn a_worker_can_sleep_until_the_first_call() {
+        for asleep_first in [true, false] {
+            let (_a, r, s) = setup();
+            let m = test_memory();
+            let mut w = Worker::new(r);
+            if asleep_first {
+                w = w.asleep_until_first_call();
+            }
+            w.spin = Duration::from_secs(30);
+            let stop = w.stop_handle();
+            std::thread::scope(|scope| {
+                let h = scope.spawn(|| w.run(&m, &s, None));
+                let wait = if asleep_first { Duration::from_secs(2) } else { Duration::from_millis(300) };
+                let t0 = Instant::now();
+                while r.sq_sleeping().load(Ordering::SeqCst) == 0 && t0.elapsed() < wait {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let asleep = r.sq_sleeping().load(Ordering::SeqCst) != 0;
+                // The libos's side of a call: publish, then ring the
+                // doorbell of a sleeping worker.
+                submit(&r, libc::SYS_getppid, [0; 6]);
+                r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
+                futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAKE, 1, None);
+                let t0 = Instant::now();
+                while !r.completion_ready(0) && t0.elapsed() < Duration::from_secs(5) {
+                    std::thread::yield_now();
+                }
+                let served = r.completion_ready(0);
+                stop.stop();
+                assert_eq!(h.join().ok(), Some(WorkerEnd::Stopped));
+                assert_eq!(asleep, asleep_first, "asleep before the first call");
+                assert!(served, "the first call is served");
+            });
+        }
+    }
+
     #[test]
     fn serves_a_batch_in_order() {
         let (_a, r, s) = setup();

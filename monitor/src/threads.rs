@@ -665,7 +665,10 @@ fn run_child<D: Domain + Sync>(
         shared.lock().service.set_program_cpu(own);
         let stopper = domain.stopper();
         let exec_slot: ExecSlot = Mutex::new(None);
-        let worker = Worker::new(domain.ring());
+        // Asleep until the image's first call: a forked copy may never make
+        // one (`_exit` is native) and an exec'd image has its start to
+        // run first, so a spin there only takes a CPU from the tree.
+        let worker = Worker::new(domain.ring()).asleep_until_first_call();
         let mut threads = Threads::new(
             &domain,
             domain.memory(),
