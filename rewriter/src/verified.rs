@@ -171,12 +171,24 @@ pub fn read_with(file: &mut std::fs::File, limit: u64, between: impl FnOnce()) -
 /// the copy itself on the machines this is measured on (docs/performance.md,
 /// "Start-up"). Only a hint: nothing is written, and where the kernel
 /// refuses the pages fault in as before.
+///
+/// A buffer of at least [`HUGE`] asks for transparent huge pages first
+/// (`MADV_HUGEPAGE`, for hosts where they are given only on request): each
+/// 2 MiB of it that is aligned then takes one fault and one page instead of
+/// 512, and is freed as one (a 20 MB image: about 5 000 fewer faults and
+/// frees). Also only a hint; the bytes are the same either way.
 fn populate(v: &mut Vec<u8>) {
     const PAGE: usize = 4096;
+    const HUGE: usize = 2 << 20;
     let spare = v.spare_capacity_mut();
     let (start, end) = (spare.as_ptr() as usize, spare.as_ptr() as usize + spare.len());
     let (start, end) = (start.next_multiple_of(PAGE), end & !(PAGE - 1));
     if end > start {
+        if end - start >= HUGE {
+            // SAFETY: whole pages inside `v`'s own allocation; the advice
+            // changes no byte (only the size of the pages behind them).
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
         // SAFETY: whole pages inside `v`'s own allocation; populating
         // changes no byte and no mapping.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
