@@ -66,7 +66,9 @@
 //! jumps, so no jump offset is ever truncated however long the filter grows.
 //! Its program kills a call from a foreign architecture; we want those
 //! trapped, so [`compile`] puts a three-instruction check in front that
-//! traps them first. The filter is built per run, before `fork`; the child
+//! traps them first, then a binary search on the call number
+//! (`dispatch`) that traps at once every number without a rule (the
+//! chain after it would trap them too, after walking every rule). The filter is built per run, before `fork`; the child
 //! installs it from the loader scratch in its entry stub
 //! (`process::enter_domain`).
 
