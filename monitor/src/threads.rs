@@ -665,6 +665,9 @@ fn run_child<D: Domain + Sync>(
         shared.lock().service.set_program_cpu(own);
         let stopper = domain.stopper();
         let exec_slot: ExecSlot = Mutex::new(None);
+        // Asleep until the image's first call (as every worker: `Worker::run`): a forked copy may never make
+        // one (`_exit` is native) and an exec'd image has its start to
+        // run first, so a spin there only takes a CPU from the tree.
         let worker = Worker::new(domain.ring());
         let mut threads = Threads::new(
             &domain,

@@ -563,4 +563,27 @@ mod tests {
         assert_eq!(changed.bytes, b"HELLO");
         assert!(changed.key.is_none(), "changed during the read");
     }
+
+    /// A buffer large enough for huge pages (asked for before it is
+    /// populated) holds exactly the file's bytes, and the limit still cuts
+    /// it.
+    #[test]
+    fn a_large_file_reads_whole_on_huge_pages() {
+        let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("big");
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let bytes: Vec<u8> = (0..(9 << 20) + 123)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&p, &bytes).expect("write");
+        let got = read(&mut std::fs::File::open(&p).expect("open"), u64::MAX).expect("read");
+        assert!(got.bytes == bytes, "the bytes read are the file's");
+        let cut = read(&mut std::fs::File::open(&p).expect("open"), 5 << 20).expect("read");
+        assert!(cut.bytes[..] == bytes[..5 << 20], "cut at the limit");
+    }
 }

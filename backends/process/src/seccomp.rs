@@ -66,7 +66,9 @@
 //! jumps, so no jump offset is ever truncated however long the filter grows.
 //! Its program kills a call from a foreign architecture; we want those
 //! trapped, so [`compile`] puts a three-instruction check in front that
-//! traps them first. The filter is built per run, before `fork`; the child
+//! traps them first, then a binary search on the call number
+//! (`dispatch`) that traps at once every number without a rule (the
+//! chain after it would trap them too, after walking every rule). The filter is built per run, before `fork`; the child
 //! installs it from the loader scratch in its entry stub
 //! (`process::enter_domain`).
 
@@ -84,8 +86,15 @@ pub use seccompiler::sock_filter as SockFilter;
 /// Why the filter could not be built. The rules are fixed and small, so this
 /// is a Cabin bug if it ever happens.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the seccomp filter: {0}")]
-pub struct FilterError(#[from] seccompiler::BackendError);
+pub enum FilterError {
+    /// seccompiler refused the rules.
+    #[error("cannot build the seccomp filter: {0}")]
+    Backend(#[from] seccompiler::BackendError),
+    /// The number dispatch in front of the rules needs a jump longer than
+    /// an 8-bit offset (it never does for fewer than about 400 numbers).
+    #[error("cannot build the seccomp filter: the number dispatch needs a jump of {0} instructions")]
+    JumpTooFar(usize),
+}
 
 const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const BPF_ALU_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
@@ -159,6 +168,40 @@ const LIBOS_SIGNALS: [i32; 16] = [
 /// them plainly (`cabin_abi::syscalls::Serve::LocalOrForwarded`).
 pub const CLOCK_READS: [i64; 4] =
     [libc::SYS_clock_gettime, libc::SYS_clock_getres, libc::SYS_gettimeofday, libc::SYS_time];
+
+/// `cabin_abi::thread::is_thread_flags(arg)` as one condition: with the
+/// optional flags masked off, all 64 bits are exactly the required set (so
+/// every required flag is there and nothing outside the allowed ones). One
+/// masked compare instead of a rule per allowed set (32 rules, 224
+/// instructions, hopped over by every call the filter looks at after
+/// `clone`).
+fn thread_flags(arg: u8) -> Result<SeccompCondition, FilterError> {
+    use cabin_abi::thread::{THREAD_FLAGS_ALLOWED, THREAD_FLAGS_REQUIRED};
+    let optional = THREAD_FLAGS_ALLOWED & !THREAD_FLAGS_REQUIRED;
+    Ok(SeccompCondition::new(
+        arg,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(!optional),
+        THREAD_FLAGS_REQUIRED,
+    )?)
+}
+
+/// The runs of consecutive numbers in `signals`, `[first, last]` each, in
+/// order: the filter compares a run with two bounds instead of a rule per
+/// signal.
+fn signal_runs(signals: &[i32]) -> Vec<[u64; 2]> {
+    let mut sorted: Vec<u64> = signals.iter().map(|&s| s as u64).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<[u64; 2]> = Vec::new();
+    for s in sorted {
+        match runs.last_mut() {
+            Some(run) if run[1] + 1 == s => run[1] = s,
+            _ => runs.push([s, s]),
+        }
+    }
+    runs
+}
 
 /// `arg == value` on all 64 bits of argument `arg`.
 fn eq64(arg: u8, value: u64) -> Result<SeccompCondition, FilterError> {
@@ -276,8 +319,7 @@ pub fn rules(
             eq64(4, cabin_abi::boot::KERNEL_MASK_MAGIC)?,
         ])?],
     );
-    let clone = thread_flag_sets().into_iter().map(|f| Ok(SeccompRule::new(vec![eq64(0, f)?])?));
-    rules.insert(libc::SYS_clone, clone.collect::<Result<_, FilterError>>()?);
+    rules.insert(libc::SYS_clone, vec![SeccompRule::new(vec![thread_flags(0)?])?]);
     for nr in CLOCK_READS.into_iter().filter(|&n| !checked.contains(n as u64)) {
         rules.insert(nr, Vec::new());
     }
@@ -285,7 +327,17 @@ pub fn rules(
         libc::SYS_arch_prctl,
         vec![SeccompRule::new(vec![eq64(0, ARCH_SET_FS)?])?, SeccompRule::new(vec![eq64(0, ARCH_SET_GS)?])?],
     );
-    let sigaction = LIBOS_SIGNALS.iter().map(|&s| Ok(SeccompRule::new(vec![eq32(0, s as u64)?])?));
+    let sigaction = signal_runs(&LIBOS_SIGNALS).into_iter().map(|[first, last]| {
+        let rule = if first == last {
+            vec![eq32(0, first)?]
+        } else {
+            vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ge, first)?,
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Le, last)?,
+            ]
+        };
+        Ok(SeccompRule::new(rule)?)
+    });
     rules.insert(libc::SYS_rt_sigaction, sigaction.collect::<Result<_, FilterError>>()?);
     let mprotect = mprotect_rules(protectable)?;
     if !mprotect.is_empty() {
@@ -458,7 +510,17 @@ static BUILT: std::sync::Mutex<Vec<(FilterKey, Vec<SockFilter>)>> = std::sync::M
 
 /// Compiles `rules` (a matching call is allowed, any other trapped) for
 /// x86-64, behind a check that traps calls of any other ABI.
+///
+/// Between the two sits a dispatch on the call number ([`dispatch`]): a
+/// number with no rule is trapped there after a binary search of a few
+/// compares, instead of walking seccompiler's chain (a compare per number
+/// and a hop per rule, every number and rule in turn); a number with rules
+/// goes on to seccompiler's program, which decides it exactly as without
+/// the dispatch (the numbers it would trap are the ones the dispatch
+/// traps: seccompiler's default for a number it has no chain for is the
+/// same `SECCOMP_RET_TRAP`).
 pub fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<Vec<SockFilter>, FilterError> {
+    let numbers: Vec<u32> = rules.keys().filter_map(|&n| u32::try_from(n).ok()).collect();
     let allowed = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)?;
     let program: BpfProgram = allowed.try_into()?;
     // seccompiler's program starts by killing the process on a foreign
@@ -474,8 +536,56 @@ pub fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<Vec<SockFilter>
         SockFilter { code: BPF_JEQ_K, jt: 0, jf: 1, k: libc::SYS_rt_sigreturn as u32 },
         SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_KILL_PROCESS },
     ];
+    out.extend(dispatch(&numbers)?);
     out.extend(program);
     Ok(out)
+}
+
+/// Numbers a leaf of [`dispatch`]'s search compares one by one.
+const DISPATCH_LEAF: usize = 4;
+
+/// The call-number dispatch (the number is in the accumulator): falls
+/// through, past its own end, for a number in `numbers` (sorted), returns
+/// `SECCOMP_RET_TRAP` for any other. A binary search on `BPF_JGE`, leaves
+/// of at most [`DISPATCH_LEAF`] `BPF_JEQ`s each followed by the trap. Every
+/// jump is forward and its offset is checked to fit its 8 bits.
+fn dispatch(numbers: &[u32]) -> Result<Vec<SockFilter>, FilterError> {
+    /// An instruction, or a `BPF_JEQ` to the end of the dispatch.
+    enum Ins {
+        Plain(SockFilter),
+        EqGoOn(u32),
+    }
+    fn search(numbers: &[u32], out: &mut Vec<Ins>) -> Result<(), FilterError> {
+        if numbers.len() <= DISPATCH_LEAF {
+            out.extend(numbers.iter().map(|&n| Ins::EqGoOn(n)));
+            out.push(Ins::Plain(SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_TRAP }));
+            return Ok(());
+        }
+        let (low, high) = numbers.split_at(numbers.len() / 2);
+        let at = out.len();
+        out.push(Ins::Plain(SockFilter { code: BPF_JGE_K, jt: 0, jf: 0, k: high[0] }));
+        search(low, out)?;
+        // `nr >= high[0]`: skip the lower half's code.
+        let skip = out.len() - at - 1;
+        let jt = u8::try_from(skip).map_err(|_| FilterError::JumpTooFar(skip))?;
+        out[at] = Ins::Plain(SockFilter { code: BPF_JGE_K, jt, jf: 0, k: high[0] });
+        search(high, out)
+    }
+    let mut code = Vec::new();
+    search(numbers, &mut code)?;
+    let len = code.len();
+    code.into_iter()
+        .enumerate()
+        .map(|(i, ins)| match ins {
+            Ins::Plain(f) => Ok(f),
+            Ins::EqGoOn(n) => {
+                // To the instruction after the dispatch.
+                let skip = len - i - 1;
+                let jt = u8::try_from(skip).map_err(|_| FilterError::JumpTooFar(skip))?;
+                Ok(SockFilter { code: BPF_JEQ_K, jt, jf: 0, k: n })
+            }
+        })
+        .collect()
 }
 
 /// A small classic-BPF interpreter for the instructions seccompiler emits
@@ -1031,6 +1141,175 @@ mod tests {
             }
         }
         assert!(cases > 20_000, "{cases}");
+    }
+
+    /// The filter as it was built before the number dispatch and the
+    /// merged `clone` and `rt_sigaction` rules (main 3a8657b): a rule per
+    /// thread flag set and per signal, seccompiler's chain straight after
+    /// the ABI and `rt_sigreturn` checks.
+    fn filter_as_before(checked: &CallSet, p: &Protectable) -> Vec<SockFilter> {
+        let mut rules = rules(SQ, CQ, checked, p).expect("rules");
+        let clone = thread_flag_sets().into_iter().map(|f| SeccompRule::new(vec![eq64(0, f).expect("cond")]));
+        rules.insert(libc::SYS_clone, clone.collect::<Result<_, _>>().expect("rules"));
+        let sigaction =
+            LIBOS_SIGNALS.iter().map(|&s| SeccompRule::new(vec![eq32(0, s as u64).expect("cond")]));
+        rules.insert(libc::SYS_rt_sigaction, sigaction.collect::<Result<_, _>>().expect("rules"));
+        let allowed =
+            SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)
+                .expect("filter");
+        let program: BpfProgram = allowed.try_into().expect("program");
+        let mut out = compile(BTreeMap::new()).expect("prefix");
+        // The empty filter: the six-instruction prefix, a dispatch that
+        // traps everything (one return) and seccompiler's empty program.
+        out.truncate(6);
+        out.extend(program);
+        out
+    }
+
+    /// The values an argument takes in [`the_filter_decides_as_before`]: on
+    /// and around every constant any rule compares (the thread flag sets,
+    /// the signals, the ranges' ends, the magic words), single bits, and
+    /// pseudo-random words.
+    fn probe_values(p: &Protectable) -> Vec<u64> {
+        let mut v: Vec<u64> = vec![0, 1, 2, 3, 4, 7, 8, 9, u64::MAX, u64::MAX - 1, 1 << 63, u32::MAX as u64];
+        v.extend((0..64).map(|b| 1u64 << b));
+        let mut edges: Vec<u64> = vec![ARCH_SET_FS, ARCH_SET_GS, cabin_abi::boot::KERNEL_MASK_MAGIC];
+        edges.extend([cabin_abi::boot::FILEMAP_NATIVE_MAGIC, cabin_abi::boot::NET_NATIVE_MAGIC]);
+        edges.extend([
+            cabin_abi::boot::RESERVE_FD,
+            cabin_abi::boot::SHARED_FD,
+            cabin_abi::boot::FILEMAP_CHANNEL_FD,
+        ]);
+        let net = cabin_abi::boot::NET_NATIVE_BASE;
+        edges.extend([net, net + cabin_abi::boot::NET_NATIVE_COUNT]);
+        edges.extend([NATIVE_RECV_FLAGS, NATIVE_SEND_FLAGS, libc::O_CLOEXEC as u64, libc::F_GETFL as u64]);
+        edges.extend(LIBOS_SIGNALS.iter().map(|&s| s as u64));
+        edges.extend(thread_flag_sets());
+        for r in p.ranges.iter().chain([&p.pages, &p.reserve, &p.shared, &p.filemap]) {
+            edges.extend([r[0], r[1], r[0].wrapping_add(r[1]), r[0].wrapping_add(r[1] / 2)]);
+        }
+        edges.push(p.arena_file_offset);
+        for e in edges {
+            for d in [0u64, 1, 4096, 1 << 32] {
+                v.extend([e.wrapping_add(d), e.wrapping_sub(d)]);
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        v.extend((0..64).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The new filter allows, traps and kills exactly what the filter
+    /// before this change did: every call number 0..=1023 and the x32 and
+    /// foreign ones, each argument through every probe value with the
+    /// others fixed at a sample of values, many pairs of values in the
+    /// first two arguments, and every thread flag set with one bit
+    /// flipped; for three clock policies and for domains with
+    /// and without RELRO pages, file mappings and a shared window. A
+    /// dropped or widened rule differs somewhere here.
+    #[test]
+    fn the_filter_decides_as_before() {
+        let mut some_clocks = CallSet::EMPTY;
+        some_clocks.insert(libc::SYS_clock_gettime as u64);
+        let domains = [
+            PROT,
+            Protectable { filemap: [0, 0], shared: [0, 0], pages: [0, 0], ..PROT },
+            Protectable { pages: [0x4c_0000, 0x8000], shared: [0, 0], ..PROT },
+        ];
+        let mut cases = 0u64;
+        for (checked, p) in
+            [(CallSet::EMPTY, &domains[0]), (some_clocks, &domains[1]), (CallSet::EMPTY, &domains[2])]
+        {
+            let new = super::filter(SQ, CQ, &checked, p).expect("the filter builds");
+            let old = filter_as_before(&checked, p);
+            assert!(new.len() < old.len(), "{} instructions, before {}", new.len(), old.len());
+            let values = probe_values(p);
+            let mut numbers: Vec<u32> = (0..1024).collect();
+            numbers.extend([0x4000_0000, 0x4000_0000 | 56, 0x4000_0000 | 513, 0x7fff_ffff, u32::MAX]);
+            let mut check = |nr: u32, arch: u32, a: [u64; 6]| {
+                assert_eq!(
+                    evaluate(&new, nr, arch, a),
+                    evaluate(&old, nr, arch, a),
+                    "nr {nr} arch {arch:#x} args {a:x?}"
+                );
+                cases += 1;
+            };
+            let decided: Vec<u32> =
+                rules(SQ, CQ, &checked, p).expect("rules").keys().map(|&n| n as u32).collect();
+            let bases: [[u64; 6]; 3] = [
+                [0; 6],
+                [
+                    p.filemap[0],
+                    4096,
+                    3,
+                    (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                    5,
+                    cabin_abi::boot::NET_NATIVE_MAGIC,
+                ],
+                [
+                    cabin_abi::boot::NET_NATIVE_BASE,
+                    0x1000,
+                    0x40,
+                    cabin_abi::boot::NET_NATIVE_MAGIC,
+                    0,
+                    cabin_abi::boot::NET_NATIVE_MAGIC,
+                ],
+            ];
+            for &nr in &numbers {
+                for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0] {
+                    check(nr, arch, [0; 6]);
+                }
+                if !decided.contains(&nr) {
+                    check(nr, AUDIT_ARCH_X86_64, bases[1]);
+                    continue;
+                }
+                for base in bases {
+                    for i in 0..6 {
+                        for &v in &values {
+                            let mut a = base;
+                            a[i] = v;
+                            check(nr, AUDIT_ARCH_X86_64, a);
+                        }
+                    }
+                }
+                for &a0 in &values {
+                    for &a1 in values.iter().step_by(13) {
+                        check(nr, AUDIT_ARCH_X86_64, [a0, a1, 3, 8, 0, 0]);
+                    }
+                }
+            }
+            // Every thread flag set with each bit more or less.
+            for f in thread_flag_sets() {
+                for b in 0..64 {
+                    check(libc::SYS_clone as u32, AUDIT_ARCH_X86_64, [f ^ 1 << b, 0, 0, 0, 0, 0]);
+                }
+            }
+        }
+        assert!(cases > 1_000_000, "{cases}");
+    }
+
+    /// The dispatch passes on exactly its numbers, with every size of list.
+    #[test]
+    fn the_dispatch_passes_exactly_its_numbers() {
+        for n in 0..80u32 {
+            let numbers: Vec<u32> = (0..n).map(|i| 3 * i + 1).collect();
+            let mut f = dispatch(&numbers).expect("dispatch");
+            f.push(SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW });
+            let mut prog = vec![SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: OFF_NR }];
+            prog.extend(f);
+            assert_jumps_in_range(&prog);
+            for nr in 0..3 * n + 3 {
+                let want = if numbers.contains(&nr) { SECCOMP_RET_ALLOW } else { SECCOMP_RET_TRAP };
+                assert_eq!(evaluate(&prog, nr, AUDIT_ARCH_X86_64, [0; 6]), want, "{n} numbers, nr {nr}");
+            }
+        }
     }
 
     /// Every jump lands inside the program (the kernel's checker would
