@@ -95,6 +95,33 @@ fn word(mem: &GuestMemory, addr: u64, write: bool) -> Result<*mut u32, i64> {
     mem.host_range(addr, 4, write).map(|p| p.cast::<u32>()).map_err(|_| neg(libc::EFAULT))
 }
 
+/// The host word at `addr` for a host `futex` call and the flag to call it
+/// with: a word of the program's own memory is a private futex of the
+/// monitor ([`word`]); a word of a live shared file mapping (KVM) is a
+/// shared one on the monitor's mapping of the file, which the host kernel
+/// keys by the file's page, so waiters in other processes of the tree and
+/// in native processes meet it (the monitor never loads such a word
+/// itself: a page past the file's end would be `SIGBUS`; the kernel
+/// answers `EFAULT`).
+fn key(mem: &GuestMemory, addr: u64, write: bool) -> Result<(*mut u32, i32), i64> {
+    if !addr.is_multiple_of(4) {
+        return Err(neg(libc::EINVAL));
+    }
+    if let Some(w) = mem.file_window().filter(|w| w.mapper.is_some() && w.holds(addr, 4)) {
+        return match w.remote(addr, 4, write) {
+            Some((_, h)) => Ok((h as *mut u32, 0)),
+            None => Err(neg(libc::EFAULT)),
+        };
+    }
+    word(mem, addr, write).map(|w| (w, op::PRIVATE_FLAG))
+}
+
+/// Whether `addr` lies in a live shared file mapping (KVM): served by
+/// [`serve`] with shared host futexes, never by the direct path.
+fn in_files(mem: &GuestMemory, addr: u64) -> bool {
+    mem.file_window().is_some_and(|w| w.mapper.is_some() && w.holds(addr, 4))
+}
+
 /// The word as an atomic.
 ///
 /// # Safety
@@ -155,11 +182,10 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
         return Err(neg(libc::ENOSYS));
     }
     let clock = if realtime { op::CLOCK_REALTIME } else { 0 };
-    let private = op::PRIVATE_FLAG;
     let null = std::ptr::null_mut();
     match cmd {
         op::WAIT => {
-            let w = word(mem, uaddr, false)?;
+            let (w, private) = key(mem, uaddr, false)?;
             let ts = timespec(mem, a[3])?;
             let tsp = ts.as_ref().map_or(0, |t| t as *const libc::timespec as usize);
             // A relative timeout, whatever the clock flag says (as Linux).
@@ -169,7 +195,7 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
             if val3 == 0 {
                 return Err(neg(libc::EINVAL));
             }
-            let w = word(mem, uaddr, false)?;
+            let (w, private) = key(mem, uaddr, false)?;
             let ts = timespec(mem, a[3])?;
             let tsp = ts.as_ref().map_or(0, |t| t as *const libc::timespec as usize);
             // Absolute, on the host's clock: the libos anchors its clocks
@@ -177,27 +203,27 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
             Ok(host(w, libc::FUTEX_WAIT_BITSET | private | clock, val, tsp, null, val3))
         }
         op::WAKE => {
-            let w = word(mem, uaddr, false)?;
+            let (w, private) = key(mem, uaddr, false)?;
             Ok(host(w, libc::FUTEX_WAKE | private, val, 0, null, 0))
         }
         op::WAKE_BITSET => {
             if val3 == 0 {
                 return Err(neg(libc::EINVAL));
             }
-            let w = word(mem, uaddr, false)?;
+            let (w, private) = key(mem, uaddr, false)?;
             Ok(host(w, libc::FUTEX_WAKE_BITSET | private, val, 0, null, val3))
         }
         op::REQUEUE | op::CMP_REQUEUE => {
-            let w = word(mem, uaddr, false)?;
-            let w2 = word(mem, a[4], false)?;
+            let (w, private) = key(mem, uaddr, false)?;
+            let (w2, _) = key(mem, a[4], false)?;
             let host_op = if cmd == op::REQUEUE { libc::FUTEX_REQUEUE } else { libc::FUTEX_CMP_REQUEUE };
             // The fourth argument is the requeue count here (Linux: val2).
             let val2 = (a[3] as u32) as usize;
             Ok(host(w, host_op | private, val, val2, w2, val3))
         }
         op::WAKE_OP => {
-            let w = word(mem, uaddr, false)?;
-            let w2 = word(mem, a[4], true)?;
+            let (w, private) = key(mem, uaddr, false)?;
+            let (w2, _) = key(mem, a[4], true)?;
             let val2 = (a[3] as u32) as usize;
             // The host kernel decodes and checks the operation in val3
             // (ENOSYS for an unknown one) and applies it to our word.
@@ -245,7 +271,7 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
                 }
             }
             if v & FUTEX_WAITERS != 0 {
-                host(w, libc::FUTEX_WAKE | private, 1, 0, null, 0);
+                host(w, libc::FUTEX_WAKE | op::PRIVATE_FLAG, 1, 0, null, 0);
             }
             Ok(0)
         }
@@ -301,6 +327,7 @@ fn serve_direct(mem: &GuestMemory, a: [u64; 6], interrupt: &AtomicU32, seen: u32
     let (uaddr, val, val3) = (a[0], a[2] as u32, a[5] as u32);
     match cmd {
         op::WAKE | op::WAKE_BITSET => Ok(futex(mem, 0, a)),
+        _ if in_files(mem, uaddr) => Err(neg(libc::ENOSYS)),
         op::WAIT | op::WAIT_BITSET => {
             if cmd == op::WAIT_BITSET && val3 != op::BITSET_MATCH_ANY {
                 // futex_waitv has no bit sets: the ring serves those.

@@ -90,12 +90,12 @@ const BOUNCE_MAX: usize = 1 << 20;
 /// buffer (the caller checks it as usual).
 fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: i64) -> Option<Sys> {
     let w = mem.file_window().filter(|w| len != 0 && w.holds(addr, len))?;
-    let pid = w.pid.load(std::sync::atomic::Ordering::SeqCst);
-    if pid <= 0 {
+    let fills = matches!(op, Vectored::Readv | Vectored::Preadv);
+    let Some((pid, at)) = w.remote(addr, len, fills) else {
         return Some(Err(Fail::Errno(libc::EFAULT)));
-    }
+    };
     let mut tmp = vec![0u8; (len as usize).min(BOUNCE_MAX)];
-    let remote = |n: usize| libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: n };
+    let remote = |n: usize| libc::iovec { iov_base: at as *mut libc::c_void, iov_len: n };
     let local = |b: &mut [u8], n: usize| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: n };
     Some(match op {
         Vectored::Readv | Vectored::Preadv => {
