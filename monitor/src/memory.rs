@@ -194,15 +194,37 @@ impl FileWindow {
     /// `process_vm_readv`/`process_vm_writev` or a shared host futex.
     /// `None`: no such process now, or (KVM) not inside one mapping with
     /// that access.
-    pub fn remote(&self, addr: u64, len: u64, write: bool) -> Option<(i32, u64)> {
+    pub fn remote(&self, addr: u64, len: u64, write: bool) -> Option<(i32, HostRange)> {
         let pid = self.pid.load(std::sync::atomic::Ordering::SeqCst);
         if pid <= 0 || !self.holds(addr, len) {
             return None;
         }
         match &self.mapper {
             Some(m) => m.host(addr, len, write).map(|h| (pid, h)),
-            None => Some((pid, addr)),
+            // The child's own address: its mappings are its kernel's to
+            // keep; a late copy after an unmap is the kernel's EFAULT.
+            None => Some((pid, HostRange { addr, keep: std::sync::Arc::new(()) })),
         }
+    }
+}
+
+/// An address the kernel reaches on the monitor's behalf
+/// ([`FileWindow::remote`]), and what keeps it the same memory while it is
+/// used: on KVM the monitor's own mapping of the file, which an `munmap`
+/// by another thread of the program must not let go (the monitor would
+/// map something of its own there next) while a copy or a futex wait on
+/// it is in flight.
+#[derive(Clone)]
+pub struct HostRange {
+    /// The address.
+    pub addr: u64,
+    /// Held as long as `addr` is used.
+    pub keep: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for HostRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostRange({:#x})", self.addr)
     }
 }
 
@@ -223,10 +245,10 @@ pub trait FileMapper: Send + Sync + std::fmt::Debug {
     /// `msync` of `[addr, addr+len)`: `ENOMEM` unless it is all mapped.
     fn sync(&self, addr: u64, len: u64, flags: i32) -> Result<(), i32>;
     /// The monitor's host address of `[addr, addr+len)` when it lies wholly
-    /// in one mapping allowing `write`. Only for the kernel to access
-    /// (`process_vm_*`, `futex`): a page past the file's end would be
-    /// `SIGBUS` to a plain load.
-    fn host(&self, addr: u64, len: u64, write: bool) -> Option<u64>;
+    /// in one mapping allowing `write`, with what keeps that mapping alive.
+    /// Only for the kernel to access (`process_vm_*`, `futex`): a page past
+    /// the file's end would be `SIGBUS` to a plain load.
+    fn host(&self, addr: u64, len: u64, write: bool) -> Option<HostRange>;
 }
 
 // SAFETY: GuestMemory only holds addresses of mappings that outlive it (see

@@ -27,7 +27,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use cabin_monitor::memory::FileMapper;
+use cabin_monitor::memory::{FileMapper, HostRange};
 
 use crate::domain::Guest;
 use crate::layout::{FILE_GPA, FILE_GPA_END, FILE_SLOTS, FILE_SLOT_FIRST, PAGE};
@@ -441,7 +441,7 @@ impl FileMapper for GuestFiles {
         Ok(())
     }
 
-    fn host(&self, addr: u64, len: u64, write: bool) -> Option<u64> {
+    fn host(&self, addr: u64, len: u64, write: bool) -> Option<HostRange> {
         let st = self.lock();
         let end = addr.checked_add(len)?;
         let p = st.pieces.iter().find(|p| addr >= p.addr && end <= p.addr + p.len)?;
@@ -449,7 +449,11 @@ impl FileMapper for GuestFiles {
             return None;
         }
         let s = st.slots.iter().find(|s| s.id == p.slot)?;
-        Some(s.host.ptr as u64 + (p.gpa - s.gpa) + (addr - p.addr))
+        let at = s.host.ptr as u64 + (p.gpa - s.gpa) + (addr - p.addr);
+        // The mapping stays ours (never reused by the monitor for anything
+        // else) as long as the caller holds this, even if the program
+        // unmaps it meanwhile from another thread.
+        Some(HostRange { addr: at, keep: s.host.clone() })
     }
 }
 

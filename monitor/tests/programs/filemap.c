@@ -11,7 +11,7 @@
  *                             are not parent and child (one may be native)
  *   filemap semantics DIR     msync, munmap, pwrite, two mappings, SIGBUS
  *   filemap attack DIR RO     the attacks (RO: a file the run may only read)
- *   filemap churn DIR         10,000 maps and unmaps, then mappings until ENOMEM
+ *   filemap churn DIR         3,000 maps and unmaps, then mappings until ENOMEM
  *                             (prints the count: the bound differs by backend)
  *   filemap bus DIR           a child that reads past the end with no handler
  *                             dies of SIGBUS; its parent goes on
@@ -450,7 +450,7 @@ static void churn_case(const char *dir) {
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
     ftruncate(fd, 4 * PG);
     int ok = 0;
-    for (int i = 0; i < 10000; i++) {
+    for (int i = 0; i < 3000; i++) {
         size_t len = (size_t)(1 + i % 4) * PG;
         volatile char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED)
@@ -458,7 +458,7 @@ static void churn_case(const char *dir) {
         m[len - 1] = (char)i;
         ok += m[len - 1] == (char)i && munmap((void *)m, len) == 0;
     }
-    printf("churn: %d of 10000\n", ok);
+    printf("churn: %d of 3000\n", ok);
     static char *maps[70000];
     int n = 0;
     while (n < 70000 && (maps[n] = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED)
@@ -512,6 +512,13 @@ static void *race_reader(void *arg) {
     }
 }
 
+static void *race_blocked_read(void *arg) {
+    int *p = arg;
+    race_started = 1;
+    long n = read(p[0], (void *)race_map, 8);
+    return (void *)(n < 0 ? -(long)errno : n);
+}
+
 static void race_case(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/race.dat", dir);
@@ -532,6 +539,23 @@ static void race_case(const char *dir) {
     void *r;
     pthread_join(t, &r);
     printf("reader: %s\n", (long)r == SIGSEGV ? "SIGSEGV" : (long)r == SIGBUS ? "SIGBUS" : "other");
+    /* A read blocked on a pipe into a mapping that another thread unmaps
+     * meanwhile: EFAULT, and nothing reaches the file. */
+    race_map = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int p[2];
+    pipe(p);
+    race_started = 0;
+    pthread_create(&t, NULL, race_blocked_read, p);
+    while (!race_started)
+        ;
+    nanosleep(&d, NULL);
+    printf("munmap under the blocked read: %s\n", res(munmap((void *)race_map, PG)));
+    write(p[1], "too late", 8);
+    pthread_join(t, &r);
+    printf("the blocked read: %s\n", (long)r < 0 ? en((int)-(long)r) : "ok");
+    char b[16] = {0};
+    pread(fd, b, 8, 0);
+    printf("the file: %s\n", b[0] ? b : "(zeros)");
     close(fd);
 }
 
