@@ -216,9 +216,11 @@ pub fn init(boot: u64) -> bool {
         (addr_of_mut!((*b).filemap_start).read_volatile(), addr_of_mut!((*b).filemap_len).read_volatile())
     };
     if flags & BOOT_FLAG_PROCESS != 0 {
-        filemap::init(filemap_start, filemap_len);
+        filemap::init(filemap_start, filemap_len, false);
         // Connected sockets come on the file channel too.
         netsock::init(filemap::range().is_some());
+    } else if flags & BOOT_FLAG_KVM != 0 {
+        filemap::init(filemap_start, filemap_len, true);
     }
     mem::init_protection(protectable, flags & BOOT_FLAG_KVM != 0);
     mem::init_reserve(reserve, reserve_len, file_offset);

@@ -29,7 +29,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, HostRange};
 
 /// Linux's futex operation numbers and flags.
 pub mod op {
@@ -95,6 +95,29 @@ fn word(mem: &GuestMemory, addr: u64, write: bool) -> Result<*mut u32, i64> {
     mem.host_range(addr, 4, write).map(|p| p.cast::<u32>()).map_err(|_| neg(libc::EFAULT))
 }
 
+/// The host word at `addr` for a host `futex` call and the flag to call it
+/// with: a word of the program's own memory is a private futex of the
+/// monitor ([`word`]); a word of a live shared file mapping (KVM) is a
+/// shared one on the monitor's mapping of the file, which the host kernel
+/// keys by the file's page, so waiters in other processes of the tree and
+/// in native processes meet it (the monitor never loads such a word
+/// itself: a page past the file's end would be `SIGBUS`; the kernel
+/// answers `EFAULT`). The third part keeps that mapping the monitor's
+/// while the caller's host call runs (an `munmap` by another thread must
+/// not let the address be reused under a waiter): hold it until then.
+fn key(mem: &GuestMemory, addr: u64, write: bool) -> Result<(*mut u32, i32, Option<HostRange>), i64> {
+    if !addr.is_multiple_of(4) {
+        return Err(neg(libc::EINVAL));
+    }
+    if let Some(w) = mem.file_window().filter(|w| w.mapper.is_some() && w.holds(addr, 4)) {
+        return match w.remote(addr, 4, write) {
+            Some((_, h)) => Ok((h.addr as *mut u32, 0, Some(h))),
+            None => Err(neg(libc::EFAULT)),
+        };
+    }
+    word(mem, addr, write).map(|w| (w, op::PRIVATE_FLAG, None))
+}
+
 /// The word as an atomic.
 ///
 /// # Safety
@@ -155,11 +178,10 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
         return Err(neg(libc::ENOSYS));
     }
     let clock = if realtime { op::CLOCK_REALTIME } else { 0 };
-    let private = op::PRIVATE_FLAG;
     let null = std::ptr::null_mut();
     match cmd {
         op::WAIT => {
-            let w = word(mem, uaddr, false)?;
+            let (w, private, _keep) = key(mem, uaddr, false)?;
             let ts = timespec(mem, a[3])?;
             let tsp = ts.as_ref().map_or(0, |t| t as *const libc::timespec as usize);
             // A relative timeout, whatever the clock flag says (as Linux).
@@ -169,7 +191,7 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
             if val3 == 0 {
                 return Err(neg(libc::EINVAL));
             }
-            let w = word(mem, uaddr, false)?;
+            let (w, private, _keep) = key(mem, uaddr, false)?;
             let ts = timespec(mem, a[3])?;
             let tsp = ts.as_ref().map_or(0, |t| t as *const libc::timespec as usize);
             // Absolute, on the host's clock: the libos anchors its clocks
@@ -177,27 +199,27 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
             Ok(host(w, libc::FUTEX_WAIT_BITSET | private | clock, val, tsp, null, val3))
         }
         op::WAKE => {
-            let w = word(mem, uaddr, false)?;
+            let (w, private, _keep) = key(mem, uaddr, false)?;
             Ok(host(w, libc::FUTEX_WAKE | private, val, 0, null, 0))
         }
         op::WAKE_BITSET => {
             if val3 == 0 {
                 return Err(neg(libc::EINVAL));
             }
-            let w = word(mem, uaddr, false)?;
+            let (w, private, _keep) = key(mem, uaddr, false)?;
             Ok(host(w, libc::FUTEX_WAKE_BITSET | private, val, 0, null, val3))
         }
         op::REQUEUE | op::CMP_REQUEUE => {
-            let w = word(mem, uaddr, false)?;
-            let w2 = word(mem, a[4], false)?;
+            let (w, private, _keep) = key(mem, uaddr, false)?;
+            let (w2, _, _keep2) = key(mem, a[4], false)?;
             let host_op = if cmd == op::REQUEUE { libc::FUTEX_REQUEUE } else { libc::FUTEX_CMP_REQUEUE };
             // The fourth argument is the requeue count here (Linux: val2).
             let val2 = (a[3] as u32) as usize;
             Ok(host(w, host_op | private, val, val2, w2, val3))
         }
         op::WAKE_OP => {
-            let w = word(mem, uaddr, false)?;
-            let w2 = word(mem, a[4], true)?;
+            let (w, private, _keep) = key(mem, uaddr, false)?;
+            let (w2, _, _keep2) = key(mem, a[4], true)?;
             let val2 = (a[3] as u32) as usize;
             // The host kernel decodes and checks the operation in val3
             // (ENOSYS for an unknown one) and applies it to our word.
@@ -245,7 +267,7 @@ fn serve(mem: &GuestMemory, tid: u32, a: [u64; 6]) -> Result<i64, i64> {
                 }
             }
             if v & FUTEX_WAITERS != 0 {
-                host(w, libc::FUTEX_WAKE | private, 1, 0, null, 0);
+                host(w, libc::FUTEX_WAKE | op::PRIVATE_FLAG, 1, 0, null, 0);
             }
             Ok(0)
         }
@@ -267,6 +289,8 @@ struct WaitV {
 /// monitor's own futexes on the program's words are all private, so its
 /// wakes match: [`serve`]).
 const FUTEX2_U32_PRIVATE: u32 = 0x02 | op::PRIVATE_FLAG as u32;
+/// A shared one (a word of a live shared file mapping: [`key`]).
+const FUTEX2_U32: u32 = 0x02;
 
 /// A futex operation the vCPU thread itself serves for its own thread
 /// (KVM's `DOORBELL_FUTEX`, docs/threads.md "Futex fast path"), with the
@@ -287,7 +311,8 @@ const FUTEX2_U32_PRIVATE: u32 = 0x02 | op::PRIVATE_FLAG as u32;
 ///
 /// Wakes from the ring's workers (`futex`), the monitor's
 /// `CLONE_CHILD_CLEARTID` wake and requeues reach these sleepers: all are
-/// private host futexes on the same host address.
+/// private host futexes on the same host address (shared ones on the
+/// monitor's mapping for a word of a live shared file mapping: [`key`]).
 pub fn direct(mem: &GuestMemory, a: [u64; 6], interrupt: &AtomicU32, seen: u32) -> i64 {
     match serve_direct(mem, a, interrupt, seen) {
         Ok(v) | Err(v) => v,
@@ -306,7 +331,10 @@ fn serve_direct(mem: &GuestMemory, a: [u64; 6], interrupt: &AtomicU32, seen: u32
                 // futex_waitv has no bit sets: the ring serves those.
                 return Err(neg(libc::ENOSYS));
             }
-            let w = word(mem, uaddr, false)?;
+            // A word of a live shared file mapping waits as a shared futex
+            // (`key`), the monitor's mapping held meanwhile.
+            let (w, private, _keep) = key(mem, uaddr, false)?;
+            let flags = if private == 0 { FUTEX2_U32 } else { FUTEX2_U32_PRIVATE };
             let ts = timespec(mem, a[3])?;
             let (deadline, clock) = match (ts, cmd) {
                 (None, _) => (None, libc::CLOCK_MONOTONIC),
@@ -317,7 +345,7 @@ fn serve_direct(mem: &GuestMemory, a: [u64; 6], interrupt: &AtomicU32, seen: u32
                     (Some(abs), if realtime { libc::CLOCK_REALTIME } else { libc::CLOCK_MONOTONIC })
                 }
             };
-            Ok(wait_or_interrupt(w, val, interrupt, seen, deadline, clock))
+            Ok(wait_or_interrupt(w, flags, val, interrupt, seen, deadline, clock))
         }
         _ => Err(neg(libc::ENOSYS)),
     }
@@ -347,6 +375,7 @@ fn add(a: libc::timespec, b: libc::timespec) -> libc::timespec {
 /// `ETIMEDOUT`, `EINTR` (interrupted: `interrupt` changed or a signal).
 fn wait_or_interrupt(
     w: *mut u32,
+    flags: u32,
     val: u32,
     interrupt: &AtomicU32,
     seen: u32,
@@ -354,7 +383,7 @@ fn wait_or_interrupt(
     clock: libc::clockid_t,
 ) -> i64 {
     let waiters = [
-        WaitV { val: u64::from(val), uaddr: w as u64, flags: FUTEX2_U32_PRIVATE, reserved: 0 },
+        WaitV { val: u64::from(val), uaddr: w as u64, flags, reserved: 0 },
         WaitV {
             val: u64::from(seen),
             uaddr: interrupt.as_ptr() as u64,

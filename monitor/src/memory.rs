@@ -156,22 +156,30 @@ pub struct GuestMemory {
     file_window: Option<FileWindow>,
 }
 
-/// Where a process maps shared files natively (the process backend): its
-/// file-mapping range `[start, start + len)` and the monitor's end of the
-/// channel on which the files are sent (`SCM_RIGHTS`).
+/// Where a process's shared file mappings live: its file-mapping range
+/// `[start, start + len)` and how a mapping gets there. Process backend:
+/// the monitor's end of the channel on which the files are sent
+/// (`SCM_RIGHTS`), mapped natively by the child. KVM backend: a
+/// [`FileMapper`] that maps the file in the monitor and gives the guest the
+/// pages through a memory slot.
 #[derive(Debug)]
 pub struct FileWindow {
     /// First address of the range.
     pub start: u64,
     /// Its length (page multiple).
     pub len: u64,
-    /// The monitor's end of the child's `FILEMAP_CHANNEL_FD` socket pair.
-    pub channel: std::os::fd::OwnedFd,
-    /// The child's host pid while it runs (0 before and once it is reaped,
-    /// so a late copy never reaches a reused pid): the monitor has no view
-    /// of the file pages, and copies a data buffer there with
-    /// `process_vm_readv`/`process_vm_writev` (a page past a file's end is
-    /// `EFAULT`, never a fault in the monitor).
+    /// Process backend: the monitor's end of the child's
+    /// `FILEMAP_CHANNEL_FD` socket pair.
+    pub channel: Option<std::os::fd::OwnedFd>,
+    /// KVM backend: maps and unmaps the files' pages in the guest.
+    pub mapper: Option<std::sync::Arc<dyn FileMapper>>,
+    /// The host pid whose memory holds the file pages while it runs (the
+    /// child process on the process backend, 0 before and once it is
+    /// reaped, so a late copy never reaches a reused pid; the monitor
+    /// itself on KVM): the monitor never touches file pages itself, and
+    /// copies a data buffer there with `process_vm_readv`/
+    /// `process_vm_writev` (a page past a file's end is `EFAULT`, never a
+    /// fault in the monitor).
     pub pid: std::sync::Arc<std::sync::atomic::AtomicI32>,
 }
 
@@ -180,6 +188,67 @@ impl FileWindow {
     pub fn holds(&self, addr: u64, len: u64) -> bool {
         addr >= self.start && addr.checked_add(len).is_some_and(|e| e <= self.start + self.len)
     }
+
+    /// Where the kernel reaches `[addr, addr+len)` (wholly in the range) on
+    /// the monitor's behalf: the host pid and address, for
+    /// `process_vm_readv`/`process_vm_writev` or a shared host futex.
+    /// `None`: no such process now, or (KVM) not inside one mapping with
+    /// that access.
+    pub fn remote(&self, addr: u64, len: u64, write: bool) -> Option<(i32, HostRange)> {
+        let pid = self.pid.load(std::sync::atomic::Ordering::SeqCst);
+        if pid <= 0 || !self.holds(addr, len) {
+            return None;
+        }
+        match &self.mapper {
+            Some(m) => m.host(addr, len, write).map(|h| (pid, h)),
+            // The child's own address: its mappings are its kernel's to
+            // keep; a late copy after an unmap is the kernel's EFAULT.
+            None => Some((pid, HostRange { addr, keep: std::sync::Arc::new(()) })),
+        }
+    }
+}
+
+/// An address the kernel reaches on the monitor's behalf
+/// ([`FileWindow::remote`]), and what keeps it the same memory while it is
+/// used: on KVM the monitor's own mapping of the file, which an `munmap`
+/// by another thread of the program must not let go (the monitor would
+/// map something of its own there next) while a copy or a futex wait on
+/// it is in flight.
+#[derive(Clone)]
+pub struct HostRange {
+    /// The address.
+    pub addr: u64,
+    /// Held as long as `addr` is used.
+    pub keep: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for HostRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostRange({:#x})", self.addr)
+    }
+}
+
+/// The KVM backend's live shared file mappings (docs/kvm.md, "Live shared
+/// file mappings"): the monitor maps the file itself (`MAP_SHARED`) and
+/// hands the pages to the guest as a memory slot its page tables point at.
+/// `service/filemap.rs` decides and records every mapping first (the
+/// descriptor's access mode, the kind of file, the policy); the mapper only
+/// carries it out in the VM. Errors are errno values for the program.
+pub trait FileMapper: Send + Sync + std::fmt::Debug {
+    /// Maps `len` bytes of host descriptor `fd` from `off` at `addr` (page
+    /// aligned, free, inside the range) with `prot` (`PROT_READ`,
+    /// `PROT_WRITE`); `may_write`: the descriptor is open read-write (a
+    /// later `mprotect` may make it writable).
+    fn map(&self, addr: u64, len: u64, prot: u64, may_write: bool, off: u64, fd: i32) -> Result<(), i32>;
+    /// Unmaps whatever is mapped in `[addr, addr+len)` (page aligned).
+    fn unmap(&self, addr: u64, len: u64) -> Result<(), i32>;
+    /// `msync` of `[addr, addr+len)`: `ENOMEM` unless it is all mapped.
+    fn sync(&self, addr: u64, len: u64, flags: i32) -> Result<(), i32>;
+    /// The monitor's host address of `[addr, addr+len)` when it lies wholly
+    /// in one mapping allowing `write`, with what keeps that mapping alive.
+    /// Only for the kernel to access (`process_vm_*`, `futex`): a page past
+    /// the file's end would be `SIGBUS` to a plain load.
+    fn host(&self, addr: u64, len: u64, write: bool) -> Option<HostRange>;
 }
 
 // SAFETY: GuestMemory only holds addresses of mappings that outlive it (see

@@ -285,8 +285,10 @@ impl Domain for KvmDomain {
         let (guest, _copied) =
             p.guest.fork_copy(entry, sp, pid, ppid).map_err(|e| to_run_error(KvmError::Domain(e)))?;
         let kvm = dup_kvm(&p.kvm)?;
+        let guest = Arc::new(guest);
+        crate::files::GuestFiles::bind(&guest);
         let prepared = Prepared {
-            guest: Arc::new(guest),
+            guest,
             kvm,
             cpuid: p.cpuid.clone(),
             features: p.features,

@@ -202,6 +202,31 @@ pub struct Guest {
     /// more memory slot of the VM ([`SHARED_SLOT`] at [`SHARED_GPA`]),
     /// mapped at [`SHARED_VA`]; every VM of the tree holds the same one.
     pub shared: Option<std::sync::Arc<cabin_monitor::shm::SharedWindow>>,
+    /// Live shared file mappings (`crate::files`): the view's file
+    /// window's mapper, and more memory slots of the VM.
+    pub files: std::sync::Arc<crate::files::GuestFiles>,
+}
+
+/// The view's file-mapping range (docs/kvm.md, "Live shared file
+/// mappings"): [`FILEMAP_VA`], as long as guest memory (at most
+/// [`FILEMAP_MAX`]), served by `files`.
+fn file_window(
+    size: u64,
+    files: &std::sync::Arc<crate::files::GuestFiles>,
+) -> cabin_monitor::memory::FileWindow {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    cabin_monitor::memory::FileWindow {
+        start: FILEMAP_VA,
+        len: filemap_len(size),
+        channel: None,
+        mapper: Some(files.clone()),
+        pid: std::sync::Arc::new(std::sync::atomic::AtomicI32::new(pid)),
+    }
+}
+
+fn filemap_len(size: u64) -> u64 {
+    size.min(FILEMAP_MAX) & !(PAGE - 1)
 }
 
 // SAFETY: every field is Sync except `ring`, a `RingPtr`: Copy and Send, so
@@ -227,6 +252,10 @@ impl Guest {
     /// The copy is the child's own memory: nothing of the parent is shared
     /// (snapshot semantics, unlike a private mapping of shared pages).
     pub fn fork_copy(&self, entry: u64, sp: u64, pid: u32, ppid: u32) -> Result<(Guest, u64), DomainError> {
+        // The file table first, then the page tables (as `files.rs` takes
+        // them): no mapping changes half-way through the copy.
+        let (_files, files) = self.files.fork_of();
+        let files = std::sync::Arc::new(files);
         let pt = self.pt.lock().unwrap_or_else(|e| e.into_inner());
         let (phys, copied) = PhysMemory::copy_of(&self.phys)?;
         let pt = pt.clone();
@@ -235,10 +264,11 @@ impl Guest {
         // returned Guest next to the view, which is declared (so dropped)
         // before it; every region of our view lies in our `phys` mapping of
         // the same size (program_view built it so).
-        let view = unsafe {
+        let mut view = unsafe {
             self.view.rebased(self.phys.host_base() as *const u8, size, phys.host_base() as *mut u8)
         }
         .ok_or(DomainError::ViewOutsideMemory)?;
+        view.set_file_window(file_window(phys.size(), &files));
         let ring_len = page_up(RING_REGION_BYTES as u64);
         // SAFETY: RING_GPA..+ring_len lies inside the child's guest memory
         // (checked by host_ptr), page aligned, alive as long as `phys`,
@@ -276,6 +306,7 @@ impl Guest {
             placed: self.placed.clone(),
             code_pkey: self.code_pkey,
             shared: self.shared.clone(),
+            files,
         };
         Ok((guest, copied))
     }
@@ -534,8 +565,12 @@ pub fn build(
     ];
     let spec = StackSpec { args: &program.args, env: &program.env, random, platform: b"x86_64", auxv: &aux };
     let st = initstack::build(STACK_TOP_VA, &spec, STACK_SIZE / 4).ok_or(DomainError::StackTooSmall)?;
-    let view = program_view(&mem, &space)?;
+    let mut view = program_view(&mem, &space)?;
     view.write(st.rsp, &st.bytes).map_err(|_| DomainError::StackTooSmall)?;
+    let files = std::sync::Arc::new(crate::files::GuestFiles::default());
+    view.set_file_window(file_window(mem.size(), &files));
+    mem.write_u64(BOOT_GPA + offset_of!(BootInfo, filemap_start) as u64, FILEMAP_VA)?;
+    mem.write_u64(BOOT_GPA + offset_of!(BootInfo, filemap_len) as u64, filemap_len(mem.size()))?;
 
     let leaves = (pt.small, pt.large);
     Ok(Guest {
@@ -558,6 +593,7 @@ pub fn build(
         placed,
         code_pkey,
         shared: None,
+        files,
     })
 }
 

@@ -162,6 +162,30 @@ pub const SHARED_SLOT: u32 = 1;
 const _: () = assert!(SHARED_GPA >= MAX_MEM && SHARED_GPA + cabin_monitor::shm::MAX_WINDOW <= 1 << 38);
 const _: () = assert!(SHARED_VA + cabin_monitor::shm::MAX_WINDOW <= PIE_BASE);
 
+/// Live shared file mappings (docs/kvm.md, "Live shared file mappings"):
+/// the file-mapping range of the program's address space
+/// (`BootInfo::filemap_start`), as long as the memory bound, at most
+/// [`FILEMAP_MAX`].
+pub const FILEMAP_VA: u64 = 0x0000_4000_0000_0000;
+/// Longest file-mapping range (as on the process backend).
+pub const FILEMAP_MAX: u64 = 64 << 30;
+/// Guest-physical addresses of file slots, `[FILE_GPA, FILE_GPA_END)`:
+/// handed out by a per-VM bump pointer and never reused within a VM, so a
+/// stale translation can only reach an address without a slot (an MMIO
+/// exit), never another mapping.
+pub const FILE_GPA: u64 = 1 << 39;
+/// End of the file slots' guest-physical addresses.
+pub const FILE_GPA_END: u64 = 1 << 40;
+/// First memory slot of a file mapping (0: guest memory, 1: the shared
+/// window, 7: the TLB flush's page).
+pub const FILE_SLOT_FIRST: u32 = 8;
+/// File slots a VM has at most (`ENOMEM` past them): each slot change
+/// copies KVM's slot array and zaps its shadow pages.
+pub const FILE_SLOTS: u32 = 64;
+// Apart from every other range; file GPAs above the TLB flush's page (2^38).
+const _: () =
+    assert!(FILEMAP_VA + FILEMAP_MAX <= SHARED_VA && FILE_GPA > (1 << 38) && FILE_GPA_END <= 1 << 46);
+
 /// One past the highest byte of the program's stack.
 pub const STACK_TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
 /// Size of the program's stack (mapped up front).

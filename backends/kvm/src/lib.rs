@@ -28,6 +28,7 @@ mod backend;
 pub mod descriptors;
 pub mod domain;
 pub mod exit;
+pub mod files;
 pub mod initstack;
 pub mod layout;
 pub mod memory;
@@ -527,7 +528,9 @@ fn prepare(image: &[u8], cfg: &KvmConfig) -> Result<Prepared, KvmError> {
     if let Some(w) = &cfg.shared {
         guest.attach_window(w.clone())?;
     }
-    Ok(Prepared { guest: Arc::new(guest), kvm, cpuid, features, eo, start })
+    let guest = Arc::new(guest);
+    files::GuestFiles::bind(&guest);
+    Ok(Prepared { guest, kvm, cpuid, features, eo, start })
 }
 
 /// The guest TSC's rate in kHz when the libos may use it as a clock: the
@@ -604,6 +607,19 @@ fn run_loop(
                 return Err(stopped(vcpu, "KVM internal error (emulation failure)".into()))
             }
             Ok(VcpuExit::FailEntry(reason, _)) => return Err(GuestError::FailEntry(reason).into()),
+            Ok(VcpuExit::MmioRead(gpa, data)) if files::GuestFiles::is_file_gpa(gpa) => {
+                data.fill(0);
+                match file_mmio(vcpu, d, gpa, false, ending)? {
+                    Some(end) => return Ok(end),
+                    None => continue,
+                }
+            }
+            Ok(VcpuExit::MmioWrite(gpa, _)) if files::GuestFiles::is_file_gpa(gpa) => {
+                match file_mmio(vcpu, d, gpa, true, ending)? {
+                    Some(end) => return Ok(end),
+                    None => continue,
+                }
+            }
             Ok(other) => {
                 let what = format!("unexpected VM exit {other:?}");
                 return Err(stopped(vcpu, what));
@@ -624,6 +640,10 @@ fn run_loop(
                     }
                 }
             }
+            Err(e) if e.errno() == libc::EFAULT => match file_efault(vcpu, d, e, ending)? {
+                Some(end) => return Ok(end),
+                None => continue,
+            },
             Err(e) => return Err(GuestError::Run(e).into()),
         };
         let kregs = vcpu.get_regs().map_err(GuestError::GetRegs)?;
@@ -754,6 +774,170 @@ fn run_loop(
     }
 }
 
+/// An access to a file slot's guest-physical address that KVM answered
+/// with an MMIO exit (docs/kvm.md, "Live shared file mappings": a slot
+/// already deleted, a translation kept past an `munmap`; or a page past
+/// the file's end where KVM emulated the access). The pending MMIO is
+/// completed first (a read gets zeros; one `KVM_RUN` with
+/// `immediate_exit`, as KVM asks before state changes), then the program
+/// gets its signal ([`file_signal`]).
+fn file_mmio(
+    vcpu: &mut VcpuFd,
+    d: &Guest,
+    gpa: u64,
+    write: bool,
+    ending: &AtomicBool,
+) -> Result<Option<LoopEnd>, KvmError> {
+    let before = vcpu.get_regs().map_err(GuestError::GetRegs)?;
+    let sregs = vcpu.get_sregs().map_err(GuestError::GetSregs)?;
+    // Complete the access (KVM writes the zeros of a read and moves past
+    // the instruction), without entering the guest again.
+    vcpu.set_kvm_immediate_exit(1);
+    let mut completed = false;
+    for _ in 0..4 {
+        match vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                completed = true;
+                break;
+            }
+            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0),
+            Ok(VcpuExit::MmioWrite(..)) => {}
+            Ok(other) => {
+                let what = format!("unexpected VM exit {other:?} completing a file page's access");
+                vcpu.set_kvm_immediate_exit(0);
+                return Err(stopped(vcpu, what));
+            }
+            Err(e) => {
+                vcpu.set_kvm_immediate_exit(0);
+                return Err(GuestError::Run(e).into());
+            }
+        }
+    }
+    vcpu.set_kvm_immediate_exit(0);
+    if !completed {
+        return Err(stopped(vcpu, "a file page's access did not complete".into()));
+    }
+    if ending.load(Ordering::SeqCst) {
+        return Ok(Some(LoopEnd::Stopped));
+    }
+    if sregs.cs.selector & 3 != 3 {
+        let what = format!("ring 0 touched file slot address {gpa:#x} at rip {:#x}", before.rip);
+        return Err(GuestError::ProxyKernelFault(what).into());
+    }
+    let hit = d.files.fault_at(gpa).map_or(FileHit::Gone(0), FileHit::PastEnd);
+    file_signal(vcpu, d, &before, &sregs, hit, write, ending)
+}
+
+/// `KVM_RUN` failed with `EFAULT` without saying where (this host, for a
+/// ring-3 access to a file mapping's page past the file's end: KVM found no
+/// host page for the slot). The instruction at `rip` is decoded to find the
+/// address it touches; one in the file-mapping range is the program's
+/// fault ([`file_signal`]); anything else stays the monitor's error `e`.
+fn file_efault(
+    vcpu: &mut VcpuFd,
+    d: &Guest,
+    e: kvm_ioctls::Error,
+    ending: &AtomicBool,
+) -> Result<Option<LoopEnd>, KvmError> {
+    let r = vcpu.get_regs().map_err(GuestError::GetRegs)?;
+    let s = vcpu.get_sregs().map_err(GuestError::GetSregs)?;
+    if s.cs.selector & 3 != 3 {
+        return Err(GuestError::Run(e).into());
+    }
+    let code = (1..=15).rev().find_map(|n| d.view.peek(r.rip, n).ok());
+    let (lo, hi) = (layout::FILEMAP_VA, layout::FILEMAP_VA + layout::FILEMAP_MAX);
+    let Some(va) = code.and_then(|c| files::access_in(&c, r.rip, &r, &s, lo, hi)) else {
+        return Err(GuestError::Run(e).into());
+    };
+    let hit = if d.files.maps(va) { FileHit::PastEnd(va) } else { FileHit::Gone(va) };
+    file_signal(vcpu, d, &r, &s, hit, false, ending)
+}
+
+/// What a failed access to a file mapping found.
+enum FileHit {
+    /// A mapped page past the file's end: `SIGBUS` (`BUS_ADRERR`).
+    PastEnd(u64),
+    /// A page no longer mapped: `SIGSEGV` (`SEGV_MAPERR`; the address when
+    /// known, else 0).
+    Gone(u64),
+}
+
+/// Gives the program what Linux gives for `hit` at `before.rip`: its
+/// handler runs (registers as at the access, `rip` at the faulting
+/// instruction in the mailbox), or, unhandled, the run ends with the
+/// signal. `None`: the program goes on at its handler.
+fn file_signal(
+    vcpu: &mut VcpuFd,
+    d: &Guest,
+    before: &kvm_bindings::kvm_regs,
+    sregs: &kvm_bindings::kvm_sregs,
+    hit: FileHit,
+    write: bool,
+    ending: &AtomicBool,
+) -> Result<Option<LoopEnd>, KvmError> {
+    const SIGBUS: u64 = 7;
+    const SIGSEGV: u64 = 11;
+    const BUS_ADRERR: u64 = 2;
+    const SEGV_MAPERR: u64 = 1;
+    let (signo, code, addr) = match hit {
+        FileHit::PastEnd(va) => (SIGBUS, BUS_ADRERR, va),
+        FileHit::Gone(va) => (SIGSEGV, SEGV_MAPERR, va),
+    };
+    let fault = FaultReport {
+        vector: 14,
+        error: 4 | if write { 2 } else { 0 },
+        rip: before.rip,
+        cr2: addr,
+        cs: u64::from(sregs.cs.selector),
+        rsp: before.rsp,
+        rflags: before.rflags,
+        reason: cabin_abi::hypercall::fault::REASON_EXCEPTION,
+    };
+    if let Ok(boot) = cabin_monitor::boot::BootPage::of(&d.view) {
+        if let Some((entry, text)) = boot.signal_entry() {
+            let in_libos = (text[0]..text[1]).contains(&before.rip) || before.rip == entry;
+            if !in_libos && boot.handles(signo) && take_mailbox(&boot, ending) {
+                boot.set_mailbox(&cabin_abi::boot::SigMailbox {
+                    rip: before.rip,
+                    rflags: before.rflags,
+                    signo,
+                    code,
+                    addr,
+                    trapno: 14,
+                    err: fault.error,
+                });
+                let mut k = *before;
+                k.rip = entry;
+                k.rflags &= !0x100;
+                if let Err(e) = vcpu.set_regs(&k) {
+                    boot.release_mailbox();
+                    return Err(GuestError::SetRegs(e).into());
+                }
+                return Ok(None);
+            }
+        }
+    }
+    let what = if signo == SIGBUS {
+        "SIGBUS (BUS_ADRERR): past the end of a shared file mapping's file"
+    } else {
+        "SIGSEGV (SEGV_MAPERR): a shared file mapping no longer mapped"
+    };
+    let report = format!("{what}: access to {addr:#x} at rip {:#x}", before.rip);
+    Ok(Some(LoopEnd::Fault { status: 128 + signo as i32, fault, report, code: Some(code as i32) }))
+}
+
+/// Takes the signal mailbox, waiting as [`fault_redirect`] does.
+fn take_mailbox(boot: &cabin_monitor::boot::BootPage<'_>, ending: &AtomicBool) -> bool {
+    let waited = Instant::now();
+    while !boot.try_take_mailbox() {
+        if ending.load(Ordering::SeqCst) || waited.elapsed() >= MAILBOX_WAIT {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
 /// How long a faulting vCPU waits for the signal mailbox while another
 /// vCPU's redirect has not been read yet (the libos frees it within a few
 /// instructions; a program that keeps it busy ends at its fault).
@@ -872,6 +1056,12 @@ pub fn protect(d: &Guest, addr: u64, len: u64, prot: u64) -> i64 {
     if len == 0 {
         return 0;
     }
+    let files = layout::FILEMAP_VA..layout::FILEMAP_VA + layout::FILEMAP_MAX;
+    if files.contains(&addr) && end <= files.end {
+        // A live shared file mapping: never beyond what its descriptor
+        // allows (files.rs).
+        return d.files.protect(d, addr, len, prot);
+    }
     if !d.protectable.iter().any(|&[s, l]| l != 0 && addr >= s && end <= s + l) {
         return -EACCES;
     }
@@ -950,6 +1140,16 @@ pub fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, b
 /// other (a delete of a slot already deleted fails), so flushes are
 /// serialized.
 fn flush_tlb(vm: &VmFd) -> Result<(), KvmError> {
+    use std::os::fd::AsRawFd;
+    if flush_tlb_fd(vm.as_raw_fd()) {
+        Ok(())
+    } else {
+        Err(GuestError::Stopped { what: "the TLB flush failed".into(), state: None }.into())
+    }
+}
+
+/// [`flush_tlb`] on a descriptor of the VM (`files.rs` keeps its own).
+pub(crate) fn flush_tlb_fd(vm: std::os::fd::RawFd) -> bool {
     /// A slot number and guest-physical address nothing else uses.
     const FLUSH_SLOT: u32 = 7;
     const FLUSH_GPA: u64 = 1 << 38;
@@ -974,24 +1174,17 @@ fn flush_tlb(vm: &VmFd) -> Result<(), KvmError> {
         }
     });
     if host == 0 {
-        return Err(GuestError::Stopped { what: "no page for the TLB flush".into(), state: None }.into());
+        return false;
     }
     static FLUSH: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = FLUSH.lock().unwrap_or_else(|e| e.into_inner());
-    for size in [4096u64, 0] {
-        let region = kvm_bindings::kvm_userspace_memory_region {
-            slot: FLUSH_SLOT,
-            flags: 0,
-            guest_phys_addr: FLUSH_GPA,
-            memory_size: size,
-            userspace_addr: host as u64,
-        };
-        // SAFETY: the slot maps one page of host memory that lives for the
-        // whole process, far above guest memory (no overlap with slot 0);
-        // the guest never maps that address in its page tables.
-        unsafe { vm.set_user_memory_region(region) }.map_err(GuestError::SetRegs)?;
+    // SAFETY: the slot maps one page of host memory that lives for the
+    // whole process, far above guest memory (no overlap with slot 0); the
+    // guest never maps that address in its page tables. Then it goes.
+    unsafe {
+        files::set_region(vm, FLUSH_SLOT, 0, FLUSH_GPA, 4096, host as u64)
+            && files::set_region(vm, FLUSH_SLOT, 0, FLUSH_GPA, 0, host as u64)
     }
-    Ok(())
 }
 
 /// The vector of the faulting instruction when it is an `int N` (`cd NN`)

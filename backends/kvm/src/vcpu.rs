@@ -650,6 +650,15 @@ pub fn create_vm(kvm: &Kvm, d: &Guest) -> Result<VmFd, VcpuError> {
         // slot 0); SHARED_GPA lies above guest memory (layout).
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("SET_USER_MEMORY_REGION"))?;
     }
+    // Live shared file mappings: a forked child's inherited ones become
+    // slots of its VM; later ones are added by `files.rs`.
+    {
+        use std::os::fd::AsRawFd;
+        d.files.attach(vm.as_raw_fd()).map_err(|e| VcpuError::Kvm {
+            what: "SET_USER_MEMORY_REGION (file slots)",
+            err: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+        })?;
+    }
     Ok(vm)
 }
 

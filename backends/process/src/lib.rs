@@ -115,7 +115,8 @@ fn view_with_channel(
     view.set_file_window(FileWindow {
         start: crate::layout::FILEMAP_BASE,
         len: memory.filemap_len(),
-        channel: ours,
+        channel: Some(ours),
+        mapper: None,
         pid: Arc::default(),
     });
     Ok((view, theirs))

@@ -21,8 +21,14 @@
 //! (`after_fork`: the monitor sends each one again). The monitor decides
 //! and bounds everything; nothing here is trusted by it.
 //!
-//! Without a range (KVM, an older monitor) the caller keeps the copy
-//! semantics of `shared.rs`.
+//! On KVM (docs/kvm.md, "Live shared file mappings") the monitor maps the
+//! file itself and gives the guest its pages (a memory slot): the
+//! forwarded `mmap`'s answer is the mapping, nothing is sent; `munmap` and
+//! `msync` are forwarded, `mprotect` goes through the protection doorbell,
+//! and a forked child's VM holds its parent's mappings already.
+//!
+//! Without a range (an older monitor) the caller keeps the copy semantics
+//! of `shared.rs`.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -46,14 +52,19 @@ const SENT_BELOW: u64 = cabin_abi::boot::RESERVE_FD;
 /// a child with none asks for nothing at `fork`.
 static EVER: AtomicBool = AtomicBool::new(false);
 
+/// KVM: the monitor maps the files (no channel, nothing native).
+static KVM: AtomicBool = AtomicBool::new(false);
+
 static START: AtomicU64 = AtomicU64::new(0);
 static LEN: AtomicU64 = AtomicU64::new(0);
 
 /// One grant at a time: the monitor sends one message per request.
 pub(super) static CHANNEL: Lock<()> = Lock::new(());
 
-/// The range from the boot page (`len` 0: none).
-pub(super) fn init(start: u64, len: u64) {
+/// The range from the boot page (`len` 0: none); `kvm`: the monitor maps
+/// the files itself.
+pub(super) fn init(start: u64, len: u64, kvm: bool) {
+    KVM.store(kvm, Ordering::Relaxed);
     let ok = start.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && start.checked_add(len).is_some();
     if ok && len != 0 {
         START.store(start, Ordering::Relaxed);
@@ -181,8 +192,16 @@ pub(super) fn map(len: u64, prot: u64, fd: u64, off: u64) -> Option<i64> {
         return Some(r);
     }
     let addr = r as u64;
-    EVER.store(true, Ordering::SeqCst);
     let plen = len.div_ceil(PAGE) * PAGE;
+    if KVM.load(Ordering::Relaxed) {
+        // Mapped by the monitor already; an answer outside the range is a
+        // broken monitor.
+        if !inside(addr, plen) || !addr.is_multiple_of(PAGE) {
+            crate::die(b"cabin: the monitor's file mapping lies outside the file-mapping range; stopping\n");
+        }
+        return Some(r);
+    }
+    EVER.store(true, Ordering::SeqCst);
     let fail = |e: i64| {
         super::forward(nr::munmap, &[addr, plen, 0, 0, 0, 0], 0);
         Some(e)
@@ -212,7 +231,7 @@ pub(super) fn munmap(addr: u64, len: u64) -> i64 {
         return -errno::EINVAL;
     }
     let r = super::forward(nr::munmap, &[addr, plen, 0, 0, 0, 0], 0);
-    if r < 0 {
+    if r < 0 || KVM.load(Ordering::Relaxed) {
         return r;
     }
     // SAFETY: file-mapping addresses only (checked above), no libos memory.
@@ -225,6 +244,9 @@ pub(super) fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {
     if !inside(addr, len) {
         return -errno::ENOMEM;
     }
+    if KVM.load(Ordering::Relaxed) {
+        return super::mem::kvm_protect(addr, len, prot);
+    }
     // SAFETY: file-mapping addresses only, no libos memory; never
     // executable (the filter refuses it too).
     unsafe { crate::sys::syscall6(nr::mprotect, &[addr, len, prot, 0, 0, 0]) }
@@ -236,6 +258,9 @@ pub(super) fn msync(addr: u64, len: u64, flags: u64) -> i64 {
     if !inside(addr, len) {
         return -errno::ENOMEM;
     }
+    if KVM.load(Ordering::Relaxed) {
+        return super::forward(nr::msync, &[addr, len, flags, 0, 0, 0], 0);
+    }
     // SAFETY: msync changes no memory.
     unsafe { crate::sys::syscall6(nr::msync, &[addr, len, flags, 0, 0, 0]) }
 }
@@ -244,7 +269,7 @@ pub(super) fn msync(addr: u64, len: u64, flags: u64) -> i64 {
 /// monitor sends each inherited one again. `false` if one fails.
 pub(super) fn after_fork() -> bool {
     let Some((start, _)) = range() else { return true };
-    if !EVER.load(Ordering::SeqCst) {
+    if !EVER.load(Ordering::SeqCst) || KVM.load(Ordering::Relaxed) {
         return true;
     }
     let _one = CHANNEL.lock();

@@ -918,28 +918,35 @@ fn protectable(s: &State, addr: u64, len: u64) -> bool {
     s.prot.ranges.iter().any(|&[st, l]| l != 0 && addr >= st && end <= st.saturating_add(l))
 }
 
+/// KVM: asks the monitor to give `[addr, addr+len)` the protection `prot`
+/// (`DOORBELL_PROTECT`): it checks the range against its own list of
+/// protectable ranges and file mappings. 0 or `-errno`.
+pub(super) fn kvm_protect(addr: u64, len: u64, prot: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: an `out` to the doorbell port (the one port ring 3 may
+    // use); the monitor changes the protection of program pages the
+    // range names (never the libos's own code, stack or data: they are
+    // not protectable) and writes only `rax`.
+    unsafe {
+        core::arch::asm!(
+            "out {port}, al",
+            port = const cabin_abi::hypercall::PORT_DOORBELL,
+            inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_PROTECT) => ret,
+            in("rdi") addr,
+            in("rsi") len,
+            in("rdx") prot,
+            options(nostack, preserves_flags),
+        );
+    }
+    ret
+}
+
 /// Asks the backend to give `[addr, addr+len)` the protection `prot`
 /// (`PROT_READ`/`PROT_WRITE` bits only). The range is protectable. The
 /// caller holds the lock, so the record it updates next matches.
 fn apply(s: &State, addr: u64, len: u64, prot: u64) -> i64 {
     if s.prot.kvm {
-        let ret: i64;
-        // SAFETY: an `out` to the doorbell port (the one port ring 3 may
-        // use); the monitor changes the protection of program pages the
-        // range names (never the libos's own code, stack or data: they are
-        // not protectable) and writes only `rax`.
-        unsafe {
-            core::arch::asm!(
-                "out {port}, al",
-                port = const cabin_abi::hypercall::PORT_DOORBELL,
-                inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_PROTECT) => ret,
-                in("rdi") addr,
-                in("rsi") len,
-                in("rdx") prot,
-                options(nostack, preserves_flags),
-            );
-        }
-        return ret;
+        return kvm_protect(addr, len, prot);
     }
     // SAFETY: mprotect of program memory in a protectable range (arena,
     // brk, stack, RELRO), never PROT_EXEC: the libos's own code and data

@@ -148,7 +148,7 @@ fn send(w: &FileWindow, m: &Map) -> bool {
 /// channel; `false` when a message is still in flight (at most one at a
 /// time: nothing piles up in the monitor's name) or the send failed.
 pub(super) fn send_fd(w: &FileWindow, bytes: &[u8], fd: std::os::fd::RawFd) -> bool {
-    let ch = w.channel.as_raw_fd();
+    let Some(ch) = w.channel.as_ref().map(AsRawFd::as_raw_fd) else { return false };
     let mut queued: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one int.
     if unsafe { libc::ioctl(ch, libc::TIOCOUTQ, &mut queued) } != 0 || queued != 0 {
@@ -231,6 +231,15 @@ pub(super) fn mmap(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
         return Err(Fail::Errno(libc::ENOMEM));
     }
     let addr = s.filemaps.add((w.start, w.len), len, prot, off, file).ok_or(Fail::Errno(libc::ENOMEM))?;
+    if let Some(mapper) = &w.mapper {
+        // KVM: the monitor maps the file itself and gives the guest its
+        // pages (a memory slot); nothing is sent.
+        if let Err(e) = mapper.map(addr, len, prot, mode == libc::O_RDWR, off, fd) {
+            s.filemaps.remove(addr, len);
+            return Err(Fail::Errno(e));
+        }
+        return Ok(addr as i64);
+    }
     let m = s.filemaps.next(addr).cloned();
     if !m.as_ref().is_some_and(|m| send(w, m)) {
         s.filemaps.remove(addr, len);
@@ -240,17 +249,34 @@ pub(super) fn mmap(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
 }
 
 /// `munmap(addr, len)` of the file-mapping range from the libos: those
-/// pages are no longer the process's (the libos unmaps them natively).
-pub(super) fn munmap(s: &mut Service, a: &[u64; 6]) -> Sys {
+/// pages are no longer the process's (the libos unmaps them natively; on
+/// KVM the mapper takes them out of the guest).
+pub(super) fn munmap(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     if !a[0].is_multiple_of(PAGE) {
         return Err(Fail::Errno(libc::EINVAL));
     }
     let len = a[1].checked_next_multiple_of(PAGE).filter(|&l| l != 0).ok_or(Fail::Errno(libc::EINVAL))?;
-    if s.filemaps.remove(a[0], len) {
-        Ok(0)
-    } else {
-        Err(Fail::Errno(libc::ENOMEM))
+    if !s.filemaps.remove(a[0], len) {
+        return Err(Fail::Errno(libc::ENOMEM));
     }
+    match mem.file_window().and_then(|w| w.mapper.as_ref()) {
+        Some(m) => m.unmap(a[0], len).map(|()| 0).map_err(Fail::Errno),
+        None => Ok(0),
+    }
+}
+
+/// `msync(addr, len, flags)` forwarded by the libos on KVM (the process
+/// backend's libos makes it natively): the host `msync` of the monitor's
+/// mappings (`ENOMEM` over a hole, as Linux).
+pub(super) fn msync(_s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
+    let Some(m) = mem.file_window().and_then(|w| w.mapper.as_ref()) else {
+        return Err(Fail::Errno(libc::ENOSYS));
+    };
+    if !a[0].is_multiple_of(PAGE) {
+        return Err(Fail::Errno(libc::EINVAL));
+    }
+    let len = a[1].checked_next_multiple_of(PAGE).ok_or(Fail::Errno(libc::ENOMEM))?;
+    m.sync(a[0], len, a[2] as i32).map(|()| 0).map_err(Fail::Errno)
 }
 
 #[cfg(test)]

@@ -90,12 +90,16 @@ const BOUNCE_MAX: usize = 1 << 20;
 /// buffer (the caller checks it as usual).
 fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: i64) -> Option<Sys> {
     let w = mem.file_window().filter(|w| len != 0 && w.holds(addr, len))?;
-    let pid = w.pid.load(std::sync::atomic::Ordering::SeqCst);
-    if pid <= 0 {
+    let fills = matches!(op, Vectored::Readv | Vectored::Preadv);
+    // Where the pages are, looked up right before the copy (after a read
+    // that may block: a mapping unmapped meanwhile is EFAULT) and held
+    // (the monitor's mapping, on KVM) until it is done.
+    let look = || w.remote(addr, len, fills).ok_or(Fail::Errno(libc::EFAULT));
+    if w.pid.load(std::sync::atomic::Ordering::SeqCst) <= 0 {
         return Some(Err(Fail::Errno(libc::EFAULT)));
     }
     let mut tmp = vec![0u8; (len as usize).min(BOUNCE_MAX)];
-    let remote = |n: usize| libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: n };
+    let remote = |at: u64, n: usize| libc::iovec { iov_base: at as *mut libc::c_void, iov_len: n };
     let local = |b: &mut [u8], n: usize| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: n };
     Some(match op {
         Vectored::Readv | Vectored::Preadv => {
@@ -109,7 +113,11 @@ fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: 
             if n == 0 {
                 return Some(Ok(0));
             }
-            let (l, r) = (local(&mut tmp, n), remote(n));
+            let (pid, to) = match look() {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            let (l, r) = (local(&mut tmp, n), remote(to.addr, n));
             // SAFETY: reads our buffer, writes the child's memory through
             // the kernel (checked there).
             let done = unsafe { libc::process_vm_writev(pid, &l, 1, &r, 1, 0) };
@@ -121,10 +129,15 @@ fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: 
         }
         Vectored::Writev | Vectored::Pwritev => {
             let n = tmp.len();
-            let (l, r) = (local(&mut tmp, n), remote(n));
+            let (pid, from) = match look() {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            let (l, r) = (local(&mut tmp, n), remote(from.addr, n));
             // SAFETY: reads the child's memory through the kernel, writes
             // our buffer.
             let got = unsafe { libc::process_vm_readv(pid, &l, 1, &r, 1, 0) };
+            drop(from);
             if got <= 0 {
                 return Some(Err(Fail::Errno(libc::EFAULT)));
             }

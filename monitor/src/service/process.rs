@@ -274,7 +274,7 @@ pub(super) fn reserve_commit(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -
 /// no longer committed.
 pub(super) fn reserve_release(s: &mut Service, mem: &GuestMemory, a: &[u64; 6]) -> Sys {
     if super::filemap::in_window(mem, a[0]) {
-        return super::filemap::munmap(s, a);
+        return super::filemap::munmap(s, mem, a);
     }
     let len = a[1].checked_next_multiple_of(4096).ok_or(Fail::Errno(libc::EINVAL))?;
     mem.unalias(a[0], len);

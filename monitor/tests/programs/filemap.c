@@ -7,12 +7,20 @@
  *   filemap counter NAME      a shm_open counter, 100,000 atomic increments each
  *   filemap memfd             a memfd mapped before fork: writes and futexes
  *   filemap peer FILE a|b     two processes (one may be native) on one file
+ *   filemap sempeer NAME a|b  sem_open ping-pong between two processes that
+ *                             are not parent and child (one may be native)
  *   filemap semantics DIR     msync, munmap, pwrite, two mappings, SIGBUS
  *   filemap attack DIR RO     the attacks (RO: a file the run may only read)
+ *   filemap churn DIR         3,000 maps and unmaps, then mappings until ENOMEM
+ *                             (prints the count: the bound differs by backend)
+ *   filemap bus DIR           a child that reads past the end with no handler
+ *                             dies of SIGBUS; its parent goes on
+ *   filemap race DIR          a thread reads while another unmaps: SIGSEGV
  *   filemap bench FILE N [noping]  atomic increments and a futex ping-pong (ns)
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <semaphore.h>
@@ -225,6 +233,53 @@ static void peer_case(const char *path, const char *role) {
     close(fd);
 }
 
+/* --- sem_open between two unrelated processes --- */
+static void sempeer_case(const char *name, const char *role) {
+    char n1[256], n2[256];
+    snprintf(n1, sizeof n1, "%s-1", name);
+    snprintf(n2, sizeof n2, "%s-2", name);
+    int a = role[0] == 'a';
+    sem_t *s1 = SEM_FAILED, *s2 = SEM_FAILED;
+    /* b makes them; a waits for them to exist. */
+    if (!a) {
+        s1 = sem_open(n1, O_CREAT, 0600, 0);
+        s2 = sem_open(n2, O_CREAT, 0600, 0);
+    } else {
+        for (int i = 0; i < 2000 && (s1 == SEM_FAILED || s2 == SEM_FAILED); i++) {
+            if (s1 == SEM_FAILED)
+                s1 = sem_open(n1, 0);
+            if (s2 == SEM_FAILED)
+                s2 = sem_open(n2, 0);
+            if (s1 == SEM_FAILED || s2 == SEM_FAILED)
+                usleep(5000);
+        }
+    }
+    if (s1 == SEM_FAILED || s2 == SEM_FAILED) {
+        printf("%s: sem_open: %s\n", role, en(errno));
+        return;
+    }
+    int rounds = 0;
+    for (int i = 0; i < 500; i++) {
+        if (a) {
+            sem_post(s1);
+            if (sem_wait5(s2) != 0)
+                break;
+        } else {
+            if (sem_wait5(s1) != 0)
+                break;
+            sem_post(s2);
+        }
+        rounds++;
+    }
+    printf("%s: rounds %d\n", role, rounds);
+    sem_close(s1);
+    sem_close(s2);
+    if (!a) {
+        sem_unlink(n1);
+        sem_unlink(n2);
+    }
+}
+
 /* --- msync, munmap, pwrite, two mappings, truncation --- */
 static sigjmp_buf jb;
 static void on_fault(int sig) {
@@ -388,6 +443,122 @@ static void attack_case(const char *dir, const char *ro_path) {
     close(ro);
 }
 
+/* --- the bounds and the attacks on them --- */
+static void churn_case(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/churn.dat", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ftruncate(fd, 4 * PG);
+    int ok = 0;
+    for (int i = 0; i < 3000; i++) {
+        size_t len = (size_t)(1 + i % 4) * PG;
+        volatile char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED)
+            break;
+        m[len - 1] = (char)i;
+        ok += m[len - 1] == (char)i && munmap((void *)m, len) == 0;
+    }
+    printf("churn: %d of 3000\n", ok);
+    static char *maps[70000];
+    int n = 0;
+    while (n < 70000 && (maps[n] = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) != MAP_FAILED)
+        n++;
+    int e = errno;
+    printf("then mappings: %d then %s\n", n >= 65000 ? 65000 : n, en(e));
+    for (int i = 0; i < n; i++)
+        munmap(maps[i], PG);
+    char *again = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    printf("after them: %s\n", res((long)again));
+    close(fd);
+}
+
+static void bus_case(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bus.dat", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ftruncate(fd, 2 * PG);
+    volatile char *m = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    m[PG] = 'x';
+    ftruncate(fd, PG);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        printf("child reads: %d\n", m[PG + 8]);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    printf("child: %s %d\n", WIFSIGNALED(st) ? "killed by signal" : "exited", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    m[8] = 'y';
+    printf("parent still maps it: %c\n", m[8]);
+    close(fd);
+}
+
+static volatile char *race_map;
+static volatile int race_started;
+static __thread sigjmp_buf race_jb;
+static void race_fault(int sig) {
+    siglongjmp(race_jb, sig);
+}
+static void *race_reader(void *arg) {
+    (void)arg;
+    int sig = sigsetjmp(race_jb, 1);
+    if (sig)
+        return (void *)(long)sig;
+    long sum = 0;
+    for (;;) {
+        sum += race_map[(sum & 7) * 512];
+        race_started = 1;
+    }
+}
+
+static void *race_blocked_read(void *arg) {
+    int *p = arg;
+    race_started = 1;
+    long n = read(p[0], (void *)race_map, 8);
+    return (void *)(n < 0 ? -(long)errno : n);
+}
+
+static void race_case(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/race.dat", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ftruncate(fd, PG);
+    struct sigaction sa = {0};
+    sa.sa_handler = race_fault;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    race_map = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, race_reader, NULL);
+    while (!race_started)
+        ;
+    struct timespec d = {0, 20 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    printf("munmap under the reader: %s\n", res(munmap((void *)race_map, PG)));
+    void *r;
+    pthread_join(t, &r);
+    printf("reader: %s\n", (long)r == SIGSEGV ? "SIGSEGV" : (long)r == SIGBUS ? "SIGBUS" : "other");
+    /* A read blocked on a pipe into a mapping that another thread unmaps
+     * meanwhile: EFAULT, and nothing reaches the file. */
+    race_map = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int p[2];
+    pipe(p);
+    race_started = 0;
+    pthread_create(&t, NULL, race_blocked_read, p);
+    while (!race_started)
+        ;
+    nanosleep(&d, NULL);
+    printf("munmap under the blocked read: %s\n", res(munmap((void *)race_map, PG)));
+    write(p[1], "too late", 8);
+    pthread_join(t, &r);
+    printf("the blocked read: %s\n", (long)r < 0 ? en((int)-(long)r) : "ok");
+    char b[16] = {0};
+    pread(fd, b, 8, 0);
+    printf("the file: %s\n", b[0] ? b : "(zeros)");
+    close(fd);
+}
+
 /* --- measurements --- */
 static double now_ns(void) {
     struct timespec t;
@@ -401,6 +572,13 @@ static void bench_case(const char *path, int n, int ping) {
     unsigned *w = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     long *c = (long *)(w + 16);
     memset(w, 0, 256);
+    double tm = now_ns();
+    for (int i = 0; i < 1000; i++) {
+        volatile char *x = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        x[8] = 1;
+        munmap((void *)x, PG);
+    }
+    printf("mmap, touch, munmap: %.1f us\n", (now_ns() - tm) / 1000 / 1000);
     double t0 = now_ns();
     for (int i = 0; i < n; i++)
         __atomic_fetch_add(c, 1, __ATOMIC_SEQ_CST);
@@ -451,6 +629,14 @@ int main(int argc, char **argv) {
         semantics_case(argv[2]);
     else if (!strcmp(m, "attack") && argc > 3)
         attack_case(argv[2], argv[3]);
+    else if (!strcmp(m, "sempeer") && argc > 3)
+        sempeer_case(argv[2], argv[3]);
+    else if (!strcmp(m, "churn") && argc > 2)
+        churn_case(argv[2]);
+    else if (!strcmp(m, "bus") && argc > 2)
+        bus_case(argv[2]);
+    else if (!strcmp(m, "race") && argc > 2)
+        race_case(argv[2]);
     else if (!strcmp(m, "bench") && argc > 3)
         bench_case(argv[2], atoi(argv[3]), argc < 5 || strcmp(argv[4], "noping"));
     else {
