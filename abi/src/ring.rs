@@ -276,13 +276,7 @@ impl RingPtr {
     /// Only the side that creates the ring (the monitor) calls this, before
     /// the other side runs.
     pub fn init(&self) {
-        // SAFETY: see `new`; the header's first 16 bytes are plain words,
-        // written before the other side exists.
-        unsafe {
-            self.base.cast::<u64>().write_volatile(RING_MAGIC);
-            self.base.add(8).cast::<u32>().write_volatile(RING_VERSION);
-            self.base.add(12).cast::<u32>().write_volatile(RING_ENTRIES);
-        }
+        self.write_ids();
         for a in [
             self.state(),
             self.sq_head(),
@@ -301,6 +295,27 @@ impl RingPtr {
             // SAFETY: see `cq_slot`; written before the other side exists.
             unsafe { self.cq_slot(i).write_volatile(Completion::default()) };
             self.write_site_hint(i, 0);
+        }
+    }
+
+    /// [`RingPtr::init`] for a ring whose `RING_BYTES` are known to be all
+    /// zero (fresh memory: a child process's ring region is never copied
+    /// from its parent, docs/processes.md): every index, slot and hint of
+    /// the initial state is zero already, so only the magic, version and
+    /// entry count are written (16 bytes instead of every byte of the ring).
+    /// The result is the same as `init`'s (tested); on memory that is not
+    /// zero it is not, so only the monitor calls it, on memory it just made.
+    pub fn init_zeroed(&self) {
+        self.write_ids();
+    }
+
+    fn write_ids(&self) {
+        // SAFETY: see `new`; the header's first 16 bytes are plain words,
+        // written before the other side exists.
+        unsafe {
+            self.base.cast::<u64>().write_volatile(RING_MAGIC);
+            self.base.add(8).cast::<u32>().write_volatile(RING_VERSION);
+            self.base.add(12).cast::<u32>().write_volatile(RING_ENTRIES);
         }
     }
 
@@ -479,6 +494,48 @@ mod tests {
         // The hints sit after the completions and do not overlap them.
         assert_eq!(r.read_completion(3), c);
         assert_eq!(r.read_submission(6), s);
+    }
+
+    /// `init_zeroed` on zero memory leaves exactly what `init` leaves on
+    /// memory full of a parent's old requests (a forked child's rings).
+    #[test]
+    fn init_zeroed_equals_init() {
+        let mut used = Area([0xAA; RING_BYTES]);
+        let mut fresh = Area([0; RING_BYTES]);
+        // SAFETY: both areas are aligned, RING_BYTES long and outlive the pointers.
+        let (a, b) = unsafe { (RingPtr::new(used.0.as_mut_ptr()), RingPtr::new(fresh.0.as_mut_ptr())) };
+        a.init();
+        a.publish_submission(3, SUB_FORK, 57, &[1, 2, 3, 4, 5, 6]);
+        a.publish_completion(3, 9);
+        a.write_site_hint(3, 0x40_1000);
+        a.init();
+        b.init_zeroed();
+        assert_eq!(b.check_header(), Ok(()));
+        let words = |r: &RingPtr| {
+            [
+                r.state(),
+                r.sq_head(),
+                r.sq_tail(),
+                r.sq_doorbell(),
+                r.sq_sleeping(),
+                r.cq_head(),
+                r.cq_tail(),
+                r.cq_doorbell(),
+                r.cq_waiting(),
+            ]
+            .map(|w| w.load(Ordering::SeqCst))
+        };
+        assert_eq!(words(&a), words(&b));
+        for i in 0..RING_ENTRIES {
+            assert_eq!(a.read_submission(i), b.read_submission(i), "submission {i}");
+            assert_eq!(a.read_completion(i), b.read_completion(i), "completion {i}");
+            assert_eq!(a.read_site_hint(i), b.read_site_hint(i), "hint {i}");
+        }
+        // And byte for byte what `init` writes on zero memory (a fresh domain's rings).
+        let mut zero = Area([0; RING_BYTES]);
+        // SAFETY: as above.
+        unsafe { RingPtr::new(zero.0.as_mut_ptr()) }.init();
+        assert!(zero.0 == fresh.0, "init_zeroed on zero memory differs from init");
     }
 
     #[test]

@@ -52,6 +52,10 @@ fn tree_memory_hit(resident: u64, processes: usize, bound: &MemoryBound, time_ns
 
 /// How often a blocked wait looks at its worker's stop flag.
 const WAIT_STEP: Duration = Duration::from_millis(20);
+/// How often [`Tree::rewake_until_taken`] wakes a process again whose
+/// libos has not taken a posted signal, and for how long at most.
+const REWAKE_STEP: Duration = Duration::from_millis(10);
+const REWAKE_FOR: Duration = Duration::from_secs(2);
 
 /// A live process: how to stop it and where its signals go.
 struct Member {
@@ -387,7 +391,16 @@ impl Tree {
             // SIGCHLD ignored or SA_NOCLDWAIT: no zombie (as Linux); the
             // parent's word is the libos's, a lie changes only its own.
             let auto = table.ppid_of(pid).and_then(parent_reaps).unwrap_or(false);
-            (table.ended(pid, how, auto), orphans, table.ppid(table.root()).unwrap_or(0))
+            let parent = table.ended(pid, how, auto);
+            // SIGCHLD is posted with the zombie, under the table's lock, and
+            // before any wait wakes (as Linux's exit_notify): a handler's
+            // `waitpid` finds the zombie, and a parent that `wait`s takes
+            // the signal on its way out of that call. Posted after the wake,
+            // it reached a parent already inside its next call (a fork
+            // loop), which took it only at that call's end, interrupted
+            // every 10 ms by `rewake_until_taken` meanwhile.
+            let posted = parent.filter(|&ppid| self.post_to_parent(pid, ppid, Event::Ended(how)));
+            (posted, orphans, table.ppid(table.root()).unwrap_or(0))
         };
         self.changed.notify_all();
         // Its children are the monitor's now: their getppid says so, and
@@ -400,8 +413,10 @@ impl Tree {
                 self.signal(pid, child, u64::from(deathsig), libc::SI_USER);
             }
         }
-        let Some(ppid) = parent else { return };
-        self.notify_parent(pid, ppid, Event::Ended(how), 0);
+        // Wakes the parent again until its libos has taken the SIGCHLD.
+        if let Some(ppid) = parent {
+            self.rewake_until_taken(ppid, libc::SIGCHLD as u32);
+        }
     }
 
     /// Posts `SIGCHLD` for `event` of child `pid` to its parent `ppid`
@@ -416,39 +431,49 @@ impl Tree {
     /// process's wait wakes its parent again ([`Tree::stop_self`]). A `SIGCHLD` still waiting to be taken keeps its words
     /// (standard signals do not queue: Linux keeps the first `siginfo`).
     fn notify_parent(&self, pid: u32, ppid: u32, event: Event, by: u32) {
-        if self.ending.load(Ordering::SeqCst) {
+        if !self.post_to_parent(pid, ppid, event) {
             return;
-        }
-        {
-            let members = lock(&self.members);
-            let Some(m) = members.get(&ppid) else { return };
-            let ignored = m.signals.ignored();
-            if ignored & 1 << (libc::SIGCHLD - 1) != 0 {
-                // Ignored: nothing to post (nor to wait for).
-                return;
-            }
-            if !matches!(event, Event::Ended(_)) && ignored & SIG_IGNORED_NOCLDSTOP != 0 {
-                return;
-            }
-            let (code, status) = event.siginfo();
-            let words = SigPosted { code, pid, uid: self.uid, pad: 0, value: u64::from(status as u32) };
-            let fresh = !m.signals.waiting(libc::SIGCHLD as u32);
-            if fresh {
-                m.signals.post(libc::SIGCHLD as u32, words);
-            }
-            if fresh {
-                m.stopper.wake_for_signal(libc::SIGCHLD);
-            } else {
-                m.stopper.rewake();
-            }
-            if let Some(h) = &m.interrupt {
-                h.interrupt();
-            }
         }
         self.changed.notify_all();
         if by == 0 {
             self.rewake_until_taken(ppid, libc::SIGCHLD as u32);
         }
+    }
+
+    /// The posting half of [`Tree::notify_parent`]: `SIGCHLD` for `event` of
+    /// child `pid` into the words of its parent `ppid`, which is woken and
+    /// its worker interrupted. `false`: nothing was posted (the run ends,
+    /// no such parent, or it ignores this `SIGCHLD`). Takes the members'
+    /// lock only (callers may hold the table's: that order is the tree's).
+    fn post_to_parent(&self, pid: u32, ppid: u32, event: Event) -> bool {
+        if self.ending.load(Ordering::SeqCst) {
+            return false;
+        }
+        let members = lock(&self.members);
+        let Some(m) = members.get(&ppid) else { return false };
+        let ignored = m.signals.ignored();
+        if ignored & 1 << (libc::SIGCHLD - 1) != 0 {
+            // Ignored: nothing to post (nor to wait for).
+            return false;
+        }
+        if !matches!(event, Event::Ended(_)) && ignored & SIG_IGNORED_NOCLDSTOP != 0 {
+            return false;
+        }
+        let (code, status) = event.siginfo();
+        let words = SigPosted { code, pid, uid: self.uid, pad: 0, value: u64::from(status as u32) };
+        let fresh = !m.signals.waiting(libc::SIGCHLD as u32);
+        if fresh {
+            m.signals.post(libc::SIGCHLD as u32, words);
+        }
+        if fresh {
+            m.stopper.wake_for_signal(libc::SIGCHLD);
+        } else {
+            m.stopper.rewake();
+        }
+        if let Some(h) = &m.interrupt {
+            h.interrupt();
+        }
+        true
     }
 
     /// Wakes process `pid` once more if signal `sig` (or anything) still
@@ -565,26 +590,44 @@ impl Tree {
     /// again ([`Tree::continue_process`]): the wait ends there (else a
     /// parent continuing a child that stops itself again at once, each
     /// waiting for the other's libos, would both wait the 2 s).
+    ///
+    /// It looks often at first (50 µs, doubling up to the 10 ms between
+    /// wakes): a parent takes its `SIGCHLD` on its way out of the `wait` the
+    /// post woke, within microseconds, and the ended child's thread (which
+    /// runs this from [`Tree::ended`]) then goes on to free its domain at
+    /// once instead of 10 ms later.
     fn rewake_until_taken(&self, pid: u32, sig: u32) {
-        for step in 0..200 {
+        let t0 = Instant::now();
+        let mut next_wake = REWAKE_STEP;
+        let mut nap = Duration::from_micros(50);
+        loop {
             if self.is_stopped(pid) {
                 return;
             }
             {
                 let members = lock(&self.members);
                 let Some(m) = members.get(&pid) else { return };
-                if step > 0 {
-                    // Not at once: the first wake was the poster's own.
-                    m.stopper.rewake();
-                }
-                if let Some(h) = &m.interrupt {
-                    h.interrupt();
-                }
+                // Taken (the common case): nothing more to do. Looked at
+                // before waking again, so a signal taken during the sleep
+                // costs the target no further interruption.
                 if !m.signals.waiting(sig) && !m.signals.attention() {
                     return;
                 }
+                // Not at once: the first wake and interrupt were the
+                // poster's own; then one every REWAKE_STEP.
+                if t0.elapsed() >= next_wake {
+                    next_wake += REWAKE_STEP;
+                    m.stopper.rewake();
+                    if let Some(h) = &m.interrupt {
+                        h.interrupt();
+                    }
+                }
             }
-            std::thread::sleep(Duration::from_millis(10));
+            if t0.elapsed() >= REWAKE_FOR {
+                return;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(REWAKE_STEP);
         }
     }
 

@@ -68,6 +68,7 @@ const CASES: &[&str] = &[
     "wnohang",
     "vfork",
     "sigchld",
+    "chldorder",
     "orphan",
     "kill",
     "snapshot",

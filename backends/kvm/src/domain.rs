@@ -257,7 +257,9 @@ impl Guest {
         let (_files, files) = self.files.fork_of();
         let files = std::sync::Arc::new(files);
         let pt = self.pt.lock().unwrap_or_else(|e| e.into_inner());
-        let (phys, copied) = PhysMemory::copy_of(&self.phys)?;
+        let ring_len = page_up(RING_REGION_BYTES as u64);
+        // The ring region is not copied: the child's rings start fresh.
+        let (phys, copied) = PhysMemory::copy_of(&self.phys, RING_GPA..RING_GPA + ring_len)?;
         let pt = pt.clone();
         let size = usize::try_from(phys.size()).map_err(|_| DomainError::ViewOutsideMemory)?;
         // SAFETY: `phys` maps `size` bytes read-write and is moved into the
@@ -269,7 +271,6 @@ impl Guest {
         }
         .ok_or(DomainError::ViewOutsideMemory)?;
         view.set_file_window(file_window(phys.size(), &files));
-        let ring_len = page_up(RING_REGION_BYTES as u64);
         // SAFETY: RING_GPA..+ring_len lies inside the child's guest memory
         // (checked by host_ptr), page aligned, alive as long as `phys`,
         // which the child's Guest owns together with the RingPtr.
@@ -277,8 +278,8 @@ impl Guest {
         for k in 0..MAX_THREADS {
             // SAFETY: ring k of the region (MAX_THREADS rings of RING_BYTES
             // from `ring`), inside the mapping just checked; nothing runs in
-            // the child yet.
-            unsafe { RingPtr::new(ring.base().add(cabin_abi::thread::ring_offset(k))) }.init();
+            // the child yet. The region is zero (not copied, above).
+            unsafe { RingPtr::new(ring.base().add(cabin_abi::thread::ring_offset(k))) }.init_zeroed();
         }
         let at = |off: usize| BOOT_GPA + off as u64;
         phys.write(at(offset_of!(BootInfo, pid)), &pid.to_le_bytes())?;

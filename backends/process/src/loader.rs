@@ -422,7 +422,8 @@ fn new_memfd(total: u64) -> Result<(OwnedFd, *mut u8), RunError> {
 /// Copies the pages of `src` (mapped at `src_base`, `total` bytes) that
 /// hold data into the same offsets of the memfd `dst` (written, not copied
 /// through a mapping of it, which would take a page fault per page); holes
-/// (pages never touched) are skipped, so an untouched arena costs nothing.
+/// (pages never touched) are skipped, so an untouched arena costs nothing,
+/// and so is `skip` (offsets; the ring region, which the child gets fresh).
 /// The number of bytes copied.
 ///
 /// # Safety
@@ -434,11 +435,16 @@ unsafe fn copy_touched(
     src_base: *const u8,
     dst: &OwnedFd,
     total: u64,
+    skip: std::ops::Range<u64>,
 ) -> Result<u64, RunError> {
     let fd = src.as_raw_fd();
     let mut at = 0i64;
     let mut copied = 0u64;
     while (at as u64) < total {
+        if skip.contains(&(at as u64)) {
+            at = skip.end as i64;
+            continue;
+        }
         // SAFETY: lseek touches no memory.
         let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
         if data < 0 {
@@ -448,12 +454,19 @@ unsafe fn copy_touched(
             }
             return Err(RunError::host("lseek(SEEK_DATA) on the domain memfd"));
         }
+        if skip.contains(&(data as u64)) {
+            at = skip.end as i64;
+            continue;
+        }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
         if hole < data {
             return Err(RunError::host("lseek(SEEK_HOLE) on the domain memfd"));
         }
-        let end = (hole as u64).min(total);
+        let mut end = (hole as u64).min(total);
+        if (data as u64) < skip.start && end > skip.start {
+            end = skip.start;
+        }
         let len = end.saturating_sub(data as u64) as usize;
         // SAFETY: [data, end) lies inside the source mapping (end <= total),
         // alive for the call (the caller's contract); the program's other
@@ -470,9 +483,10 @@ impl DomainMemory {
     /// A copy of this domain's memory for a child process (issue 14,
     /// docs/processes.md, "Monitor-side fork"): a new memfd of the same
     /// size and seals holding the pages the program touched (holes stay
-    /// holes), the same layout, and every ring of the ring region reset to
-    /// its initial state (the parent's requests in flight are not the
-    /// child's). The boot page is the parent's copy: the caller rewrites the
+    /// holes), the same layout, and every ring of the ring region in its
+    /// initial state (the parent's requests in flight are not the
+    /// child's): the region is not copied at all, the child's fresh zero
+    /// pages get only each ring's header. The boot page is the parent's copy: the caller rewrites the
     /// child's words (pid, ppid). Other threads of the program keep running
     /// during the copy (a multithreaded fork, docs/processes.md).
     pub fn fork_copy(&self) -> Result<DomainMemory, RunError> {
@@ -490,12 +504,30 @@ impl DomainMemory {
             protectable: self.protectable,
             arena_file_offset: self.arena_file_offset,
         };
+        let rings = self
+            .ranges
+            .iter()
+            .find(|r| r.kind == RegionKind::Ring)
+            .map_or(0..0, |r| r.offset..r.offset + r.len);
         // SAFETY: our live mapping of `self.memfd`, `total` bytes; the new
         // memfd is as long.
-        unsafe { copy_touched(&self.memfd, self.host_base, &d.memfd, self.total)? };
+        unsafe { copy_touched(&self.memfd, self.host_base, &d.memfd, self.total, rings)? };
         d.populate_system();
-        d.reset_rings();
+        d.init_fresh_rings();
         Ok(d)
+    }
+
+    /// Writes every ring's header into the ring region of a fresh memfd
+    /// (all zero: `RingPtr::init_zeroed`).
+    fn init_fresh_rings(&self) {
+        for k in 0..cabin_abi::thread::MAX_THREADS {
+            // SAFETY: as in `reset_rings`; the region is fresh zero pages
+            // of this memfd (`fork_copy` skipped it in the copy).
+            unsafe {
+                cabin_abi::ring::RingPtr::new(self.ring().base().add(cabin_abi::thread::ring_offset(k)))
+            }
+            .init_zeroed();
+        }
     }
 
     /// Puts the pages the monitor writes before the program runs in place
@@ -737,7 +769,7 @@ mod tests {
             page_of(sb, 40).add(7).write(3);
         }
         // SAFETY: sb maps src, `total` bytes; dst is as long.
-        let copied = unsafe { copy_touched(&src, sb, &dst, total) }.expect("copy");
+        let copied = unsafe { copy_touched(&src, sb, &dst, total, 0..0) }.expect("copy");
         assert_eq!(copied, 3 * PAGE);
         assert_eq!(committed(&dst), 3 * PAGE, "holes stay holes");
         // SAFETY: reads and writes inside the mappings.
@@ -761,7 +793,7 @@ mod tests {
         let (src, sb) = new_memfd(total).expect("memfd");
         let (dst, db) = new_memfd(total).expect("memfd");
         // SAFETY: as above.
-        assert_eq!(unsafe { copy_touched(&src, sb, &dst, total) }.expect("copy"), 0);
+        assert_eq!(unsafe { copy_touched(&src, sb, &dst, total, 0..0) }.expect("copy"), 0);
         // SAFETY: our mappings.
         unsafe {
             libc::munmap(sb.cast(), total as usize);
@@ -800,6 +832,12 @@ mod tests {
         let stack = parent.host(STACK_BASE).expect("stack");
         // SAFETY: a byte of the parent's stack range.
         unsafe { stack.add(100).write(42) };
+        // A byte of ring `last`'s header padding, which `init` never writes
+        // (the parent's program could leave anything there).
+        // SAFETY: inside ring `last` of the region.
+        let pad = unsafe { parent.ring().base().add(cabin_abi::thread::ring_offset(last) + 20) };
+        // SAFETY: as above.
+        unsafe { pad.write(0x5a) };
 
         let child = parent.fork_copy().expect("fork copy");
         // SAFETY: as for `r`, in the child's region.
@@ -809,6 +847,11 @@ mod tests {
         assert!(!cr.submission_ready(0), "the parent's request is not the child's");
         assert_eq!(child.ring().cq_head().load(std::sync::atomic::Ordering::SeqCst), 0);
         assert_eq!(r.sq_tail().load(std::sync::atomic::Ordering::SeqCst), 1, "the parent's ring untouched");
+        // Nothing of the parent's ring region reaches the child: not copied,
+        // only the headers are written into fresh pages.
+        let off = pad as usize - parent.host_base as usize;
+        // SAFETY: the same offset in both region mappings.
+        assert_eq!(unsafe { child.host_base.add(off).read() }, 0, "the parent's ring bytes are not copied");
         // SAFETY: the same byte in the child's stack.
         assert_eq!(unsafe { child.host(STACK_BASE).expect("stack").add(100).read() }, 42);
         assert_eq!(

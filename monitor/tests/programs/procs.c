@@ -219,6 +219,27 @@ static int t_sigchld(void) {
     return 0;
 }
 
+/* SIGCHLD is taken before waitpid returns: Linux posts it with the zombie,
+ * before the parent's wait wakes, so the handler has run when waitpid
+ * returns (a monitor that posted it after the wake let the parent leave
+ * its wait first and take the signal later, inside its next call). */
+static int t_chldorder(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_chld;
+    sigaction(SIGCHLD, &sa, NULL);
+    int before = 0;
+    for (int i = 0; i < 100; i++) {
+        int seen = chld;
+        pid_t c = fork();
+        if (c == 0) _exit(0);
+        int st;
+        while (waitpid(c, &st, 0) < 0) {}
+        if (chld > seen) before++;
+    }
+    printf("SIGCHLD handled before waitpid returned: %d of 100\n", before);
+    return 0;
+}
+
 static int t_kill(void) {
     pid_t c = fork();
     if (c == 0) {
@@ -326,6 +347,7 @@ int main(int argc, char **argv) {
     if (!strcmp(t, "wnohang")) return t_wnohang();
     if (!strcmp(t, "vfork")) return t_vfork();
     if (!strcmp(t, "sigchld")) return t_sigchld();
+    if (!strcmp(t, "chldorder")) return t_chldorder();
     if (!strcmp(t, "orphan")) return t_orphan();
     if (!strcmp(t, "kill")) return t_kill();
     if (!strcmp(t, "snapshot")) return t_snapshot();
