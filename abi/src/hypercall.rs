@@ -12,7 +12,6 @@
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_PROTECT`], `rdi, rsi, rdx` = address, length, `PROT_*` | `rax` = 0 or `-errno` |
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_EXIT`], `rdi` = exit status | never resumed |
 //! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_FUTEX`], `rdi, rsi, rdx, r10, r8, r9` = `futex` arguments | `rax` = result or `-errno` |
-//! | [`PORT_DOORBELL`] | ring 3 (libos) | `eax` = [`DOORBELL_THREAD`], `rdi, rsi` = `ThreadStart` address and size, `rdx` = site hint | `rax` = tid, `-errno` or [`DOORBELL_THREAD_USE_RING`] |
 //! | [`PORT_SYSCALL`] | ring 0 (proxy-kernel) | `rax` = number, `rdi, rsi, rdx, r10, r8, r9` = arguments, `rcx` = return address | `rax` = result; or `rcx` changed: redirect (below) |
 //! | [`PORT_FAULT`] | ring 0 (proxy-kernel) | see [`fault`] | never resumed; or, for a ring-3 exception, `rax` = where ring 3 resumes (the libos's signal entry) |
 //!
@@ -81,21 +80,6 @@ pub const DOORBELL_EXIT: u32 = 5;
 /// ring's `futex` checks it (the program's data, 4-aligned: `EFAULT`,
 /// `EINVAL`).
 pub const DOORBELL_FUTEX: u32 = 6;
-/// [`PORT_DOORBELL`] value: start a thread, served by the calling
-/// thread's own vCPU host thread without the ring (docs/threads.md,
-/// "Creating a thread"): `rdi` = the address of a
-/// [`crate::thread::ThreadStart`] with op `THREAD_OP_START`, `rsi` = its
-/// size, `rdx` = the call site's trampoline (the ring's site hint, 0:
-/// unknown). The monitor admits it as the `clone` submission the ring
-/// carries (same gate, same checks, same `[limits] threads`) and answers
-/// in `rax`: the new thread's tid, `-errno`, or
-/// [`DOORBELL_THREAD_USE_RING`]: submit this start on the ring instead
-/// (the slot's first thread, whose ring worker the monitor starts there;
-/// a request the ring must judge).
-pub const DOORBELL_THREAD: u32 = 7;
-/// [`DOORBELL_THREAD`]'s answer "submit it on the ring": below every
-/// `-errno` (-4095..-1), never a tid.
-pub const DOORBELL_THREAD_USE_RING: i64 = -4096;
 
 pub mod fault {
     //! Register convention of [`super::PORT_FAULT`]: `rdi` = vector, `rsi` = error code (0 when the vector has none),

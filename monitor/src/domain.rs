@@ -267,12 +267,6 @@ pub trait Domain: Sized {
     /// native thread ends itself); KVM stops the vCPU.
     fn thread_exited(&self, _slot: usize) {}
 
-    /// The run's [`crate::threads::ThreadDesk`], for a backend that serves
-    /// a thread's start on the parent's own thread (KVM: its vCPU thread)
-    /// instead of the ring; given before [`Domain::run`] and before each
-    /// later image's run. A `Weak`: it ends with the run's workers.
-    fn set_thread_desk(&self, _desk: std::sync::Weak<dyn crate::threads::ThreadDesk>) {}
-
     /// A child process's domain (issue 14, docs/processes.md): a copy of
     /// this domain's memory with every ring reset and the boot page's
     /// `pid`/`ppid` set, which [`Domain::start`] will start at `entry` with

@@ -215,49 +215,6 @@ impl Shared {
     }
 }
 
-/// A call decided by the gate as a ring worker's `serve_one` decides it,
-/// but served off the ring (KVM: a thread start on the caller's own vCPU
-/// thread, docs/threads.md "Creating a thread"): admitted under the
-/// service lock (`site`: the call's site, if known), served by `serve`
-/// without it, then recorded. `Err`: the gate stops the program (its
-/// message already printed).
-pub fn gated(
-    shared: &Shared,
-    nr: u64,
-    args: &[u64; 6],
-    site: Option<u64>,
-    serve: impl FnOnce() -> i64,
-) -> Result<i64, Stop> {
-    let mut guard = shared.lock();
-    let admitted = shared.with_gate(&mut guard, |g, service| {
-        g.set_caller(service.pid());
-        let fds = g.counts_fds().then(|| service.open_fds());
-        g.admit_lazy(nr, args, false, || site, fds)
-    });
-    let ticket = match admitted {
-        None => None,
-        Some(Admit::Serve(t)) => Some(t),
-        Some(Admit::Return(ret)) => return Ok(ret),
-        Some(Admit::Stop(stop)) => return Err(stop),
-    };
-    drop(guard);
-    let ret = serve();
-    let mut guard = shared.lock();
-    if let Some(t) = ticket {
-        let note = guard.service.take_note();
-        let stop = shared
-            .with_gate(&mut guard, |g, service| {
-                g.set_caller(service.pid());
-                g.served_with(t, ret, note)
-            })
-            .flatten();
-        if let Some(stop) = stop {
-            return Err(stop);
-        }
-    }
-    Ok(ret)
-}
-
 /// What a worker asks of the session about program threads (thread
 /// submissions, docs/threads.md). Every answer is the completion value.
 pub trait ThreadHost {
@@ -987,10 +944,15 @@ impl Worker {
             return 0;
         }
         let Some(host) = threads else { return -i64::from(libc::EAGAIN) };
-        let start = match read_start(mem, s.args[0], s.args[1]) {
-            Ok(start) => start,
-            Err(e) => return e,
-        };
+        if s.args[1] != ThreadStart::SIZE as u64 {
+            return -i64::from(libc::EINVAL);
+        }
+        let mut b = [0u8; ThreadStart::SIZE];
+        match mem.read(s.args[0], ThreadStart::SIZE) {
+            Ok(bytes) if bytes.len() == b.len() => b.copy_from_slice(&bytes),
+            _ => return -i64::from(libc::EFAULT),
+        }
+        let start = ThreadStart::from_bytes(&b);
         match start.op {
             THREAD_OP_START => host.start(self.slot, &start),
             THREAD_OP_CANCEL => host.cancel(self.slot, start.slot as usize),
@@ -998,21 +960,6 @@ impl Worker {
             _ => -i64::from(libc::EINVAL),
         }
     }
-}
-
-/// Copies a [`ThreadStart`] out of the program's memory once (`addr`,
-/// `size` as the program gave them): `-EINVAL` for a wrong size, `-EFAULT`
-/// for memory the program cannot give.
-pub fn read_start(mem: &GuestMemory, addr: u64, size: u64) -> Result<ThreadStart, i64> {
-    if size != ThreadStart::SIZE as u64 {
-        return Err(-i64::from(libc::EINVAL));
-    }
-    let mut b = [0u8; ThreadStart::SIZE];
-    match mem.read(addr, ThreadStart::SIZE) {
-        Ok(bytes) if bytes.len() == b.len() => b.copy_from_slice(&bytes),
-        _ => return Err(-i64::from(libc::EFAULT)),
-    }
-    Ok(ThreadStart::from_bytes(&b))
 }
 
 /// Linux's `tty_check_change` and `job_control` for the run's terminal

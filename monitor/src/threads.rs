@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Scope;
 
-use cabin_abi::ring::RingPtr;
-use cabin_abi::thread::{is_thread_flags, ThreadStart, MAX_THREADS, THREAD_OP_START};
+use cabin_abi::thread::{is_thread_flags, ThreadStart, MAX_THREADS};
 
 use crate::boot::BootPage;
 use crate::domain::{Domain, SpawnedBy, StopCause, Stopper};
@@ -49,61 +48,26 @@ struct Table {
     stopping: bool,
 }
 
-/// What the ring workers and the backend's own threads (KVM: a vCPU
-/// thread serving its thread's start, [`ThreadDesk`]) share about the
-/// program's threads: owned by [`Threads`], lent to the domain as a
-/// `Weak` (nothing of it outlives the run's `Threads`).
-#[derive(Debug)]
-struct Desk {
-    shared: Arc<Shared>,
+/// Everything the workers of one run share about threads.
+pub struct Threads<'a, D: Domain> {
+    domain: &'a D,
+    mem: &'a GuestMemory,
+    shared: &'a Shared,
     stopper: Arc<dyn Stopper>,
+    placement: Option<&'a Placement>,
+    clocks: ThreadClocks,
     sites: SiteMap,
     /// Most live threads (`[limits] threads`, at most the rings there are).
     limit: usize,
     rings: usize,
     table: Mutex<Table>,
-    /// How the workers ended (`Stopped` is not kept); a policy stop of a
-    /// thread start served off the ring too.
+    /// How the workers ended (`Stopped` is not kept).
     ends: Mutex<Vec<WorkerEnd>>,
-    /// The domain failed to start a thread (a backend failure).
-    failed: AtomicBool,
-}
-
-/// A thread start served off the ring, by the thread that asked for it
-/// (KVM: the parent's own vCPU thread, `DOORBELL_THREAD`; docs/threads.md
-/// "Creating a thread"): the same gate admission and record, the same
-/// checks against the monitor's slot table, the same `[limits] threads`
-/// as a start on the ring, without a ring worker's wake-up and the
-/// parent's wake-up after the answer.
-pub trait ThreadDesk: Send + Sync + std::fmt::Debug {
-    /// The start the thread of slot `from` asks for with the
-    /// [`ThreadStart`] at `addr` (`size` bytes) from the call site of
-    /// trampoline `site_hint` (0: unknown); `spawn` is the domain's
-    /// [`Domain::spawn_thread`]. The completion value (the tid or
-    /// `-errno`), or `None`: the ring must serve it (the slot's first
-    /// thread, which starts the ring's worker; a request that is not a
-    /// well-formed start, whose answer the ring's checks give).
-    fn start(
-        &self,
-        from: usize,
-        mem: &GuestMemory,
-        addr: u64,
-        size: u64,
-        site_hint: u64,
-        spawn: &mut dyn FnMut(&ThreadStart) -> Result<SpawnedBy, crate::config::RunError>,
-    ) -> Option<i64>;
-}
-
-/// Everything the workers of one run share about threads.
-pub struct Threads<'a, D: Domain> {
-    domain: &'a D,
-    mem: &'a GuestMemory,
-    placement: Option<&'a Placement>,
-    clocks: ThreadClocks,
-    desk: Arc<Desk>,
     stats: Mutex<WorkerStats>,
     /// A worker panicked (a monitor bug): its message.
     panicked: Mutex<Option<String>>,
+    /// The domain failed to start a thread (a backend failure).
+    failed: AtomicBool,
     /// The process tree this program is a process of (none: forks are
     /// `ENOSYS`, waits `ECHILD`).
     procs: Option<Procs<'a>>,
@@ -144,7 +108,7 @@ pub struct Procs<'a> {
 
 impl<D: Domain> std::fmt::Debug for Threads<'_, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Threads").field("limit", &self.desk.limit).finish_non_exhaustive()
+        f.debug_struct("Threads").field("limit", &self.limit).finish_non_exhaustive()
     }
 }
 
@@ -158,7 +122,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
     pub fn new(
         domain: &'a D,
         mem: &'a GuestMemory,
-        shared: &Arc<Shared>,
+        shared: &'a Shared,
         stopper: Arc<dyn Stopper>,
         placement: Option<&'a Placement>,
         clocks: ThreadClocks,
@@ -168,9 +132,13 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
         let rings = domain.ring_count().clamp(1, MAX_THREADS);
         let mut used = [0; MAX_THREADS];
         used[0] = 1;
-        let desk = Desk {
-            shared: shared.clone(),
+        Threads {
+            domain,
+            mem,
+            shared,
             stopper,
+            placement,
+            clocks,
             sites,
             limit: limit.clamp(1, rings),
             rings,
@@ -181,16 +149,9 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
                 stopping: false,
             }),
             ends: Mutex::default(),
-            failed: AtomicBool::new(false),
-        };
-        Threads {
-            domain,
-            mem,
-            placement,
-            clocks,
-            desk: Arc::new(desk),
             stats: Mutex::default(),
             panicked: Mutex::default(),
+            failed: AtomicBool::new(false),
             procs: None,
             exec: None,
         }
@@ -208,14 +169,10 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
     }
 
     /// Starts the main thread's worker (slot 0) on `worker`, in `scope`.
-    /// The domain gets the [`ThreadDesk`] of this run (a `Weak`: it ends
-    /// with this `Threads`).
     pub fn start_main<'scope>(&'scope self, scope: &'scope Scope<'scope, '_>, mut worker: Worker) {
         worker.slot = 0;
-        worker.set_sites(self.desk.sites.clone());
-        lock(&self.desk.table).stops[0] = Some(worker.stop_handle());
-        let desk: Arc<dyn ThreadDesk> = self.desk.clone();
-        self.domain.set_thread_desk(Arc::downgrade(&desk));
+        worker.set_sites(self.sites.clone());
+        lock(&self.table).stops[0] = Some(worker.stop_handle());
         self.spawn_worker(scope, worker);
     }
 
@@ -234,7 +191,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
             // A panic here is a monitor bug; the program would otherwise
             // wait for a completion forever. Stop it and report it.
             let end = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker.run(self.mem, &self.desk.shared, Some(&host))
+                worker.run(self.mem, self.shared, Some(&host))
             })) {
                 Ok(end) => end,
                 Err(payload) => {
@@ -244,13 +201,13 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
                         .or_else(|| payload.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic".into());
                     lock(&self.panicked).get_or_insert(why);
-                    self.desk.stopper.stop(StopCause::WorkerFailed);
+                    self.stopper.stop(StopCause::WorkerFailed);
                     return;
                 }
             };
             match &end {
-                WorkerEnd::Violation(v) => self.desk.stopper.stop(StopCause::Violation(v.to_string())),
-                WorkerEnd::Policy(stop) => self.desk.stopper.stop(StopCause::Policy(stop.message.clone())),
+                WorkerEnd::Violation(v) => self.stopper.stop(StopCause::Violation(v.to_string())),
+                WorkerEnd::Policy(stop) => self.stopper.stop(StopCause::Policy(stop.message.clone())),
                 WorkerEnd::Stopped => {}
             }
             {
@@ -260,20 +217,20 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
                 st.spin_preempted += worker.stats.spin_preempted;
             }
             if end != WorkerEnd::Stopped {
-                lock(&self.desk.ends).push(end);
+                lock(&self.ends).push(end);
             }
         });
     }
 
     /// The main ring's worker's handle (after [`Threads::start_main`]).
     pub fn main_stop_handle(&self) -> Option<StopHandle> {
-        lock(&self.desk.table).stops[0].clone()
+        lock(&self.table).stops[0].clone()
     }
 
     /// Interrupts every worker out of the host call it is blocked in (a
     /// signal was posted: docs/signals.md).
     pub fn interrupt_all(&self) {
-        for s in lock(&self.desk.table).stops.iter().flatten() {
+        for s in lock(&self.table).stops.iter().flatten() {
             s.interrupt();
         }
     }
@@ -281,7 +238,7 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
     /// Stops every worker (the program has ended); none starts after this.
     pub fn stop_all(&self) {
         let stops: Vec<StopHandle> = {
-            let mut t = lock(&self.desk.table);
+            let mut t = lock(&self.table);
             t.stopping = true;
             t.stops.iter_mut().filter_map(Option::take).collect()
         };
@@ -295,86 +252,8 @@ impl<'a, D: Domain + Sync> Threads<'a, D> {
     /// `Stopped`; their summed counters; a worker's panic message, if any;
     /// whether the domain failed to start a thread.
     pub fn finish(&self) -> (WorkerEnd, WorkerStats, Option<String>, bool) {
-        let end = lock(&self.desk.ends).first().cloned().unwrap_or(WorkerEnd::Stopped);
-        (end, *lock(&self.stats), lock(&self.panicked).clone(), self.desk.failed.load(Ordering::SeqCst))
-    }
-}
-
-/// What [`Desk::reserve`] found.
-enum Reserved {
-    /// The slot is taken for the new thread; its worker serves on.
-    Served,
-    /// The slot is taken for the new thread, its first: this worker (not
-    /// started yet) will serve its ring.
-    Fresh(Worker),
-}
-
-impl Desk {
-    /// Takes slot `slot` for a new thread, if the monitor's table and the
-    /// `threads` limit allow it (else the `-errno`). `ring`: the slot's
-    /// ring, to make its worker if it has none yet (`None`: refuse such
-    /// a slot with `EAGAIN`: the caller cannot start workers).
-    fn reserve(&self, slot: usize, ring: Option<RingPtr>) -> Result<Reserved, i64> {
-        let mut table = lock(&self.table);
-        if table.stopping || table.live >= self.limit {
-            return Err(errno(libc::EAGAIN));
-        }
-        if table.used[slot] > 0 {
-            return Err(errno(libc::EBUSY));
-        }
-        let fresh = match (&table.stops[slot], ring) {
-            // The slot's worker serves on, for this thread too.
-            (Some(_), _) => None,
-            (None, None) => return Err(errno(libc::EAGAIN)),
-            (None, Some(ring)) => {
-                // The slot's first thread: no worker has served this ring
-                // yet; start one (and set the ring up if the backend did
-                // not: the process backend sets every ring up before the
-                // program runs, since its libos does not wait for this
-                // answer and the thread may already be using its ring).
-                if ring.check_header().is_err() {
-                    ring.init();
-                }
-                let mut worker = Worker::new(ring);
-                worker.slot = slot;
-                worker.spin = crate::ring::THREAD_SPIN;
-                worker.set_sites(self.sites.clone());
-                table.stops[slot] = Some(worker.stop_handle());
-                Some(worker)
-            }
-        };
-        table.used[slot] += 1;
-        if table.used[slot] > 0 {
-            table.live += 1;
-        }
-        Ok(fresh.map_or(Reserved::Served, Reserved::Fresh))
-    }
-
-    /// Starts the thread of a reserved slot with the domain's `spawn`: the
-    /// completion value; a refusal frees the slot again.
-    fn spawn(
-        &self,
-        start: &ThreadStart,
-        fresh_worker: bool,
-        spawn: &mut dyn FnMut(&ThreadStart) -> Result<SpawnedBy, crate::config::RunError>,
-    ) -> i64 {
-        let slot = start.slot as usize;
-        self.shared.set_threaded();
-        match spawn(start) {
-            Ok(SpawnedBy::Libos) => 0,
-            Ok(SpawnedBy::Domain { tid }) => i64::from(tid),
-            Ok(SpawnedBy::Refused { errno: e }) => {
-                self.unstart(slot, fresh_worker);
-                errno(e)
-            }
-            Err(e) => {
-                eprintln!("cabin: starting a thread failed: {e}");
-                self.failed.store(true, Ordering::SeqCst);
-                self.unstart(slot, fresh_worker);
-                self.stopper.stop(StopCause::WorkerFailed);
-                errno(libc::EAGAIN)
-            }
-        }
+        let end = lock(&self.ends).first().cloned().unwrap_or(WorkerEnd::Stopped);
+        (end, *lock(&self.stats), lock(&self.panicked).clone(), self.failed.load(Ordering::SeqCst))
     }
 
     /// A start the domain refused: the slot is free again (and, if the
@@ -397,50 +276,6 @@ impl Desk {
     }
 }
 
-impl ThreadDesk for Desk {
-    fn start(
-        &self,
-        _from: usize,
-        mem: &GuestMemory,
-        addr: u64,
-        size: u64,
-        site_hint: u64,
-        spawn: &mut dyn FnMut(&ThreadStart) -> Result<SpawnedBy, crate::config::RunError>,
-    ) -> Option<i64> {
-        // What the ring would answer before it looks at the table (a bad
-        // request, another operation) stays the ring's; so does a slot's
-        // first thread, which starts the slot's worker (a scoped thread of
-        // the session, which only a worker can start). Decided before the
-        // gate: a request handed back to the ring is admitted there, once.
-        let start = crate::ring::read_start(mem, addr, size).ok()?;
-        let slot = start.slot as usize;
-        if start.op != THREAD_OP_START || slot == 0 || slot >= self.rings || !is_thread_flags(start.flags) {
-            return None;
-        }
-        lock(&self.table).stops[slot].as_ref()?;
-        let site = self.sites.site(site_hint);
-        let args = [addr, size, 0, 0, 0, 0];
-        let served = crate::ring::gated(&self.shared, cabin_abi::syscalls::nr::clone, &args, site, || {
-            match self.reserve(slot, None) {
-                Ok(Reserved::Served) => self.spawn(&start, false, spawn),
-                // Never made without a ring (`reserve` refuses it).
-                Ok(Reserved::Fresh(_)) => errno(libc::EAGAIN),
-                Err(e) => e,
-            }
-        });
-        Some(match served {
-            Ok(answer) => answer,
-            Err(stop) => {
-                // As a worker whose call the gate stopped: the run ends
-                // with the policy's stop.
-                self.stopper.stop(StopCause::Policy(stop.message.clone()));
-                lock(&self.ends).push(WorkerEnd::Policy(stop));
-                errno(libc::EAGAIN)
-            }
-        })
-    }
-}
-
 /// A worker's view of [`Threads`], able to start sibling workers in the
 /// run's scope.
 struct Host<'scope, 'env, 'a, D: Domain> {
@@ -455,32 +290,71 @@ const fn errno(e: i32) -> i64 {
 impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
     fn start(&self, _from: usize, start: &ThreadStart) -> i64 {
         let t = self.threads;
-        let desk = &t.desk;
         let slot = start.slot as usize;
-        if slot == 0 || slot >= desk.rings || !is_thread_flags(start.flags) {
+        if slot == 0 || slot >= t.rings || !is_thread_flags(start.flags) {
             return errno(libc::EINVAL);
         }
         let Some(ring) = t.domain.thread_ring(slot) else { return errno(libc::EINVAL) };
-        let worker = match desk.reserve(slot, Some(ring)) {
-            Ok(Reserved::Served) => None,
-            Ok(Reserved::Fresh(w)) => Some(w),
-            Err(e) => return e,
-        };
-        let answer = desk.spawn(start, worker.is_some(), &mut |s| t.domain.spawn_thread(s));
-        if answer >= 0 {
-            if let Some(w) = worker {
-                t.spawn_worker(self.scope, w);
+        let worker = {
+            let mut table = lock(&t.table);
+            if table.stopping || table.live >= t.limit {
+                return errno(libc::EAGAIN);
             }
+            if table.used[slot] > 0 {
+                return errno(libc::EBUSY);
+            }
+            table.used[slot] += 1;
+            if table.used[slot] > 0 {
+                table.live += 1;
+            }
+            if table.stops[slot].is_some() {
+                // The slot's worker serves on, for this thread too.
+                None
+            } else {
+                // The slot's first thread: no worker has served this ring
+                // yet; start one (and set the ring up if the backend did
+                // not: the process backend sets every ring up before the
+                // program runs, since its libos does not wait for this
+                // answer and the thread may already be using its ring).
+                if ring.check_header().is_err() {
+                    ring.init();
+                }
+                let mut worker = Worker::new(ring);
+                worker.slot = slot;
+                worker.spin = crate::ring::THREAD_SPIN;
+                worker.set_sites(t.sites.clone());
+                table.stops[slot] = Some(worker.stop_handle());
+                Some(worker)
+            }
+        };
+        t.shared.set_threaded();
+        let answer = match t.domain.spawn_thread(start) {
+            Ok(SpawnedBy::Libos) => 0,
+            Ok(SpawnedBy::Domain { tid }) => i64::from(tid),
+            Ok(SpawnedBy::Refused { errno: e }) => {
+                t.unstart(slot, worker.is_some());
+                return errno(e);
+            }
+            Err(e) => {
+                eprintln!("cabin: starting a thread failed: {e}");
+                t.failed.store(true, Ordering::SeqCst);
+                t.unstart(slot, worker.is_some());
+                t.stopper.stop(StopCause::WorkerFailed);
+                return errno(libc::EAGAIN);
+            }
+        };
+        if let Some(w) = worker {
+            t.spawn_worker(self.scope, w);
         }
         answer
     }
 
     fn cancel(&self, _from: usize, slot: usize) -> i64 {
         let t = self.threads;
-        if slot == 0 || slot >= t.desk.rings {
+        if slot == 0 || slot >= t.rings {
             return errno(libc::EINVAL);
         }
-        let mut table = lock(&t.desk.table);
+        let mut table = lock(&t.table);
         if table.used[slot] <= 0 {
             return errno(libc::EINVAL);
         }
@@ -492,11 +366,11 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
 
     fn signal(&self, _from: usize, slot: usize) -> i64 {
         let t = self.threads;
-        if slot >= t.desk.rings {
+        if slot >= t.rings {
             return errno(libc::EINVAL);
         }
         {
-            let table = lock(&t.desk.table);
+            let table = lock(&t.table);
             if slot != 0 && table.used[slot] <= 0 {
                 return errno(libc::EINVAL);
             }
@@ -510,12 +384,12 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         // to every thread of the child, or a kick of every vCPU (each takes
         // only what is its own, or the process's). Once: a thread that
         // misses it takes the signal at its next call.
-        t.desk.stopper.rewake();
+        t.stopper.rewake();
         0
     }
 
     fn exit(&self, slot: usize) {
-        self.threads.desk.free(slot);
+        self.threads.free(slot);
         self.threads.domain.thread_exited(slot);
     }
 
@@ -549,13 +423,13 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         // From now on the tree's processes share the root's gate lock: no
         // process may hold its service lock across a blocking host call
         // (a parent reading a pipe its child is about to write).
-        t.desk.shared.set_threaded();
+        t.shared.set_threaded();
         procs.root.set_threaded();
-        let service = t.desk.shared.lock().service.fork(child);
+        let service = t.shared.lock().service.fork(child);
         let (reply, answer) = std::sync::mpsc::channel();
         let (done, ended) = std::sync::mpsc::channel::<()>();
         let parent = t.domain;
-        let (sites, limit) = (t.desk.sites.clone(), t.desk.limit);
+        let (sites, limit) = (t.sites.clone(), t.limit);
         let tree = procs.tree;
         self.scope.spawn(move || {
             run_child(
@@ -585,7 +459,7 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         let (Some(procs), Some(slot)) = (t.procs.clone(), t.exec) else { return errno(libc::ENOSYS) };
         // Path, permission, image and measurement, argv and envp: checked
         // and copied once, under the service lock (the cwd, the table).
-        let prepared = t.desk.shared.lock().service.exec_prepare(mem, nr, args);
+        let prepared = t.shared.lock().service.exec_prepare(mem, nr, args);
         // A plain static executable: its image from the image cache, built
         // there the first time (without the service lock: a build takes
         // up to seconds, and the process's other threads go on).
@@ -633,12 +507,12 @@ impl<D: Domain + Sync> ThreadHost for Host<'_, '_, '_, D> {
         // The point of no return, as Linux's: descriptors marked
         // FD_CLOEXEC close, and the old domain (every thread of it) ends.
         {
-            let mut shared = t.desk.shared.lock();
+            let mut shared = t.shared.lock();
             shared.service.exec_done();
             shared.service.set_exe(image);
         }
         procs.tree.execed(pid);
-        t.desk.stopper.stop(StopCause::Policy("replaced by execve".into()));
+        t.stopper.stop(StopCause::Policy("replaced by execve".into()));
         0
     }
 
@@ -761,7 +635,7 @@ fn run_child<D: Domain + Sync>(
         return;
     }
     let _ = reply.send(i64::from(at.pid));
-    let shared = Arc::new(Shared::child(service, procs.root.clone()));
+    let shared = Shared::child(service, procs.root.clone());
     shared.set_threaded();
     // A vfork parent waits for this to drop: at the end, or at an exec.
     let mut done = Some(done);

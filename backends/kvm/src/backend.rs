@@ -9,10 +9,9 @@
 //! a host thread of its own ([`Vcpus`]). The session's worker thread polls
 //! the ring and serves every call.
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cabin_abi::hypercall::DOORBELL_THREAD_USE_RING;
 use cabin_abi::ring::RingPtr;
 use cabin_abi::thread::clone_flags::{
     CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS,
@@ -23,7 +22,7 @@ use cabin_image::elf::ElfFile;
 use super::domain::{DomainError, Guest};
 use super::ring::{install_kick_handler, RingGate, Shared};
 use super::vcpu::VcpuStart;
-use super::vcpus::{ServiceFactory, Setup, SpawnError, Vcpus};
+use super::vcpus::{ServiceFactory, SpawnError, Vcpus};
 use super::{prepare, KvmConfig, KvmError, KvmStats, Prepared, SyscallService};
 use cabin_monitor::config::{RunConfig, RunError, RunOutcome};
 use cabin_monitor::domain::{
@@ -32,7 +31,6 @@ use cabin_monitor::domain::{
 use cabin_monitor::memory::GuestMemory;
 use cabin_monitor::placement::CpuSet;
 use cabin_monitor::ring::WorkerStats;
-use cabin_monitor::threads::ThreadDesk;
 
 /// Runs `image` confined in a KVM guest (a [`cabin_monitor::session::Session`] over
 /// a [`KvmDomain`]). The guest's memory is the memory bound: `--mem`
@@ -119,8 +117,6 @@ pub struct KvmDomain {
     /// Every CPU of the run: where the vCPU threads go at the program's
     /// first thread ([`Vcpus::set_all_cpus`]).
     all_cpus: Option<CpuSet>,
-    /// What the vCPU threads need to start threads themselves.
-    starter: Arc<Starter>,
 }
 
 // The session calls `spawn_thread` from ring workers while `run` runs.
@@ -150,7 +146,6 @@ impl cabin_monitor::treemem::Meter for GuestMeter {
 struct RingGates {
     guest: Arc<Guest>,
     shared: Arc<Shared>,
-    starter: Arc<Starter>,
 }
 
 impl ServiceFactory for RingGates {
@@ -163,87 +158,7 @@ impl ServiceFactory for RingGates {
         // as the guest, which this factory holds; RING_BYTES keeps the
         // 64-byte alignment.
         let ring = unsafe { RingPtr::new(self.guest.ring.base().add(ring_offset(slot))) };
-        Ok(Box::new(RingGate::new(ring, self.shared.clone(), slot).with_starter(self.starter.clone())))
-    }
-}
-
-/// Starts the accepted thread on vCPU `start.slot` of `vcpus` (the
-/// program's memory `mem`, its pid `pid`): [`KvmDomain::spawn_thread`],
-/// from a ring worker or (`DOORBELL_THREAD`) the parent's vCPU thread.
-fn start_thread(
-    vcpus: &Arc<Vcpus>,
-    mem: &GuestMemory,
-    pid: u32,
-    start: &ThreadStart,
-    setup: Setup,
-) -> SpawnedBy {
-    let slot = start.slot as usize;
-    if slot == 0 || slot >= MAX_THREADS {
-        return SpawnedBy::Refused { errno: libc::EINVAL };
-    }
-    let tid = pid.wrapping_add(slot as u32);
-    // The monitor checks the start state itself: the entry must be
-    // program code (the libos's trampoline), the stack and the thread
-    // block mapped writable memory. Anything else would only start a
-    // thread that faults at once; refusing it keeps the answer Linux's.
-    let in_code = mem.regions().iter().any(|r| {
-        r.kind == cabin_monitor::memory::RegionKind::Code && (r.start..r.start + r.len).contains(&start.entry)
-    });
-    let stack_ok = start.stack.checked_sub(8).is_some_and(|s| mem.host_range(s, 8, true).is_ok());
-    let block_ok = mem.host_range(start.gs_base, 8, true).is_ok();
-    if !in_code || !stack_ok || !block_ok {
-        return SpawnedBy::Refused { errno: libc::EINVAL };
-    }
-    if start.flags & CLONE_PARENT_SETTID != 0 {
-        let _ = mem.write(start.parent_tid, &tid.to_le_bytes());
-    }
-    if start.flags & CLONE_CHILD_SETTID != 0 {
-        let _ = mem.write(start.child_tid, &tid.to_le_bytes());
-    }
-    let clear = (start.flags & CLONE_CHILD_CLEARTID != 0).then_some(start.child_tid);
-    let vstart = VcpuStart {
-        rip: start.entry,
-        rsp: start.stack,
-        fs_base: if start.flags & CLONE_SETTLS != 0 { start.tls } else { 0 },
-        gs_base: start.gs_base,
-        rdi: start.arg,
-        ..VcpuStart::default()
-    };
-    let errno = match vcpus.spawn_with(slot, vstart, clear, SLOT_FREE_WAIT, setup) {
-        Ok(()) => return SpawnedBy::Domain { tid },
-        Err(SpawnError::NoSuchSlot(_) | SpawnError::Setup { .. }) => libc::EINVAL,
-        Err(SpawnError::InUse(_) | SpawnError::Ending) => libc::EAGAIN,
-    };
-    SpawnedBy::Refused { errno }
-}
-
-/// What a vCPU thread needs to serve its thread's `DOORBELL_THREAD` itself
-/// (docs/threads.md, "Creating a thread"): the run's desk (the gate, the
-/// slot table and the limit, [`ThreadDesk`]), the vCPUs and the pid. Both
-/// handles are `Weak`: the desk ends with the run's workers, and the
-/// vCPUs own the factory that holds this.
-#[derive(Debug, Default)]
-pub(crate) struct Starter {
-    desk: Mutex<Option<Weak<dyn ThreadDesk>>>,
-    vcpus: OnceLock<Weak<Vcpus>>,
-    pid: OnceLock<u32>,
-}
-
-impl Starter {
-    /// The answer to vCPU `from`'s `DOORBELL_THREAD` with `args` (the
-    /// `ThreadStart`'s address and size, the site hint):
-    /// [`DOORBELL_THREAD_USE_RING`] when it must go on the ring.
-    pub(crate) fn start(&self, from: usize, mem: &GuestMemory, args: [u64; 3]) -> i64 {
-        let desk = self.desk.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(Weak::upgrade);
-        let vcpus = self.vcpus.get().and_then(Weak::upgrade);
-        let (Some(desk), Some(vcpus), Some(&pid)) = (desk, vcpus, self.pid.get()) else {
-            return DOORBELL_THREAD_USE_RING;
-        };
-        let [addr, size, site] = args;
-        desk.start(from, mem, addr, size, site, &mut |s| {
-            Ok(start_thread(&vcpus, mem, pid, s, Setup::OnItsThread))
-        })
-        .unwrap_or(DOORBELL_THREAD_USE_RING)
+        Ok(Box::new(RingGate::new(ring, self.shared.clone(), slot)))
     }
 }
 
@@ -348,7 +263,6 @@ impl Domain for KvmDomain {
             mem_size: cfg.mem_size,
             tree_pid: None,
             all_cpus: spec.all_cpus,
-            starter: Arc::default(),
         })
     }
 
@@ -380,7 +294,6 @@ impl Domain for KvmDomain {
             mem_size: self.mem_size,
             tree_pid: Some(pid),
             all_cpus: self.all_cpus,
-            starter: Arc::default(),
         }))
     }
 
@@ -437,12 +350,46 @@ impl Domain for KvmDomain {
     /// is cleared and woken when the vCPU has left its loop.
     fn spawn_thread(&self, start: &ThreadStart) -> Result<SpawnedBy, RunError> {
         let Some(vcpus) = &self.vcpus else { return Ok(SpawnedBy::Refused { errno: libc::EAGAIN }) };
-        Ok(start_thread(vcpus, self.memory(), self.program_pid(), start, Setup::Here))
-    }
-
-    /// Kept for the vCPU threads' `DOORBELL_THREAD` ([`Starter`]).
-    fn set_thread_desk(&self, desk: Weak<dyn ThreadDesk>) {
-        *self.starter.desk.lock().unwrap_or_else(|e| e.into_inner()) = Some(desk);
+        let slot = start.slot as usize;
+        if slot == 0 || slot >= MAX_THREADS {
+            return Ok(SpawnedBy::Refused { errno: libc::EINVAL });
+        }
+        let tid = self.tid_of(slot);
+        let mem = self.memory();
+        // The monitor checks the start state itself: the entry must be
+        // program code (the libos's trampoline), the stack and the thread
+        // block mapped writable memory. Anything else would only start a
+        // thread that faults at once; refusing it keeps the answer Linux's.
+        let in_code = mem.regions().iter().any(|r| {
+            r.kind == cabin_monitor::memory::RegionKind::Code
+                && (r.start..r.start + r.len).contains(&start.entry)
+        });
+        let stack_ok = start.stack.checked_sub(8).is_some_and(|s| mem.host_range(s, 8, true).is_ok());
+        let block_ok = mem.host_range(start.gs_base, 8, true).is_ok();
+        if !in_code || !stack_ok || !block_ok {
+            return Ok(SpawnedBy::Refused { errno: libc::EINVAL });
+        }
+        if start.flags & CLONE_PARENT_SETTID != 0 {
+            let _ = mem.write(start.parent_tid, &tid.to_le_bytes());
+        }
+        if start.flags & CLONE_CHILD_SETTID != 0 {
+            let _ = mem.write(start.child_tid, &tid.to_le_bytes());
+        }
+        let clear = (start.flags & CLONE_CHILD_CLEARTID != 0).then_some(start.child_tid);
+        let vstart = VcpuStart {
+            rip: start.entry,
+            rsp: start.stack,
+            fs_base: if start.flags & CLONE_SETTLS != 0 { start.tls } else { 0 },
+            gs_base: start.gs_base,
+            rdi: start.arg,
+            ..VcpuStart::default()
+        };
+        let errno = match vcpus.spawn_when_free(slot, vstart, clear, SLOT_FREE_WAIT) {
+            Ok(()) => return Ok(SpawnedBy::Domain { tid }),
+            Err(SpawnError::NoSuchSlot(_) | SpawnError::Setup { .. }) => libc::EINVAL,
+            Err(SpawnError::InUse(_) | SpawnError::Ending) => libc::EAGAIN,
+        };
+        Ok(SpawnedBy::Refused { errno })
     }
 
     fn entry(&self) -> u64 {
@@ -456,14 +403,8 @@ impl Domain for KvmDomain {
 
     fn start(&mut self) -> Result<(), RunError> {
         let p = &self.prepared;
-        let factory = Box::new(RingGates {
-            guest: p.guest.clone(),
-            shared: self.shared.clone(),
-            starter: self.starter.clone(),
-        });
+        let factory = Box::new(RingGates { guest: p.guest.clone(), shared: self.shared.clone() });
         let vcpus = Vcpus::new(p, self.shared.clone(), factory, None).map_err(to_run_error)?;
-        let _ = self.starter.vcpus.set(Arc::downgrade(&vcpus));
-        let _ = self.starter.pid.set(self.program_pid());
         vcpus.set_all_cpus(self.all_cpus);
         let boot = vcpus.with_main(|fd| p.stats(fd)).transpose().map_err(to_run_error)?;
         *self.stats.get_mut().unwrap_or_else(|e| e.into_inner()) = boot.unwrap_or_default();

@@ -2,8 +2,8 @@
 //! registers) to an action, so tests can feed made-up exits without a VM.
 
 use cabin_abi::hypercall::{
-    fault, DOORBELL_COMMIT, DOORBELL_EXIT, DOORBELL_FUTEX, DOORBELL_PROTECT, DOORBELL_THREAD, DOORBELL_WAIT,
-    DOORBELL_WAKE, PORT_DOORBELL, PORT_FAULT, PORT_SYSCALL,
+    fault, DOORBELL_COMMIT, DOORBELL_EXIT, DOORBELL_FUTEX, DOORBELL_PROTECT, DOORBELL_WAIT, DOORBELL_WAKE,
+    PORT_DOORBELL, PORT_FAULT, PORT_SYSCALL,
 };
 use cabin_proxy_kernel::trap::{page_fault_access, signal_for, vector, vector_name};
 
@@ -257,13 +257,6 @@ pub enum IoAction {
         /// `rdi, rsi, rdx, r10, r8, r9`.
         args: [u64; 6],
     },
-    /// A thread start served by the vCPU thread (`DOORBELL_THREAD`): the
-    /// registers, untrusted.
-    ThreadStart {
-        /// `rdi, rsi, rdx`: the `ThreadStart`'s address and size, the
-        /// site hint.
-        args: [u64; 3],
-    },
     /// The program used the doorbell port in a way Cabin does not define
     /// (any other value, width or direction): a protocol violation that
     /// ends it (exit 137), never a Cabin error.
@@ -310,8 +303,7 @@ pub fn decode_out(port: u16, data: &[u8], r: &Regs, kernel_text: (u64, u64)) -> 
             [v] if u32::from(*v) == DOORBELL_FUTEX => {
                 IoAction::Futex { args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] }
             }
-            [v] if u32::from(*v) == DOORBELL_THREAD => IoAction::ThreadStart { args: [r.rdi, r.rsi, r.rdx] },
-            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 7)"),
+            _ => misuse(r, kernel_text, "malformed doorbell (not one byte of 1 to 6)"),
         },
         _ => misuse(r, kernel_text, "write to an unknown I/O port"),
     }
@@ -362,13 +354,6 @@ mod tests {
         exiting.rdi = 0x1_2345;
         assert_eq!(decode_out(PORT_DOORBELL, &[5], &exiting, KT), IoAction::ThreadExit { code: 0x45 });
         // From ring 3 every misuse is the program's: a protocol violation (137), not a Cabin error.
-        let mut starting = r;
-        (starting.rdi, starting.rsi, starting.rdx) = (0x7000, 96, 0x40_1000);
-        assert_eq!(
-            decode_out(PORT_DOORBELL, &[7], &starting, KT),
-            IoAction::ThreadStart { args: [0x7000, 96, 0x40_1000] }
-        );
-        assert!(matches!(decode_out(PORT_DOORBELL, &[8], &r, KT), IoAction::Violation(_)));
         assert!(matches!(decode_out(PORT_DOORBELL, &[9], &r, KT), IoAction::Violation(_)));
         assert!(matches!(decode_out(PORT_DOORBELL, &[0], &r, KT), IoAction::Violation(_)));
         assert!(matches!(decode_out(PORT_DOORBELL, &[2, 0, 0, 0], &r, KT), IoAction::Violation(_)));

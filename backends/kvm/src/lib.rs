@@ -199,9 +199,6 @@ pub struct KvmStats {
     pub signal_redirects: u64,
     /// `futex` calls served by the vCPU threads (`DOORBELL_FUTEX`).
     pub futex_exits: u64,
-    /// Thread starts asked of the vCPU threads (`DOORBELL_THREAD`; those
-    /// handed back to the ring included).
-    pub thread_exits: u64,
 }
 
 impl KvmStats {
@@ -217,7 +214,6 @@ impl KvmStats {
             "doorbell_waits": self.doorbell_waits,
             "signal_redirects": self.signal_redirects,
             "futex_exits": self.futex_exits,
-            "thread_exits": self.thread_exits,
             "ring_forwarded": ring_forwarded,
             "boot_ns": self.boot_ns,
             "mem_bytes": mem_bytes,
@@ -239,7 +235,6 @@ impl KvmStats {
         self.doorbell_waits += other.doorbell_waits;
         self.signal_redirects += other.signal_redirects;
         self.futex_exits += other.futex_exits;
-        self.thread_exits += other.thread_exits;
     }
 }
 
@@ -373,16 +368,6 @@ pub trait SyscallService {
     fn futex(&mut self, args: [u64; 6], mem: &ProgramMemory<'_>, kicked: &dyn Fn() -> bool) -> Served {
         let _ = (args, mem, kicked);
         Served::Return(-i64::from(libc::ENOSYS))
-    }
-
-    /// A thread start of the program's thread (`DOORBELL_THREAD`: `args`
-    /// = the `ThreadStart`'s address and size, the site hint), served on
-    /// the vCPU thread: the tid or `-errno`. Without one:
-    /// [`cabin_abi::hypercall::DOORBELL_THREAD_USE_RING`] (the libos then
-    /// submits the start on the ring).
-    fn thread_start(&mut self, args: [u64; 3], mem: &ProgramMemory<'_>) -> Served {
-        let _ = (args, mem);
-        Served::Return(cabin_abi::hypercall::DOORBELL_THREAD_USE_RING)
     }
 
     /// The vCPU's wake word, which every kick changes (and the kick handler
@@ -740,23 +725,6 @@ fn run_loop(
                 // Woken for the program's end: leave without one more entry.
                 if ending.load(Ordering::SeqCst) {
                     return Ok(LoopEnd::Stopped);
-                }
-            }
-            IoAction::ThreadStart { args } => {
-                stats.thread_exits += 1;
-                let pm = ProgramMemory { mem: &d.view, can_redirect: false };
-                match service.thread_start(args, &pm) {
-                    Served::Return(v) => {
-                        let mut k = kregs;
-                        k.rax = v as u64;
-                        vcpu.set_regs(&k).map_err(GuestError::SetRegs)?;
-                    }
-                    Served::Violation(msg) => return Ok(LoopEnd::Violation(msg)),
-                    Served::Exit(code) => return Ok(LoopEnd::Exited(code)),
-                    Served::ThreadExit(code) => return Ok(LoopEnd::ThreadExit(code)),
-                    Served::Redirect(_) => {
-                        return Ok(LoopEnd::Violation("redirect of a thread doorbell".into()))
-                    }
                 }
             }
             IoAction::ThreadExit { code } => {

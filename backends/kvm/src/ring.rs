@@ -186,21 +186,12 @@ pub struct RingGate {
     pub redirects: u64,
     /// Doorbell exits that asked to wait for a completion.
     pub doorbell_waits: u64,
-    /// Serves `DOORBELL_THREAD` (none: the start goes on the ring).
-    starter: Option<Arc<crate::backend::Starter>>,
 }
 
 impl RingGate {
     /// A gate over `ring`, the ring of vCPU `slot`.
     pub fn new(ring: RingPtr, shared: Arc<Shared>, slot: usize) -> RingGate {
-        RingGate { ring, shared, slot, redirects: 0, doorbell_waits: 0, starter: None }
-    }
-
-    /// This gate serves its thread's starts itself (`DOORBELL_THREAD`)
-    /// with `starter`.
-    pub(crate) fn with_starter(mut self, starter: Arc<crate::backend::Starter>) -> RingGate {
-        self.starter = Some(starter);
-        self
+        RingGate { ring, shared, slot, redirects: 0, doorbell_waits: 0 }
     }
 
     fn wake_worker(&self) {
@@ -325,15 +316,6 @@ impl SyscallService for RingGate {
             return Served::Return(-i64::from(libc::EINTR));
         }
         Served::Return(cabin_monitor::futex::direct(mem.mem, args, wake, seen))
-    }
-
-    fn thread_start(&mut self, args: [u64; 3], mem: &ProgramMemory<'_>) -> Served {
-        match &self.starter {
-            // The program is ending: no new thread (the ring says so too).
-            _ if self.shared.stopped() => Served::Return(-i64::from(libc::EAGAIN)),
-            Some(s) => Served::Return(s.start(self.slot, mem.mem, args)),
-            None => Served::Return(cabin_abi::hypercall::DOORBELL_THREAD_USE_RING),
-        }
     }
 
     fn wake_word(&self) -> Option<*const AtomicU32> {

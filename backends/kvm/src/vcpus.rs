@@ -65,39 +65,6 @@ pub enum SpawnError {
     },
 }
 
-/// Where [`Vcpus::spawn_with`] sets the new vCPU up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Setup {
-    /// On the calling thread, before it returns: a setup failure is the
-    /// caller's error (a ring worker's start).
-    Here,
-    /// On the vCPU's own new host thread, before its first `KVM_RUN`: the
-    /// caller returns once the host thread exists. For a caller that runs
-    /// a vCPU itself (`DOORBELL_THREAD` on the parent's vCPU thread): with
-    /// the setup there, create+join measured 1.5-2.3 times slower than on
-    /// the ring (docs/performance.md); here it overlaps the parent's run.
-    /// A KVM failure of the setup (never the program's: the start state
-    /// is checked before) ends the program as a backend failure.
-    OnItsThread,
-}
-
-/// What a new vCPU host thread receives.
-enum Handoff {
-    /// The vCPU, set up.
-    Ready(VcpuFd),
-    /// The slot's parked vCPU (none: create it) and the start to set it up with.
-    Setup(Option<VcpuFd>, VcpuStart),
-}
-
-impl Handoff {
-    fn into_fd(self) -> Option<VcpuFd> {
-        match self {
-            Handoff::Ready(fd) => Some(fd),
-            Handoff::Setup(fd, _) => fd,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Slot {
     /// A thread runs (or is being started) on this slot.
@@ -310,18 +277,6 @@ impl Vcpus {
         clear_tid: Option<u64>,
         wait: Duration,
     ) -> Result<(), SpawnError> {
-        self.spawn_with(slot, start, clear_tid, wait, Setup::Here)
-    }
-
-    /// [`Vcpus::spawn_when_free`], with the vCPU set up where `setup` says.
-    pub fn spawn_with(
-        self: &Arc<Self>,
-        slot: usize,
-        start: VcpuStart,
-        clear_tid: Option<u64>,
-        wait: Duration,
-        setup: Setup,
-    ) -> Result<(), SpawnError> {
         if slot >= MAX_VCPUS {
             return Err(SpawnError::NoSuchSlot(slot));
         }
@@ -357,21 +312,18 @@ impl Vcpus {
             st.started += 1;
             st.slots[slot].parked.take()
         };
-        // `Setup::Here`: the vCPU is set up on the calling thread (KVM takes
-        // a vCPU's ioctls from any thread), so the answer does not wait for
-        // the new host thread to be scheduled: on a loaded host that wait
-        // was most of a thread's start (docs/performance.md).
-        let handoff = match setup {
-            Setup::Here => match self.prepare(slot, parked, &start) {
-                Ok(fd) => Handoff::Ready(fd),
-                Err((e, fd)) => {
-                    self.unreserve(slot, fd);
-                    return Err(SpawnError::Setup { slot, why: e.to_string() });
-                }
-            },
-            Setup::OnItsThread => Handoff::Setup(parked, start),
+        // The vCPU is set up here, on the calling thread (KVM takes a vCPU's
+        // ioctls from any thread), so the answer does not wait for the new
+        // host thread to be scheduled: on a loaded host that wait was most
+        // of a thread's start (docs/performance.md).
+        let fd = match self.prepare(slot, parked, &start) {
+            Ok(fd) => fd,
+            Err((e, fd)) => {
+                self.unreserve(slot, fd);
+                return Err(SpawnError::Setup { slot, why: e.to_string() });
+            }
         };
-        let (tx, rx) = mpsc::channel::<Handoff>();
+        let (tx, rx) = mpsc::channel::<VcpuFd>();
         let this = self.clone();
         let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
             let affinity = this.lock().affinity;
@@ -383,13 +335,8 @@ impl Vcpus {
             let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
             cabin_monitor::watch::set_serving_slot(slot);
-            match rx.recv() {
-                Ok(Handoff::Ready(fd)) => this.run_with_service(slot, fd, service),
-                Ok(Handoff::Setup(parked, start)) => match this.prepare(slot, parked, &start) {
-                    Ok(fd) => this.run_with_service(slot, fd, service),
-                    Err((e, fd)) => this.setup_failed(slot, fd, e),
-                },
-                Err(_) => {}
+            if let Ok(fd) = rx.recv() {
+                this.run_with_service(slot, fd, service);
             }
             this.reap();
         });
@@ -398,34 +345,17 @@ impl Vcpus {
                 self.lock().threads.push(h);
                 // The thread is alive until it has received the vCPU (it
                 // only waits for it), so the send cannot fail.
-                if let Err(mpsc::SendError(h)) = tx.send(handoff) {
-                    self.unreserve(slot, h.into_fd());
+                if let Err(mpsc::SendError(fd)) = tx.send(fd) {
+                    self.unreserve(slot, Some(fd));
                     return Err(SpawnError::Setup { slot, why: "the vCPU thread died".into() });
                 }
                 Ok(())
             }
             Err(e) => {
-                self.unreserve(slot, handoff.into_fd());
+                self.unreserve(slot, Some(fd));
                 Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") })
             }
         }
-    }
-
-    /// A vCPU set up on its own thread (`Setup::OnItsThread`) that KVM
-    /// refused to set up, after the start was answered: a backend failure
-    /// (the start state was checked before), so the program ends with it
-    /// rather than keep a thread that never runs.
-    fn setup_failed(&self, slot: usize, fd: Option<VcpuFd>, e: KvmError) {
-        let mut st = self.lock();
-        if fd.is_some() {
-            st.slots[slot].parked = fd;
-        }
-        self.record(&mut st, Err(e));
-        st.slots[slot].busy = false;
-        st.slots[slot].clear_tid = None;
-        st.live -= 1;
-        drop(st);
-        self.changed.notify_all();
     }
 
     /// Joins the host threads of vCPUs whose loop has ended. Called by a

@@ -21,7 +21,7 @@ fn assemble(src: &str) -> Vec<u8> {
     let s = dir.path().join("p.s");
     let o = dir.path().join("p.o");
     let bin = dir.path().join("p.bin");
-    let prelude = ".intel_syntax noprefix\n.set SPAWN, 56\n.set SPAWN_ON_ITS_THREAD, 57\n.set GETPID, 39\n.set LIVE, 110\n\
+    let prelude = ".intel_syntax noprefix\n.set SPAWN, 56\n.set GETPID, 39\n.set LIVE, 110\n\
                    .set EXIT, 60\n.set EXIT_GROUP, 231\n";
     std::fs::write(&s, format!("{prelude}{src}\n")).expect("write source");
     let run = |cmd: &str, args: &[&Path], extra: &[&str]| {
@@ -66,14 +66,12 @@ impl SyscallService for ThreadService {
                 Err(_) => Served::Return(-14),
             },
             39 => Served::Return(self.slot as i64),
-            // 57: the vCPU set up on its own host thread (`DOORBELL_THREAD`'s way).
-            56 | 57 => {
+            56 => {
                 let Some(v) = vcpus() else { return Served::Return(-38) };
-                let setup = if nr == 57 { Setup::OnItsThread } else { Setup::Here };
                 let start =
                     VcpuStart { rip: a[1], rsp: a[2], gs_base: a[3], rdi: a[0], ..VcpuStart::default() };
                 let clear = (a[4] != 0).then_some(a[4]);
-                match v.spawn_with(a[0] as usize, start, clear, Duration::ZERO, setup) {
+                match v.spawn_when_free(a[0] as usize, start, clear, Duration::ZERO) {
                     Ok(()) => Served::Return(0),
                     Err(SpawnError::InUse(_)) => Served::Return(-16),
                     Err(SpawnError::NoSuchSlot(_) | SpawnError::Ending) => Served::Return(-11),
@@ -643,27 +641,6 @@ fn kvm_a_reused_vcpu_shows_nothing_of_the_previous_thread() {
         return;
     }
     let (out, printed) = run(REUSED_VCPU, b"");
-    assert_eq!(out.status, 0, "{out:?}");
-    assert_eq!(printed.len(), 64, "{out:?}");
-    let word = |i: usize| u64::from_le_bytes(printed[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    assert_eq!(word(0), 0, "general registers of the previous thread");
-    assert_eq!(word(1), 0, "FS base of the previous thread");
-    assert_eq!((word(2), word(3), word(4), word(5)), (0, 0, 0, 0), "ymm registers of the previous thread");
-    assert_eq!(word(6), 0, "RFLAGS.DF of the previous thread");
-    assert_eq!(word(7), 0, "x87 registers of the previous thread (tag word not all empty)");
-}
-
-/// The same, with each thread's vCPU set up on its own new host thread
-/// (`Setup::OnItsThread`, as for a start the parent's vCPU thread serves:
-/// `DOORBELL_THREAD`) instead of the calling one: the reset is the same.
-#[test]
-fn kvm_a_reused_vcpu_set_up_on_its_own_thread_shows_nothing_of_the_previous_thread() {
-    if !kvm_or_skip("kvm_a_reused_vcpu_set_up_on_its_own_thread_shows_nothing_of_the_previous_thread") {
-        return;
-    }
-    let src = REUSED_VCPU.replace("mov eax, SPAWN\n", "mov eax, SPAWN_ON_ITS_THREAD\n");
-    assert_ne!(src, REUSED_VCPU, "the program starts its threads with SPAWN");
-    let (out, printed) = run(&src, b"");
     assert_eq!(out.status, 0, "{out:?}");
     assert_eq!(printed.len(), 64, "{out:?}");
     let word = |i: usize| u64::from_le_bytes(printed[i * 8..i * 8 + 8].try_into().expect("8 bytes"));

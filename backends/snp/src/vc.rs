@@ -357,10 +357,6 @@ pub fn serve(
                 Served::Redirect(_) => Step::End(LoopEnd::Violation("redirect of a futex doorbell".into())),
             }
         }
-        // One vCPU: no thread starts here (the ring refuses them).
-        IoAction::ThreadStart { .. } => {
-            resume(&[(ghcb::RAX, cabin_abi::hypercall::DOORBELL_THREAD_USE_RING as u64)])
-        }
         IoAction::ThreadExit { code } => match service.doorbell(false) {
             Served::Violation(m) => Step::End(LoopEnd::Violation(m)),
             Served::Exit(c) => Step::End(LoopEnd::Exited(c)),

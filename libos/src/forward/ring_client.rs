@@ -207,34 +207,6 @@ fn port_doorbell(value: u32) {
     }
 }
 
-/// KVM: asks the calling thread's own vCPU thread to start the thread of
-/// `ts` (`DOORBELL_THREAD`: one exit, no ring worker to wake, no wake-up
-/// after the answer); `site` is the call's site hint. The tid or `-errno`;
-/// `None`: submit it on the ring (the process backend; the slot's first
-/// thread, whose ring worker the monitor starts there).
-pub(super) fn thread_doorbell(ts: &cabin_abi::thread::ThreadStart, site: u64) -> Option<i64> {
-    if !PORT_DOORBELL.load(Ordering::Relaxed) {
-        return None;
-    }
-    let r: u64;
-    // SAFETY: an `out` to the one port the domain's I/O bitmap allows ring
-    // 3; the monitor reads the `ThreadStart` (ours, alive across the call)
-    // and changes `rax` only.
-    unsafe {
-        core::arch::asm!(
-            "out {port}, al",
-            port = const cabin_abi::hypercall::PORT_DOORBELL,
-            inout("rax") u64::from(cabin_abi::hypercall::DOORBELL_THREAD) => r,
-            in("rdi") ts as *const cabin_abi::thread::ThreadStart as u64,
-            in("rsi") cabin_abi::thread::ThreadStart::SIZE as u64,
-            in("rdx") site,
-            options(nostack, preserves_flags),
-        );
-    }
-    let r = r as i64;
-    (r != cabin_abi::hypercall::DOORBELL_THREAD_USE_RING).then_some(r)
-}
-
 /// KVM: ends the calling thread's vCPU with `status` through the doorbell
 /// port (`DOORBELL_EXIT`: one exit from ring 3, where a raw `exit` would
 /// take the slow-path gate's ring-0 trap first), having woken the worker

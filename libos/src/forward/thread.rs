@@ -479,15 +479,7 @@ fn spawn(f: &CloneFrame, r: &Req) -> i64 {
         }
         0
     } else {
-        // KVM: the parent's own vCPU thread starts it, unless the monitor
-        // hands it to the ring (the slot's first thread).
-        match super::ring_client::thread_doorbell(&ts, f.ret) {
-            Some(r) if r < -4095 => crate::die(
-                b"cabin: the monitor's answer to a thread request is not a tid or -errno; stopping\n",
-            ),
-            Some(r) => r,
-            None => thread_call(&ts, f.ret),
-        }
+        thread_call(&ts, f.ret)
     };
     if answer < 0 {
         release(k);

@@ -34,14 +34,6 @@ fn program() -> Option<&'static Program> {
 }
 
 fn run(b: Backend, case: &str) -> Option<(String, i32)> {
-    run_gated(b, case, cabin_monitor::GateConfig::default())
-}
-
-fn run_with_policy(b: Backend, case: &str, p: cabin_policy::Policy) -> Option<(String, i32)> {
-    run_gated(b, case, cabin_monitor::GateConfig { policy: Some(p), ..Default::default() })
-}
-
-fn run_gated(b: Backend, case: &str, gate: cabin_monitor::GateConfig) -> Option<(String, i32)> {
     let (_, img) = program()?;
     let t = tempfile::tempdir().expect("tempdir");
     let path = t.path().join("out");
@@ -50,7 +42,6 @@ fn run_gated(b: Backend, case: &str, gate: cabin_monitor::GateConfig) -> Option<
         args: vec!["attack_vcpu_threads".into(), case.into()],
         quiet: true,
         stdio: Some([0, out.as_raw_fd(), 2]),
-        gate,
         ..Default::default()
     };
     let o = b.run(img, &cfg).expect("the monitor survives and reports");
@@ -178,34 +169,6 @@ fn futex_doorbell_with_hostile_arguments_is_only_errors() {
     }
     let Some((out, code)) = run(Backend::Kvm, "futex_doorbell") else { return };
     assert_eq!((out.as_str(), code), ("-11 -110 -22 -14 -14 -14 -14 -22 -38 -38 -38 -38 0 -22 \n", 0));
-}
-
-/// KVM: the thread doorbell (`DOORBELL_THREAD`, a thread start the
-/// parent's vCPU thread serves itself) with hostile starts: what the ring
-/// must judge (a bad address or size, another operation, slot 0 or 64, a
-/// slot whose first thread it has not started, a flag set that is no
-/// thread) goes back to the ring (`DOORBELL_THREAD_USE_RING`, -4096); a
-/// kernel or data entry, a bad stack or thread block is `EINVAL`; a slot
-/// in use `EBUSY`, or `EAGAIN` at `[limits] threads` (checked first, as on
-/// the ring). Every refusal leaves the slot free (the program's next thread
-/// runs there), and a start the program makes itself runs a thread that
-/// ends only its own vCPU. Never a monitor failure.
-#[test]
-fn thread_doorbell_with_hostile_starts_is_only_errors() {
-    if !Backend::Kvm.available("thread_doorbell") {
-        return;
-    }
-    let ran = "second thread ran\nsecond thread ran\n";
-    let refusals = "-4096 -4096 -4096 -4096 -4096 -4096 -4096 -22 -22 -22 -22";
-    let Some((out, code)) = run(Backend::Kvm, "thread_doorbell") else { return };
-    assert_eq!((out.as_str(), code), (format!("{ran}{refusals} -16 1 \n").as_str(), 0));
-    let p = cabin_policy::Policy::parse(
-        "threads.toml",
-        "version = 1\n[default]\naction = \"allow\"\n[limits]\nthreads = 2\n",
-    )
-    .expect("policy");
-    let Some((out, code)) = run_with_policy(Backend::Kvm, "thread_doorbell", p) else { return };
-    assert_eq!((out.as_str(), code), (format!("{ran}{refusals} -11 1 \n").as_str(), 0));
 }
 
 /// Four threads start short-lived threads as fast as they can (joined,

@@ -7,10 +7,8 @@
  * for ever (the run's wall-time limit must end it); the futex doorbell with
  * hostile arguments; threads started and ended as fast as four threads can, joined,
  * detached or ended with a raw exit, with futex wakes and requeues on their tid words,
- * while the main thread ends everything with exit_group; the thread doorbell with
- * hostile starts (bad requests, bad start states, a slot in use, a start the
- * program makes itself). On KVM each thread is a vCPU (a reused one, on a reused
- * host thread). */
+ * while the main thread ends everything with exit_group. On KVM each thread is a vCPU
+ * (a reused one, on a reused host thread). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -106,29 +104,6 @@ static void *hello(void *arg) {
     write(1, "second thread ran\n", 18);
     return NULL;
 }
-
-/* KVM only: the thread doorbell (7) with a ThreadStart (cabin_abi::thread). */
-struct start {
-    unsigned op, slot;
-    unsigned long flags, entry, stack, tls, ptid, ctid, gs, arg, reserved[3];
-};
-
-static long doorbell_thread(const void *ts, unsigned long size) {
-    long r;
-    __asm__ volatile("out %%al, $0xe0" : "=a"(r) : "a"(7L), "D"(ts), "S"(size), "d"(0L) : "memory");
-    return r;
-}
-
-/* A thread the program starts itself through the thread doorbell: ends its
- * own vCPU at once (the exit doorbell, nothing posted). */
-static void rogue(void) {
-    __asm__ volatile("out %%al, $0xe0" : : "a"(5), "D"(0L) : "memory");
-    for (;;)
-        ;
-}
-
-static unsigned long rogue_stack[512] __attribute__((aligned(16)));
-static unsigned long rogue_block[64];
 
 static volatile int churning = 1;
 static pthread_attr_t small;
@@ -251,47 +226,6 @@ int main(int argc, char **argv) {
         struct timespec d = {0, 300 * 1000 * 1000};
         nanosleep(&d, NULL);
         syscall(SYS_exit_group, 7);
-    }
-    if (!strcmp(c, "thread_doorbell")) {
-        const unsigned long thread_set = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000;
-        struct start s = {1, 1, thread_set, (unsigned long)&rogue, (unsigned long)&rogue_stack[512], 0, 0, 0,
-                          (unsigned long)rogue_block, 0, {0}};
-        struct start b;
-        long r[16];
-        int n = 0;
-        /* Slot 1's first thread (the ring's), so slot 1 has its worker. */
-        struct timespec settle = {0, 50 * 1000 * 1000}; /* the monitor serves the exit */
-        pthread_create(&t[0], NULL, hello, NULL);
-        pthread_join(t[0], NULL);
-        nanosleep(&settle, NULL);
-        r[n++] = doorbell_thread((void *)8, sizeof s); /* the ring's: a bad address */
-        r[n++] = doorbell_thread(&s, sizeof s - 1);    /* the ring's: a bad size */
-        b = s, b.op = 2, r[n++] = doorbell_thread(&b, sizeof b);          /* the ring's: a cancel */
-        b = s, b.slot = 0, r[n++] = doorbell_thread(&b, sizeof b);        /* the ring's: slot 0 */
-        b = s, b.slot = 64, r[n++] = doorbell_thread(&b, sizeof b);       /* the ring's: no slot 64 */
-        b = s, b.slot = 9, r[n++] = doorbell_thread(&b, sizeof b);        /* the ring's: no worker yet */
-        b = s, b.flags = 0x100, r[n++] = doorbell_thread(&b, sizeof b);   /* the ring's: not a thread */
-        b = s, b.entry = 0xffffffff80000000ul, r[n++] = doorbell_thread(&b, sizeof b); /* EINVAL */
-        b = s, b.entry = (unsigned long)rogue_stack, r[n++] = doorbell_thread(&b, sizeof b); /* EINVAL: data */
-        b = s, b.stack = 8, r[n++] = doorbell_thread(&b, sizeof b);                       /* EINVAL */
-        b = s, b.gs = 0xffffffff80000000ul, r[n++] = doorbell_thread(&b, sizeof b);       /* EINVAL */
-        /* Slot 1 in use: EBUSY; at [limits] threads = 2 the limit first: EAGAIN. */
-        pthread_mutex_lock(&held);
-        pthread_create(&t[1], NULL, park, NULL);
-        r[n++] = doorbell_thread(&s, sizeof s);
-        pthread_mutex_unlock(&held);
-        pthread_join(t[1], NULL);
-        nanosleep(&settle, NULL);
-        /* Every refusal left slot 1 free: the program's own thread runs. */
-        pthread_create(&t[2], NULL, hello, NULL);
-        pthread_join(t[2], NULL);
-        nanosleep(&settle, NULL);
-        /* The program's own start: a tid, and a thread that ends its vCPU. */
-        r[n++] = doorbell_thread(&s, sizeof s) > 0;
-        for (int i = 0; i < n; i++)
-            printf("%ld ", r[i]);
-        printf("\n");
-        return 0;
     }
     if (!strcmp(c, "doorbell_exit")) {
         pthread_create(&t[0], NULL, doorbell_exit, NULL);
