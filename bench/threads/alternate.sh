@@ -6,7 +6,8 @@
 # /usr/bin/time) and the load at the start and end. CPU time is the steadier
 # figure under load: wall time then measures the other work too.
 #
-# Usage: bench/threads/alternate.sh ROUNDS ITERS BACKEND IMAGE NATIVE NAME=CABINC...
+# Usage: bench/threads/alternate.sh ROUNDS ITERS BACKEND IMAGE NATIVE NAME=CABINC[:IMAGE2]...
+#   (NAME=CABINC:IMAGE2 runs that binary on its own image: binaries whose libos differs.)
 #   IMAGE: the Cabin image of bench/micro/threads.c (e.g. from
 #   `cabinc bench threads/create_join --cache-dir DIR`: DIR/catalog/threads/create_join/threads.cabin),
 #   NATIVE: the same program, plain.
@@ -21,7 +22,9 @@ for i in $(seq "$rounds"); do
     if [ "$v" = native ]; then
       out=$( { /usr/bin/time -f "cpu %U %S" "$native" - - "$iters" create_join; } 2>&1 )
     else
-      out=$( { /usr/bin/time -f "cpu %U %S" "${v#*=}" run -q --backend "$backend" "$image" - - "$iters" create_join; } 2>&1 )
+      spec=${v#*=}; bin=${spec%%:*}; img=$image
+      if [ "$bin" != "$spec" ]; then img=${spec#*:}; fi
+      out=$( { /usr/bin/time -f "cpu %U %S" "$bin" run -q --backend "$backend" "$img" - - "$iters" create_join; } 2>&1 )
     fi
     ns=$(echo "$out" | sed -n 's/.*: \([0-9.]*\) ns\/op.*/\1/p')
     cpu=$(echo "$out" | awk '/^cpu/ {print $2 + $3}')

@@ -6,7 +6,7 @@
 //!   (`domain::build`, [`crate::paging::Perms::pkey`]);
 //! - CR4.PKE is set ([`cr4`], called by `vcpu::setup`);
 //! - PKRU denies data access to that key: loaded for each vCPU from the
-//!   host with `KVM_SET_XSAVE` ([`load_pkru`], called by `vcpu::setup`),
+//!   host with `KVM_SET_XSAVE` ([`place_pkru`], in the image `vcpu::setup` loads),
 //!   since the proxy-kernel cannot run `wrpkru` in ring 0 on nested KVM;
 //!   KVM keeps the guest's PKRU across exits itself (it swaps host and
 //!   guest PKRU around every entry while CR4.PKE is set);
@@ -128,45 +128,37 @@ pub fn put_pkru(region: &mut [u32; XSAVE_REGION_BYTES / 4], offset: usize, pkru:
     true
 }
 
-/// PKRU's offset on this host (KVM's XSAVE layout is the host's).
+/// PKRU's offset on this host (KVM's XSAVE layout is the host's). Asked
+/// once: `cpuid` is a VM exit when the monitor itself runs in a VM (every
+/// thread start asked it, docs/performance.md).
 pub fn host_pkru_offset() -> Option<usize> {
-    let c = core::arch::x86_64::__cpuid_count(0xd, XFEATURE_PKRU);
-    pkru_offset((c.eax, c.ebx))
+    static OFFSET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let c = core::arch::x86_64::__cpuid_count(0xd, XFEATURE_PKRU);
+        pkru_offset((c.eax, c.ebx))
+    })
 }
 
-/// Loads the initial PKRU ([`initial_pkru`]) into `vcpu` wherever the
-/// host's XSAVE layout has the PKRU component. Required when code pages
-/// carry a key (`code_pkey` != 0: an error ends the start); otherwise done
-/// as well, so that a guest whose XCR0 enables PKRU regardless (see
-/// [`initial_pkru`]) starts with the PKRU the check expects. A host without
-/// the component has no PKRU to load.
-pub fn load_pkru(vcpu: &kvm_ioctls::VcpuFd, code_pkey: u8) -> Result<(), crate::vcpu::VcpuError> {
-    let err = |what: &'static str, errno: i32| crate::vcpu::VcpuError::Kvm {
-        what,
-        err: kvm_ioctls::Error::new(errno),
-    };
+/// Puts the initial PKRU ([`initial_pkru`]) into `image`, the XSAVE image
+/// a vCPU's start loads (`vcpu::setup`, one `KVM_SET_XSAVE` for the whole
+/// state), wherever the host's XSAVE layout has the PKRU component: `true`
+/// when placed. Required when code pages carry a key (`code_pkey` != 0: an
+/// error ends the start); otherwise done as well, so that a guest whose
+/// XCR0 enables PKRU regardless (see [`initial_pkru`]) starts with the PKRU
+/// the check expects. A host without the component has no PKRU to load.
+pub fn place_pkru(
+    image: &mut kvm_bindings::kvm_xsave,
+    code_pkey: u8,
+) -> Result<bool, crate::vcpu::VcpuError> {
+    let err =
+        |what: &'static str| crate::vcpu::VcpuError::Kvm { what, err: kvm_ioctls::Error::new(libc::EINVAL) };
     let Some(offset) = host_pkru_offset() else {
-        return if code_pkey == 0 {
-            Ok(())
-        } else {
-            Err(err("locating PKRU in the XSAVE area", libc::EINVAL))
-        };
+        return if code_pkey == 0 { Ok(false) } else { Err(err("locating PKRU in the XSAVE area")) };
     };
-    let mut xsave =
-        vcpu.get_xsave().map_err(|e| crate::vcpu::VcpuError::Kvm { what: "GET_XSAVE", err: e })?;
-    if !put_pkru(&mut xsave.region, offset, initial_pkru(code_pkey)) {
-        return Err(err("placing PKRU", libc::EINVAL));
+    if !put_pkru(&mut image.region, offset, initial_pkru(code_pkey)) {
+        return Err(err("placing PKRU"));
     }
-    // SAFETY: the area is the one KVM_GET_XSAVE returned for this vCPU
-    // (every component it names fits in the 4096-byte region), plus PKRU,
-    // whose offset was checked to lie inside the region.
-    match unsafe { vcpu.set_xsave(&xsave) } {
-        Ok(()) => Ok(()),
-        // Not enforcing: a KVM that refuses the component keeps PKRU from
-        // the guest, whose XCR0 then has no PKRU either.
-        Err(_) if code_pkey == 0 => Ok(()),
-        Err(e) => Err(crate::vcpu::VcpuError::Kvm { what: "SET_XSAVE", err: e }),
-    }
+    Ok(true)
 }
 
 #[cfg(test)]

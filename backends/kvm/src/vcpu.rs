@@ -677,7 +677,7 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
 /// AVX-512, ...) in its initial state. Layout (Intel SDM vol. 1, 13.4):
 /// the legacy region's FCW at byte 0, MXCSR at 24; the header's
 /// XSTATE_BV at byte 512 (x87 | SSE: the two components taken from the
-/// image; PKRU is left out, so KVM keeps it: `pku::load_pkru` sets it).
+/// image; PKRU is left out: `pku::place_pkru` adds it).
 pub(crate) fn xsave_image(fcw: u16, mxcsr: u32) -> kvm_bindings::kvm_xsave {
     let mut x = kvm_bindings::kvm_xsave::default();
     x.region[0] = u32::from(fcw);
@@ -746,12 +746,25 @@ pub fn setup(
     // otherwise keep the upper halves of its vector registers (ymm, zmm,
     // opmask) for the next thread. An XSAVE image whose header names only
     // x87 and SSE puts every other component in its initial state (zero).
-    // SAFETY: `xsave_image` is a whole `kvm_xsave` (4096 bytes) and the VM
-    // enables no dynamically sized XSAVE feature (AMX), so KVM reads no
-    // more than that.
-    unsafe { vcpu.set_xsave(&xsave_image(c.fcw, c.mxcsr)) }.map_err(kvm_err("SET_XSAVE"))?;
-    // Execute-only (crate::pku): PKRU denies data access to the code key.
-    crate::pku::load_pkru(vcpu, d.code_pkey)?;
+    // Execute-only (crate::pku): PKRU denies data access to the code key;
+    // in the same image, so one KVM_SET_XSAVE loads the whole state (it
+    // used to be a second KVM_GET_XSAVE and KVM_SET_XSAVE per start).
+    let mut image = xsave_image(c.fcw, c.mxcsr);
+    let pkru = crate::pku::place_pkru(&mut image, d.code_pkey)?;
+    // SAFETY: `image` is a whole `kvm_xsave` (4096 bytes), PKRU (if placed)
+    // at an offset checked to lie inside it, and the VM enables no
+    // dynamically sized XSAVE feature (AMX), so KVM reads no more than that.
+    match unsafe { vcpu.set_xsave(&image) } {
+        Ok(()) => {}
+        // Not enforcing: a KVM that refuses the PKRU component keeps PKRU
+        // from the guest, whose XCR0 then has no PKRU either; the rest of
+        // the state is reset without it.
+        Err(_) if pkru && d.code_pkey == 0 => {
+            // SAFETY: as above, without PKRU.
+            unsafe { vcpu.set_xsave(&xsave_image(c.fcw, c.mxcsr)) }.map_err(kvm_err("SET_XSAVE"))?
+        }
+        Err(e) => return Err(kvm_err("SET_XSAVE")(e)),
+    }
 
     let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
     let msrs = Msrs::from_entries(&[
