@@ -1,4 +1,6 @@
-//! The libos end of the ring: put one request, wait for its completion.
+//! The libos end of the ring: put one request, wait for its completion
+//! (or post one without waiting: a thread start or exit, a `close` whose
+//! answer is known; the next request consumes its completion).
 //!
 //! Waiting spins briefly (a forwarded call usually completes within a few
 //! microseconds while the monitor's worker is polling), then sleeps on the
