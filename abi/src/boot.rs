@@ -231,7 +231,9 @@ pub struct BootInfo {
     /// argument rules). The libos copies it at start-up and has the monitor
     /// decide each of these calls ([`crate::ring::SUB_CHECK`], or a plain
     /// forward for clock reads); the others it serves at the cost of one
-    /// bit test. Empty without a policy.
+    /// bit test. Also `close` when the policy may refuse it: the libos
+    /// then never answers a `close` before the monitor did (docs/syscalls.md,
+    /// "close"). Empty without a policy.
     ///
     /// The program can overwrite this page (and the libos's copy): it then
     /// only stops asking about calls whose effect stays inside its own

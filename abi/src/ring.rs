@@ -55,6 +55,15 @@ pub const RING_VERSION: u32 = 2;
 /// Slots in each queue (a power of two).
 pub const RING_ENTRIES: u32 = 64;
 
+/// Requests a libos thread may leave on its ring without having consumed
+/// their completions (a thread start, a thread's exit, a `close` whose
+/// answer the libos knows: docs/ring.md, "Posted requests"). The monitor
+/// answers each ring's requests in order, so the completion of the
+/// thread's next request comes after theirs; whoever waits for a later
+/// completion consumes the earlier ones with it (the libos's next call,
+/// the KVM gate's trapped call).
+pub const MAX_POSTED: u32 = 8;
+
 /// [`RingHeader::state`]: the ring is in service.
 pub const STATE_RUNNING: u32 = 0;
 /// [`RingHeader::state`]: the monitor has stopped serving (protocol violation

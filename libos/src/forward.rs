@@ -31,6 +31,7 @@
 //! `clone`).
 
 mod clock;
+mod closing;
 mod filemap;
 mod fork;
 mod futex_path;
@@ -440,6 +441,14 @@ pub(crate) fn serve(nr: u64, args: &[u64; 6], trapped: bool, site: u64) -> i64 {
     }
     let class = syscalls::serve(nr);
     if class == Serve::Forwarded {
+        if nr == nr::close && !trapped {
+            // Staged bytes go back before the close is on its way.
+            readahead::before(nr, args);
+            if let Some(r) = closing::close(args[0], state().check.contains(nr), site) {
+                readahead::after(nr, args, r);
+                return r;
+            }
+        }
         let r = forward_from(nr, args, flags, site);
         netsock::after(nr, args, r);
         return r;
@@ -514,6 +523,7 @@ pub(crate) fn forward_wait(nr: u64, args: &[u64; 6]) -> i64 {
 /// Sends a call to the monitor and checks the reply (no read-ahead hooks).
 pub(crate) fn forward_checked(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     let r = checked(nr, args, &mut || ring_client::call(nr, args, flags, site));
+    closing::after(nr, args, r);
     match -r {
         code @ (cabin_abi::boot::TTY_BACKGROUND_READ
         | cabin_abi::boot::TTY_BACKGROUND_WRITE
@@ -799,6 +809,8 @@ fn serve_local(nr: u64, a: &[u64; 6]) -> Option<i64> {
         }
         nr::exit_group => {
             count_local(nr);
+            // A posted `close` is served (and traced) before the end.
+            ring_client::drain_posted();
             mem::at_exit();
             crate::sys::exit_group(a[0] & 0xff)
         }

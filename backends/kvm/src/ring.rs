@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
+use cabin_abi::ring::{pending, RingPtr, MAX_POSTED, RING_ENTRIES, STATE_DEAD, SUB_TRAPPED};
 use cabin_abi::syscalls::nr;
 
 use super::layout::MAX_VCPUS;
@@ -238,10 +238,12 @@ impl RingGate {
             Ok(n) if n < RING_ENTRIES => {}
             _ => return Served::Violation(format!("ring indices corrupted (sq head {head}, tail {tail})")),
         }
-        // The libos never leaves completions unconsumed between calls, so
-        // ours is the next one and carries our submission's sequence number.
+        // The libos leaves no completion unconsumed between calls but those
+        // of the requests it posted without waiting (at most `MAX_POSTED`,
+        // answered in order before ours: consumed with ours), so ours is at
+        // `tail` and carries our submission's sequence number.
         let cq_head = r.cq_head().load(Ordering::SeqCst);
-        if cq_head != tail {
+        if tail.wrapping_sub(cq_head) > MAX_POSTED {
             return Served::Violation(format!("ring indices corrupted (sq tail {tail}, cq head {cq_head})"));
         }
         // Site unknown here (0): never leave the slot's last hint behind.
@@ -249,11 +251,11 @@ impl RingGate {
         r.publish_submission(tail, SUB_TRAPPED, nr, &args);
         r.sq_tail().store(tail.wrapping_add(1), Ordering::SeqCst);
         self.wake_worker();
-        if !self.wait_completion(cq_head, GATE_SPINS) {
+        if !self.wait_completion(tail, GATE_SPINS) {
             return Served::Violation(self.shared.violation());
         }
-        let c = r.read_completion(cq_head);
-        r.cq_head().store(cq_head.wrapping_add(1), Ordering::SeqCst);
+        let c = r.read_completion(tail);
+        r.cq_head().store(tail.wrapping_add(1), Ordering::SeqCst);
         if c.tag != tail.wrapping_add(1) {
             return Served::Violation("ring completion out of order (gate call)".into());
         }
@@ -345,5 +347,67 @@ impl SyscallService for RingGate {
 
     fn counters(&self) -> (u64, u64) {
         (self.redirects, self.doorbell_waits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cabin_abi::ring::RING_BYTES;
+
+    #[repr(C, align(64))]
+    struct Area([u8; RING_BYTES]);
+
+    /// A ring with `posted` requests the libos left unconsumed (their
+    /// completions published), and a gate on it.
+    fn gate_with_posted(posted: u32) -> (Box<Area>, RingGate) {
+        let mut area = Box::new(Area([0; RING_BYTES]));
+        // SAFETY: the boxed area is aligned, RING_BYTES long, and outlives
+        // every use in the test (returned alongside the gate).
+        let r = unsafe { RingPtr::new(area.0.as_mut_ptr()) };
+        r.init();
+        for i in 0..posted {
+            r.publish_submission(i, 0, nr::close, &[3 + u64::from(i), 0, 0, 0, 0, 0]);
+            r.publish_completion(i, 0);
+        }
+        r.sq_tail().store(posted, Ordering::SeqCst);
+        r.sq_head().store(posted, Ordering::SeqCst);
+        (area, RingGate::new(r, Arc::new(Shared::default()), 0))
+    }
+
+    /// Serves the one submission at `index` of the ring at `area` with
+    /// `result` from another thread.
+    fn serve_later(area: &Area, index: u32, result: i64) -> std::thread::JoinHandle<()> {
+        let addr = area.0.as_ptr() as usize;
+        std::thread::spawn(move || {
+            // SAFETY: the same ring area, alive until the test joins this thread.
+            let r = unsafe { RingPtr::new(addr as *mut u8) };
+            while !r.submission_ready(index) {
+                std::thread::yield_now();
+            }
+            r.publish_completion(index, result);
+        })
+    }
+
+    /// A trapped call after closes the libos posted (at most `MAX_POSTED`)
+    /// gets its own answer and consumes theirs; more unconsumed completions
+    /// than that are a protocol violation, not a wait or a panic.
+    #[test]
+    fn the_gate_consumes_posted_completions_with_its_own() {
+        for posted in [0, 1, MAX_POSTED] {
+            let (area, mut gate) = gate_with_posted(posted);
+            let server = serve_later(&area, posted, 42);
+            match gate.forward(nr::getppid, [0; 6]) {
+                Served::Return(42) => {}
+                other => panic!("{posted} posted: {other:?}"),
+            }
+            server.join().expect("server");
+            assert_eq!(gate.ring.cq_head().load(Ordering::SeqCst), posted + 1);
+        }
+        let (_area, mut gate) = gate_with_posted(MAX_POSTED + 1);
+        match gate.forward(nr::getppid, [0; 6]) {
+            Served::Violation(m) => assert!(m.contains("ring indices corrupted"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

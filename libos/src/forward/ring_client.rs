@@ -1,4 +1,6 @@
-//! The libos end of the ring: put one request, wait for its completion.
+//! The libos end of the ring: put one request, wait for its completion
+//! (or post one without waiting: a thread start or exit, a `close` whose
+//! answer is known; the next request consumes its completion).
 //!
 //! Waiting spins briefly (a forwarded call usually completes within a few
 //! microseconds while the monitor's worker is polling), then sleeps on the
@@ -7,7 +9,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use cabin_abi::ring::{pending, RingPtr, RING_ENTRIES, STATE_DEAD};
+use cabin_abi::ring::{pending, RingPtr, MAX_POSTED, RING_ENTRIES, STATE_DEAD};
 
 use super::thread;
 use crate::sys::syscall6;
@@ -59,7 +61,11 @@ fn ring_broken() -> ! {
 /// Forwards one system call made at `site` (its site hint, 0: unknown) and
 /// returns the monitor's result.
 pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
-    drain_posted();
+    // Requests this thread posted without waiting (right before this one,
+    // at most `MAX_POSTED`) are answered before it, in order: their
+    // completions are consumed with ours, without a wait of their own, so
+    // the worker serves them and ours back to back.
+    let posted = thread::current().posted.swap(0, Ordering::Relaxed);
     // A futex wait that reaches the monitor has spun on its word already
     // (`futex_path`) and ends only when another thread wakes it: a second
     // spin here would only take the CPU from that thread. On KVM it parks
@@ -75,19 +81,46 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
     let Some((r, tail)) = submit(nr, args, flags, site, !park) else {
         return -super::errno::ENOSYS;
     };
-    // Every earlier completion was consumed, so ours is the next one, and
-    // it carries the same sequence number as our submission.
+    // Every earlier completion was consumed but those of the posted
+    // requests just before ours, so ours is at `tail`, and it carries the
+    // same sequence number as our submission.
     let cq_head = r.cq_head().load(Ordering::Relaxed);
-    if cq_head != tail {
+    let unconsumed = tail.wrapping_sub(cq_head);
+    if unconsumed != 0 && (posted != tail || unconsumed > MAX_POSTED) {
         ring_broken();
     }
-    wait_completion(&r, cq_head, if futex_wait || park { 0 } else { SPIN_TICKS.load(Ordering::Relaxed) });
-    let c = r.read_completion(cq_head);
-    r.cq_head().store(cq_head.wrapping_add(1), Ordering::Release);
+    let spin = SPIN_TICKS.load(Ordering::Relaxed);
+    if unconsumed != 0 {
+        // Theirs first (they come before ours anyway): a KVM doorbell wait
+        // resumes the program once the completion at `cq_head` is there.
+        wait_completion(&r, tail.wrapping_sub(1), spin);
+        r.cq_head().store(tail, Ordering::Release);
+    }
+    wait_completion(&r, tail, if futex_wait || park { 0 } else { spin });
+    let c = r.read_completion(tail);
+    r.cq_head().store(tail.wrapping_add(1), Ordering::Release);
     if c.tag != tail.wrapping_add(1) {
         ring_broken();
     }
     c.result
+}
+
+/// Puts a request whose answer the caller already knows (`close` of a
+/// descriptor the libos saw opened: `closing`) on this thread's ring and
+/// returns without waiting. The monitor serves it before anything this
+/// thread asks later (each ring is served in order); the thread's next
+/// request consumes its completion ([`call`]), or [`drain_posted`] does.
+/// `false`: no ring (start-up), nothing was sent.
+pub(super) fn post_known(nr: u64, args: &[u64; 6], site: u64) -> bool {
+    let me = thread::current();
+    let Some(r) = me.ring() else { return false };
+    let posted = me.posted.load(Ordering::Relaxed);
+    if posted != 0 && posted.wrapping_sub(r.cq_head().load(Ordering::Relaxed)) >= MAX_POSTED {
+        drain_posted();
+    }
+    let Some((_, index)) = submit(nr, args, 0, site, true) else { return false };
+    me.posted.store(index.wrapping_add(1), Ordering::Relaxed);
+    true
 }
 
 /// Puts one request on this thread's ring without waiting for its answer
@@ -104,17 +137,19 @@ pub(super) fn post(nr: u64, args: &[u64; 6], flags: u32) -> Option<(RingPtr, u32
     Some((r, index))
 }
 
-/// Consumes the answer to this thread's posted request, if any, before its
-/// next request (each thread's completions are consumed in order). Its
-/// value is not needed (a posted start the monitor refuses is one the libos
-/// would not have made). If the program moved the ring's `cq_head` past it
-/// meanwhile, there is nothing left to consume.
+/// Consumes the answers to this thread's posted requests, if any (each
+/// thread's completions are published and consumed in order: the last
+/// one's being there means the others' are). Their values are not needed
+/// (a posted start the monitor refuses is one the libos would not have
+/// made; a posted `close` was answered already). If the program or the
+/// KVM gate moved the ring's `cq_head` past them meanwhile, there is
+/// nothing left to consume.
 pub(super) fn drain_posted() {
     let me = thread::current();
     let posted = me.posted.swap(0, Ordering::Relaxed);
     let Some(r) = me.ring().filter(|_| posted != 0) else { return };
     let index = posted.wrapping_sub(1);
-    if r.cq_head().load(Ordering::Relaxed) == index {
+    if index.wrapping_sub(r.cq_head().load(Ordering::Relaxed)) < MAX_POSTED {
         wait_completion(&r, index, SPIN_TICKS.load(Ordering::Relaxed));
         r.cq_head().store(index.wrapping_add(1), Ordering::Release);
     }

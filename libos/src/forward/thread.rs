@@ -424,8 +424,10 @@ fn thread_call(ts: &ThreadStart, site: u64) -> i64 {
 
 fn spawn(f: &CloneFrame, r: &Req) -> i64 {
     // Read-ahead keeps one stage for the whole program: it ends before the
-    // second thread exists (while this is the only thread).
+    // second thread exists (while this is the only thread); so does the
+    // local answer to `close` (one thread's table view).
     super::readahead::disable();
+    super::closing::disable();
     let Some(k) = reserve_waiting() else { return -errno::EAGAIN };
     let me = current();
     let b = &BLOCKS[k];
@@ -612,6 +614,8 @@ pub(super) fn exit_thread(status: u64) -> ! {
     let b = current();
     let slot = b.slot.load(Ordering::Relaxed) as usize;
     if slot == 0 && LIVE.load(Ordering::Acquire) <= 1 {
+        // A posted `close` is served (and traced) before the end.
+        super::ring_client::drain_posted();
         crate::sys::exit_group(status & 0xff)
     }
     if !PROCESS.load(Ordering::Relaxed) {
