@@ -1026,3 +1026,64 @@ fn views_from_flags_and_policy() {
     assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
     assert!(text(&o).1.contains("absolute"), "{}", describe(&o));
 }
+
+/// A catalog image is used again only when this toolchain (its rewriter
+/// and libos) built it: a stamp beside the image says which did. An image
+/// another cabinc built — its stamp changed here, the image's file time
+/// still newer than everything — is built again, not run with the other
+/// libos.
+#[test]
+fn a_catalog_image_built_by_another_toolchain_is_rebuilt() {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        cabin_tests::not_run(
+            "a catalog image of another toolchain is rebuilt",
+            "/bin/busybox is missing (apt-get install busybox-static)",
+        );
+        return;
+    }
+    let t = tempdir();
+    let cat = t.path().join("catalog");
+    std::fs::create_dir_all(&cat).expect("catalog dir");
+    std::fs::write(
+        cat.join("stamp-true.toml"),
+        r#"format = 1
+name = "stamp-true"
+description = "busybox true"
+source = { path = "/bin" }
+build = { commands = ["cp {source}/busybox {out}"] }
+[run]
+arg0 = "busybox"
+args = ["true"]
+[[scores]]
+kind = "wall_time"
+name = "wall"
+"#,
+    )
+    .expect("manifest");
+    let cache = t.path().join("cache");
+    let bench = |out: &str| {
+        let o = cabinc()
+            .args(["bench", "stamp-true", "--runs", "1", "--backend", "passthrough", "--catalog"])
+            .arg(&cat)
+            .arg("--out")
+            .arg(t.path().join(out))
+            .env("CABIN_CACHE_DIR", &cache)
+            .output()
+            .expect("bench");
+        assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+        text(&o).1.contains("Built")
+    };
+    assert!(bench("out1"), "the first bench builds the image");
+    assert!(!bench("out2"), "the second finds it fresh");
+    let dir = cache.join("catalog/stamp-true/default");
+    let stamp = dir.join("image.stamp");
+    assert!(std::fs::read_to_string(&stamp).is_ok_and(|s| !s.is_empty()), "no stamp beside the image");
+    std::fs::write(&stamp, "another toolchain").expect("stamp");
+    // Newer than the executable and this cabinc, as a later build's would be.
+    let image = dir.join("stamp-true.cabin");
+    let bytes = std::fs::read(&image).expect("image");
+    std::fs::write(&image, bytes).expect("touch image");
+    assert!(bench("out3"), "an image stamped by another toolchain was used");
+    assert!(!bench("out4"), "the rebuilt image is fresh again");
+}

@@ -237,14 +237,21 @@ pub fn build(ctx: &CatalogContext, item: &Item, source: Option<&Path>, force: bo
         std::fs::write(&stamp_path, &stamp)?;
     }
 
-    // The image is fresh when newer than the native executable and this cabinc.
-    let exe_time = std::env::current_exe().ok().and_then(|e| mtime(&e));
+    // The image is fresh when newer than the native executable and built by
+    // this toolchain (its rewriter and libos: `toolchain_id`, stamped next
+    // to it). Not by this cabinc's file time: an older cabinc run after a
+    // newer one (or a newer one with an old file time) would otherwise run
+    // an image that links another libos than its own.
+    let image_stamp = dir.join("image.stamp");
+    let toolchain = cabin_rewriter::cache::toolchain_id();
     let image_fresh = !force
+        && std::fs::read_to_string(&image_stamp).ok().as_deref() == Some(toolchain.as_str())
         && match (mtime(&image), mtime(&native)) {
-            (Some(i), Some(n)) => i >= n && exe_time.is_none_or(|e| i >= e),
+            (Some(i), Some(n)) => i >= n,
             _ => false,
         };
     if !image_fresh {
+        let _ = std::fs::remove_file(&image_stamp);
         progress.step("rewrite", 70, true);
         let bytes = std::fs::read(&native).with_context(|| format!("cannot read {}", native.display()))?;
         if m.build.require_static {
@@ -271,6 +278,8 @@ pub fn build(ctx: &CatalogContext, item: &Item, source: Option<&Path>, force: bo
         let out = build_image(&bytes, &BuildOptions::default(), &mut on_stage)
             .with_context(|| format!("cannot build the image of {}", item.id()))?;
         crate::build::write_atomic(&image, &out.image, 0o755)?;
+        std::fs::write(&image_stamp, &toolchain)
+            .with_context(|| format!("cannot write {}", image_stamp.display()))?;
     }
 
     for (k, i) in m.inputs.iter().enumerate() {
