@@ -67,7 +67,7 @@ struct Clock {
     base: (u64, u64),
     /// Process backend: ticks between re-anchorings.
     reanchor: u64,
-    /// Process backend: the last value returned per clock.
+    /// The last value returned per clock (the monotonic ones never go back).
     last: [u64; CLOCKS],
 }
 
@@ -150,15 +150,7 @@ fn now_native(c: &mut Clock, id: u64) -> Option<Result<u64, i64>> {
     let (at, ans) = c.anchor[idx];
     // A thread on another CPU may read a TSC a little behind the anchor's.
     let ticks = rdtsc().saturating_sub(at);
-    let mut ns = ans.wrapping_add(((u128::from(ticks) * u128::from(c.mult)) >> 32) as u64);
-    // The monotonic clocks never go back (a new anchor may be a little
-    // behind the last extrapolation); the realtime ones follow the host's,
-    // steps included, as natively.
-    if id != CLOCK_REALTIME && id != CLOCK_REALTIME_COARSE {
-        ns = ns.max(c.last[idx]);
-        c.last[idx] = ns;
-    }
-    Some(Ok(ns))
+    Some(Ok(ans.wrapping_add(((u128::from(ticks) * u128::from(c.mult)) >> 32) as u64)))
 }
 
 /// Turns local clock reads on for a TSC of `tsc_khz` kHz (0: off).
@@ -244,10 +236,23 @@ pub(crate) fn serve(call: u64, a: &[u64; 6]) -> Option<i64> {
         _ => return None,
     };
     let read = if c.native { now_native(&mut c, id)? } else { now(&mut c, id) };
-    let ns = match read {
+    let mut ns = match read {
         Ok(ns) => ns,
         Err(e) => return Some(e),
     };
+    // The monotonic clocks never go back, on either backend: a new anchor
+    // (process backend) may be a little behind the last extrapolation, and
+    // two threads on two CPUs (KVM: two vCPUs) read TSCs a few tens of
+    // nanoseconds apart on a host whose CPUs' counters are not exactly in
+    // step (seen: 20-70 ns back on this nested host). Reads take one lock,
+    // so each is at least the last one returned, by any thread, as Linux's
+    // vDSO keeps its TSC reads at least its last cycle count. The realtime
+    // clocks follow the host's, steps included, as natively.
+    if id != CLOCK_REALTIME && id != CLOCK_REALTIME_COARSE {
+        let idx = id as usize;
+        ns = ns.max(c.last[idx]);
+        c.last[idx] = ns;
+    }
     let (sec, sub) = ((ns / NS_PER_SEC) as i64, (ns % NS_PER_SEC) as i64);
     match call {
         nr::clock_gettime if out == 0 => Some(-super::errno::EFAULT),
