@@ -131,17 +131,24 @@ fn msync_munmap_mprotect_and_truncation(b: Backend) {
     same_as_native(b, &["semantics", d], &[t.path()]);
 }
 
-/// Runs `peer FILE b` natively beside `a` (native or confined).
-fn with_native_peer(exe: &Path, file: &Path, a: impl FnOnce() -> (String, i32)) -> ((String, i32), String) {
-    std::fs::write(file, vec![0u8; 4096]).expect("the shared file");
-    let peer = Command::new(exe)
-        .args(["peer", file.to_str().expect("utf-8"), "b"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the native peer");
+/// Runs `exe peer_args` natively beside `a` (native or confined): what
+/// `a` gave, and what the native peer printed.
+fn beside_native_peer(
+    exe: &Path,
+    peer_args: &[&str],
+    a: impl FnOnce() -> (String, i32),
+) -> ((String, i32), String) {
+    let peer = Command::new(exe).args(peer_args).stdout(Stdio::piped()).spawn().expect("the native peer");
     let got = a();
     let out = peer.wait_with_output().expect("the native peer ends");
     (got, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `peer FILE b` natively beside `a` (native or confined), on a
+/// fresh shared file.
+fn with_native_peer(exe: &Path, file: &Path, a: impl FnOnce() -> (String, i32)) -> ((String, i32), String) {
+    std::fs::write(file, vec![0u8; 4096]).expect("the shared file");
+    beside_native_peer(exe, &["peer", file.to_str().expect("utf-8"), "b"], a)
 }
 
 fn a_confined_and_a_native_process_share_a_file(b: Backend) {
@@ -166,16 +173,7 @@ fn a_confined_and_a_native_process_share_semaphores(b: Backend) {
     let Some((exe, img)) = built() else { return };
     let Some(name) = dev_shm(b, "sempeer") else { return };
     let _one = serial();
-    let run = |a: &dyn Fn() -> (String, i32)| {
-        let peer = Command::new(exe)
-            .args(["sempeer", &name, "b"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the native peer");
-        let got = a();
-        let out = peer.wait_with_output().expect("the native peer ends");
-        (got, String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |a: &dyn Fn() -> (String, i32)| beside_native_peer(exe, &["sempeer", &name, "b"], a);
     let want = run(&|| native(exe, &["sempeer", &name, "a"]));
     assert_eq!(want, (("a: rounds 500\n".into(), 0), "b: rounds 500\n".into()));
     let got = run(&|| confined(b, img, &["sempeer", &name, "a"], &[Path::new("/dev/shm")]));

@@ -196,15 +196,7 @@ fn two_writers_native_and_confined_get_database_is_locked(b: Backend) {
     let run = std::thread::spawn(move || confined(b, &img2, &db2, "", stdin_r.as_raw_fd()));
     writeln!(stdin_w, "BEGIN IMMEDIATE; INSERT INTO t VALUES('confined');\n.print held").expect("write");
     // Wait until the confined shell says it holds the transaction.
-    let out_p = t.path().join(format!("out-{b:?}"));
-    let mut held = false;
-    for _ in 0..3000 {
-        if std::fs::read_to_string(&out_p).unwrap_or_default().contains("held") {
-            held = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let held = shows(&t.path().join(format!("out-{b:?}")), "held");
     assert!(held, "{b:?}: the confined shell never took its transaction");
     writeln!(to_native, "INSERT INTO t VALUES('native, refused');\n.print tried").expect("write");
     line.clear();
@@ -221,6 +213,18 @@ fn two_writers_native_and_confined_get_database_is_locked(b: Backend) {
 
     let fin = native(exe, &db, "SELECT who FROM t ORDER BY rowid; PRAGMA integrity_check;");
     assert_eq!(fin.0, "native\nconfined\nok\n", "{b:?}: {fin:?}");
+}
+
+/// Whether file `path` comes to hold `word` within 30 s (a confined
+/// shell's output, written as it runs).
+fn shows(path: &Path, word: &str) -> bool {
+    for _ in 0..3000 {
+        if std::fs::read_to_string(path).unwrap_or_default().contains(word) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
 }
 
 /// WAL mode between two confined processes at once (two runs): a reader
@@ -241,15 +245,7 @@ fn wal_between_two_confined_processes(b: Backend) {
     let (db2, img2) = (db.clone(), img.clone());
     let reader = std::thread::spawn(move || confined_as(b, &img2, &db2, "", stdin_r.as_raw_fd(), "-reader"));
     writeln!(stdin_w, "BEGIN; SELECT count(*) FROM t;\n.print held").expect("write");
-    let out_p = t.path().join(format!("out-{b:?}-reader"));
-    let mut held = false;
-    for _ in 0..3000 {
-        if std::fs::read_to_string(&out_p).unwrap_or_default().contains("held") {
-            held = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let held = shows(&t.path().join(format!("out-{b:?}-reader")), "held");
     assert!(held, "{b:?}: the confined reader never took its transaction");
     let add = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 50) \
                INSERT INTO t SELECT 1000 + i FROM n; SELECT count(*) FROM t;";
