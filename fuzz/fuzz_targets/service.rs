@@ -61,17 +61,28 @@ const EVENTS: [i64; 17] = [
     libc::SYS_close,
 ];
 
-/// The temporary directory (`r/` and `w/` in it), made once per process.
+/// The temporary directory (`r/` and `w/` in it), one per process.
+static ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+/// The temporary directory, made on first use.
 fn root() -> &'static PathBuf {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let base = std::env::temp_dir().join(format!("cabin-fuzz-service-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(base.join("r/sub")).expect("fuzz dir");
         std::fs::write(base.join("r/file"), b"read-only file\n").expect("fuzz file");
         std::fs::create_dir_all(base.join("w")).expect("fuzz dir");
+        // SAFETY: `remove_root` is an `extern "C" fn()` reading only ROOT.
+        unsafe { libc::atexit(remove_root) };
         base.canonicalize().expect("canonical fuzz dir")
     })
+}
+
+/// Removes the directory when the fuzzer exits (one was left in /tmp per run).
+extern "C" fn remove_root() {
+    if let Some(base) = ROOT.get() {
+        let _ = std::fs::remove_dir_all(base);
+    }
 }
 
 /// Empties `w/` (the program may have filled it, or chmod-ed or removed it).

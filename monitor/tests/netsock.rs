@@ -43,8 +43,7 @@ on_both_backends!(data_calls_match_native);
 fn built() -> Option<&'static (PathBuf, Vec<u8>)> {
     static B: OnceLock<Option<(PathBuf, Vec<u8>)>> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-netsock-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = common::scratch_dir("netsock");
         let exe = common::compile("netsock", &dir)?;
         let img = common::rewrite(&std::fs::read(&exe).expect("read program"));
         Some((exe, img))

@@ -75,8 +75,7 @@ fn probe() -> Option<&'static (PathBuf, Vec<u8>)> {
     static PROBE: OnceLock<Option<(PathBuf, Vec<u8>)>> = OnceLock::new();
     PROBE
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("cabin-paths-probe-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("probe dir");
+            let dir = common::scratch_dir("paths-probe");
             let exe = common::compile("paths", &dir)?;
             let image = common::rewrite(&std::fs::read(&exe).expect("read compiled probe"));
             Some((exe, image))

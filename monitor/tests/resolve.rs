@@ -33,8 +33,7 @@ const NAME: &str = "service.cabin-test.example";
 fn built() -> Option<&'static (PathBuf, Vec<u8>)> {
     static B: OnceLock<Option<(PathBuf, Vec<u8>)>> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-resolve-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = common::scratch_dir("resolve");
         let exe = common::compile("resolve", &dir)?;
         let img = common::rewrite(&std::fs::read(&exe).expect("read program"));
         Some((exe, img))

@@ -113,8 +113,7 @@ fn native_chroot(root: &Path, steps: &str, cwd: &str) -> Option<Vec<String>> {
 fn pathprobe_exe() -> Option<&'static PathBuf> {
     static EXE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-views-native-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("probe dir");
+        let dir = common::scratch_dir("views-native");
         common::compile("paths", &dir)
     })
     .as_ref()

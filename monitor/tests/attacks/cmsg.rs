@@ -21,8 +21,7 @@ on_both_backends!(hostile_control_messages_are_refused_and_leak_nothing);
 fn built() -> Option<&'static Vec<u8>> {
     static B: OnceLock<Option<Vec<u8>>> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-attack-cmsg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = common::scratch_dir("attack-cmsg");
         common::image("attack_cmsg", &dir)
     })
     .as_ref()

@@ -35,8 +35,7 @@ on_both_backends!(
 fn built() -> Option<&'static (PathBuf, Vec<u8>)> {
     static B: OnceLock<Option<(PathBuf, Vec<u8>)>> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-attack-locks-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = common::scratch_dir("attack-locks");
         let exe = common::compile("attack_locks", &dir)?;
         let img = common::rewrite(&std::fs::read(&exe).expect("read program"));
         Some((exe, img))

@@ -32,8 +32,7 @@ on_both_backends!(
 fn built() -> Option<&'static Vec<u8>> {
     static B: OnceLock<Option<Vec<u8>>> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-attack-network-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = common::scratch_dir("attack-network");
         let exe = common::compile("attack_network", &dir)?;
         Some(common::rewrite(&std::fs::read(&exe).expect("read program")))
     })

@@ -20,8 +20,7 @@ use crate::common::{self, Backend};
 pub fn image() -> Option<&'static [u8]> {
     static IMG: OnceLock<Option<Vec<u8>>> = OnceLock::new();
     IMG.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-attack-paths-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("probe dir");
+        let dir = common::scratch_dir("attack-paths");
         common::image("paths", &dir)
     })
     .as_deref()

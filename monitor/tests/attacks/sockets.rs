@@ -31,8 +31,7 @@ on_both_backends!(
 fn built() -> Option<&'static (std::path::PathBuf, Vec<u8>)> {
     static B: OnceLock<Option<(std::path::PathBuf, Vec<u8>)>> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cabin-attack-sockets-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = common::scratch_dir("attack-sockets");
         let exe = common::compile("attack_sockets", &dir)?;
         let img = common::rewrite(&std::fs::read(&exe).expect("read program"));
         Some((exe, img))

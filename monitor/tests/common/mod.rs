@@ -211,3 +211,30 @@ pub fn confined_captured(
     let read = |p: &Path| std::fs::read_to_string(p).expect("read the output");
     (read(&out_path), read(&err_path), o.exit_code)
 }
+
+/// A directory for what a test binary builds once and keeps for all its
+/// tests (a compiled program, its image): `$TMPDIR/cabin-TAG-PID`, removed
+/// when the test binary exits. (These directories were left behind, one per
+/// test binary run: hundreds in /tmp after a day of runs.)
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        // At exit: a test that panicked while holding the lock leaves the
+        // directories behind rather than aborting the exit.
+        if let Ok(dirs) = DIRS.try_lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("cabin-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if dirs.is_empty() {
+        // SAFETY: `remove_all` is an `extern "C" fn()` that touches only
+        // the static above; registering it once per process.
+        unsafe { libc::atexit(remove_all) };
+    }
+    dirs.push(dir.clone());
+    dir
+}
