@@ -32,6 +32,7 @@
 
 mod clock;
 mod closing;
+mod doorbell;
 mod filemap;
 mod fork;
 mod futex_path;

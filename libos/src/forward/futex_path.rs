@@ -295,29 +295,9 @@ fn direct(a: &[u64; 6]) -> Option<i64> {
     Some(r)
 }
 
-/// `out` to the doorbell port with `DOORBELL_FUTEX` and the futex
-/// arguments in the system call's registers; the monitor's result.
+/// `DOORBELL_FUTEX` with the futex arguments; the monitor's result.
 fn port_futex(a: &[u64; 6]) -> i64 {
-    let r: u64;
-    // SAFETY: an `out` to the one port the domain's I/O bitmap allows ring
-    // 3; the monitor reads the argument registers, serves the call on its
-    // own mapping of the program's memory (the kernel's `futex` reads the
-    // word and the timeout, as here) and writes only `rax`.
-    unsafe {
-        core::arch::asm!(
-            "out {port}, al",
-            port = const cabin_abi::hypercall::PORT_DOORBELL,
-            inout("rax") u64::from(cabin_abi::hypercall::DOORBELL_FUTEX) => r,
-            in("rdi") a[0],
-            in("rsi") a[1],
-            in("rdx") a[2],
-            in("r10") a[3],
-            in("r8") a[4],
-            in("r9") a[5],
-            options(nostack, preserves_flags),
-        );
-    }
-    r as i64
+    super::doorbell::ring(cabin_abi::hypercall::DOORBELL_FUTEX, *a)
 }
 
 fn rdtsc() -> u64 {

@@ -759,23 +759,9 @@ fn in_reserve(s: &State, addr: u64, len: u64) -> bool {
 /// reservation space with `prot` (or, `phys` 0, removes the mapping).
 fn backend_commit(s: &State, va: u64, len: u64, prot: u64, phys: u64) -> i64 {
     if s.prot.kvm {
-        let ret: i64;
-        // SAFETY: an `out` to the doorbell port; the monitor maps or unmaps
-        // reservation pages only (never the libos's own memory) and writes
-        // only `rax`.
-        unsafe {
-            core::arch::asm!(
-                "out {port}, al",
-                port = const cabin_abi::hypercall::PORT_DOORBELL,
-                inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_COMMIT) => ret,
-                in("rdi") va,
-                in("rsi") len,
-                in("rdx") prot,
-                in("r10") phys,
-                options(nostack, preserves_flags),
-            );
-        }
-        return ret;
+        // The monitor maps or unmaps reservation pages only (never the
+        // libos's own memory).
+        return super::doorbell::ring(cabin_abi::hypercall::DOORBELL_COMMIT, [va, len, prot, phys, 0, 0]);
     }
     let fd = cabin_abi::boot::RESERVE_FD;
     if phys == 0 {
@@ -922,23 +908,9 @@ fn protectable(s: &State, addr: u64, len: u64) -> bool {
 /// (`DOORBELL_PROTECT`): it checks the range against its own list of
 /// protectable ranges and file mappings. 0 or `-errno`.
 pub(super) fn kvm_protect(addr: u64, len: u64, prot: u64) -> i64 {
-    let ret: i64;
-    // SAFETY: an `out` to the doorbell port (the one port ring 3 may
-    // use); the monitor changes the protection of program pages the
-    // range names (never the libos's own code, stack or data: they are
-    // not protectable) and writes only `rax`.
-    unsafe {
-        core::arch::asm!(
-            "out {port}, al",
-            port = const cabin_abi::hypercall::PORT_DOORBELL,
-            inlateout("rax") u64::from(cabin_abi::hypercall::DOORBELL_PROTECT) => ret,
-            in("rdi") addr,
-            in("rsi") len,
-            in("rdx") prot,
-            options(nostack, preserves_flags),
-        );
-    }
-    ret
+    // The monitor changes the protection of program pages the range names
+    // (never the libos's own code, stack or data: they are not protectable).
+    super::doorbell::ring(cabin_abi::hypercall::DOORBELL_PROTECT, [addr, len, prot, 0, 0, 0])
 }
 
 /// Asks the backend to give `[addr, addr+len)` the protection `prot`

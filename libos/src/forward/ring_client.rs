@@ -226,20 +226,11 @@ pub(super) fn use_port_doorbell() {
     PORT_DOORBELL.store(true, Ordering::Relaxed);
 }
 
-/// `out` to the doorbell port: the vCPU exits to the monitor, which wakes its
-/// worker and, for a wait, resumes the program only once a completion is
-/// pending (`cabin_abi::hypercall`).
+/// The doorbell: the vCPU exits to the monitor, which wakes its worker and,
+/// for a wait, resumes the program only once a completion is pending
+/// (`cabin_abi::hypercall`).
 fn port_doorbell(value: u32) {
-    // SAFETY: an `out` to the one port the domain's I/O bitmap allows ring 3;
-    // it touches no memory and the monitor changes no register.
-    unsafe {
-        core::arch::asm!(
-            "out {port}, al",
-            port = const cabin_abi::hypercall::PORT_DOORBELL,
-            in("al") value as u8,
-            options(nomem, nostack, preserves_flags),
-        );
-    }
+    super::doorbell::ring(value, [0; 6]);
 }
 
 /// KVM: ends the calling thread's vCPU with `status` through the doorbell
@@ -251,18 +242,9 @@ pub(super) fn exit_doorbell(status: u64) {
     if !PORT_DOORBELL.load(Ordering::Relaxed) {
         return;
     }
-    // SAFETY: an `out` to the one port the domain's I/O bitmap allows ring
-    // 3; the monitor ends this vCPU and never resumes it (were it resumed,
+    // The monitor ends this vCPU and never resumes it (were it resumed,
     // the caller falls back to the raw `exit`).
-    unsafe {
-        core::arch::asm!(
-            "out {port}, al",
-            port = const cabin_abi::hypercall::PORT_DOORBELL,
-            in("al") cabin_abi::hypercall::DOORBELL_EXIT as u8,
-            in("rdi") status,
-            options(nomem, nostack, preserves_flags),
-        );
-    }
+    super::doorbell::ring(cabin_abi::hypercall::DOORBELL_EXIT, [status, 0, 0, 0, 0, 0]);
 }
 
 fn rdtsc() -> u64 {
