@@ -332,7 +332,10 @@ static int timers(void) {
         pause();
     struct itimerval off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &off, &cur);
-    printf("setitimer: %d ticks, code %d, interval was %ld us\n", (int)hits, last_code, (long)cur.it_interval.tv_usec);
+    /* A fourth tick can come before the disarm when the machine is busy
+       (natively too: 20 ms between ticks), so the count is "at least 3". */
+    printf("setitimer: %s ticks, code %d, interval was %ld us\n", hits >= 3 ? "at least 3" : "fewer than 3", last_code,
+           (long)cur.it_interval.tv_usec);
     getitimer(ITIMER_REAL, &cur);
     printf("getitimer after disarming: %ld %ld\n", (long)cur.it_value.tv_sec, (long)cur.it_value.tv_usec);
     alarm(5);
