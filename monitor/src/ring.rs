@@ -1,8 +1,9 @@
 //! The monitor's ring worker: takes submissions off the ring, hands each to
 //! the [`Service`], posts the completion.
 //!
-//! Polls while requests keep coming, spins for [`SPIN`] after the last one,
-//! then sleeps on the submission doorbell (futex) so an idle program costs
+//! Polls while requests keep coming, spins for [`SPIN`] after the last one
+//! (less after a run's first few calls: [`FIRST_SPIN`], doubled by each
+//! call served), then sleeps on the submission doorbell (futex) so an idle program costs
 //! no CPU. [`Worker::stop`] (called when the child has exited) wakes it.
 //!
 //! The worker keeps its own copies of the indices it owns (`sq_head`,
@@ -37,6 +38,16 @@ use crate::site_map::SiteMap;
 /// takes tens of µs; at 50 µs the worker slept between blocks and every call
 /// paid a doorbell exit), short enough that an idle program costs no CPU.
 pub const SPIN: Duration = Duration::from_micros(1000);
+
+/// What a worker's spin grows from: after its k-th call served the worker
+/// spins for `FIRST_SPIN · 2^k`, capped at its spin ([`SPIN`] or less): 32 µs
+/// after the first call, the full 1 ms from the sixth on. A short program (`busybox true`: two or three calls before
+/// its exit) made its worker spin 1 ms after each of them, most of a
+/// millisecond of CPU per call taken from the rest of the start on a busy
+/// machine (docs/performance.md, "Process-backend start-up", s30-pstart);
+/// a program that keeps calling pays at most a few doorbell wake-ups while
+/// the spin grows.
+pub const FIRST_SPIN: Duration = Duration::from_micros(16);
 
 /// How long the worker of a thread's ring other than the main one polls
 /// before sleeping: those workers share the CPUs with the program's threads
@@ -389,6 +400,10 @@ pub struct Worker {
     pub spin: Duration,
     /// Whether a preemption during the spin shortens it ([`Worker::adaptive`]).
     adaptive: bool,
+    /// The spin the calls served so far earned ([`FIRST_SPIN`], doubled by
+    /// each pass that served a call): the spin is the shorter of this and
+    /// `spin`.
+    pub earned_spin: Duration,
     /// The thread inside [`Worker::run`], for [`StopHandle::stop`].
     serving: Arc<Kickable>,
     /// Turns a slot's site hint into the call site (read only when the gate
@@ -485,6 +500,7 @@ impl Worker {
             slot: 0,
             spin: SPIN,
             adaptive: false,
+            earned_spin: FIRST_SPIN,
             serving: Arc::default(),
             sites: SiteMap::default(),
             after_thread_op: false,
@@ -550,6 +566,7 @@ impl Worker {
             match self.serve_available(mem, shared, threads) {
                 Err(why) => return self.end_with(why, shared),
                 Ok(n) if n > 0 => {
+                    self.earned_spin = self.earned_spin.saturating_mul(2).min(self.spin);
                     // After a thread's exit its ring has no thread; after a
                     // start the creator goes on (process backend: it did
                     // not wait) or parks its next call anyway (KVM), and
@@ -579,6 +596,7 @@ impl Worker {
             // worker's too: every worker then polls briefly only.
             let spin =
                 if shared.threaded.load(Ordering::Relaxed) { self.spin.min(THREAD_SPIN) } else { self.spin };
+            let spin = spin.min(self.earned_spin);
             let spun = since.elapsed();
             if spun < spin {
                 // Preempted while spinning: other work wants this CPU, and the
@@ -1166,6 +1184,7 @@ mod tests {
             let m = test_memory();
             let mut w = Worker::new(r);
             w.spin = Duration::from_secs(30);
+            w.earned_spin = w.spin;
             let stop = w.stop_handle();
             r.publish_submission(0, flags, nr as u64, &[0; 6]);
             r.sq_tail().store(1, Ordering::SeqCst);
@@ -1180,6 +1199,47 @@ mod tests {
                 stop.stop();
                 assert_eq!(h.join().ok(), Some(WorkerEnd::Stopped));
                 assert_eq!(asleep, sleeps, "nr {nr} flags {flags:#x}: asleep");
+            });
+        }
+    }
+
+    /// The spin grows with the calls ([`FIRST_SPIN`]): with a 30 s spin, a
+    /// worker that has served one call sleeps on its doorbell within 2 s
+    /// (it polled for the whole 30 s before), and one that has served 21
+    /// (16 µs · 2^21 > 30 s) still polls 300 ms after the last.
+    #[test]
+    fn the_spin_grows_with_the_calls() {
+        let asleep_within = |r: &RingPtr, d: Duration| {
+            let t0 = Instant::now();
+            while t0.elapsed() < d {
+                if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            false
+        };
+        for (calls, sleeps) in [(1u32, true), (21, false)] {
+            let (_a, r, s) = setup();
+            let m = test_memory();
+            let mut w = Worker::new(r);
+            w.spin = Duration::from_secs(30);
+            let stop = w.stop_handle();
+            std::thread::scope(|scope| {
+                let h = scope.spawn(|| w.run(&m, &s, None));
+                for i in 0..calls {
+                    submit(&r, libc::SYS_getppid, [0; 6]);
+                    r.sq_doorbell().fetch_add(1, Ordering::SeqCst);
+                    futex(r.sq_doorbell().as_ptr(), libc::FUTEX_WAKE, i32::MAX as u32, None);
+                    while !r.completion_ready(i) {
+                        std::thread::yield_now();
+                    }
+                }
+                let wait = if sleeps { Duration::from_secs(2) } else { Duration::from_millis(300) };
+                let asleep = asleep_within(&r, wait);
+                stop.stop();
+                assert_eq!(h.join().ok(), Some(WorkerEnd::Stopped));
+                assert_eq!(asleep, sleeps, "after {calls} calls: asleep");
             });
         }
     }

@@ -316,8 +316,11 @@ pub fn build(elf: &ElfFile<'_>, spec: &DomainSpec) -> Result<DomainMemory, RunEr
     }
     d.populate_system();
     // Every ring of the region, before anything runs: a thread may use its
-    // ring before the monitor has seen its start (docs/threads.md).
-    d.reset_rings();
+    // ring before the monitor has seen its start (docs/threads.md). The
+    // memfd is new, so the region reads zero: each ring needs its header
+    // only (`RingPtr::init_zeroed`, tested equal to `init` on zero memory),
+    // not 384 KiB written over (s30-pstart).
+    d.init_fresh_rings();
     write_boot(&d, spec);
     let phdr = phdr_vaddr(elf).map(|v| v + bias).unwrap_or(0);
     d.sp = build_stack(&d, spec, elf, phdr)?;
@@ -522,7 +525,8 @@ impl DomainMemory {
     fn init_fresh_rings(&self) {
         for k in 0..cabin_abi::thread::MAX_THREADS {
             // SAFETY: as in `reset_rings`; the region is fresh zero pages
-            // of this memfd (`fork_copy` skipped it in the copy).
+            // of this memfd (new in `build`; `fork_copy` skipped it in the
+            // copy).
             unsafe {
                 cabin_abi::ring::RingPtr::new(self.ring().base().add(cabin_abi::thread::ring_offset(k)))
             }
@@ -545,7 +549,9 @@ impl DomainMemory {
         }
     }
 
-    /// Writes every ring of the region fresh (before anything runs in it).
+    /// Writes every ring of the region fresh, whatever it held (tests: a
+    /// parent whose rings are in use).
+    #[cfg(test)]
     fn reset_rings(&self) {
         for k in 0..cabin_abi::thread::MAX_THREADS {
             // SAFETY: ring k of the region, inside the RING_SIZE mapping
