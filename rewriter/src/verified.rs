@@ -643,6 +643,10 @@ mod tests {
         let len = PARALLEL_READ_MIN + (3 << 20) + 777;
         let bytes: Vec<u8> = (0..len).map(|i| (i / 4096 * 7 + i * 13 + i / 251) as u8).collect();
         std::fs::write(&p, &bytes).expect("write");
+        // The two threads' read itself succeeds (the path is taken).
+        let mut v = Vec::with_capacity(len + HUGE);
+        assert!(read_in_two(&std::fs::File::open(&p).expect("open"), &mut v, len), "not read in two");
+        assert!(v == bytes, "the halves are not the file's");
         let got = read(&mut std::fs::File::open(&p).expect("open"), u64::MAX).expect("read");
         assert!(got.bytes == bytes, "the bytes read in two are not the file's");
         let cut =
