@@ -242,10 +242,11 @@ fn populate_pages(first: usize, end: usize) {
 }
 
 /// A regular file of this many bytes or more is read by two threads, each
-/// populating and reading one half of the buffer (`read_in_two`): on an
-/// idle 2-CPU host a 20 MB image's read (mostly the kernel zeroing the
-/// buffer's fresh pages and copying the page cache into them) takes about
-/// half the wall time. Below it a thread's start costs more than it saves.
+/// populating and reading one half of the buffer (`read_in_two`): with
+/// both CPUs of this 2-CPU host free, a 20 MB read (the kernel zeroing the
+/// buffer's fresh pages and copying the page cache into them) took 35-40 %
+/// less wall time (docs/performance.md, s30-kstart). Below it a thread's
+/// start costs about what it saves.
 pub const PARALLEL_READ_MIN: usize = 4 << 20;
 
 /// `pread`s exactly `len` bytes at `offset` of `fd` to host address `to`;
