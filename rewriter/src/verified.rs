@@ -230,7 +230,7 @@ fn hint_huge(v: &mut Vec<u8>, len: usize) -> (usize, usize) {
 }
 
 /// Makes the pages `[first, end)` (page-aligned host addresses inside a
-/// buffer's own allocation, from [`hint_huge`]) present with one
+/// buffer's own allocation, from `hint_huge`) present with one
 /// `madvise(MADV_POPULATE_WRITE)` (Linux 5.14). Only a hint.
 fn populate_pages(first: usize, end: usize) {
     if end > first {

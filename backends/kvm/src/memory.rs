@@ -158,7 +158,7 @@ impl PhysMemory {
 
     /// Copies `data` into guest memory at `gpa`; a copy of
     /// [`PARALLEL_COPY_MIN`] bytes or more is shared with a second thread
-    /// ([`copy_ranges`]; the bytes written are the same: docs/performance.md
+    /// (`copy_ranges`; the bytes written are the same: docs/performance.md
     /// "KVM start-up: the large copies on both CPUs" for what it gains).
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
         let off = self.check(gpa, data.len() as u64)?;
