@@ -33,7 +33,7 @@
 //! The content used is always the bytes read into memory, never a mapping
 //! of the file (its pages would follow later writes).
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -150,15 +150,30 @@ fn now_ns() -> i128 {
 pub fn read_with(file: &mut std::fs::File, limit: u64, between: impl FnOnce()) -> std::io::Result<ReadFile> {
     let fd = file.as_raw_fd();
     let clock = now_ns();
-    let before = FileKey::of(&fstat(fd)?);
+    let st = fstat(fd)?;
+    let (before, before_mode) = (FileKey::of(&st), st.st_mode);
     between();
     let len = usize::try_from(before.size.min(limit)).unwrap_or(usize::MAX);
     // A file of 2 MiB or more gets 2 MiB of spare capacity: room for its
     // last 2 MiB page (`populate`).
     let spare = if len >= HUGE { HUGE } else { 0 };
     let mut bytes = Vec::with_capacity(len.saturating_add(spare));
-    populate(&mut bytes, len);
-    file.take(limit).read_to_end(&mut bytes)?;
+    // A large regular file read from its start: two threads (`pread`
+    // leaves the file's offset alone, so a failed attempt is read again
+    // below from where it was, the start).
+    let in_two = before_mode & libc::S_IFMT == libc::S_IFREG
+        && len >= PARALLEL_READ_MIN
+        && file.stream_position()? == 0
+        && read_in_two(file, &mut bytes, len);
+    if !in_two {
+        populate(&mut bytes, len);
+        file.take(limit).read_to_end(&mut bytes)?;
+    } else if let Some(more) = limit.checked_sub(len as u64).filter(|&m| m > 0) {
+        // Whatever the file grew by since the fstat, as the sequential
+        // read would have read it (up to the limit).
+        file.seek(std::io::SeekFrom::Start(len as u64))?;
+        file.take(more).read_to_end(&mut bytes)?;
+    }
     let after = FileKey::of(&fstat(fd)?);
     let old = |t: (i64, u32)| FileKey::ns(t) <= clock - RACY_NS;
     let stable = before == after
@@ -185,7 +200,18 @@ const HUGE: usize = 2 << 20;
 /// Only hints: nothing is written, and where the kernel refuses, the pages
 /// fault in as before.
 fn populate(v: &mut Vec<u8>, len: usize) {
-    const PAGE: usize = 4096;
+    let (first, end) = hint_huge(v, len);
+    populate_pages(first, end);
+}
+
+/// The page size.
+const PAGE: usize = 4096;
+
+/// The pages `populate` makes present for `len` bytes of `v`'s spare
+/// capacity, `[first, end)` (host addresses, page-aligned), after asking for
+/// the whole 2 MiB pages among them to be huge ones (`MADV_HUGEPAGE`, when
+/// `len` is 2 MiB or more and the capacity holds the last one).
+fn hint_huge(v: &mut Vec<u8>, len: usize) -> (usize, usize) {
     let spare = v.spare_capacity_mut();
     let (start, cap_end) = (spare.as_ptr() as usize, spare.as_ptr() as usize + spare.len());
     let data_end = start.saturating_add(len).min(cap_end);
@@ -200,11 +226,89 @@ fn populate(v: &mut Vec<u8>, len: usize) {
         unsafe { libc::madvise(huge_from as *mut libc::c_void, huge_to - huge_from, libc::MADV_HUGEPAGE) };
         end = huge_to;
     }
+    (first, end)
+}
+
+/// Makes the pages `[first, end)` (page-aligned host addresses inside a
+/// buffer's own allocation, from `hint_huge`) present with one
+/// `madvise(MADV_POPULATE_WRITE)` (Linux 5.14). Only a hint.
+fn populate_pages(first: usize, end: usize) {
     if end > first {
-        // SAFETY: whole pages inside `v`'s own allocation; populating
-        // changes no byte and no mapping.
+        // SAFETY: whole pages inside the buffer's own allocation (the
+        // caller's range, from `hint_huge`); populating changes no byte and
+        // no mapping.
         unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_POPULATE_WRITE) };
     }
+}
+
+/// A regular file of this many bytes or more is read by two threads, each
+/// populating and reading one half of the buffer (`read_in_two`): with
+/// both CPUs of this 2-CPU host free, a 20 MB read (the kernel zeroing the
+/// buffer's fresh pages and copying the page cache into them) took 35-40 %
+/// less wall time (docs/performance.md, s30-kstart). Below it a thread's
+/// start costs about what it saves.
+pub const PARALLEL_READ_MIN: usize = 4 << 20;
+
+/// `pread`s exactly `len` bytes at `offset` of `fd` to host address `to`;
+/// false on an error or an early end of the file.
+///
+/// # Safety
+///
+/// `[to, to + len)` must be writable memory of the caller's, not otherwise
+/// used during the call.
+unsafe fn pread_exact(fd: i32, to: usize, len: usize, offset: usize) -> bool {
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: the caller's writable range; pread writes at most `len -
+        // done` bytes from `to + done`, inside it.
+        let n =
+            unsafe { libc::pread(fd, (to + done) as *mut libc::c_void, len - done, (offset + done) as i64) };
+        match n {
+            n if n > 0 => done += n as usize,
+            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Reads the first `len` bytes of `file` into `v` (empty, with the
+/// capacity `read_with` gives it) with two threads, each populating its
+/// half's pages and `pread`ing its half (cut on a 2 MiB boundary of the
+/// buffer, so the two fault distinct huge pages in); sets `v`'s length to
+/// `len` and returns true when both read their half whole. False (`v`
+/// left empty) when the file ended early, a read failed or no thread could
+/// be started: the caller then reads it sequentially.
+fn read_in_two(file: &std::fs::File, v: &mut Vec<u8>, len: usize) -> bool {
+    let (first, end) = hint_huge(v, len);
+    let base = v.spare_capacity_mut().as_mut_ptr() as usize;
+    let cut = (base + len / 2).next_multiple_of(HUGE).min(base + len) - base;
+    let fd = file.as_raw_fd();
+    // Pages to populate per half: the first up to the cut, the second from
+    // it (the cut is 2 MiB-aligned, so page-aligned).
+    let (pop0, pop1) = ((first, (base + cut).max(first)), ((base + cut).max(first), end));
+    let half = |(lo, hi): (usize, usize), from: usize, to: usize| {
+        populate_pages(lo, hi);
+        // SAFETY: `[base + from, base + to)` lies in `v`'s capacity (to <=
+        // len <= capacity), written by this half alone while `v` is
+        // borrowed by this function.
+        unsafe { pread_exact(fd, base + from, to - from, from) }
+    };
+    let whole = std::thread::scope(|s| {
+        let second =
+            std::thread::Builder::new().name("cabin-read".into()).spawn_scoped(s, || half(pop1, cut, len));
+        let one = half(pop0, 0, cut);
+        match second {
+            Ok(h) => one && h.join().unwrap_or(false),
+            Err(_) => one && half(pop1, cut, len),
+        }
+    });
+    if whole {
+        // SAFETY: both halves wrote every byte of [0, len), inside the
+        // capacity.
+        unsafe { v.set_len(len) };
+    }
+    whole
 }
 
 /// [`read_with`] with nothing in between.
@@ -528,6 +632,44 @@ mod tests {
         assert!(r.bytes == data, "the bytes read are not the file's");
         let kb = anon_huge_kb_at(r.bytes.as_ptr() as usize + (4 << 20));
         assert!(kb >= 2048, "the read buffer holds {kb} kB of huge pages");
+    }
+
+    /// A file large enough to be read by two threads is read whole and in
+    /// order, what it grew by after the fstat included (as a sequential
+    /// read), and a limit inside it still cuts it.
+    #[test]
+    fn a_file_read_in_two_is_the_file() {
+        let t = cabin_tests::tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("big");
+        let len = PARALLEL_READ_MIN + (3 << 20) + 777;
+        let bytes: Vec<u8> = (0..len).map(|i| (i / 4096 * 7 + i * 13 + i / 251) as u8).collect();
+        std::fs::write(&p, &bytes).expect("write");
+        // The two threads' read itself succeeds (the path is taken).
+        let mut v = Vec::with_capacity(len + HUGE);
+        assert!(read_in_two(&std::fs::File::open(&p).expect("open"), &mut v, len), "not read in two");
+        assert!(v == bytes, "the halves are not the file's");
+        let got = read(&mut std::fs::File::open(&p).expect("open"), u64::MAX).expect("read");
+        assert!(got.bytes == bytes, "the bytes read in two are not the file's");
+        let cut =
+            read(&mut std::fs::File::open(&p).expect("open"), (PARALLEL_READ_MIN + 5) as u64).expect("read");
+        assert!(cut.bytes[..] == bytes[..PARALLEL_READ_MIN + 5], "cut at the limit");
+        // Grown between the fstat and the read: the new tail is read too
+        // (and the key is none: the file changed).
+        let mut f = std::fs::File::open(&p).expect("open");
+        let mut w = std::fs::OpenOptions::new().append(true).open(&p).expect("open");
+        let grown = read_with(&mut f, u64::MAX, || w.write_all(b"tail").expect("write")).expect("read");
+        assert_eq!(grown.bytes.len(), len + 4);
+        assert!(grown.bytes[..len] == bytes[..] && &grown.bytes[len..] == b"tail");
+        assert!(grown.key.is_none());
+        // Cut short between the fstat and the read: the bytes are what the
+        // file holds (read again sequentially), never stale or zero.
+        let mut f = std::fs::File::open(&p).expect("open");
+        let shrunk = read_with(&mut f, u64::MAX, || {
+            std::fs::OpenOptions::new().write(true).open(&p).expect("open").set_len(1000).expect("truncate")
+        })
+        .expect("read");
+        assert!(shrunk.bytes[..] == bytes[..1000], "{} bytes after the truncation", shrunk.bytes.len());
+        assert!(shrunk.key.is_none());
     }
 
     /// Writes `bytes` to `path` and makes its mtime and ctime old enough
