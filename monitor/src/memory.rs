@@ -575,7 +575,8 @@ impl GuestMemory {
     /// whether a NUL ended them; never more than `limit` bytes.
     pub fn read_until_nul(&self, addr: u64, limit: usize) -> Result<(Vec<u8>, bool), MemError> {
         const CHUNK: usize = 256;
-        let mut out = Vec::new();
+        // One allocation for the usual path (a chunk), grown for longer ones.
+        let mut out = Vec::with_capacity(CHUNK.min(limit));
         let mut a = addr;
         while out.len() < limit {
             let idx = self.regions.partition_point(|r| r.start <= a);

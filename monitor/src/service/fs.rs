@@ -322,8 +322,8 @@ struct Hidden {
 
 impl Hidden {
     /// Whether the path `comps` is spelled into the cache (or is it).
-    fn spelled_into(&self, comps: &[Vec<u8>]) -> bool {
-        self.spellings.iter().any(|sp| comps.len() >= sp.len() && comps[..sp.len()] == sp[..])
+    fn spelled_into<C: AsRef<[u8]>>(&self, comps: &[C]) -> bool {
+        self.spellings.iter().any(|sp| starts_with(comps, sp))
     }
 
     /// Whether the object `fd` (with its stat) is the cache or lies in it.
@@ -404,7 +404,20 @@ const CLOSED_PSEUDO: [i64; 12] = [
 
 /// Splits a path into its components, dropping `""` and `.`.
 pub fn components(path: &[u8]) -> Vec<Vec<u8>> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").map(|c| c.to_vec()).collect()
+    component_slices(path).into_iter().map(|c| c.to_vec()).collect()
+}
+
+/// [`components`] borrowed from `path` (one allocation, not one per
+/// component: the lookups of every path call use it).
+fn component_slices(path: &[u8]) -> Vec<&[u8]> {
+    let mut v = Vec::with_capacity(16);
+    v.extend(path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b"."));
+    v
+}
+
+/// Whether the components `comps` begin with `prefix`.
+fn starts_with<A: AsRef<[u8]>, B: AsRef<[u8]>>(comps: &[A], prefix: &[B]) -> bool {
+    comps.len() >= prefix.len() && comps.iter().zip(prefix).all(|(a, b)| a.as_ref() == b.as_ref())
 }
 
 /// Joins `base` (absolute) and `path`: `path` itself when absolute.
@@ -421,22 +434,23 @@ pub fn join(base: &[u8], path: &[u8]) -> Vec<u8> {
 }
 
 /// Lexically normalised absolute path (for the virtual cwd): drops `""`
-/// and `.`, and lets `..` remove the previous component.
+/// and `.`, and lets `..` remove the previous component. Built in one
+/// buffer of the input's size (every `open` records its path so).
 pub fn normalize(abs: &[u8]) -> Vec<u8> {
-    let mut out: Vec<&[u8]> = Vec::new();
+    let mut v = Vec::with_capacity(abs.len() + 1);
     for c in abs.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
             b".." => {
-                out.pop();
+                // Back to the `/` before the last component (none: stay at the top).
+                let cut = v.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                v.truncate(cut);
             }
-            c => out.push(c),
+            c => {
+                v.push(b'/');
+                v.extend_from_slice(c);
+            }
         }
-    }
-    let mut v = Vec::new();
-    for c in out {
-        v.push(b'/');
-        v.extend_from_slice(c);
     }
     if v.is_empty() {
         v.push(b'/');
@@ -468,7 +482,10 @@ fn spelled_parent(abs: &[u8]) -> &[u8] {
 }
 
 fn cstring(b: &[u8]) -> Result<CString, PathError> {
-    CString::new(b.to_vec()).map_err(|_| PathError::Errno(libc::EINVAL))
+    // Room for the NUL from the start: one allocation, not two.
+    let mut v = Vec::with_capacity(b.len() + 1);
+    v.extend_from_slice(b);
+    CString::new(v).map_err(|_| PathError::Errno(libc::EINVAL))
 }
 
 fn last_errno() -> i32 {
@@ -1049,23 +1066,24 @@ impl FsPolicy {
     /// In a view, `..` right below a bind or tmpfs is its parent in the
     /// view (as `..` at a mount point is): `/data/../etc` is `/etc`.
     pub fn locate(&self, abs: &[u8]) -> Option<(&AllowedDir, Vec<u8>)> {
-        let comps = components(abs);
+        let comps = component_slices(abs);
         if self.hidden.as_ref().is_some_and(|h| h.spelled_into(&comps)) {
             return None;
         }
         self.locate_comps(comps, abs.last() == Some(&b'/'))
     }
 
-    fn locate_comps(&self, mut comps: Vec<Vec<u8>>, trailing: bool) -> Option<(&AllowedDir, Vec<u8>)> {
+    fn locate_comps<'s: 'p, 'p>(
+        &'s self,
+        mut comps: Vec<&'p [u8]>,
+        trailing: bool,
+    ) -> Option<(&'s AllowedDir, Vec<u8>)> {
         // Each round drops a component: at most as many rounds as there are.
         for _ in 0..=comps.len() {
-            let d = self
-                .dirs
-                .iter()
-                .find(|d| comps.len() >= d.comps.len() && comps[..d.comps.len()] == d.comps[..])?;
+            let d = self.dirs.iter().find(|d| starts_with(&comps, &d.comps))?;
             let rest = &comps[d.comps.len()..];
-            if self.view && !d.comps.is_empty() && rest.first().is_some_and(|c| c == b"..") {
-                let mut up = d.comps[..d.comps.len() - 1].to_vec();
+            if self.view && !d.comps.is_empty() && rest.first().is_some_and(|c| *c == b"..") {
+                let mut up: Vec<&[u8]> = d.comps[..d.comps.len() - 1].iter().map(|c| c.as_slice()).collect();
                 up.extend_from_slice(&rest[1..]);
                 comps = up;
                 continue;
@@ -2922,6 +2940,67 @@ mod tests {
         assert_eq!(normalize(b"/.."), b"/");
     }
 
+    /// The components of `p` spelled from `parts` joined by `/`, over every
+    /// short spelling of a few names, `.`, `..` and empty components.
+    fn spellings() -> Vec<Vec<u8>> {
+        let parts: [&[u8]; 6] = [b"", b".", b"..", b"a", b"bc", b"a.."];
+        let mut out = vec![b"/".to_vec()];
+        let mut level: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for p in &level {
+                for part in parts {
+                    let mut q = p.clone();
+                    q.push(b'/');
+                    q.extend_from_slice(part);
+                    out.push(q.clone());
+                    next.push(q);
+                }
+            }
+            level = next;
+        }
+        out
+    }
+
+    #[test]
+    fn normalize_and_components_match_their_definitions() {
+        // The definitions the one-buffer versions replaced: a stack of
+        // components that `..` pops, and one allocation per component.
+        fn by_stack(abs: &[u8]) -> Vec<u8> {
+            let mut out: Vec<&[u8]> = Vec::new();
+            for c in abs.split(|&b| b == b'/') {
+                match c {
+                    b"" | b"." => {}
+                    b".." => {
+                        out.pop();
+                    }
+                    c => out.push(c),
+                }
+            }
+            let v: Vec<u8> = out.iter().flat_map(|c| [b"/".as_slice(), c].concat()).collect();
+            if v.is_empty() {
+                b"/".to_vec()
+            } else {
+                v
+            }
+        }
+        let all = spellings();
+        assert!(all.len() > 1500, "{} spellings", all.len());
+        for p in &all {
+            assert_eq!(normalize(p), by_stack(p), "normalize({})", String::from_utf8_lossy(p));
+            let owned: Vec<Vec<u8>> =
+                p.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").map(|c| c.to_vec()).collect();
+            assert_eq!(components(p), owned);
+            assert_eq!(component_slices(p), owned.iter().map(|c| c.as_slice()).collect::<Vec<_>>());
+            for n in 0..=owned.len() {
+                assert!(starts_with(&component_slices(p), &owned[..n]));
+            }
+            let mut longer = owned.clone();
+            longer.push(b"x".to_vec());
+            assert!(!starts_with(&component_slices(p), &longer));
+        }
+    }
+
     #[test]
     fn inside_is_allowed_outside_is_not() {
         let t = tempfile::tempdir().unwrap();
@@ -3087,6 +3166,93 @@ mod tests {
         let pp = policy(&[PathBuf::from("/proc")], &[]);
         assert_eq!(pp.look(b"/proc/self", false).unwrap_err(), PathError::Denied(Refusal::Proc));
         assert!(pp.look(b"/proc/cpuinfo", true).is_ok());
+    }
+
+    #[test]
+    fn a_directory_moved_out_between_two_calls_is_not_reached() {
+        // Between two calls, the directory `in/d` that the first call went
+        // through is renamed out of the tree (or swapped for a symbolic link
+        // to where it went) and a secret is put into it there: the second
+        // call must not reach it, whatever the first one resolved or opened
+        // (what a cache of resolved directories would have to get right).
+        // Then the same with the moves racing the calls.
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        let allowed = root.join("in");
+        let out = root.join("out");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        let p = policy(std::slice::from_ref(&allowed), &[]);
+        let (d, moved) = (allowed.join("d"), out.join("d"));
+        let (secret, file) = (b(&d.join("secret")), b(&d.join("f")));
+        let read_only = libc::O_RDONLY;
+        for round in 0..200 {
+            let link = round % 2 == 1;
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("f"), b"inside").unwrap();
+            assert_eq!(read_all(p.open(&file, read_only, 0).unwrap()), "inside");
+            assert!(p.look(&file, true).is_ok());
+            std::fs::rename(&d, &moved).unwrap();
+            std::fs::write(moved.join("secret"), b"SECRET").unwrap();
+            if link {
+                symlink(&moved, &d).unwrap();
+            }
+            for follow in [true, false] {
+                let st = p.look(&secret, follow);
+                assert!(st.is_err(), "round {round}: stat reached the moved directory: {st:?}");
+            }
+            match p.open(&secret, read_only, 0) {
+                Err(PathError::Errno(libc::ENOENT)) if !link => {}
+                Err(PathError::Denied(Refusal::Escape)) if link => {}
+                Err(e) => panic!("round {round}: {e:?}"),
+                Ok(o) => panic!("round {round}: opened the moved directory's {:?}", read_all(o)),
+            }
+            if link {
+                std::fs::remove_file(&d).unwrap();
+            }
+            std::fs::remove_dir_all(&moved).unwrap();
+        }
+        // Racing: a thread moves `in/d` out and back (and swaps a symlink to
+        // `out/d` in) while the calls run; the secret lives only in `out/d`,
+        // whose name in the tree is never its own.
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), b"inside").unwrap();
+        std::fs::create_dir(&moved).unwrap();
+        std::fs::write(moved.join("secret"), b"SECRET").unwrap();
+        std::fs::write(moved.join("f"), b"SECRET").unwrap();
+        let spare = allowed.join("spare");
+        symlink(&moved, &spare).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mover = {
+            let (d, spare, stop) = (d.clone(), spare.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The directory and the symlink to out/d trade names.
+                    exchange(&d, &spare);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let (mut reached, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            match p.open(&file, read_only, 0) {
+                Ok(o) => {
+                    assert_eq!(read_all(o), "inside", "escaped through a swapped directory");
+                    reached += 1;
+                }
+                Err(PathError::Denied(Refusal::Escape) | PathError::Errno(libc::ENOENT)) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+            if let Ok(st) = p.look(&secret, true) {
+                panic!("stat reached out/d/secret: ino {}", st.st_ino);
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = mover.join().unwrap();
+        assert!(swaps > 100, "{swaps} swaps");
+        assert_eq!(reached + refused, 20_000);
     }
 
     #[test]

@@ -767,6 +767,13 @@ enum Special {
 
 /// Device files every program may use without an allowed dir.
 fn special_device(abs: &[u8]) -> Option<Special> {
+    // The last component of the normalised path is `abs`'s own unless
+    // `abs` ends in `/`, `.` or `..`: only those and the names below can
+    // be special, and every other open skips the normalising copy.
+    let last = abs.rsplit(|&b| b == b'/').next().unwrap_or(abs);
+    if !abs.ends_with(b"/") && !abs.ends_with(b".") && !SPECIAL_NAMES.contains(&last) {
+        return None;
+    }
     let n = fs::normalize(abs);
     Some(match &n[..] {
         b"/dev/null" => Special::Dev("/dev/null"),
@@ -780,6 +787,10 @@ fn special_device(abs: &[u8]) -> Option<Special> {
         _ => return None,
     })
 }
+
+/// The last components of the paths [`special_device`] knows.
+const SPECIAL_NAMES: [&[u8]; 11] =
+    [b"null", b"zero", b"full", b"random", b"urandom", b"stdin", b"stdout", b"stderr", b"0", b"1", b"2"];
 
 #[cfg(test)]
 mod tests;

@@ -444,3 +444,64 @@ fn control_messages_are_checked_and_descriptors_translated() {
     assert_eq!(i32::from_le_bytes(c[16..20].try_into().expect("4")), 5, "the lowest free number");
     assert!(s.fds.get(5).is_some());
 }
+
+#[test]
+fn special_devices_are_found_by_every_spelling_and_nothing_else() {
+    // What special_device answered before it looked at the last component
+    // first: the normalised path against the table.
+    fn by_normalizing(abs: &[u8]) -> Option<String> {
+        let n = fs::normalize(abs);
+        let names: [&[u8]; 17] = [
+            b"/dev/null",
+            b"/dev/zero",
+            b"/dev/full",
+            b"/dev/random",
+            b"/dev/urandom",
+            b"/dev/stdin",
+            b"/dev/fd/0",
+            b"/proc/self/fd/0",
+            b"/proc/thread-self/fd/0",
+            b"/dev/stdout",
+            b"/dev/fd/1",
+            b"/proc/self/fd/1",
+            b"/dev/stderr",
+            b"/dev/fd/2",
+            b"/proc/self/fd/2",
+            b"/proc/thread-self/fd/1",
+            b"/proc/thread-self/fd/2",
+        ];
+        names.contains(&n.as_slice()).then(|| String::from_utf8_lossy(&n).into_owned())
+    }
+    let mut tried = 0;
+    for base in
+        ["/dev/null", "/dev/urandom", "/dev/fd/2", "/proc/self/fd/0", "/proc/thread-self/fd/1", "/dev/stdout"]
+    {
+        let b = base.as_bytes();
+        let cut = b.iter().rposition(|&c| c == b'/').unwrap();
+        let (dir, name) = (&b[..cut], &b[cut + 1..]);
+        let spellings: Vec<Vec<u8>> = vec![
+            b.to_vec(),
+            [b"/", b].concat(),
+            [dir, b"//", name].concat(),
+            [dir, b"/./", name].concat(),
+            [dir, b"/x/../", name].concat(),
+            [b"/..", b].concat(),
+            [b, b"/"].concat(),
+            [b, b"/."].concat(),
+            [b, b"/x/.."].concat(),
+            [b, b"/.."].concat(),
+            [b, b"x"].concat(),
+            [b, b"."].concat(),
+            [dir, b"/", name, b"/../", name].concat(),
+            [b"/tmp/", name].concat(),
+            [b"/tmp/", name, b"/"].concat(),
+        ];
+        for s in spellings {
+            let want = by_normalizing(&s);
+            let got = special_device(&s).map(|_| String::from_utf8_lossy(&fs::normalize(&s)).into_owned());
+            assert_eq!(got, want, "special_device({})", String::from_utf8_lossy(&s));
+            tried += 1;
+        }
+    }
+    assert_eq!(tried, 90);
+}
