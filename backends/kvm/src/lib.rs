@@ -200,6 +200,9 @@ pub struct KvmStats {
     pub signal_redirects: u64,
     /// `futex` calls served by the vCPU threads (`DOORBELL_FUTEX`).
     pub futex_exits: u64,
+    /// Threads started on a vCPU whose host thread waited for them
+    /// (`vcpus.rs`, [`vcpus::PARK_IDLE`]): no new host thread, one ioctl.
+    pub warm_starts: u64,
 }
 
 impl KvmStats {
@@ -215,6 +218,7 @@ impl KvmStats {
             "doorbell_waits": self.doorbell_waits,
             "signal_redirects": self.signal_redirects,
             "futex_exits": self.futex_exits,
+            "warm_starts": self.warm_starts,
             "ring_forwarded": ring_forwarded,
             "boot_ns": self.boot_ns,
             "mem_bytes": mem_bytes,
@@ -236,6 +240,7 @@ impl KvmStats {
         self.doorbell_waits += other.doorbell_waits;
         self.signal_redirects += other.signal_redirects;
         self.futex_exits += other.futex_exits;
+        self.warm_starts += other.warm_starts;
     }
 }
 
