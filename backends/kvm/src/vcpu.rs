@@ -672,6 +672,17 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
     Ok(Machine { vcpu, vm })
 }
 
+/// KVM takes a vCPU's general and system registers through its `kvm_run`
+/// page (KVM_CAP_SYNC_REGS with both): asked once per process.
+pub fn sync_regs_supported(vm: &VmFd) -> bool {
+    static SYNC: OnceLock<bool> = OnceLock::new();
+    *SYNC.get_or_init(|| {
+        let want = u64::from(kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS);
+        let caps = vm.check_extension_int(kvm_ioctls::Cap::SyncRegs);
+        caps > 0 && (caps as u64) & want == want
+    })
+}
+
 /// `KVM_SET_XSAVE`'s image of a thread's first FPU state: x87 control word
 /// `fcw`, `mxcsr`, every register zero and every other component (AVX,
 /// AVX-512, ...) in its initial state. Layout (Intel SDM vol. 1, 13.4):

@@ -182,9 +182,7 @@ impl Vcpus {
             closing: false,
             park_idle: PARK_IDLE,
         };
-        let want = u64::from(kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS);
-        let caps = vm.check_extension_int(kvm_ioctls::Cap::SyncRegs);
-        let sync_regs = caps > 0 && (caps as u64) & want == want;
+        let sync_regs = vcpu::sync_regs_supported(&vm);
         let v = Vcpus {
             vm,
             cpuid: p.cpuid.clone(),
