@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use kvm_bindings::{
-    kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
+    kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, kvm_xcrs, CpuId, Msrs,
     KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -672,6 +672,17 @@ pub fn create(kvm: &Kvm, cpuid: &CpuId, f: &CpuFeatures, d: &Guest) -> Result<Ma
     Ok(Machine { vcpu, vm })
 }
 
+/// KVM takes a vCPU's general and system registers through its `kvm_run`
+/// page (KVM_CAP_SYNC_REGS with both): asked once per process.
+pub fn sync_regs_supported(vm: &VmFd) -> bool {
+    static SYNC: OnceLock<bool> = OnceLock::new();
+    *SYNC.get_or_init(|| {
+        let want = u64::from(kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS);
+        let caps = vm.check_extension_int(kvm_ioctls::Cap::SyncRegs);
+        caps > 0 && (caps as u64) & want == want
+    })
+}
+
 /// `KVM_SET_XSAVE`'s image of a thread's first FPU state: x87 control word
 /// `fcw`, `mxcsr`, every register zero and every other component (AVX,
 /// AVX-512, ...) in its initial state. Layout (Intel SDM vol. 1, 13.4):
@@ -706,7 +717,7 @@ pub fn setup(
     slot: usize,
     start: &VcpuStart,
     fresh: bool,
-) -> Result<(), VcpuError> {
+) -> Result<kvm_sregs, VcpuError> {
     let c = cpu_state(f, d, slot, start)?;
     vcpu.set_kvm_immediate_exit(0);
     if fresh {
@@ -714,25 +725,7 @@ pub fn setup(
     }
 
     let mut s = vcpu.get_sregs().map_err(kvm_err("GET_SREGS"))?;
-    s.cs = c.cs.kvm();
-    s.ss = c.ss.kvm();
-    s.ds = c.ds.kvm();
-    s.es = c.es.kvm();
-    s.fs = c.fs.kvm();
-    s.gs = c.gs.kvm();
-    s.tr = c.tr.kvm();
-    s.ldt = c.ldt.kvm();
-    s.gdt.base = c.gdt.base;
-    s.gdt.limit = c.gdt.limit;
-    s.idt.base = c.idt.base;
-    s.idt.limit = c.idt.limit;
-    s.cr0 = c.cr0;
-    s.cr2 = 0;
-    s.cr3 = c.cr3;
-    s.cr4 = c.cr4;
-    s.efer = c.efer;
-    // No interrupt pending from a previous thread on this vCPU.
-    s.interrupt_bitmap = [0; 4];
+    fill_sregs(&mut s, &c);
     vcpu.set_sregs(&s).map_err(kvm_err("SET_SREGS"))?;
 
     if let Some(xcr0) = c.xcr0 {
@@ -741,30 +734,7 @@ pub fn setup(
         x.xcrs[0].value = xcr0;
         vcpu.set_xcrs(&x).map_err(kvm_err("SET_XCRS"))?;
     }
-    // The whole extended state, not only the legacy x87/SSE part that
-    // KVM_SET_FPU writes: a reused vCPU (the slot's previous thread) would
-    // otherwise keep the upper halves of its vector registers (ymm, zmm,
-    // opmask) for the next thread. An XSAVE image whose header names only
-    // x87 and SSE puts every other component in its initial state (zero).
-    // Execute-only (crate::pku): PKRU denies data access to the code key;
-    // in the same image, so one KVM_SET_XSAVE loads the whole state (it
-    // used to be a second KVM_GET_XSAVE and KVM_SET_XSAVE per start).
-    let mut image = xsave_image(c.fcw, c.mxcsr);
-    let pkru = crate::pku::place_pkru(&mut image, d.code_pkey)?;
-    // SAFETY: `image` is a whole `kvm_xsave` (4096 bytes), PKRU (if placed)
-    // at an offset checked to lie inside it, and the VM enables no
-    // dynamically sized XSAVE feature (AMX), so KVM reads no more than that.
-    match unsafe { vcpu.set_xsave(&image) } {
-        Ok(()) => {}
-        // Not enforcing: a KVM that refuses the PKRU component keeps PKRU
-        // from the guest, whose XCR0 then has no PKRU either; the rest of
-        // the state is reset without it.
-        Err(_) if pkru && d.code_pkey == 0 => {
-            // SAFETY: as above, without PKRU.
-            unsafe { vcpu.set_xsave(&xsave_image(c.fcw, c.mxcsr)) }.map_err(kvm_err("SET_XSAVE"))?
-        }
-        Err(e) => return Err(kvm_err("SET_XSAVE")(e)),
-    }
+    load_xsave(vcpu, &c, d)?;
 
     let msr = |index: u32, data: u64| kvm_msr_entry { index, data, ..Default::default() };
     let msrs = Msrs::from_entries(&[
@@ -788,7 +758,78 @@ pub fn setup(
         return Err(VcpuError::Kvm { what: "SET_MSRS (short)", err: kvm_ioctls::Error::new(libc::EINVAL) });
     }
 
-    let regs = kvm_regs {
+    vcpu.set_regs(&start_regs(&c)).map_err(kvm_err("SET_REGS"))?;
+    Ok(s)
+}
+
+/// Starts a new thread on a vCPU that already ran one (its host thread
+/// parked it: `vcpus.rs`), from the system registers [`setup`] returned
+/// for it (`template`). Ring 3 cannot change the MSRs, XCR0, CPUID or the
+/// debug registers, and the proxy-kernel writes none of them on KVM (no
+/// `swapgs`, no `wrmsr`, no `xsetbv`), so they are still what `setup` set;
+/// what a thread can change is put back: every general register, RIP,
+/// RFLAGS, the segment registers and their bases (FS, GS), CR0-CR4 and
+/// EFER (ring 0 could have been mid-entry), CR2, the pending-interrupt
+/// bitmap (all from `template` and `start`), and the whole extended state
+/// (one `KVM_SET_XSAVE`, as `setup`). With `sync` (KVM_CAP_SYNC_REGS) the
+/// registers go to KVM in the vCPU's `kvm_run` page and are loaded by the
+/// next `KVM_RUN` (KVM loads them before it looks at `immediate_exit`, so
+/// a kicked entry loads them too): one ioctl per start instead of six.
+pub fn restart(
+    vcpu: &mut VcpuFd,
+    f: &CpuFeatures,
+    d: &Guest,
+    slot: usize,
+    start: &VcpuStart,
+    template: &kvm_sregs,
+    sync: bool,
+) -> Result<(), VcpuError> {
+    let c = cpu_state(f, d, slot, start)?;
+    vcpu.set_kvm_immediate_exit(0);
+    let mut s = *template;
+    fill_sregs(&mut s, &c);
+    load_xsave(vcpu, &c, d)?;
+    let regs = start_regs(&c);
+    if sync {
+        let r = vcpu.sync_regs_mut();
+        r.regs = regs;
+        r.sregs = s;
+        vcpu.set_sync_dirty_reg(kvm_ioctls::SyncReg::Register);
+        vcpu.set_sync_dirty_reg(kvm_ioctls::SyncReg::SystemRegister);
+    } else {
+        vcpu.set_sregs(&s).map_err(kvm_err("SET_SREGS"))?;
+        vcpu.set_regs(&regs).map_err(kvm_err("SET_REGS"))?;
+    }
+    Ok(())
+}
+
+/// The system registers of `c` over `s` (which keeps what `c` does not
+/// name: the APIC base, CR8).
+fn fill_sregs(s: &mut kvm_sregs, c: &CpuState) {
+    s.cs = c.cs.kvm();
+    s.ss = c.ss.kvm();
+    s.ds = c.ds.kvm();
+    s.es = c.es.kvm();
+    s.fs = c.fs.kvm();
+    s.gs = c.gs.kvm();
+    s.tr = c.tr.kvm();
+    s.ldt = c.ldt.kvm();
+    s.gdt.base = c.gdt.base;
+    s.gdt.limit = c.gdt.limit;
+    s.idt.base = c.idt.base;
+    s.idt.limit = c.idt.limit;
+    s.cr0 = c.cr0;
+    s.cr2 = 0;
+    s.cr3 = c.cr3;
+    s.cr4 = c.cr4;
+    s.efer = c.efer;
+    // No interrupt pending from a previous thread on this vCPU.
+    s.interrupt_bitmap = [0; 4];
+}
+
+/// The general registers a thread starts with: its start state, the rest 0.
+fn start_regs(c: &CpuState) -> kvm_regs {
+    kvm_regs {
         rip: c.start.rip,
         rsp: c.start.rsp,
         rax: c.start.rax,
@@ -797,9 +838,35 @@ pub fn setup(
         rdx: c.start.rdx,
         rflags: c.rflags,
         ..Default::default()
-    };
-    vcpu.set_regs(&regs).map_err(kvm_err("SET_REGS"))?;
-    Ok(())
+    }
+}
+
+/// Loads the whole extended state of a new thread.
+fn load_xsave(vcpu: &mut VcpuFd, c: &CpuState, d: &Guest) -> Result<(), VcpuError> {
+    // The whole extended state, not only the legacy x87/SSE part that
+    // KVM_SET_FPU writes: a reused vCPU (the slot's previous thread) would
+    // otherwise keep the upper halves of its vector registers (ymm, zmm,
+    // opmask) for the next thread. An XSAVE image whose header names only
+    // x87 and SSE puts every other component in its initial state (zero).
+    // Execute-only (crate::pku): PKRU denies data access to the code key;
+    // in the same image, so one KVM_SET_XSAVE loads the whole state (it
+    // used to be a second KVM_GET_XSAVE and KVM_SET_XSAVE per start).
+    let mut image = xsave_image(c.fcw, c.mxcsr);
+    let pkru = crate::pku::place_pkru(&mut image, d.code_pkey)?;
+    // SAFETY: `image` is a whole `kvm_xsave` (4096 bytes), PKRU (if placed)
+    // at an offset checked to lie inside it, and the VM enables no
+    // dynamically sized XSAVE feature (AMX), so KVM reads no more than that.
+    match unsafe { vcpu.set_xsave(&image) } {
+        Ok(()) => Ok(()),
+        // Not enforcing: a KVM that refuses the PKRU component keeps PKRU
+        // from the guest, whose XCR0 then has no PKRU either; the rest of
+        // the state is reset without it.
+        Err(_) if pkru && d.code_pkey == 0 => {
+            // SAFETY: as above, without PKRU.
+            unsafe { vcpu.set_xsave(&xsave_image(c.fcw, c.mxcsr)) }.map_err(kvm_err("SET_XSAVE"))
+        }
+        Err(e) => Err(kvm_err("SET_XSAVE")(e)),
+    }
 }
 
 #[cfg(test)]

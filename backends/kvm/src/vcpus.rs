@@ -16,9 +16,15 @@
 //! - a stop from the session ([`Shared::worker_ended`]) kicks every vCPU,
 //!   whose gate then reports it.
 //!
-//! A vCPU whose thread ended stays parked in its slot and is reset from the
-//! host when the slot is used again (KVM cannot destroy one vCPU of a VM).
-//! Nothing here runs guest ring 0: a vCPU starts directly in ring 3.
+//! A vCPU whose thread ended stays in its slot (KVM cannot destroy one vCPU
+//! of a VM), and so does its host thread: it waits (sleeps, no CPU) up to
+//! [`PARK_IDLE`] for the slot's next thread, which it starts on the same
+//! vCPU with [`vcpu::restart`] (one ioctl: the registers travel in the
+//! vCPU's `kvm_run` page) instead of a new host thread and six reset
+//! ioctls (docs/kvm.md, "Threads"). After that time, or when the program
+//! ends, it leaves the vCPU in the slot, and the next thread gets a new host
+//! thread and the full reset ([`vcpu::setup`]). Nothing here runs guest
+//! ring 0: a vCPU starts directly in ring 3.
 
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
@@ -26,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cabin_monitor::placement::CpuSet;
-use kvm_bindings::CpuId;
+use kvm_bindings::{kvm_sregs, CpuId};
 use kvm_ioctls::{VcpuFd, VmFd};
 
 use thiserror::Error;
@@ -36,6 +42,24 @@ use super::layout::MAX_VCPUS;
 use super::ring::Shared;
 use super::vcpu::{self, CpuFeatures, VcpuError, VcpuStart};
 use super::{run_loop, GuestError, KvmError, KvmStats, LoopEnd, Prepared, SyscallService};
+
+/// How long the host thread of an ended thread keeps its vCPU for the
+/// slot's next thread. A program that starts threads in a loop starts the
+/// next within microseconds; a parked host thread costs no CPU, and at most
+/// one waits per slot (so no more than the program's most threads at once).
+pub const PARK_IDLE: Duration = Duration::from_secs(1);
+
+/// A thread start handed to the host thread parked on its slot.
+struct Handoff {
+    start: VcpuStart,
+    service: Box<dyn SyscallService + Send>,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff").field("start", &self.start).finish_non_exhaustive()
+    }
+}
 
 /// Makes each vCPU's service (in a run: the gate of the vCPU's ring).
 pub trait ServiceFactory: Send + Sync + std::fmt::Debug {
@@ -71,6 +95,11 @@ struct Slot {
     busy: bool,
     /// The vCPU of a thread that ended, kept for the next one.
     parked: Option<VcpuFd>,
+    /// The host thread of the slot's last thread holds the vCPU and waits
+    /// for the next thread ([`Vcpus::park`]); `parked` is `None` then.
+    warm: bool,
+    /// The next thread's start, for the waiting host thread.
+    handoff: Option<Handoff>,
     /// `CLONE_CHILD_CLEARTID`: the word cleared and woken when the thread
     /// has ended (its vCPU out of its loop).
     clear_tid: Option<u64>,
@@ -98,6 +127,12 @@ struct State {
     widen: Option<CpuSet>,
     /// The host thread id of the thread that runs vCPU 0.
     main_tid: Option<libc::pid_t>,
+    /// Every vCPU has left its loop ([`Vcpus::wait_all`]): parked host
+    /// threads end.
+    closing: bool,
+    /// How long an ended thread's host thread waits for the slot's next
+    /// thread ([`PARK_IDLE`]; tests set 0 to take the full reset).
+    park_idle: Duration,
 }
 
 /// The VM and its vCPUs.
@@ -113,6 +148,11 @@ pub struct Vcpus {
     start: Instant,
     state: Mutex<State>,
     changed: Condvar,
+    /// One per slot: wakes the host thread parked on it.
+    wake: Vec<Condvar>,
+    /// KVM loads a restarted vCPU's registers from its `kvm_run` page
+    /// (KVM_CAP_SYNC_REGS with general and system registers).
+    sync_regs: bool,
     /// The session's CPU clocks, which every vCPU thread but the run
     /// thread (which the session joins itself) joins while it runs.
     clocks: Mutex<Option<cabin_monitor::watch::ThreadClocks>>,
@@ -139,7 +179,10 @@ impl Vcpus {
             affinity: None,
             widen: None,
             main_tid: None,
+            closing: false,
+            park_idle: PARK_IDLE,
         };
+        let sync_regs = vcpu::sync_regs_supported(&vm);
         let v = Vcpus {
             vm,
             cpuid: p.cpuid.clone(),
@@ -151,10 +194,12 @@ impl Vcpus {
             start: p.start,
             state: Mutex::new(state),
             changed: Condvar::new(),
+            wake: (0..MAX_VCPUS).map(|_| Condvar::new()).collect(),
+            sync_regs,
             clocks: Mutex::new(None),
         };
         let main = VcpuStart { rip: v.guest.entry, rsp: v.guest.rsp, ..VcpuStart::default() };
-        let fd = v.prepare(0, None, &main).map_err(|(e, _)| e)?;
+        let (fd, _) = v.prepare(0, None, &main).map_err(|(e, _)| e)?;
         v.lock().slots[0].parked = Some(fd);
         Ok(Arc::new(v))
     }
@@ -190,14 +235,15 @@ impl Vcpus {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Creates vCPU `slot` (or resets its parked one) with `start`. On a
-    /// failure the vCPU, if it exists, comes back for the slot.
+    /// Creates vCPU `slot` (or resets its parked one) with `start`; returns
+    /// it with the system registers it got. On a failure the vCPU, if it
+    /// exists, comes back for the slot.
     fn prepare(
         &self,
         slot: usize,
         parked: Option<VcpuFd>,
         start: &VcpuStart,
-    ) -> Result<VcpuFd, (KvmError, Option<VcpuFd>)> {
+    ) -> Result<(VcpuFd, kvm_sregs), (KvmError, Option<VcpuFd>)> {
         let fresh = parked.is_none();
         let mut fd = match parked {
             Some(fd) => fd,
@@ -207,7 +253,7 @@ impl Vcpus {
                 .map_err(|err| (KvmError::Vcpu(VcpuError::Kvm { what: "CREATE_VCPU", err }), None))?,
         };
         match vcpu::setup(&mut fd, &self.cpuid, &self.features, &self.guest, slot, start, fresh) {
-            Ok(()) => Ok(fd),
+            Ok(sregs) => Ok((fd, sregs)),
             Err(e) => Err((e.into(), Some(fd))),
         }
     }
@@ -310,6 +356,16 @@ impl Vcpus {
             st.slots[slot].clear_tid = clear_tid;
             st.live += 1;
             st.started += 1;
+            if st.slots[slot].warm {
+                // The slot's last host thread still holds the vCPU and
+                // waits: it starts the thread (the answer does not wait).
+                st.slots[slot].warm = false;
+                st.slots[slot].handoff = Some(Handoff { start, service });
+                st.stats.warm_starts += 1;
+                drop(st);
+                self.wake[slot].notify_one();
+                return Ok(());
+            }
             st.slots[slot].parked.take()
         };
         // The vCPU is set up here, on the calling thread (KVM takes a vCPU's
@@ -317,13 +373,13 @@ impl Vcpus {
         // host thread to be scheduled: on a loaded host that wait was most
         // of a thread's start (docs/performance.md).
         let fd = match self.prepare(slot, parked, &start) {
-            Ok(fd) => fd,
+            Ok(prepared) => prepared,
             Err((e, fd)) => {
                 self.unreserve(slot, fd);
                 return Err(SpawnError::Setup { slot, why: e.to_string() });
             }
         };
-        let (tx, rx) = mpsc::channel::<VcpuFd>();
+        let (tx, rx) = mpsc::channel::<(VcpuFd, kvm_sregs)>();
         let this = self.clone();
         let spawned = std::thread::Builder::new().name(format!("cabin-vcpu{slot}")).spawn(move || {
             let affinity = this.lock().affinity;
@@ -335,8 +391,8 @@ impl Vcpus {
             let clocks = this.clocks.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let _clock = clocks.as_ref().map(|c| c.join_as_program_thread(slot));
             cabin_monitor::watch::set_serving_slot(slot);
-            if let Ok(fd) = rx.recv() {
-                this.run_with_service(slot, fd, service);
+            if let Ok((fd, sregs)) = rx.recv() {
+                this.serve_slot(slot, fd, sregs, service);
             }
             this.reap();
         });
@@ -345,14 +401,14 @@ impl Vcpus {
                 self.lock().threads.push(h);
                 // The thread is alive until it has received the vCPU (it
                 // only waits for it), so the send cannot fail.
-                if let Err(mpsc::SendError(fd)) = tx.send(fd) {
+                if let Err(mpsc::SendError((fd, _))) = tx.send(fd) {
                     self.unreserve(slot, Some(fd));
                     return Err(SpawnError::Setup { slot, why: "the vCPU thread died".into() });
                 }
                 Ok(())
             }
             Err(e) => {
-                self.unreserve(slot, Some(fd));
+                self.unreserve(slot, Some(fd.0));
                 Err(SpawnError::Setup { slot, why: format!("no host thread: {e}") })
             }
         }
@@ -395,17 +451,82 @@ impl Vcpus {
 
     fn run(&self, slot: usize, fd: VcpuFd) {
         match self.factory.service(slot) {
-            Ok(service) => self.run_with_service(slot, fd, service),
+            Ok(service) => {
+                let (fd, r, stats) = self.run_with_service(slot, fd, service);
+                self.finish(slot, Some(fd), r, stats);
+            }
             Err(e) => {
                 let e = GuestError::Stopped { what: format!("vCPU {slot} has no service: {e}"), state: None };
-                self.finish(slot, fd, Err(e.into()), KvmStats::default());
+                self.finish(slot, Some(fd), Err(e.into()), KvmStats::default());
             }
         }
     }
 
+    /// Runs the threads of slot `slot` on the calling (host) thread: the
+    /// first on `fd`, set up with `sregs`; after a thread's own end, the
+    /// slot's next ones on the same vCPU ([`Vcpus::park`]).
+    fn serve_slot(
+        &self,
+        slot: usize,
+        mut fd: VcpuFd,
+        sregs: kvm_sregs,
+        mut service: Box<dyn SyscallService + Send>,
+    ) {
+        loop {
+            let (back, r, stats) = self.run_with_service(slot, fd, service);
+            if !matches!(r, Ok(LoopEnd::ThreadExit(_))) {
+                self.finish(slot, Some(back), r, stats);
+                return;
+            }
+            self.finish(slot, None, r, stats);
+            let Some((back, next)) = self.park(slot, back) else { return };
+            fd = back;
+            service = next.service;
+            if let Err(e) =
+                vcpu::restart(&mut fd, &self.features, &self.guest, slot, &next.start, &sregs, self.sync_regs)
+            {
+                // The clone was answered: its thread cannot start, so the
+                // program ends (this never happened; KVM took the same
+                // state for the slot's first thread).
+                self.finish(slot, Some(fd), Err(e.into()), KvmStats::default());
+                return;
+            }
+        }
+    }
+
+    /// Keeps `fd` on the calling host thread for slot `slot`'s next thread,
+    /// up to [`PARK_IDLE`]; returns it with the thread's start, or `None`
+    /// with the vCPU left in the slot (for a new host thread and a full
+    /// reset) when none came in time or the program is ending.
+    fn park(&self, slot: usize, fd: VcpuFd) -> Option<(VcpuFd, Handoff)> {
+        let mut st = self.lock();
+        let deadline = Instant::now() + st.park_idle;
+        loop {
+            // A start handed over is always taken (its `live` is counted):
+            // a program ending meanwhile stops it at its first look.
+            if let Some(h) = st.slots[slot].handoff.take() {
+                return Some((fd, h));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if st.end.is_some() || st.closing || self.shared.ending.load(Ordering::SeqCst) || left.is_zero() {
+                // Under the lock, so a start sees either the waiting host
+                // thread or the vCPU in the slot, never neither.
+                st.slots[slot].warm = false;
+                st.slots[slot].parked = Some(fd);
+                return None;
+            }
+            st = self.wake[slot].wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
     /// Runs vCPU `slot` on the calling thread until its thread or the
-    /// program ends.
-    fn run_with_service(&self, slot: usize, mut fd: VcpuFd, mut service: Box<dyn SyscallService + Send>) {
+    /// program ends; returns the vCPU, how it ended and its counters.
+    fn run_with_service(
+        &self,
+        slot: usize,
+        mut fd: VcpuFd,
+        mut service: Box<dyn SyscallService + Send>,
+    ) -> (VcpuFd, Result<LoopEnd, KvmError>, KvmStats) {
         // Registered before the loop's first look at `ending`: a kick after
         // this reaches the thread, and an end recorded before it is seen.
         self.shared.enter_vcpu(slot);
@@ -424,14 +545,20 @@ impl Vcpus {
         let (redirects, waits) = service.counters();
         stats.gate_redirects += redirects;
         stats.doorbell_waits += waits;
-        self.finish(slot, fd, r, stats);
+        (fd, r, stats)
     }
 
-    fn finish(&self, slot: usize, fd: VcpuFd, r: Result<LoopEnd, KvmError>, stats: KvmStats) {
+    /// Records the end of slot `slot`'s thread; `fd` goes back to the slot,
+    /// or `None`: the calling host thread keeps it and waits for the slot's
+    /// next thread ([`Vcpus::park`]).
+    fn finish(&self, slot: usize, fd: Option<VcpuFd>, r: Result<LoopEnd, KvmError>, stats: KvmStats) {
         let mut st = self.lock();
         st.stats.add(&stats);
         let clear_tid = st.slots[slot].clear_tid.take();
-        st.slots[slot].parked = Some(fd);
+        match fd {
+            Some(fd) => st.slots[slot].parked = Some(fd),
+            None => st.slots[slot].warm = true,
+        }
         match r {
             Ok(LoopEnd::Stopped) => {}
             Ok(LoopEnd::ThreadExit(code)) => {
@@ -494,12 +621,19 @@ impl Vcpus {
             st.end = Some(end);
         }
         self.shared.end_program();
+        for parked in &self.wake {
+            parked.notify_all();
+        }
     }
 
     fn wait_all(&self) -> Result<LoopEnd, KvmError> {
         let mut st = self.lock();
         while st.live > 0 {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.closing = true;
+        for parked in &self.wake {
+            parked.notify_all();
         }
         let threads = std::mem::take(&mut st.threads);
         let end = st.end.take();

@@ -640,8 +640,35 @@ fn kvm_a_reused_vcpu_shows_nothing_of_the_previous_thread() {
     if !kvm_or_skip("kvm_a_reused_vcpu_shows_nothing_of_the_previous_thread") {
         return;
     }
+    // The slot's host thread waits for the second thread and starts it on
+    // the same vCPU (`vcpu::restart`, the registers through `kvm_run`).
     let (out, printed) = run(REUSED_VCPU, b"");
+    assert_eq!(out.stats.warm_starts, 1, "the second thread started on the waiting host thread");
+    nothing_of_the_previous_thread(&out, &printed);
+}
+
+/// The same with the host thread gone (it waited 0 s): the second thread
+/// gets a new host thread and the full reset (`vcpu::setup`).
+#[test]
+fn kvm_a_reused_vcpu_reset_in_full_shows_nothing_of_the_previous_thread() {
+    if !kvm_or_skip("kvm_a_reused_vcpu_reset_in_full_shows_nothing_of_the_previous_thread") {
+        return;
+    }
+    let t = Arc::new(Threads::default());
+    let image = tiny_elf(&assemble(REUSED_VCPU), b"");
+    let out = run_threads(&image, &config(), Box::new(Factory(t.clone())), |v| {
+        t.vcpus.set(Arc::downgrade(v)).expect("set once");
+        v.lock().park_idle = Duration::ZERO;
+    })
+    .expect("run");
+    let printed = t.out.lock().expect("out").clone();
+    assert_eq!(out.stats.warm_starts, 0, "no host thread waited");
+    nothing_of_the_previous_thread(&out, &printed);
+}
+
+fn nothing_of_the_previous_thread(out: &KvmOutcome, printed: &[u8]) {
     assert_eq!(out.status, 0, "{out:?}");
+    assert_eq!(out.stats.vcpus, 3, "{out:?}");
     assert_eq!(printed.len(), 64, "{out:?}");
     let word = |i: usize| u64::from_le_bytes(printed[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     assert_eq!(word(0), 0, "general registers of the previous thread");
@@ -649,6 +676,83 @@ fn kvm_a_reused_vcpu_shows_nothing_of_the_previous_thread() {
     assert_eq!((word(2), word(3), word(4), word(5)), (0, 0, 0, 0), "ymm registers of the previous thread");
     assert_eq!(word(6), 0, "RFLAGS.DF of the previous thread");
     assert_eq!(word(7), 0, "x87 registers of the previous thread (tag word not all empty)");
+}
+
+/// A hostile program starts two threads on one slot whose host thread is
+/// waiting for the next: the first start takes it, the second is refused
+/// (`EBUSY`, -16, the slot is in use) and the thread runs once. Exit
+/// status 0; 1 when the second start was not refused, 2 when the thread
+/// ran other than once.
+const TWO_STARTS_ON_A_WAITING_SLOT: &str = r#"
+_start:
+  mov edi, 1
+  lea rsi, [rip + quick]
+  mov edx, 0x402800
+  mov eax, SPAWN
+  syscall
+  test rax, rax
+  jnz fail
+2: pause
+  mov edi, 1
+  lea rsi, [rip + waiter]
+  mov edx, 0x402c00
+  xor r10d, r10d
+  mov eax, SPAWN
+  syscall
+  cmp rax, -16
+  je 2b
+  test rax, rax
+  jnz fail
+  mov edi, 1
+  lea rsi, [rip + waiter]
+  mov edx, 0x402e00
+  xor r10d, r10d
+  mov eax, SPAWN
+  syscall
+  mov [0x402108], rax
+  mov dword ptr [0x402310], 1
+3: pause
+  cmp dword ptr [0x402300], 0
+  je 3b
+  mov edi, 1
+  cmp qword ptr [0x402108], -16
+  jne 4f
+  mov edi, 2
+  cmp dword ptr [0x402304], 1
+  jne 4f
+  xor edi, edi
+4: mov eax, EXIT_GROUP
+  syscall
+fail:
+  mov edi, 99
+  mov eax, EXIT_GROUP
+  syscall
+quick:
+  mov edi, 0
+  mov eax, EXIT
+  syscall
+  ud2
+waiter:
+  lock inc dword ptr [0x402304]
+1: pause
+  cmp dword ptr [0x402310], 0
+  je 1b
+  mov dword ptr [0x402300], 1
+  mov edi, 0
+  mov eax, EXIT
+  syscall
+  ud2
+"#;
+
+#[test]
+fn kvm_two_starts_on_a_waiting_slot_start_one_thread() {
+    if !kvm_or_skip("kvm_two_starts_on_a_waiting_slot_start_one_thread") {
+        return;
+    }
+    let (out, _) = run(TWO_STARTS_ON_A_WAITING_SLOT, b"");
+    assert_eq!(out.status, 0, "{out:?}");
+    assert_eq!(out.stats.warm_starts, 1, "{out:?}");
+    assert_eq!(out.stats.vcpus, 3, "main, quick, one waiter: {out:?}");
 }
 
 const CPUS_OF_THREADS: &str = r#"
