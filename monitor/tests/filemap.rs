@@ -267,6 +267,19 @@ fn a_reader_racing_munmap_gets_sigsegv(b: Backend) {
     same_as_native(b, &["race", t.path().to_str().expect("utf-8")], &[t.path()]);
 }
 
+/// What an unmapped mapping's place and pages show next, as natively: a
+/// thread reading A while A is unmapped and B mapped sees A's bytes, then
+/// `SIGSEGV`, never B's; 1,000 swaps of A, B (three sizes) and a read-only
+/// mapping each read their own file only, fault after their `munmap`, and
+/// leave each file with only its own writes; across `fork` the child keeps
+/// its inherited mapping after the parent's `munmap`. On KVM this is what
+/// reusing an emptied slot for the next mapping must never break
+/// (docs/kvm.md, "Recycled file slots").
+fn unmapped_pages_never_show_the_next_mapping(b: Backend) {
+    let t = tempfile::tempdir().expect("tempdir");
+    same_as_native(b, &["recycle", t.path().to_str().expect("utf-8")], &[t.path()]);
+}
+
 on_both_backends!(
     sem_open_between_parent_and_child,
     shm_open_counter_with_atomics_across_fork,
@@ -278,4 +291,5 @@ on_both_backends!(
     churn_leaves_nothing_and_the_bound_is_enomem,
     unhandled_sigbus_past_the_end_ends_only_the_child,
     a_reader_racing_munmap_gets_sigsegv,
+    unmapped_pages_never_show_the_next_mapping,
 );

@@ -824,7 +824,18 @@ fn file_mmio(
         let what = format!("ring 0 touched file slot address {gpa:#x} at rip {:#x}", before.rip);
         return Err(GuestError::ProxyKernelFault(what).into());
     }
-    let hit = d.files.fault_at(gpa).map_or(FileHit::Gone(0), FileHit::PastEnd);
+    let hit = match d.files.fault_at(gpa) {
+        Some(va) => FileHit::PastEnd(va),
+        // A slot deleted under a translation the vCPU still held: the
+        // address the instruction touched, as the `EFAULT` path finds it.
+        None => {
+            let code = (1..=15).rev().find_map(|n| d.view.peek(before.rip, n).ok());
+            let (lo, hi) = (layout::FILEMAP_VA, layout::FILEMAP_VA + layout::FILEMAP_MAX);
+            FileHit::Gone(
+                code.and_then(|c| files::access_in(&c, before.rip, &before, &sregs, lo, hi)).unwrap_or(0),
+            )
+        }
+    };
     file_signal(vcpu, d, &before, &sregs, hit, write, ending)
 }
 

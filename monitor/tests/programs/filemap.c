@@ -16,6 +16,9 @@
  *   filemap bus DIR           a child that reads past the end with no handler
  *                             dies of SIGBUS; its parent goes on
  *   filemap race DIR          a thread reads while another unmaps: SIGSEGV
+ *   filemap recycle DIR       unmapped pages never show the next mapping's:
+ *                             a reader of A while A is unmapped and B mapped,
+ *                             1,000 A/B swaps, read-only ones, across fork
  *   filemap bench FILE N [noping]  atomic increments and a futex ping-pong (ns)
  */
 #define _GNU_SOURCE
@@ -559,6 +562,134 @@ static void race_case(const char *dir) {
     close(fd);
 }
 
+/* --- what an unmapped mapping's place shows next (KVM reuses its slot) --- */
+static volatile int recycle_seen_other;
+static void *recycle_reader(void *arg) {
+    (void)arg;
+    int sig = sigsetjmp(race_jb, 1);
+    if (sig)
+        return (void *)(long)sig;
+    for (long i = 0;; i++) {
+        char c = race_map[(i & 7) * 512];
+        if (c != 'A')
+            recycle_seen_other = c ? c : '0';
+        race_started = 1;
+    }
+}
+
+static int fill_file(const char *dir, const char *name, char c, int pages, int flags) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    char b[PG];
+    memset(b, c, PG);
+    for (int i = 0; i < pages; i++)
+        pwrite(fd, b, PG, (off_t)i * PG);
+    if (flags == O_RDONLY) {
+        close(fd);
+        fd = open(path, O_RDONLY);
+    }
+    return fd;
+}
+
+static void recycle_case(const char *dir) {
+    int fa = fill_file(dir, "a.dat", 'A', 1, O_RDWR);
+    int fb = fill_file(dir, "b.dat", 'B', 2, O_RDWR);
+    int fr = fill_file(dir, "r.dat", 'R', 1, O_RDONLY);
+    struct sigaction sa = {0};
+    sa.sa_handler = race_fault;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    /* A thread reads A in a loop; A goes, B (two pages: not at A's place)
+     * comes: the reader sees A's bytes, then SIGSEGV, never B's. */
+    race_map = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    char *next = mmap(NULL, PG, PROT_READ, MAP_SHARED, fa, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, recycle_reader, NULL);
+    while (!race_started)
+        ;
+    struct timespec d = {0, 20 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    char *old = (char *)race_map;
+    printf("munmap of A under the reader: %s\n", res(munmap(old, PG)));
+    char *b = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fb, 0);
+    int b_ok = b != MAP_FAILED && b[0] == 'B' && b[PG] == 'B';
+    if (b != MAP_FAILED)
+        b[1] = 'b';
+    void *r;
+    pthread_join(t, &r);
+    printf("reader: %s, saw other bytes: %s\n", (long)r == SIGSEGV ? "SIGSEGV" : "other",
+           recycle_seen_other ? "yes" : "no");
+    sa.sa_handler = on_fault; /* touch()'s, from here on */
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    printf("B mapped: %s, at A's place: %s, old place: %s\n", b_ok ? "reads B" : "wrong", b == old ? "yes" : "no",
+           touch(old, 0));
+    munmap(b, 2 * PG);
+    munmap(next, PG);
+    /* 1,000 swaps, touching each: A's pages after A went, B's after B
+     * went, read-only ones among them: each mapping shows its own file
+     * only, and a write to one never reaches the other file. */
+    int bad = 0, faults = 0;
+    for (int i = 0; i < 1000; i++) {
+        volatile char *a = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+        bad += a[100] != 'A';
+        a[200] = 'A';
+        munmap((void *)a, PG);
+        faults += strcmp(touch(a, 0), "SIGSEGV") != 0;
+        int size = (1 + i % 3) * PG;
+        volatile char *x = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fb, 0);
+        bad += x[100] != 'B' && x[100] != 'b';
+        x[300] = 'b';
+        volatile char *ro = mmap(NULL, PG, PROT_READ, MAP_SHARED, fr, 0);
+        bad += ro[5] != 'R';
+        faults += strcmp(touch(ro, 1), "SIGSEGV") != 0;
+        munmap((void *)x, size);
+        munmap((void *)ro, PG);
+        faults += strcmp(touch(x, 0), "SIGSEGV") != 0;
+    }
+    char ca[PG], cb[PG], cr[PG];
+    pread(fa, ca, PG, 0);
+    pread(fb, cb, PG, 0);
+    pread(fr, cr, PG, 0);
+    int clean = 1;
+    for (int i = 0; i < PG; i++)
+        clean &= ca[i] == 'A' && cr[i] == 'R' && cb[i] == (i == 1 || i == 300 ? 'b' : 'B');
+    printf("swaps: %d wrong bytes, %d missing faults, files: %s\n", bad, faults, clean ? "as written" : "mixed");
+    /* Across fork: the child keeps what it inherited after the parent
+     * unmaps, and each side's next mappings are its own. */
+    volatile char *a = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    (void)a[0];
+    fflush(stdout);
+    int pp[2], cp[2];
+    pipe(pp);
+    pipe(cp);
+    pid_t p = fork();
+    if (p == 0) {
+        char c;
+        read(pp[0], &c, 1); /* the parent unmapped it */
+        int ok = a[0] == 'A';
+        munmap((void *)a, PG);
+        volatile char *y = mmap(NULL, PG, PROT_READ, MAP_SHARED, fb, 0);
+        ok &= y[0] == 'B';
+        write(cp[1], "x", 1);
+        read(pp[0], &c, 1); /* the parent mapped B again */
+        ok &= y[0] == 'B' && y[1] == 'b';
+        _exit(ok ? 0 : 1);
+    }
+    munmap((void *)a, PG);
+    write(pp[1], "x", 1);
+    char c;
+    read(cp[0], &c, 1);
+    volatile char *z = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    int zok = z[0] == 'A';
+    write(pp[1], "x", 1);
+    printf("fork: child %d, parent maps A again: %s\n", wait_child(p), zok ? "reads A" : "wrong");
+    close(fa);
+    close(fb);
+    close(fr);
+}
+
 /* --- measurements --- */
 static double now_ns(void) {
     struct timespec t;
@@ -637,6 +768,8 @@ int main(int argc, char **argv) {
         bus_case(argv[2]);
     else if (!strcmp(m, "race") && argc > 2)
         race_case(argv[2]);
+    else if (!strcmp(m, "recycle") && argc > 2)
+        recycle_case(argv[2]);
     else if (!strcmp(m, "bench") && argc > 3)
         bench_case(argv[2], atoi(argv[3]), argc < 5 || strcmp(argv[4], "noping"));
     else {
