@@ -280,6 +280,15 @@ fn unmapped_pages_never_show_the_next_mapping(b: Backend) {
     same_as_native(b, &["recycle", t.path().to_str().expect("utf-8")], &[t.path()]);
 }
 
+/// A data buffer across two adjacent mappings (`pread`, `pwrite`, `read`,
+/// `write`) moves all its bytes, and once the upper mapping is gone a short
+/// count (`EFAULT` when the buffer starts there), as natively. On KVM the
+/// buffer's host pieces are two mappings of the monitor's (was `EFAULT`).
+fn a_buffer_across_two_mappings_moves_as_natively(b: Backend) {
+    let t = tempfile::tempdir().expect("tempdir");
+    same_as_native(b, &["span", t.path().to_str().expect("utf-8")], &[t.path()]);
+}
+
 on_both_backends!(
     sem_open_between_parent_and_child,
     shm_open_counter_with_atomics_across_fork,
@@ -292,4 +301,5 @@ on_both_backends!(
     unhandled_sigbus_past_the_end_ends_only_the_child,
     a_reader_racing_munmap_gets_sigsegv,
     unmapped_pages_never_show_the_next_mapping,
+    a_buffer_across_two_mappings_moves_as_natively,
 );

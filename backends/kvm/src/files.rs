@@ -622,6 +622,25 @@ impl FileMapper for GuestFiles {
         // unmaps it meanwhile from another thread.
         Some(HostRange { addr: at, keep: s.host.clone() })
     }
+
+    fn host_pieces(&self, addr: u64, len: u64, write: bool) -> Vec<(HostRange, u64)> {
+        let st = self.lock();
+        let Some(end) = addr.checked_add(len) else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut at = addr;
+        // The pieces are sorted; each must begin where the last one ended.
+        for p in st.pieces.iter().filter(|p| overlaps(p, addr, end)) {
+            if p.addr > at || p.prot == 0 || write && p.prot & PROT_WRITE == 0 {
+                break;
+            }
+            let Some(s) = st.slots.iter().find(|s| s.id == p.slot) else { break };
+            let n = end.min(p.addr + p.len) - at;
+            let h = s.host.ptr as u64 + (p.gpa - s.gpa) + (at - p.addr);
+            out.push((HostRange { addr: h, keep: s.host.clone() }, n));
+            at += n;
+        }
+        out
+    }
 }
 
 impl Drop for GuestFiles {

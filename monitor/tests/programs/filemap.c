@@ -19,6 +19,8 @@
  *   filemap recycle DIR       unmapped pages never show the next mapping's:
  *                             a reader of A while A is unmapped and B mapped,
  *                             1,000 A/B swaps, read-only ones, across fork
+ *   filemap span DIR          pread/pwrite/read/write of a buffer crossing
+ *                             two adjacent mappings, then half unmapped
  *   filemap bench FILE N [noping]  atomic increments and a futex ping-pong (ns)
  */
 #define _GNU_SOURCE
@@ -690,6 +692,47 @@ static void recycle_case(const char *dir) {
     close(fr);
 }
 
+/* --- a buffer across two adjacent mappings --- */
+static void span_case(const char *dir) {
+    int fa = fill_file(dir, "sa.dat", 'a', 1, O_RDWR);
+    int fb = fill_file(dir, "sb.dat", 'b', 1, O_RDWR);
+    int src = fill_file(dir, "src.dat", 's', 1, O_RDWR);
+    int out = fill_file(dir, "out.dat", '-', 1, O_RDWR);
+    char *m1 = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    char *m2 = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fb, 0);
+    char *lo = m1 < m2 ? m1 : m2, *hi = m1 < m2 ? m2 : m1;
+    printf("adjacent: %s\n", hi == lo + PG ? "yes" : "no");
+    char *p = hi - 100;
+    char want[200], got[256] = {0};
+    memcpy(want, p, 200);
+    printf("pwrite across: %ld\n", (long)pwrite(out, p, 200, 0));
+    pread(out, got, 200, 0);
+    printf("the file got: %s\n", memcmp(got, want, 200) ? "other bytes" : "both mappings' bytes");
+    printf("pread across: %ld\n", (long)pread(src, p, 200, 0));
+    int s_ok = 1;
+    for (int i = 0; i < 200; i++)
+        s_ok &= p[i] == 's';
+    printf("both files: %s, %s\n", s_ok && lo[PG - 1] == 's' ? "written" : "not", hi[99] == 's' && hi[100] != 's' ? "written to 100" : "not");
+    lseek(out, 0, SEEK_SET);
+    printf("write across: %ld\n", (long)write(out, p, 200));
+    lseek(src, 0, SEEK_SET);
+    printf("read across: %ld\n", (long)read(src, p, 200));
+    /* The upper one goes: what reaches it is a short count, as natively. */
+    munmap(hi, PG);
+    printf("pwrite half unmapped: %s\n", res(pwrite(out, p, 200, 0)) [0] == 'o' ? "short" : "error");
+    long n = pwrite(out, p, 200, 0);
+    printf("  count: %ld\n", n < 0 ? -(long)errno : n);
+    n = pread(src, p, 200, 0);
+    printf("pread half unmapped: %ld\n", n < 0 ? -(long)errno : n);
+    n = pwrite(out, hi, 10, 0);
+    printf("pwrite from the unmapped one: %s\n", n < 0 ? en(errno) : "ok");
+    munmap(lo, PG);
+    close(fa);
+    close(fb);
+    close(src);
+    close(out);
+}
+
 /* --- measurements --- */
 static double now_ns(void) {
     struct timespec t;
@@ -770,6 +813,8 @@ int main(int argc, char **argv) {
         race_case(argv[2]);
     else if (!strcmp(m, "recycle") && argc > 2)
         recycle_case(argv[2]);
+    else if (!strcmp(m, "span") && argc > 2)
+        span_case(argv[2]);
     else if (!strcmp(m, "bench") && argc > 3)
         bench_case(argv[2], atoi(argv[3]), argc < 5 || strcmp(argv[4], "noping"));
     else {
