@@ -39,7 +39,7 @@ use cabin_monitor::memory::{FileMapper, HostRange};
 
 use crate::domain::Guest;
 use crate::layout::{FILE_GPA, FILE_GPA_END, FILE_SLOTS, FILE_SLOT_FIRST, PAGE};
-use crate::paging::Perms;
+use crate::paging::{PagingError, Perms};
 
 const PROT_WRITE: u64 = 2;
 
@@ -245,6 +245,18 @@ impl GuestFiles {
     /// Whether a piece maps guest-virtual `va` now.
     pub fn maps(&self, va: u64) -> bool {
         self.lock().pieces.iter().any(|p| va >= p.addr && va - p.addr < p.len)
+    }
+
+    /// When page tables that file unmaps emptied wait for a full flush
+    /// (`pt` is the guest's, locked by the caller): flushes the VM (every
+    /// cached translation dropped) and makes them reusable. Whether it did.
+    pub(crate) fn reclaim(&self, pt: &mut crate::paging::PageTables) -> bool {
+        let Some(vm) = self.vm.get() else { return false };
+        if pt.retired() == 0 || !crate::flush_tlb_fd(vm.as_raw_fd()) {
+            return false;
+        }
+        pt.reclaim();
+        true
     }
 
     /// Whether `gpa` lies in the file slots' guest-physical range.
@@ -497,7 +509,13 @@ impl FileMapper for GuestFiles {
         st.slots[i].mapped = len;
         let perms = Perms { user: true, write: prot & PROT_WRITE != 0, exec: false, pkey: 0 };
         let mut pt = g.pt.lock().unwrap_or_else(|e| e.into_inner());
-        let done = pt.set_leaves(&g.phys, addr, gpa, len, perms).and_then(|replaced| {
+        let mut done = pt.set_leaves(&g.phys, addr, gpa, len, perms);
+        if matches!(done, Err(PagingError::PoolExhausted(_))) && self.reclaim(&mut pt) {
+            // Tables earlier unmaps emptied, reusable after that flush.
+            let _ = pt.clear_leaves(&g.phys, addr, len);
+            done = pt.set_leaves(&g.phys, addr, gpa, len, perms);
+        }
+        let done = done.and_then(|replaced| {
             if prot == 0 {
                 pt.protect(&g.phys, addr, len, false, false)?;
             }
@@ -511,6 +529,7 @@ impl FileMapper for GuestFiles {
             }
             Err(_) => {
                 let _ = pt.clear_leaves(&g.phys, addr, len);
+                let _ = pt.prune(&g.phys, addr, len);
                 drop(pt);
                 // SAFETY: the part of the slot's own range mapped above.
                 if unsafe { empty(at as u64, len) } {
@@ -542,6 +561,9 @@ impl FileMapper for GuestFiles {
             split(&mut st.pieces, end);
             for p in st.pieces.iter().filter(|p| p.addr >= addr && p.addr + p.len <= end) {
                 pt.clear_leaves(&g.phys, p.addr, p.len).map_err(|_| libc::EINVAL)?;
+                // The tables this emptied go back to the pool (after the
+                // next full flush: `PageTables::reclaim`).
+                pt.prune(&g.phys, p.addr, p.len).map_err(|_| libc::EINVAL)?;
             }
         }
         let (gone, kept): (Vec<Piece>, Vec<Piece>) =
@@ -586,6 +608,10 @@ impl FileMapper for GuestFiles {
         }
         if flush && !deleted {
             crate::flush_tlb_fd(vm);
+        }
+        if flush || deleted {
+            // Every cached translation was just dropped.
+            g.pt.lock().unwrap_or_else(|e| e.into_inner()).reclaim();
         }
         Ok(())
     }

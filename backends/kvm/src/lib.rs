@@ -1118,7 +1118,13 @@ pub fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, b
     }
     let gpa = d.arena_gpa + (target - layout::ARENA_VA);
     let perms = paging::Perms { user: true, write: prot & 2 != 0, exec: false, pkey: 0 };
-    let replaced = match pt.set_leaves(&d.phys, addr, gpa, len, perms) {
+    let mut set = pt.set_leaves(&d.phys, addr, gpa, len, perms);
+    if matches!(set, Err(paging::PagingError::PoolExhausted(_))) && d.files.reclaim(&mut pt) {
+        // Tables that file unmaps emptied, reusable after that flush.
+        let _ = pt.clear_leaves(&d.phys, addr, len);
+        set = pt.set_leaves(&d.phys, addr, gpa, len, perms);
+    }
+    let replaced = match set {
         Ok(r) => r,
         Err(paging::PagingError::PoolExhausted(_)) => return (-ENOMEM, true),
         Err(_) => return (-EINVAL, true),

@@ -19,6 +19,9 @@
  *   filemap recycle DIR       unmapped pages never show the next mapping's:
  *                             a reader of A while A is unmapped and B mapped,
  *                             1,000 A/B swaps, read-only ones, across fork
+ *   filemap big DIR           1 GiB mappings made, touched and unmapped (but
+ *                             their last page) 3 times, then 1,000 anonymous
+ *                             commits 2 MiB apart
  *   filemap span DIR          pread/pwrite/read/write of a buffer crossing
  *                             two adjacent mappings, then half unmapped
  *   filemap bench FILE N [noping]  atomic increments and a futex ping-pong (ns)
@@ -692,6 +695,47 @@ static void recycle_case(const char *dir) {
     close(fr);
 }
 
+/* --- large mappings one after another (KVM: their page tables come back).
+ * Each keeps its last page mapped, so the next cannot take its place: every
+ * one is at new addresses. --- */
+static void big_case(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/big.dat", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    size_t len = (size_t)1 << 30;
+    ftruncate(fd, (off_t)len);
+    int ok = 0;
+    const char *why = "";
+    volatile char *kept[3];
+    for (int i = 0; i < 3; i++) {
+        volatile char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) {
+            why = en(errno);
+            break;
+        }
+        m[0] = (char)i;
+        m[len - 1] = (char)i;
+        kept[i] = m + len - PG;
+        ok += m[0] == (char)i && m[len - 1] == (char)i && munmap((void *)m, len - PG) == 0;
+    }
+    int still = 1;
+    for (int i = 0; i < ok; i++)
+        still &= kept[i][PG - 1] == (char)(ok - 1) && munmap((void *)kept[i], PG) == 0;
+    printf("1 GiB mappings: %d of 3%s%s, their last pages: %s\n", ok, *why ? ", then " : "", why, still ? "ok" : "wrong");
+    /* Then anonymous memory committed a page every 2 MiB over 2 GiB: one
+     * more table each (KVM: from the same pool). */
+    char *r = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    int done = 0;
+    for (size_t o = 0; r != MAP_FAILED && o < 2 * len && done < 1000; o += 2 << 20) {
+        if (mprotect(r + o, PG, PROT_READ | PROT_WRITE) != 0)
+            break;
+        r[o] = 1;
+        done++;
+    }
+    printf("then commits: %d of 1000\n", done);
+    close(fd);
+}
+
 /* --- a buffer across two adjacent mappings --- */
 static void span_case(const char *dir) {
     int fa = fill_file(dir, "sa.dat", 'a', 1, O_RDWR);
@@ -813,6 +857,8 @@ int main(int argc, char **argv) {
         race_case(argv[2]);
     else if (!strcmp(m, "recycle") && argc > 2)
         recycle_case(argv[2]);
+    else if (!strcmp(m, "big") && argc > 2)
+        big_case(argv[2]);
     else if (!strcmp(m, "span") && argc > 2)
         span_case(argv[2]);
     else if (!strcmp(m, "bench") && argc > 3)
