@@ -477,6 +477,15 @@ static void churn_case(const char *dir) {
         munmap(maps[i], PG);
     char *again = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     printf("after them: %s\n", res((long)again));
+    /* Larger than any of them (KVM: every slot number is taken by a free
+     * slot too small, so one of them goes for a new one). */
+    char *big = mmap(NULL, 256 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    printf("a larger one: %s", res((long)big));
+    if (big != MAP_FAILED) {
+        big[0] = 'x';
+        printf(", reads %c\n", again[0]);
+    } else
+        printf("\n");
     close(fd);
 }
 
