@@ -208,6 +208,27 @@ impl FileWindow {
     }
 }
 
+impl FileWindow {
+    /// [`FileWindow::remote`] for a data buffer that may cross from one
+    /// mapping into the next (adjacent mappings, as Linux allows): the host
+    /// pid and the host pieces of `[addr, addr+len)` in order, each with
+    /// its length, as far as mappings allowing `write` reach without a
+    /// hole (a buffer running into an unmapped page is a short transfer,
+    /// as natively). `None`: not even its first byte.
+    pub fn remote_pieces(&self, addr: u64, len: u64, write: bool) -> Option<(i32, Vec<(HostRange, u64)>)> {
+        let pid = self.pid.load(std::sync::atomic::Ordering::SeqCst);
+        if pid <= 0 || !self.holds(addr, len) {
+            return None;
+        }
+        match &self.mapper {
+            Some(m) => Some(m.host_pieces(addr, len, write)).filter(|v| !v.is_empty()).map(|v| (pid, v)),
+            // One range of the child's own address space: its kernel
+            // copies across its mappings and stops at a hole.
+            None => Some((pid, vec![(HostRange { addr, keep: std::sync::Arc::new(()) }, len)])),
+        }
+    }
+}
+
 /// An address the kernel reaches on the monitor's behalf
 /// ([`FileWindow::remote`]), and what keeps it the same memory while it is
 /// used: on KVM the monitor's own mapping of the file, which an `munmap`
@@ -249,6 +270,11 @@ pub trait FileMapper: Send + Sync + std::fmt::Debug {
     /// Only for the kernel to access (`process_vm_*`, `futex`): a page past
     /// the file's end would be `SIGBUS` to a plain load.
     fn host(&self, addr: u64, len: u64, write: bool) -> Option<HostRange>;
+    /// The monitor's host ranges of `[addr, addr+len)` mapping after
+    /// mapping, each with its length, as far as mappings allowing `write`
+    /// cover it without a hole (empty: not its first byte); the same use
+    /// and keeping as [`FileMapper::host`].
+    fn host_pieces(&self, addr: u64, len: u64, write: bool) -> Vec<(HostRange, u64)>;
 }
 
 // SAFETY: GuestMemory only holds addresses of mappings that outlive it (see

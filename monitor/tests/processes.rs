@@ -67,6 +67,7 @@ const CASES: &[&str] = &[
     "nested",
     "wnohang",
     "vfork",
+    "vforkwait",
     "sigchld",
     "chldorder",
     "orphan",

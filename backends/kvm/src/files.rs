@@ -13,10 +13,18 @@
 //! guest's loads and stores are then the file's page-cache pages: every
 //! process mapping the file, in the tree or native, sees them at once.
 //!
-//! Unmapping is always: clear the leaves, delete the slot once no piece of
-//! it is mapped (KVM drops every cached translation of the VM), and only
-//! then unmap the monitor's mapping (an [`Arc`] shared with the VMs of
-//! forked children, which register the same mapping as their own slot).
+//! Unmapping is: clear the leaves, then take the file's pages away from
+//! the slot by mapping fresh inaccessible memory over that part of the
+//! monitor's mapping (`MAP_FIXED`). The kernel tells KVM (its MMU
+//! notifier), which drops the translations of exactly those pages on every
+//! vCPU before the call returns; the slot stays, empty, for the next
+//! mapping of the same access ([`Slot::mapped`] 0), which maps its file
+//! over the same host range: no slot change, whose cost on a host without
+//! EPT is every shadow page of the VM (docs/kvm.md, "Recycled file
+//! slots"). A slot whose host mapping is shared (a forked child's VM has
+//! it as its own slot, or the monitor is copying through it) cannot be
+//! emptied in place: it is deleted (KVM drops every cached translation of
+//! the VM), and only then the monitor's mapping (an [`Arc`]) may go.
 //! A guest access past the file's end is an MMIO exit at the slot's
 //! address: the run loop makes it `SIGBUS` ([`GuestFiles::fault_at`]).
 //!
@@ -31,7 +39,7 @@ use cabin_monitor::memory::{FileMapper, HostRange};
 
 use crate::domain::Guest;
 use crate::layout::{FILE_GPA, FILE_GPA_END, FILE_SLOTS, FILE_SLOT_FIRST, PAGE};
-use crate::paging::Perms;
+use crate::paging::{PagingError, Perms};
 
 const PROT_WRITE: u64 = 2;
 
@@ -57,11 +65,58 @@ impl Drop for HostMap {
 struct Slot {
     id: u32,
     gpa: u64,
+    /// The slot's size ([`span`] of the first mapping it was made for).
     len: u64,
     host: Arc<HostMap>,
     /// The descriptor was open read-write: the slot is writable to KVM and
     /// `mprotect` may make the pages writable.
     may_write: bool,
+    /// Bytes at the start of the host range that are (or were, before a
+    /// partial unmap emptied part of them) the file's; the rest is
+    /// inaccessible anonymous memory. 0: the slot is free for the next
+    /// mapping of the same access.
+    mapped: u64,
+    /// Emptying part of the host range failed (the kernel may have unmapped
+    /// it first): never reused, deleted once no piece uses it, and its host
+    /// range never unmapped (something of the monitor's may live there).
+    broken: bool,
+}
+
+/// Smallest slot made: a slot can take any later mapping that fits, so
+/// small ones are rounded up to be reused.
+const MIN_SPAN: u64 = 64 << 10;
+
+/// The size of a new slot for a mapping of `len` bytes: the next power of
+/// two, at least [`MIN_SPAN`] (the part past the file is inaccessible
+/// host memory that costs nothing; KVM's bookkeeping for a slot is 8
+/// bytes per page).
+fn span(len: u64) -> u64 {
+    len.checked_next_power_of_two().unwrap_or(len).max(MIN_SPAN)
+}
+
+/// Replaces `[at, at+len)` of the monitor's memory with fresh inaccessible
+/// anonymous memory (`MAP_FIXED`), which makes KVM (its MMU notifier) drop
+/// every translation of the pages that were there, on every vCPU, before
+/// it returns. `false`: the kernel refused (the range may then be gone).
+///
+/// # Safety
+///
+/// `[at, at+len)` must be part of one of our [`HostMap`]s.
+unsafe fn empty(at: u64, len: u64) -> bool {
+    let Ok(n) = usize::try_from(len) else { return false };
+    // SAFETY: the caller's range is ours; nothing of the monitor lives
+    // there but the file pages it replaces.
+    let p = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            n,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    p as u64 == at
 }
 
 /// A mapped piece of the program's range: `[addr, addr+len)` shows the
@@ -91,6 +146,12 @@ pub struct GuestFiles {
     /// The monitor's own descriptor of the VM ([`GuestFiles::attach`]).
     vm: OnceLock<OwnedFd>,
     state: Mutex<State>,
+}
+
+impl State {
+    fn in_use(&self, id: u32) -> bool {
+        self.pieces.iter().any(|p| p.slot == id)
+    }
 }
 
 impl Default for GuestFiles {
@@ -138,7 +199,10 @@ impl GuestFiles {
     /// `map` and `unmap` do).
     pub(crate) fn fork_of(&self) -> (MutexGuard<'_, State>, GuestFiles) {
         let st = self.lock();
-        let child = GuestFiles::with(st.clone());
+        let mut copy = st.clone();
+        // Free slots stay the parent's: the child gets its own when it maps.
+        copy.slots.retain(|s| st.in_use(s.id));
+        let child = GuestFiles::with(copy);
         (st, child)
     }
 
@@ -162,7 +226,7 @@ impl GuestFiles {
             // SAFETY: `s.host` maps `s.len` bytes for as long as this table
             // holds it, and the slot is deleted before (Drop).
             if !unsafe {
-                set_region(fd.as_raw_fd(), s.id, flags(s.may_write), s.gpa, s.len, s.host.ptr as u64)
+                set_region(fd.as_raw_fd(), s.id, flags_of(s.may_write), s.gpa, s.len, s.host.ptr as u64)
             } {
                 return Err(std::io::Error::last_os_error());
             }
@@ -183,12 +247,24 @@ impl GuestFiles {
         self.lock().pieces.iter().any(|p| va >= p.addr && va - p.addr < p.len)
     }
 
+    /// When page tables that file unmaps emptied wait for a full flush
+    /// (`pt` is the guest's, locked by the caller): flushes the VM (every
+    /// cached translation dropped) and makes them reusable. Whether it did.
+    pub(crate) fn reclaim(&self, pt: &mut crate::paging::PageTables) -> bool {
+        let Some(vm) = self.vm.get() else { return false };
+        if pt.retired() == 0 || !crate::flush_tlb_fd(vm.as_raw_fd()) {
+            return false;
+        }
+        pt.reclaim();
+        true
+    }
+
     /// Whether `gpa` lies in the file slots' guest-physical range.
     pub fn is_file_gpa(gpa: u64) -> bool {
         (FILE_GPA..FILE_GPA_END).contains(&gpa)
     }
 
-    /// Number of slots (tests, `--stats`).
+    /// Number of slots, free ones included (tests, `--stats`).
     pub fn slots(&self) -> usize {
         self.lock().slots.len()
     }
@@ -294,7 +370,7 @@ pub fn access_in(
         .find(|a| (lo..hi).contains(a))
 }
 
-fn flags(may_write: bool) -> u32 {
+fn flags_of(may_write: bool) -> u32 {
     if may_write {
         0
     } else {
@@ -332,41 +408,114 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM)
 }
 
+/// Makes a new, free slot for a mapping of `len` bytes (its index in
+/// `st.slots`): an inaccessible host range of [`span`]`(len)` bytes
+/// registered at the next guest-physical addresses. When every slot
+/// number is taken, a free slot is deleted first (KVM then drops every
+/// cached translation of the VM); none free: `ENOMEM`.
+fn new_slot(st: &mut State, vm: RawFd, len: u64, may_write: bool) -> Result<usize, i32> {
+    let size = span(len);
+    let gpa = st.next_gpa;
+    if gpa.checked_add(size).is_none_or(|e| e > FILE_GPA_END) {
+        return Err(libc::ENOMEM);
+    }
+    if st.slots.len() >= FILE_SLOTS as usize {
+        let j = st.slots.iter().position(|s| !st.in_use(s.id)).ok_or(libc::ENOMEM)?;
+        delete(st, vm, j);
+    }
+    let id = (FILE_SLOT_FIRST..FILE_SLOT_FIRST + FILE_SLOTS)
+        .find(|id| st.slots.iter().all(|s| s.id != *id))
+        .ok_or(libc::ENOMEM)?;
+    let ulen = usize::try_from(size).map_err(|_| libc::ENOMEM)?;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    // SAFETY: a fresh inaccessible anonymous mapping of our own.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), ulen, libc::PROT_NONE, flags, -1, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    let host = Arc::new(HostMap { ptr: p as usize, len: ulen });
+    // SAFETY: `host` stays mapped while the slot exists (the table holds
+    // it; the slot is deleted before the table lets go of it).
+    if !unsafe { set_region(vm, id, flags_of(may_write), gpa, size, host.ptr as u64) } {
+        return Err(libc::ENOMEM);
+    }
+    st.next_gpa = gpa + size;
+    st.slots.push(Slot { id, gpa, len: size, host, may_write, mapped: 0, broken: false });
+    Ok(st.slots.len() - 1)
+}
+
+/// Deletes slot `st.slots[j]` (KVM drops every cached translation of the
+/// VM), then lets go of its host mapping (unmapped with its last holder;
+/// never, for a [`Slot::broken`] one: its range may hold something else).
+fn delete(st: &mut State, vm: RawFd, j: usize) {
+    let s = st.slots.remove(j);
+    // SAFETY: deletes the slot (size 0) before its host mapping may go.
+    unsafe { set_region(vm, s.id, 0, s.gpa, 0, 0) };
+    if s.broken {
+        std::mem::forget(s.host);
+    }
+}
+
 impl FileMapper for GuestFiles {
     fn map(&self, addr: u64, len: u64, prot: u64, may_write: bool, off: u64, fd: i32) -> Result<(), i32> {
         let g = self.guest.get().and_then(Weak::upgrade).ok_or(libc::ENOMEM)?;
         let vm = self.vm.get().ok_or(libc::ENOMEM)?.as_raw_fd();
         let mut st = self.lock();
-        if st.slots.len() >= FILE_SLOTS as usize {
+        if len == 0 || !len.is_multiple_of(PAGE) {
             return Err(libc::ENOMEM);
         }
-        let gpa = st.next_gpa;
-        if gpa.checked_add(len).is_none_or(|e| e > FILE_GPA_END) || !len.is_multiple_of(PAGE) {
+        if st.slots.iter().filter(|s| st.in_use(s.id)).count() >= FILE_SLOTS as usize {
             return Err(libc::ENOMEM);
         }
-        let id = (FILE_SLOT_FIRST..FILE_SLOT_FIRST + FILE_SLOTS)
-            .find(|id| st.slots.iter().all(|s| s.id != *id))
-            .ok_or(libc::ENOMEM)?;
         let hprot = libc::PROT_READ | if may_write { libc::PROT_WRITE } else { 0 };
         let ulen = usize::try_from(len).map_err(|_| libc::ENOMEM)?;
         let hoff = libc::off_t::try_from(off).map_err(|_| libc::EOVERFLOW)?;
-        // SAFETY: a new shared mapping of the checked descriptor, never
-        // executable; the kernel refuses a writable one of a read-only
-        // descriptor.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), ulen, hprot, libc::MAP_SHARED, fd, hoff) };
-        if p == libc::MAP_FAILED {
-            return Err(errno());
+        // A free slot of the same access that takes it (the smallest), whose
+        // host range no one else holds; else a new one.
+        let free = st
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.may_write == may_write
+                    && s.len >= len
+                    && !s.broken
+                    && !st.in_use(s.id)
+                    && Arc::strong_count(&s.host) == 1
+            })
+            .min_by_key(|(_, s)| s.len)
+            .map(|(i, _)| i);
+        let i = match free {
+            Some(i) => i,
+            None => new_slot(&mut st, vm, len, may_write)?,
+        };
+        let (id, gpa, at) = (st.slots[i].id, st.slots[i].gpa, st.slots[i].host.ptr);
+        // SAFETY: the start of the free slot's own host range (no leaf
+        // points there, no one else holds it) becomes a shared mapping of
+        // the checked descriptor, never executable; the kernel refuses a
+        // writable one of a read-only descriptor.
+        let p = unsafe {
+            libc::mmap(at as *mut libc::c_void, ulen, hprot, libc::MAP_SHARED | libc::MAP_FIXED, fd, hoff)
+        };
+        if p as usize != at {
+            let e = errno();
+            // The kernel may have unmapped the range before failing:
+            // something of the monitor's could be placed there next, so the
+            // slot goes and the range is never touched again.
+            st.slots[i].broken = true;
+            delete(&mut st, vm, i);
+            return Err(e);
         }
-        let host = Arc::new(HostMap { ptr: p as usize, len: ulen });
-        // SAFETY: `host` stays mapped while the slot exists (the table holds
-        // it; every exit path below deletes the slot before dropping it).
-        if !unsafe { set_region(vm, id, flags(may_write), gpa, len, host.ptr as u64) } {
-            return Err(libc::ENOMEM);
-        }
-        st.next_gpa = gpa + len;
+        st.slots[i].mapped = len;
         let perms = Perms { user: true, write: prot & PROT_WRITE != 0, exec: false, pkey: 0 };
         let mut pt = g.pt.lock().unwrap_or_else(|e| e.into_inner());
-        let done = pt.set_leaves(&g.phys, addr, gpa, len, perms).and_then(|replaced| {
+        let mut done = pt.set_leaves(&g.phys, addr, gpa, len, perms);
+        if matches!(done, Err(PagingError::PoolExhausted(_))) && self.reclaim(&mut pt) {
+            // Tables earlier unmaps emptied, reusable after that flush.
+            let _ = pt.clear_leaves(&g.phys, addr, len);
+            done = pt.set_leaves(&g.phys, addr, gpa, len, perms);
+        }
+        let done = done.and_then(|replaced| {
             if prot == 0 {
                 pt.protect(&g.phys, addr, len, false, false)?;
             }
@@ -380,12 +529,19 @@ impl FileMapper for GuestFiles {
             }
             Err(_) => {
                 let _ = pt.clear_leaves(&g.phys, addr, len);
-                // SAFETY: deletes the slot made above (size 0).
-                unsafe { set_region(vm, id, 0, gpa, 0, 0) };
+                let _ = pt.prune(&g.phys, addr, len);
+                drop(pt);
+                // SAFETY: the part of the slot's own range mapped above.
+                if unsafe { empty(at as u64, len) } {
+                    st.slots[i].mapped = 0;
+                    crate::flush_tlb_fd(vm);
+                } else {
+                    st.slots[i].broken = true;
+                    delete(&mut st, vm, i);
+                }
                 return Err(libc::ENOMEM);
             }
         }
-        st.slots.push(Slot { id, gpa, len, host, may_write });
         let i = st.pieces.partition_point(|q| q.addr < addr);
         st.pieces.insert(i, Piece { addr, len, gpa, slot: id, prot });
         Ok(())
@@ -405,20 +561,57 @@ impl FileMapper for GuestFiles {
             split(&mut st.pieces, end);
             for p in st.pieces.iter().filter(|p| p.addr >= addr && p.addr + p.len <= end) {
                 pt.clear_leaves(&g.phys, p.addr, p.len).map_err(|_| libc::EINVAL)?;
+                // The tables this emptied go back to the pool (after the
+                // next full flush: `PageTables::reclaim`).
+                pt.prune(&g.phys, p.addr, p.len).map_err(|_| libc::EINVAL)?;
             }
         }
-        st.pieces.retain(|p| !(p.addr >= addr && p.addr + p.len <= end));
-        let used: Vec<u32> = st.pieces.iter().map(|p| p.slot).collect();
-        let (gone, kept): (Vec<Slot>, Vec<Slot>) = st.slots.drain(..).partition(|s| !used.contains(&s.id));
-        st.slots = kept;
-        if gone.is_empty() {
-            // Leaves went but every slot stays: flush them.
+        let (gone, kept): (Vec<Piece>, Vec<Piece>) =
+            st.pieces.drain(..).partition(|p| p.addr >= addr && p.addr + p.len <= end);
+        st.pieces = kept;
+        // The leaves are gone; now the translations KVM (and every vCPU's
+        // TLB) may still hold: emptying the pages' host range drops exactly
+        // those (the MMU notifier). A slot whose host range someone else
+        // holds (a forked child's VM, a copy in flight) cannot be emptied:
+        // deleted when no piece uses it, else one flush of the VM.
+        let mut flush = false;
+        let mut deleted = false;
+        for p in &gone {
+            let Some(j) = st.slots.iter().position(|s| s.id == p.slot) else { continue };
+            let own = Arc::strong_count(&st.slots[j].host) == 1 && !st.slots[j].broken;
+            if !st.in_use(p.slot) {
+                let s = &mut st.slots[j];
+                if s.mapped == 0 {
+                    continue; // emptied for an earlier piece of this call
+                }
+                // SAFETY: the file part of the slot's own host range; no
+                // leaf points into the slot any more.
+                if own && unsafe { empty(s.host.ptr as u64, s.mapped) } {
+                    s.mapped = 0;
+                } else {
+                    s.broken |= own;
+                    delete(&mut st, vm, j);
+                    deleted = true;
+                }
+            } else {
+                let s = &mut st.slots[j];
+                let at = s.host.ptr as u64 + (p.gpa - s.gpa);
+                // SAFETY: part of the slot's own host range whose leaves
+                // were just cleared.
+                if !(own && unsafe { empty(at, p.len) }) {
+                    // Broken: the range may have lost its mapping; the slot
+                    // goes once its last piece does, its range untouched.
+                    s.broken |= own;
+                    flush = true;
+                }
+            }
+        }
+        if flush && !deleted {
             crate::flush_tlb_fd(vm);
         }
-        for s in gone {
-            // SAFETY: deletes the slot (which drops every cached
-            // translation of the VM) before its host mapping may go.
-            unsafe { set_region(vm, s.id, 0, s.gpa, 0, 0) };
+        if flush || deleted {
+            // Every cached translation was just dropped.
+            g.pt.lock().unwrap_or_else(|e| e.into_inner()).reclaim();
         }
         Ok(())
     }
@@ -455,6 +648,25 @@ impl FileMapper for GuestFiles {
         // unmaps it meanwhile from another thread.
         Some(HostRange { addr: at, keep: s.host.clone() })
     }
+
+    fn host_pieces(&self, addr: u64, len: u64, write: bool) -> Vec<(HostRange, u64)> {
+        let st = self.lock();
+        let Some(end) = addr.checked_add(len) else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut at = addr;
+        // The pieces are sorted; each must begin where the last one ended.
+        for p in st.pieces.iter().filter(|p| overlaps(p, addr, end)) {
+            if p.addr > at || p.prot == 0 || write && p.prot & PROT_WRITE == 0 {
+                break;
+            }
+            let Some(s) = st.slots.iter().find(|s| s.id == p.slot) else { break };
+            let n = end.min(p.addr + p.len) - at;
+            let h = s.host.ptr as u64 + (p.gpa - s.gpa) + (at - p.addr);
+            out.push((HostRange { addr: h, keep: s.host.clone() }, n));
+            at += n;
+        }
+        out
+    }
 }
 
 impl Drop for GuestFiles {
@@ -467,6 +679,10 @@ impl Drop for GuestFiles {
                 // SAFETY: deletes the slot (size 0).
                 unsafe { set_region(vm.as_raw_fd(), s.id, 0, s.gpa, 0, 0) };
             }
+        }
+        for s in st.slots.iter().filter(|s| s.broken) {
+            // Never unmapped (see `Slot::broken`).
+            std::mem::forget(s.host.clone());
         }
     }
 }

@@ -170,9 +170,11 @@ pub const FILEMAP_VA: u64 = 0x0000_4000_0000_0000;
 /// Longest file-mapping range (as on the process backend).
 pub const FILEMAP_MAX: u64 = 64 << 30;
 /// Guest-physical addresses of file slots, `[FILE_GPA, FILE_GPA_END)`:
-/// handed out by a per-VM bump pointer and never reused within a VM, so a
-/// stale translation can only reach an address without a slot (an MMIO
-/// exit), never another mapping.
+/// handed out by a per-VM bump pointer. A deleted slot's are never reused
+/// within a VM, so a stale translation can only reach an address without a
+/// slot (an MMIO exit), never another mapping; a slot kept empty for the
+/// next mapping keeps its own (`files.rs`: emptying it dropped every
+/// translation to the old pages first).
 pub const FILE_GPA: u64 = 1 << 39;
 /// End of the file slots' guest-physical addresses.
 pub const FILE_GPA_END: u64 = 1 << 40;

@@ -851,7 +851,18 @@ fn file_mmio(
         let what = format!("ring 0 touched file slot address {gpa:#x} at rip {:#x}", before.rip);
         return Err(GuestError::ProxyKernelFault(what).into());
     }
-    let hit = d.files.fault_at(gpa).map_or(FileHit::Gone(0), FileHit::PastEnd);
+    let hit = match d.files.fault_at(gpa) {
+        Some(va) => FileHit::PastEnd(va),
+        // A slot deleted under a translation the vCPU still held: the
+        // address the instruction touched, as the `EFAULT` path finds it.
+        None => {
+            let code = (1..=15).rev().find_map(|n| d.view.peek(before.rip, n).ok());
+            let (lo, hi) = (layout::FILEMAP_VA, layout::FILEMAP_VA + layout::FILEMAP_MAX);
+            FileHit::Gone(
+                code.and_then(|c| files::access_in(&c, before.rip, &before, &sregs, lo, hi)).unwrap_or(0),
+            )
+        }
+    };
     file_signal(vcpu, d, &before, &sregs, hit, write, ending)
 }
 
@@ -1134,7 +1145,13 @@ pub fn commit(d: &Guest, addr: u64, len: u64, prot: u64, target: u64) -> (i64, b
     }
     let gpa = d.arena_gpa + (target - layout::ARENA_VA);
     let perms = paging::Perms { user: true, write: prot & 2 != 0, exec: false, pkey: 0 };
-    let replaced = match pt.set_leaves(&d.phys, addr, gpa, len, perms) {
+    let mut set = pt.set_leaves(&d.phys, addr, gpa, len, perms);
+    if matches!(set, Err(paging::PagingError::PoolExhausted(_))) && d.files.reclaim(&mut pt) {
+        // Tables that file unmaps emptied, reusable after that flush.
+        let _ = pt.clear_leaves(&d.phys, addr, len);
+        set = pt.set_leaves(&d.phys, addr, gpa, len, perms);
+    }
+    let replaced = match set {
         Ok(r) => r,
         Err(paging::PagingError::PoolExhausted(_)) => return (-ENOMEM, true),
         Err(_) => return (-EINVAL, true),

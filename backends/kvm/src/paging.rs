@@ -126,6 +126,13 @@ pub struct PageTables {
     pub small: u64,
     /// 2 MiB leaf entries written.
     pub large: u64,
+    /// Tables [`PageTables::prune`] emptied and unlinked, not yet reusable:
+    /// until every cached translation of the VM is dropped, a vCPU (KVM's
+    /// shadow of the tables, on a host without EPT) may still walk through
+    /// them from the addresses they served ([`PageTables::reclaim`]).
+    retired: Vec<u64>,
+    /// Emptied (all-zero) tables reused before the pool's untouched pages.
+    free: Vec<u64>,
 }
 
 fn index(va: u64, level: u32) -> u64 {
@@ -139,7 +146,16 @@ impl PageTables {
         if !pool.is_multiple_of(PAGE) || pool_end <= pool {
             return Err(PagingError::PoolExhausted(0));
         }
-        Ok(PageTables { root: pool, next: pool + PAGE, end: pool_end, reloc: None, small: 0, large: 0 })
+        Ok(PageTables {
+            root: pool,
+            next: pool + PAGE,
+            end: pool_end,
+            reloc: None,
+            small: 0,
+            large: 0,
+            retired: Vec::new(),
+            free: Vec::new(),
+        })
     }
 
     /// From now on the tables' entries hold addresses relocated by `r`
@@ -172,12 +188,27 @@ impl PageTables {
         self.root
     }
 
-    /// Pages of the pool used so far.
+    /// Pages of the pool in use (tables, the root included).
     pub fn used_pages(&self) -> u64 {
-        (self.next - self.root) / PAGE
+        (self.next - self.root) / PAGE - (self.retired.len() + self.free.len()) as u64
+    }
+
+    /// Tables emptied but not reusable before the next full flush.
+    pub fn retired(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// Makes the retired tables reusable. Call only after every cached
+    /// translation of the VM was dropped since they were retired (a slot
+    /// deletion, `flush_tlb`), with no [`PageTables::prune`] in between.
+    pub fn reclaim(&mut self) {
+        self.free.append(&mut self.retired);
     }
 
     fn alloc(&mut self) -> Result<u64, PagingError> {
+        if let Some(p) = self.free.pop() {
+            return Ok(p);
+        }
         if self.next >= self.end {
             return Err(PagingError::PoolExhausted((self.end - self.root) / PAGE));
         }
@@ -363,6 +394,61 @@ impl PageTables {
         Ok(())
     }
 
+    /// After [`PageTables::clear_leaves`] of `[va, va + len)`: every table
+    /// under the root that this range reaches and that is now all zeros is
+    /// unlinked from its parent and retired (bottom up: a directory whose
+    /// last table went goes too). Returns how many.
+    pub fn prune(&mut self, mem: &PhysMemory, va: u64, len: u64) -> Result<usize, PagingError> {
+        let end = va.saturating_add(len);
+        let mut n = 0;
+        // Levels 1, 2, 3 (tables of 4 KiB leaves, directories, directory
+        // pointers): the span one table of that level covers.
+        for level in 1..=3u32 {
+            let span = PAGE << (9 * level);
+            let mut v = va & !(span - 1);
+            while v < end {
+                if let Some((slot, table)) = self.table_at(mem, v, level)? {
+                    let mut empty = true;
+                    for i in 0..512 {
+                        if mem.read_u64(table + i * 8)? != 0 {
+                            empty = false;
+                            break;
+                        }
+                    }
+                    if empty {
+                        mem.write_u64(slot, 0)?;
+                        self.retired.push(table);
+                        n += 1;
+                    }
+                }
+                v = v.saturating_add(span);
+                if v == u64::MAX {
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// The parent's entry slot and the address of the `level` table (1:
+    /// the table of 4 KiB leaves) that serves `va`, if present (never the
+    /// root, never a 2 MiB page).
+    fn table_at(&self, mem: &PhysMemory, va: u64, level: u32) -> Result<Option<(u64, u64)>, PagingError> {
+        let mut table = self.root;
+        for l in (level + 1..=4).rev() {
+            let slot = table + index(va, l) * 8;
+            let e = mem.read_u64(slot)?;
+            if e & PTE_P == 0 || e & PTE_PS != 0 {
+                return Ok(None);
+            }
+            table = self.target(e)?;
+            if l == level + 1 {
+                return Ok(Some((slot, table)));
+            }
+        }
+        Ok(None)
+    }
+
     /// The slot of the leaf entry for `va` and whether it is a 2 MiB page;
     /// `None` if an upper level is not present.
     fn leaf_slot(&self, mem: &PhysMemory, va: u64) -> Result<Option<(u64, bool)>, PagingError> {
@@ -463,6 +549,43 @@ mod tests {
         assert_eq!(pt.lookup(&m, 0x40_3000).expect("walk"), None);
         assert_eq!(pt.large, 2);
         assert_eq!(pt.small, 3);
+    }
+
+    #[test]
+    fn emptied_tables_are_pruned_and_reused_only_after_reclaim() {
+        let m = PhysMemory::new(8 << 20).expect("map");
+        let mut pt = PageTables::new(0x10_0000, 0x20_0000).expect("pool");
+        let va = 0x4000_0000_0000;
+        pt.map(&m, 0x40_1000, 0x40_0000, 0x1000, RW_USER).expect("a neighbour");
+        let before = pt.used_pages();
+        // 4 MiB + 1 page: three tables of leaves, one directory, one
+        // directory pointer under a root entry of their own.
+        pt.set_leaves(&m, va, 0x1000, (4 << 20) + 0x1000, RW_USER).expect("leaves");
+        assert_eq!(pt.used_pages(), before + 5);
+        pt.clear_leaves(&m, va, 2 << 20).expect("clear the first 2 MiB");
+        assert_eq!(pt.prune(&m, va, 2 << 20).expect("prune"), 1, "only the emptied table");
+        assert_eq!(
+            pt.lookup(&m, va + (2 << 20)).expect("walk").map(|(e, _)| e & PTE_ADDR),
+            Some(0x1000 + (2 << 20))
+        );
+        pt.clear_leaves(&m, va + (2 << 20), (2 << 20) + 0x1000).expect("clear the rest");
+        assert_eq!(
+            pt.prune(&m, va, (4 << 20) + 0x1000).expect("prune"),
+            4,
+            "two tables, the directory, the pointer"
+        );
+        assert_eq!(pt.used_pages(), before);
+        assert_eq!(m.read_u64(pt.root() + index(va, 4) * 8).expect("root"), 0, "unlinked from the root");
+        assert!(pt.lookup(&m, 0x40_1000).expect("walk").is_some(), "the neighbour stays");
+        let next = pt.next;
+        pt.set_leaves(&m, va, 0x1000, 0x1000, RW_USER).expect("again");
+        assert_eq!(pt.next, next + 3 * PAGE, "retired tables are not reused before reclaim");
+        pt.clear_leaves(&m, va, 0x1000).expect("clear");
+        pt.prune(&m, va, 0x1000).expect("prune");
+        pt.reclaim();
+        pt.set_leaves(&m, va, 0x1000, 0x1000, RW_USER).expect("once more");
+        assert_eq!(pt.next, next + 3 * PAGE, "reclaimed tables are reused");
+        assert_eq!(pt.used_pages(), before + 3);
     }
 
     #[test]

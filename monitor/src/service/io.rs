@@ -10,7 +10,7 @@
 use std::os::fd::RawFd;
 
 use super::{host, Fail, Service, Sys, IOV_MAX, MAX_COPY};
-use crate::memory::{GuestMemory, HostPieces};
+use crate::memory::{GuestMemory, HostPieces, HostRange};
 
 /// A checked data buffer: one host range (the fast path, as before) or the
 /// host pieces of a range that straddles non-contiguous commits of the
@@ -94,12 +94,25 @@ fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: 
     // Where the pages are, looked up right before the copy (after a read
     // that may block: a mapping unmapped meanwhile is EFAULT) and held
     // (the monitor's mapping, on KVM) until it is done.
-    let look = || w.remote(addr, len, fills).ok_or(Fail::Errno(libc::EFAULT));
+    let look = || w.remote_pieces(addr, len, fills).ok_or(Fail::Errno(libc::EFAULT));
     if w.pid.load(std::sync::atomic::Ordering::SeqCst) <= 0 {
         return Some(Err(Fail::Errno(libc::EFAULT)));
     }
     let mut tmp = vec![0u8; (len as usize).min(BOUNCE_MAX)];
-    let remote = |at: u64, n: usize| libc::iovec { iov_base: at as *mut libc::c_void, iov_len: n };
+    // The first `n` bytes of the buffer's host pieces (one per mapping it
+    // crosses), as iovecs.
+    let remote = |pieces: &[(HostRange, u64)], mut n: usize| -> Vec<libc::iovec> {
+        let mut v = Vec::with_capacity(pieces.len());
+        for (h, len) in pieces {
+            let k = (*len as usize).min(n);
+            if k == 0 {
+                break;
+            }
+            v.push(libc::iovec { iov_base: h.addr as *mut libc::c_void, iov_len: k });
+            n -= k;
+        }
+        v
+    };
     let local = |b: &mut [u8], n: usize| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: n };
     Some(match op {
         Vectored::Readv | Vectored::Preadv => {
@@ -117,10 +130,10 @@ fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: 
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
-            let (l, r) = (local(&mut tmp, n), remote(to.addr, n));
+            let (l, r) = (local(&mut tmp, n), remote(&to, n));
             // SAFETY: reads our buffer, writes the child's memory through
             // the kernel (checked there).
-            let done = unsafe { libc::process_vm_writev(pid, &l, 1, &r, 1, 0) };
+            let done = unsafe { libc::process_vm_writev(pid, &l, 1, r.as_ptr(), r.len() as u64, 0) };
             if done <= 0 {
                 Err(Fail::Errno(libc::EFAULT))
             } else {
@@ -133,10 +146,10 @@ fn bounce(fd: RawFd, mem: &GuestMemory, addr: u64, len: u64, op: Vectored, off: 
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
-            let (l, r) = (local(&mut tmp, n), remote(from.addr, n));
+            let (l, r) = (local(&mut tmp, n), remote(&from, n));
             // SAFETY: reads the child's memory through the kernel, writes
             // our buffer.
-            let got = unsafe { libc::process_vm_readv(pid, &l, 1, &r, 1, 0) };
+            let got = unsafe { libc::process_vm_readv(pid, &l, 1, r.as_ptr(), r.len() as u64, 0) };
             drop(from);
             if got <= 0 {
                 return Some(Err(Fail::Errno(libc::EFAULT)));

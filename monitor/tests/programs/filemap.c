@@ -16,6 +16,14 @@
  *   filemap bus DIR           a child that reads past the end with no handler
  *                             dies of SIGBUS; its parent goes on
  *   filemap race DIR          a thread reads while another unmaps: SIGSEGV
+ *   filemap recycle DIR       unmapped pages never show the next mapping's:
+ *                             a reader of A while A is unmapped and B mapped,
+ *                             1,000 A/B swaps, read-only ones, across fork
+ *   filemap big DIR           1 GiB mappings made, touched and unmapped (but
+ *                             their last page) 3 times, then 1,000 anonymous
+ *                             commits 2 MiB apart
+ *   filemap span DIR          pread/pwrite/read/write of a buffer crossing
+ *                             two adjacent mappings, then half unmapped
  *   filemap bench FILE N [noping]  atomic increments and a futex ping-pong (ns)
  */
 #define _GNU_SOURCE
@@ -469,6 +477,15 @@ static void churn_case(const char *dir) {
         munmap(maps[i], PG);
     char *again = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     printf("after them: %s\n", res((long)again));
+    /* Larger than any of them (KVM: every slot number is taken by a free
+     * slot too small, so one of them goes for a new one). */
+    char *big = mmap(NULL, 256 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    printf("a larger one: %s", res((long)big));
+    if (big != MAP_FAILED) {
+        big[0] = 'x';
+        printf(", reads %c\n", again[0]);
+    } else
+        printf("\n");
     close(fd);
 }
 
@@ -559,6 +576,216 @@ static void race_case(const char *dir) {
     close(fd);
 }
 
+/* --- what an unmapped mapping's place shows next (KVM reuses its slot) --- */
+static volatile int recycle_seen_other;
+static void *recycle_reader(void *arg) {
+    (void)arg;
+    int sig = sigsetjmp(race_jb, 1);
+    if (sig)
+        return (void *)(long)sig;
+    for (long i = 0;; i++) {
+        char c = race_map[(i & 7) * 512];
+        if (c != 'A')
+            recycle_seen_other = c ? c : '0';
+        race_started = 1;
+    }
+}
+
+static int fill_file(const char *dir, const char *name, char c, int pages, int flags) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    char b[PG];
+    memset(b, c, PG);
+    for (int i = 0; i < pages; i++)
+        pwrite(fd, b, PG, (off_t)i * PG);
+    if (flags == O_RDONLY) {
+        close(fd);
+        fd = open(path, O_RDONLY);
+    }
+    return fd;
+}
+
+static void recycle_case(const char *dir) {
+    int fa = fill_file(dir, "a.dat", 'A', 1, O_RDWR);
+    int fb = fill_file(dir, "b.dat", 'B', 2, O_RDWR);
+    int fr = fill_file(dir, "r.dat", 'R', 1, O_RDONLY);
+    struct sigaction sa = {0};
+    sa.sa_handler = race_fault;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    /* A thread reads A in a loop; A goes, B (two pages: not at A's place)
+     * comes: the reader sees A's bytes, then SIGSEGV, never B's. */
+    race_map = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    char *next = mmap(NULL, PG, PROT_READ, MAP_SHARED, fa, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, recycle_reader, NULL);
+    while (!race_started)
+        ;
+    struct timespec d = {0, 20 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    char *old = (char *)race_map;
+    printf("munmap of A under the reader: %s\n", res(munmap(old, PG)));
+    char *b = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fb, 0);
+    int b_ok = b != MAP_FAILED && b[0] == 'B' && b[PG] == 'B';
+    if (b != MAP_FAILED)
+        b[1] = 'b';
+    void *r;
+    pthread_join(t, &r);
+    printf("reader: %s, saw other bytes: %s\n", (long)r == SIGSEGV ? "SIGSEGV" : "other",
+           recycle_seen_other ? "yes" : "no");
+    sa.sa_handler = on_fault; /* touch()'s, from here on */
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    printf("B mapped: %s, at A's place: %s, old place: %s\n", b_ok ? "reads B" : "wrong", b == old ? "yes" : "no",
+           touch(old, 0));
+    munmap(b, 2 * PG);
+    munmap(next, PG);
+    /* 1,000 swaps, touching each: A's pages after A went, B's after B
+     * went, read-only ones among them: each mapping shows its own file
+     * only, and a write to one never reaches the other file. */
+    int bad = 0, faults = 0;
+    for (int i = 0; i < 1000; i++) {
+        volatile char *a = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+        bad += a[100] != 'A';
+        a[200] = 'A';
+        munmap((void *)a, PG);
+        faults += strcmp(touch(a, 0), "SIGSEGV") != 0;
+        int size = (1 + i % 3) * PG;
+        volatile char *x = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fb, 0);
+        bad += x[100] != 'B' && x[100] != 'b';
+        x[300] = 'b';
+        volatile char *ro = mmap(NULL, PG, PROT_READ, MAP_SHARED, fr, 0);
+        bad += ro[5] != 'R';
+        faults += strcmp(touch(ro, 1), "SIGSEGV") != 0;
+        munmap((void *)x, size);
+        munmap((void *)ro, PG);
+        faults += strcmp(touch(x, 0), "SIGSEGV") != 0;
+    }
+    char ca[PG], cb[PG], cr[PG];
+    pread(fa, ca, PG, 0);
+    pread(fb, cb, PG, 0);
+    pread(fr, cr, PG, 0);
+    int clean = 1;
+    for (int i = 0; i < PG; i++)
+        clean &= ca[i] == 'A' && cr[i] == 'R' && cb[i] == (i == 1 || i == 300 ? 'b' : 'B');
+    printf("swaps: %d wrong bytes, %d missing faults, files: %s\n", bad, faults, clean ? "as written" : "mixed");
+    /* Across fork: the child keeps what it inherited after the parent
+     * unmaps, and each side's next mappings are its own. */
+    volatile char *a = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    (void)a[0];
+    fflush(stdout);
+    int pp[2], cp[2];
+    pipe(pp);
+    pipe(cp);
+    pid_t p = fork();
+    if (p == 0) {
+        char c;
+        read(pp[0], &c, 1); /* the parent unmapped it */
+        int ok = a[0] == 'A';
+        munmap((void *)a, PG);
+        volatile char *y = mmap(NULL, PG, PROT_READ, MAP_SHARED, fb, 0);
+        ok &= y[0] == 'B';
+        write(cp[1], "x", 1);
+        read(pp[0], &c, 1); /* the parent mapped B again */
+        ok &= y[0] == 'B' && y[1] == 'b';
+        _exit(ok ? 0 : 1);
+    }
+    munmap((void *)a, PG);
+    write(pp[1], "x", 1);
+    char c;
+    read(cp[0], &c, 1);
+    volatile char *z = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    int zok = z[0] == 'A';
+    write(pp[1], "x", 1);
+    printf("fork: child %d, parent maps A again: %s\n", wait_child(p), zok ? "reads A" : "wrong");
+    close(fa);
+    close(fb);
+    close(fr);
+}
+
+/* --- large mappings one after another (KVM: their page tables come back).
+ * Each keeps its last page mapped, so the next cannot take its place: every
+ * one is at new addresses. --- */
+static void big_case(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/big.dat", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    size_t len = (size_t)1 << 30;
+    ftruncate(fd, (off_t)len);
+    int ok = 0;
+    const char *why = "";
+    volatile char *kept[3];
+    for (int i = 0; i < 3; i++) {
+        volatile char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) {
+            why = en(errno);
+            break;
+        }
+        m[0] = (char)i;
+        m[len - 1] = (char)i;
+        kept[i] = m + len - PG;
+        ok += m[0] == (char)i && m[len - 1] == (char)i && munmap((void *)m, len - PG) == 0;
+    }
+    int still = 1;
+    for (int i = 0; i < ok; i++)
+        still &= kept[i][PG - 1] == (char)(ok - 1) && munmap((void *)kept[i], PG) == 0;
+    printf("1 GiB mappings: %d of 3%s%s, their last pages: %s\n", ok, *why ? ", then " : "", why, still ? "ok" : "wrong");
+    /* Then anonymous memory committed a page every 2 MiB over 2 GiB: one
+     * more table each (KVM: from the same pool). */
+    char *r = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    int done = 0;
+    for (size_t o = 0; r != MAP_FAILED && o < 2 * len && done < 1000; o += 2 << 20) {
+        if (mprotect(r + o, PG, PROT_READ | PROT_WRITE) != 0)
+            break;
+        r[o] = 1;
+        done++;
+    }
+    printf("then commits: %d of 1000\n", done);
+    close(fd);
+}
+
+/* --- a buffer across two adjacent mappings --- */
+static void span_case(const char *dir) {
+    int fa = fill_file(dir, "sa.dat", 'a', 1, O_RDWR);
+    int fb = fill_file(dir, "sb.dat", 'b', 1, O_RDWR);
+    int src = fill_file(dir, "src.dat", 's', 1, O_RDWR);
+    int out = fill_file(dir, "out.dat", '-', 1, O_RDWR);
+    char *m1 = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+    char *m2 = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, fb, 0);
+    char *lo = m1 < m2 ? m1 : m2, *hi = m1 < m2 ? m2 : m1;
+    printf("adjacent: %s\n", hi == lo + PG ? "yes" : "no");
+    char *p = hi - 100;
+    char want[200], got[256] = {0};
+    memcpy(want, p, 200);
+    printf("pwrite across: %ld\n", (long)pwrite(out, p, 200, 0));
+    pread(out, got, 200, 0);
+    printf("the file got: %s\n", memcmp(got, want, 200) ? "other bytes" : "both mappings' bytes");
+    printf("pread across: %ld\n", (long)pread(src, p, 200, 0));
+    int s_ok = 1;
+    for (int i = 0; i < 200; i++)
+        s_ok &= p[i] == 's';
+    printf("both files: %s, %s\n", s_ok && lo[PG - 1] == 's' ? "written" : "not", hi[99] == 's' && hi[100] != 's' ? "written to 100" : "not");
+    lseek(out, 0, SEEK_SET);
+    printf("write across: %ld\n", (long)write(out, p, 200));
+    lseek(src, 0, SEEK_SET);
+    printf("read across: %ld\n", (long)read(src, p, 200));
+    /* The upper one goes: what reaches it is a short count, as natively. */
+    munmap(hi, PG);
+    printf("pwrite half unmapped: %s\n", res(pwrite(out, p, 200, 0)) [0] == 'o' ? "short" : "error");
+    long n = pwrite(out, p, 200, 0);
+    printf("  count: %ld\n", n < 0 ? -(long)errno : n);
+    n = pread(src, p, 200, 0);
+    printf("pread half unmapped: %ld\n", n < 0 ? -(long)errno : n);
+    n = pwrite(out, hi, 10, 0);
+    printf("pwrite from the unmapped one: %s\n", n < 0 ? en(errno) : "ok");
+    munmap(lo, PG);
+    close(fa);
+    close(fb);
+    close(src);
+    close(out);
+}
+
 /* --- measurements --- */
 static double now_ns(void) {
     struct timespec t;
@@ -637,6 +864,12 @@ int main(int argc, char **argv) {
         bus_case(argv[2]);
     else if (!strcmp(m, "race") && argc > 2)
         race_case(argv[2]);
+    else if (!strcmp(m, "recycle") && argc > 2)
+        recycle_case(argv[2]);
+    else if (!strcmp(m, "big") && argc > 2)
+        big_case(argv[2]);
+    else if (!strcmp(m, "span") && argc > 2)
+        span_case(argv[2]);
     else if (!strcmp(m, "bench") && argc > 3)
         bench_case(argv[2], atoi(argv[3]), argc < 5 || strcmp(argv[4], "noping"));
     else {
