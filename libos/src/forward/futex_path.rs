@@ -227,8 +227,9 @@ fn spin(addr: u64, val: u32) -> Option<i64> {
     None
 }
 
-/// Whether a wait spins after `misses` waits without a spin that paid.
-fn should_spin(misses: u32) -> bool {
+/// Whether a wait spins after `misses` waits without a spin that paid
+/// (also the rule of `ring_client` for a forwarded readiness wait).
+pub(super) fn should_spin(misses: u32) -> bool {
     misses < MISSES_BEFORE_PAUSE || misses.is_multiple_of(PROBE_EVERY)
 }
 

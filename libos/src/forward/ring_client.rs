@@ -96,7 +96,20 @@ pub(super) fn call(nr: u64, args: &[u64; 6], flags: u32, site: u64) -> i64 {
         wait_completion(&r, tail.wrapping_sub(1), spin);
         r.cq_head().store(tail, Ordering::Release);
     }
-    wait_completion(&r, tail, if futex_wait || park { 0 } else { spin });
+    // A readiness wait is answered when a descriptor becomes ready: at once
+    // on a busy server, after a real wait on a quiet one, where a long spin
+    // only takes the CPU from the threads (and the client) that would make
+    // it ready. It spins while its spins pay (`WaitSpin`).
+    let wait = if spin > 0 && is_readiness_wait(nr) { Some(WaitSpin::of_this_thread()) } else { None };
+    let spin = match wait {
+        _ if futex_wait || park => 0,
+        Some(w) if !w.spins() => 0,
+        _ => spin,
+    };
+    let answered = wait_completion(&r, tail, spin);
+    if let Some(w) = wait {
+        w.record(spin > 0, answered);
+    }
     let c = r.read_completion(tail);
     r.cq_head().store(tail.wrapping_add(1), Ordering::Release);
     if c.tag != tail.wrapping_add(1) {
@@ -155,6 +168,47 @@ pub(super) fn drain_posted() {
     }
 }
 
+/// Calls that wait for one of many descriptors to become ready (their
+/// answer may take as long as their timeout).
+fn is_readiness_wait(nr: u64) -> bool {
+    use super::nr;
+    matches!(
+        nr,
+        nr::epoll_wait
+            | nr::epoll_pwait
+            | nr::epoll_pwait2
+            | nr::poll
+            | nr::ppoll
+            | nr::select
+            | nr::pselect6
+    )
+}
+
+/// The long completion spin of a thread's forwarded readiness waits, kept
+/// while it pays: after `futex_path`'s number of waits in a row whose spin
+/// ran out, the thread's waits sleep after the short spin only, probing
+/// with the long one now and then (the rule of `futex_path::should_spin`).
+#[derive(Clone, Copy)]
+struct WaitSpin(&'static core::sync::atomic::AtomicU32);
+
+impl WaitSpin {
+    fn of_this_thread() -> WaitSpin {
+        WaitSpin(&thread::current().wait_misses)
+    }
+
+    /// Whether this wait spins long.
+    fn spins(self) -> bool {
+        super::futex_path::should_spin(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Counts a wait that `spun` long (or not) and was `answered` before
+    /// it slept: an answer within the spin resets the count.
+    fn record(self, spun: bool, answered: bool) {
+        let m = self.0.load(Ordering::Relaxed);
+        self.0.store(if spun && answered { 0 } else { m.wrapping_add(1) }, Ordering::Relaxed);
+    }
+}
+
 /// Publishes one submission on this thread's ring and, with `wake`, wakes
 /// the worker if it may sleep (without: the caller's next doorbell wait
 /// does); the ring and the submission's index.
@@ -186,10 +240,11 @@ fn submit(nr: u64, args: &[u64; 6], flags: u32, site: u64, wake: bool) -> Option
 
 /// Returns once completion `index` is published: spins (`spin_ticks` TSC
 /// ticks, or `SPIN_ITERATIONS` polls when 0), then sleeps on the doorbell.
-fn wait_completion(r: &RingPtr, index: u32, spin_ticks: u64) {
+/// `true` when it was published before the sleep.
+fn wait_completion(r: &RingPtr, index: u32, spin_ticks: u64) -> bool {
     for _ in 0..SPIN_ITERATIONS {
         if r.completion_ready(index) {
-            return;
+            return true;
         }
         core::hint::spin_loop();
     }
@@ -198,7 +253,7 @@ fn wait_completion(r: &RingPtr, index: u32, spin_ticks: u64) {
         while rdtsc().wrapping_sub(start) < spin_ticks {
             for _ in 0..32 {
                 if r.completion_ready(index) {
-                    return;
+                    return true;
                 }
                 core::hint::spin_loop();
             }
@@ -216,6 +271,7 @@ fn wait_completion(r: &RingPtr, index: u32, spin_ticks: u64) {
         futex(r.cq_doorbell().as_ptr() as u64, FUTEX_WAIT, seen as u64);
     }
     r.cq_waiting().store(0, Ordering::SeqCst);
+    false
 }
 
 /// KVM domain: wait and wake with the ring-3 doorbell port instead of futex.
@@ -273,5 +329,56 @@ fn futex(addr: u64, op: u64, val: u64) {
     // memory.
     unsafe {
         syscall6(NR_FUTEX, &[addr, op, val, t, 0, 0]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_waits_are_told_apart() {
+        use super::super::nr;
+        for n in
+            [nr::epoll_wait, nr::epoll_pwait, nr::epoll_pwait2, nr::poll, nr::ppoll, nr::select, nr::pselect6]
+        {
+            assert!(is_readiness_wait(n), "{n}");
+        }
+        for n in [nr::read, nr::recvfrom, nr::write, nr::accept4, nr::futex, nr::epoll_ctl] {
+            assert!(!is_readiness_wait(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_readiness_wait_spins_while_its_spins_pay() {
+        let w = WaitSpin(Box::leak(Box::new(core::sync::atomic::AtomicU32::new(0))));
+        // Waits answered within the spin keep it.
+        for _ in 0..100 {
+            assert!(w.spins());
+            w.record(true, true);
+        }
+        // Four misses in a row: the long spin stops...
+        for _ in 0..4 {
+            assert!(w.spins());
+            w.record(true, false);
+        }
+        assert!(!w.spins());
+        // ...and waits that did not spin never bring it back by themselves
+        // (an answer found by the short spin says nothing about the long one)...
+        let mut probes = 0;
+        for _ in 0..200 {
+            let spun = w.spins();
+            probes += u32::from(spun);
+            w.record(spun, !spun);
+        }
+        // ...but a probe now and then does, and one that pays restores it.
+        assert!(probes >= 2, "{probes}");
+        while !w.spins() {
+            w.record(false, true);
+        }
+        w.record(true, true);
+        assert!(w.spins());
+        w.record(true, false);
+        assert!(w.spins());
     }
 }

@@ -65,6 +65,10 @@ pub(crate) struct Block {
     /// The thread's futex waits since its last spin that saw its word
     /// change (`futex_path`: the spin is left out while it does not pay).
     pub(crate) futex_misses: AtomicU32,
+    /// The thread's forwarded readiness waits (`epoll_wait`, `poll`,
+    /// `select`...) since the last whose long completion spin saw the
+    /// answer (`ring_client`: the spin is left out while it does not pay).
+    pub(crate) wait_misses: AtomicU32,
     /// The thread's alternate signal stack (`stack_t`: `ss_sp`, `ss_flags`,
     /// `ss_size`): per thread, as on Linux. A new thread starts without one
     /// (Go gives every thread its own and takes a signal on any other stack
@@ -106,6 +110,7 @@ const EMPTY: Block = Block {
     start: [const { AtomicU64::new(0) }; ThreadStart::SIZE / 8],
     sigmask: AtomicU64::new(0),
     futex_misses: AtomicU32::new(0),
+    wait_misses: AtomicU32::new(0),
     altstack: [AtomicU64::new(0), AtomicU64::new(super::signals::SS_DISABLE), AtomicU64::new(0)],
     site_rsp: AtomicU64::new(0),
     interrupted_call: AtomicU64::new(0),
@@ -182,6 +187,7 @@ impl Block {
         self.exit_index.store(0, Ordering::Relaxed);
         self.posted.store(0, Ordering::Relaxed);
         self.futex_misses.store(0, Ordering::Relaxed);
+        self.wait_misses.store(0, Ordering::Relaxed);
         for (w, v) in self.altstack.iter().zip([0, super::signals::SS_DISABLE, 0]) {
             w.store(v, Ordering::Relaxed);
         }
