@@ -1159,22 +1159,24 @@ mod tests {
         });
     }
 
+    /// Whether the worker of `r` is asleep on its doorbell within `d`.
+    fn asleep_within(r: &RingPtr, d: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
     /// After a thread's exit or start (`SUB_THREAD`) the worker sleeps at
     /// once instead of polling for its spin (docs/threads.md, "Waiting"):
     /// with a 30 s spin it must be asleep on its doorbell within 2 s of
     /// serving either, while after an ordinary call it still polls.
     #[test]
     fn a_worker_sleeps_at_once_after_a_thread_exit_or_start() {
-        let asleep_within = |r: &RingPtr, d: Duration| {
-            let t0 = Instant::now();
-            while t0.elapsed() < d {
-                if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            false
-        };
         for (nr, flags, sleeps) in [
             (libc::SYS_exit, SUB_THREAD, true),
             (libc::SYS_clone, SUB_THREAD, true),
@@ -1209,16 +1211,6 @@ mod tests {
     /// (16 µs · 2^21 > 30 s) still polls 300 ms after the last.
     #[test]
     fn the_spin_grows_with_the_calls() {
-        let asleep_within = |r: &RingPtr, d: Duration| {
-            let t0 = Instant::now();
-            while t0.elapsed() < d {
-                if r.sq_sleeping().load(Ordering::SeqCst) != 0 {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            false
-        };
         for (calls, sleeps) in [(1u32, true), (21, false)] {
             let (_a, r, s) = setup();
             let m = test_memory();
