@@ -98,6 +98,20 @@ impl FileKey {
     fn ns(t: (i64, u32)) -> i128 {
         i128::from(t.0) * 1_000_000_000 + i128::from(t.1)
     }
+
+    /// When a file with this key is old enough for the key to be stored or
+    /// used: [`RACY_NS`] after its last change (mtime or ctime), in ns
+    /// since the epoch.
+    fn settled_at(&self) -> i128 {
+        Self::ns(self.mtime).max(Self::ns(self.ctime)) + RACY_NS
+    }
+}
+
+/// How long until `file` is old enough for its key to be stored or used
+/// (zero when it is now): a file read earlier is always checked in full.
+pub fn time_to_settle(file: &std::fs::File) -> std::io::Result<std::time::Duration> {
+    let wait = FileKey::of(&fstat(file.as_raw_fd())?).settled_at() - now_ns();
+    Ok(std::time::Duration::from_nanos(wait.clamp(0, i128::from(u64::MAX)) as u64))
 }
 
 /// A file read once into memory, with its key when it was stable.
@@ -175,12 +189,8 @@ pub fn read_with(file: &mut std::fs::File, limit: u64, between: impl FnOnce()) -
         file.take(more).read_to_end(&mut bytes)?;
     }
     let after = FileKey::of(&fstat(fd)?);
-    let old = |t: (i64, u32)| FileKey::ns(t) <= clock - RACY_NS;
-    let stable = before == after
-        && after.size == bytes.len() as u64
-        && old(after.ctime)
-        && old(after.mtime)
-        && trusted_fs(fd);
+    let stable =
+        before == after && after.size == bytes.len() as u64 && after.settled_at() <= clock && trusted_fs(fd);
     Ok(ReadFile { bytes, key: stable.then_some(after) })
 }
 

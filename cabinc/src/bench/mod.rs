@@ -290,17 +290,22 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 /// the cost of the runs a user makes after the first (a 2 MB image's start-up
 /// measured 17-18 ms this way and 11 ms once the image had settled).
 fn settle(image: &std::path::Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::metadata(image) else { return };
-    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-    let newest = ns(m.mtime(), m.mtime_nsec()).max(ns(m.ctime(), m.ctime_nsec()));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-    // Some margin over the window: `cabinc run` compares with its own clock
-    // read before the image is read.
-    let wait = newest + cabin_rewriter::verified::RACY_NS + 100_000_000 - now;
-    if wait > 0 {
-        status("Waiting", &format!("{:.1} s for the new image to settle (its measurement is then cached as for a user's second run)", wait as f64 / 1e9));
-        std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+    let Ok(wait) = std::fs::File::open(image).and_then(|f| cabin_rewriter::verified::time_to_settle(&f))
+    else {
+        return;
+    };
+    if !wait.is_zero() {
+        // Some margin: `cabinc run` compares with its own clock, read
+        // before the image is read.
+        let wait = wait + std::time::Duration::from_millis(100);
+        status(
+            "Waiting",
+            &format!(
+                "{:.1} s for the new image to settle (its measurement is then cached as for a user's second run)",
+                wait.as_secs_f64()
+            ),
+        );
+        std::thread::sleep(wait);
     }
 }
 
