@@ -73,12 +73,12 @@ impl PhysMemory {
     /// first touch, 8-10 MiB per start for 4-5 such pages (docs/performance.md,
     /// "Start-up").
     pub fn new(size: u64) -> Result<PhysMemory, MemoryError> {
-        const HUGE: usize = 2 << 20;
         let len = usize::try_from(size).map_err(|_| MemoryError::BadSize { size, why: "too large" })?;
         if len == 0 {
             return Err(MemoryError::BadSize { size, why: "empty" });
         }
-        let map_len = len.checked_add(HUGE).ok_or(MemoryError::BadSize { size, why: "too large" })?;
+        let map_len =
+            len.checked_add(HUGE_PAGE_BYTES).ok_or(MemoryError::BadSize { size, why: "too large" })?;
         // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
         let p = unsafe {
             libc::mmap(
@@ -97,7 +97,7 @@ impl PhysMemory {
             });
         }
         let start = p as usize;
-        let aligned = start.next_multiple_of(HUGE);
+        let aligned = start.next_multiple_of(HUGE_PAGE_BYTES);
         let (head, tail) = (aligned - start, map_len - (aligned - start) - len);
         // SAFETY: both ranges lie inside the mapping just made and outside
         // [aligned, aligned + len), which is all that is kept; MADV_HUGEPAGE
